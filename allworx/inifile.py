@@ -1,0 +1,218 @@
+# -*- test-case-name: allworx.tests.test_inifile -*-
+"""
+The text of tap.conf as a document: sections and keys with their line numbers,
+edited in place so that a change made from the admin pages keeps the file's
+comments and layout, and written back atomically.
+"""
+
+import os
+import re
+
+import attr
+
+_SECTION = re.compile(r"^\[\s*([^\]]*?)\s*\]\s*(?:[#;].*)?$")
+_ENTRY = re.compile(r"^([A-Za-z0-9_.-]+)\s*[=:]\s*(.*)$")
+
+
+class IniSyntaxError(ValueError):
+    """A line of the file that is neither a section, an entry nor a comment."""
+
+    def __init__(self, line, text, reason):
+        ValueError.__init__(self, "line %d: %s: %r" % (line, reason, text))
+        self.line = line
+        self.text = text
+        self.reason = reason
+
+
+@attr.s(slots=True)
+class Entry:
+    """One `key = value` of a section; `line` is 1-based (0 for a new entry)."""
+
+    key = attr.ib()
+    value = attr.ib()
+    line = attr.ib(default=0)
+    # The original text lines, kept while the value is unchanged.
+    raw = attr.ib(default=None)
+
+
+@attr.s(slots=True)
+class Section:
+    """A `[name]` block: its entries and the comment lines between them."""
+
+    name = attr.ib()
+    line = attr.ib(default=0)
+    # Items are Entry objects or plain strings (comments, blank lines).
+    items = attr.ib(factory=list)
+    header = attr.ib(default=None)
+
+    @property
+    def kind(self):
+        """`user` for `[user alice]`, `dhcp` for `[dhcp]`."""
+        return self.name.split(None, 1)[0].lower() if self.name else ""
+
+    @property
+    def label(self):
+        """`alice` for `[user alice]`, None for `[dhcp]`."""
+        parts = self.name.split(None, 1)
+        return parts[1].strip() if len(parts) > 1 else None
+
+    def entries(self):
+        return [i for i in self.items if isinstance(i, Entry)]
+
+    def get(self, key):
+        for e in self.entries():
+            if e.key == key:
+                return e
+        return None
+
+    def set(self, key, value):
+        """Set `key`, keeping its place in the section, or append it."""
+        e = self.get(key)
+        if e is not None:
+            if e.value != value:
+                e.value = value
+                e.raw = None
+            return
+        entry = Entry(key, value)
+        last = max((n for n, i in enumerate(self.items)
+                    if isinstance(i, Entry)), default=-1)
+        self.items.insert(last + 1, entry)
+
+    def remove(self, key):
+        self.items = [i for i in self.items
+                      if not (isinstance(i, Entry) and i.key == key)]
+
+
+@attr.s(slots=True)
+class IniDocument:
+    """
+    A parsed INI file that renders back to the same text when unchanged.
+
+    Keys are case-sensitive and lower-case by convention; a value continues on
+    the following lines that are indented (a long `to = ...` list, say).
+    """
+
+    preamble = attr.ib(factory=list)
+    sections = attr.ib(factory=list)
+
+    @classmethod
+    def parse(cls, text):
+        """Parse `text`; raises IniSyntaxError for a line it cannot read."""
+        doc = cls()
+        current = None
+        last_entry = None
+        for n, line in enumerate(text.splitlines(), 1):
+            stripped = line.strip()
+            if not stripped or stripped[0] in "#;":
+                target = current.items if current is not None else doc.preamble
+                target.append(line)
+                last_entry = None if not stripped else last_entry
+                continue
+            if line[0] in " \t" and last_entry is not None:
+                last_entry.value = (last_entry.value + " " + stripped).strip()
+                last_entry.raw.append(line)
+                continue
+            m = _SECTION.match(stripped)
+            if m:
+                name = " ".join(m.group(1).split())
+                if not name:
+                    raise IniSyntaxError(n, line, "empty section name")
+                current = Section(name, n, header=line)
+                doc.sections.append(current)
+                last_entry = None
+                continue
+            m = _ENTRY.match(stripped)
+            if m is None:
+                raise IniSyntaxError(n, line, "expected 'key = value' or '[section]'")
+            if current is None:
+                raise IniSyntaxError(n, line, "a key before any [section]")
+            value = _strip_comment(m.group(2))
+            last_entry = Entry(m.group(1).lower(), value, n, [line])
+            current.items.append(last_entry)
+        return doc
+
+    def render(self):
+        """The document as text, unchanged lines kept byte for byte."""
+        out = list(self.preamble)
+        for s in self.sections:
+            if out and out[-1].strip():
+                out.append("")
+            out.append(s.header if s.header is not None else "[%s]" % s.name)
+            for item in s.items:
+                if isinstance(item, Entry):
+                    if item.raw is not None:
+                        out.extend(item.raw)
+                    else:
+                        out.append("%s = %s" % (item.key, item.value))
+                else:
+                    out.append(item)
+        return "\n".join(out) + "\n"
+
+    def section(self, name):
+        """The first section called `name` (spacing and case of kind normalised)."""
+        want = _normal_name(name)
+        for s in self.sections:
+            if _normal_name(s.name) == want:
+                return s
+        return None
+
+    def ensure_section(self, name):
+        s = self.section(name)
+        if s is None:
+            s = Section(" ".join(name.split()))
+            self.sections.append(s)
+        return s
+
+    def remove_section(self, name):
+        want = _normal_name(name)
+        self.sections = [s for s in self.sections if _normal_name(s.name) != want]
+
+    def copy(self):
+        return IniDocument.parse(self.render())
+
+
+def _normal_name(name):
+    parts = name.split(None, 1)
+    if not parts:
+        return ""
+    return " ".join([parts[0].lower()] + parts[1:])
+
+
+def _strip_comment(value):
+    """Drop a trailing ` # comment` (a # not preceded by space stays, e.g. URLs)."""
+    m = re.search(r"\s[#;]", value)
+    if m:
+        value = value[:m.start()]
+    return value.strip()
+
+
+def atomic_write(path, data):
+    """
+    Replace `path` with `data` (bytes or str) so that a crash leaves either the
+    old file or the new one: write a temporary file, fsync, rename, fsync the
+    directory.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, ".%s.tmp-%d" % (os.path.basename(path), os.getpid()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        st = os.stat(path)
+        os.chmod(tmp, st.st_mode & 0o7777)
+    except FileNotFoundError:
+        pass
+    os.rename(tmp, path)
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

@@ -1,0 +1,74 @@
+"""
+The seams between services. Each is published in `office.runtime` by the
+service that owns it and used by the others (and by the admin pages) only
+through these methods.
+"""
+
+from zope.interface import Attribute, Interface
+
+
+class IMailStore(Interface):
+    """
+    The users' mailboxes (Maildir under data_dir/mail/USER). Voicemail uses it
+    to deliver and delete; POP3 serves from it. Emits `MailboxChanged` on the
+    office when a user's voicemail counts change.
+    """
+
+    def deliver(recipients, message, sender=None):
+        """
+        Deliver `message` (bytes, RFC 5322) to local users and aliases named in
+        `recipients` (addresses or user names); aliases expand, external
+        addresses are queued for sending. Returns a Deferred that fires once
+        every copy is on disk (fsynced).
+        """
+
+    def list_messages(user):
+        """A list of `MessageInfo` for the user's mailbox, oldest first."""
+
+    def read_message(user, uid):
+        """Bytes of one message; KeyError if it is gone."""
+
+    def delete_message(user, uid):
+        """Remove one message (voicemail by phone, POP3 DELE on QUIT)."""
+
+    def mark_seen(user, uid):
+        """Flag a message as read (voicemail saved, POP3 RETR)."""
+
+
+class ILeaseTable(Interface):
+    """The DHCP server's leases, for DNS names and the admin pages."""
+
+    def active_leases():
+        """A list of lease records: mac, address, hostname, expires (POSIX), state."""
+
+
+class IConnectionLog(Interface):
+    """The firewall's bounded log of decisions."""
+
+    def recent(limit=200):
+        """Newest first: entries with time, proto, src, sport, dst, dport, action, reason."""
+
+    counts = Attribute("dict: verdict -> number of flows decided so far")
+
+
+class IMailQueue(Interface):
+    """The outbound mail queue."""
+
+    def entries():
+        """Queued messages: id, sender, recipients, attempts, next_attempt, last_error."""
+
+    def retry(queue_id):
+        """Try the message again now."""
+
+    def remove(queue_id):
+        """Drop a message from the queue."""
+
+
+class IRegistrations(Interface):
+    """The SIP registrar's bindings and calls in progress."""
+
+    def bindings():
+        """Current registrations: user, extension, contact, source, expires."""
+
+    def active_calls():
+        """Calls in progress: caller, callee, state, started."""

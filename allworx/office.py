@@ -1,0 +1,312 @@
+# -*- test-case-name: allworx.tests.test_office -*-
+"""
+The live state of the office: one source of truth for the configuration and
+for the runtime facts services share (the WAN address, DHCP names, each
+service's health), with observers so every service reconfigures itself when
+something changes.
+
+Every change to the configuration goes through `Office`: it is applied to a
+copy of tap.conf's text, the whole copy is validated, written back atomically,
+and only then becomes the live config; a bad change raises `ConfigErrors` and
+changes nothing.
+"""
+
+import ipaddress
+
+import attr
+from twisted.logger import Logger
+
+from allworx.config import (
+    RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigError, ConfigErrors,
+    config_from_document, format_value, keys_of, parse_config)
+from allworx.inifile import IniDocument, atomic_write
+
+log = Logger()
+
+
+# ---------------------------------------------------------------- events
+
+@attr.s(frozen=True, slots=True)
+class ConfigChanged:
+    """The configuration was replaced; `sections` names what differs."""
+
+    old = attr.ib()
+    new = attr.ib()
+    sections = attr.ib()
+
+    def touches(self, *names):
+        """True when any of the named sections (`dhcp`, `user`, ...) changed."""
+        return any(n in self.sections for n in names)
+
+
+@attr.s(frozen=True, slots=True)
+class LeaseEvent:
+    """A DHCP lease on the LAN was granted, renewed, released or expired."""
+
+    kind = attr.ib()        # "granted" | "renewed" | "released" | "expired" | "declined"
+    mac = attr.ib()
+    address = attr.ib()     # ipaddress.IPv4Address
+    hostname = attr.ib(default=None)
+    expires = attr.ib(default=None)  # POSIX time the lease ends
+
+
+@attr.s(frozen=True, slots=True)
+class WanAddressChanged:
+    """The WAN interface's address (IPv4Interface or None) changed."""
+
+    old = attr.ib()
+    new = attr.ib()
+    source = attr.ib()      # "static" | "dhcp" | "lost"
+    gateway = attr.ib(default=None)
+
+
+@attr.s(frozen=True, slots=True)
+class MailboxChanged:
+    """A user's mailbox gained or lost messages (voicemail counts for MWI)."""
+
+    user = attr.ib()
+    voicemail_new = attr.ib(default=0)
+    voicemail_old = attr.ib(default=0)
+
+
+@attr.s(frozen=True, slots=True)
+class ServiceStatus:
+    """Whether a service is up, and a sentence saying where it listens or why not."""
+
+    name = attr.ib()
+    state = attr.ib()       # "up" | "down" | "disabled" | "degraded"
+    detail = attr.ib(default="")
+
+
+@attr.s(slots=True)
+class Runtime:
+    """
+    Live objects services publish for the others and for the admin pages.
+    Each slot is set by the service that owns it and None until then.
+    """
+
+    leases = attr.ib(default=None)          # DHCP lease table
+    dhcp_warnings = attr.ib(factory=list)   # rogue DHCP servers seen
+    connections = attr.ib(default=None)     # firewall connection log
+    zone = attr.ib(default=None)            # DNS zone as served
+    mail_store = attr.ib(default=None)      # mailboxes (deliver, list, delete)
+    mail_queue = attr.ib(default=None)      # outbound queue
+    fetch_status = attr.ib(factory=dict)    # fetch account display -> last result
+    registrations = attr.ib(default=None)   # SIP registrar
+    calls = attr.ib(default=None)           # SIP calls in progress
+    voicemail = attr.ib(default=None)
+    wan_source = attr.ib(default=None)      # "static" | "dhcp" | None
+
+
+class Office:
+    """
+    The configuration and runtime state of the office, with observers.
+
+    Observers subscribe to an event class (`ConfigChanged`, `LeaseEvent`, ...)
+    and are called synchronously, in order, by `emit`; an observer that raises
+    is logged and does not stop the others.
+    """
+
+    def __init__(self, config, path=None, data_dir=None):
+        # `data_dir` from the command line outranks the file, now and after changes.
+        self._data_dir = data_dir
+        if data_dir:
+            config = config.with_data_dir(data_dir)
+        self.config = config
+        self.path = path if path is not None else config.path
+        self.runtime = Runtime()
+        self.status = {}
+        self.wan_address = config.wan.address if config.wan.mode == "static" else None
+        if self.wan_address is not None:
+            self.runtime.wan_source = "static"
+        self._observers = []
+        self._doc = config.doc if config.doc is not None else IniDocument()
+
+    # -------------------------------------------------------- observers
+
+    def subscribe(self, event_class, callback):
+        """Call `callback(event)` for each event of `event_class`; returns an unsubscribe."""
+        entry = (event_class, callback)
+        self._observers.append(entry)
+
+        def unsubscribe():
+            if entry in self._observers:
+                self._observers.remove(entry)
+        return unsubscribe
+
+    def emit(self, event):
+        for event_class, callback in list(self._observers):
+            if isinstance(event, event_class):
+                try:
+                    callback(event)
+                except Exception:
+                    log.failure("observer {callback!r} failed on {event!r}",
+                                callback=callback, event=event)
+
+    # -------------------------------------------------------- runtime facts
+
+    def set_status(self, name, state, detail=""):
+        """Record a service's health; logged when it changes."""
+        status = ServiceStatus(name, state, detail)
+        if self.status.get(name) != status:
+            self.status[name] = status
+            log.info("{service}: {state}{sep}{detail}", service=name, state=state,
+                     sep=": " if detail else "", detail=detail)
+            self.emit(status)
+
+    def set_wan_address(self, address, source, gateway=None):
+        """The network service reports the WAN address it applied or lost."""
+        old = self.wan_address
+        if old == address and self.runtime.wan_source == source:
+            return
+        self.wan_address = address
+        self.runtime.wan_source = source
+        self.emit(WanAddressChanged(old, address, source, gateway))
+
+    @property
+    def wan_ip(self):
+        return self.wan_address.ip if self.wan_address is not None else None
+
+    def is_lan_peer(self, host):
+        """
+        True for a peer on the LAN side: inside the LAN subnet, or this host
+        itself. Sound because the network service turns on strict reverse-path
+        filtering, so a LAN source address cannot arrive on the WAN.
+        """
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address):
+            ip = ip.ipv4_mapped or ip
+            if isinstance(ip, ipaddress.IPv6Address):
+                return ip.is_loopback
+        return ip in self.config.lan_network or ip.is_loopback
+
+    # -------------------------------------------------------- config changes
+
+    def document_text(self):
+        """tap.conf as it stands (what a backup downloads)."""
+        return self._doc.render()
+
+    def update_settings(self, section, values):
+        """
+        Change keys of a settings section (`dhcp`, `security`, ...).
+        `values` maps key -> text (or a model value, written back by its key's
+        format). Returns the new Config; raises ConfigErrors and changes nothing
+        when the result is invalid.
+        """
+        if section not in SETTINGS_SECTIONS:
+            raise ConfigErrors([ConfigError(section, None, 0, "unknown section")])
+        cls = SETTINGS_SECTIONS[section]
+        doc = self._doc.copy()
+        target = doc.ensure_section(section)
+        for k, v in values.items():
+            self._check_key(section, cls, k)
+            text = self._text(cls, k, v)
+            if text == "" and attr.fields_dict(cls)[k].default is not attr.NOTHING:
+                target.remove(k)
+            else:
+                target.set(k, text)
+        return self._apply(doc)
+
+    def put_record(self, kind, name, values, create=None):
+        """
+        Create or replace `[kind name]` with exactly `values` (key -> text).
+        `create=True` refuses an existing name, `create=False` a missing one.
+        """
+        if kind not in RECORD_SECTIONS:
+            raise ConfigErrors([ConfigError(kind, None, 0, "unknown kind of record")])
+        cls = RECORD_SECTIONS[kind]
+        section_name = "%s %s" % (kind, name)
+        doc = self._doc.copy()
+        existing = doc.section(section_name)
+        if create is True and existing is not None:
+            raise ConfigErrors([ConfigError(section_name, None, existing.line, "already exists")])
+        if create is False and existing is None:
+            raise KeyError(section_name)
+        target = doc.ensure_section(section_name)
+        keep = set()
+        for k, v in values.items():
+            self._check_key(section_name, cls, k)
+            text = self._text(cls, k, v)
+            if text != "":
+                target.set(k, text)
+                keep.add(k)
+        for entry in target.entries():
+            if entry.key not in keep:
+                target.remove(entry.key)
+        return self._apply(doc)
+
+    def patch_record(self, kind, name, values):
+        """Change some keys of an existing `[kind name]`; KeyError if missing."""
+        current = getattr(self.config, _plural(kind)).get(name)
+        if current is None:
+            raise KeyError("%s %s" % (kind, name))
+        cls = RECORD_SECTIONS[kind]
+        merged = {f.name: format_value(cls, f.name, getattr(current, f.name))
+                  for f in keys_of(cls)}
+        merged.update(values)
+        return self.put_record(kind, name, merged, create=False)
+
+    def delete_record(self, kind, name):
+        """Remove `[kind name]`; KeyError if missing, ConfigErrors if others need it."""
+        section_name = "%s %s" % (kind, name)
+        doc = self._doc.copy()
+        if doc.section(section_name) is None:
+            raise KeyError(section_name)
+        doc.remove_section(section_name)
+        return self._apply(doc)
+
+    def replace_text(self, text):
+        """Restore a whole tap.conf (a backup); validated before anything changes."""
+        config = parse_config(text, path=self.path)
+        return self._apply(config.doc, validated=config)
+
+    def _check_key(self, section, cls, k):
+        if k not in attr.fields_dict(cls) or "parse" not in attr.fields_dict(cls)[k].metadata:
+            raise ConfigErrors([ConfigError(section, k, 0, "unknown key")])
+
+    @staticmethod
+    def _text(cls, k, v):
+        if isinstance(v, str):
+            return v.strip()
+        if v is None:
+            return ""
+        return format_value(cls, k, v)
+
+    def _apply(self, doc, validated=None):
+        new = validated or config_from_document(doc, path=self.path, data_dir=self._data_dir)
+        if self._data_dir:
+            new = new.with_data_dir(self._data_dir)
+        if self.path:
+            atomic_write(self.path, doc.render())
+        old = self.config
+        # Keep the document object that was validated, re-parsed so line
+        # numbers in later errors match the file on disk.
+        self._doc = IniDocument.parse(doc.render())
+        new = attr.evolve(new, doc=self._doc)
+        self.config = new
+        changed = changed_sections(old, new)
+        if "wan" in changed and new.wan.mode == "static":
+            self.set_wan_address(new.wan.address, "static", new.wan.gateway)
+        log.info("configuration changed: {sections}", sections=", ".join(sorted(changed)) or "nothing")
+        self.emit(ConfigChanged(old, new, frozenset(changed)))
+        return new
+
+
+def _plural(kind):
+    return {"user": "users", "alias": "aliases", "host": "hosts",
+            "record": "records", "forward": "forwards"}[kind]
+
+
+def changed_sections(old, new):
+    """Names of the settings sections and record kinds that differ."""
+    out = set()
+    for name in SETTINGS_SECTIONS:
+        if getattr(old, name) != getattr(new, name):
+            out.add(name)
+    for kind in RECORD_SECTIONS:
+        if getattr(old, _plural(kind)) != getattr(new, _plural(kind)):
+            out.add(kind)
+    return out
