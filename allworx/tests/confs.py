@@ -1,0 +1,52 @@
+"""Config texts shared by the tests: a minimal valid office and builders."""
+
+from allworx.passwords import sip_digest
+
+# Precomputed so tests need not hash at import: the password is "admin-demo".
+PW_HASH = ("$argon2id$v=19$m=65536,t=3,p=4$ERLlCFcNeGK550IgXEvC6g$"
+           "wjiY1y6LH8GV9JTqJGT4odM/ewS7TCrb4fLs23rAQ64")
+
+MINIMAL = """\
+[system]
+domain = example.com
+hostname = allworx
+
+[lan]
+interface = lan0
+address = 192.168.2.254/24
+
+[wan]
+interface = wan0
+mode = static
+address = 203.0.113.2/24
+gateway = 203.0.113.1
+
+[security]
+mode = firewall-nat
+
+[dns]
+primary = 203.0.113.1
+
+[web]
+admin_password = {pw}
+
+[user alice]
+full_name = Alice Archer
+extension = 101
+voicemail_pin = 1234
+password = {pw}
+sip_digest = {digest}
+
+[user bob]
+full_name = Bob Baker
+extension = 102
+password = {pw}
+
+[alias sales]
+to = alice bob
+""".format(pw=PW_HASH, digest=sip_digest("101", "example.com", "admin-demo"))
+
+
+def with_sections(extra, base=MINIMAL):
+    """`base` with `extra` (more sections) appended."""
+    return base + "\n" + extra

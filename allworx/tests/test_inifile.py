@@ -1,0 +1,88 @@
+"""Tests for allworx.inifile: parsing, faithful rendering, edits, atomic writes."""
+
+import os
+
+from twisted.trial import unittest
+
+from allworx.inifile import IniDocument, IniSyntaxError, atomic_write
+
+TEXT = """\
+# a comment at the top
+
+[system]
+domain = example.com   # trailing comment
+hostname = box
+
+[alias sales]
+# who gets sales mail
+to = alice
+    bob
+"""
+
+
+class ParseTests(unittest.TestCase):
+
+    def test_round_trip(self):
+        """An unchanged document renders byte for byte."""
+        self.assertEqual(IniDocument.parse(TEXT).render(), TEXT)
+
+    def test_values_and_lines(self):
+        doc = IniDocument.parse(TEXT)
+        system = doc.section("system")
+        self.assertEqual(system.line, 3)
+        self.assertEqual(system.get("domain").value, "example.com")
+        self.assertEqual(system.get("domain").line, 4)
+        sales = doc.section("alias  sales")
+        self.assertEqual((sales.kind, sales.label), ("alias", "sales"))
+        self.assertEqual(sales.get("to").value, "alice bob")
+
+    def test_hash_inside_value_kept(self):
+        doc = IniDocument.parse("[x]\nurl = pop3://a:b#c@host\n")
+        self.assertEqual(doc.section("x").get("url").value, "pop3://a:b#c@host")
+
+    def test_syntax_errors_name_the_line(self):
+        e = self.assertRaises(IniSyntaxError, IniDocument.parse, "[a]\nkey value\n")
+        self.assertEqual(e.line, 2)
+        e = self.assertRaises(IniSyntaxError, IniDocument.parse, "key = 1\n")
+        self.assertEqual(e.line, 1)
+        self.assertIn("before any [section]", str(e))
+        e = self.assertRaises(IniSyntaxError, IniDocument.parse, "[]\n")
+        self.assertIn("empty section", str(e))
+
+
+class EditTests(unittest.TestCase):
+
+    def test_set_keeps_comments_and_order(self):
+        doc = IniDocument.parse(TEXT)
+        doc.section("system").set("hostname", "server")
+        doc.section("system").set("admin_email", "a@example.com")
+        out = doc.render()
+        self.assertIn("# a comment at the top", out)
+        self.assertIn("domain = example.com   # trailing comment", out)
+        self.assertLess(out.index("hostname = server"), out.index("admin_email"))
+        self.assertLess(out.index("admin_email"), out.index("[alias sales]"))
+
+    def test_add_and_remove_sections(self):
+        doc = IniDocument.parse(TEXT)
+        doc.ensure_section("user carol").set("full_name", "Carol")
+        doc.remove_section("alias sales")
+        out = doc.render()
+        self.assertNotIn("sales", out)
+        self.assertIn("[user carol]\nfull_name = Carol\n", out)
+        self.assertEqual(IniDocument.parse(out).render(), out)
+
+
+class AtomicWriteTests(unittest.TestCase):
+
+    def test_replaces_and_keeps_mode(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("old")
+        os.chmod(path, 0o640)
+        atomic_write(path, "new text")
+        with open(path) as f:
+            self.assertEqual(f.read(), "new text")
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o640)
+        leftovers = [n for n in os.listdir(os.path.dirname(os.path.abspath(path)))
+                     if n.startswith(".")]
+        self.assertEqual(leftovers, [])

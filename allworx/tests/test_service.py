@@ -1,0 +1,100 @@
+"""Tests for allworx.service and allworx.listening: composition and bind reports."""
+
+import errno
+import socket
+
+from twisted.application import service
+from twisted.internet import defer, error
+from twisted.trial import unittest
+
+from allworx.config import parse_config
+from allworx.listening import ListeningService, why_not
+from allworx.office import Office
+from allworx.service import CHILDREN, AllworxService, PendingService
+from allworx.tests.confs import MINIMAL
+
+
+class RecordingService(service.Service):
+    """A child that records start and stop."""
+
+    log = []
+
+    def __init__(self, office):
+        self.setName("recording")
+
+    def startService(self):
+        service.Service.startService(self)
+        RecordingService.log.append("start")
+
+    def stopService(self):
+        service.Service.stopService(self)
+        RecordingService.log.append("stop")
+
+
+def make_recording(office):
+    return RecordingService(office)
+
+
+class CompositionTests(unittest.TestCase):
+
+    def office(self):
+        config = parse_config(MINIMAL).with_data_dir(self.mktemp())
+        return Office(config)
+
+    def test_named_child_per_protocol(self):
+        top = AllworxService(self.office(), children=[
+            ("mine", __name__ + ":make_recording"),
+            ("later", "allworx.not_written_yet:make_service")])
+        self.assertEqual([s.name for s in top], ["mine", "later"])
+        self.assertIsInstance(top.getServiceNamed("later"), PendingService)
+        RecordingService.log = []
+        top.startService()
+        self.assertEqual(top.office.status["later"].state, "down")
+        self.assertIn("not part of this build", top.office.status["later"].detail)
+        d = top.stopService()
+        self.assertEqual(RecordingService.log, ["start", "stop"])
+        return d
+
+    def test_every_protocol_has_a_child(self):
+        names = [n for n, _ in CHILDREN]
+        for expected in ("network", "firewall", "dhcp", "dns", "ntp", "mail", "sip", "ldap", "web"):
+            self.assertIn(expected, names)
+
+
+class FakePort:
+    stopped = False
+
+    def stopListening(self):
+        self.stopped = True
+        return defer.succeed(None)
+
+
+class ListeningTests(unittest.TestCase):
+
+    def setUp(self):
+        self.office = Office(parse_config(MINIMAL))
+
+    def denied(self):
+        e = socket.error(errno.EACCES, "Permission denied")
+        raise error.CannotListenError("", 53, e)
+
+    def test_reports_each_port(self):
+        port = FakePort()
+        svc = ListeningService("dns", self.office, [
+            ("udp 53", 53, self.denied), ("udp 5353", 5353, lambda: port)])
+        svc.startService()
+        status = self.office.status["dns"]
+        self.assertEqual(status.state, "degraded")
+        self.assertIn("listening on udp 5353", status.detail)
+        self.assertIn("port 53 needs root or CAP_NET_BIND_SERVICE", status.detail)
+        svc.stopService()
+        self.assertTrue(port.stopped)
+
+    def test_all_failed_is_down(self):
+        svc = ListeningService("dns", self.office, [("udp 53", 53, self.denied)])
+        svc.startService()
+        self.assertEqual(self.office.status["dns"].state, "down")
+
+    def test_why_not(self):
+        self.assertIn("already in use", why_not(OSError(errno.EADDRINUSE, "x"), 25))
+        self.assertIn("not available", why_not(OSError(errno.EADDRNOTAVAIL, "x"), 25))
