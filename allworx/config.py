@@ -746,15 +746,15 @@ def config_from_document(doc, path=None, data_dir=None):
                 out[label] = obj
         built_records[kind] = out
 
-    if any(v is None for v in built.values()):
-        raise ConfigErrors(errors, path)
     config = Config(
         users=built_records["user"], aliases=built_records["alias"],
         hosts=built_records["host"], records=built_records["record"],
         forwards=built_records["forward"], doc=doc, path=path, **built)
-    if data_dir:
+    complete = all(v is not None for v in built.values())
+    if data_dir and complete:
         config = config.with_data_dir(data_dir)
-    _cross_check(config, lines, errors)
+    declared = {kind: set(items) for kind, items in records.items()}
+    _cross_check(config, lines, errors, complete, declared)
     if errors:
         raise ConfigErrors(errors, path)
     return config
@@ -803,15 +803,29 @@ def _build(kind, label, cls, values, section, failed, errors):
     return cls(**values)
 
 
-def _cross_check(c, lines, errors):
-    """Checks between keys and sections: ranges inside the LAN, references."""
+def _cross_check(c, lines, errors, complete=True, declared=None):
+    """
+    Checks between keys and sections: ranges inside the LAN, references.
+    With sections that failed to load (`complete` false, those sections None)
+    the groups of checks that need them are skipped, the others still run, so
+    one pass reports as much as it can.
+    """
 
     def err(section, key, message):
         errors.append(ConfigError(section, key, lines.get((section, key)) or
                                   lines.get((section, None)) or 0, message))
 
+    for check in (_check_network, _check_services, _check_users_aliases,
+                  _check_hosts_records, _check_forwards):
+        try:
+            check(c, err, declared or {})
+        except AttributeError:
+            if complete:
+                raise
+
+
+def _check_network(c, err, declared):
     lan = c.lan.address
-    # WAN
     if c.wan.mode != "disabled" and not c.wan.interface:
         err("wan", "interface", "is required when mode is %s" % c.wan.mode)
     if c.wan.interface and c.wan.interface == c.lan.interface:
@@ -834,9 +848,9 @@ def _cross_check(c, lines, errors):
     if c.security.mode != "lan-only" and c.wan.mode == "disabled":
         err("security", "mode", "%s needs a WAN: set [wan] mode to static or dhcp, "
             "or use lan-only" % c.security.mode)
-    if c.security.dmz_open and c.security.mode != "firewall-nat-dmz":
-        pass  # kept for when DMZ mode is switched on; harmless otherwise
-    # DHCP
+
+
+def _check_services(c, err, declared):
     try:
         first, last = c.pool
         if int(last) - int(first) > 253:
@@ -848,7 +862,12 @@ def _cross_check(c, lines, errors):
         err("dns", "primary", "is required when use_forwarders = yes (the ISP's DNS server)")
     if c.security.mode == "lan-only" and c.dhcp.enabled and c.dns.primary is None:
         err("dns", "primary", "is required in lan-only mode: DHCP hands it out as the DNS server")
-    # Users
+    low, high = c.sip.rtp_ports
+    if low <= c.sip.port <= high:
+        err("sip", "rtp_ports", "includes the SIP port %d" % c.sip.port)
+
+
+def _check_users_aliases(c, err, declared):
     extensions = {}
     for u in c.users.values():
         section = "user %s" % u.name
@@ -857,9 +876,8 @@ def _cross_check(c, lines, errors):
                 err(section, "extension", "%s is already the extension of user %s"
                     % (u.extension, extensions[u.extension]))
             extensions[u.extension] = u.name
-            if u.extension == c.sip.voicemail_number:
+            if c.sip is not None and u.extension == c.sip.voicemail_number:
                 err(section, "extension", "%s is the voicemail number" % u.extension)
-    # Aliases
     for a in c.aliases.values():
         section = "alias %s" % a.name
         if not a.to:
@@ -870,28 +888,15 @@ def _cross_check(c, lines, errors):
                     parse_email(target)
                 except ValueError as e:
                     err(section, "to", str(e))
-            elif target not in c.users and target not in c.aliases:
+            elif target not in declared.get("user", c.users) and target not in c.aliases:
                 err(section, "to", "names unknown user or alias %r%s" % (
                     target, _did_you_mean(target, list(c.users) + list(c.aliases))))
         loop = _alias_loop(c, a.name)
         if loop:
             err(section, "to", "alias loop: %s" % " -> ".join(loop))
-    # Hosts and records
-    macs, addrs = {}, {}
-    for h in c.hosts.values():
-        section = "host %s" % h.name
-        if h.address not in lan.network:
-            err(section, "address", "%s is not in the LAN subnet %s" % (h.address, lan.network))
-        elif h.address in (lan.ip, lan.network.network_address, lan.network.broadcast_address):
-            err(section, "address", "%s is not a usable host address" % h.address)
-        if h.mac in macs:
-            err(section, "mac", "%s is already reserved for host %s" % (h.mac, macs[h.mac]))
-        macs[h.mac] = h.name
-        if h.address in addrs:
-            err(section, "address", "%s is already reserved for host %s" % (h.address, addrs[h.address]))
-        addrs[h.address] = h.name
-        if h.name in BUILTIN_NAMES:
-            err(section, None, "%r is a built-in name of the zone" % h.name)
+
+
+def _check_hosts_records(c, err, declared):
     for r in c.records.values():
         section = "record %s" % r.name
         if r.name in BUILTIN_NAMES:
@@ -904,25 +909,43 @@ def _cross_check(c, lines, errors):
             err(section, "cname", "the domain itself cannot be a cname")
         if not (r.a or r.mx or r.cname or r.txt):
             err(section, None, "has no records (a, mx, cname or txt)")
-    # Forwards
+    macs, addrs = {}, {}
+    for h in c.hosts.values():
+        section = "host %s" % h.name
+        if h.name in BUILTIN_NAMES:
+            err(section, None, "%r is a built-in name of the zone" % h.name)
+        if h.mac in macs:
+            err(section, "mac", "%s is already reserved for host %s" % (h.mac, macs[h.mac]))
+        macs[h.mac] = h.name
+        if h.address in addrs:
+            err(section, "address", "%s is already reserved for host %s" % (h.address, addrs[h.address]))
+        addrs[h.address] = h.name
+    lan = c.lan.address
+    for h in c.hosts.values():
+        section = "host %s" % h.name
+        if h.address not in lan.network:
+            err(section, "address", "%s is not in the LAN subnet %s" % (h.address, lan.network))
+        elif h.address in (lan.ip, lan.network.network_address, lan.network.broadcast_address):
+            err(section, "address", "%s is not a usable host address" % h.address)
+
+
+def _check_forwards(c, err, declared):
     ports = {}
+    for f in c.forwards.values():
+        k = (f.proto, f.wan_port)
+        if k in ports:
+            err("forward %s" % f.name, "wan_port", "%d/%s is already forwarded by %s"
+                % (f.wan_port, f.proto, ports[k]))
+        ports[k] = f.name
     for f in c.forwards.values():
         section = "forward %s" % f.name
         target = f.to[0]
         if isinstance(target, str):
-            if target not in c.hosts:
+            if target not in declared.get("host", c.hosts):
                 err(section, "to", "names unknown host %r%s" % (
                     target, _did_you_mean(target, c.hosts)))
-        elif target not in lan.network or target == lan.ip:
-            err(section, "to", "%s is not a LAN device's address in %s" % (target, lan.network))
-        k = (f.proto, f.wan_port)
-        if k in ports:
-            err(section, "wan_port", "%d/%s is already forwarded by %s" % (f.wan_port, f.proto, ports[k]))
-        ports[k] = f.name
-    # SIP ports must not collide with the services' own ports
-    low, high = c.sip.rtp_ports
-    if low <= c.sip.port <= high:
-        err("sip", "rtp_ports", "includes the SIP port %d" % c.sip.port)
+        elif target not in c.lan_network or target == c.lan_ip:
+            err(section, "to", "%s is not a LAN device's address in %s" % (target, c.lan_network))
 
 
 def _alias_loop(c, start):
