@@ -58,6 +58,12 @@ class AllworxService(service.MultiService):
                  domain=config.system.domain, mode=config.security.mode,
                  data_dir=config.system.data_dir)
         service.MultiService.startService(self)
+        states = {}
+        for status in self.office.status.values():
+            states.setdefault(status.state, []).append(status.name)
+        log.info("allworx ready: {summary}", summary="; ".join(
+            "%s: %s" % (state, ", ".join(sorted(names)))
+            for state, names in sorted(states.items())))
 
 
 def _build(name, target, office):
