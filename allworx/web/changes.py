@@ -1,0 +1,235 @@
+# -*- test-case-name: allworx.tests.test_web_changes -*-
+"""
+The changes the admin pages and the API make, in one place so both apply the
+same rules: plain passwords are hashed (argon2, in a thread) together with the
+user's SIP digest, fetch-account passwords shown masked are kept, several
+sections change at once or not at all. Every function ends in an Office call,
+which validates the whole config and raises `ConfigErrors` naming the
+section, key and line; nothing changes on error.
+"""
+
+import re
+from urllib.parse import urlsplit
+
+from attr import NOTHING as REQUIRED_MARK
+from twisted.internet import defer, threads
+
+from allworx.config import (
+    RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigError, ConfigErrors, format_value, keys_of)
+from allworx.inifile import IniDocument
+from allworx.passwords import hash_password, sip_digest
+
+# Shown instead of a stored secret; sending it back means "keep what is there".
+MASK = "********"
+
+PLURALS = {"user": "users", "alias": "aliases", "host": "hosts",
+           "record": "records", "forward": "forwards"}
+
+# Keys that only the server writes, never a form or a script.
+SERVER_KEYS = {"user": ("sip_digest",), "web": ("admin_password",)}
+
+
+def record_values(office, kind, name):
+    """`{key: text}` of an existing record, as tap.conf has it."""
+    record = getattr(office.config, PLURALS[kind])[name]
+    cls = RECORD_SECTIONS[kind]
+    return {f.name: format_value(cls, f.name, getattr(record, f.name)) for f in keys_of(cls)}
+
+
+def settings_values(office, section):
+    """`{key: text}` of a settings section (secrets left out)."""
+    cls = SETTINGS_SECTIONS[section]
+    current = getattr(office.config, section)
+    return {f.name: format_value(cls, f.name, getattr(current, f.name))
+            for f in keys_of(cls) if f.name not in SERVER_KEYS.get(section, ())}
+
+
+def mask_fetch_urls(text):
+    """pop3_fetch URLs with each password replaced by MASK, for showing."""
+    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", lambda m: m.group(1) + MASK + "@", text)
+
+
+def unmask_fetch_urls(text, accounts):
+    """
+    Put back the stored password of each URL that came back with MASK, matched
+    by scheme, user, host and port; a masked URL that matches nothing is an error.
+    """
+    stored = {a.display: a.url for a in accounts}
+    out = []
+    for url in text.split():
+        if (":%s@" % MASK) in url:
+            parts = urlsplit(url.replace(MASK, "x"))
+            try:
+                port = parts.port or (995 if parts.scheme == "pop3s" else 110)
+            except ValueError:
+                port = None
+            display = "%s://%s@%s:%s" % (parts.scheme, parts.username, parts.hostname, port)
+            if display not in stored:
+                raise ValueError("%s is a new account: type its password instead of %s"
+                                 % (display, MASK))
+            url = stored[display]
+        out.append(url)
+    return " ".join(out)
+
+
+def _refuse(section, key, message):
+    return ConfigErrors([ConfigError(section, key, 0, message)])
+
+
+def check_keys(kind, values, section):
+    """Refuse keys that only the server writes (sip_digest, the admin hash)."""
+    for k in values:
+        if k in SERVER_KEYS.get(kind, ()):
+            raise _refuse(section, k, "is set by the server (from the password), not by hand")
+
+
+def apply_settings(office, changes):
+    """
+    Change keys of one or more settings sections together: `{section: {key:
+    text}}`. With several sections the whole file changes at once, so a
+    combination (a WAN and the security mode that needs it) is checked whole.
+    """
+    changes = {s: v for s, v in changes.items() if v}
+    for section, values in changes.items():
+        if section not in SETTINGS_SECTIONS:
+            raise _refuse(section, None, "unknown section")
+        check_keys(section, values, section)
+    if not changes:
+        return office.config
+    if len(changes) == 1:
+        (section, values), = changes.items()
+        return office.update_settings(section, values)
+    doc = IniDocument.parse(office.document_text())
+    errors = []
+    for section, values in changes.items():
+        cls = SETTINGS_SECTIONS[section]
+        fields = {f.name: f for f in keys_of(cls)}
+        target = doc.ensure_section(section)
+        for k, v in values.items():
+            if k not in fields:
+                errors.append(ConfigError(section, k, 0, "unknown key"))
+                continue
+            text = v.strip() if isinstance(v, str) else ("" if v is None else format_value(cls, k, v))
+            if text == "" and fields[k].default is not REQUIRED_MARK:
+                target.remove(k)
+            else:
+                target.set(k, text)
+    if errors:
+        raise ConfigErrors(errors)
+    return office.replace_text(doc.render())
+
+
+def _hash_user(values, extension, domain, deferToThread):
+    plain = values.pop("password")
+    if plain.startswith("$argon2"):
+        # An existing hash (a script copying users between offices): kept as is.
+        values["password"] = plain
+        return defer.succeed(values)
+
+    def hashed(result):
+        values["password"] = result
+        if extension:
+            values["sip_digest"] = sip_digest(extension, domain, plain)
+        else:
+            values.pop("sip_digest", None)
+        return values
+    return deferToThread(hash_password, plain).addCallback(hashed)
+
+
+def save_user(office, name, values, mode, deferToThread=threads.deferToThread):
+    """
+    Create (`mode="create"`), replace (`"replace"`) or change (`"patch"`) a
+    user from form or JSON text. A `password` is plain text: it is hashed in a
+    thread, and the SIP digest is written with it. An empty password on a
+    change keeps the stored one. Returns a Deferred firing with
+    (config, warnings).
+    """
+    section = "user %s" % name
+    values = {k: (v if isinstance(v, str) else "" if v is None else str(v)) for k, v in values.items()}
+    check_keys("user", values, section)
+    existing = office.config.users.get(name)
+    warnings = []
+    if mode == "create" and existing is not None:
+        return defer.fail(_refuse(section, None, "user %s already exists" % name))
+    if mode != "create" and existing is None:
+        return defer.fail(KeyError(section))
+    merged = record_values(office, "user", name) if existing is not None and mode == "patch" else {}
+    if existing is not None and mode == "replace":
+        # A replace keeps what only the server can know: the hash and digest.
+        merged = {k: v for k, v in record_values(office, "user", name).items()
+                  if k in ("password", "sip_digest")}
+    merged.update(values)
+    if "pop3_fetch" in values and existing is not None:
+        try:
+            merged["pop3_fetch"] = unmask_fetch_urls(values["pop3_fetch"], existing.pop3_fetch)
+        except ValueError as e:
+            return defer.fail(_refuse(section, "pop3_fetch", str(e)))
+    plain = values.get("password", "")
+    if mode == "create" and not plain.strip():
+        return defer.fail(_refuse(section, "password", "is required for a new user"))
+    extension = merged.get("extension", "").strip()
+    domain = office.config.system.domain
+    if plain.strip():
+        d = _hash_user(dict(merged, password=plain), extension, domain, deferToThread)
+    else:
+        # No new password: the stored hash (and digest) stay.
+        merged["password"] = existing.password
+        if existing is not None and (existing.extension or "") != extension and existing.sip_digest:
+            warnings.append("the extension changed: set the password again so phones "
+                            "can register as %s" % (extension or "no extension"))
+        d = defer.succeed(merged)
+
+    def apply(final):
+        create = True if mode == "create" else False
+        return office.put_record("user", name, final, create=create), warnings
+    return d.addCallback(apply)
+
+
+def save_record(office, kind, name, values, mode):
+    """
+    Create, replace or change an alias, host, record or forward. Returns the
+    new config; raises ConfigErrors or KeyError (no such record).
+    """
+    if kind == "user":
+        raise ValueError("users go through save_user (their passwords are hashed)")
+    if kind not in RECORD_SECTIONS:
+        raise _refuse(kind, None, "unknown kind of record")
+    section = "%s %s" % (kind, name)
+    values = {k: (v if isinstance(v, str) else "" if v is None else str(v)) for k, v in values.items()}
+    existing = getattr(office.config, PLURALS[kind]).get(name)
+    if mode == "create":
+        if existing is not None:
+            raise _refuse(section, None, "%s %s already exists" % (kind, name))
+        return office.put_record(kind, name, values, create=True)
+    if existing is None:
+        raise KeyError(section)
+    if mode == "patch":
+        return office.patch_record(kind, name, values)
+    return office.put_record(kind, name, values, create=False)
+
+
+def delete_record(office, kind, name):
+    """Remove a record; KeyError if missing, ConfigErrors if others refer to it."""
+    return office.delete_record(kind, name)
+
+
+def change_admin_password(office, plain, deferToThread=threads.deferToThread):
+    """Hash a new admin password in a thread and store it in `[web]`."""
+    if not plain or not plain.strip():
+        return defer.fail(_refuse("web", "admin_password", "the new password is empty"))
+    if len(plain) < 8:
+        return defer.fail(_refuse("web", "admin_password", "use at least 8 characters"))
+    d = deferToThread(hash_password, plain)
+    return d.addCallback(lambda hashed: office.update_settings("web", {"admin_password": hashed}))
+
+
+def restore(office, text):
+    """Replace tap.conf with a backup after validating it whole."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _refuse(None, None, "the file is not UTF-8 text")
+    if not text.strip():
+        raise _refuse(None, None, "the file is empty")
+    return office.replace_text(text)

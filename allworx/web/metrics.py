@@ -1,0 +1,101 @@
+# -*- test-case-name: allworx.tests.test_web_metrics -*-
+"""
+Prometheus metrics for `/metrics` on the admin port: the web service's own
+counters, and gauges read from the office at scrape time (services up, users,
+DHCP leases by state, SIP registrations and calls, the mail queue, flows by
+verdict), next to whatever the other services registered in the default
+registry.
+"""
+
+from prometheus_client import CollectorRegistry, Counter, REGISTRY
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+WEB_REQUESTS = Counter(
+    "allworx_web_requests_total", "HTTP requests answered, by site and status class",
+    ["site", "status"])
+WEB_REFUSED = Counter(
+    "allworx_web_refused_connections_total",
+    "Connections to a LAN-only port refused because the peer is not on the LAN", ["port"])
+WEB_LOGINS = Counter(
+    "allworx_web_logins_total", "Admin logins by result (success, failure, locked)", ["result"])
+WEB_CHANGES = Counter(
+    "allworx_web_config_changes_total", "Configuration changes through the pages and API",
+    ["source", "result"])
+
+
+def _items(value):
+    """A runtime object's list, whatever shape it came in."""
+    if value is None:
+        return []
+    return list(value() if callable(value) else value)
+
+
+def field(record, name, default=None):
+    """An attribute of a runtime record that may be an object or a dict."""
+    if isinstance(record, dict):
+        return record.get(name, default)
+    return getattr(record, name, default)
+
+
+class OfficeCollector:
+    """Gauges computed from the office's live state on each scrape."""
+
+    def __init__(self, office):
+        self.office = office
+
+    def collect(self):
+        office = self.office
+        config = office.config
+        up = GaugeMetricFamily("allworx_office_service_up",
+                               "1 when a service is up (or degraded), by service", labels=["service"])
+        for name, status in sorted(office.status.items()):
+            up.add_metric([name], 1 if status.state in ("up", "degraded") else 0)
+        yield up
+        counts = GaugeMetricFamily("allworx_office_records", "Entries of tap.conf, by kind",
+                                   labels=["kind"])
+        for kind, items in (("user", config.users), ("alias", config.aliases),
+                            ("host", config.hosts), ("record", config.records),
+                            ("forward", config.forwards)):
+            counts.add_metric([kind], len(items))
+        yield counts
+        runtime = office.runtime
+        if runtime.leases is not None:
+            leases = GaugeMetricFamily("allworx_office_dhcp_leases", "DHCP leases by state",
+                                       labels=["state"])
+            by_state = {}
+            for lease in _items(runtime.leases.active_leases):
+                state = str(field(lease, "state", "active"))
+                by_state[state] = by_state.get(state, 0) + 1
+            for state, n in sorted(by_state.items()):
+                leases.add_metric([state], n)
+            yield leases
+        if runtime.registrations is not None:
+            yield GaugeMetricFamily("allworx_office_sip_registrations", "SIP registrations",
+                                    value=len(_items(runtime.registrations.bindings)))
+            if hasattr(runtime.registrations, "active_calls"):
+                yield GaugeMetricFamily("allworx_office_sip_calls", "SIP calls in progress",
+                                        value=len(_items(runtime.registrations.active_calls)))
+        if runtime.mail_queue is not None:
+            yield GaugeMetricFamily("allworx_office_mail_queue", "Messages in the outbound queue",
+                                    value=len(_items(runtime.mail_queue.entries)))
+        if runtime.connections is not None:
+            flows = CounterMetricFamily("allworx_office_flows", "New flows decided by the firewall",
+                                        labels=["verdict"])
+            for verdict, n in sorted(dict(getattr(runtime.connections, "counts", {}) or {}).items()):
+                flows.add_metric([str(verdict)], n)
+            yield flows
+
+
+class _DefaultRegistry:
+    """Everything the services registered in prometheus_client's default registry."""
+
+    def collect(self):
+        return REGISTRY.collect()
+
+
+def office_registry(office):
+    """A registry for `/metrics`: the default one plus the office's gauges."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_DefaultRegistry())
+    registry.register(OfficeCollector(office))
+    return registry

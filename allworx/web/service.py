@@ -1,0 +1,105 @@
+# -*- test-case-name: allworx.tests.test_web_service -*-
+"""
+The "web" child service: the admin pages, API and `/metrics` on `[web]
+admin_port` for LAN peers only, and the intranet/public sites on `[web]
+http_port`. Changing either port in the config makes it listen again at once.
+"""
+
+from prometheus_client.twisted import MetricsResource
+from twisted.internet import threads
+from twisted.logger import Logger
+from twisted.web import server
+
+from allworx.listening import ListeningService
+from allworx.office import ConfigChanged
+from allworx.web.admin import AdminContext, AdminRoot
+from allworx.web.api import OfficeApi
+from allworx.web.metrics import WEB_REFUSED, WEB_REQUESTS, office_registry
+from allworx.web.sites import SiteBySide, ensure_site_dirs
+
+log = Logger()
+
+
+class CountingSite(server.Site):
+    """A twisted.web Site that counts its answers and, if `lan_only`, refuses WAN peers."""
+
+    def __init__(self, resource, office, label, lan_only, **kw):
+        server.Site.__init__(self, resource, **kw)
+        self.office = office
+        self.label = label
+        self.lan_only = lan_only
+
+    def buildProtocol(self, addr):
+        host = getattr(addr, "host", None)
+        if self.lan_only and not self.office.is_lan_peer(host):
+            WEB_REFUSED.labels(self.label).inc()
+            log.info("web: {site} refused a connection from {peer} (not on the LAN)",
+                     site=self.label, peer=host)
+            return None
+        return server.Site.buildProtocol(self, addr)
+
+    def log(self, request):
+        WEB_REQUESTS.labels(self.label, "%dxx" % (request.code // 100)).inc()
+
+
+def admin_resource(office, clock, defer_to_thread=threads.deferToThread):
+    """The admin port's resource tree (pages, /api, /metrics) and its context."""
+    ctx = AdminContext(office, clock, defer_to_thread)
+    api = OfficeApi(ctx).resource()
+    metrics = MetricsResource(registry=office_registry(office))
+    return AdminRoot(ctx, api=api, metrics=metrics), ctx
+
+
+class WebService(ListeningService):
+    """Listens on the admin and web ports and follows their changes live."""
+
+    def __init__(self, office, reactor=None, defer_to_thread=threads.deferToThread):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        ListeningService.__init__(self, "web", office)
+        root, self.ctx = admin_resource(office, reactor, defer_to_thread)
+        self.admin_site = CountingSite(root, office, "admin", lan_only=True, reactor=reactor)
+        self.public_site = CountingSite(SiteBySide(office), office, "sites", lan_only=False,
+                                        reactor=reactor)
+        self._ports = None
+        self._unsubscribe = None
+
+    def _listeners(self, config):
+        admin, http = config.web.admin_port, config.web.http_port
+        return [
+            ("admin pages on tcp/%d" % admin, admin,
+             lambda: self.reactor.listenTCP(admin, self.admin_site, interface="")),
+            ("web sites on tcp/%d" % http, http,
+             lambda: self.reactor.listenTCP(http, self.public_site, interface="")),
+        ]
+
+    def startService(self):
+        config = self.office.config
+        self._ports = (config.web.admin_port, config.web.http_port)
+        try:
+            ensure_site_dirs(config)
+        except OSError as e:
+            log.warn("web: cannot create the site directories: {why}", why=e)
+        self.listeners = self._listeners(config)
+        if self._unsubscribe is None:
+            self._unsubscribe = self.office.subscribe(ConfigChanged, self._config_changed)
+        ListeningService.startService(self)
+
+    def stopService(self):
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        return ListeningService.stopService(self)
+
+    def _config_changed(self, event):
+        new = (event.new.web.admin_port, event.new.web.http_port)
+        if self.running and new != self._ports:
+            log.info("web: ports changed to {ports}, listening again", ports=new)
+            d = ListeningService.stopService(self)
+            d.addCallback(lambda _: self.startService())
+
+
+def make_service(office):
+    """The "web" child service of the server."""
+    return WebService(office)
