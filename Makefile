@@ -13,7 +13,7 @@ TRIAL_JOBS ?= 2
 # libnetfilter-queue for the flow hook), and the lab's real clients and peers.
 APT_PACKAGES := iproute2 iptables nftables conntrack libnetfilter-queue-dev \
 	libnfnetlink-dev build-essential python3-dev python3-venv \
-	dnsmasq isc-dhcp-client udhcpc dnsutils swaks ldap-utils iperf3 hping3 \
+	dnsmasq isc-dhcp-client udhcpc dnsutils iputils-ping procps swaks ldap-utils iperf3 hping3 \
 	baresip kea-dhcp4-server kea-admin dnsperf nmap curl socat ncat sox \
 	postfix chromium chromium-driver
 

@@ -83,12 +83,9 @@ def main(argv=None):
                            name="allworx-server", stdout=None, stderr=None)
         time.sleep(2)
         for host in ("pc1", "pc2", "phone1", "phone2"):
-            lab_dir = os.path.join(lab.state_dir, "dhclient-%s" % host)
-            os.makedirs(lab_dir, exist_ok=True)
-            lab.popen(host, ["dhclient", "-d", "-v",
-                             "-lf", os.path.join(lab_dir, "leases"),
-                             "-pf", os.path.join(lab_dir, "pid"), "eth0"],
-                      name="dhclient-%s" % host)
+            # The lab's own dhclient script: the lease applies inside the
+            # namespace only, never to this machine's /etc or /run.
+            lab.dhclient(host, "eth0", wait=False)
         lab.forward_port(args.local_port, "admin", "192.168.2.254", config.web.admin_port)
         print(banner(config.web.admin_port, args.local_port, data_dir, config_path), flush=True)
         while not stopping and server.poll() is None:
