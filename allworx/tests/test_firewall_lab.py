@@ -1,0 +1,215 @@
+"""
+Integration tests of the security modes in the virtual office (lab prefix
+`awf`): the real server in its namespace, real clients (curl, nmap, an echo
+session, python's http.server) on the LAN PCs and the internet host.
+Skipped without root.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+from twisted.trial import unittest
+
+from allworx.tests.confs import MINIMAL, with_sections
+
+PREFIX = "awf"
+WAN_IP = "203.0.113.2"
+PC1_IP = "192.168.2.10"
+INET_IP = "198.51.100.10"
+
+# The office of these tests: static WAN, pc1 reserved, its web server forwarded.
+BASE = MINIMAL.replace("[security]\nmode = firewall-nat\n", "")
+EXTRA = """
+[security]
+mode = {mode}
+dmz_open = 25/tcp 7000/tcp 5060/udp
+
+[host pc1]
+mac = 02:a1:00:00:02:01
+address = 192.168.2.10
+
+[forward web]
+proto = tcp
+wan_port = 8081
+to = pc1:8000
+"""
+
+# A line-echo session that stays open: each line on stdin goes to the echo
+# server; what comes back (or "TIMEOUT"/"ERROR ...") is printed.
+ECHO_CLIENT = r"""
+import socket, sys
+s = socket.create_connection((sys.argv[1], 7), timeout=5)
+print("CONNECTED", flush=True)
+for line in sys.stdin:
+    try:
+        s.sendall(line.encode())
+        print(s.recv(1024).decode().strip(), flush=True)
+    except socket.timeout:
+        print("TIMEOUT", flush=True)
+    except OSError as e:
+        print("ERROR", e, flush=True)
+"""
+
+
+class FirewallLabTests(unittest.TestCase):
+    """Each test starts the server in one security mode and tries it from both sides."""
+
+    def setUp(self):
+        from allworx.lab import start_lab
+        self.lab = start_lab(self, prefix=PREFIX, programs=("curl", "nmap"))
+        self.lab.run("pc1", ["ip", "addr", "replace", PC1_IP + "/24", "dev", "eth0"])
+        self.lab.run("pc1", ["ip", "route", "replace", "default", "via", "192.168.2.254"])
+        self.server = None
+
+    def tearDown(self):
+        if self.server is not None:
+            self.server.stop()
+
+    # ------------------------------------------------------------ helpers
+
+    def start_server(self, mode):
+        from allworx.tests.labserver import LabServer
+        self.server = LabServer(self.lab, with_sections(EXTRA.format(mode=mode), BASE))
+        self.server.start(timeout=30)
+        self.server.wait_for("firewall: up", timeout=15)
+        self.server.wait_for("network: up", timeout=15)
+
+    def curl(self, host, url, timeout=2):
+        done = self.lab.run(host, ["curl", "-s", "-m", str(timeout), url], check=False,
+                            timeout=timeout + 10)
+        return done.returncode, done.stdout
+
+    def listen(self, host, port, name):
+        """A tiny TCP listener (python's http.server) in a lab host."""
+        root = self.mktemp()
+        os.makedirs(root)
+        with open(os.path.join(root, "index.html"), "w") as f:
+            f.write("hello from %s\n" % name)
+        proc = self.lab.popen(host, [sys.executable, "-m", "http.server", str(port),
+                                     "--directory", root], name=name)
+        self.addCleanup(self.lab.stop, proc)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            out = self.lab.run(host, ["ss", "-Hltn", "sport = :%d" % port]).stdout
+            if out.strip():
+                return proc
+            time.sleep(0.05)
+        self.fail("%s did not listen on %d" % (name, port))
+
+    def listen_unless_served(self, port, name):
+        """The server's own port: a stand-in listener if no real service holds it."""
+        out = self.lab.run("server", ["ss", "-Hltn", "sport = :%d" % port]).stdout
+        if not out.strip():
+            self.listen("server", port, name)
+
+    def scan(self, ports, udp=False):
+        """nmap from the internet host: {port: (state, reason)}."""
+        argv = ["nmap", "-n", "-Pn", "-sU" if udp else "-sS", "--reason", "--max-retries", "1",
+                "-p", ",".join(str(p) for p in ports), WAN_IP]
+        out = self.lab.run("inet", argv, timeout=60).stdout
+        found = {}
+        for m in re.finditer(r"^(\d+)/(?:tcp|udp)\s+(\S+)\s+\S+\s+(\S+)", out, re.M):
+            found[int(m.group(1))] = (m.group(2), m.group(3))
+        self.assertEqual(set(found), set(ports), out)
+        return found
+
+    # ------------------------------------------------------------ the modes
+
+    def test_firewall_nat(self):
+        self.start_server("firewall-nat")
+        # LAN -> internet is masqueraded: the internet host sees the WAN address.
+        self.assertEqual(self.curl("pc1", "http://%s/whoami" % INET_IP), (0, WAN_IP + "\n"))
+        # A [forward] makes pc1's web server visible on the WAN port.
+        self.listen("pc1", 8000, "pc1-web")
+        self.assertEqual(self.curl("inet", "http://%s:8081/" % WAN_IP),
+                         (0, "hello from pc1-web\n"))
+        # The internet cannot reach a LAN PC, even with a route to the LAN.
+        self.lab.route_lan_via(WAN_IP)
+        self.addCleanup(self.lab.unroute_lan)
+        self.assertEqual(self.curl("inet", "http://%s:8000/" % PC1_IP)[0], 28)  # timed out
+        # Admin pages and LDAP are invisible from the WAN (no answer at all), while
+        # an unguarded port of the server still answers with a reset.
+        self.listen_unless_served(8080, "stand-in-admin")
+        self.listen_unless_served(389, "stand-in-ldap")
+        tcp = self.scan([22, 389, 8080, 8081])
+        self.assertEqual(tcp[389], ("filtered", "no-response"))
+        self.assertEqual(tcp[8080], ("filtered", "no-response"))
+        self.assertEqual(tcp[22], ("closed", "reset"))
+        self.assertEqual(tcp[8081][0], "open")
+        # DHCP and NTP: no answer, not even ICMP port unreachable.
+        udp = self.scan([67, 123, 9999], udp=True)
+        self.assertEqual(udp[67], ("open|filtered", "no-response"))
+        self.assertEqual(udp[123], ("open|filtered", "no-response"))
+        self.assertEqual(udp[9999], ("closed", "port-unreach"))
+        # The same services still answer on the LAN.
+        self.assertEqual(self.curl("pc1", "http://192.168.2.254:8080/")[0], 0)
+
+    def test_dmz_only_dmz_open_answers(self):
+        self.start_server("firewall-nat-dmz")
+        self.listen("server", 7000, "dmz-open")
+        self.listen("server", 7001, "dmz-closed")
+        self.listen("pc1", 8000, "pc1-web")
+        tcp = self.scan([22, 7000, 7001, 8080, 8081])
+        self.assertEqual(tcp[7000][0], "open")
+        for port in (22, 7001, 8080):
+            self.assertEqual(tcp[port], ("filtered", "no-response"), port)
+        self.assertEqual(tcp[8081][0], "open")   # forwards are not the server's ports
+        udp = self.scan([5353, 9999], udp=True)
+        self.assertEqual(udp[9999], ("open|filtered", "no-response"))
+        # No ping either; the LAN still goes out.
+        ping = self.lab.run("inet", ["ping", "-c", "1", "-W", "1", WAN_IP], check=False)
+        self.assertNotEqual(ping.returncode, 0)
+        self.assertEqual(self.curl("pc1", "http://%s/whoami" % INET_IP), (0, WAN_IP + "\n"))
+
+    def test_router_forwards_both_ways_without_nat(self):
+        self.start_server("router")
+        self.lab.route_lan_via(WAN_IP)
+        self.addCleanup(self.lab.unroute_lan)
+        self.assertEqual(self.curl("pc1", "http://%s/whoami" % INET_IP), (0, PC1_IP + "\n"))
+        self.listen("pc1", 8000, "pc1-web")
+        self.assertEqual(self.curl("inet", "http://%s:8000/" % PC1_IP),
+                         (0, "hello from pc1-web\n"))
+        # Still: the LAN-side services of the server do not answer from the WAN.
+        self.listen_unless_served(8080, "stand-in-admin")
+        self.assertEqual(self.scan([8080])[8080], ("filtered", "no-response"))
+
+    def test_lan_only_forwards_nothing(self):
+        self.start_server("lan-only")
+        self.lab.route_lan_via(WAN_IP)
+        self.addCleanup(self.lab.unroute_lan)
+        code, _ = self.curl("pc1", "http://%s/whoami" % INET_IP)
+        self.assertNotEqual(code, 0)
+        self.listen("pc1", 8000, "pc1-web")
+        self.assertNotEqual(self.curl("inet", "http://%s:8000/" % PC1_IP)[0], 0)
+        # The server itself still serves the LAN.
+        self.listen_unless_served(8080, "stand-in-admin")
+        self.assertEqual(self.curl("pc1", "http://192.168.2.254:8080/")[0], 0)
+
+    def test_kill_9_keeps_established_flows_and_refuses_new_ones(self):
+        self.start_server("firewall-nat")
+        session = self.lab.popen("pc1", [sys.executable, "-u", "-c", ECHO_CLIENT, INET_IP],
+                                 name="echo-session", stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.addCleanup(self.lab.stop, session)
+
+        def echo(text):
+            session.stdin.write(("%s\n" % text).encode())
+            session.stdin.flush()
+            return session.stdout.readline().decode().strip()
+
+        self.assertEqual(session.stdout.readline().decode().strip(), "CONNECTED")
+        self.assertEqual(echo("before"), "before")
+        self.server.kill9()
+        self.server = None
+        # The ruleset stays in the kernel without its hook: fail closed.
+        saved = self.lab.run("server", ["iptables-save"]).stdout
+        self.assertIn("NFQUEUE", saved)
+        self.assertNotIn("queue-bypass", saved)
+        for i in range(3):
+            self.assertEqual(echo("after %d" % i), "after %d" % i)
+        self.assertEqual(self.curl("pc1", "http://%s/whoami" % INET_IP)[0], 28)
+        self.assertEqual(self.curl("inet", "http://%s:8081/" % WAN_IP)[0], 28)
+        self.assertEqual(echo("still"), "still")
