@@ -57,7 +57,16 @@ class AllworxService(service.MultiService):
                  "data in {data_dir}", hostname=config.system.hostname,
                  domain=config.system.domain, mode=config.security.mode,
                  data_dir=config.system.data_dir)
-        service.MultiService.startService(self)
+        # Not MultiService.startService: one child that fails to start must
+        # not take the others down; it is reported and the rest run.
+        service.Service.startService(self)
+        for child in self:
+            try:
+                child.startService()
+            except Exception as e:
+                log.failure("{service} failed to start", service=child.name)
+                self.office.set_status(child.name, "down", "failed to start: %s: %s"
+                                       % (type(e).__name__, e))
         states = {}
         for status in self.office.status.values():
             states.setdefault(status.state, []).append(status.name)

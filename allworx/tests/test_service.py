@@ -98,3 +98,30 @@ class ListeningTests(unittest.TestCase):
     def test_why_not(self):
         self.assertIn("already in use", why_not(OSError(errno.EADDRINUSE, "x"), 25))
         self.assertIn("not available", why_not(OSError(errno.EADDRNOTAVAIL, "x"), 25))
+
+
+class BrokenService(service.Service):
+    def __init__(self, office):
+        self.setName("broken")
+
+    def startService(self):
+        raise RuntimeError("no such interface")
+
+
+def make_broken(office):
+    return BrokenService(office)
+
+
+class IsolationTests(unittest.TestCase):
+
+    def test_one_failure_does_not_stop_the_rest(self):
+        config = parse_config(MINIMAL).with_data_dir(self.mktemp())
+        top = AllworxService(Office(config), children=[
+            ("broken", __name__ + ":make_broken"), ("mine", __name__ + ":make_recording")])
+        RecordingService.log = []
+        top.startService()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(top.office.status["broken"].state, "down")
+        self.assertIn("no such interface", top.office.status["broken"].detail)
+        self.assertEqual(RecordingService.log, ["start"])
+        return top.stopService()
