@@ -181,6 +181,10 @@ class LeasePool:
         """
         now = self.clock.seconds()
         current = self._by_mac.get(mac)
+        reserved = self._reserved_for.get(mac)
+        if reserved is not None and current is not None and current.address != reserved \
+                and self._available_to(mac, reserved, now) is None:
+            current = None   # a reservation made since: move the client to it
         if current is not None and current.expires > now and \
                 self._available_to(mac, current.address, now) is None:
             if current.state == BOUND:

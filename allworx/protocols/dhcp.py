@@ -1,0 +1,499 @@
+# -*- test-case-name: allworx.tests.test_dhcp -*-
+"""
+The LAN's DHCP server (SPEC 4, guide 5) as a Twisted service: the "dhcp"
+child of the server.
+
+The socket is 0.0.0.0:67 bound to `[lan] interface` (SO_BINDTODEVICE), so
+only the LAN is served, with SO_BROADCAST for replies to 255.255.255.255.
+A client that has no address yet and did not ask for broadcast gets its
+reply as a raw Ethernet frame to its hardware address (AF_PACKET): unlike
+writing an ARP entry with `ip neigh` before a sendto, that leaves no state in
+the kernel and costs one syscall. Decisions are `DhcpResponder`'s; leases
+are journaled (`LeaseJournal`) and each ACK waits for its fsync. A second
+socket on port 68 watches for other servers' OFFER/ACK on the LAN (helped
+by a periodic probe DISCOVER) and warns: one DHCP server per LAN.
+"""
+
+import os
+import random
+import socket
+import struct
+
+import attr
+from prometheus_client import Counter, Gauge, Histogram
+from twisted.application import service
+from twisted.internet import defer, error, protocol
+from twisted.logger import Logger
+
+from allworx.interfaces import ILeaseTable
+from allworx.office import ConfigChanged, LeaseEvent
+from allworx.protocols import dhcpcodec as c
+from allworx.protocols.dhcppool import ClientRateLimit, LeasePool, PoolSettings
+from allworx.protocols.dhcpresponder import (
+    BROADCAST, CLIENT_PORT, PROBE_MAC, SERVER_PORT, DhcpResponder)
+from allworx.protocols.leasejournal import JournalError, LeaseJournal
+from zope.interface import implementer
+
+log = Logger()
+
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+SO_RCVBUFFORCE = 33
+ETH_P_IP = 0x0800
+RECEIVE_BUFFER = 4 * 1024 * 1024
+PROBE_INTERVAL = 300         # seconds between rogue-server probes
+EXHAUSTED_LOG_EVERY = 60     # seconds between "pool exhausted" log lines
+RATE = 10.0                  # packets a second per client ...
+BURST = 30                   # ... with bursts of this many
+# Config sections whose change reconfigures the server.
+WATCHED = ("dhcp", "lan", "host", "security", "dns", "ntp", "system")
+
+RECEIVED = Counter("allworx_dhcp_received_total", "DHCP messages received, by type", ["type"])
+SENT = Counter("allworx_dhcp_sent_total", "DHCP replies sent, by type", ["type"])
+DROPPED = Counter("allworx_dhcp_dropped_total", "DHCP messages not answered, by reason", ["reason"])
+EVENTS = Counter("allworx_dhcp_lease_events_total", "Lease events, by kind", ["kind"])
+ROGUES = Counter("allworx_dhcp_rogue_replies_total", "OFFER/ACK seen from other DHCP servers on the LAN")
+COMMIT = Histogram("allworx_dhcp_journal_commit_seconds",
+                   "Time from a REQUEST to its lease being on disk",
+                   buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .5, 1))
+_CURRENT = {}
+Gauge("allworx_dhcp_leases_bound", "Bound leases").set_function(
+    lambda: _CURRENT["pool"].counts()["bound"] if "pool" in _CURRENT else 0)
+Gauge("allworx_dhcp_pool_size", "Addresses in the dynamic pool").set_function(
+    lambda: _CURRENT["pool"].settings.size if "pool" in _CURRENT else 0)
+
+
+# ---------------------------------------------------------------- raw replies
+
+def _checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def ip_udp_packet(src_ip, dst_ip, src_port, dst_port, payload):
+    """An IPv4/UDP packet carrying `payload`, with both checksums filled in."""
+    src, dst = socket.inet_aton(src_ip), socket.inet_aton(dst_ip)
+    udp_len = 8 + len(payload)
+    pseudo = src + dst + struct.pack("!BBH", 0, socket.IPPROTO_UDP, udp_len)
+    udp_sum = _checksum(pseudo + struct.pack("!HHHH", src_port, dst_port, udp_len, 0)
+                        + payload) or 0xFFFF
+    udp = struct.pack("!HHHH", src_port, dst_port, udp_len, udp_sum)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0x10, 20 + udp_len, 0, 0x4000, 64,
+                     socket.IPPROTO_UDP, 0, src, dst)
+    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+    return ip + udp + payload
+
+
+class RawSender:
+    """Sends DHCP replies as Ethernet frames on one interface, to clients without an address."""
+
+    def __init__(self, interface, server_ip):
+        self.interface = interface
+        self.server_ip = str(server_ip)
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+
+    def send(self, payload, dst_mac, dst_ip, dst_port=CLIENT_PORT):
+        packet = ip_udp_packet(self.server_ip, dst_ip, SERVER_PORT, dst_port, payload)
+        # A SOCK_DGRAM packet socket: the kernel adds the Ethernet header.
+        self.sock.sendto(packet, (self.interface, ETH_P_IP, 0, 0,
+                                  bytes.fromhex(dst_mac.replace(":", ""))))
+
+    def close(self):
+        self.sock.close()
+
+
+def open_device_udp(reactor, proto, interface, port):
+    """A UDP port on 0.0.0.0:`port` that hears and speaks only on `interface`."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, interface.encode())
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        sock.bind(("0.0.0.0", port))
+        sock.setblocking(False)
+        return reactor.adoptDatagramPort(sock.fileno(), socket.AF_INET, proto)
+    finally:
+        sock.close()  # the port holds its own duplicate
+
+
+# ---------------------------------------------------------------- protocols
+
+class DhcpServerProtocol(protocol.DatagramProtocol):
+    """Port 67: hands each datagram to the server."""
+
+    def __init__(self, server):
+        self.server = server
+
+    def datagramReceived(self, data, addr):
+        self.server.datagram_received(data, addr)
+
+
+@attr.s(slots=True)
+class RogueDhcpServer:
+    """Another DHCP server seen answering on the LAN."""
+
+    server = attr.ib()
+    first_seen = attr.ib()
+    last_seen = attr.ib()
+    replies = attr.ib(default=1)
+
+    @property
+    def message(self):
+        return ("another DHCP server, %s, is answering on the LAN (%d replies seen); "
+                "there should be only one DHCP server per LAN" % (self.server, self.replies))
+
+    def __str__(self):
+        return self.message
+
+
+class RogueWatchProtocol(protocol.DatagramProtocol):
+    """Port 68 on the LAN: other servers' OFFER/ACK, and our probe DISCOVERs."""
+
+    def __init__(self, server):
+        self.server = server
+
+    def datagramReceived(self, data, addr):
+        self.server.client_port_datagram(data, addr)
+
+
+# ---------------------------------------------------------------- the table
+
+@implementer(ILeaseTable)
+class LeaseTable:
+    """The leases as other services and the admin pages see them."""
+
+    def __init__(self, server):
+        self._server = server
+
+    def active_leases(self):
+        return [l.as_dict() for l in self._server.pool.active_leases()]
+
+
+# ---------------------------------------------------------------- the server
+
+class DhcpServer:
+    """
+    One running DHCP server: pool, responder, journal and ports. Built and
+    torn down by `DhcpService`; `datagram_received` is the hot path.
+    """
+
+    def __init__(self, office, reactor, journal, pool_range=None):
+        self.office = office
+        self.reactor = reactor
+        self.journal = journal
+        self.pool_range = pool_range
+        config = office.config
+        self.pool = LeasePool(self._pool_settings(config), reactor)
+        self.responder = DhcpResponder(config, self.pool)
+        self.limit = ClientRateLimit(reactor, RATE, BURST)
+        self.port = None
+        self.watch_port = None
+        self.raw = None
+        self._reaper = None
+        self._probe = None
+        self._last_exhausted = None
+        self.rogues = {}
+
+    def _pool_settings(self, config):
+        first, last = self.pool_range or (None, None)
+        return PoolSettings.from_config(config, first, last)
+
+    # ------------------------------------------------------------ life
+
+    def restore(self):
+        """Put the journal's leases back in the pool."""
+        restored = 0
+        for lease in self.journal.load(self.reactor.seconds()):
+            restored += self.pool.restore(lease)
+        return restored
+
+    def reconfigure(self, config):
+        self.pool.reconfigure(self._pool_settings(config))
+        self.responder.reconfigure(config)
+        if self.raw is not None:
+            self.raw.server_ip = str(config.lan_ip)
+        self._schedule_reap()
+
+    def listen(self, open_udp, open_raw):
+        """Open the ports; raises OSError/CannotListenError when it cannot."""
+        interface = self.office.config.lan.interface
+        self.port = open_udp(self.reactor, DhcpServerProtocol(self), interface, SERVER_PORT)
+        try:
+            self.raw = open_raw(interface, self.office.config.lan_ip)
+        except OSError as e:
+            log.warn("dhcp: no raw socket on {interface} ({why}): replies to clients "
+                     "without an address will be broadcast", interface=interface, why=e)
+        try:
+            self.watch_port = open_udp(self.reactor, RogueWatchProtocol(self), interface,
+                                       CLIENT_PORT)
+        except OSError as e:
+            log.warn("dhcp: cannot watch port 68 on {interface} for other DHCP servers: {why}",
+                     interface=interface, why=e)
+        else:
+            self._probe = self.reactor.callLater(3, self.probe)
+        self._schedule_reap()
+
+    def stop(self):
+        for call in (self._reaper, self._probe):
+            if call is not None and call.active():
+                call.cancel()
+        self._reaper = self._probe = None
+        ports = [p for p in (self.port, self.watch_port) if p is not None]
+        self.port = self.watch_port = None
+        if self.raw is not None:
+            self.raw.close()
+            self.raw = None
+        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
+
+    # ------------------------------------------------------------ packets
+
+    def datagram_received(self, data, addr):
+        try:
+            request = c.decode(data)
+        except c.MalformedPacket as e:
+            DROPPED.labels("malformed").inc()
+            log.debug("dhcp: malformed packet from {peer}: {why}", peer=addr[0], why=e)
+            return
+        kind = c.MESSAGE_NAMES.get(request.message_type, "BOOTP")
+        RECEIVED.labels(kind).inc()
+        if not self.limit.allow(request.mac):
+            DROPPED.labels("rate_limited").inc()
+            log.debug("dhcp: {mac} is over its rate limit", mac=request.mac)
+            return
+        self._reap()
+        outcome = self.responder.handle(request)
+        if outcome.event in ("released", "declined"):
+            self._lease_ended(outcome)
+        if outcome.reply is None:
+            if outcome.note == "pool exhausted":
+                self._exhausted(request.mac)
+            elif outcome.note:
+                log.debug("dhcp: no reply to {kind} from {mac}: {why}", kind=kind,
+                          mac=request.mac, why=outcome.note)
+            return
+        if outcome.note:
+            log.info("dhcp: {kind} from {mac}: {why}", kind=kind, mac=request.mac,
+                     why=outcome.note)
+        if outcome.durable:
+            started = self.reactor.seconds()
+            d = self.journal.bound(outcome.lease)
+            d.addCallback(self._durable, outcome, request, started)
+            d.addErrback(self._journal_failed, outcome)
+        else:
+            self.send(outcome, request)
+
+    def _durable(self, _, outcome, request, started):
+        COMMIT.observe(self.reactor.seconds() - started)
+        self.send(outcome, request)
+        lease = outcome.lease
+        EVENTS.labels(outcome.event).inc()
+        if outcome.event == "granted":
+            log.info("dhcp: {address} granted to {mac} ({hostname}) until {expires}",
+                     address=str(lease.address), mac=lease.mac,
+                     hostname=lease.hostname or "no name", expires=lease.expires)
+        self.office.emit(LeaseEvent(outcome.event, lease.mac, lease.address, lease.hostname,
+                                    lease.expires))
+
+    def _journal_failed(self, failure, outcome):
+        failure.trap(JournalError)
+        DROPPED.labels("journal_error").inc()
+        log.error("dhcp: no ACK for {mac}: {why}", mac=outcome.lease.mac, why=failure.value)
+
+    def send(self, outcome, request):
+        reply = outcome.reply
+        wire = c.encode(reply, request.get(c.MAX_MESSAGE_SIZE) or c.DEFAULT_MAX_SIZE)
+        SENT.labels(c.MESSAGE_NAMES[reply.message_type]).inc()
+        ip, port = outcome.destination
+        if outcome.hw_dest is not None and self.raw is not None:
+            try:
+                self.raw.send(wire, outcome.hw_dest, ip, port)
+                return
+            except OSError as e:
+                log.debug("dhcp: raw send to {mac} failed ({why}), broadcasting",
+                          mac=outcome.hw_dest, why=e)
+        if outcome.hw_dest is not None:
+            ip = str(BROADCAST)
+        if self.port is not None:
+            try:
+                self.port.write(wire, (ip, port))
+            except OSError as e:
+                DROPPED.labels("send_failed").inc()
+                log.debug("dhcp: sending to {ip} failed: {why}", ip=ip, why=e)
+
+    def _lease_ended(self, outcome):
+        lease = outcome.lease
+        EVENTS.labels(outcome.event).inc()
+        self.journal.freed(lease).addErrback(lambda f: log.failure(
+            "dhcp: journaling the end of a lease failed", f))
+        if outcome.event == "declined":
+            log.warn("dhcp: {mac} declined {address}: another device uses it; "
+                     "kept out of the pool for a while", mac=lease.mac, address=str(lease.address))
+        else:
+            log.info("dhcp: {mac} released {address}", mac=lease.mac, address=str(lease.address))
+        self.office.emit(LeaseEvent(outcome.event, lease.mac, lease.address, lease.hostname,
+                                    lease.expires))
+
+    def _exhausted(self, mac):
+        DROPPED.labels("pool_exhausted").inc()
+        now = self.reactor.seconds()
+        if self._last_exhausted is None or now - self._last_exhausted >= EXHAUSTED_LOG_EVERY:
+            self._last_exhausted = now
+            s = self.pool.settings
+            log.warn("dhcp: pool {first}-{last} exhausted: no address for {mac} "
+                     "({size} addresses, all leased or offered)", first=str(s.first),
+                     last=str(s.last), mac=mac, size=s.size)
+
+    # ------------------------------------------------------------ expiry
+
+    def _reap(self):
+        for lease in self.pool.reap():
+            EVENTS.labels("expired").inc()
+            log.info("dhcp: lease of {address} to {mac} expired", address=str(lease.address),
+                     mac=lease.mac)
+            self.office.emit(LeaseEvent("expired", lease.mac, lease.address, lease.hostname,
+                                        lease.expires))
+
+    def _schedule_reap(self):
+        if self._reaper is not None and self._reaper.active():
+            self._reaper.cancel()
+        due = self.pool.next_due()
+        delay = 60.0 if due is None else min(60.0, max(0.0, due - self.reactor.seconds()))
+        self._reaper = self.reactor.callLater(delay + 0.01, self._reap_timer)
+
+    def _reap_timer(self):
+        self._reaper = None
+        self._reap()
+        self._schedule_reap()
+
+    # ------------------------------------------------------------ other servers
+
+    def probe(self):
+        """Broadcast a DISCOVER from PROBE_MAC so other servers on the LAN show themselves."""
+        self._probe = self.reactor.callLater(PROBE_INTERVAL, self.probe)
+        packet = c.DhcpPacket(op=c.BOOTREQUEST, xid=random.getrandbits(32),
+                              chaddr=c.mac_to_chaddr(PROBE_MAC), flags=c.FLAG_BROADCAST)
+        packet.set(c.MESSAGE_TYPE, c.DISCOVER)
+        packet.set(c.PARAMETER_REQUEST_LIST, [c.SUBNET_MASK, c.ROUTER])
+        if self.watch_port is not None:
+            try:
+                self.watch_port.write(c.encode(packet), (str(BROADCAST), SERVER_PORT))
+            except OSError as e:
+                log.debug("dhcp: probe not sent: {why}", why=e)
+
+    def client_port_datagram(self, data, addr):
+        """A packet to port 68 on the LAN: another server's reply?"""
+        try:
+            packet = c.decode(data)
+        except c.MalformedPacket:
+            return
+        if packet.op != c.BOOTREPLY or packet.message_type not in (c.OFFER, c.ACK):
+            return
+        server = packet.get(c.SERVER_ID) or addr[0]
+        if str(server) == str(self.responder.server_ip):
+            return
+        self.rogue_seen(str(server))
+
+    def rogue_seen(self, server):
+        ROGUES.inc()
+        now = self.reactor.seconds()
+        seen = self.rogues.get(server)
+        if seen is None:
+            seen = self.rogues[server] = RogueDhcpServer(server, now, now)
+            self.office.runtime.dhcp_warnings.append(seen)
+            log.warn("dhcp: {message}", message=seen.message, server=server)
+            self.office.set_status("dhcp", "degraded",
+                                   "another DHCP server (%s) answers on the LAN" % server)
+        else:
+            seen.replies += 1
+            seen.last_seen = now
+
+
+class DhcpService(service.Service):
+    """The "dhcp" child: starts, stops and reconfigures the `DhcpServer`."""
+
+    def __init__(self, office, reactor=None, open_udp=open_device_udp, open_raw=RawSender,
+                 pool_range=None, journal_thread=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.setName("dhcp")
+        self.office = office
+        self.reactor = reactor
+        self.open_udp = open_udp
+        self.open_raw = open_raw
+        self.journal = LeaseJournal(self.journal_path(office.config), reactor,
+                                    journal_thread)
+        self.server = DhcpServer(office, reactor, self.journal, pool_range)
+        self.table = LeaseTable(self.server)
+        office.runtime.leases = self.table
+        _CURRENT["pool"] = self.server.pool
+        self._unsubscribe = None
+        self._loaded = False
+
+    @staticmethod
+    def journal_path(config):
+        return os.path.join(config.system.data_dir, "dhcp", "leases.journal")
+
+    def startService(self):
+        service.Service.startService(self)
+        self._unsubscribe = self.office.subscribe(ConfigChanged, self._config_changed)
+        try:
+            restored = self.server.restore()
+            self._loaded = True
+        except JournalError as e:
+            self.office.set_status("dhcp", "down", str(e))
+            return
+        log.info("dhcp: {count} lease(s) restored from the journal", count=restored)
+        self._start()
+
+    def _start(self):
+        config = self.office.config
+        if not config.dhcp.enabled:
+            self.office.set_status("dhcp", "disabled", "DHCP server disabled in [dhcp]")
+            return
+        try:
+            self.server.listen(self.open_udp, self.open_raw)
+        except (OSError, error.CannotListenError) as e:
+            from allworx.listening import why_not
+            self.server.stop()
+            self.office.set_status("dhcp", "down", "port 67 on %s: %s" % (
+                config.lan.interface, why_not(e, SERVER_PORT)))
+            return
+        first, last = self.server.pool.settings.first, self.server.pool.settings.last
+        self.office.set_status("dhcp", "up", "serving %s-%s on %s (port 67)" % (
+            first, last, config.lan.interface))
+
+    def _config_changed(self, event):
+        if not event.touches(*WATCHED) or not self._loaded:
+            return
+        old, new = event.old, event.new
+        self.server.reconfigure(new)
+        if (old.dhcp.enabled != new.dhcp.enabled or old.lan != new.lan
+                or self.server.port is None):
+            d = self.server.stop()
+            d.addCallback(lambda _: self._start())
+        else:
+            first, last = self.server.pool.settings.first, self.server.pool.settings.last
+            self.office.set_status("dhcp", "up", "serving %s-%s on %s (port 67)" % (
+                first, last, new.lan.interface))
+
+    def stopService(self):
+        service.Service.stopService(self)
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        d = self.server.stop()
+        d.addCallback(lambda _: self.journal.close())
+        return d
+
+
+def make_service(office):
+    """The "dhcp" child of the allworx server."""
+    return DhcpService(office)
