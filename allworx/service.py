@@ -83,7 +83,11 @@ def _build(name, target, office):
         if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
             return PendingService(name, office, "not part of this build (%s)" % module_name)
         raise
-    child = getattr(module, factory_name)(office)
+    try:
+        child = getattr(module, factory_name)(office)
+    except Exception as e:
+        log.failure("{service} could not be built", service=name)
+        return PendingService(name, office, "could not be built: %s: %s" % (type(e).__name__, e))
     if child.name != name:
         child.setName(name)
     return child
