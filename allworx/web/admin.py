@@ -103,7 +103,7 @@ class AdminContext:
 
     def clear_cookie(self, request):
         request.addCookie(SESSION_COOKIE, b"", path=b"/", httpOnly=True, sameSite="strict",
-                          max_age=0, secure=request.isSecure() or None)
+                          max_age=b"0", secure=request.isSecure() or None)
 
     # ---- login
 
