@@ -1,0 +1,685 @@
+# -*- test-case-name: allworx.tests.test_wandhcp -*-
+"""
+The DHCP client of the WAN interface (RFC 2131 client side; guide 5: it
+takes the address, netmask and router, never DNS servers or domain).
+
+Three parts:
+
+- `DhcpClientCore` plus the automat machine built by `_build_machine`: the
+  states INIT, SELECTING, REQUESTING, BOUND, RENEWING, REBINDING and
+  INIT-REBOOT, declared as transitions on `TypeMachineBuilder`, the way
+  Twisted declares ClientService's. Timers (retransmission with exponential
+  backoff, T1, T2, lease end) run on the injected IReactorTime, so the tests
+  drive the whole protocol with `task.Clock` and a fake wire.
+- `PacketWire`: an AF_PACKET datagram socket on the interface, watched by the
+  reactor (`addReader`), with a classic BPF filter so only UDP to port 68
+  reaches Python (never the routed traffic). It is how a client with no
+  address yet sends from 0.0.0.0 and hears replies sent to an address it
+  does not have. Unicast renewals go through an ordinary UDP socket on port
+  68 bound to the interface (the kernel routes and ARPs; the socket also
+  keeps the kernel from answering the server's unicast ACK with an ICMP
+  port-unreachable).
+- `WanDhcpClient`: wires the two together, loads and saves the lease under
+  data_dir (so a restart asks for the same address: INIT-REBOOT), and tells
+  its listener (the network service) `dhcp_bound`, `dhcp_lost`,
+  `dhcp_state_changed`.
+
+Why not pyroute2's DHCP client: it is an asyncio program with its own event
+loop and its own idea of applying addresses and running hooks; here the
+reactor owns the loop and the network service owns the interfaces. Why not
+scapy: importing it takes over a second and its packet objects are heavy;
+the client needs a few hundred bytes of struct packing
+(`allworx.routing.wandhcp_packets`).
+"""
+
+import ctypes
+import json
+import os
+import random
+import socket
+import struct
+from typing import Protocol
+
+from automat import NoTransition, TypeMachineBuilder, pep614
+from twisted.internet import protocol, threads
+from twisted.logger import Logger
+
+from allworx.routing.wandhcp_packets import (
+    ACK, BROADCAST, CLIENT_PORT, DISCOVER, NAK, OFFER, OPT_MESSAGE, REQUEST, SERVER_PORT,
+    ZERO, BOOTREPLY, DhcpMessage, Lease, MalformedPacket, client_message,
+    lease_from_ack, mac_bytes, parse_udp_ip, udp_ip_packet)
+
+log = Logger()
+
+FIRST_RETRY = 4.0          # RFC 2131 4.1: 4 s, doubling, up to 64 s, +-1 s
+MAX_RETRY = 64.0
+REQUEST_ATTEMPTS = 4       # REQUESTING: transmissions before starting over
+REBOOT_ATTEMPTS = 3        # INIT-REBOOT: before falling back (about 28 s)
+SELECT_WINDOW = 1.0        # after the first offer, wait this long for better ones
+NAK_DELAY = 1.0            # pause before DISCOVER after a NAK (no tight loops)
+
+
+class _Inputs(Protocol):
+    """What can happen to the client: calls, replies, timers."""
+
+    def start(self) -> None:
+        "Begin with no lease to reuse."
+
+    def start_reboot(self, lease: Lease) -> None:
+        "Begin by asking to keep a saved, unexpired lease (INIT-REBOOT)."
+
+    def discover(self) -> None:
+        "The pause in INIT is over: broadcast DHCPDISCOVER."
+
+    def offer(self, msg: DhcpMessage, lease: Lease) -> None:
+        "A usable DHCPOFFER arrived."
+
+    def offers_in(self) -> None:
+        "The time to collect offers is over: request the best one."
+
+    def ack(self, lease: Lease) -> None:
+        "A usable DHCPACK arrived."
+
+    def nak(self, msg: DhcpMessage) -> None:
+        "A DHCPNAK arrived."
+
+    def retransmit(self) -> None:
+        "No answer yet: send the last message again."
+
+    def give_up(self) -> None:
+        "No answer after every retransmission: start over."
+
+    def keep_saved(self, lease: Lease) -> None:
+        "INIT-REBOOT went unanswered but the saved lease is still valid: use it."
+
+    def renew(self) -> None:
+        "T1: ask the server that granted the lease to extend it."
+
+    def rebind(self) -> None:
+        "T2: ask any server."
+
+    def expire(self) -> None:
+        "The lease ran out."
+
+    def stop(self) -> None:
+        "Stop: cancel timers; the lease stays saved for the next start."
+
+
+class DhcpClientCore:
+    """
+    The client's data and actions, with no sockets: messages go out through
+    `wire` (`broadcast(data, src)`, `unicast(data, dst)`), the outcome goes to
+    `listener`, the lease to `store` (`save(lease)`), time comes from `clock`.
+    """
+
+    def __init__(self, mac, clock, wire, listener, store=None, hostname=None,
+                 avoid=(), ifname="wan0", jitter=None, xids=None):
+        self.mac = mac_bytes(mac) if isinstance(mac, str) else mac
+        self.clock = clock
+        self.wire = wire
+        self.listener = listener
+        self.store = store
+        self.hostname = hostname
+        self.avoid = tuple(avoid)
+        self.ifname = ifname
+        self.jitter = jitter or (lambda: random.uniform(-1.0, 1.0))
+        self._xids = xids or (lambda: random.SystemRandom().getrandbits(32))
+        self.machine = None
+        self.state = "STOPPED"
+        self.lease = None           # the lease in force (BOUND .. REBINDING)
+        self.preferred = None       # address to ask for again (last lease)
+        self.preferred_lease = None  # the lease it came from, while still usable
+        self.xid = None
+        self.offers = []
+        self.chosen = None          # (msg, lease) being requested
+        self.attempt = 0
+        self.started_at = None
+        self.request_sent_at = None
+        self.timers = {}
+
+    # -------------------------------------------------------- helpers
+
+    def now(self):
+        return self.clock.seconds()
+
+    def enter(self, state):
+        """Record the state (for status and logs) and drop its predecessor's retries."""
+        self.cancel("retransmit", "select", "discover")
+        if state != self.state:
+            self.state = state
+            log.info("wan: {state}", state=state)
+            self.listener.dhcp_state_changed(state)
+
+    def schedule(self, name, delay, call, *args):
+        self.cancel(name)
+        self.timers[name] = self.clock.callLater(max(0.0, delay), self._fire, name, call, *args)
+
+    def _fire(self, name, call, *args):
+        self.timers.pop(name, None)
+        call(*args)
+
+    def cancel(self, *names):
+        for name in names or list(self.timers):
+            timer = self.timers.pop(name, None)
+            if timer is not None and timer.active():
+                timer.cancel()
+
+    def backoff(self):
+        """RFC 2131 4.1: 4 s for the first retry, doubling to 64 s, randomised by a second."""
+        return min(FIRST_RETRY * 2 ** self.attempt, MAX_RETRY) + self.jitter()
+
+    def secs(self):
+        return int(self.now() - self.started_at) if self.started_at is not None else 0
+
+    def new_exchange(self):
+        self.xid = self._xids() & 0xFFFFFFFF
+        self.attempt = 0
+        self.started_at = self.now()
+
+    # -------------------------------------------------------- messages
+
+    def send_discover(self):
+        msg = client_message(DISCOVER, self.xid, self.mac, secs=self.secs(),
+                             hostname=self.hostname, requested=self.preferred)
+        log.info("wan: DHCPDISCOVER on {ifname}{attempt}", ifname=self.ifname,
+                 attempt=self._attempt_text())
+        self.wire.broadcast(msg.encode(), ZERO)
+
+    def send_request(self, how):
+        """A DHCPREQUEST as the state needs it (RFC 2131 table 4)."""
+        self.request_sent_at = self.now()
+        if how == "selecting":
+            msg_lease = self.chosen[1]
+            msg = client_message(REQUEST, self.xid, self.mac, secs=self.secs(),
+                                 hostname=self.hostname, requested=msg_lease.address.ip,
+                                 server=msg_lease.server)
+            target, src = None, ZERO
+            what = "for %s from %s" % (msg_lease.address.ip, msg_lease.server)
+        elif how == "init-reboot":
+            msg = client_message(REQUEST, self.xid, self.mac, secs=self.secs(),
+                                 hostname=self.hostname, requested=self.preferred)
+            target, src = None, ZERO
+            what = "to keep %s" % self.preferred
+        else:
+            ip = self.lease.address.ip
+            msg = client_message(REQUEST, self.xid, self.mac, ciaddr=ip, secs=self.secs(),
+                                 hostname=self.hostname)
+            if how == "renewing":
+                target, src = self.lease.server, ip
+                what = "to %s renewing %s" % (self.lease.server, ip)
+            else:
+                target, src = None, ip
+                what = "rebinding %s" % ip
+        log.info("wan: DHCPREQUEST {what}{attempt}", what=what, attempt=self._attempt_text())
+        if target is None:
+            self.wire.broadcast(msg.encode(), src)
+        else:
+            self.wire.unicast(msg.encode(), target)
+
+    def _attempt_text(self):
+        return " (attempt %d)" % (self.attempt + 1) if self.attempt else ""
+
+    # -------------------------------------------------------- replies
+
+    def receive(self, data):
+        """A UDP payload that came to port 68: feed it to the machine if it is ours."""
+        try:
+            msg = DhcpMessage.decode(data)
+        except MalformedPacket as e:
+            log.debug("wan: ignored a malformed DHCP packet: {why}", why=str(e))
+            return
+        if msg.op != BOOTREPLY or msg.xid != self.xid or msg.chaddr != self.mac:
+            return
+        kind = msg.message_type
+        try:
+            if kind == OFFER:
+                try:
+                    lease = lease_from_ack(msg, self.now(), self.avoid)
+                except ValueError as e:
+                    log.warn("wan: ignored DHCPOFFER of {address} from {server}: {why}",
+                             address=str(msg.yiaddr), server=str(msg.server_id), why=str(e))
+                    return
+                self.machine.offer(msg, lease)
+            elif kind == ACK:
+                try:
+                    lease = lease_from_ack(msg, self.request_sent_at or self.now(), self.avoid)
+                except ValueError as e:
+                    log.warn("wan: ignored DHCPACK from {server}: {why}",
+                             server=str(msg.server_id), why=str(e))
+                    return
+                self.machine.ack(lease)
+            elif kind == NAK:
+                self.machine.nak(msg)
+        except NoTransition:
+            log.debug("wan: ignored {kind} in {state}", kind=msg.kind, state=self.state)
+
+    def retry_due(self):
+        """The retransmission timer: send again, or give up where the RFC says to."""
+        if self.state == "REQUESTING" and self.attempt + 1 >= REQUEST_ATTEMPTS:
+            log.warn("wan: no DHCPACK after {n} requests; starting over", n=REQUEST_ATTEMPTS)
+            self.machine.give_up()
+        elif self.state == "INIT-REBOOT" and self.attempt + 1 >= REBOOT_ATTEMPTS:
+            saved = self.preferred_lease
+            if saved is not None and saved.expires_at > self.now() + 1:
+                log.info("wan: no answer to INIT-REBOOT; using the saved lease of "
+                         "{address} until it runs out", address=str(saved.address))
+                self.machine.keep_saved(saved)
+            else:
+                self.machine.give_up()
+        else:
+            self.attempt += 1
+            self.machine.retransmit()
+
+    # -------------------------------------------------------- lease timers
+
+    def bound(self, lease):
+        """Enter BOUND with `lease`: timers for T1, T2 and the end, and tell the listener."""
+        renewed = self.lease is not None and self.lease.address == lease.address
+        self.lease = lease
+        self.preferred = lease.address.ip
+        self.preferred_lease = lease
+        self.chosen, self.offers = None, []
+        self.enter("BOUND")
+        now = self.now()
+        self.schedule("t1", lease.renew_at - now, self.machine.renew)
+        self.schedule("t2", lease.rebind_at - now, self.machine.rebind)
+        self.schedule("expiry", lease.expires_at - now, self.machine.expire)
+        log.info("wan: {verb} {lease}", verb="renewed" if renewed else "bound",
+                 lease=lease.describe())
+        if self.store is not None:
+            self.store.save(lease)
+        self.listener.dhcp_bound(lease, renewed)
+
+    def lose(self, reason):
+        """The lease is gone: cancel its timers and tell the listener."""
+        self.cancel("t1", "t2", "expiry")
+        if self.lease is not None:
+            self.lease = None
+            self.preferred_lease = None
+            log.warn("wan: lease lost: {reason}", reason=reason)
+            self.listener.dhcp_lost(reason)
+
+    def retry_interval(self, until):
+        """
+        RENEWING/REBINDING: wait half the time left until `until` (RFC 2131
+        4.4.5). The RFC's 60 s floor is shrunk for short leases, so a two
+        minute lease still gets several tries.
+        """
+        floor = min(60.0, self.lease.lease_time / 12.0)
+        return max((until - self.now()) / 2.0, floor)
+
+
+def _build_machine():
+    builder = TypeMachineBuilder(_Inputs, DhcpClientCore)
+    stopped = builder.state("STOPPED")
+    init = builder.state("INIT")
+    selecting = builder.state("SELECTING")
+    requesting = builder.state("REQUESTING")
+    init_reboot = builder.state("INIT-REBOOT")
+    bound = builder.state("BOUND")
+    renewing = builder.state("RENEWING")
+    rebinding = builder.state("REBINDING")
+
+    @pep614(stopped.upon(_Inputs.start).to(init))
+    def begin(c, s):
+        s.enter("INIT")
+        s.schedule("discover", 0, c.discover)
+
+    @pep614(stopped.upon(_Inputs.start_reboot).to(init_reboot))
+    def begin_reboot(c, s, lease):
+        s.preferred, s.preferred_lease = lease.address.ip, lease
+        s.enter("INIT-REBOOT")
+        s.new_exchange()
+        s.send_request("init-reboot")
+        s.schedule("retransmit", s.backoff(), s.retry_due)
+
+    @pep614(init.upon(_Inputs.discover).to(selecting))
+    def discover(c, s):
+        s.enter("SELECTING")
+        s.new_exchange()
+        s.offers = []
+        s.send_discover()
+        s.schedule("retransmit", s.backoff(), s.retry_due)
+
+    @pep614(selecting.upon(_Inputs.retransmit).loop())
+    def rediscover(c, s):
+        s.send_discover()
+        s.schedule("retransmit", s.backoff(), s.retry_due)
+
+    @pep614(selecting.upon(_Inputs.offer).loop())
+    def collect(c, s, msg, lease):
+        log.info("wan: DHCPOFFER of {address} from {server}",
+                 address=str(lease.address), server=str(lease.server))
+        s.offers.append((msg, lease))
+        if s.preferred is not None and lease.address.ip == s.preferred:
+            s.cancel("select")
+            c.offers_in()   # automat runs it once this transition is complete
+        elif len(s.offers) == 1:
+            s.schedule("select", SELECT_WINDOW, c.offers_in)
+
+    @pep614(selecting.upon(_Inputs.offers_in).to(requesting))
+    def request(c, s):
+        s.chosen = choose_offer(s.offers, s.preferred)
+        s.enter("REQUESTING")
+        s.attempt = 0
+        s.send_request("selecting")
+        s.schedule("retransmit", s.backoff(), s.retry_due)
+
+    @pep614(requesting.upon(_Inputs.retransmit).loop())
+    @pep614(init_reboot.upon(_Inputs.retransmit).loop())
+    def rerequest(c, s):
+        s.send_request("selecting" if s.state == "REQUESTING" else "init-reboot")
+        s.schedule("retransmit", s.backoff(), s.retry_due)
+
+    @pep614(requesting.upon(_Inputs.give_up).to(init))
+    @pep614(init_reboot.upon(_Inputs.give_up).to(init))
+    def start_over(c, s):
+        s.enter("INIT")
+        s.schedule("discover", 0, c.discover)
+
+    @pep614(requesting.upon(_Inputs.ack).to(bound))
+    @pep614(init_reboot.upon(_Inputs.ack).to(bound))
+    @pep614(renewing.upon(_Inputs.ack).to(bound))
+    @pep614(rebinding.upon(_Inputs.ack).to(bound))
+    @pep614(init_reboot.upon(_Inputs.keep_saved).to(bound))
+    def bind(c, s, lease):
+        s.bound(lease)
+
+    @pep614(requesting.upon(_Inputs.nak).to(init))
+    @pep614(init_reboot.upon(_Inputs.nak).to(init))
+    @pep614(renewing.upon(_Inputs.nak).to(init))
+    @pep614(rebinding.upon(_Inputs.nak).to(init))
+    def refused(c, s, msg):
+        text = msg.options.get(OPT_MESSAGE, b"").decode("utf-8", "replace")
+        reason = "DHCPNAK from %s%s" % (msg.server_id, ": " + text if text else "")
+        log.warn("wan: {reason}", reason=reason)
+        s.lose(reason)
+        s.enter("INIT")
+        s.schedule("discover", NAK_DELAY, c.discover)
+
+    @pep614(bound.upon(_Inputs.renew).to(renewing))
+    def renew(c, s):
+        s.enter("RENEWING")
+        s.new_exchange()
+        s.send_request("renewing")
+        s.schedule("retransmit", s.retry_interval(s.lease.rebind_at), s.retry_due)
+
+    @pep614(renewing.upon(_Inputs.retransmit).loop())
+    def rerenew(c, s):
+        s.send_request("renewing")
+        s.schedule("retransmit", s.retry_interval(s.lease.rebind_at), s.retry_due)
+
+    @pep614(bound.upon(_Inputs.rebind).to(rebinding))
+    @pep614(renewing.upon(_Inputs.rebind).to(rebinding))
+    def rebind(c, s):
+        s.enter("REBINDING")
+        s.new_exchange()
+        s.send_request("rebinding")
+        s.schedule("retransmit", s.retry_interval(s.lease.expires_at), s.retry_due)
+
+    @pep614(rebinding.upon(_Inputs.retransmit).loop())
+    def rerebind(c, s):
+        s.send_request("rebinding")
+        s.schedule("retransmit", s.retry_interval(s.lease.expires_at), s.retry_due)
+
+    @pep614(bound.upon(_Inputs.expire).to(init))
+    @pep614(renewing.upon(_Inputs.expire).to(init))
+    @pep614(rebinding.upon(_Inputs.expire).to(init))
+    def expired(c, s):
+        s.lose("lease of %s expired" % s.lease.address)
+        s.enter("INIT")
+        s.schedule("discover", 0, c.discover)
+
+    for state in (init, selecting, requesting, init_reboot, bound, renewing, rebinding):
+        @pep614(state.upon(_Inputs.stop).to(stopped))
+        def halt(c, s):
+            s.cancel()
+            s.enter("STOPPED")
+    stopped.upon(_Inputs.stop).loop().returns(None)
+
+    return builder.build()
+
+
+_Machine = _build_machine()
+
+
+def make_client_machine(core):
+    """The automat machine driving `core`; its inputs are `_Inputs`' methods."""
+    machine = _Machine(core)
+    core.machine = machine
+    return machine
+
+
+def choose_offer(offers, preferred=None):
+    """The offer to request: the one of the address we had, else the first."""
+    for offer in offers:
+        if preferred is not None and offer[1].address.ip == preferred:
+            return offer
+    return offers[0]
+
+
+# ---------------------------------------------------------------- persistence
+
+class LeaseFile:
+    """The lease kept under data_dir as JSON, written atomically in a thread."""
+
+    def __init__(self, path, defer_to_thread=threads.deferToThread):
+        self.path = path
+        self._defer = defer_to_thread
+
+    def load(self):
+        """The saved Lease, or None (missing or unreadable: logged)."""
+        try:
+            with open(self.path) as f:
+                return Lease.from_json(json.load(f))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            log.warn("wan: ignoring {path}: {why}", path=self.path, why=str(e))
+            return None
+
+    def save(self, lease):
+        d = self._defer(self._write, json.dumps(lease.as_json(), indent=1) + "\n")
+        d.addErrback(lambda f: log.failure("wan: could not save the lease to {path}",
+                                           f, path=self.path))
+        return d
+
+    def _write(self, text):
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+
+# ---------------------------------------------------------------- the wire
+
+ETH_P_IP = 0x0800
+SO_ATTACH_FILTER = 26
+SO_BINDTODEVICE = 25
+PACKET_OUTGOING = 4
+
+# Classic BPF on a SOCK_DGRAM packet socket (offsets from the IP header):
+# accept unfragmented IPv4 UDP to port 68, drop everything else in the kernel.
+_BPF_PORT68 = (
+    (0x30, 0, 0, 9),            # ldb [9]            protocol
+    (0x15, 0, 5, 17),           # jeq #17 else drop  UDP?
+    (0x28, 0, 0, 6),            # ldh [6]            flags + fragment offset
+    (0x45, 3, 0, 0x1FFF),       # jset #0x1fff drop  a later fragment
+    (0xB1, 0, 0, 0),            # ldxb 4*([0]&0xf)   header length
+    (0x48, 0, 0, 2),            # ldh [x+2]          UDP destination port
+    (0x15, 0, 1, CLIENT_PORT),  # jeq #68 else drop
+    (0x06, 0, 0, 0x40000),      # ret accept
+    (0x06, 0, 0, 0),            # ret drop
+)
+
+
+def _attach_filter(sock, program):
+    """setsockopt(SO_ATTACH_FILTER) with a struct sock_fprog built in ctypes."""
+    code = b"".join(struct.pack("HBBI", *insn) for insn in program)
+    buf = ctypes.create_string_buffer(code)
+    fprog = struct.pack("HL", len(program), ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+class _Discard(protocol.DatagramProtocol):
+    """The UDP port 68 socket: it only sends; what it hears came on the packet socket too."""
+
+    def datagramReceived(self, data, addr):
+        pass
+
+
+class PacketWire:
+    """
+    DHCP on one interface through the reactor: `open()`, `broadcast`,
+    `unicast`, `close()`. Each UDP payload to port 68 goes to `deliver(data)`.
+    """
+
+    def __init__(self, ifname, reactor, deliver):
+        self.ifname = ifname
+        self.reactor = reactor
+        self.deliver = deliver
+        self.sock = None
+        self.udp = None
+        self._ident = random.getrandbits(16)
+
+    def open(self):
+        try:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
+        except PermissionError:
+            raise PermissionError("cannot open a packet socket on %s (needs root or "
+                                  "CAP_NET_RAW)" % self.ifname)
+        try:
+            # Filter first, then bind: no unfiltered packet is ever queued.
+            _attach_filter(sock, _BPF_PORT68)
+            sock.bind((self.ifname, ETH_P_IP))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+        self.reactor.addReader(self)
+        self.udp = self._open_udp()
+
+    def _open_udp(self):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.ifname.encode())
+            s.bind(("0.0.0.0", CLIENT_PORT))
+            s.setblocking(False)
+            return self.reactor.adoptDatagramPort(s.fileno(), socket.AF_INET, _Discard())
+        except OSError as e:
+            log.warn("wan: no UDP socket on port {port} of {ifname} ({why}); renewals "
+                     "will be broadcast", port=CLIENT_PORT, ifname=self.ifname, why=str(e))
+            return None
+        finally:
+            s.close()   # adoptDatagramPort keeps its own copy of the descriptor
+
+    def close(self):
+        if self.sock is not None:
+            self.reactor.removeReader(self)
+            self.sock.close()
+            self.sock = None
+        if self.udp is not None:
+            self.udp.stopListening()
+            self.udp = None
+
+    def broadcast(self, data, src=ZERO):
+        self._ident = (self._ident + 1) & 0xFFFF
+        packet = udp_ip_packet(src, BROADCAST, data, ident=self._ident)
+        self._send(packet, b"\xff" * 6)
+
+    def unicast(self, data, dst):
+        if self.udp is None:
+            return self.broadcast(data)
+        try:
+            self.udp.write(data, (str(dst), SERVER_PORT))
+        except OSError as e:
+            log.warn("wan: cannot send to {dst}: {why}", dst=str(dst), why=str(e))
+
+    def _send(self, packet, mac):
+        if self.sock is None:
+            return
+        try:
+            self.sock.sendto(packet, (self.ifname, ETH_P_IP, 0, 0, mac))
+        except OSError as e:
+            log.warn("wan: cannot send on {ifname}: {why}", ifname=self.ifname, why=str(e))
+
+    # IReadDescriptor
+
+    def fileno(self):
+        return self.sock.fileno() if self.sock is not None else -1
+
+    def logPrefix(self):
+        return "wandhcp"
+
+    def doRead(self):
+        for _ in range(64):
+            try:
+                packet, addr = self.sock.recvfrom(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warn("wan: receive error on {ifname}: {why}", ifname=self.ifname, why=str(e))
+                return
+            if len(addr) > 2 and addr[2] == PACKET_OUTGOING:
+                continue
+            try:
+                datagram = parse_udp_ip(packet)
+            except MalformedPacket:
+                continue
+            if datagram.dport == CLIENT_PORT and datagram.sport == SERVER_PORT:
+                self.deliver(datagram.payload)
+
+    def connectionLost(self, reason):
+        self.sock = None
+
+
+# ---------------------------------------------------------------- the client
+
+class WanDhcpClient:
+    """
+    The WAN interface's DHCP client as the network service uses it:
+    `start()`, `stop()`, `state`, `lease`. `listener` gets `dhcp_bound(lease,
+    renewed)`, `dhcp_lost(reason)` and `dhcp_state_changed(state)`.
+    """
+
+    def __init__(self, ifname, mac, listener, reactor, lease_path, hostname=None,
+                 avoid=(), wire_factory=PacketWire, store=None, jitter=None):
+        self.ifname = ifname
+        self.store = store if store is not None else LeaseFile(lease_path)
+        self.core = DhcpClientCore(mac, reactor, wire=None, listener=listener,
+                                   store=self.store, hostname=hostname, avoid=avoid,
+                                   ifname=ifname, jitter=jitter)
+        self.wire = wire_factory(ifname, reactor, self.core.receive)
+        self.core.wire = self.wire
+        self.machine = make_client_machine(self.core)
+
+    @property
+    def state(self):
+        return self.core.state
+
+    @property
+    def lease(self):
+        return self.core.lease
+
+    def start(self):
+        """Open the sockets and begin: INIT-REBOOT with a saved lease, else INIT."""
+        self.wire.open()
+        saved = self.store.load()
+        if saved is not None and saved.expires_at > self.core.now() + 1:
+            log.info("wan: asking again for {address} (saved lease)",
+                     address=str(saved.address))
+            self.machine.start_reboot(saved)
+        else:
+            if saved is not None:
+                self.core.preferred = saved.address.ip
+            self.machine.start()
+
+    def stop(self):
+        """Stop timers and close the sockets; the lease stays saved."""
+        self.machine.stop()
+        self.wire.close()
