@@ -129,6 +129,8 @@ def open_device_udp(reactor, proto, interface, port):
 class DhcpServerProtocol(protocol.DatagramProtocol):
     """Port 67: hands each datagram to the server."""
 
+    noisy = False
+
     def __init__(self, server):
         self.server = server
 
@@ -156,6 +158,8 @@ class RogueDhcpServer:
 
 class RogueWatchProtocol(protocol.DatagramProtocol):
     """Port 68 on the LAN: other servers' OFFER/ACK, and our probe DISCOVERs."""
+
+    noisy = False
 
     def __init__(self, server):
         self.server = server

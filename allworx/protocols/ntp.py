@@ -130,6 +130,8 @@ def answer(data, received, transmit, clock):
 class SntpProtocol(protocol.DatagramProtocol):
     """UDP: answers LAN clients, ignores everyone else."""
 
+    noisy = False
+
     def __init__(self, office, reactor, clock_state=system_clock_state):
         self.office = office
         self.reactor = reactor
