@@ -86,7 +86,7 @@ class SiteFiles(static.File):
         static.File.__init__(self, path, **kw)
         self.kind = kind
         self.office = office
-        self.site_root = site_root or path
+        self.site_root = os.path.abspath(site_root or path)
 
     def createSimilarFile(self, path):
         f = static.File.createSimilarFile(self, path)
