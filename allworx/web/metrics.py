@@ -7,8 +7,9 @@ verdict), next to whatever the other services registered in the default
 registry.
 """
 
-from prometheus_client import CollectorRegistry, Counter, REGISTRY
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, REGISTRY, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from twisted.web import resource
 
 WEB_REQUESTS = Counter(
     "allworx_web_requests_total", "HTTP requests answered, by site and status class",
@@ -99,3 +100,23 @@ def office_registry(office):
     registry.register(_DefaultRegistry())
     registry.register(OfficeCollector(office))
     return registry
+
+
+class MetricsPage(resource.Resource):
+    """
+    `/metrics` in the Prometheus text format, rendered in the reactor thread.
+    (prometheus_client.twisted.MetricsResource runs the exposition in a
+    thread pool, where reading the office's live state would race the
+    reactor; a scrape is cheap enough to do here.)
+    """
+
+    isLeaf = True
+
+    def __init__(self, registry):
+        resource.Resource.__init__(self)
+        self.registry = registry
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        request.setHeader(b"cache-control", b"no-store")
+        return generate_latest(self.registry)

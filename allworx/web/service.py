@@ -5,7 +5,6 @@ admin_port` for LAN peers only, and the intranet/public sites on `[web]
 http_port`. Changing either port in the config makes it listen again at once.
 """
 
-from prometheus_client.twisted import MetricsResource
 from twisted.internet import threads
 from twisted.logger import Logger
 from twisted.web import server
@@ -14,7 +13,7 @@ from allworx.listening import ListeningService
 from allworx.office import ConfigChanged
 from allworx.web.admin import AdminContext, AdminRoot
 from allworx.web.api import OfficeApi
-from allworx.web.metrics import WEB_REFUSED, WEB_REQUESTS, office_registry
+from allworx.web.metrics import WEB_REFUSED, WEB_REQUESTS, MetricsPage, office_registry
 from allworx.web.sites import SiteBySide, ensure_site_dirs
 
 log = Logger()
@@ -46,7 +45,7 @@ def admin_resource(office, clock, defer_to_thread=threads.deferToThread):
     """The admin port's resource tree (pages, /api, /metrics) and its context."""
     ctx = AdminContext(office, clock, defer_to_thread)
     api = OfficeApi(ctx).resource()
-    metrics = MetricsResource(registry=office_registry(office))
+    metrics = MetricsPage(office_registry(office))
     return AdminRoot(ctx, api=api, metrics=metrics), ctx
 
 

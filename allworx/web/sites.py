@@ -82,11 +82,16 @@ class SiteFiles(static.File):
     not listed (the site root shows its default page instead).
     """
 
-    def __init__(self, path, kind=None, office=None, site_root=None, **kw):
-        static.File.__init__(self, path, **kw)
-        self.kind = kind
-        self.office = office
-        self.site_root = os.path.abspath(site_root or path)
+    kind = None
+    office = None
+    site_root = None
+
+    @classmethod
+    def for_site(cls, path, kind, office):
+        """The root of one site."""
+        root = cls(path)
+        root.kind, root.office, root.site_root = kind, office, os.path.abspath(path)
+        return root
 
     def createSimilarFile(self, path):
         f = static.File.createSimilarFile(self, path)
@@ -134,8 +139,8 @@ class SiteBySide(resource.Resource):
         intranet, public = site_dirs(self.office.config)
         peer = getattr(request.getClientAddress(), "host", None)
         if self.office.is_lan_peer(peer):
-            return SiteFiles(intranet, kind="intranet", office=self.office)
-        return SiteFiles(public, kind="public", office=self.office)
+            return SiteFiles.for_site(intranet, "intranet", self.office)
+        return SiteFiles.for_site(public, "public", self.office)
 
     def getChildWithDefault(self, path, request):
         return self.site_for(request).getChildWithDefault(path, request)
