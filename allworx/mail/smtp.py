@@ -52,6 +52,7 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
         self._too_big = False
         self._busy = False
         self._closed = False
+        self._lost = False
         self._pending_login = None
         self.helo = None
         self.esmtp = False
@@ -80,7 +81,7 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
         self._send(Reply(220, "", "%s ESMTP allworx" % f.hostname))
 
     def connectionLost(self, reason):
-        self._closed = True
+        self._closed = self._lost = True
         self.setTimeout(None)
         self.factory.release(self)
 
@@ -168,7 +169,7 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
 
         def done(reply):
             self._busy = False
-            if reply is not None and not self._closed:
+            if reply is not None and not self._lost:
                 self._send(reply)
             if not self._closed:
                 self._process()
