@@ -311,11 +311,7 @@ class NetworkLedger:
         removed, applied, problems = [], [], []
         for change in reversed(self.in_force):
             if change not in wanted:
-                problem = self._undo(change)
-                if problem:
-                    problems.append(problem)
-                else:
-                    removed.append(change)
+                self._undo_into(change, removed, problems)
         self._forget_vanished()
         missing = set()
         for change in _ordered(desired):
@@ -326,22 +322,18 @@ class NetworkLedger:
                 missing.update(absent)
                 continue
             try:
-                self._apply(change)
-                applied.append(change)
+                if self._apply(change).ours:
+                    applied.append(change)
             except NetworkSettingError as e:
                 problems.append(str(e))
         problems = ["interface %s does not exist" % i for i in sorted(missing)] + problems
         return applied, removed, list(dict.fromkeys(problems))
 
     def restore(self):
-        """Undo every change this ledger made; returns (removed, problems)."""
+        """Undo every change this ledger made; returns (sentences, problems)."""
         removed, problems = [], []
         for change in reversed(self.in_force):
-            problem = self._undo(change)
-            if problem:
-                problems.append(problem)
-            else:
-                removed.append(change)
+            self._undo_into(change, removed, problems)
         return removed, problems
 
     def _exists(self, ifname):
@@ -376,7 +368,8 @@ class NetworkLedger:
 
     def _apply(self, change):
         handler = getattr(self, "_apply_" + type(change).__name__)
-        self._applied[change] = handler(change)
+        record = self._applied[change] = handler(change)
+        return record
 
     def _apply_Sysctl(self, change):
         current = self.sysctls.read(change.path)
@@ -414,17 +407,19 @@ class NetworkLedger:
 
     # -------------------------------------------------------- undo
 
-    def _undo(self, change):
+    def _undo_into(self, change, removed, problems):
+        """Undo one change if it was ours; a sentence for `removed` or `problems`."""
         record = self._applied.pop(change)
         if not record.ours:
             if isinstance(change, Sysctl):
                 self._sysctl_originals.pop(change.path, None)
-            return None
+            return
         try:
             getattr(self, "_undo_" + type(change).__name__)(record)
         except NetworkSettingError as e:
-            return str(e)
-        return None
+            problems.append(str(e))
+        else:
+            removed.append(_undone_text(record))
 
     def _undo_Sysctl(self, record):
         path = record.change.path
@@ -450,6 +445,15 @@ class NetworkLedger:
                     self.netlink.add_default_route(gw, dev, metric)
                 except NetworkSettingError:
                     pass  # its gateway went away with its address: nothing to put back
+
+
+def _undone_text(record):
+    change = record.change
+    if isinstance(change, LinkUp):
+        return "%s down again" % change.ifname
+    if isinstance(change, Sysctl):
+        return "%s back to %s" % (change.path.replace("/", "."), record.previous)
+    return "%s removed" % change.describe()
 
 
 def _ordered(changes):

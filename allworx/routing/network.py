@@ -153,8 +153,8 @@ class NetworkService(service.Service):
         if self.ledger is None:
             return
         removed, problems = self.ledger.restore()
-        for change in removed:
-            log.info("network: {change} removed", change=change.describe())
+        for text in removed:
+            log.info("network: {change}", change=text)
         for problem in problems:
             log.warn("network: could not restore: {problem}", problem=problem)
         self.ledger.netlink.close()
@@ -195,8 +195,8 @@ class NetworkService(service.Service):
         config = self.office.config
         plan = self._make_plan(config)
         applied, removed, problems = self.ledger.converge(plan.changes)
-        for change in removed:
-            log.info("network: {change} removed", change=change.describe())
+        for text in removed:
+            log.info("network: {change}", change=text)
         for change in applied:
             log.info("network: {change} applied", change=change.describe())
         self._plan = plan

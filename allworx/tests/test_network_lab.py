@@ -1,0 +1,212 @@
+"""
+Integration tests of the network service in the virtual office (lab prefix
+`awn`): the real server (`twistd -n allworx`) in the server namespace applies
+the static LAN and WAN settings, or gets the WAN address from the ISP's
+dnsmasq by DHCP, keeps it across a restart of that dnsmasq and of itself, and
+removes what it applied when it stops. Skipped, with the reason, unless root.
+"""
+
+import ipaddress
+import os
+import re
+import time
+
+from twisted.trial import unittest
+
+from allworx.tests.confs import PW_HASH
+
+PREFIX = "awn"
+WAN_POOL = (ipaddress.IPv4Address("203.0.113.10"), ipaddress.IPv4Address("203.0.113.50"))
+# The ISP's dnsmasq is told to hand out short renewal times so the test sees
+# renewals within seconds (its shortest lease is 2 minutes).
+T1, T2 = 8, 14
+
+CONF = """\
+[system]
+domain = example.com
+hostname = allworx
+
+[lan]
+interface = lan0
+address = 192.168.2.254/24
+
+[wan]
+interface = wan0
+{wan}
+
+[security]
+mode = router
+
+[dhcp]
+enabled = no
+
+[dns]
+enabled = no
+primary = 203.0.113.1
+
+[mail]
+enabled = no
+
+[pop3]
+enabled = no
+
+[sip]
+enabled = no
+
+[ldap]
+enabled = no
+
+[ntp]
+enabled = no
+
+[web]
+admin_port = 18080
+http_port = 18081
+admin_password = {pw}
+"""
+
+STATIC = "mode = static\naddress = 203.0.113.2/24\ngateway = 203.0.113.1"
+DHCP = "mode = dhcp"
+
+
+def conf(wan):
+    return CONF.format(wan=wan, pw=PW_HASH)
+
+
+def fast_renewing_lab():
+    """A Lab whose ISP gives T1/T2 of a few seconds."""
+    from allworx.lab import Lab
+
+    class FastRenewingLab(Lab):
+        def dnsmasq_config(self):
+            return Lab.dnsmasq_config(self) + (
+                "dhcp-option=option:T1,%d\ndhcp-option=option:T2,%d\n" % (T1, T2))
+
+    return FastRenewingLab(prefix=PREFIX)
+
+
+class NetworkLabTests(unittest.TestCase):
+    """The server's network service against real interfaces and a real DHCP server."""
+
+    def setUp(self):
+        from allworx.lab import lab_skip_reason
+        reason = lab_skip_reason(("ip", "ss", "sysctl", "dnsmasq", "curl"))
+        if reason:
+            raise unittest.SkipTest(reason)
+        self.lab = fast_renewing_lab()
+        self.lab.down()
+        self.addCleanup(self.lab.down)
+        self.lab.up()
+        self.servers = []
+
+    def server(self, wan):
+        from allworx.tests.labserver import LabServer
+        server = LabServer(self.lab, conf(wan), name="allworx-%d" % len(self.servers))
+        self.servers.append(server)
+        self.addCleanup(server.stop)
+        return server
+
+    # ------------------------------------------------------------ reading the namespace
+
+    def ip(self, *args):
+        return self.lab.run("server", ["ip", "-4", "-o"] + list(args)).stdout
+
+    def addresses(self, ifname):
+        return re.findall(r"inet (\S+)", self.ip("addr", "show", "dev", ifname))
+
+    def default_routes(self):
+        return self.ip("route", "show", "default").strip()
+
+    def sysctl(self, name):
+        return self.lab.run("server", ["sysctl", "-n", name]).stdout.strip()
+
+    def whoami(self):
+        """The address the internet host sees the server come from (a real HTTP client)."""
+        out = self.lab.run("server", ["curl", "-s", "--max-time", "5",
+                                      "http://198.51.100.10/whoami"], check=False)
+        return out.stdout.strip()
+
+    def wait_for_log(self, server, pattern, timeout, after=0):
+        """The first match of `pattern` in the log after offset `after`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.compile(pattern).search(server.log(), after)
+            if m:
+                return m
+            time.sleep(0.1)
+        self.fail("no %r within %ss:\n%s" % (pattern, timeout, server.log()[-3000:]))
+
+    def assert_clean(self):
+        self.assertEqual(self.addresses("lan0"), [])
+        self.assertEqual(self.addresses("wan0"), [])
+        self.assertEqual(self.default_routes(), "")
+        self.assertEqual(self.sysctl("net.ipv4.ip_forward"), "0")
+        self.assertEqual(self.sysctl("net.ipv4.conf.wan0.rp_filter"), "0")
+
+    # ------------------------------------------------------------ tests
+
+    def test_static_applied_and_removed(self):
+        self.assert_clean()
+        server = self.server(STATIC)
+        log = server.start()
+        self.assertIn("network: lan0 192.168.2.254/24 applied", log)
+        self.assertIn("network: wan0 203.0.113.2/24 applied", log)
+        self.assertEqual(self.addresses("lan0"), ["192.168.2.254/24"])
+        self.assertEqual(self.addresses("wan0"), ["203.0.113.2/24"])
+        self.assertIn("default via 203.0.113.1 dev wan0", self.default_routes())
+        self.assertEqual(self.sysctl("net.ipv4.ip_forward"), "1")
+        self.assertEqual(self.sysctl("net.ipv4.conf.lan0.rp_filter"), "1")
+        self.assertEqual(self.sysctl("net.ipv4.conf.wan0.rp_filter"), "1")
+        # A LAN PC reaches the server; the server reaches the internet host.
+        self.lab.run("admin", ["ping", "-c", "1", "-W", "2", "192.168.2.254"])
+        self.assertEqual(self.whoami(), "203.0.113.2")
+        server.stop()
+        self.assertIn("network: wan0 203.0.113.2/24 removed", server.log())
+        self.assert_clean()
+
+    def test_dhcp_wan(self):
+        resolv_path = "/etc/netns/%s/resolv.conf" % self.lab.ns("server")
+        with open(resolv_path) as f:
+            resolv_before = f.read()
+        server = self.server(DHCP)
+        with open(server.conf_path) as f:
+            conf_before = f.read()
+        started = time.monotonic()
+        server.start()
+        bound = self.wait_for_log(
+            server, r"wan: bound (\S+) router 203\.0\.113\.1 lease 120s \(T1 %ds, T2 %ds\)"
+            % (T1, T2), timeout=15)
+        self.assertLess(time.monotonic() - started, 15)
+        address = bound.group(1)
+        ip = ipaddress.IPv4Interface(address).ip
+        self.assertTrue(WAN_POOL[0] <= ip <= WAN_POOL[1], address)
+        self.assertTrue(address.endswith("/24"))
+        self.wait_for_log(server, r"network: default route via 203\.0\.113\.1 on wan0 applied",
+                          timeout=5)
+        self.assertEqual(self.addresses("wan0"), [address])
+        self.assertIn("default via 203.0.113.1 dev wan0", self.default_routes())
+        self.assertEqual(self.whoami(), str(ip))
+
+        # The ISP's DHCP server restarts: the next renewal still succeeds.
+        self.lab.restart_isp_dhcp()
+        mark = len(server.log())
+        renewed = self.wait_for_log(server, r"wan: renewed (\S+)", timeout=T1 + 10, after=mark)
+        self.assertEqual(renewed.group(1), address)
+        self.assertEqual(self.addresses("wan0"), [address])
+
+        # Nothing from the ISP but address, netmask and router was taken.
+        with open(resolv_path) as f:
+            self.assertEqual(f.read(), resolv_before)
+        with open(server.conf_path) as f:
+            self.assertEqual(f.read(), conf_before)
+        self.assertNotIn("isp.example", server.log())
+
+        # Stopping removes the address and route; starting again asks for the same address.
+        server.stop()
+        self.assert_clean()
+        log = server.start()
+        self.assertIn("wan: INIT-REBOOT", log + server.log())
+        again = self.wait_for_log(server, r"wan: bound (\S+)", timeout=10)
+        self.assertEqual(again.group(1), address)
+        server.stop()
+        self.assert_clean()
