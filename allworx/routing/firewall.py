@@ -50,12 +50,21 @@ class ConnectionLog:
     def __init__(self, size=LOG_SIZE):
         self._ring = collections.deque(maxlen=size)
         self.counts = {action: 0 for action in ACTIONS}
+        self._exported = dict(self.counts)
         self._metric = {action: FLOWS.labels(verdict=action) for action in ACTIONS}
 
     def add(self, when, flow, action, reason):
+        """Record one decision (called for every new flow: kept cheap)."""
         self._ring.append((when, flow, action, reason))
         self.counts[action] += 1
-        self._metric[action].inc()
+
+    def sync_metrics(self):
+        """Bring the prometheus counters up to `counts` (after each batch of packets)."""
+        for action, count in self.counts.items():
+            delta = count - self._exported[action]
+            if delta:
+                self._metric[action].inc(delta)
+                self._exported[action] = count
 
     def recent(self, limit=200):
         """Newest first: dicts with time, proto, src, sport, dst, dport, side, action, reason."""
@@ -157,7 +166,8 @@ class FirewallService(service.Service):
         """Bind the hook in the modes that inspect, unbind it in the others."""
         self.problem = None
         if self.policy.inspects and self.hook is None:
-            hook = self.hook_factory(self.reactor, self.policy, self.connections.add)
+            hook = self.hook_factory(self.reactor, self.policy, self.connections.add,
+                                     after_batch=self.connections.sync_metrics)
             try:
                 hook.start()
             except OSError as e:

@@ -4,13 +4,19 @@ The flow hook: the NFQUEUE the kernel ruleset sends new flows to, read in
 the reactor.
 
 The queue's netlink socket is watched by `reactor.addReader`; when it is
-readable, every packet waiting is taken in one go (`run(block=False)` reads
-until EAGAIN) and each gets its verdict at once, so the kernel never waits on
-anything but this loop. Only the header bytes a decision needs are copied to
+readable, up to `BATCH` waiting packets are taken in one go (netfilterqueue's
+`run_socket` reading until the socket says EAGAIN, which `BatchedSocket` also
+says once the batch is full, so a flood of new flows cannot starve the other
+services of the reactor) and each gets its verdict at once. Only the header bytes a decision needs are copied to
 the process (`COPY_RANGE`) and parsed by hand; no packet library in the hot
 path. Anything that goes wrong with a packet drops it: the hook fails closed
 like the ruleset.
 """
+
+import errno
+import os
+import socket
+import struct
 
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import Logger
@@ -25,9 +31,19 @@ log = Logger()
 COPY_RANGE = 128
 # Packets the kernel may hold for us before it drops new flows ("queue full").
 QUEUE_MAX_LEN = 16384
+# Receive buffer of the queue's socket, per packet the queue may hold: big
+# enough that a burst fills the queue before it overflows the socket (each
+# message's kernel buffer is about 1 KiB for COPY_RANGE bytes of packet).
+SOCKET_BYTES_PER_PACKET = 2048
+# Packets decided per readable event before the reactor gets a turn.
+BATCH = 256
 # Netfilter hook numbers (linux/netfilter.h) of the two queueing rules.
 NF_INET_PRE_ROUTING = 0
 NF_INET_FORWARD = 2
+
+# Version/IHL, flags+fragment offset, protocol, source, destination.
+_IPV4 = struct.Struct("!B5xHxB2xII")
+_PORTS = struct.Struct("!HH")
 
 
 class BadPacket(ValueError):
@@ -42,29 +58,54 @@ def parse_flow(payload, side):
     n = len(payload)
     if n < 20:
         raise BadPacket("%d bytes is shorter than an IPv4 header" % n)
-    b0 = payload[0]
+    b0, frag, proto, src, dst = _IPV4.unpack_from(payload)
     if b0 >> 4 != 4:
         raise BadPacket("IP version %d, not 4" % (b0 >> 4))
     ihl = (b0 & 0x0F) * 4
     if ihl < 20 or ihl > n:
         raise BadPacket("header length %d does not fit %d bytes" % (ihl, n))
-    proto = payload[9]
-    src = int.from_bytes(payload[12:16], "big")
-    dst = int.from_bytes(payload[16:20], "big")
-    first_fragment = (int.from_bytes(payload[6:8], "big") & 0x1FFF) == 0
     sport = dport = 0
     syn = True
-    if first_fragment:
+    if not frag & 0x1FFF:      # the first fragment carries the ports
         if proto == TCP or proto == UDP:
             if n >= ihl + 4:
-                sport = int.from_bytes(payload[ihl:ihl + 2], "big")
-                dport = int.from_bytes(payload[ihl + 2:ihl + 4], "big")
+                sport, dport = _PORTS.unpack_from(payload, ihl)
             if proto == TCP:
                 # SYN without ACK opens a connection.
                 syn = n >= ihl + 14 and (payload[ihl + 13] & 0x12) == 0x02
         elif proto == ICMP and n > ihl:
             dport = payload[ihl]
     return Flow(proto, src, sport, dst, dport, side, syn)
+
+
+class BatchedSocket:
+    """
+    The queue's socket as `run_socket` reads it: non-blocking, and "empty"
+    (EAGAIN) after `limit` messages, so one call handles at most a batch.
+    """
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.left = 0
+
+    def start_batch(self, limit):
+        self.left = limit
+
+    def recv(self, size):
+        if self.left <= 0:
+            raise BlockingIOError(errno.EAGAIN, "batch complete")
+        self.left -= 1
+        return self.sock.recv(size)
+
+    def close(self):
+        self.sock.close()
+
+
+def socket_for_fd(fd):
+    """A non-blocking socket object on a duplicate of the queue's netlink fd."""
+    sock = socket.socket(fileno=os.dup(fd))
+    sock.setblocking(False)
+    return sock
 
 
 @implementer(IReadDescriptor)
@@ -74,18 +115,24 @@ class FlowHook:
     kernel its verdict (with the forward's mark when NAT needs one); each
     decision goes to `record(now, flow, action, reason)`.
 
+    `after_batch()` is called once the waiting packets are decided (metrics).
     `queue_factory` makes the NetfilterQueue (a double in unit tests).
     """
 
     def __init__(self, reactor, policy, record, queue_num=QUEUE_NUM,
-                 queue_factory=None, max_len=QUEUE_MAX_LEN):
+                 queue_factory=None, max_len=QUEUE_MAX_LEN, after_batch=None,
+                 socket_factory=socket_for_fd, batch=BATCH):
         self.reactor = reactor
         self.policy = policy
         self.record = record
+        self.after_batch = after_batch
         self.queue_num = queue_num
         self.max_len = max_len
         self._queue_factory = queue_factory
+        self._socket_factory = socket_factory
+        self.batch = batch
         self._queue = None
+        self._sock = None
         self._now = 0.0
         self.reads = 0          # readable events handled
         self.packets = 0        # packets decided
@@ -101,7 +148,8 @@ class FlowHook:
         queue = factory()
         try:
             queue.bind(self.queue_num, self._on_packet, max_len=self.max_len,
-                       range=COPY_RANGE)
+                       range=COPY_RANGE, sock_len=self.max_len * SOCKET_BYTES_PER_PACKET)
+            self._sock = BatchedSocket(self._socket_factory(queue.get_fd()))
         except BaseException:
             _close(queue)
             raise
@@ -116,6 +164,8 @@ class FlowHook:
             return
         self.reactor.removeReader(self)
         queue, self._queue = self._queue, None
+        self._sock.close()
+        self._sock = None
         _close(queue)
         log.info("flow hook unbound from NFQUEUE {queue}", queue=self.queue_num)
 
@@ -132,16 +182,19 @@ class FlowHook:
         return "FlowHook"
 
     def doRead(self):
-        """Decide every packet waiting in the queue, then return to the reactor."""
+        """Decide up to a batch of waiting packets, then return to the reactor."""
         if self._queue is None:
             return
         self.reads += 1
         self._now = self.reactor.seconds()
+        self._sock.start_batch(self.batch)
         try:
-            self._queue.run(block=False)
+            self._queue.run_socket(self._sock)
         except OSError as e:
             log.error("reading NFQUEUE {queue} failed: {error}", queue=self.queue_num,
                       error=e)
+        if self.after_batch is not None:
+            self.after_batch()
 
     def connectionLost(self, reason):
         log.error("NFQUEUE {queue} socket lost: {reason}", queue=self.queue_num,
@@ -156,25 +209,25 @@ class FlowHook:
             side = WAN if pkt.hook == NF_INET_PRE_ROUTING else LAN
             flow = parse_flow(pkt.get_payload(), side)
             action, reason, mark = decide(self.policy, flow)
+            if action == ACCEPT:
+                if mark:
+                    pkt.set_mark(mark)
+                pkt.accept()
+            elif action == REJECT and side == LAN:
+                # Rejected by the forward chain's REJECT_MARK rule on the way back in.
+                pkt.set_mark(REJECT_MARK)
+                pkt.repeat()
+            else:
+                pkt.drop()
         except Exception as e:
             self.errors += 1
             try:
                 pkt.drop()
             except Exception:
                 pass
-            log.warn("flow hook dropped an unreadable packet: {error}", error=e)
+            log.warn("flow hook dropped a packet it could not decide: {error}", error=e)
             return
         self.packets += 1
-        if action == ACCEPT:
-            if mark:
-                pkt.set_mark(mark)
-            pkt.accept()
-        elif action == REJECT and side == LAN:
-            # Rejected by the forward chain's REJECT_MARK rule on the way back in.
-            pkt.set_mark(REJECT_MARK)
-            pkt.repeat()
-        else:
-            pkt.drop()
         self.record(self._now, flow, action, reason)
 
 

@@ -13,6 +13,7 @@ flow, so the decision must be cheap.
 """
 
 import ipaddress
+from typing import NamedTuple
 
 import attr
 
@@ -55,24 +56,23 @@ def proto_name(proto):
     return PROTO_NAMES.get(proto, str(proto))
 
 
-@attr.s(frozen=True, slots=True)
-class Flow:
+class Flow(NamedTuple):
     """
     The first packet of a new flow, as much of it as a decision needs.
 
     `src`/`dst` are 32-bit integers; `sport`/`dport` are ports for TCP and
     UDP, and for ICMP `dport` is the ICMP type (sport 0). `syn` is True when a
     TCP packet has SYN without ACK (a connection opening); always True for
-    other protocols.
+    other protocols. A named tuple: the hook makes one per new flow.
     """
 
-    proto = attr.ib()
-    src = attr.ib()
-    sport = attr.ib()
-    dst = attr.ib()
-    dport = attr.ib()
-    side = attr.ib()
-    syn = attr.ib(default=True)
+    proto: int
+    src: int
+    sport: int
+    dst: int
+    dport: int
+    side: str
+    syn: bool = True
 
     def describe(self):
         """`tcp 203.0.113.9:4000 -> 203.0.113.2:25 from wan`, for logs."""

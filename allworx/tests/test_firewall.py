@@ -34,7 +34,7 @@ class FakeRunner:
 class FakeHook:
     instances = []
 
-    def __init__(self, reactor, policy, record, fail=False):
+    def __init__(self, reactor, policy, record, after_batch=None):
         self.policy = policy
         self.record = record
         self.started = self.stopped = False
@@ -165,4 +165,5 @@ class ConnectionLogTests(unittest.TestCase):
                                       "reason": "reason 4"})
         self.assertEqual(log.counts, {"accept": 3, "drop": 2, "reject": 0})
         self.assertEqual(len(log.recent(limit=1)), 1)
+        log.sync_metrics()
         self.assertEqual(F.FLOWS.labels(verdict="drop")._value.get() - before, 2)

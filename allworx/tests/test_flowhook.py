@@ -97,8 +97,9 @@ class FakeQueue:
         self.bound = None
         self.runs = 0
 
-    def bind(self, num, callback, max_len, range):
+    def bind(self, num, callback, max_len, range, sock_len):
         self.bound = (num, max_len, range)
+        self.sock_len = sock_len
         self.callback = callback
 
     def unbind(self):
@@ -107,11 +108,25 @@ class FakeQueue:
     def get_fd(self):
         return 99
 
-    def run(self, block=True):
-        assert block is False
+    def run_socket(self, sock):
+        # As netfilterqueue does: read messages until the socket says EAGAIN.
         self.runs += 1
         while self.waiting:
+            try:
+                sock.recv(4096)
+            except BlockingIOError:
+                break
             self.callback(self.waiting.pop(0))
+
+
+class FakeSocket:
+    closed = False
+
+    def recv(self, size):
+        return b"message"
+
+    def close(self):
+        self.closed = True
 
 
 class HookTests(unittest.TestCase):
@@ -124,11 +139,19 @@ class HookTests(unittest.TestCase):
         self.policy = P.FlowPolicy.build(make_config())
         self.hook = H.FlowHook(self.reactor, self.policy,
                                lambda *entry: self.records.append(entry),
-                               queue_factory=lambda: self.queue)
+                               queue_factory=lambda: self.queue,
+                               after_batch=lambda: self.records.append("batch"),
+                               socket_factory=self.make_socket)
         self.hook.start()
+
+    def make_socket(self, fd):
+        self.assertEqual(fd, 99)
+        self.socket = FakeSocket()
+        return self.socket
 
     def test_binds_with_a_big_queue_and_a_short_copy(self):
         self.assertEqual(self.queue.bound, (24, H.QUEUE_MAX_LEN, H.COPY_RANGE))
+        self.assertGreaterEqual(self.queue.sock_len, H.QUEUE_MAX_LEN * 1024)
         self.assertIn(self.hook, self.reactor.getReaders())
         self.assertEqual(self.hook.fileno(), 99)
 
@@ -148,10 +171,23 @@ class HookTests(unittest.TestCase):
         self.assertEqual((forward.verdict, forward.mark), ("accept", P.MARK_BASE | 1))
         self.assertEqual(garbage.verdict, "drop")
         self.assertEqual((self.hook.packets, self.hook.errors, self.hook.reads), (3, 1, 1))
+        self.assertEqual(self.records.pop(), "batch")
         self.assertEqual([(r[0], r[2]) for r in self.records],
                          [(1000, "accept"), (1000, "drop"), (1000, "accept")])
         self.assertEqual(self.records[1][3], "admin pages is LAN-only")
         self.assertEqual(self.records[1][1].side, P.WAN)
+
+    def test_a_batch_at_a_time(self):
+        self.hook.batch = 2
+        packets = [FakePacket(ipv4(17, "192.168.2.10", "198.51.100.10", udp(1000 + i, 53)),
+                              H.NF_INET_FORWARD) for i in range(5)]
+        self.queue.waiting = list(packets)
+        self.hook.doRead()
+        self.assertEqual([p.verdict for p in packets], ["accept"] * 2 + [None] * 3)
+        self.hook.doRead()
+        self.hook.doRead()
+        self.assertEqual([p.verdict for p in packets], ["accept"] * 5)
+        self.assertEqual(self.hook.reads, 3)
 
     def test_reject_goes_back_through_the_forward_chain_marked(self):
         self.hook.policy = P.FlowPolicy.build(make_config("lan-only"))
@@ -163,6 +199,7 @@ class HookTests(unittest.TestCase):
     def test_stop_unbinds(self):
         self.hook.stop()
         self.assertIsNone(self.queue.bound)
+        self.assertTrue(self.socket.closed)
         self.assertNotIn(self.hook, self.reactor.getReaders())
         self.hook.doRead()  # a late readable event does nothing
         self.hook.stop()
