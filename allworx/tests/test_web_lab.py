@@ -249,6 +249,17 @@ class BrowserTests(WebLabCase):
         with open(self.server.conf_path) as f:
             return f.read()
 
+    def wait_text(self, text, timeout=20):
+        """Wait until the page shows `text` (a form post hashes passwords: it takes a moment)."""
+        from selenium.webdriver.support.ui import WebDriverWait
+        WebDriverWait(self.driver, timeout).until(lambda d: text in d.page_source,
+                                                  "no %r on %s" % (text, self.driver.current_url))
+
+    def wait_url(self, ending, timeout=20):
+        from selenium.webdriver.support.ui import WebDriverWait
+        WebDriverWait(self.driver, timeout).until(lambda d: d.current_url.endswith(ending),
+                                                  "not at %s: %s" % (ending, self.driver.current_url))
+
     def test_login_change_dhcp_range_add_user(self):
         from selenium.webdriver.common.by import By
         d = self.driver
@@ -258,10 +269,10 @@ class BrowserTests(WebLabCase):
         # A wrong password first: refused, with a message.
         d.find_element(By.NAME, "password").send_keys("wrong")
         d.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-        self.assertIn("Wrong user name or password", d.page_source)
+        self.wait_text("Wrong user name or password")
         d.find_element(By.NAME, "password").send_keys("admin-demo")
         d.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-        self.assertTrue(d.current_url.endswith("/dhcp"), d.current_url)
+        self.wait_url("/dhcp")
         self.assertTrue(d.get_cookie("allworx_session")["httpOnly"])
 
         # Every page renders; a screenshot of each.
@@ -280,7 +291,7 @@ class BrowserTests(WebLabCase):
         rng.clear()
         rng.send_keys("1-300")
         self.submit("save")
-        self.assertIn("Nothing was changed", d.page_source)
+        self.wait_text("Nothing was changed")
         invalid = d.find_element(By.CSS_SELECTOR, ".field.invalid input")
         self.assertEqual(invalid.get_attribute("name"), "dhcp.range")
         self.shot("21-dhcp-error")
@@ -291,7 +302,7 @@ class BrowserTests(WebLabCase):
         rng.clear()
         rng.send_keys("120-140")
         self.submit("save")
-        self.assertIn("Servers - DHCP saved.", d.page_source)
+        self.wait_text("Servers - DHCP saved.")
         self.assertIn("range = 120-140", self.tap_conf())
         self.shot("22-dhcp-saved")
 
@@ -302,7 +313,7 @@ class BrowserTests(WebLabCase):
                             ("voicemail_pin", "4567")):
             self.field(name, "add_user").send_keys(value)
         self.submit("add_user")
-        self.assertIn("Added user dave.", d.page_source)
+        self.wait_text("Added user dave.")
         self.assertIn("[user dave]", self.tap_conf())
         self.assertNotIn("dave-secret-1", self.tap_conf())
         self.shot("23-user-added")
@@ -317,6 +328,7 @@ class BrowserTests(WebLabCase):
 
         # Log out: the pages want a login again.
         d.find_element(By.CSS_SELECTOR, "form.logout button").click()
+        self.wait_url("/login")
         d.get(self.base + "/status")
         self.assertIn("/login", d.current_url)
 
