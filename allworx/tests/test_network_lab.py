@@ -194,6 +194,17 @@ class NetworkLabTests(unittest.TestCase):
         self.assertEqual(renewed.group(1), address)
         self.assertEqual(self.addresses("wan0"), [address])
 
+        # The ISP's server is away at T1: the renewal goes unanswered, the
+        # address stays, and at T2 a broadcast rebinds it once it is back.
+        self.lab.stop_isp_dhcp()
+        mark = len(server.log())
+        self.wait_for_log(server, r"wan: RENEWING", timeout=T1 + 5, after=mark)
+        self.lab.start_isp_dhcp()
+        self.wait_for_log(server, r"wan: REBINDING", timeout=T2, after=mark)
+        self.assertEqual(self.addresses("wan0"), [address])
+        rebound = self.wait_for_log(server, r"wan: renewed (\S+)", timeout=5, after=mark)
+        self.assertEqual(rebound.group(1), address)
+
         # Nothing from the ISP but address, netmask and router was taken.
         with open(resolv_path) as f:
             self.assertEqual(f.read(), resolv_before)

@@ -489,3 +489,37 @@ class PacketTests(unittest.TestCase):
         with self.assertRaises(PermissionError) as cm:
             wire.open()
         self.assertIn("CAP_NET_RAW", str(cm.exception))
+
+
+EVENTS = st.lists(st.one_of(
+    st.tuples(st.sampled_from(["offer", "ack", "nak"]), st.booleans(),
+              st.sampled_from(["203.0.113.23", "203.0.113.30", "192.168.2.9"]),
+              st.sampled_from([10, 120, 3600])),
+    st.tuples(st.just("wait"), st.floats(0, 400))), max_size=40)
+
+
+class MachineFuzzTests(unittest.TestCase):
+    """Any order of replies and delays: no exception, and the lease matches the state."""
+
+    @settings(max_examples=200, deadline=None)
+    @given(saved=st.booleans(), events=EVENTS)
+    def test_never_stuck_never_raises(self, saved, events):
+        h = ClientHarness()
+        if saved:
+            h.machine.start_reboot(InitRebootTests().saved(h.clock, lease_time=3600))
+        else:
+            h.machine.start()
+        for event in events:
+            if event[0] == "wait":
+                h.clock.pump([event[1] / 4] * 4)
+                continue
+            kind, ours, yiaddr, lease_time = event
+            code = {"offer": P.OFFER, "ack": P.ACK, "nak": P.NAK}[kind]
+            xid = h.xid if ours and h.xid is not None else 12345
+            h.core.receive(reply(code, xid, yiaddr, lease_time))
+            holding = h.core.state in ("BOUND", "RENEWING", "REBINDING")
+            self.assertEqual(h.core.lease is not None, holding, h.core.state)
+        # Something is always scheduled: the client never waits forever.
+        self.assertTrue(h.clock.getDelayedCalls(), h.core.state)
+        h.machine.stop()
+        self.assertEqual(h.clock.getDelayedCalls(), [])
