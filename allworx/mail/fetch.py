@@ -110,6 +110,7 @@ class AccountPoller:
         self.failures = 0
         self.running = False
         self.timer = None
+        self._thread = getattr(mail, "defer_to_thread", None) or threads.deferToThread
         root = os.path.join(mail.office.config.system.data_dir, "fetch")
         self.ledger_path = os.path.join(root, ledger_name(user, account))
 
@@ -140,7 +141,7 @@ class AccountPoller:
         """One poll: fetch new messages, deliver, record, delete remote; returns the count."""
         acct = self.account
         try:
-            ledger = yield threads.deferToThread(FetchLedger.load, self.ledger_path)
+            ledger = yield self._thread(FetchLedger.load, self.ledger_path)
         except ValueError as e:
             raise FetchError(str(e))
         try:
@@ -166,7 +167,7 @@ class AccountPoller:
                 delete.append(index)
                 delivered += 1
             if todo:
-                yield threads.deferToThread(ledger.write)
+                yield self._thread(ledger.write)
             for index in sorted(delete):
                 yield client.delete(index)
             yield client.quit()
@@ -175,7 +176,7 @@ class AccountPoller:
             present = {uid for i, uid in listing if i not in deleted}
             if ledger.uids - present:
                 ledger.uids &= present
-                yield threads.deferToThread(ledger.write)
+                yield self._thread(ledger.write)
             return delivered
         finally:
             if client.transport is not None:

@@ -133,6 +133,17 @@ class Pop3Server(pop3.POP3):
         self.successResponse(b"allworx POP3 ready")
         self.setTimeout(self.timeOut)
 
+    def state_COMMAND(self, line):
+        # Twisted logs a traceback for every unknown or malformed command;
+        # hostile or sloppy clients get a plain -ERR here instead.
+        try:
+            return self.processCommand(*line.split(b" "))
+        except pop3.POP3Error as e:
+            self.failResponse(e.args[0] if e.args else b"error")
+        except (ValueError, AttributeError, TypeError, UnicodeDecodeError):
+            log.debug("pop3: bad command from {peer}: {line!r}", peer=self.peer_ip, line=line[:80])
+            self.failResponse(b"bad command or arguments")
+
     def listCapabilities(self):
         caps = [b"TOP", b"UIDL", b"RESP-CODES", b"PIPELINING", b"IMPLEMENTATION allworx"]
         if not self.mbox:

@@ -104,6 +104,7 @@ class MailService(service.MultiService):
         self.office = office
         self.reactor = reactor
         self.checker = checker or OfficeUserChecker(office)
+        self.defer_to_thread = defer_to_thread
         self.writer = DurableWriter(defer_to_thread) if defer_to_thread else DurableWriter()
         self.relay = SmtpRelay(reactor, None, "localhost")
         self.store = MailStore(office, self.writer, reactor)
