@@ -41,6 +41,7 @@ import struct
 from typing import Protocol
 
 from automat import NoTransition, TypeMachineBuilder, pep614
+from prometheus_client import Counter
 from twisted.internet import protocol, threads
 from twisted.logger import Logger
 
@@ -51,11 +52,19 @@ from allworx.routing.wandhcp_packets import (
 
 log = Logger()
 
+SENT = Counter("allworx_network_wan_dhcp_sent_total",
+               "DHCP messages the WAN client sent", ["type"])
+RECEIVED = Counter("allworx_network_wan_dhcp_received_total",
+                   "DHCP replies to the WAN client (its own exchange)", ["type"])
+LOST = Counter("allworx_network_wan_dhcp_leases_lost_total",
+               "WAN leases lost (expired or refused)")
+
 FIRST_RETRY = 4.0          # RFC 2131 4.1: 4 s, doubling, up to 64 s, +-1 s
 MAX_RETRY = 64.0
 REQUEST_ATTEMPTS = 4       # REQUESTING: transmissions before starting over
 REBOOT_ATTEMPTS = 3        # INIT-REBOOT: before falling back (about 28 s)
-SELECT_WINDOW = 1.0        # after the first offer, wait this long for better ones
+SELECT_WINDOW = 0.0        # after the first offer, wait this long for others (as
+                           # dhclient's select-timeout 0: a WAN has one server)
 NAK_DELAY = 1.0            # pause before DISCOVER after a NAK (no tight loops)
 
 
@@ -113,7 +122,8 @@ class DhcpClientCore:
     """
 
     def __init__(self, mac, clock, wire, listener, store=None, hostname=None,
-                 avoid=(), ifname="wan0", jitter=None, xids=None):
+                 avoid=(), ifname="wan0", jitter=None, xids=None,
+                 select_window=SELECT_WINDOW):
         self.mac = mac_bytes(mac) if isinstance(mac, str) else mac
         self.clock = clock
         self.wire = wire
@@ -122,6 +132,7 @@ class DhcpClientCore:
         self.hostname = hostname
         self.avoid = tuple(avoid)
         self.ifname = ifname
+        self.select_window = select_window
         self.jitter = jitter or (lambda: random.uniform(-1.0, 1.0))
         self._xids = xids or (lambda: random.SystemRandom().getrandbits(32))
         self.machine = None
@@ -183,6 +194,7 @@ class DhcpClientCore:
                              hostname=self.hostname, requested=self.preferred)
         log.info("wan: DHCPDISCOVER on {ifname}{attempt}", ifname=self.ifname,
                  attempt=self._attempt_text())
+        SENT.labels("DHCPDISCOVER").inc()
         self.wire.broadcast(msg.encode(), ZERO)
 
     def send_request(self, how):
@@ -211,6 +223,7 @@ class DhcpClientCore:
                 target, src = None, ip
                 what = "rebinding %s" % ip
         log.info("wan: DHCPREQUEST {what}{attempt}", what=what, attempt=self._attempt_text())
+        SENT.labels("DHCPREQUEST").inc()
         if target is None:
             self.wire.broadcast(msg.encode(), src)
         else:
@@ -231,6 +244,7 @@ class DhcpClientCore:
         if msg.op != BOOTREPLY or msg.xid != self.xid or msg.chaddr != self.mac:
             return
         kind = msg.message_type
+        RECEIVED.labels(msg.kind or "unknown").inc()
         try:
             if kind == OFFER:
                 try:
@@ -297,6 +311,7 @@ class DhcpClientCore:
             self.lease = None
             self.preferred_lease = None
             log.warn("wan: lease lost: {reason}", reason=reason)
+            LOST.inc()
             self.listener.dhcp_lost(reason)
 
     def retry_interval(self, until):
@@ -355,7 +370,7 @@ def _build_machine():
             s.cancel("select")
             c.offers_in()   # automat runs it once this transition is complete
         elif len(s.offers) == 1:
-            s.schedule("select", SELECT_WINDOW, c.offers_in)
+            s.schedule("select", s.select_window, c.offers_in)
 
     @pep614(selecting.upon(_Inputs.offers_in).to(requesting))
     def request(c, s):

@@ -105,7 +105,8 @@ class ClientHarness:
         self.listener = FakeListener()
         self.store = store or FakeStore()
         self.core = DhcpClientCore(MAC, self.clock, self.wire, self.listener, self.store,
-                                   hostname="allworx", avoid=avoid, jitter=lambda: 0.0)
+                                   hostname="allworx", avoid=avoid, jitter=lambda: 0.0,
+                                   select_window=1.0)
         self.machine = make_client_machine(self.core)
 
     @property
@@ -157,6 +158,15 @@ class StateMachineTests(unittest.TestCase):
         self.assertFalse(hasattr(lease, "dns"))
         self.assertEqual(h.store.saved, [lease])
         self.assertEqual(h.listener.states, ["INIT", "SELECTING", "REQUESTING", "BOUND"])
+
+    def test_default_requests_the_first_offer_at_once(self):
+        h = ClientHarness()
+        h.core.select_window = 0.0
+        h.machine.start()
+        h.clock.advance(0)
+        h.core.receive(reply(P.OFFER, h.xid))
+        h.clock.advance(0)
+        self.assertEqual(h.core.state, "REQUESTING")
 
     def test_prefers_the_address_it_had(self):
         h = ClientHarness()
