@@ -5,6 +5,7 @@ session, python's http.server) on the LAN PCs and the internet host.
 Skipped without root.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -70,9 +71,9 @@ class FirewallLabTests(unittest.TestCase):
 
     # ------------------------------------------------------------ helpers
 
-    def start_server(self, mode):
+    def start_server(self, mode, base=BASE):
         from allworx.tests.labserver import LabServer
-        self.server = LabServer(self.lab, with_sections(EXTRA.format(mode=mode), BASE))
+        self.server = LabServer(self.lab, with_sections(EXTRA.format(mode=mode), base))
         self.server.start(timeout=30)
         self.server.wait_for("firewall: up", timeout=15)
         self.server.wait_for("network: up", timeout=15)
@@ -105,10 +106,10 @@ class FirewallLabTests(unittest.TestCase):
         if not out.strip():
             self.listen("server", port, name)
 
-    def scan(self, ports, udp=False):
+    def scan(self, ports, udp=False, target=WAN_IP):
         """nmap from the internet host: {port: (state, reason)}."""
         argv = ["nmap", "-n", "-Pn", "-sU" if udp else "-sS", "--reason", "--max-retries", "1",
-                "-p", ",".join(str(p) for p in ports), WAN_IP]
+                "-p", ",".join(str(p) for p in ports), target]
         out = self.lab.run("inet", argv, timeout=60).stdout
         found = {}
         for m in re.finditer(r"^(\d+)/(?:tcp|udp)\s+(\S+)\s+\S+\s+(\S+)", out, re.M):
@@ -146,6 +147,28 @@ class FirewallLabTests(unittest.TestCase):
         self.assertEqual(udp[9999], ("closed", "port-unreach"))
         # The same services still answer on the LAN.
         self.assertEqual(self.curl("pc1", "http://192.168.2.254:8080/")[0], 0)
+        # The server's own outbound traffic goes through its own firewall.
+        self.assertEqual(self.curl("server", "http://%s/whoami" % INET_IP), (0, WAN_IP + "\n"))
+        self.check_connection_log()
+
+    def check_connection_log(self):
+        """The admin API shows each decision with its reason (when the web service runs)."""
+        if "web: up" not in self.server.log():
+            return
+        body = self.lab.run("pc1", [
+            "curl", "-s", "-m", "5", "-u", "admin:admin-demo",
+            "http://192.168.2.254:8080/api/v1/connections?limit=500"]).stdout
+        log = json.loads(body)
+        reasons = {(e["side"], e["dst"], e["dport"], e["action"], e["reason"])
+                   for e in log["entries"]}
+        self.assertIn(("wan", WAN_IP, 8081, "accept", "forward web to 192.168.2.10:8000"),
+                      reasons)
+        self.assertIn(("wan", WAN_IP, 8080, "drop", "admin pages is LAN-only"), reasons)
+        self.assertIn(("wan", PC1_IP, 8000, "drop", "the LAN is not visible from the WAN"),
+                      reasons)
+        self.assertIn(("lan", INET_IP, 80, "accept",
+                       "LAN to the internet, masqueraded behind the WAN address"), reasons)
+        self.assertGreater(log["counts"]["drop"], 0)
 
     def test_dmz_only_dmz_open_answers(self):
         self.start_server("firewall-nat-dmz")
@@ -163,6 +186,41 @@ class FirewallLabTests(unittest.TestCase):
         ping = self.lab.run("inet", ["ping", "-c", "1", "-W", "1", WAN_IP], check=False)
         self.assertNotEqual(ping.returncode, 0)
         self.assertEqual(self.curl("pc1", "http://%s/whoami" % INET_IP), (0, WAN_IP + "\n"))
+        # The office's DHCP server still serves the LAN, and its clients go out.
+        if "dhcp: up" in self.server.log():
+            lease = self.lab.dhclient("pc2")
+            self.assertTrue(lease["ip_address"].startswith("192.168.2."), lease)
+            self.assertEqual(self.curl("pc2", "http://%s/whoami" % INET_IP),
+                             (0, WAN_IP + "\n"))
+
+    def test_dmz_with_the_wan_address_from_dhcp(self):
+        # The WAN DHCP client gets its lease through the firewall, and the hook
+        # follows the address it got.
+        base = BASE.replace("mode = static\naddress = 203.0.113.2/24\ngateway = 203.0.113.1\n",
+                            "mode = dhcp\n")
+        self.assertNotEqual(base, BASE)
+        self.start_server("firewall-nat-dmz", base=base)
+        deadline = time.monotonic() + 20
+        while True:
+            m = re.search(r"wan: bound (\S+)/24", self.server.log())
+            if m or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertTrue(m, self.server.log()[-3000:])
+        wan_ip = m.group(1)
+        self.server.wait_for("firewall ruleset applied", timeout=5)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            code, out = self.curl("pc1", "http://%s/whoami" % INET_IP)
+            if code == 0:
+                break
+            time.sleep(0.2)
+        self.assertEqual((code, out), (0, wan_ip + "\n"))
+        self.assertEqual(self.curl("server", "http://%s/whoami" % INET_IP), (0, wan_ip + "\n"))
+        self.listen("server", 7000, "dmz-open")
+        tcp = self.scan([22, 7000], target=wan_ip)
+        self.assertEqual(tcp[7000][0], "open")
+        self.assertEqual(tcp[22], ("filtered", "no-response"))
 
     def test_router_forwards_both_ways_without_nat(self):
         self.start_server("router")
@@ -175,6 +233,11 @@ class FirewallLabTests(unittest.TestCase):
         # Still: the LAN-side services of the server do not answer from the WAN.
         self.listen_unless_served(8080, "stand-in-admin")
         self.assertEqual(self.scan([8080])[8080], ("filtered", "no-response"))
+        # A clean stop takes the ruleset away.
+        self.assertIn("AWX-FORWARD", self.lab.run("server", ["iptables-save"]).stdout)
+        self.server.stop()
+        self.server = None
+        self.assertNotIn("AWX-", self.lab.run("server", ["iptables-save"]).stdout)
 
     def test_lan_only_forwards_nothing(self):
         self.start_server("lan-only")
