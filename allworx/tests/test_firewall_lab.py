@@ -222,6 +222,45 @@ class FirewallLabTests(unittest.TestCase):
         self.assertEqual(tcp[7000][0], "open")
         self.assertEqual(tcp[22], ("filtered", "no-response"))
 
+    def eventually(self, probe, timeout=8):
+        """`probe()` until it succeeds (exit status 0) or `timeout`: its last result."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = probe()
+            if result[0] == 0 or time.monotonic() > deadline:
+                return result
+            time.sleep(0.2)
+
+    def api(self, method, path, body):
+        """A change through the admin API from the LAN: (HTTP status, JSON)."""
+        out = self.lab.run("pc1", [
+            "curl", "-s", "-m", "10", "-u", "admin:admin-demo", "-X", method,
+            "-H", "Content-Type: application/json", "-d", json.dumps(body),
+            "-w", "\n%{http_code}", "http://192.168.2.254:8080/api/v1" + path]).stdout
+        text, _, code = out.rpartition("\n")
+        return int(code), json.loads(text)
+
+    def test_changes_apply_live(self):
+        self.start_server("firewall-nat")
+        if "web: up" not in self.server.log():
+            raise unittest.SkipTest("the web service (admin API) is not running")
+        self.listen("pc1", 8000, "pc1-web")
+        self.lab.route_lan_via(WAN_IP)
+        self.addCleanup(self.lab.unroute_lan)
+        self.assertEqual(self.curl("inet", "http://%s:8000/" % PC1_IP)[0], 28)
+        # A new forward, by the API: visible on its WAN port at once.
+        code, body = self.api("POST", "/forwards", {
+            "name": "extra", "proto": "tcp", "wan_port": "2222", "to": PC1_IP + ":8000"})
+        self.assertEqual(code // 100, 2, body)
+        self.assertEqual(self.eventually(lambda: self.curl("inet", "http://%s:2222/" % WAN_IP)),
+                         (0, "hello from pc1-web\n"))
+        # Router mode, by the API: the LAN is reachable without NAT.
+        code, body = self.api("PATCH", "/settings/security", {"mode": "router"})
+        self.assertEqual(code, 200, body)
+        self.assertEqual(self.eventually(lambda: self.curl("inet", "http://%s:8000/" % PC1_IP)),
+                         (0, "hello from pc1-web\n"))
+        self.assertEqual(self.curl("pc1", "http://%s/whoami" % INET_IP), (0, PC1_IP + "\n"))
+
     def test_router_forwards_both_ways_without_nat(self):
         self.start_server("router")
         self.lab.route_lan_via(WAN_IP)
