@@ -1,0 +1,1 @@
+"""Voice: RTP media, G.711, WAV files, DTMF, and the voicemail that uses them."""
