@@ -20,14 +20,13 @@ import socket
 import struct
 
 import attr
-from prometheus_client import Counter, Gauge, Histogram
 from twisted.application import service
 from twisted.internet import defer, error, protocol
 from twisted.logger import Logger
 
 from allworx.interfaces import ILeaseTable
 from allworx.office import ConfigChanged, LeaseEvent
-from allworx.protocols import dhcpcodec as c
+from allworx.protocols import dhcpcodec as c, dhcpmetrics as metrics
 from allworx.protocols.dhcppool import ClientRateLimit, LeasePool, PoolSettings
 from allworx.protocols.dhcpresponder import (
     BROADCAST, CLIENT_PORT, PROBE_MAC, SERVER_PORT, DhcpResponder)
@@ -47,19 +46,8 @@ BURST = 30                   # ... with bursts of this many
 # Config sections whose change reconfigures the server.
 WATCHED = ("dhcp", "lan", "host", "security", "dns", "ntp", "system")
 
-RECEIVED = Counter("allworx_dhcp_received_total", "DHCP messages received, by type", ["type"])
-SENT = Counter("allworx_dhcp_sent_total", "DHCP replies sent, by type", ["type"])
-DROPPED = Counter("allworx_dhcp_dropped_total", "DHCP messages not answered, by reason", ["reason"])
-EVENTS = Counter("allworx_dhcp_lease_events_total", "Lease events, by kind", ["kind"])
-ROGUES = Counter("allworx_dhcp_rogue_replies_total", "OFFER/ACK seen from other DHCP servers on the LAN")
-COMMIT = Histogram("allworx_dhcp_journal_commit_seconds",
-                   "Time from a REQUEST to its lease being on disk",
-                   buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .5, 1))
-_CURRENT = {}
-Gauge("allworx_dhcp_leases_bound", "Bound leases").set_function(
-    lambda: _CURRENT["pool"].counts()["bound"] if "pool" in _CURRENT else 0)
-Gauge("allworx_dhcp_pool_size", "Addresses in the dynamic pool").set_function(
-    lambda: _CURRENT["pool"].settings.size if "pool" in _CURRENT else 0)
+RECEIVED, SENT, DROPPED, EVENTS = (metrics.COUNTS[k] for k in (
+    "received", "sent", "dropped", "events"))
 
 
 # ---------------------------------------------------------------- raw replies
@@ -168,6 +156,35 @@ class RogueWatchProtocol(protocol.DatagramProtocol):
         self.server.client_port_datagram(data, addr)
 
 
+class LogBudget:
+    """
+    One log line per lease event while they are few; under a flood (a
+    benchmark, a storm of clients) at most `per_second` lines a second, and
+    a line counting the rest, so the log neither drowns nor slows the server.
+    """
+
+    def __init__(self, clock, per_second=20):
+        self.clock = clock
+        self.per_second = per_second
+        self._window = None
+        self._spent = 0
+        self._skipped = 0
+
+    def spend(self):
+        """True if one more line may be written now."""
+        now = int(self.clock.seconds())
+        if now != self._window:
+            if self._skipped:
+                log.info("dhcp: {count} more lease(s) granted, not logged one by one",
+                         count=self._skipped)
+            self._window, self._spent, self._skipped = now, 0, 0
+        if self._spent < self.per_second:
+            self._spent += 1
+            return True
+        self._skipped += 1
+        return False
+
+
 # ---------------------------------------------------------------- the table
 
 @implementer(ILeaseTable)
@@ -198,6 +215,7 @@ class DhcpServer:
         self.pool = LeasePool(self._pool_settings(config), reactor)
         self.responder = DhcpResponder(config, self.pool)
         self.limit = ClientRateLimit(reactor, RATE, BURST)
+        self.log_budget = LogBudget(reactor)
         self.port = None
         self.watch_port = None
         self.raw = None
@@ -263,13 +281,13 @@ class DhcpServer:
         try:
             request = c.decode(data)
         except c.MalformedPacket as e:
-            DROPPED.labels("malformed").inc()
+            DROPPED["malformed"] += 1
             log.debug("dhcp: malformed packet from {peer}: {why}", peer=addr[0], why=e)
             return
         kind = c.MESSAGE_NAMES.get(request.message_type, "BOOTP")
-        RECEIVED.labels(kind).inc()
+        RECEIVED[kind] += 1
         if not self.limit.allow(request.mac):
-            DROPPED.labels("rate_limited").inc()
+            DROPPED["rate_limited"] += 1
             log.debug("dhcp: {mac} is over its rate limit", mac=request.mac)
             return
         self._reap()
@@ -287,34 +305,33 @@ class DhcpServer:
             log.info("dhcp: {kind} from {mac}: {why}", kind=kind, mac=request.mac,
                      why=outcome.note)
         if outcome.durable:
-            started = self.reactor.seconds()
             d = self.journal.bound(outcome.lease)
-            d.addCallback(self._durable, outcome, request, started)
+            d.addCallback(self._durable, outcome, request)
             d.addErrback(self._journal_failed, outcome)
         else:
             self.send(outcome, request)
 
-    def _durable(self, _, outcome, request, started):
-        COMMIT.observe(self.reactor.seconds() - started)
+    def _durable(self, _, outcome, request):
         self.send(outcome, request)
         lease = outcome.lease
-        EVENTS.labels(outcome.event).inc()
-        if outcome.event == "granted":
-            log.info("dhcp: {address} granted to {mac} ({hostname}) until {expires}",
+        EVENTS[outcome.event] += 1
+        if outcome.event == "granted" and self.log_budget.spend():
+            log.info("dhcp: {address} granted to {mac} ({hostname}) for {seconds} s",
                      address=str(lease.address), mac=lease.mac,
-                     hostname=lease.hostname or "no name", expires=lease.expires)
+                     hostname=lease.hostname or "no name",
+                     seconds=round(lease.expires - self.reactor.seconds()))
         self.office.emit(LeaseEvent(outcome.event, lease.mac, lease.address, lease.hostname,
                                     lease.expires))
 
     def _journal_failed(self, failure, outcome):
         failure.trap(JournalError)
-        DROPPED.labels("journal_error").inc()
+        DROPPED["journal_error"] += 1
         log.error("dhcp: no ACK for {mac}: {why}", mac=outcome.lease.mac, why=failure.value)
 
     def send(self, outcome, request):
         reply = outcome.reply
         wire = c.encode(reply, request.get(c.MAX_MESSAGE_SIZE) or c.DEFAULT_MAX_SIZE)
-        SENT.labels(c.MESSAGE_NAMES[reply.message_type]).inc()
+        SENT[c.MESSAGE_NAMES[reply.message_type]] += 1
         ip, port = outcome.destination
         if outcome.hw_dest is not None and self.raw is not None:
             try:
@@ -329,12 +346,12 @@ class DhcpServer:
             try:
                 self.port.write(wire, (ip, port))
             except OSError as e:
-                DROPPED.labels("send_failed").inc()
+                DROPPED["send_failed"] += 1
                 log.debug("dhcp: sending to {ip} failed: {why}", ip=ip, why=e)
 
     def _lease_ended(self, outcome):
         lease = outcome.lease
-        EVENTS.labels(outcome.event).inc()
+        EVENTS[outcome.event] += 1
         self.journal.freed(lease).addErrback(lambda f: log.failure(
             "dhcp: journaling the end of a lease failed", f))
         if outcome.event == "declined":
@@ -346,7 +363,7 @@ class DhcpServer:
                                     lease.expires))
 
     def _exhausted(self, mac):
-        DROPPED.labels("pool_exhausted").inc()
+        DROPPED["pool_exhausted"] += 1
         now = self.reactor.seconds()
         if self._last_exhausted is None or now - self._last_exhausted >= EXHAUSTED_LOG_EVERY:
             self._last_exhausted = now
@@ -359,7 +376,7 @@ class DhcpServer:
 
     def _reap(self):
         for lease in self.pool.reap():
-            EVENTS.labels("expired").inc()
+            EVENTS["expired"] += 1
             log.info("dhcp: lease of {address} to {mac} expired", address=str(lease.address),
                      mac=lease.mac)
             self.office.emit(LeaseEvent("expired", lease.mac, lease.address, lease.hostname,
@@ -406,7 +423,7 @@ class DhcpServer:
         self.rogue_seen(str(server))
 
     def rogue_seen(self, server):
-        ROGUES.inc()
+        metrics.ROGUE_REPLIES[server] += 1
         now = self.reactor.seconds()
         seen = self.rogues.get(server)
         if seen is None:
@@ -434,10 +451,11 @@ class DhcpService(service.Service):
         self.open_raw = open_raw
         self.journal = LeaseJournal(self.journal_path(office.config), reactor,
                                     journal_thread)
+        self.journal.on_commit = _observe_commit
         self.server = DhcpServer(office, reactor, self.journal, pool_range)
         self.table = LeaseTable(self.server)
         office.runtime.leases = self.table
-        _CURRENT["pool"] = self.server.pool
+        metrics.COLLECTOR.pool = self.server.pool
         self._unsubscribe = None
         self._loaded = False
 
@@ -496,6 +514,11 @@ class DhcpService(service.Service):
         d = self.server.stop()
         d.addCallback(lambda _: self.journal.close())
         return d
+
+
+def _observe_commit(seconds, records):
+    metrics.COMMIT.observe(seconds)
+    metrics.BATCH.observe(records)
 
 
 def make_service(office):

@@ -153,11 +153,14 @@ class DhcpPacket:
     sname = attr.ib(default=b"")
     file = attr.ib(default=b"")
     options = attr.ib(factory=dict)
+    # The option area already encoded (a server's precomputed reply options);
+    # when set, `encode` sends it as is and `options` only serves reading.
+    encoded_options = attr.ib(default=None, eq=False, repr=False)
 
     @property
     def mac(self):
         """The client's hardware address as `aa:bb:cc:dd:ee:ff` (Ethernet), else hex."""
-        return ":".join("%02x" % b for b in self.chaddr[:min(self.hlen, 16)])
+        return self.chaddr[:min(self.hlen, 16)].hex(":")
 
     @property
     def message_type(self):
@@ -252,12 +255,27 @@ def decode(data):
     mt = options.get(MESSAGE_TYPE)
     if mt is not None and (len(mt) != 1 or not DISCOVER <= mt[0] <= INFORM):
         raise MalformedPacket("message type %r is not 1-8" % mt)
-    return DhcpPacket(
-        op=op, xid=xid, chaddr=chaddr, htype=htype, hlen=hlen, hops=hops, secs=secs,
-        flags=flags, ciaddr=ipaddress.IPv4Address(ciaddr),
-        yiaddr=ipaddress.IPv4Address(yiaddr), siaddr=ipaddress.IPv4Address(siaddr),
-        giaddr=ipaddress.IPv4Address(giaddr), sname=sname.rstrip(b"\0"),
-        file=file_.rstrip(b"\0"), options=options)
+    # Built field by field: the hot path of the server skips the converters.
+    p = _new_packet(DhcpPacket)
+    p.op, p.xid, p.chaddr, p.htype, p.hlen, p.hops, p.secs, p.flags = (
+        op, xid, chaddr, htype, hlen, hops, secs, flags)
+    p.ciaddr, p.yiaddr, p.siaddr, p.giaddr = (
+        _address(ciaddr), _address(yiaddr), _address(siaddr), _address(giaddr))
+    p.sname, p.file, p.options, p.encoded_options = (
+        sname.rstrip(b"\0"), file_.rstrip(b"\0"), options, None)
+    return p
+
+
+_new_packet = object.__new__
+_ZERO_BYTES = b"\0\0\0\0"
+
+
+def _address(raw):
+    return _ZERO if raw == _ZERO_BYTES else ipaddress.IPv4Address(raw)
+
+
+def _packed(address):
+    return _ZERO_BYTES if address is _ZERO else address.packed
 
 
 # ---------------------------------------------------------------- encoding
@@ -295,9 +313,18 @@ def encode(packet, max_size=DEFAULT_MAX_SIZE):
     max_size = max(DEFAULT_MAX_SIZE, max_size or 0)
     # Room for options in the UDP payload: the IP and UDP headers count too.
     room = max_size - 28 - OPTIONS_OFFSET - 1
-    items = [(c, bytes(v)) for c, v in packet.options.items() if c != OVERLOAD]
-    body = encode_options(items)
     sname, file_ = packet.sname, packet.file
+    body = packet.encoded_options
+    if body is not None and len(body) <= room:
+        items = None
+    else:
+        if body is not None:
+            options = {}
+            _read_options(body, 0, len(body), options, "encoded options")
+        else:
+            options = packet.options
+        items = [(c, bytes(v)) for c, v in options.items() if c != OVERLOAD]
+        body = encode_options(items)
     if len(body) <= room:
         tail = body + b"\xff"
     else:
@@ -325,8 +352,8 @@ def encode(packet, max_size=DEFAULT_MAX_SIZE):
             sname = bytes(sname_area) + b"\xff"
     header = HEADER.pack(
         packet.op, packet.htype, packet.hlen, packet.hops, packet.xid & 0xFFFFFFFF,
-        packet.secs, packet.flags, packet.ciaddr.packed, packet.yiaddr.packed,
-        packet.siaddr.packed, packet.giaddr.packed, packet.chaddr,
+        packet.secs, packet.flags, _packed(packet.ciaddr), _packed(packet.yiaddr),
+        _packed(packet.siaddr), _packed(packet.giaddr), packet.chaddr,
         sname, file_)
     wire = header + MAGIC + tail
     if len(wire) < BOOTP_MIN_SIZE:

@@ -114,6 +114,8 @@ class LeasePool:
         self._reserved_for = dict(settings.reservations)           # mac -> address
         self._reserved = {a: m for m, a in settings.reservations}   # address -> mac
         first, last = int(settings.first), int(settings.last)
+        # Integers for the hot path: IPv4Address comparisons are slow.
+        self._first_i, self._last_i, self._server_i = first, last, int(settings.server_ip)
         seen = {int(a) for a in self._by_ip} | {int(a) for a in self._recycled}
         self._recycled = OrderedDict((a, None) for a in self._recycled if self.in_pool(a))
         self._fresh = [n for n in range(first, last + 1) if n not in seen]
@@ -121,8 +123,8 @@ class LeasePool:
 
     def in_pool(self, address):
         """True for a dynamic address: in the range, not the server's, not reserved."""
-        s = self.settings
-        return (s.first <= address <= s.last and address != s.server_ip
+        n = int(address)
+        return (self._first_i <= n <= self._last_i and n != self._server_i
                 and address not in self._reserved)
 
     # ------------------------------------------------------------ queries
@@ -164,9 +166,10 @@ class LeasePool:
         owner = self._reserved.get(address)
         if owner is not None:
             return None if owner == mac else "reserved for %s" % owner
-        if address == self.settings.server_ip:
+        n = int(address)
+        if n == self._server_i:
             return "the server's own address"
-        if not self.settings.first <= address <= self.settings.last:
+        if not self._first_i <= n <= self._last_i:
             return "outside the pool"
         if self._quarantine.get(address, 0) > now:
             return "declined recently"
@@ -189,8 +192,8 @@ class LeasePool:
                 self._available_to(mac, current.address, now) is None:
             if current.state == BOUND:
                 return current
-            return self._put(attr.evolve(current, expires=now + self.settings.offer_hold,
-                                         hostname=hostname or current.hostname))
+            return self._put(Lease(mac, current.address, now + self.settings.offer_hold,
+                                   OFFERED, hostname or current.hostname))
         address = self._choose(mac, requested, now)
         if address is None:
             return None

@@ -110,43 +110,56 @@ class DhcpResponder:
 
     # ------------------------------------------------------------ options
 
-    def _requested_options(self, request):
-        """Encoded option pairs for this client's parameter request list (cached per list)."""
-        prl = request.options.get(c.PARAMETER_REQUEST_LIST)
-        key = bytes(prl) if prl is not None else None
-        chosen = self._cache.get(key)
-        if chosen is None:
-            if prl is None:
-                codes = SERVED_CODES
-            else:
-                # The netmask always (every client needs it), then what was
-                # asked for, in the client's order.
-                codes = [c.SUBNET_MASK] + [code for code in prl if code != c.SUBNET_MASK]
-            chosen = [(code, self.options[code]) for code in dict.fromkeys(codes)
-                      if code in self.options]
-            if len(self._cache) < 256:
-                self._cache[key] = chosen
-        return chosen
+    def _requested_codes(self, prl):
+        """The option codes to send for a parameter request list (raw bytes or None)."""
+        if prl is None:
+            return SERVED_CODES
+        # The netmask always (every client needs it), then what was asked
+        # for, in the client's order.
+        return [c.SUBNET_MASK] + [code for code in prl if code != c.SUBNET_MASK]
+
+    def _option_block(self, message_type, lease_time, prl):
+        """
+        The encoded options of a reply, but for the per-client ones; cached
+        by (type, lease time, request list) because clients send few distinct
+        lists, so the hot path copies bytes instead of building options.
+        """
+        key = (message_type, lease_time, prl)
+        block = self._cache.get(key)
+        if block is None:
+            items = [(c.MESSAGE_TYPE, bytes((message_type,))), (c.SERVER_ID, self._server_id)]
+            if message_type != c.NAK:
+                if lease_time is not None:
+                    items += [(c.LEASE_TIME, c.pack_option(c.LEASE_TIME, lease_time)),
+                              (c.RENEWAL_TIME, c.pack_option(c.RENEWAL_TIME, lease_time // 2)),
+                              (c.REBINDING_TIME,
+                               c.pack_option(c.REBINDING_TIME, lease_time * 7 // 8))]
+                items += [(code, self.options[code])
+                          for code in dict.fromkeys(self._requested_codes(prl))
+                          if code in self.options]
+            block = c.encode_options(items)
+            if len(self._cache) < 1024:
+                self._cache[key] = block
+        return block
 
     def build_reply(self, request, message_type, yiaddr=ZERO, lease_time=None, message=None):
         """A reply packet to `request` with the server's options."""
-        options = {c.MESSAGE_TYPE: bytes((message_type,)), c.SERVER_ID: self._server_id}
-        if message_type != c.NAK:
-            if lease_time is not None:
-                options[c.LEASE_TIME] = c.pack_option(c.LEASE_TIME, lease_time)
-                options[c.RENEWAL_TIME] = c.pack_option(c.RENEWAL_TIME, lease_time // 2)
-                options[c.REBINDING_TIME] = c.pack_option(c.REBINDING_TIME, lease_time * 7 // 8)
-            options.update(self._requested_options(request))
+        prl = request.options.get(c.PARAMETER_REQUEST_LIST)
+        block = self._option_block(message_type, lease_time, bytes(prl) if prl else prl)
+        extra = []
         if message:
-            options[c.MESSAGE] = message.encode("utf-8")[:250]
+            extra.append((c.MESSAGE, message.encode("utf-8")[:250]))
         client_id = request.options.get(c.CLIENT_ID)
         if client_id is not None:
-            options[c.CLIENT_ID] = client_id   # RFC 6842: echo the client identifier
+            extra.append((c.CLIENT_ID, client_id))   # RFC 6842: echo the client identifier
+        if extra:
+            block += c.encode_options(extra)
         return c.DhcpPacket(
             op=c.BOOTREPLY, xid=request.xid, chaddr=request.chaddr, htype=request.htype,
             hlen=request.hlen, flags=request.flags, giaddr=request.giaddr,
             ciaddr=request.ciaddr if message_type in (c.ACK, c.INFORM) else ZERO,
-            yiaddr=yiaddr, options=options)
+            yiaddr=yiaddr, options={c.MESSAGE_TYPE: bytes((message_type,))},
+            encoded_options=block)
 
     # ------------------------------------------------------------ decisions
 

@@ -390,3 +390,16 @@ class ServiceTests(unittest.TestCase):
         self.service.server.datagram_received(junk, ("0.0.0.0", 68))
         self.service.server.client_port_datagram(junk, ("192.168.2.9", 67))
         self.clock.advance(0)
+
+    def test_metric_families(self):
+        from prometheus_client import generate_latest
+        self.dora()
+        text = generate_latest().decode()
+        for needle in ('allworx_dhcp_received_total{type="DISCOVER"}',
+                       'allworx_dhcp_sent_total{type="ACK"}',
+                       'allworx_dhcp_lease_events_total{kind="granted"}',
+                       'allworx_dhcp_leases{state="bound"} 1.0',
+                       'allworx_dhcp_pool_size 100.0',
+                       'allworx_dhcp_journal_commit_seconds_count',
+                       'allworx_dhcp_journal_batch_records_bucket'):
+            self.assertIn(needle, text)

@@ -1,0 +1,306 @@
+# -*- test-case-name: allworx.tests.test_dhcp_lab -*-
+"""
+DHCP benchmark: completed DISCOVER-OFFER-REQUEST-ACK exchanges per second,
+allworx against Kea (kea-dhcp4, memfile) and dnsmasq, with the same pool,
+driven by perfdhcp (Debian package kea-admin). Run as root:
+
+    .venv/bin/python -m bench.dhcp [--seconds 4] [--rates 1000,2000,...]
+
+Two namespaces of its own, joined by a veth pair: awdb-srv (the server under
+test, lan0 192.168.2.254/16) and awdb-cli (perfdhcp, eth0 192.168.2.200/16).
+perfdhcp acts as a relay agent on the LAN (giaddr 192.168.2.200) and every
+exchange uses a new client MAC, so each one allocates a fresh lease. For each
+server the rate is stepped up; the figure is the highest number of completed
+4-way exchanges per second (ACKs received / seconds) with under 0.1% of the
+DISCOVERs and REQUESTs unanswered. Each step starts the server afresh with
+an empty lease store.
+
+The pool. A real office's pool is at most 254 addresses (tap.conf refuses
+more), which this load would exhaust in a tenth of a second, so the benchmark
+widens the LAN to 192.168.0.0/16 (private space holding the office's usual
+192.168.2.0/24, inside two namespaces with no route anywhere) and gives all
+three servers the pool 192.168.16.1-192.168.255.250 (61,000 addresses).
+allworx gets it through `DhcpService(pool_range=...)`, a constructor argument
+for benchmarks only, not a config key; everything else is the production
+code: the LAN-bound socket, the decisions, and the lease journal with its
+fsync before each ACK. Kea keeps its memfile lease file (which Kea appends to
+without fsync); dnsmasq writes its lease file (also without fsync) and runs
+with its defaults plus --dhcp-lease-max for the larger pool. Nothing else
+changes between them.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+PREFIX = "awdb"
+SRV, CLI = PREFIX + "-srv", PREFIX + "-cli"
+SERVER_IP, RELAY_IP, PREFIXLEN = "192.168.2.254", "192.168.2.200", 16
+POOL = ("192.168.16.1", "192.168.255.250")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PERFDHCP = "/usr/sbin/perfdhcp"
+MAX_DROP = 0.001
+
+ALLWORX_CONF = """\
+[system]
+domain = example.com
+data_dir = {data}
+[lan]
+interface = lan0
+address = {server}/{prefixlen}
+gateway = 192.168.2.1
+[wan]
+mode = disabled
+[security]
+mode = lan-only
+[dhcp]
+lease_time = 1h
+[dns]
+primary = 192.168.2.1
+[web]
+admin_password = $argon2id$v=19$m=65536,t=3,p=4$ERLlCFcNeGK550IgXEvC6g$wjiY1y6LH8GV9JTqJGT4odM/ewS7TCrb4fLs23rAQ64
+"""
+
+
+def sh(argv, check=True, **kw):
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    return subprocess.run(argv, check=check, text=True, **kw)
+
+
+def nsx(ns, *argv, **kw):
+    return sh(["ip", "netns", "exec", ns] + list(argv), **kw)
+
+
+def down():
+    existing = sh(["ip", "netns", "list"]).stdout.split()
+    for ns in (SRV, CLI):
+        if ns in existing:
+            sh(["ip", "netns", "del", ns], check=False)
+
+
+def up():
+    down()
+    for ns in (SRV, CLI):
+        sh(["ip", "netns", "add", ns])
+        nsx(ns, "ip", "link", "set", "lo", "up")
+    sh(["ip", "link", "add", "eth0", "netns", CLI, "type", "veth", "peer", "lan0", "netns", SRV])
+    nsx(SRV, "ip", "addr", "add", "%s/%d" % (SERVER_IP, PREFIXLEN), "dev", "lan0")
+    nsx(CLI, "ip", "addr", "add", "%s/%d" % (RELAY_IP, PREFIXLEN), "dev", "eth0")
+    nsx(SRV, "ip", "link", "set", "lan0", "up")
+    nsx(CLI, "ip", "link", "set", "eth0", "up")
+
+
+# ---------------------------------------------------------------- the servers
+
+def serve_allworx(conf_path):
+    """In the server namespace: the allworx DHCP service alone, with the wide pool."""
+    sys.path.insert(0, ROOT)
+    from twisted.internet import reactor
+    from twisted.logger import (FileLogObserver, LogLevelFilterPredicate, LogLevel,
+                                FilteringLogObserver, formatEventAsClassicLogText,
+                                globalLogBeginner)
+    from allworx.config import load_config
+    from allworx.office import Office
+    from allworx.protocols.dhcp import DhcpService
+
+    log_file = open(conf_path + ".log", "a")
+    globalLogBeginner.beginLoggingTo([FileLogObserver(log_file, formatEventAsClassicLogText)])
+    office = Office(load_config(conf_path))
+    svc = DhcpService(office, pool_range=POOL)
+    svc.startService()
+    print("status", office.status["dhcp"].state, office.status["dhcp"].detail, flush=True)
+    reactor.addSystemEventTrigger("before", "shutdown", svc.stopService)
+    signal.signal(signal.SIGTERM, lambda *a: reactor.callFromThread(reactor.stop))
+    reactor.run()
+
+
+class Server:
+    """One DHCP server under test, started fresh in the server namespace."""
+
+    name = None
+
+    def __init__(self, scratch):
+        self.dir = os.path.join(scratch, self.name)
+        self.proc = None
+
+    def start(self):
+        if os.path.exists(self.dir):
+            shutil.rmtree(self.dir)
+        os.makedirs(self.dir)
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", SRV] + self.argv(), cwd=ROOT,
+            stdout=open(os.path.join(self.dir, "out.log"), "w"), stderr=subprocess.STDOUT,
+            env=dict(os.environ, KEA_PIDFILE_DIR=self.dir, KEA_LOCKFILE_DIR=self.dir),
+            start_new_session=True)
+        self.wait_ready()
+
+    def wait_ready(self, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit("%s exited: %s" % (self.name, self.output()[-2000:]))
+            listening = nsx(SRV, "ss", "-lunH", "sport", "= :67").stdout
+            if listening.strip():
+                time.sleep(0.3)
+                return
+            time.sleep(0.05)
+        raise SystemExit("%s did not listen on port 67: %s" % (self.name, self.output()[-2000:]))
+
+    def output(self):
+        with open(os.path.join(self.dir, "out.log")) as f:
+            return f.read()
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.proc = None
+
+
+class Allworx(Server):
+    name = "allworx"
+
+    def argv(self):
+        conf = os.path.join(self.dir, "tap.conf")
+        with open(conf, "w") as f:
+            f.write(ALLWORX_CONF.format(data=os.path.join(self.dir, "data"), server=SERVER_IP,
+                                        prefixlen=PREFIXLEN))
+        return [sys.executable, "-m", "bench.dhcp", "--serve", conf]
+
+    def leases(self):
+        path = os.path.join(self.dir, "data", "dhcp", "leases.journal")
+        with open(path, "rb") as f:
+            return sum(1 for _ in f)
+
+
+class Kea(Server):
+    name = "kea"
+
+    def argv(self):
+        conf = os.path.join(self.dir, "kea-dhcp4.json")
+        with open(conf, "w") as f:
+            json.dump({"Dhcp4": {
+                "interfaces-config": {"interfaces": ["lan0"], "dhcp-socket-type": "udp"},
+                "lease-database": {"type": "memfile", "persist": True, "lfc-interval": 0,
+                                   "name": os.path.join(self.dir, "leases4.csv")},
+                "valid-lifetime": 3600,
+                "subnet4": [{"id": 1, "subnet": "192.168.0.0/%d" % PREFIXLEN,
+                             "pools": [{"pool": "%s - %s" % POOL}],
+                             "option-data": [
+                                 {"name": "routers", "data": "192.168.2.1"},
+                                 {"name": "domain-name-servers", "data": "192.168.2.1"},
+                                 {"name": "domain-name", "data": "example.com"}]}],
+                "loggers": [{"name": "kea-dhcp4", "severity": "WARN",
+                             "output_options": [{"output": os.path.join(self.dir, "kea.log")}]}],
+            }}, f)
+        return ["kea-dhcp4", "-c", conf]
+
+
+class Dnsmasq(Server):
+    name = "dnsmasq"
+
+    def argv(self):
+        return ["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
+                "--interface=lan0", "--bind-interfaces", "--pid-file=",
+                "--dhcp-range=%s,%s,255.255.0.0,1h" % POOL,
+                "--dhcp-option=option:router,192.168.2.1",
+                "--dhcp-option=option:dns-server,192.168.2.1",
+                "--domain=example.com", "--dhcp-lease-max=100000",
+                "--dhcp-leasefile=%s" % os.path.join(self.dir, "dnsmasq.leases")]
+
+
+# ---------------------------------------------------------------- the load
+
+def perfdhcp(rate, seconds):
+    """One perfdhcp run at `rate`: (ACKs per second, drop ratio, raw output)."""
+    out = nsx(CLI, PERFDHCP, "-4", "-r", str(rate), "-p", str(seconds), "-R", "100000000",
+              "-l", RELAY_IP, "-d", "1", "-W", "1000000", SERVER_IP,
+              check=False, timeout=seconds + 30)
+    text = out.stdout + out.stderr
+    sections = re.split(r"\*\*\*Statistics for: ", text)
+    stats = {}
+    for part in sections[1:]:
+        name = part.split("*")[0].strip()
+        fields = dict(re.findall(r"^(sent packets|received packets|drops): (\d+)", part, re.M))
+        stats[name] = {k: int(v) for k, v in fields.items()}
+    do, ra = stats.get("DISCOVER-OFFER"), stats.get("REQUEST-ACK")
+    if not do or not ra:
+        raise SystemExit("perfdhcp output not understood:\n" + text[-3000:])
+    sent = do.get("sent packets", 0) + ra.get("sent packets", 0)
+    unanswered = (do.get("sent packets", 0) - do.get("received packets", 0)
+                  + ra.get("sent packets", 0) - ra.get("received packets", 0))
+    return ra.get("received packets", 0) / seconds, max(0, unanswered) / max(1, sent), text
+
+
+def measure(server, rates, seconds, verbose):
+    """The highest completed exchange rate with under MAX_DROP unanswered."""
+    best = 0.0
+    for rate in rates:
+        server.start()
+        try:
+            done, drops, _ = perfdhcp(rate, seconds)
+        finally:
+            server.stop()
+        ok = drops < MAX_DROP
+        if verbose:
+            print("  %-8s offered %6d/s: %8.1f exchanges/s, %.3f%% unanswered%s"
+                  % (server.name, rate, done, drops * 100, "" if ok else "  (over 0.1%)"),
+                  flush=True)
+        if not ok:
+            break
+        best = max(best, done)
+    return best
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=4, help="length of each step")
+    parser.add_argument("--rates", default="500,1000,2000,3000,4000,5000,6000,8000,10000,12000",
+                        help="offered exchange rates to step through")
+    parser.add_argument("--servers", default="allworx,kea,dnsmasq")
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("-q", "--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    if args.serve:
+        return serve_allworx(args.serve)
+    if os.geteuid() != 0:
+        raise SystemExit("the DHCP benchmark needs root (network namespaces)")
+    for program in (PERFDHCP, "kea-dhcp4", "dnsmasq"):
+        if shutil.which(program) is None:
+            raise SystemExit("missing %s (Debian packages kea-admin, kea-dhcp4-server, dnsmasq)"
+                             % program)
+    rates = [int(r) for r in args.rates.split(",")]
+    scratch = tempfile.mkdtemp(prefix="allworx-bench-dhcp-")
+    classes = {"allworx": Allworx, "kea": Kea, "dnsmasq": Dnsmasq}
+    results = {}
+    try:
+        up()
+        for name in args.servers.split(","):
+            results[name] = measure(classes[name](scratch), rates, args.seconds, not args.quiet)
+    finally:
+        down()
+        shutil.rmtree(scratch, ignore_errors=True)
+    print("DHCP 4-way exchanges/s (perfdhcp, under 0.1%% unanswered, %ds steps):" % args.seconds)
+    for name, rate in results.items():
+        print("  %-8s %8.0f" % (name, rate))
+    base = results.get("allworx")
+    for name, rate in results.items():
+        if name != "allworx" and base is not None:
+            print("  allworx / %-8s %.2f" % (name, base / rate if rate else float("inf")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
