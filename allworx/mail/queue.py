@@ -39,6 +39,11 @@ FIRST_RETRY = 300           # 5 minutes
 MAX_RETRY = 4 * 3600        # then every 4 hours at most
 GIVE_UP_AFTER = 5 * 86400   # 5 days
 MAX_PARALLEL = 8
+MAX_ENTRIES = 10000         # beyond this, new outbound mail is refused for now (452)
+
+
+class QueueFull(Exception):
+    """The outbound queue holds MAX_ENTRIES messages: no more until some leave."""
 
 
 def retry_delay(attempts):
@@ -95,6 +100,7 @@ class OutboundQueue:
         self._running = 0
         self._waiting = []
         self.started = False
+        self.max_entries = MAX_ENTRIES
 
     # ------------------------------------------------------------ places
 
@@ -113,6 +119,8 @@ class OutboundQueue:
 
     def prepare(self, sender, recipients, data, queue_id):
         """(entry, files to write) for a new message; `admit` it once written."""
+        if len(self._entries) >= self.max_entries:
+            raise QueueFull("the outbound queue is full (%d messages)" % len(self._entries))
         self._ensure()
         entry = QueueEntry(queue_id, sender, list(recipients), self.reactor.seconds())
         eml, meta = self._paths(queue_id)

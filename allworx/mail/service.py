@@ -164,7 +164,8 @@ class MailService(service.MultiService):
         os.makedirs(os.path.join(config.system.data_dir, "mail"), mode=0o750, exist_ok=True)
         try:
             path = tls.ensure_certificate(config.system.data_dir,
-                                          "%s.%s" % (config.system.hostname, config.system.domain))
+                                          "%s.%s" % (config.system.hostname, config.system.domain),
+                                          self.reactor.seconds())
             self.tls_options = tls.server_options(path)
         except (OSError, ValueError) as e:
             log.error("mail: no TLS ({error}); STARTTLS, STLS and POP3S are off", error=str(e))

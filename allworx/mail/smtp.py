@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.protocols import policies
 
 from allworx.mail import smtpwire
+from allworx.mail.queue import QueueFull
 from allworx.mail.policy import Client, recipient_verdict, sender_verdict
 from allworx.mail.smtpwire import Reply
 
@@ -393,7 +394,13 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
                      session=self.session, id=result.id, sender=sender,
                      recipients=", ".join(recipients), size=len(message))
             return Reply(250, "2.0.0", "OK: queued as %s" % result.id)
-        self._wait(d.addCallback(stored))
+
+        def full(failure):
+            failure.trap(QueueFull)
+            log.warn("SMTP {session}: refused a message: {error}", session=self.session,
+                     error=str(failure.value))
+            return Reply(452, "4.3.1", "outbound queue full, try again later")
+        self._wait(d.addCallbacks(stored, full))
 
 
 def _b64(data):

@@ -197,7 +197,10 @@ class MailStore:
         if expansion.external:
             if self.queue is None:
                 return defer.fail(RuntimeError("no outbound queue for %s" % ", ".join(expansion.external)))
-            entry, queue_files = self.queue.prepare(sender or "", expansion.external, data, msg_id)
+            try:
+                entry, queue_files = self.queue.prepare(sender or "", expansion.external, data, msg_id)
+            except Exception as e:
+                return defer.fail(e)
             files.extend(queue_files)
         d = self.writer.write(files)
 

@@ -22,15 +22,18 @@ def cert_path(data_dir):
     return os.path.join(data_dir, "tls", CERT_FILE)
 
 
-def make_self_signed(hostname, now=None, days=3650):
-    """PEM bytes of a new private key (EC P-256) and a self-signed certificate for `hostname`."""
+def make_self_signed(hostname, now, days=3650):
+    """
+    PEM bytes of a new private key (EC P-256) and a self-signed certificate for
+    `hostname`, valid from a day before `now` (POSIX seconds) for `days`.
+    """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     cert = (x509.CertificateBuilder()
             .subject_name(name).issuer_name(name)
@@ -46,12 +49,12 @@ def make_self_signed(hostname, now=None, days=3650):
             + cert.public_bytes(serialization.Encoding.PEM))
 
 
-def ensure_certificate(data_dir, hostname):
-    """The path of the mail certificate, made (self-signed) if there is none."""
+def ensure_certificate(data_dir, hostname, now):
+    """The path of the mail certificate, made (self-signed, valid from `now`) if there is none."""
     path = cert_path(data_dir)
     if not os.path.exists(path):
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        pem = make_self_signed(hostname)
+        pem = make_self_signed(hostname, now)
         tmp = path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:

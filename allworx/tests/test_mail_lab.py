@@ -8,7 +8,6 @@ MX record) and POP3 server (fetched from). Skipped without root.
 import json
 import os
 import sys
-import textwrap
 import time
 
 from twisted.trial import unittest

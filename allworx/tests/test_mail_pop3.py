@@ -1,5 +1,6 @@
 """Tests for the POP3 server (allworx.mail.pop3) over the store."""
 
+from hypothesis import given, settings, strategies as st
 from twisted.internet import address, defer, interfaces
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
@@ -143,3 +144,34 @@ class Pop3Tests(unittest.TestCase):
         self.assertEqual(self.talk(p, t, b"STLS"), b"+OK begin TLS negotiation\r\n")
         self.assertEqual(started, [self.factory.tls_options])
         self.assertNotIn(b"STLS", self.talk(p, t, b"CAPA"))
+
+
+class Pop3FuzzTests(unittest.TestCase):
+    """Hostile POP3 command lines get -ERR or +OK, never a crash or silence."""
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.binary(max_size=60).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+                    max_size=6), st.booleans())
+    def test_any_lines(self, lines, logged_in):
+        if not hasattr(self, "_env"):
+            office, store, _, clock = make_store(self)
+            store.deliver(["alice"], b"Subject: x\r\n\r\nbody\r\n", "")
+            self._env = (office, store, clock)
+        office, store, clock = self._env
+        factory = Pop3Factory(office, store, PlainChecker({"alice": "pw"}), clock)
+        p = factory.buildProtocol(None)
+        p.schedule = _run_now
+        t = StringTransport(peerAddress=address.IPv4Address("TCP", LAN, 1100))
+        p.makeConnection(t)
+        if logged_in:
+            p.dataReceived(b"USER alice\r\nPASS pw\r\n")
+        for line in lines:
+            t.clear()
+            p.dataReceived(line + b"\r\n")
+            while t.producer is not None:
+                t.producer.resumeProducing()
+            if not t.disconnecting:
+                out = t.value()
+                self.assertTrue(out.startswith(b"+OK") or out.startswith(b"-ERR") or out == b"", out)
+        p.connectionLost(None)
+        self.assertEqual(factory.realm.in_use, set())

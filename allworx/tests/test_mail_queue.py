@@ -10,7 +10,6 @@ from zope.interface.verify import verifyObject
 from allworx.interfaces import IMailQueue
 from allworx.mail import dsn, queue as queue_mod
 from allworx.mail.relay import Outcome, SmtpRelay, _stuffing_transform, outcome_for_reply
-from allworx.mail.store import MailStore
 from allworx.tests.mailtesting import FakeRelay, make_store
 
 MSG = b"From: alice@example.com\nTo: x@other.example\nSubject: out\n\nbody\n"
@@ -234,3 +233,16 @@ class RelayRouteTests(unittest.TestCase):
         t = _stuffing_transform(P())
         out = t(b".first\nline\n") + t(b".\nafter")
         self.assertEqual(out, b"..first\r\nline\r\n..\r\nafter")
+
+
+class QueueBoundTests(unittest.TestCase):
+
+    def test_full_queue_refuses(self):
+        relay = FakeRelay(lambda d, r: TEMP)
+        office, store, queue, clock = make_store(self, relay=relay)
+        queue.max_entries = 2
+        results = []
+        for _ in range(3):
+            store.deliver(["x@other.example"], MSG, "alice@example.com").addBoth(results.append)
+        self.assertIsInstance(results[2].value, queue_mod.QueueFull)
+        self.assertEqual(len(queue), 2)

@@ -37,7 +37,7 @@ class MailServiceTests(unittest.TestCase):
         with open(path, "rb") as f:
             first = f.read()
         self.assertIn(b"BEGIN CERTIFICATE", first)
-        tls.ensure_certificate(self.office.config.system.data_dir, "x.example")
+        tls.ensure_certificate(self.office.config.system.data_dir, "x.example", 0)
         with open(path, "rb") as f:
             self.assertEqual(f.read(), first)
 

@@ -41,7 +41,13 @@ class Session:
 
     def __init__(self, testcase, peer=LAN, submission=False, tls=False, auto=True,
                  tls_options=None, max_size=None):
-        self.office = make_office(testcase)
+        # One office per test case: hypothesis runs many sessions in one test.
+        office = getattr(testcase, "_office", None) if not max_size else None
+        if office is None:
+            office = make_office(testcase)
+            if not max_size:
+                testcase._office = office
+        self.office = office
         if max_size:
             self.office.update_settings("mail", {"max_message_size": str(max_size)})
         self.clock = task.Clock()
@@ -420,3 +426,15 @@ class WireTests(unittest.TestCase):
         codes = s.codes()
         self.assertEqual(codes[-1], "250")
         self.assertLessEqual(len(s.delivery.calls), 1)
+
+
+class QueueFullTests(unittest.TestCase):
+
+    def test_452_when_queue_full(self):
+        from allworx.mail.queue import QueueFull
+        s = Session(self, auto=False)
+        s.replies()
+        s.send(mail_transaction(rcpt=b"x@other.example"))
+        s.replies()
+        s.delivery.calls[0][3].errback(QueueFull("full"))
+        self.assertEqual(s.replies(), ["452 4.3.1 outbound queue full, try again later"])
