@@ -226,7 +226,7 @@ class Dnsmasq(Server):
 def perfdhcp(rate, seconds):
     """One perfdhcp run at `rate`: (ACKs per second, drop ratio, raw output)."""
     out = nsx(CLI, PERFDHCP, "-4", "-r", str(rate), "-p", str(seconds), "-R", "100000000",
-              "-l", RELAY_IP, "-d", "1", "-W", "1000000", SERVER_IP,
+              "-g", "single", "-l", RELAY_IP, "-d", "1", "-W", "1000000", SERVER_IP,
               check=False, timeout=seconds + 30)
     text = out.stdout + out.stderr
     sections = re.split(r"\*\*\*Statistics for: ", text)

@@ -12,6 +12,10 @@ the kernel and costs one syscall. Decisions are `DhcpResponder`'s; leases
 are journaled (`LeaseJournal`) and each ACK waits for its fsync. A second
 socket on port 68 watches for other servers' OFFER/ACK on the LAN (helped
 by a periodic probe DISCOVER) and warns: one DHCP server per LAN.
+
+Relayed requests are answered only when the relay itself sits on the LAN
+(giaddr inside the LAN subnet; the reply goes to it on port 67): the pool is
+the LAN's, so a relay elsewhere could only be misconfigured or hostile.
 """
 
 import os

@@ -98,6 +98,9 @@ class DhcpResponder:
     def __init__(self, config, pool):
         self.pool = pool
         self._cache = {}
+        self._handlers = {c.DISCOVER: self._discover, c.REQUEST: self._request,
+                          c.DECLINE: self._decline, c.RELEASE: self._release,
+                          c.INFORM: self._inform}
         self.reconfigure(config)
 
     def reconfigure(self, config):
@@ -175,9 +178,7 @@ class DhcpResponder:
         mac = request.mac
         if mac == PROBE_MAC:
             return Outcome(note="the server's own probe")
-        handler = {c.DISCOVER: self._discover, c.REQUEST: self._request,
-                   c.DECLINE: self._decline, c.RELEASE: self._release,
-                   c.INFORM: self._inform}.get(kind)
+        handler = self._handlers.get(kind)
         if handler is None:
             return Outcome(note="%s is a server's message" % c.MESSAGE_NAMES[kind])
         return handler(request, mac)
