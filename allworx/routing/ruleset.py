@@ -105,6 +105,9 @@ def compile_chains(policy, queue_num=QUEUE_NUM):
                                % (r.proto, r.mark, r.target, r.to_port))
         post.append("-s %s -o %s -j MASQUERADE" % (policy.lan_network, wan))
         inp.append(established)
+        # FIN, NULL or Xmas probes are INVALID to conntrack and never queued:
+        # dropped here, or the stack's RST would show which ports are closed.
+        inp.append("-i %s -m conntrack --ctstate INVALID -j DROP" % wan)
         inp.extend(guard)
         fwd.extend([
             established,

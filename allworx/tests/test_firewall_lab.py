@@ -106,9 +106,10 @@ class FirewallLabTests(unittest.TestCase):
         if not out.strip():
             self.listen("server", port, name)
 
-    def scan(self, ports, udp=False, target=WAN_IP):
+    def scan(self, ports, udp=False, target=WAN_IP, flags=None):
         """nmap from the internet host: {port: (state, reason)}."""
-        argv = ["nmap", "-n", "-Pn", "-sU" if udp else "-sS", "--reason", "--max-retries", "1",
+        flags = flags or ("-sU" if udp else "-sS")
+        argv = ["nmap", "-n", "-Pn", flags, "--reason", "--max-retries", "1",
                 "-p", ",".join(str(p) for p in ports), target]
         out = self.lab.run("inet", argv, timeout=60).stdout
         found = {}
@@ -180,6 +181,10 @@ class FirewallLabTests(unittest.TestCase):
         for port in (22, 7001, 8080):
             self.assertEqual(tcp[port], ("filtered", "no-response"), port)
         self.assertEqual(tcp[8081][0], "open")   # forwards are not the server's ports
+        # Probes without SYN (FIN scan) get no RST either, not even from closed ports.
+        fin = self.scan([22, 7001], flags="-sF")
+        self.assertEqual(fin[22], ("open|filtered", "no-response"))
+        self.assertEqual(fin[7001], ("open|filtered", "no-response"))
         udp = self.scan([5353, 9999], udp=True)
         self.assertEqual(udp[9999], ("open|filtered", "no-response"))
         # No ping either; the LAN still goes out.

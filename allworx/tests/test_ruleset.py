@@ -32,6 +32,8 @@ class CompileTests(unittest.TestCase):
         self.assertEqual(forward[-1], "-j DROP")
         text = R.describe(c)
         self.assertNotIn("bypass", text)
+        # Probes conntrack calls INVALID never reach the stack (no RST from closed ports).
+        self.assertIn("-i wan0 -m conntrack --ctstate INVALID -j DROP", c[("filter", "AWX-INPUT")])
 
     def test_masquerade_and_forward_dnat(self):
         c = chains_for("firewall-nat-dmz")
