@@ -19,6 +19,7 @@ import base64
 import binascii
 import email.utils
 import itertools
+import os
 
 from prometheus_client import Counter
 from twisted.cred import credentials, error as cred_error
@@ -383,9 +384,19 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
         f = self.factory
         protocol_name = ("ESMTP" if self.esmtp else "SMTP") + ("S" if self.tls else "") + \
             ("A" if self.user else "")
+        date = email.utils.formatdate(f.reactor.seconds(), localtime=True)
         header = smtpwire.received_header(
-            self.helo, self.peer_ip, f.hostname, protocol_name, recipients,
-            email.utils.formatdate(f.reactor.seconds(), localtime=True), self.session)
+            self.helo, self.peer_ip, f.hostname, protocol_name, recipients, date, self.session)
+        if self.user or self.from_lan:
+            # Like Postfix for its own clients: a message without Date or
+            # Message-ID gets them here, so replies and threads work.
+            for name in smtpwire.missing_origin_headers(message):
+                if name == b"date":
+                    header += b"Date: " + date.encode() + b"\n"
+                else:
+                    header += b"Message-ID: <%d.%s@%s>\n" % (
+                        int(f.reactor.seconds() * 1000), os.urandom(6).hex().encode(),
+                        f.hostname.encode())
         d = f.deliver(recipients, header + message, sender)
 
         def stored(result):

@@ -148,3 +148,16 @@ def received_header(helo, peer_ip, host, protocol, recipients, date, session):
     if len(recipients) == 1:
         text += "\n\tfor <%s>" % recipients[0]
     return (text + "; %s\n" % date).encode("ascii", "replace")
+
+
+_HEADER_NAMES = re.compile(rb"(?im)^(message-id|date)[ \t]*:")
+
+
+def missing_origin_headers(message):
+    """Which of Date and Message-ID the header of `message` (CRLF or LF) lacks, lower case."""
+    end = message.find(b"\r\n\r\n")
+    if end < 0:
+        end = message.find(b"\n\n")
+    head = message if end < 0 else message[:end + 2]
+    present = {m.group(1).lower() for m in _HEADER_NAMES.finditer(head)}
+    return [name for name in (b"date", b"message-id") if name not in present]

@@ -405,7 +405,7 @@ class WireTests(unittest.TestCase):
         """Any body, dot-stuffed on the wire, arrives as sent (CRLF kept)."""
         body = b"".join(line + b"\r\n" for line in lines)
         stuffed = b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines)
-        s = Session(self)
+        s = Session(self, peer=WAN)     # no Date/Message-ID added for the internet
         s.replies()
         s.send(b"HELO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\n" +
                stuffed + b".\r\n")
@@ -438,3 +438,30 @@ class QueueFullTests(unittest.TestCase):
         s.replies()
         s.delivery.calls[0][3].errback(QueueFull("full"))
         self.assertEqual(s.replies(), ["452 4.3.1 outbound queue full, try again later"])
+
+
+class OriginHeaderTests(unittest.TestCase):
+
+    def test_added_for_lan_clients(self):
+        s = Session(self, peer=LAN)
+        s.replies()
+        s.send(mail_transaction(body=b"Subject: bare\r\n\r\nhi\r\n"))
+        message = s.delivery.calls[0][1]
+        self.assertRegex(message, rb"\nDate: .*\n")
+        self.assertRegex(message, rb"\nMessage-ID: <\d+\.[0-9a-f]{12}@allworx\.example\.com>\n")
+
+    def test_kept_and_not_added_for_the_internet(self):
+        s = Session(self, peer=WAN)
+        s.replies()
+        s.send(mail_transaction(body=b"Subject: bare\r\n\r\nhi\r\n"))
+        self.assertNotIn(b"Message-ID", s.delivery.calls[0][1])
+        s = Session(self, peer=LAN)
+        s.replies()
+        s.send(mail_transaction(body=b"Message-Id: <a@b>\r\nDATE: x\r\n\r\nMessage-ID: body\r\n"))
+        self.assertEqual(s.delivery.calls[0][1].count(b"Message-I"), 2)
+        self.assertNotIn(b"\nDate:", s.delivery.calls[0][1])
+
+    def test_missing_origin_headers(self):
+        self.assertEqual(smtpwire.missing_origin_headers(b"Subject: x\r\n\r\nDate: y\r\n"),
+                         [b"date", b"message-id"])
+        self.assertEqual(smtpwire.missing_origin_headers(b"date: y\nmessage-id: <x>\n\n"), [])
