@@ -27,8 +27,8 @@ from twisted.logger import Logger
 
 from allworx.office import ConfigChanged
 from allworx.routing.interfaces import (
-    Address, DefaultRoute, LinkUp, Netlink, NetworkLedger, NetworkSettingError,
-    Sysctl, Sysctls)
+    Address, DefaultRoute, LinkMonitor, LinkUp, Netlink, NetworkLedger,
+    NetworkSettingError, Sysctl, Sysctls)
 
 log = Logger()
 
@@ -111,7 +111,8 @@ class NetworkService(service.Service):
     name = "network"
 
     def __init__(self, office, netlink_factory=_default_netlink, sysctls=None,
-                 dhcp_client_factory=_default_dhcp_client, reactor=None):
+                 dhcp_client_factory=_default_dhcp_client, reactor=None,
+                 link_monitor_factory=LinkMonitor):
         self.office = office
         self._netlink_factory = netlink_factory
         self._sysctls = sysctls or Sysctls()
@@ -129,6 +130,9 @@ class NetworkService(service.Service):
         self._plan = None
         self._applying = False
         self._again = False
+        self._link_monitor_factory = link_monitor_factory
+        self._links = None
+        self._carrier = {}
 
     # -------------------------------------------------------- service
 
@@ -141,6 +145,7 @@ class NetworkService(service.Service):
             return
         self.ledger = NetworkLedger(netlink, self._sysctls)
         self._unsubscribe = self.office.subscribe(ConfigChanged, self._config_changed)
+        self._watch_links()
         self.apply()
 
     def stopService(self):
@@ -149,6 +154,9 @@ class NetworkService(service.Service):
             self._unsubscribe()
             self._unsubscribe = None
         self._cancel_retry()
+        if self._links is not None:
+            self._links.stop()
+            self._links = None
         self._stop_dhcp(reapply=False)
         if self.ledger is None:
             return
@@ -169,6 +177,34 @@ class NetworkService(service.Service):
                 # Another interface or mode: the old lease means nothing there.
                 self._stop_dhcp(reapply=False)
             self.apply()
+
+    # -------------------------------------------------------- link events
+
+    def _watch_links(self):
+        try:
+            self._links = self._link_monitor_factory(self.reactor, self._link_event)
+            self._links.start()
+        except OSError as e:
+            self._links = None
+            log.warn("network: no link events ({why}); a missing interface is "
+                     "retried every {seconds:.0f}s", why=str(e), seconds=RETRY_SECONDS)
+
+    def _link_event(self, event):
+        """An interface came, went, or its carrier changed."""
+        config = self.office.config
+        if event.ifname not in (config.lan.interface, config.wan.interface):
+            return
+        had = self._carrier.get(event.ifname)
+        self._carrier[event.ifname] = event.carrier and not event.gone
+        if event.gone or had is None or had != self._carrier[event.ifname]:
+            log.info("network: {ifname} {what}", ifname=event.ifname,
+                     what="is gone" if event.gone else
+                     "link up" if event.carrier else "link down (no carrier)")
+        if self.problems and not event.gone:
+            self.apply()    # an interface we were waiting for may be here now
+        if (self.dhcp is not None and event.ifname == self.dhcp.ifname
+                and had is False and event.carrier):
+            self.dhcp.link_returned()
 
     # -------------------------------------------------------- applying
 

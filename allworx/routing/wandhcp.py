@@ -110,6 +110,9 @@ class _Inputs(Protocol):
     def expire(self) -> None:
         "The lease ran out."
 
+    def link_returned(self) -> None:
+        "The interface's carrier came back: the network may have changed (RFC 2131 3.7)."
+
     def stop(self) -> None:
         "Stop: cancel timers; the lease stays saved for the next start."
 
@@ -389,6 +392,7 @@ def _build_machine():
     @pep614(requesting.upon(_Inputs.give_up).to(init))
     @pep614(init_reboot.upon(_Inputs.give_up).to(init))
     def start_over(c, s):
+        s.lose("no answer from any DHCP server")
         s.enter("INIT")
         s.schedule("discover", 0, c.discover)
 
@@ -437,9 +441,39 @@ def _build_machine():
         s.send_request("rebinding")
         s.schedule("retransmit", s.retry_interval(s.lease.expires_at), s.retry_due)
 
+    @pep614(bound.upon(_Inputs.link_returned).to(init_reboot))
+    @pep614(renewing.upon(_Inputs.link_returned).to(init_reboot))
+    @pep614(rebinding.upon(_Inputs.link_returned).to(init_reboot))
+    def verify(c, s):
+        # The address stays in use while the server confirms it; only the
+        # lease's end still counts.
+        s.cancel("t1", "t2")
+        s.preferred, s.preferred_lease = s.lease.address.ip, s.lease
+        s.enter("INIT-REBOOT")
+        s.new_exchange()
+        s.send_request("init-reboot")
+        s.schedule("retransmit", s.backoff(), s.retry_due)
+
+    @pep614(selecting.upon(_Inputs.link_returned).loop())
+    def rediscover_now(c, s):
+        s.attempt = 0
+        s.send_discover()
+        s.schedule("retransmit", s.backoff(), s.retry_due)
+
+    @pep614(init_reboot.upon(_Inputs.link_returned).loop())
+    def rerequest_now(c, s):
+        s.attempt = 0
+        s.send_request("init-reboot")
+        s.schedule("retransmit", s.backoff(), s.retry_due)
+
+    requesting.upon(_Inputs.link_returned).to(init)(start_over)
+    init.upon(_Inputs.link_returned).loop().returns(None)
+    stopped.upon(_Inputs.link_returned).loop().returns(None)
+
     @pep614(bound.upon(_Inputs.expire).to(init))
     @pep614(renewing.upon(_Inputs.expire).to(init))
     @pep614(rebinding.upon(_Inputs.expire).to(init))
+    @pep614(init_reboot.upon(_Inputs.expire).to(init))
     def expired(c, s):
         s.lose("lease of %s expired" % s.lease.address)
         s.enter("INIT")
@@ -693,6 +727,11 @@ class WanDhcpClient:
             if saved is not None:
                 self.core.preferred = saved.address.ip
             self.machine.start()
+
+    def link_returned(self):
+        """The WAN's carrier is back (cable replugged, modem restarted): check the lease."""
+        log.info("wan: {ifname} link is back", ifname=self.ifname)
+        self.machine.link_returned()
 
     def stop(self):
         """Stop timers and close the sockets; the lease stays saved."""

@@ -18,7 +18,8 @@ from twisted.trial import unittest
 from allworx.config import parse_config
 from allworx.office import Office, WanAddressChanged
 from allworx.routing.interfaces import (
-    Address, DefaultRoute, LinkUp, Netlink, NetworkLedger, Sysctl, Sysctls)
+    Address, DefaultRoute, LinkEvent, LinkUp, Netlink, NetworkLedger, Sysctl, Sysctls,
+    parse_link_events)
 from allworx.routing.network import NetworkService, make_service, plan_network
 from allworx.tests.confs import MINIMAL
 
@@ -162,6 +163,7 @@ class FakeDhcpClient:
         self.lease_path, self.hostname, self.avoid = lease_path, hostname, avoid
         self.state = "STOPPED"
         self.stopped = False
+        self.link_returns = 0
         FakeDhcpClient.started.append(self)
 
     def start(self):
@@ -170,6 +172,23 @@ class FakeDhcpClient:
     def stop(self):
         self.state = "STOPPED"
         self.stopped = True
+
+    def link_returned(self):
+        self.link_returns += 1
+
+
+class FakeLinkMonitor:
+    """Stands in for the rtnetlink listener; the test sends the events."""
+
+    def __init__(self, reactor, callback):
+        self.callback = callback
+        self.running = False
+
+    def start(self):
+        self.running = True
+
+    def stop(self):
+        self.running = False
 
 
 def office_for(testcase, text=MINIMAL, **changes):
@@ -191,9 +210,20 @@ class Harness:
         self.events = []
         self.office.subscribe(WanAddressChanged, self.events.append)
         FakeDhcpClient.started = []
+        self.links = []
         self.service = NetworkService(
             self.office, netlink_factory=lambda: Netlink(self.ipr), sysctls=self.sysctls,
-            dhcp_client_factory=FakeDhcpClient, reactor=self.clock)
+            dhcp_client_factory=FakeDhcpClient, reactor=self.clock,
+            link_monitor_factory=self.link_monitor)
+
+    def link_monitor(self, reactor, callback):
+        monitor = FakeLinkMonitor(reactor, callback)
+        self.links.append(monitor)
+        return monitor
+
+    def link_event(self, ifname, carrier=True, gone=False):
+        self.links[-1].callback(LinkEvent(ifname, self.ipr.links.get(ifname, {}).get("index", 0),
+                                          True, carrier, gone))
 
     def sysctl(self, path):
         return self.sysctls.read(path)
@@ -329,6 +359,18 @@ class ApplyTests(unittest.TestCase):
         self.assertFalse(h.clock.getDelayedCalls())
         h.service.stopService()
 
+    def test_interface_appearing_is_applied_at_once(self):
+        ipr = FakeIPRoute(links=("wan0",))
+        h = Harness(self, ipr=ipr, sysctls=fake_proc(self))
+        h.service.startService()
+        self.assertTrue(h.links[-1].running)
+        ipr.add_link("lan0")
+        h.link_event("lan0")
+        self.assertEqual(ipr.addresses_of("lan0"), ["192.168.2.254/24"])
+        self.assertEqual(h.status.state, "up")
+        h.service.stopService()
+        self.assertFalse(h.links[-1].running)
+
     def test_missing_wan_interface_degrades(self):
         ipr = FakeIPRoute(links=("lan0",))
         h = Harness(self, ipr=ipr, sysctls=fake_proc(self, links=("lan0",)))
@@ -446,6 +488,18 @@ class DhcpModeTests(unittest.TestCase):
         self.assertEqual(h.events[-1].source, "lost")
         h.service.stopService()
 
+    def test_carrier_back_makes_the_client_check(self):
+        h = self.harness()
+        [client] = FakeDhcpClient.started
+        h.link_event("wan0", carrier=True)
+        h.link_event("lan0", carrier=False)
+        h.link_event("lan0", carrier=True)
+        self.assertEqual(client.link_returns, 0)
+        h.link_event("wan0", carrier=False)
+        h.link_event("wan0", carrier=True)
+        self.assertEqual(client.link_returns, 1)
+        h.service.stopService()
+
     def test_new_address_on_rebind_replaces_old(self):
         h = self.harness()
         h.service.dhcp_bound(FakeLease("203.0.113.23/24", "203.0.113.1"))
@@ -498,3 +552,30 @@ class LedgerTests(unittest.TestCase):
         self.assertEqual(problems, ["cannot add the default route via 198.51.100.1 on wan0: "
                                     "network is unreachable"])
         self.assertEqual(ledger.in_force, [])
+
+
+class LinkEventParsingTests(unittest.TestCase):
+    """rtnetlink link messages as the kernel sends them."""
+
+    def message(self, kind, index, flags, name):
+        import struct
+        attr_name = name.encode() + b"\0"
+        rta = struct.pack("=HH", 4 + len(attr_name), 3) + attr_name
+        rta += b"\0" * (-len(rta) % 4)
+        mtu = struct.pack("=HHI", 8, 4, 1500)
+        body = struct.pack("=BxHiII", 0, 1, index, flags, 0xFFFFFFFF) + mtu + rta
+        return struct.pack("=IHHII", 16 + len(body), kind, 0, 0, 0) + body
+
+    def test_new_and_deleted_links(self):
+        data = (self.message(16, 3, 0x11043, "wan0") + self.message(16, 2, 0x1003, "lan0")
+                + self.message(17, 4, 0, "eth9"))
+        self.assertEqual(parse_link_events(data), [
+            LinkEvent("wan0", 3, True, True), LinkEvent("lan0", 2, True, False),
+            LinkEvent("eth9", 4, False, False, gone=True)])
+
+    def test_truncated_and_foreign_messages_skipped(self):
+        good = self.message(16, 3, 0x11043, "wan0")
+        self.assertEqual(parse_link_events(good[:-3]), [])
+        route = good[:4] + b"\x18\x00" + good[6:]   # RTM_NEWROUTE: not a link
+        self.assertEqual(parse_link_events(route), [])
+        self.assertEqual(parse_link_events(b""), [])

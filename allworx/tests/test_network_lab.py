@@ -205,6 +205,17 @@ class NetworkLabTests(unittest.TestCase):
         rebound = self.wait_for_log(server, r"wan: renewed (\S+)", timeout=5, after=mark)
         self.assertEqual(rebound.group(1), address)
 
+        # The cable to the ISP is pulled and plugged back: the client checks
+        # its lease at once (INIT-REBOOT) instead of waiting for T1.
+        mark = len(server.log())
+        self.lab.run("isp", ["ip", "link", "set", "server", "down"])
+        self.wait_for_log(server, r"network: wan0 link down", timeout=5, after=mark)
+        self.lab.run("isp", ["ip", "link", "set", "server", "up"])
+        self.wait_for_log(server, r"wan: INIT-REBOOT", timeout=5, after=mark)
+        checked = self.wait_for_log(server, r"wan: renewed (\S+)", timeout=5, after=mark)
+        self.assertEqual(checked.group(1), address)
+        self.assertEqual(self.addresses("wan0"), [address])
+
         # Nothing from the ISP but address, netmask and router was taken.
         with open(resolv_path) as f:
             self.assertEqual(f.read(), resolv_before)

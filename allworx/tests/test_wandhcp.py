@@ -308,6 +308,34 @@ class StateMachineTests(unittest.TestCase):
         h.core.receive(reply(P.OFFER, h.xid, "192.168.2.50", router="192.168.2.1"))
         self.assertEqual(h.core.offers, [])
 
+    def test_carrier_back_verifies_the_lease(self):
+        h = ClientHarness()
+        h.to_bound()
+        h.clock.advance(30)
+        h.machine.link_returned()
+        self.assertEqual(h.core.state, "INIT-REBOOT")
+        self.assertIsNotNone(h.core.lease)        # still in use while checked
+        how, msg, src = h.wire.last()
+        self.assertEqual((how, msg.ciaddr), ("broadcast", P.ZERO))
+        self.assertEqual(msg.address_option(P.OPT_REQUESTED_IP), IP("203.0.113.23"))
+        h.core.receive(reply(P.ACK, h.xid))
+        self.assertEqual(h.core.state, "BOUND")
+        self.assertEqual(h.listener.events[-1][0], "renewed")
+        h.machine.link_returned()
+        h.core.receive(reply(P.NAK, h.xid))      # another network now
+        self.assertEqual(h.listener.events[-1][0], "lost")
+        self.assertEqual(h.core.state, "INIT")
+
+    def test_carrier_back_while_selecting_rediscovers_now(self):
+        h = ClientHarness()
+        h.machine.start()
+        h.clock.pump([1] * 20)
+        sent = len(h.wire.sent)
+        h.machine.link_returned()
+        self.assertEqual(len(h.wire.sent), sent + 1)
+        self.assertEqual(h.core.state, "SELECTING")
+        self.assertEqual(h.core.attempt, 0)
+
     def test_stop_cancels_every_timer(self):
         h = ClientHarness()
         h.to_bound()
@@ -505,7 +533,8 @@ EVENTS = st.lists(st.one_of(
     st.tuples(st.sampled_from(["offer", "ack", "nak"]), st.booleans(),
               st.sampled_from(["203.0.113.23", "203.0.113.30", "192.168.2.9"]),
               st.sampled_from([10, 120, 3600])),
-    st.tuples(st.just("wait"), st.floats(0, 400))), max_size=40)
+    st.tuples(st.just("wait"), st.floats(0, 400)),
+    st.tuples(st.just("link"))), max_size=40)
 
 
 class MachineFuzzTests(unittest.TestCase):
@@ -523,12 +552,17 @@ class MachineFuzzTests(unittest.TestCase):
             if event[0] == "wait":
                 h.clock.pump([event[1] / 4] * 4)
                 continue
+            if event[0] == "link":
+                h.machine.link_returned()
+                continue
             kind, ours, yiaddr, lease_time = event
             code = {"offer": P.OFFER, "ack": P.ACK, "nak": P.NAK}[kind]
             xid = h.xid if ours and h.xid is not None else 12345
             h.core.receive(reply(code, xid, yiaddr, lease_time))
-            holding = h.core.state in ("BOUND", "RENEWING", "REBINDING")
-            self.assertEqual(h.core.lease is not None, holding, h.core.state)
+            if h.core.state in ("BOUND", "RENEWING", "REBINDING"):
+                self.assertIsNotNone(h.core.lease, h.core.state)
+            elif h.core.state != "INIT-REBOOT":    # checking a lease after a link return
+                self.assertIsNone(h.core.lease, h.core.state)
         # Something is always scheduled: the client never waits forever.
         self.assertTrue(h.clock.getDelayedCalls(), h.core.state)
         h.machine.stop()
