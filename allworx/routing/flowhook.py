@@ -44,6 +44,7 @@ NF_INET_FORWARD = 2
 # Version/IHL, flags+fragment offset, protocol, source, destination.
 _IPV4 = struct.Struct("!B5xHxB2xII")
 _PORTS = struct.Struct("!HH")
+_new_tuple = tuple.__new__
 
 
 class BadPacket(ValueError):
@@ -75,7 +76,8 @@ def parse_flow(payload, side):
                 syn = n >= ihl + 14 and (payload[ihl + 13] & 0x12) == 0x02
         elif proto == ICMP and n > ihl:
             dport = payload[ihl]
-    return Flow(proto, src, sport, dst, dport, side, syn)
+    # tuple.__new__ directly: the named tuple's own __new__ is a Python frame.
+    return _new_tuple(Flow, (proto, src, sport, dst, dport, side, syn))
 
 
 class BatchedSocket:
