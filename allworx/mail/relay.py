@@ -7,8 +7,10 @@ ESMTP client), and what each recipient's outcome was.
 Outcomes are `sent`, `temporary` (try again later) or `permanent` (bounce).
 """
 
+import io
+
 import attr
-from twisted.internet import defer, error as net_error
+from twisted.internet import defer, error as net_error, ssl
 from twisted.internet.abstract import isIPAddress
 from twisted.logger import Logger
 from twisted.mail import smtp
@@ -60,7 +62,15 @@ def _stuffing_transform(protocol):
 
 
 class _Sender(smtp.ESMTPSender):
-    """ESMTPSender with dot-stuffing that is correct across chunk boundaries."""
+    """
+    ESMTPSender with dot-stuffing that is correct across chunk boundaries, and
+    that notes on its factory when it started TLS (so a failed handshake can
+    be retried in the clear, as opportunistic TLS does).
+    """
+
+    def esmtpState_starttls(self, code, resp):
+        self.factory.tls_started = True
+        return smtp.ESMTPSender.esmtpState_starttls(self, code, resp)
 
     def smtpState_data(self, code, resp):
         self.transformChunk = _stuffing_transform(self)
@@ -69,6 +79,8 @@ class _Sender(smtp.ESMTPSender):
 
 class _SenderFactory(smtp.ESMTPSenderFactory):
     protocol = _Sender
+    noisy = False
+    tls_started = False
 
 
 class SmtpRelay:
@@ -134,18 +146,24 @@ class SmtpRelay:
             return {r: e.outcome for r in recipients}
         last = None
         for ip, port in hosts:
-            outcomes = yield self._send(ip, port, sender, recipients, data)
+            outcomes, tls_failed = yield self._send(ip, port, sender, recipients, data, True)
+            if tls_failed:
+                log.info("TLS with {ip}:{port} failed; sending in the clear", ip=ip, port=port)
+                outcomes, _ = yield self._send(ip, port, sender, recipients, data, False)
             if any(o.kind != "temporary" for o in outcomes.values()) or not outcomes:
                 return outcomes
             last = outcomes
         return last
 
-    def _send(self, ip, port, sender, recipients, data):
-        import io
+    def _send(self, ip, port, sender, recipients, data, tls):
+        """({recipient: Outcome}, whether a started TLS session broke the connection)."""
         result = defer.Deferred()
+        # Opportunistic TLS (RFC 3207 as MTAs use it): encrypt when offered,
+        # without checking the certificate; most MX certificates would fail.
+        context = ssl.CertificateOptions() if tls else None
         factory = _SenderFactory(
             None, None, sender, list(recipients), io.BytesIO(data), result,
-            retries=0, timeout=self.timeout, contextFactory=None,
+            retries=0, timeout=self.timeout, contextFactory=context,
             heloFallback=True, requireAuthentication=False,
             requireTransportSecurity=False, hostname=None)
         factory.domain = self.helo_name.encode("ascii") if isinstance(self.helo_name, str) else self.helo_name
@@ -153,7 +171,7 @@ class SmtpRelay:
 
         def sent(res):
             _, addresses = res
-            return _per_recipient(recipients, addresses, None)
+            return _per_recipient(recipients, addresses, None), False
 
         def failed(f):
             exc = f.value
@@ -162,9 +180,9 @@ class SmtpRelay:
             resp = getattr(exc, "resp", b"") or b""
             if isinstance(exc, (smtp.SMTPConnectError, net_error.ConnectError)) or code in (-1, None):
                 where = "%s:%d" % (ip, port)
-                return {r: Outcome("temporary", "4.4.1", "cannot talk to %s: %s" % (where, _describe(exc)))
-                        for r in recipients}
-            return _per_recipient(recipients, addresses, outcome_for_reply(code, resp))
+                return ({r: Outcome("temporary", "4.4.1", "cannot talk to %s: %s" % (where, _describe(exc)))
+                         for r in recipients}, tls and factory.tls_started)
+            return _per_recipient(recipients, addresses, outcome_for_reply(code, resp)), False
         return result.addCallbacks(sent, failed)
 
 

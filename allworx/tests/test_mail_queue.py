@@ -246,3 +246,48 @@ class QueueBoundTests(unittest.TestCase):
             store.deliver(["x@other.example"], MSG, "alice@example.com").addBoth(results.append)
         self.assertIsInstance(results[2].value, queue_mod.QueueFull)
         self.assertEqual(len(queue), 2)
+
+
+class RelayToServerTests(unittest.TestCase):
+    """SmtpRelay talking to this server's own SmtpServer, in memory (iosim)."""
+
+    def setUp(self):
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.test.iosim import ConnectionCompleter
+        from allworx.mail.smtp import SmtpFactory
+        self.reactor = MemoryReactorClock()
+        self.office, self.store, _, _ = make_store(self, clock=self.reactor)
+        self.reactor.listenTCP(25, SmtpFactory(self.office, self.store.deliver, self.reactor))
+        self.completer = ConnectionCompleter(self.reactor)
+        self.relay = SmtpRelay(self.reactor, FakeResolver(), "sender.example",
+                               smarthost=("192.0.2.25", 25))
+
+    def deliver(self, rcpts, data):
+        out = []
+        self.relay.deliver("example.com", "x@sender.example", rcpts, data).addBoth(out.append)
+        for _ in range(5):
+            pump = self.completer.succeedOnce()
+            if pump is not None:
+                pump.flush()
+        return out[0]
+
+    def test_sent_with_dots_intact(self):
+        data = b"Subject: dots\n\n.\n..two\n.\nend\n"
+        result = self.deliver(["alice@example.com"], data)
+        self.assertEqual(result["alice@example.com"].kind, "sent")
+        [info] = self.store.list_messages("alice")
+        stored = self.store.read_message("alice", info.uid)
+        self.assertTrue(stored.endswith(data), stored)
+
+    def test_refused_recipient_is_permanent(self):
+        result = self.deliver(["alice@example.com", "nobody@example.com"], b"Subject: x\n\nhi\n")
+        self.assertEqual(result["alice@example.com"].kind, "sent")
+        self.assertEqual(result["nobody@example.com"].kind, "permanent")
+        self.assertEqual(result["nobody@example.com"].status, "5.1.1")
+
+    def test_connection_failure_is_temporary(self):
+        out = []
+        self.relay.deliver("example.com", "x@sender.example", ["alice@example.com"],
+                           b"x\n").addBoth(out.append)
+        self.completer.failOnce()
+        self.assertEqual(out[0]["alice@example.com"].kind, "temporary")
