@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from allworx.routing.policy import ACCEPT, DROP, LAN, REJECT, TCP, UDP, ICMP, WAN, Flow, decide
+from allworx.routing.policy import ACCEPT, ICMP, LAN, REJECT, TCP, UDP, WAN, Flow, decide
 from allworx.routing.ruleset import QUEUE_NUM, REJECT_MARK
 
 log = Logger()
@@ -239,5 +239,3 @@ def _close(queue):
     except Exception as e:
         log.warn("unbinding NFQUEUE failed: {error}", error=e)
 
-
-__all__ = ["FlowHook", "parse_flow", "BadPacket", "DROP"]

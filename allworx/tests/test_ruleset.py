@@ -4,7 +4,6 @@ import os
 import shutil
 import subprocess
 
-from twisted.internet import defer
 from twisted.internet.testing import MemoryReactor
 from twisted.trial import unittest
 
