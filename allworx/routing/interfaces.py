@@ -162,6 +162,10 @@ class Netlink:
     def is_up(self, ifname):
         return bool(self._link(ifname)["flags"] & 1)  # IFF_UP
 
+    def has_carrier(self, ifname):
+        """IFF_LOWER_UP: a cable, or a veth peer, is there."""
+        return bool(self._link(ifname)["flags"] & 0x10000)
+
     def set_link(self, ifname, up):
         action = "bring %s %s" % (ifname, "up" if up else "down")
         self._call(action, self.ipr.link, "set", index=self.index(ifname),

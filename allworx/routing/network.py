@@ -181,6 +181,10 @@ class NetworkService(service.Service):
     # -------------------------------------------------------- link events
 
     def _watch_links(self):
+        config = self.office.config
+        for ifname in (config.lan.interface, config.wan.interface):
+            if ifname and self.ledger.netlink.exists(ifname):
+                self._carrier[ifname] = self.ledger.netlink.has_carrier(ifname)
         try:
             self._links = self._link_monitor_factory(self.reactor, self._link_event)
             self._links.start()

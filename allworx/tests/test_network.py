@@ -46,7 +46,8 @@ class FakeIPRoute:
 
     def add_link(self, name, up=False):
         index = max([l["index"] for l in self.links.values()] + [1]) + 1
-        self.links[name] = {"index": index, "IFLA_IFNAME": name, "flags": 1 if up else 0,
+        self.links[name] = {"index": index, "IFLA_IFNAME": name,
+                            "flags": 0x10000 | (1 if up else 0),
                             "IFLA_ADDRESS": "02:00:00:00:00:%02x" % index}
 
     def _by_index(self, index):
@@ -496,6 +497,17 @@ class DhcpModeTests(unittest.TestCase):
         h.link_event("lan0", carrier=True)
         self.assertEqual(client.link_returns, 0)
         h.link_event("wan0", carrier=False)
+        h.link_event("wan0", carrier=True)
+        self.assertEqual(client.link_returns, 1)
+        h.service.stopService()
+
+    def test_cable_plugged_in_after_start(self):
+        office = office_for(self, wan={"mode": "dhcp", "address": "", "gateway": ""})
+        ipr = FakeIPRoute()
+        ipr.links["wan0"]["flags"] &= ~0x10000
+        h = Harness(self, office=office, ipr=ipr)
+        h.service.startService()
+        [client] = FakeDhcpClient.started
         h.link_event("wan0", carrier=True)
         self.assertEqual(client.link_returns, 1)
         h.service.stopService()
