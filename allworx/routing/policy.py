@@ -180,6 +180,8 @@ class FlowPolicy:
     public = attr.ib()          # {(proto, port): name}
     dmz_open = attr.ib()        # frozenset of (proto, port)
     forwards = attr.ib()        # tuple of ForwardRule
+    sip_port = attr.ib(default=None)    # the SIP service's port, None when disabled
+    rtp_ports = attr.ib(default=None)   # (low, high): its media ports
     # Integer forms for the hot path, derived in __attrs_post_init__.
     _fast = attr.ib(init=False, repr=False, eq=False)
 
@@ -197,7 +199,9 @@ class FlowPolicy:
             lan_interface=config.lan.interface, wan_interface=config.wan.interface,
             lan_only=lan_only_ports(config), public=public_ports(config),
             dmz_open=frozenset((proto, port) for port, proto in config.security.dmz_open),
-            forwards=resolve_forwards(config, host_addresses))
+            forwards=resolve_forwards(config, host_addresses),
+            sip_port=config.sip.port if config.sip.enabled else None,
+            rtp_ports=config.sip.rtp_ports if config.sip.enabled else None)
 
     def __attrs_post_init__(self):
         net = self.lan_network
@@ -215,6 +219,9 @@ class FlowPolicy:
                          for (p, port), name in self.lan_only.items()},
             "public": {(proto_num[p], port): name for (p, port), name in self.public.items()},
             "dmz_open": frozenset((proto_num[p], port) for p, port in self.dmz_open),
+            # In DMZ mode the media ports follow SIP: open when its port is.
+            "dmz_rtp": self.rtp_ports if (("udp", self.sip_port) in self.dmz_open or
+                                          ("tcp", self.sip_port) in self.dmz_open) else None,
             "forwards": {(proto_num[r.proto], r.wan_port): r for r in self.forwards},
         })
 
@@ -246,6 +253,7 @@ R_PROTO = "protocol not served on the WAN"
 R_OWN_PORT = "the server's own WAN address (guarded only in DMZ mode)"
 R_DMZ_OPEN = "open in dmz_open"
 R_DMZ_STEALTH = "DMZ stealth: port not in dmz_open"
+R_DMZ_RTP = "RTP media port (SIP is in dmz_open)"
 R_DMZ_PING = "DMZ stealth: no ping"
 R_DMZ_PROTO = "DMZ stealth: protocol not open"
 R_ROUTER = "router mode: forwarded, no firewall"
@@ -318,6 +326,9 @@ def decide(policy, flow):
             if mode == "firewall-nat-dmz":
                 if key in f["dmz_open"]:
                     return ACCEPT, R_DMZ_OPEN, 0
+                rtp = f["dmz_rtp"]
+                if proto == UDP and rtp is not None and rtp[0] <= flow.dport <= rtp[1]:
+                    return ACCEPT, R_DMZ_RTP, 0
                 return DROP, R_DMZ_STEALTH, 0
             name = f["public"].get(key)
             return ACCEPT, (name or R_OWN_PORT), 0

@@ -143,6 +143,16 @@ class VerdictTableTests(unittest.TestCase):
         self.assertEqual(P.verdict(policy, flow("tcp", NET, 1, WAN_IP, 5060, P.WAN)),
                          (P.DROP, P.R_DMZ_STEALTH))
 
+    def test_dmz_media_ports_follow_sip(self):
+        policy = P.FlowPolicy.build(make_config("firewall-nat-dmz"))
+        self.assertEqual(P.verdict(policy, flow("udp", NET, 1, WAN_IP, 12000, P.WAN)),
+                         (P.ACCEPT, P.R_DMZ_RTP))
+        self.assertEqual(P.verdict(policy, flow("tcp", NET, 1, WAN_IP, 12000, P.WAN))[0], P.DROP)
+        self.assertEqual(P.verdict(policy, flow("udp", NET, 1, WAN_IP, 9999, P.WAN))[0], P.DROP)
+        closed = make_config("firewall-nat-dmz", EXTRA.replace(" 5060/udp", ""))
+        self.assertEqual(P.verdict(P.FlowPolicy.build(closed),
+                                   flow("udp", NET, 1, WAN_IP, 12000, P.WAN))[0], P.DROP)
+
     def test_pop3_on_the_wan_when_asked(self):
         config = parse_config(with_sections("[pop3]\nwan = yes\n"))
         policy = P.FlowPolicy.build(config)
