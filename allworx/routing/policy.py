@@ -8,6 +8,21 @@ ports and the `[forward]` entries with their targets resolved. `verdict(policy,
 flow)` says what happens to the first packet of a new flow and why; `decide`
 adds the packet mark that selects a forward's DNAT in the kernel ruleset.
 
+The decisions, in the order they are taken:
+
+- the server's own traffic, and LAN to the server: accepted;
+- from the LAN: a source outside the LAN subnet is dropped (spoofed); in
+  lan-only mode forwarding is rejected; router mode forwards; the firewall
+  modes accept connection openings (masqueraded by the kernel ruleset);
+- from the WAN: replies to the server's WAN DHCP client pass in every mode;
+  lan-only drops the rest; router mode forwards everything except the
+  server's LAN-only services; in the firewall modes, to the WAN address: a
+  `[forward]` port goes to its LAN target (it wins over the server's own use
+  of the port), a LAN-only service is dropped, DMZ mode accepts only
+  `dmz_open` (and the SIP media ports when SIP is open), firewall-nat accepts
+  the server's other ports; anything else from the WAN (the LAN, broadcasts,
+  other addresses, TCP without SYN) is dropped without a word.
+
 Addresses are kept as 32-bit integers: the hook builds a `Flow` for every new
 flow, so the decision must be cheap.
 """
