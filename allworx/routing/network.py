@@ -92,6 +92,23 @@ def plan_network(config, lease=None, rp_all_loose=False):
                        wan_address, wan_gateway)
 
 
+def summarize_problems(problems):
+    """
+    One sentence per problem, except that every missing permission becomes
+    one sentence naming what could not be done.
+    """
+    prefix, suffix = "no permission to ", " (needs root or CAP_NET_ADMIN)"
+    denied = [p[len(prefix):-len(suffix)] for p in problems
+              if p.startswith(prefix) and p.endswith(suffix)]
+    others = [p for p in problems if not (p.startswith(prefix) and p.endswith(suffix))]
+    if len(denied) > 1:
+        others.insert(0, "no permission to change the network (needs root or "
+                         "CAP_NET_ADMIN): could not %s" % ", ".join(denied))
+    elif denied:
+        others.insert(0, prefix + denied[0] + suffix)
+    return others
+
+
 def _default_netlink():
     from pyroute2 import IPRoute
     return Netlink(IPRoute())
@@ -298,7 +315,7 @@ class NetworkService(service.Service):
         forwarding = Sysctl(FORWARDING, "1" if config.forwarding else "0", config.lan.interface)
         if self._in_force(forwarding):
             parts.append("forwarding %s" % ("on" if config.forwarding else "off"))
-        problems = list(self.problems)
+        problems = summarize_problems(self.problems)
         if self._dhcp_problem:
             problems.append(self._dhcp_problem)
         if not problems:

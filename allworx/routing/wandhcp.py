@@ -11,14 +11,9 @@ Three parts:
   Twisted declares ClientService's. Timers (retransmission with exponential
   backoff, T1, T2, lease end) run on the injected IReactorTime, so the tests
   drive the whole protocol with `task.Clock` and a fake wire.
-- `PacketWire`: an AF_PACKET datagram socket on the interface, watched by the
-  reactor (`addReader`), with a classic BPF filter so only UDP to port 68
-  reaches Python (never the routed traffic). It is how a client with no
-  address yet sends from 0.0.0.0 and hears replies sent to an address it
-  does not have. Unicast renewals go through an ordinary UDP socket on port
-  68 bound to the interface (the kernel routes and ARPs; the socket also
-  keeps the kernel from answering the server's unicast ACK with an ICMP
-  port-unreachable).
+- `PacketWire` (`allworx.routing.wandhcp_socket`): a packet socket on the
+  interface in the reactor, so a client with no address can send from
+  0.0.0.0 and hear replies to an address it does not have yet.
 - `WanDhcpClient`: wires the two together, loads and saves the lease under
   data_dir (so a restart asks for the same address: INIT-REBOOT), and tells
   its listener (the network service) `dhcp_bound`, `dhcp_lost`,
@@ -32,23 +27,20 @@ the client needs a few hundred bytes of struct packing
 (`allworx.routing.wandhcp_packets`).
 """
 
-import ctypes
 import json
 import os
 import random
-import socket
-import struct
 from typing import Protocol
 
 from automat import NoTransition, TypeMachineBuilder, pep614
 from prometheus_client import Counter
-from twisted.internet import protocol, threads
+from twisted.internet import threads
 from twisted.logger import Logger
 
 from allworx.routing.wandhcp_packets import (
-    ACK, BROADCAST, CLIENT_PORT, DISCOVER, NAK, OFFER, OPT_MESSAGE, REQUEST, SERVER_PORT,
-    ZERO, BOOTREPLY, DhcpMessage, Lease, MalformedPacket, client_message,
-    lease_from_ack, mac_bytes, parse_udp_ip, udp_ip_packet)
+    ACK, BOOTREPLY, DISCOVER, NAK, OFFER, OPT_MESSAGE, REQUEST, ZERO, DhcpMessage,
+    Lease, MalformedPacket, client_message, lease_from_ack, mac_bytes)
+from allworx.routing.wandhcp_socket import PacketWire
 
 log = Logger()
 
@@ -541,150 +533,6 @@ class LeaseFile:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
-
-
-# ---------------------------------------------------------------- the wire
-
-ETH_P_IP = 0x0800
-SO_ATTACH_FILTER = 26
-SO_BINDTODEVICE = 25
-PACKET_OUTGOING = 4
-
-# Classic BPF on a SOCK_DGRAM packet socket (offsets from the IP header):
-# accept unfragmented IPv4 UDP to port 68, drop everything else in the kernel.
-_BPF_PORT68 = (
-    (0x30, 0, 0, 9),            # ldb [9]            protocol
-    (0x15, 0, 5, 17),           # jeq #17 else drop  UDP?
-    (0x28, 0, 0, 6),            # ldh [6]            flags + fragment offset
-    (0x45, 3, 0, 0x1FFF),       # jset #0x1fff drop  a later fragment
-    (0xB1, 0, 0, 0),            # ldxb 4*([0]&0xf)   header length
-    (0x48, 0, 0, 2),            # ldh [x+2]          UDP destination port
-    (0x15, 0, 1, CLIENT_PORT),  # jeq #68 else drop
-    (0x06, 0, 0, 0x40000),      # ret accept
-    (0x06, 0, 0, 0),            # ret drop
-)
-
-
-def _attach_filter(sock, program):
-    """setsockopt(SO_ATTACH_FILTER) with a struct sock_fprog built in ctypes."""
-    code = b"".join(struct.pack("HBBI", *insn) for insn in program)
-    buf = ctypes.create_string_buffer(code)
-    fprog = struct.pack("HL", len(program), ctypes.addressof(buf))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
-
-
-class _Discard(protocol.DatagramProtocol):
-    """The UDP port 68 socket: it only sends; what it hears came on the packet socket too."""
-
-    def datagramReceived(self, data, addr):
-        pass
-
-
-class PacketWire:
-    """
-    DHCP on one interface through the reactor: `open()`, `broadcast`,
-    `unicast`, `close()`. Each UDP payload to port 68 goes to `deliver(data)`.
-    """
-
-    def __init__(self, ifname, reactor, deliver):
-        self.ifname = ifname
-        self.reactor = reactor
-        self.deliver = deliver
-        self.sock = None
-        self.udp = None
-        self._ident = random.getrandbits(16)
-
-    def open(self):
-        try:
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
-        except PermissionError:
-            raise PermissionError("cannot open a packet socket on %s (needs root or "
-                                  "CAP_NET_RAW)" % self.ifname)
-        try:
-            # Filter first, then bind: no unfiltered packet is ever queued.
-            _attach_filter(sock, _BPF_PORT68)
-            sock.bind((self.ifname, ETH_P_IP))
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-        self.reactor.addReader(self)
-        self.udp = self._open_udp()
-
-    def _open_udp(self):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.ifname.encode())
-            s.bind(("0.0.0.0", CLIENT_PORT))
-            s.setblocking(False)
-            return self.reactor.adoptDatagramPort(s.fileno(), socket.AF_INET, _Discard())
-        except OSError as e:
-            log.warn("wan: no UDP socket on port {port} of {ifname} ({why}); renewals "
-                     "will be broadcast", port=CLIENT_PORT, ifname=self.ifname, why=str(e))
-            return None
-        finally:
-            s.close()   # adoptDatagramPort keeps its own copy of the descriptor
-
-    def close(self):
-        if self.sock is not None:
-            self.reactor.removeReader(self)
-            self.sock.close()
-            self.sock = None
-        if self.udp is not None:
-            self.udp.stopListening()
-            self.udp = None
-
-    def broadcast(self, data, src=ZERO):
-        self._ident = (self._ident + 1) & 0xFFFF
-        packet = udp_ip_packet(src, BROADCAST, data, ident=self._ident)
-        self._send(packet, b"\xff" * 6)
-
-    def unicast(self, data, dst):
-        if self.udp is None:
-            return self.broadcast(data)
-        try:
-            self.udp.write(data, (str(dst), SERVER_PORT))
-        except OSError as e:
-            log.warn("wan: cannot send to {dst}: {why}", dst=str(dst), why=str(e))
-
-    def _send(self, packet, mac):
-        if self.sock is None:
-            return
-        try:
-            self.sock.sendto(packet, (self.ifname, ETH_P_IP, 0, 0, mac))
-        except OSError as e:
-            log.warn("wan: cannot send on {ifname}: {why}", ifname=self.ifname, why=str(e))
-
-    # IReadDescriptor
-
-    def fileno(self):
-        return self.sock.fileno() if self.sock is not None else -1
-
-    def logPrefix(self):
-        return "wandhcp"
-
-    def doRead(self):
-        for _ in range(64):
-            try:
-                packet, addr = self.sock.recvfrom(4096)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                log.warn("wan: receive error on {ifname}: {why}", ifname=self.ifname, why=str(e))
-                return
-            if len(addr) > 2 and addr[2] == PACKET_OUTGOING:
-                continue
-            try:
-                datagram = parse_udp_ip(packet)
-            except MalformedPacket:
-                continue
-            if datagram.dport == CLIENT_PORT and datagram.sport == SERVER_PORT:
-                self.deliver(datagram.payload)
-
-    def connectionLost(self, reason):
-        self.sock = None
 
 
 # ---------------------------------------------------------------- the client

@@ -386,8 +386,10 @@ class ApplyTests(unittest.TestCase):
         h = Harness(self, ipr=FakeIPRoute(deny=True))
         h.service.startService()
         self.assertEqual(h.status.state, "down")
-        self.assertIn("no permission to bring lan0 up (needs root or CAP_NET_ADMIN)",
-                      h.status.detail)
+        self.assertTrue(h.status.detail.startswith(
+            "no permission to change the network (needs root or CAP_NET_ADMIN): "
+            "could not bring lan0 up, bring wan0 up, add 192.168.2.254/24 to lan0"),
+            h.status.detail)
         h.service.stopService()
 
     def test_sysctl_permission(self):
@@ -400,8 +402,10 @@ class ApplyTests(unittest.TestCase):
         h = Harness(self, sysctls=sysctls)
         h.service.startService()
         self.assertEqual(h.status.state, "down")
-        self.assertIn("no permission to write /proc/sys/net/ipv4/ip_forward "
-                      "(needs root or CAP_NET_ADMIN)", h.status.detail)
+        self.assertIn("no permission to change the network (needs root or CAP_NET_ADMIN): "
+                      "could not write /proc/sys/net/ipv4/conf/lan0/rp_filter",
+                      h.status.detail)
+        self.assertIn("write /proc/sys/net/ipv4/ip_forward", h.status.detail)
         h.service.stopService()
 
 

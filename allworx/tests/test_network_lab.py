@@ -7,7 +7,6 @@ removes what it applied when it stops. Skipped, with the reason, unless root.
 """
 
 import ipaddress
-import os
 import re
 import time
 

@@ -16,8 +16,8 @@ from twisted.trial import unittest
 
 from allworx.routing import wandhcp_packets as P
 from allworx.routing.wandhcp import (
-    _BPF_PORT68, DhcpClientCore, LeaseFile, NAK_DELAY, PacketWire, WanDhcpClient,
-    _attach_filter, choose_offer, make_client_machine)
+    DhcpClientCore, LeaseFile, NAK_DELAY, WanDhcpClient, choose_offer, make_client_machine)
+from allworx.routing.wandhcp_socket import _BPF_PORT68, PacketWire, _attach_filter
 from allworx.routing.wandhcp_packets import DhcpMessage, Lease, MalformedPacket
 
 IP = ipaddress.IPv4Address
