@@ -16,6 +16,7 @@ APOP is not offered (no challenge in the greeting): it needs each user's
 password in the clear on the server, and the office stores only hashes.
 """
 
+import attr
 from prometheus_client import Counter
 from twisted.cred import error as cred_error, portal as cred_portal
 from twisted.internet import interfaces, protocol
@@ -32,6 +33,12 @@ class MailboxInUse(cred_error.LoginDenied):
     """Another POP3 session holds this mailbox."""
 
 
+@attr.s(frozen=True, slots=True)
+class _Listed:
+    uid = attr.ib()
+    size = attr.ib()
+
+
 @implementer(pop3.IMailbox)
 class MailboxView:
     """
@@ -42,7 +49,7 @@ class MailboxView:
     def __init__(self, store, user):
         self.store = store
         self.user = user
-        self.messages = store.list_messages(user)
+        self.messages = [_Listed(uid, size) for uid, size in store.sizes(user)]
         self.deleted = set()
 
     def _check(self, index):

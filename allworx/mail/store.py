@@ -40,7 +40,9 @@ DELIVERED = Counter("allworx_mail_delivered_total",
 
 VOICEMAIL_HEADER = b"x-allworx-voicemail"
 _VOICEMAIL = re.compile(rb"(?im)^x-allworx-voicemail:[ \t]*yes[ \t]*$")
-_HEADER_READ = 32 * 1024
+_HEADER_READ = 32 * 1024       # enough for the header of any sane message
+_FLAG_READ = 8 * 1024          # where X-Allworx-Voicemail is looked for when scanning
+_SIZE_TAG = re.compile(r",W=(\d+)")
 
 
 class NoRecipients(KeyError):
@@ -183,13 +185,17 @@ class MailStore:
             return defer.fail(NoRecipients(list(recipients)))
         data = to_lf(message)
         msg_id = self.new_id()
+        size = pop3_octets(data)
+        # The POP3 size rides in the name (",W=", as Dovecot does), so a
+        # login lists a mailbox without reading every message.
+        name = "%s,W=%d" % (msg_id, size)
         files, placed = [], []
         try:
             for user in expansion.users:
                 self._ensure(user)
                 base = self.maildir(user)
-                files.append(PendingFile(os.path.join(base, "tmp", msg_id),
-                                         os.path.join(base, "new", msg_id), data))
+                files.append(PendingFile(os.path.join(base, "tmp", name),
+                                         os.path.join(base, "new", name), data))
                 placed.append(user)
         except OSError as e:
             return defer.fail(e)
@@ -206,10 +212,9 @@ class MailStore:
 
         def written(_):
             voicemail = is_voicemail(data)
-            size = pop3_octets(data)
             for user in placed:
                 DELIVERED.labels("local").inc()
-                self._added(user, _Entry(msg_id, os.path.join(self.maildir(user), "new", msg_id),
+                self._added(user, _Entry(name, os.path.join(self.maildir(user), "new", name),
                                          size, False, voicemail), voicemail)
             if entry is not None:
                 self.queue.admit(entry)
@@ -240,12 +245,15 @@ class MailStore:
                 path = os.path.join(base, sub, name)
                 try:
                     with open(path, "rb") as f:
-                        head = f.read(_HEADER_READ)
+                        head = f.read(_FLAG_READ)
                 except OSError:
                     continue
                 flags = name.partition(":2,")[2] if sub == "cur" else ""
-                # The POP3 size needs the whole file: counted when first asked.
-                entry = _Entry(_uid_of(name), path, None, "S" in flags, is_voicemail(head))
+                uid = _uid_of(name)
+                tag = _SIZE_TAG.search(uid)
+                # Without a size in its name, the file is counted when first asked.
+                entry = _Entry(uid, path, int(tag.group(1)) if tag else None, "S" in flags,
+                               is_voicemail(head))
                 box[entry.uid] = entry
         return box
 
@@ -254,6 +262,11 @@ class MailStore:
             with open(entry.path, "rb") as f:
                 entry.size = pop3_octets(f.read())
         return entry.size
+
+    def sizes(self, user):
+        """[(uid, POP3 size)] of a user's messages, oldest first (no headers read)."""
+        box = self._box(user)
+        return [(uid, self._size(box[uid])) for uid in sorted(box, key=_order)]
 
     def list_messages(self, user):
         """MessageInfo for each message of `user`, oldest first; KeyError for no such user."""

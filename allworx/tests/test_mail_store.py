@@ -36,7 +36,9 @@ class StoreTests(unittest.TestCase):
     def test_deliver_writes_maildir_with_lf(self):
         result = self.deliver(["alice"])
         self.assertEqual(result.users, ("alice",))
-        path = os.path.join(self.store.maildir("alice"), "new", result.id)
+        [name] = os.listdir(os.path.join(self.store.maildir("alice"), "new"))
+        self.assertTrue(name.startswith(result.id + ",W=%d" % len(MSG)), name)
+        path = os.path.join(self.store.maildir("alice"), "new", name)
         with open(path, "rb") as f:
             self.assertEqual(f.read(), to_lf(MSG))
         self.assertEqual(os.listdir(os.path.join(self.store.maildir("alice"), "tmp")), [])
@@ -61,6 +63,17 @@ class StoreTests(unittest.TestCase):
     def test_unknown_only_fails(self):
         f = self.deliver(["ghost"])
         self.assertIsInstance(f.value, NoRecipients)
+
+    def test_size_from_name_or_file(self):
+        self.deliver(["alice"])
+        [info] = self.store.list_messages("alice")
+        fresh = MailStore(self.office, self.store.writer, self.clock)
+        self.assertEqual(fresh.sizes("alice"), [(info.uid, len(MSG))])
+        # A message dropped in by hand (no size in its name) is counted.
+        with open(os.path.join(self.store.maildir("alice"), "new", "1.hand"), "wb") as f:
+            f.write(b"a\nb\n")
+        fresh = MailStore(self.office, self.store.writer, self.clock)
+        self.assertEqual(fresh.sizes("alice"), [(info.uid, len(MSG)), ("1.hand", 6)])
 
     def test_uids_stable_across_instances(self):
         self.deliver(["alice"])
