@@ -44,6 +44,20 @@ MAX_DELAY = 16.0
 
 ALGORITHMS = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 
+# User agents that fail on a challenge whose algorithm they do not know
+# instead of skipping it (RFC 8760 section 2.4 wants them to skip): libre
+# based phones (baresip 1.x) stop at SHA-256. They are challenged with MD5
+# only; every other phone gets SHA-256 first and MD5 second.
+MD5_ONLY_AGENTS = ("baresip", "libre")
+
+
+def challenge_algorithms(request):
+    """The algorithms to offer a phone, preferred first."""
+    agent = (request.get("User-Agent") or "").lower()
+    if any(name in agent for name in MD5_ONLY_AGENTS):
+        return ("MD5",)
+    return ("SHA-256", "MD5")
+
 
 def parse_authorization(value):
     """`Digest k=v, k="v"` -> dict with lower-case keys; ValueError if not digest."""
@@ -142,12 +156,12 @@ class DigestChecker:
         self.office = office
         self.nonces = nonces
 
-    def challenge_headers(self, header="WWW-Authenticate", stale=False):
+    def challenge_headers(self, request, header="WWW-Authenticate", stale=False):
         realm = self.office.config.system.domain
         nonce = self.nonces.make()
         extra = ", stale=true" if stale else ""
         return [(header, 'Digest realm="%s", nonce="%s", algorithm=%s, qop="auth"%s'
-                 % (realm, nonce, algo, extra)) for algo in ("MD5", "SHA-256")]
+                 % (realm, nonce, algo, extra)) for algo in challenge_algorithms(request)]
 
     def check(self, request, value):
         """
@@ -301,11 +315,11 @@ class Registrar:
         if status == "challenge":
             REGISTERS.labels("challenged").inc()
             return self._slow(source[0], make_response(
-                request, 401, to_tag=_tag(request), extra=self.checker.challenge_headers()))
+                request, 401, to_tag=_tag(request), extra=self.checker.challenge_headers(request)))
         if status == "stale":
             REGISTERS.labels("stale").inc()
             return make_response(request, 401, to_tag=_tag(request),
-                                 extra=self.checker.challenge_headers(stale=True))
+                                 extra=self.checker.challenge_headers(request, stale=True))
         if status == "fail":
             REGISTERS.labels("refused").inc()
             self._fail(source[0])

@@ -185,6 +185,7 @@ class Deposit(LocalCall):
         if not self.recorder.on and not self.ended and self.recording_started is None:
             self.recording_started = self.core.clock.seconds()
             self.recorder.start()
+            log.info("voicemail recording for {user} started", user=self.user.name)
 
     def audio(self, payload):
         self.recorder.audio(payload)
