@@ -191,8 +191,9 @@ class NetworkService(service.Service):
             old, new = event.old, event.new
             if (old.wan.interface, old.wan.mode) != (new.wan.interface, new.wan.mode) or (
                     old.security.mode != new.security.mode):
-                # Another interface or mode: the old lease means nothing there.
-                self._stop_dhcp(reapply=False)
+                # Another interface or mode: the old lease means nothing
+                # there; the ISP's server gets its address back.
+                self._stop_dhcp(reapply=False, release=True)
             self.apply()
 
     # -------------------------------------------------------- link events
@@ -347,10 +348,10 @@ class NetworkService(service.Service):
             self._dhcp_problem = "%s dhcp: %s" % (plan.wan_interface, e)
             log.error("wan: {problem}", problem=self._dhcp_problem)
 
-    def _stop_dhcp(self, reapply=True):
+    def _stop_dhcp(self, reapply=True, release=False):
         client, self.dhcp = self.dhcp, None
         if client is not None:
-            client.stop()
+            client.stop(release=release)
         self._dhcp_problem = None
         if self.lease is not None:
             self.lease = None

@@ -38,7 +38,7 @@ from twisted.internet import threads
 from twisted.logger import Logger
 
 from allworx.routing.wandhcp_packets import (
-    ACK, BOOTREPLY, DISCOVER, NAK, OFFER, OPT_MESSAGE, REQUEST, ZERO, DhcpMessage,
+    ACK, BOOTREPLY, DISCOVER, NAK, OFFER, OPT_MESSAGE, RELEASE, REQUEST, ZERO, DhcpMessage,
     Lease, MalformedPacket, client_message, lease_from_ack, mac_bytes)
 from allworx.routing.wandhcp_socket import PacketWire
 
@@ -223,6 +223,16 @@ class DhcpClientCore:
             self.wire.broadcast(msg.encode(), src)
         else:
             self.wire.unicast(msg.encode(), target)
+
+    def send_release(self):
+        """DHCPRELEASE, unicast to the server that granted the lease."""
+        lease = self.lease
+        msg = client_message(RELEASE, self._xids() & 0xFFFFFFFF, self.mac,
+                             ciaddr=lease.address.ip, server=lease.server)
+        log.info("wan: DHCPRELEASE of {address} to {server}",
+                 address=str(lease.address.ip), server=str(lease.server))
+        SENT.labels("DHCPRELEASE").inc()
+        self.wire.unicast(msg.encode(), lease.server)
 
     def _attempt_text(self):
         return " (attempt %d)" % (self.attempt + 1) if self.attempt else ""
@@ -525,6 +535,18 @@ class LeaseFile:
                                            f, path=self.path))
         return d
 
+    def clear(self):
+        """Forget the saved lease."""
+        d = self._defer(self._remove)
+        d.addErrback(lambda f: log.failure("wan: could not remove {path}", f, path=self.path))
+        return d
+
+    def _remove(self):
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
     def _write(self, text):
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         tmp = self.path + ".tmp"
@@ -581,7 +603,14 @@ class WanDhcpClient:
         log.info("wan: {ifname} link is back", ifname=self.ifname)
         self.machine.link_returned()
 
-    def stop(self):
-        """Stop timers and close the sockets; the lease stays saved."""
+    def stop(self, release=False):
+        """
+        Stop timers and close the sockets. The lease stays saved for the next
+        start, unless `release`: then the server is told (DHCPRELEASE) and the
+        saved lease is forgotten (the WAN is no longer run by DHCP).
+        """
+        if release and self.core.lease is not None:
+            self.core.send_release()
+            self.store.clear()
         self.machine.stop()
         self.wire.close()

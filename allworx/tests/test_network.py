@@ -170,9 +170,10 @@ class FakeDhcpClient:
     def start(self):
         self.state = "SELECTING"
 
-    def stop(self):
+    def stop(self, release=False):
         self.state = "STOPPED"
         self.stopped = True
+        self.released = release
 
     def link_returned(self):
         self.link_returns += 1
@@ -469,6 +470,7 @@ class DhcpModeTests(unittest.TestCase):
         self.assertIn("wan0 dhcp SELECTING", h.status.detail)
         h.service.stopService()
         self.assertTrue(client.stopped)
+        self.assertFalse(client.released)    # a restart asks for it again
 
     def test_bound_then_lost(self):
         h = self.harness()
@@ -532,6 +534,7 @@ class DhcpModeTests(unittest.TestCase):
         h.office.update_settings("wan", {"mode": "static", "address": "203.0.113.2/24",
                                          "gateway": "203.0.113.1"})
         self.assertTrue(client.stopped)
+        self.assertTrue(client.released)
         self.assertEqual(h.ipr.addresses_of("wan0"), ["203.0.113.2/24"])
         h.service.stopService()
 

@@ -77,6 +77,9 @@ class FakeStore:
         self.saved.append(lease)
         self.lease = lease
 
+    def clear(self):
+        self.lease = None
+
 
 def reply(kind, xid, yiaddr="203.0.113.23", lease_time=120, server=SERVER, chaddr=MAC_B,
           router="203.0.113.1", mask="255.255.255.0", extra=None):
@@ -399,6 +402,26 @@ class InitRebootTests(unittest.TestCase):
         self.assertTrue(client.wire.closed)
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_stop_with_release(self):
+        clock = task.Clock()
+        clock.advance(1_700_000_000)
+        store = FakeStore()
+        client = WanDhcpClient("wan0", MAC, FakeListener(), clock, "unused",
+                               wire_factory=FakeWire, store=store, jitter=lambda: 0.0)
+        client.start()
+        clock.advance(0)
+        client.core.receive(reply(P.OFFER, client.core.xid))
+        clock.advance(0)
+        client.core.receive(reply(P.ACK, client.core.xid))
+        self.assertEqual(client.state, "BOUND")
+        client.stop(release=True)
+        how, msg, dst = client.wire.last()
+        self.assertEqual((how, msg.message_type, dst), ("unicast", P.RELEASE, SERVER))
+        self.assertEqual(msg.ciaddr, IP("203.0.113.23"))
+        self.assertEqual(msg.server_id, SERVER)
+        self.assertIsNone(store.lease)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_expired_saved_lease_asks_in_discover(self):
         clock = task.Clock()
         clock.advance(1_700_000_000)
@@ -454,6 +477,10 @@ class LeaseTests(unittest.TestCase):
         lease = P.lease_from_ack(self.msg(), 1700000000.5)
         store.save(lease)
         self.assertEqual(store.load(), lease)
+        store.clear()
+        self.assertIsNone(store.load())
+        store.clear()
+        store.save(lease)
         with open(path, "w") as f:
             f.write("{not json")
         self.assertIsNone(store.load())
