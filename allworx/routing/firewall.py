@@ -115,7 +115,24 @@ class FirewallService(service.Service):
         ]
         self.policy = self._build_policy()
         self._sync_hook()
+        if not self.reactor.running:
+            # twistd starts services before the reactor runs: apply the first
+            # ruleset now, so nothing is forwarded before the firewall stands.
+            self._apply_first()
         return self.refresh("start")
+
+    def _apply_first(self):
+        try:
+            chains = compile_chains(self.policy)
+            self.runner.apply_blocking(chains)
+        except RulesetError as e:
+            log.error("firewall ruleset not applied at start: {error}", error=e)
+            self._report(str(e))
+            return
+        self.applied = chains
+        log.info("firewall ruleset applied (start): mode {mode}, {forwards} forwards",
+                 mode=self.policy.mode, forwards=len(self.policy.forwards))
+        log.debug("{rules}", rules=describe(chains))
 
     @defer.inlineCallbacks
     def stopService(self):

@@ -29,6 +29,7 @@ nothing (LAN->WAN is rejected with ICMP admin-prohibited, the WAN unused).
 
 import collections
 import re
+import subprocess
 
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
@@ -262,6 +263,27 @@ class IptablesRunner:
         """Install `chains` (from compile_chains); fires when the kernel has them."""
         saved = yield self._run([self.save])
         yield self._run([self.restore, "--noflush"], restore_script(chains, saved))
+
+    def apply_blocking(self, chains, timeout=30):
+        """
+        Install `chains` and wait for it, blocking: only for the server's
+        start, before the reactor runs, so that no packet is forwarded
+        before the ruleset is in place. Raises RulesetError.
+        """
+        try:
+            saved = subprocess.run([self.save], capture_output=True, text=True,
+                                   timeout=timeout)
+            if saved.returncode != 0:
+                raise RulesetError("%s failed (exit %s): %s" % (
+                    self.save, saved.returncode, saved.stderr.strip()))
+            done = subprocess.run([self.restore, "--noflush"],
+                                  input=restore_script(chains, saved.stdout),
+                                  capture_output=True, text=True, timeout=timeout)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise RulesetError("cannot run iptables: %s" % (e,))
+        if done.returncode != 0:
+            raise RulesetError("%s --noflush failed (exit %s): %s" % (
+                self.restore, done.returncode, done.stderr.strip()))
 
     @defer.inlineCallbacks
     def remove(self):

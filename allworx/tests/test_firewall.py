@@ -30,6 +30,9 @@ class FakeRunner:
         self.removed += 1
         return defer.succeed(None)
 
+    def apply_blocking(self, chains):
+        self.blocking = chains
+
 
 class FakeHook:
     instances = []
@@ -48,13 +51,19 @@ class FakeHook:
         self.stopped = True
 
 
+def running_reactor():
+    reactor = MemoryReactorClock()
+    reactor.running = True
+    return reactor
+
+
 class ServiceTests(unittest.TestCase):
 
     def setUp(self):
         FakeHook.instances = []
         self.office = Office(make_config())
         self.runner = FakeRunner()
-        self.service = F.FirewallService(self.office, reactor=MemoryReactorClock(),
+        self.service = F.FirewallService(self.office, reactor=running_reactor(),
                                          runner=self.runner, hook_factory=FakeHook)
         self.service.startService()
 
@@ -126,7 +135,7 @@ class ServiceTests(unittest.TestCase):
             def apply(self, chains):
                 return defer.fail(RulesetError("iptables-restore failed (exit 4): denied"))
         office = Office(make_config())
-        service = F.FirewallService(office, reactor=MemoryReactorClock(), runner=Failing(),
+        service = F.FirewallService(office, reactor=running_reactor(), runner=Failing(),
                                     hook_factory=FakeHook)
         service.startService()
         self.assertEqual(office.status["firewall"].state, "down")
@@ -137,11 +146,21 @@ class ServiceTests(unittest.TestCase):
             def start(self):
                 raise OSError("Failed to create queue 24.")
         office = Office(make_config())
-        service = F.FirewallService(office, reactor=MemoryReactorClock(), runner=FakeRunner(),
+        service = F.FirewallService(office, reactor=running_reactor(), runner=FakeRunner(),
                                     hook_factory=NoRoot)
         service.startService()
         self.assertEqual(office.status["firewall"].state, "degraded")
         self.assertIn("CAP_NET_ADMIN", office.status["firewall"].detail)
+
+    def test_before_the_reactor_runs_the_first_apply_blocks(self):
+        reactor = MemoryReactorClock()
+        reactor.running = False
+        runner = FakeRunner()
+        service = F.FirewallService(Office(make_config()), reactor=reactor, runner=runner,
+                                    hook_factory=FakeHook)
+        service.startService()
+        self.assertIn("NFQUEUE", str(runner.blocking))
+        self.assertEqual(runner.applied, [])   # the same chains: not applied twice
 
     def test_make_service(self):
         self.assertEqual(F.make_service(self.office).name, "firewall")
