@@ -338,11 +338,13 @@ class UserPageTests(LoggedIn):
 
     def test_fetch_account_password_is_masked_and_kept(self):
         self.c.office.patch_record("user", "alice", {"pop3_fetch": "pop3://alice:s3cret@pop.isp.example"})
-        self.c.office.runtime.fetch_status["pop3://alice@pop.isp.example:110"] = "ok: 2 messages"
+        self.c.office.runtime.fetch_status["pop3://alice@pop.isp.example:110"] = {
+            "state": "waiting", "last_success": -60, "fetched": 2, "error": "", "next_attempt": 300}
         page = self.c.get("/users/alice").text
         self.assertNotIn("s3cret", page)
         self.assertIn("pop3://alice:********@pop.isp.example", page)
-        self.assertIn("ok: 2 messages", self.c.get("/users").text)
+        self.assertIn("waiting; last fetched 1m ago; 2 message(s) so far; next in 5m",
+                      self.c.get("/users").text)
         self.submit("/users/alice", "save_user", name="alice", full_name="Alice Archer", password="",
                     extension="101", voicemail_pin="1234", email_forward="",
                     pop3_fetch="pop3://alice:********@pop.isp.example\npop3s://a2:pw2@mail.isp.example")

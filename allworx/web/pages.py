@@ -55,6 +55,24 @@ def clock_time(when):
         return str(when or "")
 
 
+def fetch_summary(entry, now):
+    """One line about a POP3 fetch account's last result (the mail service's status dict)."""
+    if entry is None:
+        return "not fetched yet"
+    if not isinstance(entry, dict):
+        return str(entry)
+    parts = [str(entry.get("state") or "")]
+    if entry.get("last_success") is not None:
+        parts.append("last fetched %s" % ago_or_in(now, entry["last_success"]))
+    if entry.get("fetched"):
+        parts.append("%s message(s) so far" % entry["fetched"])
+    if entry.get("error"):
+        parts.append("error: %s" % entry["error"])
+    if entry.get("next_attempt") is not None:
+        parts.append("next %s" % ago_or_in(now, entry["next_attempt"]))
+    return "; ".join(p for p in parts if p)
+
+
 def configured_zone(config, wan_ip):
     """The office zone's names as the configuration defines them (guide 10)."""
     domain = config.system.domain
@@ -294,6 +312,7 @@ class UsersPage(Page):
         office = ctx.office
         config = office.config
         fetch = office.runtime.fetch_status or {}
+        now = ctx.clock.seconds()
         users = []
         for u in sorted(config.users.values(), key=lambda u: u.name):
             users.append({
@@ -301,7 +320,7 @@ class UsersPage(Page):
                 "mail": "%s@%s" % (u.name, config.system.domain),
                 "email_forward": u.email_forward or "",
                 "has_pin": bool(u.voicemail_pin),
-                "fetch": [(a.display, fetch.get(a.display, "not fetched yet")) for a in u.pop3_fetch],
+                "fetch": [(a.display, fetch_summary(fetch.get(a.display), now)) for a in u.pop3_fetch],
             })
         out = {"users": users, "user_fields": forms.RECORD_FIELDS["user"], "editing": None}
         if sub and sub[0]:
