@@ -90,17 +90,21 @@ class LeasePool:
     """
     The leases of one LAN pool. Every method takes its time from `clock`;
     `reap()` returns the bound leases that expired since the last call.
+
+    Addresses are IPv4Address at the edges and integers inside: hashing and
+    comparing IPv4Address objects is slow, and this is the server's hot path.
     """
 
     def __init__(self, settings, clock):
         self.clock = clock
-        self._by_ip = {}        # address -> Lease (offered or bound)
+        self._by_ip = {}        # address (int) -> Lease (offered or bound)
         self._by_mac = {}       # mac -> Lease: at most one per client
-        self._history = OrderedDict()   # mac -> address it had before, oldest first
-        self._expiry = []       # heap of (expires, address)
-        self._quarantine = {}   # address -> until
-        self._recycled = OrderedDict()  # freed dynamic addresses, oldest first
+        self._history = OrderedDict()   # mac -> address (int) it had before, oldest first
+        self._expiry = []       # heap of (expires, address int)
+        self._quarantine = {}   # address (int) -> until
+        self._recycled = OrderedDict()  # freed dynamic addresses (ints), oldest first
         self._fresh = []        # heap of never-used dynamic addresses (ints)
+        self.last_refusal = None
         self.settings = None
         self.reconfigure(settings)
 
@@ -109,23 +113,24 @@ class LeasePool:
     def reconfigure(self, settings):
         """Take new settings; existing leases stay until renewal decides on them."""
         self.settings = settings
-        # Enough memory of past clients to give each its old address back.
-        self._history_cap = max(1024, 4 * (int(settings.last) - int(settings.first) + 1))
-        self._reserved_for = dict(settings.reservations)           # mac -> address
-        self._reserved = {a: m for m, a in settings.reservations}   # address -> mac
         first, last = int(settings.first), int(settings.last)
-        # Integers for the hot path: IPv4Address comparisons are slow.
+        # Enough memory of past clients to give each its old address back.
+        self._history_cap = max(1024, 4 * (last - first + 1))
+        self._reserved_for = {m: int(a) for m, a in settings.reservations}  # mac -> address
+        self._reserved = {int(a): m for m, a in settings.reservations}      # address -> mac
         self._first_i, self._last_i, self._server_i = first, last, int(settings.server_ip)
-        seen = {int(a) for a in self._by_ip} | {int(a) for a in self._recycled}
-        self._recycled = OrderedDict((a, None) for a in self._recycled if self.in_pool(a))
+        seen = set(self._by_ip) | set(self._recycled)
+        self._recycled = OrderedDict((n, None) for n in self._recycled if self._in_pool(n))
         self._fresh = [n for n in range(first, last + 1) if n not in seen]
         heapq.heapify(self._fresh)
 
     def in_pool(self, address):
         """True for a dynamic address: in the range, not the server's, not reserved."""
-        n = int(address)
+        return self._in_pool(int(address))
+
+    def _in_pool(self, n):
         return (self._first_i <= n <= self._last_i and n != self._server_i
-                and address not in self._reserved)
+                and n not in self._reserved)
 
     # ------------------------------------------------------------ queries
 
@@ -138,7 +143,7 @@ class LeasePool:
 
     def holder(self, address):
         """The unexpired lease on `address`, or None."""
-        lease = self._by_ip.get(address)
+        lease = self._by_ip.get(int(address))
         if lease is not None and lease.expires > self.clock.seconds():
             return lease
         return None
@@ -146,8 +151,8 @@ class LeasePool:
     def active_leases(self):
         """Bound, unexpired leases, by address."""
         now = self.clock.seconds()
-        return sorted((l for l in self._by_ip.values() if l.state == BOUND and l.expires > now),
-                      key=lambda l: l.address)
+        return [l for _, l in sorted(self._by_ip.items())
+                if l.state == BOUND and l.expires > now]
 
     def counts(self):
         """{'size', 'bound', 'offered', 'quarantined'} for metrics and pages."""
@@ -158,20 +163,19 @@ class LeasePool:
                 "offered": sum(1 for l in live if l.state == OFFERED),
                 "quarantined": sum(1 for t in self._quarantine.values() if t > now)}
 
-    def _available_to(self, mac, address, now):
-        """May `mac` have `address` now? (A reason string when not, else None.)"""
-        holder = self._by_ip.get(address)
+    def _available_to(self, mac, n, now):
+        """May `mac` have address `n` now? (A reason string when not, else None.)"""
+        holder = self._by_ip.get(n)
         if holder is not None and holder.mac != mac and holder.expires > now:
             return "held by %s" % holder.mac
-        owner = self._reserved.get(address)
+        owner = self._reserved.get(n)
         if owner is not None:
             return None if owner == mac else "reserved for %s" % owner
-        n = int(address)
         if n == self._server_i:
             return "the server's own address"
         if not self._first_i <= n <= self._last_i:
             return "outside the pool"
-        if self._quarantine.get(address, 0) > now:
+        if self._quarantine.get(n, 0) > now:
             return "declined recently"
         return None
 
@@ -185,53 +189,55 @@ class LeasePool:
         now = self.clock.seconds()
         current = self._by_mac.get(mac)
         reserved = self._reserved_for.get(mac)
-        if reserved is not None and current is not None and current.address != reserved \
-                and self._available_to(mac, reserved, now) is None:
-            current = None   # a reservation made since: move the client to it
-        if current is not None and current.expires > now and \
-                self._available_to(mac, current.address, now) is None:
-            if current.state == BOUND:
-                return current
-            return self._put(Lease(mac, current.address, now + self.settings.offer_hold,
-                                   OFFERED, hostname or current.hostname))
-        address = self._choose(mac, requested, now)
-        if address is None:
+        if current is not None:
+            n = int(current.address)
+            if reserved is not None and n != reserved and \
+                    self._available_to(mac, reserved, now) is None:
+                pass   # a reservation made since: move the client to it
+            elif current.expires > now and self._available_to(mac, n, now) is None:
+                if current.state == BOUND:
+                    return current
+                return self._put(Lease(mac, current.address, now + self.settings.offer_hold,
+                                       OFFERED, hostname or current.hostname), n)
+        n = self._choose(mac, reserved, None if requested is None else int(requested), now)
+        if n is None:
             return None
-        return self._put(Lease(mac, address, now + self.settings.offer_hold, OFFERED, hostname))
+        return self._put(Lease(mac, ipaddress.IPv4Address(n), now + self.settings.offer_hold,
+                               OFFERED, hostname), n)
 
-    def _choose(self, mac, requested, now):
-        reserved = self._reserved_for.get(mac)
+    def _choose(self, mac, reserved, requested, now):
         if reserved is not None and self._available_to(mac, reserved, now) is None:
             return reserved
         for candidate in (requested, self._history.get(mac)):
             if candidate is not None and self._available_to(mac, candidate, now) is None:
                 return candidate
-        while self._fresh:
-            address = ipaddress.IPv4Address(heapq.heappop(self._fresh))
-            if address in self._recycled:
+        fresh = self._fresh
+        while fresh:
+            n = heapq.heappop(fresh)
+            if n in self._recycled:
                 continue  # known to a past client: handed out last
-            if self.in_pool(address) and self._available_to(mac, address, now) is None:
-                return address
-        for address in list(self._recycled):
-            if self._available_to(mac, address, now) is None:
-                return address
-            if not self.in_pool(address):
-                del self._recycled[address]
+            if self._in_pool(n) and self._available_to(mac, n, now) is None:
+                return n
+        for n in list(self._recycled):
+            if self._available_to(mac, n, now) is None:
+                return n
+            if not self._in_pool(n):
+                del self._recycled[n]
         return None
 
     def request(self, mac, address, hostname=None):
         """
         Bind `address` to `mac` (a REQUEST): a Binding, or None when the client
-        may not have it (the server answers NAK). `reason` of the refusal is
-        available as `last_refusal`.
+        may not have it (the server answers NAK); `last_refusal` says why.
         """
         now = self.clock.seconds()
-        why = self._available_to(mac, address, now)
+        n = int(address)
+        why = self._available_to(mac, n, now)
         if why is None:
             reserved = self._reserved_for.get(mac)
-            if reserved is not None and reserved != address and \
+            if reserved is not None and reserved != n and \
                     self._available_to(mac, reserved, now) is None:
-                why = "reserved address %s is free for it" % reserved
+                why = "reserved address %s is free for it" % ipaddress.IPv4Address(reserved)
         if why is not None:
             self.last_refusal = why
             return None
@@ -240,12 +246,12 @@ class LeasePool:
                    and current.expires > now)
         lease = Lease(mac, address, now + self.settings.lease_time, BOUND,
                       hostname or (current.hostname if current is not None else None))
-        self._put(lease)
+        self._put(lease, n)
         return Binding(lease, "renewed" if renewed else "granted")
 
     def release(self, mac, address):
         """The client gives its address back: the freed lease, or None if it held none."""
-        lease = self._by_ip.get(address)
+        lease = self._by_ip.get(int(address))
         if lease is None or lease.mac != mac or lease.expires <= self.clock.seconds():
             return None
         self._free(lease)
@@ -256,50 +262,54 @@ class LeasePool:
         The client found `address` in use: it leaves the pool for
         `decline_quarantine` seconds. Returns the dropped lease, or None.
         """
-        lease = self._by_ip.get(address)
+        n = int(address)
+        lease = self._by_ip.get(n)
         if lease is None or lease.mac != mac:
             return None
         now = self.clock.seconds()
         self._free(lease, remember=False)
-        self._recycled.pop(address, None)
-        self._quarantine[address] = until = now + self.settings.decline_quarantine
-        heapq.heappush(self._expiry, (until, int(address)))
+        self._recycled.pop(n, None)
+        self._quarantine[n] = until = now + self.settings.decline_quarantine
+        heapq.heappush(self._expiry, (until, n))
         return lease
 
     def restore(self, lease):
         """Put back a lease read from the journal (skipped if expired or conflicting)."""
         now = self.clock.seconds()
+        n = int(lease.address)
         if lease.expires <= now:
-            self._history[lease.mac] = lease.address
-            self._recycled.pop(lease.address, None)
-            if self.in_pool(lease.address):
-                self._recycled[lease.address] = None
+            self._history[lease.mac] = n
+            self._recycled.pop(n, None)
+            if self._in_pool(n):
+                self._recycled[n] = None
             return False
-        holder = self._by_ip.get(lease.address)
+        holder = self._by_ip.get(n)
         if holder is not None and holder.mac != lease.mac and holder.expires > now:
             return False
-        self._put(lease)
+        self._put(lease, n)
         return True
 
     def forget(self, address):
-        """Drop the lease on `address` without an event (a journal record said so)."""
-        lease = self._by_ip.get(address)
+        """Drop the lease on `address` without an event (the client chose another server)."""
+        lease = self._by_ip.get(int(address))
         if lease is not None:
             self._free(lease)
 
     def reap(self):
         """Free what is due: expired offers silently; returns the bound leases that expired."""
+        expiry = self._expiry
+        if not expiry:
+            return []
         now = self.clock.seconds()
         expired = []
-        while self._expiry and self._expiry[0][0] <= now:
-            when, n = heapq.heappop(self._expiry)
-            address = ipaddress.IPv4Address(n)
-            until = self._quarantine.get(address)
+        while expiry and expiry[0][0] <= now:
+            when, n = heapq.heappop(expiry)
+            until = self._quarantine.get(n)
             if until is not None and until <= now:
-                del self._quarantine[address]
-                if self.in_pool(address) and address not in self._by_ip:
-                    self._recycled[address] = None
-            lease = self._by_ip.get(address)
+                del self._quarantine[n]
+                if self._in_pool(n) and n not in self._by_ip:
+                    self._recycled[n] = None
+            lease = self._by_ip.get(n)
             if lease is not None and lease.expires == when:
                 self._free(lease)
                 if lease.state == BOUND:
@@ -312,33 +322,34 @@ class LeasePool:
 
     # ------------------------------------------------------------ internals
 
-    def _put(self, lease):
+    def _put(self, lease, n):
         old = self._by_mac.get(lease.mac)
         if old is not None and old.address != lease.address:
             self._free(old)
-        other = self._by_ip.get(lease.address)
+        other = self._by_ip.get(n)
         if other is not None and other.mac != lease.mac:
             self._by_mac.pop(other.mac, None)
-            self._history[other.mac] = other.address
-        self._by_ip[lease.address] = lease
+            self._history[other.mac] = n
+        self._by_ip[n] = lease
         self._by_mac[lease.mac] = lease
-        self._recycled.pop(lease.address, None)
-        heapq.heappush(self._expiry, (lease.expires, int(lease.address)))
+        self._recycled.pop(n, None)
+        heapq.heappush(self._expiry, (lease.expires, n))
         return lease
 
     def _free(self, lease, remember=True):
-        if self._by_ip.get(lease.address) is lease:
-            del self._by_ip[lease.address]
+        n = int(lease.address)
+        if self._by_ip.get(n) is lease:
+            del self._by_ip[n]
         if self._by_mac.get(lease.mac) is lease:
             del self._by_mac[lease.mac]
         if remember:
-            self._history[lease.mac] = lease.address
-            if self.in_pool(lease.address):
-                self._recycled[lease.address] = None
-                self._recycled.move_to_end(lease.address)
+            self._history[lease.mac] = n
             self._history.move_to_end(lease.mac)
             while len(self._history) > self._history_cap:
                 self._history.popitem(last=False)
+            if self._in_pool(n):
+                self._recycled[n] = None
+                self._recycled.move_to_end(n)
 
 
 class ClientRateLimit:

@@ -107,6 +107,8 @@ class DhcpResponder:
         self.config = config
         self.server_ip = config.lan_ip
         self.network = config.lan_network
+        self._net_i = int(self.network.network_address)
+        self._mask_i = int(self.network.netmask)
         self.options = served_options(config)
         self._server_id = c.pack_option(c.SERVER_ID, self.server_ip)
         self._cache = {}
@@ -164,6 +166,10 @@ class DhcpResponder:
             yiaddr=yiaddr, options={c.MESSAGE_TYPE: bytes((message_type,))},
             encoded_options=block)
 
+    def on_lan(self, address):
+        """True when `address` is in the LAN subnet (integer arithmetic: the hot path)."""
+        return int(address) & self._mask_i == self._net_i
+
     # ------------------------------------------------------------ decisions
 
     def handle(self, request):
@@ -173,7 +179,7 @@ class DhcpResponder:
         kind = request.message_type
         if kind is None:
             return Outcome(note="BOOTP without a DHCP message type is not served")
-        if request.giaddr != ZERO and request.giaddr not in self.network:
+        if request.giaddr != ZERO and not self.on_lan(request.giaddr):
             return Outcome(note="relayed from %s, outside the LAN" % request.giaddr)
         mac = request.mac
         if mac == PROBE_MAC:
@@ -199,12 +205,13 @@ class DhcpResponder:
         return self.pool.settings.lease_time
 
     def _request(self, request, mac):
-        server_id = request.get(c.SERVER_ID)
+        raw_server_id = request.options.get(c.SERVER_ID)
+        server_id = None if raw_server_id is None else request.get(c.SERVER_ID)
         requested = request.get(c.REQUESTED_ADDRESS)
         hostname = clean_hostname(request.options.get(c.HOST_NAME))
         if server_id is not None:
             # SELECTING: answering one server's OFFER.
-            if server_id != self.server_ip:
+            if raw_server_id != self._server_id:
                 offered = self.pool.lease_of(mac)
                 if offered is not None and offered.state == "offered":
                     self.pool.forget(offered.address)
@@ -218,7 +225,7 @@ class DhcpResponder:
             address = request.ciaddr      # RENEWING or REBINDING
         else:
             return Outcome(note="REQUEST without an address")
-        if address not in self.network:
+        if not self.on_lan(address):
             return self._nak(request, "%s is not on this LAN" % address)
         binding = self.pool.request(mac, address, hostname)
         if binding is None:
@@ -247,7 +254,7 @@ class DhcpResponder:
         return Outcome(event="released", lease=lease)
 
     def _inform(self, request, mac):
-        if request.ciaddr == ZERO or request.ciaddr not in self.network:
+        if request.ciaddr == ZERO or not self.on_lan(request.ciaddr):
             return Outcome(note="INFORM from outside the LAN")
         reply = self.build_reply(request, c.ACK)
         return self._send(request, reply)
