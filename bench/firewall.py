@@ -10,7 +10,8 @@ forwarding. Run as root:
 It builds three namespaces of its own (awfb-gen on the LAN, awfb-srv the
 server with lan0/wan0, awfb-sink the internet), runs the real firewall
 service (Office + FirewallService) in awfb-srv, generates one-packet UDP
-flows from many source/destination ports in awfb-gen, counts what arrives
+flows from many source/destination ports in awfb-gen (and TCP SYN floods
+with hping3, one new flow per source port), counts what arrives
 in awfb-sink (an iptables counter there), reads the queue's drop counters
 from /proc/net/netfilter/nfnetlink_queue, prints the figures and ratios, and
 removes everything it made.
@@ -19,6 +20,7 @@ removes everything it made.
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -113,15 +115,16 @@ def up():
     sh(["ip", "-n", GEN, "route", "add", "default", "via", LAN_IP])
     sh(["ip", "-n", SINK, "route", "add", "192.168.2.0/24", "via", WAN_IP])
     nsx(SRV, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
-    # The sink swallows the flows silently and counts them.
+    # The sink swallows the flows silently and counts them (UDP, TCP SYN).
     nsx(SINK, "iptables", "-A", "INPUT", "-p", "udp", "--dport", "1024:65535", "-j", "DROP")
+    nsx(SINK, "iptables", "-A", "INPUT", "-p", "tcp", "--syn", "--dport", "9", "-j", "DROP")
 
 
-def sink_count():
+def sink_count(proto="udp"):
     out = nsx(SINK, "iptables", "-L", "INPUT", "-v", "-x", "-n").stdout
     for line in out.splitlines():
         fields = line.split()
-        if len(fields) > 2 and fields[2] == "DROP":
+        if len(fields) > 3 and fields[2] == "DROP" and fields[3] in (proto, {"udp": "17", "tcp": "6"}[proto]):
             return int(fields[0])
     return 0
 
@@ -243,6 +246,26 @@ def flows(rate, seconds, sockets=4):
     return sent, delivered, elapsed
 
 
+def syn_flood(seconds):
+    """hping3 --flood: TCP SYNs to the sink, each from the next source port
+    (a new flow each): (delivered, elapsed)."""
+    flush_conntrack()
+    before = sink_count("tcp")
+    start = time.monotonic()
+    nsx(GEN, "timeout", "-s", "INT", seconds, "hping3", "--flood", "-q", "-S", "-p", "9",
+        "-s", "1024", SINK_IP, check=False, timeout=seconds + 20)
+    elapsed = time.monotonic() - start
+    delivered, deadline = -1, time.monotonic() + 5
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = sink_count("tcp") - before
+        if now == delivered:
+            break
+        delivered = now
+    flush_conntrack()
+    return delivered, elapsed
+
+
 def iperf(seconds):
     server = subprocess.Popen(["ip", "netns", "exec", SINK, "iperf3", "-s", "-1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -311,6 +334,20 @@ def main(argv=None):
                       round_ + 1, sent, got, el, got / el, d1[0] - d0[0], d1[1] - d0[1],
                       stats.get("reads", 0), stats.get("packets", 0) / max(1, stats.get("reads", 1)),
                       cpu_per_flow[-1] * 1e6))
+        # TCP: SYN floods (hping3), kernel alone then the hook.
+        if shutil.which("hping3"):
+            nsx(SRV, "iptables-restore", "--noflush", input=kernel_only_rules(conf))
+            k_tcp, k_el = syn_flood(T)
+            remove_rules()
+            server = Server(conf)
+            h_tcp, h_el = syn_flood(T)
+            server.stop()
+            server = None
+            tcp = (h_tcp / h_el, k_tcp / k_el)
+            print("TCP SYN flood (hping3): kernel only %.0f new flows/s, hook %.0f new flows/s"
+                  % (tcp[1], tcp[0]))
+        else:
+            tcp = None
         # 2. The hook paced: the highest rate it keeps up with, no flow lost.
         server = Server(conf)
         rate = max(1000.0, hook_flood * 0.95)
@@ -331,12 +368,14 @@ def main(argv=None):
         server = None
         print("hook verdicts: %s, %d errors" % (stats.get("counts"), stats.get("errors", 0)))
         # 3. Bulk throughput: firewall-nat (hook bound, established flows in the
-        #    kernel) against plain forwarding without any ruleset; best of two each.
-        plain = max(iperf(args.iperf_seconds) for _ in range(2))
-        server = Server(conf)
-        through = max(iperf(args.iperf_seconds) for _ in range(2))
-        server.stop()
-        server = None
+        #    kernel) against plain forwarding without any ruleset; interleaved, best of each.
+        plain = through = 0.0
+        for round_ in range(args.rounds):
+            plain = max(plain, iperf(args.iperf_seconds))
+            server = Server(conf)
+            through = max(through, iperf(args.iperf_seconds))
+            server.stop()
+            server = None
         print()
         print("new flows/s, flood (best of %d): hook %.0f / kernel %.0f = ratio %.2f" % (
             args.rounds, hook_flood, kernel, hook_flood / kernel))
@@ -346,6 +385,9 @@ def main(argv=None):
                                                  sustained[1] / kernel))
         else:
             print("new flows/s, no loss: no paced rate without drops found")
+        if tcp is not None:
+            print("TCP new flows/s, SYN flood: hook %.0f / kernel %.0f = ratio %.2f" % (
+                tcp[0], tcp[1], tcp[0] / tcp[1]))
         print("hook process CPU per decided flow: %.1f us (best %.1f)" % (
             sum(cpu_per_flow) / len(cpu_per_flow) * 1e6, min(cpu_per_flow) * 1e6))
         print("iperf3 LAN->internet: firewall-nat %.2f Gbit/s / plain forwarding %.2f Gbit/s"
