@@ -316,6 +316,7 @@ def parse(data, stream=False):
         if n > len(body):
             raise SipParseError("Content-Length %d larger than the body (%d)" % (n, len(body)))
         body = body[:n]
+        msg.remove("Content-Length")       # written afresh by to_bytes
     elif stream:
         raise SipParseError("Content-Length missing on a stream transport")
     msg.body = body
