@@ -30,8 +30,9 @@ def sync_thread(f, *args, **kwargs):
     return defer.maybeDeferred(f, *args, **kwargs)
 
 
-def make_office(text=MINIMAL):
-    return Office(parse_config(text))
+def make_office(text=None):
+    from allworx.tests.webhelpers import CHEAP
+    return Office(parse_config(text or CHEAP))
 
 
 class Connected:

@@ -306,3 +306,43 @@ class PureTests(unittest.TestCase):
             self.assertIsInstance(api.as_text("k", value), str)
         except api.ApiError as e:
             self.assertEqual(e.code, 400)
+
+
+class FuzzTests(unittest.TestCase):
+    """Whatever a script sends, the answer is a clear 4xx or a success, never a crash."""
+
+    def setUp(self):
+        self.c = AdminClient(self)
+
+    values = st.one_of(st.none(), st.booleans(), st.integers(-10, 70000), st.text(max_size=30),
+                       st.lists(st.text(max_size=10), max_size=3), st.dictionaries(st.text(max_size=5),
+                                                                                   st.integers(), max_size=2))
+    keys = st.sampled_from(["range", "enabled", "lease_time", "primary", "use_forwarders", "mode",
+                            "dmz_open", "address", "port", "nonsense", "name", "password",
+                            "extension", "to", "mac"])
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.sampled_from(["dhcp", "dns", "security", "wan", "lan", "mail", "ldap"]),
+           st.dictionaries(keys, values, max_size=4))
+    def test_settings_bodies(self, section, body):
+        before = self.c.tap_conf()
+        r = self.c.request("PATCH", "/api/v1/settings/" + section, data=json.dumps(body).encode(),
+                           headers={**BASIC, **JSON})
+        self.assertIn(r.code, (200, 400), r.text)
+        if r.code == 400:
+            self.assertIn("field", json.loads(r.text))
+            self.assertEqual(self.c.tap_conf(), before)
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.sampled_from(["aliases", "hosts", "records", "forwards"]),
+           st.dictionaries(keys, values, max_size=4))
+    def test_record_bodies(self, plural, body):
+        r = self.c.request("POST", "/api/v1/" + plural, data=json.dumps(body).encode(),
+                           headers={**BASIC, **JSON})
+        self.assertIn(r.code, (201, 400, 409), r.text)
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.binary(max_size=200))
+    def test_raw_bodies(self, data):
+        r = self.c.request("PUT", "/api/v1/settings/dhcp", data=data, headers={**BASIC, **JSON})
+        self.assertIn(r.code, (200, 400), r.text)

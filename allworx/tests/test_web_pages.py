@@ -12,7 +12,7 @@ from twisted.trial import unittest
 
 from allworx.passwords import verify_password
 from allworx.tests.confs import MINIMAL, with_sections
-from allworx.tests.webhelpers import AdminClient
+from allworx.tests.webhelpers import CHEAP, AdminClient
 from allworx.web import pages
 
 
@@ -91,7 +91,7 @@ class LoginTests(unittest.TestCase):
 
 
 class LoggedIn(unittest.TestCase):
-    text = MINIMAL
+    text = CHEAP
 
     def setUp(self):
         self.c = AdminClient(self, self.text)

@@ -7,6 +7,7 @@ directory.
 
 import os
 
+from hypothesis import given, settings, strategies as st
 from twisted.internet import defer, reactor, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
@@ -177,3 +178,19 @@ class TraversalTests(SiteCase):
         self.assertTrue(sites.inside("/srv/www", "/srv/www"))
         self.assertFalse(sites.inside("/srv/www", "/srv/www2/a"))
         self.assertFalse(sites.inside("/srv/www", "/srv/www/../x"))
+
+
+class HostileBytesTests(unittest.TestCase):
+    """Garbage on the HTTP ports gets an error or a hang-up, never an exception."""
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.binary(max_size=400))
+    def test_garbage(self, data):
+        office = office_on_disk(self)
+        for site in (server.Site(sites.SiteBySide(office)),):
+            proto = site.buildProtocol(IPv4Address("TCP", "198.51.100.10", 1))
+            transport = StringTransport(peerAddress=IPv4Address("TCP", "198.51.100.10", 1))
+            proto.makeConnection(transport)
+            proto.dataReceived(data)
+            proto.dataReceived(b"\r\n\r\n")
+            proto.connectionLost(None)

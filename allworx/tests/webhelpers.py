@@ -1,6 +1,8 @@
 """Shared by the web tests: an office on a temporary tap.conf and an in-memory HTTP client."""
 
 import base64
+
+import argon2
 import os
 import re
 
@@ -11,8 +13,13 @@ from treq.testing import StubTreq
 
 from allworx.config import load_config
 from allworx.office import Office
-from allworx.tests.confs import MINIMAL
+from allworx.tests.confs import MINIMAL, PW_HASH
 from allworx.web.service import admin_resource
+
+# The same password ("admin-demo") hashed with argon2's cheapest settings: the
+# tests log in hundreds of times, and verify reads the cost from the hash.
+CHEAP_HASH = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash("admin-demo")
+CHEAP = MINIMAL.replace(PW_HASH, CHEAP_HASH)
 
 BASIC = {b"Authorization": [b"Basic " + base64.b64encode(b"admin:admin-demo")]}
 JSON = {b"Content-Type": [b"application/json"]}
@@ -23,7 +30,7 @@ def sync_thread(f, *args, **kwargs):
     return defer.maybeDeferred(f, *args, **kwargs)
 
 
-def office_on_disk(testcase, text=MINIMAL):
+def office_on_disk(testcase, text=CHEAP):
     """An Office whose tap.conf is a real file in the test's temp dir."""
     base = testcase.mktemp()
     os.makedirs(base)
@@ -53,7 +60,7 @@ class PeerAs(resource.Resource):
 class AdminClient:
     """A browser stand-in: a StubTreq with its cookie jar, on a task.Clock."""
 
-    def __init__(self, testcase, text=MINIMAL, peer=None):
+    def __init__(self, testcase, text=CHEAP, peer=None):
         self.office = office_on_disk(testcase, text)
         self.clock = task.Clock()
         self.root, self.ctx = admin_resource(self.office, self.clock, sync_thread)
