@@ -5,9 +5,11 @@ Files that are on disk before anyone is told so: group commit in a thread.
 Every mail the server accepts is written through one `DurableWriter`: each
 caller hands over a few files (a message for three mailboxes, a queue entry)
 and gets a Deferred that fires once those files and their directories are
-fsynced. Writes that arrive while a batch is being synced wait and go
-together in the next one, so many concurrent SMTP sessions share the cost of
-the directory fsyncs and never block the reactor.
+fsynced. A few batches run at once in worker threads (the filesystem's
+journal commits concurrent fsyncs together, which is how Postfix's parallel
+processes get their speed); writes that arrive while all of them are busy
+wait and go together in the next batch, sharing its directory fsyncs. The
+reactor never waits for a disk.
 """
 
 import os
@@ -89,33 +91,31 @@ class DurableWriter:
     """
     Group commit: `write(files)` returns a Deferred that fires (with None) once
     the files are fsynced and renamed into place, or fails with the OSError.
-    One batch is in the worker thread at a time; the rest queue behind it.
+    Up to `parallel` batches are in worker threads at a time; the rest queue.
     """
 
-    def __init__(self, defer_to_thread=threads.deferToThread, max_batch=512):
+    def __init__(self, defer_to_thread=threads.deferToThread, max_batch=512, parallel=4):
         self._defer = defer_to_thread
         self._max_batch = max_batch
+        self._parallel = parallel
         self._waiting = []      # (files, Deferred)
-        self._busy = False
+        self._busy = 0
         self.batches = 0
 
     def write(self, files):
         d = defer.Deferred()
         self._waiting.append((list(files), d))
-        if not self._busy:
-            self._next()
+        self._next()
         return d
 
     def _next(self):
-        if not self._waiting:
-            self._busy = False
-            return
-        self._busy = True
-        batch = self._waiting[:self._max_batch]
-        del self._waiting[:self._max_batch]
-        self.batches += 1
-        d = self._defer(write_files, [files for files, _ in batch])
-        d.addBoth(self._done, batch)
+        while self._waiting and self._busy < self._parallel:
+            self._busy += 1
+            batch = self._waiting[:self._max_batch]
+            del self._waiting[:self._max_batch]
+            self.batches += 1
+            d = self._defer(write_files, [files for files, _ in batch])
+            d.addBoth(self._done, batch)
 
     def _done(self, results, batch):
         if not isinstance(results, list):   # the thread itself failed
@@ -127,4 +127,5 @@ class DurableWriter:
                 log.error("could not write {count} file(s) durably: {error}",
                           count=len(files), error=error)
                 d.errback(error)
+        self._busy -= 1
         self._next()

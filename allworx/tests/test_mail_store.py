@@ -134,7 +134,7 @@ class DurableWriterTests(unittest.TestCase):
             d = defer.Deferred()
             pending.append((d, f, groups))
             return d
-        writer = durable.DurableWriter(fake_thread)
+        writer = durable.DurableWriter(fake_thread, parallel=1)
         base = self.mktemp()
         os.makedirs(base)
         files = [[durable.PendingFile(os.path.join(base, "t%d" % i), os.path.join(base, "f%d" % i), b"x")]
@@ -151,6 +151,14 @@ class DurableWriterTests(unittest.TestCase):
             r.addCallback(fired.append)
         self.assertEqual(fired, [None] * 5)
         self.assertEqual(sorted(os.listdir(base)), ["f0", "f1", "f2", "f3", "f4"])
+
+    def test_parallel_batches(self):
+        pending = []
+        writer = durable.DurableWriter(lambda f, groups: pending.append(groups) or defer.Deferred(),
+                                       parallel=2)
+        for i in range(5):
+            writer.write([durable.PendingFile("t%d" % i, "f%d" % i, b"x")])
+        self.assertEqual([len(g) for g in pending], [1, 1])
 
     def test_failed_group_leaves_nothing(self):
         base = self.mktemp()
