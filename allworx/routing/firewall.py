@@ -17,13 +17,13 @@ import ipaddress
 
 from prometheus_client import Counter
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from allworx.interfaces import IConnectionLog
 from allworx.office import ConfigChanged, LeaseEvent, WanAddressChanged
-from allworx.routing.flowhook import FlowHook
+from allworx.routing.flowhook import QUEUE_STATS, FlowHook, parse_queue_stats
 from allworx.routing.policy import ACTIONS, FlowPolicy, ip_text, proto_name
 from allworx.routing.ruleset import IptablesRunner, RulesetError, compile_chains, describe
 
@@ -32,7 +32,12 @@ log = Logger()
 FLOWS = Counter("allworx_firewall_flows_total",
                 "New flows decided by the firewall's flow hook", ["verdict"])
 
+QUEUE_DROPS = Counter("allworx_firewall_queue_drops_total",
+                      "New flows the kernel dropped before the hook saw them", ["cause"])
+
 LOG_SIZE = 2000
+# How often the queue's drop counters are read.
+QUEUE_CHECK_SECONDS = 10.0
 
 # Config sections whose change can change the policy or the ruleset.
 POLICY_SECTIONS = ("security", "lan", "wan", "forward", "host", "web", "ldap",
@@ -101,6 +106,10 @@ class FirewallService(service.Service):
         self._applying = None        # Deferred of the apply in progress
         self._again = False
         self.problem = None
+        self.queue_stats_path = QUEUE_STATS
+        self._queue_drops = None     # (queue full, socket full) last seen
+        self._queue_check = task.LoopingCall(self.check_queue)
+        self._queue_check.clock = reactor
 
     # ------------------------------------------------------------ lifecycle
 
@@ -115,6 +124,7 @@ class FirewallService(service.Service):
         ]
         self.policy = self._build_policy()
         self._sync_hook()
+        self._queue_check.start(QUEUE_CHECK_SECONDS, now=False)
         if not self.reactor.running:
             # twistd starts services before the reactor runs: apply the first
             # ruleset now, so nothing is forwarded before the firewall stands.
@@ -140,6 +150,8 @@ class FirewallService(service.Service):
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self._unsubscribe = []
+        if self._queue_check.running:
+            self._queue_check.stop()
         if self._applying is not None:
             yield self._applying
         try:
@@ -172,6 +184,31 @@ class FirewallService(service.Service):
                         self.refresh("host %s now at %s" % (name, address))
                 elif self.host_addresses.pop(name, None) is not None:
                     self.refresh("host %s lease %s" % (name, event.kind))
+
+    def check_queue(self):
+        """Count and report the new flows the kernel dropped because the hook fell behind."""
+        if self.hook is None:
+            self._queue_drops = None
+            return
+        try:
+            with open(self.queue_stats_path) as f:
+                stats = parse_queue_stats(f.read(), self.hook.queue_num)
+        except OSError:
+            return
+        if stats is None:
+            return
+        waiting, full, socket_full = stats
+        last, self._queue_drops = self._queue_drops, (full, socket_full)
+        if last is None:
+            return
+        new_full, new_socket = max(0, full - last[0]), max(0, socket_full - last[1])
+        if new_full or new_socket:
+            QUEUE_DROPS.labels(cause="queue_full").inc(new_full)
+            QUEUE_DROPS.labels(cause="socket_full").inc(new_socket)
+            log.warn("NFQUEUE {queue}: {count} new flows dropped before the hook saw them "
+                     "({full} queue full, {socket} socket full; {waiting} waiting now)",
+                     queue=self.hook.queue_num, count=new_full + new_socket, full=new_full,
+                     socket=new_socket, waiting=waiting)
 
     # ------------------------------------------------------------ work
 

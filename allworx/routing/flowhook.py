@@ -47,6 +47,25 @@ _PORTS = struct.Struct("!HH")
 _new_tuple = tuple.__new__
 
 
+QUEUE_STATS = "/proc/net/netfilter/nfnetlink_queue"
+
+
+def parse_queue_stats(text, queue_num):
+    """
+    From /proc/net/netfilter/nfnetlink_queue: (waiting, dropped because the
+    queue was full, dropped because the socket was full) for `queue_num`, or
+    None when no process has the queue bound.
+    """
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 7 and fields[0] == str(queue_num):
+            try:
+                return int(fields[2]), int(fields[5]), int(fields[6])
+            except ValueError:
+                return None
+    return None
+
+
 class BadPacket(ValueError):
     """A queued payload is not an IPv4 packet the hook can read."""
 

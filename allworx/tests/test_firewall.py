@@ -162,6 +162,27 @@ class ServiceTests(unittest.TestCase):
         self.assertIn("NFQUEUE", str(runner.blocking))
         self.assertEqual(runner.applied, [])   # the same chains: not applied twice
 
+    def test_queue_drops_are_counted_and_logged(self):
+        from twisted.logger import globalLogPublisher
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        path = self.mktemp()
+        self.service.queue_stats_path = path
+        head = "   24  31337     5 2   128     %d     %d   900  1\n"
+        with open(path, "w") as f:
+            f.write(head % (10, 1))
+        before = F.QUEUE_DROPS.labels(cause="queue_full")._value.get()
+        self.service.reactor.advance(F.QUEUE_CHECK_SECONDS)   # first reading: the baseline
+        with open(path, "w") as f:
+            f.write(head % (17, 1))
+        self.service.reactor.advance(F.QUEUE_CHECK_SECONDS)
+        self.assertEqual(F.QUEUE_DROPS.labels(cause="queue_full")._value.get() - before, 7)
+        warnings = [e for e in events if "dropped before the hook" in e.get("log_format", "")]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual((warnings[0]["full"], warnings[0]["socket"], warnings[0]["waiting"]),
+                         (7, 0, 5))
+
     def test_make_service(self):
         self.assertEqual(F.make_service(self.office).name, "firewall")
 

@@ -66,6 +66,17 @@ class ParseTests(unittest.TestCase):
         self.assertTrue(0 <= f.src < 2 ** 32 and 0 <= f.dport < 65536)
 
 
+class QueueStatsTests(unittest.TestCase):
+
+    def test_parse(self):
+        text = ("    0  1234     0 2 65531     0     0       10  1\n"
+                "   24  5678    12 2   128    34    56  1000000  1\n")
+        self.assertEqual(H.parse_queue_stats(text, 24), (12, 34, 56))
+        self.assertIsNone(H.parse_queue_stats(text, 7))
+        self.assertIsNone(H.parse_queue_stats("", 24))
+        self.assertIsNone(H.parse_queue_stats("24 x y z w v u", 24))
+
+
 class FakePacket:
     def __init__(self, payload, hook):
         self.payload = payload
