@@ -72,6 +72,16 @@ class CompileTests(unittest.TestCase):
         self.assertEqual(c[("filter", "AWX-INPUT")][-1], "-i wan0 -j DROP")
         self.assertNotIn("NFQUEUE", R.describe(c))
 
+    def test_lan_only_without_a_wan(self):
+        from allworx.config import parse_config
+        from allworx.tests.confs import MINIMAL
+        text = MINIMAL.replace("mode = firewall-nat", "mode = lan-only").replace(
+            "interface = wan0\nmode = static\naddress = 203.0.113.2/24\ngateway = 203.0.113.1\n",
+            "mode = disabled\n")
+        c = R.compile_chains(FlowPolicy.build(parse_config(text)))
+        self.assertNotIn("wan", R.describe(c))
+        self.assertEqual(c[("filter", "AWX-FORWARD")][-1], "-j DROP")
+
     def test_bad_interface_name_is_named(self):
         import attr
         policy = attr.evolve(FlowPolicy.build(make_config()), lan_interface="lan 0; rm")
