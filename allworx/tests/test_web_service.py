@@ -81,3 +81,42 @@ class MetricsTests(unittest.TestCase):
         self.assertIn("allworx_office_sip_registrations 1.0", text)
         self.assertIn("allworx_office_sip_calls 1.0", text)
         self.assertIn("allworx_office_mail_queue 1.0", text)
+
+
+class BodyLimitTests(unittest.TestCase):
+    """Request bodies are bounded on both ports: 413, connection closed, nothing rendered."""
+
+    def exchange(self, site, data):
+        from twisted.internet.testing import StringTransport
+        addr = IPv4Address("TCP", "192.168.2.10", 1)
+        proto = site.buildProtocol(addr)
+        transport = StringTransport(peerAddress=addr)
+        proto.makeConnection(transport)
+        proto.dataReceived(data)
+        out = transport.value()
+        proto.connectionLost(None)
+        return out, transport.disconnecting
+
+    def setUp(self):
+        office = office_on_disk(self)
+        self.svc = WebService(office, reactor=MemoryReactorClock(), defer_to_thread=sync_thread)
+
+    def test_declared_length_too_large(self):
+        out, closed = self.exchange(self.svc.public_site, b"POST / HTTP/1.1\r\nHost: x\r\n"
+                                    b"Content-Length: 10000000\r\n\r\n" + b"x" * 1000)
+        self.assertTrue(out.startswith(b"HTTP/1.1 413"), out[:60])
+        self.assertTrue(closed)
+
+    def test_chunked_too_large(self):
+        chunk = b"%x\r\n%s\r\n" % (40000, b"y" * 40000)
+        out, closed = self.exchange(self.svc.public_site, b"POST / HTTP/1.1\r\nHost: x\r\n"
+                                    b"Transfer-Encoding: chunked\r\n\r\n" + chunk * 3)
+        self.assertTrue(out.startswith(b"HTTP/1.1 413"), out[:60])
+        self.assertEqual(out.count(b"HTTP/1.1"), 1)
+
+    def test_admin_takes_a_backup_sized_body(self):
+        body = b"x" * 200000
+        out, _ = self.exchange(self.svc.admin_site, b"POST /login HTTP/1.1\r\nHost: x\r\n"
+                               b"Content-Type: application/x-www-form-urlencoded\r\n"
+                               b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.assertNotIn(b"413", out.split(b"\r\n")[0])

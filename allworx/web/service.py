@@ -19,14 +19,59 @@ from allworx.web.sites import SiteBySide, ensure_site_dirs
 log = Logger()
 
 
-class CountingSite(server.Site):
-    """A twisted.web Site that counts its answers and, if `lan_only`, refuses WAN peers."""
+class BoundedRequest(server.Request):
+    """
+    A request whose body may not exceed the site's `max_body` bytes: a larger
+    one (by Content-Length, or counted as chunks arrive) is answered 413 and
+    the connection closed, before anything is buffered or rendered.
+    """
 
-    def __init__(self, resource, office, label, lan_only, **kw):
+    too_large = False
+
+    def _refuse_body(self):
+        self.too_large = True
+        WEB_REQUESTS.labels(self.channel.site.label, "4xx").inc()
+        transport = self.channel.transport
+        transport.write(b"HTTP/1.1 413 Request Entity Too Large\r\nConnection: close\r\n"
+                        b"Content-Type: text/plain\r\nContent-Length: 22\r\n\r\n"
+                        b"request body too large")
+        transport.loseConnection()
+
+    def gotLength(self, length):
+        server.Request.gotLength(self, length)
+        self._received = 0
+        if length is not None and length > self.channel.site.max_body:
+            self._refuse_body()
+
+    def handleContentChunk(self, data):
+        if self.too_large:
+            return
+        self._received += len(data)
+        if self._received > self.channel.site.max_body:
+            self._refuse_body()
+            return
+        server.Request.handleContentChunk(self, data)
+
+    def process(self):
+        if self.too_large:
+            return  # already answered; the connection is closing
+        server.Request.process(self)
+
+
+class CountingSite(server.Site):
+    """
+    A twisted.web Site that counts its answers, bounds request bodies to
+    `max_body`, and, if `lan_only`, refuses connections from WAN peers.
+    """
+
+    requestFactory = BoundedRequest
+
+    def __init__(self, resource, office, label, lan_only, max_body=64 * 1024, **kw):
         server.Site.__init__(self, resource, **kw)
         self.office = office
         self.label = label
         self.lan_only = lan_only
+        self.max_body = max_body
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", None)
@@ -58,7 +103,9 @@ class WebService(ListeningService):
         self.reactor = reactor
         ListeningService.__init__(self, "web", office)
         root, self.ctx = admin_resource(office, reactor, defer_to_thread)
-        self.admin_site = CountingSite(root, office, "admin", lan_only=True, reactor=reactor)
+        # A restore uploads a whole tap.conf: the admin port takes up to 2 MB.
+        self.admin_site = CountingSite(root, office, "admin", lan_only=True,
+                                       max_body=2 * 1024 * 1024, reactor=reactor)
         self.public_site = CountingSite(SiteBySide(office), office, "sites", lan_only=False,
                                         reactor=reactor)
         self._ports = None
