@@ -1,4 +1,32 @@
 """
 The office's mail: SMTP in and out (with a durable outbound queue), aliases,
 Maildir storage, the POP3 server and POP3 fetching (guide 7-9, SPEC 7).
+
+Modules, from the wire inwards:
+
+    service.py    the "mail" child: smtp, submission, pop3, queue, fetch
+    smtp.py       the SMTP/submission protocol (thin), smtpwire.py its text rules
+    policy.py     who may send to whom (relay decisions)
+    aliases.py    what an address means: users, aliases, outside addresses
+    store.py      Maildir per user; `deliver` is the one way in (IMailStore)
+    durable.py    group-commit fsync in worker threads
+    queue.py      the outbound queue (IMailQueue), relay.py routing and sending,
+                  dsn.py bounces
+    pop3.py       the POP3 server over the store
+    fetch.py      POP3 fetching, multidrop.py routing for the admin's accounts
+    tls.py        the certificate for STARTTLS, STLS and POP3S
+
+On disk under `data_dir`: `mail/USER/{tmp,new,cur}` (Maildir; a message's
+name is `ID,W=SIZE`, its POP3 UID), `queue/ID.eml` + `queue/ID.json`,
+`fetch/*.json` (UIDs fetched per account), `tls/mail.pem`.
+
+For the rest of the server (`office.runtime.mail_store`):
+`deliver([user or address, ...], message_bytes, sender=None)` -> Deferred
+firing with `Delivered(id, users, external)` once every copy is fsynced
+(aliases apply; outside addresses are queued); `list_messages(user)` ->
+[`MessageInfo(uid, size, seen, voicemail, date, sender, subject)`] oldest
+first (`sender` is the From header); `read_message`, `delete_message`,
+`mark_seen`. A message whose header has `X-Allworx-Voicemail: yes` counts as
+voicemail; the store emits `MailboxChanged(user, new, heard)` when those
+counts change, whoever changed them (phone, POP3, delivery).
 """
