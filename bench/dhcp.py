@@ -268,12 +268,48 @@ def measure(server, rates, seconds, verbose):
     return best
 
 
+def durability(scratch, rate, seconds):
+    """
+    kill -9 allworx halfway through a perfdhcp run, then check that every
+    lease perfdhcp saw ACKed is in the journal: (ACKed, missing).
+    """
+    import threading
+    sys.path.insert(0, ROOT)
+    from allworx.protocols.leasejournal import replay
+
+    server = Allworx(scratch)
+    server.start()
+    timer = threading.Timer(seconds / 2, lambda: os.killpg(server.proc.pid, signal.SIGKILL))
+    timer.start()
+    try:
+        out = nsx(CLI, PERFDHCP, "-4", "-r", str(rate), "-p", str(seconds), "-R", "100000000",
+                  "-g", "single", "-l", RELAY_IP, "-x", "l", SERVER_IP, check=False,
+                  timeout=seconds + 30)
+    finally:
+        timer.join()
+        server.proc.wait()
+        server.proc = None
+    acked = out.stdout.partition("***Leases for REQUEST-ACK***")[2]
+    granted = set()
+    for line in acked.strip().splitlines()[1:]:   # after the header line
+        fields = line.split(",")
+        if len(fields) < 2 or not fields[1].count(".") == 3:
+            break
+        mac = ":".join(fields[0][i:i + 2] for i in range(2, 14, 2))
+        granted.add((fields[1], mac))
+    with open(os.path.join(server.dir, "data", "dhcp", "leases.journal"), "rb") as f:
+        on_disk = {(ip, lease.mac) for ip, lease in replay(f.readlines())[0].items()}
+    return len(granted), len(granted - on_disk)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=4, help="length of each step")
-    parser.add_argument("--rates", default="500,1000,2000,3000,4000,5000,6000,8000,10000,12000",
+    parser.add_argument("--rates", default="1000,1500,2000,2500,3000,3500,4000,5000,6000,7000,8000",
                         help="offered exchange rates to step through")
     parser.add_argument("--servers", default="allworx,kea,dnsmasq")
+    parser.add_argument("--no-durability", action="store_true",
+                        help="skip the kill -9 check of allworx's lease journal")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -293,12 +329,17 @@ def main(argv=None):
         up()
         for name in args.servers.split(","):
             results[name] = measure(classes[name](scratch), rates, args.seconds, not args.quiet)
+        if "allworx" in results and not args.no_durability:
+            checked = durability(scratch, max(500, int(results["allworx"])), args.seconds)
     finally:
         down()
         shutil.rmtree(scratch, ignore_errors=True)
     print("DHCP 4-way exchanges/s (perfdhcp, under 0.1%% unanswered, %ds steps):" % args.seconds)
     for name, rate in results.items():
         print("  %-8s %8.0f" % (name, rate))
+    if "allworx" in results and not args.no_durability:
+        print("  allworx kill -9 mid-run: %d leases ACKed, %d missing from the journal"
+              % checked)
     base = results.get("allworx")
     for name, rate in results.items():
         if name != "allworx" and base is not None:
