@@ -260,6 +260,30 @@ class SettingsSaveTests(LoggedIn):
         self.assertIn("built-in name", r.text)
         self.assertIn("intranet-old", self.c.get("/dns").text)
 
+    def test_edit_records(self):
+        self.submit("/dhcp", "add_host", name="printer", mac="02:00:00:00:00:50",
+                    address="192.168.2.150")
+        page = self.c.get("/dhcp/edit/printer")
+        self.assertEqual(page.code, 200)
+        self.assertIn('value="02:00:00:00:00:50"', page.text)
+        r = self.submit("/dhcp/edit/printer", "save_host", name="printer", mac="02:00:00:00:00:50",
+                        address="192.168.2.300")
+        self.assertEqual(r.code, 400)
+        self.assertRegex(r.text, r'class="field invalid">\s*<label for="save_host-address"')
+        self.assertEqual(str(self.c.office.config.hosts["printer"].address), "192.168.2.150")
+        r = self.submit("/dhcp/edit/printer", "save_host", name="printer", mac="02:00:00:00:00:51",
+                        address="192.168.2.151")
+        self.assertEqual(r.headers.getRawHeaders("location"), ["/dhcp"])
+        self.assertEqual(self.c.office.config.hosts["printer"].mac, "02:00:00:00:00:51")
+        self.submit("/dns", "add_record", name="old", cname="corp.example.com")
+        self.submit("/dns/edit/old", "save_record", name="old", a="192.168.2.9", cname="", mx="", txt="")
+        self.assertEqual(self.c.office.config.records["old"].cname, None)
+        self.submit("/security", "add_forward", name="cam", proto="tcp", wan_port="8081", to="192.168.2.50")
+        self.submit("/security/edit/cam", "save_forward", name="cam", proto="udp", wan_port="8081",
+                    to="192.168.2.50")
+        self.assertEqual(self.c.office.config.forwards["cam"].proto, "udp")
+        self.assertEqual(self.c.get("/dhcp/edit/nothing").code, 404)
+
     def test_aliases(self):
         self.submit("/aliases", "add_alias", name="info", to="alice bob")
         self.assertEqual(self.c.office.config.aliases["info"].to, ("alice", "bob"))

@@ -167,6 +167,17 @@ class RecordActions:
         changes.save_record(ctx.office, kind, name, values, "create")
         return "Added %s %s." % (kind, name)
 
+    def _save(self, ctx, kind, form):
+        name, values = forms.record_changes(kind, form)
+        changes.save_record(ctx.office, kind, name, values, "replace")
+        return Redirect("Saved %s %s." % (kind, name), "/" + self.slug)
+
+    def editing(self, ctx, kind, sub):
+        """The record being edited (`/PAGE/edit/NAME`), or None; KeyError if unknown."""
+        if len(sub) == 2 and sub[0] == "edit":
+            return forms.current_record(ctx.office, kind, sub[1])
+        return None
+
     def _delete(self, ctx, kind, form):
         name = form.get("name", "")
         changes.delete_record(ctx.office, kind, name)
@@ -209,16 +220,20 @@ class NetworkPage(SettingsPage):
 class SecurityPage(SettingsPage, RecordActions):
     slug, title, template = "security", "Security Settings", "security.html"
     fields = forms.SECURITY
-    kinds = {"add_forward": "forward"}
+    kinds = {"add_forward": "forward", "save_forward": "forward"}
 
     def context(self, ctx, sub):
         out = SettingsPage.context(self, ctx, sub)
         out["forwards"] = sorted(ctx.office.config.forwards.values(), key=lambda f: f.name)
         out["forward_fields"] = forms.RECORD_FIELDS["forward"]
+        out["editing"] = self.editing(ctx, "forward", sub)
         return out
 
     def do_add_forward(self, ctx, form, sub):
         return self._add(ctx, "forward", form)
+
+    def do_save_forward(self, ctx, form, sub):
+        return self._save(ctx, "forward", form)
 
     def do_delete_forward(self, ctx, form, sub):
         return self._delete(ctx, "forward", form)
@@ -227,7 +242,7 @@ class SecurityPage(SettingsPage, RecordActions):
 class DhcpPage(SettingsPage, RecordActions):
     slug, title, template = "dhcp", "Servers - DHCP", "dhcp.html"
     fields = forms.DHCP
-    kinds = {"add_host": "host"}
+    kinds = {"add_host": "host", "save_host": "host"}
     refresh = "leases"
 
     def context(self, ctx, sub):
@@ -235,6 +250,7 @@ class DhcpPage(SettingsPage, RecordActions):
         office = ctx.office
         out["hosts"] = sorted(office.config.hosts.values(), key=lambda h: h.name)
         out["host_fields"] = forms.RECORD_FIELDS["host"]
+        out["editing"] = self.editing(ctx, "host", sub)
         try:
             first, last = office.config.pool
             out["pool"] = "%s - %s" % (first, last)
@@ -256,6 +272,9 @@ class DhcpPage(SettingsPage, RecordActions):
     def do_add_host(self, ctx, form, sub):
         return self._add(ctx, "host", form)
 
+    def do_save_host(self, ctx, form, sub):
+        return self._save(ctx, "host", form)
+
     def do_delete_host(self, ctx, form, sub):
         return self._delete(ctx, "host", form)
 
@@ -263,13 +282,14 @@ class DhcpPage(SettingsPage, RecordActions):
 class DnsPage(SettingsPage, RecordActions):
     slug, title, template = "dns", "DNS Server", "dns.html"
     fields = forms.DNS
-    kinds = {"add_record": "record"}
+    kinds = {"add_record": "record", "save_record": "record"}
 
     def context(self, ctx, sub):
         out = SettingsPage.context(self, ctx, sub)
         office = ctx.office
         out["records"] = sorted(office.config.records.values(), key=lambda r: r.name)
         out["record_fields"] = forms.RECORD_FIELDS["record"]
+        out["editing"] = self.editing(ctx, "record", sub)
         zone = office.runtime.zone
         out["zone_served"] = served_zone(zone) if zone is not None else None
         out["zone_configured"] = configured_zone(office.config, office.wan_ip)
@@ -278,6 +298,9 @@ class DnsPage(SettingsPage, RecordActions):
 
     def do_add_record(self, ctx, form, sub):
         return self._add(ctx, "record", form)
+
+    def do_save_record(self, ctx, form, sub):
+        return self._save(ctx, "record", form)
 
     def do_delete_record(self, ctx, form, sub):
         return self._delete(ctx, "record", form)
