@@ -246,7 +246,9 @@ class FlowHook:
                 pkt.drop()
             except Exception:
                 pass
-            log.warn("flow hook dropped a packet it could not decide: {error}", error=e)
+            if self.errors <= 10 or self.errors % 1000 == 0:   # no log flood
+                log.warn("flow hook dropped a packet it could not decide ({errors} so far): "
+                         "{error}", errors=self.errors, error=e)
             return
         self.packets += 1
         self.record(self._now, flow, action, reason)
