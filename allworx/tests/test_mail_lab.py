@@ -52,8 +52,10 @@ for i in range(n):
 """
 
 POP_READER = r"""
-import json, poplib, sys
+import json, poplib, ssl, sys
 p = poplib.POP3(sys.argv[1], 110, timeout=10)
+if len(sys.argv) > 4:   # STLS; the server's certificate is self-signed
+    p.stls(context=ssl._create_unverified_context())
 p.user(sys.argv[2]); p.pass_(sys.argv[3])
 uids = [line.split()[1].decode() for line in p.uidl()[1]]
 subjects = []
@@ -159,14 +161,27 @@ class MailLabTests(unittest.TestCase):
                                                sender="x@internet.example", subject="from outside"))
         out = self.swaks("inet", WAN_IP, "victim@else.example", sender="spammer@internet.example")
         self.assertIn("550 5.7.1", out)
+        # Submission from the road: STARTTLS, then AUTH, then relaying is allowed.
+        done = self.lab.run("inet", ["swaks", "--server", WAN_IP, "--port", "587", "-tls",
+                                     "--auth", "PLAIN", "--auth-user", "bob",
+                                     "--auth-password", "admin-demo", "--from", "bob@example.com",
+                                     "--to", "pen-pal@internet.example", "--h-Subject", "submitted",
+                                     "--timeout", "20"], check=False, timeout=40)
+        self.assertIn("235 2.7.0", done.stdout)
+        self.assertIn("250 2.0.0", done.stdout)
+        done = self.lab.run("inet", ["swaks", "--server", WAN_IP, "--port", "587", "-tls",
+                                     "--from", "bob@example.com", "--to", "pen-pal@internet.example",
+                                     "--timeout", "20"], check=False, timeout=40)
+        self.assertIn("530 5.7.0", done.stdout)
 
         # The internet address arrives at the internet host's mail server through
         # the ISP's MX record; alice's push alias sends her copy out too (guide 9.2).
         def outbound():
             return sorted((m.recipient, m.data.split(b"Subject: ")[1].split(b"\n")[0].strip().decode())
                           for m in self.lab.smtp_received())
-        self.wait(lambda: len(outbound()) >= 2, "delivery to the internet host", timeout=30)
+        self.wait(lambda: len(outbound()) >= 3, "delivery to the internet host", timeout=30)
         self.assertIn(("friend@internet.example", "to the internet"), outbound())
+        self.assertIn(("pen-pal@internet.example", "submitted"), outbound())
         self.assertIn(("alice@internet.example", "from outside"), outbound())
         self.assertNotIn("victim@else.example", [r for r, _ in outbound()])
 
@@ -186,8 +201,8 @@ class MailLabTests(unittest.TestCase):
             f.write(POP_READER)
         first = json.loads(self.lab.run("pc1", [sys.executable, script, SERVER_LAN, "bob", "admin-demo"],
                                         timeout=30).stdout)
-        second = json.loads(self.lab.run("pc1", [sys.executable, script, SERVER_LAN, "bob", "admin-demo"],
-                                         timeout=30).stdout)
+        second = json.loads(self.lab.run("pc1", [sys.executable, script, SERVER_LAN, "bob", "admin-demo",
+                                                 "stls"], timeout=30).stdout)
         self.assertEqual(len(first["uids"]), 4)
         self.assertEqual(first["uids"], second["uids"])
         self.assertEqual(sorted(first["subjects"]), ["multidrop", "to bob", "to sales", "to team"])
