@@ -146,6 +146,12 @@ class FirewallLabTests(unittest.TestCase):
         self.assertEqual(udp[67], ("open|filtered", "no-response"))
         self.assertEqual(udp[123], ("open|filtered", "no-response"))
         self.assertEqual(udp[9999], ("closed", "port-unreach"))
+        # DNS stays open on the WAN for the office's zone, but recursion is the
+        # DNS server's to refuse (when it runs).
+        if "dns: up" in self.server.log():
+            dig = self.lab.run("inet", ["dig", "+tries=1", "+time=2", "@" + WAN_IP,
+                                        "internet.example"], check=False).stdout
+            self.assertIn("status: REFUSED", dig)
         # The same services still answer on the LAN.
         self.assertEqual(self.curl("pc1", "http://192.168.2.254:8080/")[0], 0)
         # The server's own outbound traffic goes through its own firewall.
