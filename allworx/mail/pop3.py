@@ -221,6 +221,7 @@ class Pop3Factory(protocol.ServerFactory):
     """POP3 sessions over one portal (the store's realm and the office's checker)."""
 
     protocol = Pop3Server
+    noisy = False       # the protocol logs its own events
 
     def __init__(self, office, store, checker, reactor, tls_options=None):
         self.office = office

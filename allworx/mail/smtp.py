@@ -38,6 +38,7 @@ ACCEPTED = Counter("allworx_mail_accepted_total", "Messages accepted by SMTP (25
 REFUSED = Counter("allworx_mail_refused_total", "SMTP commands refused, by reply code", ["code"])
 
 MAX_ERRORS = 20
+MAX_HELD = 64 * 1024      # pipelined input held while a reply is pending
 MAX_AUTH_FAILURES = 3
 _sessions = itertools.count(1)
 
@@ -55,6 +56,7 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
         self._busy = False
         self._closed = False
         self._lost = False
+        self._paused = False
         self._pending_login = None
         self.helo = None
         self.esmtp = False
@@ -75,7 +77,7 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
         self.from_lan = f.office.is_lan_peer(self.peer_ip)
         self.tls = interfaces.ISSLTransport.providedBy(self.transport)
         if not f.admit(self):
-            self._send(Reply(421, "4.7.0", "too many connections from your address"))
+            self._send(Reply(421, "4.7.0", "too many connections, try again later"))
             self.transport.loseConnection()
             self._closed = True
             return
@@ -113,6 +115,10 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
         self.resetTimeout()
         self._buffer += data
         self._process()
+        if self._busy and len(self._buffer) > MAX_HELD and not self._paused:
+            # A client that floods while its message is being written waits.
+            self._paused = True
+            self.transport.pauseProducing()
 
     def _process(self):
         while not self._busy and not self._closed:
@@ -173,6 +179,9 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
             self._busy = False
             if reply is not None and not self._lost:
                 self._send(reply)
+            if self._paused and not self._lost:
+                self._paused = False
+                self.transport.resumeProducing()
             if not self._closed:
                 self._process()
         d.addErrback(self._internal_error)
@@ -428,7 +437,8 @@ class SmtpFactory(protocol.ServerFactory):
     """
 
     protocol = SmtpServer
-    max_per_client = 20
+    max_per_client = 20     # from one address on the WAN
+    max_sessions = 500      # in all
 
     def __init__(self, office, deliver, reactor, checker=None, tls_options=None,
                  submission=False, label="smtp"):
@@ -458,6 +468,8 @@ class SmtpFactory(protocol.ServerFactory):
         """Count a new session; False when its client already has too many."""
         n = self._per_client.get(session.peer_ip, 0)
         if n >= self.max_per_client and not self.office.is_lan_peer(session.peer_ip):
+            return False
+        if sum(self._per_client.values()) >= self.max_sessions:
             return False
         self._per_client[session.peer_ip] = n + 1
         session._counted = True

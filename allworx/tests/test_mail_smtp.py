@@ -465,3 +465,35 @@ class OriginHeaderTests(unittest.TestCase):
         self.assertEqual(smtpwire.missing_origin_headers(b"Subject: x\r\n\r\nDate: y\r\n"),
                          [b"date", b"message-id"])
         self.assertEqual(smtpwire.missing_origin_headers(b"date: y\nmessage-id: <x>\n\n"), [])
+
+
+class ConnectionLimitTests(unittest.TestCase):
+
+    def test_per_wan_client_and_total(self):
+        first = Session(self, peer=WAN)
+        sessions = [first]
+        for _ in range(first.factory.max_per_client - 1):
+            p = first.factory.buildProtocol(None)
+            t = StringTransport(peerAddress=address.IPv4Address("TCP", WAN, 40001))
+            p.makeConnection(t)
+            sessions.append((p, t))
+        p = first.factory.buildProtocol(None)
+        t = StringTransport(peerAddress=address.IPv4Address("TCP", WAN, 40002))
+        p.makeConnection(t)
+        self.assertTrue(t.value().startswith(b"421 4.7.0"))
+        self.assertTrue(t.disconnecting)
+        p.connectionLost(None)
+        sessions[1][0].connectionLost(None)      # one leaves: room again
+        p = first.factory.buildProtocol(None)
+        t = StringTransport(peerAddress=address.IPv4Address("TCP", WAN, 40003))
+        p.makeConnection(t)
+        self.assertTrue(t.value().startswith(b"220 "))
+
+    def test_flood_while_writing_pauses_reading(self):
+        s = Session(self, auto=False)
+        s.replies()
+        s.send(mail_transaction())
+        s.send(b"NOOP\r\n" * 20000)
+        self.assertEqual(s.transport.producerState, "paused")
+        s.delivery.finish(0)
+        self.assertEqual(s.transport.producerState, "producing")
