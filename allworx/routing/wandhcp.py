@@ -38,7 +38,7 @@ from twisted.internet import threads
 from twisted.logger import Logger
 
 from allworx.routing.wandhcp_packets import (
-    ACK, BOOTREPLY, DISCOVER, NAK, OFFER, OPT_MESSAGE, RELEASE, REQUEST, ZERO, DhcpMessage,
+    ACK, BOOTREPLY, DECLINE, DISCOVER, NAK, OFFER, OPT_MESSAGE, RELEASE, REQUEST, ZERO, DhcpMessage,
     Lease, MalformedPacket, client_message, lease_from_ack, mac_bytes)
 from allworx.routing.wandhcp_socket import PacketWire
 
@@ -58,6 +58,9 @@ REBOOT_ATTEMPTS = 3        # INIT-REBOOT: before falling back (about 28 s)
 SELECT_WINDOW = 0.0        # after the first offer, wait this long for others (as
                            # dhclient's select-timeout 0: a WAN has one server)
 NAK_DELAY = 1.0            # pause before DISCOVER after a NAK (no tight loops)
+PROBE_SPACING = 0.5        # CHECKING: a second ARP probe after this long,
+PROBE_WAIT = 1.0           # and the address is taken as free after this long
+DECLINE_WAIT = 10.0        # RFC 2131 3.1: at least 10 s before DISCOVER after a DECLINE
 
 
 class _Inputs(Protocol):
@@ -102,6 +105,12 @@ class _Inputs(Protocol):
     def expire(self) -> None:
         "The lease ran out."
 
+    def address_free(self) -> None:
+        "CHECKING: no other host answered the ARP probes for the new address."
+
+    def address_in_use(self, mac: str) -> None:
+        "CHECKING: the host with this MAC answered for the new address."
+
     def link_returned(self) -> None:
         "The interface's carrier came back: the network may have changed (RFC 2131 3.7)."
 
@@ -138,6 +147,7 @@ class DhcpClientCore:
         self.xid = None
         self.offers = []
         self.chosen = None          # (msg, lease) being requested
+        self.checking = None        # a new lease while its address is ARP-checked
         self.attempt = 0
         self.started_at = None
         self.request_sent_at = None
@@ -150,7 +160,7 @@ class DhcpClientCore:
 
     def enter(self, state):
         """Record the state (for status and logs) and drop its predecessor's retries."""
-        self.cancel("retransmit", "select", "discover")
+        self.cancel("retransmit", "select", "discover", "probe", "probed")
         if state != self.state:
             self.state = state
             log.info("wan: {state}", state=state)
@@ -223,6 +233,18 @@ class DhcpClientCore:
             self.wire.broadcast(msg.encode(), src)
         else:
             self.wire.unicast(msg.encode(), target)
+
+    def conflict(self, mac):
+        """The ARP probe heard another host on the address being checked."""
+        if self.state == "CHECKING":
+            self.machine.address_in_use(mac)
+
+    def send_decline(self, lease):
+        """DHCPDECLINE: the offered address is in use by another host."""
+        msg = client_message(DECLINE, self._xids() & 0xFFFFFFFF, self.mac,
+                             requested=lease.address.ip, server=lease.server)
+        SENT.labels("DHCPDECLINE").inc()
+        self.wire.broadcast(msg.encode(), ZERO)
 
     def send_release(self):
         """DHCPRELEASE, unicast to the server that granted the lease."""
@@ -339,6 +361,9 @@ def _build_machine():
     bound = builder.state("BOUND")
     renewing = builder.state("RENEWING")
     rebinding = builder.state("REBINDING")
+    # Not one of RFC 2131's states by name: its "final check" of a new
+    # address (4.4.1) between the DHCPACK and BOUND, done by ARP.
+    checking = builder.state("CHECKING")
 
     @pep614(stopped.upon(_Inputs.start).to(init))
     def begin(c, s):
@@ -394,11 +419,38 @@ def _build_machine():
     @pep614(requesting.upon(_Inputs.give_up).to(init))
     @pep614(init_reboot.upon(_Inputs.give_up).to(init))
     def start_over(c, s):
+        s.wire.end_probe()
+        s.checking = None
         s.lose("no answer from any DHCP server")
         s.enter("INIT")
         s.schedule("discover", 0, c.discover)
 
-    @pep614(requesting.upon(_Inputs.ack).to(bound))
+    @pep614(requesting.upon(_Inputs.ack).to(checking))
+    def check(c, s, lease):
+        s.checking = lease
+        s.enter("CHECKING")
+        log.info("wan: checking that {ip} is free (ARP)", ip=str(lease.address.ip))
+        s.wire.start_probe(lease.address.ip, s.mac, s.conflict)
+        s.schedule("probe", PROBE_SPACING, s.wire.probe_again)
+        s.schedule("probed", PROBE_WAIT, c.address_free)
+
+    @pep614(checking.upon(_Inputs.address_free).to(bound))
+    def checked(c, s):
+        s.wire.end_probe()
+        lease, s.checking = s.checking, None
+        s.bound(lease)
+
+    @pep614(checking.upon(_Inputs.address_in_use).to(init))
+    def decline(c, s, mac):
+        s.wire.end_probe()
+        lease, s.checking = s.checking, None
+        log.warn("wan: {ip} is already used by {mac}; DHCPDECLINE to {server}",
+                 ip=str(lease.address.ip), mac=mac, server=str(lease.server))
+        s.send_decline(lease)
+        s.preferred = None
+        s.enter("INIT")
+        s.schedule("discover", DECLINE_WAIT, c.discover)
+
     @pep614(init_reboot.upon(_Inputs.ack).to(bound))
     @pep614(renewing.upon(_Inputs.ack).to(bound))
     @pep614(rebinding.upon(_Inputs.ack).to(bound))
@@ -469,6 +521,7 @@ def _build_machine():
         s.schedule("retransmit", s.backoff(), s.retry_due)
 
     requesting.upon(_Inputs.link_returned).to(init)(start_over)
+    checking.upon(_Inputs.link_returned).to(init)(start_over)
     init.upon(_Inputs.link_returned).loop().returns(None)
     stopped.upon(_Inputs.link_returned).loop().returns(None)
 
@@ -481,10 +534,13 @@ def _build_machine():
         s.enter("INIT")
         s.schedule("discover", 0, c.discover)
 
-    for state in (init, selecting, requesting, init_reboot, bound, renewing, rebinding):
+    for state in (init, selecting, requesting, checking, init_reboot, bound, renewing,
+                  rebinding):
         @pep614(state.upon(_Inputs.stop).to(stopped))
         def halt(c, s):
             s.cancel()
+            s.wire.end_probe()
+            s.checking = None
             s.enter("STOPPED")
     stopped.upon(_Inputs.stop).loop().returns(None)
 

@@ -370,3 +370,32 @@ def parse_udp_ip(packet):
         raise MalformedPacket("UDP length does not fit the packet")
     return Datagram(_ip(src), _ip(dst), sport, dport,
                     bytes(packet[ihl + _UDP.size:ihl + length]))
+
+
+# ---------------------------------------------------------------- ARP (RFC 5227)
+
+ETH_P_ARP = 0x0806
+_ARP = struct.Struct("!HHBBH6s4s6s4s")
+ARP_REQUEST, ARP_REPLY = 1, 2
+
+
+def arp_probe(mac, ip):
+    """An ARP probe for `ip` from `mac` (6 bytes): who has it? (sender address 0.0.0.0)."""
+    return _ARP.pack(1, 0x0800, 6, 4, ARP_REQUEST, mac, ZERO.packed, b"\0" * 6, ip.packed)
+
+
+def arp_conflict(packet, ip, mac):
+    """
+    The MAC (text) of another host claiming `ip` in this ARP packet, or None:
+    a reply or announcement from it, or its own probe for the same address.
+    """
+    if len(packet) < _ARP.size:
+        return None
+    htype, ptype, hlen, plen, op, sha, spa, _tha, tpa = _ARP.unpack_from(packet)
+    if (htype, ptype, hlen, plen) != (1, 0x0800, 6, 4) or op not in (ARP_REQUEST, ARP_REPLY):
+        return None
+    if sha == mac:
+        return None
+    if spa == ip.packed or (op == ARP_REQUEST and spa == ZERO.packed and tpa == ip.packed):
+        return mac_text(sha)
+    return None

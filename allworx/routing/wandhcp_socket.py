@@ -1,6 +1,7 @@
 # -*- test-case-name: allworx.tests.test_wandhcp -*-
 """
-The WAN DHCP client's sockets, watched by the reactor.
+The WAN DHCP client's sockets, watched by the reactor (and, for the moment a
+new address is checked, an ARP socket).
 
 An AF_PACKET datagram socket on the interface, with a classic BPF filter so
 only UDP to port 68 reaches Python (never the routed traffic): it is how a
@@ -20,8 +21,8 @@ from twisted.internet import protocol
 from twisted.logger import Logger
 
 from allworx.routing.wandhcp_packets import (
-    BROADCAST, CLIENT_PORT, SERVER_PORT, ZERO, MalformedPacket, parse_udp_ip,
-    udp_ip_packet)
+    BROADCAST, CLIENT_PORT, ETH_P_ARP, SERVER_PORT, ZERO, MalformedPacket, arp_conflict,
+    arp_probe, parse_udp_ip, udp_ip_packet)
 
 log = Logger()
 
@@ -72,6 +73,7 @@ class PacketWire:
         self.deliver = deliver
         self.sock = None
         self.udp = None
+        self.probe = None
         self._ident = random.getrandbits(16)
 
     def open(self):
@@ -107,7 +109,30 @@ class PacketWire:
         finally:
             s.close()   # adoptDatagramPort keeps its own copy of the descriptor
 
+    def start_probe(self, ip, mac, on_conflict):
+        """Begin checking `ip` by ARP (one probe now); `on_conflict(mac)` if it is taken."""
+        self.end_probe()
+        probe = ArpProbe(self.ifname, self.reactor, mac, ip, on_conflict)
+        try:
+            probe.open()
+        except OSError as e:
+            log.warn("wan: cannot check {ip} by ARP on {ifname}: {why}",
+                     ip=str(ip), ifname=self.ifname, why=str(e))
+            return
+        self.probe = probe
+        probe.send()
+
+    def probe_again(self):
+        if self.probe is not None:
+            self.probe.send()
+
+    def end_probe(self):
+        probe, self.probe = self.probe, None
+        if probe is not None:
+            probe.close()
+
     def close(self):
+        self.end_probe()
         if self.sock is not None:
             self.reactor.removeReader(self)
             self.sock.close()
@@ -162,6 +187,74 @@ class PacketWire:
                 continue
             if datagram.dport == CLIENT_PORT and datagram.sport == SERVER_PORT:
                 self.deliver(datagram.payload)
+
+    def connectionLost(self, reason):
+        self.sock = None
+
+
+class ArpProbe:
+    """
+    While a new address is checked (RFC 2131 4.4.1, RFC 5227): an ARP
+    socket on the interface that sends probes for it and calls
+    `on_conflict(mac)` when another host answers for it.
+    """
+
+    def __init__(self, ifname, reactor, mac, ip, on_conflict):
+        self.ifname = ifname
+        self.reactor = reactor
+        self.mac = mac
+        self.ip = ip
+        self.on_conflict = on_conflict
+        self.sock = None
+
+    def open(self):
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
+        try:
+            sock.bind((self.ifname, ETH_P_ARP))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+        self.reactor.addReader(self)
+
+    def send(self):
+        if self.sock is None:
+            return
+        try:
+            self.sock.sendto(arp_probe(self.mac, self.ip),
+                             (self.ifname, ETH_P_ARP, 0, 0, b"\xff" * 6))
+        except OSError as e:
+            log.warn("wan: cannot send an ARP probe on {ifname}: {why}",
+                     ifname=self.ifname, why=str(e))
+
+    def close(self):
+        if self.sock is not None:
+            self.reactor.removeReader(self)
+            self.sock.close()
+            self.sock = None
+
+    def fileno(self):
+        return self.sock.fileno() if self.sock is not None else -1
+
+    def logPrefix(self):
+        return "arpprobe"
+
+    def doRead(self):
+        for _ in range(64):
+            if self.sock is None:
+                return
+            try:
+                packet, addr = self.sock.recvfrom(256)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if len(addr) > 2 and addr[2] == PACKET_OUTGOING:
+                continue
+            other = arp_conflict(packet, self.ip, self.mac)
+            if other is not None:
+                self.on_conflict(other)
 
     def connectionLost(self, reason):
         self.sock = None

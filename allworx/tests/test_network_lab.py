@@ -72,27 +72,29 @@ def conf(wan):
     return CONF.format(wan=wan, pw=PW_HASH)
 
 
-def fast_renewing_lab():
-    """A Lab whose ISP gives T1/T2 of a few seconds."""
+def fast_renewing_lab(extra=""):
+    """A Lab whose ISP gives T1/T2 of a few seconds (and `extra` dnsmasq lines)."""
     from allworx.lab import Lab
 
     class FastRenewingLab(Lab):
         def dnsmasq_config(self):
             return Lab.dnsmasq_config(self) + (
-                "dhcp-option=option:T1,%d\ndhcp-option=option:T2,%d\n" % (T1, T2))
+                "dhcp-option=option:T1,%d\ndhcp-option=option:T2,%d\n" % (T1, T2)) + extra
 
     return FastRenewingLab(prefix=PREFIX)
 
 
-class NetworkLabTests(unittest.TestCase):
-    """The server's network service against real interfaces and a real DHCP server."""
+class LabCase:
+    """A fresh lab per test, the server's config, and ways to look inside."""
+
+    dnsmasq_extra = ""
 
     def setUp(self):
         from allworx.lab import lab_skip_reason
         reason = lab_skip_reason(("ip", "ss", "sysctl", "dnsmasq", "curl"))
         if reason:
             raise unittest.SkipTest(reason)
-        self.lab = fast_renewing_lab()
+        self.lab = fast_renewing_lab(self.dnsmasq_extra)
         self.lab.down()
         self.addCleanup(self.lab.down)
         self.lab.up()
@@ -142,7 +144,10 @@ class NetworkLabTests(unittest.TestCase):
         self.assertEqual(self.sysctl("net.ipv4.ip_forward"), "0")
         self.assertEqual(self.sysctl("net.ipv4.conf.wan0.rp_filter"), "0")
 
-    # ------------------------------------------------------------ tests
+
+
+class NetworkLabTests(LabCase, unittest.TestCase):
+    """The server's network service against real interfaces and a real DHCP server."""
 
     def test_static_applied_and_removed(self):
         self.assert_clean()
@@ -229,5 +234,36 @@ class NetworkLabTests(unittest.TestCase):
         self.assertIn("wan: INIT-REBOOT", log + server.log())
         again = self.wait_for_log(server, r"wan: bound (\S+)", timeout=10)
         self.assertEqual(again.group(1), address)
+        server.stop()
+        self.assert_clean()
+
+
+class AddressInUseLabTests(LabCase, unittest.TestCase):
+    """
+    The ISP hands out an address another host already answers for: the
+    client's ARP check catches it and declines it instead of using it.
+    """
+
+    TAKEN = "203.0.113.40"
+    # A reservation: dnsmasq offers it without a ping check of its own.
+    dnsmasq_extra = "dhcp-host=02:a1:00:00:71:fe,%s\n" % TAKEN
+
+    def test_address_in_use_declined(self):
+        # The other host: a macvlan on the ISP's port, moved into the
+        # internet host's namespace, holding the address.
+        self.lab.run("isp", ["ip", "link", "add", "taken0", "link", "server",
+                             "type", "macvlan", "mode", "bridge"])
+        self.lab.run("isp", ["ip", "link", "set", "taken0", "netns", self.lab.ns("inet")])
+        self.lab.run("inet", ["ip", "addr", "add", self.TAKEN + "/24", "dev", "taken0"])
+        self.lab.run("inet", ["ip", "link", "set", "taken0", "up"])
+        other_mac = self.lab.run("inet", ["cat", "/sys/class/net/taken0/address"]).stdout.strip()
+        server = self.server(DHCP)
+        server.start()
+        self.wait_for_log(server, r"wan: %s is already used by %s; DHCPDECLINE to 203\.0\.113\.1"
+                          % (re.escape(self.TAKEN), other_mac), timeout=10)
+        self.assertEqual(self.addresses("wan0"), [])
+        self.assertNotIn("wan: bound", server.log())
+        with open(self.lab._path("isp", "dnsmasq.log")) as f:
+            self.assertIn("DHCPDECLINE(server) %s" % self.TAKEN, f.read())
         server.stop()
         self.assert_clean()

@@ -33,6 +33,18 @@ class FakeWire:
     def __init__(self, *args):
         self.sent = []
         self.opened = self.closed = False
+        self.probes = []          # (ip, "start" | "again")
+        self.probing = None       # the conflict callback while a probe runs
+
+    def start_probe(self, ip, mac, on_conflict):
+        self.probes.append((ip, "start"))
+        self.probing = on_conflict
+
+    def probe_again(self):
+        self.probes.append((None, "again"))
+
+    def end_probe(self):
+        self.probing = None
 
     def open(self):
         self.opened = True
@@ -122,6 +134,8 @@ class ClientHarness:
         self.core.receive(reply(P.OFFER, self.xid, yiaddr, lease_time, **kw))
         self.clock.advance(1)
         self.core.receive(reply(P.ACK, self.xid, yiaddr, lease_time, **kw))
+        assert self.core.state == "CHECKING", self.core.state
+        self.clock.pump([0.5, 0.5])
         assert self.core.state == "BOUND", self.core.state
 
 
@@ -152,7 +166,15 @@ class StateMachineTests(unittest.TestCase):
         self.assertEqual(request.ciaddr, P.ZERO)
         self.assertEqual(request.xid, discover.xid)
         h.core.receive(reply(P.ACK, h.xid))
+        # The final check: ARP probes for the address, then BOUND if nobody answers.
+        self.assertEqual(h.core.state, "CHECKING")
+        self.assertEqual(h.wire.probes, [(IP("203.0.113.23"), "start")])
+        self.assertEqual(h.listener.events, [])
+        h.clock.advance(0.5)
+        self.assertEqual(h.wire.probes[-1], (None, "again"))
+        h.clock.advance(0.5)
         self.assertEqual(h.core.state, "BOUND")
+        self.assertIsNone(h.wire.probing)
         [(kind, lease)] = h.listener.events
         self.assertEqual(kind, "bound")
         self.assertEqual(lease.address, ipaddress.IPv4Interface("203.0.113.23/24"))
@@ -160,7 +182,8 @@ class StateMachineTests(unittest.TestCase):
         self.assertEqual((lease.lease_time, lease.t1, lease.t2), (120, 60, 105))
         self.assertFalse(hasattr(lease, "dns"))
         self.assertEqual(h.store.saved, [lease])
-        self.assertEqual(h.listener.states, ["INIT", "SELECTING", "REQUESTING", "BOUND"])
+        self.assertEqual(h.listener.states,
+                         ["INIT", "SELECTING", "REQUESTING", "CHECKING", "BOUND"])
 
     def test_default_requests_the_first_offer_at_once(self):
         h = ClientHarness()
@@ -187,9 +210,9 @@ class StateMachineTests(unittest.TestCase):
 
     def test_renew_at_t1_unicast(self):
         h = ClientHarness()
-        h.to_bound()
+        h.to_bound()                   # T1 counts from the request, a second ago
         sent = len(h.wire.sent)
-        h.clock.advance(59)
+        h.clock.advance(58)
         self.assertEqual(h.core.state, "BOUND")
         self.assertEqual(len(h.wire.sent), sent)
         h.clock.advance(1)
@@ -211,7 +234,7 @@ class StateMachineTests(unittest.TestCase):
     def test_renew_retransmits_then_rebinds_at_t2(self):
         h = ClientHarness()
         h.to_bound()
-        h.clock.advance(60)
+        h.clock.advance(59)
         self.assertEqual(h.core.state, "RENEWING")
         sent = len(h.wire.sent)
         h.clock.advance(22.5)          # half of the 45 s left until T2
@@ -230,7 +253,7 @@ class StateMachineTests(unittest.TestCase):
     def test_expiry_loses_the_lease_and_starts_over(self):
         h = ClientHarness()
         h.to_bound()
-        h.clock.advance(105)
+        h.clock.advance(104)
         self.assertEqual(h.core.state, "REBINDING")
         h.clock.advance(15)
         self.assertEqual(h.listener.events[-1][0], "lost")
@@ -310,6 +333,27 @@ class StateMachineTests(unittest.TestCase):
         h.clock.advance(0)
         h.core.receive(reply(P.OFFER, h.xid, "192.168.2.50", router="192.168.2.1"))
         self.assertEqual(h.core.offers, [])
+
+    def test_address_in_use_is_declined(self):
+        h = ClientHarness()
+        h.machine.start()
+        h.clock.advance(0)
+        h.core.receive(reply(P.OFFER, h.xid))
+        h.clock.advance(1)
+        h.core.receive(reply(P.ACK, h.xid))
+        h.wire.probing("02:00:00:00:00:99")
+        h.wire.probing and h.wire.probing("02:00:00:00:00:98")   # a second answer: no matter
+        self.assertEqual(h.core.state, "INIT")
+        self.assertEqual(h.listener.events, [])     # never applied
+        how, msg, src = h.wire.last()
+        self.assertEqual((how, msg.message_type, src), ("broadcast", P.DECLINE, P.ZERO))
+        self.assertEqual(msg.address_option(P.OPT_REQUESTED_IP), IP("203.0.113.23"))
+        self.assertEqual(msg.server_id, SERVER)
+        h.clock.advance(9.9)
+        self.assertEqual(h.core.state, "INIT")
+        h.clock.advance(0.1)
+        self.assertEqual(h.core.state, "SELECTING")
+        self.assertNotIn(P.OPT_REQUESTED_IP, h.wire.last()[1].options)
 
     def test_carrier_back_verifies_the_lease(self):
         h = ClientHarness()
@@ -413,6 +457,7 @@ class InitRebootTests(unittest.TestCase):
         client.core.receive(reply(P.OFFER, client.core.xid))
         clock.advance(0)
         client.core.receive(reply(P.ACK, client.core.xid))
+        clock.advance(1)
         self.assertEqual(client.state, "BOUND")
         client.stop(release=True)
         how, msg, dst = client.wire.last()
@@ -540,6 +585,24 @@ class PacketTests(unittest.TestCase):
         parsed = DhcpMessage.decode(bytes(msg))
         self.assertEqual(parsed.address_option(P.OPT_ROUTER), IP("203.0.113.1"))
 
+    def test_arp_probe_and_conflicts(self):
+        ip = IP("203.0.113.23")
+        probe = P.arp_probe(MAC_B, ip)
+        self.assertEqual(len(probe), 28)
+        self.assertIsNone(P.arp_conflict(probe, ip, MAC_B))        # our own probe
+        other = P.mac_bytes("02:00:00:00:00:99")
+        reply_ = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 2, other, ip.packed,
+                             MAC_B, P.ZERO.packed)
+        self.assertEqual(P.arp_conflict(reply_, ip, MAC_B), "02:00:00:00:00:99")
+        self.assertEqual(P.arp_conflict(P.arp_probe(other, ip), ip, MAC_B),
+                         "02:00:00:00:00:99")                      # someone probing it too
+        unrelated = P.arp_probe(other, IP("203.0.113.24"))
+        self.assertIsNone(P.arp_conflict(unrelated, ip, MAC_B))
+
+    @given(st.binary(max_size=64))
+    def test_arp_garbage(self, data):
+        P.arp_conflict(data, IP("203.0.113.23"), MAC_B)
+
     def test_bpf_program_accepted_by_the_kernel(self):
         # Any socket takes SO_ATTACH_FILTER without privileges; the kernel
         # checks the program, which is what matters here.
@@ -561,7 +624,8 @@ EVENTS = st.lists(st.one_of(
               st.sampled_from(["203.0.113.23", "203.0.113.30", "192.168.2.9"]),
               st.sampled_from([10, 120, 3600])),
     st.tuples(st.just("wait"), st.floats(0, 400)),
-    st.tuples(st.just("link"))), max_size=40)
+    st.tuples(st.just("link")),
+    st.tuples(st.just("conflict"))), max_size=40)
 
 
 class MachineFuzzTests(unittest.TestCase):
@@ -581,6 +645,9 @@ class MachineFuzzTests(unittest.TestCase):
                 continue
             if event[0] == "link":
                 h.machine.link_returned()
+                continue
+            if event[0] == "conflict":
+                h.core.conflict("02:00:00:00:00:99")
                 continue
             kind, ours, yiaddr, lease_time = event
             code = {"offer": P.OFFER, "ack": P.ACK, "nak": P.NAK}[kind]
