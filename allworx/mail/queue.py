@@ -235,8 +235,16 @@ class OutboundQueue:
     def attempt(self, entry):
         """One delivery attempt of every recipient still waiting; updates or ends the entry."""
         eml, _ = self._paths(entry.id)
-        with open(eml, "rb") as f:
-            data = f.read()
+        try:
+            with open(eml, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            log.error("queue entry {id} dropped: its message cannot be read: {error}",
+                      id=entry.id, error=str(e))
+            self._entries.pop(entry.id, None)
+            self._delete_files(entry.id)
+            QUEUE_LENGTH.set(len(self._entries))
+            return
         by_domain = {}
         for rcpt in entry.recipients:
             by_domain.setdefault(split_address(rcpt)[1], []).append(rcpt)

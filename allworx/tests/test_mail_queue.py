@@ -291,3 +291,18 @@ class RelayToServerTests(unittest.TestCase):
                            b"x\n").addBoth(out.append)
         self.completer.failOnce()
         self.assertEqual(out[0]["alice@example.com"].kind, "temporary")
+
+
+class QueueDamageTests(unittest.TestCase):
+
+    def test_lost_message_file_drops_entry(self):
+        import os
+        relay = FakeRelay(lambda d, r: SENT)
+        office, store, queue, clock = make_store(self, relay=relay)
+        store.deliver(["x@other.example"], MSG, "alice@example.com")
+        [entry] = queue.entries()
+        os.unlink(os.path.join(queue.directory, entry["id"] + ".eml"))
+        queue.start()
+        clock.advance(0)
+        self.assertEqual(queue.entries(), [])
+        self.assertEqual(relay.calls, [])
