@@ -162,13 +162,15 @@ class RogueWatchProtocol(protocol.DatagramProtocol):
 
 class LogBudget:
     """
-    One log line per lease event while they are few; under a flood (a
-    benchmark, a storm of clients) at most `per_second` lines a second, and
-    a line counting the rest, so the log neither drowns nor slows the server.
+    One log line per event while they are few; under a flood (a benchmark,
+    a storm of clients, a hostile host) at most `per_second` lines a second
+    and then one line counting the rest, so the log neither drowns nor slows
+    the server.
     """
 
-    def __init__(self, clock, per_second=20):
+    def __init__(self, clock, what, per_second=20):
         self.clock = clock
+        self.what = what
         self.per_second = per_second
         self._window = None
         self._spent = 0
@@ -179,8 +181,8 @@ class LogBudget:
         now = int(self.clock.seconds())
         if now != self._window:
             if self._skipped:
-                log.info("dhcp: {count} more lease(s) granted, not logged one by one",
-                         count=self._skipped)
+                log.info("dhcp: {count} more {what} not logged one by one",
+                         count=self._skipped, what=self.what)
             self._window, self._spent, self._skipped = now, 0, 0
         if self._spent < self.per_second:
             self._spent += 1
@@ -219,7 +221,8 @@ class DhcpServer:
         self.pool = LeasePool(self._pool_settings(config), reactor)
         self.responder = DhcpResponder(config, self.pool)
         self.limit = ClientRateLimit(reactor, RATE, BURST)
-        self.log_budget = LogBudget(reactor)
+        self.log_budget = LogBudget(reactor, "lease(s) granted")
+        self.noise_budget = LogBudget(reactor, "unanswered or refused message(s)")
         self.port = None
         self.watch_port = None
         self.raw = None
@@ -286,13 +289,16 @@ class DhcpServer:
             request = c.decode(data)
         except c.MalformedPacket as e:
             DROPPED["malformed"] += 1
-            log.debug("dhcp: malformed packet from {peer}: {why}", peer=addr[0], why=e)
+            if self.noise_budget.spend():
+                log.debug("dhcp: malformed packet from {peer}: {why}", peer=addr[0], why=e)
             return
         kind = c.MESSAGE_NAMES.get(request.message_type, "BOOTP")
         RECEIVED[kind] += 1
         if not self.limit.allow(request.mac):
             DROPPED["rate_limited"] += 1
-            log.debug("dhcp: {mac} is over its rate limit", mac=request.mac)
+            if self.noise_budget.spend():
+                log.info("dhcp: {mac} is over its rate limit ({rate}/s): ignored",
+                         mac=request.mac, rate=RATE)
             return
         self._reap()
         outcome = self.responder.handle(request)
@@ -301,11 +307,11 @@ class DhcpServer:
         if outcome.reply is None:
             if outcome.note == "pool exhausted":
                 self._exhausted(request.mac)
-            elif outcome.note:
+            elif outcome.note and self.noise_budget.spend():
                 log.debug("dhcp: no reply to {kind} from {mac}: {why}", kind=kind,
                           mac=request.mac, why=outcome.note)
             return
-        if outcome.note:
+        if outcome.note and self.noise_budget.spend():
             log.info("dhcp: {kind} from {mac}: {why}", kind=kind, mac=request.mac,
                      why=outcome.note)
         if outcome.durable:

@@ -403,3 +403,18 @@ class ServiceTests(unittest.TestCase):
                        'allworx_dhcp_journal_commit_seconds_count',
                        'allworx_dhcp_journal_batch_records_bucket'):
             self.assertIn(needle, text)
+
+
+class LogBudgetTests(unittest.TestCase):
+
+    def test_floods_are_summarised(self):
+        from twisted.logger import globalLogPublisher
+        seen = []
+        globalLogPublisher.addObserver(seen.append)
+        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+        clock = Clock()
+        budget = dhcp.LogBudget(clock, "things", per_second=3)
+        self.assertEqual([budget.spend() for _ in range(5)], [True, True, True, False, False])
+        clock.advance(1)
+        self.assertTrue(budget.spend())
+        self.assertTrue(any(e.get("count") == 2 and e.get("what") == "things" for e in seen))
