@@ -229,7 +229,9 @@ class FetchService(service.Service):
         self.pollers.clear()
 
     def wanted(self, config):
-        """{(user, url): (user, account)} for every configured fetch account."""
+        """{(user, url): (user, account)} for every configured fetch account (none when mail is off)."""
+        if not config.mail.enabled:
+            return {}
         return {(u.name, a.url): (u.name, a) for u in config.users.values() for a in u.pop3_fetch}
 
     def reconfigure(self):

@@ -205,3 +205,14 @@ def _only_admin(poll):
             return defer.succeed(0)
         return poll(self)
     return wrapped
+
+
+class FetchSwitchTests(unittest.TestCase):
+
+    def test_mail_off_stops_fetching(self):
+        office = make_office(self, CONF)
+        mail = types.SimpleNamespace(office=office, store=None, reactor=None, defer_to_thread=sync_thread)
+        svc = fetch.FetchService(mail)
+        self.assertEqual(len(svc.wanted(office.config)), 2)
+        office.update_settings("mail", {"enabled": "no"})
+        self.assertEqual(svc.wanted(office.config), {})
