@@ -409,6 +409,7 @@ class DhcpServer:
     def probe(self):
         """Broadcast a DISCOVER from PROBE_MAC so other servers on the LAN show themselves."""
         self._probe = self.reactor.callLater(PROBE_INTERVAL, self.probe)
+        self.forget_quiet_rogues()
         packet = c.DhcpPacket(op=c.BOOTREQUEST, xid=random.getrandbits(32),
                               chaddr=c.mac_to_chaddr(PROBE_MAC), flags=c.FLAG_BROADCAST)
         packet.set(c.MESSAGE_TYPE, c.DISCOVER)
@@ -445,6 +446,28 @@ class DhcpServer:
         else:
             seen.replies += 1
             seen.last_seen = now
+
+    def forget_quiet_rogues(self):
+        """Drop the warning for servers not heard through two probes; back to "up" when none is left."""
+        if not self.rogues:
+            return
+        now = self.reactor.seconds()
+        for server, seen in list(self.rogues.items()):
+            if now - seen.last_seen > 2 * PROBE_INTERVAL + 10:
+                del self.rogues[server]
+                warnings = self.office.runtime.dhcp_warnings
+                if seen in warnings:
+                    warnings.remove(seen)
+                log.info("dhcp: the other DHCP server {server} has not answered since {when}",
+                         server=server, when=seen.last_seen)
+        if not self.rogues and self.port is not None:
+            self.office.set_status("dhcp", "up", self.serving())
+
+    def serving(self):
+        """The status sentence of a running server."""
+        settings = self.pool.settings
+        return "serving %s-%s on %s (port 67)" % (settings.first, settings.last,
+                                                  self.office.config.lan.interface)
 
 
 class DhcpService(service.Service):
@@ -498,9 +521,7 @@ class DhcpService(service.Service):
             self.office.set_status("dhcp", "down", "port 67 on %s: %s" % (
                 config.lan.interface, why_not(e, SERVER_PORT)))
             return
-        first, last = self.server.pool.settings.first, self.server.pool.settings.last
-        self.office.set_status("dhcp", "up", "serving %s-%s on %s (port 67)" % (
-            first, last, config.lan.interface))
+        self.office.set_status("dhcp", "up", self.server.serving())
 
     def _config_changed(self, event):
         if not event.touches(*WATCHED) or not self._loaded:
@@ -511,10 +532,8 @@ class DhcpService(service.Service):
                 or self.server.port is None):
             d = self.server.stop()
             d.addCallback(lambda _: self._start())
-        else:
-            first, last = self.server.pool.settings.first, self.server.pool.settings.last
-            self.office.set_status("dhcp", "up", "serving %s-%s on %s (port 67)" % (
-                first, last, new.lan.interface))
+        elif not self.server.rogues:
+            self.office.set_status("dhcp", "up", self.server.serving())
 
     def stopService(self):
         service.Service.stopService(self)

@@ -348,6 +348,12 @@ class ServiceTests(unittest.TestCase):
         offer.set(c.SERVER_ID, "192.168.2.254")
         watch.client_port_datagram(c.encode(offer), ("192.168.2.254", 67))
         self.assertEqual(len(self.office.runtime.dhcp_warnings), 1)
+        # Quiet through two probes: the warning goes, the status is up again.
+        self.clock.advance(dhcp.PROBE_INTERVAL)
+        self.assertEqual(len(self.office.runtime.dhcp_warnings), 1)
+        self.clock.advance(2 * dhcp.PROBE_INTERVAL)
+        self.assertEqual(self.office.runtime.dhcp_warnings, [])
+        self.assertEqual(self.office.status["dhcp"].state, "up")
 
     def test_restart_keeps_leases(self):
         self.dora()
