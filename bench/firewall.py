@@ -362,6 +362,9 @@ def main(argv=None):
                   "queue drops %d" % (rate, offered, p_got, p_sent, lost))
             if lost == 0 and p_got == p_sent:
                 sustained = (offered, p_got / p_el, p_sent)
+                if offered < rate * 0.9:
+                    print("  (the generator could not offer the rate asked: the figure is "
+                          "generator-limited, a lower bound for the hook)")
                 break
             rate *= 0.9
         stats = server.stop()
