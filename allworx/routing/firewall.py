@@ -129,6 +129,7 @@ class FirewallService(service.Service):
             # twistd starts services before the reactor runs: apply the first
             # ruleset now, so nothing is forwarded before the firewall stands.
             self._apply_first()
+            return defer.succeed(None)
         return self.refresh("start")
 
     def _apply_first(self):
@@ -143,6 +144,7 @@ class FirewallService(service.Service):
         log.info("firewall ruleset applied (start): mode {mode}, {forwards} forwards",
                  mode=self.policy.mode, forwards=len(self.policy.forwards))
         log.debug("{rules}", rules=describe(chains))
+        self._report(None)
 
     @defer.inlineCallbacks
     def stopService(self):

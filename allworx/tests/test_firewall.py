@@ -160,7 +160,23 @@ class ServiceTests(unittest.TestCase):
                                     hook_factory=FakeHook)
         service.startService()
         self.assertIn("NFQUEUE", str(runner.blocking))
-        self.assertEqual(runner.applied, [])   # the same chains: not applied twice
+        self.assertEqual(runner.applied, [])   # not applied twice
+        self.assertEqual(service.office.status["firewall"].state, "up")
+
+    def test_a_failed_first_apply_is_reported_once(self):
+        from allworx.routing.ruleset import RulesetError
+
+        class Failing(FakeRunner):
+            def apply_blocking(self, chains):
+                raise RulesetError("iptables-save failed (exit 1): Permission denied")
+        reactor = MemoryReactorClock()
+        runner = Failing()
+        office = Office(make_config())
+        F.FirewallService(office, reactor=reactor, runner=runner,
+                          hook_factory=FakeHook).startService()
+        self.assertEqual(runner.applied, [])
+        self.assertEqual(office.status["firewall"].state, "down")
+        self.assertIn("Permission denied", office.status["firewall"].detail)
 
     def test_queue_drops_are_counted_and_logged(self):
         from twisted.logger import globalLogPublisher
