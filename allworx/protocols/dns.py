@@ -285,20 +285,36 @@ class DnsDatagramProtocol(protocol.DatagramProtocol):
     def __init__(self, factory):
         self.factory = factory
         self.fast = factory.fast
+        self._sendto = None
+
+    def startProtocol(self):
+        # Straight to the socket: the transport's write checks the address
+        # form on every call, which costs more than the whole fast answer.
+        sock = getattr(self.transport, "socket", None)
+        self._sendto = sock.sendto if sock is not None else self.transport.write
+
+    def stopProtocol(self):
+        self._sendto = None
 
     def datagramReceived(self, data, addr):
-        lan = self.factory._sides.get(addr[0])
+        factory = self.factory
+        lan = factory._sides.get(addr[0])
         if lan is None:
-            lan = self.factory.is_lan(addr[0])
+            lan = factory.is_lan(addr[0])
         reply = self.fast.answer(data, lan)
         if reply is not None:
-            self._send(reply, addr)
+            try:
+                self._sendto(reply, addr)
+            except OSError:
+                pass  # the client's socket is gone, or the send buffer is full: as lost
             return
-        self.factory.handle(data, lan, lambda wire: self._send(wire, addr))
+        factory.handle(data, lan, lambda wire: self._send(wire, addr))
 
     def _send(self, wire, addr):
+        if self._sendto is None:
+            return
         try:
-            self.transport.write(wire, addr)
+            self._sendto(wire, addr)
         except OSError as e:
             log.debug("dns: reply to {peer} not sent: {why}", peer=addr[0], why=e)
 
@@ -442,7 +458,7 @@ class DnsService(ListeningService):
         udp = DnsDatagramProtocol(self.factory)
 
         def listen_udp():
-            p = self.reactor.listenUDP(port, udp, maxPacketSize=65535)
+            p = self.reactor.listenUDP(port, udp, maxPacketSize=4096)
             sock = getattr(p, "socket", None)
             if sock is not None:
                 # Room for bursts: a full buffer loses queries.

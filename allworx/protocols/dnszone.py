@@ -307,8 +307,8 @@ class OfficeZone:
         return None
 
     def names(self):
-        """Every owner name with records."""
-        return list(self._rrsets)
+        """Every name that exists in the zone (with records or not)."""
+        return sorted(self._names)
 
     def types_at(self, name):
         return list(self._rrsets.get(name, ()))
