@@ -164,8 +164,20 @@ class NetworkLabTests(LabCase, unittest.TestCase):
         # A LAN PC reaches the server; the server reaches the internet host.
         self.lab.run("admin", ["ping", "-c", "1", "-W", "2", "192.168.2.254"])
         self.assertEqual(self.whoami(), "203.0.113.2")
+        # The admin moves the WAN address through the API (curl from the
+        # admin PC): applied live, no restart.
+        out = self.lab.run("admin", [
+            "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
+            "-u", "admin:admin-demo", "-X", "PATCH", "-H", "Content-Type: application/json",
+            "--data", '{"address": "203.0.113.3/24"}',
+            "http://192.168.2.254:18080/api/v1/settings/wan"])
+        self.assertEqual(out.stdout, "200")
+        self.wait_for_log(server, r"network: wan0 203\.0\.113\.3/24 applied", timeout=5)
+        self.assertEqual(self.addresses("wan0"), ["203.0.113.3/24"])
+        self.assertIn("default via 203.0.113.1 dev wan0", self.default_routes())
+        self.assertEqual(self.whoami(), "203.0.113.3")
         server.stop()
-        self.assertIn("network: wan0 203.0.113.2/24 removed", server.log())
+        self.assertIn("network: wan0 203.0.113.3/24 removed", server.log())
         self.assert_clean()
 
     def test_dhcp_wan(self):
