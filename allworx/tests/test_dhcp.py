@@ -424,3 +424,20 @@ class LogBudgetTests(unittest.TestCase):
         clock.advance(1)
         self.assertTrue(budget.spend())
         self.assertTrue(any(e.get("count") == 2 and e.get("what") == "things" for e in seen))
+
+
+class RawFrameTests(unittest.TestCase):
+
+    def test_ip_udp_checksums(self):
+        from scapy.layers.inet import IP, UDP
+        payload = c.encode(request(c.DISCOVER))
+        raw = dhcp.ip_udp_packet("192.168.2.254", "192.168.2.7", 67, 68, payload)
+        packet = IP(raw)
+        self.assertEqual((packet.src, packet.dst, packet[UDP].sport, packet[UDP].dport),
+                         ("192.168.2.254", "192.168.2.7", 67, 68))
+        self.assertEqual(bytes(packet[UDP].payload), payload)
+        ip_sum, udp_sum = packet.chksum, packet[UDP].chksum
+        del packet.chksum
+        del packet[UDP].chksum
+        again = IP(bytes(packet))
+        self.assertEqual((again.chksum, again[UDP].chksum), (ip_sum, udp_sum))
