@@ -15,6 +15,7 @@ from twisted.web import resource, static
 from twisted.web.http import CACHED
 
 INTRANET_DIR = "intranet"
+SMALL_FILE = 256 * 1024   # sent in one write; larger files are streamed
 PUBLIC_DIR = "www"
 
 
@@ -24,9 +25,9 @@ def site_dirs(config):
     return os.path.join(base, INTRANET_DIR), os.path.join(base, PUBLIC_DIR)
 
 
-def inside(root, path):
+def inside(root, path, real_root=None):
     """True when `path`, with symbolic links resolved, is `root` or below it."""
-    real_root = os.path.realpath(root)
+    real_root = real_root or os.path.realpath(root)
     real = os.path.realpath(path)
     return real == real_root or real.startswith(real_root + os.sep)
 
@@ -85,28 +86,32 @@ class SiteFiles(static.File):
     kind = None
     office = None
     site_root = None
+    real_root = None
 
     @classmethod
     def for_site(cls, path, kind, office):
         """The root of one site."""
         root = cls(path)
         root.kind, root.office, root.site_root = kind, office, os.path.abspath(path)
+        root.real_root = os.path.realpath(path)
         return root
 
     def createSimilarFile(self, path):
         f = static.File.createSimilarFile(self, path)
-        f.kind, f.office, f.site_root = self.kind, self.office, self.site_root
+        f.kind, f.office, f.site_root, f.real_root = (
+            self.kind, self.office, self.site_root, self.real_root)
         return f
 
     def getChild(self, path, request):
         name = path.decode("utf-8", "replace") if isinstance(path, bytes) else path
         if name.startswith(".") or "\x00" in name or "\\" in name:
             return self.childNotFound
+        self.restat(False)  # roots are kept between requests: look again
         if not name and not self.isdir() and self.path == self.site_root:
             return DefaultPage(self.kind, self.office)  # no directory yet
         child = static.File.getChild(self, path, request)
         child_path = getattr(child, "path", None)
-        if child_path is not None and not inside(self.site_root, child_path):
+        if child_path is not None and not inside(self.site_root, child_path, self.real_root):
             return self.childNotFound
         return child
 
@@ -117,14 +122,33 @@ class SiteFiles(static.File):
 
     def render_GET(self, request):
         self.restat(False)
-        if self.exists() and not self.isdir() and inside(self.site_root, self.path):
+        # Every File below the root came through getChild, which checked
+        # that its real path stays inside the site.
+        if self.exists() and not self.isdir():
             stat = os.stat(self.path)
             tag = ('"%x-%x-%x"' % (stat.st_ino, stat.st_size, int(stat.st_mtime * 1000))).encode()
             if request.setETag(tag) == CACHED:
                 return b""
-        elif self.exists() and not self.isdir():
-            return self.childNotFound.render(request)
+            if stat.st_size <= SMALL_FILE and not request.getHeader(b"range"):
+                return self._render_small(request, stat)
         return static.File.render_GET(self, request)
+
+    def _render_small(self, request, stat):
+        # A small file goes out in one write: no producer, no reactor turns
+        # per chunk (static.File streams everything through a cooperator).
+        if self.type is None:
+            self.type, self.encoding = static.getTypeAndEncoding(
+                self.basename(), self.contentTypes, self.contentEncodings, self.defaultType)
+        request.setHeader(b"accept-ranges", b"bytes")
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read(SMALL_FILE + 1)
+        except PermissionError:
+            return self.forbidden.render(request)
+        if request.setLastModified(stat.st_mtime) is CACHED:
+            return b""
+        self._setContentHeaders(request, len(data))
+        return b"" if request.method == b"HEAD" else data
 
 
 class SiteBySide(resource.Resource):
@@ -133,14 +157,16 @@ class SiteBySide(resource.Resource):
     def __init__(self, office):
         resource.Resource.__init__(self)
         self.office = office
+        self._roots = (None, None, None)
 
     def site_for(self, request):
         """The site the peer of `request` sees."""
-        intranet, public = site_dirs(self.office.config)
+        dirs = site_dirs(self.office.config)
+        if self._roots[0] != dirs:
+            self._roots = (dirs, SiteFiles.for_site(dirs[0], "intranet", self.office),
+                           SiteFiles.for_site(dirs[1], "public", self.office))
         peer = getattr(request.getClientAddress(), "host", None)
-        if self.office.is_lan_peer(peer):
-            return SiteFiles.for_site(intranet, "intranet", self.office)
-        return SiteFiles.for_site(public, "public", self.office)
+        return self._roots[1] if self.office.is_lan_peer(peer) else self._roots[2]
 
     def getChildWithDefault(self, path, request):
         return self.site_for(request).getChildWithDefault(path, request)
