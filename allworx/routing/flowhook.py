@@ -225,10 +225,29 @@ class FlowHook:
     # ------------------------------------------------------------ decisions
 
     def _on_packet(self, pkt):
-        # Called from C inside run(): it must never raise.
+        # Called from C inside run(): it must never raise. The common case of
+        # `parse_flow` is inlined here (one Python frame less per new flow);
+        # anything unusual goes through `parse_flow` itself. The tests check
+        # that both give the same flow for any bytes.
         try:
             side = WAN if pkt.hook == NF_INET_PRE_ROUTING else LAN
-            flow = parse_flow(pkt.get_payload(), side)
+            payload = pkt.get_payload()
+            n = len(payload)
+            if n >= 24 and payload[0] == 0x45:
+                b0, frag, proto, src, dst = _IPV4.unpack_from(payload)
+                sport = dport = 0
+                syn = True
+                if not frag & 0x1FFF:
+                    if proto == TCP:
+                        sport, dport = _PORTS.unpack_from(payload, 20)
+                        syn = n >= 34 and (payload[33] & 0x12) == 0x02
+                    elif proto == UDP:
+                        sport, dport = _PORTS.unpack_from(payload, 20)
+                    elif proto == ICMP:
+                        dport = payload[20]
+                flow = _new_tuple(Flow, (proto, src, sport, dst, dport, side, syn))
+            else:
+                flow = parse_flow(payload, side)
             action, reason, mark = decide(self.policy, flow)
             if action == ACCEPT:
                 if mark:

@@ -200,6 +200,29 @@ class HookTests(unittest.TestCase):
         self.assertEqual([p.verdict for p in packets], ["accept"] * 5)
         self.assertEqual(self.hook.reads, 3)
 
+    @settings(max_examples=600, deadline=None)
+    @given(st.one_of(
+        st.binary(max_size=80),
+        st.builds(lambda proto, l4, frag, ihl: ipv4(proto, "10.1.2.3", "203.0.113.2", l4,
+                                                    ihl=ihl, frag=frag),
+                  st.sampled_from([1, 6, 17, 47]), st.binary(max_size=24),
+                  st.sampled_from([0, 0, 0x2000, 5, 0x4000]), st.sampled_from([5, 5, 6]))),
+        st.sampled_from([H.NF_INET_FORWARD, H.NF_INET_PRE_ROUTING]))
+    def test_the_inlined_parse_agrees_with_parse_flow(self, payload, hook):
+        self.records.clear()
+        pkt = FakePacket(payload, hook)
+        self.queue.waiting = [pkt]
+        self.hook.doRead()
+        side = P.WAN if hook == H.NF_INET_PRE_ROUTING else P.LAN
+        try:
+            expected = H.parse_flow(payload, side)
+        except H.BadPacket:
+            self.assertEqual(pkt.verdict, "drop")
+            self.assertEqual(self.records, ["batch"])
+            return
+        self.assertEqual(self.records[0][1], expected)
+        self.assertIn(pkt.verdict, ("accept", "drop", "repeat"))
+
     def test_reject_goes_back_through_the_forward_chain_marked(self):
         self.hook.policy = P.FlowPolicy.build(make_config("lan-only"))
         pkt = FakePacket(ipv4(17, "192.168.2.10", "198.51.100.10", udp(1, 2)), H.NF_INET_FORWARD)
