@@ -207,6 +207,11 @@ class OfficeDnsFactory(server.DNSServerFactory):
             return self._error(data, dns.EFORMAT, send)
         if m.answer:
             return None
+        # twisted.names stops quietly at the end of the data: the counts in
+        # the header must match what was really there.
+        if struct.unpack("!HHHH", data[4:12]) != (len(m.queries), len(m.answers),
+                                                  len(m.authority), len(m.additional)):
+            return self._error(data, dns.EFORMAT, send)
         if m.opCode != dns.OP_QUERY:
             return self._error(data, dns.ENOTIMP, send)
         opts = [rr for rr in m.additional if rr.type == dns.OPT]
@@ -326,6 +331,7 @@ class DnsStreamProtocol(protocol.Protocol, policies.TimeoutMixin):
 
     def __init__(self, factory):
         self.factory = factory
+        self.callLater = factory.reactor.callLater   # TimeoutMixin's timer, on our clock
         self._buffer = b""
         self.lan = False
         self.pending = 0
