@@ -248,21 +248,40 @@ def perfdhcp(rate, seconds):
     return ra.get("received packets", 0) / seconds, max(0, unanswered) / max(1, sent), text
 
 
-def measure(server, rates, seconds, verbose):
-    """The highest completed exchange rate with under MAX_DROP unanswered."""
+def measure(server, rates, seconds, verbose, tries=2):
+    """
+    The highest completed exchange rate with under MAX_DROP unanswered,
+    stepping up through `rates` (below the first, halving, if even that
+    fails). A failed step is tried `tries` times: the machine may be busy.
+    """
+    def step(rate):
+        for attempt in range(tries):
+            server.start()
+            try:
+                done, drops, _ = perfdhcp(rate, seconds)
+            finally:
+                server.stop()
+            ok = drops < MAX_DROP
+            if verbose:
+                print("  %-8s offered %6d/s: %8.1f exchanges/s, %.3f%% unanswered%s"
+                      % (server.name, rate, done, drops * 100, "" if ok else "  (over 0.1%)"),
+                      flush=True)
+            if ok:
+                return done
+        return None
+
     best = 0.0
-    for rate in rates:
-        server.start()
-        try:
-            done, drops, _ = perfdhcp(rate, seconds)
-        finally:
-            server.stop()
-        ok = drops < MAX_DROP
-        if verbose:
-            print("  %-8s offered %6d/s: %8.1f exchanges/s, %.3f%% unanswered%s"
-                  % (server.name, rate, done, drops * 100, "" if ok else "  (over 0.1%)"),
-                  flush=True)
-        if not ok:
+    rate = rates[0]
+    while rate >= 50 and best == 0.0:
+        done = step(rate)
+        if done is not None:
+            best = done
+        rate //= 2
+    if best == 0.0:
+        return best
+    for rate in rates[1:]:
+        done = step(rate)
+        if done is None:
             break
         best = max(best, done)
     return best
