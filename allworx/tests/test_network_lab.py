@@ -7,6 +7,7 @@ removes what it applied when it stops. Skipped, with the reason, unless root.
 """
 
 import ipaddress
+import os
 import re
 import time
 
@@ -127,6 +128,17 @@ class LabCase:
                                       "http://198.51.100.10/whoami"], check=False)
         return out.stdout.strip()
 
+    def patch_settings(self, section, body):
+        """PATCH /api/v1/settings/SECTION as the admin, with curl from the admin PC."""
+        return self.lab.run("admin", [
+            "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
+            "-u", "admin:admin-demo", "-X", "PATCH", "-H", "Content-Type: application/json",
+            "--data", body, "http://192.168.2.254:18080/api/v1/settings/" + section]).stdout
+
+    def isp_log(self):
+        with open(self.lab._path("isp", "dnsmasq.log")) as f:
+            return f.read()
+
     def wait_for_log(self, server, pattern, timeout, after=0):
         """The first match of `pattern` in the log after offset `after`."""
         deadline = time.monotonic() + timeout
@@ -166,12 +178,7 @@ class NetworkLabTests(LabCase, unittest.TestCase):
         self.assertEqual(self.whoami(), "203.0.113.2")
         # The admin moves the WAN address through the API (curl from the
         # admin PC): applied live, no restart.
-        out = self.lab.run("admin", [
-            "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
-            "-u", "admin:admin-demo", "-X", "PATCH", "-H", "Content-Type: application/json",
-            "--data", '{"address": "203.0.113.3/24"}',
-            "http://192.168.2.254:18080/api/v1/settings/wan"])
-        self.assertEqual(out.stdout, "200")
+        self.assertEqual(self.patch_settings("wan", '{"address": "203.0.113.3/24"}'), "200")
         self.wait_for_log(server, r"network: wan0 203\.0\.113\.3/24 applied", timeout=5)
         self.assertEqual(self.addresses("wan0"), ["203.0.113.3/24"])
         self.assertIn("default via 203.0.113.1 dev wan0", self.default_routes())
@@ -246,6 +253,22 @@ class NetworkLabTests(LabCase, unittest.TestCase):
         self.assertIn("wan: INIT-REBOOT", log + server.log())
         again = self.wait_for_log(server, r"wan: bound (\S+)", timeout=10)
         self.assertEqual(again.group(1), address)
+
+        # The admin switches the WAN to a static address: the lease goes back
+        # to the ISP (DHCPRELEASE) and the static address takes its place.
+        self.wait_for_log(server, r"network: default route via 203\.0\.113\.1 on wan0 applied",
+                          timeout=5)
+        self.assertEqual(self.patch_settings("wan", '{"mode": "static", "address": '
+                                             '"203.0.113.2/24", "gateway": "203.0.113.1"}'), "200")
+        self.wait_for_log(server, r"wan: DHCPRELEASE of %s to 203\.0\.113\.1" % re.escape(str(ip)),
+                          timeout=5)
+        self.wait_for_log(server, r"network: wan0 203\.0\.113\.2/24 applied", timeout=5)
+        self.assertEqual(self.addresses("wan0"), ["203.0.113.2/24"])
+        self.assertFalse(os.path.exists(os.path.join(server.data_dir, "wan-dhcp-lease.json")))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and "DHCPRELEASE" not in self.isp_log():
+            time.sleep(0.1)
+        self.assertIn("DHCPRELEASE(server) %s" % ip, self.isp_log())
         server.stop()
         self.assert_clean()
 
@@ -275,7 +298,6 @@ class AddressInUseLabTests(LabCase, unittest.TestCase):
                           % (re.escape(self.TAKEN), other_mac), timeout=10)
         self.assertEqual(self.addresses("wan0"), [])
         self.assertNotIn("wan: bound", server.log())
-        with open(self.lab._path("isp", "dnsmasq.log")) as f:
-            self.assertIn("DHCPDECLINE(server) %s" % self.TAKEN, f.read())
+        self.assertIn("DHCPDECLINE(server) %s" % self.TAKEN, self.isp_log())
         server.stop()
         self.assert_clean()
