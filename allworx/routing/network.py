@@ -297,6 +297,10 @@ class NetworkService(service.Service):
             self.office.set_wan_address(address, "static", plan.wan_gateway)
         elif address is not None:
             self.office.set_wan_address(address, "dhcp", plan.wan_gateway)
+        elif self.office.wan_address is not None and self.office.runtime.wan_source != "dhcp":
+            # Just switched to DHCP: the static address is gone, no lease yet.
+            # (A lease that is lost is reported by dhcp_lost, as "lost".)
+            self.office.set_wan_address(None, "dhcp")
 
     def _report_status(self, plan):
         config = self.office.config

@@ -538,6 +538,19 @@ class DhcpModeTests(unittest.TestCase):
         self.assertEqual(h.ipr.addresses_of("wan0"), ["203.0.113.2/24"])
         h.service.stopService()
 
+    def test_switch_from_static_clears_the_wan_address(self):
+        h = Harness(self)
+        h.service.startService()
+        self.assertEqual(h.office.wan_address, IFACE("203.0.113.2/24"))
+        h.office.update_settings("wan", {"mode": "dhcp", "address": "", "gateway": ""})
+        self.assertEqual(h.ipr.addresses_of("wan0"), [])
+        self.assertIsNone(h.office.wan_address)
+        self.assertEqual(h.events[-1].source, "dhcp")
+        [client] = FakeDhcpClient.started
+        h.service.dhcp_bound(FakeLease("203.0.113.23/24", "203.0.113.1"))
+        self.assertEqual(h.office.wan_address, IFACE("203.0.113.23/24"))
+        h.service.stopService()
+
     def test_client_that_cannot_start(self):
         office = office_for(self, wan={"mode": "dhcp", "address": "", "gateway": ""})
         h = Harness(self, office=office)
