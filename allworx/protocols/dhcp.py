@@ -89,12 +89,14 @@ class RawSender:
         self.sock.setblocking(False)
 
     def send(self, payload, dst_mac, dst_ip, dst_port=CLIENT_PORT):
+        """Send `payload` from port 67 to `dst_ip`:`dst_port` at hardware address `dst_mac`."""
         packet = ip_udp_packet(self.server_ip, dst_ip, SERVER_PORT, dst_port, payload)
         # A SOCK_DGRAM packet socket: the kernel adds the Ethernet header.
         self.sock.sendto(packet, (self.interface, ETH_P_IP, 0, 0,
                                   bytes.fromhex(dst_mac.replace(":", ""))))
 
     def close(self):
+        """Close the packet socket."""
         self.sock.close()
 
 
@@ -201,6 +203,7 @@ class LeaseTable:
         self._server = server
 
     def active_leases(self):
+        """Bound leases as dicts: mac, address, hostname, expires (POSIX), state."""
         return [l.as_dict() for l in self._server.pool.active_leases()]
 
 
@@ -245,6 +248,7 @@ class DhcpServer:
         return restored
 
     def reconfigure(self, config):
+        """Take a new configuration: pool, options, addresses."""
         self.pool.reconfigure(self._pool_settings(config))
         self.responder.reconfigure(config)
         if self.raw is not None:
@@ -271,6 +275,7 @@ class DhcpServer:
         self._schedule_reap()
 
     def stop(self):
+        """Close the ports and cancel the timers; a Deferred."""
         for call in (self._reaper, self._probe):
             if call is not None and call.active():
                 call.cancel()
@@ -285,6 +290,7 @@ class DhcpServer:
     # ------------------------------------------------------------ packets
 
     def datagram_received(self, data, addr):
+        """One datagram on port 67: decode, decide, journal if needed, answer."""
         try:
             request = c.decode(data)
         except c.MalformedPacket as e:
@@ -339,6 +345,7 @@ class DhcpServer:
         log.error("dhcp: no ACK for {mac}: {why}", mac=outcome.lease.mac, why=failure.value)
 
     def send(self, outcome, request):
+        """Put an outcome's reply on the wire: raw frame, unicast or broadcast."""
         reply = outcome.reply
         wire = c.encode(reply, request.get(c.MAX_MESSAGE_SIZE) or c.DEFAULT_MAX_SIZE)
         SENT[c.MESSAGE_NAMES[reply.message_type]] += 1
@@ -434,6 +441,7 @@ class DhcpServer:
         self.rogue_seen(str(server))
 
     def rogue_seen(self, server):
+        """Another server answered on the LAN: warn once, then count."""
         metrics.ROGUE_REPLIES[server] += 1
         now = self.reactor.seconds()
         seen = self.rogues.get(server)
@@ -494,6 +502,7 @@ class DhcpService(service.Service):
 
     @staticmethod
     def journal_path(config):
+        """Where the lease journal lives under `data_dir`."""
         return os.path.join(config.system.data_dir, "dhcp", "leases.journal")
 
     def startService(self):

@@ -74,6 +74,7 @@ class Lease:
     hostname = attr.ib(default=None)
 
     def as_dict(self):
+        """The lease as plain data for pages and the API."""
         return {"mac": self.mac, "address": str(self.address), "hostname": self.hostname,
                 "expires": self.expires, "state": self.state}
 

@@ -104,6 +104,7 @@ class DhcpResponder:
         self.reconfigure(config)
 
     def reconfigure(self, config):
+        """Take a new configuration: server address, LAN, options (caches dropped)."""
         self.config = config
         self.server_ip = config.lan_ip
         self.network = config.lan_network

@@ -70,6 +70,7 @@ def decode_record(line):
 
 
 def bind_record(lease):
+    """The journal record dict of a bound lease."""
     return {"op": "bind", "mac": lease.mac, "ip": str(lease.address),
             "expires": lease.expires, "host": lease.hostname}
 

@@ -66,6 +66,7 @@ class ClockState:
 
     @classmethod
     def of(cls, synchronized, max_error):
+        """The state to advertise for a synchronised or free-running clock."""
         if synchronized:
             return cls(True, max_error, 2)
         return cls(False, max_error, 10)
