@@ -187,7 +187,7 @@ class Netlink:
     def remove_address(self, ifname, address):
         """Remove it; True if it was there."""
         try:
-            self._call("remove %s from %s" % (address, ifname), self.ipr.addr, "del",
+            self._remove("remove %s from %s" % (address, ifname), self.ipr.addr, "del",
                        index=self.index(ifname), address=str(address.ip),
                        prefixlen=address.network.prefixlen)
         except _Gone:
@@ -224,7 +224,7 @@ class Netlink:
             route_kw = dict(kw, oif=index) if index is not None else kw
             if gateway is not None:
                 route_kw["gateway"] = str(gateway)
-            self._call("remove the default route via %s" % gateway, self.ipr.route,
+            self._remove("remove the default route via %s" % gateway, self.ipr.route,
                        "del", dst="0.0.0.0/0", **route_kw)
         except (_Gone, InterfaceMissing):
             return False
@@ -234,13 +234,20 @@ class Netlink:
         try:
             return method(*args, **kw)
         except Exception as e:
-            code = getattr(e, "code", None)
-            if code is None:
+            if getattr(e, "code", None) is None:
                 raise
+            raise _netlink_error(e, action)
+
+    def _remove(self, action, method, *args, **kw):
+        """Like _call, for a removal: `_Gone` when it is not there (any more)."""
+        try:
+            return method(*args, **kw)
+        except Exception as e:
+            code = getattr(e, "code", None)
             if code in (errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENOENT):
                 raise _Gone(action)
-            if code == errno.ENODEV:
-                raise NetworkSettingError("cannot %s: no such device" % action)
+            if code is None:
+                raise
             raise _netlink_error(e, action)
 
 

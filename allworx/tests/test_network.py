@@ -41,6 +41,7 @@ class FakeIPRoute:
         self.addrs = set()       # (index, address, prefixlen)
         self.routes = []         # dicts: gateway, oif, priority
         self.deny = deny
+        self.refuse_add = None   # an errno for every address added
         self.closed = False
         self.calls = []
 
@@ -78,6 +79,8 @@ class FakeIPRoute:
     def addr(self, command, index, address, prefixlen):
         self._check()
         self._by_index(index)
+        if command == "add" and self.refuse_add:
+            raise NetlinkError(self.refuse_add, os.strerror(self.refuse_add))
         key = (index, address, prefixlen)
         if command == "add":
             if key in self.addrs:
@@ -577,6 +580,15 @@ class LedgerTests(unittest.TestCase):
         calls = len(ipr.calls)
         self.assertEqual(ledger.converge(wanted), ([], [], []))
         self.assertEqual(len(ipr.calls), calls)
+
+    def test_refused_address_is_a_problem_with_the_reason(self):
+        ipr = FakeIPRoute()
+        ipr.refuse_add = errno.EADDRNOTAVAIL
+        ledger = NetworkLedger(Netlink(ipr), fake_proc(self))
+        applied, removed, problems = ledger.converge([Address("lan0", "192.168.2.254/24")])
+        self.assertEqual(problems, ["cannot add 192.168.2.254/24 to lan0: "
+                                    "cannot assign requested address"])
+        self.assertEqual(ledger.in_force, [])
 
     def test_unreachable_gateway_is_a_problem(self):
         ledger = NetworkLedger(Netlink(FakeIPRoute()), fake_proc(self))
