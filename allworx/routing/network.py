@@ -12,6 +12,10 @@ interfaces and keeps them there.
   reverse-path filtering on both interfaces (other services decide a peer's
   side from its source address and rely on it).
 
+Kernel link events keep it current: an interface that appears is set up at
+once, and when the WAN's carrier comes back (cable or modem) the DHCP client
+confirms its lease. Moving the WAN off DHCP releases the lease to the ISP.
+
 `plan_network` turns a config (and the current DHCP lease) into the list of
 changes wanted; a `NetworkLedger` makes the kernel match it and remembers
 what it changed, so a config change moves only what differs and stopping the

@@ -7,8 +7,9 @@ Three parts:
 
 - `DhcpClientCore` plus the automat machine built by `_build_machine`: the
   states INIT, SELECTING, REQUESTING, BOUND, RENEWING, REBINDING and
-  INIT-REBOOT, declared as transitions on `TypeMachineBuilder`, the way
-  Twisted declares ClientService's. Timers (retransmission with exponential
+  INIT-REBOOT, plus CHECKING (the final ARP check of a new address, RFC 2131
+  4.4.1, ending in BOUND or a DHCPDECLINE), declared as transitions on
+  `TypeMachineBuilder`, the way Twisted declares ClientService's. Timers (retransmission with exponential
   backoff, T1, T2, lease end) run on the injected IReactorTime, so the tests
   drive the whole protocol with `task.Clock` and a fake wire.
 - `PacketWire` (`allworx.routing.wandhcp_socket`): a packet socket on the
