@@ -37,6 +37,7 @@ LDAP_ENTRIES = Gauge("allworx_ldap_people", "People in the LDAP address book")
 
 WHOAMI_OID = b"1.3.6.1.4.1.4203.1.11.3"  # RFC 4532
 MAX_BUFFER = 64 * 1024                    # a request larger than this is hostile
+MAX_CONNECTIONS_PER_PEER = 32
 
 
 # ---------------------------------------------------------------- the tree (pure)
@@ -294,9 +295,11 @@ class LdapService(ListeningService):
     def _listeners(self, config):
         if not config.ldap.enabled:
             return []
+        from allworx.web.peerlimit import PeerConnectionLimit
         port = config.ldap.port
+        limited = PeerConnectionLimit(self.factory, MAX_CONNECTIONS_PER_PEER, "ldap")
         return [("tcp/%d" % port, port,
-                 lambda: self.reactor.listenTCP(port, self.factory, interface=""))]
+                 lambda: self.reactor.listenTCP(port, limited, interface=""))]
 
     def startService(self):
         config = self.office.config

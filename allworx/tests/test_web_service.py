@@ -120,3 +120,33 @@ class BodyLimitTests(unittest.TestCase):
                                b"Content-Type: application/x-www-form-urlencoded\r\n"
                                b"Content-Length: %d\r\n\r\n" % len(body) + body)
         self.assertNotIn(b"413", out.split(b"\r\n")[0])
+
+
+class PeerLimitTests(unittest.TestCase):
+    """At most N connections at once per peer address."""
+
+    def test_limit_and_release(self):
+        from twisted.internet.protocol import Protocol, ServerFactory
+        from twisted.internet.testing import StringTransport
+        from allworx.web.peerlimit import PeerConnectionLimit
+        inner = ServerFactory.forProtocol(Protocol)
+        limited = PeerConnectionLimit(inner, 2)
+        a = IPv4Address("TCP", "192.168.2.10", 1)
+        b = IPv4Address("TCP", "192.168.2.11", 1)
+        first = limited.buildProtocol(a)
+        first.makeConnection(StringTransport())
+        second = limited.buildProtocol(a)
+        second.makeConnection(StringTransport())
+        self.assertIsNone(limited.buildProtocol(a))
+        self.assertIsNotNone(limited.buildProtocol(b))
+        first.connectionLost(None)
+        self.assertIsNotNone(limited.buildProtocol(a))
+
+    def test_refused_by_the_inner_factory_not_counted(self):
+        from allworx.web.peerlimit import PeerConnectionLimit
+        office = office_on_disk(self)
+        svc = WebService(office, reactor=MemoryReactorClock(), defer_to_thread=sync_thread)
+        limited = PeerConnectionLimit(svc.admin_site, 1)
+        wan = IPv4Address("TCP", "198.51.100.10", 1)
+        self.assertIsNone(limited.buildProtocol(wan))
+        self.assertEqual(limited.counts, {})

@@ -14,9 +14,13 @@ from allworx.office import ConfigChanged
 from allworx.web.admin import AdminContext, AdminRoot
 from allworx.web.api import OfficeApi
 from allworx.web.metrics import WEB_REFUSED, WEB_REQUESTS, MetricsPage, office_registry
+from allworx.web.peerlimit import PeerConnectionLimit
 from allworx.web.sites import SiteBySide, ensure_site_dirs
 
 log = Logger()
+
+# Simultaneous connections one peer may hold on each port.
+MAX_CONNECTIONS_PER_PEER = 64
 
 
 class BoundedRequest(server.Request):
@@ -113,11 +117,13 @@ class WebService(ListeningService):
 
     def _listeners(self, config):
         admin, http = config.web.admin_port, config.web.http_port
+        admin_factory = PeerConnectionLimit(self.admin_site, MAX_CONNECTIONS_PER_PEER, "web admin")
+        sites_factory = PeerConnectionLimit(self.public_site, MAX_CONNECTIONS_PER_PEER, "web sites")
         return [
             ("admin pages on tcp/%d" % admin, admin,
-             lambda: self.reactor.listenTCP(admin, self.admin_site, interface="")),
+             lambda: self.reactor.listenTCP(admin, admin_factory, interface="")),
             ("web sites on tcp/%d" % http, http,
-             lambda: self.reactor.listenTCP(http, self.public_site, interface="")),
+             lambda: self.reactor.listenTCP(http, sites_factory, interface="")),
         ]
 
     def startService(self):

@@ -1,0 +1,47 @@
+# -*- test-case-name: allworx.tests.test_web_service -*-
+"""
+A bound on simultaneous connections from one peer address (SPEC 13), for the
+web ports and LDAP: one client cannot hold every socket of the server.
+"""
+
+from twisted.logger import Logger
+from twisted.protocols import policies
+
+log = Logger()
+
+
+class PeerConnectionLimit(policies.WrappingFactory):
+    """
+    Wraps a server factory: at most `limit` connections at once from one peer
+    address; one more is closed at once (and logged). A connection the wrapped
+    factory refuses (buildProtocol returning None) is not counted.
+    """
+
+    def __init__(self, wrapped, limit, label=""):
+        policies.WrappingFactory.__init__(self, wrapped)
+        self.limit = limit
+        self.label = label or type(wrapped).__name__
+        self.counts = {}
+
+    def buildProtocol(self, addr):
+        host = getattr(addr, "host", None)
+        if self.counts.get(host, 0) >= self.limit:
+            log.warn("{label}: refused a connection from {peer}: already {limit} open",
+                     label=self.label, peer=host, limit=self.limit)
+            return None
+        inner = self.wrappedFactory.buildProtocol(addr)
+        if inner is None:
+            return None
+        self.counts[host] = self.counts.get(host, 0) + 1
+        wrapper = self.protocol(self, inner)
+        wrapper.peer_host = host
+        return wrapper
+
+    def unregisterProtocol(self, p):
+        policies.WrappingFactory.unregisterProtocol(self, p)
+        host = getattr(p, "peer_host", None)
+        left = self.counts.get(host, 0) - 1
+        if left > 0:
+            self.counts[host] = left
+        else:
+            self.counts.pop(host, None)
