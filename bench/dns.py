@@ -1,0 +1,208 @@
+# -*- test-case-name: allworx.tests.test_dns -*-
+"""
+DNS benchmark: queries per second with dnsperf on loopback, allworx against
+dnsmasq in the same run, on two sets of questions:
+
+  zone   the office zone's names (built-in names, [host] and [record] entries,
+         the MX), answered by allworx from its zone and by dnsmasq from the
+         same names given as host-record/mx-host lines;
+  cache  names neither server holds, forwarded to an upstream dnsmasq and
+         asked once beforehand, so every measured query is a cache hit.
+
+    .venv/bin/python -m bench.dns [--seconds 5] [--names 200] [--outstanding 100]
+
+Everything listens on 127.0.0.1 high ports (upstream 25354, allworx 25353,
+dnsmasq 25355); nothing leaves the machine and no root is needed. allworx
+runs as its own process: the production `DnsService` with the office built
+from a config (its forwarder port is a constructor argument for the
+benchmark, not a config key). Each figure is dnsperf's "Queries per second";
+lost queries are reported too (the target is none lost, and at least 0.4 of
+dnsmasq's rate).
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HOST = "127.0.0.1"
+UPSTREAM_PORT, ALLWORX_PORT, DNSMASQ_PORT = 25354, 25353, 25355
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOMAIN = "example.com"
+LAN, WAN = "192.168.2.254", "203.0.113.2"
+BUILTIN = {"www": [WAN], "wan": [WAN], "corp": [LAN], "admin": [LAN], "lan": [LAN],
+           "smtp": [LAN, WAN], "pop": [LAN, WAN], "allworx": [LAN, WAN]}
+
+CONF = """\
+[system]
+domain = example.com
+hostname = allworx
+data_dir = {data}
+[lan]
+interface = lo
+address = 192.168.2.254/24
+[wan]
+interface = wan0
+mode = static
+address = 203.0.113.2/24
+gateway = 203.0.113.1
+[security]
+mode = firewall-nat
+[dns]
+primary = 127.0.0.1
+port = {port}
+[web]
+admin_password = $argon2id$v=19$m=65536,t=3,p=4$ERLlCFcNeGK550IgXEvC6g$wjiY1y6LH8GV9JTqJGT4odM/ewS7TCrb4fLs23rAQ64
+"""
+
+
+def zone_names(count):
+    """{label: [addresses]} of the office zone: built-in names and `count` records."""
+    names = dict(BUILTIN)
+    for i in range(count):
+        names["host%d" % i] = ["192.168.2.%d" % (1 + i % 250)]
+    return names
+
+
+def allworx_conf(data, names):
+    text = CONF.format(data=data, port=ALLWORX_PORT)
+    for label, addresses in sorted(names.items()):
+        if label not in BUILTIN:
+            text += "[record %s]\na = %s\n" % (label, " ".join(addresses))
+    return text
+
+
+def dnsmasq_conf(port, names, domain, upstream=None, ttl=300):
+    lines = ["port=%d" % port, "listen-address=" + HOST, "bind-interfaces", "no-resolv",
+             "no-hosts", "no-poll", "keep-in-foreground", "log-facility=/dev/null",
+             "local-ttl=%d" % ttl, "cache-size=10000", "dns-forward-max=1000"]
+    if upstream:
+        lines.append("server=%s#%d" % (HOST, upstream))
+    lines.append("local=/%s/" % domain)
+    for label, addresses in sorted(names.items()):
+        fq = "%s.%s" % (label, domain) if label != "@" else domain
+        lines.append("host-record=%s,%s" % (fq, ",".join(addresses)))
+    if domain == DOMAIN:
+        lines.append("mx-host=%s,allworx.%s,10" % (DOMAIN, DOMAIN))
+    return "\n".join(lines) + "\n"
+
+
+def serve(conf_path, port, upstream_port):
+    """Run allworx's DNS service alone (the benchmark's server process)."""
+    from twisted.internet import reactor
+
+    from allworx.config import load_config
+    from allworx.office import Office
+    from allworx.protocols.dns import DnsService
+
+    office = Office(load_config(conf_path))
+    service = DnsService(office, forwarder_port=upstream_port)
+    service.startService()
+    status = office.status.get("dns")
+    print("allworx dns:", status.state, status.detail, flush=True)
+    reactor.run()
+
+
+def wait_port(port, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["dig", "@" + HOST, "-p", str(port), "www.example.com", "+time=1",
+                              "+tries=1", "+short"], capture_output=True, text=True)
+        if out.returncode == 0:
+            return
+        time.sleep(0.2)
+    raise SystemExit("nothing answers on port %d" % port)
+
+
+def dnsperf(port, path, seconds, outstanding):
+    out = subprocess.run(["dnsperf", "-s", HOST, "-p", str(port), "-d", path, "-l", str(seconds),
+                          "-q", str(outstanding), "-t", "2"], capture_output=True, text=True)
+    text = out.stdout + out.stderr
+
+    def number(label):
+        m = re.search(label + r":\s+([\d.]+)", text)
+        return float(m.group(1)) if m else 0.0
+    return {"qps": number("Queries per second"), "sent": int(number("Queries sent")),
+            "lost": int(number("Queries lost"))}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--names", type=int, default=200)
+    parser.add_argument("--outstanding", type=int, default=100)
+    parser.add_argument("command", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.command and args.command[0] == "serve":
+        return serve(args.command[1], int(args.command[2]), int(args.command[3]))
+    for program in ("dnsperf", "dnsmasq", "dig"):
+        if shutil.which(program) is None:
+            raise SystemExit("needs %s (Debian packages dnsperf, dnsmasq, bind9-dnsutils)"
+                             % program)
+
+    work = tempfile.mkdtemp(prefix="allworx-bench-dns-")
+    procs = []
+
+    def start(argv, name):
+        log = open(os.path.join(work, name + ".log"), "w")
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        procs.append(p)
+        return p
+
+    try:
+        names = zone_names(args.names)
+        outside = {"site%d" % i: ["198.51.100.%d" % (1 + i % 250)] for i in range(args.names)}
+        files = {}
+        for key, text in (
+                ("upstream.conf", dnsmasq_conf(UPSTREAM_PORT, outside, "internet.example",
+                                               ttl=3600)),
+                ("dnsmasq.conf", dnsmasq_conf(DNSMASQ_PORT, names, DOMAIN, UPSTREAM_PORT)),
+                ("tap.conf", allworx_conf(os.path.join(work, "data"), names)),
+                ("zone.txt", "".join("%s.%s A\n" % (n, DOMAIN) for n in sorted(names))
+                 + "%s MX\n" % DOMAIN),
+                ("cache.txt", "".join("%s.internet.example A\n" % n for n in sorted(outside)))):
+            files[key] = os.path.join(work, key)
+            with open(files[key], "w") as f:
+                f.write(text)
+        start(["dnsmasq", "--conf-file=" + files["upstream.conf"]], "upstream")
+        start(["dnsmasq", "--conf-file=" + files["dnsmasq.conf"]], "dnsmasq")
+        start([sys.executable, "-m", "bench.dns", "serve", files["tap.conf"],
+               str(ALLWORX_PORT), str(UPSTREAM_PORT)], "allworx")
+        for port in (UPSTREAM_PORT, DNSMASQ_PORT, ALLWORX_PORT):
+            wait_port(port)
+        # Warm both caches with every outside name.
+        for port in (ALLWORX_PORT, DNSMASQ_PORT):
+            dnsperf(port, files["cache.txt"], 1, 10)
+        results = {}
+        for kind in ("zone", "cache"):
+            for server, port in (("dnsmasq", DNSMASQ_PORT), ("allworx", ALLWORX_PORT)):
+                results[(kind, server)] = dnsperf(port, files[kind + ".txt"], args.seconds,
+                                                  args.outstanding)
+        print("dnsperf -l %d -q %d on %s, %d zone names, %d cached names"
+              % (args.seconds, args.outstanding, HOST, len(names) + 1, len(outside)))
+        print("%-6s %-8s %12s %10s %6s" % ("set", "server", "queries/s", "sent", "lost"))
+        for (kind, server), r in results.items():
+            print("%-6s %-8s %12.0f %10d %6d" % (kind, server, r["qps"], r["sent"], r["lost"]))
+        for kind in ("zone", "cache"):
+            peer = results[(kind, "dnsmasq")]["qps"]
+            ours = results[(kind, "allworx")]["qps"]
+            print("%s: allworx/dnsmasq = %.2f" % (kind, ours / peer if peer else 0.0))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
