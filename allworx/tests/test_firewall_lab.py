@@ -36,6 +36,31 @@ address = 192.168.2.10
 proto = tcp
 wan_port = 8081
 to = pc1:8000
+
+[forward voice]
+proto = udp
+wan_port = 4000
+to = 192.168.2.10:4001
+"""
+
+UDP_ECHO = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("", int(sys.argv[1])))
+while True:
+    data, peer = s.recvfrom(2048)
+    s.sendto(data, peer)
+"""
+
+UDP_ASK = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.sendto(b"ping", (sys.argv[1], int(sys.argv[2])))
+try:
+    print(s.recv(2048).decode())
+except socket.timeout:
+    print("TIMEOUT")
 """
 
 # A line-echo session that stays open: each line on stdin goes to the echo
@@ -128,6 +153,12 @@ class FirewallLabTests(unittest.TestCase):
         self.listen("pc1", 8000, "pc1-web")
         self.assertEqual(self.curl("inet", "http://%s:8081/" % WAN_IP),
                          (0, "hello from pc1-web\n"))
+        # A UDP forward, to a port of its own on the PC.
+        echo = self.lab.popen("pc1", [sys.executable, "-c", UDP_ECHO, "4001"], name="udp-echo")
+        self.addCleanup(self.lab.stop, echo)
+        time.sleep(0.3)
+        ask = self.lab.run("inet", [sys.executable, "-c", UDP_ASK, WAN_IP, "4000"]).stdout
+        self.assertEqual(ask.strip(), "ping")
         # The internet cannot reach a LAN PC, even with a route to the LAN.
         self.lab.route_lan_via(WAN_IP)
         self.addCleanup(self.lab.unroute_lan)
