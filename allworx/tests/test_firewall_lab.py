@@ -357,3 +357,9 @@ class FirewallLabTests(unittest.TestCase):
         self.assertEqual(self.curl("pc1", "http://%s/whoami" % INET_IP)[0], 28)
         self.assertEqual(self.curl("inet", "http://%s:8081/" % WAN_IP)[0], 28)
         self.assertEqual(echo("still"), "still")
+        # Started again, it takes over the ruleset left behind: new flows pass.
+        self.start_server("firewall-nat")
+        self.assertEqual(self.curl("pc1", "http://%s/whoami" % INET_IP), (0, WAN_IP + "\n"))
+        self.assertEqual(echo("again"), "again")
+        saved = self.lab.run("server", ["iptables-save"]).stdout
+        self.assertEqual(saved.count("-A FORWARD -j AWX-FORWARD"), 1)
