@@ -19,9 +19,11 @@ without the SOA a negative cache needs; hence this small client.
 """
 
 import secrets
+import struct
 
 from twisted.internet import defer, error as net_error, protocol
 from twisted.logger import Logger
+from twisted.python import failure
 from twisted.names import dns, error
 from twisted.names.common import ResolverBase
 
@@ -90,6 +92,19 @@ def make_query(query, query_id):
     return m.toStr()
 
 
+def decode_reply(data):
+    """A reply's Message, or None when it does not parse or its counts lie."""
+    m = dns.Message()
+    try:
+        m.fromStr(data)
+    except Exception:
+        return None
+    if struct.unpack("!HHHH", data[4:12]) != (len(m.queries), len(m.answers),
+                                              len(m.authority), len(m.additional)):
+        return None
+    return m
+
+
 def matches(message, query_id, query):
     """Is `message` the reply to our query `query` with ID `query_id`?"""
     if not message.answer or message.id != query_id or len(message.queries) != 1:
@@ -116,12 +131,8 @@ class _Exchange(protocol.DatagramProtocol):
     def datagramReceived(self, data, addr):
         if addr != self.server or self.done.called:
             return
-        m = dns.Message()
-        try:
-            m.fromStr(data)
-        except Exception:
-            return
-        if matches(m, self.query_id, self.query):
+        m = decode_reply(data)
+        if m is not None and matches(m, self.query_id, self.query):
             self.done.callback((self.server, m))
 
 
@@ -131,14 +142,12 @@ class ForwardingResolver(ResolverBase):
     authority, additional)` sees every upstream answer (the cache keeps them).
     """
 
-    def __init__(self, servers, reactor, timeout=2.0, on_answer=None, probe_interval=30.0,
-                 tcp_resolver=None):
+    def __init__(self, servers, reactor, timeout=2.0, on_answer=None, probe_interval=30.0):
         ResolverBase.__init__(self)
         self.selection = ServerSelection(servers, probe_interval)
         self.reactor = reactor
         self.timeout = timeout
         self.on_answer = on_answer
-        self.tcp_resolver = tcp_resolver
         self._waiting = {}
         self.forwarded = 0
 
@@ -156,7 +165,7 @@ class ForwardingResolver(ResolverBase):
 
         def share(result):
             for waiter in self._waiting.pop(key, ()):
-                if isinstance(result, Exception) or hasattr(result, "value"):
+                if isinstance(result, failure.Failure):
                     waiter.errback(result)
                 else:
                     waiter.callback(result)
@@ -224,8 +233,51 @@ class ForwardingResolver(ResolverBase):
         return done
 
     def _ask_tcp(self, server, query):
-        from twisted.names import client
-        resolver = self.tcp_resolver or client.Resolver(servers=[server], reactor=self.reactor)
-        d = resolver.queryTCP([query], timeout=self.timeout * 2)
-        d.addErrback(lambda f: None)
-        return d
+        """Ask `server` over TCP (after a truncated reply); (message) or None."""
+        done = defer.Deferred()
+        exchange = _StreamExchange(query, random_id(), done)
+        factory = protocol.ClientFactory.forProtocol(lambda: exchange)
+        factory.clientConnectionFailed = lambda connector, reason: (
+            done.called or done.callback(None))
+        connector = self.reactor.connectTCP(server[0], server[1], factory,
+                                            timeout=self.timeout)
+        timer = self.reactor.callLater(self.timeout * 2,
+                                       lambda: done.called or done.callback(None))
+
+        def finish(result):
+            if timer.active():
+                timer.cancel()
+            connector.disconnect()
+            return result
+        done.addBoth(finish)
+        return done
+
+
+class _StreamExchange(protocol.Protocol):
+    """One query over TCP (two-byte length framing); fires `done` with the reply or None."""
+
+    def __init__(self, query, query_id, done):
+        self.query = query
+        self.query_id = query_id
+        self.done = done
+        self._buffer = b""
+
+    def connectionMade(self):
+        wire = make_query(self.query, self.query_id)
+        self.transport.write(struct.pack("!H", len(wire)) + wire)
+
+    def dataReceived(self, data):
+        self._buffer += data
+        if len(self._buffer) < 2:
+            return
+        (size,) = struct.unpack("!H", self._buffer[:2])
+        if len(self._buffer) < 2 + size or self.done.called:
+            return
+        m = decode_reply(self._buffer[2:2 + size])
+        self.done.callback(m if m is not None and matches(m, self.query_id, self.query)
+                           else None)
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        if not self.done.called:
+            self.done.callback(None)

@@ -365,6 +365,29 @@ class ForwardingTests(ServiceCase):
         self.assertEqual(self.last_reply().rCode, dns.ESERVER)
         self.assertEqual(self.open_upstream(), [])
 
+    def test_truncated_upstream_reply_is_asked_again_over_tcp(self):
+        self.ask("big.internet.example")
+        port = self.open_upstream()[0]
+        port.protocol.datagramReceived(*upstream_reply(port, trunc=True))
+        host, number, factory = self.reactor.tcpClients[-1][:3]
+        self.assertEqual((host, number), PRIMARY)
+        proto = factory.buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        sent = transport.value()
+        q = parse(sent[2:])
+        self.assertEqual(q.queries[0].name.name, b"big.internet.example")
+        m = dns.Message(id=q.id, answer=True, maxSize=0)
+        m.queries = q.queries
+        m.answers = [a_rr("big.internet.example", "198.51.100.%d" % i) for i in range(1, 60)]
+        wire = m.toStr()
+        proto.dataReceived(struct.pack("!H", len(wire)) + wire)
+        reply = self.last_reply()
+        self.assertEqual(reply.rCode, dns.OK)
+        # 59 addresses do not fit 512 bytes: the client is told to use TCP itself.
+        self.assertTrue(reply.trunc)
+        self.assertEqual(len(self.service.cache), 1)
+
     def test_upstream_servfail_tries_the_next(self):
         self.ask("a.internet.example")
         port = self.open_upstream()[0]
