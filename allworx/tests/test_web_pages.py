@@ -507,3 +507,16 @@ class HelperTests(unittest.TestCase):
         self.assertIn(("corp", "A", "192.168.2.254"), rows)
         self.assertIn(("smtp", "A", "203.0.113.2"), rows)
         self.assertNotIn(("www", "A", "None"), pages.configured_zone(config, None))
+
+
+class BrokenRuntimeTests(LoggedIn):
+    """A runtime object that fails does not take its page down."""
+
+    def test_failing_lease_table(self):
+        class Broken:
+            def active_leases(self):
+                raise RuntimeError("boom")
+        self.c.office.runtime.leases = Broken()
+        r = self.c.get("/dhcp")
+        self.assertEqual(r.code, 200)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -9,22 +9,32 @@ is in `allworx.web.admin`.
 import time
 
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from allworx.config import BUILTIN_NAMES, ConfigError, ConfigErrors
 from allworx.web import changes, forms
 from allworx.web.metrics import field
 
+log = Logger()
+
 NOT_RUNNING = "%s not running"
 
 
 def listed(obj, method):
-    """The list a runtime object's method returns; [] when the object is None."""
+    """
+    The list a runtime object's method returns; [] when the object is None,
+    or when it fails (logged: one broken service must not take the page down).
+    """
     if obj is None:
         return []
     value = getattr(obj, method, None)
     if value is None:
         return []
-    return list(value() if callable(value) else value)
+    try:
+        return list(value() if callable(value) else value)
+    except Exception:
+        log.failure("admin pages: {obj!r}.{method}() failed", obj=obj, method=method)
+        return []
 
 
 def ago_or_in(now, when):
@@ -461,18 +471,18 @@ class ConnectionsPage(Page):
     refresh = "connlog"
 
     def context(self, ctx, sub):
-        log = ctx.office.runtime.connections
+        connlog = ctx.office.runtime.connections
         entries = []
-        if log is not None:
-            for e in list(log.recent(200)):
+        if connlog is not None:
+            for e in listed(connlog, "recent"):
                 entries.append({
                     "time": clock_time(field(e, "time")), "proto": field(e, "proto", ""),
                     "src": "%s:%s" % (field(e, "src", ""), field(e, "sport", "")),
                     "dst": "%s:%s" % (field(e, "dst", ""), field(e, "dport", "")),
                     "action": field(e, "action", ""), "reason": field(e, "reason", ""),
                 })
-        counts = sorted((getattr(log, "counts", None) or {}).items()) if log is not None else []
-        return {"running": log is not None, "entries": entries, "counts": counts,
+        counts = sorted((getattr(connlog, "counts", None) or {}).items()) if connlog is not None else []
+        return {"running": connlog is not None, "entries": entries, "counts": counts,
                 "mode": ctx.office.config.security.mode}
 
 

@@ -72,6 +72,7 @@ class CountingSite(server.Site):
 
     def __init__(self, resource, office, label, lan_only, max_body=64 * 1024, **kw):
         server.Site.__init__(self, resource, **kw)
+        self.displayTracebacks = False  # a failure is logged, never shown to the client
         self.office = office
         self.label = label
         self.lan_only = lan_only
