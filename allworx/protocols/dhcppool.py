@@ -20,6 +20,7 @@ import attr
 
 OFFER_HOLD = 60                # seconds an offered address waits for its REQUEST
 DECLINE_QUARANTINE = 600       # seconds a DECLINEd address stays out of the pool
+OFFER_STEAL_AFTER = 5          # seconds after which an unanswered offer may go to another client
 
 BOUND, OFFERED = "bound", "offered"
 
@@ -39,6 +40,7 @@ class PoolSettings:
         (mac, _address(ip)) for mac, ip in (v.items() if isinstance(v, dict) else v))))
     lease_time = attr.ib(default=86400)
     offer_hold = attr.ib(default=OFFER_HOLD)
+    offer_steal_after = attr.ib(default=OFFER_STEAL_AFTER)
     decline_quarantine = attr.ib(default=DECLINE_QUARANTINE)
 
     @last.validator
@@ -224,7 +226,24 @@ class LeasePool:
                 return n
             if not self._in_pool(n):
                 del self._recycled[n]
-        return None
+        return self._steal_offer(mac, now)
+
+    def _steal_offer(self, mac, now):
+        """
+        With nothing free, take back the oldest offer nobody REQUESTed within
+        `offer_steal_after` seconds: a flood of DISCOVERs from made-up MACs
+        cannot hold the pool (real clients answer an offer in milliseconds).
+        """
+        cutoff = now + self.settings.offer_hold - self.settings.offer_steal_after
+        oldest = None
+        for n, lease in self._by_ip.items():
+            if (lease.state == OFFERED and lease.mac != mac and lease.expires <= cutoff
+                    and self._in_pool(n) and (oldest is None or lease.expires < oldest[1].expires)):
+                oldest = (n, lease)
+        if oldest is None:
+            return None
+        self._free(oldest[1], remember=False)
+        return oldest[0]
 
     def request(self, mac, address, hostname=None):
         """

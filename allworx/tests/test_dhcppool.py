@@ -89,6 +89,25 @@ class AllocationTests(unittest.TestCase):
         self.assertEqual(pool.counts()["size"], 4)
 
 
+    def test_discover_flood_cannot_hold_the_pool(self):
+        pool, clock = make_pool()
+        for i in range(4):
+            self.assertIsNotNone(pool.offer("02:66:00:00:00:%02x" % i))
+        self.assertIsNone(pool.offer(A))            # all offered, just now
+        clock.advance(5)
+        offer = pool.offer(A)                       # the oldest unanswered offer is taken back
+        self.assertEqual(offer.address, IP("192.168.2.1"))
+        self.assertIsNone(pool.lease_of("02:66:00:00:00:00"))
+        self.assertEqual(pool.request(A, offer.address).kind, "granted")
+
+    def test_bound_leases_are_never_stolen(self):
+        pool, clock = make_pool()
+        for i in range(4):
+            bind(pool, "02:66:00:00:00:%02x" % i)
+        clock.advance(100)
+        self.assertIsNone(pool.offer(A))
+
+
 class ReservationTests(unittest.TestCase):
 
     def test_reserved_mac_gets_its_address(self):
