@@ -146,6 +146,15 @@ class EveryPageTests(LoggedIn):
         self.assertIn("q1", self.c.get("/mailqueue").text)
         self.assertIn("www IN A 203.0.113.2", self.c.get("/dns").text)
 
+    def test_zone_as_served_by_the_dns_service(self):
+        self.c.office.runtime.zone = FakeRowsZone()
+        text = self.c.get("/dns").text
+        self.assertIn("ns.example.com. admin.example.com. 1", text)
+        self.assertIn("<td>www.example.com</td><td>300</td><td>A</td><td>203.0.113.2</td>"
+                      "<td>built-in</td>", text)
+        self.assertIn("<td>pc1.example.com</td><td>60</td><td>A</td><td>192.168.2.10</td>"
+                      "<td>dhcp</td>", text)
+
     def test_html_is_escaped(self):
         self.c.office.set_status("dns", "down", "<script>alert(1)</script>")
         text = self.c.get("/status").text
@@ -467,6 +476,26 @@ class FakeQueue:
 
     def remove(self, queue_id):
         self.items = [i for i in self.items if i["id"] != queue_id]
+
+
+@attr.s
+class Entry:
+    name = attr.ib()
+    rtype = attr.ib()
+    value = attr.ib()
+    ttl = attr.ib()
+    source = attr.ib()
+
+
+class FakeRowsZone:
+    """Shaped like the DNS service's OfficeZone: rows() and entries."""
+
+    entries = [Entry("www.example.com", "A", "203.0.113.2", 300, "built-in"),
+               Entry("pc1.example.com", "A", "192.168.2.10", 60, "dhcp")]
+
+    def rows(self):
+        return [("example.com", "SOA", "ns.example.com. admin.example.com. 1 3600 600 86400 300", 300)] + [
+            (e.name, e.rtype, e.value, e.ttl) for e in self.entries]
 
 
 class FakeZone:

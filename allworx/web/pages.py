@@ -112,6 +112,22 @@ def configured_zone(config, wan_ip):
     return rows
 
 
+def served_rows(zone):
+    """
+    (name, type, value, ttl, source) of the zone the DNS service serves, when
+    it offers `rows()` (and `entries` with each record's source); else None.
+    """
+    rows = getattr(zone, "rows", None)
+    if not callable(rows):
+        return None
+    try:
+        sources = {(e.name, e.rtype, e.value): e.source for e in getattr(zone, "entries", ())}
+        return [(n, t, v, ttl, sources.get((n, t, v), "")) for n, t, v, ttl in rows()]
+    except Exception:
+        log.failure("admin pages: the DNS zone could not be listed")
+        return None
+
+
 def served_zone(zone):
     """The zone as the DNS service serves it, as text, whatever it offers."""
     for method in ("as_text", "to_text", "text", "render"):
@@ -301,6 +317,7 @@ class DnsPage(SettingsPage, RecordActions):
         out["record_fields"] = forms.RECORD_FIELDS["record"]
         out["editing"] = self.editing(ctx, "record", sub)
         zone = office.runtime.zone
+        out["zone_rows"] = served_rows(zone) if zone is not None else None
         out["zone_served"] = served_zone(zone) if zone is not None else None
         out["zone_configured"] = configured_zone(office.config, office.wan_ip)
         out["domain"] = office.config.system.domain
