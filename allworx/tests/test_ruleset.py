@@ -4,6 +4,8 @@ import os
 import shutil
 import subprocess
 
+from hypothesis import given, settings, strategies as st
+
 from twisted.internet.testing import MemoryReactor
 from twisted.trial import unittest
 
@@ -87,6 +89,48 @@ class CompileTests(unittest.TestCase):
         policy = attr.evolve(FlowPolicy.build(make_config()), lan_interface="lan 0; rm")
         e = self.assertRaises(R.RulesetError, R.compile_chains, policy)
         self.assertIn("LAN interface name", str(e))
+
+
+forward_sections = st.lists(
+    st.tuples(st.sampled_from(["tcp", "udp"]), st.integers(1, 65535),
+              st.integers(1, 253), st.one_of(st.none(), st.integers(1, 65535))),
+    max_size=6, unique_by=lambda f: (f[0], f[1]))
+
+
+class RandomConfigTests(unittest.TestCase):
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.sampled_from(MODES), forward_sections, st.integers(1, 65535),
+           st.integers(1, 65535))
+    def test_any_valid_office_compiles(self, mode, forwards, admin_port, ldap_port):
+        from allworx.config import ConfigErrors, parse_config
+        from allworx.tests.confs import MINIMAL, with_sections
+        extra = "[security]\nmode = %s\n\n[ldap]\nport = %d\n" % (mode, ldap_port)
+        for i, (proto, wan_port, host, to_port) in enumerate(forwards):
+            if host == 254:
+                continue
+            extra += "\n[forward f%d]\nproto = %s\nwan_port = %d\nto = 192.168.2.%d%s\n" % (
+                i, proto, wan_port, host, ":%d" % to_port if to_port else "")
+        base = MINIMAL.replace("[security]\nmode = firewall-nat\n", "").replace(
+            "[web]\n", "[web]\nadmin_port = %d\n" % admin_port)
+        try:
+            config = parse_config(with_sections(extra, base))
+        except ConfigErrors:
+            return
+        policy = FlowPolicy.build(config)
+        chains = R.compile_chains(policy)
+        dnat = chains[("nat", "AWX-PRE")]
+        if policy.inspects:
+            self.assertEqual(len(dnat), len([r for r in policy.forwards if r.target]))
+            for r in policy.forwards:
+                self.assertIn("-p %s -m mark --mark 0x%08x -j DNAT --to-destination %s:%d"
+                              % (r.proto, r.mark, r.target, r.to_port), dnat)
+        else:
+            self.assertEqual(dnat, [])
+        script = R.restore_script(chains)
+        self.assertEqual(script.count("COMMIT"), 3)
+        for _, builtin, mine in R.JUMPS:
+            self.assertIn("-I %s 1 -j %s" % (builtin, mine), script)
 
 
 SAVED = """\
