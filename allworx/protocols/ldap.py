@@ -25,6 +25,7 @@ from twisted.python import components
 from allworx.auth import OfficeUserChecker, user_for_login
 from allworx.listening import ListeningService
 from allworx.office import ConfigChanged
+from allworx.web.sessions import LoginThrottle
 
 log = Logger()
 
@@ -168,6 +169,11 @@ class AddressBookServer(LDAPServer):
             # RFC 4513 5.1.2: an unauthenticated bind must not pass as the user.
             LDAP_REQUESTS.labels("bind", "refused").inc()
             raise ldaperrors.LDAPUnwillingToPerform("unauthenticated bind (a name without a password)")
+        peer = self._peer()
+        if self.factory.throttle.locked_for(peer):
+            LDAP_REQUESTS.labels("bind", "locked").inc()
+            raise ldaperrors.LDAPUnwillingToPerform(
+                "too many failed binds from %s: try again later" % peer)
         config = self.factory.office.config
         name = bind_name_to_user(config, request.dn)
         d = self.factory.checker.requestAvatarId(
@@ -177,6 +183,7 @@ class AddressBookServer(LDAPServer):
             if name is None or avatar != name:
                 raise cred_error.UnauthorizedLogin()
             self.boundName = name
+            self.factory.throttle.succeeded(peer)
             dn = user_dn(name, config.system.domain)
             LDAP_REQUESTS.labels("bind", "success").inc()
             log.info("ldap: {peer} bound as {user}", peer=self._peer(), user=name)
@@ -185,6 +192,7 @@ class AddressBookServer(LDAPServer):
         def refused(failure):
             failure.trap(cred_error.UnauthorizedLogin)
             self.boundName = None
+            self.factory.throttle.failed(peer)
             LDAP_REQUESTS.labels("bind", "invalid").inc()
             log.info("ldap: bind as {dn} from {peer} refused", peer=self._peer(),
                      dn=request.dn.decode("utf-8", "replace"))
@@ -250,9 +258,13 @@ class AddressBookFactory(protocol.ServerFactory):
 
     protocol = AddressBookServer
 
-    def __init__(self, office, checker=None):
+    def __init__(self, office, checker=None, clock=None):
+        if clock is None:
+            from twisted.internet import reactor as clock
         self.office = office
         self.checker = checker if checker is not None else OfficeUserChecker(office)
+        # Password guessing by bind: the same lock-out rule as the admin login.
+        self.throttle = LoginThrottle(clock, limit=10)
         self._root = None
         self._built_from = None
 
@@ -287,7 +299,7 @@ class LdapService(ListeningService):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
-        self.factory = AddressBookFactory(office, checker)
+        self.factory = AddressBookFactory(office, checker, clock=reactor)
         ListeningService.__init__(self, "ldap", office)
         self._settings = None
         self._unsubscribe = None

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from ldaptor import delta
 from ldaptor.protocols import pureber, pureldap
 from ldaptor.protocols.ldap import ldapclient, ldapsyntax, ldaperrors
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.test import iosim
@@ -38,8 +38,10 @@ def make_office(text=None):
 class Connected:
     """An ldaptor client connected to the address book server in memory."""
 
-    def __init__(self, office, peer="192.168.2.10"):
-        self.factory = ldap.AddressBookFactory(office, OfficeUserChecker(office, sync_thread))
+    def __init__(self, office, peer="192.168.2.10", clock=None):
+        self.clock = clock or task.Clock()
+        self.factory = ldap.AddressBookFactory(office, OfficeUserChecker(office, sync_thread),
+                                               clock=self.clock)
         addr = IPv4Address("TCP", peer, 40000)
         self.server = self.factory.buildProtocol(addr)
         self.client = ldapclient.LDAPClient()
@@ -214,6 +216,15 @@ class BindTests(unittest.TestCase):
     def test_name_without_password_is_refused(self):
         result = self.conn.bind(ALICE, "")
         self.assertIsInstance(result.value, ldaperrors.LDAPUnwillingToPerform)
+
+    def test_lock_out_after_repeated_failures(self):
+        for _ in range(10):
+            self.conn.bind(ALICE, "wrong")
+        result = self.conn.bind(ALICE, "admin-demo")
+        self.assertIsInstance(result.value, ldaperrors.LDAPUnwillingToPerform)
+        self.conn.clock.advance(15 * 60 + 1)
+        result = self.conn.bind(ALICE, "admin-demo")
+        self.assertFalse(hasattr(result, "value"), result)
 
     def test_whoami(self):
         self.conn.bind(ALICE, "admin-demo")
