@@ -360,25 +360,66 @@ class NetworkLedger:
         Forget changes the kernel (or someone) took back, so they are made
         again: removing an address takes the routes through it along.
         """
-        routes = None
+        routes = []
         for change in self.in_force:
             if isinstance(change, Sysctl):
                 continue
-            if not self._exists(change.ifname):
-                there = False
-            elif isinstance(change, Address):
-                there = change.address in self.netlink.addresses(change.ifname)
-            elif isinstance(change, DefaultRoute):
-                if routes is None:
-                    routes = self.netlink.default_routes()
-                there = any(gw == change.gateway and dev == change.ifname
-                            for gw, dev, _ in routes)
-            else:
-                there = self.netlink.is_up(change.ifname)
-            if not there:
+            if not self._in_effect(change, routes):
                 record = self._applied.pop(change)
                 if isinstance(change, DefaultRoute) and record.ours and record.previous:
                     self._displaced[change] = record.previous
+
+    def _in_effect(self, change, routes):
+        """Whether the kernel has `change` now (`routes`: a cache, filled on first use)."""
+        if isinstance(change, Sysctl):
+            try:
+                return self.sysctls.read(change.path) == str(change.value)
+            except OSError:
+                return False
+        if not self._exists(change.ifname):
+            return False
+        if isinstance(change, Address):
+            return change.address in self.netlink.addresses(change.ifname)
+        if isinstance(change, DefaultRoute):
+            if not routes:
+                routes.append(self.netlink.default_routes())
+            return any(gw == change.gateway and dev == change.ifname
+                       for gw, dev, _ in routes[0])
+        return self.netlink.is_up(change.ifname)
+
+    # -------------------------------------------------------- after a crash
+
+    def snapshot(self):
+        """What this ledger changed and how to undo it, as JSON-able data."""
+        ours = []
+        for change in self.in_force:
+            record = self._applied[change]
+            if record.ours:
+                ours.append({"change": change_to_json(change),
+                             "previous": _previous_to_json(change, record.previous)})
+        return {"version": 1, "ours": ours}
+
+    def adopt(self, snapshot):
+        """
+        Take over the changes a previous run recorded in `snapshot` (it may
+        have been killed before it could undo them) that are still in force,
+        so that they are undone like our own. Returns the changes adopted.
+        """
+        adopted, routes = [], []
+        items = snapshot.get("ours", []) if isinstance(snapshot, dict) else []
+        for item in items:
+            try:
+                change = change_from_json(item["change"])
+                previous = _previous_from_json(change, item.get("previous"))
+            except (KeyError, TypeError, ValueError):
+                continue
+            if change in self._applied or not self._in_effect(change, routes):
+                continue
+            self._applied[change] = _Applied(change, True, previous)
+            if isinstance(change, Sysctl):
+                self._sysctl_originals[change.path] = previous
+            adopted.append(change)
+        return adopted
 
     # -------------------------------------------------------- apply
 
@@ -461,6 +502,40 @@ class NetworkLedger:
                     self.netlink.add_default_route(gw, dev, metric)
                 except NetworkSettingError:
                     pass  # its gateway went away with its address: nothing to put back
+
+
+_KINDS = {cls.__name__: cls for cls in APPLY_ORDER}
+
+
+def change_to_json(change):
+    """A change as a dict of strings (its kind and fields)."""
+    data = {"kind": type(change).__name__}
+    for field in attr.fields(type(change)):
+        value = getattr(change, field.name)
+        data[field.name] = None if value is None else str(value)
+    return data
+
+
+def change_from_json(data):
+    """The change `change_to_json` wrote; ValueError/KeyError if it is not one."""
+    cls = _KINDS[data["kind"]]
+    return cls(**{f.name: data[f.name] for f in attr.fields(cls) if f.name in data})
+
+
+def _previous_to_json(change, previous):
+    if isinstance(change, DefaultRoute):
+        return [[str(gw) if gw else None, dev, metric] for gw, dev, metric in previous or ()]
+    return previous
+
+
+def _previous_from_json(change, data):
+    if isinstance(change, DefaultRoute):
+        return [(ipaddress.IPv4Address(gw) if gw else None, dev, metric)
+                for gw, dev, metric in data or ()]
+    if isinstance(change, Sysctl):
+        if not isinstance(data, str):
+            raise ValueError("a sysctl needs its old value")
+    return data
 
 
 def _undone_text(record):

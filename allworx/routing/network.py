@@ -30,6 +30,7 @@ from twisted.application import service
 from twisted.logger import Logger
 
 from allworx.office import ConfigChanged
+from allworx.routing.statefile import JsonStateFile
 from allworx.routing.interfaces import (
     Address, DefaultRoute, LinkMonitor, LinkUp, Netlink, NetworkLedger,
     NetworkSettingError, Sysctl, Sysctls)
@@ -40,6 +41,7 @@ FORWARDING = "net/ipv4/ip_forward"
 RP_FILTER_ALL = "net/ipv4/conf/all/rp_filter"
 RETRY_SECONDS = 10.0
 LEASE_FILE = "wan-dhcp-lease.json"
+APPLIED_FILE = "network-applied.json"
 
 
 def rp_filter_path(ifname):
@@ -133,7 +135,7 @@ class NetworkService(service.Service):
 
     def __init__(self, office, netlink_factory=_default_netlink, sysctls=None,
                  dhcp_client_factory=_default_dhcp_client, reactor=None,
-                 link_monitor_factory=LinkMonitor):
+                 link_monitor_factory=LinkMonitor, state_file_factory=JsonStateFile):
         self.office = office
         self._netlink_factory = netlink_factory
         self._sysctls = sysctls or Sysctls()
@@ -154,6 +156,9 @@ class NetworkService(service.Service):
         self._link_monitor_factory = link_monitor_factory
         self._links = None
         self._carrier = {}
+        self._state_file_factory = state_file_factory
+        self._applied_file = None
+        self._saved_snapshot = None
 
     # -------------------------------------------------------- service
 
@@ -165,6 +170,7 @@ class NetworkService(service.Service):
             self.office.set_status("network", "down", "cannot open netlink: %s" % (e,))
             return
         self.ledger = NetworkLedger(netlink, self._sysctls)
+        self._take_over()
         self._unsubscribe = self.office.subscribe(ConfigChanged, self._config_changed)
         self._watch_links()
         self.apply()
@@ -186,6 +192,7 @@ class NetworkService(service.Service):
             log.info("network: {change}", change=text)
         for problem in problems:
             log.warn("network: could not restore: {problem}", problem=problem)
+        self._record_applied()
         self.ledger.netlink.close()
         self.ledger = None
         self.office.set_status("network", "down", "stopped; settings restored")
@@ -199,6 +206,39 @@ class NetworkService(service.Service):
                 # there; the ISP's server gets its address back.
                 self._stop_dhcp(reapply=False, release=True)
             self.apply()
+
+    # -------------------------------------------------------- after a crash
+
+    def _take_over(self):
+        """
+        Adopt what a previous run recorded as its changes and left in place
+        (killed before it could restore), so this run's stop undoes them too,
+        and puts back the sysctl values from before that run.
+        """
+        path = os.path.join(self.office.config.system.data_dir, APPLIED_FILE)
+        self._applied_file = self._state_file_factory(path, "the network changes in force")
+        saved = self._applied_file.load()
+        if not saved:
+            return
+        adopted = self.ledger.adopt(saved)
+        if adopted:
+            log.info("network: taking over {count} change(s) a previous run left in place: "
+                     "{changes}", count=len(adopted),
+                     changes="; ".join(c.describe() for c in adopted))
+        self._saved_snapshot = saved
+
+    def _record_applied(self):
+        """Keep the ledger on disk whenever it changes (cleared once all is restored)."""
+        if self._applied_file is None:
+            return
+        snapshot = self.ledger.snapshot()
+        if snapshot == self._saved_snapshot:
+            return
+        self._saved_snapshot = snapshot
+        if snapshot["ours"]:
+            self._applied_file.save(snapshot)
+        else:
+            self._applied_file.clear()
 
     # -------------------------------------------------------- link events
 
@@ -263,6 +303,7 @@ class NetworkService(service.Service):
             log.info("network: {change} applied", change=change.describe())
         self._plan = plan
         self.problems = problems
+        self._record_applied()
         self._manage_dhcp(config, plan)
         if problems:
             self._retry = self.reactor.callLater(RETRY_SECONDS, self._retry_now)

@@ -28,8 +28,6 @@ the client needs a few hundred bytes of struct packing
 (`allworx.routing.wandhcp_packets`).
 """
 
-import json
-import os
 import random
 from typing import Protocol
 
@@ -41,6 +39,7 @@ from twisted.logger import Logger
 from allworx.routing.wandhcp_packets import (
     ACK, BOOTREPLY, DECLINE, DISCOVER, NAK, OFFER, OPT_MESSAGE, RELEASE, REQUEST, ZERO, DhcpMessage,
     Lease, MalformedPacket, client_message, lease_from_ack, mac_bytes)
+from allworx.routing.statefile import JsonStateFile
 from allworx.routing.wandhcp_socket import PacketWire
 
 log = Logger()
@@ -569,49 +568,28 @@ def choose_offer(offers, preferred=None):
 # ---------------------------------------------------------------- persistence
 
 class LeaseFile:
-    """The lease kept under data_dir as JSON, written atomically in a thread."""
+    """The WAN lease kept under data_dir (JSON), so a restart can ask for it again."""
 
     def __init__(self, path, defer_to_thread=threads.deferToThread):
-        self.path = path
-        self._defer = defer_to_thread
+        self.file = JsonStateFile(path, "the WAN DHCP lease", defer_to_thread)
 
     def load(self):
-        """The saved Lease, or None (missing or unreadable: logged)."""
-        try:
-            with open(self.path) as f:
-                return Lease.from_json(json.load(f))
-        except FileNotFoundError:
+        """The saved Lease, or None (missing or unusable: logged)."""
+        data = self.file.load()
+        if data is None:
             return None
-        except (OSError, ValueError) as e:
-            log.warn("wan: ignoring {path}: {why}", path=self.path, why=str(e))
+        try:
+            return Lease.from_json(data)
+        except ValueError as e:
+            log.warn("wan: ignoring {path}: {why}", path=self.file.path, why=str(e))
             return None
 
     def save(self, lease):
-        d = self._defer(self._write, json.dumps(lease.as_json(), indent=1) + "\n")
-        d.addErrback(lambda f: log.failure("wan: could not save the lease to {path}",
-                                           f, path=self.path))
-        return d
+        return self.file.save(lease.as_json())
 
     def clear(self):
         """Forget the saved lease."""
-        d = self._defer(self._remove)
-        d.addErrback(lambda f: log.failure("wan: could not remove {path}", f, path=self.path))
-        return d
-
-    def _remove(self):
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-
-    def _write(self, text):
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        return self.file.clear()
 
 
 # ---------------------------------------------------------------- the client

@@ -11,7 +11,7 @@ import os
 
 import attr
 from pyroute2 import NetlinkError
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
@@ -20,7 +20,9 @@ from allworx.office import Office, WanAddressChanged
 from allworx.routing.interfaces import (
     Address, DefaultRoute, LinkEvent, LinkUp, Netlink, NetworkLedger, Sysctl, Sysctls,
     parse_link_events)
-from allworx.routing.network import NetworkService, make_service, plan_network
+from allworx.routing.network import (
+    APPLIED_FILE, NetworkService, make_service, plan_network)
+from allworx.routing.statefile import JsonStateFile
 from allworx.tests.confs import MINIMAL
 
 IP = ipaddress.ip_address
@@ -182,6 +184,11 @@ class FakeDhcpClient:
         self.link_returns += 1
 
 
+def synchronous_state_file(path, what):
+    """A JsonStateFile that writes at once, not in a thread."""
+    return JsonStateFile(path, what, defer_to_thread=lambda f, *a: defer.maybeDeferred(f, *a))
+
+
 class FakeLinkMonitor:
     """Stands in for the rtnetlink listener; the test sends the events."""
 
@@ -216,10 +223,14 @@ class Harness:
         self.office.subscribe(WanAddressChanged, self.events.append)
         FakeDhcpClient.started = []
         self.links = []
-        self.service = NetworkService(
+        self.service = self.new_service()
+
+    def new_service(self):
+        """A NetworkService on this harness's fakes (a second one: a restart)."""
+        return NetworkService(
             self.office, netlink_factory=lambda: Netlink(self.ipr), sysctls=self.sysctls,
             dhcp_client_factory=FakeDhcpClient, reactor=self.clock,
-            link_monitor_factory=self.link_monitor)
+            link_monitor_factory=self.link_monitor, state_file_factory=synchronous_state_file)
 
     def link_monitor(self, reactor, callback):
         monitor = FakeLinkMonitor(reactor, callback)
@@ -411,6 +422,79 @@ class ApplyTests(unittest.TestCase):
                       h.status.detail)
         self.assertIn("write /proc/sys/net/ipv4/ip_forward", h.status.detail)
         h.service.stopService()
+
+
+class CrashTests(unittest.TestCase):
+    """What a killed run left in place is undone by the next run's stop."""
+
+    def test_restart_after_kill_restores_everything(self):
+        h = Harness(self, sysctls=fake_proc(self, forward="0"))
+        h.service.startService()
+        path = os.path.join(h.office.config.system.data_dir, APPLIED_FILE)
+        self.assertTrue(os.path.exists(path))
+        # kill -9: no stopService. The next run finds everything in place...
+        second = h.new_service()
+        second.startService()
+        self.assertEqual(h.ipr.addresses_of("wan0"), ["203.0.113.2/24"])
+        second.stopService()
+        # ...and its stop removes it all, with forwarding back to its first value.
+        self.assertEqual(h.ipr.addresses_of("lan0"), [])
+        self.assertEqual(h.ipr.addresses_of("wan0"), [])
+        self.assertEqual(h.ipr.default_routes(), [])
+        self.assertFalse(h.ipr.is_up("wan0"))
+        self.assertEqual(h.sysctl("net/ipv4/ip_forward"), "0")
+        self.assertEqual(h.sysctl("net/ipv4/conf/lan0/rp_filter"), "0")
+        self.assertFalse(os.path.exists(path))
+
+    def test_what_someone_else_changed_since_is_left_alone(self):
+        h = Harness(self)
+        h.service.startService()
+        # After the crash an operator set the WAN address by hand.
+        index = h.ipr.links["wan0"]["index"]
+        h.ipr.addrs.discard((index, "203.0.113.2", 24))
+        h.ipr.routes = []
+        second = h.new_service()
+        second.startService()
+        second.stopService()
+        self.assertEqual(h.ipr.addresses_of("wan0"), [])   # ours again: removed
+        h.ipr.addrs.add((index, "203.0.113.77", 24))
+        third = h.new_service()
+        third.startService()
+        third.stopService()
+        self.assertEqual(h.ipr.addresses_of("wan0"), ["203.0.113.77/24"])
+
+    def test_unreadable_record_is_ignored(self):
+        h = Harness(self)
+        path = os.path.join(h.office.config.system.data_dir, APPLIED_FILE)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        for text in ("{broken", '{"ours": [{"change": {"kind": "Nope"}}]}', "[1, 2]"):
+            with open(path, "w") as f:
+                f.write(text)
+            service = h.new_service()
+            service.startService()
+            service.stopService()
+            self.assertEqual(h.ipr.addresses_of("lan0"), [])
+
+    def test_snapshot_roundtrip(self):
+        ipr = FakeIPRoute()
+        ipr.links["lan0"]["flags"] |= 1                            # up before us
+        ipr.addrs.add((ipr.links["wan0"]["index"], "203.0.113.2", 24))   # there before us
+        first = NetworkLedger(Netlink(ipr), fake_proc(self))
+        changes = [LinkUp("lan0"), Address("lan0", "192.168.2.254/24"),
+                   Address("wan0", "203.0.113.2/24"), DefaultRoute("203.0.113.1", "wan0"),
+                   Sysctl("net/ipv4/ip_forward", "1", "lan0")]
+        first.converge(changes)
+        snapshot = first.snapshot()
+        self.assertEqual({c["change"]["kind"] for c in snapshot["ours"]},
+                         {"Address", "DefaultRoute", "Sysctl"})   # not the LinkUp
+        second = NetworkLedger(Netlink(ipr), first.sysctls)
+        self.assertEqual(set(second.adopt(snapshot)), {
+            Address("lan0", "192.168.2.254/24"), DefaultRoute("203.0.113.1", "wan0"),
+            Sysctl("net/ipv4/ip_forward", "1", "lan0")})
+        second.restore()
+        self.assertEqual(ipr.addresses_of("lan0"), [])
+        self.assertEqual(ipr.addresses_of("wan0"), ["203.0.113.2/24"])
+        self.assertEqual(first.sysctls.read("net/ipv4/ip_forward"), "0")
 
 
 class LiveChangeTests(unittest.TestCase):

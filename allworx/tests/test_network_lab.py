@@ -187,6 +187,17 @@ class NetworkLabTests(LabCase, unittest.TestCase):
         self.assertIn("network: wan0 203.0.113.3/24 removed", server.log())
         self.assert_clean()
 
+        # kill -9 leaves everything in place; the next run takes it over and
+        # its stop restores the namespace as it was before the first run.
+        server.start()
+        server.kill9()
+        self.assertEqual(self.addresses("wan0"), ["203.0.113.3/24"])
+        self.assertEqual(self.sysctl("net.ipv4.ip_forward"), "1")
+        log = server.start()
+        self.assertIn("network: taking over", log)
+        server.stop()
+        self.assert_clean()
+
     def test_dhcp_wan(self):
         resolv_path = "/etc/netns/%s/resolv.conf" % self.lab.ns("server")
         with open(resolv_path) as f:
