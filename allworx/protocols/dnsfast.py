@@ -136,9 +136,6 @@ class ResponseWire:
         pre, suf = self.pick(idx, len(self.question), limit)
         return struct.pack("!H", query_id) + pre + self.question + suf
 
-    @property
-    def min_ttl(self):
-        return min((ttl for _, ttl in self._ttls), default=0)
 
 
 def _encode_rr(out, comp, rr, ttls, qend):
@@ -217,5 +214,3 @@ class FastAnswers:
         pre, suf = entry.pick(idx, qend - 12, limit)
         return data[:2] + pre + data[12:qend] + suf
 
-    def clear_cache(self):
-        self.cache.clear()

@@ -78,10 +78,12 @@ class ServerSelection:
 
 
 def random_id():
+    """A query ID no one off the path can guess (RFC 5452)."""
     return secrets.randbits(16)
 
 
 def random_port():
+    """A source port from the whole unprivileged range (RFC 5452)."""
     return 1024 + secrets.randbelow(65536 - 1024)
 
 
@@ -183,7 +185,10 @@ class ForwardingResolver(ResolverBase):
             probe = None
             result = yield self._ask([server] + extra, query)
             if result is None:
-                self.selection.timed_out(server, self.reactor.seconds())
+                if self.selection.timed_out(server, self.reactor.seconds()):
+                    log.warn("dns: forwarder {server} did not answer within {timeout} s; "
+                             "asking {other} from now on", server=server[0],
+                             timeout=self.timeout, other=self.selection.current[0])
                 continue
             answered, message = result
             if self.selection.answered(answered, self.reactor.seconds()):

@@ -155,6 +155,7 @@ def reverse_zone(network):
 
 
 def reverse_name(address):
+    """The PTR owner name of an IPv4 address."""
     return ".".join(reversed(str(address).split("."))) + ".in-addr.arpa"
 
 
@@ -311,6 +312,7 @@ class OfficeZone:
         return sorted(self._names)
 
     def types_at(self, name):
+        """The record types `name` holds."""
         return list(self._rrsets.get(name, ()))
 
     def answer(self, name, qtype):

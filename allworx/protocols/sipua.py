@@ -72,6 +72,7 @@ class LocalCall:
             ("Content-Type", "application/sdp")])
         ok.body = body
         self.ok = ok
+        self.answered_at = self.core.clock.seconds()
         self.st.respond(ok)
         self.retransmit_call = self.core.clock.callLater(self.interval, self._retransmit_ok)
 
@@ -79,13 +80,14 @@ class LocalCall:
         self.retransmit_call = None
         if self.acked or self.ended:
             return
-        if self.interval >= 64 * T1 / 2:
+        left = self.answered_at + 64 * T1 - self.core.clock.seconds()
+        if left <= 1e-9:
             log.info("voicemail call {call_id}: no ACK for our 200", call_id=self.request.call_id)
             self.hang_up()
             return
         self.core.send(self.ok, self.source)
         self.interval = min(self.interval * 2, T2)
-        self.retransmit_call = self.core.clock.callLater(self.interval, self._retransmit_ok)
+        self.retransmit_call = self.core.clock.callLater(min(self.interval, left), self._retransmit_ok)
 
     def acknowledged(self):
         if self.acked:

@@ -165,13 +165,13 @@ class RtpEndpoint(protocol.DatagramProtocol):
             self._tick()
 
     def _tick(self):
-        due = int((self.clock.seconds() - self.started) / FRAME_SECONDS) + 1
+        due = int((self.clock.seconds() - self.started) / FRAME_SECONDS + 1e-6) + 1
         due = min(due, self.sent_frames + 10)      # after a stall, do not burst much
         while self.sent_frames < due:
             self._send_frame()
             self.sent_frames += 1
         next_at = self.started + self.sent_frames * FRAME_SECONDS
-        self.call = self.clock.callLater(max(0.0, next_at - self.clock.seconds()), self._tick)
+        self.call = self.clock.callLater(max(0.001, next_at - self.clock.seconds()), self._tick)
 
     def _send_frame(self):
         payload = self.source() if self.source is not None else None
