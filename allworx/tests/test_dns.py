@@ -524,7 +524,23 @@ class MalformedTests(ServiceCase):
         for reply, _ in self.port.sent[before:]:
             self.assertEqual(reply[:2], data[:2])
             parse(reply)
-        self.flushLoggedErrors()
+        self.reactor.advance(5)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.sampled_from(["www.example.com", "nothing.example.com", "web.internet.example"]),
+           st.sampled_from([None, 512, 4096]), st.integers(0, 60), st.binary(min_size=1,
+                                                                              max_size=6),
+           st.booleans())
+    def test_mutated_queries_never_escape(self, name, edns, position, junk, lan):
+        raw = bytearray(query(name, edns=edns))
+        position = min(position, len(raw) - 1)
+        raw[position:position + len(junk)] = junk
+        before = len(self.port.sent)
+        self.port.protocol.datagramReceived(bytes(raw), LAN_PC if lan else WAN_HOST)
+        for reply, _ in self.port.sent[before:]:
+            parse(reply)
+        self.reactor.advance(5)   # let any forwarded query time out
         self.assertEqual(self.flushLoggedErrors(), [])
 
     @settings(max_examples=200, deadline=None)
