@@ -229,7 +229,13 @@ class BrowserTests(WebLabCase):
         return driver
 
     def shot(self, name):
-        self.driver.save_screenshot(os.path.join(self.shots, name + ".png"))
+        """A screenshot of the whole page (the window grows to fit it for the moment)."""
+        d = self.driver
+        size = d.get_window_size()
+        height = d.execute_script("return document.documentElement.scrollHeight")
+        d.set_window_size(size["width"], min(max(height + 140, size["height"]), 6000))
+        d.save_screenshot(os.path.join(self.shots, name + ".png"))
+        d.set_window_size(size["width"], size["height"])
 
     def field(self, name, form_action=None):
         from selenium.webdriver.common.by import By
@@ -275,6 +281,11 @@ class BrowserTests(WebLabCase):
         self.wait_url("/dhcp")
         self.assertTrue(d.get_cookie("allworx_session")["httpOnly"])
 
+        # Some life for the live tables: a PC takes a lease and browses the Internet.
+        lease = None
+        if self.service_up("dhcp"):
+            lease = self.lab.dhclient("pc1")
+            self.curl("pc1", "http://198.51.100.10/whoami")
         # Every page renders; a screenshot of each.
         from allworx.web.pages import PAGES
         for n, page in enumerate(PAGES, 1):
@@ -283,6 +294,12 @@ class BrowserTests(WebLabCase):
             self.shot("%02d-%s" % (n, page.slug))
         d.get(self.base + "/users/alice")
         self.shot("20-user-alice")
+        if lease is not None:
+            d.get(self.base + "/dhcp")
+            self.assertIn(lease["ip_address"], d.find_element(By.ID, "leases").text)
+            if self.service_up("firewall"):
+                d.get(self.base + "/connections")
+                self.assertIn("198.51.100.10:80", d.find_element(By.ID, "connlog").text)
 
         # A bad DHCP range: the field is marked, nothing changes.
         before = self.tap_conf()
