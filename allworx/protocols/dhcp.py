@@ -360,8 +360,14 @@ class DhcpServer:
         if outcome.hw_dest is not None:
             ip = str(BROADCAST)
         if self.port is not None:
+            # Straight to the socket when there is one: Twisted's write
+            # re-validates the address text on every call (the hot path).
+            sock = getattr(self.port, "socket", None)
             try:
-                self.port.write(wire, (ip, port))
+                if sock is not None:
+                    sock.sendto(wire, (ip, port))
+                else:
+                    self.port.write(wire, (ip, port))
             except OSError as e:
                 DROPPED["send_failed"] += 1
                 log.debug("dhcp: sending to {ip} failed: {why}", ip=ip, why=e)
