@@ -48,6 +48,7 @@ KINDS = ("zone", "cache", "forwarded", "refused", "nxdomain", "formerr", "servfa
 SIDE_MEMO = 4096
 TCP_IDLE = 30
 TCP_MAX_CONNECTIONS = 64
+REBUILD_INTERVAL = 0.5   # seconds between zone rebuilds for lease events at most
 
 # Plain in-process counters; the collector reads them when /metrics is scraped.
 COUNTS = collections.Counter()
@@ -82,11 +83,17 @@ REGISTRY.register(COLLECTOR)
 # ---------------------------------------------------------------- resolvers
 
 class ZoneAuthority(ResolverBase):
-    """The office zone as an IResolver: answers its names, passes on the rest."""
+    """
+    The office zone as an IResolver: answers its names, passes on the rest.
+    Each answer for a name that exists is also rendered into the fast path's
+    zone table, so the next such question is served from there; the table is
+    emptied whenever the zone changes.
+    """
 
-    def __init__(self, keeper):
+    def __init__(self, keeper, fast=None):
         ResolverBase.__init__(self)
         self.keeper = keeper
+        self.fast = fast
 
     def _lookup(self, name, cls, type, timeout):
         if isinstance(name, bytes):
@@ -100,6 +107,12 @@ class ZoneAuthority(ResolverBase):
             return defer.fail(NegativeAnswer(name, list(result.answers) + list(result.authority),
                                              authoritative=True))
         COUNTS["zone"] += 1
+        if self.fast is not None and (type in COMMON_TYPES or type in zone.types_at(
+                name.lower().rstrip("."))):
+            # Bounded: names that exist, types they hold or that are common.
+            self.fast.zone[question_key(name, type)] = ResponseWire(
+                name.lower().rstrip(".").encode("ascii"), type, dns.IN, result.rcode, True,
+                result.answers, result.authority, result.additional)
         return defer.succeed((list(result.answers), list(result.authority),
                               list(result.additional)))
 
@@ -167,7 +180,7 @@ class OfficeDnsFactory(server.DNSServerFactory):
     protocol = None  # set below: DnsStreamProtocol
 
     def __init__(self, office, keeper, cache, fast, forwarders, reactor):
-        zone = ZoneAuthority(keeper)
+        zone = ZoneAuthority(keeper, fast)
         self.office = office
         self.fast = fast
         self.cache = cache
@@ -382,20 +395,6 @@ class DnsStreamProtocol(protocol.Protocol, policies.TimeoutMixin):
 OfficeDnsFactory.protocol = DnsStreamProtocol
 
 
-# ---------------------------------------------------------------- the zone table
-
-def zone_table(zone):
-    """{question key: ResponseWire} for every name of `zone` and the common types."""
-    table = {}
-    for name in zone.names():
-        for qtype in set(zone.types_at(name)) | set(COMMON_TYPES):
-            result = zone.answer(name, qtype)
-            table[question_key(name, qtype)] = ResponseWire(
-                name.encode("ascii"), qtype, dns.IN, result.rcode, True, result.answers,
-                result.authority, result.additional)
-    return table
-
-
 # ---------------------------------------------------------------- the service
 
 class DnsService(ListeningService):
@@ -419,6 +418,8 @@ class DnsService(ListeningService):
         self.factory = None
         self._subscriptions = []
         self._expiry = None
+        self._pending = None
+        self._built_at = float("-inf")
         COLLECTOR.fast, COLLECTOR.cache = self.fast, self.cache
 
     # -- building
@@ -439,14 +440,32 @@ class DnsService(ListeningService):
 
     def rebuild_zone(self):
         """Make the zone from the current facts; publish it if it changed."""
-        self.names.expire(self.reactor.seconds())
+        if self._pending is not None and self._pending.active():
+            self._pending.cancel()
+        self._pending = None
+        self._built_at = self.reactor.seconds()
+        self.names.expire(self._built_at)
         if self.keeper.rebuild(self.office.config, self.office.wan_ip, self.names.current()):
             zone = self.keeper.zone
-            self.fast.zone = zone_table(zone)
+            self.fast.zone = {}
             self.office.runtime.zone = zone
             log.info("dns: zone {domain} serial {serial}: {count} records",
                      domain=zone.domain, serial=zone.serial, count=len(zone.entries))
         self._schedule_expiry()
+
+    def request_rebuild(self):
+        """
+        Rebuild soon: at once if the last rebuild is `REBUILD_INTERVAL` old,
+        else at the end of that interval, so a burst of lease events (the
+        office switching on in the morning) costs a few rebuilds, not one each.
+        """
+        if self._pending is not None:
+            return
+        wait = self._built_at + REBUILD_INTERVAL - self.reactor.seconds()
+        if wait <= 0:
+            self.rebuild_zone()
+        else:
+            self._pending = self.reactor.callLater(wait, self.rebuild_zone)
 
     def _schedule_expiry(self):
         if self._expiry is not None and self._expiry.active():
@@ -478,7 +497,7 @@ class DnsService(ListeningService):
             self._subscriptions = [
                 self.office.subscribe(ConfigChanged, self._config_changed),
                 self.office.subscribe(LeaseEvent, self._lease_event),
-                self.office.subscribe(WanAddressChanged, lambda e: self.rebuild_zone()),
+                self.office.subscribe(WanAddressChanged, lambda e: self.request_rebuild()),
             ]
             leases = self.office.runtime.leases
             if leases is not None:
@@ -497,16 +516,17 @@ class DnsService(ListeningService):
         for unsubscribe in self._subscriptions:
             unsubscribe()
         self._subscriptions = []
-        if self._expiry is not None and self._expiry.active():
-            self._expiry.cancel()
-        self._expiry = None
+        for call in (self._expiry, self._pending):
+            if call is not None and call.active():
+                call.cancel()
+        self._expiry = self._pending = None
         return ListeningService.stopService(self)
 
     # -- events
 
     def _lease_event(self, event):
         if self.names.apply(event):
-            self.rebuild_zone()
+            self.request_rebuild()
 
     def _config_changed(self, event):
         new, old = event.new, event.old

@@ -42,7 +42,7 @@ A, NS, CNAME, SOA, PTR, MX, TXT, ANY = (dns.A, dns.NS, dns.CNAME, dns.SOA, dns.P
 TYPE_NAMES = {A: "A", NS: "NS", CNAME: "CNAME", SOA: "SOA", PTR: "PTR", MX: "MX", TXT: "TXT"}
 
 
-@attr.s(frozen=True, slots=True, order=True)
+@attr.s(frozen=True, slots=True)
 class ZoneEntry:
     """One record of the zone as the admin pages list it: owner, type, value, TTL."""
 
@@ -221,7 +221,11 @@ def zone_entries(config, wan_ip=None, dhcp=None):
             rows.append(ZoneEntry(reverse_name(address), "PTR", name, DHCP_TTL, "dhcp"))
         else:
             rows.append(ZoneEntry(reverse_name(address), "PTR", name))
-    return tuple(sorted(set(rows)))
+    return tuple(sorted(set(rows), key=_entry_order))
+
+
+def _entry_order(e):
+    return (e.name, e.rtype, e.value, e.ttl)
 
 
 def soa_rname(config):

@@ -187,6 +187,9 @@ class ZoneServiceTests(ServiceCase):
         self.office.emit(LeaseEvent("granted", "02:00:00:00:00:01",
                                     ipaddress.IPv4Address("192.168.2.10"), "pc1",
                                     self.reactor.seconds() + 600))
+        # Lease events are gathered for a moment, then the zone is rebuilt once.
+        self.assertEqual(self.ask("pc1.example.com").rCode, dns.ENAME)
+        self.reactor.advance(dnsserver.REBUILD_INTERVAL)
         m = self.ask("pc1.example.com")
         self.assertEqual(m.answers[0].payload.dottedQuad(), "192.168.2.10")
         ptr = self.ask("10.2.168.192.in-addr.arpa", dns.PTR)
@@ -195,8 +198,35 @@ class ZoneServiceTests(ServiceCase):
         self.reactor.advance(601)
         self.assertEqual(self.ask("pc1.example.com").rCode, dns.ENAME)
 
+    def test_a_burst_of_lease_events_is_one_rebuild(self):
+        serial = self.office.runtime.zone.serial
+        self.reactor.advance(10)
+        for i in range(1, 51):
+            self.office.emit(LeaseEvent("granted", "02:00:00:00:01:%02x" % i,
+                                        ipaddress.IPv4Address("192.168.2.%d" % i), "pc%d" % i,
+                                        self.reactor.seconds() + 600))
+        self.assertEqual(self.office.runtime.zone.serial, serial + 10)   # the first, at once
+        self.reactor.advance(dnsserver.REBUILD_INTERVAL)
+        self.assertEqual(self.office.runtime.zone.serial, serial + 10 + 1)
+        self.assertEqual(self.ask("pc50.example.com").answers[0].payload.dottedQuad(),
+                         "192.168.2.50")
+
+    def test_zone_answers_move_to_the_fast_path(self):
+        self.ask("files.example.com")
+        hits = self.service.fast.zone_hits
+        self.ask("FILES.example.com")
+        self.assertEqual(self.service.fast.zone_hits, hits + 1)
+        self.office.put_record("record", "files", {"a": "192.168.2.21"})
+        self.assertEqual(self.ask("files.example.com").answers[0].payload.dottedQuad(),
+                         "192.168.2.21")
+        # Bounded: unknown names and odd types are not memorised.
+        self.ask("nothing.example.com")
+        self.ask("files.example.com", 99)
+        self.assertEqual(len(self.service.fast.zone), 1)
+
     def test_wan_address_change_follows(self):
         self.office.set_wan_address(ipaddress.IPv4Interface("203.0.113.40/24"), "dhcp")
+        self.reactor.advance(dnsserver.REBUILD_INTERVAL)
         self.assertEqual(self.ask("www.example.com").answers[0].payload.dottedQuad(),
                          "203.0.113.40")
 
