@@ -521,6 +521,11 @@ class DhcpService(service.Service):
             self.office.set_status("dhcp", "down", str(e))
             return
         log.info("dhcp: {count} lease(s) restored from the journal", count=restored)
+        # Services already listening (the firewall's host-name forwards) learn
+        # where each client is; those that start later read the lease table.
+        for lease in self.server.pool.active_leases():
+            self.office.emit(LeaseEvent("renewed", lease.mac, lease.address, lease.hostname,
+                                        lease.expires))
         self._start()
 
     def _start(self):

@@ -363,6 +363,9 @@ class ServiceTests(unittest.TestCase):
         self.stop()
         self.events = []
         self.start(with_sections(HOSTS))
+        # Listeners hear where the restored clients are.
+        self.assertEqual([(e.kind, e.mac, e.address) for e in self.events],
+                         [("renewed", PC, IP("192.168.2.1"))])
         # The old client renews its address; a new client does not get it.
         self.send(request(c.REQUEST, ciaddr="192.168.2.1"))
         self.assertEqual(self.server_port.sent[-1][0].message_type, c.ACK)
