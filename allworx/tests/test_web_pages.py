@@ -155,6 +155,17 @@ class EveryPageTests(LoggedIn):
         self.assertIn("<td>pc1.example.com</td><td>60</td><td>A</td><td>192.168.2.10</td>"
                       "<td>dhcp</td>", text)
 
+    def test_reserve_a_lease(self):
+        now = self.c.clock.seconds()
+        self.c.office.runtime.leases = FakeLeases([Lease("02:00:00:00:00:07", "192.168.2.7",
+                                                         "Laptop_7.local", now + 60)])
+        text = self.c.get("/dhcp").text
+        self.assertIn('name="name" value="laptop-7"', text)
+        self.submit("/dhcp", "add_host", name="laptop-7", mac="02:00:00:00:00:07", address="192.168.2.7")
+        self.assertEqual(str(self.c.office.config.hosts["laptop-7"].address), "192.168.2.7")
+        self.assertNotIn('value="Reserve"', self.c.get("/dhcp").text)
+        self.assertNotIn(">Reserve<", self.c.get("/dhcp").text)
+
     def test_html_is_escaped(self):
         self.c.office.set_status("dns", "down", "<script>alert(1)</script>")
         text = self.c.get("/status").text

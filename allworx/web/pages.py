@@ -6,6 +6,7 @@ call through `allworx.web.changes`). The HTTP side (sessions, CSRF, redirects)
 is in `allworx.web.admin`.
 """
 
+import re
 import time
 
 from twisted.internet import defer
@@ -63,6 +64,16 @@ def clock_time(when):
         return time.strftime("%H:%M:%S", time.gmtime(float(when)))
     except (TypeError, ValueError, OverflowError):
         return str(when or "")
+
+
+def host_label(hostname):
+    """A [host] name made from a DHCP client's host name, or None if none fits."""
+    if not hostname:
+        return None
+    if isinstance(hostname, bytes):
+        hostname = hostname.decode("ascii", "replace")
+    label = re.sub(r"[^a-z0-9-]+", "-", hostname.split(".")[0].lower()).strip("-")[:63]
+    return label if label and label not in BUILTIN_NAMES else None
 
 
 def fetch_summary(entry, now):
@@ -285,10 +296,12 @@ class DhcpPage(SettingsPage, RecordActions):
         leases = office.runtime.leases
         out["leases_running"] = leases is not None
         now = ctx.clock.seconds()
+        reserved = {h.mac for h in office.config.hosts.values()}
         out["leases"] = [{
-            "address": field(l, "address", ""), "mac": field(l, "mac", ""),
+            "address": str(field(l, "address", "")), "mac": field(l, "mac", ""),
             "hostname": field(l, "hostname", "") or "", "state": field(l, "state", "active"),
             "expires": ago_or_in(now, field(l, "expires")),
+            "reserve_as": None if field(l, "mac") in reserved else host_label(field(l, "hostname")),
         } for l in sorted(listed(leases, "active_leases"),
                           key=lambda l: tuple(int(x) for x in str(field(l, "address", "0")).split(".")
                                               if x.isdigit()))]
