@@ -251,17 +251,18 @@ class ZoneAnswer:
 
 
 def _payload(rtype, value, ttl):
+    # Names go in as bytes: twisted.names would run str names through IDNA.
     if rtype == "A":
         return dns.Record_A(value, ttl)
     if rtype == "NS":
-        return dns.Record_NS(value, ttl)
+        return dns.Record_NS(value.encode("ascii"), ttl)
     if rtype == "CNAME":
-        return dns.Record_CNAME(value, ttl)
+        return dns.Record_CNAME(value.encode("ascii"), ttl)
     if rtype == "PTR":
-        return dns.Record_PTR(value, ttl)
+        return dns.Record_PTR(value.encode("ascii"), ttl)
     if rtype == "MX":
         pref, target = value.split()
-        return dns.Record_MX(int(pref), target, ttl)
+        return dns.Record_MX(int(pref), target.encode("ascii"), ttl)
     if rtype == "TXT":
         text = value[1:-1].replace('\\"', '"').replace("\\\\", "\\").encode("utf-8")
         chunks = [text[i:i + 255] for i in range(0, len(text), 255)] or [b""]
@@ -288,15 +289,17 @@ class OfficeZone:
         self._names = set(owners)
         self._soa = {}
         for origin in (domain, reverse):
-            soa = dns.Record_SOA(mname=server, rname=rname, serial=serial, refresh=3600,
-                                 retry=600, expire=86400, minimum=NEGATIVE_TTL, ttl=TTL)
-            self._soa[origin] = dns.RRHeader(origin, SOA, dns.IN, TTL, soa, auth=True)
+            soa = dns.Record_SOA(mname=server.encode("ascii"), rname=rname.encode("ascii"),
+                                 serial=serial, refresh=3600, retry=600, expire=86400,
+                                 minimum=NEGATIVE_TTL, ttl=TTL)
+            self._soa[origin] = dns.RRHeader(origin.encode("ascii"), SOA, dns.IN, TTL, soa,
+                                             auth=True)
             self._rrsets.setdefault(origin, {})[SOA] = [self._soa[origin]]
             self._names.add(origin)
         for e in entries:
             rtype = getattr(dns, e.rtype)
-            rr = dns.RRHeader(e.name, rtype, dns.IN, e.ttl, _payload(e.rtype, e.value, e.ttl),
-                              auth=True)
+            rr = dns.RRHeader(e.name.encode("ascii"), rtype, dns.IN, e.ttl,
+                              _payload(e.rtype, e.value, e.ttl), auth=True)
             self._rrsets.setdefault(e.name, {}).setdefault(rtype, []).append(rr)
             origin = self.origin_of(e.name)
             name = e.name
