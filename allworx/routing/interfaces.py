@@ -28,6 +28,7 @@ import attr
 
 FAMILY_INET = 2  # socket.AF_INET, the only family the office routes
 MAIN_TABLE = 254
+RTNH_F_ONLINK = 4
 
 
 # ---------------------------------------------------------------- errors
@@ -94,17 +95,23 @@ class Address:
 
 @attr.s(frozen=True, slots=True)
 class DefaultRoute:
-    """The main table's default route goes via `gateway` on `ifname`."""
+    """
+    The main table's default route goes via `gateway` on `ifname`; `onlink`
+    when the gateway is outside the interface's subnet (an ISP that hands
+    out a /32, say) and is to be reached directly on the link anyway.
+    """
 
     gateway = attr.ib(converter=ipaddress.IPv4Address)
     ifname = attr.ib()
+    onlink = attr.ib(default=False, converter=lambda v: v in (True, "True", "true", 1))
 
     @property
     def interfaces(self):
         return (self.ifname,)
 
     def describe(self):
-        return "default route via %s on %s" % (self.gateway, self.ifname)
+        return "default route via %s on %s%s" % (self.gateway, self.ifname,
+                                                 " (on-link)" if self.onlink else "")
 
 
 @attr.s(frozen=True, slots=True)
@@ -210,8 +217,10 @@ class Netlink:
                         names.get(oif), msg.get("RTA_PRIORITY")))
         return out
 
-    def add_default_route(self, gateway, ifname, metric=None):
+    def add_default_route(self, gateway, ifname, metric=None, onlink=False):
         kw = {"priority": metric} if metric is not None else {}
+        if onlink:
+            kw["flags"] = RTNH_F_ONLINK
         self._call("add the default route via %s on %s" % (gateway, ifname),
                    self.ipr.route, "add", dst="0.0.0.0/0", gateway=str(gateway),
                    oif=self.index(ifname), **kw)
@@ -458,7 +467,7 @@ class NetworkLedger:
                 # Same metric: ours could not be added beside it. It comes back on undo.
                 self.netlink.remove_default_route(gw, dev, metric)
                 displaced.append((gw, dev, metric))
-        self.netlink.add_default_route(change.gateway, change.ifname)
+        self.netlink.add_default_route(change.gateway, change.ifname, onlink=change.onlink)
         displaced = self._displaced.pop(change, []) + displaced
         return _Applied(change, ours=True, previous=displaced)
 
@@ -512,7 +521,7 @@ def change_to_json(change):
     data = {"kind": type(change).__name__}
     for field in attr.fields(type(change)):
         value = getattr(change, field.name)
-        data[field.name] = None if value is None else str(value)
+        data[field.name] = value if value is None or isinstance(value, bool) else str(value)
     return data
 
 

@@ -87,7 +87,9 @@ def plan_network(config, lease=None, rp_all_loose=False):
         if wan_address is not None:
             changes.append(Address(wan.interface, wan_address))
         if wan_gateway is not None:
-            changes.append(DefaultRoute(wan_gateway, wan.interface))
+            changes.append(DefaultRoute(wan_gateway, wan.interface,
+                                        onlink=wan_address is not None
+                                        and wan_gateway not in wan_address.network))
     # Forwarding is a whole-namespace switch: only touched where the LAN
     # interface exists (checked by the ledger through `interface`), so a
     # config that names no interface of this machine changes nothing here.

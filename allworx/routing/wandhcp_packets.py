@@ -270,7 +270,7 @@ def lease_from_ack(msg, obtained, avoid=()):
     The Lease a DHCPACK (or the offer of one) grants, taking only the
     address, netmask and router. ValueError, naming what is wrong, when the
     reply cannot be used: no address, no lease time, an address inside one
-    of the networks in `avoid` (the LAN), a router outside the subnet.
+    of the networks in `avoid` (the LAN), a router that cannot be one.
     """
     if msg.yiaddr == ZERO:
         raise ValueError("no address offered")
@@ -298,8 +298,9 @@ def lease_from_ack(msg, obtained, avoid=()):
         if address.network.overlaps(net):
             raise ValueError("%s overlaps the LAN %s" % (address, net))
     router = msg.address_option(OPT_ROUTER)
-    if router is not None and router not in address.network:
-        raise ValueError("router %s is not in the subnet %s" % (router, address.network))
+    if router is not None and router in (ZERO, BROADCAST, address.ip):
+        raise ValueError("router %s cannot be a gateway" % router)
+    # A router outside the subnet (an ISP giving a /32) is reached on-link.
     t1 = msg.seconds_option(OPT_T1)
     t2 = msg.seconds_option(OPT_T2)
     if t2 is None or not 0 < t2 < lease_time:

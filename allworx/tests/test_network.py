@@ -104,11 +104,11 @@ class FakeIPRoute:
         return any(i == oif and IP(gateway) in ipaddress.IPv4Network("%s/%d" % (a, p), strict=False)
                    for i, a, p in self.addrs)
 
-    def route(self, command, dst, gateway=None, oif=None, priority=None):
+    def route(self, command, dst, gateway=None, oif=None, priority=None, flags=0):
         self._check()
         assert dst == "0.0.0.0/0"
         if command == "add":
-            if not self._connected(gateway, oif):
+            if not flags & 4 and not self._connected(gateway, oif):
                 raise NetlinkError(errno.ENETUNREACH, "Network is unreachable")
             if any((r["priority"] or 0) == (priority or 0) for r in self.routes):
                 raise NetlinkError(errno.EEXIST, "File exists")
@@ -604,6 +604,15 @@ class DhcpModeTests(unittest.TestCase):
         h.link_event("wan0", carrier=True)
         self.assertEqual(client.link_returns, 1)
         h.service.stopService()
+
+    def test_slash_32_lease_with_router_outside(self):
+        h = self.harness()
+        h.service.dhcp_bound(FakeLease("203.0.113.23/32", "198.51.100.1"))
+        self.assertEqual(h.ipr.addresses_of("wan0"), ["203.0.113.23/32"])
+        self.assertEqual(h.ipr.default_routes(), [("198.51.100.1", "wan0")])
+        self.assertIn("on-link", h.service.ledger.in_force[-1].describe())
+        h.service.stopService()
+        self.assertEqual(h.ipr.default_routes(), [])
 
     def test_new_address_on_rebind_replaces_old(self):
         h = self.harness()

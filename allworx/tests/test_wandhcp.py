@@ -499,11 +499,16 @@ class LeaseTests(unittest.TestCase):
 
     def test_refusals(self):
         for kw, why in [({"lease_time": 5}, "too short"),
-                        ({"router": "198.51.100.1"}, "not in the subnet"),
+                        ({"router": "203.0.113.23"}, "cannot be a gateway"),
                         ({"mask": "255.0.255.0"}, "not a valid mask")]:
             with self.assertRaises(ValueError) as cm:
                 P.lease_from_ack(self.msg(**kw), 0.0)
             self.assertIn(why, str(cm.exception))
+
+    def test_router_outside_a_slash_32(self):
+        lease = P.lease_from_ack(self.msg(mask="255.255.255.255", router="198.51.100.1"), 0.0)
+        self.assertEqual(str(lease.address), "203.0.113.23/32")
+        self.assertEqual(lease.router, IP("198.51.100.1"))
 
     def test_missing_mask_uses_class(self):
         lease = P.lease_from_ack(self.msg(mask=None), 0.0)
