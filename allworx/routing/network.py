@@ -32,8 +32,9 @@ from twisted.logger import Logger
 from allworx.office import ConfigChanged
 from allworx.routing.statefile import JsonStateFile
 from allworx.routing.interfaces import (
-    Address, DefaultRoute, LinkMonitor, LinkUp, Netlink, NetworkLedger,
-    NetworkSettingError, Sysctl, Sysctls)
+    Address, DefaultRoute, LinkUp, Netlink, NetworkLedger, NetworkSettingError, Sysctl,
+    Sysctls)
+from allworx.routing.linkevents import LinkMonitor
 
 log = Logger()
 

@@ -18,8 +18,8 @@ from twisted.trial import unittest
 from allworx.config import parse_config
 from allworx.office import Office, WanAddressChanged
 from allworx.routing.interfaces import (
-    Address, DefaultRoute, LinkEvent, LinkUp, Netlink, NetworkLedger, Sysctl, Sysctls,
-    parse_link_events)
+    Address, DefaultRoute, LinkUp, Netlink, NetworkLedger, Sysctl, Sysctls)
+from allworx.routing.linkevents import LinkEvent, parse_link_events
 from allworx.routing.network import (
     APPLIED_FILE, NetworkService, make_service, plan_network)
 from allworx.routing.statefile import JsonStateFile
