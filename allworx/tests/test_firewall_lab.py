@@ -230,6 +230,7 @@ class FirewallLabTests(unittest.TestCase):
         self.assertEqual(self.curl("pc1", "http://%s/whoami" % INET_IP), (0, WAN_IP + "\n"))
         # The office's DHCP server still serves the LAN, and its clients go out.
         if "dhcp: up" in self.server.log():
+            self.addCleanup(self.lab.dhclient_release, "pc2")
             lease = self.lab.dhclient("pc2")
             self.assertTrue(lease["ip_address"].startswith("192.168.2."), lease)
             self.assertEqual(self.curl("pc2", "http://%s/whoami" % INET_IP),
