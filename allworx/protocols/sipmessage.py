@@ -65,8 +65,21 @@ class SipParseError(ValueError):
     """The bytes are not a SIP message this server can serve; the text says why."""
 
 
+_CANONICAL = {}
+
+
 def canonical(name):
     """The canonical spelling of a header name (compact and any case accepted)."""
+    hit = _CANONICAL.get(name)
+    if hit is not None:
+        return hit
+    out = _canonical(name)
+    if len(_CANONICAL) < 4096:
+        _CANONICAL[name] = out
+    return out
+
+
+def _canonical(name):
     low = name.strip().lower()
     if low in COMPACT:
         return COMPACT[low]
@@ -77,6 +90,10 @@ def canonical(name):
 
 def split_commas(value):
     """Split a header value at commas that are outside quotes and <...>."""
+    if "," not in value:
+        return [value.strip()] if value.strip() else []
+    if '"' not in value and "<" not in value:
+        return [v.strip() for v in value.split(",") if v.strip()]
     out, cur, quote, angle, i = [], [], False, False, 0
     while i < len(value):
         ch = value[i]

@@ -157,7 +157,10 @@ class LocalCall:
         if self.retransmit_call is not None and self.retransmit_call.active():
             self.retransmit_call.cancel()
         if self.media is not None:
-            self.media.protocol.stop()
+            rtp = self.media.protocol
+            rtp.stop()
+            log.info("voicemail RTP of call {call_id}: {received} packets received, {lost} lost",
+                     call_id=self.request.call_id, received=rtp.jitter.received, lost=rtp.jitter.lost)
         self.agent.forget(self)
         self.core.calls.ended(self.request.call_id)
         log.info("voicemail call {call_id} ended: {why}", call_id=self.request.call_id, why=why)

@@ -1,0 +1,648 @@
+# -*- test-case-name: allworx.tests.test_sip -*-
+"""
+SIP benchmark: registrations/s (REGISTER -> 401 -> REGISTER with digest ->
+200), call setups/s (INVITE -> 100/180/200 -> ACK -> BYE -> 200 through the
+server to a registered answering phone), and concurrent voicemail recordings
+(RTP at 20 ms) with their loss.
+
+    .venv/bin/python bench/sip.py [--duration 8] [--window 64] [--recordings 50,100,150]
+
+The server under test is allworx's SIP service alone (`--serve`, a child
+process on 127.0.0.1, an in-memory mailbox so only SIP and RTP are
+measured). The load generator is this script: a Python UA keeping a window
+of transactions in flight on one UDP socket. When Kamailio is installed
+(Debian package `kamailio`), the same generator and scenarios run against it
+with the peer's configuration (../shared/peers/sip/kamailio.cfg), and each
+figure is printed beside Kamailio's as a ratio. The peer's SIPp figures
+(README there) are printed for reference: SIPp drives far harder than a
+Python generator, so those are an upper bound of the peer, not a like-for-like
+ratio.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PEER_DIR = os.path.join(ROOT, "..", "shared", "peers", "sip")
+sys.path.insert(0, ROOT)
+
+IP = "127.0.0.1"
+ALLWORX_PORT = 15060
+KAMAILIO_PORT = 15070
+USERS = 200
+UAS_EXT = "2000"
+PEER_FIGURES = "Kamailio+SIPp (peer README, 2 cores): REGISTER with digest 12,700-13,400/s; calls 3,360/s"
+
+
+# ---------------------------------------------------------------- the server under test
+
+def serve(port, data_dir, stats_path):
+    """Run allworx's SIP service alone on 127.0.0.1:port with an in-memory mailbox."""
+    from twisted.internet import defer, reactor
+    from twisted.logger import globalLogBeginner, globalLogPublisher
+    from zope.interface import implementer
+
+    from allworx.config import parse_config
+    from allworx.interfaces import IMailStore
+    from allworx.office import Office
+    from allworx.protocols import sip
+    from allworx.voice.voicemail import wav_of
+    from allworx.voice.wav import duration, from_wav
+
+    text = server_conf(data_dir, port)
+    office = Office(parse_config(text))
+    stats = {"deliveries": 0, "seconds": 0.0, "rtp_received": 0, "rtp_lost": 0, "calls": 0}
+
+    @implementer(IMailStore)
+    class CountingStore:
+        def deliver(self, recipients, message, sender=None):
+            stats["deliveries"] += 1
+            stats["seconds"] += duration(from_wav(wav_of(message)))
+            return defer.succeed(None)
+
+        def list_messages(self, user):
+            return []
+
+    office.runtime.mail_store = CountingStore()
+
+    def observe(event):
+        if event.get("log_format", "").startswith("voicemail RTP"):
+            stats["rtp_received"] += event["received"]
+            stats["rtp_lost"] += event["lost"]
+            stats["calls"] += 1
+    globalLogPublisher.addObserver(observe)
+    globalLogBeginner.beginLoggingTo([], redirectStandardIO=False, discardBuffer=True)
+
+    service = sip.SipService(office, reactor)
+    service.core.ua.prompts.spoken = True        # tones: no espeak run in the benchmark
+    service._listeners_orig = service._listeners
+
+    def listeners():
+        proto = sip.SipDatagram(service.core)
+
+        def udp():
+            service.udp = reactor.listenUDP(port, proto, interface=IP)
+            service.udp.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            return service.udp
+        return [("udp %d" % port, port, udp)]
+    service._listeners = listeners
+    service.startService()
+
+    def dump():
+        with open(stats_path + ".tmp", "w") as f:
+            json.dump(stats, f)
+        os.replace(stats_path + ".tmp", stats_path)
+    from twisted.internet import task
+    task.LoopingCall(dump).start(0.5)
+    signal.signal(signal.SIGTERM, lambda *a: reactor.callFromThread(reactor.stop))
+    reactor.run()
+
+
+def server_conf(data_dir, port):
+    from allworx.passwords import sip_digest
+    from allworx.tests.confs import PW_HASH
+    users = []
+    for n in range(USERS):
+        ext = str(1000 + n)
+        users.append("[user u%s]\nextension = %s\npassword = %s\nsip_digest = %s\n"
+                     % (ext, ext, PW_HASH, sip_digest(ext, "example.com", "secret")))
+    users.append("[user uas]\nextension = %s\npassword = %s\nsip_digest = %s\n"
+                 % (UAS_EXT, PW_HASH, sip_digest(UAS_EXT, "example.com", "secret")))
+    users.append("[user vm]\nextension = 3000\npassword = %s\n" % PW_HASH)
+    return """[system]
+domain = example.com
+hostname = allworx
+data_dir = {data}
+
+[lan]
+interface = lo
+address = 127.0.0.1/8
+
+[wan]
+interface = wan0
+mode = disabled
+
+[security]
+mode = lan-only
+
+[dns]
+primary = 198.51.100.1
+
+[web]
+admin_password = {pw}
+
+[sip]
+port = {port}
+voicemail_timeout = 20
+rtp_ports = 20000-29999
+
+""".format(data=data_dir, pw=PW_HASH, port=port) + "\n".join(users)
+
+
+# ---------------------------------------------------------------- the load generator
+
+def digest(challenge, method, uri, user, password):
+    fields = dict((m.group(1).lower(), m.group(2) or m.group(3)) for m in
+                  re.finditer(r'(\w+)=(?:"([^"]*)"|([^,\s]+))', challenge))
+    realm, nonce = fields["realm"], fields["nonce"]
+    ha1 = hashlib.md5(("%s:%s:%s" % (user, realm, password)).encode()).hexdigest()
+    ha2 = hashlib.md5(("%s:%s" % (method, uri)).encode()).hexdigest()
+    cnonce = "%08x" % random.getrandbits(32)
+    if "qop" in fields:
+        resp = hashlib.md5(("%s:%s:00000001:%s:auth:%s" % (ha1, nonce, cnonce, ha2)).encode()).hexdigest()
+        return ('Digest username="%s", realm="%s", nonce="%s", uri="%s", response="%s", '
+                'algorithm=MD5, qop=auth, nc=00000001, cnonce="%s"' % (user, realm, nonce, uri, resp, cnonce))
+    resp = hashlib.md5(("%s:%s:%s" % (ha1, nonce, ha2)).encode()).hexdigest()
+    return ('Digest username="%s", realm="%s", nonce="%s", uri="%s", response="%s", algorithm=MD5'
+            % (user, realm, nonce, uri, resp))
+
+
+def header(text, name):
+    m = re.search(r"(?im)^%s\s*:\s*(.*)$" % re.escape(name), text)
+    return m.group(1).strip() if m else None
+
+
+class Generator:
+    """A UDP user agent on 127.0.0.1 that keeps a window of scenarios in flight."""
+
+    def __init__(self, server_port, domain, users):
+        self.server = (IP, server_port)
+        self.domain = domain
+        self.users = users                  # [(username, password)]
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.bind((IP, 0))
+        self.port = self.sock.getsockname()[1]
+        self.uas = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.uas.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.uas.bind((IP, 0))
+        self.uas_port = self.uas.getsockname()[1]
+        self.seq = 0
+
+    def _id(self):
+        self.seq += 1
+        return "%d-%d" % (self.seq, random.getrandbits(30))
+
+    def _send(self, text, sock=None, to=None):
+        (sock or self.sock).sendto(text.encode(), to or self.server)
+
+    def register_msg(self, user, call_id, cseq, auth=None, port=None, expires=3600):
+        port = port or self.port
+        lines = ["REGISTER sip:%s SIP/2.0" % self.domain,
+                 "Via: SIP/2.0/UDP %s:%d;branch=z9hG4bK%s;rport" % (IP, port, self._id()),
+                 "Max-Forwards: 70", "From: <sip:%s@%s>;tag=%s" % (user, self.domain, call_id[:8]),
+                 "To: <sip:%s@%s>" % (user, self.domain), "Call-ID: %s" % call_id,
+                 "CSeq: %d REGISTER" % cseq, "Contact: <sip:%s@%s:%d>" % (user, IP, port),
+                 "Expires: %d" % expires, "User-Agent: allworx-bench"]
+        if auth:
+            lines.append("Authorization: " + auth)
+        return "\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n"
+
+    def register_uas(self, user, password):
+        """Register the answering phone (on its own socket); True on 200."""
+        call_id = "uas-" + self._id()
+        self._send(self.register_msg(user, call_id, 1, port=self.uas_port), self.uas)
+        for cseq in (2, 3):
+            self.uas.settimeout(3)
+            data = self.uas.recv(65535).decode()
+            code = int(data.split()[1])
+            if code == 200:
+                return True
+            if code in (401, 407):
+                auth = digest(header(data, "WWW-Authenticate") or header(data, "Proxy-Authenticate"),
+                              "REGISTER", "sip:%s" % self.domain, user, password)
+                self._send(self.register_msg(user, call_id, cseq, auth, port=self.uas_port), self.uas)
+        return False
+
+    def run_registers(self, seconds, window):
+        """Completed authenticated registrations per second over `seconds`."""
+        pending = {}                 # call_id -> (user, password, started)
+        done = failed = 0
+        start = time.monotonic()
+        end = start + seconds
+        latencies = []
+        user_index = 0
+        self.sock.setblocking(False)
+        while True:
+            now = time.monotonic()
+            while now < end and len(pending) < window:
+                user, password = self.users[user_index % len(self.users)]
+                user_index += 1
+                call_id = "r" + self._id()
+                pending[call_id] = (user, password, now)
+                self._send(self.register_msg(user, call_id, 1))
+            if not pending and now >= end:
+                break
+            if now > end + 5:
+                failed += len(pending)
+                break
+            r, _, _ = select.select([self.sock], [], [], 0.05)
+            if not r:
+                continue
+            for _ in range(256):
+                try:
+                    data = self.sock.recv(65535).decode("utf-8", "replace")
+                except BlockingIOError:
+                    break
+                call_id = header(data, "Call-ID") or header(data, "i")
+                entry = pending.get(call_id)
+                if entry is None:
+                    continue
+                code = int(data.split()[1])
+                if code in (401, 407):
+                    auth = digest(header(data, "WWW-Authenticate"), "REGISTER", "sip:%s" % self.domain,
+                                  entry[0], entry[1])
+                    self._send(self.register_msg(entry[0], call_id, 2, auth))
+                elif code == 200:
+                    del pending[call_id]
+                    done += 1
+                    latencies.append(time.monotonic() - entry[2])
+                elif code >= 300:
+                    del pending[call_id]
+                    failed += 1
+        elapsed = time.monotonic() - start
+        return done / elapsed, failed, _p(latencies, 0.5), _p(latencies, 0.99)
+
+    def run_calls(self, seconds, window, callee):
+        """Completed INVITE/200/ACK/BYE/200 calls per second through the server to the UAS."""
+        pending = {}
+        done = failed = 0
+        latencies = []
+        start = time.monotonic()
+        end = start + seconds
+        self.sock.setblocking(False)
+        self.uas.setblocking(False)
+        sdp = ("v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\n"
+               "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n" % (IP, IP))
+        while True:
+            now = time.monotonic()
+            while now < end and len(pending) < window:
+                call_id = "c" + self._id()
+                tag = call_id[:10]
+                msg = ("INVITE sip:%s@%s SIP/2.0\r\nVia: SIP/2.0/UDP %s:%d;branch=z9hG4bK%s;rport\r\n"
+                       "Max-Forwards: 70\r\nFrom: <sip:1000@%s>;tag=%s\r\nTo: <sip:%s@%s>\r\n"
+                       "Call-ID: %s\r\nCSeq: 1 INVITE\r\nContact: <sip:1000@%s:%d>\r\n"
+                       "Content-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s"
+                       % (callee, self.domain, IP, self.port, self._id(), self.domain, tag, callee,
+                          self.domain, call_id, IP, self.port, len(sdp), sdp))
+                pending[call_id] = {"t": now, "tag": tag, "state": "inviting"}
+                self._send(msg)
+            if not pending and now >= end:
+                break
+            if now > end + 5:
+                failed += len(pending)
+                break
+            r, _, _ = select.select([self.sock, self.uas], [], [], 0.05)
+            for sock in r:
+                for _ in range(256):
+                    try:
+                        data, addr = sock.recvfrom(65535)
+                    except BlockingIOError:
+                        break
+                    text = data.decode("utf-8", "replace")
+                    if sock is self.uas:
+                        self._uas(text, addr)
+                        continue
+                    call_id = header(text, "Call-ID")
+                    call = pending.get(call_id)
+                    if call is None or not text.startswith("SIP/2.0"):
+                        continue
+                    code = int(text.split()[1])
+                    method = header(text, "CSeq").split()[1]
+                    if method == "INVITE" and code == 200 and call["state"] == "inviting":
+                        call["state"] = "up"
+                        to = header(text, "To")
+                        rr = header(text, "Record-Route")
+                        contact = re.search(r"<([^>]+)>", header(text, "Contact")).group(1)
+                        route = "Route: %s\r\n" % rr if rr else ""
+                        for m, cseq in (("ACK", 1), ("BYE", 2)):
+                            self._send("%s %s SIP/2.0\r\nVia: SIP/2.0/UDP %s:%d;branch=z9hG4bK%s;rport\r\n"
+                                       "%sMax-Forwards: 70\r\nFrom: <sip:1000@%s>;tag=%s\r\nTo: %s\r\n"
+                                       "Call-ID: %s\r\nCSeq: %d %s\r\nContent-Length: 0\r\n\r\n"
+                                       % (m, contact, IP, self.port, self._id(), route, self.domain,
+                                          call["tag"], to, call_id, cseq, m))
+                    elif method == "BYE" and code == 200:
+                        del pending[call_id]
+                        done += 1
+                        latencies.append(time.monotonic() - call["t"])
+                    elif code >= 300 and method == "INVITE":
+                        del pending[call_id]
+                        failed += 1
+        elapsed = time.monotonic() - start
+        return done / elapsed, failed, _p(latencies, 0.5), _p(latencies, 0.99)
+
+    def _uas(self, text, addr):
+        """The answering phone: 180 then 200 to INVITE, 200 to BYE, nothing to ACK."""
+        if text.startswith("SIP/2.0"):
+            return
+        method = text.split(" ", 1)[0]
+        if method == "ACK":
+            return
+        head = text.split("\r\n\r\n", 1)[0].split("\r\n")
+        keep = [h for h in head[1:] if h.split(":", 1)[0].strip().lower() in
+                ("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq", "record-route")]
+        if method == "INVITE":
+            keep = [h + ";tag=uas1" if h.lower().startswith(("to:", "t:")) else h for h in keep]
+            sdp = ("v=0\r\no=- 2 2 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\n"
+                   "m=audio 40002 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n" % (IP, IP))
+            base = "\r\n".join(keep)
+            self.uas.sendto(("SIP/2.0 180 Ringing\r\n%s\r\nContent-Length: 0\r\n\r\n" % base).encode(), addr)
+            self.uas.sendto(("SIP/2.0 200 OK\r\n%s\r\nContact: <sip:%s@%s:%d>\r\n"
+                             "Content-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s"
+                             % (base, UAS_EXT, IP, self.uas_port, len(sdp), sdp)).encode(), addr)
+        else:
+            self.uas.sendto(("SIP/2.0 200 OK\r\n%s\r\nContent-Length: 0\r\n\r\n"
+                             % "\r\n".join(keep)).encode(), addr)
+
+
+def _p(values, q):
+    if not values:
+        return 0.0
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] * 1000
+
+
+# ---------------------------------------------------------------- voicemail recordings
+
+def run_recordings(server_port, n, seconds, stats_path):
+    """
+    `n` simultaneous calls to an extension with no phone (straight to
+    voicemail), each sending 20 ms PCMU packets for `seconds`; returns the
+    loss the server's jitter buffers counted and the recorded seconds.
+    """
+    before = _stats(stats_path)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    sock.bind((IP, 0))
+    port = sock.getsockname()[1]
+    calls = {}
+    for i in range(n):
+        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rtp.bind((IP, 0))
+        call_id = "vm%d-%d" % (i, random.getrandbits(30))
+        sdp = ("v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\n"
+               "m=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n" % (IP, IP, rtp.getsockname()[1]))
+        sock.sendto(("INVITE sip:3000@example.com SIP/2.0\r\nVia: SIP/2.0/UDP %s:%d;branch=z9hG4bKv%d;rport\r\n"
+                     "Max-Forwards: 70\r\nFrom: <sip:1000@example.com>;tag=v%d\r\nTo: <sip:3000@example.com>\r\n"
+                     "Call-ID: %s\r\nCSeq: 1 INVITE\r\nContact: <sip:1000@%s:%d>\r\n"
+                     "Content-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s"
+                     % (IP, port, i, i, call_id, IP, port, len(sdp), sdp)).encode(), (IP, server_port))
+        calls[call_id] = {"rtp": rtp, "i": i}
+    deadline = time.monotonic() + 10
+    sock.settimeout(0.5)
+    established = 0
+    while established < n and time.monotonic() < deadline:
+        try:
+            data = sock.recv(65535).decode()
+        except socket.timeout:
+            continue
+        if not data.startswith("SIP/2.0 200"):
+            continue
+        call = calls.get(header(data, "Call-ID"))
+        if call is None or "to" in call:
+            continue
+        call["to"] = header(data, "To")
+        m = re.search(r"m=audio (\d+)", data)
+        call["media"] = (IP, int(m.group(1)))
+        sock.sendto(("ACK sip:voicemail@%s:%d SIP/2.0\r\nVia: SIP/2.0/UDP %s:%d;branch=z9hG4bKa%d\r\n"
+                     "Max-Forwards: 70\r\nFrom: <sip:1000@example.com>;tag=v%d\r\nTo: %s\r\n"
+                     "Call-ID: %s\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+                     % (IP, server_port, IP, port, call["i"], call["i"], call["to"], header(data, "Call-ID"))
+                     ).encode(), (IP, server_port))
+        established += 1
+    # The greeting (tones, about 1.5 s) plays, then recording starts: send
+    # RTP throughout, 20 ms apart, all calls in step.
+    payload = b"\x7f" * 160
+    total = int((seconds + 2.0) / 0.02)
+    start = time.monotonic()
+    sent = 0
+    for k in range(total):
+        target = start + k * 0.02
+        delay = target - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        for call in calls.values():
+            if "media" in call:
+                hdr = bytes([0x80, 0]) + (k & 0xFFFF).to_bytes(2, "big") + (k * 160).to_bytes(4, "big") + \
+                    (call["i"] + 1).to_bytes(4, "big")
+                call["rtp"].sendto(hdr + payload, call["media"])
+                sent += 1
+    late = time.monotonic() - (start + total * 0.02)
+    for call_id, call in calls.items():
+        if "to" in call:
+            sock.sendto(("BYE sip:voicemail@%s:%d SIP/2.0\r\nVia: SIP/2.0/UDP %s:%d;branch=z9hG4bKb%d\r\n"
+                         "Max-Forwards: 70\r\nFrom: <sip:1000@example.com>;tag=v%d\r\nTo: %s\r\n"
+                         "Call-ID: %s\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+                         % (IP, server_port, IP, port, call["i"], call["i"], call["to"], call_id)
+                         ).encode(), (IP, server_port))
+        call["rtp"].close()
+    deadline = time.monotonic() + 15
+    after = _stats(stats_path)
+    while after["calls"] - before["calls"] < established and time.monotonic() < deadline:
+        time.sleep(0.3)
+        after = _stats(stats_path)
+    sock.close()
+    received = after["rtp_received"] - before["rtp_received"]
+    lost = after["rtp_lost"] - before["rtp_lost"]
+    recorded = (after["seconds"] - before["seconds"]) / max(1, after["deliveries"] - before["deliveries"])
+    loss = 100.0 * (sent - received) / sent if sent else 100.0
+    return established, sent, received, lost, loss, recorded, late
+
+
+def _stats(path):
+    for _ in range(20):
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            time.sleep(0.1)
+    return {"deliveries": 0, "seconds": 0.0, "rtp_received": 0, "rtp_lost": 0, "calls": 0}
+
+
+# ---------------------------------------------------------------- peers
+
+def start_allworx(work):
+    stats = os.path.join(work, "stats.json")
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", str(ALLWORX_PORT),
+                             os.path.join(work, "data"), stats],
+                            stdout=open(os.path.join(work, "allworx.log"), "w"), stderr=subprocess.STDOUT)
+    _wait_port(ALLWORX_PORT, proc)
+    return proc, stats
+
+
+def start_kamailio(work, auth=True):
+    kam = shutil.which("kamailio") or "/usr/sbin/kamailio"
+    if not os.path.exists(kam):
+        return None
+    cfg = open(os.path.join(PEER_DIR, "kamailio.cfg")).read().replace("127.0.0.1:5060", "127.0.0.1:%d" % KAMAILIO_PORT)
+    path = os.path.join(work, "kamailio.cfg")
+    with open(path, "w") as f:
+        f.write(cfg)
+    rundir = os.path.join(work, "kam-run")
+    os.makedirs(rundir, exist_ok=True)
+    proc = subprocess.Popen([kam, "-DD", "-E", "-f", path] + (["-A", "WITH_AUTH"] if auth else []) +
+                            ["-m", "256", "-M", "16", "-Y", rundir, "-A", "KAM_CHILDREN=4"],
+                            stdout=open(os.path.join(work, "kamailio.log"), "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        _wait_port(KAMAILIO_PORT, proc)
+    except RuntimeError:
+        return None
+    return proc
+
+
+def _wait_port(port, proc, timeout=20):
+    deadline = time.monotonic() + timeout
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind((IP, 0))
+    probe.settimeout(0.3)
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("server exited with %s" % proc.returncode)
+        probe.sendto(("OPTIONS sip:%s:%d SIP/2.0\r\nVia: SIP/2.0/UDP %s:%d;branch=z9hG4bKp%d\r\n"
+                      "Max-Forwards: 70\r\nFrom: <sip:p@x>;tag=1\r\nTo: <sip:%s:%d>\r\nCall-ID: probe%d\r\n"
+                      "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+                      % (IP, port, IP, probe.getsockname()[1], time.monotonic_ns(), IP, port,
+                         time.monotonic_ns())).encode(), (IP, port))
+        try:
+            probe.recv(65535)
+            probe.close()
+            return
+        except socket.timeout:
+            pass
+    raise RuntimeError("no SIP answer on port %d" % port)
+
+
+def stop(proc):
+    if proc is not None and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM) if _own_group(proc) else proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _own_group(proc):
+    try:
+        return os.getpgid(proc.pid) == proc.pid
+    except OSError:
+        return False
+
+
+def cpu_seconds(pid):
+    """User+system CPU of a process and its children threads (from /proc)."""
+    try:
+        fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0.0
+
+
+def kamailio_cpu(proc):
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if os.getpgid(int(pid)) == proc.pid:
+                    total += cpu_seconds(int(pid))
+            except OSError:
+                pass
+    return total
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per rate test")
+    parser.add_argument("--window", type=int, default=64, help="scenarios in flight")
+    parser.add_argument("--recordings", default="50,100,150", help="concurrent voicemail calls to try")
+    parser.add_argument("--record-seconds", type=float, default=8.0)
+    parser.add_argument("--no-kamailio", action="store_true")
+    parser.add_argument("--serve", nargs=3, metavar=("PORT", "DATA_DIR", "STATS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        return serve(int(args.serve[0]), args.serve[1], args.serve[2])
+
+    work = tempfile.mkdtemp(prefix="allworx-bench-sip-")
+    results = []
+    proc, stats = start_allworx(work)
+    try:
+        users = [(str(1000 + n), "secret") for n in range(USERS)]
+        gen = Generator(ALLWORX_PORT, "example.com", users)
+        cpu0 = cpu_seconds(proc.pid)
+        rate, failed, p50, p99 = gen.run_registers(args.duration, args.window)
+        cpu = (cpu_seconds(proc.pid) - cpu0) / args.duration * 100
+        results.append(("allworx", "reg_auth", rate, failed, p50, p99, cpu))
+        if not gen.register_uas(UAS_EXT, "secret"):
+            raise RuntimeError("the answering phone could not register")
+        cpu0 = cpu_seconds(proc.pid)
+        rate, failed, p50, p99 = gen.run_calls(args.duration, args.window, UAS_EXT)
+        cpu = (cpu_seconds(proc.pid) - cpu0) / args.duration * 100
+        results.append(("allworx", "call", rate, failed, p50, p99, cpu))
+        recordings = []
+        for n in [int(x) for x in args.recordings.split(",") if x]:
+            recordings.append((n,) + run_recordings(ALLWORX_PORT, n, args.record_seconds, stats))
+    finally:
+        stop(proc)
+
+    # Kamailio: digest REGISTER with -A WITH_AUTH; calls without auth (the
+    # peer's `call` test; allworx does not challenge INVITEs from the LAN).
+    users = [("u%05d" % (n + 1), "secret") for n in range(USERS)]
+    kam = None if args.no_kamailio else start_kamailio(work, auth=True)
+    if kam is not None:
+        try:
+            gen = Generator(KAMAILIO_PORT, "127.0.0.1", users)
+            cpu0 = kamailio_cpu(kam)
+            rate, failed, p50, p99 = gen.run_registers(args.duration, args.window)
+            cpu = (kamailio_cpu(kam) - cpu0) / args.duration * 100
+            results.append(("kamailio", "reg_auth", rate, failed, p50, p99, cpu))
+        finally:
+            stop(kam)
+    kam = None if args.no_kamailio else start_kamailio(work, auth=False)
+    if kam is not None:
+        try:
+            gen = Generator(KAMAILIO_PORT, "127.0.0.1", users)
+            if gen.register_uas("uas", "secret"):
+                cpu0 = kamailio_cpu(kam)
+                rate, failed, p50, p99 = gen.run_calls(args.duration, args.window, "uas")
+                cpu = (kamailio_cpu(kam) - cpu0) / args.duration * 100
+                results.append(("kamailio", "call", rate, failed, p50, p99, cpu))
+        finally:
+            stop(kam)
+
+    print("SIP benchmark (Python generator, window %d, %.0f s per test, UDP on 127.0.0.1)"
+          % (args.window, args.duration))
+    for server, test, rate, failed, p50, p99, cpu in results:
+        print("%-9s %-9s %8.0f /s  failed %d  latency p50 %.1f ms p99 %.1f ms  server CPU %.0f%%"
+              % (server, test, rate, failed, p50, p99, cpu))
+    by = {(s, t): r for s, t, r, *_ in results}
+    for test in ("reg_auth", "call"):
+        if ("kamailio", test) in by and by[("kamailio", test)]:
+            print("ratio %-9s allworx/kamailio = %.2f (same generator)"
+                  % (test, by[("allworx", test)] / by[("kamailio", test)]))
+    print(PEER_FIGURES)
+    print("voicemail recordings (20 ms PCMU, %.0f s each; target: 100 calls with < 0.1%% loss):"
+          % args.record_seconds)
+    for n, established, sent, received, lost, loss, recorded, late in recordings:
+        print("  %4d calls: %d answered, RTP sent %d received %d (loss %.3f%%, jitter-buffer gaps %d), "
+              "recorded %.1f s per message, generator late %.0f ms %s"
+              % (n, established, sent, received, loss, lost, recorded, late * 1000,
+                 "OK" if established == n and loss < 0.1 else "FAIL"))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
