@@ -532,6 +532,8 @@ class DnsService(ListeningService):
         new, old = event.new, event.old
         if event.touches("system", "lan", "wan", "host", "record"):
             self.rebuild_zone()
+        if event.touches("lan") and self.factory is not None:
+            self.factory._sides.clear()   # which peers are on the LAN may have changed
         if not event.touches("dns"):
             return
         if (old.dns.primary, old.dns.secondary, old.dns.use_forwarders) != (

@@ -7,6 +7,7 @@ Skipped, with the reason, unless run as root where `ip netns` works.
 """
 
 import re
+import time
 
 from twisted.trial import unittest
 
@@ -38,7 +39,8 @@ range = 1-100
 lease_time = 1h
 
 [dns]
-primary = 203.0.113.1
+primary = {primary}
+{secondary}
 use_forwarders = {forwarders}
 
 [web]
@@ -88,10 +90,11 @@ class DnsLabTests(unittest.TestCase):
         from allworx.lab import start_lab
         self.lab = start_lab(self, prefix=PREFIX, programs=("dig", "dhclient"))
 
-    def start_server(self, forwarders="yes"):
+    def start_server(self, forwarders="yes", primary="203.0.113.1", secondary=None):
         from allworx.tests.labserver import LabServer
-        server = LabServer(self.lab, CONF.format(forwarders=forwarders, pw=PW_HASH),
-                           name="allworx-" + forwarders)
+        text = CONF.format(forwarders=forwarders, pw=PW_HASH, primary=primary,
+                           secondary="secondary = %s" % secondary if secondary else "")
+        server = LabServer(self.lab, text, name="allworx-%s-%s" % (forwarders, primary))
         self.addCleanup(server.stop)
         server.start()
         server.wait_for("dns: up", timeout=20)
@@ -164,9 +167,23 @@ class DnsLabTests(unittest.TestCase):
         server.stop()
 
         # Stand-alone: nothing leaves; every other name is an authoritative NXDOMAIN.
-        self.start_server("no")
+        server = self.start_server("no")
         alone = self.dig("admin", "web.internet.example", "A", SERVER_LAN, "+time=1",
                          "+tries=1")
         self.assertEqual(alone.status, "NXDOMAIN")
         self.assertIn("aa", alone.flags)
         self.assertEqual(self.dig("admin", "corp.example.com").data(), [SERVER_LAN])
+        server.stop()
+
+        # A primary that never answers: the secondary takes over after the
+        # first timeout, and later queries go straight to it.
+        server = self.start_server("yes", primary="203.0.113.99", secondary="203.0.113.1")
+        first = self.dig("admin", "web.internet.example", "A", SERVER_LAN, "+time=4",
+                         "+tries=1")
+        self.assertEqual(first.data(), ["198.51.100.10"])
+        server.wait_for("asking 203.0.113.1 from now on", timeout=5)
+        started = time.monotonic()
+        second = self.dig("admin", "mail.internet.example", "A", SERVER_LAN, "+time=1",
+                          "+tries=1")
+        self.assertEqual(second.data(), ["198.51.100.10"])
+        self.assertLess(time.monotonic() - started, 1.0)
