@@ -19,7 +19,7 @@ from allworx.protocols.sipmessage import NameAddr, Request, SipParseError, SipUr
 from allworx.protocols.siptransaction import T1, T2
 from allworx.voice import dtmf
 from allworx.voice.greeting import PromptLibrary, beep
-from allworx.voice.rtp import RtpEndpoint
+from allworx.voice.rtp import MediaClock, RtpEndpoint
 from allworx.voice.sdp import SdpError, make_answer, parse_offer
 from allworx.voice.voicemail import (
     MAX_GREETING, MAX_RECORDING, Mailbox, MediaPlayer, Recorder, VoicemailMenu,
@@ -96,7 +96,7 @@ class LocalCall:
         if self.retransmit_call is not None and self.retransmit_call.active():
             self.retransmit_call.cancel()
         self.started_at = self.core.clock.seconds()
-        self.media.protocol.start_sending()
+        self.media.protocol.start_sending(self.agent.media_clock)
         self.begin()
 
     # ------------------------------------------------------------ media
@@ -264,6 +264,7 @@ class VoicemailAgent:
         self.next_port = None
         self.prompts = PromptLibrary(os.path.join(self.voicemail_dir, "prompts"))
         self.deliveries = []       # Deferreds of mails being delivered (tests wait on them)
+        self.media_clock = MediaClock(clock)
 
     @property
     def voicemail_dir(self):

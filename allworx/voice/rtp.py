@@ -129,6 +129,39 @@ class JitterBuffer:
         return out
 
 
+class MediaClock:
+    """
+    One 20 ms timer for every call's sender: each tick asks each endpoint to
+    send the frames now due, so a hundred calls cost fifty timer events a
+    second rather than five thousand.
+    """
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.endpoints = []
+        self.call = None
+
+    def add(self, endpoint):
+        self.endpoints.append(endpoint)
+        if self.call is None:
+            self.call = self.clock.callLater(FRAME_SECONDS, self._run)
+
+    def remove(self, endpoint):
+        if endpoint in self.endpoints:
+            self.endpoints.remove(endpoint)
+        if not self.endpoints and self.call is not None:
+            if self.call.active():
+                self.call.cancel()
+            self.call = None
+
+    def _run(self):
+        self.call = None
+        for endpoint in list(self.endpoints):
+            endpoint.catch_up()
+        if self.endpoints:
+            self.call = self.clock.callLater(FRAME_SECONDS, self._run)
+
+
 class RtpEndpoint(protocol.DatagramProtocol):
     """
     One call's media socket. Sends the frames its `source` gives (a callable
@@ -158,18 +191,30 @@ class RtpEndpoint(protocol.DatagramProtocol):
     def set_remote(self, host, port):
         self.remote = (host, port)
 
-    def start_sending(self):
-        if self.call is None:
+    def start_sending(self, media_clock=None):
+        """Send a frame every 20 ms: on the shared `media_clock`, or on a timer of its own."""
+        if self.call is None and self.started is None:
             self.started = self.clock.seconds()
             self.sent_frames = 0
-            self._tick()
+            self.media_clock = media_clock
+            if media_clock is not None:
+                self.catch_up()
+                media_clock.add(self)
+            else:
+                self._tick()
 
-    def _tick(self):
+    def catch_up(self):
+        """Send the frames due by now (at most 10 at once after a stall)."""
         due = int((self.clock.seconds() - self.started) / FRAME_SECONDS + 1e-6) + 1
-        due = min(due, self.sent_frames + 10)      # after a stall, do not burst much
+        if due > self.sent_frames + 10:
+            # Far behind (a stall): skip ahead rather than burst.
+            self.sent_frames = due - 10
         while self.sent_frames < due:
             self._send_frame()
             self.sent_frames += 1
+
+    def _tick(self):
+        self.catch_up()
         next_at = self.started + self.sent_frames * FRAME_SECONDS
         self.call = self.clock.callLater(max(0.001, next_at - self.clock.seconds()), self._tick)
 
@@ -214,6 +259,8 @@ class RtpEndpoint(protocol.DatagramProtocol):
         if self.call is not None and self.call.active():
             self.call.cancel()
         self.call = None
+        if getattr(self, "media_clock", None) is not None:
+            self.media_clock.remove(self)
         for p in self.jitter.flush():
             self.on_audio(p.payload)
         RTP_LOST.inc(self.jitter.lost)

@@ -33,6 +33,8 @@ PIN_TRIES = 3
 
 # ---------------------------------------------------------------- media
 
+_ENCODED = {}       # (id(pcm), payload type) -> (pcm, codes): a small shared cache
+
 class MediaPlayer:
     """
     A queue of PCM segments played as G.711 frames: `frame()` gives the next
@@ -51,14 +53,15 @@ class MediaPlayer:
         self._cache = {}
 
     def encoded(self, pcm):
-        key = id(pcm)
-        hit = self._cache.get(key)
+        """G.711 of `pcm`; prompts and greetings shared by calls are encoded once."""
+        key = (id(pcm), self.payload_type)
+        hit = _ENCODED.get(key)
         if hit is not None and hit[0] is pcm:
             return hit[1]
         codes = g711.encode(pcm, self.payload_type)
-        if len(self._cache) > 64:
-            self._cache.clear()
-        self._cache[key] = (pcm, codes)
+        if len(_ENCODED) > 64:
+            _ENCODED.clear()
+        _ENCODED[key] = (pcm, codes)
         return codes
 
     def play(self, segments):
