@@ -90,6 +90,39 @@ def sntp_query(lab, host, server="192.168.2.254"):
     return int(out[0]), int(out[1]), int(out[2]), float(out[3])
 
 
+WAN_DISCOVER = r"""
+import socket, struct, sys, time, os
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.setsockopt(socket.SOL_SOCKET, 25, sys.argv[1].encode())
+s.bind(("0.0.0.0", 68))
+xid = os.getpid()
+packet = (struct.pack("!BBBBIHH", 1, 1, 6, 0, xid, 0, 0x8000) + bytes(16)
+          + bytes.fromhex("02a100009999") + bytes(10 + 64 + 128)
+          + bytes.fromhex("63825363") + bytes([53, 1, 1, 255]))
+s.sendto(packet, ("255.255.255.255", 67))
+s.settimeout(0.2)
+seen = set()
+deadline = time.time() + 2
+while time.time() < deadline:
+    try:
+        data = s.recv(2048)
+    except socket.timeout:
+        continue
+    if len(data) > 240 and struct.unpack("!I", data[4:8])[0] == xid:
+        i = 240
+        while i + 1 < len(data) and data[i] != 255:
+            if data[i] == 0:
+                i += 1
+                continue
+            if data[i] == 54:
+                seen.add(socket.inet_ntoa(data[i + 2:i + 6]))
+            i += 2 + data[i + 1]
+print(" ".join(sorted(seen)))
+"""
+
+
 class DhcpLabTests(unittest.TestCase):
 
     def setUp(self):
@@ -171,6 +204,13 @@ class DhcpLabTests(unittest.TestCase):
         self.assertEqual((size, mode), (48, 4))
         self.assertIn(stratum, (2, 10))
         self.assertLess(abs(offset), 0.5)
+        # A DISCOVER on the WAN side gets no answer from this server (the
+        # same probe from a LAN host shows the server answering it).
+        self.assertEqual(self.lab.run("phone2", ["python3", "-c", WAN_DISCOVER, "eth0"])
+                         .stdout.split(), ["192.168.2.254"])
+        servers = self.lab.run("isp", ["python3", "-c", WAN_DISCOVER, "server"]).stdout.split()
+        self.assertNotIn("192.168.2.254", servers)
+        self.assertNotIn("203.0.113.2", servers)
         # RELEASE frees the address.
         self.lab.dhclient_release("pc2")
         self.server.wait_for("released 192.168.2.150", timeout=10)
