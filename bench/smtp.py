@@ -8,7 +8,7 @@ allworx says 250 only after the message is fsynced into the Maildir; Postfix
 says 250 after its queue file is fsynced and delivers to a Maildir
 afterwards. Afterwards every message must be in the Maildir (nothing lost).
 
-    .venv/bin/python bench/smtp.py [--messages 2000] [--sessions 10] [--size 1024]
+    .venv/bin/python bench/smtp.py [--messages 2000] [--sessions 10] [--size 1024] [--rounds 3]
 
 Postfix runs as its own instance (own config_directory, queue and Maildir in
 the scratch directory, listening only on 127.0.0.1), started and stopped by
@@ -214,6 +214,7 @@ def main(argv=None):
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--size", type=int, default=1024, help="message size in bytes")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per server")
     parser.add_argument("--persistent", action="store_true",
                         help="send many messages per connection (smtp-source -d)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
@@ -236,23 +237,33 @@ def main(argv=None):
         blast(pf_port, 50, args.sessions, args.size, BENCH_DOMAIN, args.persistent)
         aw_base = wait_count(aw_box, 50)
         pf_base = wait_count(pf_box, 50)
-        results = {}
-        for name, port, box, base in (("allworx", aw_port, aw_box, aw_base),
-                                      ("postfix", pf_port, pf_box, pf_base)):
-            elapsed = blast(port, args.messages, args.sessions, args.size, BENCH_DOMAIN,
-                            args.persistent)
-            on_disk_now = count_maildir(box) - base
-            delivered = wait_count(box, base + args.messages) - base
-            results[name] = (elapsed, on_disk_now, delivered)
-        print("smtp-source -s %d -m %d -l %d%s, loopback, same filesystem"
-              % (args.sessions, args.messages, args.size, " -d" if args.persistent else ""))
-        for name, (elapsed, now, delivered) in results.items():
-            print("  %-8s %8.0f msg/s accepted+fsynced  (%.2fs; in Maildir at the last 250: %d; "
-                  "finally: %d of %d%s)" % (
-                      name, args.messages / elapsed, elapsed, now, delivered, args.messages,
-                      "" if delivered == args.messages else "  LOST %d" % (args.messages - delivered)))
-        ratio = results["postfix"][0] / results["allworx"][0]
-        lost = sum(args.messages - d for _, _, d in results.values())
+        # Alternate rounds (the machine may be busy with other work); best of each.
+        results = {"allworx": [], "postfix": []}
+        expected = {"allworx": aw_base, "postfix": pf_base}
+        lost = 0
+        for _ in range(args.rounds):
+            for name, port, box in (("allworx", aw_port, aw_box), ("postfix", pf_port, pf_box)):
+                base = expected[name]
+                elapsed = blast(port, args.messages, args.sessions, args.size, BENCH_DOMAIN,
+                                args.persistent)
+                on_disk_now = count_maildir(box) - base
+                delivered = wait_count(box, base + args.messages) - base
+                expected[name] = base + delivered
+                lost += args.messages - delivered
+                results[name].append((elapsed, on_disk_now, delivered))
+        print("smtp-source -s %d -m %d -l %d%s, loopback, same filesystem, %d alternating rounds"
+              % (args.sessions, args.messages, args.size, " -d" if args.persistent else "",
+                 args.rounds))
+        best = {}
+        for name, rounds in results.items():
+            rates = ["%.0f" % (args.messages / e) for e, _, _ in rounds]
+            elapsed, now, delivered = min(rounds)
+            best[name] = elapsed
+            print("  %-8s best %6.0f msg/s accepted+fsynced (rounds: %s msg/s); in the Maildir "
+                  "when the last 250 came: %d of %d; delivered in all: %d of %d" % (
+                      name, args.messages / elapsed, ", ".join(rates), now, args.messages,
+                      sum(d for _, _, d in rounds), args.messages * len(rounds)))
+        ratio = best["postfix"] / best["allworx"]
         print("  ratio allworx/postfix: %.2f (target >= 0.5); messages lost: %d" % (ratio, lost))
         return 0 if lost == 0 else 1
     finally:
