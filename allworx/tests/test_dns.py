@@ -16,8 +16,8 @@ from twisted.trial import unittest
 
 from allworx.config import parse_config
 from allworx.office import LeaseEvent, Office
-from allworx.protocols import dns as dnsserver
-from allworx.protocols import dnsupstream
+from allworx.protocols import dns as dnsservice
+from allworx.protocols import dnsmetrics, dnsserver, dnsupstream
 from allworx.tests.confs import MINIMAL, with_sections
 
 LAN_PC = ("192.168.2.10", 40000)
@@ -121,10 +121,10 @@ class ServiceCase(unittest.TestCase):
         self.reactor = UdpMemoryReactor()
         self.reactor.advance(1_700_000_000)
         self.office = Office(parse_config(self.conf))
-        self.service = dnsserver.DnsService(self.office, reactor=self.reactor)
+        self.service = dnsservice.DnsService(self.office, reactor=self.reactor)
         self.service.startService()
         self.addCleanup(self.service.stopService)
-        dnsserver.COUNTS.clear()
+        dnsmetrics.COUNTS.clear()
 
     @property
     def port(self):
@@ -174,7 +174,7 @@ class ZoneServiceTests(ServiceCase):
         m = self.ask("web.internet.example", peer=WAN_HOST)
         self.assertEqual(m.rCode, dns.EREFUSED)
         self.assertEqual(self.open_upstream(), [])
-        self.assertEqual(dnsserver.COUNTS["refused"], 1)
+        self.assertEqual(dnsmetrics.COUNTS["refused"], 1)
 
     def test_wan_gets_no_cache_hits(self):
         self.ask("web.internet.example")
@@ -189,7 +189,7 @@ class ZoneServiceTests(ServiceCase):
                                     self.reactor.seconds() + 600))
         # Lease events are gathered for a moment, then the zone is rebuilt once.
         self.assertEqual(self.ask("pc1.example.com").rCode, dns.ENAME)
-        self.reactor.advance(dnsserver.REBUILD_INTERVAL)
+        self.reactor.advance(dnsservice.REBUILD_INTERVAL)
         m = self.ask("pc1.example.com")
         self.assertEqual(m.answers[0].payload.dottedQuad(), "192.168.2.10")
         ptr = self.ask("10.2.168.192.in-addr.arpa", dns.PTR)
@@ -206,7 +206,7 @@ class ZoneServiceTests(ServiceCase):
                                         ipaddress.IPv4Address("192.168.2.%d" % i), "pc%d" % i,
                                         self.reactor.seconds() + 600))
         self.assertEqual(self.office.runtime.zone.serial, serial + 10)   # the first, at once
-        self.reactor.advance(dnsserver.REBUILD_INTERVAL)
+        self.reactor.advance(dnsservice.REBUILD_INTERVAL)
         self.assertEqual(self.office.runtime.zone.serial, serial + 10 + 1)
         self.assertEqual(self.ask("pc50.example.com").answers[0].payload.dottedQuad(),
                          "192.168.2.50")
@@ -226,7 +226,7 @@ class ZoneServiceTests(ServiceCase):
 
     def test_wan_address_change_follows(self):
         self.office.set_wan_address(ipaddress.IPv4Interface("203.0.113.40/24"), "dhcp")
-        self.reactor.advance(dnsserver.REBUILD_INTERVAL)
+        self.reactor.advance(dnsservice.REBUILD_INTERVAL)
         self.assertEqual(self.ask("www.example.com").answers[0].payload.dottedQuad(),
                          "203.0.113.40")
 
@@ -274,12 +274,22 @@ class ZoneServiceTests(ServiceCase):
         self.ask("www.example.com")
         self.ask("nothing.example.com")
         self.ask("web.internet.example", peer=WAN_HOST)
-        families = {f.name: f for f in dnsserver.COLLECTOR.collect()}
+        families = {f.name: f for f in dnsmetrics.COLLECTOR.collect()}
         samples = {s.labels["kind"]: s.value for s in families["allworx_dns_queries"].samples
                    if s.name.endswith("_total")}
         self.assertGreaterEqual(samples["zone"], 1)
         self.assertEqual(samples["nxdomain"], 1)
         self.assertEqual(samples["refused"], 1)
+
+    def test_forwarded_is_counted(self):
+        self.ask("web.internet.example")
+        port = self.open_upstream()[0]
+        port.protocol.datagramReceived(*upstream_reply(
+            port, answers=[a_rr("web.internet.example", "198.51.100.10")]))
+        self.assertEqual(dnsmetrics.COUNTS["forwarded"], 1)
+        self.ask("web.internet.example")
+        families = {f.name: f for f in dnsmetrics.COLLECTOR.collect()}
+        self.assertEqual(families["allworx_dns_cache_entries"].samples[0].value, 1)
 
 
 class ForwardingTests(ServiceCase):
