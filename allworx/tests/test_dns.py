@@ -240,6 +240,13 @@ class ZoneServiceTests(ServiceCase):
         self.office.delete_record("record", "intranet")
         self.assertEqual(self.ask("intranet.example.com").rCode, dns.ENAME)
 
+    def test_lan_change_moves_the_sides(self):
+        self.ask("corp.example.com")   # 192.168.2.10 is remembered as a LAN peer
+        self.office.replace_text(self.conf.replace("192.168.2.", "10.0.2."))
+        m = self.ask("web.internet.example")
+        self.assertEqual(m.rCode, dns.EREFUSED)
+        self.assertIsNone(self.ask("web.internet.example", peer=("10.0.2.7", 1000)))
+
     def test_domain_change(self):
         self.office.update_settings("system", {"domain": "office.test"})
         self.assertEqual(self.ask("www.office.test").answers[0].payload.dottedQuad(),

@@ -70,6 +70,22 @@ class ResponseWireTests(unittest.TestCase):
         self.assertEqual([rr.ttl for rr in parse(wire.render(1, 0)).answers], [0, 0])
 
 
+    @settings(max_examples=200, deadline=None)
+    @given(st.integers(0, 120), st.integers(0, 40), st.integers(512, 1232),
+           st.sampled_from([0, dnsfast.RD, dnsfast.EDNS, dnsfast.RD | dnsfast.EDNS | dnsfast.RA]))
+    def test_a_reply_never_exceeds_the_limit(self, answers, extra, limit, idx):
+        wire = dnsfast.ResponseWire(
+            b"www.example.com", dns.A, dns.IN, dns.OK, True,
+            [a_record(address="10.0.%d.%d" % (i // 200, i % 200)) for i in range(answers)], (),
+            [a_record(b"glue.example.com", "10.1.0.%d" % i) for i in range(extra)])
+        raw = wire.render(1, idx, limit)
+        self.assertLessEqual(len(raw), limit)
+        m = parse(raw)
+        self.assertEqual(bool(m.trunc), len(m.answers) < answers)
+        self.assertIn(len(m.answers), (0, answers))
+        self.assertIn(len(m.additional), (0, extra))
+
+
 class FastAnswerTests(unittest.TestCase):
 
     def setUp(self):
