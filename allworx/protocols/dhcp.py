@@ -342,7 +342,9 @@ class DhcpServer:
     def _journal_failed(self, failure, outcome):
         failure.trap(JournalError)
         DROPPED["journal_error"] += 1
-        log.error("dhcp: no ACK for {mac}: {why}", mac=outcome.lease.mac, why=failure.value)
+        if self.noise_budget.spend():
+            log.error("dhcp: no ACK for {mac}, its lease is not on disk: {why}",
+                      mac=outcome.lease.mac, why=failure.value)
 
     def send(self, outcome, request):
         """Put an outcome's reply on the wire: raw frame, unicast or broadcast."""

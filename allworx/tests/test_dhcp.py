@@ -243,6 +243,17 @@ class ServiceTests(unittest.TestCase):
         with open(self.service.journal.path, "rb") as f:
             self.assertIn(b"192.168.2.1", f.read())
 
+    def test_no_ack_without_disk(self):
+        """When the lease cannot be made durable, no ACK goes out."""
+        self.thread.auto = False
+        self.send(request(c.DISCOVER))
+        self.send(request(c.REQUEST, o50="192.168.2.1", o54="192.168.2.254"))
+        f, args, d = self.thread.calls.pop(0)
+        d.errback(OSError(28, "No space left on device"))
+        self.assertEqual(self.raw.sent[-1][0].message_type, c.OFFER)
+        self.assertEqual(self.events, [])
+        self.flushLoggedErrors()
+
     def test_broadcast_flag(self):
         self.send(request(c.DISCOVER, flags=c.FLAG_BROADCAST))
         offer, addr = self.server_port.sent[-1]
