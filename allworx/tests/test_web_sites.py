@@ -183,14 +183,28 @@ class TraversalTests(SiteCase):
 class HostileBytesTests(unittest.TestCase):
     """Garbage on the HTTP ports gets an error or a hang-up, never an exception."""
 
+    def setUp(self):
+        self.office = office_on_disk(self)
+
+    def feed(self, data):
+        from allworx.web.peerlimit import PeerConnectionLimit
+        site = server.Site(sites.SiteBySide(self.office), reactor=task.Clock())
+        factory = PeerConnectionLimit(site, 4, "test")
+        addr = IPv4Address("TCP", "198.51.100.10", 1)
+        proto = factory.buildProtocol(addr)
+        transport = StringTransport(peerAddress=addr)
+        proto.makeConnection(transport)
+        proto.dataReceived(data)
+        proto.dataReceived(b"\r\n\r\n")
+        proto.connectionLost(None)
+        return transport
+
+    def test_header_before_request_line(self):
+        # twisted.web raises AttributeError on this input; the guard closes instead.
+        transport = self.feed(b"a: b\r\n")
+        self.assertTrue(transport.disconnecting)
+
     @settings(max_examples=200, deadline=None)
     @given(st.binary(max_size=400))
     def test_garbage(self, data):
-        office = office_on_disk(self)
-        for site in (server.Site(sites.SiteBySide(office)),):
-            proto = site.buildProtocol(IPv4Address("TCP", "198.51.100.10", 1))
-            transport = StringTransport(peerAddress=IPv4Address("TCP", "198.51.100.10", 1))
-            proto.makeConnection(transport)
-            proto.dataReceived(data)
-            proto.dataReceived(b"\r\n\r\n")
-            proto.connectionLost(None)
+        self.feed(data)

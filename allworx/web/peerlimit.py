@@ -1,7 +1,8 @@
 # -*- test-case-name: allworx.tests.test_web_service -*-
 """
 A bound on simultaneous connections from one peer address (SPEC 13), for the
-web ports and LDAP: one client cannot hold every socket of the server.
+web ports and LDAP: one client cannot hold every socket of the server; and
+a guard that closes a connection whose input makes its protocol raise.
 """
 
 from twisted.logger import Logger
@@ -10,12 +11,30 @@ from twisted.protocols import policies
 log = Logger()
 
 
+class GuardedConnection(policies.ProtocolWrapper):
+    """
+    A connection whose protocol raising on input is closed, with one log
+    line, instead of the exception reaching the reactor (twisted.web's own
+    parser has such paths on garbage, e.g. a header line before any request).
+    """
+
+    def dataReceived(self, data):
+        try:
+            policies.ProtocolWrapper.dataReceived(self, data)
+        except Exception as e:
+            log.info("{label}: closing the connection from {peer} after bad input: {why!r}",
+                     label=self.factory.label, peer=getattr(self, "peer_host", "?"), why=e)
+            self.transport.loseConnection()
+
+
 class PeerConnectionLimit(policies.WrappingFactory):
     """
     Wraps a server factory: at most `limit` connections at once from one peer
     address; one more is closed at once (and logged). A connection the wrapped
     factory refuses (buildProtocol returning None) is not counted.
     """
+
+    protocol = GuardedConnection
 
     def __init__(self, wrapped, limit, label=""):
         policies.WrappingFactory.__init__(self, wrapped)
