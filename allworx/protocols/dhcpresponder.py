@@ -217,9 +217,10 @@ class DhcpResponder:
                 if offered is not None and offered.state == "offered":
                     self.pool.forget(offered.address)
                 return Outcome(note="client chose server %s" % server_id)
-            if requested is None:
+            if requested is None and request.ciaddr == ZERO:
                 return Outcome(note="REQUEST names this server but no address")
-            address = requested
+            # Some old clients put the address in ciaddr instead of option 50.
+            address = requested if requested is not None else request.ciaddr
         elif requested is not None:
             address = requested           # INIT-REBOOT
         elif request.ciaddr != ZERO:
