@@ -130,8 +130,16 @@ def run_dhclient(tmp):
     sh(*in_ns(CLI, "dhclient", "-1", "-4", "-sf", "/bin/true", "-lf", lf, "-pf", pf, "wan0"),
        timeout=40)
     wall = time.monotonic() - start
-    with open(pf) as f:
-        pid = int(f.read().strip())
+    deadline = time.monotonic() + 5    # the daemon writes its pid file just after
+    while time.monotonic() < deadline:
+        try:
+            with open(pf) as f:
+                pid = int(f.read().strip())
+            break
+        except (FileNotFoundError, ValueError):
+            time.sleep(0.01)
+    else:
+        raise RuntimeError("dhclient left no pid file")
     os.kill(pid, 9)
     return wall, None
 
