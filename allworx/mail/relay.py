@@ -101,6 +101,7 @@ class SmtpRelay:
         if self.smarthost is not None:
             host, port = self.smarthost
             ip = yield self._address(host)
+            log.info("route for {domain}: smarthost {ip}:{port}", domain=domain, ip=ip, port=port)
             return [(ip, port)]
         try:
             answers, _, _ = yield self.resolver.lookupMailExchange(domain)
@@ -123,6 +124,8 @@ class SmtpRelay:
             hosts.append((ip, self.smtp_port))
         if not hosts:
             raise RouteError(Outcome("temporary", "4.4.3", "no address for the mail servers of %s" % domain))
+        log.info("route for {domain}: {hosts} ({how})", domain=domain,
+                 hosts=" ".join("%s:%d" % h for h in hosts), how="MX" if mx else "no MX: A record")
         return hosts
 
     @defer.inlineCallbacks

@@ -184,6 +184,7 @@ class MailLabTests(unittest.TestCase):
         self.assertIn(("pen-pal@internet.example", "submitted"), outbound())
         self.assertIn(("alice@internet.example", "from outside"), outbound())
         self.assertNotIn("victim@else.example", [r for r, _ in outbound()])
+        self.assertIn("route for internet.example: 198.51.100.10:25 (MX)", self.server.log())
 
         # Fetching: carol's own account, and the admin's multi-drop.
         self.wait(lambda: "for carol" in self.mailbox("carol") and "unaddressed" in self.mailbox("admin"),
