@@ -270,8 +270,16 @@ _new_packet = object.__new__
 _ZERO_BYTES = b"\0\0\0\0"
 
 
+_ADDRESSES = {_ZERO_BYTES: _ZERO}   # raw -> IPv4Address: relays and clients repeat
+
+
 def _address(raw):
-    return _ZERO if raw == _ZERO_BYTES else ipaddress.IPv4Address(raw)
+    address = _ADDRESSES.get(raw)
+    if address is None:
+        address = ipaddress.IPv4Address(raw)
+        if len(_ADDRESSES) < 4096:
+            _ADDRESSES[raw] = address
+    return address
 
 
 def _packed(address):
