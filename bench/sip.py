@@ -100,6 +100,8 @@ def serve(port, data_dir, stats_path):
         return [("udp %d" % port, port, udp)]
     service._listeners = listeners
     service.startService()
+    if service.failed:
+        sys.exit("cannot serve SIP: %s" % "; ".join(service.failed))
 
     def dump():
         with open(stats_path + ".tmp", "w") as f:
