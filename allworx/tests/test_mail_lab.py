@@ -53,9 +53,14 @@ for i in range(n):
 
 POP_READER = r"""
 import json, poplib, ssl, sys
-p = poplib.POP3(sys.argv[1], 110, timeout=10)
-if len(sys.argv) > 4:   # STLS; the server's certificate is self-signed
-    p.stls(context=ssl._create_unverified_context())
+mode = sys.argv[4] if len(sys.argv) > 4 else "plain"
+context = ssl._create_unverified_context()      # the server's certificate is self-signed
+if mode == "pop3s":
+    p = poplib.POP3_SSL(sys.argv[1], 995, timeout=10, context=context)
+else:
+    p = poplib.POP3(sys.argv[1], 110, timeout=10)
+    if mode == "stls":
+        p.stls(context=context)
 p.user(sys.argv[2]); p.pass_(sys.argv[3])
 uids = [line.split()[1].decode() for line in p.uidl()[1]]
 subjects = []
@@ -207,6 +212,9 @@ class MailLabTests(unittest.TestCase):
         self.assertEqual(len(first["uids"]), 4)
         self.assertEqual(first["uids"], second["uids"])
         self.assertEqual(sorted(first["subjects"]), ["multidrop", "to bob", "to sales", "to team"])
+        over_tls = json.loads(self.lab.run("pc1", [sys.executable, script, SERVER_LAN, "bob", "admin-demo",
+                                                   "pop3s"], timeout=30).stdout)
+        self.assertEqual(over_tls["uids"], first["uids"])
         # After a restart too.
         self.server.stop()
         self.start_server()
