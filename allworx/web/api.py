@@ -269,9 +269,10 @@ class OfficeApi:
         if section == "web" and "admin_password" in values:
             plain_password = values.pop("admin_password")
             d = changes.change_admin_password(self.ctx.office, plain_password, self.ctx.defer_to_thread)
-            # The rest of [web] goes with it only if the password was accepted.
+            # Page sessions of the old password end; the rest of [web] goes
+            # with it only if the password was accepted.
+            d.addCallback(lambda _: self.ctx.sessions.end_all())
             d.addCallback(lambda _: changes.apply_settings(self.ctx.office, {section: values}))
-            self.ctx.sessions.end_all()
         else:
             d = defer.maybeDeferred(changes.apply_settings, self.ctx.office, {section: values})
         d.addCallback(lambda _: self.changed("[%s]" % section))
