@@ -66,6 +66,7 @@ class SipParseError(ValueError):
 
 
 _CANONICAL = {}
+_VALID_NAMES = {}     # header names as written (before the colon) already checked
 
 
 def canonical(name):
@@ -283,33 +284,48 @@ def parse(data, stream=False):
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         raise SipParseError("header is not UTF-8")
-    raw_lines = re.split(r"\r?\n", text)
-    if not raw_lines or not raw_lines[0].strip():
-        raise SipParseError("no start line")
+    raw_lines = text.split("\n")
     start = raw_lines[0].strip()
+    if not start:
+        raise SipParseError("no start line")
     lines = []
     for line in raw_lines[1:]:
+        if line[-1:] == "\r":
+            line = line[:-1]
         if line[:1] in (" ", "\t"):
             if not lines:
                 raise SipParseError("continuation line before any header")
             lines[-1] += " " + line.strip()
-        elif line.strip():
+        elif line and not line.isspace():
             lines.append(line)
     if len(lines) > MAX_HEADERS:
         raise SipParseError("more than %d header lines" % MAX_HEADERS)
     headers = []
+    append = headers.append
+    lengths = []
+    seen = set()
     for line in lines:
         name, sep, value = line.partition(":")
-        name = name.strip()
-        if not sep or not name or not _TOKEN.match(name):
-            raise SipParseError("bad header line %r" % line[:80])
-        cname = canonical(name)
+        cname = _VALID_NAMES.get(name)
+        if cname is None:
+            stripped = name.strip()
+            if not sep or not stripped or not _TOKEN.match(stripped):
+                raise SipParseError("bad header line %r" % line[:80])
+            cname = canonical(stripped)
+            if len(_VALID_NAMES) < 4096:
+                _VALID_NAMES[name] = cname
         value = value.strip()
-        if cname in MULTI:
-            for v in split_commas(value):
-                headers.append((cname, v))
+        seen.add(cname)
+        if cname == "Content-Length":
+            lengths.append(value)
+        elif cname in MULTI:
+            if "," in value:
+                for v in split_commas(value):
+                    append((cname, v))
+            elif value:
+                append((cname, value))
         else:
-            headers.append((cname, value))
+            append((cname, value))
     m = _STATUS.match(start)
     if m:
         msg = Response(headers, code=int(m.group(1)), reason=(m.group(2) or "").strip())
@@ -323,7 +339,6 @@ def parse(data, stream=False):
         if ":" not in uri:
             raise SipParseError("bad Request-URI %r" % uri[:80])
         msg = Request(headers, method=method, uri=uri)
-    lengths = msg.get_all("Content-Length")
     if lengths:
         if len(set(lengths)) > 1:
             raise SipParseError("conflicting Content-Length headers")
@@ -332,13 +347,12 @@ def parse(data, stream=False):
         n = int(lengths[0])
         if n > len(body):
             raise SipParseError("Content-Length %d larger than the body (%d)" % (n, len(body)))
-        body = body[:n]
-        msg.remove("Content-Length")       # written afresh by to_bytes
+        body = body[:n]                     # Content-Length is written afresh by to_bytes
     elif stream:
         raise SipParseError("Content-Length missing on a stream transport")
     msg.body = body
     for name in MANDATORY_REQUEST:
-        if msg.get(name) is None:
+        if name not in seen:
             raise SipParseError("missing %s header" % name)
     msg.cseq  # validates
     if msg.is_request and msg.cseq[1] != msg.method.upper():
