@@ -1,11 +1,15 @@
 """
 The DNS server in the virtual office (lab prefix `aws`), asked with `dig`
 from a LAN PC and from the internet host: the guide's section 10 names, MX,
-static records, a PC's DHCP name, forwarding to the ISP's dnsmasq, REFUSED
-from the WAN outside the zone, and stand-alone mode's authoritative NXDOMAIN.
+static records, the names of DHCP clients (ISC dhclient and busybox udhcpc)
+while their leases live, forwarding to the ISP's dnsmasq, REFUSED from the
+WAN outside the zone; a record and stand-alone mode set live through the
+admin API (authoritative NXDOMAIN at once); failover from a silent primary.
 Skipped, with the reason, unless run as root where `ip netns` works.
 """
 
+import json
+import os
 import re
 import time
 
@@ -88,7 +92,8 @@ class DnsLabTests(unittest.TestCase):
 
     def setUp(self):
         from allworx.lab import start_lab
-        self.lab = start_lab(self, prefix=PREFIX, programs=("dig", "dhclient"))
+        self.lab = start_lab(self, prefix=PREFIX, programs=("dig", "dhclient", "curl",
+                                                            "udhcpc"))
 
     def start_server(self, forwarders="yes", primary="203.0.113.1", secondary=None):
         from allworx.tests.labserver import LabServer
@@ -105,7 +110,19 @@ class DnsLabTests(unittest.TestCase):
                            + list(options), timeout=20, check=False)
         return Dig(out.stdout)
 
-    def test_names_forwarding_wan_side_and_stand_alone(self):
+    def api(self, method, path, body):
+        """Change the office through the admin API from the admin PC; the HTTP status."""
+        out = self.lab.run("admin", [
+            "curl", "-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}", "-u",
+            "admin:admin-demo", "-X", method, "-H", "Content-Type: application/json",
+            "-d", json.dumps(body), "http://%s:8080/api/v1/%s" % (SERVER_LAN, path)],
+            timeout=20, check=False)
+        return int(out.stdout or 0)
+
+    def serial(self):
+        return int(self.dig("admin", "example.com", "SOA").data("SOA")[0].split()[2])
+
+    def test_names_dhcp_forwarding_wan_live_changes_failover(self):
         server = self.start_server("yes")
         # pc1 gets a lease from our DHCP server, sending its host name.
         lease = self.lab.dhclient("pc1")
@@ -164,14 +181,30 @@ class DnsLabTests(unittest.TestCase):
         self.lab.dhclient_release("pc1")
         server.wait_for("released", timeout=10)
         self.assertEqual(self.dig("admin", "pc1.example.com").status, "NXDOMAIN")
-        server.stop()
+        # busybox udhcpc sending a host name shows up the same way.
+        script = "/run/allworx-lab/%s/udhcpc-dns.sh" % self.lab.prefix
+        with open(script, "w") as f:
+            f.write('#!/bin/sh\ncase "$1" in bound|renew) ip addr replace "$ip/$mask" '
+                    'dev "$interface";; esac\nexit 0\n')
+        os.chmod(script, 0o755)
+        self.lab.run("phone1", ["udhcpc", "-i", "eth0", "-f", "-t", "5", "-T", "1", "-n", "-q",
+                                "-s", script, "-x", "hostname:deskphone"], timeout=20)
+        phone = self.lab.run("phone1", ["ip", "-4", "-o", "addr", "show", "eth0"]).stdout
+        phone_ip = re.search(r"inet ([\d.]+)/", phone).group(1)
+        time.sleep(0.6)   # lease events are gathered for half a second
+        self.assertEqual(self.dig("admin", "deskphone.example.com").data(), [phone_ip])
 
-        # Stand-alone: nothing leaves; every other name is an authoritative NXDOMAIN.
-        server = self.start_server("no")
+        # Live changes through the admin API: a record, then stand-alone mode.
+        before = self.serial()
+        self.assertIn(self.api("PUT", "records/newbox", {"a": "192.168.2.40"}), (200, 201))
+        self.assertEqual(self.dig("admin", "newbox.example.com").data(), ["192.168.2.40"])
+        self.assertGreater(self.serial(), before)
+        self.assertEqual(self.api("PATCH", "settings/dns", {"use_forwarders": "no"}), 200)
         alone = self.dig("admin", "web.internet.example", "A", SERVER_LAN, "+time=1",
                          "+tries=1")
         self.assertEqual(alone.status, "NXDOMAIN")
         self.assertIn("aa", alone.flags)
+        self.assertNotIn("ra", alone.flags)
         self.assertEqual(self.dig("admin", "corp.example.com").data(), [SERVER_LAN])
         server.stop()
 
