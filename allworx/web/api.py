@@ -124,6 +124,7 @@ class OfficeApi:
     # ---- plumbing
 
     def respond(self, request, code, body):
+        """Finish with a JSON body."""
         request.setResponseCode(code)
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
@@ -131,6 +132,7 @@ class OfficeApi:
         return (json.dumps(body, indent=1, sort_keys=True) + "\n").encode("utf-8")
 
     def failed(self, failure, request):
+        """Turn a failure into its JSON answer."""
         if failure.check(ApiError):
             e = failure.value
             body = {"error": e.error, "reason": e.reason}
@@ -215,6 +217,7 @@ class OfficeApi:
         return data
 
     def changed(self, what):
+        """Count and log an accepted change."""
         WEB_CHANGES.labels("api", "ok").inc()
         log.info("API changed {what}", what=what)
 
@@ -222,11 +225,13 @@ class OfficeApi:
 
     @app.route("/v1/openapi.json", methods=["GET"])
     def openapi(self, request):
+        """The OpenAPI document (no login needed to read it)."""
         return self.respond(request, 200, openapi_document())
 
     @app.route("/v1/", methods=["GET"])
     @guarded
     def index(self, request):
+        """The resources of the API."""
         return {"resources": ["/api/v1/settings/{section}", "/api/v1/users", "/api/v1/aliases",
                               "/api/v1/hosts", "/api/v1/records", "/api/v1/forwards",
                               "/api/v1/dhcp/leases", "/api/v1/connections", "/api/v1/mail/queue",
@@ -236,6 +241,7 @@ class OfficeApi:
     @app.route("/v1/status", methods=["GET"])
     @guarded
     def status(self, request):
+        """WAN address, security mode, services."""
         office = self.ctx.office
         return {"wan_address": str(office.wan_address) if office.wan_address else None,
                 "wan_source": office.runtime.wan_source,
@@ -254,16 +260,19 @@ class OfficeApi:
     @app.route("/v1/settings", methods=["GET"])
     @guarded
     def settings_all(self, request):
+        """Every settings section."""
         return {s: changes.settings_values(self.ctx.office, s) for s in SETTINGS_SECTIONS}
 
     @app.route("/v1/settings/<section>", methods=["GET"])
     @guarded
     def settings_get(self, request, section):
+        """One settings section, key -> text."""
         return changes.settings_values(self.ctx.office, self._section(section))
 
     @app.route("/v1/settings/<section>", methods=["PUT", "PATCH"])
     @guarded
     def settings_put(self, request, section):
+        """Change keys of a section; `admin_password` is plain text, stored hashed."""
         self._section(section)
         values = {k: as_text(k, v) for k, v in self.body(request).items()}
         if section == "web" and "admin_password" in values:
@@ -288,6 +297,7 @@ class OfficeApi:
         return kind
 
     def record_json(self, kind, name):
+        """A record as the API shows it (no hashes; fetch passwords masked)."""
         office = self.ctx.office
         if name not in getattr(office.config, changes.PLURALS[kind]):
             raise KeyError("%s %s" % (kind, name))
@@ -331,6 +341,7 @@ class OfficeApi:
     @app.route("/v1/<plural>", methods=["GET"])
     @guarded
     def records_list(self, request, plural):
+        """Every record of a collection."""
         kind = self._kind(plural)
         names = sorted(getattr(self.ctx.office.config, changes.PLURALS[kind]))
         return [self.record_json(kind, n) for n in names]
@@ -338,6 +349,7 @@ class OfficeApi:
     @app.route("/v1/<plural>", methods=["POST"])
     @guarded
     def records_create(self, request, plural):
+        """Create a record; its name is in the body."""
         kind = self._kind(plural)
         peek = self.body(request)
         request.content.seek(0)
@@ -354,11 +366,13 @@ class OfficeApi:
     @app.route("/v1/<plural>/<name>", methods=["GET"])
     @guarded
     def record_get(self, request, plural, name):
+        """One record."""
         return self.record_json(self._kind(plural), name)
 
     @app.route("/v1/<plural>/<name>", methods=["PUT"])
     @guarded
     def record_put(self, request, plural, name):
+        """Create or replace a record."""
         kind = self._kind(plural)
         exists = name in getattr(self.ctx.office.config, changes.PLURALS[kind])
         return self._save(request, kind, name, "replace" if exists else "create")
@@ -366,11 +380,13 @@ class OfficeApi:
     @app.route("/v1/<plural>/<name>", methods=["PATCH"])
     @guarded
     def record_patch(self, request, plural, name):
+        """Change some fields of a record."""
         return self._save(request, self._kind(plural), name, "patch")
 
     @app.route("/v1/<plural>/<name>", methods=["DELETE"])
     @guarded
     def record_delete(self, request, plural, name):
+        """Remove a record (refused while others refer to it)."""
         kind = self._kind(plural)
         changes.delete_record(self.ctx.office, kind, name)
         self.changed("[%s %s] deleted" % (kind, name))
@@ -388,12 +404,14 @@ class OfficeApi:
     @app.route("/v1/dhcp/leases", methods=["GET"])
     @guarded
     def leases(self, request):
+        """The DHCP server's leases."""
         table = self._runtime("leases", "DHCP server")
         return [plain(l) for l in table.active_leases()]
 
     @app.route("/v1/connections", methods=["GET"])
     @guarded
     def connections(self, request):
+        """The firewall's recent decisions, newest first, and counts."""
         log_ = self._runtime("connections", "firewall")
         limit = _int_arg(request, b"limit", 200, 1, 10000)
         return {"counts": plain(getattr(log_, "counts", {}) or {}),
@@ -402,11 +420,13 @@ class OfficeApi:
     @app.route("/v1/mail/queue", methods=["GET"])
     @guarded
     def mail_queue(self, request):
+        """The outbound mail queue."""
         return [plain(e) for e in self._runtime("mail_queue", "mail queue").entries()]
 
     @app.route("/v1/mail/queue/<queue_id>/retry", methods=["POST"])
     @guarded
     def mail_retry(self, request, queue_id):
+        """Try a queued message again now."""
         queue = self._runtime("mail_queue", "mail queue")
         d = defer.maybeDeferred(queue.retry, queue_id)
         return d.addCallback(lambda _: {"retrying": queue_id})
@@ -414,6 +434,7 @@ class OfficeApi:
     @app.route("/v1/mail/queue/<queue_id>", methods=["DELETE"])
     @guarded
     def mail_delete(self, request, queue_id):
+        """Drop a queued message."""
         queue = self._runtime("mail_queue", "mail queue")
         d = defer.maybeDeferred(queue.remove, queue_id)
 
@@ -425,11 +446,13 @@ class OfficeApi:
     @app.route("/v1/sip/registrations", methods=["GET"])
     @guarded
     def registrations(self, request):
+        """Registered phones."""
         return [plain(b) for b in self._runtime("registrations", "SIP registrar").bindings()]
 
     @app.route("/v1/sip/calls", methods=["GET"])
     @guarded
     def calls(self, request):
+        """Calls in progress."""
         source = self.ctx.office.runtime.calls or self._runtime("registrations", "SIP registrar")
         return [plain(c) for c in source.active_calls()]
 
@@ -438,6 +461,7 @@ class OfficeApi:
     @app.route("/v1/backup", methods=["GET"])
     @guarded
     def backup(self, request):
+        """tap.conf as it stands."""
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         request.setHeader(b"content-disposition", b'attachment; filename="tap.conf"')
         return self.ctx.office.document_text().encode("utf-8")
@@ -445,6 +469,7 @@ class OfficeApi:
     @app.route("/v1/backup", methods=["PUT"])
     @guarded
     def restore(self, request):
+        """Replace tap.conf with a backup, validated whole first."""
         data = self.body(request)
         text = data.get("text")
         if not isinstance(text, str):
@@ -455,6 +480,7 @@ class OfficeApi:
 
     @app.handle_errors(Exception)
     def not_found(self, request, failure):
+        """Unknown paths and methods, as JSON."""
         from werkzeug.exceptions import MethodNotAllowed, NotFound
         if failure.check(NotFound):
             return self.respond(request, 404, {"error": "not found", "reason": "no such resource"})

@@ -222,6 +222,8 @@ class RecordActions:
 
 
 class StatusPage(Page):
+    """WAN address and how it came, security mode, each service and why, counts."""
+
     slug, title, template = "status", "Status", "status.html"
 
     def context(self, ctx, sub):
@@ -250,11 +252,15 @@ class StatusPage(Page):
 
 
 class NetworkPage(SettingsPage):
+    """Server name, domain, LAN address, WAN mode and address (guide 2, 3)."""
+
     slug, title, template = "network", "Network Settings", "network.html"
     fields = forms.NETWORK
 
 
 class SecurityPage(SettingsPage, RecordActions):
+    """Security mode, DMZ ports, and the LAN devices made visible on the WAN."""
+
     slug, title, template = "security", "Security Settings", "security.html"
     fields = forms.SECURITY
     kinds = {"add_forward": "forward", "save_forward": "forward"}
@@ -277,6 +283,8 @@ class SecurityPage(SettingsPage, RecordActions):
 
 
 class DhcpPage(SettingsPage, RecordActions):
+    """DHCP settings, reservations and the live lease table."""
+
     slug, title, template = "dhcp", "Servers - DHCP", "dhcp.html"
     fields = forms.DHCP
     kinds = {"add_host": "host", "save_host": "host"}
@@ -319,6 +327,8 @@ class DhcpPage(SettingsPage, RecordActions):
 
 
 class DnsPage(SettingsPage, RecordActions):
+    """Forwarders, the use-forwarders switch, static records, the zone as served."""
+
     slug, title, template = "dns", "DNS Server", "dns.html"
     fields = forms.DNS
     kinds = {"add_record": "record", "save_record": "record"}
@@ -347,6 +357,8 @@ class DnsPage(SettingsPage, RecordActions):
 
 
 class AliasPage(Page, RecordActions):
+    """The domain's mail aliases, edited in place."""
+
     slug, title, template = "aliases", "Message Alias", "aliases.html"
     kinds = {"add_alias": "alias", "save_alias": "alias"}
 
@@ -368,6 +380,8 @@ class AliasPage(Page, RecordActions):
 
 
 class UsersPage(Page):
+    """Every user; one user's page at /users/NAME."""
+
     slug, title, template = "users", "Users", "users.html"
     kinds = {"add_user": "user", "save_user": "user"}
 
@@ -434,6 +448,8 @@ class Redirect(str):
 
 
 class ServicesPage(SettingsPage):
+    """Mail, POP3, phones, directory, time server and web ports; the admin password."""
+
     slug, title, template = "services", "Servers - Mail, Phones, Directory", "services.html"
     fields = forms.SERVICES
 
@@ -450,6 +466,8 @@ class ServicesPage(SettingsPage):
 
 
 class MailQueuePage(Page):
+    """The outbound queue, with retry and delete."""
+
     slug, title, template = "mailqueue", "Mail queue", "mailqueue.html"
 
     def context(self, ctx, sub):
@@ -479,6 +497,8 @@ class MailQueuePage(Page):
 
 
 class PhonesPage(Page):
+    """Registered phones and calls in progress."""
+
     slug, title, template = "phones", "Phones", "phones.html"
     refresh = "phones"
 
@@ -497,6 +517,8 @@ class PhonesPage(Page):
 
 
 class ConnectionsPage(Page):
+    """The firewall's recent decisions with their reasons."""
+
     slug, title, template = "connections", "Connections", "connections.html"
     refresh = "connlog"
 
@@ -517,6 +539,8 @@ class ConnectionsPage(Page):
 
 
 class BackupPage(Page):
+    """Download tap.conf; upload one to restore."""
+
     slug, title, template = "backup", "Backup/Restore", "backup.html"
 
     def context(self, ctx, sub):
