@@ -32,6 +32,8 @@ from allworx.protocols.dnscache import NegativeAnswer
 log = Logger()
 
 EDNS_SIZE = 1232
+MAX_IN_FLIGHT = 500       # distinct questions out at once (each holds a socket)
+FULL_LOG_EVERY = 10.0     # seconds between warnings that the limit was hit
 
 
 class ServerSelection:
@@ -144,13 +146,16 @@ class ForwardingResolver(ResolverBase):
     authority, additional)` sees every upstream answer (the cache keeps them).
     """
 
-    def __init__(self, servers, reactor, timeout=2.0, on_answer=None, probe_interval=30.0):
+    def __init__(self, servers, reactor, timeout=2.0, on_answer=None, probe_interval=30.0,
+                 max_in_flight=MAX_IN_FLIGHT):
         ResolverBase.__init__(self)
         self.selection = ServerSelection(servers, probe_interval)
         self.reactor = reactor
         self.timeout = timeout
         self.on_answer = on_answer
+        self.max_in_flight = max_in_flight
         self._waiting = {}
+        self._full_logged = None
         self.forwarded = 0
 
     def _lookup(self, name, cls, type, timeout):
@@ -162,6 +167,14 @@ class ForwardingResolver(ResolverBase):
             d = defer.Deferred()
             self._waiting[key].append(d)
             return d
+        if len(self._waiting) >= self.max_in_flight:
+            now = self.reactor.seconds()
+            if self._full_logged is None or now - self._full_logged >= FULL_LOG_EVERY:
+                self._full_logged = now
+                log.warn("dns: {count} questions already out to the forwarders (the most "
+                         "allowed); answering SERVFAIL to more until some come back",
+                         count=len(self._waiting))
+            return defer.fail(error.DNSServerError("too many questions in flight"))
         self._waiting[key] = []
         d = self._resolve(query)
 

@@ -405,6 +405,16 @@ class ForwardingTests(ServiceCase):
         self.ask("d.internet.example")
         self.assertEqual([p.sent[0][1] for p in self.open_upstream()], [PRIMARY])
 
+    def test_questions_in_flight_are_bounded(self):
+        self.service.factory.forwarder.max_in_flight = 3
+        for i in range(5):
+            self.ask("n%d.internet.example" % i, qid=i)
+        self.assertEqual(len(self.open_upstream()), 3)
+        self.assertEqual([parse(d).rCode for d, _ in self.port.sent], [dns.ESERVER] * 2)
+        self.reactor.advance(2.0)   # the three time out at both servers; room again
+        self.reactor.advance(2.0)
+        self.assertIsNone(self.ask("n9.internet.example"))
+
     def test_all_silent_is_servfail(self):
         self.ask("a.internet.example")
         self.reactor.advance(2.0)
