@@ -149,6 +149,15 @@ class AccountPoller:
         except Exception as e:
             raise FetchError("cannot connect to %s:%d: %s" % (acct.host, acct.port, _text(e)))
         try:
+            if acct.scheme == "pop3":
+                # Encrypt when the server offers STLS, so the password is not
+                # sent in the clear; pop3s:// is the way to insist on TLS.
+                caps = yield client.capabilities(useCache=False)
+                if b"STLS" in caps:
+                    try:
+                        yield client.startTLS(ssl.CertificateOptions())
+                    except Exception as e:
+                        raise FetchError("STLS with %s failed: %s" % (acct.host, _text(e)))
             try:
                 yield client.user(acct.user.encode("utf-8"))
                 yield client.password(acct.password.encode("utf-8"))

@@ -179,7 +179,9 @@ class Pop3Server(pop3.POP3):
 
     def _cbMailbox(self, result, user):
         POP3_LOGINS.labels("ok").inc()
-        log.info("pop3: {user} logged in from {peer}", user=user, peer=self.peer_ip)
+        log.info("pop3: {user} logged in from {peer}{tls}", peer=self.peer_ip,
+                 user=user.decode("utf-8", "replace") if isinstance(user, bytes) else user,
+                 tls=" over TLS" if self.tls else "")
         return pop3.POP3._cbMailbox(self, result, user)
 
     def _ebMailbox(self, failure):

@@ -23,6 +23,8 @@ class FakePop3Server:
         self.logins = 0
         self.unreachable = False
         self.fail_quit = False
+        self.stls = False
+        self.tls_started = False
 
 
 class FakeClient:
@@ -33,6 +35,13 @@ class FakeClient:
         self.uids = list(server.messages)
         self.deleted = set()
         self.transport = None
+
+    def capabilities(self, useCache=True):
+        return defer.succeed({b"STLS": None} if self.server.stls else {})
+
+    def startTLS(self, context):
+        self.server.tls_started = True
+        return defer.succeed({})
 
     def user(self, name):
         return defer.succeed(b"ok")
@@ -115,6 +124,11 @@ class FetchTests(unittest.TestCase):
         self.assertEqual(self.remote.messages, {})              # but now deleted
         self.assertEqual(self.subjects("bob"), ["1"])
         self.assertEqual(fetch.FetchLedger.load(self.poller().ledger_path).uids, set())
+
+    def test_stls_when_offered(self):
+        self.remote.stls = True
+        self.assertEqual(self.poll(self.poller()), 2)
+        self.assertTrue(self.remote.tls_started)
 
     def test_plan(self):
         self.assertEqual(fetch.plan([(0, "a"), (1, "b"), (2, "c")], {"b"}),
