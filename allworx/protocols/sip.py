@@ -17,6 +17,7 @@ Sockets stay thin: `SipDatagram` and `SipStream` only frame bytes.
 
 import hashlib
 import os
+import re
 
 from prometheus_client import Counter
 from twisted.application import service
@@ -34,6 +35,16 @@ log = Logger()
 MESSAGES = Counter("allworx_sip_messages_total", "SIP messages received, by kind",
                    ["kind"])
 ERRORS = Counter("allworx_sip_errors_total", "SIP input refused, by reason", ["reason"])
+
+_COUNTERS = {}
+
+
+def _count(kind):
+    counter = _COUNTERS.get(kind)
+    if counter is None:
+        counter = _COUNTERS[kind] = MESSAGES.labels(kind)
+    counter.inc()
+
 
 BRANCH_MAGIC = "z9hG4bK"
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER, SUBSCRIBE, NOTIFY"
@@ -177,10 +188,10 @@ class SipCore:
             return
         try:
             if msg.is_request:
-                MESSAGES.labels(msg.method if msg.method in ALLOW else "other").inc()
+                _count(msg.method if msg.method in ALLOW else "other")
                 self._request(msg, dest)
             else:
-                MESSAGES.labels("response").inc()
+                _count("response")
                 self._response(msg, dest)
         except SipParseError as e:
             ERRORS.labels("malformed").inc()
@@ -218,12 +229,12 @@ class SipCore:
     def _request(self, request, dest):
         via = request.top_via
         # RFC 3581: note where it came from so responses find the way back.
-        params = dict(via.params)
-        params["received"] = dest.host
-        if "rport" in params:
-            params["rport"] = str(dest.port)
-        request.headers[request.headers.index(("Via", request.get("Via")))] = (
-            "Via", Via(via.transport, via.host, via.port, params).format())
+        if "received" not in via.params:
+            text = request.get("Via")
+            if "rport" in via.params and via.params["rport"] is None:
+                text = re.sub(r";\s*rport\b(?!=)", ";rport=%d" % dest.port, text, count=1, flags=re.I)
+            text += ";received=%s" % dest.host
+            request.headers[request.headers.index(("Via", request.get("Via")))] = ("Via", text)
         method = request.method.upper()
         if method != request.method:
             return self.send(make_response(request, 405), dest)

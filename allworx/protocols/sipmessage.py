@@ -381,6 +381,10 @@ def format_params(params):
     return "".join(";%s" % k if v is None else ";%s=%s" % (k, v) for k, v in params.items())
 
 
+_VIA = re.compile(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z]+)\s+([^;]+?)\s*(;.*)?$", re.I)
+_VIA_MEMO = {}       # Via text -> Via (values are frozen; a message's Via is read often)
+
+
 @attr.s(frozen=True, slots=True)
 class Via:
     """One Via value: transport, sent-by host and port, parameters."""
@@ -392,7 +396,18 @@ class Via:
 
     @classmethod
     def parse(cls, value):
-        m = re.match(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z]+)\s+([^;]+?)\s*(;.*)?$", value.strip(), re.I)
+        hit = _VIA_MEMO.get(value)
+        if hit is not None:
+            return hit
+        via = cls._parse(value)
+        if len(_VIA_MEMO) > 2048:
+            _VIA_MEMO.clear()
+        _VIA_MEMO[value] = via
+        return via
+
+    @classmethod
+    def _parse(cls, value):
+        m = _VIA.match(value.strip())
         if not m:
             raise SipParseError("bad Via %r" % value[:80])
         sent_by = m.group(2).strip()
