@@ -96,6 +96,12 @@ def plan(listing, seen):
     return fetch, delete_seen
 
 
+class _FetchClient(POP3Client):
+    """twisted's POP3 client, giving up on a server silent for two minutes."""
+
+    timeout = 120
+
+
 class FetchError(Exception):
     """A poll failed; the message says why in words for the status page."""
 
@@ -129,7 +135,7 @@ class AccountPoller:
 
     def _connect(self):
         reactor = self.mail.reactor
-        creator = protocol.ClientCreator(reactor, POP3Client)
+        creator = protocol.ClientCreator(reactor, _FetchClient)
         host = self.account.host
         if self.account.scheme == "pop3s":
             options = ssl.optionsForClientTLS(host)
