@@ -390,6 +390,10 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
         if smtpwire.has_long_line(message):
             return self._send(Reply(554, "5.6.0", "message has a line longer than %d characters"
                                     % smtpwire.MAX_TEXT_LINE))
+        if smtpwire.hop_count(message) >= smtpwire.MAX_HOPS:
+            log.warn("SMTP {session}: refused a looping message from <{sender}> ({hops} hops)",
+                     session=self.session, sender=sender, hops=smtpwire.MAX_HOPS)
+            return self._send(Reply(554, "5.4.6", "too many hops: mail forwarding loop"))
         f = self.factory
         protocol_name = ("ESMTP" if self.esmtp else "SMTP") + ("S" if self.tls else "") + \
             ("A" if self.user else "")

@@ -161,3 +161,16 @@ def missing_origin_headers(message):
     head = message if end < 0 else message[:end + 2]
     present = {m.group(1).lower() for m in _HEADER_NAMES.finditer(head)}
     return [name for name in (b"date", b"message-id") if name not in present]
+
+
+MAX_HOPS = 50               # Received: headers before a message counts as looping
+_RECEIVED = re.compile(rb"(?im)^received[ \t]*:")
+
+
+def hop_count(message):
+    """How many Received: headers the header of `message` has (a loop shows as many)."""
+    end = message.find(b"\r\n\r\n")
+    if end < 0:
+        end = message.find(b"\n\n")
+    head = message if end < 0 else message[:end + 2]
+    return len(_RECEIVED.findall(head))

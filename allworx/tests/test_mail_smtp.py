@@ -497,3 +497,19 @@ class ConnectionLimitTests(unittest.TestCase):
         self.assertEqual(s.transport.producerState, "paused")
         s.delivery.finish(0)
         self.assertEqual(s.transport.producerState, "producing")
+
+
+class LoopTests(unittest.TestCase):
+
+    def test_too_many_hops(self):
+        s = Session(self)
+        s.replies()
+        head = b"".join(b"Received: from hop%d by x; date\r\n" % i for i in range(50))
+        s.send(mail_transaction(body=head + b"Subject: loop\r\n\r\nbody\r\n"))
+        self.assertEqual(s.replies()[-1], "554 5.4.6 too many hops: mail forwarding loop")
+        self.assertEqual(s.delivery.calls, [])
+        s.send(mail_transaction(body=head[:-40] + b"\r\nbody Received: x\r\n"))
+        self.assertEqual(s.codes()[-1], "250")
+
+    def test_hop_count_header_only(self):
+        self.assertEqual(smtpwire.hop_count(b"Received: a\nreceived : b\n\nReceived: c\n"), 2)
