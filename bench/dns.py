@@ -70,6 +70,7 @@ def zone_names(count):
 
 
 def allworx_conf(data, names):
+    """tap.conf for the allworx server: the office plus a [record] per extra name."""
     text = CONF.format(data=data, port=ALLWORX_PORT)
     for label, addresses in sorted(names.items()):
         if label not in BUILTIN:
@@ -78,6 +79,7 @@ def allworx_conf(data, names):
 
 
 def dnsmasq_conf(port, names, domain, upstream=None, ttl=300, work="/tmp"):
+    """A dnsmasq config serving `names` under `domain`, forwarding the rest to `upstream`."""
     lines = ["port=%d" % port, "pid-file=%s/dnsmasq-%d.pid" % (work, port), "listen-address=" + HOST, "bind-interfaces", "no-resolv",
              "no-hosts", "no-poll", "keep-in-foreground", "log-facility=/dev/null",
              "local-ttl=%d" % ttl, "cache-size=10000", "dns-forward-max=1000"]
@@ -109,6 +111,7 @@ def serve(conf_path, port, upstream_port):
 
 
 def wait_port(port, timeout=10.0):
+    """Wait until a DNS server answers on `port` (SystemExit if none does)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         out = subprocess.run(["dig", "@" + HOST, "-p", str(port), "www.example.com", "+time=1",
@@ -120,6 +123,7 @@ def wait_port(port, timeout=10.0):
 
 
 def dnsperf(port, path, seconds, outstanding):
+    """One dnsperf run: {"qps", "sent", "lost"}."""
     out = subprocess.run(["dnsperf", "-s", HOST, "-p", str(port), "-d", path, "-l", str(seconds),
                           "-q", str(outstanding), "-t", "2"], capture_output=True, text=True)
     text = out.stdout + out.stderr
@@ -132,6 +136,7 @@ def dnsperf(port, path, seconds, outstanding):
 
 
 def main(argv=None):
+    """Run the benchmark (or, with `serve ...`, the allworx server process)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--names", type=int, default=200)

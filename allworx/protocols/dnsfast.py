@@ -167,6 +167,12 @@ class FastAnswers:
         self.cache_hits = 0
 
     def answer(self, data, lan, stream=False):
+        """
+        The reply to the raw query `data` from a LAN (`lan`) or WAN peer, or
+        None to leave it to the full path. Over TCP (`stream`) nothing is
+        truncated. The question's end is the first zero byte after the
+        header: a key that matches was a well-formed, uncompressed name.
+        """
         n = len(data)
         if n < 17 or data[2] & 0xF8 or data[4:10] != b"\x00\x01\x00\x00\x00\x00":
             return None

@@ -50,6 +50,7 @@ class ServerSelection:
 
     @property
     def current(self):
+        """The server asked first now, (host, port)."""
         return self.servers[self.active] if self.servers else None
 
     def plan(self, now):
