@@ -833,6 +833,7 @@ class Lab:
         name = "dhclient-%s-%s" % (host, ifname)
         files = self._dhclient_files(host, ifname)
         self._stop_named(name)
+        self._kill_daemons(files["conf"])
         for key in ("env", "pid"):
             if os.path.exists(files[key]):
                 os.unlink(files[key])
@@ -865,6 +866,33 @@ class Lab:
                            % (host, ifname, done.returncode, tail))
         return self.dhclient_lease(host, ifname)
 
+    def _daemons(self, marker=None):
+        """
+        PIDs of daemons this lab started whose PID we could not record (a
+        dhclient that forks after its parent has exited): every process whose
+        command line names a file of this lab's own state directory.
+        """
+        marker = (marker or self._path("dhclient")).encode()
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % entry, "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if any(a.startswith(marker) for a in argv):
+                found.append(int(entry))
+        return found
+
+    def _kill_daemons(self, marker=None):
+        for pid in self._daemons(marker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def dhclient_lease(self, host, ifname="eth0"):
         """The lease dhclient last reported for host's ifname, or None."""
         files = self._dhclient_files(host, ifname)
@@ -890,6 +918,7 @@ class Lab:
                             "-sf", files["sh"], ifname],
                      check=False, timeout=timeout)
         self._stop_named("dhclient-%s-%s" % (host, ifname))
+        self._kill_daemons(files["conf"])
 
     # ------------------------------------------------------------ tear down
 
@@ -904,6 +933,7 @@ class Lab:
         warnings = []
         for record in self.processes():
             self._kill(record, timeout=3.0)
+        self._kill_daemons()
         existing = self._netns_list()
         for host in HOSTS:
             ns = self.ns(host)
