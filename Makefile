@@ -15,7 +15,8 @@ APT_PACKAGES := iproute2 iptables nftables conntrack libnetfilter-queue-dev \
 	libnfnetlink-dev build-essential python3-dev python3-venv \
 	dnsmasq isc-dhcp-client udhcpc dnsutils iputils-ping procps swaks ldap-utils iperf3 hping3 \
 	baresip kea-dhcp4-server kea-admin dnsperf nmap curl socat ncat sox \
-	postfix chromium chromium-driver
+	postfix chromium chromium-driver \
+	apache2-utils nginx-light
 
 .PHONY: deps run test check clean bench lab-down
 
