@@ -412,14 +412,25 @@ class SipStream(protocol.Protocol):
             self.core.receive(message, Destination("TCP", self.peer[0], self.peer[1], self))
 
 
+MAX_CONNECTIONS = 1000
+MAX_CONNECTIONS_PER_HOST = 16
+
+
 class SipStreamFactory(protocol.ServerFactory):
-    """Makes SipStream connections and remembers them by peer address."""
+    """Makes SipStream connections (bounded, in all and per host) and remembers them by peer."""
 
     def __init__(self, core):
         self.core = core
         self.connections = {}
 
     def buildProtocol(self, addr):
+        host = getattr(addr, "host", None)
+        if len(self.connections) >= MAX_CONNECTIONS or (
+                host is not None and sum(1 for h, _ in self.connections if h == host)
+                >= MAX_CONNECTIONS_PER_HOST):
+            ERRORS.labels("connections").inc()
+            log.warn("SIP over TCP from {host} refused: too many connections", host=host)
+            return None
         return SipStream(self.core, self)
 
 
@@ -490,6 +501,8 @@ class SipService(ListeningService):
         return ListeningService.stopService(self)
 
     def _config_changed(self, event):
+        if event.touches("user"):
+            self.core.registrar.forget_removed()
         if not event.touches("sip") or event.old.sip == event.new.sip:
             return
         d = ListeningService.stopService(self)

@@ -145,6 +145,15 @@ class ForkedCall:
         self._stop_timer()
         self.done = True
         codes = [b.final for b in self.branches]
+        if self.router.office.runtime.mail_store is None:
+            # No mailbox to take a message: the caller hears the phones' answer.
+            best = 486 if 486 in codes else min(codes)
+            log.info("call {call_id} to {user}: {code}, and no voicemail", code=best,
+                     call_id=self.request.call_id, user=self.user.name)
+            CALLS.labels("busy" if best == 486 else "failed").inc()
+            self.st.respond(make_response(self.request, best, to_tag=self.core.new_tag()))
+            self.router.ended(self.request.call_id)
+            return
         log.info("call {call_id} to {user}: no phone took it ({codes}); voicemail",
                  call_id=self.request.call_id, user=self.user.name, codes=codes)
         self.router.to_voicemail(self.request, self.st, self.source, self.user)

@@ -251,6 +251,16 @@ class Registrar:
         self.expire()
         return list(self.by_user.get(user_name, {}).values())
 
+    def forget_removed(self):
+        """Drop the bindings of users no longer in the configuration (or without an extension)."""
+        users = self.office.config.users
+        for name in list(self.by_user):
+            user = users.get(name)
+            if user is None or not user.extension or not user.sip_digest:
+                del self.by_user[name]
+                log.info("SIP registrations of {user} dropped: the user changed", user=name)
+                self._changed(name)
+
     def destination_of(self, contact):
         """(transport, host, port) a registered contact URI is reached at, or None."""
         for contacts in self.by_user.values():

@@ -107,3 +107,23 @@ class ServiceTests(unittest.TestCase):
         o.update_settings("sip", {"enabled": "no"})
         self.assertEqual(o.status["sip"].state, "disabled")
         svc.stopService()
+
+
+class ConnectionLimitTests(unittest.TestCase):
+
+    def test_connections_per_host_are_bounded(self):
+        h = Harness(self.mktemp())
+        factory = sip.SipStreamFactory(h.core)
+        Addr = type("A", (), {})
+        made = []
+        for port in range(sip.MAX_CONNECTIONS_PER_HOST + 1):
+            addr = Addr()
+            addr.host, addr.port = "192.168.2.11", 6000 + port
+            proto = factory.buildProtocol(addr)
+            if proto is not None:
+                proto.makeConnection(StringTransport(peerAddress=addr))
+            made.append(proto)
+        self.assertEqual(sum(1 for p in made if p is not None), sip.MAX_CONNECTIONS_PER_HOST)
+        other = Addr()
+        other.host, other.port = "192.168.2.12", 6000
+        self.assertIsNotNone(factory.buildProtocol(other))

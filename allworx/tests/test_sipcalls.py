@@ -152,3 +152,19 @@ class CallTests(unittest.TestCase):
         again = self.alice.send(data)
         self.assertEqual([m.code for m, _ in first], [100, 404])
         self.assertEqual([m.code for m, _ in again], [404])
+
+    def test_busy_without_a_mail_store_is_486(self):
+        self.h.office.runtime.mail_store = None
+        branches = self.forked(self.invite())
+        for host, msg in branches.items():
+            self.h.receive(self.reply(msg, 486 if host.endswith("12") else 480, "r" + host[-2:]),
+                           (host, 5060))
+        out = self.h.take()
+        self.assertEqual([m.code for m, d in out if not m.is_request], [486])
+        self.assertEqual(self.h.core.registrar.active_calls(), [])
+
+    def test_removed_user_loses_registrations(self):
+        self.h.office.delete_record("user", "bob")
+        self.h.core.registrar.forget_removed()
+        self.assertEqual(self.h.core.registrar.contacts_of("bob"), [])
+        self.assertEqual(len(self.h.core.registrar.contacts_of("alice")), 1)
