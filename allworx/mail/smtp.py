@@ -31,6 +31,7 @@ from allworx.mail import smtpwire
 from allworx.mail.queue import QueueFull
 from allworx.mail.policy import Client, recipient_verdict, sender_verdict
 from allworx.mail.smtpwire import Reply
+from allworx.mail.transaction import MailTransaction
 
 log = Logger()
 
@@ -64,7 +65,7 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
         self.user = None
         self.errors = 0
         self.auth_failures = 0
-        self._reset()
+        self.transaction = MailTransaction()
 
     # ------------------------------------------------------------ connection
 
@@ -99,9 +100,7 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
         self.transport.write(reply.line())
 
     def _reset(self):
-        self.sender = None
-        self.recipients = []
-        self.body_type = None
+        self.transaction.reset()
 
     @property
     def client(self):
@@ -251,7 +250,7 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
             raise Reply(538, "5.7.11", "encryption required: use STARTTLS first")
         if self.user:
             raise Reply(503, "5.5.1", "already authenticated")
-        if self.sender is not None:
+        if self.transaction.open:
             raise Reply(503, "5.5.1", "AUTH is not allowed during a mail transaction")
         mechanism, _, initial = arg.partition(b" ")
         mechanism = mechanism.upper()
@@ -313,8 +312,8 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
     def do_MAIL(self, arg):
         if self.helo is None:
             raise Reply(503, "5.5.1", "send HELO or EHLO first")
-        if self.sender is not None:
-            raise Reply(503, "5.5.1", "nested MAIL command")
+        if self.transaction.open:
+            self.transaction.mail(None, None)       # the machine's 503
         path = smtpwire.parse_path(arg, b"FROM")
         if path.params and not self.esmtp:
             raise Reply(555, "5.5.4", "parameters need EHLO")
@@ -322,16 +321,15 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
         refusal = sender_verdict(self.factory.config, self.client, path.address)
         if refusal is not None:
             raise Reply(refusal.code, refusal.status, refusal.text)
-        self.sender = path.address
-        self.body_type = path.params.get("BODY")
+        self.transaction.mail(path.address, path.params.get("BODY"))
         return Reply(250, "2.1.0", "sender OK")
 
     def do_RCPT(self, arg):
-        if self.sender is None:
-            raise Reply(503, "5.5.1", "need MAIL before RCPT")
         path = smtpwire.parse_path(arg, b"TO")
+        if not self.transaction.open:
+            self.transaction.rcpt(path.address)     # the machine's 503
         smtpwire.check_rcpt_params(path.params)
-        if len(self.recipients) >= smtpwire.MAX_RECIPIENTS:
+        if len(self.transaction.recipients) >= smtpwire.MAX_RECIPIENTS:
             return Reply(452, "4.5.3", "too many recipients, send the rest in another message")
         address = path.address
         if address.lower() == "postmaster":
@@ -342,15 +340,11 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
                      session=self.session, rcpt=address, peer=self.peer_ip,
                      code=refusal.code, text=refusal.text)
             raise Reply(refusal.code, refusal.status, refusal.text)
-        if address.lower() not in (r.lower() for r in self.recipients):
-            self.recipients.append(address)
+        self.transaction.rcpt(address)
         return Reply(250, "2.1.5", "recipient OK")
 
     def do_DATA(self, arg):
-        if self.sender is None:
-            raise Reply(503, "5.5.1", "need MAIL before DATA")
-        if not self.recipients:
-            raise Reply(554, "5.5.1", "no valid recipients")
+        self.transaction.data()
         self._data = bytearray(b"\r\n")
         self._scan = 0
         self._too_big = False
@@ -381,8 +375,7 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
         return True
 
     def _finish(self, raw):
-        sender, recipients = self.sender, self.recipients
-        self._reset()
+        [(sender, recipients)] = self.transaction.message_ended()
         if self._too_big or len(raw) - 2 > self.factory.max_size:
             return self._send(Reply(552, "5.3.4", "message exceeds the fixed limit of %d bytes"
                                     % self.factory.max_size))

@@ -9,6 +9,7 @@ from twisted.trial import unittest
 from zope.interface import directlyProvides
 
 from allworx.mail import smtpwire
+from allworx.mail.smtpwire import Reply
 from allworx.mail.smtp import SmtpFactory
 from allworx.mail.store import Delivered
 from allworx.tests.mailtesting import PlainChecker, make_office
@@ -513,3 +514,52 @@ class LoopTests(unittest.TestCase):
 
     def test_hop_count_header_only(self):
         self.assertEqual(smtpwire.hop_count(b"Received: a\nreceived : b\n\nReceived: c\n"), 2)
+
+
+class MailTransactionTests(unittest.TestCase):
+    """The transaction machine on its own."""
+
+    def test_order(self):
+        from allworx.mail.transaction import MailTransaction
+        t = MailTransaction()
+        for call, code in ((lambda: t.rcpt("a@b.example"), 503), (t.data, 503),
+                           (t.message_ended, 503)):
+            self.assertEqual(self.assertRaises(Reply, call).code, code)
+        t.mail("s@x.example", "8BITMIME")
+        self.assertEqual(self.assertRaises(Reply, t.data).code, 554)
+        self.assertEqual(self.assertRaises(Reply, t.mail, "again@x.example", None).code, 503)
+        t.rcpt("a@b.example")
+        t.rcpt("A@B.example")
+        t.data()
+        self.assertEqual(self.assertRaises(Reply, t.rcpt, "c@d.example").code, 503)
+        self.assertEqual(t.message_ended(), [("s@x.example", ["a@b.example"])])
+        self.assertFalse(t.open)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.sampled_from(["mail", "rcpt", "data", "end", "reset"]), max_size=30))
+    def test_any_sequence(self, steps):
+        """Whatever the order, the envelope matches the state and nothing else breaks."""
+        from allworx.mail.transaction import MailTransaction
+        t = MailTransaction()
+        receiving = False
+        for step in steps:
+            try:
+                if step == "mail":
+                    t.mail("s@x.example", None)
+                elif step == "rcpt":
+                    t.rcpt("r%d@y.example" % len(t.recipients))
+                elif step == "data":
+                    t.data()
+                    receiving = True
+                elif step == "end":
+                    sender, rcpts = t.message_ended()[0]
+                    self.assertTrue(receiving and sender and rcpts)
+                    receiving = False
+                else:
+                    t.reset()
+                    receiving = False
+            except Reply as r:
+                self.assertIn(r.code, (503, 554))
+            self.assertEqual(t.open, t.sender is not None)
+            if not t.open:
+                self.assertEqual(t.recipients, [])
