@@ -414,7 +414,8 @@ class PhoneLabTests(unittest.TestCase):
         self.wait_for(lambda: any("Messages-Waiting: yes" in n for n in mwi.notifies), 5,
                       "a message-waiting NOTIFY")
 
-        # 4. bob calls voicemail, enters his PIN, deletes the message (7).
+        # 4. bob calls voicemail, enters his PIN, hears the message, deletes it (7).
+        before_b = self.bob.recordings()
         mark_b = self.bob.mark()
         self.bob.command("dial", "400")
         self.bob.wait_event("CALL_ESTABLISHED", 10, mark_b)
@@ -428,3 +429,9 @@ class PhoneLabTests(unittest.TestCase):
         self.wait_for(lambda: "Messages-Waiting: no" in mwi.notifies[-1], 5, "the all-clear NOTIFY")
         self.bob.command("hangup")
         self.bob.wait_event("CALL_CLOSED", 10, mark_b)
+        time.sleep(0.5)
+        heard, rate = self.newest_decoded(self.bob, before_b)
+        half = rate // 2
+        best = max(goertzel_power(heard[i:i + half], rate, 440)
+                   for i in range(0, max(1, len(heard) - half), half // 2))
+        self.assertGreater(best, 0.5, "bob did not hear alice's message on the phone")
