@@ -5,7 +5,8 @@ Maildir storage, the POP3 server and POP3 fetching (guide 7-9, SPEC 7).
 Modules, from the wire inwards:
 
     service.py    the "mail" child: smtp, submission, pop3, queue, fetch
-    smtp.py       the SMTP/submission protocol (thin), smtpwire.py its text rules
+    smtp.py       the SMTP/submission protocol (thin), smtpwire.py its text rules,
+                  transaction.py the MAIL/RCPT/DATA state machine
     policy.py     who may send to whom (relay decisions)
     aliases.py    what an address means: users, aliases, outside addresses
     store.py      Maildir per user; `deliver` is the one way in (IMailStore)
