@@ -15,7 +15,7 @@ from twisted.internet import error, threads
 from twisted.logger import Logger
 
 from allworx.protocols.sipcalls import caller_of
-from allworx.protocols.sipmessage import NameAddr, Request, SipParseError, SipUri, make_response
+from allworx.protocols.sipmessage import NameAddr, Request, SipParseError, make_response
 from allworx.protocols.siptransaction import T1, T2
 from allworx.voice import dtmf
 from allworx.voice.greeting import PromptLibrary, beep

@@ -89,7 +89,6 @@ class FakeMailStore:
         self.ids = itertools.count(1)
 
     def deliver(self, recipients, message, sender=None):
-        from allworx.mail.store import MessageInfo  # noqa: the real value class
         for user in recipients:
             uid = "m%03d" % next(self.ids)
             self.boxes.setdefault(user, {})[uid] = [message, False]

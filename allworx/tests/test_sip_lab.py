@@ -138,7 +138,7 @@ module_app ctrl_tcp.so
 ctrl_tcp_listen 127.0.0.1:{ctrl}
 snd_path {snd}
 rtp_ports 30000-30100
-""".format(ip=self.ip, src=self.source_wav, ctrl=CTRL_PORT, snd=self.snd))
+""".format(src=self.source_wav, ctrl=CTRL_PORT, snd=self.snd))
         with open(os.path.join(self.dir, "accounts"), "w") as f:
             f.write("<sip:{ext}@{server}>;auth_user={ext};auth_pass={pw};"
                     "regint=300;answermode=manual;audio_codecs=PCMU\n".format(
