@@ -43,6 +43,7 @@ SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 SO_RCVBUFFORCE = 33
 ETH_P_IP = 0x0800
 RECEIVE_BUFFER = 4 * 1024 * 1024
+READ_PER_TURN = 16 * 1024    # bytes of datagrams read before the reactor looks around
 PROBE_INTERVAL = 300         # seconds between rogue-server probes
 EXHAUSTED_LOG_EVERY = 60     # seconds between "pool exhausted" log lines
 RATE = 10.0                  # packets a second per client ...
@@ -113,7 +114,12 @@ def open_device_udp(reactor, proto, interface, port):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         sock.bind(("0.0.0.0", port))
         sock.setblocking(False)
-        return reactor.adoptDatagramPort(sock.fileno(), socket.AF_INET, proto)
+        port = reactor.adoptDatagramPort(sock.fileno(), socket.AF_INET, proto)
+        # Back to the reactor every few dozen datagrams (Twisted reads up to
+        # 256 KB, ~800 requests, per turn): the journal's commits come back
+        # through the reactor, and each ACK waits for one.
+        port.maxThroughput = READ_PER_TURN
+        return port
     finally:
         sock.close()  # the port holds its own duplicate
 
