@@ -47,6 +47,8 @@ def _count(kind):
 
 
 BRANCH_MAGIC = "z9hG4bK"
+FORK_BRANCH = BRANCH_MAGIC + "awf"      # our branches of a forked INVITE
+RELAY_BRANCH = BRANCH_MAGIC + "awr"     # our branches of relayed in-dialog requests
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER, SUBSCRIBE, NOTIFY"
 
 
@@ -211,7 +213,10 @@ class SipCore:
             ct.receive(response)
             return
         if self.is_us(via.host, via.port) and len(response.vias) > 1:
-            # A response to a request relayed statelessly (in-dialog): back along Vias.
+            if via.branch.startswith(FORK_BRANCH) and not 200 <= response.code < 300:
+                return      # a forked branch whose transaction is over: only 2xx may pass
+            # A response to a request relayed statelessly (in-dialog), or a
+            # retransmitted 2xx of a forked INVITE: back along the Vias.
             response.pop_first("Via")
             self.send(response, self._via_destination(response.top_via))
             if response.cseq[1] == "BYE" and self.calls is not None:
@@ -340,10 +345,10 @@ class SipCore:
         if to is None:
             to = Destination(target.params.get("transport", "udp").upper(), target.host,
                              target.port or 5060)
-        branch = BRANCH_MAGIC + "aw" + hashlib.sha1(
+        branch = RELAY_BRANCH + hashlib.sha1(
             (request.top_via.branch + request.method + request.uri).encode()).hexdigest()[:16]
         if request.method == "CANCEL":
-            branch = BRANCH_MAGIC + "aw" + hashlib.sha1(
+            branch = RELAY_BRANCH + hashlib.sha1(
                 (request.top_via.branch + "INVITE" + request.uri).encode()).hexdigest()[:16]
         request.add("Via", self.via_for(to, branch), first=True)
         self.send(request, to)

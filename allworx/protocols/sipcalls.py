@@ -21,6 +21,8 @@ A `ForkedCall` keeps one server transaction towards the caller and one
 client transaction per callee phone.
 """
 
+import os
+
 import attr
 from prometheus_client import Counter, Gauge
 from twisted.logger import Logger
@@ -31,6 +33,8 @@ log = Logger()
 
 CALLS = Counter("allworx_sip_calls_total", "Calls between extensions, by outcome", ["outcome"])
 ACTIVE = Gauge("allworx_sip_active_calls", "Calls ringing or in progress")
+
+CANCEL_GUARD = 4.0      # seconds to wait for CANCELled phones before answering 487
 
 
 @attr.s(slots=True)
@@ -83,6 +87,7 @@ class ForkedCall:
         self.branches = []
         self.answered = False
         self.done = False
+        self.caller_gone = False
         self.timer = None
         st.on_cancel = self.caller_cancelled
         for b in bindings:
@@ -96,8 +101,8 @@ class ForkedCall:
         copy.remove("Route")
         copy.add("Record-Route", "<sip:%s:%d;lr>" % (self.core.local_host(dest.host), self.core.port),
                  first=True)
-        copy.add("Via", self.core.via_for(dest, self.core.new_branch().replace("z9hG4bK", "z9hG4bKaw")),
-                 first=True)
+        from allworx.protocols.sip import FORK_BRANCH
+        copy.add("Via", self.core.via_for(dest, FORK_BRANCH + os.urandom(8).hex()), first=True)
         return copy
 
     def start(self, timeout):
@@ -143,6 +148,9 @@ class ForkedCall:
         if self.done or any(b.final is None for b in self.branches):
             return
         self._stop_timer()
+        if self.caller_gone:
+            self._cancelled_final()
+            return
         self.done = True
         codes = [b.final for b in self.branches]
         if self.router.office.runtime.mail_store is None:
@@ -160,7 +168,7 @@ class ForkedCall:
 
     def no_answer(self):
         self.timer = None
-        if self.done:
+        if self.done or self.caller_gone:
             return
         self.done = True
         log.info("call {call_id} to {user}: no answer; voicemail",
@@ -169,11 +177,27 @@ class ForkedCall:
         self.router.to_voicemail(self.request, self.st, self.source, self.user)
 
     def caller_cancelled(self):
-        if self.done:
+        """
+        The caller CANCELled: CANCEL the branches and answer 487 once they
+        have all ended (a phone that answered meanwhile wins: its 200 goes
+        to the caller, RFC 3261 16.10), or after a short guard time.
+        """
+        if self.done or self.caller_gone:
             return
-        self.done = True
+        self.caller_gone = True
         self._stop_timer()
         self.cancel_others(None)
+        if all(b.final is not None for b in self.branches):
+            self._cancelled_final()
+        else:
+            self.timer = self.core.clock.callLater(CANCEL_GUARD, self._cancelled_final)
+
+    def _cancelled_final(self):
+        self.timer = None
+        if self.done:
+            return
+        self._stop_timer()
+        self.done = True
         CALLS.labels("cancelled").inc()
         self.st.respond(make_response(self.request, 487, to_tag=self.core.new_tag()))
         self.router.ended(self.request.call_id)

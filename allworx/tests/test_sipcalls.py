@@ -92,8 +92,28 @@ class CallTests(unittest.TestCase):
         cancel = cancel.replace(cancel.split(b"branch=")[1].split(b";")[0], sent_branch.encode())
         out = self.alice.send(cancel)
         kinds = sorted((str(m.code) if not m.is_request else m.method, m.cseq[1], d.host) for m, d in out)
-        self.assertEqual(kinds, [("200", "CANCEL", "192.168.2.11"), ("487", "INVITE", "192.168.2.11"),
+        self.assertEqual(kinds, [("200", "CANCEL", "192.168.2.11"),
                                  ("CANCEL", "CANCEL", "192.168.2.12"), ("CANCEL", "CANCEL", "192.168.2.13")])
+        # The phones end their INVITEs with 487: then alice gets her 487.
+        for host, msg in branches.items():
+            self.h.receive(self.reply(msg, 487, "r" + host[-2:]), (host, 5060))
+        out = self.h.take()
+        self.assertEqual(sorted(d.host for m, d in out if m.is_request and m.method == "ACK"),
+                         ["192.168.2.12", "192.168.2.13"])
+        self.assertEqual([m.code for m, d in out if not m.is_request], [487])
+        self.assertEqual(self.h.core.registrar.active_calls(), [])
+
+    def test_caller_cancel_with_a_silent_phone_ends_after_the_guard(self):
+        branches = self.forked(self.invite())
+        self.h.take()
+        key = [k for k in self.h.core.server_tx if k[3] == "INVITE"][0]
+        cancel = self.alice.request("CANCEL", "sip:102@example.com", cseq=1)
+        cancel = cancel.replace(cancel.split(b"branch=")[1].split(b";")[0], key[0].encode())
+        out = self.alice.send(cancel)
+        self.assertEqual([m.code for m, d in out if not m.is_request], [200])
+        self.assertEqual(len(branches), 2)
+        self.h.clock.advance(4)
+        self.assertEqual([m.code for m, d in self.h.take() if not m.is_request], [487])
 
     def test_unknown_number_is_404(self):
         out = self.invite("999")
@@ -168,3 +188,49 @@ class CallTests(unittest.TestCase):
         self.h.core.registrar.forget_removed()
         self.assertEqual(self.h.core.registrar.contacts_of("bob"), [])
         self.assertEqual(len(self.h.core.registrar.contacts_of("alice")), 1)
+
+
+class ForkingPropertyTests(unittest.TestCase):
+    """Whatever the phones answer, in whatever order, the caller gets exactly one final answer."""
+
+    from hypothesis import given, settings, strategies as st
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.tuples(st.sampled_from(["192.168.2.12", "192.168.2.13"]),
+                              st.sampled_from([180, 183, 200, 486, 480, 603, 500])),
+                    max_size=6),
+           st.sampled_from([None, 0, 1, 2, 3]),
+           st.booleans())
+    def test_one_final_answer(self, events, cancel_at, timeout):
+        h = Harness(self.mktemp())
+        alice = Phone(h, "101", "192.168.2.11")
+        for p in (alice, Phone(h, "102", "192.168.2.12"), Phone(h, "102", "192.168.2.13")):
+            p.register()
+        h.take()
+        data = alice.request("INVITE", "sip:102@example.com", ["Content-Type: application/sdp"], offer())
+        out = alice.send(data)
+        branches = {d.host: m for m, d in out if m.is_request and m.method == "INVITE"}
+        finals = [m for m, d in out if not m.is_request and m.code >= 200]
+        for i, (host, code) in enumerate(events):
+            if cancel_at == i:
+                branch = [k for k in h.core.server_tx if k[3] == "INVITE"]
+                if branch:
+                    cancel = alice.request("CANCEL", "sip:102@example.com", cseq=1)
+                    cancel = cancel.replace(cancel.split(b"branch=")[1].split(b";")[0], branch[0][0].encode())
+                    h.receive(cancel, alice.address)
+            resp = make_response(branches[host], code, to_tag="r" + host[-2:])
+            if code == 200:
+                resp.add("Contact", "<sip:102@%s>" % host)
+            h.receive(resp.to_bytes(), (host, 5060))
+        if timeout:
+            h.clock.advance(25)
+        out = h.take()
+        finals += [m for m, d in out if not m.is_request and m.cseq[1] == "INVITE" and m.code >= 200
+                   and d.host == "192.168.2.11"]
+        # Timer G repeats a non-2xx final until the caller ACKs: count each answer once.
+        codes = [code for code, _ in dict.fromkeys((m.code, m.to_tag) for m in finals)]
+        # A second phone's 200 may follow the first (RFC 3261 16.7); otherwise one final.
+        non_2xx = [c for c in codes if c >= 300]
+        self.assertLessEqual(len(non_2xx), 1, codes)
+        if non_2xx:
+            self.assertEqual([c for c in codes if c < 300], [], codes)
