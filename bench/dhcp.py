@@ -321,6 +321,11 @@ def durability(scratch, rate, seconds):
     return len(granted), len(granted - on_disk)
 
 
+def _load():
+    """The 1-minute load average: other work on the machine skews every figure."""
+    return "%.1f" % os.getloadavg()[0]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=4, help="length of each step")
@@ -341,6 +346,7 @@ def main(argv=None):
             raise SystemExit("missing %s (Debian packages kea-admin, kea-dhcp4-server, dnsmasq)"
                              % program)
     rates = [int(r) for r in args.rates.split(",")]
+    load_start = _load()
     scratch = tempfile.mkdtemp(prefix="allworx-bench-dhcp-")
     classes = {"allworx": Allworx, "kea": Kea, "dnsmasq": Dnsmasq}
     results = {}
@@ -353,7 +359,8 @@ def main(argv=None):
     finally:
         down()
         shutil.rmtree(scratch, ignore_errors=True)
-    print("DHCP 4-way exchanges/s (perfdhcp, under 0.1%% unanswered, %ds steps):" % args.seconds)
+    print("DHCP 4-way exchanges/s (perfdhcp, under 0.1%% unanswered, %ds steps; "
+          "load average %s at start, %s at end):" % (args.seconds, load_start, _load()))
     for name, rate in results.items():
         print("  %-8s %8.0f" % (name, rate))
     if "allworx" in results and not args.no_durability:
