@@ -109,9 +109,10 @@ def serve(port, data_dir, stats_path):
         os.replace(stats_path + ".tmp", stats_path)
     from twisted.internet import task
     task.LoopingCall(dump).start(0.5)
-    # The figures are on disk every 0.5 s: on SIGTERM, just go.
-    reactor.callWhenRunning(signal.signal, signal.SIGTERM, lambda *a: os._exit(0))
-    reactor.run()
+    # The figures are on disk every 0.5 s: on SIGTERM or SIGINT, just go.
+    signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+    signal.signal(signal.SIGINT, lambda *a: os._exit(0))
+    reactor.run(installSignalHandlers=False)
 
 
 def server_conf(data_dir, port):
@@ -477,7 +478,18 @@ def _stats(path):
 
 # ---------------------------------------------------------------- peers
 
+def _require_free(port):
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.bind((IP, port))
+    except OSError:
+        raise RuntimeError("UDP %s:%d is already in use: stop whatever holds it first" % (IP, port))
+    finally:
+        probe.close()
+
+
 def start_allworx(work):
+    _require_free(ALLWORX_PORT)
     stats = os.path.join(work, "stats.json")
     proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", str(ALLWORX_PORT),
                              os.path.join(work, "data"), stats],
@@ -490,6 +502,7 @@ def start_kamailio(work, auth=True):
     kam = shutil.which("kamailio") or "/usr/sbin/kamailio"
     if not os.path.exists(kam):
         return None
+    _require_free(KAMAILIO_PORT)
     cfg = open(os.path.join(PEER_DIR, "kamailio.cfg")).read().replace("127.0.0.1:5060", "127.0.0.1:%d" % KAMAILIO_PORT)
     path = os.path.join(work, "kamailio.cfg")
     with open(path, "w") as f:
@@ -567,6 +580,150 @@ def kamailio_cpu(proc):
     return total
 
 
+# ---------------------------------------------------------------- SIPp (the peer's load generator)
+
+SIPP_CACHE = os.path.join(tempfile.gettempdir(), "allworx-bench-sipp")
+UAC_PORT, UAS_PORT = 15081, 15082
+
+
+def find_or_build_sipp():
+    """$SIPP, or a SIPp built once from the peer's source tarball into a temp dir; None if impossible."""
+    path = os.environ.get("SIPP") or os.path.join(SIPP_CACHE, "build", "sipp")
+    if os.access(path, os.X_OK):
+        return path
+    tarball = os.path.join(PEER_DIR, "sipp-src.tar.gz")
+    if not os.path.exists(tarball) or shutil.which("cmake") is None:
+        return None
+    os.makedirs(SIPP_CACHE, exist_ok=True)
+    print("building SIPp from %s (once, into %s) ..." % (tarball, SIPP_CACHE), flush=True)
+    try:
+        subprocess.run(["tar", "xzf", tarball, "-C", SIPP_CACHE], check=True)
+        version = os.path.join(SIPP_CACHE, "sipp", "include", "version.h")
+        if not os.path.exists(version) or "#error" in open(version).read():
+            with open(version, "w") as f:
+                f.write('#define SIPP_VERSION "v3.7-local"\n')
+        with open(os.path.join(SIPP_CACHE, "build.log"), "w") as log_file:
+            subprocess.run(["cmake", "-S", os.path.join(SIPP_CACHE, "sipp"), "-B",
+                            os.path.join(SIPP_CACHE, "build"), "-DCMAKE_BUILD_TYPE=Release",
+                            "-DUSE_PCAP=0", "-DUSE_SCTP=0", "-DUSE_GSL=1"],
+                           check=True, stdout=log_file, stderr=subprocess.STDOUT)
+            subprocess.run(["make", "-C", os.path.join(SIPP_CACHE, "build"), "-j%d" % os.cpu_count(), "sipp"],
+                           check=True, stdout=log_file, stderr=subprocess.STDOUT)
+    except (OSError, subprocess.CalledProcessError) as e:
+        print("SIPp could not be built (%s; needs cmake g++ libssl-dev libncurses-dev libpugixml-dev "
+              "libgsl-dev): see %s/build.log" % (e, SIPP_CACHE))
+        return None
+    return path if os.access(path, os.X_OK) else None
+
+
+def sipp_step(sipp, port, args, rate, seconds, work, hold=0.0):
+    """One SIPp UAC run at `rate` for `seconds`: (passed, achieved rate, successes, failures, retransmissions)."""
+    m = max(1, int(rate * seconds))
+    stf = os.path.join(work, "sipp-stat-%d-%d.csv" % (port, time.monotonic_ns()))
+    t0 = time.monotonic()
+    done = subprocess.run([sipp, "%s:%d" % (IP, port), "-i", IP, "-p", str(UAC_PORT)] + args +
+                          ["-r", str(int(rate)), "-rp", "1000", "-m", str(m), "-nostdin",
+                           "-recv_timeout", "5000", "-timeout", "%ds" % int(seconds * 3 + 30),
+                           "-buff_size", str(4 << 20), "-trace_stat", "-stf", stf, "-fd", "1"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work)
+    wall = time.monotonic() - t0
+    succ = fail = retr = 0
+    try:
+        rows = open(stf).read().strip().splitlines()
+        names = rows[0].split(";")
+        last = rows[-1].split(";")
+        col = {n: i for i, n in enumerate(names)}
+        succ, fail, retr = (int(last[col[k]]) for k in
+                            ("SuccessfulCall(C)", "FailedCall(C)", "Retransmissions(C)"))
+    except (OSError, IndexError, KeyError, ValueError):
+        pass
+    achieved = succ / max(0.001, wall - hold)
+    passed = done.returncode == 0 and succ == m and fail == 0 and retr == 0
+    return passed, achieved, succ, fail, retr
+
+
+def sipp_search(sipp, port, args, start, seconds, work, hold=0.0, steps=6):
+    """Raise the rate by 1.5x while steps pass: (best achieved rate, the step that failed or None)."""
+    best, failed, rate = 0.0, None, start
+    for _ in range(steps):
+        passed, achieved, succ, fail, retr = sipp_step(sipp, port, args, rate, seconds, work, hold)
+        if not passed:
+            failed = (rate, succ, fail, retr)
+            break
+        best = max(best, achieved)
+        rate = int(rate * 1.5)
+    return best, failed
+
+
+def sipp_register_and_serve_uas(sipp, port, work, scenario, csv):
+    """Register the UAS contact with `scenario`, then run `sipp -sn uas`; the Popen or None."""
+    done = subprocess.run([sipp, "%s:%d" % (IP, port), "-i", IP, "-p", str(UAS_PORT), "-sf", scenario,
+                           "-inf", csv, "-m", "1", "-nostdin", "-recv_timeout", "3000", "-timeout", "10s"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work)
+    if done.returncode != 0:
+        return None
+    proc = subprocess.Popen([sipp, "-sn", "uas", "-i", IP, "-p", str(UAS_PORT), "-nostdin",
+                             "-buff_size", str(4 << 20), "-timeout", "3600s"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work)
+    time.sleep(1)
+    return proc if proc.poll() is None else None
+
+
+def sipp_tests(sipp, server, port, work, seconds, users_csv, uas_csv, uas_name, uas_scenario, starts):
+    """The peer's reg_auth and call scenarios against one server: [(server, test, rate, failed step)]."""
+    out = []
+    reg_args = ["-sf", os.path.join(PEER_DIR, "register_auth.xml"), "-inf", users_csv]
+    if "reg_auth" in starts:
+        best, failed = sipp_search(sipp, port, reg_args, starts["reg_auth"], seconds, work)
+        out.append((server, "reg_auth", best, failed))
+    if "call" in starts:
+        uas = sipp_register_and_serve_uas(sipp, port, work, uas_scenario, uas_csv)
+        if uas is None:
+            out.append((server, "call", 0.0, "the SIPp UAS could not register"))
+        else:
+            try:
+                args = ["-sf", os.path.join(PEER_DIR, "uac_call.xml"), "-s", uas_name, "-d", "500"]
+                best, failed = sipp_search(sipp, port, args, starts["call"], seconds, work, hold=0.5)
+                out.append((server, "call", best, failed))
+            finally:
+                stop(uas)
+    return out
+
+
+def run_sipp_suite(sipp, work, seconds):
+    """SIPp against allworx and Kamailio, the same scenarios and rate search for both."""
+    results = []
+    users_csv = os.path.join(work, "allworx-users.csv")
+    with open(users_csv, "w") as f:
+        f.write("SEQUENTIAL\n" + "".join("%d;[authentication username=%d password=secret]\n"
+                                          % (1000 + n, 1000 + n) for n in range(USERS)))
+    uas_csv = os.path.join(work, "allworx-uas.csv")
+    with open(uas_csv, "w") as f:
+        f.write("SEQUENTIAL\n%s;[authentication username=%s password=secret]\n" % (UAS_EXT, UAS_EXT))
+    proc, _ = start_allworx(work)
+    try:
+        results += sipp_tests(sipp, ALLWORX_PORT, ALLWORX_PORT, work, seconds, users_csv, uas_csv, UAS_EXT,
+                              os.path.join(PEER_DIR, "register_auth.xml"),
+                              {"reg_auth": 200, "call": 50})
+    finally:
+        stop(proc)
+    results = [("allworx",) + r[1:] for r in results]
+    peer_users = os.path.join(PEER_DIR, "users.csv")
+    peer_uas = os.path.join(PEER_DIR, "uas_user.csv")
+    for auth, test, start in ((True, "reg_auth", 1000), (False, "call", 300)):
+        kam = start_kamailio(work, auth=auth)
+        if kam is None:
+            continue
+        try:
+            scenario = os.path.join(PEER_DIR, "register_auth.xml" if auth else "register_noauth.xml")
+            got = sipp_tests(sipp, "kamailio", KAMAILIO_PORT, work, seconds, peer_users, peer_uas, "uas",
+                             scenario, {test: start})
+            results += got
+        finally:
+            stop(kam)
+    return results
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per rate test")
@@ -574,6 +731,8 @@ def main(argv=None):
     parser.add_argument("--recordings", default="50,100,150", help="concurrent voicemail calls to try")
     parser.add_argument("--record-seconds", type=float, default=8.0)
     parser.add_argument("--no-kamailio", action="store_true")
+    parser.add_argument("--no-sipp", action="store_true", help="skip the SIPp runs")
+    parser.add_argument("--sipp-seconds", type=float, default=5.0, help="seconds per SIPp step")
     parser.add_argument("--serve", nargs=3, metavar=("PORT", "DATA_DIR", "STATS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -637,6 +796,19 @@ def main(argv=None):
             print("ratio %-9s allworx/kamailio = %.2f (same generator)"
                   % (test, by[("allworx", test)] / by[("kamailio", test)]))
     print(PEER_FIGURES)
+    sipp = None if args.no_sipp else find_or_build_sipp()
+    if sipp is not None:
+        sipp_results = run_sipp_suite(sipp, work, args.sipp_seconds)
+        print("SIPp (peer scenarios register_auth.xml, uac_call.xml -d 500; rate x1.5 while a %.0f s step "
+              "has 0 failed calls and 0 retransmissions):" % args.sipp_seconds)
+        for server, test, best, failed in sipp_results:
+            print("  %-9s %-9s %8.0f /s%s" % (server, test, best,
+                                             "" if failed is None else "  (next step failed: %s)" % (failed,)))
+        sby = {(s_, t): b for s_, t, b, _ in sipp_results}
+        for test in ("reg_auth", "call"):
+            if sby.get(("kamailio", test)):
+                print("  ratio %-9s allworx/kamailio = %.2f (SIPp)" % (test, sby.get(("allworx", test), 0)
+                                                                      / sby[("kamailio", test)]))
     print("voicemail recordings (20 ms PCMU, %.0f s each; target: 100 calls with < 0.1%% loss):"
           % args.record_seconds)
     for n, established, sent, received, lost, loss, recorded, late in recordings:
