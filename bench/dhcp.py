@@ -252,7 +252,8 @@ def measure(server, rates, seconds, verbose, tries=2):
     """
     The highest completed exchange rate with under MAX_DROP unanswered,
     stepping up through `rates` (below the first, halving, if even that
-    fails). A failed step is tried `tries` times: the machine may be busy.
+    fails), then bisecting twice between the last pass and the first failure.
+    A failed step is tried `tries` times: the machine may be busy.
     """
     def step(rate):
         for attempt in range(tries):
@@ -270,20 +271,37 @@ def measure(server, rates, seconds, verbose, tries=2):
                 return done
         return None
 
-    best = 0.0
+    best, passed, failed = 0.0, None, None
     rate = rates[0]
-    while rate >= 50 and best == 0.0:
+    while rate >= 50 and passed is None:
         done = step(rate)
         if done is not None:
-            best = done
+            best, passed = done, rate
+        else:
+            failed = rate
         rate //= 2
-    if best == 0.0:
+    if passed is None:
         return best
-    for rate in rates[1:]:
+    for rate in rates:
+        if rate <= passed:
+            continue
+        if failed is not None and rate >= failed:
+            break
         done = step(rate)
         if done is None:
+            failed = rate
             break
-        best = max(best, done)
+        best, passed = max(best, done), rate
+    # Two bisections between the last rate that passed and the first that failed.
+    for _ in range(2):
+        if failed is None or failed - passed < 100:
+            break
+        rate = (passed + failed) // 2
+        done = step(rate)
+        if done is None:
+            failed = rate
+        else:
+            best, passed = max(best, done), rate
     return best
 
 
