@@ -15,6 +15,7 @@ transaction or, when they carry our Via on top, back along the Via path.
 Sockets stay thin: `SipDatagram` and `SipStream` only frame bytes.
 """
 
+import collections
 import hashlib
 import os
 import re
@@ -28,7 +29,7 @@ from allworx.listening import ListeningService
 from allworx.office import ConfigChanged
 from allworx.protocols.sipmessage import (
     MAX_MESSAGE, NameAddr, SipParseError, SipUri, Via, header_end, make_response, parse)
-from allworx.protocols.siptransaction import ClientTransaction, ServerTransaction
+from allworx.protocols.siptransaction import T1, ClientTransaction, ServerTransaction
 
 log = Logger()
 
@@ -102,6 +103,9 @@ class SipCore:
         self.clock = clock
         self.send_raw = lambda data, dest: None
         self.server_tx = {}       # (branch, sent-by, method) -> ServerTransaction
+        self.completed = {}       # key -> (final response bytes, destination): Timer J
+        self.completed_order = collections.deque()
+        self.sweeper = None
         self.client_tx = {}       # (branch, method) -> ClientTransaction
         self.registrar = None
         self.calls = None
@@ -153,8 +157,27 @@ class SipCore:
         st.on_terminated = lambda: self.server_tx.pop(key, None)
         if request.method != "ACK":
             self.server_tx[key] = st
+        if request.method != "INVITE":
+            st.keep_final = lambda response: self._keep_final(key, response, dest)
         st.source = dest
         return st
+
+    def _keep_final(self, key, response, dest):
+        """Timer J for a completed non-INVITE transaction: its final answer, bytes only."""
+        self.completed[key] = (response.to_bytes(), dest)
+        self.completed_order.append((self.clock.seconds() + 64 * T1, key))
+        if self.sweeper is None:
+            self.sweeper = self.clock.callLater(1.0, self._sweep)
+
+    def _sweep(self):
+        self.sweeper = None
+        now = self.clock.seconds()
+        order = self.completed_order
+        while order and order[0][0] <= now:
+            _, key = order.popleft()
+            self.completed.pop(key, None)
+        if order:
+            self.sweeper = self.clock.callLater(1.0, self._sweep)
 
     def request(self, request, dest, on_response=None, on_timeout=None):
         """Send a request of ours (its top Via already ours) in a client transaction."""
@@ -257,6 +280,10 @@ class SipCore:
                 st.ack()
             else:
                 st.retransmission()
+            return
+        kept = self.completed.get(key)
+        if kept is not None:
+            self.send_raw(kept[0], dest)
             return
         if method == "CANCEL":
             invite = self.server_tx.get(self._st_key(request, "INVITE"))

@@ -164,6 +164,10 @@ class ServerTransaction:
         self.last = None
         self.interval = T1
         self.cancelled = False
+        # When set, a completed non-INVITE transaction hands its final
+        # response to `keep_final(response)` and ends: the owner answers the
+        # retransmissions for Timer J from a compact table instead.
+        self.keep_final = None
 
     def respond(self, response):
         """Send a response (the transaction's rules say when it ends)."""
@@ -184,6 +188,9 @@ class ServerTransaction:
             if not self.reliable:
                 self.timers.start("G", self.interval, self._retransmit)
             self.timers.start("H", 64 * T1, self._terminate)
+        elif self.keep_final is not None and not self.reliable:
+            self.keep_final(response)
+            self._terminate()
         else:
             self.timers.start("J", 0 if self.reliable else 64 * T1, self._terminate)
 

@@ -44,6 +44,18 @@ class CoreTests(unittest.TestCase):
         via = parse(raw).top_via
         self.assertEqual((via.params["received"], via.params["rport"]), ("192.168.2.11", "40123"))
 
+    def test_retransmitted_non_invite_gets_the_kept_answer_until_timer_j(self):
+        data = self.alice.request("OPTIONS", "sip:example.com")
+        first = self.alice.send(data)
+        self.assertEqual(self.h.core.server_tx, {})          # completed: only bytes are kept
+        again = self.alice.send(data)
+        self.assertEqual(again[0][0].to_bytes(), first[0][0].to_bytes())
+        self.h.clock.advance(33)
+        self.assertEqual(self.h.core.completed, {})
+        later = self.alice.send(data)
+        self.assertEqual(later[0][0].code, 200)
+        self.assertNotEqual(later[0][0].to_tag, first[0][0].to_tag)  # a new transaction
+
     def test_wan_register_is_refused(self):
         out = Phone(self.h, "101", "203.0.113.9").register()
         self.assertEqual(out.code, 403)
