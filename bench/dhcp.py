@@ -107,9 +107,7 @@ def serve_allworx(conf_path):
     """In the server namespace: the allworx DHCP service alone, with the wide pool."""
     sys.path.insert(0, ROOT)
     from twisted.internet import reactor
-    from twisted.logger import (FileLogObserver, LogLevelFilterPredicate, LogLevel,
-                                FilteringLogObserver, formatEventAsClassicLogText,
-                                globalLogBeginner)
+    from twisted.logger import FileLogObserver, formatEventAsClassicLogText, globalLogBeginner
     from allworx.config import load_config
     from allworx.office import Office
     from allworx.protocols.dhcp import DhcpService

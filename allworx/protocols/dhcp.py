@@ -20,8 +20,6 @@ the LAN's, so a relay elsewhere could only be misconfigured or hostile.
 
 import os
 import random
-import socket
-import struct
 
 import attr
 from twisted.application import service
@@ -34,16 +32,12 @@ from allworx.protocols import dhcpcodec as c, dhcpmetrics as metrics
 from allworx.protocols.dhcppool import ClientRateLimit, LeasePool, PoolSettings
 from allworx.protocols.dhcpresponder import (
     BROADCAST, CLIENT_PORT, PROBE_MAC, SERVER_PORT, DhcpResponder)
+from allworx.protocols.dhcpsockets import RawSender, open_device_udp
 from allworx.protocols.leasejournal import JournalError, LeaseJournal
 from zope.interface import implementer
 
 log = Logger()
 
-SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
-SO_RCVBUFFORCE = 33
-ETH_P_IP = 0x0800
-RECEIVE_BUFFER = 4 * 1024 * 1024
-READ_PER_TURN = 16 * 1024    # bytes of datagrams read before the reactor looks around
 PROBE_INTERVAL = 300         # seconds between rogue-server probes
 EXHAUSTED_LOG_EVERY = 60     # seconds between "pool exhausted" log lines
 RATE = 10.0                  # packets a second per client ...
@@ -53,75 +47,6 @@ WATCHED = ("dhcp", "lan", "host", "security", "dns", "ntp", "system")
 
 RECEIVED, SENT, DROPPED, EVENTS = (metrics.COUNTS[k] for k in (
     "received", "sent", "dropped", "events"))
-
-
-# ---------------------------------------------------------------- raw replies
-
-def _checksum(data):
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def ip_udp_packet(src_ip, dst_ip, src_port, dst_port, payload):
-    """An IPv4/UDP packet carrying `payload`, with both checksums filled in."""
-    src, dst = socket.inet_aton(src_ip), socket.inet_aton(dst_ip)
-    udp_len = 8 + len(payload)
-    pseudo = src + dst + struct.pack("!BBH", 0, socket.IPPROTO_UDP, udp_len)
-    udp_sum = _checksum(pseudo + struct.pack("!HHHH", src_port, dst_port, udp_len, 0)
-                        + payload) or 0xFFFF
-    udp = struct.pack("!HHHH", src_port, dst_port, udp_len, udp_sum)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0x10, 20 + udp_len, 0, 0x4000, 64,
-                     socket.IPPROTO_UDP, 0, src, dst)
-    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
-    return ip + udp + payload
-
-
-class RawSender:
-    """Sends DHCP replies as Ethernet frames on one interface, to clients without an address."""
-
-    def __init__(self, interface, server_ip):
-        self.interface = interface
-        self.server_ip = str(server_ip)
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM)
-        self.sock.setblocking(False)
-
-    def send(self, payload, dst_mac, dst_ip, dst_port=CLIENT_PORT):
-        """Send `payload` from port 67 to `dst_ip`:`dst_port` at hardware address `dst_mac`."""
-        packet = ip_udp_packet(self.server_ip, dst_ip, SERVER_PORT, dst_port, payload)
-        # A SOCK_DGRAM packet socket: the kernel adds the Ethernet header.
-        self.sock.sendto(packet, (self.interface, ETH_P_IP, 0, 0,
-                                  bytes.fromhex(dst_mac.replace(":", ""))))
-
-    def close(self):
-        """Close the packet socket."""
-        self.sock.close()
-
-
-def open_device_udp(reactor, proto, interface, port):
-    """A UDP port on 0.0.0.0:`port` that hears and speaks only on `interface`."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, interface.encode())
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
-        except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-        sock.bind(("0.0.0.0", port))
-        sock.setblocking(False)
-        port = reactor.adoptDatagramPort(sock.fileno(), socket.AF_INET, proto)
-        # Back to the reactor every few dozen datagrams (Twisted reads up to
-        # 256 KB, ~800 requests, per turn): the journal's commits come back
-        # through the reactor, and each ACK waits for one.
-        port.maxThroughput = READ_PER_TURN
-        return port
-    finally:
-        sock.close()  # the port holds its own duplicate
 
 
 # ---------------------------------------------------------------- protocols

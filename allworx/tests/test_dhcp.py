@@ -12,7 +12,7 @@ from twisted.trial import unittest
 
 from allworx.config import parse_config
 from allworx.office import LeaseEvent, Office
-from allworx.protocols import dhcp, dhcpcodec as c
+from allworx.protocols import dhcp, dhcpcodec as c, dhcpsockets
 from allworx.protocols.dhcpresponder import (
     PROBE_MAC, clean_hostname, reply_destination, served_options)
 from allworx.tests.confs import MINIMAL, with_sections
@@ -448,7 +448,7 @@ class RawFrameTests(unittest.TestCase):
     def test_ip_udp_checksums(self):
         from scapy.layers.inet import IP, UDP
         payload = c.encode(request(c.DISCOVER))
-        raw = dhcp.ip_udp_packet("192.168.2.254", "192.168.2.7", 67, 68, payload)
+        raw = dhcpsockets.ip_udp_packet("192.168.2.254", "192.168.2.7", 67, 68, payload)
         packet = IP(raw)
         self.assertEqual((packet.src, packet.dst, packet[UDP].sport, packet[UDP].dport),
                          ("192.168.2.254", "192.168.2.7", 67, 68))

@@ -6,8 +6,6 @@ Skipped, with the reason, unless run as root where `ip netns` works.
 
 import os
 import signal
-import socket
-import struct
 import time
 
 from twisted.trial import unittest
