@@ -642,7 +642,7 @@ def sipp_step(sipp, port, args, rate, seconds, work, hold=0.0):
     return passed, achieved, succ, fail, retr
 
 
-def sipp_search(sipp, port, args, start, seconds, work, hold=0.0, steps=6):
+def sipp_search(sipp, port, args, start, seconds, work, hold=0.0, steps=8):
     """Raise the rate by 1.5x while steps pass: (best achieved rate, the step that failed or None)."""
     best, failed, rate = 0.0, None, start
     for _ in range(steps):
@@ -690,7 +690,7 @@ def sipp_tests(sipp, server, port, work, seconds, users_csv, uas_csv, uas_name, 
     return out
 
 
-def run_sipp_suite(sipp, work, seconds):
+def run_sipp_suite(sipp, work, seconds, kamailio=True):
     """SIPp against allworx and Kamailio, the same scenarios and rate search for both."""
     results = []
     users_csv = os.path.join(work, "allworx-users.csv")
@@ -710,7 +710,7 @@ def run_sipp_suite(sipp, work, seconds):
     results = [("allworx",) + r[1:] for r in results]
     peer_users = os.path.join(PEER_DIR, "users.csv")
     peer_uas = os.path.join(PEER_DIR, "uas_user.csv")
-    for auth, test, start in ((True, "reg_auth", 1000), (False, "call", 300)):
+    for auth, test, start in ((True, "reg_auth", 1000), (False, "call", 300)) if kamailio else ():
         kam = start_kamailio(work, auth=auth)
         if kam is None:
             continue
@@ -798,7 +798,7 @@ def main(argv=None):
     print(PEER_FIGURES)
     sipp = None if args.no_sipp else find_or_build_sipp()
     if sipp is not None:
-        sipp_results = run_sipp_suite(sipp, work, args.sipp_seconds)
+        sipp_results = run_sipp_suite(sipp, work, args.sipp_seconds, kamailio=not args.no_kamailio)
         print("SIPp (peer scenarios register_auth.xml, uac_call.xml -d 500; rate x1.5 while a %.0f s step "
               "has 0 failed calls and 0 retransmissions):" % args.sipp_seconds)
         for server, test, best, failed in sipp_results:
