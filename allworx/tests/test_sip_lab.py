@@ -112,6 +112,7 @@ class Baresip:
         self.snd = os.path.join(self.dir, "snd")
         os.makedirs(self.snd, exist_ok=True)
         self.source_wav = source_wav
+        self.transport = "udp"
         self.events = []
         self.responses = []
         self.lock = threading.Condition()
@@ -140,9 +141,10 @@ snd_path {snd}
 rtp_ports 30000-30100
 """.format(src=self.source_wav, ctrl=CTRL_PORT, snd=self.snd))
         with open(os.path.join(self.dir, "accounts"), "w") as f:
-            f.write("<sip:{ext}@{server}>;auth_user={ext};auth_pass={pw};"
+            f.write("<sip:{ext}@{server}{transport}>;auth_user={ext};auth_pass={pw};"
                     "regint=300;answermode=manual;audio_codecs=PCMU\n".format(
-                        ext=self.ext, server=SERVER_IP, pw=self.password))
+                        ext=self.ext, server=SERVER_IP, pw=self.password,
+                        transport=";transport=%s" % self.transport if self.transport != "udp" else ""))
         open(os.path.join(self.dir, "contacts"), "w").close()
 
     def start(self):
@@ -341,7 +343,10 @@ class PhoneLabTests(unittest.TestCase):
         self.tone_b = os.path.join(self.work, "b-1200.wav")
         tone_wav(self.tone_a, 440, 30)
         tone_wav(self.tone_b, 1200, 30)
+
+    def start_phones(self, alice_transport="udp"):
         self.alice = Baresip(self.lab, "phone1", self.work, self.tone_a)
+        self.alice.transport = alice_transport
         self.bob = Baresip(self.lab, "phone2", self.work, self.tone_b)
         for phone in (self.alice, self.bob):
             self.addCleanup(phone.stop)
@@ -365,6 +370,7 @@ class PhoneLabTests(unittest.TestCase):
             return wav_samples(f.read())
 
     def test_call_voicemail_mwi_and_delete_by_phone(self):
+        self.start_phones()
         # 1. alice calls bob, bob answers: audio both ways, BYE ends it.
         before_a, before_b = self.alice.recordings(), self.bob.recordings()
         mark_b = self.bob.mark()
@@ -435,3 +441,26 @@ class PhoneLabTests(unittest.TestCase):
         best = max(goertzel_power(heard[i:i + half], rate, 440)
                    for i in range(0, max(1, len(heard) - half), half // 2))
         self.assertGreater(best, 0.5, "bob did not hear alice's message on the phone")
+
+    def test_tcp_phone_and_busy_goes_to_voicemail(self):
+        self.start_phones(alice_transport="tcp")
+        self.wait_for(lambda: "transport=tcp from" in self.server.log(), 5, "alice's TCP registration")
+        # bob (UDP) calls alice (TCP): the INVITE and bob's BYE reach her over TCP.
+        mark_a, mark_b = self.alice.mark(), self.bob.mark()
+        self.bob.command("dial", "alice")
+        self.alice.wait_event("CALL_INCOMING", 10, mark_a)
+        self.alice.command("accept")
+        self.bob.wait_event("CALL_ESTABLISHED", 10, mark_b)
+        time.sleep(1)
+        self.bob.command("hangup")
+        self.alice.wait_event("CALL_CLOSED", 10, mark_a)
+        # alice rejects the next call: busy, so voicemail answers bob.
+        mark_a, mark_b = self.alice.mark(), self.bob.mark()
+        self.bob.command("dial", "101")
+        self.alice.wait_event("CALL_INCOMING", 10, mark_a)
+        self.alice.command("hangup")
+        self.bob.wait_event("CALL_ESTABLISHED", 10, mark_b)
+        self.wait_for(lambda: "no phone took it" in self.server.log(), 5, "the busy answer")
+        self.bob.command("hangup")
+        self.bob.wait_event("CALL_CLOSED", 10, mark_b)
+        self.assertEqual(self.server.log().count("Traceback"), 0, self.server.log()[-3000:])
