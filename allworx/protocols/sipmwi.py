@@ -93,6 +93,9 @@ class MessageWaiting:
             user = config.user_by_extension(number) or config.users.get(number)
             if user is None:
                 return st.respond(make_response(request, 404, to_tag=self.core.new_tag()))
+            refusal = self._authorize(request, source, user)
+            if refusal is not None:
+                return st.respond(refusal)
             if len(self.subs) >= MAX_SUBSCRIPTIONS:
                 return st.respond(make_response(request, 503, "Too many subscriptions",
                                                 to_tag=self.core.new_tag()))
@@ -113,6 +116,25 @@ class MessageWaiting:
         log.info("message-waiting subscription of {user} from {peer} ({expires} s)",
                  user=sub.user, peer="%s:%d" % (source.host, source.port), expires=expires)
         self.notify(sub, terminated=not expires)
+
+    def _authorize(self, request, source, user):
+        """
+        None when `source` may watch `user`'s mailbox: a phone of the user
+        registered from that host, or digest credentials of the user;
+        otherwise the response to send (401 challenge or 403).
+        """
+        registrar = self.core.registrar
+        if registrar is None or registrar.registered_from(user.name, source.host):
+            return None
+        status, value = registrar.checker.check(request, request.get("Authorization"))
+        if status == "ok" and value.name == user.name:
+            return None
+        if status in ("challenge", "stale"):
+            return make_response(request, 401, to_tag=self.core.new_tag(),
+                                 extra=registrar.checker.challenge_headers(request, stale=status == "stale"))
+        log.info("message-waiting subscription to {user} from {peer} refused",
+                 user=user.name, peer="%s:%d" % (source.host, source.port))
+        return make_response(request, 403, to_tag=self.core.new_tag())
 
     def mailbox_changed(self, event):
         now = self.clock.seconds()

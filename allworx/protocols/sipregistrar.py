@@ -269,6 +269,10 @@ class Registrar:
                 return (b.transport, b.source[0], b.source[1])
         return None
 
+    def registered_from(self, user_name, host):
+        """True when one of the user's phones registered from `host`."""
+        return any(b.source[0] == host for b in self.contacts_of(user_name))
+
     def user_at(self, source):
         """The user whose phone registered from `source` (host, port), or None."""
         self.expire()

@@ -28,6 +28,8 @@ from allworx.voice.voicemail import (
 log = Logger()
 
 MIN_MESSAGE = 0.5       # seconds: shorter recordings are not delivered
+MEDIA_TIMEOUT = 30.0    # seconds without RTP from the caller: the call is dead
+MENU_IDLE = 120.0       # seconds without a key in the phone menu: goodbye
 
 
 class LocalCall:
@@ -53,6 +55,9 @@ class LocalCall:
         self.ended = False
         self.ok = None
         self.retransmit_call = None
+        self.watchdog = None
+        self.idle_limit = None
+        self.last_key = None
         self.interval = T1
         self.started_at = None
         self.media = None
@@ -96,8 +101,29 @@ class LocalCall:
         if self.retransmit_call is not None and self.retransmit_call.active():
             self.retransmit_call.cancel()
         self.started_at = self.core.clock.seconds()
+        self.last_key = self.started_at
         self.media.protocol.start_sending(self.agent.media_clock)
+        self.watchdog = self.core.clock.callLater(10.0, self._watch)
         self.begin()
+
+    def _watch(self):
+        """Hang up a call whose caller vanished (no RTP) or sits idle in the menu."""
+        self.watchdog = None
+        if self.ended:
+            return
+        now = self.core.clock.seconds()
+        heard = self.media.protocol.last_received or self.started_at
+        if now - heard > MEDIA_TIMEOUT:
+            log.info("voicemail call {call_id}: no media for {seconds:.0f} s", call_id=self.request.call_id,
+                     seconds=now - heard)
+            self.hang_up()
+            return
+        if self.idle_limit is not None and now - self.last_key > self.idle_limit:
+            log.info("voicemail call {call_id}: no key for {seconds:.0f} s", call_id=self.request.call_id,
+                     seconds=now - self.last_key)
+            self.hang_up()
+            return
+        self.watchdog = self.core.clock.callLater(10.0, self._watch)
 
     # ------------------------------------------------------------ media
 
@@ -156,6 +182,8 @@ class LocalCall:
         self.ended = True
         if self.retransmit_call is not None and self.retransmit_call.active():
             self.retransmit_call.cancel()
+        if self.watchdog is not None and self.watchdog.active():
+            self.watchdog.cancel()
         if self.media is not None:
             rtp = self.media.protocol
             rtp.stop()
@@ -213,6 +241,7 @@ class Retrieval(LocalCall):
 
     def __init__(self, agent, request, st, source, offer):
         LocalCall.__init__(self, agent, request, st, source, offer)
+        self.idle_limit = MENU_IDLE
         self.recorder = Recorder(offer.payload_type, MAX_GREETING)
         self.menu = VoicemailMenu(self, agent.prompts.get, agent.find_user, agent.mailbox)
 
@@ -249,6 +278,7 @@ class Retrieval(LocalCall):
 
     def digit(self, d):
         if not self.ended:
+            self.last_key = self.core.clock.seconds()
             self.menu.key(d)
 
 

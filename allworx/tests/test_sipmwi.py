@@ -12,6 +12,8 @@ class MwiTests(unittest.TestCase):
     def setUp(self):
         self.h = Harness(self.mktemp())
         self.bob = Phone(self.h, "102", "192.168.2.12", port=5070)
+        self.assertEqual(Phone(self.h, "102", "192.168.2.12").register().code, 200)
+        self.h.take()
 
     def subscribe(self, expires=600, event="message-summary", to_tag=None):
         return self.bob.send(self.bob.request("SUBSCRIBE", "sip:102@example.com", [
@@ -61,3 +63,18 @@ class MwiTests(unittest.TestCase):
         nobody = Phone(self.h, "555", "192.168.2.13")
         out = nobody.send(nobody.request("SUBSCRIBE", "sip:555@example.com", ["Event: message-summary"]))
         self.assertEqual(out[0][0].code, 404)
+
+    def test_strangers_must_authenticate(self):
+        stranger = Phone(self.h, "102", "192.168.2.50")
+        out = stranger.send(stranger.request("SUBSCRIBE", "sip:102@example.com", ["Event: message-summary"]))
+        self.assertEqual(out[0][0].code, 401)
+        auth = stranger.authorization(out[0][0].get("WWW-Authenticate"), "SUBSCRIBE", "sip:102@example.com")
+        out = stranger.send(stranger.request("SUBSCRIBE", "sip:102@example.com",
+                                             ["Event: message-summary", "Authorization: " + auth]))
+        self.assertEqual([m.code if not m.is_request else m.method for m, _ in out], [200, "NOTIFY"])
+        alice = Phone(self.h, "101", "192.168.2.51")
+        out = alice.send(alice.request("SUBSCRIBE", "sip:102@example.com", ["Event: message-summary"]))
+        auth = alice.authorization(out[0][0].get("WWW-Authenticate"), "SUBSCRIBE", "sip:102@example.com")
+        out = alice.send(alice.request("SUBSCRIBE", "sip:102@example.com",
+                                       ["Event: message-summary", "Authorization: " + auth]))
+        self.assertEqual([m.code for m, _ in out], [403])

@@ -118,3 +118,25 @@ class VoicemailCallTests(unittest.TestCase):
                 ("192.168.2.99", 40000))
         self.assertEqual(call.menu.user, "bob")
         self.assertEqual(call.menu.uids, [])
+
+    def test_a_caller_that_vanishes_is_hung_up_and_the_message_kept(self):
+        ok, port = self.call(self.alice, "102")
+        self.h.clock.pump([0.02] * 150)                 # the greeting (tones) plays
+        call = list(self.h.core.ua.calls.values())[0]
+        self.assertTrue(call.recorder.on)
+        codes = g711.encode(tone(440, 1000), 0)
+        self.rtp_in(port, [codes[i:i + 160] for i in range(0, len(codes), 160)])
+        self.h.take()
+        self.h.clock.pump([1.0] * 45)
+        self.assertIn("BYE", [m.method for m, _ in self.h.take() if m.is_request])
+        self.assertFalse(self.h.core.ua.calls)
+        self.assertEqual(len(self.h.store.boxes["bob"]), 1)
+
+    def test_idle_menu_hangs_up(self):
+        ok, port = self.call(self.bob, "400")
+        for i in range(200):
+            # The phone keeps sending (silent) audio, but nobody presses a key.
+            port.protocol.datagramReceived(RtpPacket(0, i, i * 160, 7, b"\xff" * 160).to_bytes(),
+                                           ("192.168.2.12", 40000))
+            self.h.clock.advance(1.0)
+        self.assertFalse(self.h.core.ua.calls)

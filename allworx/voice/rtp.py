@@ -187,6 +187,7 @@ class RtpEndpoint(protocol.DatagramProtocol):
         self.started = None
         self.call = None
         self.marker = True
+        self.last_received = None      # reactor time of the last packet from the peer
 
     def set_remote(self, host, port):
         self.remote = (host, port)
@@ -246,6 +247,7 @@ class RtpEndpoint(protocol.DatagramProtocol):
         except RtpError:
             return
         RTP_PACKETS.labels("received").inc()
+        self.last_received = self.clock.seconds()
         if self.event_type is not None and packet.payload_type == self.event_type:
             self.on_event(packet)
             return
