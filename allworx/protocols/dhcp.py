@@ -146,13 +146,12 @@ class DhcpServer:
     torn down by `DhcpService`; `datagram_received` is the hot path.
     """
 
-    def __init__(self, office, reactor, journal, pool_range=None):
+    def __init__(self, office, reactor, journal):
         self.office = office
         self.reactor = reactor
         self.journal = journal
-        self.pool_range = pool_range
         config = office.config
-        self.pool = LeasePool(self._pool_settings(config), reactor)
+        self.pool = LeasePool(PoolSettings.from_config(config), reactor)
         self.responder = DhcpResponder(config, self.pool)
         self.limit = ClientRateLimit(reactor, RATE, BURST)
         self.log_budget = LogBudget(reactor, "lease(s) granted")
@@ -165,10 +164,6 @@ class DhcpServer:
         self._last_exhausted = None
         self.rogues = {}
 
-    def _pool_settings(self, config):
-        first, last = self.pool_range or (None, None)
-        return PoolSettings.from_config(config, first, last)
-
     # ------------------------------------------------------------ life
 
     def restore(self):
@@ -180,7 +175,7 @@ class DhcpServer:
 
     def reconfigure(self, config):
         """Take a new configuration: pool, options, addresses."""
-        self.pool.reconfigure(self._pool_settings(config))
+        self.pool.reconfigure(PoolSettings.from_config(config))
         self.responder.reconfigure(config)
         if self.raw is not None:
             self.raw.server_ip = str(config.lan_ip)
@@ -421,7 +416,7 @@ class DhcpService(service.Service):
     """The "dhcp" child: starts, stops and reconfigures the `DhcpServer`."""
 
     def __init__(self, office, reactor=None, open_udp=open_device_udp, open_raw=RawSender,
-                 pool_range=None, journal_thread=None):
+                 journal_thread=None):
         if reactor is None:
             from twisted.internet import reactor
         self.setName("dhcp")
@@ -432,7 +427,7 @@ class DhcpService(service.Service):
         self.journal = LeaseJournal(self.journal_path(office.config), reactor,
                                     journal_thread)
         self.journal.on_commit = _observe_commit
-        self.server = DhcpServer(office, reactor, self.journal, pool_range)
+        self.server = DhcpServer(office, reactor, self.journal)
         self.table = LeaseTable(self.server)
         office.runtime.leases = self.table
         metrics.COLLECTOR.pool = self.server.pool
