@@ -8,8 +8,10 @@ a port below 1024), and the service's status in the office says the same.
 import errno
 
 from twisted.application import service
-from twisted.internet import error
+from twisted.internet import defer, error
 from twisted.logger import Logger
+
+from allworx.office import ConfigChanged
 
 log = Logger()
 
@@ -35,6 +37,11 @@ class ListeningService(service.Service):
     A service that listens on several ports, given as (label, port number,
     listen) where `listen()` returns an IListeningPort or raises
     CannotListenError. Starts what it can, records the rest, stops them all.
+
+    A service whose ports come from the config overrides `build_listeners`
+    (None or [] when switched off, with `disabled_reason` saying why) and
+    `bound_settings` (what, when changed, means listening again): the base
+    class then follows the office live, rebinding only when that changes.
     """
 
     def __init__(self, name, office, listeners=()):
@@ -43,10 +50,66 @@ class ListeningService(service.Service):
         self.listeners = list(listeners)
         self.ports = []
         self.failed = []
+        self._bound = None
+        self._unsubscribe_config = None
+
+    # Hooks for config-driven services.
+
+    def build_listeners(self, config):
+        """The listeners for `config`; the default keeps the ones given."""
+        return self.listeners
+
+    def bound_settings(self, config):
+        """A value whose change means the ports must be bound again."""
+        return None
+
+    def disabled_reason(self, config):
+        """Why the service does not listen under `config`, or None."""
+        return None
+
+    def config_changed(self, event):
+        """Called on every ConfigChanged while running, after any rebind."""
+
+    # Life cycle.
 
     def startService(self):
         service.Service.startService(self)
+        if self._unsubscribe_config is None:
+            self._unsubscribe_config = self.office.subscribe(ConfigChanged, self._on_config)
+        self._bind()
+
+    def stopService(self):
+        service.Service.stopService(self)
+        if self._unsubscribe_config is not None:
+            self._unsubscribe_config()
+            self._unsubscribe_config = None
+        return self._unbind()
+
+    def rebind(self):
+        """Close every port and listen again under the current config."""
+        # Recorded now, so a second notice of the same change does not rebind twice.
+        self._bound = self.bound_settings(self.office.config)
+        d = self._unbind()
+        d.addCallback(lambda _: self._bind() if self.running else None)
+        return d
+
+    def _on_config(self, event):
+        if not self.running:
+            return
+        if self.bound_settings(event.new) != self._bound:
+            log.info("{service}: its settings changed, listening again", service=self.name)
+            self.rebind()
+        self.config_changed(event)
+
+    def _bind(self):
+        config = self.office.config
+        self._bound = self.bound_settings(config)
+        reason = self.disabled_reason(config)
+        self.listeners = [] if reason else list(self.build_listeners(config) or [])
         self.ports, self.failed = [], []
+        if reason or not self.listeners:
+            self.office.set_status(self.name, "disabled", reason or "nothing to listen on")
+            return
         ok = []
         for label, number, listen in self.listeners:
             try:
@@ -56,6 +119,10 @@ class ListeningService(service.Service):
                 self.failed.append("%s: %s" % (label, why_not(e, number)))
         self.report(ok)
 
+    def _unbind(self):
+        ports, self.ports = self.ports, []
+        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
+
     def report(self, ok):
         if self.failed and not ok:
             self.office.set_status(self.name, "down", "; ".join(self.failed))
@@ -64,9 +131,3 @@ class ListeningService(service.Service):
                 ", ".join(ok), "; ".join(self.failed)))
         else:
             self.office.set_status(self.name, "up", "listening on %s" % ", ".join(ok))
-
-    def stopService(self):
-        service.Service.stopService(self)
-        ports, self.ports = self.ports, []
-        from twisted.internet import defer
-        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])

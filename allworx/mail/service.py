@@ -38,11 +38,16 @@ class PortsService(ListeningService):
         self.reactor = reactor
         self.spec = spec
         self.off_reason = off_reason
-        self.current = None
 
-    def _listeners(self, current):
+    def bound_settings(self, config):
+        return _keys(self.spec(config))
+
+    def disabled_reason(self, config):
+        return None if self.spec(config) else self.off_reason
+
+    def build_listeners(self, config):
         out = []
-        for label, port, factory, tls_options in current:
+        for label, port, factory, tls_options in self.spec(config):
             if tls_options is not None:
                 listen = (lambda p=port, f=factory, o=tls_options:
                           self.reactor.listenSSL(p, f, o, interface=""))
@@ -51,24 +56,10 @@ class PortsService(ListeningService):
             out.append((label, port, listen))
         return out
 
-    def startService(self):
-        self.current = self.spec(self.office.config)
-        if not self.current:
-            service.Service.startService(self)
-            self.office.set_status(self.name, "disabled", self.off_reason)
-            return
-        self.listeners = self._listeners(self.current)
-        ListeningService.startService(self)
-
     def refresh(self):
-        """Listen again if the ports or the switch changed."""
-        if not self.running:
-            return
-        new = self.spec(self.office.config)
-        if _keys(new) == _keys(self.current):
-            return
-        d = ListeningService.stopService(self)
-        d.addCallback(lambda _: self.startService())
+        """Listen again if the ports or the switch changed (the base class also watches)."""
+        if self.running and self.bound_settings(self.office.config) != self._bound:
+            return self.rebind()
 
 
 def _keys(spec):

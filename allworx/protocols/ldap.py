@@ -17,14 +17,12 @@ from ldaptor.protocols.ldap import distinguishedname, ldaperrors
 from ldaptor.protocols.ldap.ldapserver import LDAPServer
 from prometheus_client import Counter, Gauge
 from twisted.cred import credentials, error as cred_error
-from twisted.application import service
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python import components
 
 from allworx.auth import OfficeUserChecker, user_for_login
 from allworx.listening import ListeningService
-from allworx.office import ConfigChanged
 from allworx.web.sessions import LoginThrottle
 
 log = Logger()
@@ -301,44 +299,24 @@ class LdapService(ListeningService):
         self.reactor = reactor
         self.factory = AddressBookFactory(office, checker, clock=reactor)
         ListeningService.__init__(self, "ldap", office)
-        self._settings = None
-        self._unsubscribe = None
 
-    def _listeners(self, config):
-        if not config.ldap.enabled:
-            return []
+    def bound_settings(self, config):
+        return config.ldap
+
+    def disabled_reason(self, config):
+        return None if config.ldap.enabled else "turned off in [ldap]"
+
+    def build_listeners(self, config):
         from allworx.web.peerlimit import PeerConnectionLimit
         port = config.ldap.port
         limited = PeerConnectionLimit(self.factory, MAX_CONNECTIONS_PER_PEER, "ldap")
         return [("tcp/%d" % port, port,
                  lambda: self.reactor.listenTCP(port, limited, interface=""))]
 
-    def startService(self):
-        config = self.office.config
-        self._settings = config.ldap
-        self.listeners = self._listeners(config)
-        if self._unsubscribe is None:
-            self._unsubscribe = self.office.subscribe(ConfigChanged, self._config_changed)
-        if config.ldap.enabled:
-            ListeningService.startService(self)
-        else:
-            service.Service.startService(self)
-            self.office.set_status(self.name, "disabled", "turned off in [ldap]")
-
-    def stopService(self):
-        if self._unsubscribe:
-            self._unsubscribe()
-            self._unsubscribe = None
-        return ListeningService.stopService(self)
-
-    def _config_changed(self, event):
+    def config_changed(self, event):
         if event.touches("user", "system"):
             self.factory.current_root()
             log.info("ldap: address book rebuilt with {count} people", count=len(event.new.users))
-        if event.new.ldap != self._settings and self.running:
-            # Port or switch changed: listen again, keeping the subscription.
-            d = ListeningService.stopService(self)
-            d.addCallback(lambda _: self.startService())
 
 
 def make_service(office):

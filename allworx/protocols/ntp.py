@@ -17,12 +17,10 @@ import struct
 
 import attr
 from prometheus_client import Counter
-from twisted.application import service
 from twisted.internet import protocol
 from twisted.logger import Logger
 
 from allworx.listening import ListeningService
-from allworx.office import ConfigChanged
 from allworx.protocols.dhcppool import ClientRateLimit
 
 log = Logger()
@@ -177,35 +175,17 @@ class NtpService(ListeningService):
         ListeningService.__init__(self, "ntp", office)
         self.reactor = reactor
         self.clock_state = clock_state
-        self._unsubscribe = None
 
-    def _listeners(self):
-        port = self.office.config.ntp.port
+    def bound_settings(self, config):
+        return config.ntp
+
+    def disabled_reason(self, config):
+        return None if config.ntp.enabled else "time server disabled in [ntp]"
+
+    def build_listeners(self, config):
+        port = config.ntp.port
         proto = SntpProtocol(self.office, self.reactor, self.clock_state)
         return [("udp %d" % port, port, lambda: self.reactor.listenUDP(port, proto))]
-
-    def startService(self):
-        if self._unsubscribe is None:
-            self._unsubscribe = self.office.subscribe(ConfigChanged, self._config_changed)
-        if not self.office.config.ntp.enabled:
-            service.Service.startService(self)
-            self.ports, self.failed = [], []
-            self.office.set_status("ntp", "disabled", "time server disabled in [ntp]")
-            return
-        self.listeners = self._listeners()
-        ListeningService.startService(self)
-
-    def stopService(self):
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        return ListeningService.stopService(self)
-
-    def _config_changed(self, event):
-        if not event.touches("ntp") or event.old.ntp == event.new.ntp:
-            return
-        d = ListeningService.stopService(self)
-        d.addCallback(lambda _: self.startService())
 
 
 def make_service(office):

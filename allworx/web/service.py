@@ -10,7 +10,6 @@ from twisted.logger import Logger
 from twisted.web import server
 
 from allworx.listening import ListeningService
-from allworx.office import ConfigChanged
 from allworx.web.admin import AdminContext, AdminRoot
 from allworx.web.api import OfficeApi
 from allworx.web.metrics import WEB_REFUSED, WEB_REQUESTS, MetricsPage, office_registry
@@ -113,10 +112,15 @@ class WebService(ListeningService):
                                        max_body=2 * 1024 * 1024, reactor=reactor)
         self.public_site = CountingSite(SiteBySide(office), office, "sites", lan_only=False,
                                         reactor=reactor)
-        self._ports = None
-        self._unsubscribe = None
 
-    def _listeners(self, config):
+    def bound_settings(self, config):
+        return (config.web.admin_port, config.web.http_port)
+
+    def build_listeners(self, config):
+        try:
+            ensure_site_dirs(config)
+        except OSError as e:
+            log.warn("web: cannot create the site directories: {why}", why=e)
         admin, http = config.web.admin_port, config.web.http_port
         admin_factory = PeerConnectionLimit(self.admin_site, MAX_CONNECTIONS_PER_PEER, "web admin")
         sites_factory = PeerConnectionLimit(self.public_site, MAX_CONNECTIONS_PER_PEER, "web sites")
@@ -126,31 +130,6 @@ class WebService(ListeningService):
             ("web sites on tcp/%d" % http, http,
              lambda: self.reactor.listenTCP(http, sites_factory, interface="")),
         ]
-
-    def startService(self):
-        config = self.office.config
-        self._ports = (config.web.admin_port, config.web.http_port)
-        try:
-            ensure_site_dirs(config)
-        except OSError as e:
-            log.warn("web: cannot create the site directories: {why}", why=e)
-        self.listeners = self._listeners(config)
-        if self._unsubscribe is None:
-            self._unsubscribe = self.office.subscribe(ConfigChanged, self._config_changed)
-        ListeningService.startService(self)
-
-    def stopService(self):
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        return ListeningService.stopService(self)
-
-    def _config_changed(self, event):
-        new = (event.new.web.admin_port, event.new.web.http_port)
-        if self.running and new != self._ports:
-            log.info("web: ports changed to {ports}, listening again", ports=new)
-            d = ListeningService.stopService(self)
-            d.addCallback(lambda _: self.startService())
 
 
 def make_service(office):
