@@ -125,3 +125,59 @@ class IsolationTests(unittest.TestCase):
         self.assertIn("no such interface", top.office.status["broken"].detail)
         self.assertEqual(RecordingService.log, ["start"])
         return top.stopService()
+
+
+class FollowingService(ListeningService):
+    """Listens on [ldap] port while [ldap] enabled (any section would do)."""
+
+    def __init__(self, office):
+        ListeningService.__init__(self, "follow", office)
+        self.bound = []
+
+    def bound_settings(self, config):
+        return config.ldap
+
+    def disabled_reason(self, config):
+        return None if config.ldap.enabled else "off in [ldap]"
+
+    def build_listeners(self, config):
+        port = config.ldap.port
+
+        def listen():
+            self.bound.append(port)
+            return FakePort()
+        return [("tcp %d" % port, port, listen)]
+
+
+class FollowingTests(unittest.TestCase):
+
+    def setUp(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(MINIMAL)
+        from allworx.config import load_config
+        self.office = Office(load_config(path))
+        self.svc = FollowingService(self.office)
+        self.svc.startService()
+
+    def test_rebinds_only_when_its_settings_change(self):
+        self.assertEqual(self.svc.bound, [389])
+        self.office.update_settings("dhcp", {"range": "1-50"})
+        self.assertEqual(self.svc.bound, [389])
+        self.office.update_settings("ldap", {"port": "10389"})
+        self.assertEqual(self.svc.bound, [389, 10389])
+        self.assertIn("10389", self.office.status["follow"].detail)
+
+    def test_disable_and_enable_live(self):
+        old = self.svc.ports[0]
+        self.office.update_settings("ldap", {"enabled": "no"})
+        self.assertTrue(old.stopped)
+        self.assertEqual(self.office.status["follow"].state, "disabled")
+        self.assertEqual(self.svc.ports, [])
+        self.office.update_settings("ldap", {"enabled": "yes"})
+        self.assertEqual(self.office.status["follow"].state, "up")
+
+    def test_stopped_service_ignores_changes(self):
+        self.svc.stopService()
+        self.office.update_settings("ldap", {"port": "10389"})
+        self.assertEqual(self.svc.bound, [389])
