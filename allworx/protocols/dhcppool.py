@@ -49,10 +49,10 @@ class PoolSettings:
             raise ValueError("pool range %s-%s is backwards" % (self.first, value))
 
     @classmethod
-    def from_config(cls, config, first=None, last=None):
-        """The settings for a Config; `first`/`last` override the range (benchmarks)."""
-        pool_first, pool_last = config.pool
-        return cls(first=first or pool_first, last=last or pool_last,
+    def from_config(cls, config):
+        """The settings for a Config."""
+        first, last = config.pool
+        return cls(first=first, last=last,
                    server_ip=config.lan_ip,
                    reservations={h.mac: h.address for h in config.hosts.values()},
                    lease_time=config.dhcp.lease_time)
