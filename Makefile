@@ -16,7 +16,7 @@ APT_PACKAGES := iproute2 iptables nftables conntrack libnetfilter-queue-dev \
 	dnsmasq isc-dhcp-client udhcpc dnsutils iputils-ping procps swaks ldap-utils iperf3 hping3 \
 	baresip kea-dhcp4-server kea-admin dnsperf nmap curl socat ncat sox \
 	postfix chromium chromium-driver \
-	apache2-utils nginx-light
+	apache2-utils nginx-light espeak-ng kamailio libpugixml-dev libgsl-dev pkg-config cmake
 
 .PHONY: deps run test check clean bench lab-down
 
