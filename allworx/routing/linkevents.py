@@ -11,6 +11,8 @@ import struct
 
 import attr
 
+from allworx.routing.socketreader import SocketReader
+
 RTMGRP_LINK = 1
 RTM_NEWLINK, RTM_DELLINK = 16, 17
 IFLA_IFNAME = 3
@@ -62,53 +64,32 @@ def _link_name(data, start, end):
     return None
 
 
-class LinkMonitor:
+class LinkMonitor(SocketReader):
     """
     Link events from the kernel (rtnetlink's link group) delivered in the
     reactor: `callback(LinkEvent)` for each. Needs no privileges.
     """
 
+    log_prefix = "linkmonitor"
+
     def __init__(self, reactor, callback):
-        self.reactor = reactor
+        SocketReader.__init__(self, reactor)
         self.callback = callback
-        self.sock = None
 
     def start(self):
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         try:
             sock.bind((0, RTMGRP_LINK))
-            sock.setblocking(False)
         except OSError:
             sock.close()
             raise
-        self.sock = sock
-        self.reactor.addReader(self)
+        self.attach(sock)
 
     def stop(self):
-        if self.sock is not None:
-            self.reactor.removeReader(self)
-            self.sock.close()
-            self.sock = None
+        self.detach()
 
-    # IReadDescriptor
-
-    def fileno(self):
-        return self.sock.fileno() if self.sock is not None else -1
-
-    def logPrefix(self):
-        return "linkmonitor"
-
-    def doRead(self):
-        for _ in range(64):
-            try:
-                data = self.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                # ENOBUFS: events were dropped; the next ones still tell the state.
-                return
-            for event in parse_link_events(data):
-                self.callback(event)
-
-    def connectionLost(self, reason):
-        self.sock = None
+    def received(self, data, addr):
+        # A read error (ENOBUFS: events were dropped) needs nothing: the
+        # next events still tell the state.
+        for event in parse_link_events(data):
+            self.callback(event)

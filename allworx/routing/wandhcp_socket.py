@@ -20,6 +20,7 @@ import struct
 from twisted.internet import protocol
 from twisted.logger import Logger
 
+from allworx.routing.socketreader import SocketReader
 from allworx.routing.wandhcp_packets import (
     BROADCAST, CLIENT_PORT, ETH_P_ARP, SERVER_PORT, ZERO, MalformedPacket, arp_conflict,
     arp_probe, parse_udp_ip, udp_ip_packet)
@@ -61,17 +62,19 @@ class _Discard(protocol.DatagramProtocol):
         pass
 
 
-class PacketWire:
+class PacketWire(SocketReader):
     """
     DHCP on one interface through the reactor: `open()`, `broadcast`,
     `unicast`, `close()`. Each UDP payload to port 68 goes to `deliver(data)`.
     """
 
+    bufsize = 4096
+    log_prefix = "wandhcp"
+
     def __init__(self, ifname, reactor, deliver):
+        SocketReader.__init__(self, reactor)
         self.ifname = ifname
-        self.reactor = reactor
         self.deliver = deliver
-        self.sock = None
         self.udp = None
         self.probe = None
         self._ident = random.getrandbits(16)
@@ -86,12 +89,10 @@ class PacketWire:
             # Filter first, then bind: no unfiltered packet is ever queued.
             _attach_filter(sock, _BPF_PORT68)
             sock.bind((self.ifname, ETH_P_IP))
-            sock.setblocking(False)
         except OSError:
             sock.close()
             raise
-        self.sock = sock
-        self.reactor.addReader(self)
+        self.attach(sock)
         self.udp = self._open_udp()
 
     def _open_udp(self):
@@ -133,10 +134,7 @@ class PacketWire:
 
     def close(self):
         self.end_probe()
-        if self.sock is not None:
-            self.reactor.removeReader(self)
-            self.sock.close()
-            self.sock = None
+        self.detach()
         if self.udp is not None:
             self.udp.stopListening()
             self.udp = None
@@ -162,61 +160,45 @@ class PacketWire:
         except OSError as e:
             log.warn("wan: cannot send on {ifname}: {why}", ifname=self.ifname, why=str(e))
 
-    # IReadDescriptor
+    def read_error(self, exc):
+        log.warn("wan: receive error on {ifname}: {why}", ifname=self.ifname, why=str(exc))
 
-    def fileno(self):
-        return self.sock.fileno() if self.sock is not None else -1
-
-    def logPrefix(self):
-        return "wandhcp"
-
-    def doRead(self):
-        for _ in range(64):
-            try:
-                packet, addr = self.sock.recvfrom(4096)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                log.warn("wan: receive error on {ifname}: {why}", ifname=self.ifname, why=str(e))
-                return
-            if len(addr) > 2 and addr[2] == PACKET_OUTGOING:
-                continue
-            try:
-                datagram = parse_udp_ip(packet)
-            except MalformedPacket:
-                continue
-            if datagram.dport == CLIENT_PORT and datagram.sport == SERVER_PORT:
-                self.deliver(datagram.payload)
-
-    def connectionLost(self, reason):
-        self.sock = None
+    def received(self, packet, addr):
+        if len(addr) > 2 and addr[2] == PACKET_OUTGOING:
+            return
+        try:
+            datagram = parse_udp_ip(packet)
+        except MalformedPacket:
+            return
+        if datagram.dport == CLIENT_PORT and datagram.sport == SERVER_PORT:
+            self.deliver(datagram.payload)
 
 
-class ArpProbe:
+class ArpProbe(SocketReader):
     """
     While a new address is checked (RFC 2131 4.4.1, RFC 5227): an ARP
     socket on the interface that sends probes for it and calls
     `on_conflict(mac)` when another host answers for it.
     """
 
+    bufsize = 256
+    log_prefix = "arpprobe"
+
     def __init__(self, ifname, reactor, mac, ip, on_conflict):
+        SocketReader.__init__(self, reactor)
         self.ifname = ifname
-        self.reactor = reactor
         self.mac = mac
         self.ip = ip
         self.on_conflict = on_conflict
-        self.sock = None
 
     def open(self):
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
         try:
             sock.bind((self.ifname, ETH_P_ARP))
-            sock.setblocking(False)
         except OSError:
             sock.close()
             raise
-        self.sock = sock
-        self.reactor.addReader(self)
+        self.attach(sock)
 
     def send(self):
         if self.sock is None:
@@ -229,32 +211,11 @@ class ArpProbe:
                      ifname=self.ifname, why=str(e))
 
     def close(self):
-        if self.sock is not None:
-            self.reactor.removeReader(self)
-            self.sock.close()
-            self.sock = None
+        self.detach()
 
-    def fileno(self):
-        return self.sock.fileno() if self.sock is not None else -1
-
-    def logPrefix(self):
-        return "arpprobe"
-
-    def doRead(self):
-        for _ in range(64):
-            if self.sock is None:
-                return
-            try:
-                packet, addr = self.sock.recvfrom(256)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            if len(addr) > 2 and addr[2] == PACKET_OUTGOING:
-                continue
-            other = arp_conflict(packet, self.ip, self.mac)
-            if other is not None:
-                self.on_conflict(other)
-
-    def connectionLost(self, reason):
-        self.sock = None
+    def received(self, packet, addr):
+        if len(addr) > 2 and addr[2] == PACKET_OUTGOING:
+            return
+        other = arp_conflict(packet, self.ip, self.mac)
+        if other is not None:
+            self.on_conflict(other)
