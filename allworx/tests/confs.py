@@ -6,7 +6,9 @@ from allworx.passwords import sip_digest
 PW_HASH = ("$argon2id$v=19$m=65536,t=3,p=4$ERLlCFcNeGK550IgXEvC6g$"
            "wjiY1y6LH8GV9JTqJGT4odM/ewS7TCrb4fLs23rAQ64")
 
-MINIMAL = """\
+# The office's network as every test config has it: the lab's addresses,
+# a static WAN, firewall-nat. Test configs add their own sections after it.
+NETWORK = """\
 [system]
 domain = example.com
 hostname = allworx
@@ -23,7 +25,9 @@ gateway = 203.0.113.1
 
 [security]
 mode = firewall-nat
+"""
 
+MINIMAL = NETWORK + """
 [dns]
 primary = 203.0.113.1
 

@@ -19,27 +19,9 @@ from allworx.passwords import sip_digest
 from allworx.protocols import sip
 from allworx.protocols.sipmessage import parse
 from allworx.protocols.sipregistrar import parse_authorization
-from allworx.tests.confs import PW_HASH
+from allworx.tests.confs import NETWORK, PW_HASH
 
-CONF = """\
-[system]
-domain = example.com
-hostname = allworx
-data_dir = {data}
-
-[lan]
-interface = lan0
-address = 192.168.2.254/24
-
-[wan]
-interface = wan0
-mode = static
-address = 203.0.113.2/24
-gateway = 203.0.113.1
-
-[security]
-mode = firewall-nat
-
+CONF = NETWORK + """
 [dns]
 primary = 203.0.113.1
 
@@ -73,10 +55,10 @@ PASSWORDS = {"101": "alice-pw", "102": "bob-pw"}
 
 
 def office(data_dir):
-    text = CONF.format(data=data_dir, pw=PW_HASH,
+    text = CONF.format(pw=PW_HASH,
                        alice=sip_digest("101", "example.com", "alice-pw"),
                        bob=sip_digest("102", "example.com", "bob-pw"))
-    return Office(parse_config(text))
+    return Office(parse_config(text).with_data_dir(data_dir))
 
 
 @implementer(IMailStore)

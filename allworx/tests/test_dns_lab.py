@@ -15,29 +15,12 @@ import time
 
 from twisted.trial import unittest
 
-from allworx.tests.confs import PW_HASH
+from allworx.tests.confs import NETWORK, PW_HASH
 
 PREFIX = "aws"
 SERVER_LAN, SERVER_WAN = "192.168.2.254", "203.0.113.2"
 
-CONF = """\
-[system]
-domain = example.com
-hostname = allworx
-
-[lan]
-interface = lan0
-address = 192.168.2.254/24
-
-[wan]
-interface = wan0
-mode = static
-address = 203.0.113.2/24
-gateway = 203.0.113.1
-
-[security]
-mode = firewall-nat
-
+CONF = NETWORK + """
 [dhcp]
 range = 1-100
 lease_time = 1h

@@ -9,39 +9,20 @@ Skipped, with the reason, unless run as root where `ip netns` works.
 
 import json
 import os
-import re
 import shutil
 import socket
 import tempfile
-import time
 
 from twisted.trial import unittest
 
-from allworx.tests.confs import PW_HASH
+from allworx.tests.confs import NETWORK, PW_HASH
 
 PREFIX = "aww"
 SERVER = "192.168.2.254"
 WAN_IP = "203.0.113.2"
 BASE = "dc=example,dc=com"
 
-CONF = """\
-[system]
-domain = example.com
-hostname = allworx
-
-[lan]
-interface = lan0
-address = 192.168.2.254/24
-
-[wan]
-interface = wan0
-mode = static
-address = 203.0.113.2/24
-gateway = 203.0.113.1
-
-[security]
-mode = firewall-nat
-
+CONF = NETWORK + """
 [dhcp]
 range = 1-100
 lease_time = 1h
