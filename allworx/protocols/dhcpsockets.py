@@ -8,8 +8,8 @@ no state in the kernel, unlike writing an ARP entry with `ip neigh` first.
 """
 
 import socket
-import struct
 
+from allworx.ipv4udp import ipv4_udp_packet
 from allworx.protocols.dhcpresponder import CLIENT_PORT, SERVER_PORT
 
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
@@ -19,27 +19,9 @@ RECEIVE_BUFFER = 4 * 1024 * 1024
 READ_PER_TURN = 16 * 1024    # bytes of datagrams read before the reactor looks around
 
 
-def _checksum(data):
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def ip_udp_packet(src_ip, dst_ip, src_port, dst_port, payload):
-    """An IPv4/UDP packet carrying `payload`, with both checksums filled in."""
-    src, dst = socket.inet_aton(src_ip), socket.inet_aton(dst_ip)
-    udp_len = 8 + len(payload)
-    pseudo = src + dst + struct.pack("!BBH", 0, socket.IPPROTO_UDP, udp_len)
-    udp_sum = _checksum(pseudo + struct.pack("!HHHH", src_port, dst_port, udp_len, 0)
-                        + payload) or 0xFFFF
-    udp = struct.pack("!HHHH", src_port, dst_port, udp_len, udp_sum)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0x10, 20 + udp_len, 0, 0x4000, 64,
-                     socket.IPPROTO_UDP, 0, src, dst)
-    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
-    return ip + udp + payload
+    """A server reply as an IPv4/UDP packet (don't-fragment set, as a host's own would be)."""
+    return ipv4_udp_packet(src_ip, dst_ip, src_port, dst_port, payload, dont_fragment=True)
 
 
 class RawSender:

@@ -14,6 +14,8 @@ import struct
 
 import attr
 
+from allworx.ipv4udp import internet_checksum, ipv4_udp_packet
+
 BOOTREQUEST, BOOTREPLY = 1, 2
 MAGIC = b"\x63\x82\x53\x63"
 CLIENT_PORT, SERVER_PORT = 68, 67
@@ -313,26 +315,9 @@ def lease_from_ack(msg, obtained, avoid=()):
 
 # ---------------------------------------------------------------- UDP/IPv4
 
-def _checksum(data):
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def udp_ip_packet(src, dst, payload, sport=CLIENT_PORT, dport=SERVER_PORT, ident=0):
-    """An IPv4 packet carrying one UDP datagram, checksums filled in."""
-    udp_len = _UDP.size + len(payload)
-    pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, 17, udp_len)
-    udp = _UDP.pack(sport, dport, udp_len, 0) + payload
-    csum = _checksum(pseudo + udp) or 0xFFFF
-    udp = udp[:6] + struct.pack("!H", csum) + udp[8:]
-    header = _IP.pack(0x45, 0x10, 20 + udp_len, ident & 0xFFFF, 0, 64, 17, 0,
-                      src.packed, dst.packed)
-    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
-    return header + udp
+    """The client's DHCP message as an IPv4/UDP packet."""
+    return ipv4_udp_packet(src, dst, sport, dport, payload, ident=ident)
 
 
 @attr.s(frozen=True, slots=True)
@@ -360,7 +345,7 @@ def parse_udp_ip(packet):
     ihl = (vihl & 0xF) * 4
     if ihl < 20 or total < ihl + _UDP.size or total > len(packet):
         raise MalformedPacket("IPv4 lengths do not add up")
-    if _checksum(packet[:ihl]) != 0:
+    if internet_checksum(packet[:ihl]) != 0:
         raise MalformedPacket("bad IPv4 header checksum")
     if proto != 17:
         raise MalformedPacket("not UDP")

@@ -14,6 +14,7 @@ from hypothesis import given, settings, strategies as st
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
+from allworx.ipv4udp import internet_checksum
 from allworx.routing import wandhcp_packets as P
 from allworx.routing.wandhcp import (
     DhcpClientCore, LeaseFile, NAK_DELAY, WanDhcpClient, choose_offer, make_client_machine)
@@ -575,7 +576,7 @@ class PacketTests(unittest.TestCase):
         self.assertEqual((d.src, d.dst, d.sport, d.dport, d.payload),
                          (IP("0.0.0.0"), P.BROADCAST, 68, 67, payload))
         pseudo = packet[12:20] + struct.pack("!BBH", 0, 17, len(packet) - 20)
-        self.assertEqual(P._checksum(pseudo + packet[20:]), 0)
+        self.assertEqual(internet_checksum(pseudo + packet[20:]), 0)
 
     def test_bad_ip_checksum(self):
         packet = bytearray(P.udp_ip_packet(IP("0.0.0.0"), P.BROADCAST, b"x"))
