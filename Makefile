@@ -39,7 +39,7 @@ $(STAMP_PIP): setup.cfg pyproject.toml | $(STAMP_APT)
 	touch $@
 
 run: deps
-	$(PY) -m allworx.demo --config tap.conf
+	$(PY) -m allworx.lab.demo --config tap.conf
 
 test: deps
 	@set -o pipefail; mkdir -p _trial_log; \

@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.test_auth -*-
+# -*- test-case-name: allworx.tests.core.test_auth -*-
 """
 One authentication story (twisted.cred): a checker over the office's users
 that POP3, SMTP AUTH, LDAP bind and the admin pages share. Hash checks run in

@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.test_cli -*-
+# -*- test-case-name: allworx.tests.core.test_cli -*-
 """The `allworx` command: check a config, hash a password, drive the lab."""
 
 import argparse
@@ -63,7 +63,7 @@ def passwd(argv, stdin=None, out=sys.stdout, err=sys.stderr):
 
 
 def lab(argv):
-    from allworx import lab as labmod
+    from allworx.lab import namespaces as labmod
     return labmod.main(argv)
 
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.test_config -*-
+# -*- test-case-name: allworx.tests.core.test_config -*-
 """
 tap.conf as a validated model.
 

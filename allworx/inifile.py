@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.test_inifile -*-
+# -*- test-case-name: allworx.tests.core.test_inifile -*-
 """
 The text of tap.conf as a document: sections and keys with their line numbers,
 edited in place so that a change made from the admin pages keeps the file's

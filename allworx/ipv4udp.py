@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.test_wandhcp -*-
+# -*- test-case-name: allworx.tests.wanclient.test_client -*-
 """
 IPv4/UDP packets built by hand, for the two places that must speak DHCP below
 the socket layer: the LAN server's replies to clients with no address yet and

@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.test_service -*-
+# -*- test-case-name: allworx.tests.core.test_service -*-
 """
 Binding a service's ports with a clear account of the outcome: each port that
 listens is logged as such, each that cannot says why (most often: no root for

@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.test_office -*-
+# -*- test-case-name: allworx.tests.core.test_office -*-
 """
 The live state of the office: one source of truth for the configuration and
 for the runtime facts services share (the WAN address, DHCP names, each

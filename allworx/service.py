@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.test_service -*-
+# -*- test-case-name: allworx.tests.core.test_service -*-
 """
 The whole server as one MultiService: one named child per protocol, built
 from the office, each reconfiguring itself when the office changes.
@@ -16,15 +16,15 @@ log = Logger()
 # the office and returns an IService named like its entry. Interfaces and the
 # firewall come first so the others start on a configured network.
 CHILDREN = (
-    ("network", "allworx.routing.network:make_service"),
-    ("firewall", "allworx.routing.firewall:make_service"),
-    ("dhcp", "allworx.protocols.dhcp:make_service"),
-    ("dns", "allworx.protocols.dns:make_service"),
-    ("ntp", "allworx.protocols.ntp:make_service"),
-    ("mail", "allworx.mail.service:make_service"),
-    ("sip", "allworx.protocols.sip:make_service"),
-    ("ldap", "allworx.protocols.ldap:make_service"),
-    ("web", "allworx.web.service:make_service"),
+    ("network", "allworx.routing.network.service:make_service"),
+    ("firewall", "allworx.routing.firewall.service:make_service"),
+    ("dhcp", "allworx.protocols.dhcp.service:make_service"),
+    ("dns", "allworx.protocols.dns.service:make_service"),
+    ("ntp", "allworx.protocols.ntp.service:make_service"),
+    ("mail", "allworx.protocols.mail.service:make_service"),
+    ("sip", "allworx.protocols.sip.service:make_service"),
+    ("ldap", "allworx.protocols.ldap.service:make_service"),
+    ("web", "allworx.protocols.web.service:make_service"),
 )
 
 

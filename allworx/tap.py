@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.test_tap -*-
+# -*- test-case-name: allworx.tests.core.test_tap -*-
 """`twistd allworx`: options and the service maker."""
 
 import sys

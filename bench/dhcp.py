@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.test_dhcp_lab -*-
+# -*- test-case-name: allworx.tests.lab.test_dhcp -*-
 """
 DHCP benchmark: completed DISCOVER-OFFER-REQUEST-ACK exchanges per second,
 allworx against Kea (kea-dhcp4, memfile) and dnsmasq, with the same pool,
@@ -147,8 +147,8 @@ def serve_allworx(conf_path):
     from twisted.logger import FileLogObserver, formatEventAsClassicLogText, globalLogBeginner
     from allworx.config import load_config
     from allworx.office import Office
-    from allworx.protocols.dhcp import DhcpService
-    from allworx.protocols.dhcppool import ClientRateLimit
+    from allworx.protocols.dhcp.service import DhcpService
+    from allworx.protocols.dhcp.pool import ClientRateLimit
 
     log_file = open(conf_path + ".log", "a")
     globalLogBeginner.beginLoggingTo([FileLogObserver(log_file, formatEventAsClassicLogText)])
@@ -356,7 +356,7 @@ def durability(scratch, rate, seconds):
     import collections
     import threading
     sys.path.insert(0, ROOT)
-    from allworx.protocols.leasejournal import COMPACT_MINIMUM, decode_record, replay
+    from allworx.protocols.dhcp.journal import COMPACT_MINIMUM, decode_record, replay
 
     # Stay short of the journal's compaction, which would fold the records
     # into one line per lease and leave nothing to count.

@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.test_dns -*-
+# -*- test-case-name: allworx.tests.dns.test_service -*-
 """
 DNS benchmark: queries per second with dnsperf on loopback, allworx against
 dnsmasq in the same run, on two sets of questions:
@@ -100,7 +100,7 @@ def serve(conf_path, port, upstream_port):
 
     from allworx.config import load_config
     from allworx.office import Office
-    from allworx.protocols.dns import DnsService
+    from allworx.protocols.dns.service import DnsService
 
     office = Office(load_config(conf_path))
     service = DnsService(office, forwarder_port=upstream_port)

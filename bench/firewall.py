@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.test_firewall_lab -*-
+# -*- test-case-name: allworx.tests.lab.test_firewall -*-
 """
 Firewall benchmark: new flows per second decided by the flow hook against
 the same kernel ruleset with the NFQUEUE rules replaced by ACCEPT, and bulk
@@ -154,7 +154,7 @@ def serve(conf_path):
     from twisted.internet import reactor
     from allworx.config import load_config
     from allworx.office import Office, ServiceStatus
-    from allworx.routing.firewall import FirewallService
+    from allworx.routing.firewall.service import FirewallService
 
     office = Office(load_config(conf_path))
     svc = FirewallService(office)
@@ -212,8 +212,8 @@ def kernel_only_rules(conf_path):
     """The ruleset the service would apply, with NFQUEUE replaced by ACCEPT."""
     sys.path.insert(0, ROOT)
     from allworx.config import load_config
-    from allworx.routing.policy import FlowPolicy
-    from allworx.routing.ruleset import compile_chains, restore_script
+    from allworx.routing.firewall.policy import FlowPolicy
+    from allworx.routing.firewall.ruleset import compile_chains, restore_script
     chains = compile_chains(FlowPolicy.build(load_config(conf_path)))
     chains = {k: [r.replace("-j NFQUEUE --queue-num 24", "-j ACCEPT") for r in v]
               for k, v in chains.items()}
@@ -223,7 +223,7 @@ def kernel_only_rules(conf_path):
 
 def remove_rules():
     sys.path.insert(0, ROOT)
-    from allworx.routing.ruleset import removal_script
+    from allworx.routing.firewall.ruleset import removal_script
     script = removal_script(nsx(SRV, "iptables-save").stdout)
     nsx(SRV, "iptables-restore", "--noflush", input=script)
 

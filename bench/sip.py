@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.test_sip -*-
+# -*- test-case-name: allworx.tests.sip.test_service -*-
 """
 SIP benchmark: registrations/s (REGISTER -> 401 -> REGISTER with digest ->
 200), call setups/s (INVITE -> 100/180/200 -> ACK -> BYE -> 200 through the
@@ -58,9 +58,9 @@ def serve(port, data_dir, stats_path):
     from allworx.config import parse_config
     from allworx.interfaces import IMailStore
     from allworx.office import Office
-    from allworx.protocols import sip
-    from allworx.voice.voicemail import wav_of
-    from allworx.voice.wav import duration, from_wav
+    from allworx.protocols.sip import service as sip
+    from allworx.protocols.voice.voicemail import wav_of
+    from allworx.protocols.voice.wav import duration, from_wav
 
     text = server_conf(data_dir, port)
     office = Office(parse_config(text))

@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.test_network_lab -*-
+# -*- test-case-name: allworx.tests.lab.test_network -*-
 """
 WAN DHCP client benchmark: how long from starting a client until it holds a
 lease (DISCOVER, OFFER, REQUEST, ACK), allworx's WanDhcpClient against ISC
@@ -44,7 +44,7 @@ PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 DRIVER = r"""
 import sys, time
 from twisted.internet import reactor
-from allworx.routing.wandhcp import WanDhcpClient
+from allworx.routing.wanclient.client import WanDhcpClient
 
 class Listener:
     def dhcp_state_changed(self, state):

@@ -95,7 +95,7 @@ def serve(conf_path, site_port, admin_port):
     from twisted.internet import reactor
     from allworx.config import load_config
     from allworx.office import Office
-    from allworx.web.service import WebService
+    from allworx.protocols.web.service import WebService
     office = Office(load_config(conf_path))
     web = WebService(office, reactor=reactor)
     reactor.listenTCP(site_port, web.public_site, interface="127.0.0.1", backlog=1024)

@@ -9,9 +9,9 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 
 from allworx.config import parse_config
-from allworx.mail.durable import DurableWriter
-from allworx.mail.queue import OutboundQueue
-from allworx.mail.store import MailStore
+from allworx.protocols.mail.durable import DurableWriter
+from allworx.protocols.mail.queue import OutboundQueue
+from allworx.protocols.mail.store import MailStore
 from allworx.office import Office
 from allworx.tests.confs import MINIMAL, PW_HASH
 

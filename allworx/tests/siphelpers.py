@@ -16,9 +16,9 @@ from allworx.config import parse_config
 from allworx.interfaces import IMailStore
 from allworx.office import MailboxChanged, Office
 from allworx.passwords import sip_digest
-from allworx.protocols import sip
-from allworx.protocols.sipmessage import parse
-from allworx.protocols.sipregistrar import parse_authorization
+from allworx.protocols.sip import service as sip
+from allworx.protocols.sip.message import parse
+from allworx.protocols.sip.registrar import parse_authorization
 from allworx.tests.confs import NETWORK, PW_HASH
 
 CONF = NETWORK + """
@@ -78,7 +78,7 @@ class FakeMailStore:
         return defer.succeed(None)
 
     def list_messages(self, user):
-        from allworx.mail.store import MessageInfo
+        from allworx.protocols.mail.store import MessageInfo
         return [MessageInfo(uid, len(m), seen, b"X-Allworx-Voicemail: yes" in m)
                 for uid, (m, seen) in sorted(self.boxes.get(user, {}).items())]
 

@@ -14,7 +14,7 @@ from treq.testing import StubTreq
 from allworx.config import load_config
 from allworx.office import Office
 from allworx.tests.confs import MINIMAL, PW_HASH
-from allworx.web.service import admin_resource
+from allworx.protocols.web.service import admin_resource
 
 # The same password ("admin-demo") hashed with argon2's cheapest settings: the
 # tests log in hundreds of times, and verify reads the cost from the hash.

@@ -1,0 +1,1 @@
+"""The virtual office in network namespaces, its hosts, the demo and the test fixtures."""

@@ -1,0 +1,1 @@
+"""DHCP server: codec, pool, journal, responder, service."""

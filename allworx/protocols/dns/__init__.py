@@ -1,0 +1,1 @@
+"""DNS: the zone, fast answers, cache, upstreams, server, service."""

@@ -1,0 +1,222 @@
+# -*- test-case-name: allworx.tests.dns.test_fast -*-
+"""
+DNS responses as precomputed wire bytes, and the fast path that serves them.
+
+A `ResponseWire` is one answer rendered once: the flags and counts for each
+combination of the query's RD bit, EDNS and recursion-available, the records
+after the question, a variant without the additional section and a truncated
+(TC) variant for when a UDP answer does not fit. Serving it is slicing: the
+query's ID and question bytes (so the client's letter case comes back) around
+the precomputed parts. Records from the cache carry their TTLs' offsets so the
+remaining TTL is patched in at most once a second.
+
+`FastAnswers` maps (lower-cased question name, type, class) in wire form to
+such responses: the zone's names for everyone, the cache for the LAN. Its
+`answer` looks at the raw datagram only; anything unusual (other opcodes,
+several questions, compression in the question, EDNS options it cannot
+judge) returns None and goes to the full path.
+"""
+
+import io
+import struct
+
+from twisted.names import dns
+
+MAX_UDP = 1232        # the EDNS payload size we advertise and the most we send
+PLAIN_UDP = 512       # without EDNS (RFC 1035)
+RD, EDNS, RA = 1, 2, 4  # bits of a variant's index
+
+_COUNTS = struct.Struct("!HHHH")
+_OPT_TAIL = struct.Struct("!HHBBHH")   # type, class (size), ext rcode, version, flags, rdlen
+
+
+def opt_record(rcode=0):
+    """Our OPT pseudo-record: root name, UDP size MAX_UDP, extended rcode bits."""
+    return b"\x00" + _OPT_TAIL.pack(dns.OPT, MAX_UDP, (rcode >> 4) & 0xFF, 0, 0, 0)
+
+
+def error_reply(data, rcode):
+    """
+    A header-only reply with `rcode` to a query we cannot parse, or None when
+    the bytes are not a query at all (too short, or a response): silence.
+    """
+    if len(data) < 12 or data[2] & 0x80:
+        return None
+    return data[:2] + bytes((0x80 | (data[2] & 0x79), rcode & 0x0F)) + b"\x00" * 8
+
+
+def question_key(name, qtype, qclass=dns.IN):
+    """The lookup key of a question: lower-case wire name, type, class."""
+    if isinstance(name, str):
+        name = name.encode("ascii")
+    out = io.BytesIO()
+    dns.Name(name.lower().rstrip(b".")).encode(out)
+    return out.getvalue() + struct.pack("!HH", qtype, qclass)
+
+
+class ResponseWire:
+    """
+    One response rendered to bytes (see the module docstring). `expires` is
+    None for zone answers; cache answers expire and age.
+    """
+
+    __slots__ = ("question", "variants", "trimmed", "truncated", "expires", "second",
+                 "stored", "_body", "_ttls", "_noadd", "_opt", "_pre", "_pre_trim",
+                 "_pre_tc")
+
+    def __init__(self, qname, qtype, qclass, rcode, aa, answers=(), authority=(),
+                 additional=(), stored=None, expires=None):
+        # Body only: twisted's name compression adds the 12 header bytes itself.
+        out = io.BytesIO()
+        comp = {}
+        dns.Query(qname, qtype, qclass).encode(out, comp)
+        qend = out.tell()
+        ttls = []
+        counts = []
+        noadd = None
+        for i, section in enumerate((answers, authority, additional)):
+            if i == 2:
+                noadd = out.tell() - qend
+            for rr in section:
+                _encode_rr(out, comp, rr, ttls, qend)
+            counts.append(len(section))
+        wire = out.getvalue()
+        self.question = wire[:qend]
+        self._body = bytearray(wire[qend:])
+        self._ttls = ttls
+        self._noadd = noadd
+        self._opt = opt_record(rcode)
+        self.stored = stored
+        self.expires = expires
+        self.second = None if stored is None else int(stored)
+        flags = 0x80 | (0x04 if aa else 0)
+        an, ns, ar = counts
+        self._headers(flags, rcode & 0x0F, an, ns, ar)
+
+    def _headers(self, flags, rcode, an, ns, ar):
+        def head(idx, counts, tc=0):
+            b2 = flags | tc | (idx & RD)
+            b3 = (0x80 if idx & RA else 0) | rcode
+            qd, an_, ns_, ar_ = counts
+            return bytes((b2, b3)) + _COUNTS.pack(qd, an_, ns_, ar_ + (1 if idx & EDNS else 0))
+        self._pre = [head(i, (1, an, ns, ar)) for i in range(8)]
+        self._pre_trim = [head(i, (1, an, ns, 0)) for i in range(8)]
+        self._pre_tc = [head(i, (1, 0, 0, 0), 0x02) for i in range(8)]
+        self._render()
+
+    def _render(self):
+        body = bytes(self._body)
+        trim = body[:self._noadd]
+        opt = self._opt
+        self.variants = [(self._pre[i], body + opt if i & EDNS else body) for i in range(8)]
+        self.trimmed = [(self._pre_trim[i], trim + opt if i & EDNS else trim) for i in range(8)]
+        self.truncated = [(self._pre_tc[i], opt if i & EDNS else b"") for i in range(8)]
+
+    def age_to(self, second):
+        """Patch the TTLs to what remains at `second` (cache answers)."""
+        age = max(0, second - int(self.stored))
+        body = self._body
+        for offset, ttl in self._ttls:
+            struct.pack_into("!I", body, offset, max(0, ttl - age))
+        self.second = second
+        self._render()
+
+    def pick(self, idx, length, limit):
+        """(flags+counts, records) for variant `idx` whose question is `length` bytes."""
+        pre, suf = self.variants[idx]
+        if 12 + length + len(suf) <= limit:
+            return pre, suf
+        pre, suf = self.trimmed[idx]
+        if 12 + length + len(suf) <= limit:
+            return pre, suf
+        return self.truncated[idx]
+
+    def render(self, query_id, idx, limit=65535):
+        """The whole response with its own question (for the full path and tests)."""
+        pre, suf = self.pick(idx, len(self.question), limit)
+        return struct.pack("!H", query_id) + pre + self.question + suf
+
+
+
+def _encode_rr(out, comp, rr, ttls, qend):
+    rr.name.encode(out, comp)
+    start = out.tell()
+    out.write(struct.pack("!HHIH", rr.type, rr.cls, rr.ttl, 0))
+    ttls.append((start + 4 - qend, rr.ttl))
+    payload_start = out.tell()
+    rr.payload.encode(out, comp)
+    end = out.tell()
+    out.seek(payload_start - 2)
+    out.write(struct.pack("!H", end - payload_start))
+    out.seek(end)
+
+
+class FastAnswers:
+    """
+    Precomputed answers keyed by question: `zone` (everyone) and `cache`
+    (LAN clients only, expiring on `clock`). `answer(data, lan)` returns the
+    response bytes or None (not here, or a query it leaves to the full path).
+    """
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.zone = {}
+        self.cache = {}
+        self.ra_lan = RA     # recursion available to the LAN (0 in stand-alone mode)
+        self.zone_hits = 0
+        self.cache_hits = 0
+
+    def answer(self, data, lan, stream=False):
+        """
+        The reply to the raw query `data` from a LAN (`lan`) or WAN peer, or
+        None to leave it to the full path. Over TCP (`stream`) nothing is
+        truncated. The question's end is the first zero byte after the
+        header: a key that matches was a well-formed, uncompressed name.
+        """
+        n = len(data)
+        if n < 17 or data[2] & 0xF8 or data[4:10] != b"\x00\x01\x00\x00\x00\x00":
+            return None
+        end = data.find(b"\x00", 12)
+        if end < 0:
+            return None
+        qend = end + 5
+        key = data[12:qend].lower()
+        entry = self.zone.get(key)
+        if entry is not None:
+            self.zone_hits += 1
+        else:
+            if not lan:
+                return None
+            entry = self.cache.get(key)
+            if entry is None:
+                return None
+            now = self.clock.seconds()
+            if now >= entry.expires:
+                del self.cache[key]
+                return None
+            if int(now) != entry.second:
+                entry.age_to(int(now))
+            self.cache_hits += 1
+        ar = data[10:12]
+        if ar == b"\x00\x00":
+            if qend != n:
+                return None
+            idx, limit = data[2] & RD, PLAIN_UDP
+        elif ar == b"\x00\x01":
+            # Exactly one OPT record after the question, version 0.
+            if data[qend:qend + 3] != b"\x00\x00\x29" or n < qend + 11 or data[qend + 6]:
+                return None
+            if qend + 11 + (data[qend + 9] << 8 | data[qend + 10]) != n:
+                return None
+            size = data[qend + 3] << 8 | data[qend + 4]
+            idx = (data[2] & RD) | EDNS
+            limit = MAX_UDP if size >= MAX_UDP else (size if size > PLAIN_UDP else PLAIN_UDP)
+        else:
+            return None
+        if lan:
+            idx |= self.ra_lan
+        if stream:
+            limit = 65535
+        pre, suf = entry.pick(idx, qend - 12, limit)
+        return data[:2] + pre + data[12:qend] + suf
+

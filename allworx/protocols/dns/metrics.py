@@ -1,0 +1,45 @@
+# -*- test-case-name: allworx.tests.dns.test_service -*-
+"""
+The DNS server's Prometheus metrics: `allworx_dns_queries_total{kind}` with
+kind zone, cache, forwarded, refused, nxdomain, formerr or servfail, and the
+cache's size.
+
+The hot path only adds to plain counters (the fast path keeps its own two);
+a collector turns them into metric families when `/metrics` is scraped.
+"""
+
+import collections
+
+from prometheus_client import REGISTRY
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+KINDS = ("zone", "cache", "forwarded", "refused", "nxdomain", "formerr", "servfail")
+
+# Plain in-process counters; the collector reads them when /metrics is scraped.
+COUNTS = collections.Counter()
+
+
+class DnsCollector:
+    """Exports `allworx_dns_queries_total{kind}` and the cache size."""
+
+    def __init__(self):
+        self.fast = None
+        self.cache = None
+
+    def collect(self):
+        counts = collections.Counter(COUNTS)
+        if self.fast is not None:
+            counts["zone"] += self.fast.zone_hits
+            counts["cache"] += self.fast.cache_hits
+        family = CounterMetricFamily("allworx_dns_queries", "DNS queries, by how they were "
+                                     "answered", labels=["kind"])
+        for kind in KINDS:
+            family.add_metric([kind], counts[kind])
+        yield family
+        if self.cache is not None:
+            yield GaugeMetricFamily("allworx_dns_cache_entries", "Answers in the DNS cache",
+                                    value=len(self.cache))
+
+
+COLLECTOR = DnsCollector()
+REGISTRY.register(COLLECTOR)

@@ -1,0 +1,412 @@
+# -*- test-case-name: allworx.tests.dns.test_zone -*-
+"""
+The office zone (guide 10): `[system] domain` and the LAN's reverse zone,
+built from the configuration, the WAN address and the DHCP clients' names.
+
+`zone_entries` turns those facts into plain rows (name, type, value); an
+`OfficeZone` indexes the rows and answers questions about them the way an
+authoritative server does (answer, NODATA, NXDOMAIN, CNAME inside the zone,
+glue in the additional section). `ZoneKeeper` rebuilds the zone when a fact
+changes and moves the SOA serial on whenever the rows differ. `DhcpNames`
+keeps the names DHCP clients sent while their leases live.
+
+Nothing here touches a socket or a clock of its own: times come in as
+arguments, so tests drive everything directly.
+"""
+
+import ipaddress
+import re
+
+import attr
+from twisted.names import dns
+
+from allworx.config import BUILTIN_NAMES
+
+# TTLs of the zone. Short, because addresses here move (DHCP, a WAN lease).
+TTL = 300
+DHCP_TTL = 60
+NEGATIVE_TTL = 60  # SOA minimum: how long resolvers keep a "no such name"
+
+# Built-in names (guide 10): which of the server's addresses each one holds.
+BUILTIN_SIDES = {
+    "www": ("wan",), "wan": ("wan",),
+    "corp": ("lan",), "admin": ("lan",), "lan": ("lan",),
+    "smtp": ("lan", "wan"), "pop": ("lan", "wan"),
+}
+assert set(BUILTIN_SIDES) == set(BUILTIN_NAMES)
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+A, NS, CNAME, SOA, PTR, MX, TXT, ANY = (dns.A, dns.NS, dns.CNAME, dns.SOA, dns.PTR,
+                                        dns.MX, dns.TXT, dns.ALL_RECORDS)
+TYPE_NAMES = {A: "A", NS: "NS", CNAME: "CNAME", SOA: "SOA", PTR: "PTR", MX: "MX", TXT: "TXT"}
+
+
+@attr.s(frozen=True, slots=True)
+class ZoneEntry:
+    """One record of the zone as the admin pages list it: owner, type, value, TTL."""
+
+    name = attr.ib()    # fully qualified, lower case, no trailing dot
+    rtype = attr.ib()   # "A", "MX", ...
+    value = attr.ib()   # text as in a zone file ("10 allworx.example.com", "192.168.2.254")
+    ttl = attr.ib(default=TTL)
+    source = attr.ib(default="built-in", eq=False, order=False)  # built-in | host | record | dhcp
+
+
+# ---------------------------------------------------------------- DHCP names
+
+def dhcp_label(hostname):
+    """
+    The zone label for a host name a DHCP client sent, or None when it cannot
+    be one: lower case, the first label of a dotted name, `_` and spaces as `-`.
+    """
+    if not hostname:
+        return None
+    if isinstance(hostname, bytes):
+        hostname = hostname.decode("ascii", "replace")
+    label = hostname.strip().split(".")[0].lower().replace("_", "-").replace(" ", "-")
+    return label if _LABEL.match(label) else None
+
+
+@attr.s(frozen=True, slots=True)
+class DhcpName:
+    """A name a DHCP client holds while its lease lives."""
+
+    label = attr.ib()
+    address = attr.ib()
+    mac = attr.ib()
+    expires = attr.ib()
+
+
+class DhcpNames:
+    """
+    The DHCP clients' names, from `LeaseEvent`s: granted/renewed add or move a
+    name, released/expired/declined remove it, and `expire(now)` scrubs names
+    whose lease ended even if no event said so. When two clients claim one
+    name, the newer lease holds it.
+    """
+
+    def __init__(self):
+        self._by_mac = {}
+
+    def apply(self, event):
+        """Take a LeaseEvent into account; True when the names changed."""
+        kind, mac = event.kind, event.mac
+        old = self._by_mac.get(mac)
+        if kind in ("granted", "renewed"):
+            label = dhcp_label(event.hostname)
+            if label is None:
+                return self._drop(mac)
+            new = DhcpName(label, ipaddress.IPv4Address(event.address), mac,
+                           event.expires if event.expires is not None else float("inf"))
+            changed = old is None or (old.label, old.address) != (new.label, new.address)
+            # Another client's claim on this address is over.
+            for other in list(self._by_mac.values()):
+                if other.mac != mac and other.address == new.address:
+                    del self._by_mac[other.mac]
+                    changed = True
+            self._by_mac[mac] = new
+            return changed
+        if kind in ("released", "expired", "declined"):
+            if old is not None and old.address != ipaddress.IPv4Address(event.address):
+                return False  # a late event for an address the client no longer has
+            return self._drop(mac)
+        return False
+
+    def _drop(self, mac):
+        return self._by_mac.pop(mac, None) is not None
+
+    def expire(self, now):
+        """Remove names whose lease ended by `now`; True when any did."""
+        gone = [mac for mac, n in self._by_mac.items() if n.expires <= now]
+        for mac in gone:
+            del self._by_mac[mac]
+        return bool(gone)
+
+    def next_expiry(self):
+        """When the next name falls due, or None."""
+        return min((n.expires for n in self._by_mac.values()), default=None)
+
+    def current(self):
+        """label -> address; the newest lease wins a name two clients claim."""
+        out = {}
+        for n in sorted(self._by_mac.values(), key=lambda n: n.expires):
+            out[n.label] = n.address
+        return out
+
+    def load(self, leases):
+        """Seed from the DHCP lease table's records (dicts or objects)."""
+        for lease in leases:
+            get = lease.get if isinstance(lease, dict) else lambda k: getattr(lease, k, None)
+            label = dhcp_label(get("hostname"))
+            if label is not None and get("address") is not None:
+                self._by_mac[get("mac")] = DhcpName(
+                    label, ipaddress.IPv4Address(str(get("address"))), get("mac"),
+                    get("expires") or float("inf"))
+
+
+# ---------------------------------------------------------------- the rows
+
+def reverse_zone(network):
+    """The in-addr.arpa zone that holds the LAN's PTR names (whole octets)."""
+    octets = max(1, network.prefixlen // 8)
+    parts = str(network.network_address).split(".")[:octets]
+    return ".".join(reversed(parts)) + ".in-addr.arpa"
+
+
+def reverse_name(address):
+    """The PTR owner name of an IPv4 address."""
+    return ".".join(reversed(str(address).split("."))) + ".in-addr.arpa"
+
+
+def _txt_value(text):
+    return '"%s"' % text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def zone_entries(config, wan_ip=None, dhcp=None):
+    """
+    Every record of the office zone and the LAN's reverse zone, as sorted
+    `ZoneEntry` rows (the SOA excluded: it carries the serial). `dhcp` maps a
+    label to an address; a label the configuration already uses is ignored.
+    """
+    domain = config.system.domain
+    host = config.system.hostname
+    server = "%s.%s" % (host, domain)
+    lan = str(config.lan_ip)
+    wan = str(wan_ip) if wan_ip is not None else None
+    rows = []
+
+    def fq(label):
+        return domain if label == "@" else "%s.%s" % (label, domain)
+
+    def add(label, rtype, value, source="built-in", ttl=TTL):
+        rows.append(ZoneEntry(fq(label), rtype, value, ttl, source))
+
+    addresses = {"lan": lan, "wan": wan}
+    add("@", "NS", server)
+    add("@", "MX", "10 %s" % server)
+    for label in (host,) + BUILTIN_NAMES:
+        sides = BUILTIN_SIDES.get(label, ("lan", "wan"))
+        for side in sides:
+            if addresses[side] is not None:
+                add(label, "A", addresses[side])
+    static = {host, *BUILTIN_NAMES}
+    ptr = {lan: server}
+    dynamic = set()
+    for h in sorted(config.hosts.values(), key=lambda h: h.name):
+        add(h.name, "A", str(h.address), "host")
+        ptr.setdefault(str(h.address), fq(h.name))
+        static.add(h.name)
+    for r in sorted(config.records.values(), key=lambda r: r.name):
+        static.add(r.name)
+        for a in r.a:
+            add(r.name, "A", str(a), "record")
+        for pref, target in r.mx:
+            add(r.name, "MX", "%d %s" % (pref, target), "record")
+        if r.cname:
+            add(r.name, "CNAME", r.cname, "record")
+        if r.txt:
+            add(r.name, "TXT", _txt_value(r.txt), "record")
+    for label, address in sorted((dhcp or {}).items()):
+        if label in static or address not in config.lan_network:
+            continue
+        add(label, "A", str(address), "dhcp", DHCP_TTL)
+        if str(address) not in ptr:
+            ptr[str(address)] = fq(label)
+            dynamic.add(str(address))
+    reverse = reverse_zone(config.lan_network)
+    rows.append(ZoneEntry(reverse, "NS", server))
+    for address, name in ptr.items():
+        if address in dynamic:
+            rows.append(ZoneEntry(reverse_name(address), "PTR", name, DHCP_TTL, "dhcp"))
+        else:
+            rows.append(ZoneEntry(reverse_name(address), "PTR", name))
+    return tuple(sorted(set(rows), key=_entry_order))
+
+
+def _entry_order(e):
+    return (e.name, e.rtype, e.value, e.ttl)
+
+
+def soa_rname(config):
+    """The SOA's mailbox: admin_email as a name, or hostmaster.DOMAIN."""
+    email = config.system.admin_email
+    if email:
+        local, _, host = email.partition("@")
+        if "." not in local:
+            return "%s.%s" % (local.lower(), host.lower())
+    return "hostmaster.%s" % config.system.domain
+
+
+# ---------------------------------------------------------------- answers
+
+@attr.s(frozen=True, slots=True)
+class ZoneAnswer:
+    """What the zone says to one question: rcode and three lists of RRHeader."""
+
+    rcode = attr.ib()
+    answers = attr.ib(default=())
+    authority = attr.ib(default=())
+    additional = attr.ib(default=())
+
+
+def _payload(rtype, value, ttl):
+    # Names go in as bytes: twisted.names would run str names through IDNA.
+    if rtype == "A":
+        return dns.Record_A(value, ttl)
+    if rtype == "NS":
+        return dns.Record_NS(value.encode("ascii"), ttl)
+    if rtype == "CNAME":
+        return dns.Record_CNAME(value.encode("ascii"), ttl)
+    if rtype == "PTR":
+        return dns.Record_PTR(value.encode("ascii"), ttl)
+    if rtype == "MX":
+        pref, target = value.split()
+        return dns.Record_MX(int(pref), target.encode("ascii"), ttl)
+    if rtype == "TXT":
+        text = value[1:-1].replace('\\"', '"').replace("\\\\", "\\").encode("utf-8")
+        chunks = [text[i:i + 255] for i in range(0, len(text), 255)] or [b""]
+        return dns.Record_TXT(*chunks, ttl=ttl)
+    raise ValueError("no such record type in the zone: %r" % rtype)
+
+
+class OfficeZone:
+    """
+    The zone as served: the rows indexed by name and type, with the answer to
+    any question inside the domain or the LAN's reverse zone.
+    """
+
+    def __init__(self, domain, reverse, serial, entries, server, rname, owners=()):
+        self.domain = domain
+        self.reverse = reverse
+        self.serial = serial
+        self.server = server
+        self.rname = rname
+        self.entries = entries
+        self._rrsets = {}     # name -> {type: [RRHeader]}
+        # Every name that exists: owners of records, empty non-terminals, and
+        # the built-in names even while they hold no address (no WAN yet).
+        self._names = set(owners)
+        self._soa = {}
+        for origin in (domain, reverse):
+            soa = dns.Record_SOA(mname=server.encode("ascii"), rname=rname.encode("ascii"),
+                                 serial=serial, refresh=3600, retry=600, expire=86400,
+                                 minimum=NEGATIVE_TTL, ttl=TTL)
+            self._soa[origin] = dns.RRHeader(origin.encode("ascii"), SOA, dns.IN, TTL, soa,
+                                             auth=True)
+            self._rrsets.setdefault(origin, {})[SOA] = [self._soa[origin]]
+            self._names.add(origin)
+        for e in entries:
+            rtype = getattr(dns, e.rtype)
+            rr = dns.RRHeader(e.name.encode("ascii"), rtype, dns.IN, e.ttl,
+                              _payload(e.rtype, e.value, e.ttl), auth=True)
+            self._rrsets.setdefault(e.name, {}).setdefault(rtype, []).append(rr)
+            origin = self.origin_of(e.name)
+            name = e.name
+            while origin is not None and name != origin and name not in self._names:
+                self._names.add(name)
+                name = name.partition(".")[2]
+
+    def origin_of(self, name):
+        """The apex of the zone (domain or reverse) that `name` falls in, or None."""
+        for origin in (self.domain, self.reverse):
+            if name == origin or name.endswith("." + origin):
+                return origin
+        return None
+
+    def names(self):
+        """Every name that exists in the zone (with records or not)."""
+        return sorted(self._names)
+
+    def types_at(self, name):
+        """The record types `name` holds."""
+        return list(self._rrsets.get(name, ()))
+
+    def answer(self, name, qtype):
+        """The `ZoneAnswer` for (name, qtype), or None when the name is not ours."""
+        name = name.lower().rstrip(".")
+        origin = self.origin_of(name)
+        if origin is None:
+            return None
+        soa = self._soa[origin]
+        if name not in self._names:
+            return ZoneAnswer(dns.ENAME, authority=(soa,))
+        answers = []
+        seen = set()
+        current = name
+        # CNAMEs inside the zone are followed (a few hops, loop-safe).
+        while qtype not in (CNAME, ANY) and current not in seen and len(seen) < 8:
+            seen.add(current)
+            cname = self._rrsets.get(current, {}).get(CNAME)
+            if not cname:
+                break
+            answers.extend(cname)
+            current = cname[0].payload.name.name.decode("ascii").lower()
+            if self.origin_of(current) is None:
+                return ZoneAnswer(dns.OK, tuple(answers))
+            if current not in self._names:
+                return ZoneAnswer(dns.ENAME, tuple(answers), (self._soa[self.origin_of(current)],))
+        rrsets = self._rrsets.get(current, {})
+        if qtype == ANY:
+            found = [rr for rtype in sorted(rrsets) for rr in rrsets[rtype]]
+        else:
+            found = list(rrsets.get(qtype, ()))
+        answers.extend(found)
+        if not found:
+            return ZoneAnswer(dns.OK, tuple(answers), (soa,))
+        additional = []
+        for rr in found:
+            if rr.type in (MX, NS):
+                target = (rr.payload.name if rr.type == MX else rr.payload.name).name
+                additional.extend(self._rrsets.get(target.decode("ascii").lower(), {}).get(A, ()))
+        return ZoneAnswer(dns.OK, tuple(answers), (), tuple(additional))
+
+    def rows(self):
+        """(name, type, value, ttl) for the admin pages, SOA first."""
+        out = []
+        for origin in (self.domain, self.reverse):
+            s = self._soa[origin].payload
+            out.append((origin, "SOA", "%s %s %d %d %d %d %d" % (
+                s.mname.name.decode(), s.rname.name.decode(), s.serial, s.refresh,
+                s.retry, s.expire, s.minimum), TTL))
+        out.extend((e.name, e.rtype, e.value, e.ttl) for e in self.entries)
+        return out
+
+    def as_text(self):
+        """The zone in zone-file form, as the DNS service serves it."""
+        return "\n".join("%s.\t%d\tIN\t%s\t%s" % (n, ttl, t, v) for n, t, v, ttl in self.rows())
+
+
+class ZoneKeeper:
+    """
+    Keeps the current `OfficeZone`: `rebuild` makes a new one from the facts,
+    with a serial that moves on (to the clock's seconds, or one more than the
+    last) whenever the rows change, so secondaries and caches see it.
+    """
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.zone = None
+
+    def rebuild(self, config, wan_ip=None, dhcp=None):
+        """Make the zone for these facts; True when it differs from the last one."""
+        entries = zone_entries(config, wan_ip, dhcp)
+        domain = config.system.domain
+        reverse = reverse_zone(config.lan_network)
+        server = "%s.%s" % (config.system.hostname, domain)
+        rname = soa_rname(config)
+        old = self.zone
+        if old is not None and (old.entries, old.domain, old.reverse, old.server, old.rname) == (
+                entries, domain, reverse, server, rname):
+            return False
+        serial = int(self.clock.seconds()) & 0xFFFFFFFF
+        if old is not None and not _serial_newer(serial, old.serial):
+            serial = (old.serial + 1) & 0xFFFFFFFF
+        owners = {"%s.%s" % (label, domain) for label in (config.system.hostname,) + BUILTIN_NAMES}
+        self.zone = OfficeZone(domain, reverse, serial, entries, server, rname, owners)
+        return True
+
+
+def _serial_newer(a, b):
+    """RFC 1982 serial arithmetic: is `a` after `b`?"""
+    return a != b and ((a - b) & 0xFFFFFFFF) < 0x80000000

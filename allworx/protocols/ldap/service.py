@@ -1,0 +1,324 @@
+# -*- test-case-name: allworx.tests.ldap.test_service -*-
+"""
+The office address book over LDAP (SPEC 9), served with ldaptor on the LAN.
+
+The tree is built from the users of tap.conf and rebuilt whenever they (or the
+domain) change: `dc=example,dc=com` -> `ou=people` -> `uid=NAME` entries of
+class inetOrgPerson with cn, sn, mail and telephoneNumber (the extension).
+Anyone on the LAN may search anonymously; a simple bind as a user checks that
+user's password through the office's one twisted.cred checker; every write is
+refused with insufficientAccessRights; peers on the WAN are hung up on.
+"""
+
+from ldaptor import interfaces as ldap_interfaces
+from ldaptor.inmemory import ReadOnlyInMemoryLDAPEntry
+from ldaptor.protocols import pureldap
+from ldaptor.protocols.ldap import distinguishedname, ldaperrors
+from ldaptor.protocols.ldap.ldapserver import LDAPServer
+from prometheus_client import Counter, Gauge
+from twisted.cred import credentials, error as cred_error
+from twisted.internet import defer, protocol
+from twisted.logger import Logger
+from twisted.python import components
+
+from allworx.auth import OfficeUserChecker, user_for_login
+from allworx.listening import ListeningService
+from allworx.protocols.web.sessions import LoginThrottle
+
+log = Logger()
+
+LDAP_REQUESTS = Counter(
+    "allworx_ldap_requests_total", "LDAP requests handled, by operation and result",
+    ["operation", "result"])
+LDAP_REFUSED = Counter(
+    "allworx_ldap_refused_connections_total", "LDAP connections refused because the peer is not on the LAN")
+LDAP_ENTRIES = Gauge("allworx_ldap_people", "People in the LDAP address book")
+
+WHOAMI_OID = b"1.3.6.1.4.1.4203.1.11.3"  # RFC 4532
+MAX_BUFFER = 64 * 1024                    # a request larger than this is hostile
+MAX_CONNECTIONS_PER_PEER = 32
+
+
+# ---------------------------------------------------------------- the tree (pure)
+
+def base_dn(domain):
+    """`example.com` -> `dc=example,dc=com`."""
+    return ",".join("dc=%s" % label for label in domain.split("."))
+
+
+def people_dn(domain):
+    """Where the users live: `ou=people,dc=example,dc=com`."""
+    return "ou=people," + base_dn(domain)
+
+
+def user_dn(name, domain):
+    """A user's entry: `uid=alice,ou=people,dc=example,dc=com`."""
+    return "uid=%s,%s" % (name, people_dn(domain))
+
+
+def person_attributes(user, domain):
+    """The inetOrgPerson attributes of one `[user]` (no password is ever exposed)."""
+    full = user.full_name.strip() or user.name
+    words = full.split()
+    attrs = {
+        "objectClass": ["top", "person", "organizationalPerson", "inetOrgPerson"],
+        "uid": [user.name],
+        "cn": [full],
+        "sn": [words[-1]],
+        "displayName": [full],
+        "mail": ["%s@%s" % (user.name, domain)],
+    }
+    if len(words) > 1:
+        attrs["givenName"] = [" ".join(words[:-1])]
+    if user.extension:
+        attrs["telephoneNumber"] = [user.extension]
+    return attrs
+
+
+def _wire(attrs):
+    # Filters from the wire carry bytes; ldaptor compares values as they are stored.
+    return {k: [v.encode("utf-8") for v in vs] for k, vs in attrs.items()}
+
+
+def build_tree(config):
+    """A read-only in-memory ldaptor tree of the office's people."""
+    domain = config.system.domain
+    labels = domain.split(".")
+    root = ReadOnlyInMemoryLDAPEntry(base_dn(domain), _wire({
+        "objectClass": ["top", "dcObject", "organization"],
+        "dc": [labels[0]],
+        "o": [domain],
+    }))
+    people = root.addChild("ou=people", _wire({
+        "objectClass": ["top", "organizationalUnit"], "ou": ["people"]}))
+    for name in sorted(config.users):
+        people.addChild("uid=%s" % name, _wire(person_attributes(config.users[name], domain)))
+    return root
+
+
+def bind_name_to_user(config, bind_dn):
+    """
+    The user a bind DN names, or None: `uid=NAME,ou=people,BASE`, or for
+    convenience a plain login (`alice`, `alice@example.com`, an extension).
+    """
+    text = bind_dn.decode("utf-8", "replace") if isinstance(bind_dn, bytes) else bind_dn
+    if "=" not in text:
+        user = user_for_login(config, text)
+        return user.name if user is not None else None
+    try:
+        dn = distinguishedname.DistinguishedName(stringValue=text)
+    except Exception:
+        return None
+    rdns = dn.split()
+    parent = distinguishedname.DistinguishedName(people_dn(config.system.domain))
+    if len(rdns) < 2 or distinguishedname.DistinguishedName(listOfRDNs=rdns[1:]) != parent:
+        return None
+    avas = rdns[0].split()
+    if len(avas) != 1 or avas[0].attributeType.lower() != "uid":
+        return None
+    name = avas[0].value.lower()
+    return name if name in config.users else None
+
+
+# ---------------------------------------------------------------- the wire
+
+class AddressBookServer(LDAPServer):
+    """ldaptor's LDAP server made read-only, with binds checked by the office."""
+
+    boundName = None
+
+    def dataReceived(self, data):
+        if len(self.buffer) + len(data) > MAX_BUFFER:
+            log.info("ldap: request from {peer} too large, hanging up", peer=self._peer())
+            self.transport.loseConnection()
+            return
+        try:
+            LDAPServer.dataReceived(self, data)
+        except Exception as e:
+            # Malformed BER, or a response where a request belongs: hang up.
+            LDAP_REQUESTS.labels("malformed", "refused").inc()
+            log.info("ldap: malformed input from {peer}: {why}", peer=self._peer(), why=e)
+            self.buffer = b""
+            self.transport.loseConnection()
+
+    def _peer(self):
+        peer = self.transport.getPeer() if self.transport else None
+        return getattr(peer, "host", "?")
+
+    def handle(self, msg):
+        if not isinstance(msg.value, pureldap.LDAPProtocolRequest):
+            raise ValueError("not an LDAP request: %s" % type(msg.value).__name__)
+        return LDAPServer.handle(self, msg)
+
+    # ---- bind
+
+    def handle_LDAPBindRequest(self, request, controls, reply):
+        if request.version != 3:
+            raise ldaperrors.LDAPProtocolError("LDAP version %u is not supported" % request.version)
+        self.checkControls(controls)
+        if not isinstance(request.auth, bytes):
+            LDAP_REQUESTS.labels("bind", "unsupported").inc()
+            raise ldaperrors.LDAPAuthMethodNotSupported("only simple bind is supported")
+        if request.dn == b"" and request.auth == b"":
+            self.boundUser = self.boundName = None
+            LDAP_REQUESTS.labels("bind", "anonymous").inc()
+            return pureldap.LDAPBindResponse(resultCode=ldaperrors.Success.resultCode)
+        if request.auth == b"":
+            # RFC 4513 5.1.2: an unauthenticated bind must not pass as the user.
+            LDAP_REQUESTS.labels("bind", "refused").inc()
+            raise ldaperrors.LDAPUnwillingToPerform("unauthenticated bind (a name without a password)")
+        peer = self._peer()
+        if self.factory.throttle.locked_for(peer):
+            LDAP_REQUESTS.labels("bind", "locked").inc()
+            raise ldaperrors.LDAPUnwillingToPerform(
+                "too many failed binds from %s: try again later" % peer)
+        config = self.factory.office.config
+        name = bind_name_to_user(config, request.dn)
+        d = self.factory.checker.requestAvatarId(
+            credentials.UsernamePassword(name.encode() if name else request.dn, request.auth))
+
+        def ok(avatar):
+            if name is None or avatar != name:
+                raise cred_error.UnauthorizedLogin()
+            self.boundName = name
+            self.factory.throttle.succeeded(peer)
+            dn = user_dn(name, config.system.domain)
+            LDAP_REQUESTS.labels("bind", "success").inc()
+            log.info("ldap: {peer} bound as {user}", peer=self._peer(), user=name)
+            return pureldap.LDAPBindResponse(resultCode=ldaperrors.Success.resultCode, matchedDN=dn)
+
+        def refused(failure):
+            failure.trap(cred_error.UnauthorizedLogin)
+            self.boundName = None
+            self.factory.throttle.failed(peer)
+            LDAP_REQUESTS.labels("bind", "invalid").inc()
+            log.info("ldap: bind as {dn} from {peer} refused", peer=self._peer(),
+                     dn=request.dn.decode("utf-8", "replace"))
+            raise ldaperrors.LDAPInvalidCredentials("wrong name or password")
+        d.addCallbacks(ok, refused)
+        return d
+
+    def extendedRequest_WhoAmI(self, data, reply):
+        """RFC 4532 "Who am I?": the bound user's DN, or empty when anonymous."""
+        who = b""
+        if self.boundName is not None:
+            who = ("dn:" + user_dn(self.boundName, self.factory.office.config.system.domain)).encode()
+        return pureldap.LDAPExtendedResponse(resultCode=ldaperrors.Success.resultCode, response=who)
+    extendedRequest_WhoAmI.oid = WHOAMI_OID
+
+    def extendedRequest_LDAPPasswordModifyRequest(self, data, reply):
+        LDAP_REQUESTS.labels("passwd", "refused").inc()
+        raise ldaperrors.LDAPInsufficientAccessRights(
+            "the directory is read-only: change passwords in the admin pages")
+    extendedRequest_LDAPPasswordModifyRequest.oid = LDAPServer.extendedRequest_LDAPPasswordModifyRequest.oid
+
+    def getRootDSE(self, request, reply):
+        root = ldap_interfaces.IConnectedLDAPEntry(self.factory)
+        reply(pureldap.LDAPSearchResultEntry(objectName="", attributes=[
+            ("supportedLDAPVersion", ["3"]),
+            ("namingContexts", [root.dn.getText()]),
+            ("supportedExtension", [WHOAMI_OID.decode()]),
+        ]))
+        return pureldap.LDAPSearchResultDone(resultCode=ldaperrors.Success.resultCode)
+
+    def handle_LDAPSearchRequest(self, request, controls, reply):
+        d = defer.maybeDeferred(LDAPServer.handle_LDAPSearchRequest, self, request, controls, reply)
+
+        def count(result):
+            code = getattr(result, "resultCode", 0)
+            LDAP_REQUESTS.labels("search", "success" if code == 0 else "error").inc()
+            return result
+        d.addCallback(count)
+        return d
+
+    # ---- writes: all refused
+
+    def _read_only(self, operation):
+        LDAP_REQUESTS.labels(operation, "refused").inc()
+        raise ldaperrors.LDAPInsufficientAccessRights(
+            "the directory is read-only: edit users in the admin pages")
+
+    def handle_LDAPAddRequest(self, request, controls, reply):
+        self._read_only("add")
+
+    def handle_LDAPDelRequest(self, request, controls, reply):
+        self._read_only("delete")
+
+    def handle_LDAPModifyRequest(self, request, controls, reply):
+        self._read_only("modify")
+
+    def handle_LDAPModifyDNRequest(self, request, controls, reply):
+        self._read_only("modifydn")
+
+
+class AddressBookFactory(protocol.ServerFactory):
+    """Builds LDAP connections for LAN peers only; holds the current tree."""
+
+    protocol = AddressBookServer
+
+    def __init__(self, office, checker=None, clock=None):
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.office = office
+        self.checker = checker if checker is not None else OfficeUserChecker(office)
+        # Password guessing by bind: the same lock-out rule as the admin login.
+        self.throttle = LoginThrottle(clock, limit=10)
+        self._root = None
+        self._built_from = None
+
+    def current_root(self):
+        """The tree for the office's config as it is now (rebuilt after a change)."""
+        config = self.office.config
+        if self._built_from is not config:
+            self._root = build_tree(config)
+            self._built_from = config
+            LDAP_ENTRIES.set(len(config.users))
+        return self._root
+
+    def buildProtocol(self, addr):
+        host = getattr(addr, "host", None)
+        if not self.office.is_lan_peer(host):
+            LDAP_REFUSED.inc()
+            log.info("ldap: refused connection from {peer} (not on the LAN)", peer=host)
+            return None
+        return protocol.ServerFactory.buildProtocol(self, addr)
+
+
+components.registerAdapter(lambda factory: factory.current_root(), AddressBookFactory,
+                           ldap_interfaces.IConnectedLDAPEntry)
+
+
+# ---------------------------------------------------------------- the service
+
+class LdapService(ListeningService):
+    """The "ldap" child: listens on `[ldap] port` while enabled, follows changes live."""
+
+    def __init__(self, office, reactor=None, checker=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.factory = AddressBookFactory(office, checker, clock=reactor)
+        ListeningService.__init__(self, "ldap", office)
+
+    def bound_settings(self, config):
+        return config.ldap
+
+    def disabled_reason(self, config):
+        return None if config.ldap.enabled else "turned off in [ldap]"
+
+    def build_listeners(self, config):
+        from allworx.guards import PeerConnectionLimit
+        port = config.ldap.port
+        limited = PeerConnectionLimit(self.factory, MAX_CONNECTIONS_PER_PEER, "ldap")
+        return [("tcp/%d" % port, port,
+                 lambda: self.reactor.listenTCP(port, limited, interface=""))]
+
+    def config_changed(self, event):
+        if event.touches("user", "system"):
+            self.factory.current_root()
+            log.info("ldap: address book rebuilt with {count} people", count=len(event.new.users))
+
+
+def make_service(office):
+    """The "ldap" child service of the server."""
+    return LdapService(office)

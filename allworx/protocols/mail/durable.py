@@ -1,0 +1,131 @@
+# -*- test-case-name: allworx.tests.mail.test_store -*-
+"""
+Files that are on disk before anyone is told so: group commit in a thread.
+
+Every mail the server accepts is written through one `DurableWriter`: each
+caller hands over a few files (a message for three mailboxes, a queue entry)
+and gets a Deferred that fires once those files and their directories are
+fsynced. A few batches run at once in worker threads (the filesystem's
+journal commits concurrent fsyncs together, which is how Postfix's parallel
+processes get their speed); writes that arrive while all of them are busy
+wait and go together in the next batch, sharing its directory fsyncs. The
+reactor never waits for a disk.
+"""
+
+import os
+
+import attr
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+
+log = Logger()
+
+
+@attr.s(frozen=True, slots=True)
+class PendingFile:
+    """One file to write: `data` goes to `tmp_path`, fsynced, renamed to `final_path`."""
+
+    tmp_path = attr.ib()
+    final_path = attr.ib()
+    data = attr.ib(repr=False)
+
+
+def write_files(groups):
+    """
+    Write each group of PendingFiles durably (runs in a worker thread).
+    Returns, per group, None or the exception that stopped it; a failed group
+    leaves none of its files behind.
+    """
+    results = []
+    directories = set()
+    for files in groups:
+        done = []
+        try:
+            for f in files:
+                fd = os.open(f.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+                try:
+                    view = memoryview(f.data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.rename(f.tmp_path, f.final_path)
+                done.append(f.final_path)
+            directories.update(os.path.dirname(p) for p in done)
+            results.append(None)
+        except OSError as e:
+            for path in done:
+                _unlink(path)
+            for f in files:
+                _unlink(f.tmp_path)
+            results.append(e)
+    failed = None
+    for directory in sorted(directories):
+        try:
+            fsync_directory(directory)
+        except OSError as e:
+            failed = e
+    if failed is not None:
+        return [r if r is not None else failed for r in results]
+    return results
+
+
+def fsync_directory(path):
+    """Make the names in a directory durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+class DurableWriter:
+    """
+    Group commit: `write(files)` returns a Deferred that fires (with None) once
+    the files are fsynced and renamed into place, or fails with the OSError.
+    Up to `parallel` batches are in worker threads at a time; the rest queue.
+    """
+
+    def __init__(self, defer_to_thread=threads.deferToThread, max_batch=512, parallel=4):
+        self._defer = defer_to_thread
+        self._max_batch = max_batch
+        self._parallel = parallel
+        self._waiting = []      # (files, Deferred)
+        self._busy = 0
+        self.batches = 0
+
+    def write(self, files):
+        d = defer.Deferred()
+        self._waiting.append((list(files), d))
+        self._next()
+        return d
+
+    def _next(self):
+        while self._waiting and self._busy < self._parallel:
+            self._busy += 1
+            batch = self._waiting[:self._max_batch]
+            del self._waiting[:self._max_batch]
+            self.batches += 1
+            d = self._defer(write_files, [files for files, _ in batch])
+            d.addBoth(self._done, batch)
+
+    def _done(self, results, batch):
+        if not isinstance(results, list):   # the thread itself failed
+            results = [results.value] * len(batch)
+        for (files, d), error in zip(batch, results):
+            if error is None:
+                d.callback(None)
+            else:
+                log.error("could not write {count} file(s) durably: {error}",
+                          count=len(files), error=error)
+                d.errback(error)
+        self._busy -= 1
+        self._next()

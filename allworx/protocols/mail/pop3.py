@@ -1,0 +1,259 @@
+# -*- test-case-name: allworx.tests.mail.test_pop3 -*-
+"""
+The POP3 server (RFC 1939, CAPA RFC 2449, STLS RFC 2595) on `[pop3] port`
+and POP3S on `pop3s_port`, over the store: twisted.mail.pop3's protocol with
+the office's checker, plus what it lacks here:
+
+- one session per mailbox at a time (a second login gets `-ERR [IN-USE]`);
+- peers on the WAN are refused unless `[pop3] wan = yes`;
+- STLS, and USER/PASS only under TLS for WAN peers (LAN clients may log in
+  in the clear, as the office's PCs always could);
+- UIDs are the Maildir names, so they stay the same across sessions and
+  "leave a copy on the server" works; RETR marks a message seen;
+- dot-stuffing that stays right across the chunks a message is sent in.
+
+APOP is not offered (no challenge in the greeting): it needs each user's
+password in the clear on the server, and the office stores only hashes.
+"""
+
+import attr
+from prometheus_client import Counter
+from twisted.cred import error as cred_error, portal as cred_portal
+from twisted.internet import interfaces, protocol
+from twisted.logger import Logger
+from twisted.mail import pop3
+from zope.interface import implementer
+
+log = Logger()
+
+POP3_LOGINS = Counter("allworx_mail_pop3_logins_total", "POP3 logins, by result", ["result"])
+
+
+class MailboxInUse(cred_error.LoginDenied):
+    """Another POP3 session holds this mailbox."""
+
+
+@attr.s(frozen=True, slots=True)
+class _Listed:
+    uid = attr.ib()
+    size = attr.ib()
+
+
+@implementer(pop3.IMailbox)
+class MailboxView:
+    """
+    A POP3 session's view of one mailbox: the messages present at login, in
+    order; deletions happen at QUIT (`sync`), as RFC 1939 says.
+    """
+
+    def __init__(self, store, user):
+        self.store = store
+        self.user = user
+        self.messages = [_Listed(uid, size) for uid, size in store.sizes(user)]
+        self.deleted = set()
+
+    def _check(self, index):
+        if not 0 <= index < len(self.messages):
+            raise ValueError("no message %d" % (index + 1))
+
+    def listMessages(self, index=None):
+        if index is None:
+            return [0 if i in self.deleted else m.size for i, m in enumerate(self.messages)]
+        self._check(index)
+        return 0 if index in self.deleted else self.messages[index].size
+
+    def getMessage(self, index):
+        self._check(index)
+        if index in self.deleted:
+            raise ValueError("message %d is deleted" % (index + 1))
+        try:
+            return self.store.open_message(self.user, self.messages[index].uid)
+        except KeyError:
+            raise ValueError("message %d is gone" % (index + 1))
+
+    def getUidl(self, index):
+        self._check(index)
+        return self.messages[index].uid.encode("ascii")
+
+    def deleteMessage(self, index):
+        self._check(index)
+        self.deleted.add(index)
+
+    def undeleteMessages(self):
+        self.deleted.clear()
+
+    def retrieved(self, index):
+        """RETR sent the message: it counts as read."""
+        try:
+            self.store.mark_seen(self.user, self.messages[index].uid)
+        except (KeyError, OSError, IndexError):
+            pass
+
+    def sync(self):
+        for index in sorted(self.deleted):
+            try:
+                self.store.delete_message(self.user, self.messages[index].uid)
+            except KeyError:
+                pass
+        log.info("pop3: {user} deleted {count} message(s)", user=self.user, count=len(self.deleted))
+        self.deleted.clear()
+
+
+@implementer(cred_portal.IRealm)
+class MailboxRealm:
+    """Gives each user a MailboxView, one session at a time."""
+
+    def __init__(self, store):
+        self.store = store
+        self.in_use = set()
+
+    def requestAvatar(self, avatarId, mind, *interfaces_):
+        if pop3.IMailbox not in interfaces_:
+            raise NotImplementedError("only POP3 mailboxes here")
+        user = avatarId.decode() if isinstance(avatarId, bytes) else avatarId
+        if user in self.in_use:
+            raise MailboxInUse("mailbox is in use by another session")
+        view = MailboxView(self.store, user)
+        self.in_use.add(user)
+        return pop3.IMailbox, view, lambda: self.in_use.discard(user)
+
+
+class Pop3Server(pop3.POP3):
+    """twisted.mail's POP3 with the office's rules (see the module docstring)."""
+
+    AUTH_CMDS = pop3.POP3.AUTH_CMDS + [b"STLS"]
+
+    def connectionMade(self):
+        f = self.factory
+        self.callLater = f.reactor.callLater
+        peer = getattr(self.transport.getPeer(), "host", "?")
+        self.peer_ip = peer
+        self.from_lan = f.office.is_lan_peer(peer)
+        self.tls = interfaces.ISSLTransport.providedBy(self.transport)
+        self._last = b"\n"
+        self.magic = b""
+        if not self.from_lan and not f.office.config.pop3.wan:
+            log.info("pop3: refused {peer}: not served on the WAN", peer=peer)
+            self.failResponse(b"POP3 is not offered on the WAN here")
+            self.transport.loseConnection()
+            return
+        self.successResponse(b"allworx POP3 ready")
+        self.setTimeout(self.timeOut)
+
+    def state_COMMAND(self, line):
+        # Twisted logs a traceback for every unknown or malformed command;
+        # hostile or sloppy clients get a plain -ERR here instead.
+        try:
+            return self.processCommand(*line.split(b" "))
+        except pop3.POP3Error as e:
+            self.failResponse(e.args[0] if e.args else b"error")
+        except (ValueError, AttributeError, TypeError, UnicodeDecodeError):
+            log.debug("pop3: bad command from {peer}: {line!r}", peer=self.peer_ip, line=line[:80])
+            self.failResponse(b"bad command or arguments")
+
+    def listCapabilities(self):
+        caps = [b"TOP", b"UIDL", b"RESP-CODES", b"PIPELINING", b"IMPLEMENTATION allworx"]
+        if not self.mbox:
+            caps.append(b"USER")
+            if self.factory.tls_options is not None and not self.tls:
+                caps.append(b"STLS")
+        return caps
+
+    def do_STLS(self):
+        if self.mbox:
+            return self.failResponse(b"STLS only before login")
+        if self.factory.tls_options is None or self.tls:
+            return self.failResponse(b"STLS not available")
+        self.successResponse(b"begin TLS negotiation")
+        self.transport.startTLS(self.factory.tls_options)
+        self.tls = True
+
+    def do_APOP(self, user, digest):
+        self.failResponse(b"APOP is not offered: use USER and PASS (over STLS)")
+
+    def do_PASS(self, password, *words):
+        if not self.from_lan and not self.tls:
+            self._userIs = None
+            return self.failResponse(b"[AUTH] use STLS before sending a password")
+        return pop3.POP3.do_PASS(self, password, *words)
+
+    def _cbMailbox(self, result, user):
+        POP3_LOGINS.labels("ok").inc()
+        log.info("pop3: {user} logged in from {peer}{tls}", peer=self.peer_ip,
+                 user=user.decode("utf-8", "replace") if isinstance(user, bytes) else user,
+                 tls=" over TLS" if self.tls else "")
+        return pop3.POP3._cbMailbox(self, result, user)
+
+    def _ebMailbox(self, failure):
+        if failure.check(MailboxInUse):
+            POP3_LOGINS.labels("in-use").inc()
+            return self.failResponse(b"[IN-USE] mailbox is in use by another session")
+        POP3_LOGINS.labels("refused").inc()
+        log.info("pop3: failed login from {peer}", peer=self.peer_ip)
+        if failure.check(cred_error.LoginDenied, cred_error.LoginFailed):
+            return self.failResponse(b"[AUTH] wrong user name or password")
+        return failure
+
+    def do_RETR(self, i):
+        self._last = b"\n"
+        d = pop3.POP3.do_RETR(self, i)
+        try:
+            index = int(i) - 1
+        except ValueError:
+            return d
+        if self.mbox is not None and hasattr(self.mbox, "retrieved"):
+            d.addCallback(lambda r: (self.mbox.retrieved(index), r)[1])
+        return d
+
+    def do_TOP(self, i, size):
+        self._last = b"\n"
+        return pop3.POP3.do_TOP(self, i, size)
+
+    def transformChunk(self, chunk):
+        if not chunk:
+            return chunk
+        out = chunk.replace(b"\n", b"\r\n").replace(b"\r\n.", b"\r\n..")
+        if chunk[:1] == b"." and self._last == b"\n":
+            out = b"." + out
+        self._last = chunk[-1:]
+        return out
+
+
+class Pop3Factory(protocol.ServerFactory):
+    """POP3 sessions over one portal (the store's realm and the office's checker)."""
+
+    protocol = Pop3Server
+    noisy = False       # the protocol logs its own events
+
+    def __init__(self, office, store, checker, reactor, tls_options=None):
+        self.office = office
+        self.reactor = reactor
+        self.tls_options = tls_options
+        self.realm = MailboxRealm(store)
+        self.portal = cred_portal.Portal(self.realm, [checker])
+
+    def buildProtocol(self, addr):
+        p = protocol.ServerFactory.buildProtocol(self, addr)
+        p.portal = self.portal
+        return p
+
+
+def make_pop3_service(mail):
+    """The "pop3" child of the mail service: `[pop3] port` and, with TLS, `pop3s_port`."""
+    from allworx.protocols.mail.service import PortsService
+
+    factory = Pop3Factory(mail.office, mail.store, mail.checker, mail.reactor)
+
+    def spec(config):
+        if not config.pop3.enabled:
+            return None
+        factory.tls_options = mail.tls_options
+        out = [("pop3 tcp/%d" % config.pop3.port, config.pop3.port, factory, None)]
+        if mail.tls_options is not None:
+            out.append(("pop3s tcp/%d" % config.pop3.pop3s_port, config.pop3.pop3s_port,
+                        factory, mail.tls_options))
+        return tuple(out)
+
+    svc = PortsService("pop3", mail.office, mail.reactor, spec, "turned off in [pop3]")
+    svc.factory = factory
+    return svc

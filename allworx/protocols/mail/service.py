@@ -1,0 +1,209 @@
+# -*- test-case-name: allworx.tests.mail.test_service -*-
+"""
+The "mail" child of the server: a MultiService whose children are smtp,
+submission, pop3, queue and fetch, sharing one store, one outbound queue and
+one durable writer. It publishes `office.runtime.mail_store`, `mail_queue` and
+`fetch_status`, and follows configuration changes live (ports, switches,
+smarthost, users and aliases).
+"""
+
+import os
+
+from twisted.application import service
+from twisted.logger import Logger
+from twisted.names import client as dns_client
+
+from allworx.auth import OfficeUserChecker
+from allworx.listening import ListeningService
+from allworx.protocols.mail import tls
+from allworx.protocols.mail.durable import DurableWriter
+from allworx.protocols.mail.queue import OutboundQueue
+from allworx.protocols.mail.relay import SmtpRelay
+from allworx.protocols.mail.smtp import SmtpFactory
+from allworx.protocols.mail.store import MailStore
+from allworx.office import ConfigChanged
+
+log = Logger()
+
+
+class PortsService(ListeningService):
+    """
+    A ListeningService whose ports come from the config through `spec(config)`
+    (a tuple of (label, port, factory) or None when switched off), and that
+    listens again when that spec changes.
+    """
+
+    def __init__(self, name, office, reactor, spec, off_reason):
+        ListeningService.__init__(self, name, office)
+        self.reactor = reactor
+        self.spec = spec
+        self.off_reason = off_reason
+
+    def bound_settings(self, config):
+        return _keys(self.spec(config))
+
+    def disabled_reason(self, config):
+        return None if self.spec(config) else self.off_reason
+
+    def build_listeners(self, config):
+        out = []
+        for label, port, factory, tls_options in self.spec(config):
+            if tls_options is not None:
+                listen = (lambda p=port, f=factory, o=tls_options:
+                          self.reactor.listenSSL(p, f, o, interface=""))
+            else:
+                listen = lambda p=port, f=factory: self.reactor.listenTCP(p, f, interface="")
+            out.append((label, port, listen))
+        return out
+
+    def refresh(self):
+        """Listen again if the ports or the switch changed (the base class also watches)."""
+        if self.running and self.bound_settings(self.office.config) != self._bound:
+            return self.rebind()
+
+
+def _keys(spec):
+    return tuple((label, port) for label, port, _, _ in spec or ())
+
+
+class QueueService(service.Service):
+    """Loads the outbound queue from disk at start and runs its delivery timers."""
+
+    def __init__(self, queue):
+        self.setName("queue")
+        self.queue = queue
+
+    def startService(self):
+        service.Service.startService(self)
+        count = self.queue.load()
+        self.queue.start()
+        self.queue.office.set_status("queue", "up", "%d message(s) waiting" % count)
+
+    def stopService(self):
+        service.Service.stopService(self)
+        self.queue.stop()
+
+
+class MailService(service.MultiService):
+    """Mail for the office: SMTP in, the queue out, POP3, fetching."""
+
+    def __init__(self, office, reactor=None, checker=None, defer_to_thread=None):
+        service.MultiService.__init__(self)
+        if reactor is None:
+            from twisted.internet import reactor
+        self.setName("mail")
+        self.office = office
+        self.reactor = reactor
+        self.checker = checker or OfficeUserChecker(office)
+        self.defer_to_thread = defer_to_thread
+        self.writer = DurableWriter(defer_to_thread) if defer_to_thread else DurableWriter()
+        self.relay = SmtpRelay(reactor, None, "localhost")
+        self.store = MailStore(office, self.writer, reactor)
+        self.queue = OutboundQueue(office, self.writer, reactor, self.relay, self.store)
+        self.store.queue = self.queue
+        self.tls_options = None
+        self._unsubscribe = None
+        self.smtp_factory = SmtpFactory(office, self.store.deliver, reactor, self.checker,
+                                        label="smtp")
+        self.submission_factory = SmtpFactory(office, self.store.deliver, reactor, self.checker,
+                                              submission=True, label="submission")
+        self.smtp = PortsService("smtp", office, reactor, self._smtp_spec,
+                                 "turned off in [mail]")
+        self.submission = PortsService("submission", office, reactor, self._submission_spec,
+                                       "turned off in [mail]")
+        self.queue_service = QueueService(self.queue)
+        for child in (self.queue_service, self.smtp, self.submission):
+            child.setServiceParent(self)
+        self._add_optional_children()
+        self._apply(office.config)
+
+    def _add_optional_children(self):
+        from allworx.protocols.mail import pop3
+        from allworx.protocols.mail import fetch
+        self.pop3 = pop3.make_pop3_service(self)
+        self.pop3.setServiceParent(self)
+        self.fetch = fetch.FetchService(self)
+        self.fetch.setServiceParent(self)
+
+    # ------------------------------------------------------------ what listens
+
+    def _smtp_spec(self, config):
+        if not config.mail.enabled:
+            return None
+        return (("smtp tcp/%d" % config.mail.smtp_port, config.mail.smtp_port,
+                 self.smtp_factory, None),)
+
+    def _submission_spec(self, config):
+        if not config.mail.enabled:
+            return None
+        return (("submission tcp/%d" % config.mail.submission_port,
+                 config.mail.submission_port, self.submission_factory, None),)
+
+    def _apply(self, config):
+        """Settings the shared objects take from the config."""
+        host = "%s.%s" % (config.system.hostname, config.system.domain)
+        self.relay.helo_name = host
+        self.relay.smarthost = config.mail.smarthost
+        self.relay.resolver = own_resolver(config, self.reactor)
+
+    # ------------------------------------------------------------ life
+
+    def startService(self):
+        config = self.office.config
+        runtime = self.office.runtime
+        runtime.mail_store = self.store
+        runtime.mail_queue = self.queue
+        os.makedirs(os.path.join(config.system.data_dir, "mail"), mode=0o750, exist_ok=True)
+        try:
+            path = tls.ensure_certificate(config.system.data_dir,
+                                          "%s.%s" % (config.system.hostname, config.system.domain),
+                                          self.reactor.seconds())
+            self.tls_options = tls.server_options(path)
+        except (OSError, ValueError) as e:
+            log.error("mail: no TLS ({error}); STARTTLS, STLS and POP3S are off", error=str(e))
+            self.tls_options = None
+        for f in (self.smtp_factory, self.submission_factory):
+            f.tls_options = self.tls_options
+        if self._unsubscribe is None:
+            self._unsubscribe = self.office.subscribe(ConfigChanged, self._config_changed)
+        service.MultiService.startService(self)
+        self.office.set_status("mail", "up" if config.mail.enabled else "disabled",
+                               "mailboxes in %s" % os.path.join(config.system.data_dir, "mail"))
+
+    def stopService(self):
+        if self._unsubscribe:
+            self._unsubscribe()
+            self._unsubscribe = None
+        return service.MultiService.stopService(self)
+
+    def _config_changed(self, event):
+        self._apply(event.new)
+        if event.touches("user", "system"):
+            self.store.forget()
+        for child in (self.smtp, self.submission, self.pop3):
+            child.refresh()
+        self.fetch.reconfigure()
+        if event.touches("mail"):
+            self.office.set_status("mail", "up" if event.new.mail.enabled else "disabled",
+                                   "mailboxes in %s" % os.path.join(event.new.system.data_dir, "mail"))
+
+
+def own_resolver(config, reactor):
+    """
+    A DNS client that asks the server's own resolver (127.0.0.1 on `[dns]
+    port`) first, then the ISP's servers from `[dns]` when that one is silent.
+    """
+    servers = []
+    if config.dns.enabled:
+        servers.append(("127.0.0.1", config.dns.port))
+    for ip in (config.dns.primary, config.dns.secondary):
+        if ip is not None:
+            servers.append((str(ip), 53))
+    if not servers:
+        servers.append(("127.0.0.1", config.dns.port))
+    return dns_client.Resolver(servers=servers, timeout=(2, 4), reactor=reactor)
+
+
+def make_service(office):
+    """The "mail" child service of the server."""
+    return MailService(office)

@@ -1,0 +1,383 @@
+# -*- test-case-name: allworx.tests.mail.test_store -*-
+"""
+The users' mailboxes: one Maildir per user under `data_dir/mail/USER`.
+
+`MailStore` implements `IMailStore` (allworx/interfaces.py) and is published
+as `office.runtime.mail_store`. Everything the server delivers goes through
+`deliver`: SMTP, POP3 fetching, bounces, voicemail. Aliases expand there,
+outside addresses go to the outbound queue, and the returned Deferred fires
+only when every copy (and the queue entry) is fsynced.
+
+Messages are stored with LF line ends (the Maildir convention); a message's
+UID is its Maildir base name, so it is the same in every POP3 session. A
+message that has been read lives in `cur/` with the `S` flag. Voicemail is a
+message with the header `X-Allworx-Voicemail: yes`; when a user's count of
+new or heard voicemail changes the store emits `MailboxChanged`.
+"""
+
+import email.header
+import email.parser
+import itertools
+import os
+import re
+
+import attr
+from prometheus_client import Counter
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from allworx.interfaces import IMailStore
+from allworx.protocols.mail.aliases import AliasLoop, expand
+from allworx.protocols.mail.durable import PendingFile
+from allworx.office import MailboxChanged
+
+log = Logger()
+
+DELIVERED = Counter("allworx_mail_delivered_total",
+                    "Message copies delivered, by destination (local mailbox or remote server)",
+                    ["destination"])
+
+VOICEMAIL_HEADER = b"x-allworx-voicemail"
+_VOICEMAIL = re.compile(rb"(?im)^x-allworx-voicemail:[ \t]*yes[ \t]*$")
+_HEADER_READ = 32 * 1024       # enough for the header of any sane message
+_FLAG_READ = 8 * 1024          # where X-Allworx-Voicemail is looked for when scanning
+_SIZE_TAG = re.compile(r",W=(\d+)")
+
+
+class NoRecipients(KeyError):
+    """None of the recipients is a user, an alias or an outside address."""
+
+    def __str__(self):
+        return "no mailbox for %s" % ", ".join(self.args[0])
+
+
+@attr.s(frozen=True, slots=True)
+class MessageInfo:
+    """
+    One message of a mailbox as the pages, POP3 and voicemail see it.
+    `size` is in octets as POP3 counts them (CRLF line ends); `sender` is the
+    From header; `date` the Date header as text.
+    """
+
+    uid = attr.ib()
+    size = attr.ib()
+    seen = attr.ib()
+    voicemail = attr.ib()
+    date = attr.ib(default="")
+    sender = attr.ib(default="")
+    subject = attr.ib(default="")
+
+
+@attr.s(frozen=True, slots=True)
+class Delivered:
+    """What `deliver` did: the id, the local users and the outside addresses."""
+
+    id = attr.ib()
+    users = attr.ib()
+    external = attr.ib()
+
+
+def to_lf(message):
+    """A message with LF line ends: CRLF, bare CR and bare LF all become LF."""
+    return bytes(message).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+
+def pop3_octets(lf_data):
+    """The size of a stored message as POP3 counts it (every LF sent as CRLF)."""
+    return len(lf_data) + lf_data.count(b"\n")
+
+
+def is_voicemail(lf_data):
+    """True when the message's header carries `X-Allworx-Voicemail: yes`."""
+    end = lf_data.find(b"\n\n")
+    head = lf_data if end < 0 else lf_data[:end + 1]
+    return bool(_VOICEMAIL.search(head))
+
+
+def header_summary(lf_head):
+    """(date, from, subject) from the start of a stored message, decoded for display."""
+    msg = email.parser.BytesHeaderParser().parsebytes(lf_head)
+    out = []
+    for name in ("Date", "From", "Subject"):
+        value = msg.get(name, "")
+        try:
+            value = str(email.header.make_header(email.header.decode_header(value)))
+        except Exception:
+            value = str(value)
+        out.append(" ".join(value.split()))
+    return tuple(out)
+
+
+
+@attr.s(slots=True)
+class _Entry:
+    uid = attr.ib()
+    path = attr.ib()
+    size = attr.ib()
+    seen = attr.ib()
+    voicemail = attr.ib()
+    summary = attr.ib(default=None)
+
+
+def _uid_of(name):
+    return name.split(":", 1)[0]
+
+
+def _order(uid):
+    stamp, _, rest = uid.partition(".")
+    return (int(stamp) if stamp.isdigit() else 0, uid)
+
+
+@implementer(IMailStore)
+class MailStore:
+    """Maildirs per user, with aliases, the outbound queue and voicemail counts."""
+
+    def __init__(self, office, writer, reactor, queue=None):
+        self.office = office
+        self.writer = writer
+        self.reactor = reactor
+        self.queue = queue
+        self._mailboxes = {}        # user -> {uid: _Entry}
+        self._ensured = set()
+        self._sequence = itertools.count()
+        self._tag = "P%d%s" % (os.getpid(), os.urandom(3).hex())
+
+    # ------------------------------------------------------------ places
+
+    @property
+    def root(self):
+        return os.path.join(self.office.config.system.data_dir, "mail")
+
+    def maildir(self, user):
+        """The Maildir directory of a user."""
+        if not user or "/" in user or user.startswith("."):
+            raise KeyError(user)
+        return os.path.join(self.root, user)
+
+    def _ensure(self, user):
+        if user not in self._ensured:
+            base = self.maildir(user)
+            for sub in ("tmp", "new", "cur"):
+                os.makedirs(os.path.join(base, sub), mode=0o750, exist_ok=True)
+            self._ensured.add(user)
+
+    def new_id(self):
+        """A name unique to this server, sorting by arrival: `1700000000123456789.M4P77ab12cd`."""
+        return "%d.M%d%s" % (int(self.reactor.seconds() * 1e9), next(self._sequence), self._tag)
+
+    # ------------------------------------------------------------ delivery
+
+    def deliver(self, recipients, message, sender=None):
+        """
+        Store `message` for `recipients` (addresses or names); aliases expand,
+        outside addresses are queued. Fires with `Delivered` once all is on disk.
+        """
+        config = self.office.config
+        try:
+            expansion = expand(config, recipients)
+        except AliasLoop as e:
+            log.error("mail not delivered: {error}", error=str(e))
+            return defer.fail(e)
+        for name in expansion.unknown:
+            log.warn("mail for unknown local name {name} dropped", name=name)
+        if not expansion.users and not expansion.external:
+            return defer.fail(NoRecipients(list(recipients)))
+        data = to_lf(message)
+        msg_id = self.new_id()
+        size = pop3_octets(data)
+        # The POP3 size rides in the name (",W=", as Dovecot does), so a
+        # login lists a mailbox without reading every message.
+        name = "%s,W=%d" % (msg_id, size)
+        files, placed = [], []
+        try:
+            for user in expansion.users:
+                self._ensure(user)
+                base = self.maildir(user)
+                files.append(PendingFile(os.path.join(base, "tmp", name),
+                                         os.path.join(base, "new", name), data))
+                placed.append(user)
+        except OSError as e:
+            return defer.fail(e)
+        entry = None
+        if expansion.external:
+            if self.queue is None:
+                return defer.fail(RuntimeError("no outbound queue for %s" % ", ".join(expansion.external)))
+            try:
+                entry, queue_files = self.queue.prepare(sender or "", expansion.external, data, msg_id)
+            except Exception as e:
+                return defer.fail(e)
+            files.extend(queue_files)
+        d = self.writer.write(files)
+
+        def written(_):
+            voicemail = is_voicemail(data)
+            for user in placed:
+                DELIVERED.labels("local").inc()
+                self._added(user, _Entry(name, os.path.join(self.maildir(user), "new", name),
+                                         size, False, voicemail), voicemail)
+            if entry is not None:
+                self.queue.admit(entry)
+            log.debug("delivered {id} to {users} {external}", id=msg_id, users=placed,
+                      external=expansion.external)
+            return Delivered(msg_id, tuple(placed), expansion.external)
+        return d.addCallback(written)
+
+    # ------------------------------------------------------------ reading
+
+    def _box(self, user):
+        box = self._mailboxes.get(user)
+        if box is None:
+            box = self._mailboxes[user] = self._scan(user)
+        return box
+
+    def _scan(self, user):
+        if user not in self.office.config.users:
+            raise KeyError(user)
+        box = {}
+        base = self.maildir(user)
+        for sub in ("new", "cur"):
+            try:
+                names = os.listdir(os.path.join(base, sub))
+            except FileNotFoundError:
+                continue
+            for name in names:
+                path = os.path.join(base, sub, name)
+                try:
+                    with open(path, "rb") as f:
+                        head = f.read(_FLAG_READ)
+                except OSError:
+                    continue
+                flags = name.partition(":2,")[2] if sub == "cur" else ""
+                uid = _uid_of(name)
+                tag = _SIZE_TAG.search(uid)
+                # Without a size in its name, the file is counted when first asked.
+                entry = _Entry(uid, path, int(tag.group(1)) if tag else None, "S" in flags,
+                               is_voicemail(head))
+                box[entry.uid] = entry
+        return box
+
+    def _size(self, entry):
+        if entry.size is None:
+            with open(entry.path, "rb") as f:
+                entry.size = pop3_octets(f.read())
+        return entry.size
+
+    def sizes(self, user):
+        """[(uid, POP3 size)] of a user's messages, oldest first (no headers read)."""
+        box = self._box(user)
+        return [(uid, self._size(box[uid])) for uid in sorted(box, key=_order)]
+
+    def list_messages(self, user):
+        """MessageInfo for each message of `user`, oldest first; KeyError for no such user."""
+        box = self._box(user)
+        out = []
+        for uid in sorted(box, key=_order):
+            entry = box[uid]
+            if entry.summary is None:
+                try:
+                    with open(entry.path, "rb") as f:
+                        head = f.read(_HEADER_READ)
+                    end = head.find(b"\n\n")
+                    entry.summary = header_summary(head if end < 0 else head[:end + 1])
+                except OSError:
+                    continue
+            date, sender, subject = entry.summary
+            out.append(MessageInfo(uid, self._size(entry), entry.seen, entry.voicemail,
+                                   date, sender, subject))
+        return out
+
+    def read_message(self, user, uid):
+        """The message's bytes (LF line ends); KeyError if it is gone."""
+        entry = self._box(user).get(uid)
+        if entry is None:
+            raise KeyError(uid)
+        try:
+            with open(entry.path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            self._box(user).pop(uid, None)
+            raise KeyError(uid)
+
+    def open_message(self, user, uid):
+        """A binary file object of the message (for POP3 to stream); KeyError if gone."""
+        entry = self._box(user).get(uid)
+        if entry is None:
+            raise KeyError(uid)
+        try:
+            return open(entry.path, "rb")
+        except FileNotFoundError:
+            raise KeyError(uid)
+
+    def message_size(self, user, uid):
+        """Octets of one message as POP3 counts them."""
+        return self._size(self._box(user)[uid])
+
+    # ------------------------------------------------------------ changing
+
+    def delete_message(self, user, uid):
+        """Remove one message; KeyError if it is not there."""
+        box = self._box(user)
+        counts = self.voicemail_counts(user)
+        entry = box.pop(uid, None)
+        if entry is None:
+            raise KeyError(uid)
+        try:
+            os.unlink(entry.path)
+        except FileNotFoundError:
+            pass
+        self._announce(user, counts)
+
+    def mark_seen(self, user, uid):
+        """Flag a message as read: it moves to cur/ with the S flag."""
+        box = self._box(user)
+        entry = box.get(uid)
+        if entry is None:
+            raise KeyError(uid)
+        if entry.seen:
+            return
+        counts = self.voicemail_counts(user)
+        target = os.path.join(self.maildir(user), "cur", uid + ":2,S")
+        os.rename(entry.path, target)
+        entry.path, entry.seen = target, True
+        self._announce(user, counts)
+
+    def voicemail_counts(self, user):
+        """(new, heard) voicemail messages of a user."""
+        new = heard = 0
+        for entry in self._box(user).values():
+            if entry.voicemail:
+                if entry.seen:
+                    heard += 1
+                else:
+                    new += 1
+        return new, heard
+
+    def _added(self, user, entry, voicemail):
+        box = self._mailboxes.get(user)
+        if box is None:
+            if not voicemail:
+                return      # read from disk when someone first asks
+            box = self._box(user)
+            counts = self.voicemail_counts(user)
+            if entry.uid in box:
+                counts = (counts[0] - 1, counts[1])
+        else:
+            counts = self.voicemail_counts(user)
+        box[entry.uid] = entry
+        if voicemail:
+            self._announce(user, counts)
+
+    def _announce(self, user, before):
+        after = self.voicemail_counts(user)
+        if after != before:
+            self.office.emit(MailboxChanged(user, after[0], after[1]))
+
+    def forget(self, user=None):
+        """Drop cached mailbox listings (a user was removed or renamed)."""
+        if user is None:
+            self._mailboxes.clear()
+            self._ensured.clear()
+        else:
+            self._mailboxes.pop(user, None)
+            self._ensured.discard(user)

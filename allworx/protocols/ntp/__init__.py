@@ -1,0 +1,1 @@
+"""SNTP server."""

@@ -1,0 +1,1 @@
+"""Phones: SIP messages, transactions, registrar, proxy calls, MWI, the voicemail agent."""

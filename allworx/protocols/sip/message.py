@@ -1,0 +1,517 @@
+# -*- test-case-name: allworx.tests.sip.test_message -*-
+"""
+SIP messages (RFC 3261 section 7, 20, 25) as values: parsing from bytes and
+serializing back, with no sockets.
+
+The parser accepts what the RFC's grammar and RFC 4475's torture tests
+demand of a tolerant receiver: compact header names, header folding
+(continuation lines), any case in header names, several values of a
+multi-value header in one line or spread over several lines, arbitrary
+whitespace around the colon. It refuses, with `SipParseError` naming the
+problem, what cannot be served: no start line, a bad version, a missing
+mandatory header, a Content-Length larger than the body (UDP) or not a
+number, a message larger than `MAX_MESSAGE`.
+
+Headers are kept as an ordered list of (canonical name, value) so that
+relaying a message keeps everything the phones put in it.
+"""
+
+import re
+
+import attr
+
+MAX_MESSAGE = 65535
+MAX_HEADERS = 200
+
+COMPACT = {
+    "i": "Call-ID", "m": "Contact", "e": "Content-Encoding", "l": "Content-Length",
+    "c": "Content-Type", "f": "From", "s": "Subject", "k": "Supported", "t": "To",
+    "v": "Via", "o": "Event", "u": "Allow-Events", "r": "Refer-To",
+    "x": "Session-Expires", "a": "Accept-Contact", "b": "Referred-By",
+    "j": "Reject-Contact", "d": "Request-Disposition",
+}
+
+_SPECIAL = {
+    "call-id": "Call-ID", "cseq": "CSeq", "www-authenticate": "WWW-Authenticate",
+    "mime-version": "MIME-Version", "max-forwards": "Max-Forwards",
+    "record-route": "Record-Route",
+}
+
+# Headers whose comma-separated values are separate entries (RFC 3261 7.3.1).
+MULTI = frozenset(["Via", "Route", "Record-Route", "Contact", "Allow", "Supported",
+                   "Require", "Proxy-Require", "Unsupported", "Allow-Events"])
+
+MANDATORY_REQUEST = ("Via", "From", "To", "Call-ID", "CSeq")
+
+REASONS = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 183: "Session Progress",
+    200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized",
+    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    408: "Request Timeout", 413: "Request Entity Too Large", 416: "Unsupported URI Scheme",
+    420: "Bad Extension", 423: "Interval Too Brief", 480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist", 482: "Loop Detected",
+    483: "Too Many Hops", 484: "Address Incomplete", 486: "Busy Here",
+    487: "Request Terminated", 488: "Not Acceptable Here", 489: "Bad Event",
+    500: "Server Internal Error", 501: "Not Implemented", 503: "Service Unavailable",
+    513: "Message Too Large", 603: "Decline",
+}
+
+_TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+_STATUS = re.compile(r"^SIP/2\.0 ([1-6][0-9][0-9])(?: (.*))?$", re.I)
+_REQUEST = re.compile(r"^(\S+) (\S+) SIP/2\.0$", re.I)
+
+
+class SipParseError(ValueError):
+    """The bytes are not a SIP message this server can serve; the text says why."""
+
+
+_CANONICAL = {}
+_VALID_NAMES = {}     # header names as written (before the colon) already checked
+
+
+def canonical(name):
+    """The canonical spelling of a header name (compact and any case accepted)."""
+    hit = _CANONICAL.get(name)
+    if hit is not None:
+        return hit
+    out = _canonical(name)
+    if len(_CANONICAL) < 4096:
+        _CANONICAL[name] = out
+    return out
+
+
+def _canonical(name):
+    low = name.strip().lower()
+    if low in COMPACT:
+        return COMPACT[low]
+    if low in _SPECIAL:
+        return _SPECIAL[low]
+    return "-".join(p[:1].upper() + p[1:] for p in low.split("-"))
+
+
+def split_commas(value):
+    """Split a header value at commas that are outside quotes and <...>."""
+    if "," not in value:
+        return [value.strip()] if value.strip() else []
+    if '"' not in value and "<" not in value:
+        return [v.strip() for v in value.split(",") if v.strip()]
+    out, cur, quote, angle, i = [], [], False, False, 0
+    while i < len(value):
+        ch = value[i]
+        if quote:
+            if ch == "\\" and i + 1 < len(value):
+                cur.append(value[i:i + 2])
+                i += 2
+                continue
+            if ch == '"':
+                quote = False
+        elif ch == '"':
+            quote = True
+        elif ch == "<":
+            angle = True
+        elif ch == ">":
+            angle = False
+        elif ch == "," and not angle:
+            out.append("".join(cur).strip())
+            cur = []
+            i += 1
+            continue
+        cur.append(ch)
+        i += 1
+    last = "".join(cur).strip()
+    if last or not out:
+        out.append(last)
+    return [v for v in out if v]
+
+
+@attr.s(slots=True)
+class SipMessage:
+    """Common part of requests and responses: ordered headers and a body."""
+
+    headers = attr.ib(factory=list)   # [(canonical name, value)]
+    body = attr.ib(default=b"")
+
+    def get(self, name, default=None):
+        """The first value of a header, or `default`."""
+        name = canonical(name)
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return default
+
+    def get_all(self, name):
+        name = canonical(name)
+        return [v for k, v in self.headers if k == name]
+
+    def set(self, name, value):
+        """Replace every value of a header with one value (in place of the first)."""
+        name = canonical(name)
+        out, done = [], False
+        for k, v in self.headers:
+            if k == name:
+                if not done:
+                    out.append((k, value))
+                    done = True
+            else:
+                out.append((k, v))
+        if not done:
+            out.append((name, value))
+        self.headers = out
+
+    def remove(self, name):
+        name = canonical(name)
+        self.headers = [(k, v) for k, v in self.headers if k != name]
+
+    def add(self, name, value, first=False):
+        """Add a value; `first` puts it before the existing ones of that name (Via)."""
+        name = canonical(name)
+        if first:
+            for i, (k, _) in enumerate(self.headers):
+                if k == name:
+                    self.headers.insert(i, (name, value))
+                    return
+            self.headers.insert(0, (name, value))
+        else:
+            self.headers.append((name, value))
+
+    def pop_first(self, name):
+        """Remove and return the first value of a header (None if absent)."""
+        name = canonical(name)
+        for i, (k, v) in enumerate(self.headers):
+            if k == name:
+                del self.headers[i]
+                return v
+        return None
+
+    @property
+    def call_id(self):
+        return self.get("Call-ID", "")
+
+    @property
+    def cseq(self):
+        """(number, METHOD) from CSeq."""
+        return parse_cseq(self.get("CSeq", ""))
+
+    @property
+    def vias(self):
+        return self.get_all("Via")
+
+    @property
+    def top_via(self):
+        return Via.parse(self.get("Via", ""))
+
+    @property
+    def from_tag(self):
+        return NameAddr.parse(self.get("From", "")).params.get("tag")
+
+    @property
+    def to_tag(self):
+        return NameAddr.parse(self.get("To", "")).params.get("tag")
+
+    def _head_lines(self):
+        return ["%s: %s" % (k, v) for k, v in self.headers if k != "Content-Length"]
+
+    def to_bytes(self):
+        """The message on the wire, with a Content-Length that matches the body."""
+        lines = [self.start_line()] + self._head_lines()
+        lines.append("Content-Length: %d" % len(self.body))
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + self.body
+
+
+@attr.s(slots=True)
+class Request(SipMessage):
+    """A SIP request: method, Request-URI, headers, body."""
+
+    method = attr.ib(default="OPTIONS", kw_only=True)
+    uri = attr.ib(default="", kw_only=True)
+
+    def start_line(self):
+        return "%s %s SIP/2.0" % (self.method, self.uri)
+
+    is_request = True
+
+
+@attr.s(slots=True)
+class Response(SipMessage):
+    """A SIP response: status code, reason, headers, body."""
+
+    code = attr.ib(default=200, kw_only=True)
+    reason = attr.ib(default="", kw_only=True)
+
+    def start_line(self):
+        return "SIP/2.0 %d %s" % (self.code, self.reason or REASONS.get(self.code, "Unknown"))
+
+    is_request = False
+
+
+def parse_cseq(value):
+    parts = value.split()
+    if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 10:
+        raise SipParseError("bad CSeq %r" % value)
+    number = int(parts[0])
+    if number >= 2 ** 31:
+        raise SipParseError("CSeq number too large")
+    return number, parts[1].upper()
+
+
+def _split_head(data):
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        at = data.find(sep)
+        if at >= 0:
+            return data[:at], data[at + len(sep):], True
+    return data, b"", False
+
+
+def header_end(buffer):
+    """Index just past the blank line ending the header block, or -1 (stream framing)."""
+    a = buffer.find(b"\r\n\r\n")
+    b = buffer.find(b"\n\n")
+    cands = [x + 4 for x in [a] if x >= 0] + [x + 2 for x in [b] if x >= 0]
+    return min(cands) if cands else -1
+
+
+def parse(data, stream=False):
+    """
+    A `Request` or `Response` from one datagram (or one framed stream
+    message when `stream` is true: Content-Length is then required).
+    Raises SipParseError naming what is wrong.
+    """
+    if len(data) > MAX_MESSAGE:
+        raise SipParseError("message larger than %d bytes" % MAX_MESSAGE)
+    data = data.lstrip(b"\r\n")
+    head, body, complete = _split_head(data)
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SipParseError("header is not UTF-8")
+    raw_lines = text.split("\n")
+    start = raw_lines[0].strip()
+    if not start:
+        raise SipParseError("no start line")
+    lines = []
+    for line in raw_lines[1:]:
+        if line[-1:] == "\r":
+            line = line[:-1]
+        if line[:1] in (" ", "\t"):
+            if not lines:
+                raise SipParseError("continuation line before any header")
+            lines[-1] += " " + line.strip()
+        elif line and not line.isspace():
+            lines.append(line)
+    if len(lines) > MAX_HEADERS:
+        raise SipParseError("more than %d header lines" % MAX_HEADERS)
+    headers = []
+    append = headers.append
+    lengths = []
+    seen = set()
+    for line in lines:
+        name, sep, value = line.partition(":")
+        cname = _VALID_NAMES.get(name)
+        if cname is None:
+            stripped = name.strip()
+            if not sep or not stripped or not _TOKEN.match(stripped):
+                raise SipParseError("bad header line %r" % line[:80])
+            cname = canonical(stripped)
+            if len(_VALID_NAMES) < 4096:
+                _VALID_NAMES[name] = cname
+        value = value.strip()
+        seen.add(cname)
+        if cname == "Content-Length":
+            lengths.append(value)
+        elif cname in MULTI:
+            if "," in value:
+                for v in split_commas(value):
+                    append((cname, v))
+            elif value:
+                append((cname, value))
+        else:
+            append((cname, value))
+    m = _STATUS.match(start)
+    if m:
+        msg = Response(headers, code=int(m.group(1)), reason=(m.group(2) or "").strip())
+    else:
+        m = _REQUEST.match(start)
+        if not m:
+            raise SipParseError("bad start line %r" % start[:80])
+        method, uri = m.group(1), m.group(2)
+        if not _TOKEN.match(method):
+            raise SipParseError("bad method %r" % method[:20])
+        if ":" not in uri:
+            raise SipParseError("bad Request-URI %r" % uri[:80])
+        msg = Request(headers, method=method, uri=uri)
+    if lengths:
+        if len(set(lengths)) > 1:
+            raise SipParseError("conflicting Content-Length headers")
+        if not lengths[0].isdigit() or len(lengths[0]) > 8:
+            raise SipParseError("bad Content-Length %r" % lengths[0])
+        n = int(lengths[0])
+        if n > len(body):
+            raise SipParseError("Content-Length %d larger than the body (%d)" % (n, len(body)))
+        body = body[:n]                     # Content-Length is written afresh by to_bytes
+    elif stream:
+        raise SipParseError("Content-Length missing on a stream transport")
+    msg.body = body
+    for name in MANDATORY_REQUEST:
+        if name not in seen:
+            raise SipParseError("missing %s header" % name)
+    msg.cseq  # validates
+    if msg.is_request and msg.cseq[1] != msg.method.upper():
+        raise SipParseError("CSeq method differs from the request's")
+    mf = msg.get("Max-Forwards")
+    if mf is not None and (not mf.isdigit() or int(mf) > 255):
+        raise SipParseError("bad Max-Forwards %r" % mf)
+    return msg
+
+
+# ---------------------------------------------------------------- header values
+
+def parse_params(text):
+    """`;a=b;c` -> {'a': 'b', 'c': None} (names lower-cased)."""
+    out = {}
+    for part in text.split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        k, sep, v = part.partition("=")
+        out[k.strip().lower()] = v.strip().strip('"') if sep else None
+    return out
+
+
+def format_params(params):
+    return "".join(";%s" % k if v is None else ";%s=%s" % (k, v) for k, v in params.items())
+
+
+_VIA = re.compile(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z]+)\s+([^;]+?)\s*(;.*)?$", re.I)
+_VIA_MEMO = {}       # Via text -> Via (values are frozen; a message's Via is read often)
+
+
+@attr.s(frozen=True, slots=True)
+class Via:
+    """One Via value: transport, sent-by host and port, parameters."""
+
+    transport = attr.ib()
+    host = attr.ib()
+    port = attr.ib()
+    params = attr.ib(factory=dict, hash=False)
+
+    @classmethod
+    def parse(cls, value):
+        hit = _VIA_MEMO.get(value)
+        if hit is not None:
+            return hit
+        via = cls._parse(value)
+        if len(_VIA_MEMO) > 2048:
+            _VIA_MEMO.clear()
+        _VIA_MEMO[value] = via
+        return via
+
+    @classmethod
+    def _parse(cls, value):
+        m = _VIA.match(value.strip())
+        if not m:
+            raise SipParseError("bad Via %r" % value[:80])
+        sent_by = m.group(2).strip()
+        host, port = split_hostport(sent_by)
+        return cls(m.group(1).upper(), host, port, parse_params(m.group(3) or ""))
+
+    @property
+    def branch(self):
+        return self.params.get("branch") or ""
+
+    def format(self):
+        hp = self.host if self.port is None else "%s:%d" % (self.host, self.port)
+        return "SIP/2.0/%s %s%s" % (self.transport, hp, format_params(self.params))
+
+
+def split_hostport(text):
+    """`host[:port]` -> (host, port or None); raises SipParseError."""
+    text = text.strip()
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise SipParseError("bad IPv6 reference %r" % text)
+        host, rest = text[:end + 1], text[end + 1:]
+    else:
+        host, _, port = text.partition(":")
+        rest = ":" + port if _ else ""
+    if not host or not re.match(r"^[A-Za-z0-9.\-\[\]:_]+$", host):
+        raise SipParseError("bad host %r" % text[:80])
+    if rest:
+        port = rest[1:]
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise SipParseError("bad port %r" % text[:80])
+        return host, int(port)
+    return host, None
+
+
+@attr.s(frozen=True, slots=True)
+class SipUri:
+    """A sip: URI: user, host, port, parameters."""
+
+    user = attr.ib()
+    host = attr.ib()
+    port = attr.ib(default=None)
+    params = attr.ib(factory=dict, hash=False)
+    scheme = attr.ib(default="sip")
+
+    @classmethod
+    def parse(cls, text):
+        text = text.strip()
+        scheme, sep, rest = text.partition(":")
+        if not sep or scheme.lower() not in ("sip", "sips"):
+            raise SipParseError("not a SIP URI: %r" % text[:80])
+        rest = rest.split("?", 1)[0]
+        main, _, params = rest.partition(";")
+        user, at, hostport = main.rpartition("@")
+        if not at:
+            user, hostport = "", main
+        user = user.split(":", 1)[0]
+        host, port = split_hostport(hostport)
+        return cls(user, host, port, parse_params(params), scheme.lower())
+
+    def format(self):
+        user = self.user + "@" if self.user else ""
+        hp = self.host if self.port is None else "%s:%d" % (self.host, self.port)
+        return "%s:%s%s%s" % (self.scheme, user, hp, format_params(self.params))
+
+
+@attr.s(frozen=True, slots=True)
+class NameAddr:
+    """A From/To/Contact/Route value: display name, URI text, header parameters."""
+
+    display = attr.ib()
+    uri = attr.ib()
+    params = attr.ib(factory=dict, hash=False)
+
+    @classmethod
+    def parse(cls, value):
+        value = value.strip()
+        if value == "*":
+            return cls("", "*", {})
+        lt = value.find("<")
+        if lt >= 0:
+            gt = value.find(">", lt)
+            if gt < 0:
+                raise SipParseError("unclosed < in %r" % value[:80])
+            display = value[:lt].strip().strip('"')
+            return cls(display, value[lt + 1:gt].strip(), parse_params(value[gt + 1:]))
+        uri, _, params = value.partition(";")
+        return cls("", uri.strip(), parse_params(params))
+
+    def format(self):
+        disp = '"%s" ' % self.display if self.display else ""
+        return "%s<%s>%s" % (disp, self.uri, format_params(self.params))
+
+
+def make_response(request, code, reason=None, to_tag=None, extra=()):
+    """A response to `request` copying Via, From, To, Call-ID, CSeq (RFC 3261 8.2.6)."""
+    headers = [(k, v) for k, v in request.headers
+               if k in ("Via", "From", "To", "Call-ID", "CSeq", "Record-Route")
+               and not (k == "Record-Route" and not (200 <= code < 300 or 100 < code < 200))]
+    if to_tag is not None and code != 100:
+        headers = [(k, v if k != "To" or "tag=" in v.lower() else "%s;tag=%s" % (v, to_tag))
+                   for k, v in headers]
+    resp = Response(headers, code=code, reason=reason or REASONS.get(code, "Unknown"))
+    for k, v in extra:
+        resp.add(k, v)
+    return resp

@@ -1,0 +1,411 @@
+# -*- test-case-name: allworx.tests.sip.test_registrar -*-
+"""
+The SIP registrar (RFC 3261 section 10) with digest authentication (section
+22, RFC 7616/8760 for SHA-256) against each user's `sip_digest`.
+
+The digest user name is the user's extension and the realm the office's
+domain; the stored H(extension:realm:password) of both algorithms lets the
+server check a phone without ever holding the password. Nonces carry their
+own time and an HMAC, so they need no table to be checked; a table of the
+nonce counts seen refuses replays. Unknown users and wrong passwords are
+answered alike (403 to a wrong answer, a fresh 401 to none) so nobody learns
+which part was wrong, and a source that keeps failing is answered ever later.
+
+Published as `office.runtime.registrations` (IRegistrations).
+"""
+
+import hashlib
+import hmac
+import os
+import re
+
+import attr
+from prometheus_client import Counter, Gauge
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from allworx.interfaces import IRegistrations
+from allworx.protocols.sip.message import NameAddr, SipParseError, SipUri, make_response
+
+log = Logger()
+
+REGISTERS = Counter("allworx_sip_registers_total", "REGISTER requests by outcome", ["outcome"])
+BINDINGS = Gauge("allworx_sip_bindings", "Current SIP contact bindings")
+
+NONCE_LIFETIME = 300
+DEFAULT_EXPIRES = 3600
+MAX_EXPIRES = 3600
+MIN_EXPIRES = 60
+MAX_CONTACTS = 5
+FAILURES_FREE = 5          # failures from one source before answers slow down
+FAILURE_WINDOW = 300
+MAX_DELAY = 16.0
+
+ALGORITHMS = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
+
+# User agents that fail on a challenge whose algorithm they do not know
+# instead of skipping it (RFC 8760 section 2.4 wants them to skip): libre
+# based phones (baresip 1.x) stop at SHA-256. They are challenged with MD5
+# only; every other phone gets SHA-256 first and MD5 second.
+MD5_ONLY_AGENTS = ("baresip", "libre")
+
+
+def challenge_algorithms(request):
+    """The algorithms to offer a phone, preferred first."""
+    agent = (request.get("User-Agent") or "").lower()
+    if any(name in agent for name in MD5_ONLY_AGENTS):
+        return ("MD5",)
+    return ("SHA-256", "MD5")
+
+
+def parse_authorization(value):
+    """`Digest k=v, k="v"` -> dict with lower-case keys; ValueError if not digest."""
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() != "digest":
+        raise ValueError("not a Digest authorization")
+    out = {}
+    for m in re.finditer(r'\s*([A-Za-z0-9_-]+)\s*=\s*("((?:[^"\\]|\\.)*)"|[^,\s]*)\s*,?', rest):
+        out[m.group(1).lower()] = m.group(3) if m.group(3) is not None else m.group(2)
+    return out
+
+
+def digest_response(algorithm, ha1, method, uri, nonce, nc=None, cnonce=None, qop=None):
+    """The expected `response` of RFC 2617/7616 given HA1 (hex)."""
+    h = ALGORITHMS[algorithm]
+    ha2 = h(("%s:%s" % (method, uri)).encode()).hexdigest()
+    if qop:
+        text = "%s:%s:%s:%s:%s:%s" % (ha1, nonce, nc, cnonce, qop, ha2)
+    else:
+        text = "%s:%s:%s" % (ha1, nonce, ha2)
+    return h(text.encode()).hexdigest()
+
+
+class NonceBook:
+    """Makes nonces that carry their time, checks them, and refuses replays."""
+
+    def __init__(self, clock, secret=None, lifetime=NONCE_LIFETIME):
+        self.clock = clock
+        self.secret = secret or os.urandom(32)
+        self.lifetime = lifetime
+        self.counts = {}       # nonce -> highest nc seen
+
+    def make(self):
+        stamp = "%x" % int(self.clock.seconds())
+        salt = os.urandom(6).hex()
+        mac = hmac.new(self.secret, ("%s.%s" % (stamp, salt)).encode(), hashlib.sha256).hexdigest()[:24]
+        return "%s.%s.%s" % (stamp, salt, mac)
+
+    def check(self, nonce, nc):
+        """'ok', 'stale' (ours but too old) or 'bad'; `nc` int (0 without qop)."""
+        parts = nonce.split(".")
+        if len(parts) != 3:
+            return "bad"
+        mac = hmac.new(self.secret, ("%s.%s" % (parts[0], parts[1])).encode(),
+                       hashlib.sha256).hexdigest()[:24]
+        if not hmac.compare_digest(mac, parts[2]):
+            return "bad"
+        try:
+            made = int(parts[0], 16)
+        except ValueError:
+            return "bad"
+        now = self.clock.seconds()
+        if now - made > self.lifetime:
+            return "stale"
+        return "ok"
+
+    def use(self, nonce, nc):
+        """Record a nonce count; False if it was seen already (a replay)."""
+        seen = self.counts.get(nonce)
+        if seen is not None and nc <= seen:
+            return False
+        self.counts[nonce] = nc
+        if len(self.counts) > 20000:
+            self._prune()
+        return True
+
+    def _prune(self):
+        now = self.clock.seconds()
+        for nonce in list(self.counts):
+            try:
+                made = int(nonce.split(".")[0], 16)
+            except ValueError:
+                made = 0
+            if now - made > self.lifetime:
+                del self.counts[nonce]
+
+
+@attr.s(slots=True)
+class Binding:
+    """One registered contact of a user."""
+
+    user = attr.ib()
+    extension = attr.ib()
+    contact = attr.ib()         # the contact URI text
+    source = attr.ib()          # (host, port) the REGISTER came from
+    transport = attr.ib()       # "UDP" | "TCP"
+    expires_at = attr.ib()
+    call_id = attr.ib(default="")
+    cseq = attr.ib(default=0)
+
+
+class DigestChecker:
+    """Checks an Authorization/Proxy-Authorization header against the office's users."""
+
+    def __init__(self, office, nonces):
+        self.office = office
+        self.nonces = nonces
+
+    def challenge_headers(self, request, header="WWW-Authenticate", stale=False):
+        realm = self.office.config.system.domain
+        nonce = self.nonces.make()
+        extra = ", stale=true" if stale else ""
+        return [(header, 'Digest realm="%s", nonce="%s", algorithm=%s, qop="auth"%s'
+                 % (realm, nonce, algo, extra)) for algo in challenge_algorithms(request)]
+
+    def check(self, request, value):
+        """
+        ('ok', user), ('stale', None), ('fail', reason) or ('challenge', None)
+        for a credentials header value (None: no credentials).
+        """
+        if value is None:
+            return "challenge", None
+        try:
+            fields = parse_authorization(value)
+        except ValueError:
+            return "fail", "not digest credentials"
+        config = self.office.config
+        username = fields.get("username", "")
+        algorithm = (fields.get("algorithm") or "MD5").upper()
+        if algorithm not in ALGORITHMS:
+            return "fail", "algorithm %s not supported" % algorithm
+        if fields.get("realm") != config.system.domain:
+            return "fail", "wrong realm"
+        nonce = fields.get("nonce", "")
+        qop = fields.get("qop")
+        nc_text = fields.get("nc", "0") if qop else "0"
+        try:
+            nc = int(nc_text, 16)
+        except ValueError:
+            return "fail", "bad nonce count"
+        state = self.nonces.check(nonce, nc)
+        if state == "bad":
+            return "fail", "nonce not ours"
+        user = config.user_by_extension(username)
+        ha1 = None
+        if user is not None:
+            if not user.sip_digest:
+                log.warn("SIP user {user} has no sip_digest: set the password again "
+                         "(allworx passwd --sip or the Users page) so phones can register",
+                         user=user.name)
+            else:
+                ha1 = dict(user.sip_digest).get(algorithm)
+        if ha1 is None:
+            return "fail", "no such user or no digest"
+        expected = digest_response(algorithm, ha1, request.method, fields.get("uri", ""),
+                                   nonce, fields.get("nc"), fields.get("cnonce"), qop)
+        if not hmac.compare_digest(expected, fields.get("response", "")):
+            return "fail", "wrong response"
+        if state == "stale":
+            return "stale", None
+        if not self.nonces.use(nonce, nc):
+            return "fail", "nonce count replayed"
+        return "ok", user
+
+
+@implementer(IRegistrations)
+class Registrar:
+    """
+    Handles REGISTER requests and keeps the bindings; `handle(request,
+    source, transport)` returns a Response or a Deferred of one (slowed down
+    after repeated failures).
+    """
+
+    def __init__(self, office, clock, checker=None, calls=None):
+        self.office = office
+        self.clock = clock
+        self.checker = checker or DigestChecker(office, NonceBook(clock))
+        self.by_user = {}          # user name -> {contact: Binding}
+        self.failures = {}         # source host -> [times]
+        self.calls = calls         # the call router, for active_calls()
+        self.on_change = []        # callbacks(user) when a user's bindings change
+
+    # ------------------------------------------------------------ IRegistrations
+
+    def bindings(self):
+        self.expire()
+        out = []
+        for user, contacts in sorted(self.by_user.items()):
+            for b in contacts.values():
+                out.append({"user": b.user, "extension": b.extension, "contact": b.contact,
+                            "source": "%s:%d" % b.source, "expires": b.expires_at})
+        return out
+
+    def active_calls(self):
+        return self.calls.active_calls() if self.calls is not None else []
+
+    # ------------------------------------------------------------ lookups
+
+    def contacts_of(self, user_name):
+        """The live bindings of a user."""
+        self.expire()
+        return list(self.by_user.get(user_name, {}).values())
+
+    def forget_removed(self):
+        """Drop the bindings of users no longer in the configuration (or without an extension)."""
+        users = self.office.config.users
+        for name in list(self.by_user):
+            user = users.get(name)
+            if user is None or not user.extension or not user.sip_digest:
+                del self.by_user[name]
+                log.info("SIP registrations of {user} dropped: the user changed", user=name)
+                self._changed(name)
+
+    def destination_of(self, contact):
+        """(transport, host, port) a registered contact URI is reached at, or None."""
+        for contacts in self.by_user.values():
+            b = contacts.get(contact)
+            if b is not None:
+                return (b.transport, b.source[0], b.source[1])
+        return None
+
+    def registered_from(self, user_name, host):
+        """True when one of the user's phones registered from `host`."""
+        return any(b.source[0] == host for b in self.contacts_of(user_name))
+
+    def user_at(self, source):
+        """The user whose phone registered from `source` (host, port), or None."""
+        self.expire()
+        for contacts in self.by_user.values():
+            for b in contacts.values():
+                if b.source == source:
+                    return b.user
+        for contacts in self.by_user.values():
+            for b in contacts.values():
+                if b.source[0] == source[0]:
+                    return b.user
+        return None
+
+    def expire(self):
+        now = self.clock.seconds()
+        for user in list(self.by_user):
+            contacts = self.by_user[user]
+            gone = [c for c, b in contacts.items() if b.expires_at <= now]
+            for c in gone:
+                del contacts[c]
+                log.info("SIP registration of {user} at {contact} expired", user=user, contact=c)
+            if not contacts:
+                del self.by_user[user]
+            if gone:
+                self._changed(user)
+        BINDINGS.set(sum(len(c) for c in self.by_user.values()))
+
+    def _changed(self, user):
+        for cb in self.on_change:
+            cb(user)
+
+    # ------------------------------------------------------------ REGISTER
+
+    def _slow(self, source_host, response):
+        times = [t for t in self.failures.get(source_host, ()) if t > self.clock.seconds() - FAILURE_WINDOW]
+        if len(times) <= FAILURES_FREE:
+            return response
+        delay = min(MAX_DELAY, 0.5 * 2 ** (len(times) - FAILURES_FREE - 1))
+        d = defer.Deferred()
+        self.clock.callLater(delay, d.callback, response)
+        return d
+
+    def _fail(self, source_host):
+        now = self.clock.seconds()
+        times = [t for t in self.failures.get(source_host, ()) if t > now - FAILURE_WINDOW]
+        times.append(now)
+        self.failures[source_host] = times[-64:]
+        if len(self.failures) > 10000:
+            self.failures.pop(next(iter(self.failures)))
+
+    def handle(self, request, source, transport="UDP"):
+        """Answer one REGISTER from `source` (host, port)."""
+        status, value = self.checker.check(request, request.get("Authorization"))
+        if status == "challenge":
+            REGISTERS.labels("challenged").inc()
+            return self._slow(source[0], make_response(
+                request, 401, to_tag=_tag(request), extra=self.checker.challenge_headers(request)))
+        if status == "stale":
+            REGISTERS.labels("stale").inc()
+            return make_response(request, 401, to_tag=_tag(request),
+                                 extra=self.checker.challenge_headers(request, stale=True))
+        if status == "fail":
+            REGISTERS.labels("refused").inc()
+            self._fail(source[0])
+            log.info("SIP REGISTER from {source} refused: {reason}",
+                     source="%s:%d" % source, reason=value)
+            return self._slow(source[0], make_response(request, 403, to_tag=_tag(request)))
+        user = value
+        try:
+            to_uri = SipUri.parse(NameAddr.parse(request.get("To")).uri)
+        except SipParseError:
+            return make_response(request, 400, "Bad To header")
+        if to_uri.user not in (user.extension, user.name):
+            REGISTERS.labels("refused").inc()
+            return make_response(request, 403, to_tag=_tag(request))
+        return self._update(request, user, source, transport)
+
+    def _update(self, request, user, source, transport):
+        now = self.clock.seconds()
+        header_expires = request.get("Expires")
+        try:
+            default = int(header_expires) if header_expires is not None else DEFAULT_EXPIRES
+        except ValueError:
+            return make_response(request, 400, "Bad Expires header")
+        contacts = request.get_all("Contact")
+        mine = self.by_user.setdefault(user.name, {})
+        changed = False
+        if contacts == ["*"]:
+            if default != 0:
+                return make_response(request, 400, "Contact * needs Expires: 0")
+            changed = bool(mine)
+            mine.clear()
+        else:
+            for value in contacts:
+                try:
+                    na = NameAddr.parse(value)
+                    SipUri.parse(na.uri)
+                    expires = int(na.params.get("expires", default))
+                except (SipParseError, ValueError):
+                    return make_response(request, 400, "Bad Contact header")
+                if expires == 0:
+                    changed |= mine.pop(na.uri, None) is not None
+                    continue
+                if expires < MIN_EXPIRES:
+                    return make_response(request, 423, extra=[("Min-Expires", str(MIN_EXPIRES))])
+                expires = min(expires, MAX_EXPIRES)
+                old = mine.get(na.uri)
+                if old is not None and old.call_id == request.call_id and request.cseq[0] <= old.cseq:
+                    return make_response(request, 500, "Out of order REGISTER")
+                if old is None and len(mine) >= MAX_CONTACTS:
+                    REGISTERS.labels("too_many").inc()
+                    log.warn("SIP user {user} already has {n} phones registered; refused {contact}",
+                             user=user.name, n=MAX_CONTACTS, contact=na.uri)
+                    return make_response(request, 403, "Too many registrations (at most %d per user)"
+                                         % MAX_CONTACTS)
+                mine[na.uri] = Binding(user.name, user.extension, na.uri, tuple(source), transport,
+                                       now + expires, request.call_id, request.cseq[0])
+                if old is None:
+                    changed = True
+                    log.info("SIP {user} ({ext}) registered at {contact} from {source}",
+                             user=user.name, ext=user.extension, contact=na.uri,
+                             source="%s:%d" % tuple(source))
+        if not mine:
+            del self.by_user[user.name]
+        REGISTERS.labels("ok").inc()
+        BINDINGS.set(sum(len(c) for c in self.by_user.values()))
+        resp = make_response(request, 200, to_tag=_tag(request))
+        for b in mine.values():
+            resp.add("Contact", "<%s>;expires=%d" % (b.contact, max(0, int(b.expires_at - now))))
+        if changed:
+            self._changed(user.name)
+        return resp
+
+
+def _tag(request):
+    return hashlib.sha1((request.call_id + request.get("From", "")).encode()).hexdigest()[:10]

@@ -1,0 +1,124 @@
+# -*- test-case-name: allworx.tests.voice.test_voice -*-
+"""
+The voicemail system's prompts: spoken by espeak-ng when it is installed
+(rendered once into `data_dir/voicemail/prompts/`, in a thread), otherwise
+tone patterns, so the server works without it. Prompts are 8 kHz 16-bit PCM.
+"""
+
+import math
+import os
+import shutil
+import struct
+import subprocess
+
+from twisted.logger import Logger
+
+from allworx.protocols.voice.wav import RATE, WavError, from_wav
+
+log = Logger()
+
+PROMPTS = {
+    "greeting": "The person you are calling is not available. Please leave a message after the tone.",
+    "enter_pin": "Please enter your PIN, then press pound.",
+    "enter_extension": "Please enter your extension, then press pound.",
+    "bad_pin": "That PIN is not correct.",
+    "no_messages": "You have no more messages.",
+    "options": "Press 5 to replay, 7 to delete, 9 to save, 6 for the next message, "
+               "0 to record your greeting, star for these options.",
+    "deleted": "Message deleted.",
+    "saved": "Message saved.",
+    "record_greeting": "Record your greeting after the tone, then press pound.",
+    "greeting_saved": "Your greeting is saved.",
+    "goodbye": "Goodbye.",
+}
+
+# Tone fallbacks: (frequency Hz, milliseconds) pairs; 0 Hz is silence.
+_TONES = {
+    "greeting": [(440, 300), (0, 150), (440, 300), (0, 300)],
+    "enter_pin": [(660, 150), (0, 100), (660, 150), (0, 200)],
+    "enter_extension": [(550, 150), (0, 100), (550, 150), (0, 200)],
+    "bad_pin": [(300, 400), (0, 200)],
+    "no_messages": [(400, 200), (0, 100), (300, 300), (0, 200)],
+    "options": [(500, 100), (0, 100)] * 3,
+    "deleted": [(350, 250), (0, 150)],
+    "saved": [(700, 250), (0, 150)],
+    "record_greeting": [(600, 200), (0, 200)],
+    "greeting_saved": [(700, 150), (0, 50), (900, 150), (0, 150)],
+    "goodbye": [(500, 150), (400, 150), (0, 100)],
+}
+
+
+def tone(frequency, milliseconds, amplitude=8000):
+    """A sine tone (or silence for 0 Hz) as 8 kHz 16-bit PCM."""
+    n = RATE * milliseconds // 1000
+    if frequency == 0:
+        return b"\0\0" * n
+    step = 2 * math.pi * frequency / RATE
+    return struct.pack("<%dh" % n, *(int(amplitude * math.sin(step * i)) for i in range(n)))
+
+
+BEEP = None
+
+
+def beep():
+    """The 'record after the tone' beep: 1 kHz for 400 ms."""
+    global BEEP
+    if BEEP is None:
+        BEEP = tone(1000, 400) + tone(0, 100)
+    return BEEP
+
+
+def tone_prompt(name):
+    return b"".join(tone(f, ms) for f, ms in _TONES.get(name, [(480, 200)]))
+
+
+class PromptLibrary:
+    """
+    Prompt audio by name. Starts with tones; `render()` (blocking: call it in
+    a thread) speaks the texts with espeak-ng into files and switches to them.
+    """
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.audio = {name: tone_prompt(name) for name in PROMPTS}
+        self.spoken = False
+        self._load()
+
+    def get(self, name):
+        return self.audio[name]
+
+    def _path(self, name):
+        return os.path.join(self.directory, name + ".wav")
+
+    def _load(self):
+        found = 0
+        for name in PROMPTS:
+            try:
+                with open(self._path(name), "rb") as f:
+                    self.audio[name] = from_wav(f.read())
+                found += 1
+            except (OSError, WavError):
+                pass
+        self.spoken = found == len(PROMPTS)
+
+    def render(self):
+        """Speak every missing prompt with espeak-ng; returns how many were made."""
+        espeak = shutil.which("espeak-ng") or shutil.which("espeak")
+        if espeak is None or self.spoken:
+            return 0
+        os.makedirs(self.directory, exist_ok=True)
+        made = 0
+        for name, text in PROMPTS.items():
+            path = self._path(name)
+            if os.path.exists(path):
+                continue
+            try:
+                subprocess.run([espeak, "-s", "150", "-w", path + ".tmp", text], check=True,
+                               timeout=60, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                os.replace(path + ".tmp", path)
+                made += 1
+            except (OSError, subprocess.SubprocessError) as e:
+                log.warn("espeak-ng could not render prompt {name}: {error}", name=name, error=str(e))
+                return made
+        self._load()
+        return made

@@ -1,0 +1,271 @@
+# -*- test-case-name: allworx.tests.voice.test_voice -*-
+"""
+RTP (RFC 3550) for the server's own calls (voicemail): the packet header,
+a jitter buffer that puts packets back in sequence-number order, and a media
+endpoint that sends 20 ms frames on the reactor clock and hands what it
+receives, in order, to its user.
+"""
+
+import os
+import struct
+
+import attr
+from prometheus_client import Counter
+from twisted.internet import protocol
+from twisted.logger import Logger
+
+log = Logger()
+
+RTP_PACKETS = Counter("allworx_sip_rtp_packets_total", "RTP packets of voicemail calls",
+                      ["direction"])
+RTP_LOST = Counter("allworx_sip_rtp_lost_total", "RTP packets missing when played out")
+
+FRAME = 160                 # samples per 20 ms at 8 kHz
+FRAME_SECONDS = 0.02
+_HEADER = struct.Struct("!BBHII")
+
+
+class RtpError(ValueError):
+    """Bytes that are not an RTP packet."""
+
+
+@attr.s(slots=True, frozen=True)
+class RtpPacket:
+    """One RTP packet: payload type, marker, sequence number, timestamp, SSRC, payload."""
+
+    payload_type = attr.ib()
+    seq = attr.ib()
+    timestamp = attr.ib()
+    ssrc = attr.ib()
+    payload = attr.ib()
+    marker = attr.ib(default=False)
+
+    @classmethod
+    def parse(cls, data):
+        if len(data) < 12:
+            raise RtpError("shorter than an RTP header")
+        b0, b1, seq, ts, ssrc = _HEADER.unpack_from(data)
+        if b0 >> 6 != 2:
+            raise RtpError("not RTP version 2")
+        offset = 12 + 4 * (b0 & 0x0F)
+        if b0 & 0x10:
+            if len(data) < offset + 4:
+                raise RtpError("truncated header extension")
+            offset += 4 + 4 * struct.unpack_from("!H", data, offset + 2)[0]
+        end = len(data)
+        if b0 & 0x20:
+            pad = data[-1]
+            if pad == 0 or pad > end - offset:
+                raise RtpError("bad padding")
+            end -= pad
+        if offset > end:
+            raise RtpError("header longer than the packet")
+        return cls(b1 & 0x7F, seq, ts, ssrc, bytes(data[offset:end]), bool(b1 & 0x80))
+
+    def to_bytes(self):
+        return _HEADER.pack(0x80, (0x80 if self.marker else 0) | self.payload_type,
+                            self.seq & 0xFFFF, self.timestamp & 0xFFFFFFFF,
+                            self.ssrc) + self.payload
+
+
+class JitterBuffer:
+    """
+    Reorders packets by sequence number (with 16-bit wrap). `push` returns
+    the packets now playable in order; a gap is skipped once `depth` later
+    packets are waiting (counted in `lost`). Duplicates and packets older
+    than what was played are dropped.
+    """
+
+    def __init__(self, depth=8):
+        self.depth = depth
+        self.pending = {}       # extended seq -> packet
+        self.next = None        # extended seq expected next
+        self.last_ext = None
+        self.lost = 0
+        self.received = 0
+        self.duplicates = 0
+
+    def _extend(self, seq):
+        if self.last_ext is None:
+            return seq
+        base = self.last_ext
+        delta = (seq - base) & 0xFFFF
+        if delta >= 0x8000:
+            delta -= 0x10000
+        return base + delta
+
+    def push(self, packet):
+        ext = self._extend(packet.seq)
+        if self.next is None:
+            self.next = ext
+        if ext < self.next or ext in self.pending:
+            self.duplicates += 1
+            return []
+        self.received += 1
+        self.last_ext = max(self.last_ext if self.last_ext is not None else ext, ext)
+        self.pending[ext] = packet
+        out = self._drain()
+        if not out and len(self.pending) > self.depth:
+            first = min(self.pending)
+            self.lost += first - self.next
+            self.next = first
+            out = self._drain()
+        return out
+
+    def _drain(self):
+        out = []
+        while self.next in self.pending:
+            out.append(self.pending.pop(self.next))
+            self.next += 1
+        return out
+
+    def flush(self):
+        """Everything still waiting, in order, gaps counted as lost."""
+        out = []
+        for ext in sorted(self.pending):
+            self.lost += ext - self.next
+            out.append(self.pending.pop(ext))
+            self.next = ext + 1
+        return out
+
+
+class MediaClock:
+    """
+    One 20 ms timer for every call's sender: each tick asks each endpoint to
+    send the frames now due, so a hundred calls cost fifty timer events a
+    second rather than five thousand.
+    """
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.endpoints = []
+        self.call = None
+
+    def add(self, endpoint):
+        self.endpoints.append(endpoint)
+        if self.call is None:
+            self.call = self.clock.callLater(FRAME_SECONDS, self._run)
+
+    def remove(self, endpoint):
+        if endpoint in self.endpoints:
+            self.endpoints.remove(endpoint)
+        if not self.endpoints and self.call is not None:
+            if self.call.active():
+                self.call.cancel()
+            self.call = None
+
+    def _run(self):
+        self.call = None
+        for endpoint in list(self.endpoints):
+            endpoint.catch_up()
+        if self.endpoints:
+            self.call = self.clock.callLater(FRAME_SECONDS, self._run)
+
+
+class RtpEndpoint(protocol.DatagramProtocol):
+    """
+    One call's media socket. Sends the frames its `source` gives (a callable
+    returning 160 payload bytes or None for nothing to send) every 20 ms,
+    catching up by the clock so timer jitter does not stretch the audio, and
+    passes received packets in order to `on_audio(payload)` and RFC 4733
+    events to `on_event(packet)`. Only the negotiated peer is listened to.
+    """
+
+    def __init__(self, clock, payload_type, event_type=None, on_audio=None, on_event=None):
+        self.clock = clock
+        self.payload_type = payload_type
+        self.event_type = event_type
+        self.on_audio = on_audio or (lambda payload: None)
+        self.on_event = on_event or (lambda packet: None)
+        self.remote = None
+        self.source = None
+        self.jitter = JitterBuffer()
+        self.ssrc = struct.unpack("!I", os.urandom(4))[0]
+        self.seq = struct.unpack("!H", os.urandom(2))[0]
+        self.timestamp = struct.unpack("!I", os.urandom(4))[0]
+        self.sent_frames = 0
+        self.started = None
+        self.call = None
+        self.marker = True
+        self.last_received = None      # reactor time of the last packet from the peer
+
+    def set_remote(self, host, port):
+        self.remote = (host, port)
+
+    def start_sending(self, media_clock=None):
+        """Send a frame every 20 ms: on the shared `media_clock`, or on a timer of its own."""
+        if self.call is None and self.started is None:
+            self.started = self.clock.seconds()
+            self.sent_frames = 0
+            self.media_clock = media_clock
+            if media_clock is not None:
+                self.catch_up()
+                media_clock.add(self)
+            else:
+                self._tick()
+
+    def catch_up(self):
+        """Send the frames due by now (at most 10 at once after a stall)."""
+        due = int((self.clock.seconds() - self.started) / FRAME_SECONDS + 1e-6) + 1
+        if due > self.sent_frames + 10:
+            # Far behind (a stall): skip ahead rather than burst.
+            self.sent_frames = due - 10
+        while self.sent_frames < due:
+            self._send_frame()
+            self.sent_frames += 1
+
+    def _tick(self):
+        self.catch_up()
+        next_at = self.started + self.sent_frames * FRAME_SECONDS
+        self.call = self.clock.callLater(max(0.001, next_at - self.clock.seconds()), self._tick)
+
+    def _send_frame(self):
+        payload = self.source() if self.source is not None else None
+        self.timestamp = (self.timestamp + FRAME) & 0xFFFFFFFF
+        if payload is None or self.remote is None or self.transport is None:
+            self.marker = True
+            return
+        packet = RtpPacket(self.payload_type, self.seq, self.timestamp, self.ssrc, payload,
+                           self.marker)
+        self.marker = False
+        self.seq = (self.seq + 1) & 0xFFFF
+        try:
+            self.transport.write(packet.to_bytes(), self.remote)
+            RTP_PACKETS.labels("sent").inc()
+        except OSError:
+            pass
+
+    def send_event_raw(self, packet):
+        if self.remote is not None and self.transport is not None:
+            self.transport.write(packet.to_bytes(), self.remote)
+
+    def datagramReceived(self, data, addr):
+        if self.remote is not None and addr[0] != self.remote[0]:
+            return
+        try:
+            packet = RtpPacket.parse(data)
+        except RtpError:
+            return
+        RTP_PACKETS.labels("received").inc()
+        self.last_received = self.clock.seconds()
+        if self.event_type is not None and packet.payload_type == self.event_type:
+            self.on_event(packet)
+            return
+        if packet.payload_type != self.payload_type:
+            return
+        for p in self.jitter.push(packet):
+            self.on_audio(p.payload)
+
+    def stop(self):
+        """Stop sending, deliver what the jitter buffer holds, close the socket."""
+        if self.call is not None and self.call.active():
+            self.call.cancel()
+        self.call = None
+        if getattr(self, "media_clock", None) is not None:
+            self.media_clock.remove(self)
+        for p in self.jitter.flush():
+            self.on_audio(p.payload)
+        RTP_LOST.inc(self.jitter.lost)
+        if self.transport is not None:
+            port, self.transport = self.transport, None
+            port.stopListening()

@@ -1,0 +1,370 @@
+# -*- test-case-name: allworx.tests.web.test_pages -*-
+"""
+The admin side of the web service over HTTP: the login with lock-out,
+server-side sessions in a cookie (HttpOnly, SameSite=Strict, Secure over TLS),
+a CSRF token checked on every form, and the pages of `allworx.protocols.web.pages`
+rendered with Jinja2. `/api/` and `/metrics` hang off the same root.
+"""
+
+import os
+from urllib.parse import quote, urlsplit
+
+import jinja2
+from twisted.cred import credentials, error as cred_error
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+from twisted.web import resource, server, static
+
+from allworx.auth import ADMIN, AdminChecker
+from allworx.config import ConfigErrors
+from allworx.protocols.web import forms
+from allworx.protocols.web import pages
+from allworx.protocols.web.metrics import WEB_CHANGES, WEB_LOGINS
+from allworx.protocols.web.sessions import SESSION_COOKIE, LoginThrottle, SessionStore, tokens_match
+
+log = Logger()
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TEMPLATES_DIR = os.path.join(HERE, "templates")
+STATIC_DIR = os.path.join(HERE, "static")
+
+SECURITY_HEADERS = (
+    (b"cache-control", b"no-store"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"content-security-policy",
+     b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'"),
+)
+
+
+class LockedOut(Exception):
+    """Too many failed logins from this source; `seconds` until it may try again."""
+
+    def __init__(self, seconds):
+        Exception.__init__(self, "locked out for %d seconds" % seconds)
+        self.seconds = seconds
+
+
+def peer_of(request):
+    """The client's address as text."""
+    return getattr(request.getClientAddress(), "host", "") or ""
+
+
+def form_of(request):
+    """The submitted form as `{name: text}` (first value of each; uploads decoded as UTF-8)."""
+    out = {}
+    for k, values in (request.args or {}).items():
+        if not values:
+            continue
+        name = k.decode("utf-8", "replace")
+        value = values[0]
+        if isinstance(value, bytes):
+            if name == "file":
+                out[name] = value  # a backup: changes.restore checks its encoding
+                continue
+            value = value.decode("utf-8", "replace")
+        out[name] = value
+    return out
+
+
+def safe_next(target):
+    """A post-login destination on this site only (no `//evil.example`)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/status"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/status"
+    return target
+
+
+class AdminContext:
+    """What every admin resource shares: the office, sessions, lock-out, templates."""
+
+    def __init__(self, office, clock, defer_to_thread=threads.deferToThread, checker=None):
+        self.office = office
+        self.clock = clock
+        self.defer_to_thread = defer_to_thread
+        self.sessions = SessionStore(clock)
+        self.throttle = LoginThrottle(clock)
+        self.checker = checker if checker is not None else AdminChecker(office, defer_to_thread)
+        self.templates = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+            autoescape=jinja2.select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+
+    # ---- sessions
+
+    def session_for(self, request):
+        """The request's live session, or None."""
+        return self.sessions.get(request.getCookie(SESSION_COOKIE))
+
+    def set_cookie(self, request, session):
+        request.addCookie(SESSION_COOKIE, session.id.encode("ascii"), path=b"/",
+                          httpOnly=True, sameSite="strict", secure=request.isSecure() or None)
+
+    def clear_cookie(self, request):
+        request.addCookie(SESSION_COOKIE, b"", path=b"/", httpOnly=True, sameSite="strict",
+                          max_age=b"0", secure=request.isSecure() or None)
+
+    # ---- login
+
+    def authenticate(self, source, username, password):
+        """
+        Check the admin login, counting failures per source. A Deferred firing
+        True or False, or failing with LockedOut.
+        """
+        locked = self.throttle.locked_for(source)
+        if locked:
+            WEB_LOGINS.labels("locked").inc()
+            return defer.fail(LockedOut(locked))
+        d = self.checker.requestAvatarId(credentials.UsernamePassword(username, password))
+
+        def ok(avatar):
+            self.throttle.succeeded(source)
+            WEB_LOGINS.labels("success").inc()
+            log.info("admin login from {source}", source=source)
+            return avatar == ADMIN
+
+        def bad(failure):
+            failure.trap(cred_error.UnauthorizedLogin)
+            WEB_LOGINS.labels("failure").inc()
+            locked_now = self.throttle.failed(source)
+            log.warn("admin login refused from {source}{locked}", source=source,
+                     locked=": locked out" if locked_now else "")
+            return False
+        d.addCallbacks(ok, bad)
+        return d
+
+    # ---- rendering
+
+    def render(self, request, template, **context):
+        """Render a template to bytes with the security headers set."""
+        for name, value in SECURITY_HEADERS:
+            request.setHeader(name, value)
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        context.setdefault("pages", pages.PAGES)
+        context.setdefault("hostname", "%s.%s" % (self.office.config.system.hostname,
+                                                  self.office.config.system.domain))
+        return self.templates.get_template(template).render(**context).encode("utf-8")
+
+    def render_page(self, request, page, session, sub, state=None):
+        """A page with its context, the session's notices and a form's errors."""
+        form = state
+
+        def value(action, name, current=""):
+            if form is not None and form.action == action and name in form.values:
+                v = form.values[name]
+                return v if isinstance(v, str) else ""
+            return current
+
+        def error(action, name):
+            if form is not None and form.action == action:
+                return form.errors.get(name)
+            return None
+
+        context = page.context(self, sub)
+        return self.render(
+            request, page.template_for(sub), page=page, csrf=session.csrf,
+            notices=session.take_notices(), form=form, value=value, error=error,
+            office=self.office, config=self.office.config, **context)
+
+
+def finish(request, body):
+    """Write a body (unless the request went away) and finish."""
+    if request.finished or getattr(request, "_disconnected", False):
+        return
+    if body:
+        request.write(body)
+    request.finish()
+
+
+def redirect(request, location, code=303):
+    request.setResponseCode(code)
+    request.setHeader(b"location", location.encode("utf-8"))
+    request.setHeader(b"cache-control", b"no-store")
+    return b""
+
+
+class PageResource(resource.Resource):
+    """One admin page: GET shows it, POST runs one of its forms' actions."""
+
+    isLeaf = True
+
+    def __init__(self, ctx, page):
+        resource.Resource.__init__(self)
+        self.ctx = ctx
+        self.page = page
+
+    def render(self, request):
+        session = self.ctx.session_for(request)
+        if session is None or session.user is None:
+            return redirect(request, "/login?next=" + quote(request.path.decode("utf-8", "replace")))
+        sub = [seg.decode("utf-8", "replace") for seg in request.postpath if seg]
+        if request.method in (b"GET", b"HEAD"):
+            return self.show(request, session, sub)
+        if request.method == b"POST":
+            return self.post(request, session, sub)
+        request.setResponseCode(405)
+        request.setHeader(b"allow", b"GET, HEAD, POST")
+        return b"method not allowed"
+
+    def show(self, request, session, sub):
+        if self.page.slug == "backup" and sub == ["tap.conf"]:
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            request.setHeader(b"content-disposition", b'attachment; filename="tap.conf"')
+            request.setHeader(b"cache-control", b"no-store")
+            return self.ctx.office.document_text().encode("utf-8")
+        try:
+            return self.ctx.render_page(request, self.page, session, sub)
+        except KeyError as e:
+            request.setResponseCode(404)
+            return self.ctx.render(request, "message.html", title="Not found",
+                                   message="There is no %s." % e.args[0])
+
+    def post(self, request, session, sub):
+        form = form_of(request)
+        if not tokens_match(session.csrf, form.get("csrf")):
+            log.warn("admin form without a valid CSRF token from {peer}", peer=peer_of(request))
+            WEB_CHANGES.labels("page", "csrf").inc()
+            request.setResponseCode(403)
+            return self.ctx.render(request, "message.html", title="Form refused",
+                                   message="The form had no valid security token (CSRF). "
+                                           "Nothing was changed. Reload the page and try again.")
+        action = form.get("action", "")
+        here = request.path.decode("utf-8", "replace")
+        d = defer.maybeDeferred(self.page.action, self.ctx, action, form, sub)
+
+        def done(notice):
+            WEB_CHANGES.labels("page", "ok").inc()
+            log.info("admin page {page}: {action} done", page=self.page.slug, action=action)
+            session.notices.append(str(notice))
+            finish(request, redirect(request, getattr(notice, "location", here)))
+
+        def failed(failure):
+            if failure.check(ConfigErrors):
+                WEB_CHANGES.labels("page", "invalid").inc()
+                state = forms.form_errors(action, form, failure.value.errors,
+                                          self.page.record_section(action, form))
+                log.info("admin page {page}: {action} refused: {errors}", page=self.page.slug,
+                         action=action, errors="; ".join(state.general))
+                request.setResponseCode(400)
+                try:
+                    body = self.ctx.render_page(request, self.page, session, sub, state)
+                except KeyError:
+                    body = redirect(request, "/" + self.page.slug)
+                finish(request, body)
+            elif failure.check(KeyError):
+                session.notices.append("There is no %s (it may have just been removed)."
+                                       % failure.value.args[0])
+                finish(request, redirect(request, "/" + self.page.slug))
+            else:
+                log.failure("admin page {page}: {action} failed", failure, page=self.page.slug,
+                            action=action)
+                request.setResponseCode(500)
+                finish(request, self.ctx.render(request, "message.html", title="Error",
+                                                message="The server failed to do that: %s"
+                                                % failure.getErrorMessage()))
+        d.addCallbacks(done, failed)
+        return server.NOT_DONE_YET
+
+
+class LoginResource(resource.Resource):
+    """`/login`: the form, the check with lock-out, a fresh session on success."""
+
+    isLeaf = True
+
+    def __init__(self, ctx):
+        resource.Resource.__init__(self)
+        self.ctx = ctx
+
+    def _form(self, request, session, message=None, code=200):
+        request.setResponseCode(code)
+        target = safe_next((request.args.get(b"next") or [b""])[0].decode("utf-8", "replace"))
+        return self.ctx.render(request, "login.html", csrf=session.csrf, message=message,
+                               next=target, notices=session.take_notices(), page=None)
+
+    def render_GET(self, request):
+        session = self.ctx.session_for(request)
+        if session is not None and session.user is not None:
+            return redirect(request, "/status")
+        if session is None:
+            session = self.ctx.sessions.create()
+            self.ctx.set_cookie(request, session)
+        return self._form(request, session)
+
+    def render_POST(self, request):
+        session = self.ctx.session_for(request)
+        form = form_of(request)
+        if session is None or not tokens_match(session.csrf, form.get("csrf")):
+            session = self.ctx.sessions.create()
+            self.ctx.set_cookie(request, session)
+            WEB_LOGINS.labels("csrf").inc()
+            return self._form(request, session, "The login form expired or was not sent "
+                              "from this site. Please try again.", 403)
+        source = peer_of(request)
+        d = self.ctx.authenticate(source, form.get("username", ""), form.get("password", ""))
+
+        def checked(ok):
+            if not ok:
+                finish(request, self._form(request, session, "Wrong user name or password.", 401))
+                return
+            fresh = self.ctx.sessions.login(session, ADMIN)
+            self.ctx.set_cookie(request, fresh)
+            finish(request, redirect(request, safe_next(form.get("next", ""))))
+
+        def locked(failure):
+            failure.trap(LockedOut)
+            minutes = (failure.value.seconds + 59) // 60
+            finish(request, self._form(
+                request, session, "Too many failed logins from %s. Try again in %d minute%s."
+                % (source, minutes, "" if minutes == 1 else "s"), 429))
+        d.addCallbacks(checked, locked)
+        d.addErrback(lambda f: (log.failure("login failed", f),
+                                finish(request, self._form(request, session, "Login failed.", 500))))
+        return server.NOT_DONE_YET
+
+
+class LogoutResource(resource.Resource):
+    """`/logout` (POST with the CSRF token): end the session."""
+
+    isLeaf = True
+
+    def __init__(self, ctx):
+        resource.Resource.__init__(self)
+        self.ctx = ctx
+
+    def render_POST(self, request):
+        session = self.ctx.session_for(request)
+        form = form_of(request)
+        if session is not None and tokens_match(session.csrf, form.get("csrf")):
+            self.ctx.sessions.end(session.id)
+            self.ctx.clear_cookie(request)
+        return redirect(request, "/login")
+
+    def render_GET(self, request):
+        return redirect(request, "/status")
+
+
+class AdminRoot(resource.Resource):
+    """The admin port's tree: pages, login/logout, static files, /api, /metrics."""
+
+    def __init__(self, ctx, api=None, metrics=None):
+        resource.Resource.__init__(self)
+        self.ctx = ctx
+        self.putChild(b"static", static.File(STATIC_DIR))
+        self.putChild(b"login", LoginResource(ctx))
+        self.putChild(b"logout", LogoutResource(ctx))
+        if api is not None:
+            self.putChild(b"api", api)
+        if metrics is not None:
+            self.putChild(b"metrics", metrics)
+        for page in pages.PAGES:
+            self.putChild(page.slug.encode(), PageResource(ctx, page))
+
+    def getChild(self, path, request):
+        if path == b"":
+            return self
+        return resource.NoResource("No such page.")
+
+    def render_GET(self, request):
+        return redirect(request, "/status", 302)

@@ -1,0 +1,499 @@
+# -*- test-case-name: allworx.tests.web.test_api -*-
+"""
+The JSON API under `/api/v1/` (SPEC 10), routed with klein. It makes the same
+changes as the pages through `allworx.protocols.web.changes` (so the same validation),
+authenticates with HTTP Basic as `admin` or a page session (which must send
+its CSRF token in `X-CSRF-Token` to change anything), and answers bad input
+with 400 and a JSON body naming the field and the reason.
+"""
+
+import base64
+import functools
+import hashlib
+import json
+
+import attr
+from klein import Klein
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from allworx.config import RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigErrors
+from allworx.protocols.web import changes
+from allworx.protocols.web.admin import LockedOut, peer_of
+from allworx.protocols.web.metrics import WEB_CHANGES, field
+from allworx.protocols.web.openapi import openapi_document
+from allworx.protocols.web.sessions import tokens_match
+
+log = Logger()
+
+KINDS = {"users": "user", "aliases": "alias", "hosts": "host", "records": "record",
+         "forwards": "forward"}
+UNSAFE = (b"POST", b"PUT", b"PATCH", b"DELETE")
+BASIC_CACHE_SECONDS = 60
+MAX_BODY = 1024 * 1024
+
+
+class ApiError(Exception):
+    """An answer other than 200: status code, short error, reason for a person."""
+
+    def __init__(self, code, error, reason, **extra):
+        Exception.__init__(self, reason)
+        self.code = code
+        self.error = error
+        self.reason = reason
+        self.extra = extra
+
+
+def error_field(error):
+    """The field an API client sees for a ConfigError: its key, else `name`/section."""
+    if error.key:
+        return error.key
+    if error.section and error.section.split(" ", 1)[0] in RECORD_SECTIONS:
+        return "name"
+    return error.section or "body"
+
+
+def invalid_body(errors):
+    """The 400 body for ConfigErrors: the first field and reason, and all of them."""
+    items = [{"field": error_field(e), "reason": e.message, "section": e.section,
+              "key": e.key, "line": e.line or None} for e in errors]
+    first = items[0] if items else {"field": "body", "reason": "invalid"}
+    return {"error": "invalid", "field": first["field"], "reason": first["reason"],
+            "errors": items}
+
+
+def as_text(key, value):
+    """A JSON value as the text of a tap.conf key."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(v, (str, int)) for v in value):
+        return (", " if key == "mx" else " ").join(str(v) for v in value)
+    raise ApiError(400, "invalid", "expected text, a number, true/false or a list of text",
+                   field=key)
+
+
+def plain(obj):
+    """A runtime record (attrs, dict or object) as JSON-ready data."""
+    if attr.has(type(obj)):
+        obj = attr.asdict(obj, recurse=False)
+    elif not isinstance(obj, dict) and hasattr(obj, "__dict__"):
+        obj = {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [plain(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "replace")
+    return str(obj)
+
+
+def guarded(method):
+    """Authenticate first, then run the handler; map failures to JSON answers."""
+    @functools.wraps(method)
+    def handler(self, request, **kwargs):
+        d = self.authorize(request)
+        d.addCallback(lambda _: method(self, request, **kwargs))
+        d.addCallback(lambda result: self.respond(request, 200, result)
+                      if not isinstance(result, bytes) else result)
+        d.addErrback(self.failed, request)
+        return d
+    return handler
+
+
+class OfficeApi:
+    """The `/api/v1` routes over the office."""
+
+    app = Klein()
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self._basic_ok = {}   # sha256(user:pass:hash) -> clock time it was checked
+
+    def resource(self):
+        """The twisted.web resource to mount at `/api`."""
+        return self.app.resource()
+
+    # ---- plumbing
+
+    def respond(self, request, code, body):
+        """Finish with a JSON body."""
+        request.setResponseCode(code)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        return (json.dumps(body, indent=1, sort_keys=True) + "\n").encode("utf-8")
+
+    def failed(self, failure, request):
+        """Turn a failure into its JSON answer."""
+        if failure.check(ApiError):
+            e = failure.value
+            body = {"error": e.error, "reason": e.reason}
+            body.update(e.extra)
+            if e.code == 401:
+                request.setHeader(b"www-authenticate", b'Basic realm="allworx admin", charset="UTF-8"')
+            return self.respond(request, e.code, body)
+        if failure.check(ConfigErrors):
+            WEB_CHANGES.labels("api", "invalid").inc()
+            return self.respond(request, 400, invalid_body(failure.value.errors))
+        if failure.check(KeyError):
+            return self.respond(request, 404, {"error": "not found",
+                                               "reason": "there is no %s" % failure.value.args[0]})
+        log.failure("API {method} {path} failed", failure,
+                    method=request.method.decode(), path=request.path.decode("utf-8", "replace"))
+        return self.respond(request, 500, {"error": "internal", "reason": failure.getErrorMessage()})
+
+    def authorize(self, request):
+        """A Deferred that fires when the request may proceed, or fails with ApiError."""
+        session = self.ctx.session_for(request)
+        unsafe = request.method in UNSAFE
+        if unsafe:
+            ctype = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+            length = request.getHeader(b"content-length")
+            if ctype != b"application/json" and (length not in (None, b"0") or request.method != b"DELETE"):
+                return defer.fail(ApiError(415, "unsupported media type",
+                                           "send changes as Content-Type: application/json"))
+        header = request.getHeader(b"authorization")
+        if header is None and session is not None and session.user is not None:
+            if unsafe and not tokens_match(session.csrf, request.getHeader(b"x-csrf-token")):
+                return defer.fail(ApiError(403, "forbidden",
+                                           "a page session must send its X-CSRF-Token to change things"))
+            return defer.succeed(True)
+        if header is None:
+            return defer.fail(ApiError(401, "unauthorized",
+                                       "log in with HTTP Basic as admin (or a session from the admin pages)"))
+        scheme, _, value = header.partition(b" ")
+        try:
+            if scheme.lower() != b"basic":
+                raise ValueError(scheme)
+            user, sep, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+            if not sep:
+                raise ValueError("no colon")
+        except (ValueError, UnicodeDecodeError):
+            return defer.fail(ApiError(401, "unauthorized", "the Authorization header is not HTTP Basic"))
+        key = hashlib.sha256(("%s\0%s\0%s" % (user, password, self.ctx.office.config.web.admin_password))
+                             .encode("utf-8")).hexdigest()
+        now = self.ctx.clock.seconds()
+        checked = self._basic_ok.get(key)
+        if checked is not None and now - checked < BASIC_CACHE_SECONDS:
+            return defer.succeed(True)
+        source = peer_of(request)
+        d = self.ctx.authenticate(source, user, password)
+
+        def result(ok):
+            if not ok:
+                raise ApiError(401, "unauthorized", "wrong user name or password")
+            if len(self._basic_ok) > 100:
+                self._basic_ok.clear()
+            self._basic_ok[key] = now
+            return True
+
+        def locked(failure):
+            failure.trap(LockedOut)
+            request.setHeader(b"retry-after", str(failure.value.seconds).encode())
+            raise ApiError(429, "locked out", "too many failed logins from %s; try again in %d s"
+                           % (source, failure.value.seconds))
+        d.addCallbacks(result, locked)
+        return d
+
+    def body(self, request):
+        """The request's JSON object, as {key: text}."""
+        raw = request.content.read(MAX_BODY + 1) if request.content is not None else b""
+        if len(raw) > MAX_BODY:
+            raise ApiError(413, "too large", "the body is larger than %d bytes" % MAX_BODY)
+        try:
+            data = json.loads(raw.decode("utf-8") or "{}")
+        except (UnicodeDecodeError, ValueError) as e:
+            raise ApiError(400, "invalid", "the body is not JSON: %s" % e, field="body")
+        if not isinstance(data, dict):
+            raise ApiError(400, "invalid", "expected a JSON object of fields", field="body")
+        return data
+
+    def changed(self, what):
+        """Count and log an accepted change."""
+        WEB_CHANGES.labels("api", "ok").inc()
+        log.info("API changed {what}", what=what)
+
+    # ---- index and description
+
+    @app.route("/v1/openapi.json", methods=["GET"])
+    def openapi(self, request):
+        """The OpenAPI document (no login needed to read it)."""
+        return self.respond(request, 200, openapi_document())
+
+    @app.route("/v1/", methods=["GET"])
+    @guarded
+    def index(self, request):
+        """The resources of the API."""
+        return {"resources": ["/api/v1/settings/{section}", "/api/v1/users", "/api/v1/aliases",
+                              "/api/v1/hosts", "/api/v1/records", "/api/v1/forwards",
+                              "/api/v1/dhcp/leases", "/api/v1/connections", "/api/v1/mail/queue",
+                              "/api/v1/sip/registrations", "/api/v1/status", "/api/v1/backup"],
+                "openapi": "/api/v1/openapi.json"}
+
+    @app.route("/v1/status", methods=["GET"])
+    @guarded
+    def status(self, request):
+        """WAN address, security mode, services."""
+        office = self.ctx.office
+        return {"wan_address": str(office.wan_address) if office.wan_address else None,
+                "wan_source": office.runtime.wan_source,
+                "security_mode": office.config.security.mode,
+                "services": {s.name: {"state": s.state, "detail": s.detail}
+                             for s in office.status.values()}}
+
+    # ---- settings
+
+    def _section(self, section):
+        if section not in SETTINGS_SECTIONS:
+            raise ApiError(404, "not found", "no settings section %r; one of %s"
+                           % (section, ", ".join(SETTINGS_SECTIONS)))
+        return section
+
+    @app.route("/v1/settings", methods=["GET"])
+    @guarded
+    def settings_all(self, request):
+        """Every settings section."""
+        return {s: changes.settings_values(self.ctx.office, s) for s in SETTINGS_SECTIONS}
+
+    @app.route("/v1/settings/<section>", methods=["GET"])
+    @guarded
+    def settings_get(self, request, section):
+        """One settings section, key -> text."""
+        return changes.settings_values(self.ctx.office, self._section(section))
+
+    @app.route("/v1/settings/<section>", methods=["PUT", "PATCH"])
+    @guarded
+    def settings_put(self, request, section):
+        """Change keys of a section; `admin_password` is plain text, stored hashed."""
+        self._section(section)
+        values = {k: as_text(k, v) for k, v in self.body(request).items()}
+        if section == "web" and "admin_password" in values:
+            plain_password = values.pop("admin_password")
+            d = changes.change_admin_password(self.ctx.office, plain_password, self.ctx.defer_to_thread)
+            # Page sessions of the old password end; the rest of [web] goes
+            # with it only if the password was accepted.
+            d.addCallback(lambda _: self.ctx.sessions.end_all())
+            d.addCallback(lambda _: changes.apply_settings(self.ctx.office, {section: values}))
+        else:
+            d = defer.maybeDeferred(changes.apply_settings, self.ctx.office, {section: values})
+        d.addCallback(lambda _: self.changed("[%s]" % section))
+        d.addCallback(lambda _: changes.settings_values(self.ctx.office, section))
+        return d
+
+    # ---- records
+
+    def _kind(self, plural):
+        kind = KINDS.get(plural)
+        if kind is None:
+            raise ApiError(404, "not found", "no collection %r" % plural)
+        return kind
+
+    def record_json(self, kind, name):
+        """A record as the API shows it (no hashes; fetch passwords masked)."""
+        office = self.ctx.office
+        if name not in getattr(office.config, changes.PLURALS[kind]):
+            raise KeyError("%s %s" % (kind, name))
+        values = changes.record_values(office, kind, name)
+        values["name"] = name
+        if kind == "user":
+            values.pop("password", None)
+            values.pop("sip_digest", None)
+            values["pop3_fetch"] = changes.mask_fetch_urls(values["pop3_fetch"])
+            values["mail"] = "%s@%s" % (name, office.config.system.domain)
+            fetch = office.runtime.fetch_status or {}
+            values["pop3_fetch_status"] = {
+                a.display: plain(fetch.get(a.display)) for a in office.config.users[name].pop3_fetch}
+        return values
+
+    def _save(self, request, kind, name, mode):
+        data = self.body(request)
+        if "name" in data and data["name"] != name and mode != "create":
+            raise ApiError(400, "invalid", "the name in the body differs from the URL", field="name")
+        data.pop("name", None)
+        for k in ("mail", "pop3_fetch_status"):
+            data.pop(k, None)   # read-only facts a client may echo back
+        values = {k: as_text(k, v) for k, v in data.items()}
+        if mode == "create" and name in getattr(self.ctx.office.config, changes.PLURALS[kind]):
+            raise ApiError(409, "exists", "%s %s already exists" % (kind, name), field="name")
+        if kind == "user":
+            d = changes.save_user(self.ctx.office, name, values, mode, self.ctx.defer_to_thread)
+            d.addCallback(lambda result: result[1])
+        else:
+            d = defer.maybeDeferred(changes.save_record, self.ctx.office, kind, name, values, mode)
+            d.addCallback(lambda _: [])
+
+        def done(warnings):
+            self.changed("[%s %s]" % (kind, name))
+            out = self.record_json(kind, name)
+            if warnings:
+                out["warnings"] = warnings
+            return out
+        return d.addCallback(done)
+
+    @app.route("/v1/<plural>", methods=["GET"])
+    @guarded
+    def records_list(self, request, plural):
+        """Every record of a collection."""
+        kind = self._kind(plural)
+        names = sorted(getattr(self.ctx.office.config, changes.PLURALS[kind]))
+        return [self.record_json(kind, n) for n in names]
+
+    @app.route("/v1/<plural>", methods=["POST"])
+    @guarded
+    def records_create(self, request, plural):
+        """Create a record; its name is in the body."""
+        kind = self._kind(plural)
+        peek = self.body(request)
+        request.content.seek(0)
+        name = peek.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ApiError(400, "invalid", "a name is required", field="name")
+        d = self._save(request, kind, name.strip(), "create")
+
+        def created(out):
+            request.setHeader(b"location", ("/api/v1/%s/%s" % (plural, out["name"])).encode())
+            return self.respond(request, 201, out)
+        return d.addCallback(created)
+
+    @app.route("/v1/<plural>/<name>", methods=["GET"])
+    @guarded
+    def record_get(self, request, plural, name):
+        """One record."""
+        return self.record_json(self._kind(plural), name)
+
+    @app.route("/v1/<plural>/<name>", methods=["PUT"])
+    @guarded
+    def record_put(self, request, plural, name):
+        """Create or replace a record."""
+        kind = self._kind(plural)
+        exists = name in getattr(self.ctx.office.config, changes.PLURALS[kind])
+        return self._save(request, kind, name, "replace" if exists else "create")
+
+    @app.route("/v1/<plural>/<name>", methods=["PATCH"])
+    @guarded
+    def record_patch(self, request, plural, name):
+        """Change some fields of a record."""
+        return self._save(request, self._kind(plural), name, "patch")
+
+    @app.route("/v1/<plural>/<name>", methods=["DELETE"])
+    @guarded
+    def record_delete(self, request, plural, name):
+        """Remove a record (refused while others refer to it)."""
+        kind = self._kind(plural)
+        changes.delete_record(self.ctx.office, kind, name)
+        self.changed("[%s %s] deleted" % (kind, name))
+        request.setResponseCode(204)
+        return b""
+
+    # ---- live, read-only views
+
+    def _runtime(self, slot, what):
+        value = getattr(self.ctx.office.runtime, slot)
+        if value is None:
+            raise ApiError(503, "not running", "%s not running" % what)
+        return value
+
+    @app.route("/v1/dhcp/leases", methods=["GET"])
+    @guarded
+    def leases(self, request):
+        """The DHCP server's leases."""
+        table = self._runtime("leases", "DHCP server")
+        return [plain(l) for l in table.active_leases()]
+
+    @app.route("/v1/connections", methods=["GET"])
+    @guarded
+    def connections(self, request):
+        """The firewall's recent decisions, newest first, and counts."""
+        log_ = self._runtime("connections", "firewall")
+        limit = _int_arg(request, b"limit", 200, 1, 10000)
+        return {"counts": plain(getattr(log_, "counts", {}) or {}),
+                "entries": [plain(e) for e in log_.recent(limit)]}
+
+    @app.route("/v1/mail/queue", methods=["GET"])
+    @guarded
+    def mail_queue(self, request):
+        """The outbound mail queue."""
+        return [plain(e) for e in self._runtime("mail_queue", "mail queue").entries()]
+
+    @app.route("/v1/mail/queue/<queue_id>/retry", methods=["POST"])
+    @guarded
+    def mail_retry(self, request, queue_id):
+        """Try a queued message again now."""
+        queue = self._runtime("mail_queue", "mail queue")
+        d = defer.maybeDeferred(queue.retry, queue_id)
+        return d.addCallback(lambda _: {"retrying": queue_id})
+
+    @app.route("/v1/mail/queue/<queue_id>", methods=["DELETE"])
+    @guarded
+    def mail_delete(self, request, queue_id):
+        """Drop a queued message."""
+        queue = self._runtime("mail_queue", "mail queue")
+        d = defer.maybeDeferred(queue.remove, queue_id)
+
+        def gone(_):
+            request.setResponseCode(204)
+            return b""
+        return d.addCallback(gone)
+
+    @app.route("/v1/sip/registrations", methods=["GET"])
+    @guarded
+    def registrations(self, request):
+        """Registered phones."""
+        return [plain(b) for b in self._runtime("registrations", "SIP registrar").bindings()]
+
+    @app.route("/v1/sip/calls", methods=["GET"])
+    @guarded
+    def calls(self, request):
+        """Calls in progress."""
+        source = self.ctx.office.runtime.calls or self._runtime("registrations", "SIP registrar")
+        return [plain(c) for c in source.active_calls()]
+
+    # ---- backup
+
+    @app.route("/v1/backup", methods=["GET"])
+    @guarded
+    def backup(self, request):
+        """tap.conf as it stands."""
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"content-disposition", b'attachment; filename="tap.conf"')
+        return self.ctx.office.document_text().encode("utf-8")
+
+    @app.route("/v1/backup", methods=["PUT"])
+    @guarded
+    def restore(self, request):
+        """Replace tap.conf with a backup, validated whole first."""
+        data = self.body(request)
+        text = data.get("text")
+        if not isinstance(text, str):
+            raise ApiError(400, "invalid", "expected {\"text\": \"<the whole tap.conf>\"}", field="text")
+        changes.restore(self.ctx.office, text)
+        self.changed("everything (restore)")
+        return {"restored": True, "bytes": len(text.encode("utf-8"))}
+
+    @app.handle_errors(Exception)
+    def not_found(self, request, failure):
+        """Unknown paths and methods, as JSON."""
+        from werkzeug.exceptions import MethodNotAllowed, NotFound
+        if failure.check(NotFound):
+            return self.respond(request, 404, {"error": "not found", "reason": "no such resource"})
+        if failure.check(MethodNotAllowed):
+            return self.respond(request, 405, {"error": "method not allowed",
+                                               "reason": "%s is not allowed here" % request.method.decode()})
+        return self.failed(failure, request)
+
+
+def _int_arg(request, name, default, low, high):
+    try:
+        value = int((request.args.get(name) or [default])[0])
+    except (TypeError, ValueError):
+        raise ApiError(400, "invalid", "%s must be a whole number" % name.decode(), field=name.decode())
+    return max(low, min(high, value))
+

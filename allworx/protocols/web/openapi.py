@@ -1,0 +1,127 @@
+# -*- test-case-name: allworx.tests.web.test_api -*-
+"""
+The OpenAPI 3 description of `/api/v1/`, built from the config model so the
+fields it lists are exactly the keys of tap.conf.
+"""
+
+from allworx import __version__
+from allworx.config import RECORD_SECTIONS, SETTINGS_SECTIONS, keys_of
+from allworx.protocols.web.changes import SERVER_KEYS
+
+COLLECTIONS = (("users", "user"), ("aliases", "alias"), ("hosts", "host"),
+               ("records", "record"), ("forwards", "forward"))
+
+
+def _fields_schema(cls, kind, writable=True):
+    props = {}
+    for f in keys_of(cls):
+        if f.name in SERVER_KEYS.get(kind, ()):
+            continue
+        props[f.name] = {"type": "string", "description": f.metadata.get("doc") or "tap.conf key %s" % f.name}
+    if kind == "user":
+        props["password"] = {"type": "string", "writeOnly": True,
+                             "description": "plain text; stored as an argon2 hash with the SIP digest"}
+        if not writable:
+            props["mail"] = {"type": "string", "readOnly": True}
+    if kind == "web":
+        props["admin_password"] = {"type": "string", "writeOnly": True,
+                                   "description": "plain text; stored hashed; ends every page session"}
+    return {"type": "object", "properties": props, "additionalProperties": False}
+
+
+def _json(schema):
+    return {"application/json": {"schema": schema}}
+
+
+ERROR = {"type": "object", "properties": {
+    "error": {"type": "string"}, "field": {"type": "string"}, "reason": {"type": "string"},
+    "errors": {"type": "array", "items": {"type": "object"}}}}
+
+RESPONSES = {
+    "400": {"description": "Invalid: the body names the field and the reason; nothing changed",
+            "content": _json({"$ref": "#/components/schemas/Error"})},
+    "401": {"description": "No or wrong credentials"},
+    "404": {"description": "No such resource"},
+}
+
+
+def openapi_document():
+    """The OpenAPI document served at /api/v1/openapi.json."""
+    paths = {}
+    schemas = {"Error": ERROR}
+    for section, cls in SETTINGS_SECTIONS.items():
+        schemas["Settings_%s" % section] = _fields_schema(cls, section)
+    paths["/api/v1/settings/{section}"] = {
+        "parameters": [{"name": "section", "in": "path", "required": True,
+                        "schema": {"type": "string", "enum": list(SETTINGS_SECTIONS)}}],
+        "get": {"summary": "The keys of a settings section as text", "responses": dict(
+            RESPONSES, **{"200": {"description": "the keys", "content": _json({"type": "object"})}})},
+        "patch": {"summary": "Change some keys (applied live, validated whole)",
+                  "requestBody": {"content": _json({"type": "object"})},
+                  "responses": dict(RESPONSES, **{"200": {"description": "the keys now"}})},
+        "put": {"summary": "Same as PATCH: change the keys given",
+                "requestBody": {"content": _json({"type": "object"})},
+                "responses": dict(RESPONSES, **{"200": {"description": "the keys now"}})},
+    }
+    for plural, kind in COLLECTIONS:
+        cls = RECORD_SECTIONS[kind]
+        name = kind.capitalize()
+        schema = _fields_schema(cls, kind, writable=False)
+        schema["properties"]["name"] = {"type": "string"}
+        schemas[name] = schema
+        ref = {"$ref": "#/components/schemas/%s" % name}
+        paths["/api/v1/%s" % plural] = {
+            "get": {"summary": "Every %s" % kind, "responses": dict(
+                RESPONSES, **{"200": {"description": "list", "content": _json({"type": "array", "items": ref})}})},
+            "post": {"summary": "Create a %s (name in the body)" % kind,
+                     "requestBody": {"content": _json(ref)},
+                     "responses": dict(RESPONSES, **{"201": {"description": "created", "content": _json(ref)},
+                                                     "409": {"description": "exists already"}})},
+        }
+        paths["/api/v1/%s/{name}" % plural] = {
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "get": {"summary": "One %s" % kind, "responses": dict(
+                RESPONSES, **{"200": {"description": kind, "content": _json(ref)}})},
+            "put": {"summary": "Create or replace", "requestBody": {"content": _json(ref)},
+                    "responses": dict(RESPONSES, **{"200": {"description": kind}})},
+            "patch": {"summary": "Change some fields", "requestBody": {"content": _json(ref)},
+                      "responses": dict(RESPONSES, **{"200": {"description": kind}})},
+            "delete": {"summary": "Remove", "responses": dict(RESPONSES, **{"204": {"description": "gone"}})},
+        }
+    for path, summary in (("/api/v1/dhcp/leases", "DHCP leases (mac, address, hostname, expires, state)"),
+                          ("/api/v1/connections", "Firewall decisions, newest first, with reasons"),
+                          ("/api/v1/mail/queue", "Outbound mail queue"),
+                          ("/api/v1/sip/registrations", "Registered phones"),
+                          ("/api/v1/sip/calls", "Calls in progress"),
+                          ("/api/v1/status", "WAN address, security mode, services")):
+        paths[path] = {"get": {"summary": summary, "responses": {
+            "200": {"description": "read-only", "content": _json({})},
+            "401": RESPONSES["401"], "503": {"description": "that service is not running"}}}}
+    paths["/api/v1/mail/queue/{id}/retry"] = {"post": {"summary": "Try a queued message again now",
+                                                       "responses": {"200": {"description": "queued"}}}}
+    paths["/api/v1/mail/queue/{id}"] = {"delete": {"summary": "Drop a queued message",
+                                                   "responses": {"204": {"description": "gone"}}}}
+    paths["/api/v1/backup"] = {
+        "get": {"summary": "tap.conf as it stands", "responses": {
+            "200": {"description": "the file", "content": {"text/plain": {"schema": {"type": "string"}}}}}},
+        "put": {"summary": "Restore a tap.conf, validated whole first",
+                "requestBody": {"content": _json({"type": "object", "properties": {"text": {"type": "string"}}})},
+                "responses": dict(RESPONSES, **{"200": {"description": "restored"}})},
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "allworx admin API", "version": __version__,
+                 "description": "Every setting of the admin pages. Changes apply live and are "
+                                "written to tap.conf atomically; a bad value changes nothing "
+                                "(400 naming the field). Send changes as application/json."},
+        "servers": [{"url": "/"}],
+        "security": [{"basic": []}, {"session": []}],
+        "components": {
+            "securitySchemes": {
+                "basic": {"type": "http", "scheme": "basic",
+                          "description": "user admin with the [web] admin_password"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "allworx_session",
+                            "description": "a logged-in page session; changes need X-CSRF-Token"}},
+            "schemas": schemas},
+        "paths": paths,
+    }

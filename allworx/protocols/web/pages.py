@@ -1,0 +1,559 @@
+# -*- test-case-name: allworx.tests.web.test_pages -*-
+"""
+The admin pages, named as in the guide. Each page says what it shows (a
+context for its template) and what its forms do (actions ending in an Office
+call through `allworx.protocols.web.changes`). The HTTP side (sessions, CSRF, redirects)
+is in `allworx.protocols.web.admin`.
+"""
+
+import re
+import time
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from allworx.config import BUILTIN_NAMES, ConfigError, ConfigErrors
+from allworx.protocols.web import changes
+from allworx.protocols.web import forms
+from allworx.protocols.web.metrics import field
+
+log = Logger()
+
+NOT_RUNNING = "%s not running"
+
+
+def listed(obj, method):
+    """
+    The list a runtime object's method returns; [] when the object is None,
+    or when it fails (logged: one broken service must not take the page down).
+    """
+    if obj is None:
+        return []
+    value = getattr(obj, method, None)
+    if value is None:
+        return []
+    try:
+        return list(value() if callable(value) else value)
+    except Exception:
+        log.failure("admin pages: {obj!r}.{method}() failed", obj=obj, method=method)
+        return []
+
+
+def ago_or_in(now, when):
+    """`in 3h 20m` / `5m ago` for a POSIX time, relative to the reactor's clock."""
+    if when is None:
+        return ""
+    try:
+        delta = float(when) - now
+    except (TypeError, ValueError):
+        return str(when)
+    span = abs(int(delta))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if span >= size:
+            parts.append("%d%s" % (span // size, unit))
+            span %= size
+        if len(parts) == 2:
+            break
+    text = " ".join(parts) or "%ds" % span
+    return ("in " + text) if delta >= 0 else (text + " ago")
+
+
+def clock_time(when):
+    """HH:MM:SS (UTC) of a POSIX time, for logs."""
+    try:
+        return time.strftime("%H:%M:%S", time.gmtime(float(when)))
+    except (TypeError, ValueError, OverflowError):
+        return str(when or "")
+
+
+def host_label(hostname):
+    """A [host] name made from a DHCP client's host name, or None if none fits."""
+    if not hostname:
+        return None
+    if isinstance(hostname, bytes):
+        hostname = hostname.decode("ascii", "replace")
+    label = re.sub(r"[^a-z0-9-]+", "-", hostname.split(".")[0].lower()).strip("-")[:63]
+    return label if label and label not in BUILTIN_NAMES else None
+
+
+def fetch_summary(entry, now):
+    """One line about a POP3 fetch account's last result (the mail service's status dict)."""
+    if entry is None:
+        return "not fetched yet"
+    if not isinstance(entry, dict):
+        return str(entry)
+    parts = [str(entry.get("state") or "")]
+    if entry.get("last_success") is not None:
+        parts.append("last fetched %s" % ago_or_in(now, entry["last_success"]))
+    if entry.get("fetched"):
+        parts.append("%s message(s) so far" % entry["fetched"])
+    if entry.get("error"):
+        parts.append("error: %s" % entry["error"])
+    if entry.get("next_attempt") is not None:
+        parts.append("next %s" % ago_or_in(now, entry["next_attempt"]))
+    return "; ".join(p for p in parts if p)
+
+
+def configured_zone(config, wan_ip):
+    """The office zone's names as the configuration defines them (guide 10)."""
+    domain = config.system.domain
+    lan = str(config.lan_ip)
+    wan = str(wan_ip) if wan_ip else None
+    rows = [("@", "MX", "10 %s.%s" % (config.system.hostname, domain))]
+    for name in BUILTIN_NAMES:
+        if name in ("www", "wan"):
+            if wan:
+                rows.append((name, "A", wan))
+        elif name in ("smtp", "pop"):
+            rows.append((name, "A", lan))
+            if wan:
+                rows.append((name, "A", wan))
+        else:
+            rows.append((name, "A", lan))
+    rows.append((config.system.hostname, "A", lan))
+    for h in sorted(config.hosts.values(), key=lambda h: h.name):
+        rows.append((h.name, "A", str(h.address)))
+    for r in sorted(config.records.values(), key=lambda r: r.name):
+        rows.extend((r.name, "A", str(a)) for a in r.a)
+        rows.extend((r.name, "MX", "%d %s" % m) for m in r.mx)
+        if r.cname:
+            rows.append((r.name, "CNAME", r.cname))
+        if r.txt:
+            rows.append((r.name, "TXT", r.txt))
+    return rows
+
+
+def served_rows(zone):
+    """
+    (name, type, value, ttl, source) of the zone the DNS service serves, when
+    it offers `rows()` (and `entries` with each record's source); else None.
+    """
+    rows = getattr(zone, "rows", None)
+    if not callable(rows):
+        return None
+    try:
+        sources = {(e.name, e.rtype, e.value): e.source for e in getattr(zone, "entries", ())}
+        return [(n, t, v, ttl, sources.get((n, t, v), "")) for n, t, v, ttl in rows()]
+    except Exception:
+        log.failure("admin pages: the DNS zone could not be listed")
+        return None
+
+
+def served_zone(zone):
+    """The zone as the DNS service serves it, as text, whatever it offers."""
+    for method in ("as_text", "to_text", "text", "render"):
+        fn = getattr(zone, method, None)
+        if callable(fn):
+            try:
+                return str(fn())
+            except Exception:
+                continue
+    return str(zone)
+
+
+class Page:
+    """One admin page: its name in the menu, its template, its context, its actions."""
+
+    slug = ""
+    title = ""
+    template = ""
+    refresh = None      # element id the page's script refreshes, if any
+
+    def context(self, ctx, sub):
+        return {}
+
+    def template_for(self, sub):
+        """The template for this page (a sub-path may pick another)."""
+        return self.template
+
+    def action(self, ctx, name, form, sub):
+        """Run the form action `name`: a Deferred firing with a notice."""
+        method = getattr(self, "do_" + name, None)
+        if method is None:
+            raise ConfigErrors([ConfigError(None, None, 0, "unknown action %r" % name)])
+        return defer.maybeDeferred(method, ctx, form, sub)
+
+    def record_section(self, name, form):
+        """For errors: the tap.conf section a record action touches."""
+        kind = getattr(self, "kinds", {}).get(name)
+        return "%s %s" % (kind, form.get("name", "").strip()) if kind else None
+
+
+class SettingsPage(Page):
+    """A page whose main form edits settings keys."""
+
+    fields = ()
+
+    def context(self, ctx, sub):
+        return {"fields": self.fields, "current": forms.current_settings(ctx.office, self.fields)}
+
+    def do_save(self, ctx, form, sub):
+        changes.apply_settings(ctx.office, forms.settings_changes(self.fields, form))
+        return "%s saved." % self.title
+
+
+class RecordActions:
+    """Add and delete actions for the records a page lists (`kinds`: action -> kind)."""
+
+    kinds = {}
+
+    def _add(self, ctx, kind, form):
+        name, values = forms.record_changes(kind, form)
+        if not name:
+            raise ConfigErrors([ConfigError("%s " % kind, None, 0, "a name is required")])
+        changes.save_record(ctx.office, kind, name, values, "create")
+        return "Added %s %s." % (kind, name)
+
+    def _save(self, ctx, kind, form):
+        name, values = forms.record_changes(kind, form)
+        changes.save_record(ctx.office, kind, name, values, "replace")
+        return Redirect("Saved %s %s." % (kind, name), "/" + self.slug)
+
+    def editing(self, ctx, kind, sub):
+        """The record being edited (`/PAGE/edit/NAME`), or None; KeyError if unknown."""
+        if len(sub) == 2 and sub[0] == "edit":
+            return forms.current_record(ctx.office, kind, sub[1])
+        return None
+
+    def _delete(self, ctx, kind, form):
+        name = form.get("name", "")
+        changes.delete_record(ctx.office, kind, name)
+        return "Deleted %s %s." % (kind, name)
+
+
+class StatusPage(Page):
+    """WAN address and how it came, security mode, each service and why, counts."""
+
+    slug, title, template = "status", "Status", "status.html"
+
+    def context(self, ctx, sub):
+        office = ctx.office
+        runtime = office.runtime
+        config = office.config
+        counts = [("Users", len(config.users)), ("Aliases", len(config.aliases)),
+                  ("Reserved hosts", len(config.hosts)), ("DNS records", len(config.records)),
+                  ("LAN devices on the WAN", len(config.forwards))]
+        if runtime.leases is not None:
+            counts.append(("DHCP leases", len(listed(runtime.leases, "active_leases"))))
+        if runtime.registrations is not None:
+            counts.append(("Phones registered", len(listed(runtime.registrations, "bindings"))))
+        if runtime.mail_queue is not None:
+            counts.append(("Messages queued", len(listed(runtime.mail_queue, "entries"))))
+        if runtime.connections is not None:
+            for verdict, n in sorted((getattr(runtime.connections, "counts", None) or {}).items()):
+                counts.append(("Flows %s" % verdict, n))
+        return {
+            "wan_address": office.wan_address,
+            "wan_source": runtime.wan_source,
+            "services": sorted(office.status.values(), key=lambda s: s.name),
+            "counts": counts,
+            "warnings": list(runtime.dhcp_warnings or []),
+        }
+
+
+class NetworkPage(SettingsPage):
+    """Server name, domain, LAN address, WAN mode and address (guide 2, 3)."""
+
+    slug, title, template = "network", "Network Settings", "network.html"
+    fields = forms.NETWORK
+
+
+class SecurityPage(SettingsPage, RecordActions):
+    """Security mode, DMZ ports, and the LAN devices made visible on the WAN."""
+
+    slug, title, template = "security", "Security Settings", "security.html"
+    fields = forms.SECURITY
+    kinds = {"add_forward": "forward", "save_forward": "forward"}
+
+    def context(self, ctx, sub):
+        out = SettingsPage.context(self, ctx, sub)
+        out["forwards"] = sorted(ctx.office.config.forwards.values(), key=lambda f: f.name)
+        out["forward_fields"] = forms.RECORD_FIELDS["forward"]
+        out["editing"] = self.editing(ctx, "forward", sub)
+        return out
+
+    def do_add_forward(self, ctx, form, sub):
+        return self._add(ctx, "forward", form)
+
+    def do_save_forward(self, ctx, form, sub):
+        return self._save(ctx, "forward", form)
+
+    def do_delete_forward(self, ctx, form, sub):
+        return self._delete(ctx, "forward", form)
+
+
+class DhcpPage(SettingsPage, RecordActions):
+    """DHCP settings, reservations and the live lease table."""
+
+    slug, title, template = "dhcp", "Servers - DHCP", "dhcp.html"
+    fields = forms.DHCP
+    kinds = {"add_host": "host", "save_host": "host"}
+    refresh = "leases"
+
+    def context(self, ctx, sub):
+        out = SettingsPage.context(self, ctx, sub)
+        office = ctx.office
+        out["hosts"] = sorted(office.config.hosts.values(), key=lambda h: h.name)
+        out["host_fields"] = forms.RECORD_FIELDS["host"]
+        out["editing"] = self.editing(ctx, "host", sub)
+        try:
+            first, last = office.config.pool
+            out["pool"] = "%s - %s" % (first, last)
+        except ValueError:
+            out["pool"] = ""
+        leases = office.runtime.leases
+        out["leases_running"] = leases is not None
+        now = ctx.clock.seconds()
+        reserved = {h.mac for h in office.config.hosts.values()}
+        out["leases"] = [{
+            "address": str(field(l, "address", "")), "mac": field(l, "mac", ""),
+            "hostname": field(l, "hostname", "") or "", "state": field(l, "state", "active"),
+            "expires": ago_or_in(now, field(l, "expires")),
+            "reserve_as": None if field(l, "mac") in reserved else host_label(field(l, "hostname")),
+        } for l in sorted(listed(leases, "active_leases"),
+                          key=lambda l: tuple(int(x) for x in str(field(l, "address", "0")).split(".")
+                                              if x.isdigit()))]
+        out["warnings"] = list(office.runtime.dhcp_warnings or [])
+        return out
+
+    def do_add_host(self, ctx, form, sub):
+        return self._add(ctx, "host", form)
+
+    def do_save_host(self, ctx, form, sub):
+        return self._save(ctx, "host", form)
+
+    def do_delete_host(self, ctx, form, sub):
+        return self._delete(ctx, "host", form)
+
+
+class DnsPage(SettingsPage, RecordActions):
+    """Forwarders, the use-forwarders switch, static records, the zone as served."""
+
+    slug, title, template = "dns", "DNS Server", "dns.html"
+    fields = forms.DNS
+    kinds = {"add_record": "record", "save_record": "record"}
+
+    def context(self, ctx, sub):
+        out = SettingsPage.context(self, ctx, sub)
+        office = ctx.office
+        out["records"] = sorted(office.config.records.values(), key=lambda r: r.name)
+        out["record_fields"] = forms.RECORD_FIELDS["record"]
+        out["editing"] = self.editing(ctx, "record", sub)
+        zone = office.runtime.zone
+        out["zone_rows"] = served_rows(zone) if zone is not None else None
+        out["zone_served"] = served_zone(zone) if zone is not None else None
+        out["zone_configured"] = configured_zone(office.config, office.wan_ip)
+        out["domain"] = office.config.system.domain
+        return out
+
+    def do_add_record(self, ctx, form, sub):
+        return self._add(ctx, "record", form)
+
+    def do_save_record(self, ctx, form, sub):
+        return self._save(ctx, "record", form)
+
+    def do_delete_record(self, ctx, form, sub):
+        return self._delete(ctx, "record", form)
+
+
+class AliasPage(Page, RecordActions):
+    """The domain's mail aliases, edited in place."""
+
+    slug, title, template = "aliases", "Message Alias", "aliases.html"
+    kinds = {"add_alias": "alias", "save_alias": "alias"}
+
+    def context(self, ctx, sub):
+        return {"aliases": sorted(ctx.office.config.aliases.values(), key=lambda a: a.name),
+                "alias_fields": forms.RECORD_FIELDS["alias"],
+                "domain": ctx.office.config.system.domain}
+
+    def do_add_alias(self, ctx, form, sub):
+        return self._add(ctx, "alias", form)
+
+    def do_save_alias(self, ctx, form, sub):
+        name = form.get("name", "")
+        changes.save_record(ctx.office, "alias", name, {"to": form.get("to", "")}, "patch")
+        return "Saved alias %s." % name
+
+    def do_delete_alias(self, ctx, form, sub):
+        return self._delete(ctx, "alias", form)
+
+
+class UsersPage(Page):
+    """Every user; one user's page at /users/NAME."""
+
+    slug, title, template = "users", "Users", "users.html"
+    kinds = {"add_user": "user", "save_user": "user"}
+
+    def context(self, ctx, sub):
+        office = ctx.office
+        config = office.config
+        fetch = office.runtime.fetch_status or {}
+        now = ctx.clock.seconds()
+        users = []
+        for u in sorted(config.users.values(), key=lambda u: u.name):
+            users.append({
+                "name": u.name, "full_name": u.full_name, "extension": u.extension or "",
+                "mail": "%s@%s" % (u.name, config.system.domain),
+                "email_forward": u.email_forward or "",
+                "has_pin": bool(u.voicemail_pin),
+                "fetch": [(a.display, fetch_summary(fetch.get(a.display), now)) for a in u.pop3_fetch],
+            })
+        out = {"users": users, "user_fields": forms.RECORD_FIELDS["user"], "editing": None}
+        if sub and sub[0]:
+            name = sub[0]
+            if name not in config.users:
+                raise KeyError("user %s" % name)
+            current = forms.current_record(office, "user", name)
+            current["pop3_fetch"] = "\n".join(changes.mask_fetch_urls(current["pop3_fetch"]).split())
+            out["editing"] = name
+            out["current"] = current
+        return out
+
+    def template_for(self, sub):
+        return "user.html" if sub and sub[0] else "users.html"
+
+    def do_add_user(self, ctx, form, sub):
+        name, values = forms.record_changes("user", form)
+        if not name:
+            raise ConfigErrors([ConfigError("user ", None, 0, "a name is required")])
+        values["pop3_fetch"] = " ".join(values.get("pop3_fetch", "").split())
+        d = changes.save_user(ctx.office, name, values, "create", ctx.defer_to_thread)
+        return d.addCallback(lambda result: _with_warnings("Added user %s." % name, result[1]))
+
+    def do_save_user(self, ctx, form, sub):
+        name = form.get("name", "")
+        _, values = forms.record_changes("user", form)
+        values["pop3_fetch"] = " ".join(values.get("pop3_fetch", "").split())
+        d = changes.save_user(ctx.office, name, values, "patch", ctx.defer_to_thread)
+        return d.addCallback(lambda result: _with_warnings("Saved user %s." % name, result[1]))
+
+    def do_delete_user(self, ctx, form, sub):
+        name = form.get("name", "")
+        changes.delete_record(ctx.office, "user", name)
+        return Redirect("Deleted user %s." % name, "/users")
+
+
+def _with_warnings(notice, warnings):
+    return " ".join([notice] + ["Note: %s." % w for w in warnings])
+
+
+class Redirect(str):
+    """A notice that also names the page to go to next."""
+
+    def __new__(cls, text, location):
+        self = str.__new__(cls, text)
+        self.location = location
+        return self
+
+
+class ServicesPage(SettingsPage):
+    """Mail, POP3, phones, directory, time server and web ports; the admin password."""
+
+    slug, title, template = "services", "Servers - Mail, Phones, Directory", "services.html"
+    fields = forms.SERVICES
+
+    def do_admin_password(self, ctx, form, sub):
+        new, again = form.get("new_password", ""), form.get("confirm_password", "")
+        if new != again:
+            raise ConfigErrors([ConfigError("web", "admin_password", 0, "the two passwords differ")])
+        d = changes.change_admin_password(ctx.office, new, ctx.defer_to_thread)
+
+        def done(_):
+            ctx.sessions.end_all()
+            return Redirect("The admin password changed: log in with the new one.", "/login")
+        return d.addCallback(done)
+
+
+class MailQueuePage(Page):
+    """The outbound queue, with retry and delete."""
+
+    slug, title, template = "mailqueue", "Mail queue", "mailqueue.html"
+
+    def context(self, ctx, sub):
+        queue = ctx.office.runtime.mail_queue
+        now = ctx.clock.seconds()
+        return {"running": queue is not None, "entries": [{
+            "id": field(e, "id", ""), "sender": field(e, "sender", "") or "<>",
+            "recipients": ", ".join(field(e, "recipients", ()) or ()),
+            "attempts": field(e, "attempts", 0),
+            "next_attempt": ago_or_in(now, field(e, "next_attempt")),
+            "last_error": field(e, "last_error", "") or "",
+        } for e in listed(queue, "entries")]}
+
+    def _queue(self, ctx):
+        queue = ctx.office.runtime.mail_queue
+        if queue is None:
+            raise ConfigErrors([ConfigError(None, None, 0, NOT_RUNNING % "the mail queue is")])
+        return queue
+
+    def do_retry(self, ctx, form, sub):
+        d = defer.maybeDeferred(self._queue(ctx).retry, form.get("id", ""))
+        return d.addCallback(lambda _: "Message %s will be tried again now." % form.get("id", ""))
+
+    def do_delete(self, ctx, form, sub):
+        d = defer.maybeDeferred(self._queue(ctx).remove, form.get("id", ""))
+        return d.addCallback(lambda _: "Message %s deleted from the queue." % form.get("id", ""))
+
+
+class PhonesPage(Page):
+    """Registered phones and calls in progress."""
+
+    slug, title, template = "phones", "Phones", "phones.html"
+    refresh = "phones"
+
+    def context(self, ctx, sub):
+        reg = ctx.office.runtime.registrations
+        now = ctx.clock.seconds()
+        calls = ctx.office.runtime.calls if ctx.office.runtime.calls is not None else reg
+        return {"running": reg is not None, "bindings": [{
+            "user": field(b, "user", ""), "extension": field(b, "extension", ""),
+            "contact": field(b, "contact", ""), "source": field(b, "source", ""),
+            "expires": ago_or_in(now, field(b, "expires")),
+        } for b in listed(reg, "bindings")], "calls": [{
+            "caller": field(c, "caller", ""), "callee": field(c, "callee", ""),
+            "state": field(c, "state", ""), "started": ago_or_in(now, field(c, "started")),
+        } for c in listed(calls, "active_calls")]}
+
+
+class ConnectionsPage(Page):
+    """The firewall's recent decisions with their reasons."""
+
+    slug, title, template = "connections", "Connections", "connections.html"
+    refresh = "connlog"
+
+    def context(self, ctx, sub):
+        connlog = ctx.office.runtime.connections
+        entries = []
+        if connlog is not None:
+            for e in listed(connlog, "recent"):
+                entries.append({
+                    "time": clock_time(field(e, "time")), "proto": field(e, "proto", ""),
+                    "src": "%s:%s" % (field(e, "src", ""), field(e, "sport", "")),
+                    "dst": "%s:%s" % (field(e, "dst", ""), field(e, "dport", "")),
+                    "action": field(e, "action", ""), "reason": field(e, "reason", ""),
+                })
+        counts = sorted((getattr(connlog, "counts", None) or {}).items()) if connlog is not None else []
+        return {"running": connlog is not None, "entries": entries, "counts": counts,
+                "mode": ctx.office.config.security.mode}
+
+
+class BackupPage(Page):
+    """Download tap.conf; upload one to restore."""
+
+    slug, title, template = "backup", "Backup/Restore", "backup.html"
+
+    def context(self, ctx, sub):
+        return {"path": ctx.office.path, "size": len(ctx.office.document_text().encode())}
+
+    def do_restore(self, ctx, form, sub):
+        text = form.get("file") or form.get("text") or ""
+        changes.restore(ctx.office, text)
+        return "The configuration was restored and applied."
+
+
+PAGES = [StatusPage(), NetworkPage(), SecurityPage(), DhcpPage(), DnsPage(), AliasPage(),
+         UsersPage(), ServicesPage(), MailQueuePage(), PhonesPage(), ConnectionsPage(),
+         BackupPage()]
+PAGES_BY_SLUG = {p.slug: p for p in PAGES}

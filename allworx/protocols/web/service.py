@@ -1,0 +1,137 @@
+# -*- test-case-name: allworx.tests.web.test_service -*-
+"""
+The "web" child service: the admin pages, API and `/metrics` on `[web]
+admin_port` for LAN peers only, and the intranet/public sites on `[web]
+http_port`. Changing either port in the config makes it listen again at once.
+"""
+
+from twisted.internet import threads
+from twisted.logger import Logger
+from twisted.web import server
+
+from allworx.listening import ListeningService
+from allworx.protocols.web.admin import AdminContext, AdminRoot
+from allworx.protocols.web.api import OfficeApi
+from allworx.protocols.web.metrics import WEB_REFUSED, WEB_REQUESTS, MetricsPage, office_registry
+from allworx.guards import PeerConnectionLimit
+from allworx.protocols.web.sites import SiteBySide, ensure_site_dirs
+
+log = Logger()
+
+# Simultaneous connections one peer may hold on each port.
+MAX_CONNECTIONS_PER_PEER = 64
+
+
+class BoundedRequest(server.Request):
+    """
+    A request whose body may not exceed the site's `max_body` bytes: a larger
+    one (by Content-Length, or counted as chunks arrive) is answered 413 and
+    the connection closed, before anything is buffered or rendered.
+    """
+
+    too_large = False
+
+    def _refuse_body(self):
+        self.too_large = True
+        WEB_REQUESTS.labels(self.channel.site.label, "4xx").inc()
+        transport = self.channel.transport
+        transport.write(b"HTTP/1.1 413 Request Entity Too Large\r\nConnection: close\r\n"
+                        b"Content-Type: text/plain\r\nContent-Length: 22\r\n\r\n"
+                        b"request body too large")
+        transport.loseConnection()
+
+    def gotLength(self, length):
+        server.Request.gotLength(self, length)
+        self._received = 0
+        if length is not None and length > self.channel.site.max_body:
+            self._refuse_body()
+
+    def handleContentChunk(self, data):
+        if self.too_large:
+            return
+        self._received += len(data)
+        if self._received > self.channel.site.max_body:
+            self._refuse_body()
+            return
+        server.Request.handleContentChunk(self, data)
+
+    def process(self):
+        if self.too_large:
+            return  # already answered; the connection is closing
+        server.Request.process(self)
+
+
+class CountingSite(server.Site):
+    """
+    A twisted.web Site that counts its answers, bounds request bodies to
+    `max_body`, and, if `lan_only`, refuses connections from WAN peers.
+    """
+
+    requestFactory = BoundedRequest
+
+    def __init__(self, resource, office, label, lan_only, max_body=64 * 1024, **kw):
+        server.Site.__init__(self, resource, **kw)
+        self.displayTracebacks = False  # a failure is logged, never shown to the client
+        self.office = office
+        self.label = label
+        self.lan_only = lan_only
+        self.max_body = max_body
+
+    def buildProtocol(self, addr):
+        host = getattr(addr, "host", None)
+        if self.lan_only and not self.office.is_lan_peer(host):
+            WEB_REFUSED.labels(self.label).inc()
+            log.info("web: {site} refused a connection from {peer} (not on the LAN)",
+                     site=self.label, peer=host)
+            return None
+        return server.Site.buildProtocol(self, addr)
+
+    def log(self, request):
+        WEB_REQUESTS.labels(self.label, "%dxx" % (request.code // 100)).inc()
+
+
+def admin_resource(office, clock, defer_to_thread=threads.deferToThread):
+    """The admin port's resource tree (pages, /api, /metrics) and its context."""
+    ctx = AdminContext(office, clock, defer_to_thread)
+    api = OfficeApi(ctx).resource()
+    metrics = MetricsPage(office_registry(office))
+    return AdminRoot(ctx, api=api, metrics=metrics), ctx
+
+
+class WebService(ListeningService):
+    """Listens on the admin and web ports and follows their changes live."""
+
+    def __init__(self, office, reactor=None, defer_to_thread=threads.deferToThread):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        ListeningService.__init__(self, "web", office)
+        root, self.ctx = admin_resource(office, reactor, defer_to_thread)
+        # A restore uploads a whole tap.conf: the admin port takes up to 2 MB.
+        self.admin_site = CountingSite(root, office, "admin", lan_only=True,
+                                       max_body=2 * 1024 * 1024, reactor=reactor)
+        self.public_site = CountingSite(SiteBySide(office), office, "sites", lan_only=False,
+                                        reactor=reactor)
+
+    def bound_settings(self, config):
+        return (config.web.admin_port, config.web.http_port)
+
+    def build_listeners(self, config):
+        try:
+            ensure_site_dirs(config)
+        except OSError as e:
+            log.warn("web: cannot create the site directories: {why}", why=e)
+        admin, http = config.web.admin_port, config.web.http_port
+        admin_factory = PeerConnectionLimit(self.admin_site, MAX_CONNECTIONS_PER_PEER, "web admin")
+        sites_factory = PeerConnectionLimit(self.public_site, MAX_CONNECTIONS_PER_PEER, "web sites")
+        return [
+            ("admin pages on tcp/%d" % admin, admin,
+             lambda: self.reactor.listenTCP(admin, admin_factory, interface="")),
+            ("web sites on tcp/%d" % http, http,
+             lambda: self.reactor.listenTCP(http, sites_factory, interface="")),
+        ]
+
+
+def make_service(office):
+    """The "web" child service of the server."""
+    return WebService(office)

@@ -1,0 +1,181 @@
+# -*- test-case-name: allworx.tests.web.test_sites -*-
+"""
+The two websites on `[web] http_port`: the intranet (`corp.DOMAIN`) for LAN
+peers from `data_dir/intranet`, the public site (`www.DOMAIN`) for everyone
+else from `data_dir/www`. Static files only, with content types, Last-Modified
+and ETag for conditional GET, no directory listings, no dot-files, nothing
+outside the site's directory (not by `..`, not by a symbolic link). A site
+without an index.html shows a generated default page.
+"""
+
+import html
+import os
+
+from twisted.web import resource, static
+from twisted.web.http import CACHED
+
+INTRANET_DIR = "intranet"
+SMALL_FILE = 256 * 1024   # sent in one write; larger files are streamed
+PUBLIC_DIR = "www"
+
+
+def site_dirs(config):
+    """(intranet directory, public directory) under the data dir."""
+    base = config.system.data_dir
+    return os.path.join(base, INTRANET_DIR), os.path.join(base, PUBLIC_DIR)
+
+
+def inside(root, path, real_root=None):
+    """True when `path`, with symbolic links resolved, is `root` or below it."""
+    real_root = real_root or os.path.realpath(root)
+    real = os.path.realpath(path)
+    return real == real_root or real.startswith(real_root + os.sep)
+
+
+def default_page(kind, config):
+    """The generated index page of a site that has none yet (bytes of HTML)."""
+    domain = html.escape(config.system.domain)
+    if kind == "intranet":
+        title = "corp.%s" % domain
+        body = ("<p>This is the office intranet, seen only from the office LAN.</p>"
+                "<p>Put its pages in <code>%s/%s/</code> on the server, starting with "
+                "<code>index.html</code>.</p>"
+                "<ul><li>Mail: <code>%s</code> (POP3 and SMTP on this server)</li>"
+                "<li>Address book: LDAP at <code>corp.%s</code></li></ul>"
+                % (html.escape(config.system.data_dir), INTRANET_DIR, domain, domain))
+    else:
+        title = "www.%s" % domain
+        body = ("<p>Welcome. This site is being set up.</p>"
+                "<p>Its owner can publish pages in <code>%s/</code> on the office server.</p>"
+                % PUBLIC_DIR)
+    page = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            "<title>%s</title><style>body{font-family:system-ui,sans-serif;max-width:40em;"
+            "margin:2em auto;padding:0 1em;color:#222;line-height:1.5}h1{color:#135}"
+            "code{background:#eef;padding:0 .2em}</style></head>"
+            "<body><h1>%s</h1>%s</body></html>" % (title, title, body))
+    return page.encode("utf-8")
+
+
+class DefaultPage(resource.Resource):
+    """A site's generated index page."""
+
+    isLeaf = True
+
+    def __init__(self, kind, office):
+        resource.Resource.__init__(self)
+        self.kind = kind
+        self.office = office
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return default_page(self.kind, self.office.config)
+
+    def render_HEAD(self, request):
+        self.render_GET(request)
+        return b""
+
+
+class SiteFiles(static.File):
+    """
+    twisted.web's static File, confined to its site's directory: dot-files
+    and escaping links are "not found", directories without an index are
+    not listed (the site root shows its default page instead).
+    """
+
+    kind = None
+    office = None
+    site_root = None
+    real_root = None
+
+    @classmethod
+    def for_site(cls, path, kind, office):
+        """The root of one site."""
+        root = cls(path)
+        root.kind, root.office, root.site_root = kind, office, os.path.abspath(path)
+        root.real_root = os.path.realpath(path)
+        return root
+
+    def createSimilarFile(self, path):
+        f = static.File.createSimilarFile(self, path)
+        f.kind, f.office, f.site_root, f.real_root = (
+            self.kind, self.office, self.site_root, self.real_root)
+        return f
+
+    def getChild(self, path, request):
+        name = path.decode("utf-8", "replace") if isinstance(path, bytes) else path
+        if name.startswith(".") or "\x00" in name or "\\" in name:
+            return self.childNotFound
+        self.restat(False)  # roots are kept between requests: look again
+        if not name and not self.isdir() and self.path == self.site_root:
+            return DefaultPage(self.kind, self.office)  # no directory yet
+        child = static.File.getChild(self, path, request)
+        child_path = getattr(child, "path", None)
+        if child_path is not None and not inside(self.site_root, child_path, self.real_root):
+            return self.childNotFound
+        return child
+
+    def directoryListing(self):
+        if os.path.realpath(self.path) == os.path.realpath(self.site_root):
+            return DefaultPage(self.kind, self.office)
+        return self.childNotFound
+
+    def render_GET(self, request):
+        self.restat(False)
+        # Every File below the root came through getChild, which checked
+        # that its real path stays inside the site.
+        if self.exists() and not self.isdir():
+            stat = os.stat(self.path)
+            tag = ('"%x-%x-%x"' % (stat.st_ino, stat.st_size, int(stat.st_mtime * 1000))).encode()
+            if request.setETag(tag) == CACHED:
+                return b""
+            if stat.st_size <= SMALL_FILE and not request.getHeader(b"range"):
+                return self._render_small(request, stat)
+        return static.File.render_GET(self, request)
+
+    def _render_small(self, request, stat):
+        # A small file goes out in one write: no producer, no reactor turns
+        # per chunk (static.File streams everything through a cooperator).
+        if self.type is None:
+            self.type, self.encoding = static.getTypeAndEncoding(
+                self.basename(), self.contentTypes, self.contentEncodings, self.defaultType)
+        request.setHeader(b"accept-ranges", b"bytes")
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read(SMALL_FILE + 1)
+        except PermissionError:
+            return self.forbidden.render(request)
+        if request.setLastModified(stat.st_mtime) is CACHED:
+            return b""
+        self._setContentHeaders(request, len(data))
+        return b"" if request.method == b"HEAD" else data
+
+
+class SiteBySide(resource.Resource):
+    """Serves the intranet to LAN peers and the public site to everyone else."""
+
+    def __init__(self, office):
+        resource.Resource.__init__(self)
+        self.office = office
+        self._roots = (None, None, None)
+
+    def site_for(self, request):
+        """The site the peer of `request` sees."""
+        dirs = site_dirs(self.office.config)
+        if self._roots[0] != dirs:
+            self._roots = (dirs, SiteFiles.for_site(dirs[0], "intranet", self.office),
+                           SiteFiles.for_site(dirs[1], "public", self.office))
+        peer = getattr(request.getClientAddress(), "host", None)
+        return self._roots[1] if self.office.is_lan_peer(peer) else self._roots[2]
+
+    def getChildWithDefault(self, path, request):
+        return self.site_for(request).getChildWithDefault(path, request)
+
+    def render(self, request):
+        return self.site_for(request).render(request)
+
+
+def ensure_site_dirs(config):
+    """Create both site directories if missing."""
+    for path in site_dirs(config):
+        os.makedirs(path, mode=0o755, exist_ok=True)

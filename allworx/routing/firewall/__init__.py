@@ -1,0 +1,1 @@
+"""The stateful firewall: pure policy, kernel ruleset, NFQUEUE flow hook, service."""

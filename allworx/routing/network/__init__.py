@@ -1,0 +1,1 @@
+"""Links, addresses, routes and the ledger of what was changed."""

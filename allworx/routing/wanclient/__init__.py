@@ -1,0 +1,1 @@
+"""The WAN side's DHCP client (RFC 2131) on automat."""

@@ -1,0 +1,466 @@
+"""
+Integration test of the phones in the virtual office (lab prefix `awp`): the
+real server in its namespace, two baresip phones (phone1 = alice 101,
+phone2 = bob 102) driven headless through ctrl_tcp, a SUBSCRIBE client of
+our own for message waiting, and POP3 for bob's mailbox. Skipped without
+root or without baresip.
+"""
+
+import ctypes
+import email
+import email.policy
+import io
+import json
+import math
+import os
+import poplib
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+import wave
+
+from twisted.trial import unittest
+
+from allworx.passwords import hash_password, sip_digest
+from allworx.tests.confs import MINIMAL
+
+PREFIX = "awp"
+SERVER_IP = "192.168.2.254"
+PHONES = {"phone1": ("alice", "101", "192.168.2.11", "alice-pw"),
+          "phone2": ("bob", "102", "192.168.2.12", "bob-pw")}
+CTRL_PORT = 4444
+CLONE_NEWNET = 0x40000000
+
+
+def socket_in_ns(ns, family=socket.AF_INET, kind=socket.SOCK_STREAM):
+    """A socket created inside network namespace `ns` (setns in a throwaway thread)."""
+    out = {}
+
+    def make():
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        fd = os.open("/run/netns/" + ns, os.O_RDONLY)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                out["error"] = OSError(ctypes.get_errno(), "setns failed")
+                return
+            out["sock"] = socket.socket(family, kind)
+        finally:
+            os.close(fd)
+    t = threading.Thread(target=make)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["sock"]
+
+
+def tone_wav(path, freq, seconds, amplitude=9000):
+    n = int(8000 * seconds)
+    frames = struct.pack("<%dh" % n, *(int(amplitude * math.sin(2 * math.pi * freq * i / 8000))
+                                       for i in range(n)))
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(frames)
+
+
+def goertzel_power(samples, rate, freq):
+    """Relative power of `freq` in `samples` (normalised by total energy)."""
+    if not samples:
+        return 0.0
+    k = 2 * math.cos(2 * math.pi * freq / rate)
+    s1 = s2 = 0.0
+    for x in samples:
+        s1, s2 = x + k * s1 - s2, s1
+    power = s1 * s1 + s2 * s2 - k * s1 * s2
+    energy = sum(x * x for x in samples) or 1.0
+    return power / (energy * len(samples) / 2)
+
+
+def wav_samples(data):
+    with wave.open(io.BytesIO(data), "rb") as w:
+        channels, rate = w.getnchannels(), w.getframerate()
+        raw = w.readframes(w.getnframes())
+    samples = struct.unpack("<%dh" % (len(raw) // 2), raw)
+    if channels == 2:
+        samples = samples[::2]
+    return list(samples), rate
+
+
+def conf(data_dir):
+    users = ""
+    for _, (name, ext, _, pw) in sorted(PHONES.items()):
+        users += "\n[user %s]\nextension = %s\nvoicemail_pin = %s\npassword = %s\nsip_digest = %s\n" % (
+            name, ext, {"alice": "1234", "bob": "2345"}[name], hash_password(pw),
+            sip_digest(ext, "example.com", pw))
+    base = MINIMAL.split("[user alice]")[0]
+    return base + "\n[sip]\nvoicemail_timeout = 4\nrtp_ports = 20000-20100\n" + users
+
+
+class Baresip:
+    """One baresip phone in a lab host, driven over ctrl_tcp (netstring JSON)."""
+
+    def __init__(self, lab, host, workdir, source_wav):
+        self.lab = lab
+        self.host = host
+        self.name, self.ext, self.ip, self.password = PHONES[host]
+        self.dir = os.path.join(workdir, host)
+        self.snd = os.path.join(self.dir, "snd")
+        os.makedirs(self.snd, exist_ok=True)
+        self.source_wav = source_wav
+        self.transport = "udp"
+        self.events = []
+        self.responses = []
+        self.lock = threading.Condition()
+        self.proc = None
+        self.sock = None
+
+    def write_config(self):
+        with open(os.path.join(self.dir, "config"), "w") as f:
+            f.write("""poll_method epoll
+audio_path /usr/share/baresip
+audio_player aubridge,nowhere
+audio_source aufile,{src}
+audio_alert aubridge,nowhere
+audio_srate 8000-48000
+module_path /usr/lib/baresip/modules
+module stdio.so
+module_app menu.so
+module g711.so
+module aufile.so
+module aubridge.so
+module sndfile.so
+module_app account.so
+module_app ctrl_tcp.so
+ctrl_tcp_listen 127.0.0.1:{ctrl}
+snd_path {snd}
+rtp_ports 30000-30100
+""".format(src=self.source_wav, ctrl=CTRL_PORT, snd=self.snd))
+        with open(os.path.join(self.dir, "accounts"), "w") as f:
+            f.write("<sip:{ext}@{server}{transport}>;auth_user={ext};auth_pass={pw};"
+                    "regint=300;answermode=manual;audio_codecs=PCMU\n".format(
+                        ext=self.ext, server=SERVER_IP, pw=self.password,
+                        transport=";transport=%s" % self.transport if self.transport != "udp" else ""))
+        open(os.path.join(self.dir, "contacts"), "w").close()
+
+    def start(self):
+        self.lab.run(self.host, ["ip", "addr", "add", self.ip + "/24", "dev", "eth0"], check=False)
+        self.lab.run(self.host, ["ip", "link", "set", "lo", "up"])
+        self.lab.run(self.host, ["ip", "route", "replace", "default", "via", SERVER_IP])
+        self.write_config()
+        self.proc = self.lab.popen(self.host, ["baresip", "-f", self.dir], name="baresip-" + self.host,
+                                   stdin=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.sock = socket_in_ns(self.lab.ns(self.host))
+                self.sock.connect(("127.0.0.1", CTRL_PORT))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        threading.Thread(target=self._reader, daemon=True).start()
+
+    def stop(self):
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        if self.proc is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            self.lab.stop(self.proc)
+
+    def _reader(self):
+        buf = b""
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            buf += chunk
+            while b":" in buf:
+                length, _, rest = buf.partition(b":")
+                if not length.isdigit() or len(rest) < int(length) + 1:
+                    break
+                n = int(length)
+                body, buf = rest[:n], rest[n + 1:]
+                try:
+                    msg = json.loads(body)
+                except ValueError:
+                    continue
+                with self.lock:
+                    (self.events if msg.get("event") else self.responses).append(msg)
+                    self.lock.notify_all()
+
+    def command(self, command, params=""):
+        body = json.dumps({"command": command, "params": params, "token": command}).encode()
+        self.sock.sendall(b"%d:%s," % (len(body), body))
+
+    def wait_event(self, kind, timeout=15, since=0):
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while True:
+                for e in self.events[since:]:
+                    if e.get("type") == kind:
+                        return e
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("%s: no %s within %ss; events %r\n%s" % (
+                        self.host, kind, timeout, [e.get("type") for e in self.events],
+                        self.log_tail()))
+                self.lock.wait(left)
+
+    def log_tail(self):
+        try:
+            with open(os.path.join(self.lab.state_dir, "logs", "baresip-%s.log" % self.host), "rb") as f:
+                return f.read()[-3000:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def mark(self):
+        with self.lock:
+            return len(self.events)
+
+    def dtmf(self, digits):
+        """Key presses: with stdio and a pipe, each character goes out as RFC 4733."""
+        for d in digits:
+            self.proc.stdin.write(d.encode())
+            self.proc.stdin.flush()
+            time.sleep(0.35)
+
+    def recordings(self, since_names=()):
+        return sorted(n for n in os.listdir(self.snd) if n not in since_names)
+
+
+class SubscribeClient:
+    """A tiny SIP UA in a lab host that SUBSCRIBEs to message-summary and keeps NOTIFY bodies."""
+
+    def __init__(self, lab, host, ip, ext):
+        self.sock = socket_in_ns(lab.ns(host), kind=socket.SOCK_DGRAM)
+        self.sock.bind((ip, 5070))
+        self.sock.settimeout(0.5)
+        self.ip, self.ext = ip, ext
+        self.notifies = []
+        self.stopped = False
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def subscribe(self):
+        msg = ("SUBSCRIBE sip:{ext}@{srv} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:5070;branch=z9hG4bKsub{t};rport\r\n"
+               "Max-Forwards: 70\r\nFrom: <sip:{ext}@example.com>;tag=sub1\r\nTo: <sip:{ext}@example.com>\r\n"
+               "Call-ID: mwi-{t}@{ip}\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:{ext}@{ip}:5070>\r\n"
+               "Event: message-summary\r\nExpires: 600\r\nAccept: application/simple-message-summary\r\n"
+               "Content-Length: 0\r\n\r\n").format(ext=self.ext, srv=SERVER_IP, ip=self.ip, t=int(time.time()))
+        self.sock.sendto(msg.encode(), (SERVER_IP, 5060))
+
+    def _loop(self):
+        while not self.stopped:
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            text = data.decode("utf-8", "replace")
+            if text.startswith("NOTIFY"):
+                head, _, body = text.partition("\r\n\r\n")
+                self.notifies.append(body)
+                lines = head.split("\r\n")
+                keep = [line for line in lines[1:] if line.split(":")[0].lower() in
+                        ("via", "from", "to", "call-id", "cseq")]
+                reply = "SIP/2.0 200 OK\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n"
+                self.sock.sendto(reply.encode(), addr)
+
+    def close(self):
+        self.stopped = True
+        self.thread.join(2)
+        self.sock.close()
+
+
+def pop3_in(lab, host, user, password):
+    """A poplib.POP3 connected to the server from a lab host."""
+    class NsPOP3(poplib.POP3):
+        def _create_socket(self, timeout):
+            s = socket_in_ns(lab.ns(host))
+            s.settimeout(timeout)
+            s.connect((self.host, self.port))
+            return s
+    box = NsPOP3(SERVER_IP, 110, timeout=10)
+    box.user(user)
+    box.pass_(password)
+    return box
+
+
+def voicemail_wavs(lab, user, password):
+    """[(number, wav bytes)] of the voicemail messages in a POP3 mailbox."""
+    box = pop3_in(lab, "phone2", user, password)
+    try:
+        out = []
+        count, _ = box.stat()
+        for n in range(1, count + 1):
+            raw = b"\n".join(box.retr(n)[1])
+            msg = email.message_from_bytes(raw, policy=email.policy.default)
+            if msg.get("X-Allworx-Voicemail") != "yes":
+                continue
+            for part in msg.walk():
+                if part.get_content_type() == "audio/wav":
+                    out.append((n, part.get_payload(decode=True)))
+        return out
+    finally:
+        box.quit()
+
+
+class PhoneLabTests(unittest.TestCase):
+    """Two baresip phones call each other and use voicemail."""
+
+    def setUp(self):
+        from allworx.lab.namespaces import start_lab
+        if shutil.which("baresip") is None:
+            raise unittest.SkipTest("baresip (Debian package baresip) is not installed")
+        self.lab = start_lab(self, prefix=PREFIX)
+        from allworx.tests.lab.server import LabServer
+        self.work = os.path.join(self.lab.state_dir, "phones")
+        os.makedirs(self.work, exist_ok=True)
+        self.server = LabServer(self.lab, "")
+        self.server.write_conf(conf(self.server.data_dir))
+        self.addCleanup(self.server.stop)
+        self.server.start()
+        # The network service applies the LAN address; add it if it did not.
+        self.lab.run("server", ["ip", "addr", "add", SERVER_IP + "/24", "dev", "lan0"], check=False)
+        self.server.wait_for("sip: up", 10)
+        self.tone_a = os.path.join(self.work, "a-440.wav")
+        self.tone_b = os.path.join(self.work, "b-1200.wav")
+        tone_wav(self.tone_a, 440, 30)
+        tone_wav(self.tone_b, 1200, 30)
+
+    def start_phones(self, alice_transport="udp"):
+        self.alice = Baresip(self.lab, "phone1", self.work, self.tone_a)
+        self.alice.transport = alice_transport
+        self.bob = Baresip(self.lab, "phone2", self.work, self.tone_b)
+        for phone in (self.alice, self.bob):
+            self.addCleanup(phone.stop)
+            phone.start()
+        for phone in (self.alice, self.bob):
+            self.wait_for(lambda: "200 OK" in phone.log_tail(), 15, "%s's registration" % phone.host)
+
+    def wait_for(self, predicate, timeout, what):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.2)
+        self.fail("%s did not happen within %ss\n%s" % (what, timeout, self.server.log()[-3000:]))
+
+    def newest_decoded(self, phone, before):
+        names = [n for n in phone.recordings(before) if "dec" in n]
+        self.assertTrue(names, "%s recorded no call audio: %r" % (phone.host, phone.recordings()))
+        with open(os.path.join(phone.snd, names[-1]), "rb") as f:
+            return wav_samples(f.read())
+
+    def test_call_voicemail_mwi_and_delete_by_phone(self):
+        self.start_phones()
+        # 1. alice calls bob, bob answers: audio both ways, BYE ends it.
+        before_a, before_b = self.alice.recordings(), self.bob.recordings()
+        mark_b = self.bob.mark()
+        self.alice.command("dial", "102")
+        self.bob.wait_event("CALL_INCOMING", 10, mark_b)
+        mark_a = self.alice.mark()
+        self.bob.command("accept")
+        self.alice.wait_event("CALL_ESTABLISHED", 10, mark_a)
+        time.sleep(3)
+        self.alice.command("hangup")
+        self.bob.wait_event("CALL_CLOSED", 10, mark_b)
+        time.sleep(0.5)
+        heard_by_bob, rate_b = self.newest_decoded(self.bob, before_b)
+        heard_by_alice, rate_a = self.newest_decoded(self.alice, before_a)
+        self.assertGreater(goertzel_power(heard_by_bob[rate_b // 2:], rate_b, 440), 0.5)
+        self.assertGreater(goertzel_power(heard_by_alice[rate_a // 2:], rate_a, 1200), 0.5)
+
+        # 2. bob watches message waiting with a SUBSCRIBE client of our own.
+        mwi = SubscribeClient(self.lab, "phone2", PHONES["phone2"][2], "102")
+        self.addCleanup(mwi.close)
+        mwi.subscribe()
+        self.wait_for(lambda: mwi.notifies, 5, "the first message-summary NOTIFY")
+        self.assertIn("Messages-Waiting: no", mwi.notifies[0])
+
+        # 3. alice calls bob, nobody answers: after the timeout voicemail
+        # takes the call; alice's 5 s of tone (after the greeting) is recorded.
+        tone_wav(self.tone_a, 440, 60)
+        mark_a, mark_b = self.alice.mark(), self.bob.mark()
+        self.alice.command("dial", "102")
+        self.bob.wait_event("CALL_INCOMING", 10, mark_b)
+        self.alice.wait_event("CALL_ESTABLISHED", 15, mark_a)
+        greeting_end = self.wait_for(lambda: "voicemail recording for bob started" in self.server.log(),
+                                     30, "the start of the recording")
+        self.assertTrue(greeting_end)
+        time.sleep(5)
+        self.alice.command("hangup")
+        self.alice.wait_event("CALL_CLOSED", 10, mark_a)
+        self.wait_for(lambda: "voicemail for bob" in self.server.log() and "delivered" in self.server.log(),
+                      10, "the voicemail delivery")
+        wavs = voicemail_wavs(self.lab, "bob", "bob-pw")
+        self.assertEqual(len(wavs), 1)
+        samples, rate = wav_samples(wavs[0][1])
+        self.assertEqual(rate, 8000)
+        seconds = len(samples) / rate
+        self.assertTrue(4.0 <= seconds <= 6.0, "the recording lasts %.2f s, not about 5" % seconds)
+        self.assertGreater(goertzel_power(samples[800:-800], rate, 440), 0.5)
+        self.wait_for(lambda: any("Messages-Waiting: yes" in n for n in mwi.notifies), 5,
+                      "a message-waiting NOTIFY")
+
+        # 4. bob calls voicemail, enters his PIN, hears the message, deletes it (7).
+        before_b = self.bob.recordings()
+        mark_b = self.bob.mark()
+        self.bob.command("dial", "400")
+        self.bob.wait_event("CALL_ESTABLISHED", 10, mark_b)
+        time.sleep(2.5)
+        self.bob.dtmf("2345#")
+        self.wait_for(lambda: "bob logged in by phone" in self.server.log(), 10, "the PIN login")
+        time.sleep(1.5)
+        self.bob.dtmf("7")
+        self.wait_for(lambda: not voicemail_wavs(self.lab, "bob", "bob-pw"), 10,
+                      "the message's deletion")
+        self.wait_for(lambda: "Messages-Waiting: no" in mwi.notifies[-1], 5, "the all-clear NOTIFY")
+        self.bob.command("hangup")
+        self.bob.wait_event("CALL_CLOSED", 10, mark_b)
+        time.sleep(0.5)
+        heard, rate = self.newest_decoded(self.bob, before_b)
+        half = rate // 2
+        best = max(goertzel_power(heard[i:i + half], rate, 440)
+                   for i in range(0, max(1, len(heard) - half), half // 2))
+        self.assertGreater(best, 0.5, "bob did not hear alice's message on the phone")
+
+    def test_tcp_phone_and_busy_goes_to_voicemail(self):
+        self.start_phones(alice_transport="tcp")
+        self.wait_for(lambda: "transport=tcp from" in self.server.log(), 5, "alice's TCP registration")
+        # bob (UDP) calls alice (TCP): the INVITE and bob's BYE reach her over TCP.
+        mark_a, mark_b = self.alice.mark(), self.bob.mark()
+        self.bob.command("dial", "alice")
+        self.alice.wait_event("CALL_INCOMING", 10, mark_a)
+        self.alice.command("accept")
+        self.bob.wait_event("CALL_ESTABLISHED", 10, mark_b)
+        time.sleep(1)
+        self.bob.command("hangup")
+        self.alice.wait_event("CALL_CLOSED", 10, mark_a)
+        # alice rejects the next call: busy, so voicemail answers bob.
+        mark_a, mark_b = self.alice.mark(), self.bob.mark()
+        self.bob.command("dial", "101")
+        self.alice.wait_event("CALL_INCOMING", 10, mark_a)
+        self.alice.command("hangup")
+        self.bob.wait_event("CALL_ESTABLISHED", 10, mark_b)
+        self.wait_for(lambda: "no phone took it" in self.server.log(), 5, "the busy answer")
+        self.bob.command("hangup")
+        self.bob.wait_event("CALL_CLOSED", 10, mark_b)
+        self.assertEqual(self.server.log().count("Traceback"), 0, self.server.log()[-3000:])

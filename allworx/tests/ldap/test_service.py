@@ -1,0 +1,306 @@
+# -*- test-case-name: allworx.tests.ldap.test_service -*-
+"""
+The LDAP address book: the tree built from the users, binds checked by the
+office's checker, read-only, LAN only, live. ldaptor's own client talks to the
+server over an in-memory connection (twisted.test.iosim).
+"""
+
+from hypothesis import given, settings, strategies as st
+from ldaptor import delta
+from ldaptor.protocols import pureber, pureldap
+from ldaptor.protocols.ldap import ldapclient, ldapsyntax, ldaperrors
+from twisted.internet import defer, task
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.test import iosim
+from twisted.trial import unittest
+
+from allworx.auth import OfficeUserChecker
+from allworx.config import parse_config
+from allworx.office import Office
+from allworx.protocols.ldap import service as ldap
+from allworx.tests.confs import MINIMAL, with_sections
+
+BASE = "dc=example,dc=com"
+ALICE = "uid=alice,ou=people,dc=example,dc=com"
+
+
+def sync_thread(f, *args, **kwargs):
+    """deferToThread stand-in: run now (tests hash a handful of passwords)."""
+    return defer.maybeDeferred(f, *args, **kwargs)
+
+
+def make_office(text=None):
+    from allworx.tests.webhelpers import CHEAP
+    return Office(parse_config(text or CHEAP))
+
+
+class Connected:
+    """An ldaptor client connected to the address book server in memory."""
+
+    def __init__(self, office, peer="192.168.2.10", clock=None):
+        self.clock = clock or task.Clock()
+        self.factory = ldap.AddressBookFactory(office, OfficeUserChecker(office, sync_thread),
+                                               clock=self.clock)
+        addr = IPv4Address("TCP", peer, 40000)
+        self.server = self.factory.buildProtocol(addr)
+        self.client = ldapclient.LDAPClient()
+        self.pump = iosim.connect(
+            self.server, iosim.FakeTransport(self.server, True, peerAddress=addr),
+            self.client, iosim.FakeTransport(self.client, False))
+
+    def run(self, d):
+        self.pump.flush()
+        results = []
+        d.addBoth(results.append)
+        self.pump.flush()
+        assert results, "no answer"
+        return results[0]
+
+    def search(self, base, filter_text, attributes=()):
+        entry = ldapsyntax.LDAPEntry(self.client, base)
+        return self.run(entry.search(filterText=filter_text, attributes=attributes))
+
+    def bind(self, dn, password):
+        return self.run(self.client.bind(dn, password))
+
+    def send(self, op):
+        return self.run(self.client.send(op))
+
+
+class TreeTests(unittest.TestCase):
+    """The pure part: names and attributes from the config."""
+
+    def test_base_dn_from_domain(self):
+        self.assertEqual(ldap.base_dn("example.com"), BASE)
+        self.assertEqual(ldap.base_dn("corp.example.co.uk"), "dc=corp,dc=example,dc=co,dc=uk")
+        self.assertEqual(ldap.user_dn("bob", "example.com"), "uid=bob,ou=people," + BASE)
+
+    def test_person_attributes(self):
+        config = make_office().config
+        attrs = ldap.person_attributes(config.users["alice"], "example.com")
+        self.assertIn("inetOrgPerson", attrs["objectClass"])
+        self.assertEqual(attrs["cn"], ["Alice Archer"])
+        self.assertEqual(attrs["sn"], ["Archer"])
+        self.assertEqual(attrs["givenName"], ["Alice"])
+        self.assertEqual(attrs["mail"], ["alice@example.com"])
+        self.assertEqual(attrs["telephoneNumber"], ["101"])
+        self.assertNotIn("userPassword", attrs)
+
+    def test_user_without_full_name_or_extension(self):
+        office = make_office(with_sections("[user dave]\npassword = %s\n" % _hash()))
+        attrs = ldap.person_attributes(office.config.users["dave"], "example.com")
+        self.assertEqual(attrs["cn"], ["dave"])
+        self.assertEqual(attrs["sn"], ["dave"])
+        self.assertNotIn("telephoneNumber", attrs)
+
+    def test_bind_names(self):
+        config = make_office().config
+        self.assertEqual(ldap.bind_name_to_user(config, ALICE.encode()), "alice")
+        self.assertEqual(ldap.bind_name_to_user(config, b"UID=Alice,OU=People,DC=example,DC=com"), "alice")
+        self.assertEqual(ldap.bind_name_to_user(config, b"alice@example.com"), "alice")
+        self.assertEqual(ldap.bind_name_to_user(config, b"102"), "bob")
+        self.assertIsNone(ldap.bind_name_to_user(config, b"uid=alice,ou=other,dc=example,dc=com"))
+        self.assertIsNone(ldap.bind_name_to_user(config, b"cn=alice,ou=people,dc=example,dc=com"))
+        self.assertIsNone(ldap.bind_name_to_user(config, b"uid=zed,ou=people,dc=example,dc=com"))
+        self.assertIsNone(ldap.bind_name_to_user(config, b"=,=,"))
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.binary(max_size=80))
+    def test_bind_names_never_crash(self, data):
+        config = make_office().config
+        result = ldap.bind_name_to_user(config, data)
+        self.assertIn(result, (None, "alice", "bob"))
+
+
+def _hash():
+    from allworx.tests.confs import PW_HASH
+    return PW_HASH
+
+
+class SearchTests(unittest.TestCase):
+    """Anonymous search on the LAN, as a mail client's address book does it."""
+
+    def setUp(self):
+        self.office = make_office()
+        self.conn = Connected(self.office)
+
+    def test_find_user_by_name(self):
+        found = self.conn.search(BASE, "(cn=alice*)", ["mail", "telephoneNumber"])
+        self.assertEqual([str(e.dn) for e in found], [ALICE])
+        self.assertEqual(set(found[0]["mail"]), {b"alice@example.com"})
+        self.assertEqual(set(found[0]["telephoneNumber"]), {b"101"})
+
+    def test_find_all_people(self):
+        found = self.conn.search("ou=people," + BASE, "(objectClass=inetOrgPerson)")
+        self.assertEqual(sorted(str(e.dn) for e in found),
+                         [ALICE, "uid=bob,ou=people," + BASE])
+
+    def test_search_by_phone_number(self):
+        found = self.conn.search(BASE, "(telephoneNumber=102)", ["cn"])
+        self.assertEqual(set(found[0]["cn"]), {b"Bob Baker"})
+
+    def test_unknown_base_is_no_such_object(self):
+        result = self.conn.search("dc=other,dc=org", "(objectClass=*)")
+        self.assertIsInstance(result.value, ldaperrors.LDAPNoSuchObject)
+
+    def test_root_dse_names_the_base(self):
+        op = pureldap.LDAPSearchRequest(
+            baseObject=b"", scope=pureldap.LDAP_SCOPE_baseObject,
+            filter=pureldap.LDAPFilter_present("objectClass"))
+        entries = []
+        self.conn.client.send_multiResponse(op, lambda r: entries.append(r) or
+                                            isinstance(r, pureldap.LDAPSearchResultDone))
+        self.conn.pump.flush()
+        self.assertIsInstance(entries[-1], pureldap.LDAPSearchResultDone)
+        attrs = dict((k, v) for k, v in entries[0].attributes)
+        self.assertEqual(list(attrs[b"namingContexts"]), [BASE.encode()])
+
+    def test_tree_follows_the_office_live(self):
+        self.office.put_record("user", "carol", {
+            "password": _hash(), "full_name": "Carol Chen", "extension": "103"})
+        found = self.conn.search(BASE, "(sn=Chen)", ["mail"])
+        self.assertEqual(set(found[0]["mail"]), {b"carol@example.com"})
+        self.office.delete_record("user", "carol")
+        self.assertEqual(self.conn.search(BASE, "(sn=Chen)"), [])
+
+
+class SearchLiveTests(unittest.TestCase):
+    """The service rebuilds the tree on ConfigChanged."""
+
+    def test_service_rebuilds_on_user_change(self):
+        from twisted.internet.testing import MemoryReactor
+        office = make_office()
+        svc = ldap.LdapService(office, reactor=MemoryReactor())
+        svc.startService()
+        self.addCleanup(svc.stopService)
+        self.assertEqual(office.status["ldap"].state, "up")
+        office.patch_record("user", "bob", {"full_name": "Robert Baker"})
+        root = svc.factory.current_root()
+        people = root._children["ou=people"]
+        bob = people._children["uid=bob"]
+        self.assertEqual(list(bob["cn"]), [b"Robert Baker"])
+
+    def test_port_change_relistens(self):
+        from twisted.internet.testing import MemoryReactor
+        reactor = MemoryReactor()
+        office = make_office()
+        svc = ldap.LdapService(office, reactor=reactor)
+        svc.startService()
+        self.addCleanup(svc.stopService)
+        self.assertEqual(reactor.tcpServers[-1][0], 389)
+        office.update_settings("ldap", {"port": "10389"})
+        self.assertEqual(reactor.tcpServers[-1][0], 10389)
+        office.update_settings("ldap", {"enabled": "no"})
+        self.assertEqual(office.status["ldap"].state, "disabled")
+
+
+class BindTests(unittest.TestCase):
+    """Simple bind checks the password through OfficeUserChecker."""
+
+    def setUp(self):
+        self.conn = Connected(make_office())
+
+    def test_right_password(self):
+        result = self.conn.bind(ALICE, "admin-demo")
+        self.assertFalse(isinstance(result, Exception) or hasattr(result, "value"), result)
+
+    def test_wrong_password(self):
+        result = self.conn.bind(ALICE, "wrong")
+        self.assertIsInstance(result.value, ldaperrors.LDAPInvalidCredentials)
+
+    def test_unknown_user(self):
+        result = self.conn.bind("uid=zed,ou=people," + BASE, "admin-demo")
+        self.assertIsInstance(result.value, ldaperrors.LDAPInvalidCredentials)
+
+    def test_name_without_password_is_refused(self):
+        result = self.conn.bind(ALICE, "")
+        self.assertIsInstance(result.value, ldaperrors.LDAPUnwillingToPerform)
+
+    def test_lock_out_after_repeated_failures(self):
+        for _ in range(10):
+            self.conn.bind(ALICE, "wrong")
+        result = self.conn.bind(ALICE, "admin-demo")
+        self.assertIsInstance(result.value, ldaperrors.LDAPUnwillingToPerform)
+        self.conn.clock.advance(15 * 60 + 1)
+        result = self.conn.bind(ALICE, "admin-demo")
+        self.assertFalse(hasattr(result, "value"), result)
+
+    def test_whoami(self):
+        self.conn.bind(ALICE, "admin-demo")
+        op = pureldap.LDAPExtendedRequest(requestName=ldap.WHOAMI_OID, requestValue=None)
+        response = self.conn.send(op)
+        self.assertEqual(response.resultCode, 0)
+        self.assertEqual(response.response, b"dn:" + ALICE.encode())
+
+    def test_whoami_anonymous(self):
+        op = pureldap.LDAPExtendedRequest(requestName=ldap.WHOAMI_OID, requestValue=None)
+        response = self.conn.send(op)
+        self.assertEqual((response.resultCode, response.response), (0, b""))
+
+
+class ReadOnlyTests(unittest.TestCase):
+    """Every write gets insufficientAccessRights, even when bound."""
+
+    def setUp(self):
+        self.conn = Connected(make_office())
+        self.conn.bind(ALICE, "admin-demo")
+
+    def assertRefused(self, response):
+        self.assertEqual(response.resultCode, ldaperrors.LDAPInsufficientAccessRights.resultCode)
+
+    def test_add(self):
+        op = pureldap.LDAPAddRequest(entry="uid=eve,ou=people," + BASE, attributes=[
+            (pureldap.LDAPAttributeDescription("uid"),
+             pureber.BERSet([pureldap.LDAPAttributeValue("eve")]))])
+        self.assertRefused(self.conn.send(op))
+
+    def test_delete(self):
+        self.assertRefused(self.conn.send(pureldap.LDAPDelRequest(entry=ALICE)))
+
+    def test_modify(self):
+        op = delta.ModifyOp(ALICE, [delta.Replace("mail", [b"x@evil.example"])]).asLDAP()
+        self.assertRefused(self.conn.send(op))
+
+    def test_modify_dn(self):
+        op = pureldap.LDAPModifyDNRequest(entry=ALICE, newrdn="uid=mallory", deleteoldrdn=1)
+        self.assertRefused(self.conn.send(op))
+
+    def test_password_modify(self):
+        op = pureldap.LDAPPasswordModifyRequest(newPasswd=b"x")
+        self.assertRefused(self.conn.send(op))
+
+
+class PeerTests(unittest.TestCase):
+    """LAN only, and hostile bytes end the connection without a crash."""
+
+    def test_wan_peer_refused(self):
+        factory = ldap.AddressBookFactory(make_office())
+        self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "198.51.100.10", 5555)))
+        self.assertIsNotNone(factory.buildProtocol(IPv4Address("TCP", "192.168.2.10", 5555)))
+        self.assertIsNotNone(factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555)))
+
+    def _server(self):
+        factory = ldap.AddressBookFactory(make_office())
+        proto = factory.buildProtocol(IPv4Address("TCP", "192.168.2.10", 5555))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "192.168.2.10", 5555))
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def test_oversized_request_hangs_up(self):
+        proto, transport = self._server()
+        proto.dataReceived(b"\x30\x84\x00\x10\x00\x00" + b"x" * (ldap.MAX_BUFFER + 10))
+        self.assertTrue(transport.disconnecting)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(min_size=1, max_size=300))
+    def test_garbage_never_crashes(self, data):
+        proto, transport = self._server()
+        proto.dataReceived(data)  # must not raise
+        self.assertTrue(transport.disconnecting or len(proto.buffer) <= len(data))
+
+    def test_response_where_request_belongs(self):
+        proto, transport = self._server()
+        msg = pureldap.LDAPMessage(pureldap.LDAPBindResponse(resultCode=0), id=1)
+        proto.dataReceived(msg.toWire())
+        self.assertTrue(transport.disconnecting)

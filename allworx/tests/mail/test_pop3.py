@@ -1,0 +1,177 @@
+"""Tests for the POP3 server (allworx.protocols.mail.pop3) over the store."""
+
+from hypothesis import given, settings, strategies as st
+from twisted.internet import address, defer, interfaces
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+from zope.interface import directlyProvides
+
+from allworx.protocols.mail.pop3 import Pop3Factory
+from allworx.office import MailboxChanged
+from allworx.tests.mailtesting import PlainChecker, make_store
+
+def _run_now(iterator):
+    for _ in iterator:
+        pass
+    return defer.succeed(None)
+
+
+LAN = "192.168.2.10"
+WAN = "198.51.100.10"
+
+
+class Pop3Tests(unittest.TestCase):
+
+    def setUp(self):
+        self.office, self.store, self.queue, self.clock = make_store(self)
+        for n in range(3):
+            self.store.deliver(["alice"], b"Subject: m%d\r\n\r\nline one\r\n.dot line\r\n" % n, "x@y.example")
+        self.uids = [m.uid for m in self.store.list_messages("alice")]
+        self.factory = Pop3Factory(self.office, self.store, PlainChecker({"alice": "pw", "bob": "pw"}), self.clock)
+
+    def connect(self, peer=LAN, tls=False):
+        p = self.factory.buildProtocol(None)
+        p.schedule = _run_now
+        t = StringTransport(peerAddress=address.IPv4Address("TCP", peer, 1100))
+        if tls:
+            directlyProvides(t, interfaces.ISSLTransport)
+        p.makeConnection(t)
+        self.addCleanup(lambda: p.connectionLost(None) if not t.disconnecting else None)
+        return p, t
+
+    def talk(self, p, t, *lines):
+        t.clear()
+        for line in lines:
+            p.dataReceived(line + b"\r\n")
+            while t.producer is not None:      # a message being sent
+                t.producer.resumeProducing()
+        return t.value()
+
+    def login(self, user=b"alice", peer=LAN):
+        p, t = self.connect(peer)
+        out = self.talk(p, t, b"USER " + user, b"PASS pw")
+        self.assertIn(b"+OK Authentication succeeded", out)
+        return p, t
+
+    def test_greeting_has_no_apop_challenge(self):
+        p, t = self.connect()
+        self.assertEqual(t.value(), b"+OK allworx POP3 ready\r\n")
+        self.assertIn(b"-ERR APOP is not offered", self.talk(p, t, b"APOP alice 0123"))
+
+    def test_capabilities(self):
+        p, t = self.connect()
+        out = self.talk(p, t, b"CAPA")
+        for cap in (b"TOP", b"UIDL", b"USER", b"RESP-CODES"):
+            self.assertIn(cap + b"\r\n", out)
+
+    def test_stat_list_uidl(self):
+        p, t = self.login()
+        out = self.talk(p, t, b"STAT")
+        size = self.store.list_messages("alice")[0].size
+        self.assertEqual(out, b"+OK 3 %d\r\n" % (3 * size))
+        out = self.talk(p, t, b"UIDL")
+        for i, uid in enumerate(self.uids):
+            self.assertIn(b"%d %s\r\n" % (i + 1, uid.encode()), out)
+        self.assertIn(b"2 %d\r\n" % size, self.talk(p, t, b"LIST"))
+
+    def test_retr_byte_stuffs_and_marks_seen(self):
+        p, t = self.login()
+        out = self.talk(p, t, b"RETR 1")
+        self.assertIn(b"line one\r\n..dot line\r\n.\r\n", out)
+        self.assertTrue(self.store.list_messages("alice")[0].seen)
+
+    def test_top(self):
+        p, t = self.login()
+        out = self.talk(p, t, b"TOP 2 0")
+        self.assertIn(b"Subject: m1\r\n", out)
+        self.assertNotIn(b"line one", out)
+
+    def test_dele_applies_at_quit_and_rset(self):
+        p, t = self.login()
+        self.talk(p, t, b"DELE 1", b"DELE 2", b"RSET", b"DELE 3")
+        self.assertEqual(len(self.store.list_messages("alice")), 3)
+        self.assertIn(b"-ERR", self.talk(p, t, b"RETR 3"))
+        self.talk(p, t, b"QUIT")
+        self.assertEqual([m.uid for m in self.store.list_messages("alice")], self.uids[:2])
+
+    def test_uids_stable_across_sessions(self):
+        p, t = self.login()
+        first = self.talk(p, t, b"UIDL")
+        self.talk(p, t, b"QUIT")
+        p.connectionLost(None)
+        p, t = self.login()
+        self.assertEqual(self.talk(p, t, b"UIDL"), first)
+
+    def test_one_session_per_mailbox(self):
+        p, t = self.login()
+        p2, t2 = self.connect()
+        out = self.talk(p2, t2, b"USER alice", b"PASS pw")
+        self.assertIn(b"-ERR [IN-USE]", out)
+        self.talk(p, t, b"QUIT")
+        p.connectionLost(None)
+        p3, t3 = self.connect()
+        self.assertIn(b"+OK Authentication succeeded", self.talk(p3, t3, b"USER alice", b"PASS pw"))
+
+    def test_wrong_password(self):
+        p, t = self.connect()
+        self.assertIn(b"-ERR [AUTH]", self.talk(p, t, b"USER alice", b"PASS nope"))
+        self.assertIn(b"-ERR", self.talk(p, t, b"STAT"))
+
+    def test_wan_refused_unless_enabled(self):
+        p, t = self.connect(peer=WAN)
+        self.assertTrue(t.value().startswith(b"-ERR"))
+        self.assertTrue(t.disconnecting)
+        self.office.update_settings("pop3", {"wan": "yes"})
+        p, t = self.connect(peer=WAN)
+        self.assertEqual(t.value(), b"+OK allworx POP3 ready\r\n")
+        # On the WAN a password is only taken under TLS.
+        self.assertIn(b"-ERR [AUTH] use STLS", self.talk(p, t, b"USER alice", b"PASS pw"))
+
+    def test_voicemail_deleted_by_pop3_announced(self):
+        events = []
+        self.office.subscribe(MailboxChanged, events.append)
+        self.store.deliver(["bob"], b"X-Allworx-Voicemail: yes\r\n\r\nvm\r\n", "")
+        p, t = self.login(b"bob")
+        self.talk(p, t, b"DELE 1", b"QUIT")
+        self.assertEqual(events, [MailboxChanged("bob", 1, 0), MailboxChanged("bob", 0, 0)])
+
+    def test_stls(self):
+        started = []
+        self.factory.tls_options = object()
+        p, t = self.connect()
+        t.startTLS = started.append
+        self.assertIn(b"STLS\r\n", self.talk(p, t, b"CAPA"))
+        self.assertEqual(self.talk(p, t, b"STLS"), b"+OK begin TLS negotiation\r\n")
+        self.assertEqual(started, [self.factory.tls_options])
+        self.assertNotIn(b"STLS", self.talk(p, t, b"CAPA"))
+
+
+class Pop3FuzzTests(unittest.TestCase):
+    """Hostile POP3 command lines get -ERR or +OK, never a crash or silence."""
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.binary(max_size=60).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+                    max_size=6), st.booleans())
+    def test_any_lines(self, lines, logged_in):
+        if not hasattr(self, "_env"):
+            office, store, _, clock = make_store(self)
+            store.deliver(["alice"], b"Subject: x\r\n\r\nbody\r\n", "")
+            self._env = (office, store, clock)
+        office, store, clock = self._env
+        factory = Pop3Factory(office, store, PlainChecker({"alice": "pw"}), clock)
+        p = factory.buildProtocol(None)
+        p.schedule = _run_now
+        t = StringTransport(peerAddress=address.IPv4Address("TCP", LAN, 1100))
+        p.makeConnection(t)
+        if logged_in:
+            p.dataReceived(b"USER alice\r\nPASS pw\r\n")
+        for line in lines:
+            t.clear()
+            p.dataReceived(line + b"\r\n")
+            while t.producer is not None:
+                t.producer.resumeProducing()
+            if not t.disconnecting:
+                out = t.value()
+                self.assertTrue(out.startswith(b"+OK") or out.startswith(b"-ERR") or out == b"", out)
+        p.connectionLost(None)
+        self.assertEqual(factory.realm.in_use, set())

@@ -1,0 +1,67 @@
+"""Tests for the "mail" child service (allworx.protocols.mail.service): composition and live reconfiguration."""
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial import unittest
+
+from allworx.protocols.mail import service as mail_service
+from allworx.protocols.mail import tls
+from allworx.tests.mailtesting import PlainChecker, make_office, sync_thread
+
+
+class MailServiceTests(unittest.TestCase):
+
+    def setUp(self):
+        self.office = make_office(self)
+        self.office.update_settings("mail", {"smtp_port": "2525", "submission_port": "2587"})
+        self.office.update_settings("pop3", {"port": "2110", "pop3s_port": "2995"})
+        self.reactor = MemoryReactorClock()
+        self.mail = mail_service.MailService(self.office, self.reactor, PlainChecker({}), sync_thread)
+        self.mail.startService()
+        self.addCleanup(self.mail.stopService)
+
+    def ports(self):
+        tcp = sorted(p[0] for p in self.reactor.tcpServers)
+        ssl = sorted(p[0] for p in self.reactor.sslServers)
+        return tcp, ssl
+
+    def test_children_and_runtime(self):
+        self.assertEqual([c.name for c in self.mail], ["queue", "smtp", "submission", "pop3", "fetch"])
+        self.assertIs(self.office.runtime.mail_store, self.mail.store)
+        self.assertIs(self.office.runtime.mail_queue, self.mail.queue)
+        self.assertEqual(self.ports(), ([2110, 2525, 2587], [2995]))
+        self.assertEqual(self.office.status["smtp"].state, "up")
+        self.assertEqual(self.office.status["mail"].state, "up")
+
+    def test_certificate_made_once(self):
+        path = tls.cert_path(self.office.config.system.data_dir)
+        with open(path, "rb") as f:
+            first = f.read()
+        self.assertIn(b"BEGIN CERTIFICATE", first)
+        tls.ensure_certificate(self.office.config.system.data_dir, "x.example", 0)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), first)
+
+    def test_port_change_relistens(self):
+        self.office.update_settings("mail", {"smtp_port": "2526"})
+        self.assertIn(2526, [p[0] for p in self.reactor.tcpServers])
+        self.assertIn("2526", self.office.status["smtp"].detail)
+
+    def test_disable_and_enable(self):
+        self.office.update_settings("mail", {"enabled": "no"})
+        self.assertEqual(self.office.status["smtp"].state, "disabled")
+        self.assertEqual(self.office.status["mail"].state, "disabled")
+        self.office.update_settings("pop3", {"enabled": "no"})
+        self.assertEqual(self.office.status["pop3"].state, "disabled")
+        self.office.update_settings("mail", {"enabled": "yes"})
+        self.assertEqual(self.office.status["smtp"].state, "up")
+
+    def test_smarthost_and_users_follow(self):
+        self.office.update_settings("mail", {"smarthost": "198.51.100.10:2525"})
+        self.assertEqual(self.mail.relay.smarthost, ("198.51.100.10", 2525))
+        self.mail.store.list_messages("alice")
+        self.office.put_record("user", "dave", {"password": self.office.config.users["alice"].password})
+        self.assertEqual(self.mail.store.list_messages("dave"), [])
+
+    def test_own_resolver_first(self):
+        r = mail_service.own_resolver(self.office.config, self.reactor)
+        self.assertEqual(r.servers, [("127.0.0.1", 53), ("203.0.113.1", 53)])

@@ -1,0 +1,565 @@
+"""Tests for the SMTP server: allworx.protocols.mail.smtp and allworx.protocols.mail.smtpwire."""
+
+import base64
+
+from hypothesis import given, settings, strategies as st
+from twisted.internet import address, defer, interfaces, task
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+from zope.interface import directlyProvides
+
+from allworx.protocols.mail import smtpwire
+from allworx.protocols.mail.smtpwire import Reply
+from allworx.protocols.mail.smtp import SmtpFactory
+from allworx.protocols.mail.store import Delivered
+from allworx.tests.mailtesting import PlainChecker, make_office
+
+LAN = "192.168.2.10"
+WAN = "198.51.100.10"
+
+
+class FakeDelivery:
+    """Stands in for the store's deliver; each call waits until `finish`ed."""
+
+    def __init__(self, auto=True):
+        self.auto = auto
+        self.calls = []
+
+    def __call__(self, recipients, message, sender):
+        d = defer.Deferred()
+        self.calls.append((list(recipients), bytes(message), sender, d))
+        if self.auto:
+            d.callback(Delivered("ID%d" % len(self.calls), tuple(recipients), ()))
+        return d
+
+    def finish(self, i=0):
+        recipients = self.calls[i][0]
+        self.calls[i][3].callback(Delivered("ID%d" % (i + 1), tuple(recipients), ()))
+
+
+class Session:
+    """An SmtpServer on a StringTransport, with helpers to talk to it."""
+
+    def __init__(self, testcase, peer=LAN, submission=False, tls=False, auto=True,
+                 tls_options=None, max_size=None):
+        # One office per test case: hypothesis runs many sessions in one test.
+        office = getattr(testcase, "_office", None) if not max_size else None
+        if office is None:
+            office = make_office(testcase)
+            if not max_size:
+                testcase._office = office
+        self.office = office
+        if max_size:
+            self.office.update_settings("mail", {"max_message_size": str(max_size)})
+        self.clock = task.Clock()
+        self.delivery = FakeDelivery(auto)
+        self.factory = SmtpFactory(self.office, self.delivery, self.clock,
+                                   PlainChecker({"alice": "secret"}), tls_options=tls_options,
+                                   submission=submission)
+        self.proto = self.factory.buildProtocol(None)
+        self.transport = StringTransport(peerAddress=address.IPv4Address("TCP", peer, 40000))
+        if tls:
+            directlyProvides(self.transport, interfaces.ISSLTransport)
+        self.proto.makeConnection(self.transport)
+
+    def send(self, data):
+        self.proto.dataReceived(data)
+
+    def replies(self):
+        """Reply codes (and text) sent so far, then forget them."""
+        out = self.transport.value().decode().split("\r\n")
+        self.transport.clear()
+        return [line for line in out if line]
+
+    def codes(self):
+        return [line[:3] for line in self.replies() if line[3:4] == " "]
+
+
+def mail_transaction(rcpt=b"alice@example.com", body=b"Subject: hi\r\n\r\nhello\r\n"):
+    return (b"EHLO pc1.example.com\r\nMAIL FROM:<x@internet.example>\r\nRCPT TO:<" + rcpt +
+            b">\r\nDATA\r\n" + body + b".\r\n")
+
+
+class GreetingTests(unittest.TestCase):
+
+    def test_greeting_and_ehlo(self):
+        s = Session(self)
+        self.assertEqual(s.codes(), ["220"])
+        s.send(b"EHLO me\r\n")
+        lines = s.replies()
+        self.assertEqual(lines[0], "250-allworx.example.com")
+        for ext in ("PIPELINING", "SIZE 10485760", "8BITMIME", "ENHANCEDSTATUSCODES"):
+            self.assertIn("250-" + ext, lines + ["250-" + lines[-1][4:]])
+        self.assertNotIn("AUTH", " ".join(lines))   # not before TLS
+
+    def test_auth_offered_under_tls(self):
+        s = Session(self, tls=True)
+        s.replies()
+        s.send(b"EHLO me\r\n")
+        self.assertIn("250 AUTH PLAIN LOGIN", s.replies())
+
+    def test_commands_before_helo(self):
+        s = Session(self)
+        s.replies()
+        s.send(b"MAIL FROM:<a@b.example>\r\nNOOP\r\nFOO\r\n")
+        self.assertEqual(s.codes(), ["503", "250", "502"])
+
+    def test_quit(self):
+        s = Session(self)
+        s.replies()
+        s.send(b"QUIT\r\n")
+        self.assertEqual(s.codes(), ["221"])
+        self.assertTrue(s.transport.disconnecting)
+
+
+class TransactionTests(unittest.TestCase):
+
+    def test_local_delivery(self):
+        s = Session(self, peer=WAN)
+        s.replies()
+        s.send(mail_transaction())
+        self.assertEqual(s.codes(), ["250", "250", "250", "354", "250"])
+        rcpts, message, sender, _ = s.delivery.calls[0]
+        self.assertEqual(rcpts, ["alice@example.com"])
+        self.assertEqual(sender, "x@internet.example")
+        self.assertTrue(message.startswith(b"Received: from pc1.example.com ([198.51.100.10])\n"))
+        self.assertTrue(message.endswith(b"Subject: hi\r\n\r\nhello\r\n"))
+
+    def test_unknown_local_refused(self):
+        s = Session(self)
+        s.replies()
+        s.send(mail_transaction(rcpt=b"nobody@example.com"))
+        lines = s.replies()
+        self.assertIn("550 5.1.1 no such user here", lines)
+        self.assertIn("554 5.5.1 no valid recipients", lines)
+
+    def test_relay_from_wan_refused(self):
+        s = Session(self, peer=WAN)
+        s.replies()
+        s.send(mail_transaction(rcpt=b"x@other.example"))
+        self.assertTrue(any(line.startswith("550 5.7.1") for line in s.replies()))
+        self.assertEqual(s.delivery.calls, [])
+
+    def test_relay_from_lan(self):
+        s = Session(self, peer=LAN)
+        s.replies()
+        s.send(mail_transaction(rcpt=b"x@other.example"))
+        self.assertEqual(s.codes()[-1], "250")
+
+    def test_null_sender_and_postmaster(self):
+        s = Session(self, peer=WAN)
+        s.replies()
+        s.send(b"HELO x\r\nMAIL FROM:<>\r\nRCPT TO:<postmaster>\r\nDATA\r\n\r\nbody\r\n.\r\n")
+        self.assertEqual(s.codes(), ["250", "250", "250", "354", "250"])
+        self.assertEqual(s.delivery.calls[0][0], ["postmaster@example.com"])
+        self.assertEqual(s.delivery.calls[0][2], "")
+
+    def test_250_only_after_store_and_in_order(self):
+        """Pipelined: the next MAIL's reply waits for the message's 250."""
+        s = Session(self, auto=False)
+        s.replies()
+        s.send(mail_transaction() + b"MAIL FROM:<y@internet.example>\r\nRCPT TO:<bob@example.com>\r\n")
+        self.assertEqual(s.codes(), ["250", "250", "250", "354"])
+        s.delivery.finish(0)
+        self.assertEqual(s.codes(), ["250", "250", "250"])
+
+    def test_store_failure_is_temporary(self):
+        s = Session(self, auto=False)
+        s.replies()
+        s.send(mail_transaction())
+        s.replies()
+        s.delivery.calls[0][3].errback(OSError(28, "No space left on device"))
+        self.assertEqual(s.replies(), ["451 4.3.0 local error, try again later"])
+        self.flushLoggedErrors(OSError)
+
+    def test_dot_unstuffing(self):
+        s = Session(self)
+        s.replies()
+        s.send(mail_transaction(body=b"..leading\r\n.\r\n"[:-3]))
+        self.assertTrue(s.delivery.calls[0][1].endswith(b"\n.leading\r\n"))
+
+    def test_empty_message(self):
+        s = Session(self)
+        s.replies()
+        s.send(mail_transaction(body=b""))
+        self.assertEqual(s.codes()[-1], "250")
+
+    def test_duplicate_recipient_once(self):
+        s = Session(self)
+        s.replies()
+        s.send(b"HELO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.com>\r\n"
+               b"RCPT TO:<ALICE@example.com>\r\nDATA\r\nx\r\n.\r\n")
+        self.assertEqual(s.delivery.calls[0][0], ["alice@example.com"])
+
+    def test_rset(self):
+        s = Session(self)
+        s.replies()
+        s.send(b"HELO x\r\nMAIL FROM:<a@b.example>\r\nRSET\r\nRCPT TO:<alice@example.com>\r\n")
+        self.assertEqual(s.codes(), ["250", "250", "250", "503"])
+
+
+class SmugglingTests(unittest.TestCase):
+    """Only CRLF.CRLF ends DATA; bare LF/CR dots stay content."""
+
+    def check_not_ended(self, smuggled):
+        s = Session(self)
+        s.replies()
+        s.send(b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\n"
+               b"Subject: x\r\n\r\nfirst" + smuggled +
+               b"MAIL FROM:<evil@b.example>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\nevil\r\n.\r\n")
+        codes = s.codes()
+        self.assertEqual(codes, ["250", "250", "250", "354", "250"])
+        self.assertEqual(len(s.delivery.calls), 1)
+        message = s.delivery.calls[0][1]
+        self.assertIn(b"MAIL FROM:<evil@b.example>", message)
+        return message
+
+    def test_lf_dot_lf(self):
+        self.check_not_ended(b"\n.\n")
+
+    def test_cr_dot_lf(self):
+        self.check_not_ended(b"\r.\n")
+
+    def test_crlf_dot_lf(self):
+        self.check_not_ended(b"\r\n.\n")
+
+    def test_lf_dot_crlf(self):
+        self.check_not_ended(b"\n.\r\n")
+
+    def test_cr_dot_cr(self):
+        self.check_not_ended(b"\r.\r")
+
+    def test_split_across_packets(self):
+        s = Session(self)
+        s.replies()
+        s.send(b"HELO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\nabc\r")
+        s.send(b"\n.")
+        s.send(b"\r")
+        self.assertEqual(s.delivery.calls, [])
+        s.send(b"\nNOOP\r\n")
+        self.assertEqual(s.codes(), ["250", "250", "250", "354", "250", "250"])
+        self.assertTrue(s.delivery.calls[0][1].endswith(b"\nabc\r\n"))
+
+
+class LimitTests(unittest.TestCase):
+
+    def test_size_parameter(self):
+        s = Session(self, max_size=2048)
+        s.replies()
+        s.send(b"EHLO x\r\nMAIL FROM:<a@b.example> SIZE=4096\r\nMAIL FROM:<a@b.example> SIZE=100 BODY=8BITMIME\r\n")
+        lines = s.replies()
+        self.assertTrue(lines[-2].startswith("552 5.3.4"))
+        self.assertTrue(lines[-1].startswith("250"))
+
+    def test_size_enforced_while_receiving(self):
+        s = Session(self, max_size=2048)
+        s.replies()
+        s.send(b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\n")
+        for _ in range(100):
+            s.send(b"x" * 70 + b"\r\n")
+        self.assertLess(len(s.proto._data or b""), 2048 + 4096 + 100)
+        s.send(b".\r\nNOOP\r\n")
+        codes = s.codes()
+        self.assertEqual(codes[-2:], ["552", "250"])
+        self.assertEqual(s.delivery.calls, [])
+
+    def test_long_text_line(self):
+        s = Session(self)
+        s.replies()
+        s.send(mail_transaction(body=b"x" * 999 + b"\r\n"))
+        self.assertTrue(s.replies()[-1].startswith("554 5.6.0"))
+        s.send(mail_transaction(body=b"x" * 998 + b"\r\n"))
+        self.assertEqual(s.codes()[-1], "250")
+
+    def test_long_command_line(self):
+        s = Session(self)
+        s.replies()
+        s.send(b"NOOP " + b"x" * 5000)
+        s.send(b"\r\nNOOP\r\n")
+        self.assertEqual(s.codes(), ["500", "500", "250"])
+
+    def test_recipient_limit(self):
+        s = Session(self)
+        s.replies()
+        s.send(b"HELO x\r\nMAIL FROM:<a@b.example>\r\n" +
+               b"".join(b"RCPT TO:<u%d@other.example>\r\n" % i for i in range(101)))
+        codes = s.codes()
+        self.assertEqual(codes.count("250"), 102)
+        self.assertEqual(codes[-1], "452")
+
+    def test_unknown_parameter(self):
+        s = Session(self)
+        s.replies()
+        s.send(b"EHLO x\r\nMAIL FROM:<a@b.example> FOO=1\r\n")
+        self.assertEqual(s.codes()[-1], "555")
+
+    def test_too_many_errors_closes(self):
+        s = Session(self)
+        s.replies()
+        s.send(b"BAD\r\n" * 25)
+        self.assertTrue(s.transport.disconnecting)
+        self.assertEqual(s.codes()[-1], "421")
+
+    def test_idle_timeout(self):
+        s = Session(self)
+        s.replies()
+        s.clock.advance(301)
+        self.assertEqual(s.codes(), ["421"])
+
+
+class AuthTests(unittest.TestCase):
+
+    def test_auth_needs_tls(self):
+        s = Session(self, submission=True)
+        s.replies()
+        s.send(b"EHLO x\r\nAUTH PLAIN " + base64.b64encode(b"\0alice\0secret") + b"\r\n")
+        self.assertEqual(s.codes()[-1], "538")
+
+    def test_submission_needs_auth(self):
+        s = Session(self, submission=True, tls=True)
+        s.replies()
+        s.send(b"EHLO x\r\nMAIL FROM:<alice@example.com>\r\n")
+        self.assertEqual(s.codes()[-1], "530")
+
+    def test_auth_plain_then_relay(self):
+        s = Session(self, peer=WAN, submission=True, tls=True)
+        s.replies()
+        s.send(b"EHLO x\r\nAUTH PLAIN " + base64.b64encode(b"\0alice\0secret") + b"\r\n")
+        self.assertEqual(s.codes()[-1], "235")
+        s.send(b"MAIL FROM:<alice@example.com>\r\nRCPT TO:<x@other.example>\r\nDATA\r\nhi\r\n.\r\n")
+        self.assertEqual(s.codes(), ["250", "250", "354", "250"])
+        self.assertIn(b"with ESMTPSA", s.delivery.calls[0][1])
+
+    def test_auth_login(self):
+        s = Session(self, tls=True)
+        s.replies()
+        s.send(b"EHLO x\r\nAUTH LOGIN\r\n")
+        self.assertEqual(s.replies()[-1], "334 VXNlcm5hbWU6")
+        s.send(base64.b64encode(b"alice") + b"\r\n")
+        self.assertEqual(s.replies(), ["334 UGFzc3dvcmQ6"])
+        s.send(base64.b64encode(b"secret") + b"\r\n")
+        self.assertEqual(s.codes(), ["235"])
+
+    def test_bad_password_three_times_closes(self):
+        s = Session(self, tls=True)
+        s.replies()
+        s.send(b"EHLO x\r\n")
+        for _ in range(3):
+            s.send(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0wrong") + b"\r\n")
+        self.assertEqual(s.codes()[-3:], ["535", "535", "535"])
+        s.clock.advance(0)
+        self.assertTrue(s.transport.disconnecting)
+
+    def test_auth_cancel_and_garbage(self):
+        s = Session(self, tls=True)
+        s.replies()
+        s.send(b"EHLO x\r\nAUTH PLAIN\r\n*\r\nAUTH PLAIN !!!\r\nAUTH CRAM-MD5\r\n")
+        self.assertEqual(s.codes()[-3:], ["501", "501", "504"])
+
+    def test_starttls_drops_pipelined_commands(self):
+        s = Session(self, tls_options=object())
+        started = []
+        s.transport.startTLS = lambda options: started.append(options)
+        s.replies()
+        s.send(b"EHLO x\r\nSTARTTLS\r\nMAIL FROM:<injected@b.example>\r\n")
+        self.assertEqual(s.codes(), ["250", "220"])
+        self.assertEqual(len(started), 1)
+        s.send(b"MAIL FROM:<a@b.example>\r\n")
+        self.assertEqual(s.codes(), ["503"])   # EHLO again after TLS
+
+
+class WireTests(unittest.TestCase):
+
+    def test_parse_path(self):
+        p = smtpwire.parse_path(b"FROM:<a.b+c@example.com> SIZE=10 BODY=8BITMIME", b"FROM")
+        self.assertEqual(p.address, "a.b+c@example.com")
+        self.assertEqual(p.params, {"SIZE": "10", "BODY": "8BITMIME"})
+        self.assertEqual(smtpwire.parse_path(b"TO:<@relay.example:bob@example.com>", b"TO").address,
+                         "bob@example.com")
+        self.assertEqual(smtpwire.parse_path(b'TO:<"odd name"@example.com>', b"TO").address,
+                         '"odd name"@example.com')
+
+    def test_bad_paths(self):
+        for arg, kw in ((b"FROM:a@b.example", b"FROM"), (b"TO:<>", b"TO"), (b"TO:<a b@c>", b"TO"),
+                        (b"TO:<a@b@c.example>", b"TO"), (b"FROM:<a@-b.example>", b"FROM"),
+                        (b"TO:<a@b.example> X=\x01", b"TO"), (b"FROM:<a@b.example>", b"TO")):
+            self.assertRaises(smtpwire.Reply, smtpwire.parse_path, arg, kw)
+
+    def test_reply_multiline(self):
+        self.assertEqual(smtpwire.Reply(250, "", "a\nb").line(), b"250-a\r\n250 b\r\n")
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=300))
+    def test_any_command_line_gets_one_reply(self, line):
+        """Hostile command lines: a reply per line, never a crash."""
+        line = line.replace(b"\n", b"").replace(b"\r", b"")
+        s = Session(self)
+        s.replies()
+        s.send(b"HELO x\r\n" + line + b"\r\nNOOP\r\n")
+        out = s.transport.value()
+        self.assertTrue(out.endswith(b"250 2.0.0 OK\r\n") or s.transport.disconnecting, out)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.binary(max_size=200).filter(lambda b: b"\r" not in b and b"\n" not in b),
+                    max_size=20))
+    def test_body_round_trip(self, lines):
+        """Any body, dot-stuffed on the wire, arrives as sent (CRLF kept)."""
+        body = b"".join(line + b"\r\n" for line in lines)
+        stuffed = b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines)
+        s = Session(self, peer=WAN)     # no Date/Message-ID added for the internet
+        s.replies()
+        s.send(b"HELO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\n" +
+               stuffed + b".\r\n")
+        message = s.delivery.calls[0][1]
+        self.assertEqual(message[message.index(b"\n", message.index(b"for <")) + 1:], body)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.binary(max_size=400), st.integers(min_value=1, max_value=50))
+    def test_data_in_any_chunks(self, body, chunk):
+        """However the data is split, the message ends at CRLF.CRLF and nowhere else."""
+        body = body.replace(b"\r\n.\r\n", b"\r\n..\r\n")
+        wire = b"HELO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\n" + \
+            body + b"\r\n.\r\nNOOP\r\n"
+        s = Session(self)
+        s.replies()
+        for i in range(0, len(wire), chunk):
+            s.send(wire[i:i + chunk])
+        codes = s.codes()
+        self.assertEqual(codes[-1], "250")
+        self.assertLessEqual(len(s.delivery.calls), 1)
+
+
+class QueueFullTests(unittest.TestCase):
+
+    def test_452_when_queue_full(self):
+        from allworx.protocols.mail.queue import QueueFull
+        s = Session(self, auto=False)
+        s.replies()
+        s.send(mail_transaction(rcpt=b"x@other.example"))
+        s.replies()
+        s.delivery.calls[0][3].errback(QueueFull("full"))
+        self.assertEqual(s.replies(), ["452 4.3.1 outbound queue full, try again later"])
+
+
+class OriginHeaderTests(unittest.TestCase):
+
+    def test_added_for_lan_clients(self):
+        s = Session(self, peer=LAN)
+        s.replies()
+        s.send(mail_transaction(body=b"Subject: bare\r\n\r\nhi\r\n"))
+        message = s.delivery.calls[0][1]
+        self.assertRegex(message, rb"\nDate: .*\n")
+        self.assertRegex(message, rb"\nMessage-ID: <\d+\.[0-9a-f]{12}@allworx\.example\.com>\n")
+
+    def test_kept_and_not_added_for_the_internet(self):
+        s = Session(self, peer=WAN)
+        s.replies()
+        s.send(mail_transaction(body=b"Subject: bare\r\n\r\nhi\r\n"))
+        self.assertNotIn(b"Message-ID", s.delivery.calls[0][1])
+        s = Session(self, peer=LAN)
+        s.replies()
+        s.send(mail_transaction(body=b"Message-Id: <a@b>\r\nDATE: x\r\n\r\nMessage-ID: body\r\n"))
+        self.assertEqual(s.delivery.calls[0][1].count(b"Message-I"), 2)
+        self.assertNotIn(b"\nDate:", s.delivery.calls[0][1])
+
+    def test_missing_origin_headers(self):
+        self.assertEqual(smtpwire.missing_origin_headers(b"Subject: x\r\n\r\nDate: y\r\n"),
+                         [b"date", b"message-id"])
+        self.assertEqual(smtpwire.missing_origin_headers(b"date: y\nmessage-id: <x>\n\n"), [])
+
+
+class ConnectionLimitTests(unittest.TestCase):
+
+    def test_per_wan_client_and_total(self):
+        first = Session(self, peer=WAN)
+        sessions = [first]
+        for _ in range(first.factory.max_per_client - 1):
+            p = first.factory.buildProtocol(None)
+            t = StringTransport(peerAddress=address.IPv4Address("TCP", WAN, 40001))
+            p.makeConnection(t)
+            sessions.append((p, t))
+        p = first.factory.buildProtocol(None)
+        t = StringTransport(peerAddress=address.IPv4Address("TCP", WAN, 40002))
+        p.makeConnection(t)
+        self.assertTrue(t.value().startswith(b"421 4.7.0"))
+        self.assertTrue(t.disconnecting)
+        p.connectionLost(None)
+        sessions[1][0].connectionLost(None)      # one leaves: room again
+        p = first.factory.buildProtocol(None)
+        t = StringTransport(peerAddress=address.IPv4Address("TCP", WAN, 40003))
+        p.makeConnection(t)
+        self.assertTrue(t.value().startswith(b"220 "))
+
+    def test_flood_while_writing_pauses_reading(self):
+        s = Session(self, auto=False)
+        s.replies()
+        s.send(mail_transaction())
+        s.send(b"NOOP\r\n" * 20000)
+        self.assertEqual(s.transport.producerState, "paused")
+        s.delivery.finish(0)
+        self.assertEqual(s.transport.producerState, "producing")
+
+
+class LoopTests(unittest.TestCase):
+
+    def test_too_many_hops(self):
+        s = Session(self)
+        s.replies()
+        head = b"".join(b"Received: from hop%d by x; date\r\n" % i for i in range(50))
+        s.send(mail_transaction(body=head + b"Subject: loop\r\n\r\nbody\r\n"))
+        self.assertEqual(s.replies()[-1], "554 5.4.6 too many hops: mail forwarding loop")
+        self.assertEqual(s.delivery.calls, [])
+        s.send(mail_transaction(body=head[:-40] + b"\r\nbody Received: x\r\n"))
+        self.assertEqual(s.codes()[-1], "250")
+
+    def test_hop_count_header_only(self):
+        self.assertEqual(smtpwire.hop_count(b"Received: a\nreceived : b\n\nReceived: c\n"), 2)
+
+
+class MailTransactionTests(unittest.TestCase):
+    """The transaction machine on its own."""
+
+    def test_order(self):
+        from allworx.protocols.mail.transaction import MailTransaction
+        t = MailTransaction()
+        for call, code in ((lambda: t.rcpt("a@b.example"), 503), (t.data, 503),
+                           (t.message_ended, 503)):
+            self.assertEqual(self.assertRaises(Reply, call).code, code)
+        t.mail("s@x.example", "8BITMIME")
+        self.assertEqual(self.assertRaises(Reply, t.data).code, 554)
+        self.assertEqual(self.assertRaises(Reply, t.mail, "again@x.example", None).code, 503)
+        t.rcpt("a@b.example")
+        t.rcpt("A@B.example")
+        t.data()
+        self.assertEqual(self.assertRaises(Reply, t.rcpt, "c@d.example").code, 503)
+        self.assertEqual(t.message_ended(), [("s@x.example", ["a@b.example"])])
+        self.assertFalse(t.open)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.sampled_from(["mail", "rcpt", "data", "end", "reset"]), max_size=30))
+    def test_any_sequence(self, steps):
+        """Whatever the order, the envelope matches the state and nothing else breaks."""
+        from allworx.protocols.mail.transaction import MailTransaction
+        t = MailTransaction()
+        receiving = False
+        for step in steps:
+            try:
+                if step == "mail":
+                    t.mail("s@x.example", None)
+                elif step == "rcpt":
+                    t.rcpt("r%d@y.example" % len(t.recipients))
+                elif step == "data":
+                    t.data()
+                    receiving = True
+                elif step == "end":
+                    sender, rcpts = t.message_ended()[0]
+                    self.assertTrue(receiving and sender and rcpts)
+                    receiving = False
+                else:
+                    t.reset()
+                    receiving = False
+            except Reply as r:
+                self.assertIn(r.code, (503, 554))
+            self.assertEqual(t.open, t.sender is not None)
+            if not t.open:
+                self.assertEqual(t.recipients, [])

@@ -1,0 +1,149 @@
+"""Tests of the registrar: digest MD5 and SHA-256, nonces, bindings, failures."""
+
+from twisted.internet import task
+from twisted.logger import globalLogPublisher
+from twisted.trial import unittest
+
+from allworx.interfaces import IRegistrations
+from allworx.protocols.sip.message import NameAddr
+from allworx.protocols.sip.registrar import (
+    MAX_CONTACTS, NONCE_LIFETIME, NonceBook, challenge_algorithms, digest_response,
+    parse_authorization)
+from allworx.tests.siphelpers import Harness, Phone
+
+
+class DigestTests(unittest.TestCase):
+
+    def test_rfc2617_example(self):
+        # RFC 2617 section 3.5: Mufasa / Circle Of Life.
+        import hashlib
+        ha1 = hashlib.md5(b"Mufasa:testrealm@host.com:Circle Of Life").hexdigest()
+        self.assertEqual(
+            digest_response("MD5", ha1, "GET", "/dir/index.html", "dcd98b7102dd2f0e8b11d0f600bfb0c093",
+                            "00000001", "0a4f113b", "auth"),
+            "6629fae49393a05397450978507c4ef1")
+
+    def test_parse_authorization(self):
+        f = parse_authorization('Digest username="101", realm="example.com", nc=00000001, '
+                                'response="ab\\"c", qop=auth')
+        self.assertEqual((f["username"], f["nc"], f["qop"]), ("101", "00000001", "auth"))
+        self.assertRaises(ValueError, parse_authorization, "Basic abc")
+
+    def test_nonce_lifetime_and_replay(self):
+        clock = task.Clock()
+        book = NonceBook(clock)
+        nonce = book.make()
+        self.assertEqual(book.check(nonce, 1), "ok")
+        self.assertTrue(book.use(nonce, 1))
+        self.assertFalse(book.use(nonce, 1))
+        self.assertTrue(book.use(nonce, 2))
+        self.assertEqual(book.check(nonce[:-1] + "0", 1), "bad")
+        self.assertEqual(NonceBook(clock).check(nonce, 1), "bad")
+        clock.advance(NONCE_LIFETIME + 1)
+        self.assertEqual(book.check(nonce, 3), "stale")
+
+    def test_challenge_algorithms(self):
+        class R:
+            def __init__(self, ua):
+                self.ua = ua
+
+            def get(self, name, default=None):
+                return self.ua
+        self.assertEqual(challenge_algorithms(R("baresip v1.0.0")), ("MD5",))
+        self.assertEqual(challenge_algorithms(R("Yealink T46")), ("SHA-256", "MD5"))
+
+
+class RegistrarTests(unittest.TestCase):
+
+    def setUp(self):
+        self.h = Harness(self.mktemp())
+        self.alice = Phone(self.h, "101", "192.168.2.11")
+
+    def test_provides_interface(self):
+        self.assertTrue(IRegistrations.providedBy(self.h.core.registrar))
+
+    def test_md5_and_sha256_register(self):
+        r = self.alice.register(algorithm="MD5")
+        self.assertEqual(r.code, 200)
+        self.assertIn("expires=3600", r.get("Contact"))
+        bob = Phone(self.h, "102", "192.168.2.12")
+        self.assertEqual(bob.register(algorithm="SHA-256").code, 200)
+        users = sorted(b["user"] for b in self.h.core.registrar.bindings())
+        self.assertEqual(users, ["alice", "bob"])
+
+    def test_wrong_password_and_unknown_user_look_alike(self):
+        wrong = self.alice.register(password="nope")
+        ghost = Phone(self.h, "199", "192.168.2.13").register()
+        self.assertEqual((wrong.code, ghost.code), (403, 403))
+        self.assertEqual(wrong.reason, ghost.reason)
+
+    def test_user_without_digest_is_told_to_set_the_password(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        carol = Phone(self.h, "103", "192.168.2.13")
+        self.assertEqual(carol.register().code, 403)
+        self.assertTrue(any("set the password again" in e.get("log_format", "") for e in events))
+
+    def test_replayed_authorization_is_refused(self):
+        uri = "sip:example.com"
+        out = self.alice.send(self.alice.request("REGISTER", uri, to="<sip:101@example.com>"))
+        challenge = out[0][0].get("WWW-Authenticate")
+        auth = "Authorization: " + self.alice.authorization(challenge, "REGISTER", uri)
+        first = self.alice.send(self.alice.request("REGISTER", uri, [auth], to="<sip:101@example.com>"))
+        again = self.alice.send(self.alice.request("REGISTER", uri, [auth], to="<sip:101@example.com>"))
+        self.assertEqual((first[0][0].code, again[0][0].code), (200, 403))
+
+    def test_stale_nonce_gets_a_fresh_challenge(self):
+        uri = "sip:example.com"
+        out = self.alice.send(self.alice.request("REGISTER", uri, to="<sip:101@example.com>"))
+        challenge = out[0][0].get("WWW-Authenticate")
+        self.h.clock.advance(NONCE_LIFETIME + 1)
+        auth = "Authorization: " + self.alice.authorization(challenge, "REGISTER", uri)
+        resp = self.alice.send(self.alice.request("REGISTER", uri, [auth], to="<sip:101@example.com>"))[0][0]
+        self.assertEqual(resp.code, 401)
+        self.assertIn("stale=true", resp.get("WWW-Authenticate"))
+
+    def test_expiry_refresh_and_unregister(self):
+        self.alice.register(expires=120)
+        self.h.clock.advance(100)
+        self.alice.register(expires=120)
+        self.h.clock.advance(100)
+        self.assertEqual(len(self.h.core.registrar.contacts_of("alice")), 1)
+        self.h.clock.advance(30)
+        self.assertEqual(self.h.core.registrar.contacts_of("alice"), [])
+        self.alice.register()
+        self.assertEqual(self.alice.register(expires=0).code, 200)
+        self.assertEqual(self.h.core.registrar.contacts_of("alice"), [])
+
+    def test_too_brief_expires(self):
+        r = self.alice.register(expires=10)
+        self.assertEqual(r.code, 423)
+        self.assertEqual(r.get("Min-Expires"), "60")
+
+    def test_several_contacts_with_a_bound(self):
+        codes = []
+        for n in range(MAX_CONTACTS + 1):
+            phone = Phone(self.h, "101", "192.168.2.%d" % (20 + n))
+            codes.append(phone.register().code)
+        self.assertEqual(codes, [200] * MAX_CONTACTS + [403])
+        self.assertEqual(len(self.h.core.registrar.contacts_of("alice")), MAX_CONTACTS)
+        contacts = NameAddr.parse(self.h.core.registrar.bindings()[0]["contact"])
+        self.assertTrue(contacts.uri.startswith("sip:101@"))
+
+    def test_repeated_failures_are_slowed_down(self):
+        for _ in range(6):
+            self.alice.register(password="bad")
+        self.h.take()
+        uri = "sip:example.com"
+        out = self.alice.send(self.alice.request("REGISTER", uri, to="<sip:101@example.com>"))
+        self.assertEqual(out, [])
+        self.h.clock.advance(20)
+        self.assertEqual(self.h.take()[-1][0].code, 401)
+
+    def test_register_for_someone_else_is_refused(self):
+        uri = "sip:example.com"
+        out = self.alice.send(self.alice.request("REGISTER", uri, to="<sip:102@example.com>"))
+        auth = "Authorization: " + self.alice.authorization(out[0][0].get("WWW-Authenticate"), "REGISTER", uri)
+        resp = self.alice.send(self.alice.request("REGISTER", uri, [auth], to="<sip:102@example.com>"))
+        self.assertEqual(resp[0][0].code, 403)

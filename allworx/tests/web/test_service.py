@@ -1,0 +1,152 @@
+# -*- test-case-name: allworx.tests.web.test_service -*-
+"""The "web" child: its ports, LAN-only admin, live port changes, /metrics."""
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial import unittest
+
+from allworx.service import CHILDREN, _build
+from allworx.tests.webhelpers import AdminClient, office_on_disk, sync_thread
+from allworx.protocols.web.service import WebService
+
+
+class ServiceTests(unittest.TestCase):
+    def setUp(self):
+        self.office = office_on_disk(self)
+        self.reactor = MemoryReactorClock()
+        self.svc = WebService(self.office, reactor=self.reactor, defer_to_thread=sync_thread)
+        self.svc.startService()
+        self.addCleanup(self.svc.stopService)
+
+    def test_listens_on_both_ports(self):
+        ports = sorted(p[0] for p in self.reactor.tcpServers)
+        self.assertEqual(ports, [80, 8080])
+        self.assertEqual(self.office.status["web"].state, "up")
+        self.assertIn("admin pages on tcp/8080", self.office.status["web"].detail)
+
+    def test_admin_port_lan_only(self):
+        site = self.svc.admin_site
+        self.assertIsNone(site.buildProtocol(IPv4Address("TCP", "198.51.100.10", 1)))
+        self.assertIsNone(site.buildProtocol(IPv4Address("TCP", "203.0.113.1", 1)))
+        self.assertIsNotNone(site.buildProtocol(IPv4Address("TCP", "192.168.2.200", 1)))
+        self.assertIsNotNone(site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1)))
+
+    def test_sites_port_open_to_all(self):
+        site = self.svc.public_site
+        self.assertIsNotNone(site.buildProtocol(IPv4Address("TCP", "198.51.100.10", 1)))
+        self.assertIsNotNone(site.buildProtocol(IPv4Address("TCP", "192.168.2.10", 1)))
+
+    def test_port_change_listens_again(self):
+        self.office.update_settings("web", {"admin_port": "8443"})
+        self.assertEqual(self.reactor.tcpServers[-2][0], 8443)
+        self.assertTrue(self.svc.running)
+
+    def test_site_directories_made(self):
+        import os
+        data = self.office.config.system.data_dir
+        self.assertTrue(os.path.isdir(os.path.join(data, "intranet")))
+        self.assertTrue(os.path.isdir(os.path.join(data, "www")))
+
+    def test_listed_in_children(self):
+        self.assertIn(("web", "allworx.protocols.web.service:make_service"), CHILDREN)
+        self.assertIn(("ldap", "allworx.protocols.ldap.service:make_service"), CHILDREN)
+        self.assertEqual(_build("web", "allworx.protocols.web.service:make_service", self.office).name, "web")
+        self.assertEqual(_build("ldap", "allworx.protocols.ldap.service:make_service", self.office).name, "ldap")
+
+
+class MetricsTests(unittest.TestCase):
+    def test_metrics_page(self):
+        import allworx.protocols.ldap.service  # noqa: F401  (its metrics live in the default registry)
+        c = AdminClient(self)
+        c.office.set_status("dns", "up", "x")
+        c.login("wrong")
+        r = c.get("/metrics")
+        self.assertEqual(r.code, 200)
+        self.assertIn('allworx_office_service_up{service="dns"} 1.0', r.text)
+        self.assertIn('allworx_office_records{kind="user"} 2.0', r.text)
+        self.assertIn("allworx_web_logins_total", r.text)
+        self.assertIn("allworx_ldap_requests_total", r.text)
+
+    def test_runtime_gauges(self):
+        from allworx.tests.web.test_pages import FakeLeases, FakeLog, FakeQueue, FakeRegistrar, Lease
+        c = AdminClient(self)
+        rt = c.office.runtime
+        rt.leases = FakeLeases([Lease("02:00:00:00:00:01", "192.168.2.10", "pc1", 99)])
+        rt.connections = FakeLog([], {"allow": 3, "drop": 1})
+        rt.registrations = FakeRegistrar()
+        rt.mail_queue = FakeQueue()
+        text = c.get("/metrics").text
+        self.assertIn('allworx_office_dhcp_leases{state="active"} 1.0', text)
+        self.assertIn('allworx_office_flows_total{verdict="drop"} 1.0', text)
+        self.assertIn("allworx_office_sip_registrations 1.0", text)
+        self.assertIn("allworx_office_sip_calls 1.0", text)
+        self.assertIn("allworx_office_mail_queue 1.0", text)
+
+
+class BodyLimitTests(unittest.TestCase):
+    """Request bodies are bounded on both ports: 413, connection closed, nothing rendered."""
+
+    def exchange(self, site, data):
+        from twisted.internet.testing import StringTransport
+        addr = IPv4Address("TCP", "192.168.2.10", 1)
+        proto = site.buildProtocol(addr)
+        transport = StringTransport(peerAddress=addr)
+        proto.makeConnection(transport)
+        proto.dataReceived(data)
+        out = transport.value()
+        proto.connectionLost(None)
+        return out, transport.disconnecting
+
+    def setUp(self):
+        office = office_on_disk(self)
+        self.svc = WebService(office, reactor=MemoryReactorClock(), defer_to_thread=sync_thread)
+
+    def test_declared_length_too_large(self):
+        out, closed = self.exchange(self.svc.public_site, b"POST / HTTP/1.1\r\nHost: x\r\n"
+                                    b"Content-Length: 10000000\r\n\r\n" + b"x" * 1000)
+        self.assertTrue(out.startswith(b"HTTP/1.1 413"), out[:60])
+        self.assertTrue(closed)
+
+    def test_chunked_too_large(self):
+        chunk = b"%x\r\n%s\r\n" % (40000, b"y" * 40000)
+        out, closed = self.exchange(self.svc.public_site, b"POST / HTTP/1.1\r\nHost: x\r\n"
+                                    b"Transfer-Encoding: chunked\r\n\r\n" + chunk * 3)
+        self.assertTrue(out.startswith(b"HTTP/1.1 413"), out[:60])
+        self.assertEqual(out.count(b"HTTP/1.1"), 1)
+
+    def test_admin_takes_a_backup_sized_body(self):
+        body = b"x" * 200000
+        out, _ = self.exchange(self.svc.admin_site, b"POST /login HTTP/1.1\r\nHost: x\r\n"
+                               b"Content-Type: application/x-www-form-urlencoded\r\n"
+                               b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.assertNotIn(b"413", out.split(b"\r\n")[0])
+
+
+class PeerLimitTests(unittest.TestCase):
+    """At most N connections at once per peer address."""
+
+    def test_limit_and_release(self):
+        from twisted.internet.protocol import Protocol, ServerFactory
+        from twisted.internet.testing import StringTransport
+        from allworx.guards import PeerConnectionLimit
+        inner = ServerFactory.forProtocol(Protocol)
+        limited = PeerConnectionLimit(inner, 2)
+        a = IPv4Address("TCP", "192.168.2.10", 1)
+        b = IPv4Address("TCP", "192.168.2.11", 1)
+        first = limited.buildProtocol(a)
+        first.makeConnection(StringTransport())
+        second = limited.buildProtocol(a)
+        second.makeConnection(StringTransport())
+        self.assertIsNone(limited.buildProtocol(a))
+        self.assertIsNotNone(limited.buildProtocol(b))
+        first.connectionLost(None)
+        self.assertIsNotNone(limited.buildProtocol(a))
+
+    def test_refused_by_the_inner_factory_not_counted(self):
+        from allworx.guards import PeerConnectionLimit
+        office = office_on_disk(self)
+        svc = WebService(office, reactor=MemoryReactorClock(), defer_to_thread=sync_thread)
+        limited = PeerConnectionLimit(svc.admin_site, 1)
+        wan = IPv4Address("TCP", "198.51.100.10", 1)
+        self.assertIsNone(limited.buildProtocol(wan))
+        self.assertEqual(limited.counts, {})

@@ -1,5 +1,0 @@
-"""
-The server's web side: the admin pages and JSON API on `[web] admin_port`
-(LAN only), Prometheus metrics, and the intranet and public sites on
-`[web] http_port`. `allworx.web.service.make_service` builds the "web" child.
-"""
