@@ -465,7 +465,7 @@ class DhcpService(service.Service):
         try:
             self.server.listen(self.open_udp, self.open_raw)
         except (OSError, error.CannotListenError) as e:
-            from allworx.listening import why_not
+            from allworx.servicebase import why_not
             self.server.stop()
             self.office.set_status("dhcp", "down", "port 67 on %s: %s" % (
                 config.lan.interface, why_not(e, SERVER_PORT)))

@@ -15,7 +15,7 @@ import socket
 from twisted.application import service
 from twisted.logger import Logger
 
-from allworx.listening import ListeningService
+from allworx.servicebase import ListeningService
 from allworx.office import ConfigChanged, LeaseEvent, WanAddressChanged
 from allworx.protocols.dns.chain import CountedCache, CountedForwarder
 from allworx.protocols.dns.fast import FastAnswers

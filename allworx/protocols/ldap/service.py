@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python import components
 
 from allworx.auth import OfficeUserChecker, user_for_login
-from allworx.listening import ListeningService
+from allworx.servicebase import ListeningService
 from allworx.protocols.web.sessions import LoginThrottle
 
 log = Logger()

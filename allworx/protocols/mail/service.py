@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from twisted.names import client as dns_client
 
 from allworx.auth import OfficeUserChecker
-from allworx.listening import ListeningService
+from allworx.servicebase import ListeningService
 from allworx.protocols.mail import tls
 from allworx.protocols.mail.durable import DurableWriter
 from allworx.protocols.mail.queue import OutboundQueue

@@ -20,7 +20,7 @@ from prometheus_client import Counter
 from twisted.internet import protocol
 from twisted.logger import Logger
 
-from allworx.listening import ListeningService
+from allworx.servicebase import ListeningService
 from allworx.protocols.dhcp.pool import ClientRateLimit
 
 log = Logger()

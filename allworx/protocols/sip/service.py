@@ -25,7 +25,7 @@ from twisted.application import service
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
-from allworx.listening import ListeningService
+from allworx.servicebase import ListeningService
 from allworx.office import ConfigChanged
 from allworx.protocols.sip.message import (
     MAX_MESSAGE, NameAddr, SipParseError, SipUri, Via, header_end, make_response, parse)

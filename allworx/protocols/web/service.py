@@ -9,7 +9,7 @@ from twisted.internet import threads
 from twisted.logger import Logger
 from twisted.web import server
 
-from allworx.listening import ListeningService
+from allworx.servicebase import ListeningService
 from allworx.protocols.web.admin import AdminContext, AdminRoot
 from allworx.protocols.web.api import OfficeApi
 from allworx.protocols.web.metrics import WEB_REFUSED, WEB_REQUESTS, MetricsPage, office_registry

@@ -1,4 +1,4 @@
-"""Tests for allworx.service and allworx.listening: composition and bind reports."""
+"""Tests for allworx.service and allworx.servicebase: composition and bind reports."""
 
 import errno
 import socket
@@ -8,7 +8,7 @@ from twisted.internet import defer, error
 from twisted.trial import unittest
 
 from allworx.config import parse_config
-from allworx.listening import ListeningService, why_not
+from allworx.servicebase import ListeningService, OfficeService, why_not
 from allworx.office import Office
 from allworx.service import CHILDREN, AllworxService, PendingService
 from allworx.tests.confs import MINIMAL
@@ -181,3 +181,51 @@ class FollowingTests(unittest.TestCase):
         self.svc.stopService()
         self.office.update_settings("ldap", {"port": "10389"})
         self.assertEqual(self.svc.bound, [389])
+
+
+class Ping:
+    """An event for the subscription tests."""
+
+
+class OfficeServiceTests(unittest.TestCase):
+    """The base owns its subscriptions: on while running, gone once stopped."""
+
+    def setUp(self):
+        self.office = Office(parse_config(MINIMAL))
+        self.seen = []
+        self.child = OfficeService("child", self.office)
+        self.child.follow(Ping, self.seen.append)
+        self.child.config_changed = lambda event: self.seen.append("config")
+
+    def test_subscribed_only_while_running(self):
+        self.office.emit(Ping())
+        self.assertEqual(self.seen, [])
+        self.child.startService()
+        event = Ping()
+        self.office.emit(event)
+        self.assertEqual(self.seen, [event])
+        self.child.stopService()
+        self.office.emit(Ping())
+        self.assertEqual(self.seen, [event])
+
+    def test_follow_while_running_subscribes_at_once(self):
+        self.child.startService()
+        later = []
+        self.child.follow(Ping, later.append)
+        self.office.emit(Ping())
+        self.assertEqual(len(later), 1)
+        self.child.stopService()
+        self.office.emit(Ping())
+        self.assertEqual(len(later), 1)
+
+    def test_restart_does_not_double_subscribe(self):
+        self.child.startService()
+        self.child.stopService()
+        self.child.startService()
+        self.office.emit(Ping())
+        self.assertEqual(len(self.seen), 1)
+
+    def test_config_changes_reach_the_hook(self):
+        self.child.startService()
+        self.office.update_settings("dns", {"primary": "203.0.113.2"})
+        self.assertEqual(self.seen, ["config"])

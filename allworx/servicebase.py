@@ -1,8 +1,15 @@
 # -*- test-case-name: allworx.tests.core.test_service -*-
 """
-Binding a service's ports with a clear account of the outcome: each port that
-listens is logged as such, each that cannot says why (most often: no root for
-a port below 1024), and the service's status in the office says the same.
+The one base of the server's child services.
+
+`OfficeService` owns a service's subscriptions to the office's events: it
+subscribes when the service starts and unsubscribes when it stops, and calls
+`config_changed(event)` on every accepted change while running.
+
+`ListeningService` adds ports, bound with a clear account of the outcome: each
+port that listens is logged as such, each that cannot says why (most often: no
+root for a port below 1024), and the service's status in the office says the
+same. It binds again only when the service's listening settings change.
 """
 
 import errno
@@ -32,7 +39,52 @@ def why_not(failure_or_exc, port):
     return str(sock_err)
 
 
-class ListeningService(service.Service):
+class OfficeService(service.Service):
+    """
+    A named child of the server that follows the office: `follow(EventClass,
+    callback)` (usually in the constructor) subscribes `callback` while the
+    service runs; ConfigChanged reaches `config_changed` while running.
+    """
+
+    def __init__(self, name, office):
+        self.setName(name)
+        self.office = office
+        self._follows = [(ConfigChanged, self._on_config)]
+        self._unsubscribes = []
+
+    def follow(self, event_class, callback):
+        """Call `callback(event)` for each `event_class` event while running."""
+        self._follows.append((event_class, callback))
+        if self.running:
+            self._unsubscribes.append(self.office.subscribe(event_class, callback))
+
+    def config_changed(self, event):
+        """Called on every ConfigChanged while running."""
+
+    def startService(self):
+        service.Service.startService(self)
+        self._subscribe()
+
+    def stopService(self):
+        service.Service.stopService(self)
+        self._unsubscribe()
+
+    def _subscribe(self):
+        if not self._unsubscribes:
+            self._unsubscribes = [self.office.subscribe(event_class, callback)
+                                  for event_class, callback in self._follows]
+
+    def _unsubscribe(self):
+        unsubscribes, self._unsubscribes = self._unsubscribes, []
+        for unsubscribe in unsubscribes:
+            unsubscribe()
+
+    def _on_config(self, event):
+        if self.running:
+            self.config_changed(event)
+
+
+class ListeningService(OfficeService):
     """
     A service that listens on several ports, given as (label, port number,
     listen) where `listen()` returns an IListeningPort or raises
@@ -45,13 +97,11 @@ class ListeningService(service.Service):
     """
 
     def __init__(self, name, office, listeners=()):
-        self.setName(name)
-        self.office = office
+        OfficeService.__init__(self, name, office)
         self.listeners = list(listeners)
         self.ports = []
         self.failed = []
         self._bound = None
-        self._unsubscribe_config = None
 
     # Hooks for config-driven services.
 
@@ -67,22 +117,14 @@ class ListeningService(service.Service):
         """Why the service does not listen under `config`, or None."""
         return None
 
-    def config_changed(self, event):
-        """Called on every ConfigChanged while running, after any rebind."""
-
-    # Life cycle.
+    # Life cycle (`config_changed` is called after any rebind).
 
     def startService(self):
-        service.Service.startService(self)
-        if self._unsubscribe_config is None:
-            self._unsubscribe_config = self.office.subscribe(ConfigChanged, self._on_config)
+        OfficeService.startService(self)
         self._bind()
 
     def stopService(self):
-        service.Service.stopService(self)
-        if self._unsubscribe_config is not None:
-            self._unsubscribe_config()
-            self._unsubscribe_config = None
+        OfficeService.stopService(self)
         return self._unbind()
 
     def rebind(self):
