@@ -39,14 +39,17 @@ def why_not(failure_or_exc, port):
     return str(sock_err)
 
 
-class OfficeService(service.Service):
+class OfficeService(service.MultiService):
     """
     A named child of the server that follows the office: `follow(EventClass,
     callback)` (usually in the constructor) subscribes `callback` while the
-    service runs; ConfigChanged reaches `config_changed` while running.
+    service runs; ConfigChanged reaches `config_changed` while running. It may
+    have children of its own (the mail service's smtp, pop3, ...), started
+    after it subscribes and stopped before it unsubscribes.
     """
 
     def __init__(self, name, office):
+        service.MultiService.__init__(self)
         self.setName(name)
         self.office = office
         self._follows = [(ConfigChanged, self._on_config)]
@@ -62,12 +65,13 @@ class OfficeService(service.Service):
         """Called on every ConfigChanged while running."""
 
     def startService(self):
-        service.Service.startService(self)
         self._subscribe()
+        service.MultiService.startService(self)
 
     def stopService(self):
-        service.Service.stopService(self)
+        d = service.MultiService.stopService(self)
         self._unsubscribe()
+        return d
 
     def _subscribe(self):
         if not self._unsubscribes:
@@ -124,8 +128,8 @@ class ListeningService(OfficeService):
         self._bind()
 
     def stopService(self):
-        OfficeService.stopService(self)
-        return self._unbind()
+        children = OfficeService.stopService(self)
+        return defer.gatherResults([children, self._unbind()])
 
     def rebind(self):
         """Close every port and listen again under the current config."""
@@ -173,3 +177,35 @@ class ListeningService(OfficeService):
                 ", ".join(ok), "; ".join(self.failed)))
         else:
             self.office.set_status(self.name, "up", "listening on %s" % ", ".join(ok))
+
+
+class PortsService(ListeningService):
+    """
+    A ListeningService whose ports come from the config through `spec(config)`:
+    a tuple of (label, port, factory, tls_options or None), or None when
+    switched off (then `off_reason` is its status). It listens again when the
+    labels or ports of that spec change.
+    """
+
+    def __init__(self, name, office, reactor, spec, off_reason):
+        ListeningService.__init__(self, name, office)
+        self.reactor = reactor
+        self.spec = spec
+        self.off_reason = off_reason
+
+    def bound_settings(self, config):
+        return tuple((label, port) for label, port, _, _ in self.spec(config) or ())
+
+    def disabled_reason(self, config):
+        return None if self.spec(config) else self.off_reason
+
+    def build_listeners(self, config):
+        out = []
+        for label, port, factory, tls_options in self.spec(config):
+            if tls_options is not None:
+                listen = (lambda p=port, f=factory, o=tls_options:
+                          self.reactor.listenSSL(p, f, o, interface=""))
+            else:
+                listen = lambda p=port, f=factory: self.reactor.listenTCP(p, f, interface="")
+            out.append((label, port, listen))
+        return out

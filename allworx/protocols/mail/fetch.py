@@ -8,8 +8,8 @@ that user, or for the user named admin, to whoever the message's headers name
 The UIDs fetched from each account are kept in `data_dir/fetch/` so nothing
 is delivered twice: a message is fetched, delivered (on disk), its UID
 recorded (on disk), and only then deleted at the ISP. A failure (wrong
-password, server unreachable) is logged, shown in `office.runtime.fetch_status`
-and retried with a growing delay.
+password, server unreachable) is logged, shown in the `FetchService`'s
+`status` (account -> last result) and retried with a growing delay.
 """
 
 import email.utils
@@ -109,10 +109,11 @@ class FetchError(Exception):
 class AccountPoller:
     """Polls one account of one user; `poll()` fires with the number delivered."""
 
-    def __init__(self, mail, user, account):
+    def __init__(self, mail, user, account, status_board=None):
         self.mail = mail
         self.user = user
         self.account = account
+        self.status_board = {} if status_board is None else status_board
         self.failures = 0
         self.running = False
         self.timer = None
@@ -125,8 +126,8 @@ class AccountPoller:
         return (self.user, self.account.url)
 
     def status(self, **values):
-        """Update this account's entry in office.runtime.fetch_status."""
-        entry = self.mail.office.runtime.fetch_status.setdefault(self.account.display, {
+        """Update this account's entry in the fetch service's `status`."""
+        entry = self.status_board.setdefault(self.account.display, {
             "user": self.user, "account": self.account.display, "state": "waiting",
             "last_attempt": None, "last_success": None, "fetched": 0, "error": "",
             "next_attempt": None, "failures": 0, "multidrop": self.user == ADMIN_USER})
@@ -227,6 +228,7 @@ class FetchService(service.Service):
         self.setName("fetch")
         self.mail = mail
         self.pollers = {}
+        self.status = {}     # account display -> its last result, for the admin pages
 
     @property
     def reactor(self):
@@ -259,10 +261,10 @@ class FetchService(service.Service):
                 poller = self.pollers.pop(key)
                 if poller.timer is not None and poller.timer.active():
                     poller.timer.cancel()
-                self.mail.office.runtime.fetch_status.pop(poller.account.display, None)
+                self.status.pop(poller.account.display, None)
         for key, (user, account) in wanted.items():
             if key not in self.pollers:
-                poller = self.pollers[key] = AccountPoller(self.mail, user, account)
+                poller = self.pollers[key] = AccountPoller(self.mail, user, account, self.status)
                 self._schedule(poller, 1)
         count = len(self.pollers)
         self.mail.office.set_status("fetch", "up" if count else "disabled",

@@ -24,6 +24,8 @@ from twisted.logger import Logger
 from twisted.mail import pop3
 from zope.interface import implementer
 
+from allworx.servicebase import PortsService
+
 log = Logger()
 
 POP3_LOGINS = Counter("allworx_mail_pop3_logins_total", "POP3 logins, by result", ["result"])
@@ -240,8 +242,6 @@ class Pop3Factory(protocol.ServerFactory):
 
 def make_pop3_service(mail):
     """The "pop3" child of the mail service: `[pop3] port` and, with TLS, `pop3s_port`."""
-    from allworx.protocols.mail.service import PortsService
-
     factory = Pop3Factory(mail.office, mail.store, mail.checker, mail.reactor)
 
     def spec(config):

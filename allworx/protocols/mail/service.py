@@ -2,9 +2,9 @@
 """
 The "mail" child of the server: a MultiService whose children are smtp,
 submission, pop3, queue and fetch, sharing one store, one outbound queue and
-one durable writer. It publishes `office.runtime.mail_store`, `mail_queue` and
-`fetch_status`, and follows configuration changes live (ports, switches,
-smarthost, users and aliases).
+one durable writer. Its `store` (IMailStore), `queue` (IMailQueue) and
+`fetch.status` are what the rest of the server is given; it follows
+configuration changes live (ports, switches, smarthost, users and aliases).
 """
 
 import os
@@ -14,56 +14,15 @@ from twisted.logger import Logger
 from twisted.names import client as dns_client
 
 from allworx.auth import OfficeUserChecker
-from allworx.servicebase import ListeningService
-from allworx.protocols.mail import tls
+from allworx.protocols.mail import fetch, pop3, tls
 from allworx.protocols.mail.durable import DurableWriter
 from allworx.protocols.mail.queue import OutboundQueue
 from allworx.protocols.mail.relay import SmtpRelay
 from allworx.protocols.mail.smtp import SmtpFactory
 from allworx.protocols.mail.store import MailStore
-from allworx.office import ConfigChanged
+from allworx.servicebase import OfficeService, PortsService
 
 log = Logger()
-
-
-class PortsService(ListeningService):
-    """
-    A ListeningService whose ports come from the config through `spec(config)`
-    (a tuple of (label, port, factory) or None when switched off), and that
-    listens again when that spec changes.
-    """
-
-    def __init__(self, name, office, reactor, spec, off_reason):
-        ListeningService.__init__(self, name, office)
-        self.reactor = reactor
-        self.spec = spec
-        self.off_reason = off_reason
-
-    def bound_settings(self, config):
-        return _keys(self.spec(config))
-
-    def disabled_reason(self, config):
-        return None if self.spec(config) else self.off_reason
-
-    def build_listeners(self, config):
-        out = []
-        for label, port, factory, tls_options in self.spec(config):
-            if tls_options is not None:
-                listen = (lambda p=port, f=factory, o=tls_options:
-                          self.reactor.listenSSL(p, f, o, interface=""))
-            else:
-                listen = lambda p=port, f=factory: self.reactor.listenTCP(p, f, interface="")
-            out.append((label, port, listen))
-        return out
-
-    def refresh(self):
-        """Listen again if the ports or the switch changed (the base class also watches)."""
-        if self.running and self.bound_settings(self.office.config) != self._bound:
-            return self.rebind()
-
-
-def _keys(spec):
-    return tuple((label, port) for label, port, _, _ in spec or ())
 
 
 class QueueService(service.Service):
@@ -84,15 +43,13 @@ class QueueService(service.Service):
         self.queue.stop()
 
 
-class MailService(service.MultiService):
+class MailService(OfficeService):
     """Mail for the office: SMTP in, the queue out, POP3, fetching."""
 
     def __init__(self, office, reactor=None, checker=None, defer_to_thread=None):
-        service.MultiService.__init__(self)
         if reactor is None:
             from twisted.internet import reactor
-        self.setName("mail")
-        self.office = office
+        OfficeService.__init__(self, "mail", office)
         self.reactor = reactor
         self.checker = checker or OfficeUserChecker(office)
         self.defer_to_thread = defer_to_thread
@@ -102,7 +59,6 @@ class MailService(service.MultiService):
         self.queue = OutboundQueue(office, self.writer, reactor, self.relay, self.store)
         self.store.queue = self.queue
         self.tls_options = None
-        self._unsubscribe = None
         self.smtp_factory = SmtpFactory(office, self.store.deliver, reactor, self.checker,
                                         label="smtp")
         self.submission_factory = SmtpFactory(office, self.store.deliver, reactor, self.checker,
@@ -112,18 +68,11 @@ class MailService(service.MultiService):
         self.submission = PortsService("submission", office, reactor, self._submission_spec,
                                        "turned off in [mail]")
         self.queue_service = QueueService(self.queue)
-        for child in (self.queue_service, self.smtp, self.submission):
-            child.setServiceParent(self)
-        self._add_optional_children()
-        self._apply(office.config)
-
-    def _add_optional_children(self):
-        from allworx.protocols.mail import pop3
-        from allworx.protocols.mail import fetch
         self.pop3 = pop3.make_pop3_service(self)
-        self.pop3.setServiceParent(self)
         self.fetch = fetch.FetchService(self)
-        self.fetch.setServiceParent(self)
+        for child in (self.queue_service, self.smtp, self.submission, self.pop3, self.fetch):
+            child.setServiceParent(self)
+        self._apply(office.config)
 
     # ------------------------------------------------------------ what listens
 
@@ -150,9 +99,6 @@ class MailService(service.MultiService):
 
     def startService(self):
         config = self.office.config
-        runtime = self.office.runtime
-        runtime.mail_store = self.store
-        runtime.mail_queue = self.queue
         os.makedirs(os.path.join(config.system.data_dir, "mail"), mode=0o750, exist_ok=True)
         try:
             path = tls.ensure_certificate(config.system.data_dir,
@@ -164,24 +110,16 @@ class MailService(service.MultiService):
             self.tls_options = None
         for f in (self.smtp_factory, self.submission_factory):
             f.tls_options = self.tls_options
-        if self._unsubscribe is None:
-            self._unsubscribe = self.office.subscribe(ConfigChanged, self._config_changed)
-        service.MultiService.startService(self)
+        OfficeService.startService(self)
         self.office.set_status("mail", "up" if config.mail.enabled else "disabled",
                                "mailboxes in %s" % os.path.join(config.system.data_dir, "mail"))
 
-    def stopService(self):
-        if self._unsubscribe:
-            self._unsubscribe()
-            self._unsubscribe = None
-        return service.MultiService.stopService(self)
-
-    def _config_changed(self, event):
+    def config_changed(self, event):
+        # Before the children's own handlers (they subscribed after this
+        # service), so the ports they bind again see the new settings.
         self._apply(event.new)
         if event.touches("user", "system"):
             self.store.forget()
-        for child in (self.smtp, self.submission, self.pop3):
-            child.refresh()
         self.fetch.reconfigure()
         if event.touches("mail"):
             self.office.set_status("mail", "up" if event.new.mail.enabled else "disabled",

@@ -173,7 +173,7 @@ class FetchServiceTests(unittest.TestCase):
         self.addCleanup(self.service.stopService)
 
     def status(self):
-        return self.office.runtime.fetch_status["pop3://office@pop.isp.example:110"]
+        return self.service.status["pop3://office@pop.isp.example:110"]
 
     def test_polls_every_interval(self):
         self.clock.advance(1)
@@ -209,7 +209,7 @@ class FetchServiceTests(unittest.TestCase):
     def test_reconfigure_drops_removed_accounts(self):
         self.office.patch_record("user", "admin", {"pop3_fetch": ""})
         self.service.reconfigure()
-        self.assertNotIn("pop3://office@pop.isp.example:110", self.office.runtime.fetch_status)
+        self.assertNotIn("pop3://office@pop.isp.example:110", self.service.status)
         self.assertEqual(list(self.service.pollers), [("alice", "pop3://alice1:pw1@pop.isp.example:1110")])
 
 

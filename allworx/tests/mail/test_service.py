@@ -3,6 +3,7 @@
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
+from allworx.interfaces import IMailQueue, IMailStore
 from allworx.protocols.mail import service as mail_service
 from allworx.protocols.mail import tls
 from allworx.tests.mailtesting import PlainChecker, make_office, sync_thread
@@ -24,10 +25,11 @@ class MailServiceTests(unittest.TestCase):
         ssl = sorted(p[0] for p in self.reactor.sslServers)
         return tcp, ssl
 
-    def test_children_and_runtime(self):
+    def test_children_and_published_parts(self):
         self.assertEqual([c.name for c in self.mail], ["queue", "smtp", "submission", "pop3", "fetch"])
-        self.assertIs(self.office.runtime.mail_store, self.mail.store)
-        self.assertIs(self.office.runtime.mail_queue, self.mail.queue)
+        self.assertTrue(IMailStore.providedBy(self.mail.store))
+        self.assertTrue(IMailQueue.providedBy(self.mail.queue))
+        self.assertEqual(self.mail.fetch.status, {})
         self.assertEqual(self.ports(), ([2110, 2525, 2587], [2995]))
         self.assertEqual(self.office.status["smtp"].state, "up")
         self.assertEqual(self.office.status["mail"].state, "up")
