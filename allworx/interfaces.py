@@ -42,6 +42,13 @@ class ILeaseTable(Interface):
         """A list of lease records: mac, address, hostname, expires (POSIX), state."""
 
 
+class IRogueServers(Interface):
+    """Other DHCP servers heard answering on the LAN (there should be none)."""
+
+    def warnings():
+        """Records with server, first_seen, last_seen, replies and a `message` sentence."""
+
+
 class IConnectionLog(Interface):
     """The firewall's bounded log of decisions."""
 

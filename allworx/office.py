@@ -95,7 +95,6 @@ class Runtime:
     registrations = attr.ib(default=None)   # SIP registrar
     calls = attr.ib(default=None)           # SIP calls in progress
     voicemail = attr.ib(default=None)
-    wan_source = attr.ib(default=None)      # "static" | "dhcp" | None
 
 
 class Office:
@@ -117,8 +116,8 @@ class Office:
         self.runtime = Runtime()
         self.status = {}
         self.wan_address = config.wan.address if config.wan.mode == "static" else None
-        if self.wan_address is not None:
-            self.runtime.wan_source = "static"
+        # How the WAN address came: "static", "dhcp", "lost", "disabled" or None.
+        self.wan_source = "static" if self.wan_address is not None else None
         self._observers = []
         self._doc = config.doc if config.doc is not None else IniDocument()
 
@@ -157,10 +156,10 @@ class Office:
     def set_wan_address(self, address, source, gateway=None):
         """The network service reports the WAN address it applied or lost."""
         old = self.wan_address
-        if old == address and self.runtime.wan_source == source:
+        if old == address and self.wan_source == source:
             return
         self.wan_address = address
-        self.runtime.wan_source = source
+        self.wan_source = source
         self.emit(WanAddressChanged(old, address, source, gateway))
 
     @property

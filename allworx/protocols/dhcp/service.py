@@ -26,8 +26,8 @@ from twisted.application import service
 from twisted.internet import defer, error, protocol
 from twisted.logger import Logger
 
-from allworx.interfaces import ILeaseTable
-from allworx.office import ConfigChanged, LeaseEvent
+from allworx.interfaces import ILeaseTable, IRogueServers
+from allworx.office import LeaseEvent
 from allworx.protocols.dhcp import codec as c
 from allworx.protocols.dhcp import metrics
 from allworx.protocols.dhcp.pool import ClientRateLimit, LeasePool, PoolSettings
@@ -35,6 +35,7 @@ from allworx.protocols.dhcp.responder import (
     BROADCAST, CLIENT_PORT, PROBE_MAC, SERVER_PORT, DhcpResponder)
 from allworx.protocols.dhcp.sockets import RawSender, open_device_udp
 from allworx.protocols.dhcp.journal import JournalError, LeaseJournal
+from allworx.servicebase import OfficeService, why_not
 from zope.interface import implementer
 
 log = Logger()
@@ -141,6 +142,7 @@ class LeaseTable:
 
 # ---------------------------------------------------------------- the server
 
+@implementer(IRogueServers)
 class DhcpServer:
     """
     One running DHCP server: pool, responder, journal and ports. Built and
@@ -382,13 +384,16 @@ class DhcpServer:
         seen = self.rogues.get(server)
         if seen is None:
             seen = self.rogues[server] = RogueDhcpServer(server, now, now)
-            self.office.runtime.dhcp_warnings.append(seen)
             log.warn("dhcp: {message}", message=seen.message, server=server)
             self.office.set_status("dhcp", "degraded",
                                    "another DHCP server (%s) answers on the LAN" % server)
         else:
             seen.replies += 1
             seen.last_seen = now
+
+    def warnings(self):
+        """The other DHCP servers heard on the LAN lately (IRogueServers)."""
+        return list(self.rogues.values())
 
     def forget_quiet_rogues(self):
         """Drop the warning for servers not heard through two probes; back to "up" when none is left."""
@@ -398,9 +403,6 @@ class DhcpServer:
         for server, seen in list(self.rogues.items()):
             if now - seen.last_seen > 2 * PROBE_INTERVAL + 10:
                 del self.rogues[server]
-                warnings = self.office.runtime.dhcp_warnings
-                if seen in warnings:
-                    warnings.remove(seen)
                 log.info("dhcp: the other DHCP server {server} has not answered since {when}",
                          server=server, when=seen.last_seen)
         if not self.rogues and self.port is not None:
@@ -413,15 +415,18 @@ class DhcpServer:
                                                   self.office.config.lan.interface)
 
 
-class DhcpService(service.Service):
-    """The "dhcp" child: starts, stops and reconfigures the `DhcpServer`."""
+class DhcpService(OfficeService):
+    """
+    The "dhcp" child: starts, stops and reconfigures the `DhcpServer`. Its
+    `leases` (ILeaseTable) and `rogues` (IRogueServers) are what the rest of
+    the server is given.
+    """
 
     def __init__(self, office, reactor=None, open_udp=open_device_udp, open_raw=RawSender,
                  journal_thread=None):
         if reactor is None:
             from twisted.internet import reactor
-        self.setName("dhcp")
-        self.office = office
+        OfficeService.__init__(self, "dhcp", office)
         self.reactor = reactor
         self.open_udp = open_udp
         self.open_raw = open_raw
@@ -429,10 +434,8 @@ class DhcpService(service.Service):
                                     journal_thread)
         self.journal.on_commit = _observe_commit
         self.server = DhcpServer(office, reactor, self.journal)
-        self.table = LeaseTable(self.server)
-        office.runtime.leases = self.table
-        metrics.COLLECTOR.pool = self.server.pool
-        self._unsubscribe = None
+        self.leases = LeaseTable(self.server)
+        self.rogues = self.server
         self._loaded = False
 
     @staticmethod
@@ -441,8 +444,8 @@ class DhcpService(service.Service):
         return os.path.join(config.system.data_dir, "dhcp", "leases.journal")
 
     def startService(self):
-        service.Service.startService(self)
-        self._unsubscribe = self.office.subscribe(ConfigChanged, self._config_changed)
+        OfficeService.startService(self)
+        metrics.COLLECTOR.pool = self.server.pool
         try:
             restored = self.server.restore()
             self._loaded = True
@@ -450,8 +453,9 @@ class DhcpService(service.Service):
             self.office.set_status("dhcp", "down", str(e))
             return
         log.info("dhcp: {count} lease(s) restored from the journal", count=restored)
-        # Services already listening (the firewall's host-name forwards) learn
-        # where each client is; those that start later read the lease table.
+        # The restored leases are news to whoever follows leases (the
+        # firewall's host forwards, DNS names); a follower that starts later
+        # reads them from `leases`: no start order matters.
         for lease in self.server.pool.active_leases():
             self.office.emit(LeaseEvent("renewed", lease.mac, lease.address, lease.hostname,
                                         lease.expires))
@@ -465,14 +469,13 @@ class DhcpService(service.Service):
         try:
             self.server.listen(self.open_udp, self.open_raw)
         except (OSError, error.CannotListenError) as e:
-            from allworx.servicebase import why_not
             self.server.stop()
             self.office.set_status("dhcp", "down", "port 67 on %s: %s" % (
                 config.lan.interface, why_not(e, SERVER_PORT)))
             return
         self.office.set_status("dhcp", "up", self.server.serving())
 
-    def _config_changed(self, event):
+    def config_changed(self, event):
         if not event.touches(*WATCHED) or not self._loaded:
             return
         old, new = event.old, event.new
@@ -485,10 +488,9 @@ class DhcpService(service.Service):
             self.office.set_status("dhcp", "up", self.server.serving())
 
     def stopService(self):
-        service.Service.stopService(self)
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        OfficeService.stopService(self)
+        if metrics.COLLECTOR.pool is self.server.pool:
+            metrics.COLLECTOR.pool = None
         d = self.server.stop()
         d.addCallback(lambda _: self.journal.close())
         return d

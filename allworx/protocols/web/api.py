@@ -244,7 +244,7 @@ class OfficeApi:
         """WAN address, security mode, services."""
         office = self.ctx.office
         return {"wan_address": str(office.wan_address) if office.wan_address else None,
-                "wan_source": office.runtime.wan_source,
+                "wan_source": office.wan_source,
                 "security_mode": office.config.security.mode,
                 "services": {s.name: {"state": s.state, "detail": s.detail}
                              for s in office.status.values()}}

@@ -245,7 +245,7 @@ class StatusPage(Page):
                 counts.append(("Flows %s" % verdict, n))
         return {
             "wan_address": office.wan_address,
-            "wan_source": runtime.wan_source,
+            "wan_source": office.wan_source,
             "services": sorted(office.status.values(), key=lambda s: s.name),
             "counts": counts,
             "warnings": list(runtime.dhcp_warnings or []),

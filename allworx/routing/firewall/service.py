@@ -9,23 +9,25 @@ modes) and applies the ruleset; on every change that matters (settings, a
 forward, a host, the WAN address, a forward target's lease) it builds the
 policy again and re-applies the ruleset when its text changed. On stop it
 removes the ruleset and unbinds the hook. Decisions go to a bounded
-`ConnectionLog`, published as `office.runtime.connections`.
+`ConnectionLog`, the service's `connections` (IConnectionLog). Host-name
+forwards follow the DHCP lease table it is given: read at start, then kept
+current by `LeaseEvent`s.
 """
 
 import collections
 import ipaddress
 
 from prometheus_client import Counter
-from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from allworx.interfaces import IConnectionLog
-from allworx.office import ConfigChanged, LeaseEvent, WanAddressChanged
+from allworx.office import LeaseEvent, WanAddressChanged
 from allworx.routing.firewall.flowhook import QUEUE_STATS, FlowHook, parse_queue_stats
 from allworx.routing.firewall.policy import ACTIONS, FlowPolicy, ip_text, proto_name
 from allworx.routing.firewall.ruleset import IptablesRunner, RulesetError, compile_chains, describe
+from allworx.servicebase import OfficeService
 
 log = Logger()
 
@@ -86,14 +88,17 @@ class ConnectionLog:
         return out
 
 
-class FirewallService(service.Service):
-    """Applies the office's security mode to the kernel and decides new flows."""
+class FirewallService(OfficeService):
+    """
+    Applies the office's security mode to the kernel and decides new flows.
+    `leases` is the DHCP server's ILeaseTable (None without one).
+    """
 
-    def __init__(self, office, reactor=None, runner=None, hook_factory=FlowHook):
+    def __init__(self, office, leases=None, reactor=None, runner=None, hook_factory=FlowHook):
         if reactor is None:
             from twisted.internet import reactor
-        self.setName("firewall")
-        self.office = office
+        OfficeService.__init__(self, "firewall", office)
+        self.leases = leases
         self.reactor = reactor
         self.runner = runner or IptablesRunner(reactor)
         self.hook_factory = hook_factory
@@ -102,7 +107,8 @@ class FirewallService(service.Service):
         self.policy = None
         self.applied = None          # the chains last in the kernel
         self.host_addresses = {}     # [host] name -> address from its DHCP lease
-        self._unsubscribe = []
+        self.follow(WanAddressChanged, lambda event: self.refresh("WAN address"))
+        self.follow(LeaseEvent, self._lease_event)
         self._applying = None        # Deferred of the apply in progress
         self._again = False
         self.problem = None
@@ -114,14 +120,12 @@ class FirewallService(service.Service):
     # ------------------------------------------------------------ lifecycle
 
     def startService(self):
-        service.Service.startService(self)
-        office = self.office
-        office.runtime.connections = self.connections
-        self._unsubscribe = [
-            office.subscribe(ConfigChanged, self._config_changed),
-            office.subscribe(WanAddressChanged, lambda event: self.refresh("WAN address")),
-            office.subscribe(LeaseEvent, self._lease_event),
-        ]
+        OfficeService.startService(self)
+        if self.leases is not None:
+            for lease in self.leases.active_leases():
+                list(self._follow_lease(LeaseEvent(
+                    "renewed", lease["mac"], lease["address"], lease["hostname"],
+                    lease["expires"])))
         self.policy = self._build_policy()
         self._sync_hook()
         self._queue_check.start(QUEUE_CHECK_SECONDS, now=False)
@@ -148,10 +152,7 @@ class FirewallService(service.Service):
 
     @defer.inlineCallbacks
     def stopService(self):
-        service.Service.stopService(self)
-        for unsubscribe in self._unsubscribe:
-            unsubscribe()
-        self._unsubscribe = []
+        OfficeService.stopService(self)
         if self._queue_check.running:
             self._queue_check.stop()
         if self._applying is not None:
@@ -170,12 +171,16 @@ class FirewallService(service.Service):
 
     # ------------------------------------------------------------ events
 
-    def _config_changed(self, event):
+    def config_changed(self, event):
         if event.touches(*POLICY_SECTIONS):
             self.refresh("configuration: " + ", ".join(sorted(event.sections)))
 
     def _lease_event(self, event):
-        """A forward whose `to` names a host follows that host's lease."""
+        for why in self._follow_lease(event):
+            self.refresh(why)
+
+    def _follow_lease(self, event):
+        """A forward whose `to` names a host follows that host's lease: what moved, and why."""
         config = self.office.config
         for name, host in config.hosts.items():
             if host.mac == event.mac or (event.hostname or "").lower() == name:
@@ -183,9 +188,9 @@ class FirewallService(service.Service):
                     address = ipaddress.IPv4Address(str(event.address))
                     if self.host_addresses.get(name) != address:
                         self.host_addresses[name] = address
-                        self.refresh("host %s now at %s" % (name, address))
+                        yield "host %s now at %s" % (name, address)
                 elif self.host_addresses.pop(name, None) is not None:
-                    self.refresh("host %s lease %s" % (name, event.kind))
+                    yield "host %s lease %s" % (name, event.kind)
 
     def check_queue(self):
         """Count and report the new flows the kernel dropped because the hook fell behind."""
@@ -293,6 +298,6 @@ class FirewallService(service.Service):
             self.office.set_status(self.name, "up", detail)
 
 
-def make_service(office):
+def make_service(office, leases=None):
     """The "firewall" child of the server."""
-    return FirewallService(office)
+    return FirewallService(office, leases)

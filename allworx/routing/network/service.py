@@ -26,15 +26,15 @@ interface lan0 does not exist") and retried; the rest still applies.
 import os
 
 import attr
-from twisted.application import service
 from twisted.logger import Logger
 
-from allworx.office import ConfigChanged
 from allworx.atomicfile import JsonStateFile
 from allworx.routing.network.links import (
     Address, DefaultRoute, LinkUp, Netlink, NetworkLedger, NetworkSettingError, Sysctl,
     Sysctls)
 from allworx.routing.network.linkevents import LinkMonitor
+from allworx.routing.wanclient.client import WanDhcpClient
+from allworx.servicebase import OfficeService
 
 log = Logger()
 
@@ -123,23 +123,16 @@ def _default_netlink():
     return Netlink(IPRoute())
 
 
-def _default_dhcp_client(**kw):
-    from allworx.routing.wanclient.client import WanDhcpClient
-    return WanDhcpClient(**kw)
-
-
-class NetworkService(service.Service):
+class NetworkService(OfficeService):
     """
     Applies the office's network settings, runs the WAN DHCP client when
     asked to, follows config changes live and restores on stop.
     """
 
-    name = "network"
-
     def __init__(self, office, netlink_factory=_default_netlink, sysctls=None,
-                 dhcp_client_factory=_default_dhcp_client, reactor=None,
+                 dhcp_client_factory=WanDhcpClient, reactor=None,
                  link_monitor_factory=LinkMonitor, state_file_factory=JsonStateFile):
-        self.office = office
+        OfficeService.__init__(self, "network", office)
         self._netlink_factory = netlink_factory
         self._sysctls = sysctls or Sysctls()
         self._dhcp_client_factory = dhcp_client_factory
@@ -152,7 +145,6 @@ class NetworkService(service.Service):
         self.problems = []
         self._dhcp_problem = None
         self._retry = None
-        self._unsubscribe = None
         self._plan = None
         self._applying = False
         self._again = False
@@ -166,7 +158,7 @@ class NetworkService(service.Service):
     # -------------------------------------------------------- service
 
     def startService(self):
-        service.Service.startService(self)
+        OfficeService.startService(self)
         try:
             netlink = self._netlink_factory()
         except (OSError, NetworkSettingError) as e:
@@ -174,15 +166,11 @@ class NetworkService(service.Service):
             return
         self.ledger = NetworkLedger(netlink, self._sysctls)
         self._take_over()
-        self._unsubscribe = self.office.subscribe(ConfigChanged, self._config_changed)
         self._watch_links()
         self.apply()
 
     def stopService(self):
-        service.Service.stopService(self)
-        if self._unsubscribe:
-            self._unsubscribe()
-            self._unsubscribe = None
+        OfficeService.stopService(self)
         self._cancel_retry()
         if self._links is not None:
             self._links.stop()
@@ -200,7 +188,9 @@ class NetworkService(service.Service):
         self.ledger = None
         self.office.set_status("network", "down", "stopped; settings restored")
 
-    def _config_changed(self, event):
+    def config_changed(self, event):
+        if self.ledger is None:
+            return   # no netlink: nothing was applied, nothing to follow
         if event.touches("lan", "wan", "security"):
             old, new = event.old, event.new
             if (old.wan.interface, old.wan.mode) != (new.wan.interface, new.wan.mode) or (
@@ -345,7 +335,7 @@ class NetworkService(service.Service):
             self.office.set_wan_address(address, "static", plan.wan_gateway)
         elif address is not None:
             self.office.set_wan_address(address, "dhcp", plan.wan_gateway)
-        elif self.office.wan_address is not None and self.office.runtime.wan_source != "dhcp":
+        elif self.office.wan_address is not None and self.office.wan_source != "dhcp":
             # Just switched to DHCP: the static address is gone, no lease yet.
             # (A lease that is lost is reported by dhcp_lost, as "lost".)
             self.office.set_wan_address(None, "dhcp")

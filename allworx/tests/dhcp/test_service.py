@@ -225,7 +225,7 @@ class ServiceTests(unittest.TestCase):
         self.assertEqual(ack.get(c.DOMAIN_NAME), "example.com")
         self.assertEqual(self.events, [LeaseEvent("granted", PC, IP("192.168.2.1"), "pc1",
                                                   self.clock.seconds() + 86400)])
-        self.assertEqual(self.office.runtime.leases.active_leases(), [
+        self.assertEqual(self.service.leases.active_leases(), [
             {"mac": PC, "address": "192.168.2.1", "hostname": "pc1",
              "expires": self.clock.seconds() + 86400, "state": "bound"}])
 
@@ -290,14 +290,14 @@ class ServiceTests(unittest.TestCase):
     def test_other_server_chosen(self):
         self.send(request(c.DISCOVER))
         self.send(request(c.REQUEST, o50="192.168.2.1", o54="192.168.2.9"))
-        self.assertEqual(self.office.runtime.leases.active_leases(), [])
+        self.assertEqual(self.service.leases.active_leases(), [])
         self.assertEqual(self.service.server.pool.counts()["offered"], 0)
 
     def test_release(self):
         self.dora()
         self.send(request(c.RELEASE, ciaddr="192.168.2.1", o54="192.168.2.254"))
         self.assertEqual(self.events[-1].kind, "released")
-        self.assertEqual(self.office.runtime.leases.active_leases(), [])
+        self.assertEqual(self.service.leases.active_leases(), [])
         self.assertEqual(self.dora(mac=PC2).yiaddr, IP("192.168.2.2"))  # the old one waits for PC
 
     def test_decline(self):
@@ -327,7 +327,7 @@ class ServiceTests(unittest.TestCase):
         self.dora()
         self.clock.advance(86400 + 61)
         self.assertEqual([e.kind for e in self.events], ["granted", "expired"])
-        self.assertEqual(self.office.runtime.leases.active_leases(), [])
+        self.assertEqual(self.service.leases.active_leases(), [])
 
     def test_rate_limit(self):
         for i in range(dhcp.BURST + 5):
@@ -356,19 +356,19 @@ class ServiceTests(unittest.TestCase):
         watch = self.service.server
         watch.client_port_datagram(c.encode(offer), ("192.168.2.66", 67))
         watch.client_port_datagram(c.encode(offer), ("192.168.2.66", 67))
-        self.assertEqual(len(self.office.runtime.dhcp_warnings), 1)
-        self.assertIn("192.168.2.66", str(self.office.runtime.dhcp_warnings[0]))
-        self.assertEqual(self.office.runtime.dhcp_warnings[0].replies, 2)
+        self.assertEqual(len(self.service.rogues.warnings()), 1)
+        self.assertIn("192.168.2.66", str(self.service.rogues.warnings()[0]))
+        self.assertEqual(self.service.rogues.warnings()[0].replies, 2)
         self.assertEqual(self.office.status["dhcp"].state, "degraded")
         # Our own replies are not a rogue.
         offer.set(c.SERVER_ID, "192.168.2.254")
         watch.client_port_datagram(c.encode(offer), ("192.168.2.254", 67))
-        self.assertEqual(len(self.office.runtime.dhcp_warnings), 1)
+        self.assertEqual(len(self.service.rogues.warnings()), 1)
         # Quiet through two probes: the warning goes, the status is up again.
         self.clock.advance(dhcp.PROBE_INTERVAL)
-        self.assertEqual(len(self.office.runtime.dhcp_warnings), 1)
+        self.assertEqual(len(self.service.rogues.warnings()), 1)
         self.clock.advance(2 * dhcp.PROBE_INTERVAL)
-        self.assertEqual(self.office.runtime.dhcp_warnings, [])
+        self.assertEqual(self.service.rogues.warnings(), [])
         self.assertEqual(self.office.status["dhcp"].state, "up")
 
     def test_restart_keeps_leases(self):
@@ -506,5 +506,5 @@ class CrashTests(unittest.TestCase):
                                 journal_thread=ManualThread())
         svc2.startService()
         self.addCleanup(svc2.stopService)
-        restored = {(l["mac"], IP(l["address"])) for l in office2.runtime.leases.active_leases()}
+        restored = {(l["mac"], IP(l["address"])) for l in svc2.leases.active_leases()}
         self.assertLessEqual(acked, restored)

@@ -8,6 +8,7 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from allworx.interfaces import IConnectionLog
+from allworx.interfaces import IConnectionLog
 from allworx.office import LeaseEvent, Office
 from allworx.routing.firewall import service as F
 from allworx.routing.firewall import policy as P
@@ -57,6 +58,14 @@ def running_reactor():
     return reactor
 
 
+class FakeLeaseTable:
+    def __init__(self, leases):
+        self.leases = leases
+
+    def active_leases(self):
+        return list(self.leases)
+
+
 class ServiceTests(unittest.TestCase):
 
     def setUp(self):
@@ -70,7 +79,7 @@ class ServiceTests(unittest.TestCase):
     def test_start_binds_applies_and_publishes(self):
         self.assertEqual(len(self.runner.applied), 1)
         self.assertTrue(FakeHook.instances[0].started)
-        self.assertIs(self.office.runtime.connections, self.service.connections)
+        self.assertTrue(IConnectionLog.providedBy(self.service.connections))
         self.assertEqual(self.office.status["firewall"].state, "up")
         self.assertIn("NFQUEUE 24", self.office.status["firewall"].detail)
 
@@ -104,6 +113,19 @@ class ServiceTests(unittest.TestCase):
                                     ipaddress.IPv4Address("192.168.2.44"), "printer"))
         self.assertIn("--to-destination 192.168.2.150:80",
                       " ".join(self.runner.applied[-1][("nat", "AWX-PRE")]))
+
+    def test_forward_placed_from_the_lease_table_at_start(self):
+        """Started after DHCP restored its leases, without any event: no start order matters."""
+        table = FakeLeaseTable([{"mac": "02:00:00:00:00:50", "address": "192.168.2.44",
+                                 "hostname": "printer", "expires": 0, "state": "bound"}])
+        runner = FakeRunner()
+        later = F.FirewallService(Office(make_config()), leases=table, reactor=running_reactor(),
+                                  runner=runner, hook_factory=FakeHook)
+        later.startService()
+        self.addCleanup(later.stopService)
+        self.assertEqual(len(runner.applied), 1)
+        self.assertIn("--to-destination 192.168.2.44:80",
+                      " ".join(runner.applied[-1][("nat", "AWX-PRE")]))
 
     def test_wan_address_change_reaches_the_hook(self):
         self.office.set_wan_address(ipaddress.IPv4Interface("203.0.113.30/24"), "dhcp")
