@@ -1,9 +1,11 @@
 """
-The seams between services. Each is published in `office.runtime` by the
-service that owns it and used by the others (and by the admin pages) only
-through these methods.
+The seams between services. Each is an attribute of the service that owns
+it, handed by `allworx.service` to the services that need it (DNS and the
+firewall get the lease table, SIP the mail store, the web a `Views`), and
+used by them only through these methods.
 """
 
+import attr
 from zope.interface import Attribute, Interface
 
 
@@ -72,10 +74,45 @@ class IMailQueue(Interface):
 
 
 class IRegistrations(Interface):
-    """The SIP registrar's bindings and calls in progress."""
+    """The SIP registrar's bindings."""
 
     def bindings():
         """Current registrations: user, extension, contact, source, expires."""
 
+
+class ICalls(Interface):
+    """The SIP calls in progress."""
+
     def active_calls():
         """Calls in progress: caller, callee, state, started."""
+
+
+class IZoneSource(Interface):
+    """The DNS zone as it is served now (it is replaced on every rebuild)."""
+
+    zone = Attribute("the current zone (rows(), as_text(), entries), or None before the first build")
+
+
+class IFetchStatus(Interface):
+    """POP3 fetching's last result per account."""
+
+    status = Attribute("dict: account display -> {user, account, state, last_attempt, "
+                       "last_success, fetched, error, next_attempt, failures, multidrop}")
+
+
+@attr.s(kw_only=True)
+class Views:
+    """
+    What the admin pages, the API and /metrics read of the running services,
+    each through its interface; None where this server has no such service.
+    """
+
+    leases = attr.ib(default=None)          # ILeaseTable
+    rogues = attr.ib(default=None)          # IRogueServers
+    connections = attr.ib(default=None)     # IConnectionLog
+    zone = attr.ib(default=None)            # IZoneSource
+    mail_store = attr.ib(default=None)      # IMailStore
+    mail_queue = attr.ib(default=None)      # IMailQueue
+    fetch = attr.ib(default=None)           # IFetchStatus
+    registrations = attr.ib(default=None)   # IRegistrations
+    calls = attr.ib(default=None)           # ICalls

@@ -1,54 +1,74 @@
 # -*- test-case-name: allworx.tests.core.test_service -*-
 """
-The whole server as one MultiService: one named child per protocol, built
-from the office, each reconfiguring itself when the office changes.
+The whole server as one MultiService: one named child per protocol, each
+built here with what it needs from the others. This module is the one place
+where the run-time arrows are drawn (see docs/ARCHITECTURE.md):
+
+    dhcp.leases   ----> firewall (host-name forwards), dns (client names), web
+    dhcp.rogues   ----> web
+    firewall.connections -> web
+    dns.keeper (zone) --> web
+    mail.store    ----> sip (voicemail, message waiting), web
+    mail.queue, mail.fetch -> web
+    sip.registrations, sip.calls -> web
+
+Facts that change (config, leases, the WAN address, mailboxes, statuses)
+travel as events on the office; the objects above are handed over once, at
+construction, so no service depends on another having started first.
 """
 
-import importlib
 import os
 
 from twisted.application import service
+from twisted.internet import defer
 from twisted.logger import Logger
+
+from allworx.interfaces import Views
+from allworx.office import Office
+from allworx.protocols.dhcp.service import DhcpService
+from allworx.protocols.dns.service import DnsService
+from allworx.protocols.ldap.service import LdapService
+from allworx.protocols.mail.service import MailService
+from allworx.protocols.ntp.service import NtpService
+from allworx.protocols.sip.service import SipService
+from allworx.protocols.web.service import WebService
+from allworx.routing.firewall.service import FirewallService
+from allworx.routing.network.service import NetworkService
 
 log = Logger()
 
-# Child services in start order: name -> "module:factory". Each factory takes
-# the office and returns an IService named like its entry. Interfaces and the
-# firewall come first so the others start on a configured network.
-CHILDREN = (
-    ("network", "allworx.routing.network.service:make_service"),
-    ("firewall", "allworx.routing.firewall.service:make_service"),
-    ("dhcp", "allworx.protocols.dhcp.service:make_service"),
-    ("dns", "allworx.protocols.dns.service:make_service"),
-    ("ntp", "allworx.protocols.ntp.service:make_service"),
-    ("mail", "allworx.protocols.mail.service:make_service"),
-    ("sip", "allworx.protocols.sip.service:make_service"),
-    ("ldap", "allworx.protocols.ldap.service:make_service"),
-    ("web", "allworx.protocols.web.service:make_service"),
-)
+# The children, in the order they start (the network first, so the others
+# start on configured interfaces; the firewall next, so nothing is forwarded
+# before it stands).
+NAMES = ("network", "firewall", "dhcp", "dns", "ntp", "mail", "sip", "ldap", "web")
 
 
-class PendingService(service.Service):
-    """Stands in for a protocol whose module is not part of this build."""
-
-    def __init__(self, name, office, reason):
-        self.setName(name)
-        self.office = office
-        self.reason = reason
-
-    def startService(self):
-        service.Service.startService(self)
-        self.office.set_status(self.name, "down", self.reason)
+def build_children(office):
+    """The protocol services of `office`, wired to each other, in start order."""
+    network = NetworkService(office)
+    dhcp = DhcpService(office)
+    firewall = FirewallService(office, leases=dhcp.leases)
+    dns = DnsService(office)
+    ntp = NtpService(office)
+    mail = MailService(office)
+    sip = SipService(office)
+    ldap = LdapService(office)
+    web = WebService(office, Views(
+        leases=dhcp.leases, rogues=dhcp.rogues, connections=firewall.connections,
+        zone=dns.keeper, mail_store=mail.store, mail_queue=mail.queue, fetch=mail.fetch,
+        registrations=sip.core.registrar, calls=sip.core.calls))
+    return [network, firewall, dhcp, dns, ntp, mail, sip, ldap, web]
 
 
 class AllworxService(service.MultiService):
     """The server: the office plus its protocol services."""
 
-    def __init__(self, office, children=CHILDREN):
+    def __init__(self, office, children=None):
         service.MultiService.__init__(self)
         self.office = office
-        for name, target in children:
-            self.addService(_build(name, target, office))
+        self.started = None
+        for child in (build_children(office) if children is None else children):
+            self.addService(child)
 
     def startService(self):
         config = self.office.config
@@ -58,15 +78,25 @@ class AllworxService(service.MultiService):
                  domain=config.system.domain, mode=config.security.mode,
                  data_dir=config.system.data_dir)
         # Not MultiService.startService: one child that fails to start must
-        # not take the others down; it is reported and the rest run.
+        # not take the others down; it is reported and the rest run. A child
+        # whose start is asynchronous (the firewall's first ruleset) is
+        # waited on by `started`, and its failure is reported the same way.
         service.Service.startService(self)
+        starts = []
         for child in self:
-            try:
-                child.startService()
-            except Exception as e:
-                log.failure("{service} failed to start", service=child.name)
-                self.office.set_status(child.name, "down", "failed to start: %s: %s"
-                                       % (type(e).__name__, e))
+            d = defer.maybeDeferred(child.startService)
+            d.addErrback(self._failed_to_start, child.name)
+            starts.append(d)
+        self.started = defer.gatherResults(starts)
+        self.started.addCallback(lambda _: self._ready())
+        return self.started
+
+    def _failed_to_start(self, failure, name):
+        log.failure("{service} failed to start", failure, service=name)
+        self.office.set_status(name, "down", "failed to start: %s: %s"
+                               % (failure.type.__name__, failure.value))
+
+    def _ready(self):
         states = {}
         for status in self.office.status.values():
             states.setdefault(status.state, []).append(status.name)
@@ -75,25 +105,6 @@ class AllworxService(service.MultiService):
             for state, names in sorted(states.items())))
 
 
-def _build(name, target, office):
-    module_name, factory_name = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
-            return PendingService(name, office, "not part of this build (%s)" % module_name)
-        raise
-    try:
-        child = getattr(module, factory_name)(office)
-    except Exception as e:
-        log.failure("{service} could not be built", service=name)
-        return PendingService(name, office, "could not be built: %s: %s" % (type(e).__name__, e))
-    if child.name != name:
-        child.setName(name)
-    return child
-
-
 def make_server(config, data_dir=None):
     """The top-level service for a validated config."""
-    from allworx.office import Office
     return AllworxService(Office(config, data_dir=data_dir))

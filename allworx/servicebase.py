@@ -65,20 +65,20 @@ class OfficeService(service.MultiService):
         """Called on every ConfigChanged while running."""
 
     def startService(self):
-        self._subscribe()
+        self._office_subscribe()
         service.MultiService.startService(self)
 
     def stopService(self):
         d = service.MultiService.stopService(self)
-        self._unsubscribe()
+        self._office_unsubscribe()
         return d
 
-    def _subscribe(self):
+    def _office_subscribe(self):
         if not self._unsubscribes:
             self._unsubscribes = [self.office.subscribe(event_class, callback)
                                   for event_class, callback in self._follows]
 
-    def _unsubscribe(self):
+    def _office_unsubscribe(self):
         unsubscribes, self._unsubscribes = self._unsubscribes, []
         for unsubscribe in unsubscribes:
             unsubscribe()

@@ -19,8 +19,10 @@ import re
 
 import attr
 from twisted.names import dns
+from zope.interface import implementer
 
 from allworx.config import BUILTIN_NAMES
+from allworx.interfaces import IZoneSource
 
 # TTLs of the zone. Short, because addresses here move (DHCP, a WAN lease).
 TTL = 300
@@ -377,6 +379,7 @@ class OfficeZone:
         return "\n".join("%s.\t%d\tIN\t%s\t%s" % (n, ttl, t, v) for n, t, v, ttl in self.rows())
 
 
+@implementer(IZoneSource)
 class ZoneKeeper:
     """
     Keeps the current `OfficeZone`: `rebuild` makes a new one from the facts,

@@ -24,7 +24,9 @@ from twisted.application import service
 from twisted.internet import defer, protocol, ssl, threads
 from twisted.logger import Logger
 from twisted.mail.pop3client import POP3Client
+from zope.interface import implementer
 
+from allworx.interfaces import IFetchStatus
 from allworx.protocols.mail import multidrop
 from allworx.protocols.mail.aliases import ADMIN_USER
 from allworx.protocols.mail.durable import fsync_directory
@@ -221,6 +223,7 @@ def _text(e):
     return " ".join(text.split())[:300]
 
 
+@implementer(IFetchStatus)
 class FetchService(service.Service):
     """Runs a poller per (user, account) on timers; follows config changes."""
 

@@ -26,7 +26,9 @@ import os
 import attr
 from prometheus_client import Counter, Gauge
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from allworx.interfaces import ICalls
 from allworx.protocols.sip.message import NameAddr, Request, SipParseError, SipUri, make_response
 
 log = Logger()
@@ -228,6 +230,7 @@ class ForkedCall:
         self.core.request(cancel, branch.dest)
 
 
+@implementer(ICalls)
 class CallRouter:
     """Routes new INVITEs: to an extension's phones, to voicemail, or 404."""
 

@@ -17,6 +17,7 @@ from twisted.web import resource, server, static
 
 from allworx.auth import ADMIN, AdminChecker
 from allworx.config import ConfigErrors
+from allworx.interfaces import Views
 from allworx.protocols.web import forms
 from allworx.protocols.web import pages
 from allworx.protocols.web.metrics import WEB_CHANGES, WEB_LOGINS
@@ -79,10 +80,15 @@ def safe_next(target):
 
 
 class AdminContext:
-    """What every admin resource shares: the office, sessions, lock-out, templates."""
+    """
+    What every admin resource shares: the office, the running services' `views`,
+    sessions, lock-out, templates.
+    """
 
-    def __init__(self, office, clock, defer_to_thread=threads.deferToThread, checker=None):
+    def __init__(self, office, clock, defer_to_thread=threads.deferToThread, checker=None,
+                 views=None):
         self.office = office
+        self.views = views if views is not None else Views()
         self.clock = clock
         self.defer_to_thread = defer_to_thread
         self.sessions = SessionStore(clock)

@@ -79,7 +79,7 @@ def as_text(key, value):
 
 
 def plain(obj):
-    """A runtime record (attrs, dict or object) as JSON-ready data."""
+    """A service's record (attrs, dict or object) as JSON-ready data."""
     if attr.has(type(obj)):
         obj = attr.asdict(obj, recurse=False)
     elif not isinstance(obj, dict) and hasattr(obj, "__dict__"):
@@ -308,7 +308,7 @@ class OfficeApi:
             values.pop("sip_digest", None)
             values["pop3_fetch"] = changes.mask_fetch_urls(values["pop3_fetch"])
             values["mail"] = "%s@%s" % (name, office.config.system.domain)
-            fetch = office.runtime.fetch_status or {}
+            fetch = self.ctx.views.fetch.status if self.ctx.views.fetch is not None else {}
             values["pop3_fetch_status"] = {
                 a.display: plain(fetch.get(a.display)) for a in office.config.users[name].pop3_fetch}
         return values
@@ -395,8 +395,8 @@ class OfficeApi:
 
     # ---- live, read-only views
 
-    def _runtime(self, slot, what):
-        value = getattr(self.ctx.office.runtime, slot)
+    def _view(self, slot, what):
+        value = getattr(self.ctx.views, slot)
         if value is None:
             raise ApiError(503, "not running", "%s not running" % what)
         return value
@@ -405,29 +405,29 @@ class OfficeApi:
     @guarded
     def leases(self, request):
         """The DHCP server's leases."""
-        table = self._runtime("leases", "DHCP server")
+        table = self._view("leases", "DHCP server")
         return [plain(l) for l in table.active_leases()]
 
     @app.route("/v1/connections", methods=["GET"])
     @guarded
     def connections(self, request):
         """The firewall's recent decisions, newest first, and counts."""
-        log_ = self._runtime("connections", "firewall")
+        log_ = self._view("connections", "firewall")
         limit = _int_arg(request, b"limit", 200, 1, 10000)
-        return {"counts": plain(getattr(log_, "counts", {}) or {}),
+        return {"counts": plain(log_.counts),
                 "entries": [plain(e) for e in log_.recent(limit)]}
 
     @app.route("/v1/mail/queue", methods=["GET"])
     @guarded
     def mail_queue(self, request):
         """The outbound mail queue."""
-        return [plain(e) for e in self._runtime("mail_queue", "mail queue").entries()]
+        return [plain(e) for e in self._view("mail_queue", "mail queue").entries()]
 
     @app.route("/v1/mail/queue/<queue_id>/retry", methods=["POST"])
     @guarded
     def mail_retry(self, request, queue_id):
         """Try a queued message again now."""
-        queue = self._runtime("mail_queue", "mail queue")
+        queue = self._view("mail_queue", "mail queue")
         d = defer.maybeDeferred(queue.retry, queue_id)
         return d.addCallback(lambda _: {"retrying": queue_id})
 
@@ -435,7 +435,7 @@ class OfficeApi:
     @guarded
     def mail_delete(self, request, queue_id):
         """Drop a queued message."""
-        queue = self._runtime("mail_queue", "mail queue")
+        queue = self._view("mail_queue", "mail queue")
         d = defer.maybeDeferred(queue.remove, queue_id)
 
         def gone(_):
@@ -447,14 +447,13 @@ class OfficeApi:
     @guarded
     def registrations(self, request):
         """Registered phones."""
-        return [plain(b) for b in self._runtime("registrations", "SIP registrar").bindings()]
+        return [plain(b) for b in self._view("registrations", "SIP registrar").bindings()]
 
     @app.route("/v1/sip/calls", methods=["GET"])
     @guarded
     def calls(self, request):
         """Calls in progress."""
-        source = self.ctx.office.runtime.calls or self._runtime("registrations", "SIP registrar")
-        return [plain(c) for c in source.active_calls()]
+        return [plain(c) for c in self._view("calls", "SIP proxy").active_calls()]
 
     # ---- backup
 

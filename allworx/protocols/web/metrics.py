@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.test_web_metrics -*-
+# -*- test-case-name: allworx.tests.web.test_service -*-
 """
 Prometheus metrics for `/metrics` on the admin port: the web service's own
 counters, and gauges read from the office at scrape time (services up, users,
@@ -24,15 +24,8 @@ WEB_CHANGES = Counter(
     ["source", "result"])
 
 
-def _items(value):
-    """A runtime object's list, whatever shape it came in."""
-    if value is None:
-        return []
-    return list(value() if callable(value) else value)
-
-
 def field(record, name, default=None):
-    """An attribute of a runtime record that may be an object or a dict."""
+    """A field of a service's record: lease tables give dicts, the others attrs objects."""
     if isinstance(record, dict):
         return record.get(name, default)
     return getattr(record, name, default)
@@ -41,11 +34,12 @@ def field(record, name, default=None):
 class OfficeCollector:
     """Gauges computed from the office's live state on each scrape."""
 
-    def __init__(self, office):
+    def __init__(self, office, views):
         self.office = office
+        self.views = views
 
     def collect(self):
-        office = self.office
+        office, views = self.office, self.views
         config = office.config
         up = GaugeMetricFamily("allworx_office_service_up",
                                "1 when a service is up (or degraded), by service", labels=["service"])
@@ -59,30 +53,29 @@ class OfficeCollector:
                             ("forward", config.forwards)):
             counts.add_metric([kind], len(items))
         yield counts
-        runtime = office.runtime
-        if runtime.leases is not None:
+        if views.leases is not None:
             leases = GaugeMetricFamily("allworx_office_dhcp_leases", "DHCP leases by state",
                                        labels=["state"])
             by_state = {}
-            for lease in _items(runtime.leases.active_leases):
+            for lease in views.leases.active_leases():
                 state = str(field(lease, "state", "active"))
                 by_state[state] = by_state.get(state, 0) + 1
             for state, n in sorted(by_state.items()):
                 leases.add_metric([state], n)
             yield leases
-        if runtime.registrations is not None:
+        if views.registrations is not None:
             yield GaugeMetricFamily("allworx_office_sip_registrations", "SIP registrations",
-                                    value=len(_items(runtime.registrations.bindings)))
-            if hasattr(runtime.registrations, "active_calls"):
-                yield GaugeMetricFamily("allworx_office_sip_calls", "SIP calls in progress",
-                                        value=len(_items(runtime.registrations.active_calls)))
-        if runtime.mail_queue is not None:
+                                    value=len(views.registrations.bindings()))
+        if views.calls is not None:
+            yield GaugeMetricFamily("allworx_office_sip_calls", "SIP calls in progress",
+                                    value=len(views.calls.active_calls()))
+        if views.mail_queue is not None:
             yield GaugeMetricFamily("allworx_office_mail_queue", "Messages in the outbound queue",
-                                    value=len(_items(runtime.mail_queue.entries)))
-        if runtime.connections is not None:
+                                    value=len(views.mail_queue.entries()))
+        if views.connections is not None:
             flows = CounterMetricFamily("allworx_office_flows", "New flows decided by the firewall",
                                         labels=["verdict"])
-            for verdict, n in sorted(dict(getattr(runtime.connections, "counts", {}) or {}).items()):
+            for verdict, n in sorted(views.connections.counts.items()):
                 flows.add_metric([str(verdict)], n)
             yield flows
 
@@ -94,11 +87,11 @@ class _DefaultRegistry:
         return REGISTRY.collect()
 
 
-def office_registry(office):
+def office_registry(office, views):
     """A registry for `/metrics`: the default one plus the office's gauges."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_DefaultRegistry())
-    registry.register(OfficeCollector(office))
+    registry.register(OfficeCollector(office, views))
     return registry
 
 

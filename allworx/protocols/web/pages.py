@@ -24,16 +24,14 @@ NOT_RUNNING = "%s not running"
 
 def listed(obj, method):
     """
-    The list a runtime object's method returns; [] when the object is None,
-    or when it fails (logged: one broken service must not take the page down).
+    What a service's interface method `method` returns, as a list; [] when
+    there is no such service, or when it fails (logged: one broken service
+    must not take the page down).
     """
     if obj is None:
         return []
-    value = getattr(obj, method, None)
-    if value is None:
-        return []
     try:
-        return list(value() if callable(value) else value)
+        return list(getattr(obj, method)())
     except Exception:
         log.failure("admin pages: {obj!r}.{method}() failed", obj=obj, method=method)
         return []
@@ -125,31 +123,9 @@ def configured_zone(config, wan_ip):
 
 
 def served_rows(zone):
-    """
-    (name, type, value, ttl, source) of the zone the DNS service serves, when
-    it offers `rows()` (and `entries` with each record's source); else None.
-    """
-    rows = getattr(zone, "rows", None)
-    if not callable(rows):
-        return None
-    try:
-        sources = {(e.name, e.rtype, e.value): e.source for e in getattr(zone, "entries", ())}
-        return [(n, t, v, ttl, sources.get((n, t, v), "")) for n, t, v, ttl in rows()]
-    except Exception:
-        log.failure("admin pages: the DNS zone could not be listed")
-        return None
-
-
-def served_zone(zone):
-    """The zone as the DNS service serves it, as text, whatever it offers."""
-    for method in ("as_text", "to_text", "text", "render"):
-        fn = getattr(zone, method, None)
-        if callable(fn):
-            try:
-                return str(fn())
-            except Exception:
-                continue
-    return str(zone)
+    """(name, type, value, ttl, source) of the zone the DNS service serves."""
+    sources = {(e.name, e.rtype, e.value): e.source for e in zone.entries}
+    return [(n, t, v, ttl, sources.get((n, t, v), "")) for n, t, v, ttl in zone.rows()]
 
 
 class Page:
@@ -228,27 +204,26 @@ class StatusPage(Page):
     slug, title, template = "status", "Status", "status.html"
 
     def context(self, ctx, sub):
-        office = ctx.office
-        runtime = office.runtime
+        office, views = ctx.office, ctx.views
         config = office.config
         counts = [("Users", len(config.users)), ("Aliases", len(config.aliases)),
                   ("Reserved hosts", len(config.hosts)), ("DNS records", len(config.records)),
                   ("LAN devices on the WAN", len(config.forwards))]
-        if runtime.leases is not None:
-            counts.append(("DHCP leases", len(listed(runtime.leases, "active_leases"))))
-        if runtime.registrations is not None:
-            counts.append(("Phones registered", len(listed(runtime.registrations, "bindings"))))
-        if runtime.mail_queue is not None:
-            counts.append(("Messages queued", len(listed(runtime.mail_queue, "entries"))))
-        if runtime.connections is not None:
-            for verdict, n in sorted((getattr(runtime.connections, "counts", None) or {}).items()):
+        if views.leases is not None:
+            counts.append(("DHCP leases", len(listed(views.leases, "active_leases"))))
+        if views.registrations is not None:
+            counts.append(("Phones registered", len(listed(views.registrations, "bindings"))))
+        if views.mail_queue is not None:
+            counts.append(("Messages queued", len(listed(views.mail_queue, "entries"))))
+        if views.connections is not None:
+            for verdict, n in sorted(views.connections.counts.items()):
                 counts.append(("Flows %s" % verdict, n))
         return {
             "wan_address": office.wan_address,
             "wan_source": office.wan_source,
             "services": sorted(office.status.values(), key=lambda s: s.name),
             "counts": counts,
-            "warnings": list(runtime.dhcp_warnings or []),
+            "warnings": listed(views.rogues, "warnings"),
         }
 
 
@@ -302,7 +277,7 @@ class DhcpPage(SettingsPage, RecordActions):
             out["pool"] = "%s - %s" % (first, last)
         except ValueError:
             out["pool"] = ""
-        leases = office.runtime.leases
+        leases = ctx.views.leases
         out["leases_running"] = leases is not None
         now = ctx.clock.seconds()
         reserved = {h.mac for h in office.config.hosts.values()}
@@ -314,7 +289,7 @@ class DhcpPage(SettingsPage, RecordActions):
         } for l in sorted(listed(leases, "active_leases"),
                           key=lambda l: tuple(int(x) for x in str(field(l, "address", "0")).split(".")
                                               if x.isdigit()))]
-        out["warnings"] = list(office.runtime.dhcp_warnings or [])
+        out["warnings"] = listed(ctx.views.rogues, "warnings")
         return out
 
     def do_add_host(self, ctx, form, sub):
@@ -340,9 +315,9 @@ class DnsPage(SettingsPage, RecordActions):
         out["records"] = sorted(office.config.records.values(), key=lambda r: r.name)
         out["record_fields"] = forms.RECORD_FIELDS["record"]
         out["editing"] = self.editing(ctx, "record", sub)
-        zone = office.runtime.zone
+        zone = ctx.views.zone.zone if ctx.views.zone is not None else None
         out["zone_rows"] = served_rows(zone) if zone is not None else None
-        out["zone_served"] = served_zone(zone) if zone is not None else None
+        out["zone_served"] = zone.as_text() if zone is not None else None
         out["zone_configured"] = configured_zone(office.config, office.wan_ip)
         out["domain"] = office.config.system.domain
         return out
@@ -389,7 +364,7 @@ class UsersPage(Page):
     def context(self, ctx, sub):
         office = ctx.office
         config = office.config
-        fetch = office.runtime.fetch_status or {}
+        fetch = ctx.views.fetch.status if ctx.views.fetch is not None else {}
         now = ctx.clock.seconds()
         users = []
         for u in sorted(config.users.values(), key=lambda u: u.name):
@@ -472,7 +447,7 @@ class MailQueuePage(Page):
     slug, title, template = "mailqueue", "Mail queue", "mailqueue.html"
 
     def context(self, ctx, sub):
-        queue = ctx.office.runtime.mail_queue
+        queue = ctx.views.mail_queue
         now = ctx.clock.seconds()
         return {"running": queue is not None, "entries": [{
             "id": field(e, "id", ""), "sender": field(e, "sender", "") or "<>",
@@ -483,7 +458,7 @@ class MailQueuePage(Page):
         } for e in listed(queue, "entries")]}
 
     def _queue(self, ctx):
-        queue = ctx.office.runtime.mail_queue
+        queue = ctx.views.mail_queue
         if queue is None:
             raise ConfigErrors([ConfigError(None, None, 0, NOT_RUNNING % "the mail queue is")])
         return queue
@@ -504,9 +479,8 @@ class PhonesPage(Page):
     refresh = "phones"
 
     def context(self, ctx, sub):
-        reg = ctx.office.runtime.registrations
+        reg, calls = ctx.views.registrations, ctx.views.calls
         now = ctx.clock.seconds()
-        calls = ctx.office.runtime.calls if ctx.office.runtime.calls is not None else reg
         return {"running": reg is not None, "bindings": [{
             "user": field(b, "user", ""), "extension": field(b, "extension", ""),
             "contact": field(b, "contact", ""), "source": field(b, "source", ""),
@@ -524,7 +498,7 @@ class ConnectionsPage(Page):
     refresh = "connlog"
 
     def context(self, ctx, sub):
-        connlog = ctx.office.runtime.connections
+        connlog = ctx.views.connections
         entries = []
         if connlog is not None:
             for e in listed(connlog, "recent"):

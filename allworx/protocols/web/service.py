@@ -3,6 +3,8 @@
 The "web" child service: the admin pages, API and `/metrics` on `[web]
 admin_port` for LAN peers only, and the intranet/public sites on `[web]
 http_port`. Changing either port in the config makes it listen again at once.
+What the pages show of the other services comes in as an
+`allworx.interfaces.Views`.
 """
 
 from twisted.internet import threads
@@ -90,23 +92,23 @@ class CountingSite(server.Site):
         WEB_REQUESTS.labels(self.label, "%dxx" % (request.code // 100)).inc()
 
 
-def admin_resource(office, clock, defer_to_thread=threads.deferToThread):
+def admin_resource(office, clock, defer_to_thread=threads.deferToThread, views=None):
     """The admin port's resource tree (pages, /api, /metrics) and its context."""
-    ctx = AdminContext(office, clock, defer_to_thread)
+    ctx = AdminContext(office, clock, defer_to_thread, views=views)
     api = OfficeApi(ctx).resource()
-    metrics = MetricsPage(office_registry(office))
+    metrics = MetricsPage(office_registry(office, ctx.views))
     return AdminRoot(ctx, api=api, metrics=metrics), ctx
 
 
 class WebService(ListeningService):
     """Listens on the admin and web ports and follows their changes live."""
 
-    def __init__(self, office, reactor=None, defer_to_thread=threads.deferToThread):
+    def __init__(self, office, views=None, reactor=None, defer_to_thread=threads.deferToThread):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
         ListeningService.__init__(self, "web", office)
-        root, self.ctx = admin_resource(office, reactor, defer_to_thread)
+        root, self.ctx = admin_resource(office, reactor, defer_to_thread, views)
         # A restore uploads a whole tap.conf: the admin port takes up to 2 MB.
         self.admin_site = CountingSite(root, office, "admin", lan_only=True,
                                        max_body=2 * 1024 * 1024, reactor=reactor)
@@ -132,6 +134,6 @@ class WebService(ListeningService):
         ]
 
 
-def make_service(office):
-    """The "web" child service of the server."""
-    return WebService(office)
+def make_service(office, views=None):
+    """The "web" child service of the server; `views` are the running services it shows."""
+    return WebService(office, views)

@@ -6,11 +6,15 @@ import socket
 from twisted.application import service
 from twisted.internet import defer, error
 from twisted.trial import unittest
+from zope.interface.verify import verifyObject
 
 from allworx.config import parse_config
+from allworx.interfaces import (
+    ICalls, IConnectionLog, IFetchStatus, ILeaseTable, IMailQueue, IMailStore, IRegistrations,
+    IRogueServers, IZoneSource)
 from allworx.servicebase import ListeningService, OfficeService, why_not
 from allworx.office import Office
-from allworx.service import CHILDREN, AllworxService, PendingService
+from allworx.service import NAMES, AllworxService
 from allworx.tests.confs import MINIMAL
 
 
@@ -19,8 +23,8 @@ class RecordingService(service.Service):
 
     log = []
 
-    def __init__(self, office):
-        self.setName("recording")
+    def __init__(self, name="recording"):
+        self.setName(name)
 
     def startService(self):
         service.Service.startService(self)
@@ -31,34 +35,44 @@ class RecordingService(service.Service):
         RecordingService.log.append("stop")
 
 
-def make_recording(office):
-    return RecordingService(office)
-
-
 class CompositionTests(unittest.TestCase):
 
     def office(self):
         config = parse_config(MINIMAL).with_data_dir(self.mktemp())
         return Office(config)
 
-    def test_named_child_per_protocol(self):
-        top = AllworxService(self.office(), children=[
-            ("mine", __name__ + ":make_recording"),
-            ("later", "allworx.not_written_yet:make_service")])
-        self.assertEqual([s.name for s in top], ["mine", "later"])
-        self.assertIsInstance(top.getServiceNamed("later"), PendingService)
+    def test_children_started_and_stopped(self):
+        top = AllworxService(self.office(), children=[RecordingService("mine")])
         RecordingService.log = []
         top.startService()
-        self.assertEqual(top.office.status["later"].state, "down")
-        self.assertIn("not part of this build", top.office.status["later"].detail)
         d = top.stopService()
         self.assertEqual(RecordingService.log, ["start", "stop"])
         return d
 
-    def test_every_protocol_has_a_child(self):
-        names = [n for n, _ in CHILDREN]
-        for expected in ("network", "firewall", "dhcp", "dns", "ntp", "mail", "sip", "ldap", "web"):
-            self.assertIn(expected, names)
+    def test_every_protocol_has_a_child_in_start_order(self):
+        top = AllworxService(self.office())
+        self.assertEqual([s.name for s in top], list(NAMES))
+        self.assertEqual(list(NAMES), ["network", "firewall", "dhcp", "dns", "ntp", "mail",
+                                       "sip", "ldap", "web"])
+
+    def test_wiring(self):
+        """What each service is handed comes from the service that owns it."""
+        top = AllworxService(self.office())
+        dhcp, firewall, mail, web = (top.getServiceNamed(n) for n in ("dhcp", "firewall", "mail", "web"))
+        self.assertIs(firewall.leases, dhcp.leases)
+        views = web.ctx.views
+        self.assertIs(views.leases, dhcp.leases)
+        self.assertIs(views.rogues, dhcp.rogues)
+        self.assertIs(views.connections, firewall.connections)
+        self.assertIs(views.mail_store, mail.store)
+        self.assertIs(views.mail_queue, mail.queue)
+        self.assertIs(views.fetch, mail.fetch)
+        for name, interface in (("leases", ILeaseTable), ("rogues", IRogueServers),
+                                ("connections", IConnectionLog), ("zone", IZoneSource),
+                                ("mail_store", IMailStore), ("mail_queue", IMailQueue),
+                                ("fetch", IFetchStatus), ("registrations", IRegistrations),
+                                ("calls", ICalls)):
+            verifyObject(interface, getattr(views, name))
 
 
 class FakePort:
@@ -101,29 +115,51 @@ class ListeningTests(unittest.TestCase):
 
 
 class BrokenService(service.Service):
-    def __init__(self, office):
-        self.setName("broken")
+    name = "broken"
 
     def startService(self):
         raise RuntimeError("no such interface")
 
 
-def make_broken(office):
-    return BrokenService(office)
+class LateFailure(service.Service):
+    """A child whose start fails later, asynchronously (like a ruleset refused)."""
+
+    name = "late"
+
+    def __init__(self):
+        self.pending = defer.Deferred()
+
+    def startService(self):
+        service.Service.startService(self)
+        return self.pending
 
 
 class IsolationTests(unittest.TestCase):
 
-    def test_one_failure_does_not_stop_the_rest(self):
+    def top(self, children):
         config = parse_config(MINIMAL).with_data_dir(self.mktemp())
-        top = AllworxService(Office(config), children=[
-            ("broken", __name__ + ":make_broken"), ("mine", __name__ + ":make_recording")])
+        return AllworxService(Office(config), children=children)
+
+    def test_one_failure_does_not_stop_the_rest(self):
+        top = self.top([BrokenService(), RecordingService("mine")])
         RecordingService.log = []
         top.startService()
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertEqual(top.office.status["broken"].state, "down")
         self.assertIn("no such interface", top.office.status["broken"].detail)
         self.assertEqual(RecordingService.log, ["start"])
+        return top.stopService()
+
+    def test_asynchronous_start_is_waited_on_and_its_failure_reported(self):
+        late = LateFailure()
+        top = self.top([late, RecordingService("mine")])
+        top.startService()
+        self.assertNoResult(top.started)
+        late.pending.errback(RuntimeError("iptables-restore refused the ruleset"))
+        self.successResultOf(top.started)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(top.office.status["late"].state, "down")
+        self.assertIn("iptables-restore refused", top.office.status["late"].detail)
         return top.stopService()
 
 

@@ -249,10 +249,10 @@ class RuntimeTests(ApiCase):
             self.assertIn("not running", r.json["reason"])
 
     def test_running(self):
-        runtime = self.c.office.runtime
+        runtime = self.c.ctx.views
         runtime.leases = FakeLeases([Lease("02:00:00:00:00:01", "192.168.2.10", "pc1", 99)])
         runtime.connections = FakeLog([{"action": "drop", "reason": "WAN to LAN"}], {"drop": 1})
-        runtime.registrations = FakeRegistrar()
+        runtime.registrations = runtime.calls = FakeRegistrar()
         queue = runtime.mail_queue = FakeQueue()
         self.assertEqual(self.call("GET", "/dhcp/leases").json[0]["hostname"], "pc1")
         self.assertEqual(self.call("GET", "/connections").json["counts"], {"drop": 1})

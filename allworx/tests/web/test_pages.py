@@ -128,15 +128,15 @@ class EveryPageTests(LoggedIn):
         self.assertRegex(text, r"Users</dt><dd>2<")
 
     def test_runtime_tables(self):
-        runtime = self.c.office.runtime
+        runtime = self.c.ctx.views
         now = self.c.clock.seconds()
         runtime.leases = FakeLeases([Lease("02:00:00:00:00:01", "192.168.2.10", "pc1", now + 3600)])
         runtime.connections = FakeLog([{"time": 0, "proto": "tcp", "src": "192.168.2.10", "sport": 5,
                                         "dst": "198.51.100.10", "dport": 80, "action": "allow",
                                         "reason": "LAN to WAN"}], {"allow": 1})
-        runtime.registrations = FakeRegistrar()
+        runtime.registrations = runtime.calls = FakeRegistrar()
         runtime.mail_queue = FakeQueue()
-        runtime.zone = FakeZone()
+        runtime.zone = ZoneSource(FakeZone())
         self.assertIn("pc1", self.c.get("/dhcp").text)
         self.assertIn("in 1h", self.c.get("/dhcp").text)
         self.assertIn("LAN to WAN", self.c.get("/connections").text)
@@ -145,7 +145,7 @@ class EveryPageTests(LoggedIn):
         self.assertIn("www IN A 203.0.113.2", self.c.get("/dns").text)
 
     def test_zone_as_served_by_the_dns_service(self):
-        self.c.office.runtime.zone = FakeRowsZone()
+        self.c.ctx.views.zone = ZoneSource(FakeRowsZone())
         text = self.c.get("/dns").text
         self.assertIn("ns.example.com. admin.example.com. 1", text)
         self.assertIn("<td>www.example.com</td><td>300</td><td>A</td><td>203.0.113.2</td>"
@@ -155,7 +155,7 @@ class EveryPageTests(LoggedIn):
 
     def test_reserve_a_lease(self):
         now = self.c.clock.seconds()
-        self.c.office.runtime.leases = FakeLeases([Lease("02:00:00:00:00:07", "192.168.2.7",
+        self.c.ctx.views.leases = FakeLeases([Lease("02:00:00:00:00:07", "192.168.2.7",
                                                          "Laptop_7.local", now + 60)])
         text = self.c.get("/dhcp").text
         self.assertIn('name="name" value="laptop-7"', text)
@@ -380,7 +380,8 @@ class UserPageTests(LoggedIn):
 
     def test_fetch_account_password_is_masked_and_kept(self):
         self.c.office.patch_record("user", "alice", {"pop3_fetch": "pop3://alice:s3cret@pop.isp.example"})
-        self.c.office.runtime.fetch_status["pop3://alice@pop.isp.example:110"] = {
+        self.c.ctx.views.fetch = FetchBoard()
+        self.c.ctx.views.fetch.status["pop3://alice@pop.isp.example:110"] = {
             "state": "waiting", "last_success": -60, "fetched": 2, "error": "", "next_attempt": 300}
         page = self.c.get("/users/alice").text
         self.assertNotIn("s3cret", page)
@@ -506,17 +507,35 @@ class FakeRowsZone:
         return [("example.com", "SOA", "ns.example.com. admin.example.com. 1 3600 600 86400 300", 300)] + [
             (e.name, e.rtype, e.value, e.ttl) for e in self.entries]
 
+    def as_text(self):
+        return "\n".join("%s %d IN %s %s" % (n, ttl, t, v) for n, t, v, ttl in self.rows())
+
 
 class FakeZone:
+    entries = ()
+
+    def rows(self):
+        return []
+
     def as_text(self):
         return "www IN A 203.0.113.2"
+
+
+@attr.s
+class FetchBoard:
+    status = attr.ib(factory=dict)
+
+
+@attr.s
+class ZoneSource:
+    zone = attr.ib()
 
 
 class MailQueueTests(LoggedIn):
     """Retry and delete go to the queue object."""
 
     def test_retry_and_delete(self):
-        queue = self.c.office.runtime.mail_queue = FakeQueue()
+        queue = self.c.ctx.views.mail_queue = FakeQueue()
         self.submit("/mailqueue", "retry", id="q1")
         self.assertEqual(queue.retried, ["q1"])
         self.submit("/mailqueue", "delete", id="q1")
@@ -554,7 +573,7 @@ class BrokenRuntimeTests(LoggedIn):
         class Broken:
             def active_leases(self):
                 raise RuntimeError("boom")
-        self.c.office.runtime.leases = Broken()
+        self.c.ctx.views.leases = Broken()
         r = self.c.get("/dhcp")
         self.assertEqual(r.code, 200)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

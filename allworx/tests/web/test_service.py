@@ -5,7 +5,6 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
-from allworx.service import CHILDREN, _build
 from allworx.tests.webhelpers import AdminClient, office_on_disk, sync_thread
 from allworx.protocols.web.service import WebService
 
@@ -47,11 +46,8 @@ class ServiceTests(unittest.TestCase):
         self.assertTrue(os.path.isdir(os.path.join(data, "intranet")))
         self.assertTrue(os.path.isdir(os.path.join(data, "www")))
 
-    def test_listed_in_children(self):
-        self.assertIn(("web", "allworx.protocols.web.service:make_service"), CHILDREN)
-        self.assertIn(("ldap", "allworx.protocols.ldap.service:make_service"), CHILDREN)
-        self.assertEqual(_build("web", "allworx.protocols.web.service:make_service", self.office).name, "web")
-        self.assertEqual(_build("ldap", "allworx.protocols.ldap.service:make_service", self.office).name, "ldap")
+    def test_named_web(self):
+        self.assertEqual(self.svc.name, "web")
 
 
 class MetricsTests(unittest.TestCase):
@@ -70,10 +66,10 @@ class MetricsTests(unittest.TestCase):
     def test_runtime_gauges(self):
         from allworx.tests.web.test_pages import FakeLeases, FakeLog, FakeQueue, FakeRegistrar, Lease
         c = AdminClient(self)
-        rt = c.office.runtime
+        rt = c.ctx.views
         rt.leases = FakeLeases([Lease("02:00:00:00:00:01", "192.168.2.10", "pc1", 99)])
         rt.connections = FakeLog([], {"allow": 3, "drop": 1})
-        rt.registrations = FakeRegistrar()
+        rt.registrations = rt.calls = FakeRegistrar()
         rt.mail_queue = FakeQueue()
         text = c.get("/metrics").text
         self.assertIn('allworx_office_dhcp_leases{state="active"} 1.0', text)
