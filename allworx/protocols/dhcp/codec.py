@@ -9,12 +9,25 @@ through untouched. Decoding refuses anything malformed with `MalformedPacket`
 (a ValueError whose message names the problem) and never raises anything
 else; options carried in the `file` and `sname` fields (overload, option 52)
 are read, and written when a reply does not fit the client's maximum size.
+
+Shared by the LAN server (`responder`, `service`) and the WAN client
+(`allworx.routing.wanclient`): the ports, the option table, and the rule for
+the renewal times T1 and T2 (`renewal_times`) live here once. Pure: no
+sockets, no reactor.
 """
 
 import ipaddress
 import struct
 
 import attr
+
+# One error for refused bytes, from the IPv4/UDP header to the last option:
+# defined with the framing, raised here for the DHCP message.
+from allworx.ipv4udp import MalformedPacket
+
+SERVER_PORT, CLIENT_PORT = 67, 68
+ZERO = ipaddress.IPv4Address(0)
+BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 BOOTREQUEST = 1
 BOOTREPLY = 2
@@ -67,11 +80,6 @@ OPTION_TYPES = {
 }
 
 _FIXED = {"ip": 4, "u8": 1, "u16": 2, "u32": 4}
-_ZERO = ipaddress.IPv4Address(0)
-
-
-class MalformedPacket(ValueError):
-    """The bytes are not a DHCP packet; the message says what is wrong."""
 
 
 # ---------------------------------------------------------------- option values
@@ -125,6 +133,27 @@ def unpack_option(code, raw):
     return bytes(raw)
 
 
+def read_option(options, code, default=None):
+    """The typed value of option `code` in `options` (code -> raw bytes), or `default`
+    when it is absent or malformed."""
+    raw = options.get(code)
+    if raw is None:
+        return default
+    try:
+        return unpack_option(code, raw)
+    except MalformedPacket:
+        return default
+
+
+def renewal_times(lease_time):
+    """
+    T1 and T2 for a lease of `lease_time` seconds: half and seven eighths of
+    it (RFC 2131 4.4.5). What the server sends with every lease, and what the
+    WAN client uses when a server sends none.
+    """
+    return lease_time // 2, lease_time * 7 // 8
+
+
 # ---------------------------------------------------------------- the packet
 
 def _ip(value):
@@ -146,10 +175,10 @@ class DhcpPacket:
     hops = attr.ib(default=0)
     secs = attr.ib(default=0)
     flags = attr.ib(default=0)
-    ciaddr = attr.ib(default=_ZERO, converter=_ip)
-    yiaddr = attr.ib(default=_ZERO, converter=_ip)
-    siaddr = attr.ib(default=_ZERO, converter=_ip)
-    giaddr = attr.ib(default=_ZERO, converter=_ip)
+    ciaddr = attr.ib(default=ZERO, converter=_ip)
+    yiaddr = attr.ib(default=ZERO, converter=_ip)
+    siaddr = attr.ib(default=ZERO, converter=_ip)
+    giaddr = attr.ib(default=ZERO, converter=_ip)
     sname = attr.ib(default=b"")
     file = attr.ib(default=b"")
     options = attr.ib(factory=dict)
@@ -174,13 +203,7 @@ class DhcpPacket:
 
     def get(self, code, default=None):
         """The typed value of option `code`, or `default` when absent or malformed."""
-        raw = self.options.get(code)
-        if raw is None:
-            return default
-        try:
-            return unpack_option(code, raw)
-        except MalformedPacket:
-            return default
+        return read_option(self.options, code, default)
 
     def set(self, code, value):
         """Put option `code` with a typed value (see OPTION_TYPES)."""
@@ -270,7 +293,7 @@ _new_packet = object.__new__
 _ZERO_BYTES = b"\0\0\0\0"
 
 
-_ADDRESSES = {_ZERO_BYTES: _ZERO}   # raw -> IPv4Address: relays and clients repeat
+_ADDRESSES = {_ZERO_BYTES: ZERO}   # raw -> IPv4Address: relays and clients repeat
 
 
 def _address(raw):
@@ -283,7 +306,7 @@ def _address(raw):
 
 
 def _packed(address):
-    return _ZERO_BYTES if address is _ZERO else address.packed
+    return _ZERO_BYTES if address is ZERO else address.packed
 
 
 # ---------------------------------------------------------------- encoding

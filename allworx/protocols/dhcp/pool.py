@@ -127,11 +127,8 @@ class LeasePool:
         self._fresh = [n for n in range(first, last + 1) if n not in seen]
         heapq.heapify(self._fresh)
 
-    def in_pool(self, address):
-        """True for a dynamic address: in the range, not the server's, not reserved."""
-        return self._in_pool(int(address))
-
     def _in_pool(self, n):
+        """True for a dynamic address (an int): in the range, not the server's, not reserved."""
         return (self._first_i <= n <= self._last_i and n != self._server_i
                 and n not in self._reserved)
 

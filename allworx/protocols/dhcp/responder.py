@@ -7,15 +7,13 @@ netmask of the LAN, router and DNS by security mode, the office domain, the
 server as time server when `[ntp] enabled`, lease time with T1/T2.
 """
 
-import ipaddress
 import re
 
 import attr
 
 from allworx.protocols.dhcp import codec as c
-BROADCAST = ipaddress.IPv4Address("255.255.255.255")
-ZERO = ipaddress.IPv4Address(0)
-CLIENT_PORT, SERVER_PORT = 68, 67
+from allworx.protocols.dhcp.codec import BROADCAST, CLIENT_PORT, SERVER_PORT, ZERO
+
 # The hardware address the server's own rogue-server probe uses (locally
 # administered, unicast): requests from it are never answered.
 PROBE_MAC = "0a:61:77:78:70:72"
@@ -135,10 +133,10 @@ class DhcpResponder:
             items = [(c.MESSAGE_TYPE, bytes((message_type,))), (c.SERVER_ID, self._server_id)]
             if message_type != c.NAK:
                 if lease_time is not None:
+                    t1, t2 = c.renewal_times(lease_time)
                     items += [(c.LEASE_TIME, c.pack_option(c.LEASE_TIME, lease_time)),
-                              (c.RENEWAL_TIME, c.pack_option(c.RENEWAL_TIME, lease_time // 2)),
-                              (c.REBINDING_TIME,
-                               c.pack_option(c.REBINDING_TIME, lease_time * 7 // 8))]
+                              (c.RENEWAL_TIME, c.pack_option(c.RENEWAL_TIME, t1)),
+                              (c.REBINDING_TIME, c.pack_option(c.REBINDING_TIME, t2))]
                 items += [(code, self.options[code])
                           for code in dict.fromkeys(self._requested_codes(prl))
                           if code in self.options]

@@ -10,7 +10,7 @@ no state in the kernel, unlike writing an ARP entry with `ip neigh` first.
 import socket
 
 from allworx.ipv4udp import ipv4_udp_packet
-from allworx.protocols.dhcp.responder import CLIENT_PORT, SERVER_PORT
+from allworx.protocols.dhcp.codec import CLIENT_PORT, SERVER_PORT
 
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 SO_RCVBUFFORCE = 33

@@ -24,8 +24,9 @@ Why not pyroute2's DHCP client: it is an asyncio program with its own event
 loop and its own idea of applying addresses and running hooks; here the
 reactor owns the loop and the network service owns the interfaces. Why not
 scapy: importing it takes over a second and its packet objects are heavy;
-the client needs a few hundred bytes of struct packing
-(`allworx.routing.wanclient.packets`).
+the client needs a few hundred bytes of struct packing (the DHCP codec it
+shares with the LAN server, `allworx.protocols.dhcp.codec`, and its own
+messages in `allworx.routing.wanclient.packets`).
 """
 
 import random
@@ -36,10 +37,12 @@ from prometheus_client import Counter
 from twisted.internet import threads
 from twisted.logger import Logger
 
-from allworx.routing.wanclient.packets import (
-    ACK, BOOTREPLY, DECLINE, DISCOVER, NAK, OFFER, OPT_MESSAGE, RELEASE, REQUEST, ZERO, DhcpMessage,
-    Lease, MalformedPacket, client_message, lease_from_ack, mac_bytes)
 from allworx.atomicfile import JsonStateFile
+from allworx.protocols.dhcp.codec import (
+    ACK, BOOTREPLY, DECLINE, DISCOVER, MESSAGE, NAK, OFFER, RELEASE, REQUEST, ZERO,
+    MalformedPacket, read_option)
+from allworx.routing.wanclient.packets import (
+    DhcpMessage, Lease, client_message, lease_from_ack, mac_bytes)
 from allworx.routing.wanclient.wire import PacketWire
 
 log = Logger()
@@ -463,7 +466,7 @@ def _build_machine():
     @pep614(renewing.upon(_Inputs.nak).to(init))
     @pep614(rebinding.upon(_Inputs.nak).to(init))
     def refused(c, s, msg):
-        text = msg.options.get(OPT_MESSAGE, b"").decode("utf-8", "replace")
+        text = read_option(msg.options, MESSAGE, "")
         reason = "DHCPNAK from %s%s" % (msg.server_id, ": " + text if text else "")
         log.warn("wan: {reason}", reason=reason)
         s.lose(reason)

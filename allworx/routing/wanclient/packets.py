@@ -1,9 +1,10 @@
 # -*- test-case-name: allworx.tests.wanclient.test_client -*-
 """
-The WAN DHCP client's messages (RFC 2131, options RFC 2132) and the UDP/IPv4
-framing it needs on a packet socket, where no kernel UDP stack helps: a
-client without an address sends from 0.0.0.0 and hears replies addressed to
-an address it does not have yet.
+What is the WAN DHCP client's own in DHCP (RFC 2131 client side): the
+messages it sends, its view of a server's reply, the `Lease` it reads from a
+DHCPACK, and the ARP probe of a new address (RFC 5227). The bytes are the
+shared codec's (`allworx.protocols.dhcp.codec`: header, options, the T1/T2
+rule) and the IPv4/UDP framing is `allworx.ipv4udp`'s.
 
 Pure functions and values, no sockets. Everything that reads bytes raises
 `MalformedPacket` with a sentence naming the problem.
@@ -14,52 +15,21 @@ import struct
 
 import attr
 
-from allworx.ipv4udp import internet_checksum, ipv4_udp_packet
-
-BOOTREQUEST, BOOTREPLY = 1, 2
-MAGIC = b"\x63\x82\x53\x63"
-CLIENT_PORT, SERVER_PORT = 68, 67
-
-DISCOVER, OFFER, REQUEST, DECLINE, ACK, NAK, RELEASE, INFORM = range(1, 9)
-MESSAGE_NAMES = {DISCOVER: "DHCPDISCOVER", OFFER: "DHCPOFFER", REQUEST: "DHCPREQUEST",
-                 DECLINE: "DHCPDECLINE", ACK: "DHCPACK", NAK: "DHCPNAK",
-                 RELEASE: "DHCPRELEASE", INFORM: "DHCPINFORM"}
-
-# Option codes this client reads or writes.
-OPT_PAD, OPT_END = 0, 255
-OPT_SUBNET_MASK = 1
-OPT_ROUTER = 3
-OPT_HOSTNAME = 12
-OPT_REQUESTED_IP = 50
-OPT_LEASE_TIME = 51
-OPT_OVERLOAD = 52
-OPT_MESSAGE_TYPE = 53
-OPT_SERVER_ID = 54
-OPT_PARAMETERS = 55
-OPT_MESSAGE = 56
-OPT_MAX_SIZE = 57
-OPT_T1 = 58
-OPT_T2 = 59
-OPT_CLIENT_ID = 61
+from allworx.protocols.dhcp import codec
+from allworx.protocols.dhcp.codec import (
+    BOOTREQUEST, BROADCAST, CLIENT_ID, DISCOVER, HOST_NAME, LEASE_TIME,
+    MAX_MESSAGE_SIZE, MESSAGE_NAMES, MESSAGE_TYPE, PARAMETER_REQUEST_LIST, REBINDING_TIME,
+    RENEWAL_TIME, REQUEST, REQUESTED_ADDRESS, ROUTER, SERVER_ID, SUBNET_MASK, ZERO,
+    MalformedPacket, read_option, renewal_times)
 
 # What the client asks for: mask, router, lease, T1, T2. Never DNS servers
 # (6) or domain (15): those are entered by hand (guide 5).
-PARAMETERS = bytes([OPT_SUBNET_MASK, OPT_ROUTER, OPT_LEASE_TIME, OPT_T1, OPT_T2])
-
-ZERO = ipaddress.IPv4Address(0)
-BROADCAST = ipaddress.IPv4Address("255.255.255.255")
-
-_FIXED = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")  # 236 bytes before the cookie
-_IP = struct.Struct("!BBHHHBBH4s4s")
-_UDP = struct.Struct("!HHHH")
-
-
-class MalformedPacket(ValueError):
-    """Bytes that are not a usable DHCP reply; the message says what is wrong."""
-
-
-def _ip(raw):
-    return ipaddress.IPv4Address(raw)
+PARAMETERS = bytes([SUBNET_MASK, ROUTER, LEASE_TIME, RENEWAL_TIME, REBINDING_TIME])
+# The largest reply it takes (option 57): an Ethernet frame.
+ACCEPTED_SIZE = 1500
+# Its own messages hold a few short options and are never overloaded: they
+# are limited only by IPv4.
+_SEND_LIMIT = 0xFFFF
 
 
 def mac_bytes(mac):
@@ -70,13 +40,13 @@ def mac_bytes(mac):
     return bytes(int(p, 16) for p in parts)
 
 
-def mac_text(raw):
-    return ":".join("%02x" % b for b in raw)
-
-
 @attr.s(frozen=True, slots=True)
 class DhcpMessage:
-    """One BOOTP/DHCP message; `options` maps option code -> bytes."""
+    """
+    One DHCP message as the client sees it: an Ethernet client's header
+    fields and `options` (option code -> bytes). Encoded and decoded by the
+    shared codec.
+    """
 
     op = attr.ib()
     xid = attr.ib()
@@ -91,116 +61,66 @@ class DhcpMessage:
 
     @property
     def message_type(self):
-        value = self.options.get(OPT_MESSAGE_TYPE)
+        value = self.options.get(MESSAGE_TYPE)
         return value[0] if value and len(value) == 1 else None
 
     @property
     def kind(self):
         """`DHCPOFFER`, `DHCPACK`, ... or None."""
-        return MESSAGE_NAMES.get(self.message_type)
+        name = MESSAGE_NAMES.get(self.message_type)
+        return "DHCP" + name if name else None
 
     def address_option(self, code):
         """An option holding one IPv4 address (the first of a list), or None."""
-        value = self.options.get(code)
-        if not value or len(value) % 4:
-            return None
-        return _ip(value[:4])
+        value = read_option(self.options, code)
+        return value[0] if isinstance(value, tuple) else value
 
     def seconds_option(self, code):
-        value = self.options.get(code)
-        if value is None or len(value) != 4:
-            return None
-        return struct.unpack("!I", value)[0]
+        """A time option (lease time, T1, T2) in seconds, or None."""
+        return read_option(self.options, code)
 
     @property
     def server_id(self):
-        return self.address_option(OPT_SERVER_ID)
+        return self.address_option(SERVER_ID)
 
     def encode(self):
         """The message as bytes (padded to the BOOTP minimum of 300)."""
-        fixed = _FIXED.pack(self.op, 1, 6, 0, self.xid, self.secs, self.flags,
-                            self.ciaddr.packed, self.yiaddr.packed, self.siaddr.packed,
-                            self.giaddr.packed, self.chaddr.ljust(16, b"\0"), b"", b"")
-        opts = bytearray()
-        # Message type first, as servers expect; then the rest in code order.
-        for code in sorted(self.options, key=lambda c: (c != OPT_MESSAGE_TYPE, c)):
-            value = self.options[code]
-            for start in range(0, max(len(value), 1), 255):
-                chunk = value[start:start + 255]
-                opts += bytes([code, len(chunk)]) + chunk
-        opts.append(OPT_END)
-        data = fixed + MAGIC + bytes(opts)
-        return data.ljust(300, b"\0")
+        # Message type first, as servers expect; then the rest in code order,
+        # each as given (the codec sends an encoded option area as is).
+        body = codec.encode_options(
+            (code, self.options[code])
+            for code in sorted(self.options, key=lambda c: (c != MESSAGE_TYPE, c)))
+        packet = codec.DhcpPacket(
+            op=self.op, xid=self.xid, chaddr=self.chaddr.ljust(16, b"\0"), secs=self.secs,
+            flags=self.flags, ciaddr=self.ciaddr, yiaddr=self.yiaddr, siaddr=self.siaddr,
+            giaddr=self.giaddr, options=self.options, encoded_options=body)
+        return codec.encode(packet, max_size=_SEND_LIMIT)
 
     @classmethod
     def decode(cls, data):
         """Parse bytes into a DhcpMessage; MalformedPacket if they are not one."""
-        if len(data) < _FIXED.size + 4:
-            raise MalformedPacket("%d bytes is too short for a DHCP message" % len(data))
-        (op, htype, hlen, _hops, xid, secs, flags, ciaddr, yiaddr, siaddr, giaddr,
-         chaddr, sname, bootfile) = _FIXED.unpack_from(data)
-        if op not in (BOOTREQUEST, BOOTREPLY):
-            raise MalformedPacket("op %d is neither request nor reply" % op)
-        if htype != 1 or hlen != 6:
-            raise MalformedPacket("hardware type %d/%d is not Ethernet" % (htype, hlen))
-        if data[_FIXED.size:_FIXED.size + 4] != MAGIC:
-            raise MalformedPacket("no DHCP magic cookie")
-        options = parse_options(data[_FIXED.size + 4:])
-        overload = options.get(OPT_OVERLOAD)
-        if overload and len(overload) == 1:
-            # RFC 2131 4.1: options may continue in the file and sname fields.
-            if overload[0] & 1:
-                _merge(options, parse_options(bootfile, need_end=False))
-            if overload[0] & 2:
-                _merge(options, parse_options(sname, need_end=False))
-        return cls(op=op, xid=xid, chaddr=chaddr[:6], ciaddr=_ip(ciaddr),
-                   yiaddr=_ip(yiaddr), siaddr=_ip(siaddr), giaddr=_ip(giaddr),
-                   secs=secs, flags=flags, options=options)
-
-
-def _merge(into, more):
-    for code, value in more.items():
-        into[code] = into.get(code, b"") + value
-
-
-def parse_options(data, need_end=True):
-    """Option bytes -> {code: value}; split options are joined (RFC 3396)."""
-    options = {}
-    i, n = 0, len(data)
-    while i < n:
-        code = data[i]
-        if code == OPT_PAD:
-            i += 1
-            continue
-        if code == OPT_END:
-            return options
-        if i + 1 >= n:
-            raise MalformedPacket("option %d has no length byte" % code)
-        length = data[i + 1]
-        if i + 2 + length > n:
-            raise MalformedPacket("option %d claims %d bytes, only %d left"
-                                  % (code, length, n - i - 2))
-        options[code] = options.get(code, b"") + bytes(data[i + 2:i + 2 + length])
-        i += 2 + length
-    if need_end and n:
-        raise MalformedPacket("options do not end with the end option")
-    return options
+        p = codec.decode(data)
+        if p.htype != 1 or p.hlen != 6:
+            raise MalformedPacket("hardware type %d/%d is not Ethernet" % (p.htype, p.hlen))
+        return cls(op=p.op, xid=p.xid, chaddr=p.chaddr[:6], ciaddr=p.ciaddr,
+                   yiaddr=p.yiaddr, siaddr=p.siaddr, giaddr=p.giaddr,
+                   secs=p.secs, flags=p.flags, options=p.options)
 
 
 # ---------------------------------------------------------------- requests
 
 def client_options(kind, mac, hostname=None, requested=None, server=None):
     """The options of a client message: type, client id, parameters, and the rest."""
-    opts = {OPT_MESSAGE_TYPE: bytes([kind]), OPT_CLIENT_ID: b"\x01" + mac}
+    opts = {MESSAGE_TYPE: bytes([kind]), CLIENT_ID: b"\x01" + mac}
     if kind in (DISCOVER, REQUEST):
-        opts[OPT_PARAMETERS] = PARAMETERS
-        opts[OPT_MAX_SIZE] = struct.pack("!H", 1500)
+        opts[PARAMETER_REQUEST_LIST] = PARAMETERS
+        opts[MAX_MESSAGE_SIZE] = codec.pack_option(MAX_MESSAGE_SIZE, ACCEPTED_SIZE)
         if hostname:
-            opts[OPT_HOSTNAME] = hostname.encode("ascii", "replace")[:63]
+            opts[HOST_NAME] = hostname.encode("ascii", "replace")[:63]
     if requested is not None:
-        opts[OPT_REQUESTED_IP] = requested.packed
+        opts[REQUESTED_ADDRESS] = requested.packed
     if server is not None:
-        opts[OPT_SERVER_ID] = server.packed
+        opts[SERVER_ID] = server.packed
     return opts
 
 
@@ -279,14 +199,14 @@ def lease_from_ack(msg, obtained, avoid=()):
     server = msg.server_id or (msg.siaddr if msg.siaddr != ZERO else None)
     if server is None:
         raise ValueError("no server identifier")
-    lease_time = msg.seconds_option(OPT_LEASE_TIME)
+    lease_time = msg.seconds_option(LEASE_TIME)
     if lease_time is None:
         raise ValueError("no lease time")
     if lease_time == 0xFFFFFFFF:
         lease_time = 0x7FFFFFFF  # "infinite": far enough
     if lease_time < 10:
         raise ValueError("lease of %d seconds is too short to use" % lease_time)
-    mask = msg.address_option(OPT_SUBNET_MASK)
+    mask = msg.address_option(SUBNET_MASK)
     try:
         prefix = ipaddress.IPv4Network("0.0.0.0/%s" % mask).prefixlen if mask else None
     except ValueError:
@@ -299,63 +219,20 @@ def lease_from_ack(msg, obtained, avoid=()):
     for net in avoid:
         if address.network.overlaps(net):
             raise ValueError("%s overlaps the LAN %s" % (address, net))
-    router = msg.address_option(OPT_ROUTER)
+    router = msg.address_option(ROUTER)
     if router is not None and router in (ZERO, BROADCAST, address.ip):
         raise ValueError("router %s cannot be a gateway" % router)
     # A router outside the subnet (an ISP giving a /32) is reached on-link.
-    t1 = msg.seconds_option(OPT_T1)
-    t2 = msg.seconds_option(OPT_T2)
+    # The server's T1 and T2 when they make sense, else the rule it should have used.
+    default_t1, default_t2 = renewal_times(lease_time)
+    t1 = msg.seconds_option(RENEWAL_TIME)
+    t2 = msg.seconds_option(REBINDING_TIME)
     if t2 is None or not 0 < t2 < lease_time:
-        t2 = lease_time * 7 // 8
+        t2 = default_t2
     if t1 is None or not 0 < t1 < t2:
-        t1 = min(lease_time // 2, t2 - 1)
+        t1 = min(default_t1, t2 - 1)
     return Lease(address=address, router=router, server=server, lease_time=lease_time,
                  t1=t1, t2=t2, obtained=obtained)
-
-
-# ---------------------------------------------------------------- UDP/IPv4
-
-def udp_ip_packet(src, dst, payload, sport=CLIENT_PORT, dport=SERVER_PORT, ident=0):
-    """The client's DHCP message as an IPv4/UDP packet."""
-    return ipv4_udp_packet(src, dst, sport, dport, payload, ident=ident)
-
-
-@attr.s(frozen=True, slots=True)
-class Datagram:
-    """A UDP datagram taken out of an IPv4 packet."""
-
-    src = attr.ib()
-    dst = attr.ib()
-    sport = attr.ib()
-    dport = attr.ib()
-    payload = attr.ib()
-
-
-def parse_udp_ip(packet):
-    """
-    The UDP datagram in an IPv4 packet. The UDP checksum is not checked: on
-    a packet socket a locally offloaded checksum may not be filled in yet,
-    and the DHCP message is validated on its own anyway.
-    """
-    if len(packet) < _IP.size:
-        raise MalformedPacket("%d bytes is too short for IPv4" % len(packet))
-    (vihl, _tos, total, _ident, frag, _ttl, proto, _csum, src, dst) = _IP.unpack_from(packet)
-    if vihl >> 4 != 4:
-        raise MalformedPacket("not IPv4")
-    ihl = (vihl & 0xF) * 4
-    if ihl < 20 or total < ihl + _UDP.size or total > len(packet):
-        raise MalformedPacket("IPv4 lengths do not add up")
-    if internet_checksum(packet[:ihl]) != 0:
-        raise MalformedPacket("bad IPv4 header checksum")
-    if proto != 17:
-        raise MalformedPacket("not UDP")
-    if frag & 0x3FFF:
-        raise MalformedPacket("a fragment")
-    sport, dport, length, _ = _UDP.unpack_from(packet, ihl)
-    if length < _UDP.size or ihl + length > total:
-        raise MalformedPacket("UDP length does not fit the packet")
-    return Datagram(_ip(src), _ip(dst), sport, dport,
-                    bytes(packet[ihl + _UDP.size:ihl + length]))
 
 
 # ---------------------------------------------------------------- ARP (RFC 5227)
@@ -383,5 +260,5 @@ def arp_conflict(packet, ip, mac):
     if sha == mac:
         return None
     if spa == ip.packed or (op == ARP_REQUEST and spa == ZERO.packed and tpa == ip.packed):
-        return mac_text(sha)
+        return sha.hex(":")
     return None

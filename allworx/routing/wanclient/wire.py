@@ -20,10 +20,10 @@ import struct
 from twisted.internet import protocol
 from twisted.logger import Logger
 
+from allworx.ipv4udp import MalformedPacket, ipv4_udp_packet, parse_ipv4_udp
+from allworx.protocols.dhcp.codec import BROADCAST, CLIENT_PORT, SERVER_PORT, ZERO
 from allworx.rawsocket import SocketReader
-from allworx.routing.wanclient.packets import (
-    BROADCAST, CLIENT_PORT, ETH_P_ARP, SERVER_PORT, ZERO, MalformedPacket, arp_conflict,
-    arp_probe, parse_udp_ip, udp_ip_packet)
+from allworx.routing.wanclient.packets import ETH_P_ARP, arp_conflict, arp_probe
 
 log = Logger()
 
@@ -141,7 +141,8 @@ class PacketWire(SocketReader):
 
     def broadcast(self, data, src=ZERO):
         self._ident = (self._ident + 1) & 0xFFFF
-        packet = udp_ip_packet(src, BROADCAST, data, ident=self._ident)
+        packet = ipv4_udp_packet(src, BROADCAST, CLIENT_PORT, SERVER_PORT, data,
+                                 ident=self._ident)
         self._send(packet, b"\xff" * 6)
 
     def unicast(self, data, dst):
@@ -167,7 +168,7 @@ class PacketWire(SocketReader):
         if len(addr) > 2 and addr[2] == PACKET_OUTGOING:
             return
         try:
-            datagram = parse_udp_ip(packet)
+            datagram = parse_ipv4_udp(packet)
         except MalformedPacket:
             return
         if datagram.dport == CLIENT_PORT and datagram.sport == SERVER_PORT:

@@ -190,3 +190,21 @@ class FuzzTests(unittest.TestCase):
         back = c.decode(wire)
         back.options.pop(c.OVERLOAD, None)
         self.assertEqual(back.options, {k: v for k, v in options.items()})
+
+
+class SharedPiecesTests(unittest.TestCase):
+    """What the server and the WAN client take from the codec."""
+
+    def test_renewal_times(self):
+        self.assertEqual(c.renewal_times(86400), (43200, 75600))
+        self.assertEqual(c.renewal_times(120), (60, 105))
+        self.assertEqual(c.renewal_times(3601), (1800, 3150))
+
+    def test_read_option(self):
+        options = {c.LEASE_TIME: b"\x00\x00\x0e\x10", c.ROUTER: b"\x01\x02"}
+        self.assertEqual(c.read_option(options, c.LEASE_TIME), 3600)
+        self.assertIsNone(c.read_option(options, c.ROUTER))          # malformed
+        self.assertEqual(c.read_option(options, c.MESSAGE, ""), "")  # absent
+
+    def test_ports(self):
+        self.assertEqual((c.SERVER_PORT, c.CLIENT_PORT), (67, 68))

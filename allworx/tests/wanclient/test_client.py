@@ -14,12 +14,18 @@ from hypothesis import given, settings, strategies as st
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
-from allworx.ipv4udp import internet_checksum
+from allworx.config import parse_config
+from allworx.ipv4udp import ipv4_udp_packet, parse_ipv4_udp
+from allworx.protocols.dhcp import codec as c
+from allworx.protocols.dhcp.pool import LeasePool, PoolSettings
+from allworx.protocols.dhcp.responder import DhcpResponder
 from allworx.routing.wanclient import packets as P
 from allworx.routing.wanclient.client import (
     DhcpClientCore, LeaseFile, NAK_DELAY, WanDhcpClient, choose_offer, make_client_machine)
 from allworx.routing.wanclient.wire import _BPF_PORT68, PacketWire, _attach_filter
-from allworx.routing.wanclient.packets import DhcpMessage, Lease, MalformedPacket
+from allworx.protocols.dhcp.codec import MalformedPacket
+from allworx.routing.wanclient.packets import DhcpMessage, Lease
+from allworx.tests.confs import MINIMAL
 
 IP = ipaddress.IPv4Address
 MAC = "02:a1:00:00:71:fe"
@@ -97,17 +103,17 @@ class FakeStore:
 def reply(kind, xid, yiaddr="203.0.113.23", lease_time=120, server=SERVER, chaddr=MAC_B,
           router="203.0.113.1", mask="255.255.255.0", extra=None):
     """A server's reply as bytes, with DNS and domain options it must not take."""
-    opts = {P.OPT_MESSAGE_TYPE: bytes([kind]), P.OPT_SERVER_ID: IP(server).packed,
+    opts = {c.MESSAGE_TYPE: bytes([kind]), c.SERVER_ID: IP(server).packed,
             6: IP("203.0.113.53").packed, 15: b"isp.example"}
-    if kind != P.NAK:
-        opts[P.OPT_LEASE_TIME] = struct.pack("!I", lease_time)
+    if kind != c.NAK:
+        opts[c.LEASE_TIME] = struct.pack("!I", lease_time)
         if mask:
-            opts[P.OPT_SUBNET_MASK] = IP(mask).packed
+            opts[c.SUBNET_MASK] = IP(mask).packed
         if router:
-            opts[P.OPT_ROUTER] = IP(router).packed
+            opts[c.ROUTER] = IP(router).packed
     opts.update(extra or {})
-    return DhcpMessage(op=P.BOOTREPLY, xid=xid, chaddr=chaddr,
-                       yiaddr=IP(yiaddr) if kind != P.NAK else P.ZERO,
+    return DhcpMessage(op=c.BOOTREPLY, xid=xid, chaddr=chaddr,
+                       yiaddr=IP(yiaddr) if kind != c.NAK else c.ZERO,
                        options=opts).encode()
 
 
@@ -132,9 +138,9 @@ class ClientHarness:
     def to_bound(self, yiaddr="203.0.113.23", lease_time=120, **kw):
         self.machine.start()
         self.clock.advance(0)
-        self.core.receive(reply(P.OFFER, self.xid, yiaddr, lease_time, **kw))
+        self.core.receive(reply(c.OFFER, self.xid, yiaddr, lease_time, **kw))
         self.clock.advance(1)
-        self.core.receive(reply(P.ACK, self.xid, yiaddr, lease_time, **kw))
+        self.core.receive(reply(c.ACK, self.xid, yiaddr, lease_time, **kw))
         assert self.core.state == "CHECKING", self.core.state
         self.clock.pump([0.5, 0.5])
         assert self.core.state == "BOUND", self.core.state
@@ -150,23 +156,23 @@ class StateMachineTests(unittest.TestCase):
         h.clock.advance(0)
         self.assertEqual(h.core.state, "SELECTING")
         how, discover, src = h.wire.last()
-        self.assertEqual((how, discover.message_type, src), ("broadcast", P.DISCOVER, P.ZERO))
-        params = discover.options[P.OPT_PARAMETERS]
+        self.assertEqual((how, discover.message_type, src), ("broadcast", c.DISCOVER, c.ZERO))
+        params = discover.options[c.PARAMETER_REQUEST_LIST]
         self.assertEqual(set(params), {1, 3, 51, 58, 59})
         self.assertNotIn(6, params)
         self.assertNotIn(15, params)
-        self.assertEqual(discover.options[P.OPT_CLIENT_ID], b"\x01" + MAC_B)
-        h.core.receive(reply(P.OFFER, h.xid))
+        self.assertEqual(discover.options[c.CLIENT_ID], b"\x01" + MAC_B)
+        h.core.receive(reply(c.OFFER, h.xid))
         self.assertEqual(h.core.state, "SELECTING")   # waits a moment for other offers
         h.clock.advance(1)
         self.assertEqual(h.core.state, "REQUESTING")
         how, request, src = h.wire.last()
-        self.assertEqual((how, request.message_type), ("broadcast", P.REQUEST))
-        self.assertEqual(request.address_option(P.OPT_REQUESTED_IP), IP("203.0.113.23"))
+        self.assertEqual((how, request.message_type), ("broadcast", c.REQUEST))
+        self.assertEqual(request.address_option(c.REQUESTED_ADDRESS), IP("203.0.113.23"))
         self.assertEqual(request.server_id, SERVER)
-        self.assertEqual(request.ciaddr, P.ZERO)
+        self.assertEqual(request.ciaddr, c.ZERO)
         self.assertEqual(request.xid, discover.xid)
-        h.core.receive(reply(P.ACK, h.xid))
+        h.core.receive(reply(c.ACK, h.xid))
         # The final check: ARP probes for the address, then BOUND if nobody answers.
         self.assertEqual(h.core.state, "CHECKING")
         self.assertEqual(h.wire.probes, [(IP("203.0.113.23"), "start")])
@@ -191,7 +197,7 @@ class StateMachineTests(unittest.TestCase):
         h.core.select_window = 0.0
         h.machine.start()
         h.clock.advance(0)
-        h.core.receive(reply(P.OFFER, h.xid))
+        h.core.receive(reply(c.OFFER, h.xid))
         h.clock.advance(0)
         self.assertEqual(h.core.state, "REQUESTING")
 
@@ -200,13 +206,13 @@ class StateMachineTests(unittest.TestCase):
         h.core.preferred = IP("203.0.113.30")
         h.machine.start()
         h.clock.advance(0)
-        self.assertEqual(h.wire.last()[1].address_option(P.OPT_REQUESTED_IP), IP("203.0.113.30"))
-        h.core.receive(reply(P.OFFER, h.xid, "203.0.113.23", server="203.0.113.2"))
-        h.core.receive(reply(P.OFFER, h.xid, "203.0.113.30"))
+        self.assertEqual(h.wire.last()[1].address_option(c.REQUESTED_ADDRESS), IP("203.0.113.30"))
+        h.core.receive(reply(c.OFFER, h.xid, "203.0.113.23", server="203.0.113.2"))
+        h.core.receive(reply(c.OFFER, h.xid, "203.0.113.30"))
         # The preferred one ends the wait at once.
         self.assertEqual(h.core.state, "REQUESTING")
         request = h.wire.last()[1]
-        self.assertEqual(request.address_option(P.OPT_REQUESTED_IP), IP("203.0.113.30"))
+        self.assertEqual(request.address_option(c.REQUESTED_ADDRESS), IP("203.0.113.30"))
         self.assertEqual(request.server_id, SERVER)
 
     def test_renew_at_t1_unicast(self):
@@ -221,9 +227,9 @@ class StateMachineTests(unittest.TestCase):
         how, msg, dst = h.wire.last()
         self.assertEqual((how, dst), ("unicast", SERVER))
         self.assertEqual(msg.ciaddr, IP("203.0.113.23"))
-        self.assertNotIn(P.OPT_REQUESTED_IP, msg.options)
-        self.assertNotIn(P.OPT_SERVER_ID, msg.options)
-        h.core.receive(reply(P.ACK, h.xid))
+        self.assertNotIn(c.REQUESTED_ADDRESS, msg.options)
+        self.assertNotIn(c.SERVER_ID, msg.options)
+        h.core.receive(reply(c.ACK, h.xid))
         self.assertEqual(h.core.state, "BOUND")
         self.assertEqual(h.listener.events[-1][0], "renewed")
         # The new lease counts from the renewal: next T1 is 60 s later.
@@ -246,7 +252,7 @@ class StateMachineTests(unittest.TestCase):
         how, msg, src = h.wire.last()
         self.assertEqual((how, src), ("broadcast", IP("203.0.113.23")))
         self.assertEqual(msg.ciaddr, IP("203.0.113.23"))
-        h.core.receive(reply(P.ACK, h.xid, server="203.0.113.2"))
+        h.core.receive(reply(c.ACK, h.xid, server="203.0.113.2"))
         self.assertEqual(h.core.state, "BOUND")
         self.assertEqual(h.core.lease.server, IP("203.0.113.2"))
         self.assertEqual(h.listener.events[-1][0], "renewed")
@@ -263,16 +269,16 @@ class StateMachineTests(unittest.TestCase):
         h.clock.advance(0)
         self.assertEqual(h.core.state, "SELECTING")
         discover = h.wire.last()[1]
-        self.assertEqual(discover.message_type, P.DISCOVER)
-        self.assertEqual(discover.address_option(P.OPT_REQUESTED_IP), IP("203.0.113.23"))
+        self.assertEqual(discover.message_type, c.DISCOVER)
+        self.assertEqual(discover.address_option(c.REQUESTED_ADDRESS), IP("203.0.113.23"))
 
     def test_nak_while_requesting_goes_to_init(self):
         h = ClientHarness()
         h.machine.start()
         h.clock.advance(0)
-        h.core.receive(reply(P.OFFER, h.xid))
+        h.core.receive(reply(c.OFFER, h.xid))
         h.clock.advance(1)
-        h.core.receive(reply(P.NAK, h.xid, extra={P.OPT_MESSAGE: b"wrong network"}))
+        h.core.receive(reply(c.NAK, h.xid, extra={c.MESSAGE: b"wrong network"}))
         self.assertEqual(h.core.state, "INIT")
         self.assertEqual(h.listener.events, [])    # nothing was bound, nothing lost
         h.clock.advance(NAK_DELAY)
@@ -282,7 +288,7 @@ class StateMachineTests(unittest.TestCase):
         h = ClientHarness()
         h.to_bound()
         h.clock.advance(60)
-        h.core.receive(reply(P.NAK, h.xid))
+        h.core.receive(reply(c.NAK, h.xid))
         self.assertEqual(h.core.state, "INIT")
         self.assertEqual(h.listener.events[-1][0], "lost")
         self.assertIn("DHCPNAK from 203.0.113.1", h.listener.events[-1][1])
@@ -308,11 +314,11 @@ class StateMachineTests(unittest.TestCase):
         h = ClientHarness()
         h.machine.start()
         h.clock.advance(0)
-        h.core.receive(reply(P.OFFER, h.xid))
+        h.core.receive(reply(c.OFFER, h.xid))
         h.clock.advance(1)
         h.clock.pump([1] * (4 + 8 + 16))
         self.assertEqual(h.core.state, "REQUESTING")
-        self.assertEqual(sum(1 for _, m, _ in h.wire.sent if m.message_type == P.REQUEST), 4)
+        self.assertEqual(sum(1 for _, m, _ in h.wire.sent if m.message_type == c.REQUEST), 4)
         h.clock.pump([1] * 32)
         self.assertEqual(h.core.state, "SELECTING")
 
@@ -320,9 +326,9 @@ class StateMachineTests(unittest.TestCase):
         h = ClientHarness()
         h.machine.start()
         h.clock.advance(0)
-        h.core.receive(reply(P.OFFER, h.xid + 1))                     # another exchange
-        h.core.receive(reply(P.OFFER, h.xid, chaddr=b"\x02" * 6))     # another client
-        h.core.receive(reply(P.ACK, h.xid))                           # ACK while selecting
+        h.core.receive(reply(c.OFFER, h.xid + 1))                     # another exchange
+        h.core.receive(reply(c.OFFER, h.xid, chaddr=b"\x02" * 6))     # another client
+        h.core.receive(reply(c.ACK, h.xid))                           # ACK while selecting
         h.core.receive(b"\x02garbage")
         h.clock.advance(1)
         self.assertEqual(h.core.state, "SELECTING")
@@ -332,29 +338,29 @@ class StateMachineTests(unittest.TestCase):
         h = ClientHarness()
         h.machine.start()
         h.clock.advance(0)
-        h.core.receive(reply(P.OFFER, h.xid, "192.168.2.50", router="192.168.2.1"))
+        h.core.receive(reply(c.OFFER, h.xid, "192.168.2.50", router="192.168.2.1"))
         self.assertEqual(h.core.offers, [])
 
     def test_address_in_use_is_declined(self):
         h = ClientHarness()
         h.machine.start()
         h.clock.advance(0)
-        h.core.receive(reply(P.OFFER, h.xid))
+        h.core.receive(reply(c.OFFER, h.xid))
         h.clock.advance(1)
-        h.core.receive(reply(P.ACK, h.xid))
+        h.core.receive(reply(c.ACK, h.xid))
         h.wire.probing("02:00:00:00:00:99")
         h.wire.probing and h.wire.probing("02:00:00:00:00:98")   # a second answer: no matter
         self.assertEqual(h.core.state, "INIT")
         self.assertEqual(h.listener.events, [])     # never applied
         how, msg, src = h.wire.last()
-        self.assertEqual((how, msg.message_type, src), ("broadcast", P.DECLINE, P.ZERO))
-        self.assertEqual(msg.address_option(P.OPT_REQUESTED_IP), IP("203.0.113.23"))
+        self.assertEqual((how, msg.message_type, src), ("broadcast", c.DECLINE, c.ZERO))
+        self.assertEqual(msg.address_option(c.REQUESTED_ADDRESS), IP("203.0.113.23"))
         self.assertEqual(msg.server_id, SERVER)
         h.clock.advance(9.9)
         self.assertEqual(h.core.state, "INIT")
         h.clock.advance(0.1)
         self.assertEqual(h.core.state, "SELECTING")
-        self.assertNotIn(P.OPT_REQUESTED_IP, h.wire.last()[1].options)
+        self.assertNotIn(c.REQUESTED_ADDRESS, h.wire.last()[1].options)
 
     def test_carrier_back_verifies_the_lease(self):
         h = ClientHarness()
@@ -364,13 +370,13 @@ class StateMachineTests(unittest.TestCase):
         self.assertEqual(h.core.state, "INIT-REBOOT")
         self.assertIsNotNone(h.core.lease)        # still in use while checked
         how, msg, src = h.wire.last()
-        self.assertEqual((how, msg.ciaddr), ("broadcast", P.ZERO))
-        self.assertEqual(msg.address_option(P.OPT_REQUESTED_IP), IP("203.0.113.23"))
-        h.core.receive(reply(P.ACK, h.xid))
+        self.assertEqual((how, msg.ciaddr), ("broadcast", c.ZERO))
+        self.assertEqual(msg.address_option(c.REQUESTED_ADDRESS), IP("203.0.113.23"))
+        h.core.receive(reply(c.ACK, h.xid))
         self.assertEqual(h.core.state, "BOUND")
         self.assertEqual(h.listener.events[-1][0], "renewed")
         h.machine.link_returned()
-        h.core.receive(reply(P.NAK, h.xid))      # another network now
+        h.core.receive(reply(c.NAK, h.xid))      # another network now
         self.assertEqual(h.listener.events[-1][0], "lost")
         self.assertEqual(h.core.state, "INIT")
 
@@ -406,18 +412,18 @@ class InitRebootTests(unittest.TestCase):
         h.machine.start_reboot(self.saved(h.clock))
         self.assertEqual(h.core.state, "INIT-REBOOT")
         how, msg, src = h.wire.last()
-        self.assertEqual((how, src, msg.message_type), ("broadcast", P.ZERO, P.REQUEST))
-        self.assertEqual(msg.address_option(P.OPT_REQUESTED_IP), IP("203.0.113.23"))
-        self.assertNotIn(P.OPT_SERVER_ID, msg.options)
-        self.assertEqual(msg.ciaddr, P.ZERO)
-        h.core.receive(reply(P.ACK, h.xid))
+        self.assertEqual((how, src, msg.message_type), ("broadcast", c.ZERO, c.REQUEST))
+        self.assertEqual(msg.address_option(c.REQUESTED_ADDRESS), IP("203.0.113.23"))
+        self.assertNotIn(c.SERVER_ID, msg.options)
+        self.assertEqual(msg.ciaddr, c.ZERO)
+        h.core.receive(reply(c.ACK, h.xid))
         self.assertEqual(h.core.state, "BOUND")
         self.assertEqual(h.listener.events[0][0], "bound")
 
     def test_nak_goes_to_init(self):
         h = ClientHarness()
         h.machine.start_reboot(self.saved(h.clock))
-        h.core.receive(reply(P.NAK, h.xid))
+        h.core.receive(reply(c.NAK, h.xid))
         self.assertEqual(h.core.state, "INIT")
         h.clock.advance(NAK_DELAY)
         self.assertEqual(h.core.state, "SELECTING")
@@ -455,14 +461,14 @@ class InitRebootTests(unittest.TestCase):
                                wire_factory=FakeWire, store=store, jitter=lambda: 0.0)
         client.start()
         clock.advance(0)
-        client.core.receive(reply(P.OFFER, client.core.xid))
+        client.core.receive(reply(c.OFFER, client.core.xid))
         clock.advance(0)
-        client.core.receive(reply(P.ACK, client.core.xid))
+        client.core.receive(reply(c.ACK, client.core.xid))
         clock.advance(1)
         self.assertEqual(client.state, "BOUND")
         client.stop(release=True)
         how, msg, dst = client.wire.last()
-        self.assertEqual((how, msg.message_type, dst), ("unicast", P.RELEASE, SERVER))
+        self.assertEqual((how, msg.message_type, dst), ("unicast", c.RELEASE, SERVER))
         self.assertEqual(msg.ciaddr, IP("203.0.113.23"))
         self.assertEqual(msg.server_id, SERVER)
         self.assertIsNone(store.lease)
@@ -478,7 +484,7 @@ class InitRebootTests(unittest.TestCase):
         clock.advance(0)
         self.assertEqual(client.state, "SELECTING")
         msg = client.wire.last()[1]
-        self.assertEqual(msg.address_option(P.OPT_REQUESTED_IP), IP("203.0.113.23"))
+        self.assertEqual(msg.address_option(c.REQUESTED_ADDRESS), IP("203.0.113.23"))
         client.stop()
 
 
@@ -486,14 +492,14 @@ class LeaseTests(unittest.TestCase):
     """lease_from_ack: only address, netmask, router; checked."""
 
     def msg(self, **kw):
-        return DhcpMessage.decode(reply(P.ACK, 1, **kw))
+        return DhcpMessage.decode(reply(c.ACK, 1, **kw))
 
     def test_defaults_for_t1_t2(self):
         lease = P.lease_from_ack(self.msg(lease_time=3600), 100.0)
         self.assertEqual((lease.t1, lease.t2, lease.renew_at), (1800, 3150, 1900.0))
 
     def test_server_times_honoured(self):
-        extra = {P.OPT_T1: struct.pack("!I", 20), P.OPT_T2: struct.pack("!I", 35)}
+        extra = {c.RENEWAL_TIME: struct.pack("!I", 20), c.REBINDING_TIME: struct.pack("!I", 35)}
         lease = P.lease_from_ack(self.msg(extra=extra), 0.0)
         self.assertEqual((lease.t1, lease.t2), (20, 35))
         self.assertIn("lease 120s (T1 20s, T2 35s)", lease.describe())
@@ -541,21 +547,23 @@ class LeaseTests(unittest.TestCase):
 
 
 class PacketTests(unittest.TestCase):
-    """The codec and the UDP/IPv4 framing, fuzzed."""
+    """The client's messages on the shared codec, and its packet socket's framing, fuzzed."""
 
+    # Options 52 and 53 are the codec's to check: it writes the overload
+    # itself and refuses a message type outside 1-8 (tests.dhcp.test_codec).
     @given(xid=st.integers(0, 2 ** 32 - 1), secs=st.integers(0, 65535),
            hostname=st.text("abcdefghijklmnopqrstuvwxyz0123456789-", max_size=40),
-           options=st.dictionaries(st.integers(1, 254).filter(lambda c: c not in (52,)),
+           options=st.dictionaries(st.integers(1, 254).filter(lambda code: code not in (52, 53)),
                                    st.binary(max_size=600), max_size=6))
     def test_roundtrip(self, xid, secs, hostname, options):
-        msg = DhcpMessage(op=P.BOOTREQUEST, xid=xid, chaddr=MAC_B, secs=secs,
+        msg = DhcpMessage(op=c.BOOTREQUEST, xid=xid, chaddr=MAC_B, secs=secs,
                           ciaddr=IP("203.0.113.23"), options=options)
         self.assertEqual(DhcpMessage.decode(msg.encode()), msg)
 
     @settings(max_examples=300)
     @given(st.binary(max_size=700))
     def test_garbage_raises_only_malformed(self, data):
-        for parse in (DhcpMessage.decode, P.parse_udp_ip):
+        for parse in (DhcpMessage.decode, parse_ipv4_udp):
             try:
                 parse(data)
             except MalformedPacket:
@@ -563,33 +571,52 @@ class PacketTests(unittest.TestCase):
 
     @given(st.binary(min_size=240, max_size=600))
     def test_garbage_after_a_valid_header(self, tail):
-        head = reply(P.ACK, 7)[:240]
+        head = reply(c.ACK, 7)[:240]
         try:
             DhcpMessage.decode(head + tail)
         except MalformedPacket:
             pass
 
-    @given(st.binary(max_size=1400))
-    def test_udp_ip_roundtrip_and_checksums(self, payload):
-        packet = P.udp_ip_packet(IP("0.0.0.0"), P.BROADCAST, payload)
-        d = P.parse_udp_ip(packet)
-        self.assertEqual((d.src, d.dst, d.sport, d.dport, d.payload),
-                         (IP("0.0.0.0"), P.BROADCAST, 68, 67, payload))
-        pseudo = packet[12:20] + struct.pack("!BBH", 0, 17, len(packet) - 20)
-        self.assertEqual(internet_checksum(pseudo + packet[20:]), 0)
+    def test_not_ethernet_refused(self):
+        data = bytearray(reply(c.ACK, 7))
+        data[1:3] = b"\x06\x06"          # htype 6 (IEEE 802), hlen 6
+        e = self.assertRaises(MalformedPacket, DhcpMessage.decode, bytes(data))
+        self.assertIn("not Ethernet", str(e))
 
-    def test_bad_ip_checksum(self):
-        packet = bytearray(P.udp_ip_packet(IP("0.0.0.0"), P.BROADCAST, b"x"))
-        packet[8] ^= 1
-        with self.assertRaises(MalformedPacket):
-            P.parse_udp_ip(bytes(packet))
+    def test_wire_delivers_the_server_replies_only(self):
+        # The packet socket's reading, without the socket: framed by ipv4udp.
+        got = []
+        wire = PacketWire("wan0", task.Clock(), got.append)
+        payload = reply(c.ACK, 7)
+        packet = ipv4_udp_packet(SERVER, "203.0.113.23", 67, 68, payload)
+        wire.received(packet, ("wan0", 0x0800, 0))
+        wire.received(packet, ("wan0", 0x0800, 4))                 # our own, outgoing
+        bad = bytearray(packet)
+        bad[8] ^= 1
+        wire.received(bytes(bad), ("wan0", 0x0800, 0))             # bad header checksum
+        wire.received(packet[:25], ("wan0", 0x0800, 0))            # short
+        wire.received(ipv4_udp_packet(SERVER, "203.0.113.23", 53, 68, payload),
+                      ("wan0", 0x0800, 0))                         # not from a server port
+        self.assertEqual(got, [payload])
+
+    def test_wire_broadcast_framing(self):
+        wire = PacketWire("wan0", task.Clock(), lambda data: None)
+        frames = []
+        wire.sock = object()
+        wire._send = lambda packet, mac: frames.append((packet, mac))
+        wire.broadcast(b"hello", IP("203.0.113.23"))
+        [(packet, mac)] = frames
+        self.assertEqual(mac, b"\xff" * 6)
+        d = parse_ipv4_udp(packet)
+        self.assertEqual((d.src, d.dst, d.sport, d.dport, d.payload),
+                         (IP("203.0.113.23"), c.BROADCAST, 68, 67, b"hello"))
 
     def test_overload_options(self):
         # Option 52 = 1: more options in the file field (offset 108).
-        msg = bytearray(reply(P.ACK, 9, router=None, extra={P.OPT_OVERLOAD: b"\x01"}))
+        msg = bytearray(reply(c.ACK, 9, router=None, extra={c.OVERLOAD: b"\x01"}))
         msg[108:115] = bytes([3, 4, 203, 0, 113, 1, 255])
         parsed = DhcpMessage.decode(bytes(msg))
-        self.assertEqual(parsed.address_option(P.OPT_ROUTER), IP("203.0.113.1"))
+        self.assertEqual(parsed.address_option(c.ROUTER), IP("203.0.113.1"))
 
     def test_arp_probe_and_conflicts(self):
         ip = IP("203.0.113.23")
@@ -598,7 +625,7 @@ class PacketTests(unittest.TestCase):
         self.assertIsNone(P.arp_conflict(probe, ip, MAC_B))        # our own probe
         other = P.mac_bytes("02:00:00:00:00:99")
         reply_ = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 2, other, ip.packed,
-                             MAC_B, P.ZERO.packed)
+                             MAC_B, c.ZERO.packed)
         self.assertEqual(P.arp_conflict(reply_, ip, MAC_B), "02:00:00:00:00:99")
         self.assertEqual(P.arp_conflict(P.arp_probe(other, ip), ip, MAC_B),
                          "02:00:00:00:00:99")                      # someone probing it too
@@ -623,6 +650,59 @@ class PacketTests(unittest.TestCase):
         with self.assertRaises(PermissionError) as cm:
             wire.open()
         self.assertIn("CAP_NET_RAW", str(cm.exception))
+
+
+class ServerInteropTests(unittest.TestCase):
+    """The WAN client's messages answered by the LAN server's responder: one codec, one T1/T2 rule."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.clock.advance(1_700_000_000)
+        config = parse_config(MINIMAL)
+        self.pool = LeasePool(PoolSettings.from_config(config), self.clock)
+        self.server = DhcpResponder(config, self.pool)
+
+    def exchange(self, msg):
+        """The server's reply to a client message, as the client reads it."""
+        outcome = self.server.handle(c.decode(msg.encode()))
+        self.assertIsNotNone(outcome.reply, outcome.note)
+        return DhcpMessage.decode(c.encode(outcome.reply))
+
+    def test_discover_request_ack(self):
+        offer = self.exchange(P.client_message(c.DISCOVER, 42, MAC_B, hostname="allworx"))
+        self.assertEqual((offer.kind, offer.xid, offer.chaddr), ("DHCPOFFER", 42, MAC_B))
+        offered = P.lease_from_ack(offer, self.clock.seconds())
+        ack = self.exchange(P.client_message(
+            c.REQUEST, 42, MAC_B, hostname="allworx", requested=offered.address.ip,
+            server=offered.server))
+        self.assertEqual(ack.kind, "DHCPACK")
+        lease = P.lease_from_ack(ack, self.clock.seconds())
+        self.assertEqual((str(lease.address), lease.router, lease.server),
+                         ("192.168.2.1/24", IP("192.168.2.254"), IP("192.168.2.254")))
+        lease_time = self.pool.settings.lease_time
+        self.assertEqual(lease.lease_time, lease_time)
+        # The server sent T1/T2 by the codec's rule, and the client read them back.
+        self.assertEqual((ack.seconds_option(c.RENEWAL_TIME), ack.seconds_option(c.REBINDING_TIME)),
+                         c.renewal_times(lease_time))
+        self.assertEqual((lease.t1, lease.t2), c.renewal_times(lease_time))
+
+    def test_client_falls_back_to_the_same_rule(self):
+        offer = self.exchange(P.client_message(c.DISCOVER, 42, MAC_B))
+        options = {code: value for code, value in offer.options.items()
+                   if code not in (c.RENEWAL_TIME, c.REBINDING_TIME)}
+        bare = DhcpMessage(op=offer.op, xid=offer.xid, chaddr=offer.chaddr, yiaddr=offer.yiaddr,
+                           options=options)
+        lease = P.lease_from_ack(bare, 0.0)
+        self.assertEqual((lease.t1, lease.t2), c.renewal_times(self.pool.settings.lease_time))
+
+    def test_release_frees_the_address(self):
+        self.exchange(P.client_message(c.DISCOVER, 1, MAC_B))
+        ack = self.exchange(P.client_message(c.REQUEST, 1, MAC_B, requested=IP("192.168.2.1"),
+                                             server=IP("192.168.2.254")))
+        self.assertEqual(ack.kind, "DHCPACK")
+        outcome = self.server.handle(c.decode(P.client_message(
+            c.RELEASE, 2, MAC_B, ciaddr=ack.yiaddr, server=IP("192.168.2.254")).encode()))
+        self.assertEqual(outcome.event, "released")
 
 
 EVENTS = st.lists(st.one_of(
@@ -656,7 +736,7 @@ class MachineFuzzTests(unittest.TestCase):
                 h.core.conflict("02:00:00:00:00:99")
                 continue
             kind, ours, yiaddr, lease_time = event
-            code = {"offer": P.OFFER, "ack": P.ACK, "nak": P.NAK}[kind]
+            code = {"offer": c.OFFER, "ack": c.ACK, "nak": c.NAK}[kind]
             xid = h.xid if ours and h.xid is not None else 12345
             h.core.receive(reply(code, xid, yiaddr, lease_time))
             if h.core.state in ("BOUND", "RENEWING", "REBINDING"):
