@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.test_passwords -*-
+# -*- test-case-name: allworx.tests.core.test_auth -*-
 """
 Password hashes for tap.conf (argon2id, via argon2-cffi: a maintained, audited
 implementation of the current recommendation, better than anything hand-made).

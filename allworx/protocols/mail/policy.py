@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.test_mail_policy -*-
+# -*- test-case-name: allworx.tests.mail.test_aliases -*-
 """
 Who may send mail to whom through the server (pure decisions).
 

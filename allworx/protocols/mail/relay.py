@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.test_mail_relay -*-
+# -*- test-case-name: allworx.tests.mail.test_queue -*-
 """
 Sending one queued message to one domain: where (the smarthost, or the
 domain's MX hosts through the server's own resolver) and how (twisted.mail's

@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.test_mail_tls -*-
+# -*- test-case-name: allworx.tests.mail.test_service -*-
 """
 The certificate for STARTTLS, STLS and POP3S: `data_dir/tls/mail.pem` (the
 private key and the certificate, PEM). On first start a self-signed one is

@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.test_web_changes -*-
+# -*- test-case-name: allworx.tests.web.test_api, allworx.tests.web.test_pages -*-
 """
 The changes the admin pages and the API make, in one place so both apply the
 same rules: plain passwords are hashed (argon2, in a thread) together with the
