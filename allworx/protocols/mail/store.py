@@ -309,10 +309,6 @@ class MailStore:
         except FileNotFoundError:
             raise KeyError(uid)
 
-    def message_size(self, user, uid):
-        """Octets of one message as POP3 counts them."""
-        return self._size(self._box(user)[uid])
-
     # ------------------------------------------------------------ changing
 
     def delete_message(self, user, uid):

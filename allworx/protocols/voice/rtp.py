@@ -235,10 +235,6 @@ class RtpEndpoint(protocol.DatagramProtocol):
         except OSError:
             pass
 
-    def send_event_raw(self, packet):
-        if self.remote is not None and self.transport is not None:
-            self.transport.write(packet.to_bytes(), self.remote)
-
     def datagramReceived(self, data, addr):
         if self.remote is not None and addr[0] != self.remote[0]:
             return
