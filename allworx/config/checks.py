@@ -308,12 +308,16 @@ def _check_hosts_records(c, err, declared):
         if h.mac in macs:
             err(section, "mac", "%s is already reserved for host %s" % (h.mac, macs[h.mac]))
         macs[h.mac] = h.name
+        if h.address is None:
+            continue  # a named dynamic client
         if h.address in addrs:
             err(section, "address", "%s is already reserved for host %s" % (h.address, addrs[h.address]))
         addrs[h.address] = h.name
     lan = c.lan.address
     for h in c.hosts.values():
         section = "host %s" % h.name
+        if h.address is None:
+            continue
         if h.address not in lan.network:
             err(section, "address", "%s is not in the LAN subnet %s" % (h.address, lan.network))
         elif h.address in (lan.ip, lan.network.network_address, lan.network.broadcast_address):

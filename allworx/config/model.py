@@ -155,11 +155,15 @@ class Alias:
 
 @attr.s(frozen=True, slots=True)
 class Host:
-    """A DHCP reservation that is also a DNS name."""
+    """
+    A device's name, bound to its MAC: with an `address`, a DHCP reservation
+    that is also a DNS name; without one, a named dynamic client whose name
+    follows whatever address that MAC's lease holds (SPEC 1, 3).
+    """
 
     name = attr.ib()
     mac = key(parse_mac)
-    address = key(parse_ip)
+    address = key(parse_optional(parse_ip), None, fmt=lambda v: str(v or ""))
 
 
 @attr.s(frozen=True, slots=True)

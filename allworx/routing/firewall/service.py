@@ -101,7 +101,7 @@ class FirewallService(service.Service):
         self.hook = None
         self.policy = None
         self.applied = None          # the chains last in the kernel
-        self.host_addresses = {}     # [host] name -> address from its DHCP lease
+        self.lease_addresses = {}    # MAC -> address of its live LAN lease
         self._unsubscribe = []
         self._applying = None        # Deferred of the apply in progress
         self._again = False
@@ -175,17 +175,32 @@ class FirewallService(service.Service):
             self.refresh("configuration: " + ", ".join(sorted(event.sections)))
 
     def _lease_event(self, event):
-        """A forward whose `to` names a host follows that host's lease."""
-        config = self.office.config
-        for name, host in config.hosts.items():
-            if host.mac == event.mac or (event.hostname or "").lower() == name:
-                if event.kind in ("granted", "renewed"):
-                    address = ipaddress.IPv4Address(str(event.address))
-                    if self.host_addresses.get(name) != address:
-                        self.host_addresses[name] = address
-                        self.refresh("host %s now at %s" % (name, address))
-                elif self.host_addresses.pop(name, None) is not None:
-                    self.refresh("host %s lease %s" % (name, event.kind))
+        """
+        A forward whose `to` names a `[host]` follows the lease of that host's
+        MAC, and only that: the name a client sends steers nothing (SPEC 3).
+        """
+        if event.kind in ("granted", "renewed"):
+            address = ipaddress.IPv4Address(str(event.address))
+            if self.lease_addresses.get(event.mac) == address:
+                return
+            self.lease_addresses[event.mac] = address
+            why = "now at %s" % address
+        elif self.lease_addresses.get(event.mac) == ipaddress.IPv4Address(str(event.address)):
+            del self.lease_addresses[event.mac]
+            why = "lease %s" % event.kind
+        else:
+            return
+        for name, host in sorted(self.office.config.hosts.items()):
+            if host.mac == event.mac:
+                self.refresh("host %s %s" % (name, why))
+                return
+
+    @property
+    def host_addresses(self):
+        """[host] name -> the address its MAC's lease holds, for those that hold one."""
+        leases = self.lease_addresses
+        return {name: leases[host.mac] for name, host in self.office.config.hosts.items()
+                if host.mac in leases}
 
     def check_queue(self):
         """Count and report the new flows the kernel dropped because the hook fell behind."""

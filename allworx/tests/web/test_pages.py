@@ -164,6 +164,13 @@ class EveryPageTests(LoggedIn):
         self.assertNotIn('value="Reserve"', self.c.get("/dhcp").text)
         self.assertNotIn(">Reserve<", self.c.get("/dhcp").text)
 
+    def test_name_a_dynamic_client(self):
+        # A [host] with a MAC and no address: named, its address from the pool.
+        self.submit("/dhcp", "add_host", name="cam", mac="02:00:00:00:00:51", address="")
+        self.assertIsNone(self.c.office.config.hosts["cam"].address)
+        self.assertIn("<tr><td>cam</td><td><code>02:00:00:00:00:51</code></td>"
+                      "<td>from the pool</td>", self.c.get("/dhcp").text)
+
     def test_html_is_escaped(self):
         self.c.office.set_status("dns", "down", "<script>alert(1)</script>")
         text = self.c.get("/status").text
