@@ -54,7 +54,8 @@ class PoolSettings:
         first, last = config.pool
         return cls(first=first, last=last,
                    server_ip=config.lan_ip,
-                   reservations={h.mac: h.address for h in config.hosts.values()},
+                   reservations={h.mac: h.address for h in config.hosts.values()
+                                 if h.address is not None},
                    lease_time=config.dhcp.lease_time)
 
     @property

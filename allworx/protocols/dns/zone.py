@@ -72,7 +72,7 @@ def dhcp_label(hostname):
 
 @attr.s(frozen=True, slots=True)
 class DhcpName:
-    """A name a DHCP client holds while its lease lives."""
+    """A name a DHCP client holds while its lease lives (None: it sent none usable)."""
 
     label = attr.ib()
     address = attr.ib()
@@ -80,12 +80,25 @@ class DhcpName:
     expires = attr.ib()
 
 
+class DhcpView(dict):
+    """
+    label -> address of the names DHCP clients sent, and `by_mac`: MAC ->
+    address of every live lease, named or not, which names the `[host]`s that
+    have a MAC and no fixed address.
+    """
+
+    def __init__(self, names, by_mac):
+        dict.__init__(self, names)
+        self.by_mac = by_mac
+
+
 class DhcpNames:
     """
     The DHCP clients' names, from `LeaseEvent`s: granted/renewed add or move a
     name, released/expired/declined remove it, and `expire(now)` scrubs names
     whose lease ended even if no event said so. When two clients claim one
-    name, the newer lease holds it.
+    name, the newer lease holds it. Leases without a usable name are kept
+    too, by MAC, for the named dynamic clients (`DhcpView.by_mac`).
     """
 
     def __init__(self):
@@ -97,8 +110,6 @@ class DhcpNames:
         old = self._by_mac.get(mac)
         if kind in ("granted", "renewed"):
             label = dhcp_label(event.hostname)
-            if label is None:
-                return self._drop(mac)
             new = DhcpName(label, ipaddress.IPv4Address(event.address), mac,
                            event.expires if event.expires is not None else float("inf"))
             changed = old is None or (old.label, old.address) != (new.label, new.address)
@@ -130,18 +141,19 @@ class DhcpNames:
         return min((n.expires for n in self._by_mac.values()), default=None)
 
     def current(self):
-        """label -> address; the newest lease wins a name two clients claim."""
+        """A `DhcpView`: label -> address; the newest lease wins a name two clients claim."""
         out = {}
         for n in sorted(self._by_mac.values(), key=lambda n: n.expires):
-            out[n.label] = n.address
-        return out
+            if n.label is not None:
+                out[n.label] = n.address
+        return DhcpView(out, {mac: n.address for mac, n in self._by_mac.items()})
 
     def load(self, leases):
         """Seed from the DHCP lease table's records (dicts or objects)."""
         for lease in leases:
             get = lease.get if isinstance(lease, dict) else lambda k: getattr(lease, k, None)
             label = dhcp_label(get("hostname"))
-            if label is not None and get("address") is not None:
+            if get("address") is not None:
                 self._by_mac[get("mac")] = DhcpName(
                     label, ipaddress.IPv4Address(str(get("address"))), get("mac"),
                     get("expires") or float("inf"))
@@ -170,6 +182,8 @@ def zone_entries(config, wan_ip=None, dhcp=None):
     Every record of the office zone and the LAN's reverse zone, as sorted
     `ZoneEntry` rows (the SOA excluded: it carries the serial). `dhcp` maps a
     label to an address; a label the configuration already uses is ignored.
+    A `[host]` without a fixed address has the address of its MAC's lease in
+    `dhcp.by_mac` (a `DhcpView`), if it holds one.
     """
     domain = config.system.domain
     host = config.system.hostname
@@ -194,11 +208,19 @@ def zone_entries(config, wan_ip=None, dhcp=None):
                 add(label, "A", addresses[side])
     static = {host, *BUILTIN_NAMES}
     ptr = {lan: server}
-    dynamic = set()
+    dynamic = {}  # address -> source of its PTR, for those that move with a lease
+    leases = getattr(dhcp, "by_mac", {})
     for h in sorted(config.hosts.values(), key=lambda h: h.name):
-        add(h.name, "A", str(h.address), "host")
-        ptr.setdefault(str(h.address), fq(h.name))
         static.add(h.name)
+        if h.address is not None:
+            add(h.name, "A", str(h.address), "host")
+            ptr.setdefault(str(h.address), fq(h.name))
+        elif leases.get(h.mac) is not None and leases[h.mac] in config.lan_network:
+            address = str(leases[h.mac])
+            add(h.name, "A", address, "host", DHCP_TTL)
+            if address not in ptr:
+                ptr[address] = fq(h.name)
+                dynamic[address] = "host"
     for r in sorted(config.records.values(), key=lambda r: r.name):
         static.add(r.name)
         for a in r.a:
@@ -215,12 +237,12 @@ def zone_entries(config, wan_ip=None, dhcp=None):
         add(label, "A", str(address), "dhcp", DHCP_TTL)
         if str(address) not in ptr:
             ptr[str(address)] = fq(label)
-            dynamic.add(str(address))
+            dynamic[str(address)] = "dhcp"
     reverse = reverse_zone(config.lan_network)
     rows.append(ZoneEntry(reverse, "NS", server))
     for address, name in ptr.items():
         if address in dynamic:
-            rows.append(ZoneEntry(reverse_name(address), "PTR", name, DHCP_TTL, "dhcp"))
+            rows.append(ZoneEntry(reverse_name(address), "PTR", name, DHCP_TTL, dynamic[address]))
         else:
             rows.append(ZoneEntry(reverse_name(address), "PTR", name))
     return tuple(sorted(set(rows), key=_entry_order))

@@ -13,6 +13,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from allworx.config import BUILTIN_NAMES, ConfigError, ConfigErrors
+from allworx.protocols.dns.zone import zone_entries
 from allworx.protocols.web import changes
 from allworx.protocols.web import forms
 from allworx.protocols.web.metrics import field
@@ -94,31 +95,18 @@ def fetch_summary(entry, now):
 
 
 def configured_zone(config, wan_ip):
-    """The office zone's names as the configuration defines them (guide 10)."""
+    """
+    The office zone as the configuration and the WAN address make it (guide
+    10): the DNS zone's own rows (`zone_entries`), names relative to the
+    domain, without the LAN's reverse zone.
+    """
     domain = config.system.domain
-    lan = str(config.lan_ip)
-    wan = str(wan_ip) if wan_ip else None
-    rows = [("@", "MX", "10 %s.%s" % (config.system.hostname, domain))]
-    for name in BUILTIN_NAMES:
-        if name in ("www", "wan"):
-            if wan:
-                rows.append((name, "A", wan))
-        elif name in ("smtp", "pop"):
-            rows.append((name, "A", lan))
-            if wan:
-                rows.append((name, "A", wan))
-        else:
-            rows.append((name, "A", lan))
-    rows.append((config.system.hostname, "A", lan))
-    for h in sorted(config.hosts.values(), key=lambda h: h.name):
-        rows.append((h.name, "A", str(h.address)))
-    for r in sorted(config.records.values(), key=lambda r: r.name):
-        rows.extend((r.name, "A", str(a)) for a in r.a)
-        rows.extend((r.name, "MX", "%d %s" % m) for m in r.mx)
-        if r.cname:
-            rows.append((r.name, "CNAME", r.cname))
-        if r.txt:
-            rows.append((r.name, "TXT", r.txt))
+    rows = []
+    for e in zone_entries(config, wan_ip or None):
+        if e.name == domain:
+            rows.append(("@", e.rtype, e.value))
+        elif e.name.endswith("." + domain):
+            rows.append((e.name[:-len(domain) - 1], e.rtype, e.value))
     return rows
 
 

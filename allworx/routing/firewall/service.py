@@ -106,7 +106,7 @@ class FirewallService(OfficeService):
         self.hook = None
         self.policy = None
         self.applied = None          # the chains last in the kernel
-        self.host_addresses = {}     # [host] name -> address from its DHCP lease
+        self.lease_addresses = {}    # MAC -> address of its live LAN lease
         self.follow(WanAddressChanged, lambda event: self.refresh("WAN address"))
         self.follow(LeaseEvent, self._lease_event)
         self._applying = None        # Deferred of the apply in progress
@@ -122,10 +122,8 @@ class FirewallService(OfficeService):
     def startService(self):
         OfficeService.startService(self)
         if self.leases is not None:
-            for lease in self.leases.active_leases():
-                list(self._follow_lease(LeaseEvent(
-                    "renewed", lease["mac"], lease["address"], lease["hostname"],
-                    lease["expires"])))
+            self.lease_addresses = {lease["mac"]: ipaddress.IPv4Address(str(lease["address"]))
+                                    for lease in self.leases.active_leases()}
         self.policy = self._build_policy()
         self._sync_hook()
         self._queue_check.start(QUEUE_CHECK_SECONDS, now=False)
@@ -176,21 +174,32 @@ class FirewallService(OfficeService):
             self.refresh("configuration: " + ", ".join(sorted(event.sections)))
 
     def _lease_event(self, event):
-        for why in self._follow_lease(event):
-            self.refresh(why)
+        """
+        A forward whose `to` names a `[host]` follows the lease of that host's
+        MAC, and only that: the name a client sends steers nothing (SPEC 3).
+        """
+        if event.kind in ("granted", "renewed"):
+            address = ipaddress.IPv4Address(str(event.address))
+            if self.lease_addresses.get(event.mac) == address:
+                return
+            self.lease_addresses[event.mac] = address
+            why = "now at %s" % address
+        elif self.lease_addresses.get(event.mac) == ipaddress.IPv4Address(str(event.address)):
+            del self.lease_addresses[event.mac]
+            why = "lease %s" % event.kind
+        else:
+            return
+        for name, host in sorted(self.office.config.hosts.items()):
+            if host.mac == event.mac:
+                self.refresh("host %s %s" % (name, why))
+                return
 
-    def _follow_lease(self, event):
-        """A forward whose `to` names a host follows that host's lease: what moved, and why."""
-        config = self.office.config
-        for name, host in config.hosts.items():
-            if host.mac == event.mac or (event.hostname or "").lower() == name:
-                if event.kind in ("granted", "renewed"):
-                    address = ipaddress.IPv4Address(str(event.address))
-                    if self.host_addresses.get(name) != address:
-                        self.host_addresses[name] = address
-                        yield "host %s now at %s" % (name, address)
-                elif self.host_addresses.pop(name, None) is not None:
-                    yield "host %s lease %s" % (name, event.kind)
+    @property
+    def host_addresses(self):
+        """[host] name -> the address its MAC's lease holds, for those that hold one."""
+        leases = self.lease_addresses
+        return {name: leases[host.mac] for name, host in self.office.config.hosts.items()
+                if host.mac in leases}
 
     def check_queue(self):
         """Count and report the new flows the kernel dropped because the hook fell behind."""

@@ -187,6 +187,28 @@ class ErrorTests(unittest.TestCase):
         fwd = "[forward a]\nwan_port = 81\nto = 192.168.2.9\n\n[forward b]\nwan_port = 81\nto = 192.168.2.10\n"
         self.assertError(with_sections(fwd), "forward b", "wan_port", "already forwarded")
 
+    def test_named_dynamic_host(self):
+        # A [host] with a mac and no address: a named client with a pool address.
+        text = with_sections("[host cam]\nmac = 02:00:00:00:00:51\n\n"
+                             "[host cam2]\nmac = 02:00:00:00:00:52\n\n"
+                             "[forward cam]\nwan_port = 81\nto = cam:80\n")
+        c = C.parse_config(text)
+        self.assertEqual(c.hosts["cam"].mac, "02:00:00:00:00:51")
+        self.assertIsNone(c.hosts["cam"].address)
+        self.assertEqual(C.format_value(C.Host, "address", None), "")
+        self.assertEqual(c.forwards["cam"].to, ("cam", 80))
+
+    def test_host_needs_its_mac(self):
+        self.assertError(with_sections("[host cam]\naddress = 192.168.2.150\n"),
+                         "host cam", "mac", "required")
+        self.assertError(with_sections("[host cam]\n"), "host cam", "mac", "required")
+        two = ("[host a]\nmac = 02:00:00:00:00:51\n\n"
+               "[host b]\nmac = 02:00:00:00:00:51\n")
+        lines = with_sections(two).splitlines()
+        e = self.assertError(with_sections(two), "host b", "mac", "already reserved for host a")
+        self.assertEqual(e.line, lines.index("[host b]") + 2)
+        self.assertNotIn("address", [e.key for e in errors_of(with_sections(two))])
+
     def test_security_mode_needs_wan(self):
         text = replace(MINIMAL, "mode = static", "mode = disabled")
         self.assertError(text, "security", "mode", "needs a WAN")

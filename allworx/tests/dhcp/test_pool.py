@@ -270,6 +270,14 @@ class SettingsTests(unittest.TestCase):
         self.assertEqual(s.size, 100)
         self.assertEqual(PoolSettings.from_config(parse_config(MINIMAL)).lease_time, 86400)
 
+    def test_a_named_dynamic_client_is_not_a_reservation(self):
+        from allworx.config import parse_config
+        from allworx.tests.confs import with_sections
+        config = parse_config(with_sections("[host cam]\nmac = 02:00:00:00:00:51\n"))
+        s = PoolSettings.from_config(config)
+        self.assertEqual(s.reservations, ())
+        self.assertEqual(s.size, 100)
+
     def test_backwards(self):
         self.assertRaises(ValueError, PoolSettings, "192.168.2.9", "192.168.2.1", "192.168.2.254")
 

@@ -244,6 +244,41 @@ class DhcpNameTests(unittest.TestCase):
                          sorted([LAN, str(WAN)]))
         self.assertEqual(zone.answer("11.2.168.192.in-addr.arpa", dns.PTR).rcode, dns.ENAME)
 
+    def test_a_named_dynamic_client_is_named_by_its_mac(self):
+        # [host cam] with a mac and no address: the lease of that MAC, whatever
+        # name the client sends (or none), answers as cam; a guest sending
+        # "cam" never takes the name.
+        text = with_sections("[host cam]\nmac = 02:00:00:00:00:51\n", CONF)
+        self.names.apply(lease("granted", "02:00:00:00:00:99", "192.168.2.66", hostname="cam",
+                               expires=300))
+        zone = zone_for(text, dhcp=self.names.current())
+        self.assertEqual(zone.answer("cam.example.com", dns.A).rcode, dns.ENAME)
+        self.assertEqual(zone.answer("66.2.168.192.in-addr.arpa", dns.PTR).rcode, dns.ENAME)
+        self.names.apply(lease("granted", "02:00:00:00:00:51", "192.168.2.7", hostname=None,
+                               expires=200))
+        zone = zone_for(text, dhcp=self.names.current())
+        self.assertEqual(addresses(zone.answer("cam.example.com", dns.A)), ["192.168.2.7"])
+        ptr = zone.answer("7.2.168.192.in-addr.arpa", dns.PTR).answers[0]
+        self.assertEqual(ptr.payload.name.name, b"cam.example.com")
+        self.assertEqual(ptr.ttl, dnszone.DHCP_TTL)
+        # Its lease ends: the name goes with it.
+        self.names.apply(lease("released", "02:00:00:00:00:51", "192.168.2.7", hostname=None))
+        zone = zone_for(text, dhcp=self.names.current())
+        self.assertEqual(zone.answer("cam.example.com", dns.A).rcode, dns.ENAME)
+
+    def test_a_named_dynamic_client_from_the_lease_table(self):
+        text = with_sections("[host cam]\nmac = 02:00:00:00:00:51\n", CONF)
+        self.names.load([{"mac": "02:00:00:00:00:51", "address": "192.168.2.7",
+                          "hostname": None, "expires": 50}])
+        self.assertEqual(self.names.current(), {})
+        zone = zone_for(text, dhcp=self.names.current())
+        self.assertEqual(addresses(zone.answer("cam.example.com", dns.A)), ["192.168.2.7"])
+
+    def test_a_named_dynamic_client_without_a_lease_has_no_records(self):
+        text = with_sections("[host cam]\nmac = 02:00:00:00:00:51\n", CONF)
+        entries = dnszone.zone_entries(parse_config(text), WAN)
+        self.assertEqual([e for e in entries if e.name.startswith("cam.")], [])
+
     def test_newer_lease_takes_a_contested_name(self):
         self.names.apply(lease("granted", "02:00:00:00:00:01", "192.168.2.10", expires=100))
         self.names.apply(lease("granted", "02:00:00:00:00:02", "192.168.2.20", expires=200))

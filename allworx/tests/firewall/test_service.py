@@ -127,6 +127,53 @@ class ServiceTests(unittest.TestCase):
         self.assertIn("--to-destination 192.168.2.44:80",
                       " ".join(runner.applied[-1][("nat", "AWX-PRE")]))
 
+    def forward_target(self):
+        return FakeHook.instances[-1].policy.forwards[0].target
+
+    def test_a_guest_sending_the_host_name_does_not_move_the_forward(self):
+        # Issue 14, defect 2: only the [host]'s MAC steers its forwards.
+        for kind in ("granted", "renewed"):
+            for name in ("printer", "PRINTER", "printer.local"):
+                self.office.emit(LeaseEvent(kind, "02:00:00:00:00:99",
+                                            ipaddress.IPv4Address("192.168.2.66"), name))
+        self.assertEqual(len(self.runner.applied), 1)
+        self.assertEqual(self.forward_target(), ipaddress.IPv4Address("192.168.2.150"))
+        # The host's own lease still moves it, and a guest's release does not undo that.
+        self.office.emit(LeaseEvent("granted", "02:00:00:00:00:50",
+                                    ipaddress.IPv4Address("192.168.2.44"), None))
+        self.office.emit(LeaseEvent("released", "02:00:00:00:00:99",
+                                    ipaddress.IPv4Address("192.168.2.66"), "printer"))
+        self.assertEqual(self.forward_target(), ipaddress.IPv4Address("192.168.2.44"))
+
+    def test_a_named_dynamic_client_steers_its_forward_by_mac(self):
+        self.office.path = None
+        self.office.put_record("host", "cam", {"mac": "02:00:00:00:00:51"})
+        self.office.patch_record("forward", "camera", {"to": "cam:80"})
+        self.assertIsNone(self.forward_target())
+        self.assertEqual(FakeHook.instances[-1].policy.forwards[0].reason,
+                         "forward camera: host cam has no address")
+        self.office.emit(LeaseEvent("granted", "02:00:00:00:00:99",
+                                    ipaddress.IPv4Address("192.168.2.66"), "cam"))
+        self.assertIsNone(self.forward_target())
+        self.office.emit(LeaseEvent("granted", "02:00:00:00:00:51",
+                                    ipaddress.IPv4Address("192.168.2.7"), "esp-0a1b"))
+        self.assertEqual(self.forward_target(), ipaddress.IPv4Address("192.168.2.7"))
+        self.office.emit(LeaseEvent("expired", "02:00:00:00:00:51",
+                                    ipaddress.IPv4Address("192.168.2.7"), "esp-0a1b"))
+        self.assertIsNone(self.forward_target())
+
+    def test_a_host_follows_its_mac_when_the_config_changes(self):
+        # A lease held before its MAC became a [host]'s steers the forward at
+        # once; the old MAC's lease no longer does.
+        self.office.path = None
+        self.office.emit(LeaseEvent("granted", "02:00:00:00:00:51",
+                                    ipaddress.IPv4Address("192.168.2.7"), None))
+        self.office.emit(LeaseEvent("granted", "02:00:00:00:00:50",
+                                    ipaddress.IPv4Address("192.168.2.44"), None))
+        self.assertEqual(self.forward_target(), ipaddress.IPv4Address("192.168.2.44"))
+        self.office.patch_record("host", "printer", {"mac": "02:00:00:00:00:51"})
+        self.assertEqual(self.forward_target(), ipaddress.IPv4Address("192.168.2.7"))
+
     def test_wan_address_change_reaches_the_hook(self):
         self.office.set_wan_address(ipaddress.IPv4Interface("203.0.113.30/24"), "dhcp")
         self.assertEqual(str(FakeHook.instances[0].policy.wan_ip), "203.0.113.30")

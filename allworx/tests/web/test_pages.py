@@ -164,6 +164,13 @@ class EveryPageTests(LoggedIn):
         self.assertNotIn('value="Reserve"', self.c.get("/dhcp").text)
         self.assertNotIn(">Reserve<", self.c.get("/dhcp").text)
 
+    def test_name_a_dynamic_client(self):
+        # A [host] with a MAC and no address: named, its address from the pool.
+        self.submit("/dhcp", "add_host", name="cam", mac="02:00:00:00:00:51", address="")
+        self.assertIsNone(self.c.office.config.hosts["cam"].address)
+        self.assertIn("<tr><td>cam</td><td><code>02:00:00:00:00:51</code></td>"
+                      "<td>from the pool</td>", self.c.get("/dhcp").text)
+
     def test_html_is_escaped(self):
         self.c.office.set_status("dns", "down", "<script>alert(1)</script>")
         text = self.c.get("/status").text
@@ -564,6 +571,35 @@ class HelperTests(unittest.TestCase):
         self.assertIn(("corp", "A", "192.168.2.254"), rows)
         self.assertIn(("smtp", "A", "203.0.113.2"), rows)
         self.assertNotIn(("www", "A", "None"), pages.configured_zone(config, None))
+
+
+    def test_configured_zone_is_the_zones_own_rows(self):
+        # The page lists what allworx.protocols.dns.zone makes of the config,
+        # names relative to the domain, the reverse zone left out.
+        from allworx.config import parse_config
+        from allworx.protocols.dns import zone as dnszone
+        from allworx.tests.confs import with_sections
+        config = parse_config(with_sections(
+            "[host printer]\nmac = 02:00:00:00:00:50\naddress = 192.168.2.150\n\n"
+            "[host cam]\nmac = 02:00:00:00:00:51\n\n"
+            "[record @]\ntxt = v=spf1 mx -all\n", MINIMAL))
+        rows = pages.configured_zone(config, "203.0.113.2")
+        self.assertIn(("@", "MX", "10 allworx.example.com"), rows)
+        self.assertIn(("allworx", "A", "192.168.2.254"), rows)
+        self.assertIn(("printer", "A", "192.168.2.150"), rows)
+        self.assertIn(("@", "TXT", '"v=spf1 mx -all"'), rows)
+        self.assertEqual([r for r in rows if r[0] == "cam"], [])  # no lease, no address
+        entries = dnszone.zone_entries(config, "203.0.113.2")
+        self.assertEqual(len(rows), len([e for e in entries if "in-addr.arpa" not in e.name]))
+
+    def test_a_builtin_name_added_to_the_zone_shows_without_a_web_change(self):
+        from allworx.config import parse_config
+        from allworx.protocols.dns import zone as dnszone
+        self.patch(dnszone, "BUILTIN_NAMES", dnszone.BUILTIN_NAMES + ("imap",))
+        self.patch(dnszone, "BUILTIN_SIDES", dict(dnszone.BUILTIN_SIDES, imap=("lan", "wan")))
+        rows = pages.configured_zone(parse_config(MINIMAL), "203.0.113.2")
+        self.assertIn(("imap", "A", "192.168.2.254"), rows)
+        self.assertIn(("imap", "A", "203.0.113.2"), rows)
 
 
 class BrokenRuntimeTests(LoggedIn):

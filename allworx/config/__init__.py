@@ -1,0 +1,46 @@
+# -*- test-case-name: allworx.tests.core.test_config -*-
+"""
+tap.conf as a validated model, in three layers (each imports only the ones
+before it):
+
+- `values`: the readers and writers of single values (sizes, durations,
+  addresses, MACs, ports, ...);
+- `model`: the frozen attrs section models, `Config` and its derived facts;
+- `checks`: loading (`load_config`, `parse_config`), the errors with section,
+  key and line, and the checks between keys and sections.
+
+The public names of all three are here too: `from allworx.config import X`.
+"""
+
+from allworx.config.values import (
+    FetchAccount, format_bool, format_fetch_urls, format_forward_target, format_hostport,
+    format_ports_list, format_range, format_sip_digest, format_words, parse_bool,
+    parse_choice, parse_cidr, parse_digits, parse_domain, parse_duration, parse_email,
+    parse_fetch_urls, parse_forward_target, parse_fqdn, parse_hostname, parse_hostport,
+    parse_int, parse_ip, parse_ip_list, parse_mac, parse_mx_list, parse_optional,
+    parse_password_hash, parse_pool_range, parse_port, parse_port_range, parse_ports_list,
+    parse_sip_digest_key, parse_size, parse_words)
+from allworx.config.model import (
+    BUILTIN_NAMES, RECORD_SECTIONS, REQUIRED, SECURITY_MODES, SETTINGS_SECTIONS, WAN_MODES,
+    Alias, Config, DhcpSettings, DnsSettings, Forward, Host, LanSettings, LdapSettings,
+    MailSettings, NtpSettings, Pop3Settings, Record, SecuritySettings, SipSettings,
+    SystemSettings, User, WanSettings, WebSettings, format_value, key, keys_of, resolve_pool)
+from allworx.config.checks import (
+    ConfigError, ConfigErrors, config_from_document, load_config, parse_config)
+
+__all__ = [
+    "FetchAccount", "format_bool", "format_fetch_urls", "format_forward_target",
+    "format_hostport", "format_ports_list", "format_range", "format_sip_digest",
+    "format_words", "parse_bool", "parse_choice", "parse_cidr", "parse_digits",
+    "parse_domain", "parse_duration", "parse_email", "parse_fetch_urls",
+    "parse_forward_target", "parse_fqdn", "parse_hostname", "parse_hostport", "parse_int",
+    "parse_ip", "parse_ip_list", "parse_mac", "parse_mx_list", "parse_optional",
+    "parse_password_hash", "parse_pool_range", "parse_port", "parse_port_range",
+    "parse_ports_list", "parse_sip_digest_key", "parse_size", "parse_words",
+    "BUILTIN_NAMES", "RECORD_SECTIONS", "REQUIRED", "SECURITY_MODES", "SETTINGS_SECTIONS",
+    "WAN_MODES", "Alias", "Config", "DhcpSettings", "DnsSettings", "Forward", "Host",
+    "LanSettings", "LdapSettings", "MailSettings", "NtpSettings", "Pop3Settings", "Record",
+    "SecuritySettings", "SipSettings", "SystemSettings", "User", "WanSettings", "WebSettings",
+    "format_value", "key", "keys_of", "resolve_pool",
+    "ConfigError", "ConfigErrors", "config_from_document", "load_config", "parse_config",
+]

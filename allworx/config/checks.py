@@ -1,0 +1,359 @@
+# -*- test-case-name: allworx.tests.core.test_config -*-
+"""
+Loading tap.conf: `load_config` reads the whole file and returns a `Config`,
+or raises `ConfigErrors` listing every problem with its section, key and line;
+the checks between keys and sections (ranges inside the LAN, references) run
+after each section has been read on its own.
+"""
+
+import difflib
+
+import attr
+
+from allworx.config.model import (
+    BUILTIN_NAMES, RECORD_NAME, RECORD_SECTIONS, REQUIRED, SETTINGS_SECTIONS, Config, keys_of)
+from allworx.config.values import parse_email
+from allworx.inifile import IniDocument, IniSyntaxError
+
+
+# ---------------------------------------------------------------- errors
+
+@attr.s(frozen=True, slots=True)
+class ConfigError:
+    """One problem in the file, pinned to a section, key and line."""
+
+    section = attr.ib()
+    key = attr.ib()
+    line = attr.ib()
+    message = attr.ib()
+
+    def __str__(self):
+        where = "[%s]" % self.section if self.section else "file"
+        if self.key:
+            where += " %s" % self.key
+        if self.line:
+            where = "line %d: %s" % (self.line, where)
+        return "%s: %s" % (where, self.message)
+
+    def as_dict(self):
+        return {"section": self.section, "key": self.key, "line": self.line,
+                "message": self.message}
+
+
+class ConfigErrors(ValueError):
+    """Every error found in a config, in file order."""
+
+    def __init__(self, errors, path=None):
+        self.errors = sorted(errors, key=lambda e: (e.line or 0, e.section or "", e.key or ""))
+        self.path = path
+        ValueError.__init__(self, self.report())
+
+    def report(self):
+        head = "%s: " % self.path if self.path else ""
+        return "\n".join(head + str(e) for e in self.errors)
+
+
+def _did_you_mean(word, choices):
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return "; did you mean %r?" % close[0] if close else ""
+
+
+# ---------------------------------------------------------------- loading
+
+def load_config(path, data_dir=None):
+    """Read and validate the file at `path`; raises ConfigErrors."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigErrors([ConfigError(None, None, 0, "cannot read: %s" % e.strerror)], path)
+    except UnicodeDecodeError as e:
+        raise ConfigErrors([ConfigError(None, None, 0, "not UTF-8 text: %s" % e)], path)
+    return parse_config(text, path=path, data_dir=data_dir)
+
+
+def parse_config(text, path=None, data_dir=None):
+    """Validate INI `text` into a Config; raises ConfigErrors."""
+    try:
+        doc = IniDocument.parse(text)
+    except IniSyntaxError as e:
+        raise ConfigErrors([ConfigError(None, None, e.line, "%s: %r" % (e.reason, e.text.strip()))], path)
+    return config_from_document(doc, path=path, data_dir=data_dir)
+
+
+def config_from_document(doc, path=None, data_dir=None):
+    """Validate a parsed document; raises ConfigErrors naming every problem."""
+    errors = []
+    settings = {}
+    records = {kind: {} for kind in RECORD_SECTIONS}
+    lines = {}  # (section name, key) -> line, for cross-checks
+    seen = {}
+
+    for section in doc.sections:
+        kind, label = section.kind, section.label
+        norm = "%s %s" % (kind, label) if label else kind
+        if norm in seen:
+            errors.append(ConfigError(section.name, None, section.line,
+                                      "duplicate section (first at line %d)" % seen[norm]))
+            continue
+        seen[norm] = section.line
+        if kind in SETTINGS_SECTIONS and label is None:
+            cls = SETTINGS_SECTIONS[kind]
+        elif kind in RECORD_SECTIONS and label:
+            cls = RECORD_SECTIONS[kind]
+            if not RECORD_NAME[kind].match(label):
+                errors.append(ConfigError(section.name, None, section.line,
+                                          "%r is not a valid %s name" % (label, kind)))
+                continue
+        elif kind in RECORD_SECTIONS:
+            errors.append(ConfigError(section.name, None, section.line,
+                                      "needs a name: [%s NAME]" % kind))
+            continue
+        elif kind in SETTINGS_SECTIONS:
+            errors.append(ConfigError(section.name, None, section.line,
+                                      "[%s] takes no name" % kind))
+            continue
+        else:
+            errors.append(ConfigError(section.name, None, section.line,
+                                      "unknown section" + _did_you_mean(
+                                          kind, list(SETTINGS_SECTIONS) + list(RECORD_SECTIONS))))
+            continue
+        values, failed = _read_section(section, cls, errors, lines)
+        if label is None:
+            settings[kind] = (cls, values, section, failed)
+        else:
+            records[kind][label] = (cls, values, section, failed)
+
+    built = {}
+    for kind, cls in SETTINGS_SECTIONS.items():
+        cls, values, section, failed = settings.get(kind, (cls, {}, None, ()))
+        built[kind] = _build(kind, None, cls, values, section, failed, errors)
+    built_records = {}
+    for kind, items in records.items():
+        out = {}
+        for label, (cls, values, section, failed) in items.items():
+            obj = _build(kind, label, cls, values, section, failed, errors)
+            if obj is not None:
+                out[label] = obj
+        built_records[kind] = out
+
+    config = Config(
+        users=built_records["user"], aliases=built_records["alias"],
+        hosts=built_records["host"], records=built_records["record"],
+        forwards=built_records["forward"], doc=doc, path=path, **built)
+    complete = all(v is not None for v in built.values())
+    if data_dir and complete:
+        config = config.with_data_dir(data_dir)
+    declared = {kind: set(items) for kind, items in records.items()}
+    _cross_check(config, lines, errors, complete, declared)
+    if errors:
+        raise ConfigErrors(errors, path)
+    return config
+
+
+def _read_section(section, cls, errors, lines):
+    """Parse each key of `section`: (values, keys that failed to parse)."""
+    fields = {f.name: f for f in keys_of(cls)}
+    values = {}
+    failed = set()
+    for entry in section.entries():
+        lines[(section.name, entry.key)] = entry.line
+        if entry.key in values:
+            errors.append(ConfigError(section.name, entry.key, entry.line, "duplicate key"))
+            continue
+        field = fields.get(entry.key)
+        if field is None:
+            errors.append(ConfigError(section.name, entry.key, entry.line,
+                                      "unknown key" + _did_you_mean(entry.key, fields)))
+            continue
+        try:
+            values[entry.key] = field.metadata["parse"](entry.value)
+        except ValueError as e:
+            errors.append(ConfigError(section.name, entry.key, entry.line, str(e)))
+            failed.add(entry.key)
+    lines[(section.name, None)] = section.line
+    return values, failed
+
+
+def _build(kind, label, cls, values, section, failed, errors):
+    required = [f.name for f in keys_of(cls) if f.default is REQUIRED]
+    if any(k in failed for k in required):
+        return None
+    missing = [k for k in required if k not in values]
+    name = section.name if section is not None else kind
+    line = section.line if section is not None else 0
+    for k in missing:
+        errors.append(ConfigError(name, k, line, "is required" if section is not None
+                                  else "is required (the section [%s] is missing)" % kind))
+    if missing:
+        return None
+    # Keys that failed to parse are absent here: their defaults stand in so
+    # the cross-checks still run; the error is already recorded.
+    if label is not None:
+        return cls(name=label, **values)
+    return cls(**values)
+
+
+def _cross_check(c, lines, errors, complete=True, declared=None):
+    """
+    Checks between keys and sections: ranges inside the LAN, references.
+    With sections that failed to load (`complete` false, those sections None)
+    the groups of checks that need them are skipped, the others still run, so
+    one pass reports as much as it can.
+    """
+
+    def err(section, key, message):
+        errors.append(ConfigError(section, key, lines.get((section, key)) or
+                                  lines.get((section, None)) or 0, message))
+
+    for check in (_check_network, _check_services, _check_users_aliases,
+                  _check_hosts_records, _check_forwards):
+        try:
+            check(c, err, declared or {})
+        except AttributeError:
+            if complete:
+                raise
+
+
+def _check_network(c, err, declared):
+    lan = c.lan.address
+    if c.wan.mode != "disabled" and not c.wan.interface:
+        err("wan", "interface", "is required when mode is %s" % c.wan.mode)
+    if c.wan.interface and c.wan.interface == c.lan.interface:
+        err("wan", "interface", "is the same interface as the LAN")
+    if c.wan.mode == "static":
+        if c.wan.address is None:
+            err("wan", "address", "is required when mode is static")
+        if c.wan.gateway is None:
+            err("wan", "gateway", "is required when mode is static")
+    if c.wan.address is not None and c.wan.address.network.overlaps(lan.network):
+        err("wan", "address", "%s overlaps the LAN %s" % (c.wan.address.network, lan.network))
+    if (c.wan.address is not None and c.wan.gateway is not None
+            and c.wan.gateway not in c.wan.address.network):
+        err("wan", "gateway", "%s is not in the WAN subnet %s" % (c.wan.gateway, c.wan.address.network))
+    if c.lan.gateway is not None and c.lan.gateway not in lan.network:
+        err("lan", "gateway", "%s is not in the LAN subnet %s" % (c.lan.gateway, lan.network))
+    if c.lan.gateway is not None and c.lan.gateway == lan.ip:
+        err("lan", "gateway", "is the server's own LAN address")
+    # Security
+    if c.security.mode != "lan-only" and c.wan.mode == "disabled":
+        err("security", "mode", "%s needs a WAN: set [wan] mode to static or dhcp, "
+            "or use lan-only" % c.security.mode)
+
+
+def _check_services(c, err, declared):
+    try:
+        first, last = c.pool
+        if int(last) - int(first) > 253:
+            err("dhcp", "range", "a pool holds at most 254 addresses")
+    except ValueError as e:
+        err("dhcp", "range", str(e))
+    # DNS
+    if c.dns.use_forwarders and c.dns.enabled and c.dns.primary is None:
+        err("dns", "primary", "is required when use_forwarders = yes (the ISP's DNS server)")
+    if c.security.mode == "lan-only" and c.dhcp.enabled and c.dns.primary is None:
+        err("dns", "primary", "is required in lan-only mode: DHCP hands it out as the DNS server")
+    low, high = c.sip.rtp_ports
+    if low <= c.sip.port <= high:
+        err("sip", "rtp_ports", "includes the SIP port %d" % c.sip.port)
+
+
+def _check_users_aliases(c, err, declared):
+    extensions = {}
+    for u in c.users.values():
+        section = "user %s" % u.name
+        if u.extension:
+            if u.extension in extensions:
+                err(section, "extension", "%s is already the extension of user %s"
+                    % (u.extension, extensions[u.extension]))
+            extensions[u.extension] = u.name
+            if c.sip is not None and u.extension == c.sip.voicemail_number:
+                err(section, "extension", "%s is the voicemail number" % u.extension)
+    for a in c.aliases.values():
+        section = "alias %s" % a.name
+        if not a.to:
+            err(section, "to", "names nobody")
+        for target in a.to:
+            if "@" in target:
+                try:
+                    parse_email(target)
+                except ValueError as e:
+                    err(section, "to", str(e))
+            elif target not in declared.get("user", c.users) and target not in c.aliases:
+                err(section, "to", "names unknown user or alias %r%s" % (
+                    target, _did_you_mean(target, list(c.users) + list(c.aliases))))
+        loop = _alias_loop(c, a.name)
+        if loop:
+            err(section, "to", "alias loop: %s" % " -> ".join(loop))
+
+
+def _check_hosts_records(c, err, declared):
+    for r in c.records.values():
+        section = "record %s" % r.name
+        if r.name in BUILTIN_NAMES:
+            err(section, None, "%r is a built-in name of the zone" % r.name)
+        if r.name in c.hosts:
+            err(section, None, "%r is already a [host]" % r.name)
+        if r.cname and (r.a or r.mx or r.txt):
+            err(section, "cname", "a name with a cname can have no other records")
+        if r.cname and r.name == "@":
+            err(section, "cname", "the domain itself cannot be a cname")
+        if not (r.a or r.mx or r.cname or r.txt):
+            err(section, None, "has no records (a, mx, cname or txt)")
+    macs, addrs = {}, {}
+    for h in c.hosts.values():
+        section = "host %s" % h.name
+        if h.name in BUILTIN_NAMES:
+            err(section, None, "%r is a built-in name of the zone" % h.name)
+        if h.mac in macs:
+            err(section, "mac", "%s is already reserved for host %s" % (h.mac, macs[h.mac]))
+        macs[h.mac] = h.name
+        if h.address is None:
+            continue  # a named dynamic client
+        if h.address in addrs:
+            err(section, "address", "%s is already reserved for host %s" % (h.address, addrs[h.address]))
+        addrs[h.address] = h.name
+    lan = c.lan.address
+    for h in c.hosts.values():
+        section = "host %s" % h.name
+        if h.address is None:
+            continue
+        if h.address not in lan.network:
+            err(section, "address", "%s is not in the LAN subnet %s" % (h.address, lan.network))
+        elif h.address in (lan.ip, lan.network.network_address, lan.network.broadcast_address):
+            err(section, "address", "%s is not a usable host address" % h.address)
+
+
+def _check_forwards(c, err, declared):
+    ports = {}
+    for f in c.forwards.values():
+        k = (f.proto, f.wan_port)
+        if k in ports:
+            err("forward %s" % f.name, "wan_port", "%d/%s is already forwarded by %s"
+                % (f.wan_port, f.proto, ports[k]))
+        ports[k] = f.name
+    for f in c.forwards.values():
+        section = "forward %s" % f.name
+        target = f.to[0]
+        if isinstance(target, str):
+            if target not in declared.get("host", c.hosts):
+                err(section, "to", "names unknown host %r%s" % (
+                    target, _did_you_mean(target, c.hosts)))
+        elif target not in c.lan_network or target == c.lan_ip:
+            err(section, "to", "%s is not a LAN device's address in %s" % (target, c.lan_network))
+
+
+def _alias_loop(c, start):
+    """The path of a loop through aliases starting at `start`, or None."""
+    def walk(name, path):
+        for t in c.aliases[name].to:
+            if t == name and t in c.users:
+                continue  # the user behind an alias of the same name (guide 9.2)
+            if t == start:
+                return path + [t]
+            if t in c.aliases and t not in path:
+                found = walk(t, path + [t])
+                if found:
+                    return found
+        return None
+    return walk(start, [start])

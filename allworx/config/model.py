@@ -1,0 +1,311 @@
+# -*- test-case-name: allworx.tests.core.test_config -*-
+"""
+tap.conf as a validated model.
+
+Each section is a frozen attrs class whose fields are the section's keys; a
+field's metadata names the function that reads it from text (and raises
+ValueError with a sentence saying what is wrong) and the one that writes it back.
+`Config` holds every section and the derived facts several services need.
+"""
+
+import re
+
+import attr
+
+from allworx.config.values import (
+    HOST_LABEL, format_bool, format_fetch_urls, format_forward_target, format_hostport,
+    format_ports_list, format_range, format_sip_digest, format_words, parse_bool,
+    parse_choice, parse_cidr, parse_digits, parse_domain, parse_duration, parse_email,
+    parse_fetch_urls, parse_forward_target, parse_fqdn, parse_hostname, parse_hostport,
+    parse_ip, parse_ip_list, parse_mac, parse_mx_list, parse_optional, parse_password_hash,
+    parse_pool_range, parse_port, parse_port_range, parse_ports_list, parse_sip_digest_key,
+    parse_size, parse_words)
+
+REQUIRED = attr.NOTHING
+
+
+# ---------------------------------------------------------------- the model
+
+def key(parse, default=REQUIRED, fmt=str, doc=""):
+    """A config key: how to read it, its default, how to write it back."""
+    return attr.ib(default=default, metadata={"parse": parse, "format": fmt, "doc": doc})
+
+
+SECURITY_MODES = ("lan-only", "router", "firewall-nat", "firewall-nat-dmz")
+WAN_MODES = ("static", "dhcp", "disabled")
+
+
+@attr.s(frozen=True, slots=True)
+class SystemSettings:
+    domain = key(parse_domain, doc="the office's DNS and mail domain")
+    hostname = key(parse_hostname, "allworx", doc="the server's own name")
+    data_dir = key(str, "/var/lib/allworx", doc="leases, mail, greetings, state")
+    admin_email = key(parse_optional(parse_email), None, fmt=lambda v: v or "")
+
+
+@attr.s(frozen=True, slots=True)
+class LanSettings:
+    interface = key(str)
+    address = key(parse_cidr)
+    gateway = key(parse_optional(parse_ip), None, fmt=lambda v: str(v or ""),
+                  doc="the LAN's router in lan-only mode")
+
+
+@attr.s(frozen=True, slots=True)
+class WanSettings:
+    mode = key(parse_choice(WAN_MODES), "disabled")
+    interface = key(str, "")
+    address = key(parse_optional(parse_cidr), None, fmt=lambda v: str(v or ""))
+    gateway = key(parse_optional(parse_ip), None, fmt=lambda v: str(v or ""))
+
+
+@attr.s(frozen=True, slots=True)
+class SecuritySettings:
+    mode = key(parse_choice(SECURITY_MODES), "firewall-nat")
+    dmz_open = key(parse_ports_list, (), fmt=format_ports_list)
+
+
+@attr.s(frozen=True, slots=True)
+class DhcpSettings:
+    enabled = key(parse_bool, True, fmt=format_bool)
+    range = key(parse_pool_range, (1, 100), fmt=format_range)
+    lease_time = key(parse_duration(60, 365 * 86400), 86400)
+
+
+@attr.s(frozen=True, slots=True)
+class DnsSettings:
+    enabled = key(parse_bool, True, fmt=format_bool)
+    primary = key(parse_optional(parse_ip), None, fmt=lambda v: str(v or ""))
+    secondary = key(parse_optional(parse_ip), None, fmt=lambda v: str(v or ""))
+    use_forwarders = key(parse_bool, True, fmt=format_bool)
+    port = key(parse_port, 53)
+
+
+@attr.s(frozen=True, slots=True)
+class MailSettings:
+    enabled = key(parse_bool, True, fmt=format_bool)
+    relay_from_wan = key(parse_bool, False, fmt=format_bool)
+    smarthost = key(parse_optional(parse_hostport(25)), None,
+                    fmt=lambda v: format_hostport(v) if v else "")
+    max_message_size = key(parse_size, 10 * 1024 * 1024)
+    fetch_interval = key(parse_duration(10, 86400), 300)
+    smtp_port = key(parse_port, 25)
+    submission_port = key(parse_port, 587)
+
+
+@attr.s(frozen=True, slots=True)
+class Pop3Settings:
+    enabled = key(parse_bool, True, fmt=format_bool)
+    wan = key(parse_bool, False, fmt=format_bool)
+    port = key(parse_port, 110)
+    pop3s_port = key(parse_port, 995)
+
+
+@attr.s(frozen=True, slots=True)
+class SipSettings:
+    enabled = key(parse_bool, True, fmt=format_bool)
+    voicemail_timeout = key(parse_duration(1, 600), 20)
+    voicemail_number = key(parse_digits(2, 8), "400")
+    rtp_ports = key(parse_port_range, (10000, 20000), fmt=format_range)
+    port = key(parse_port, 5060)
+
+
+@attr.s(frozen=True, slots=True)
+class WebSettings:
+    admin_password = key(parse_password_hash)
+    admin_port = key(parse_port, 8080)
+    http_port = key(parse_port, 80)
+
+
+@attr.s(frozen=True, slots=True)
+class LdapSettings:
+    enabled = key(parse_bool, True, fmt=format_bool)
+    port = key(parse_port, 389)
+
+
+@attr.s(frozen=True, slots=True)
+class NtpSettings:
+    enabled = key(parse_bool, True, fmt=format_bool)
+    port = key(parse_port, 123)
+
+
+@attr.s(frozen=True, slots=True)
+class User:
+    """One person: mailbox, extension, voicemail, fetch accounts, directory entry."""
+
+    name = attr.ib()
+    password = key(parse_password_hash)
+    full_name = key(str, "")
+    extension = key(parse_optional(parse_digits(2, 8)), None, fmt=lambda v: v or "")
+    voicemail_pin = key(parse_optional(parse_digits(4, 10)), None, fmt=lambda v: v or "")
+    email_forward = key(parse_optional(parse_email), None, fmt=lambda v: v or "")
+    pop3_fetch = key(parse_fetch_urls, (), fmt=format_fetch_urls)
+    # H(extension:domain:password) for SIP digest; written with the password
+    # by `allworx passwd --sip EXT@DOMAIN` and by the admin pages and API.
+    sip_digest = key(parse_optional(parse_sip_digest_key), None, fmt=format_sip_digest)
+
+
+@attr.s(frozen=True, slots=True)
+class Alias:
+    """A mail address of the domain that expands to users and outside addresses."""
+
+    name = attr.ib()
+    to = key(parse_words, fmt=format_words)
+
+
+@attr.s(frozen=True, slots=True)
+class Host:
+    """
+    A device's name, bound to its MAC: with an `address`, a DHCP reservation
+    that is also a DNS name; without one, a named dynamic client whose name
+    follows whatever address that MAC's lease holds (SPEC 1, 3).
+    """
+
+    name = attr.ib()
+    mac = key(parse_mac)
+    address = key(parse_optional(parse_ip), None, fmt=lambda v: str(v or ""))
+
+
+@attr.s(frozen=True, slots=True)
+class Record:
+    """Static DNS records for one name of the zone (`@` is the domain itself)."""
+
+    name = attr.ib()
+    a = key(parse_ip_list, (), fmt=lambda v: " ".join(map(str, v)))
+    mx = key(parse_mx_list, (), fmt=lambda v: ", ".join("%d %s" % m for m in v))
+    cname = key(parse_optional(parse_fqdn), None, fmt=lambda v: v or "")
+    txt = key(str, "")
+
+
+@attr.s(frozen=True, slots=True)
+class Forward:
+    """A LAN device's service made visible on a WAN port (guide 4.3)."""
+
+    name = attr.ib()
+    wan_port = key(parse_port)
+    to = key(parse_forward_target, fmt=format_forward_target)
+    proto = key(parse_choice(("tcp", "udp")), "tcp")
+
+    @property
+    def to_port(self):
+        return self.to[1] if self.to[1] is not None else self.wan_port
+
+
+SETTINGS_SECTIONS = {
+    "system": SystemSettings, "lan": LanSettings, "wan": WanSettings,
+    "security": SecuritySettings, "dhcp": DhcpSettings, "dns": DnsSettings,
+    "mail": MailSettings, "pop3": Pop3Settings, "sip": SipSettings,
+    "web": WebSettings, "ldap": LdapSettings, "ntp": NtpSettings,
+}
+RECORD_SECTIONS = {
+    "user": User, "alias": Alias, "host": Host, "record": Record, "forward": Forward,
+}
+# Names of the zone the server itself defines (guide 10).
+BUILTIN_NAMES = ("www", "corp", "admin", "lan", "wan", "smtp", "pop")
+
+RECORD_NAME = {
+    "user": re.compile(r"^[a-z][a-z0-9._-]{0,31}$"),
+    "alias": re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}$"),
+    "host": HOST_LABEL,
+    "record": re.compile(r"^(@|(?!-)[a-z0-9_-]{1,63}(\.(?!-)[a-z0-9_-]{1,63})*)$"),
+    "forward": re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$"),
+}
+
+
+def keys_of(cls):
+    """The config keys of a model class, in file order."""
+    return [f for f in attr.fields(cls) if "parse" in f.metadata]
+
+
+def format_value(cls, name, value):
+    """Write a model value back as the text of its key."""
+    field = attr.fields_dict(cls)[name]
+    return field.metadata["format"](value)
+
+
+@attr.s(frozen=True, slots=True)
+class Config:
+    """The whole validated configuration; `doc` is the text it came from."""
+
+    system = attr.ib()
+    lan = attr.ib()
+    wan = attr.ib()
+    security = attr.ib()
+    dhcp = attr.ib()
+    dns = attr.ib()
+    mail = attr.ib()
+    pop3 = attr.ib()
+    sip = attr.ib()
+    web = attr.ib()
+    ldap = attr.ib()
+    ntp = attr.ib()
+    users = attr.ib(factory=dict)
+    aliases = attr.ib(factory=dict)
+    hosts = attr.ib(factory=dict)
+    records = attr.ib(factory=dict)
+    forwards = attr.ib(factory=dict)
+    doc = attr.ib(default=None, eq=False, repr=False)
+    path = attr.ib(default=None, eq=False)
+
+    # Derived facts that several services need, computed in one place.
+
+    @property
+    def lan_ip(self):
+        return self.lan.address.ip
+
+    @property
+    def lan_network(self):
+        return self.lan.address.network
+
+    @property
+    def pool(self):
+        """(first, last) addresses of the DHCP pool."""
+        return resolve_pool(self.dhcp.range, self.lan.address)
+
+    @property
+    def router_for_lan(self):
+        """The gateway DHCP hands out (guide 4.3, 5)."""
+        if self.security.mode == "lan-only":
+            return self.lan.gateway
+        return self.lan_ip
+
+    @property
+    def dns_for_lan(self):
+        """The DNS servers DHCP hands out."""
+        if self.security.mode == "lan-only":
+            return tuple(ip for ip in (self.dns.primary, self.dns.secondary) if ip)
+        if self.dns.enabled:
+            return (self.lan_ip,)
+        return tuple(ip for ip in (self.dns.primary, self.dns.secondary) if ip)
+
+    @property
+    def forwarding(self):
+        """Whether the kernel forwards between LAN and WAN in this mode."""
+        return self.security.mode != "lan-only" and self.wan.mode != "disabled"
+
+    def user_by_extension(self, extension):
+        for u in self.users.values():
+            if u.extension == extension:
+                return u
+        return None
+
+    def with_data_dir(self, data_dir):
+        return attr.evolve(self, system=attr.evolve(self.system, data_dir=data_dir))
+
+
+def resolve_pool(range_, address):
+    """Turn a `range` value into (first, last) addresses inside the LAN subnet."""
+    net = address.network
+    first, last = range_
+    if isinstance(first, int):
+        size = net.num_addresses
+        if last >= size - 1:
+            raise ValueError("host number %d is outside %s (largest is %d)"
+                             % (last, net, size - 2))
+        return (net.network_address + first, net.network_address + last)
+    for ip in (first, last):
+        if ip not in net or ip in (net.network_address, net.broadcast_address):
+            raise ValueError("%s is not a host address of the LAN %s" % (ip, net))
+    if last < first:
+        raise ValueError("the range %s-%s is backwards" % (first, last))
+    return (first, last)
