@@ -2,8 +2,8 @@
 Integration test of the phones in the virtual office (lab prefix `awp`): the
 real server in its namespace, two baresip phones (phone1 = alice 101,
 phone2 = bob 102) driven headless through ctrl_tcp, a SUBSCRIBE client of
-our own for message waiting, and POP3 for bob's mailbox. Skipped without
-root or without baresip.
+our own for message waiting, and POP3 for bob's mailbox. It needs root and
+baresip (the lab's `start_lab` decides what a missing one means).
 
 The test synchronises on events, never on fixed sleeps or log text: the
 server's admin API (status, registrations, calls), baresip's ctrl_tcp events
@@ -24,7 +24,6 @@ import json
 import math
 import os
 import poplib
-import shutil
 import socket
 import struct
 import subprocess
@@ -427,9 +426,7 @@ class PhoneLabTests(unittest.TestCase):
 
     def setUp(self):
         from allworx.lab.namespaces import start_lab
-        if shutil.which("baresip") is None:
-            raise unittest.SkipTest("baresip (Debian package baresip) is not installed")
-        self.lab = start_lab(self, prefix=PREFIX)
+        self.lab = start_lab(self, prefix=PREFIX, programs=("baresip",))
         from allworx.tests.lab.server import LabServer
         self.work = os.path.join(self.lab.state_dir, "phones")
         os.makedirs(self.work, exist_ok=True)
