@@ -51,12 +51,12 @@ def build_children(office):
     dns = DnsService(office)
     ntp = NtpService(office)
     mail = MailService(office)
-    sip = SipService(office)
+    sip = SipService(office, mail_store=mail.store)
     ldap = LdapService(office)
     web = WebService(office, Views(
         leases=dhcp.leases, rogues=dhcp.rogues, connections=firewall.connections,
         zone=dns.keeper, mail_store=mail.store, mail_queue=mail.queue, fetch=mail.fetch,
-        registrations=sip.core.registrar, calls=sip.core.calls))
+        registrations=sip.registrations, calls=sip.calls))
     return [network, firewall, dhcp, dns, ntp, mail, sip, ldap, web]
 
 

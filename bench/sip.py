@@ -76,8 +76,6 @@ def serve(port, data_dir, stats_path):
         def list_messages(self, user):
             return []
 
-    office.runtime.mail_store = CountingStore()
-
     def observe(event):
         if event.get("log_format", "").startswith("voicemail RTP"):
             stats["rtp_received"] += event["received"]
@@ -86,11 +84,10 @@ def serve(port, data_dir, stats_path):
     globalLogPublisher.addObserver(observe)
     globalLogBeginner.beginLoggingTo([], redirectStandardIO=False, discardBuffer=True)
 
-    service = sip.SipService(office, reactor)
+    service = sip.SipService(office, CountingStore(), reactor)
     service.core.ua.prompts.spoken = True        # tones: no espeak run in the benchmark
-    service._listeners_orig = service._listeners
 
-    def listeners():
+    def listeners(config):
         proto = sip.SipDatagram(service.core)
 
         def udp():
@@ -98,7 +95,7 @@ def serve(port, data_dir, stats_path):
             service.udp.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             return service.udp
         return [("udp %d" % port, port, udp)]
-    service._listeners = listeners
+    service.build_listeners = listeners
     service.startService()
     if service.failed:
         sys.exit("cannot serve SIP: %s" % "; ".join(service.failed))

@@ -10,6 +10,7 @@ import itertools
 import os
 
 from twisted.internet import defer, task
+from twisted.internet.testing import MemoryReactorClock
 from zope.interface import implementer
 
 from allworx.config import parse_config
@@ -17,6 +18,7 @@ from allworx.interfaces import IMailStore
 from allworx.office import MailboxChanged, Office
 from allworx.passwords import sip_digest
 from allworx.protocols.sip import service as sip
+from allworx.protocols.sip.core import Destination
 from allworx.protocols.sip.message import parse
 from allworx.protocols.sip.registrar import parse_authorization
 from allworx.tests.confs import NETWORK, PW_HASH
@@ -125,20 +127,37 @@ class FakeUdpPort:
         self.closed = True
 
 
-class Harness:
-    """A SipCore with its parts on a Clock; `sent` holds (message, destination)."""
+class UdpMemoryReactor(MemoryReactorClock):
+    """MemoryReactorClock that also records listenUDP (FakeUdpPorts by port number)."""
 
-    def __init__(self, data_dir):
+    def __init__(self):
+        MemoryReactorClock.__init__(self)
+        self.udpPorts = {}
+
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+        p = FakeUdpPort(port, protocol)
+        protocol.makeConnection(p)
+        self.udpPorts[port] = p
+        return p
+
+
+class Harness:
+    """
+    A SipCore with its parts on a Clock; `sent` holds (message, destination).
+    Voicemail goes to a FakeMailStore (`store`), or nowhere with
+    `mailboxes=False`. MailboxChanged reaches message waiting as the
+    service would hand it.
+    """
+
+    def __init__(self, data_dir, mailboxes=True):
         self.office = office(data_dir)
         self.clock = task.Clock()
-        self.core = sip.build_core(self.office, self.clock)
+        self.store = FakeMailStore(self.office) if mailboxes else None
+        self.rtp_ports = []
+        self.core = sip.build_core(self.office, self.clock, self.store, listen_udp=self._listen)
         self.sent = []
         self.core.send_raw = lambda data, dest: self.sent.append((data, dest))
-        self.rtp_ports = []
-        self.core.ua._listen_udp = self._listen
-        self.store = FakeMailStore(self.office)
-        self.office.runtime.mail_store = self.store
-        self.core.mwi.start()
+        self.office.subscribe(MailboxChanged, self.core.mwi.mailbox_changed)
 
     def _listen(self, port, protocol):
         p = FakeUdpPort(port, protocol)
@@ -149,7 +168,7 @@ class Harness:
     def receive(self, data, source=("192.168.2.11", 5060), transport="UDP"):
         if isinstance(data, str):
             data = data.encode()
-        self.core.receive(data, sip.Destination(transport, source[0], source[1]))
+        self.core.receive(data, Destination(transport, source[0], source[1]))
 
     def take(self):
         """The messages sent since the last call, parsed, with their destinations."""

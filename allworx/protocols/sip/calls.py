@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from allworx.interfaces import ICalls
+from allworx.protocols.sip.core import FORK_BRANCH, Destination
 from allworx.protocols.sip.message import NameAddr, Request, SipParseError, SipUri, make_response
 
 log = Logger()
@@ -103,7 +104,6 @@ class ForkedCall:
         copy.remove("Route")
         copy.add("Record-Route", "<sip:%s:%d;lr>" % (self.core.local_host(dest.host), self.core.port),
                  first=True)
-        from allworx.protocols.sip.service import FORK_BRANCH
         copy.add("Via", self.core.via_for(dest, FORK_BRANCH + os.urandom(8).hex()), first=True)
         return copy
 
@@ -155,7 +155,7 @@ class ForkedCall:
             return
         self.done = True
         codes = [b.final for b in self.branches]
-        if self.router.office.runtime.mail_store is None:
+        if not self.router.takes_messages:
             # No mailbox to take a message: the caller hears the phones' answer.
             best = 486 if 486 in codes else min(codes)
             log.info("call {call_id} to {user}: {code}, and no voicemail", code=best,
@@ -232,16 +232,25 @@ class ForkedCall:
 
 @implementer(ICalls)
 class CallRouter:
-    """Routes new INVITEs: to an extension's phones, to voicemail, or 404."""
+    """
+    Routes new INVITEs: to an extension's phones, to voicemail, or 404.
+    `mail_store` is where voicemail goes (IMailStore); None when the server
+    has no mailboxes.
+    """
 
-    def __init__(self, core, office, clock):
+    def __init__(self, core, office, clock, mail_store):
         self.core = core
         self.office = office
         self.clock = clock
+        self.mail_store = mail_store
         self.calls = {}            # call_id -> CallRecord
 
+    @property
+    def takes_messages(self):
+        """Whether a call nobody takes can leave a message: only with a mail store."""
+        return self.mail_store is not None
+
     def destination(self, binding):
-        from allworx.protocols.sip.service import Destination
         return Destination(binding.transport, binding.source[0], binding.source[1],
                            self.core.connections_get(*binding.source))
 

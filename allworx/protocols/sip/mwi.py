@@ -10,7 +10,6 @@ import attr
 from prometheus_client import Counter
 from twisted.logger import Logger
 
-from allworx.office import MailboxChanged
 from allworx.protocols.sip.message import NameAddr, Request, SipParseError, SipUri, make_response
 
 log = Logger()
@@ -43,29 +42,23 @@ class Subscription:
 
 
 class MessageWaiting:
-    """Keeps subscriptions and sends NOTIFYs."""
+    """
+    Keeps subscriptions and sends NOTIFYs; `mailbox_changed(event)` is
+    handed each `MailboxChanged` by the service.
+    """
 
-    def __init__(self, core, office, clock):
+    def __init__(self, core, office, clock, mail_store):
         self.core = core
         self.office = office
         self.clock = clock
+        self.mail_store = mail_store     # IMailStore for the counts; None: no mailboxes
         self.subs = {}       # (call_id, local_tag) -> Subscription
-        self._unsubscribe = None
-
-    def start(self):
-        if self._unsubscribe is None:
-            self._unsubscribe = self.office.subscribe(MailboxChanged, self.mailbox_changed)
-
-    def stop(self):
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
 
     def owns(self, request):
         return request.method == "SUBSCRIBE" and (request.call_id, request.to_tag) in self.subs
 
     def counts(self, user):
-        store = self.office.runtime.mail_store
+        store = self.mail_store
         if store is None:
             return 0, 0
         counter = getattr(store, "voicemail_counts", None)

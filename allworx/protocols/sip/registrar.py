@@ -11,7 +11,7 @@ nonce counts seen refuses replays. Unknown users and wrong passwords are
 answered alike (403 to a wrong answer, a fresh 401 to none) so nobody learns
 which part was wrong, and a source that keeps failing is answered ever later.
 
-Published as `office.runtime.registrations` (IRegistrations).
+The service's `registrations` (IRegistrations), handed to the admin pages.
 """
 
 import hashlib

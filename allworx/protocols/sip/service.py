@@ -2,386 +2,28 @@
 """
 The "sip" child: SIP over UDP and TCP on `[sip] port`, LAN side only.
 
-`SipCore` is the transaction layer and the dispatcher: it parses what the
-transports hand it (`receive`), answers garbage with silence and broken
-requests with 400, keeps the server and client transactions, and passes each
-new request to the part of the server that owns it: REGISTER to the
-registrar (sipregistrar), INVITE to the call router (sipcalls), requests
-inside the server's own calls to its user agent (sipua: voicemail),
-SUBSCRIBE to message waiting (sipmwi), and requests inside calls between
-phones are relayed along their route. Responses go to the matching client
-transaction or, when they carry our Via on top, back along the Via path.
-
-Sockets stay thin: `SipDatagram` and `SipStream` only frame bytes.
+`build_core` assembles the parts around the `SipCore` (core.py): the
+registrar, the call router (calls.py), the voicemail user agent (ua.py) and
+message waiting (mwi.py), the last three given the mail store they deliver
+to and read from. Sockets stay thin: `SipDatagram` and `SipStream` only
+frame bytes. `SipService` listens on the port, follows the office live
+(re-binding only when the port or the switch changes) and hands
+`MailboxChanged` to message waiting.
 """
 
-import collections
-import hashlib
-import os
-import re
-
-from prometheus_client import Counter
-from twisted.application import service
-from twisted.internet import defer, protocol
+from twisted.internet import protocol
 from twisted.logger import Logger
 
+from allworx.office import MailboxChanged
+from allworx.protocols.sip.calls import CallRouter
+from allworx.protocols.sip.core import ERRORS, Destination, SipCore
+from allworx.protocols.sip.message import MAX_MESSAGE, header_end
+from allworx.protocols.sip.mwi import MessageWaiting
+from allworx.protocols.sip.registrar import Registrar
+from allworx.protocols.sip.ua import VoicemailAgent
 from allworx.servicebase import ListeningService
-from allworx.office import ConfigChanged
-from allworx.protocols.sip.message import (
-    MAX_MESSAGE, NameAddr, SipParseError, SipUri, Via, header_end, make_response, parse)
-from allworx.protocols.sip.transaction import T1, ClientTransaction, ServerTransaction
 
 log = Logger()
-
-MESSAGES = Counter("allworx_sip_messages_total", "SIP messages received, by kind",
-                   ["kind"])
-ERRORS = Counter("allworx_sip_errors_total", "SIP input refused, by reason", ["reason"])
-
-_COUNTERS = {}
-
-
-def _count(kind):
-    counter = _COUNTERS.get(kind)
-    if counter is None:
-        counter = _COUNTERS[kind] = MESSAGES.labels(kind)
-    counter.inc()
-
-
-BRANCH_MAGIC = "z9hG4bK"
-FORK_BRANCH = BRANCH_MAGIC + "awf"      # our branches of a forked INVITE
-RELAY_BRANCH = BRANCH_MAGIC + "awr"     # our branches of relayed in-dialog requests
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER, SUBSCRIBE, NOTIFY"
-
-
-class Destination(tuple):
-    """(transport, host, port) a message goes to; `conn` is a TCP connection if any."""
-
-    def __new__(cls, transport, host, port, conn=None):
-        self = tuple.__new__(cls, (transport, host, port))
-        self.conn = conn
-        return self
-
-    transport = property(lambda s: s[0])
-    host = property(lambda s: s[1])
-    port = property(lambda s: s[2])
-
-
-def salvage_400(data):
-    """A 400 for a request whose parse failed but whose core headers are readable, else None."""
-    try:
-        text = data[:8192].decode("utf-8", "replace")
-    except Exception:
-        return None
-    lines = text.replace("\r\n", "\n").split("\n")
-    if not lines or " SIP/2.0" not in lines[0] or lines[0].startswith("SIP/"):
-        return None
-    keep = {"via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To",
-            "call-id": "Call-ID", "i": "Call-ID", "cseq": "CSeq"}
-    headers = []
-    for line in lines[1:]:
-        if not line.strip():
-            break
-        name, sep, value = line.partition(":")
-        name = keep.get(name.strip().lower())
-        if sep and name:
-            headers.append((name, value.strip()))
-    if not all(any(k == n for k, _ in headers) for n in ("Via", "From", "To", "Call-ID", "CSeq")):
-        return None
-    lines_out = ["SIP/2.0 400 Bad Request"] + ["%s: %s" % kv for kv in headers]
-    return ("\r\n".join(lines_out) + "\r\nContent-Length: 0\r\n\r\n").encode("utf-8")
-
-
-class SipCore:
-    """
-    Transactions and dispatch. `send_raw(bytes, destination)` is set by the
-    service to write on the right socket. The parts (registrar, calls, ua,
-    mwi) are plugged in as attributes.
-    """
-
-    def __init__(self, office, clock):
-        self.office = office
-        self.clock = clock
-        self.send_raw = lambda data, dest: None
-        self.server_tx = {}       # (branch, sent-by, method) -> ServerTransaction
-        self.completed = {}       # key -> (final response bytes, destination): Timer J
-        self.completed_order = collections.deque()
-        self.sweeper = None
-        self.client_tx = {}       # (branch, method) -> ClientTransaction
-        self.registrar = None
-        self.calls = None
-        self.ua = None
-        self.mwi = None
-
-    # ------------------------------------------------------------ addresses
-
-    @property
-    def port(self):
-        return self.office.config.sip.port
-
-    def local_host(self, peer_host=None):
-        """The address phones reach us at: loopback for local peers, else the LAN address."""
-        if peer_host is not None and (peer_host.startswith("127.") or peer_host == "::1"):
-            return "127.0.0.1"
-        return str(self.office.config.lan_ip)
-
-    def is_us(self, host, port):
-        ours = {str(self.office.config.lan_ip), "127.0.0.1", "localhost"}
-        if self.office.wan_ip is not None:
-            ours.add(str(self.office.wan_ip))
-        return host in ours and (port or 5060) == self.port
-
-    def new_branch(self):
-        return BRANCH_MAGIC + os.urandom(8).hex()
-
-    def new_tag(self):
-        return os.urandom(6).hex()
-
-    def via_for(self, dest, branch=None):
-        return "SIP/2.0/%s %s:%d;branch=%s;rport" % (
-            dest.transport, self.local_host(dest.host), self.port, branch or self.new_branch())
-
-    # ------------------------------------------------------------ sending
-
-    def send(self, message, dest):
-        self.send_raw(message.to_bytes(), dest)
-
-    def reply_destination(self, request, dest):
-        """Where responses to `request` go: back to its source (RFC 3581)."""
-        return dest
-
-    def server_transaction(self, request, dest):
-        """Create the server transaction of a new request."""
-        st = ServerTransaction(request, lambda m: self.send(m, dest), self.clock,
-                               reliable=dest.transport != "UDP")
-        key = self._st_key(request, request.method)
-        st.on_terminated = lambda: self.server_tx.pop(key, None)
-        if request.method != "ACK":
-            self.server_tx[key] = st
-        if request.method != "INVITE":
-            st.keep_final = lambda response: self._keep_final(key, response, dest)
-        st.source = dest
-        return st
-
-    def _keep_final(self, key, response, dest):
-        """Timer J for a completed non-INVITE transaction: its final answer, bytes only."""
-        self.completed[key] = (response.to_bytes(), dest)
-        self.completed_order.append((self.clock.seconds() + 64 * T1, key))
-        if self.sweeper is None:
-            self.sweeper = self.clock.callLater(1.0, self._sweep)
-
-    def _sweep(self):
-        self.sweeper = None
-        now = self.clock.seconds()
-        order = self.completed_order
-        while order and order[0][0] <= now:
-            _, key = order.popleft()
-            self.completed.pop(key, None)
-        if order:
-            self.sweeper = self.clock.callLater(1.0, self._sweep)
-
-    def request(self, request, dest, on_response=None, on_timeout=None):
-        """Send a request of ours (its top Via already ours) in a client transaction."""
-        ct = ClientTransaction(request, lambda m: self.send(m, dest), self.clock,
-                               reliable=dest.transport != "UDP", on_response=on_response,
-                               on_timeout=on_timeout)
-        key = ct.key
-        ct.on_terminated = lambda: self.client_tx.pop(key, None)
-        self.client_tx[key] = ct
-        ct.start()
-        return ct
-
-    @staticmethod
-    def _st_key(request, method):
-        via = request.top_via
-        return (via.branch, via.host, via.port, method)
-
-    # ------------------------------------------------------------ receiving
-
-    def receive(self, data, dest):
-        """One datagram or framed stream message from `dest`."""
-        if not data.strip():
-            return      # keep-alive
-        try:
-            msg = parse(data, stream=dest.transport != "UDP")
-        except SipParseError as e:
-            ERRORS.labels("malformed").inc()
-            log.debug("malformed SIP from {peer}: {error}", peer="%s:%d" % (dest.host, dest.port),
-                      error=str(e))
-            reply = salvage_400(data)
-            if reply is not None:
-                self.send_raw(reply, dest)
-            return
-        try:
-            if msg.is_request:
-                _count(msg.method if msg.method in ALLOW else "other")
-                self._request(msg, dest)
-            else:
-                _count("response")
-                self._response(msg, dest)
-        except SipParseError as e:
-            ERRORS.labels("malformed").inc()
-            if msg.is_request and msg.method != "ACK":
-                self.send(make_response(msg, 400, "Bad Request (%s)" % str(e)[:60]), dest)
-        except Exception:
-            ERRORS.labels("internal").inc()
-            log.failure("SIP message from {peer} could not be handled",
-                        peer="%s:%d" % (dest.host, dest.port))
-            if msg.is_request and msg.method != "ACK":
-                self.send(make_response(msg, 500), dest)
-
-    def _response(self, response, dest):
-        via = response.top_via
-        ct = self.client_tx.get((via.branch, response.cseq[1]))
-        if ct is not None:
-            ct.receive(response)
-            return
-        if self.is_us(via.host, via.port) and len(response.vias) > 1:
-            if via.branch.startswith(FORK_BRANCH) and not 200 <= response.code < 300:
-                return      # a forked branch whose transaction is over: only 2xx may pass
-            # A response to a request relayed statelessly (in-dialog), or a
-            # retransmitted 2xx of a forked INVITE: back along the Vias.
-            response.pop_first("Via")
-            self.send(response, self._via_destination(response.top_via))
-            if response.cseq[1] == "BYE" and self.calls is not None:
-                self.calls.ended(response.call_id)
-
-    def _via_destination(self, via):
-        host = via.params.get("received") or via.host
-        rport = via.params.get("rport")
-        port = int(rport) if rport and rport.isdigit() else (via.port or 5060)
-        return Destination(via.transport, host, port, self.connections_get(host, port))
-
-    def connections_get(self, host, port):
-        return None
-
-    def _request(self, request, dest):
-        via = request.top_via
-        # RFC 3581: note where it came from so responses find the way back.
-        if "received" not in via.params:
-            text = request.get("Via")
-            if "rport" in via.params and via.params["rport"] is None:
-                text = re.sub(r";\s*rport\b(?!=)", ";rport=%d" % dest.port, text, count=1, flags=re.I)
-            text += ";received=%s" % dest.host
-            request.headers[request.headers.index(("Via", request.get("Via")))] = ("Via", text)
-        method = request.method.upper()
-        if method != request.method:
-            return self.send(make_response(request, 405), dest)
-        if not self.office.is_lan_peer(dest.host):
-            ERRORS.labels("wan").inc()
-            log.warn("SIP {method} from the WAN ({peer}) refused", method=method,
-                     peer="%s:%d" % (dest.host, dest.port))
-            if method != "ACK":
-                self.send(make_response(request, 403, "Forbidden (LAN only)"), dest)
-            return
-        key = self._st_key(request, "INVITE" if method == "ACK" else method)
-        st = self.server_tx.get(key)
-        if st is not None:
-            if method == "ACK":
-                st.ack()
-            else:
-                st.retransmission()
-            return
-        kept = self.completed.get(key)
-        if kept is not None:
-            self.send_raw(kept[0], dest)
-            return
-        if method == "CANCEL":
-            invite = self.server_tx.get(self._st_key(request, "INVITE"))
-            cst = self.server_transaction(request, dest)
-            if invite is None:
-                return cst.respond_code(481)
-            cst.respond_code(200, to_tag=getattr(invite, "to_tag", None))
-            cancel = getattr(invite, "on_cancel", None)
-            if cancel is not None and invite.state == "proceeding":
-                cancel()
-            return
-        if method != "ACK":
-            mf = request.get("Max-Forwards")
-            if mf is not None and int(mf) == 0 and method not in ("REGISTER", "OPTIONS"):
-                return self.send(make_response(request, 483), dest)
-        self._route_pop(request)
-        if request.to_tag:
-            return self._in_dialog(request, dest)
-        if method == "ACK":
-            return          # ACK with no transaction and no dialog: nothing to do
-        if any(self._via_is_us(v) for v in request.vias[1:]):
-            ERRORS.labels("loop").inc()
-            return self.send(make_response(request, 482), dest)
-        st = self.server_transaction(request, dest)
-        if method == "REGISTER":
-            result = self.registrar.handle(request, (dest.host, dest.port), dest.transport)
-            defer.maybeDeferred(lambda: result).addCallback(st.respond)
-        elif method == "INVITE":
-            st.respond_code(100)
-            self.calls.invite(request, st, dest)
-        elif method == "SUBSCRIBE" and self.mwi is not None:
-            self.mwi.subscribe(request, st, dest)
-        elif method == "OPTIONS":
-            st.respond(make_response(request, 200, to_tag=self.new_tag(), extra=[
-                ("Allow", ALLOW), ("Accept", "application/sdp")]))
-        elif method in ("BYE", "INFO", "NOTIFY", "PRACK", "UPDATE"):
-            st.respond_code(481)
-        else:
-            st.respond(make_response(request, 405, to_tag=self.new_tag(),
-                                     extra=[("Allow", ALLOW)]))
-
-    def _via_is_us(self, value):
-        try:
-            via = Via.parse(value)
-        except SipParseError:
-            return False
-        return self.is_us(via.host, via.port) and via.branch.startswith(BRANCH_MAGIC + "aw")
-
-    def _route_pop(self, request):
-        route = request.get("Route")
-        if route is None:
-            return
-        try:
-            uri = SipUri.parse(NameAddr.parse(route).uri)
-        except SipParseError:
-            return
-        if self.is_us(uri.host, uri.port):
-            request.pop_first("Route")
-
-    def _in_dialog(self, request, dest):
-        if self.ua is not None and self.ua.owns(request):
-            st = None if request.method == "ACK" else self.server_transaction(request, dest)
-            return self.ua.in_dialog(request, st, dest)
-        if self.mwi is not None and self.mwi.owns(request):
-            st = self.server_transaction(request, dest)
-            return self.mwi.subscribe(request, st, dest)
-        return self.relay(request, dest)
-
-    def relay(self, request, dest):
-        """Forward an in-dialog request between phones along its route, statelessly."""
-        route = request.get("Route")
-        try:
-            target = SipUri.parse(NameAddr.parse(route).uri if route else request.uri)
-        except SipParseError:
-            if request.method != "ACK":
-                self.send(make_response(request, 416), dest)
-            return
-        if self.is_us(target.host, target.port):
-            if request.method != "ACK":
-                self.send(make_response(request, 481), dest)
-            return
-        mf = int(request.get("Max-Forwards", "70"))
-        request.set("Max-Forwards", str(max(0, mf - 1)))
-        found = self.registrar.destination_of(request.uri) if self.registrar else None
-        to = Destination(*found) if found else None
-        if to is None:
-            to = Destination(target.params.get("transport", "udp").upper(), target.host,
-                             target.port or 5060)
-        branch = RELAY_BRANCH + hashlib.sha1(
-            (request.top_via.branch + request.method + request.uri).encode()).hexdigest()[:16]
-        if request.method == "CANCEL":
-            branch = RELAY_BRANCH + hashlib.sha1(
-                (request.top_via.branch + "INVITE" + request.uri).encode()).hexdigest()[:16]
-        request.add("Via", self.via_for(to, branch), first=True)
-        self.send(request, to)
-        if request.method == "BYE" and self.calls is not None:
-            self.calls.ended(request.call_id)
-
 
 # ---------------------------------------------------------------- transports
 
@@ -469,19 +111,28 @@ class SipStreamFactory(protocol.ServerFactory):
 # ---------------------------------------------------------------- the service
 
 class SipService(ListeningService):
-    """The "sip" child: UDP and TCP on `[sip] port` when enabled, reconfigured live."""
+    """
+    The "sip" child: UDP and TCP on `[sip] port` when enabled. The parts read
+    the other `[sip]` settings (voicemail_timeout, voicemail_number,
+    rtp_ports) from the office at each use, so a change applies from the
+    next call on without touching the sockets.
+    """
 
-    def __init__(self, office, reactor=None):
+    def __init__(self, office, mail_store, reactor=None):
         if reactor is None:
             from twisted.internet import reactor
         ListeningService.__init__(self, "sip", office)
         self.reactor = reactor
-        self.core = build_core(office, reactor)
+        self.mail_store = mail_store
+        self.core = build_core(office, reactor, mail_store)
+        self.registrations = self.core.registrar
+        self.calls = self.core.calls
+        self.voicemail = self.core.ua
         self.udp = None
         self.tcp_factory = SipStreamFactory(self.core)
         self.core.connections_get = lambda host, port: self.tcp_factory.connections.get((host, port))
         self.core.send_raw = self._send_raw
-        self._unsubscribe = None
+        self.follow(MailboxChanged, self.core.mwi.mailbox_changed)
 
     def _send_raw(self, data, dest):
         if dest.transport == "TCP":
@@ -491,14 +142,23 @@ class SipService(ListeningService):
             else:
                 log.debug("no TCP connection to {peer}; message dropped", peer="%s:%d" % (dest.host, dest.port))
             return
-        if self.udp is not None:
+        if self.udp is not None and self.udp in self.ports:
             try:
                 self.udp.write(data, (dest.host, dest.port))
             except OSError as e:
                 log.debug("SIP send to {peer} failed: {error}", peer="%s:%d" % (dest.host, dest.port), error=str(e))
 
-    def _listeners(self):
-        port = self.office.config.sip.port
+    # ------------------------------------------------------------ the base's hooks
+
+    def disabled_reason(self, config):
+        return None if config.sip.enabled else "phones disabled in [sip]"
+
+    def bound_settings(self, config):
+        """Only the switch and the port decide what listens."""
+        return (config.sip.enabled, config.sip.port)
+
+    def build_listeners(self, config):
+        port = config.sip.port
         proto = SipDatagram(self.core)
 
         def udp():
@@ -507,56 +167,42 @@ class SipService(ListeningService):
         return [("udp %d" % port, port, udp),
                 ("tcp %d" % port, port, lambda: self.reactor.listenTCP(port, self.tcp_factory))]
 
+    def config_changed(self, event):
+        # The other [sip] settings need nothing here: the parts read them
+        # from the office at each use (see the class's docstring).
+        if event.touches("user"):
+            self.registrations.forget_removed()
+
+    # ------------------------------------------------------------ life
+
     def startService(self):
-        if self._unsubscribe is None:
-            self._unsubscribe = self.office.subscribe(ConfigChanged, self._config_changed)
-        self.office.runtime.registrations = self.core.registrar
-        self.office.runtime.calls = self.core.calls
-        self.office.runtime.voicemail = self.core.ua
-        self.core.ua.start()
-        self.core.mwi.start()
-        if not self.office.config.sip.enabled:
-            service.Service.startService(self)
-            self.ports, self.failed = [], []
-            self.office.set_status("sip", "disabled", "phones disabled in [sip]")
-            return
-        self.listeners = self._listeners()
+        self.voicemail.start()
         ListeningService.startService(self)
 
     def stopService(self):
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        self.core.mwi.stop()
-        self.core.ua.stop()
-        self.udp = None
-        return ListeningService.stopService(self)
-
-    def _config_changed(self, event):
-        if event.touches("user"):
-            self.core.registrar.forget_removed()
-        if not event.touches("sip") or event.old.sip == event.new.sip:
-            return
+        self.voicemail.stop()
         d = ListeningService.stopService(self)
-        d.addCallback(lambda _: self.startService())
+        self.udp = None
+        return d
 
 
-def build_core(office, clock):
-    """A SipCore with registrar, call router, voicemail user agent and MWI plugged in."""
-    from allworx.protocols.sip.calls import CallRouter
-    from allworx.protocols.sip.mwi import MessageWaiting
-    from allworx.protocols.sip.registrar import Registrar
-    from allworx.protocols.sip.ua import VoicemailAgent
-
+def build_core(office, clock, mail_store, listen_udp=None):
+    """
+    A SipCore with registrar, call router, voicemail user agent and message
+    waiting plugged in. `mail_store` (IMailStore) takes voicemail; None means
+    this server has no mailboxes: unanswered calls get the phones' answer.
+    `listen_udp` opens the RTP ports of voicemail calls; by default the
+    clock's, which is then a reactor.
+    """
     core = SipCore(office, clock)
     core.registrar = Registrar(office, clock)
-    core.ua = VoicemailAgent(core, office, clock)
-    core.calls = CallRouter(core, office, clock)
+    core.ua = VoicemailAgent(core, office, clock, mail_store, listen_udp or clock.listenUDP)
+    core.calls = CallRouter(core, office, clock, mail_store)
     core.registrar.calls = core.calls
-    core.mwi = MessageWaiting(core, office, clock)
+    core.mwi = MessageWaiting(core, office, clock, mail_store)
     return core
 
 
-def make_service(office):
-    """The "sip" child of the allworx server."""
-    return SipService(office)
+def make_service(office, mail_store=None):
+    """The "sip" child of the allworx server, voicemail going to `mail_store`."""
+    return SipService(office, mail_store)

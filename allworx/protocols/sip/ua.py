@@ -285,10 +285,11 @@ class Retrieval(LocalCall):
 class VoicemailAgent:
     """Answers the calls that voicemail takes; owns the RTP ports and the prompts."""
 
-    def __init__(self, core, office, clock, listen_udp=None):
+    def __init__(self, core, office, clock, mail_store, listen_udp):
         self.core = core
         self.office = office
         self.clock = clock
+        self.mail_store = mail_store     # IMailStore; None: no mailboxes
         self.calls = {}            # (call_id, local tag) -> LocalCall
         self._listen_udp = listen_udp
         self.next_port = None
@@ -324,7 +325,7 @@ class VoicemailAgent:
         return (user.name, user.voicemail_pin)
 
     def mailbox(self, user):
-        return Mailbox(self.office.runtime.mail_store, user, self.greeting_dir)
+        return Mailbox(self.mail_store, user, self.greeting_dir)
 
     def save_greeting(self, user, pcm):
         d = threads.deferToThread(store_greeting, self.greeting_dir, user, pcm)
@@ -375,11 +376,7 @@ class VoicemailAgent:
 
     def _bind(self, endpoint):
         low, high = self.office.config.sip.rtp_ports
-        if self._listen_udp is None:
-            from twisted.internet import reactor
-            listen = reactor.listenUDP
-        else:
-            listen = self._listen_udp
+        listen = self._listen_udp
         span = (high - low) // 2 + 1
         if self.next_port is None or not low <= self.next_port <= high:
             self.next_port = low + (low % 2)
@@ -395,7 +392,7 @@ class VoicemailAgent:
         return None
 
     def deliver(self, user, caller, pcm):
-        store = self.office.runtime.mail_store
+        store = self.mail_store
         if store is None:
             log.error("voicemail for {user} lost: no mail store", user=user.name)
             return None

@@ -2,19 +2,28 @@
 Integration test of the phones in the virtual office (lab prefix `awp`): the
 real server in its namespace, two baresip phones (phone1 = alice 101,
 phone2 = bob 102) driven headless through ctrl_tcp, a SUBSCRIBE client of
-our own for message waiting, and POP3 for bob's mailbox. Skipped without
-root or without baresip.
+our own for message waiting, and POP3 for bob's mailbox. It needs root and
+baresip (the lab's `start_lab` decides what a missing one means).
+
+The test synchronises on events, never on fixed sleeps or log text: the
+server's admin API (status, registrations, calls), baresip's ctrl_tcp events
+(CALL_INCOMING, CALL_ESTABLISHED, CALL_CLOSED), what a phone hears (its
+decoded audio, read while baresip writes it), and the mailbox over POP3.
+The one timed wait lets alice's tone be recorded for the seconds the test
+then measures; key presses are paced at the length of a key.
 """
+
+import base64
 
 import ctypes
 import email
+import http.client
 import email.policy
 import io
 import json
 import math
 import os
 import poplib
-import shutil
 import socket
 import struct
 import subprocess
@@ -32,6 +41,7 @@ SERVER_IP = "192.168.2.254"
 PHONES = {"phone1": ("alice", "101", "192.168.2.11", "alice-pw"),
           "phone2": ("bob", "102", "192.168.2.12", "bob-pw")}
 CTRL_PORT = 4444
+ADMIN_PORT = 8080
 CLONE_NEWNET = 0x40000000
 
 
@@ -79,6 +89,49 @@ def goertzel_power(samples, rate, freq):
     power = s1 * s1 + s2 * s2 - k * s1 * s2
     energy = sum(x * x for x in samples) or 1.0
     return power / (energy * len(samples) / 2)
+
+
+def pcm_so_far(path):
+    """
+    (samples, rate) of a WAV file baresip may still be writing: its header's
+    sizes are only final at the close, so the data runs to the end of file.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return [], 0
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return [], 0
+    pos, rate, channels = 12, 0, 1
+    while pos + 8 <= len(data):
+        chunk, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        if chunk == b"fmt " and pos + 16 <= len(data):
+            channels, rate = struct.unpack("<HI", data[pos + 10:pos + 16])
+        elif chunk == b"data":
+            raw = data[pos + 8:]
+            samples = struct.unpack("<%dh" % (len(raw) // 2), raw[:len(raw) // 2 * 2])
+            return list(samples[::channels]), rate
+        pos += 8 + size + (size & 1)
+    return [], rate
+
+
+def longest_tone(samples, rate, freq, start=0):
+    """
+    Seconds of the longest run of `freq` in `samples` from `start` (50 ms
+    windows), and the sample index where that run ends.
+    """
+    win = max(1, rate // 20)
+    best = (0, start)
+    run = 0
+    for i in range(start, len(samples) - win + 1, win):
+        if goertzel_power(samples[i:i + win], rate, freq) > 0.5:
+            run += 1
+            if run * win > best[0]:
+                best = (run * win, i + win)
+        else:
+            run = 0
+    return (best[0] / rate if rate else 0.0), best[1]
 
 
 def wav_samples(data):
@@ -148,9 +201,6 @@ rtp_ports 30000-30100
         open(os.path.join(self.dir, "contacts"), "w").close()
 
     def start(self):
-        self.lab.run(self.host, ["ip", "addr", "add", self.ip + "/24", "dev", "eth0"], check=False)
-        self.lab.run(self.host, ["ip", "link", "set", "lo", "up"])
-        self.lab.run(self.host, ["ip", "route", "replace", "default", "via", SERVER_IP])
         self.write_config()
         self.proc = self.lab.popen(self.host, ["baresip", "-f", self.dir], name="baresip-" + self.host,
                                    stdin=subprocess.PIPE)
@@ -233,7 +283,12 @@ rtp_ports 30000-30100
             return len(self.events)
 
     def dtmf(self, digits):
-        """Key presses: with stdio and a pipe, each character goes out as RFC 4733."""
+        """
+        Key presses: with stdio and a pipe, each character goes out as RFC
+        4733. A key lasts until baresip releases it 250 ms later, so keys
+        are spaced by a key's length (this is the key's audio, not a wait
+        for the server).
+        """
         for d in digits:
             self.proc.stdin.write(d.encode())
             self.proc.stdin.flush()
@@ -241,6 +296,32 @@ rtp_ports 30000-30100
 
     def recordings(self, since_names=()):
         return sorted(n for n in os.listdir(self.snd) if n not in since_names)
+
+    def hearing(self, before):
+        """(samples, rate) the phone has heard so far in its newest call after `before`."""
+        names = [n for n in self.recordings(before) if "dec" in n]
+        if not names:
+            return [], 0
+        return pcm_so_far(os.path.join(self.snd, names[-1]))
+
+    def finished_recording(self, before):
+        """
+        (samples, rate) of the newest call's decoded audio once baresip has
+        closed the file (its header then gives the full size), else None.
+        """
+        names = [n for n in self.recordings(before) if "dec" in n]
+        if not names:
+            return None
+        path = os.path.join(self.snd, names[-1])
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            if len(data) < 8 or struct.unpack("<I", data[4:8])[0] + 8 != len(data):
+                return None
+            samples, rate = wav_samples(data)
+        except (OSError, EOFError, wave.Error, struct.error):
+            return None
+        return (samples, rate) if samples else None
 
 
 class SubscribeClient:
@@ -302,6 +383,25 @@ def pop3_in(lab, host, user, password):
     return box
 
 
+def api_get(lab, host, path):
+    """GET /api/v1PATH as the admin from a lab host: the decoded JSON (raises on non-200)."""
+    sock = socket_in_ns(lab.ns(host))
+    sock.settimeout(10)
+    sock.connect((SERVER_IP, ADMIN_PORT))
+    conn = http.client.HTTPConnection(SERVER_IP, ADMIN_PORT, timeout=10)
+    conn.sock = sock
+    try:
+        conn.request("GET", "/api/v1" + path, headers={
+            "Authorization": "Basic " + base64.b64encode(b"admin:admin-demo").decode()})
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise AssertionError("GET /api/v1%s: %d %r" % (path, response.status, body[:300]))
+    return json.loads(body)
+
+
 def voicemail_wavs(lab, user, password):
     """[(number, wav bytes)] of the voicemail messages in a POP3 mailbox."""
     box = pop3_in(lab, "phone2", user, password)
@@ -326,23 +426,44 @@ class PhoneLabTests(unittest.TestCase):
 
     def setUp(self):
         from allworx.lab.namespaces import start_lab
-        if shutil.which("baresip") is None:
-            raise unittest.SkipTest("baresip (Debian package baresip) is not installed")
-        self.lab = start_lab(self, prefix=PREFIX)
+        self.lab = start_lab(self, prefix=PREFIX, programs=("baresip",))
         from allworx.tests.lab.server import LabServer
         self.work = os.path.join(self.lab.state_dir, "phones")
         os.makedirs(self.work, exist_ok=True)
+        self.phones = []
         self.server = LabServer(self.lab, "")
         self.server.write_conf(conf(self.server.data_dir))
         self.addCleanup(self.server.stop)
         self.server.start()
         # The network service applies the LAN address; add it if it did not.
         self.lab.run("server", ["ip", "addr", "add", SERVER_IP + "/24", "dev", "lan0"], check=False)
-        self.server.wait_for("sip: up", 10)
+        for host, (_, _, ip, _) in sorted(PHONES.items()):
+            self.lab.run(host, ["ip", "addr", "add", ip + "/24", "dev", "eth0"], check=False)
+            self.lab.run(host, ["ip", "link", "set", "lo", "up"])
+            self.lab.run(host, ["ip", "route", "replace", "default", "via", SERVER_IP])
+        self.wait_for(lambda: self.services().get("sip", {}).get("state") == "up", 15,
+                      "sip up in the server's status")
         self.tone_a = os.path.join(self.work, "a-440.wav")
         self.tone_b = os.path.join(self.work, "b-1200.wav")
         tone_wav(self.tone_a, 440, 30)
         tone_wav(self.tone_b, 1200, 30)
+
+    # ------------------------------------------------------------ the server's API
+
+    def api(self, path):
+        return api_get(self.lab, "phone2", path)
+
+    def services(self):
+        try:
+            return self.api("/status")["services"]
+        except OSError:
+            return {}       # the admin port is not listening yet
+
+    def registered(self, user, contact_has=""):
+        return any(b["user"] == user and contact_has in b["contact"]
+                   for b in self.api("/sip/registrations"))
+
+    # ------------------------------------------------------------ phones
 
     def start_phones(self, alice_transport="udp"):
         self.alice = Baresip(self.lab, "phone1", self.work, self.tone_a)
@@ -351,23 +472,37 @@ class PhoneLabTests(unittest.TestCase):
         for phone in (self.alice, self.bob):
             self.addCleanup(phone.stop)
             phone.start()
+            self.phones.append(phone)
         for phone in (self.alice, self.bob):
-            self.wait_for(lambda: "200 OK" in phone.log_tail(), 15, "%s's registration" % phone.host)
+            self.wait_for(lambda: self.registered(phone.name), 15,
+                          "%s's registration in /api/v1/sip/registrations" % phone.host)
 
     def wait_for(self, predicate, timeout, what):
+        """Poll `predicate` until it is true (returned) or fail with the server's and phones' logs."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = predicate()
             if value:
                 return value
             time.sleep(0.2)
-        self.fail("%s did not happen within %ss\n%s" % (what, timeout, self.server.log()[-3000:]))
+        self.fail("%s did not happen within %ss\n--- server:\n%s%s" % (
+            what, timeout, self.server.log()[-3000:],
+            "".join("\n--- %s (baresip stderr and log):\n%s" % (p.host, p.log_tail())
+                    for p in self.phones)))
+
+    def wait_heard(self, phone, before, freq, seconds, timeout, what):
+        """Wait until `phone` has heard `freq` for `seconds` in a row; the sample index after it."""
+        def heard():
+            samples, rate = phone.hearing(before)
+            length, end = longest_tone(samples, rate, freq)
+            return end if length >= seconds else None
+        return self.wait_for(heard, timeout, "%s (%s hears %d Hz for %.1f s)"
+                             % (what, phone.host, freq, seconds))
 
     def newest_decoded(self, phone, before):
-        names = [n for n in phone.recordings(before) if "dec" in n]
-        self.assertTrue(names, "%s recorded no call audio: %r" % (phone.host, phone.recordings()))
-        with open(os.path.join(phone.snd, names[-1]), "rb") as f:
-            return wav_samples(f.read())
+        """The newest call's audio as the phone heard it, once baresip has written it out."""
+        return self.wait_for(lambda: phone.finished_recording(before), 10,
+                             "%s's recording of the call" % phone.host)
 
     def test_call_voicemail_mwi_and_delete_by_phone(self):
         self.start_phones()
@@ -379,10 +514,10 @@ class PhoneLabTests(unittest.TestCase):
         mark_a = self.alice.mark()
         self.bob.command("accept")
         self.alice.wait_event("CALL_ESTABLISHED", 10, mark_a)
-        time.sleep(3)
+        self.wait_heard(self.bob, before_b, 440, 2.0, 15, "alice's tone at bob")
+        self.wait_heard(self.alice, before_a, 1200, 2.0, 15, "bob's tone at alice")
         self.alice.command("hangup")
         self.bob.wait_event("CALL_CLOSED", 10, mark_b)
-        time.sleep(0.5)
         heard_by_bob, rate_b = self.newest_decoded(self.bob, before_b)
         heard_by_alice, rate_a = self.newest_decoded(self.alice, before_a)
         self.assertGreater(goertzel_power(heard_by_bob[rate_b // 2:], rate_b, 440), 0.5)
@@ -396,21 +531,20 @@ class PhoneLabTests(unittest.TestCase):
         self.assertIn("Messages-Waiting: no", mwi.notifies[0])
 
         # 3. alice calls bob, nobody answers: after the timeout voicemail
-        # takes the call; alice's 5 s of tone (after the greeting) is recorded.
+        # takes the call; alice's 5 s of tone after the beep are recorded.
         tone_wav(self.tone_a, 440, 60)
+        before_a = self.alice.recordings()
         mark_a, mark_b = self.alice.mark(), self.bob.mark()
         self.alice.command("dial", "102")
         self.bob.wait_event("CALL_INCOMING", 10, mark_b)
         self.alice.wait_event("CALL_ESTABLISHED", 15, mark_a)
-        greeting_end = self.wait_for(lambda: "voicemail recording for bob started" in self.server.log(),
-                                     30, "the start of the recording")
-        self.assertTrue(greeting_end)
-        time.sleep(5)
+        # The beep (1 kHz, 400 ms) ends the greeting; recording starts after it.
+        self.wait_heard(self.alice, before_a, 1000, 0.25, 30, "the beep before the recording")
+        time.sleep(5)       # audio: the 5 s of alice's tone that the test measures below
         self.alice.command("hangup")
         self.alice.wait_event("CALL_CLOSED", 10, mark_a)
-        self.wait_for(lambda: "voicemail for bob" in self.server.log() and "delivered" in self.server.log(),
-                      10, "the voicemail delivery")
-        wavs = voicemail_wavs(self.lab, "bob", "bob-pw")
+        wavs = self.wait_for(lambda: voicemail_wavs(self.lab, "bob", "bob-pw"), 10,
+                             "the voicemail in bob's mailbox (POP3)")
         self.assertEqual(len(wavs), 1)
         samples, rate = wav_samples(wavs[0][1])
         self.assertEqual(rate, 8000)
@@ -425,17 +559,18 @@ class PhoneLabTests(unittest.TestCase):
         mark_b = self.bob.mark()
         self.bob.command("dial", "400")
         self.bob.wait_event("CALL_ESTABLISHED", 10, mark_b)
-        time.sleep(2.5)
+        # The menu asks for the PIN: bob hears the prompt before he types.
+        self.wait_for(lambda: any(abs(x) > 1000 for x in self.bob.hearing(before_b)[0]), 15,
+                      "the PIN prompt at bob")
         self.bob.dtmf("2345#")
-        self.wait_for(lambda: "bob logged in by phone" in self.server.log(), 10, "the PIN login")
-        time.sleep(1.5)
+        # Logged in: the menu plays alice's message (her 440 Hz tone).
+        self.wait_heard(self.bob, before_b, 440, 1.0, 15, "alice's message after the PIN")
         self.bob.dtmf("7")
         self.wait_for(lambda: not voicemail_wavs(self.lab, "bob", "bob-pw"), 10,
                       "the message's deletion")
         self.wait_for(lambda: "Messages-Waiting: no" in mwi.notifies[-1], 5, "the all-clear NOTIFY")
         self.bob.command("hangup")
         self.bob.wait_event("CALL_CLOSED", 10, mark_b)
-        time.sleep(0.5)
         heard, rate = self.newest_decoded(self.bob, before_b)
         half = rate // 2
         best = max(goertzel_power(heard[i:i + half], rate, 440)
@@ -444,23 +579,29 @@ class PhoneLabTests(unittest.TestCase):
 
     def test_tcp_phone_and_busy_goes_to_voicemail(self):
         self.start_phones(alice_transport="tcp")
-        self.wait_for(lambda: "transport=tcp from" in self.server.log(), 5, "alice's TCP registration")
+        self.wait_for(lambda: self.registered("alice", "transport=tcp"), 5,
+                      "alice's TCP registration in /api/v1/sip/registrations")
         # bob (UDP) calls alice (TCP): the INVITE and bob's BYE reach her over TCP.
         mark_a, mark_b = self.alice.mark(), self.bob.mark()
         self.bob.command("dial", "alice")
         self.alice.wait_event("CALL_INCOMING", 10, mark_a)
         self.alice.command("accept")
         self.bob.wait_event("CALL_ESTABLISHED", 10, mark_b)
-        time.sleep(1)
         self.bob.command("hangup")
         self.alice.wait_event("CALL_CLOSED", 10, mark_a)
-        # alice rejects the next call: busy, so voicemail answers bob.
+        # alice rejects the next call: busy, so voicemail answers bob at
+        # once, well before the 4 s of voicemail_timeout.
         mark_a, mark_b = self.alice.mark(), self.bob.mark()
+        dialled = time.monotonic()
         self.bob.command("dial", "101")
         self.alice.wait_event("CALL_INCOMING", 10, mark_a)
         self.alice.command("hangup")
         self.bob.wait_event("CALL_ESTABLISHED", 10, mark_b)
-        self.wait_for(lambda: "no phone took it" in self.server.log(), 5, "the busy answer")
+        answered_after = time.monotonic() - dialled
+        calls = self.api("/sip/calls")
+        self.assertEqual([(c["callee"], c["state"]) for c in calls], [("101", "voicemail")], calls)
+        self.assertLess(answered_after, 3.0, "voicemail answered only after the ringing timeout, "
+                        "not on alice's busy answer")
         self.bob.command("hangup")
         self.bob.wait_event("CALL_CLOSED", 10, mark_b)
         self.assertEqual(self.server.log().count("Traceback"), 0, self.server.log()[-3000:])

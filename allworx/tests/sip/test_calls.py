@@ -8,8 +8,8 @@ from allworx.tests.siphelpers import Harness, Phone, offer
 
 class CallTests(unittest.TestCase):
 
-    def setUp(self):
-        self.h = Harness(self.mktemp())
+    def setUp(self, mailboxes=True):
+        self.h = Harness(self.mktemp(), mailboxes=mailboxes)
         self.alice = Phone(self.h, "101", "192.168.2.11")
         self.bob1 = Phone(self.h, "102", "192.168.2.12")
         self.bob2 = Phone(self.h, "102", "192.168.2.13")
@@ -174,7 +174,7 @@ class CallTests(unittest.TestCase):
         self.assertEqual([m.code for m, _ in again], [404])
 
     def test_busy_without_a_mail_store_is_486(self):
-        self.h.office.runtime.mail_store = None
+        self.setUp(mailboxes=False)
         branches = self.forked(self.invite())
         for host, msg in branches.items():
             self.h.receive(self.reply(msg, 486 if host.endswith("12") else 480, "r" + host[-2:]),

@@ -1,12 +1,12 @@
 """Tests of the SIP core and service: bad input, OPTIONS, TCP framing, ports, live changes."""
 
 from hypothesis import given, settings, strategies as st
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from allworx.protocols.sip import service as sip
 from allworx.protocols.sip.message import parse
-from allworx.tests.siphelpers import Harness, Phone, office
+from allworx.tests.siphelpers import FakeMailStore, Harness, Phone, UdpMemoryReactor, offer, office
 
 
 class CoreTests(unittest.TestCase):
@@ -88,37 +88,130 @@ class StreamTests(unittest.TestCase):
         self.assertTrue(tr.disconnecting)
 
 
-class UdpMemoryReactor(MemoryReactorClock):
-    """MemoryReactorClock that also records listenUDP."""
+class UdpWire:
+    """What a Phone needs to talk to a started SipService through its UDP port."""
 
-    def __init__(self):
-        MemoryReactorClock.__init__(self)
-        self.udpPorts = {}
+    def __init__(self, service):
+        self.service = service
 
-    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
-        from allworx.tests.siphelpers import FakeUdpPort
-        p = FakeUdpPort(port, protocol)
-        self.udpPorts[port] = p
-        return p
+    def receive(self, data, source):
+        self.service.udp.protocol.datagramReceived(data, source)
+
+    def take(self):
+        out = [(parse(data), addr) for data, addr in self.service.udp.written]
+        del self.service.udp.written[:]
+        return out
+
+
+class TcpPhoneLine:
+    """A phone connected to the service's TCP factory; `transport` holds what it got."""
+
+    def __init__(self, factory, host, port):
+        addr = type("A", (), {"host": host, "port": port})()
+        self.transport = StringTransport(peerAddress=addr)
+        self.protocol = factory.buildProtocol(addr)
+        self.protocol.makeConnection(self.transport)
 
 
 class ServiceTests(unittest.TestCase):
 
-    def test_listens_udp_and_tcp_and_follows_port_changes(self):
+    def start(self):
         o = office(self.mktemp())
         reactor = UdpMemoryReactor()
-        svc = sip.SipService(o, reactor)
+        svc = sip.SipService(o, FakeMailStore(o), reactor)
         svc.core.ua.prompts.spoken = True      # no espeak in unit tests
         svc.startService()
+        return o, reactor, svc
+
+    def test_listens_udp_and_tcp_and_follows_port_changes(self):
+        o, reactor, svc = self.start()
         self.assertEqual(list(reactor.udpPorts), [5060])
         self.assertEqual([p[0] for p in reactor.tcpServers], [5060])
-        self.assertIs(o.runtime.registrations, svc.core.registrar)
         self.assertEqual(o.status["sip"].state, "up")
         o.update_settings("sip", {"port": "5062"})
         self.assertIn(5062, reactor.udpPorts)
         o.update_settings("sip", {"enabled": "no"})
         self.assertEqual(o.status["sip"].state, "disabled")
         svc.stopService()
+
+    def test_the_parts_are_attributes_of_the_service(self):
+        o, reactor, svc = self.start()
+        self.addCleanup(svc.stopService)
+        self.assertIs(svc.registrations, svc.core.registrar)
+        self.assertIs(svc.calls, svc.core.calls)
+        self.assertIs(svc.voicemail, svc.core.ua)
+
+    def test_other_settings_keep_the_sockets_and_the_tcp_phones(self):
+        """Issue 14, defect 3: only a port change may listen again."""
+        o, reactor, svc = self.start()
+        self.addCleanup(svc.stopService)
+        ports = list(svc.ports)
+        udp = reactor.udpPorts[5060]
+        line = TcpPhoneLine(reactor.tcpServers[0][1], "192.168.2.11", 5555)
+        o.update_settings("sip", {"voicemail_timeout": "5"})
+        o.update_settings("sip", {"voicemail_number": "444", "rtp_ports": "20000-20020"})
+        self.assertEqual([id(p) for p in svc.ports], [id(p) for p in ports])
+        self.assertFalse(udp.closed)
+        self.assertEqual([p[0] for p in reactor.tcpServers], [5060])    # no second listenTCP
+        self.assertFalse(line.transport.disconnecting)
+        # The TCP phone is still heard and answered on its connection.
+        line.protocol.dataReceived(Phone(None, "101", "192.168.2.11", 5555).request(
+            "OPTIONS", "sip:example.com"))
+        self.assertTrue(line.transport.value().startswith(b"SIP/2.0 200"), line.transport.value())
+        # The new timeout takes effect: after 5 s of ringing, voicemail answers.
+        wire = UdpWire(svc)
+        alice = Phone(wire, "101", "192.168.2.11")
+        bob = Phone(wire, "102", "192.168.2.12")
+        for phone in (alice, bob):
+            self.assertEqual(phone.register().code, 200)
+        out = alice.send(alice.request("INVITE", "sip:102@example.com",
+                                       ["Content-Type: application/sdp"], offer()))
+        self.assertEqual([m.code if not m.is_request else m.method for m, _ in out], [100, "INVITE"])
+        reactor.advance(4.9)        # bob's phone hears retransmitted INVITEs; alice nothing
+        self.assertEqual([m.code for m, _ in wire.take() if not m.is_request], [])
+        reactor.advance(0.2)
+        answers = [m for m, _ in wire.take() if not m.is_request]
+        self.assertEqual([m.code for m in answers], [200])
+        self.assertIn("voicemail@", answers[0].get("Contact"))
+
+    def test_message_waiting_follows_the_mailboxes_while_running(self):
+        o, reactor, svc = self.start()
+        wire = UdpWire(svc)
+        bob = Phone(wire, "102", "192.168.2.12")
+        self.assertEqual(bob.register().code, 200)
+        out = bob.send(bob.request("SUBSCRIBE", "sip:102@example.com",
+                                   ["Event: message-summary", "Expires: 600"]))
+        self.assertEqual([m.code if not m.is_request else m.method for m, _ in out], [200, "NOTIFY"])
+        svc.mail_store.deliver(["bob"], b"X-Allworx-Voicemail: yes\n\nhello")
+        out = wire.take()
+        self.assertEqual([m.method for m, _ in out], ["NOTIFY"])
+        self.assertIn(b"Voice-Message: 1/0", out[0][0].body)
+        svc.stopService()
+        sent = []
+        svc.core.send_raw = lambda data, dest: sent.append(data)
+        svc.mail_store.deliver(["bob"], b"X-Allworx-Voicemail: yes\n\nagain")
+        self.assertEqual(sent, [])
+
+    def test_make_service_takes_the_store_given(self):
+        o = office(self.mktemp())
+        store = FakeMailStore(o)
+        svc = sip.make_service(o, store)
+        self.assertIs(svc.mail_store, store)
+        self.assertIs(svc.calls.mail_store, store)
+        self.assertIs(svc.voicemail.mail_store, store)
+        self.assertIs(svc.core.mwi.mail_store, store)
+        self.assertTrue(svc.calls.takes_messages)
+        self.assertFalse(sip.make_service(o).calls.takes_messages)
+
+    def test_a_port_change_listens_again(self):
+        o, reactor, svc = self.start()
+        self.addCleanup(svc.stopService)
+        old = reactor.udpPorts[5060]
+        o.update_settings("sip", {"port": "5062"})
+        self.assertTrue(old.closed)
+        self.assertIs(svc.udp, reactor.udpPorts[5062])
+        self.assertEqual([p[0] for p in reactor.tcpServers], [5060, 5062])
+        self.assertEqual(o.status["sip"].state, "up")
 
 
 class ConnectionLimitTests(unittest.TestCase):
