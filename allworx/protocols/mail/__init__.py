@@ -21,7 +21,8 @@ On disk under `data_dir`: `mail/USER/{tmp,new,cur}` (Maildir; a message's
 name is `ID,W=SIZE`, its POP3 UID), `queue/ID.eml` + `queue/ID.json`,
 `fetch/*.json` (UIDs fetched per account), `tls/mail.pem`.
 
-For the rest of the server (`office.runtime.mail_store`):
+For the rest of the server (the mail service's `store`, handed over by
+`allworx.service`):
 `deliver([user or address, ...], message_bytes, sender=None)` -> Deferred
 firing with `Delivered(id, users, external)` once every copy is fsynced
 (aliases apply; outside addresses are queued); `list_messages(user)` ->

@@ -9,8 +9,8 @@ exists only when both are on disk. Delivery tries each domain's servers (see
 `relay.py`); a temporary failure is retried with exponential backoff
 (`retry_delay`) for up to five days; a permanent failure, or the end of those
 five days, sends the sender a DSN bounce, except for a bounce (null sender),
-which is only logged. Implements `IMailQueue`, published as
-`office.runtime.mail_queue`.
+which is only logged. Implements `IMailQueue`: the mail service's `queue`,
+which the admin pages are given.
 """
 
 import json

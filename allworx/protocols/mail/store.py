@@ -2,8 +2,8 @@
 """
 The users' mailboxes: one Maildir per user under `data_dir/mail/USER`.
 
-`MailStore` implements `IMailStore` (allworx/interfaces.py) and is published
-as `office.runtime.mail_store`. Everything the server delivers goes through
+`MailStore` implements `IMailStore` (allworx/interfaces.py): the mail
+service's `store`, which SIP and the admin pages are given. Everything the server delivers goes through
 `deliver`: SMTP, POP3 fetching, bounces, voicemail. Aliases expand there,
 outside addresses go to the outbound queue, and the returned Deferred fires
 only when every copy (and the queue entry) is fsynced.
