@@ -25,6 +25,7 @@ from twisted.application import service
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
+from allworx.guards import PeerLimit
 from allworx.servicebase import ListeningService
 from allworx.office import ConfigChanged
 from allworx.protocols.sip.message import (
@@ -413,6 +414,7 @@ class SipStream(protocol.Protocol):
 
     def connectionLost(self, reason):
         self.factory.connections.pop(self.peer, None)
+        self.factory.peers.release(self.admitted_host)
 
     def dataReceived(self, data):
         self.buffer += data
@@ -451,19 +453,20 @@ MAX_CONNECTIONS_PER_HOST = 16
 class SipStreamFactory(protocol.ServerFactory):
     """Makes SipStream connections (bounded, in all and per host) and remembers them by peer."""
 
-    def __init__(self, core):
+    def __init__(self, core, peer_limit=None):
         self.core = core
         self.connections = {}
+        self.peers = peer_limit if peer_limit is not None else PeerLimit(MAX_CONNECTIONS_PER_HOST)
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", None)
-        if len(self.connections) >= MAX_CONNECTIONS or (
-                host is not None and sum(1 for h, _ in self.connections if h == host)
-                >= MAX_CONNECTIONS_PER_HOST):
+        if len(self.connections) >= MAX_CONNECTIONS or not self.peers.admit(host):
             ERRORS.labels("connections").inc()
             log.warn("SIP over TCP from {host} refused: too many connections", host=host)
             return None
-        return SipStream(self.core, self)
+        stream = SipStream(self.core, self)
+        stream.admitted_host = host
+        return stream
 
 
 # ---------------------------------------------------------------- the service
