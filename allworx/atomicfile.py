@@ -1,19 +1,76 @@
-# -*- test-case-name: allworx.tests.network.test_service -*-
+# -*- test-case-name: allworx.tests.core.test_atomicfile -*-
 """
-A small JSON file of runtime state under data_dir (the WAN lease, what the
-network service changed), written atomically (temp, fsync, rename) in a
-thread, one write after the other so an older state never lands last.
+Files replaced so that a crash leaves the old content or the new, never a
+mix or nothing: `write_atomically` (a temporary file in the same directory,
+written and fsynced, renamed over the old one, then the directory fsynced so
+the new name itself is on disk) and `fsync_directory`, once for the whole
+server; and `JsonStateFile`, a small JSON file of runtime state under
+data_dir (the WAN lease, what the network service changed) written that way
+in a thread, one write after the other so an older state never lands last.
 """
 
+import itertools
 import json
 import os
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from allworx.inifile import atomic_write
-
 log = Logger()
+
+_temp_names = itertools.count(1)
+
+
+def write_atomically(path, data, mode=None):
+    """
+    Replace `path` with `data` (bytes, or str written as UTF-8), durably
+    (blocking: call it in a thread from the reactor). `mode` is the new
+    file's permission bits, the umask applying as for open() (0o666 gives
+    what open() would); None keeps the mode of the file replaced, 0600 for a
+    new one. On an error the old file is left as it was and the temporary
+    file removed.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, ".%s.tmp-%d-%d" % (os.path.basename(path), os.getpid(),
+                                                     next(_temp_names)))
+    try:
+        write_synced(tmp, data, 0o600 if mode is None else mode)
+        if mode is None:
+            try:
+                os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+            except FileNotFoundError:
+                pass
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_directory(directory)
+
+
+def write_synced(path, data, mode=0o600):
+    """Create (or truncate) `path`, write all of `data` (bytes) and fsync it; no rename."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_directory(path):
+    """Make the names in a directory (files created, renamed, removed) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class JsonStateFile:
@@ -62,7 +119,7 @@ class JsonStateFile:
 
     def _write(self, text):
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        atomic_write(self.path, text)
+        write_atomically(self.path, text)
 
     def _remove(self):
         try:

@@ -2,10 +2,9 @@
 """
 The text of tap.conf as a document: sections and keys with their line numbers,
 edited in place so that a change made from the admin pages keeps the file's
-comments and layout, and written back atomically.
+comments and layout; `allworx.atomicfile.write_atomically` writes it back.
 """
 
-import os
 import re
 
 import attr
@@ -184,35 +183,3 @@ def _strip_comment(value):
     if m:
         value = value[:m.start()]
     return value.strip()
-
-
-def atomic_write(path, data):
-    """
-    Replace `path` with `data` (bytes or str) so that a crash leaves either the
-    old file or the new one: write a temporary file, fsync, rename, fsync the
-    directory.
-    """
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, ".%s.tmp-%d" % (os.path.basename(path), os.getpid()))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        st = os.stat(path)
-        os.chmod(tmp, st.st_mode & 0o7777)
-    except FileNotFoundError:
-        pass
-    os.rename(tmp, path)
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)

@@ -19,7 +19,8 @@ from twisted.logger import Logger
 from allworx.config import (
     RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigError, ConfigErrors,
     config_from_document, format_value, keys_of, parse_config)
-from allworx.inifile import IniDocument, atomic_write
+from allworx.atomicfile import write_atomically
+from allworx.inifile import IniDocument
 
 log = Logger()
 
@@ -279,7 +280,7 @@ class Office:
         if self._data_dir:
             new = new.with_data_dir(self._data_dir)
         if self.path:
-            atomic_write(self.path, doc.render())
+            write_atomically(self.path, doc.render())
         old = self.config
         # Keep the document object that was validated, re-parsed so line
         # numbers in later errors match the file on disk.

@@ -11,6 +11,7 @@ where the run-time arrows are drawn (see docs/ARCHITECTURE.md):
     mail.store    ----> sip (voicemail, message waiting), web
     mail.queue, mail.fetch -> web
     sip.registrations, sip.calls -> web
+    one LoginThrottle -> web, ldap, mail (SMTP AUTH, POP3), sip (digest)
 
 Facts that change (config, leases, the WAN address, mailboxes, statuses)
 travel as events on the office; the objects above are handed over once, at
@@ -23,6 +24,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from allworx.guards import LoginThrottle
 from allworx.interfaces import Views
 from allworx.office import Office
 from allworx.protocols.dhcp.service import DhcpService
@@ -43,20 +45,26 @@ log = Logger()
 NAMES = ("network", "firewall", "dhcp", "dns", "ntp", "mail", "sip", "ldap", "web")
 
 
-def build_children(office):
+def build_children(office, reactor=None):
     """The protocol services of `office`, wired to each other, in start order."""
+    if reactor is None:
+        from twisted.internet import reactor
+    # One login throttle for every protocol that checks passwords: guesses
+    # at a user's password count together, whether by web, LDAP, SMTP AUTH,
+    # POP3 or SIP digest.
+    logins = LoginThrottle(reactor)
     network = NetworkService(office)
     dhcp = DhcpService(office)
     firewall = FirewallService(office, leases=dhcp.leases)
     dns = DnsService(office)
     ntp = NtpService(office)
-    mail = MailService(office)
-    sip = SipService(office, mail_store=mail.store)
-    ldap = LdapService(office)
+    mail = MailService(office, throttle=logins)
+    sip = SipService(office, mail_store=mail.store, throttle=logins)
+    ldap = LdapService(office, throttle=logins)
     web = WebService(office, Views(
         leases=dhcp.leases, rogues=dhcp.rogues, connections=firewall.connections,
         zone=dns.keeper, mail_store=mail.store, mail_queue=mail.queue, fetch=mail.fetch,
-        registrations=sip.registrations, calls=sip.calls))
+        registrations=sip.registrations, calls=sip.calls), throttle=logins)
     return [network, firewall, dhcp, dns, ntp, mail, sip, ldap, web]
 
 

@@ -148,7 +148,7 @@ def serve_allworx(conf_path):
     from allworx.config import load_config
     from allworx.office import Office
     from allworx.protocols.dhcp.service import DhcpService
-    from allworx.protocols.dhcp.pool import ClientRateLimit
+    from allworx.guards import ClientRateLimit
 
     log_file = open(conf_path + ".log", "a")
     globalLogBeginner.beginLoggingTo([FileLogObserver(log_file, formatEventAsClassicLogText)])

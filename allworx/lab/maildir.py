@@ -15,6 +15,8 @@ import re
 import socket
 import time
 
+from allworx import atomicfile
+
 _sequence = itertools.count()
 
 
@@ -29,13 +31,8 @@ def _unique_name():
 
 
 def write_atomically(path, data):
-    """Write `data` (bytes) to `path` through a synced temporary file and a rename."""
-    tmp = "%s.tmp%d" % (path, os.getpid())
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
+    """Replace `path` with `data` (bytes) durably; the file gets the mode open() would give."""
+    atomicfile.write_atomically(path, data, mode=0o666)
 
 
 class Maildir:
@@ -54,12 +51,10 @@ class Maildir:
         self.ensure()
         name = _unique_name()
         tmp = os.path.join(self.path, "tmp", name)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        atomicfile.write_synced(tmp, data, 0o666)
         final = os.path.join(self.path, "new", name)
         os.rename(tmp, final)
+        atomicfile.fsync_directory(os.path.dirname(final))
         return final
 
     def messages(self):

@@ -25,6 +25,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from allworx.atomicfile import write_atomically
 from allworx.protocols.dhcp.pool import BOUND, Lease
 
 log = Logger()
@@ -109,14 +110,6 @@ def replay(lines):
     return state, skipped
 
 
-def _fsync_directory(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class LeaseJournal:
     """
     The append-only lease file at `path`. `load()` once at start; then
@@ -181,15 +174,7 @@ class LeaseJournal:
 
     def _rewrite(self, data):
         """Replace the file with `data`, durably, and reopen it for appending."""
-        tmp = self.path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, self.path)
-        _fsync_directory(os.path.dirname(self.path))
+        write_atomically(self.path, data, mode=0o640)
         if self._fd is not None:
             os.close(self._fd)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)

@@ -368,30 +368,3 @@ class LeasePool:
             if self._in_pool(n):
                 self._recycled[n] = None
                 self._recycled.move_to_end(n)
-
-
-class ClientRateLimit:
-    """
-    A token bucket per client (MAC): `rate` packets a second with bursts of
-    `burst`. Remembers at most `max_clients` clients, forgetting the idlest.
-    """
-
-    def __init__(self, clock, rate=10.0, burst=20, max_clients=4096):
-        self.clock = clock
-        self.rate = rate
-        self.burst = burst
-        self.max_clients = max_clients
-        self._buckets = OrderedDict()   # key -> (tokens, last time)
-
-    def allow(self, key):
-        """True if `key` may send one more packet now."""
-        now = self.clock.seconds()
-        tokens, last = self._buckets.pop(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        allowed = tokens >= 1
-        if allowed:
-            tokens -= 1
-        self._buckets[key] = (tokens, now)
-        if len(self._buckets) > self.max_clients:
-            self._buckets.popitem(last=False)
-        return allowed

@@ -22,7 +22,6 @@ import os
 import random
 
 import attr
-from twisted.application import service
 from twisted.internet import defer, error, protocol
 from twisted.logger import Logger
 
@@ -30,7 +29,8 @@ from allworx.interfaces import ILeaseTable, IRogueServers
 from allworx.office import LeaseEvent
 from allworx.protocols.dhcp import codec as c
 from allworx.protocols.dhcp import metrics
-from allworx.protocols.dhcp.pool import ClientRateLimit, LeasePool, PoolSettings
+from allworx.guards import ClientRateLimit
+from allworx.protocols.dhcp.pool import LeasePool, PoolSettings
 from allworx.protocols.dhcp.responder import (
     BROADCAST, CLIENT_PORT, PROBE_MAC, SERVER_PORT, DhcpResponder)
 from allworx.protocols.dhcp.sockets import RawSender, open_device_udp

@@ -22,8 +22,8 @@ from twisted.logger import Logger
 from twisted.python import components
 
 from allworx.auth import OfficeUserChecker, user_for_login
+from allworx.guards import LoginThrottle, PeerConnectionLimit, PeerLimit, until_text
 from allworx.servicebase import ListeningService
-from allworx.protocols.web.sessions import LoginThrottle
 
 log = Logger()
 
@@ -168,12 +168,14 @@ class AddressBookServer(LDAPServer):
             LDAP_REQUESTS.labels("bind", "refused").inc()
             raise ldaperrors.LDAPUnwillingToPerform("unauthenticated bind (a name without a password)")
         peer = self._peer()
-        if self.factory.throttle.locked_for(peer):
-            LDAP_REQUESTS.labels("bind", "locked").inc()
-            raise ldaperrors.LDAPUnwillingToPerform(
-                "too many failed binds from %s: try again later" % peer)
         config = self.factory.office.config
         name = bind_name_to_user(config, request.dn)
+        who = name or request.dn
+        until = self.factory.throttle.check(peer, who)
+        if until:
+            LDAP_REQUESTS.labels("bind", "locked").inc()
+            raise ldaperrors.LDAPUnwillingToPerform(
+                "too many failed binds from %s: %s" % (peer, until_text(until)))
         d = self.factory.checker.requestAvatarId(
             credentials.UsernamePassword(name.encode() if name else request.dn, request.auth))
 
@@ -181,7 +183,7 @@ class AddressBookServer(LDAPServer):
             if name is None or avatar != name:
                 raise cred_error.UnauthorizedLogin()
             self.boundName = name
-            self.factory.throttle.succeeded(peer)
+            self.factory.throttle.succeeded(peer, who)
             dn = user_dn(name, config.system.domain)
             LDAP_REQUESTS.labels("bind", "success").inc()
             log.info("ldap: {peer} bound as {user}", peer=self._peer(), user=name)
@@ -190,7 +192,7 @@ class AddressBookServer(LDAPServer):
         def refused(failure):
             failure.trap(cred_error.UnauthorizedLogin)
             self.boundName = None
-            self.factory.throttle.failed(peer)
+            self.factory.throttle.failed(peer, who)
             LDAP_REQUESTS.labels("bind", "invalid").inc()
             log.info("ldap: bind as {dn} from {peer} refused", peer=self._peer(),
                      dn=request.dn.decode("utf-8", "replace"))
@@ -256,13 +258,13 @@ class AddressBookFactory(protocol.ServerFactory):
 
     protocol = AddressBookServer
 
-    def __init__(self, office, checker=None, clock=None):
+    def __init__(self, office, checker=None, clock=None, throttle=None):
         if clock is None:
             from twisted.internet import reactor as clock
         self.office = office
         self.checker = checker if checker is not None else OfficeUserChecker(office)
-        # Password guessing by bind: the same lock-out rule as the admin login.
-        self.throttle = LoginThrottle(clock, limit=10)
+        # Password guessing by bind: the login throttle every protocol uses.
+        self.throttle = throttle if throttle is not None else LoginThrottle(clock)
         self._root = None
         self._built_from = None
 
@@ -291,13 +293,18 @@ components.registerAdapter(lambda factory: factory.current_root(), AddressBookFa
 # ---------------------------------------------------------------- the service
 
 class LdapService(ListeningService):
-    """The "ldap" child: listens on `[ldap] port` while enabled, follows changes live."""
+    """
+    The "ldap" child: listens on `[ldap] port` while enabled, follows changes
+    live. The guards (a LoginThrottle for binds, a PeerLimit) may be given, to
+    share them with other services.
+    """
 
-    def __init__(self, office, reactor=None, checker=None):
+    def __init__(self, office, reactor=None, checker=None, throttle=None, peer_limit=None):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
-        self.factory = AddressBookFactory(office, checker, clock=reactor)
+        self.factory = AddressBookFactory(office, checker, clock=reactor, throttle=throttle)
+        self.peers = peer_limit if peer_limit is not None else PeerLimit(MAX_CONNECTIONS_PER_PEER)
         ListeningService.__init__(self, "ldap", office)
 
     def bound_settings(self, config):
@@ -307,9 +314,8 @@ class LdapService(ListeningService):
         return None if config.ldap.enabled else "turned off in [ldap]"
 
     def build_listeners(self, config):
-        from allworx.guards import PeerConnectionLimit
         port = config.ldap.port
-        limited = PeerConnectionLimit(self.factory, MAX_CONNECTIONS_PER_PEER, "ldap")
+        limited = PeerConnectionLimit(self.factory, self.peers, "ldap")
         return [("tcp/%d" % port, port,
                  lambda: self.reactor.listenTCP(port, limited, interface=""))]
 

@@ -18,6 +18,8 @@ import attr
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
+from allworx.atomicfile import fsync_directory, write_synced
+
 log = Logger()
 
 
@@ -42,14 +44,7 @@ def write_files(groups):
         done = []
         try:
             for f in files:
-                fd = os.open(f.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-                try:
-                    view = memoryview(f.data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                write_synced(f.tmp_path, f.data, 0o640)
                 os.rename(f.tmp_path, f.final_path)
                 done.append(f.final_path)
             directories.update(os.path.dirname(p) for p in done)
@@ -69,15 +64,6 @@ def write_files(groups):
     if failed is not None:
         return [r if r is not None else failed for r in results]
     return results
-
-
-def fsync_directory(path):
-    """Make the names in a directory durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink(path):

@@ -29,7 +29,7 @@ from zope.interface import implementer
 from allworx.interfaces import IFetchStatus
 from allworx.protocols.mail import multidrop
 from allworx.protocols.mail.aliases import ADMIN_USER
-from allworx.protocols.mail.durable import fsync_directory
+from allworx.atomicfile import write_atomically
 
 log = Logger()
 
@@ -76,15 +76,8 @@ class FetchLedger:
 
     def write(self):
         """Write the ledger durably (call in a thread)."""
-        directory = os.path.dirname(self.path)
-        os.makedirs(directory, mode=0o750, exist_ok=True)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"uids": sorted(self.uids)}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, self.path)
-        fsync_directory(directory)
+        os.makedirs(os.path.dirname(self.path), mode=0o750, exist_ok=True)
+        write_atomically(self.path, json.dumps({"uids": sorted(self.uids)}), mode=0o666)
 
 
 def plan(listing, seen):

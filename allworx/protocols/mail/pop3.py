@@ -10,11 +10,18 @@ the office's checker, plus what it lacks here:
   in the clear, as the office's PCs always could);
 - UIDs are the Maildir names, so they stay the same across sessions and
   "leave a copy on the server" works; RETR marks a message seen;
-- dot-stuffing that stays right across the chunks a message is sent in.
+- dot-stuffing that stays right across the chunks a message is sent in;
+- the shared guards: a bounded number of connections per peer address
+  (`-ERR [SYS/TEMP]` beyond it), and the login throttle on USER/PASS and AUTH
+  (a locked login gets `-ERR [AUTH] ... locked until ...` at once, its
+  password unchecked).
 
 APOP is not offered (no challenge in the greeting): it needs each user's
 password in the clear on the server, and the office stores only hashes.
 """
+
+import base64
+import binascii
 
 import attr
 from prometheus_client import Counter
@@ -24,9 +31,12 @@ from twisted.logger import Logger
 from twisted.mail import pop3
 from zope.interface import implementer
 
+from allworx.guards import LoginThrottle, PeerLimit, login_name, until_text
 from allworx.servicebase import PortsService
 
 log = Logger()
+
+MAX_CONNECTIONS_PER_PEER = 20
 
 POP3_LOGINS = Counter("allworx_mail_pop3_logins_total", "POP3 logins, by result", ["result"])
 
@@ -124,6 +134,8 @@ class Pop3Server(pop3.POP3):
     """twisted.mail's POP3 with the office's rules (see the module docstring)."""
 
     AUTH_CMDS = pop3.POP3.AUTH_CMDS + [b"STLS"]
+    _admitted = False
+    _login = None       # the name the login being checked is throttled under
 
     def connectionMade(self):
         f = self.factory
@@ -134,6 +146,13 @@ class Pop3Server(pop3.POP3):
         self.tls = interfaces.ISSLTransport.providedBy(self.transport)
         self._last = b"\n"
         self.magic = b""
+        if not f.peers.admit(peer):
+            log.warn("pop3: refused {peer}: already {limit} connections", peer=peer,
+                     limit=f.peers.limit)
+            self.failResponse(b"[SYS/TEMP] too many connections from your address")
+            self.transport.loseConnection()
+            return
+        self._admitted = True
         if not self.from_lan and not f.office.config.pop3.wan:
             log.info("pop3: refused {peer}: not served on the WAN", peer=peer)
             self.failResponse(b"POP3 is not offered on the WAN here")
@@ -141,6 +160,12 @@ class Pop3Server(pop3.POP3):
             return
         self.successResponse(b"allworx POP3 ready")
         self.setTimeout(self.timeOut)
+
+    def connectionLost(self, reason):
+        if self._admitted:
+            self._admitted = False
+            self.factory.peers.release(self.peer_ip)
+        pop3.POP3.connectionLost(self, reason)
 
     def state_COMMAND(self, line):
         # Twisted logs a traceback for every unknown or malformed command;
@@ -177,9 +202,36 @@ class Pop3Server(pop3.POP3):
         if not self.from_lan and not self.tls:
             self._userIs = None
             return self.failResponse(b"[AUTH] use STLS before sending a password")
+        if self._userIs is not None and self._locked(self._userIs):
+            self._userIs = None
+            return
         return pop3.POP3.do_PASS(self, password, *words)
 
+    def state_AUTH(self, line):
+        # The user name is in the client's answer ("name response", base64).
+        try:
+            user = base64.b64decode(line).split(None, 1)[0]
+        except (binascii.Error, IndexError):
+            user = None
+        if user is not None and self._locked(user):
+            self.state = "COMMAND"
+            return
+        return pop3.POP3.state_AUTH(self, line)
+
+    def _locked(self, user):
+        """Ask the throttle before a password is checked; True (and -ERR sent) when locked."""
+        self._login = login_name(self.factory.office.config, user)
+        until = self.factory.throttle.check(self.peer_ip, self._login)
+        if not until:
+            return False
+        POP3_LOGINS.labels("locked").inc()
+        log.info("pop3: login as {user} from {peer} refused: {locked}", user=self._login,
+                 peer=self.peer_ip, locked=until_text(until))
+        self.failResponse(("[AUTH] too many failed logins, %s" % until_text(until)).encode())
+        return True
+
     def _cbMailbox(self, result, user):
+        self.factory.throttle.succeeded(self.peer_ip, self._login)
         POP3_LOGINS.labels("ok").inc()
         log.info("pop3: {user} logged in from {peer}{tls}", peer=self.peer_ip,
                  user=user.decode("utf-8", "replace") if isinstance(user, bytes) else user,
@@ -188,11 +240,13 @@ class Pop3Server(pop3.POP3):
 
     def _ebMailbox(self, failure):
         if failure.check(MailboxInUse):
+            self.factory.throttle.succeeded(self.peer_ip, self._login)  # the password was right
             POP3_LOGINS.labels("in-use").inc()
             return self.failResponse(b"[IN-USE] mailbox is in use by another session")
         POP3_LOGINS.labels("refused").inc()
         log.info("pop3: failed login from {peer}", peer=self.peer_ip)
         if failure.check(cred_error.LoginDenied, cred_error.LoginFailed):
+            self.factory.throttle.failed(self.peer_ip, self._login)
             return self.failResponse(b"[AUTH] wrong user name or password")
         return failure
 
@@ -222,15 +276,22 @@ class Pop3Server(pop3.POP3):
 
 
 class Pop3Factory(protocol.ServerFactory):
-    """POP3 sessions over one portal (the store's realm and the office's checker)."""
+    """
+    POP3 sessions over one portal (the store's realm and the office's
+    checker). The guards (`throttle`, a LoginThrottle; `peer_limit`, a
+    PeerLimit) are its own unless given, to share them with other services.
+    """
 
     protocol = Pop3Server
     noisy = False       # the protocol logs its own events
 
-    def __init__(self, office, store, checker, reactor, tls_options=None):
+    def __init__(self, office, store, checker, reactor, tls_options=None, throttle=None,
+                 peer_limit=None):
         self.office = office
         self.reactor = reactor
         self.tls_options = tls_options
+        self.throttle = throttle if throttle is not None else LoginThrottle(reactor)
+        self.peers = peer_limit if peer_limit is not None else PeerLimit(MAX_CONNECTIONS_PER_PEER)
         self.realm = MailboxRealm(store)
         self.portal = cred_portal.Portal(self.realm, [checker])
 
@@ -242,7 +303,8 @@ class Pop3Factory(protocol.ServerFactory):
 
 def make_pop3_service(mail):
     """The "pop3" child of the mail service: `[pop3] port` and, with TLS, `pop3s_port`."""
-    factory = Pop3Factory(mail.office, mail.store, mail.checker, mail.reactor)
+    factory = Pop3Factory(mail.office, mail.store, mail.checker, mail.reactor,
+                          throttle=mail.throttle, peer_limit=mail.peers)
 
     def spec(config):
         if not config.pop3.enabled:

@@ -14,11 +14,12 @@ from twisted.logger import Logger
 from twisted.names import client as dns_client
 
 from allworx.auth import OfficeUserChecker
+from allworx.guards import LoginThrottle, PeerLimit
 from allworx.protocols.mail import fetch, pop3, tls
 from allworx.protocols.mail.durable import DurableWriter
 from allworx.protocols.mail.queue import OutboundQueue
 from allworx.protocols.mail.relay import SmtpRelay
-from allworx.protocols.mail.smtp import SmtpFactory
+from allworx.protocols.mail.smtp import MAX_CONNECTIONS_PER_PEER, SmtpFactory
 from allworx.protocols.mail.store import MailStore
 from allworx.servicebase import OfficeService, PortsService
 
@@ -44,14 +45,20 @@ class QueueService(service.Service):
 
 
 class MailService(OfficeService):
-    """Mail for the office: SMTP in, the queue out, POP3, fetching."""
+    """
+    Mail for the office: SMTP in, the queue out, POP3, fetching. Its ports
+    share one login throttle and one per-peer limit, given or its own.
+    """
 
-    def __init__(self, office, reactor=None, checker=None, defer_to_thread=None):
+    def __init__(self, office, reactor=None, checker=None, defer_to_thread=None,
+                 throttle=None, peer_limit=None):
         if reactor is None:
             from twisted.internet import reactor
         OfficeService.__init__(self, "mail", office)
         self.reactor = reactor
         self.checker = checker or OfficeUserChecker(office)
+        self.throttle = throttle if throttle is not None else LoginThrottle(reactor)
+        self.peers = peer_limit if peer_limit is not None else PeerLimit(MAX_CONNECTIONS_PER_PEER)
         self.defer_to_thread = defer_to_thread
         self.writer = DurableWriter(defer_to_thread) if defer_to_thread else DurableWriter()
         self.relay = SmtpRelay(reactor, None, "localhost")
@@ -60,9 +67,10 @@ class MailService(OfficeService):
         self.store.queue = self.queue
         self.tls_options = None
         self.smtp_factory = SmtpFactory(office, self.store.deliver, reactor, self.checker,
-                                        label="smtp")
+                                        label="smtp", throttle=self.throttle, peer_limit=self.peers)
         self.submission_factory = SmtpFactory(office, self.store.deliver, reactor, self.checker,
-                                              submission=True, label="submission")
+                                              submission=True, label="submission",
+                                              throttle=self.throttle, peer_limit=self.peers)
         self.smtp = PortsService("smtp", office, reactor, self._smtp_spec,
                                  "turned off in [mail]")
         self.submission = PortsService("submission", office, reactor, self._submission_spec,

@@ -8,7 +8,9 @@ replies in order even while a message is being written to disk: input is held
 back until the 250 for the message has been sent, and that 250 is sent only
 after the store says every copy is fsynced. STARTTLS throws away anything the
 client pipelined after it; AUTH (PLAIN, LOGIN) is offered only under TLS and
-is checked by the office's one twisted.cred checker.
+is checked by the office's one twisted.cred checker, behind the shared login
+throttle (a locked login gets 454 at once, its password unchecked). Peers on
+the WAN may hold a bounded number of connections (the shared PeerLimit).
 
 It does not use twisted.mail.smtp.SMTP: that server hands every recipient's
 copy to its own IMessage line by line, sends pipelined replies out of order
@@ -27,6 +29,7 @@ from twisted.internet import defer, interfaces, protocol
 from twisted.logger import Logger
 from twisted.protocols import policies
 
+from allworx.guards import LoginThrottle, PeerLimit, login_name, until_text
 from allworx.protocols.mail import smtpwire
 from allworx.protocols.mail.queue import QueueFull
 from allworx.protocols.mail.policy import Client, recipient_verdict, sender_verdict
@@ -40,7 +43,8 @@ REFUSED = Counter("allworx_mail_refused_total", "SMTP commands refused, by reply
 
 MAX_ERRORS = 20
 MAX_HELD = 64 * 1024      # pipelined input held while a reply is pending
-MAX_AUTH_FAILURES = 3
+MAX_AUTH_FAILURES = 3      # in one session, before it is closed
+MAX_CONNECTIONS_PER_PEER = 20   # from one address on the WAN
 _sessions = itertools.count(1)
 
 
@@ -290,10 +294,19 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
         return self._check(parts[1], parts[2])
 
     def _check(self, username, password):
+        throttle = self.factory.throttle
+        who = login_name(self.factory.config, username)
+        until = throttle.check(self.peer_ip, who)
+        if until:
+            log.warn("SMTP {session}: AUTH as {user} from {peer} refused: {locked}",
+                     session=self.session, user=who, peer=self.peer_ip, locked=until_text(until))
+            self._count_auth_failure()
+            return defer.succeed(Reply(454, "4.7.0", "too many failed logins, %s" % until_text(until)))
         creds = credentials.UsernamePassword(username, password)
         d = defer.maybeDeferred(self.factory.checker.requestAvatarId, creds)
 
         def ok(user):
+            throttle.succeeded(self.peer_ip, who)
             self.user = user
             log.info("SMTP {session}: {user} authenticated from {peer}", session=self.session,
                      user=user, peer=self.peer_ip)
@@ -301,13 +314,17 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
 
         def refused(f):
             f.trap(cred_error.UnauthorizedLogin, cred_error.UnhandledCredentials)
-            self.auth_failures += 1
+            throttle.failed(self.peer_ip, who)
             log.warn("SMTP {session}: failed AUTH from {peer}", session=self.session, peer=self.peer_ip)
-            if self.auth_failures >= MAX_AUTH_FAILURES:
-                self.callLater(0, self.transport.loseConnection)
-                self._closed = True
+            self._count_auth_failure()
             return Reply(535, "5.7.8", "authentication credentials invalid")
         return d.addCallbacks(ok, refused)
+
+    def _count_auth_failure(self):
+        self.auth_failures += 1
+        if self.auth_failures >= MAX_AUTH_FAILURES:
+            self.callLater(0, self.transport.loseConnection)
+            self._closed = True
 
     def do_MAIL(self, arg):
         if self.helo is None:
@@ -430,15 +447,16 @@ def _b64(data):
 class SmtpFactory(protocol.ServerFactory):
     """
     Builds SmtpServer sessions for one port: `submission` asks for AUTH before
-    MAIL. `deliver(recipients, message, sender)` is the store's deliver.
+    MAIL. `deliver(recipients, message, sender)` is the store's deliver. The
+    guards (`throttle`, a LoginThrottle; `peer_limit`, a PeerLimit for WAN
+    peers) are its own unless given, to share them with the other ports.
     """
 
     protocol = SmtpServer
-    max_per_client = 20     # from one address on the WAN
     max_sessions = 500      # in all
 
     def __init__(self, office, deliver, reactor, checker=None, tls_options=None,
-                 submission=False, label="smtp"):
+                 submission=False, label="smtp", throttle=None, peer_limit=None):
         self.office = office
         self.deliver = deliver
         self.reactor = reactor
@@ -446,7 +464,9 @@ class SmtpFactory(protocol.ServerFactory):
         self.tls_options = tls_options
         self.submission = submission
         self.label = label
-        self._per_client = {}
+        self.throttle = throttle if throttle is not None else LoginThrottle(reactor)
+        self.peers = peer_limit if peer_limit is not None else PeerLimit(MAX_CONNECTIONS_PER_PEER)
+        self.sessions = 0
 
     @property
     def config(self):
@@ -461,22 +481,30 @@ class SmtpFactory(protocol.ServerFactory):
     def max_size(self):
         return self.office.config.mail.max_message_size
 
+    @property
+    def max_per_client(self):
+        return self.peers.limit
+
     def admit(self, session):
-        """Count a new session; False when its client already has too many."""
-        n = self._per_client.get(session.peer_ip, 0)
-        if n >= self.max_per_client and not self.office.is_lan_peer(session.peer_ip):
+        """
+        Count a new session; False when the port is full or its client (on
+        the WAN: LAN clients are not limited, as Postfix spares mynetworks)
+        already has too many connections.
+        """
+        if self.sessions >= self.max_sessions:
             return False
-        if sum(self._per_client.values()) >= self.max_sessions:
-            return False
-        self._per_client[session.peer_ip] = n + 1
+        if not session.from_lan:
+            if not self.peers.admit(session.peer_ip):
+                return False
+            session._peer_counted = True
+        self.sessions += 1
         session._counted = True
         return True
 
     def release(self, session):
         if getattr(session, "_counted", False):
             session._counted = False
-            n = self._per_client.get(session.peer_ip, 1) - 1
-            if n <= 0:
-                self._per_client.pop(session.peer_ip, None)
-            else:
-                self._per_client[session.peer_ip] = n
+            self.sessions -= 1
+        if getattr(session, "_peer_counted", False):
+            session._peer_counted = False
+            self.peers.release(session.peer_ip)

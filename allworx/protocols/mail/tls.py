@@ -12,6 +12,8 @@ import os
 from twisted.internet import ssl
 from twisted.logger import Logger
 
+from allworx.atomicfile import write_atomically
+
 log = Logger()
 
 CERT_FILE = "mail.pem"
@@ -54,14 +56,7 @@ def ensure_certificate(data_dir, hostname, now):
     path = cert_path(data_dir)
     if not os.path.exists(path):
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        pem = make_self_signed(hostname, now)
-        tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
+        write_atomically(path, make_self_signed(hostname, now), mode=0o600)
         log.info("made a self-signed mail certificate for {hostname} in {path}; "
                  "replace it with a real one to stop clients' warnings", hostname=hostname, path=path)
     return path

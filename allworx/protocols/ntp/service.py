@@ -21,7 +21,7 @@ from twisted.internet import protocol
 from twisted.logger import Logger
 
 from allworx.servicebase import ListeningService
-from allworx.protocols.dhcp.pool import ClientRateLimit
+from allworx.guards import ClientRateLimit
 
 log = Logger()
 

@@ -9,7 +9,8 @@ server check a phone without ever holding the password. Nonces carry their
 own time and an HMAC, so they need no table to be checked; a table of the
 nonce counts seen refuses replays. Unknown users and wrong passwords are
 answered alike (403 to a wrong answer, a fresh 401 to none) so nobody learns
-which part was wrong, and a source that keeps failing is answered ever later.
+which part was wrong; failures go through the shared login throttle, so a
+source that keeps failing is answered ever later and then locked out.
 
 The service's `registrations` (IRegistrations), handed to the admin pages.
 """
@@ -25,6 +26,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from allworx.guards import LoginThrottle, login_name, until_text
 from allworx.interfaces import IRegistrations
 from allworx.protocols.sip.message import NameAddr, SipParseError, SipUri, make_response
 
@@ -38,9 +40,6 @@ DEFAULT_EXPIRES = 3600
 MAX_EXPIRES = 3600
 MIN_EXPIRES = 60
 MAX_CONTACTS = 5
-FAILURES_FREE = 5          # failures from one source before answers slow down
-FAILURE_WINDOW = 300
-MAX_DELAY = 16.0
 
 ALGORITHMS = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 
@@ -218,15 +217,16 @@ class Registrar:
     """
     Handles REGISTER requests and keeps the bindings; `handle(request,
     source, transport)` returns a Response or a Deferred of one (slowed down
-    after repeated failures).
+    after repeated failures). `throttle` is the login throttle (its own by
+    default).
     """
 
-    def __init__(self, office, clock, checker=None, calls=None):
+    def __init__(self, office, clock, checker=None, calls=None, throttle=None):
         self.office = office
         self.clock = clock
         self.checker = checker or DigestChecker(office, NonceBook(clock))
+        self.throttle = throttle if throttle is not None else LoginThrottle(clock)
         self.by_user = {}          # user name -> {contact: Binding}
-        self.failures = {}         # source host -> [times]
         self.calls = calls         # the call router, for active_calls()
         self.on_change = []        # callbacks(user) when a user's bindings change
 
@@ -307,25 +307,31 @@ class Registrar:
     # ------------------------------------------------------------ REGISTER
 
     def _slow(self, source_host, response):
-        times = [t for t in self.failures.get(source_host, ()) if t > self.clock.seconds() - FAILURE_WINDOW]
-        if len(times) <= FAILURES_FREE:
+        delay = self.throttle.delay(source_host)
+        if not delay:
             return response
-        delay = min(MAX_DELAY, 0.5 * 2 ** (len(times) - FAILURES_FREE - 1))
         d = defer.Deferred()
         self.clock.callLater(delay, d.callback, response)
         return d
 
-    def _fail(self, source_host):
-        now = self.clock.seconds()
-        times = [t for t in self.failures.get(source_host, ()) if t > now - FAILURE_WINDOW]
-        times.append(now)
-        self.failures[source_host] = times[-64:]
-        if len(self.failures) > 10000:
-            self.failures.pop(next(iter(self.failures)))
+    def _digest_user(self, value):
+        """The user an Authorization header names, for the throttle (None without one)."""
+        try:
+            name = parse_authorization(value).get("username") if value else None
+        except ValueError:
+            return None
+        return login_name(self.office.config, name) if name else None
 
     def handle(self, request, source, transport="UDP"):
         """Answer one REGISTER from `source` (host, port)."""
-        status, value = self.checker.check(request, request.get("Authorization"))
+        authorization = request.get("Authorization")
+        who = self._digest_user(authorization)
+        until = self.throttle.check(source[0], who)
+        if until:
+            REGISTERS.labels("locked").inc()
+            return make_response(request, 403, "Forbidden (%s)" % until_text(until),
+                                 to_tag=_tag(request))
+        status, value = self.checker.check(request, authorization)
         if status == "challenge":
             REGISTERS.labels("challenged").inc()
             return self._slow(source[0], make_response(
@@ -336,10 +342,11 @@ class Registrar:
                                  extra=self.checker.challenge_headers(request, stale=True))
         if status == "fail":
             REGISTERS.labels("refused").inc()
-            self._fail(source[0])
+            self.throttle.failed(source[0], who)
             log.info("SIP REGISTER from {source} refused: {reason}",
                      source="%s:%d" % source, reason=value)
             return self._slow(source[0], make_response(request, 403, to_tag=_tag(request)))
+        self.throttle.succeeded(source[0], who)
         user = value
         try:
             to_uri = SipUri.parse(NameAddr.parse(request.get("To")).uri)

@@ -14,6 +14,7 @@ frame bytes. `SipService` listens on the port, follows the office live
 from twisted.internet import protocol
 from twisted.logger import Logger
 
+from allworx.guards import PeerLimit
 from allworx.office import MailboxChanged
 from allworx.protocols.sip.calls import CallRouter
 from allworx.protocols.sip.core import ERRORS, Destination, SipCore
@@ -55,6 +56,7 @@ class SipStream(protocol.Protocol):
 
     def connectionLost(self, reason):
         self.factory.connections.pop(self.peer, None)
+        self.factory.peers.release(self.admitted_host)
 
     def dataReceived(self, data):
         self.buffer += data
@@ -93,19 +95,20 @@ MAX_CONNECTIONS_PER_HOST = 16
 class SipStreamFactory(protocol.ServerFactory):
     """Makes SipStream connections (bounded, in all and per host) and remembers them by peer."""
 
-    def __init__(self, core):
+    def __init__(self, core, peer_limit=None):
         self.core = core
         self.connections = {}
+        self.peers = peer_limit if peer_limit is not None else PeerLimit(MAX_CONNECTIONS_PER_HOST)
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", None)
-        if len(self.connections) >= MAX_CONNECTIONS or (
-                host is not None and sum(1 for h, _ in self.connections if h == host)
-                >= MAX_CONNECTIONS_PER_HOST):
+        if len(self.connections) >= MAX_CONNECTIONS or not self.peers.admit(host):
             ERRORS.labels("connections").inc()
             log.warn("SIP over TCP from {host} refused: too many connections", host=host)
             return None
-        return SipStream(self.core, self)
+        stream = SipStream(self.core, self)
+        stream.admitted_host = host
+        return stream
 
 
 # ---------------------------------------------------------------- the service
@@ -118,13 +121,13 @@ class SipService(ListeningService):
     next call on without touching the sockets.
     """
 
-    def __init__(self, office, mail_store, reactor=None):
+    def __init__(self, office, mail_store, reactor=None, throttle=None):
         if reactor is None:
             from twisted.internet import reactor
         ListeningService.__init__(self, "sip", office)
         self.reactor = reactor
         self.mail_store = mail_store
-        self.core = build_core(office, reactor, mail_store)
+        self.core = build_core(office, reactor, mail_store, throttle=throttle)
         self.registrations = self.core.registrar
         self.calls = self.core.calls
         self.voicemail = self.core.ua
@@ -186,16 +189,17 @@ class SipService(ListeningService):
         return d
 
 
-def build_core(office, clock, mail_store, listen_udp=None):
+def build_core(office, clock, mail_store, listen_udp=None, throttle=None):
     """
     A SipCore with registrar, call router, voicemail user agent and message
     waiting plugged in. `mail_store` (IMailStore) takes voicemail; None means
     this server has no mailboxes: unanswered calls get the phones' answer.
     `listen_udp` opens the RTP ports of voicemail calls; by default the
-    clock's, which is then a reactor.
+    clock's, which is then a reactor. `throttle` is the login throttle digest
+    failures count in (the registrar's own by default).
     """
     core = SipCore(office, clock)
-    core.registrar = Registrar(office, clock)
+    core.registrar = Registrar(office, clock, throttle=throttle)
     core.ua = VoicemailAgent(core, office, clock, mail_store, listen_udp or clock.listenUDP)
     core.calls = CallRouter(core, office, clock, mail_store)
     core.registrar.calls = core.calls

@@ -13,6 +13,7 @@ import subprocess
 
 from twisted.logger import Logger
 
+from allworx.atomicfile import write_atomically
 from allworx.protocols.voice.wav import RATE, WavError, from_wav
 
 log = Logger()
@@ -112,13 +113,24 @@ class PromptLibrary:
             path = self._path(name)
             if os.path.exists(path):
                 continue
+            spoken = path + ".espeak"
             try:
-                subprocess.run([espeak, "-s", "150", "-w", path + ".tmp", text], check=True,
+                subprocess.run([espeak, "-s", "150", "-w", spoken, text], check=True,
                                timeout=60, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                os.replace(path + ".tmp", path)
+                with open(spoken, "rb") as f:
+                    write_atomically(path, f.read(), mode=0o666)
                 made += 1
             except (OSError, subprocess.SubprocessError) as e:
                 log.warn("espeak-ng could not render prompt {name}: {error}", name=name, error=str(e))
                 return made
+            finally:
+                _remove(spoken)
         self._load()
         return made
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

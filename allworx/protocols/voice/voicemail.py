@@ -19,6 +19,7 @@ import os
 from automat import MethodicalMachine
 from twisted.logger import Logger
 
+from allworx.atomicfile import write_atomically
 from allworx.protocols.voice import g711
 from allworx.protocols.voice.greeting import beep
 from allworx.protocols.voice.rtp import FRAME
@@ -219,12 +220,7 @@ def store_greeting(greeting_dir, user, pcm):
     """Write a greeting atomically (blocking: run it in a thread)."""
     path = greeting_path(greeting_dir, user)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(to_wav(pcm))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, to_wav(pcm), mode=0o666)
 
 
 # ---------------------------------------------------------------- the menu

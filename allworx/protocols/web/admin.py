@@ -18,10 +18,11 @@ from twisted.web import resource, server, static
 from allworx.auth import ADMIN, AdminChecker
 from allworx.config import ConfigErrors
 from allworx.interfaces import Views
+from allworx.guards import LoginThrottle, login_name
 from allworx.protocols.web import forms
 from allworx.protocols.web import pages
 from allworx.protocols.web.metrics import WEB_CHANGES, WEB_LOGINS
-from allworx.protocols.web.sessions import SESSION_COOKIE, LoginThrottle, SessionStore, tokens_match
+from allworx.protocols.web.sessions import SESSION_COOKIE, SessionStore, tokens_match
 
 log = Logger()
 
@@ -40,7 +41,7 @@ SECURITY_HEADERS = (
 
 
 class LockedOut(Exception):
-    """Too many failed logins from this source; `seconds` until it may try again."""
+    """Too many failed logins (of this user, or from this source); `seconds` until it may try again."""
 
     def __init__(self, seconds):
         Exception.__init__(self, "locked out for %d seconds" % seconds)
@@ -86,13 +87,13 @@ class AdminContext:
     """
 
     def __init__(self, office, clock, defer_to_thread=threads.deferToThread, checker=None,
-                 views=None):
+                 views=None, throttle=None):
         self.office = office
         self.views = views if views is not None else Views()
         self.clock = clock
         self.defer_to_thread = defer_to_thread
         self.sessions = SessionStore(clock)
-        self.throttle = LoginThrottle(clock)
+        self.throttle = throttle if throttle is not None else LoginThrottle(clock)
         self.checker = checker if checker is not None else AdminChecker(office, defer_to_thread)
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
@@ -116,17 +117,17 @@ class AdminContext:
 
     def authenticate(self, source, username, password):
         """
-        Check the admin login, counting failures per source. A Deferred firing
-        True or False, or failing with LockedOut.
+        Check the admin login through the login throttle. A Deferred firing
+        True or False, or failing with LockedOut (the password unchecked).
         """
-        locked = self.throttle.locked_for(source)
-        if locked:
+        name = login_name(self.office.config, username)
+        if self.throttle.check(source, name):
             WEB_LOGINS.labels("locked").inc()
-            return defer.fail(LockedOut(locked))
+            return defer.fail(LockedOut(self.throttle.locked_for(source, name)))
         d = self.checker.requestAvatarId(credentials.UsernamePassword(username, password))
 
         def ok(avatar):
-            self.throttle.succeeded(source)
+            self.throttle.succeeded(source, name)
             WEB_LOGINS.labels("success").inc()
             log.info("admin login from {source}", source=source)
             return avatar == ADMIN
@@ -134,7 +135,7 @@ class AdminContext:
         def bad(failure):
             failure.trap(cred_error.UnauthorizedLogin)
             WEB_LOGINS.labels("failure").inc()
-            locked_now = self.throttle.failed(source)
+            locked_now = self.throttle.failed(source, name)
             log.warn("admin login refused from {source}{locked}", source=source,
                      locked=": locked out" if locked_now else "")
             return False

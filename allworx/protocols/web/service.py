@@ -15,12 +15,12 @@ from allworx.servicebase import ListeningService
 from allworx.protocols.web.admin import AdminContext, AdminRoot
 from allworx.protocols.web.api import OfficeApi
 from allworx.protocols.web.metrics import WEB_REFUSED, WEB_REQUESTS, MetricsPage, office_registry
-from allworx.guards import PeerConnectionLimit
+from allworx.guards import PeerConnectionLimit, PeerLimit
 from allworx.protocols.web.sites import SiteBySide, ensure_site_dirs
 
 log = Logger()
 
-# Simultaneous connections one peer may hold on each port.
+# Simultaneous connections one peer may hold on the web ports.
 MAX_CONNECTIONS_PER_PEER = 64
 
 
@@ -92,23 +92,30 @@ class CountingSite(server.Site):
         WEB_REQUESTS.labels(self.label, "%dxx" % (request.code // 100)).inc()
 
 
-def admin_resource(office, clock, defer_to_thread=threads.deferToThread, views=None):
+def admin_resource(office, clock, defer_to_thread=threads.deferToThread, views=None,
+                   throttle=None):
     """The admin port's resource tree (pages, /api, /metrics) and its context."""
-    ctx = AdminContext(office, clock, defer_to_thread, views=views)
+    ctx = AdminContext(office, clock, defer_to_thread, views=views, throttle=throttle)
     api = OfficeApi(ctx).resource()
     metrics = MetricsPage(office_registry(office, ctx.views))
     return AdminRoot(ctx, api=api, metrics=metrics), ctx
 
 
 class WebService(ListeningService):
-    """Listens on the admin and web ports and follows their changes live."""
+    """
+    Listens on the admin and web ports and follows their changes live. The
+    guards (a LoginThrottle for the admin login, a PeerLimit for both ports)
+    may be given, to share them with other services.
+    """
 
-    def __init__(self, office, views=None, reactor=None, defer_to_thread=threads.deferToThread):
+    def __init__(self, office, views=None, reactor=None, defer_to_thread=threads.deferToThread,
+                 throttle=None, peer_limit=None):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
         ListeningService.__init__(self, "web", office)
-        root, self.ctx = admin_resource(office, reactor, defer_to_thread, views)
+        self.peers = peer_limit if peer_limit is not None else PeerLimit(MAX_CONNECTIONS_PER_PEER)
+        root, self.ctx = admin_resource(office, reactor, defer_to_thread, views, throttle)
         # A restore uploads a whole tap.conf: the admin port takes up to 2 MB.
         self.admin_site = CountingSite(root, office, "admin", lan_only=True,
                                        max_body=2 * 1024 * 1024, reactor=reactor)
@@ -124,8 +131,8 @@ class WebService(ListeningService):
         except OSError as e:
             log.warn("web: cannot create the site directories: {why}", why=e)
         admin, http = config.web.admin_port, config.web.http_port
-        admin_factory = PeerConnectionLimit(self.admin_site, MAX_CONNECTIONS_PER_PEER, "web admin")
-        sites_factory = PeerConnectionLimit(self.public_site, MAX_CONNECTIONS_PER_PEER, "web sites")
+        admin_factory = PeerConnectionLimit(self.admin_site, self.peers, "web admin")
+        sites_factory = PeerConnectionLimit(self.public_site, self.peers, "web sites")
         return [
             ("admin pages on tcp/%d" % admin, admin,
              lambda: self.reactor.listenTCP(admin, admin_factory, interface="")),

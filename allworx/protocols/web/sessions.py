@@ -1,8 +1,8 @@
 # -*- test-case-name: allworx.tests.web.test_sessions -*-
 """
-Admin sessions and the login lock-out, kept on the server and timed by the
-injected reactor clock (no wall-clock reads, so tests drive them with
-task.Clock).
+Admin sessions, kept on the server and timed by the injected reactor clock
+(no wall-clock reads, so tests drive them with task.Clock). The login
+lock-out is the shared one, `allworx.guards.LoginThrottle`.
 """
 
 import secrets
@@ -105,58 +105,3 @@ def tokens_match(expected, given):
     if isinstance(given, bytes):
         given = given.decode("ascii", "replace")
     return secrets.compare_digest(expected, given)
-
-
-@attr.s(slots=True)
-class _Failures:
-    times = attr.ib(factory=list)
-    locked_until = attr.ib(default=0.0)
-
-
-class LoginThrottle:
-    """
-    Lock-out after repeated failed logins, per source address: `limit`
-    failures within `window` seconds lock that source out for `lockout`
-    seconds. A success clears the source's record.
-    """
-
-    def __init__(self, clock, limit=5, window=600, lockout=900, max_sources=10000):
-        self.clock = clock
-        self.limit = limit
-        self.window = window
-        self.lockout = lockout
-        self.max_sources = max_sources
-        self._sources = {}
-
-    def locked_for(self, source):
-        """Seconds until `source` may try again (0 when it may now)."""
-        record = self._sources.get(source)
-        if record is None:
-            return 0
-        return max(0, int(record.locked_until - self.clock.seconds() + 0.999))
-
-    def failed(self, source):
-        """Count a failed login; True if this failure locked the source out."""
-        now = self.clock.seconds()
-        if source not in self._sources and len(self._sources) >= self.max_sources:
-            self._forget_stale(now)
-        record = self._sources.setdefault(source, _Failures())
-        record.times = [t for t in record.times if now - t < self.window] + [now]
-        if len(record.times) >= self.limit:
-            record.locked_until = now + self.lockout
-            record.times = []
-            return True
-        return False
-
-    def succeeded(self, source):
-        """A good login clears the source's failures."""
-        self._sources.pop(source, None)
-
-    def _forget_stale(self, now):
-        for source, record in list(self._sources.items()):
-            if record.locked_until <= now and all(now - t >= self.window for t in record.times):
-                del self._sources[source]
-        if len(self._sources) >= self.max_sources:
-            # Still full of live records: drop the oldest rather than grow without bound.
-            oldest = min(self._sources, key=lambda s: max(self._sources[s].times or [0]))
-            del self._sources[oldest]

@@ -23,7 +23,7 @@ OVERSIZE_ALLOWED = {
 
 # Layers, lowest first. A module may import modules of its own layer or below.
 SHARED = 0      # allworx/*.py pieces every layer uses, and the config
-CORE = 1        # the office, its checker, the service base
+CORE = 1        # the office, its password checker, the guards, the service base
 SERVICES = 2    # allworx.protocols.*, allworx.routing.*
 SERVER = 3      # allworx.service (the wiring), tap, cli, the lab
 
@@ -33,7 +33,7 @@ def layer(module):
         return SERVER
     if module.startswith(("allworx.protocols.", "allworx.routing.")):
         return SERVICES
-    if module in ("allworx.office", "allworx.auth", "allworx.servicebase"):
+    if module in ("allworx.office", "allworx.auth", "allworx.guards", "allworx.servicebase"):
         return CORE
     return SHARED
 

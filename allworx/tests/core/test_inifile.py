@@ -1,10 +1,8 @@
-"""Tests for allworx.inifile: parsing, faithful rendering, edits, atomic writes."""
-
-import os
+"""Tests for allworx.inifile: parsing, faithful rendering, edits (atomic writes: test_atomicfile)."""
 
 from twisted.trial import unittest
 
-from allworx.inifile import IniDocument, IniSyntaxError, atomic_write
+from allworx.inifile import IniDocument, IniSyntaxError
 
 TEXT = """\
 # a comment at the top
@@ -70,19 +68,3 @@ class EditTests(unittest.TestCase):
         self.assertNotIn("sales", out)
         self.assertIn("[user carol]\nfull_name = Carol\n", out)
         self.assertEqual(IniDocument.parse(out).render(), out)
-
-
-class AtomicWriteTests(unittest.TestCase):
-
-    def test_replaces_and_keeps_mode(self):
-        path = self.mktemp()
-        with open(path, "w") as f:
-            f.write("old")
-        os.chmod(path, 0o640)
-        atomic_write(path, "new text")
-        with open(path) as f:
-            self.assertEqual(f.read(), "new text")
-        self.assertEqual(os.stat(path).st_mode & 0o777, 0o640)
-        leftovers = [n for n in os.listdir(os.path.dirname(os.path.abspath(path)))
-                     if n.startswith(".")]
-        self.assertEqual(leftovers, [])

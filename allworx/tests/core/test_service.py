@@ -60,6 +60,11 @@ class CompositionTests(unittest.TestCase):
         top = AllworxService(self.office())
         dhcp, firewall, mail, web = (top.getServiceNamed(n) for n in ("dhcp", "firewall", "mail", "web"))
         self.assertIs(firewall.leases, dhcp.leases)
+        ldap, sip = top.getServiceNamed("ldap"), top.getServiceNamed("sip")
+        throttles = {id(t) for t in (web.ctx.throttle, ldap.factory.throttle, mail.throttle,
+                                     mail.smtp_factory.throttle, mail.pop3.factory.throttle,
+                                     sip.registrations.throttle)}
+        self.assertEqual(len(throttles), 1, "one login throttle for every protocol")
         views = web.ctx.views
         self.assertIs(views.leases, dhcp.leases)
         self.assertIs(views.rogues, dhcp.rogues)

@@ -7,7 +7,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from allworx.protocols.dhcp.pool import (
-    BOUND, OFFERED, ClientRateLimit, Lease, LeasePool, PoolSettings)
+    BOUND, OFFERED, Lease, LeasePool, PoolSettings)
 
 IP = ipaddress.IPv4Address
 A, B, C, R = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c", "02:00:00:00:00:50"
@@ -280,21 +280,3 @@ class SettingsTests(unittest.TestCase):
 
     def test_backwards(self):
         self.assertRaises(ValueError, PoolSettings, "192.168.2.9", "192.168.2.1", "192.168.2.254")
-
-
-class RateLimitTests(unittest.TestCase):
-
-    def test_bucket(self):
-        clock = Clock()
-        limit = ClientRateLimit(clock, rate=2, burst=3)
-        self.assertEqual([limit.allow(A) for _ in range(4)], [True, True, True, False])
-        self.assertTrue(limit.allow(B))
-        clock.advance(0.5)
-        self.assertEqual([limit.allow(A), limit.allow(A)], [True, False])
-
-    def test_bounded_memory(self):
-        clock = Clock()
-        limit = ClientRateLimit(clock, max_clients=10)
-        for i in range(100):
-            limit.allow(i)
-        self.assertEqual(len(limit._buckets), 10)

@@ -38,10 +38,10 @@ def make_office(text=None):
 class Connected:
     """An ldaptor client connected to the address book server in memory."""
 
-    def __init__(self, office, peer="192.168.2.10", clock=None):
+    def __init__(self, office, peer="192.168.2.10", clock=None, throttle=None):
         self.clock = clock or task.Clock()
         self.factory = ldap.AddressBookFactory(office, OfficeUserChecker(office, sync_thread),
-                                               clock=self.clock)
+                                               clock=self.clock, throttle=throttle)
         addr = IPv4Address("TCP", peer, 40000)
         self.server = self.factory.buildProtocol(addr)
         self.client = ldapclient.LDAPClient()
@@ -225,6 +225,26 @@ class BindTests(unittest.TestCase):
         self.conn.clock.advance(15 * 60 + 1)
         result = self.conn.bind(ALICE, "admin-demo")
         self.assertFalse(hasattr(result, "value"), result)
+
+    def test_the_throttle_may_be_shared(self):
+        from allworx.guards import LoginThrottle
+        shared = LoginThrottle(self.conn.clock)
+        conn = Connected(make_office(), clock=self.conn.clock, throttle=shared)
+        self.assertIs(conn.factory.throttle, shared)
+        for _ in range(5):
+            shared.failed("192.168.2.10", "alice")     # e.g. wrong POP3 passwords
+        result = conn.bind(ALICE, "admin-demo")
+        self.assertIsInstance(result.value, ldaperrors.LDAPUnwillingToPerform)
+        self.assertIn(b"locked until", result.value.message)
+        self.assertFalse(hasattr(conn.bind("uid=bob,ou=people," + BASE, "admin-demo"), "value"))
+
+    def test_no_import_from_the_web(self):
+        import ast
+        with open(ldap.__file__) as f:
+            tree = ast.parse(f.read())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        self.assertEqual([n for n in names if n.startswith("allworx.protocols.web")], [])
 
     def test_whoami(self):
         self.conn.bind(ALICE, "admin-demo")

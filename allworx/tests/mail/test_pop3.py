@@ -146,6 +146,89 @@ class Pop3Tests(unittest.TestCase):
         self.assertNotIn(b"STLS", self.talk(p, t, b"CAPA"))
 
 
+class CountingChecker(PlainChecker):
+    """A PlainChecker that counts the passwords it was asked to check."""
+
+    checked = 0
+
+    def requestAvatarId(self, creds):
+        self.checked += 1
+        return PlainChecker.requestAvatarId(self, creds)
+
+
+class Pop3GuardTests(unittest.TestCase):
+    """The shared guards on POP3: the login throttle and the per-peer connection limit."""
+
+    def setUp(self):
+        self.office, self.store, self.queue, self.clock = make_store(self)
+        self.checker = CountingChecker({"alice": "pw", "bob": "pw"})
+        self.factory = Pop3Factory(self.office, self.store, self.checker, self.clock)
+        self.connect = Pop3Tests.connect.__get__(self)
+        self.talk = Pop3Tests.talk.__get__(self)
+
+    def test_locked_after_bad_passwords_then_let_in_after_the_lock_out(self):
+        for _ in range(5):
+            p, t = self.connect()
+            self.assertIn(b"-ERR [AUTH] wrong", self.talk(p, t, b"USER alice", b"PASS nope"))
+        self.assertEqual(self.checker.checked, 5)
+        p, t = self.connect()
+        self.talk(p, t, b"USER alice")
+        out = self.talk(p, t, b"PASS pw")
+        # Refused at once, the password unchecked, saying until when.
+        self.assertRegex(out, rb"^-ERR \[AUTH\] too many failed logins, locked until \d\d:\d\d UTC\r\n$")
+        self.assertEqual(self.checker.checked, 5)
+        # Bob at the same address and alice from another are not affected.
+        self.assertIn(b"+OK Authentication", self.talk(p, t, b"USER bob", b"PASS pw"))
+        p, t = self.connect(peer="192.168.2.11")
+        self.assertIn(b"+OK Authentication", self.talk(p, t, b"USER alice", b"PASS pw"))
+        self.talk(p, t, b"QUIT")
+        p.connectionLost(None)
+        self.clock.advance(self.factory.throttle.lockout - 1)
+        p, t = self.connect()
+        self.assertIn(b"-ERR [AUTH] too many", self.talk(p, t, b"USER alice", b"PASS pw"))
+        self.clock.advance(1)
+        self.assertIn(b"+OK Authentication succeeded", self.talk(p, t, b"USER alice", b"PASS pw"))
+
+    def test_auth_command_throttled_too(self):
+        from twisted.cred.credentials import CramMD5Credentials
+        import base64
+        self.factory.challengers = {b"CRAM-MD5": CramMD5Credentials}
+        answer = base64.b64encode(b"alice 0123456789abcdef")
+        p, t = self.connect()
+        for _ in range(5):
+            self.talk(p, t, b"AUTH CRAM-MD5")
+            self.assertIn(b"-ERR [AUTH] wrong", self.talk(p, t, answer))
+        self.talk(p, t, b"AUTH CRAM-MD5")
+        self.assertIn(b"-ERR [AUTH] too many failed logins", self.talk(p, t, answer))
+        self.assertIn(b"-ERR [AUTH] too many failed logins", self.talk(p, t, b"USER alice", b"PASS pw"))
+        self.assertEqual(self.checker.checked, 0)   # CRAM-MD5 never reached the checker
+
+    def test_one_throttle_for_all_protocols(self):
+        from allworx.guards import LoginThrottle
+        shared = LoginThrottle(self.clock)
+        factory = Pop3Factory(self.office, self.store, self.checker, self.clock, throttle=shared)
+        for _ in range(5):
+            shared.failed(LAN, "alice")        # e.g. wrong SMTP AUTH or LDAP binds
+        self.factory = factory
+        p, t = self.connect()
+        self.assertIn(b"-ERR [AUTH] too many", self.talk(p, t, b"USER Alice@example.com", b"PASS pw"))
+
+    def test_connections_per_peer_are_bounded(self):
+        from allworx.protocols.mail.pop3 import MAX_CONNECTIONS_PER_PEER
+        held = [self.connect(peer=LAN) for _ in range(MAX_CONNECTIONS_PER_PEER)]
+        self.assertTrue(all(t.value().startswith(b"+OK") for _, t in held))
+        p, t = self.connect(peer=LAN)
+        self.assertEqual(t.value(), b"-ERR [SYS/TEMP] too many connections from your address\r\n")
+        self.assertTrue(t.disconnecting)
+        p.connectionLost(None)
+        p2, t2 = self.connect(peer="192.168.2.11")
+        self.assertTrue(t2.value().startswith(b"+OK allworx POP3 ready"))
+        held[0][0].connectionLost(None)        # one leaves: room again
+        p3, t3 = self.connect(peer=LAN)
+        self.assertTrue(t3.value().startswith(b"+OK allworx POP3 ready"))
+        self.assertEqual(self.factory.peers.open_from(LAN), MAX_CONNECTIONS_PER_PEER)
+
+
 class Pop3FuzzTests(unittest.TestCase):
     """Hostile POP3 command lines get -ERR or +OK, never a crash or silence."""
 

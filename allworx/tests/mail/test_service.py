@@ -64,6 +64,39 @@ class MailServiceTests(unittest.TestCase):
         self.office.put_record("user", "dave", {"password": self.office.config.users["alice"].password})
         self.assertEqual(self.mail.store.list_messages("dave"), [])
 
+    def test_one_connection_limit_for_every_smtp_port(self):
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+        from allworx.protocols.mail.smtp import MAX_CONNECTIONS_PER_PEER
+
+        def connect(factory, peer):
+            p = factory.buildProtocol(None)
+            t = StringTransport(peerAddress=IPv4Address("TCP", peer, 40000))
+            p.makeConnection(t)
+            self.addCleanup(p.connectionLost, None)
+            return t.value()[:4]
+        wan, other = "198.51.100.10", "198.51.100.11"
+        half = MAX_CONNECTIONS_PER_PEER // 2
+        greetings = [connect(self.mail.smtp_factory, wan) for _ in range(half)]
+        greetings += [connect(self.mail.submission_factory, wan)
+                      for _ in range(MAX_CONNECTIONS_PER_PEER - half)]
+        self.assertEqual(set(greetings), {b"220 "})
+        self.assertEqual(connect(self.mail.submission_factory, wan), b"421 ")
+        self.assertEqual(connect(self.mail.smtp_factory, wan), b"421 ")
+        self.assertEqual(connect(self.mail.smtp_factory, other), b"220 ")
+
+    def test_guards_shared_by_the_mail_ports_or_given(self):
+        from allworx.guards import LoginThrottle, PeerLimit
+        m = self.mail
+        factories = (m.smtp_factory, m.submission_factory, m.pop3.factory)
+        self.assertEqual({id(f.throttle) for f in factories}, {id(m.throttle)})
+        self.assertEqual({id(f.peers) for f in factories}, {id(m.peers)})
+        throttle, peers = LoginThrottle(self.reactor), PeerLimit(3)
+        given = mail_service.MailService(self.office, self.reactor, PlainChecker({}), sync_thread,
+                                         throttle=throttle, peer_limit=peers)
+        self.assertIs(given.pop3.factory.throttle, throttle)
+        self.assertIs(given.smtp_factory.peers, peers)
+
     def test_own_resolver_first(self):
         r = mail_service.own_resolver(self.office.config, self.reactor)
         self.assertEqual(r.servers, [("127.0.0.1", 53), ("203.0.113.1", 53)])

@@ -41,7 +41,7 @@ class Session:
     """An SmtpServer on a StringTransport, with helpers to talk to it."""
 
     def __init__(self, testcase, peer=LAN, submission=False, tls=False, auto=True,
-                 tls_options=None, max_size=None):
+                 tls_options=None, max_size=None, clock=None, **guards):
         # One office per test case: hypothesis runs many sessions in one test.
         office = getattr(testcase, "_office", None) if not max_size else None
         if office is None:
@@ -51,11 +51,11 @@ class Session:
         self.office = office
         if max_size:
             self.office.update_settings("mail", {"max_message_size": str(max_size)})
-        self.clock = task.Clock()
+        self.clock = clock or task.Clock()
         self.delivery = FakeDelivery(auto)
-        self.factory = SmtpFactory(self.office, self.delivery, self.clock,
-                                   PlainChecker({"alice": "secret"}), tls_options=tls_options,
-                                   submission=submission)
+        self.checker = CountingChecker({"alice": "secret"})
+        self.factory = SmtpFactory(self.office, self.delivery, self.clock, self.checker,
+                                   tls_options=tls_options, submission=submission, **guards)
         self.proto = self.factory.buildProtocol(None)
         self.transport = StringTransport(peerAddress=address.IPv4Address("TCP", peer, 40000))
         if tls:
@@ -73,6 +73,16 @@ class Session:
 
     def codes(self):
         return [line[:3] for line in self.replies() if line[3:4] == " "]
+
+
+class CountingChecker(PlainChecker):
+    """A PlainChecker that counts the passwords it was asked to check."""
+
+    checked = 0
+
+    def requestAvatarId(self, creds):
+        self.checked += 1
+        return PlainChecker.requestAvatarId(self, creds)
 
 
 def mail_transaction(rcpt=b"alice@example.com", body=b"Subject: hi\r\n\r\nhello\r\n"):
@@ -349,6 +359,30 @@ class AuthTests(unittest.TestCase):
         self.assertEqual(s.codes()[-3:], ["535", "535", "535"])
         s.clock.advance(0)
         self.assertTrue(s.transport.disconnecting)
+
+    def test_failures_across_sessions_lock_out(self):
+        from allworx.guards import LoginThrottle
+        clock = task.Clock()
+        throttle = LoginThrottle(clock)
+        wrong = b"AUTH PLAIN " + base64.b64encode(b"\0alice\0wrong") + b"\r\n"
+        right = b"AUTH PLAIN " + base64.b64encode(b"\0alice\0secret") + b"\r\n"
+        first = Session(self, peer=WAN, tls=True, clock=clock, throttle=throttle)
+        first.send(b"EHLO x\r\n" + wrong * 3)
+        self.assertEqual(first.codes()[-3:], ["535", "535", "535"])
+        second = Session(self, peer=WAN, submission=True, tls=True, clock=clock, throttle=throttle)
+        second.send(b"EHLO x\r\n" + wrong * 2 + right)
+        replies = second.replies()
+        self.assertEqual([r[:3] for r in replies[-3:]], ["535", "535", "454"])
+        self.assertRegex(replies[-1], r"^454 4\.7\.0 too many failed logins, locked until \d\d:\d\d UTC$")
+        self.assertEqual(second.checker.checked, 2)     # the last one was not checked
+        # Another client is not affected; after the lock-out alice gets in again.
+        other = Session(self, peer="198.51.100.77", tls=True, clock=clock, throttle=throttle)
+        other.send(b"EHLO x\r\n" + right)
+        self.assertEqual(other.codes()[-1], "235")
+        clock.advance(throttle.lockout)
+        third = Session(self, peer=WAN, tls=True, clock=clock, throttle=throttle)
+        third.send(b"EHLO x\r\n" + right)
+        self.assertEqual(third.codes()[-1], "235")
 
     def test_auth_cancel_and_garbage(self):
         s = Session(self, tls=True)

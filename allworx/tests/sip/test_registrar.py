@@ -142,6 +142,29 @@ class RegistrarTests(unittest.TestCase):
         self.h.clock.advance(20)
         self.assertEqual(self.h.take()[-1][0].code, 401)
 
+    def test_repeated_failures_lock_the_phone_out(self):
+        registrar = self.h.core.registrar
+        for _ in range(5):
+            self.assertEqual(self.alice.register(password="bad").code, 403)
+        self.h.take()
+        locked = self.alice.register()          # the right password, unchecked
+        self.assertEqual(locked.code, 403)
+        self.assertRegex(locked.reason, r"^Forbidden \(locked until \d\d:\d\d UTC\)$")
+        self.assertEqual(registrar.contacts_of("alice"), [])
+        self.h.clock.advance(registrar.throttle.lockout)
+        self.assertEqual(self.alice.register().code, 200)
+
+    def test_the_throttle_may_be_shared(self):
+        from allworx.guards import LoginThrottle
+        from allworx.protocols.sip.registrar import Registrar
+        shared = LoginThrottle(self.h.clock)
+        registrar = Registrar(self.h.office, self.h.clock, throttle=shared)
+        self.assertIs(registrar.throttle, shared)
+        for _ in range(5):
+            shared.failed("192.168.2.11", "alice")     # e.g. wrong POP3 passwords
+        self.h.core.registrar = registrar
+        self.assertEqual(self.alice.register().code, 403)
+
     def test_register_for_someone_else_is_refused(self):
         uri = "sip:example.com"
         out = self.alice.send(self.alice.request("REGISTER", uri, to="<sip:102@example.com>"))

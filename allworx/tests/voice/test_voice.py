@@ -1,6 +1,7 @@
 """Tests of the voice pieces: G.711, WAV, RTP and the jitter buffer, DTMF, SDP, prompts."""
 
 import math
+import os
 import struct
 
 from hypothesis import given, settings, strategies as st
@@ -166,3 +167,42 @@ class PromptTests(unittest.TestCase):
             self.assertGreater(len(pcm), 1600)
         samples = struct.unpack("<%dh" % 80, tone(1000, 10))
         self.assertLess(abs(samples[2] - int(8000 * math.sin(2 * math.pi * 1000 * 2 / 8000))), 2)
+
+
+class DurableFilesTests(unittest.TestCase):
+    """Greetings and rendered prompts are written atomically: fsynced, renamed, directory fsynced."""
+
+    def record_fsyncs(self):
+        from allworx import atomicfile
+        synced = []
+        real_fsync = os.fsync
+        self.patch(atomicfile.os, "fsync", lambda fd: (synced.append(os.path.realpath(
+            "/proc/self/fd/%d" % fd)), real_fsync(fd)))
+        return synced
+
+    def test_store_greeting(self):
+        from allworx.protocols.voice.voicemail import greeting_path, load_greeting, store_greeting
+        directory = self.mktemp()
+        synced = self.record_fsyncs()
+        store_greeting(directory, "alice", tone(440, 100))
+        path = os.path.realpath(greeting_path(directory, "alice"))
+        self.assertEqual(load_greeting(directory, "alice"), tone(440, 100))
+        self.assertEqual(synced[-1], os.path.dirname(path))
+        self.assertEqual(sorted(os.listdir(os.path.dirname(path))), ["greeting.wav"])
+
+    def test_rendered_prompts(self):
+        from allworx.protocols.voice import greeting
+        directory = self.mktemp()
+        lib = PromptLibrary(directory)
+
+        def espeak(argv, **kwargs):
+            with open(argv[argv.index("-w") + 1], "wb") as f:
+                f.write(to_wav(tone(300, 50)))
+        self.patch(greeting.shutil, "which", lambda name: "/usr/bin/" + name)
+        self.patch(greeting.subprocess, "run", espeak)
+        synced = self.record_fsyncs()
+        self.assertEqual(lib.render(), len(PROMPTS))
+        self.assertTrue(lib.spoken)
+        self.assertEqual(lib.get("goodbye"), tone(300, 50))
+        self.assertEqual(sorted(os.listdir(directory)), sorted(n + ".wav" for n in PROMPTS))
+        self.assertEqual(synced.count(os.path.realpath(directory)), len(PROMPTS))

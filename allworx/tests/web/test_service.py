@@ -119,24 +119,22 @@ class BodyLimitTests(unittest.TestCase):
 
 
 class PeerLimitTests(unittest.TestCase):
-    """At most N connections at once per peer address."""
+    """At most N connections at once per peer address (the limit itself: tests/core/test_guards)."""
 
-    def test_limit_and_release(self):
-        from twisted.internet.protocol import Protocol, ServerFactory
-        from twisted.internet.testing import StringTransport
-        from allworx.guards import PeerConnectionLimit
-        inner = ServerFactory.forProtocol(Protocol)
-        limited = PeerConnectionLimit(inner, 2)
-        a = IPv4Address("TCP", "192.168.2.10", 1)
-        b = IPv4Address("TCP", "192.168.2.11", 1)
-        first = limited.buildProtocol(a)
-        first.makeConnection(StringTransport())
-        second = limited.buildProtocol(a)
-        second.makeConnection(StringTransport())
-        self.assertIsNone(limited.buildProtocol(a))
-        self.assertIsNotNone(limited.buildProtocol(b))
-        first.connectionLost(None)
-        self.assertIsNotNone(limited.buildProtocol(a))
+    def test_guards_may_be_given(self):
+        from allworx.guards import LoginThrottle, PeerLimit
+        from twisted.internet import task
+        throttle, peers = LoginThrottle(task.Clock()), PeerLimit(1)
+        svc = WebService(office_on_disk(self), reactor=MemoryReactorClock(),
+                         defer_to_thread=sync_thread, throttle=throttle, peer_limit=peers)
+        self.assertIs(svc.ctx.throttle, throttle)
+        svc.startService()
+        self.addCleanup(svc.stopService)
+        admin, sites = [p[1] for p in svc.reactor.tcpServers]
+        lan = IPv4Address("TCP", "192.168.2.10", 1)
+        self.assertIsNotNone(admin.buildProtocol(lan))
+        self.assertIsNone(sites.buildProtocol(lan))     # one limit for both ports
+        self.assertEqual(peers.counts, {"192.168.2.10": 1})
 
     def test_refused_by_the_inner_factory_not_counted(self):
         from allworx.guards import PeerConnectionLimit

@@ -1,11 +1,10 @@
 # -*- test-case-name: allworx.tests.web.test_sessions -*-
-"""Sessions and the lock-out on task.Clock."""
+"""Sessions on task.Clock (the login lock-out: tests/core/test_guards)."""
 
-from hypothesis import given, settings, strategies as st
 from twisted.internet import task
 from twisted.trial import unittest
 
-from allworx.protocols.web.sessions import LoginThrottle, SessionStore, tokens_match
+from allworx.protocols.web.sessions import SessionStore, tokens_match
 
 
 class SessionStoreTests(unittest.TestCase):
@@ -67,40 +66,3 @@ class SessionStoreTests(unittest.TestCase):
         self.assertFalse(tokens_match("abc", "abd"))
         self.assertFalse(tokens_match("abc", None))
         self.assertFalse(tokens_match("", ""))
-
-
-class ThrottleTests(unittest.TestCase):
-    def setUp(self):
-        self.clock = task.Clock()
-        self.t = LoginThrottle(self.clock, limit=3, window=60, lockout=300, max_sources=4)
-
-    def test_locks_after_limit(self):
-        self.assertFalse(self.t.failed("a"))
-        self.assertFalse(self.t.failed("a"))
-        self.assertTrue(self.t.failed("a"))
-        self.assertEqual(self.t.locked_for("a"), 300)
-        self.assertEqual(self.t.locked_for("b"), 0)
-        self.clock.advance(299)
-        self.assertEqual(self.t.locked_for("a"), 1)
-        self.clock.advance(1)
-        self.assertEqual(self.t.locked_for("a"), 0)
-
-    def test_failures_outside_the_window_forgotten(self):
-        self.t.failed("a")
-        self.t.failed("a")
-        self.clock.advance(61)
-        self.assertFalse(self.t.failed("a"))
-
-    def test_success_clears(self):
-        self.t.failed("a")
-        self.t.failed("a")
-        self.t.succeeded("a")
-        self.assertFalse(self.t.failed("a"))
-
-    @settings(max_examples=100, deadline=None)
-    @given(st.lists(st.tuples(st.sampled_from("abcdefgh"), st.floats(0, 100)), max_size=60))
-    def test_bounded_memory(self, events):
-        for source, dt in events:
-            self.clock.advance(dt)
-            self.t.failed(source)
-        self.assertLessEqual(len(self.t._sources), 4)
