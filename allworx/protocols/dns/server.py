@@ -67,6 +67,10 @@ class OfficeDnsFactory(server.DNSServerFactory):
 
     # -- who is asking
 
+    def lan_changed(self):
+        """The LAN's addresses changed: ask again which side each peer is on."""
+        self._sides.clear()
+
     def is_lan(self, host):
         """Is `host` on the LAN side (memoised: asked for every query)?"""
         side = self._sides.get(host)

@@ -4,56 +4,126 @@ The office's DNS server (SPEC 5, guide 6 and 10): the "dns" child.
 
 `DnsService` keeps the office zone current (configuration, WAN address,
 DHCP clients' names), the resolvers in line with `[dns]`, and listens on
-`[dns] port` over UDP and TCP while `[dns] enabled`. The pieces: `dnszone`
-(the zone), `dnsfast` (precomputed wire answers), `dnscache`,
-`dnsupstream` (the forwarders), `dnschain` (the resolver chain's links),
-`dnsserver` (the protocols and their controller), `dnsmetrics`.
+`[dns] port` over UDP and TCP while `[dns] enabled`. It is given the DHCP
+lease table (`interfaces.ILeaseTable`): the names in it at start, the
+`LeaseEvent`s after. The pieces: `zone` (the zone), `leasenames` (DHCP names
+into it at once), `fast` (precomputed wire answers), `cache`, `upstream`
+(the forwarders), `chain` (the resolver chain's links), `server` (the
+protocols and their controller), `metrics`.
 """
 
 import socket
 
-from twisted.application import service
+from prometheus_client import REGISTRY
 from twisted.logger import Logger
 
-from allworx.servicebase import ListeningService
-from allworx.office import ConfigChanged, LeaseEvent, WanAddressChanged
+from allworx.office import LeaseEvent, WanAddressChanged
 from allworx.protocols.dns.chain import CountedCache, CountedForwarder
 from allworx.protocols.dns.fast import FastAnswers
-from allworx.protocols.dns.metrics import COLLECTOR
+from allworx.protocols.dns.leasenames import LeaseNames
+from allworx.protocols.dns.metrics import DnsCollector
 from allworx.protocols.dns.server import DnsDatagramProtocol, OfficeDnsFactory
-from allworx.protocols.dns.zone import DhcpNames, ZoneKeeper
+from allworx.protocols.dns.zone import ZoneKeeper
+from allworx.servicebase import ListeningService
 
 log = Logger()
 
-REBUILD_INTERVAL = 0.5   # seconds between zone rebuilds for lease events at most
+REBUILD_INTERVAL = 0.5   # seconds: lease changes in this time share one full zone rebuild
 
 
 class DnsService(ListeningService):
     """
     The "dns" child: keeps the zone current (configuration, WAN address, DHCP
-    names), the resolvers in line with `[dns]`, and listens on `[dns] port`
-    over UDP and TCP while `[dns] enabled`.
+    names from `leases` and lease events), the resolvers in line with `[dns]`,
+    and listens on `[dns] port` over UDP and TCP while `[dns] enabled`.
+
+    A lease event changes the served zone before it returns (the DHCP server
+    emits it as it sends the ACK); the full rebuild that follows, and the
+    refresh of the fast path's answers, are gathered: at most one each
+    `REBUILD_INTERVAL`.
     """
 
-    def __init__(self, office, reactor=None, forwarder_port=53, timeout=2.0):
+    def __init__(self, office, leases=None, reactor=None, forwarder_port=53, timeout=2.0):
         if reactor is None:
             from twisted.internet import reactor
         ListeningService.__init__(self, "dns", office)
+        self.leases = leases
         self.reactor = reactor
         self.forwarder_port = forwarder_port
         self.timeout = timeout
         self.keeper = ZoneKeeper(reactor)
-        self.names = DhcpNames()
         self.fast = FastAnswers(reactor)
         self.cache = CountedCache(reactor, self.fast)
+        self.names = LeaseNames(self.keeper, self.fast)
+        self.collector = DnsCollector(self.fast, self.cache)
         self.factory = None
-        self._subscriptions = []
         self._expiry = None
         self._pending = None
-        self._built_at = float("-inf")
-        COLLECTOR.fast, COLLECTOR.cache = self.fast, self.cache
+        self._fresh = None        # the serial the fast path's zone answers are of
+        self._registered = False
+        self.follow(LeaseEvent, self._lease_event)
+        self.follow(WanAddressChanged, lambda event: self.rebuild_zone())
 
-    # -- building
+    @property
+    def zone(self):
+        """The zone as served (an `OfficeZone`); None before the first start."""
+        return self.keeper.zone
+
+    # -- the zone
+
+    def rebuild_zone(self):
+        """Make every row of the zone again from the current facts; publish it."""
+        if self._pending is not None and self._pending.active():
+            self._pending.cancel()
+        self._pending = None
+        names = self.names.current(self.reactor.seconds())
+        self.keeper.rebuild(self.office.config, self.office.wan_ip, names)
+        self.names.built(names)
+        zone = self.keeper.zone
+        if zone.serial != self._fresh:
+            # Every precomputed zone answer is made again as it is asked.
+            self.fast.zone = {}
+            self._fresh = zone.serial
+            log.info("dns: zone {domain} serial {serial}: {count} records",
+                     domain=zone.domain, serial=zone.serial, count=len(zone.entries))
+        self._publish()
+        self._schedule_expiry()
+
+    def request_rebuild(self):
+        """A full rebuild `REBUILD_INTERVAL` from now, one for all changes till then."""
+        if self._pending is None:
+            self._pending = self.reactor.callLater(REBUILD_INTERVAL, self.rebuild_zone)
+
+    def _publish(self):
+        # The admin pages read it there until the wiring hands them the service.
+        self.office.runtime.zone = self.keeper.zone
+
+    def _names_changed(self):
+        self._publish()
+        self.request_rebuild()
+
+    def _lease_event(self, event):
+        config, wan_ip = self.office.config, self.office.wan_ip
+        if self.names.apply(event, config, wan_ip):
+            self._names_changed()
+        self._schedule_expiry()
+
+    def _expire(self):
+        self._expiry = None
+        if self.names.expire(self.reactor.seconds(), self.office.config, self.office.wan_ip):
+            self._names_changed()
+        self._schedule_expiry()
+
+    def _schedule_expiry(self):
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+        self._expiry = None
+        due = self.names.next_expiry()
+        if due is not None and due != float("inf"):
+            delay = max(0.0, due - self.reactor.seconds())
+            self._expiry = self.reactor.callLater(delay, self._expire)
+
+    # -- the resolvers
 
     def _forwarders(self, config):
         if not config.dns.use_forwarders:
@@ -63,121 +133,11 @@ class DnsService(ListeningService):
         if not servers:
             return None
         return CountedForwarder(servers, self.reactor, self.timeout,
-                                  on_answer=self.cache.store)
+                                on_answer=self.cache.store)
 
     def _build_factory(self):
         self.factory = OfficeDnsFactory(self.office, self.keeper, self.cache, self.fast,
                                         self._forwarders(self.office.config), self.reactor)
-
-    def rebuild_zone(self):
-        """Make the zone from the current facts; publish it if it changed."""
-        if self._pending is not None and self._pending.active():
-            self._pending.cancel()
-        self._pending = None
-        self._built_at = self.reactor.seconds()
-        self.names.expire(self._built_at)
-        if self.keeper.rebuild(self.office.config, self.office.wan_ip, self.names.current()):
-            zone = self.keeper.zone
-            self.fast.zone = {}
-            self.office.runtime.zone = zone
-            log.info("dns: zone {domain} serial {serial}: {count} records",
-                     domain=zone.domain, serial=zone.serial, count=len(zone.entries))
-        self._schedule_expiry()
-
-    def request_rebuild(self):
-        """
-        Rebuild soon: at once if the last rebuild is `REBUILD_INTERVAL` old,
-        else at the end of that interval, so a burst of lease events (the
-        office switching on in the morning) costs a few rebuilds, not one each.
-        """
-        if self._pending is not None:
-            return
-        wait = self._built_at + REBUILD_INTERVAL - self.reactor.seconds()
-        if wait <= 0:
-            self.rebuild_zone()
-        else:
-            self._pending = self.reactor.callLater(wait, self.rebuild_zone)
-
-    def _schedule_expiry(self):
-        if self._expiry is not None and self._expiry.active():
-            self._expiry.cancel()
-        self._expiry = None
-        due = self.names.next_expiry()
-        if due is not None and due != float("inf"):
-            delay = max(0.0, due - self.reactor.seconds())
-            self._expiry = self.reactor.callLater(delay, self.rebuild_zone)
-
-    # -- listening
-
-    def _listeners(self):
-        port = self.office.config.dns.port
-        udp = DnsDatagramProtocol(self.factory)
-
-        def listen_udp():
-            p = self.reactor.listenUDP(port, udp, maxPacketSize=4096)
-            sock = getattr(p, "socket", None)
-            if sock is not None:
-                # Room for bursts: a full buffer loses queries.
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            return p
-        return [("udp %d" % port, port, listen_udp),
-                ("tcp %d" % port, port, lambda: self.reactor.listenTCP(port, self.factory))]
-
-    def startService(self):
-        if not self._subscriptions:
-            self._subscriptions = [
-                self.office.subscribe(ConfigChanged, self._config_changed),
-                self.office.subscribe(LeaseEvent, self._lease_event),
-                self.office.subscribe(WanAddressChanged, lambda e: self.request_rebuild()),
-            ]
-            leases = self.office.runtime.leases
-            if leases is not None:
-                self.names.load(leases.active_leases())
-        self.rebuild_zone()
-        self._build_factory()
-        if not self.office.config.dns.enabled:
-            service.Service.startService(self)
-            self.ports, self.failed = [], []
-            self.office.set_status("dns", "disabled", "DNS server disabled in [dns]")
-            return
-        self.listeners = self._listeners()
-        ListeningService.startService(self)
-
-    def stopService(self):
-        for unsubscribe in self._subscriptions:
-            unsubscribe()
-        self._subscriptions = []
-        for call in (self._expiry, self._pending):
-            if call is not None and call.active():
-                call.cancel()
-        self._expiry = self._pending = None
-        return ListeningService.stopService(self)
-
-    # -- events
-
-    def _lease_event(self, event):
-        if self.names.apply(event):
-            self.request_rebuild()
-
-    def _config_changed(self, event):
-        new, old = event.new, event.old
-        if event.touches("system", "lan", "wan", "host", "record"):
-            self.rebuild_zone()
-        if event.touches("lan") and self.factory is not None:
-            self.factory._sides.clear()   # which peers are on the LAN may have changed
-        if not event.touches("dns"):
-            return
-        if (old.dns.primary, old.dns.secondary, old.dns.use_forwarders) != (
-                new.dns.primary, new.dns.secondary, new.dns.use_forwarders):
-            self.cache.clear()
-            log.info("dns: forwarders now {servers}", servers=", ".join(
-                str(ip) for ip in (new.dns.primary, new.dns.secondary) if ip)
-                if new.dns.use_forwarders else "none (stand-alone)")
-        if (old.dns.enabled, old.dns.port) == (new.dns.enabled, new.dns.port):
-            self._rewire()
-            return
-        d = ListeningService.stopService(self)
-        d.addCallback(lambda _: self._restart())
 
     def _rewire(self):
         """New resolvers behind the ports already listening."""
@@ -190,11 +150,72 @@ class DnsService(ListeningService):
             elif getattr(port, "factory", None) is old:
                 port.factory = self.factory
 
-    def _restart(self):
-        self.running = False
-        self.startService()
+    # -- the service base's hooks
+
+    def bound_settings(self, config):
+        return (config.dns.enabled, config.dns.port)
+
+    def disabled_reason(self, config):
+        return None if config.dns.enabled else "DNS server disabled in [dns]"
+
+    def build_listeners(self, config):
+        port = config.dns.port
+        udp = DnsDatagramProtocol(self.factory)
+
+        def listen_udp():
+            p = self.reactor.listenUDP(port, udp, maxPacketSize=4096)
+            sock = getattr(p, "socket", None)
+            if sock is not None:
+                # Room for bursts: a full buffer loses queries.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            return p
+        return [("udp %d" % port, port, listen_udp),
+                ("tcp %d" % port, port, lambda: self.reactor.listenTCP(port, self.factory))]
+
+    def config_changed(self, event):
+        """Zone, peers' sides and resolvers follow; the base rebinds for a new port."""
+        if event.touches("system", "lan", "wan", "host", "record"):
+            self.rebuild_zone()
+        if event.touches("lan"):
+            self.factory.lan_changed()
+        if not event.touches("dns"):
+            return
+        old, new = event.old.dns, event.new.dns
+        if (old.primary, old.secondary, old.use_forwarders) != (
+                new.primary, new.secondary, new.use_forwarders):
+            self.cache.clear()
+            log.info("dns: forwarders now {servers}", servers=", ".join(
+                str(ip) for ip in (new.primary, new.secondary) if ip)
+                if new.use_forwarders else "none (stand-alone)")
+        self._rewire()
+
+    # -- life cycle
+
+    def startService(self):
+        if self.leases is not None:
+            self.names.load(self.leases.active_leases())
+        self.rebuild_zone()
+        self._build_factory()
+        if not self._registered:
+            REGISTRY.register(self.collector)
+            self._registered = True
+        ListeningService.startService(self)
+
+    def stopService(self):
+        for call in (self._expiry, self._pending):
+            if call is not None and call.active():
+                call.cancel()
+        self._expiry = self._pending = None
+        if self._registered:
+            REGISTRY.unregister(self.collector)
+            self._registered = False
+        return ListeningService.stopService(self)
 
 
-def make_service(office):
-    """The "dns" child of the allworx server."""
-    return DnsService(office)
+def make_service(office, leases=None):
+    """The "dns" child of the allworx server, given the DHCP lease table."""
+    if leases is None:
+        # Until the server's wiring passes the table: the DHCP child, built
+        # first, has put it here.
+        leases = office.runtime.leases
+    return DnsService(office, leases)

@@ -14,7 +14,9 @@ Nothing here touches a socket or a clock of its own: times come in as
 arguments, so tests drive everything directly.
 """
 
+import bisect
 import ipaddress
+import itertools
 import re
 
 import attr
@@ -252,6 +254,12 @@ def _entry_order(e):
     return (e.name, e.rtype, e.value, e.ttl)
 
 
+def _find(rows, e):
+    """Where row `e` is in the sorted `rows`, or None."""
+    i = bisect.bisect_left(rows, _entry_order(e), key=_entry_order)
+    return i if i < len(rows) and rows[i] == e else None
+
+
 def soa_rname(config):
     """The SOA's mailbox: admin_email as a name, or hostmaster.DOMAIN."""
     email = config.system.admin_email
@@ -310,26 +318,37 @@ class OfficeZone:
         self._rrsets = {}     # name -> {type: [RRHeader]}
         # Every name that exists: owners of records, empty non-terminals, and
         # the built-in names even while they hold no address (no WAN yet).
+        self._owners = frozenset(owners)
         self._names = set(owners)
         self._soa = {}
-        for origin in (domain, reverse):
-            soa = dns.Record_SOA(mname=server.encode("ascii"), rname=rname.encode("ascii"),
-                                 serial=serial, refresh=3600, retry=600, expire=86400,
-                                 minimum=NEGATIVE_TTL, ttl=TTL)
+        self._put_soa()
+        for e in entries:
+            self._index(e)
+
+    def _put_soa(self):
+        for origin in (self.domain, self.reverse):
+            soa = dns.Record_SOA(mname=self.server.encode("ascii"),
+                                 rname=self.rname.encode("ascii"), serial=self.serial,
+                                 refresh=3600, retry=600, expire=86400, minimum=NEGATIVE_TTL,
+                                 ttl=TTL)
             self._soa[origin] = dns.RRHeader(origin.encode("ascii"), SOA, dns.IN, TTL, soa,
                                              auth=True)
             self._rrsets.setdefault(origin, {})[SOA] = [self._soa[origin]]
             self._names.add(origin)
-        for e in entries:
-            rtype = getattr(dns, e.rtype)
-            rr = dns.RRHeader(e.name.encode("ascii"), rtype, dns.IN, e.ttl,
-                              _payload(e.rtype, e.value, e.ttl), auth=True)
-            self._rrsets.setdefault(e.name, {}).setdefault(rtype, []).append(rr)
-            origin = self.origin_of(e.name)
-            name = e.name
-            while origin is not None and name != origin and name not in self._names:
-                self._names.add(name)
-                name = name.partition(".")[2]
+
+    @staticmethod
+    def _rr(e):
+        return dns.RRHeader(e.name.encode("ascii"), getattr(dns, e.rtype), dns.IN, e.ttl,
+                            _payload(e.rtype, e.value, e.ttl), auth=True)
+
+    def _index(self, e):
+        rr = self._rr(e)
+        self._rrsets.setdefault(e.name, {}).setdefault(rr.type, []).append(rr)
+        origin = self.origin_of(e.name)
+        name = e.name
+        while origin is not None and name != origin and name not in self._names:
+            self._names.add(name)
+            name = name.partition(".")[2]
 
     def origin_of(self, name):
         """The apex of the zone (domain or reverse) that `name` falls in, or None."""
@@ -400,6 +419,50 @@ class OfficeZone:
         """The zone in zone-file form, as the DNS service serves it."""
         return "\n".join("%s.\t%d\tIN\t%s\t%s" % (n, ttl, t, v) for n, t, v, ttl in self.rows())
 
+    def amended(self, gone, added, serial):
+        """
+        This zone with the rows `gone` taken out and `added` put in, under
+        `serial`; itself when neither changes a row. Costs what the change
+        touches (this zone is left as it was: it may still be answering).
+        """
+        rows = list(self.entries)
+        gone = [e for e in set(gone) if _find(rows, e) is not None]
+        for e in gone:
+            del rows[_find(rows, e)]
+        added = [e for e in set(added) if _find(rows, e) is None]
+        if not gone and not added:
+            return self
+        for e in added:
+            bisect.insort(rows, e, key=_entry_order)
+        zone = OfficeZone.__new__(OfficeZone)
+        zone.__dict__.update(self.__dict__)
+        zone.serial, zone.entries, zone._soa = serial, tuple(rows), {}
+        zone._names, zone._rrsets = set(self._names), dict(self._rrsets)
+        for name in {e.name for e in gone + added} | {self.domain, self.reverse}:
+            zone._rrsets[name] = {t: list(rrs) for t, rrs in self._rrsets.get(name, {}).items()}
+        zone._put_soa()
+        for e in gone:
+            zone._unindex(e)
+        for e in added:
+            zone._index(e)
+        return zone
+
+    def _unindex(self, e):
+        rrsets = self._rrsets[e.name]
+        rr = self._rr(e)
+        rrsets[rr.type].remove(rr)
+        if not rrsets[rr.type]:
+            del rrsets[rr.type]
+        if not rrsets:
+            del self._rrsets[e.name]
+        # The name, and the empty non-terminals above it, go with their last record.
+        origin, name = self.origin_of(e.name), e.name
+        while (origin is not None and name != origin and name not in self._rrsets
+               and name not in self._owners
+               and not any(map(str.endswith, self._names, itertools.repeat("." + name)))):
+            self._names.discard(name)
+            name = name.partition(".")[2]
+
 
 @implementer(IZoneSource)
 class ZoneKeeper:
@@ -424,12 +487,24 @@ class ZoneKeeper:
         if old is not None and (old.entries, old.domain, old.reverse, old.server, old.rname) == (
                 entries, domain, reverse, server, rname):
             return False
-        serial = int(self.clock.seconds()) & 0xFFFFFFFF
-        if old is not None and not _serial_newer(serial, old.serial):
-            serial = (old.serial + 1) & 0xFFFFFFFF
+        serial = self._next_serial()
         owners = {"%s.%s" % (label, domain) for label in (config.system.hostname,) + BUILTIN_NAMES}
         self.zone = OfficeZone(domain, reverse, serial, entries, server, rname, owners)
         return True
+
+    def amend(self, gone, added):
+        """Take the rows `gone` out of the zone and put `added` in; True when it changed."""
+        old = self.zone
+        if old is not None:
+            self.zone = old.amended(gone, added, self._next_serial())
+        return self.zone is not old
+
+    def _next_serial(self):
+        serial = int(self.clock.seconds()) & 0xFFFFFFFF
+        old = self.zone
+        if old is not None and not _serial_newer(serial, old.serial):
+            serial = (old.serial + 1) & 0xFFFFFFFF
+        return serial
 
 
 def _serial_newer(a, b):

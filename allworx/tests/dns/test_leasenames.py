@@ -1,0 +1,309 @@
+"""
+Tests for the DHCP clients' names in the DNS service's zone
+(allworx.protocols.dns.leasenames through allworx.protocols.dns.service).
+
+The DHCP server sends its ACK and emits the `LeaseEvent` in the same call, so
+a query that follows the ACK is read after the event: the name must answer
+from then on, and go the moment the lease is released or expires (the zone's
+NXDOMAIN is kept by resolvers for the SOA minimum, a minute). Only the full
+rebuild of the zone is gathered, so a burst of lease events (an office
+switching on in the morning) costs a bounded number of them.
+"""
+
+import ipaddress
+
+from hypothesis import given, settings, strategies as st
+from prometheus_client import REGISTRY
+from twisted.names import dns
+from twisted.trial import unittest
+
+from allworx.config import parse_config
+from allworx.office import LeaseEvent, Office
+from allworx.protocols.dns import service as dnsservice
+from allworx.protocols.dns import zone as dnszone
+from allworx.tests.confs import with_sections
+from allworx.tests.dns.test_service import (
+    CONF, LAN_PC, ServiceCase, UdpMemoryReactor, parse, query)
+
+
+def ip(text):
+    return ipaddress.IPv4Address(text)
+
+
+def addresses(m):
+    return sorted(rr.payload.dottedQuad() for rr in m.answers if rr.type == dns.A)
+
+
+def ptr_names(m):
+    return [rr.payload.name.name for rr in m.answers if rr.type == dns.PTR]
+
+
+class CountedRebuilds:
+    """Wraps a ZoneKeeper's `rebuild` (the full rebuild) to count the calls."""
+
+    def __init__(self, keeper):
+        self.calls = 0
+        self._rebuild = keeper.rebuild
+        keeper.rebuild = self
+
+    def __call__(self, *args, **kw):
+        self.calls += 1
+        return self._rebuild(*args, **kw)
+
+
+class LeaseNameTests(ServiceCase):
+
+    conf = with_sections("""
+[record intranet]
+cname = pc1.example.com
+""", CONF)
+
+    def lease(self, kind, host, hostname="pc1", mac="02:00:00:00:00:01", lifetime=600):
+        self.office.emit(LeaseEvent(kind, mac, ip("192.168.2.%d" % host), hostname,
+                                    self.reactor.seconds() + lifetime))
+
+    def serial(self):
+        return self.ask("example.com", dns.SOA).answers[0].payload.serial
+
+    def settle(self):
+        """Let any gathered rebuild run: what follows is about the next event alone."""
+        self.reactor.advance(dnsservice.REBUILD_INTERVAL)
+
+    def test_a_granted_name_answers_at_once(self):
+        serial = self.serial()
+        self.assertEqual(self.ask("pc1.example.com").rCode, dns.ENAME)
+        self.lease("granted", 10)
+        # The same clock time as the event: no timer has run.
+        m = self.ask("pc1.example.com")
+        self.assertEqual((m.rCode, m.auth, addresses(m)), (dns.OK, True, ["192.168.2.10"]))
+        self.assertEqual(m.answers[0].ttl, dnszone.DHCP_TTL)
+        ptr = self.ask("10.2.168.192.in-addr.arpa", dns.PTR)
+        self.assertEqual((ptr.rCode, ptr_names(ptr)), (dns.OK, [b"pc1.example.com"]))
+        self.assertGreater(self.serial(), serial)
+        # Then from the fast path, still the same answer.
+        hits = self.service.fast.zone_hits
+        self.assertEqual(addresses(self.ask("PC1.example.com")), ["192.168.2.10"])
+        self.assertEqual(self.service.fast.zone_hits, hits + 1)
+
+    def test_the_soa_serial_moves_on_with_each_change(self):
+        serials = [self.serial(), self.serial()]   # the second from the fast path
+        self.lease("granted", 11, "pc2", "02:00:00:00:00:02")
+        serials.append(self.serial())
+        self.lease("released", 11, "pc2", "02:00:00:00:00:02")
+        serials.append(self.serial())
+        self.assertEqual(serials[0], serials[1])
+        self.assertLess(serials[1], serials[2])
+        self.assertLess(serials[2], serials[3])
+
+    def test_the_served_zone_shows_the_name_at_once(self):
+        self.lease("granted", 10)
+        self.assertIs(self.office.runtime.zone, self.service.zone)
+        self.assertIn("pc1.example.com.\t60\tIN\tA\t192.168.2.10", self.service.zone.as_text())
+
+    def test_a_released_name_is_nxdomain_at_once(self):
+        self.lease("granted", 10)
+        self.settle()
+        for _ in range(2):   # the second from the fast path
+            self.assertEqual(addresses(self.ask("pc1.example.com")), ["192.168.2.10"])
+            self.assertEqual(ptr_names(self.ask("10.2.168.192.in-addr.arpa", dns.PTR)),
+                             [b"pc1.example.com"])
+        self.lease("released", 10)
+        self.assertEqual(self.ask("pc1.example.com").rCode, dns.ENAME)
+        self.assertEqual(self.ask("10.2.168.192.in-addr.arpa", dns.PTR).rCode, dns.ENAME)
+
+    def test_expiry_removes_the_name_at_once(self):
+        self.lease("granted", 10)
+        self.lease("granted", 11, "pc2", "02:00:00:00:00:02", lifetime=30)
+        self.settle()
+        self.ask("pc1.example.com")
+        self.ask("pc2.example.com")
+        self.lease("expired", 10)   # the DHCP server's reaper
+        self.assertEqual(self.ask("pc1.example.com").rCode, dns.ENAME)
+        self.reactor.advance(30)    # no event: the lease's end on the clock
+        self.assertEqual(self.ask("pc2.example.com").rCode, dns.ENAME)
+        self.assertEqual(self.ask("11.2.168.192.in-addr.arpa", dns.PTR).rCode, dns.ENAME)
+
+    def test_renewal_at_another_address_moves_both_records(self):
+        self.lease("granted", 10)
+        self.settle()
+        self.ask("pc1.example.com")
+        self.ask("10.2.168.192.in-addr.arpa", dns.PTR)
+        self.lease("renewed", 11)
+        self.assertEqual(addresses(self.ask("pc1.example.com")), ["192.168.2.11"])
+        self.assertEqual(self.ask("10.2.168.192.in-addr.arpa", dns.PTR).rCode, dns.ENAME)
+        self.assertEqual(ptr_names(self.ask("11.2.168.192.in-addr.arpa", dns.PTR)),
+                         [b"pc1.example.com"])
+
+    def test_a_cname_to_the_name_follows_at_once(self):
+        self.assertEqual(self.ask("intranet.example.com").rCode, dns.ENAME)
+        self.lease("granted", 10)
+        for _ in range(2):
+            m = self.ask("intranet.example.com")
+            self.assertEqual((m.rCode, addresses(m)), (dns.OK, ["192.168.2.10"]))
+        self.settle()
+        self.assertEqual(addresses(self.ask("intranet.example.com")), ["192.168.2.10"])
+        self.lease("released", 10)
+        self.assertEqual(self.ask("intranet.example.com").rCode, dns.ENAME)
+
+    def test_a_client_name_never_takes_a_static_name(self):
+        self.lease("granted", 10, "printer")
+        self.assertEqual(addresses(self.ask("printer.example.com")), ["192.168.2.150"])
+        self.assertEqual(self.ask("10.2.168.192.in-addr.arpa", dns.PTR).rCode, dns.ENAME)
+
+    def test_a_burst_of_200_lease_events_costs_a_bounded_number_of_full_rebuilds(self):
+        rebuilds = CountedRebuilds(self.service.keeper)
+        serial = self.serial()
+        hosts = [h for h in range(1, 202) if h != 150]   # .150 is the printer's
+        for i, host in enumerate(hosts):
+            self.lease("granted", host, "pc%d" % i, "02:00:00:00:01:%02x" % i)
+            self.assertEqual(addresses(self.ask("pc%d.example.com" % i)),
+                             ["192.168.2.%d" % host])
+        self.assertLessEqual(rebuilds.calls, 1)
+        self.reactor.advance(dnsservice.REBUILD_INTERVAL)
+        self.assertLessEqual(rebuilds.calls, 2)
+        self.assertGreater(self.serial(), serial)
+        self.assertEqual(ptr_names(self.ask("201.2.168.192.in-addr.arpa", dns.PTR)),
+                         [b"pc199.example.com"])
+        # Spread over two seconds: at most one full rebuild per interval.
+        rebuilds.calls = 0
+        for i, host in enumerate(hosts):
+            self.lease("renewed", host, "pc%d" % i, "02:00:00:00:01:%02x" % i, 900)
+            self.reactor.advance(0.01)
+        self.reactor.advance(dnsservice.REBUILD_INTERVAL)
+        self.assertLessEqual(rebuilds.calls, 2.0 / dnsservice.REBUILD_INTERVAL + 1)
+        # What the gathered rebuild made is what the events had made.
+        names = {"pc%d" % i: ip("192.168.2.%d" % host) for i, host in enumerate(hosts)}
+        self.assertEqual(self.service.zone.entries,
+                         dnszone.zone_entries(self.office.config, self.office.wan_ip, names))
+
+
+class FakeLeases:
+    """An ILeaseTable: the DHCP server's records as dicts."""
+
+    def __init__(self, leases):
+        self.leases = leases
+
+    def active_leases(self):
+        return list(self.leases)
+
+
+def table_lease(host, hostname, expires):
+    return {"mac": "02:00:00:00:00:%02x" % host, "address": "192.168.2.%d" % host,
+            "hostname": hostname, "expires": expires, "state": "bound"}
+
+
+class LeaseTableTests(unittest.TestCase):
+    """The lease table is given to the service: loaded at start, events after."""
+
+    def setUp(self):
+        self.reactor = UdpMemoryReactor()
+        self.reactor.advance(1_700_000_000)
+        self.office = Office(parse_config(CONF))
+        now = self.reactor.seconds()
+        self.table = FakeLeases([table_lease(10, "pc1", now + 600),
+                                 table_lease(11, "pc2", now + 600)])
+        self.service = dnsservice.DnsService(self.office, self.table, reactor=self.reactor)
+
+    def ask(self, name, qtype=dns.A):
+        port = self.reactor.udp[53]
+        port.protocol.datagramReceived(query(name, qtype), LAN_PC)
+        return parse(port.sent[-1][0])
+
+    def test_names_from_the_table_at_start(self):
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        self.assertEqual(addresses(self.ask("pc1.example.com")), ["192.168.2.10"])
+        self.assertEqual(ptr_names(self.ask("11.2.168.192.in-addr.arpa", dns.PTR)),
+                         [b"pc2.example.com"])
+
+    def test_a_restart_starts_again_from_the_table(self):
+        self.service.startService()
+        self.service.stopService()
+        self.office.emit(LeaseEvent("granted", "02:00:00:00:00:0c", ip("192.168.2.12"), "pc3",
+                                    self.reactor.seconds() + 600))   # not heard: stopped
+        self.assertEqual(self.service.zone.answer("pc3.example.com", dns.A).rcode, dns.ENAME)
+        self.table.leases = [table_lease(12, "pc3", self.reactor.seconds() + 600)]
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        self.assertEqual(addresses(self.ask("pc3.example.com")), ["192.168.2.12"])
+        self.assertEqual(self.ask("pc1.example.com").rCode, dns.ENAME)
+
+    def test_make_service_passes_the_table(self):
+        service = dnsservice.make_service(self.office, self.table)
+        self.assertIs(service.leases, self.table)
+        self.assertEqual(service.name, "dns")
+
+    def test_metrics_are_registered_while_running(self):
+        def sample():
+            return REGISTRY.get_sample_value("allworx_dns_cache_entries")
+        self.assertIsNone(sample())
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        self.assertEqual(sample(), 0)
+        self.assertIsNotNone(REGISTRY.get_sample_value("allworx_dns_queries_total",
+                                                       {"kind": "zone"}))
+        self.service.stopService()
+        self.assertIsNone(sample())
+
+
+# Two LANs: a /24, where 192.168.3.x is outside, and a /16, where the first
+# name in 192.168.3.x makes the reverse zone's 3.168.192 exist.
+WIDE = CONF.replace("address = 192.168.2.254/24", "address = 192.168.2.254/16")
+
+EVENTS = st.lists(st.tuples(
+    st.sampled_from(["granted", "renewed", "released", "expired", "declined"]),
+    st.integers(1, 4), st.integers(2, 3), st.integers(1, 4),
+    st.sampled_from(["pc1", "pc2", "PC1", "www", "printer", None]),
+    st.integers(0, 40), st.sampled_from([0, 0, 1, 7])), max_size=25)
+QUESTIONS = [(n + ".example.com", t) for n in ("pc1", "pc2", "www", "printer", "intranet")
+             for t in (dns.A, dns.AAAA)] + [
+    ("%d.%d.168.192.in-addr.arpa" % (h, s), dns.PTR) for s in (2, 3) for h in (1, 2, 3, 4)] + [
+    ("%d.168.192.in-addr.arpa" % s, dns.NS) for s in (2, 3)]
+
+
+class AnyEventSequenceTests(unittest.TestCase):
+
+    def check(self, conf, events):
+        reactor = UdpMemoryReactor()
+        reactor.advance(1_700_000_000)
+        office = Office(parse_config(with_sections("[record intranet]\ncname = pc2.example.com\n",
+                                                   conf)))
+        service = dnsservice.DnsService(office, reactor=reactor)
+        service.startService()
+        port = reactor.udp[53]
+        expected = dnszone.DhcpNames()
+        try:
+            for kind, mac, subnet, host, hostname, lifetime, wait in events:
+                event = LeaseEvent(kind, "02:00:00:00:00:%02x" % mac,
+                                   ip("192.168.%d.%d" % (subnet, host)), hostname,
+                                   reactor.seconds() + lifetime)
+                expected.apply(event)
+                office.emit(event)
+                reactor.advance(wait)
+                expected.expire(reactor.seconds())
+                keeper = dnszone.ZoneKeeper(reactor)
+                keeper.rebuild(office.config, office.wan_ip, expected.current())
+                self.assertEqual(service.zone.entries, keeper.zone.entries)
+                for name, qtype in QUESTIONS:
+                    want = keeper.zone.answer(name, qtype)
+                    if want is None:
+                        continue   # not ours: 192.168.3.x beside a /24 LAN
+                    for _ in range(2):   # the full path, then perhaps the fast one
+                        port.protocol.datagramReceived(query(name, qtype), LAN_PC)
+                        got = parse(port.sent[-1][0])
+                        self.assertEqual(
+                            (got.rCode, [(rr.name, rr.type, rr.payload) for rr in got.answers]),
+                            (want.rcode, [(rr.name, rr.type, rr.payload) for rr in want.answers]),
+                            (name, qtype))
+        finally:
+            service.stopService()
+
+    @settings(max_examples=60, deadline=None)
+    @given(EVENTS)
+    def test_the_served_zone_is_what_a_rebuild_would_make(self, events):
+        self.check(CONF, events)
+
+    @settings(max_examples=60, deadline=None)
+    @given(EVENTS)
+    def test_the_same_with_a_wide_lan(self, events):
+        self.check(WIDE, events)
