@@ -1,7 +1,7 @@
 # -*- test-case-name: allworx.tests.core.test_office -*-
 """
 The live state of the office: one source of truth for the configuration and
-for the runtime facts services share (the WAN address, DHCP names, each
+for the facts services share as events (the WAN address and how it came, DHCP
 service's health), with observers so every service reconfigures itself when
 something changes.
 
@@ -79,25 +79,6 @@ class ServiceStatus:
     detail = attr.ib(default="")
 
 
-@attr.s(slots=True)
-class Runtime:
-    """
-    Live objects services publish for the others and for the admin pages.
-    Each slot is set by the service that owns it and None until then.
-    """
-
-    leases = attr.ib(default=None)          # DHCP lease table
-    dhcp_warnings = attr.ib(factory=list)   # rogue DHCP servers seen
-    connections = attr.ib(default=None)     # firewall connection log
-    zone = attr.ib(default=None)            # DNS zone as served
-    mail_store = attr.ib(default=None)      # mailboxes (deliver, list, delete)
-    mail_queue = attr.ib(default=None)      # outbound queue
-    fetch_status = attr.ib(factory=dict)    # fetch account display -> last result
-    registrations = attr.ib(default=None)   # SIP registrar
-    calls = attr.ib(default=None)           # SIP calls in progress
-    voicemail = attr.ib(default=None)
-
-
 class Office:
     """
     The configuration and runtime state of the office, with observers.
@@ -114,7 +95,6 @@ class Office:
             config = config.with_data_dir(data_dir)
         self.config = config
         self.path = path if path is not None else config.path
-        self.runtime = Runtime()
         self.status = {}
         self.wan_address = config.wan.address if config.wan.mode == "static" else None
         # How the WAN address came: "static", "dhcp", "lost", "disabled" or None.

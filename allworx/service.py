@@ -56,7 +56,7 @@ def build_children(office, reactor=None):
     network = NetworkService(office)
     dhcp = DhcpService(office)
     firewall = FirewallService(office, leases=dhcp.leases)
-    dns = DnsService(office)
+    dns = DnsService(office, leases=dhcp.leases)
     ntp = NtpService(office)
     mail = MailService(office, throttle=logins)
     sip = SipService(office, mail_store=mail.store, throttle=logins)

@@ -86,7 +86,6 @@ class DnsService(ListeningService):
             self._fresh = zone.serial
             log.info("dns: zone {domain} serial {serial}: {count} records",
                      domain=zone.domain, serial=zone.serial, count=len(zone.entries))
-        self._publish()
         self._schedule_expiry()
 
     def request_rebuild(self):
@@ -94,12 +93,7 @@ class DnsService(ListeningService):
         if self._pending is None:
             self._pending = self.reactor.callLater(REBUILD_INTERVAL, self.rebuild_zone)
 
-    def _publish(self):
-        # The admin pages read it there until the wiring hands them the service.
-        self.office.runtime.zone = self.keeper.zone
-
     def _names_changed(self):
-        self._publish()
         self.request_rebuild()
 
     def _lease_event(self, event):
@@ -214,8 +208,4 @@ class DnsService(ListeningService):
 
 def make_service(office, leases=None):
     """The "dns" child of the allworx server, given the DHCP lease table."""
-    if leases is None:
-        # Until the server's wiring passes the table: the DHCP child, built
-        # first, has put it here.
-        leases = office.runtime.leases
     return DnsService(office, leases)

@@ -60,6 +60,7 @@ class CompositionTests(unittest.TestCase):
         top = AllworxService(self.office())
         dhcp, firewall, mail, web = (top.getServiceNamed(n) for n in ("dhcp", "firewall", "mail", "web"))
         self.assertIs(firewall.leases, dhcp.leases)
+        self.assertIs(top.getServiceNamed("dns").leases, dhcp.leases)
         ldap, sip = top.getServiceNamed("ldap"), top.getServiceNamed("sip")
         throttles = {id(t) for t in (web.ctx.throttle, ldap.factory.throttle, mail.throttle,
                                      mail.smtp_factory.throttle, mail.pop3.factory.throttle,

@@ -97,7 +97,7 @@ cname = pc1.example.com
 
     def test_the_served_zone_shows_the_name_at_once(self):
         self.lease("granted", 10)
-        self.assertIs(self.office.runtime.zone, self.service.zone)
+        self.assertIs(self.service.keeper.zone, self.service.zone)
         self.assertIn("pc1.example.com.\t60\tIN\tA\t192.168.2.10", self.service.zone.as_text())
 
     def test_a_released_name_is_nxdomain_at_once(self):

@@ -163,8 +163,8 @@ class ZoneServiceTests(ServiceCase):
             self.assertEqual(m.recAv, peer is LAN_PC)
         self.assertEqual(self.open_upstream(), [])
 
-    def test_the_zone_is_published(self):
-        zone = self.office.runtime.zone
+    def test_the_zone_is_served(self):
+        zone = self.service.zone
         self.assertIn("files.example.com.\t300\tIN\tA\t192.168.2.20", zone.as_text())
 
     def test_nxdomain_in_the_zone(self):
@@ -205,12 +205,12 @@ class ZoneServiceTests(ServiceCase):
                          "203.0.113.40")
 
     def test_live_record_change_and_serial(self):
-        serial = self.office.runtime.zone.serial
+        serial = self.service.zone.serial
         self.reactor.advance(5)
         self.office.put_record("record", "intranet", {"a": "192.168.2.30"})
         self.assertEqual(self.ask("intranet.example.com").answers[0].payload.dottedQuad(),
                          "192.168.2.30")
-        self.assertEqual(self.office.runtime.zone.serial, serial + 5)
+        self.assertEqual(self.service.zone.serial, serial + 5)
         self.office.delete_record("record", "intranet")
         self.assertEqual(self.ask("intranet.example.com").rCode, dns.ENAME)
 
