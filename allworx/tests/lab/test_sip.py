@@ -325,7 +325,7 @@ class PhoneLabTests(unittest.TestCase):
     """Two baresip phones call each other and use voicemail."""
 
     def setUp(self):
-        from allworx.lab.namespaces import start_lab
+        from allworx.tests.lab.fixtures import start_lab
         if shutil.which("baresip") is None:
             raise unittest.SkipTest("baresip (Debian package baresip) is not installed")
         self.lab = start_lab(self, prefix=PREFIX)
