@@ -63,8 +63,8 @@ def passwd(argv, stdin=None, out=sys.stdout, err=sys.stderr):
 
 
 def lab(argv):
-    from allworx.lab import namespaces as labmod
-    return labmod.main(argv)
+    from allworx.lab import cli as labcli
+    return labcli.main(argv)
 
 
 COMMANDS = {"check": check, "passwd": passwd, "lab": lab}

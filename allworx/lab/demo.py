@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.test_demo -*-
+# -*- test-case-name: allworx.tests.lab.test_namespaces -*-
 """
 `make run`: the virtual office with the server in it, in the foreground.
 
@@ -16,7 +16,8 @@ import subprocess
 import sys
 import time
 
-from allworx.lab.namespaces import LabError, Lab, lab_skip_reason
+from allworx.lab.namespaces import Lab
+from allworx.lab.processes import LabError, unavailable_reason
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
@@ -53,7 +54,7 @@ def main(argv=None):
                         help="port on 127.0.0.1 of this machine for the admin pages")
     args = parser.parse_args(argv)
 
-    reason = lab_skip_reason(("ip", "dnsmasq", "socat", "dhclient"))
+    reason = unavailable_reason(("ip", "dnsmasq", "socat", "dhclient"))
     if reason:
         sys.stderr.write("make run: %s\n" % reason)
         return 2

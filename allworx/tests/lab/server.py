@@ -1,15 +1,19 @@
+# -*- test-case-name: allworx.tests.lab.test_firewall -*-
 """
 The real server (`twistd -n allworx`) run in a lab's server namespace, for
-integration tests: start it with a tap.conf, wait until it is ready, stop it
+integration tests: start it with a tap.conf, wait until it is ready and until
+the services a test needs are up (as its admin API reports them), stop it
 gracefully or with kill -9, read its log.
 """
 
+import json
 import os
 import signal
 import sys
 import time
 
-from allworx.lab.namespaces import LabError
+from allworx.lab.processes import LabError
+from allworx.lab.topology import SERVER_LAN_IP
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 READY = "allworx ready:"
@@ -68,6 +72,54 @@ class LabServer:
                                % (self.proc.returncode, text, current[-4000:]))
             time.sleep(0.1)
         raise LabError("no %r within %ss:\n%s" % (text, timeout, self.log()[-4000:]))
+
+    def services(self, admin_port=8080, password="admin-demo"):
+        """
+        (services, curl's CompletedProcess): the services' states as the admin
+        API's /api/v1/status reports them to curl on the lab's admin host,
+        {name: {"state": ..., "detail": ...}}, or None if it did not answer.
+        """
+        done = self.lab.run("admin", [
+            "curl", "-sS", "-m", "3", "-u", "admin:" + password,
+            "http://%s:%d/api/v1/status" % (SERVER_LAN_IP, admin_port)],
+            check=False, timeout=15)
+        try:
+            return json.loads(done.stdout)["services"], done
+        except (ValueError, KeyError, TypeError):
+            return None, done
+
+    def wait_services(self, names, timeout=30.0, states=("up",), **api):
+        """
+        Wait until the admin API reports each service of `names` in one of
+        `states`; returns every service's state. Raises LabError, with what
+        the API said and the log, when the server exits, when one of them is
+        disabled (by its config: that does not change by waiting) or after
+        `timeout`.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            services, done = self.services(**api)
+            pending = [n for n in names
+                       if (services or {}).get(n, {}).get("state") not in states]
+            if not pending:
+                return services
+            exited = self.proc is not None and self.proc.poll() is not None
+            disabled = any(services[n].get("state") == "disabled"
+                           for n in pending if services and n in services)
+            if exited or disabled or time.monotonic() > deadline:
+                if services is None:
+                    said = "the admin API did not answer: curl exit %s: %s" % (
+                        done.returncode, (done.stderr or done.stdout).strip()[-500:])
+                else:
+                    said = "; ".join("%s %s (%s)" % (n, services.get(n, {}).get("state"),
+                                                     services.get(n, {}).get("detail"))
+                                     for n in pending)
+                raise LabError("%s: %s not %s%s: %s\n%s" % (
+                    self.name, ", ".join(pending), "/".join(states),
+                    " (the server exited %s)" % self.proc.returncode if exited
+                    else "" if disabled else " within %ss" % timeout, said,
+                    self.log()[-4000:]))
+            time.sleep(0.2)
 
     def stop(self, timeout=15.0):
         """SIGTERM and wait: the server undoes what it applied."""

@@ -1,17 +1,22 @@
+# -*- test-case-name: allworx.tests.lab.test_dhcp -*-
 """
 The DHCP and SNTP servers in the virtual office (lab prefix `awd`), with
 real clients: ISC dhclient and busybox udhcpc on the lab's PCs and phones.
-Skipped, with the reason, unless run as root where `ip netns` works.
+They need root where `ip netns` works; without it, or without a client, they
+fail and say why.
 """
 
 import os
 import signal
+import sys
 import time
 
 from twisted.trial import unittest
 
 from allworx.protocols.dhcp.journal import replay
 from allworx.tests.confs import PW_HASH
+from allworx.tests.lab.fixtures import client_report, process_report, start_lab
+from allworx.tests.lab.server import LabServer
 
 PREFIX = "awd"
 RESERVED_MAC = "02:00:00:00:00:50"
@@ -77,15 +82,19 @@ exit 0
 
 
 def sntp_query(lab, host, server="192.168.2.254"):
-    """Offset (server minus local clock, seconds) and stratum from one SNTP query in `host`."""
+    """
+    (length, mode, stratum, offset: server minus local clock in seconds) of
+    the answer to one SNTP query from `host`, and the client's report.
+    """
     code = ("import socket,struct,time\n"
             "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(3)\n"
             "s.sendto(b'\\x23'+b'\\0'*47,(%r,123));t0=time.time()\n"
             "d,a=s.recvfrom(512);t1=time.time()\n"
             "x=struct.unpack('!Q',d[40:48])[0]/2**32-2208988800\n"
             "print(len(d),d[0]&7,d[1],x-(t0+t1)/2)\n" % server)
-    out = lab.run(host, ["python3", "-c", code]).stdout.split()
-    return int(out[0]), int(out[1]), int(out[2]), float(out[3])
+    done = lab.run(host, [sys.executable, "-c", code])
+    out = done.stdout.split()
+    return (int(out[0]), int(out[1]), int(out[2]), float(out[3])), client_report(done)
 
 
 WAN_DISCOVER = r"""
@@ -124,18 +133,25 @@ print(" ".join(sorted(seen)))
 class DhcpLabTests(unittest.TestCase):
 
     def setUp(self):
-        from allworx.lab.namespaces import start_lab
         self.lab = start_lab(self, prefix=PREFIX, programs=("dhclient", "udhcpc"))
+        self.said = {}
 
     def start_server(self, mode):
-        from allworx.tests.lab.server import LabServer
         self.server = LabServer(self.lab, conf(mode))
         self.addCleanup(self.server.stop)
         self.server.start()
         return self.server
 
+    def dhclient(self, host):
+        """ISC dhclient on `host`: (the lease it reported, what it printed)."""
+        lease = self.lab.dhclient(host)
+        return lease, process_report(self.lab, "dhclient-%s-eth0" % host)
+
     def udhcpc(self, host, once=True):
-        """Run udhcpc in `host`; returns (its Popen or None, the path of its record)."""
+        """
+        Run udhcpc in `host`; returns (its Popen or None, the path of its
+        record). `udhcpc_said(host)` is what it printed.
+        """
         out = os.path.join(self.lab.state_dir, "udhcpc-%s.env" % host)
         script = out + ".sh"
         with open(script, "w") as f:
@@ -146,26 +162,33 @@ class DhcpLabTests(unittest.TestCase):
         argv = ["udhcpc", "-i", "eth0", "-f", "-t", "5", "-T", "1", "-s", script,
                 "-O", "ntpsrv", "-x", "hostname:%s" % host]
         if once:
-            self.lab.run(host, argv + ["-n", "-q"], timeout=20)
+            self.said[host] = client_report(self.lab.run(host, argv + ["-n", "-q"], timeout=20))
             return None, out
         proc = self.lab.popen(host, argv, name="udhcpc-%s" % host)
-        self.wait_file(out)
+        self.said[host] = None
+        self.wait_file(out, host)
         return proc, out
 
-    def wait_file(self, path, timeout=15):
+    def udhcpc_said(self, host):
+        """What udhcpc in `host` printed, for assertion messages."""
+        return self.said[host] or process_report(self.lab, "udhcpc-%s" % host)
+
+    def wait_file(self, path, host, timeout=15):
+        """Wait for the record of udhcpc in `host`."""
         deadline = time.monotonic() + timeout
         while not os.path.exists(path):
             if time.monotonic() > deadline:
-                self.fail("no %s within %ss" % (path, timeout))
+                self.fail("no %s within %ss\n%s" % (path, timeout, self.udhcpc_said(host)))
             time.sleep(0.05)
 
     def read_env(self, path):
         with open(path) as f:
             return dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
 
-    def assertInPool(self, address):
+    def assertInPool(self, address, said=""):
         last = int(address.split(".")[-1])
-        self.assertTrue(address.startswith("192.168.2.") and 1 <= last <= 100, address)
+        self.assertTrue(address.startswith("192.168.2.") and 1 <= last <= 100,
+                        "%s\n%s" % (address, said))
 
     def journal_leases(self):
         with open(os.path.join(self.server.data_dir, "dhcp", "leases.journal"), "rb") as f:
@@ -174,41 +197,43 @@ class DhcpLabTests(unittest.TestCase):
     def test_firewall_nat_clients_reservation_release_and_kill9(self):
         self.start_server("firewall-nat")
         # ISC dhclient on pc1.
-        lease = self.lab.dhclient("pc1")
-        self.assertInPool(lease["ip_address"])
-        self.assertEqual(lease["subnet_mask"], "255.255.255.0")
-        self.assertEqual(lease["routers"], "192.168.2.254")
-        self.assertEqual(lease["domain_name_servers"], "192.168.2.254")
-        self.assertEqual(lease["domain_name"], "example.com")
-        self.assertEqual(lease["ntp_servers"], "192.168.2.254")
-        self.assertEqual(lease["dhcp_server_identifier"], "192.168.2.254")
-        self.assertEqual(lease["dhcp_lease_time"], "3600")
+        lease, said = self.dhclient("pc1")
+        self.assertInPool(lease["ip_address"], said)
+        self.assertEqual(lease["subnet_mask"], "255.255.255.0", said)
+        self.assertEqual(lease["routers"], "192.168.2.254", said)
+        self.assertEqual(lease["domain_name_servers"], "192.168.2.254", said)
+        self.assertEqual(lease["domain_name"], "example.com", said)
+        self.assertEqual(lease["ntp_servers"], "192.168.2.254", said)
+        self.assertEqual(lease["dhcp_server_identifier"], "192.168.2.254", said)
+        self.assertEqual(lease["dhcp_lease_time"], "3600", said)
         pc1_ip = lease["ip_address"]
         # busybox udhcpc on phone1, kept running for a renewal later.
         udhcpc, record = self.udhcpc("phone1", once=False)
         got = self.read_env(record)
-        self.assertInPool(got["ip"])
-        self.assertNotEqual(got["ip"], pc1_ip)
+        said = self.udhcpc_said("phone1")
+        self.assertInPool(got["ip"], said)
+        self.assertNotEqual(got["ip"], pc1_ip, said)
         self.assertEqual((got["mask"], got["router"], got["dns"].strip(), got["domain"],
                           got["ntpsrv"].strip(), got["lease"]),
                          ("24", "192.168.2.254", "192.168.2.254", "example.com",
-                          "192.168.2.254", "3600"))
+                          "192.168.2.254", "3600"), said)
         phone1_ip = got["ip"]
         # A reserved MAC gets its address.
         self.lab.run("pc2", ["ip", "link", "set", "eth0", "address", RESERVED_MAC])
-        self.assertEqual(self.lab.dhclient("pc2")["ip_address"], "192.168.2.150")
+        lease, said = self.dhclient("pc2")
+        self.assertEqual(lease["ip_address"], "192.168.2.150", said)
         # The time server answers a PC with the server's clock.
-        size, mode, stratum, offset = sntp_query(self.lab, "pc1")
-        self.assertEqual((size, mode), (48, 4))
-        self.assertIn(stratum, (2, 10))
-        self.assertLess(abs(offset), 0.5)
+        (size, mode, stratum, offset), report = sntp_query(self.lab, "pc1")
+        self.assertEqual((size, mode), (48, 4), report)
+        self.assertIn(stratum, (2, 10), report)
+        self.assertLess(abs(offset), 0.5, report)
         # A DISCOVER on the WAN side gets no answer from this server (the
         # same probe from a LAN host shows the server answering it).
-        self.assertEqual(self.lab.run("phone2", ["python3", "-c", WAN_DISCOVER, "eth0"])
-                         .stdout.split(), ["192.168.2.254"])
-        servers = self.lab.run("isp", ["python3", "-c", WAN_DISCOVER, "server"]).stdout.split()
-        self.assertNotIn("192.168.2.254", servers)
-        self.assertNotIn("203.0.113.2", servers)
+        lan = self.lab.run("phone2", [sys.executable, "-c", WAN_DISCOVER, "eth0"])
+        self.assertEqual(lan.stdout.split(), ["192.168.2.254"], client_report(lan))
+        wan = self.lab.run("isp", [sys.executable, "-c", WAN_DISCOVER, "server"])
+        self.assertNotIn("192.168.2.254", wan.stdout.split(), client_report(wan))
+        self.assertNotIn("203.0.113.2", wan.stdout.split(), client_report(wan))
         # RELEASE frees the address.
         self.lab.dhclient_release("pc2")
         self.server.wait_for("released 192.168.2.150", timeout=10)
@@ -224,35 +249,39 @@ class DhcpLabTests(unittest.TestCase):
         # udhcpc renews (unicast REQUEST from its address) and keeps it.
         os.unlink(record)
         udhcpc.send_signal(signal.SIGUSR1)
-        self.wait_file(record)
+        self.wait_file(record, "phone1")
         renewed = self.read_env(record)
-        self.assertEqual((renewed["event"], renewed["ip"]), ("renew", phone1_ip))
+        self.assertEqual((renewed["event"], renewed["ip"]), ("renew", phone1_ip),
+                         self.udhcpc_said("phone1"))
         # dhclient asks again for its address (INIT-REBOOT) and keeps it.
-        self.assertEqual(self.lab.dhclient("pc1")["ip_address"], pc1_ip)
+        lease, said = self.dhclient("pc1")
+        self.assertEqual(lease["ip_address"], pc1_ip, said)
         # A new PC gets neither.
         self.lab.run("pc2", ["ip", "link", "set", "eth0", "address", "02:a1:00:00:02:77"])
         self.lab.run("pc2", ["ip", "addr", "flush", "dev", "eth0"])
-        fresh = self.lab.dhclient("pc2")["ip_address"]
-        self.assertInPool(fresh)
-        self.assertNotIn(fresh, (pc1_ip, phone1_ip))
+        lease, said = self.dhclient("pc2")
+        fresh = lease["ip_address"]
+        self.assertInPool(fresh, said)
+        self.assertNotIn(fresh, (pc1_ip, phone1_ip), said)
         log = self.server.log()
         self.assertNotIn("Traceback", log)
 
     def test_lan_only_options_and_rogue_server(self):
         self.start_server("lan-only")
-        lease = self.lab.dhclient("pc1")
-        self.assertInPool(lease["ip_address"])
-        self.assertEqual(lease["routers"], "192.168.2.1")
-        self.assertEqual(lease["domain_name_servers"], "203.0.113.1 203.0.113.3")
-        self.assertEqual(lease["domain_name"], "example.com")
-        self.assertEqual(lease["subnet_mask"], "255.255.255.0")
-        self.assertEqual(lease["ntp_servers"], "192.168.2.254")
+        lease, said = self.dhclient("pc1")
+        self.assertInPool(lease["ip_address"], said)
+        self.assertEqual(lease["routers"], "192.168.2.1", said)
+        self.assertEqual(lease["domain_name_servers"], "203.0.113.1 203.0.113.3", said)
+        self.assertEqual(lease["domain_name"], "example.com", said)
+        self.assertEqual(lease["subnet_mask"], "255.255.255.0", said)
+        self.assertEqual(lease["ntp_servers"], "192.168.2.254", said)
         _, record = self.udhcpc("phone2")
         got = self.read_env(record)
-        self.assertInPool(got["ip"])
+        said = self.udhcpc_said("phone2")
+        self.assertInPool(got["ip"], said)
         self.assertEqual((got["router"], got["dns"].split(), got["domain"], got["ntpsrv"].strip()),
                          ("192.168.2.1", ["203.0.113.1", "203.0.113.3"], "example.com",
-                          "192.168.2.254"))
+                          "192.168.2.254"), said)
         # Another DHCP server appears on the LAN: the server says so.
         self.lab.run("pc2", ["ip", "addr", "add", "192.168.2.99/24", "dev", "eth0"])
         self.lab.popen("pc2", [

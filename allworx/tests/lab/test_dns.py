@@ -74,7 +74,7 @@ class Dig:
 class DnsLabTests(unittest.TestCase):
 
     def setUp(self):
-        from allworx.lab.namespaces import start_lab
+        from allworx.tests.lab.fixtures import start_lab
         self.lab = start_lab(self, prefix=PREFIX, programs=("dig", "dhclient", "curl",
                                                             "udhcpc"))
 

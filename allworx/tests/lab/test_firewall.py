@@ -1,8 +1,9 @@
+# -*- test-case-name: allworx.tests.lab.test_firewall -*-
 """
 Integration tests of the security modes in the virtual office (lab prefix
-`awf`): the real server in its namespace, real clients (curl, nmap, an echo
-session, python's http.server) on the LAN PCs and the internet host.
-Skipped without root.
+`awf`): the real server in its namespace, real clients (curl, nmap, dig, an
+echo session, python's http.server) on the LAN PCs and the internet host.
+They need root; without it, or without a client, they fail and say why.
 """
 
 import json
@@ -15,6 +16,8 @@ import time
 from twisted.trial import unittest
 
 from allworx.tests.confs import MINIMAL, with_sections
+from allworx.tests.lab.fixtures import client_report, start_lab
+from allworx.tests.lab.server import LabServer
 
 PREFIX = "awf"
 WAN_IP = "203.0.113.2"
@@ -80,12 +83,23 @@ for line in sys.stdin:
 """
 
 
+class Scan(dict):
+    """nmap's verdicts, {port: (state, reason)}, and its report for assertion messages."""
+
+    def __init__(self, found, report):
+        dict.__init__(self, found)
+        self.report = report
+
+
 class FirewallLabTests(unittest.TestCase):
     """Each test starts the server in one security mode and tries it from both sides."""
 
+    # What every test here relies on: each is up before a test goes on.
+    SERVICES = ("network", "firewall", "dhcp", "dns", "ldap", "web")
+
     def setUp(self):
-        from allworx.lab.namespaces import start_lab
-        self.lab = start_lab(self, prefix=PREFIX, programs=("curl", "nmap"))
+        self.lab = start_lab(self, prefix=PREFIX, programs=("curl", "nmap", "dig", "ping",
+                                                             "iptables-save"))
         self.lab.run("pc1", ["ip", "addr", "replace", PC1_IP + "/24", "dev", "eth0"])
         self.lab.run("pc1", ["ip", "route", "replace", "default", "via", "192.168.2.254"])
         self.server = None
@@ -96,17 +110,23 @@ class FirewallLabTests(unittest.TestCase):
 
     # ------------------------------------------------------------ helpers
 
-    def start_server(self, mode, base=BASE):
-        from allworx.tests.lab.server import LabServer
+    def start_server(self, mode, base=BASE, services=SERVICES):
+        """Start the server in `mode`; returns once the admin API reports `services` up."""
         self.server = LabServer(self.lab, with_sections(EXTRA.format(mode=mode), base))
         self.server.start(timeout=30)
-        self.server.wait_for("firewall: up", timeout=15)
-        self.server.wait_for("network: up", timeout=15)
+        self.server.wait_services(services, timeout=30)
 
     def curl(self, host, url, timeout=2):
-        done = self.lab.run(host, ["curl", "-s", "-m", str(timeout), url], check=False,
+        """curl in a lab host: its CompletedProcess (stdout is the body)."""
+        return self.lab.run(host, ["curl", "-sS", "-m", str(timeout), url], check=False,
                             timeout=timeout + 10)
-        return done.returncode, done.stdout
+
+    def assertCurl(self, done, code, body=None):
+        """curl's run `done` exited with `code` (and printed `body`, if given)."""
+        if body is None:
+            self.assertEqual(done.returncode, code, client_report(done))
+        else:
+            self.assertEqual((done.returncode, done.stdout), (code, body), client_report(done))
 
     def listen(self, host, port, name):
         """A tiny TCP listener (python's http.server) in a lab host."""
@@ -117,96 +137,93 @@ class FirewallLabTests(unittest.TestCase):
         proc = self.lab.popen(host, [sys.executable, "-m", "http.server", str(port),
                                      "--directory", root], name=name)
         self.addCleanup(self.lab.stop, proc)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            out = self.lab.run(host, ["ss", "-Hltn", "sport = :%d" % port]).stdout
-            if out.strip():
-                return proc
-            time.sleep(0.05)
-        self.fail("%s did not listen on %d" % (name, port))
-
-    def listen_unless_served(self, port, name):
-        """The server's own port: a stand-in listener if no real service holds it."""
-        out = self.lab.run("server", ["ss", "-Hltn", "sport = :%d" % port]).stdout
-        if not out.strip():
-            self.listen("server", port, name)
+        self.lab.wait_listening(host, [("tcp", port)], proc, timeout=10)
+        return proc
 
     def scan(self, ports, udp=False, target=WAN_IP, flags=None):
-        """nmap from the internet host: {port: (state, reason)}."""
+        """nmap from the internet host: a Scan, {port: (state, reason)}."""
         flags = flags or ("-sU" if udp else "-sS")
         argv = ["nmap", "-n", "-Pn", flags, "--reason", "--max-retries", "1",
                 "-p", ",".join(str(p) for p in ports), target]
-        out = self.lab.run("inet", argv, timeout=60).stdout
+        done = self.lab.run("inet", argv, timeout=60)
         found = {}
-        for m in re.finditer(r"^(\d+)/(?:tcp|udp)\s+(\S+)\s+\S+\s+(\S+)", out, re.M):
+        for m in re.finditer(r"^(\d+)/(?:tcp|udp)\s+(\S+)\s+\S+\s+(\S+)", done.stdout, re.M):
             found[int(m.group(1))] = (m.group(2), m.group(3))
-        self.assertEqual(set(found), set(ports), out)
-        return found
+        report = client_report(done)
+        self.assertEqual(set(found), set(ports), report)
+        return Scan(found, report)
+
+    def run_client(self, host, argv, **kw):
+        """A client in a lab host, its exit status left to the test: its CompletedProcess."""
+        return self.lab.run(host, argv, check=False, **kw)
+
+    def iptables_save(self):
+        done = self.lab.run("server", ["iptables-save"])
+        return done.stdout, client_report(done)
 
     # ------------------------------------------------------------ the modes
 
     def test_firewall_nat(self):
         self.start_server("firewall-nat")
         # LAN -> internet is masqueraded: the internet host sees the WAN address.
-        self.assertEqual(self.curl("pc1", "http://%s/whoami" % INET_IP), (0, WAN_IP + "\n"))
+        self.assertCurl(self.curl("pc1", "http://%s/whoami" % INET_IP), 0, WAN_IP + "\n")
         # A [forward] makes pc1's web server visible on the WAN port.
         self.listen("pc1", 8000, "pc1-web")
-        self.assertEqual(self.curl("inet", "http://%s:8081/" % WAN_IP),
-                         (0, "hello from pc1-web\n"))
+        self.assertCurl(self.curl("inet", "http://%s:8081/" % WAN_IP), 0, "hello from pc1-web\n")
         # A UDP forward, to a port of its own on the PC.
         echo = self.lab.popen("pc1", [sys.executable, "-c", UDP_ECHO, "4001"], name="udp-echo")
         self.addCleanup(self.lab.stop, echo)
-        time.sleep(0.3)
-        ask = self.lab.run("inet", [sys.executable, "-c", UDP_ASK, WAN_IP, "4000"]).stdout
-        self.assertEqual(ask.strip(), "ping")
+        self.lab.wait_listening("pc1", [("udp", 4001)], echo, timeout=10)
+        ask = self.lab.run("inet", [sys.executable, "-c", UDP_ASK, WAN_IP, "4000"])
+        self.assertEqual(ask.stdout.strip(), "ping", client_report(ask))
         # The internet cannot reach a LAN PC, even with a route to the LAN.
         self.lab.route_lan_via(WAN_IP)
         self.addCleanup(self.lab.unroute_lan)
-        self.assertEqual(self.curl("inet", "http://%s:8000/" % PC1_IP)[0], 28)  # timed out
-        # Admin pages and LDAP are invisible from the WAN (no answer at all), while
-        # an unguarded port of the server still answers with a reset.
-        self.listen_unless_served(8080, "stand-in-admin")
-        self.listen_unless_served(389, "stand-in-ldap")
+        self.assertCurl(self.curl("inet", "http://%s:8000/" % PC1_IP), 28)  # timed out
+        # Admin pages and LDAP (both served: the server is up) are invisible
+        # from the WAN (no answer at all), while an unguarded port of the
+        # server still answers with a reset.
         tcp = self.scan([22, 389, 8080, 8081])
-        self.assertEqual(tcp[389], ("filtered", "no-response"))
-        self.assertEqual(tcp[8080], ("filtered", "no-response"))
-        self.assertEqual(tcp[22], ("closed", "reset"))
-        self.assertEqual(tcp[8081][0], "open")
+        self.assertEqual(tcp[389], ("filtered", "no-response"), tcp.report)
+        self.assertEqual(tcp[8080], ("filtered", "no-response"), tcp.report)
+        self.assertEqual(tcp[22], ("closed", "reset"), tcp.report)
+        self.assertEqual(tcp[8081][0], "open", tcp.report)
         # DHCP and NTP: no answer, not even ICMP port unreachable.
         udp = self.scan([67, 123, 9999], udp=True)
-        self.assertEqual(udp[67], ("open|filtered", "no-response"))
-        self.assertEqual(udp[123], ("open|filtered", "no-response"))
-        self.assertEqual(udp[9999], ("closed", "port-unreach"))
+        self.assertEqual(udp[67], ("open|filtered", "no-response"), udp.report)
+        self.assertEqual(udp[123], ("open|filtered", "no-response"), udp.report)
+        self.assertEqual(udp[9999], ("closed", "port-unreach"), udp.report)
         # DNS stays open on the WAN for the office's zone, but recursion is the
-        # DNS server's to refuse (when it runs).
-        if "dns: up" in self.server.log():
-            dig = self.lab.run("inet", ["dig", "+tries=1", "+time=2", "@" + WAN_IP,
-                                        "internet.example"], check=False).stdout
-            self.assertIn("status: REFUSED", dig)
+        # DNS server's to refuse.
+        dig = self.run_client("inet", ["dig", "+tries=1", "+time=2", "@" + WAN_IP,
+                                       "internet.example"])
+        self.assertIn("status: REFUSED", dig.stdout, client_report(dig))
         # The same services still answer on the LAN.
-        self.assertEqual(self.curl("pc1", "http://192.168.2.254:8080/")[0], 0)
+        self.assertCurl(self.curl("pc1", "http://192.168.2.254:8080/"), 0)
         # The server's own outbound traffic goes through its own firewall.
-        self.assertEqual(self.curl("server", "http://%s/whoami" % INET_IP), (0, WAN_IP + "\n"))
+        self.assertCurl(self.curl("server", "http://%s/whoami" % INET_IP), 0, WAN_IP + "\n")
         self.check_connection_log()
 
     def check_connection_log(self):
-        """The admin API shows each decision with its reason (when the web service runs)."""
-        if "web: up" not in self.server.log():
-            return
-        body = self.lab.run("pc1", [
-            "curl", "-s", "-m", "5", "-u", "admin:admin-demo",
-            "http://192.168.2.254:8080/api/v1/connections?limit=500"]).stdout
-        log = json.loads(body)
+        """The admin API shows each decision with its reason."""
+        done = self.lab.run("pc1", [
+            "curl", "-sS", "-m", "5", "-u", "admin:admin-demo",
+            "http://192.168.2.254:8080/api/v1/connections?limit=500"])
+        report = client_report(done)
+        try:
+            log = json.loads(done.stdout)
+        except ValueError:
+            self.fail("the connection log is not JSON:\n" + report)
         reasons = {(e["side"], e["dst"], e["dport"], e["action"], e["reason"])
                    for e in log["entries"]}
         self.assertIn(("wan", WAN_IP, 8081, "accept", "forward web to 192.168.2.10:8000"),
-                      reasons)
-        self.assertIn(("wan", WAN_IP, 8080, "drop", "admin pages is LAN-only"), reasons)
+                      reasons, report)
+        self.assertIn(("wan", WAN_IP, 8080, "drop", "admin pages is LAN-only"), reasons, report)
         self.assertIn(("wan", PC1_IP, 8000, "drop", "the LAN is not visible from the WAN"),
-                      reasons)
+                      reasons, report)
         self.assertIn(("lan", INET_IP, 80, "accept",
-                       "LAN to the internet, masqueraded behind the WAN address"), reasons)
-        self.assertGreater(log["counts"]["drop"], 0)
+                       "LAN to the internet, masqueraded behind the WAN address"), reasons, report)
+        self.assertGreater(log["counts"]["drop"], 0, report)
 
     def test_dmz_only_dmz_open_answers(self):
         self.start_server("firewall-nat-dmz")
@@ -214,27 +231,25 @@ class FirewallLabTests(unittest.TestCase):
         self.listen("server", 7001, "dmz-closed")
         self.listen("pc1", 8000, "pc1-web")
         tcp = self.scan([22, 7000, 7001, 8080, 8081])
-        self.assertEqual(tcp[7000][0], "open")
+        self.assertEqual(tcp[7000][0], "open", tcp.report)
         for port in (22, 7001, 8080):
-            self.assertEqual(tcp[port], ("filtered", "no-response"), port)
-        self.assertEqual(tcp[8081][0], "open")   # forwards are not the server's ports
+            self.assertEqual(tcp[port], ("filtered", "no-response"), tcp.report)
+        self.assertEqual(tcp[8081][0], "open", tcp.report)   # forwards are not the server's ports
         # Probes without SYN (FIN scan) get no RST either, not even from closed ports.
         fin = self.scan([22, 7001], flags="-sF")
-        self.assertEqual(fin[22], ("open|filtered", "no-response"))
-        self.assertEqual(fin[7001], ("open|filtered", "no-response"))
+        self.assertEqual(fin[22], ("open|filtered", "no-response"), fin.report)
+        self.assertEqual(fin[7001], ("open|filtered", "no-response"), fin.report)
         udp = self.scan([5353, 9999], udp=True)
-        self.assertEqual(udp[9999], ("open|filtered", "no-response"))
+        self.assertEqual(udp[9999], ("open|filtered", "no-response"), udp.report)
         # No ping either; the LAN still goes out.
-        ping = self.lab.run("inet", ["ping", "-c", "1", "-W", "1", WAN_IP], check=False)
-        self.assertNotEqual(ping.returncode, 0)
-        self.assertEqual(self.curl("pc1", "http://%s/whoami" % INET_IP), (0, WAN_IP + "\n"))
+        ping = self.run_client("inet", ["ping", "-c", "1", "-W", "1", WAN_IP])
+        self.assertNotEqual(ping.returncode, 0, client_report(ping))
+        self.assertCurl(self.curl("pc1", "http://%s/whoami" % INET_IP), 0, WAN_IP + "\n")
         # The office's DHCP server still serves the LAN, and its clients go out.
-        if "dhcp: up" in self.server.log():
-            self.addCleanup(self.lab.dhclient_release, "pc2")
-            lease = self.lab.dhclient("pc2")
-            self.assertTrue(lease["ip_address"].startswith("192.168.2."), lease)
-            self.assertEqual(self.curl("pc2", "http://%s/whoami" % INET_IP),
-                             (0, WAN_IP + "\n"))
+        self.addCleanup(self.lab.dhclient_release, "pc2")
+        lease = self.lab.dhclient("pc2")
+        self.assertTrue(lease["ip_address"].startswith("192.168.2."), lease)
+        self.assertCurl(self.curl("pc2", "http://%s/whoami" % INET_IP), 0, WAN_IP + "\n")
 
     def test_dmz_with_the_wan_address_from_dhcp(self):
         # The WAN DHCP client gets its lease through the firewall, and the hook
@@ -253,85 +268,84 @@ class FirewallLabTests(unittest.TestCase):
         wan_ip = m.group(1)
         self.server.wait_for("firewall ruleset applied", timeout=5)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            code, out = self.curl("pc1", "http://%s/whoami" % INET_IP)
-            if code == 0:
+        while True:
+            done = self.curl("pc1", "http://%s/whoami" % INET_IP)
+            if done.returncode == 0 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        self.assertEqual((code, out), (0, wan_ip + "\n"))
-        self.assertEqual(self.curl("server", "http://%s/whoami" % INET_IP), (0, wan_ip + "\n"))
+        self.assertCurl(done, 0, wan_ip + "\n")
+        self.assertCurl(self.curl("server", "http://%s/whoami" % INET_IP), 0, wan_ip + "\n")
         self.listen("server", 7000, "dmz-open")
         tcp = self.scan([22, 7000], target=wan_ip)
-        self.assertEqual(tcp[7000][0], "open")
-        self.assertEqual(tcp[22], ("filtered", "no-response"))
+        self.assertEqual(tcp[7000][0], "open", tcp.report)
+        self.assertEqual(tcp[22], ("filtered", "no-response"), tcp.report)
 
     def eventually(self, probe, timeout=8):
         """`probe()` until it succeeds (exit status 0) or `timeout`: its last result."""
         deadline = time.monotonic() + timeout
         while True:
             result = probe()
-            if result[0] == 0 or time.monotonic() > deadline:
+            if result.returncode == 0 or time.monotonic() > deadline:
                 return result
             time.sleep(0.2)
 
     def api(self, method, path, body):
-        """A change through the admin API from the LAN: (HTTP status, JSON)."""
-        out = self.lab.run("pc1", [
-            "curl", "-s", "-m", "10", "-u", "admin:admin-demo", "-X", method,
+        """A change through the admin API from the LAN: (HTTP status, answer, curl's report)."""
+        done = self.lab.run("pc1", [
+            "curl", "-sS", "-m", "10", "-u", "admin:admin-demo", "-X", method,
             "-H", "Content-Type: application/json", "-d", json.dumps(body),
-            "-w", "\n%{http_code}", "http://192.168.2.254:8080/api/v1" + path]).stdout
-        text, _, code = out.rpartition("\n")
-        return int(code), json.loads(text)
+            "-w", "\n%{http_code}", "http://192.168.2.254:8080/api/v1" + path])
+        text, _, code = done.stdout.rpartition("\n")
+        return int(code), text, client_report(done)
 
     def test_changes_apply_live(self):
         self.start_server("firewall-nat")
-        if "web: up" not in self.server.log():
-            raise unittest.SkipTest("the web service (admin API) is not running")
         self.listen("pc1", 8000, "pc1-web")
         self.lab.route_lan_via(WAN_IP)
         self.addCleanup(self.lab.unroute_lan)
-        self.assertEqual(self.curl("inet", "http://%s:8000/" % PC1_IP)[0], 28)
+        self.assertCurl(self.curl("inet", "http://%s:8000/" % PC1_IP), 28)
         # A new forward, by the API: visible on its WAN port at once.
-        code, body = self.api("POST", "/forwards", {
+        code, _, report = self.api("POST", "/forwards", {
             "name": "extra", "proto": "tcp", "wan_port": "2222", "to": PC1_IP + ":8000"})
-        self.assertEqual(code // 100, 2, body)
-        self.assertEqual(self.eventually(lambda: self.curl("inet", "http://%s:2222/" % WAN_IP)),
-                         (0, "hello from pc1-web\n"))
+        self.assertEqual(code // 100, 2, report)
+        self.assertCurl(self.eventually(lambda: self.curl("inet", "http://%s:2222/" % WAN_IP)),
+                        0, "hello from pc1-web\n")
         # Router mode, by the API: the LAN is reachable without NAT.
-        code, body = self.api("PATCH", "/settings/security", {"mode": "router"})
-        self.assertEqual(code, 200, body)
-        self.assertEqual(self.eventually(lambda: self.curl("inet", "http://%s:8000/" % PC1_IP)),
-                         (0, "hello from pc1-web\n"))
-        self.assertEqual(self.curl("pc1", "http://%s/whoami" % INET_IP), (0, PC1_IP + "\n"))
+        code, _, report = self.api("PATCH", "/settings/security", {"mode": "router"})
+        self.assertEqual(code, 200, report)
+        self.assertCurl(self.eventually(lambda: self.curl("inet", "http://%s:8000/" % PC1_IP)),
+                        0, "hello from pc1-web\n")
+        self.assertCurl(self.curl("pc1", "http://%s/whoami" % INET_IP), 0, PC1_IP + "\n")
 
     def test_router_forwards_both_ways_without_nat(self):
         self.start_server("router")
         self.lab.route_lan_via(WAN_IP)
         self.addCleanup(self.lab.unroute_lan)
-        self.assertEqual(self.curl("pc1", "http://%s/whoami" % INET_IP), (0, PC1_IP + "\n"))
+        self.assertCurl(self.curl("pc1", "http://%s/whoami" % INET_IP), 0, PC1_IP + "\n")
         self.listen("pc1", 8000, "pc1-web")
-        self.assertEqual(self.curl("inet", "http://%s:8000/" % PC1_IP),
-                         (0, "hello from pc1-web\n"))
+        self.assertCurl(self.curl("inet", "http://%s:8000/" % PC1_IP), 0, "hello from pc1-web\n")
         # Still: the LAN-side services of the server do not answer from the WAN.
-        self.listen_unless_served(8080, "stand-in-admin")
-        self.assertEqual(self.scan([8080])[8080], ("filtered", "no-response"))
+        scan = self.scan([8080])
+        self.assertEqual(scan[8080], ("filtered", "no-response"), scan.report)
         # A clean stop takes the ruleset away.
-        self.assertIn("AWX-FORWARD", self.lab.run("server", ["iptables-save"]).stdout)
+        saved, report = self.iptables_save()
+        self.assertIn("AWX-FORWARD", saved, report)
         self.server.stop()
         self.server = None
-        self.assertNotIn("AWX-", self.lab.run("server", ["iptables-save"]).stdout)
+        saved, report = self.iptables_save()
+        self.assertNotIn("AWX-", saved, report)
 
     def test_lan_only_forwards_nothing(self):
         self.start_server("lan-only")
         self.lab.route_lan_via(WAN_IP)
         self.addCleanup(self.lab.unroute_lan)
-        code, _ = self.curl("pc1", "http://%s/whoami" % INET_IP)
-        self.assertNotEqual(code, 0)
+        done = self.curl("pc1", "http://%s/whoami" % INET_IP)
+        self.assertNotEqual(done.returncode, 0, client_report(done))
         self.listen("pc1", 8000, "pc1-web")
-        self.assertNotEqual(self.curl("inet", "http://%s:8000/" % PC1_IP)[0], 0)
+        done = self.curl("inet", "http://%s:8000/" % PC1_IP)
+        self.assertNotEqual(done.returncode, 0, client_report(done))
         # The server itself still serves the LAN.
-        self.listen_unless_served(8080, "stand-in-admin")
-        self.assertEqual(self.curl("pc1", "http://192.168.2.254:8080/")[0], 0)
+        self.assertCurl(self.curl("pc1", "http://192.168.2.254:8080/"), 0)
 
     def test_kill_9_keeps_established_flows_and_refuses_new_ones(self):
         self.start_server("firewall-nat")
@@ -350,17 +364,17 @@ class FirewallLabTests(unittest.TestCase):
         self.server.kill9()
         self.server = None
         # The ruleset stays in the kernel without its hook: fail closed.
-        saved = self.lab.run("server", ["iptables-save"]).stdout
-        self.assertIn("NFQUEUE", saved)
-        self.assertNotIn("queue-bypass", saved)
+        saved, report = self.iptables_save()
+        self.assertIn("NFQUEUE", saved, report)
+        self.assertNotIn("queue-bypass", saved, report)
         for i in range(3):
             self.assertEqual(echo("after %d" % i), "after %d" % i)
-        self.assertEqual(self.curl("pc1", "http://%s/whoami" % INET_IP)[0], 28)
-        self.assertEqual(self.curl("inet", "http://%s:8081/" % WAN_IP)[0], 28)
+        self.assertCurl(self.curl("pc1", "http://%s/whoami" % INET_IP), 28)
+        self.assertCurl(self.curl("inet", "http://%s:8081/" % WAN_IP), 28)
         self.assertEqual(echo("still"), "still")
         # Started again, it takes over the ruleset left behind: new flows pass.
         self.start_server("firewall-nat")
-        self.assertEqual(self.curl("pc1", "http://%s/whoami" % INET_IP), (0, WAN_IP + "\n"))
+        self.assertCurl(self.curl("pc1", "http://%s/whoami" % INET_IP), 0, WAN_IP + "\n")
         self.assertEqual(echo("again"), "again")
-        saved = self.lab.run("server", ["iptables-save"]).stdout
-        self.assertEqual(saved.count("-A FORWARD -j AWX-FORWARD"), 1)
+        saved, report = self.iptables_save()
+        self.assertEqual(saved.count("-A FORWARD -j AWX-FORWARD"), 1, report)

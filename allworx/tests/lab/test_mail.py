@@ -1,8 +1,10 @@
+# -*- test-case-name: allworx.tests.lab.test_mail -*-
 """
 Integration tests of mail in the virtual office (lab prefix `awm`): the real
 server (`twistd allworx`) in its namespace, swaks and poplib on a LAN PC, swaks
 on the internet host, the internet host's SMTP sink (reached through the ISP's
-MX record) and POP3 server (fetched from). Skipped without root.
+MX record) and POP3 server (fetched from). They need root; without it, or
+without swaks and its TLS, they fail and say why.
 """
 
 import json
@@ -13,6 +15,8 @@ import time
 from twisted.trial import unittest
 
 from allworx.tests.confs import MINIMAL, with_sections
+from allworx.tests.lab.fixtures import client_report, start_lab
+from allworx.tests.lab.server import LabServer
 
 PREFIX = "awm"
 SERVER_LAN = "192.168.2.254"
@@ -82,8 +86,9 @@ def conf():
 class MailLabTests(unittest.TestCase):
     """The office's mail seen by its users' real clients."""
 
+    SERVICES = ("network", "firewall", "mail", "smtp", "submission", "pop3", "fetch")
+
     def setUp(self):
-        from allworx.lab.namespaces import start_lab
         self.lab = start_lab(self, prefix=PREFIX, programs=("swaks",))
         self.lab.run("pc1", ["ip", "addr", "replace", PC1_IP + "/24", "dev", "eth0"])
         self.lab.run("pc1", ["ip", "route", "replace", "default", "via", SERVER_LAN])
@@ -93,27 +98,46 @@ class MailLabTests(unittest.TestCase):
         if self.server is not None:
             self.server.stop()
 
+    def require_swaks_features(self):
+        """Fail unless swaks can do STARTTLS and AUTH PLAIN (Perl modules of their own)."""
+        done = self.lab.run("inet", ["swaks", "--support"], check=False)
+        said = done.stdout + done.stderr
+        lacking = [line for line in said.splitlines()
+                   if line.startswith("***") and ("TLS" in line or "Basic AUTH" in line)]
+        if lacking or "=== TLS supported" not in said:
+            self.fail("swaks cannot do what these tests use (TLS needs the Debian package "
+                      "libnet-ssleay-perl):\n" + client_report(done))
+
     def start_server(self):
-        from allworx.tests.lab.server import LabServer
+        """Start the server; returns once the admin API reports mail's services up."""
         if self.server is None:
             self.server = LabServer(self.lab, conf())
         self.server.start(timeout=40)
-        self.server.wait_for("smtp: up", timeout=10)
-        self.wait_listening(25)
-
-    def wait_listening(self, port, timeout=15):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.lab.run("server", ["ss", "-Hltn", "sport = :%d" % port]).stdout.strip():
-                return
-            time.sleep(0.1)
-        self.fail("server does not listen on %d:\n%s" % (port, self.server.log()[-3000:]))
+        self.server.wait_services(self.SERVICES, timeout=30)
 
     def swaks(self, host, server, to, sender="pc1@example.com", subject="test"):
+        """swaks in a lab host: (its transcript, stdout and stderr together; its report)."""
         done = self.lab.run(host, ["swaks", "--server", server, "--to", to, "--from", sender,
                                    "--h-Subject", subject, "--timeout", "20"],
                             check=False, timeout=40)
-        return done.stdout + done.stderr
+        return done.stdout + done.stderr, client_report(done)
+
+    def assertSent(self, expected, sent):
+        """swaks' transcript of `sent` (a `swaks()` result) shows `expected`."""
+        transcript, report = sent
+        self.assertIn(expected, transcript, report)
+
+    def pop_read(self, *args, timeout=30):
+        """POP_READER on pc1 against the server: its JSON answer."""
+        script = os.path.join(self.lab.state_dir, "pop_reader.py")
+        with open(script, "w") as f:
+            f.write(POP_READER)
+        done = self.lab.run("pc1", [sys.executable, script, SERVER_LAN] + list(args),
+                            check=False, timeout=timeout)
+        try:
+            return json.loads(done.stdout)
+        except ValueError:
+            self.fail("the POP3 reader did not answer:\n" + client_report(done))
 
     def mailbox(self, user):
         """Subjects of the messages in a user's Maildir on the server."""
@@ -142,6 +166,7 @@ class MailLabTests(unittest.TestCase):
                   % (what, timeout, self.server.log()[-4000:]))
 
     def test_send_receive_fetch(self):
+        self.require_swaks_features()
         # Fetch sources at the ISP, before the server's first poll.
         self.lab.set_pop3_account("office", "officepw")
         self.lab.add_pop3_message("office", b"From: x@internet.example\r\nTo: Bob <bob@example.com>, "
@@ -153,31 +178,30 @@ class MailLabTests(unittest.TestCase):
         self.start_server()
 
         # From a LAN PC: a local user, a group, a nested alias, an internet address.
-        self.assertIn("250 2.0.0", self.swaks("pc1", SERVER_LAN, "bob@example.com", subject="to bob"))
-        self.assertIn("250 2.0.0", self.swaks("pc1", SERVER_LAN, "sales@example.com", subject="to sales"))
-        self.assertIn("250 2.0.0", self.swaks("pc1", SERVER_LAN, "team@example.com", subject="to team"))
-        self.assertIn("250 2.0.0", self.swaks("pc1", SERVER_LAN, "friend@internet.example",
-                                               subject="to the internet"))
-        out = self.swaks("pc1", SERVER_LAN, "nobody@example.com")
-        self.assertIn("550 5.1.1", out)
+        self.assertSent("250 2.0.0", self.swaks("pc1", SERVER_LAN, "bob@example.com", subject="to bob"))
+        self.assertSent("250 2.0.0", self.swaks("pc1", SERVER_LAN, "sales@example.com", subject="to sales"))
+        self.assertSent("250 2.0.0", self.swaks("pc1", SERVER_LAN, "team@example.com", subject="to team"))
+        self.assertSent("250 2.0.0", self.swaks("pc1", SERVER_LAN, "friend@internet.example",
+                                                subject="to the internet"))
+        self.assertSent("550 5.1.1", self.swaks("pc1", SERVER_LAN, "nobody@example.com"))
 
         # From the internet: local mail accepted, relaying refused.
-        self.assertIn("250 2.0.0", self.swaks("inet", WAN_IP, "alice@example.com",
-                                               sender="x@internet.example", subject="from outside"))
-        out = self.swaks("inet", WAN_IP, "victim@else.example", sender="spammer@internet.example")
-        self.assertIn("550 5.7.1", out)
+        self.assertSent("250 2.0.0", self.swaks("inet", WAN_IP, "alice@example.com",
+                                                sender="x@internet.example", subject="from outside"))
+        self.assertSent("550 5.7.1", self.swaks("inet", WAN_IP, "victim@else.example",
+                                                sender="spammer@internet.example"))
         # Submission from the road: STARTTLS, then AUTH, then relaying is allowed.
         done = self.lab.run("inet", ["swaks", "--server", WAN_IP, "--port", "587", "-tls",
                                      "--auth", "PLAIN", "--auth-user", "bob",
                                      "--auth-password", "admin-demo", "--from", "bob@example.com",
                                      "--to", "pen-pal@internet.example", "--h-Subject", "submitted",
                                      "--timeout", "20"], check=False, timeout=40)
-        self.assertIn("235 2.7.0", done.stdout)
-        self.assertIn("250 2.0.0", done.stdout)
+        self.assertIn("235 2.7.0", done.stdout, client_report(done))
+        self.assertIn("250 2.0.0", done.stdout, client_report(done))
         done = self.lab.run("inet", ["swaks", "--server", WAN_IP, "--port", "587", "-tls",
                                      "--from", "bob@example.com", "--to", "pen-pal@internet.example",
                                      "--timeout", "20"], check=False, timeout=40)
-        self.assertIn("530 5.7.0", done.stdout)
+        self.assertIn("530 5.7.0", done.stdout, client_report(done))
 
         # The internet address arrives at the internet host's mail server through
         # the ISP's MX record; alice's push alias sends her copy out too (guide 9.2).
@@ -202,25 +226,17 @@ class MailLabTests(unittest.TestCase):
                   "removal at the ISP", timeout=15)
 
         # poplib from the PC, "leave a copy on the server": the same UIDs twice.
-        script = os.path.join(self.lab.state_dir, "pop_reader.py")
-        with open(script, "w") as f:
-            f.write(POP_READER)
-        first = json.loads(self.lab.run("pc1", [sys.executable, script, SERVER_LAN, "bob", "admin-demo"],
-                                        timeout=30).stdout)
-        second = json.loads(self.lab.run("pc1", [sys.executable, script, SERVER_LAN, "bob", "admin-demo",
-                                                 "stls"], timeout=30).stdout)
+        first = self.pop_read("bob", "admin-demo")
+        second = self.pop_read("bob", "admin-demo", "stls")
         self.assertEqual(len(first["uids"]), 4)
         self.assertEqual(first["uids"], second["uids"])
         self.assertEqual(sorted(first["subjects"]), ["multidrop", "to bob", "to sales", "to team"])
-        over_tls = json.loads(self.lab.run("pc1", [sys.executable, script, SERVER_LAN, "bob", "admin-demo",
-                                                   "pop3s"], timeout=30).stdout)
+        over_tls = self.pop_read("bob", "admin-demo", "pop3s")
         self.assertEqual(over_tls["uids"], first["uids"])
         # After a restart too.
         self.server.stop()
         self.start_server()
-        self.wait_listening(110)
-        third = json.loads(self.lab.run("pc1", [sys.executable, script, SERVER_LAN, "bob", "admin-demo"],
-                                        timeout=30).stdout)
+        third = self.pop_read("bob", "admin-demo")
         self.assertEqual(third["uids"], first["uids"])
 
     def test_kill9_keeps_every_acknowledged_message(self):
@@ -243,7 +259,9 @@ class MailLabTests(unittest.TestCase):
         self.server.kill9()
         proc.wait(30)
         numbers = acked()
-        self.assertGreaterEqual(len(numbers), 20)
+        with open(out_path) as f:
+            report = "the blaster exited %s; it printed:\n%s" % (proc.returncode, f.read()[-3000:])
+        self.assertGreaterEqual(len(numbers), 20, report)
         self.assertLess(len(numbers), 200, "the client finished before the kill")
         self.start_server()
         stored = self.mailbox("bob")
@@ -251,10 +269,5 @@ class MailLabTests(unittest.TestCase):
         self.assertEqual(missing, [], "acknowledged with 250 but lost after kill -9")
         self.assertGreaterEqual(len(stored), len(numbers))
         # The restarted server serves them over POP3 as well.
-        script = os.path.join(self.lab.state_dir, "pop_reader.py")
-        with open(script, "w") as f:
-            f.write(POP_READER)
-        self.wait_listening(110)
-        seen = json.loads(self.lab.run("pc1", [sys.executable, script, SERVER_LAN, "bob", "admin-demo"],
-                                       timeout=60).stdout)
+        seen = self.pop_read("bob", "admin-demo", timeout=60)
         self.assertEqual(len(seen["uids"]), len(stored))

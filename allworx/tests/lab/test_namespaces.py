@@ -1,10 +1,11 @@
 """
-Tests for allworx.lab.namespaces (the virtual office) and allworx.lab.
+Tests for allworx.lab (the virtual office): its layout, processes, peers and
+command line.
 
 The first part runs anywhere: configuration, bookkeeping and the internet
 host's services driven through in-memory transports. `LabTests` builds a real
-lab (prefix `awt`) and is skipped, with the reason, unless run as root on a
-machine where `ip netns` works.
+lab (prefix `awt`) and fails, with the reason, unless run as root on a machine
+where `ip netns` works.
 """
 
 import io
@@ -24,18 +25,17 @@ from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 from twisted.web.test.requesthelper import DummyRequest
 
-from allworx.lab import namespaces as labmodule
-from allworx.lab.namespaces import (
+from allworx.lab import cli, internet, peers, processes
+from allworx.lab.namespaces import Lab
+from allworx.lab.processes import LabError, LabProcess
+from allworx.lab.topology import (
     ADDRESSES,
     HOSTS,
-    LINKS,
     IFNAMSIZ,
-    Lab,
-    LabError,
-    LabProcess,
-    start_lab,
+    LINKS,
+    PACKAGES,
+    RECOMMENDS_NEEDED,
 )
-from allworx.lab import internet
 from allworx.lab.maildir import (
     ACCOUNTS_FILE,
     Maildir,
@@ -43,6 +43,7 @@ from allworx.lab.maildir import (
     split_envelope,
     write_accounts,
 )
+from allworx.tests.lab.fixtures import client_report, require_programs, start_lab
 
 DOCUMENTATION_NETS = [ipaddress.ip_network(n) for n in
                       ("192.168.2.0/24", "203.0.113.0/24", "198.51.100.0/24")]
@@ -105,11 +106,42 @@ class LabLayoutTests(unittest.TestCase):
     def test_dhclient_script_never_touches_resolv_conf(self):
         files = Lab(state_root="/run/x")._dhclient_files("pc1", "eth0")
         for apply in (True, False):
-            script = labmodule._dhclient_script(files, apply)
+            script = peers._dhclient_script(files, apply)
             self.assertNotIn("resolv", script)
             self.assertTrue(script.startswith("#!/bin/sh\n"))
-        self.assertIn("addr replace", labmodule._dhclient_script(files, True))
-        self.assertNotIn("addr replace", labmodule._dhclient_script(files, False))
+        self.assertIn("addr replace", peers._dhclient_script(files, True))
+        self.assertNotIn("addr replace", peers._dhclient_script(files, False))
+
+
+def makefile_packages():
+    """The Debian packages the Makefile's APT_PACKAGES names."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))))
+    with open(os.path.join(root, "Makefile")) as f:
+        text = f.read().replace("\\\n", " ")
+    packages = set()
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.split() in (["APT_PACKAGES", ":"], ["APT_PACKAGES", "+"]):
+            packages.update(value.split())
+    return packages
+
+
+class PackageTests(unittest.TestCase):
+    """`make deps` installs, each by name, every package the lab and its tests use."""
+
+    def test_every_program_has_its_package_in_the_makefile(self):
+        packages = makefile_packages()
+        self.assertIn("iproute2", packages)
+        for program, package in sorted(PACKAGES.items()):
+            self.assertIn(package, packages, "%s (for %s)" % (package, program))
+
+    def test_what_the_tests_need_of_a_recommends_is_named(self):
+        packages = makefile_packages()
+        for program, needed in sorted(RECOMMENDS_NEEDED.items()):
+            for package in needed:
+                self.assertIn(package, packages, "%s (for %s)" % (package, program))
+        self.assertIn("libnet-ssleay-perl", RECOMMENDS_NEEDED["swaks"])
 
 
 class LabProcessTests(unittest.TestCase):
@@ -122,7 +154,7 @@ class LabProcessTests(unittest.TestCase):
         self.assertEqual(LabProcess.parse("forward-8080", host_side.format()), host_side)
 
     def test_alive_checks_start_time(self):
-        started = labmodule._proc_stat(os.getpid())[1]
+        started = processes._proc_stat(os.getpid())[1]
         self.assertTrue(LabProcess("me", os.getpid(), started, None).alive())
         # Same PID, different start time: a recycled PID, not ours.
         self.assertFalse(LabProcess("me", os.getpid(), started + 1, None).alive())
@@ -132,20 +164,20 @@ class CommandLineTests(unittest.TestCase):
     """`allworx lab` without root."""
 
     def test_needs_root(self):
-        self.patch(labmodule.os, "geteuid", lambda: 1000)
+        self.patch(processes.os, "geteuid", lambda: 1000)
         err = io.StringIO()
         self.patch(sys, "stderr", err)
-        self.assertEqual(labmodule.main(["status"]), 2)
+        self.assertEqual(cli.main(["status"]), 2)
         self.assertIn("allworx lab needs root: it creates network namespaces",
                       err.getvalue())
-        self.assertIn("needs root", labmodule.lab_skip_reason())
+        self.assertIn("needs root", processes.unavailable_reason())
 
     def test_exec_parses_the_command(self):
-        args = labmodule._parser().parse_args(
+        args = cli._parser().parse_args(
             ["exec", "--prefix", "awt", "pc1", "ping", "-c", "1", "192.168.2.200"])
         self.assertEqual((args.prefix, args.host, args.command),
                          ("awt", "pc1", ["ping", "-c", "1", "192.168.2.200"]))
-        args = labmodule._parser().parse_args(["--prefix", "awt", "up", "--wan-lease", "300"])
+        args = cli._parser().parse_args(["--prefix", "awt", "up", "--wan-lease", "300"])
         self.assertEqual((args.prefix, args.wan_lease), ("awt", 300))
 
 
@@ -293,21 +325,6 @@ def _free_port():
         return s.getsockname()[1]
 
 
-class ClaimTests(unittest.TestCase):
-    """Side-by-side test processes get different prefixes."""
-
-    def test_claims_are_exclusive(self):
-        first, claim1 = labmodule.claim_lab("awq")
-        self.addCleanup(claim1.close)
-        second, claim2 = labmodule.claim_lab("awq")
-        self.addCleanup(claim2.close)
-        self.assertEqual((first.prefix, second.prefix), ("awq", "awq1"))
-        claim1.close()
-        third, claim3 = labmodule.claim_lab("awq")
-        claim3.close()
-        self.assertEqual(third.prefix, "awq")
-
-
 class LabTests(unittest.TestCase):
     """A real lab, prefix `awt`: needs root and `ip netns`."""
 
@@ -315,22 +332,20 @@ class LabTests(unittest.TestCase):
         self.lab = start_lab(self, prefix="awt")
 
     def test_lan_switch_connects_hosts(self):
-        if labmodule.missing_programs(["ping"]):
-            raise unittest.SkipTest("needs ping (Debian package iputils-ping)")
+        require_programs(self, ["ping"])
         lab = self.lab
         lab.run("pc1", ["ip", "addr", "add", "192.168.2.101/24", "dev", "eth0"])
         self.addCleanup(lab.run, "pc1", ["ip", "addr", "flush", "dev", "eth0"], check=False)
         lab.run("pc1", ["ping", "-c", "1", "-W", "3", "192.168.2.200"])
-        routes = lab.run("admin", ["ip", "route", "show", "default"]).stdout
-        self.assertIn("default via 192.168.2.254 dev eth0", routes)
+        routes = lab.run("admin", ["ip", "route", "show", "default"])
+        self.assertIn("default via 192.168.2.254 dev eth0", routes.stdout, client_report(routes))
         for ifname in ("lan0", "wan0"):
-            show = lab.run("server", ["ip", "addr", "show", "dev", ifname]).stdout
-            self.assertIn("UP", show)
-            self.assertNotIn("inet ", show)
+            show = lab.run("server", ["ip", "addr", "show", "dev", ifname])
+            self.assertIn("UP", show.stdout, client_report(show))
+            self.assertNotIn("inet ", show.stdout, client_report(show))
 
     def test_isp_hands_out_wan_lease(self):
-        if labmodule.missing_programs(["dhclient"]):
-            raise unittest.SkipTest("needs dhclient (Debian package isc-dhcp-client)")
+        require_programs(self, ["dhclient"])
         lab = self.lab
         lease = lab.dhclient("server", "wan0", apply=False)
         ip = ipaddress.ip_address(lease["ip_address"])
@@ -350,9 +365,7 @@ class LabTests(unittest.TestCase):
         self.assertNotIn("dhclient-server-wan0", [p.name for p in lab.processes()])
 
     def test_background_dhclient_applies_the_lease(self):
-        if labmodule.missing_programs(["dhclient", "ping"]):
-            raise unittest.SkipTest("needs dhclient and ping (Debian packages "
-                                    "isc-dhcp-client, iputils-ping)")
+        require_programs(self, ["dhclient", "ping"])
         lab = self.lab
         proc = lab.dhclient("server", "wan0", wait=False)
         deadline = time.monotonic() + 15
@@ -361,27 +374,26 @@ class LabTests(unittest.TestCase):
             self.assertLess(time.monotonic(), deadline, "no lease in 15 s")
             time.sleep(0.1)
         ip = lab.dhclient_lease("server", "wan0")["ip_address"]
-        self.assertIn("inet %s/24" % ip, lab.run("server", ["ip", "addr", "show", "wan0"]).stdout)
-        self.assertIn("default via 203.0.113.1 dev wan0",
-                      lab.run("server", ["ip", "route"]).stdout)
+        addr = lab.run("server", ["ip", "addr", "show", "wan0"])
+        self.assertIn("inet %s/24" % ip, addr.stdout, client_report(addr))
+        routes = lab.run("server", ["ip", "route"])
+        self.assertIn("default via 203.0.113.1 dev wan0", routes.stdout, client_report(routes))
         lab.run("server", ["ping", "-c", "1", "-W", "3", "198.51.100.10"])
 
     def test_internet_web_sees_the_client_address(self):
-        if labmodule.missing_programs(["curl"]):
-            raise unittest.SkipTest("needs curl (Debian package curl)")
+        require_programs(self, ["curl"])
         out = self.lab.run("isp", ["curl", "-sS", "-m", "5", "http://198.51.100.10/whoami"])
-        self.assertEqual(out.stdout.strip(), "198.51.100.1")
+        self.assertEqual(out.stdout.strip(), "198.51.100.1", client_report(out))
 
     def test_isp_dns(self):
-        if labmodule.missing_programs(["dig"]):
-            raise unittest.SkipTest("needs dig (Debian package bind9-dnsutils)")
+        require_programs(self, ["dig"])
         dig = ["dig", "+short", "+time=2", "+tries=1", "@203.0.113.1"]
         out = self.lab.run("isp", dig + ["web.internet.example"])
-        self.assertEqual(out.stdout.strip(), "198.51.100.10")
+        self.assertEqual(out.stdout.strip(), "198.51.100.10", client_report(out))
         out = self.lab.run("inet", dig + ["internet.example", "MX"])
-        self.assertEqual(out.stdout.strip(), "10 mail.internet.example.")
-        self.assertEqual(self.lab.run("pc1", ["cat", "/etc/resolv.conf"]).stdout.split()[-1],
-                         "192.168.2.254")
+        self.assertEqual(out.stdout.strip(), "10 mail.internet.example.", client_report(out))
+        resolv = self.lab.run("pc1", ["cat", "/etc/resolv.conf"])
+        self.assertEqual(resolv.stdout.split()[-1], "192.168.2.254", client_report(resolv))
 
     def test_internet_mail(self):
         lab = self.lab
@@ -397,7 +409,7 @@ class LabTests(unittest.TestCase):
             p.dele(1); p.quit()
         """)
         out = lab.run("isp", [lab.python, "-c", script], timeout=20)
-        self.assertIn("Subject: waiting", out.stdout)
+        self.assertIn("Subject: waiting", out.stdout, client_report(out))
         self.assertEqual(lab.pop3_messages("remote"), [])
         [mail] = lab.smtp_received()
         self.assertEqual((mail.sender, mail.recipient), ("a@office.example", "b@internet.example"))
@@ -406,14 +418,15 @@ class LabTests(unittest.TestCase):
     def test_route_lan_via(self):
         lab = self.lab
         lab.route_lan_via("203.0.113.2")
-        self.assertIn("192.168.2.0/24 via 203.0.113.2 dev server",
-                      lab.run("isp", ["ip", "route"]).stdout)
+        routes = lab.run("isp", ["ip", "route"])
+        self.assertIn("192.168.2.0/24 via 203.0.113.2 dev server", routes.stdout,
+                      client_report(routes))
         lab.unroute_lan()
-        self.assertNotIn("192.168.2.0/24", lab.run("isp", ["ip", "route"]).stdout)
+        routes = lab.run("isp", ["ip", "route"])
+        self.assertNotIn("192.168.2.0/24", routes.stdout, client_report(routes))
 
     def test_forward_port(self):
-        if labmodule.missing_programs(["socat"]):
-            raise unittest.SkipTest("needs socat (Debian package socat)")
+        require_programs(self, ["socat"])
         port = _free_port()
         proc = self.lab.forward_port(port, "isp", "198.51.100.10", 80)
         self.assertTrue(proc.alive())
@@ -443,9 +456,11 @@ class LabTests(unittest.TestCase):
         lab.up()
         self.assertEqual(lab.problems(), [])
         self.assertFalse(before["isp-dnsmasq"].alive())
-        self.assertIn("eth0", lab.run("pc2", ["ip", "-br", "link"]).stdout)
-        self.assertIn("master br0", lab.run("lan", ["ip", "link", "show", "pc2"]).stdout)
-        self.assertIn(":53 ", lab.run("isp", ["ss", "-lnu"]).stdout)
+        for host, argv, expected in (("pc2", ["ip", "-br", "link"], "eth0"),
+                                     ("lan", ["ip", "link", "show", "pc2"], "master br0"),
+                                     ("isp", ["ss", "-lnu"], ":53 ")):
+            out = lab.run(host, argv)
+            self.assertIn(expected, out.stdout, client_report(out))
 
     def test_popen_and_stop(self):
         proc = self.lab.popen("pc1", ["sleep", "60"])
@@ -459,12 +474,12 @@ class LabTests(unittest.TestCase):
     def test_command_line(self):
         out = io.StringIO()
         self.patch(sys, "stdout", out)
-        self.assertEqual(labmodule.main(["--prefix", self.lab.prefix, "status"]), 0)
+        self.assertEqual(cli.main(["--prefix", self.lab.prefix, "status"]), 0)
         self.assertIn(self.lab.ns("admin"), out.getvalue())
         self.assertIn("192.168.2.200/24", out.getvalue())
         prefix = self.lab.prefix
-        self.assertEqual(labmodule.main(["exec", "--prefix", prefix, "isp", "true"]), 0)
-        self.assertEqual(labmodule.main(["exec", "--prefix", prefix, "isp", "sh", "-c", "exit 3"]),
+        self.assertEqual(cli.main(["exec", "--prefix", prefix, "isp", "true"]), 0)
+        self.assertEqual(cli.main(["exec", "--prefix", prefix, "isp", "sh", "-c", "exit 3"]),
                          3)
 
     def test_down_removes_everything(self):
@@ -474,8 +489,9 @@ class LabTests(unittest.TestCase):
         self.assertEqual(len(procs), 3)
         self.assertEqual(lab.down(), [])
         self.assertEqual([p.name for p in procs if p.alive()], [])
-        listed = lab._command(["ip", "netns", "list"]).stdout.split()
-        self.assertEqual([ns for ns in listed if ns.startswith(lab.prefix + "-")], [])
+        listed = lab._command(["ip", "netns", "list"])
+        self.assertEqual([ns for ns in listed.stdout.split() if ns.startswith(lab.prefix + "-")],
+                         [], client_report(listed))
         for host in HOSTS:
             self.assertFalse(os.path.exists(os.path.join("/etc/netns", lab.ns(host))))
         self.assertFalse(os.path.exists(lab.state_dir))

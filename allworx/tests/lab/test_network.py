@@ -3,9 +3,11 @@ Integration tests of the network service in the virtual office (lab prefix
 `awn`): the real server (`twistd -n allworx`) in the server namespace applies
 the static LAN and WAN settings, or gets the WAN address from the ISP's
 dnsmasq by DHCP, keeps it across a restart of that dnsmasq and of itself, and
-removes what it applied when it stops. Skipped, with the reason, unless root.
+removes what it applied when it stops. They need root; without it they fail
+and say why.
 """
 
+import functools
 import ipaddress
 import os
 import re
@@ -13,7 +15,10 @@ import time
 
 from twisted.trial import unittest
 
+from allworx.lab.namespaces import Lab
 from allworx.tests.confs import PW_HASH
+from allworx.tests.lab.fixtures import client_report, start_lab
+from allworx.tests.lab.server import LabServer
 
 PREFIX = "awn"
 WAN_POOL = (ipaddress.IPv4Address("203.0.113.10"), ipaddress.IPv4Address("203.0.113.50"))
@@ -75,7 +80,6 @@ def conf(wan):
 
 def fast_renewing_lab(extra="", prefix=PREFIX):
     """A Lab whose ISP gives T1/T2 of a few seconds (and `extra` dnsmasq lines)."""
-    from allworx.lab.namespaces import Lab
 
     class FastRenewingLab(Lab):
         def dnsmasq_config(self):
@@ -91,22 +95,12 @@ class LabCase:
     dnsmasq_extra = ""
 
     def setUp(self):
-        from allworx.lab.namespaces import lab_skip_reason
-        reason = lab_skip_reason(("ip", "ss", "sysctl", "dnsmasq", "curl"))
-        if reason:
-            raise unittest.SkipTest(reason)
-        from allworx.lab.namespaces import claim_lab
         # A prefix of our own: trial -j runs this module's classes side by side.
-        claimed, claim = claim_lab(PREFIX)
-        self.addCleanup(claim.close)
-        self.lab = fast_renewing_lab(self.dnsmasq_extra, prefix=claimed.prefix)
-        self.lab.down()
-        self.addCleanup(self.lab.down)
-        self.lab.up()
+        self.lab = start_lab(self, PREFIX, programs=("curl", "ping"),
+                             factory=functools.partial(fast_renewing_lab, self.dnsmasq_extra))
         self.servers = []
 
     def server(self, wan):
-        from allworx.tests.lab.server import LabServer
         server = LabServer(self.lab, conf(wan), name="allworx-%d" % len(self.servers))
         self.servers.append(server)
         self.addCleanup(server.stop)
@@ -126,18 +120,19 @@ class LabCase:
     def sysctl(self, name):
         return self.lab.run("server", ["sysctl", "-n", name]).stdout.strip()
 
-    def whoami(self):
-        """The address the internet host sees the server come from (a real HTTP client)."""
-        out = self.lab.run("server", ["curl", "-s", "--max-time", "5",
+    def assertWhoami(self, expected):
+        """The internet host sees the server come from `expected` (a real HTTP client)."""
+        out = self.lab.run("server", ["curl", "-sS", "--max-time", "5",
                                       "http://198.51.100.10/whoami"], check=False)
-        return out.stdout.strip()
+        self.assertEqual(out.stdout.strip(), expected, client_report(out))
 
-    def patch_settings(self, section, body):
-        """PATCH /api/v1/settings/SECTION as the admin, with curl from the admin PC."""
-        return self.lab.run("admin", [
-            "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
+    def assertPatched(self, section, body):
+        """PATCH /api/v1/settings/SECTION as the admin, with curl from the admin PC: 200."""
+        out = self.lab.run("admin", [
+            "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
             "-u", "admin:admin-demo", "-X", "PATCH", "-H", "Content-Type: application/json",
-            "--data", body, "http://192.168.2.254:18080/api/v1/settings/" + section]).stdout
+            "--data", body, "http://192.168.2.254:18080/api/v1/settings/" + section])
+        self.assertEqual(out.stdout, "200", client_report(out))
 
     def isp_log(self):
         with open(self.lab._path("isp", "dnsmasq.log")) as f:
@@ -179,14 +174,14 @@ class NetworkLabTests(LabCase, unittest.TestCase):
         self.assertEqual(self.sysctl("net.ipv4.conf.wan0.rp_filter"), "1")
         # A LAN PC reaches the server; the server reaches the internet host.
         self.lab.run("admin", ["ping", "-c", "1", "-W", "2", "192.168.2.254"])
-        self.assertEqual(self.whoami(), "203.0.113.2")
+        self.assertWhoami("203.0.113.2")
         # The admin moves the WAN address through the API (curl from the
         # admin PC): applied live, no restart.
-        self.assertEqual(self.patch_settings("wan", '{"address": "203.0.113.3/24"}'), "200")
+        self.assertPatched("wan", '{"address": "203.0.113.3/24"}')
         self.wait_for_log(server, r"network: wan0 203\.0\.113\.3/24 applied", timeout=5)
         self.assertEqual(self.addresses("wan0"), ["203.0.113.3/24"])
         self.assertIn("default via 203.0.113.1 dev wan0", self.default_routes())
-        self.assertEqual(self.whoami(), "203.0.113.3")
+        self.assertWhoami("203.0.113.3")
         server.stop()
         self.assertIn("network: wan0 203.0.113.3/24 removed", server.log())
         self.assert_clean()
@@ -223,7 +218,7 @@ class NetworkLabTests(LabCase, unittest.TestCase):
                           timeout=5)
         self.assertEqual(self.addresses("wan0"), [address])
         self.assertIn("default via 203.0.113.1 dev wan0", self.default_routes())
-        self.assertEqual(self.whoami(), str(ip))
+        self.assertWhoami(str(ip))
 
         # The ISP's DHCP server restarts: the next renewal still succeeds.
         self.lab.restart_isp_dhcp()
@@ -273,8 +268,8 @@ class NetworkLabTests(LabCase, unittest.TestCase):
         # to the ISP (DHCPRELEASE) and the static address takes its place.
         self.wait_for_log(server, r"network: default route via 203\.0\.113\.1 on wan0 applied",
                           timeout=5)
-        self.assertEqual(self.patch_settings("wan", '{"mode": "static", "address": '
-                                             '"203.0.113.2/24", "gateway": "203.0.113.1"}'), "200")
+        self.assertPatched("wan", '{"mode": "static", "address": "203.0.113.2/24", '
+                                  '"gateway": "203.0.113.1"}')
         self.wait_for_log(server, r"wan: DHCPRELEASE of %s to 203\.0\.113\.1" % re.escape(str(ip)),
                           timeout=5)
         self.wait_for_log(server, r"network: wan0 203\.0\.113\.2/24 applied", timeout=5)

@@ -425,7 +425,7 @@ class PhoneLabTests(unittest.TestCase):
     """Two baresip phones call each other and use voicemail."""
 
     def setUp(self):
-        from allworx.lab.namespaces import start_lab
+        from allworx.tests.lab.fixtures import start_lab
         self.lab = start_lab(self, prefix=PREFIX, programs=("baresip",))
         from allworx.tests.lab.server import LabServer
         self.work = os.path.join(self.lab.state_dir, "phones")

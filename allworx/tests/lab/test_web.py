@@ -1,21 +1,26 @@
 # -*- test-case-name: allworx.tests.lab.test_web -*-
 """
 The admin pages, API, websites and LDAP address book of the real server in
-the virtual office (lab prefix `aww`), with real clients: curl, ldapsearch and
-ldapwhoami from the lab's hosts, and headless Chromium (driven by selenium)
-through a port forward to the admin port as the admin PC sees it.
-Skipped, with the reason, unless run as root where `ip netns` works.
+the virtual office (lab prefix `aww`), with real clients: curl, ldapsearch,
+ldapwhoami and ldapmodify from the lab's hosts, and headless Chromium (driven
+by selenium) through a port forward to the admin port as the admin PC sees it.
+They need root where `ip netns` works; without it, or without a client, they
+fail and say why.
 """
 
+import importlib.util
 import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 
 from twisted.trial import unittest
 
 from allworx.tests.confs import NETWORK, PW_HASH
+from allworx.tests.lab.fixtures import client_report, start_lab
+from allworx.tests.lab.server import LabServer
 
 PREFIX = "aww"
 SERVER = "192.168.2.254"
@@ -58,32 +63,33 @@ def free_port():
 class WebLabCase(unittest.TestCase):
     """A lab with the server running; pc1 has a fixed LAN address."""
 
-    programs = ("curl", "ldapsearch", "ldapwhoami")
+    programs = ("curl", "ldapsearch", "ldapwhoami", "ldapmodify")
+    # What these tests use of the server: each is up before a test goes on.
+    SERVICES = ("network", "firewall", "dhcp", "ldap", "web", "mail", "pop3")
 
     def setUp(self):
-        from allworx.lab.namespaces import start_lab
-        from allworx.tests.lab.server import LabServer
         self.lab = start_lab(self, prefix=PREFIX, programs=self.programs)
         self.server = LabServer(self.lab, CONF)
         self.addCleanup(self.server.stop)
         self.server.start()
+        self.server.wait_services(self.SERVICES)
         self.lab.run("pc1", ["ip", "addr", "add", "192.168.2.61/24", "dev", "eth0"])
 
     def curl(self, host, url, *args, timeout=4):
-        """(exit code, HTTP status or 0, body) of curl run in lab host `host`."""
-        out = self.lab.run(host, ["curl", "-s", "-m", str(timeout), "-o", "-", "-w",
+        """
+        curl run in lab host `host`: (exit code, HTTP status or 0, body,
+        curl's report for assertion messages).
+        """
+        out = self.lab.run(host, ["curl", "-sS", "-m", str(timeout), "-o", "-", "-w",
                                   "\n%{http_code}", *args, url], check=False, timeout=timeout + 10)
         body, _, code = out.stdout.rpartition("\n")
-        return out.returncode, int(code or 0), body
+        return out.returncode, int(code or 0), body, client_report(out)
 
-    def api_status(self):
-        code, status, body = self.curl("admin", "http://%s:8080/api/v1/status" % SERVER,
-                                       "-u", "admin:admin-demo")
-        self.assertEqual(status, 200, body)
-        return json.loads(body)
-
-    def service_up(self, name):
-        return self.api_status()["services"].get(name, {}).get("state") in ("up", "degraded")
+    def client(self, host, argv, **kw):
+        """A client run in a lab host, its exit status left to the test: (its
+        CompletedProcess, its report for assertion messages)."""
+        done = self.lab.run(host, argv, check=False, **kw)
+        return done, client_report(done)
 
 
 class SidesAndDirectoryTests(WebLabCase):
@@ -91,85 +97,87 @@ class SidesAndDirectoryTests(WebLabCase):
 
     def test_api_sides_and_ldap(self):
         # The API wants credentials.
-        _, status, body = self.curl("admin", "http://%s:8080/api/v1/users" % SERVER)
-        self.assertEqual(status, 401)
-        self.assertEqual(json.loads(body)["error"], "unauthorized")
-        _, status, body = self.curl("admin", "http://%s:8080/api/v1/users" % SERVER,
-                                    "-u", "admin:admin-demo")
-        self.assertEqual([u["name"] for u in json.loads(body)], ["alice", "bob"])
-        _, status, body = self.curl("admin", "http://%s:8080/api/v1/settings/dhcp" % SERVER,
-                                    "-u", "admin:admin-demo", "-X", "PATCH", "-H",
-                                    "Content-Type: application/json", "-d", '{"range": "1-300"}')
-        self.assertEqual((status, json.loads(body)["field"]), (400, "range"))
-        _, status, _ = self.curl("admin", "http://%s:8080/metrics" % SERVER)
-        self.assertEqual(status, 200)
+        _, status, body, report = self.curl("admin", "http://%s:8080/api/v1/users" % SERVER)
+        self.assertEqual(status, 401, report)
+        self.assertEqual(json.loads(body)["error"], "unauthorized", report)
+        _, status, body, report = self.curl("admin", "http://%s:8080/api/v1/users" % SERVER,
+                                            "-u", "admin:admin-demo")
+        self.assertEqual([u["name"] for u in json.loads(body)], ["alice", "bob"], report)
+        _, status, body, report = self.curl(
+            "admin", "http://%s:8080/api/v1/settings/dhcp" % SERVER, "-u", "admin:admin-demo",
+            "-X", "PATCH", "-H", "Content-Type: application/json", "-d", '{"range": "1-300"}')
+        self.assertEqual((status, json.loads(body)["field"]), (400, "range"), report)
+        _, status, _, report = self.curl("admin", "http://%s:8080/metrics" % SERVER)
+        self.assertEqual(status, 200, report)
 
         # The intranet for the LAN, the public site for the Internet.
         intranet = os.path.join(self.server.data_dir, "intranet")
         with open(os.path.join(intranet, "plans.html"), "w") as f:
             f.write("<p>office plans</p>")
-        _, status, body = self.curl("pc1", "http://%s/" % SERVER)
-        self.assertEqual(status, 200)
-        self.assertIn("corp.example.com", body)
-        _, status, body = self.curl("pc1", "http://%s/plans.html" % SERVER)
-        self.assertEqual((status, body), (200, "<p>office plans</p>"))
-        _, status, body = self.curl("inet", "http://%s/" % WAN_IP)
-        self.assertEqual(status, 200)
-        self.assertIn("www.example.com", body)
-        self.assertNotIn("corp.example.com", body)
-        _, status, body = self.curl("inet", "http://%s/plans.html" % WAN_IP)
-        self.assertEqual(status, 404)
-        _, status, _ = self.curl("inet", "http://%s/../intranet/plans.html" % WAN_IP, "--path-as-is")
-        self.assertIn(status, (400, 404))
+        _, status, body, report = self.curl("pc1", "http://%s/" % SERVER)
+        self.assertEqual(status, 200, report)
+        self.assertIn("corp.example.com", body, report)
+        _, status, body, report = self.curl("pc1", "http://%s/plans.html" % SERVER)
+        self.assertEqual((status, body), (200, "<p>office plans</p>"), report)
+        _, status, body, report = self.curl("inet", "http://%s/" % WAN_IP)
+        self.assertEqual(status, 200, report)
+        self.assertIn("www.example.com", body, report)
+        self.assertNotIn("corp.example.com", body, report)
+        _, status, body, report = self.curl("inet", "http://%s/plans.html" % WAN_IP)
+        self.assertEqual(status, 404, report)
+        _, status, _, report = self.curl("inet", "http://%s/../intranet/plans.html" % WAN_IP,
+                                         "--path-as-is")
+        self.assertIn(status, (400, 404), report)
 
         # From the Internet the admin port and LDAP do not answer.
-        rc, status, _ = self.curl("inet", "http://%s:8080/login" % WAN_IP, timeout=3)
-        self.assertNotEqual(rc, 0)
-        self.assertEqual(status, 0)
-        rc, status, _ = self.curl("inet", "http://%s:8080/api/v1/status" % WAN_IP, "-u",
-                                  "admin:admin-demo", timeout=3)
-        self.assertEqual(status, 0)
-        out = self.lab.run("inet", ["ldapsearch", "-x", "-o", "nettimeout=3", "-H",
-                                    "ldap://%s" % WAN_IP, "-b", BASE, "(uid=alice)"],
-                           check=False, timeout=15)
-        self.assertNotEqual(out.returncode, 0)
-        self.assertNotIn("alice@example.com", out.stdout)
+        rc, status, _, report = self.curl("inet", "http://%s:8080/login" % WAN_IP, timeout=3)
+        self.assertNotEqual(rc, 0, report)
+        self.assertEqual(status, 0, report)
+        rc, status, _, report = self.curl("inet", "http://%s:8080/api/v1/status" % WAN_IP, "-u",
+                                          "admin:admin-demo", timeout=3)
+        self.assertEqual(status, 0, report)
+        out, report = self.client("inet", ["ldapsearch", "-x", "-o", "nettimeout=3", "-H",
+                                           "ldap://%s" % WAN_IP, "-b", BASE, "(uid=alice)"],
+                                  timeout=15)
+        self.assertNotEqual(out.returncode, 0, report)
+        self.assertNotIn("alice@example.com", out.stdout, report)
 
         # ldapsearch from a PC finds a user by name, with mail and phone number.
         out = self.lab.run("pc1", ["ldapsearch", "-x", "-LLL", "-H", "ldap://%s" % SERVER,
                                    "-b", BASE, "(cn=alice*)", "mail", "telephoneNumber"])
-        self.assertIn("dn: uid=alice,ou=people,%s" % BASE, out.stdout)
-        self.assertIn("mail: alice@example.com", out.stdout)
-        self.assertIn("telephoneNumber: 101", out.stdout)
-        self.assertNotIn("bob", out.stdout)
+        report = client_report(out)
+        self.assertIn("dn: uid=alice,ou=people,%s" % BASE, out.stdout, report)
+        self.assertIn("mail: alice@example.com", out.stdout, report)
+        self.assertIn("telephoneNumber: 101", out.stdout, report)
+        self.assertNotIn("bob", out.stdout, report)
 
         # ldapwhoami binds with the right password only.
         alice = "uid=alice,ou=people,%s" % BASE
         out = self.lab.run("pc1", ["ldapwhoami", "-x", "-H", "ldap://%s" % SERVER, "-D", alice,
                                    "-w", "admin-demo"])
-        self.assertEqual(out.stdout.strip(), "dn:" + alice)
-        out = self.lab.run("pc1", ["ldapwhoami", "-x", "-H", "ldap://%s" % SERVER, "-D", alice,
-                                   "-w", "wrong"], check=False)
-        self.assertEqual(out.returncode, 49)  # invalidCredentials
+        self.assertEqual(out.stdout.strip(), "dn:" + alice, client_report(out))
+        out, report = self.client("pc1", ["ldapwhoami", "-x", "-H", "ldap://%s" % SERVER,
+                                          "-D", alice, "-w", "wrong"])
+        self.assertEqual(out.returncode, 49, report)  # invalidCredentials
         # Read-only: a modify is refused.
         ldif = "dn: %s\nchangetype: modify\nreplace: mail\nmail: x@evil.example\n" % alice
-        out = self.lab.run("pc1", ["ldapmodify", "-x", "-H", "ldap://%s" % SERVER, "-D", alice,
-                                   "-w", "admin-demo"], input=ldif, check=False)
-        self.assertEqual(out.returncode, 50)  # insufficientAccessRights
+        out, report = self.client("pc1", ["ldapmodify", "-x", "-H", "ldap://%s" % SERVER,
+                                          "-D", alice, "-w", "admin-demo"], input=ldif)
+        self.assertEqual(out.returncode, 50, report)  # insufficientAccessRights
 
         # The directory follows a change made through the API, live.
-        _, status, body = self.curl("admin", "http://%s:8080/api/v1/users" % SERVER,
-                                    "-u", "admin:admin-demo", "-X", "POST", "-H",
-                                    "Content-Type: application/json", "-d",
-                                    json.dumps({"name": "erin", "full_name": "Erin Eng",
-                                                "password": "erin-pw-1", "extension": "105"}))
-        self.assertEqual(status, 201, body)
+        _, status, body, report = self.curl(
+            "admin", "http://%s:8080/api/v1/users" % SERVER, "-u", "admin:admin-demo",
+            "-X", "POST", "-H", "Content-Type: application/json", "-d",
+            json.dumps({"name": "erin", "full_name": "Erin Eng", "password": "erin-pw-1",
+                        "extension": "105"}))
+        self.assertEqual(status, 201, report)
         out = self.lab.run("pc1", ["ldapsearch", "-x", "-LLL", "-H", "ldap://%s" % SERVER,
                                    "-b", BASE, "(sn=Eng)", "telephoneNumber"])
-        self.assertIn("telephoneNumber: 105", out.stdout)
+        self.assertIn("telephoneNumber: 105", out.stdout, client_report(out))
         out = self.lab.run("pc1", ["ldapwhoami", "-x", "-H", "ldap://%s" % SERVER, "-D",
                                    "uid=erin,ou=people,%s" % BASE, "-w", "erin-pw-1"])
-        self.assertIn("uid=erin", out.stdout)
+        self.assertIn("uid=erin", out.stdout, client_report(out))
         self.assertNotIn("Traceback", self.server.log())
 
 
@@ -179,10 +187,8 @@ class BrowserTests(WebLabCase):
     programs = WebLabCase.programs + ("chromium", "chromedriver")
 
     def setUp(self):
-        try:
-            import selenium  # noqa: F401
-        except ImportError:
-            raise unittest.SkipTest("selenium is not installed (pip install selenium)")
+        if importlib.util.find_spec("selenium") is None:
+            self.fail("selenium is not installed (pip install -e '.[test]')")
         WebLabCase.setUp(self)
         self.port = free_port()
         self.lab.forward_port(self.port, "admin", SERVER, 8080)
@@ -263,10 +269,9 @@ class BrowserTests(WebLabCase):
         self.assertTrue(d.get_cookie("allworx_session")["httpOnly"])
 
         # Some life for the live tables: a PC takes a lease and browses the Internet.
-        lease = None
-        if self.service_up("dhcp"):
-            lease = self.lab.dhclient("pc1")
-            self.curl("pc1", "http://198.51.100.10/whoami")
+        lease = self.lab.dhclient("pc1")
+        rc, _, _, report = self.curl("pc1", "http://198.51.100.10/whoami")
+        self.assertEqual(rc, 0, report)
         # Every page renders; a screenshot of each.
         from allworx.protocols.web.pages import PAGES
         for n, page in enumerate(PAGES, 1):
@@ -275,12 +280,10 @@ class BrowserTests(WebLabCase):
             self.shot("%02d-%s" % (n, page.slug))
         d.get(self.base + "/users/alice")
         self.shot("20-user-alice")
-        if lease is not None:
-            d.get(self.base + "/dhcp")
-            self.assertIn(lease["ip_address"], d.find_element(By.ID, "leases").text)
-            if self.service_up("firewall"):
-                d.get(self.base + "/connections")
-                self.assertIn("198.51.100.10:80", d.find_element(By.ID, "connlog").text)
+        d.get(self.base + "/dhcp")
+        self.assertIn(lease["ip_address"], d.find_element(By.ID, "leases").text)
+        d.get(self.base + "/connections")
+        self.assertIn("198.51.100.10:80", d.find_element(By.ID, "connlog").text)
 
         # A bad DHCP range: the field is marked, nothing changes.
         before = self.tap_conf()
@@ -333,20 +336,14 @@ class BrowserTests(WebLabCase):
         # A lab PC sees the change: the directory has dave at once ...
         out = self.lab.run("pc1", ["ldapsearch", "-x", "-LLL", "-H", "ldap://%s" % SERVER,
                                    "-b", BASE, "(uid=dave)", "telephoneNumber"])
-        self.assertIn("telephoneNumber: 104", out.stdout)
-        # ... POP3 logs in as dave, if the mail service runs ...
-        if self.service_up("mail"):
-            code = ("import poplib;p=poplib.POP3(%r,110,timeout=5);p.user('dave');"
-                    "p.pass_('dave-secret-1');print(p.stat()[0]);p.quit()" % SERVER)
-            out = self.lab.run("pc1", ["python3", "-c", code])
-            self.assertEqual(out.stdout.strip(), "0")
-        else:
-            print("mail service not up: POP3 login as the new user not checked")
-        # ... and a new PC gets a lease in the new range, if the DHCP server runs.
-        if self.service_up("dhcp"):
-            lease = self.lab.dhclient("pc2")
-            last = int(lease["ip_address"].split(".")[-1])
-            self.assertTrue(120 <= last <= 140, lease["ip_address"])
-        else:
-            print("dhcp service not up: a lease in the new range not checked")
+        self.assertIn("telephoneNumber: 104", out.stdout, client_report(out))
+        # ... POP3 logs in as dave ...
+        code = ("import poplib;p=poplib.POP3(%r,110,timeout=5);p.user('dave');"
+                "p.pass_('dave-secret-1');print(p.stat()[0]);p.quit()" % SERVER)
+        out, report = self.client("pc1", [sys.executable, "-c", code])
+        self.assertEqual(out.stdout.strip(), "0", report)
+        # ... and a new PC gets a lease in the new range.
+        lease = self.lab.dhclient("pc2")
+        last = int(lease["ip_address"].split(".")[-1])
+        self.assertTrue(120 <= last <= 140, lease["ip_address"])
         self.assertNotIn("Traceback", self.server.log())

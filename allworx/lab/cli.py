@@ -1,0 +1,108 @@
+# -*- test-case-name: allworx.tests.lab.test_namespaces -*-
+"""
+`allworx lab up|down|status|exec HOST CMD...`: the virtual office from the
+command line (`allworx.cli` hands it everything after `lab`).
+"""
+
+import argparse
+import signal
+import subprocess
+import sys
+
+from allworx.lab.namespaces import Lab
+from allworx.lab.processes import LabError, require_root
+from allworx.lab.topology import DEFAULT_PREFIX, HOSTS, SERVER_LAN_IP, STATE_ROOT
+
+
+def _parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--prefix", default=argparse.SUPPRESS,
+                        help="namespace name prefix (default %s)" % DEFAULT_PREFIX)
+    common.add_argument("--state-root", default=argparse.SUPPRESS,
+                        help="state directory root (default %s)" % STATE_ROOT)
+    parser = argparse.ArgumentParser(
+        prog="allworx lab", parents=[common],
+        description="The virtual office: network namespaces with the allworx "
+                    "server's LAN, WAN, ISP and internet.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    up = sub.add_parser("up", parents=[common], help="build (or repair) the lab")
+    up.add_argument("--wan-lease", type=int, default=120, metavar="SECONDS",
+                    help="lease time of the ISP's DHCP server (default 120)")
+    up.add_argument("--forward-admin", type=int, metavar="PORT",
+                    help="relay 127.0.0.1:PORT to the admin pages, %s:8080"
+                         % SERVER_LAN_IP)
+    sub.add_parser("down", parents=[common], help="remove the lab")
+    sub.add_parser("status", parents=[common],
+                   help="show namespaces, addresses and processes "
+                        "(exit 0 if the lab is whole)")
+    ex = sub.add_parser("exec", parents=[common],
+                        help="run a command in a lab host: exec HOST CMD...")
+    ex.add_argument("host", choices=HOSTS, metavar="HOST",
+                    help="one of " + ", ".join(HOSTS))
+    ex.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
+    return parser
+
+
+def main(argv=None):
+    """`allworx lab up|down|status|exec HOST CMD...`; `argv` follows `lab`."""
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        require_root()
+        kw = {"prefix": getattr(args, "prefix", DEFAULT_PREFIX),
+              "state_root": getattr(args, "state_root", STATE_ROOT)}
+        if args.action == "up":
+            kw["wan_lease_seconds"] = args.wan_lease
+        try:
+            lab = Lab(**kw)
+        except ValueError as e:
+            raise LabError(str(e))
+        if args.action == "up":
+            lab.up()
+            if args.forward_admin:
+                lab.forward_port(args.forward_admin, "admin", SERVER_LAN_IP, 8080)
+            print(lab.status())
+            return 0
+        if args.action == "down":
+            for warning in lab.down():
+                print("warning: " + warning, file=sys.stderr)
+            return 0
+        if args.action == "status":
+            print(lab.status())
+            problems = lab.problems()
+            for problem in problems:
+                print("problem: " + problem)
+            return 1 if problems else 0
+        return _exec(lab, args.host, args.command)
+    except LabError as e:
+        print("allworx lab: %s" % (e,), file=sys.stderr)
+        return 2
+
+
+def _exec(lab, host, command):
+    if not command:
+        raise LabError("exec needs a command: allworx lab exec HOST CMD...")
+    if lab.ns(host) not in lab._netns_list():
+        raise LabError("namespace %s does not exist: run `allworx lab up` first"
+                       % lab.ns(host))
+    proc = None
+
+    def relay(signum, frame):
+        if proc is not None and signum != signal.SIGINT:
+            proc.send_signal(signum)
+
+    # Ctrl-C reaches the command from the terminal and is the command's to
+    # handle; a SIGTERM or SIGHUP sent to us is passed on to it. (Handled,
+    # not ignored: the command starts with the default dispositions.)
+    relayed = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, relay) for signum in relayed}
+    try:
+        proc = subprocess.Popen(lab._in_ns(host, command))
+        code = proc.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 128 - code if code < 0 else code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+# -*- test-case-name: allworx.tests.lab.test_namespaces -*-
+"""
+What the virtual office looks like: its hosts, the links between them, their
+addresses and routes, the names its internet knows, and the programs it runs.
+Data only; `allworx.lab.namespaces` builds it.
+"""
+
+import attr
+
+DEFAULT_PREFIX = "awx"
+STATE_ROOT = "/run/allworx-lab"
+NETNS_ETC = "/etc/netns"
+
+SERVER_LAN_IP = "192.168.2.254"
+ADMIN_IP = "192.168.2.200"
+ISP_WAN_IP = "203.0.113.1"
+ISP_INET_IP = "198.51.100.1"
+INET_IP = "198.51.100.10"
+LAN_NET = "192.168.2.0/24"
+WAN_DHCP_RANGE = ("203.0.113.10", "203.0.113.50")
+
+LAN_HOSTS = ("pc1", "pc2", "phone1", "phone2", "admin")
+HOSTS = ("server", "lan") + LAN_HOSTS + ("isp", "inet")
+BRIDGE = "br0"
+IFNAMSIZ = 15
+
+# What `up` itself runs; dhclient, socat and the test clients are optional.
+LAB_PROGRAMS = ("ip", "ss", "sysctl", "dnsmasq")
+
+# The Debian package that brings each program the lab or its tests run (the
+# Makefile's APT_PACKAGES names every one of them).
+PACKAGES = {
+    "ip": "iproute2",
+    "ss": "iproute2",
+    "sysctl": "procps",
+    "dnsmasq": "dnsmasq-base",
+    "dhclient": "isc-dhcp-client",
+    "udhcpc": "udhcpc",
+    "socat": "socat",
+    "dig": "bind9-dnsutils",
+    "curl": "curl",
+    "ping": "iputils-ping",
+    "nmap": "nmap",
+    "swaks": "swaks",
+    "ldapsearch": "ldap-utils",
+    "ldapwhoami": "ldap-utils",
+    "ldapmodify": "ldap-utils",
+    "iptables-save": "iptables",
+    "baresip": "baresip-core",
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
+}
+
+# What a program needs for what the tests do with it beyond its Depends (only
+# recommended, so `--no-install-recommends` leaves it out).
+RECOMMENDS_NEEDED = {
+    "swaks": ("libnet-ssleay-perl",),   # STARTTLS: Net::SSLeay
+}
+
+
+@attr.s(frozen=True)
+class Link:
+    """A veth pair: interface `a_if` in host `a`, `b_if` in host `b`."""
+
+    a = attr.ib()
+    a_if = attr.ib()
+    b = attr.ib()
+    b_if = attr.ib()
+    a_mac = attr.ib(default=None)
+
+
+def _lan_port(host, mac):
+    return Link(host, "eth0", "lan", host, mac)
+
+
+# Switch and ISP ports are named after the host they lead to. Host ends have
+# fixed MACs so tests can write DHCP reservations for them.
+LINKS = (
+    Link("server", "lan0", "lan", "server", "02:a1:00:00:02:fe"),
+    _lan_port("pc1", "02:a1:00:00:02:01"),
+    _lan_port("pc2", "02:a1:00:00:02:02"),
+    _lan_port("phone1", "02:a1:00:00:02:11"),
+    _lan_port("phone2", "02:a1:00:00:02:12"),
+    _lan_port("admin", "02:a1:00:00:02:c8"),
+    Link("server", "wan0", "isp", "server", "02:a1:00:00:71:fe"),
+    Link("inet", "eth0", "isp", "inet", "02:a1:00:00:64:0a"),
+)
+
+ADDRESSES = (
+    ("admin", "eth0", ADMIN_IP + "/24"),
+    ("isp", "server", ISP_WAN_IP + "/24"),
+    ("isp", "inet", ISP_INET_IP + "/24"),
+    ("inet", "eth0", INET_IP + "/24"),
+)
+
+DEFAULT_ROUTES = (
+    ("admin", "eth0", SERVER_LAN_IP),
+    ("inet", "eth0", ISP_INET_IP),
+)
+
+NAMESERVERS = {
+    "server": "127.0.0.1",
+    "lan": "127.0.0.1",
+    "isp": "127.0.0.1",
+    "inet": ISP_WAN_IP,
+    **{host: SERVER_LAN_IP for host in LAN_HOSTS},
+}
+
+DNS_HOSTS = {
+    "internet.example": INET_IP,
+    "web.internet.example": INET_IP,
+    "mail.internet.example": INET_IP,
+}
+DNS_MX = (("internet.example", "mail.internet.example", 10),)
+
+# Ports the internet host serves, checked before `up` returns.
+INET_PORTS = (("tcp", 80), ("tcp", 7), ("udp", 7), ("tcp", 25), ("tcp", 110))
+ISP_PORTS = (("udp", 53), ("tcp", 53), ("udp", 67))
+
+ISP_DNSMASQ = "isp-dnsmasq"
+INET_SERVICES = "inet-services"
