@@ -308,7 +308,8 @@ class LdapService(ListeningService):
         ListeningService.__init__(self, "ldap", office)
 
     def bound_settings(self, config):
-        return config.ldap
+        """Only the switch and the port decide what listens."""
+        return (config.ldap.enabled, config.ldap.port)
 
     def disabled_reason(self, config):
         return None if config.ldap.enabled else "turned off in [ldap]"

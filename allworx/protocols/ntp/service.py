@@ -177,7 +177,8 @@ class NtpService(ListeningService):
         self.clock_state = clock_state
 
     def bound_settings(self, config):
-        return config.ntp
+        """Only the switch and the port decide what listens."""
+        return (config.ntp.enabled, config.ntp.port)
 
     def disabled_reason(self, config):
         return None if config.ntp.enabled else "time server disabled in [ntp]"

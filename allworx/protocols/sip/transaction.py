@@ -146,9 +146,6 @@ class ClientTransaction:
         self.timers.stop_all()
         self.on_terminated()
 
-    def cancel_timers(self):
-        self.timers.stop_all()
-
 
 class ServerTransaction:
     """
