@@ -71,10 +71,14 @@ def build_children(office, reactor=None):
 class AllworxService(service.MultiService):
     """The server: the office plus its protocol services."""
 
-    def __init__(self, office, children=None):
+    def __init__(self, office, children=None, reactor=None):
         service.MultiService.__init__(self)
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
         self.office = office
         self.started = None
+        self.ready = False
         for child in (build_children(office) if children is None else children):
             self.addService(child)
 
@@ -96,7 +100,10 @@ class AllworxService(service.MultiService):
             d.addErrback(self._failed_to_start, child.name)
             starts.append(d)
         self.started = defer.gatherResults(starts)
-        self.started.addCallback(lambda _: self._ready())
+        # "ready" only once the reactor runs: twistd starts services before
+        # it, and until then a SIGTERM finds no handler and kills the process
+        # before it can undo what it applied.
+        self.started.addCallback(lambda _: self.reactor.callWhenRunning(self._ready))
         return self.started
 
     def _failed_to_start(self, failure, name):
@@ -105,6 +112,7 @@ class AllworxService(service.MultiService):
                                % (failure.type.__name__, failure.value))
 
     def _ready(self):
+        self.ready = True
         states = {}
         for status in self.office.status.values():
             states.setdefault(status.state, []).append(status.name)

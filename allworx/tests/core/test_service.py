@@ -5,6 +5,7 @@ import socket
 
 from twisted.application import service
 from twisted.internet import defer, error
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
@@ -48,6 +49,17 @@ class CompositionTests(unittest.TestCase):
         d = top.stopService()
         self.assertEqual(RecordingService.log, ["start", "stop"])
         return d
+
+    def test_ready_only_once_the_reactor_runs(self):
+        """twistd starts services before the reactor: "ready" waits for it (and its signal handlers)."""
+        reactor = MemoryReactorClock()
+        top = AllworxService(self.office(), children=[RecordingService("mine")], reactor=reactor)
+        top.startService()
+        self.addCleanup(top.stopService)
+        self.successResultOf(top.started)
+        self.assertFalse(top.ready)
+        reactor.run()
+        self.assertTrue(top.ready)
 
     def test_every_protocol_has_a_child_in_start_order(self):
         top = AllworxService(self.office())

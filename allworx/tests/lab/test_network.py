@@ -148,12 +148,14 @@ class LabCase:
             time.sleep(0.1)
         self.fail("no %r within %ss:\n%s" % (pattern, timeout, server.log()[-3000:]))
 
-    def assert_clean(self):
-        self.assertEqual(self.addresses("lan0"), [])
-        self.assertEqual(self.addresses("wan0"), [])
-        self.assertEqual(self.default_routes(), "")
-        self.assertEqual(self.sysctl("net.ipv4.ip_forward"), "0")
-        self.assertEqual(self.sysctl("net.ipv4.conf.wan0.rp_filter"), "0")
+    def assert_clean(self, server=None):
+        """Nothing of the server's left in the namespace (its log in the message)."""
+        why = "server log:\n" + server.log()[-4000:] if server is not None else None
+        self.assertEqual(self.addresses("lan0"), [], why)
+        self.assertEqual(self.addresses("wan0"), [], why)
+        self.assertEqual(self.default_routes(), "", why)
+        self.assertEqual(self.sysctl("net.ipv4.ip_forward"), "0", why)
+        self.assertEqual(self.sysctl("net.ipv4.conf.wan0.rp_filter"), "0", why)
 
 
 
@@ -195,7 +197,7 @@ class NetworkLabTests(LabCase, unittest.TestCase):
         log = server.start()
         self.assertIn("network: taking over", log)
         server.stop()
-        self.assert_clean()
+        self.assert_clean(server)
 
     def test_dhcp_wan(self):
         resolv_path = "/etc/netns/%s/resolv.conf" % self.lab.ns("server")
