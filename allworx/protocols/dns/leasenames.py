@@ -13,9 +13,17 @@ what the change touches. Making every row again and refreshing all
 precomputed answers is the expensive part; `DnsService` gathers it
 (`rebuild_zone`).
 
-Which rows a name gives is `zone_entries`' rule alone: the rows it makes for
-the changed names on top of the static zone (so a client's name never takes
-a static or built-in one, and an address off the LAN gives none).
+Which rows a change gives is `zone_entries`' rule alone (so a client's name
+never takes a static or built-in one, and an address off the LAN gives none).
+A changed name or a moved lease of a named dynamic client (a `[host]` with a
+MAC and no address) touches its A row and the PTRs of its old and new
+addresses; who holds such a PTR depends on every name and host at that
+address. So `zone_entries` is asked, before and after, about the names and
+hosts at the addresses the change touches, and the rows that differ are the
+change. One address is one lease (`DhcpNames`), which sends one name: when
+no such host's lease moved, the names there are the changed ones; when one
+did, a name that stayed may be there too (another lease took the address
+and sends it), and the names are looked through for it.
 """
 
 import struct
@@ -24,7 +32,7 @@ from twisted.names.dns import IN
 
 from allworx.protocols.dns.chain import COMMON_TYPES
 from allworx.protocols.dns.fast import question_key
-from allworx.protocols.dns.zone import SOA, DhcpNames, zone_entries
+from allworx.protocols.dns.zone import SOA, DhcpNames, DhcpView, zone_entries
 
 
 class LeaseNames:
@@ -38,8 +46,8 @@ class LeaseNames:
         self.keeper = keeper
         self.fast = fast
         self.table = DhcpNames()
-        self._served = {}      # the names as the served zone holds them
-        self._static = None    # (config, wan_ip, rows of the zone without DHCP names)
+        self._served = DhcpView({}, {})   # the names as the served zone holds them
+        self._hosts = None     # (config, MACs of its named dynamic clients)
         self._targets = None   # names that CNAME, MX or NS rows point at
 
     def load(self, records):
@@ -54,8 +62,8 @@ class LeaseNames:
 
     def built(self, names):
         """The zone was rebuilt in full with `names`."""
-        self._served = dict(names)
-        self._static = self._targets = None
+        self._served = DhcpView(names, dict(getattr(names, "by_mac", {})))
+        self._hosts = self._targets = None
 
     def next_expiry(self):
         """When the next name's lease ends, or None."""
@@ -72,29 +80,47 @@ class LeaseNames:
     # -- the change
 
     def _follow(self, config, wan_ip):
-        old, new = self._served, self.table.current()
-        changed = {label for label in old.keys() | new.keys() if old.get(label) != new.get(label)}
         before = self.keeper.zone
-        if not changed or before is None:
+        if before is None:
             return False
+        old, new = self._served, self.table.current()
         self._served = new
-        static = self._static_rows(config, wan_ip)
-        gone = self._rows(config, wan_ip, old, changed) - static
-        added = self._rows(config, wan_ip, new, changed) - static
+        hosts = self._dynamic_hosts(config)
+        labels = {label for label in old.keys() | new.keys() if old.get(label) != new.get(label)}
+        moved = [mac for mac in hosts if old.by_mac.get(mac) != new.by_mac.get(mac)]
+        touched = {view.get(label) for label in labels for view in (old, new)}
+        touched.update(view.by_mac.get(mac) for mac in moved for view in (old, new))
+        touched.discard(None)
+        if not touched:
+            return False
+        if moved:
+            labels.update(label for view in (old, new) for label, a in view.items()
+                          if a in touched)
+        was = self._rows(config, wan_ip, old, labels, hosts, touched)
+        now = self._rows(config, wan_ip, new, labels, hosts, touched)
+        gone, added = was - now, now - was
         if not self.keeper.amend(gone, added):
             return False
         self._forget(before, gone | added)
         return True
 
     @staticmethod
-    def _rows(config, wan_ip, names, labels):
-        mine = {label: names[label] for label in labels if label in names}
-        return set(zone_entries(config, wan_ip, mine)) if mine else set()
+    def _rows(config, wan_ip, view, labels, hosts, touched):
+        """
+        The rows of the names `labels` and of the named dynamic clients at the
+        `touched` addresses in `view` (with the static rows, the same before
+        and after).
+        """
+        names = {label: view[label] for label in labels if label in view}
+        leases = {mac: view.by_mac[mac] for mac in hosts if view.by_mac.get(mac) in touched}
+        return set(zone_entries(config, wan_ip, DhcpView(names, leases)))
 
-    def _static_rows(self, config, wan_ip):
-        if self._static is None or self._static[0] is not config or self._static[1] != wan_ip:
-            self._static = (config, wan_ip, frozenset(zone_entries(config, wan_ip, {})))
-        return self._static[2]
+    def _dynamic_hosts(self, config):
+        """The MACs of `config`'s named dynamic clients."""
+        if self._hosts is None or self._hosts[0] is not config:
+            self._hosts = (config, frozenset(h.mac for h in config.hosts.values()
+                                             if h.address is None and h.mac))
+        return self._hosts[1]
 
     def _forget(self, before, rows):
         """Drop the fast path's answers that the changed rows make wrong."""

@@ -74,12 +74,16 @@ def dhcp_label(hostname):
 
 @attr.s(frozen=True, slots=True)
 class DhcpName:
-    """A name a DHCP client holds while its lease lives (None: it sent none usable)."""
+    """
+    A name a DHCP client holds while its lease lives (None: it sent none
+    usable); `claim` orders the claims on one name, the highest being the newest.
+    """
 
     label = attr.ib()
     address = attr.ib()
     mac = attr.ib()
     expires = attr.ib()
+    claim = attr.ib(default=0)
 
 
 class DhcpView(dict):
@@ -98,13 +102,21 @@ class DhcpNames:
     """
     The DHCP clients' names, from `LeaseEvent`s: granted/renewed add or move a
     name, released/expired/declined remove it, and `expire(now)` scrubs names
-    whose lease ended even if no event said so. When two clients claim one
-    name, the newer lease holds it. Leases without a usable name are kept
-    too, by MAC, for the named dynamic clients (`DhcpView.by_mac`).
+    whose lease ended even if no event said so. Leases without a usable name
+    are kept too, by MAC, for the named dynamic clients (`DhcpView.by_mac`).
+
+    When two live leases carry one name, the newer claim holds it: the lease
+    that took the name last (a new lease, or a client that now sends another
+    name). A renewal that repeats the name, even at another address, keeps
+    its claim's age, so two devices sending one name do not swap it (and its
+    A and PTR) at every renewal. When the holder's lease ends, the name goes
+    to the newest claim left. The other claims' addresses have no PTR.
+    `apply` says True exactly when that outcome (`current()`) may change.
     """
 
     def __init__(self):
         self._by_mac = {}
+        self._claims = itertools.count(1)
 
     def apply(self, event):
         """Take a LeaseEvent into account; True when the names changed."""
@@ -112,8 +124,9 @@ class DhcpNames:
         old = self._by_mac.get(mac)
         if kind in ("granted", "renewed"):
             label = dhcp_label(event.hostname)
+            claim = old.claim if old is not None and old.label == label else next(self._claims)
             new = DhcpName(label, ipaddress.IPv4Address(event.address), mac,
-                           event.expires if event.expires is not None else float("inf"))
+                           event.expires if event.expires is not None else float("inf"), claim)
             changed = old is None or (old.label, old.address) != (new.label, new.address)
             # Another client's claim on this address is over.
             for other in list(self._by_mac.values()):
@@ -143,22 +156,37 @@ class DhcpNames:
         return min((n.expires for n in self._by_mac.values()), default=None)
 
     def current(self):
-        """A `DhcpView`: label -> address; the newest lease wins a name two clients claim."""
+        """A `DhcpView`: label -> address; the newest claim wins a name two clients claim."""
         out = {}
-        for n in sorted(self._by_mac.values(), key=lambda n: n.expires):
+        for n in sorted(self._by_mac.values(), key=lambda n: n.claim):
             if n.label is not None:
                 out[n.label] = n.address
         return DhcpView(out, {mac: n.address for mac, n in self._by_mac.items()})
 
     def load(self, leases):
-        """Seed from the DHCP lease table's records (dicts or objects)."""
+        """
+        Seed from the DHCP lease table's records (dicts or objects). The table
+        does not say when a name was claimed: the lease that ends last stands
+        for the newest claim (and keeps an address two records hold, as a
+        grant would: one address is one lease).
+        """
+        seeded = []
         for lease in leases:
             get = lease.get if isinstance(lease, dict) else lambda k: getattr(lease, k, None)
-            label = dhcp_label(get("hostname"))
             if get("address") is not None:
-                self._by_mac[get("mac")] = DhcpName(
-                    label, ipaddress.IPv4Address(str(get("address"))), get("mac"),
-                    get("expires") or float("inf"))
+                seeded.append(DhcpName(
+                    dhcp_label(get("hostname")), ipaddress.IPv4Address(str(get("address"))),
+                    get("mac"), get("expires") or float("inf")))
+        holders = {n.address: n.mac for n in self._by_mac.values()}
+        for n in sorted(seeded, key=lambda n: n.expires):
+            other = holders.get(n.address)
+            if other is not None and other != n.mac:
+                del self._by_mac[other]
+            old = self._by_mac.pop(n.mac, None)
+            if old is not None:
+                holders.pop(old.address, None)
+            self._by_mac[n.mac] = attr.evolve(n, claim=next(self._claims))
+            holders[n.address] = n.mac
 
 
 # ---------------------------------------------------------------- the rows

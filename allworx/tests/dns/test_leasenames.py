@@ -51,12 +51,7 @@ class CountedRebuilds:
         return self._rebuild(*args, **kw)
 
 
-class LeaseNameTests(ServiceCase):
-
-    conf = with_sections("""
-[record intranet]
-cname = pc1.example.com
-""", CONF)
+class LeaseCase(ServiceCase):
 
     def lease(self, kind, host, hostname="pc1", mac="02:00:00:00:00:01", lifetime=600):
         self.office.emit(LeaseEvent(kind, mac, ip("192.168.2.%d" % host), hostname,
@@ -68,6 +63,14 @@ cname = pc1.example.com
     def settle(self):
         """Let any gathered rebuild run: what follows is about the next event alone."""
         self.reactor.advance(dnsservice.REBUILD_INTERVAL)
+
+
+class LeaseNameTests(LeaseCase):
+
+    conf = with_sections("""
+[record intranet]
+cname = pc1.example.com
+""", CONF)
 
     def test_a_granted_name_answers_at_once(self):
         serial = self.serial()
@@ -177,6 +180,70 @@ cname = pc1.example.com
                          dnszone.zone_entries(self.office.config, self.office.wan_ip, names))
 
 
+CAM = "02:00:00:00:00:51"
+# [host cam] has a MAC and no address: a named dynamic client.
+DYNAMIC = with_sections("""
+[host cam]
+mac = %s
+
+[record camera]
+cname = cam.example.com
+""" % CAM, CONF)
+
+
+class NamedDynamicClientTests(LeaseCase):
+    """A [host] with only a MAC follows that MAC's lease from the event on."""
+
+    conf = DYNAMIC
+
+    def test_its_lease_names_it_at_once(self):
+        self.assertEqual(self.ask("cam.example.com").rCode, dns.ENAME)
+        self.lease("granted", 30, None, CAM)
+        for _ in range(2):   # the second from the fast path
+            m = self.ask("cam.example.com")
+            self.assertEqual((m.rCode, addresses(m)), (dns.OK, ["192.168.2.30"]))
+            self.assertEqual(m.answers[0].ttl, dnszone.DHCP_TTL)
+            self.assertEqual(addresses(self.ask("camera.example.com")), ["192.168.2.30"])
+            self.assertEqual(ptr_names(self.ask("30.2.168.192.in-addr.arpa", dns.PTR)),
+                             [b"cam.example.com"])
+
+    def test_it_moves_and_goes_with_its_lease_at_once(self):
+        self.lease("granted", 30, None, CAM)
+        self.settle()
+        self.ask("cam.example.com")
+        self.ask("camera.example.com")
+        self.ask("30.2.168.192.in-addr.arpa", dns.PTR)
+        self.lease("granted", 31, None, CAM)
+        self.assertEqual(addresses(self.ask("cam.example.com")), ["192.168.2.31"])
+        self.assertEqual(addresses(self.ask("camera.example.com")), ["192.168.2.31"])
+        self.assertEqual(self.ask("30.2.168.192.in-addr.arpa", dns.PTR).rCode, dns.ENAME)
+        self.assertEqual(ptr_names(self.ask("31.2.168.192.in-addr.arpa", dns.PTR)),
+                         [b"cam.example.com"])
+        self.settle()
+        self.lease("released", 31, None, CAM)
+        self.assertEqual(self.ask("cam.example.com").rCode, dns.ENAME)
+        self.assertEqual(self.ask("camera.example.com").rCode, dns.ENAME)
+        self.assertEqual(self.ask("31.2.168.192.in-addr.arpa", dns.PTR).rCode, dns.ENAME)
+
+    def test_its_ptr_over_the_name_its_client_sends(self):
+        # The client sends a name of its own: that name answers too, but the
+        # address's PTR is the [host]'s; when the lease ends both go.
+        self.lease("granted", 30, "pc1", CAM)
+        self.assertEqual(addresses(self.ask("pc1.example.com")), ["192.168.2.30"])
+        self.assertEqual(ptr_names(self.ask("30.2.168.192.in-addr.arpa", dns.PTR)),
+                         [b"cam.example.com"])
+        self.lease("expired", 30, "pc1", CAM)
+        self.assertEqual(self.ask("pc1.example.com").rCode, dns.ENAME)
+        self.assertEqual(self.ask("30.2.168.192.in-addr.arpa", dns.PTR).rCode, dns.ENAME)
+
+    def test_a_guest_sending_its_name_never_takes_it(self):
+        self.lease("granted", 40, "cam")
+        self.assertEqual(self.ask("cam.example.com").rCode, dns.ENAME)
+        self.assertEqual(self.ask("40.2.168.192.in-addr.arpa", dns.PTR).rCode, dns.ENAME)
+        self.lease("granted", 30, None, CAM)
+        self.assertEqual(addresses(self.ask("cam.example.com")), ["192.168.2.30"])
+
+
 class FakeLeases:
     """An ILeaseTable: the DHCP server's records as dicts."""
 
@@ -250,12 +317,17 @@ class LeaseTableTests(unittest.TestCase):
 # name in 192.168.3.x makes the reverse zone's 3.168.192 exist.
 WIDE = CONF.replace("address = 192.168.2.254/24", "address = 192.168.2.254/16")
 
+WIDE_DYNAMIC = DYNAMIC.replace("address = 192.168.2.254/24", "address = 192.168.2.254/16")
+
+# (kind, MAC's last byte, subnet, host, name sent, lease time, wait after);
+# 0x51 is [host cam]'s MAC in DYNAMIC.
 EVENTS = st.lists(st.tuples(
     st.sampled_from(["granted", "renewed", "released", "expired", "declined"]),
-    st.integers(1, 4), st.integers(2, 3), st.integers(1, 4),
-    st.sampled_from(["pc1", "pc2", "PC1", "www", "printer", None]),
+    st.sampled_from([1, 2, 3, 4, 0x51]), st.integers(2, 3), st.integers(1, 4),
+    st.sampled_from(["pc1", "pc2", "PC1", "www", "printer", "cam", None]),
     st.integers(0, 40), st.sampled_from([0, 0, 1, 7])), max_size=25)
-QUESTIONS = [(n + ".example.com", t) for n in ("pc1", "pc2", "www", "printer", "intranet")
+QUESTIONS = [(n + ".example.com", t)
+             for n in ("pc1", "pc2", "www", "printer", "intranet", "cam", "camera")
              for t in (dns.A, dns.AAAA)] + [
     ("%d.%d.168.192.in-addr.arpa" % (h, s), dns.PTR) for s in (2, 3) for h in (1, 2, 3, 4)] + [
     ("%d.168.192.in-addr.arpa" % s, dns.NS) for s in (2, 3)]
@@ -307,3 +379,38 @@ class AnyEventSequenceTests(unittest.TestCase):
     @given(EVENTS)
     def test_the_same_with_a_wide_lan(self, events):
         self.check(WIDE, events)
+
+    @settings(max_examples=60, deadline=None)
+    @given(EVENTS)
+    def test_the_same_with_a_named_dynamic_client(self, events):
+        self.check(DYNAMIC, events)
+
+    @settings(max_examples=60, deadline=None)
+    @given(EVENTS)
+    def test_the_same_with_a_named_dynamic_client_and_a_wide_lan(self, events):
+        self.check(WIDE_DYNAMIC, events)
+
+    def test_two_clients_sending_one_name_while_addresses_move(self):
+        # Found by the property test: the second client's claim on pc1 is the
+        # newer one; the first client's later grant at its own address (a
+        # lease that ends later) takes nothing back.
+        events = [("granted", 1, 2, 1, "pc1", 0, 0)] * 9 + [
+            ("granted", 1, 2, 2, "pc1", 1, 0), ("granted", 2, 2, 1, "pc1", 0, 0),
+            ("granted", 2, 2, 1, "pc1", 0, 0), ("granted", 2, 2, 1, "pc1", 1, 0),
+            ("granted", 1, 2, 2, "pc1", 2, 0)]
+        self.check(CONF, events)
+
+    def test_a_named_dynamic_client_whose_client_sends_a_contested_name(self):
+        # cam's client and a guest both send pc1; cam's lease moves, ends.
+        cam = 0x51
+        self.check(DYNAMIC, [
+            ("granted", cam, 2, 1, "pc1", 30, 0), ("granted", 2, 2, 2, "pc1", 30, 0),
+            ("renewed", cam, 2, 3, "pc1", 40, 1), ("granted", 2, 2, 1, "cam", 40, 0),
+            ("released", 2, 2, 1, "cam", 0, 0), ("granted", cam, 3, 4, None, 10, 7),
+            ("granted", cam, 2, 4, "pc2", 10, 0), ("expired", cam, 2, 4, "pc2", 0, 0)])
+
+    def test_a_named_dynamic_clients_address_taken_by_a_client_sending_the_same_name(self):
+        # Found by the property test: pc1 stays at .4, but the lease there is
+        # no longer cam's, so .4's PTR passes from cam to pc1.
+        self.check(DYNAMIC, [("granted", 0x51, 2, 4, "pc1", 30, 0),
+                             ("granted", 3, 2, 4, "pc1", 30, 0)])

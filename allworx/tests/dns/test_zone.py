@@ -284,6 +284,58 @@ class DhcpNameTests(unittest.TestCase):
         self.names.apply(lease("granted", "02:00:00:00:00:02", "192.168.2.20", expires=200))
         self.assertEqual(self.names.current(), {"pc1": ip("192.168.2.20")})
 
+    def test_a_renewal_does_not_take_a_contested_name_back(self):
+        # Two live clients sending one name: the newer claim keeps it while
+        # both renew, whichever lease ends later; no flip-flop of A and PTR.
+        one, two = "02:00:00:00:00:01", "02:00:00:00:00:02"
+        self.names.apply(lease("granted", one, "192.168.2.10", expires=100))
+        self.names.apply(lease("granted", two, "192.168.2.20", expires=100))
+        self.assertFalse(self.names.apply(lease("renewed", one, "192.168.2.10", expires=300)))
+        self.assertFalse(self.names.apply(lease("granted", one, "192.168.2.10", expires=400)))
+        self.assertEqual(self.names.current(), {"pc1": ip("192.168.2.20")})
+        # The older claimant moving to another address is still the older claim.
+        self.assertTrue(self.names.apply(lease("renewed", one, "192.168.2.11", expires=500)))
+        self.assertEqual(self.names.current(), {"pc1": ip("192.168.2.20")})
+        zone = zone_for(dhcp=self.names.current())
+        self.assertEqual(zone.answer("11.2.168.192.in-addr.arpa", dns.PTR).rcode, dns.ENAME)
+
+    def test_a_name_claimed_again_goes_to_the_new_claim(self):
+        one, two = "02:00:00:00:00:01", "02:00:00:00:00:02"
+        self.names.apply(lease("granted", one, "192.168.2.10", expires=100))
+        self.names.apply(lease("granted", two, "192.168.2.20", expires=100))
+        self.names.apply(lease("renewed", one, "192.168.2.10", hostname="other", expires=200))
+        self.assertTrue(self.names.apply(lease("renewed", one, "192.168.2.10", expires=300)))
+        self.assertEqual(self.names.current(),
+                         {"pc1": ip("192.168.2.10")})
+
+    def test_a_contested_name_passes_to_the_other_claim_when_its_holder_leaves(self):
+        one, two = "02:00:00:00:00:01", "02:00:00:00:00:02"
+        self.names.apply(lease("granted", one, "192.168.2.10", expires=100))
+        self.names.apply(lease("granted", two, "192.168.2.20", expires=50))
+        self.assertEqual(self.names.current(), {"pc1": ip("192.168.2.20")})
+        self.assertTrue(self.names.expire(50))
+        self.assertEqual(self.names.current(), {"pc1": ip("192.168.2.10")})
+
+    def test_the_lease_table_ranks_claims_by_their_end(self):
+        # The table says nothing of when a name was claimed: the lease that
+        # ends last stands for the newest claim.
+        self.names.load([{"mac": "02:00:00:00:00:01", "address": "192.168.2.10",
+                          "hostname": "pc1", "expires": 90},
+                         {"mac": "02:00:00:00:00:02", "address": "192.168.2.20",
+                          "hostname": "pc1", "expires": 50}])
+        self.assertEqual(self.names.current(), {"pc1": ip("192.168.2.10")})
+
+    def test_one_address_from_the_lease_table_is_one_lease(self):
+        # As a grant would: the record ending last keeps an address two hold.
+        self.names.load([{"mac": "02:00:00:00:00:01", "address": "192.168.2.10",
+                          "hostname": "pc1", "expires": 90},
+                         {"mac": "02:00:00:00:00:02", "address": "192.168.2.10",
+                          "hostname": "pc2", "expires": 50}])
+        current = self.names.current()
+        self.assertEqual((current, current.by_mac),
+                         ({"pc1": ip("192.168.2.10")},
+                          {"02:00:00:00:00:01": ip("192.168.2.10")}))
+
     def test_hostname_clean_up(self):
         self.assertEqual(dnszone.dhcp_label("Bobs_Laptop.local"), "bobs-laptop")
         self.assertEqual(dnszone.dhcp_label(b"PC1"), "pc1")
