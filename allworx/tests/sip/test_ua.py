@@ -139,6 +139,15 @@ class VoicemailCallTests(unittest.TestCase):
         self.assertEqual(call.menu.uids, ["m001"])
         self.bye(self.bob, ok, "400")
 
+    def test_check_pin_on_the_reactor_s_thread_pool(self):
+        """The agent's own check: a hash in a real worker thread, digits at once."""
+        hashed = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash("2345")
+        ua = self.h.core.ua
+        self.assertEqual(self.successResultOf(ua.check_pin("2345", "2345")), True)
+        self.assertEqual(self.successResultOf(ua.check_pin("2345", "2346")), False)
+        d = defer.gatherResults([ua.check_pin(hashed, "2345"), ua.check_pin(hashed, "9999")])
+        return d.addCallback(self.assertEqual, [True, False])
+
     def test_a_pin_check_that_ends_after_the_call(self):
         hashed = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash("2345")
         self.h.office.patch_record("user", "bob", {"voicemail_pin": hashed})
