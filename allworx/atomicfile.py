@@ -3,10 +3,12 @@
 Files replaced so that a crash leaves the old content or the new, never a
 mix or nothing: `write_atomically` (a temporary file in the same directory,
 written and fsynced, renamed over the old one, then the directory fsynced so
-the new name itself is on disk) and `fsync_directory`, once for the whole
-server; and `JsonStateFile`, a small JSON file of runtime state under
-data_dir (the WAN lease, what the network service changed) written that way
-in a thread, one write after the other so an older state never lands last.
+the new name itself is on disk; mode 0600 unless told otherwise) and
+`fsync_directory`, once for the whole server; `ensure_directory` (a private
+directory, 0700, parents included); and `JsonStateFile`, a small JSON file
+of runtime state under data_dir (the WAN lease, what the network service
+changed) written that way in a thread, one write after the other so an
+older state never lands last.
 """
 
 import itertools
@@ -21,14 +23,15 @@ log = Logger()
 _temp_names = itertools.count(1)
 
 
-def write_atomically(path, data, mode=None):
+def write_atomically(path, data, mode=0o600):
     """
     Replace `path` with `data` (bytes, or str written as UTF-8), durably
-    (blocking: call it in a thread from the reactor). `mode` is the new
-    file's permission bits, the umask applying as for open() (0o666 gives
-    what open() would); None keeps the mode of the file replaced, 0600 for a
-    new one. On an error the old file is left as it was and the temporary
-    file removed.
+    (blocking: call it in a thread from the reactor). `mode` is the file's
+    permission bits after every write, the umask applying as for open()
+    (0o666 gives what open() would); the default, 0600, suits what the
+    server keeps (tap.conf's hashes, mail, leases, keys): a replaced file
+    never keeps a looser mode it had. On an error the old file is left as it
+    was and the temporary file removed.
     """
     if isinstance(data, str):
         data = data.encode("utf-8")
@@ -36,12 +39,7 @@ def write_atomically(path, data, mode=None):
     tmp = os.path.join(directory, ".%s.tmp-%d-%d" % (os.path.basename(path), os.getpid(),
                                                      next(_temp_names)))
     try:
-        write_synced(tmp, data, 0o600 if mode is None else mode)
-        if mode is None:
-            try:
-                os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-            except FileNotFoundError:
-                pass
+        write_synced(tmp, data, mode)
         os.rename(tmp, path)
     except BaseException:
         try:
@@ -50,6 +48,28 @@ def write_atomically(path, data, mode=None):
             pass
         raise
     fsync_directory(directory)
+
+
+def ensure_directory(path, mode=0o700):
+    """
+    Create the directory `path` and each missing parent with `mode` (the
+    umask applying), where os.makedirs gives the parents the default mode;
+    directories that exist are left as they are.
+    """
+    path = os.path.abspath(path)
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, mode)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise
 
 
 def write_synced(path, data, mode=0o600):
@@ -118,7 +138,7 @@ class JsonStateFile:
         return done
 
     def _write(self, text):
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        ensure_directory(os.path.dirname(os.path.abspath(self.path)))
         write_atomically(self.path, text)
 
     def _remove(self):

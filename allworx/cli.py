@@ -3,63 +3,118 @@
 
 import argparse
 import getpass
+import os
 import sys
 
 USAGE = """usage: allworx check PATH
-       allworx passwd
+       allworx passwd [--sip EXT@DOMAIN | --pin]
        allworx lab up|down|status|exec HOST CMD... [--prefix P]
 """
 
 
 def check(argv, out=sys.stdout, err=sys.stderr):
-    """`allworx check PATH`: print every error with section, key and line."""
+    """
+    `allworx check PATH`: print every error with section, key and line; and
+    warnings that do not stop the server: a file others may read, PINs not
+    yet hashed.
+    """
     from allworx.config import ConfigErrors, load_config
     parser = argparse.ArgumentParser(prog="allworx check")
     parser.add_argument("path")
     args = parser.parse_args(argv)
+    for warning in mode_warnings(args.path):
+        err.write("%s: warning: %s\n" % (args.path, warning))
     try:
         config = load_config(args.path)
     except ConfigErrors as e:
         err.write(e.report() + "\n")
         err.write("%d error(s)\n" % len(e.errors))
         return 1
+    for warning in pin_warnings(config):
+        err.write("%s: warning: %s\n" % (args.path, warning))
     out.write("%s: ok (%s.%s, %s, %d users)\n" % (
         args.path, config.system.hostname, config.system.domain,
         config.security.mode, len(config.users)))
     return 0
 
 
+def mode_warnings(path):
+    """A warning when group or others may read or change tap.conf."""
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        return []
+    if not mode & 0o077:
+        return []
+    who = " and ".join(w for w, bits in (("its group", 0o070), ("others", 0o007)) if mode & bits)
+    what = " or ".join(w for w, bits in (("read", 0o044), ("change", 0o022), ("run", 0o011))
+                       if mode & bits)
+    return ["mode %04o lets %s %s it, and it holds password hashes and SIP digests: "
+            "chmod 600 %s" % (mode, who, what, path)]
+
+
+def pin_warnings(config):
+    """A warning for each voicemail PIN still written as digits."""
+    from allworx.passwords import is_hashed
+    return ["[user %s] voicemail_pin: stored as typed; the server writes it hashed at its next "
+            "change of this file (or run 'allworx passwd --pin' and paste the line)" % u.name
+            for u in sorted(config.users.values(), key=lambda u: u.name)
+            if u.voicemail_pin and not is_hashed(u.voicemail_pin)]
+
+
 def passwd(argv, stdin=None, out=sys.stdout, err=sys.stderr):
     """
-    `allworx passwd [--sip EXT@DOMAIN]`: read a password, print its hash for
-    tap.conf; with --sip also the `sip_digest` line a phone's login needs.
+    `allworx passwd [--sip EXT@DOMAIN | --pin]`: read a password, print its
+    hash for tap.conf; with --sip also the `sip_digest` line a phone's login
+    needs; with --pin read a voicemail PIN and print its `voicemail_pin` line.
     """
-    from allworx.passwords import hash_password, sip_digest
+    from allworx.config import check_value_text, parse_digits, parse_domain
+    from allworx.passwords import hash_password, hash_pin, sip_digest
     parser = argparse.ArgumentParser(prog="allworx passwd")
-    parser.add_argument("--sip", metavar="EXT@DOMAIN",
-                        help="also print sip_digest for this extension and domain")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--sip", metavar="EXT@DOMAIN",
+                      help="also print sip_digest for this extension and domain")
+    what.add_argument("--pin", action="store_true", help="hash a voicemail PIN instead")
     args = parser.parse_args(argv)
-    if args.sip and "@" not in args.sip:
-        err.write("allworx passwd: --sip takes EXTENSION@DOMAIN, e.g. 101@example.com\n")
-        return 2
-    stdin = stdin or sys.stdin
-    if stdin.isatty():
-        first = getpass.getpass("Password: ")
-        if getpass.getpass("Again: ") != first:
-            err.write("allworx passwd: the passwords differ\n")
-            return 1
-    else:
-        first = stdin.readline().rstrip("\r\n")
-    if not first:
-        err.write("allworx passwd: the password is empty\n")
+    if args.sip is not None:
+        ext, _, domain = args.sip.partition("@")
+        try:
+            check_value_text(args.sip)
+            ext = parse_digits(2, 8)(ext)
+            domain = parse_domain(domain)
+        except ValueError as e:
+            err.write("allworx passwd: --sip takes EXTENSION@DOMAIN, e.g. 101@example.com: %s\n" % e)
+            return 2
+    first = _read_secret(stdin or sys.stdin, "PIN" if args.pin else "Password", err)
+    if first is None:
         return 1
-    if args.sip:
-        ext, domain = args.sip.split("@", 1)
+    if args.pin:
+        try:
+            out.write("voicemail_pin = %s\n" % hash_pin(parse_digits(4, 10)(first)))
+        except ValueError as e:
+            err.write("allworx passwd: the PIN: %s\n" % e)
+            return 1
+    elif args.sip:
         out.write("password = %s\n" % hash_password(first))
         out.write("sip_digest = %s\n" % sip_digest(ext, domain, first))
     else:
         out.write(hash_password(first) + "\n")
     return 0
+
+
+def _read_secret(stdin, what, err):
+    """A password or PIN from the terminal (asked twice) or a line of stdin; None if refused."""
+    if stdin.isatty():
+        first = getpass.getpass("%s: " % what)
+        if getpass.getpass("Again: ") != first:
+            err.write("allworx passwd: the two differ\n")
+            return None
+    else:
+        first = stdin.readline().rstrip("\r\n")
+    if not first:
+        err.write("allworx passwd: the %s is empty\n" % what.lower())
+        return None
+    return first
 
 
 def lab(argv):

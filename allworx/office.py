@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.core.test_office -*-
+# -*- test-case-name: allworx.tests.core.test_office, allworx.tests.core.test_injection -*-
 """
 The live state of the office: one source of truth for the configuration and
 for the facts services share as events (the WAN address and how it came, DHCP
@@ -6,9 +6,11 @@ service's health), with observers so every service reconfigures itself when
 something changes.
 
 Every change to the configuration goes through `Office`: it is applied to a
-copy of tap.conf's text, the whole copy is validated, written back atomically,
-and only then becomes the live config; a bad change raises `ConfigErrors` and
-changes nothing.
+copy of tap.conf's text, the whole copy is validated, the text to be written
+is read back and must give the same model (so no value can add a line, a key
+or a section the change did not mean), then it is written atomically with
+mode 0600 (it holds password hashes and SIP digests) and only then becomes
+the live config; a bad change raises `ConfigErrors` and changes nothing.
 """
 
 import ipaddress
@@ -18,9 +20,14 @@ from twisted.logger import Logger
 
 from allworx.config import (
     RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigError, ConfigErrors,
-    config_from_document, format_value, keys_of, parse_config)
+    config_from_document, format_value, keys_of, parse_config, parse_pin)
+from allworx.config.model import RECORD_NAME
 from allworx.atomicfile import write_atomically
 from allworx.inifile import IniDocument
+from allworx.passwords import hash_pin, is_hashed
+
+# tap.conf holds argon2 hashes and SIP digests (password-equivalent for SIP).
+CONFIG_MODE = 0o600
 
 log = Logger()
 
@@ -176,18 +183,33 @@ class Office:
         format). Returns the new Config; raises ConfigErrors and changes nothing
         when the result is invalid.
         """
-        if section not in SETTINGS_SECTIONS:
-            raise ConfigErrors([ConfigError(section, None, 0, "unknown section")])
-        cls = SETTINGS_SECTIONS[section]
+        return self.update_sections({section: values})
+
+    def update_sections(self, changes):
+        """
+        Change keys of several settings sections at once, `{section: {key:
+        text}}`, so a combination (a WAN and the security mode that needs it)
+        is checked whole; as update_settings.
+        """
         doc = self._doc.copy()
-        target = doc.ensure_section(section)
-        for k, v in values.items():
-            self._check_key(section, cls, k)
-            text = self._text(cls, k, v)
-            if text == "" and attr.fields_dict(cls)[k].default is not attr.NOTHING:
-                target.remove(k)
-            else:
-                target.set(k, text)
+        errors = []
+        for section, values in changes.items():
+            cls = SETTINGS_SECTIONS.get(section)
+            if cls is None:
+                errors.append(ConfigError(section, None, 0, "unknown section"))
+                continue
+            target = doc.ensure_section(section)
+            for k, v in values.items():
+                if not _is_key(cls, k):
+                    errors.append(ConfigError(section, k, 0, "unknown key"))
+                    continue
+                text = self._text(cls, k, v)
+                if text == "" and attr.fields_dict(cls)[k].default is not attr.NOTHING:
+                    target.remove(k)
+                else:
+                    target.set(k, text)
+        if errors:
+            raise ConfigErrors(errors)
         return self._apply(doc)
 
     def put_record(self, kind, name, values, create=None):
@@ -199,6 +221,9 @@ class Office:
             raise ConfigErrors([ConfigError(kind, None, 0, "unknown kind of record")])
         cls = RECORD_SECTIONS[kind]
         section_name = "%s %s" % (kind, name)
+        if not isinstance(name, str) or not RECORD_NAME[kind].fullmatch(name):
+            raise ConfigErrors([ConfigError(section_name, None, 0,
+                                            "%r is not a valid %s name" % (name, kind))])
         doc = self._doc.copy()
         existing = doc.section(section_name)
         if create is True and existing is not None:
@@ -241,10 +266,10 @@ class Office:
     def replace_text(self, text):
         """Restore a whole tap.conf (a backup); validated before anything changes."""
         config = parse_config(text, path=self.path)
-        return self._apply(config.doc, validated=config)
+        return self._apply(config.doc)
 
     def _check_key(self, section, cls, k):
-        if k not in attr.fields_dict(cls) or "parse" not in attr.fields_dict(cls)[k].metadata:
+        if not _is_key(cls, k):
             raise ConfigErrors([ConfigError(section, k, 0, "unknown key")])
 
     @staticmethod
@@ -255,17 +280,17 @@ class Office:
             return ""
         return format_value(cls, k, v)
 
-    def _apply(self, doc, validated=None):
-        new = validated or config_from_document(doc, path=self.path, data_dir=self._data_dir)
-        if self._data_dir:
-            new = new.with_data_dir(self._data_dir)
+    def _apply(self, doc):
+        hash_plain_pins(doc)
+        new = config_from_document(doc, path=self.path, data_dir=self._data_dir)
+        data, written = self._read_back(doc.render(), new)
         if self.path:
-            write_atomically(self.path, doc.render())
+            write_atomically(self.path, data, mode=CONFIG_MODE)
         old = self.config
-        # Keep the document object that was validated, re-parsed so line
-        # numbers in later errors match the file on disk.
-        self._doc = IniDocument.parse(doc.render())
-        new = attr.evolve(new, doc=self._doc)
+        # The live config is the one read back from the text on disk, so line
+        # numbers in later errors match the file.
+        new = written.with_data_dir(self._data_dir) if self._data_dir else written
+        self._doc = written.doc
         self.config = new
         changed = changed_sections(old, new)
         if "wan" in changed and new.wan.mode == "static":
@@ -274,10 +299,77 @@ class Office:
         self.emit(ConfigChanged(old, new, frozenset(changed)))
         return new
 
+    def _read_back(self, text, meant):
+        """
+        The bytes to write and the Config they read back as, which must be
+        the Config the change meant (`meant`); otherwise ConfigErrors naming
+        what would differ, and nothing is written.
+        """
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ConfigErrors([ConfigError(None, None, 0, "cannot be written as UTF-8: %s" % e)])
+        try:
+            written = parse_config(data.decode("utf-8"), path=self.path, data_dir=self._data_dir)
+        except ConfigErrors as e:
+            raise ConfigErrors([ConfigError(x.section, x.key, 0, "the file written would not "
+                                            "read back: %s" % x.message) for x in e.errors])
+        if written != meant:
+            raise ConfigErrors(differences(meant, written))
+        return data, written
+
+
+def _is_key(cls, k):
+    return k in attr.fields_dict(cls) and "parse" in attr.fields_dict(cls)[k].metadata
+
 
 def _plural(kind):
     return {"user": "users", "alias": "aliases", "host": "hosts",
             "record": "records", "forward": "forwards"}[kind]
+
+
+def hash_plain_pins(doc):
+    """
+    Replace each voicemail PIN typed into tap.conf as digits with its hash
+    (SPEC 1: "stored as a hash on the next write"). It blocks for one argon2
+    hash per such PIN, once: the pages and the API hash a new PIN in a
+    thread before it gets here, so only PINs from a hand-edited file do.
+    """
+    for section in doc.sections:
+        if section.kind != "user":
+            continue
+        entry = section.get("voicemail_pin")
+        if entry is None or is_hashed(entry.value):
+            continue
+        try:
+            pin = parse_pin(entry.value)
+        except ValueError:
+            continue            # the validation that follows names it
+        section.set("voicemail_pin", hash_pin(pin))
+
+
+def differences(meant, written):
+    """ConfigErrors' items for each key whose value would read back otherwise."""
+    errors = []
+
+    def compare(section, cls, a, b):
+        if a is None or b is None:
+            errors.append(ConfigError(section, None, 0, "would %s tap.conf when read back" % (
+                "appear in" if a is None else "be missing from")))
+            return
+        for f in keys_of(cls):
+            if getattr(a, f.name) != getattr(b, f.name):
+                errors.append(ConfigError(section, f.name, 0, "would read back from tap.conf "
+                                          "as %r, not as given" % format_value(
+                                              cls, f.name, getattr(b, f.name))))
+    for name, cls in SETTINGS_SECTIONS.items():
+        compare(name, cls, getattr(meant, name), getattr(written, name))
+    for kind, cls in RECORD_SECTIONS.items():
+        a, b = getattr(meant, _plural(kind)), getattr(written, _plural(kind))
+        for label in sorted(set(a) | set(b)):
+            if a.get(label) != b.get(label):
+                compare("%s %s" % (kind, label), cls, a.get(label), b.get(label))
+    return errors or [ConfigError(None, None, 0, "would not read back from tap.conf as given")]
 
 
 def changed_sections(old, new):

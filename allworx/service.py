@@ -84,7 +84,9 @@ class AllworxService(service.MultiService):
 
     def startService(self):
         config = self.office.config
-        os.makedirs(config.system.data_dir, mode=0o750, exist_ok=True)
+        # Others may pass through (to the web roots, 0755) but not list it;
+        # everything else under it is created 0700/0600.
+        os.makedirs(config.system.data_dir, mode=0o711, exist_ok=True)
         log.info("allworx {hostname}.{domain} starting: security mode {mode}, "
                  "data in {data_dir}", hostname=config.system.hostname,
                  domain=config.system.domain, mode=config.security.mode,

@@ -13,13 +13,13 @@ The public names of all three are here too: `from allworx.config import X`.
 """
 
 from allworx.config.values import (
-    FetchAccount, format_bool, format_fetch_urls, format_forward_target, format_hostport,
+    FetchAccount, check_value_text, format_bool, format_fetch_urls, format_forward_target, format_hostport,
     format_ports_list, format_range, format_sip_digest, format_words, parse_bool,
     parse_choice, parse_cidr, parse_digits, parse_domain, parse_duration, parse_email,
     parse_fetch_urls, parse_forward_target, parse_fqdn, parse_hostname, parse_hostport,
     parse_int, parse_ip, parse_ip_list, parse_mac, parse_mx_list, parse_optional,
-    parse_password_hash, parse_pool_range, parse_port, parse_port_range, parse_ports_list,
-    parse_sip_digest_key, parse_size, parse_words)
+    parse_password_hash, parse_pin, parse_pool_range, parse_port, parse_port_range,
+    parse_ports_list, parse_sip_digest_key, parse_size, parse_words)
 from allworx.config.model import (
     BUILTIN_NAMES, RECORD_SECTIONS, REQUIRED, SECURITY_MODES, SETTINGS_SECTIONS, WAN_MODES,
     Alias, Config, DhcpSettings, DnsSettings, Forward, Host, LanSettings, LdapSettings,
@@ -29,13 +29,13 @@ from allworx.config.checks import (
     ConfigError, ConfigErrors, config_from_document, load_config, parse_config)
 
 __all__ = [
-    "FetchAccount", "format_bool", "format_fetch_urls", "format_forward_target",
+    "FetchAccount", "check_value_text", "format_bool", "format_fetch_urls", "format_forward_target",
     "format_hostport", "format_ports_list", "format_range", "format_sip_digest",
     "format_words", "parse_bool", "parse_choice", "parse_cidr", "parse_digits",
     "parse_domain", "parse_duration", "parse_email", "parse_fetch_urls",
     "parse_forward_target", "parse_fqdn", "parse_hostname", "parse_hostport", "parse_int",
     "parse_ip", "parse_ip_list", "parse_mac", "parse_mx_list", "parse_optional",
-    "parse_password_hash", "parse_pool_range", "parse_port", "parse_port_range",
+    "parse_password_hash", "parse_pin", "parse_pool_range", "parse_port", "parse_port_range",
     "parse_ports_list", "parse_sip_digest_key", "parse_size", "parse_words",
     "BUILTIN_NAMES", "RECORD_SECTIONS", "REQUIRED", "SECURITY_MODES", "SETTINGS_SECTIONS",
     "WAN_MODES", "Alias", "Config", "DhcpSettings", "DnsSettings", "Forward", "Host",

@@ -13,12 +13,12 @@ import re
 import attr
 
 from allworx.config.values import (
-    HOST_LABEL, format_bool, format_fetch_urls, format_forward_target, format_hostport,
+    HOST_LABEL, checked, format_bool, format_fetch_urls, format_forward_target, format_hostport,
     format_ports_list, format_range, format_sip_digest, format_words, parse_bool,
     parse_choice, parse_cidr, parse_digits, parse_domain, parse_duration, parse_email,
     parse_fetch_urls, parse_forward_target, parse_fqdn, parse_hostname, parse_hostport,
     parse_ip, parse_ip_list, parse_mac, parse_mx_list, parse_optional, parse_password_hash,
-    parse_pool_range, parse_port, parse_port_range, parse_ports_list, parse_sip_digest_key,
+    parse_pin, parse_pool_range, parse_port, parse_port_range, parse_ports_list, parse_sip_digest_key,
     parse_size, parse_words)
 
 REQUIRED = attr.NOTHING
@@ -27,8 +27,13 @@ REQUIRED = attr.NOTHING
 # ---------------------------------------------------------------- the model
 
 def key(parse, default=REQUIRED, fmt=str, doc=""):
-    """A config key: how to read it, its default, how to write it back."""
-    return attr.ib(default=default, metadata={"parse": parse, "format": fmt, "doc": doc})
+    """
+    A config key: how to read it, its default, how to write it back. Every
+    key's reader first refuses what no value of tap.conf can hold (line
+    breaks, other control characters, ` #`: `values.check_value_text`), so
+    the file, the pages, the API and the command line get the same check.
+    """
+    return attr.ib(default=default, metadata={"parse": checked(parse), "format": fmt, "doc": doc})
 
 
 SECURITY_MODES = ("lan-only", "router", "firewall-nat", "firewall-nat-dmz")
@@ -137,7 +142,10 @@ class User:
     password = key(parse_password_hash)
     full_name = key(str, "")
     extension = key(parse_optional(parse_digits(2, 8)), None, fmt=lambda v: v or "")
-    voicemail_pin = key(parse_optional(parse_digits(4, 10)), None, fmt=lambda v: v or "")
+    # Stored as an argon2 hash (the server hashes a typed PIN at its next
+    # write); the pages and the API set it and never show it.
+    voicemail_pin = key(parse_optional(parse_pin), None, fmt=lambda v: v or "",
+                        doc="4 to 10 digits; stored hashed, never shown")
     email_forward = key(parse_optional(parse_email), None, fmt=lambda v: v or "")
     pop3_fetch = key(parse_fetch_urls, (), fmt=format_fetch_urls)
     # H(extension:domain:password) for SIP digest; written with the password

@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.core.test_config -*-
+# -*- test-case-name: allworx.tests.core.test_config, allworx.tests.core.test_injection -*-
 """
 The readers and writers of tap.conf's values: each parse_* takes the text of
 a key and returns the value (or raises ValueError with a sentence saying what
@@ -10,6 +10,55 @@ import re
 from urllib.parse import urlsplit, unquote
 
 import attr
+
+# ---------------------------------------------------------------- the text of a value
+
+# What tap.conf's syntax cannot carry inside a value. Every key is one line
+# of the file (lists are separated by spaces on that line: no key is written
+# over several lines), so a line break of any kind ends the value and the rest
+# would be read as new lines: a new key, or a whole new section. The other
+# control characters (NUL, ESC, DEL, C1), lone surrogates (not encodable as
+# UTF-8) and the bidirectional controls (which make the file read differently
+# from what it holds) have no place in a value either; a tab is whitespace.
+_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"   # str.splitlines' boundaries
+_REFUSED = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e"
+                      "\u2066-\u2069\ud800-\udfff]")
+_COMMENT = re.compile(r"\s[#;]")
+
+
+def check_value_text(text):
+    """
+    Raise ValueError naming the first character of `text` that tap.conf
+    cannot hold in a value: a line break, another control character, a lone
+    surrogate, a bidirectional control, or a ` #`/` ;` that the file would
+    read as the start of a comment.
+    """
+    m = _REFUSED.search(text)
+    if m:
+        ch = m.group()
+        code = "U+%04X" % ord(ch)
+        if ch in _LINE_BREAKS:
+            raise ValueError("a line break (%s) is not allowed in a value" % code)
+        if ch == "\0":
+            raise ValueError("a NUL character (U+0000) is not allowed in a value")
+        if "\ud800" <= ch <= "\udfff":
+            raise ValueError("%s is half of a surrogate pair, not a character" % code)
+        if ch > "\x9f":
+            raise ValueError("the bidirectional control %s is not allowed in a value" % code)
+        raise ValueError("the control character %s is not allowed in a value" % code)
+    m = _COMMENT.search(text)
+    if m:
+        raise ValueError("%r is not allowed in a value: tap.conf reads it as the start of a "
+                         "comment" % m.group())
+
+
+def checked(parse):
+    """`parse` that first refuses text tap.conf cannot hold (see check_value_text)."""
+    def parse_checked(text):
+        check_value_text(text)
+        return parse(text)
+    return parse_checked
+
 
 # ---------------------------------------------------------------- value readers
 
@@ -166,7 +215,7 @@ def parse_mac(text):
 def parse_digits(low, high):
     def parse(text):
         t = text.strip()
-        if not t.isdigit() or not low <= len(t) <= high:
+        if not (t.isascii() and t.isdigit()) or not low <= len(t) <= high:
             raise ValueError("expected %d to %d digits, got %r" % (low, high, text))
         return t
     return parse
@@ -208,6 +257,20 @@ def parse_words(text):
 
 def format_words(value):
     return " ".join(value)
+
+
+def parse_pin(text):
+    """
+    A voicemail PIN: its hash (`$argon2...`, what the server writes), or 4 to
+    10 digits as a person types them, which the server hashes at its next
+    write of tap.conf (and which work until then).
+    """
+    t = text.strip()
+    if t.startswith("$argon2"):
+        return t
+    if not (t.isascii() and t.isdigit()) or not 4 <= len(t) <= 10:
+        raise ValueError("expected 4 to 10 digits, got %r" % text)
+    return t
 
 
 def parse_password_hash(text):

@@ -6,6 +6,11 @@ from allworx.passwords import sip_digest
 PW_HASH = ("$argon2id$v=19$m=65536,t=3,p=4$ERLlCFcNeGK550IgXEvC6g$"
            "wjiY1y6LH8GV9JTqJGT4odM/ewS7TCrb4fLs23rAQ64")
 
+# Alice's voicemail PIN "1234" as the server stores it (argon2 with the
+# cheapest settings, so the tests that check it stay quick).
+PIN_HASH = ("$argon2id$v=19$m=1024,t=1,p=1$hrYM4Ak+M9SG94zJS+x02w$"
+            "/bOVINLyhnK6750EWh0Rx1sdCZAT3I/8h6Mpr1iNb+k")
+
 # The office's network as every test config has it: the lab's addresses,
 # a static WAN, firewall-nat. Test configs add their own sections after it.
 NETWORK = """\
@@ -37,7 +42,7 @@ admin_password = {pw}
 [user alice]
 full_name = Alice Archer
 extension = 101
-voicemail_pin = 1234
+voicemail_pin = {pin}
 password = {pw}
 sip_digest = {digest}
 
@@ -48,7 +53,7 @@ password = {pw}
 
 [alias sales]
 to = alice bob
-""".format(pw=PW_HASH, digest=sip_digest("101", "example.com", "admin-demo"))
+""".format(pw=PW_HASH, pin=PIN_HASH, digest=sip_digest("101", "example.com", "admin-demo"))
 
 
 def with_sections(extra, base=MINIMAL):

@@ -25,7 +25,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from allworx.atomicfile import write_atomically
+from allworx.atomicfile import ensure_directory, write_atomically
 from allworx.protocols.dhcp.pool import BOUND, Lease
 
 log = Logger()
@@ -150,7 +150,7 @@ class LeaseJournal:
         """
         directory = os.path.dirname(self.path)
         try:
-            os.makedirs(directory, mode=0o750, exist_ok=True)
+            ensure_directory(directory)
             try:
                 with open(self.path, "rb") as f:
                     lines = f.readlines()
@@ -174,7 +174,7 @@ class LeaseJournal:
 
     def _rewrite(self, data):
         """Replace the file with `data`, durably, and reopen it for appending."""
-        write_atomically(self.path, data, mode=0o640)
+        write_atomically(self.path, data, mode=0o600)
         if self._fd is not None:
             os.close(self._fd)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)

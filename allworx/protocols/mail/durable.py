@@ -44,7 +44,7 @@ def write_files(groups):
         done = []
         try:
             for f in files:
-                write_synced(f.tmp_path, f.data, 0o640)
+                write_synced(f.tmp_path, f.data, 0o600)
                 os.rename(f.tmp_path, f.final_path)
                 done.append(f.final_path)
             directories.update(os.path.dirname(p) for p in done)

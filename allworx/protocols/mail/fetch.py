@@ -29,7 +29,7 @@ from zope.interface import implementer
 from allworx.interfaces import IFetchStatus
 from allworx.protocols.mail import multidrop
 from allworx.protocols.mail.aliases import ADMIN_USER
-from allworx.atomicfile import write_atomically
+from allworx.atomicfile import ensure_directory, write_atomically
 
 log = Logger()
 
@@ -76,8 +76,8 @@ class FetchLedger:
 
     def write(self):
         """Write the ledger durably (call in a thread)."""
-        os.makedirs(os.path.dirname(self.path), mode=0o750, exist_ok=True)
-        write_atomically(self.path, json.dumps({"uids": sorted(self.uids)}), mode=0o666)
+        ensure_directory(os.path.dirname(self.path))
+        write_atomically(self.path, json.dumps({"uids": sorted(self.uids)}), mode=0o600)
 
 
 def plan(listing, seen):

@@ -22,6 +22,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from allworx.atomicfile import ensure_directory
 from allworx.interfaces import IMailQueue
 from allworx.protocols.mail.aliases import split_address
 from allworx.protocols.mail.dsn import build_bounce
@@ -113,7 +114,7 @@ class OutboundQueue:
                 os.path.join(self.directory, queue_id + ".json"))
 
     def _ensure(self):
-        os.makedirs(os.path.join(self.directory, "tmp"), mode=0o750, exist_ok=True)
+        ensure_directory(os.path.join(self.directory, "tmp"))
 
     # ------------------------------------------------------------ entering
 

@@ -13,6 +13,7 @@ from twisted.application import service
 from twisted.logger import Logger
 from twisted.names import client as dns_client
 
+from allworx.atomicfile import ensure_directory
 from allworx.auth import OfficeUserChecker
 from allworx.guards import LoginThrottle, PeerLimit
 from allworx.protocols.mail import fetch, pop3, tls
@@ -107,7 +108,7 @@ class MailService(OfficeService):
 
     def startService(self):
         config = self.office.config
-        os.makedirs(os.path.join(config.system.data_dir, "mail"), mode=0o750, exist_ok=True)
+        ensure_directory(os.path.join(config.system.data_dir, "mail"))
         try:
             path = tls.ensure_certificate(config.system.data_dir,
                                           "%s.%s" % (config.system.hostname, config.system.domain),

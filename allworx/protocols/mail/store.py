@@ -27,6 +27,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from allworx.atomicfile import ensure_directory
 from allworx.interfaces import IMailStore
 from allworx.protocols.mail.aliases import AliasLoop, expand
 from allworx.protocols.mail.durable import PendingFile
@@ -159,7 +160,7 @@ class MailStore:
         if user not in self._ensured:
             base = self.maildir(user)
             for sub in ("tmp", "new", "cur"):
-                os.makedirs(os.path.join(base, sub), mode=0o750, exist_ok=True)
+                ensure_directory(os.path.join(base, sub))
             self._ensured.add(user)
 
     def new_id(self):

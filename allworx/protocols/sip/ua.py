@@ -11,9 +11,10 @@ mail on hang-up; a `Retrieval` runs the `VoicemailMenu`.
 
 import os
 
-from twisted.internet import error, threads
+from twisted.internet import defer, error, threads
 from twisted.logger import Logger
 
+from allworx.passwords import is_hashed, verify_pin
 from allworx.protocols.sip.calls import caller_of
 from allworx.protocols.sip.message import NameAddr, Request, SipParseError, make_response
 from allworx.protocols.sip.transaction import T1, T2
@@ -243,7 +244,8 @@ class Retrieval(LocalCall):
         LocalCall.__init__(self, agent, request, st, source, offer)
         self.idle_limit = MENU_IDLE
         self.recorder = Recorder(offer.payload_type, MAX_GREETING)
-        self.menu = VoicemailMenu(self, agent.prompts.get, agent.find_user, agent.mailbox)
+        self.menu = VoicemailMenu(self, agent.prompts.get, agent.find_user, agent.mailbox,
+                                  agent.check_pin)
 
     def begin(self):
         user = self.agent.core.registrar.user_at((self.source.host, self.source.port))
@@ -281,12 +283,17 @@ class Retrieval(LocalCall):
             self.last_key = self.core.clock.seconds()
             self.menu.key(d)
 
+    def done(self):
+        self.menu.stop()
+
 
 class VoicemailAgent:
     """Answers the calls that voicemail takes; owns the RTP ports and the prompts."""
 
-    def __init__(self, core, office, clock, mail_store, listen_udp):
+    def __init__(self, core, office, clock, mail_store, listen_udp,
+                 defer_to_thread=threads.deferToThread):
         self.core = core
+        self.defer_to_thread = defer_to_thread
         self.office = office
         self.clock = clock
         self.mail_store = mail_store     # IMailStore; None: no mailboxes
@@ -323,6 +330,12 @@ class VoicemailAgent:
         if user is None:
             return None
         return (user.name, user.voicemail_pin)
+
+    def check_pin(self, stored, entered):
+        """A Deferred: does `entered` match? A hash is checked in a thread (argon2 is slow)."""
+        if is_hashed(stored):
+            return self.defer_to_thread(verify_pin, stored, entered)
+        return defer.succeed(verify_pin(stored, entered))
 
     def mailbox(self, user):
         return Mailbox(self.mail_store, user, self.greeting_dir)

@@ -13,7 +13,7 @@ import subprocess
 
 from twisted.logger import Logger
 
-from allworx.atomicfile import write_atomically
+from allworx.atomicfile import ensure_directory, write_atomically
 from allworx.protocols.voice.wav import RATE, WavError, from_wav
 
 log = Logger()
@@ -107,7 +107,7 @@ class PromptLibrary:
         espeak = shutil.which("espeak-ng") or shutil.which("espeak")
         if espeak is None or self.spoken:
             return 0
-        os.makedirs(self.directory, exist_ok=True)
+        ensure_directory(self.directory)
         made = 0
         for name, text in PROMPTS.items():
             path = self._path(name)
@@ -118,7 +118,7 @@ class PromptLibrary:
                 subprocess.run([espeak, "-s", "150", "-w", spoken, text], check=True,
                                timeout=60, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 with open(spoken, "rb") as f:
-                    write_atomically(path, f.read(), mode=0o666)
+                    write_atomically(path, f.read(), mode=0o600)
                 made += 1
             except (OSError, subprocess.SubprocessError) as e:
                 log.warn("espeak-ng could not render prompt {name}: {error}", name=name, error=str(e))

@@ -17,9 +17,11 @@ import email.utils
 import os
 
 from automat import MethodicalMachine
+from twisted.internet import defer
 from twisted.logger import Logger
 
-from allworx.atomicfile import write_atomically
+from allworx.atomicfile import ensure_directory, write_atomically
+from allworx.passwords import verify_pin
 from allworx.protocols.voice import g711
 from allworx.protocols.voice.greeting import beep
 from allworx.protocols.voice.rtp import FRAME
@@ -219,11 +221,16 @@ def load_greeting(greeting_dir, user):
 def store_greeting(greeting_dir, user, pcm):
     """Write a greeting atomically (blocking: run it in a thread)."""
     path = greeting_path(greeting_dir, user)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_atomically(path, to_wav(pcm), mode=0o666)
+    ensure_directory(os.path.dirname(path))
+    write_atomically(path, to_wav(pcm), mode=0o600)
 
 
 # ---------------------------------------------------------------- the menu
+
+def _check_pin_now(stored, entered):
+    """check_pin without a thread: for PINs stored as digits (and tests)."""
+    return verify_pin(stored, entered)
+
 
 class VoicemailMenu:
     """
@@ -232,16 +239,23 @@ class VoicemailMenu:
     `io.stop_playing()`, `io.record()`, `io.stop_recording() -> pcm`,
     `io.save_greeting(user, pcm)`, `io.hang_up()`.
     `prompts(name)` gives prompt audio; `find_user(extension)` -> (user
-    name, pin) or None; `mailbox(user)` -> Mailbox.
+    name, stored pin) or None; `mailbox(user)` -> Mailbox;
+    `check_pin(stored, entered)` -> Deferred firing True when the keyed PIN
+    matches the stored one (its hash: the caller runs that in a thread).
+    Keys pressed while a PIN is checked are dropped; `stop()` when the call
+    ends, so a check that finishes after it does nothing.
     """
 
     _m = MethodicalMachine()
 
-    def __init__(self, io, prompts, find_user, mailbox):
+    def __init__(self, io, prompts, find_user, mailbox, check_pin=None):
         self.io = io
         self.prompts = prompts
         self.find_user = find_user
         self.mailbox_of = mailbox
+        self.check_pin = check_pin or _check_pin_now
+        self.checking = False
+        self.stopped = False
         self.user = None
         self.pin = None
         self.digits = ""
@@ -351,11 +365,29 @@ class VoicemailMenu:
 
     @_m.output()
     def _collect_pin(self, digit):
+        if self.checking:
+            return
         if digit != "#":
             self.digits = (self.digits + digit)[-12:]
             return
         entered, self.digits = self.digits, ""
-        if self.pin and entered == self.pin:
+        if not self.pin:
+            self._pin_checked(False)        # no PIN set: never logs in
+            return
+        self.checking = True
+        d = defer.maybeDeferred(self.check_pin, self.pin, entered)
+        d.addErrback(self._check_failed)
+        d.addCallback(self._pin_checked)
+
+    def _check_failed(self, failure):
+        log.failure("voicemail: checking the PIN of {user} failed", failure, user=self.user)
+        return False
+
+    def _pin_checked(self, ok):
+        self.checking = False
+        if self.stopped:
+            return
+        if ok:
             log.info("voicemail: {user} logged in by phone", user=self.user)
             self._pin_accepted()
             return
@@ -363,6 +395,10 @@ class VoicemailMenu:
         self._wrong()
         if self.tries < PIN_TRIES:
             self.io.play([self.prompts("bad_pin"), self.prompts("enter_pin")])
+
+    def stop(self):
+        """The call ended: a PIN check still running is ignored when it ends."""
+        self.stopped = True
 
     def _wrong(self):
         self.tries += 1

@@ -54,10 +54,15 @@ def error_field(error):
 
 
 def invalid_body(errors):
-    """The 400 body for ConfigErrors: the first field and reason, and all of them."""
+    """
+    The 400 body for ConfigErrors: the first field and reason, and all of
+    them. The first error that names a key comes first: a record's own
+    complaint ("has no records") often only follows from a value refused.
+    """
     items = [{"field": error_field(e), "reason": e.message, "section": e.section,
               "key": e.key, "line": e.line or None} for e in errors]
-    first = items[0] if items else {"field": "body", "reason": "invalid"}
+    keyed = [item for item in items if item["key"]]
+    first = (keyed or items or [{"field": "body", "reason": "invalid"}])[0]
     return {"error": "invalid", "field": first["field"], "reason": first["reason"],
             "errors": items}
 
@@ -297,7 +302,7 @@ class OfficeApi:
         return kind
 
     def record_json(self, kind, name):
-        """A record as the API shows it (no hashes; fetch passwords masked)."""
+        """A record as the API shows it (no hashes; a PIN as set/not set; fetch passwords masked)."""
         office = self.ctx.office
         if name not in getattr(office.config, changes.PLURALS[kind]):
             raise KeyError("%s %s" % (kind, name))
@@ -306,6 +311,7 @@ class OfficeApi:
         if kind == "user":
             values.pop("password", None)
             values.pop("sip_digest", None)
+            values["voicemail_pin"] = changes.pin_state(office.config.users[name])
             values["pop3_fetch"] = changes.mask_fetch_urls(values["pop3_fetch"])
             values["mail"] = "%s@%s" % (name, office.config.system.domain)
             fetch = self.ctx.views.fetch.status if self.ctx.views.fetch is not None else {}

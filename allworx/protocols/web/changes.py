@@ -1,29 +1,33 @@
-# -*- test-case-name: allworx.tests.web.test_api, allworx.tests.web.test_pages -*-
+# -*- test-case-name: allworx.tests.web.test_api, allworx.tests.web.test_pages, allworx.tests.web.test_secrets -*-
 """
 The changes the admin pages and the API make, in one place so both apply the
 same rules: plain passwords are hashed (argon2, in a thread) together with the
-user's SIP digest, fetch-account passwords shown masked are kept, several
-sections change at once or not at all. Every function ends in an Office call,
-which validates the whole config and raises `ConfigErrors` naming the
-section, key and line; nothing changes on error.
+user's SIP digest, so are voicemail PINs (shown only as "set" / "not set";
+sending either back keeps the PIN), fetch-account passwords shown masked are
+kept, several sections change at once or not at all. Every function ends in
+an Office call, which validates the whole config and raises `ConfigErrors`
+naming the section, key and line; nothing changes on error.
 """
 
 import re
 from urllib.parse import urlsplit
 
-from attr import NOTHING as REQUIRED_MARK
 from twisted.internet import defer, threads
 
 from allworx.config import (
-    RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigError, ConfigErrors, format_value, keys_of)
-from allworx.inifile import IniDocument
-from allworx.passwords import hash_password, sip_digest
+    RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigError, ConfigErrors, check_value_text,
+    format_value, keys_of, parse_digits)
+from allworx.passwords import hash_password, hash_pin, is_hashed, sip_digest
 
 # Shown instead of a stored secret; sending it back means "keep what is there".
 MASK = "********"
 
 PLURALS = {"user": "users", "alias": "aliases", "host": "hosts",
            "record": "records", "forward": "forwards"}
+
+# What the pages and the API show for a voicemail PIN; either sent back keeps it.
+PIN_SET = "set"
+PIN_NOT_SET = "not set"
 
 # Keys that only the server writes, never a form or a script.
 SERVER_KEYS = {"user": ("sip_digest",), "web": ("admin_password",)}
@@ -42,6 +46,11 @@ def settings_values(office, section):
     current = getattr(office.config, section)
     return {f.name: format_value(cls, f.name, getattr(current, f.name))
             for f in keys_of(cls) if f.name not in SERVER_KEYS.get(section, ())}
+
+
+def pin_state(user):
+    """What the pages and the API show of a user's voicemail PIN."""
+    return PIN_SET if user.voicemail_pin else PIN_NOT_SET
 
 
 def mask_fetch_urls(text):
@@ -96,27 +105,7 @@ def apply_settings(office, changes):
         check_keys(section, values, section)
     if not changes:
         return office.config
-    if len(changes) == 1:
-        (section, values), = changes.items()
-        return office.update_settings(section, values)
-    doc = IniDocument.parse(office.document_text())
-    errors = []
-    for section, values in changes.items():
-        cls = SETTINGS_SECTIONS[section]
-        fields = {f.name: f for f in keys_of(cls)}
-        target = doc.ensure_section(section)
-        for k, v in values.items():
-            if k not in fields:
-                errors.append(ConfigError(section, k, 0, "unknown key"))
-                continue
-            text = v.strip() if isinstance(v, str) else ("" if v is None else format_value(cls, k, v))
-            if text == "" and fields[k].default is not REQUIRED_MARK:
-                target.remove(k)
-            else:
-                target.set(k, text)
-    if errors:
-        raise ConfigErrors(errors)
-    return office.replace_text(doc.render())
+    return office.update_sections(changes)
 
 
 def _hash_user(values, extension, domain, deferToThread):
@@ -136,12 +125,43 @@ def _hash_user(values, extension, domain, deferToThread):
     return deferToThread(hash_password, plain).addCallback(hashed)
 
 
+def _pin_value(section, values, existing):
+    """
+    The `voicemail_pin` text to store from what was sent: "set" / "not set"
+    (what the pages and API show) keep the stored PIN, "" clears it, digits
+    are a new PIN (hashed later), a hash is copied as it is.
+    """
+    pin = values["voicemail_pin"].strip()
+    if pin in (PIN_SET, PIN_NOT_SET):
+        return (existing.voicemail_pin or "") if existing is not None else ""
+    if pin and not is_hashed(pin):
+        try:
+            check_value_text(pin)
+            parse_digits(4, 10)(pin)
+        except ValueError as e:
+            raise _refuse(section, "voicemail_pin", str(e))
+    return pin
+
+
+def _hash_new_pin(values, deferToThread):
+    """Hash a PIN given as digits (in a thread, as passwords are)."""
+    pin = values.get("voicemail_pin", "")
+    if not pin or is_hashed(pin):
+        return defer.succeed(values)
+
+    def hashed(result):
+        values["voicemail_pin"] = result
+        return values
+    return deferToThread(hash_pin, pin).addCallback(hashed)
+
+
 def save_user(office, name, values, mode, deferToThread=threads.deferToThread):
     """
     Create (`mode="create"`), replace (`"replace"`) or change (`"patch"`) a
     user from form or JSON text. A `password` is plain text: it is hashed in a
     thread, and the SIP digest is written with it. An empty password on a
-    change keeps the stored one. Returns a Deferred firing with
+    change keeps the stored one. A `voicemail_pin` is digits, hashed in a
+    thread too ("set" / "not set" keep it). Returns a Deferred firing with
     (config, warnings).
     """
     section = "user %s" % name
@@ -164,6 +184,11 @@ def save_user(office, name, values, mode, deferToThread=threads.deferToThread):
             merged["pop3_fetch"] = unmask_fetch_urls(values["pop3_fetch"], existing.pop3_fetch)
         except ValueError as e:
             return defer.fail(_refuse(section, "pop3_fetch", str(e)))
+    if "voicemail_pin" in values:
+        try:
+            merged["voicemail_pin"] = _pin_value(section, values, existing)
+        except ConfigErrors as e:
+            return defer.fail(e)
     plain = values.get("password", "")
     if mode == "create" and not plain.strip():
         return defer.fail(_refuse(section, "password", "is required for a new user"))
@@ -182,6 +207,7 @@ def save_user(office, name, values, mode, deferToThread=threads.deferToThread):
     def apply(final):
         create = True if mode == "create" else False
         return office.put_record("user", name, final, create=create), warnings
+    d.addCallback(_hash_new_pin, deferToThread)
     return d.addCallback(apply)
 
 

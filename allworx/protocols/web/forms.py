@@ -8,7 +8,7 @@ the fields so the page can mark them.
 import attr
 
 from allworx.config import SECURITY_MODES, WAN_MODES
-from allworx.protocols.web.changes import record_values, settings_values
+from allworx.protocols.web.changes import pin_state, record_values, settings_values
 
 
 @attr.s(frozen=True, slots=True)
@@ -96,7 +96,10 @@ RECORD_FIELDS = {
     "user": (F("name", "User name"), F("full_name", "Full name"),
              F("password", "Password", "password",
                help="Required for a new user; when editing, leave empty to keep the current one."),
-             F("extension", "Extension"), F("voicemail_pin", "Voicemail PIN"),
+             F("extension", "Extension"),
+             F("voicemail_pin", "Voicemail PIN", "password",
+               help="4 to 10 digits, stored hashed; when editing, leave empty to keep the "
+                    "current one."),
              F("email_forward", "Forward mail to"),
              F("pop3_fetch", "POP3 accounts to fetch", "textarea",
                help="One per line: pop3://user:password@host[:port] or pop3s://...")),
@@ -115,11 +118,13 @@ def current_settings(office, fields):
 
 
 def current_record(office, kind, name):
-    """The current text of each field of a record (the password never shown)."""
+    """The current text of each field of a record (password and PIN never shown)."""
     values = record_values(office, kind, name)
     values["name"] = name
     values.pop("password", None)
     values.pop("sip_digest", None)
+    if kind == "user":
+        values["voicemail_pin"] = pin_state(office.config.users[name])
     return values
 
 

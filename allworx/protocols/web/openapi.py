@@ -21,6 +21,9 @@ def _fields_schema(cls, kind, writable=True):
     if kind == "user":
         props["password"] = {"type": "string", "writeOnly": True,
                              "description": "plain text; stored as an argon2 hash with the SIP digest"}
+        props["voicemail_pin"] = {"type": "string", "description": (
+            "4 to 10 digits, stored hashed; read as 'set' or 'not set', and either sent "
+            "back keeps the PIN; empty removes it")}
         if not writable:
             props["mail"] = {"type": "string", "readOnly": True}
     if kind == "web":

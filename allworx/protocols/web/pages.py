@@ -360,7 +360,7 @@ class UsersPage(Page):
                 "name": u.name, "full_name": u.full_name, "extension": u.extension or "",
                 "mail": "%s@%s" % (u.name, config.system.domain),
                 "email_forward": u.email_forward or "",
-                "has_pin": bool(u.voicemail_pin),
+                "pin": changes.pin_state(u),
                 "fetch": [(a.display, fetch_summary(fetch.get(a.display), now)) for a in u.pop3_fetch],
             })
         out = {"users": users, "user_fields": forms.RECORD_FIELDS["user"], "editing": None}
@@ -389,6 +389,11 @@ class UsersPage(Page):
         name = form.get("name", "")
         _, values = forms.record_changes("user", form)
         values["pop3_fetch"] = " ".join(values.get("pop3_fetch", "").split())
+        # The PIN is never shown: an empty field keeps it, the box removes it.
+        if form.get("clear_voicemail_pin"):
+            values["voicemail_pin"] = ""
+        elif not values.get("voicemail_pin", "").strip():
+            values["voicemail_pin"] = changes.PIN_SET
         d = changes.save_user(ctx.office, name, values, "patch", ctx.defer_to_thread)
         return d.addCallback(lambda result: _with_warnings("Saved user %s." % name, result[1]))
 

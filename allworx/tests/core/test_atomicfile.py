@@ -22,13 +22,15 @@ class AtomicWriteTests(unittest.TestCase):
     def leftovers(self):
         return sorted(n for n in os.listdir(self.dir) if n != "state")
 
-    def test_replaces_and_keeps_mode(self):
+    def test_replaces_with_mode_0600(self):
+        # A file others could read does not stay so once the server rewrites
+        # it (it kept its old mode: issue 21, item 8).
         with open(self.path, "w") as f:
             f.write("old")
-        os.chmod(self.path, 0o640)
+        os.chmod(self.path, 0o644)
         write_atomically(self.path, "new text")
         self.assertEqual(self.read(), b"new text")
-        self.assertEqual(os.stat(self.path).st_mode & 0o777, 0o640)
+        self.assertEqual(os.stat(self.path).st_mode & 0o777, 0o600)
         self.assertEqual(self.leftovers(), [])
 
     def test_new_file_modes(self):
@@ -41,6 +43,18 @@ class AtomicWriteTests(unittest.TestCase):
         os.chmod(other, 0o600)
         write_atomically(other, b"z", mode=0o666)
         self.assertEqual(os.stat(other).st_mode & 0o777, 0o666 & ~_umask())
+
+    def test_ensure_directory_makes_parents_private(self):
+        old = os.umask(0o022)
+        self.addCleanup(os.umask, old)
+        os.chmod(self.dir, 0o755)
+        atomicfile.ensure_directory(os.path.join(self.dir, "a", "b", "c"))
+        for path in ("a", "a/b", "a/b/c"):
+            self.assertEqual(os.stat(os.path.join(self.dir, path)).st_mode & 0o777, 0o700, path)
+        self.assertEqual(os.stat(self.dir).st_mode & 0o777, 0o755)      # existing: left alone
+        atomicfile.ensure_directory(os.path.join(self.dir, "a"))          # exists: fine
+        write_atomically(self.path, b"a file")
+        self.assertRaises(OSError, atomicfile.ensure_directory, os.path.join(self.path, "x"))
 
     def test_a_failed_write_leaves_the_old_content(self):
         write_atomically(self.path, b"old content")

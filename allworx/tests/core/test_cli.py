@@ -1,12 +1,14 @@
 """Tests for the allworx command: check and passwd."""
 
 import io
+import os
 
 from twisted.trial import unittest
 
 from allworx import cli
-from allworx.passwords import parse_sip_digest, sip_digest, verify_password
-from allworx.tests.confs import MINIMAL
+from allworx.config import parse_config
+from allworx.passwords import is_hashed, parse_sip_digest, sip_digest, verify_password, verify_pin
+from allworx.tests.confs import MINIMAL, PIN_HASH, with_sections
 
 
 class FakeStdin(io.StringIO):
@@ -40,6 +42,37 @@ class CheckTests(unittest.TestCase):
         self.assertEqual(cli.check(["/nonexistent/tap.conf"], out, err), 1)
         self.assertIn("cannot read", err.getvalue())
 
+    def check(self, path):
+        out, err = io.StringIO(), io.StringIO()
+        return cli.check([path], out, err), out.getvalue(), err.getvalue()
+
+    def test_warns_when_others_may_read_it(self):
+        path = self.write(MINIMAL)
+        for mode, who in ((0o644, "its group and others read"), (0o604, "others read"),
+                          (0o660, "its group read or change"), (0o602, "others change")):
+            os.chmod(path, mode)
+            code, out, err = self.check(path)
+            self.assertEqual(code, 0)                       # a warning, not an error
+            self.assertIn("ok", out)
+            self.assertEqual(err, "%s: warning: mode %04o lets %s it, and it holds "
+                             "password hashes and SIP digests: chmod 600 %s\n"
+                             % (path, mode, who, path))
+        os.chmod(path, 0o600)
+        self.assertEqual(self.check(path), (0, out, ""))
+
+    def test_warns_about_a_pin_not_yet_hashed(self):
+        path = self.write(MINIMAL.replace(PIN_HASH, "1234"))
+        os.chmod(path, 0o600)
+        code, out, err = self.check(path)
+        self.assertEqual(code, 0)
+        self.assertIn("[user alice] voicemail_pin: stored as typed; the server writes it hashed", err)
+
+    def test_a_value_with_a_control_character(self):
+        path = self.write(MINIMAL.replace("full_name = Bob Baker", "full_name = Bob\x00Baker"))
+        code, out, err = self.check(path)
+        self.assertEqual(code, 1)
+        self.assertIn("[user bob] full_name: a NUL character (U+0000) is not allowed in a value", err)
+
 
 class PasswdTests(unittest.TestCase):
 
@@ -57,6 +90,39 @@ class PasswdTests(unittest.TestCase):
         self.assertEqual(lines[1], "sip_digest = " + sip_digest("101", "example.com", "pw"))
         digest = parse_sip_digest(lines[1].split(" = ", 1)[1])
         self.assertEqual(len(digest["MD5"]), 32)
+
+    def test_sip_target_with_a_line_break_refused(self):
+        for target in ("101@example.com\n[record injected]", "101\n@example.com",
+                       "1x1@example.com", "101@exa mple.com", "101"):
+            out, err = io.StringIO(), io.StringIO()
+            self.assertEqual(cli.passwd(["--sip", target], FakeStdin("pw\n"), out, err), 2, target)
+            self.assertEqual(out.getvalue(), "")
+            self.assertIn("--sip takes EXTENSION@DOMAIN", err.getvalue())
+
+    def test_printed_lines_are_values_of_their_keys(self):
+        """What passwd prints, pasted into a [user] section, reads back as printed."""
+        out, err = io.StringIO(), io.StringIO()
+        password = "p\x1bw [x]\t= #;"
+        self.assertEqual(cli.passwd(["--sip", "103@example.com"], FakeStdin(password + "\n"), out, err), 0)
+        carol = parse_config(with_sections("[user carol]\nextension = 103\n" + out.getvalue())).users["carol"]
+        self.assertTrue(verify_password(carol.password, password))
+        self.assertEqual(dict(carol.sip_digest), parse_sip_digest(sip_digest("103", "example.com", password)))
+
+    def test_pin(self):
+        out, err = io.StringIO(), io.StringIO()
+        self.assertEqual(cli.passwd(["--pin"], FakeStdin("4321\n"), out, err), 0)
+        line = out.getvalue()
+        self.assertTrue(line.startswith("voicemail_pin = $argon2"), line)
+        alice = parse_config(MINIMAL.replace("voicemail_pin = " + PIN_HASH + "\n", line)).users["alice"]
+        self.assertTrue(is_hashed(alice.voicemail_pin))
+        self.assertTrue(verify_pin(alice.voicemail_pin, "4321"))
+
+    def test_pin_must_be_digits(self):
+        for pin in ("12", "12ab", "1234\x00", "\u0661\u0662\u0663\u0664"):
+            out, err = io.StringIO(), io.StringIO()
+            self.assertEqual(cli.passwd(["--pin"], FakeStdin(pin + "\n"), out, err), 1, pin)
+            self.assertEqual(out.getvalue(), "")
+            self.assertIn("expected 4 to 10 digits", err.getvalue())
 
     def test_empty_refused(self):
         out, err = io.StringIO(), io.StringIO()

@@ -1,13 +1,17 @@
 """Tests of the server's own user agent: leaving voicemail and the phone menu, on a Clock."""
 
+import argon2
+from twisted.internet import defer
 from twisted.trial import unittest
+
+from allworx.passwords import verify_pin
 
 from allworx.protocols.voice import dtmf
 
 from allworx.protocols.voice import g711
 from allworx.protocols.voice.greeting import tone
 from allworx.protocols.voice.rtp import RtpPacket
-from allworx.protocols.voice.voicemail import wav_of
+from allworx.protocols.voice.voicemail import voicemail_mail, wav_of
 from allworx.protocols.voice.wav import from_wav
 from allworx.tests.siphelpers import Harness, Phone, offer
 
@@ -108,6 +112,59 @@ class VoicemailCallTests(unittest.TestCase):
                                            ("192.168.2.12", 40000))
         self.assertEqual(sorted(self.h.store.boxes["bob"]), ["m001"])
         self.bye(self.bob, ok, "400")
+
+    def test_a_hashed_pin_is_checked_in_a_thread(self):
+        """argon2 is slow: the agent checks a stored hash off the reactor, keys wait meanwhile."""
+        hashed = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash("2345")
+        self.h.office.patch_record("user", "bob", {"voicemail_pin": hashed})
+        threaded = []
+
+        def defer_to_thread(f, *args):
+            threaded.append((f, args, defer.Deferred()))
+            return threaded[-1][2]
+        self.h.core.ua.defer_to_thread = defer_to_thread
+        self.assertEqual(self.bob.register().code, 200)
+        self.h.store.deliver(["bob"], voicemail_mail("example.com", "bob", ("A", "101"), 0, tone(300, 500)))
+        self.h.take()
+        ok, port = self.call(self.bob, "400")
+        call = list(self.h.core.ua.calls.values())[0]
+        for i, d in enumerate("2345#"):
+            port.protocol.datagramReceived(
+                RtpPacket(101, i, 1000 + i * 800, 7, dtmf.make_event(d, True, 800)).to_bytes(),
+                ("192.168.2.12", 40000))
+        [(f, args, d)] = threaded
+        self.assertEqual((f, args), (verify_pin, (hashed, "2345")))
+        self.assertEqual(call.menu.uids, [])            # not in yet
+        d.callback(f(*args))
+        self.assertEqual(call.menu.uids, ["m001"])
+        self.bye(self.bob, ok, "400")
+
+    def test_check_pin_on_the_reactor_s_thread_pool(self):
+        """The agent's own check: a hash in a real worker thread, digits at once."""
+        hashed = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash("2345")
+        ua = self.h.core.ua
+        self.assertEqual(self.successResultOf(ua.check_pin("2345", "2345")), True)
+        self.assertEqual(self.successResultOf(ua.check_pin("2345", "2346")), False)
+        d = defer.gatherResults([ua.check_pin(hashed, "2345"), ua.check_pin(hashed, "9999")])
+        return d.addCallback(self.assertEqual, [True, False])
+
+    def test_a_pin_check_that_ends_after_the_call(self):
+        hashed = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash("2345")
+        self.h.office.patch_record("user", "bob", {"voicemail_pin": hashed})
+        pending = []
+        self.h.core.ua.defer_to_thread = lambda f, *args: pending.append(defer.Deferred()) or pending[-1]
+        self.assertEqual(self.bob.register().code, 200)
+        self.h.take()
+        ok, port = self.call(self.bob, "400")
+        call = list(self.h.core.ua.calls.values())[0]
+        for d in "2345#":
+            self.bob.send(self.bob.request("INFO", "sip:voicemail@192.168.2.254", [
+                "Content-Type: application/dtmf-relay"], "Signal=%s\r\nDuration=160\r\n" % d,
+                to_tag=ok.to_tag, to="<sip:400@example.com>"))
+        self.bye(self.bob, ok, "400")
+        self.assertTrue(call.ended)
+        pending[0].callback(True)
+        self.assertIsNone(call.menu.box)                # the mailbox is not opened for nobody
 
     def test_unknown_caller_enters_extension(self):
         stranger = Phone(self.h, "555", "192.168.2.99")

@@ -3,7 +3,11 @@
 import email
 import email.policy
 
+from twisted.internet import defer
 from twisted.trial import unittest
+
+from allworx.passwords import verify_pin
+from allworx.tests.confs import PIN_HASH
 
 from allworx.protocols.voice import g711
 from allworx.protocols.voice.greeting import tone
@@ -142,6 +146,73 @@ class MenuTests(unittest.TestCase):
         self.menu.start_unknown()
         self.keys("103##")
         self.assertNotEqual(self.last(), [b"AUDIO-m1"])
+
+
+class HashedPinTests(unittest.TestCase):
+    """A PIN stored as a hash: checked by `check_pin` (in a thread, for the server), keys wait."""
+
+    def setUp(self):
+        self.io = FakeIO()
+        self.box = FakeBox(["m1"])
+        self.checks = []
+        self.menu = VoicemailMenu(self.io, lambda name: name.upper().encode(),
+                                  lambda key, by_name=False: ("alice", PIN_HASH), lambda user: self.box,
+                                  self.check)
+
+    def check(self, stored, entered):
+        d = defer.Deferred()
+        self.checks.append((stored, entered, d))
+        return d
+
+    def keys(self, digits):
+        for d in digits:
+            self.menu.key(d)
+
+    def test_accepted_when_the_check_says_so(self):
+        self.menu.start_known("alice")
+        self.keys("1234#")
+        [(stored, entered, d)] = self.checks
+        self.assertEqual((stored, entered), (PIN_HASH, "1234"))
+        self.keys("5678#7")                     # while it is checked: dropped
+        self.assertEqual(len(self.checks), 1)
+        self.assertEqual(self.io.played[-1], [b"ENTER_PIN"])
+        d.callback(verify_pin(stored, entered))
+        self.assertEqual(self.menu.user, "alice")
+        self.assertEqual(self.io.played[-1], [b"AUDIO-m1"])
+        self.assertEqual(self.box.deleted, [])
+
+    def test_wrong_then_right(self):
+        self.menu.start_known("alice")
+        self.keys("9999#")
+        self.checks[0][2].callback(False)
+        self.assertEqual(self.io.played[-1], [b"BAD_PIN", b"ENTER_PIN"])
+        self.keys("1234#")
+        self.checks[1][2].callback(True)
+        self.assertEqual(self.io.played[-1], [b"AUDIO-m1"])
+
+    def test_a_check_that_fails_counts_as_wrong(self):
+        self.menu.start_known("alice")
+        self.keys("1234#")
+        self.checks[0][2].errback(RuntimeError("no thread"))
+        self.assertEqual(self.io.played[-1], [b"BAD_PIN", b"ENTER_PIN"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_the_call_ended_before_the_answer(self):
+        self.menu.start_known("alice")
+        self.keys("1234#")
+        played = list(self.io.played)
+        self.menu.stop()
+        self.checks[0][2].callback(True)
+        self.assertEqual(self.io.played, played)
+        self.assertIsNone(self.menu.box)
+
+    def test_default_check_reads_the_hash(self):
+        menu = VoicemailMenu(self.io, lambda name: name.upper().encode(),
+                             lambda key, by_name=False: ("alice", PIN_HASH), lambda user: self.box)
+        menu.start_known("alice")
+        for d in "1234#":
+            menu.key(d)
+        self.assertEqual(self.io.played[-1], [b"AUDIO-m1"])
 
 
 class MediaTests(unittest.TestCase):

@@ -378,7 +378,7 @@ class UserPageTests(LoggedIn):
     def test_edit_keeps_password_when_empty(self):
         old = self.c.office.config.users["alice"].password
         r = self.submit("/users/alice", "save_user", name="alice", full_name="Alice A. Archer",
-                        password="", extension="101", voicemail_pin="1234", email_forward="",
+                        password="", extension="101", voicemail_pin="", email_forward="",
                         pop3_fetch="")
         self.assertEqual(r.code, 303)
         alice = self.c.office.config.users["alice"]
@@ -396,7 +396,7 @@ class UserPageTests(LoggedIn):
         self.assertIn("waiting; last fetched 1m ago; 2 message(s) so far; next in 5m",
                       self.c.get("/users").text)
         self.submit("/users/alice", "save_user", name="alice", full_name="Alice Archer", password="",
-                    extension="101", voicemail_pin="1234", email_forward="",
+                    extension="101", voicemail_pin="", email_forward="",
                     pop3_fetch="pop3://alice:********@pop.isp.example\npop3s://a2:pw2@mail.isp.example")
         accounts = self.c.office.config.users["alice"].pop3_fetch
         self.assertEqual([a.password for a in accounts], ["s3cret", "pw2"])
