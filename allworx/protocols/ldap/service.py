@@ -8,13 +8,22 @@ class inetOrgPerson with cn, sn, mail and telephoneNumber (the extension).
 Anyone on the LAN may search anonymously; a simple bind as a user checks that
 user's password through the office's one twisted.cred checker; every write is
 refused with insufficientAccessRights; peers on the WAN are hung up on.
+
+Malformed requests get a result code and one line in the log, never a
+traceback: a DN that is not UTF-8 or not a DN is invalidDNSyntax, text
+that is not UTF-8 where the directory holds only text (filter values,
+attribute names) or a field of the wrong type is protocolError, a matching
+rule is inappropriateMatching (none is offered; `~=` matches as `=`, as
+RFC 4511 4.5.1.7.6 allows). A message that cannot be decoded at all gets
+the Notice of Disconnection (protocolError) and the connection is closed
+(RFC 4511 4.1.1).
 """
 
 from ldaptor import interfaces as ldap_interfaces
 from ldaptor.inmemory import ReadOnlyInMemoryLDAPEntry
 from ldaptor.protocols import pureldap
 from ldaptor.protocols.ldap import distinguishedname, ldaperrors
-from ldaptor.protocols.ldap.ldapserver import LDAPServer
+from ldaptor.protocols.ldap.ldapserver import LDAPServer, LDAPServerConnectionLostException
 from prometheus_client import Counter, Gauge
 from twisted.cred import credentials, error as cred_error
 from twisted.internet import defer, protocol
@@ -35,6 +44,11 @@ LDAP_REFUSED = Counter(
 LDAP_ENTRIES = Gauge("allworx_ldap_people", "People in the LDAP address book")
 
 WHOAMI_OID = b"1.3.6.1.4.1.4203.1.11.3"  # RFC 4532
+NOTICE_OF_DISCONNECTION = b"1.3.6.1.4.1.1466.20036"  # RFC 4511 4.4.1
+MAX_MESSAGE_ID = 2 ** 31 - 1
+# Result codes that say the request itself was malformed: these are logged.
+_MALFORMED = frozenset([ldaperrors.LDAPProtocolError.resultCode, ldaperrors.LDAPInvalidDNSyntax.resultCode,
+                        ldaperrors.LDAPInappropriateMatching.resultCode])
 MAX_BUFFER = 64 * 1024                    # a request larger than this is hostile
 MAX_CONNECTIONS_PER_PEER = 32
 
@@ -120,6 +134,85 @@ def bind_name_to_user(config, bind_dn):
     return name if name in config.users else None
 
 
+# ---------------------------------------------------------------- what a request may hold
+
+def _text(ber, what):
+    """The text of a string field (a BER value or bytes); protocolError when it is none."""
+    value = ber if isinstance(ber, bytes) else getattr(ber, "value", None)
+    if not isinstance(value, bytes):
+        raise ldaperrors.LDAPProtocolError("%s is not a string" % what)
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ldaperrors.LDAPProtocolError("%s is not UTF-8" % what)
+
+
+def parse_dn(value):
+    """A DN from the wire; invalidDNSyntax when it is not UTF-8 or not a DN."""
+    if not isinstance(value, bytes):
+        raise ldaperrors.LDAPProtocolError("the DN is not a string")
+    try:
+        return distinguishedname.DistinguishedName(stringValue=value.decode("utf-8"))
+    except (UnicodeDecodeError, distinguishedname.InvalidRelativeDistinguishedName):
+        raise ldaperrors.LDAPInvalidDNSyntax("not a valid DN")
+
+
+_SUBSTRING_PARTS = (pureldap.LDAPFilter_substrings_initial, pureldap.LDAPFilter_substrings_any,
+                    pureldap.LDAPFilter_substrings_final)
+
+
+def checked_filter(f):
+    """
+    The search filter to match the tree with: every name and value text,
+    `~=` as `=`; protocolError for anything else, inappropriateMatching for a
+    matching rule.
+    """
+    if isinstance(f, (pureldap.LDAPFilter_and, pureldap.LDAPFilter_or)):
+        return type(f)([checked_filter(part) for part in f], tag=f.tag)
+    if isinstance(f, pureldap.LDAPFilter_not):
+        return pureldap.LDAPFilter_not(checked_filter(f.value))
+    if isinstance(f, pureldap.LDAPFilter_present):
+        _text(f, "an attribute name")
+        return f
+    if isinstance(f, pureldap.LDAPAttributeValueAssertion):
+        _text(f.attributeDesc, "an attribute name")
+        _text(f.assertionValue, "a filter value")
+        if isinstance(f, pureldap.LDAPFilter_approxMatch):
+            return pureldap.LDAPFilter_equalityMatch(attributeDesc=f.attributeDesc,
+                                                     assertionValue=f.assertionValue)
+        if type(f) is pureldap.LDAPAttributeValueAssertion:
+            raise ldaperrors.LDAPProtocolError("not a search filter")
+        return f
+    if isinstance(f, pureldap.LDAPFilter_substrings):
+        _text(f.type, "an attribute name")
+        parts = f.substrings
+        for i, part in enumerate(parts):
+            _text(part, "a filter value")
+            if not isinstance(part, _SUBSTRING_PARTS) or \
+                    (isinstance(part, pureldap.LDAPFilter_substrings_initial) and i != 0) or \
+                    (isinstance(part, pureldap.LDAPFilter_substrings_final) and i != len(parts) - 1):
+                raise ldaperrors.LDAPProtocolError("substrings out of order")
+        return f
+    if isinstance(f, pureldap.LDAPFilter_extensibleMatch):
+        if f.matchingRule is not None:
+            raise ldaperrors.LDAPInappropriateMatching("no matching rules are offered")
+        _text(f.type, "an attribute name")
+        _text(f.matchValue, "a filter value")
+        return f
+    raise ldaperrors.LDAPProtocolError("not a search filter")
+
+
+def _why(error, tb=None):
+    """One line for the log: what went wrong, and where when it was not expected."""
+    text = "%s: %s" % (type(error).__name__, error) if not isinstance(error, ldaperrors.LDAPException) \
+        else str(error)
+    if tb is not None:
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        text += " (%s:%d)" % (tb.tb_frame.f_code.co_filename.rsplit("/", 1)[-1], tb.tb_lineno)
+    return text[:200]
+
+
 # ---------------------------------------------------------------- the wire
 
 class AddressBookServer(LDAPServer):
@@ -135,10 +228,16 @@ class AddressBookServer(LDAPServer):
         try:
             LDAPServer.dataReceived(self, data)
         except Exception as e:
-            # Malformed BER, or a response where a request belongs: hang up.
+            # Malformed BER, or a response where a request belongs: the
+            # Notice of Disconnection, then hang up.
             LDAP_REQUESTS.labels("malformed", "refused").inc()
-            log.info("ldap: malformed input from {peer}: {why}", peer=self._peer(), why=e)
+            log.info("ldap: malformed input from {peer}, hanging up: {why}", peer=self._peer(),
+                     why=_why(e))
             self.buffer = b""
+            if self.connected:
+                self.queue(0, pureldap.LDAPExtendedResponse(
+                    resultCode=ldaperrors.LDAPProtocolError.resultCode,
+                    responseName=NOTICE_OF_DISCONNECTION, errorMessage=b"malformed message"))
             self.transport.loseConnection()
 
     def _peer(self):
@@ -146,16 +245,56 @@ class AddressBookServer(LDAPServer):
         return getattr(peer, "host", "?")
 
     def handle(self, msg):
+        # ldaptor's own dispatch, without its traceback for an error that is
+        # not an LDAP result: that is answered too, and logged in one line.
         if not isinstance(msg.value, pureldap.LDAPProtocolRequest):
             raise ValueError("not an LDAP request: %s" % type(msg.value).__name__)
-        return LDAPServer.handle(self, msg)
+        if not isinstance(msg.id, int) or not 0 < msg.id <= MAX_MESSAGE_ID:
+            raise ValueError("bad message id")
+        name = msg.value.__class__.__name__
+        handler = getattr(self, "handle_" + name, self.handleUnknown)
+        d = defer.maybeDeferred(handler, msg.value, msg.controls,
+                                lambda response: self._cbHandle(response, msg.id))
+        d.addErrback(self._failed, name)
+        d.addCallback(self._cbHandle, msg.id)
+        d.addErrback(self._unsent)
+
+    def _failed(self, failure, name):
+        """The answer to a request that raised: its LDAP result code, else protocolError."""
+        operation = name.replace("LDAP", "").replace("Request", "").lower()
+        if failure.check(ldaperrors.LDAPException):
+            code, message = failure.value.resultCode, failure.value.message
+            if code in _MALFORMED:
+                log.info("ldap: {operation} from {peer} refused: {why}", operation=operation,
+                         peer=self._peer(), why=_why(failure.value))
+        else:
+            code, message = ldaperrors.LDAPProtocolError.resultCode, b"could not handle the request"
+            log.warn("ldap: {operation} from {peer} failed: {why}", operation=operation,
+                     peer=self._peer(), why=_why(failure.value, failure.getTracebackObject()))
+        return self._callErrorHandler(name=name, resultCode=code, errorMessage=message)
+
+    def _unsent(self, failure):
+        if failure.check(LDAPServerConnectionLostException):
+            return None             # the client hung up before its answer was ready
+        log.warn("ldap: could not answer {peer}, hanging up: {why}", peer=self._peer(),
+                 why=_why(failure.value, failure.getTracebackObject()))
+        self.transport.loseConnection()
+        return None
+
+    def handle_LDAPAbandonRequest(self, request, controls, reply):
+        """Nothing runs long enough to abandon; RFC 4511 4.11: no answer."""
+        return None
 
     # ---- bind
 
     def handle_LDAPBindRequest(self, request, controls, reply):
         if request.version != 3:
-            raise ldaperrors.LDAPProtocolError("LDAP version %u is not supported" % request.version)
+            raise ldaperrors.LDAPProtocolError("only LDAP version 3 is supported")
         self.checkControls(controls)
+        if not isinstance(request.dn, bytes):
+            raise ldaperrors.LDAPProtocolError("the bind name is not a string")
+        if b"=" in request.dn:
+            parse_dn(request.dn)
         if not isinstance(request.auth, bytes):
             LDAP_REQUESTS.labels("bind", "unsupported").inc()
             raise ldaperrors.LDAPAuthMethodNotSupported("only simple bind is supported")
@@ -224,14 +363,40 @@ class AddressBookServer(LDAPServer):
         return pureldap.LDAPSearchResultDone(resultCode=ldaperrors.Success.resultCode)
 
     def handle_LDAPSearchRequest(self, request, controls, reply):
-        d = defer.maybeDeferred(LDAPServer.handle_LDAPSearchRequest, self, request, controls, reply)
+        # ldaptor's search, with the request checked first and without its
+        # traceback for an error that is not an LDAP result.
+        self.checkControls(controls)
+        for attribute in request.attributes:
+            _text(attribute, "an attribute name")
+        request.filter = checked_filter(request.filter)
+        if request.baseObject == b"" and request.scope == pureldap.LDAP_SCOPE_baseObject \
+                and request.filter == pureldap.LDAPFilter_present("objectClass"):
+            d = defer.succeed(self.getRootDSE(request, reply))
+        else:
+            base = parse_dn(request.baseObject)
+            d = ldap_interfaces.IConnectedLDAPEntry(self.factory).lookup(base)
+            d.addCallback(self._cbSearchGotBase, base, request, reply)
 
         def count(result):
             code = getattr(result, "resultCode", 0)
             LDAP_REQUESTS.labels("search", "success" if code == 0 else "error").inc()
             return result
-        d.addCallback(count)
+
+        def failed(failure):
+            LDAP_REQUESTS.labels("search", "error").inc()
+            return failure
+        d.addCallbacks(count, failed)
         return d
+
+    def handle_LDAPCompareRequest(self, request, controls, reply):
+        self.checkControls(controls)
+        parse_dn(request.entry)
+        ava = request.ava
+        if not isinstance(ava, pureldap.LDAPAttributeValueAssertion):
+            raise ldaperrors.LDAPProtocolError("not an attribute value assertion")
+        _text(ava.attributeDesc, "an attribute name")
+        _text(ava.assertionValue, "the value")
+        return LDAPServer.handle_LDAPCompareRequest(self, request, controls, reply)
 
     # ---- writes: all refused
 
