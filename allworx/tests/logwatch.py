@@ -18,6 +18,7 @@ class LogWatch:
         self.events = []
         globalLogPublisher.addObserver(self.events.append)
         testcase.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        testcase.addCleanup(self.assert_no_traceback, full=True)
 
     def clear(self):
         del self.events[:]
@@ -27,10 +28,13 @@ class LogWatch:
         return [formatEvent(e) for e in self.events
                 if e.get("log_namespace", "").startswith(namespace)]
 
-    def assert_no_traceback(self):
-        """Fails when anything logged a failure (collecting garbage first, so
-        an unhandled error in a dropped Deferred shows too)."""
-        gc.collect()
+    def assert_no_traceback(self, full=False):
+        """
+        Fails when anything logged a failure. Young garbage is collected first,
+        so an unhandled error in a Deferred just dropped shows too (a full
+        collection, which is slow in a loop of examples, at the test's end).
+        """
+        gc.collect(2 if full else 1)
         failures = [e for e in self.events if e.get("log_failure") is not None or e.get("isError")]
         flushed = self.testcase.flushLoggedErrors()
         texts = [formatEvent(e) + "\n" + e["log_failure"].getTraceback()
