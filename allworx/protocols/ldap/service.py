@@ -10,13 +10,10 @@ user's password through the office's one twisted.cred checker; every write is
 refused with insufficientAccessRights; peers on the WAN are hung up on.
 
 Malformed requests get a result code and one line in the log, never a
-traceback: a DN that is not UTF-8 or not a DN is invalidDNSyntax, text
-that is not UTF-8 where the directory holds only text (filter values,
-attribute names) or a field of the wrong type is protocolError, a matching
-rule is inappropriateMatching (none is offered; `~=` matches as `=`, as
-RFC 4511 4.5.1.7.6 allows). A message that cannot be decoded at all gets
-the Notice of Disconnection (protocolError) and the connection is closed
-(RFC 4511 4.1.1).
+traceback (what a request may hold is checked in `wire.py`: invalidDNSyntax,
+protocolError, inappropriateMatching). A message that cannot be decoded at
+all gets the Notice of Disconnection (protocolError) and the connection is
+closed (RFC 4511 4.1.1).
 """
 
 from ldaptor import interfaces as ldap_interfaces
@@ -32,6 +29,9 @@ from twisted.python import components
 
 from allworx.auth import OfficeUserChecker, user_for_login
 from allworx.guards import LoginThrottle, PeerConnectionLimit, PeerLimit, until_text
+from allworx.protocols.ldap.wire import (
+    DECODER, MAX_MESSAGE_ID, NOTICE_OF_DISCONNECTION, check_ava, checked_filter, is_root_dse, parse_dn,
+    text)
 from allworx.servicebase import ListeningService
 
 log = Logger()
@@ -44,8 +44,6 @@ LDAP_REFUSED = Counter(
 LDAP_ENTRIES = Gauge("allworx_ldap_people", "People in the LDAP address book")
 
 WHOAMI_OID = b"1.3.6.1.4.1.4203.1.11.3"  # RFC 4532
-NOTICE_OF_DISCONNECTION = b"1.3.6.1.4.1.1466.20036"  # RFC 4511 4.4.1
-MAX_MESSAGE_ID = 2 ** 31 - 1
 # Result codes that say the request itself was malformed: these are logged.
 _MALFORMED = frozenset([ldaperrors.LDAPProtocolError.resultCode, ldaperrors.LDAPInvalidDNSyntax.resultCode,
                         ldaperrors.LDAPInappropriateMatching.resultCode])
@@ -134,83 +132,17 @@ def bind_name_to_user(config, bind_dn):
     return name if name in config.users else None
 
 
-# ---------------------------------------------------------------- what a request may hold
-
-def _text(ber, what):
-    """The text of a string field (a BER value or bytes); protocolError when it is none."""
-    value = ber if isinstance(ber, bytes) else getattr(ber, "value", None)
-    if not isinstance(value, bytes):
-        raise ldaperrors.LDAPProtocolError("%s is not a string" % what)
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ldaperrors.LDAPProtocolError("%s is not UTF-8" % what)
-
-
-def parse_dn(value):
-    """A DN from the wire; invalidDNSyntax when it is not UTF-8 or not a DN."""
-    if not isinstance(value, bytes):
-        raise ldaperrors.LDAPProtocolError("the DN is not a string")
-    try:
-        return distinguishedname.DistinguishedName(stringValue=value.decode("utf-8"))
-    except (UnicodeDecodeError, distinguishedname.InvalidRelativeDistinguishedName):
-        raise ldaperrors.LDAPInvalidDNSyntax("not a valid DN")
-
-
-_SUBSTRING_PARTS = (pureldap.LDAPFilter_substrings_initial, pureldap.LDAPFilter_substrings_any,
-                    pureldap.LDAPFilter_substrings_final)
-
-
-def checked_filter(f):
-    """
-    The search filter to match the tree with: every name and value text,
-    `~=` as `=`; protocolError for anything else, inappropriateMatching for a
-    matching rule.
-    """
-    if isinstance(f, (pureldap.LDAPFilter_and, pureldap.LDAPFilter_or)):
-        return type(f)([checked_filter(part) for part in f], tag=f.tag)
-    if isinstance(f, pureldap.LDAPFilter_not):
-        return pureldap.LDAPFilter_not(checked_filter(f.value))
-    if isinstance(f, pureldap.LDAPFilter_present):
-        _text(f, "an attribute name")
-        return f
-    if isinstance(f, pureldap.LDAPAttributeValueAssertion):
-        _text(f.attributeDesc, "an attribute name")
-        _text(f.assertionValue, "a filter value")
-        if isinstance(f, pureldap.LDAPFilter_approxMatch):
-            return pureldap.LDAPFilter_equalityMatch(attributeDesc=f.attributeDesc,
-                                                     assertionValue=f.assertionValue)
-        if type(f) is pureldap.LDAPAttributeValueAssertion:
-            raise ldaperrors.LDAPProtocolError("not a search filter")
-        return f
-    if isinstance(f, pureldap.LDAPFilter_substrings):
-        _text(f.type, "an attribute name")
-        parts = f.substrings
-        for i, part in enumerate(parts):
-            _text(part, "a filter value")
-            if not isinstance(part, _SUBSTRING_PARTS) or \
-                    (isinstance(part, pureldap.LDAPFilter_substrings_initial) and i != 0) or \
-                    (isinstance(part, pureldap.LDAPFilter_substrings_final) and i != len(parts) - 1):
-                raise ldaperrors.LDAPProtocolError("substrings out of order")
-        return f
-    if isinstance(f, pureldap.LDAPFilter_extensibleMatch):
-        if f.matchingRule is not None:
-            raise ldaperrors.LDAPInappropriateMatching("no matching rules are offered")
-        _text(f.type, "an attribute name")
-        _text(f.matchValue, "a filter value")
-        return f
-    raise ldaperrors.LDAPProtocolError("not a search filter")
-
-
 def _why(error, tb=None):
     """One line for the log: what went wrong, and where when it was not expected."""
-    text = "%s: %s" % (type(error).__name__, error) if not isinstance(error, ldaperrors.LDAPException) \
-        else str(error)
+    if isinstance(error, ldaperrors.LDAPException):
+        line = error.toWire().decode("utf-8", "replace")
+    else:
+        line = "%s: %s" % (type(error).__name__, error)
     if tb is not None:
         while tb.tb_next is not None:
             tb = tb.tb_next
-        text += " (%s:%d)" % (tb.tb_frame.f_code.co_filename.rsplit("/", 1)[-1], tb.tb_lineno)
-    return text[:200]
+        line += " (%s:%d)" % (tb.tb_frame.f_code.co_filename.rsplit("/", 1)[-1], tb.tb_lineno)
+    return line[:200]
 
 
 # ---------------------------------------------------------------- the wire
@@ -219,6 +151,7 @@ class AddressBookServer(LDAPServer):
     """ldaptor's LDAP server made read-only, with binds checked by the office."""
 
     boundName = None
+    berdecoder = DECODER
 
     def dataReceived(self, data):
         if len(self.buffer) + len(data) > MAX_BUFFER:
@@ -367,10 +300,9 @@ class AddressBookServer(LDAPServer):
         # traceback for an error that is not an LDAP result.
         self.checkControls(controls)
         for attribute in request.attributes:
-            _text(attribute, "an attribute name")
+            text(attribute, "an attribute name")
         request.filter = checked_filter(request.filter)
-        if request.baseObject == b"" and request.scope == pureldap.LDAP_SCOPE_baseObject \
-                and request.filter == pureldap.LDAPFilter_present("objectClass"):
+        if is_root_dse(request):
             d = defer.succeed(self.getRootDSE(request, reply))
         else:
             base = parse_dn(request.baseObject)
@@ -391,11 +323,7 @@ class AddressBookServer(LDAPServer):
     def handle_LDAPCompareRequest(self, request, controls, reply):
         self.checkControls(controls)
         parse_dn(request.entry)
-        ava = request.ava
-        if not isinstance(ava, pureldap.LDAPAttributeValueAssertion):
-            raise ldaperrors.LDAPProtocolError("not an attribute value assertion")
-        _text(ava.attributeDesc, "an attribute name")
-        _text(ava.assertionValue, "the value")
+        check_ava(request.ava)
         return LDAPServer.handle_LDAPCompareRequest(self, request, controls, reply)
 
     # ---- writes: all refused

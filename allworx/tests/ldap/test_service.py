@@ -5,6 +5,9 @@ office's checker, read-only, LAN only, live. ldaptor's own client talks to the
 server over an in-memory connection (twisted.test.iosim).
 """
 
+import io
+import sys
+
 from hypothesis import given, settings, strategies as st
 from ldaptor import delta
 from ldaptor.protocols import pureber, pureldap
@@ -468,11 +471,23 @@ class MalformedRequestTests(unittest.TestCase):
         self.logs.assert_no_traceback()
         self.assertFalse(self.conn.transport.disconnecting)
 
+    def test_unknown_elements_inside_a_message_are_ignored_quietly(self):
+        """RFC 4511 4: elements of unknown tags in a SEQUENCE are ignored (and not printed)."""
+        stdout = io.StringIO()
+        self.patch(sys, "stdout", stdout)
+        request = search(pureldap.LDAPFilter_present(b"objectClass"), base=ALICE.encode())
+        out = self.conn.send(ber(integer(1), request.toWire(), octets(b"?", tag=0x9e)))
+        self.assertEqual([m.value.objectName for m in out[:-1]], [ALICE.encode()])
+        self.assertEqual(out[-1].value.resultCode, 0)
+        self.assertEqual(stdout.getvalue(), "")
+        self.logs.assert_no_traceback()
+
     def test_undecodable_message_gets_a_notice_of_disconnection(self):
         """RFC 4511 4.1.1: protocolError in a Notice of Disconnection, then hang up."""
         for wire in (ber(octets(b"1"), pureldap.LDAPUnbindRequest().toWire()),  # the id not a number
                      ber(integer(1), ber(octets(b"x"), tag=0x63)),                  # a search of one field
-                     b"\x30\x03\x02\x01"):                                          # a cut length
+                     b"\x30\x03\x02\x01",                                           # a cut length
+                     b"\x31\x00"):                                                  # not a message
             conn = RawConnection()
             out = conn.send(wire + b"\x30\x00")
             self.assertEqual(len(out), 1, repr((wire, out)))
