@@ -295,19 +295,15 @@ class AddressBookServer(LDAPServer):
         ]))
         return pureldap.LDAPSearchResultDone(resultCode=ldaperrors.Success.resultCode)
 
+    def checkControls(self, controls):
+        # ldaptor's, with a control type that is not a string refused.
+        for control_type, critical, _ in controls or ():
+            if critical:
+                raise ldaperrors.LDAPUnavailableCriticalExtension(
+                    "unknown control %s" % text(control_type, "a control type"))
+
     def handle_LDAPSearchRequest(self, request, controls, reply):
-        # ldaptor's search, with the request checked first and without its
-        # traceback for an error that is not an LDAP result.
-        self.checkControls(controls)
-        for attribute in request.attributes:
-            text(attribute, "an attribute name")
-        request.filter = checked_filter(request.filter)
-        if is_root_dse(request):
-            d = defer.succeed(self.getRootDSE(request, reply))
-        else:
-            base = parse_dn(request.baseObject)
-            d = ldap_interfaces.IConnectedLDAPEntry(self.factory).lookup(base)
-            d.addCallback(self._cbSearchGotBase, base, request, reply)
+        d = defer.maybeDeferred(self._search, request, controls, reply)
 
         def count(result):
             code = getattr(result, "resultCode", 0)
@@ -318,6 +314,20 @@ class AddressBookServer(LDAPServer):
             LDAP_REQUESTS.labels("search", "error").inc()
             return failure
         d.addCallbacks(count, failed)
+        return d
+
+    def _search(self, request, controls, reply):
+        # ldaptor's search, with the request checked first and without its
+        # traceback for an error that is not an LDAP result.
+        self.checkControls(controls)
+        for attribute in request.attributes:
+            text(attribute, "an attribute name")
+        request.filter = checked_filter(request.filter)
+        if is_root_dse(request):
+            return self.getRootDSE(request, reply)
+        base = parse_dn(request.baseObject)
+        d = ldap_interfaces.IConnectedLDAPEntry(self.factory).lookup(base)
+        d.addCallback(self._cbSearchGotBase, base, request, reply)
         return d
 
     def handle_LDAPCompareRequest(self, request, controls, reply):

@@ -13,6 +13,7 @@ from ldaptor import delta
 from ldaptor.protocols import pureber, pureldap
 from ldaptor.protocols.ldap import ldapclient, ldapsyntax, ldaperrors
 from twisted.internet import defer, task
+from twisted.logger import LogLevel
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.test import iosim
@@ -405,7 +406,8 @@ class MalformedRequestTests(unittest.TestCase):
         self.assertEqual(message.value.resultCode, code, repr(message))
         self.assertFalse(self.conn.transport.disconnecting)
         self.logs.assert_no_traceback()
-        self.assertEqual(len(self.logs.events), 1, [e.get("log_format") for e in self.logs.events])
+        self.assertEqual([e["log_level"] for e in self.logs.events], [LogLevel.info],
+                         [e.get("log_format") for e in self.logs.events])    # refused, not failed
 
     def test_bind_version_not_a_number(self):
         """`%u format: a real number is required, not bytes`."""
@@ -496,3 +498,9 @@ class MalformedRequestTests(unittest.TestCase):
             self.assertEqual(out[0].value.resultCode, ldaperrors.LDAPProtocolError.resultCode)
             self.assertTrue(conn.transport.disconnecting)
             self.logs.assert_no_traceback()
+
+    def test_critical_control_whose_type_is_not_a_string(self):
+        control = ber(integer(5), pureber.BERBoolean(True).toWire())
+        request = search(pureldap.LDAPFilter_present(b"objectClass")).toWire()
+        out = self.conn.send(ber(integer(1), request, ber(control, tag=0xa0)))
+        self.assertAnswered(out, pureldap.LDAPSearchResultDone, ldaperrors.LDAPProtocolError.resultCode)
