@@ -79,8 +79,9 @@ class PlainChecker:
         self.passwords = passwords
 
     def requestAvatarId(self, creds):
-        name = creds.username.decode() if isinstance(creds.username, bytes) else creds.username
-        pw = creds.password.decode() if isinstance(creds.password, bytes) else creds.password
+        # Any bytes, decoded as the office's checker does (allworx.auth).
+        name = creds.username.decode("utf-8", "replace") if isinstance(creds.username, bytes) else creds.username
+        pw = creds.password.decode("utf-8", "replace") if isinstance(creds.password, bytes) else creds.password
         if self.passwords.get(name) == pw:
             return defer.succeed(name)
         return defer.fail(cred_error.UnauthorizedLogin("wrong"))

@@ -331,6 +331,30 @@ def _pieces(options):
     return [encode_options([(code, raw)]) for code, raw in options]
 
 
+def _overload(items, room, max_size):
+    """
+    Options that do not fit the options field, spread over it, `file` and
+    `sname` (RFC 2131 4.1): the message type and server identifier stay first
+    in the options field, the others are placed largest first where they fit
+    (so one long option, such as a client identifier echoed, finds room), and
+    each area keeps the options' order. ValueError if one fits nowhere.
+    """
+    pieces = _pieces(items)
+    free = {"options": room, "file": 127, "sname": 63}     # each area ends with END
+    where = [None] * len(pieces)
+    first = (MESSAGE_TYPE, SERVER_ID)
+    for i in sorted(range(len(pieces)), key=lambda i: (items[i][0] not in first, -len(pieces[i]))):
+        for area in ("options", "file", "sname"):
+            if len(pieces[i]) <= free[area]:
+                where[i] = area
+                free[area] -= len(pieces[i])
+                break
+        else:
+            raise ValueError("options do not fit in %d bytes even with overload" % max_size)
+    return {area: b"".join(p for p, w in zip(pieces, where) if w == area)
+            for area in ("options", "file", "sname")}
+
+
 def encode(packet, max_size=DEFAULT_MAX_SIZE):
     """
     The wire bytes of `packet`. If the options do not fit in `max_size` (the
@@ -359,28 +383,12 @@ def encode(packet, max_size=DEFAULT_MAX_SIZE):
     if len(body) <= room:
         tail = body + b"\xff"
     else:
-        pieces = _pieces(items)
-        main, spill = [], []
-        used = 3  # the overload option itself
-        for piece in pieces:
-            if not spill and used + len(piece) <= room:
-                main.append(piece)
-                used += len(piece)
-            else:
-                spill.append(piece)
-        file_area, sname_area = bytearray(), bytearray()
-        for piece in spill:
-            if len(file_area) + len(piece) <= 127:
-                file_area += piece
-            elif len(sname_area) + len(piece) <= 63:
-                sname_area += piece
-            else:
-                raise ValueError("options do not fit in %d bytes even with overload" % max_size)
-        overload = 1 | (2 if sname_area else 0)
-        tail = bytes((OVERLOAD, 1, overload)) + b"".join(main) + b"\xff"
-        file_ = bytes(file_area) + b"\xff"
-        if sname_area:
-            sname = bytes(sname_area) + b"\xff"
+        areas = _overload(items, room - 3, max_size)     # 3: the overload option itself
+        overload = 1 | (2 if areas["sname"] else 0)
+        tail = bytes((OVERLOAD, 1, overload)) + areas["options"] + b"\xff"
+        file_ = areas["file"] + b"\xff"
+        if areas["sname"]:
+            sname = areas["sname"] + b"\xff"
     header = HEADER.pack(
         packet.op, packet.htype, packet.hlen, packet.hops, packet.xid & 0xFFFFFFFF,
         packet.secs, packet.flags, _packed(packet.ciaddr), _packed(packet.yiaddr),

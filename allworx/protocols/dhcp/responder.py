@@ -18,6 +18,10 @@ from allworx.protocols.dhcp.codec import BROADCAST, CLIENT_PORT, SERVER_PORT, ZE
 # administered, unicast): requests from it are never answered.
 PROBE_MAC = "0a:61:77:78:70:72"
 
+# The longest client identifier (option 61) answered: one option's worth (RFC
+# 3396 lets a client send more, but every reply echoes it, RFC 6842).
+MAX_CLIENT_ID = 255
+
 # Options the server may hand out, in the order they are sent when the client
 # does not say which it wants.
 SERVED_CODES = (c.SUBNET_MASK, c.ROUTER, c.DNS_SERVERS, c.DOMAIN_NAME,
@@ -182,6 +186,9 @@ class DhcpResponder:
         mac = request.mac
         if mac == PROBE_MAC:
             return Outcome(note="the server's own probe")
+        if len(request.options.get(c.CLIENT_ID, b"")) > MAX_CLIENT_ID:
+            # Echoed in every reply (RFC 6842): one this long would not fit one.
+            return Outcome(note="client identifier of more than %d bytes" % MAX_CLIENT_ID)
         handler = self._handlers.get(kind)
         if handler is None:
             return Outcome(note="%s is a server's message" % c.MESSAGE_NAMES[kind])

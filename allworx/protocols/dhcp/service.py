@@ -278,7 +278,14 @@ class DhcpServer:
     def send(self, outcome, request):
         """Put an outcome's reply on the wire: raw frame, unicast or broadcast."""
         reply = outcome.reply
-        wire = c.encode(reply, request.get(c.MAX_MESSAGE_SIZE) or c.DEFAULT_MAX_SIZE)
+        try:
+            wire = c.encode(reply, request.get(c.MAX_MESSAGE_SIZE) or c.DEFAULT_MAX_SIZE)
+        except ValueError as e:      # the options do not fit the size the client takes
+            DROPPED["too_large"] += 1
+            if self.noise_budget.spend():
+                log.warn("dhcp: no {kind} to {mac}: {why}", kind=c.MESSAGE_NAMES[reply.message_type],
+                         mac=request.mac, why=e)
+            return
         SENT[c.MESSAGE_NAMES[reply.message_type]] += 1
         ip, port = outcome.destination
         if outcome.hw_dest is not None and self.raw is not None:

@@ -12,9 +12,12 @@ any parsing.
 
 UDP and TCP. EDNS0 is honoured (the client's size, at most 1232 bytes); an
 answer that does not fit a UDP reply goes out with TC set. Anything
-malformed gets FORMERR, or silence when it is not even a query header.
+malformed gets FORMERR, or silence when it is not even a query header; so
+does a question this server could only answer as another name (a label
+holding a dot).
 """
 
+import io
 import struct
 
 from twisted.internet import defer, protocol
@@ -35,6 +38,18 @@ REFUSED_TYPES = (dns.AXFR, dns.IXFR, dns.MAILA, dns.MAILB)
 SIDE_MEMO = 4096
 TCP_IDLE = 30
 TCP_MAX_CONNECTIONS = 64
+
+
+def _question_as_sent(data, query):
+    """
+    True when the question's name, written out again, is the bytes that came:
+    twisted.names keeps a name as dotted text, so a label holding a dot (or a
+    question compressed into the header) would be answered as another name.
+    """
+    out = io.BytesIO()
+    query.name.encode(out)
+    wire = out.getvalue()
+    return data[12:12 + len(wire)] == wire
 
 
 class OfficeDnsFactory(server.DNSServerFactory):
@@ -102,6 +117,8 @@ class OfficeDnsFactory(server.DNSServerFactory):
         if len(m.queries) != 1 or len(opts) > 1 or m.answers or m.authority:
             return self._error(data, dns.EFORMAT, send)
         q = m.queries[0]
+        if not _question_as_sent(data, q):
+            return self._error(data, dns.EFORMAT, send)
         idx = (RD if m.recDes else 0) | (EDNS if opts else 0) | (self.fast.ra_lan if lan else 0)
         if stream:
             limit = 65535

@@ -8,13 +8,19 @@ class inetOrgPerson with cn, sn, mail and telephoneNumber (the extension).
 Anyone on the LAN may search anonymously; a simple bind as a user checks that
 user's password through the office's one twisted.cred checker; every write is
 refused with insufficientAccessRights; peers on the WAN are hung up on.
+
+Malformed requests get a result code and one line in the log, never a
+traceback (what a request may hold is checked in `wire.py`: invalidDNSyntax,
+protocolError, inappropriateMatching). A message that cannot be decoded at
+all gets the Notice of Disconnection (protocolError) and the connection is
+closed (RFC 4511 4.1.1).
 """
 
 from ldaptor import interfaces as ldap_interfaces
 from ldaptor.inmemory import ReadOnlyInMemoryLDAPEntry
 from ldaptor.protocols import pureldap
 from ldaptor.protocols.ldap import distinguishedname, ldaperrors
-from ldaptor.protocols.ldap.ldapserver import LDAPServer
+from ldaptor.protocols.ldap.ldapserver import LDAPServer, LDAPServerConnectionLostException
 from prometheus_client import Counter, Gauge
 from twisted.cred import credentials, error as cred_error
 from twisted.internet import defer, protocol
@@ -23,6 +29,9 @@ from twisted.python import components
 
 from allworx.auth import OfficeUserChecker, user_for_login
 from allworx.guards import LoginThrottle, PeerConnectionLimit, PeerLimit, until_text
+from allworx.protocols.ldap.wire import (
+    DECODER, MAX_MESSAGE_ID, NOTICE_OF_DISCONNECTION, check_ava, checked_filter, is_root_dse, parse_dn,
+    text)
 from allworx.servicebase import ListeningService
 
 log = Logger()
@@ -35,6 +44,9 @@ LDAP_REFUSED = Counter(
 LDAP_ENTRIES = Gauge("allworx_ldap_people", "People in the LDAP address book")
 
 WHOAMI_OID = b"1.3.6.1.4.1.4203.1.11.3"  # RFC 4532
+# Result codes that say the request itself was malformed: these are logged.
+_MALFORMED = frozenset([ldaperrors.LDAPProtocolError.resultCode, ldaperrors.LDAPInvalidDNSyntax.resultCode,
+                        ldaperrors.LDAPInappropriateMatching.resultCode])
 MAX_BUFFER = 64 * 1024                    # a request larger than this is hostile
 MAX_CONNECTIONS_PER_PEER = 32
 
@@ -120,12 +132,26 @@ def bind_name_to_user(config, bind_dn):
     return name if name in config.users else None
 
 
+def _why(error, tb=None):
+    """One line for the log: what went wrong, and where when it was not expected."""
+    if isinstance(error, ldaperrors.LDAPException):
+        line = error.toWire().decode("utf-8", "replace")
+    else:
+        line = "%s: %s" % (type(error).__name__, error)
+    if tb is not None:
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        line += " (%s:%d)" % (tb.tb_frame.f_code.co_filename.rsplit("/", 1)[-1], tb.tb_lineno)
+    return line[:200]
+
+
 # ---------------------------------------------------------------- the wire
 
 class AddressBookServer(LDAPServer):
     """ldaptor's LDAP server made read-only, with binds checked by the office."""
 
     boundName = None
+    berdecoder = DECODER
 
     def dataReceived(self, data):
         if len(self.buffer) + len(data) > MAX_BUFFER:
@@ -135,10 +161,16 @@ class AddressBookServer(LDAPServer):
         try:
             LDAPServer.dataReceived(self, data)
         except Exception as e:
-            # Malformed BER, or a response where a request belongs: hang up.
+            # Malformed BER, or a response where a request belongs: the
+            # Notice of Disconnection, then hang up.
             LDAP_REQUESTS.labels("malformed", "refused").inc()
-            log.info("ldap: malformed input from {peer}: {why}", peer=self._peer(), why=e)
+            log.info("ldap: malformed input from {peer}, hanging up: {why}", peer=self._peer(),
+                     why=_why(e))
             self.buffer = b""
+            if self.connected:
+                self.queue(0, pureldap.LDAPExtendedResponse(
+                    resultCode=ldaperrors.LDAPProtocolError.resultCode,
+                    responseName=NOTICE_OF_DISCONNECTION, errorMessage=b"malformed message"))
             self.transport.loseConnection()
 
     def _peer(self):
@@ -146,16 +178,56 @@ class AddressBookServer(LDAPServer):
         return getattr(peer, "host", "?")
 
     def handle(self, msg):
+        # ldaptor's own dispatch, without its traceback for an error that is
+        # not an LDAP result: that is answered too, and logged in one line.
         if not isinstance(msg.value, pureldap.LDAPProtocolRequest):
             raise ValueError("not an LDAP request: %s" % type(msg.value).__name__)
-        return LDAPServer.handle(self, msg)
+        if not isinstance(msg.id, int) or not 0 < msg.id <= MAX_MESSAGE_ID:
+            raise ValueError("bad message id")
+        name = msg.value.__class__.__name__
+        handler = getattr(self, "handle_" + name, self.handleUnknown)
+        d = defer.maybeDeferred(handler, msg.value, msg.controls,
+                                lambda response: self._cbHandle(response, msg.id))
+        d.addErrback(self._failed, name)
+        d.addCallback(self._cbHandle, msg.id)
+        d.addErrback(self._unsent)
+
+    def _failed(self, failure, name):
+        """The answer to a request that raised: its LDAP result code, else protocolError."""
+        operation = name.replace("LDAP", "").replace("Request", "").lower()
+        if failure.check(ldaperrors.LDAPException):
+            code, message = failure.value.resultCode, failure.value.message
+            if code in _MALFORMED:
+                log.info("ldap: {operation} from {peer} refused: {why}", operation=operation,
+                         peer=self._peer(), why=_why(failure.value))
+        else:
+            code, message = ldaperrors.LDAPProtocolError.resultCode, b"could not handle the request"
+            log.warn("ldap: {operation} from {peer} failed: {why}", operation=operation,
+                     peer=self._peer(), why=_why(failure.value, failure.getTracebackObject()))
+        return self._callErrorHandler(name=name, resultCode=code, errorMessage=message)
+
+    def _unsent(self, failure):
+        if failure.check(LDAPServerConnectionLostException):
+            return None             # the client hung up before its answer was ready
+        log.warn("ldap: could not answer {peer}, hanging up: {why}", peer=self._peer(),
+                 why=_why(failure.value, failure.getTracebackObject()))
+        self.transport.loseConnection()
+        return None
+
+    def handle_LDAPAbandonRequest(self, request, controls, reply):
+        """Nothing runs long enough to abandon; RFC 4511 4.11: no answer."""
+        return None
 
     # ---- bind
 
     def handle_LDAPBindRequest(self, request, controls, reply):
         if request.version != 3:
-            raise ldaperrors.LDAPProtocolError("LDAP version %u is not supported" % request.version)
+            raise ldaperrors.LDAPProtocolError("only LDAP version 3 is supported")
         self.checkControls(controls)
+        if not isinstance(request.dn, bytes):
+            raise ldaperrors.LDAPProtocolError("the bind name is not a string")
+        if b"=" in request.dn:
+            parse_dn(request.dn)
         if not isinstance(request.auth, bytes):
             LDAP_REQUESTS.labels("bind", "unsupported").inc()
             raise ldaperrors.LDAPAuthMethodNotSupported("only simple bind is supported")
@@ -223,15 +295,46 @@ class AddressBookServer(LDAPServer):
         ]))
         return pureldap.LDAPSearchResultDone(resultCode=ldaperrors.Success.resultCode)
 
+    def checkControls(self, controls):
+        # ldaptor's, with a control type that is not a string refused.
+        for control_type, critical, _ in controls or ():
+            if critical:
+                raise ldaperrors.LDAPUnavailableCriticalExtension(
+                    "unknown control %s" % text(control_type, "a control type"))
+
     def handle_LDAPSearchRequest(self, request, controls, reply):
-        d = defer.maybeDeferred(LDAPServer.handle_LDAPSearchRequest, self, request, controls, reply)
+        d = defer.maybeDeferred(self._search, request, controls, reply)
 
         def count(result):
             code = getattr(result, "resultCode", 0)
             LDAP_REQUESTS.labels("search", "success" if code == 0 else "error").inc()
             return result
-        d.addCallback(count)
+
+        def failed(failure):
+            LDAP_REQUESTS.labels("search", "error").inc()
+            return failure
+        d.addCallbacks(count, failed)
         return d
+
+    def _search(self, request, controls, reply):
+        # ldaptor's search, with the request checked first and without its
+        # traceback for an error that is not an LDAP result.
+        self.checkControls(controls)
+        for attribute in request.attributes:
+            text(attribute, "an attribute name")
+        request.filter = checked_filter(request.filter)
+        if is_root_dse(request):
+            return self.getRootDSE(request, reply)
+        base = parse_dn(request.baseObject)
+        d = ldap_interfaces.IConnectedLDAPEntry(self.factory).lookup(base)
+        d.addCallback(self._cbSearchGotBase, base, request, reply)
+        return d
+
+    def handle_LDAPCompareRequest(self, request, controls, reply):
+        self.checkControls(controls)
+        parse_dn(request.entry)
+        check_ava(request.ava)
+        return LDAPServer.handle_LDAPCompareRequest(self, request, controls, reply)
 
     # ---- writes: all refused
 

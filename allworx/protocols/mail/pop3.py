@@ -22,6 +22,7 @@ password in the clear on the server, and the office stores only hashes.
 
 import base64
 import binascii
+import inspect
 
 import attr
 from prometheus_client import Counter
@@ -43,6 +44,15 @@ POP3_LOGINS = Counter("allworx_mail_pop3_logins_total", "POP3 logins, by result"
 
 class MailboxInUse(cred_error.LoginDenied):
     """Another POP3 session holds this mailbox."""
+
+
+class _Refused(Exception):
+    """A command refused with `-ERR` and this reason (bad arguments, no such message)."""
+
+
+def _printable(command):
+    """A command name for the log, whatever bytes it was."""
+    return command[:16].decode("ascii", "backslashreplace")
 
 
 @attr.s(frozen=True, slots=True)
@@ -167,16 +177,68 @@ class Pop3Server(pop3.POP3):
             self.factory.peers.release(self.peer_ip)
         pop3.POP3.connectionLost(self, reason)
 
-    def state_COMMAND(self, line):
-        # Twisted logs a traceback for every unknown or malformed command;
-        # hostile or sloppy clients get a plain -ERR here instead.
+    def processCommand(self, command, *args):
+        # One place for every command line, those typed and those queued
+        # behind a long operation (twisted's _unblock calls this, outside
+        # state_COMMAND): a malformed one gets -ERR and one log line, never a
+        # traceback, and never stops the commands queued after it.
+        if self.blocked is not None:
+            self.blocked.append((command, args))
+            return None
+        name = command.upper()
         try:
-            return self.processCommand(*line.split(b" "))
+            return self._dispatch(name, args)
+        except _Refused as e:
+            return self._refuse(name, e.args[0])
         except pop3.POP3Error as e:
-            self.failResponse(e.args[0] if e.args else b"error")
-        except (ValueError, AttributeError, TypeError, UnicodeDecodeError):
-            log.debug("pop3: bad command from {peer}: {line!r}", peer=self.peer_ip, line=line[:80])
-            self.failResponse(b"bad command or arguments")
+            return self._refuse(name, e.args[0] if e.args else b"error")
+        except Exception as e:
+            where = e.__traceback__
+            while where.tb_next is not None:
+                where = where.tb_next
+            log.warn("pop3: {command} from {peer} failed: {kind}: {why} ({file}:{line})",
+                     command=_printable(name), peer=self.peer_ip, kind=type(e).__name__, why=e,
+                     file=where.tb_frame.f_code.co_filename.rsplit("/", 1)[-1], line=where.tb_lineno)
+            self.failResponse(b"server error")
+            return None
+
+    def _dispatch(self, name, args):
+        if not (name.isalpha() and len(name) <= 8):
+            raise _Refused("unknown command")
+        if not self.mbox and name not in self.AUTH_CMDS:
+            raise _Refused("log in first (USER and PASS)")
+        handler = getattr(self, "do_" + name.decode("ascii"), None)
+        if handler is None:
+            raise _Refused("unknown command")
+        try:
+            inspect.signature(handler).bind(*args)
+        except TypeError:
+            raise _Refused("wrong number of arguments for %s" % name.decode("ascii"))
+        return handler(*args)
+
+    def _refuse(self, name, reason):
+        """-ERR with a short reason, and one line in the log."""
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        reason = reason[:80]
+        log.info("pop3: {command} from {peer} refused: {reason}", command=_printable(name),
+                 peer=self.peer_ip, reason=reason)
+        self.failResponse(reason.encode("utf-8"))
+
+    def lineLengthExceeded(self, line):
+        log.info("pop3: line of over {limit} bytes from {peer}, hanging up", limit=self.MAX_LENGTH,
+                 peer=self.peer_ip)
+        self.failResponse(b"line too long")
+        self.transport.loseConnection()
+
+    def _message_index(self, number):
+        """The 0-based index of the message a message-number argument names."""
+        index = int(number) - 1 if number.isdigit() and len(number) <= 9 else -1
+        if not 0 <= index < len(self.mbox.messages):
+            raise _Refused("no such message")
+        if index in self.mbox.deleted:
+            raise _Refused("message %d is deleted" % (index + 1))
+        return index
 
     def listCapabilities(self):
         caps = [b"TOP", b"UIDL", b"RESP-CODES", b"PIPELINING", b"IMPLEMENTATION allworx"]
@@ -251,19 +313,33 @@ class Pop3Server(pop3.POP3):
         return failure
 
     def do_RETR(self, i):
+        index = self._message_index(i)
         self._last = b"\n"
-        d = pop3.POP3.do_RETR(self, i)
-        try:
-            index = int(i) - 1
-        except ValueError:
-            return d
-        if self.mbox is not None and hasattr(self.mbox, "retrieved"):
-            d.addCallback(lambda r: (self.mbox.retrieved(index), r)[1])
+        d = pop3.POP3.do_RETR(self, b"%d" % (index + 1))
+        d.addCallback(lambda r: (self.mbox.retrieved(index), r)[1])
         return d
 
     def do_TOP(self, i, size):
+        index = self._message_index(i)
+        if not size.isdigit():
+            raise _Refused("bad line count")
         self._last = b"\n"
-        return pop3.POP3.do_TOP(self, i, size)
+        lines = size if len(size) <= 9 else b"999999999"    # more lines than any message has
+        return pop3.POP3.do_TOP(self, b"%d" % (index + 1), lines)
+
+    def do_DELE(self, i):
+        self.mbox.deleteMessage(self._message_index(i))
+        self.successResponse()
+
+    def do_LIST(self, i=None):
+        if i is not None:
+            i = b"%d" % (self._message_index(i) + 1)
+        return pop3.POP3.do_LIST(self, i)
+
+    def do_UIDL(self, i=None):
+        if i is not None:
+            i = b"%d" % (self._message_index(i) + 1)
+        return pop3.POP3.do_UIDL(self, i)
 
     def transformChunk(self, chunk):
         if not chunk:

@@ -48,6 +48,15 @@ class Reply(Exception):
         return b"".join(out)
 
 
+def shown(text, limit=60):
+    """A client's word quoted in a reply: ASCII, and short, so the reply line
+    stays within RFC 5321's 512 octets (4.5.3.1.5)."""
+    if isinstance(text, bytes):
+        text = text.decode("ascii", "backslashreplace")
+    text = text.encode("ascii", "backslashreplace").decode("ascii")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def split_command(line):
     """`b'mail FROM:<a@b>'` -> ('MAIL', b'FROM:<a@b>'); raises Reply 500 for junk."""
     line = line.strip(b" \t")
@@ -82,12 +91,12 @@ def parse_path(arg, keyword):
         if keyword != b"FROM":
             raise Reply(553, "5.1.3", "an empty recipient address is not allowed")
     elif not (_MAILBOX.match(address) or (keyword == b"TO" and address.lower() == b"postmaster")):
-        raise Reply(553, "5.1.3", "bad address syntax: %s" % address.decode("ascii", "replace"))
+        raise Reply(553, "5.1.3", "bad address syntax: %s" % shown(address))
     params = {}
     for word in m.group(4).split():
         pm = _PARAM.match(word)
         if not pm:
-            raise Reply(501, "5.5.4", "bad parameter %r" % word.decode("ascii", "replace"))
+            raise Reply(501, "5.5.4", "bad parameter %s" % shown(word))
         params[pm.group(1).decode("ascii").upper()] = (pm.group(2) or b"").decode("ascii")
     return Path(address.decode("ascii"), params)
 
@@ -104,13 +113,13 @@ def check_mail_params(params, max_size):
             if value.upper() not in ("7BIT", "8BITMIME"):
                 raise Reply(501, "5.5.4", "BODY must be 7BIT or 8BITMIME")
         else:
-            raise Reply(555, "5.5.4", "parameter %s is not supported" % name)
+            raise Reply(555, "5.5.4", "parameter %s is not supported" % shown(name))
 
 
 def check_rcpt_params(params):
     """RCPT TO takes no parameters here (no DSN extension)."""
     for name in params:
-        raise Reply(555, "5.5.4", "parameter %s is not supported" % name)
+        raise Reply(555, "5.5.4", "parameter %s is not supported" % shown(name))
 
 
 def find_end_of_data(buffer, start=0):

@@ -88,6 +88,18 @@ def salvage_400(data):
     return ("\r\n".join(lines_out) + "\r\nContent-Length: 0\r\n\r\n").encode("utf-8")
 
 
+def _contact_is_sip(request):
+    """True when a request's Contact, if any, is one SIP URI (a dialog's remote target)."""
+    contact = request.get("Contact")
+    if contact is None:
+        return True
+    try:
+        SipUri.parse(NameAddr.parse(contact).uri)
+    except SipParseError:
+        return False
+    return True
+
+
 class SipCore:
     """
     Transactions and dispatch. `send_raw(bytes, destination)` is set by the
@@ -309,6 +321,10 @@ class SipCore:
             result = self.registrar.handle(request, (dest.host, dest.port), dest.transport)
             defer.maybeDeferred(lambda: result).addCallback(st.respond)
         elif method == "INVITE":
+            if not _contact_is_sip(request):
+                # RFC 3261 8.1.1.8: the dialog's remote target, which our BYE would go to.
+                return st.respond(make_response(request, 400, "Bad Request (Contact)",
+                                                to_tag=self.new_tag()))
             st.respond_code(100)
             self.calls.invite(request, st, dest)
         elif method == "SUBSCRIBE" and self.mwi is not None:

@@ -70,16 +70,21 @@ class RoundTripTests(unittest.TestCase):
 
     def test_overload_written_and_read(self):
         p = discover()
-        # 400 bytes of options do not fit a 576-byte message without overload.
+        # 440 bytes of options do not fit a 576-byte message without overload:
+        # they need the options field, file and sname (placed largest first;
+        # placed in order, the last 40 bytes fitted nowhere).
         p.options[224] = b"a" * 250
         p.options[225] = b"b" * 100
         p.options[226] = b"c" * 40
+        p.options[227] = b"d" * 40
         wire = c.encode(p)
         self.assertLessEqual(len(wire), 576 - 28)
         back = c.decode(wire)
         self.assertEqual(back.options[224], b"a" * 250)
         self.assertEqual(back.options[225], b"b" * 100)
         self.assertEqual(back.options[226], b"c" * 40)
+        self.assertEqual(back.options[227], b"d" * 40)
+        self.assertEqual([k for k in back.options if k != c.OVERLOAD][0], c.MESSAGE_TYPE)
         self.assertEqual(back.options[c.OVERLOAD], b"\x03")
         self.assertEqual((back.file, back.sname), (b"", b""))
 

@@ -5,11 +5,15 @@ office's checker, read-only, LAN only, live. ldaptor's own client talks to the
 server over an in-memory connection (twisted.test.iosim).
 """
 
+import io
+import sys
+
 from hypothesis import given, settings, strategies as st
 from ldaptor import delta
 from ldaptor.protocols import pureber, pureldap
 from ldaptor.protocols.ldap import ldapclient, ldapsyntax, ldaperrors
 from twisted.internet import defer, task
+from twisted.logger import LogLevel
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.test import iosim
@@ -20,6 +24,7 @@ from allworx.config import parse_config
 from allworx.office import Office
 from allworx.protocols.ldap import service as ldap
 from allworx.tests.confs import MINIMAL, with_sections
+from allworx.tests.logwatch import LogWatch
 
 BASE = "dc=example,dc=com"
 ALICE = "uid=alice,ou=people,dc=example,dc=com"
@@ -324,3 +329,178 @@ class PeerTests(unittest.TestCase):
         msg = pureldap.LDAPMessage(pureldap.LDAPBindResponse(resultCode=0), id=1)
         proto.dataReceived(msg.toWire())
         self.assertTrue(transport.disconnecting)
+
+
+_DECODER = pureldap.LDAPBERDecoderContext_TopLevel(
+    inherit=pureldap.LDAPBERDecoderContext_LDAPMessage(
+        fallback=pureldap.LDAPBERDecoderContext(fallback=pureber.BERDecoderContext()),
+        inherit=pureldap.LDAPBERDecoderContext(fallback=pureber.BERDecoderContext())))
+
+
+class RawConnection:
+    """The server on a StringTransport: raw BER in, the LDAPMessages it answered out."""
+
+    def __init__(self, office=None, clock=None):
+        office = office or make_office()
+        self.clock = clock or task.Clock()
+        self.factory = ldap.AddressBookFactory(office, OfficeUserChecker(office, sync_thread),
+                                               clock=self.clock)
+        peer = IPv4Address("TCP", "192.168.2.10", 5555)
+        self.server = self.factory.buildProtocol(peer)
+        self.transport = StringTransport(peerAddress=peer)
+        self.server.makeConnection(self.transport)
+
+    def send(self, wire):
+        """Feed bytes; the messages sent back since the last call."""
+        self.transport.clear()
+        self.server.dataReceived(wire)
+        out, data = [], self.transport.value()
+        while data:
+            message, used = pureber.berDecodeObject(_DECODER, data)
+            out.append(message)
+            data = data[used:]
+        return out
+
+    def request(self, op, id=1, controls=None):
+        return self.send(pureldap.LDAPMessage(op, id=id, controls=controls).toWire())
+
+
+def ber(*items, tag=0x30):
+    """A constructed BER value of already encoded items (to build what pureldap would refuse to)."""
+    content = b"".join(items)
+    return bytes([tag]) + pureber.int2berlen(len(content)) + content
+
+
+def octets(value, tag=0x04):
+    return pureber.BEROctetString(value, tag=tag).toWire()
+
+
+def integer(value):
+    return pureber.BERInteger(value).toWire()
+
+
+def search(filter, base=BASE.encode(), attributes=()):
+    return pureldap.LDAPSearchRequest(baseObject=base, filter=filter, attributes=list(attributes))
+
+
+def eq(attribute, value, kind=pureldap.LDAPFilter_equalityMatch):
+    return kind(attributeDesc=pureldap.LDAPAttributeDescription(attribute),
+                assertionValue=pureldap.LDAPAssertionValue(value))
+
+
+class MalformedRequestTests(unittest.TestCase):
+    """
+    Requests a fuzzer sent (issue 21, item 2): each is answered with an LDAP
+    result code and logged in one line, never with a traceback.
+    """
+
+    def setUp(self):
+        self.conn = RawConnection()
+        self.logs = LogWatch(self)
+
+    def assertAnswered(self, responses, kind, code, id=1):
+        self.assertEqual(len(responses), 1, repr(responses))
+        [message] = responses
+        self.assertEqual(message.id, id)
+        self.assertIsInstance(message.value, kind)
+        self.assertEqual(message.value.resultCode, code, repr(message))
+        self.assertFalse(self.conn.transport.disconnecting)
+        self.logs.assert_no_traceback()
+        self.assertEqual([e["log_level"] for e in self.logs.events], [LogLevel.info],
+                         [e.get("log_format") for e in self.logs.events])    # refused, not failed
+
+    def test_bind_version_not_a_number(self):
+        """`%u format: a real number is required, not bytes`."""
+        bind = ber(octets(b"3"), octets(b"uid=alice"), octets(b"pw", tag=0x80), tag=0x60)
+        out = self.conn.send(ber(integer(1), bind))
+        self.assertAnswered(out, pureldap.LDAPBindResponse, ldaperrors.LDAPProtocolError.resultCode)
+
+    def test_bind_dn_not_utf8(self):
+        out = self.conn.request(pureldap.LDAPBindRequest(dn=b"uid=\xff\xfe,ou=people," + BASE.encode(),
+                                                         auth=b"pw"))
+        self.assertAnswered(out, pureldap.LDAPBindResponse, ldaperrors.LDAPInvalidDNSyntax.resultCode)
+
+    def test_search_base_not_utf8(self):
+        out = self.conn.request(search(pureldap.LDAPFilter_present(b"objectClass"), base=b"dc=\xff,dc=com"))
+        self.assertAnswered(out, pureldap.LDAPSearchResultDone, ldaperrors.LDAPInvalidDNSyntax.resultCode)
+
+    def test_search_filter_not_utf8(self):
+        for filter in (eq(b"cn", b"\xff"), eq(b"c\xffn", b"x"), pureldap.LDAPFilter_present(b"\xff"),
+                       eq(b"cn", b"\xff", pureldap.LDAPFilter_greaterOrEqual),
+                       pureldap.LDAPFilter_not(eq(b"cn", b"\xc3")),
+                       pureldap.LDAPFilter_substrings(type=b"c\xffn", substrings=[
+                           pureldap.LDAPFilter_substrings_initial(b"a")]),
+                       pureldap.LDAPFilter_substrings(type=b"cn", substrings=[
+                           pureldap.LDAPFilter_substrings_any(b"\xff")])):
+            out = self.conn.request(search(filter))
+            self.assertAnswered(out, pureldap.LDAPSearchResultDone, ldaperrors.LDAPProtocolError.resultCode)
+            self.logs.clear()
+
+    def test_search_attributes_not_utf8(self):
+        out = self.conn.request(search(pureldap.LDAPFilter_present(b"objectClass"), attributes=[b"\xff"]))
+        self.assertAnswered(out, pureldap.LDAPSearchResultDone, ldaperrors.LDAPProtocolError.resultCode)
+
+    def test_approximate_match_is_equality(self):
+        """RFC 4511 4.5.1.7.6: without an approximate rule, ~= matches as =."""
+        out = self.conn.request(search(eq(b"uid", b"Alice", pureldap.LDAPFilter_approxMatch)))
+        self.assertEqual([m.value.objectName for m in out[:-1]], [ALICE.encode()])
+        self.assertEqual(out[-1].value.resultCode, 0)
+        self.logs.assert_no_traceback()
+
+    def test_extensible_match_with_a_rule(self):
+        filter = pureldap.LDAPFilter_extensibleMatch(
+            matchingRule=pureldap.LDAPMatchingRuleAssertion_matchingRule(b"2.5.13.2"),
+            type=pureldap.LDAPMatchingRuleAssertion_type(b"cn"),
+            matchValue=pureldap.LDAPMatchingRuleAssertion_matchValue(b"x"), dnAttributes=None)
+        out = self.conn.request(search(filter))
+        self.assertAnswered(out, pureldap.LDAPSearchResultDone,
+                            ldaperrors.LDAPInappropriateMatching.resultCode)
+
+    def test_compare(self):
+        def compare(dn, attribute, value):
+            return pureldap.LDAPCompareRequest(entry=dn, ava=pureldap.LDAPAttributeValueAssertion(
+                pureber.BEROctetString(attribute), pureber.BEROctetString(value)))
+        out = self.conn.request(compare(b"uid=\xff," + BASE.encode(), b"cn", b"x"))
+        self.assertAnswered(out, pureldap.LDAPCompareResponse, ldaperrors.LDAPInvalidDNSyntax.resultCode)
+        self.logs.clear()
+        out = self.conn.request(compare(ALICE.encode(), b"cn", b"\xff"))
+        self.assertAnswered(out, pureldap.LDAPCompareResponse, ldaperrors.LDAPProtocolError.resultCode)
+        [message] = self.conn.request(compare(ALICE.encode(), b"uid", b"alice"))
+        self.assertEqual(message.value.resultCode, ldaperrors.LDAPCompareTrue.resultCode)
+
+    def test_abandon_gets_no_answer(self):
+        self.assertEqual(self.conn.request(pureldap.LDAPAbandonRequest(id=3), id=4), [])
+        self.logs.assert_no_traceback()
+        self.assertFalse(self.conn.transport.disconnecting)
+
+    def test_unknown_elements_inside_a_message_are_ignored_quietly(self):
+        """RFC 4511 4: elements of unknown tags in a SEQUENCE are ignored (and not printed)."""
+        stdout = io.StringIO()
+        self.patch(sys, "stdout", stdout)
+        request = search(pureldap.LDAPFilter_present(b"objectClass"), base=ALICE.encode())
+        out = self.conn.send(ber(integer(1), request.toWire(), octets(b"?", tag=0x9e)))
+        self.assertEqual([m.value.objectName for m in out[:-1]], [ALICE.encode()])
+        self.assertEqual(out[-1].value.resultCode, 0)
+        self.assertEqual(stdout.getvalue(), "")
+        self.logs.assert_no_traceback()
+
+    def test_undecodable_message_gets_a_notice_of_disconnection(self):
+        """RFC 4511 4.1.1: protocolError in a Notice of Disconnection, then hang up."""
+        for wire in (ber(octets(b"1"), pureldap.LDAPUnbindRequest().toWire()),  # the id not a number
+                     ber(integer(1), ber(octets(b"x"), tag=0x63)),                  # a search of one field
+                     b"\x30\x03\x02\x01",                                           # a cut length
+                     b"\x31\x00"):                                                  # not a message
+            conn = RawConnection()
+            out = conn.send(wire + b"\x30\x00")
+            self.assertEqual(len(out), 1, repr((wire, out)))
+            self.assertEqual(out[0].id, 0)
+            self.assertEqual(out[0].value.responseName, b"1.3.6.1.4.1.1466.20036")
+            self.assertEqual(out[0].value.resultCode, ldaperrors.LDAPProtocolError.resultCode)
+            self.assertTrue(conn.transport.disconnecting)
+            self.logs.assert_no_traceback()
+
+    def test_critical_control_whose_type_is_not_a_string(self):
+        control = ber(integer(5), pureber.BERBoolean(True).toWire())
+        request = search(pureldap.LDAPFilter_present(b"objectClass")).toWire()
+        out = self.conn.send(ber(integer(1), request, ber(control, tag=0xa0)))
+        self.assertAnswered(out, pureldap.LDAPSearchResultDone, ldaperrors.LDAPProtocolError.resultCode)

@@ -1,6 +1,5 @@
 """Tests for the POP3 server (allworx.protocols.mail.pop3) over the store."""
 
-from hypothesis import given, settings, strategies as st
 from twisted.internet import address, defer, interfaces
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
@@ -8,6 +7,7 @@ from zope.interface import directlyProvides
 
 from allworx.protocols.mail.pop3 import Pop3Factory
 from allworx.office import MailboxChanged
+from allworx.tests.logwatch import LogWatch
 from allworx.tests.mailtesting import PlainChecker, make_store
 
 def _run_now(iterator):
@@ -229,32 +229,111 @@ class Pop3GuardTests(unittest.TestCase):
         self.assertEqual(self.factory.peers.open_from(LAN), MAX_CONNECTIONS_PER_PEER)
 
 
-class Pop3FuzzTests(unittest.TestCase):
-    """Hostile POP3 command lines get -ERR or +OK, never a crash or silence."""
+class Pop3MalformedTests(unittest.TestCase):
+    """
+    Malformed commands (issue 21, item 2): each gets `-ERR` with a short
+    reason and one log line, never a traceback, never silence, also when
+    pipelined behind a command still being answered.
+    """
 
-    @settings(max_examples=200, deadline=None)
-    @given(st.lists(st.binary(max_size=60).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
-                    max_size=6), st.booleans())
-    def test_any_lines(self, lines, logged_in):
-        if not hasattr(self, "_env"):
-            office, store, _, clock = make_store(self)
-            store.deliver(["alice"], b"Subject: x\r\n\r\nbody\r\n", "")
-            self._env = (office, store, clock)
-        office, store, clock = self._env
-        factory = Pop3Factory(office, store, PlainChecker({"alice": "pw"}), clock)
-        p = factory.buildProtocol(None)
-        p.schedule = _run_now
-        t = StringTransport(peerAddress=address.IPv4Address("TCP", LAN, 1100))
-        p.makeConnection(t)
-        if logged_in:
-            p.dataReceived(b"USER alice\r\nPASS pw\r\n")
-        for line in lines:
-            t.clear()
-            p.dataReceived(line + b"\r\n")
-            while t.producer is not None:
-                t.producer.resumeProducing()
-            if not t.disconnecting:
-                out = t.value()
-                self.assertTrue(out.startswith(b"+OK") or out.startswith(b"-ERR") or out == b"", out)
-        p.connectionLost(None)
-        self.assertEqual(factory.realm.in_use, set())
+    def setUp(self):
+        self.office, self.store, self.queue, self.clock = make_store(self)
+        for n in range(3):
+            self.store.deliver(["alice"], b"Subject: m%d\r\n\r\nbody\r\n" % n, "x@y.example")
+        self.factory = Pop3Factory(self.office, self.store, PlainChecker({"alice": "pw"}), self.clock)
+        self.connect = Pop3Tests.connect.__get__(self)
+        self.talk = Pop3Tests.talk.__get__(self)
+        self.logs = LogWatch(self)
+
+    def login(self):
+        p, t = self.connect()
+        self.assertIn(b"+OK Authentication succeeded", self.talk(p, t, b"USER alice", b"PASS pw"))
+        self.logs.clear()
+        return p, t
+
+    def assertRefused(self, p, t, line, reason=None):
+        out = self.talk(p, t, line)
+        self.assertTrue(out.startswith(b"-ERR ") and out.endswith(b"\r\n") and out.count(b"\r\n") == 1,
+                        (line, out))
+        if reason is not None:
+            self.assertIn(reason, out, line)
+        self.assertLess(len(out), 120, line)
+        self.assertEqual(len(self.logs.lines("allworx.protocols.mail.pop3")), 1, (line, self.logs.events))
+        self.logs.assert_no_traceback()
+        self.logs.clear()
+        self.assertFalse(t.disconnecting, line)
+        return out
+
+    def test_message_numbers_out_of_range(self):
+        p, t = self.login()
+        for command in (b"RETR", b"DELE", b"LIST", b"UIDL", b"TOP"):
+            for number in (b"0", b"-1", b"4", b"+1", b"1_0", b"\xd9\xa1", b"9" * 30, b"9" * 5000):
+                line = command + b" " + number + (b" 1" if command == b"TOP" else b"")
+                self.assertRefused(p, t, line, b"no such message")
+        self.assertEqual([m.seen for m in self.store.list_messages("alice")], [False] * 3)
+
+    def test_arguments_not_numbers(self):
+        p, t = self.login()
+        for line in (b"RETR abc", b"DELE one", b"LIST 1.0", b"UIDL 0x1", b"TOP 1 x", b"TOP 1 -1",
+                     b"RETR \xff", b"TOP \xff 1"):
+            self.assertRefused(p, t, line)
+
+    def test_wrong_number_of_arguments(self):
+        p, t = self.login()
+        for line in (b"RETR", b"RETR 1 2", b"DELE", b"DELE 1 1", b"LIST 1 2", b"UIDL 1 2", b"TOP 1",
+                     b"TOP 1 2 3", b"STAT x", b"STAT 1 2", b"NOOP x", b"RSET x", b"LAST 1",
+                     b"CAPA x", b"USER", b"RETR  1"):
+            self.assertRefused(p, t, line, b"argument")
+        out = self.talk(p, t, b"QUIT now")
+        self.assertTrue(out.startswith(b"-ERR"), out)
+        self.assertEqual(self.talk(p, t, b"NOOP"), b"+OK \r\n")
+
+    def test_deleted_message(self):
+        p, t = self.login()
+        self.assertEqual(self.talk(p, t, b"DELE 2"), b"+OK \r\n")
+        self.logs.clear()
+        for line in (b"DELE 2", b"RETR 2", b"TOP 2 0", b"LIST 2", b"UIDL 2"):
+            self.assertRefused(p, t, line, b"deleted")
+
+    def test_before_login(self):
+        p, t = self.connect()
+        self.logs.clear()
+        for line in (b"STAT", b"RETR 1", b"DELE 0", b"LIST", b"QUITX", b"RETR 1 2 3"):
+            self.assertRefused(p, t, line, b"log in first")
+        self.assertEqual(self.talk(p, t, b"PASS pw"), b"-ERR USER required before PASS\r\n")
+
+    def test_unknown_and_non_utf8_commands(self):
+        p, t = self.login()
+        for line in (b"", b" ", b"XYZZY", b"\xff\xfe", b"US\xffER alice", b"RETR\x001", b"do_RETR 1",
+                     b"\x00"):
+            self.assertRefused(p, t, line)
+
+    def test_overlong_line(self):
+        p, t = self.login()
+        t.clear()
+        p.dataReceived(b"RETR " + b"1" * (p.MAX_LENGTH + 10))
+        self.assertTrue(t.value().startswith(b"-ERR "), t.value())
+        self.assertTrue(t.disconnecting)
+        self.logs.assert_no_traceback()
+        self.assertEqual(len(self.logs.lines("allworx.protocols.mail.pop3")), 1)
+
+    def test_pipelined_behind_a_message_being_sent(self):
+        """Commands queued while RETR sends are answered in order, bad ones with -ERR."""
+        p, t = self.login()
+        t.clear()
+        p.dataReceived(b"RETR 1\r\nSTAT x\r\nDELE 0\r\nRETR 0\r\nRETR 1 2\r\n\xff\r\nNOOP\r\n")
+        while t.producer is not None:
+            t.producer.resumeProducing()
+        lines = t.value().split(b"\r\n")
+        answers = [l for l in lines if l.startswith((b"+OK", b"-ERR"))]
+        self.assertEqual(len(answers), 7, t.value())
+        self.assertTrue(answers[0].startswith(b"+OK"))
+        self.assertTrue(all(a.startswith(b"-ERR") for a in answers[1:6]), answers)
+        self.assertEqual(answers[6], b"+OK ")
+        self.logs.assert_no_traceback()
+        self.assertEqual(len(self.logs.lines("allworx.protocols.mail.pop3")), 5)
+        self.assertEqual([m.seen for m in self.store.list_messages("alice")], [True, False, False])
+        # The session still answers and times out as before.
+        self.assertEqual(self.talk(p, t, b"NOOP"), b"+OK \r\n")
+        self.clock.advance(p.timeOut)
+        self.assertTrue(t.disconnecting)
