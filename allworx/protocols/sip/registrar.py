@@ -15,8 +15,10 @@ source that keeps failing is answered ever later and then locked out.
 The service's `registrations` (IRegistrations), handed to the admin pages.
 """
 
+import collections
 import hashlib
 import hmac
+import itertools
 import os
 import re
 
@@ -36,6 +38,7 @@ REGISTERS = Counter("allworx_sip_registers_total", "REGISTER requests by outcome
 BINDINGS = Gauge("allworx_sip_bindings", "Current SIP contact bindings")
 
 NONCE_LIFETIME = 300
+MAX_LIVE_NONCES = 20000      # nonce counts kept at most (the oldest go first)
 DEFAULT_EXPIRES = 3600
 MAX_EXPIRES = 3600
 MIN_EXPIRES = 60
@@ -81,57 +84,86 @@ def digest_response(algorithm, ha1, method, uri, nonce, nc=None, cnonce=None, qo
 
 
 class NonceBook:
-    """Makes nonces that carry their time, checks them, and refuses replays."""
+    """
+    Makes nonces that carry their time and a serial number, checks them,
+    and refuses replays.
 
-    def __init__(self, clock, secret=None, lifetime=NONCE_LIFETIME):
+    The nonce counts seen are kept in the order of each nonce's first use,
+    with the time the nonce was made: every `use` drops the expired entries
+    at the front (each entry is dropped once, so expiry costs O(1) amortised
+    and never scans the book), and when more than `max_live` are kept the
+    oldest goes. A nonce made no later than one that went that way before
+    its time (`floor`, a serial number) and not in the book is stale from
+    then on, so eviction never lets a replay in: the phone is simply
+    challenged again.
+    """
+
+    def __init__(self, clock, secret=None, lifetime=NONCE_LIFETIME, max_live=MAX_LIVE_NONCES):
         self.clock = clock
         self.secret = secret or os.urandom(32)
         self.lifetime = lifetime
-        self.counts = {}       # nonce -> highest nc seen
+        self.max_live = max_live
+        self.serials = itertools.count(1)
+        self.counts = collections.OrderedDict()   # nonce -> [highest nc, time made, serial]
+        self.floor = 0
+
+    def _mac(self, text):
+        return hmac.new(self.secret, text.encode(), hashlib.sha256).hexdigest()[:24]
 
     def make(self):
-        stamp = "%x" % int(self.clock.seconds())
-        salt = os.urandom(6).hex()
-        mac = hmac.new(self.secret, ("%s.%s" % (stamp, salt)).encode(), hashlib.sha256).hexdigest()[:24]
-        return "%s.%s.%s" % (stamp, salt, mac)
+        head = "%x.%x.%s" % (int(self.clock.seconds()), next(self.serials), os.urandom(4).hex())
+        return "%s.%s" % (head, self._mac(head))
+
+    def _parse(self, nonce):
+        """(time made, serial) of a nonce of ours, or None."""
+        head, _, mac = nonce.rpartition(".")
+        parts = head.split(".")
+        if len(parts) != 3 or not hmac.compare_digest(self._mac(head), mac):
+            return None
+        try:
+            return int(parts[0], 16), int(parts[1], 16)
+        except ValueError:
+            return None
 
     def check(self, nonce, nc):
-        """'ok', 'stale' (ours but too old) or 'bad'; `nc` int (0 without qop)."""
-        parts = nonce.split(".")
-        if len(parts) != 3:
+        """'ok', 'stale' (ours but too old, or evicted) or 'bad'; `nc` int (0 without qop)."""
+        parsed = self._parse(nonce)
+        if parsed is None:
             return "bad"
-        mac = hmac.new(self.secret, ("%s.%s" % (parts[0], parts[1])).encode(),
-                       hashlib.sha256).hexdigest()[:24]
-        if not hmac.compare_digest(mac, parts[2]):
-            return "bad"
-        try:
-            made = int(parts[0], 16)
-        except ValueError:
-            return "bad"
-        now = self.clock.seconds()
-        if now - made > self.lifetime:
+        made, serial = parsed
+        if self.clock.seconds() - made > self.lifetime:
+            return "stale"
+        if serial <= self.floor and nonce not in self.counts:
             return "stale"
         return "ok"
 
     def use(self, nonce, nc):
-        """Record a nonce count; False if it was seen already (a replay)."""
-        seen = self.counts.get(nonce)
-        if seen is not None and nc <= seen:
+        """Record a nonce count (of a nonce `check` passed); False if it was seen already (a replay)."""
+        self._expire()
+        entry = self.counts.get(nonce)
+        if entry is not None:
+            if nc <= entry[0]:
+                return False
+            entry[0] = nc
+            return True
+        parsed = self._parse(nonce)
+        if parsed is None or parsed[1] <= self.floor:
             return False
-        self.counts[nonce] = nc
-        if len(self.counts) > 20000:
-            self._prune()
+        self.counts[nonce] = [nc, parsed[0], parsed[1]]
+        while len(self.counts) > self.max_live:
+            _, (_, _, serial) = self.counts.popitem(last=False)
+            self.floor = max(self.floor, serial)
         return True
 
-    def _prune(self):
-        now = self.clock.seconds()
-        for nonce in list(self.counts):
-            try:
-                made = int(nonce.split(".")[0], 16)
-            except ValueError:
-                made = 0
-            if now - made > self.lifetime:
-                del self.counts[nonce]
+    def _expire(self):
+        """Drop the expired entries at the front (an expired one further back waits its turn)."""
+        oldest = self.clock.seconds() - self.lifetime
+        counts = self.counts
+        while counts:
+            nonce = next(iter(counts))
+            if counts[nonce][1] >= oldest:
+                return
+            del counts[nonce]
 
 
 @attr.s(slots=True)
