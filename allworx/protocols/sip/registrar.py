@@ -9,8 +9,15 @@ server check a phone without ever holding the password. Nonces carry their
 own time and an HMAC, so they need no table to be checked; a table of the
 nonce counts seen refuses replays. Unknown users and wrong passwords are
 answered alike (403 to a wrong answer, a fresh 401 to none) so nobody learns
-which part was wrong; failures go through the shared login throttle, so a
-source that keeps failing is answered ever later and then locked out.
+which part was wrong, and an unknown user's answer is checked against a decoy
+digest so that even the work done is the same; failures go through the
+shared login throttle, so a source that keeps failing is answered ever later
+and then locked out.
+
+`admit_call` decides the same for a new INVITE before the call router looks
+at the number: a registered phone's own address is trusted (its REGISTER
+proved who it is), anyone else must answer a 407 challenge with
+Proxy-Authorization, whichever extension the INVITE names.
 
 The service's `registrations` (IRegistrations), handed to the admin pages.
 """
@@ -30,6 +37,7 @@ from zope.interface import implementer
 
 from allworx.guards import LoginThrottle, login_name, until_text
 from allworx.interfaces import IRegistrations
+from allworx.protocols.sip.core import CHALLENGE_TAG
 from allworx.protocols.sip.message import NameAddr, SipParseError, SipUri, make_response
 
 log = Logger()
@@ -186,6 +194,9 @@ class DigestChecker:
     def __init__(self, office, nonces):
         self.office = office
         self.nonces = nonces
+        # What an unknown user's answer is checked against: nobody knows it,
+        # and checking it costs what a real user's check costs.
+        self.decoys = {name: h(os.urandom(16)).hexdigest() for name, h in ALGORITHMS.items()}
 
     def challenge_headers(self, request, header="WWW-Authenticate", stale=False):
         realm = self.office.config.system.domain
@@ -231,11 +242,13 @@ class DigestChecker:
                          user=user.name)
             else:
                 ha1 = dict(user.sip_digest).get(algorithm)
+        expected = digest_response(algorithm, ha1 or self.decoys[algorithm], request.method,
+                                   fields.get("uri", ""), nonce, fields.get("nc"),
+                                   fields.get("cnonce"), qop)
+        matches = hmac.compare_digest(expected, fields.get("response", ""))
         if ha1 is None:
             return "fail", "no such user or no digest"
-        expected = digest_response(algorithm, ha1, request.method, fields.get("uri", ""),
-                                   nonce, fields.get("nc"), fields.get("cnonce"), qop)
-        if not hmac.compare_digest(expected, fields.get("response", "")):
+        if not matches:
             return "fail", "wrong response"
         if state == "stale":
             return "stale", None
@@ -299,6 +312,16 @@ class Registrar:
             b = contacts.get(contact)
             if b is not None:
                 return (b.transport, b.source[0], b.source[1])
+        return None
+
+    def phone_at(self, source, transport):
+        """The user with a live registration from exactly `source` (host, port) over `transport`, or None."""
+        now = self.clock.seconds()
+        source = tuple(source)
+        for contacts in self.by_user.values():
+            for b in contacts.values():
+                if b.source == source and b.transport == transport and b.expires_at > now:
+                    return b.user
         return None
 
     def registered_from(self, user_name, host):
@@ -388,6 +411,36 @@ class Registrar:
             REGISTERS.labels("refused").inc()
             return make_response(request, 403, to_tag=_tag(request))
         return self._update(request, user, source, transport)
+
+    def admit_call(self, request, source, transport="UDP"):
+        """
+        None when a new INVITE from `source` may be routed (and the request is
+        marked authenticated), else the stateless answer to send, or a
+        Deferred of it: a 407 challenge, or 403 to wrong credentials. Nothing
+        here depends on the number the INVITE names.
+        """
+        if self.phone_at(source, transport) is not None:
+            request.authenticated = True
+            return None
+        credentials = request.get("Proxy-Authorization")
+        who = self._digest_user(credentials)
+        tag = CHALLENGE_TAG + _tag(request)
+        until = self.throttle.check(source[0], who)
+        if until:
+            return make_response(request, 403, "Forbidden (%s)" % until_text(until), to_tag=tag)
+        status, value = self.checker.check(request, credentials)
+        if status == "ok":
+            self.throttle.succeeded(source[0], who)
+            request.authenticated = True
+            return None
+        if status == "fail":
+            self.throttle.failed(source[0], who)
+            log.info("SIP INVITE from {source} refused: {reason}", source="%s:%d" % source,
+                     reason=value)
+            return self._slow(source[0], make_response(request, 403, to_tag=tag))
+        challenge = make_response(request, 407, to_tag=tag, extra=self.checker.challenge_headers(
+            request, "Proxy-Authenticate", stale=status == "stale"))
+        return challenge if status == "stale" else self._slow(source[0], challenge)
 
     def _update(self, request, user, source, transport):
         now = self.clock.seconds()
