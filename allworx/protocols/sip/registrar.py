@@ -245,7 +245,9 @@ class DigestChecker:
         expected = digest_response(algorithm, ha1 or self.decoys[algorithm], request.method,
                                    fields.get("uri", ""), nonce, fields.get("nc"),
                                    fields.get("cnonce"), qop)
-        matches = hmac.compare_digest(expected, fields.get("response", ""))
+        # Bytes: compare_digest refuses str that is not ASCII, and the answer is the sender's.
+        matches = hmac.compare_digest(expected.encode(),
+                                      fields.get("response", "").encode("utf-8", "surrogateescape"))
         if ha1 is None:
             return "fail", "no such user or no digest"
         if not matches:

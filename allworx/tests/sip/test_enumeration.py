@@ -164,3 +164,13 @@ class EnumerationTests(unittest.TestCase):
         out = Phone(self.h, "102", PROBER[0]).invite("sip:101@example.com", body=offer())
         self.assertEqual([m.code for m, _ in out], [403])
         self.assertIn("locked until", out[0][0].reason)
+
+    def test_an_answer_that_is_not_ascii_is_refused_like_any_wrong_one(self):
+        for ext in ("101", "999"):
+            first = self.probe(svwar_request("REGISTER", ext, n=7))
+            challenge = parse(first[0]).get("WWW-Authenticate")
+            auth = Phone(self.h, ext, PROBER[0]).authorization(challenge, "REGISTER",
+                                                               "sip:%s@192.168.2.254" % ext)
+            auth = auth.replace('response="', 'response="\u00e9', 1)
+            out = self.probe(svwar_request("REGISTER", ext, n=8, headers=["Authorization: " + auth]))
+            self.assertEqual([parse(d).code for d in out], [403], ext)
