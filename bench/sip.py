@@ -396,12 +396,13 @@ def run_recordings(server_port, n, seconds, stats_path):
         call_id = "vm%d-%d" % (i, random.getrandbits(30))
         sdp = ("v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\n"
                "m=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n" % (IP, IP, rtp.getsockname()[1]))
-        sock.sendto(("INVITE sip:3000@example.com SIP/2.0\r\nVia: SIP/2.0/UDP %s:%d;branch=z9hG4bKv%d;rport\r\n"
-                     "Max-Forwards: 70\r\nFrom: <sip:1000@example.com>;tag=v%d\r\nTo: <sip:3000@example.com>\r\n"
-                     "Call-ID: %s\r\nCSeq: 1 INVITE\r\nContact: <sip:1000@%s:%d>\r\n"
-                     "Content-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s"
-                     % (IP, port, i, i, call_id, IP, port, len(sdp), sdp)).encode(), (IP, server_port))
-        calls[call_id] = {"rtp": rtp, "i": i}
+        invite = ("INVITE sip:3000@example.com SIP/2.0\r\nVia: SIP/2.0/UDP %s:%d;branch=z9hG4bKv%d{n};rport\r\n"
+                  "Max-Forwards: 70\r\nFrom: <sip:1000@example.com>;tag=v%d\r\nTo: <sip:3000@example.com>\r\n"
+                  "Call-ID: %s\r\nCSeq: {n} INVITE\r\nContact: <sip:1000@%s:%d>\r\n{auth}"
+                  "Content-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s"
+                  % (IP, port, i, i, call_id, IP, port, len(sdp), sdp))
+        sock.sendto(invite.format(n=1, auth="").encode(), (IP, server_port))
+        calls[call_id] = {"rtp": rtp, "i": i, "invite": invite}
     deadline = time.monotonic() + 10
     sock.settimeout(0.5)
     established = 0
@@ -409,6 +410,15 @@ def run_recordings(server_port, n, seconds, stats_path):
         try:
             data = sock.recv(65535).decode()
         except socket.timeout:
+            continue
+        if data.startswith("SIP/2.0 407"):
+            # This socket is no registered phone: answer the challenge as user 1000.
+            call = calls.get(header(data, "Call-ID"))
+            if call is not None:
+                auth = digest(header(data, "Proxy-Authenticate"), "INVITE", "sip:3000@example.com",
+                              "1000", "secret")
+                sock.sendto(call["invite"].format(n=2, auth="Proxy-Authorization: %s\r\n" % auth).encode(),
+                            (IP, server_port))
             continue
         if not data.startswith("SIP/2.0 200"):
             continue
@@ -758,7 +768,8 @@ def main(argv=None):
         stop(proc)
 
     # Kamailio: digest REGISTER with -A WITH_AUTH; calls without auth (the
-    # peer's `call` test; allworx does not challenge INVITEs from the LAN).
+    # peer's `call` test; allworx does not challenge INVITEs from a registered
+    # phone's address, which the generator's calls come from).
     users = [("u%05d" % (n + 1), "secret") for n in range(USERS)]
     kam = None if args.no_kamailio else start_kamailio(work, auth=True)
     if kam is not None:

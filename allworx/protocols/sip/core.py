@@ -12,6 +12,14 @@ waiting (mwi); requests inside calls between phones are relayed along their
 route. Responses go to the matching client transaction or, when they carry
 our Via on top, back along the Via path.
 
+A new INVITE is routed only for a sender that proved who it is (a phone's
+own registered address, or digest credentials: `Registrar.admit_call`);
+anyone else gets the same stateless 407 whatever it names, so nobody learns
+which extensions exist. Over UDP, what the core answers a sender that did
+not prove itself is never larger than `udp_limit` of the request (twice its
+size, at least `UDP_FLOOR`): anything larger is dropped, not sent to an
+address nobody verified (RFC 3261 18.1.1, and no use as an amplifier).
+
 `Destination` (where a message goes) and the branch prefixes are here too,
 so that the parts can use them without importing the service.
 """
@@ -48,6 +56,17 @@ BRANCH_MAGIC = "z9hG4bK"
 FORK_BRANCH = BRANCH_MAGIC + "awf"      # our branches of a forked INVITE
 RELAY_BRANCH = BRANCH_MAGIC + "awr"     # our branches of relayed in-dialog requests
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER, SUBSCRIBE, NOTIFY"
+CHALLENGE_TAG = "awc"                   # To tags of our stateless challenges and refusals of INVITEs
+
+# A UDP answer to a sender that did not prove itself is at most twice the
+# request, or UDP_FLOOR bytes when the request was smaller than half of it
+# (a challenge to the smallest request that parses still fits).
+UDP_FLOOR = 512
+
+
+def udp_limit(size):
+    """The most bytes answered over UDP to an unproven request of `size` bytes."""
+    return max(2 * size, UDP_FLOOR)
 
 
 class Destination(tuple):
@@ -65,10 +84,9 @@ class Destination(tuple):
 
 def salvage_400(data):
     """A 400 for a request whose parse failed but whose core headers are readable, else None."""
-    try:
-        text = data[:8192].decode("utf-8", "replace")
-    except Exception:
-        return None
+    # surrogateescape: bytes that are not UTF-8 go back out as they came,
+    # one byte each (never three bytes of U+FFFD for one of the sender's).
+    text = data[:8192].decode("utf-8", "surrogateescape")
     lines = text.replace("\r\n", "\n").split("\n")
     if not lines or " SIP/2.0" not in lines[0] or lines[0].startswith("SIP/"):
         return None
@@ -85,7 +103,7 @@ def salvage_400(data):
     if not all(any(k == n for k, _ in headers) for n in ("Via", "From", "To", "Call-ID", "CSeq")):
         return None
     lines_out = ["SIP/2.0 400 Bad Request"] + ["%s: %s" % kv for kv in headers]
-    return ("\r\n".join(lines_out) + "\r\nContent-Length: 0\r\n\r\n").encode("utf-8")
+    return ("\r\n".join(lines_out) + "\r\nContent-Length: 0\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
 def _contact_is_sip(request):
@@ -154,26 +172,48 @@ class SipCore:
     def send(self, message, dest):
         self.send_raw(message.to_bytes(), dest)
 
+    def reply(self, request, response, dest):
+        """Send a response to `request`; what `bounded` refuses is dropped."""
+        data = self.bounded(request, response.to_bytes(), dest)
+        if data is not None:
+            self.send_raw(data, dest)
+
+    def bounded(self, request, data, dest, size=None):
+        """
+        `data` when it may answer `request` (of `size` bytes, by default the
+        request's) at `dest`, else None: over UDP, a sender that did not prove
+        itself gets at most `udp_limit` of what it sent.
+        """
+        if dest.transport != "UDP" or (request is not None and request.authenticated):
+            return data
+        size = request.size if size is None else size
+        if len(data) <= udp_limit(size):
+            return data
+        ERRORS.labels("oversized_answer").inc()
+        log.debug("SIP answer of {n} bytes to a {size}-byte request from {peer} dropped (UDP)",
+                  n=len(data), size=size, peer="%s:%d" % (dest.host, dest.port))
+        return None
+
     def reply_destination(self, request, dest):
         """Where responses to `request` go: back to its source (RFC 3581)."""
         return dest
 
     def server_transaction(self, request, dest):
         """Create the server transaction of a new request."""
-        st = ServerTransaction(request, lambda m: self.send(m, dest), self.clock,
+        st = ServerTransaction(request, lambda m: self.reply(request, m, dest), self.clock,
                                reliable=dest.transport != "UDP")
         key = self._st_key(request, request.method)
         st.on_terminated = lambda: self.server_tx.pop(key, None)
         if request.method != "ACK":
             self.server_tx[key] = st
         if request.method != "INVITE":
-            st.keep_final = lambda response: self._keep_final(key, response, dest)
+            st.keep_final = lambda response: self._keep_final(key, request, response, dest)
         st.source = dest
         return st
 
-    def _keep_final(self, key, response, dest):
-        """Timer J for a completed non-INVITE transaction: its final answer, bytes only."""
-        self.completed[key] = (response.to_bytes(), dest)
+    def _keep_final(self, key, request, response, dest):
+        """Timer J for a completed non-INVITE transaction: its final answer, bytes only (None: none)."""
+        self.completed[key] = (self.bounded(request, response.to_bytes(), dest), dest)
         self.completed_order.append((self.clock.seconds() + 64 * T1, key))
         if self.sweeper is None:
             self.sweeper = self.clock.callLater(1.0, self._sweep)
@@ -217,7 +257,7 @@ class SipCore:
             log.debug("malformed SIP from {peer}: {error}", peer="%s:%d" % (dest.host, dest.port),
                       error=str(e))
             reply = salvage_400(data)
-            if reply is not None:
+            if reply is not None and self.bounded(None, reply, dest, size=len(data)) is not None:
                 self.send_raw(reply, dest)
             return
         try:
@@ -230,13 +270,13 @@ class SipCore:
         except SipParseError as e:
             ERRORS.labels("malformed").inc()
             if msg.is_request and msg.method != "ACK":
-                self.send(make_response(msg, 400, "Bad Request (%s)" % str(e)[:60]), dest)
+                self.reply(msg, make_response(msg, 400, "Bad Request (%s)" % str(e)[:60]), dest)
         except Exception:
             ERRORS.labels("internal").inc()
             log.failure("SIP message from {peer} could not be handled",
                         peer="%s:%d" % (dest.host, dest.port))
             if msg.is_request and msg.method != "ACK":
-                self.send(make_response(msg, 500), dest)
+                self.reply(msg, make_response(msg, 500), dest)
 
     def _response(self, response, dest):
         via = response.top_via
@@ -274,13 +314,13 @@ class SipCore:
             request.headers[request.headers.index(("Via", request.get("Via")))] = ("Via", text)
         method = request.method.upper()
         if method != request.method:
-            return self.send(make_response(request, 405), dest)
+            return self.reply(request, make_response(request, 405), dest)
         if not self.office.is_lan_peer(dest.host):
             ERRORS.labels("wan").inc()
             log.warn("SIP {method} from the WAN ({peer}) refused", method=method,
                      peer="%s:%d" % (dest.host, dest.port))
             if method != "ACK":
-                self.send(make_response(request, 403, "Forbidden (LAN only)"), dest)
+                self.reply(request, make_response(request, 403, "Forbidden (LAN only)"), dest)
             return
         key = self._st_key(request, "INVITE" if method == "ACK" else method)
         st = self.server_tx.get(key)
@@ -292,7 +332,8 @@ class SipCore:
             return
         kept = self.completed.get(key)
         if kept is not None:
-            self.send_raw(kept[0], dest)
+            if kept[0] is not None:
+                self.send_raw(kept[0], dest)
             return
         if method == "CANCEL":
             invite = self.server_tx.get(self._st_key(request, "INVITE"))
@@ -307,15 +348,24 @@ class SipCore:
         if method != "ACK":
             mf = request.get("Max-Forwards")
             if mf is not None and int(mf) == 0 and method not in ("REGISTER", "OPTIONS"):
-                return self.send(make_response(request, 483), dest)
+                return self.reply(request, make_response(request, 483), dest)
         self._route_pop(request)
+        if method == "ACK" and (request.to_tag or "").startswith(CHALLENGE_TAG):
+            return          # the ACK of a stateless challenge or refusal: nothing to do
         if request.to_tag:
             return self._in_dialog(request, dest)
         if method == "ACK":
             return          # ACK with no transaction and no dialog: nothing to do
         if any(self._via_is_us(v) for v in request.vias[1:]):
             ERRORS.labels("loop").inc()
-            return self.send(make_response(request, 482), dest)
+            return self.reply(request, make_response(request, 482), dest)
+        if method == "INVITE" and self.registrar is not None:
+            # Before anything looks at the number: every stranger gets the same answer.
+            refusal = self.registrar.admit_call(request, (dest.host, dest.port), dest.transport)
+            if refusal is not None:
+                defer.maybeDeferred(lambda: refusal).addCallback(
+                    lambda response: self.reply(request, response, dest))
+                return
         st = self.server_transaction(request, dest)
         if method == "REGISTER":
             result = self.registrar.handle(request, (dest.host, dest.port), dest.transport)
@@ -372,11 +422,11 @@ class SipCore:
             target = SipUri.parse(NameAddr.parse(route).uri if route else request.uri)
         except SipParseError:
             if request.method != "ACK":
-                self.send(make_response(request, 416), dest)
+                self.reply(request, make_response(request, 416), dest)
             return
         if self.is_us(target.host, target.port):
             if request.method != "ACK":
-                self.send(make_response(request, 481), dest)
+                self.reply(request, make_response(request, 481), dest)
             return
         mf = int(request.get("Max-Forwards", "70"))
         request.set("Max-Forwards", str(max(0, mf - 1)))

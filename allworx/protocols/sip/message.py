@@ -47,6 +47,7 @@ REASONS = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 183: "Session Progress",
     200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized",
     403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    407: "Proxy Authentication Required",
     408: "Request Timeout", 413: "Request Entity Too Large", 416: "Unsupported URI Scheme",
     420: "Bad Extension", 423: "Interval Too Brief", 480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist", 482: "Loop Detected",
@@ -224,6 +225,11 @@ class Request(SipMessage):
 
     method = attr.ib(default="OPTIONS", kw_only=True)
     uri = attr.ib(default="", kw_only=True)
+    # Bytes it arrived in (0 when made here), and whether the sender proved
+    # who it is (digest, or a registered phone's own address): the core
+    # bounds what it answers an unproven sender over UDP by the size.
+    size = attr.ib(default=0, kw_only=True, eq=False, repr=False)
+    authenticated = attr.ib(default=False, kw_only=True, eq=False, repr=False)
 
     def start_line(self):
         return "%s %s SIP/2.0" % (self.method, self.uri)
@@ -278,6 +284,7 @@ def parse(data, stream=False):
     """
     if len(data) > MAX_MESSAGE:
         raise SipParseError("message larger than %d bytes" % MAX_MESSAGE)
+    size = len(data)
     data = data.lstrip(b"\r\n")
     head, body, complete = _split_head(data)
     try:
@@ -338,7 +345,7 @@ def parse(data, stream=False):
             raise SipParseError("bad method %r" % method[:20])
         if ":" not in uri:
             raise SipParseError("bad Request-URI %r" % uri[:80])
-        msg = Request(headers, method=method, uri=uri)
+        msg = Request(headers, method=method, uri=uri, size=size)
     if lengths:
         if len(set(lengths)) > 1:
             raise SipParseError("conflicting Content-Length headers")

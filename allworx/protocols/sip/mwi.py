@@ -84,8 +84,8 @@ class MessageWaiting:
         if sub is None:
             config = self.office.config
             user = config.user_by_extension(number) or config.users.get(number)
-            if user is None:
-                return st.respond(make_response(request, 404, to_tag=self.core.new_tag()))
+            # A number nobody has is refused the way a mailbox one may not
+            # watch is: nobody learns which extensions exist.
             refusal = self._authorize(request, source, user)
             if refusal is not None:
                 return st.respond(refusal)
@@ -114,19 +114,23 @@ class MessageWaiting:
         """
         None when `source` may watch `user`'s mailbox: a phone of the user
         registered from that host, or digest credentials of the user;
-        otherwise the response to send (401 challenge or 403).
+        otherwise the response to send (401 challenge or 403). A `user` of
+        None (no such number) is never admitted, and answered alike.
         """
         registrar = self.core.registrar
-        if registrar is None or registrar.registered_from(user.name, source.host):
+        if registrar is None:
+            return None if user is not None else make_response(request, 404, to_tag=self.core.new_tag())
+        if user is not None and registrar.registered_from(user.name, source.host):
             return None
         status, value = registrar.checker.check(request, request.get("Authorization"))
-        if status == "ok" and value.name == user.name:
+        if status == "ok" and user is not None and value.name == user.name:
             return None
         if status in ("challenge", "stale"):
             return make_response(request, 401, to_tag=self.core.new_tag(),
                                  extra=registrar.checker.challenge_headers(request, stale=status == "stale"))
         log.info("message-waiting subscription to {user} from {peer} refused",
-                 user=user.name, peer="%s:%d" % (source.host, source.port))
+                 user=user.name if user is not None else request.uri,
+                 peer="%s:%d" % (source.host, source.port))
         return make_response(request, 403, to_tag=self.core.new_tag())
 
     def mailbox_changed(self, event):

@@ -9,14 +9,23 @@ server check a phone without ever holding the password. Nonces carry their
 own time and an HMAC, so they need no table to be checked; a table of the
 nonce counts seen refuses replays. Unknown users and wrong passwords are
 answered alike (403 to a wrong answer, a fresh 401 to none) so nobody learns
-which part was wrong; failures go through the shared login throttle, so a
-source that keeps failing is answered ever later and then locked out.
+which part was wrong, and an unknown user's answer is checked against a decoy
+digest so that even the work done is the same; failures go through the
+shared login throttle, so a source that keeps failing is answered ever later
+and then locked out.
+
+`admit_call` decides the same for a new INVITE before the call router looks
+at the number: a registered phone's own address is trusted (its REGISTER
+proved who it is), anyone else must answer a 407 challenge with
+Proxy-Authorization, whichever extension the INVITE names.
 
 The service's `registrations` (IRegistrations), handed to the admin pages.
 """
 
+import collections
 import hashlib
 import hmac
+import itertools
 import os
 import re
 
@@ -28,6 +37,7 @@ from zope.interface import implementer
 
 from allworx.guards import LoginThrottle, login_name, until_text
 from allworx.interfaces import IRegistrations
+from allworx.protocols.sip.core import CHALLENGE_TAG
 from allworx.protocols.sip.message import NameAddr, SipParseError, SipUri, make_response
 
 log = Logger()
@@ -36,6 +46,7 @@ REGISTERS = Counter("allworx_sip_registers_total", "REGISTER requests by outcome
 BINDINGS = Gauge("allworx_sip_bindings", "Current SIP contact bindings")
 
 NONCE_LIFETIME = 300
+MAX_LIVE_NONCES = 20000      # nonce counts kept at most (the oldest go first)
 DEFAULT_EXPIRES = 3600
 MAX_EXPIRES = 3600
 MIN_EXPIRES = 60
@@ -81,57 +92,86 @@ def digest_response(algorithm, ha1, method, uri, nonce, nc=None, cnonce=None, qo
 
 
 class NonceBook:
-    """Makes nonces that carry their time, checks them, and refuses replays."""
+    """
+    Makes nonces that carry their time and a serial number, checks them,
+    and refuses replays.
 
-    def __init__(self, clock, secret=None, lifetime=NONCE_LIFETIME):
+    The nonce counts seen are kept in the order of each nonce's first use,
+    with the time the nonce was made: every `use` drops the expired entries
+    at the front (each entry is dropped once, so expiry costs O(1) amortised
+    and never scans the book), and when more than `max_live` are kept the
+    oldest goes. A nonce made no later than one that went that way before
+    its time (`floor`, a serial number) and not in the book is stale from
+    then on, so eviction never lets a replay in: the phone is simply
+    challenged again.
+    """
+
+    def __init__(self, clock, secret=None, lifetime=NONCE_LIFETIME, max_live=MAX_LIVE_NONCES):
         self.clock = clock
         self.secret = secret or os.urandom(32)
         self.lifetime = lifetime
-        self.counts = {}       # nonce -> highest nc seen
+        self.max_live = max_live
+        self.serials = itertools.count(1)
+        self.counts = collections.OrderedDict()   # nonce -> [highest nc, time made, serial]
+        self.floor = 0
+
+    def _mac(self, text):
+        return hmac.new(self.secret, text.encode(), hashlib.sha256).hexdigest()[:24]
 
     def make(self):
-        stamp = "%x" % int(self.clock.seconds())
-        salt = os.urandom(6).hex()
-        mac = hmac.new(self.secret, ("%s.%s" % (stamp, salt)).encode(), hashlib.sha256).hexdigest()[:24]
-        return "%s.%s.%s" % (stamp, salt, mac)
+        head = "%x.%x.%s" % (int(self.clock.seconds()), next(self.serials), os.urandom(4).hex())
+        return "%s.%s" % (head, self._mac(head))
+
+    def _parse(self, nonce):
+        """(time made, serial) of a nonce of ours, or None."""
+        head, _, mac = nonce.rpartition(".")
+        parts = head.split(".")
+        if len(parts) != 3 or not hmac.compare_digest(self._mac(head), mac):
+            return None
+        try:
+            return int(parts[0], 16), int(parts[1], 16)
+        except ValueError:
+            return None
 
     def check(self, nonce, nc):
-        """'ok', 'stale' (ours but too old) or 'bad'; `nc` int (0 without qop)."""
-        parts = nonce.split(".")
-        if len(parts) != 3:
+        """'ok', 'stale' (ours but too old, or evicted) or 'bad'; `nc` int (0 without qop)."""
+        parsed = self._parse(nonce)
+        if parsed is None:
             return "bad"
-        mac = hmac.new(self.secret, ("%s.%s" % (parts[0], parts[1])).encode(),
-                       hashlib.sha256).hexdigest()[:24]
-        if not hmac.compare_digest(mac, parts[2]):
-            return "bad"
-        try:
-            made = int(parts[0], 16)
-        except ValueError:
-            return "bad"
-        now = self.clock.seconds()
-        if now - made > self.lifetime:
+        made, serial = parsed
+        if self.clock.seconds() - made > self.lifetime:
+            return "stale"
+        if serial <= self.floor and nonce not in self.counts:
             return "stale"
         return "ok"
 
     def use(self, nonce, nc):
-        """Record a nonce count; False if it was seen already (a replay)."""
-        seen = self.counts.get(nonce)
-        if seen is not None and nc <= seen:
+        """Record a nonce count (of a nonce `check` passed); False if it was seen already (a replay)."""
+        self._expire()
+        entry = self.counts.get(nonce)
+        if entry is not None:
+            if nc <= entry[0]:
+                return False
+            entry[0] = nc
+            return True
+        parsed = self._parse(nonce)
+        if parsed is None or parsed[1] <= self.floor:
             return False
-        self.counts[nonce] = nc
-        if len(self.counts) > 20000:
-            self._prune()
+        self.counts[nonce] = [nc, parsed[0], parsed[1]]
+        while len(self.counts) > self.max_live:
+            _, (_, _, serial) = self.counts.popitem(last=False)
+            self.floor = max(self.floor, serial)
         return True
 
-    def _prune(self):
-        now = self.clock.seconds()
-        for nonce in list(self.counts):
-            try:
-                made = int(nonce.split(".")[0], 16)
-            except ValueError:
-                made = 0
-            if now - made > self.lifetime:
-                del self.counts[nonce]
+    def _expire(self):
+        """Drop the expired entries at the front (an expired one further back waits its turn)."""
+        oldest = self.clock.seconds() - self.lifetime
+        counts = self.counts
+        while counts:
+            nonce = next(iter(counts))
+            if counts[nonce][1] >= oldest:
+                return
+            del counts[nonce]
 
 
 @attr.s(slots=True)
@@ -154,6 +194,9 @@ class DigestChecker:
     def __init__(self, office, nonces):
         self.office = office
         self.nonces = nonces
+        # What an unknown user's answer is checked against: nobody knows it,
+        # and checking it costs what a real user's check costs.
+        self.decoys = {name: h(os.urandom(16)).hexdigest() for name, h in ALGORITHMS.items()}
 
     def challenge_headers(self, request, header="WWW-Authenticate", stale=False):
         realm = self.office.config.system.domain
@@ -199,11 +242,15 @@ class DigestChecker:
                          user=user.name)
             else:
                 ha1 = dict(user.sip_digest).get(algorithm)
+        expected = digest_response(algorithm, ha1 or self.decoys[algorithm], request.method,
+                                   fields.get("uri", ""), nonce, fields.get("nc"),
+                                   fields.get("cnonce"), qop)
+        # Bytes: compare_digest refuses str that is not ASCII, and the answer is the sender's.
+        matches = hmac.compare_digest(expected.encode(),
+                                      fields.get("response", "").encode("utf-8", "surrogateescape"))
         if ha1 is None:
             return "fail", "no such user or no digest"
-        expected = digest_response(algorithm, ha1, request.method, fields.get("uri", ""),
-                                   nonce, fields.get("nc"), fields.get("cnonce"), qop)
-        if not hmac.compare_digest(expected, fields.get("response", "")):
+        if not matches:
             return "fail", "wrong response"
         if state == "stale":
             return "stale", None
@@ -267,6 +314,16 @@ class Registrar:
             b = contacts.get(contact)
             if b is not None:
                 return (b.transport, b.source[0], b.source[1])
+        return None
+
+    def phone_at(self, source, transport):
+        """The user with a live registration from exactly `source` (host, port) over `transport`, or None."""
+        now = self.clock.seconds()
+        source = tuple(source)
+        for contacts in self.by_user.values():
+            for b in contacts.values():
+                if b.source == source and b.transport == transport and b.expires_at > now:
+                    return b.user
         return None
 
     def registered_from(self, user_name, host):
@@ -356,6 +413,36 @@ class Registrar:
             REGISTERS.labels("refused").inc()
             return make_response(request, 403, to_tag=_tag(request))
         return self._update(request, user, source, transport)
+
+    def admit_call(self, request, source, transport="UDP"):
+        """
+        None when a new INVITE from `source` may be routed (and the request is
+        marked authenticated), else the stateless answer to send, or a
+        Deferred of it: a 407 challenge, or 403 to wrong credentials. Nothing
+        here depends on the number the INVITE names.
+        """
+        if self.phone_at(source, transport) is not None:
+            request.authenticated = True
+            return None
+        credentials = request.get("Proxy-Authorization")
+        who = self._digest_user(credentials)
+        tag = CHALLENGE_TAG + _tag(request)
+        until = self.throttle.check(source[0], who)
+        if until:
+            return make_response(request, 403, "Forbidden (%s)" % until_text(until), to_tag=tag)
+        status, value = self.checker.check(request, credentials)
+        if status == "ok":
+            self.throttle.succeeded(source[0], who)
+            request.authenticated = True
+            return None
+        if status == "fail":
+            self.throttle.failed(source[0], who)
+            log.info("SIP INVITE from {source} refused: {reason}", source="%s:%d" % source,
+                     reason=value)
+            return self._slow(source[0], make_response(request, 403, to_tag=tag))
+        challenge = make_response(request, 407, to_tag=tag, extra=self.checker.challenge_headers(
+            request, "Proxy-Authenticate", stale=status == "stale"))
+        return challenge if status == "stale" else self._slow(source[0], challenge)
 
     def _update(self, request, user, source, transport):
         now = self.clock.seconds()

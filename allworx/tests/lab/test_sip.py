@@ -166,6 +166,7 @@ class Baresip:
         os.makedirs(self.snd, exist_ok=True)
         self.source_wav = source_wav
         self.transport = "udp"
+        self.regint = 300           # 0: the phone never registers
         self.events = []
         self.responses = []
         self.lock = threading.Condition()
@@ -195,8 +196,8 @@ rtp_ports 30000-30100
 """.format(src=self.source_wav, ctrl=CTRL_PORT, snd=self.snd))
         with open(os.path.join(self.dir, "accounts"), "w") as f:
             f.write("<sip:{ext}@{server}{transport}>;auth_user={ext};auth_pass={pw};"
-                    "regint=300;answermode=manual;audio_codecs=PCMU\n".format(
-                        ext=self.ext, server=SERVER_IP, pw=self.password,
+                    "regint={regint};answermode=manual;audio_codecs=PCMU\n".format(
+                        ext=self.ext, server=SERVER_IP, pw=self.password, regint=self.regint,
                         transport=";transport=%s" % self.transport if self.transport != "udp" else ""))
         open(os.path.join(self.dir, "contacts"), "w").close()
 
@@ -465,15 +466,16 @@ class PhoneLabTests(unittest.TestCase):
 
     # ------------------------------------------------------------ phones
 
-    def start_phones(self, alice_transport="udp"):
+    def start_phones(self, alice_transport="udp", alice_registers=True):
         self.alice = Baresip(self.lab, "phone1", self.work, self.tone_a)
         self.alice.transport = alice_transport
+        self.alice.regint = 300 if alice_registers else 0
         self.bob = Baresip(self.lab, "phone2", self.work, self.tone_b)
         for phone in (self.alice, self.bob):
             self.addCleanup(phone.stop)
             phone.start()
             self.phones.append(phone)
-        for phone in (self.alice, self.bob):
+        for phone in (self.alice, self.bob) if alice_registers else (self.bob,):
             self.wait_for(lambda: self.registered(phone.name), 15,
                           "%s's registration in /api/v1/sip/registrations" % phone.host)
 
@@ -603,5 +605,34 @@ class PhoneLabTests(unittest.TestCase):
         self.assertLess(answered_after, 3.0, "voicemail answered only after the ringing timeout, "
                         "not on alice's busy answer")
         self.bob.command("hangup")
+        self.bob.wait_event("CALL_CLOSED", 10, mark_b)
+        self.assertEqual(self.server.log().count("Traceback"), 0, self.server.log()[-3000:])
+
+    def test_probes_are_answered_alike_and_an_unregistered_phone_answers_the_challenge(self):
+        from allworx.tests.sip.test_enumeration import normalized, svwar_request
+        self.start_phones(alice_registers=False)
+        self.assertFalse(self.registered("alice"))
+        # svwar's question from alice's host (not a registered phone's address):
+        # an extension that exists and one that does not get the same answer.
+        ip = PHONES["phone1"][2]
+        probe = socket_in_ns(self.lab.ns("phone1"), kind=socket.SOCK_DGRAM)
+        self.addCleanup(probe.close)
+        probe.bind((ip, 5071))
+        probe.settimeout(5)
+        answers = {}
+        for n, ext in enumerate(("102", "999")):
+            probe.sendto(svwar_request("INVITE", ext, host=SERVER_IP, source=(ip, 5071), n=n),
+                         (SERVER_IP, 5060))
+            answers[ext] = normalized(probe.recvfrom(65535)[0], ext)
+        self.assertTrue(answers["102"].startswith("SIP/2.0 407 "), answers["102"])
+        self.assertEqual(answers["102"], answers["999"])
+        # alice's phone never registered: its INVITE is challenged, baresip
+        # answers with digest, and bob's phone rings.
+        mark_a, mark_b = self.alice.mark(), self.bob.mark()
+        self.alice.command("dial", "102")
+        self.bob.wait_event("CALL_INCOMING", 10, mark_b)
+        self.bob.command("accept")
+        self.alice.wait_event("CALL_ESTABLISHED", 10, mark_a)
+        self.alice.command("hangup")
         self.bob.wait_event("CALL_CLOSED", 10, mark_b)
         self.assertEqual(self.server.log().count("Traceback"), 0, self.server.log()[-3000:])

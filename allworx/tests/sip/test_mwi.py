@@ -60,9 +60,10 @@ class MwiTests(unittest.TestCase):
 
     def test_other_events_and_unknown_users(self):
         self.assertEqual(self.subscribe(event="presence")[0][0].code, 489)
+        # A number nobody has is challenged like any mailbox (issue 21, item 6).
         nobody = Phone(self.h, "555", "192.168.2.13")
         out = nobody.send(nobody.request("SUBSCRIBE", "sip:555@example.com", ["Event: message-summary"]))
-        self.assertEqual(out[0][0].code, 404)
+        self.assertEqual(out[0][0].code, 401)
 
     def test_strangers_must_authenticate(self):
         stranger = Phone(self.h, "102", "192.168.2.50")

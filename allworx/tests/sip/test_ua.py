@@ -25,8 +25,9 @@ class VoicemailCallTests(unittest.TestCase):
         self.h.take()
 
     def call(self, phone, number):
-        out = phone.send(phone.request("INVITE", "sip:%s@example.com" % number,
-                                       ["Content-Type: application/sdp"], offer(phone.address[0])))
+        # Neither phone has registered: each answers the server's challenge.
+        out = phone.invite("sip:%s@example.com" % number, ["Content-Type: application/sdp"],
+                           offer(phone.address[0]))
         ok = [m for m, _ in out if not m.is_request and m.code == 200][0]
         ack = phone.request("ACK", "sip:voicemail@192.168.2.254", to_tag=ok.to_tag,
                             to="<sip:%s@example.com>" % number, cseq=phone.cseq)
@@ -74,8 +75,7 @@ class VoicemailCallTests(unittest.TestCase):
         self.assertIn(b"Alice Archer (101)", mail)
 
     def test_no_ack_gives_up_with_bye(self):
-        out = self.alice.send(self.alice.request("INVITE", "sip:102@example.com",
-                                                 ["Content-Type: application/sdp"], offer()))
+        out = self.alice.invite("sip:102@example.com", ["Content-Type: application/sdp"], offer())
         self.assertEqual([m.code for m, _ in out], [100, 200])
         self.h.clock.pump([0.5] * 70)
         sent = self.h.take()
@@ -84,9 +84,8 @@ class VoicemailCallTests(unittest.TestCase):
         self.assertFalse(self.h.core.ua.calls)
 
     def test_offer_without_g711_is_488(self):
-        out = self.alice.send(self.alice.request(
-            "INVITE", "sip:102@example.com", ["Content-Type: application/sdp"],
-            offer().replace("RTP/AVP 0 8 101", "RTP/AVP 9")))
+        out = self.alice.invite("sip:102@example.com", ["Content-Type: application/sdp"],
+                                offer().replace("RTP/AVP 0 8 101", "RTP/AVP 9"))
         self.assertEqual([m.code for m, _ in out], [100, 488])
 
     def test_menu_by_phone_with_info_dtmf_deletes_the_mail(self):
@@ -167,7 +166,9 @@ class VoicemailCallTests(unittest.TestCase):
         self.assertIsNone(call.menu.box)                # the mailbox is not opened for nobody
 
     def test_unknown_caller_enters_extension(self):
-        stranger = Phone(self.h, "555", "192.168.2.99")
+        # Alice's credentials from a host where no phone registered: the
+        # menu does not know whose mailbox, and asks.
+        stranger = Phone(self.h, "101", "192.168.2.99")
         ok, port = self.call(stranger, "400")
         call = list(self.h.core.ua.calls.values())[0]
         self.assertIsNone(call.menu.user)
