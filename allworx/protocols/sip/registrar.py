@@ -9,8 +9,11 @@ server check a phone without ever holding the password. Nonces carry their
 own time and an HMAC, so they need no table to be checked; a table of the
 nonce counts seen refuses replays. Unknown users and wrong passwords are
 answered alike (403 to a wrong answer, a fresh 401 to none) so nobody learns
-which part was wrong; failures go through the shared login throttle, so a
-source that keeps failing is answered ever later and then locked out.
+which part was wrong; logins go through the shared login throttle's one rule:
+after repeated failures the password is checked (and answered) later, then
+a locked login is refused unchecked; a REGISTER without credentials names no
+user, checks nothing and is always challenged (later to a source that keeps
+failing), so a phone behind a locked source can still register.
 
 The service's `registrations` (IRegistrations), handed to the admin pages.
 """
@@ -26,7 +29,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from allworx.guards import LoginThrottle, login_name, until_text
+from allworx.guards import LockedOut, LoginThrottle, login_name, until_text
 from allworx.interfaces import IRegistrations
 from allworx.protocols.sip.message import NameAddr, SipParseError, SipUri, make_response
 
@@ -323,14 +326,22 @@ class Registrar:
         return login_name(self.office.config, name) if name else None
 
     def handle(self, request, source, transport="UDP"):
-        """Answer one REGISTER from `source` (host, port)."""
+        """Answer one REGISTER from `source` (host, port): a Response, or a Deferred of one."""
         authorization = request.get("Authorization")
         who = self._digest_user(authorization)
-        until = self.throttle.check(source[0], who)
-        if until:
-            REGISTERS.labels("locked").inc()
-            return make_response(request, 403, "Forbidden (%s)" % until_text(until),
-                                 to_tag=_tag(request))
+        if who is None:
+            return self._checked(request, source, transport, authorization, None)
+        d = self.throttle.attempt(source[0], who, lambda: self._checked(
+            request, source, transport, authorization, who))
+        return d.addErrback(self._locked, request)
+
+    def _locked(self, failure, request):
+        failure.trap(LockedOut)
+        REGISTERS.labels("locked").inc()
+        return make_response(request, 403, "Forbidden (%s)" % until_text(failure.value.until),
+                             to_tag=_tag(request))
+
+    def _checked(self, request, source, transport, authorization, who):
         status, value = self.checker.check(request, authorization)
         if status == "challenge":
             REGISTERS.labels("challenged").inc()
@@ -345,7 +356,9 @@ class Registrar:
             self.throttle.failed(source[0], who)
             log.info("SIP REGISTER from {source} refused: {reason}",
                      source="%s:%d" % source, reason=value)
-            return self._slow(source[0], make_response(request, 403, to_tag=_tag(request)))
+            refused = make_response(request, 403, to_tag=_tag(request))
+            # With a user named, the throttle held the attempt already.
+            return refused if who is not None else self._slow(source[0], refused)
         self.throttle.succeeded(source[0], who)
         user = value
         try:
