@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.core.test_lockoutfile -*-
+# -*- test-case-name: allworx.tests.core.test_guards -*-
 """
 The login lock-outs on disk, under data_dir, shared by the server and the
 `allworx unlock` command:
@@ -96,11 +96,18 @@ class LockoutFile:
                             "failures": e.get("failures", 0)})
         return sorted(out, key=lambda e: e["until"])
 
+    def has_request(self, path):
+        """True while the request at `path` waits for the server."""
+        return os.path.exists(path)
+
     def request_unlock(self, user=None, source=None):
         """Leave a request for the server; the path of its file (gone once taken)."""
         if user is None and source is None:
             raise ValueError("an unlock names a user, a source or both")
-        os.makedirs(self.requests, mode=0o700, exist_ok=True)
+        try:
+            os.mkdir(self.requests, 0o700)      # in the data dir, which must exist
+        except FileExistsError:
+            pass
         name = "%014d-%d-%s.json" % (int(time.time() * 1000), os.getpid(), os.urandom(4).hex())
         path = os.path.join(self.requests, name)
         write_atomically(path, json.dumps({"user": user, "source": source}) + "\n", 0o600)
