@@ -20,7 +20,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from allworx.config import RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigErrors
-from allworx.guards import until_text
+from allworx.guards import login_name, until_text
 from allworx.protocols.web import changes
 from allworx.protocols.web.admin import LockedOut, peer_of
 from allworx.protocols.web.metrics import WEB_CHANGES, field
@@ -483,6 +483,8 @@ class OfficeApi:
                 source = str(ipaddress.ip_address(source.strip()))
             except ValueError:
                 raise ApiError(400, "invalid", "%r is not an IP address" % source, field="source")
+        if user is not None:
+            user = login_name(self.ctx.office.config, user.strip())    # 101, alice@... -> alice
         ended = self.ctx.throttle.unlock(user, source, by="the API")
         return {"unlocked": [lockout_json(l) for l in ended]}
 
