@@ -1,13 +1,16 @@
 # -*- test-case-name: allworx.tests.core.test_cli -*-
-"""The `allworx` command: check a config, hash a password, drive the lab."""
+"""The `allworx` command: check a config, hash a password, end login lock-outs, drive the lab."""
 
 import argparse
 import getpass
+import ipaddress
 import os
 import sys
+import time
 
 USAGE = """usage: allworx check PATH
        allworx passwd [--sip EXT@DOMAIN | --pin]
+       allworx unlock [USER] [SOURCE] [--source ADDR] [-c PATH] [--data-dir DIR]
        allworx lab up|down|status|exec HOST CMD... [--prefix P]
 """
 
@@ -117,12 +120,97 @@ def _read_secret(stdin, what, err):
     return first
 
 
+def unlock(argv, out=sys.stdout, err=sys.stderr, sleep=time.sleep, now=time.time):
+    """
+    `allworx unlock [USER] [SOURCE]`: end the login lock-outs of USER (at
+    SOURCE, or everywhere), or of everything at `--source ADDR`; with neither,
+    list the lock-outs in force. The running server keeps them in
+    data_dir/lockouts.json; this leaves it a request in data_dir, which it
+    takes within a second (or at its next start).
+    """
+    from allworx.config import ConfigErrors, load_config
+    from allworx.guards import login_name
+    from allworx.lockoutfile import LockoutFile
+    parser = argparse.ArgumentParser(
+        prog="allworx unlock", description="End login lock-outs (every protocol's) in the running "
+        "server: USER's (at SOURCE, or everywhere), or everything at --source ADDR; with neither, "
+        "list the lock-outs in force.")
+    parser.add_argument("user", nargs="?", help="a user name, extension or mail address")
+    parser.add_argument("source", nargs="?", help="the address the user is locked out at")
+    parser.add_argument("--source", dest="source_option", metavar="ADDR",
+                        help="the address to unlock (every user locked out there, with no USER)")
+    parser.add_argument("-c", "--config", default="tap.conf", help="the server's tap.conf (for data_dir)")
+    parser.add_argument("--data-dir", help="the server's data directory, if given it on its command line")
+    parser.add_argument("--wait", type=float, default=5.0, metavar="SECONDS",
+                        help="how long to wait for the running server to take the request")
+    args = parser.parse_args(argv)
+    if args.source and args.source_option and args.source != args.source_option:
+        err.write("allworx unlock: two different sources: %s and %s\n" % (args.source, args.source_option))
+        return 2
+    source = args.source or args.source_option
+    if source is not None:
+        try:
+            source = str(ipaddress.ip_address(source.strip()))
+        except ValueError:
+            err.write("allworx unlock: %r is not an IP address\n" % source)
+            return 2
+    try:
+        config = load_config(args.config)
+    except ConfigErrors as e:
+        err.write(e.report() + "\n")
+        return 1
+    data_dir = args.data_dir or config.system.data_dir
+    if not os.path.isdir(data_dir):
+        err.write("allworx unlock: there is no data directory %s (has the server run with it?)\n"
+                  % data_dir)
+        return 1
+    store = LockoutFile(data_dir)
+    in_force = store.read(now=now())
+    if args.user is None and source is None:
+        for e in in_force:
+            out.write("%s: %s\n" % (_lockout_text(e), _until(e)))
+        if not in_force:
+            out.write("no login is locked out\n")
+        return 0
+    user = login_name(config, args.user) if args.user is not None else None
+    key = user.strip().lower() if user is not None else None
+    ended = [e for e in in_force if (key is None or e["user"] == key)
+             and (source is None or e["source"] == source)]
+    request = store.request_unlock(user, source)
+    waited = 0.0
+    while store.has_request(request) and waited < args.wait:
+        sleep(0.1)
+        waited += 0.1
+    what = " at ".join(x for x in (user, source) if x) if user else "everyone at %s" % source
+    if store.has_request(request):
+        err.write("allworx unlock: the server has not taken the request for %s (is it running, "
+                  "with its data in %s?); it is applied when the server starts\n"
+                  % (what, os.path.dirname(store.path)))
+        return 0
+    for e in ended:
+        out.write("unlocked %s (was %s)\n" % (_lockout_text(e), _until(e)))
+    if not ended:
+        out.write("%s: no lock-out in force; failed logins forgotten\n" % what)
+    return 0
+
+
+def _lockout_text(entry):
+    if entry["user"] is None:
+        return "source %s (every user who failed there)" % entry["source"]
+    return "%s at %s" % (entry["user"], entry["source"])
+
+
+def _until(entry):
+    return "locked until %s after %s failures" % (
+        time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(entry["until"])), entry["failures"])
+
+
 def lab(argv):
     from allworx.lab import cli as labcli
     return labcli.main(argv)
 
 
-COMMANDS = {"check": check, "passwd": passwd, "lab": lab}
+COMMANDS = {"check": check, "passwd": passwd, "unlock": unlock, "lab": lab}
 
 
 def main(argv=None):

@@ -2,15 +2,19 @@
 """
 The guards every listening protocol shares (SPEC 10, 13), once:
 
-- `PeerLimit`: at most N connections at once from one peer address, so one
-  client cannot hold every socket of the server. A protocol that has a way to
-  say "too many" (SMTP's 421, POP3's -ERR) consults it itself; the others are
-  wrapped in a `PeerConnectionLimit` factory, which also closes a connection
-  whose input makes its protocol raise (`GuardedConnection`).
-- `LoginThrottle`: failed logins counted per user at a source and per source,
-  with lock-outs (and, for SIP, answers that come ever later), on an injected
-  clock. Web, LDAP, SMTP AUTH, POP3 and SIP digest use it; one instance can be
-  shared by all of them, so a guess on one protocol counts on the others.
+- `PeerLimit`: at most N connections at once from one peer address (its
+  share), and a cap in all that keeps room for other peers, so one client
+  cannot hold every socket of the server. A protocol that has a way to say
+  "too many" (SMTP's 421, POP3's -ERR) consults it itself; the others are
+  wrapped in a `PeerConnectionLimit` factory, which answers the protocol's
+  "too busy" (if it has one) and closes, and also closes a connection whose
+  input makes its protocol raise (`GuardedConnection`).
+- `LoginThrottle`: failed logins counted per user at a source and per
+  source: a growing delay, then a lock-out that expires, one rule on an
+  injected clock for web, LDAP, SMTP AUTH, POP3 and SIP digest; one instance
+  is shared by all of them, so a guess on one protocol counts on the others.
+  Its lock-outs are listed on the Users page and the API, and cleared there
+  or by `allworx unlock`.
 - `ClientRateLimit`: a token bucket per client for the datagram services
   (DHCP by MAC, NTP by address), so one chatty client cannot take the
   reactor's time from the others.
@@ -20,6 +24,7 @@ import time
 from collections import OrderedDict
 
 import attr
+from twisted.internet import defer, protocol, task
 from twisted.logger import Logger
 from twisted.protocols import policies
 
@@ -30,30 +35,57 @@ log = Logger()
 
 # ---------------------------------------------------------------- connections
 
+PEER_FULL = "peer"      # PeerLimit.refusal: the peer holds its whole share
+SERVER_BUSY = "busy"    # PeerLimit.refusal: the service is at its cap
+
+
 class PeerLimit:
     """
-    Open connections per peer address: `admit(host)` counts one more and says
-    True, or says False (counting nothing) when `host` already has `limit`;
-    `release(host)` when an admitted connection ends.
+    Open connections per peer address, and in all: `admit(host)` counts one
+    more and says True, or says False (counting nothing) when `host` already
+    holds its share (`limit`), or the service is full (`cap` in all). The last
+    `reserve` places under the cap (a tenth of it by default) go only to
+    peers that hold none yet, so that peers that each hold many cannot take
+    the service from the others. `release(host)` when an admitted connection
+    ends; `refusal(host)` says why one would be refused (PEER_FULL,
+    SERVER_BUSY) or None.
     """
 
-    def __init__(self, limit):
+    def __init__(self, limit, cap=None, reserve=None):
+        if cap is not None and cap <= limit:
+            raise ValueError("the cap (%d) must leave room beyond one peer's share (%d)" % (cap, limit))
         self.limit = limit
+        self.cap = cap
+        self.reserve = reserve if reserve is not None else (max(1, cap // 10) if cap else 0)
         self.counts = {}
+        self._total = 0
 
-    def admit(self, host):
+    def refusal(self, host):
+        """None when `host` may open one more connection, else PEER_FULL or SERVER_BUSY."""
         n = self.counts.get(host, 0)
         if n >= self.limit:
+            return PEER_FULL
+        if self.cap is not None:
+            if self._total >= self.cap or (n and self._total >= self.cap - self.reserve):
+                return SERVER_BUSY
+        return None
+
+    def admit(self, host):
+        if self.refusal(host) is not None:
             return False
-        self.counts[host] = n + 1
+        self.counts[host] = self.counts.get(host, 0) + 1
+        self._total += 1
         return True
 
     def release(self, host):
-        left = self.counts.get(host, 0) - 1
-        if left > 0:
-            self.counts[host] = left
+        n = self.counts.get(host, 0)
+        if n <= 0:
+            return
+        self._total -= 1
+        if n > 1:
+            self.counts[host] = n - 1
         else:
-            self.counts.pop(host, None)
+            del self.counts[host]
 
     def open_from(self, host):
         """How many admitted connections `host` holds now."""
@@ -61,7 +93,13 @@ class PeerLimit:
 
     def total(self):
         """Admitted connections in all."""
-        return sum(self.counts.values())
+        return self._total
+
+    def why(self, reason, host):
+        """A log line's words for a refusal."""
+        if reason == PEER_FULL:
+            return "%s already holds %d connections" % (host, self.limit)
+        return "%d connections open, the cap is %d" % (self._total, self.cap)
 
 
 class GuardedConnection(policies.ProtocolWrapper):
@@ -80,20 +118,35 @@ class GuardedConnection(policies.ProtocolWrapper):
             self.transport.loseConnection()
 
 
+class _Refusal(protocol.Protocol):
+    """A refused connection: told `answer` (if any), then closed."""
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def connectionMade(self):
+        if self.answer:
+            self.transport.write(self.answer)
+        self.transport.loseConnection()
+
+
 class PeerConnectionLimit(policies.WrappingFactory):
     """
     Wraps a server factory: at most `limit` connections at once from one peer
     address (`limit` is a number, or a PeerLimit to share with other
-    factories); one more is closed at once (and logged). A connection the
+    factories, which may also cap the total); one more is refused (and
+    logged): told `busy` (the protocol's "too busy" answer, e.g. HTTP's 503)
+    and closed, or closed at once when there is none. A connection the
     wrapped factory refuses (buildProtocol returning None) is not counted.
     """
 
     protocol = GuardedConnection
 
-    def __init__(self, wrapped, limit, label=""):
+    def __init__(self, wrapped, limit, label="", busy=None):
         policies.WrappingFactory.__init__(self, wrapped)
         self.peers = limit if isinstance(limit, PeerLimit) else PeerLimit(limit)
         self.label = label or type(wrapped).__name__
+        self.busy = busy
 
     @property
     def counts(self):
@@ -101,10 +154,11 @@ class PeerConnectionLimit(policies.WrappingFactory):
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", None)
-        if self.peers.open_from(host) >= self.peers.limit:
-            log.warn("{label}: refused a connection from {peer}: already {limit} open",
-                     label=self.label, peer=host, limit=self.peers.limit)
-            return None
+        reason = self.peers.refusal(host)
+        if reason is not None:
+            log.warn("{label}: refused a connection from {peer}: {why}",
+                     label=self.label, peer=host, why=self.peers.why(reason, host))
+            return _Refusal(self.busy) if self.busy is not None else None
         inner = self.wrappedFactory.buildProtocol(addr)
         if inner is None:
             return None
@@ -120,50 +174,134 @@ class PeerConnectionLimit(policies.WrappingFactory):
 
 # ---------------------------------------------------------------- logins
 
+class LockedOut(Exception):
+    """A login the throttle refused, its password unchecked; `until`: the clock time it ends."""
+
+    def __init__(self, until):
+        Exception.__init__(self, until_text(until))
+        self.until = until
+
+
+@attr.s(frozen=True, slots=True)
+class Lockout:
+    """A lock-out in force: `user` at `source`, or (`user` None) the source itself."""
+
+    source = attr.ib()
+    user = attr.ib()
+    until = attr.ib()
+    failures = attr.ib()
+
+    def describe(self):
+        if self.user is None:
+            return "source %s (every user who failed there)" % self.source
+        return "%s at %s" % (self.user, self.source)
+
+
 @attr.s(slots=True)
 class _Failures:
     times = attr.ib(factory=list)       # failure times inside the window
     locked_until = attr.ib(default=0.0)
+    locked_after = attr.ib(default=0)   # the failures that started the lock-out
 
 
 class LoginThrottle:
     """
-    Failed logins, on the injected `clock` (SPEC 10):
+    One rule for failed logins, the same for every protocol (SPEC 10), on
+    the injected `clock`. Failures are counted per user at a source and per
+    source, within `window` seconds:
 
-    - `user_limit` failures for one user from one source within `window`
-      seconds lock that user at that source for `lockout` seconds (the user
-      may still log in from elsewhere, and others from that source);
-    - `source_limit` failures from one source within `window`, whatever the
-      user names, lock the whole source for `lockout` seconds.
+    - delay: past `user_free` failures of a user at a source, or `slow_after`
+      of a source, each further attempt waits before its password is checked:
+      `first_delay` seconds, doubling with each failure, at most `max_delay`
+      (the answer comes later; nothing blocks). A locked source makes every
+      attempt from it wait `max_delay`. At most `max_waiting` attempts from one
+      source wait at once; more are refused like a lock-out;
+    - lock-out: `user_limit` failures lock that user at that source, and
+      `source_limit` (whatever the user names) lock the source, for `lockout`
+      seconds: a login is then refused at once, its password unchecked, with
+      the time the lock ends. A user's lock-out at one source leaves him free
+      elsewhere and others free at that source; a source's lock-out refuses
+      the users who failed there (the names being guessed), not a colleague
+      behind the same address, whose right password is taken after the delay;
+    - it expires, or `unlock` ends it (the Users page, the API, `allworx unlock`).
 
-    A protocol asks `check(source, user)` before it checks a password (a
-    locked login is refused at once, unchecked), then tells `failed` or
-    `succeeded`. A success clears that user's record at that source, not the
-    source's count. `delay(source)` is how long a source that keeps failing
-    should wait for its answer (SIP's slow-down). At most `max_records`
-    records are kept: stale ones go first, then the oldest.
+    Every protocol goes through `attempt(source, user, check)`, then tells
+    `failed` or `succeeded`. A success clears that user's record at that
+    source, not the source's count. Each lock-out is logged once as it starts:
+    who, where, until when. With a `store` (allworx.lockoutfile.LockoutFile)
+    the lock-outs in force survive a restart, and `start()` takes the unlock
+    requests `allworx unlock` leaves. At most `max_records` records are kept:
+    stale ones go first, then the oldest.
     """
 
     def __init__(self, clock, user_limit=5, source_limit=20, window=600, lockout=900,
-                 slow_after=5, max_delay=16.0, max_records=10000):
+                 user_free=1, slow_after=5, first_delay=0.5, max_delay=16.0, max_waiting=16,
+                 max_records=10000, store=None):
         self.clock = clock
         self.user_limit = user_limit
         self.source_limit = source_limit
         self.window = window
         self.lockout = lockout
+        self.user_free = user_free
         self.slow_after = slow_after
+        self.first_delay = first_delay
         self.max_delay = max_delay
+        self.max_waiting = max_waiting
         self.max_records = max_records
+        self.store = store
         self._records = {}      # (source, user) and (source, None) -> _Failures
+        self._waiting = {}      # source -> attempts waiting out their delay now
+        self._poller = None
+        self._saving = self._dirty = False
+        if store is not None:
+            self._restore()
+
+    # ---- the gate
+
+    def attempt(self, source, user, check):
+        """
+        One login of `user` from `source`: a Deferred firing with what
+        `check()` (which checks the password; it may return a Deferred)
+        gives, called at once or after the delay; or failing with LockedOut,
+        the password unchecked.
+        """
+        until = self.check(source, user)
+        if until:
+            return defer.fail(LockedOut(until))
+        wait = self.delay(source, user)
+        if not wait:
+            return defer.maybeDeferred(check)
+        held = self._waiting.get(source, 0)
+        if held >= self.max_waiting:
+            self._count([((source, None), self.source_limit)])
+            return defer.fail(LockedOut(self.clock.seconds() + wait))
+        self._waiting[source] = held + 1
+
+        def waited():
+            left = self._waiting.pop(source, 1) - 1
+            if left > 0:
+                self._waiting[source] = left
+            until = self.locked_until(source, user)
+            if until:
+                raise LockedOut(until)
+            return check()
+        return task.deferLater(self.clock, wait, waited)
 
     def locked_until(self, source, user=None):
-        """The clock time until which this login is refused (0 when it may try now)."""
+        """
+        The clock time until which this login is refused (0 when it may try
+        now); for `user` None, the source's own lock-out.
+        """
         now = self.clock.seconds()
-        until = 0.0
-        for key in self._keys(source, user):
-            record = self._records.get(key)
-            if record is not None and record.locked_until > now:
-                until = max(until, record.locked_until)
+        source_until = self._lock_of((source, None), now)
+        if user is None:
+            return source_until
+        record = self._records.get((source, _user_key(user)))
+        if record is None:
+            return 0.0
+        until = record.locked_until if record.locked_until > now else 0.0
+        if source_until and (until or any(now - t < self.window for t in record.times)):
+            until = max(until, source_until)
         return until
 
     def locked_for(self, source, user=None):
@@ -195,32 +333,121 @@ class LoginThrottle:
         if user is not None:
             self._records.pop((source, _user_key(user)), None)
 
-    def delay(self, source):
-        """Seconds to hold the answer to `source`: 0 for its first `slow_after` failures, then doubling."""
-        record = self._records.get((source, None))
-        if record is None:
-            return 0
+    def delay(self, source, user=None):
+        """Seconds an attempt from `source` (as `user`) waits before its password is checked."""
         now = self.clock.seconds()
-        recent = sum(1 for t in record.times if now - t < self.window)
-        if recent <= self.slow_after:
-            return 0
-        return min(self.max_delay, 0.5 * 2 ** (recent - self.slow_after - 1))
+        if self._lock_of((source, None), now):
+            return self.max_delay
+        wait = self._delay_of((source, None), self.slow_after, now)
+        if user is not None:
+            wait = max(wait, self._delay_of((source, _user_key(user)), self.user_free, now))
+        return wait
 
-    def unlock(self, user=None, source=None):
-        """Forget the records of `user` (at `source`, or everywhere), or of `source`."""
+    # ---- what the pages, the API and the CLI see and do
+
+    def lockouts(self):
+        """The lock-outs in force, the soonest to end first."""
+        now = self.clock.seconds()
+        return sorted((Lockout(s, u, r.locked_until, r.locked_after)
+                       for (s, u), r in self._records.items() if r.locked_until > now),
+                      key=lambda l: (l.until, l.source, l.user or ""))
+
+    def unlock(self, user=None, source=None, by=None):
+        """
+        Forget the records of `user` (at `source`, or everywhere), or of
+        everything at `source`: its lock-outs end and its failures are
+        forgotten. The lock-outs that ended (logged, naming `by`).
+        """
         key = _user_key(user) if user is not None else None
+        now = self.clock.seconds()
+        ended = []
         for s, u in list(self._records):
             if (source is None or s == source) and (user is None or u == key):
-                del self._records[(s, u)]
+                record = self._records.pop((s, u))
+                if record.locked_until > now:
+                    ended.append(Lockout(s, u, record.locked_until, record.locked_after))
+        for lockout in ended:
+            log.info("login throttle: {who} unlocked{by}", who=lockout.describe(),
+                     by=" by %s" % by if by else "", user=lockout.user, source=lockout.source)
+        if ended:
+            self._changed()
+        return ended
 
     def __len__(self):
         return len(self._records)
+
+    # ---- kept across restarts
+
+    def start(self, interval=1.0):
+        """Take `allworx unlock`'s requests every `interval` seconds (with a store)."""
+        if self.store is not None and self._poller is None:
+            self._poller = task.LoopingCall(self.poll)
+            self._poller.clock = self.clock
+            self._poller.start(interval, now=True)
+
+    def stop(self):
+        if self._poller is not None:
+            self._poller.stop()
+            self._poller = None
+
+    def poll(self):
+        """Apply the unlock requests waiting in the store."""
+        try:
+            for user, source in self.store.take_requests():
+                self.unlock(user, source, by="allworx unlock")
+        except Exception:
+            log.failure("login throttle: could not take the unlock requests")
+
+    def _restore(self):
+        now = self.clock.seconds()
+        for entry in self.store.load():
+            try:
+                source, user = str(entry["source"]), entry.get("user")
+                until, failures = float(entry["until"]), int(entry.get("failures", 0))
+            except (KeyError, TypeError, ValueError):
+                continue
+            if until > now:
+                key = (source, _user_key(user) if user is not None else None)
+                self._records[key] = _Failures(locked_until=until, locked_after=failures)
+        self.poll()     # what was asked while the server was down
+
+    def _changed(self):
+        """Save the lock-outs in force, one write at a time (the last one wins)."""
+        if self.store is None:
+            return
+        if self._saving:
+            self._dirty = True
+            return
+        self._saving = True
+
+        def saved(_):
+            self._saving = False
+            if self._dirty:
+                self._dirty = False
+                self._changed()
+        self.store.save([{"source": l.source, "user": l.user, "until": l.until,
+                          "failures": l.failures} for l in self.lockouts()]).addBoth(saved)
+
+    # ---- records
 
     def _keys(self, source, user):
         keys = [(source, None)]
         if user is not None:
             keys.append((source, _user_key(user)))
         return keys
+
+    def _lock_of(self, key, now):
+        record = self._records.get(key)
+        return record.locked_until if record is not None and record.locked_until > now else 0.0
+
+    def _delay_of(self, key, free, now):
+        record = self._records.get(key)
+        if record is None:
+            return 0
+        recent = sum(1 for t in record.times if now - t < self.window)
+        if recent <= free:
+            return 0
+        return min(self.max_delay, self.first_delay * 2 ** (recent - free - 1))
 
     def _count(self, keys_and_limits):
         now = self.clock.seconds()
@@ -232,12 +459,15 @@ class LoginThrottle:
             record.times = [t for t in record.times if now - t < self.window] + [now]
             if len(record.times) >= limit:
                 record.locked_until = now + self.lockout
+                record.locked_after = len(record.times)
                 record.times = []
                 locked = True
-                log.warn("login throttle: {who} locked out for {seconds} s after {count} failures",
-                         who=_who(key), seconds=self.lockout, count=limit)
+                source, user = key
+                log.warn("login throttle: {who} locked out until {until} after {count} failures "
+                         "in {window} s", who=_who(key), until=_clock_text(record.locked_until),
+                         count=limit, window=self.window, source=source, user=user)
+                self._changed()
         return locked
-
     def _record(self, key, now):
         record = self._records.get(key)
         if record is None:
@@ -280,7 +510,12 @@ def _user_key(user):
 
 def _who(key):
     source, user = key
-    return "%s at %s" % (user, source) if user is not None else "source %s" % source
+    return "%s at %s" % (user, source) if user is not None else "source %s (any user)" % source
+
+
+def _clock_text(when):
+    """2024-03-01 14:32:10 UTC, for the log."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
 
 
 class ClientRateLimit:

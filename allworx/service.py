@@ -12,6 +12,8 @@ where the run-time arrows are drawn (see docs/ARCHITECTURE.md):
     mail.queue, mail.fetch -> web
     sip.registrations, sip.calls -> web
     one LoginThrottle -> web, ldap, mail (SMTP AUTH, POP3), sip (digest)
+                         (its lock-outs kept in data_dir/lockouts.json, where
+                          `allworx unlock` reaches it)
 
 Facts that change (config, leases, the WAN address, mailboxes, statuses)
 travel as events on the office; the objects above are handed over once, at
@@ -26,6 +28,7 @@ from twisted.logger import Logger
 
 from allworx.guards import LoginThrottle
 from allworx.interfaces import Views
+from allworx.lockoutfile import LockoutFile
 from allworx.office import Office
 from allworx.protocols.dhcp.service import DhcpService
 from allworx.protocols.dns.service import DnsService
@@ -45,14 +48,15 @@ log = Logger()
 NAMES = ("network", "firewall", "dhcp", "dns", "ntp", "mail", "sip", "ldap", "web")
 
 
-def build_children(office, reactor=None):
+def build_children(office, reactor=None, logins=None):
     """The protocol services of `office`, wired to each other, in start order."""
     if reactor is None:
         from twisted.internet import reactor
     # One login throttle for every protocol that checks passwords: guesses
     # at a user's password count together, whether by web, LDAP, SMTP AUTH,
     # POP3 or SIP digest.
-    logins = LoginThrottle(reactor)
+    if logins is None:
+        logins = LoginThrottle(reactor)
     network = NetworkService(office)
     dhcp = DhcpService(office)
     firewall = FirewallService(office, leases=dhcp.leases)
@@ -69,7 +73,10 @@ def build_children(office, reactor=None):
 
 
 class AllworxService(service.MultiService):
-    """The server: the office plus its protocol services."""
+    """
+    The server: the office plus its protocol services, and the one login
+    throttle they share (`logins`), whose lock-outs survive a restart.
+    """
 
     def __init__(self, office, children=None, reactor=None):
         service.MultiService.__init__(self)
@@ -79,7 +86,11 @@ class AllworxService(service.MultiService):
         self.office = office
         self.started = None
         self.ready = False
-        for child in (build_children(office) if children is None else children):
+        self.logins = None
+        if children is None:
+            self.logins = LoginThrottle(reactor, store=LockoutFile(office.config.system.data_dir))
+            children = build_children(office, reactor, self.logins)
+        for child in children:
             self.addService(child)
 
     def startService(self):
@@ -96,6 +107,8 @@ class AllworxService(service.MultiService):
         # whose start is asynchronous (the firewall's first ruleset) is
         # waited on by `started`, and its failure is reported the same way.
         service.Service.startService(self)
+        if self.logins is not None:
+            self.logins.start()     # takes `allworx unlock`'s requests
         starts = []
         for child in self:
             d = defer.maybeDeferred(child.startService)
@@ -107,6 +120,11 @@ class AllworxService(service.MultiService):
         # before it can undo what it applied.
         self.started.addCallback(lambda _: self.reactor.callWhenRunning(self._ready))
         return self.started
+
+    def stopService(self):
+        if self.logins is not None:
+            self.logins.stop()
+        return service.MultiService.stopService(self)
 
     def _failed_to_start(self, failure, name):
         log.failure("{service} failed to start", failure, service=name)

@@ -6,8 +6,11 @@ The tree is built from the users of tap.conf and rebuilt whenever they (or the
 domain) change: `dc=example,dc=com` -> `ou=people` -> `uid=NAME` entries of
 class inetOrgPerson with cn, sn, mail and telephoneNumber (the extension).
 Anyone on the LAN may search anonymously; a simple bind as a user checks that
-user's password through the office's one twisted.cred checker; every write is
-refused with insufficientAccessRights; peers on the WAN are hung up on.
+user's password through the office's one twisted.cred checker, behind the
+shared login throttle (answered later after repeated failures, refused while
+locked out); every write is refused with insufficientAccessRights; peers on
+the WAN are hung up on; each peer holds at most its share of connections,
+under a cap in all (beyond it: a notice of disconnection, busy).
 
 Malformed requests get a result code and one line in the log, never a
 traceback (what a request may hold is checked in `wire.py`: invalidDNSyntax,
@@ -28,7 +31,7 @@ from twisted.logger import Logger
 from twisted.python import components
 
 from allworx.auth import OfficeUserChecker, user_for_login
-from allworx.guards import LoginThrottle, PeerConnectionLimit, PeerLimit, until_text
+from allworx.guards import LockedOut, LoginThrottle, PeerConnectionLimit, PeerLimit, until_text
 from allworx.protocols.ldap.wire import (
     DECODER, MAX_MESSAGE_ID, NOTICE_OF_DISCONNECTION, check_ava, checked_filter, is_root_dse, parse_dn,
     text)
@@ -49,6 +52,12 @@ _MALFORMED = frozenset([ldaperrors.LDAPProtocolError.resultCode, ldaperrors.LDAP
                         ldaperrors.LDAPInappropriateMatching.resultCode])
 MAX_BUFFER = 64 * 1024                    # a request larger than this is hostile
 MAX_CONNECTIONS_PER_PEER = 32
+MAX_CONNECTIONS = 512
+
+# RFC 4511 4.4.1: the notice of disconnection, "busy" (51), told to a refused connection.
+BUSY_NOTICE = pureldap.LDAPMessage(pureldap.LDAPExtendedResponse(
+    resultCode=ldaperrors.LDAPBusy.resultCode, responseName=b"1.3.6.1.4.1.1466.20036",
+    errorMessage=b"too many connections, try again later"), id=0).toWire()
 
 
 # ---------------------------------------------------------------- the tree (pure)
@@ -243,13 +252,8 @@ class AddressBookServer(LDAPServer):
         config = self.factory.office.config
         name = bind_name_to_user(config, request.dn)
         who = name or request.dn
-        until = self.factory.throttle.check(peer, who)
-        if until:
-            LDAP_REQUESTS.labels("bind", "locked").inc()
-            raise ldaperrors.LDAPUnwillingToPerform(
-                "too many failed binds from %s: %s" % (peer, until_text(until)))
-        d = self.factory.checker.requestAvatarId(
-            credentials.UsernamePassword(name.encode() if name else request.dn, request.auth))
+        creds = credentials.UsernamePassword(name.encode() if name else request.dn, request.auth)
+        d = self.factory.throttle.attempt(peer, who, lambda: self.factory.checker.requestAvatarId(creds))
 
         def ok(avatar):
             if name is None or avatar != name:
@@ -262,6 +266,10 @@ class AddressBookServer(LDAPServer):
             return pureldap.LDAPBindResponse(resultCode=ldaperrors.Success.resultCode, matchedDN=dn)
 
         def refused(failure):
+            if failure.check(LockedOut):
+                LDAP_REQUESTS.labels("bind", "locked").inc()
+                raise ldaperrors.LDAPUnwillingToPerform(
+                    "too many failed binds from %s: %s" % (peer, until_text(failure.value.until)))
             failure.trap(cred_error.UnauthorizedLogin)
             self.boundName = None
             self.factory.throttle.failed(peer, who)
@@ -407,7 +415,8 @@ class LdapService(ListeningService):
             from twisted.internet import reactor
         self.reactor = reactor
         self.factory = AddressBookFactory(office, checker, clock=reactor, throttle=throttle)
-        self.peers = peer_limit if peer_limit is not None else PeerLimit(MAX_CONNECTIONS_PER_PEER)
+        self.peers = peer_limit if peer_limit is not None else PeerLimit(
+            MAX_CONNECTIONS_PER_PEER, cap=MAX_CONNECTIONS)
         ListeningService.__init__(self, "ldap", office)
 
     def bound_settings(self, config):
@@ -419,7 +428,7 @@ class LdapService(ListeningService):
 
     def build_listeners(self, config):
         port = config.ldap.port
-        limited = PeerConnectionLimit(self.factory, self.peers, "ldap")
+        limited = PeerConnectionLimit(self.factory, self.peers, "ldap", busy=BUSY_NOTICE)
         return [("tcp/%d" % port, port,
                  lambda: self.reactor.listenTCP(port, limited, interface=""))]
 

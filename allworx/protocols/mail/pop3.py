@@ -4,17 +4,22 @@ The POP3 server (RFC 1939, CAPA RFC 2449, STLS RFC 2595) on `[pop3] port`
 and POP3S on `pop3s_port`, over the store: twisted.mail.pop3's protocol with
 the office's checker, plus what it lacks here:
 
-- one session per mailbox at a time (a second login gets `-ERR [IN-USE]`);
+- one session per mailbox at a time (a second login gets `-ERR [IN-USE]`),
+  the lock taken only once the password was right and released when its
+  session ends, whatever its state (a login that completes after its
+  connection is gone releases it at once; a lock whose session is gone is
+  released by the next login);
 - peers on the WAN are refused unless `[pop3] wan = yes`;
 - STLS, and USER/PASS only under TLS for WAN peers (LAN clients may log in
   in the clear, as the office's PCs always could);
 - UIDs are the Maildir names, so they stay the same across sessions and
   "leave a copy on the server" works; RETR marks a message seen;
 - dot-stuffing that stays right across the chunks a message is sent in;
-- the shared guards: a bounded number of connections per peer address
-  (`-ERR [SYS/TEMP]` beyond it), and the login throttle on USER/PASS and AUTH
-  (a locked login gets `-ERR [AUTH] ... locked until ...` at once, its
-  password unchecked).
+- the shared guards: a share of connections per peer address and a cap in
+  all (`-ERR [SYS/TEMP]` beyond them), and the login throttle on USER/PASS
+  and AUTH (after repeated failures the answer comes later; a locked login
+  gets `-ERR [AUTH] ... locked until ...` at once, its password unchecked).
+  Commands sent while a login is being checked wait for its answer.
 
 APOP is not offered (no challenge in the greeting): it needs each user's
 password in the clear on the server, and the office stores only hashes.
@@ -26,18 +31,19 @@ import inspect
 
 import attr
 from prometheus_client import Counter
-from twisted.cred import error as cred_error, portal as cred_portal
+from twisted.cred import credentials, error as cred_error, portal as cred_portal
 from twisted.internet import interfaces, protocol
 from twisted.logger import Logger
 from twisted.mail import pop3
 from zope.interface import implementer
 
-from allworx.guards import LoginThrottle, PeerLimit, login_name, until_text
+from allworx.guards import PEER_FULL, LockedOut, LoginThrottle, PeerLimit, login_name, until_text
 from allworx.servicebase import PortsService
 
 log = Logger()
 
 MAX_CONNECTIONS_PER_PEER = 20
+MAX_CONNECTIONS = 500       # in all (the mail service shares one limit over its ports)
 
 POP3_LOGINS = Counter("allworx_mail_pop3_logins_total", "POP3 logins, by result", ["result"])
 
@@ -123,21 +129,37 @@ class MailboxView:
 
 @implementer(cred_portal.IRealm)
 class MailboxRealm:
-    """Gives each user a MailboxView, one session at a time."""
+    """
+    Gives each user a MailboxView, one live session at a time: the `mind`
+    is the session (a Pop3Server), and a lock whose session is `gone` is
+    released when the next login asks.
+    """
 
     def __init__(self, store):
         self.store = store
-        self.in_use = set()
+        self.holders = {}       # user -> the session holding the mailbox
+
+    @property
+    def in_use(self):
+        return set(self.holders)
 
     def requestAvatar(self, avatarId, mind, *interfaces_):
         if pop3.IMailbox not in interfaces_:
             raise NotImplementedError("only POP3 mailboxes here")
         user = avatarId.decode() if isinstance(avatarId, bytes) else avatarId
-        if user in self.in_use:
-            raise MailboxInUse("mailbox is in use by another session")
+        holder = self.holders.get(user)
+        if holder is not None:
+            if not getattr(holder, "gone", False):
+                raise MailboxInUse("mailbox is in use by another session")
+            log.warn("pop3: the lock on {user}'s mailbox outlived its session: released", user=user)
         view = MailboxView(self.store, user)
-        self.in_use.add(user)
-        return pop3.IMailbox, view, lambda: self.in_use.discard(user)
+        token = mind if mind is not None else object()
+        self.holders[user] = token
+
+        def logout():
+            if self.holders.get(user) is token:
+                del self.holders[user]
+        return pop3.IMailbox, view, logout
 
 
 class Pop3Server(pop3.POP3):
@@ -146,6 +168,7 @@ class Pop3Server(pop3.POP3):
     AUTH_CMDS = pop3.POP3.AUTH_CMDS + [b"STLS"]
     _admitted = False
     _login = None       # the name the login being checked is throttled under
+    gone = False        # the connection has ended
 
     def connectionMade(self):
         f = self.factory
@@ -156,12 +179,14 @@ class Pop3Server(pop3.POP3):
         self.tls = interfaces.ISSLTransport.providedBy(self.transport)
         self._last = b"\n"
         self.magic = b""
-        if not f.peers.admit(peer):
-            log.warn("pop3: refused {peer}: already {limit} connections", peer=peer,
-                     limit=f.peers.limit)
-            self.failResponse(b"[SYS/TEMP] too many connections from your address")
+        refusal = f.peers.refusal(peer)
+        if refusal is not None:
+            log.warn("pop3: refused {peer}: {why}", peer=peer, why=f.peers.why(refusal, peer))
+            self.failResponse(b"[SYS/TEMP] too many connections from your address"
+                              if refusal == PEER_FULL else b"[SYS/TEMP] too busy, try again later")
             self.transport.loseConnection()
             return
+        f.peers.admit(peer)
         self._admitted = True
         if not self.from_lan and not f.office.config.pop3.wan:
             log.info("pop3: refused {peer}: not served on the WAN", peer=peer)
@@ -172,6 +197,7 @@ class Pop3Server(pop3.POP3):
         self.setTimeout(self.timeOut)
 
     def connectionLost(self, reason):
+        self.gone = True
         if self._admitted:
             self._admitted = False
             self.factory.peers.release(self.peer_ip)
@@ -260,40 +286,60 @@ class Pop3Server(pop3.POP3):
     def do_APOP(self, user, digest):
         self.failResponse(b"APOP is not offered: use USER and PASS (over STLS)")
 
+    def do_USER(self, user):
+        if self.mbox:
+            return self.failResponse(b"already logged in")
+        return pop3.POP3.do_USER(self, user)
+
     def do_PASS(self, password, *words):
+        if self.mbox:
+            return self.failResponse(b"already logged in")
         if not self.from_lan and not self.tls:
             self._userIs = None
             return self.failResponse(b"[AUTH] use STLS before sending a password")
-        if self._userIs is not None and self._locked(self._userIs):
-            self._userIs = None
-            return
-        return pop3.POP3.do_PASS(self, password, *words)
+        if self._userIs is None:
+            return self.failResponse(b"USER required before PASS")
+        user, self._userIs = self._userIs, None
+        self._log_in(user, credentials.UsernamePassword(user, b" ".join((password,) + words)))
+
+    def do_AUTH(self, args=None):
+        if self.mbox:
+            return self.failResponse(b"already logged in")
+        return pop3.POP3.do_AUTH(self, args)
 
     def state_AUTH(self, line):
-        # The user name is in the client's answer ("name response", base64).
+        # The client's answer: "name response", base64.
+        self.state = "COMMAND"
         try:
-            user = base64.b64decode(line).split(None, 1)[0]
-        except (binascii.Error, IndexError):
-            user = None
-        if user is not None and self._locked(user):
-            self.state = "COMMAND"
-            return
-        return pop3.POP3.state_AUTH(self, line)
+            parts = base64.b64decode(line).split(None, 1)
+        except binascii.Error:
+            return self.failResponse(b"Invalid BASE64 encoding")
+        if len(parts) != 2:
+            return self.failResponse(b"Invalid AUTH response")
+        self._auth.username, self._auth.response = parts
+        self._log_in(parts[0], self._auth)
 
-    def _locked(self, user):
-        """Ask the throttle before a password is checked; True (and -ERR sent) when locked."""
+    def _log_in(self, user, creds):
+        """
+        Check `creds` through the login throttle (at once, later, or refused
+        unchecked), with this session as the realm's mind; commands sent
+        meanwhile wait for the answer.
+        """
         self._login = login_name(self.factory.office.config, user)
-        until = self.factory.throttle.check(self.peer_ip, self._login)
-        if not until:
-            return False
-        POP3_LOGINS.labels("locked").inc()
-        log.info("pop3: login as {user} from {peer} refused: {locked}", user=self._login,
-                 peer=self.peer_ip, locked=until_text(until))
-        self.failResponse(("[AUTH] too many failed logins, %s" % until_text(until)).encode())
-        return True
+        self.blocked = []
+        d = self.factory.throttle.attempt(self.peer_ip, self._login,
+                                          lambda: self.portal.login(creds, self, pop3.IMailbox))
+        d.addCallbacks(self._cbMailbox, self._ebMailbox, callbackArgs=(user,))
+        d.addErrback(self._ebUnexpected)
+        d.addBoth(self._unblock)
 
     def _cbMailbox(self, result, user):
         self.factory.throttle.succeeded(self.peer_ip, self._login)
+        if self.gone:
+            # The client left while its password was being checked: no
+            # session holds the mailbox.
+            result[2]()
+            return
         POP3_LOGINS.labels("ok").inc()
         log.info("pop3: {user} logged in from {peer}{tls}", peer=self.peer_ip,
                  user=user.decode("utf-8", "replace") if isinstance(user, bytes) else user,
@@ -301,6 +347,12 @@ class Pop3Server(pop3.POP3):
         return pop3.POP3._cbMailbox(self, result, user)
 
     def _ebMailbox(self, failure):
+        if failure.check(LockedOut):
+            until = failure.value.until
+            POP3_LOGINS.labels("locked").inc()
+            log.info("pop3: login as {user} from {peer} refused: {locked}", user=self._login,
+                     peer=self.peer_ip, locked=until_text(until))
+            return self.failResponse(("[AUTH] too many failed logins, %s" % until_text(until)).encode())
         if failure.check(MailboxInUse):
             self.factory.throttle.succeeded(self.peer_ip, self._login)  # the password was right
             POP3_LOGINS.labels("in-use").inc()
@@ -367,7 +419,8 @@ class Pop3Factory(protocol.ServerFactory):
         self.reactor = reactor
         self.tls_options = tls_options
         self.throttle = throttle if throttle is not None else LoginThrottle(reactor)
-        self.peers = peer_limit if peer_limit is not None else PeerLimit(MAX_CONNECTIONS_PER_PEER)
+        self.peers = peer_limit if peer_limit is not None else PeerLimit(
+            MAX_CONNECTIONS_PER_PEER, cap=MAX_CONNECTIONS)
         self.realm = MailboxRealm(store)
         self.portal = cred_portal.Portal(self.realm, [checker])
 

@@ -20,7 +20,7 @@ from allworx.protocols.mail import fetch, pop3, tls
 from allworx.protocols.mail.durable import DurableWriter
 from allworx.protocols.mail.queue import OutboundQueue
 from allworx.protocols.mail.relay import SmtpRelay
-from allworx.protocols.mail.smtp import MAX_CONNECTIONS_PER_PEER, SmtpFactory
+from allworx.protocols.mail.smtp import MAX_CONNECTIONS_PER_PEER, MAX_SESSIONS, SmtpFactory
 from allworx.protocols.mail.store import MailStore
 from allworx.servicebase import OfficeService, PortsService
 
@@ -48,7 +48,8 @@ class QueueService(service.Service):
 class MailService(OfficeService):
     """
     Mail for the office: SMTP in, the queue out, POP3, fetching. Its ports
-    share one login throttle and one per-peer limit, given or its own.
+    share one login throttle and one per-peer limit (each peer's share, and
+    a cap in all), given or its own.
     """
 
     def __init__(self, office, reactor=None, checker=None, defer_to_thread=None,
@@ -59,7 +60,8 @@ class MailService(OfficeService):
         self.reactor = reactor
         self.checker = checker or OfficeUserChecker(office)
         self.throttle = throttle if throttle is not None else LoginThrottle(reactor)
-        self.peers = peer_limit if peer_limit is not None else PeerLimit(MAX_CONNECTIONS_PER_PEER)
+        self.peers = peer_limit if peer_limit is not None else PeerLimit(
+            MAX_CONNECTIONS_PER_PEER, cap=MAX_SESSIONS)
         self.defer_to_thread = defer_to_thread
         self.writer = DurableWriter(defer_to_thread) if defer_to_thread else DurableWriter()
         self.relay = SmtpRelay(reactor, None, "localhost")

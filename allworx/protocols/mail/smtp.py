@@ -9,8 +9,10 @@ back until the 250 for the message has been sent, and that 250 is sent only
 after the store says every copy is fsynced. STARTTLS throws away anything the
 client pipelined after it; AUTH (PLAIN, LOGIN) is offered only under TLS and
 is checked by the office's one twisted.cred checker, behind the shared login
-throttle (a locked login gets 454 at once, its password unchecked). Peers on
-the WAN may hold a bounded number of connections (the shared PeerLimit).
+throttle (after repeated failures the answer comes later; a locked login gets
+454 at once, its password unchecked). Every peer, on the LAN too, holds at
+most its share of connections, under a cap in all that keeps room for the
+others (the shared PeerLimit); beyond them it gets 421.
 
 It does not use twisted.mail.smtp.SMTP: that server hands every recipient's
 copy to its own IMessage line by line, sends pipelined replies out of order
@@ -29,7 +31,7 @@ from twisted.internet import defer, interfaces, protocol
 from twisted.logger import Logger
 from twisted.protocols import policies
 
-from allworx.guards import LoginThrottle, PeerLimit, login_name, until_text
+from allworx.guards import PEER_FULL, LockedOut, LoginThrottle, PeerLimit, login_name, until_text
 from allworx.protocols.mail import smtpwire
 from allworx.protocols.mail.queue import QueueFull
 from allworx.protocols.mail.policy import Client, recipient_verdict, sender_verdict
@@ -44,7 +46,8 @@ REFUSED = Counter("allworx_mail_refused_total", "SMTP commands refused, by reply
 MAX_ERRORS = 20
 MAX_HELD = 64 * 1024      # pipelined input held while a reply is pending
 MAX_AUTH_FAILURES = 3      # in one session, before it is closed
-MAX_CONNECTIONS_PER_PEER = 20   # from one address on the WAN
+MAX_CONNECTIONS_PER_PEER = 20   # from one address
+MAX_SESSIONS = 500              # in all
 _sessions = itertools.count(1)
 
 
@@ -81,8 +84,12 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
         self.peer_ip = getattr(peer, "host", "?")
         self.from_lan = f.office.is_lan_peer(self.peer_ip)
         self.tls = interfaces.ISSLTransport.providedBy(self.transport)
-        if not f.admit(self):
-            self._send(Reply(421, "4.7.0", "too many connections, try again later"))
+        refusal = f.admit(self)
+        if refusal is not None:
+            log.warn("SMTP {session}: refused {peer}: {why}", session=self.session, peer=self.peer_ip,
+                     why=f.peers.why(refusal, self.peer_ip))
+            self._send(Reply(421, "4.7.0", "too many connections from your address, try again later"
+                             if refusal == PEER_FULL else "too busy, try again later"))
             self.transport.loseConnection()
             self._closed = True
             return
@@ -296,14 +303,8 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
     def _check(self, username, password):
         throttle = self.factory.throttle
         who = login_name(self.factory.config, username)
-        until = throttle.check(self.peer_ip, who)
-        if until:
-            log.warn("SMTP {session}: AUTH as {user} from {peer} refused: {locked}",
-                     session=self.session, user=who, peer=self.peer_ip, locked=until_text(until))
-            self._count_auth_failure()
-            return defer.succeed(Reply(454, "4.7.0", "too many failed logins, %s" % until_text(until)))
         creds = credentials.UsernamePassword(username, password)
-        d = defer.maybeDeferred(self.factory.checker.requestAvatarId, creds)
+        d = throttle.attempt(self.peer_ip, who, lambda: self.factory.checker.requestAvatarId(creds))
 
         def ok(user):
             throttle.succeeded(self.peer_ip, who)
@@ -313,6 +314,12 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
             return Reply(235, "2.7.0", "authentication successful")
 
         def refused(f):
+            if f.check(LockedOut):
+                until = f.value.until
+                log.warn("SMTP {session}: AUTH as {user} from {peer} refused: {locked}",
+                         session=self.session, user=who, peer=self.peer_ip, locked=until_text(until))
+                self._count_auth_failure()
+                return Reply(454, "4.7.0", "too many failed logins, %s" % until_text(until))
             f.trap(cred_error.UnauthorizedLogin, cred_error.UnhandledCredentials)
             throttle.failed(self.peer_ip, who)
             log.warn("SMTP {session}: failed AUTH from {peer}", session=self.session, peer=self.peer_ip)
@@ -448,12 +455,12 @@ class SmtpFactory(protocol.ServerFactory):
     """
     Builds SmtpServer sessions for one port: `submission` asks for AUTH before
     MAIL. `deliver(recipients, message, sender)` is the store's deliver. The
-    guards (`throttle`, a LoginThrottle; `peer_limit`, a PeerLimit for WAN
-    peers) are its own unless given, to share them with the other ports.
+    guards (`throttle`, a LoginThrottle; `peer_limit`, a PeerLimit: each
+    peer's share and the cap in all) are its own unless given, to share them
+    with the other ports.
     """
 
     protocol = SmtpServer
-    max_sessions = 500      # in all
 
     def __init__(self, office, deliver, reactor, checker=None, tls_options=None,
                  submission=False, label="smtp", throttle=None, peer_limit=None):
@@ -465,8 +472,8 @@ class SmtpFactory(protocol.ServerFactory):
         self.submission = submission
         self.label = label
         self.throttle = throttle if throttle is not None else LoginThrottle(reactor)
-        self.peers = peer_limit if peer_limit is not None else PeerLimit(MAX_CONNECTIONS_PER_PEER)
-        self.sessions = 0
+        self.peers = peer_limit if peer_limit is not None else PeerLimit(
+            MAX_CONNECTIONS_PER_PEER, cap=MAX_SESSIONS)
 
     @property
     def config(self):
@@ -487,24 +494,16 @@ class SmtpFactory(protocol.ServerFactory):
 
     def admit(self, session):
         """
-        Count a new session; False when the port is full or its client (on
-        the WAN: LAN clients are not limited, as Postfix spares mynetworks)
-        already has too many connections.
+        Count a new session: None, or why it is refused (PEER_FULL: its
+        client, wherever it is, holds its whole share; SERVER_BUSY: the cap).
         """
-        if self.sessions >= self.max_sessions:
-            return False
-        if not session.from_lan:
-            if not self.peers.admit(session.peer_ip):
-                return False
+        refusal = self.peers.refusal(session.peer_ip)
+        if refusal is None:
+            self.peers.admit(session.peer_ip)
             session._peer_counted = True
-        self.sessions += 1
-        session._counted = True
-        return True
+        return refusal
 
     def release(self, session):
-        if getattr(session, "_counted", False):
-            session._counted = False
-            self.sessions -= 1
         if getattr(session, "_peer_counted", False):
             session._peer_counted = False
             self.peers.release(session.peer_ip)

@@ -130,6 +130,7 @@ class SipCore:
         self.clock = clock
         self.send_raw = lambda data, dest: None
         self.server_tx = {}       # (branch, sent-by, method) -> ServerTransaction
+        self.admitting = set()    # server transaction keys of INVITEs whose login waits
         self.completed = {}       # key -> (final response bytes, destination): Timer J
         self.completed_order = collections.deque()
         self.sweeper = None
@@ -361,11 +362,27 @@ class SipCore:
             return self.reply(request, make_response(request, 482), dest)
         if method == "INVITE" and self.registrar is not None:
             # Before anything looks at the number: every stranger gets the same answer.
-            refusal = self.registrar.admit_call(request, (dest.host, dest.port), dest.transport)
-            if refusal is not None:
-                defer.maybeDeferred(lambda: refusal).addCallback(
-                    lambda response: self.reply(request, response, dest))
+            key = self._st_key(request, "INVITE")
+            if key in self.admitting:
+                return      # retransmitted while its login waits out the throttle's delay
+            verdict = self.registrar.admit_call(request, (dest.host, dest.port), dest.transport)
+            if isinstance(verdict, defer.Deferred):
+                self.admitting.add(key)
+
+                def decided(answer):
+                    self.admitting.discard(key)
+                    if answer is None:
+                        self._new_request(request, dest, method)
+                    else:
+                        self.reply(request, answer, dest)
+                verdict.addCallback(decided)
                 return
+            if verdict is not None:
+                return self.reply(request, verdict, dest)
+        self._new_request(request, dest, method)
+
+    def _new_request(self, request, dest, method):
+        """A new request outside any dialog, its sender admitted: open its transaction and act."""
         st = self.server_transaction(request, dest)
         if method == "REGISTER":
             result = self.registrar.handle(request, (dest.host, dest.port), dest.transport)

@@ -10,9 +10,12 @@ own time and an HMAC, so they need no table to be checked; a table of the
 nonce counts seen refuses replays. Unknown users and wrong passwords are
 answered alike (403 to a wrong answer, a fresh 401 to none) so nobody learns
 which part was wrong, and an unknown user's answer is checked against a decoy
-digest so that even the work done is the same; failures go through the
-shared login throttle, so a source that keeps failing is answered ever later
-and then locked out.
+digest so that even the work done is the same. Logins go through the shared
+login throttle's one rule: after repeated failures the password is checked
+(and answered) later, then a locked login is refused unchecked; a REGISTER
+without credentials names no user, checks nothing and is always challenged
+(later to a source that keeps failing), so a phone behind a locked source
+can still register.
 
 `admit_call` decides the same for a new INVITE before the call router looks
 at the number: a registered phone's own address is trusted (its REGISTER
@@ -35,7 +38,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from allworx.guards import LoginThrottle, login_name, until_text
+from allworx.guards import LockedOut, LoginThrottle, login_name, until_text
 from allworx.interfaces import IRegistrations
 from allworx.protocols.sip.core import CHALLENGE_TAG
 from allworx.protocols.sip.message import NameAddr, SipParseError, SipUri, make_response
@@ -380,14 +383,23 @@ class Registrar:
         return login_name(self.office.config, name) if name else None
 
     def handle(self, request, source, transport="UDP"):
-        """Answer one REGISTER from `source` (host, port)."""
+        """Answer one REGISTER from `source` (host, port): a Response, or a Deferred of one."""
         authorization = request.get("Authorization")
         who = self._digest_user(authorization)
-        until = self.throttle.check(source[0], who)
-        if until:
+        if who is None:
+            return self._checked(request, source, transport, authorization, None)
+        d = self.throttle.attempt(source[0], who, lambda: self._checked(
+            request, source, transport, authorization, who))
+        return d.addErrback(self._locked, request)
+
+    def _locked(self, failure, request, to_tag=None):
+        failure.trap(LockedOut)
+        if request.method == "REGISTER":
             REGISTERS.labels("locked").inc()
-            return make_response(request, 403, "Forbidden (%s)" % until_text(until),
-                                 to_tag=_tag(request))
+        return make_response(request, 403, "Forbidden (%s)" % until_text(failure.value.until),
+                             to_tag=to_tag or _tag(request))
+
+    def _checked(self, request, source, transport, authorization, who):
         status, value = self.checker.check(request, authorization)
         if status == "challenge":
             REGISTERS.labels("challenged").inc()
@@ -402,7 +414,9 @@ class Registrar:
             self.throttle.failed(source[0], who)
             log.info("SIP REGISTER from {source} refused: {reason}",
                      source="%s:%d" % source, reason=value)
-            return self._slow(source[0], make_response(request, 403, to_tag=_tag(request)))
+            refused = make_response(request, 403, to_tag=_tag(request))
+            # With a user named, the throttle held the attempt already.
+            return refused if who is not None else self._slow(source[0], refused)
         self.throttle.succeeded(source[0], who)
         user = value
         try:
@@ -427,9 +441,14 @@ class Registrar:
         credentials = request.get("Proxy-Authorization")
         who = self._digest_user(credentials)
         tag = CHALLENGE_TAG + _tag(request)
-        until = self.throttle.check(source[0], who)
-        if until:
-            return make_response(request, 403, "Forbidden (%s)" % until_text(until), to_tag=tag)
+        if who is None:
+            return self._admit_checked(request, source, credentials, None, tag)
+        # The throttle's one rule, as for REGISTER: later after failures, then locked.
+        d = self.throttle.attempt(source[0], who, lambda: self._admit_checked(
+            request, source, credentials, who, tag))
+        return d.addErrback(self._locked, request, tag)
+
+    def _admit_checked(self, request, source, credentials, who, tag):
         status, value = self.checker.check(request, credentials)
         if status == "ok":
             self.throttle.succeeded(source[0], who)
@@ -439,7 +458,9 @@ class Registrar:
             self.throttle.failed(source[0], who)
             log.info("SIP INVITE from {source} refused: {reason}", source="%s:%d" % source,
                      reason=value)
-            return self._slow(source[0], make_response(request, 403, to_tag=tag))
+            refused = make_response(request, 403, to_tag=tag)
+            # With a user named, the throttle held the attempt already.
+            return refused if who is not None else self._slow(source[0], refused)
         challenge = make_response(request, 407, to_tag=tag, extra=self.checker.challenge_headers(
             request, "Proxy-Authenticate", stale=status == "stale"))
         return challenge if status == "stale" else self._slow(source[0], challenge)

@@ -93,19 +93,28 @@ MAX_CONNECTIONS_PER_HOST = 16
 
 
 class SipStreamFactory(protocol.ServerFactory):
-    """Makes SipStream connections (bounded, in all and per host) and remembers them by peer."""
+    """
+    Makes SipStream connections and remembers them by peer: each host holds
+    at most its share, under a cap in all that keeps room for other hosts (a
+    connection beyond them is closed at once: SIP has nothing to say before
+    a request).
+    """
 
     def __init__(self, core, peer_limit=None):
         self.core = core
         self.connections = {}
-        self.peers = peer_limit if peer_limit is not None else PeerLimit(MAX_CONNECTIONS_PER_HOST)
+        self.peers = peer_limit if peer_limit is not None else PeerLimit(
+            MAX_CONNECTIONS_PER_HOST, cap=MAX_CONNECTIONS)
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", None)
-        if len(self.connections) >= MAX_CONNECTIONS or not self.peers.admit(host):
+        refusal = self.peers.refusal(host)
+        if refusal is not None:
             ERRORS.labels("connections").inc()
-            log.warn("SIP over TCP from {host} refused: too many connections", host=host)
+            log.warn("SIP over TCP from {host} refused: {why}", host=host,
+                     why=self.peers.why(refusal, host))
             return None
+        self.peers.admit(host)
         stream = SipStream(self.core, self)
         stream.admitted_host = host
         return stream

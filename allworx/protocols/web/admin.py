@@ -18,7 +18,8 @@ from twisted.web import resource, server, static
 from allworx.auth import ADMIN, AdminChecker
 from allworx.config import ConfigErrors
 from allworx.interfaces import Views
-from allworx.guards import LoginThrottle, login_name
+from allworx import guards
+from allworx.guards import LoginThrottle, login_name, until_text
 from allworx.protocols.web import forms
 from allworx.protocols.web import pages
 from allworx.protocols.web.metrics import WEB_CHANGES, WEB_LOGINS
@@ -41,11 +42,15 @@ SECURITY_HEADERS = (
 
 
 class LockedOut(Exception):
-    """Too many failed logins (of this user, or from this source); `seconds` until it may try again."""
+    """
+    Too many failed logins (of this user, or from this source): `seconds`
+    until it may try again, `until` the clock time (0 if unknown).
+    """
 
-    def __init__(self, seconds):
+    def __init__(self, seconds, until=0):
         Exception.__init__(self, "locked out for %d seconds" % seconds)
         self.seconds = seconds
+        self.until = until
 
 
 def peer_of(request):
@@ -117,14 +122,13 @@ class AdminContext:
 
     def authenticate(self, source, username, password):
         """
-        Check the admin login through the login throttle. A Deferred firing
-        True or False, or failing with LockedOut (the password unchecked).
+        Check the admin login through the login throttle (later, after
+        repeated failures). A Deferred firing True or False, or failing with
+        LockedOut (the password unchecked).
         """
         name = login_name(self.office.config, username)
-        if self.throttle.check(source, name):
-            WEB_LOGINS.labels("locked").inc()
-            return defer.fail(LockedOut(self.throttle.locked_for(source, name)))
-        d = self.checker.requestAvatarId(credentials.UsernamePassword(username, password))
+        d = self.throttle.attempt(source, name, lambda: self.checker.requestAvatarId(
+            credentials.UsernamePassword(username, password)))
 
         def ok(avatar):
             self.throttle.succeeded(source, name)
@@ -133,6 +137,10 @@ class AdminContext:
             return avatar == ADMIN
 
         def bad(failure):
+            if failure.check(guards.LockedOut):
+                WEB_LOGINS.labels("locked").inc()
+                until = failure.value.until
+                raise LockedOut(max(1, int(until - self.clock.seconds() + 0.999)), until)
             failure.trap(cred_error.UnauthorizedLogin)
             WEB_LOGINS.labels("failure").inc()
             locked_now = self.throttle.failed(source, name)
@@ -323,8 +331,9 @@ class LoginResource(resource.Resource):
             failure.trap(LockedOut)
             minutes = (failure.value.seconds + 59) // 60
             finish(request, self._form(
-                request, session, "Too many failed logins from %s. Try again in %d minute%s."
-                % (source, minutes, "" if minutes == 1 else "s"), 429))
+                request, session, "Too many failed logins from %s. Try again in %d minute%s (%s)."
+                % (source, minutes, "" if minutes == 1 else "s", until_text(failure.value.until)),
+                429))
         d.addCallbacks(checked, locked)
         d.addErrback(lambda f: (log.failure("login failed", f),
                                 finish(request, self._form(request, session, "Login failed.", 500))))

@@ -10,7 +10,9 @@ with 400 and a JSON body naming the field and the reason.
 import base64
 import functools
 import hashlib
+import ipaddress
 import json
+import time
 
 import attr
 from klein import Klein
@@ -18,6 +20,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from allworx.config import RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigErrors
+from allworx.guards import login_name, until_text
 from allworx.protocols.web import changes
 from allworx.protocols.web.admin import LockedOut, peer_of
 from allworx.protocols.web.metrics import WEB_CHANGES, field
@@ -203,8 +206,8 @@ class OfficeApi:
         def locked(failure):
             failure.trap(LockedOut)
             request.setHeader(b"retry-after", str(failure.value.seconds).encode())
-            raise ApiError(429, "locked out", "too many failed logins from %s; try again in %d s"
-                           % (source, failure.value.seconds))
+            raise ApiError(429, "locked out", "too many failed logins from %s; try again in %d s (%s)"
+                           % (source, failure.value.seconds, until_text(failure.value.until)))
         d.addCallbacks(result, locked)
         return d
 
@@ -240,7 +243,8 @@ class OfficeApi:
         return {"resources": ["/api/v1/settings/{section}", "/api/v1/users", "/api/v1/aliases",
                               "/api/v1/hosts", "/api/v1/records", "/api/v1/forwards",
                               "/api/v1/dhcp/leases", "/api/v1/connections", "/api/v1/mail/queue",
-                              "/api/v1/sip/registrations", "/api/v1/status", "/api/v1/backup"],
+                              "/api/v1/sip/registrations", "/api/v1/status", "/api/v1/backup",
+                              "/api/v1/lockouts"],
                 "openapi": "/api/v1/openapi.json"}
 
     @app.route("/v1/status", methods=["GET"])
@@ -461,6 +465,35 @@ class OfficeApi:
         """Calls in progress."""
         return [plain(c) for c in self._view("calls", "SIP proxy").active_calls()]
 
+    # ---- login lock-outs
+
+    @app.route("/v1/lockouts", methods=["GET"])
+    @guarded
+    def lockouts(self, request):
+        """The login throttle's lock-outs in force."""
+        return {"lockouts": [lockout_json(l) for l in self.ctx.throttle.lockouts()]}
+
+    @app.route("/v1/lockouts/unlock", methods=["POST"])
+    @guarded
+    def unlock(self, request):
+        """End lock-outs: {"user", "source"} (either may be left out, not both)."""
+        data = self.body(request)
+        user, source = data.get("user"), data.get("source")
+        for key, value in (("user", user), ("source", source)):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ApiError(400, "invalid", "%s must be text (or left out)" % key, field=key)
+        if user is None and source is None:
+            raise ApiError(400, "invalid", "name a user, a source or both", field="user")
+        if source is not None:
+            try:
+                source = str(ipaddress.ip_address(source.strip()))
+            except ValueError:
+                raise ApiError(400, "invalid", "%r is not an IP address" % source, field="source")
+        if user is not None:
+            user = login_name(self.ctx.office.config, user.strip())    # 101, alice@... -> alice
+        ended = self.ctx.throttle.unlock(user, source, by="the API")
+        return {"unlocked": [lockout_json(l) for l in ended]}
+
     # ---- backup
 
     @app.route("/v1/backup", methods=["GET"])
@@ -493,6 +526,12 @@ class OfficeApi:
             return self.respond(request, 405, {"error": "method not allowed",
                                                "reason": "%s is not allowed here" % request.method.decode()})
         return self.failed(failure, request)
+
+
+def lockout_json(lockout):
+    """A lock-out as the API shows it (`user` null: the whole source)."""
+    return {"user": lockout.user, "source": lockout.source, "failures": lockout.failures,
+            "until": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(lockout.until))}
 
 
 def _int_arg(request, name, default, low, high):

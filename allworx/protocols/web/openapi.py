@@ -104,6 +104,24 @@ def openapi_document():
                                                        "responses": {"200": {"description": "queued"}}}}
     paths["/api/v1/mail/queue/{id}"] = {"delete": {"summary": "Drop a queued message",
                                                    "responses": {"204": {"description": "gone"}}}}
+    lockout = {"type": "object", "properties": {
+        "user": {"type": "string", "nullable": True,
+                 "description": "the user locked out at the source; null: the source itself"},
+        "source": {"type": "string"}, "failures": {"type": "integer"},
+        "until": {"type": "string", "format": "date-time"}}}
+    schemas["Lockout"] = lockout
+    ref = {"$ref": "#/components/schemas/Lockout"}
+    paths["/api/v1/lockouts"] = {"get": {
+        "summary": "Login lock-outs in force (every protocol's: web, mail, phones, directory)",
+        "responses": {"200": {"description": "the lock-outs", "content": _json({
+            "type": "object", "properties": {"lockouts": {"type": "array", "items": ref}}})},
+            "401": RESPONSES["401"]}}}
+    paths["/api/v1/lockouts/unlock"] = {"post": {
+        "summary": "End lock-outs: a user's (at a source, or everywhere), or everything at a source",
+        "requestBody": {"content": _json({"type": "object", "properties": {
+            "user": {"type": "string"}, "source": {"type": "string"}}})},
+        "responses": dict(RESPONSES, **{"200": {"description": "the lock-outs that ended", "content": _json({
+            "type": "object", "properties": {"unlocked": {"type": "array", "items": ref}}})}})}}
     paths["/api/v1/backup"] = {
         "get": {"summary": "tap.conf as it stands", "responses": {
             "200": {"description": "the file", "content": {"text/plain": {"schema": {"type": "string"}}}}}},

@@ -344,7 +344,7 @@ class AliasPage(Page, RecordActions):
 
 
 class UsersPage(Page):
-    """Every user; one user's page at /users/NAME."""
+    """Every user, and the login lock-outs in force; one user's page at /users/NAME."""
 
     slug, title, template = "users", "Users", "users.html"
     kinds = {"add_user": "user", "save_user": "user"}
@@ -363,7 +363,8 @@ class UsersPage(Page):
                 "pin": changes.pin_state(u),
                 "fetch": [(a.display, fetch_summary(fetch.get(a.display), now)) for a in u.pop3_fetch],
             })
-        out = {"users": users, "user_fields": forms.RECORD_FIELDS["user"], "editing": None}
+        out = {"users": users, "user_fields": forms.RECORD_FIELDS["user"], "editing": None,
+               "lockouts": lockout_rows(ctx.throttle, now)}
         if sub and sub[0]:
             name = sub[0]
             if name not in config.users:
@@ -401,6 +402,23 @@ class UsersPage(Page):
         name = form.get("name", "")
         changes.delete_record(ctx.office, "user", name)
         return Redirect("Deleted user %s." % name, "/users")
+
+    def do_unlock(self, ctx, form, sub):
+        """End a lock-out: a user's at a source, or (no user) everything at a source."""
+        user, source = form.get("user", "").strip() or None, form.get("source", "").strip() or None
+        if source is None:
+            raise ConfigErrors([ConfigError(None, None, 0, "which source to unlock is missing")])
+        ended = ctx.throttle.unlock(user, source, by="the admin pages")
+        what = "%s at %s" % (user, source) if user else "everyone at %s" % source
+        return Redirect("Unlocked %s." % what if ended else
+                        "%s was not locked out (any more)." % what.capitalize(), "/users")
+
+
+def lockout_rows(throttle, now):
+    """The throttle's lock-outs in force, as the Users page lists them."""
+    return [{"user": l.user or "", "source": l.source, "failures": l.failures,
+             "who": l.describe(), "until": clock_time(l.until) + " UTC",
+             "lifts": ago_or_in(now, l.until)} for l in throttle.lockouts()]
 
 
 def _with_warnings(notice, warnings):

@@ -20,8 +20,12 @@ from allworx.protocols.web.sites import SiteBySide, ensure_site_dirs
 
 log = Logger()
 
-# Simultaneous connections one peer may hold on the web ports.
+# Simultaneous connections one peer may hold on the web ports, and all may.
 MAX_CONNECTIONS_PER_PEER = 64
+MAX_CONNECTIONS = 1024
+# What a connection beyond them is told before it is closed.
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 10\r\nConnection: close\r\n"
+        b"Content-Type: text/plain\r\nContent-Length: 32\r\n\r\ntoo many connections, try later\n")
 
 
 class BoundedRequest(server.Request):
@@ -104,7 +108,8 @@ def admin_resource(office, clock, defer_to_thread=threads.deferToThread, views=N
 class WebService(ListeningService):
     """
     Listens on the admin and web ports and follows their changes live. The
-    guards (a LoginThrottle for the admin login, a PeerLimit for both ports)
+    guards (a LoginThrottle for the admin login, a PeerLimit for both ports:
+    each peer's share and a cap in all, beyond which a 503 is the answer)
     may be given, to share them with other services.
     """
 
@@ -114,7 +119,8 @@ class WebService(ListeningService):
             from twisted.internet import reactor
         self.reactor = reactor
         ListeningService.__init__(self, "web", office)
-        self.peers = peer_limit if peer_limit is not None else PeerLimit(MAX_CONNECTIONS_PER_PEER)
+        self.peers = peer_limit if peer_limit is not None else PeerLimit(
+            MAX_CONNECTIONS_PER_PEER, cap=MAX_CONNECTIONS)
         root, self.ctx = admin_resource(office, reactor, defer_to_thread, views, throttle)
         # A restore uploads a whole tap.conf: the admin port takes up to 2 MB.
         self.admin_site = CountingSite(root, office, "admin", lan_only=True,
@@ -131,8 +137,8 @@ class WebService(ListeningService):
         except OSError as e:
             log.warn("web: cannot create the site directories: {why}", why=e)
         admin, http = config.web.admin_port, config.web.http_port
-        admin_factory = PeerConnectionLimit(self.admin_site, self.peers, "web admin")
-        sites_factory = PeerConnectionLimit(self.public_site, self.peers, "web sites")
+        admin_factory = PeerConnectionLimit(self.admin_site, self.peers, "web admin", BUSY)
+        sites_factory = PeerConnectionLimit(self.public_site, self.peers, "web sites", BUSY)
         return [
             ("admin pages on tcp/%d" % admin, admin,
              lambda: self.reactor.listenTCP(admin, admin_factory, interface="")),

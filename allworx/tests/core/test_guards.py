@@ -1,9 +1,10 @@
 """Tests of the shared guards (allworx.guards): the per-peer limit and the login throttle."""
 
+import os
 import time
 
 from hypothesis import given, settings, strategies as st
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.testing import StringTransport
@@ -11,7 +12,9 @@ from twisted.trial import unittest
 
 from allworx.config import parse_config
 from allworx.guards import (
-    ClientRateLimit, LoginThrottle, PeerConnectionLimit, PeerLimit, login_name, until_text)
+    PEER_FULL, SERVER_BUSY, ClientRateLimit, LockedOut, LoginThrottle, PeerConnectionLimit,
+    PeerLimit, login_name, until_text)
+from allworx.lockoutfile import LockoutFile
 from allworx.tests.confs import MINIMAL, PW_HASH
 
 
@@ -29,6 +32,28 @@ class PeerLimitTests(unittest.TestCase):
         for _ in range(3):
             peers.release("b")      # more releases than admits: never below zero
         self.assertEqual(peers.counts, {"a": 2})
+
+    def test_a_cap_that_leaves_room_for_other_peers(self):
+        peers = PeerLimit(3, cap=12, reserve=2)
+        for host in "abc":                      # three greedy peers, each at its share...
+            for _ in range(3):
+                self.assertTrue(peers.admit(host))
+        self.assertEqual(peers.refusal("a"), PEER_FULL)
+        # ...then the last places (the reserve) go only to peers holding none.
+        self.assertTrue(peers.admit("d"))
+        self.assertEqual(peers.refusal("d"), SERVER_BUSY)
+        self.assertTrue(peers.admit("e"))
+        self.assertTrue(peers.admit("f"))
+        self.assertEqual(peers.total(), 12)
+        self.assertEqual(peers.refusal("g"), SERVER_BUSY)     # the cap itself
+        self.assertFalse(peers.admit("g"))
+        peers.release("f")
+        self.assertTrue(peers.admit("g"))
+        self.assertEqual(peers.total(), 12)
+
+    def test_the_cap_is_more_than_one_share(self):
+        self.assertRaises(ValueError, PeerLimit, 20, cap=20)
+        self.assertEqual(PeerLimit(20, cap=500).reserve, 50)
 
 
 class PeerConnectionLimitTests(unittest.TestCase):
@@ -67,6 +92,18 @@ class PeerConnectionLimitTests(unittest.TestCase):
         last.connectionLost(None)
         self.assertIsNotNone(self.connect(one, a))
         self.assertEqual(peers.counts, {"198.51.100.10": 3, "198.51.100.11": 1})
+
+    def test_a_refused_connection_is_told_the_busy_answer(self):
+        busy = b"HTTP/1.1 503 Service Unavailable\r\n\r\n"
+        limited = PeerConnectionLimit(ServerFactory.forProtocol(Protocol), PeerLimit(1, cap=2), "x", busy)
+        a = IPv4Address("TCP", "192.168.2.10", 1)
+        self.connect(limited, a)
+        refused = limited.buildProtocol(a)
+        t = StringTransport(peerAddress=a)
+        refused.makeConnection(t)
+        self.assertEqual((t.value(), t.disconnecting), (busy, True))
+        refused.connectionLost(None)
+        self.assertEqual(limited.peers.total(), 1)      # a refusal is not counted
 
     def test_a_raising_protocol_is_closed(self):
         class Bad(Protocol):
@@ -111,12 +148,22 @@ class ThrottleTests(unittest.TestCase):
         self.assertTrue(self.t.locked_for("a", "alice"))
 
     def test_guessing_across_user_names_locks_the_source(self):
+        self.t.max_records = 100
         for name in ("u1", "u2", "u3", "u4"):
             self.assertFalse(self.t.failed("a", name))
         self.assertTrue(self.t.failed("a", "u5"))
-        self.assertEqual(self.t.locked_for("a", "anyone"), 300)
         self.assertEqual(self.t.locked_for("a"), 300)
-        self.assertEqual(self.t.locked_for("b", "anyone"), 0)
+        # The names guessed are refused at that source...
+        self.assertEqual(self.t.locked_for("a", "u1"), 300)
+        self.assertEqual(self.t.locked_for("a", "U5 "), 300)
+        # ...not a user who did not fail there (answered after the longest delay),
+        # nor anyone elsewhere.
+        self.assertEqual(self.t.locked_for("a", "anyone"), 0)
+        self.assertEqual(self.t.delay("a", "anyone"), self.t.max_delay)
+        self.assertEqual(self.t.locked_for("b", "u1"), 0)
+        # One failure of a new name there, and it is refused too.
+        self.t.failed("a", "anyone")
+        self.assertEqual(self.t.locked_for("a", "anyone"), 300)
 
     def test_failures_outside_the_window_forgotten(self):
         self.t.failed("a", "alice")
@@ -142,8 +189,10 @@ class ThrottleTests(unittest.TestCase):
         until = self.t.check("a", "alice")
         self.assertEqual(until, self.clock.seconds() + 300)
         self.t.check("a", "alice")
-        # 3 failures + 2 refused attempts: the source is locked too.
-        self.assertEqual(self.t.check("a", "bob"), self.clock.seconds() + 300)
+        # 3 failures + 2 refused attempts: the source is locked too, which
+        # refuses alice (she failed there), not bob.
+        self.assertEqual(self.t.locked_until("a"), self.clock.seconds() + 300)
+        self.assertEqual(self.t.check("a", "bob"), 0)
 
     def test_delay_grows_after_the_free_failures(self):
         t = LoginThrottle(self.clock, user_limit=100, source_limit=100, slow_after=2, max_delay=4)
@@ -185,6 +234,198 @@ class ThrottleTests(unittest.TestCase):
             self.t.failed(source, user)
             self.t.check(source, user)
         self.assertLessEqual(len(self.t), 4)
+
+
+class Outcome:
+    """What one `attempt` came to: checked (and when) or refused until when."""
+
+    def __init__(self, d, clock):
+        self.checked_at = self.refused_until = None
+        self.clock = clock
+        d.addCallbacks(self._checked, self._refused)
+
+    def _checked(self, result):
+        self.checked_at = self.clock.seconds()
+
+    def _refused(self, failure):
+        failure.trap(LockedOut)
+        self.refused_until = failure.value.until
+
+    @property
+    def done(self):
+        return self.checked_at is not None or self.refused_until is not None
+
+
+class GateTests(unittest.TestCase):
+    """`attempt`: the one rule every protocol goes through, on task.Clock."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.clock.advance(1_700_000_000)
+        self.t = LoginThrottle(self.clock)
+        self.events = []
+        from twisted.logger import globalLogPublisher
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def guess(self, source="192.168.2.50", user="alice", right=False):
+        """One attempt, waited out on the clock; counted as the protocols do."""
+        outcome = Outcome(self.t.attempt(source, user, lambda: right), self.clock)
+        start = self.clock.seconds()
+        while not outcome.done:
+            self.clock.advance(0.25)
+        outcome.waited = self.clock.seconds() - start
+        if outcome.checked_at is not None:
+            (self.t.succeeded if right else self.t.failed)(source, user)
+        return outcome
+
+    def lock_lines(self):
+        return [e for e in self.events if "locked out until" in e.get("log_format", "")]
+
+    def test_growing_delay_then_lock_out_then_expiry(self):
+        outcomes = [self.guess() for _ in range(200)]
+        waits = [o.waited for o in outcomes[:5]]
+        self.assertEqual(waits, [0, 0, 0.5, 1.0, 2.0])
+        self.assertTrue(all(o.checked_at for o in outcomes[:5]))
+        until = outcomes[5].refused_until
+        self.assertTrue(all(o.refused_until == until and o.waited == 0 for o in outcomes[5:]),
+                        "195 guesses after the fifth are refused at once, unchecked")
+        self.assertEqual(len(self.t.lockouts()), 2, "alice at the source, then the source")
+        # One log line per lock-out as it starts, naming who, where and until when.
+        lines = self.lock_lines()
+        self.assertEqual([(e["user"], e["source"]) for e in lines],
+                         [("alice", "192.168.2.50"), (None, "192.168.2.50")])
+        self.assertIn(time.strftime("%H:%M", time.gmtime(until)), lines[0]["until"])
+        # It expires: the right password is then taken (after the source's delay: it is
+        # still locked for alice's refused guesses, which counted against it).
+        self.clock.advance(until - self.clock.seconds())
+        self.assertIsNotNone(self.guess(right=True).checked_at)
+        self.assertEqual(self.t.locked_for("192.168.2.50", "alice"), 0)
+
+    def test_a_locked_source_lets_other_users_in_after_the_delay(self):
+        for n in range(20):
+            self.guess(user="u%d" % n)
+        self.assertTrue(self.t.locked_for("192.168.2.50"))
+        self.assertIsNotNone(self.guess(user="u3").refused_until)
+        bob = self.guess(user="bob", right=True)
+        self.assertEqual((bob.checked_at is not None, bob.waited), (True, self.t.max_delay))
+        # Elsewhere nobody waits.
+        self.assertEqual(self.guess(source="192.168.2.51", user="u3", right=True).waited, 0)
+
+    def test_the_right_user_is_taken_once_his_lock_out_ends(self):
+        """The attacker goes on after alice's lock-out: the source's lock outlasts it."""
+        for _ in range(5):
+            self.guess()
+        alice_until = self.t.locked_until("192.168.2.50", "alice")
+        for _ in range(40):
+            self.clock.advance(10)
+            self.guess()                # refused, counted against the source
+        self.assertGreater(self.t.locked_until("192.168.2.50"), alice_until)
+        self.clock.advance(alice_until - self.clock.seconds())
+        right = self.guess(right=True)
+        self.assertIsNotNone(right.checked_at)
+        self.assertLessEqual(right.waited, self.t.max_delay)
+
+    def test_parallel_attempts_wait_in_a_bounded_queue(self):
+        for n in range(8):
+            self.guess(user="u%d" % n)       # the source's delay now 2 s
+        held = [Outcome(self.t.attempt("192.168.2.50", "v%d" % n, lambda: False), self.clock)
+                for n in range(self.t.max_waiting + 3)]
+        refused = [o for o in held if o.done]
+        self.assertEqual(len(refused), 3)
+        self.assertTrue(all(o.refused_until for o in refused))
+        self.clock.advance(self.t.delay("192.168.2.50"))
+        self.assertTrue(all(o.checked_at for o in held if o not in refused))
+        self.assertEqual(self.t._waiting, {})
+
+    def test_a_lock_out_that_starts_while_waiting_refuses(self):
+        for _ in range(2):
+            self.guess()
+        waiting = Outcome(self.t.attempt("192.168.2.50", "alice", lambda: True), self.clock)
+        for _ in range(3):
+            self.t.failed("192.168.2.50", "alice")     # e.g. on other connections
+        self.clock.advance(self.t.max_delay)
+        self.assertEqual((waiting.checked_at, bool(waiting.refused_until)), (None, True))
+
+    def test_lockouts_listed_and_unlocked(self):
+        for _ in range(5):
+            self.guess()
+            self.guess(source="192.168.2.60")
+        listed = self.t.lockouts()
+        self.assertEqual([(l.user, l.source, l.failures) for l in listed],
+                         [("alice", "192.168.2.50", 5), ("alice", "192.168.2.60", 5)])
+        self.assertEqual(listed[0].describe(), "alice at 192.168.2.50")
+        ended = self.t.unlock("Alice", "192.168.2.50", by="the admin pages")
+        self.assertEqual([l.source for l in ended], ["192.168.2.50"])
+        self.assertTrue(any("unlocked by the admin pages" in e.get("log_format", "").replace(
+            "{by}", e.get("by", "")) for e in self.events))
+        self.assertEqual(self.guess(right=True).waited, 0)
+        self.assertEqual(self.t.unlock("alice"), [listed[1]])
+        self.assertEqual(self.t.lockouts(), [])
+
+
+def sync_thread(f, *args, **kwargs):
+    return defer.maybeDeferred(f, *args, **kwargs)
+
+
+class KeptAcrossRestartsTests(unittest.TestCase):
+    """Lock-outs in data_dir/lockouts.json; `allworx unlock`'s requests taken from the spool."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.clock.advance(1_700_000_000)
+        self.dir = self.mktemp()
+        self.store = LockoutFile(self.dir, sync_thread)
+
+    def lock(self, throttle, source="192.168.2.50", user="alice"):
+        for _ in range(throttle.user_limit):
+            throttle.failed(source, user)
+
+    def test_lock_outs_survive_a_restart(self):
+        first = LoginThrottle(self.clock, store=self.store)
+        self.lock(first)
+        until = first.locked_until("192.168.2.50", "alice")
+        self.assertEqual(self.store.read(now=self.clock.seconds()),
+                         [{"source": "192.168.2.50", "user": "alice", "until": until, "failures": 5}])
+        self.assertEqual(oct(os.stat(self.store.path).st_mode & 0o777), "0o600")
+        second = LoginThrottle(self.clock, store=LockoutFile(self.dir, sync_thread))
+        self.assertEqual(second.locked_until("192.168.2.50", "Alice"), until)
+        # Ended ones are not restored.
+        self.clock.advance(first.lockout)
+        self.assertEqual(LoginThrottle(self.clock, store=self.store).lockouts(), [])
+
+    def test_unlock_requests_are_taken_by_the_running_server(self):
+        throttle = LoginThrottle(self.clock, store=self.store)
+        throttle.start()
+        self.addCleanup(throttle.stop)
+        self.lock(throttle)
+        self.lock(throttle, source="192.168.2.60")
+        path = self.store.request_unlock("alice", "192.168.2.60")
+        self.assertTrue(os.path.exists(path))
+        self.clock.advance(1)
+        self.assertFalse(os.path.exists(path))
+        self.assertEqual([l.source for l in throttle.lockouts()], ["192.168.2.50"])
+        self.assertEqual([e["source"] for e in self.store.read(now=self.clock.seconds())],
+                         ["192.168.2.50"])
+
+    def test_requests_left_while_the_server_was_down_apply_at_start(self):
+        self.lock(LoginThrottle(self.clock, store=self.store))
+        self.store.request_unlock(user="alice")
+        self.assertEqual(LoginThrottle(self.clock, store=self.store).lockouts(), [])
+        self.assertEqual(self.store.read(now=self.clock.seconds()), [])
+
+    def test_bad_requests_and_files_are_ignored(self):
+        os.makedirs(self.store.requests)
+        for name, text in (("1.json", "{not json"), ("2.json", '{"user": 5}'),
+                           ("3.json", "{}"), ("4.json", '{"source": "192.168.2.50"}')):
+            with open(os.path.join(self.store.requests, name), "w") as f:
+                f.write(text)
+        self.assertEqual(self.store.take_requests(), [(None, "192.168.2.50")])
+        self.assertEqual(os.listdir(self.store.requests), [])
+        with open(self.store.path, "w") as f:
+            f.write('{"lockouts": [{"source": "x"}, 7, {"source": "y", "until": "soon"}]}')
+        self.assertEqual(LoginThrottle(self.clock, store=self.store).lockouts(), [])
+        self.assertRaises(ValueError, self.store.request_unlock)
 
 
 class RateLimitTests(unittest.TestCase):

@@ -1,6 +1,7 @@
 """Tests for allworx.service and allworx.servicebase: composition and bind reports."""
 
 import errno
+import os
 import socket
 
 from twisted.application import service
@@ -78,6 +79,9 @@ class CompositionTests(unittest.TestCase):
                                      mail.smtp_factory.throttle, mail.pop3.factory.throttle,
                                      sip.registrations.throttle)}
         self.assertEqual(len(throttles), 1, "one login throttle for every protocol")
+        self.assertIs(web.ctx.throttle, top.logins)
+        self.assertEqual(top.logins.store.path,
+                         os.path.join(top.office.config.system.data_dir, "lockouts.json"))
         views = web.ctx.views
         self.assertIs(views.leases, dhcp.leases)
         self.assertIs(views.rogues, dhcp.rogues)

@@ -55,10 +55,16 @@ class Connected:
             self.client, iosim.FakeTransport(self.client, False))
 
     def run(self, d):
+        """The answer, a login's delay waited out on the clock (in `self.waited`)."""
         self.pump.flush()
         results = []
         d.addBoth(results.append)
         self.pump.flush()
+        self.waited = 0
+        while not results and self.waited < 60:
+            self.clock.advance(0.25)
+            self.waited += 0.25
+            self.pump.flush()
         assert results, "no answer"
         return results[0]
 
@@ -230,6 +236,30 @@ class BindTests(unittest.TestCase):
         self.conn.clock.advance(15 * 60 + 1)
         result = self.conn.bind(ALICE, "admin-demo")
         self.assertFalse(hasattr(result, "value"), result)
+
+    def test_200_wrong_passwords_meet_the_delay_then_the_lock_out(self):
+        checker = self.conn.factory.checker
+        checked = []
+        real = checker.requestAvatarId
+        checker.requestAvatarId = lambda creds: (checked.append(1), real(creds))[1]
+        results, waits = [], []
+        for _ in range(200):
+            results.append(self.conn.bind(ALICE, "wrong").value)
+            waits.append(self.conn.waited)
+        self.assertEqual([type(r) for r in results[:5]], [ldaperrors.LDAPInvalidCredentials] * 5)
+        self.assertEqual(waits[:5], [0, 0, 0.5, 1.0, 2.0])
+        self.assertTrue(all(isinstance(r, ldaperrors.LDAPUnwillingToPerform)
+                            and b"locked until" in r.message for r in results[5:]))
+        self.assertEqual(set(waits[5:]), {0})
+        self.assertEqual(len(checked), 5)
+
+    def test_a_colleague_at_a_locked_source_binds_after_the_delay(self):
+        for n in range(20):
+            self.conn.bind("uid=guess%d,ou=people,%s" % (n, BASE), "wrong")
+        self.assertTrue(self.conn.factory.throttle.locked_for("192.168.2.10"))
+        result = self.conn.bind(ALICE, "admin-demo")
+        self.assertFalse(hasattr(result, "value"), result)
+        self.assertEqual(self.conn.waited, self.conn.factory.throttle.max_delay)
 
     def test_the_throttle_may_be_shared(self):
         from allworx.guards import LoginThrottle

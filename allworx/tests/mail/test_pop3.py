@@ -40,11 +40,16 @@ class Pop3Tests(unittest.TestCase):
         return p, t
 
     def talk(self, p, t, *lines):
+        """Send lines; the answers, a login's delay waited out on the clock (in `self.waited`)."""
         t.clear()
+        self.waited = 0
         for line in lines:
             p.dataReceived(line + b"\r\n")
             while t.producer is not None:      # a message being sent
                 t.producer.resumeProducing()
+            while p.blocked is not None and self.waited < 60:      # a login being checked
+                self.clock.advance(0.25)
+                self.waited += 0.25
         return t.value()
 
     def login(self, user=b"alice", peer=LAN):
@@ -171,23 +176,61 @@ class Pop3GuardTests(unittest.TestCase):
             p, t = self.connect()
             self.assertIn(b"-ERR [AUTH] wrong", self.talk(p, t, b"USER alice", b"PASS nope"))
         self.assertEqual(self.checker.checked, 5)
+        until = self.factory.throttle.locked_until(LAN, "alice")
         p, t = self.connect()
         self.talk(p, t, b"USER alice")
         out = self.talk(p, t, b"PASS pw")
         # Refused at once, the password unchecked, saying until when.
         self.assertRegex(out, rb"^-ERR \[AUTH\] too many failed logins, locked until \d\d:\d\d UTC\r\n$")
-        self.assertEqual(self.checker.checked, 5)
+        self.assertEqual((self.checker.checked, self.waited), (5, 0))
         # Bob at the same address and alice from another are not affected.
         self.assertIn(b"+OK Authentication", self.talk(p, t, b"USER bob", b"PASS pw"))
         p, t = self.connect(peer="192.168.2.11")
         self.assertIn(b"+OK Authentication", self.talk(p, t, b"USER alice", b"PASS pw"))
         self.talk(p, t, b"QUIT")
         p.connectionLost(None)
-        self.clock.advance(self.factory.throttle.lockout - 1)
+        self.clock.advance(until - 1 - self.clock.seconds())
         p, t = self.connect()
         self.assertIn(b"-ERR [AUTH] too many", self.talk(p, t, b"USER alice", b"PASS pw"))
         self.clock.advance(1)
         self.assertIn(b"+OK Authentication succeeded", self.talk(p, t, b"USER alice", b"PASS pw"))
+
+    def test_200_wrong_passwords_meet_the_delay_then_the_lock_out(self):
+        answers, waits = [], []
+        for _ in range(200):
+            p, t = self.connect()
+            answers.append(self.talk(p, t, b"USER alice", b"PASS nope").split(b"\r\n")[1])
+            waits.append(self.waited)
+            p.connectionLost(None)
+        self.assertEqual(answers[:5], [b"-ERR [AUTH] wrong user name or password"] * 5)
+        self.assertEqual(waits[:5], [0, 0, 0.5, 1.0, 2.0])
+        self.assertEqual({a[:42] for a in answers[5:]}, {b"-ERR [AUTH] too many failed logins, locked"})
+        self.assertEqual(set(waits[5:]), {0})
+        self.assertEqual(self.checker.checked, 5)
+
+    def test_a_colleague_at_a_locked_source_logs_in_after_the_delay(self):
+        for n in range(20):
+            p, t = self.connect()
+            self.talk(p, t, b"USER guess%d" % n, b"PASS nope")
+            p.connectionLost(None)
+        self.assertTrue(self.factory.throttle.locked_for(LAN))
+        p, t = self.connect()
+        self.assertIn(b"-ERR [AUTH] too many", self.talk(p, t, b"USER guess3", b"PASS nope"))
+        self.assertIn(b"+OK Authentication succeeded", self.talk(p, t, b"USER bob", b"PASS pw"))
+        self.assertEqual(self.waited, self.factory.throttle.max_delay)
+
+    def test_commands_sent_during_a_delayed_login_wait_for_it(self):
+        for _ in range(3):
+            p, t = self.connect()
+            self.talk(p, t, b"USER alice", b"PASS nope")
+        p, t = self.connect()
+        t.clear()
+        p.dataReceived(b"USER alice\r\nPASS pw\r\nSTAT\r\n")
+        self.assertEqual(t.value(), b"+OK USER accepted, send PASS\r\n")
+        self.clock.advance(self.factory.throttle.delay(LAN, "alice"))
+        lines = t.value().split(b"\r\n")
+        self.assertEqual(lines[1], b"+OK Authentication succeeded")
+        self.assertTrue(lines[2].startswith(b"+OK 0 "), lines)
 
     def test_auth_command_throttled_too(self):
         from twisted.cred.credentials import CramMD5Credentials
@@ -227,6 +270,101 @@ class Pop3GuardTests(unittest.TestCase):
         p3, t3 = self.connect(peer=LAN)
         self.assertTrue(t3.value().startswith(b"+OK allworx POP3 ready"))
         self.assertEqual(self.factory.peers.open_from(LAN), MAX_CONNECTIONS_PER_PEER)
+
+    def test_the_cap_leaves_room_for_other_peers(self):
+        from allworx.guards import PeerLimit
+        self.factory.peers = PeerLimit(2, cap=5, reserve=1)
+        for host in ("192.168.2.20", "192.168.2.21"):       # greedy hosts at their share
+            for _ in range(2):
+                self.assertTrue(self.connect(peer=host)[1].value().startswith(b"+OK"))
+        p, t = self.connect(peer="192.168.2.22")            # a newcomer: the reserve
+        self.assertTrue(t.value().startswith(b"+OK"))
+        p, t = self.connect(peer="192.168.2.22")
+        self.assertEqual(t.value(), b"-ERR [SYS/TEMP] too busy, try again later\r\n")
+        self.assertTrue(t.disconnecting)
+        p.connectionLost(None)
+        self.assertEqual(self.factory.peers.total(), 5)
+
+
+class PendingChecker(PlainChecker):
+    """A PlainChecker whose answers wait until `answer()`: an argon2 check in a thread."""
+
+    def __init__(self, passwords):
+        PlainChecker.__init__(self, passwords)
+        self.pending = []
+
+    def requestAvatarId(self, creds):
+        d = defer.Deferred()
+        self.pending.append((PlainChecker.requestAvatarId(self, creds), d))
+        return d
+
+    def answer(self):
+        for result, d in self.pending:
+            result.chainDeferred(d)
+        self.pending = []
+
+
+class MailboxLockTests(unittest.TestCase):
+    """An attack must not leave the real user with `-ERR [IN-USE]`."""
+
+    def setUp(self):
+        self.office, self.store, self.queue, self.clock = make_store(self)
+        self.checker = PendingChecker({"alice": "pw"})
+        self.factory = Pop3Factory(self.office, self.store, self.checker, self.clock)
+        self.connect = Pop3Tests.connect.__get__(self)
+        self.talk = Pop3Tests.talk.__get__(self)
+
+    def log_in(self, peer=LAN):
+        p, t = self.connect(peer)
+        self.talk(p, t, b"USER alice", b"PASS pw")
+        self.checker.answer()
+        return p, t
+
+    def test_a_login_that_completes_after_its_client_left_holds_no_lock(self):
+        p, t = self.connect(peer="192.168.2.66")
+        self.talk(p, t, b"USER alice", b"PASS pw")      # the right password, being checked
+        p.connectionLost(None)                          # the client gives up
+        self.checker.answer()
+        self.assertEqual(self.factory.realm.in_use, set())
+        p, t = self.log_in()
+        self.assertIn(b"+OK Authentication succeeded", t.value())
+
+    def test_sessions_that_did_not_log_in_hold_no_lock(self):
+        held = []
+        for n in range(10):
+            p, t = self.connect(peer="192.168.2.66")
+            self.talk(p, t, b"USER alice", b"PASS wrong%d" % n)
+            self.checker.answer()
+            held.append(p)
+        p, t = self.connect(peer="192.168.2.66")
+        self.talk(p, t, b"USER alice")
+        held.append(p)
+        self.assertEqual(self.factory.realm.in_use, set())
+        p, t = self.log_in()
+        self.assertIn(b"+OK Authentication succeeded", t.value())
+
+    def test_the_lock_is_released_whatever_the_state(self):
+        p, t = self.log_in()
+        self.assertEqual(self.factory.realm.in_use, {"alice"})
+        self.talk(p, t, b"DELE 1")
+        p.connectionLost(None)                          # no QUIT
+        self.assertEqual(self.factory.realm.in_use, set())
+
+    def test_a_lock_whose_session_is_gone_is_released_by_the_next_login(self):
+        p, t = self.log_in()
+        p._onLogout = None          # its release lost, as if the session ended uncleanly
+        p.connectionLost(None)
+        self.assertEqual(self.factory.realm.in_use, {"alice"})
+        p, t = self.log_in()
+        self.assertIn(b"+OK Authentication succeeded", t.value())
+        # A live session's lock still holds.
+        p2, t2 = self.log_in(peer="192.168.2.11")
+        self.assertIn(b"-ERR [IN-USE]", t2.value())
+
+    def test_no_second_login_in_a_session(self):
+        p, t = self.log_in()
+        self.assertEqual(self.talk(p, t, b"USER alice"), b"-ERR already logged in\r\n")
+        self.assertEqual(self.talk(p, t, b"PASS pw"), b"-ERR already logged in\r\n")
 
 
 class Pop3MalformedTests(unittest.TestCase):

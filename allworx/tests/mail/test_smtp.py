@@ -65,6 +65,14 @@ class Session:
     def send(self, data):
         self.proto.dataReceived(data)
 
+    def send_waiting(self, data):
+        """Send, then wait out (on the clock) the answers a login throttle holds back."""
+        self.send(data)
+        self.waited = 0
+        while self.proto._busy and self.waited < 60:
+            self.clock.advance(0.25)
+            self.waited += 0.25
+
     def replies(self):
         """Reply codes (and text) sent so far, then forget them."""
         out = self.transport.value().decode().split("\r\n")
@@ -355,7 +363,7 @@ class AuthTests(unittest.TestCase):
         s.replies()
         s.send(b"EHLO x\r\n")
         for _ in range(3):
-            s.send(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0wrong") + b"\r\n")
+            s.send_waiting(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0wrong") + b"\r\n")
         self.assertEqual(s.codes()[-3:], ["535", "535", "535"])
         s.clock.advance(0)
         self.assertTrue(s.transport.disconnecting)
@@ -367,10 +375,10 @@ class AuthTests(unittest.TestCase):
         wrong = b"AUTH PLAIN " + base64.b64encode(b"\0alice\0wrong") + b"\r\n"
         right = b"AUTH PLAIN " + base64.b64encode(b"\0alice\0secret") + b"\r\n"
         first = Session(self, peer=WAN, tls=True, clock=clock, throttle=throttle)
-        first.send(b"EHLO x\r\n" + wrong * 3)
+        first.send_waiting(b"EHLO x\r\n" + wrong * 3)
         self.assertEqual(first.codes()[-3:], ["535", "535", "535"])
         second = Session(self, peer=WAN, submission=True, tls=True, clock=clock, throttle=throttle)
-        second.send(b"EHLO x\r\n" + wrong * 2 + right)
+        second.send_waiting(b"EHLO x\r\n" + wrong * 2 + right)
         replies = second.replies()
         self.assertEqual([r[:3] for r in replies[-3:]], ["535", "535", "454"])
         self.assertRegex(replies[-1], r"^454 4\.7\.0 too many failed logins, locked until \d\d:\d\d UTC$")
@@ -379,10 +387,51 @@ class AuthTests(unittest.TestCase):
         other = Session(self, peer="198.51.100.77", tls=True, clock=clock, throttle=throttle)
         other.send(b"EHLO x\r\n" + right)
         self.assertEqual(other.codes()[-1], "235")
-        clock.advance(throttle.lockout)
+        clock.advance(throttle.locked_until(WAN, "alice") - clock.seconds())
         third = Session(self, peer=WAN, tls=True, clock=clock, throttle=throttle)
-        third.send(b"EHLO x\r\n" + right)
+        third.send_waiting(b"EHLO x\r\n" + right)
         self.assertEqual(third.codes()[-1], "235")
+
+    def test_200_wrong_passwords_meet_the_delay_then_the_lock_out(self):
+        from allworx.guards import LoginThrottle
+        clock = task.Clock()
+        throttle = LoginThrottle(clock)
+        wrong = b"AUTH PLAIN " + base64.b64encode(b"\0alice\0wrong") + b"\r\n"
+        replies, waits, checked = [], [], 0
+        session = None
+        for _ in range(200):
+            if session is None or session.transport.disconnecting:
+                if session is not None:
+                    checked += session.checker.checked
+                    session.proto.connectionLost(None)
+                session = Session(self, peer=LAN, submission=True, tls=True, clock=clock,
+                                  throttle=throttle)
+                session.send(b"EHLO x\r\n")
+                session.replies()
+            session.send_waiting(wrong)
+            clock.advance(0)            # a session closed after three failures
+            replies.append(session.replies()[-1])
+            waits.append(session.waited)
+        checked += session.checker.checked
+        self.assertEqual([r[:3] for r in replies[:5]], ["535"] * 5)
+        self.assertEqual(waits[:5], [0, 0, 0.5, 1.0, 2.0])
+        self.assertEqual({r[:40] for r in replies[5:]}, {"454 4.7.0 too many failed logins, locked"})
+        self.assertEqual(set(waits[5:]), {0})
+        self.assertEqual(checked, 5)
+
+    def test_a_colleague_at_a_locked_source_authenticates_after_the_delay(self):
+        from allworx.guards import LoginThrottle
+        clock = task.Clock()
+        throttle = LoginThrottle(clock)
+        for n in range(20):
+            throttle.failed(LAN, "guess%d" % n)
+        s = Session(self, peer=LAN, tls=True, clock=clock, throttle=throttle)
+        s.checker.passwords["bob"] = "bob-pw"
+        s.send(b"EHLO x\r\n")
+        s.send_waiting(b"AUTH PLAIN " + base64.b64encode(b"\0guess3\0x") + b"\r\n")
+        self.assertEqual((s.codes()[-1], s.waited), ("454", 0))
+        s.send_waiting(b"AUTH PLAIN " + base64.b64encode(b"\0bob\0bob-pw") + b"\r\n")
+        self.assertEqual((s.codes()[-1], s.waited), ("235", throttle.max_delay))
 
     def test_auth_cancel_and_garbage(self):
         s = Session(self, tls=True)
@@ -523,6 +572,33 @@ class ConnectionLimitTests(unittest.TestCase):
         t = StringTransport(peerAddress=address.IPv4Address("TCP", WAN, 40003))
         p.makeConnection(t)
         self.assertTrue(t.value().startswith(b"220 "))
+
+    def connect(self, factory, peer):
+        p = factory.buildProtocol(None)
+        t = StringTransport(peerAddress=address.IPv4Address("TCP", peer, 40000))
+        p.makeConnection(t)
+        self.addCleanup(p.connectionLost, None)
+        return t.value().decode()
+
+    def test_a_greedy_lan_host_holds_only_its_share(self):
+        """The LAN is limited too: one LAN host cannot take SMTP from the others."""
+        factory = Session(self, peer=LAN).factory
+        greetings = [self.connect(factory, LAN) for _ in range(factory.max_per_client - 1)]
+        self.assertEqual({g[:4] for g in greetings}, {"220 "})
+        self.assertEqual(self.connect(factory, LAN),
+                         "421 4.7.0 too many connections from your address, try again later\r\n")
+        self.assertEqual(self.connect(factory, "192.168.2.11")[:4], "220 ")
+
+    def test_the_cap_leaves_room_for_other_peers(self):
+        from allworx.guards import PeerLimit
+        factory = Session(self, peer=LAN, peer_limit=PeerLimit(2, cap=5, reserve=1)).factory
+        for _ in range(2):
+            self.assertEqual(self.connect(factory, "192.168.2.20")[:4], "220 ")
+        self.assertEqual(self.connect(factory, "192.168.2.20")[:4], "421 ")
+        self.assertEqual(self.connect(factory, "192.168.2.21")[:4], "220 ")
+        self.assertEqual(self.connect(factory, "192.168.2.22")[:4], "220 ")   # the reserve
+        self.assertEqual(self.connect(factory, "192.168.2.21"), "421 4.7.0 too busy, try again later\r\n")
+        self.assertEqual(factory.peers.total(), 5)
 
     def test_flood_while_writing_pauses_reading(self):
         s = Session(self, auto=False)

@@ -165,6 +165,29 @@ class EnumerationTests(unittest.TestCase):
         self.assertEqual([m.code for m, _ in out], [403])
         self.assertIn("locked until", out[0][0].reason)
 
+    def test_the_right_password_is_admitted_after_the_delay(self):
+        """INVITE's logins follow the throttle's one rule: later after failures, then admitted."""
+        throttle = self.h.core.registrar.throttle
+        for n in range(2):
+            self.assertEqual(parse(self.wrong_answer("INVITE", "102", n)[-1]).code, 403)
+        self.assertGreater(throttle.delay(PROBER[0], "bob"), 0)
+        caller = Phone(self.h, "102", PROBER[0])
+        uri = "sip:101@example.com"
+        first = parse(self.probe(svwar_request("INVITE", "102", n=50))[0])
+        challenge = [v for k, v in first.headers
+                     if k == "Proxy-Authenticate" and "algorithm=MD5" in v][0]
+        invite = caller.request("INVITE", uri, ["Proxy-Authorization: " + caller.authorization(
+            challenge, "INVITE", uri)], offer())
+        self.h.sent = []
+        self.h.receive(invite, PROBER)
+        self.h.receive(invite, PROBER)      # retransmitted while the login waits
+        self.assertEqual(self.h.take(), [], "answered before the delay")
+        self.h.clock.advance(throttle.delay(PROBER[0], "bob"))
+        out = self.h.take()
+        self.assertEqual([m.code for m, _ in out if not m.is_request][:1], [100])
+        self.assertEqual(len([m for m, d in out if m.is_request and m.method == "INVITE"]), 1,
+                         "the retransmission started a second call")
+
     def test_an_answer_that_is_not_ascii_is_refused_like_any_wrong_one(self):
         for ext in ("101", "999"):
             first = self.probe(svwar_request("REGISTER", ext, n=7))

@@ -133,8 +133,10 @@ class RegistrarTests(unittest.TestCase):
         self.assertTrue(contacts.uri.startswith("sip:101@"))
 
     def test_repeated_failures_are_slowed_down(self):
+        self.alice.patient = True
         for _ in range(6):
             self.alice.register(password="bad")
+        self.alice.patient = False
         self.h.take()
         uri = "sip:example.com"
         out = self.alice.send(self.alice.request("REGISTER", uri, to="<sip:101@example.com>"))
@@ -144,6 +146,7 @@ class RegistrarTests(unittest.TestCase):
 
     def test_repeated_failures_lock_the_phone_out(self):
         registrar = self.h.core.registrar
+        self.alice.patient = True
         for _ in range(5):
             self.assertEqual(self.alice.register(password="bad").code, 403)
         self.h.take()
@@ -153,6 +156,65 @@ class RegistrarTests(unittest.TestCase):
         self.assertEqual(registrar.contacts_of("alice"), [])
         self.h.clock.advance(registrar.throttle.lockout)
         self.assertEqual(self.alice.register().code, 200)
+
+    def challenge(self, phone):
+        phone.patient = True
+        out = phone.send(phone.request("REGISTER", "sip:example.com", to="<sip:%s@example.com>" % phone.ext))
+        phone.patient = False
+        return out[-1][0].get("WWW-Authenticate")
+
+    def guess(self, phone, challenge, nc, password="bad"):
+        """One authenticated REGISTER on a known nonce: (response, seconds it was held)."""
+        uri = "sip:example.com"
+        auth = phone.authorization(challenge, "REGISTER", uri, password=password, nc=nc)
+        phone.patient = True
+        out = phone.send(phone.request("REGISTER", uri, ["Authorization: " + auth],
+                                       to="<sip:%s@example.com>" % phone.ext))
+        phone.patient = False
+        return out[-1][0], phone.waited
+
+    def test_200_wrong_passwords_meet_the_delay_then_the_lock_out(self):
+        attacker = Phone(self.h, "101", "192.168.2.66")
+        challenge = self.challenge(attacker)
+        results = [self.guess(attacker, challenge, nc) for nc in range(1, 201)]
+        self.assertEqual([r.code for r, _ in results[:5]], [403] * 5)
+        self.assertEqual([r.reason for r, _ in results[:5]], ["Forbidden"] * 5)
+        self.assertEqual([w for _, w in results[:5]], [0, 0, 0.5, 1.0, 2.0])
+        self.assertTrue(all(r.reason.startswith("Forbidden (locked until") and w == 0
+                            for r, w in results[5:]), results[5])
+        self.assertEqual(self.h.core.registrar.throttle.locked_for("192.168.2.66"), 900)
+
+    def test_a_phone_behind_a_source_locked_by_guessing_still_registers(self):
+        """svcrack-style guessing at other extensions from the phone's own address."""
+        attacker = Phone(self.h, "102", "192.168.2.11", port=5099)
+        challenge = self.challenge(attacker)
+        for nc in range(1, 30):
+            self.guess(attacker, challenge, nc)
+        registrar = self.h.core.registrar
+        self.assertTrue(registrar.throttle.locked_for("192.168.2.11"))
+        self.assertTrue(registrar.throttle.locked_for("192.168.2.11", "bob"))
+        self.alice.patient = True
+        self.assertEqual(self.alice.register().code, 200)
+        self.assertEqual(len(registrar.contacts_of("alice")), 1)
+
+    def test_the_right_phone_registers_from_the_same_source_once_its_lock_out_ends(self):
+        attacker = Phone(self.h, "101", "192.168.2.11", port=5099)
+        challenge = self.challenge(attacker)
+        registrar = self.h.core.registrar
+        for nc in range(1, 6):
+            self.guess(attacker, challenge, nc)
+        alice_until = registrar.throttle.locked_until("192.168.2.11", "alice")
+        # The guessing goes on during alice's lock-out; refused, it locks the
+        # source, till beyond alice's lock-out.
+        while self.h.clock.seconds() < alice_until - 60:
+            self.h.clock.advance(20)
+            challenge = self.challenge(attacker)
+            self.guess(attacker, challenge, 1)
+        self.assertGreater(registrar.throttle.locked_until("192.168.2.11"), alice_until)
+        self.h.clock.advance(alice_until - self.h.clock.seconds())
+        self.alice.patient = True
+        r = self.alice.register()
+        self.assertEqual((r.code, r.reason), (200, "OK"))
 
     def test_the_throttle_may_be_shared(self):
         from allworx.guards import LoginThrottle

@@ -232,3 +232,26 @@ class ConnectionLimitTests(unittest.TestCase):
         other = Addr()
         other.host, other.port = "192.168.2.12", 6000
         self.assertIsNotNone(factory.buildProtocol(other))
+
+    def test_the_cap_leaves_room_for_other_hosts(self):
+        from allworx.guards import PeerLimit
+        h = Harness(self.mktemp())
+        factory = sip.SipStreamFactory(h.core, PeerLimit(2, cap=5, reserve=1))
+        Addr = type("A", (), {})
+
+        def connect(host, port):
+            addr = Addr()
+            addr.host, addr.port = host, port
+            proto = factory.buildProtocol(addr)
+            if proto is not None:
+                proto.makeConnection(StringTransport(peerAddress=addr))
+            return proto
+        for host in ("192.168.2.11", "192.168.2.12"):
+            self.assertIsNotNone(connect(host, 6000))
+            self.assertIsNotNone(connect(host, 6001))
+        self.assertIsNone(connect("192.168.2.11", 6002))        # its share
+        self.assertIsNotNone(connect("192.168.2.13", 6000))     # the reserve, for a newcomer
+        self.assertIsNone(connect("192.168.2.13", 6001))        # the cap
+        first = factory.connections[("192.168.2.11", 6000)]
+        first.connectionLost(None)
+        self.assertIsNotNone(connect("192.168.2.14", 6000))

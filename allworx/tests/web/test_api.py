@@ -79,10 +79,41 @@ class AuthTests(ApiCase):
         for path in ("/api/v1/settings/{section}", "/api/v1/users", "/api/v1/users/{name}",
                      "/api/v1/aliases", "/api/v1/hosts", "/api/v1/records", "/api/v1/forwards",
                      "/api/v1/dhcp/leases", "/api/v1/connections", "/api/v1/mail/queue",
-                     "/api/v1/sip/registrations"):
+                     "/api/v1/sip/registrations", "/api/v1/lockouts", "/api/v1/lockouts/unlock"):
             self.assertIn(path, doc["paths"])
         self.assertIn("range", doc["components"]["schemas"]["Settings_dhcp"]["properties"])
         self.assertNotIn("sip_digest", doc["components"]["schemas"]["User"]["properties"])
+
+
+class LockoutTests(ApiCase):
+    """GET /api/v1/lockouts and POST /api/v1/lockouts/unlock."""
+
+    def test_list_and_unlock(self):
+        throttle = self.c.ctx.throttle
+        self.assertEqual(self.call("GET", "/lockouts").json, {"lockouts": []})
+        for _ in range(5):
+            throttle.failed("192.168.2.50", "alice")
+            throttle.failed("192.168.2.51", "alice")
+        r = self.call("GET", "/lockouts")
+        self.assertEqual(r.code, 200)
+        self.assertEqual([(l["user"], l["source"], l["failures"]) for l in r.json["lockouts"]],
+                         [("alice", "192.168.2.50", 5), ("alice", "192.168.2.51", 5)])
+        self.assertRegex(r.json["lockouts"][0]["until"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+        r = self.call("POST", "/lockouts/unlock", {"user": "alice", "source": "192.168.2.50"})
+        self.assertEqual((r.code, [l["source"] for l in r.json["unlocked"]]), (200, ["192.168.2.50"]))
+        r = self.call("POST", "/lockouts/unlock", {"user": "101"})     # alice's extension
+        self.assertEqual([l["source"] for l in r.json["unlocked"]], ["192.168.2.51"])
+        self.assertEqual(self.call("GET", "/lockouts").json, {"lockouts": []})
+
+    def test_bad_unlocks_400(self):
+        for body, field in (({}, "user"), ({"source": "not-an-address"}, "source"),
+                            ({"user": 5}, "user"), ({"user": " "}, "user")):
+            r = self.call("POST", "/lockouts/unlock", body)
+            self.assertEqual((r.code, r.json["field"]), (400, field), body)
+
+    def test_needs_login(self):
+        self.assertEqual(self.call("GET", "/lockouts", auth=False).code, 401)
+        self.assertEqual(self.call("POST", "/lockouts/unlock", {"user": "alice"}, auth=False).code, 401)
 
 
 class SettingsTests(ApiCase):

@@ -59,8 +59,28 @@ class LoginTests(unittest.TestCase):
         r = self.c.login()  # the right password, but locked
         self.assertEqual(r.code, 429)
         self.assertIn("Too many failed logins", r.text)
+        self.assertRegex(r.text, r"locked until \d\d:\d\d UTC")
         self.c.clock.advance(15 * 60 + 1)
         self.assertEqual(self.c.login().code, 303)
+
+    def test_200_wrong_passwords_meet_the_delay_then_the_lock_out(self):
+        codes, waits = [], []
+        for _ in range(200):
+            token = self.c.csrf("/login")
+            r = self.c.post("/login", {"csrf": token, "username": "admin", "password": "bad"})
+            codes.append(r.code)
+            waits.append(self.c.waited)
+        self.assertEqual(codes[:5], [401] * 5)
+        self.assertEqual(waits[:5], [0, 0, 0.5, 1.0, 2.0])
+        self.assertEqual((set(codes[5:]), set(waits[5:])), ({429}, {0}))
+
+    def test_another_admin_at_a_locked_source_logs_in_after_the_delay(self):
+        for n in range(20):
+            token = self.c.csrf("/login")
+            self.c.post("/login", {"csrf": token, "username": "guess%d" % n, "password": "bad"})
+        self.assertTrue(self.c.ctx.throttle.locked_for("127.0.0.1"))
+        self.assertEqual(self.c.login().code, 303)
+        self.assertEqual(self.c.waited, self.c.ctx.throttle.max_delay)
 
     def test_session_expires_when_idle(self):
         self.c.login()
@@ -345,6 +365,28 @@ class SettingsSaveTests(LoggedIn):
 
 class UserPageTests(LoggedIn):
     """Users: the password hashed with its SIP digest, fetch accounts kept masked."""
+
+    def test_lock_outs_listed_and_cleared(self):
+        throttle = self.c.ctx.throttle
+        self.assertIn("No login is locked out.", self.c.get("/users").text)
+        for _ in range(5):
+            throttle.failed("192.168.2.50", "alice")
+        for n in range(20):
+            throttle.failed("192.168.2.60", "guess%d" % n)
+        page = self.c.get("/users").text
+        self.assertIn("alice at 192.168.2.50", page)
+        self.assertIn("source 192.168.2.60 (every user who failed there)", page)
+        self.assertIn("(in 15m)", page)
+        r = self.submit("/users", "unlock", user="alice", source="192.168.2.50")
+        self.assertEqual(r.headers.getRawHeaders("location"), ["/users"])
+        page = self.c.get("/users").text
+        self.assertIn("Unlocked alice at 192.168.2.50.", page)
+        self.assertNotIn("alice at 192.168.2.50</td>", page)
+        self.assertEqual(throttle.locked_for("192.168.2.50", "alice"), 0)
+        self.submit("/users", "unlock", user="", source="192.168.2.60")
+        self.assertEqual(throttle.lockouts(), [])
+        r = self.submit("/users", "unlock", user="alice", source="")
+        self.assertEqual(r.code, 400)
 
     def test_add_user(self):
         r = self.submit("/users", "add_user", name="dave", full_name="Dave Dunn", password="dave-pw",

@@ -2,7 +2,7 @@
 """The "web" child: its ports, LAN-only admin, live port changes, /metrics."""
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial import unittest
 
 from allworx.tests.webhelpers import AdminClient, office_on_disk, sync_thread
@@ -133,8 +133,37 @@ class PeerLimitTests(unittest.TestCase):
         admin, sites = [p[1] for p in svc.reactor.tcpServers]
         lan = IPv4Address("TCP", "192.168.2.10", 1)
         self.assertIsNotNone(admin.buildProtocol(lan))
-        self.assertIsNone(sites.buildProtocol(lan))     # one limit for both ports
+        refused = sites.buildProtocol(lan)              # one limit for both ports
+        t = StringTransport(peerAddress=lan)
+        refused.makeConnection(t)
+        self.assertTrue(t.value().startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), t.value())
+        self.assertTrue(t.disconnecting)
         self.assertEqual(peers.counts, {"192.168.2.10": 1})
+
+    def test_a_greedy_host_leaves_room_for_the_others(self):
+        from allworx.guards import PeerLimit
+        peers = PeerLimit(3, cap=8, reserve=2)
+        svc = WebService(office_on_disk(self), reactor=MemoryReactorClock(),
+                         defer_to_thread=sync_thread, peer_limit=peers)
+        svc.startService()
+        self.addCleanup(svc.stopService)
+        admin, sites = [p[1] for p in svc.reactor.tcpServers]
+
+        def connect(factory, host):
+            addr = IPv4Address("TCP", host, 1)
+            proto = factory.buildProtocol(addr)
+            t = StringTransport(peerAddress=addr)
+            proto.makeConnection(t)
+            return t
+        for host in ("192.168.2.10", "192.168.2.11"):
+            for factory in (admin, sites, admin):
+                self.assertFalse(connect(factory, host).disconnecting)
+        self.assertIn(b"503", connect(sites, "192.168.2.10").value())
+        self.assertFalse(connect(admin, "192.168.2.12").disconnecting)   # the reserve
+        self.assertFalse(connect(sites, "192.168.2.13").disconnecting)
+        busy = connect(admin, "192.168.2.14")                            # the cap
+        self.assertTrue(busy.value().startswith(b"HTTP/1.1 503"))
+        self.assertEqual(peers.total(), 8)
 
     def test_refused_by_the_inner_factory_not_counted(self):
         from allworx.guards import PeerConnectionLimit
