@@ -258,6 +258,14 @@ class LoginThrottle:
 
     # ---- the gate
 
+    def ready(self, source, user):
+        """
+        True when a login of `user` from `source` may be checked now, neither
+        locked nor delayed: what `attempt` would do at once, without its
+        Deferred (the hot path of a protocol that logs in on every request).
+        """
+        return not self.locked_until(source, user) and not self.delay(source, user)
+
     def attempt(self, source, user, check):
         """
         One login of `user` from `source`: a Deferred firing with what

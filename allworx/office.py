@@ -28,6 +28,8 @@ from allworx.passwords import hash_pin, is_hashed
 
 # tap.conf holds argon2 hashes and SIP digests (password-equivalent for SIP).
 CONFIG_MODE = 0o600
+# Hosts whose side (LAN or not) `is_lan_peer` remembers at most.
+LAN_PEER_CACHE = 4096
 
 log = Logger()
 
@@ -107,6 +109,7 @@ class Office:
         # How the WAN address came: "static", "dhcp", "lost", "disabled" or None.
         self.wan_source = "static" if self.wan_address is not None else None
         self._observers = []
+        self._lan_peers = {}        # host -> is_lan_peer, under the config at key None
         self._doc = config.doc if config.doc is not None else IniDocument()
 
     # -------------------------------------------------------- observers
@@ -158,8 +161,23 @@ class Office:
         """
         True for a peer on the LAN side: inside the LAN subnet, or this host
         itself. Sound because the network service turns on strict reverse-path
-        filtering, so a LAN source address cannot arrive on the WAN.
+        filtering, so a LAN source address cannot arrive on the WAN. Asked for
+        every datagram of several protocols, so the answers are kept (per
+        config, for a bounded number of hosts).
         """
+        cache = self._lan_peers
+        if cache.get(None) is not self.config:
+            cache.clear()
+            cache[None] = self.config
+        side = cache.get(host)
+        if side is None:
+            if len(cache) > LAN_PEER_CACHE:
+                cache.clear()
+                cache[None] = self.config
+            side = cache[host] = self._is_lan_peer(host)
+        return side
+
+    def _is_lan_peer(self, host):
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:

@@ -254,6 +254,9 @@ class Config:
     forwards = attr.ib(factory=dict)
     doc = attr.ib(default=None, eq=False, repr=False)
     path = attr.ib(default=None, eq=False)
+    # extension -> user, made on first use: every login names a user by it
+    # (SIP digest on each REGISTER), so it must not cost a scan of the users.
+    _by_extension = attr.ib(default=None, init=False, eq=False, repr=False)
 
     # Derived facts that several services need, computed in one place.
 
@@ -292,10 +295,14 @@ class Config:
         return self.security.mode != "lan-only" and self.wan.mode != "disabled"
 
     def user_by_extension(self, extension):
-        for u in self.users.values():
-            if u.extension == extension:
-                return u
-        return None
+        index = self._by_extension
+        if index is None:
+            index = {}
+            for u in self.users.values():
+                if u.extension:
+                    index.setdefault(u.extension, u)
+            object.__setattr__(self, "_by_extension", index)
+        return index.get(extension)
 
     def with_data_dir(self, data_dir):
         return attr.evolve(self, system=attr.evolve(self.system, data_dir=data_dir))

@@ -386,8 +386,8 @@ class Registrar:
         """Answer one REGISTER from `source` (host, port): a Response, or a Deferred of one."""
         authorization = request.get("Authorization")
         who = self._digest_user(authorization)
-        if who is None:
-            return self._checked(request, source, transport, authorization, None)
+        if who is None or self.throttle.ready(source[0], who):
+            return self._checked(request, source, transport, authorization, who)
         d = self.throttle.attempt(source[0], who, lambda: self._checked(
             request, source, transport, authorization, who))
         return d.addErrback(self._locked, request)
@@ -441,8 +441,8 @@ class Registrar:
         credentials = request.get("Proxy-Authorization")
         who = self._digest_user(credentials)
         tag = CHALLENGE_TAG + _tag(request)
-        if who is None:
-            return self._admit_checked(request, source, credentials, None, tag)
+        if who is None or self.throttle.ready(source[0], who):
+            return self._admit_checked(request, source, credentials, who, tag)
         # The throttle's one rule, as for REGISTER: later after failures, then locked.
         d = self.throttle.attempt(source[0], who, lambda: self._admit_checked(
             request, source, credentials, who, tag))

@@ -1,7 +1,9 @@
 """Tests for allworx.office: validated, atomic, observed changes."""
 
+import ipaddress
 import os
 
+import attr
 from twisted.trial import unittest
 
 from allworx import office as O
@@ -129,6 +131,19 @@ class RuntimeTests(OfficeTestMixin, unittest.TestCase):
         self.assertTrue(self.office.is_lan_peer("::ffff:192.168.2.7"))
         self.assertFalse(self.office.is_lan_peer("198.51.100.10"))
         self.assertFalse(self.office.is_lan_peer("not an ip"))
+
+    def test_side_of_peer_follows_the_lan(self):
+        """The remembered answers go with the config they were made under."""
+        self.assertTrue(self.office.is_lan_peer("192.168.2.7"))
+        self.assertFalse(self.office.is_lan_peer("192.168.3.7"))
+        self.office.config = attr.evolve(self.office.config, lan=attr.evolve(
+            self.office.config.lan, address=ipaddress.IPv4Interface("192.168.3.254/24")))
+        self.assertFalse(self.office.is_lan_peer("192.168.2.7"))
+        self.assertTrue(self.office.is_lan_peer("192.168.3.7"))
+        for n in range(O.LAN_PEER_CACHE + 10):
+            self.office.is_lan_peer("198.51.%d.%d" % (n // 250, n % 250))
+        self.assertLessEqual(len(self.office._lan_peers), O.LAN_PEER_CACHE + 2)
+        self.assertTrue(self.office.is_lan_peer("192.168.3.7"))
 
     def test_status_emitted_once(self):
         seen = []
