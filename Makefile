@@ -56,7 +56,7 @@ run: deps
 
 test: deps
 	@set -o pipefail; mkdir -p _trial_log; \
-	$(PY) -m twisted.trial --temp-directory=_trial_temp -j$(TRIAL_JOBS) $(TESTS) 2>&1 | tee _trial_log/trial.log; \
+	HYPOTHESIS_PROFILE=ci $(PY) -m twisted.trial --temp-directory=_trial_temp -j$(TRIAL_JOBS) $(TESTS) 2>&1 | tee _trial_log/trial.log; \
 	status=$${PIPESTATUS[0]}; \
 	$(PY) scripts/trial_summary.py $$status < _trial_log/trial.log
 
