@@ -10,6 +10,7 @@ import attr
 from prometheus_client import Counter
 from twisted.logger import Logger
 
+from allworx.guards import until_text
 from allworx.protocols.sip.message import NameAddr, Request, SipParseError, SipUri, make_response
 
 log = Logger()
@@ -122,7 +123,19 @@ class MessageWaiting:
             return None if user is not None else make_response(request, 404, to_tag=self.core.new_tag())
         if user is not None and registrar.registered_from(user.name, source.host):
             return None
-        status, value = registrar.checker.check(request, request.get("Authorization"))
+        authorization = request.get("Authorization")
+        # Digest answers count in the one login throttle, as REGISTER's do:
+        # a locked login is refused unchecked, a wrong one counts.
+        who = registrar.digest_user(authorization)
+        until = registrar.throttle.check(source.host, who) if who is not None else 0
+        if until:
+            return make_response(request, 403, "Forbidden (%s)" % until_text(until),
+                                 to_tag=self.core.new_tag())
+        status, value = registrar.checker.check(request, authorization)
+        if status == "ok":
+            registrar.throttle.succeeded(source.host, who)
+        elif status == "fail":
+            registrar.throttle.failed(source.host, who)
         if status == "ok" and user is not None and value.name == user.name:
             return None
         if status in ("challenge", "stale"):

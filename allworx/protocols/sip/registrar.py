@@ -374,7 +374,7 @@ class Registrar:
         self.clock.callLater(delay, d.callback, response)
         return d
 
-    def _digest_user(self, value):
+    def digest_user(self, value):
         """The user an Authorization header names, for the throttle (None without one)."""
         try:
             name = parse_authorization(value).get("username") if value else None
@@ -385,7 +385,7 @@ class Registrar:
     def handle(self, request, source, transport="UDP"):
         """Answer one REGISTER from `source` (host, port): a Response, or a Deferred of one."""
         authorization = request.get("Authorization")
-        who = self._digest_user(authorization)
+        who = self.digest_user(authorization)
         if who is None or self.throttle.ready(source[0], who):
             return self._checked(request, source, transport, authorization, who)
         d = self.throttle.attempt(source[0], who, lambda: self._checked(
@@ -439,7 +439,7 @@ class Registrar:
             request.authenticated = True
             return None
         credentials = request.get("Proxy-Authorization")
-        who = self._digest_user(credentials)
+        who = self.digest_user(credentials)
         tag = CHALLENGE_TAG + _tag(request)
         if who is None or self.throttle.ready(source[0], who):
             return self._admit_checked(request, source, credentials, who, tag)

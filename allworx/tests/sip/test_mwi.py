@@ -79,3 +79,24 @@ class MwiTests(unittest.TestCase):
         out = alice.send(alice.request("SUBSCRIBE", "sip:102@example.com",
                                        ["Event: message-summary", "Authorization: " + auth]))
         self.assertEqual([m.code for m, _ in out], [403])
+
+    def test_guessing_through_subscribe_counts_in_the_login_throttle(self):
+        """Digest answers to SUBSCRIBE count with every protocol's, and a lock-out refuses them unchecked."""
+        throttle = self.h.core.registrar.throttle
+        guesser = Phone(self.h, "102", "192.168.2.60", password="guess")
+        for n in range(throttle.user_limit):
+            out = guesser.send(guesser.request("SUBSCRIBE", "sip:102@example.com", ["Event: message-summary"]))
+            auth = guesser.authorization(out[0][0].get("WWW-Authenticate"), "SUBSCRIBE",
+                                         "sip:102@example.com")
+            out = guesser.send(guesser.request("SUBSCRIBE", "sip:102@example.com",
+                                               ["Event: message-summary", "Authorization: " + auth]))
+            self.assertEqual([m.code for m, _ in out], [403])
+        self.assertTrue(throttle.locked_until("192.168.2.60", "bob"))
+        # Now even bob's right password from there is refused, unchecked.
+        right = Phone(self.h, "102", "192.168.2.60")
+        out = right.send(right.request("SUBSCRIBE", "sip:102@example.com", ["Event: message-summary"]))
+        auth = right.authorization(out[0][0].get("WWW-Authenticate"), "SUBSCRIBE", "sip:102@example.com")
+        out = right.send(right.request("SUBSCRIBE", "sip:102@example.com",
+                                       ["Event: message-summary", "Authorization: " + auth]))
+        self.assertEqual([m.code for m, _ in out], [403])
+        self.assertIn("locked until", out[0][0].reason)
