@@ -101,11 +101,11 @@ def serve(conf_path, data_dir):
     """Run only the mail service of allworx (no network changes) until killed."""
     from twisted.internet import reactor
     from allworx.config import load_config
-    from allworx.protocols.mail.service import make_service
+    from allworx.protocols.mail.service import MailService
     from allworx.office import Office
 
     office = Office(load_config(conf_path), path=conf_path, data_dir=data_dir)
-    mail = make_service(office)
+    mail = MailService(office)
     mail.startService()
     reactor.addSystemEventTrigger("before", "shutdown", mail.stopService)
     reactor.run()

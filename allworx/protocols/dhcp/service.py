@@ -506,8 +506,3 @@ class DhcpService(OfficeService):
 def _observe_commit(seconds, records):
     metrics.COMMIT.observe(seconds)
     metrics.BATCH.observe(records)
-
-
-def make_service(office):
-    """The "dhcp" child of the allworx server."""
-    return DhcpService(office)

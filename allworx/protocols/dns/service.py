@@ -204,8 +204,3 @@ class DnsService(ListeningService):
             REGISTRY.unregister(self.collector)
             self._registered = False
         return ListeningService.stopService(self)
-
-
-def make_service(office, leases=None):
-    """The "dns" child of the allworx server, given the DHCP lease table."""
-    return DnsService(office, leases)

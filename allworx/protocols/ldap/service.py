@@ -436,8 +436,3 @@ class LdapService(ListeningService):
         if event.touches("user", "system"):
             self.factory.current_root()
             log.info("ldap: address book rebuilt with {count} people", count=len(event.new.users))
-
-
-def make_service(office):
-    """The "ldap" child service of the server."""
-    return LdapService(office)

@@ -151,8 +151,3 @@ def own_resolver(config, reactor):
     if not servers:
         servers.append(("127.0.0.1", config.dns.port))
     return dns_client.Resolver(servers=servers, timeout=(2, 4), reactor=reactor)
-
-
-def make_service(office):
-    """The "mail" child service of the server."""
-    return MailService(office)

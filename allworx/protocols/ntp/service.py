@@ -187,8 +187,3 @@ class NtpService(ListeningService):
         port = config.ntp.port
         proto = SntpProtocol(self.office, self.reactor, self.clock_state)
         return [("udp %d" % port, port, lambda: self.reactor.listenUDP(port, proto))]
-
-
-def make_service(office):
-    """The "ntp" child of the allworx server."""
-    return NtpService(office)

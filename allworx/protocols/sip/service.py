@@ -214,8 +214,3 @@ def build_core(office, clock, mail_store, listen_udp=None, throttle=None):
     core.registrar.calls = core.calls
     core.mwi = MessageWaiting(core, office, clock, mail_store)
     return core
-
-
-def make_service(office, mail_store=None):
-    """The "sip" child of the allworx server, voicemail going to `mail_store`."""
-    return SipService(office, mail_store)

@@ -23,7 +23,7 @@ from allworx.config import RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigErrors
 from allworx.guards import login_name, until_text
 from allworx.protocols.web import changes
 from allworx.protocols.web.admin import LockedOut, peer_of
-from allworx.protocols.web.metrics import WEB_CHANGES, field
+from allworx.protocols.web.metrics import WEB_CHANGES
 from allworx.protocols.web.openapi import openapi_document
 from allworx.protocols.web.sessions import tokens_match
 

@@ -145,8 +145,3 @@ class WebService(ListeningService):
             ("web sites on tcp/%d" % http, http,
              lambda: self.reactor.listenTCP(http, sites_factory, interface="")),
         ]
-
-
-def make_service(office, views=None):
-    """The "web" child service of the server; `views` are the running services it shows."""
-    return WebService(office, views)

@@ -305,8 +305,3 @@ class FirewallService(OfficeService):
             if self.hook is not None:
                 detail += ", deciding new flows on NFQUEUE %d" % self.hook.queue_num
             self.office.set_status(self.name, "up", detail)
-
-
-def make_service(office, leases=None):
-    """The "firewall" child of the server."""
-    return FirewallService(office, leases)

@@ -423,8 +423,3 @@ class NetworkService(OfficeService):
         log.warn("wan: lease lost ({reason}); address and route removed", reason=reason)
         self.apply()
         self.office.set_wan_address(None, "lost")
-
-
-def make_service(office):
-    """The "network" child of the allworx service."""
-    return NetworkService(office)

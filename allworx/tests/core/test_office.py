@@ -1,7 +1,6 @@
 """Tests for allworx.office: validated, atomic, observed changes."""
 
 import ipaddress
-import os
 
 import attr
 from twisted.trial import unittest

@@ -295,8 +295,8 @@ class LeaseTableTests(unittest.TestCase):
         self.assertEqual(addresses(self.ask("pc3.example.com")), ["192.168.2.12"])
         self.assertEqual(self.ask("pc1.example.com").rCode, dns.ENAME)
 
-    def test_make_service_passes_the_table(self):
-        service = dnsservice.make_service(self.office, self.table)
+    def test_the_service_keeps_the_table_given(self):
+        service = dnsservice.DnsService(self.office, self.table)
         self.assertIs(service.leases, self.table)
         self.assertEqual(service.name, "dns")
 

@@ -8,7 +8,6 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from allworx.interfaces import IConnectionLog
-from allworx.interfaces import IConnectionLog
 from allworx.office import LeaseEvent, Office
 from allworx.routing.firewall import service as F
 from allworx.routing.firewall import policy as P
@@ -268,8 +267,8 @@ class ServiceTests(unittest.TestCase):
         self.assertEqual((warnings[0]["full"], warnings[0]["socket"], warnings[0]["waiting"]),
                          (7, 0, 5))
 
-    def test_make_service(self):
-        self.assertEqual(F.make_service(self.office).name, "firewall")
+    def test_named_firewall(self):
+        self.assertEqual(F.FirewallService(self.office).name, "firewall")
 
 
 class ConnectionLogTests(unittest.TestCase):

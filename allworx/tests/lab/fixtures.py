@@ -8,6 +8,7 @@ real client's run for assertion messages. The server run in a lab is
 """
 
 import socket
+import time
 
 from allworx.lab.namespaces import Lab
 from allworx.lab.processes import LabError, missing_programs, unavailable_reason
@@ -15,6 +16,24 @@ from allworx.lab.topology import LAB_PROGRAMS
 
 # How much of a client's stdout and stderr an assertion message shows.
 REPORT_LIMIT = 3000
+
+
+def wait_until(testcase, predicate, what, timeout=30.0, context=lambda: "", interval=0.2):
+    """
+    Poll `predicate` (a real client, the admin API, a file) until it gives
+    something true, which is returned; past `timeout` seconds fail
+    `testcase` saying `what` did not happen, with `context()` (the server's
+    log, a phone's) in the message. Polling a condition with a deadline, not
+    sleeping a guessed time: the test goes on the moment it holds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            testcase.fail("%s did not happen within %ss\n%s" % (what, timeout, context()))
+        time.sleep(interval)
 
 
 def require_programs(testcase, programs):

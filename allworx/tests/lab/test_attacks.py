@@ -42,7 +42,7 @@ from allworx.lab.topology import INET_IP, SERVER_LAN_IP
 from allworx.passwords import sip_digest
 from allworx.protocols.mail.smtp import MAX_CONNECTIONS_PER_PEER, MAX_SESSIONS
 from allworx.tests.confs import MINIMAL, PW_HASH, with_sections
-from allworx.tests.lab.fixtures import client_report, start_lab
+from allworx.tests.lab.fixtures import client_report, start_lab, wait_until
 from allworx.tests.lab.server import LabServer
 from allworx.tests.lab.test_sip import PHONES, Baresip, tone_wav
 
@@ -314,16 +314,9 @@ class AttackLabTests(unittest.TestCase):
 
     def wait_for(self, predicate, timeout, what):
         """Poll `predicate` until it gives something true (returned), or fail with the logs."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                self.fail("%s did not happen within %ss\n--- server:\n%s%s" % (
-                    what, timeout, self.server.log()[-3000:],
-                    "".join("\n--- %s:\n%s" % (p.host, p.log_tail()) for p in self.phones)))
-            time.sleep(0.2)
+        return wait_until(self, predicate, what, timeout, lambda: "--- server:\n%s%s" % (
+            self.server.log()[-3000:],
+            "".join("\n--- %s:\n%s" % (p.host, p.log_tail()) for p in self.phones)))
 
     def guessed(self, runs):
         """

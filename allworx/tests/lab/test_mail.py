@@ -15,7 +15,7 @@ import time
 from twisted.trial import unittest
 
 from allworx.tests.confs import MINIMAL, with_sections
-from allworx.tests.lab.fixtures import client_report, start_lab
+from allworx.tests.lab.fixtures import client_report, start_lab, wait_until
 from allworx.tests.lab.server import LabServer
 
 PREFIX = "awm"
@@ -157,13 +157,8 @@ class MailLabTests(unittest.TestCase):
         return sorted(out)
 
     def wait(self, predicate, what, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.2)
-        self.fail("%s did not happen within %ss; server log:\n%s"
-                  % (what, timeout, self.server.log()[-4000:]))
+        wait_until(self, predicate, what, timeout,
+                   lambda: "server log:\n" + self.server.log()[-4000:])
 
     def test_send_receive_fetch(self):
         self.require_swaks_features()

@@ -13,7 +13,6 @@ import json
 import os
 import stat
 import sys
-import time
 
 from twisted.trial import unittest
 
@@ -21,7 +20,7 @@ from allworx.lab.topology import SERVER_LAN_IP
 from allworx.passwords import is_hashed, verify_pin
 from allworx.config import load_config
 from allworx.tests.confs import MINIMAL, PIN_HASH
-from allworx.tests.lab.fixtures import client_report, start_lab
+from allworx.tests.lab.fixtures import client_report, start_lab, wait_until
 from allworx.tests.lab.server import LabServer
 
 PREFIX = "awr"
@@ -66,12 +65,8 @@ class SecretsLabTests(unittest.TestCase):
             return f.read()
 
     def wait(self, predicate, what, timeout=30):
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                self.fail("%s did not happen within %ss; server log:\n%s"
-                          % (what, timeout, self.server.log()[-4000:]))
-            time.sleep(0.2)
+        wait_until(self, predicate, what, timeout,
+                   lambda: "server log:\n" + self.server.log()[-4000:])
 
     def test_no_injection_and_secrets_at_rest(self):
         # A hand-written tap.conf as an admin leaves it: 0644, a PIN typed as digits.

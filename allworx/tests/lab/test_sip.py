@@ -35,6 +35,7 @@ from twisted.trial import unittest
 
 from allworx.passwords import hash_password, sip_digest
 from allworx.tests.confs import MINIMAL
+from allworx.tests.lab.fixtures import start_lab, wait_until
 
 PREFIX = "awp"
 SERVER_IP = "192.168.2.254"
@@ -426,7 +427,6 @@ class PhoneLabTests(unittest.TestCase):
     """Two baresip phones call each other and use voicemail."""
 
     def setUp(self):
-        from allworx.tests.lab.fixtures import start_lab
         self.lab = start_lab(self, prefix=PREFIX, programs=("baresip",))
         from allworx.tests.lab.server import LabServer
         self.work = os.path.join(self.lab.state_dir, "phones")
@@ -481,14 +481,8 @@ class PhoneLabTests(unittest.TestCase):
 
     def wait_for(self, predicate, timeout, what):
         """Poll `predicate` until it is true (returned) or fail with the server's and phones' logs."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.2)
-        self.fail("%s did not happen within %ss\n--- server:\n%s%s" % (
-            what, timeout, self.server.log()[-3000:],
+        return wait_until(self, predicate, what, timeout, lambda: "--- server:\n%s%s" % (
+            self.server.log()[-3000:],
             "".join("\n--- %s (baresip stderr and log):\n%s" % (p.host, p.log_tail())
                     for p in self.phones)))
 

@@ -23,7 +23,7 @@ from allworx.auth import OfficeUserChecker
 from allworx.config import parse_config
 from allworx.office import Office
 from allworx.protocols.ldap import service as ldap
-from allworx.tests.confs import MINIMAL, with_sections
+from allworx.tests.confs import with_sections
 from allworx.tests.logwatch import LogWatch
 
 BASE = "dc=example,dc=com"

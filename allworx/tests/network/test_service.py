@@ -21,7 +21,7 @@ from allworx.routing.network.links import (
     Address, DefaultRoute, LinkUp, Netlink, NetworkLedger, Sysctl, Sysctls)
 from allworx.routing.network.linkevents import LinkEvent, parse_link_events
 from allworx.routing.network.service import (
-    APPLIED_FILE, NetworkService, make_service, plan_network)
+    APPLIED_FILE, NetworkService, plan_network)
 from allworx.atomicfile import JsonStateFile
 from allworx.tests.confs import MINIMAL
 
@@ -308,8 +308,8 @@ class PlanTests(unittest.TestCase):
 class ApplyTests(unittest.TestCase):
     """The service applies the static settings and restores on stop."""
 
-    def test_make_service_is_named_network(self):
-        self.assertEqual(make_service(office_for(self)).name, "network")
+    def test_named_network(self):
+        self.assertEqual(NetworkService(office_for(self)).name, "network")
 
     def test_static_applied(self):
         logs = LogCapture(self)

@@ -192,16 +192,16 @@ class ServiceTests(unittest.TestCase):
         svc.mail_store.deliver(["bob"], b"X-Allworx-Voicemail: yes\n\nagain")
         self.assertEqual(sent, [])
 
-    def test_make_service_takes_the_store_given(self):
+    def test_the_store_given_takes_voicemail(self):
         o = office(self.mktemp())
         store = FakeMailStore(o)
-        svc = sip.make_service(o, store)
+        svc = sip.SipService(o, store)
         self.assertIs(svc.mail_store, store)
         self.assertIs(svc.calls.mail_store, store)
         self.assertIs(svc.voicemail.mail_store, store)
         self.assertIs(svc.core.mwi.mail_store, store)
         self.assertTrue(svc.calls.takes_messages)
-        self.assertFalse(sip.make_service(o).calls.takes_messages)
+        self.assertFalse(sip.SipService(o, None).calls.takes_messages)
 
     def test_a_port_change_listens_again(self):
         o, reactor, svc = self.start()
