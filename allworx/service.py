@@ -68,7 +68,8 @@ def build_children(office, reactor=None, logins=None):
     web = WebService(office, Views(
         leases=dhcp.leases, rogues=dhcp.rogues, connections=firewall.connections,
         zone=dns.keeper, mail_store=mail.store, mail_queue=mail.queue, fetch=mail.fetch,
-        registrations=sip.registrations, calls=sip.calls), throttle=logins)
+        registrations=sip.registrations, calls=sip.calls, trunks=sip.trunks,
+        call_history=sip.call_history), throttle=logins)
     return [network, firewall, dhcp, dns, ntp, mail, sip, ldap, web]
 
 

@@ -56,10 +56,10 @@ password = {pw}
 PASSWORDS = {"101": "alice-pw", "102": "bob-pw"}
 
 
-def office(data_dir):
+def office(data_dir, extra=""):
     text = CONF.format(pw=PW_HASH,
                        alice=sip_digest("101", "example.com", "alice-pw"),
-                       bob=sip_digest("102", "example.com", "bob-pw"))
+                       bob=sip_digest("102", "example.com", "bob-pw")) + extra
     return Office(parse_config(text).with_data_dir(data_dir))
 
 
@@ -149,8 +149,8 @@ class Harness:
     service would hand it.
     """
 
-    def __init__(self, data_dir, mailboxes=True):
-        self.office = office(data_dir)
+    def __init__(self, data_dir, mailboxes=True, extra=""):
+        self.office = office(data_dir, extra)
         self.clock = task.Clock()
         self.store = FakeMailStore(self.office) if mailboxes else None
         self.rtp_ports = []

@@ -4,7 +4,7 @@ Calls between extensions: the server is a forking, record-routing stateful
 proxy (RFC 3261 section 16), and hands a call to its own voicemail user
 agent when nobody answers.
 
-Why a proxy and not a B2BUA: the phones on an office LAN reach each other
+Why a proxy for these: the phones on an office LAN reach each other
 directly, so the SDP passes through untouched and the media flows phone to
 phone, never through this process; a proxy keeps one dialog per call (what
 the phones see is what they sent), so every SIP feature the phones share
@@ -13,9 +13,10 @@ What a PBX needs beyond routing is met inside the proxy model: forking to
 every registered phone with CANCEL of the others, the voicemail timer (the
 proxy CANCELs the branches and lets the server's own UA answer, which is
 just one more UAS behind the proxy), and call records (Record-Route keeps
-the server on the path of BYE). A B2BUA would earn its cost only for
-features this product does not have (media anchoring, transfer rules,
-billing between two legs).
+the server on the path of BYE). Calls that leave the LAN are the B2BUA's
+(outside.py): the router hands it what a phone dials after the outbound
+prefix, and the B2BUA's inbound calls come back in here over the LOCAL
+transport, so they ring phones by the same rules.
 
 A `ForkedCall` keeps one server transaction towards the caller and one
 client transaction per callee phone.
@@ -29,7 +30,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from allworx.interfaces import ICalls
-from allworx.protocols.sip.core import FORK_BRANCH, Destination
+from allworx.protocols.sip.core import FORK_BRANCH, LOCAL, Destination
+from allworx.protocols.sip.dialplan import classify
+from allworx.protocols.sip.history import CallEntry
 from allworx.protocols.sip.message import NameAddr, Request, SipParseError, SipUri, make_response
 
 log = Logger()
@@ -38,6 +41,7 @@ CALLS = Counter("allworx_sip_calls_total", "Calls between extensions, by outcome
 ACTIVE = Gauge("allworx_sip_active_calls", "Calls ringing or in progress")
 
 CANCEL_GUARD = 4.0      # seconds to wait for CANCELled phones before answering 487
+MAX_FORWARDS = 3        # forwards followed for one call (no loops between users)
 
 
 @attr.s(slots=True)
@@ -49,6 +53,12 @@ class CallRecord:
     callee = attr.ib()
     state = attr.ib()          # "ringing" | "answered" | "voicemail"
     started = attr.ib()
+    # For the call history (internal calls only; outside calls keep their own).
+    caller_name = attr.ib(default=None, metadata={"private": True})
+    internal = attr.ib(default=False, metadata={"private": True})
+    answered_at = attr.ib(default=None, metadata={"private": True})
+    answered_by = attr.ib(default=None, metadata={"private": True})
+    outcome = attr.ib(default=None, metadata={"private": True})
 
 
 def caller_of(request, config):
@@ -80,13 +90,16 @@ class Branch:
 class ForkedCall:
     """One INVITE forked to a callee's phones, with the voicemail timer."""
 
-    def __init__(self, router, request, st, source, user, bindings):
+    def __init__(self, router, request, st, source, user, bindings, group=None, hunt_at=0):
         self.router = router
         self.core = router.core
         self.request = request
         self.st = st
         self.source = source
-        self.user = user
+        self.user = user            # the user whose phones ring (None for a ring group)
+        self.group = group          # the [group] ringing, if any
+        self.hunt_at = hunt_at      # the member ringing, for a hunt group
+        self.who = user.name if user is not None else "group %s" % group.name
         self.branches = []
         self.answered = False
         self.done = False
@@ -135,9 +148,13 @@ class ForkedCall:
                 self.done = True
                 self._stop_timer()
                 self.cancel_others(branch)
-                self.router.answered(self.request.call_id)
+                self.router.answered(self.request.call_id, branch.binding.extension or branch.binding.user)
                 CALLS.labels("answered").inc()
-                self.st.respond(self._relay(response))
+                response = self._relay(response)
+                if self.source.transport == LOCAL:
+                    # For the B2BUA's call record: which extension took the outside call.
+                    response.set("X-Allworx-Answered-By", branch.binding.extension or branch.binding.user)
+                self.st.respond(response)
             else:
                 # A second phone answered too: its 2xx goes to the caller, who
                 # will ACK and BYE that dialog (RFC 3261 16.7 step 5).
@@ -155,28 +172,18 @@ class ForkedCall:
             return
         self.done = True
         codes = [b.final for b in self.branches]
-        if not self.router.takes_messages:
-            # No mailbox to take a message: the caller hears the phones' answer.
-            best = 486 if 486 in codes else min(codes)
-            log.info("call {call_id} to {user}: {code}, and no voicemail", code=best,
-                     call_id=self.request.call_id, user=self.user.name)
-            CALLS.labels("busy" if best == 486 else "failed").inc()
-            self.st.respond(make_response(self.request, best, to_tag=self.core.new_tag()))
-            self.router.ended(self.request.call_id)
-            return
-        log.info("call {call_id} to {user}: no phone took it ({codes}); voicemail",
-                 call_id=self.request.call_id, user=self.user.name, codes=codes)
-        self.router.to_voicemail(self.request, self.st, self.source, self.user)
+        log.info("call {call_id} to {who}: no phone took it ({codes})",
+                 call_id=self.request.call_id, who=self.who, codes=codes)
+        self.router.unanswered(self, "busy" if 486 in codes else "failed", codes)
 
     def no_answer(self):
         self.timer = None
         if self.done or self.caller_gone:
             return
         self.done = True
-        log.info("call {call_id} to {user}: no answer; voicemail",
-                 call_id=self.request.call_id, user=self.user.name)
+        log.info("call {call_id} to {who}: no answer", call_id=self.request.call_id, who=self.who)
         self.cancel_others(None)
-        self.router.to_voicemail(self.request, self.st, self.source, self.user)
+        self.router.unanswered(self, "no_answer", [480])
 
     def caller_cancelled(self):
         """
@@ -201,6 +208,7 @@ class ForkedCall:
         self._stop_timer()
         self.done = True
         CALLS.labels("cancelled").inc()
+        self.router.outcome(self.request.call_id, "missed")
         self.st.respond(make_response(self.request, 487, to_tag=self.core.new_tag()))
         self.router.ended(self.request.call_id)
 
@@ -244,6 +252,7 @@ class CallRouter:
         self.clock = clock
         self.mail_store = mail_store
         self.calls = {}            # call_id -> CallRecord
+        self.history = None        # ICallHistory: internal calls are kept there when they end
 
     @property
     def takes_messages(self):
@@ -255,21 +264,50 @@ class CallRouter:
                            self.core.connections_get(*binding.source))
 
     def active_calls(self):
-        return [attr.asdict(c) for c in self.calls.values()]
+        return [attr.asdict(c, filter=lambda a, v: not a.metadata.get("private"))
+                for c in self.calls.values()]
 
-    def _record(self, request, callee, state):
+    def _record(self, request, callee, state, internal=False):
         name, number = caller_of(request, self.office.config)
         self.calls[request.call_id] = CallRecord(request.call_id, number or name, callee, state,
-                                                 self.clock.seconds())
+                                                 self.clock.seconds(), caller_name=name or None,
+                                                 internal=internal)
         ACTIVE.set(len(self.calls))
 
-    def answered(self, call_id):
-        if call_id in self.calls:
-            self.calls[call_id].state = "answered"
+    def answered(self, call_id, by=None):
+        record = self.calls.get(call_id)
+        if record is not None:
+            record.state = "answered"
+            record.answered_at = self.clock.seconds()
+            record.answered_by = by
+
+    def outcome(self, call_id, outcome):
+        record = self.calls.get(call_id)
+        if record is not None:
+            record.outcome = outcome
 
     def ended(self, call_id):
-        if self.calls.pop(call_id, None) is not None:
-            ACTIVE.set(len(self.calls))
+        record = self.calls.pop(call_id, None)
+        if record is None:
+            return
+        ACTIVE.set(len(self.calls))
+        if record.internal and self.history is not None:
+            self._keep(record)
+
+    def _keep(self, record):
+        """An internal call's entry in the call history."""
+        now = self.clock.seconds()
+        outcome = record.outcome or {"answered": "answered", "voicemail": "voicemail"}.get(
+            record.state, "missed")
+        answered_at = record.answered_at if outcome == "answered" else None
+        try:
+            self.history.record(CallEntry(
+                id=record.call_id[:64], start=record.started, end=now, direction="internal",
+                from_=record.caller, from_name=record.caller_name, to=record.callee,
+                answered_by=record.answered_by if outcome == "answered" else None, trunk=None,
+                duration_s=int(round(now - answered_at)) if answered_at else 0, outcome=outcome))
+        except Exception:
+            log.failure("call record of {call_id} not kept", call_id=record.call_id)
 
     def target_user(self, request):
         """The user a Request-URI names by extension or by name, or None."""
@@ -291,20 +329,150 @@ class CallRouter:
             CALLS.labels("voicemail_menu").inc()
             self._record(request, "voicemail", "voicemail")
             return self.core.ua.retrieve(request, st, source)
+        if source.transport == LOCAL and number.startswith("voicemail-"):
+            # The B2BUA's inside leg for a `[number] to = voicemail EXT`.
+            user = config.user_by_extension(number[len("voicemail-"):])
+            if user is not None:
+                self._record(request, user.extension, "voicemail")
+                return self.to_voicemail(request, st, source, user)
+        dialled = classify(number, config, config.users.get(request.caller or ""))
+        if dialled is not None and dialled.kind in ("outside", "emergency"):
+            if self.core.outside is None or source.transport == LOCAL:
+                return st.respond_code(404, to_tag=self.core.new_tag())
+            CALLS.labels("outside").inc()
+            self._record(request, dialled.number, "ringing")
+            caller = config.users.get(request.caller or "")
+            return self.core.outside.outbound(request, st, source, dialled.number, caller)
+        group = None
+        if source.transport == LOCAL and number.startswith("group-"):
+            group = config.groups.get(number[len("group-"):])
+        elif dialled is not None and dialled.kind == "group":
+            group = config.group_by_number(number)
+        if group is not None:
+            self._record(request, group.number, "ringing", internal=source.transport != LOCAL)
+            return self.ring_group(request, st, source, group)
         user = self.target_user(request)
         if user is None:
             CALLS.labels("not_found").inc()
             log.info("call to unknown number {number}", number=number)
             return st.respond_code(404, to_tag=self.core.new_tag())
-        bindings = self.core.registrar.contacts_of(user.name)
-        # Never ring the calling phone itself.
-        bindings = [b for b in bindings if b.source != (source.host, source.port)]
-        self._record(request, user.extension or user.name, "ringing")
+        self._record(request, user.extension or user.name, "ringing",
+                     internal=source.transport != LOCAL)
+        self.ring_user(request, st, source, user)
+
+    # ------------------------------------------------------------ users and groups
+
+    def _phones(self, user, source):
+        """The user's registered phones, never the calling phone itself."""
+        return [b for b in self.core.registrar.contacts_of(user.name)
+                if b.source != (source.host, source.port)]
+
+    def ring_user(self, request, st, source, user, hops=0):
+        """Ring a user's phones, honouring forward_always and do-not-disturb."""
+        config = self.office.config
+        if getattr(user, "forward_always", None) and hops < MAX_FORWARDS:
+            log.info("call to {user}: forwarded (always)", user=user.name)
+            return self.forward(request, st, source, user, user.forward_always, hops)
+        if getattr(user, "dnd", False):
+            log.info("call to {user}: do not disturb", user=user.name)
+            return self._unanswered_user(request, st, source, user, "busy", [486], hops)
+        bindings = self._phones(user, source)
         if not bindings:
-            log.info("call to {user}: no phone registered; voicemail", user=user.name)
-            return self.to_voicemail(request, st, source, user)
+            log.info("call to {user}: no phone registered", user=user.name)
+            return self._unanswered_user(request, st, source, user, "unavailable", [480], hops)
         call = ForkedCall(self, request, st, source, user, bindings)
+        call.hops = hops
         call.start(config.sip.voicemail_timeout)
+
+    def ring_group(self, request, st, source, group, at=0):
+        """Ring a group: every member's phones at once, or one member after the other (hunt)."""
+        config = self.office.config
+        members = [config.user_by_extension(ext) for ext in group.members]
+        members = [u for u in members if u is not None and not getattr(u, "dnd", False)]
+        if group.strategy == "hunt":
+            while at < len(members) and not self._phones(members[at], source):
+                at += 1
+            bindings = self._phones(members[at], source) if at < len(members) else []
+        else:
+            bindings = [b for u in members for b in self._phones(u, source)]
+        if not bindings:
+            return self.group_fallback(request, st, source, group, [480])
+        call = ForkedCall(self, request, st, source, None, bindings, group=group, hunt_at=at)
+        call.start(group.ring_timeout)
+
+    def group_fallback(self, request, st, source, group, codes):
+        if group.fallback is not None:
+            log.info("call to group {group}: nobody answered; to {target}", group=group.name,
+                     target=group.fallback)
+            return self.route_target(request, st, source, group.fallback)
+        return self._refuse(request, st, codes)
+
+    def unanswered(self, call, why, codes):
+        """Nobody took `call` (a ForkedCall): the next member, a fallback, forwarding or voicemail."""
+        request, st, source = call.request, call.st, call.source
+        group = call.group
+        if group is not None:
+            if group.strategy == "hunt":
+                return self.ring_group(request, st, source, group, call.hunt_at + 1)
+            return self.group_fallback(request, st, source, group, codes)
+        return self._unanswered_user(request, st, source, call.user, why, codes,
+                                     getattr(call, "hops", 0))
+
+    def _unanswered_user(self, request, st, source, user, why, codes, hops=0):
+        forward = getattr(user, "forward_busy", None) if why == "busy" else getattr(
+            user, "forward_noanswer", None)
+        if forward and hops < MAX_FORWARDS:
+            log.info("call to {user}: forwarded ({why})", user=user.name, why=why)
+            return self.forward(request, st, source, user, forward, hops)
+        if self.takes_messages:
+            return self.to_voicemail(request, st, source, user)
+        return self._refuse(request, st, codes)
+
+    def _refuse(self, request, st, codes):
+        """No mailbox to take a message: the caller hears the phones' answer."""
+        best = 486 if 486 in codes else min(codes)
+        CALLS.labels("busy" if best == 486 else "failed").inc()
+        self.outcome(request.call_id, "busy" if best == 486 else ("missed" if best == 480 else "failed"))
+        st.respond(make_response(request, best, to_tag=self.core.new_tag()))
+        self.ended(request.call_id)
+
+    def forward(self, request, st, source, user, target, hops):
+        """Send a call for `user` on to `target` (an extension, or an outside number the user pays for)."""
+        config = self.office.config
+        text = str(getattr(target, "value", target))
+        if text.startswith("+") or getattr(target, "kind", "") == "outside":
+            if self.core.outside is None:
+                return self._refuse(request, st, [480])
+            number = text if text.startswith("+") else classify(
+                config.sip.outbound_prefix + text, config, user).number
+            return self.core.outside.outbound(request, st, source, number, user)
+        other = config.user_by_extension(text)
+        if other is None:
+            dialled = classify(config.sip.outbound_prefix + text, config, user)
+            if dialled is not None and self.core.outside is not None:
+                return self.core.outside.outbound(request, st, source, dialled.number, user)
+            return self._refuse(request, st, [404])
+        return self.ring_user(request, st, source, other, hops + 1)
+
+    def route_target(self, request, st, source, target):
+        """Send the call to a TARGET of the config (a group's fallback)."""
+        config = self.office.config
+        try:
+            target = config.resolve_target(target)
+        except ValueError as e:
+            log.warn("call {call_id}: {error}", call_id=request.call_id, error=str(e))
+            return self._refuse(request, st, [404])
+        if target.kind == "extension":
+            user = config.user_by_extension(target.value)
+            return self.ring_user(request, st, source, user, MAX_FORWARDS - 1)
+        if target.kind == "voicemail":
+            return self.to_voicemail(request, st, source, config.user_by_extension(target.value))
+        if target.kind == "group":
+            return self.ring_group(request, st, source, config.groups[target.value])
+        attendant = getattr(self.core, "attendant", None)
+        if target.kind == "attendant" and attendant is not None:
+            return attendant.answer(request, st, source, config.attendants[target.value])
+        return self._refuse(request, st, [480])
 
     def to_voicemail(self, request, st, source, user):
         if request.call_id in self.calls:

@@ -55,7 +55,8 @@ def _count(kind):
 BRANCH_MAGIC = "z9hG4bK"
 FORK_BRANCH = BRANCH_MAGIC + "awf"      # our branches of a forked INVITE
 RELAY_BRANCH = BRANCH_MAGIC + "awr"     # our branches of relayed in-dialog requests
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER, SUBSCRIBE, NOTIFY"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER, SUBSCRIBE, NOTIFY, REFER"
+LOCAL = "LOCAL"                         # the in-process transport of the B2BUA's inside legs
 CHALLENGE_TAG = "awc"                   # To tags of our stateless challenges and refusals of INVITEs
 
 # A UDP answer to a sender that did not prove itself is at most twice the
@@ -139,6 +140,7 @@ class SipCore:
         self.calls = None
         self.ua = None
         self.mwi = None
+        self.outside = None       # the B2BUA of calls to and from outside lines (outside.py)
 
     # ------------------------------------------------------------ addresses
 
@@ -147,9 +149,16 @@ class SipCore:
         return self.office.config.sip.port
 
     def local_host(self, peer_host=None):
-        """The address phones reach us at: loopback for local peers, else the LAN address."""
-        if peer_host is not None and (peer_host.startswith("127.") or peer_host == "::1"):
-            return "127.0.0.1"
+        """
+        The address a peer reaches us at: loopback for local peers, the WAN
+        address for peers beyond the LAN (a provider, a remote phone), else
+        the LAN address.
+        """
+        if peer_host is not None:
+            if peer_host.startswith("127.") or peer_host == "::1":
+                return "127.0.0.1"
+            if not self.office.is_lan_peer(peer_host) and self.office.wan_ip is not None:
+                return str(self.office.wan_ip)
         return str(self.office.config.lan_ip)
 
     def is_us(self, host, port):
@@ -171,13 +180,20 @@ class SipCore:
     # ------------------------------------------------------------ sending
 
     def send(self, message, dest):
-        self.send_raw(message.to_bytes(), dest)
+        self.out(message.to_bytes(), dest)
+
+    def out(self, data, dest):
+        """Bytes to `dest`: the socket's, or back into this core for the LOCAL transport."""
+        if dest.transport == LOCAL:
+            self.clock.callLater(0, self.receive, data, Destination(LOCAL, dest.host, self.port))
+        else:
+            self.send_raw(data, dest)
 
     def reply(self, request, response, dest):
         """Send a response to `request`; what `bounded` refuses is dropped."""
         data = self.bounded(request, response.to_bytes(), dest)
         if data is not None:
-            self.send_raw(data, dest)
+            self.out(data, dest)
 
     def bounded(self, request, data, dest, size=None):
         """
@@ -259,7 +275,7 @@ class SipCore:
                       error=str(e))
             reply = salvage_400(data)
             if reply is not None and self.bounded(None, reply, dest, size=len(data)) is not None:
-                self.send_raw(reply, dest)
+                self.out(reply, dest)
             return
         try:
             if msg.is_request:
@@ -284,6 +300,10 @@ class SipCore:
         ct = self.client_tx.get((via.branch, response.cseq[1]))
         if ct is not None:
             ct.receive(response)
+            return
+        if len(response.vias) == 1 and self.outside is not None:
+            # A 2xx of one of our own INVITEs again, its transaction over.
+            self.outside.stray_response(response)
             return
         if self.is_us(via.host, via.port) and len(response.vias) > 1:
             if via.branch.startswith(FORK_BRANCH) and not 200 <= response.code < 300:
@@ -316,7 +336,10 @@ class SipCore:
         method = request.method.upper()
         if method != request.method:
             return self.reply(request, make_response(request, 405), dest)
+        trunk = None
         if not self.office.is_lan_peer(dest.host):
+            trunk = self.outside.provider_of(dest.host) if self.outside is not None else None
+        if trunk is None and not self.office.is_lan_peer(dest.host):
             ERRORS.labels("wan").inc()
             log.warn("SIP {method} from the WAN ({peer}) refused", method=method,
                      peer="%s:%d" % (dest.host, dest.port))
@@ -334,7 +357,7 @@ class SipCore:
         kept = self.completed.get(key)
         if kept is not None:
             if kept[0] is not None:
-                self.send_raw(kept[0], dest)
+                self.out(kept[0], dest)
             return
         if method == "CANCEL":
             invite = self.server_tx.get(self._st_key(request, "INVITE"))
@@ -360,7 +383,9 @@ class SipCore:
         if any(self._via_is_us(v) for v in request.vias[1:]):
             ERRORS.labels("loop").inc()
             return self.reply(request, make_response(request, 482), dest)
-        if method == "INVITE" and self.registrar is not None:
+        if trunk is not None:
+            return self._new_request(request, dest, method, trunk)
+        if method == "INVITE" and self.registrar is not None and dest.transport != LOCAL:
             # Before anything looks at the number: every stranger gets the same answer.
             key = self._st_key(request, "INVITE")
             if key in self.admitting:
@@ -381,9 +406,21 @@ class SipCore:
                 return self.reply(request, verdict, dest)
         self._new_request(request, dest, method)
 
-    def _new_request(self, request, dest, method):
+    def _new_request(self, request, dest, method, trunk=None):
         """A new request outside any dialog, its sender admitted: open its transaction and act."""
         st = self.server_transaction(request, dest)
+        if trunk is not None:
+            # From a provider: only calls to the office's numbers and keep-alives.
+            if method == "INVITE":
+                if not _contact_is_sip(request):
+                    return st.respond(make_response(request, 400, "Bad Request (Contact)",
+                                                    to_tag=self.new_tag()))
+                st.respond_code(100)
+                return self.outside.inbound(request, st, dest, trunk)
+            if method == "OPTIONS":
+                return st.respond(make_response(request, 200, to_tag=self.new_tag(), extra=[
+                    ("Allow", ALLOW), ("Accept", "application/sdp")]))
+            return st.respond(make_response(request, 403, to_tag=self.new_tag()))
         if method == "REGISTER":
             result = self.registrar.handle(request, (dest.host, dest.port), dest.transport)
             defer.maybeDeferred(lambda: result).addCallback(st.respond)
@@ -424,12 +461,20 @@ class SipCore:
             request.pop_first("Route")
 
     def _in_dialog(self, request, dest):
+        if self.outside is not None and self.outside.owns(request):
+            st = None if request.method == "ACK" else self.server_transaction(request, dest)
+            return self.outside.in_dialog(request, st, dest)
         if self.ua is not None and self.ua.owns(request):
             st = None if request.method == "ACK" else self.server_transaction(request, dest)
             return self.ua.in_dialog(request, st, dest)
         if self.mwi is not None and self.mwi.owns(request):
             st = self.server_transaction(request, dest)
             return self.mwi.subscribe(request, st, dest)
+        if dest.transport != LOCAL and not self.office.is_lan_peer(dest.host):
+            # From a provider, inside no dialog of ours: never relayed on.
+            if request.method != "ACK":
+                self.reply(request, make_response(request, 481), dest)
+            return
         return self.relay(request, dest)
 
     def relay(self, request, dest):

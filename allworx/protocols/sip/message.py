@@ -230,6 +230,8 @@ class Request(SipMessage):
     # bounds what it answers an unproven sender over UDP by the size.
     size = attr.ib(default=0, kw_only=True, eq=False, repr=False)
     authenticated = attr.ib(default=False, kw_only=True, eq=False, repr=False)
+    # The name of the user who proved it (set by the registrar's admission of an INVITE).
+    caller = attr.ib(default=None, kw_only=True, eq=False, repr=False)
 
     def start_line(self):
         return "%s %s SIP/2.0" % (self.method, self.uri)

@@ -435,8 +435,10 @@ class Registrar:
         Deferred of it: a 407 challenge, or 403 to wrong credentials. Nothing
         here depends on the number the INVITE names.
         """
-        if self.phone_at(source, transport) is not None:
+        phone_user = self.phone_at(source, transport)
+        if phone_user is not None:
             request.authenticated = True
+            request.caller = phone_user
             return None
         credentials = request.get("Proxy-Authorization")
         who = self.digest_user(credentials)
@@ -453,6 +455,7 @@ class Registrar:
         if status == "ok":
             self.throttle.succeeded(source[0], who)
             request.authenticated = True
+            request.caller = who
             return None
         if status == "fail":
             self.throttle.failed(source[0], who)

@@ -11,17 +11,24 @@ frame bytes. `SipService` listens on the port, follows the office live
 `MailboxChanged` to message waiting.
 """
 
-from twisted.internet import protocol
+import os
+
+from twisted.internet import error, protocol
 from twisted.logger import Logger
 
 from allworx.guards import PeerLimit
 from allworx.office import MailboxChanged
 from allworx.protocols.sip.calls import CallRouter
 from allworx.protocols.sip.core import ERRORS, Destination, SipCore
+from allworx.protocols.sip.history import CallHistory
 from allworx.protocols.sip.message import MAX_MESSAGE, header_end
 from allworx.protocols.sip.mwi import MessageWaiting
+from allworx.protocols.sip.outside import OutsideCalls
 from allworx.protocols.sip.registrar import Registrar
+from allworx.protocols.sip.trunk import TrunkManager
 from allworx.protocols.sip.ua import VoicemailAgent
+from allworx.protocols.voice.music import MusicSource
+from allworx.protocols.voice.relay import RelaySession
 from allworx.servicebase import ListeningService
 
 log = Logger()
@@ -140,6 +147,13 @@ class SipService(ListeningService):
         self.registrations = self.core.registrar
         self.calls = self.core.calls
         self.voicemail = self.core.ua
+        self.trunks = TrunkManager(self.core, office, reactor.resolve)
+        self.call_history = CallHistory(
+            os.path.join(office.config.system.data_dir, "calls", "history.jsonl"), clock=reactor)
+        self.core.outside = OutsideCalls(
+            self.core, office, reactor, self.trunks, self._relay_session, self.call_history,
+            music=lambda pt: MusicSource(pt, self.voicemail.voicemail_dir))
+        self.core.calls.history = self.call_history
         self.udp = None
         self.tcp_factory = SipStreamFactory(self.core)
         self.core.connections_get = lambda host, port: self.tcp_factory.connections.get((host, port))
@@ -159,6 +173,17 @@ class SipService(ListeningService):
                 self.udp.write(data, (dest.host, dest.port))
             except OSError as e:
                 log.debug("SIP send to {peer} failed: {error}", peer="%s:%d" % (dest.host, dest.port), error=str(e))
+
+    def _relay_session(self):
+        """An RTP relay session for an outside call (LAN side, WAN side), or None without ports."""
+        config = self.office.config
+        wan = self.office.wan_ip
+        try:
+            return RelaySession(self.reactor, str(config.lan_ip), str(wan) if wan else "0.0.0.0",
+                                config.sip.rtp_ports)
+        except (OSError, error.CannotListenError) as e:
+            log.warn("no RTP relay for an outside call: {error}", error=str(e))
+            return None
 
     # ------------------------------------------------------------ the base's hooks
 
@@ -184,15 +209,21 @@ class SipService(ListeningService):
         # from the office at each use (see the class's docstring).
         if event.touches("user"):
             self.registrations.forget_removed()
+        if event.touches("trunk", "sip"):
+            self.trunks.config_changed(event.old, event.new)
 
     # ------------------------------------------------------------ life
 
     def startService(self):
         self.voicemail.start()
         ListeningService.startService(self)
+        self.trunks.start()
 
     def stopService(self):
         self.voicemail.stop()
+        self.core.outside.stop()
+        self.trunks.stop()
+        self.call_history.close()
         d = ListeningService.stopService(self)
         self.udp = None
         return d
