@@ -87,6 +87,30 @@ class ICalls(Interface):
         """Calls in progress: caller, callee, state, started."""
 
 
+# The columns of a call history entry, in SPEC 15's order (the JSON keys of
+# `as_json()` and the CSV header), and the values two of them take.
+CALL_FIELDS = ("id", "start", "end", "direction", "from", "from_name", "to", "answered_by",
+               "trunk", "duration_s", "outcome")
+CALL_DIRECTIONS = ("inbound", "outbound", "internal")
+CALL_OUTCOMES = ("answered", "voicemail", "missed", "busy", "failed")
+
+
+class ICallHistory(Interface):
+    """The SIP service's journal of ended calls (internal and outside)."""
+
+    def page(limit=50, offset=0, direction=None, outcome=None, search=None, since=None,
+             until=None):
+        """
+        (entries, total): the entries matching the filters, newest first, from
+        `offset`, at most `limit` of them (None: all), and how many match in
+        all. `direction`/`outcome` one of CALL_DIRECTIONS/CALL_OUTCOMES,
+        `search` text found in a number or name, `since`/`until` POSIX
+        seconds bounding the start (until excluded). Each entry's `as_json()`
+        is a dict of CALL_FIELDS (times RFC 3339 UTC). ValueError names a bad
+        argument.
+        """
+
+
 class IZoneSource(Interface):
     """The DNS zone as it is served now (it is replaced on every rebuild)."""
 
@@ -116,3 +140,4 @@ class Views:
     fetch = attr.ib(default=None)           # IFetchStatus
     registrations = attr.ib(default=None)   # IRegistrations
     calls = attr.ib(default=None)           # ICalls
+    call_history = attr.ib(default=None)    # ICallHistory

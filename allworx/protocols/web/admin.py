@@ -177,7 +177,8 @@ class AdminContext:
                 return form.errors.get(name)
             return None
 
-        context = page.context(self, sub)
+        query = form_of(request) if request.method in (b"GET", b"HEAD") else {}
+        context = page.context_for(self, sub, query)
         return self.render(
             request, page.template_for(sub), page=page, csrf=session.csrf,
             notices=session.take_notices(), form=form, value=value, error=error,

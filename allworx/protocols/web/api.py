@@ -21,8 +21,8 @@ from twisted.logger import Logger
 
 from allworx.config import RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigErrors
 from allworx.guards import login_name, until_text
-from allworx.protocols.web import changes
-from allworx.protocols.web.admin import LockedOut, peer_of
+from allworx.protocols.web import callhistory, changes
+from allworx.protocols.web.admin import LockedOut, form_of, peer_of
 from allworx.protocols.web.metrics import WEB_CHANGES
 from allworx.protocols.web.openapi import openapi_document
 from allworx.protocols.web.sessions import tokens_match
@@ -244,7 +244,7 @@ class OfficeApi:
                               "/api/v1/hosts", "/api/v1/records", "/api/v1/forwards",
                               "/api/v1/dhcp/leases", "/api/v1/connections", "/api/v1/mail/queue",
                               "/api/v1/sip/registrations", "/api/v1/status", "/api/v1/backup",
-                              "/api/v1/lockouts"],
+                              "/api/v1/lockouts", "/api/v1/calls"],
                 "openapi": "/api/v1/openapi.json"}
 
     @app.route("/v1/status", methods=["GET"])
@@ -464,6 +464,25 @@ class OfficeApi:
     def calls(self, request):
         """Calls in progress."""
         return [plain(c) for c in self._view("calls", "SIP proxy").active_calls()]
+
+    @app.route("/v1/calls", methods=["GET"])
+    @guarded
+    def call_history(self, request):
+        """Ended calls, newest first: JSON, or CSV with ?format=csv."""
+        history = self._view("call_history", "call history")
+        try:
+            query = callhistory.parse_query(form_of(request))
+        except callhistory.BadParameter as e:
+            raise ApiError(400, "invalid", str(e), field=e.name)
+        entries, total = history.page(**query.page_args())
+        if query.format == "csv":
+            request.setHeader(b"content-type", b"text/csv; charset=utf-8")
+            request.setHeader(b"content-disposition", b'attachment; filename="calls.csv"')
+            request.setHeader(b"cache-control", b"no-store")
+            request.setHeader(b"x-content-type-options", b"nosniff")
+            return callhistory.csv_bytes(entries)
+        return {"calls": [e.as_json() for e in entries], "total": total,
+                "limit": query.limit, "offset": query.offset}
 
     # ---- login lock-outs
 

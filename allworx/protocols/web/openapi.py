@@ -6,6 +6,7 @@ fields it lists are exactly the keys of tap.conf.
 
 from allworx import __version__
 from allworx.config import RECORD_SECTIONS, SETTINGS_SECTIONS, keys_of
+from allworx.interfaces import CALL_DIRECTIONS, CALL_FIELDS, CALL_OUTCOMES
 from allworx.protocols.web.changes import SERVER_KEYS
 
 COLLECTIONS = (("users", "user"), ("aliases", "alias"), ("hosts", "host"),
@@ -46,6 +47,55 @@ RESPONSES = {
     "401": {"description": "No or wrong credentials"},
     "404": {"description": "No such resource"},
 }
+
+
+def _nullable(kind):
+    return {"type": kind, "nullable": True}
+
+
+CALL = {"type": "object", "required": list(CALL_FIELDS), "properties": {
+    "id": {"type": "string"},
+    "start": {"type": "string", "format": "date-time", "description": "when the call was offered"},
+    "end": {"type": "string", "format": "date-time"},
+    "direction": {"type": "string", "enum": list(CALL_DIRECTIONS)},
+    "from": {"type": "string", "description": "the caller: an extension or an E.164 number"},
+    "from_name": _nullable("string"),
+    "to": {"type": "string", "description": "what was dialled: E.164 for outside numbers, "
+                                            "else the extension or group number"},
+    "answered_by": dict(_nullable("string"), description="the extension that answered"),
+    "trunk": dict(_nullable("string"), description="the trunk of an outside call"),
+    "duration_s": {"type": "integer", "description": "seconds talked"},
+    "outcome": {"type": "string", "enum": list(CALL_OUTCOMES)}}}
+
+
+def calls_path():
+    """GET /api/v1/calls: its query parameters and both answers."""
+    def param(name, schema, description):
+        return {"name": name, "in": "query", "required": False, "schema": schema,
+                "description": description}
+    return {"get": {
+        "summary": "Ended calls, newest first (JSON, or CSV with format=csv)",
+        "parameters": [
+            param("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+                  "calls per page (no upper bound for CSV, which without it has every call)"),
+            param("offset", {"type": "integer", "minimum": 0, "default": 0}, "calls skipped"),
+            param("direction", {"type": "string", "enum": list(CALL_DIRECTIONS)}, "only these"),
+            param("outcome", {"type": "string", "enum": list(CALL_OUTCOMES)}, "only these"),
+            param("q", {"type": "string"}, "text in the caller's or callee's number or name"),
+            param("since", {"type": "string", "format": "date-time"}, "started at or after"),
+            param("until", {"type": "string", "format": "date-time"}, "started before"),
+            param("format", {"type": "string", "enum": ["json", "csv"], "default": "json"},
+                  "csv: the columns %s in that order, a header row; a cell starting "
+                  "with = + - @ gets a leading '" % ", ".join(CALL_FIELDS))],
+        "responses": {
+            "200": {"description": "a page of calls and how many match", "content": dict(_json({
+                "type": "object", "properties": {
+                    "calls": {"type": "array", "items": {"$ref": "#/components/schemas/Call"}},
+                    "total": {"type": "integer"}, "limit": _nullable("integer"),
+                    "offset": {"type": "integer"}}}),
+                **{"text/csv": {"schema": {"type": "string"}}})},
+            "400": RESPONSES["400"], "401": RESPONSES["401"],
+            "503": {"description": "the phone system is not running"}}}}
 
 
 def openapi_document():
@@ -122,6 +172,8 @@ def openapi_document():
             "user": {"type": "string"}, "source": {"type": "string"}}})},
         "responses": dict(RESPONSES, **{"200": {"description": "the lock-outs that ended", "content": _json({
             "type": "object", "properties": {"unlocked": {"type": "array", "items": ref}}})}})}}
+    schemas["Call"] = CALL
+    paths["/api/v1/calls"] = calls_path()
     paths["/api/v1/backup"] = {
         "get": {"summary": "tap.conf as it stands", "responses": {
             "200": {"description": "the file", "content": {"text/plain": {"schema": {"type": "string"}}}}}},

@@ -16,6 +16,7 @@ from allworx.config import BUILTIN_NAMES, ConfigError, ConfigErrors
 from allworx.protocols.dns.zone import zone_entries
 from allworx.protocols.web import changes
 from allworx.protocols.web import forms
+from allworx.protocols.web.callhistory import history_context
 from allworx.protocols.web.metrics import field
 
 log = Logger()
@@ -126,6 +127,10 @@ class Page:
 
     def context(self, ctx, sub):
         return {}
+
+    def context_for(self, ctx, sub, query):
+        """The context with the request's query (`{name: text}`); most pages need only `context`."""
+        return self.context(ctx, sub)
 
     def template_for(self, sub):
         """The template for this page (a sub-path may pick another)."""
@@ -484,7 +489,7 @@ class MailQueuePage(Page):
 
 
 class PhonesPage(Page):
-    """Registered phones and calls in progress."""
+    """Registered phones, calls in progress and the call history."""
 
     slug, title, template = "phones", "Phones", "phones.html"
     refresh = "phones"
@@ -500,6 +505,12 @@ class PhonesPage(Page):
             "caller": field(c, "caller", ""), "callee": field(c, "callee", ""),
             "state": field(c, "state", ""), "started": ago_or_in(now, field(c, "started")),
         } for c in listed(calls, "active_calls")]}
+
+    def context_for(self, ctx, sub, query):
+        """Also the call history, filtered and paged by the query."""
+        out = self.context(ctx, sub)
+        out.update(history_context(ctx.views.call_history, query))
+        return out
 
 
 class ConnectionsPage(Page):
