@@ -13,7 +13,7 @@ frame bytes. `SipService` listens on the port, follows the office live
 
 import os
 
-from twisted.internet import error, protocol
+from twisted.internet import defer, error, protocol
 from twisted.logger import Logger
 
 from allworx.guards import PeerLimit
@@ -149,7 +149,7 @@ class SipService(ListeningService):
         self.voicemail = self.core.ua
         self.trunks = TrunkManager(self.core, office, reactor.resolve)
         self.call_history = CallHistory(
-            os.path.join(office.config.system.data_dir, "calls", "history.jsonl"), clock=reactor)
+            os.path.join(office.config.system.data_dir, "calls.jsonl"), clock=reactor)
         self.core.outside = OutsideCalls(
             self.core, office, reactor, self.trunks, self._relay_session, self.call_history,
             music=lambda pt: MusicSource(pt, self.voicemail.voicemail_dir))
@@ -223,9 +223,11 @@ class SipService(ListeningService):
         self.voicemail.stop()
         self.core.outside.stop()
         self.trunks.stop()
-        self.call_history.close()
+        closed = self.call_history.close()
         d = ListeningService.stopService(self)
         self.udp = None
+        if closed is not None:
+            d = defer.gatherResults([defer.maybeDeferred(lambda: d), closed], consumeErrors=True)
         return d
 
 

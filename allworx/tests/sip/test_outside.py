@@ -13,6 +13,8 @@ from allworx.protocols.sip.core import Destination
 from allworx.protocols.sip.message import make_response, parse
 from allworx.protocols.sip.outside import OutsideCalls
 from allworx.protocols.sip.registrar import parse_authorization
+from allworx.protocols.sip.registrar import Binding
+from allworx.tests.confs import PW_HASH
 from allworx.tests.siphelpers import Harness, Phone, offer
 
 PROVIDER = ("198.51.100.20", 5060)
@@ -109,7 +111,6 @@ def provider_sdp(ip=FAR, port=4000):
 class OutsideTests(unittest.TestCase):
 
     def setUp(self):
-        from allworx.tests.confs import PW_HASH
         self.h = Harness(self.mktemp(), extra=TRUNK.format(pw=PW_HASH))
         self.h.office.set_wan_address(ipaddress.ip_interface("203.0.113.2/24"), "static")
         self.relays = []
@@ -212,11 +213,9 @@ class OutsideTests(unittest.TestCase):
         self.assertTrue(self.relays[0].closed)
 
     def test_a_user_without_outside_calls_gets_403_but_emergency_goes_out(self):
-        from allworx.tests.confs import PW_HASH  # noqa: F401  (dave has no SIP digest: he calls with a registration)
         dave = Phone(self.h, "104", "192.168.2.14")
         self.h.core.registrar.by_user.setdefault("dave", {})
         # Dave's phone proves itself as the registrar would have it.
-        from allworx.protocols.sip.registrar import Binding
         self.h.core.registrar.by_user["dave"]["sip:104@192.168.2.14:5060"] = Binding(
             "dave", "104", "sip:104@192.168.2.14:5060", ("192.168.2.14", 5060), "UDP", 1e12)
         out = self.dial_out(phone=dave)
