@@ -87,6 +87,15 @@ class ICalls(Interface):
         """Calls in progress: caller, callee, state, started."""
 
 
+class ITrunks(Interface):
+    """The SIP trunks to the telephony provider (SPEC 15)."""
+
+    def status():
+        """One dict per [trunk], in config order: name, registrar, state (registered,
+        registering, auth_failed, unreachable, not_registering), since and expires (RFC 3339
+        UTC or None), last_error (text or None), channels, channels_in_use."""
+
+
 class IZoneSource(Interface):
     """The DNS zone as it is served now (it is replaced on every rebuild)."""
 
@@ -116,3 +125,4 @@ class Views:
     fetch = attr.ib(default=None)           # IFetchStatus
     registrations = attr.ib(default=None)   # IRegistrations
     calls = attr.ib(default=None)           # ICalls
+    trunks = attr.ib(default=None)          # ITrunks
