@@ -14,15 +14,16 @@ automat machine whose states are what the Phones page shows:
     resolved all the same, to know the provider's requests by their source.
     any state --stop--> stopped (REGISTER with Expires: 0 once if bound)
 
-A 401/407 is answered once per REGISTER (and once more when the provider
-says the nonce was stale); the answer refused again is an authentication
-failure, retried 30 s later and then at doubling intervals: at most two
-REGISTERs in the minute after it. Every REGISTER of one registration (first,
-answers, refreshes, retries) carries the same Call-ID and the next CSeq.
+A 401/407 is answered once per attempt (once more when the provider says
+the nonce was stale); a refresh or retry first repeats the last answer with
+the next nonce count, which a 401 merely turns into a fresh challenge. An
+answer refused again is an authentication failure, retried 30 s later and
+then at doubling intervals: two REGISTERs in the minute after it. Every
+REGISTER of one registration carries the same Call-ID and the next CSeq.
 
 The provider's name is resolved through an injected `resolve(host)` (a
-Deferred of an address; IP literals need none) at every attempt, so a
-provider that moves is followed at the next refresh.
+Deferred of an address; IP literals need none) at every attempt (every 30
+min for register = no), so a provider that moves is followed.
 
 `TrunkManager` runs one registration per `[trunk]` of the office's config,
 restarts one whose registration keys changed, stops removed ones, answers
@@ -318,6 +319,7 @@ class TrunkRegistration:
 
     def _resolved_only(self, attempt):
         self.failures, self.last_error = 0, None
+        self._schedule(RETRY_MAX)       # looked up again now and then: providers move
 
     def _first_register(self, attempt):
         # The last challenge answered again (next nonce count) saves a round
@@ -522,9 +524,8 @@ class TrunkManager:
         for name, trunk in trunks.items():
             reg = self.registrations.get(name)
             if reg is not None and registration_keys(reg.trunk) != registration_keys(trunk):
-                # The new registration starts once the provider answered the
-                # old one's Expires: 0 (or after UNREGISTER_WAIT): the same
-                # Contact must not be removed after it was registered again.
+                # The new one starts once the old one's Expires: 0 is answered (or
+                # UNREGISTER_WAIT passed), so that it cannot remove the new binding.
                 log.info("trunk {name} changed: registering again", name=name)
                 new = out[name] = TrunkRegistration(name, trunk, self.core, self.resolve)
                 self._bounded(reg.stop()).addCallback(lambda _, new=new: new.start())

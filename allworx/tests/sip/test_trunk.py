@@ -427,8 +427,19 @@ class RegisterTests(Case):
         self.assertEqual(reg.state, "not_registering")
         self.assertEqual(self.core.sent, [])
         self.assertEqual(reg.addresses, {PROVIDER_IP})
-        self.run_for(3600, step=10)
+        self.dns[PROVIDER] = "198.51.100.77"      # the provider moves: seen within 30 min
+        self.run_for(1800, step=10)
+        self.assertEqual(reg.addresses, {"198.51.100.77"})
         self.assertEqual(self.core.sent, [])
+        self.assertEqual((reg.state, reg.since), ("not_registering", T0))
+
+    def test_register_no_unresolvable(self):
+        reg = self.registration(register=False, registrar=("nowhere.example", None))
+        self.assertEqual((reg.state, reg.last_error),
+                         ("not_registering", "cannot resolve nowhere.example: no such name"))
+        self.dns["nowhere.example"] = "198.51.100.99"
+        self.clock.advance(30)
+        self.assertEqual((reg.addresses, reg.last_error), ({"198.51.100.99"}, None))
 
     def test_stop_unregisters_once_with_credentials(self):
         self.core.provider = Provider()
