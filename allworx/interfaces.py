@@ -111,6 +111,15 @@ class ICallHistory(Interface):
         """
 
 
+class ITrunks(Interface):
+    """The SIP trunks to the telephony provider (SPEC 15)."""
+
+    def status():
+        """One dict per [trunk], in config order: name, registrar, state (registered,
+        registering, auth_failed, unreachable, not_registering), since and expires (RFC 3339
+        UTC or None), last_error (text or None), channels, channels_in_use."""
+
+
 class IZoneSource(Interface):
     """The DNS zone as it is served now (it is replaced on every rebuild)."""
 
@@ -141,3 +150,4 @@ class Views:
     registrations = attr.ib(default=None)   # IRegistrations
     calls = attr.ib(default=None)           # ICalls
     call_history = attr.ib(default=None)    # ICallHistory
+    trunks = attr.ib(default=None)          # ITrunks

@@ -243,7 +243,8 @@ class OfficeApi:
         return {"resources": ["/api/v1/settings/{section}", "/api/v1/users", "/api/v1/aliases",
                               "/api/v1/hosts", "/api/v1/records", "/api/v1/forwards",
                               "/api/v1/dhcp/leases", "/api/v1/connections", "/api/v1/mail/queue",
-                              "/api/v1/sip/registrations", "/api/v1/status", "/api/v1/backup",
+                              "/api/v1/sip/registrations", "/api/v1/sip/trunks",
+                              "/api/v1/status", "/api/v1/backup",
                               "/api/v1/lockouts", "/api/v1/calls"],
                 "openapi": "/api/v1/openapi.json"}
 
@@ -458,6 +459,12 @@ class OfficeApi:
     def registrations(self, request):
         """Registered phones."""
         return [plain(b) for b in self._view("registrations", "SIP registrar").bindings()]
+
+    @app.route("/v1/sip/trunks", methods=["GET"])
+    @guarded
+    def trunks(self, request):
+        """The trunks to the telephony provider and their registration (SPEC 15)."""
+        return [plain(t) for t in self._view("trunks", "SIP trunks").status()]
 
     @app.route("/v1/sip/calls", methods=["GET"])
     @guarded

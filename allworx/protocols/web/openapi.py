@@ -150,6 +150,20 @@ def openapi_document():
         paths[path] = {"get": {"summary": summary, "responses": {
             "200": {"description": "read-only", "content": _json({})},
             "401": RESPONSES["401"], "503": {"description": "that service is not running"}}}}
+    schemas["TrunkStatus"] = {"type": "object", "properties": {
+        "name": {"type": "string"},
+        "registrar": {"type": "string", "description": "host[:port] of the provider"},
+        "state": {"type": "string", "enum": ["registered", "registering", "auth_failed",
+                                             "unreachable", "not_registering"]},
+        "since": {"type": "string", "format": "date-time", "nullable": True},
+        "expires": {"type": "string", "format": "date-time", "nullable": True},
+        "last_error": {"type": "string", "nullable": True},
+        "channels": {"type": "integer"}, "channels_in_use": {"type": "integer"}}}
+    paths["/api/v1/sip/trunks"] = {"get": {"summary": "Trunks to the provider: registration state, "
+                                                      "last error, channels", "responses": {
+        "200": {"description": "one object per [trunk], in config order", "content": _json(
+            {"type": "array", "items": {"$ref": "#/components/schemas/TrunkStatus"}})},
+        "401": RESPONSES["401"], "503": {"description": "that service is not running"}}}}
     paths["/api/v1/mail/queue/{id}/retry"] = {"post": {"summary": "Try a queued message again now",
                                                        "responses": {"200": {"description": "queued"}}}}
     paths["/api/v1/mail/queue/{id}"] = {"delete": {"summary": "Drop a queued message",

@@ -6,6 +6,7 @@ call through `allworx.protocols.web.changes`). The HTTP side (sessions, CSRF, re
 is in `allworx.protocols.web.admin`.
 """
 
+import calendar
 import re
 import time
 
@@ -57,6 +58,17 @@ def ago_or_in(now, when):
             break
     text = " ".join(parts) or "%ds" % span
     return ("in " + text) if delta >= 0 else (text + " ago")
+
+
+def relative_rfc3339(now, text):
+    """`5m ago` / `in 1h` for an RFC 3339 UTC time as the API gives it; "" for None."""
+    if not text:
+        return ""
+    try:
+        when = calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
+    except (TypeError, ValueError):
+        return str(text)
+    return ago_or_in(now, when)
 
 
 def clock_time(when):
@@ -489,7 +501,7 @@ class MailQueuePage(Page):
 
 
 class PhonesPage(Page):
-    """Registered phones, calls in progress and the call history."""
+    """Trunks to the provider, registered phones, calls in progress and the call history."""
 
     slug, title, template = "phones", "Phones", "phones.html"
     refresh = "phones"
@@ -504,7 +516,15 @@ class PhonesPage(Page):
         } for b in listed(reg, "bindings")], "calls": [{
             "caller": field(c, "caller", ""), "callee": field(c, "callee", ""),
             "state": field(c, "state", ""), "started": ago_or_in(now, field(c, "started")),
-        } for c in listed(calls, "active_calls")]}
+        } for c in listed(calls, "active_calls")],
+            "has_trunks": ctx.views.trunks is not None, "trunks": [{
+            "name": t.get("name", ""), "registrar": t.get("registrar", ""),
+            "state": (t.get("state") or "").replace("_", " "),
+            "since": relative_rfc3339(now, t.get("since")),
+            "expires": relative_rfc3339(now, t.get("expires")),
+            "last_error": t.get("last_error") or "",
+            "channels": "%s of %s" % (t.get("channels_in_use", 0), t.get("channels", "")),
+        } for t in listed(ctx.views.trunks, "status")]}
 
     def context_for(self, ctx, sub, query):
         """Also the call history, filtered and paged by the query."""
