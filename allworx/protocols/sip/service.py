@@ -222,13 +222,16 @@ class SipService(ListeningService):
     def stopService(self):
         self.voicemail.stop()
         self.core.outside.stop()
-        self.trunks.stop()
-        closed = self.call_history.close()
-        d = ListeningService.stopService(self)
-        self.udp = None
-        if closed is not None:
-            d = defer.gatherResults([defer.maybeDeferred(lambda: d), closed], consumeErrors=True)
-        return d
+        unregistered = defer.maybeDeferred(self.trunks.stop)
+
+        def close(_):
+            closed = self.call_history.close()
+            d = ListeningService.stopService(self)
+            self.udp = None
+            return defer.gatherResults([defer.maybeDeferred(lambda: d), defer.maybeDeferred(
+                lambda: closed)], consumeErrors=True)
+        # The trunks' unregistrations go out while the socket is still open.
+        return unregistered.addBoth(close)
 
 
 def build_core(office, clock, mail_store, listen_udp=None, throttle=None):
