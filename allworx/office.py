@@ -21,7 +21,8 @@ from twisted.logger import Logger
 from allworx.config import (
     RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigError, ConfigErrors,
     config_from_document, format_value, keys_of, parse_config, parse_pin)
-from allworx.config.model import RECORD_NAME
+from allworx.config.checks import invalid_name
+from allworx.config.model import RECORD_NAME, RECORD_PLURALS
 from allworx.atomicfile import write_atomically
 from allworx.inifile import IniDocument
 from allworx.passwords import hash_pin, is_hashed
@@ -240,8 +241,7 @@ class Office:
         cls = RECORD_SECTIONS[kind]
         section_name = "%s %s" % (kind, name)
         if not isinstance(name, str) or not RECORD_NAME[kind].fullmatch(name):
-            raise ConfigErrors([ConfigError(section_name, None, 0,
-                                            "%r is not a valid %s name" % (name, kind))])
+            raise ConfigErrors([ConfigError(section_name, None, 0, invalid_name(kind, name))])
         doc = self._doc.copy()
         existing = doc.section(section_name)
         if create is True and existing is not None:
@@ -342,8 +342,7 @@ def _is_key(cls, k):
 
 
 def _plural(kind):
-    return {"user": "users", "alias": "aliases", "host": "hosts",
-            "record": "records", "forward": "forwards"}[kind]
+    return RECORD_PLURALS[kind]
 
 
 def hash_plain_pins(doc):
@@ -377,9 +376,11 @@ def differences(meant, written):
             return
         for f in keys_of(cls):
             if getattr(a, f.name) != getattr(b, f.name):
+                # A secret (a trunk's) is never repeated, not even in an error.
+                shown = ("as %r" % format_value(cls, f.name, getattr(b, f.name))
+                         if f.repr else "differently")
                 errors.append(ConfigError(section, f.name, 0, "would read back from tap.conf "
-                                          "as %r, not as given" % format_value(
-                                              cls, f.name, getattr(b, f.name))))
+                                          "%s, not as given" % shown))
     for name, cls in SETTINGS_SECTIONS.items():
         compare(name, cls, getattr(meant, name), getattr(written, name))
     for kind, cls in RECORD_SECTIONS.items():

@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.core.test_config -*-
+# -*- test-case-name: allworx.tests.core.test_config, allworx.tests.core.test_config_outside -*-
 """
 Loading tap.conf: `load_config` reads the whole file and returns a `Config`,
 or raises `ConfigErrors` listing every problem with its section, key and line;
@@ -11,8 +11,10 @@ import difflib
 import attr
 
 from allworx.config.model import (
-    BUILTIN_NAMES, RECORD_NAME, RECORD_SECTIONS, REQUIRED, SETTINGS_SECTIONS, Config, keys_of)
-from allworx.config.values import parse_email
+    BUILTIN_NAMES, RECORD_NAME, RECORD_NAME_HINT, RECORD_PLURALS, RECORD_SECTIONS, REQUIRED,
+    SETTINGS_SECTIONS, Config, keys_of)
+from allworx.config.telephony import EMERGENCY
+from allworx.config.values import Target, parse_email
 from allworx.inifile import IniDocument, IniSyntaxError
 
 
@@ -103,7 +105,7 @@ def config_from_document(doc, path=None, data_dir=None):
             cls = RECORD_SECTIONS[kind]
             if not RECORD_NAME[kind].match(label):
                 errors.append(ConfigError(section.name, None, section.line,
-                                          "%r is not a valid %s name" % (label, kind)))
+                                          invalid_name(kind, label)))
                 continue
         elif kind in RECORD_SECTIONS:
             errors.append(ConfigError(section.name, None, section.line,
@@ -137,10 +139,8 @@ def config_from_document(doc, path=None, data_dir=None):
                 out[label] = obj
         built_records[kind] = out
 
-    config = Config(
-        users=built_records["user"], aliases=built_records["alias"],
-        hosts=built_records["host"], records=built_records["record"],
-        forwards=built_records["forward"], doc=doc, path=path, **built)
+    config = Config(doc=doc, path=path, **built, **{
+        RECORD_PLURALS[kind]: items for kind, items in built_records.items()})
     complete = all(v is not None for v in built.values())
     if data_dir and complete:
         config = config.with_data_dir(data_dir)
@@ -149,6 +149,12 @@ def config_from_document(doc, path=None, data_dir=None):
     if errors:
         raise ConfigErrors(errors, path)
     return config
+
+
+def invalid_name(kind, label):
+    """The message for a section name its kind does not allow."""
+    hint = RECORD_NAME_HINT.get(kind)
+    return "%r is not a valid %s name%s" % (label, kind, ": expected " + hint if hint else "")
 
 
 def _read_section(section, cls, errors, lines):
@@ -207,7 +213,8 @@ def _cross_check(c, lines, errors, complete=True, declared=None):
                                   lines.get((section, None)) or 0, message))
 
     for check in (_check_network, _check_services, _check_users_aliases,
-                  _check_hosts_records, _check_forwards):
+                  _check_hosts_records, _check_forwards, _check_numbering,
+                  _check_call_targets):
         try:
             check(c, err, declared or {})
         except AttributeError:
@@ -341,6 +348,115 @@ def _check_forwards(c, err, declared):
                     target, _did_you_mean(target, c.hosts)))
         elif target not in c.lan_network or target == c.lan_ip:
             err(section, "to", "%s is not a LAN device's address in %s" % (target, c.lan_network))
+
+
+# ---------------------------------------------------------------- the phone system's numbers
+
+def _complete(c, declared, *kinds):
+    """Whether every declared record of `kinds` loaded (else lookups may miss)."""
+    return all(set(declared.get(k, ())) <= set(getattr(c, RECORD_PLURALS[k])) for k in kinds)
+
+
+def _internal_numbers(c):
+    """[(number, what it is, section, key)] of everything dialled inside the office."""
+    out = [(u.extension, "the extension of user %s" % u.name, "user %s" % u.name, "extension")
+           for u in c.users.values() if u.extension]
+    out.append((c.sip.voicemail_number, "the voicemail number", "sip", "voicemail_number"))
+    out += [(g.number, "the number of group %s" % g.name, "group %s" % g.name, "number")
+            for g in c.groups.values()]
+    out += [(a.number, "the number of attendant %s" % a.name, "attendant %s" % a.name, "number")
+            for a in c.attendants.values() if a.number]
+    return out
+
+
+def _check_numbering(c, err, declared):
+    """Trunks' numbers, and numbers dialled inside that clash or would be dialled out."""
+    owner = {}
+    for t in c.trunks.values():
+        for n in t.numbers:
+            if n in owner:
+                err("trunk %s" % t.name, "numbers", "%s is already a number of trunk %s"
+                    % (n, owner[n]))
+            owner.setdefault(n, t.name)
+    for n in c.numbers.values():
+        if n.name not in owner and _complete(c, declared, "trunk"):
+            err("number %s" % n.name, None, "no [trunk] has %s in its numbers" % n.name)
+    # Users' extensions and the voicemail number are checked with the users.
+    taken = {}
+    for number, what, section, key in _internal_numbers(c):
+        if number in taken and section.split(" ", 1)[0] in ("group", "attendant"):
+            err(section, key, "%s is already %s" % (number, taken[number]))
+        taken.setdefault(number, what)
+    if not declared.get("trunk", c.trunks):
+        return          # nothing is dialled out
+    prefix = c.sip.outbound_prefix
+    for number, what, section, key in _internal_numbers(c):
+        if number in EMERGENCY:
+            err(section, key, "%s is an emergency number: it is always dialled out" % number)
+        elif number.startswith(prefix):
+            err(section, key, "%s starts with the outbound prefix %s: %s would be dialled out"
+                % (number, prefix, number))
+
+
+def _check_call_targets(c, err, declared):
+    """TARGETs, ring group members, the operator and users' call forwarding."""
+    users_ok = _complete(c, declared, "user")
+    complete = _complete(c, declared, "user", "group", "attendant")
+    names = set(declared.get("group", ())) | set(declared.get("attendant", ()))
+
+    def check(section, key, target):
+        if target is None:
+            return None
+        try:
+            return c.resolve_target(target)
+        except ValueError as e:
+            if target.kind == "name" and target.value not in names:
+                err(section, key, str(e) + _did_you_mean(target.value, names))
+            elif complete and target.kind != "name":
+                err(section, key, str(e))
+            return None
+
+    sip = c.sip
+    if sip.operator and users_ok and c.user_by_extension(sip.operator) is None:
+        err("sip", "operator", "no user has the extension %s" % sip.operator)
+    for n in c.numbers.values():
+        section = "number %s" % n.name
+        check(section, "to", n.to)
+        if n.to is None and c.operator_extension is None:
+            err(section, "to", "is empty (the operator), but no user has an extension")
+    for g in c.groups.values():
+        section = "group %s" % g.name
+        if not g.members:
+            err(section, "members", "has no members")
+        for m in g.members:
+            if users_ok and c.user_by_extension(m) is None:
+                err(section, "members", "no user has the extension %s" % m)
+        if check(section, "fallback", g.fallback) == Target("group", g.name):
+            err(section, "fallback", "is the group itself")
+    for a in c.attendants.values():
+        section = "attendant %s" % a.name
+        for k in ["key_%d" % d for d in range(10)] + ["fallback", "after_hours"]:
+            check(section, k, getattr(a, k))
+    trunks = declared.get("trunk", c.trunks)
+    for u in c.users.values():
+        section = "user %s" % u.name
+        for k in ("forward_always", "forward_busy", "forward_noanswer"):
+            target = getattr(u, k)
+            if target is None:
+                continue
+            if target.kind == "extension":
+                if target.value == u.extension:
+                    err(section, k, "is the user's own extension")
+                else:
+                    check(section, k, target)
+            elif not trunks:
+                err(section, k, "is an outside number, but there is no [trunk] to call it by")
+            elif not u.outside:
+                err(section, k, "is an outside number, but the user may not call outside "
+                    "(outside = no)")
+            elif not target.value.startswith(("+", sip.outbound_prefix)):
+                err(section, k, "write an outside number as a phone dials it (the outbound "
+                    "prefix %s first) or as +E.164" % sip.outbound_prefix)
 
 
 def _alias_loop(c, start):

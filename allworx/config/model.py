@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.core.test_config -*-
+# -*- test-case-name: allworx.tests.core.test_config, allworx.tests.core.test_config_outside -*-
 """
 tap.conf as a validated model.
 
@@ -19,21 +19,32 @@ from allworx.config.values import (
     parse_fetch_urls, parse_forward_target, parse_fqdn, parse_hostname, parse_hostport,
     parse_ip, parse_ip_list, parse_mac, parse_mx_list, parse_optional, parse_password_hash,
     parse_pin, parse_pool_range, parse_port, parse_port_range, parse_ports_list, parse_sip_digest_key,
-    parse_size, parse_words)
+    parse_size, parse_words, TARGET_NAME, Target, format_target, parse_int, parse_target)
+from allworx.config.telephony import (
+    E164, format_call_forward, format_hours, format_national_prefix, format_sip_hostport,
+    parse_call_forward, parse_e164, parse_e164_list, parse_extension_list, parse_hours,
+    parse_national_prefix, parse_secret, parse_sip_hostport, parse_sip_user)
 
 REQUIRED = attr.NOTHING
 
 
 # ---------------------------------------------------------------- the model
 
-def key(parse, default=REQUIRED, fmt=str, doc=""):
+def key(parse, default=REQUIRED, fmt=str, doc="", shown=True):
     """
     A config key: how to read it, its default, how to write it back. Every
     key's reader first refuses what no value of tap.conf can hold (line
     breaks, other control characters, ` #`: `values.check_value_text`), so
     the file, the pages, the API and the command line get the same check.
+    `shown=False` keeps a secret out of the model's repr (and so of logs).
     """
-    return attr.ib(default=default, metadata={"parse": checked(parse), "format": fmt, "doc": doc})
+    return attr.ib(default=default, repr=shown,
+                   metadata={"parse": checked(parse), "format": fmt, "doc": doc})
+
+
+def optional(parse, fmt=str, doc=""):
+    """An optional key: empty text is None, None is written as empty text."""
+    return key(parse_optional(parse), None, fmt=lambda v: fmt(v) if v is not None else "", doc=doc)
 
 
 SECURITY_MODES = ("lan-only", "router", "firewall-nat", "firewall-nat-dmz")
@@ -113,6 +124,16 @@ class SipSettings:
     voicemail_number = key(parse_digits(2, 8), "400")
     rtp_ports = key(parse_port_range, (10000, 20000), fmt=format_range)
     port = key(parse_port, 5060)
+    # Outside lines (SPEC 15).
+    outbound_prefix = key(parse_digits(1, 2), "9", doc="dialled before an outside number")
+    operator = optional(parse_digits(2, 8),
+                        doc="the extension 0 and unroutable calls reach; default the lowest")
+    country_code = key(parse_digits(1, 3), "1", doc="the office's country calling code")
+    national_prefix = key(parse_national_prefix, "1", fmt=format_national_prefix,
+                          doc="dialled before a national number (none: no prefix)")
+    international_prefix = key(parse_digits(2, 4), "011", doc="dialled before a country code")
+    wan = key(parse_bool, False, fmt=format_bool, doc="phones may register from the internet")
+    tls_port = key(parse_port, 5061)
 
 
 @attr.s(frozen=True, slots=True)
@@ -151,6 +172,13 @@ class User:
     # H(extension:domain:password) for SIP digest; written with the password
     # by `allworx passwd --sip EXT@DOMAIN` and by the admin pages and API.
     sip_digest = key(parse_optional(parse_sip_digest_key), None, fmt=format_sip_digest)
+    # Call handling (SPEC 15).
+    outside = key(parse_bool, True, fmt=format_bool, doc="may call outside numbers")
+    forward_always = optional(parse_call_forward, format_call_forward,
+                              doc="an extension, or an outside number as dialled or +E.164")
+    forward_busy = optional(parse_call_forward, format_call_forward)
+    forward_noanswer = optional(parse_call_forward, format_call_forward)
+    dnd = key(parse_bool, False, fmt=format_bool, doc="do not disturb: calls go to voicemail")
 
 
 @attr.s(frozen=True, slots=True)
@@ -199,6 +227,96 @@ class Forward:
         return self.to[1] if self.to[1] is not None else self.wan_port
 
 
+@attr.s(frozen=True, slots=True)
+class Trunk:
+    """An account at an internet telephony provider: the office's outside line."""
+
+    name = attr.ib()
+    registrar = key(parse_sip_hostport, fmt=format_sip_hostport, doc="the provider's host[:port]")
+    username = key(parse_sip_user)
+    secret = key(parse_secret, doc="the provider's password; never shown", shown=False)
+    auth_username = optional(parse_sip_user, doc="default the username")
+    transport = key(parse_choice(("udp", "tcp", "tls")), "udp")
+    outbound_proxy = optional(parse_sip_hostport, format_sip_hostport)
+    expires = key(parse_duration(60, 86400), 3600)
+    register = key(parse_bool, True, fmt=format_bool,
+                   doc="no: the provider sends calls to the WAN address unregistered")
+    numbers = key(parse_e164_list, (), fmt=format_words, doc="the trunk's numbers, E.164")
+    caller_id = optional(parse_e164, doc="shown on outbound calls; default the first number")
+    channels = key(parse_int(1, 1000), 4, doc="concurrent calls")
+    number_format = key(parse_choice(("e164", "national")), "e164")
+
+    @property
+    def auth_user(self):
+        """The name the trunk answers digest challenges with."""
+        return self.auth_username or self.username
+
+    @property
+    def presented_id(self):
+        """The number (or name) outbound calls show."""
+        return self.caller_id or (self.numbers[0] if self.numbers else self.username)
+
+    @property
+    def proxy(self):
+        """(host, port) the trunk's requests go to: its outbound proxy, else the registrar."""
+        host, port = self.outbound_proxy or self.registrar
+        if port is None:
+            port = 5061 if self.transport == "tls" else 5060
+        return (host, port)
+
+
+@attr.s(frozen=True, slots=True)
+class Number:
+    """One of the office's outside numbers (E.164, the section's name)."""
+
+    name = attr.ib()
+    to = optional(parse_target, format_target, doc="TARGET; empty: the operator")
+
+
+@attr.s(frozen=True, slots=True)
+class Group:
+    """A ring group: a number that rings several extensions."""
+
+    name = attr.ib()
+    number = key(parse_digits(2, 8), doc="dialled like an extension")
+    members = key(parse_extension_list, (), fmt=format_words, doc="extensions, in hunt order")
+    strategy = key(parse_choice(("ring-all", "hunt")), "ring-all")
+    ring_timeout = key(parse_duration(1, 600), 20)
+    fallback = optional(parse_target, format_target, doc="TARGET when nobody answers")
+
+
+def _menu_key(digit):
+    return optional(parse_target, format_target, doc="TARGET for the key %d" % digit)
+
+
+@attr.s(frozen=True, slots=True)
+class Attendant:
+    """An auto attendant: a greeting and a menu of keys."""
+
+    name = attr.ib()
+    number = optional(parse_digits(2, 8), doc="dialled like an extension")
+    greeting = key(str, "", doc="text spoken by espeak-ng, or a WAV under data_dir")
+    key_0 = _menu_key(0)
+    key_1 = _menu_key(1)
+    key_2 = _menu_key(2)
+    key_3 = _menu_key(3)
+    key_4 = _menu_key(4)
+    key_5 = _menu_key(5)
+    key_6 = _menu_key(6)
+    key_7 = _menu_key(7)
+    key_8 = _menu_key(8)
+    key_9 = _menu_key(9)
+    timeout = key(parse_duration(1, 120), 10)
+    fallback = optional(parse_target, format_target, doc="TARGET when no key is pressed")
+    hours = optional(parse_hours, format_hours, doc="like mon-fri 08:30-17:30")
+    after_hours = optional(parse_target, format_target, doc="TARGET outside the hours")
+
+    def menu(self):
+        """{digit: TARGET} of the keys that have one."""
+        return {str(d): getattr(self, "key_%d" % d) for d in range(10)
+                if getattr(self, "key_%d" % d) is not None}
+
+
 SETTINGS_SECTIONS = {
     "system": SystemSettings, "lan": LanSettings, "wan": WanSettings,
     "security": SecuritySettings, "dhcp": DhcpSettings, "dns": DnsSettings,
@@ -207,6 +325,13 @@ SETTINGS_SECTIONS = {
 }
 RECORD_SECTIONS = {
     "user": User, "alias": Alias, "host": Host, "record": Record, "forward": Forward,
+    "trunk": Trunk, "number": Number, "group": Group, "attendant": Attendant,
+}
+# The attribute of Config that holds each kind of record.
+RECORD_PLURALS = {
+    "user": "users", "alias": "aliases", "host": "hosts", "record": "records",
+    "forward": "forwards", "trunk": "trunks", "number": "numbers", "group": "groups",
+    "attendant": "attendants",
 }
 # Names of the zone the server itself defines (guide 10).
 BUILTIN_NAMES = ("www", "corp", "admin", "lan", "wan", "smtp", "pop")
@@ -217,6 +342,16 @@ RECORD_NAME = {
     "host": HOST_LABEL,
     "record": re.compile(r"^(@|(?!-)[a-z0-9_-]{1,63}(\.(?!-)[a-z0-9_-]{1,63})*)$"),
     "forward": re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$"),
+    "trunk": re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$"),
+    "number": E164,
+    "group": TARGET_NAME,
+    "attendant": TARGET_NAME,
+}
+# What a valid name looks like, where "not a valid NAME" alone would not say.
+RECORD_NAME_HINT = {
+    "number": "an E.164 number: + then 8 to 15 digits, like +15551230000",
+    "group": "a letter, then letters, digits, '.', '_' or '-' (at most 32)",
+    "attendant": "a letter, then letters, digits, '.', '_' or '-' (at most 32)",
 }
 
 
@@ -252,6 +387,10 @@ class Config:
     hosts = attr.ib(factory=dict)
     records = attr.ib(factory=dict)
     forwards = attr.ib(factory=dict)
+    trunks = attr.ib(factory=dict)
+    numbers = attr.ib(factory=dict)
+    groups = attr.ib(factory=dict)
+    attendants = attr.ib(factory=dict)
     doc = attr.ib(default=None, eq=False, repr=False)
     path = attr.ib(default=None, eq=False)
     # extension -> user, made on first use: every login names a user by it
@@ -303,6 +442,52 @@ class Config:
                     index.setdefault(u.extension, u)
             object.__setattr__(self, "_by_extension", index)
         return index.get(extension)
+
+    # Outside lines and call handling (SPEC 15).
+
+    @property
+    def operator_extension(self):
+        """The extension that 0 and unroutable calls reach: `[sip] operator`, else the lowest."""
+        if self.sip is not None and self.sip.operator:
+            return self.sip.operator
+        extensions = [u.extension for u in self.users.values() if u.extension]
+        return min(extensions, key=lambda e: (int(e), e)) if extensions else None
+
+    def group_by_number(self, number):
+        return next((g for g in self.groups.values() if g.number == number), None)
+
+    def attendant_by_number(self, number):
+        return next((a for a in self.attendants.values() if a.number == number), None)
+
+    def resolve_target(self, target):
+        """
+        The Target a TARGET means here: a bare name becomes the group or
+        attendant of that name; digits that are a group's or an attendant's
+        number become that group or attendant. Raises ValueError naming what
+        is missing.
+        """
+        kind, value = target.kind, target.value
+        if kind == "name":
+            if value in self.groups:
+                return Target("group", value)
+            if value in self.attendants:
+                return Target("attendant", value)
+            raise ValueError("there is no [group %s] or [attendant %s]" % (value, value))
+        if kind in ("group", "attendant"):
+            if value not in getattr(self, RECORD_PLURALS[kind]):
+                raise ValueError("there is no [%s %s]" % (kind, value))
+            return target
+        if kind == "extension":
+            if self.user_by_extension(value) is not None:
+                return target
+            for kind, found in (("group", self.group_by_number(value)),
+                                ("attendant", self.attendant_by_number(value))):
+                if found is not None:
+                    return Target(kind, found.name)
+            raise ValueError("no user, group or attendant has the extension %s" % value)
+        if kind == "voicemail" and self.user_by_extension(value) is None:
+            raise ValueError("no user has the extension %s (for its voicemail)" % value)
+        return target
 
     def with_data_dir(self, data_dir):
         return attr.evolve(self, system=attr.evolve(self.system, data_dir=data_dir))

@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.core.test_config, allworx.tests.core.test_injection -*-
+# -*- test-case-name: allworx.tests.core.test_config, allworx.tests.core.test_config_outside, allworx.tests.core.test_injection -*-
 """
 The readers and writers of tap.conf's values: each parse_* takes the text of
 a key and returns the value (or raises ValueError with a sentence saying what
@@ -393,3 +393,62 @@ def parse_forward_target(text):
 def format_forward_target(value):
     host, port = value
     return str(host) if port is None else "%s:%d" % (host, port)
+
+
+# ---------------------------------------------------------------- call targets
+
+# A [group] or [attendant] name: it starts with a letter, so that a TARGET
+# tells it from an extension.
+TARGET_NAME = re.compile(r"^[a-z][a-z0-9._-]{0,31}$")
+TARGET_KINDS = ("extension", "group", "attendant", "voicemail", "outside", "name")
+
+
+@attr.s(frozen=True, slots=True)
+class Target:
+    """
+    Where a call goes. `kind` is `extension` (value: its digits), `group` or
+    `attendant` (value: the section's name), `voicemail` (value: the
+    extension whose mailbox takes the message), `outside` (value: an E.164
+    number or dialled digits; only a user's forward_* keys name one), or
+    `name` for a bare name as written, which `Config.resolve_target` turns
+    into a group or an attendant.
+    """
+
+    kind = attr.ib(validator=attr.validators.in_(TARGET_KINDS))
+    value = attr.ib()
+
+
+def parse_target(text):
+    """A TARGET: `101` (an extension), `voicemail 101`, or a group/attendant name."""
+    words = text.strip().split()
+    if not words:
+        raise ValueError("expected an extension, voicemail EXT, or a group or attendant name")
+    if words[0].lower() == "voicemail":
+        if len(words) != 2 or not _is_extension(words[1]):
+            raise ValueError("expected 'voicemail EXT' with the extension of a mailbox, "
+                             "like voicemail 101, got %r" % text)
+        return Target("voicemail", words[1])
+    if len(words) > 1:
+        raise ValueError("expected one extension or name, got %r" % text)
+    word = words[0]
+    if word.isascii() and word.isdigit():
+        if not _is_extension(word):
+            raise ValueError("%r is not an extension (2 to 8 digits)" % word)
+        return Target("extension", word)
+    name = word.lower()
+    if not TARGET_NAME.match(name):
+        raise ValueError("%r is neither an extension nor a group or attendant name" % text)
+    return Target("name", name)
+
+
+def format_target(value):
+    """A Target as tap.conf writes it (None: empty)."""
+    if value is None:
+        return ""
+    if value.kind == "voicemail":
+        return "voicemail %s" % value.value
+    return value.value
+
+
+def _is_extension(text):
+    return text.isascii() and text.isdigit() and 2 <= len(text) <= 8

@@ -19,7 +19,7 @@ from klein import Klein
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from allworx.config import RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigErrors
+from allworx.config import RECORD_PLURALS, RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigErrors
 from allworx.guards import login_name, until_text
 from allworx.protocols.web import callhistory, changes
 from allworx.protocols.web.admin import LockedOut, form_of, peer_of
@@ -29,8 +29,7 @@ from allworx.protocols.web.sessions import tokens_match
 
 log = Logger()
 
-KINDS = {"users": "user", "aliases": "alias", "hosts": "host", "records": "record",
-         "forwards": "forward"}
+KINDS = {plural: kind for kind, plural in RECORD_PLURALS.items()}
 UNSAFE = (b"POST", b"PUT", b"PATCH", b"DELETE")
 BASIC_CACHE_SECONDS = 60
 MAX_BODY = 1024 * 1024
@@ -242,6 +241,7 @@ class OfficeApi:
         """The resources of the API."""
         return {"resources": ["/api/v1/settings/{section}", "/api/v1/users", "/api/v1/aliases",
                               "/api/v1/hosts", "/api/v1/records", "/api/v1/forwards",
+                              "/api/v1/trunks", "/api/v1/numbers", "/api/v1/groups", "/api/v1/attendants",
                               "/api/v1/dhcp/leases", "/api/v1/connections", "/api/v1/mail/queue",
                               "/api/v1/sip/registrations", "/api/v1/sip/trunks",
                               "/api/v1/status", "/api/v1/backup",
@@ -307,15 +307,16 @@ class OfficeApi:
         return kind
 
     def record_json(self, kind, name):
-        """A record as the API shows it (no hashes; a PIN as set/not set; fetch passwords masked)."""
+        """
+        A record as the API shows it (no hashes, no trunk secret; a PIN as
+        set/not set; fetch passwords masked).
+        """
         office = self.ctx.office
         if name not in getattr(office.config, changes.PLURALS[kind]):
             raise KeyError("%s %s" % (kind, name))
-        values = changes.record_values(office, kind, name)
+        values = changes.shown_values(changes.record_values(office, kind, name), kind)
         values["name"] = name
         if kind == "user":
-            values.pop("password", None)
-            values.pop("sip_digest", None)
             values["voicemail_pin"] = changes.pin_state(office.config.users[name])
             values["pop3_fetch"] = changes.mask_fetch_urls(values["pop3_fetch"])
             values["mail"] = "%s@%s" % (name, office.config.system.domain)

@@ -15,15 +15,14 @@ from urllib.parse import urlsplit
 from twisted.internet import defer, threads
 
 from allworx.config import (
-    RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigError, ConfigErrors, check_value_text,
-    format_value, keys_of, parse_digits)
+    RECORD_PLURALS, RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigError, ConfigErrors,
+    check_value_text, format_value, keys_of, parse_digits)
 from allworx.passwords import hash_password, hash_pin, is_hashed, sip_digest
 
 # Shown instead of a stored secret; sending it back means "keep what is there".
 MASK = "********"
 
-PLURALS = {"user": "users", "alias": "aliases", "host": "hosts",
-           "record": "records", "forward": "forwards"}
+PLURALS = RECORD_PLURALS
 
 # What the pages and the API show for a voicemail PIN; either sent back keeps it.
 PIN_SET = "set"
@@ -31,6 +30,15 @@ PIN_NOT_SET = "not set"
 
 # Keys that only the server writes, never a form or a script.
 SERVER_KEYS = {"user": ("sip_digest",), "web": ("admin_password",)}
+
+# Keys of records that the pages and the API set but never show: hashes and
+# a trunk's secret. Left out of a replace (or sent empty), the stored one stays.
+HIDDEN_KEYS = {"user": ("password", "sip_digest"), "trunk": ("secret",)}
+
+
+def shown_values(values, kind):
+    """A record's `{key: text}` without the keys never shown."""
+    return {k: v for k, v in values.items() if k not in HIDDEN_KEYS.get(kind, ())}
 
 
 def record_values(office, kind, name):
@@ -213,8 +221,9 @@ def save_user(office, name, values, mode, deferToThread=threads.deferToThread):
 
 def save_record(office, kind, name, values, mode):
     """
-    Create, replace or change an alias, host, record or forward. Returns the
-    new config; raises ConfigErrors or KeyError (no such record).
+    Create, replace or change a record other than a user (an alias, host,
+    trunk, group, ...). Returns the new config; raises ConfigErrors or
+    KeyError (no such record).
     """
     if kind == "user":
         raise ValueError("users go through save_user (their passwords are hashed)")
@@ -229,9 +238,14 @@ def save_record(office, kind, name, values, mode):
         return office.put_record(kind, name, values, create=True)
     if existing is None:
         raise KeyError(section)
+    # A secret sent empty, or left out of a replace, keeps the stored one
+    # (the pages and the API never show it, so cannot send it back).
+    hidden = HIDDEN_KEYS.get(kind, ())
+    values = {k: v for k, v in values.items() if k not in hidden or v.strip()}
     if mode == "patch":
         return office.patch_record(kind, name, values)
-    return office.put_record(kind, name, values, create=False)
+    kept = {k: v for k, v in record_values(office, kind, name).items() if k in hidden}
+    return office.put_record(kind, name, dict(kept, **values), create=False)
 
 
 def delete_record(office, kind, name):

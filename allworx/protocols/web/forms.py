@@ -8,7 +8,7 @@ the fields so the page can mark them.
 import attr
 
 from allworx.config import SECURITY_MODES, WAN_MODES
-from allworx.protocols.web.changes import pin_state, record_values, settings_values
+from allworx.protocols.web.changes import pin_state, record_values, settings_values, shown_values
 
 
 @attr.s(frozen=True, slots=True)
@@ -118,11 +118,9 @@ def current_settings(office, fields):
 
 
 def current_record(office, kind, name):
-    """The current text of each field of a record (password and PIN never shown)."""
-    values = record_values(office, kind, name)
+    """The current text of each field of a record (password, PIN and secrets never shown)."""
+    values = shown_values(record_values(office, kind, name), kind)
     values["name"] = name
-    values.pop("password", None)
-    values.pop("sip_digest", None)
     if kind == "user":
         values["voicemail_pin"] = pin_state(office.config.users[name])
     return values

@@ -5,12 +5,11 @@ fields it lists are exactly the keys of tap.conf.
 """
 
 from allworx import __version__
-from allworx.config import RECORD_SECTIONS, SETTINGS_SECTIONS, keys_of
+from allworx.config import RECORD_PLURALS, RECORD_SECTIONS, SETTINGS_SECTIONS, keys_of
 from allworx.interfaces import CALL_DIRECTIONS, CALL_FIELDS, CALL_OUTCOMES
 from allworx.protocols.web.changes import SERVER_KEYS
 
-COLLECTIONS = (("users", "user"), ("aliases", "alias"), ("hosts", "host"),
-               ("records", "record"), ("forwards", "forward"))
+COLLECTIONS = tuple((plural, kind) for kind, plural in RECORD_PLURALS.items())
 
 
 def _fields_schema(cls, kind, writable=True):
@@ -27,6 +26,10 @@ def _fields_schema(cls, kind, writable=True):
             "back keeps the PIN; empty removes it")}
         if not writable:
             props["mail"] = {"type": "string", "readOnly": True}
+    if kind == "trunk":
+        props["secret"] = {"type": "string", "writeOnly": True, "description": (
+            "the provider's password, verbatim; never shown; left out or empty on a "
+            "change keeps it")}
     if kind == "web":
         props["admin_password"] = {"type": "string", "writeOnly": True,
                                    "description": "plain text; stored hashed; ends every page session"}
