@@ -351,7 +351,19 @@ class CallRouter:
         if group is not None:
             self._record(request, group.number, "ringing", internal=source.transport != LOCAL)
             return self.ring_group(request, st, source, group)
-        user = self.target_user(request)
+        attendant = None
+        if source.transport == LOCAL and number.startswith("attendant-"):
+            attendant = config.attendants.get(number[len("attendant-"):])
+        elif dialled is not None and dialled.kind == "attendant":
+            attendant = config.attendant_by_number(number)
+        if attendant is not None and getattr(self.core, "attendant", None) is not None:
+            self._record(request, attendant.number or attendant.name, "answered",
+                         internal=source.transport != LOCAL)
+            return self.core.attendant.answer(request, st, source, attendant)
+        if dialled is not None and dialled.kind == "extension":
+            user = config.user_by_extension(dialled.number)
+        else:
+            user = self.target_user(request)
         if user is None:
             CALLS.labels("not_found").inc()
             log.info("call to unknown number {number}", number=number)
