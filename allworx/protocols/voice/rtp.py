@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.voice.test_voice -*-
+# -*- test-case-name: allworx.tests.voice.test_voice, allworx.tests.voice.test_relay -*-
 """
 RTP (RFC 3550) for the server's own calls (voicemail): the packet header,
 a jitter buffer that puts packets back in sequence-number order, and a media
@@ -11,7 +11,7 @@ import struct
 
 import attr
 from prometheus_client import Counter
-from twisted.internet import protocol
+from twisted.internet import error, protocol
 from twisted.logger import Logger
 
 log = Logger()
@@ -160,6 +160,39 @@ class MediaClock:
             endpoint.catch_up()
         if self.endpoints:
             self.call = self.clock.callLater(FRAME_SECONDS, self._run)
+
+
+class PortAllocator:
+    """
+    Hands out the even ports of `[sip] rtp_ports` in turn (a port just freed
+    is the last to come round again, so late packets of an ended call do not
+    reach the next one). `bind(port_range, listen)` calls `listen(port)` on
+    each candidate until one binds and returns what it returned, or None
+    when every port of the range is taken. One allocator (`PORTS`) serves
+    every user of the range, so they do not keep trying each other's ports.
+    """
+
+    def __init__(self):
+        self.next_port = None
+
+    def bind(self, port_range, listen):
+        low, high = port_range
+        first = low + (low % 2)
+        if first > high:
+            return None
+        if self.next_port is None or not first <= self.next_port <= high:
+            self.next_port = first
+        for _ in range((high - first) // 2 + 1):
+            port = self.next_port
+            self.next_port = port + 2 if port + 2 <= high else first
+            try:
+                return listen(port)
+            except (error.CannotListenError, OSError):
+                continue
+        return None
+
+
+PORTS = PortAllocator()
 
 
 class RtpEndpoint(protocol.DatagramProtocol):

@@ -1,8 +1,9 @@
-# -*- test-case-name: allworx.tests.voice.test_voice -*-
+# -*- test-case-name: allworx.tests.voice.test_voice, allworx.tests.voice.test_relay -*-
 """
 Just enough SDP (RFC 4566, offer/answer RFC 3264) for the server's own end of
 a call: read the caller's audio address, codecs and telephone-event type,
-and write an answer with one G.711 codec.
+and write an answer with one G.711 codec; for the media relay of outside
+calls, rewrite a body's addresses to the relay's and read its direction.
 """
 
 import attr
@@ -79,3 +80,98 @@ def make_answer(address, port, payload_type, event_type=None, session_id=1):
                   "a=fmtp:%d 0-15" % event_type]
     lines += ["a=ptime:20", "a=sendrecv"]
     return ("\r\n".join(lines) + "\r\n").encode("ascii")
+
+
+# ---------------------------------------------------------------- a relay's rewriting
+
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+HOLD_ADDRESS = "0.0.0.0"
+
+
+def _lines(body):
+    """(content, line ending) of each line of an SDP body, bytes kept as they were."""
+    text = body.decode("utf-8", "surrogateescape")
+    for line in text.splitlines(True):
+        content = line.rstrip("\r\n")
+        yield content, line[len(content):]
+
+
+def _audio_stream(parts):
+    """True for the fields of an `m=audio` line with a port that is not 0."""
+    return len(parts) >= 3 and parts[0] == "audio" and parts[1].split("/")[0] not in ("0", "")
+
+
+def rewrite_sdp(body, host, port):
+    """
+    The SDP `body` with the relay's address in it: the origin (o=) and every
+    connection line (c=, session and media level) name `host`, the first
+    audio stream's m= port is `port`; the rest stays as it was (codecs,
+    rtpmap and fmtp, telephone-event, direction, ptime). A c= of 0.0.0.0
+    (RFC 2543 hold) is kept: it means "send nothing here". The relay carries
+    one stream, so any other stream (video, a second audio m= line) is
+    declined with port 0, and an a=rtcp line (the other side's own RTCP
+    address) is dropped.
+    """
+    family = "IP6" if ":" in host else "IP4"
+    out, audio_done = [], False
+    for content, ending in _lines(body):
+        kind = content[:2]
+        if kind == "o=":
+            parts = content[2:].split(" ")
+            if len(parts) >= 6:
+                parts[4:6] = [family, host]
+                content = "o=" + " ".join(parts)
+        elif kind == "c=":
+            parts = content[2:].split(" ")
+            if len(parts) >= 3 and parts[2] != HOLD_ADDRESS:
+                content = "c=%s %s %s" % (parts[0], family, host)
+        elif kind == "m=":
+            parts = content[2:].split(" ")
+            if not audio_done and _audio_stream(parts):
+                parts[1] = str(port)
+                audio_done = True
+            elif len(parts) >= 2 and parts[1].split("/")[0] != "0":
+                parts[1] = "0"
+            content = "m=" + " ".join(parts)
+        elif content.startswith("a=rtcp:"):
+            continue
+        out.append(content + ending)
+    return "".join(out).encode("utf-8", "surrogateescape")
+
+
+def sdp_direction(body):
+    """
+    sendrecv, sendonly, recvonly or inactive: the direction of the first
+    audio stream (its own attribute, else the session's, else sendrecv). A
+    connection address of 0.0.0.0 (the old way to hold) takes away receiving:
+    sendrecv becomes sendonly, recvonly inactive. No audio stream with a port
+    is inactive.
+    """
+    session_dir = media_dir = session_c = media_c = None
+    section = "session"          # "session", "audio" (the stream that counts), "other"
+    found = False
+    for content, _ in _lines(body):
+        kind = content[:2]
+        if kind == "m=":
+            if found:
+                break
+            found = _audio_stream(content[2:].split(" "))
+            section = "audio" if found else "other"
+        elif kind == "c=":
+            parts = content[2:].split(" ")
+            address = parts[2].split("/")[0] if len(parts) >= 3 else None
+            if section == "session":
+                session_c = address
+            elif section == "audio":
+                media_c = address
+        elif kind == "a=" and content[2:] in DIRECTIONS:
+            if section == "session":
+                session_dir = content[2:]
+            elif section == "audio":
+                media_dir = content[2:]
+    if not found:
+        return "inactive"
+    direction = media_dir or session_dir or "sendrecv"
+    if (media_c or session_c) == HOLD_ADDRESS:
+        direction = {"sendrecv": "sendonly", "recvonly": "inactive"}.get(direction, direction)
+    return direction
