@@ -459,6 +459,23 @@ class Config:
     def attendant_by_number(self, number):
         return next((a for a in self.attendants.values() if a.number == number), None)
 
+    def inbound_target(self, number):
+        """
+        Where a call to the office's E.164 `number` goes: its `[number]`'s
+        TARGET resolved, else the operator's extension; None when no trunk
+        has that number (or it names nothing; `allworx check` reports that).
+        """
+        if not any(number in t.numbers for t in self.trunks.values()):
+            return None
+        entry = self.numbers.get(number)
+        if entry is None or entry.to is None:
+            operator = self.operator_extension
+            return Target("extension", operator) if operator else None
+        try:
+            return self.resolve_target(entry.to)
+        except ValueError:
+            return None
+
     def resolve_target(self, target):
         """
         The Target a TARGET means here: a bare name becomes the group or

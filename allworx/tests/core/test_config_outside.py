@@ -11,10 +11,10 @@ from hypothesis import given, strategies as st
 from twisted.trial import unittest
 
 from allworx import config as C
-from allworx.config import telephony as T
 from allworx.config.values import Target
 from allworx.office import Office
 from allworx.tests.confs import MINIMAL, PW_HASH, with_sections
+from allworx.tests.core.test_config import errors_of
 
 # An office with a trunk, its two numbers, a ring group and an attendant.
 OUTSIDE = """\
@@ -43,14 +43,6 @@ key_0 = voicemail 101
 hours = mon-fri 08:30-17:30
 after_hours = voicemail 101
 """
-
-
-def errors_of(text):
-    try:
-        C.parse_config(text)
-    except C.ConfigErrors as e:
-        return e.errors
-    raise AssertionError("config was accepted")
 
 
 def line_of(text, needle, after=""):
@@ -302,6 +294,15 @@ class ModelTests(unittest.TestCase):
             with self.assertRaises(ValueError) as e:
                 resolve(target)
             self.assertIn(fragment, str(e.exception))
+
+    def test_inbound_target(self):
+        c = C.parse_config(outside())
+        self.assertEqual(c.inbound_target("+15551230000"), Target("attendant", "frontdesk"))
+        self.assertEqual(c.inbound_target("+15551230001"), Target("extension", "101"))
+        self.assertIsNone(c.inbound_target("+15559990000"))
+        c = C.parse_config(outside().replace("numbers = +15551230000 +15551230001",
+                                             "numbers = +15551230000 +15551230001 +15551230002"))
+        self.assertEqual(c.inbound_target("+15551230002"), Target("extension", "101"))
 
     def test_new_user_and_sip_keys(self):
         c = C.parse_config(outside("""
