@@ -452,19 +452,18 @@ class CallRouter:
         """Send a call for `user` on to `target` (an extension, or an outside number the user pays for)."""
         config = self.office.config
         text = str(getattr(target, "value", target))
-        if text.startswith("+") or getattr(target, "kind", "") == "outside":
-            if self.core.outside is None:
-                return self._refuse(request, st, [480])
-            number = text if text.startswith("+") else classify(
-                config.sip.outbound_prefix + text, config, user).number
-            return self.core.outside.outbound(request, st, source, number, user)
         other = config.user_by_extension(text)
-        if other is None:
-            dialled = classify(config.sip.outbound_prefix + text, config, user)
-            if dialled is not None and self.core.outside is not None:
-                return self.core.outside.outbound(request, st, source, dialled.number, user)
+        if other is not None:
+            return self.ring_user(request, st, source, other, hops + 1)
+        number = text if text.startswith("+") else None
+        if number is None:
+            dialled = classify(text, config, user)
+            if dialled is not None and dialled.kind in ("outside", "emergency"):
+                number = dialled.number
+        if number is None or self.core.outside is None:
+            log.warn("call to {user}: forwarding to {target} leads nowhere", user=user.name, target=text)
             return self._refuse(request, st, [404])
-        return self.ring_user(request, st, source, other, hops + 1)
+        return self.core.outside.outbound(request, st, source, number, user)
 
     def route_target(self, request, st, source, target):
         """Send the call to a TARGET of the config (a group's fallback)."""

@@ -1,4 +1,4 @@
-# -*- test-case-name: allworx.tests.sip.test_legs -*-
+# -*- test-case-name: allworx.tests.sip.test_outside -*-
 """
 The dialogs the server holds as a user agent on each side of a call it
 bridges (a call to or from an outside line: `outside.py`).
