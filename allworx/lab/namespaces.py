@@ -12,19 +12,23 @@ The virtual office: network namespaces that make a small office on one machine.
     isp      203.0.113.1/24 towards the server, 198.51.100.1/24 towards the
              internet, forwarding; dnsmasq: DHCP for the WAN, DNS on :53
     inet     198.51.100.10/24, default via the ISP: web, echo, SMTP, POP3
-             (`allworx.lab.internet`)
+             (`allworx.lab.internet`); 198.51.100.20: the telephony
+             provider sip.internet.example (Kamailio, `allworx.lab.provider`);
+             198.51.100.31 and .32: the outside phones' addresses
 
 Only documentation ranges are used, links are created inside the namespaces,
 and nothing in the host namespace changes except /etc/netns/<ns>/ (the
 resolv.conf `ip netns exec` shows inside) and, on request, a port forwarder on
 127.0.0.1. The ISP has no route to the LAN unless `route_lan_via()` adds one.
-State (pid files, logs, dnsmasq's config and leases, the internet host's mail)
-lives in /run/allworx-lab/<prefix>/; `down()` kills the processes recorded
-there by PID, deletes the namespaces and removes the state.
+State (pid files, logs, dnsmasq's config and leases, the internet host's mail,
+the provider's kamailio.cfg and accounts) lives in /run/allworx-lab/<prefix>/;
+`down()` kills the processes recorded there by PID, deletes the namespaces and
+removes the state.
 
 The layout is `allworx.lab.topology`; `Lab` builds, checks and removes it, on
-top of `peers.LabPeers` (the ISP, the internet host, dhclient) and
-`processes.LabRunner` (commands, pid files, waiting for ports).
+top of `provider.LabProvider` (the telephony provider), `peers.LabPeers` (the
+ISP, the internet host, dhclient) and `processes.LabRunner` (commands, pid
+files, waiting for ports).
 """
 
 import os
@@ -34,8 +38,8 @@ import time
 import attr
 
 from allworx.lab.maildir import write_atomically
-from allworx.lab.peers import LabPeers
 from allworx.lab.processes import LabCommandError, LabError, missing_programs, require_root
+from allworx.lab.provider import LabProvider
 from allworx.lab.topology import (
     ADDRESSES,
     BRIDGE,
@@ -48,11 +52,15 @@ from allworx.lab.topology import (
     LINKS,
     NAMESERVERS,
     NETNS_ETC,
+    PROVIDER,
 )
+
+# The lab's services: `problems()` names each one that is not running.
+SERVICES = (ISP_DNSMASQ, INET_SERVICES, PROVIDER)
 
 
 @attr.s
-class Lab(LabPeers):
+class Lab(LabProvider):
     """
     One virtual office, named by `prefix`; see the module docstring. Without
     `ipv6`, its links carry IPv4 only.
@@ -96,6 +104,7 @@ class Lab(LabPeers):
         self._sysctl("isp", "net.ipv4.ip_forward=1")
         self._ensure_isp_dnsmasq()
         self._ensure_internet_host()
+        self._ensure_provider()
         return self
 
     def _write_resolv_conf(self, host):
@@ -221,11 +230,11 @@ class Lab(LabPeers):
             if self.ns(host) not in existing:
                 problems.append("namespace %s is missing" % self.ns(host))
         names = {p.name: p for p in self.processes()}
-        for name in (ISP_DNSMASQ, INET_SERVICES):
+        for name in SERVICES:
             if name not in names or not names[name].alive():
                 problems.append("%s is not running" % name)
         for proc in names.values():
-            if proc.name not in (ISP_DNSMASQ, INET_SERVICES) and not proc.alive():
+            if proc.name not in SERVICES and not proc.alive():
                 problems.append("%s (pid %d) has died" % (proc.name, proc.pid))
             elif proc.alive() and not self._in_place(proc):
                 problems.append("%s (pid %d) runs in a deleted namespace %s"

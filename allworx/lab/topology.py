@@ -16,6 +16,20 @@ ADMIN_IP = "192.168.2.200"
 ISP_WAN_IP = "203.0.113.1"
 ISP_INET_IP = "198.51.100.1"
 INET_IP = "198.51.100.10"
+# The internet telephony provider (ITSP, Kamailio) runs in `inet` on an
+# address of its own; the outside phones (baresip, in `inet` too) each have one.
+PROVIDER_IP = "198.51.100.20"
+PROVIDER_DOMAIN = "sip.internet.example"
+PROVIDER_PORT = 5060
+# The office's trunk account at the provider, and the numbers (DIDs) it has.
+TRUNK_USER = "office"
+TRUNK_SECRET = "office-trunk-secret"
+OFFICE_NUMBERS = ("+15551230000", "+15551230001")
+# The outside phones' accounts at the provider: user -> E.164 number, its
+# password, and the address in `inet` its phone binds.
+OUTSIDE_PHONES = {"alice": "+15557770001", "bob": "+15557770002"}
+OUTSIDE_PASSWORDS = {"alice": "alice-outside-pw", "bob": "bob-outside-pw"}
+OUTSIDE_PHONE_IPS = {"alice": "198.51.100.31", "bob": "198.51.100.32"}
 LAN_NET = "192.168.2.0/24"
 WAN_DHCP_RANGE = ("203.0.113.10", "203.0.113.50")
 
@@ -25,7 +39,7 @@ BRIDGE = "br0"
 IFNAMSIZ = 15
 
 # What `up` itself runs; dhclient, socat and the test clients are optional.
-LAB_PROGRAMS = ("ip", "ss", "sysctl", "dnsmasq")
+LAB_PROGRAMS = ("ip", "ss", "sysctl", "dnsmasq", "kamailio")
 
 # The Debian package that brings each program the lab or its tests run (the
 # Makefile's APT_PACKAGES names every one of them).
@@ -34,6 +48,7 @@ PACKAGES = {
     "ss": "iproute2",
     "sysctl": "procps",
     "dnsmasq": "dnsmasq-base",
+    "kamailio": "kamailio",
     "dhclient": "isc-dhcp-client",
     "udhcpc": "udhcpc",
     "socat": "socat",
@@ -91,7 +106,8 @@ ADDRESSES = (
     ("isp", "server", ISP_WAN_IP + "/24"),
     ("isp", "inet", ISP_INET_IP + "/24"),
     ("inet", "eth0", INET_IP + "/24"),
-)
+    ("inet", "eth0", PROVIDER_IP + "/24"),
+) + tuple(("inet", "eth0", ip + "/24") for _, ip in sorted(OUTSIDE_PHONE_IPS.items()))
 
 DEFAULT_ROUTES = (
     ("admin", "eth0", SERVER_LAN_IP),
@@ -110,12 +126,15 @@ DNS_HOSTS = {
     "internet.example": INET_IP,
     "web.internet.example": INET_IP,
     "mail.internet.example": INET_IP,
+    PROVIDER_DOMAIN: PROVIDER_IP,
 }
 DNS_MX = (("internet.example", "mail.internet.example", 10),)
 
 # Ports the internet host serves, checked before `up` returns.
 INET_PORTS = (("tcp", 80), ("tcp", 7), ("udp", 7), ("tcp", 25), ("tcp", 110))
 ISP_PORTS = (("udp", 53), ("tcp", 53), ("udp", 67))
+PROVIDER_PORTS = (("udp", PROVIDER_PORT), ("tcp", PROVIDER_PORT))
 
 ISP_DNSMASQ = "isp-dnsmasq"
 INET_SERVICES = "inet-services"
+PROVIDER = "provider"

@@ -99,6 +99,7 @@ class LabLayoutTests(unittest.TestCase):
                      "host-record=web.internet.example,198.51.100.10",
                      "host-record=mail.internet.example,198.51.100.10",
                      "mx-host=internet.example,mail.internet.example,10",
+                     "host-record=sip.internet.example,198.51.100.20",
                      "dhcp-leasefile=/run/x/awt/isp/dnsmasq.leases",
                      "pid-file=/run/x/awt/isp/dnsmasq.pid"):
             self.assertIn(line, text.splitlines())
@@ -446,10 +447,12 @@ class LabTests(unittest.TestCase):
         lab._command(["ip", "netns", "del", lab.ns("pc2")])
         lab._command(["ip", "netns", "del", lab.ns("isp")])
         lab.stop("inet-services")
+        lab.stop_provider()
         problems = lab.problems()
         for problem in ("namespace %s is missing" % lab.ns("pc2"),
                         "namespace %s is missing" % lab.ns("isp"),
                         "inet-services is not running",
+                        "provider is not running",
                         "isp-dnsmasq (pid %d) runs in a deleted namespace %s"
                         % (before["isp-dnsmasq"].pid, lab.ns("isp"))):
             self.assertIn(problem, problems)
@@ -458,7 +461,8 @@ class LabTests(unittest.TestCase):
         self.assertFalse(before["isp-dnsmasq"].alive())
         for host, argv, expected in (("pc2", ["ip", "-br", "link"], "eth0"),
                                      ("lan", ["ip", "link", "show", "pc2"], "master br0"),
-                                     ("isp", ["ss", "-lnu"], ":53 ")):
+                                     ("isp", ["ss", "-lnu"], ":53 "),
+                                     ("inet", ["ss", "-lnu"], "198.51.100.20:5060 ")):
             out = lab.run(host, argv)
             self.assertIn(expected, out.stdout, client_report(out))
 
@@ -486,7 +490,8 @@ class LabTests(unittest.TestCase):
         lab = self.lab
         lab.popen("inet", ["sleep", "60"])
         procs = lab.processes()
-        self.assertEqual(len(procs), 3)
+        # The ISP's dnsmasq, the internet host, the provider and the sleep.
+        self.assertEqual(len(procs), 4)
         self.assertEqual(lab.down(), [])
         self.assertEqual([p.name for p in procs if p.alive()], [])
         listed = lab._command(["ip", "netns", "list"])

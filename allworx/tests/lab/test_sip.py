@@ -14,137 +14,35 @@ then measures; key presses are paced at the length of a key.
 """
 
 import base64
-
-import ctypes
 import email
-import http.client
 import email.policy
-import io
+import http.client
 import json
-import math
 import os
 import poplib
 import socket
-import struct
-import subprocess
 import threading
 import time
-import wave
 
 from twisted.trial import unittest
 
 from allworx.passwords import hash_password, sip_digest
 from allworx.tests.confs import MINIMAL
 from allworx.tests.lab.fixtures import start_lab, wait_until
+from allworx.tests.lab.phones import (
+    Baresip,
+    SipAccount,
+    goertzel_power,
+    socket_in_ns,
+    tone_wav,
+    wav_samples,
+)
 
 PREFIX = "awp"
 SERVER_IP = "192.168.2.254"
 PHONES = {"phone1": ("alice", "101", "192.168.2.11", "alice-pw"),
           "phone2": ("bob", "102", "192.168.2.12", "bob-pw")}
-CTRL_PORT = 4444
 ADMIN_PORT = 8080
-CLONE_NEWNET = 0x40000000
-
-
-def socket_in_ns(ns, family=socket.AF_INET, kind=socket.SOCK_STREAM):
-    """A socket created inside network namespace `ns` (setns in a throwaway thread)."""
-    out = {}
-
-    def make():
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        fd = os.open("/run/netns/" + ns, os.O_RDONLY)
-        try:
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                out["error"] = OSError(ctypes.get_errno(), "setns failed")
-                return
-            out["sock"] = socket.socket(family, kind)
-        finally:
-            os.close(fd)
-    t = threading.Thread(target=make)
-    t.start()
-    t.join()
-    if "error" in out:
-        raise out["error"]
-    return out["sock"]
-
-
-def tone_wav(path, freq, seconds, amplitude=9000):
-    n = int(8000 * seconds)
-    frames = struct.pack("<%dh" % n, *(int(amplitude * math.sin(2 * math.pi * freq * i / 8000))
-                                       for i in range(n)))
-    with wave.open(path, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(frames)
-
-
-def goertzel_power(samples, rate, freq):
-    """Relative power of `freq` in `samples` (normalised by total energy)."""
-    if not samples:
-        return 0.0
-    k = 2 * math.cos(2 * math.pi * freq / rate)
-    s1 = s2 = 0.0
-    for x in samples:
-        s1, s2 = x + k * s1 - s2, s1
-    power = s1 * s1 + s2 * s2 - k * s1 * s2
-    energy = sum(x * x for x in samples) or 1.0
-    return power / (energy * len(samples) / 2)
-
-
-def pcm_so_far(path):
-    """
-    (samples, rate) of a WAV file baresip may still be writing: its header's
-    sizes are only final at the close, so the data runs to the end of file.
-    """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
-        return [], 0
-    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        return [], 0
-    pos, rate, channels = 12, 0, 1
-    while pos + 8 <= len(data):
-        chunk, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
-        if chunk == b"fmt " and pos + 16 <= len(data):
-            channels, rate = struct.unpack("<HI", data[pos + 10:pos + 16])
-        elif chunk == b"data":
-            raw = data[pos + 8:]
-            samples = struct.unpack("<%dh" % (len(raw) // 2), raw[:len(raw) // 2 * 2])
-            return list(samples[::channels]), rate
-        pos += 8 + size + (size & 1)
-    return [], rate
-
-
-def longest_tone(samples, rate, freq, start=0):
-    """
-    Seconds of the longest run of `freq` in `samples` from `start` (50 ms
-    windows), and the sample index where that run ends.
-    """
-    win = max(1, rate // 20)
-    best = (0, start)
-    run = 0
-    for i in range(start, len(samples) - win + 1, win):
-        if goertzel_power(samples[i:i + win], rate, freq) > 0.5:
-            run += 1
-            if run * win > best[0]:
-                best = (run * win, i + win)
-        else:
-            run = 0
-    return (best[0] / rate if rate else 0.0), best[1]
-
-
-def wav_samples(data):
-    with wave.open(io.BytesIO(data), "rb") as w:
-        channels, rate = w.getnchannels(), w.getframerate()
-        raw = w.readframes(w.getnframes())
-    samples = struct.unpack("<%dh" % (len(raw) // 2), raw)
-    if channels == 2:
-        samples = samples[::2]
-    return list(samples), rate
-
-
 def conf(data_dir):
     users = ""
     for _, (name, ext, _, pw) in sorted(PHONES.items()):
@@ -153,177 +51,6 @@ def conf(data_dir):
             sip_digest(ext, "example.com", pw))
     base = MINIMAL.split("[user alice]")[0]
     return base + "\n[sip]\nvoicemail_timeout = 4\nrtp_ports = 20000-20100\n" + users
-
-
-class Baresip:
-    """One baresip phone in a lab host, driven over ctrl_tcp (netstring JSON)."""
-
-    def __init__(self, lab, host, workdir, source_wav):
-        self.lab = lab
-        self.host = host
-        self.name, self.ext, self.ip, self.password = PHONES[host]
-        self.dir = os.path.join(workdir, host)
-        self.snd = os.path.join(self.dir, "snd")
-        os.makedirs(self.snd, exist_ok=True)
-        self.source_wav = source_wav
-        self.transport = "udp"
-        self.regint = 300           # 0: the phone never registers
-        self.events = []
-        self.responses = []
-        self.lock = threading.Condition()
-        self.proc = None
-        self.sock = None
-
-    def write_config(self):
-        with open(os.path.join(self.dir, "config"), "w") as f:
-            f.write("""poll_method epoll
-audio_path /usr/share/baresip
-audio_player aubridge,nowhere
-audio_source aufile,{src}
-audio_alert aubridge,nowhere
-audio_srate 8000-48000
-module_path /usr/lib/baresip/modules
-module stdio.so
-module_app menu.so
-module g711.so
-module aufile.so
-module aubridge.so
-module sndfile.so
-module_app account.so
-module_app ctrl_tcp.so
-ctrl_tcp_listen 127.0.0.1:{ctrl}
-snd_path {snd}
-rtp_ports 30000-30100
-""".format(src=self.source_wav, ctrl=CTRL_PORT, snd=self.snd))
-        with open(os.path.join(self.dir, "accounts"), "w") as f:
-            f.write("<sip:{ext}@{server}{transport}>;auth_user={ext};auth_pass={pw};"
-                    "regint={regint};answermode=manual;audio_codecs=PCMU\n".format(
-                        ext=self.ext, server=SERVER_IP, pw=self.password, regint=self.regint,
-                        transport=";transport=%s" % self.transport if self.transport != "udp" else ""))
-        open(os.path.join(self.dir, "contacts"), "w").close()
-
-    def start(self):
-        self.write_config()
-        self.proc = self.lab.popen(self.host, ["baresip", "-f", self.dir], name="baresip-" + self.host,
-                                   stdin=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self.sock = socket_in_ns(self.lab.ns(self.host))
-                self.sock.connect(("127.0.0.1", CTRL_PORT))
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        threading.Thread(target=self._reader, daemon=True).start()
-
-    def stop(self):
-        if self.sock is not None:
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-        if self.proc is not None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            self.lab.stop(self.proc)
-
-    def _reader(self):
-        buf = b""
-        while True:
-            try:
-                chunk = self.sock.recv(65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            buf += chunk
-            while b":" in buf:
-                length, _, rest = buf.partition(b":")
-                if not length.isdigit() or len(rest) < int(length) + 1:
-                    break
-                n = int(length)
-                body, buf = rest[:n], rest[n + 1:]
-                try:
-                    msg = json.loads(body)
-                except ValueError:
-                    continue
-                with self.lock:
-                    (self.events if msg.get("event") else self.responses).append(msg)
-                    self.lock.notify_all()
-
-    def command(self, command, params=""):
-        body = json.dumps({"command": command, "params": params, "token": command}).encode()
-        self.sock.sendall(b"%d:%s," % (len(body), body))
-
-    def wait_event(self, kind, timeout=15, since=0):
-        deadline = time.monotonic() + timeout
-        with self.lock:
-            while True:
-                for e in self.events[since:]:
-                    if e.get("type") == kind:
-                        return e
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError("%s: no %s within %ss; events %r\n%s" % (
-                        self.host, kind, timeout, [e.get("type") for e in self.events],
-                        self.log_tail()))
-                self.lock.wait(left)
-
-    def log_tail(self):
-        try:
-            with open(os.path.join(self.lab.state_dir, "logs", "baresip-%s.log" % self.host), "rb") as f:
-                return f.read()[-3000:].decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def mark(self):
-        with self.lock:
-            return len(self.events)
-
-    def dtmf(self, digits):
-        """
-        Key presses: with stdio and a pipe, each character goes out as RFC
-        4733. A key lasts until baresip releases it 250 ms later, so keys
-        are spaced by a key's length (this is the key's audio, not a wait
-        for the server).
-        """
-        for d in digits:
-            self.proc.stdin.write(d.encode())
-            self.proc.stdin.flush()
-            time.sleep(0.35)
-
-    def recordings(self, since_names=()):
-        return sorted(n for n in os.listdir(self.snd) if n not in since_names)
-
-    def hearing(self, before):
-        """(samples, rate) the phone has heard so far in its newest call after `before`."""
-        names = [n for n in self.recordings(before) if "dec" in n]
-        if not names:
-            return [], 0
-        return pcm_so_far(os.path.join(self.snd, names[-1]))
-
-    def finished_recording(self, before):
-        """
-        (samples, rate) of the newest call's decoded audio once baresip has
-        closed the file (its header then gives the full size), else None.
-        """
-        names = [n for n in self.recordings(before) if "dec" in n]
-        if not names:
-            return None
-        path = os.path.join(self.snd, names[-1])
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-            if len(data) < 8 or struct.unpack("<I", data[4:8])[0] + 8 != len(data):
-                return None
-            samples, rate = wav_samples(data)
-        except (OSError, EOFError, wave.Error, struct.error):
-            return None
-        return (samples, rate) if samples else None
 
 
 class SubscribeClient:
@@ -466,11 +193,17 @@ class PhoneLabTests(unittest.TestCase):
 
     # ------------------------------------------------------------ phones
 
+    def phone(self, host, source_wav, transport="udp", regint=300):
+        """The baresip phone of lab host `host` (PHONES), registering at the server."""
+        name, ext, ip, password = PHONES[host]
+        account = SipAccount(ext, password, SERVER_IP, bind_ip=ip, transport=transport,
+                             regint=regint)
+        return Baresip(self.lab, host, self.work, source_wav, account, name=name)
+
     def start_phones(self, alice_transport="udp", alice_registers=True):
-        self.alice = Baresip(self.lab, "phone1", self.work, self.tone_a)
-        self.alice.transport = alice_transport
-        self.alice.regint = 300 if alice_registers else 0
-        self.bob = Baresip(self.lab, "phone2", self.work, self.tone_b)
+        self.alice = self.phone("phone1", self.tone_a, alice_transport,
+                                300 if alice_registers else 0)
+        self.bob = self.phone("phone2", self.tone_b)
         for phone in (self.alice, self.bob):
             self.addCleanup(phone.stop)
             phone.start()
@@ -488,11 +221,7 @@ class PhoneLabTests(unittest.TestCase):
 
     def wait_heard(self, phone, before, freq, seconds, timeout, what):
         """Wait until `phone` has heard `freq` for `seconds` in a row; the sample index after it."""
-        def heard():
-            samples, rate = phone.hearing(before)
-            length, end = longest_tone(samples, rate, freq)
-            return end if length >= seconds else None
-        return self.wait_for(heard, timeout, "%s (%s hears %d Hz for %.1f s)"
+        return self.wait_for(lambda: phone.heard_for(before, freq, seconds), timeout, "%s (%s hears %d Hz for %.1f s)"
                              % (what, phone.host, freq, seconds))
 
     def newest_decoded(self, phone, before):
