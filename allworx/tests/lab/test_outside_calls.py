@@ -1,0 +1,157 @@
+"""
+Outside lines end to end (lab prefix `awo`): the real server with a
+`[trunk]` to the lab's provider (Kamailio as sip.internet.example in the
+`inet` namespace), office phone alice (phone1, extension 101) and the
+outside phones carla and dave of the provider (baresip in `inet`, accounts
+alice and bob of topology.OUTSIDE_PHONES). The trunk registers; an outside
+phone calls the office number and the extension answers, with audio both
+ways through the server's relay; the extension dials out (9 + national
+number) and the outside phone sees the office's caller ID, audio both ways;
+the call history lists both.
+
+Synchronised on events only: the admin API (trunk state, registrations,
+calls), baresip's ctrl_tcp events, and the tones each phone hears.
+"""
+
+import os
+
+from twisted.trial import unittest
+
+from allworx.lab.topology import (
+    OFFICE_NUMBERS,
+    OUTSIDE_PHONES,
+    PROVIDER,
+    PROVIDER_DOMAIN,
+    TRUNK_SECRET,
+    TRUNK_USER,
+)
+from allworx.tests.lab.fixtures import process_report, start_lab, wait_until
+from allworx.tests.lab.phones import Baresip, SipAccount, goertzel_power, outside_phone, tone_wav
+from allworx.tests.lab.sipua import wait_registered
+from allworx.tests.lab.test_sip import PHONES, SERVER_IP, api_get, conf
+
+PREFIX = "awo"
+
+TRUNK = """
+[trunk provider]
+registrar = {domain}
+username = {user}
+secret = {secret}
+numbers = {numbers}
+
+[number {first}]
+to = 101
+""".format(domain=PROVIDER_DOMAIN, user=TRUNK_USER, secret=TRUNK_SECRET,
+           numbers=" ".join(OFFICE_NUMBERS), first=OFFICE_NUMBERS[0])
+
+
+class OutsideCallLabTests(unittest.TestCase):
+    """Calls in and out through the trunk, with real phones and the real provider."""
+
+    def setUp(self):
+        self.lab = start_lab(self, prefix=PREFIX, programs=("baresip", "kamailio"))
+        from allworx.tests.lab.server import LabServer
+        self.work = os.path.join(self.lab.state_dir, "phones")
+        os.makedirs(self.work, exist_ok=True)
+        self.phones = []
+        self.server = LabServer(self.lab, "")
+        text = conf(self.server.data_dir).replace("voicemail_timeout = 4", "voicemail_timeout = 20")
+        self.server.write_conf(text + TRUNK)
+        self.addCleanup(self.server.stop)
+        self.server.start()
+        self.lab.run("server", ["ip", "addr", "add", SERVER_IP + "/24", "dev", "lan0"], check=False)
+        _, ext, ip, _ = PHONES["phone1"]
+        self.lab.run("phone1", ["ip", "addr", "add", ip + "/24", "dev", "eth0"], check=False)
+        self.lab.run("phone1", ["ip", "link", "set", "lo", "up"])
+        self.lab.run("phone1", ["ip", "route", "replace", "default", "via", SERVER_IP])
+
+    def context(self):
+        return "--- server:\n%s\n%s%s" % (
+            self.server.log()[-4000:], process_report(self.lab, PROVIDER)[-2000:],
+            "".join("\n--- %s (baresip):\n%s" % (p.name, p.log_tail()[-2000:]) for p in self.phones))
+
+    def wait_for(self, predicate, timeout, what):
+        return wait_until(self, predicate, what, timeout, self.context)
+
+    def api(self, path):
+        return api_get(self.lab, "phone1", path)
+
+    def trunk_state(self):
+        try:
+            return {t["name"]: t for t in self.api("/sip/trunks")}.get("provider", {}).get("state")
+        except (OSError, AssertionError):
+            return None
+
+    def office_phone(self, freq):
+        name, ext, ip, password = PHONES["phone1"]
+        tone = os.path.join(self.work, "office-%d.wav" % freq)
+        tone_wav(tone, freq, 30)
+        phone = Baresip(self.lab, "phone1", self.work, tone, SipAccount(ext, password, SERVER_IP, bind_ip=ip),
+                        name=name)
+        self.addCleanup(phone.stop)
+        self.phones.append(phone)
+        phone.start()
+        self.wait_for(lambda: any(b["user"] == name for b in self.api("/sip/registrations")), 15,
+                      "the office phone's registration")
+        return phone
+
+    def outside(self, user, freq):
+        tone = os.path.join(self.work, "%s-%d.wav" % (user, freq))
+        tone_wav(tone, freq, 30)
+        phone = outside_phone(self.lab, user, self.work, tone)
+        self.addCleanup(phone.stop)
+        self.phones.append(phone)
+        phone.start()
+        wait_registered(self, self.lab, user, self.context)
+        return phone
+
+    def hears(self, phone, before, freq, what):
+        self.wait_for(lambda: phone.heard_for(before, freq, 1.5), 20,
+                      "%s (%s hears %d Hz)" % (what, phone.name, freq))
+
+    def test_trunk_registers_calls_in_and_out_with_audio_and_history(self):
+        self.wait_for(lambda: self.trunk_state() == "registered", 30, "the trunk registered at the provider")
+        office = self.office_phone(440)
+        caller = self.outside("alice", 1200)      # an outside caller (+15557770001)
+        callee = self.outside("bob", 700)         # an outside number the office calls
+
+        # 1. In: the outside phone dials the office's number (national form).
+        before_o, before_c = office.recordings(), caller.recordings()
+        mark_o, mark_c = office.mark(), caller.mark()
+        caller.command("dial", OFFICE_NUMBERS[0][2:])
+        incoming = office.wait_event("CALL_INCOMING", 15, mark_o)
+        self.assertIn(OUTSIDE_PHONES["alice"], str(incoming), (incoming, self.context()))
+        office.command("accept")
+        caller.wait_event("CALL_ESTABLISHED", 15, mark_c)
+        self.hears(office, before_o, 1200, "the outside caller's tone in the office")
+        self.hears(caller, before_c, 440, "the office's tone at the outside caller")
+        caller.command("hangup")
+        office.wait_event("CALL_CLOSED", 15, mark_o)
+
+        # 2. Out: the extension dials 9 + the national number of an outside phone.
+        before_o, before_b = office.recordings(), callee.recordings()
+        mark_o, mark_b = office.mark(), callee.mark()
+        office.command("dial", "9" + OUTSIDE_PHONES["bob"][2:])
+        incoming = callee.wait_event("CALL_INCOMING", 15, mark_b)
+        self.assertIn(OFFICE_NUMBERS[0], str(incoming), (incoming, self.context()))
+        callee.command("accept")
+        office.wait_event("CALL_ESTABLISHED", 15, mark_o)
+        self.hears(callee, before_b, 440, "the office's tone at the outside phone")
+        self.hears(office, before_o, 700, "the outside phone's tone in the office")
+        office.command("hangup")
+        callee.wait_event("CALL_CLOSED", 15, mark_b)
+        heard, rate = self.wait_for(lambda: callee.finished_recording(before_b), 10,
+                                    "the outside phone's recording")
+        self.assertGreater(goertzel_power(heard[rate // 2:], rate, 440), 0.3)
+
+        # 3. Both calls are in the history, newest first.
+        def listed():
+            calls = self.api("/calls")["calls"]
+            return calls if len([c for c in calls if c["trunk"] == "provider"]) >= 2 else None
+        calls = self.wait_for(listed, 10, "both outside calls in /api/v1/calls")
+        out, inn = [c for c in calls if c["trunk"] == "provider"][:2]
+        self.assertEqual((out["direction"], out["from"], out["to"], out["outcome"]),
+                         ("outbound", "101", OUTSIDE_PHONES["bob"], "answered"), calls)
+        self.assertEqual((inn["direction"], inn["from"], inn["to"], inn["answered_by"], inn["outcome"]),
+                         ("inbound", OUTSIDE_PHONES["alice"], OFFICE_NUMBERS[0], "101", "answered"), calls)
+        self.assertGreaterEqual(inn["duration_s"], 1)
