@@ -236,6 +236,9 @@ class OutsideCall:
             self.watchdog.cancel()
         self.watchdog = None
         now = self.core.clock.seconds()
+        stats = getattr(self.relay, "stats", None)
+        if stats is not None:
+            log.info("outside call {call_id}: media {stats}", call_id=self.caller.call_id, stats=stats())
         self.relay.close()
         self.b2b.ended(self, now, why)
 

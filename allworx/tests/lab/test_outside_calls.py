@@ -98,7 +98,10 @@ class OutsideCallLabTests(unittest.TestCase):
     def outside(self, user, freq):
         tone = os.path.join(self.work, "%s-%d.wav" % (user, freq))
         tone_wav(tone, freq, 30)
-        phone = outside_phone(self.lab, user, self.work, tone)
+        # Their own directory: the outside alice is not the office's alice.
+        workdir = os.path.join(self.work, "outside")
+        os.makedirs(workdir, exist_ok=True)
+        phone = outside_phone(self.lab, user, workdir, tone)
         self.addCleanup(phone.stop)
         self.phones.append(phone)
         phone.start()
