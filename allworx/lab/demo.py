@@ -2,11 +2,13 @@
 """
 `make run`: the virtual office with the server in it, in the foreground.
 
-Builds the lab, starts `twistd -n allworx` in the server's namespace with the
-given tap.conf, lets the lab PCs take DHCP leases, forwards 127.0.0.1:8080 of
-this machine to the admin pages (no route or address of this machine changes),
-prints how to reach everything, and on Ctrl-C stops the server and removes the
-lab.
+Builds the lab (with its telephony provider, Kamailio at sip.internet.example),
+starts `twistd -n allworx` in the server's namespace with the given tap.conf,
+lets the lab PCs take DHCP leases, forwards 127.0.0.1:8080 of this machine to
+the admin pages (no route or address of this machine changes), writes the
+outside phones' baresip configurations, prints how to reach everything and how
+to call the office from outside, and on Ctrl-C stops the server and removes
+the lab.
 """
 
 import argparse
@@ -18,11 +20,21 @@ import time
 
 from allworx.lab.namespaces import Lab
 from allworx.lab.processes import LabError, unavailable_reason
+from allworx.lab.topology import (
+    LAB_PROGRAMS,
+    OFFICE_NUMBERS,
+    OUTSIDE_PASSWORDS,
+    OUTSIDE_PHONES,
+    PROVIDER_DOMAIN,
+    PROVIDER_IP,
+    TRUNK_SECRET,
+    TRUNK_USER,
+)
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
 
-def banner(admin_port, local_port, data_dir, config):
+def banner(admin_port, local_port, data_dir, config, phones=""):
     return """
 ================================================================================
  allworx is running in the virtual office (lab prefix awx).
@@ -39,11 +51,35 @@ def banner(admin_port, local_port, data_dir, config):
    allworx lab exec pc1 swaks --server 192.168.2.254 --to bob@example.com
    allworx lab exec inet swaks --server <WAN address> --to alice@example.com
    allworx lab status
-
+{phones}
  Ctrl-C stops the server and removes the virtual office.
 ================================================================================
 """.format(local=local_port, lan="192.168.2.254", admin=admin_port,
-           config=config, data=data_dir)
+           config=config, data=data_dir, phones=phones)
+
+
+def phone_banner(lab, config_name):
+    """How to call the office from the lab's internet: the provider, the
+    office's trunk account and numbers, the outside phones and how to run one."""
+    lines = [
+        "",
+        " Telephony provider (ITSP) on the lab's internet: %s (%s, Kamailio)"
+        % (PROVIDER_DOMAIN, PROVIDER_IP),
+        "   its log: %s" % os.path.join(lab.state_dir, "logs", "provider.log"),
+        "   the office's trunk account: username %s, secret %s," % (TRUNK_USER, TRUNK_SECRET),
+        "   numbers %s (a [trunk] in %s registers it)" % (" ".join(OFFICE_NUMBERS), config_name),
+        " Outside phones (accounts at the provider; baresip in the inet host):",
+    ]
+    for user, number in sorted(OUTSIDE_PHONES.items()):
+        lines.append("   %-6s %s  password %s" % (user, number, OUTSIDE_PASSWORDS[user]))
+        lines.append("          allworx lab exec inet baresip -f " + lab.outside_phone_dir(user))
+    lines += [
+        "   In baresip: /dial %s (or %s) calls the office, /dial %s calls %s;"
+        % (OFFICE_NUMBERS[0], OFFICE_NUMBERS[0][2:], OUTSIDE_PHONES["bob"], "bob"),
+        "   /accept, /hangup, /quit. No sound card: a phone sends a 440 Hz tone and",
+        "   records what it hears in its directory's snd/.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
@@ -54,7 +90,7 @@ def main(argv=None):
                         help="port on 127.0.0.1 of this machine for the admin pages")
     args = parser.parse_args(argv)
 
-    reason = unavailable_reason(("ip", "dnsmasq", "socat", "dhclient"))
+    reason = unavailable_reason(LAB_PROGRAMS + ("socat", "dhclient"))
     if reason:
         sys.stderr.write("make run: %s\n" % reason)
         return 2
@@ -88,7 +124,9 @@ def main(argv=None):
             # namespace only, never to this machine's /etc or /run.
             lab.dhclient(host, "eth0", wait=False)
         lab.forward_port(args.local_port, "admin", "192.168.2.254", config.web.admin_port)
-        print(banner(config.web.admin_port, args.local_port, data_dir, config_path), flush=True)
+        phones = phone_banner(lab, os.path.basename(config_path))
+        print(banner(config.web.admin_port, args.local_port, data_dir, config_path, phones),
+              flush=True)
         while not stopping and server.poll() is None:
             time.sleep(0.5)
         if server.poll() is not None and not stopping:

@@ -24,6 +24,7 @@ from allworx.lab.processes import LabError
 from allworx.lab.topology import (
     OFFICE_NUMBERS,
     OUTSIDE_PASSWORDS,
+    OUTSIDE_PHONE_IPS,
     OUTSIDE_PHONES,
     PROVIDER,
     PROVIDER_DOMAIN,
@@ -156,6 +157,35 @@ def subscriber_table(accounts, domain=PROVIDER_DOMAIN):
     return "\n".join(rows) + "\n"
 
 
+def baresip_files(user, directory):
+    """
+    {path: text} of a baresip configuration that makes a person at a
+    terminal outside phone `user` (topology's OUTSIDE_PHONES): its account
+    at the provider, SIP on its own address in `inet`; with no sound card
+    in the lab it sends a 440 Hz tone and records what it hears (sndfile)
+    under `directory`/snd.
+    """
+    ip = OUTSIDE_PHONE_IPS[user]
+    octet = int(ip.rsplit(".", 1)[1])
+    config = "\n".join([
+        "# allworx lab: outside phone %s (%s) at the provider %s" % (
+            user, OUTSIDE_PHONES[user], PROVIDER_DOMAIN),
+        "sip_listen %s:5060" % ip,
+        "rtp_ports %d-%d" % (octet * 1000 + 500, octet * 1000 + 599),
+        "module_path /usr/lib/baresip/modules",
+        "audio_source ausine,440",
+        "audio_player aubridge,nowhere",
+        "audio_alert aubridge,nowhere",
+        "snd_path " + os.path.join(directory, "snd"),
+    ] + ["module %s.so" % m for m in ("stdio", "g711", "ausine", "aubridge", "sndfile")]
+      + ["module_app %s.so" % m for m in ("account", "menu")]) + "\n"
+    account = ("<sip:%s@%s>;auth_pass=%s;regint=600;answermode=manual;audio_codecs=PCMU\n"
+               % (user, PROVIDER_DOMAIN, OUTSIDE_PASSWORDS[user]))
+    return {os.path.join(directory, "config"): config,
+            os.path.join(directory, "accounts"): account,
+            os.path.join(directory, "contacts"): ""}
+
+
 def version_table():
     return ("id(int,auto) table_name(string) table_version(int)\n"
             "1:subscriber:%d\n" % SUBSCRIBER_VERSION)
@@ -233,6 +263,18 @@ class LabProvider(LabPeers):
             "-m", "32", "-M", "8"])
         self.wait_listening("inet", PROVIDER_PORTS, proc)
         return proc
+
+    def outside_phone_dir(self, user):
+        """
+        Write the baresip configuration of outside phone `user` for a person
+        to use (`baresip_files`); its directory, for
+        `allworx lab exec inet baresip -f DIR`.
+        """
+        directory = os.path.join(self.provider_dir, "phones", user)
+        os.makedirs(os.path.join(directory, "snd"), exist_ok=True)
+        for path, text in baresip_files(user, directory).items():
+            write_atomically(path, text.encode())
+        return directory
 
     def stop_provider(self):
         """Stop the provider (its registrations are lost: they live in memory)."""

@@ -17,7 +17,7 @@ import threading
 
 from twisted.trial import unittest
 
-from allworx.lab import provider
+from allworx.lab import demo, provider
 from allworx.lab.namespaces import Lab
 from allworx.lab.topology import (
     INET_IP,
@@ -83,6 +83,24 @@ class ProviderConfigTests(unittest.TestCase):
         self.assertEqual(provider.dialled_forms("+15557770001"),
                          ["+15557770001", "15557770001", "5557770001"])
         self.assertEqual(provider.dialled_forms("+442071234567"), ["+442071234567"])
+
+    def test_outside_phone_for_a_person(self):
+        lab = Lab(prefix="awi", state_root=self.mktemp())
+        directory = lab.outside_phone_dir("bob")
+        with open(os.path.join(directory, "accounts")) as f:
+            self.assertEqual(f.read(), "<sip:bob@sip.internet.example>;auth_pass=%s;regint=600;"
+                             "answermode=manual;audio_codecs=PCMU\n" % OUTSIDE_PASSWORDS["bob"])
+        with open(os.path.join(directory, "config")) as f:
+            config = f.read().splitlines()
+        self.assertIn("sip_listen 198.51.100.32:5060", config)
+        self.assertIn("snd_path " + os.path.join(directory, "snd"), config)
+        banner = demo.phone_banner(lab, "tap.conf")
+        for text in ("sip.internet.example (198.51.100.20, Kamailio)",
+                     "username office, secret %s," % TRUNK_SECRET,
+                     "numbers +15551230000 +15551230001 (a [trunk] in tap.conf registers it)",
+                     "alice  +15557770001  password alice-outside-pw",
+                     "allworx lab exec inet baresip -f " + directory):
+            self.assertIn(text, banner)
 
     def test_a_string_that_would_break_the_config_is_refused(self):
         self.assertRaises(ValueError, provider.caller_block,
