@@ -216,8 +216,8 @@ class _Pool:
     with the last).
     """
 
-    ROUNDS = 4                  # polls of the set per wake-up of the reactor
-    BATCH = 1024
+    ROUNDS = 4                  # polls of the set per wake-up of the reactor, at most
+    BATCH = 256
 
     def __init__(self, reactor):
         self.reactor = reactor
@@ -248,11 +248,9 @@ class _Pool:
                 self.poller = None
 
     def doRead(self):
-        poll, handlers = self.poller.poll, self.handlers
+        poll, handlers, batch = self.poller.poll, self.handlers, self.BATCH
         for _ in range(self.ROUNDS):
-            events = poll(0, self.BATCH)
-            if not events:
-                return
+            events = poll(0, batch)
             for fd, _ in events:
                 handler = handlers.get(fd)
                 if handler is not None:
@@ -260,6 +258,10 @@ class _Pool:
                         handler()
                     except Exception:
                         log.failure("RTP relay: a packet failed")
+            if len(events) < batch:
+                # Not a full batch: what came meanwhile wakes the reactor again
+                # (the set's descriptor is level-triggered), no empty poll here.
+                return
 
     def connectionLost(self, reason):
         """The reactor dropped the reader (it is shutting down)."""
