@@ -23,8 +23,8 @@ stream the packets received of the measured window and the RFC 3550
 interarrival jitter at the receiver. Printed per peer and N: loss %, jitter
 (mean over streams; the relay's added jitter is that minus the direct run's),
 the relay's CPU % over the measured window and its peak memory. A peer holds
-N calls when loss < 0.1 % and added jitter < 5 ms; the ratio is the largest
-N allworx holds over the largest rtpengine holds. Loopback traffic only;
+N calls when loss < 0.1 % and added jitter < 5 ms at N and at every smaller N
+of the series; the ratio is the N allworx holds over the N rtpengine holds. Loopback traffic only;
 needs root only for the generator's big socket buffers (SO_RCVBUFFORCE).
 """
 
@@ -359,10 +359,14 @@ def peak_memory(pid):
 # ---------------------------------------------------------------- the series
 
 def held(rows, peer):
-    """The largest N with loss < 0.1 % and added jitter < 5 ms (0 if none)."""
-    ok = [n for (p, n), r in rows.items() if p == peer and r["loss"] < MAX_LOSS
-          and r["added_jitter"] < MAX_ADDED_JITTER]
-    return max(ok or [0])
+    """The largest N of the series that this N and every smaller one held (loss < 0.1 %, added jitter < 5 ms)."""
+    best = 0
+    for n in sorted(n for p, n in rows if p == peer):
+        r = rows[(peer, n)]
+        if r["loss"] >= MAX_LOSS or r["added_jitter"] >= MAX_ADDED_JITTER:
+            break
+        best = n
+    return best
 
 
 def main(argv=None):

@@ -19,19 +19,30 @@ side latches, what goes to it is sent to the address its SDP named.
 `resume(side)` forwards again.
 
 The packet path runs in the reactor every service shares, 50 packets a
-second each way per call: it checks the two header bits and the length,
-compares the source with the latched peer, counts, and calls the other
-socket's `sendto` directly (no parsing, no Twisted `write` and its address
-checks, nothing allocated).
+second each way per call. Twisted's own UDP port costs a logging context,
+a method dispatch and an exception (the read that finds nothing left) for
+every packet, and its `write` parses the address each time; so the relay's
+sockets are not Twisted ports: every relay socket of a reactor sits in one
+epoll set (`_Pool`) and that set's descriptor is the one reader the reactor
+sees. One wake-up of the reactor serves every socket that has a packet,
+each read once per round (level-triggered: a socket with more waiting comes
+round again), and a packet costs a `recvfrom`, a check of the two header
+bits and the length, a comparison of the source with the latched peer, a
+few counters and the other socket's `sendto`.
 """
 
 import ipaddress
 import os
+import select
+import socket
 import struct
 
-from twisted.internet import defer, error, protocol
+from twisted.internet import defer, error
+from twisted.logger import Logger
 
 from allworx.protocols.voice.rtp import FRAME, FRAME_SECONDS, PORTS, MediaClock
+
+log = Logger()
 
 RELATCH_SECONDS = 2.0
 SIDES = ("inside", "outside")
@@ -63,7 +74,7 @@ def is_private(host):
     return any(address in net for net in _NATTED if net.version == address.version)
 
 
-class _Leg(protocol.DatagramProtocol):
+class _Leg:
     """
     One socket of a session. `out` is `(sendto, address)` of where what this
     socket receives goes (the other socket's sendto and that side's peer),
@@ -71,13 +82,13 @@ class _Leg(protocol.DatagramProtocol):
     hold); the session keeps it current, so the packet path only reads it.
     """
 
-    noisy = False
-
     def __init__(self, session, name):
         self.session = session
         self.name = name
         self.now = session.clock.seconds
-        self.peer = None            # latched (host, port)
+        self.sock = None
+        self.recvfrom = None
+        self.peer = None            # latched source address (as recvfrom gives it)
         self.expected = None        # (host, port) from this side's SDP
         self.expected_private = False
         self.out = None
@@ -88,6 +99,27 @@ class _Leg(protocol.DatagramProtocol):
         self.send_errors = 0
         self.last = None            # clock time of the last packet accepted
         self.held = None            # _Hold sending to this side, or None
+
+    def bind(self, host, port):
+        """Open this side's socket on host:port (OSError when taken)."""
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+        self.recvfrom = sock.recvfrom
+        return sock
+
+    def readable(self):
+        """The pool saw a packet waiting: read one."""
+        try:
+            data, addr = self.recvfrom(2048)
+        except OSError:
+            return
+        self.datagramReceived(data, addr)
 
     def datagramReceived(self, data, addr):
         if addr != self.peer:
@@ -162,7 +194,7 @@ class _Hold:
         leg = self.leg
         address = leg.peer or leg.expected
         payload = self.source.frame()
-        if address is None or leg.transport is None:
+        if address is None or leg.sock is None:
             return
         index = max(self.frame_index + 1, int(round((at - self.time_base) / FRAME_SECONDS)))
         self.frame_index = index
@@ -172,18 +204,86 @@ class _Hold:
         self.marker = False
         self.seq = (self.seq + 1) & 0xFFFF
         try:
-            leg.transport.socket.sendto(header + payload, address)
+            leg.sock.sendto(header + payload, address)
         except OSError:
             leg.send_errors += 1
 
 
+class _Pool:
+    """
+    Every relay socket of one reactor in one epoll set, whose descriptor is
+    a single reader of the reactor (added with the first socket, removed
+    with the last).
+    """
+
+    ROUNDS = 4                  # polls of the set per wake-up of the reactor, at most
+    BATCH = 256
+
+    def __init__(self, reactor):
+        self.reactor = reactor
+        self.poller = None
+        self.handlers = {}      # fd -> callable reading that socket
+
+    def fileno(self):
+        return self.poller.fileno() if self.poller is not None else -1
+
+    def logPrefix(self):
+        return "rtp-relay"
+
+    def add(self, sock, handler):
+        if self.poller is None:
+            self.poller = select.epoll()
+        self.poller.register(sock.fileno(), select.EPOLLIN)
+        self.handlers[sock.fileno()] = handler
+        if len(self.handlers) == 1:
+            self.reactor.addReader(self)
+
+    def remove(self, sock):
+        fd = sock.fileno()
+        if self.handlers.pop(fd, None) is not None:
+            self.poller.unregister(fd)
+            if not self.handlers:
+                self.reactor.removeReader(self)
+                self.poller.close()
+                self.poller = None
+
+    def doRead(self):
+        poll, handlers, batch = self.poller.poll, self.handlers, self.BATCH
+        for _ in range(self.ROUNDS):
+            events = poll(0, batch)
+            for fd, _ in events:
+                handler = handlers.get(fd)
+                if handler is not None:
+                    try:
+                        handler()
+                    except Exception:
+                        log.failure("RTP relay: a packet failed")
+            if len(events) < batch:
+                # Not a full batch: what came meanwhile wakes the reactor again
+                # (the set's descriptor is level-triggered), no empty poll here.
+                return
+
+    def connectionLost(self, reason):
+        """The reactor dropped the reader (it is shutting down)."""
+
+
+_POOLS = {}
+
+
+def _pool(reactor):
+    pool = _POOLS.get(id(reactor))
+    if pool is None or pool.reactor is not reactor:
+        pool = _POOLS[id(reactor)] = _Pool(reactor)
+    return pool
+
+
 class RelaySession:
     """
-    One call's media anchor. `reactor` binds the sockets (`listenUDP`),
-    `clock` (default the reactor) times latching, idleness and hold pacing;
-    `port_range` is `[sip] rtp_ports`. Raises NoRelayPorts when the range has
-    no two free ports. `allocator` (default the one shared with voicemail)
-    picks the ports.
+    One call's media anchor. `reactor` watches the sockets (`addReader` of
+    the relays' shared epoll set), `clock` (default the reactor) times
+    latching, idleness and hold pacing; `port_range` is `[sip] rtp_ports`.
+    Raises NoRelayPorts when the range has no two free ports. `allocator`
+    (default the one shared with voicemail) picks the ports.
 
     `stats()` is a dict:
     ``{"inside_to_outside": {"packets", "bytes"}, "outside_to_inside": {...},
@@ -199,25 +299,27 @@ class RelaySession:
         self.clock = clock if clock is not None else reactor
         self.created = self.clock.seconds()
         self.legs = {name: _Leg(self, name) for name in SIDES}
+        self.inside, self.outside = self.legs["inside"], self.legs["outside"]
         self.ports = {}
+        self._pool = _pool(reactor)
         self._media_clock = None
         self._holds = {}
         for name, host in (("inside", inside_host), ("outside", outside_host)):
             leg = self.legs[name]
-            port = allocator.bind(port_range, lambda p: reactor.listenUDP(p, leg, interface=host))
-            if port is None:
+            sock = allocator.bind(port_range, lambda p: leg.bind(host, p))
+            if sock is None:
                 self.close()
                 raise NoRelayPorts(host, tuple(port_range))
-            self.ports[name] = port
-        self.inside, self.outside = self.legs["inside"], self.legs["outside"]
+            self.ports[name] = sock.getsockname()[1]
+            self._pool.add(sock, leg.readable)
 
     @property
     def inside_port(self):
-        return self.ports["inside"].getHost().port
+        return self.ports["inside"]
 
     @property
     def outside_port(self):
-        return self.ports["outside"].getHost().port
+        return self.ports["outside"]
 
     # ------------------------------------------------------------ addresses
 
@@ -236,11 +338,10 @@ class RelaySession:
         """Point each socket's `out` at the other side's current address (or nothing)."""
         for leg, other in ((self.inside, self.outside), (self.outside, self.inside)):
             address = other.peer or other.expected
-            transport = other.transport
-            if address is None or transport is None or other.held is not None:
+            if address is None or other.sock is None or other.held is not None:
                 leg.out = None
             else:
-                leg.out = (transport.socket.sendto, address)
+                leg.out = (other.sock.sendto, address)
 
     # ------------------------------------------------------------ hold
 
@@ -281,10 +382,10 @@ class RelaySession:
             "junk": junk,
             "refused": refused,
             "send_errors": sum(leg.send_errors for leg in legs),
-            "latched": {leg.name: leg.peer for leg in legs},
+            "latched": {leg.name: leg.peer and leg.peer[:2] for leg in legs},
             "last_packet": {leg.name: leg.last for leg in legs},
             "held": [leg.name for leg in legs if leg.held is not None],
-            "ports": {name: port.getHost().port for name, port in self.ports.items()},
+            "ports": dict(self.ports),
         }
 
     def idle_for(self, now):
@@ -293,10 +394,14 @@ class RelaySession:
         return now - max(lasts or [self.created])
 
     def close(self):
-        """Stop holds and free both ports; a Deferred that fires when both sockets are closed."""
+        """Stop holds and free both ports (at once); a Deferred, fired, for the caller's chain."""
         for side in list(self._holds):
             self.resume(side)
-        ports, self.ports = self.ports, {}
         for leg in self.legs.values():
             leg.out = None
-        return defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports.values()])
+            if leg.sock is not None:
+                self._pool.remove(leg.sock)
+                leg.sock.close()
+                leg.sock = None
+        self.ports = {}
+        return defer.succeed(None)

@@ -9,7 +9,7 @@ import struct
 from twisted.internet import defer, error, protocol, reactor, task
 from twisted.trial import unittest
 
-from allworx.protocols.voice.relay import NoRelayPorts, RelaySession, is_private
+from allworx.protocols.voice.relay import NoRelayPorts, RelaySession, _pool, is_private
 from allworx.protocols.voice.rtp import PortAllocator, RtpPacket
 from allworx.protocols.voice.sdp import parse_offer, rewrite_sdp, sdp_direction
 
@@ -108,8 +108,8 @@ class ForwardingTests(RelayTestBase):
             self.assertEqual(port % 2, 0)
             self.assertTrue(low <= port <= high, port)
         self.assertNotEqual(self.session.inside_port, self.session.outside_port)
-        self.assertEqual(self.session.ports["inside"].getHost().host, INSIDE)
-        self.assertEqual(self.session.ports["outside"].getHost().host, OUTSIDE)
+        self.assertEqual(self.session.inside.sock.getsockname(), (INSIDE, self.session.inside_port))
+        self.assertEqual(self.session.outside.sock.getsockname(), (OUTSIDE, self.session.outside_port))
 
     @defer.inlineCallbacks
     def test_forwards_both_ways_unchanged(self):
@@ -194,6 +194,33 @@ class ForwardingTests(RelayTestBase):
         [(data, addr)] = yield self.phone.wait(1)
         self.assertEqual(addr, self.to_inside)
         self.assertEqual(self.session.stats()["latched"]["inside"], None)
+
+    @defer.inlineCallbacks
+    def test_sessions_share_one_reader_that_goes_with_the_last(self):
+        other = RelaySession(reactor, INSIDE, OUTSIDE, self.range, clock=self.clock,
+                             allocator=self.allocator)
+        pool = _pool(reactor)
+        self.assertEqual([r for r in reactor.getReaders() if r is pool], [pool])
+        self.assertEqual(len(pool.handlers), 4)
+        yield other.close()
+        self.assertIn(pool, reactor.getReaders())
+        yield self.session.close()
+        self.assertNotIn(pool, reactor.getReaders())
+
+    @defer.inlineCallbacks
+    def test_a_failing_packet_does_not_stop_the_relay(self):
+        failed = defer.Deferred()
+
+        def broken(data, addr):
+            reactor.callLater(0, failed.callback, None)
+            raise ZeroDivisionError("a defect")
+        self.session.inside.datagramReceived = broken
+        self.phone.send(rtp(1), self.to_inside)
+        yield failed
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.provider.send(rtp(2), self.to_outside)
+        [(data, _)] = yield self.phone.wait(1)
+        self.assertEqual(data, rtp(2))
 
     @defer.inlineCallbacks
     def test_close_frees_both_ports(self):
@@ -340,8 +367,7 @@ class PortTests(unittest.TestCase):
         # The inside port the failed session had taken is free again.
         probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.addCleanup(probe.close)
-        d = task.deferLater(reactor, 0, probe.bind, (INSIDE, low))
-        return d
+        probe.bind((INSIDE, low))
 
 
 BARESIP = (
