@@ -89,6 +89,9 @@ class AllworxService(service.MultiService):
         self.ready = False
         self.logins = None
         if children is None:
+            # Made here, not only at start: children open files under it as
+            # they are built (the call history), and it must be 0711 (startService).
+            os.makedirs(office.config.system.data_dir, mode=0o711, exist_ok=True)
             self.logins = LoginThrottle(reactor, store=LockoutFile(office.config.system.data_dir))
             children = build_children(office, reactor, self.logins)
         for child in children:

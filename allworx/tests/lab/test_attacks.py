@@ -44,7 +44,8 @@ from allworx.protocols.mail.smtp import MAX_CONNECTIONS_PER_PEER, MAX_SESSIONS
 from allworx.tests.confs import MINIMAL, PW_HASH, with_sections
 from allworx.tests.lab.fixtures import client_report, start_lab, wait_until
 from allworx.tests.lab.server import LabServer
-from allworx.tests.lab.test_sip import PHONES, Baresip, tone_wav
+from allworx.tests.lab.phones import Baresip, SipAccount, tone_wav
+from allworx.tests.lab.test_sip import PHONES, SERVER_IP
 
 PREFIX = "awk"
 WAN_IP = "203.0.113.2"
@@ -268,7 +269,9 @@ class AttackLabTests(unittest.TestCase):
 
     def phone(self, host):
         """A baresip phone of the user PHONES names for `host`, started."""
-        phone = Baresip(self.lab, host, os.path.join(self.lab.state_dir, "phones"), self.tone)
+        name, ext, ip, password = PHONES[host]
+        phone = Baresip(self.lab, host, os.path.join(self.lab.state_dir, "phones"), self.tone,
+                        SipAccount(ext, password, SERVER_IP, bind_ip=ip), name=name)
         self.addCleanup(phone.stop)
         phone.start()
         self.phones.append(phone)
