@@ -69,19 +69,49 @@ def beep():
     return BEEP
 
 
-def tone_prompt(name):
-    return b"".join(tone(f, ms) for f, ms in _TONES.get(name, [(480, 200)]))
+def tone_prompt(name, tones=None):
+    pattern = (_TONES if tones is None else tones).get(name, [(480, 200)])
+    return b"".join(tone(f, ms) for f, ms in pattern)
+
+
+def find_espeak():
+    """The espeak-ng (or espeak) program, or None."""
+    return shutil.which("espeak-ng") or shutil.which("espeak")
+
+
+def speak(text, path, espeak=None):
+    """
+    Speak `text` with espeak-ng into the WAV file `path`, written atomically
+    (blocking: run it in a thread). False when espeak-ng is not installed;
+    raises OSError or SubprocessError when it fails.
+    """
+    espeak = espeak or find_espeak()
+    if espeak is None:
+        return False
+    spoken = path + ".espeak"
+    try:
+        subprocess.run([espeak, "-s", "150", "-w", spoken, text], check=True,
+                       timeout=60, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(spoken, "rb") as f:
+            write_atomically(path, f.read(), mode=0o600)
+    finally:
+        _remove(spoken)
+    return True
 
 
 class PromptLibrary:
     """
     Prompt audio by name. Starts with tones; `render()` (blocking: call it in
     a thread) speaks the texts with espeak-ng into files and switches to them.
+    `texts` and `tones` are the voicemail prompts unless given (the
+    attendant has its own); `speak(text, path)` is how a text becomes a file.
     """
 
-    def __init__(self, directory):
+    def __init__(self, directory, texts=None, tones=None, speak=None):
         self.directory = directory
-        self.audio = {name: tone_prompt(name) for name in PROMPTS}
+        self.texts = PROMPTS if texts is None else texts
+        self.speak = speak
+        self.audio = {name: tone_prompt(name, tones) for name in self.texts}
         self.spoken = False
         self._load()
 
@@ -93,38 +123,40 @@ class PromptLibrary:
 
     def _load(self):
         found = 0
-        for name in PROMPTS:
+        for name in self.texts:
             try:
                 with open(self._path(name), "rb") as f:
                     self.audio[name] = from_wav(f.read())
                 found += 1
             except (OSError, WavError):
                 pass
-        self.spoken = found == len(PROMPTS)
+        self.spoken = found == len(self.texts)
 
     def render(self):
         """Speak every missing prompt with espeak-ng; returns how many were made."""
-        espeak = shutil.which("espeak-ng") or shutil.which("espeak")
-        if espeak is None or self.spoken:
+        if self.spoken:
             return 0
+        espeak = None
+        if self.speak is None:
+            espeak = find_espeak()
+            if espeak is None:
+                return 0
         ensure_directory(self.directory)
         made = 0
-        for name, text in PROMPTS.items():
+        for name, text in self.texts.items():
             path = self._path(name)
             if os.path.exists(path):
                 continue
-            spoken = path + ".espeak"
             try:
-                subprocess.run([espeak, "-s", "150", "-w", spoken, text], check=True,
-                               timeout=60, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                with open(spoken, "rb") as f:
-                    write_atomically(path, f.read(), mode=0o600)
+                if self.speak is not None:
+                    if not self.speak(text, path):
+                        break
+                else:
+                    speak(text, path, espeak)
                 made += 1
             except (OSError, subprocess.SubprocessError) as e:
                 log.warn("espeak-ng could not render prompt {name}: {error}", name=name, error=str(e))
                 return made
-            finally:
-                _remove(spoken)
         self._load()
         return made
 
