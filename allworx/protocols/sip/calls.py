@@ -329,11 +329,13 @@ class CallRouter:
             CALLS.labels("voicemail_menu").inc()
             self._record(request, "voicemail", "voicemail")
             return self.core.ua.retrieve(request, st, source)
-        if source.transport == LOCAL and number.startswith("voicemail-"):
-            # The B2BUA's inside leg for a `[number] to = voicemail EXT`.
+        # The router's local names (`voicemail-101`, `group-sales`, `attendant-main`):
+        # the B2BUA's inside legs, and a phone the attendant transferred (REFER).
+        if number.startswith("voicemail-"):
             user = config.user_by_extension(number[len("voicemail-"):])
             if user is not None:
-                self._record(request, user.extension, "voicemail")
+                self._record(request, user.extension, "voicemail",
+                             internal=source.transport != LOCAL)
                 return self.to_voicemail(request, st, source, user)
         dialled = classify(number, config, config.users.get(request.caller or ""))
         if dialled is not None and dialled.kind in ("outside", "emergency"):
@@ -344,7 +346,7 @@ class CallRouter:
             caller = config.users.get(request.caller or "")
             return self.core.outside.outbound(request, st, source, dialled.number, caller)
         group = None
-        if source.transport == LOCAL and number.startswith("group-"):
+        if number.startswith("group-"):
             group = config.groups.get(number[len("group-"):])
         elif dialled is not None and dialled.kind == "group":
             group = config.group_by_number(number)
@@ -352,7 +354,7 @@ class CallRouter:
             self._record(request, group.number, "ringing", internal=source.transport != LOCAL)
             return self.ring_group(request, st, source, group)
         attendant = None
-        if source.transport == LOCAL and number.startswith("attendant-"):
+        if number.startswith("attendant-"):
             attendant = config.attendants.get(number[len("attendant-"):])
         elif dialled is not None and dialled.kind == "attendant":
             attendant = config.attendant_by_number(number)

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from allworx.guards import PeerLimit
 from allworx.office import MailboxChanged
+from allworx.protocols.sip.attendant import Attendant
 from allworx.protocols.sip.calls import CallRouter
 from allworx.protocols.sip.core import ERRORS, Destination, SipCore
 from allworx.protocols.sip.history import CallHistory
@@ -216,6 +217,7 @@ class SipService(ListeningService):
 
     def startService(self):
         self.voicemail.start()
+        self.core.attendant.start()
         ListeningService.startService(self)
         self.trunks.start()
 
@@ -247,6 +249,7 @@ def build_core(office, clock, mail_store, listen_udp=None, throttle=None):
     core.registrar = Registrar(office, clock, throttle=throttle)
     core.ua = VoicemailAgent(core, office, clock, mail_store, listen_udp or clock.listenUDP)
     core.calls = CallRouter(core, office, clock, mail_store)
+    core.attendant = Attendant(core, office, clock)
     core.registrar.calls = core.calls
     core.mwi = MessageWaiting(core, office, clock, mail_store)
     return core

@@ -36,6 +36,9 @@ MENU_IDLE = 120.0       # seconds without a key in the phone menu: goodbye
 class LocalCall:
     """One call the server answered: dialog state and media."""
 
+    contact_user = "voicemail"          # the user part of our Contact
+    allow = "INVITE, ACK, CANCEL, BYE, INFO, OPTIONS"
+
     def __init__(self, agent, request, st, source, offer):
         self.agent = agent
         self.core = agent.core
@@ -73,14 +76,18 @@ class LocalCall:
         body = make_answer(local, port.getHost().port, self.offer.payload_type,
                            self.offer.event_type)
         ok = make_response(self.request, 200, to_tag=self.local_tag, extra=[
-            ("Contact", "<sip:voicemail@%s:%d>" % (local, self.core.port)),
-            ("Allow", "INVITE, ACK, CANCEL, BYE, INFO, OPTIONS"),
+            ("Contact", self.contact()),
+            ("Allow", self.allow),
             ("Content-Type", "application/sdp")])
         ok.body = body
         self.ok = ok
         self.answered_at = self.core.clock.seconds()
         self.st.respond(ok)
         self.retransmit_call = self.core.clock.callLater(self.interval, self._retransmit_ok)
+
+    def contact(self):
+        return "<sip:%s@%s:%d>" % (self.contact_user, self.core.local_host(self.source.host),
+                                   self.core.port)
 
     def _retransmit_ok(self):
         self.retransmit_call = None
@@ -166,16 +173,20 @@ class LocalCall:
         """We end the call: BYE to the caller."""
         if self.ended:
             return
+        self.core.request(self.new_request("BYE"), self.source)
+        self.finish("we hung up")
+
+    def new_request(self, method, extra=()):
+        """A request of ours in this dialog (its CSeq the next), to send to `self.source`."""
         req = self.request
         frm = req.get("To")
         if "tag=" not in frm:
             frm = "%s;tag=%s" % (frm, self.local_tag)
         self.cseq += 1
-        bye = Request([("Via", self.core.via_for(self.source)), ("Max-Forwards", "70"),
-                       ("From", frm), ("To", req.get("From")), ("Call-ID", req.call_id),
-                       ("CSeq", "%d BYE" % self.cseq)], method="BYE", uri=self.remote_target)
-        self.core.request(bye, self.source)
-        self.finish("we hung up")
+        return Request([("Via", self.core.via_for(self.source)), ("Max-Forwards", "70"),
+                        ("From", frm), ("To", req.get("From")), ("Call-ID", req.call_id),
+                        ("CSeq", "%d %s" % (self.cseq, method))] + list(extra),
+                       method=method, uri=self.remote_target)
 
     def finish(self, why):
         if self.ended:
@@ -360,12 +371,16 @@ class VoicemailAgent:
             call.in_dialog(request, st)
 
     def deposit(self, request, st, source, user):
-        self._answer(Deposit, request, st, source, user)
+        self.answer_call(Deposit, request, st, source, user)
 
     def retrieve(self, request, st, source):
-        self._answer(Retrieval, request, st, source)
+        self.answer_call(Retrieval, request, st, source)
 
-    def _answer(self, cls, request, st, source, *args):
+    def answer_call(self, cls, request, st, source, *args):
+        """
+        Answer `request` as a `cls` (a LocalCall) made with `*args` after the
+        offer: G.711 on an RTP port of ours, the call kept in our dialogs.
+        """
         try:
             offer = parse_offer(request.body)
         except SdpError as e:
