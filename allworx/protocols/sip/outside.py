@@ -28,6 +28,7 @@ from allworx.protocols.sip.dialplan import EMERGENCY, for_provider, from_provide
 from allworx.protocols.sip.history import CallEntry
 from allworx.protocols.sip.legs import UacLeg, UasLeg, uri_user
 from allworx.protocols.sip.message import NameAddr, SipParseError, SipUri, make_response
+from allworx.protocols.sip.transfer import Transfer
 from allworx.protocols.voice.sdp import SdpError, parse_offer, rewrite_sdp, sdp_direction
 
 log = Logger()
@@ -80,6 +81,8 @@ class OutsideCall:
         self.watchdog = None
         self.sdp_version = {}
         self.held = False
+        self.legs = []                      # every dialog of the call, old inside legs too
+        self.transfer = None                # the REFER being carried out (transfer.py)
 
     # ------------------------------------------------------------ addresses
 
@@ -169,7 +172,10 @@ class OutsideCall:
         self.finish("failed %d" % code)
 
     def leg_ended(self, leg, why):
-        if self.done:
+        if self.done or leg not in (self.inside, self.outside):
+            return      # a leg the call has let go (transferred away)
+        if leg is self.inside and self.transfer is not None:
+            self.transfer.referrer_ended()
             return
         if why == "cancelled" and self.answered_at is None:
             self.record["outcome"] = "missed"
@@ -206,7 +212,46 @@ class OutsideCall:
             other.send("INFO", request.body, request.get("Content-Type"))
 
     def leg_refer(self, leg, request, st):
-        self.b2b.refer(self, leg, request, st)
+        if leg is not self.inside or self.answered_at is None:
+            return st.respond(make_response(request, 403, "Forbidden (only the office side transfers)"))
+        if self.transfer is not None:
+            return st.respond(make_response(request, 491, "Request Pending"))
+        self.transfer = Transfer(self, leg, request)
+        self.transfer.start(st)
+
+    # ------------------------------------------------------------ transfer
+
+    def adopt(self, leg):
+        self.legs.append(leg)
+        self.b2b.adopt(leg)
+
+    def party(self):
+        """(number, name) of the outside party."""
+        if self.direction == "inbound":
+            return self.record["from"], self.record["from_name"] or self.record["from"]
+        return self.record["to"], self.record["to"]
+
+    def transferred(self, transfer, leg, response):
+        """The transfer's new leg answered: it becomes the inside leg."""
+        self.transfer = None
+        leg.owner = self
+        if self.callee is self.inside:
+            self.callee = leg
+        else:
+            self.caller = leg
+        self.inside = leg
+        self.learn(leg, leg.sdp or b"")
+        if self.held:
+            self.held = False
+            self.relay.resume("outside")
+        by = response.get("X-Allworx-Answered-By")
+        if by:
+            self.record["answered_by"] = by
+
+    def transfer_failed(self, transfer):
+        self.transfer = None
+        if transfer.referrer_gone:
+            self.hang_up("transfer failed")
 
     # ------------------------------------------------------------ life
 
@@ -223,9 +268,8 @@ class OutsideCall:
         self.watchdog = self.core.clock.callLater(WATCH_EVERY, self._watch)
 
     def hang_up(self, why):
-        for leg in (self.caller, self.callee):
-            if leg is not None:
-                leg.bye(why)
+        for leg in self.legs:
+            leg.bye(why)
         self.finish(why)
 
     def finish(self, why):
@@ -301,7 +345,7 @@ class OutsideCalls:
     def active(self):
         return [dict(c.record, state="answered" if c.answered_at else "ringing") for c in self.calls]
 
-    def _adopt(self, leg):
+    def adopt(self, leg):
         self.legs[leg.key] = leg
 
     # ------------------------------------------------------------ outbound
@@ -418,8 +462,8 @@ class OutsideCalls:
                 "answered_by": None, "trunk": trunk, "duration_s": 0, "outcome": "failed"}
 
     def _start(self, call):
-        self._adopt(call.caller)
-        self._adopt(call.callee)
+        call.adopt(call.caller)
+        call.adopt(call.callee)
         self.calls.add(call)
         call.callee.start()
         if call.direction == "inbound":
@@ -427,13 +471,11 @@ class OutsideCalls:
 
     def ended(self, call, now, why):
         self.calls.discard(call)
-        for leg in (call.caller, call.callee):
-            if leg is not None:
-                self.legs.pop(leg.key, None)
+        for leg in call.legs:
+            self.legs.pop(leg.key, None)
         self.trunks.release(call.trunk)
-        for leg in (call.caller, call.callee):
-            if leg is not None:
-                self.core.calls.ended(leg.call_id)
+        for leg in call.legs:
+            self.core.calls.ended(leg.call_id)
         record = call.record
         record["end"] = now
         if call.answered_at is not None:
@@ -450,9 +492,6 @@ class OutsideCalls:
                     duration_s=record["duration_s"], outcome=record["outcome"]))
             except Exception:
                 log.failure("call record of {call_id} not kept", call_id=call.caller.call_id)
-
-    def refer(self, call, leg, request, st):
-        st.respond(make_response(request, 501, "Not Implemented (transfer)"))
 
     def stop(self):
         for call in list(self.calls):

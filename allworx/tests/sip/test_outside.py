@@ -108,7 +108,8 @@ def provider_sdp(ip=FAR, port=4000):
     return offer(ip, port)
 
 
-class OutsideTests(unittest.TestCase):
+class OutsideHarness(unittest.TestCase):
+    """A SIP core with the B2BUA, fake trunks, relays and history; alice's phone registered."""
 
     def setUp(self):
         self.h = Harness(self.mktemp(), extra=TRUNK.format(pw=PW_HASH))
@@ -140,13 +141,27 @@ class OutsideTests(unittest.TestCase):
         self.h.receive(data, PROVIDER)
         return self.pump()
 
-    # ------------------------------------------------------------ outbound
-
     def dial_out(self, number="95557770001", phone=None):
         phone = phone or self.alice
         out = phone.send(phone.request("INVITE", "sip:%s@192.168.2.254" % number,
                                        ["Content-Type: application/sdp"], offer()))
         return out + self.pump()
+
+    def call_in(self, number="+15551230000", body=None):
+        lines = ["INVITE sip:%s@203.0.113.2 SIP/2.0" % number,
+                 "Via: SIP/2.0/UDP 198.51.100.20:5060;branch=z9hG4bKprov1",
+                 "Record-Route: <sip:198.51.100.20;lr>",
+                 "Max-Forwards: 69", 'From: "Carla Caller" <sip:+15557770001@sip.internet.example>;tag=c1',
+                 "To: <sip:%s@sip.internet.example>" % number, "Call-ID: in-1@provider",
+                 "CSeq: 7 INVITE", "Contact: <sip:+15557770001@198.51.100.31:5060>",
+                 "Content-Type: application/sdp"]
+        body = (body or provider_sdp()).encode()
+        data = ("\r\n".join(lines + ["Content-Length: %d" % len(body)]) + "\r\n\r\n").encode() + body
+        return self.from_provider(data)
+
+
+class OutsideTests(OutsideHarness):
+    """Calls in and out through the B2BUA."""
 
     def test_outbound_answers_the_challenge_and_bridges_media(self):
         out = self.dial_out()
@@ -232,18 +247,6 @@ class OutsideTests(unittest.TestCase):
         self.assertEqual([m.code for m, d in out if not m.is_request and m.code >= 200], [503])
 
     # ------------------------------------------------------------ inbound
-
-    def call_in(self, number="+15551230000", body=None):
-        lines = ["INVITE sip:%s@203.0.113.2 SIP/2.0" % number,
-                 "Via: SIP/2.0/UDP 198.51.100.20:5060;branch=z9hG4bKprov1",
-                 "Record-Route: <sip:198.51.100.20;lr>",
-                 "Max-Forwards: 69", 'From: "Carla Caller" <sip:+15557770001@sip.internet.example>;tag=c1',
-                 "To: <sip:%s@sip.internet.example>" % number, "Call-ID: in-1@provider",
-                 "CSeq: 7 INVITE", "Contact: <sip:+15557770001@198.51.100.31:5060>",
-                 "Content-Type: application/sdp"]
-        body = (body or provider_sdp()).encode()
-        data = ("\r\n".join(lines + ["Content-Length: %d" % len(body)]) + "\r\n\r\n").encode() + body
-        return self.from_provider(data)
 
     def test_inbound_rings_the_extension_and_bridges(self):
         out = self.call_in()
