@@ -23,6 +23,7 @@ import os
 
 from twisted.logger import Logger
 
+from allworx.guards import ClientRateLimit
 from allworx.protocols.sip.core import Destination
 from allworx.protocols.sip.dialplan import EMERGENCY, for_provider, from_provider
 from allworx.protocols.sip.history import CallEntry
@@ -34,6 +35,11 @@ from allworx.protocols.voice.sdp import SdpError, parse_offer, rewrite_sdp, sdp_
 log = Logger()
 
 MEDIA_TIMEOUT = 60.0      # seconds without RTP either way: the call is dead
+# Toll-fraud guard: outside calls one user may start, as a token bucket (a
+# burst of OUTBOUND_BURST, then one every 60/OUTBOUND_PER_MINUTE seconds).
+# Emergency numbers are never limited.
+OUTBOUND_PER_MINUTE = 6
+OUTBOUND_BURST = 10
 WATCH_EVERY = 10.0
 PASSED_CODES = (404, 480, 486, 503, 600, 603, 403, 484, 488)
 
@@ -307,6 +313,8 @@ class OutsideCalls:
         self.music = music or (lambda payload_type: None)
         self.legs = {}          # (call_id, our tag) -> leg
         self.calls = set()
+        self.outbound_limit = ClientRateLimit(clock, rate=OUTBOUND_PER_MINUTE / 60.0,
+                                              burst=OUTBOUND_BURST)
 
     @property
     def lan_host(self):
@@ -361,6 +369,11 @@ class OutsideCalls:
             log.info("call out by {user} to {number} refused: outside = no", user=user.name, number=number)
             return st.respond(make_response(request, 403, "Forbidden (no outside calls for this user)",
                                             to_tag=tag))
+        if not emergency and not self.outbound_limit.allow(user.name):
+            log.warn("call out by {user} to {number} refused: more than {n} outside calls a minute",
+                     user=user.name, number=number, n=OUTBOUND_PER_MINUTE)
+            return st.respond(make_response(request, 403, "Forbidden (too many outside calls; "
+                                            "wait a minute)", to_tag=tag))
         trunk = self.trunks.pick_outbound() if self.trunks is not None else None
         if trunk is None:
             return st.respond(make_response(request, 503, "No outside line free", to_tag=tag))

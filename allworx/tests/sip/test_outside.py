@@ -350,3 +350,23 @@ class OutsideTests(OutsideHarness):
                "Call-ID: in-1@provider\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n") % (contact, answer.to_tag)
         self.from_provider(bye.encode())
         self.assertEqual([e.outcome for e in self.history.entries], ["voicemail"])
+
+    def test_a_users_outside_calls_are_rate_limited_but_not_emergency(self):
+        from allworx.protocols.sip.outside import OUTBOUND_BURST
+        self.trunks.in_use = {}
+        codes = []
+        for _ in range(OUTBOUND_BURST + 1):
+            self.trunks.in_use = {}      # channels are not what this test counts
+            out = self.dial_out()
+            codes.append([m.code for m, d in out if not m.is_request and m.code >= 200])
+        self.assertEqual(codes[-1], [403])
+        self.assertTrue(all(c == [] for c in codes[:-1]), codes)
+        self.trunks.in_use = {}
+        out = self.dial_out("911")
+        self.assertEqual([m.uri for m, d in out if m.is_request and m.method == "INVITE"],
+                         ["sip:911@198.51.100.20"])
+        self.h.clock.advance(11)
+        self.h.take()                   # the refusal's retransmissions (never ACKed here)
+        self.trunks.in_use = {}
+        out = self.dial_out()
+        self.assertEqual([m.code for m, d in out if not m.is_request and m.code >= 200], [], out)
