@@ -162,6 +162,17 @@ class OutsideHarness(unittest.TestCase):
         return self.from_provider(data)
 
 
+    def answered_inbound(self):
+        """An outside call to +15551230000 answered by alice: the INVITE her phone got."""
+        out = self.call_in()
+        inv = [m for m, d in out if m.is_request and m.method == "INVITE"][0]
+        ok = make_response(inv, 200, to_tag="alice1", extra=[
+            ("Contact", "<sip:101@192.168.2.11:5060>"), ("Content-Type", "application/sdp")])
+        ok.body = offer().encode()
+        self.h.receive(ok.to_bytes(), ("192.168.2.11", 5060))
+        self.pump()
+        return inv
+
 class OutsideTests(OutsideHarness):
     """Calls in and out through the B2BUA."""
 
@@ -306,13 +317,7 @@ class OutsideTests(OutsideHarness):
         self.assertEqual([m.code for m, d in out], [403])
 
     def test_hold_plays_music_to_the_outside_caller(self):
-        out = self.call_in()
-        inv = [m for m, d in out if m.is_request and m.method == "INVITE"][0]
-        ok = make_response(inv, 200, to_tag="alice1", extra=[
-            ("Contact", "<sip:101@192.168.2.11:5060>"), ("Content-Type", "application/sdp")])
-        ok.body = offer().encode()
-        self.h.receive(ok.to_bytes(), ("192.168.2.11", 5060))
-        self.pump()
+        inv = self.answered_inbound()
         # Alice's phone holds: a re-INVITE (sendonly) inside its dialog with the server.
         ours = parse(inv.to_bytes()).from_tag
         contact = inv.get("Contact").strip("<>")

@@ -17,17 +17,6 @@ class TransferTests(OutsideHarness):
         self.assertEqual(self.bob.register().code, 200)
         self.h.take()
 
-    def answered_inbound(self):
-        """An outside call to +15551230000 answered by alice: (alice's INVITE as received, our 200)."""
-        out = self.call_in()
-        inv = [m for m, d in out if m.is_request and m.method == "INVITE"][0]
-        ok = make_response(inv, 200, to_tag="alice1", extra=[
-            ("Contact", "<sip:101@192.168.2.11:5060>"), ("Content-Type", "application/sdp")])
-        ok.body = offer().encode()
-        self.h.receive(ok.to_bytes(), ("192.168.2.11", 5060))
-        self.pump()
-        return inv
-
     def refer(self, inv, refer_to, cseq=2):
         """Alice REFERs inside her dialog with the server; what went out."""
         contact = inv.get("Contact").strip("<>")
