@@ -75,7 +75,7 @@ class Leg:
                     ("To", with_tag(self.remote_addr, self.remote_tag) if self.remote_tag
                      else self.remote_addr),
                     ("Call-ID", self.call_id), ("CSeq", "%d %s" % (self.cseq, method))]
-        if method in ("INVITE", "REFER", "UPDATE", "SUBSCRIBE"):
+        if method in ("INVITE", "REFER", "UPDATE", "SUBSCRIBE", "NOTIFY"):
             headers.append(("Contact", self.contact))
         headers += list(extra)
         if body:

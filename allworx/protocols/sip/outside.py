@@ -23,16 +23,23 @@ import os
 
 from twisted.logger import Logger
 
+from allworx.guards import ClientRateLimit
 from allworx.protocols.sip.core import Destination
 from allworx.protocols.sip.dialplan import EMERGENCY, for_provider, from_provider
 from allworx.protocols.sip.history import CallEntry
 from allworx.protocols.sip.legs import UacLeg, UasLeg, uri_user
 from allworx.protocols.sip.message import NameAddr, SipParseError, SipUri, make_response
+from allworx.protocols.sip.transfer import Transfer
 from allworx.protocols.voice.sdp import SdpError, parse_offer, rewrite_sdp, sdp_direction
 
 log = Logger()
 
 MEDIA_TIMEOUT = 60.0      # seconds without RTP either way: the call is dead
+# Toll-fraud guard: outside calls one user may start, as a token bucket (a
+# burst of OUTBOUND_BURST, then one every 60/OUTBOUND_PER_MINUTE seconds).
+# Emergency numbers are never limited.
+OUTBOUND_PER_MINUTE = 6
+OUTBOUND_BURST = 10
 WATCH_EVERY = 10.0
 PASSED_CODES = (404, 480, 486, 503, 600, 603, 403, 484, 488)
 
@@ -80,6 +87,8 @@ class OutsideCall:
         self.watchdog = None
         self.sdp_version = {}
         self.held = False
+        self.legs = []                      # every dialog of the call, old inside legs too
+        self.transfer = None                # the REFER being carried out (transfer.py)
 
     # ------------------------------------------------------------ addresses
 
@@ -169,7 +178,10 @@ class OutsideCall:
         self.finish("failed %d" % code)
 
     def leg_ended(self, leg, why):
-        if self.done:
+        if self.done or leg not in (self.inside, self.outside):
+            return      # a leg the call has let go (transferred away)
+        if leg is self.inside and self.transfer is not None:
+            self.transfer.referrer_ended()
             return
         if why == "cancelled" and self.answered_at is None:
             self.record["outcome"] = "missed"
@@ -206,7 +218,46 @@ class OutsideCall:
             other.send("INFO", request.body, request.get("Content-Type"))
 
     def leg_refer(self, leg, request, st):
-        self.b2b.refer(self, leg, request, st)
+        if leg is not self.inside or self.answered_at is None:
+            return st.respond(make_response(request, 403, "Forbidden (only the office side transfers)"))
+        if self.transfer is not None:
+            return st.respond(make_response(request, 491, "Request Pending"))
+        self.transfer = Transfer(self, leg, request)
+        self.transfer.start(st)
+
+    # ------------------------------------------------------------ transfer
+
+    def adopt(self, leg):
+        self.legs.append(leg)
+        self.b2b.adopt(leg)
+
+    def party(self):
+        """(number, name) of the outside party."""
+        if self.direction == "inbound":
+            return self.record["from"], self.record["from_name"] or self.record["from"]
+        return self.record["to"], self.record["to"]
+
+    def transferred(self, transfer, leg, response):
+        """The transfer's new leg answered: it becomes the inside leg."""
+        self.transfer = None
+        leg.owner = self
+        if self.callee is self.inside:
+            self.callee = leg
+        else:
+            self.caller = leg
+        self.inside = leg
+        self.learn(leg, leg.sdp or b"")
+        if self.held:
+            self.held = False
+            self.relay.resume("outside")
+        by = response.get("X-Allworx-Answered-By")
+        if by:
+            self.record["answered_by"] = by
+
+    def transfer_failed(self, transfer):
+        self.transfer = None
+        if transfer.referrer_gone:
+            self.hang_up("transfer failed")
 
     # ------------------------------------------------------------ life
 
@@ -223,9 +274,8 @@ class OutsideCall:
         self.watchdog = self.core.clock.callLater(WATCH_EVERY, self._watch)
 
     def hang_up(self, why):
-        for leg in (self.caller, self.callee):
-            if leg is not None:
-                leg.bye(why)
+        for leg in self.legs:
+            leg.bye(why)
         self.finish(why)
 
     def finish(self, why):
@@ -263,6 +313,8 @@ class OutsideCalls:
         self.music = music or (lambda payload_type: None)
         self.legs = {}          # (call_id, our tag) -> leg
         self.calls = set()
+        self.outbound_limit = ClientRateLimit(clock, rate=OUTBOUND_PER_MINUTE / 60.0,
+                                              burst=OUTBOUND_BURST)
 
     @property
     def lan_host(self):
@@ -301,7 +353,7 @@ class OutsideCalls:
     def active(self):
         return [dict(c.record, state="answered" if c.answered_at else "ringing") for c in self.calls]
 
-    def _adopt(self, leg):
+    def adopt(self, leg):
         self.legs[leg.key] = leg
 
     # ------------------------------------------------------------ outbound
@@ -317,6 +369,11 @@ class OutsideCalls:
             log.info("call out by {user} to {number} refused: outside = no", user=user.name, number=number)
             return st.respond(make_response(request, 403, "Forbidden (no outside calls for this user)",
                                             to_tag=tag))
+        if not emergency and not self.outbound_limit.allow(user.name):
+            log.warn("call out by {user} to {number} refused: more than {n} outside calls a minute",
+                     user=user.name, number=number, n=OUTBOUND_PER_MINUTE)
+            return st.respond(make_response(request, 403, "Forbidden (too many outside calls; "
+                                            "wait a minute)", to_tag=tag))
         trunk = self.trunks.pick_outbound() if self.trunks is not None else None
         if trunk is None:
             return st.respond(make_response(request, 503, "No outside line free", to_tag=tag))
@@ -418,8 +475,8 @@ class OutsideCalls:
                 "answered_by": None, "trunk": trunk, "duration_s": 0, "outcome": "failed"}
 
     def _start(self, call):
-        self._adopt(call.caller)
-        self._adopt(call.callee)
+        call.adopt(call.caller)
+        call.adopt(call.callee)
         self.calls.add(call)
         call.callee.start()
         if call.direction == "inbound":
@@ -427,13 +484,11 @@ class OutsideCalls:
 
     def ended(self, call, now, why):
         self.calls.discard(call)
-        for leg in (call.caller, call.callee):
-            if leg is not None:
-                self.legs.pop(leg.key, None)
+        for leg in call.legs:
+            self.legs.pop(leg.key, None)
         self.trunks.release(call.trunk)
-        for leg in (call.caller, call.callee):
-            if leg is not None:
-                self.core.calls.ended(leg.call_id)
+        for leg in call.legs:
+            self.core.calls.ended(leg.call_id)
         record = call.record
         record["end"] = now
         if call.answered_at is not None:
@@ -450,9 +505,6 @@ class OutsideCalls:
                     duration_s=record["duration_s"], outcome=record["outcome"]))
             except Exception:
                 log.failure("call record of {call_id} not kept", call_id=call.caller.call_id)
-
-    def refer(self, call, leg, request, st):
-        st.respond(make_response(request, 501, "Not Implemented (transfer)"))
 
     def stop(self):
         for call in list(self.calls):

@@ -330,6 +330,9 @@ class RelaySession:
         self._expect(self.legs["outside"], host, port)
 
     def _expect(self, leg, host, port):
+        if leg.expected is not None and leg.expected != (host, port):
+            # Another endpoint (a transferred call): latch afresh, at once.
+            leg.peer = None
         leg.expected = (host, port)
         leg.expected_private = is_private(host)
         self._routes_changed()

@@ -60,10 +60,11 @@ class OutsideCallLabTests(unittest.TestCase):
         self.addCleanup(self.server.stop)
         self.server.start()
         self.lab.run("server", ["ip", "addr", "add", SERVER_IP + "/24", "dev", "lan0"], check=False)
-        _, ext, ip, _ = PHONES["phone1"]
-        self.lab.run("phone1", ["ip", "addr", "add", ip + "/24", "dev", "eth0"], check=False)
-        self.lab.run("phone1", ["ip", "link", "set", "lo", "up"])
-        self.lab.run("phone1", ["ip", "route", "replace", "default", "via", SERVER_IP])
+        for host in ("phone1", "phone2"):
+            _, ext, ip, _ = PHONES[host]
+            self.lab.run(host, ["ip", "addr", "add", ip + "/24", "dev", "eth0"], check=False)
+            self.lab.run(host, ["ip", "link", "set", "lo", "up"])
+            self.lab.run(host, ["ip", "route", "replace", "default", "via", SERVER_IP])
 
     def context(self):
         return "--- server:\n%s\n%s%s" % (
@@ -82,11 +83,11 @@ class OutsideCallLabTests(unittest.TestCase):
         except (OSError, AssertionError):
             return None
 
-    def office_phone(self, freq):
-        name, ext, ip, password = PHONES["phone1"]
+    def office_phone(self, freq, host="phone1"):
+        name, ext, ip, password = PHONES[host]
         tone = os.path.join(self.work, "office-%d.wav" % freq)
         tone_wav(tone, freq, 30)
-        phone = Baresip(self.lab, "phone1", self.work, tone, SipAccount(ext, password, SERVER_IP, bind_ip=ip),
+        phone = Baresip(self.lab, host, self.work, tone, SipAccount(ext, password, SERVER_IP, bind_ip=ip),
                         name=name)
         self.addCleanup(phone.stop)
         self.phones.append(phone)
@@ -158,3 +159,36 @@ class OutsideCallLabTests(unittest.TestCase):
         self.assertEqual((inn["direction"], inn["from"], inn["to"], inn["answered_by"], inn["outcome"]),
                          ("inbound", OUTSIDE_PHONES["alice"], OFFICE_NUMBERS[0], "101", "answered"), calls)
         self.assertGreaterEqual(inn["duration_s"], 1)
+
+    def test_blind_transfer_of_an_outside_call(self):
+        self.wait_for(lambda: self.trunk_state() == "registered", 30, "the trunk registered at the provider")
+        alice = self.office_phone(440)
+        bob = self.office_phone(900, "phone2")
+        caller = self.outside("alice", 1200)
+        # The outside phone calls the office; alice (101) answers.
+        mark_a, mark_c = alice.mark(), caller.mark()
+        before_c, before_b = caller.recordings(), bob.recordings()
+        caller.command("dial", OFFICE_NUMBERS[0])
+        alice.wait_event("CALL_INCOMING", 15, mark_a)
+        alice.command("accept")
+        caller.wait_event("CALL_ESTABLISHED", 15, mark_c)
+        self.hears(caller, before_c, 440, "alice's tone at the outside caller")
+        # Alice transfers the caller to bob (102), blind: bob rings, answers,
+        # and the outside caller now hears bob.
+        mark_b = bob.mark()
+        alice.command("transfer", "sip:102@%s" % SERVER_IP)
+        bob.wait_event("CALL_INCOMING", 15, mark_b)
+        bob.command("accept")
+        bob.wait_event("CALL_ESTABLISHED", 15, mark_b)
+        self.hears(caller, before_c, 900, "bob's tone at the outside caller after the transfer")
+        self.hears(bob, before_b, 1200, "the outside caller's tone at bob")
+        alice.wait_event("CALL_CLOSED", 15, mark_a)
+        caller.command("hangup")
+        bob.wait_event("CALL_CLOSED", 15, mark_b)
+
+        def listed():
+            calls = [c for c in self.api("/calls")["calls"] if c["trunk"] == "provider"]
+            return calls or None
+        call = self.wait_for(listed, 10, "the transferred call in /api/v1/calls")[0]
+        self.assertEqual((call["direction"], call["answered_by"], call["outcome"]),
+                         ("inbound", "102", "answered"), call)

@@ -7,6 +7,8 @@ refusals, hold with music, and the call records they leave.
 import hashlib
 import ipaddress
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from allworx.protocols.sip.core import Destination
@@ -108,7 +110,8 @@ def provider_sdp(ip=FAR, port=4000):
     return offer(ip, port)
 
 
-class OutsideTests(unittest.TestCase):
+class OutsideHarness(unittest.TestCase):
+    """A SIP core with the B2BUA, fake trunks, relays and history; alice's phone registered."""
 
     def setUp(self):
         self.h = Harness(self.mktemp(), extra=TRUNK.format(pw=PW_HASH))
@@ -140,13 +143,38 @@ class OutsideTests(unittest.TestCase):
         self.h.receive(data, PROVIDER)
         return self.pump()
 
-    # ------------------------------------------------------------ outbound
-
     def dial_out(self, number="95557770001", phone=None):
         phone = phone or self.alice
         out = phone.send(phone.request("INVITE", "sip:%s@192.168.2.254" % number,
                                        ["Content-Type: application/sdp"], offer()))
         return out + self.pump()
+
+    def call_in(self, number="+15551230000", body=None):
+        lines = ["INVITE sip:%s@203.0.113.2 SIP/2.0" % number,
+                 "Via: SIP/2.0/UDP 198.51.100.20:5060;branch=z9hG4bKprov1",
+                 "Record-Route: <sip:198.51.100.20;lr>",
+                 "Max-Forwards: 69", 'From: "Carla Caller" <sip:+15557770001@sip.internet.example>;tag=c1',
+                 "To: <sip:%s@sip.internet.example>" % number, "Call-ID: in-1@provider",
+                 "CSeq: 7 INVITE", "Contact: <sip:+15557770001@198.51.100.31:5060>",
+                 "Content-Type: application/sdp"]
+        body = (body or provider_sdp()).encode()
+        data = ("\r\n".join(lines + ["Content-Length: %d" % len(body)]) + "\r\n\r\n").encode() + body
+        return self.from_provider(data)
+
+
+    def answered_inbound(self):
+        """An outside call to +15551230000 answered by alice: the INVITE her phone got."""
+        out = self.call_in()
+        inv = [m for m, d in out if m.is_request and m.method == "INVITE"][0]
+        ok = make_response(inv, 200, to_tag="alice1", extra=[
+            ("Contact", "<sip:101@192.168.2.11:5060>"), ("Content-Type", "application/sdp")])
+        ok.body = offer().encode()
+        self.h.receive(ok.to_bytes(), ("192.168.2.11", 5060))
+        self.pump()
+        return inv
+
+class OutsideTests(OutsideHarness):
+    """Calls in and out through the B2BUA."""
 
     def test_outbound_answers_the_challenge_and_bridges_media(self):
         out = self.dial_out()
@@ -233,18 +261,6 @@ class OutsideTests(unittest.TestCase):
 
     # ------------------------------------------------------------ inbound
 
-    def call_in(self, number="+15551230000", body=None):
-        lines = ["INVITE sip:%s@203.0.113.2 SIP/2.0" % number,
-                 "Via: SIP/2.0/UDP 198.51.100.20:5060;branch=z9hG4bKprov1",
-                 "Record-Route: <sip:198.51.100.20;lr>",
-                 "Max-Forwards: 69", 'From: "Carla Caller" <sip:+15557770001@sip.internet.example>;tag=c1',
-                 "To: <sip:%s@sip.internet.example>" % number, "Call-ID: in-1@provider",
-                 "CSeq: 7 INVITE", "Contact: <sip:+15557770001@198.51.100.31:5060>",
-                 "Content-Type: application/sdp"]
-        body = (body or provider_sdp()).encode()
-        data = ("\r\n".join(lines + ["Content-Length: %d" % len(body)]) + "\r\n\r\n").encode() + body
-        return self.from_provider(data)
-
     def test_inbound_rings_the_extension_and_bridges(self):
         out = self.call_in()
         to_provider = [m.code for m, d in out if not m.is_request and d.host == PROVIDER[0]]
@@ -301,13 +317,7 @@ class OutsideTests(unittest.TestCase):
         self.assertEqual([m.code for m, d in out], [403])
 
     def test_hold_plays_music_to_the_outside_caller(self):
-        out = self.call_in()
-        inv = [m for m, d in out if m.is_request and m.method == "INVITE"][0]
-        ok = make_response(inv, 200, to_tag="alice1", extra=[
-            ("Contact", "<sip:101@192.168.2.11:5060>"), ("Content-Type", "application/sdp")])
-        ok.body = offer().encode()
-        self.h.receive(ok.to_bytes(), ("192.168.2.11", 5060))
-        self.pump()
+        inv = self.answered_inbound()
         # Alice's phone holds: a re-INVITE (sendonly) inside its dialog with the server.
         ours = parse(inv.to_bytes()).from_tag
         contact = inv.get("Contact").strip("<>")
@@ -347,3 +357,68 @@ class OutsideTests(unittest.TestCase):
                "Call-ID: in-1@provider\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n") % (contact, answer.to_tag)
         self.from_provider(bye.encode())
         self.assertEqual([e.outcome for e in self.history.entries], ["voicemail"])
+
+    def test_a_users_outside_calls_are_rate_limited_but_not_emergency(self):
+        from allworx.protocols.sip.outside import OUTBOUND_BURST
+        self.trunks.in_use = {}
+        codes = []
+        for _ in range(OUTBOUND_BURST + 1):
+            self.trunks.in_use = {}      # channels are not what this test counts
+            out = self.dial_out()
+            codes.append([m.code for m, d in out if not m.is_request and m.code >= 200])
+        self.assertEqual(codes[-1], [403])
+        self.assertTrue(all(c == [] for c in codes[:-1]), codes)
+        self.trunks.in_use = {}
+        out = self.dial_out("911")
+        self.assertEqual([m.uri for m, d in out if m.is_request and m.method == "INVITE"],
+                         ["sip:911@198.51.100.20"])
+        self.h.clock.advance(11)
+        self.h.take()                   # the refusal's retransmissions (never ACKed here)
+        self.trunks.in_use = {}
+        out = self.dial_out()
+        self.assertEqual([m.code for m, d in out if not m.is_request and m.code >= 200], [], out)
+
+
+class ProviderFuzzTests(OutsideHarness):
+    """Whatever the provider sends, the core answers or drops it: nothing fails inside."""
+
+    @given(st.data())
+    @settings(max_examples=150, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    def test_mangled_invites_from_the_provider(self, data):
+        base = bytearray(self.invite_bytes())
+        for _ in range(data.draw(st.integers(1, 6))):
+            at = data.draw(st.integers(0, len(base) - 1))
+            action = data.draw(st.sampled_from(["flip", "cut", "dup"]))
+            if action == "flip":
+                base[at] = data.draw(st.integers(0, 255))
+            elif action == "cut":
+                del base[at:at + data.draw(st.integers(1, 40))]
+            else:
+                base[at:at] = base[at:at + data.draw(st.integers(1, 40))]
+            if not base:
+                break
+        before = _internal_errors()
+        self.h.receive(bytes(base), PROVIDER)
+        for _ in range(5):
+            self.h.clock.advance(0)
+        self.h.clock.advance(40)
+        # What went out is raw: a 400 echoes the sender's own bytes (see core.salvage_400).
+        self.h.sent = []
+        self.assertEqual(_internal_errors(), before)
+
+    def invite_bytes(self):
+        lines = ["INVITE sip:+15551230000@203.0.113.2 SIP/2.0",
+                 "Via: SIP/2.0/UDP 198.51.100.20:5060;branch=z9hG4bKfz",
+                 "Record-Route: <sip:198.51.100.20;lr>", "Max-Forwards: 69",
+                 'From: "Carla" <sip:+15557770001@sip.internet.example>;tag=c1',
+                 "To: <sip:+15551230000@sip.internet.example>", "Call-ID: fz@provider",
+                 "CSeq: 7 INVITE", "Contact: <sip:+15557770001@198.51.100.31:5060>",
+                 "Content-Type: application/sdp"]
+        body = provider_sdp().encode()
+        return ("\r\n".join(lines + ["Content-Length: %d" % len(body)]) + "\r\n\r\n").encode() + body
+
+
+def _internal_errors():
+    from allworx.protocols.sip.core import ERRORS
+    return ERRORS.labels("internal")._value.get()

@@ -134,6 +134,21 @@ class ServiceTests(unittest.TestCase):
         self.assertEqual(o.status["sip"].state, "disabled")
         svc.stopService()
 
+    def test_a_trunk_added_changed_and_removed_registers_live(self):
+        o, reactor, svc = self.start()
+        self.addCleanup(svc.stopService)
+        self.assertEqual(svc.trunks.status(), [])
+        o.put_record("trunk", "itsp", {"registrar": "198.51.100.20", "username": "office",
+                                       "secret": "s3cret", "numbers": "+15551230000"}, create=True)
+        [status] = svc.trunks.status()
+        self.assertEqual((status["name"], status["state"]), ("itsp", "registering"))
+        sent = [data for data, addr in reactor.udpPorts[5060].written if addr[0] == "198.51.100.20"]
+        self.assertTrue(sent and sent[0].startswith(b"REGISTER sip:198.51.100.20 SIP/2.0"), sent)
+        o.patch_record("trunk", "itsp", {"register": "no"})
+        self.assertEqual([t["state"] for t in svc.trunks.status()], ["not_registering"])
+        o.delete_record("trunk", "itsp")
+        self.assertEqual(svc.trunks.status(), [])
+
     def test_the_parts_are_attributes_of_the_service(self):
         o, reactor, svc = self.start()
         self.addCleanup(svc.stopService)
