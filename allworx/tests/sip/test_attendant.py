@@ -7,7 +7,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from allworx.protocols.sip.attendant import LET_GO, Attendant, sipfrag_code
-from allworx.protocols.sip.message import parse
+from allworx.protocols.sip.message import make_response, parse
 from allworx.protocols.sip.outside import OutsideCalls
 from allworx.protocols.voice import dtmf
 from allworx.protocols.voice.greeting import tone
@@ -301,7 +301,11 @@ class OutsideCallerTests(unittest.TestCase):
         self.h.core.attendant = Attendant(self.h.core, self.h.office, self.h.clock,
                                           defer_to_thread=lambda f, *a: defer.Deferred(),
                                           speak=lambda t, p: False)
+        self.bob = Phone(self.h, "102", "192.168.2.12")
+        self.assertEqual(self.bob.register().code, 200)
+        self.h.take()
         # What goes over the in-process transport, besides what goes on the wire.
+        self.wire = []
         self.local = []
         receive = self.h.core.receive
 
@@ -316,6 +320,7 @@ class OutsideCallerTests(unittest.TestCase):
         for _ in range(10):
             self.h.clock.advance(0)
             out += self.h.take()
+        self.wire += out
         return out
 
     def test_the_attendant_answers_and_refers_the_inside_leg(self):
@@ -340,6 +345,21 @@ class OutsideCallerTests(unittest.TestCase):
         [refer] = [parse(d) for d in self.local if d.startswith(b"REFER ")]
         self.assertEqual(refer.get("Refer-To"), "<sip:group-sales@192.168.2.254>")
         self.assertEqual(refer.call_id, invite.call_id)
-        # The B2BUA answered it (202 once it carries out transfers; until then a refusal).
-        answers = [parse(d) for d in self.local if d.startswith(b"SIP/2.0") and b" REFER" in d]
-        self.assertTrue(answers)
+        # The B2BUA accepts it and rings the group: Bob answers, its NOTIFY says 200,
+        # the attendant hangs up its leg.
+        answers = [parse(d).code for d in self.local if d.startswith(b"SIP/2.0") and b" REFER" in d]
+        self.assertEqual(answers, [202])
+        [ring] = [m for m, d in self.wire if m.is_request and m.method == "INVITE"
+                  and d.host == "192.168.2.12"]
+        ok = make_response(ring, 200, to_tag="bob1", extra=[
+            ("Contact", "<sip:102@192.168.2.12:5060>"), ("Content-Type", "application/sdp")])
+        ok.body = offer("192.168.2.12").encode()
+        del self.local[:]
+        self.h.receive(ok.to_bytes(), ("192.168.2.12", 5060))
+        self.pump()
+        frags = [parse(d).body for d in self.local if d.startswith(b"NOTIFY ")]
+        self.assertEqual(frags, [b"SIP/2.0 200 OK\r\n"])
+        # (The ACK is the B2BUA's to Bob's 200, through the router.)
+        self.assertEqual([d.split(b" ")[0] for d in self.local if not d.startswith(b"SIP/2.0")],
+                         [b"ACK", b"NOTIFY", b"BYE"])
+        self.assertEqual(self.h.core.ua.calls, {})
