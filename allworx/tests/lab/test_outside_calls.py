@@ -41,8 +41,21 @@ numbers = {numbers}
 
 [number {first}]
 to = 101
+
+[group team]
+number = 300
+members = 101 102
+
+[attendant main]
+number = 500
+greeting = Thank you for calling. For the team, press 2.
+key_2 = team
+timeout = 20
+
+[number {second}]
+to = main
 """.format(domain=PROVIDER_DOMAIN, user=TRUNK_USER, secret=TRUNK_SECRET,
-           numbers=" ".join(OFFICE_NUMBERS), first=OFFICE_NUMBERS[0])
+           numbers=" ".join(OFFICE_NUMBERS), first=OFFICE_NUMBERS[0], second=OFFICE_NUMBERS[1])
 
 
 class OutsideCallLabTests(unittest.TestCase):
@@ -192,3 +205,32 @@ class OutsideCallLabTests(unittest.TestCase):
         call = self.wait_for(listed, 10, "the transferred call in /api/v1/calls")[0]
         self.assertEqual((call["direction"], call["answered_by"], call["outcome"]),
                          ("inbound", "102", "answered"), call)
+
+    def test_the_attendant_sends_a_key_to_a_ring_group_and_a_member_answers(self):
+        self.wait_for(lambda: self.trunk_state() == "registered", 30, "the trunk registered at the provider")
+        alice = self.office_phone(440)
+        bob = self.office_phone(900, "phone2")
+        caller = self.outside("alice", 1200)
+        mark_a, mark_b, mark_c = alice.mark(), bob.mark(), caller.mark()
+        before_c, before_b = caller.recordings(), bob.recordings()
+        # The office's second number goes to the attendant, which answers.
+        caller.command("dial", OFFICE_NUMBERS[1])
+        caller.wait_event("CALL_ESTABLISHED", 15, mark_c)
+        # Key 2: the team rings (both phones); bob answers.
+        caller.dtmf("2")
+        alice.wait_event("CALL_INCOMING", 15, mark_a)
+        bob.wait_event("CALL_INCOMING", 15, mark_b)
+        bob.command("accept")
+        bob.wait_event("CALL_ESTABLISHED", 15, mark_b)
+        alice.wait_event("CALL_CLOSED", 15, mark_a)       # the other member stops ringing
+        self.hears(caller, before_c, 900, "bob's tone at the outside caller")
+        self.hears(bob, before_b, 1200, "the outside caller's tone at bob")
+        caller.command("hangup")
+        bob.wait_event("CALL_CLOSED", 15, mark_b)
+
+        def listed():
+            calls = [c for c in self.api("/calls")["calls"] if c["trunk"] == "provider"]
+            return calls or None
+        call = self.wait_for(listed, 10, "the call in /api/v1/calls")[0]
+        self.assertEqual((call["direction"], call["to"], call["answered_by"], call["outcome"]),
+                         ("inbound", OFFICE_NUMBERS[1], "102", "answered"), call)
