@@ -206,6 +206,20 @@ class WanOpenTests(Base):
         self.assertIn(b"m=audio 30000 ", resp.body)
         self.assertEqual(relay.expected["outside"], (PRIVATE, 7078))
 
+    def test_an_outside_call_to_a_remote_phone_is_anchored_again(self):
+        # The B2BUA's inside leg (LOCAL) names its relay's LAN side: the router's
+        # relay joins it to the remote phone.
+        self.assertEqual(self.remote.register().code, 200)
+        b2b = Phone(self.h, "+15557770001", "127.0.0.1")
+        self.h.receive(b2b.request("INVITE", "sip:101@example.com", ["Content-Type: application/sdp"],
+                                   offer(LAN_IP, 30010)), ("127.0.0.1", 5060), "LOCAL")
+        self.h.clock.advance(0)
+        [(invite, dest)] = [(m, d) for m, d in self.h.take() if m.is_request]
+        [relay] = self.relays
+        self.assertEqual((dest.host, dest.port), (REMOTE, 41000))
+        self.assertIn(b"c=IN IP4 %s" % WAN_IP.encode(), invite.body)
+        self.assertEqual(relay.expected, {"inside": (LAN_IP, 30010)})
+
     def test_calls_between_lan_phones_keep_their_media(self):
         alice = Phone(self.h, "101", "192.168.2.11")
         for phone in (alice, self.bob):
