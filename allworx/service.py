@@ -63,7 +63,8 @@ def build_children(office, reactor=None, logins=None):
     dns = DnsService(office, leases=dhcp.leases)
     ntp = NtpService(office)
     mail = MailService(office, throttle=logins)
-    sip = SipService(office, mail_store=mail.store, throttle=logins)
+    sip = SipService(office, mail_store=mail.store, throttle=logins,
+                     tls_options=lambda: mail.tls_options)   # the server's one certificate
     ldap = LdapService(office, throttle=logins)
     web = WebService(office, Views(
         leases=dhcp.leases, rogues=dhcp.rogues, connections=firewall.connections,

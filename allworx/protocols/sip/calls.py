@@ -34,6 +34,7 @@ from allworx.protocols.sip.core import FORK_BRANCH, LOCAL, Destination
 from allworx.protocols.sip.dialplan import classify
 from allworx.protocols.sip.history import CallEntry
 from allworx.protocols.sip.message import NameAddr, Request, SipParseError, SipUri, make_response
+from allworx.protocols.sip.nat import MediaAnchors, fix_contact, record_route
 
 log = Logger()
 
@@ -106,8 +107,12 @@ class ForkedCall:
         self.caller_gone = False
         self.timer = None
         st.on_cancel = self.caller_cancelled
-        for b in bindings:
-            dest = self.router.destination(b)
+        media = router.media
+        dests = [self.router.destination(b) for b in bindings]
+        if any(media.crosses(source, d) for d in dests):
+            # Between the LAN and a remote phone: the media goes through a relay.
+            media.open(request.call_id)
+        for b, dest in zip(bindings, dests):
             self.branches.append(Branch(b, self._copy_for(b, dest), dest))
 
     def _copy_for(self, binding, dest):
@@ -115,10 +120,26 @@ class ForkedCall:
         copy = Request(list(req.headers), req.body, method=req.method, uri=binding.contact)
         copy.set("Max-Forwards", str(int(req.get("Max-Forwards", "70")) - 1))
         copy.remove("Route")
-        copy.add("Record-Route", "<sip:%s:%d;lr>" % (self.core.local_host(dest.host), self.core.port),
-                 first=True)
+        media = self.router.media
+        if media.crosses(self.source, dest):
+            # One entry for each side (RFC 5658): each phone reaches us at
+            # the address of its own side; the remote phone's Contact names
+            # where its packets come from.
+            copy.add("Record-Route", record_route(self.core, self.source), first=True)
+            copy.add("Record-Route", record_route(self.core, dest), first=True)
+            if media.side(self.source) == "outside":
+                fix_contact(copy, self.source)
+            media.anchor(copy, self.source, dest)
+        else:
+            copy.add("Record-Route", "<sip:%s:%d;lr>" % (self.core.local_host(dest.host),
+                                                         self.core.port), first=True)
         copy.add("Via", self.core.via_for(dest, FORK_BRANCH + os.urandom(8).hex()), first=True)
         return copy
+
+    def _passing(self, branch, response):
+        """A phone's 1xx/2xx on its way to the caller: the Contact and SDP of a remote phone's."""
+        self.router.media.passing(response, branch.dest, self.source)
+        return response
 
     def start(self, timeout):
         for branch in self.branches:
@@ -139,7 +160,7 @@ class ForkedCall:
             if branch.cancelled:
                 self._send_cancel(branch)
             elif code > 100 and not self.done:
-                self.st.respond(self._relay(response))
+                self.st.respond(self._passing(branch, self._relay(response)))
             return
         if code < 300:
             branch.final = code
@@ -150,7 +171,9 @@ class ForkedCall:
                 self.cancel_others(branch)
                 self.router.answered(self.request.call_id, branch.binding.extension or branch.binding.user)
                 CALLS.labels("answered").inc()
-                response = self._relay(response)
+                if not self.router.media.crosses(branch.dest, self.source):
+                    self.router.media.close(self.request.call_id)   # answered on the caller's side
+                response = self._passing(branch, self._relay(response))
                 if self.source.transport == LOCAL:
                     # For the B2BUA's call record: which extension took the outside call.
                     response.set("X-Allworx-Answered-By", branch.binding.extension or branch.binding.user)
@@ -253,6 +276,9 @@ class CallRouter:
         self.mail_store = mail_store
         self.calls = {}            # call_id -> CallRecord
         self.history = None        # ICallHistory: internal calls are kept there when they end
+        # The relays of calls between the LAN and remote phones; the service
+        # sets `media.factory` (it makes RelaySessions).
+        self.media = MediaAnchors(office)
 
     @property
     def takes_messages(self):
@@ -286,7 +312,16 @@ class CallRouter:
         if record is not None:
             record.outcome = outcome
 
+    def knows(self, call_id):
+        """True while a call of that Call-ID rings or runs through this router."""
+        return call_id in self.calls or call_id in self.media.relays
+
+    def crossing(self, message, source, to):
+        """A message the core passes on in a dialog between phones (from `source` to `to`)."""
+        self.media.passing(message, source, to)
+
     def ended(self, call_id):
+        self.media.close(call_id)
         record = self.calls.pop(call_id, None)
         if record is None:
             return
@@ -424,6 +459,7 @@ class CallRouter:
     def unanswered(self, call, why, codes):
         """Nobody took `call` (a ForkedCall): the next member, a fallback, forwarding or voicemail."""
         request, st, source = call.request, call.st, call.source
+        self.media.close(request.call_id)
         group = call.group
         if group is not None:
             if group.strategy == "hunt":

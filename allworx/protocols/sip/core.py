@@ -161,11 +161,15 @@ class SipCore:
                 return str(self.office.wan_ip)
         return str(self.office.config.lan_ip)
 
+    def port_for(self, transport):
+        """Our port for a transport: `[sip] tls_port` for TLS, else `[sip] port`."""
+        return self.office.config.sip.tls_port if transport.upper() == "TLS" else self.port
+
     def is_us(self, host, port):
         ours = {str(self.office.config.lan_ip), "127.0.0.1", "localhost"}
         if self.office.wan_ip is not None:
             ours.add(str(self.office.wan_ip))
-        return host in ours and (port or 5060) == self.port
+        return host in ours and (port or 5060) in (self.port, self.office.config.sip.tls_port)
 
     def new_branch(self):
         return BRANCH_MAGIC + os.urandom(8).hex()
@@ -175,7 +179,8 @@ class SipCore:
 
     def via_for(self, dest, branch=None):
         return "SIP/2.0/%s %s:%d;branch=%s;rport" % (
-            dest.transport, self.local_host(dest.host), self.port, branch or self.new_branch())
+            dest.transport, self.local_host(dest.host), self.port_for(dest.transport),
+            branch or self.new_branch())
 
     # ------------------------------------------------------------ sending
 
@@ -311,7 +316,10 @@ class SipCore:
             # A response to a request relayed statelessly (in-dialog), or a
             # retransmitted 2xx of a forked INVITE: back along the Vias.
             response.pop_first("Via")
-            self.send(response, self._via_destination(response.top_via))
+            to = self._via_destination(response.top_via)
+            if self.calls is not None:
+                self.calls.crossing(response, dest, to)
+            self.send(response, to)
             if response.cseq[1] == "BYE" and self.calls is not None:
                 self.calls.ended(response.call_id)
 
@@ -337,9 +345,11 @@ class SipCore:
         if method != request.method:
             return self.reply(request, make_response(request, 405), dest)
         trunk = None
-        if not self.office.is_lan_peer(dest.host):
+        remote = dest.transport != LOCAL and not self.office.is_lan_peer(dest.host)
+        if remote:
             trunk = self.outside.provider_of(dest.host) if self.outside is not None else None
-        if trunk is None and not self.office.is_lan_peer(dest.host):
+            remote = trunk is None      # a sender beyond the LAN that is no provider
+        if remote and not self.office.config.sip.wan:
             ERRORS.labels("wan").inc()
             log.warn("SIP {method} from the WAN ({peer}) refused", method=method,
                      peer="%s:%d" % (dest.host, dest.port))
@@ -376,6 +386,13 @@ class SipCore:
         self._route_pop(request)
         if method == "ACK" and (request.to_tag or "").startswith(CHALLENGE_TAG):
             return          # the ACK of a stateless challenge or refusal: nothing to do
+        if remote and method != "REGISTER":
+            # [sip] wan = yes: beyond the LAN, only a registered phone's own
+            # address or digest credentials get further, whatever is asked.
+            return self._admit(request, dest, method, self._after_admission)
+        self._after_admission(request, dest, method, trunk)
+
+    def _after_admission(self, request, dest, method, trunk=None):
         if request.to_tag:
             return self._in_dialog(request, dest)
         if method == "ACK":
@@ -385,26 +402,44 @@ class SipCore:
             return self.reply(request, make_response(request, 482), dest)
         if trunk is not None:
             return self._new_request(request, dest, method, trunk)
-        if method == "INVITE" and self.registrar is not None and dest.transport != LOCAL:
+        if method == "INVITE" and self.registrar is not None and dest.transport != LOCAL \
+                and not request.authenticated:
             # Before anything looks at the number: every stranger gets the same answer.
-            key = self._st_key(request, "INVITE")
-            if key in self.admitting:
-                return      # retransmitted while its login waits out the throttle's delay
-            verdict = self.registrar.admit_call(request, (dest.host, dest.port), dest.transport)
-            if isinstance(verdict, defer.Deferred):
-                self.admitting.add(key)
-
-                def decided(answer):
-                    self.admitting.discard(key)
-                    if answer is None:
-                        self._new_request(request, dest, method)
-                    else:
-                        self.reply(request, answer, dest)
-                verdict.addCallback(decided)
-                return
-            if verdict is not None:
-                return self.reply(request, verdict, dest)
+            return self._admit(request, dest, method, self._new_request)
         self._new_request(request, dest, method)
+
+    def _admit(self, request, dest, method, then):
+        """
+        `then(request, dest, method)` once `Registrar.admit_call` admits the
+        sender, else its stateless answer (a 407 challenge or a 403; nothing
+        for an ACK, which cannot be answered).
+        """
+        if self.registrar is None:
+            return
+        key = self._st_key(request, "INVITE" if method == "ACK" else method)
+        if key in self.admitting:
+            return      # retransmitted while its login waits out the throttle's delay
+        verdict = self.registrar.admit_call(request, (dest.host, dest.port), dest.transport)
+        if isinstance(verdict, defer.Deferred):
+            self.admitting.add(key)
+
+            def decided(answer):
+                self.admitting.discard(key)
+                self._admitted(request, dest, method, then, answer)
+            verdict.addCallback(decided)
+            return
+        self._admitted(request, dest, method, then, verdict)
+
+    def _admitted(self, request, dest, method, then, answer):
+        if answer is None:
+            return then(request, dest, method)
+        if method == "ACK":
+            if self.calls is not None and self.calls.knows(request.call_id):
+                # The ACK of a call a WAN caller's credentials opened: ACKs carry none.
+                request.authenticated = True
+                return then(request, dest, method)
+            return
+        self.reply(request, answer, dest)
 
     def _new_request(self, request, dest, method, trunk=None):
         """A new request outside any dialog, its sender admitted: open its transaction and act."""
@@ -459,6 +494,9 @@ class SipCore:
             return
         if self.is_us(uri.host, uri.port):
             request.pop_first("Route")
+            # A call between the LAN and the WAN record-routed us twice (one
+            # entry for each side): both are ours.
+            self._route_pop(request)
 
     def _in_dialog(self, request, dest):
         if self.outside is not None and self.outside.owns(request):
@@ -470,7 +508,8 @@ class SipCore:
         if self.mwi is not None and self.mwi.owns(request):
             st = self.server_transaction(request, dest)
             return self.mwi.subscribe(request, st, dest)
-        if dest.transport != LOCAL and not self.office.is_lan_peer(dest.host):
+        if dest.transport != LOCAL and not self.office.is_lan_peer(dest.host) \
+                and not request.authenticated:
             # From a provider, inside no dialog of ours: never relayed on.
             if request.method != "ACK":
                 self.reply(request, make_response(request, 481), dest)
@@ -503,6 +542,8 @@ class SipCore:
             branch = RELAY_BRANCH + hashlib.sha1(
                 (request.top_via.branch + "INVITE" + request.uri).encode()).hexdigest()[:16]
         request.add("Via", self.via_for(to, branch), first=True)
+        if self.calls is not None:
+            self.calls.crossing(request, dest, to)
         self.send(request, to)
         if request.method == "BYE" and self.calls is not None:
             self.calls.ended(request.call_id)

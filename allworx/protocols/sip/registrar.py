@@ -459,8 +459,8 @@ class Registrar:
             return None
         if status == "fail":
             self.throttle.failed(source[0], who)
-            log.info("SIP INVITE from {source} refused: {reason}", source="%s:%d" % source,
-                     reason=value)
+            log.info("SIP {method} from {source} refused: {reason}", method=request.method,
+                     source="%s:%d" % source, reason=value)
             refused = make_response(request, 403, to_tag=tag)
             # With a user named, the throttle held the attempt already.
             return refused if who is not None else self._slow(source[0], refused)

@@ -1,19 +1,31 @@
 # -*- test-case-name: allworx.tests.sip.test_service -*-
 """
-The "sip" child: SIP over UDP and TCP on `[sip] port`, LAN side only.
+The "sip" child: SIP over UDP and TCP on `[sip] port` and TLS on `[sip]
+tls_port` (LAN side only unless `[sip] wan = yes`).
 
 `build_core` assembles the parts around the `SipCore` (core.py): the
 registrar, the call router (calls.py), the voicemail user agent (ua.py) and
 message waiting (mwi.py), the last three given the mail store they deliver
 to and read from. Sockets stay thin: `SipDatagram` and `SipStream` only
-frame bytes. `SipService` listens on the port, follows the office live
-(re-binding only when the port or the switch changes) and hands
-`MailboxChanged` to message waiting.
+frame bytes (RFC 5626 keep-alives: a CRLF CRLF ping on a stream is
+answered with a CRLF pong). `SipService` listens on the ports, follows the
+office live (re-binding only when a port or the switch changes), hands
+`MailboxChanged` to message waiting, and opens the connections a message
+over TCP or TLS needs when none is up (to a provider, or a phone on the LAN):
+one per peer, made again on demand, read by the same `SipStream`.
+
+TLS listens always (LAN phones may use it too); the firewall opens
+`tls_port` to the WAN only with `[sip] wan = yes`, and the core refuses
+what comes from the WAN otherwise. The certificate is the server's own
+(`data_dir/tls/mail.pem`, the one STARTTLS and POP3S present), handed in as
+`tls_options` by the wiring; without one, TLS does not listen. A trunk over
+TLS checks the provider's certificate against the system's trust store and
+its registrar's (or outbound proxy's) name.
 """
 
 import os
 
-from twisted.internet import defer, error, protocol
+from twisted.internet import defer, error, protocol, ssl
 from twisted.logger import Logger
 
 from allworx.guards import PeerLimit
@@ -24,6 +36,7 @@ from allworx.protocols.sip.core import ERRORS, Destination, SipCore
 from allworx.protocols.sip.history import CallHistory
 from allworx.protocols.sip.message import MAX_MESSAGE, header_end
 from allworx.protocols.sip.mwi import MessageWaiting
+from allworx.protocols.sip.nat import KeepAlive
 from allworx.protocols.sip.outside import OutsideCalls
 from allworx.protocols.sip.registrar import Registrar
 from allworx.protocols.sip.trunk import TrunkManager
@@ -49,8 +62,13 @@ class SipDatagram(protocol.DatagramProtocol):
         self.core.receive(data, Destination("UDP", addr[0], addr[1]))
 
 
+PING, PONG = b"\r\n\r\n", b"\r\n"     # RFC 5626 section 3.5.1
+
+
 class SipStream(protocol.Protocol):
-    """TCP: messages framed by the blank line and Content-Length."""
+    """TCP or TLS (the factory's `transport`): messages framed by the blank line and Content-Length."""
+
+    admitted_host = None        # the host counted in the factory's PeerLimit (accepted connections)
 
     def __init__(self, core, factory):
         self.core = core
@@ -61,15 +79,33 @@ class SipStream(protocol.Protocol):
         peer = self.transport.getPeer()
         self.peer = (peer.host, peer.port)
         self.factory.connections[self.peer] = self
+        for data in self.factory.take_pending():
+            self.transport.write(data)
 
     def connectionLost(self, reason):
-        self.factory.connections.pop(self.peer, None)
-        self.factory.peers.release(self.admitted_host)
+        if self.factory.connections.get(self.peer) is self:
+            del self.factory.connections[self.peer]
+        if self.admitted_host is not None:
+            self.factory.peers.release(self.admitted_host)
+
+    def _keep_alives(self):
+        """Take the CRLFs before a message: a ping is answered; False while one may be half here."""
+        while self.buffer[:2] == PONG:
+            if self.buffer[:4] == PING:
+                self.transport.write(PONG)
+                self.buffer = self.buffer[4:]
+            elif PING.startswith(self.buffer):
+                return False
+            else:
+                self.buffer = self.buffer[2:]
+        self.buffer = self.buffer.lstrip(b"\r\n")
+        return True
 
     def dataReceived(self, data):
         self.buffer += data
         while True:
-            self.buffer = self.buffer.lstrip(b"\r\n")
+            if not self._keep_alives():
+                return
             end = header_end(self.buffer)
             if end < 0:
                 if len(self.buffer) > MAX_MESSAGE:
@@ -93,11 +129,13 @@ class SipStream(protocol.Protocol):
             if len(self.buffer) < end + length:
                 return
             message, self.buffer = self.buffer[:end + length], self.buffer[end + length:]
-            self.core.receive(message, Destination("TCP", self.peer[0], self.peer[1], self))
+            self.core.receive(message, Destination(self.factory.transport, self.peer[0],
+                                                   self.peer[1], self))
 
 
 MAX_CONNECTIONS = 1000
 MAX_CONNECTIONS_PER_HOST = 16
+CONNECT_TIMEOUT = 10
 
 
 class SipStreamFactory(protocol.ServerFactory):
@@ -108,11 +146,15 @@ class SipStreamFactory(protocol.ServerFactory):
     a request).
     """
 
-    def __init__(self, core, peer_limit=None):
+    def __init__(self, core, peer_limit=None, transport="TCP"):
         self.core = core
+        self.transport = transport
         self.connections = {}
         self.peers = peer_limit if peer_limit is not None else PeerLimit(
             MAX_CONNECTIONS_PER_HOST, cap=MAX_CONNECTIONS)
+
+    def take_pending(self):
+        return ()
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", None)
@@ -128,6 +170,41 @@ class SipStreamFactory(protocol.ServerFactory):
         return stream
 
 
+MAX_PENDING = 32        # messages kept for a connection being made
+
+
+class SipClientFactory(protocol.ClientFactory):
+    """
+    One connection we open to `dest`: it joins the connections of the
+    listening factory of its transport (`server`), so answers and later
+    messages use it; what waits for it is sent when it is up, or dropped
+    when it cannot be made.
+    """
+
+    def __init__(self, core, server, dest, done):
+        self.core = core
+        self.transport = server.transport
+        self.connections = server.connections
+        self.dest = dest
+        self.done = done            # called once the attempt is over, either way
+        self.pending = []
+
+    def buildProtocol(self, addr):
+        self.done(self)
+        return SipStream(self.core, self)
+
+    def take_pending(self):
+        pending, self.pending = self.pending, []
+        return pending
+
+    def clientConnectionFailed(self, connector, reason):
+        self.done(self)
+        log.info("SIP over {transport} to {peer}: no connection ({why}); {n} message(s) dropped",
+                 transport=self.transport, peer="%s:%d" % (self.dest.host, self.dest.port),
+                 why=reason.getErrorMessage(), n=len(self.pending))
+        self.pending = []
+
+
 # ---------------------------------------------------------------- the service
 
 class SipService(ListeningService):
@@ -138,7 +215,7 @@ class SipService(ListeningService):
     next call on without touching the sockets.
     """
 
-    def __init__(self, office, mail_store, reactor=None, throttle=None):
+    def __init__(self, office, mail_store, reactor=None, throttle=None, tls_options=None):
         if reactor is None:
             from twisted.internet import reactor
         ListeningService.__init__(self, "sip", office)
@@ -155,25 +232,74 @@ class SipService(ListeningService):
             self.core, office, reactor, self.trunks, self._relay_session, self.call_history,
             music=lambda pt: MusicSource(pt, self.voicemail.voicemail_dir))
         self.core.calls.history = self.call_history
+        self.core.calls.media.factory = self._relay_session
         self.udp = None
+        self.tls_options = tls_options or (lambda: None)
         self.tcp_factory = SipStreamFactory(self.core)
-        self.core.connections_get = lambda host, port: self.tcp_factory.connections.get((host, port))
+        self.tls_factory = SipStreamFactory(self.core, self.tcp_factory.peers, transport="TLS")
+        self.streams = {"TCP": self.tcp_factory, "TLS": self.tls_factory}
+        self.connecting = {}        # (transport, host, port) -> SipClientFactory
+        self.core.connections_get = self._connection
         self.core.send_raw = self._send_raw
         self.follow(MailboxChanged, self.core.mwi.mailbox_changed)
 
+    def _connection(self, host, port):
+        """A TCP or TLS connection with that peer, if one is up."""
+        return (self.tcp_factory.connections.get((host, port))
+                or self.tls_factory.connections.get((host, port)))
+
     def _send_raw(self, data, dest):
-        if dest.transport == "TCP":
-            conn = dest.conn or self.tcp_factory.connections.get((dest.host, dest.port))
+        factory = self.streams.get(dest.transport)
+        if factory is not None:
+            conn = dest.conn or factory.connections.get((dest.host, dest.port))
             if conn is not None and conn.transport is not None:
                 conn.transport.write(data)
             else:
-                log.debug("no TCP connection to {peer}; message dropped", peer="%s:%d" % (dest.host, dest.port))
+                self._connect(dest, data)
             return
         if self.udp is not None and self.udp in self.ports:
             try:
                 self.udp.write(data, (dest.host, dest.port))
             except OSError as e:
                 log.debug("SIP send to {peer} failed: {error}", peer="%s:%d" % (dest.host, dest.port), error=str(e))
+
+    def _connect(self, dest, data):
+        """Open a connection to `dest` for `data` (a provider, or a LAN phone; TLS to providers only)."""
+        key = (dest.transport, dest.host, dest.port)
+        pending = self.connecting.get(key)
+        if pending is not None:
+            if len(pending.pending) < MAX_PENDING:
+                pending.pending.append(data)
+            return
+        trunk = self.trunks.is_provider(dest.host)
+        lan = self.office.is_lan_peer(dest.host)
+        options = None
+        if dest.transport == "TLS" and trunk is not None:
+            options = self._client_tls(trunk, dest.host)
+        if (trunk is None and not lan) or (dest.transport == "TLS" and options is None):
+            log.debug("no {transport} connection to {peer}; message dropped",
+                      transport=dest.transport, peer="%s:%d" % (dest.host, dest.port))
+            return
+        factory = SipClientFactory(self.core, self.streams[dest.transport], dest,
+                                   lambda f: self.connecting.pop(key, None))
+        factory.pending.append(data)
+        self.connecting[key] = factory
+        log.info("SIP: connecting over {transport} to {peer}", transport=dest.transport,
+                 peer="%s:%d" % (dest.host, dest.port))
+        if dest.transport == "TLS":
+            self.reactor.connectSSL(dest.host, dest.port, factory, options, timeout=CONNECT_TIMEOUT)
+        else:
+            self.reactor.connectTCP(dest.host, dest.port, factory, timeout=CONNECT_TIMEOUT)
+
+    def _client_tls(self, trunk, host):
+        """TLS options checking a provider's certificate for its configured name, or None."""
+        name = (trunk.outbound_proxy or trunk.registrar)[0]
+        try:
+            return ssl.optionsForClientTLS(name)
+        except Exception as e:
+            log.warn("trunk {trunk}: no TLS to {host} ({error})", trunk=trunk.name, host=host,
+                     error=str(e))
+            return None
 
     def _relay_session(self):
         """An RTP relay session for an outside call (LAN side, WAN side), or None without ports."""
@@ -192,8 +318,8 @@ class SipService(ListeningService):
         return None if config.sip.enabled else "phones disabled in [sip]"
 
     def bound_settings(self, config):
-        """Only the switch and the port decide what listens."""
-        return (config.sip.enabled, config.sip.port)
+        """Only the switch and the ports decide what listens."""
+        return (config.sip.enabled, config.sip.port, config.sip.tls_port)
 
     def build_listeners(self, config):
         port = config.sip.port
@@ -202,8 +328,16 @@ class SipService(ListeningService):
         def udp():
             self.udp = self.reactor.listenUDP(port, proto)
             return self.udp
-        return [("udp %d" % port, port, udp),
-                ("tcp %d" % port, port, lambda: self.reactor.listenTCP(port, self.tcp_factory))]
+        listeners = [("udp %d" % port, port, udp),
+                     ("tcp %d" % port, port, lambda: self.reactor.listenTCP(port, self.tcp_factory))]
+        options = self.tls_options()
+        if options is None:
+            log.warn("SIP: no certificate, so no TLS on port {port}", port=config.sip.tls_port)
+        else:
+            tls_port = config.sip.tls_port
+            listeners.append(("tls %d" % tls_port, tls_port, lambda: self.reactor.listenSSL(
+                tls_port, self.tls_factory, options)))
+        return listeners
 
     def config_changed(self, event):
         # The other [sip] settings need nothing here: the parts read them
@@ -223,6 +357,7 @@ class SipService(ListeningService):
 
     def stopService(self):
         self.voicemail.stop()
+        self.core.keepalive.stop()
         self.core.outside.stop()
         unregistered = defer.maybeDeferred(self.trunks.stop)
 
@@ -252,4 +387,5 @@ def build_core(office, clock, mail_store, listen_udp=None, throttle=None):
     core.attendant = Attendant(core, office, clock)
     core.registrar.calls = core.calls
     core.mwi = MessageWaiting(core, office, clock, mail_store)
+    core.keepalive = KeepAlive(core, core.registrar, clock)
     return core

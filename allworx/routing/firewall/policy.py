@@ -132,6 +132,8 @@ def lan_only_ports(config):
     if not config.pop3.wan:
         ports[("tcp", config.pop3.port)] = "POP3 (LAN only unless [pop3] wan)"
         ports[("tcp", config.pop3.pop3s_port)] = "POP3S (LAN only unless [pop3] wan)"
+    if not config.sip.wan:
+        ports[("tcp", config.sip.tls_port)] = "SIP over TLS (LAN only unless [sip] wan)"
     return ports
 
 
@@ -149,6 +151,8 @@ def public_ports(config):
     if config.pop3.wan:
         ports[("tcp", config.pop3.port)] = "POP3"
         ports[("tcp", config.pop3.pop3s_port)] = "POP3S"
+    if config.sip.wan:
+        ports[("tcp", config.sip.tls_port)] = "SIP over TLS (remote phones)"
     return ports
 
 

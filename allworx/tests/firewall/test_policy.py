@@ -159,6 +159,16 @@ class VerdictTableTests(unittest.TestCase):
         self.assertEqual(P.verdict(policy, flow("tcp", NET, 1, WAN_IP, 110, P.WAN)),
                          (P.ACCEPT, "POP3"))
 
+    def test_sip_tls_on_the_wan_only_for_remote_phones(self):
+        # [sip] tls_port is LAN-only unless [sip] wan = yes lets phones register from the internet.
+        policy = P.FlowPolicy.build(make_config())
+        self.assertEqual(P.verdict(policy, flow("tcp", NET, 1, WAN_IP, 5061, P.WAN)),
+                         (P.DROP, "SIP over TLS (LAN only unless [sip] wan) is LAN-only"))
+        config = parse_config(with_sections("[sip]\nwan = yes\n"))
+        self.assertEqual(P.verdict(P.FlowPolicy.build(config),
+                                   flow("tcp", NET, 1, WAN_IP, 5061, P.WAN)),
+                         (P.ACCEPT, "SIP over TLS (remote phones)"))
+
     def test_ports_follow_the_config(self):
         config = parse_config(with_sections("[ldap]\nport = 1389\n"))
         policy = P.FlowPolicy.build(config)
