@@ -24,7 +24,7 @@ import os
 from twisted.logger import Logger
 
 from allworx.guards import ClientRateLimit
-from allworx.protocols.sip.core import Destination
+from allworx.protocols.sip.core import LOCAL, Destination
 from allworx.protocols.sip.dialplan import EMERGENCY, for_provider, from_provider
 from allworx.protocols.sip.history import CallEntry
 from allworx.protocols.sip.legs import UacLeg, UasLeg, uri_user
@@ -88,6 +88,9 @@ class OutsideCall:
         self.sdp_version = {}
         self.held = False
         self.legs = []                      # every dialog of the call, old inside legs too
+        # Where the inside party reaches the relay: the LAN address, or the WAN
+        # address for a remote phone ([sip] wan) dialling out.
+        self.inside_host = b2b.lan_host
         self.transfer = None                # the REFER being carried out (transfer.py)
 
     # ------------------------------------------------------------ addresses
@@ -101,7 +104,7 @@ class OutsideCall:
     def our_sdp(self, leg, body):
         """The SDP we show `leg`: `body` (the other side's) with our relay address for that side."""
         if leg is self.inside:
-            return rewrite_sdp(body, self.b2b.lan_host, self.relay.inside_port)
+            return rewrite_sdp(body, self.inside_host, self.relay.inside_port)
         return rewrite_sdp(body, self.b2b.wan_host, self.relay.outside_port)
 
     def learn(self, leg, body):
@@ -381,7 +384,9 @@ class OutsideCalls:
             parse_offer(request.body)
         except SdpError as e:
             return st.respond(make_response(request, 488, "Not Acceptable Here (%s)" % e, to_tag=tag))
-        relay = self.relay_factory()
+        # A remote phone ([sip] wan) reaches the relay on the WAN address too.
+        remote = source.transport != LOCAL and not self.office.is_lan_peer(source.host)
+        relay = self.relay_factory(inside_on_wan=True) if remote else self.relay_factory()
         if relay is None:
             return st.respond(make_response(request, 503, "No free RTP port", to_tag=tag))
         self.trunks.acquire(trunk)
@@ -391,7 +396,10 @@ class OutsideCalls:
         record = self._record("outbound", caller_id, user.full_name or user.name, number, trunk.name)
         record["from"] = user.extension or user.name
         call = OutsideCall(self, "outbound", trunk, relay, record)
-        call.inside = call.caller = UasLeg(self.core, call, request, st, source, self.contact(self.lan_host))
+        if remote:
+            call.inside_host = self.wan_host
+        call.inside = call.caller = UasLeg(self.core, call, request, st, source,
+                                           self.contact(call.inside_host))
         call.learn(call.caller, request.body)
         display = (user.full_name or user.name).replace('"', "")
         dest = self.trunks.destination(trunk)

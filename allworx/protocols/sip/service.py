@@ -301,12 +301,15 @@ class SipService(ListeningService):
                      error=str(e))
             return None
 
-    def _relay_session(self):
-        """An RTP relay session for an outside call (LAN side, WAN side), or None without ports."""
+    def _relay_session(self, inside_on_wan=False):
+        """
+        An RTP relay session for an outside call (LAN side, WAN side), or None
+        without ports; both sides on the WAN address for a remote phone's call.
+        """
         config = self.office.config
-        wan = self.office.wan_ip
+        wan = str(self.office.wan_ip) if self.office.wan_ip else "0.0.0.0"
         try:
-            return RelaySession(self.reactor, str(config.lan_ip), str(wan) if wan else "0.0.0.0",
+            return RelaySession(self.reactor, wan if inside_on_wan else str(config.lan_ip), wan,
                                 config.sip.rtp_ports)
         except (OSError, error.CannotListenError) as e:
             log.warn("no RTP relay for an outside call: {error}", error=str(e))

@@ -21,9 +21,8 @@ answer refused again is an authentication failure, retried 30 s later and
 then at doubling intervals: two REGISTERs in the minute after it. Every
 REGISTER of one registration carries the same Call-ID and the next CSeq.
 
-The provider's name is resolved through an injected `resolve(host)` (a
-Deferred of an address; IP literals need none) at every attempt (every 30
-min for register = no), so a provider that moves is followed.
+The provider's name is resolved through an injected `resolve(host)` (a Deferred of an
+address; IP literals need none) at every attempt (every 30 min for register = no).
 
 `TrunkManager` runs one registration per `[trunk]` of the office's config,
 restarts one whose registration keys changed, stops removed ones, answers
@@ -376,8 +375,9 @@ class TrunkRegistration:
         """sip:USERNAME@OUR_ADDRESS:PORT, our address as the provider sees it."""
         dest = self.destination
         params = "" if dest.transport == "UDP" else ";transport=%s" % dest.transport.lower()
+        port = self.core.port_for(dest.transport) if dest.transport == "TLS" else self.core.port
         return "sip:%s@%s:%d%s" % (self.trunk.username, _uri_host(self.core.local_host(dest.host)),
-                                   self.core.port, params)
+                                   port, params)
 
     @property
     def request_uri(self):

@@ -120,8 +120,9 @@ class OutsideHarness(unittest.TestCase):
         self.history = FakeHistory()
         self.trunks = FakeTrunks(self.h.office)
 
-        def relay():
+        def relay(inside_on_wan=False):
             r = FakeRelay()
+            r.inside_on_wan = inside_on_wan
             self.relays.append(r)
             return r
         self.h.core.outside = OutsideCalls(self.h.core, self.h.office, self.h.clock, self.trunks, relay,
@@ -231,6 +232,28 @@ class OutsideTests(OutsideHarness):
         self.assertEqual((entry.direction, entry.from_, entry.to, entry.trunk, entry.outcome, entry.duration_s),
                          ("outbound", "101", "+15557770001", "provider", "answered", 30))
         self.assertEqual(self.trunks.in_use["provider"], 0)
+
+    def test_a_remote_phone_dialling_out_meets_the_relay_on_the_wan(self):
+        self.h.office.update_settings("sip", {"wan": "yes"})
+        bob = Phone(self.h, "102", "198.51.100.40")
+        self.assertEqual(bob.register().code, 200)
+        self.h.take()
+        out = bob.send(bob.request("INVITE", "sip:95557770001@203.0.113.2",
+                                   ["Content-Type: application/sdp"], offer("198.51.100.40")))
+        if [m for m, d in out if not m.is_request and m.code == 407]:
+            out = bob.invite("sip:95557770001@203.0.113.2", ["Content-Type: application/sdp"],
+                             offer("198.51.100.40"))
+        out += self.pump()
+        inv = [m for m, d in out if m.is_request and m.method == "INVITE"][0]
+        self.assertTrue(self.relays[-1].inside_on_wan)
+        ok = make_response(inv, 200, to_tag="far", extra=[
+            ("Contact", "<sip:alice@%s:5060>" % FAR), ("Content-Type", "application/sdp")])
+        ok.body = provider_sdp().encode()
+        out = self.from_provider(ok.to_bytes())
+        answer = [m for m, d in out if not m.is_request and m.code == 200][0]
+        self.assertIn(b"c=IN IP4 203.0.113.2", answer.body)
+        self.assertIn(b"m=audio 30000 ", answer.body)
+        self.assertIn("@203.0.113.2:", answer.get("Contact"))
 
     def test_busy_at_the_far_end_reaches_the_phone(self):
         out = self.dial_out()

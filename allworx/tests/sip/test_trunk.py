@@ -100,6 +100,9 @@ class FakeCore:
         self.provider = None     # called with each Sent, at the next advance of the clock
         self.tags = 0
 
+    def port_for(self, transport):
+        return 5061 if transport == "TLS" else self.port
+
     def local_host(self, peer_host=None):
         return WAN_IP
 
@@ -421,6 +424,8 @@ class RegisterTests(Case):
     def test_tls_default_port(self):
         self.registration(transport="tls")
         self.assertEqual(self.core.sent[0].dest, Destination("TLS", PROVIDER_IP, 5061))
+        # Our Contact names the port the provider can reach us on over TLS.
+        self.assertIn(":5061;transport=tls>", self.core.sent[0].request.get("Contact"))
 
     def test_register_no(self):
         reg = self.registration(register=False)
