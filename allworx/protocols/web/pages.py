@@ -19,6 +19,8 @@ from allworx.protocols.web import changes
 from allworx.protocols.web import forms
 from allworx.protocols.web.callhistory import history_context
 from allworx.protocols.web.metrics import field
+from allworx.protocols.web.pagebase import (
+    Page, RecordActions, Redirect, SettingsPage, with_warnings)
 
 log = Logger()
 
@@ -127,80 +129,6 @@ def served_rows(zone):
     """(name, type, value, ttl, source) of the zone the DNS service serves."""
     sources = {(e.name, e.rtype, e.value): e.source for e in zone.entries}
     return [(n, t, v, ttl, sources.get((n, t, v), "")) for n, t, v, ttl in zone.rows()]
-
-
-class Page:
-    """One admin page: its name in the menu, its template, its context, its actions."""
-
-    slug = ""
-    title = ""
-    template = ""
-    refresh = None      # element id the page's script refreshes, if any
-
-    def context(self, ctx, sub):
-        return {}
-
-    def context_for(self, ctx, sub, query):
-        """The context with the request's query (`{name: text}`); most pages need only `context`."""
-        return self.context(ctx, sub)
-
-    def template_for(self, sub):
-        """The template for this page (a sub-path may pick another)."""
-        return self.template
-
-    def action(self, ctx, name, form, sub):
-        """Run the form action `name`: a Deferred firing with a notice."""
-        method = getattr(self, "do_" + name, None)
-        if method is None:
-            raise ConfigErrors([ConfigError(None, None, 0, "unknown action %r" % name)])
-        return defer.maybeDeferred(method, ctx, form, sub)
-
-    def record_section(self, name, form):
-        """For errors: the tap.conf section a record action touches."""
-        kind = getattr(self, "kinds", {}).get(name)
-        return "%s %s" % (kind, form.get("name", "").strip()) if kind else None
-
-
-class SettingsPage(Page):
-    """A page whose main form edits settings keys."""
-
-    fields = ()
-
-    def context(self, ctx, sub):
-        return {"fields": self.fields, "current": forms.current_settings(ctx.office, self.fields)}
-
-    def do_save(self, ctx, form, sub):
-        changes.apply_settings(ctx.office, forms.settings_changes(self.fields, form))
-        return "%s saved." % self.title
-
-
-class RecordActions:
-    """Add and delete actions for the records a page lists (`kinds`: action -> kind)."""
-
-    kinds = {}
-
-    def _add(self, ctx, kind, form):
-        name, values = forms.record_changes(kind, form)
-        if not name:
-            raise ConfigErrors([ConfigError("%s " % kind, None, 0, "a name is required")])
-        changes.save_record(ctx.office, kind, name, values, "create")
-        return "Added %s %s." % (kind, name)
-
-    def _save(self, ctx, kind, form):
-        name, values = forms.record_changes(kind, form)
-        changes.save_record(ctx.office, kind, name, values, "replace")
-        return Redirect("Saved %s %s." % (kind, name), "/" + self.slug)
-
-    def editing(self, ctx, kind, sub):
-        """The record being edited (`/PAGE/edit/NAME`), or None; KeyError if unknown."""
-        if len(sub) == 2 and sub[0] == "edit":
-            return forms.current_record(ctx.office, kind, sub[1])
-        return None
-
-    def _delete(self, ctx, kind, form):
-        name = form.get("name", "")
-        changes.delete_record(ctx.office, kind, name)
-        return "Deleted %s %s." % (kind, name)
 
 
 class StatusPage(Page):
@@ -401,7 +329,7 @@ class UsersPage(Page):
             raise ConfigErrors([ConfigError("user ", None, 0, "a name is required")])
         values["pop3_fetch"] = " ".join(values.get("pop3_fetch", "").split())
         d = changes.save_user(ctx.office, name, values, "create", ctx.defer_to_thread)
-        return d.addCallback(lambda result: _with_warnings("Added user %s." % name, result[1]))
+        return d.addCallback(lambda result: with_warnings("Added user %s." % name, result[1]))
 
     def do_save_user(self, ctx, form, sub):
         name = form.get("name", "")
@@ -413,7 +341,7 @@ class UsersPage(Page):
         elif not values.get("voicemail_pin", "").strip():
             values["voicemail_pin"] = changes.PIN_SET
         d = changes.save_user(ctx.office, name, values, "patch", ctx.defer_to_thread)
-        return d.addCallback(lambda result: _with_warnings("Saved user %s." % name, result[1]))
+        return d.addCallback(lambda result: with_warnings("Saved user %s." % name, result[1]))
 
     def do_delete_user(self, ctx, form, sub):
         name = form.get("name", "")
@@ -436,19 +364,6 @@ def lockout_rows(throttle, now):
     return [{"user": l.user or "", "source": l.source, "failures": l.failures,
              "who": l.describe(), "until": clock_time(l.until) + " UTC",
              "lifts": ago_or_in(now, l.until)} for l in throttle.lockouts()]
-
-
-def _with_warnings(notice, warnings):
-    return " ".join([notice] + ["Note: %s." % w for w in warnings])
-
-
-class Redirect(str):
-    """A notice that also names the page to go to next."""
-
-    def __new__(cls, text, location):
-        self = str.__new__(cls, text)
-        self.location = location
-        return self
 
 
 class ServicesPage(SettingsPage):
