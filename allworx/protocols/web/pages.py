@@ -309,15 +309,14 @@ class UsersPage(Page):
                 "fetch": [(a.display, fetch_summary(fetch.get(a.display), now)) for a in u.pop3_fetch],
             })
         out = {"users": users, "user_fields": forms.RECORD_FIELDS["user"], "editing": None,
+               "user_defaults": forms.default_record("user"),
                "lockouts": lockout_rows(ctx.throttle, now)}
         if sub and sub[0]:
             name = sub[0]
             if name not in config.users:
                 raise KeyError("user %s" % name)
-            current = forms.current_record(office, "user", name)
-            current["pop3_fetch"] = "\n".join(changes.mask_fetch_urls(current["pop3_fetch"]).split())
             out["editing"] = name
-            out["current"] = current
+            out["current"] = shown_user(office, name)
         return out
 
     def template_for(self, sub):
@@ -328,18 +327,26 @@ class UsersPage(Page):
         if not name:
             raise ConfigErrors([ConfigError("user ", None, 0, "a name is required")])
         values["pop3_fetch"] = " ".join(values.get("pop3_fetch", "").split())
+        # What says the default stays out of tap.conf (the default stays a default).
+        values = forms.changed_values(forms.RECORD_FIELDS["user"], forms.default_record("user"),
+                                      values)
         d = changes.save_user(ctx.office, name, values, "create", ctx.defer_to_thread)
         return d.addCallback(lambda result: with_warnings("Added user %s." % name, result[1]))
 
     def do_save_user(self, ctx, form, sub):
         name = form.get("name", "")
-        _, values = forms.record_changes("user", form)
-        values["pop3_fetch"] = " ".join(values.get("pop3_fetch", "").split())
-        # The PIN is never shown: an empty field keeps it, the box removes it.
+        if name not in ctx.office.config.users:
+            raise KeyError("user %s" % name)
+        _, sent = forms.record_changes("user", form)
+        sent["pop3_fetch"] = "\n".join(sent.get("pop3_fetch", "").split())
+        # Only what the admin changed is written: the rest keeps the file's
+        # words. The password and PIN are never shown: empty keeps them.
+        values = forms.changed_values(forms.RECORD_FIELDS["user"], shown_user(ctx.office, name),
+                                      sent)
+        if "pop3_fetch" in values:
+            values["pop3_fetch"] = " ".join(values["pop3_fetch"].split())
         if form.get("clear_voicemail_pin"):
             values["voicemail_pin"] = ""
-        elif not values.get("voicemail_pin", "").strip():
-            values["voicemail_pin"] = changes.PIN_SET
         d = changes.save_user(ctx.office, name, values, "patch", ctx.defer_to_thread)
         return d.addCallback(lambda result: with_warnings("Saved user %s." % name, result[1]))
 
@@ -357,6 +364,13 @@ class UsersPage(Page):
         what = "%s at %s" % (user, source) if user else "everyone at %s" % source
         return Redirect("Unlocked %s." % what if ended else
                         "%s was not locked out (any more)." % what.capitalize(), "/users")
+
+
+def shown_user(office, name):
+    """A user's form as the page shows it: fetch passwords masked, one account a line."""
+    current = forms.current_record(office, "user", name)
+    current["pop3_fetch"] = "\n".join(changes.mask_fetch_urls(current["pop3_fetch"]).split())
+    return current
 
 
 def lockout_rows(throttle, now):
