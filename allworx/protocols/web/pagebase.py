@@ -2,16 +2,68 @@
 """
 What every admin page is made of: `Page` (its name in the menu, template,
 context and form actions), `SettingsPage` and `RecordActions` for the forms
-that edit settings keys and records, and `Redirect`, a notice that names the
-page to go to next. The pages themselves are in `allworx.protocols.web.pages`
+that edit settings keys and records, `Redirect`, a notice that names the
+page to go to next, and the helpers that read the running services' views. The pages themselves are in `allworx.protocols.web.pages`
 and `allworx.protocols.web.lines`.
 """
 
+import calendar
+import time
+
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from allworx.config import ConfigError, ConfigErrors
 from allworx.protocols.web import changes
 from allworx.protocols.web import forms
+
+log = Logger()
+
+
+def listed(obj, method):
+    """
+    What a service's interface method `method` returns, as a list; [] when
+    there is no such service, or when it fails (logged: one broken service
+    must not take the page down).
+    """
+    if obj is None:
+        return []
+    try:
+        return list(getattr(obj, method)())
+    except Exception:
+        log.failure("admin pages: {obj!r}.{method}() failed", obj=obj, method=method)
+        return []
+
+
+def ago_or_in(now, when):
+    """`in 3h 20m` / `5m ago` for a POSIX time, relative to the reactor's clock."""
+    if when is None:
+        return ""
+    try:
+        delta = float(when) - now
+    except (TypeError, ValueError):
+        return str(when)
+    span = abs(int(delta))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if span >= size:
+            parts.append("%d%s" % (span // size, unit))
+            span %= size
+        if len(parts) == 2:
+            break
+    text = " ".join(parts) or "%ds" % span
+    return ("in " + text) if delta >= 0 else (text + " ago")
+
+
+def relative_rfc3339(now, text):
+    """`5m ago` / `in 1h` for an RFC 3339 UTC time as the API gives it; "" for None."""
+    if not text:
+        return ""
+    try:
+        when = calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
+    except (TypeError, ValueError):
+        return str(text)
+    return ago_or_in(now, when)
 
 
 class Page:

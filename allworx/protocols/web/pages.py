@@ -6,71 +6,24 @@ call through `allworx.protocols.web.changes`). The HTTP side (sessions, CSRF, re
 is in `allworx.protocols.web.admin`.
 """
 
-import calendar
 import re
 import time
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from allworx.config import BUILTIN_NAMES, ConfigError, ConfigErrors
 from allworx.protocols.dns.zone import zone_entries
 from allworx.protocols.web import changes
 from allworx.protocols.web import forms
 from allworx.protocols.web.callhistory import history_context
+from allworx.protocols.web.lines import LinesPage
 from allworx.protocols.web.metrics import field
 from allworx.protocols.web.pagebase import (
-    Page, RecordActions, Redirect, SettingsPage, with_warnings)
+    Page, RecordActions, Redirect, SettingsPage, ago_or_in, listed, relative_rfc3339,
+    with_warnings)
 
-log = Logger()
 
 NOT_RUNNING = "%s not running"
-
-
-def listed(obj, method):
-    """
-    What a service's interface method `method` returns, as a list; [] when
-    there is no such service, or when it fails (logged: one broken service
-    must not take the page down).
-    """
-    if obj is None:
-        return []
-    try:
-        return list(getattr(obj, method)())
-    except Exception:
-        log.failure("admin pages: {obj!r}.{method}() failed", obj=obj, method=method)
-        return []
-
-
-def ago_or_in(now, when):
-    """`in 3h 20m` / `5m ago` for a POSIX time, relative to the reactor's clock."""
-    if when is None:
-        return ""
-    try:
-        delta = float(when) - now
-    except (TypeError, ValueError):
-        return str(when)
-    span = abs(int(delta))
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if span >= size:
-            parts.append("%d%s" % (span // size, unit))
-            span %= size
-        if len(parts) == 2:
-            break
-    text = " ".join(parts) or "%ds" % span
-    return ("in " + text) if delta >= 0 else (text + " ago")
-
-
-def relative_rfc3339(now, text):
-    """`5m ago` / `in 1h` for an RFC 3339 UTC time as the API gives it; "" for None."""
-    if not text:
-        return ""
-    try:
-        when = calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
-    except (TypeError, ValueError):
-        return str(text)
-    return ago_or_in(now, when)
 
 
 def clock_time(when):
@@ -499,6 +452,6 @@ class BackupPage(Page):
 
 
 PAGES = [StatusPage(), NetworkPage(), SecurityPage(), DhcpPage(), DnsPage(), AliasPage(),
-         UsersPage(), ServicesPage(), MailQueuePage(), PhonesPage(), ConnectionsPage(),
-         BackupPage()]
+         UsersPage(), ServicesPage(), MailQueuePage(), PhonesPage(), LinesPage(),
+         ConnectionsPage(), BackupPage()]
 PAGES_BY_SLUG = {p.slug: p for p in PAGES}
