@@ -166,10 +166,14 @@ class AdminContext:
         """A page with its context, the session's notices and a form's errors."""
         form = state
 
-        def value(action, name, current=""):
-            if form is not None and form.action == action and name in form.values:
-                v = form.values[name]
-                return v if isinstance(v, str) else ""
+        def value(action, name, current="", kind="text"):
+            if form is not None and form.action == action:
+                if kind == "checkbox":
+                    # Unticked, it was not sent at all: show it unticked again.
+                    return "yes" if form.values.get(name) else "no"
+                if name in form.values:
+                    v = form.values[name]
+                    return v if isinstance(v, str) else ""
             return current
 
         def error(action, name):

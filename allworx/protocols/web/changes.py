@@ -48,6 +48,26 @@ def record_values(office, kind, name):
     return {f.name: format_value(cls, f.name, getattr(record, f.name)) for f in keys_of(cls)}
 
 
+def file_texts(office, section):
+    """
+    `{key: text}` of a section exactly as tap.conf has it (the admin's own
+    words: `1d` stays `1d`), only the keys the file sets; {} without it.
+    """
+    doc = office.config.doc
+    found = doc.section(section) if doc is not None else None
+    return {e.key: e.value for e in found.entries()} if found is not None else {}
+
+
+def record_texts(office, kind, name):
+    """`{key: text}` of a record as tap.conf words it (`file_texts`)."""
+    return file_texts(office, "%s %s" % (kind, name))
+
+
+def worded_values(values, texts):
+    """Values as the model formats them, with the file's own words where it has some."""
+    return dict(values, **{k: v for k, v in texts.items() if k in values})
+
+
 def settings_values(office, section):
     """`{key: text}` of a settings section (secrets left out)."""
     cls = SETTINGS_SECTIONS[section]
@@ -181,7 +201,9 @@ def save_user(office, name, values, mode, deferToThread=threads.deferToThread):
         return defer.fail(_refuse(section, None, "user %s already exists" % name))
     if mode != "create" and existing is None:
         return defer.fail(KeyError(section))
-    merged = record_values(office, "user", name) if existing is not None and mode == "patch" else {}
+    # A change keeps the file's words for the keys it does not touch (and
+    # leaves out the keys the file leaves out: their defaults stay defaults).
+    merged = record_texts(office, "user", name) if existing is not None and mode == "patch" else {}
     if existing is not None and mode == "replace":
         # A replace keeps what only the server can know: the hash and digest.
         merged = {k: v for k, v in record_values(office, "user", name).items()

@@ -7,8 +7,11 @@ the fields so the page can mark them.
 
 import attr
 
-from allworx.config import SECURITY_MODES, WAN_MODES
-from allworx.protocols.web.changes import pin_state, record_values, settings_values, shown_values
+from allworx.config import (
+    RECORD_SECTIONS, REQUIRED, SECURITY_MODES, WAN_MODES, format_value, keys_of, parse_bool)
+from allworx.protocols.web.changes import (
+    file_texts, pin_state, record_texts, record_values, settings_values, shown_values,
+    worded_values)
 
 
 @attr.s(frozen=True, slots=True)
@@ -86,6 +89,24 @@ SERVICES = (
     F("web.http_port", "Web sites port"),
 )
 
+# The phone system's dialling rules and remote phones (SPEC 15), on the Phone lines page.
+DIALLING = (
+    F("sip.outbound_prefix", "Outside line prefix",
+      help="Dialled before an outside number (default 9); 911, 112 and 999 need none."),
+    F("sip.operator", "Operator extension",
+      help="Where 0 and calls nobody else takes go; empty: the lowest extension of an admin."),
+    F("sip.country_code", "Country code", help="The office's country calling code (default 1)."),
+    F("sip.national_prefix", "National prefix",
+      help="Dialled before a national number (default 1); none if the country has none."),
+    F("sip.international_prefix", "International prefix",
+      help="Dialled before a country code (default 011)."),
+    F("sip.wan", "Phones may register from the internet", "checkbox",
+      help="For people working from home: their phones register over UDP, TCP or TLS."),
+    F("sip.tls_port", "TLS port for remote phones", help="Default 5061."),
+)
+
+TARGET_HELP = "An extension, the name of a ring group or attendant, or voicemail EXT."
+
 RECORD_FIELDS = {
     "forward": (F("name", "Name"), F("proto", "Protocol", "select", ("tcp", "udp")),
                 F("wan_port", "WAN port"), F("to", "To (LAN address or host[:port])")),
@@ -102,24 +123,78 @@ RECORD_FIELDS = {
                     "current one."),
              F("email_forward", "Forward mail to"),
              F("pop3_fetch", "POP3 accounts to fetch", "textarea",
-               help="One per line: pop3://user:password@host[:port] or pop3s://...")),
+               help="One per line: pop3://user:password@host[:port] or pop3s://..."),
+             F("outside", "May call outside numbers", "checkbox"),
+             F("forward_always", "Forward every call to",
+               help="An extension, or an outside number as dialled (9 then the number) or "
+                    "+E.164; empty: no forwarding."),
+             F("forward_busy", "Forward when busy to"),
+             F("forward_noanswer", "Forward when not answered to"),
+             F("dnd", "Do not disturb", "checkbox", help="Calls go straight to voicemail.")),
+    "trunk": (F("name", "Name", help="A short name: letters, digits, '.', '_', '-'."),
+              F("registrar", "Provider's server",
+                help="host[:port] of the provider's registrar, e.g. sip.provider.example"),
+              F("username", "Account (user name)"),
+              F("auth_username", "Authentication user name",
+                help="Only if the provider gives one apart from the account."),
+              F("secret", "Password", "password",
+                help="The provider's password for the account. Never shown: when editing, "
+                     "leave empty to keep the stored one."),
+              F("transport", "Transport", "select", ("udp", "tcp", "tls")),
+              F("outbound_proxy", "Outbound proxy",
+                help="host[:port], only if the provider asks for one."),
+              F("expires", "Registration lasts", help="Seconds, or 30m, 1h (default 3600)."),
+              F("register", "Register with the provider", "checkbox",
+                help="Off for a provider that sends calls to the WAN address unregistered."),
+              F("numbers", "Numbers",
+                help="The trunk's numbers, E.164, space separated: +15551230000 +15551230001"),
+              F("caller_id", "Caller ID", help="Shown on calls out; empty: the first number."),
+              F("channels", "Channels", help="Calls at once (default 4)."),
+              F("number_format", "Numbers sent as", "select", ("e164", "national"))),
+    "number": (F("name", "Number", help="E.164: + then the country code and number, "
+                                        "like +15551230000."),
+               F("to", "Calls go to", help=TARGET_HELP + " Empty: the operator.")),
+    "group": (F("name", "Name", help="Usable as a call target, e.g. sales."),
+              F("number", "Number", help="Dialled like an extension."),
+              F("members", "Members", help="Extensions, space separated, in hunt order."),
+              F("strategy", "Strategy", "select", ("ring-all", "hunt"),
+                help="ring-all: every phone at once; hunt: one after another."),
+              F("ring_timeout", "Ring for", help="Seconds (default 20)."),
+              F("fallback", "When nobody answers", help=TARGET_HELP)),
+    "attendant": (F("name", "Name", help="Usable as a call target, e.g. frontdesk."),
+                  F("number", "Number", help="Dialled like an extension (optional)."),
+                  F("greeting", "Greeting",
+                    help="Text the attendant speaks, or a WAV file under the data directory."),
+                  ) + tuple(F("key_%d" % d, "Key %d" % d,
+                              help="Empty: the operator." if d == 0 else "")
+                            for d in range(10)) + (
+                  F("timeout", "Wait for a key", help="Seconds (default 10)."),
+                  F("fallback", "When no key is pressed", help=TARGET_HELP),
+                  F("hours", "Opening hours",
+                    help="Like mon-fri 08:30-17:30 (commas between spans); empty: always open."),
+                  F("after_hours", "Outside the hours", help=TARGET_HELP)),
 }
 
 
 def current_settings(office, fields):
-    """The current text of each settings field, by field name."""
+    """The current text of each settings field, by field name, in the file's own words."""
     out = {}
     cache = {}
     for f in fields:
         if f.section not in cache:
-            cache[f.section] = settings_values(office, f.section)
+            cache[f.section] = worded_values(settings_values(office, f.section),
+                                             file_texts(office, f.section))
         out[f.name] = cache[f.section].get(f.key, "")
     return out
 
 
 def current_record(office, kind, name):
-    """The current text of each field of a record (password, PIN and secrets never shown)."""
-    values = shown_values(record_values(office, kind, name), kind)
+    """
+    The current text of each field of a record, in the file's own words
+    (password, PIN and secrets never shown).
+    """
+    values = worded_values(record_values(office, kind, name), record_texts(office, kind, name))
+    values = shown_values(values, kind)
     values["name"] = name
     if kind == "user":
         values["voicemail_pin"] = pin_state(office.config.users[name])
@@ -143,13 +218,52 @@ def settings_changes(fields, form):
     return out
 
 
-def record_changes(kind, form):
-    """A submitted record form -> (name, {key: text}) without the name."""
+def default_record(kind):
+    """The text of each key of a new record: its default ("" for a required or empty one)."""
+    cls = RECORD_SECTIONS[kind]
+    return {f.name: "" if f.default is REQUIRED else format_value(cls, f.name, f.default)
+            for f in keys_of(cls)}
+
+
+def record_changes(kind, form, fields=None):
+    """
+    A submitted record form -> (name, {key: text}) without the name. An
+    unticked checkbox is absent from a form, so it means "no".
+    """
     values = {}
-    for f in RECORD_FIELDS[kind]:
-        if f.name != "name" and f.name in form:
+    for f in fields if fields is not None else RECORD_FIELDS[kind]:
+        if f.name == "name":
+            continue
+        if f.kind == "checkbox":
+            values[f.name] = "yes" if form.get(f.name) else "no"
+        elif f.name in form:
             values[f.name] = form[f.name]
     return form.get("name", "").strip(), values
+
+
+def same_text(field, shown, sent):
+    """
+    Whether a submitted field says what the form showed: the same words
+    (spacing around them aside), the same yes/no of a checkbox, or an empty
+    password field (which keeps the stored secret).
+    """
+    if field.kind == "password":
+        return not sent.strip()
+    if field.kind == "checkbox":
+        try:
+            return parse_bool(shown or "no") == parse_bool(sent or "no")
+        except ValueError:
+            return False
+    return shown.strip() == sent.strip()
+
+
+def changed_values(fields, shown, sent):
+    """`{key: text}` of the submitted fields (`sent`) that differ from what was `shown`."""
+    out = {}
+    for f in fields:
+        if f.key in sent and not same_text(f, shown.get(f.key, ""), sent[f.key]):
+            out[f.key] = sent[f.key]
+    return out
 
 
 @attr.s(slots=True)

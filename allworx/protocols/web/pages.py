@@ -6,69 +6,24 @@ call through `allworx.protocols.web.changes`). The HTTP side (sessions, CSRF, re
 is in `allworx.protocols.web.admin`.
 """
 
-import calendar
 import re
 import time
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from allworx.config import BUILTIN_NAMES, ConfigError, ConfigErrors
 from allworx.protocols.dns.zone import zone_entries
 from allworx.protocols.web import changes
 from allworx.protocols.web import forms
 from allworx.protocols.web.callhistory import history_context
+from allworx.protocols.web.lines import LinesPage
 from allworx.protocols.web.metrics import field
+from allworx.protocols.web.pagebase import (
+    Page, RecordActions, Redirect, SettingsPage, ago_or_in, listed, relative_rfc3339,
+    with_warnings)
 
-log = Logger()
 
 NOT_RUNNING = "%s not running"
-
-
-def listed(obj, method):
-    """
-    What a service's interface method `method` returns, as a list; [] when
-    there is no such service, or when it fails (logged: one broken service
-    must not take the page down).
-    """
-    if obj is None:
-        return []
-    try:
-        return list(getattr(obj, method)())
-    except Exception:
-        log.failure("admin pages: {obj!r}.{method}() failed", obj=obj, method=method)
-        return []
-
-
-def ago_or_in(now, when):
-    """`in 3h 20m` / `5m ago` for a POSIX time, relative to the reactor's clock."""
-    if when is None:
-        return ""
-    try:
-        delta = float(when) - now
-    except (TypeError, ValueError):
-        return str(when)
-    span = abs(int(delta))
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if span >= size:
-            parts.append("%d%s" % (span // size, unit))
-            span %= size
-        if len(parts) == 2:
-            break
-    text = " ".join(parts) or "%ds" % span
-    return ("in " + text) if delta >= 0 else (text + " ago")
-
-
-def relative_rfc3339(now, text):
-    """`5m ago` / `in 1h` for an RFC 3339 UTC time as the API gives it; "" for None."""
-    if not text:
-        return ""
-    try:
-        when = calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
-    except (TypeError, ValueError):
-        return str(text)
-    return ago_or_in(now, when)
 
 
 def clock_time(when):
@@ -127,80 +82,6 @@ def served_rows(zone):
     """(name, type, value, ttl, source) of the zone the DNS service serves."""
     sources = {(e.name, e.rtype, e.value): e.source for e in zone.entries}
     return [(n, t, v, ttl, sources.get((n, t, v), "")) for n, t, v, ttl in zone.rows()]
-
-
-class Page:
-    """One admin page: its name in the menu, its template, its context, its actions."""
-
-    slug = ""
-    title = ""
-    template = ""
-    refresh = None      # element id the page's script refreshes, if any
-
-    def context(self, ctx, sub):
-        return {}
-
-    def context_for(self, ctx, sub, query):
-        """The context with the request's query (`{name: text}`); most pages need only `context`."""
-        return self.context(ctx, sub)
-
-    def template_for(self, sub):
-        """The template for this page (a sub-path may pick another)."""
-        return self.template
-
-    def action(self, ctx, name, form, sub):
-        """Run the form action `name`: a Deferred firing with a notice."""
-        method = getattr(self, "do_" + name, None)
-        if method is None:
-            raise ConfigErrors([ConfigError(None, None, 0, "unknown action %r" % name)])
-        return defer.maybeDeferred(method, ctx, form, sub)
-
-    def record_section(self, name, form):
-        """For errors: the tap.conf section a record action touches."""
-        kind = getattr(self, "kinds", {}).get(name)
-        return "%s %s" % (kind, form.get("name", "").strip()) if kind else None
-
-
-class SettingsPage(Page):
-    """A page whose main form edits settings keys."""
-
-    fields = ()
-
-    def context(self, ctx, sub):
-        return {"fields": self.fields, "current": forms.current_settings(ctx.office, self.fields)}
-
-    def do_save(self, ctx, form, sub):
-        changes.apply_settings(ctx.office, forms.settings_changes(self.fields, form))
-        return "%s saved." % self.title
-
-
-class RecordActions:
-    """Add and delete actions for the records a page lists (`kinds`: action -> kind)."""
-
-    kinds = {}
-
-    def _add(self, ctx, kind, form):
-        name, values = forms.record_changes(kind, form)
-        if not name:
-            raise ConfigErrors([ConfigError("%s " % kind, None, 0, "a name is required")])
-        changes.save_record(ctx.office, kind, name, values, "create")
-        return "Added %s %s." % (kind, name)
-
-    def _save(self, ctx, kind, form):
-        name, values = forms.record_changes(kind, form)
-        changes.save_record(ctx.office, kind, name, values, "replace")
-        return Redirect("Saved %s %s." % (kind, name), "/" + self.slug)
-
-    def editing(self, ctx, kind, sub):
-        """The record being edited (`/PAGE/edit/NAME`), or None; KeyError if unknown."""
-        if len(sub) == 2 and sub[0] == "edit":
-            return forms.current_record(ctx.office, kind, sub[1])
-        return None
-
-    def _delete(self, ctx, kind, form):
-        name = form.get("name", "")
-        changes.delete_record(ctx.office, kind, name)
-        return "Deleted %s %s." % (kind, name)
 
 
 class StatusPage(Page):
@@ -381,15 +262,14 @@ class UsersPage(Page):
                 "fetch": [(a.display, fetch_summary(fetch.get(a.display), now)) for a in u.pop3_fetch],
             })
         out = {"users": users, "user_fields": forms.RECORD_FIELDS["user"], "editing": None,
+               "user_defaults": forms.default_record("user"),
                "lockouts": lockout_rows(ctx.throttle, now)}
         if sub and sub[0]:
             name = sub[0]
             if name not in config.users:
                 raise KeyError("user %s" % name)
-            current = forms.current_record(office, "user", name)
-            current["pop3_fetch"] = "\n".join(changes.mask_fetch_urls(current["pop3_fetch"]).split())
             out["editing"] = name
-            out["current"] = current
+            out["current"] = shown_user(office, name)
         return out
 
     def template_for(self, sub):
@@ -400,20 +280,28 @@ class UsersPage(Page):
         if not name:
             raise ConfigErrors([ConfigError("user ", None, 0, "a name is required")])
         values["pop3_fetch"] = " ".join(values.get("pop3_fetch", "").split())
+        # What says the default stays out of tap.conf (the default stays a default).
+        values = forms.changed_values(forms.RECORD_FIELDS["user"], forms.default_record("user"),
+                                      values)
         d = changes.save_user(ctx.office, name, values, "create", ctx.defer_to_thread)
-        return d.addCallback(lambda result: _with_warnings("Added user %s." % name, result[1]))
+        return d.addCallback(lambda result: with_warnings("Added user %s." % name, result[1]))
 
     def do_save_user(self, ctx, form, sub):
         name = form.get("name", "")
-        _, values = forms.record_changes("user", form)
-        values["pop3_fetch"] = " ".join(values.get("pop3_fetch", "").split())
-        # The PIN is never shown: an empty field keeps it, the box removes it.
+        if name not in ctx.office.config.users:
+            raise KeyError("user %s" % name)
+        _, sent = forms.record_changes("user", form)
+        sent["pop3_fetch"] = "\n".join(sent.get("pop3_fetch", "").split())
+        # Only what the admin changed is written: the rest keeps the file's
+        # words. The password and PIN are never shown: empty keeps them.
+        values = forms.changed_values(forms.RECORD_FIELDS["user"], shown_user(ctx.office, name),
+                                      sent)
+        if "pop3_fetch" in values:
+            values["pop3_fetch"] = " ".join(values["pop3_fetch"].split())
         if form.get("clear_voicemail_pin"):
             values["voicemail_pin"] = ""
-        elif not values.get("voicemail_pin", "").strip():
-            values["voicemail_pin"] = changes.PIN_SET
         d = changes.save_user(ctx.office, name, values, "patch", ctx.defer_to_thread)
-        return d.addCallback(lambda result: _with_warnings("Saved user %s." % name, result[1]))
+        return d.addCallback(lambda result: with_warnings("Saved user %s." % name, result[1]))
 
     def do_delete_user(self, ctx, form, sub):
         name = form.get("name", "")
@@ -431,24 +319,18 @@ class UsersPage(Page):
                         "%s was not locked out (any more)." % what.capitalize(), "/users")
 
 
+def shown_user(office, name):
+    """A user's form as the page shows it: fetch passwords masked, one account a line."""
+    current = forms.current_record(office, "user", name)
+    current["pop3_fetch"] = "\n".join(changes.mask_fetch_urls(current["pop3_fetch"]).split())
+    return current
+
+
 def lockout_rows(throttle, now):
     """The throttle's lock-outs in force, as the Users page lists them."""
     return [{"user": l.user or "", "source": l.source, "failures": l.failures,
              "who": l.describe(), "until": clock_time(l.until) + " UTC",
              "lifts": ago_or_in(now, l.until)} for l in throttle.lockouts()]
-
-
-def _with_warnings(notice, warnings):
-    return " ".join([notice] + ["Note: %s." % w for w in warnings])
-
-
-class Redirect(str):
-    """A notice that also names the page to go to next."""
-
-    def __new__(cls, text, location):
-        self = str.__new__(cls, text)
-        self.location = location
-        return self
 
 
 class ServicesPage(SettingsPage):
@@ -570,6 +452,6 @@ class BackupPage(Page):
 
 
 PAGES = [StatusPage(), NetworkPage(), SecurityPage(), DhcpPage(), DnsPage(), AliasPage(),
-         UsersPage(), ServicesPage(), MailQueuePage(), PhonesPage(), ConnectionsPage(),
-         BackupPage()]
+         UsersPage(), ServicesPage(), MailQueuePage(), PhonesPage(), LinesPage(),
+         ConnectionsPage(), BackupPage()]
 PAGES_BY_SLUG = {p.slug: p for p in PAGES}
