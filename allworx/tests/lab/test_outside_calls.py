@@ -26,7 +26,8 @@ from allworx.lab.topology import (
     TRUNK_USER,
 )
 from allworx.tests.lab.fixtures import process_report, start_lab, wait_until
-from allworx.tests.lab.phones import Baresip, SipAccount, goertzel_power, outside_phone, tone_wav
+from allworx.tests.lab.phones import (
+    Baresip, SipAccount, goertzel_power, longest_tone, outside_phone, tone_wav)
 from allworx.tests.lab.sipua import wait_registered
 from allworx.tests.lab.test_sip import PHONES, SERVER_IP, api_get, conf
 
@@ -234,3 +235,31 @@ class OutsideCallLabTests(unittest.TestCase):
         call = self.wait_for(listed, 10, "the call in /api/v1/calls")[0]
         self.assertEqual((call["direction"], call["to"], call["answered_by"], call["outcome"]),
                          ("inbound", OFFICE_NUMBERS[1], "102", "answered"), call)
+
+    def test_hold_plays_music_to_the_outside_caller_and_resume_brings_the_office_back(self):
+        # The office's own music (a 600 Hz tone, so the caller's recording shows it).
+        music = os.path.join(self.server.data_dir, "voicemail", "music.wav")
+        os.makedirs(os.path.dirname(music), exist_ok=True)
+        tone_wav(music, 600, 10)
+        self.wait_for(lambda: self.trunk_state() == "registered", 30, "the trunk registered at the provider")
+        alice = self.office_phone(440)
+        caller = self.outside("alice", 1200)
+        mark_a, mark_c = alice.mark(), caller.mark()
+        before_c = caller.recordings()
+        caller.command("dial", OFFICE_NUMBERS[0])
+        alice.wait_event("CALL_INCOMING", 15, mark_a)
+        alice.command("accept")
+        caller.wait_event("CALL_ESTABLISHED", 15, mark_c)
+        self.hears(caller, before_c, 440, "alice's tone at the outside caller")
+        alice.command("hold")
+        held_until = self.wait_for(lambda: caller.heard_for(before_c, 600, 1.5), 20,
+                                   "music on hold at the outside caller")
+        alice.command("resume")
+
+        def office_again():
+            samples, rate = caller.hearing(before_c)
+            length, _ = longest_tone(samples, rate, 440, start=held_until)
+            return length >= 1.5
+        self.wait_for(office_again, 20, "alice's tone at the outside caller after resume")
+        caller.command("hangup")
+        alice.wait_event("CALL_CLOSED", 15, mark_a)
