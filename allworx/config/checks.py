@@ -297,7 +297,7 @@ def _check_users_aliases(c, err, declared):
 def _check_hosts_records(c, err, declared):
     for r in c.records.values():
         section = "record %s" % r.name
-        if r.name in BUILTIN_NAMES:
+        if r.name in BUILTIN_NAMES or r.name == c.system.hostname:
             err(section, None, "%r is a built-in name of the zone" % r.name)
         if r.name in c.hosts:
             err(section, None, "%r is already a [host]" % r.name)
@@ -310,7 +310,7 @@ def _check_hosts_records(c, err, declared):
     macs, addrs = {}, {}
     for h in c.hosts.values():
         section = "host %s" % h.name
-        if h.name in BUILTIN_NAMES:
+        if h.name in BUILTIN_NAMES or h.name == c.system.hostname:
             err(section, None, "%r is a built-in name of the zone" % h.name)
         if h.mac in macs:
             err(section, "mac", "%s is already reserved for host %s" % (h.mac, macs[h.mac]))

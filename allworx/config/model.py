@@ -333,8 +333,10 @@ RECORD_PLURALS = {
     "forward": "forwards", "trunk": "trunks", "number": "numbers", "group": "groups",
     "attendant": "attendants",
 }
-# Names of the zone the server itself defines (guide 10).
-BUILTIN_NAMES = ("www", "corp", "admin", "lan", "wan", "smtp", "pop")
+# Names of the zone the server itself defines (guide 10; the last four for
+# mail clients' automatic set-up, SPEC 17).
+BUILTIN_NAMES = ("www", "corp", "admin", "lan", "wan", "smtp", "pop",
+                 "imap", "mail", "autoconfig", "autodiscover")
 
 RECORD_NAME = {
     "user": re.compile(r"^[a-z][a-z0-9._-]{0,31}$"),

@@ -168,7 +168,8 @@ class DnsService(ListeningService):
 
     def config_changed(self, event):
         """Zone, peers' sides and resolvers follow; the base rebinds for a new port."""
-        if event.touches("system", "lan", "wan", "host", "record"):
+        # The mail sections' ports are in the zone's SRV records.
+        if event.touches("system", "lan", "wan", "host", "record", "mail", "pop3", "imap"):
             self.rebuild_zone()
         if event.touches("lan"):
             self.factory.lan_changed()

@@ -36,14 +36,18 @@ BUILTIN_SIDES = {
     "www": ("wan",), "wan": ("wan",),
     "corp": ("lan",), "admin": ("lan",), "lan": ("lan",),
     "smtp": ("lan", "wan"), "pop": ("lan", "wan"),
+    # Mail clients' automatic set-up (SPEC 17, guide 8.3).
+    "imap": ("lan", "wan"), "mail": ("lan", "wan"),
+    "autoconfig": ("lan", "wan"), "autodiscover": ("lan", "wan"),
 }
 assert set(BUILTIN_SIDES) == set(BUILTIN_NAMES)
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
-A, NS, CNAME, SOA, PTR, MX, TXT, ANY = (dns.A, dns.NS, dns.CNAME, dns.SOA, dns.PTR,
-                                        dns.MX, dns.TXT, dns.ALL_RECORDS)
-TYPE_NAMES = {A: "A", NS: "NS", CNAME: "CNAME", SOA: "SOA", PTR: "PTR", MX: "MX", TXT: "TXT"}
+A, NS, CNAME, SOA, PTR, MX, TXT, SRV, ANY = (dns.A, dns.NS, dns.CNAME, dns.SOA, dns.PTR,
+                                             dns.MX, dns.TXT, dns.SRV, dns.ALL_RECORDS)
+TYPE_NAMES = {A: "A", NS: "NS", CNAME: "CNAME", SOA: "SOA", PTR: "PTR", MX: "MX", TXT: "TXT",
+              SRV: "SRV"}
 
 
 @attr.s(frozen=True, slots=True)
@@ -207,6 +211,28 @@ def _txt_value(text):
     return '"%s"' % text.replace("\\", "\\\\").replace('"', '\\"')
 
 
+def mail_services(config):
+    """
+    The mail services a client may look up by SRV (RFC 6186, RFC 8314), as
+    (owner label, port, target label), priority 0 and weight 1 in the zone.
+    A service that is off (its section disabled, or port 0) has port 0 and
+    no target: RFC 6186's "decidedly not available" (target ".").
+    """
+    mail, pop3 = config.mail, config.pop3
+    imap = getattr(config, "imap", None)   # [imap] is new in SPEC 17
+    imap_on = getattr(imap, "enabled", True)
+    offered = (
+        ("_submission._tcp", mail.enabled, mail.submission_port, "smtp"),
+        ("_submissions._tcp", mail.enabled, getattr(mail, "submissions_port", 465), "smtp"),
+        ("_imap._tcp", imap_on, getattr(imap, "port", 143), "imap"),
+        ("_imaps._tcp", imap_on, getattr(imap, "imaps_port", 993), "imap"),
+        ("_pop3._tcp", pop3.enabled, pop3.port, "pop"),
+        ("_pop3s._tcp", pop3.enabled, pop3.pop3s_port, "pop"),
+    )
+    return [(label, port, target) if on and port else (label, 0, None)
+            for label, on, port, target in offered]
+
+
 def zone_entries(config, wan_ip=None, dhcp=None):
     """
     Every record of the office zone and the LAN's reverse zone, as sorted
@@ -237,6 +263,10 @@ def zone_entries(config, wan_ip=None, dhcp=None):
             if addresses[side] is not None:
                 add(label, "A", addresses[side])
     static = {host, *BUILTIN_NAMES}
+    # A [record] of the same name takes the place of a generated SRV.
+    for label, port, target in mail_services(config):
+        if label not in config.records:
+            add(label, "SRV", "0 1 %d %s" % (port, fq(target) if target else "."))
     ptr = {lan: server}
     dynamic = {}  # address -> source of its PTR, for those that move with a lease
     leases = getattr(dhcp, "by_mac", {})
@@ -327,6 +357,10 @@ def _payload(rtype, value, ttl):
         text = value[1:-1].replace('\\"', '"').replace("\\\\", "\\").encode("utf-8")
         chunks = [text[i:i + 255] for i in range(0, len(text), 255)] or [b""]
         return dns.Record_TXT(*chunks, ttl=ttl)
+    if rtype == "SRV":
+        priority, weight, port, target = value.split()
+        return dns.Record_SRV(int(priority), int(weight), int(port),
+                              target.rstrip(".").encode("ascii"), ttl)
     raise ValueError("no such record type in the zone: %r" % rtype)
 
 
@@ -427,8 +461,8 @@ class OfficeZone:
             return ZoneAnswer(dns.OK, tuple(answers), (soa,))
         additional = []
         for rr in found:
-            if rr.type in (MX, NS):
-                target = (rr.payload.name if rr.type == MX else rr.payload.name).name
+            if rr.type in (MX, NS, SRV):
+                target = (rr.payload.target if rr.type == SRV else rr.payload.name).name
                 additional.extend(self._rrsets.get(target.decode("ascii").lower(), {}).get(A, ()))
         return ZoneAnswer(dns.OK, tuple(answers), (), tuple(additional))
 

@@ -180,6 +180,12 @@ class ErrorTests(unittest.TestCase):
                          "user carol", "extension", "already the extension of user alice")
         self.assertError(with_sections("[dns]\nprimary = 1.2.3.4\n"), "dns", None, "duplicate section")
         self.assertError(with_sections("[record www]\na = 192.168.2.9\n"), "record www", None, "built-in")
+        # SPEC 17's names for mail set-up, and the server's own name, are built in too.
+        for name in ("imap", "mail", "autoconfig", "autodiscover", "allworx"):
+            self.assertError(with_sections("[record %s]\na = 192.168.2.9\n" % name),
+                             "record %s" % name, None, "built-in")
+            self.assertError(with_sections("[host %s]\nmac = 02:00:00:00:00:09\n" % name),
+                             "host %s" % name, None, "built-in")
         two_hosts = ("[host a]\nmac = 02:00:00:00:00:01\naddress = 192.168.2.150\n\n"
                      "[host b]\nmac = 02:00:00:00:00:01\naddress = 192.168.2.150\n")
         self.assertError(with_sections(two_hosts), "host b", "mac", "already reserved")
