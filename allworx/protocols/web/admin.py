@@ -235,6 +235,16 @@ class PageResource(resource.Resource):
             request.setHeader(b"cache-control", b"no-store")
             return self.ctx.office.document_text().encode("utf-8")
         try:
+            # A page may offer files below it: (content type, file name, bytes) or None.
+            download = getattr(self.page, "download", None)
+            sent = download(self.ctx, sub) if download is not None else None
+            if sent is not None:
+                content_type, filename, body = sent
+                request.setHeader(b"content-type", content_type)
+                request.setHeader(b"content-disposition",
+                                  b'attachment; filename="%s"' % filename.encode("ascii"))
+                request.setHeader(b"cache-control", b"no-store")
+                return body
             return self.ctx.render_page(request, self.page, session, sub)
         except KeyError as e:
             request.setResponseCode(404)

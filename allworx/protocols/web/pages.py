@@ -15,6 +15,7 @@ from allworx.config import BUILTIN_NAMES, ConfigError, ConfigErrors
 from allworx.protocols.dns.zone import zone_entries
 from allworx.protocols.web import changes
 from allworx.protocols.web import forms
+from allworx.protocols.web import mailsetup
 from allworx.protocols.web.callhistory import history_context
 from allworx.protocols.web.lines import LinesPage
 from allworx.protocols.web.metrics import field
@@ -274,6 +275,19 @@ class UsersPage(Page):
 
     def template_for(self, sub):
         return "user.html" if sub and sub[0] else "users.html"
+
+    def download(self, ctx, sub):
+        """/users/NAME/mobileconfig: the user's Apple configuration profile."""
+        if len(sub) != 2 or sub[1] != "mobileconfig":
+            return None
+        user = ctx.office.config.users.get(sub[0])
+        if user is None:
+            raise KeyError("user %s" % sub[0])
+        try:
+            body = mailsetup.mobileconfig(ctx.office.config, user)
+        except LookupError:
+            raise KeyError("mail set-up profile while mail is off")
+        return mailsetup.PROFILE_TYPE, "%s.mobileconfig" % user.name, body
 
     def do_add_user(self, ctx, form, sub):
         name, values = forms.record_changes("user", form)

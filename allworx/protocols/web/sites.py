@@ -5,7 +5,8 @@ peers from `data_dir/intranet`, the public site (`www.DOMAIN`) for everyone
 else from `data_dir/www`. Static files only, with content types, Last-Modified
 and ETag for conditional GET, no directory listings, no dot-files, nothing
 outside the site's directory (not by `..`, not by a symbolic link). A site
-without an index.html shows a generated default page.
+without an index.html shows a generated default page. Mail clients' set-up
+documents (`mailsetup`) are answered before either site's files.
 """
 
 import html
@@ -13,6 +14,8 @@ import os
 
 from twisted.web import resource, static
 from twisted.web.http import CACHED
+
+from allworx.protocols.web.mailsetup import setup_document, setup_reachable
 
 INTRANET_DIR = "intranet"
 SMALL_FILE = 256 * 1024   # sent in one write; larger files are streamed
@@ -165,10 +168,18 @@ class SiteBySide(resource.Resource):
         if self._roots[0] != dirs:
             self._roots = (dirs, SiteFiles.for_site(dirs[0], "intranet", self.office),
                            SiteFiles.for_site(dirs[1], "public", self.office))
-        peer = getattr(request.getClientAddress(), "host", None)
-        return self._roots[1] if self.office.is_lan_peer(peer) else self._roots[2]
+        return self._roots[1] if self._lan(request) else self._roots[2]
+
+    def _lan(self, request):
+        return self.office.is_lan_peer(getattr(request.getClientAddress(), "host", None))
 
     def getChildWithDefault(self, path, request):
+        document = setup_document(
+            seg.decode("utf-8", "replace") for seg in request.prepath + request.postpath)
+        if document is not None and setup_reachable(
+                self.office.config, (request.getHeader(b"host") or b"").decode("latin-1"),
+                self._lan(request)):
+            return document(self.office)
         return self.site_for(request).getChildWithDefault(path, request)
 
     def render(self, request):
