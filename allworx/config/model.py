@@ -118,6 +118,14 @@ class Pop3Settings:
 
 
 @attr.s(frozen=True, slots=True)
+class ImapSettings:
+    enabled = key(parse_bool, True, fmt=format_bool)
+    wan = key(parse_bool, False, fmt=format_bool)
+    port = key(parse_port, 143)
+    imaps_port = key(parse_port, 993)
+
+
+@attr.s(frozen=True, slots=True)
 class SipSettings:
     enabled = key(parse_bool, True, fmt=format_bool)
     voicemail_timeout = key(parse_duration(1, 600), 20)
@@ -320,7 +328,8 @@ class Attendant:
 SETTINGS_SECTIONS = {
     "system": SystemSettings, "lan": LanSettings, "wan": WanSettings,
     "security": SecuritySettings, "dhcp": DhcpSettings, "dns": DnsSettings,
-    "mail": MailSettings, "pop3": Pop3Settings, "sip": SipSettings,
+    "mail": MailSettings, "pop3": Pop3Settings, "imap": ImapSettings,
+    "sip": SipSettings,
     "web": WebSettings, "ldap": LdapSettings, "ntp": NtpSettings,
 }
 RECORD_SECTIONS = {
@@ -380,6 +389,7 @@ class Config:
     dns = attr.ib()
     mail = attr.ib()
     pop3 = attr.ib()
+    imap = attr.ib()
     sip = attr.ib()
     web = attr.ib()
     ldap = attr.ib()

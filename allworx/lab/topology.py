@@ -57,6 +57,7 @@ PACKAGES = {
     "ping": "iputils-ping",
     "nmap": "nmap",
     "swaks": "swaks",
+    "mbsync": "isync",
     "ldapsearch": "ldap-utils",
     "ldapwhoami": "ldap-utils",
     "ldapmodify": "ldap-utils",

@@ -4,7 +4,7 @@ Maildir storage, the POP3 server and POP3 fetching (guide 7-9, SPEC 7).
 
 Modules, from the wire inwards:
 
-    service.py    the "mail" child: smtp, submission, pop3, queue, fetch
+    service.py    the "mail" child: smtp, submission, pop3, imap, queue, fetch
     smtp.py       the SMTP/submission protocol (thin), smtpwire.py its text rules,
                   transaction.py the MAIL/RCPT/DATA state machine
     policy.py     who may send to whom (relay decisions)
@@ -14,6 +14,9 @@ Modules, from the wire inwards:
     queue.py      the outbound queue (IMailQueue), relay.py routing and sending,
                   dsn.py bounces
     pop3.py       the POP3 server over the store
+    imap.py       the IMAP server (imapfolders.py its folder commands,
+                  imapmessage.py messages for FETCH, imapstore.py folders,
+                  UIDs and flags over the store's Maildirs)
     fetch.py      POP3 fetching, multidrop.py routing for the admin's accounts
     tls.py        the certificate for STARTTLS, STLS and POP3S
 

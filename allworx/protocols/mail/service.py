@@ -1,7 +1,7 @@
 # -*- test-case-name: allworx.tests.mail.test_service -*-
 """
 The "mail" child of the server: a MultiService whose children are smtp,
-submission, pop3, queue and fetch, sharing one store, one outbound queue and
+submission, pop3, imap, queue and fetch, sharing one store, one outbound queue and
 one durable writer. Its `store` (IMailStore), `queue` (IMailQueue) and
 `fetch.status` are what the rest of the server is given; it follows
 configuration changes live (ports, switches, smarthost, users and aliases).
@@ -16,7 +16,7 @@ from twisted.names import client as dns_client
 from allworx.atomicfile import ensure_directory
 from allworx.auth import OfficeUserChecker
 from allworx.guards import LoginThrottle, PeerLimit
-from allworx.protocols.mail import fetch, pop3, tls
+from allworx.protocols.mail import fetch, imap, pop3, tls
 from allworx.protocols.mail.durable import DurableWriter
 from allworx.protocols.mail.queue import OutboundQueue
 from allworx.protocols.mail.relay import SmtpRelay
@@ -80,8 +80,10 @@ class MailService(OfficeService):
                                        "turned off in [mail]")
         self.queue_service = QueueService(self.queue)
         self.pop3 = pop3.make_pop3_service(self)
+        self.imap = imap.make_imap_service(self)
         self.fetch = fetch.FetchService(self)
-        for child in (self.queue_service, self.smtp, self.submission, self.pop3, self.fetch):
+        for child in (self.queue_service, self.smtp, self.submission, self.pop3, self.imap,
+                      self.fetch):
             child.setServiceParent(self)
         self._apply(office.config)
 

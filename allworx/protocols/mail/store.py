@@ -13,6 +13,13 @@ UID is its Maildir base name, so it is the same in every POP3 session. A
 message that has been read lives in `cur/` with the `S` flag. Voicemail is a
 message with the header `X-Allworx-Voicemail: yes`; when a user's count of
 new or heard voicemail changes the store emits `MailboxChanged`.
+
+IMAP keeps every flag in the name the Maildir way (`ID:2,FRS`: Draft,
+Flagged, Replied, Seen, Trashed); `set_flags` renames the file (and fsyncs
+the directory) and `add_message` stores a message with its flags. Whoever
+changed a mailbox (delivery, POP3, phone, IMAP), the callables in
+`listeners` are called with the user's name, at once, so IMAP sessions learn
+of it.
 """
 
 import email.header
@@ -27,7 +34,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from allworx.atomicfile import ensure_directory
+from allworx.atomicfile import ensure_directory, fsync_directory
 from allworx.interfaces import IMailStore
 from allworx.protocols.mail.aliases import AliasLoop, expand
 from allworx.protocols.mail.durable import PendingFile
@@ -119,6 +126,7 @@ class _Entry:
     seen = attr.ib()
     voicemail = attr.ib()
     summary = attr.ib(default=None)
+    flags = attr.ib(default="")
 
 
 def _uid_of(name):
@@ -143,6 +151,7 @@ class MailStore:
         self._ensured = set()
         self._sequence = itertools.count()
         self._tag = "P%d%s" % (os.getpid(), os.urandom(3).hex())
+        self.listeners = []         # callables(user) told of every change to a mailbox
 
     # ------------------------------------------------------------ places
 
@@ -254,7 +263,7 @@ class MailStore:
                 tag = _SIZE_TAG.search(uid)
                 # Without a size in its name, the file is counted when first asked.
                 entry = _Entry(uid, path, int(tag.group(1)) if tag else None, "S" in flags,
-                               is_voicemail(head))
+                               is_voicemail(head), flags=flags)
                 box[entry.uid] = entry
         return box
 
@@ -324,20 +333,68 @@ class MailStore:
         except FileNotFoundError:
             pass
         self._announce(user, counts)
+        self._changed(user)
 
     def mark_seen(self, user, uid):
-        """Flag a message as read: it moves to cur/ with the S flag."""
-        box = self._box(user)
-        entry = box.get(uid)
+        """Flag a message as read: it moves to cur/ with the S flag (its other flags kept)."""
+        entry = self._box(user).get(uid)
         if entry is None:
             raise KeyError(uid)
-        if entry.seen:
+        if not entry.seen:
+            self.set_flags(user, uid, entry.flags + "S")
+
+    def flags(self, user):
+        """{uid: Maildir flag letters} of a user's messages ("" for those in new/)."""
+        return {uid: entry.flags for uid, entry in self._box(user).items()}
+
+    def set_flags(self, user, uid, letters):
+        """
+        Give a message exactly these Maildir flag letters (`FRS`...): it is
+        renamed into cur/ and the directory fsynced, so the change is on disk
+        when this returns. KeyError if the message is gone.
+        """
+        entry = self._box(user).get(uid)
+        if entry is None:
+            raise KeyError(uid)
+        letters = "".join(sorted(set(letters)))
+        target = os.path.join(self.maildir(user), "cur", uid + ":2," + letters)
+        if target == entry.path:
             return
         counts = self.voicemail_counts(user)
-        target = os.path.join(self.maildir(user), "cur", uid + ":2,S")
-        os.rename(entry.path, target)
-        entry.path, entry.seen = target, True
+        try:
+            os.rename(entry.path, target)
+        except FileNotFoundError:
+            self._box(user).pop(uid, None)
+            self._changed(user)
+            raise KeyError(uid)
+        fsync_directory(os.path.dirname(target))
+        entry.path, entry.flags, entry.seen = target, letters, "S" in letters
         self._announce(user, counts)
+        self._changed(user)
+
+    def add_message(self, user, message, letters=""):
+        """
+        Store `message` in the user's own mailbox with these flag letters (no
+        aliases, no forwarding: IMAP APPEND); fires with its uid once on disk.
+        """
+        try:
+            self._ensure(user)
+            self._box(user)
+        except (KeyError, OSError) as e:
+            return defer.fail(e)
+        data = to_lf(message)
+        size = pop3_octets(data)
+        uid = "%s,W=%d" % (self.new_id(), size)
+        letters = "".join(sorted(set(letters)))
+        base = self.maildir(user)
+        path = os.path.join(base, "cur", uid + ":2," + letters)
+        d = self.writer.write([PendingFile(os.path.join(base, "tmp", uid), path, data)])
+
+        def written(_):
+            self._added(user, _Entry(uid, path, size, "S" in letters, is_voicemail(data),
+                                     flags=letters), is_voicemail(data))
+            return uid
+        return d.addCallback(written)
 
     def voicemail_counts(self, user):
         """(new, heard) voicemail messages of a user."""
@@ -364,6 +421,14 @@ class MailStore:
         box[entry.uid] = entry
         if voicemail:
             self._announce(user, counts)
+        self._changed(user)
+
+    def _changed(self, user):
+        for listener in list(self.listeners):
+            try:
+                listener(user)
+            except Exception:
+                log.failure("a mailbox listener failed for {user}", user=user)
 
     def _announce(self, user, before):
         after = self.voicemail_counts(user)

@@ -132,6 +132,9 @@ def lan_only_ports(config):
     if not config.pop3.wan:
         ports[("tcp", config.pop3.port)] = "POP3 (LAN only unless [pop3] wan)"
         ports[("tcp", config.pop3.pop3s_port)] = "POP3S (LAN only unless [pop3] wan)"
+    if not config.imap.wan:
+        ports[("tcp", config.imap.port)] = "IMAP (LAN only unless [imap] wan)"
+        ports[("tcp", config.imap.imaps_port)] = "IMAPS (LAN only unless [imap] wan)"
     if not config.sip.wan:
         ports[("tcp", config.sip.tls_port)] = "SIP over TLS (LAN only unless [sip] wan)"
     return ports
@@ -151,6 +154,9 @@ def public_ports(config):
     if config.pop3.wan:
         ports[("tcp", config.pop3.port)] = "POP3"
         ports[("tcp", config.pop3.pop3s_port)] = "POP3S"
+    if config.imap.wan:
+        ports[("tcp", config.imap.port)] = "IMAP"
+        ports[("tcp", config.imap.imaps_port)] = "IMAPS"
     if config.sip.wan:
         ports[("tcp", config.sip.tls_port)] = "SIP over TLS (remote phones)"
     return ports

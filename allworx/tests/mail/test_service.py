@@ -15,6 +15,7 @@ class MailServiceTests(unittest.TestCase):
         self.office = make_office(self)
         self.office.update_settings("mail", {"smtp_port": "2525", "submission_port": "2587"})
         self.office.update_settings("pop3", {"port": "2110", "pop3s_port": "2995"})
+        self.office.update_settings("imap", {"port": "2143", "imaps_port": "2993"})
         self.reactor = MemoryReactorClock()
         self.mail = mail_service.MailService(self.office, self.reactor, PlainChecker({}), sync_thread)
         self.mail.startService()
@@ -26,12 +27,20 @@ class MailServiceTests(unittest.TestCase):
         return tcp, ssl
 
     def test_children_and_published_parts(self):
-        self.assertEqual([c.name for c in self.mail], ["queue", "smtp", "submission", "pop3", "fetch"])
+        self.assertEqual([c.name for c in self.mail], ["queue", "smtp", "submission", "pop3", "imap", "fetch"])
         self.assertTrue(IMailStore.providedBy(self.mail.store))
         self.assertTrue(IMailQueue.providedBy(self.mail.queue))
         self.assertEqual(self.mail.fetch.status, {})
-        self.assertEqual(self.ports(), ([2110, 2525, 2587], [2995]))
+        self.assertEqual(self.ports(), ([2110, 2143, 2525, 2587], [2993, 2995]))
         self.assertEqual(self.office.status["smtp"].state, "up")
+
+    def test_imap_follows_its_section_and_the_mail_certificate(self):
+        self.assertIs(self.mail.imap.factory.tls_options, self.mail.tls_options)
+        replaced = object()
+        self.mail.tls_options = replaced        # a certificate reloaded live
+        self.assertIs(self.mail.imap.factory.tls_options, replaced)
+        self.office.update_settings("imap", {"enabled": "no"})
+        self.assertEqual(self.office.status["imap"].state, "disabled")
         self.assertEqual(self.office.status["mail"].state, "up")
 
     def test_certificate_made_once(self):

@@ -1,0 +1,218 @@
+# -*- test-case-name: allworx.tests.mail.test_imap -*-
+"""
+What twisted.mail.imap4's FETCH, STORE and SEARCH code reads: `Message`
+(IMessage and IMessageFile over one stored file, sent with CRLF line ends),
+`Part` (a MIME part of it) and `SelectedMailbox`, a session's selected
+folder seen through its `View` (imapstore.py).
+"""
+
+import email.parser
+import email.policy
+import email.utils
+import io
+import os
+
+from twisted.mail import imap4
+from zope.interface import implementer
+
+from allworx.protocols.mail.imapstore import SEPARATOR, SYSTEM_FLAGS, flags_of, letters_of
+
+
+def _crlf(data):
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def _split(data):
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return data, b""
+    return data[:end + 2], data[end + 4:]
+
+
+class _Headers:
+    """Header access shared by a whole message and its parts."""
+
+    def _parsed(self):
+        raise NotImplementedError
+
+    def getHeaders(self, negate, *names):
+        wanted = {n.lower() if isinstance(n, str) else n.decode("ascii", "replace").lower()
+                  for n in names}
+        out = {}
+        for key, value in self._parsed().items():
+            k = key.lower()
+            if names and (k in wanted) == negate:
+                continue
+            if k not in out:
+                out[k] = str(value)
+        return out
+
+    def isMultipart(self):
+        return self._parsed().is_multipart()
+
+    def getSubPart(self, part):
+        parts = self._parsed().get_payload()
+        if not isinstance(parts, list) or not 0 <= part < len(parts):
+            raise IndexError(part)
+        return Part(parts[part])
+
+
+@implementer(imap4.IMessagePart)
+class Part(_Headers):
+    """One MIME part, as the parser split it."""
+
+    def __init__(self, msg):
+        self.msg = msg
+
+    def _parsed(self):
+        return self.msg
+
+    def _bytes(self):
+        return _crlf(self.msg.as_bytes(policy=email.policy.compat32))
+
+    def getBodyFile(self):
+        return io.BytesIO(_split(self._bytes())[1])
+
+    def getSize(self):
+        return len(self._bytes())
+
+
+@implementer(imap4.IMessage, imap4.IMessageFile)
+class Message(_Headers):
+    """A stored message; the file is read when first needed."""
+
+    def __init__(self, folder, uid, name):
+        self.folder = folder
+        self.uid = uid
+        self.name = name
+        self._data = None
+        self._msg = None
+        self._date = None
+
+    def data(self):
+        if self._data is None:
+            with self.folder.storage.open(self.name) as f:
+                self._data = _crlf(f.read())
+                try:
+                    self._date = os.fstat(f.fileno()).st_mtime
+                except OSError:
+                    self._date = 0
+        return self._data
+
+    def _parsed(self):
+        if self._msg is None:
+            self._msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(self.data())
+        return self._msg
+
+    def open(self):
+        return io.BytesIO(self.data())
+
+    def getUID(self):
+        return self.uid
+
+    def getFlags(self):
+        return flags_of(self.folder.flags.get(self.name, ""))
+
+    def getInternalDate(self):
+        self.data()
+        return email.utils.formatdate(self._date or 0)
+
+    def getBodyFile(self):
+        return io.BytesIO(_split(self.data())[1])
+
+    def getSize(self):
+        return len(self.data())
+
+
+@implementer(imap4.IMailbox)
+class SelectedMailbox:
+    """
+    The mailbox twisted's FETCH, STORE and SEARCH work on: sequence numbers
+    and UIDs from the session's view, flags written through the folder.
+    """
+
+    def __init__(self, view):
+        self.view = view
+        self.folder = view.folder
+
+    # what twisted asks
+    def getFlags(self):
+        return list(SYSTEM_FLAGS)
+
+    def getHierarchicalDelimiter(self):
+        return SEPARATOR
+
+    def getUIDValidity(self):
+        return self.folder.uidvalidity
+
+    def getUIDNext(self):
+        return self.folder.uidnext
+
+    def getUID(self, seq):
+        return self.view.seq[seq - 1]
+
+    def getMessageCount(self):
+        return len(self.view.seq)
+
+    def getRecentCount(self):
+        return 0
+
+    def getUnseenCount(self):
+        return self.folder.status()["UNSEEN"]
+
+    def isWriteable(self):
+        return self.view.writeable
+
+    def addListener(self, listener):
+        pass
+
+    def removeListener(self, listener):
+        pass
+
+    def requestStatus(self, names):
+        status = self.folder.status()
+        return {n: status[n] for n in names if n in status}
+
+    def select(self, messages, uid):
+        """[(seq, uid)] the message set names, in order (those expunged elsewhere too)."""
+        seq = self.view.seq
+        try:
+            messages.last = (seq[-1] if seq else max(self.folder.uidnext - 1, 0)) if uid \
+                else len(seq)
+        except ValueError:
+            pass        # set already, by an earlier look at the same set
+        if uid:
+            return [(i + 1, u) for i, u in enumerate(seq) if u in messages]
+        return [(i + 1, u) for i, u in enumerate(seq) if i + 1 in messages]
+
+    def fetch(self, messages, uid):
+        out = []
+        for number, u in self.select(messages, uid):
+            name = self.view.name_at(u)
+            if name is not None:
+                out.append((number, Message(self.folder, u, name)))
+        return out
+
+    def store(self, messages, flags, mode, uid):
+        """Set, add (mode 1) or remove (-1) flags; {seq: [flags]} of what changed."""
+        letters = letters_of(flags)
+        result = {}
+        for number, u in self.select(messages, uid):
+            name = self.view.name_at(u)
+            if name is None:
+                continue
+            old = self.folder.flags.get(name, "")
+            if mode > 0:
+                new = "".join(sorted(set(old) | set(letters)))
+            elif mode < 0:
+                new = "".join(sorted(set(old) - set(letters)))
+            else:
+                new = letters
+            if new != old:
+                try:
+                    self.folder.set_flags(name, new)
+                except KeyError:
+                    continue
+            self.view.known[u] = new
+            result[number] = flags_of(new)
+        return result

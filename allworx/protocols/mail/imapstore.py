@@ -1,0 +1,441 @@
+# -*- test-case-name: allworx.tests.mail.test_imap -*-
+"""
+The IMAP view of the users' Maildirs (SPEC 17): folders, UIDs and flags.
+
+- INBOX is the user's Maildir itself, reached only through the mail store
+  (`MailStore`), so POP3, voicemail and IMAP share one set of messages and
+  a flag set here counts for message waiting. The other folders are
+  Maildir++ subfolders (`USER/.Sent/{tmp,new,cur}`; "a/b" is `.a.b`), the
+  special-use ones (`Sent`, `Drafts`, `Trash`, `Junk`) made for every user.
+- Flags live in the file name (`:2,DFRST`), as Dovecot and mbsync expect.
+- UIDs: a file `allworx-uidlist` in each folder's directory: a first line
+  `V UIDVALIDITY UIDNEXT`, then `UID NAME` per message, replaced
+  atomically whenever a UID is handed out, before anyone is told of it, so
+  UIDs and UIDVALIDITY stay the same across restarts.
+- `Folder` is one folder shared by every session of its user; each session
+  has a `View` (its own sequence numbers) that is told of changes and says
+  what to report (`changes`): EXPUNGE, EXISTS and FETCH FLAGS lines.
+"""
+
+import os
+import re
+
+from twisted.logger import Logger
+
+from allworx.atomicfile import ensure_directory, fsync_directory, write_atomically
+from allworx.protocols.mail.durable import PendingFile
+from allworx.protocols.mail.store import pop3_octets, to_lf
+
+log = Logger()
+
+UIDLIST = "allworx-uidlist"
+SUBSCRIPTIONS = "allworx-subscriptions"
+SEPARATOR = "/"
+SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash", "Junk": "\\Junk"}
+FLAG_LETTERS = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S",
+                "\\Deleted": "T"}
+LETTER_FLAGS = {v: k for k, v in FLAG_LETTERS.items()}
+_BY_LOWER = {k.lower(): v for k, v in FLAG_LETTERS.items()}
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+_NAME_OK = re.compile(r"^[^\x00-\x1f\x7f.%*\\]{1,200}$")
+
+
+class FolderError(Exception):
+    """A folder operation refused, with the reason for the client (a NO)."""
+
+
+def letters_of(flags):
+    """Maildir letters of IMAP flag names (unknown keywords are not kept)."""
+    out = set()
+    for flag in flags:
+        letter = _BY_LOWER.get(flag.lower())
+        if letter:
+            out.add(letter)
+    return "".join(sorted(out))
+
+
+def flags_of(letters):
+    """IMAP flag names of Maildir letters."""
+    return [flag for flag in SYSTEM_FLAGS if FLAG_LETTERS[flag] in letters]
+
+
+def _order(name):
+    stamp, _, rest = name.partition(".")
+    return (int(stamp) if stamp.isdigit() else 0, name)
+
+
+def check_name(name):
+    """The folder name, or FolderError when it cannot be one (on disk or in IMAP)."""
+    parts = name.split(SEPARATOR)
+    if not all(_NAME_OK.match(p) for p in parts):
+        raise FolderError("bad mailbox name")
+    return name
+
+
+class InboxStorage:
+    """INBOX: the user's Maildir, all through the mail store."""
+
+    def __init__(self, store, user):
+        self.store = store
+        self.user = user
+        self.path = store.maildir(user)
+
+    def entries(self):
+        return self.store.flags(self.user)
+
+    def open(self, name):
+        return self.store.open_message(self.user, name)
+
+    def set_flags(self, name, letters):
+        self.store.set_flags(self.user, name, letters)
+
+    def delete(self, name):
+        self.store.delete_message(self.user, name)
+
+    def add(self, data, letters):
+        return self.store.add_message(self.user, data, letters)
+
+
+class SubStorage:
+    """A Maildir++ subfolder, kept here (nothing else reads it)."""
+
+    def __init__(self, store, path):
+        self.store = store
+        self.path = path
+        self._files = None      # name -> (path, letters)
+
+    def _scan(self):
+        files = {}
+        for sub in ("new", "cur"):
+            try:
+                names = os.listdir(os.path.join(self.path, sub))
+            except FileNotFoundError:
+                continue
+            for fname in names:
+                name, _, info = fname.partition(":2,")
+                files[name] = (os.path.join(self.path, sub, fname), info if sub == "cur" else "")
+        return files
+
+    @property
+    def files(self):
+        if self._files is None:
+            self._files = self._scan()
+        return self._files
+
+    def entries(self):
+        return {name: letters for name, (_, letters) in self.files.items()}
+
+    def open(self, name):
+        try:
+            return open(self.files[name][0], "rb")
+        except (KeyError, FileNotFoundError):
+            raise KeyError(name)
+
+    def set_flags(self, name, letters):
+        path, old = self.files[name]
+        target = os.path.join(self.path, "cur", name + ":2," + letters)
+        if target != path:
+            os.rename(path, target)
+            fsync_directory(os.path.dirname(target))
+            self.files[name] = (target, letters)
+
+    def delete(self, name):
+        path, _ = self.files.pop(name)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    def add(self, data, letters):
+        data = to_lf(data)
+        name = "%s,W=%d" % (self.store.new_id(), pop3_octets(data))
+        path = os.path.join(self.path, "cur", name + ":2," + letters)
+        d = self.store.writer.write([PendingFile(os.path.join(self.path, "tmp", name), path, data)])
+
+        def written(_):
+            self.files[name] = (path, letters)
+            return name
+        return d.addCallback(written)
+
+
+class Folder:
+    """
+    One folder of one user, shared by that user's sessions: the UID of each
+    message (`uids`, name -> UID; `order`, [(UID, name)] ascending), its flag
+    letters (`flags`), and the views to tell of changes.
+    """
+
+    def __init__(self, name, storage, now):
+        self.name = name
+        self.storage = storage
+        self.views = set()
+        self.uids = {}
+        self.order = []
+        self.by_uid = {}
+        self.flags = {}
+        self.uidvalidity, self.uidnext = self._load(now)
+        self.reconcile()
+
+    def _uidlist(self):
+        return os.path.join(self.storage.path, UIDLIST)
+
+    def _load(self, now):
+        try:
+            with open(self._uidlist()) as f:
+                lines = f.read().splitlines()
+            _, validity, nextuid = lines[0].split()
+            for line in lines[1:]:
+                uid, name = line.split(" ", 1)
+                self.uids[name] = int(uid)
+            return int(validity), int(nextuid)
+        except FileNotFoundError:
+            return max(1, int(now)) & 0xFFFFFFFF, 1
+        except (ValueError, IndexError):
+            log.warn("imap: {path} is damaged: UIDs start again", path=self._uidlist())
+            self.uids = {}
+            return max(1, int(now)) & 0xFFFFFFFF, 1
+
+    def _save(self):
+        lines = ["V %d %d" % (self.uidvalidity, self.uidnext)]
+        lines.extend("%d %s" % (uid, name) for uid, name in self.order)
+        write_atomically(self._uidlist(), "\n".join(lines) + "\n")
+
+    def reconcile(self):
+        """Match the UIDs to the messages there are now; True when anything changed."""
+        current = self.storage.entries()
+        changed = current != self.flags
+        gone = [name for name in self.uids if name not in current]
+        for name in gone:
+            del self.uids[name]
+        new = sorted((n for n in current if n not in self.uids), key=_order)
+        for name in new:
+            self.uids[name] = self.uidnext
+            self.uidnext += 1
+        self.flags = current
+        if gone or new or len(self.order) != len(self.uids):
+            self.order = sorted((uid, name) for name, uid in self.uids.items())
+            self.by_uid = {uid: name for uid, name in self.order}
+        if gone or new or not os.path.exists(self._uidlist()):
+            self._save()
+        return changed or bool(gone or new)
+
+    def refresh(self):
+        """The storage changed (delivery, POP3, phone, another session): tell every view."""
+        if self.reconcile():
+            for view in list(self.views):
+                view.folder_changed()
+
+    def set_flags(self, name, letters):
+        self.storage.set_flags(name, letters)
+        self.refresh()
+
+    def expunge(self, names):
+        for name in names:
+            try:
+                self.storage.delete(name)
+            except KeyError:
+                pass
+        self.refresh()
+
+    def add(self, data, letters):
+        """Store a message; fires with its UID once on disk and numbered."""
+        d = self.storage.add(data, letters)
+
+        def added(name):
+            self.refresh()
+            return self.uids[name]
+        return d.addCallback(added)
+
+    def status(self):
+        unseen = sum(1 for letters in self.flags.values() if "S" not in letters)
+        return {"MESSAGES": len(self.order), "RECENT": 0, "UIDNEXT": self.uidnext,
+                "UIDVALIDITY": self.uidvalidity, "UNSEEN": unseen}
+
+
+class Mailboxes:
+    """
+    Every user's folders, loaded when first used and kept while sessions
+    use them; the store's listener keeps INBOX current.
+    """
+
+    def __init__(self, store, reactor):
+        self.store = store
+        self.reactor = reactor
+        self.folders = {}        # (user, name) -> Folder
+        store.listeners.append(self.inbox_changed)
+
+    def inbox_changed(self, user):
+        folder = self.folders.get((user, "INBOX"))
+        if folder is not None:
+            folder.refresh()
+
+    def _dir(self, user, name):
+        root = self.store.maildir(user)
+        if name == "INBOX":
+            return root
+        return os.path.join(root, "." + name.replace(SEPARATOR, "."))
+
+    def ensure_user(self, user):
+        """Make the user's Maildir and special-use folders, subscribed, if missing."""
+        root = self.store.maildir(user)
+        for sub in ("tmp", "new", "cur"):
+            ensure_directory(os.path.join(root, sub))
+        made = False
+        for name in SPECIAL_USE:
+            if not os.path.isdir(os.path.join(self._dir(user, name), "cur")):
+                for sub in ("tmp", "new", "cur"):
+                    ensure_directory(os.path.join(self._dir(user, name), sub))
+                made = True
+        if made or not os.path.exists(os.path.join(root, SUBSCRIPTIONS)):
+            subs = self.subscriptions(user) | {"INBOX"} | set(SPECIAL_USE)
+            self.save_subscriptions(user, subs)
+
+    def names(self, user):
+        """Every folder of the user: INBOX first, then the others sorted."""
+        root = self.store.maildir(user)
+        out = []
+        try:
+            entries = os.listdir(root)
+        except FileNotFoundError:
+            entries = []
+        for entry in entries:
+            if entry.startswith(".") and entry not in (".", "..") and \
+                    os.path.isdir(os.path.join(root, entry, "cur")):
+                out.append(entry[1:].replace(".", SEPARATOR))
+        return ["INBOX"] + sorted(out)
+
+    def exists(self, user, name):
+        return name == "INBOX" or os.path.isdir(os.path.join(self._dir(user, name), "cur"))
+
+    def folder(self, user, name):
+        """The Folder (shared), or None when there is no such folder."""
+        if name.upper() == "INBOX":
+            name = "INBOX"
+        key = (user, name)
+        folder = self.folders.get(key)
+        if folder is None:
+            if not self.exists(user, name):
+                return None
+            if name == "INBOX":
+                storage = InboxStorage(self.store, user)
+            else:
+                storage = SubStorage(self.store, self._dir(user, name))
+            folder = self.folders[key] = Folder(name, storage, self.reactor.seconds())
+        return folder
+
+    def release(self, folder, view):
+        """A view is done with its folder; an unused folder is dropped from memory."""
+        folder.views.discard(view)
+        if not folder.views:
+            for key, f in list(self.folders.items()):
+                if f is folder:
+                    del self.folders[key]
+
+    def create(self, user, name):
+        check_name(name)
+        if name.upper() == "INBOX" or self.exists(user, name):
+            raise FolderError("mailbox already exists")
+        for sub in ("tmp", "new", "cur"):
+            ensure_directory(os.path.join(self._dir(user, name), sub))
+
+    def delete(self, user, name):
+        if name.upper() == "INBOX" or name in SPECIAL_USE:
+            raise FolderError("this mailbox cannot be deleted")
+        if not self.exists(user, name):
+            raise FolderError("no such mailbox")
+        if any(n.startswith(name + SEPARATOR) for n in self.names(user)):
+            raise FolderError("mailbox has inferior hierarchical names")
+        folder = self.folders.pop((user, name), None)
+        path = self._dir(user, name)
+        for sub in ("tmp", "new", "cur"):
+            d = os.path.join(path, sub)
+            for f in os.listdir(d):
+                os.unlink(os.path.join(d, f))
+            os.rmdir(d)
+        for f in os.listdir(path):
+            os.unlink(os.path.join(path, f))
+        os.rmdir(path)
+        if folder is not None:
+            folder.reconcile()
+            for view in list(folder.views):
+                view.folder_changed()
+
+    def rename(self, user, old, new):
+        check_name(new)
+        if old.upper() == "INBOX" or old in SPECIAL_USE:
+            raise FolderError("this mailbox cannot be renamed")
+        if not self.exists(user, old):
+            raise FolderError("no such mailbox")
+        if self.exists(user, new):
+            raise FolderError("mailbox already exists")
+        if any(n.startswith(old + SEPARATOR) for n in self.names(user)):
+            raise FolderError("mailbox has inferior hierarchical names")
+        if self.folders.get((user, old)) is not None:
+            raise FolderError("mailbox is in use")
+        os.rename(self._dir(user, old), self._dir(user, new))
+
+    def subscriptions(self, user):
+        try:
+            with open(os.path.join(self.store.maildir(user), SUBSCRIPTIONS)) as f:
+                return {line for line in f.read().splitlines() if line}
+        except FileNotFoundError:
+            return set()
+
+    def save_subscriptions(self, user, names):
+        write_atomically(os.path.join(self.store.maildir(user), SUBSCRIPTIONS),
+                         "".join(n + "\n" for n in sorted(names)))
+
+
+class View:
+    """
+    One session's view of a folder: its sequence numbers (`seq`, UIDs) and
+    the flags it was last told (`known`). `folder_changed` marks it stale
+    and pokes the session; `changes` gives the lines to report.
+    """
+
+    def __init__(self, folder, session, writeable):
+        self.folder = folder
+        self.session = session
+        self.writeable = writeable
+        self.seq = [uid for uid, _ in folder.order]
+        self.known = {uid: folder.flags[name] for uid, name in folder.order}
+        folder.views.add(self)
+
+    def folder_changed(self):
+        notify = getattr(self.session, "mailbox_changed", None)
+        if notify is not None:
+            notify()
+
+    def changes(self, expunges=True):
+        """Untagged lines (bytes) for what changed since last told, and the view made current."""
+        folder = self.folder
+        present = folder.by_uid
+        out = []
+        if expunges:
+            for index in range(len(self.seq) - 1, -1, -1):
+                uid = self.seq[index]
+                if uid not in present:
+                    out.append(b"%d EXPUNGE" % (index + 1))
+                    del self.seq[index]
+                    self.known.pop(uid, None)
+        last = self.seq[-1] if self.seq else 0
+        new = [uid for uid, _ in folder.order if uid > last]
+        for index, uid in enumerate(self.seq):
+            name = present.get(uid)
+            if name is not None and folder.flags[name] != self.known.get(uid):
+                self.known[uid] = folder.flags[name]
+                out.append(b"%d FETCH (UID %d FLAGS (%s))" % (
+                    index + 1, uid, " ".join(flags_of(folder.flags[name])).encode()))
+        if new:
+            self.seq.extend(new)
+            for uid in new:
+                self.known[uid] = folder.flags[present[uid]]
+            out.append(b"%d EXISTS" % len(self.seq))
+        return out
+
+    def name_at(self, uid):
+        """The message's file name, or None when it is gone."""
+        return self.folder.by_uid.get(uid)
+
+    def close(self, mailboxes):
+        mailboxes.release(self.folder, self)

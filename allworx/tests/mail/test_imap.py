@@ -1,0 +1,392 @@
+"""Tests for the IMAP server (allworx.protocols.mail.imap) over the store, on StringTransport."""
+
+import base64
+import os
+import re
+
+from hypothesis import given, settings, strategies as st, HealthCheck
+from twisted.internet import address, defer, interfaces
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+from zope.interface import directlyProvides
+
+from allworx.office import MailboxChanged
+from allworx.protocols.mail.imap import MAX_SESSIONS_PER_USER, ImapFactory
+from allworx.protocols.mail.imapstore import UIDLIST
+from allworx.tests.mailtesting import PlainChecker, make_store
+
+LAN = "192.168.2.10"
+WAN = "198.51.100.10"
+VM = (b"From: Voicemail <voicemail@corp.example>\r\nSubject: Voicemail from 201\r\n"
+      b"X-Allworx-Voicemail: yes\r\n\r\nA message.\r\n")
+
+
+def run_now(iterator):
+    """twisted's scheduler, without the reactor: each step at once, waiting on Deferreds."""
+    done = defer.Deferred()
+
+    def step(_=None):
+        for result in iterator:
+            if isinstance(result, defer.Deferred) and not result.called:
+                result.addCallback(step)
+                return
+        done.callback(None)
+    step()
+    return done
+
+
+class TLSTransport(StringTransport):
+    """A StringTransport that can start TLS (it only records that it did)."""
+
+    tls_started = None
+
+    def startTLS(self, options):
+        self.tls_started = options
+
+
+directlyProvides(TLSTransport, interfaces.ITLSTransport)
+
+
+class ImapCase(unittest.TestCase):
+
+    def setUp(self):
+        self.office, self.store, self.queue, self.clock = make_store(self)
+        self.events = []
+        self.office.subscribe(MailboxChanged, self.events.append)
+        for n in range(3):
+            self.deliver(b"From: x@y.example\r\nSubject: m%d\r\n\r\nbody %d\r\n" % (n, n))
+        self.factory = self.make_factory()
+
+    def make_factory(self):
+        return ImapFactory(self.office, self.store, PlainChecker({"alice": "pw", "bob": "pw"}),
+                           self.clock, tls_options=object(), scheduler=run_now)
+
+    def deliver(self, data, users=("alice",)):
+        d = self.store.deliver(list(users), data, "x@y.example")
+        self.assertTrue(d.called)
+        return d
+
+    def connect(self, peer=LAN, tls=True, factory=None):
+        p = (factory or self.factory).buildProtocol(None)
+        t = TLSTransport(peerAddress=address.IPv4Address("TCP", peer, 1143))
+        interfaces_ = [interfaces.ITLSTransport]
+        if tls:
+            interfaces_.append(interfaces.ISSLTransport)
+        directlyProvides(t, *interfaces_)
+        p.makeConnection(t)
+        self.addCleanup(lambda: p.connectionLost(None) if not p.gone else None)
+        return p, t
+
+    def talk(self, p, t, *lines):
+        t.clear()
+        for line in lines:
+            p.dataReceived(line + b"\r\n")
+            for _ in range(200):
+                if t.producer is not None:
+                    t.producer.resumeProducing()
+                elif p.blocked is not None:
+                    self.clock.advance(0.25)
+                else:
+                    break
+        return t.value()
+
+    def login(self, user=b"alice", peer=LAN):
+        p, t = self.connect(peer)
+        out = self.talk(p, t, b"a1 LOGIN " + user + b" pw")
+        self.assertIn(b"a1 OK", out)
+        return p, t
+
+    def select(self, name=b"INBOX", user=b"alice"):
+        p, t = self.login(user)
+        out = self.talk(p, t, b"s1 SELECT " + name)
+        self.assertIn(b"s1 OK [READ-WRITE]", out)
+        return p, t
+
+
+class GreetingAndLoginTests(ImapCase):
+
+    def test_greeting_and_capabilities_before_and_after_starttls(self):
+        p, t = self.connect(tls=False)
+        greeting = t.value()
+        self.assertTrue(greeting.startswith(b"* OK [CAPABILITY IMAP4rev1"), greeting)
+        self.assertIn(b"STARTTLS", greeting)
+        self.assertIn(b"LOGINDISABLED", greeting)
+        self.assertNotIn(b"AUTH=PLAIN", greeting)
+        out = self.talk(p, t, b"c1 LOGIN alice pw", b"c2 AUTHENTICATE PLAIN")
+        self.assertIn(b"c1 NO [PRIVACYREQUIRED]", out)
+        self.assertIn(b"c2 NO [PRIVACYREQUIRED]", out)
+        out = self.talk(p, t, b"c3 STARTTLS")
+        self.assertIn(b"c3 OK", out)
+        self.assertIsNotNone(t.tls_started)
+        out = self.talk(p, t, b"c4 CAPABILITY")
+        self.assertNotIn(b"LOGINDISABLED", out)
+        self.assertNotIn(b"STARTTLS", out)
+        for cap in (b"IDLE", b"UIDPLUS", b"MOVE", b"NAMESPACE", b"SPECIAL-USE", b"AUTH=PLAIN"):
+            self.assertIn(cap, out)
+        self.assertIn(b"c5 OK", self.talk(p, t, b"c5 LOGIN alice pw"))
+
+    def test_commands_sent_with_starttls_are_dropped(self):
+        p, t = self.connect(tls=False)
+        out = self.talk(p, t, b"c1 STARTTLS\r\nc2 LOGIN alice pw")
+        self.assertIn(b"c1 OK", out)
+        self.assertNotIn(b"c2", out)
+        self.assertIsNone(p.user)
+
+    def test_authenticate_plain_and_wrong_password(self):
+        p, t = self.connect()
+        out = self.talk(p, t, b"a1 LOGIN alice wrong")
+        self.assertIn(b"a1 NO [AUTHENTICATIONFAILED]", out)
+        out = self.talk(p, t, b"a2 AUTHENTICATE PLAIN", base64.b64encode(b"\0alice\0pw"))
+        self.assertIn(b"a2 OK", out)
+        self.assertEqual(p.user, "alice")
+
+    def test_wan_refused_unless_allowed(self):
+        p, t = self.connect(peer=WAN)
+        self.assertIn(b"* BYE", t.value())
+        self.assertTrue(t.disconnecting)
+
+    def test_sessions_per_user_bounded(self):
+        for _ in range(MAX_SESSIONS_PER_USER):
+            self.login()
+        p, t = self.connect()
+        self.assertIn(b"a1 NO [LIMIT]", self.talk(p, t, b"a1 LOGIN alice pw"))
+
+    def test_failed_logins_share_the_throttle(self):
+        p, t = self.connect()
+        for n in range(12):
+            out = self.talk(p, t, b"x%d LOGIN alice wrong" % n)
+        self.assertIn(b"too many failed logins", out)
+
+
+class FolderTests(ImapCase):
+
+    def test_list_has_special_use_folders(self):
+        p, t = self.login()
+        out = self.talk(p, t, b'l1 LIST "" "*"')
+        self.assertIn(b'* LIST (\\HasNoChildren) "/" "INBOX"', out)
+        for name, attr in ((b"Sent", b"\\Sent"), (b"Drafts", b"\\Drafts"),
+                           (b"Trash", b"\\Trash"), (b"Junk", b"\\Junk")):
+            self.assertIn(b'* LIST (\\HasNoChildren %s) "/" "%s"' % (attr, name), out)
+        self.assertTrue(os.path.isdir(os.path.join(self.store.maildir("alice"), ".Sent", "cur")))
+        out = self.talk(p, t, b'l2 LIST "" "*" RETURN (SPECIAL-USE)')
+        self.assertIn(b"\\Trash", out)
+        out = self.talk(p, t, b'l3 LIST (SPECIAL-USE) "" "*"')
+        self.assertNotIn(b"INBOX", out.split(b"l3 OK")[0])
+        self.assertIn(b'"Junk"', out)
+        out = self.talk(p, t, b'l4 LSUB "" "*"')
+        self.assertIn(b'* LSUB () "/" "Sent"', out)
+        out = self.talk(p, t, b'l5 NAMESPACE')
+        self.assertIn(b'* NAMESPACE (("" "/")) NIL NIL', out)
+
+    def test_create_rename_delete(self):
+        p, t = self.login()
+        out = self.talk(p, t, b"c1 CREATE Projects/2024", b'c2 LIST "" "%"', b'c3 LIST "" "*"')
+        self.assertIn(b"c1 OK", out)
+        self.assertIn(b'"Projects/2024"', out.split(b"c2 OK")[1])
+        self.assertNotIn(b'"Projects/2024"', out.split(b"c2 OK")[0])
+        self.assertIn(b"d1 NO", self.talk(p, t, b"d1 DELETE Trash"))
+        self.assertIn(b"d2 NO", self.talk(p, t, b"d2 CREATE bad.name"))
+        self.assertIn(b"d3 OK", self.talk(p, t, b"d3 RENAME Projects/2024 Projects/2025"))
+        self.assertIn(b"d4 OK", self.talk(p, t, b"d4 DELETE Projects/2025"))
+
+    def test_select_and_examine(self):
+        p, t = self.login()
+        out = self.talk(p, t, b"s1 SELECT inbox")
+        self.assertIn(b"* 3 EXISTS", out)
+        self.assertIn(b"* OK [UIDVALIDITY ", out)
+        self.assertIn(b"* OK [UIDNEXT 4]", out)
+        self.assertIn(b"PERMANENTFLAGS (\\Answered", out)
+        out = self.talk(p, t, b"s2 EXAMINE INBOX", b"s3 STORE 1 +FLAGS (\\Seen)")
+        self.assertIn(b"s2 OK [READ-ONLY]", out)
+        self.assertIn(b"s3 NO", out)
+        self.assertIn(b"s4 NO", self.talk(p, t, b"s4 SELECT Nowhere"))
+        self.assertIn(b"s5 BAD", self.talk(p, t, b"s5 FETCH 1 FLAGS"))   # not selected any more
+
+    def test_status(self):
+        p, t = self.login()
+        out = self.talk(p, t, b"s1 STATUS INBOX (MESSAGES UNSEEN UIDNEXT)")
+        self.assertIn(b'* STATUS "INBOX" (MESSAGES 3 UNSEEN 3 UIDNEXT 4)', out)
+
+
+class MessageTests(ImapCase):
+
+    def test_fetch_and_peek(self):
+        p, t = self.select()
+        out = self.talk(p, t, b"f1 FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        self.assertIn(b"* 1 FETCH (UID 1 FLAGS () RFC822.SIZE ", out)
+        self.assertIn(b"Subject: m0", out)
+        self.assertIn(b"f1 OK", out)
+        out = self.talk(p, t, b"f2 FETCH 2 BODY[]")
+        self.assertIn(b"Subject: m1\r\n\r\nbody 1\r\n", out)
+        self.assertIn(b"FLAGS (\\Seen)", out)
+        self.assertTrue(self.store.list_messages("alice")[1].seen)
+        out = self.talk(p, t, b"f3 UID FETCH 3 (FLAGS)")
+        self.assertIn(b"* 3 FETCH (FLAGS () UID 3)", out)
+
+    def test_store_flags_persist_with_uids(self):
+        p, t = self.select()
+        out = self.talk(p, t, b"s1 STORE 1 +FLAGS (\\Flagged \\Answered)",
+                        b"s2 UID STORE 2 +FLAGS.SILENT (\\Seen)")
+        self.assertIn(b"* 1 FETCH (FLAGS (\\Answered \\Flagged))", out)
+        self.assertNotIn(b"* 2 FETCH", out)
+        names = sorted(os.listdir(os.path.join(self.store.maildir("alice"), "cur")))
+        self.assertEqual([n.rsplit(",", 1)[1] for n in names], ["FR", "S"])
+        # A new store and a new server: the same UIDs, flags and UIDVALIDITY.
+        before = self.talk(p, t, b"v1 STATUS INBOX (UIDVALIDITY)")
+        _, store2, _, _ = make_store(self, office=self.office, clock=self.clock)
+        self.store = store2
+        self.factory = self.make_factory()
+        p2, t2 = self.select()
+        out = self.talk(p2, t2, b"f1 FETCH 1:3 (UID FLAGS)", b"v2 STATUS INBOX (UIDVALIDITY)")
+        self.assertIn(b"* 1 FETCH (UID 1 FLAGS (\\Answered \\Flagged))", out)
+        self.assertIn(b"* 2 FETCH (UID 2 FLAGS (\\Seen))", out)
+        self.assertIn(b"* 3 FETCH (UID 3 FLAGS ())", out)
+        self.assertEqual(re.findall(rb"UIDVALIDITY \d+", before), re.findall(rb"UIDVALIDITY \d+", out))
+
+    def test_uid_expunge_only_the_named(self):
+        p, t = self.select()
+        self.talk(p, t, b"s1 STORE 1:2 +FLAGS (\\Deleted)")
+        out = self.talk(p, t, b"e1 UID EXPUNGE 2")
+        self.assertIn(b"* 2 EXPUNGE", out)
+        self.assertNotIn(b"* 1 EXPUNGE", out)
+        self.assertEqual(len(self.store.list_messages("alice")), 2)
+        out = self.talk(p, t, b"e2 EXPUNGE")
+        self.assertIn(b"* 1 EXPUNGE", out)
+        self.assertEqual(len(self.store.list_messages("alice")), 1)
+
+    def test_move_and_copy_with_copyuid(self):
+        p, t = self.select()
+        out = self.talk(p, t, b"m1 MOVE 1 Trash")
+        self.assertIn(b"* OK [COPYUID ", out)
+        self.assertIn(b"* 1 EXPUNGE", out)
+        self.assertIn(b"m1 OK", out)
+        out = self.talk(p, t, b"c1 UID COPY 2:3 Archive", b"c2 COPY 1 Sent")
+        self.assertIn(b"c1 NO [TRYCREATE]", out)
+        m = re.search(rb"c2 OK \[COPYUID (\d+) 2 1\]", out)
+        self.assertIsNotNone(m, out)
+        self.assertEqual(len(self.store.list_messages("alice")), 2)
+        out = self.talk(p, t, b"s1 STATUS Trash (MESSAGES)", b"s2 STATUS Sent (MESSAGES)")
+        self.assertIn(b'"Trash" (MESSAGES 1)', out)
+        self.assertIn(b'"Sent" (MESSAGES 1)', out)
+
+    def test_append_with_appenduid(self):
+        p, t = self.login()
+        msg = b"Subject: draft\r\n\r\nhello\r\n"
+        out = self.talk(p, t, b"a1 APPEND Drafts (\\Draft \\Seen) {%d}" % len(msg))
+        self.assertIn(b"+ ", out)
+        out = self.talk(p, t, msg)
+        self.assertRegex(out, rb"a1 OK \[APPENDUID \d+ 1\]")
+        [name] = os.listdir(os.path.join(self.store.maildir("alice"), ".Drafts", "cur"))
+        self.assertTrue(name.endswith(":2,DS"), name)
+        out = self.talk(p, t, b"a2 APPEND Nowhere {3}")
+        self.assertIn(b"a2 NO [TRYCREATE]", self.talk(p, t, b"abc"))
+
+    def test_search(self):
+        p, t = self.select()
+        self.talk(p, t, b"s1 STORE 2 +FLAGS (\\Seen)")
+        self.assertIn(b"* SEARCH 1 3", self.talk(p, t, b"q1 SEARCH UNSEEN"))
+        self.assertIn(b"* SEARCH 2", self.talk(p, t, b"q2 UID SEARCH SEEN"))
+
+
+class ChangeTests(ImapCase):
+
+    def test_idle_hears_a_delivery_at_once(self):
+        p, t = self.select()
+        self.assertIn(b"+ idling", self.talk(p, t, b"i1 IDLE"))
+        t.clear()
+        self.deliver(b"Subject: new\r\n\r\nnew\r\n")
+        self.assertEqual(t.value(), b"* 4 EXISTS\r\n")
+        self.assertIn(b"i1 OK", self.talk(p, t, b"DONE"))
+
+    def test_two_sessions_see_each_others_changes(self):
+        p1, t1 = self.select()
+        p2, t2 = self.select()
+        self.talk(p1, t1, b"s1 STORE 1 +FLAGS (\\Flagged \\Deleted)", b"e1 EXPUNGE")
+        self.talk(p1, t1, b"s2 STORE 1 +FLAGS (\\Seen)")
+        out = self.talk(p2, t2, b"f1 FETCH 1 (FLAGS)")
+        self.assertNotIn(b"EXPUNGE", out)            # not during FETCH
+        self.assertIn(b"* 2 FETCH (UID 2 FLAGS (\\Seen))", out)
+        out = self.talk(p2, t2, b"n1 NOOP")
+        self.assertIn(b"* 1 EXPUNGE", out)
+        msg = b"Subject: x\r\n\r\nx\r\n"
+        self.talk(p2, t2, b"a1 APPEND INBOX {%d}" % len(msg))
+        self.talk(p2, t2, msg)
+        self.assertIn(b"* 3 EXISTS", self.talk(p1, t1, b"n2 NOOP"))
+
+    def test_pop3_and_phone_deletions_show(self):
+        p, t = self.select()
+        self.talk(p, t, b"i1 IDLE")
+        t.clear()
+        uid = self.store.list_messages("alice")[1].uid
+        self.store.delete_message("alice", uid)
+        self.assertEqual(t.value(), b"* 2 EXPUNGE\r\n")
+        self.store.mark_seen("alice", self.store.list_messages("alice")[0].uid)
+        self.assertIn(b"* 1 FETCH (UID 1 FLAGS (\\Seen))", t.value())
+
+    def test_voicemail_seen_over_imap_drops_message_waiting(self):
+        self.deliver(VM)
+        self.assertEqual(self.events[-1], MailboxChanged("alice", 1, 0))
+        p, t = self.select()
+        out = self.talk(p, t, b"s1 STORE 4 +FLAGS (\\Seen)")
+        self.assertIn(b"s1 OK", out)
+        self.assertEqual(self.events[-1], MailboxChanged("alice", 0, 1))
+        self.talk(p, t, b"s2 STORE 4 +FLAGS (\\Deleted)", b"e1 EXPUNGE")
+        self.assertEqual(self.events[-1], MailboxChanged("alice", 0, 0))
+        self.assertEqual(self.store.voicemail_counts("alice"), (0, 0))
+
+    def test_uidlist_written_before_exists(self):
+        p, t = self.select()
+        self.deliver(b"Subject: new\r\n\r\nnew\r\n")
+        with open(os.path.join(self.store.maildir("alice"), UIDLIST)) as f:
+            lines = f.read().splitlines()
+        self.assertTrue(lines[0].endswith(" 5"), lines[0])
+        self.assertEqual(len(lines), 5)
+
+
+class BadInputTests(ImapCase):
+
+    def test_unknown_and_wrong_state(self):
+        p, t = self.connect()
+        out = self.talk(p, t, b"x1 FROB", b"x2 SELECT INBOX", b"x3 FETCH 1 FLAGS", b"x4", b"")
+        self.assertIn(b"x1 BAD", out)
+        self.assertIn(b"x2 BAD", out)
+        self.assertIn(b"x3 BAD", out)
+        self.assertIn(b"x4 BAD", out)
+        self.assertFalse(t.disconnecting)
+
+    def test_huge_literals(self):
+        p, t = self.login()
+        out = self.talk(p, t, b"a1 APPEND INBOX {99999999999}")
+        self.assertIn(b"a1 NO [TOOBIG]", out)
+        self.assertNotIn(b"+ ", out)
+        out = self.talk(p, t, b"a2 LOGIN {999999}")
+        self.assertIn(b"a2 BAD", out)
+        out = self.talk(p, t, b"a3 SELECT {70000}")
+        self.assertIn(b"a3 BAD", out)
+        self.assertIn(b"a4 OK", self.talk(p, t, b"a4 NOOP"))
+
+    def test_deep_nesting_and_long_lines(self):
+        p, t = self.select()
+        out = self.talk(p, t, b"n1 SEARCH " + b"(" * 500 + b"ALL" + b")" * 500)
+        self.assertIn(b"n1 BAD", out)
+        out = self.talk(p, t, b"n2 NOOP " + b"x" * 70000)
+        self.assertIn(b"* BYE line too long", out)
+        self.assertTrue(t.disconnecting)
+
+    @settings(max_examples=150, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(st.one_of(
+        st.binary(max_size=60).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+        st.sampled_from([b"FETCH", b"UID", b"STORE", b"SEARCH", b"LIST", b"(", b")", b"[", b"]",
+                         b"{3}", b'"', b"*", b"1:*", b"BODY[", b"FLAGS", b"\\Seen", b"+FLAGS",
+                         b"MOVE", b"COPY", b"APPEND", b"SELECT", b"INBOX", b"IDLE", b"EXPUNGE",
+                         b"STATUS", b"<0.5>", b"HEADER.FIELDS"])), max_size=8))
+    def test_parser_never_crashes(self, words):
+        p, t = self.select()
+        line = b"h1 " + b" ".join(words)
+        self.talk(p, t, line)
+        out = self.talk(p, t, b"DONE", b"}", b"z9 NOOP")
+        # Whatever came before, the session still answers (or was closed cleanly).
+        self.assertTrue(b"z9 " in out or t.disconnecting or b"+ " in out, (line, out))
+        self.assertEqual(self.flushLoggedErrors(), [])
+        p.connectionLost(None)
