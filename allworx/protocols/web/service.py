@@ -18,7 +18,7 @@ from allworx.protocols.web.api import OfficeApi
 from allworx.protocols.web.metrics import WEB_REFUSED, WEB_REQUESTS, MetricsPage, office_registry
 from allworx.guards import PeerConnectionLimit, PeerLimit
 from allworx.protocols.web.sites import SiteBySide, ensure_site_dirs
-from allworx.protocols.web.tlsport import RedirectToHttps, TlsOrRedirect
+from allworx.protocols.web.tlsport import HttpsLimit, RedirectToHttps, TlsOrRedirect
 
 log = Logger()
 
@@ -159,7 +159,7 @@ class WebService(ListeningService):
         if options is not None:
             # HTTPS, and a redirect to it for plain HTTP, on the one port.
             admin_factory = TlsOrRedirect(
-                admin_factory, PeerConnectionLimit(self.redirect_site, self.peers, "web admin",
+                HttpsLimit(self.admin_site, self.peers, "web admin", BUSY), PeerConnectionLimit(self.redirect_site, self.peers, "web admin",
                                                    BUSY), self.tls_options, self.reactor,
                 refuses=self.admin_site.refuses)
         out = [
@@ -169,7 +169,7 @@ class WebService(ListeningService):
              lambda: self.reactor.listenTCP(http, sites_factory, interface="")),
         ]
         if options is not None:
-            https_factory = PeerConnectionLimit(self.intranet_site, self.peers, "web sites", BUSY)
+            https_factory = HttpsLimit(self.intranet_site, self.peers, "web sites", BUSY)
             out.append(("intranet on https/%d" % HTTPS_PORT, HTTPS_PORT,
                         lambda: self.reactor.listenSSL(HTTPS_PORT, https_factory, options,
                                                        interface="")))

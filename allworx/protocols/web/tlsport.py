@@ -11,12 +11,28 @@ the same path on https:// at this port.
 import re
 
 from twisted.internet import protocol
+from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web import resource
+from zope.interface import implementer
+
+from allworx.guards import PeerConnectionLimit
 
 TLS_HANDSHAKE = 0x16
 FIRST_BYTE_TIMEOUT = 30          # a connection that says nothing is closed after this
 _HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]{1,253})(:\d{1,5})?$")
+
+
+@implementer(IProtocolNegotiationFactory)
+class HttpsLimit(PeerConnectionLimit):
+    """
+    A PeerConnectionLimit in front of a web site over TLS that answers ALPN
+    with HTTP/1.1: a client offering ALPN (curl, browsers) must find a
+    protocol in common, or the TLS handshake fails.
+    """
+
+    def acceptableProtocols(self):
+        return [b"http/1.1"]
 
 
 class RedirectToHttps(resource.Resource):

@@ -82,12 +82,24 @@ class WebTlsTests(unittest.TestCase):
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         ca = ssl.Certificate.loadPEM(self.keeper.ca_pem())
-        options = ssl.optionsForClientTLS(self.keeper.leaf.names[0], trustRoot=ca)
+        # offering ALPN as curl and browsers do (the handshake fails without a common protocol)
+        options = ssl.optionsForClientTLS(self.keeper.leaf.names[0], trustRoot=ca,
+                                          acceptableProtocols=[b"h2", b"http/1.1"])
         client = HttpsClient(request)
         endpoint = endpoints.SSL4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port, options)
         yield endpoint.connect(protocol.Factory.forProtocol(lambda: client))
         yield client.closed
         return client
+
+    @defer.inlineCallbacks
+    def test_intranet_over_https(self):
+        factory = [p[1] for p in self.reactor.sslServers if p[0] == 443][0]
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+        client = yield self.https(TLSMemoryBIOFactory(self.keeper.current(), False, factory),
+                                  b"GET /ca.crt HTTP/1.1\r\nHost: corp.example.com\r\n"
+                                  b"Connection: close\r\n\r\n")
+        self.assertTrue(client.received.startswith(b"HTTP/1.1 200"), client.received[:300])
+        self.assertTrue(client.received.endswith(self.keeper.ca_pem()))
 
     def test_ports(self):
         self.assertEqual(sorted(p[0] for p in self.reactor.tcpServers), [80, 8080])
