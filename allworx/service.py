@@ -14,6 +14,8 @@ where the run-time arrows are drawn (see docs/ARCHITECTURE.md):
     one LoginThrottle -> web, ldap, mail (SMTP AUTH, POP3), sip (digest)
                          (its lock-outs kept in data_dir/lockouts.json, where
                           `allworx unlock` reaches it)
+    one CertificateKeeper -> mail (STARTTLS, 465, STLS, 995), sip (TLS),
+                         web (admin pages, 443, /ca.crt): one live certificate
 
 Facts that change (config, leases, the WAN address, mailboxes, statuses)
 travel as events on the office; the objects above are handed over once, at
@@ -26,10 +28,11 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from allworx.certificates import CertificateKeeper
 from allworx.guards import LoginThrottle
 from allworx.interfaces import Views
 from allworx.lockoutfile import LockoutFile
-from allworx.office import Office
+from allworx.office import ConfigChanged, Office
 from allworx.protocols.dhcp.service import DhcpService
 from allworx.protocols.dns.service import DnsService
 from allworx.protocols.ldap.service import LdapService
@@ -48,10 +51,20 @@ log = Logger()
 NAMES = ("network", "firewall", "dhcp", "dns", "ntp", "mail", "sip", "ldap", "web")
 
 
-def build_children(office, reactor=None, logins=None):
+def certificate_keeper(office, reactor):
+    """The server's certificates, their state shown as the "certificates" status."""
+    return CertificateKeeper(lambda: office.config, reactor,
+                             report=lambda state, detail: office.set_status(
+                                 "certificates", state, detail))
+
+
+def build_children(office, reactor=None, logins=None, certificates=None):
     """The protocol services of `office`, wired to each other, in start order."""
     if reactor is None:
         from twisted.internet import reactor
+    # One certificate for every TLS port, renewed in place (allworx.certificates).
+    if certificates is None:
+        certificates = certificate_keeper(office, reactor)
     # One login throttle for every protocol that checks passwords: guesses
     # at a user's password count together, whether by web, LDAP, SMTP AUTH,
     # POP3 or SIP digest.
@@ -62,15 +75,15 @@ def build_children(office, reactor=None, logins=None):
     firewall = FirewallService(office, leases=dhcp.leases)
     dns = DnsService(office, leases=dhcp.leases)
     ntp = NtpService(office)
-    mail = MailService(office, throttle=logins)
+    mail = MailService(office, throttle=logins, certificates=certificates)
     sip = SipService(office, mail_store=mail.store, throttle=logins,
-                     tls_options=lambda: mail.tls_options)   # the server's one certificate
+                     tls_options=certificates.current)   # the server's one certificate
     ldap = LdapService(office, throttle=logins)
     web = WebService(office, Views(
         leases=dhcp.leases, rogues=dhcp.rogues, connections=firewall.connections,
         zone=dns.keeper, mail_store=mail.store, mail_queue=mail.queue, fetch=mail.fetch,
         registrations=sip.registrations, calls=sip.calls, trunks=sip.trunks,
-        call_history=sip.call_history), throttle=logins)
+        call_history=sip.call_history), throttle=logins, certificates=certificates)
     return [network, firewall, dhcp, dns, ntp, mail, sip, ldap, web]
 
 
@@ -89,12 +102,14 @@ class AllworxService(service.MultiService):
         self.started = None
         self.ready = False
         self.logins = None
+        self.certificates = None
         if children is None:
             # Made here, not only at start: children open files under it as
             # they are built (the call history), and it must be 0711 (startService).
             os.makedirs(office.config.system.data_dir, mode=0o711, exist_ok=True)
             self.logins = LoginThrottle(reactor, store=LockoutFile(office.config.system.data_dir))
-            children = build_children(office, reactor, self.logins)
+            self.certificates = certificate_keeper(office, reactor)
+            children = build_children(office, reactor, self.logins, self.certificates)
         for child in children:
             self.addService(child)
 
@@ -114,6 +129,11 @@ class AllworxService(service.MultiService):
         service.Service.startService(self)
         if self.logins is not None:
             self.logins.start()     # takes `allworx unlock`'s requests
+        if self.certificates is not None:
+            # Before the children: made at first start, then renewed by its timer.
+            self.certificates.start()
+            self._follow_names = self.office.subscribe(
+                ConfigChanged, lambda event: self.certificates.check())
         starts = []
         for child in self:
             d = defer.maybeDeferred(child.startService)
@@ -129,6 +149,9 @@ class AllworxService(service.MultiService):
     def stopService(self):
         if self.logins is not None:
             self.logins.stop()
+        if self.certificates is not None:
+            self._follow_names()
+            self.certificates.stop()
         return service.MultiService.stopService(self)
 
     def _failed_to_start(self, failure, name):

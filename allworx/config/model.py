@@ -107,6 +107,8 @@ class MailSettings:
     fetch_interval = key(parse_duration(10, 86400), 300)
     smtp_port = key(parse_port, 25)
     submission_port = key(parse_port, 587)
+    submissions_port = key(parse_int(0, 65535), 465,
+                           doc="implicit-TLS submission (RFC 8314); 0 turns it off")
 
 
 @attr.s(frozen=True, slots=True)
@@ -149,6 +151,20 @@ class WebSettings:
     admin_password = key(parse_password_hash)
     admin_port = key(parse_port, 8080)
     http_port = key(parse_port, 80)
+
+
+def parse_acme_url(text):
+    """An ACME directory URL (http:// or https://), or empty."""
+    text = text.strip()
+    if text and not re.match(r"^https?://[^\s/]+(/\S*)?$", text):
+        raise ValueError("expected an http:// or https:// URL, got %r" % text)
+    return text
+
+
+@attr.s(frozen=True, slots=True)
+class TlsSettings:
+    acme_directory = key(parse_acme_url, "", doc="URL of an ACME directory; empty: the server's own CA")
+    acme_email = key(parse_optional(parse_email), None, fmt=lambda v: v or "", doc="the contact address given to the ACME CA")
 
 
 @attr.s(frozen=True, slots=True)
@@ -330,7 +346,7 @@ SETTINGS_SECTIONS = {
     "security": SecuritySettings, "dhcp": DhcpSettings, "dns": DnsSettings,
     "mail": MailSettings, "pop3": Pop3Settings, "imap": ImapSettings,
     "sip": SipSettings,
-    "web": WebSettings, "ldap": LdapSettings, "ntp": NtpSettings,
+    "web": WebSettings, "ldap": LdapSettings, "ntp": NtpSettings, "tls": TlsSettings,
 }
 RECORD_SECTIONS = {
     "user": User, "alias": Alias, "host": Host, "record": Record, "forward": Forward,
@@ -394,6 +410,7 @@ class Config:
     web = attr.ib()
     ldap = attr.ib()
     ntp = attr.ib()
+    tls = attr.ib(default=TlsSettings())
     users = attr.ib(factory=dict)
     aliases = attr.ib(factory=dict)
     hosts = attr.ib(factory=dict)

@@ -39,8 +39,9 @@ def banner(admin_port, local_port, data_dir, config, phones=""):
 ================================================================================
  allworx is running in the virtual office (lab prefix awx).
 
- Admin pages:   http://127.0.0.1:{local}/   user admin, password admin-demo
-                (forwarded to {lan}:{admin} on the office LAN)
+ Admin pages:   https://127.0.0.1:{local}/   user admin, password admin-demo
+                (forwarded to {lan}:{admin} on the office LAN; its certificate is
+                signed by the server's own CA, {data}/tls/ca.crt)
  Config:        {config} (the admin pages edit this file)
  Data:          {data}
 

@@ -54,6 +54,7 @@ PACKAGES = {
     "socat": "socat",
     "dig": "bind9-dnsutils",
     "curl": "curl",
+    "openssl": "openssl",
     "ping": "iputils-ping",
     "nmap": "nmap",
     "swaks": "swaks",

@@ -18,11 +18,11 @@ Modules, from the wire inwards:
                   imapmessage.py messages for FETCH, imapstore.py folders,
                   UIDs and flags over the store's Maildirs)
     fetch.py      POP3 fetching, multidrop.py routing for the admin's accounts
-    tls.py        the certificate for STARTTLS, STLS and POP3S
 
 On disk under `data_dir`: `mail/USER/{tmp,new,cur}` (Maildir; a message's
 name is `ID,W=SIZE`, its POP3 UID), `queue/ID.eml` + `queue/ID.json`,
-`fetch/*.json` (UIDs fetched per account), `tls/mail.pem`.
+`fetch/*.json` (UIDs fetched per account). TLS (STARTTLS, STLS, 465, 995)
+uses the server's certificate (`allworx.certificates`, under `tls/`).
 
 For the rest of the server (the mail service's `store`, handed over by
 `allworx.service`):

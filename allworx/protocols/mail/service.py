@@ -1,7 +1,8 @@
 # -*- test-case-name: allworx.tests.mail.test_service -*-
 """
 The "mail" child of the server: a MultiService whose children are smtp,
-submission, pop3, imap, queue and fetch, sharing one store, one outbound queue and
+submission (587, and implicit TLS on `submissions_port`, RFC 8314), pop3, imap,
+queue and fetch, sharing one store, one outbound queue and
 one durable writer. Its `store` (IMailStore), `queue` (IMailQueue) and
 `fetch.status` are what the rest of the server is given; it follows
 configuration changes live (ports, switches, smarthost, users and aliases).
@@ -15,8 +16,9 @@ from twisted.names import client as dns_client
 
 from allworx.atomicfile import ensure_directory
 from allworx.auth import OfficeUserChecker
+from allworx.certificates import CertificateKeeper
 from allworx.guards import LoginThrottle, PeerLimit
-from allworx.protocols.mail import fetch, imap, pop3, tls
+from allworx.protocols.mail import fetch, imap, pop3
 from allworx.protocols.mail.durable import DurableWriter
 from allworx.protocols.mail.queue import OutboundQueue
 from allworx.protocols.mail.relay import SmtpRelay
@@ -49,11 +51,13 @@ class MailService(OfficeService):
     """
     Mail for the office: SMTP in, the queue out, POP3, fetching. Its ports
     share one login throttle and one per-peer limit (each peer's share, and
-    a cap in all), given or its own.
+    a cap in all), given or its own. TLS (STARTTLS, STLS, 465, 995) uses the
+    server's certificate from `certificates` (an allworx.certificates
+    CertificateKeeper), given or its own.
     """
 
     def __init__(self, office, reactor=None, checker=None, defer_to_thread=None,
-                 throttle=None, peer_limit=None):
+                 throttle=None, peer_limit=None, certificates=None):
         if reactor is None:
             from twisted.internet import reactor
         OfficeService.__init__(self, "mail", office)
@@ -68,6 +72,8 @@ class MailService(OfficeService):
         self.store = MailStore(office, self.writer, reactor)
         self.queue = OutboundQueue(office, self.writer, reactor, self.relay, self.store)
         self.store.queue = self.queue
+        self.own_certificates = certificates is None
+        self.certificates = certificates or CertificateKeeper(lambda: office.config, reactor)
         self.tls_options = None
         self.smtp_factory = SmtpFactory(office, self.store.deliver, reactor, self.checker,
                                         label="smtp", throttle=self.throttle, peer_limit=self.peers)
@@ -98,8 +104,12 @@ class MailService(OfficeService):
     def _submission_spec(self, config):
         if not config.mail.enabled:
             return None
-        return (("submission tcp/%d" % config.mail.submission_port,
-                 config.mail.submission_port, self.submission_factory, None),)
+        out = [("submission tcp/%d" % config.mail.submission_port,
+                config.mail.submission_port, self.submission_factory, None)]
+        if config.mail.submissions_port and self.tls_options is not None:
+            out.append(("submissions tcp/%d" % config.mail.submissions_port,
+                        config.mail.submissions_port, self.submission_factory, self.tls_options))
+        return tuple(out)
 
     def _apply(self, config):
         """Settings the shared objects take from the config."""
@@ -113,19 +123,23 @@ class MailService(OfficeService):
     def startService(self):
         config = self.office.config
         ensure_directory(os.path.join(config.system.data_dir, "mail"))
-        try:
-            path = tls.ensure_certificate(config.system.data_dir,
-                                          "%s.%s" % (config.system.hostname, config.system.domain),
-                                          self.reactor.seconds())
-            self.tls_options = tls.server_options(path)
-        except (OSError, ValueError) as e:
-            log.error("mail: no TLS ({error}); STARTTLS, STLS and POP3S are off", error=str(e))
-            self.tls_options = None
+        if self.own_certificates:
+            self.certificates.start()
+        # The same live object for every port: a renewed certificate reaches
+        # new connections without listening again.
+        self.tls_options = self.certificates.current()
+        if self.tls_options is None:
+            log.error("mail: no certificate; STARTTLS, STLS, 465 and 995 are off")
         for f in (self.smtp_factory, self.submission_factory):
             f.tls_options = self.tls_options
         OfficeService.startService(self)
         self.office.set_status("mail", "up" if config.mail.enabled else "disabled",
                                "mailboxes in %s" % os.path.join(config.system.data_dir, "mail"))
+
+    def stopService(self):
+        if self.own_certificates:
+            self.certificates.stop()
+        return OfficeService.stopService(self)
 
     def config_changed(self, event):
         # Before the children's own handlers (they subscribed after this

@@ -16,9 +16,9 @@ one per peer, made again on demand, read by the same `SipStream`.
 
 TLS listens always (LAN phones may use it too); the firewall opens
 `tls_port` to the WAN only with `[sip] wan = yes`, and the core refuses
-what comes from the WAN otherwise. The certificate is the server's own
-(`data_dir/tls/mail.pem`, the one STARTTLS and POP3S present), handed in as
-`tls_options` by the wiring; without one, TLS does not listen. A trunk over
+what comes from the WAN otherwise. The certificate is the server's one
+(`allworx.certificates`, the one every TLS port presents, renewed in place),
+handed in as `tls_options` by the wiring; without one, TLS does not listen. A trunk over
 TLS checks the provider's certificate against the system's trust store and
 its registrar's (or outbound proxy's) name.
 """

@@ -12,6 +12,7 @@ import time
 from twisted.internet import defer
 
 from allworx.config import BUILTIN_NAMES, ConfigError, ConfigErrors
+from allworx.protocols.web.sites import ca_url, trust_help
 from allworx.protocols.dns.zone import zone_entries
 from allworx.protocols.web import changes
 from allworx.protocols.web import forms
@@ -111,6 +112,7 @@ class StatusPage(Page):
             "services": sorted(office.status.values(), key=lambda s: s.name),
             "counts": counts,
             "warnings": listed(views.rogues, "warnings"),
+            "trust_help": trust_help(ca_url(config)),
         }
 
 

@@ -1,8 +1,9 @@
 # -*- test-case-name: allworx.tests.web.test_service -*-
 """
 The "web" child service: the admin pages, API and `/metrics` on `[web]
-admin_port` for LAN peers only, and the intranet/public sites on `[web]
-http_port`. Changing either port in the config makes it listen again at once.
+admin_port` for LAN peers only, over HTTPS with the server's certificate
+(plain HTTP there is redirected to https://), the intranet/public sites on
+`[web] http_port`, and the intranet over HTTPS on 443 for LAN peers. Changing either port in the config makes it listen again at once.
 What the pages show of the other services comes in as an
 `allworx.interfaces.Views`.
 """
@@ -17,12 +18,14 @@ from allworx.protocols.web.api import OfficeApi
 from allworx.protocols.web.metrics import WEB_REFUSED, WEB_REQUESTS, MetricsPage, office_registry
 from allworx.guards import PeerConnectionLimit, PeerLimit
 from allworx.protocols.web.sites import SiteBySide, ensure_site_dirs
+from allworx.protocols.web.tlsport import HttpsLimit, RedirectToHttps, TlsOrRedirect
 
 log = Logger()
 
 # Simultaneous connections one peer may hold on the web ports, and all may.
 MAX_CONNECTIONS_PER_PEER = 64
 MAX_CONNECTIONS = 1024
+HTTPS_PORT = 443        # the intranet over HTTPS (LAN peers)
 # What a connection beyond them is told before it is closed.
 BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 10\r\nConnection: close\r\n"
         b"Content-Type: text/plain\r\nContent-Length: 32\r\n\r\ntoo many connections, try later\n")
@@ -83,12 +86,18 @@ class CountingSite(server.Site):
         self.lan_only = lan_only
         self.max_body = max_body
 
-    def buildProtocol(self, addr):
+    def refuses(self, addr):
+        """Whether a connection from `addr` is refused (a WAN peer on a LAN-only site); logged."""
         host = getattr(addr, "host", None)
         if self.lan_only and not self.office.is_lan_peer(host):
             WEB_REFUSED.labels(self.label).inc()
             log.info("web: {site} refused a connection from {peer} (not on the LAN)",
                      site=self.label, peer=host)
+            return True
+        return False
+
+    def buildProtocol(self, addr):
+        if self.refuses(addr):
             return None
         return server.Site.buildProtocol(self, addr)
 
@@ -114,7 +123,7 @@ class WebService(ListeningService):
     """
 
     def __init__(self, office, views=None, reactor=None, defer_to_thread=threads.deferToThread,
-                 throttle=None, peer_limit=None):
+                 throttle=None, peer_limit=None, certificates=None):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -125,11 +134,18 @@ class WebService(ListeningService):
         # A restore uploads a whole tap.conf: the admin port takes up to 2 MB.
         self.admin_site = CountingSite(root, office, "admin", lan_only=True,
                                        max_body=2 * 1024 * 1024, reactor=reactor)
-        self.public_site = CountingSite(SiteBySide(office), office, "sites", lan_only=False,
-                                        reactor=reactor)
+        # The server's certificate (an allworx.certificates keeper), if any.
+        self.tls_options = certificates.current if certificates is not None else (lambda: None)
+        sites = SiteBySide(office, certificates.ca_pem if certificates is not None else None)
+        self.public_site = CountingSite(sites, office, "sites", lan_only=False, reactor=reactor)
+        self.intranet_site = CountingSite(sites, office, "sites", lan_only=True, reactor=reactor)
+        redirect = RedirectToHttps(lambda: office.config.web.admin_port,
+                                   lambda: str(office.config.lan_ip))
+        self.redirect_site = CountingSite(redirect, office, "admin", lan_only=True,
+                                          reactor=reactor)
 
     def bound_settings(self, config):
-        return (config.web.admin_port, config.web.http_port)
+        return (config.web.admin_port, config.web.http_port, self.tls_options() is not None)
 
     def build_listeners(self, config):
         try:
@@ -139,9 +155,22 @@ class WebService(ListeningService):
         admin, http = config.web.admin_port, config.web.http_port
         admin_factory = PeerConnectionLimit(self.admin_site, self.peers, "web admin", BUSY)
         sites_factory = PeerConnectionLimit(self.public_site, self.peers, "web sites", BUSY)
-        return [
-            ("admin pages on tcp/%d" % admin, admin,
+        options = self.tls_options()
+        if options is not None:
+            # HTTPS, and a redirect to it for plain HTTP, on the one port.
+            admin_factory = TlsOrRedirect(
+                HttpsLimit(self.admin_site, self.peers, "web admin", BUSY), PeerConnectionLimit(self.redirect_site, self.peers, "web admin",
+                                                   BUSY), self.tls_options, self.reactor,
+                refuses=self.admin_site.refuses)
+        out = [
+            ("admin pages on tcp/%d%s" % (admin, " (https)" if options else ""), admin,
              lambda: self.reactor.listenTCP(admin, admin_factory, interface="")),
             ("web sites on tcp/%d" % http, http,
              lambda: self.reactor.listenTCP(http, sites_factory, interface="")),
         ]
+        if options is not None:
+            https_factory = HttpsLimit(self.intranet_site, self.peers, "web sites", BUSY)
+            out.append(("intranet on https/%d" % HTTPS_PORT, HTTPS_PORT,
+                        lambda: self.reactor.listenSSL(HTTPS_PORT, https_factory, options,
+                                                       interface="")))
+        return out

@@ -6,7 +6,9 @@ else from `data_dir/www`. Static files only, with content types, Last-Modified
 and ETag for conditional GET, no directory listings, no dot-files, nothing
 outside the site's directory (not by `..`, not by a symbolic link). A site
 without an index.html shows a generated default page. Mail clients' set-up
-documents (`mailsetup`) are answered before either site's files.
+documents (`mailsetup`) are answered before either site's files. Both answer
+`/ca.crt`: the server's own CA certificate (PEM), which the intranet's
+default page and the admin pages link to with how to trust it.
 """
 
 import html
@@ -20,6 +22,57 @@ from allworx.protocols.web.mailsetup import setup_document, setup_reachable
 INTRANET_DIR = "intranet"
 SMALL_FILE = 256 * 1024   # sent in one write; larger files are streamed
 PUBLIC_DIR = "www"
+CA_PATH = b"ca.crt"
+
+
+def ca_url(config):
+    """Where the CA certificate is offered: `http://corp.DOMAIN/ca.crt` (SPEC 17)."""
+    port = config.web.http_port
+    return "http://corp.%s%s/ca.crt" % (config.system.domain, "" if port == 80 else ":%d" % port)
+
+
+def trust_help(url="/ca.crt"):
+    """HTML: where the server's CA certificate is and how to trust it on common systems."""
+    url = html.escape(url)
+    return (
+        "<h2>Trusting this server's certificates</h2>"
+        "<p>The server signs its own certificates (mail, phones, these pages). Install "
+        "<a href=\"%s\">its CA certificate</a> once per device and they are trusted:</p><ul>"
+        "<li>Windows: open the file, <em>Install Certificate</em>, Local Machine, "
+        "<em>Trusted Root Certification Authorities</em>.</li>"
+        "<li>macOS: open it in Keychain Access (System keychain), then set "
+        "<em>When using this certificate</em> to <em>Always Trust</em>.</li>"
+        "<li>iOS / iPadOS: download it in Safari, install the profile in Settings, then "
+        "turn it on in Settings, General, About, <em>Certificate Trust Settings</em>.</li>"
+        "<li>Android: Settings, Security, Encryption &amp; credentials, <em>Install a "
+        "certificate</em>, CA certificate.</li>"
+        "<li>Firefox (its own store): Settings, Privacy &amp; Security, <em>View "
+        "Certificates</em>, Authorities, Import, and tick <em>identify websites</em>.</li>"
+        "</ul>" % url)
+
+
+class CaCertificate(resource.Resource):
+    """`/ca.crt`: the CA certificate of the moment, from `ca_pem()` (bytes or None)."""
+
+    isLeaf = True
+
+    def __init__(self, ca_pem):
+        resource.Resource.__init__(self)
+        self.ca_pem = ca_pem
+
+    def render_GET(self, request):
+        pem = self.ca_pem()
+        if pem is None:
+            request.setResponseCode(404)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"this server has no CA certificate\n"
+        request.setHeader(b"content-type", b"application/x-x509-ca-cert")
+        request.setHeader(b"content-disposition", b'attachment; filename="ca.crt"')
+        return pem
+
+    def render_HEAD(self, request):
+        self.render_GET(request)
+        return b""
 
 
 def site_dirs(config):
@@ -44,8 +97,9 @@ def default_page(kind, config):
                 "<p>Put its pages in <code>%s/%s/</code> on the server, starting with "
                 "<code>index.html</code>.</p>"
                 "<ul><li>Mail: <code>%s</code> (POP3 and SMTP on this server)</li>"
-                "<li>Address book: LDAP at <code>corp.%s</code></li></ul>"
-                % (html.escape(config.system.data_dir), INTRANET_DIR, domain, domain))
+                "<li>Address book: LDAP at <code>corp.%s</code></li></ul>%s"
+                % (html.escape(config.system.data_dir), INTRANET_DIR, domain, domain,
+                   trust_help(ca_url(config))))
     else:
         title = "www.%s" % domain
         body = ("<p>Welcome. This site is being set up.</p>"
@@ -155,12 +209,16 @@ class SiteFiles(static.File):
 
 
 class SiteBySide(resource.Resource):
-    """Serves the intranet to LAN peers and the public site to everyone else."""
+    """
+    Serves the intranet to LAN peers and the public site to everyone else;
+    `/ca.crt` to both when `ca_pem` (a callable: PEM bytes or None) is given.
+    """
 
-    def __init__(self, office):
+    def __init__(self, office, ca_pem=None):
         resource.Resource.__init__(self)
         self.office = office
         self._roots = (None, None, None)
+        self.ca = CaCertificate(ca_pem) if ca_pem is not None else None
 
     def site_for(self, request):
         """The site the peer of `request` sees."""
@@ -174,6 +232,8 @@ class SiteBySide(resource.Resource):
         return self.office.is_lan_peer(getattr(request.getClientAddress(), "host", None))
 
     def getChildWithDefault(self, path, request):
+        if path == CA_PATH and self.ca is not None and not request.postpath:
+            return self.ca
         document = setup_document(
             seg.decode("utf-8", "replace") for seg in request.prepath + request.postpath)
         if document is not None and setup_reachable(

@@ -151,6 +151,8 @@ def public_ports(config):
         ("udp", config.sip.port): "SIP",
         ("tcp", config.sip.port): "SIP",
     }
+    if config.mail.submissions_port:
+        ports[("tcp", config.mail.submissions_port)] = "mail submission over TLS"
     if config.pop3.wan:
         ports[("tcp", config.pop3.port)] = "POP3"
         ports[("tcp", config.pop3.pop3s_port)] = "POP3S"

@@ -157,7 +157,7 @@ class DataDirModeTests(unittest.TestCase):
         names = set()
         for root, dirs, files in os.walk(self.data):
             names.update(os.path.relpath(os.path.join(root, n), self.data) for n in dirs + files)
-        for expected in ("mail/alice/new", "queue/tmp", "tls/mail.pem", "dhcp/leases.journal",
+        for expected in ("mail/alice/new", "queue/tmp", "tls/ca.key", "tls/server.pem", "dhcp/leases.journal",
                          "voicemail/greetings", "voicemail/prompts", "network-applied.json",
                          "fetch/alice-pop.isp.example"):
             self.assertTrue(any(n == expected or n.startswith(expected + "/") for n in names),

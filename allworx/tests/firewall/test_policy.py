@@ -129,6 +129,9 @@ class VerdictTableTests(unittest.TestCase):
                          (P.DROP, "admin pages is LAN-only"))
         self.assertEqual(P.verdict(policy, flow("tcp", NET, 1, WAN_IP, 25, P.WAN)),
                          (P.ACCEPT, "SMTP"))
+        # implicit-TLS submission (RFC 8314) is open like 587
+        self.assertEqual(P.verdict(policy, flow("tcp", NET, 1, WAN_IP, 465, P.WAN)),
+                         (P.ACCEPT, "mail submission over TLS"))
 
     def test_dmz_open_cannot_open_a_lan_only_service(self):
         # dmz_open lists 8080/tcp: the admin pages still stay invisible.

@@ -73,6 +73,15 @@ class LabServer:
             time.sleep(0.1)
         raise LabError("no %r within %ss:\n%s" % (text, timeout, self.log()[-4000:]))
 
+    @property
+    def ca_file(self):
+        """The server's own CA certificate (made at its first start): what clients trust."""
+        return os.path.join(self.data_dir, "tls", "ca.crt")
+
+    def curl_https(self):
+        """curl's options to verify the server's certificate (the admin port is HTTPS)."""
+        return ["--cacert", self.ca_file]
+
     def services(self, admin_port=8080, password="admin-demo"):
         """
         (services, curl's CompletedProcess): the services' states as the admin
@@ -80,8 +89,8 @@ class LabServer:
         {name: {"state": ..., "detail": ...}}, or None if it did not answer.
         """
         done = self.lab.run("admin", [
-            "curl", "-sS", "-m", "3", "-u", "admin:" + password,
-            "http://%s:%d/api/v1/status" % (SERVER_LAN_IP, admin_port)],
+            "curl", "-sS", "-m", "3", "-u", "admin:" + password] + self.curl_https() + [
+            "https://%s:%d/api/v1/status" % (SERVER_LAN_IP, admin_port)],
             check=False, timeout=15)
         try:
             return json.loads(done.stdout)["services"], done

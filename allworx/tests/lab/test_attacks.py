@@ -253,8 +253,9 @@ class AttackLabTests(unittest.TestCase):
 
     def api(self, path):
         """GET /api/v1PATH as the admin, by curl from the admin PC: (JSON, curl's report)."""
-        done = self.run_client("admin", ["curl", "-sS", "-m", "10", "-u", "admin:" + PASSWORD,
-                                         "http://%s:8080/api/v1%s" % (SERVER_LAN_IP, path)])
+        done = self.run_client("admin", ["curl", "-sS", "-m", "10", "-u", "admin:" + PASSWORD]
+                               + self.server.curl_https()
+                               + ["https://%s:8080/api/v1%s" % (SERVER_LAN_IP, path)])
         try:
             return json.loads(done.stdout), client_report(done)
         except ValueError:

@@ -84,6 +84,7 @@ class DnsLabTests(unittest.TestCase):
                            secondary="secondary = %s" % secondary if secondary else "")
         server = LabServer(self.lab, text, name="allworx-%s-%s" % (forwarders, primary))
         self.addCleanup(server.stop)
+        self.current = server
         server.start()
         server.wait_for("dns: up", timeout=20)
         return server
@@ -98,7 +99,8 @@ class DnsLabTests(unittest.TestCase):
         out = self.lab.run("admin", [
             "curl", "-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}", "-u",
             "admin:admin-demo", "-X", method, "-H", "Content-Type: application/json",
-            "-d", json.dumps(body), "http://%s:8080/api/v1/%s" % (SERVER_LAN, path)],
+            "-d", json.dumps(body)] + self.current.curl_https() + [
+            "https://%s:8080/api/v1/%s" % (SERVER_LAN, path)],
             timeout=20, check=False)
         return int(out.stdout or 0)
 

@@ -207,8 +207,8 @@ class FirewallLabTests(unittest.TestCase):
     def check_connection_log(self):
         """The admin API shows each decision with its reason."""
         done = self.lab.run("pc1", [
-            "curl", "-sS", "-m", "5", "-u", "admin:admin-demo",
-            "http://192.168.2.254:8080/api/v1/connections?limit=500"])
+            "curl", "-sS", "-m", "5", "-u", "admin:admin-demo"] + self.server.curl_https() + [
+            "https://192.168.2.254:8080/api/v1/connections?limit=500"])
         report = client_report(done)
         try:
             log = json.loads(done.stdout)
@@ -294,7 +294,8 @@ class FirewallLabTests(unittest.TestCase):
         done = self.lab.run("pc1", [
             "curl", "-sS", "-m", "10", "-u", "admin:admin-demo", "-X", method,
             "-H", "Content-Type: application/json", "-d", json.dumps(body),
-            "-w", "\n%{http_code}", "http://192.168.2.254:8080/api/v1" + path])
+            "-w", "\n%{http_code}"] + self.server.curl_https() + [
+            "https://192.168.2.254:8080/api/v1" + path])
         text, _, code = done.stdout.rpartition("\n")
         return int(code), text, client_report(done)
 

@@ -131,7 +131,8 @@ class LabCase:
         out = self.lab.run("admin", [
             "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
             "-u", "admin:admin-demo", "-X", "PATCH", "-H", "Content-Type: application/json",
-            "--data", body, "http://192.168.2.254:18080/api/v1/settings/" + section])
+            "--data", body] + self.servers[-1].curl_https() + [
+            "https://192.168.2.254:18080/api/v1/settings/" + section])
         self.assertEqual(out.stdout, "200", client_report(out))
 
     def isp_log(self):

@@ -24,7 +24,7 @@ from allworx.tests.lab.fixtures import client_report, start_lab, wait_until
 from allworx.tests.lab.server import LabServer
 
 PREFIX = "awr"
-API = "http://%s:8080/api/v1" % SERVER_LAN_IP
+API = "https://%s:8080/api/v1" % SERVER_LAN_IP
 
 SEND_MAIL = r"""
 import smtplib, sys
@@ -53,7 +53,8 @@ class SecretsLabTests(unittest.TestCase):
         done = self.lab.run("admin", [
             "curl", "-sS", "-m", "10", "-u", "admin:admin-demo", "-X", method,
             "-H", "Content-Type: application/json", "-d", json.dumps(body),
-            "-w", "\n%{http_code}", API + path], check=False, timeout=20)
+            "-w", "\n%{http_code}"] + self.server.curl_https() + [API + path],
+            check=False, timeout=20)
         text, _, code = done.stdout.rpartition("\n")
         try:
             return int(code), json.loads(text)

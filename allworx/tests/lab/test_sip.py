@@ -21,6 +21,7 @@ import json
 import os
 import poplib
 import socket
+import ssl
 import threading
 import time
 
@@ -112,13 +113,19 @@ def pop3_in(lab, host, user, password):
     return box
 
 
-def api_get(lab, host, path):
-    """GET /api/v1PATH as the admin from a lab host: the decoded JSON (raises on non-200)."""
+def api_get(lab, host, path, ca_file=None):
+    """
+    GET /api/v1PATH as the admin from a lab host over HTTPS, verified against
+    the server's CA (`ca_file`, by default the lab server's at its usual
+    place): the decoded JSON (raises on non-200).
+    """
+    ca_file = ca_file or os.path.join(lab.state_dir, "allworx", "data", "tls", "ca.crt")
     sock = socket_in_ns(lab.ns(host))
     sock.settimeout(10)
     sock.connect((SERVER_IP, ADMIN_PORT))
-    conn = http.client.HTTPConnection(SERVER_IP, ADMIN_PORT, timeout=10)
-    conn.sock = sock
+    context = ssl.create_default_context(cafile=ca_file)
+    conn = http.client.HTTPSConnection(SERVER_IP, ADMIN_PORT, timeout=10, context=context)
+    conn.sock = context.wrap_socket(sock, server_hostname=SERVER_IP)
     try:
         conn.request("GET", "/api/v1" + path, headers={
             "Authorization": "Basic " + base64.b64encode(b"admin:admin-demo").decode()})

@@ -80,6 +80,8 @@ class WebLabCase(unittest.TestCase):
         curl run in lab host `host`: (exit code, HTTP status or 0, body,
         curl's report for assertion messages).
         """
+        if url.startswith("https://"):
+            args = tuple(self.server.curl_https()) + args     # verified against the server's CA
         out = self.lab.run(host, ["curl", "-sS", "-m", str(timeout), "-o", "-", "-w",
                                   "\n%{http_code}", *args, url], check=False, timeout=timeout + 10)
         body, _, code = out.stdout.rpartition("\n")
@@ -92,22 +94,63 @@ class WebLabCase(unittest.TestCase):
         return done, client_report(done)
 
 
+class CertificateTests(WebLabCase):
+    """
+    SPEC 17: every TLS port verifies against the server's own CA (openssl
+    s_client from LAN hosts); plain HTTP on the admin port is sent to
+    https://; the CA certificate is offered at /ca.crt.
+    """
+
+    programs = WebLabCase.programs + ("openssl",)
+
+    def s_client(self, host, port, *check):
+        """openssl s_client verifying the server's certificate: (CompletedProcess, report)."""
+        return self.client(host, [
+            "openssl", "s_client", "-connect", "%s:%d" % (SERVER, port), "-verify_return_error",
+            "-CAfile", self.server.ca_file, "-brief", *check], input="", timeout=20)
+
+    def test_tls_ports_verify_against_the_ca(self):
+        for host, port, check in (
+                ("admin", 8080, ("-verify_ip", SERVER)),
+                ("pc1", 465, ("-verify_hostname", "smtp.example.com")),
+                ("pc1", 995, ("-verify_hostname", "pop.example.com")),
+                ("pc1", 443, ("-verify_hostname", "corp.example.com"))):
+            done, report = self.s_client(host, port, *check)
+            self.assertEqual(done.returncode, 0, "port %d: %s" % (port, report))
+            self.assertIn("Verification: OK", done.stdout + done.stderr, report)
+            self.assertRegex(done.stdout + done.stderr, r"Protocol version: TLSv1\.[23]", report)
+        # A name the certificate does not carry fails: the check is real.
+        done, report = self.s_client("pc1", 465, "-verify_hostname", "elsewhere.example.org")
+        self.assertNotEqual(done.returncode, 0, report)
+
+    def test_plain_http_redirected_and_ca_offered(self):
+        _, status, body, report = self.curl("admin", "http://%s:8080/users" % SERVER, "-D", "-")
+        self.assertEqual(status, 301, report)
+        self.assertIn("location: https://%s:8080/users" % SERVER, body.lower(), report)
+        _, status, body, report = self.curl("pc1", "http://%s/ca.crt" % SERVER)
+        self.assertEqual(status, 200, report)
+        with open(self.server.ca_file) as f:
+            self.assertEqual(body, f.read(), report)
+        _, status, body, report = self.curl("pc1", "http://%s/" % SERVER)
+        self.assertIn("ca.crt", body, report)
+
+
 class SidesAndDirectoryTests(WebLabCase):
     """What the LAN and the Internet each see, and the address book with real LDAP clients."""
 
     def test_api_sides_and_ldap(self):
         # The API wants credentials.
-        _, status, body, report = self.curl("admin", "http://%s:8080/api/v1/users" % SERVER)
+        _, status, body, report = self.curl("admin", "https://%s:8080/api/v1/users" % SERVER)
         self.assertEqual(status, 401, report)
         self.assertEqual(json.loads(body)["error"], "unauthorized", report)
-        _, status, body, report = self.curl("admin", "http://%s:8080/api/v1/users" % SERVER,
+        _, status, body, report = self.curl("admin", "https://%s:8080/api/v1/users" % SERVER,
                                             "-u", "admin:admin-demo")
         self.assertEqual([u["name"] for u in json.loads(body)], ["alice", "bob"], report)
         _, status, body, report = self.curl(
-            "admin", "http://%s:8080/api/v1/settings/dhcp" % SERVER, "-u", "admin:admin-demo",
+            "admin", "https://%s:8080/api/v1/settings/dhcp" % SERVER, "-u", "admin:admin-demo",
             "-X", "PATCH", "-H", "Content-Type: application/json", "-d", '{"range": "1-300"}')
         self.assertEqual((status, json.loads(body)["field"]), (400, "range"), report)
-        _, status, _, report = self.curl("admin", "http://%s:8080/metrics" % SERVER)
+        _, status, _, report = self.curl("admin", "https://%s:8080/metrics" % SERVER)
         self.assertEqual(status, 200, report)
 
         # The intranet for the LAN, the public site for the Internet.
@@ -167,7 +210,7 @@ class SidesAndDirectoryTests(WebLabCase):
 
         # The directory follows a change made through the API, live.
         _, status, body, report = self.curl(
-            "admin", "http://%s:8080/api/v1/users" % SERVER, "-u", "admin:admin-demo",
+            "admin", "https://%s:8080/api/v1/users" % SERVER, "-u", "admin:admin-demo",
             "-X", "POST", "-H", "Content-Type: application/json", "-d",
             json.dumps({"name": "erin", "full_name": "Erin Eng", "password": "erin-pw-1",
                         "extension": "105"}))
@@ -192,7 +235,7 @@ class BrowserTests(WebLabCase):
         WebLabCase.setUp(self)
         self.port = free_port()
         self.lab.forward_port(self.port, "admin", SERVER, 8080)
-        self.base = "http://127.0.0.1:%d" % self.port
+        self.base = "https://127.0.0.1:%d" % self.port   # the admin port speaks HTTPS
         self.shots = os.path.abspath("screenshots")
         os.makedirs(self.shots, exist_ok=True)
         print("\nscreenshots in %s" % self.shots)
@@ -208,6 +251,8 @@ class BrowserTests(WebLabCase):
         for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                      "--disable-background-networking", "--disable-component-update",
                      "--disable-sync", "--no-first-run", "--window-size=1280,1000",
+                     # the forwarded port is 127.0.0.1, not a name the certificate carries
+                     "--ignore-certificate-errors",
                      "--user-data-dir=" + profile):
             options.add_argument(flag)
         driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)

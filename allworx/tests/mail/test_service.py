@@ -5,7 +5,6 @@ from twisted.trial import unittest
 
 from allworx.interfaces import IMailQueue, IMailStore
 from allworx.protocols.mail import service as mail_service
-from allworx.protocols.mail import tls
 from allworx.tests.mailtesting import PlainChecker, make_office, sync_thread
 
 
@@ -31,7 +30,7 @@ class MailServiceTests(unittest.TestCase):
         self.assertTrue(IMailStore.providedBy(self.mail.store))
         self.assertTrue(IMailQueue.providedBy(self.mail.queue))
         self.assertEqual(self.mail.fetch.status, {})
-        self.assertEqual(self.ports(), ([2110, 2143, 2525, 2587], [2993, 2995]))
+        self.assertEqual(self.ports(), ([2110, 2143, 2525, 2587], [465, 2993, 2995]))
         self.assertEqual(self.office.status["smtp"].state, "up")
 
     def test_imap_follows_its_section_and_the_mail_certificate(self):
@@ -43,14 +42,23 @@ class MailServiceTests(unittest.TestCase):
         self.assertEqual(self.office.status["imap"].state, "disabled")
         self.assertEqual(self.office.status["mail"].state, "up")
 
-    def test_certificate_made_once(self):
-        path = tls.cert_path(self.office.config.system.data_dir)
-        with open(path, "rb") as f:
-            first = f.read()
-        self.assertIn(b"BEGIN CERTIFICATE", first)
-        tls.ensure_certificate(self.office.config.system.data_dir, "x.example", 0)
-        with open(path, "rb") as f:
-            self.assertEqual(f.read(), first)
+    def test_one_live_certificate_for_every_tls_port(self):
+        options = self.mail.certificates.current()
+        self.assertIsNotNone(options)
+        self.assertEqual({p[2] for p in self.reactor.sslServers}, {options})
+        self.assertIs(self.mail.smtp_factory.tls_options, options)
+        self.assertIs(self.mail.submission_factory.tls_options, options)
+        self.assertIs(self.mail.pop3.factory.tls_options, options)
+        self.assertIs(self.mail.imap.factory.tls_options, options)
+
+    def test_submissions_port_implicit_tls(self):
+        self.office.update_settings("mail", {"submissions_port": "2465"})
+        ssl = {p[0]: p[1] for p in self.reactor.sslServers}
+        self.assertIs(ssl[2465], self.mail.submission_factory)
+        self.assertIn("submissions tcp/2465", self.office.status["submission"].detail)
+        self.office.update_settings("mail", {"submissions_port": "0"})
+        self.assertNotIn("2465", self.office.status["submission"].detail)
+        self.assertIn("submission tcp/2587", self.office.status["submission"].detail)
 
     def test_port_change_relistens(self):
         self.office.update_settings("mail", {"smtp_port": "2526"})

@@ -1,0 +1,371 @@
+# -*- test-case-name: allworx.tests.core.test_certificates -*-
+"""
+The server's certificates (SPEC 17). At first start the server makes its own
+CA under `data_dir/tls` (`ca.key`, 0600, and `ca.crt`) and one certificate
+for `hostname.DOMAIN` with every built-in name and the LAN address as
+subject alternative names (`server.pem`: key, then certificate and chain),
+valid 397 days. It is renewed 30 days before it ends (or as soon as the
+names it must carry change), by a timer on the reactor, without a restart; a
+renewal that fails keeps the working certificate, says so in the status and
+is tried again an hour later.
+
+`CertificateKeeper.current()` is the one TLS option object every TLS port
+listens with (listenSSL, startTLS): it hands each new connection the
+certificate of the moment, so a renewal reaches every port at once while the
+ports stay bound. TLS 1.2 or later only.
+"""
+
+import datetime
+import ipaddress
+import os
+
+from twisted.internet import defer, ssl
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from allworx.atomicfile import write_atomically
+from allworx.config.model import BUILTIN_NAMES
+
+log = Logger()
+
+DAY = 86400
+LEAF_DAYS = 397                 # what browsers accept for a leaf (at most 398)
+CA_DAYS = 20 * 365
+RENEW_BEFORE = 30 * DAY         # renewed this long before the leaf ends
+RETRY_AFTER = 3600              # a failed renewal is tried again after this
+CHECK_EVERY = DAY               # the timer looks at least this often (clock jumps, names)
+# SPEC 17's names for mail clients; guide 10's built-in names may already
+# carry them (they are added to BUILTIN_NAMES in the same issue).
+MAIL_NAMES = ("imap", "mail", "autoconfig", "autodiscover")
+
+CA_KEY, CA_CERT, SERVER_PEM = "ca.key", "ca.crt", "server.pem"
+
+
+def certificate_names(config):
+    """The DNS names the server's certificate carries: hostname.DOMAIN first, then each built-in name."""
+    domain = config.system.domain
+    out = []
+    for label in (config.system.hostname,) + tuple(BUILTIN_NAMES) + MAIL_NAMES:
+        name = "%s.%s" % (label, domain)
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def certificate_addresses(config):
+    """The IP addresses it carries too (the LAN address, by which admins reach the admin pages)."""
+    return [str(config.lan_ip)]
+
+
+def tls_dir(data_dir):
+    return os.path.join(data_dir, "tls")
+
+
+# ---------------------------------------------------------------- making
+
+def _utc(seconds):
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+
+
+def _pem_key(key):
+    from cryptography.hazmat.primitives import serialization
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _pem_cert(cert):
+    from cryptography.hazmat.primitives import serialization
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def make_ca(common_name, now, days=CA_DAYS):
+    """(key PEM, certificate PEM) of a new CA (EC P-256) valid from `now` (POSIX seconds)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "allworx"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    start = _utc(now) - datetime.timedelta(minutes=5)
+    cert = (x509.CertificateBuilder()
+            .subject_name(name).issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(start + datetime.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(
+                digital_signature=False, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    return _pem_key(key), _pem_cert(cert)
+
+
+def make_leaf(ca_key_pem, ca_cert_pem, names, addresses, now, days=LEAF_DAYS):
+    """
+    (key PEM, certificate PEM) of a new server certificate signed by the CA:
+    subject `names[0]`, every name and address as SANs, valid `days` from `now`.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_key = serialization.load_pem_private_key(ca_key_pem, None)
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
+    key = ec.generate_private_key(ec.SECP256R1())
+    start = _utc(now) - datetime.timedelta(minutes=5)
+    sans = ([x509.DNSName(n) for n in names]
+            + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses])
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(start + datetime.timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return _pem_key(key), _pem_cert(cert)
+
+
+class Leaf:
+    """A server certificate as loaded: its PEM (key and chain), names, addresses and end."""
+
+    def __init__(self, pem):
+        from cryptography import x509
+        self.pem = pem
+        marker = b"-----BEGIN CERTIFICATE-----"
+        if marker not in pem:
+            raise ValueError("no certificate in it")
+        self.chain = [x509.load_pem_x509_certificate(marker + p) for p in pem.split(marker)[1:]]
+        cert = self.chain[0]
+        self.cert = cert
+        self.not_after = cert.not_valid_after_utc.timestamp()
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            san = x509.SubjectAlternativeName([])
+        self.names = san.get_values_for_type(x509.DNSName)
+        self.addresses = [str(a) for a in san.get_values_for_type(x509.IPAddress)]
+        self.issuer = cert.issuer
+
+    def options(self):
+        """Twisted TLS server options for it (TLS 1.2 or later)."""
+        private = ssl.PrivateCertificate.loadPEM(self.pem)
+        marker = b"-----BEGIN CERTIFICATE-----"
+        extra = [ssl.Certificate.loadPEM(marker + p).original
+                 for p in self.pem.split(marker)[2:]]
+        return ssl.CertificateOptions(
+            privateKey=private.privateKey.original, certificate=private.original,
+            extraCertChain=extra or None, raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class LiveTLSOptions:
+    """
+    TLS server options whose certificate can be swapped: each new connection
+    (a listenSSL port's or a startTLS) gets the options of the moment.
+    """
+
+    def __init__(self, options=None):
+        self._options = options
+
+    def swap(self, options):
+        self._options = options
+
+    def serverConnectionForTLS(self, protocol):
+        return self._options.serverConnectionForTLS(protocol)
+
+    def getContext(self):
+        return self._options.getContext()
+
+
+# ---------------------------------------------------------------- keeping
+
+class CertificateKeeper:
+    """
+    The server's CA and certificate under `data_dir/tls`, kept current.
+    `config()` gives the configuration of the moment (names, data_dir);
+    `report(state, detail)` is told how it stands ("up" or "degraded");
+    `subscribe(callback)` calls back with the new Leaf after each renewal.
+    """
+
+    def __init__(self, config, reactor, report=None):
+        self.config = config
+        self.reactor = reactor
+        self.report = report or (lambda state, detail: None)
+        self.leaf = None
+        self.ca_cert_pem = None
+        self.options = LiveTLSOptions()
+        self.error = None
+        self._callbacks = []
+        self._timer = None
+        self._renewing = None
+
+    # ------------------------------------------------------------ reading
+
+    def current(self):
+        """The live TLS options, or None when there is no certificate (it could not be made)."""
+        self.ensure()
+        return self.options if self.leaf is not None else None
+
+    def ca_pem(self):
+        """The CA's certificate (PEM), or None."""
+        self.ensure()
+        return self.ca_cert_pem
+
+    def subscribe(self, callback):
+        self._callbacks.append(callback)
+
+    def wanted(self):
+        config = self.config()
+        return certificate_names(config), certificate_addresses(config)
+
+    # ------------------------------------------------------------ life
+
+    def start(self):
+        self.ensure()
+        self._schedule()
+
+    def stop(self):
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def ensure(self):
+        """Load the CA and certificate, making what is missing; on failure, none (logged)."""
+        if self.leaf is not None:
+            return
+        try:
+            self._load_or_make()
+        except (OSError, ValueError) as e:
+            self.error = str(e)
+            log.error("certificates: none ({error}); TLS is off", error=self.error)
+            self.report("down", "no certificate: %s" % self.error)
+
+    def _paths(self):
+        d = tls_dir(self.config().system.data_dir)
+        return d, os.path.join(d, CA_KEY), os.path.join(d, CA_CERT), os.path.join(d, SERVER_PEM)
+
+    def _load_or_make(self):
+        d, key_path, cert_path, server_path = self._paths()
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        if not (os.path.exists(key_path) and os.path.exists(cert_path)):
+            config = self.config()
+            key, cert = make_ca("allworx CA for %s" % config.system.domain, self.reactor.seconds())
+            write_atomically(key_path, key, mode=0o600)
+            write_atomically(cert_path, cert, mode=0o600)
+            log.info("certificates: made the server's own CA in {path}", path=cert_path)
+        with open(cert_path, "rb") as f:
+            self.ca_cert_pem = f.read()
+        leaf = None
+        try:
+            with open(server_path, "rb") as f:
+                leaf = Leaf(f.read())
+        except FileNotFoundError:
+            pass
+        except ValueError as e:
+            log.warn("certificates: {path} unreadable ({error}); making a new one",
+                     path=server_path, error=str(e))
+        if leaf is None or self._due(leaf):
+            leaf = self._issue()
+        self._install(leaf)
+
+    def _due(self, leaf):
+        """Whether `leaf` must be replaced: near its end, or not (or no longer) for our names."""
+        names, addresses = self.wanted()
+        return (self.reactor.seconds() >= leaf.not_after - RENEW_BEFORE
+                or sorted(leaf.names) != sorted(names)
+                or sorted(leaf.addresses) != sorted(addresses))
+
+    def _issue(self):
+        """A new leaf from the own CA, written to server.pem."""
+        _, key_path, cert_path, server_path = self._paths()
+        with open(key_path, "rb") as f:
+            ca_key = f.read()
+        with open(cert_path, "rb") as f:
+            ca_cert = f.read()
+        names, addresses = self.wanted()
+        key, cert = make_leaf(ca_key, ca_cert, names, addresses, self.reactor.seconds())
+        write_atomically(server_path, key + cert, mode=0o600)
+        leaf = Leaf(key + cert)
+        log.info("certificates: issued a certificate for {names} until {end}",
+                 names=", ".join(names), end=leaf.cert.not_valid_after_utc.isoformat())
+        return leaf
+
+    def _install(self, leaf):
+        self.options.swap(leaf.options())
+        self.leaf = leaf
+        self.error = None
+        self.report("up", "certificate for %s until %s" % (
+            leaf.names[0] if leaf.names else "?", leaf.cert.not_valid_after_utc.date()))
+
+    # ------------------------------------------------------------ renewing
+
+    def _schedule(self, delay=None):
+        self.stop()
+        if self.leaf is None:
+            delay = RETRY_AFTER if delay is None else delay
+        elif delay is None:
+            delay = max(0, self.leaf.not_after - RENEW_BEFORE - self.reactor.seconds())
+        self._timer = self.reactor.callLater(min(delay, CHECK_EVERY), self._check)
+
+    def _check(self):
+        self._timer = None
+        if self.leaf is None:
+            self.ensure()
+            self._schedule()
+        elif self._due(self.leaf):
+            self.renew()
+        else:
+            self._schedule()
+
+    def check(self):
+        """Look now (the configuration changed): renew if the names changed."""
+        if self._timer is not None and self._renewing is None:
+            self._check()
+
+    def renew(self):
+        """Issue a new certificate now; a Deferred that fires when done (never fails)."""
+        if self._renewing is not None:
+            return self._renewing
+        d = defer.maybeDeferred(self._issue)
+        self._renewing = d
+
+        def done(leaf):
+            self._install(leaf)
+            for callback in list(self._callbacks):
+                callback(leaf)
+            self._schedule()
+
+        def failed(failure):
+            self.error = failure.getErrorMessage()
+            log.error("certificates: renewal failed ({error}); keeping the current one, "
+                      "trying again in {retry} s", error=self.error, retry=RETRY_AFTER)
+            self.report("degraded", "renewal failed: %s; the certificate until %s is kept" % (
+                self.error, self.leaf.cert.not_valid_after_utc.date()))
+            self._schedule(RETRY_AFTER)
+
+        def finished(result):
+            self._renewing = None
+            return result
+        d.addCallback(done)
+        d.addErrback(failed)
+        d.addBoth(finished)
+        return d
