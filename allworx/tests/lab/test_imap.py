@@ -20,6 +20,9 @@ from allworx.tests.lab.server import LabServer
 
 PREFIX = "awq"
 SERVER_LAN = "192.168.2.254"
+# mbsync checks the certificate's DNS names (not IP addresses): the built-in
+# name, resolved by pc1 through the server's own DNS.
+IMAP_NAME = "imap.example.com"
 PC1_IP = "192.168.2.10"
 PASSWORD = "admin-demo"
 
@@ -179,7 +182,7 @@ class ImapLabTests(unittest.TestCase):
             "CertificateFile {cert}\n\nIMAPStore remote\nAccount office\n\n"
             "MaildirStore local\nPath {local}/\nInbox {local}/INBOX\nSubFolders Verbatim\n\n"
             "Channel office\nFar :remote:\nNear :local:\nPatterns *\nCreate Both\n"
-            "SyncState *\nExpunge None\n").format(host=SERVER_LAN, pw=PASSWORD, cert=cert,
+            "SyncState *\nExpunge None\n").format(host=IMAP_NAME, pw=PASSWORD, cert=cert,
                                                   local=local))
 
         def mbsync():
