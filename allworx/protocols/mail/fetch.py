@@ -27,7 +27,7 @@ from twisted.mail.pop3client import POP3Client
 from zope.interface import implementer
 
 from allworx.interfaces import IFetchStatus
-from allworx.protocols.mail import multidrop
+from allworx.protocols.mail import multidrop, smtpwire
 from allworx.protocols.mail.aliases import ADMIN_USER
 from allworx.atomicfile import ensure_directory, write_atomically
 
@@ -206,7 +206,9 @@ class AccountPoller:
         FETCHED.inc()
         log.info("fetched {uid} from {account} for {targets}", uid=uid,
                  account=self.account.display, targets=", ".join(targets))
-        return self.mail.store.deliver(targets, received + data, sender="")
+        # Mail from outside never counts as voicemail (only the server writes that header).
+        return self.mail.store.deliver(targets, received + smtpwire.drop_server_headers(data),
+                                       sender="")
 
 
 def _text(e):

@@ -403,7 +403,7 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
         if self._too_big or len(raw) - 2 > self.factory.max_size:
             return self._send(Reply(552, "5.3.4", "message exceeds the fixed limit of %d bytes"
                                     % self.factory.max_size))
-        message = smtpwire.unstuff(raw)
+        message = smtpwire.drop_server_headers(smtpwire.unstuff(raw))
         if smtpwire.has_long_line(message):
             return self._send(Reply(554, "5.6.0", "message has a line longer than %d characters"
                                     % smtpwire.MAX_TEXT_LINE))

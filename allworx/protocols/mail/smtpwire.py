@@ -172,6 +172,32 @@ def missing_origin_headers(message):
     return [name for name in (b"date", b"message-id") if name not in present]
 
 
+# Header fields only the server itself may write: a sender's are dropped on
+# arrival (a mail claiming to be voicemail would light the phones' message
+# waiting and play in the voicemail menu).
+SERVER_ONLY = re.compile(rb"(?i)^x-allworx-voicemail[ \t]*:")
+_SERVER_ONLY_ANYWHERE = re.compile(rb"(?im)^x-allworx-voicemail[ \t]*:")
+
+
+def drop_server_headers(message):
+    """`message` without the header fields only the server writes (SERVER_ONLY), with their continuations."""
+    end = message.find(b"\r\n\r\n")
+    if end < 0:
+        end = message.find(b"\n\n")
+    head_end = len(message) if end < 0 else end + 1
+    head = message[:head_end]
+    if not _SERVER_ONLY_ANYWHERE.search(head):
+        return message
+    kept, skipping = [], False
+    for line in head.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t") and skipping:
+            continue
+        skipping = bool(SERVER_ONLY.match(line))
+        if not skipping:
+            kept.append(line)
+    return b"".join(kept) + message[head_end:]
+
+
 MAX_HOPS = 50               # Received: headers before a message counts as looping
 _RECEIVED = re.compile(rb"(?im)^received[ \t]*:")
 

@@ -114,6 +114,14 @@ class FetchTests(unittest.TestCase):
         self.assertEqual(sorted(self.subjects("alice")), ["1", "2"])
         self.assertEqual(self.subjects("bob"), [])
 
+    def test_fetched_mail_never_counts_as_voicemail(self):
+        self.remote.messages["u3"] = (b"From: a@x.example\nX-Allworx-Voicemail: yes\n"
+                                      b"To: bob@example.com\nSubject: 3\n\nbody\n")
+        self.remote.password = "pw1"
+        self.poll(self.poller("alice"))
+        self.assertEqual(self.store.voicemail_counts("alice"), (0, 0))
+        self.assertIn("3", self.subjects("alice"))
+
     def test_never_twice_when_delete_is_lost(self):
         self.remote.fail_quit = True
         f = self.poll(self.poller())
