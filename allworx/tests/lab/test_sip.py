@@ -18,6 +18,7 @@ import email
 import email.policy
 import http.client
 import json
+import imaplib
 import os
 import poplib
 import socket
@@ -136,6 +137,20 @@ def api_get(lab, host, path, ca_file=None):
     if response.status != 200:
         raise AssertionError("GET /api/v1%s: %d %r" % (path, response.status, body[:300]))
     return json.loads(body)
+
+
+def imap_in(lab, host, ca_file, user, password):
+    """An imaplib.IMAP4_SSL from a lab host to the server's 993, verified against its CA as imap.DOMAIN."""
+    class NsIMAP(imaplib.IMAP4_SSL):
+        def _create_socket(self, timeout):
+            sock = socket_in_ns(lab.ns(host))
+            sock.settimeout(timeout)
+            sock.connect((SERVER_IP, 993))
+            return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+    box = NsIMAP("imap.example.com", 993, ssl_context=ssl.create_default_context(cafile=ca_file),
+                 timeout=10)
+    box.login(user, password)
+    return box
 
 
 def voicemail_wavs(lab, user, password):
@@ -308,6 +323,37 @@ class PhoneLabTests(unittest.TestCase):
         best = max(goertzel_power(heard[i:i + half], rate, 440)
                    for i in range(0, max(1, len(heard) - half), half // 2))
         self.assertGreater(best, 0.5, "bob did not hear alice's message on the phone")
+
+    def test_a_voicemail_read_over_imap_drops_message_waiting(self):
+        """SPEC 17: \\Seen over IMAP is heard for the phone (message waiting drops)."""
+        self.start_phones()
+        mwi = SubscribeClient(self.lab, "phone2", PHONES["phone2"][2], "102")
+        self.addCleanup(mwi.close)
+        mwi.subscribe()
+        self.wait_for(lambda: mwi.notifies, 5, "the first message-summary NOTIFY")
+        # alice calls bob, nobody answers: voicemail takes a few seconds of her tone.
+        before_a = self.alice.recordings()
+        mark_a, mark_b = self.alice.mark(), self.bob.mark()
+        self.alice.command("dial", "102")
+        self.bob.wait_event("CALL_INCOMING", 10, mark_b)
+        self.alice.wait_event("CALL_ESTABLISHED", 15, mark_a)
+        self.wait_heard(self.alice, before_a, 1000, 0.25, 30, "the beep before the recording")
+        time.sleep(2)       # audio: what voicemail records
+        self.alice.command("hangup")
+        self.alice.wait_event("CALL_CLOSED", 10, mark_a)
+        self.wait_for(lambda: any("Messages-Waiting: yes" in n for n in mwi.notifies), 10,
+                      "a message-waiting NOTIFY")
+        seen_before = len(mwi.notifies)
+        # bob reads it in his mail program: IMAP over TLS, verified against the server's CA.
+        box = imap_in(self.lab, "phone2", self.server.ca_file, "bob", "bob-pw")
+        self.addCleanup(box.logout)
+        box.select("INBOX")
+        typ, data = box.search(None, "UNSEEN")
+        self.assertEqual((typ, len(data[0].split())), ("OK", 1), data)
+        typ, data = box.fetch(data[0], "(BODY[HEADER.FIELDS (X-ALLWORX-VOICEMAIL)])")
+        self.assertIn(b"X-Allworx-Voicemail: yes", data[0][1])     # a FETCH of BODY[...] sets \\Seen
+        self.wait_for(lambda: any("Messages-Waiting: no" in n for n in mwi.notifies[seen_before:]), 5,
+                      "message waiting dropping after the voicemail was read over IMAP")
 
     def test_tcp_phone_and_busy_goes_to_voicemail(self):
         self.start_phones(alice_transport="tcp")
