@@ -114,6 +114,8 @@ class CertificateTests(WebLabCase):
                 ("admin", 8080, ("-verify_ip", SERVER)),
                 ("pc1", 465, ("-verify_hostname", "smtp.example.com")),
                 ("pc1", 995, ("-verify_hostname", "pop.example.com")),
+                ("pc1", 993, ("-verify_hostname", "imap.example.com")),
+                ("pc1", 5061, ("-verify_hostname", "allworx.example.com")),
                 ("pc1", 443, ("-verify_hostname", "corp.example.com"))):
             done, report = self.s_client(host, port, *check)
             self.assertEqual(done.returncode, 0, "port %d: %s" % (port, report))
