@@ -20,7 +20,8 @@ import ipaddress
 import os
 
 from twisted.internet import defer, ssl
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from OpenSSL import SSL
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IProtocolNegotiationFactory
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -171,9 +172,28 @@ class Leaf:
         marker = b"-----BEGIN CERTIFICATE-----"
         extra = [ssl.Certificate.loadPEM(marker + p).original
                  for p in self.pem.split(marker)[2:]]
-        return ssl.CertificateOptions(
+        options = ssl.CertificateOptions(
             privateKey=private.privateKey.original, certificate=private.original,
             extraCertChain=extra or None, raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
+        options.getContext().set_alpn_select_callback(_alpn_select)
+        return options
+
+
+def _alpn_select(connection, offered):
+    """
+    ALPN (RFC 7301) on our ports: the first protocol the port's factory
+    speaks (the web: http/1.1) that the client offered; for a port that
+    speaks none (mail, IMAP, SIP) the extension is ignored, as a server
+    without ALPN would. Twisted's own callback fails the handshake of every
+    client that offers ALPN to such a port (Thunderbird, iOS Mail, curl).
+    """
+    tls = connection.get_app_data()
+    factory = getattr(getattr(tls, "factory", None), "wrappedFactory", None)
+    negotiation = IProtocolNegotiationFactory(factory, None)
+    for protocol in negotiation.acceptableProtocols() if negotiation is not None else ():
+        if protocol in offered:
+            return protocol
+    return SSL.NO_OVERLAPPING_PROTOCOLS
 
 
 @implementer(IOpenSSLServerConnectionCreator)

@@ -193,6 +193,14 @@ class LiveOptionsTests(unittest.TestCase):
         self.assertNotEqual(peer.serial_number, first)
         self.assertEqual(peer.serial_number, self.keeper.leaf.cert.serial_number)
 
+    def test_a_client_offering_alpn_reaches_a_port_that_speaks_none(self):
+        """Mail, IMAP and SIP speak no ALPN protocol: the offer is ignored, not fatal."""
+        for offered in ([b"imap"], [b"http/1.1"]):
+            client = ssl.optionsForClientTLS(self.keeper.leaf.names[0], trustRoot=self.ca,
+                                             acceptableProtocols=offered)
+            peer, _ = handshake(self.keeper.current(), client)
+            self.assertEqual(peer.serial_number, self.keeper.leaf.cert.serial_number, offered)
+
     def test_tls_1_1_refused(self):
         old = ssl.CertificateOptions(insecurelyLowerMinimumTo=ssl.TLSVersion.TLSv1_0,
                                      lowerMaximumSecurityTo=ssl.TLSVersion.TLSv1_1)
