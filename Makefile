@@ -29,7 +29,7 @@ APT_PACKAGES += dnsmasq-base isc-dhcp-client udhcpc bind9-dnsutils iputils-ping 
 	nmap swaks libnet-ssleay-perl ldap-utils baresip-core chromium chromium-driver isync openssl
 # The benchmarks' peers and load generators, and tools for trying the lab by hand.
 APT_PACKAGES += iperf3 hping3 kea-dhcp4-server kea-admin dnsperf postfix apache2-utils \
-	nginx-light kamailio ncat sox rtpengine-daemon
+	nginx-light kamailio ncat sox rtpengine-daemon pebble
 
 .PHONY: deps run test unit check clean bench lab-down
 

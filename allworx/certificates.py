@@ -7,7 +7,16 @@ subject alternative names (`server.pem`: key, then certificate and chain),
 valid 397 days. It is renewed 30 days before it ends (or as soon as the
 names it must carry change), by a timer on the reactor, without a restart; a
 renewal that fails keeps the working certificate, says so in the status and
-is tried again an hour later.
+is tried again an hour later, then after twice as long each time up to a
+day.
+
+With `[tls] acme_directory` the certificate comes from that ACME CA
+instead (`allworx.acmeissuer`: HTTP-01 on the WAN's port 80, SPEC 17's
+names), kept in `acme.pem` beside the own one and renewed 30 days before it
+ends (a third of its life for a short one). Until the first one is obtained,
+and whenever getting one fails, the working certificate (the own CA's, or
+the last ACME one) stays in use and the status says why ("degraded"); a new
+WAN address brings the next try forward.
 
 `CertificateKeeper.current()` is the one TLS option object every TLS port
 listens with (listenSSL, startTLS): it hands each new connection the
@@ -25,6 +34,7 @@ from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IProtoc
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from allworx.acmeissuer import AcmeIssuer, acme_names, account_key_path
 from allworx.atomicfile import write_atomically
 from allworx.config.model import BUILTIN_NAMES
 
@@ -34,13 +44,14 @@ DAY = 86400
 LEAF_DAYS = 397                 # what browsers accept for a leaf (at most 398)
 CA_DAYS = 20 * 365
 RENEW_BEFORE = 30 * DAY         # renewed this long before the leaf ends
-RETRY_AFTER = 3600              # a failed renewal is tried again after this
+RETRY_AFTER = 3600              # a failed renewal is tried again after this,
+RETRY_MAX = DAY                 # then after twice as long each time, up to this
 CHECK_EVERY = DAY               # the timer looks at least this often (clock jumps, names)
 # SPEC 17's names for mail clients; guide 10's built-in names may already
 # carry them (they are added to BUILTIN_NAMES in the same issue).
 MAIL_NAMES = ("imap", "mail", "autoconfig", "autodiscover")
 
-CA_KEY, CA_CERT, SERVER_PEM = "ca.key", "ca.crt", "server.pem"
+CA_KEY, CA_CERT, SERVER_PEM, ACME_PEM = "ca.key", "ca.crt", "server.pem", "acme.pem"
 
 
 def certificate_names(config):
@@ -158,6 +169,7 @@ class Leaf:
         cert = self.chain[0]
         self.cert = cert
         self.not_after = cert.not_valid_after_utc.timestamp()
+        self.not_before = cert.not_valid_before_utc.timestamp()
         try:
             san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         except x509.ExtensionNotFound:
@@ -165,6 +177,10 @@ class Leaf:
         self.names = san.get_values_for_type(x509.DNSName)
         self.addresses = [str(a) for a in san.get_values_for_type(x509.IPAddress)]
         self.issuer = cert.issuer
+
+    def renew_at(self):
+        """When it is due: 30 days before its end, or a third of its life for a short one."""
+        return self.not_after - min(RENEW_BEFORE, (self.not_after - self.not_before) / 3)
 
     def options(self):
         """Twisted TLS server options for it (TLS 1.2 or later)."""
@@ -224,16 +240,21 @@ class CertificateKeeper:
     `config()` gives the configuration of the moment (names, data_dir);
     `report(state, detail)` is told how it stands ("up" or "degraded");
     `subscribe(callback)` calls back with the new Leaf after each renewal.
+    `acme` (an `allworx.acmeissuer.AcmeIssuer`) gets certificates when the
+    configuration names an ACME directory; `answer(token)` gives its HTTP-01
+    key authorizations to the port-80 sites.
     """
 
-    def __init__(self, config, reactor, report=None):
+    def __init__(self, config, reactor, report=None, acme=None):
         self.config = config
         self.reactor = reactor
         self.report = report or (lambda state, detail: None)
+        self.acme = acme if acme is not None else AcmeIssuer(reactor)
         self.leaf = None
         self.ca_cert_pem = None
         self.options = LiveTLSOptions()
         self.error = None
+        self.failures = 0
         self._callbacks = []
         self._timer = None
         self._renewing = None
@@ -250,10 +271,25 @@ class CertificateKeeper:
         self.ensure()
         return self.ca_cert_pem
 
+    def answer(self, token):
+        """The HTTP-01 key authorization for an ACME challenge's token, or None."""
+        return self.acme.answer(token)
+
     def subscribe(self, callback):
         self._callbacks.append(callback)
 
+    def acme_directory(self):
+        """The ACME directory certificates come from, or "" (the own CA)."""
+        return self.config().tls.acme_directory
+
     def wanted(self):
+        """(names, addresses) the certificate in use must carry."""
+        config = self.config()
+        if config.tls.acme_directory:
+            return acme_names(config), []
+        return certificate_names(config), certificate_addresses(config)
+
+    def _own_wanted(self):
         config = self.config()
         return certificate_names(config), certificate_addresses(config)
 
@@ -283,6 +319,16 @@ class CertificateKeeper:
         d = tls_dir(self.config().system.data_dir)
         return d, os.path.join(d, CA_KEY), os.path.join(d, CA_CERT), os.path.join(d, SERVER_PEM)
 
+    def _read_leaf(self, path):
+        try:
+            with open(path, "rb") as f:
+                return Leaf(f.read())
+        except FileNotFoundError:
+            return None
+        except ValueError as e:
+            log.warn("certificates: {path} unreadable ({error})", path=path, error=str(e))
+            return None
+
     def _load_or_make(self):
         d, key_path, cert_path, server_path = self._paths()
         os.makedirs(d, mode=0o700, exist_ok=True)
@@ -294,23 +340,23 @@ class CertificateKeeper:
             log.info("certificates: made the server's own CA in {path}", path=cert_path)
         with open(cert_path, "rb") as f:
             self.ca_cert_pem = f.read()
-        leaf = None
-        try:
-            with open(server_path, "rb") as f:
-                leaf = Leaf(f.read())
-        except FileNotFoundError:
-            pass
-        except ValueError as e:
-            log.warn("certificates: {path} unreadable ({error}); making a new one",
-                     path=server_path, error=str(e))
-        if leaf is None or self._due(leaf):
+        if self.acme_directory():
+            # The last certificate from the ACME CA, while it is good for our names.
+            leaf = self._read_leaf(os.path.join(d, ACME_PEM))
+            if leaf is not None and not self._due(leaf):
+                self._install(leaf)
+                return
+        # The own CA's: at once, and until the ACME CA gives one.
+        leaf = self._read_leaf(server_path)
+        if leaf is None or self._due(leaf, *self._own_wanted()):
             leaf = self._issue()
         self._install(leaf)
 
-    def _due(self, leaf):
+    def _due(self, leaf, names=None, addresses=None):
         """Whether `leaf` must be replaced: near its end, or not (or no longer) for our names."""
-        names, addresses = self.wanted()
-        return (self.reactor.seconds() >= leaf.not_after - RENEW_BEFORE
+        if names is None:
+            names, addresses = self.wanted()
+        return (self.reactor.seconds() >= leaf.renew_at()
                 or sorted(leaf.names) != sorted(names)
                 or sorted(leaf.addresses) != sorted(addresses))
 
@@ -321,7 +367,7 @@ class CertificateKeeper:
             ca_key = f.read()
         with open(cert_path, "rb") as f:
             ca_cert = f.read()
-        names, addresses = self.wanted()
+        names, addresses = self._own_wanted()
         key, cert = make_leaf(ca_key, ca_cert, names, addresses, self.reactor.seconds())
         write_atomically(server_path, key + cert, mode=0o600)
         leaf = Leaf(key + cert)
@@ -329,21 +375,56 @@ class CertificateKeeper:
                  names=", ".join(names), end=leaf.cert.not_valid_after_utc.isoformat())
         return leaf
 
+    def _issue_acme(self):
+        """A Deferred: a new leaf from the ACME CA, written to acme.pem."""
+        config = self.config()
+        d = tls_dir(config.system.data_dir)
+        names, _ = self.wanted()
+        log.info("certificates: asking the ACME CA {url} for {names}",
+                 url=config.tls.acme_directory, names=", ".join(names))
+        issued = self.acme.issue(config.tls.acme_directory, config.tls.acme_email,
+                                 account_key_path(d), names)
+
+        def got(pem):
+            leaf = Leaf(pem)    # before it is written: a broken answer keeps the file
+            write_atomically(os.path.join(d, ACME_PEM), pem, mode=0o600)
+            log.info("certificates: the ACME CA issued a certificate for {names} until {end}",
+                     names=", ".join(leaf.names), end=leaf.cert.not_valid_after_utc.isoformat())
+            return leaf
+        return issued.addCallback(got)
+
     def _install(self, leaf):
         self.options.swap(leaf.options())
         self.leaf = leaf
         self.error = None
-        self.report("up", "certificate for %s until %s" % (
-            leaf.names[0] if leaf.names else "?", leaf.cert.not_valid_after_utc.date()))
+        self.report("up", "certificate for %s until %s%s" % (
+            leaf.names[0] if leaf.names else "?", leaf.cert.not_valid_after_utc.date(),
+            self._origin(leaf)))
+
+    def _is_own(self, leaf):
+        """Whether `leaf` is the own CA's."""
+        return self.ca_cert_pem is not None and leaf.issuer == Leaf(self.ca_cert_pem).cert.subject
+
+    def _origin(self, leaf):
+        if self._is_own(leaf):
+            if self.acme_directory():
+                return " (the server's own CA; asking the ACME CA %s)" % self.acme_directory()
+            return ""
+        return " (from %s)" % (self.acme_directory() or "an ACME CA")
 
     # ------------------------------------------------------------ renewing
+
+    def retry_delay(self):
+        """How long after the latest of `failures` failed tries the next one is."""
+        return min(RETRY_AFTER * 2 ** max(0, self.failures - 1), RETRY_MAX)
 
     def _schedule(self, delay=None):
         self.stop()
         if self.leaf is None:
             delay = RETRY_AFTER if delay is None else delay
         elif delay is None:
-            delay = max(0, self.leaf.not_after - RENEW_BEFORE - self.reactor.seconds())
+            delay = 0 if self._due(self.leaf) else max(
+                0, self.leaf.renew_at() - self.reactor.seconds())
         self._timer = self.reactor.callLater(min(delay, CHECK_EVERY), self._check)
 
     def _check(self):
@@ -361,26 +442,41 @@ class CertificateKeeper:
         if self._timer is not None and self._renewing is None:
             self._check()
 
+    def wan_changed(self):
+        """The WAN has a new address: a failing ACME CA is tried again now."""
+        if self.failures and self.acme_directory():
+            self.check()
+
     def renew(self):
         """Issue a new certificate now; a Deferred that fires when done (never fails)."""
         if self._renewing is not None:
             return self._renewing
-        d = defer.maybeDeferred(self._issue)
+        acme = bool(self.acme_directory())
+        d = self._issue_acme() if acme else defer.maybeDeferred(self._issue)
         self._renewing = d
 
         def done(leaf):
+            self.failures = 0
             self._install(leaf)
             for callback in list(self._callbacks):
                 callback(leaf)
             self._schedule()
 
         def failed(failure):
+            self.failures += 1
             self.error = failure.getErrorMessage()
-            log.error("certificates: renewal failed ({error}); keeping the current one, "
-                      "trying again in {retry} s", error=self.error, retry=RETRY_AFTER)
-            self.report("degraded", "renewal failed: %s; the certificate until %s is kept" % (
-                self.error, self.leaf.cert.not_valid_after_utc.date()))
-            self._schedule(RETRY_AFTER)
+            retry = self.retry_delay()
+            what = "getting a certificate from the ACME CA %s" % self.acme_directory() \
+                if acme else "renewal"
+            log.error("certificates: {what} failed ({error}); keeping the current one, "
+                      "trying again in {retry} s", what=what, error=self.error, retry=retry)
+            if acme:
+                self._keep_own_current()
+            self.report("degraded", "%s failed: %s; the certificate until %s is kept; "
+                        "next try in %d min" % (what, self.error,
+                                                self.leaf.cert.not_valid_after_utc.date(),
+                                                retry // 60))
+            self._schedule(retry)
 
         def finished(result):
             self._renewing = None
@@ -389,3 +485,13 @@ class CertificateKeeper:
         d.addErrback(failed)
         d.addBoth(finished)
         return d
+
+    def _keep_own_current(self):
+        """While the ACME CA fails, an own certificate in use that is itself due is renewed."""
+        if self.leaf is None or not self._is_own(self.leaf):
+            return
+        if self._due(self.leaf, *self._own_wanted()):
+            try:
+                self._install(self._issue())
+            except (OSError, ValueError) as e:
+                log.error("certificates: the own CA failed too ({error})", error=str(e))

@@ -32,7 +32,7 @@ from allworx.certificates import CertificateKeeper
 from allworx.guards import LoginThrottle
 from allworx.interfaces import Views
 from allworx.lockoutfile import LockoutFile
-from allworx.office import ConfigChanged, Office
+from allworx.office import ConfigChanged, Office, WanAddressChanged
 from allworx.protocols.dhcp.service import DhcpService
 from allworx.protocols.dns.service import DnsService
 from allworx.protocols.ldap.service import LdapService
@@ -134,6 +134,9 @@ class AllworxService(service.MultiService):
             self.certificates.start()
             self._follow_names = self.office.subscribe(
                 ConfigChanged, lambda event: self.certificates.check())
+            # An ACME CA that could not be reached is tried again once the WAN has an address.
+            self._follow_wan = self.office.subscribe(
+                WanAddressChanged, lambda event: event.new and self.certificates.wan_changed())
         starts = []
         for child in self:
             d = defer.maybeDeferred(child.startService)
@@ -151,6 +154,7 @@ class AllworxService(service.MultiService):
             self.logins.stop()
         if self.certificates is not None:
             self._follow_names()
+            self._follow_wan()
             self.certificates.stop()
         return service.MultiService.stopService(self)
 

@@ -2,7 +2,9 @@
 """
 `make run`: the virtual office with the server in it, in the foreground.
 
-Builds the lab (with its telephony provider, Kamailio at sip.internet.example),
+Builds the lab (with its telephony provider, Kamailio at sip.internet.example,
+and its ACME CA, pebble at acme.internet.example, from which the server takes
+its certificate when tap.conf names it in [tls] acme_directory),
 starts `twistd -n allworx` in the server's namespace with the given tap.conf,
 lets the lab PCs take DHCP leases, forwards 127.0.0.1:8080 of this machine to
 the admin pages (no route or address of this machine changes), writes the
@@ -21,6 +23,9 @@ import time
 from allworx.lab.namespaces import Lab
 from allworx.lab.processes import LabError, unavailable_reason
 from allworx.lab.topology import (
+    ACME_DIRECTORY,
+    ACME_DOMAIN,
+    ACME_MANAGEMENT_PORT,
     LAB_PROGRAMS,
     OFFICE_NUMBERS,
     OUTSIDE_PASSWORDS,
@@ -41,7 +46,8 @@ def banner(admin_port, local_port, data_dir, config, phones=""):
 
  Admin pages:   https://127.0.0.1:{local}/   user admin, password admin-demo
                 (forwarded to {lan}:{admin} on the office LAN; its certificate is
-                signed by the server's own CA, {data}/tls/ca.crt)
+                signed by the server's own CA, {data}/tls/ca.crt, or, with
+                [tls] acme_directory, by the lab's ACME CA below)
  Config:        {config} (the admin pages edit this file)
  Data:          {data}
 
@@ -57,6 +63,28 @@ def banner(admin_port, local_port, data_dir, config, phones=""):
 ================================================================================
 """.format(local=local_port, lan="192.168.2.254", admin=admin_port,
            config=config, data=data_dir, phones=phones)
+
+
+def acme_banner(lab, config):
+    """How the office's certificate comes from the lab's ACME CA, and how to trust its root."""
+    lines = ["", " ACME CA on the lab's internet: %s (pebble)" % ACME_DIRECTORY]
+    if config.tls.acme_directory != ACME_DIRECTORY:
+        lines.append("   not used: set [tls] acme_directory = %s to take the office's "
+                     "certificate from it" % ACME_DIRECTORY)
+        return "\n".join(lines) + "\n"
+    try:
+        root = lab.acme_root()
+    except LabError as e:
+        root = "(not fetched: %s)" % e
+    lines += [
+        "   the office's certificate comes from it (Status page: certificates); its root,",
+        "   new at each start of pebble, is in %s; trust it to verify, e.g." % root,
+        "   allworx lab exec pc1 openssl s_client -connect imap.example.com:993 -CAfile %s"
+        % root,
+        "   fetch it again: allworx lab exec inet curl --cacert %s https://%s:%d/roots/0"
+        % (lab.acme_https_ca, ACME_DOMAIN, ACME_MANAGEMENT_PORT),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def phone_banner(lab, config_name):
@@ -118,14 +146,16 @@ def main(argv=None):
     try:
         server = lab.popen("server", [TWISTD, "-n", "--pidfile=", "--logfile=-",
                                       "allworx", "-c", config_path, "--data-dir", data_dir],
-                           name="allworx-server", stdout=None, stderr=None)
+                           name="allworx-server", stdout=None, stderr=None,
+                           # the HTTPS of the lab's ACME CA, by requests' own variable
+                           env=dict(os.environ, REQUESTS_CA_BUNDLE=lab.acme_https_ca))
         time.sleep(2)
         for host in ("pc1", "pc2", "phone1", "phone2"):
             # The lab's own dhclient script: the lease applies inside the
             # namespace only, never to this machine's /etc or /run.
             lab.dhclient(host, "eth0", wait=False)
         lab.forward_port(args.local_port, "admin", "192.168.2.254", config.web.admin_port)
-        phones = phone_banner(lab, os.path.basename(config_path))
+        phones = phone_banner(lab, os.path.basename(config_path)) + acme_banner(lab, config)
         print(banner(config.web.admin_port, args.local_port, data_dir, config_path, phones),
               flush=True)
         while not stopping and server.poll() is None:

@@ -14,7 +14,9 @@ The virtual office: network namespaces that make a small office on one machine.
     inet     198.51.100.10/24, default via the ISP: web, echo, SMTP, POP3
              (`allworx.lab.internet`); 198.51.100.20: the telephony
              provider sip.internet.example (Kamailio, `allworx.lab.provider`);
-             198.51.100.31 and .32: the outside phones' addresses
+             198.51.100.30: the ACME CA acme.internet.example (pebble,
+             `allworx.lab.acmeca`); 198.51.100.31 and .32: the outside
+             phones' addresses
 
 Only documentation ranges are used, links are created inside the namespaces,
 and nothing in the host namespace changes except /etc/netns/<ns>/ (the
@@ -37,10 +39,12 @@ import time
 
 import attr
 
+from allworx.lab.acmeca import LabAcme
 from allworx.lab.maildir import write_atomically
 from allworx.lab.processes import LabCommandError, LabError, missing_programs, require_root
 from allworx.lab.provider import LabProvider
 from allworx.lab.topology import (
+    ACME_CA,
     ADDRESSES,
     BRIDGE,
     DEFAULT_ROUTES,
@@ -56,11 +60,11 @@ from allworx.lab.topology import (
 )
 
 # The lab's services: `problems()` names each one that is not running.
-SERVICES = (ISP_DNSMASQ, INET_SERVICES, PROVIDER)
+SERVICES = (ISP_DNSMASQ, INET_SERVICES, PROVIDER, ACME_CA)
 
 
 @attr.s
-class Lab(LabProvider):
+class Lab(LabAcme, LabProvider):
     """
     One virtual office, named by `prefix`; see the module docstring. Without
     `ipv6`, its links carry IPv4 only.
@@ -105,6 +109,7 @@ class Lab(LabProvider):
         self._ensure_isp_dnsmasq()
         self._ensure_internet_host()
         self._ensure_provider()
+        self._ensure_acme()
         return self
 
     def _write_resolv_conf(self, host):

@@ -37,6 +37,9 @@ from allworx.lab.topology import (
     ISP_PORTS,
     ISP_WAN_IP,
     LAN_NET,
+    LINKS,
+    OFFICE_NAMES,
+    OFFICE_WAN_NAME,
     WAN_DHCP_RANGE,
 )
 
@@ -109,6 +112,12 @@ class LabPeers(LabRunner):
         lines += ["host-record=%s,%s" % (name, ip)
                   for name, ip in sorted(self.dns_hosts.items())]
         lines += ["mx-host=%s,%s,%d" % mx for mx in self.dns_mx]
+        # The office as the internet sees it: its WAN lease is named
+        # OFFICE_WAN_NAME, and its names point there (the lab's ACME CA checks
+        # HTTP-01 challenges on them).
+        server_wan_mac = [l.a_mac for l in LINKS if (l.a, l.a_if) == ("server", "wan0")][0]
+        lines.append("dhcp-host=%s,%s" % (server_wan_mac, OFFICE_WAN_NAME))
+        lines += ["cname=%s,%s.isp.example" % (name, OFFICE_WAN_NAME) for name in OFFICE_NAMES]
         return "\n".join(lines) + "\n"
 
     def _ensure_isp_dnsmasq(self):

@@ -30,6 +30,20 @@ OFFICE_NUMBERS = ("+15551230000", "+15551230001")
 OUTSIDE_PHONES = {"alice": "+15557770001", "bob": "+15557770002"}
 OUTSIDE_PASSWORDS = {"alice": "alice-outside-pw", "bob": "bob-outside-pw"}
 OUTSIDE_PHONE_IPS = {"alice": "198.51.100.31", "bob": "198.51.100.32"}
+# The lab's ACME CA (pebble, in `inet`): its directory, its management
+# port (pebble's roots), and the office's names the ISP's DNS gives the
+# server's WAN lease (by the DHCP name OFFICE_WAN_NAME), so that pebble's
+# HTTP-01 checks reach the server's port 80.
+ACME_IP = "198.51.100.30"
+ACME_DOMAIN = "acme.internet.example"
+ACME_PORT = 14000
+ACME_MANAGEMENT_PORT = 15000
+ACME_DIRECTORY = "https://%s:%d/dir" % (ACME_DOMAIN, ACME_PORT)
+ACME_PORTS = (("tcp", ACME_PORT), ("tcp", ACME_MANAGEMENT_PORT))
+OFFICE_DOMAIN = "example.com"
+OFFICE_WAN_NAME = "office"
+OFFICE_NAMES = tuple("%s.%s" % (label, OFFICE_DOMAIN) for label in (
+    "allworx", "www", "smtp", "pop", "imap", "mail", "autoconfig", "autodiscover"))
 LAN_NET = "192.168.2.0/24"
 WAN_DHCP_RANGE = ("203.0.113.10", "203.0.113.50")
 
@@ -39,7 +53,7 @@ BRIDGE = "br0"
 IFNAMSIZ = 15
 
 # What `up` itself runs; dhclient, socat and the test clients are optional.
-LAB_PROGRAMS = ("ip", "ss", "sysctl", "dnsmasq", "kamailio")
+LAB_PROGRAMS = ("ip", "ss", "sysctl", "dnsmasq", "kamailio", "pebble")
 
 # The Debian package that brings each program the lab or its tests run (the
 # Makefile's APT_PACKAGES names every one of them).
@@ -49,6 +63,7 @@ PACKAGES = {
     "sysctl": "procps",
     "dnsmasq": "dnsmasq-base",
     "kamailio": "kamailio",
+    "pebble": "pebble",
     "dhclient": "isc-dhcp-client",
     "udhcpc": "udhcpc",
     "socat": "socat",
@@ -109,6 +124,7 @@ ADDRESSES = (
     ("isp", "inet", ISP_INET_IP + "/24"),
     ("inet", "eth0", INET_IP + "/24"),
     ("inet", "eth0", PROVIDER_IP + "/24"),
+    ("inet", "eth0", ACME_IP + "/24"),
 ) + tuple(("inet", "eth0", ip + "/24") for _, ip in sorted(OUTSIDE_PHONE_IPS.items()))
 
 DEFAULT_ROUTES = (
@@ -129,6 +145,7 @@ DNS_HOSTS = {
     "web.internet.example": INET_IP,
     "mail.internet.example": INET_IP,
     PROVIDER_DOMAIN: PROVIDER_IP,
+    ACME_DOMAIN: ACME_IP,
 }
 DNS_MX = (("internet.example", "mail.internet.example", 10),)
 
@@ -140,3 +157,4 @@ PROVIDER_PORTS = (("udp", PROVIDER_PORT), ("tcp", PROVIDER_PORT))
 ISP_DNSMASQ = "isp-dnsmasq"
 INET_SERVICES = "inet-services"
 PROVIDER = "provider"
+ACME_CA = "acme-ca"

@@ -136,7 +136,8 @@ class WebService(ListeningService):
                                        max_body=2 * 1024 * 1024, reactor=reactor)
         # The server's certificate (an allworx.certificates keeper), if any.
         self.tls_options = certificates.current if certificates is not None else (lambda: None)
-        sites = SiteBySide(office, certificates.ca_pem if certificates is not None else None)
+        sites = SiteBySide(office, certificates.ca_pem if certificates is not None else None,
+                           certificates.answer if certificates is not None else None)
         self.public_site = CountingSite(sites, office, "sites", lan_only=False, reactor=reactor)
         self.intranet_site = CountingSite(sites, office, "sites", lan_only=True, reactor=reactor)
         redirect = RedirectToHttps(lambda: office.config.web.admin_port,

@@ -8,7 +8,9 @@ outside the site's directory (not by `..`, not by a symbolic link). A site
 without an index.html shows a generated default page. Mail clients' set-up
 documents (`mailsetup`) are answered before either site's files. Both answer
 `/ca.crt`: the server's own CA certificate (PEM), which the intranet's
-default page and the admin pages link to with how to trust it.
+default page and the admin pages link to with how to trust it. With an ACME
+CA, both answer its HTTP-01 challenges at `/.well-known/acme-challenge/TOKEN`
+to any peer.
 """
 
 import html
@@ -23,6 +25,7 @@ INTRANET_DIR = "intranet"
 SMALL_FILE = 256 * 1024   # sent in one write; larger files are streamed
 PUBLIC_DIR = "www"
 CA_PATH = b"ca.crt"
+WELL_KNOWN, ACME_CHALLENGE = b".well-known", b"acme-challenge"
 
 
 def ca_url(config):
@@ -69,6 +72,35 @@ class CaCertificate(resource.Resource):
         request.setHeader(b"content-type", b"application/x-x509-ca-cert")
         request.setHeader(b"content-disposition", b'attachment; filename="ca.crt"')
         return pem
+
+    def render_HEAD(self, request):
+        self.render_GET(request)
+        return b""
+
+
+class AcmeChallenge(resource.Resource):
+    """
+    `/.well-known/acme-challenge/TOKEN`: the key authorization `answer(token)`
+    gives (RFC 8555 8.3), or 404 for a token it does not know.
+    """
+
+    isLeaf = True
+
+    def __init__(self, answer):
+        resource.Resource.__init__(self)
+        self.answer = answer
+
+    def render_GET(self, request):
+        rest = request.postpath
+        token = rest[1].decode("ascii", "replace") if len(rest) == 2 and rest[0] == ACME_CHALLENGE \
+            else None
+        value = self.answer(token) if token else None
+        if value is None:
+            request.setResponseCode(404)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"no such challenge\n"
+        request.setHeader(b"content-type", b"application/octet-stream")
+        return value.encode("ascii")
 
     def render_HEAD(self, request):
         self.render_GET(request)
@@ -211,14 +243,17 @@ class SiteFiles(static.File):
 class SiteBySide(resource.Resource):
     """
     Serves the intranet to LAN peers and the public site to everyone else;
-    `/ca.crt` to both when `ca_pem` (a callable: PEM bytes or None) is given.
+    `/ca.crt` to both when `ca_pem` (a callable: PEM bytes or None) is given,
+    and ACME's HTTP-01 challenges when `acme_answer` (token -> key
+    authorization or None) is.
     """
 
-    def __init__(self, office, ca_pem=None):
+    def __init__(self, office, ca_pem=None, acme_answer=None):
         resource.Resource.__init__(self)
         self.office = office
         self._roots = (None, None, None)
         self.ca = CaCertificate(ca_pem) if ca_pem is not None else None
+        self.acme = AcmeChallenge(acme_answer) if acme_answer is not None else None
 
     def site_for(self, request):
         """The site the peer of `request` sees."""
@@ -234,6 +269,8 @@ class SiteBySide(resource.Resource):
     def getChildWithDefault(self, path, request):
         if path == CA_PATH and self.ca is not None and not request.postpath:
             return self.ca
+        if path == WELL_KNOWN and self.acme is not None and request.postpath[:1] == [ACME_CHALLENGE]:
+            return self.acme
         document = setup_document(
             seg.decode("utf-8", "replace") for seg in request.prepath + request.postpath)
         if document is not None and setup_reachable(

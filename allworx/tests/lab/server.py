@@ -22,8 +22,9 @@ READY = "allworx ready:"
 class LabServer:
     """One allworx process in `lab`'s server namespace."""
 
-    def __init__(self, lab, conf_text, name="allworx", data_dir=None):
+    def __init__(self, lab, conf_text, name="allworx", data_dir=None, env=None):
         self.lab = lab
+        self.env = env          # the server's environment (None: this process's)
         self.name = name
         self.dir = os.path.join(lab.state_dir, name)
         os.makedirs(self.dir, exist_ok=True)
@@ -47,7 +48,7 @@ class LabServer:
         self.proc = self.lab.popen("server", [
             TWISTD, "-n", "--pidfile=", "--logfile=-", "allworx",
             "-c", self.conf_path, "--data-dir", self.data_dir],
-            name=self.name, stdout=log, stderr=log)
+            name=self.name, stdout=log, stderr=log, env=self.env)
         log.close()
         return self.wait_for(READY, timeout)
 

@@ -391,6 +391,8 @@ class LabTests(unittest.TestCase):
         dig = ["dig", "+short", "+time=2", "+tries=1", "@203.0.113.1"]
         out = self.lab.run("isp", dig + ["web.internet.example"])
         self.assertEqual(out.stdout.strip(), "198.51.100.10", client_report(out))
+        out = self.lab.run("inet", dig + ["acme.internet.example"])
+        self.assertEqual(out.stdout.strip(), "198.51.100.30", client_report(out))
         out = self.lab.run("inet", dig + ["internet.example", "MX"])
         self.assertEqual(out.stdout.strip(), "10 mail.internet.example.", client_report(out))
         resolv = self.lab.run("pc1", ["cat", "/etc/resolv.conf"])
@@ -490,8 +492,8 @@ class LabTests(unittest.TestCase):
         lab = self.lab
         lab.popen("inet", ["sleep", "60"])
         procs = lab.processes()
-        # The ISP's dnsmasq, the internet host, the provider and the sleep.
-        self.assertEqual(len(procs), 4)
+        # The ISP's dnsmasq, the internet host, the provider, the ACME CA and the sleep.
+        self.assertEqual(len(procs), 5)
         self.assertEqual(lab.down(), [])
         self.assertEqual([p.name for p in procs if p.alive()], [])
         listed = lab._command(["ip", "netns", "list"])
