@@ -133,7 +133,7 @@ service imap {{
   process_limit = {procs}
 }}
 service anvil {{
-  client_limit = {clients}
+  client_limit = {anvil}
 }}
 service auth {{
   client_limit = {clients}
@@ -227,7 +227,8 @@ def start_dovecot(work, mail_root, users, pw_hash, sessions):
     conf = os.path.join(work, "dovecot.conf")
     with open(conf, "w") as f:
         f.write(DOVECOT_CONF.format(work=work, mail=mail_root, port=port,
-                                    procs=sessions + 500, clients=2 * sessions + 1000))
+                                    procs=sessions + 500, clients=2 * sessions + 1000,
+                                    anvil=3 * sessions + 2000))
     proc = subprocess.Popen(["dovecot", "-F", "-c", conf], stdout=open(
         os.path.join(work, "dovecot.out"), "wb"), stderr=subprocess.STDOUT)
     wait_port(port, proc)
@@ -522,6 +523,70 @@ def print_idle(name, result):
             fmt(s["p50_ms"], "%.2f"), fmt(s["p99_ms"], "%.2f"), s["samples"], s["late"]))
 
 
+def held_up_to(steps):
+    """The largest N at which every session was held, at it and at every smaller N."""
+    best = 0
+    for step in steps:
+        if step["held"] != step["n"]:
+            break
+        best = step["n"]
+    return best
+
+
+def report_idle(idle):
+    print("1+2. IDLE sessions held, memory per session (all the server's processes, less "
+          "before the first session), new-mail latency to EXISTS")
+    for name in ("allworx", "dovecot"):
+        print_idle(name, idle[name])
+    held = {n: held_up_to(idle[n]["steps"]) for n in idle}
+    print("  held at every step up to: allworx %d, dovecot %d, ratio %.2f (goal: allworx >= 1000 "
+          "on 2 cores)" % (held["allworx"], held["dovecot"], held["allworx"] / max(1, held["dovecot"])))
+    last = {n: idle[n]["steps"][-1] for n in idle}
+    print("  memory per session at %d: allworx %.1f kB, dovecot %.1f kB (Pss); notification p50 "
+          "allworx %s ms, dovecot %s ms" % (
+              last["allworx"]["n"], last["allworx"]["pss_kb"] / max(1, last["allworx"]["held"]),
+              last["dovecot"]["pss_kb"] / max(1, last["dovecot"]["held"]),
+              fmt(last["allworx"]["p50_ms"], "%.2f"), fmt(last["dovecot"]["p50_ms"], "%.2f")))
+
+
+def fetch_phases(args, aw_port, dv_port, mail_root, total, aw_pid):
+    fetch = {"allworx": [], "dovecot": []}
+    spec = {"phase": "fetch", "user": "fetch", "clients": args.clients}
+    for name, port in (("allworx", aw_port), ("dovecot", dv_port)):
+        load(dict(spec, port=port, clients=1))      # warm-up: caches and Dovecot's index
+        chown_tree(mail_root)                       # the folders allworx made at login
+    spy = None
+    if args.profile:
+        spy = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "-r", "200", "-f", "raw", "-o", args.profile,
+                                "-p", str(aw_pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(args.rounds):
+        for name, port in (("allworx", aw_port), ("dovecot", dv_port)):
+            if spy is None or name == "allworx":
+                fetch[name].append(load(dict(spec, port=port)))
+    if spy is not None:
+        spy.send_signal(2)
+        spy.wait()
+        fetch["dovecot"].append(load(dict(spec, port=dv_port)))
+    print("3. FETCH: %d clients x %d messages (%.1f MB with CRLF), UID FETCH (BODY.PEEK[]) "
+          "in chunks of %d, %d alternating rounds" % (args.clients, args.messages, total / 1e6,
+                                                      CHUNK, args.rounds))
+    best = {}
+    for name, rounds in fetch.items():
+        r = min(rounds, key=lambda x: x["elapsed"])
+        best[name] = r
+        print("  %-8s best %7.1f MB/s %7.0f msg/s (rounds: %s MB/s; load generator CPU %.0f %%); "
+              "%d bytes, %d messages a round" % (
+                  name, r["bytes"] / r["elapsed"] / 1e6, r["messages"] / r["elapsed"],
+                  ", ".join("%.1f" % (x["bytes"] / x["elapsed"] / 1e6) for x in rounds),
+                  100 * r["load_cpu"], r["bytes"], r["messages"]))
+    ratio = best["dovecot"]["elapsed"] / best["allworx"]["elapsed"]
+    print("  ratio allworx/dovecot FETCH: %.2f (goal >= 0.5)" % ratio)
+    wrong = [n for n, r in best.items() if r["messages"] != args.clients * args.messages]
+    if wrong:
+        print("  messages missing from the FETCH of: %s" % ", ".join(wrong))
+    return 1 if wrong else 0
+
+
 def raise_inotify(sessions):
     with open(INOTIFY) as f:
         old = int(f.read())
@@ -542,6 +607,8 @@ def main(argv=None):
     parser.add_argument("--probe-users", type=int, default=10,
                         help="users sent one mail each at every N (20 sessions a user)")
     parser.add_argument("--hold", type=float, default=5.0, help="seconds the sessions idle before counting")
+    parser.add_argument("--phases", default="idle,fetch", help="which parts to run")
+    parser.add_argument("--profile", help="py-spy the allworx server during FETCH into this file")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     parser.add_argument("--serve", nargs=2, metavar=("CONF", "DATA"), help=argparse.SUPPRESS)
     parser.add_argument("--load", help=argparse.SUPPRESS)
@@ -570,47 +637,20 @@ def main(argv=None):
         old_inotify = raise_inotify(sizes[-1])
         common = {"phase": "idle", "users": users, "sizes": sizes, "hold": args.hold,
                   "probe_users": args.probe_users, "wait": 40.0, "parallel": 32}
-        idle = {"allworx": load(dict(common, port=aw_ports["imaps"], pid=aw.pid, deliver="smtp",
-                                     smtp_port=aw_ports["smtp"]))}
-        chown_tree(mail_root)
-        idle["dovecot"] = load(dict(common, port=dv_port, pid=dv.pid, deliver="file",
-                                    mail_root=mail_root))
-        chown_tree(mail_root)
-        fetch = {"allworx": [], "dovecot": []}
-        spec = {"phase": "fetch", "user": "fetch", "clients": args.clients}
-        for name, port in (("allworx", aw_ports["imaps"]), ("dovecot", dv_port)):
-            load(dict(spec, port=port, clients=1))      # warm-up: caches and Dovecot's index
-        for _ in range(args.rounds):
-            for name, port in (("allworx", aw_ports["imaps"]), ("dovecot", dv_port)):
-                fetch[name].append(load(dict(spec, port=port)))
+        phases = args.phases.split(",")
         print("IMAP over TLS on loopback, the same Maildirs; %d users of %d idle sessions each"
               % (len(users), PER_USER))
-        print("1+2. IDLE sessions held, memory per session (all the server's processes, less "
-              "before the first session), new-mail latency to EXISTS")
-        for name in ("allworx", "dovecot"):
-            print_idle(name, idle[name])
-        held = {n: max([s["held"] for s in idle[n]["steps"] if s["held"] == s["n"]] or [0])
-                for n in idle}
-        print("  held at every step up to: allworx %d, dovecot %d (goal: allworx >= 1000 on 2 cores)"
-              % (held["allworx"], held["dovecot"]))
-        print("3. FETCH: %d clients x %d messages (%.1f MB with CRLF), UID FETCH (BODY.PEEK[]) "
-              "in chunks of %d, %d alternating rounds" % (args.clients, args.messages, total / 1e6,
-                                                          CHUNK, args.rounds))
-        best = {}
-        for name, rounds in fetch.items():
-            r = min(rounds, key=lambda x: x["elapsed"])
-            best[name] = r
-            print("  %-8s best %7.1f MB/s %7.0f msg/s (rounds: %s MB/s; load generator CPU %.0f %%); "
-                  "%d bytes, %d messages a round" % (
-                      name, r["bytes"] / r["elapsed"] / 1e6, r["messages"] / r["elapsed"],
-                      ", ".join("%.1f" % (x["bytes"] / x["elapsed"] / 1e6) for x in rounds),
-                      100 * r["load_cpu"], r["bytes"], r["messages"]))
-        ratio = best["dovecot"]["elapsed"] / best["allworx"]["elapsed"]
-        print("  ratio allworx/dovecot FETCH: %.2f (goal >= 0.5)" % ratio)
-        wrong = [n for n, r in best.items() if r["messages"] != args.clients * args.messages]
-        if wrong:
-            print("  messages missing from the FETCH of: %s" % ", ".join(wrong))
-        return 1 if wrong else 0
+        if "idle" in phases:
+            idle = {"allworx": load(dict(common, port=aw_ports["imaps"], pid=aw.pid, deliver="smtp",
+                                         smtp_port=aw_ports["smtp"]))}
+            chown_tree(mail_root)
+            idle["dovecot"] = load(dict(common, port=dv_port, pid=dv.pid, deliver="file",
+                                        mail_root=mail_root))
+            chown_tree(mail_root)
+            report_idle(idle)
+        if "fetch" in phases:
+            return fetch_phases(args, aw_ports["imaps"], dv_port, mail_root, total, aw.pid)
+        return 0
     finally:
         stop(dv)
         stop(aw)

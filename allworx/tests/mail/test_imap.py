@@ -281,6 +281,22 @@ class MessageTests(ImapCase):
         out = self.talk(p, t, b"a2 APPEND Nowhere {3}")
         self.assertIn(b"a2 NO [TRYCREATE]", self.talk(p, t, b"abc"))
 
+    def test_crlf_line_ends_whatever_the_file_has(self):
+        from allworx.protocols.mail.imapmessage import _crlf
+        self.assertEqual(_crlf(b"a\nb\n\nc\n"), b"a\r\nb\r\n\r\nc\r\n")
+        self.assertEqual(_crlf(b"a\r\nb\nc\r\n"), b"a\r\nb\r\nc\r\n")
+        self.assertEqual(_crlf(b"a\rb\r\n"), b"a\rb\r\n")
+        self.assertEqual(_crlf(b""), b"")
+
+    def test_fetch_of_a_file_written_with_crlf(self):
+        path = os.path.join(self.store.maildir("alice"), "cur", "1.M1.other,W=22:2,")
+        with open(path, "wb") as f:
+            f.write(b"Subject: crlf\r\n\r\nx\ry\r\n")
+        self.store.forget("alice")
+        p, t = self.select()
+        out = self.talk(p, t, b"f1 FETCH 1:* BODY.PEEK[]")
+        self.assertIn(b"BODY[] {22}\r\nSubject: crlf\r\n\r\nx\ry\r\n)", out)
+
     def test_search(self):
         p, t = self.select()
         self.talk(p, t, b"s1 STORE 2 +FLAGS (\\Seen)")
