@@ -17,6 +17,7 @@ The IMAP view of the users' Maildirs (SPEC 17): folders, UIDs and flags.
   what to report (`changes`): EXPUNGE, EXISTS and FETCH FLAGS lines.
 """
 
+import bisect
 import os
 import re
 
@@ -38,6 +39,7 @@ LETTER_FLAGS = {v: k for k, v in FLAG_LETTERS.items()}
 _BY_LOWER = {k.lower(): v for k, v in FLAG_LETTERS.items()}
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _NAME_OK = re.compile(r"^[^\x00-\x1f\x7f.%*\\]{1,200}$")
+CHANGE_LOG = 4096           # changes a folder remembers for its views (older: a full look)
 
 
 class FolderError(Exception):
@@ -163,6 +165,12 @@ class Folder:
     One folder of one user, shared by that user's sessions: the UID of each
     message (`uids`, name -> UID; `order`, [(UID, name)] ascending), its flag
     letters (`flags`), and the views to tell of changes.
+
+    Each change (a UID gone, a UID's flags changed) is numbered (`version`)
+    and kept in `log` (the last CHANGE_LOG of them, those after
+    `log_start`), so a view asks only what changed since it was last told
+    rather than comparing every message: a delivery to a big INBOX idled on
+    by many sessions costs each of them the change, not the mailbox.
     """
 
     def __init__(self, name, storage, now):
@@ -173,6 +181,9 @@ class Folder:
         self.order = []
         self.by_uid = {}
         self.flags = {}
+        self.version = 0
+        self.log = []           # (version, UID, gone) for versions log_start+1 .. version
+        self.log_start = 0
         self.uidvalidity, self.uidnext = self._load(now)
         self.reconcile()
 
@@ -200,13 +211,33 @@ class Folder:
         lines.extend("%d %s" % (uid, name) for uid, name in self.order)
         write_atomically(self._uidlist(), "\n".join(lines) + "\n")
 
+    def _note(self, uid, gone):
+        self.version += 1
+        self.log.append((self.version, uid, gone))
+        if len(self.log) > CHANGE_LOG:
+            drop = len(self.log) // 2
+            self.log_start = self.log[drop - 1][0]
+            del self.log[:drop]
+
+    def changes_since(self, version):
+        """[(UID, gone)] changed after `version`, or None when that is older than the log."""
+        if version < self.log_start:
+            return None
+        return [(uid, gone) for _, uid, gone in self.log[version - self.log_start:]]
+
     def reconcile(self):
         """Match the UIDs to the messages there are now; True when anything changed."""
         current = self.storage.entries()
-        changed = current != self.flags
+        old = self.flags
+        changed = current != old
+        if changed:
+            uids = self.uids
+            for name, letters in current.items():
+                if old.get(name, letters) != letters and name in uids:
+                    self._note(uids[name], False)
         gone = [name for name in self.uids if name not in current]
         for name in gone:
-            del self.uids[name]
+            self._note(self.uids.pop(name), True)
         new = sorted((n for n in current if n not in self.uids), key=_order)
         for name in new:
             self.uids[name] = self.uidnext
@@ -388,9 +419,11 @@ class Mailboxes:
 
 class View:
     """
-    One session's view of a folder: its sequence numbers (`seq`, UIDs) and
-    the flags it was last told (`known`). `folder_changed` marks it stale
-    and pokes the session; `changes` gives the lines to report.
+    One session's view of a folder: its sequence numbers (`seq`, UIDs,
+    ascending) and the flags it was last told (`known`). `folder_changed`
+    marks it stale and pokes the session; `changes` gives the lines to
+    report, from the folder's changes since `told` (`gone`: UIDs expunged
+    but not yet reported).
     """
 
     def __init__(self, folder, session, writeable):
@@ -399,6 +432,8 @@ class View:
         self.writeable = writeable
         self.seq = [uid for uid, _ in folder.order]
         self.known = {uid: folder.flags[name] for uid, name in folder.order}
+        self.told = folder.version
+        self.gone = set()
         folder.views.add(self)
 
     def folder_changed(self):
@@ -406,26 +441,52 @@ class View:
         if notify is not None:
             notify()
 
+    def _index(self, uid):
+        i = bisect.bisect_left(self.seq, uid)
+        return i if i < len(self.seq) and self.seq[i] == uid else None
+
+    def _what_changed(self):
+        """UIDs whose flags may differ from `known` (those of seq to look at); `gone` updated."""
+        folder = self.folder
+        since = folder.changes_since(self.told)
+        self.told = folder.version
+        if since is None:
+            self.gone.update(uid for uid in self.seq if uid not in folder.by_uid)
+            return self.seq
+        flagged = set()
+        for uid, gone in since:
+            if gone:
+                self.gone.add(uid)
+            else:
+                flagged.add(uid)
+        return sorted(flagged)
+
     def changes(self, expunges=True):
         """Untagged lines (bytes) for what changed since last told, and the view made current."""
         folder = self.folder
         present = folder.by_uid
+        candidates = self._what_changed()
         out = []
-        if expunges:
-            for index in range(len(self.seq) - 1, -1, -1):
-                uid = self.seq[index]
-                if uid not in present:
+        if expunges and self.gone:
+            for uid in sorted(self.gone, reverse=True):
+                index = self._index(uid)
+                if index is not None:
                     out.append(b"%d EXPUNGE" % (index + 1))
                     del self.seq[index]
                     self.known.pop(uid, None)
-        last = self.seq[-1] if self.seq else 0
-        new = [uid for uid, _ in folder.order if uid > last]
-        for index, uid in enumerate(self.seq):
+            self.gone.clear()
+        for uid in candidates:
             name = present.get(uid)
-            if name is not None and folder.flags[name] != self.known.get(uid):
+            if name is None or folder.flags[name] == self.known.get(uid):
+                continue
+            index = self._index(uid)
+            if index is not None:
                 self.known[uid] = folder.flags[name]
                 out.append(b"%d FETCH (UID %d FLAGS (%s))" % (
                     index + 1, uid, " ".join(flags_of(folder.flags[name])).encode()))
+        last = self.seq[-1] if self.seq else 0
+        order = folder.order
+        new = [uid for uid, _ in order[bisect.bisect_right(order, last, key=lambda e: e[0]):]]
         if new:
             self.seq.extend(new)
             for uid in new:

@@ -2,6 +2,7 @@
 
 import base64
 import os
+import random
 import re
 
 from hypothesis import given, settings, strategies as st, HealthCheck
@@ -349,6 +350,69 @@ class ChangeTests(ImapCase):
         self.talk(p, t, b"s2 STORE 4 +FLAGS (\\Deleted)", b"e1 EXPUNGE")
         self.assertEqual(self.events[-1], MailboxChanged("alice", 0, 0))
         self.assertEqual(self.store.voicemail_counts("alice"), (0, 0))
+
+    def test_a_change_costs_each_view_the_change_not_the_mailbox(self):
+        for n in range(300):
+            self.deliver(b"Subject: bulk %d\r\n\r\nx\r\n" % n)
+        looked = []
+
+        class Counting(dict):
+            def get(self, key, default=None):
+                looked.append(key)
+                return dict.get(self, key, default)
+        sessions = [self.select() for _ in range(3)]
+        for p, t in sessions:
+            p.view.known = Counting(p.view.known)
+            self.talk(p, t, b"i1 IDLE")
+            t.clear()
+        self.deliver(b"Subject: new\r\n\r\nnew\r\n")
+        uid = self.store.list_messages("alice")[5].uid
+        self.store.mark_seen("alice", uid)
+        for p, t in sessions:
+            self.assertEqual(t.value(), b"* 304 EXISTS\r\n* 6 FETCH (UID 6 FLAGS (\\Seen))\r\n")
+        self.assertLessEqual(len(looked), 3, "each view looked at %d messages" % len(looked))
+
+    def test_views_told_long_ago_still_hear_everything(self):
+        import allworx.protocols.mail.imapstore as imapstore
+        self.patch(imapstore, "CHANGE_LOG", 4)
+        for n in range(6):
+            self.deliver(b"Subject: more %d\r\n\r\nx\r\n" % n)
+        p1, t1 = self.select()
+        p2, t2 = self.select()
+        self.talk(p1, t1, b"s1 STORE 1:8 +FLAGS (\\Flagged)", b"s2 STORE 2 +FLAGS (\\Deleted)",
+                  b"e1 EXPUNGE")
+        folder = p2.view.folder
+        self.assertLess(p2.view.told, folder.log_start)     # the log moved on without it
+        out = self.talk(p2, t2, b"f1 FETCH 1 (FLAGS)")
+        self.assertNotIn(b"EXPUNGE", out)
+        self.assertEqual(out.count(b"FLAGS (\\Flagged)"), 8, out)
+        out = self.talk(p2, t2, b"n1 NOOP")
+        self.assertIn(b"* 2 EXPUNGE", out)
+        self.talk(p1, t1, b"s3 STORE 1 -FLAGS (\\Flagged)")
+        out = self.talk(p2, t2, b"n2 NOOP")
+        self.assertTrue(out.startswith(b"* 1 FETCH (UID 1 FLAGS ())\r\nn2 OK "), out)
+
+    def test_the_change_log_and_a_full_look_agree(self):
+        rng = random.Random(17)
+        for trial in range(10):
+            (pa, _), (pb, _) = self.select(), self.select()
+            for step in range(40):
+                msgs = self.store.list_messages("alice")
+                op = rng.randrange(5) if msgs else 0
+                if op == 0:
+                    self.deliver(b"Subject: r\r\n\r\nx\r\n")
+                elif op == 1:
+                    self.store.mark_seen("alice", rng.choice(msgs).uid)
+                elif op == 2:
+                    self.store.delete_message("alice", rng.choice(msgs).uid)
+                elif op == 3:
+                    self.store.set_flags("alice", rng.choice(msgs).uid, rng.choice(["", "F", "FS", "R"]))
+                expunges = rng.random() < 0.5
+                pb.view.told = -1       # older than any log: b looks at every message
+                self.assertEqual(pa.view.changes(expunges), pb.view.changes(expunges), (trial, step))
+                self.assertEqual(pa.view.seq, pb.view.seq)
+            pa.connectionLost(None)
+            pb.connectionLost(None)
 
     def test_uidlist_written_before_exists(self):
         p, t = self.select()
