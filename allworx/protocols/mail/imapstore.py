@@ -9,9 +9,13 @@ The IMAP view of the users' Maildirs (SPEC 17): folders, UIDs and flags.
   special-use ones (`Sent`, `Drafts`, `Trash`, `Junk`) made for every user.
 - Flags live in the file name (`:2,DFRST`), as Dovecot and mbsync expect.
 - UIDs: a file `allworx-uidlist` in each folder's directory: a first line
-  `V UIDVALIDITY UIDNEXT`, then `UID NAME` per message, replaced
-  atomically whenever a UID is handed out, before anyone is told of it, so
-  UIDs and UIDVALIDITY stay the same across restarts.
+  `V UIDVALIDITY UIDNEXT`, then `UID NAME` per message. A UID handed out is
+  appended and fsynced before anyone is told of it, so UIDs and UIDVALIDITY
+  stay the same across restarts; lines of messages gone stay until they
+  outnumber the rest, when the file is replaced atomically with only the
+  messages there are (and a torn last line, from a crash, is dropped and
+  the file replaced). UIDNEXT is the larger of the first line's and the
+  highest UID in the file plus one.
 - `Folder` is one folder shared by every session of its user; each session
   has a `View` (its own sequence numbers) that is told of changes and says
   what to report (`changes`): EXPUNGE, EXISTS and FETCH FLAGS lines.
@@ -40,6 +44,7 @@ _BY_LOWER = {k.lower(): v for k, v in FLAG_LETTERS.items()}
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _NAME_OK = re.compile(r"^[^\x00-\x1f\x7f.%*\\]{1,200}$")
 CHANGE_LOG = 4096           # changes a folder remembers for its views (older: a full look)
+COMPACT_AFTER = 100         # stale uidlist lines (of messages gone) always allowed
 
 
 class FolderError(Exception):
@@ -184,6 +189,8 @@ class Folder:
         self.version = 0
         self.log = []           # (version, UID, gone) for versions log_start+1 .. version
         self.log_start = 0
+        self.stale = 0          # lines in the uidlist of messages gone
+        self.rewrite = False    # the uidlist must be replaced whole (a torn line)
         self.uidvalidity, self.uidnext = self._load(now)
         self.reconcile()
 
@@ -193,12 +200,16 @@ class Folder:
     def _load(self, now):
         try:
             with open(self._uidlist()) as f:
-                lines = f.read().splitlines()
+                text = f.read()
+            lines = text.splitlines()
+            if not text.endswith("\n"):
+                lines.pop()             # an append cut short by a crash: never told
+                self.rewrite = True
             _, validity, nextuid = lines[0].split()
             for line in lines[1:]:
                 uid, name = line.split(" ", 1)
                 self.uids[name] = int(uid)
-            return int(validity), int(nextuid)
+            return int(validity), max([int(nextuid)] + [u + 1 for u in self.uids.values()])
         except FileNotFoundError:
             return max(1, int(now)) & 0xFFFFFFFF, 1
         except (ValueError, IndexError):
@@ -210,6 +221,14 @@ class Folder:
         lines = ["V %d %d" % (self.uidvalidity, self.uidnext)]
         lines.extend("%d %s" % (uid, name) for uid, name in self.order)
         write_atomically(self._uidlist(), "\n".join(lines) + "\n")
+        self.stale = 0
+        self.rewrite = False
+
+    def _append(self, new):
+        with open(self._uidlist(), "a") as f:
+            f.write("".join("%d %s\n" % (self.uids[name], name) for name in new))
+            f.flush()
+            os.fsync(f.fileno())
 
     def _note(self, uid, gone):
         self.version += 1
@@ -243,11 +262,19 @@ class Folder:
             self.uids[name] = self.uidnext
             self.uidnext += 1
         self.flags = current
-        if gone or new or len(self.order) != len(self.uids):
+        if gone or len(self.order) + len(new) != len(self.uids):
             self.order = sorted((uid, name) for name, uid in self.uids.items())
             self.by_uid = {uid: name for uid, name in self.order}
-        if gone or new or not os.path.exists(self._uidlist()):
+        elif new:       # new UIDs are above every other: they go at the end
+            for name in new:
+                self.order.append((self.uids[name], name))
+                self.by_uid[self.uids[name]] = name
+        self.stale += len(gone)
+        if self.rewrite or self.stale > max(COMPACT_AFTER, len(self.uids)) or \
+                not os.path.exists(self._uidlist()):
             self._save()
+        elif new:
+            self._append(new)
         return changed or bool(gone or new)
 
     def refresh(self):

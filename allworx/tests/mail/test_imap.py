@@ -419,8 +419,61 @@ class ChangeTests(ImapCase):
         self.deliver(b"Subject: new\r\n\r\nnew\r\n")
         with open(os.path.join(self.store.maildir("alice"), UIDLIST)) as f:
             lines = f.read().splitlines()
-        self.assertTrue(lines[0].endswith(" 5"), lines[0])
+        # The new UID appended (the first line's UIDNEXT is only a floor now).
+        name = self.store.list_messages("alice")[-1].uid
+        self.assertEqual(lines[-1], "4 " + name)
         self.assertEqual(len(lines), 5)
+        again = self.fresh_inbox()
+        self.assertEqual((again.uidnext, again.uids[name]), (5, 4))
+
+    def fresh_inbox(self):
+        from allworx.protocols.mail.imapstore import Folder, InboxStorage
+        return Folder("INBOX", InboxStorage(self.store, "alice"), self.clock.seconds() + 1000)
+
+    def test_uidlist_appended_then_compacted(self):
+        import allworx.protocols.mail.imapstore as imapstore
+        self.patch(imapstore, "COMPACT_AFTER", 3)
+        path = os.path.join(self.store.maildir("alice"), UIDLIST)
+        p, t = self.select()
+        validity = p.view.folder.uidvalidity
+        inode = os.stat(path).st_ino
+        for n in range(5):
+            self.deliver(b"Subject: n%d\r\n\r\nx\r\n" % n)
+        self.assertEqual(os.stat(path).st_ino, inode)       # appended, not replaced
+        with open(path) as f:
+            self.assertEqual(len(f.read().splitlines()), 9)
+        # Expunge the highest four: their lines stay until they outnumber the rest.
+        for info in self.store.list_messages("alice")[-4:]:
+            self.store.delete_message("alice", info.uid)
+        self.assertEqual(os.stat(path).st_ino, inode)
+        again = self.fresh_inbox()
+        self.assertEqual((again.uidvalidity, again.uidnext), (validity, 9))   # never back
+        self.assertEqual(sorted(again.uids.values()), [1, 2, 3, 4])
+        self.store.delete_message("alice", self.store.list_messages("alice")[-1].uid)
+        self.assertNotEqual(os.stat(path).st_ino, inode)    # compacted
+        with open(path) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(lines[0], "V %d 9" % validity)
+        self.assertEqual([line.split()[0] for line in lines[1:]], ["1", "2", "3"])
+        self.deliver(b"Subject: after\r\n\r\nx\r\n")
+        self.talk(p, t, b"n1 NOOP")
+        self.assertIn(b"* 4 FETCH (UID 9)", self.talk(p, t, b"f1 UID FETCH 9 (UID)"))
+
+    def test_torn_uidlist_line_dropped(self):
+        p, t = self.select()
+        path = os.path.join(self.store.maildir("alice"), UIDLIST)
+        p.connectionLost(None)
+        with open(path, "a") as f:
+            f.write("4 17000")          # a crash in the middle of an append
+        self.deliver(b"Subject: after\r\n\r\nx\r\n")
+        again = self.fresh_inbox()
+        name = self.store.list_messages("alice")[-1].uid
+        self.assertEqual(again.uids[name], 4)
+        with open(path) as f:
+            text = f.read()
+        self.assertTrue(text.endswith("4 %s\n" % name), text)
+        self.assertEqual(len(text.splitlines()), 5)
+        self.assertEqual(self.fresh_inbox().uids[name], 4)
 
 
 class BadInputTests(ImapCase):
