@@ -164,13 +164,13 @@ def maildir_name(data, n, tag="bench"):
                                        len(data) + data.count(b"\n"))
 
 
-def seed(mail_root, users, fetch_user, messages, rng):
-    """Every user's Maildir; a few small messages each, `messages` of 5-50 KB for fetch_user."""
+def seed(mail_root, users, fetch_user, messages, inbox, rng):
+    """Every user's Maildir: `inbox` small messages each, `messages` of 5-50 KB for fetch_user."""
     total = 0
     for user in users + [fetch_user]:
         for sub in ("tmp", "new", "cur"):
             os.makedirs(os.path.join(mail_root, user, sub), exist_ok=True)
-        count = messages if user == fetch_user else 5
+        count = messages if user == fetch_user else inbox
         for n in range(count):
             size = rng.randint(5000, 50000) if user == fetch_user else 800
             data = _message(rng, size, n)
@@ -602,6 +602,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", default="250,500,1000,1500", help="N idle sessions, ascending")
     parser.add_argument("--messages", type=int, default=2000, help="messages in the FETCH mailbox")
+    parser.add_argument("--inbox", type=int, default=1000,
+                        help="messages (800 bytes) in each idle user's INBOX")
     parser.add_argument("--clients", type=int, default=4, help="concurrent FETCH clients")
     parser.add_argument("--rounds", type=int, default=3, help="alternating FETCH rounds")
     parser.add_argument("--probe-users", type=int, default=10,
@@ -631,15 +633,15 @@ def main(argv=None):
     aw = dv = None
     old_inotify = None
     try:
-        total = seed(mail_root, users, "fetch", args.messages, random.Random(17))
+        total = seed(mail_root, users, "fetch", args.messages, args.inbox, random.Random(17))
         aw, aw_ports = start_allworx(work, users + ["fetch"], pw_hash)
         dv, dv_port = start_dovecot(work, mail_root, users + ["fetch"], pw_hash, sizes[-1])
         old_inotify = raise_inotify(sizes[-1])
         common = {"phase": "idle", "users": users, "sizes": sizes, "hold": args.hold,
                   "probe_users": args.probe_users, "wait": 40.0, "parallel": 32}
         phases = args.phases.split(",")
-        print("IMAP over TLS on loopback, the same Maildirs; %d users of %d idle sessions each"
-              % (len(users), PER_USER))
+        print("IMAP over TLS on loopback, the same Maildirs; %d users of %d idle sessions each, "
+              "%d messages in each of their INBOXes" % (len(users), PER_USER, args.inbox))
         if "idle" in phases:
             idle = {"allworx": load(dict(common, port=aw_ports["imaps"], pid=aw.pid, deliver="smtp",
                                          smtp_port=aw_ports["smtp"]))}
