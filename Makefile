@@ -26,10 +26,11 @@ APT_PACKAGES += build-essential python3-dev python3-venv pkg-config cmake libpug
 # names the package of each program); swaks does STARTTLS with Net::SSLeay
 # (libnet-ssleay-perl), which it only recommends.
 APT_PACKAGES += dnsmasq-base isc-dhcp-client udhcpc bind9-dnsutils iputils-ping procps socat curl \
-	nmap swaks libnet-ssleay-perl ldap-utils baresip-core chromium chromium-driver isync openssl
-# The benchmarks' peers and load generators, and tools for trying the lab by hand.
+	nmap swaks libnet-ssleay-perl ldap-utils baresip-core chromium chromium-driver isync openssl pebble
+# The benchmarks' peers and load generators, and tools for trying the lab by hand
+# (bench/imap.py runs Dovecot as its own process: the system's service is disabled).
 APT_PACKAGES += iperf3 hping3 kea-dhcp4-server kea-admin dnsperf postfix apache2-utils \
-	nginx-light kamailio ncat sox rtpengine-daemon pebble
+	nginx-light kamailio ncat sox rtpengine-daemon dovecot-imapd
 
 .PHONY: deps run test unit check clean bench lab-down
 
@@ -41,6 +42,8 @@ $(STAMP_APT): Makefile
 	  if [ -n "$$missing" ]; then \
 	    echo "installing Debian packages: $$missing"; \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	    case " $$missing " in *" dovecot-imapd "*) \
+	      systemctl disable --now dovecot.service dovecot.socket >/dev/null 2>&1 || true;; esac; \
 	  fi; \
 	else echo "not root: skipping Debian packages (the namespace tests will fail: they need root)"; fi
 	@mkdir -p $(VENV) && touch $@

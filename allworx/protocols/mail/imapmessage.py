@@ -19,6 +19,9 @@ from allworx.protocols.mail.imapstore import SEPARATOR, SYSTEM_FLAGS, flags_of, 
 
 
 def _crlf(data):
+    """The message with CRLF line ends. The store keeps LF only, so one pass is the rule."""
+    if b"\r" not in data:
+        return data.replace(b"\n", b"\r\n")
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 

@@ -9,14 +9,19 @@ The IMAP view of the users' Maildirs (SPEC 17): folders, UIDs and flags.
   special-use ones (`Sent`, `Drafts`, `Trash`, `Junk`) made for every user.
 - Flags live in the file name (`:2,DFRST`), as Dovecot and mbsync expect.
 - UIDs: a file `allworx-uidlist` in each folder's directory: a first line
-  `V UIDVALIDITY UIDNEXT`, then `UID NAME` per message, replaced
-  atomically whenever a UID is handed out, before anyone is told of it, so
-  UIDs and UIDVALIDITY stay the same across restarts.
+  `V UIDVALIDITY UIDNEXT`, then `UID NAME` per message. A UID handed out is
+  appended and fsynced before anyone is told of it, so UIDs and UIDVALIDITY
+  stay the same across restarts; lines of messages gone stay until they
+  outnumber the rest, when the file is replaced atomically with only the
+  messages there are (and a torn last line, from a crash, is dropped and
+  the file replaced). UIDNEXT is the larger of the first line's and the
+  highest UID in the file plus one.
 - `Folder` is one folder shared by every session of its user; each session
   has a `View` (its own sequence numbers) that is told of changes and says
   what to report (`changes`): EXPUNGE, EXISTS and FETCH FLAGS lines.
 """
 
+import bisect
 import os
 import re
 
@@ -38,6 +43,8 @@ LETTER_FLAGS = {v: k for k, v in FLAG_LETTERS.items()}
 _BY_LOWER = {k.lower(): v for k, v in FLAG_LETTERS.items()}
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _NAME_OK = re.compile(r"^[^\x00-\x1f\x7f.%*\\]{1,200}$")
+CHANGE_LOG = 4096           # changes a folder remembers for its views (older: a full look)
+COMPACT_AFTER = 100         # stale uidlist lines (of messages gone) always allowed
 
 
 class FolderError(Exception):
@@ -163,6 +170,12 @@ class Folder:
     One folder of one user, shared by that user's sessions: the UID of each
     message (`uids`, name -> UID; `order`, [(UID, name)] ascending), its flag
     letters (`flags`), and the views to tell of changes.
+
+    Each change (a UID gone, a UID's flags changed) is numbered (`version`)
+    and kept in `log` (the last CHANGE_LOG of them, those after
+    `log_start`), so a view asks only what changed since it was last told
+    rather than comparing every message: a delivery to a big INBOX idled on
+    by many sessions costs each of them the change, not the mailbox.
     """
 
     def __init__(self, name, storage, now):
@@ -173,6 +186,11 @@ class Folder:
         self.order = []
         self.by_uid = {}
         self.flags = {}
+        self.version = 0
+        self.log = []           # (version, UID, gone) for versions log_start+1 .. version
+        self.log_start = 0
+        self.stale = 0          # lines in the uidlist of messages gone
+        self.rewrite = False    # the uidlist must be replaced whole (a torn line)
         self.uidvalidity, self.uidnext = self._load(now)
         self.reconcile()
 
@@ -182,12 +200,16 @@ class Folder:
     def _load(self, now):
         try:
             with open(self._uidlist()) as f:
-                lines = f.read().splitlines()
+                text = f.read()
+            lines = text.splitlines()
+            if not text.endswith("\n"):
+                lines.pop()             # an append cut short by a crash: never told
+                self.rewrite = True
             _, validity, nextuid = lines[0].split()
             for line in lines[1:]:
                 uid, name = line.split(" ", 1)
                 self.uids[name] = int(uid)
-            return int(validity), int(nextuid)
+            return int(validity), max([int(nextuid)] + [u + 1 for u in self.uids.values()])
         except FileNotFoundError:
             return max(1, int(now)) & 0xFFFFFFFF, 1
         except (ValueError, IndexError):
@@ -199,24 +221,60 @@ class Folder:
         lines = ["V %d %d" % (self.uidvalidity, self.uidnext)]
         lines.extend("%d %s" % (uid, name) for uid, name in self.order)
         write_atomically(self._uidlist(), "\n".join(lines) + "\n")
+        self.stale = 0
+        self.rewrite = False
+
+    def _append(self, new):
+        with open(self._uidlist(), "a") as f:
+            f.write("".join("%d %s\n" % (self.uids[name], name) for name in new))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _note(self, uid, gone):
+        self.version += 1
+        self.log.append((self.version, uid, gone))
+        if len(self.log) > CHANGE_LOG:
+            drop = len(self.log) // 2
+            self.log_start = self.log[drop - 1][0]
+            del self.log[:drop]
+
+    def changes_since(self, version):
+        """[(UID, gone)] changed after `version`, or None when that is older than the log."""
+        if version < self.log_start:
+            return None
+        return [(uid, gone) for _, uid, gone in self.log[version - self.log_start:]]
 
     def reconcile(self):
         """Match the UIDs to the messages there are now; True when anything changed."""
         current = self.storage.entries()
-        changed = current != self.flags
+        old = self.flags
+        changed = current != old
+        if changed:
+            uids = self.uids
+            for name, letters in current.items():
+                if old.get(name, letters) != letters and name in uids:
+                    self._note(uids[name], False)
         gone = [name for name in self.uids if name not in current]
         for name in gone:
-            del self.uids[name]
+            self._note(self.uids.pop(name), True)
         new = sorted((n for n in current if n not in self.uids), key=_order)
         for name in new:
             self.uids[name] = self.uidnext
             self.uidnext += 1
         self.flags = current
-        if gone or new or len(self.order) != len(self.uids):
+        if gone or len(self.order) + len(new) != len(self.uids):
             self.order = sorted((uid, name) for name, uid in self.uids.items())
             self.by_uid = {uid: name for uid, name in self.order}
-        if gone or new or not os.path.exists(self._uidlist()):
+        elif new:       # new UIDs are above every other: they go at the end
+            for name in new:
+                self.order.append((self.uids[name], name))
+                self.by_uid[self.uids[name]] = name
+        self.stale += len(gone)
+        if self.rewrite or self.stale > max(COMPACT_AFTER, len(self.uids)) or \
+                not os.path.exists(self._uidlist()):
             self._save()
+        elif new:
+            self._append(new)
         return changed or bool(gone or new)
 
     def refresh(self):
@@ -388,9 +446,11 @@ class Mailboxes:
 
 class View:
     """
-    One session's view of a folder: its sequence numbers (`seq`, UIDs) and
-    the flags it was last told (`known`). `folder_changed` marks it stale
-    and pokes the session; `changes` gives the lines to report.
+    One session's view of a folder: its sequence numbers (`seq`, UIDs,
+    ascending) and the flags it was last told (`known`). `folder_changed`
+    marks it stale and pokes the session; `changes` gives the lines to
+    report, from the folder's changes since `told` (`gone`: UIDs expunged
+    but not yet reported).
     """
 
     def __init__(self, folder, session, writeable):
@@ -399,6 +459,8 @@ class View:
         self.writeable = writeable
         self.seq = [uid for uid, _ in folder.order]
         self.known = {uid: folder.flags[name] for uid, name in folder.order}
+        self.told = folder.version
+        self.gone = set()
         folder.views.add(self)
 
     def folder_changed(self):
@@ -406,26 +468,52 @@ class View:
         if notify is not None:
             notify()
 
+    def _index(self, uid):
+        i = bisect.bisect_left(self.seq, uid)
+        return i if i < len(self.seq) and self.seq[i] == uid else None
+
+    def _what_changed(self):
+        """UIDs whose flags may differ from `known` (those of seq to look at); `gone` updated."""
+        folder = self.folder
+        since = folder.changes_since(self.told)
+        self.told = folder.version
+        if since is None:
+            self.gone.update(uid for uid in self.seq if uid not in folder.by_uid)
+            return self.seq
+        flagged = set()
+        for uid, gone in since:
+            if gone:
+                self.gone.add(uid)
+            else:
+                flagged.add(uid)
+        return sorted(flagged)
+
     def changes(self, expunges=True):
         """Untagged lines (bytes) for what changed since last told, and the view made current."""
         folder = self.folder
         present = folder.by_uid
+        candidates = self._what_changed()
         out = []
-        if expunges:
-            for index in range(len(self.seq) - 1, -1, -1):
-                uid = self.seq[index]
-                if uid not in present:
+        if expunges and self.gone:
+            for uid in sorted(self.gone, reverse=True):
+                index = self._index(uid)
+                if index is not None:
                     out.append(b"%d EXPUNGE" % (index + 1))
                     del self.seq[index]
                     self.known.pop(uid, None)
-        last = self.seq[-1] if self.seq else 0
-        new = [uid for uid, _ in folder.order if uid > last]
-        for index, uid in enumerate(self.seq):
+            self.gone.clear()
+        for uid in candidates:
             name = present.get(uid)
-            if name is not None and folder.flags[name] != self.known.get(uid):
+            if name is None or folder.flags[name] == self.known.get(uid):
+                continue
+            index = self._index(uid)
+            if index is not None:
                 self.known[uid] = folder.flags[name]
                 out.append(b"%d FETCH (UID %d FLAGS (%s))" % (
                     index + 1, uid, " ".join(flags_of(folder.flags[name])).encode()))
+        last = self.seq[-1] if self.seq else 0
+        order = folder.order
+        new = [uid for uid, _ in order[bisect.bisect_right(order, last, key=lambda e: e[0]):]]
         if new:
             self.seq.extend(new)
             for uid in new:

@@ -2,6 +2,7 @@
 
 import base64
 import os
+import random
 import re
 
 from hypothesis import given, settings, strategies as st, HealthCheck
@@ -281,6 +282,22 @@ class MessageTests(ImapCase):
         out = self.talk(p, t, b"a2 APPEND Nowhere {3}")
         self.assertIn(b"a2 NO [TRYCREATE]", self.talk(p, t, b"abc"))
 
+    def test_crlf_line_ends_whatever_the_file_has(self):
+        from allworx.protocols.mail.imapmessage import _crlf
+        self.assertEqual(_crlf(b"a\nb\n\nc\n"), b"a\r\nb\r\n\r\nc\r\n")
+        self.assertEqual(_crlf(b"a\r\nb\nc\r\n"), b"a\r\nb\r\nc\r\n")
+        self.assertEqual(_crlf(b"a\rb\r\n"), b"a\rb\r\n")
+        self.assertEqual(_crlf(b""), b"")
+
+    def test_fetch_of_a_file_written_with_crlf(self):
+        path = os.path.join(self.store.maildir("alice"), "cur", "1.M1.other,W=22:2,")
+        with open(path, "wb") as f:
+            f.write(b"Subject: crlf\r\n\r\nx\ry\r\n")
+        self.store.forget("alice")
+        p, t = self.select()
+        out = self.talk(p, t, b"f1 FETCH 1:* BODY.PEEK[]")
+        self.assertIn(b"BODY[] {22}\r\nSubject: crlf\r\n\r\nx\ry\r\n)", out)
+
     def test_search(self):
         p, t = self.select()
         self.talk(p, t, b"s1 STORE 2 +FLAGS (\\Seen)")
@@ -334,13 +351,129 @@ class ChangeTests(ImapCase):
         self.assertEqual(self.events[-1], MailboxChanged("alice", 0, 0))
         self.assertEqual(self.store.voicemail_counts("alice"), (0, 0))
 
+    def test_a_change_costs_each_view_the_change_not_the_mailbox(self):
+        for n in range(300):
+            self.deliver(b"Subject: bulk %d\r\n\r\nx\r\n" % n)
+        looked = []
+
+        class Counting(dict):
+            def get(self, key, default=None):
+                looked.append(key)
+                return dict.get(self, key, default)
+        sessions = [self.select() for _ in range(3)]
+        for p, t in sessions:
+            p.view.known = Counting(p.view.known)
+            self.talk(p, t, b"i1 IDLE")
+            t.clear()
+        self.deliver(b"Subject: new\r\n\r\nnew\r\n")
+        uid = self.store.list_messages("alice")[5].uid
+        self.store.mark_seen("alice", uid)
+        for p, t in sessions:
+            self.assertEqual(t.value(), b"* 304 EXISTS\r\n* 6 FETCH (UID 6 FLAGS (\\Seen))\r\n")
+        self.assertLessEqual(len(looked), 3, "each view looked at %d messages" % len(looked))
+
+    def test_views_told_long_ago_still_hear_everything(self):
+        import allworx.protocols.mail.imapstore as imapstore
+        self.patch(imapstore, "CHANGE_LOG", 4)
+        for n in range(6):
+            self.deliver(b"Subject: more %d\r\n\r\nx\r\n" % n)
+        p1, t1 = self.select()
+        p2, t2 = self.select()
+        self.talk(p1, t1, b"s1 STORE 1:8 +FLAGS (\\Flagged)", b"s2 STORE 2 +FLAGS (\\Deleted)",
+                  b"e1 EXPUNGE")
+        folder = p2.view.folder
+        self.assertLess(p2.view.told, folder.log_start)     # the log moved on without it
+        out = self.talk(p2, t2, b"f1 FETCH 1 (FLAGS)")
+        self.assertNotIn(b"EXPUNGE", out)
+        self.assertEqual(out.count(b"FLAGS (\\Flagged)"), 8, out)
+        out = self.talk(p2, t2, b"n1 NOOP")
+        self.assertIn(b"* 2 EXPUNGE", out)
+        self.talk(p1, t1, b"s3 STORE 1 -FLAGS (\\Flagged)")
+        out = self.talk(p2, t2, b"n2 NOOP")
+        self.assertTrue(out.startswith(b"* 1 FETCH (UID 1 FLAGS ())\r\nn2 OK "), out)
+
+    def test_the_change_log_and_a_full_look_agree(self):
+        rng = random.Random(17)
+        for trial in range(10):
+            (pa, _), (pb, _) = self.select(), self.select()
+            for step in range(40):
+                msgs = self.store.list_messages("alice")
+                op = rng.randrange(5) if msgs else 0
+                if op == 0:
+                    self.deliver(b"Subject: r\r\n\r\nx\r\n")
+                elif op == 1:
+                    self.store.mark_seen("alice", rng.choice(msgs).uid)
+                elif op == 2:
+                    self.store.delete_message("alice", rng.choice(msgs).uid)
+                elif op == 3:
+                    self.store.set_flags("alice", rng.choice(msgs).uid, rng.choice(["", "F", "FS", "R"]))
+                expunges = rng.random() < 0.5
+                pb.view.told = -1       # older than any log: b looks at every message
+                self.assertEqual(pa.view.changes(expunges), pb.view.changes(expunges), (trial, step))
+                self.assertEqual(pa.view.seq, pb.view.seq)
+            pa.connectionLost(None)
+            pb.connectionLost(None)
+
     def test_uidlist_written_before_exists(self):
         p, t = self.select()
         self.deliver(b"Subject: new\r\n\r\nnew\r\n")
         with open(os.path.join(self.store.maildir("alice"), UIDLIST)) as f:
             lines = f.read().splitlines()
-        self.assertTrue(lines[0].endswith(" 5"), lines[0])
+        # The new UID appended (the first line's UIDNEXT is only a floor now).
+        name = self.store.list_messages("alice")[-1].uid
+        self.assertEqual(lines[-1], "4 " + name)
         self.assertEqual(len(lines), 5)
+        again = self.fresh_inbox()
+        self.assertEqual((again.uidnext, again.uids[name]), (5, 4))
+
+    def fresh_inbox(self):
+        from allworx.protocols.mail.imapstore import Folder, InboxStorage
+        return Folder("INBOX", InboxStorage(self.store, "alice"), self.clock.seconds() + 1000)
+
+    def test_uidlist_appended_then_compacted(self):
+        import allworx.protocols.mail.imapstore as imapstore
+        self.patch(imapstore, "COMPACT_AFTER", 3)
+        path = os.path.join(self.store.maildir("alice"), UIDLIST)
+        p, t = self.select()
+        validity = p.view.folder.uidvalidity
+        inode = os.stat(path).st_ino
+        for n in range(5):
+            self.deliver(b"Subject: n%d\r\n\r\nx\r\n" % n)
+        self.assertEqual(os.stat(path).st_ino, inode)       # appended, not replaced
+        with open(path) as f:
+            self.assertEqual(len(f.read().splitlines()), 9)
+        # Expunge the highest four: their lines stay until they outnumber the rest.
+        for info in self.store.list_messages("alice")[-4:]:
+            self.store.delete_message("alice", info.uid)
+        self.assertEqual(os.stat(path).st_ino, inode)
+        again = self.fresh_inbox()
+        self.assertEqual((again.uidvalidity, again.uidnext), (validity, 9))   # never back
+        self.assertEqual(sorted(again.uids.values()), [1, 2, 3, 4])
+        self.store.delete_message("alice", self.store.list_messages("alice")[-1].uid)
+        self.assertNotEqual(os.stat(path).st_ino, inode)    # compacted
+        with open(path) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(lines[0], "V %d 9" % validity)
+        self.assertEqual([line.split()[0] for line in lines[1:]], ["1", "2", "3"])
+        self.deliver(b"Subject: after\r\n\r\nx\r\n")
+        self.talk(p, t, b"n1 NOOP")
+        self.assertIn(b"* 4 FETCH (UID 9)", self.talk(p, t, b"f1 UID FETCH 9 (UID)"))
+
+    def test_torn_uidlist_line_dropped(self):
+        p, t = self.select()
+        path = os.path.join(self.store.maildir("alice"), UIDLIST)
+        p.connectionLost(None)
+        with open(path, "a") as f:
+            f.write("4 17000")          # a crash in the middle of an append
+        self.deliver(b"Subject: after\r\n\r\nx\r\n")
+        again = self.fresh_inbox()
+        name = self.store.list_messages("alice")[-1].uid
+        self.assertEqual(again.uids[name], 4)
+        with open(path) as f:
+            text = f.read()
+        self.assertTrue(text.endswith("4 %s\n" % name), text)
+        self.assertEqual(len(text.splitlines()), 5)
+        self.assertEqual(self.fresh_inbox().uids[name], 4)
 
 
 class BadInputTests(ImapCase):
