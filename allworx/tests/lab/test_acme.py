@@ -67,7 +67,9 @@ class AcmeTests(unittest.TestCase):
                        self.server.log()[-4000:]), interval=1)
         self.assertEqual(self.certificates()["state"], "up")
         root = self.lab.acme_root()
-        for name, port in (("imap.example.com", 993), ("smtp.example.com", 465)):
+        # The admin port too, by the server's own name (SPEC 17's ACME names have no `admin`).
+        for name, port in (("imap.example.com", 993), ("smtp.example.com", 465),
+                           ("pop.example.com", 995), ("allworx.example.com", 8080)):
             done, report = self.s_client(name, port, root)
             self.assertEqual(done.returncode, 0, "%s:%d: %s" % (name, port, report))
             self.assertIn("Verification: OK", done.stdout + done.stderr, report)
