@@ -417,14 +417,14 @@ class ImapServer(FolderCommands, imap4.IMAP4Server):
                                   (p.type == "body" and not getattr(p, "peek", False) and
                                    (p.header or p.text or p.mime or p.empty or p.part))
                                   for p in query):
+            changes = []
             for _, u in self.mbox.select(messages, uid):
                 name = view.name_at(u)
                 letters = view.folder.flags.get(name or "", "S")
                 if "S" not in letters:
-                    try:
-                        view.folder.set_flags(name, letters + "S")
-                    except KeyError:
-                        pass
+                    changes.append((name, letters + "S"))
+            if changes:
+                view.folder.set_flags_of(changes)
         imap4.IMAP4Server.do_FETCH(self, tag, messages, query, uid)
 
     select_FETCH = (do_FETCH, imap4.IMAP4Server.arg_seqset, imap4.IMAP4Server.arg_fetchatt)

@@ -199,7 +199,7 @@ class SelectedMailbox:
     def store(self, messages, flags, mode, uid):
         """Set, add (mode 1) or remove (-1) flags; {seq: [flags]} of what changed."""
         letters = letters_of(flags)
-        result = {}
+        wanted, changes = [], []
         for number, u in self.select(messages, uid):
             name = self.view.name_at(u)
             if name is None:
@@ -212,10 +212,12 @@ class SelectedMailbox:
             else:
                 new = letters
             if new != old:
-                try:
-                    self.folder.set_flags(name, new)
-                except KeyError:
-                    continue
-            self.view.known[u] = new
-            result[number] = flags_of(new)
+                changes.append((name, new))
+            wanted.append((number, u, name, new))
+        gone = self.folder.set_flags_of(changes) if changes else set()
+        result = {}
+        for number, u, name, new in wanted:
+            if name not in gone:
+                self.view.known[u] = new
+                result[number] = flags_of(new)
         return result

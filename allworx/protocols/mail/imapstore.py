@@ -93,8 +93,11 @@ class InboxStorage:
     def open(self, name):
         return self.store.open_message(self.user, name)
 
-    def set_flags(self, name, letters):
-        self.store.set_flags(self.user, name, letters)
+    def set_flags(self, name, letters, sync=True):
+        self.store.set_flags(self.user, name, letters, sync)
+
+    def sync(self):
+        self.store.sync_flags(self.user)
 
     def delete(self, name):
         self.store.delete_message(self.user, name)
@@ -138,13 +141,17 @@ class SubStorage:
         except (KeyError, FileNotFoundError):
             raise KeyError(name)
 
-    def set_flags(self, name, letters):
+    def set_flags(self, name, letters, sync=True):
         path, old = self.files[name]
         target = os.path.join(self.path, "cur", name + ":2," + letters)
         if target != path:
             os.rename(path, target)
-            fsync_directory(os.path.dirname(target))
+            if sync:
+                self.sync()
             self.files[name] = (target, letters)
+
+    def sync(self):
+        fsync_directory(os.path.join(self.path, "cur"))
 
     def delete(self, name):
         path, _ = self.files.pop(name)
@@ -284,8 +291,28 @@ class Folder:
                 view.folder_changed()
 
     def set_flags(self, name, letters):
-        self.storage.set_flags(name, letters)
-        self.refresh()
+        if self.set_flags_of([(name, letters)]):
+            raise KeyError(name)
+
+    def set_flags_of(self, changes):
+        """
+        Several messages' flags ((name, letters) pairs) with one directory
+        fsync, done before this returns, and one refresh of the views
+        (not one of each per message: a STORE of a thousand is one command).
+        The names of messages that were gone.
+        """
+        gone = set()
+        try:
+            for name, letters in changes:
+                try:
+                    self.storage.set_flags(name, letters, sync=False)
+                except KeyError:
+                    gone.add(name)
+        finally:
+            if len(gone) < len(changes):
+                self.storage.sync()
+            self.refresh()
+        return gone
 
     def expunge(self, names):
         for name in names:

@@ -347,11 +347,12 @@ class MailStore:
         """{uid: Maildir flag letters} of a user's messages ("" for those in new/)."""
         return {uid: entry.flags for uid, entry in self._box(user).items()}
 
-    def set_flags(self, user, uid, letters):
+    def set_flags(self, user, uid, letters, sync=True):
         """
         Give a message exactly these Maildir flag letters (`FRS`...): it is
         renamed into cur/ and the directory fsynced, so the change is on disk
-        when this returns. KeyError if the message is gone.
+        when this returns (with `sync` false the caller calls `sync_flags`
+        once after several). KeyError if the message is gone.
         """
         entry = self._box(user).get(uid)
         if entry is None:
@@ -367,10 +368,15 @@ class MailStore:
             self._box(user).pop(uid, None)
             self._changed(user)
             raise KeyError(uid)
-        fsync_directory(os.path.dirname(target))
+        if sync:
+            fsync_directory(os.path.dirname(target))
         entry.path, entry.flags, entry.seen = target, letters, "S" in letters
         self._announce(user, counts)
         self._changed(user)
+
+    def sync_flags(self, user):
+        """Put the renames of `set_flags(..., sync=False)` on disk: one fsync of cur/."""
+        fsync_directory(os.path.join(self.maildir(user), "cur"))
 
     def add_message(self, user, message, letters=""):
         """

@@ -224,6 +224,18 @@ class MessageTests(ImapCase):
         out = self.talk(p, t, b"f3 UID FETCH 3 (FLAGS)")
         self.assertIn(b"* 3 FETCH (FLAGS () UID 3)", out)
 
+    def test_a_store_of_many_messages_syncs_the_directory_once(self):
+        """Flags of every message on disk before OK, with one fsync of cur/, not one a message."""
+        from allworx.protocols.mail import store as store_module
+        synced = []
+        self.patch(store_module, "fsync_directory", synced.append)
+        p, t = self.select()
+        out = self.talk(p, t, b"s1 STORE 1:3 +FLAGS (\\Flagged)")
+        self.assertIn(b"s1 OK", out)
+        self.assertEqual(synced, [os.path.join(self.store.maildir("alice"), "cur")])
+        names = sorted(os.listdir(os.path.join(self.store.maildir("alice"), "cur")))
+        self.assertEqual([n.rsplit(",", 1)[1] for n in names], ["F", "F", "F"])
+
     def test_store_flags_persist_with_uids(self):
         p, t = self.select()
         out = self.talk(p, t, b"s1 STORE 1 +FLAGS (\\Flagged \\Answered)",
