@@ -31,6 +31,9 @@ APT_PACKAGES += dnsmasq-base isc-dhcp-client udhcpc bind9-dnsutils iputils-ping 
 # (bench/imap.py runs Dovecot as its own process: the system's service is disabled).
 APT_PACKAGES += iperf3 hping3 kea-dhcp4-server kea-admin dnsperf postfix apache2-utils \
 	nginx-light kamailio ncat sox rtpengine-daemon dovecot-imapd
+# Mail authentication's peers (bench/mailauth.py: Postfix with OpenDKIM and policyd-spf)
+# and the optional scanners the server can use (rspamd's HTTP protocol, clamd's socket).
+APT_PACKAGES += opendkim opendkim-tools postfix-policyd-spf-python rspamd clamav-daemon
 
 .PHONY: deps run test unit check clean bench lab-down
 

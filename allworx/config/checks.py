@@ -14,7 +14,7 @@ from allworx.config.model import (
     BUILTIN_NAMES, RECORD_NAME, RECORD_NAME_HINT, RECORD_PLURALS, RECORD_SECTIONS, REQUIRED,
     SETTINGS_SECTIONS, Config, keys_of)
 from allworx.config.telephony import EMERGENCY
-from allworx.config.values import Target, parse_email
+from allworx.config.values import Target, format_score, parse_email
 from allworx.inifile import IniDocument, IniSyntaxError
 
 
@@ -263,6 +263,9 @@ def _check_services(c, err, declared):
     low, high = c.sip.rtp_ports
     if low <= c.sip.port <= high:
         err("sip", "rtp_ports", "includes the SIP port %d" % c.sip.port)
+    if c.mail.spam_reject <= c.mail.spam_threshold:
+        err("mail", "spam_reject", "must be above spam_threshold (%s): mail scored between them "
+            "goes to Junk" % format_score(c.mail.spam_threshold))
 
 
 def _check_users_aliases(c, err, declared):

@@ -19,7 +19,8 @@ from allworx.config.values import (
     parse_fetch_urls, parse_forward_target, parse_fqdn, parse_hostname, parse_hostport,
     parse_ip, parse_ip_list, parse_mac, parse_mx_list, parse_optional, parse_password_hash,
     parse_pin, parse_pool_range, parse_port, parse_port_range, parse_ports_list, parse_sip_digest_key,
-    parse_size, parse_words, TARGET_NAME, Target, format_target, parse_int, parse_target)
+    parse_size, parse_words, parse_score, format_score, parse_dkim_selector,
+    parse_dnsbl_zones, parse_socket_path, TARGET_NAME, Target, format_target, parse_int, parse_target)
 from allworx.config.telephony import (
     E164, format_call_forward, format_hours, format_national_prefix, format_sip_hostport,
     parse_call_forward, parse_e164, parse_e164_list, parse_extension_list, parse_hours,
@@ -109,6 +110,17 @@ class MailSettings:
     submission_port = key(parse_port, 587)
     submissions_port = key(parse_int(0, 65535), 465,
                            doc="implicit-TLS submission (RFC 8314); 0 turns it off")
+    # Mail authentication and spam (SPEC 18).
+    dkim_selector = key(parse_dkim_selector, "allworx",
+                        doc="DKIM selector of the RSA key; the ed25519 key is SELECTOR-ed25519")
+    dnsbl = key(parse_dnsbl_zones, (), fmt=format_words, doc="DNSBL zones asked about WAN clients")
+    greylist = key(parse_bool, False, fmt=format_bool,
+                   doc="greylist unknown WAN senders (a retry is accepted)")
+    spam_threshold = key(parse_score(), 5.0, fmt=format_score, doc="score from which mail goes to Junk")
+    spam_reject = key(parse_score(), 15.0, fmt=format_score, doc="score from which mail is refused")
+    rspamd = optional(parse_hostport(11333), fmt=format_hostport,
+                      doc="rspamd's HTTP address: its verdict replaces the built-in score")
+    clamd = optional(parse_socket_path, doc="clamd's unix socket: attachments are scanned")
 
 
 @attr.s(frozen=True, slots=True)

@@ -89,6 +89,53 @@ def parse_int(low=None, high=None):
 
 parse_port = parse_int(1, 65535)
 
+
+def parse_score(low=0.0, high=1000.0):
+    """A decimal number such as `5` or `7.5` (spam scores)."""
+    def parse(text):
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise ValueError("expected a number like 5 or 7.5, got %r" % text)
+        if value != value or not low <= value <= high:
+            raise ValueError("%s is out of range %s-%s" % (text.strip(), low, high))
+        return value
+    return parse
+
+
+def format_score(value):
+    return ("%.2f" % value).rstrip("0").rstrip(".")
+
+
+def parse_dkim_selector(text):
+    """A DKIM selector: one DNS label (letters, digits, hyphens), at most 40 characters."""
+    t = text.strip().lower()
+    if not re.match(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$", t):
+        raise ValueError("expected a DKIM selector (letters, digits and inner hyphens, "
+                         "at most 40), got %r" % text)
+    return t
+
+
+def parse_dnsbl_zones(text):
+    """DNSBL zones, space or comma separated: `zen.spamhaus.org bl.example`."""
+    zones = []
+    for word in text.replace(",", " ").split():
+        zone = word.strip(".").lower()
+        if not re.match(r"^(?=.{1,200}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+"
+                        r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$", zone):
+            raise ValueError("expected DNSBL zones (domain names), got %r" % word)
+        if zone not in zones:
+            zones.append(zone)
+    return tuple(zones)
+
+
+def parse_socket_path(text):
+    """An absolute path of a unix socket, such as clamd's."""
+    t = text.strip()
+    if not t.startswith("/") or "\0" in t or len(t) > 107:
+        raise ValueError("expected the absolute path of a unix socket, got %r" % text)
+    return t
+
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$", re.I)
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
