@@ -73,6 +73,42 @@ class IMailQueue(Interface):
         """Drop a message from the queue."""
 
 
+class IMailSecurity(Interface):
+    """
+    Mail authentication and spam as the admin sees them (SPEC 18): the DNS
+    records to publish, the last decisions on incoming mail, Junk counts and
+    DKIM key rotation.
+    """
+
+    def records():
+        """
+        The records the office's mail needs in public DNS, as the zone gives
+        them: a list of dicts {"name" (fully qualified), "type" ("TXT"),
+        "value" (the text), "purpose" ("dkim" | "spf" | "dmarc"),
+        "source" ("built-in" | "record": a [record] overrides it),
+        "note" (advice, such as the smarthost provider's own SPF include, or "")}.
+        """
+
+    def decisions(limit=100):
+        """
+        The last decisions on incoming mail, newest first: dicts {"time"
+        (epoch seconds), "client" (address), "helo", "sender", "recipients"
+        (list), "verdict" ("accepted" | "junk" | "refused" | "greylisted"),
+        "reason" (text), "score" (float or None), "auth" (the
+        Authentication-Results value, or "")}.
+        """
+
+    def junk_counts():
+        """{user name: number of messages in that user's Junk folder}."""
+
+    def rotate_dkim():
+        """
+        New keys under a new selector, made current (`[mail] dkim_selector`
+        changes); the old selector stays published until the outbound queue
+        holds nothing signed with it. Returns (a Deferred of) the new selector.
+        """
+
+
 class IRegistrations(Interface):
     """The SIP registrar's bindings."""
 
@@ -151,3 +187,4 @@ class Views:
     calls = attr.ib(default=None)           # ICalls
     call_history = attr.ib(default=None)    # ICallHistory
     trunks = attr.ib(default=None)          # ITrunks
+    mail_security = attr.ib(default=None)   # IMailSecurity
