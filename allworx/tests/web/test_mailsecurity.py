@@ -412,3 +412,16 @@ class ApiTests(ApiCase):
         self.assertEqual(set(doc["components"]["schemas"]["MailRecord"]["properties"]),
                          set(RECORDS[0]))
         self.assertEqual(doc, openapi_document())
+
+    def test_every_fixed_route_is_documented_with_its_methods(self):
+        # The index and the document itself aside (and /settings, the sum of
+        # /settings/{section}), what the API serves is in the OpenAPI document.
+        from allworx.protocols.web import api
+        paths = openapi_document()["paths"]
+        for rule in api.OfficeApi.app.url_map.iter_rules():
+            if "<" in rule.rule or rule.rule in ("/v1/", "/v1/openapi.json", "/v1/settings"):
+                continue
+            path = "/api" + rule.rule
+            self.assertIn(path, paths)
+            for method in set(rule.methods) - {"HEAD", "OPTIONS"}:
+                self.assertIn(method.lower(), paths[path], path)
