@@ -154,7 +154,8 @@ class InboundChecks:
             dkim=tuple((r.domain, r.selector, r.result) for r in dkim_results),
             dmarc=dmarc_result.result, auth_results=auth)
         try:
-            verdict = yield self.content_filter.check(top + message, facts)
+            eol = b"\r\n" if b"\r\n" in message[:4096] else b"\n"
+            verdict = yield self.content_filter.check(top.replace(b"\n", eol) + message, facts)
         except Exception:
             log.failure("SMTP {session}: the content filter failed; the message is accepted",
                         session=session.session)
