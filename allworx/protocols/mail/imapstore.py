@@ -105,6 +105,9 @@ class InboxStorage:
     def add(self, data, letters):
         return self.store.add_message(self.user, data, letters)
 
+    def forget(self):
+        """Nothing kept here: the store keeps INBOX current."""
+
 
 class SubStorage:
     """A Maildir++ subfolder, kept here (nothing else reads it)."""
@@ -134,6 +137,10 @@ class SubStorage:
 
     def entries(self):
         return {name: letters for name, (_, letters) in self.files.items()}
+
+    def forget(self):
+        """Something else put mail here (the store's Junk delivery): look again."""
+        self._files = None
 
     def open(self, name):
         try:
@@ -348,10 +355,18 @@ class Mailboxes:
         self.reactor = reactor
         self.folders = {}        # (user, name) -> Folder
         store.listeners.append(self.inbox_changed)
+        store.folder_listeners.append(self.folder_changed)
 
     def inbox_changed(self, user):
         folder = self.folders.get((user, "INBOX"))
         if folder is not None:
+            folder.refresh()
+
+    def folder_changed(self, user, name):
+        """The store put mail in another folder (Junk): its open sessions see it."""
+        folder = self.folders.get((user, name))
+        if folder is not None:
+            folder.storage.forget()
             folder.refresh()
 
     def _dir(self, user, name):

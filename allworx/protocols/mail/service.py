@@ -11,14 +11,19 @@ configuration changes live (ports, switches, smarthost, users and aliases).
 import os
 
 from twisted.application import service
+from twisted.internet import threads
 from twisted.logger import Logger
 from twisted.names import client as dns_client
 
-from allworx.atomicfile import ensure_directory
+from allworx.atomicfile import ensure_directory, write_atomically
 from allworx.auth import OfficeUserChecker
 from allworx.certificates import CertificateKeeper
 from allworx.guards import LoginThrottle, PeerLimit
 from allworx.protocols.mail import fetch, imap, pop3
+from allworx.protocols.mail.decisions import DecisionLog
+from allworx.protocols.mail.dnsbl import Dnsbl
+from allworx.protocols.mail.greylist import Greylist
+from allworx.protocols.mail.inbound import AcceptAll, InboundChecks
 from allworx.protocols.mail.durable import DurableWriter
 from allworx.protocols.mail.queue import OutboundQueue
 from allworx.protocols.mail.relay import SmtpRelay
@@ -75,8 +80,16 @@ class MailService(OfficeService):
         self.own_certificates = certificates is None
         self.certificates = certificates or CertificateKeeper(lambda: office.config, reactor)
         self.tls_options = None
+        # Mail from the internet (SPEC 18): the decisions, DNSBL, greylist
+        # (made at start, under data_dir) and the content filter (score 0
+        # until the spam filter is given: the seam is content_filter.check).
+        self.decisions = DecisionLog(reactor)
+        self.greylist = None
+        self.inbound = InboundChecks(office, None, self.decisions, Dnsbl(reactor),
+                                     content_filter=AcceptAll())
         self.smtp_factory = SmtpFactory(office, self.store.deliver, reactor, self.checker,
-                                        label="smtp", throttle=self.throttle, peer_limit=self.peers)
+                                        label="smtp", throttle=self.throttle, peer_limit=self.peers,
+                                        inbound=self.inbound)
         self.submission_factory = SmtpFactory(office, self.store.deliver, reactor, self.checker,
                                               submission=True, label="submission",
                                               throttle=self.throttle, peer_limit=self.peers)
@@ -117,12 +130,17 @@ class MailService(OfficeService):
         self.relay.helo_name = host
         self.relay.smarthost = config.mail.smarthost
         self.relay.resolver = own_resolver(config, self.reactor)
+        self.inbound.resolver = self.relay.resolver
 
     # ------------------------------------------------------------ life
 
     def startService(self):
         config = self.office.config
         ensure_directory(os.path.join(config.system.data_dir, "mail"))
+        if self.greylist is None:
+            self.greylist = self.inbound.greylist = Greylist(
+                os.path.join(config.system.data_dir, "mail", "greylist.json"), self.reactor,
+                write=self._write_file)
         if self.own_certificates:
             self.certificates.start()
         # The same live object for every port: a renewed certificate reaches
@@ -136,9 +154,16 @@ class MailService(OfficeService):
         self.office.set_status("mail", "up" if config.mail.enabled else "disabled",
                                "mailboxes in %s" % os.path.join(config.system.data_dir, "mail"))
 
+    def _write_file(self, path, text):
+        if self.defer_to_thread is not None:
+            return self.defer_to_thread(write_atomically, path, text)
+        return threads.deferToThread(write_atomically, path, text)
+
     def stopService(self):
         if self.own_certificates:
             self.certificates.stop()
+        if self.greylist is not None:
+            self.greylist.stop()
         return OfficeService.stopService(self)
 
     def config_changed(self, event):
