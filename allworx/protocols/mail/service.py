@@ -11,6 +11,7 @@ configuration changes live (ports, switches, smarthost, users and aliases).
 import os
 
 from twisted.application import service
+from twisted.internet import threads
 from twisted.logger import Logger
 from twisted.names import client as dns_client
 
@@ -22,6 +23,7 @@ from allworx.protocols.mail import fetch, imap, pop3
 from allworx.protocols.mail.durable import DurableWriter
 from allworx.protocols.mail.queue import OutboundQueue
 from allworx.protocols.mail.relay import SmtpRelay
+from allworx.protocols.mail.spam import ContentFilter
 from allworx.protocols.mail.smtp import MAX_CONNECTIONS_PER_PEER, MAX_SESSIONS, SmtpFactory
 from allworx.protocols.mail.store import MailStore
 from allworx.servicebase import OfficeService, PortsService
@@ -88,6 +90,10 @@ class MailService(OfficeService):
         self.pop3 = pop3.make_pop3_service(self)
         self.imap = imap.make_imap_service(self)
         self.fetch = fetch.FetchService(self)
+        # The content filter of mail from the internet; the Junk folder trains it.
+        self.content_filter = ContentFilter(office, reactor,
+                                            defer_to_thread=defer_to_thread or threads.deferToThread)
+        self.imap.factory.mailboxes.trainers.append(self.content_filter.train)
         for child in (self.queue_service, self.smtp, self.submission, self.pop3, self.imap,
                       self.fetch):
             child.setServiceParent(self)
@@ -139,6 +145,7 @@ class MailService(OfficeService):
     def stopService(self):
         if self.own_certificates:
             self.certificates.stop()
+        self.content_filter.stop()      # what training left to write
         return OfficeService.stopService(self)
 
     def config_changed(self, event):
