@@ -7,10 +7,11 @@ DKIM, DMARC) the inbound checks found.
 
 Messages are parsed with the `email` package (compat32: it never raises on
 garbage), but the work is bounded: at most MAX_PARTS parts looked at, a text
-part decoded only up to TEXT_PART_LIMIT, at most TEXT_LIMIT of text in all;
+part's first TEXT_PART_LIMIT characters decoded, at most TEXT_LIMIT of text in all;
 `parse_message` and `texts` are what the Bayes filter reads too.
 """
 
+import binascii
 import codecs
 import email
 import email.header
@@ -18,6 +19,7 @@ import email.policy
 import email.utils
 import html
 import ipaddress
+import quopri
 import re
 import time
 import urllib.parse
@@ -25,7 +27,7 @@ import urllib.parse
 from allworx.protocols.mail.attachments import MAX_PARTS, decoded_payload
 
 PARSE_LIMIT = 32 * 1024 * 1024          # above it only the header is parsed
-TEXT_PART_LIMIT = 512 * 1024            # a text part bigger than this (encoded) is not decoded
+TEXT_PART_LIMIT = 512 * 1024            # of a bigger text part only this much is decoded
 TEXT_LIMIT = 1024 * 1024                # text kept of one message in all
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -98,7 +100,7 @@ def text_parts(message):
             continue
         if part.get_filename() and "attachment" in str(part.get("Content-Disposition", "")).lower():
             continue
-        data = decoded_payload(part, TEXT_PART_LIMIT)
+        data = _head_of(part, TEXT_PART_LIMIT)
         if data is None:
             continue
         charset = _charset_of(part)
@@ -110,6 +112,22 @@ def text_parts(message):
         total += len(text)
         out.append((part, sub, text))
     return out
+
+
+def _head_of(part, limit):
+    """The part's decoded bytes; of a big part, only what its first `limit` characters give."""
+    raw = part.get_payload()
+    if not isinstance(raw, str) or len(raw) <= limit:
+        return decoded_payload(part, limit)
+    head = raw[:limit]
+    cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    if cte == "base64":
+        chars = re.sub(r"[^A-Za-z0-9+/]", "", head)
+        return binascii.a2b_base64(chars[:len(chars) // 4 * 4])
+    data = head.encode("ascii", "surrogateescape")
+    if cte == "quoted-printable":
+        return quopri.decodestring(data[:data.rfind(b"\n") + 1] or data)
+    return data
 
 
 def texts(message):

@@ -107,14 +107,32 @@ class RuleTests(unittest.TestCase):
                                 dmarc="none"), {})
         self.assertEqual(auth_rules(None), [])
 
-    def test_huge_parts_are_not_decoded(self):
-        big = b"A" * (contentrules.TEXT_PART_LIMIT * 2)
-        raw = GOOD.replace(b"Subject:", b"Content-Transfer-Encoding: base64\r\nSubject:") \
-            .replace(b"Shall we meet at noon?", big)
-        self.assertEqual(texts(parse_message(raw)), [])
+    def test_only_the_head_of_huge_parts_is_decoded(self):
+        limit = contentrules.TEXT_PART_LIMIT
+        words = b"cheap pills http://192.0.2.4/x " * (limit // 10)
+        for cte, body in ((b"7bit", words), (b"base64", base64.encodebytes(words)),
+                          (b"quoted-printable", words.replace(b" ", b"=20"))):
+            raw = GOOD.replace(b"Subject:", b"Content-Transfer-Encoding: " + cte + b"\r\nSubject:") \
+                .replace(b"Shall we meet at noon?", body)
+            [text] = texts(parse_message(raw))
+            self.assertLessEqual(len(text), limit)
+            self.assertGreater(len(text), limit // 2)
+            self.assertTrue(text.startswith("cheap pills"), (cte, text[:40]))
+            self.assertIn("URL_BARE_IP", names(raw))
 
     @settings(max_examples=200, deadline=None)
     @given(st.binary(max_size=2000))
     def test_garbage_never_raises(self, raw):
         evaluate(parse_message(raw), None, now=NOW)
         texts(parse_message(raw))
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.sampled_from([
+        b"--b\r\n", b"--b--\r\n", b"Content-Type: text/html; charset=\"x\xff\"\r\n",
+        b"Content-Type: multipart/mixed; boundary=b\r\n", b"Content-Transfer-Encoding: base64\r\n",
+        b"Content-Transfer-Encoding: quoted-printable\r\n", b"\r\n", b"<a href=http://[::1/>x.example</a>",
+        b"=?utf-8?q?=FF?=", b"PGEgaHJlZj0=\r\n", b"=\r\n", b"Content-Type: message/rfc822\r\n",
+        b"From: \"a@b.example\" <@>\r\n", b"Date: Mon, 99 Foo 20000 99:99 +9999\r\n"]), max_size=40))
+    def test_mime_shaped_garbage_never_raises(self, pieces):
+        raw = b"Content-Type: multipart/mixed; boundary=b\r\n" + b"".join(pieces)
+        evaluate(parse_message(raw), None, now=NOW)
