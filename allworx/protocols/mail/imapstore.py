@@ -37,6 +37,8 @@ UIDLIST = "allworx-uidlist"
 SUBSCRIPTIONS = "allworx-subscriptions"
 SEPARATOR = "/"
 SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash", "Junk": "\\Junk"}
+JUNK = "Junk"
+TRASH = "Trash"
 FLAG_LETTERS = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S",
                 "\\Deleted": "T"}
 LETTER_FLAGS = {v: k for k, v in FLAG_LETTERS.items()}
@@ -354,8 +356,27 @@ class Mailboxes:
         self.store = store
         self.reactor = reactor
         self.folders = {}        # (user, name) -> Folder
+        self.trainers = []       # callables (user, message bytes, is_spam): the spam filter
         store.listeners.append(self.inbox_changed)
         store.folder_listeners.append(self.folder_changed)
+
+    def filed(self, user, source, target, data):
+        """
+        A message was copied, moved or appended (`source` None) into
+        `target`: into Junk it is spam to learn; out of Junk into a folder
+        other than Trash, ham.
+        """
+        if target == JUNK and source != JUNK:
+            is_spam = True
+        elif source == JUNK and target not in (JUNK, TRASH):
+            is_spam = False
+        else:
+            return
+        for trainer in list(self.trainers):
+            try:
+                trainer(user, data, is_spam)
+            except Exception:
+                log.failure("imap: training {user}'s spam filter failed", user=user)
 
     def inbox_changed(self, user):
         folder = self.folders.get((user, "INBOX"))

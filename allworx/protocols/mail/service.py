@@ -23,10 +23,11 @@ from allworx.protocols.mail import fetch, imap, pop3
 from allworx.protocols.mail.decisions import DecisionLog
 from allworx.protocols.mail.dnsbl import Dnsbl
 from allworx.protocols.mail.greylist import Greylist
-from allworx.protocols.mail.inbound import AcceptAll, InboundChecks
+from allworx.protocols.mail.inbound import InboundChecks
 from allworx.protocols.mail.durable import DurableWriter
 from allworx.protocols.mail.queue import OutboundQueue
 from allworx.protocols.mail.relay import SmtpRelay
+from allworx.protocols.mail.spam import ContentFilter
 from allworx.protocols.mail.smtp import MAX_CONNECTIONS_PER_PEER, MAX_SESSIONS, SmtpFactory
 from allworx.protocols.mail.store import MailStore
 from allworx.servicebase import OfficeService, PortsService
@@ -81,12 +82,14 @@ class MailService(OfficeService):
         self.certificates = certificates or CertificateKeeper(lambda: office.config, reactor)
         self.tls_options = None
         # Mail from the internet (SPEC 18): the decisions, DNSBL, greylist
-        # (made at start, under data_dir) and the content filter (score 0
-        # until the spam filter is given: the seam is content_filter.check).
+        # (made at start, under data_dir) and the content filter (rules,
+        # Bayes, attachments, rspamd and clamd; the Junk folder trains it).
         self.decisions = DecisionLog(reactor)
         self.greylist = None
+        self.content_filter = ContentFilter(office, reactor,
+                                            defer_to_thread=defer_to_thread or threads.deferToThread)
         self.inbound = InboundChecks(office, None, self.decisions, Dnsbl(reactor),
-                                     content_filter=AcceptAll())
+                                     content_filter=self.content_filter)
         self.smtp_factory = SmtpFactory(office, self.store.deliver, reactor, self.checker,
                                         label="smtp", throttle=self.throttle, peer_limit=self.peers,
                                         inbound=self.inbound)
@@ -101,6 +104,7 @@ class MailService(OfficeService):
         self.pop3 = pop3.make_pop3_service(self)
         self.imap = imap.make_imap_service(self)
         self.fetch = fetch.FetchService(self)
+        self.imap.factory.mailboxes.trainers.append(self.content_filter.train)
         for child in (self.queue_service, self.smtp, self.submission, self.pop3, self.imap,
                       self.fetch):
             child.setServiceParent(self)
@@ -164,6 +168,7 @@ class MailService(OfficeService):
             self.certificates.stop()
         if self.greylist is not None:
             self.greylist.stop()
+        self.content_filter.stop()      # what training left to write
         return OfficeService.stopService(self)
 
     def config_changed(self, event):

@@ -2,6 +2,7 @@
 
 import os
 
+from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
@@ -34,6 +35,16 @@ class MailServiceTests(unittest.TestCase):
         self.assertEqual(self.mail.fetch.status, {})
         self.assertEqual(self.ports(), ([2110, 2143, 2525, 2587], [465, 2993, 2995]))
         self.assertEqual(self.office.status["smtp"].state, "up")
+
+    def test_the_junk_folder_trains_the_content_filter(self):
+        trained = []
+
+        def train(user, toks, spam):
+            trained.append((user, spam))
+            return defer.succeed(None)
+        self.mail.content_filter.bayes.train = train
+        self.mail.imap.factory.mailboxes.filed("alice", "INBOX", "Junk", b"Subject: win\n\nprize\n")
+        self.assertEqual(trained, [("alice", True)])
 
     def test_imap_follows_its_section_and_the_mail_certificate(self):
         self.assertIs(self.mail.imap.factory.tls_options, self.mail.tls_options)
