@@ -146,7 +146,8 @@ def message(sender, to, subject="lab mail", body="A message from the lab's inter
     msg["To"] = to
     msg["Subject"] = subject
     msg["Date"] = date or email.utils.formatdate(localtime=False)
-    msg["Message-ID"] = email.utils.make_msgid(domain=sender.rpartition("@")[2] or None)
+    domain = email.utils.parseaddr(sender)[1].rpartition("@")[2]
+    msg["Message-ID"] = email.utils.make_msgid(domain=domain or None)
     msg.set_content(body)
     for name, content_type, data in attachments:
         maintype, _, subtype = content_type.partition("/")
