@@ -81,11 +81,6 @@ SPAM_HTML = (
     '<p>Or here: <a href="https://bit.ly/3xYzAbc">claim now</a></p></body></html>')
 
 
-def tag_list(value):
-    """The tags of a header value like `a=1; b=2` (DKIM-Signature): {tag: value}."""
-    return dict(t.strip().split("=", 1) for t in re.sub(r"\s+", "", value).split(";") if "=" in t)
-
-
 def dig_txt(output):
     """The TXT values of `dig +short` output, each record's strings joined."""
     return ["".join(re.findall(r'"((?:[^"\\]|\\.)*)"', line))
