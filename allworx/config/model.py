@@ -519,8 +519,16 @@ class Config:
 
     @property
     def forwarding(self):
-        """Whether the kernel forwards between LAN and WAN in this mode."""
-        return self.security.mode != "lan-only" and self.wan.mode != "disabled"
+        """Whether the kernel forwards: between LAN and WAN in this mode, or to the tunnel (SPEC 16)."""
+        return (self.security.mode != "lan-only" and self.wan.mode != "disabled") or self.vpn.enabled
+
+    def is_tunnel_side(self, ip):
+        """Whether `ip` (IPv4Address) is on the tunnel: its subnet or a site's networks."""
+        vpn = self.vpn
+        if not vpn.enabled or vpn.address is None:
+            return False
+        return ip in vpn.address.network or any(
+            ip in net for site in self.sites.values() for net in site.networks)
 
     def user_by_extension(self, extension):
         index = self._by_extension
