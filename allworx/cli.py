@@ -11,6 +11,7 @@ import time
 USAGE = """usage: allworx check PATH
        allworx passwd [--sip EXT@DOMAIN | --pin]
        allworx unlock [USER] [SOURCE] [--source ADDR] [-c PATH] [--data-dir DIR]
+       allworx vpn pubkey [-c PATH] [--data-dir DIR]
        allworx lab up|down|status|exec HOST CMD... [--prefix P]
 """
 
@@ -205,12 +206,49 @@ def _until(entry):
         time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(entry["until"])), entry["failures"])
 
 
+def vpn(argv, out=sys.stdout, err=sys.stderr):
+    """
+    `allworx vpn pubkey [-c PATH]`: print the server's WireGuard public key
+    alone on one line, for the other site's `[site] public_key`. The key is
+    made at the server's first start with `[vpn] enabled = yes`; asked
+    before that start, this makes it (the same way, in the same place), so
+    two offices can exchange keys before either runs: the server then uses
+    it. Without `[vpn] enabled = yes` it makes nothing and says so.
+    """
+    from allworx.config import ConfigErrors, load_config
+    from allworx.vpnkeys import VpnKeyError, ensure_server_key, public_key, server_key_path
+    parser = argparse.ArgumentParser(prog="allworx vpn")
+    parser.add_argument("what", choices=["pubkey"])
+    parser.add_argument("-c", "--config", default="tap.conf", help="the server's tap.conf (for data_dir)")
+    parser.add_argument("--data-dir", help="the server's data directory, if given it on its command line")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigErrors as e:
+        err.write(e.report() + "\n")
+        return 1
+    if not config.vpn.enabled:
+        err.write("allworx vpn: [vpn] is not enabled in %s (set enabled = yes and an address; "
+                  "the key is made then)\n" % args.config)
+        return 1
+    data_dir = args.data_dir or config.system.data_dir
+    try:
+        key, made = ensure_server_key(data_dir)
+    except (OSError, VpnKeyError) as e:
+        err.write("allworx vpn: %s\n" % e)
+        return 1
+    if made:
+        err.write("allworx vpn: made the server's key %s\n" % server_key_path(data_dir))
+    out.write(public_key(key) + "\n")
+    return 0
+
+
 def lab(argv):
     from allworx.lab import cli as labcli
     return labcli.main(argv)
 
 
-COMMANDS = {"check": check, "passwd": passwd, "unlock": unlock, "lab": lab}
+COMMANDS = {"check": check, "passwd": passwd, "unlock": unlock, "vpn": vpn, "lab": lab}
 
 
 def main(argv=None):

@@ -160,9 +160,10 @@ class Office:
 
     def is_lan_peer(self, host):
         """
-        True for a peer on the LAN side: inside the LAN subnet, or this host
-        itself. Sound because the network service turns on strict reverse-path
-        filtering, so a LAN source address cannot arrive on the WAN. Asked for
+        True for a peer on the LAN side: inside the LAN subnet, the tunnel's
+        subnet or a site's networks, or this host itself. Sound because the
+        network service turns on strict reverse-path filtering, so a LAN
+        source address cannot arrive on the WAN. Asked for
         every datagram of several protocols, so the answers are kept (per
         config, for a bounded number of hosts).
         """
@@ -187,7 +188,10 @@ class Office:
             ip = ip.ipv4_mapped or ip
             if isinstance(ip, ipaddress.IPv6Address):
                 return ip.is_loopback
-        return ip in self.config.lan_network or ip.is_loopback
+        # The tunnel counts as LAN (SPEC 16): WireGuard admits a source only
+        # from the peer whose allowed IPs hold it, and strict reverse-path
+        # filtering drops those addresses on the WAN (they route to the tunnel).
+        return ip in self.config.lan_network or ip.is_loopback or self.config.is_tunnel_side(ip)
 
     # -------------------------------------------------------- config changes
 

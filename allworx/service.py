@@ -42,13 +42,14 @@ from allworx.protocols.sip.service import SipService
 from allworx.protocols.web.service import WebService
 from allworx.routing.firewall.service import FirewallService
 from allworx.routing.network.service import NetworkService
+from allworx.routing.vpn.service import VpnService
 
 log = Logger()
 
 # The children, in the order they start (the network first, so the others
 # start on configured interfaces; the firewall next, so nothing is forwarded
-# before it stands).
-NAMES = ("network", "firewall", "dhcp", "dns", "ntp", "mail", "sip", "ldap", "web")
+# before it stands; the tunnel after both, SPEC 16).
+NAMES = ("network", "firewall", "vpn", "dhcp", "dns", "ntp", "mail", "sip", "ldap", "web")
 
 
 def certificate_keeper(office, reactor):
@@ -73,6 +74,7 @@ def build_children(office, reactor=None, logins=None, certificates=None):
     network = NetworkService(office)
     dhcp = DhcpService(office)
     firewall = FirewallService(office, leases=dhcp.leases)
+    vpn = VpnService(office, reactor)
     dns = DnsService(office, leases=dhcp.leases)
     ntp = NtpService(office)
     mail = MailService(office, throttle=logins, certificates=certificates)
@@ -84,7 +86,7 @@ def build_children(office, reactor=None, logins=None, certificates=None):
         zone=dns.keeper, mail_store=mail.store, mail_queue=mail.queue, fetch=mail.fetch,
         registrations=sip.registrations, calls=sip.calls, trunks=sip.trunks,
         call_history=sip.call_history), throttle=logins, certificates=certificates)
-    return [network, firewall, dhcp, dns, ntp, mail, sip, ldap, web]
+    return [network, firewall, vpn, dhcp, dns, ntp, mail, sip, ldap, web]
 
 
 class AllworxService(service.MultiService):

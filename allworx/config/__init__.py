@@ -7,6 +7,8 @@ before it):
   addresses, MACs, ports, call targets, ...);
 - `telephony`: those of the phone system's values for outside lines (E.164
   numbers, a provider's address, opening hours, call forwarding);
+- `vpn`: those of sites and remote access (WireGuard keys, networks,
+  extension ranges) and the checks between [vpn], [site] and [device];
 - `model`: the frozen attrs section models, `Config` and its derived facts;
 - `checks`: loading (`load_config`, `parse_config`), the errors with section,
   key and line, and the checks between keys and sections.
@@ -33,7 +35,10 @@ from allworx.config.model import (
     SETTINGS_SECTIONS, WAN_MODES, Alias, Attendant, Config, DhcpSettings, DnsSettings, Forward,
     Group, Host, LanSettings, LdapSettings, MailSettings, NtpSettings, Number, Pop3Settings,
     Record, SecuritySettings, SipSettings, SystemSettings, Trunk, User, WanSettings,
-    WebSettings, format_value, key, keys_of, resolve_pool)
+    WebSettings, VpnSettings, Site, Device, format_value, key, keys_of, resolve_pool)
+from allworx.config.vpn import (
+    format_endpoint, format_extension_ranges, format_networks, in_range, parse_endpoint,
+    parse_extension_ranges, parse_interface_name, parse_networks, parse_wg_key)
 from allworx.config.checks import (
     ConfigError, ConfigErrors, config_from_document, load_config, parse_config)
 
@@ -56,6 +61,9 @@ __all__ = [
     "DhcpSettings", "DnsSettings", "Forward", "Group", "Host", "LanSettings", "LdapSettings",
     "MailSettings", "NtpSettings", "Number", "Pop3Settings", "Record", "SecuritySettings",
     "SipSettings", "SystemSettings", "Trunk", "User", "WanSettings", "WebSettings",
-    "format_value", "key", "keys_of", "resolve_pool",
+    "VpnSettings", "Site", "Device", "format_value", "key", "keys_of", "resolve_pool",
+    "format_endpoint", "format_extension_ranges", "format_networks", "in_range",
+    "parse_endpoint", "parse_extension_ranges", "parse_interface_name", "parse_networks",
+    "parse_wg_key",
     "ConfigError", "ConfigErrors", "config_from_document", "load_config", "parse_config",
 ]

@@ -25,6 +25,9 @@ from allworx.config.telephony import (
     E164, format_call_forward, format_hours, format_national_prefix, format_sip_hostport,
     parse_call_forward, parse_e164, parse_e164_list, parse_extension_list, parse_hours,
     parse_national_prefix, parse_secret, parse_sip_hostport, parse_sip_user)
+from allworx.config.vpn import (
+    format_endpoint, format_extension_ranges, format_networks, parse_endpoint,
+    parse_extension_ranges, parse_interface_name, parse_networks, parse_wg_key)
 
 REQUIRED = attr.NOTHING
 
@@ -353,22 +356,62 @@ class Attendant:
                 if getattr(self, "key_%d" % d) is not None}
 
 
+@attr.s(frozen=True, slots=True)
+class VpnSettings:
+    """The WireGuard tunnel of sites and remote access (SPEC 16)."""
+
+    enabled = key(parse_bool, False, fmt=format_bool)
+    interface = key(parse_interface_name, "awg0",
+                    doc="two servers on one machine need two names")
+    port = key(parse_port, 51820, doc="the UDP port WireGuard listens on")
+    address = optional(parse_cidr, doc="this server's tunnel address, like 192.168.99.1/24")
+    endpoint = optional(parse_endpoint, format_endpoint,
+                        doc="host[:port] that devices dial; default the WAN address")
+
+
+@attr.s(frozen=True, slots=True)
+class Site:
+    """Another office, joined through the tunnel."""
+
+    name = attr.ib()
+    public_key = key(parse_wg_key, doc="its server's WireGuard public key (base64)")
+    address = key(parse_ip, doc="its server's tunnel address, no prefix")
+    endpoint = optional(parse_endpoint, format_endpoint,
+                        doc="host:port to dial; empty on the side that is dialled")
+    networks = key(parse_networks, (), fmt=format_networks, doc="its LAN CIDRs")
+    extensions = key(parse_extension_ranges, (), fmt=format_extension_ranges,
+                     doc="the extensions it serves, like 200-299")
+    domain = optional(parse_domain, doc="its DNS domain")
+
+
+@attr.s(frozen=True, slots=True)
+class Device:
+    """A remote user's laptop or phone on the tunnel."""
+
+    name = attr.ib()
+    user = key(str.strip, doc="the owner: a [user]")
+    address = key(parse_ip, doc="its tunnel address, no prefix")
+    public_key = optional(parse_wg_key, doc="empty: the server makes the key pair")
+
+
 SETTINGS_SECTIONS = {
     "system": SystemSettings, "lan": LanSettings, "wan": WanSettings,
     "security": SecuritySettings, "dhcp": DhcpSettings, "dns": DnsSettings,
     "mail": MailSettings, "pop3": Pop3Settings, "imap": ImapSettings,
     "sip": SipSettings,
     "web": WebSettings, "ldap": LdapSettings, "ntp": NtpSettings, "tls": TlsSettings,
+    "vpn": VpnSettings,
 }
 RECORD_SECTIONS = {
     "user": User, "alias": Alias, "host": Host, "record": Record, "forward": Forward,
     "trunk": Trunk, "number": Number, "group": Group, "attendant": Attendant,
+    "site": Site, "device": Device,
 }
 # The attribute of Config that holds each kind of record.
 RECORD_PLURALS = {
     "user": "users", "alias": "aliases", "host": "hosts", "record": "records",
     "forward": "forwards", "trunk": "trunks", "number": "numbers", "group": "groups",
-    "attendant": "attendants",
+    "attendant": "attendants", "site": "sites", "device": "devices",
 }
 # Names of the zone the server itself defines (guide 10; the last four for
 # mail clients' automatic set-up, SPEC 17).
@@ -385,6 +428,8 @@ RECORD_NAME = {
     "number": E164,
     "group": TARGET_NAME,
     "attendant": TARGET_NAME,
+    "site": re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$"),
+    "device": re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$"),
 }
 # What a valid name looks like, where "not a valid NAME" alone would not say.
 RECORD_NAME_HINT = {
@@ -423,6 +468,7 @@ class Config:
     ldap = attr.ib()
     ntp = attr.ib()
     tls = attr.ib(default=TlsSettings())
+    vpn = attr.ib(default=VpnSettings())
     users = attr.ib(factory=dict)
     aliases = attr.ib(factory=dict)
     hosts = attr.ib(factory=dict)
@@ -432,6 +478,8 @@ class Config:
     numbers = attr.ib(factory=dict)
     groups = attr.ib(factory=dict)
     attendants = attr.ib(factory=dict)
+    sites = attr.ib(factory=dict)
+    devices = attr.ib(factory=dict)
     doc = attr.ib(default=None, eq=False, repr=False)
     path = attr.ib(default=None, eq=False)
     # extension -> user, made on first use: every login names a user by it
@@ -471,8 +519,16 @@ class Config:
 
     @property
     def forwarding(self):
-        """Whether the kernel forwards between LAN and WAN in this mode."""
-        return self.security.mode != "lan-only" and self.wan.mode != "disabled"
+        """Whether the kernel forwards: between LAN and WAN in this mode, or to the tunnel (SPEC 16)."""
+        return (self.security.mode != "lan-only" and self.wan.mode != "disabled") or self.vpn.enabled
+
+    def is_tunnel_side(self, ip):
+        """Whether `ip` (IPv4Address) is on the tunnel: its subnet or a site's networks."""
+        vpn = self.vpn
+        if not vpn.enabled or vpn.address is None:
+            return False
+        return ip in vpn.address.network or any(
+            ip in net for site in self.sites.values() for net in site.networks)
 
     def user_by_extension(self, extension):
         index = self._by_extension

@@ -114,6 +114,7 @@ PACKAGES = {
     "baresip": "baresip-core",
     "chromium": "chromium",
     "chromedriver": "chromium-driver",
+    "wireguard-go": "wireguard-go",
 }
 
 # What a program needs for what the tests do with it beyond its Depends (only

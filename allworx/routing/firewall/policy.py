@@ -161,7 +161,13 @@ def public_ports(config):
         ports[("tcp", config.imap.imaps_port)] = "IMAPS"
     if config.sip.wan:
         ports[("tcp", config.sip.tls_port)] = "SIP over TLS (remote phones)"
+    if config.vpn.enabled:
+        ports[("udp", config.vpn.port)] = VPN_PORT_NAME
     return ports
+
+
+# The WireGuard port is open on the WAN in every mode, DMZ included (SPEC 16).
+VPN_PORT_NAME = "WireGuard (sites and remote access)"
 
 
 def resolve_forwards(config, host_addresses=None):
@@ -209,6 +215,8 @@ class FlowPolicy:
     forwards = attr.ib()        # tuple of ForwardRule
     sip_port = attr.ib(default=None)    # the SIP service's port, None when disabled
     rtp_ports = attr.ib(default=None)   # (low, high): its media ports
+    vpn_interface = attr.ib(default=None)   # the tunnel's interface, None when off
+    vpn_port = attr.ib(default=None)        # its UDP port on the WAN
     # Integer forms for the hot path, derived in __attrs_post_init__.
     _fast = attr.ib(init=False, repr=False, eq=False)
 
@@ -228,7 +236,9 @@ class FlowPolicy:
             dmz_open=frozenset((proto, port) for port, proto in config.security.dmz_open),
             forwards=resolve_forwards(config, host_addresses),
             sip_port=config.sip.port if config.sip.enabled else None,
-            rtp_ports=config.sip.rtp_ports if config.sip.enabled else None)
+            rtp_ports=config.sip.rtp_ports if config.sip.enabled else None,
+            vpn_interface=config.vpn.interface if config.vpn.enabled else None,
+            vpn_port=config.vpn.port if config.vpn.enabled else None)
 
     def __attrs_post_init__(self):
         net = self.lan_network
@@ -245,7 +255,8 @@ class FlowPolicy:
             "lan_only": {(proto_num[p], port): "%s is LAN-only" % name
                          for (p, port), name in self.lan_only.items()},
             "public": {(proto_num[p], port): name for (p, port), name in self.public.items()},
-            "dmz_open": frozenset((proto_num[p], port) for p, port in self.dmz_open),
+            "dmz_open": frozenset([(proto_num[p], port) for p, port in self.dmz_open] +
+                                  ([(UDP, self.vpn_port)] if self.vpn_port else [])),
             # In DMZ mode the media ports follow SIP: open when its port is.
             "dmz_rtp": self.rtp_ports if (("udp", self.sip_port) in self.dmz_open or
                                           ("tcp", self.sip_port) in self.dmz_open) else None,

@@ -82,6 +82,16 @@ def compile_chains(policy, queue_num=QUEUE_NUM):
     """
     lan = _ifname(policy.lan_interface, "LAN")
     wan = _ifname(policy.wan_interface, "WAN") if policy.wan_interface else None
+    vpn = _ifname(policy.vpn_interface, "VPN") if policy.vpn_interface else None
+    # The tunnel counts as LAN (SPEC 16): LAN <-> tunnel and tunnel <-> tunnel
+    # (a device to another site) are routed, never NATed; the tunnel never
+    # reaches the WAN through the office.
+    tunnel = []
+    if vpn:
+        tunnel = ["-i %s -o %s -j ACCEPT" % (lan, vpn), "-i %s -o %s -j ACCEPT" % (vpn, lan),
+                  "-i %s -o %s -j ACCEPT" % (vpn, vpn)]
+        if wan:
+            tunnel.append("-i %s -o %s -j DROP" % (vpn, wan))
     chains = {(table, ours): [] for table, _, ours in JUMPS}
     pre, nat_pre = chains[("mangle", "AWX-PRE")], chains[("nat", "AWX-PRE")]
     post = chains[("nat", "AWX-POST")]
@@ -114,18 +124,22 @@ def compile_chains(policy, queue_num=QUEUE_NUM):
             established,
             "-m conntrack --ctstate INVALID -j DROP",
             "-m mark --mark 0x%08x -j REJECT --reject-with icmp-admin-prohibited" % REJECT_MARK,
+        ] + tunnel + [
             "-i %s -o %s -m conntrack --ctstate NEW %s" % (lan, wan, queue),
             "-i %s -o %s -m conntrack --ctstate DNAT -j ACCEPT" % (wan, lan),
             "-j DROP",
         ])
     elif policy.mode == "router":
         inp.extend(guard)
+        fwd.extend(tunnel)
     else:  # lan-only
         inp.append(established)
         if wan:
             inp.extend(guard)
+            if policy.vpn_port:
+                inp.append("-i %s -p udp --dport %d -j ACCEPT" % (wan, policy.vpn_port))
             inp.append("-i %s -j DROP" % wan)
-        fwd.extend([
+        fwd.extend(tunnel + [
             "-i %s -j REJECT --reject-with icmp-admin-prohibited" % lan,
             "-j DROP",
         ])

@@ -43,7 +43,7 @@ QUEUE_CHECK_SECONDS = 10.0
 
 # Config sections whose change can change the policy or the ruleset.
 POLICY_SECTIONS = ("security", "lan", "wan", "forward", "host", "web", "ldap",
-                   "ntp", "pop3", "mail", "dns", "sip")
+                   "ntp", "pop3", "mail", "dns", "sip", "vpn")
 
 
 @implementer(IConnectionLog)

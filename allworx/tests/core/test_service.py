@@ -65,7 +65,7 @@ class CompositionTests(unittest.TestCase):
     def test_every_protocol_has_a_child_in_start_order(self):
         top = AllworxService(self.office())
         self.assertEqual([s.name for s in top], list(NAMES))
-        self.assertEqual(list(NAMES), ["network", "firewall", "dhcp", "dns", "ntp", "mail",
+        self.assertEqual(list(NAMES), ["network", "firewall", "vpn", "dhcp", "dns", "ntp", "mail",
                                        "sip", "ldap", "web"])
 
     def test_wiring(self):
