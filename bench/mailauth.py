@@ -26,7 +26,8 @@ once with dkimpy and sent as-is by every client.
   /etc/resolv.conf is never touched): `check_policy_service` to policyd-spf
   (Debian, spawned per smtpd, its Debian defaults: reject on Fail, a
   Received-SPF header), `reject_rbl_client rbl.example`, and OpenDKIM
-  (`Mode v`, a milter on 127.0.0.1 with the same DNS, no DNSSEC anchor).
+  (`Mode v`, a milter on a unix socket as Debian sets it up, the same DNS, no
+  DNSSEC anchor).
   Postfix has no DMARC or content filter here (OpenDMARC and a spam filter are
   not part of the peer), so allworx does more work per message.
 
