@@ -7,7 +7,7 @@ only comparable within one run.
 import subprocess
 import sys
 
-BENCHES = ["dns", "dhcp", "firewall", "smtp", "sip", "relay", "wan_dhcp", "web", "imap"]
+BENCHES = ["dns", "dhcp", "firewall", "smtp", "mailauth", "sip", "relay", "wan_dhcp", "web", "imap"]
 
 
 def main(argv=None):
