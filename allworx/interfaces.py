@@ -109,6 +109,26 @@ class IMailSecurity(Interface):
         """
 
 
+class IVpnPeers(Interface):
+    """The WireGuard tunnel of sites and devices as the Sites page and /metrics see it (SPEC 16)."""
+
+    public_key = Attribute("this server's WireGuard public key (base64), or None while off")
+
+    def peers():
+        """
+        A Deferred list of dicts, one per peer the engine holds: {"public_key"
+        (base64), "endpoint" ("host:port" or None), "last_handshake" (epoch
+        seconds or None before the first), "rx_bytes", "tx_bytes"}.
+        """
+
+    def site_status():
+        """
+        {site name: {"server_answers": bool or None (not yet probed),
+        "checked_at": epoch seconds or None}}: whether each site's server
+        answered the last probe over the tunnel.
+        """
+
+
 class IRegistrations(Interface):
     """The SIP registrar's bindings."""
 
@@ -188,3 +208,4 @@ class Views:
     call_history = attr.ib(default=None)    # ICallHistory
     trunks = attr.ib(default=None)          # ITrunks
     mail_security = attr.ib(default=None)   # IMailSecurity
+    vpn = attr.ib(default=None)             # IVpnPeers
