@@ -28,7 +28,7 @@ import dkim
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from allworx.dkimkeys import DkimKeys
+from allworx.dkimkeys import DkimKeys, mail_dns_records
 from allworx.office import DkimKeysChanged
 
 log = Logger()
@@ -171,6 +171,11 @@ class DkimSigner:
             self.selector_changed(old, self.office.config.mail.dkim_selector)
             return new
         return d.addCallback(made)
+
+    def records(self):
+        """The mail's DNS records as `IMailSecurity.records()` lists them (dicts)."""
+        config = self.office.config
+        return [r.as_dict(config.system.domain) for r in mail_dns_records(config, self.keys)]
 
     def in_use(self):
         """The selectors queued messages were signed with."""

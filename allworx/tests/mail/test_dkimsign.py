@@ -108,6 +108,15 @@ class SignTests(unittest.TestCase):
         theirs = b"Authentication-Results: mx.internet.example; spf=pass\n" + MSG
         self.assertEqual(self.signer.sign(theirs)[1], ["allworx"])
 
+    def test_records_for_the_mail_security_page(self):
+        rows = self.signer.records()
+        self.assertEqual([(r["name"], r["purpose"], r["source"]) for r in rows], [
+            ("allworx._domainkey.example.com", "dkim", "built-in"),
+            ("allworx-ed25519._domainkey.example.com", "dkim", "built-in"),
+            ("example.com", "spf", "built-in"),
+            ("_dmarc.example.com", "dmarc", "built-in")])
+        self.assertEqual(rows[0]["value"], self.keys.txt("allworx"))
+
     def test_without_keys_unsigned(self):
         empty = DkimSigner(make_office(self), MemoryReactorClock())
         self.assertEqual(empty.sign(MSG), (MSG, []))
