@@ -208,20 +208,15 @@ def reverse_name(address):
 
 
 def _txt_value(text):
-    """
-    TXT text in zone-file form: one quoted character-string, or several
-    when it is longer than a string may be (255 bytes: a DKIM RSA key),
-    which make one record whose strings a reader joins.
-    """
-    chunks, current, size = [], [], 0
+    """TXT text in zone-file form: quoted strings of at most 255 bytes (a DKIM key needs several)."""
+    chunks, size = [""], 0
     for ch in text:
         n = len(ch.encode("utf-8"))
         if size + n > 255:
-            chunks.append("".join(current))
-            current, size = [], 0
-        current.append(ch)
+            chunks.append("")
+            size = 0
+        chunks[-1] += ch
         size += n
-    chunks.append("".join(current))
     return " ".join('"%s"' % c.replace("\\", "\\\\").replace('"', '\\"') for c in chunks)
 
 
@@ -295,10 +290,9 @@ def zone_entries(config, wan_ip=None, dhcp=None, mail_records=()):
     for label, port, target in mail_services(config):
         if label not in config.records:
             add(label, "SRV", "0 1 %d %s" % (port, fq(target) if target else "."))
-    for record in mail_records:
-        label, rtype, value = record.label, record.rtype, record.value
-        if getattr(record, "source", "built-in") != "record":
-            add(label, rtype, _txt_value(value) if rtype == "TXT" else value)
+    for r in mail_records:     # those a [record] replaced come with the records below
+        if getattr(r, "source", "built-in") != "record":
+            add(r.label, r.rtype, _txt_value(r.value) if r.rtype == "TXT" else r.value)
     ptr = {lan: server}
     dynamic = {}  # address -> source of its PTR, for those that move with a lease
     leases = getattr(dhcp, "by_mac", {})

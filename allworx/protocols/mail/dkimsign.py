@@ -25,7 +25,7 @@ import re
 import time
 
 import dkim
-from twisted.internet import defer
+from twisted.internet import threads
 from twisted.logger import Logger
 
 from allworx.dkimkeys import DkimKeys, mail_dns_records
@@ -105,7 +105,7 @@ class DkimSigner:
     `queue` (set by the mail service) says which selectors are still in use.
     """
 
-    def __init__(self, office, reactor, defer_to_thread=None):
+    def __init__(self, office, reactor, defer_to_thread=threads.deferToThread):
         self.office = office
         self.reactor = reactor
         self.defer_to_thread = defer_to_thread
@@ -162,8 +162,7 @@ class DkimSigner:
         while keys.has(new):    # keys left from elsewhere: a fresh name instead
             taken.add(new)
             new = next_selector(old, self.reactor.seconds(), taken)
-        run = self.defer_to_thread or defer.maybeDeferred
-        d = run(keys.ensure, new)
+        d = self.defer_to_thread(keys.ensure, new)     # RSA generation: not in the reactor
 
         def made(_):
             self.office.update_settings("mail", {"dkim_selector": new})

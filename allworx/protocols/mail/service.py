@@ -11,6 +11,7 @@ configuration changes live (ports, switches, smarthost, users and aliases).
 import os
 
 from twisted.application import service
+from twisted.internet import threads
 from twisted.logger import Logger
 from twisted.names import client as dns_client
 
@@ -72,7 +73,7 @@ class MailService(OfficeService):
         self.relay = SmtpRelay(reactor, None, "localhost")
         self.store = MailStore(office, self.writer, reactor)
         # DKIM: keys under data_dir/dkim (the DNS service publishes them from there).
-        self.dkim = DkimSigner(office, reactor, defer_to_thread)
+        self.dkim = DkimSigner(office, reactor, defer_to_thread or threads.deferToThread)
         self.queue = OutboundQueue(office, self.writer, reactor, self.relay, self.store,
                                    signer=self.dkim)
         self.dkim.queue = self.queue

@@ -57,7 +57,7 @@ class SignTests(unittest.TestCase):
     def setUp(self):
         self.office = make_office(self)
         self.keys = install_keys(self.office.config.system.data_dir)
-        self.signer = DkimSigner(self.office, MemoryReactorClock())
+        self.signer = DkimSigner(self.office, MemoryReactorClock(), sync_thread)
 
     def verify(self, message):
         return verdicts(message, self.office.config)
@@ -118,7 +118,7 @@ class SignTests(unittest.TestCase):
         self.assertEqual(rows[0]["value"], self.keys.txt("allworx"))
 
     def test_without_keys_unsigned(self):
-        empty = DkimSigner(make_office(self), MemoryReactorClock())
+        empty = DkimSigner(make_office(self), MemoryReactorClock(), sync_thread)
         self.assertEqual(empty.sign(MSG), (MSG, []))
 
     def test_folded_headers(self):
@@ -136,7 +136,7 @@ class QueueSigningTests(unittest.TestCase):
         self.relay = FakeRelay(lambda domain, rcpt: self.answer)
         self.office, self.store, self.queue, self.clock = make_store(self, relay=self.relay)
         self.keys = install_keys(self.office.config.system.data_dir)
-        self.signer = DkimSigner(self.office, self.clock)
+        self.signer = DkimSigner(self.office, self.clock, sync_thread)
         self.queue.signer = self.signer
         self.signer.queue = self.queue
         self.events = []
@@ -269,7 +269,7 @@ class QueueSigningTests(unittest.TestCase):
         self.signer.rotate()
         # A new process: the queue from disk still holds the old selector.
         _, store, queue, clock = make_store(self, office=self.office, relay=self.relay)
-        signer = DkimSigner(self.office, clock)
+        signer = DkimSigner(self.office, clock, sync_thread)
         queue.signer, signer.queue = signer, queue
         queue.load()
         signer.start()
