@@ -39,7 +39,7 @@ from allworx.lab.topology import (
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
 
-def banner(admin_port, local_port, data_dir, config, phones=""):
+def banner(admin_port, local_port, data_dir, config, phones="", keys="STATE/inet/dkim"):
     return """
 ================================================================================
  allworx is running in the virtual office (lab prefix awx).
@@ -57,12 +57,19 @@ def banner(admin_port, local_port, data_dir, config, phones=""):
    allworx lab exec pc1 curl -s http://198.51.100.10/whoami   # NAT: shows the WAN address
    allworx lab exec pc1 swaks --server 192.168.2.254 --to bob@example.com
    allworx lab exec inet swaks --server <WAN address> --to alice@example.com
+   allworx lab exec inet swaks --server <WAN address> --to alice@example.com \\
+       --local-interface 198.51.100.66      # listed in dnsbl.internet.example: 554
+   {python} -m allworx.lab.mailsender --keys {keys} \\
+       --from news@internet.example --to alice@example.com --out /tmp/signed.eml
+   allworx lab exec inet swaks --server <WAN address> --from news@internet.example \\
+       --to alice@example.com --data @/tmp/signed.eml     # DKIM-signed: dkim=pass
    allworx lab status
 {phones}
  Ctrl-C stops the server and removes the virtual office.
 ================================================================================
 """.format(local=local_port, lan="192.168.2.254", admin=admin_port,
-           config=config, data=data_dir, phones=phones)
+           config=config, data=data_dir, phones=phones, keys=keys,
+           python=sys.executable)
 
 
 def acme_banner(lab, config):
@@ -156,8 +163,8 @@ def main(argv=None):
             lab.dhclient(host, "eth0", wait=False)
         lab.forward_port(args.local_port, "admin", "192.168.2.254", config.web.admin_port)
         phones = phone_banner(lab, os.path.basename(config_path)) + acme_banner(lab, config)
-        print(banner(config.web.admin_port, args.local_port, data_dir, config_path, phones),
-              flush=True)
+        print(banner(config.web.admin_port, args.local_port, data_dir, config_path, phones,
+                     keys=lab.mail_keys.directory), flush=True)
         while not stopping and server.poll() is None:
             time.sleep(0.5)
         if server.poll() is not None and not stopping:

@@ -16,7 +16,8 @@ The virtual office: network namespaces that make a small office on one machine.
              provider sip.internet.example (Kamailio, `allworx.lab.provider`);
              198.51.100.30: the ACME CA acme.internet.example (pebble,
              `allworx.lab.acmeca`); 198.51.100.31 and .32: the outside
-             phones' addresses
+             phones' addresses; 198.51.100.66: an address the lab's
+             blocklist (dnsbl.internet.example) lists
 
 Only documentation ranges are used, links are created inside the namespaces,
 and nothing in the host namespace changes except /etc/netns/<ns>/ (the

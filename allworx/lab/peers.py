@@ -27,10 +27,15 @@ from allworx.lab.maildir import (
     write_accounts,
     write_atomically,
 )
+from allworx.lab.mailsender import LabDkimKeys, txt_strings
 from allworx.lab.processes import LabError, LabRunner, missing_programs, read_file
 from allworx.lab.topology import (
     DNS_HOSTS,
     DNS_MX,
+    DNS_TXT,
+    DNSBL_ANSWER,
+    DNSBL_LISTED,
+    DNSBL_ZONE,
     INET_PORTS,
     INET_SERVICES,
     ISP_DNSMASQ,
@@ -78,6 +83,21 @@ class LabPeers(LabRunner):
         """The internet host's data directory (mail it received, POP3 boxes)."""
         return self._path("inet")
 
+    @property
+    def mail_keys(self):
+        """The internet mail senders' DKIM keys (`LabDkimKeys`), made at `up()`."""
+        return LabDkimKeys(self._path("inet", "dkim"))
+
+    def dns_txt_records(self):
+        """
+        [(name, TXT value)] the ISP's DNS publishes: the senders' SPF and
+        DMARC, their DKIM keys (once made), and the blocklist's entries (with
+        their A record in `dnsmasq_config`).
+        """
+        records = sorted(DNS_TXT.items()) + self.mail_keys.records()
+        records += [(dnsbl_name(ip), reason) for ip, reason in sorted(DNSBL_LISTED.items())]
+        return records
+
     # ------------------------------------------------------------ ISP
 
     def dnsmasq_config(self):
@@ -112,6 +132,10 @@ class LabPeers(LabRunner):
         lines += ["host-record=%s,%s" % (name, ip)
                   for name, ip in sorted(self.dns_hosts.items())]
         lines += ["mx-host=%s,%s,%d" % mx for mx in self.dns_mx]
+        lines += ["host-record=%s,%s" % (dnsbl_name(ip), DNSBL_ANSWER)
+                  for ip in sorted(DNSBL_LISTED)]
+        lines += ["txt-record=%s,%s" % (name, ",".join(_dnsmasq_quoted(s) for s in txt_strings(value)))
+                  for name, value in self.dns_txt_records()]
         # The office as the internet sees it: its WAN lease is named
         # OFFICE_WAN_NAME, and its names point there (the lab's ACME CA checks
         # HTTP-01 challenges on them).
@@ -122,6 +146,7 @@ class LabPeers(LabRunner):
 
     def _ensure_isp_dnsmasq(self):
         conf = self._path("isp", "dnsmasq.conf")
+        self.mail_keys.ensure()
         text = self.dnsmasq_config()
         try:
             with open(conf) as f:
@@ -343,6 +368,18 @@ class LabPeers(LabRunner):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def dnsbl_name(ip, zone=DNSBL_ZONE):
+    """The name a DNSBL `zone` answers for IPv4 address `ip`: its octets reversed."""
+    return ".".join(reversed(str(ipaddress.IPv4Address(ip)).split("."))) + "." + zone
+
+
+def _dnsmasq_quoted(text):
+    """One string of a dnsmasq txt-record: quoted, so commas stay in it."""
+    if '"' in text or "\\" in text:
+        raise ValueError("no quotes or backslashes in the lab's TXT records: %r" % (text,))
+    return '"%s"' % text
 
 
 def _dhclient_script(files, apply):

@@ -44,6 +44,39 @@ OFFICE_DOMAIN = "example.com"
 OFFICE_WAN_NAME = "office"
 OFFICE_NAMES = tuple("%s.%s" % (label, OFFICE_DOMAIN) for label in (
     "allworx", "www", "smtp", "pop", "imap", "mail", "autoconfig", "autodiscover"))
+# The internet's mail senders (`allworx.lab.mailsender`): INET_IP sends for
+# MAIL_DOMAIN, DKIM-signed with the lab's own keys (selectors MAIL_SELECTORS,
+# made once per lab under its state directory and published by the ISP's DNS).
+# FORGED_DOMAIN (the forger's victim, p=reject) and QUARANTINE_DOMAIN
+# (p=quarantine) allow no lab address to send for them. DNSBL_ZONE, the
+# internet's blocklist, lists LISTED_IP (an address of `inet` of its own, which
+# swaks sends from with --local-interface) and, as every DNSBL does, 127.0.0.2.
+MAIL_DOMAIN = "internet.example"
+MAIL_SELECTORS = ("lab", "lab-ed25519")      # RSA 2048, ed25519 (RFC 8463)
+FORGED_DOMAIN = "bank.example"
+FORGED_DOMAIN_IP = "198.51.100.40"           # named in DNS only; no host has it
+QUARANTINE_DOMAIN = "promo.example"
+DNSBL_ZONE = "dnsbl.internet.example"
+LISTED_IP = "198.51.100.66"
+DNSBL_REASON = "listed in the lab's blocklist: see http://%s/%s" % (DNSBL_ZONE, LISTED_IP)
+# name -> TXT strings: the senders' SPF and DMARC policies and the blocklist's
+# reasons (the DKIM keys are added by `peers.LabPeers.dnsmasq_config`).
+DNS_TXT = {
+    MAIL_DOMAIN: "v=spf1 ip4:%s -all" % INET_IP,
+    "_dmarc." + MAIL_DOMAIN: "v=DMARC1; p=reject",
+    FORGED_DOMAIN: "v=spf1 a -all",
+    "_dmarc." + FORGED_DOMAIN: "v=DMARC1; p=reject",
+    QUARANTINE_DOMAIN: "v=spf1 ip4:%s -all" % FORGED_DOMAIN_IP,
+    "_dmarc." + QUARANTINE_DOMAIN: "v=DMARC1; p=quarantine",
+}
+# The blocklist's entries: client address -> its TXT reason. A listed
+# address's name in the zone (its octets reversed) has A 127.0.0.2.
+DNSBL_LISTED = {
+    LISTED_IP: DNSBL_REASON,
+    "127.0.0.2": "the test entry every DNSBL lists",
+}
+DNSBL_ANSWER = "127.0.0.2"
+
 LAN_NET = "192.168.2.0/24"
 WAN_DHCP_RANGE = ("203.0.113.10", "203.0.113.50")
 
@@ -125,7 +158,9 @@ ADDRESSES = (
     ("inet", "eth0", INET_IP + "/24"),
     ("inet", "eth0", PROVIDER_IP + "/24"),
     ("inet", "eth0", ACME_IP + "/24"),
-) + tuple(("inet", "eth0", ip + "/24") for _, ip in sorted(OUTSIDE_PHONE_IPS.items()))
+) + tuple(("inet", "eth0", ip + "/24") for _, ip in sorted(OUTSIDE_PHONE_IPS.items())) + (
+    ("inet", "eth0", LISTED_IP + "/24"),
+)
 
 DEFAULT_ROUTES = (
     ("admin", "eth0", SERVER_LAN_IP),
@@ -146,6 +181,7 @@ DNS_HOSTS = {
     "mail.internet.example": INET_IP,
     PROVIDER_DOMAIN: PROVIDER_IP,
     ACME_DOMAIN: ACME_IP,
+    FORGED_DOMAIN: FORGED_DOMAIN_IP,
 }
 DNS_MX = (("internet.example", "mail.internet.example", 10),)
 

@@ -12,8 +12,9 @@ message and a loop is an error. A user's `email_forward` adds an outside copy.
 
 import attr
 
-# Names every mail domain must accept (RFC 5321 4.5.1, RFC 2142); they reach
-# the user named admin unless an alias of that name says otherwise.
+# Names every mail domain must accept (RFC 5321 4.5.1, RFC 2142); unless an
+# alias of that name says otherwise they reach the user named admin, else the
+# address `[system] admin_email`, else the first user of tap.conf.
 ROLE_NAMES = ("postmaster", "abuse")
 ADMIN_USER = "admin"
 MAX_DEPTH = 8
@@ -82,7 +83,7 @@ def classify(config, address):
         return "external"
     if local in config.users or local in config.aliases:
         return "local"
-    if local in ROLE_NAMES and ADMIN_USER in config.users:
+    if local in ROLE_NAMES and _role_target(config) is not None:
         return "local"
     return "unknown"
 
@@ -128,9 +129,22 @@ def _expand_local(config, name, path, done):
         return out
     if name in config.users:
         return _user(config, name)
-    if name in ROLE_NAMES and ADMIN_USER in config.users:
-        return _user(config, ADMIN_USER)
+    if name in ROLE_NAMES:
+        target = _role_target(config)
+        if target is not None:
+            if "@" in target:
+                return Expansion(external=(target.lower(),))
+            return _user(config, target)
     return Expansion(unknown=(name,))
+
+
+def _role_target(config):
+    """Who postmaster@ and abuse@ reach without an alias: a user name, an address or None."""
+    if ADMIN_USER in config.users:
+        return ADMIN_USER
+    if config.system.admin_email:
+        return config.system.admin_email
+    return next(iter(config.users), None)
 
 
 def _user(config, name):

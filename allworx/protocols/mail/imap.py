@@ -456,6 +456,7 @@ class ImapServer(FolderCommands, imap4.IMAP4Server):
                     data = f.read()
                 new = yield target.add(data, view.folder.flags.get(source, ""))
                 pairs.append((u, new, source))
+                self.factory.mailboxes.filed(self.user, view.folder.name, target.name, data)
             code = b""
             if pairs:
                 code = b"[COPYUID %d %s %s] " % (target.uidvalidity,

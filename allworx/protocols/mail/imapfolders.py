@@ -180,8 +180,11 @@ class FolderCommands:
             letters = letters_of([f.decode("ascii", "replace") for f in flags or ()
                                   if isinstance(f, bytes)])
             d = folder.add(data, letters)
-            return d.addCallback(lambda uid: b"[APPENDUID %d %d] APPEND completed"
-                                 % (folder.uidvalidity, uid))
+
+            def added(uid):
+                self.factory.mailboxes.filed(self.user, None, folder.name, data)
+                return b"[APPENDUID %d %d] APPEND completed" % (folder.uidvalidity, uid)
+            return d.addCallback(added)
         self._run(tag, work)
 
     auth_APPEND = select_APPEND = (do_APPEND, imap4.IMAP4Server.arg_astring,

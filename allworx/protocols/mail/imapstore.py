@@ -37,6 +37,8 @@ UIDLIST = "allworx-uidlist"
 SUBSCRIPTIONS = "allworx-subscriptions"
 SEPARATOR = "/"
 SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash", "Junk": "\\Junk"}
+JUNK = "Junk"
+TRASH = "Trash"
 FLAG_LETTERS = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S",
                 "\\Deleted": "T"}
 LETTER_FLAGS = {v: k for k, v in FLAG_LETTERS.items()}
@@ -105,6 +107,9 @@ class InboxStorage:
     def add(self, data, letters):
         return self.store.add_message(self.user, data, letters)
 
+    def forget(self):
+        """Nothing kept here: the store keeps INBOX current."""
+
 
 class SubStorage:
     """A Maildir++ subfolder, kept here (nothing else reads it)."""
@@ -134,6 +139,10 @@ class SubStorage:
 
     def entries(self):
         return {name: letters for name, (_, letters) in self.files.items()}
+
+    def forget(self):
+        """Something else put mail here (the store's Junk delivery): look again."""
+        self._files = None
 
     def open(self, name):
         try:
@@ -347,11 +356,38 @@ class Mailboxes:
         self.store = store
         self.reactor = reactor
         self.folders = {}        # (user, name) -> Folder
+        self.trainers = []       # callables (user, message bytes, is_spam): the spam filter
         store.listeners.append(self.inbox_changed)
+        store.folder_listeners.append(self.folder_changed)
+
+    def filed(self, user, source, target, data):
+        """
+        A message was copied, moved or appended (`source` None) into
+        `target`: into Junk it is spam to learn; out of Junk into a folder
+        other than Trash, ham.
+        """
+        if target == JUNK and source != JUNK:
+            is_spam = True
+        elif source == JUNK and target not in (JUNK, TRASH):
+            is_spam = False
+        else:
+            return
+        for trainer in list(self.trainers):
+            try:
+                trainer(user, data, is_spam)
+            except Exception:
+                log.failure("imap: training {user}'s spam filter failed", user=user)
 
     def inbox_changed(self, user):
         folder = self.folders.get((user, "INBOX"))
         if folder is not None:
+            folder.refresh()
+
+    def folder_changed(self, user, name):
+        """The store put mail in another folder (Junk): its open sessions see it."""
+        folder = self.folders.get((user, name))
+        if folder is not None:
+            folder.storage.forget()
             folder.refresh()
 
     def _dir(self, user, name):

@@ -15,15 +15,20 @@ from twisted.internet import threads
 from twisted.logger import Logger
 from twisted.names import client as dns_client
 
-from allworx.atomicfile import ensure_directory
+from allworx.atomicfile import ensure_directory, write_atomically
 from allworx.auth import OfficeUserChecker
 from allworx.certificates import CertificateKeeper
 from allworx.guards import LoginThrottle, PeerLimit
 from allworx.protocols.mail import fetch, imap, pop3
+from allworx.protocols.mail.decisions import DecisionLog
 from allworx.protocols.mail.dkimsign import DkimSigner
+from allworx.protocols.mail.dnsbl import Dnsbl
+from allworx.protocols.mail.greylist import Greylist
+from allworx.protocols.mail.inbound import InboundChecks
 from allworx.protocols.mail.durable import DurableWriter
 from allworx.protocols.mail.queue import OutboundQueue
 from allworx.protocols.mail.relay import SmtpRelay
+from allworx.protocols.mail.spam import ContentFilter
 from allworx.protocols.mail.smtp import MAX_CONNECTIONS_PER_PEER, MAX_SESSIONS, SmtpFactory
 from allworx.protocols.mail.store import MailStore
 from allworx.servicebase import OfficeService, PortsService
@@ -81,8 +86,18 @@ class MailService(OfficeService):
         self.own_certificates = certificates is None
         self.certificates = certificates or CertificateKeeper(lambda: office.config, reactor)
         self.tls_options = None
+        # Mail from the internet (SPEC 18): the decisions, DNSBL, greylist
+        # (made at start, under data_dir) and the content filter (rules,
+        # Bayes, attachments, rspamd and clamd; the Junk folder trains it).
+        self.decisions = DecisionLog(reactor)
+        self.greylist = None
+        self.content_filter = ContentFilter(office, reactor,
+                                            defer_to_thread=defer_to_thread or threads.deferToThread)
+        self.inbound = InboundChecks(office, None, self.decisions, Dnsbl(reactor),
+                                     content_filter=self.content_filter)
         self.smtp_factory = SmtpFactory(office, self.store.deliver, reactor, self.checker,
-                                        label="smtp", throttle=self.throttle, peer_limit=self.peers)
+                                        label="smtp", throttle=self.throttle, peer_limit=self.peers,
+                                        inbound=self.inbound)
         self.submission_factory = SmtpFactory(office, self.store.deliver, reactor, self.checker,
                                               submission=True, label="submission",
                                               throttle=self.throttle, peer_limit=self.peers)
@@ -94,6 +109,7 @@ class MailService(OfficeService):
         self.pop3 = pop3.make_pop3_service(self)
         self.imap = imap.make_imap_service(self)
         self.fetch = fetch.FetchService(self)
+        self.imap.factory.mailboxes.trainers.append(self.content_filter.train)
         for child in (self.queue_service, self.smtp, self.submission, self.pop3, self.imap,
                       self.fetch):
             child.setServiceParent(self)
@@ -123,12 +139,17 @@ class MailService(OfficeService):
         self.relay.helo_name = host
         self.relay.smarthost = config.mail.smarthost
         self.relay.resolver = own_resolver(config, self.reactor)
+        self.inbound.resolver = self.relay.resolver
 
     # ------------------------------------------------------------ life
 
     def startService(self):
         config = self.office.config
         ensure_directory(os.path.join(config.system.data_dir, "mail"))
+        if self.greylist is None:
+            self.greylist = self.inbound.greylist = Greylist(
+                os.path.join(config.system.data_dir, "mail", "greylist.json"), self.reactor,
+                write=self._write_file)
         if self.own_certificates:
             self.certificates.start()
         # The same live object for every port: a renewed certificate reaches
@@ -151,9 +172,17 @@ class MailService(OfficeService):
         except Exception:
             log.failure("mail: DKIM keys not made or changed: outbound mail may leave unsigned")
 
+    def _write_file(self, path, text):
+        if self.defer_to_thread is not None:
+            return self.defer_to_thread(write_atomically, path, text)
+        return threads.deferToThread(write_atomically, path, text)
+
     def stopService(self):
         if self.own_certificates:
             self.certificates.stop()
+        if self.greylist is not None:
+            self.greylist.stop()
+        self.content_filter.stop()      # what training left to write
         return OfficeService.stopService(self)
 
     def config_changed(self, event):

@@ -364,8 +364,23 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
                      session=self.session, rcpt=address, peer=self.peer_ip,
                      code=refusal.code, text=refusal.text)
             raise Reply(refusal.code, refusal.status, refusal.text)
+        inbound = self._inbound()
+        if inbound is not None:
+            return inbound.at_rcpt(self, self.transaction.sender, address).addCallback(
+                self._recipient_checked, address)
+        return self._recipient_checked(None, address)
+
+    def _recipient_checked(self, refusal, address):
+        if refusal is not None:
+            return refusal
         self.transaction.rcpt(address)
         return Reply(250, "2.1.5", "recipient OK")
+
+    def _inbound(self):
+        """The checks on mail from the internet (inbound.py), or None: not for LAN or AUTH clients."""
+        if self.user or self.from_lan:
+            return None
+        return self.factory.inbound
 
     def do_DATA(self, arg):
         self.transaction.data()
@@ -411,6 +426,15 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
             log.warn("SMTP {session}: refused a looping message from <{sender}> ({hops} hops)",
                      session=self.session, sender=sender, hops=smtpwire.MAX_HOPS)
             return self._send(Reply(554, "5.4.6", "too many hops: mail forwarding loop"))
+        inbound = self._inbound()
+        if inbound is None:
+            return self._wait(self._store(sender, recipients, message))
+        d = inbound.at_data(self, sender, recipients, message)
+        self._wait(d.addCallback(lambda outcome: outcome.reply or self._store(
+            sender, recipients, outcome.message, outcome.top, outcome.junk)))
+
+    def _store(self, sender, recipients, message, top=b"", junk=()):
+        """Deliver the message (`top` above our Received header); a Deferred of the Reply."""
         f = self.factory
         protocol_name = ("ESMTP" if self.esmtp else "SMTP") + ("S" if self.tls else "") + \
             ("A" if self.user else "")
@@ -427,7 +451,10 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
                     header += b"Message-ID: <%d.%s@%s>\n" % (
                         int(f.reactor.seconds() * 1000), os.urandom(6).hex().encode(),
                         f.hostname.encode())
-        d = f.deliver(recipients, header + message, sender)
+        if junk:
+            d = f.deliver(recipients, top + header + message, sender, junk=junk)
+        else:
+            d = f.deliver(recipients, top + header + message, sender)
 
         def stored(result):
             ACCEPTED.labels(f.label).inc()
@@ -441,7 +468,7 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
             log.warn("SMTP {session}: refused a message: {error}", session=self.session,
                      error=str(failure.value))
             return Reply(452, "4.3.1", "outbound queue full, try again later")
-        self._wait(d.addCallbacks(stored, full))
+        return d.addCallbacks(stored, full)
 
 
 def _b64(data):
@@ -454,7 +481,9 @@ def _b64(data):
 class SmtpFactory(protocol.ServerFactory):
     """
     Builds SmtpServer sessions for one port: `submission` asks for AUTH before
-    MAIL. `deliver(recipients, message, sender)` is the store's deliver. The
+    MAIL. `deliver(recipients, message, sender, junk=())` is the store's
+    deliver; `inbound` (inbound.InboundChecks, or None) checks mail from the
+    internet. The
     guards (`throttle`, a LoginThrottle; `peer_limit`, a PeerLimit: each
     peer's share and the cap in all) are its own unless given, to share them
     with the other ports.
@@ -463,8 +492,9 @@ class SmtpFactory(protocol.ServerFactory):
     protocol = SmtpServer
 
     def __init__(self, office, deliver, reactor, checker=None, tls_options=None,
-                 submission=False, label="smtp", throttle=None, peer_limit=None):
+                 submission=False, label="smtp", throttle=None, peer_limit=None, inbound=None):
         self.office = office
+        self.inbound = inbound
         self.deliver = deliver
         self.reactor = reactor
         self.checker = checker

@@ -19,7 +19,9 @@ Flagged, Replied, Seen, Trashed); `set_flags` renames the file (and fsyncs
 the directory) and `add_message` stores a message with its flags. Whoever
 changed a mailbox (delivery, POP3, phone, IMAP), the callables in
 `listeners` are called with the user's name, at once, so IMAP sessions learn
-of it.
+of it. Copies delivered to a user's Junk folder (`deliver(..., junk=USERS)`:
+Maildir++ `USER/.Junk`, made when missing) are told to `folder_listeners`,
+callables(user, folder name).
 """
 
 import email.header
@@ -152,6 +154,7 @@ class MailStore:
         self._sequence = itertools.count()
         self._tag = "P%d%s" % (os.getpid(), os.urandom(3).hex())
         self.listeners = []         # callables(user) told of every change to a mailbox
+        self.folder_listeners = []  # callables(user, folder) told of mail put in another folder
 
     # ------------------------------------------------------------ places
 
@@ -178,10 +181,25 @@ class MailStore:
 
     # ------------------------------------------------------------ delivery
 
-    def deliver(self, recipients, message, sender=None):
+    def junk_folder(self, user):
+        """The Maildir++ directory of a user's Junk folder."""
+        return os.path.join(self.maildir(user), ".Junk")
+
+    def junk_count(self, user):
+        """How many messages the user's Junk folder holds."""
+        total = 0
+        for sub in ("new", "cur"):
+            try:
+                total += len(os.listdir(os.path.join(self.junk_folder(user), sub)))
+            except FileNotFoundError:
+                pass
+        return total
+
+    def deliver(self, recipients, message, sender=None, junk=()):
         """
         Store `message` for `recipients` (addresses or names); aliases expand,
-        outside addresses are queued. Fires with `Delivered` once all is on disk.
+        outside addresses are queued; the copies of the users named in `junk`
+        go to their Junk folder. Fires with `Delivered` once all is on disk.
         """
         config = self.office.config
         try:
@@ -199,14 +217,20 @@ class MailStore:
         # The POP3 size rides in the name (",W=", as Dovecot does), so a
         # login lists a mailbox without reading every message.
         name = "%s,W=%d" % (msg_id, size)
-        files, placed = [], []
+        files, placed, junked = [], [], []
         try:
             for user in expansion.users:
                 self._ensure(user)
                 base = self.maildir(user)
+                if user in junk:
+                    base = self.junk_folder(user)
+                    for sub in ("tmp", "new", "cur"):
+                        ensure_directory(os.path.join(base, sub))
+                    junked.append(user)
+                else:
+                    placed.append(user)
                 files.append(PendingFile(os.path.join(base, "tmp", name),
                                          os.path.join(base, "new", name), data))
-                placed.append(user)
         except OSError as e:
             return defer.fail(e)
         entry = None
@@ -226,11 +250,14 @@ class MailStore:
                 DELIVERED.labels("local").inc()
                 self._added(user, _Entry(name, os.path.join(self.maildir(user), "new", name),
                                          size, False, voicemail), voicemail)
+            for user in junked:
+                DELIVERED.labels("junk").inc()
+                self._folder_changed(user, "Junk")
             if entry is not None:
                 self.queue.admit(entry)
-            log.debug("delivered {id} to {users} {external}", id=msg_id, users=placed,
-                      external=expansion.external)
-            return Delivered(msg_id, tuple(placed), expansion.external)
+            log.debug("delivered {id} to {users} {external} (Junk: {junked})", id=msg_id,
+                      users=placed, external=expansion.external, junked=junked)
+            return Delivered(msg_id, tuple(placed + junked), expansion.external)
         return d.addCallback(written)
 
     # ------------------------------------------------------------ reading
@@ -435,6 +462,13 @@ class MailStore:
                 listener(user)
             except Exception:
                 log.failure("a mailbox listener failed for {user}", user=user)
+
+    def _folder_changed(self, user, folder):
+        for listener in list(self.folder_listeners):
+            try:
+                listener(user, folder)
+            except Exception:
+                log.failure("a folder listener failed for {user}", user=user)
 
     def _announce(self, user, before):
         after = self.voicemail_counts(user)

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 
 from allworx.config import RECORD_PLURALS, RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigErrors
 from allworx.guards import login_name, until_text
-from allworx.protocols.web import callhistory, changes
+from allworx.protocols.web import callhistory, changes, mailsecurity
 from allworx.protocols.web.admin import LockedOut, form_of, peer_of
 from allworx.protocols.web.metrics import WEB_CHANGES
 from allworx.protocols.web.openapi import openapi_document
@@ -243,6 +243,7 @@ class OfficeApi:
                               "/api/v1/hosts", "/api/v1/records", "/api/v1/forwards",
                               "/api/v1/trunks", "/api/v1/numbers", "/api/v1/groups", "/api/v1/attendants",
                               "/api/v1/dhcp/leases", "/api/v1/connections", "/api/v1/mail/queue",
+                              "/api/v1/mail/security", "/api/v1/mail/dkim/rotate",
                               "/api/v1/sip/registrations", "/api/v1/sip/trunks",
                               "/api/v1/status", "/api/v1/backup",
                               "/api/v1/lockouts", "/api/v1/calls"],
@@ -454,6 +455,26 @@ class OfficeApi:
             request.setResponseCode(204)
             return b""
         return d.addCallback(gone)
+
+    @app.route("/v1/mail/security", methods=["GET"])
+    @guarded
+    def mail_security(self, request):
+        """DNS records to publish, the last decisions on incoming mail, Junk counts (SPEC 18)."""
+        view = self._view("mail_security", "mail service")
+        verdict = (request.args.get(b"verdict") or [b""])[0].decode("utf-8", "replace") or None
+        if verdict is not None and verdict not in mailsecurity.VERDICTS:
+            raise ApiError(400, "invalid", "verdict is one of %s" % ", ".join(mailsecurity.VERDICTS),
+                           field="verdict")
+        limit = _int_arg(request, b"limit", mailsecurity.API_LIMIT, 1, mailsecurity.DECISIONS_KEPT)
+        return mailsecurity.security_json(view, limit, verdict)
+
+    @app.route("/v1/mail/dkim/rotate", methods=["POST"])
+    @guarded
+    def dkim_rotate(self, request):
+        """New DKIM keys under a new selector."""
+        d = mailsecurity.rotate(self._view("mail_security", "mail service"))
+        d.addCallback(lambda selector: self.changed("the DKIM keys (%s)" % selector) or selector)
+        return d.addCallback(lambda selector: {"selector": selector})
 
     @app.route("/v1/sip/registrations", methods=["GET"])
     @guarded

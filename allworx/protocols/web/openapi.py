@@ -8,6 +8,7 @@ from allworx import __version__
 from allworx.config import RECORD_PLURALS, RECORD_SECTIONS, SETTINGS_SECTIONS, keys_of
 from allworx.interfaces import CALL_DIRECTIONS, CALL_FIELDS, CALL_OUTCOMES
 from allworx.protocols.web.changes import SERVER_KEYS
+from allworx.protocols.web.mailsecurity import VERDICTS
 
 COLLECTIONS = tuple((plural, kind) for kind, plural in RECORD_PLURALS.items())
 
@@ -101,6 +102,58 @@ def calls_path():
             "503": {"description": "the phone system is not running"}}}}
 
 
+MAIL_RECORD = {"type": "object", "properties": {
+    "name": {"type": "string", "description": "fully qualified, e.g. allworx._domainkey.example.com"},
+    "type": {"type": "string", "enum": ["TXT"]},
+    "value": {"type": "string", "description": "the record's text, to publish as it is"},
+    "purpose": {"type": "string", "enum": ["dkim", "spf", "dmarc"]},
+    "source": {"type": "string", "enum": ["built-in", "record"],
+               "description": "record: a [record] of tap.conf overrides the built-in one"},
+    "note": {"type": "string", "description": "advice, such as the smarthost provider's include"}}}
+
+MAIL_DECISION = {"type": "object", "properties": {
+    "time": {"type": "string", "format": "date-time"},
+    "client": {"type": "string", "description": "the sending server's address"},
+    "helo": {"type": "string"}, "sender": {"type": "string", "description": "MAIL FROM"},
+    "recipients": {"type": "array", "items": {"type": "string"}},
+    "verdict": {"type": "string", "enum": list(VERDICTS)},
+    "reason": {"type": "string"}, "score": _nullable("number"),
+    "auth": {"type": "string", "description": "the Authentication-Results value, or empty"}}}
+
+
+def mail_security_paths():
+    """GET /api/v1/mail/security and POST /api/v1/mail/dkim/rotate (SPEC 18)."""
+    off = {"description": "the mail service is not running", "content": _json(
+        {"$ref": "#/components/schemas/Error"})}
+    return {
+        "/api/v1/mail/security": {"get": {
+            "summary": "DNS records to publish, the last decisions on mail from the internet "
+                       "(newest first) and each user's Junk count",
+            "parameters": [
+                {"name": "limit", "in": "query", "required": False, "description": "decisions",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}},
+                {"name": "verdict", "in": "query", "required": False, "description": "only these",
+                 "schema": {"type": "string", "enum": list(VERDICTS)}}],
+            "responses": {
+                "200": {"description": "records, decisions, junk", "content": _json({
+                    "type": "object", "properties": {
+                        "records": {"type": "array",
+                                    "items": {"$ref": "#/components/schemas/MailRecord"}},
+                        "decisions": {"type": "array",
+                                      "items": {"$ref": "#/components/schemas/MailDecision"}},
+                        "junk": {"type": "object", "additionalProperties": {"type": "integer"},
+                                 "description": "user -> messages in the Junk folder"}}})},
+                "400": RESPONSES["400"], "401": RESPONSES["401"], "503": off}}},
+        "/api/v1/mail/dkim/rotate": {"post": {
+            "summary": "New DKIM keys under a new selector; the old one stays published while "
+                       "queued mail is signed with it",
+            "responses": {
+                "200": {"description": "the new selector", "content": _json({
+                    "type": "object", "properties": {"selector": {"type": "string"}}})},
+                "401": RESPONSES["401"], "503": off}}},
+    }
+
+
 def openapi_document():
     """The OpenAPI document served at /api/v1/openapi.json."""
     paths = {}
@@ -190,6 +243,9 @@ def openapi_document():
         "responses": dict(RESPONSES, **{"200": {"description": "the lock-outs that ended", "content": _json({
             "type": "object", "properties": {"unlocked": {"type": "array", "items": ref}}})}})}}
     schemas["Call"] = CALL
+    schemas["MailRecord"] = MAIL_RECORD
+    schemas["MailDecision"] = MAIL_DECISION
+    paths.update(mail_security_paths())
     paths["/api/v1/calls"] = calls_path()
     paths["/api/v1/backup"] = {
         "get": {"summary": "tap.conf as it stands", "responses": {

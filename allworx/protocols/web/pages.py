@@ -19,6 +19,7 @@ from allworx.protocols.web import forms
 from allworx.protocols.web import mailsetup
 from allworx.protocols.web.callhistory import history_context
 from allworx.protocols.web.lines import LinesPage
+from allworx.protocols.web.mailsecurity import MailSecurityPage
 from allworx.protocols.web.metrics import field
 from allworx.protocols.web.pagebase import (
     Page, RecordActions, Redirect, SettingsPage, ago_or_in, listed, relative_rfc3339,
@@ -468,6 +469,6 @@ class BackupPage(Page):
 
 
 PAGES = [StatusPage(), NetworkPage(), SecurityPage(), DhcpPage(), DnsPage(), AliasPage(),
-         UsersPage(), ServicesPage(), MailQueuePage(), PhonesPage(), LinesPage(),
+         UsersPage(), ServicesPage(), MailQueuePage(), MailSecurityPage(), PhonesPage(), LinesPage(),
          ConnectionsPage(), BackupPage()]
 PAGES_BY_SLUG = {p.slug: p for p in PAGES}

@@ -387,7 +387,7 @@ class LabTests(unittest.TestCase):
         self.assertEqual(out.stdout.strip(), "198.51.100.1", client_report(out))
 
     def test_isp_dns(self):
-        require_programs(self, ["dig"])
+        require_programs(self, ["dig", "curl"])
         dig = ["dig", "+short", "+time=2", "+tries=1", "@203.0.113.1"]
         out = self.lab.run("isp", dig + ["web.internet.example"])
         self.assertEqual(out.stdout.strip(), "198.51.100.10", client_report(out))
@@ -395,6 +395,18 @@ class LabTests(unittest.TestCase):
         self.assertEqual(out.stdout.strip(), "198.51.100.30", client_report(out))
         out = self.lab.run("inet", dig + ["internet.example", "MX"])
         self.assertEqual(out.stdout.strip(), "10 mail.internet.example.", client_report(out))
+        # The internet's mail records (SPEC 18): SPF, the lab's DKIM keys (made
+        # at `up`), the blocklist listing inet's 198.51.100.66.
+        out = self.lab.run("inet", dig + ["internet.example", "TXT"])
+        self.assertEqual(out.stdout.strip(), '"v=spf1 ip4:198.51.100.10 -all"', client_report(out))
+        out = self.lab.run("inet", dig + ["lab._domainkey.internet.example", "TXT"])
+        key = dict(self.lab.mail_keys.records())["lab._domainkey.internet.example"]
+        self.assertEqual(out.stdout.strip().replace('" "', "").strip('"'), key, client_report(out))
+        out = self.lab.run("inet", dig + ["66.100.51.198.dnsbl.internet.example", "A"])
+        self.assertEqual(out.stdout.strip(), "127.0.0.2", client_report(out))
+        out = self.lab.run("isp", ["curl", "-sS", "-m", "5", "--interface", "198.51.100.1",
+                                   "http://198.51.100.66/whoami"], check=False)
+        self.assertEqual(out.stdout.strip(), "198.51.100.1", client_report(out))
         resolv = self.lab.run("pc1", ["cat", "/etc/resolv.conf"])
         self.assertEqual(resolv.stdout.split()[-1], "192.168.2.254", client_report(resolv))
 

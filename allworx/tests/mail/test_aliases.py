@@ -66,6 +66,17 @@ class ExpandTests(unittest.TestCase):
     def test_role_names_reach_admin(self):
         self.assertEqual(expand(CONFIG, ["postmaster@example.com"]).users, ("admin",))
 
+    def test_role_names_without_an_admin_user(self):
+        """RFC 5321 4.5.1: postmaster always exists: admin_email, else the first user."""
+        users = {k: v for k, v in CONFIG.users.items() if k != "admin"}
+        no_admin = attr.evolve(CONFIG, users=users)
+        first = next(iter(users))
+        self.assertEqual(classify(no_admin, "postmaster@example.com"), "local")
+        self.assertEqual(expand(no_admin, ["abuse@example.com"]).users, (first,))
+        mailed = attr.evolve(no_admin, system=attr.evolve(no_admin.system,
+                                                          admin_email="it@outside.example"))
+        self.assertEqual(expand(mailed, ["postmaster"]).external, ("it@outside.example",))
+
     def test_unknown(self):
         self.assertEqual(expand(CONFIG, ["ghost"]).unknown, ("ghost",))
 

@@ -1,5 +1,8 @@
 """Tests for the "mail" child service (allworx.protocols.mail.service): composition and live reconfiguration."""
 
+import os
+
+from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
@@ -32,6 +35,16 @@ class MailServiceTests(unittest.TestCase):
         self.assertEqual(self.mail.fetch.status, {})
         self.assertEqual(self.ports(), ([2110, 2143, 2525, 2587], [465, 2993, 2995]))
         self.assertEqual(self.office.status["smtp"].state, "up")
+
+    def test_the_junk_folder_trains_the_content_filter(self):
+        trained = []
+
+        def train(user, toks, spam):
+            trained.append((user, spam))
+            return defer.succeed(None)
+        self.mail.content_filter.bayes.train = train
+        self.mail.imap.factory.mailboxes.filed("alice", "INBOX", "Junk", b"Subject: win\n\nprize\n")
+        self.assertEqual(trained, [("alice", True)])
 
     def test_imap_follows_its_section_and_the_mail_certificate(self):
         self.assertIs(self.mail.imap.factory.tls_options, self.mail.tls_options)
@@ -117,3 +130,28 @@ class MailServiceTests(unittest.TestCase):
     def test_own_resolver_first(self):
         r = mail_service.own_resolver(self.office.config, self.reactor)
         self.assertEqual(r.servers, [("127.0.0.1", 53), ("203.0.113.1", 53)])
+
+
+class InboundWiringTests(unittest.TestCase):
+    """The checks on mail from the internet, as the service builds them (SPEC 18)."""
+
+    setUp = MailServiceTests.setUp
+
+    def test_port_25_checks_wan_mail_submission_does_not(self):
+        inbound = self.mail.smtp_factory.inbound
+        self.assertIs(inbound, self.mail.inbound)
+        self.assertIsNone(self.mail.submission_factory.inbound)
+        self.assertIs(inbound.resolver, self.mail.relay.resolver)
+        self.assertIs(inbound.decisions, self.mail.decisions)
+        self.assertTrue(self.mail.inbound.greylist.path.endswith("/mail/greylist.json"))
+
+    def test_resolver_follows_the_config(self):
+        before = self.mail.inbound.resolver
+        self.office.update_settings("dns", {"primary": "192.0.2.53"})
+        self.assertIsNot(self.mail.inbound.resolver, before)
+        self.assertIs(self.mail.inbound.resolver, self.mail.relay.resolver)
+
+    def test_greylist_state_written_at_stop(self):
+        self.mail.inbound.greylist.check("198.51.100.1", "a@x.example", "alice@example.com")
+        self.mail.stopService()
+        self.assertTrue(os.path.exists(self.mail.inbound.greylist.path))
