@@ -28,6 +28,7 @@ from allworx.protocols.mail.inbound import InboundChecks
 from allworx.protocols.mail.durable import DurableWriter
 from allworx.protocols.mail.queue import OutboundQueue
 from allworx.protocols.mail.relay import SmtpRelay
+from allworx.protocols.mail.security import MailSecurity
 from allworx.protocols.mail.spam import ContentFilter
 from allworx.protocols.mail.smtp import MAX_CONNECTIONS_PER_PEER, MAX_SESSIONS, SmtpFactory
 from allworx.protocols.mail.store import MailStore
@@ -95,6 +96,7 @@ class MailService(OfficeService):
                                             defer_to_thread=defer_to_thread or threads.deferToThread)
         self.inbound = InboundChecks(office, None, self.decisions, Dnsbl(reactor),
                                      content_filter=self.content_filter)
+        self.security = MailSecurity(office, self.dkim, self.decisions, self.store)
         self.smtp_factory = SmtpFactory(office, self.store.deliver, reactor, self.checker,
                                         label="smtp", throttle=self.throttle, peer_limit=self.peers,
                                         inbound=self.inbound)
