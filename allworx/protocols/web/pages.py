@@ -20,6 +20,7 @@ from allworx.protocols.web import mailsetup
 from allworx.protocols.web.callhistory import history_context
 from allworx.protocols.web.lines import LinesPage
 from allworx.protocols.web.mailsecurity import MailSecurityPage
+from allworx.protocols.web.vpnsites import SitesPage
 from allworx.protocols.web.metrics import field
 from allworx.protocols.web.pagebase import (
     Page, RecordActions, Redirect, SettingsPage, ago_or_in, listed, relative_rfc3339,
@@ -470,5 +471,5 @@ class BackupPage(Page):
 
 PAGES = [StatusPage(), NetworkPage(), SecurityPage(), DhcpPage(), DnsPage(), AliasPage(),
          UsersPage(), ServicesPage(), MailQueuePage(), MailSecurityPage(), PhonesPage(), LinesPage(),
-         ConnectionsPage(), BackupPage()]
+         SitesPage(), ConnectionsPage(), BackupPage()]
 PAGES_BY_SLUG = {p.slug: p for p in PAGES}
