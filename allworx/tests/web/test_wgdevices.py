@@ -9,12 +9,14 @@ a device with its own key, devices added and removed with every error at
 once, 401 without credentials.
 """
 
+import base64
 import os
 
 from allworx.protocols.web import sitesapi  # noqa: F401 (the routes)
 from allworx.protocols.web import wgdevices
 from allworx.tests.core.test_config_vpn import KEY2
 from allworx.tests.web.test_api import ApiCase
+from allworx.tests.web.test_pages import LoggedIn
 from allworx.tests.web.test_vpnsites import TEXT, FakeVpn
 from allworx.tests.webhelpers import AdminClient
 from allworx.vpnkeys import ensure_server_key, public_key, read_device_key
@@ -175,4 +177,82 @@ class DeviceRecordTests(DeviceCase):
                                            "address": "10.9.9.9"})
         self.assertEqual(r.code, 400, r.text)
         self.assertEqual({e["key"] for e in r.json["errors"]}, {"user", "address"}, r.json)
+        self.assertEqual(self.c.tap_conf(), before)
+
+
+class UsersPageTests(LoggedIn):
+    text = TEXT
+
+    def setUp(self):
+        LoggedIn.setUp(self)
+        self.c.office.wan_address = "203.0.113.1"
+        self.data = self.c.office.config.system.data_dir
+        self.server = public_key(ensure_server_key(self.data)[0])
+        self.vpn = FakeVpn()
+        self.c.ctx.views.vpn = self.vpn
+
+    def test_users_list_their_devices(self):
+        text = self.c.get("/users").text
+        self.assertIn('<a href="/users/alice/device/alice-laptop">alice-laptop</a>', text)
+        self.assertIn('<a href="/users/alice/device/alice-phone">alice-phone</a>', text)
+
+    def test_user_page_lists_devices_with_links(self):
+        text = self.c.get("/users/alice").text
+        self.assertIn("Remote devices", text)
+        self.assertIn('<a href="/users/alice/device/alice-phone">config and QR code</a>', text)
+        self.assertIn('<a href="/api/v1/devices/alice-phone/wireguard.conf">.conf</a>', text)
+        self.assertIn('<a href="/api/v1/devices/alice-phone/wireguard.png">QR</a>', text)
+        self.assertIn("server-made; the private key not shown yet", text)
+        self.assertIn("its own key", text)
+        # Listing makes no key.
+        self.assertIsNone(read_device_key(self.data, "alice-phone"))
+
+    def test_device_page_shows_the_key_once_in_text_and_qr(self):
+        text = self.c.get("/users/alice/device/alice-phone").text
+        key = read_device_key(self.data, "alice-phone")
+        conf = expected(key, self.server)
+        self.assertIn('<pre class="conf">%s</pre>' % conf, text)
+        qr = base64.b64encode(wgdevices.qr_png(conf)).decode()
+        self.assertIn('src="data:image/png;base64,%s"' % qr, text)
+        again = self.c.get("/users/alice/device/alice-phone").text
+        self.assertIn("PrivateKey = (shown once)", again)
+        self.assertNotIn(key, again)
+        self.assertIn("server-made; the private key was shown", self.c.get("/users/alice").text)
+
+    def test_new_key_from_the_page(self):
+        self.c.get("/users/alice/device/alice-phone")
+        old = read_device_key(self.data, "alice-phone")
+        r = self.submit("/users/alice/device/alice-phone", "new_key", name="alice-phone")
+        self.assertEqual(r.headers.getRawHeaders("location"), ["/users/alice/device/alice-phone"])
+        new = read_device_key(self.data, "alice-phone")
+        self.assertNotEqual(old, new)
+        self.assertEqual(self.vpn.keys, 1)
+        self.assertIn("PrivateKey = %s" % new, self.c.get("/users/alice/device/alice-phone").text)
+
+    def test_another_users_device_is_not_found(self):
+        self.assertEqual(self.c.get("/users/bob/device/alice-phone").code, 404)
+
+    def test_add_and_delete_a_device(self):
+        r = self.submit("/users/bob", "add_device", name="bob-laptop", address="192.168.99.20",
+                        public_key="")
+        self.assertEqual(r.headers.getRawHeaders("location"), ["/users/bob/device/bob-laptop"])
+        self.assertEqual(self.c.office.config.devices["bob-laptop"].user, "bob")
+        self.assertIn("Address = 192.168.99.20/32", self.c.get("/users/bob/device/bob-laptop").text)
+        r = self.submit("/users/bob", "delete_device", name="bob-laptop")
+        self.assertEqual(r.headers.getRawHeaders("location"), ["/users/bob"])
+        self.assertNotIn("bob-laptop", self.c.office.config.devices)
+
+    def test_add_device_every_error_at_once(self):
+        before = self.c.tap_conf()
+        r = self.submit("/users/bob", "add_device", name="Bad Name!", address="10.9.9.9",
+                        public_key="nope")
+        self.assertEqual(r.code, 400, r.text)
+        self.assertIn("Nothing was changed.", r.text)
+        self.assertIn('value="10.9.9.9"', r.text)
+        self.assertIn('value="nope"', r.text)
+        self.assertGreaterEqual(r.text.count('class="error-text"'), 2, r.text)
+        r = self.submit("/users/bob", "add_device", name="bob-pc", address="10.9.9.9",
+                        public_key="")
+        self.assertEqual(r.code, 400, r.text)
+        self.assertIn("tunnel subnet", r.text)
         self.assertEqual(self.c.tap_conf(), before)
