@@ -91,11 +91,17 @@ class _Probe(protocol.DatagramProtocol):
 
     def startProtocol(self):
         port = self.transport.getHost().port
-        self.transport.write(options_request(self.address, self.local_host, port,
-                                             self.our_domain, self.call_id, _token(), _token(4)),
-                             (self.address, SIP_PORT))
+        self._send(options_request(self.address, self.local_host, port, self.our_domain,
+                                   self.call_id, _token(), _token(4)), SIP_PORT)
         if self.domain:
-            self.transport.write(soa_query(self.domain, self.dns_id), (self.address, DNS_PORT))
+            self._send(soa_query(self.domain, self.dns_id), DNS_PORT)
+
+    def _send(self, data, port):
+        try:
+            self.transport.write(data, (self.address, port))
+        except OSError as e:       # no route (the tunnel is not up): no answer will come
+            log.info("vpn: probe to {address}:{port} not sent: {why}", address=self.address,
+                     port=port, why=e)
 
     def datagramReceived(self, data, addr):
         if addr[0] != self.address or self.done.called:

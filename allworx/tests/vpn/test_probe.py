@@ -254,3 +254,28 @@ class ServiceAsPeersTests(ServiceTestBase):
         self.successResultOf(svc.keys_changed())
         self.assertFalse(os.path.exists(os.path.join(self.data, "vpn")))
 
+
+
+class UnroutableTransport(FakeUdpTransport):
+    def write(self, data, addr):
+        raise OSError(101, "Network is unreachable")
+
+
+class UnroutableTests(unittest.TestCase):
+    def test_a_send_that_fails_is_no_answer_and_the_socket_closes(self):
+        reactor = UdpReactor()
+        ports = []
+
+        def listen(port, proto, interface="", maxPacketSize=8192):
+            transport = UnroutableTransport(40000)
+            ports.append(transport)
+            proto.makeConnection(transport)
+            return transport
+        reactor.listenUDP = listen
+        config = C.parse_config(with_sections(VPN))
+        prober = P.SiteProber(reactor, lambda: config)
+        prober.start()
+        reactor.advance(2)
+        self.assertFalse(prober.status()["branch"]["server_answers"])
+        self.assertTrue(ports[0].closed)
+        prober.stop()
