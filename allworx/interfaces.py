@@ -128,6 +128,12 @@ class IVpnPeers(Interface):
         answered the last probe over the tunnel.
         """
 
+    def keys_changed():
+        """
+        A server-made device key was made anew (the admin pages' "new key"):
+        give the tunnel the keys as they are now. A Deferred.
+        """
+
 
 class IRegistrations(Interface):
     """The SIP registrar's bindings."""

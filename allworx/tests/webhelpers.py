@@ -82,6 +82,7 @@ class AdminClient:
         if not isinstance(result[0], tuple):
             result[0].raiseException()
         response, body = result[0]
+        response.body = body
         response.text = body.decode("utf-8", "replace")
         return response
 

@@ -162,8 +162,8 @@ class AdminContext:
                                                   self.office.config.system.domain))
         return self.templates.get_template(template).render(**context).encode("utf-8")
 
-    def render_page(self, request, page, session, sub, state=None):
-        """A page with its context, the session's notices and a form's errors."""
+    def render_page(self, request, page, session, sub, state=None, more=None):
+        """A page with its context (and `more` of it), the session's notices and a form's errors."""
         form = state
 
         def value(action, name, current="", kind="text"):
@@ -183,6 +183,7 @@ class AdminContext:
 
         query = form_of(request) if request.method in (b"GET", b"HEAD") else {}
         context = page.context_for(self, sub, query)
+        context.update(more or {})
         return self.render(
             request, page.template_for(sub), page=page, csrf=session.csrf,
             notices=session.take_notices(), form=form, value=value, error=error,
@@ -245,11 +246,34 @@ class PageResource(resource.Resource):
                                   b'attachment; filename="%s"' % filename.encode("ascii"))
                 request.setHeader(b"cache-control", b"no-store")
                 return body
+            prepare = getattr(self.page, "prepare", None)
+            if prepare is not None:
+                return self.show_live(request, session, sub, prepare)
             return self.ctx.render_page(request, self.page, session, sub)
         except KeyError as e:
-            request.setResponseCode(404)
-            return self.ctx.render(request, "message.html", title="Not found",
-                                   message="There is no %s." % e.args[0])
+            return self.not_found(request, e)
+
+    def not_found(self, request, e):
+        request.setResponseCode(404)
+        return self.ctx.render(request, "message.html", title="Not found",
+                               message="There is no %s." % e.args[0])
+
+    def show_live(self, request, session, sub, prepare):
+        """A page whose `prepare` first fetches its live part (a Deferred of more context)."""
+        d = defer.maybeDeferred(prepare, self.ctx, sub)
+        d.addCallback(lambda more: finish(request, self.ctx.render_page(
+            request, self.page, session, sub, more=more)))
+
+        def failed(failure):
+            if failure.check(KeyError):
+                return finish(request, self.not_found(request, failure.value))
+            log.failure("admin page {page} failed", failure, page=self.page.slug)
+            request.setResponseCode(500)
+            finish(request, self.ctx.render(request, "message.html", title="Error",
+                                            message="The page failed: %s"
+                                            % failure.getErrorMessage()))
+        d.addErrback(failed)
+        return server.NOT_DONE_YET
 
     def post(self, request, session, sub):
         form = form_of(request)

@@ -245,6 +245,9 @@ class OfficeApi:
                               "/api/v1/dhcp/leases", "/api/v1/connections", "/api/v1/mail/queue",
                               "/api/v1/mail/security", "/api/v1/mail/dkim/rotate",
                               "/api/v1/sip/registrations", "/api/v1/sip/trunks",
+                              "/api/v1/sites", "/api/v1/devices",
+                              "/api/v1/devices/{name}/wireguard.conf",
+                              "/api/v1/devices/{name}/wireguard.png", "/api/v1/devices/{name}/key",
                               "/api/v1/status", "/api/v1/backup",
                               "/api/v1/lockouts", "/api/v1/calls"],
                 "openapi": "/api/v1/openapi.json"}

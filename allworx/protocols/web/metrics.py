@@ -9,7 +9,7 @@ registry.
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, REGISTRY, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from twisted.web import resource
+from twisted.web import resource, server
 
 WEB_REQUESTS = Counter(
     "allworx_web_requests_total", "HTTP requests answered, by site and status class",
@@ -105,11 +105,20 @@ class MetricsPage(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, registry):
+    def __init__(self, registry, prepare=None):
         resource.Resource.__init__(self)
         self.registry = registry
+        self.prepare = prepare      # read what a collector shows first: a Deferred
 
     def render_GET(self, request):
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
         request.setHeader(b"cache-control", b"no-store")
-        return generate_latest(self.registry)
+        if self.prepare is None:
+            return generate_latest(self.registry)
+
+        def answer(_):
+            if not request.finished and not getattr(request, "_disconnected", False):
+                request.write(generate_latest(self.registry))
+                request.finish()
+        self.prepare().addBoth(answer)
+        return server.NOT_DONE_YET

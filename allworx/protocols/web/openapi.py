@@ -154,6 +154,65 @@ def mail_security_paths():
     }
 
 
+SITE = {"type": "object", "required": ["name", "endpoint", "address", "networks", "last_handshake",
+                                      "rx_bytes", "tx_bytes", "server_answers", "checked_at"],
+        "additionalProperties": False, "properties": {
+    "name": {"type": "string"},
+    "endpoint": dict(_nullable("string"), description="host:port the peer is reached at "
+                                                      "(learnt, else configured); null if neither"),
+    "address": {"type": "string", "description": "its server's tunnel address"},
+    "networks": {"type": "array", "items": {"type": "string"}, "description": "its LAN CIDRs"},
+    "last_handshake": dict(_nullable("string"), format="date-time",
+                           description="null before the first"),
+    "rx_bytes": {"type": "integer"}, "tx_bytes": {"type": "integer"},
+    "server_answers": {"type": "boolean", "description": (
+        "whether its server answered the last probe over the tunnel (SIP OPTIONS to port 5060 "
+        "or a DNS SOA query for its domain, every 30 s, 2 s to answer); false before the first")},
+    "checked_at": dict(_nullable("string"), format="date-time",
+                       description="when it was last probed; null before the first probe")}}
+
+
+def sites_paths():
+    """GET /api/v1/sites (its tunnel state) and the devices' client configs (SPEC 16)."""
+    name = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+    off = {"description": "no config now (the tunnel is off, no server key yet, no endpoint "
+                          "known): the reason says which", "content": _json(
+        {"$ref": "#/components/schemas/Error"})}
+    shown = ("A server-made private key is in the first config (text or QR) after the key was "
+             "made, and only there: later ones say PrivateKey = (shown once).")
+    return {
+        "/api/v1/sites": {"get": {
+            "summary": "Each site's tunnel: endpoint, address, networks, last handshake, bytes, "
+                       "whether its server answers", "responses": {
+                "200": {"description": "one object per [site], in name order", "content": _json(
+                    {"type": "array", "items": {"$ref": "#/components/schemas/SiteStatus"}})},
+                "401": RESPONSES["401"]}},
+            "post": {"summary": "Create a site (name in the body)",
+                     "requestBody": {"content": _json({"$ref": "#/components/schemas/Site"})},
+                     "responses": dict(RESPONSES, **{"201": {"description": "created"},
+                                                     "409": {"description": "exists already"}})}},
+        "/api/v1/devices/{name}/wireguard.conf": {"parameters": name, "get": {
+            "summary": "The device's WireGuard client config. " + shown, "responses": {
+                "200": {"description": "the config", "content": {
+                    "text/plain": {"schema": {"type": "string"}}}},
+                "401": RESPONSES["401"], "404": RESPONSES["404"], "503": off}}},
+        "/api/v1/devices/{name}/wireguard.png": {"parameters": name, "get": {
+            "summary": "The same config as a QR code for the WireGuard apps. " + shown,
+            "responses": {
+                "200": {"description": "a PNG", "content": {
+                    "image/png": {"schema": {"type": "string", "format": "binary"}}}},
+                "401": RESPONSES["401"], "404": RESPONSES["404"], "503": off}}},
+        "/api/v1/devices/{name}/key": {"parameters": name, "post": {
+            "summary": "A new server-made key pair for the device (the old one stops working); "
+                       "its private key is shown once, in the next config",
+            "responses": {
+                "200": {"description": "the new public key", "content": _json(
+                    {"type": "object", "properties": {"public_key": {"type": "string"}}})},
+                "401": RESPONSES["401"], "404": RESPONSES["404"],
+                "409": {"description": "the device brings its own key"}}}},
+    }
+
+
 def openapi_document():
     """The OpenAPI document served at /api/v1/openapi.json."""
     paths = {}
@@ -246,6 +305,8 @@ def openapi_document():
     schemas["MailRecord"] = MAIL_RECORD
     schemas["MailDecision"] = MAIL_DECISION
     paths.update(mail_security_paths())
+    schemas["SiteStatus"] = SITE
+    paths.update(sites_paths())
     paths["/api/v1/calls"] = calls_path()
     paths["/api/v1/backup"] = {
         "get": {"summary": "tap.conf as it stands", "responses": {

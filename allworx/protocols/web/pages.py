@@ -20,7 +20,10 @@ from allworx.protocols.web import mailsetup
 from allworx.protocols.web.callhistory import history_context
 from allworx.protocols.web.lines import LinesPage
 from allworx.protocols.web.mailsecurity import MailSecurityPage
+from allworx.protocols.web.vpnsites import SitesPage
 from allworx.protocols.web.metrics import field
+from allworx.protocols.web.userdevices import (
+    DEVICE_FIELDS, DeviceActions, device_page, device_rows, devices_of)
 from allworx.protocols.web.pagebase import (
     Page, RecordActions, Redirect, SettingsPage, ago_or_in, listed, relative_rfc3339,
     with_warnings)
@@ -245,11 +248,15 @@ class AliasPage(Page, RecordActions):
         return self._delete(ctx, "alias", form)
 
 
-class UsersPage(Page):
-    """Every user, and the login lock-outs in force; one user's page at /users/NAME."""
+class UsersPage(DeviceActions, Page):
+    """
+    Every user, and the login lock-outs in force; one user's page at
+    /users/NAME with their remote devices; a device's config at
+    /users/NAME/device/DEVICE.
+    """
 
     slug, title, template = "users", "Users", "users.html"
-    kinds = {"add_user": "user", "save_user": "user"}
+    kinds = {"add_user": "user", "save_user": "user", "add_device": "device"}
 
     def context(self, ctx, sub):
         office = ctx.office
@@ -264,6 +271,7 @@ class UsersPage(Page):
                 "email_forward": u.email_forward or "",
                 "pin": changes.pin_state(u),
                 "fetch": [(a.display, fetch_summary(fetch.get(a.display), now)) for a in u.pop3_fetch],
+                "devices": devices_of(config, u.name),
             })
         out = {"users": users, "user_fields": forms.RECORD_FIELDS["user"], "editing": None,
                "user_defaults": forms.default_record("user"),
@@ -272,11 +280,19 @@ class UsersPage(Page):
             name = sub[0]
             if name not in config.users:
                 raise KeyError("user %s" % name)
+            if len(sub) == 3 and sub[1] == "device":
+                out.update(device_page(ctx, name, sub[2]))
+                return out
             out["editing"] = name
             out["current"] = shown_user(office, name)
+            out["devices"] = device_rows(config, name)
+            out["device_fields"] = DEVICE_FIELDS
+            out["vpn_enabled"] = config.vpn.enabled
         return out
 
     def template_for(self, sub):
+        if len(sub) == 3 and sub[1] == "device":
+            return "device.html"
         return "user.html" if sub and sub[0] else "users.html"
 
     def download(self, ctx, sub):
@@ -470,5 +486,5 @@ class BackupPage(Page):
 
 PAGES = [StatusPage(), NetworkPage(), SecurityPage(), DhcpPage(), DnsPage(), AliasPage(),
          UsersPage(), ServicesPage(), MailQueuePage(), MailSecurityPage(), PhonesPage(), LinesPage(),
-         ConnectionsPage(), BackupPage()]
+         SitesPage(), ConnectionsPage(), BackupPage()]
 PAGES_BY_SLUG = {p.slug: p for p in PAGES}

@@ -18,6 +18,8 @@ from allworx.protocols.web.api import OfficeApi
 from allworx.protocols.web.metrics import WEB_REFUSED, WEB_REQUESTS, MetricsPage, office_registry
 from allworx.guards import PeerConnectionLimit, PeerLimit
 from allworx.protocols.web.sites import SiteBySide, ensure_site_dirs
+from allworx.protocols.web.vpnsites import VpnCollector
+from allworx.protocols.web import sitesapi  # noqa: F401 (adds the sites' and devices' routes)
 from allworx.protocols.web.tlsport import HttpsLimit, RedirectToHttps, TlsOrRedirect
 
 log = Logger()
@@ -110,7 +112,10 @@ def admin_resource(office, clock, defer_to_thread=threads.deferToThread, views=N
     """The admin port's resource tree (pages, /api, /metrics) and its context."""
     ctx = AdminContext(office, clock, defer_to_thread, views=views, throttle=throttle)
     api = OfficeApi(ctx).resource()
-    metrics = MetricsPage(office_registry(office, ctx.views))
+    registry = office_registry(office, ctx.views)
+    tunnel = VpnCollector(office, ctx.views, clock)
+    registry.register(tunnel)
+    metrics = MetricsPage(registry, prepare=tunnel.refresh)
     return AdminRoot(ctx, api=api, metrics=metrics), ctx
 
 

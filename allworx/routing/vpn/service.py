@@ -17,7 +17,11 @@ changed or removed, routes added or removed, the address moved; a change
 of `enabled` or `interface` stops the engine and starts it again.
 Stopping removes what it made (the interface goes with wireguard-go).
 
-`peers()` gives each peer's handshake and bytes (the later Sites page).
+It is the IVpnPeers of the Sites page and /metrics: `peers()` gives each
+peer's handshake and bytes, `site_status()` whether each site's server
+answered the last probe over the tunnel (`probe.SiteProber`, every 30 s
+while the engine runs), `keys_changed()` applies a device key the admin
+pages made anew.
 """
 
 import errno
@@ -26,9 +30,13 @@ import os
 
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
+from zope.interface import implementer
+
+from allworx.interfaces import IVpnPeers
 
 from allworx.routing.vpn.netlink import KernelWireGuard, NoKernelModule, TunnelLinks
 from allworx.routing.vpn.peers import changes, routes_for, site_endpoint, tunnel_for
+from allworx.routing.vpn.probe import SiteProber
 from allworx.routing.vpn.uapi import SOCKET_DIR, UapiClient, set_text, socket_path
 from allworx.servicebase import OfficeService
 from allworx.vpnkeys import (
@@ -180,6 +188,7 @@ def _is_ip(host):
         return False
 
 
+@implementer(IVpnPeers)
 class VpnService(OfficeService):
     """Runs the tunnel's engine and keeps its peers, address and routes as configured."""
 
@@ -204,6 +213,7 @@ class VpnService(OfficeService):
         self.public_key = None
         self.problems = []
         self._restart = None
+        self.prober = SiteProber(self.reactor, lambda: self.office.config)
 
     # ---------------------------------------------------------- life cycle
 
@@ -223,10 +233,20 @@ class VpnService(OfficeService):
         self._lock.run(self._follow, event.new)
 
     def peers(self):
-        """[peer dicts] as the engine reports them (handshake, bytes, endpoint)."""
+        """IVpnPeers.peers: each peer's key, endpoint, last handshake (epoch or None) and bytes."""
         if self.engine is None:
             return defer.succeed([])
-        return self.engine.peers()
+        return self.engine.peers().addCallback(lambda found: [peer_view(p) for p in found])
+
+    def site_status(self):
+        """IVpnPeers.site_status: whether each site's server answered the last probe."""
+        return self.prober.status()
+
+    def keys_changed(self):
+        """A server-made device key was made anew: give the engine the keys as they are now."""
+        if not self.running or self.engine is None:
+            return defer.succeed(None)
+        return self._lock.run(self._follow, self.office.config)
 
     # ---------------------------------------------------------- the steps
 
@@ -265,6 +285,7 @@ class VpnService(OfficeService):
             yield self._stop_engine()
             return
         self._report(config)
+        self.prober.start()
 
     def _start_engine(self, ifname):
         self.links = self._links_factory()
@@ -282,6 +303,7 @@ class VpnService(OfficeService):
 
     @defer.inlineCallbacks
     def _stop_engine(self):
+        self.prober.stop()
         engine, self.engine = self.engine, None
         links, self.links = self.links, None
         ifname = self.settings.interface if self.settings is not None else None
@@ -404,6 +426,14 @@ class VpnService(OfficeService):
             self.office.set_status(self.name, "degraded", detail + "; " + "; ".join(self.problems))
         else:
             self.office.set_status(self.name, "up", detail)
+
+
+def peer_view(peer):
+    """An engine's peer dict (UAPI get=1 or netlink) as IVpnPeers.peers gives it."""
+    handshake = peer.get("last_handshake_time_sec") or 0
+    return {"public_key": peer.get("public_key"), "endpoint": peer.get("endpoint"),
+            "last_handshake": handshake if handshake > 0 else None,
+            "rx_bytes": int(peer.get("rx_bytes") or 0), "tx_bytes": int(peer.get("tx_bytes") or 0)}
 
 
 def _count(n, word):

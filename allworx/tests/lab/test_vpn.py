@@ -179,7 +179,7 @@ class TunnelTests(unittest.TestCase):
 
         [peer] = yield a.peers()
         self.assertEqual(peer["public_key"], self.public["b"])
-        self.assertGreater(peer["last_handshake_time_sec"], 0, peer)
+        self.assertGreater(peer["last_handshake"], 0, peer)
         self.assertGreater(peer["rx_bytes"], 0, peer)
         self.assertGreater(peer["tx_bytes"], 0, peer)
         self.assertEqual(peer["endpoint"], "198.51.100.2:51820")
