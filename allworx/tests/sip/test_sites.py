@@ -10,8 +10,10 @@ from twisted.trial import unittest
 
 from allworx.config import parse_config
 from allworx.protocols.sip.message import make_response
+from allworx.protocols.sip.outside import OutsideCalls
 from allworx.protocols.sip.sites import SITE_TIMEOUT, site_at, site_for
 from allworx.tests.confs import PW_HASH
+from allworx.tests.sip.test_outside import TRUNK, FakeRelay, FakeTrunks
 from allworx.tests.siphelpers import CONF, Harness, Phone, offer
 
 KEY1 = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
@@ -328,9 +330,15 @@ class InboundTests(SiteHarness):
         self.assertEqual(sorted(invites), ["192.168.2.11", "192.168.2.12"])
 
     def test_no_outside_line(self):
-        out = self.from_site(site_invite("95557770001"))
-        self.assertEqual([m.code for m, d in out if not m.is_request], [100, 404])
-        self.assertFalse([m for m, d in out if m.is_request])
+        # With a trunk and the B2BUA of outside lines: a phone here could call out.
+        self.h = Harness(self.mktemp(), extra=SITES + TRUNK.format(pw=PW_HASH))
+        self.h.core.outside = OutsideCalls(self.h.core, self.h.office, self.h.clock,
+                                           FakeTrunks(self.h.office), lambda **kw: FakeRelay())
+        for number in ("95557770001", "9+15557770001", "911"):
+            out = self.from_site(site_invite(number, call_id="out-%s" % number,
+                                             branch="z9hG4bK" + number.replace("+", "p")))
+            self.assertEqual([m.code for m, d in out if not m.is_request], [100, 404], number)
+            self.assertFalse([m for m, d in out if m.is_request], number)
 
     def test_no_transit_to_another_site(self):
         out = self.from_site(site_invite("301"))
