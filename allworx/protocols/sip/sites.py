@@ -273,10 +273,6 @@ class SiteCalls:
         if leg is not None and hasattr(leg, "retransmitted"):
             leg.retransmitted(response)
 
-    def active(self):
-        return [{"to": c.number, "site": c.site.name,
-                 "state": "answered" if c.answered else "ringing"} for c in self.calls]
-
     # ------------------------------------------------------------ outbound
 
     def outbound(self, request, st, source, site, number):
