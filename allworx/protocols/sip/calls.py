@@ -35,6 +35,7 @@ from allworx.protocols.sip.dialplan import classify
 from allworx.protocols.sip.history import CallEntry
 from allworx.protocols.sip.message import NameAddr, Request, SipParseError, SipUri, make_response
 from allworx.protocols.sip.nat import MediaAnchors, fix_contact, record_route
+from allworx.protocols.sip.sites import site_for
 
 log = Logger()
 
@@ -372,9 +373,14 @@ class CallRouter:
                 self._record(request, user.extension, "voicemail",
                              internal=source.transport != LOCAL)
                 return self.to_voicemail(request, st, source, user)
+        site = site_for(config, number)
+        if site is not None and self.core.sites is not None:
+            # Another office's extension: its server, over the tunnel (sites.py).
+            self._record(request, number, "ringing", internal=source.transport != LOCAL)
+            return self.core.sites.outbound(request, st, source, site, number)
         dialled = classify(number, config, config.users.get(request.caller or ""))
         if dialled is not None and dialled.kind in ("outside", "emergency"):
-            if self.core.outside is None or source.transport == LOCAL:
+            if self.core.outside is None or source.transport == LOCAL or request.site is not None:
                 return st.respond_code(404, to_tag=self.core.new_tag())
             CALLS.labels("outside").inc()
             self._record(request, dialled.number, "ringing")

@@ -141,6 +141,7 @@ class SipCore:
         self.ua = None
         self.mwi = None
         self.outside = None       # the B2BUA of calls to and from outside lines (outside.py)
+        self.sites = None         # calls to other sites, trust of their servers (sites.py)
 
     # ------------------------------------------------------------ addresses
 
@@ -306,9 +307,11 @@ class SipCore:
         if ct is not None:
             ct.receive(response)
             return
-        if len(response.vias) == 1 and self.outside is not None:
+        if len(response.vias) == 1 and (self.outside is not None or self.sites is not None):
             # A 2xx of one of our own INVITEs again, its transaction over.
-            self.outside.stray_response(response)
+            for part in (self.outside, self.sites):
+                if part is not None:
+                    part.stray_response(response)
             return
         if self.is_us(via.host, via.port) and len(response.vias) > 1:
             if via.branch.startswith(FORK_BRANCH) and not 200 <= response.code < 300:
@@ -404,6 +407,8 @@ class SipCore:
             return self._new_request(request, dest, method, trunk)
         if method == "INVITE" and self.registrar is not None and dest.transport != LOCAL \
                 and not request.authenticated:
+            if self.sites is not None and self.sites.admit(request, dest):
+                return self._new_request(request, dest, method)     # a site's server (sites.py)
             # Before anything looks at the number: every stranger gets the same answer.
             return self._admit(request, dest, method, self._new_request)
         self._new_request(request, dest, method)
@@ -499,9 +504,10 @@ class SipCore:
             self._route_pop(request)
 
     def _in_dialog(self, request, dest):
-        if self.outside is not None and self.outside.owns(request):
-            st = None if request.method == "ACK" else self.server_transaction(request, dest)
-            return self.outside.in_dialog(request, st, dest)
+        for part in (self.outside, self.sites):
+            if part is not None and part.owns(request):
+                st = None if request.method == "ACK" else self.server_transaction(request, dest)
+                return part.in_dialog(request, st, dest)
         if self.ua is not None and self.ua.owns(request):
             st = None if request.method == "ACK" else self.server_transaction(request, dest)
             return self.ua.in_dialog(request, st, dest)

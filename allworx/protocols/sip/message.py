@@ -232,6 +232,8 @@ class Request(SipMessage):
     authenticated = attr.ib(default=False, kw_only=True, eq=False, repr=False)
     # The name of the user who proved it (set by the registrar's admission of an INVITE).
     caller = attr.ib(default=None, kw_only=True, eq=False, repr=False)
+    # The [site] whose server sent it, trusted by its tunnel address (sites.py).
+    site = attr.ib(default=None, kw_only=True, eq=False, repr=False)
 
     def start_line(self):
         return "%s %s SIP/2.0" % (self.method, self.uri)

@@ -39,6 +39,7 @@ from allworx.protocols.sip.mwi import MessageWaiting
 from allworx.protocols.sip.nat import KeepAlive
 from allworx.protocols.sip.outside import OutsideCalls
 from allworx.protocols.sip.registrar import Registrar
+from allworx.protocols.sip.sites import SiteCalls
 from allworx.protocols.sip.trunk import TrunkManager
 from allworx.protocols.sip.ua import VoicemailAgent
 from allworx.protocols.voice.music import MusicSource
@@ -362,6 +363,7 @@ class SipService(ListeningService):
         self.voicemail.stop()
         self.core.keepalive.stop()
         self.core.outside.stop()
+        self.core.sites.stop()
         unregistered = defer.maybeDeferred(self.trunks.stop)
 
         def close(_):
@@ -387,6 +389,7 @@ def build_core(office, clock, mail_store, listen_udp=None, throttle=None):
     core.registrar = Registrar(office, clock, throttle=throttle)
     core.ua = VoicemailAgent(core, office, clock, mail_store, listen_udp or clock.listenUDP)
     core.calls = CallRouter(core, office, clock, mail_store)
+    core.sites = SiteCalls(core, office, clock)
     core.attendant = Attendant(core, office, clock)
     core.registrar.calls = core.calls
     core.mwi = MessageWaiting(core, office, clock, mail_store)
