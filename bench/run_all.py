@@ -7,7 +7,7 @@ only comparable within one run.
 import subprocess
 import sys
 
-BENCHES = ["dns", "dhcp", "firewall", "smtp", "mailauth", "sip", "relay", "wan_dhcp", "web", "imap"]
+BENCHES = ["dns", "dhcp", "firewall", "smtp", "mailauth", "sip", "relay", "wan_dhcp", "web", "imap", "sites"]
 
 
 def main(argv=None):

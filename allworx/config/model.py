@@ -20,7 +20,7 @@ from allworx.config.values import (
     parse_ip, parse_ip_list, parse_mac, parse_mx_list, parse_optional, parse_password_hash,
     parse_pin, parse_pool_range, parse_port, parse_port_range, parse_ports_list, parse_sip_digest_key,
     parse_size, parse_words, parse_score, format_score, parse_dkim_selector,
-    parse_dnsbl_zones, parse_socket_path, TARGET_NAME, Target, format_target, parse_int, parse_target)
+    parse_dnsbl_zones, parse_socket_path, TARGET_NAME, Target, format_target, parse_int, parse_int_or_off, parse_target)
 from allworx.config.telephony import (
     E164, format_call_forward, format_hours, format_national_prefix, format_sip_hostport,
     parse_call_forward, parse_e164, parse_e164_list, parse_extension_list, parse_hours,
@@ -77,6 +77,8 @@ class WanSettings:
     interface = key(str, "")
     address = key(parse_optional(parse_cidr), None, fmt=lambda v: str(v or ""))
     gateway = key(parse_optional(parse_ip), None, fmt=lambda v: str(v or ""))
+    upload_kbit = key(parse_int_or_off(64, 10000000), 0,
+                      doc="the uplink's speed in kbit/s: shapes the WAN with voice first; 0 = off")
 
 
 @attr.s(frozen=True, slots=True)

@@ -90,6 +90,18 @@ def parse_int(low=None, high=None):
 parse_port = parse_int(1, 65535)
 
 
+def parse_int_or_off(low, high):
+    """0 (off), or a whole number from `low` to `high`."""
+    within = parse_int(0, high)
+
+    def parse(text):
+        value = within(text)
+        if 0 < value < low:
+            raise ValueError("%d is out of range: 0 (off) or %d-%d" % (value, low, high))
+        return value
+    return parse
+
+
 def parse_score(low=0.0, high=1000.0):
     """A decimal number such as `5` or `7.5` (spam scores)."""
     def parse(text):

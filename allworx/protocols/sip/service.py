@@ -28,6 +28,7 @@ import os
 from twisted.internet import defer, error, protocol, ssl
 from twisted.logger import Logger
 
+from allworx.dscp import SIP, mark
 from allworx.guards import PeerLimit
 from allworx.office import MailboxChanged
 from allworx.protocols.sip.attendant import Attendant
@@ -288,9 +289,10 @@ class SipService(ListeningService):
         log.info("SIP: connecting over {transport} to {peer}", transport=dest.transport,
                  peer="%s:%d" % (dest.host, dest.port))
         if dest.transport == "TLS":
-            self.reactor.connectSSL(dest.host, dest.port, factory, options, timeout=CONNECT_TIMEOUT)
+            mark(self.reactor.connectSSL(dest.host, dest.port, factory, options,
+                                         timeout=CONNECT_TIMEOUT), SIP)
         else:
-            self.reactor.connectTCP(dest.host, dest.port, factory, timeout=CONNECT_TIMEOUT)
+            mark(self.reactor.connectTCP(dest.host, dest.port, factory, timeout=CONNECT_TIMEOUT), SIP)
 
     def _client_tls(self, trunk, host):
         """TLS options checking a provider's certificate for its configured name, or None."""
@@ -330,17 +332,18 @@ class SipService(ListeningService):
         proto = SipDatagram(self.core)
 
         def udp():
-            self.udp = self.reactor.listenUDP(port, proto)
+            self.udp = mark(self.reactor.listenUDP(port, proto), SIP)
             return self.udp
         listeners = [("udp %d" % port, port, udp),
-                     ("tcp %d" % port, port, lambda: self.reactor.listenTCP(port, self.tcp_factory))]
+                     ("tcp %d" % port, port,
+                      lambda: mark(self.reactor.listenTCP(port, self.tcp_factory), SIP))]
         options = self.tls_options()
         if options is None:
             log.warn("SIP: no certificate, so no TLS on port {port}", port=config.sip.tls_port)
         else:
             tls_port = config.sip.tls_port
-            listeners.append(("tls %d" % tls_port, tls_port, lambda: self.reactor.listenSSL(
-                tls_port, self.tls_factory, options)))
+            listeners.append(("tls %d" % tls_port, tls_port, lambda: mark(self.reactor.listenSSL(
+                tls_port, self.tls_factory, options), SIP)))
         return listeners
 
     def config_changed(self, event):

@@ -40,6 +40,7 @@ import struct
 from twisted.internet import defer, error
 from twisted.logger import Logger
 
+from allworx.dscp import RTP, mark
 from allworx.protocols.voice.rtp import FRAME, FRAME_SECONDS, PORTS, MediaClock
 
 log = Logger()
@@ -103,6 +104,7 @@ class _Leg:
     def bind(self, host, port):
         """Open this side's socket on host:port (OSError when taken)."""
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+        mark(sock, RTP)
         try:
             sock.setblocking(False)
             sock.bind((host, port))

@@ -14,6 +14,8 @@ from prometheus_client import Counter
 from twisted.internet import error, protocol
 from twisted.logger import Logger
 
+from allworx.dscp import RTP, mark
+
 log = Logger()
 
 RTP_PACKETS = Counter("allworx_sip_rtp_packets_total", "RTP packets of voicemail calls",
@@ -221,6 +223,9 @@ class RtpEndpoint(protocol.DatagramProtocol):
         self.call = None
         self.marker = True
         self.last_received = None      # reactor time of the last packet from the peer
+
+    def startProtocol(self):
+        mark(self.transport, RTP)       # the socket was just made (listenUDP)
 
     def set_remote(self, host, port):
         self.remote = (host, port)

@@ -33,6 +33,7 @@ from allworx.routing.network.links import (
     Address, DefaultRoute, LinkUp, Netlink, NetworkLedger, NetworkSettingError, Sysctl,
     Sysctls)
 from allworx.routing.network.linkevents import LinkMonitor
+from allworx.routing.network.shaping import WanShaper, plan_shaping
 from allworx.routing.wanclient.client import WanDhcpClient
 from allworx.servicebase import OfficeService
 
@@ -140,6 +141,7 @@ class NetworkService(OfficeService):
             from twisted.internet import reactor
         self.reactor = reactor
         self.ledger = None
+        self.shaper = None        # the WAN's shaping tree ([wan] upload_kbit)
         self.dhcp = None          # the running WanDhcpClient, if any
         self.lease = None         # its lease in force
         self.problems = []
@@ -165,6 +167,7 @@ class NetworkService(OfficeService):
             self.office.set_status("network", "down", "cannot open netlink: %s" % (e,))
             return
         self.ledger = NetworkLedger(netlink, self._sysctls)
+        self.shaper = WanShaper(netlink)
         self._take_over()
         self._watch_links()
         self.apply()
@@ -178,6 +181,7 @@ class NetworkService(OfficeService):
         self._stop_dhcp(reapply=False)
         if self.ledger is None:
             return
+        self.shaper.remove()
         removed, problems = self.ledger.restore()
         for text in removed:
             log.info("network: {change}", change=text)
@@ -191,7 +195,7 @@ class NetworkService(OfficeService):
     def config_changed(self, event):
         if self.ledger is None:
             return   # no netlink: nothing was applied, nothing to follow
-        if event.touches("lan", "wan", "security"):
+        if event.touches("lan", "wan", "security", "vpn"):
             old, new = event.old, event.new
             if (old.wan.interface, old.wan.mode) != (new.wan.interface, new.wan.mode) or (
                     old.security.mode != new.security.mode):
@@ -290,6 +294,8 @@ class NetworkService(OfficeService):
         config = self.office.config
         plan = self._make_plan(config)
         applied, removed, problems = self.ledger.converge(plan.changes)
+        shaping = self.shaper.shape(plan_shaping(config, plan.wan_interface))
+        problems = problems + [shaping] if shaping else problems
         for text in removed:
             log.info("network: {change}", change=text)
         for change in applied:
@@ -358,6 +364,8 @@ class NetworkService(OfficeService):
         forwarding = Sysctl(FORWARDING, "1" if config.forwarding else "0", config.lan.interface)
         if self._in_force(forwarding):
             parts.append("forwarding %s" % ("on" if config.forwarding else "off"))
+        if self.shaper is not None and self.shaper.applied is not None:
+            parts.append(self.shaper.applied.describe())
         problems = summarize_problems(self.problems)
         if self._dhcp_problem:
             problems.append(self._dhcp_problem)
