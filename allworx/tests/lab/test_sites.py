@@ -86,6 +86,37 @@ class SiteConfigTests(unittest.TestCase):
         self.assertEqual(branch.vpn.interface, "awg1")
         self.assertEqual(branch.users["dave"].extension, "201")
 
+    def test_make_run_joins_the_branch_to_tap_conf_once(self):
+        from allworx.config import load_config
+        from allworx.lab.demo import join_branch
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__)))))
+        work = os.path.abspath(self.mktemp())
+        os.makedirs(work)
+        path = os.path.join(work, "tap.conf")
+        with open(os.path.join(root, "tap.conf")) as f:
+            original = f.read()
+        with open(path, "w") as f:
+            f.write(original)
+        main_dir, branch_dir = os.path.join(work, "data"), os.path.join(work, "branch")
+        branch_path, note = join_branch(path, main_dir, branch_dir, PW_HASH)
+        self.assertIn("added [vpn], [site branch] and [device laptop]", note)
+        config = load_config(path)
+        self.assertEqual(config.sites["branch"].public_key, server_public_key(branch_dir))
+        self.assertEqual(config.devices["laptop"].user, "alice")
+        with open(path) as f:
+            self.assertTrue(f.read().startswith(original.rstrip("\n")))
+        branch = load_config(branch_path)
+        self.assertEqual(branch.sites["main"].public_key, server_public_key(main_dir))
+        self.assertEqual(sorted(branch.users), ["dave", "erin"])
+        self.assertIn("joins the branch already", join_branch(path, main_dir, branch_dir, PW_HASH)[1])
+        # A new branch (its data directory made again): only its key changes.
+        os.rename(branch_dir, branch_dir + ".old")
+        note = join_branch(path, main_dir, branch_dir, PW_HASH)[1]
+        self.assertIn("updated the branch's public key", note)
+        self.assertEqual(load_config(path).sites["branch"].public_key,
+                         server_public_key(branch_dir))
+
     def test_set_site_key_changes_only_that_line(self):
         text = "# top\n[site branch]\n# the key\npublic_key = OLD\naddress = 1\n[site other]\npublic_key = X\n"
         self.assertEqual(set_site_key(text, "branch", "NEW"),
