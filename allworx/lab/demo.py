@@ -187,21 +187,26 @@ def fetch_laptop_config(lab, config, data_dir, path, stopping, timeout=120):
     admin host) into `path` once the server answers; the private key is in
     it only the first time, so it is kept. Prints what happened.
     """
-    cas = [os.path.join(data_dir, "tls", "ca.crt")]
-    if config.tls.acme_directory == ACME_DIRECTORY:
-        try:
-            cas.insert(0, lab.acme_root())
-        except LabError:
-            pass
-    url = "https://192.168.2.254:%d/api/v1/devices/%s/wireguard.conf" % (
-        config.web.admin_port, LAPTOP)
+    # By the server's name: an ACME certificate names no address.
+    name = "%s.%s" % (config.system.hostname, config.system.domain)
+    url = "https://%s:%d/api/v1/devices/%s/wireguard.conf" % (
+        name, config.web.admin_port, LAPTOP)
+    resolve = "%s:%d:192.168.2.254" % (name, config.web.admin_port)
     deadline = time.monotonic() + timeout
     said = ""
     while not stopping and time.monotonic() < deadline:
+        cas = [os.path.join(data_dir, "tls", "ca.crt")]
+        if config.tls.acme_directory == ACME_DIRECTORY:
+            try:
+                cas.insert(0, lab.acme_root())
+            except LabError:
+                pass
         for ca in cas:
             done = lab.run("admin", ["curl", "-sS", "-f", "-m", "5", "-u", "admin:admin-demo",
-                                     "--cacert", ca, url], check=False, timeout=20)
-            said = (done.stderr or done.stdout).strip()[-300:]
+                                     "--resolve", resolve, "--cacert", ca, url],
+                           check=False, timeout=20)
+            said = "; ".join(filter(None, [said if ca != cas[0] else "", "with %s: %s" % (
+                ca, (done.stderr or done.stdout).strip()[-200:])]))
             if done.returncode == 0 and "[Interface]" in done.stdout:
                 write_atomically(path, done.stdout.encode())
                 os.chmod(path, 0o600)
