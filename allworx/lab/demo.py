@@ -11,6 +11,13 @@ the admin pages (no route or address of this machine changes), writes the
 outside phones' baresip configurations, prints how to reach everything and how
 to call the office from outside, and on Ctrl-C stops the server and removes
 the lab.
+
+With it the second office, `branch` (`allworx.lab.sites`): its server runs in
+`bserver` with its own tap.conf and data (--branch-data-dir), both servers'
+keys are made before they start, and tap.conf gets the main office's [vpn],
+[site branch] and [device laptop] the first time (later only the branch's key
+is kept current). The laptop's client config, fetched from the admin API once
+the server answers, is saved for `python -m allworx.lab.wgclient`.
 """
 
 import argparse
@@ -18,15 +25,30 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
+from allworx.lab.maildir import write_atomically
 from allworx.lab.namespaces import Lab
 from allworx.lab.processes import LabError, unavailable_reason
+from allworx.lab.sites import (
+    BRANCH_USERS,
+    LAPTOP,
+    branch_conf,
+    main_office_sections,
+    server_public_key,
+    set_site_key,
+)
 from allworx.lab.topology import (
     ACME_DIRECTORY,
     ACME_DOMAIN,
     ACME_MANAGEMENT_PORT,
+    BRANCH_DOMAIN,
+    BRANCH_LAN_IP,
+    BRANCH_LAN_NET,
+    BRANCH_WAN_IP,
     LAB_PROGRAMS,
+    LAPTOP_IP,
     OFFICE_NUMBERS,
     OUTSIDE_PASSWORDS,
     OUTSIDE_PHONES,
@@ -35,6 +57,8 @@ from allworx.lab.topology import (
     TRUNK_SECRET,
     TRUNK_USER,
 )
+
+BRANCH_PORT = 8081
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
@@ -118,12 +142,116 @@ def phone_banner(lab, config_name):
     return "\n".join(lines) + "\n"
 
 
+def join_branch(config_path, data_dir, branch_dir, admin_password_hash):
+    """
+    Make both servers' keys, write the branch's tap.conf (kept if there,
+    with its [site main] key brought up to date) and give tap.conf its
+    [vpn], [site branch] and [device laptop] if it has no [site branch]
+    (else just the branch's current key). Returns (branch config path,
+    what was done to tap.conf, a sentence).
+    """
+    os.makedirs(branch_dir, exist_ok=True)
+    main_key = server_public_key(data_dir)
+    branch_key = server_public_key(branch_dir)
+    branch_path = os.path.join(branch_dir, "tap.conf")
+    if os.path.exists(branch_path):
+        with open(branch_path) as f:
+            text = f.read()
+        updated = set_site_key(text, "main", main_key)
+        if updated is not None and updated != text:
+            write_atomically(branch_path, updated.encode())
+    else:
+        write_atomically(branch_path, branch_conf(main_key, admin_password_hash).encode())
+    with open(config_path) as f:
+        text = f.read()
+    updated = set_site_key(text, "branch", branch_key)
+    if updated is None:
+        if "\n[vpn]" in "\n" + text:
+            return branch_path, ("%s has a [vpn] but no [site branch]: the offices are not "
+                                 "joined (add one with public_key = %s)" % (config_path, branch_key))
+        updated = text.rstrip("\n") + "\n\n# ---- Added by `make run`: the lab's branch office and " \
+            "a laptop (docs/VPN.md).\n" + main_office_sections(branch_key)
+        note = "added [vpn], [site branch] and [device laptop] to %s" % config_path
+    elif updated != text:
+        note = "updated the branch's public key in %s" % config_path
+    else:
+        note = "%s joins the branch already" % config_path
+    if updated != text:
+        write_atomically(config_path, updated.encode())
+    return branch_path, note
+
+
+def fetch_laptop_config(lab, config, data_dir, path, stopping, timeout=120):
+    """
+    Fetch the laptop's client config from the admin API (from the lab's
+    admin host) into `path` once the server answers; the private key is in
+    it only the first time, so it is kept. Prints what happened.
+    """
+    # By the server's name: an ACME certificate names no address.
+    name = "%s.%s" % (config.system.hostname, config.system.domain)
+    url = "https://%s:%d/api/v1/devices/%s/wireguard.conf" % (
+        name, config.web.admin_port, LAPTOP)
+    resolve = "%s:%d:192.168.2.254" % (name, config.web.admin_port)
+    deadline = time.monotonic() + timeout
+    said = ""
+    while not stopping and time.monotonic() < deadline:
+        cas = [os.path.join(data_dir, "tls", "ca.crt")]
+        if config.tls.acme_directory == ACME_DIRECTORY:
+            try:
+                cas.insert(0, lab.acme_root())
+            except LabError:
+                pass
+        for ca in cas:
+            done = lab.run("admin", ["curl", "-sS", "-f", "-m", "5", "-u", "admin:admin-demo",
+                                     "--resolve", resolve, "--cacert", ca, url],
+                           check=False, timeout=20)
+            said = "; ".join(filter(None, [said if ca != cas[0] else "", "with %s: %s" % (
+                ca, (done.stderr or done.stdout).strip()[-200:])]))
+            if done.returncode == 0 and "[Interface]" in done.stdout:
+                write_atomically(path, done.stdout.encode())
+                os.chmod(path, 0o600)
+                print(" laptop: its WireGuard config is in %s" % path, flush=True)
+                return True
+        time.sleep(2)
+    print(" laptop: no config from %s (%s); the Users page offers it" % (url, said), flush=True)
+    return False
+
+
+def branch_banner(lab, branch_config, branch_dir, laptop_config):
+    """How to reach the branch office and the laptop."""
+    lines = [
+        "",
+        " Branch office (site `branch`, %s), joined over WireGuard:" % BRANCH_DOMAIN,
+        "   its server in bserver: WAN %s (the ISP's fixed lease), LAN %s, tunnel 192.168.99.2"
+        % (BRANCH_WAN_IP, BRANCH_LAN_IP),
+        "   admin pages: https://127.0.0.1:%d/ (admin, admin-demo; through bpc1)" % BRANCH_PORT,
+        "   config %s, data %s," % (branch_config, branch_dir),
+        "   log %s" % os.path.join(lab.state_dir, "logs", "allworx-branch.log"),
+        "   its phones' accounts (registrar %s, LAN %s):" % (BRANCH_LAN_IP, BRANCH_LAN_NET),
+    ]
+    for user, (full, ext, password, pin) in sorted(BRANCH_USERS.items()):
+        lines.append("     %-5s %s  %-11s password %s, voicemail PIN %s" % (user, ext, full,
+                                                                         password, pin))
+    lines += [
+        "   try: allworx lab exec pc1 ping bpc1.%s    # across the tunnel" % BRANCH_DOMAIN,
+        "        a main-office phone dials 201; allworx lab exec server ip -br addr",
+        " Laptop on the internet (%s; [device laptop] of alice in the config):" % LAPTOP_IP,
+        "   its config: %s (once fetched, see below)" % laptop_config,
+        "   %s -m allworx.lab.wgclient %s   # wireguard-go in the laptop" % (sys.executable,
+                                                                           laptop_config),
+        "   then: allworx lab exec laptop ping 192.168.2.254",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="allworx-demo", description=__doc__)
     parser.add_argument("--config", default="tap.conf")
     parser.add_argument("--data-dir", default="run-data")
     parser.add_argument("--local-port", type=int, default=8080,
                         help="port on 127.0.0.1 of this machine for the admin pages")
+    parser.add_argument("--branch-data-dir", default="run-data-branch",
+                        help="the branch server's data directory (its tap.conf is made there)")
     args = parser.parse_args(argv)
 
     reason = unavailable_reason(LAB_PROGRAMS + ("socat", "dhclient"))
@@ -139,11 +267,21 @@ def main(argv=None):
 
     config_path = os.path.abspath(args.config)
     data_dir = os.path.abspath(args.data_dir)
+    branch_dir = os.path.abspath(args.branch_data_dir)
     os.makedirs(data_dir, exist_ok=True)
+    branch_config, note = join_branch(config_path, data_dir, branch_dir,
+                                      config.web.admin_password)
+    print(note, flush=True)
+    try:
+        config = load_config(args.config)
+        branch_settings = load_config(branch_config)
+    except ConfigErrors as e:
+        sys.stderr.write(e.report() + "\n")
+        return 1
     lab = Lab()
     print("building the virtual office ...", flush=True)
     lab.up()
-    server = None
+    server = branch = None
     stopping = []
 
     def on_signal(signum, frame):
@@ -156,27 +294,40 @@ def main(argv=None):
                            name="allworx-server", stdout=None, stderr=None,
                            # the HTTPS of the lab's ACME CA, by requests' own variable
                            env=dict(os.environ, REQUESTS_CA_BUNDLE=lab.acme_https_ca))
+        # The branch's server logs to the lab's logs/allworx-branch.log.
+        branch = lab.popen("bserver", [TWISTD, "-n", "--pidfile=", "--logfile=-", "allworx",
+                                       "-c", branch_config, "--data-dir", branch_dir],
+                           name="allworx-branch")
         time.sleep(2)
-        for host in ("pc1", "pc2", "phone1", "phone2"):
+        for host in ("pc1", "pc2", "phone1", "phone2", "bpc1", "bphone1"):
             # The lab's own dhclient script: the lease applies inside the
             # namespace only, never to this machine's /etc or /run.
             lab.dhclient(host, "eth0", wait=False)
         lab.forward_port(args.local_port, "admin", "192.168.2.254", config.web.admin_port)
-        phones = phone_banner(lab, os.path.basename(config_path)) + acme_banner(lab, config)
+        lab.forward_port(BRANCH_PORT, "bpc1", BRANCH_LAN_IP, branch_settings.web.admin_port)
+        laptop_config = os.path.join(data_dir, "laptop-wireguard.conf")
+        phones = (phone_banner(lab, os.path.basename(config_path)) + acme_banner(lab, config)
+                  + branch_banner(lab, branch_config, branch_dir, laptop_config))
         print(banner(config.web.admin_port, args.local_port, data_dir, config_path, phones,
                      keys=lab.mail_keys.directory), flush=True)
+        if not os.path.exists(laptop_config):
+            threading.Thread(target=fetch_laptop_config, daemon=True, args=(
+                lab, config, data_dir, laptop_config, stopping)).start()
         while not stopping and server.poll() is None:
             time.sleep(0.5)
         if server.poll() is not None and not stopping:
             print("the server exited with status %s" % server.returncode, flush=True)
     finally:
-        print("stopping the server and removing the virtual office ...", flush=True)
-        if server is not None and server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        print("stopping the servers and removing the virtual office ...", flush=True)
+        for proc in (server, branch):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in (server, branch):
+            if proc is not None and proc.poll() is None:
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
         try:
             lab.down()
         except LabError as e:

@@ -19,6 +19,17 @@ The virtual office: network namespaces that make a small office on one machine.
              phones' addresses; 198.51.100.66: an address the lab's
              blocklist (dnsbl.internet.example) lists
 
+and the second office, `branch`, and a remote user's laptop:
+
+    bserver  lan0 (to the branch's switch) and wan0 (to the ISP's second
+             customer segment, 192.0.2.0/24, where the ISP's DHCP gives it
+             the fixed lease 192.0.2.2, branch.isp.example)
+    blan     the branch's LAN switch: bridge br0 (192.168.3.0/24)
+    bpc1 bphone1   eth0 on the branch's switch, no address
+    laptop   198.51.100.50/24 on a link of its own to the ISP, default via
+             the ISP (which routes its /32 there and proxies ARP between it
+             and the internet host): the remote user's laptop
+
 Only documentation ranges are used, links are created inside the namespaces,
 and nothing in the host namespace changes except /etc/netns/<ns>/ (the
 resolv.conf `ip netns exec` shows inside) and, on request, a port forwarder on
@@ -47,8 +58,8 @@ from allworx.lab.provider import LabProvider
 from allworx.lab.topology import (
     ACME_CA,
     ADDRESSES,
-    BRIDGE,
     DEFAULT_ROUTES,
+    HOST_ROUTES,
     HOSTS,
     IFNAMSIZ,
     INET_SERVICES,
@@ -58,6 +69,8 @@ from allworx.lab.topology import (
     NAMESERVERS,
     NETNS_ETC,
     PROVIDER,
+    PROXY_ARP,
+    SWITCHES,
 )
 
 # The lab's services: `problems()` names each one that is not running.
@@ -100,13 +113,18 @@ class Lab(LabAcme, LabProvider):
         for host in HOSTS:
             self._ensure_netns(host, existing)
         self._ensure_links()
-        self._ensure_bridge()
+        for switch, bridge in sorted(SWITCHES.items()):
+            self._ensure_bridge(switch, bridge)
         for host, ifname, cidr in ADDRESSES:
             self._ip(host, "addr", "replace", cidr, "dev", ifname)
         for host, ifname, gateway in DEFAULT_ROUTES:
             self._ip(host, "route", "replace", "default", "via", gateway,
                      "dev", ifname)
+        for host, ifname, destination in HOST_ROUTES:
+            self._ip(host, "route", "replace", destination, "dev", ifname)
         self._sysctl("isp", "net.ipv4.ip_forward=1")
+        for host, ifname in PROXY_ARP:
+            self._sysctl(host, "net.ipv4.conf.%s.proxy_arp=1" % ifname)
         self._ensure_isp_dnsmasq()
         self._ensure_internet_host()
         self._ensure_provider()
@@ -175,14 +193,14 @@ class Lab(LabAcme, LabProvider):
             self._ip(link.b, "link", "del", link.b_if, check=False)
             time.sleep(0.1)
 
-    def _ensure_bridge(self):
-        if BRIDGE not in self._links_in("lan"):
-            self._ip("lan", "link", "add", BRIDGE, "type", "bridge",
+    def _ensure_bridge(self, switch, bridge):
+        if bridge not in self._links_in(switch):
+            self._ip(switch, "link", "add", bridge, "type", "bridge",
                      "stp_state", "0", "forward_delay", "0", "mcast_snooping", "0")
         for link in LINKS:
-            if link.b == "lan":
-                self._ip("lan", "link", "set", link.b_if, "master", BRIDGE)
-        self._ip("lan", "link", "set", BRIDGE, "up")
+            if link.b == switch:
+                self._ip(switch, "link", "set", link.b_if, "master", bridge)
+        self._ip(switch, "link", "set", bridge, "up")
 
     # ------------------------------------------------------------ tear down
 

@@ -30,6 +30,10 @@ from allworx.lab.maildir import (
 from allworx.lab.mailsender import LabDkimKeys, txt_strings
 from allworx.lab.processes import LabError, LabRunner, missing_programs, read_file
 from allworx.lab.topology import (
+    BRANCH_ISP_IP,
+    BRANCH_WAN_DHCP_RANGE,
+    BRANCH_WAN_IP,
+    BRANCH_WAN_NAME,
     DNS_HOSTS,
     DNS_MX,
     DNS_TXT,
@@ -112,7 +116,10 @@ class LabPeers(LabRunner):
             "no-poll",
             "interface=server",
             "interface=inet",
+            "interface=bserver",
+            "interface=laptop",
             "no-dhcp-interface=inet",
+            "no-dhcp-interface=laptop",
             "no-dhcp-interface=lo",
             "pid-file=" + self._path("isp", "dnsmasq.pid"),
             "log-facility=" + self._path("isp", "dnsmasq.log"),
@@ -124,6 +131,11 @@ class LabPeers(LabRunner):
                                                     self.wan_lease_seconds),
             "dhcp-option=option:router," + ISP_WAN_IP,
             "dhcp-option=option:dns-server," + ISP_WAN_IP,
+            # The branch office's segment: its own range and router (a
+            # tagged option wins over the untagged one above).
+            "dhcp-range=set:branch,%s,%s,255.255.255.0,%ds" % (
+                BRANCH_WAN_DHCP_RANGE + (self.wan_lease_seconds,)),
+            "dhcp-option=tag:branch,option:router," + BRANCH_ISP_IP,
             "domain=isp.example",
             # This internet has nothing but the records below: any other
             # name does not exist (NXDOMAIN), as a resolver would say.
@@ -142,6 +154,9 @@ class LabPeers(LabRunner):
         server_wan_mac = [l.a_mac for l in LINKS if (l.a, l.a_if) == ("server", "wan0")][0]
         lines.append("dhcp-host=%s,%s" % (server_wan_mac, OFFICE_WAN_NAME))
         lines += ["cname=%s,%s.isp.example" % (name, OFFICE_WAN_NAME) for name in OFFICE_NAMES]
+        # The branch's lease is fixed: the main office's [site branch] dials it.
+        branch_wan_mac = [l.a_mac for l in LINKS if (l.a, l.a_if) == ("bserver", "wan0")][0]
+        lines.append("dhcp-host=%s,%s,%s" % (branch_wan_mac, BRANCH_WAN_IP, BRANCH_WAN_NAME))
         return "\n".join(lines) + "\n"
 
     def _ensure_isp_dnsmasq(self):

@@ -80,9 +80,36 @@ DNSBL_ANSWER = "127.0.0.2"
 LAN_NET = "192.168.2.0/24"
 WAN_DHCP_RANGE = ("203.0.113.10", "203.0.113.50")
 
+# The second office, `branch`: its server (`bserver`), LAN switch (`blan`),
+# a PC and a phone, with a LAN and a domain of its own. Its WAN is another
+# of the ISP's customer segments (192.0.2.0/24, the ISP at .1), where its
+# lease is fixed by MAC (BRANCH_WAN_IP, named BRANCH_WAN_NAME.isp.example),
+# so that the main office can dial its WireGuard port.
+BRANCH_DOMAIN = "branch.example.com"
+BRANCH_LAN_IP = "192.168.3.254"
+BRANCH_LAN_NET = "192.168.3.0/24"
+BRANCH_EXTENSIONS = "200-299"
+BRANCH_ISP_IP = "192.0.2.1"
+BRANCH_WAN_IP = "192.0.2.2"
+BRANCH_WAN_NAME = "branch"
+BRANCH_WAN_DHCP_RANGE = ("192.0.2.10", "192.0.2.50")
+# The sites' tunnel: the main office's server, the branch's, and the laptop.
+TUNNEL_NET = "192.168.99.0/24"
+TUNNEL_MAIN_IP = "192.168.99.1"
+TUNNEL_BRANCH_IP = "192.168.99.2"
+TUNNEL_LAPTOP_IP = "192.168.99.10"
+WG_PORT = 51820
+# A remote user's laptop on the internet (its own link to the ISP; the ISP
+# answers ARP for it on the internet host's segment and the other way round).
+LAPTOP_IP = "198.51.100.50"
+
 LAN_HOSTS = ("pc1", "pc2", "phone1", "phone2", "admin")
-HOSTS = ("server", "lan") + LAN_HOSTS + ("isp", "inet")
+BRANCH_LAN_HOSTS = ("bpc1", "bphone1")
+BRANCH_HOSTS = ("bserver", "blan") + BRANCH_LAN_HOSTS
+HOSTS = ("server", "lan") + LAN_HOSTS + ("isp", "inet") + BRANCH_HOSTS + ("laptop",)
 BRIDGE = "br0"
+# The LAN switches: host -> its bridge (each LAN port on it is a Link to it).
+SWITCHES = {"lan": BRIDGE, "blan": BRIDGE}
 IFNAMSIZ = 15
 
 # What `up` itself runs; dhclient, socat and the test clients are optional.
@@ -135,8 +162,8 @@ class Link:
     a_mac = attr.ib(default=None)
 
 
-def _lan_port(host, mac):
-    return Link(host, "eth0", "lan", host, mac)
+def _lan_port(host, mac, switch="lan"):
+    return Link(host, "eth0", switch, host, mac)
 
 
 # Switch and ISP ports are named after the host they lead to. Host ends have
@@ -150,6 +177,11 @@ LINKS = (
     _lan_port("admin", "02:a1:00:00:02:c8"),
     Link("server", "wan0", "isp", "server", "02:a1:00:00:71:fe"),
     Link("inet", "eth0", "isp", "inet", "02:a1:00:00:64:0a"),
+    Link("bserver", "lan0", "blan", "bserver", "02:a2:00:00:03:fe"),
+    _lan_port("bpc1", "02:a2:00:00:03:01", "blan"),
+    _lan_port("bphone1", "02:a2:00:00:03:11", "blan"),
+    Link("bserver", "wan0", "isp", "bserver", "02:a2:00:00:02:fe"),
+    Link("laptop", "eth0", "isp", "laptop", "02:a1:00:00:64:32"),
 )
 
 ADDRESSES = (
@@ -161,12 +193,19 @@ ADDRESSES = (
     ("inet", "eth0", ACME_IP + "/24"),
 ) + tuple(("inet", "eth0", ip + "/24") for _, ip in sorted(OUTSIDE_PHONE_IPS.items())) + (
     ("inet", "eth0", LISTED_IP + "/24"),
+    ("isp", "bserver", BRANCH_ISP_IP + "/24"),
+    ("laptop", "eth0", LAPTOP_IP + "/24"),
 )
 
 DEFAULT_ROUTES = (
     ("admin", "eth0", SERVER_LAN_IP),
     ("inet", "eth0", ISP_INET_IP),
+    ("laptop", "eth0", ISP_INET_IP),
 )
+# The laptop shares the internet's subnet on a link of its own: the ISP
+# routes its address there and answers ARP for each side on the other's.
+HOST_ROUTES = (("isp", "laptop", LAPTOP_IP + "/32"),)
+PROXY_ARP = (("isp", "inet"), ("isp", "laptop"))
 
 NAMESERVERS = {
     "server": "127.0.0.1",
@@ -174,6 +213,10 @@ NAMESERVERS = {
     "isp": "127.0.0.1",
     "inet": ISP_WAN_IP,
     **{host: SERVER_LAN_IP for host in LAN_HOSTS},
+    "bserver": "127.0.0.1",
+    "blan": "127.0.0.1",
+    **{host: BRANCH_LAN_IP for host in BRANCH_LAN_HOSTS},
+    "laptop": ISP_WAN_IP,
 }
 
 DNS_HOSTS = {

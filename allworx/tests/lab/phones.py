@@ -43,7 +43,7 @@ RTP_PORTS = (30000, 30100)
 CLONE_NEWNET = 0x40000000
 
 
-def socket_in_ns(ns, family=socket.AF_INET, kind=socket.SOCK_STREAM):
+def socket_in_ns(ns, family=socket.AF_INET, kind=socket.SOCK_STREAM, proto=0):
     """A socket created inside network namespace `ns` (setns in a throwaway thread)."""
     out = {}
 
@@ -54,7 +54,7 @@ def socket_in_ns(ns, family=socket.AF_INET, kind=socket.SOCK_STREAM):
             if libc.setns(fd, CLONE_NEWNET) != 0:
                 out["error"] = OSError(ctypes.get_errno(), "setns failed")
                 return
-            out["sock"] = socket.socket(family, kind)
+            out["sock"] = socket.socket(family, kind, proto)
         finally:
             os.close(fd)
     t = threading.Thread(target=make)

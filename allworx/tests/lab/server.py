@@ -20,10 +20,13 @@ READY = "allworx ready:"
 
 
 class LabServer:
-    """One allworx process in `lab`'s server namespace."""
+    """One allworx process in `lab`'s server namespace (or the branch's, `bserver`)."""
 
-    def __init__(self, lab, conf_text, name="allworx", data_dir=None, env=None):
+    def __init__(self, lab, conf_text, name="allworx", data_dir=None, env=None,
+                 host="server", lan_ip=SERVER_LAN_IP, admin_host="admin"):
         self.lab = lab
+        # The lab host it runs in, its LAN address, and the host the admin API is asked from.
+        self.host, self.lan_ip, self.admin_host = host, lan_ip, admin_host
         self.env = env          # the server's environment (None: this process's)
         self.name = name
         self.dir = os.path.join(lab.state_dir, name)
@@ -45,7 +48,7 @@ class LabServer:
             raise LabError("server %s already running" % self.name)
         self._log_offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
         log = open(self.log_path, "ab")
-        self.proc = self.lab.popen("server", [
+        self.proc = self.lab.popen(self.host, [
             TWISTD, "-n", "--pidfile=", "--logfile=-", "allworx",
             "-c", self.conf_path, "--data-dir", self.data_dir],
             name=self.name, stdout=log, stderr=log, env=self.env)
@@ -89,9 +92,9 @@ class LabServer:
         API's /api/v1/status reports them to curl on the lab's admin host,
         {name: {"state": ..., "detail": ...}}, or None if it did not answer.
         """
-        done = self.lab.run("admin", [
+        done = self.lab.run(self.admin_host, [
             "curl", "-sS", "-m", "3", "-u", "admin:" + password] + self.curl_https() + [
-            "https://%s:%d/api/v1/status" % (SERVER_LAN_IP, admin_port)],
+            "https://%s:%d/api/v1/status" % (self.lan_ip, admin_port)],
             check=False, timeout=15)
         try:
             return json.loads(done.stdout)["services"], done

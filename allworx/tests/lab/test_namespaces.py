@@ -46,7 +46,8 @@ from allworx.lab.maildir import (
 from allworx.tests.lab.fixtures import client_report, require_programs, start_lab
 
 DOCUMENTATION_NETS = [ipaddress.ip_network(n) for n in
-                      ("192.168.2.0/24", "203.0.113.0/24", "198.51.100.0/24")]
+                      ("192.168.2.0/24", "203.0.113.0/24", "198.51.100.0/24",
+                       "192.168.3.0/24", "192.0.2.0/24")]
 
 
 class LabLayoutTests(unittest.TestCase):
@@ -87,6 +88,23 @@ class LabLayoutTests(unittest.TestCase):
         self.assertFalse([a for a in ADDRESSES if a[0] == "server"])
         self.assertEqual(Lab().mac("server", "wan0"), "02:a1:00:00:71:fe")
         self.assertRaises(LabError, Lab().mac, "pc1", "wan0")
+
+    def test_branch_office_and_laptop(self):
+        lab = Lab()
+        self.assertEqual({link.a_if for link in LINKS if link.a == "bserver"}, {"lan0", "wan0"})
+        self.assertFalse([a for a in ADDRESSES if a[0] == "bserver"])
+        self.assertEqual({link.a for link in LINKS if link.b == "blan"},
+                         {"bserver", "bpc1", "bphone1"})
+        self.assertIn(("laptop", "eth0", "198.51.100.50/24"), ADDRESSES)
+        for host in HOSTS:
+            # The longest namespace name a prefix can give still names a host plainly.
+            self.assertLessEqual(len(host), IFNAMSIZ)
+        lines = lab.dnsmasq_config().splitlines()
+        self.assertIn("dhcp-host=%s,192.0.2.2,branch" % lab.mac("bserver", "wan0"), lines)
+        self.assertIn("dhcp-range=set:branch,192.0.2.10,192.0.2.50,255.255.255.0,120s", lines)
+        self.assertIn("dhcp-option=tag:branch,option:router,192.0.2.1", lines)
+        self.assertIn("interface=bserver", lines)
+        self.assertIn("no-dhcp-interface=laptop", lines)
 
     def test_dnsmasq_config(self):
         lab = Lab(prefix="awt", state_root="/run/x")
@@ -380,6 +398,26 @@ class LabTests(unittest.TestCase):
         routes = lab.run("server", ["ip", "route"])
         self.assertIn("default via 203.0.113.1 dev wan0", routes.stdout, client_report(routes))
         lab.run("server", ["ping", "-c", "1", "-W", "3", "198.51.100.10"])
+
+    def test_branch_wan_lease_is_fixed_and_the_laptop_is_on_the_internet(self):
+        require_programs(self, ["dhclient", "ping", "curl"])
+        lab = self.lab
+        lease = lab.dhclient("bserver", "wan0")
+        self.assertEqual((lease["ip_address"], lease["routers"]), ("192.0.2.2", "192.0.2.1"), lease)
+        out = lab.run("isp", ["dig", "+short", "+time=2", "+tries=1", "@203.0.113.1",
+                              "branch.isp.example"])
+        self.assertEqual(out.stdout.strip(), "192.0.2.2", client_report(out))
+        main = lab.dhclient("server", "wan0")["ip_address"]
+        # Office to branch across the ISP, and the laptop to both and to the internet.
+        lab.run("server", ["ping", "-c", "1", "-W", "3", "192.0.2.2"])
+        for target in (main, "192.0.2.2"):
+            lab.run("laptop", ["ping", "-c", "1", "-W", "3", target])
+        out = lab.run("laptop", ["curl", "-sS", "-m", "5", "http://198.51.100.10/whoami"])
+        self.assertEqual(out.stdout.strip(), "198.51.100.50", client_report(out))
+        # The branch's switch joins its PC and phone.
+        lab.run("bpc1", ["ip", "addr", "add", "192.168.3.1/24", "dev", "eth0"])
+        lab.run("bphone1", ["ip", "addr", "add", "192.168.3.11/24", "dev", "eth0"])
+        lab.run("bpc1", ["ping", "-c", "1", "-W", "3", "192.168.3.11"])
 
     def test_internet_web_sees_the_client_address(self):
         require_programs(self, ["curl"])
