@@ -9,7 +9,7 @@ included) and inside zip archives, zips in zips too.
 All of it bounded: at most MAX_PARTS parts looked at, a part is decoded
 only up to MAX_DECODE, an archive's first MAX_MEMBERS names are read, only
 the first bytes of its members (and nested archives up to MAX_NESTED, at
-most NEST_DEPTH deep), and all the archives of one part together unpack at
+most NEST_DEPTH deep), and all the archives of one message together unpack at
 most MAX_UNPACKED bytes (a zip of zips of zips, each highly compressed,
 would otherwise make gigabytes of work of a few kilobytes; what is left
 past the budget is not looked into). `find_refused(message)` takes a parsed
@@ -30,7 +30,7 @@ MAX_MEMBERS = 1000
 MAX_NESTED = 5 * 1024 * 1024
 NEST_DEPTH = 3
 MAGIC_MEMBERS = 200         # archive members whose first bytes are looked at
-MAX_UNPACKED = 32 * 1024 * 1024     # bytes unpacked from the archives of one part
+MAX_UNPACKED = 32 * 1024 * 1024     # bytes unpacked from the archives of one message
 
 EXTENSIONS = frozenset("""
     exe com scr pif bat cmd vbs vbe js jse wsf wsh wsc msi msp mst hta cpl jar
@@ -107,18 +107,19 @@ def decoded_payload(part, limit=MAX_DECODE):
 
 def find_refused(message):
     """The first refused attachment of a parsed message, or None."""
+    budget = [MAX_UNPACKED]
     for count, part in enumerate(message.walk()):
         if count >= MAX_PARTS:
             break
         if part.is_multipart():
             continue
-        found = _check_part(part)
+        found = _check_part(part, budget)
         if found is not None:
             return found
     return None
 
 
-def _check_part(part):
+def _check_part(part, budget):
     name = part_filename(part)
     ctype = part.get_content_type()
     label = name or ctype
@@ -136,7 +137,7 @@ def _check_part(part):
         return Refusal(label, "an executable")
     if data[:4] == b"PK\x03\x04" or ctype in ARCHIVE_TYPES or \
             (name and extension(name) in ARCHIVE_EXTENSIONS):
-        inner = check_zip(data, label)
+        inner = check_zip(data, label, budget=budget)
         if inner is not None:
             return inner
     return None
