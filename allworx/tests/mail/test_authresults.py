@@ -164,6 +164,20 @@ class RemovalTests(unittest.TestCase):
                          b"Subject: hi\r\n\r\n"
                          b"Authentication-Results: allworx.example.com; in the body stays\r\n")
 
+    def test_quoted_id_escaped_comment_and_final_dot_are_ours_too(self):
+        # RFC 8601's authserv-id is a `value` (token or quoted-string) after
+        # CFWS; a comment's quoted-pair "\(" does not open a comment.
+        for value in (b'"allworx.example.com"; dkim=pass header.d=bank.example',
+                      b'"allworx.example\\.com" ; dkim=pass',
+                      b'(a \\( b) allworx.example.com; dkim=pass',
+                      b'(x\\)) allworx.example.com; dkim=pass',
+                      b'allworx.example.com.; dkim=pass'):
+            message = b"Authentication-Results: " + value + b"\r\nSubject: hi\r\n\r\nbody\r\n"
+            self.assertEqual(authresults.remove_ours(message, OURS),
+                             (b"Subject: hi\r\n\r\nbody\r\n", 1), value)
+        other = b'Authentication-Results: "allworx.example.com.evil"; spf=pass\r\n\r\n'
+        self.assertEqual(authresults.remove_ours(other, OURS), (other, 0))
+
     def test_nothing_to_remove_keeps_the_bytes(self):
         out, removed = authresults.remove_ours(MESSAGE, OURS)
         self.assertEqual((out, removed), (MESSAGE, 0))
