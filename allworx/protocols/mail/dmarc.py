@@ -24,6 +24,7 @@ looked up, and one of them may be the forged name.
 """
 
 import email.utils
+import unicodedata
 
 import attr
 from twisted.internet import defer
@@ -70,13 +71,20 @@ def organizational_domain(domain):
     return ".".join(labels[-2:])
 
 
+def _visible(text):
+    """`text` without control, format (zero-width...) and space characters: a reader
+    sees `bank.example\\x0b` or `bank.example\\u200b` as bank.example, so that is
+    the domain whose policy applies (it was looked up as written: no record)."""
+    return "".join(c for c in text if unicodedata.category(c)[0] not in "CZ")
+
+
 def from_domains(message):
     """The distinct domains of the From header(s) of `message`, lower case."""
     fields, _ = split_head(message)
     values = [unfolded_value(f) for f in fields if field_name(f) == b"from"]
     out = []
     for _, address in email.utils.getaddresses(values):
-        domain = address.rpartition("@")[2].strip().rstrip(">").lower().rstrip(".")
+        domain = _visible(address.rpartition("@")[2]).rstrip(">").lower().rstrip(".")
         if domain and domain not in out:
             out.append(domain)
     return out

@@ -105,6 +105,13 @@ class DmarcTests(unittest.TestCase):
                        spf_result=spf(domain="d0.example"))
         self.assertEqual((r.result, r.policy), ("fail", "quarantine"))
 
+    def test_invisible_characters_do_not_hide_the_domain(self):
+        for forged in (b"ceo@sender.example\x0b", b"ceo@sender.\x00example",
+                       "ceo@sender.example\u200b".encode()):
+            r = self.check(message(forged), spf_result=spf(domain="forger.example"))
+            self.assertEqual((r.result, r.policy, r.domain), ("fail", "reject", "sender.example"),
+                             forged)
+
     def test_temperror(self):
         self.dns.servfail.add("_dmarc.sender.example")
         self.assertEqual(self.check(spf_result=spf("fail")).result, "temperror")
