@@ -9,7 +9,10 @@ included) and inside zip archives, zips in zips too.
 All of it bounded: at most MAX_PARTS parts looked at, a part is decoded
 only up to MAX_DECODE, an archive's first MAX_MEMBERS names are read, only
 the first bytes of its members (and nested archives up to MAX_NESTED, at
-most NEST_DEPTH deep). `find_refused(message)` takes a parsed
+most NEST_DEPTH deep), and all the archives of one message together unpack at
+most MAX_UNPACKED bytes (a zip of zips of zips, each highly compressed,
+would otherwise make gigabytes of work of a few kilobytes; what is left
+past the budget is not looked into). `find_refused(message)` takes a parsed
 `email.message.Message` and gives a `Refusal(filename, why)` or None.
 """
 
@@ -27,6 +30,7 @@ MAX_MEMBERS = 1000
 MAX_NESTED = 5 * 1024 * 1024
 NEST_DEPTH = 3
 MAGIC_MEMBERS = 200         # archive members whose first bytes are looked at
+MAX_UNPACKED = 32 * 1024 * 1024     # bytes unpacked from the archives of one message
 
 EXTENSIONS = frozenset("""
     exe com scr pif bat cmd vbs vbe js jse wsf wsh wsc msi msp mst hta cpl jar
@@ -103,18 +107,19 @@ def decoded_payload(part, limit=MAX_DECODE):
 
 def find_refused(message):
     """The first refused attachment of a parsed message, or None."""
+    budget = [MAX_UNPACKED]
     for count, part in enumerate(message.walk()):
         if count >= MAX_PARTS:
             break
         if part.is_multipart():
             continue
-        found = _check_part(part)
+        found = _check_part(part, budget)
         if found is not None:
             return found
     return None
 
 
-def _check_part(part):
+def _check_part(part, budget):
     name = part_filename(part)
     ctype = part.get_content_type()
     label = name or ctype
@@ -132,14 +137,16 @@ def _check_part(part):
         return Refusal(label, "an executable")
     if data[:4] == b"PK\x03\x04" or ctype in ARCHIVE_TYPES or \
             (name and extension(name) in ARCHIVE_EXTENSIONS):
-        inner = check_zip(data, label)
+        inner = check_zip(data, label, budget=budget)
         if inner is not None:
             return inner
     return None
 
 
-def check_zip(data, label, depth=0):
-    """A Refusal for an executable inside the zip `data` (bounded), or None."""
+def check_zip(data, label, depth=0, budget=None):
+    """A Refusal for an executable inside the zip `data` (bounded), or None.
+    `budget` ([bytes left]) is shared by the nested archives."""
+    budget = [MAX_UNPACKED] if budget is None else budget
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = archive.infolist()[:MAX_MEMBERS]
@@ -155,24 +162,30 @@ def check_zip(data, label, depth=0):
         if info.is_dir() or info.flag_bits & 0x1 or index >= MAGIC_MEMBERS:
             continue        # encrypted members cannot be read: their names were looked at
         inner = "%s/%s" % (label, info.filename)
-        head = _read_member(archive, info, 4096)
+        head = _read_member(archive, info, 4096, budget)
         if head is None:
             continue
         if is_executable_bytes(head):
             return Refusal(inner, "an executable in an archive")
         if head[:4] == b"PK\x03\x04" and depth + 1 < NEST_DEPTH and info.file_size <= MAX_NESTED:
-            whole = _read_member(archive, info, MAX_NESTED + 1)
+            whole = _read_member(archive, info, MAX_NESTED + 1, budget)
             if whole is not None and len(whole) <= MAX_NESTED:
-                found = check_zip(whole, inner, depth + 1)
+                found = check_zip(whole, inner, depth + 1, budget)
                 if found is not None:
                     return found
     return None
 
 
-def _read_member(archive, info, limit):
-    """Up to `limit` bytes of an archive member, or None when it cannot be read."""
+def _read_member(archive, info, limit, budget):
+    """Up to `limit` bytes of an archive member (taken from `budget`), or None
+    when it cannot be read or the budget is spent."""
+    limit = min(limit, budget[0])
+    if limit <= 0:
+        return None
     try:
         with archive.open(info) as member:
-            return member.read(limit)
+            data = member.read(limit)
     except Exception:
         return None
+    budget[0] -= len(data)
+    return data

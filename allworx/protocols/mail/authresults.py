@@ -52,12 +52,17 @@ def unfolded_value(field):
 
 
 def _strip_comments(text):
-    """Text without leading CFWS: whitespace and (possibly nested) comments."""
+    """Text without leading CFWS: whitespace and (possibly nested) comments,
+    whose quoted-pairs (`\\(`, `\\)`) count as plain characters (RFC 5322 3.2.2)."""
     text = text.lstrip()
     while text.startswith("("):
-        depth, i = 0, 0
+        depth, i, escaped = 0, 0, False
         for i, c in enumerate(text):
-            if c == "(":
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == "(":
                 depth += 1
             elif c == ")":
                 depth -= 1
@@ -68,9 +73,13 @@ def _strip_comments(text):
 
 
 def claimed_id(field):
-    """The authserv-id an Authentication-Results field claims (lower case)."""
+    """The authserv-id an Authentication-Results field claims (lower case; a
+    quoted-string's content, RFC 8601's `value` may be one; no final dot)."""
     text = _strip_comments(unfolded_value(field))
-    return re.split(r"[\s;(]", text, 1)[0].lower()
+    quoted = re.match(r'"((?:[^"\\]|\\.)*)"', text)
+    if quoted:
+        text = re.sub(r"\\(.)", r"\1", quoted.group(1)).strip()
+    return re.split(r"[\s;(]", text, 1)[0].lower().rstrip(".")
 
 
 def remove_ours(message, server_id):

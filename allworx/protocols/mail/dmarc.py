@@ -6,7 +6,10 @@ The policy record is looked up at `_dmarc.FROM-DOMAIN`, then, when there is
 none, at `_dmarc.ORGANIZATIONAL-DOMAIN`. The organizational domain is the
 registrable domain, found without the Public Suffix List: the last three
 labels when the last two are one of a small built-in list of common
-multi-label public suffixes (co.uk, com.au, ...), else the last two labels.
+multi-label public suffixes (co.uk, com.au, ...) or a generic second level
+under a country code (com.es, co.at, org.pl... SECOND_LEVELS), else the last
+two labels. (Without the second rule, attacker.com.es and bank.com.es shared
+"com.es" and were aligned.)
 The message passes when SPF passed for a domain aligned with the From
 domain, or a DKIM signature passed with an aligned d= (relaxed: the same
 organizational domain; strict, adkim=s / aspf=s: the same name). The policy
@@ -15,10 +18,13 @@ domain's; pct= is not sampled (the policy applies to every message).
 
 Results: pass, fail, none (no record), temperror, permerror (no single
 From domain); with the policy (none | quarantine | reject) when a record
-was found.
+was found. A From header with more than MAX_FROM_DOMAINS domains (RFC 7489
+6.6.1) fails with quarantine at least: the ones past the limit are not
+looked up, and one of them may be the forged name.
 """
 
 import email.utils
+import unicodedata
 
 import attr
 from twisted.internet import defer
@@ -40,6 +46,8 @@ com.mx org.mx gob.mx
 com.ar com.tr com.sg com.hk com.tw com.my com.ph com.pk com.ua com.co com.pe com.vn
 co.kr or.kr co.il org.il co.id or.id co.th in.th
 """.split())
+SECOND_LEVELS = frozenset("com co net org gov edu ac or ne go gob mil ltd plc sch govt nhs".split())
+MAX_FROM_DOMAINS = 5
 _POLICIES = ("none", "quarantine", "reject")
 _BADNESS = {"fail": 4, "temperror": 3, "permerror": 2, "none": 1, "pass": 0}
 
@@ -57,9 +65,17 @@ class DmarcResult:
 def organizational_domain(domain):
     """The registrable domain of `domain` (see the module's note on suffixes)."""
     labels = domain.lower().rstrip(".").split(".")
-    if len(labels) >= 3 and ".".join(labels[-2:]) in MULTI_LABEL_SUFFIXES:
+    if len(labels) >= 3 and (".".join(labels[-2:]) in MULTI_LABEL_SUFFIXES or
+                             len(labels[-1]) == 2 and labels[-2] in SECOND_LEVELS):
         return ".".join(labels[-3:])
     return ".".join(labels[-2:])
+
+
+def _visible(text):
+    """`text` without control, format (zero-width...) and space characters: a reader
+    sees `bank.example\\x0b` or `bank.example\\u200b` as bank.example, so that is
+    the domain whose policy applies (it was looked up as written: no record)."""
+    return "".join(c for c in text if unicodedata.category(c)[0] not in "CZ")
 
 
 def from_domains(message):
@@ -68,7 +84,7 @@ def from_domains(message):
     values = [unfolded_value(f) for f in fields if field_name(f) == b"from"]
     out = []
     for _, address in email.utils.getaddresses(values):
-        domain = address.rpartition("@")[2].strip().rstrip(">").lower().rstrip(".")
+        domain = _visible(address.rpartition("@")[2]).rstrip(">").lower().rstrip(".")
         if domain and domain not in out:
             out.append(domain)
     return out
@@ -141,6 +157,9 @@ def check(resolver, message, spf, dkim_results):
     if not domains:
         return DmarcResult("permerror", "", "", "no From domain")
     results = []
-    for domain in domains[:5]:
+    for domain in domains[:MAX_FROM_DOMAINS]:
         results.append((yield check_domain(resolver, domain, spf, dkim_results)))
+    if len(domains) > MAX_FROM_DOMAINS:
+        results.append(DmarcResult("fail", domains[MAX_FROM_DOMAINS], "quarantine",
+                                   "more than %d From domains" % MAX_FROM_DOMAINS))
     return max(results, key=lambda r: (_BADNESS[r.result], _POLICIES.index(r.policy or "none")))

@@ -6,13 +6,16 @@ The address is asked about in each zone (`d.c.b.a.ZONE`, or the reversed
 nibbles of an IPv6 address) through the server's own resolver, all zones at
 once, each cut after ZONE_TIMEOUT seconds (that zone is skipped, and logged).
 An answer in 127.0.0.0/8 other than 127.255.255.0/24 (the zones' own error
-codes, such as "you asked through a public resolver") means listed; the
-zone's TXT record at the same name is its reason. Answers are kept per
+codes, such as "you asked through a public resolver": logged, so the admin
+learns that the zone refuses us) means listed; the zone's TXT record at the
+same name is its reason (control characters made spaces, at most 200
+characters: it becomes a line of the 554 reply and of the log). Answers are kept per
 address for CACHE_TTL seconds (at most CACHE_SIZE addresses).
 """
 
 import collections
 import ipaddress
+import re
 
 import attr
 from twisted.internet import defer
@@ -57,6 +60,13 @@ def is_listing(answer):
     return address in _LISTED and address not in _ZONE_ERRORS
 
 
+def _is_zone_error(answer):
+    try:
+        return ipaddress.ip_address(answer) in _ZONE_ERRORS
+    except ValueError:
+        return False
+
+
 class Dnsbl:
     """The lookups and their cache; `clock` cuts slow zones and ages the cache."""
 
@@ -95,6 +105,11 @@ class Dnsbl:
             log.warn("dnsbl: {zone} did not answer about {ip} ({error}): skipped",
                      zone=zone, ip=ip, error=str(e) or type(e).__name__)
             return None
+        refused = [a for a in answers if _is_zone_error(a)]
+        if refused:
+            log.warn("dnsbl: {zone} answered {answer} about {ip}: the zone's error code (it "
+                     "refuses queries from our resolver?); not counted as a listing",
+                     zone=zone, ip=ip, answer=refused[0])
         listed = [a for a in answers if is_listing(a)]
         if not listed:
             return None
@@ -102,4 +117,5 @@ class Dnsbl:
             reasons = yield self._cut(dnslookup.txt(resolver, name))
         except Exception:
             reasons = []
-        return Listing(zone, listed[0], " ".join(reasons[:1]).strip())
+        reason = re.sub(r"[\x00-\x1f\x7f]+", " ", " ".join(reasons[:1])).strip()[:200]
+        return Listing(zone, listed[0], reason)

@@ -17,6 +17,7 @@ from email.mime.text import MIMEText
 from hypothesis import HealthCheck, given, settings, strategies as st
 from twisted.trial import unittest
 
+from allworx.protocols.mail import attachments
 from allworx.protocols.mail.attachments import EXTENSIONS, extension, find_refused, is_executable_bytes
 from allworx.protocols.mail.contentrules import parse_message
 
@@ -81,6 +82,29 @@ class DirectTests(unittest.TestCase):
         self.assertEqual(find_refused(message(attachment("p.dat", outer, "application/zip"))).filename,
                          "p.dat/photos.zip/tool.bin")
         self.assertIsNone(find_refused(message(attachment("ok.zip", zipped([("a.pdf", b"%PDF")])))))
+
+    def test_nested_zip_bomb_is_bounded(self):
+        # Each level multiplies the work: a 5 MB zip of zeros packs to a few
+        # KB, twenty of them to a zip of ~100 KB, and three of those give
+        # 300 MB to unpack from a ~300 KB attachment (200 x 200 x 5 MB with
+        # bigger counts). The archives of one message share one budget.
+        stored = io.BytesIO()
+        with zipfile.ZipFile(stored, "w", zipfile.ZIP_STORED) as z:
+            z.writestr("zeros.bin", b"\0" * (attachments.MAX_NESTED - 200))
+        level2 = stored.getvalue()
+        level1 = zipped([("z%d.zip" % i, level2) for i in range(20)])
+        bomb = zipped([("y%d.zip" % i, level1) for i in range(3)])
+        read = []
+        original = attachments._read_member
+
+        def counting(*args):
+            data = original(*args)
+            read.append(len(data or b""))
+            return data
+        self.patch(attachments, "_read_member", counting)
+        self.assertIsNone(find_refused(message(*[attachment("b%d.zip" % i, bomb) for i in range(3)])))
+        self.assertLessEqual(sum(read), 32 * 1024 * 1024)
+        self.assertGreater(sum(read), 0)
 
     def test_attached_message_and_encoded_filename(self):
         inner = MIMEMultipart()

@@ -106,6 +106,43 @@ class DkimVerifyTests(unittest.TestCase):
         r.pending[0].callback(([], [], []))
         self.assertEqual([x.result for x in self.successResultOf(d)], ["permerror", "pass"])
 
+    def test_body_length_limit_with_an_appended_tail_is_policy(self):
+        # RFC 6376 8.2: with l= anyone may append to the body; the signature
+        # still verifies, but says nothing of the tail, so it is no pass.
+        signed = dkim.sign(MESSAGE, b"s1", b"sender.example", RSA_PRIVATE, length=True,
+                           include_headers=[b"from", b"to", b"subject", b"date"],
+                           canonicalize=(b"relaxed", b"relaxed")) + MESSAGE
+        [result] = self.verify(published(), signed)
+        self.assertEqual(result.result, "pass")
+        [result] = self.verify(published(), signed + b"Wire the money to IBAN XX00 1234.\r\n")
+        self.assertEqual(result.result, "policy")
+        self.assertIn("unsigned", result.reason)
+
+    def test_a_key_too_costly_is_refused_unused(self):
+        # A made-up key whose exponent is as long as its modulus: pure-Python
+        # RSA takes ~0.4 s per 4096-bit signature, 14 s per 16384-bit one.
+        def der(tag, body):
+            n = len(body)
+            size = bytes([n]) if n < 128 else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + \
+                n.to_bytes((n.bit_length() + 7) // 8, "big")
+            return bytes([tag]) + size + body
+
+        def integer(value):
+            return der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+        modulus = (1 << 4095) | 0x1234567 | 1
+        exponent = (1 << 4094) | 0xabcdef | 1
+        spki = der(0x30, der(0x30, der(0x06, bytes.fromhex("2a864886f70d010101")) + b"\x05\x00")
+                   + der(0x03, b"\x00" + der(0x30, integer(modulus) + integer(exponent))))
+        r = FakeResolver()
+        r.add("s1._domainkey.sender.example", "TXT",
+              "v=DKIM1; k=rsa; p=" + base64.b64encode(spki).decode())
+        results = self.verify(r, sign())
+        self.assertEqual(results[0].result, "permerror")
+        self.assertIn("exponent", results[0].reason)
+        big = "v=DKIM1; k=rsa; p=" + "A" * 5000
+        r.records[("s1._domainkey.sender.example", "TXT")] = [big]
+        self.assertEqual(self.verify(r, sign())[0].result, "permerror")
+
     def test_signatures_are_parsed(self):
         tags = dkimverify.signatures(sign())
         self.assertEqual([(t["d"], t["s"], t["a"]) for t in tags],
@@ -163,6 +200,20 @@ class RemovalTests(unittest.TestCase):
                          b"Authentication-Results: allworx.example.com.evil; spf=pass\r\n"
                          b"Subject: hi\r\n\r\n"
                          b"Authentication-Results: allworx.example.com; in the body stays\r\n")
+
+    def test_quoted_id_escaped_comment_and_final_dot_are_ours_too(self):
+        # RFC 8601's authserv-id is a `value` (token or quoted-string) after
+        # CFWS; a comment's quoted-pair "\(" does not open a comment.
+        for value in (b'"allworx.example.com"; dkim=pass header.d=bank.example',
+                      b'"allworx.example\\.com" ; dkim=pass',
+                      b'(a \\( b) allworx.example.com; dkim=pass',
+                      b'(x\\)) allworx.example.com; dkim=pass',
+                      b'allworx.example.com.; dkim=pass'):
+            message = b"Authentication-Results: " + value + b"\r\nSubject: hi\r\n\r\nbody\r\n"
+            self.assertEqual(authresults.remove_ours(message, OURS),
+                             (b"Subject: hi\r\n\r\nbody\r\n", 1), value)
+        other = b'Authentication-Results: "allworx.example.com.evil"; spf=pass\r\n\r\n'
+        self.assertEqual(authresults.remove_ours(other, OURS), (other, 0))
 
     def test_nothing_to_remove_keeps_the_bytes(self):
         out, removed = authresults.remove_ours(MESSAGE, OURS)

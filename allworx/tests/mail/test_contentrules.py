@@ -1,6 +1,7 @@
 """Tests for the built-in content rules (allworx.protocols.mail.contentrules)."""
 
 import base64
+import time
 
 from hypothesis import given, settings, strategies as st
 from twisted.trial import unittest
@@ -79,6 +80,25 @@ class RuleTests(unittest.TestCase):
         m = parse_message(html_message(b"<style>p{}</style><p>Hello &amp; <b>bye</b></p><!-- hidden -->"))
         [text] = texts(m)
         self.assertEqual(text.split(), ["Hello", "&", "bye"])
+
+    def test_link_text_split_by_tags_still_counts(self):
+        link = b'<a href="http://evil.example/x"><b>mybank</b>.example</a> <a href=x>'
+        self.assertIn("HTML_LINK_MISMATCH", names(html_message(link)))
+        self.assertEqual(contentrules.links('<A HREF="h">t<abbr>x</abbr></a><a href=z>'),
+                         [("h", "tx")])
+        self.assertEqual(contentrules.strip_html("a<script>x</SCRIPT >b<!-- c"), "a b ")
+
+    def test_unclosed_markup_takes_linear_time(self):
+        # Regular expressions with lazy repeats over unclosed `<a href>`,
+        # `<script`, `<!--` or `<` took minutes of the reactor for one such message.
+        size = 256 * 1024
+        for piece in ("<a href=x>", "<script", "<!--", "<", "<a href=http://x.example/>x<b>"):
+            html_text = piece * (size // len(piece))
+            started = time.monotonic()
+            contentrules.strip_html(html_text)
+            contentrules._mismatched_link(html_text)
+            took = time.monotonic() - started
+            self.assertLess(took, 5.0, "%r took %.1f s" % (piece, took))
 
     def test_charsets(self):
         raw = GOOD.replace(b"Subject:", b"Content-Type: text/plain; charset=x-nonsense\r\nSubject:")

@@ -88,6 +88,30 @@ class DmarcTests(unittest.TestCase):
         self.assertEqual((r.result, r.policy), ("fail", "quarantine"))
         self.assertNotIn(("_dmarc.co.uk", "TXT"), self.dns.asked)
 
+    def test_generic_second_level_under_a_country_code(self):
+        # bank.com.es and attacker.com.es are two registrants, not one "com.es".
+        self.assertEqual(dmarc.organizational_domain("mail.bank.com.es"), "bank.com.es")
+        self.assertEqual(dmarc.organizational_domain("www.shop.org.pl"), "shop.org.pl")
+        self.dns.add("_dmarc.bank.com.es", "TXT", "v=DMARC1; p=reject")
+        r = self.check(message(b"CEO <ceo@bank.com.es>"), spf_result=spf(domain="attacker.com.es"),
+                       dkim_results=[dkim(domain="attacker.com.es")])
+        self.assertEqual((r.result, r.policy), ("fail", "reject"))
+        r = self.check(message(b"CEO <ceo@bank.com.es>"), spf_result=spf(domain="mx.bank.com.es"))
+        self.assertEqual(r.result, "pass")
+
+    def test_too_many_from_domains_fail(self):
+        others = b", ".join(b"x@d%d.example" % i for i in range(5))
+        r = self.check(message(others + b", ceo@sender.example"),
+                       spf_result=spf(domain="d0.example"))
+        self.assertEqual((r.result, r.policy), ("fail", "quarantine"))
+
+    def test_invisible_characters_do_not_hide_the_domain(self):
+        for forged in (b"ceo@sender.example\x0b", b"ceo@sender.\x00example",
+                       "ceo@sender.example\u200b".encode()):
+            r = self.check(message(forged), spf_result=spf(domain="forger.example"))
+            self.assertEqual((r.result, r.policy, r.domain), ("fail", "reject", "sender.example"),
+                             forged)
+
     def test_temperror(self):
         self.dns.servfail.add("_dmarc.sender.example")
         self.assertEqual(self.check(spf_result=spf("fail")).result, "temperror")

@@ -4,6 +4,7 @@ import json
 import os
 
 from twisted.internet import task
+from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from allworx.protocols.mail import dnsbl, greylist
@@ -35,6 +36,22 @@ class DnsblTests(unittest.TestCase):
         self.dns.add(NAME, "TXT", "spam source, see https://bl.example/66")
         self.assertEqual(self.successResultOf(self.check()),
                          Listing("bl.example", "127.0.0.2", "spam source, see https://bl.example/66"))
+
+    def test_reason_cannot_break_the_reply_or_the_log(self):
+        self.dns.add(NAME, "A", "127.0.0.2")
+        self.dns.add(NAME, "TXT", "listed\r\n250 2.0.0 OK\x00" + "x" * 500)
+        reason = self.successResultOf(self.check()).reason
+        self.assertEqual(reason[:20], "listed 250 2.0.0 OK ")
+        self.assertEqual(len(reason), 200)
+
+    def test_zone_error_code_is_logged(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.dns.add(NAME, "A", "127.255.255.254")
+        self.assertIsNone(self.successResultOf(self.check()))
+        self.assertTrue([e for e in events if e.get("answer") == "127.255.255.254"
+                         and e.get("zone") == "bl.example"], events)
 
     def test_listed_without_reason(self):
         self.dns.add(NAME, "A", "127.0.0.4")
