@@ -81,6 +81,13 @@ class MailboxChanged:
 
 
 @attr.s(frozen=True, slots=True)
+class DkimKeysChanged:
+    """DKIM keys were made or dropped under data_dir/dkim: the zone publishes them again."""
+
+    published = attr.ib(default=())     # the selectors published now
+
+
+@attr.s(frozen=True, slots=True)
 class ServiceStatus:
     """Whether a service is up, and a sentence saying where it listens or why not."""
 

@@ -11,6 +11,9 @@ side and the WAN see of it), `leasenames` (DHCP names into it at once),
 `fast` (precomputed wire answers), `cache`, `upstream` (the forwarders),
 `sites` (other sites' names, asked of their servers), `chain` (the resolver
 chain's links), `server` (the protocols and their controller), `metrics`.
+The mail's TXT records (DKIM keys, SPF, DMARC) come from `allworx.dkimkeys`:
+the keys the mail service keeps under data_dir/dkim, read again on
+`DkimKeysChanged`.
 """
 
 import socket
@@ -18,7 +21,8 @@ import socket
 from prometheus_client import REGISTRY
 from twisted.logger import Logger
 
-from allworx.office import LeaseEvent, WanAddressChanged
+from allworx.dkimkeys import DkimKeys, mail_dns_records
+from allworx.office import DkimKeysChanged, LeaseEvent, WanAddressChanged
 from allworx.protocols.dns.chain import CountedCache, CountedForwarder
 from allworx.protocols.dns.fast import FastAnswers
 from allworx.protocols.dns.leasenames import LeaseNames
@@ -65,8 +69,10 @@ class DnsService(ListeningService):
         self._pending = None
         self._fresh = None        # the serial the fast path's zone answers are of
         self._registered = False
+        self._dkim = None
         self.follow(LeaseEvent, self._lease_event)
         self.follow(WanAddressChanged, lambda event: self.rebuild_zone())
+        self.follow(DkimKeysChanged, self._dkim_keys_changed)
 
     @property
     def zone(self):
@@ -81,7 +87,8 @@ class DnsService(ListeningService):
             self._pending.cancel()
         self._pending = None
         names = self.names.current(self.reactor.seconds())
-        self.keeper.rebuild(self.office.config, self.office.wan_ip, names)
+        config = self.office.config
+        self.keeper.rebuild(config, self.office.wan_ip, names, self.mail_records(config))
         self.names.built(names)
         zone = self.keeper.zone
         if zone.serial != self._fresh:
@@ -92,6 +99,22 @@ class DnsService(ListeningService):
             log.info("dns: zone {domain} serial {serial}: {count} records",
                      domain=zone.domain, serial=zone.serial, count=len(zone.entries))
         self._schedule_expiry()
+
+    def mail_records(self, config):
+        """The mail's TXT records: the DKIM keys on disk now, SPF and DMARC."""
+        data_dir = config.system.data_dir
+        if self._dkim is None or self._dkim.data_dir != data_dir:
+            self._dkim = DkimKeys(data_dir)
+        try:
+            return mail_dns_records(config, self._dkim)
+        except OSError as e:
+            log.error("dns: the DKIM keys cannot be read: {error}", error=str(e))
+            return mail_dns_records(config, None)
+
+    def _dkim_keys_changed(self, event):
+        if self._dkim is not None:
+            self._dkim.refresh()
+        self.rebuild_zone()
 
     def request_rebuild(self):
         """A full rebuild `REBUILD_INTERVAL` from now, one for all changes till then."""

@@ -164,8 +164,8 @@ class ViewKeeper(ZoneKeeper):
         """The view for a peer on the LAN side (`lan`) or the WAN."""
         return self.inside if lan else self.outside
 
-    def rebuild(self, config, wan_ip=None, dhcp=None, **facts):
-        changed = ZoneKeeper.rebuild(self, config, wan_ip, dhcp, **facts)
+    def rebuild(self, config, wan_ip=None, dhcp=None, *facts, **more):
+        changed = ZoneKeeper.rebuild(self, config, wan_ip, dhcp, *facts, **more)
         rules = ViewRules.of(config, wan_ip)
         if not changed and rules == self.rules:
             return False

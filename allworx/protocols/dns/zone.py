@@ -208,7 +208,28 @@ def reverse_name(address):
 
 
 def _txt_value(text):
-    return '"%s"' % text.replace("\\", "\\\\").replace('"', '\\"')
+    """TXT text in zone-file form: quoted strings of at most 255 bytes (a DKIM key needs several)."""
+    chunks, size = [""], 0
+    for ch in text:
+        n = len(ch.encode("utf-8"))
+        if size + n > 255:
+            chunks.append("")
+            size = 0
+        chunks[-1] += ch
+        size += n
+    return " ".join('"%s"' % c.replace("\\", "\\\\").replace('"', '\\"') for c in chunks)
+
+
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+def _txt_strings(value):
+    """The character-strings (bytes) of a TXT value in zone-file form."""
+    out = []
+    for m in _QUOTED.finditer(value):
+        text = re.sub(r"\\(.)", r"\1", m.group(1), flags=re.S).encode("utf-8")
+        out.extend(text[i:i + 255] for i in range(0, len(text), 255))
+    return out or [b""]
 
 
 def mail_services(config):
@@ -233,13 +254,15 @@ def mail_services(config):
             for label, on, port, target in offered]
 
 
-def zone_entries(config, wan_ip=None, dhcp=None):
+def zone_entries(config, wan_ip=None, dhcp=None, mail_records=()):
     """
     Every record of the office zone and the LAN's reverse zone, as sorted
     `ZoneEntry` rows (the SOA excluded: it carries the serial). `dhcp` maps a
     label to an address; a label the configuration already uses is ignored.
     A `[host]` without a fixed address has the address of its MAC's lease in
-    `dhcp.by_mac` (a `DhcpView`), if it holds one.
+    `dhcp.by_mac` (a `DhcpView`), if it holds one. `mail_records` are the
+    mail's TXT records (`allworx.dkimkeys.mail_dns_records`: DKIM, SPF,
+    DMARC); those a `[record]` replaced (source "record") come from it.
     """
     domain = config.system.domain
     host = config.system.hostname
@@ -267,6 +290,9 @@ def zone_entries(config, wan_ip=None, dhcp=None):
     for label, port, target in mail_services(config):
         if label not in config.records:
             add(label, "SRV", "0 1 %d %s" % (port, fq(target) if target else "."))
+    for r in mail_records:     # those a [record] replaced come with the records below
+        if getattr(r, "source", "built-in") != "record":
+            add(r.label, r.rtype, _txt_value(r.value) if r.rtype == "TXT" else r.value)
     ptr = {lan: server}
     dynamic = {}  # address -> source of its PTR, for those that move with a lease
     leases = getattr(dhcp, "by_mac", {})
@@ -354,9 +380,7 @@ def _payload(rtype, value, ttl):
         pref, target = value.split()
         return dns.Record_MX(int(pref), target.encode("ascii"), ttl)
     if rtype == "TXT":
-        text = value[1:-1].replace('\\"', '"').replace("\\\\", "\\").encode("utf-8")
-        chunks = [text[i:i + 255] for i in range(0, len(text), 255)] or [b""]
-        return dns.Record_TXT(*chunks, ttl=ttl)
+        return dns.Record_TXT(*_txt_strings(value), ttl=ttl)
     if rtype == "SRV":
         priority, weight, port, target = value.split()
         return dns.Record_SRV(int(priority), int(weight), int(port),
@@ -538,9 +562,9 @@ class ZoneKeeper:
         self.clock = clock
         self.zone = None
 
-    def rebuild(self, config, wan_ip=None, dhcp=None):
+    def rebuild(self, config, wan_ip=None, dhcp=None, mail_records=()):
         """Make the zone for these facts; True when it differs from the last one."""
-        entries = zone_entries(config, wan_ip, dhcp)
+        entries = zone_entries(config, wan_ip, dhcp, mail_records)
         domain = config.system.domain
         reverse = reverse_zone(config.lan_network)
         server = "%s.%s" % (config.system.hostname, domain)

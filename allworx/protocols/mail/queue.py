@@ -3,9 +3,10 @@
 The outbound mail queue: messages for other domains, kept on disk under
 `data_dir/queue` until each recipient is delivered or given up on.
 
-An entry is two files, `ID.eml` (the message, LF line ends) and `ID.json`
-(envelope and delivery state); the JSON file is written last, so an entry
-exists only when both are on disk. Delivery tries each domain's servers (see
+An entry is two files, `ID.eml` (the message, LF line ends, DKIM-signed by
+the `signer` as it enters when its From is ours) and `ID.json` (envelope,
+delivery state, the DKIM selectors it carries); the JSON file is written
+last, so an entry exists only when both are on disk. Delivery tries each domain's servers (see
 `relay.py`); a temporary failure is retried with exponential backoff
 (`retry_delay`) for up to five days; a permanent failure, or the end of those
 five days, sends the sender a DSN bounce, except for a bounce (null sender),
@@ -65,19 +66,22 @@ class QueueEntry:
     attempts = attr.ib(default=0)
     next_attempt = attr.ib(default=0.0)
     last_error = attr.ib(default="")
+    dkim = attr.ib(default=(), converter=tuple)    # the DKIM selectors it was signed with
     busy = attr.ib(default=False, eq=False)
 
     def to_json(self):
         return json.dumps({"id": self.id, "sender": self.sender, "recipients": self.recipients,
                            "created": self.created, "attempts": self.attempts,
                            "next_attempt": self.next_attempt,
-                           "last_error": self.last_error}).encode()
+                           "last_error": self.last_error, "dkim": list(self.dkim)}).encode()
 
     @classmethod
     def from_json(cls, data):
         d = json.loads(data)
+        # An entry written before DKIM signing has no "dkim": unsigned.
         return cls(d["id"], d["sender"], d["recipients"], d["created"], d.get("attempts", 0),
-                   d.get("next_attempt", 0.0), d.get("last_error", ""))
+                   d.get("next_attempt", 0.0), d.get("last_error", ""),
+                   [s for s in d.get("dkim", ()) if isinstance(s, str)])
 
     def as_dict(self):
         """The entry as the pages and the API show it."""
@@ -90,8 +94,9 @@ class QueueEntry:
 class OutboundQueue:
     """The persistent queue and its delivery loop."""
 
-    def __init__(self, office, writer, reactor, relay, store=None):
+    def __init__(self, office, writer, reactor, relay, store=None, signer=None):
         self.office = office
+        self.signer = signer        # a DkimSigner, or None: sent as given
         self.writer = writer
         self.reactor = reactor
         self.relay = relay
@@ -123,7 +128,11 @@ class OutboundQueue:
         if len(self._entries) >= self.max_entries:
             raise QueueFull("the outbound queue is full (%d messages)" % len(self._entries))
         self._ensure()
-        entry = QueueEntry(queue_id, sender, list(recipients), self.reactor.seconds())
+        selectors = ()
+        if self.signer is not None:
+            data, selectors = self.signer.sign(data)
+        entry = QueueEntry(queue_id, sender, list(recipients), self.reactor.seconds(),
+                           dkim=selectors)
         eml, meta = self._paths(queue_id)
         tmp = os.path.join(self.directory, "tmp")
         files = [PendingFile(os.path.join(tmp, queue_id + ".eml"), eml, data),
@@ -192,11 +201,14 @@ class OutboundQueue:
 
     def remove(self, queue_id):
         """Drop a message from the queue without a bounce; KeyError if absent."""
-        entry = self._entries.pop(queue_id)
+        entry = self._entries[queue_id]
         self._cancel(entry.id)
-        self._delete_files(entry.id)
-        QUEUE_LENGTH.set(len(self._entries))
+        self._drop(entry)
         log.info("queue entry {id} removed by the administrator", id=queue_id)
+
+    def selectors_in_use(self):
+        """The DKIM selectors the queued messages were signed with."""
+        return {s for e in self._entries.values() for s in e.dkim}
 
     def __len__(self):
         return len(self._entries)
@@ -242,9 +254,7 @@ class OutboundQueue:
         except OSError as e:
             log.error("queue entry {id} dropped: its message cannot be read: {error}",
                       id=entry.id, error=str(e))
-            self._entries.pop(entry.id, None)
-            self._delete_files(entry.id)
-            QUEUE_LENGTH.set(len(self._entries))
+            self._drop(entry)
             return
         by_domain = {}
         for rcpt in entry.recipients:
@@ -282,9 +292,7 @@ class OutboundQueue:
         entry.recipients = waiting
         entry.last_error = "; ".join(errors)[:1000]
         if not waiting:
-            self._entries.pop(entry.id, None)
-            self._delete_files(entry.id)
-            QUEUE_LENGTH.set(len(self._entries))
+            self._drop(entry)
             return
         delay = retry_delay(entry.attempts)
         entry.next_attempt = now + delay
@@ -312,6 +320,14 @@ class OutboundQueue:
         d.addErrback(lambda f: log.error("bounce for {id} to <{sender}> not delivered: {error}",
                                          id=entry.id, sender=entry.sender, error=str(f.value)))
         return d
+
+    def _drop(self, entry):
+        """The entry leaves the queue: its files go; a retired DKIM selector may go with it."""
+        self._entries.pop(entry.id, None)
+        self._delete_files(entry.id)
+        QUEUE_LENGTH.set(len(self._entries))
+        if entry.dkim and self.signer is not None:
+            self.signer.entry_left(entry.dkim)
 
     def _delete_files(self, queue_id):
         for path in self._paths(queue_id):

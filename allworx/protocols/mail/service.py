@@ -21,12 +21,14 @@ from allworx.certificates import CertificateKeeper
 from allworx.guards import LoginThrottle, PeerLimit
 from allworx.protocols.mail import fetch, imap, pop3
 from allworx.protocols.mail.decisions import DecisionLog
+from allworx.protocols.mail.dkimsign import DkimSigner
 from allworx.protocols.mail.dnsbl import Dnsbl
 from allworx.protocols.mail.greylist import Greylist
 from allworx.protocols.mail.inbound import InboundChecks
 from allworx.protocols.mail.durable import DurableWriter
 from allworx.protocols.mail.queue import OutboundQueue
 from allworx.protocols.mail.relay import SmtpRelay
+from allworx.protocols.mail.security import MailSecurity
 from allworx.protocols.mail.spam import ContentFilter
 from allworx.protocols.mail.smtp import MAX_CONNECTIONS_PER_PEER, MAX_SESSIONS, SmtpFactory
 from allworx.protocols.mail.store import MailStore
@@ -76,7 +78,11 @@ class MailService(OfficeService):
         self.writer = DurableWriter(defer_to_thread) if defer_to_thread else DurableWriter()
         self.relay = SmtpRelay(reactor, None, "localhost")
         self.store = MailStore(office, self.writer, reactor)
-        self.queue = OutboundQueue(office, self.writer, reactor, self.relay, self.store)
+        # DKIM: keys under data_dir/dkim (the DNS service publishes them from there).
+        self.dkim = DkimSigner(office, reactor, defer_to_thread or threads.deferToThread)
+        self.queue = OutboundQueue(office, self.writer, reactor, self.relay, self.store,
+                                   signer=self.dkim)
+        self.dkim.queue = self.queue
         self.store.queue = self.queue
         self.own_certificates = certificates is None
         self.certificates = certificates or CertificateKeeper(lambda: office.config, reactor)
@@ -90,6 +96,7 @@ class MailService(OfficeService):
                                             defer_to_thread=defer_to_thread or threads.deferToThread)
         self.inbound = InboundChecks(office, None, self.decisions, Dnsbl(reactor),
                                      content_filter=self.content_filter)
+        self.security = MailSecurity(office, self.dkim, self.decisions, self.store)
         self.smtp_factory = SmtpFactory(office, self.store.deliver, reactor, self.checker,
                                         label="smtp", throttle=self.throttle, peer_limit=self.peers,
                                         inbound=self.inbound)
@@ -155,8 +162,17 @@ class MailService(OfficeService):
         for f in (self.smtp_factory, self.submission_factory):
             f.tls_options = self.tls_options
         OfficeService.startService(self)
+        # After the queue is loaded (its child started): retired selectors it
+        # no longer holds go. Keys made here the first time block for a moment.
+        self._dkim(self.dkim.start)
         self.office.set_status("mail", "up" if config.mail.enabled else "disabled",
                                "mailboxes in %s" % os.path.join(config.system.data_dir, "mail"))
+
+    def _dkim(self, work, *args):
+        try:
+            work(*args)
+        except Exception:
+            log.failure("mail: DKIM keys not made or changed: outbound mail may leave unsigned")
 
     def _write_file(self, path, text):
         if self.defer_to_thread is not None:
@@ -175,6 +191,11 @@ class MailService(OfficeService):
         # Before the children's own handlers (they subscribed after this
         # service), so the ports they bind again see the new settings.
         self._apply(event.new)
+        if event.old.system.data_dir != event.new.system.data_dir:
+            self._dkim(self.dkim.start)
+        elif event.touches("mail"):
+            self._dkim(self.dkim.selector_changed, event.old.mail.dkim_selector,
+                       event.new.mail.dkim_selector)
         if event.touches("user", "system"):
             self.store.forget()
         self.fetch.reconfigure()

@@ -177,7 +177,8 @@ cname = pc1.example.com
         # What the gathered rebuild made is what the events had made.
         names = {"pc%d" % i: ip("192.168.2.%d" % host) for i, host in enumerate(hosts)}
         self.assertEqual(self.service.zone.entries,
-                         dnszone.zone_entries(self.office.config, self.office.wan_ip, names))
+                         dnszone.zone_entries(self.office.config, self.office.wan_ip, names,
+                                              self.service.mail_records(self.office.config)))
 
 
 CAM = "02:00:00:00:00:51"
@@ -354,7 +355,8 @@ class AnyEventSequenceTests(unittest.TestCase):
                 reactor.advance(wait)
                 expected.expire(reactor.seconds())
                 keeper = dnszone.ZoneKeeper(reactor)
-                keeper.rebuild(office.config, office.wan_ip, expected.current())
+                keeper.rebuild(office.config, office.wan_ip, expected.current(),
+                               service.mail_records(office.config))
                 self.assertEqual(service.zone.entries, keeper.zone.entries)
                 for name, qtype in QUESTIONS:
                     want = keeper.zone.answer(name, qtype)

@@ -7,16 +7,19 @@ path and the fast path, and as the zone changes.
 """
 
 import ipaddress
+import os
 
 from twisted.internet.task import Clock
 from twisted.names import dns
 from twisted.trial import unittest
 
 from allworx.config import parse_config
+from allworx.dkimkeys import mail_dns_records
 from allworx.office import LeaseEvent
 from allworx.protocols.dns import service as dnsservice
 from allworx.protocols.dns import views as dnsviews
 from allworx.tests.confs import MINIMAL, with_sections
+from allworx.tests.dkimtesting import install_keys
 from allworx.tests.dns.test_service import LAN_PC, WAN_HOST, ServiceCase
 
 KEY1 = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
@@ -294,3 +297,16 @@ class RuleTests(unittest.TestCase):
             "[dns]\n", "[dns]\nwan_view = all\n")), ipaddress.IPv4Address(WAN)))
         self.assertEqual(keeper.zone.serial, serial + 5)
         self.assertEqual((keeper.inside.serial, keeper.outside.serial), (serial + 5,) * 2)
+
+    def test_the_mails_generated_records_are_public(self):
+        data_dir = os.path.abspath(self.mktemp())
+        os.makedirs(data_dir)
+        config = parse_config(with_sections(SITE, MINIMAL))
+        keeper = dnsviews.ViewKeeper(Clock())
+        keeper.rebuild(config, ipaddress.IPv4Address(WAN), None,
+                       mail_dns_records(config, install_keys(data_dir)))
+        for name in ("example.com", "_dmarc.example.com", "allworx._domainkey.example.com",
+                     "allworx-ed25519._domainkey.example.com"):
+            for view in (keeper.inside, keeper.outside):
+                answer = view.answer(name, dns.TXT)
+                self.assertEqual((answer.rcode, len(answer.answers)), (dns.OK, 1), name)

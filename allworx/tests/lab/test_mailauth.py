@@ -223,6 +223,29 @@ class MailAuthLabTests(unittest.TestCase):
         self.assertRefused("550 5.7.26", self.send(forged, "bounce@" + MAIL_DOMAIN,
                                                    "alice@example.com"))
         self.assertEqual(self.folder("alice"), [])
+
+    def test_mail_security_api_shows_records_and_decisions(self):
+        """The admin sees what was refused and why, and the records to publish (API on 8080)."""
+        forged = self.message("ceo@" + FORGED_DOMAIN, "alice@example.com", "forged for the log")
+        self.assertRefused("550 5.7.26", self.send(forged, "ceo@" + FORGED_DOMAIN,
+                                                   "alice@example.com"))
+        done = self.lab.run("pc1", ["curl", "-sS", "-m", "10", "-u", "admin:admin-demo"]
+                            + self.server.curl_https()
+                            + ["https://%s:8080/api/v1/mail/security" % SERVER_LAN],
+                            check=False, timeout=30)
+        try:
+            body = json.loads(done.stdout)
+        except ValueError:
+            self.fail("GET /api/v1/mail/security: " + client_report(done) + self.log_tail())
+        names = {r["name"] for r in body["records"]}
+        self.assertTrue({"allworx._domainkey.example.com", "allworx-ed25519._domainkey.example.com",
+                         "example.com", "_dmarc.example.com"} <= names, body["records"])
+        refused = [d for d in body["decisions"] if d["verdict"] == "refused"
+                   and d["sender"] == "ceo@" + FORGED_DOMAIN]
+        self.assertTrue(refused, body["decisions"])
+        self.assertIn("DMARC", refused[0]["reason"].upper(), refused[0])
+        self.assertEqual(refused[0]["client"], INET_IP)
+        self.assertIn("alice", body["junk"])
         self.assertEqual(self.folder("alice", "Junk"), [])
 
     def test_signed_mail_passes_with_one_authentication_results(self):
