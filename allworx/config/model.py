@@ -101,6 +101,8 @@ class DnsSettings:
     secondary = key(parse_optional(parse_ip), None, fmt=lambda v: str(v or ""))
     use_forwarders = key(parse_bool, True, fmt=format_bool)
     port = key(parse_port, 53)
+    wan_view = key(parse_choice(("public", "all")), "public",
+                   doc="what the WAN sees of the zone: public names only, or all of them")
 
 
 @attr.s(frozen=True, slots=True)

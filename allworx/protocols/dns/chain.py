@@ -25,21 +25,24 @@ COMMON_TYPES = (dns.A, dns.AAAA, dns.MX, dns.TXT, dns.NS, dns.SOA, dns.CNAME, dn
 
 class ZoneAuthority(ResolverBase):
     """
-    The office zone as an IResolver: answers its names, passes on the rest.
-    Each answer for a name that exists is also rendered into the fast path's
-    zone table, so the next such question is served from there; the table is
-    emptied whenever the zone changes.
+    One view of the office zone as an IResolver (`lan`: the inside view of
+    `keeper`, a `views.ViewKeeper`, else the outside one): answers its
+    names, passes on the rest. Each answer for a name that exists is also
+    rendered into the fast path's table of that view (`zone` or `outside`),
+    so the next such question is served from there; the tables are emptied
+    whenever the zone changes.
     """
 
-    def __init__(self, keeper, fast=None):
+    def __init__(self, keeper, fast=None, lan=True):
         ResolverBase.__init__(self)
         self.keeper = keeper
         self.fast = fast
+        self.lan = lan
 
     def _lookup(self, name, cls, type, timeout):
         if isinstance(name, bytes):
             name = name.decode("ascii", "replace")
-        zone = self.keeper.zone
+        zone = self.keeper.view(self.lan)
         result = zone.answer(name, type) if zone is not None and cls == dns.IN else None
         if result is None:
             return defer.fail(error.DomainError(name))
@@ -51,7 +54,8 @@ class ZoneAuthority(ResolverBase):
         if self.fast is not None and (type in COMMON_TYPES or type in zone.types_at(
                 name.lower().rstrip("."))):
             # Bounded: names that exist, types they hold or that are common.
-            self.fast.zone[question_key(name, type)] = ResponseWire(
+            table = self.fast.zone if self.lan else self.fast.outside
+            table[question_key(name, type)] = ResponseWire(
                 name.lower().rstrip(".").encode("ascii"), type, dns.IN, result.rcode, True,
                 result.answers, result.authority, result.additional)
         return defer.succeed((list(result.answers), list(result.authority),

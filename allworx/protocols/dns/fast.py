@@ -11,7 +11,9 @@ the precomputed parts. Records from the cache carry their TTLs' offsets so the
 remaining TTL is patched in at most once a second.
 
 `FastAnswers` maps (lower-cased question name, type, class) in wire form to
-such responses: the zone's names for everyone, the cache for the LAN. Its
+such responses: the zone's names in its inside view for the LAN side and in
+its outside view for the WAN (two tables: the side picks one), the cache
+for the LAN. Its
 `answer` looks at the raw datagram only; anything unusual (other opcodes,
 several questions, compression in the question, EDNS options it cannot
 judge) returns None and goes to the full path.
@@ -153,7 +155,8 @@ def _encode_rr(out, comp, rr, ttls, qend):
 
 class FastAnswers:
     """
-    Precomputed answers keyed by question: `zone` (everyone) and `cache`
+    Precomputed answers keyed by question: `zone` (the inside view's, for
+    LAN clients), `outside` (the outside view's, for the WAN) and `cache`
     (LAN clients only, expiring on `clock`). `answer(data, lan)` returns the
     response bytes or None (not here, or a query it leaves to the full path).
     """
@@ -161,6 +164,7 @@ class FastAnswers:
     def __init__(self, clock):
         self.clock = clock
         self.zone = {}
+        self.outside = {}
         self.cache = {}
         self.ra_lan = RA     # recursion available to the LAN (0 in stand-alone mode)
         self.zone_hits = 0
@@ -181,7 +185,7 @@ class FastAnswers:
             return None
         qend = end + 5
         key = data[12:qend].lower()
-        entry = self.zone.get(key)
+        entry = (self.zone if lan else self.outside).get(key)
         if entry is not None:
             self.zone_hits += 1
         else:

@@ -124,7 +124,9 @@ class LeaseNames:
 
     def _forget(self, before, rows):
         """Drop the fast path's answers that the changed rows make wrong."""
-        zone, table = self.keeper.zone, self.fast.zone
+        zone = self.keeper.zone
+        # Both views' tables: the outside one holds such names with wan_view = all.
+        tables = (self.fast.zone, self.fast.outside)
         if self._targets is None:
             self._targets = _targets(before.entries)
         self._targets |= _targets(rows)
@@ -136,14 +138,17 @@ class LeaseNames:
                 names.add(name)
                 name = name.partition(".")[2]
         if names & self._targets:
-            table.clear()   # answers that follow a CNAME or carry glue may hold them
+            for table in tables:
+                table.clear()   # answers that follow a CNAME or carry glue may hold them
             return
+        keys = [question_key(origin, SOA) for origin in (zone.domain, zone.reverse)]
         for name in names:
             wire = question_key(name, 0)[:-4]   # the name; type and class follow
             for qtype in set(COMMON_TYPES).union(before.types_at(name), zone.types_at(name)):
-                table.pop(wire + struct.pack("!HH", qtype, IN), None)
-        for origin in (zone.domain, zone.reverse):
-            table.pop(question_key(origin, SOA), None)   # the serial moved on
+                keys.append(wire + struct.pack("!HH", qtype, IN))
+        for table in tables:
+            for key in keys:   # the names, and the SOAs: the serial moved on
+                table.pop(key, None)
 
 
 def _targets(rows):

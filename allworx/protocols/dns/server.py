@@ -2,13 +2,15 @@
 """
 The DNS server's protocols and their controller, on twisted.names.
 
-`OfficeDnsFactory` is a `DNSServerFactory` whose resolver chain is the office
-zone (authority), the cache and the forwarders (client) for LAN clients; for
-the WAN the zone and then REFUSED (no open resolver); in stand-alone mode
-(`use_forwarders = no`) the zone and then an authoritative NXDOMAIN. In
-front of the chain sits the fast path (`dnsfast.FastAnswers`): zone and
-cache answers precomputed in wire form, served from the raw datagram before
-any parsing.
+`OfficeDnsFactory` is a `DNSServerFactory` whose resolver chain is, for LAN
+clients (the LAN, the tunnel, other sites: `office.is_lan_peer`), the other
+sites' names (`dnssites`, the conditional forwarder), the office zone's
+inside view (authority), the cache and the forwarders (client); for the WAN
+the zone's outside view and then REFUSED (no open resolver); in stand-alone
+mode (`use_forwarders = no`) the sites, the inside view and then an
+authoritative NXDOMAIN. In front of the chain sits the fast path
+(`dnsfast.FastAnswers`): zone (per view) and cache answers precomputed in
+wire form, served from the raw datagram before any parsing.
 
 UDP and TCP. EDNS0 is honoured (the client's size, at most 1232 bytes); an
 answer that does not fit a UDP reply goes out with TC set. Anything
@@ -61,29 +63,30 @@ class OfficeDnsFactory(server.DNSServerFactory):
 
     protocol = None  # set below: DnsStreamProtocol
 
-    def __init__(self, office, keeper, cache, fast, forwarders, reactor):
-        zone = ZoneAuthority(keeper, fast)
+    def __init__(self, office, keeper, cache, fast, forwarders, reactor, sites=None):
+        zone = ZoneAuthority(keeper, fast, lan=True)
         self.office = office
         self.fast = fast
         self.cache = cache
         self.reactor = reactor
         self.forwarder = forwarders
+        head = [sites] if sites is not None else []
         if forwarders is not None:
-            lan = [zone, cache, forwarders]
+            lan = head + [zone, cache, forwarders]
             server.DNSServerFactory.__init__(self, authorities=[zone], caches=[cache],
                                              clients=[forwarders])
         else:
-            lan = [zone, StandAlone()]
+            lan = head + [zone, StandAlone()]
             server.DNSServerFactory.__init__(self, authorities=[zone])
         self.resolver = OfficeChain(lan)
-        self.wan_resolver = OfficeChain([zone, Refusing()])
+        self.wan_resolver = OfficeChain([ZoneAuthority(keeper, fast, lan=False), Refusing()])
         fast.ra_lan = RA if forwarders is not None else 0
         self._sides = {}
 
     # -- who is asking
 
     def lan_changed(self):
-        """The LAN's addresses changed: ask again which side each peer is on."""
+        """The LAN's, the tunnel's or the sites' addresses changed: ask again who is where."""
         self._sides.clear()
 
     def is_lan(self, host):

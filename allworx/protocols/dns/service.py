@@ -6,12 +6,14 @@ The office's DNS server (SPEC 5, guide 6 and 10): the "dns" child.
 DHCP clients' names), the resolvers in line with `[dns]`, and listens on
 `[dns] port` over UDP and TCP while `[dns] enabled`. It is given the DHCP
 lease table (`interfaces.ILeaseTable`): the names in it at start, the
-`LeaseEvent`s after. The pieces: `zone` (the zone), `leasenames` (DHCP names
-into it at once), `fast` (precomputed wire answers), `cache`, `upstream`
-(the forwarders), `chain` (the resolver chain's links), `server` (the
-protocols and their controller), `metrics`. The mail's TXT records (DKIM
-keys, SPF, DMARC) come from `allworx.dkimkeys`: the keys the mail service
-keeps under data_dir/dkim, read again on `DkimKeysChanged`.
+`LeaseEvent`s after. The pieces: `zone` (the zone), `views` (what the LAN
+side and the WAN see of it), `leasenames` (DHCP names into it at once),
+`fast` (precomputed wire answers), `cache`, `upstream` (the forwarders),
+`sites` (other sites' names, asked of their servers), `chain` (the resolver
+chain's links), `server` (the protocols and their controller), `metrics`.
+The mail's TXT records (DKIM keys, SPF, DMARC) come from `allworx.dkimkeys`:
+the keys the mail service keeps under data_dir/dkim, read again on
+`DkimKeysChanged`.
 """
 
 import socket
@@ -26,7 +28,8 @@ from allworx.protocols.dns.fast import FastAnswers
 from allworx.protocols.dns.leasenames import LeaseNames
 from allworx.protocols.dns.metrics import DnsCollector
 from allworx.protocols.dns.server import DnsDatagramProtocol, OfficeDnsFactory
-from allworx.protocols.dns.zone import ZoneKeeper
+from allworx.protocols.dns.sites import SITE_PORT, SiteForwarder
+from allworx.protocols.dns.views import ViewKeeper
 from allworx.servicebase import ListeningService
 
 log = Logger()
@@ -46,7 +49,8 @@ class DnsService(ListeningService):
     `REBUILD_INTERVAL`.
     """
 
-    def __init__(self, office, leases=None, reactor=None, forwarder_port=53, timeout=2.0):
+    def __init__(self, office, leases=None, reactor=None, forwarder_port=53, timeout=2.0,
+                 site_port=SITE_PORT):
         if reactor is None:
             from twisted.internet import reactor
         ListeningService.__init__(self, "dns", office)
@@ -54,9 +58,10 @@ class DnsService(ListeningService):
         self.reactor = reactor
         self.forwarder_port = forwarder_port
         self.timeout = timeout
-        self.keeper = ZoneKeeper(reactor)
+        self.keeper = ViewKeeper(reactor)
         self.fast = FastAnswers(reactor)
         self.cache = CountedCache(reactor, self.fast)
+        self.sites = SiteForwarder(office, self.cache, reactor, port=site_port)
         self.names = LeaseNames(self.keeper, self.fast)
         self.collector = DnsCollector(self.fast, self.cache)
         self.factory = None
@@ -89,6 +94,7 @@ class DnsService(ListeningService):
         if zone.serial != self._fresh:
             # Every precomputed zone answer is made again as it is asked.
             self.fast.zone = {}
+            self.fast.outside = {}
             self._fresh = zone.serial
             log.info("dns: zone {domain} serial {serial}: {count} records",
                      domain=zone.domain, serial=zone.serial, count=len(zone.entries))
@@ -153,7 +159,8 @@ class DnsService(ListeningService):
 
     def _build_factory(self):
         self.factory = OfficeDnsFactory(self.office, self.keeper, self.cache, self.fast,
-                                        self._forwarders(self.office.config), self.reactor)
+                                        self._forwarders(self.office.config), self.reactor,
+                                        self.sites)
 
     def _rewire(self):
         """New resolvers behind the ports already listening."""
@@ -190,11 +197,16 @@ class DnsService(ListeningService):
 
     def config_changed(self, event):
         """Zone, peers' sides and resolvers follow; the base rebinds for a new port."""
-        # The mail sections' ports are in the zone's SRV records.
-        if event.touches("system", "lan", "wan", "host", "record", "mail", "pop3", "imap"):
+        # The mail sections' ports are in the zone's SRV records; `[dns]
+        # wan_view`, the tunnel and the sites' networks decide the views.
+        if event.touches("system", "lan", "wan", "host", "record", "mail", "pop3", "imap",
+                         "dns", "vpn", "site"):
             self.rebuild_zone()
-        if event.touches("lan"):
+        if event.touches("lan", "vpn", "site"):
             self.factory.lan_changed()
+        if event.touches("vpn", "site", "system"):
+            # Names may now be another site's, or no longer: ask afresh.
+            self.cache.clear()
         if not event.touches("dns"):
             return
         old, new = event.old.dns, event.new.dns

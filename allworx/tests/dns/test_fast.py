@@ -89,8 +89,10 @@ class FastAnswerTests(unittest.TestCase):
     def setUp(self):
         self.clock = Clock()
         self.fast = dnsfast.FastAnswers(self.clock)
-        self.fast.zone[dnsfast.question_key("www.example.com", dns.A)] = dnsfast.ResponseWire(
-            b"www.example.com", dns.A, dns.IN, dns.OK, True, [a_record()])
+        www = dnsfast.ResponseWire(b"www.example.com", dns.A, dns.IN, dns.OK, True, [a_record()])
+        # A public name: in the inside view's table and the outside view's.
+        self.fast.zone[dnsfast.question_key("www.example.com", dns.A)] = www
+        self.fast.outside[dnsfast.question_key("www.example.com", dns.A)] = www
 
     def test_id_and_question_case_come_back(self):
         raw = self.fast.answer(query(b"wWw.ExAmple.COM", qid=0xBEEF), True)
@@ -108,6 +110,13 @@ class FastAnswerTests(unittest.TestCase):
         self.assertEqual((wan.recDes, wan.recAv), (False, False))
         self.fast.ra_lan = 0
         self.assertFalse(parse(self.fast.answer(query(), True)).recAv)
+
+    def test_each_side_reads_its_own_view(self):
+        key = dnsfast.question_key("pc1.example.com", dns.A)
+        self.fast.zone[key] = dnsfast.ResponseWire(b"pc1.example.com", dns.A, dns.IN, dns.OK,
+                                                   True, [a_record(b"pc1.example.com", "192.168.2.10")])
+        self.assertIsNotNone(self.fast.answer(query(b"pc1.example.com"), True))
+        self.assertIsNone(self.fast.answer(query(b"pc1.example.com"), False))
 
     def test_edns_query_gets_an_opt_record(self):
         m = parse(self.fast.answer(query(edns=4096), True))

@@ -120,11 +120,11 @@ class DnsLabTests(unittest.TestCase):
         self.assertEqual((at_once.status, at_once.data()), ("NOERROR", [pc1]), at_once.text)
         at_once = self.dig("admin", reverse, "PTR")
         self.assertEqual(at_once.data("PTR"), ["pc1.example.com."], at_once.text)
-        # Guide 10's table, from a PC on the LAN.
+        # Guide 10's table, from a PC on the LAN (the inside view: a name with
+        # both addresses answers the LAN one there, SPEC 5).
         expect = {"www": [SERVER_WAN], "wan": [SERVER_WAN], "corp": [SERVER_LAN],
                   "admin": [SERVER_LAN], "lan": [SERVER_LAN],
-                  "smtp": sorted([SERVER_LAN, SERVER_WAN]),
-                  "pop": sorted([SERVER_LAN, SERVER_WAN]),
+                  "smtp": [SERVER_LAN], "pop": [SERVER_LAN],
                   "printer": ["192.168.2.150"], "files": ["192.168.2.20"]}
         for label, addresses in expect.items():
             answer = self.dig("pc1", label + ".example.com")
@@ -156,14 +156,18 @@ class DnsLabTests(unittest.TestCase):
         inside = self.dig("pc1", "nothing.example.com")
         self.assertEqual(inside.status, "NXDOMAIN")
         self.assertIn("aa", inside.flags)
-        # From the Internet: the same names, and no open resolver.
+        # From the Internet: the public names only (the outside view), and no
+        # open resolver.
         wan = self.dig("inet", "www.example.com", "A", SERVER_WAN)
         self.assertEqual((wan.status, wan.data()), ("NOERROR", [SERVER_WAN]))
         self.assertIn("aa", wan.flags)
         self.assertEqual(self.dig("inet", "example.com", "MX", SERVER_WAN).data("MX"),
                          ["10 allworx.example.com."])
-        self.assertEqual(self.dig("inet", "corp.example.com", "A", SERVER_WAN).data(),
-                         [SERVER_LAN])
+        self.assertEqual(self.dig("inet", "smtp.example.com", "A", SERVER_WAN).data(),
+                         [SERVER_WAN])
+        for name in ("corp.example.com", "pc1.example.com", "printer.example.com"):
+            hidden = self.dig("inet", name, "A", SERVER_WAN)
+            self.assertEqual((hidden.status, hidden.data()), ("NXDOMAIN", []), name)
         refused = self.dig("inet", "web.internet.example", "A", SERVER_WAN)
         self.assertEqual(refused.status, "REFUSED")
         self.assertEqual(self.dig("inet", "web.internet.example", "A", SERVER_WAN,
