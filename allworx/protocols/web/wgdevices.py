@@ -78,7 +78,8 @@ def endpoint_text(config, wan_address):
     if vpn.endpoint is not None:
         host, port = vpn.endpoint
     elif wan_address:
-        host, port = str(wan_address), None
+        # The office keeps its WAN address with its prefix (203.0.113.2/24).
+        host, port = str(getattr(wan_address, "ip", wan_address)), None
     else:
         raise NoConfig("the WAN address is not known yet: set [vpn] endpoint to the name or "
                        "address devices dial")

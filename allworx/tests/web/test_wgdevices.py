@@ -10,8 +10,12 @@ once, 401 without credentials.
 """
 
 import base64
+import ipaddress
 import os
 
+from twisted.trial import unittest
+
+from allworx.config import parse_config
 from allworx.protocols.web import sitesapi  # noqa: F401 (the routes)
 from allworx.protocols.web import wgdevices
 from allworx.tests.core.test_config_vpn import KEY2
@@ -256,3 +260,13 @@ class UsersPageTests(LoggedIn):
         self.assertEqual(r.code, 400, r.text)
         self.assertIn("tunnel subnet", r.text)
         self.assertEqual(self.c.tap_conf(), before)
+
+
+class EndpointTests(unittest.TestCase):
+
+    def test_the_wan_address_is_dialled_without_its_prefix(self):
+        """The office holds its WAN address as an interface (address/prefix); the endpoint is the address."""
+        config = parse_config(TEXT)
+        self.assertEqual(wgdevices.endpoint_text(config, ipaddress.IPv4Interface("203.0.113.2/24")),
+                         "203.0.113.2:%d" % config.vpn.port)
+
