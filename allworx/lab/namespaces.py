@@ -22,8 +22,8 @@ The virtual office: network namespaces that make a small office on one machine.
 and the second office, `branch`, and a remote user's laptop:
 
     bserver  lan0 (to the branch's switch) and wan0 (to the ISP's second
-             customer segment, 192.0.2.0/24, where the ISP's DHCP gives it
-             the fixed lease 192.0.2.2, branch.isp.example)
+             customer segment, 203.0.113.128/25, where the ISP's DHCP gives
+             it the fixed lease 203.0.113.130, branch.isp.example)
     blan     the branch's LAN switch: bridge br0 (192.168.3.0/24)
     bpc1 bphone1   eth0 on the branch's switch, no address
     laptop   198.51.100.50/24 on a link of its own to the ISP, default via

@@ -33,6 +33,7 @@ from allworx.lab.topology import (
     BRANCH_ISP_IP,
     BRANCH_WAN_DHCP_RANGE,
     BRANCH_WAN_IP,
+    BRANCH_WAN_NET,
     BRANCH_WAN_NAME,
     DNS_HOSTS,
     DNS_MX,
@@ -133,7 +134,7 @@ class LabPeers(LabRunner):
             "dhcp-option=option:dns-server," + ISP_WAN_IP,
             # The branch office's segment: its own range and router (a
             # tagged option wins over the untagged one above).
-            "dhcp-range=set:branch,%s,%s,255.255.255.0,%ds" % (
+            "dhcp-range=set:branch,%s,%s,255.255.255.128,%ds" % (
                 BRANCH_WAN_DHCP_RANGE + (self.wan_lease_seconds,)),
             "dhcp-option=tag:branch,option:router," + BRANCH_ISP_IP,
             "domain=isp.example",
@@ -156,7 +157,14 @@ class LabPeers(LabRunner):
         lines += ["cname=%s,%s.isp.example" % (name, OFFICE_WAN_NAME) for name in OFFICE_NAMES]
         # The branch's lease is fixed: the main office's [site branch] dials it.
         branch_wan_mac = [l.a_mac for l in LINKS if (l.a, l.a_if) == ("bserver", "wan0")][0]
-        lines.append("dhcp-host=%s,%s,%s" % (branch_wan_mac, BRANCH_WAN_IP, BRANCH_WAN_NAME))
+        # Its segment is the upper half of the ISP's /24, so the main range's
+        # context (netmask /24) also matches there: the host's own tag picks
+        # the branch's router, netmask and broadcast.
+        lines.append("dhcp-host=%s,set:branch,%s,%s" % (branch_wan_mac, BRANCH_WAN_IP,
+                                                        BRANCH_WAN_NAME))
+        net = ipaddress.ip_network(BRANCH_WAN_NET)
+        lines.append("dhcp-option=tag:branch,option:netmask,%s" % net.netmask)
+        lines.append("dhcp-option=tag:branch,28,%s" % net.broadcast_address)   # broadcast
         return "\n".join(lines) + "\n"
 
     def _ensure_isp_dnsmasq(self):

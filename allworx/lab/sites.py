@@ -6,7 +6,7 @@ tap.conf.
 
 The main office's server (`server`, 192.168.2.0/24, example.com) dials the
 branch's server (`bserver`, 192.168.3.0/24, branch.example.com) at its fixed
-WAN lease, 192.0.2.2:51820; the branch is the side that is dialled (no
+WAN lease, 203.0.113.130:51820; the branch is the side that is dialled (no
 endpoint: WireGuard learns the main office's from its handshake). Each side's
 `[site]` names the other's public key, which `allworx.vpnkeys` makes in each
 data directory before either server starts (as `allworx vpn pubkey` does).

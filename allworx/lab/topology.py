@@ -82,17 +82,21 @@ WAN_DHCP_RANGE = ("203.0.113.10", "203.0.113.50")
 
 # The second office, `branch`: its server (`bserver`), LAN switch (`blan`),
 # a PC and a phone, with a LAN and a domain of its own. Its WAN is another
-# of the ISP's customer segments (192.0.2.0/24, the ISP at .1), where its
-# lease is fixed by MAC (BRANCH_WAN_IP, named BRANCH_WAN_NAME.isp.example),
-# so that the main office can dial its WireGuard port.
+# of the ISP's customer segments, the upper half of the ISP's 203.0.113.0/24
+# (203.0.113.128/25, the ISP at .129; the ISP answers ARP for it on the main
+# office's segment), where its lease is fixed by MAC (BRANCH_WAN_IP, named
+# BRANCH_WAN_NAME.isp.example), so that the main office can dial its
+# WireGuard port. Only the documentation ranges the lab may use.
 BRANCH_DOMAIN = "branch.example.com"
 BRANCH_LAN_IP = "192.168.3.254"
 BRANCH_LAN_NET = "192.168.3.0/24"
 BRANCH_EXTENSIONS = "200-299"
-BRANCH_ISP_IP = "192.0.2.1"
-BRANCH_WAN_IP = "192.0.2.2"
+BRANCH_WAN_PREFIX = 25
+BRANCH_WAN_NET = "203.0.113.128/25"
+BRANCH_ISP_IP = "203.0.113.129"
+BRANCH_WAN_IP = "203.0.113.130"
 BRANCH_WAN_NAME = "branch"
-BRANCH_WAN_DHCP_RANGE = ("192.0.2.10", "192.0.2.50")
+BRANCH_WAN_DHCP_RANGE = ("203.0.113.140", "203.0.113.160")
 # The sites' tunnel: the main office's server, the branch's, and the laptop.
 TUNNEL_NET = "192.168.99.0/24"
 TUNNEL_MAIN_IP = "192.168.99.1"
@@ -193,7 +197,7 @@ ADDRESSES = (
     ("inet", "eth0", ACME_IP + "/24"),
 ) + tuple(("inet", "eth0", ip + "/24") for _, ip in sorted(OUTSIDE_PHONE_IPS.items())) + (
     ("inet", "eth0", LISTED_IP + "/24"),
-    ("isp", "bserver", BRANCH_ISP_IP + "/24"),
+    ("isp", "bserver", "%s/%d" % (BRANCH_ISP_IP, BRANCH_WAN_PREFIX)),
     ("laptop", "eth0", LAPTOP_IP + "/24"),
 )
 
@@ -205,7 +209,7 @@ DEFAULT_ROUTES = (
 # The laptop shares the internet's subnet on a link of its own: the ISP
 # routes its address there and answers ARP for each side on the other's.
 HOST_ROUTES = (("isp", "laptop", LAPTOP_IP + "/32"),)
-PROXY_ARP = (("isp", "inet"), ("isp", "laptop"))
+PROXY_ARP = (("isp", "inet"), ("isp", "laptop"), ("isp", "server"))
 
 NAMESERVERS = {
     "server": "127.0.0.1",

@@ -47,7 +47,7 @@ from allworx.tests.lab.fixtures import client_report, require_programs, start_la
 
 DOCUMENTATION_NETS = [ipaddress.ip_network(n) for n in
                       ("192.168.2.0/24", "203.0.113.0/24", "198.51.100.0/24",
-                       "192.168.3.0/24", "192.0.2.0/24")]
+                       "192.168.3.0/24")]
 
 
 class LabLayoutTests(unittest.TestCase):
@@ -100,9 +100,11 @@ class LabLayoutTests(unittest.TestCase):
             # The longest namespace name a prefix can give still names a host plainly.
             self.assertLessEqual(len(host), IFNAMSIZ)
         lines = lab.dnsmasq_config().splitlines()
-        self.assertIn("dhcp-host=%s,192.0.2.2,branch" % lab.mac("bserver", "wan0"), lines)
-        self.assertIn("dhcp-range=set:branch,192.0.2.10,192.0.2.50,255.255.255.0,120s", lines)
-        self.assertIn("dhcp-option=tag:branch,option:router,192.0.2.1", lines)
+        self.assertIn("dhcp-host=%s,set:branch,203.0.113.130,branch" % lab.mac("bserver", "wan0"),
+                      lines)
+        self.assertIn("dhcp-option=tag:branch,option:netmask,255.255.255.128", lines)
+        self.assertIn("dhcp-range=set:branch,203.0.113.140,203.0.113.160,255.255.255.128,120s", lines)
+        self.assertIn("dhcp-option=tag:branch,option:router,203.0.113.129", lines)
         self.assertIn("interface=bserver", lines)
         self.assertIn("no-dhcp-interface=laptop", lines)
 
@@ -403,14 +405,15 @@ class LabTests(unittest.TestCase):
         require_programs(self, ["dhclient", "ping", "curl"])
         lab = self.lab
         lease = lab.dhclient("bserver", "wan0")
-        self.assertEqual((lease["ip_address"], lease["routers"]), ("192.0.2.2", "192.0.2.1"), lease)
+        self.assertEqual((lease["ip_address"], lease["routers"]), ("203.0.113.130", "203.0.113.129"), lease)
+        self.assertEqual(lease.get("subnet_mask"), "255.255.255.128", lease)
         out = lab.run("isp", ["dig", "+short", "+time=2", "+tries=1", "@203.0.113.1",
                               "branch.isp.example"])
-        self.assertEqual(out.stdout.strip(), "192.0.2.2", client_report(out))
+        self.assertEqual(out.stdout.strip(), "203.0.113.130", client_report(out))
         main = lab.dhclient("server", "wan0")["ip_address"]
         # Office to branch across the ISP, and the laptop to both and to the internet.
-        lab.run("server", ["ping", "-c", "1", "-W", "3", "192.0.2.2"])
-        for target in (main, "192.0.2.2"):
+        lab.run("server", ["ping", "-c", "1", "-W", "3", "203.0.113.130"])
+        for target in (main, "203.0.113.130"):
             lab.run("laptop", ["ping", "-c", "1", "-W", "3", target])
         out = lab.run("laptop", ["curl", "-sS", "-m", "5", "http://198.51.100.10/whoami"])
         self.assertEqual(out.stdout.strip(), "198.51.100.50", client_report(out))

@@ -20,9 +20,13 @@ from twisted.trial import unittest
 from allworx.lab import demo, provider
 from allworx.lab.namespaces import Lab
 from allworx.lab.topology import (
+    BRANCH_ISP_IP,
+    BRANCH_WAN_NET,
+    BRANCH_WAN_PREFIX,
     INET_IP,
     ISP_INET_IP,
     ISP_WAN_IP,
+    LAPTOP_IP,
     OFFICE_NUMBERS,
     OUTSIDE_PASSWORDS,
     OUTSIDE_PHONES,
@@ -149,11 +153,15 @@ class ProviderLabTests(unittest.TestCase):
         # NAT rule of the provider's; the office reaches the provider
         # through its own WAN and the ISP's forwarding only.
         routes = self.lab.run("isp", ["ip", "-4", "route"])
+        # (Beside them: the branch office's segment and the laptop's own link.)
         self.assertEqual(sorted(line.split()[0] for line in routes.stdout.splitlines()),
-                         ["198.51.100.0/24", "203.0.113.0/24"], client_report(routes))
+                         sorted(["198.51.100.0/24", "203.0.113.0/24", BRANCH_WAN_NET,
+                                 LAPTOP_IP]), client_report(routes))
         addrs = self.lab.run("isp", ["ip", "-4", "-br", "addr", "show", "scope", "global"])
-        self.assertEqual(sorted(addrs.stdout.split()[2::3]),
-                         sorted([ISP_INET_IP + "/24", ISP_WAN_IP + "/24"]), client_report(addrs))
+        found = sorted(a for line in addrs.stdout.splitlines() for a in line.split()[2:])
+        self.assertEqual(found, sorted([ISP_INET_IP + "/24", ISP_WAN_IP + "/24",
+                                        "%s/%d" % (BRANCH_ISP_IP, BRANCH_WAN_PREFIX)]),
+                         client_report(addrs))
         dig = self.lab.run("inet", ["dig", "+short", "+time=2", "+tries=1", "@" + ISP_WAN_IP,
                                     PROVIDER_DOMAIN], check=False)
         self.assertEqual(dig.stdout.strip(), PROVIDER_IP, client_report(dig))

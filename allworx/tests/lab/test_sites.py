@@ -3,7 +3,7 @@ Two offices joined by WireGuard, end to end (SPEC 16; lab prefix `aws`): the
 real server in the lab's `server` namespace (the main office, example.com,
 192.168.2.0/24, static WAN 203.0.113.2) and a second one in `bserver` (the
 branch, branch.example.com, 192.168.3.0/24, WAN by DHCP: the ISP's fixed
-lease 192.0.2.2), each with the other as its `[site]` (keys made in each data
+lease 203.0.113.130), each with the other as its `[site]` (keys made in each data
 directory before either starts), and the main office's `[device laptop]`.
 
 What is checked: the LANs reach each other and the WAN carries nothing but
@@ -46,6 +46,7 @@ from allworx.lab.sites import (
 from allworx.lab.topology import (
     BRANCH_LAN_IP,
     BRANCH_WAN_IP,
+    BRANCH_WAN_PREFIX,
     OFFICE_NAMES,
     WG_PORT,
 )
@@ -221,15 +222,17 @@ class SitesLabTests(unittest.TestCase):
         branch_key = server_public_key(self.branch.data_dir)
         self.main.write_conf(conf(self.main.data_dir).replace("voicemail_timeout = 4",
                                                               "voicemail_timeout = 20")
-                             + main_office_sections(branch_key, PREFIX + "w0"))
-        self.branch.write_conf(branch_conf(main_key, PW_HASH, PREFIX + "w1",
+                             + main_office_sections(branch_key, lab.prefix + "w0"))
+        # wireguard-go's control sockets are machine-wide (/var/run/wireguard/IFNAME.sock):
+        # the interface names follow the lab's own prefix (aws, aws1, ... under trial -j).
+        self.branch.write_conf(branch_conf(main_key, PW_HASH, lab.prefix + "w1",
                                            users=BRANCH_TEST_USERS))
         self.addCleanup(self.main.stop)
         self.addCleanup(self.branch.stop)
         self.branch.start()
         self.main.start()
         # The branch's WAN is the ISP's fixed lease; its LAN PC takes a lease from it.
-        self.wait_for(lambda: BRANCH_WAN_IP + "/24" in lab.run(
+        self.wait_for(lambda: "%s/%d" % (BRANCH_WAN_IP, BRANCH_WAN_PREFIX) in lab.run(
             "bserver", ["ip", "-br", "addr", "show", "wan0"], check=False).stdout,
             30, "the branch's WAN lease %s" % BRANCH_WAN_IP)
         self.pc1 = lab.dhclient("pc1")["ip_address"]
