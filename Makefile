@@ -34,6 +34,8 @@ APT_PACKAGES += iperf3 hping3 kea-dhcp4-server kea-admin dnsperf postfix apache2
 # Mail authentication's peers (bench/mailauth.py: Postfix with OpenDKIM and policyd-spf)
 # and the optional scanners the server can use (rspamd's HTTP protocol, clamd's socket).
 APT_PACKAGES += opendkim opendkim-tools postfix-policyd-spf-python rspamd clamav-daemon
+# The dashboard's charts (Chart.js, served from Debian's file) and the Diagnostics page's traceroute.
+APT_PACKAGES += libjs-chart.js traceroute
 # Sites and remote access (SPEC 16): WireGuard in user space where the kernel has no
 # module (the server runs it as its child; the lab's and the tests' tunnels too).
 APT_PACKAGES += wireguard-go

@@ -135,6 +135,32 @@ class IVpnPeers(Interface):
         """
 
 
+class IStats(Interface):
+    """The dashboard's history of the office's counters (SPEC 20)."""
+
+    def series():
+        """[{"name", "unit", "path"}] of every series kept."""
+
+    def points(name, range="hour"):
+        """
+        {"name", "unit", "step_s", "points": [[epoch seconds, value], ...]}
+        for `range` hour (10 s steps), day (5 min) or week (30 min); KeyError
+        for an unknown name, ValueError for an unknown range.
+        """
+
+
+class ILogEvents(Interface):
+    """The server's recent structured log events (SPEC 20)."""
+
+    def events(service=None, level=None, since=None, limit=100, before=None):
+        """
+        (events, next): newest first, dicts {"time" (epoch), "service",
+        "level", "message", "fields"}; `level` is a minimum; `since` an epoch
+        time; `before` the cursor of an earlier answer's `next` (None when no
+        older events are left).
+        """
+
+
 class IRegistrations(Interface):
     """The SIP registrar's bindings."""
 
@@ -215,3 +241,5 @@ class Views:
     trunks = attr.ib(default=None)          # ITrunks
     mail_security = attr.ib(default=None)   # IMailSecurity
     vpn = attr.ib(default=None)             # IVpnPeers
+    stats = attr.ib(default=None)           # IStats
+    logs = attr.ib(default=None)            # ILogEvents
