@@ -249,7 +249,8 @@ class OfficeApi:
                               "/api/v1/devices/{name}/wireguard.conf",
                               "/api/v1/devices/{name}/wireguard.png", "/api/v1/devices/{name}/key",
                               "/api/v1/status", "/api/v1/backup",
-                              "/api/v1/lockouts", "/api/v1/calls"],
+                              "/api/v1/lockouts", "/api/v1/calls",
+                              "/api/v1/stats", "/api/v1/stats/{name}"],
                 "openapi": "/api/v1/openapi.json"}
 
     @app.route("/v1/status", methods=["GET"])

@@ -213,6 +213,38 @@ def sites_paths():
     }
 
 
+def stats_paths():
+    """GET /api/v1/stats and /api/v1/stats/{name} (SPEC 20)."""
+    series = {"type": "object", "required": ["name", "unit", "path"], "properties": {
+        "name": {"type": "string"}, "unit": {"type": "string"}, "path": {"type": "string"}}}
+    points = {"type": "object", "required": ["name", "unit", "step_s", "points"], "properties": {
+        "name": {"type": "string"}, "unit": {"type": "string"},
+        "step_s": {"type": "integer", "enum": [10, 300, 1800]},
+        "points": {"type": "array", "description": "oldest first; a step with no sample "
+                   "has no point", "items": {"type": "array", "minItems": 2, "maxItems": 2,
+                                             "items": {}, "example": ["2026-12-07T10:00:00Z", 1.5]}}}}
+    unavailable = {"description": "the statistics are not kept by this server"}
+    return {
+        "/api/v1/stats": {"get": {
+            "summary": "The series kept for the dashboard (throughput, flows, DNS, DHCP, mail, "
+                       "calls)", "responses": {
+                "200": {"description": "the series", "content": _json({
+                    "type": "object", "properties": {"series": {"type": "array", "items": series}}})},
+                "401": RESPONSES["401"], "503": unavailable}}},
+        "/api/v1/stats/{name}": {
+            "parameters": [
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "range", "in": "query", "required": False, "schema": {
+                    "type": "string", "enum": ["hour", "day", "week"], "default": "hour"}}],
+            "get": {"summary": "A series' points: 10 s steps over the last hour, 5 min over "
+                               "the day, 30 min over the week (averages), kept across restarts",
+                    "responses": {
+                        "200": {"description": "[RFC 3339 time, value] pairs", "content": _json(points)},
+                        "400": RESPONSES["400"], "401": RESPONSES["401"], "404": RESPONSES["404"],
+                        "503": unavailable}}},
+    }
+
+
 def openapi_document():
     """The OpenAPI document served at /api/v1/openapi.json."""
     paths = {}
@@ -308,6 +340,7 @@ def openapi_document():
     schemas["SiteStatus"] = SITE
     paths.update(sites_paths())
     paths["/api/v1/calls"] = calls_path()
+    paths.update(stats_paths())
     paths["/api/v1/backup"] = {
         "get": {"summary": "tap.conf as it stands", "responses": {
             "200": {"description": "the file", "content": {"text/plain": {"schema": {"type": "string"}}}}}},
