@@ -12,6 +12,7 @@ import os
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from twisted.internet import defer, task
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
@@ -445,3 +446,23 @@ class WiringTests(unittest.TestCase):
         self.assertEqual(top.stats.store.path, os.path.join(config.system.data_dir, "stats.json"))
         self.assertEqual([s["name"] for s in top.stats.store.series()], NAMES)
         self.assertNotIn("stats", [s.name for s in top], "not one of the protocol children")
+
+    def test_starts_and_stops_with_the_server(self):
+        config = parse_config(MINIMAL).with_data_dir(self.mktemp())
+        clock = MemoryReactorClock()
+        clock.advance(T0 + 5)
+        top = AllworxService(Office(config), children=[], reactor=clock)
+        path = os.path.join(config.system.data_dir, "stats.json")
+        store = StatsStore(path, SERIES, clock, defer_to_thread=in_thread)
+        top.stats = StatsService(path, lambda: config, clock, office_registry(), FakeSysfs(),
+                                 store=store)
+        top.startService()
+        clock.advance(0)
+        self.assertTrue(top.stats.running)
+        self.assertEqual(len(store.points("sip.registered")["points"]), 1)
+        self.successResultOf(top.stopService())
+        self.assertFalse(top.stats.running)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        again = StatsStore(path, SERIES, clock)
+        again.load()
+        self.assertEqual(again.points("sip.registered")["points"], [[T0, 4.0]])
