@@ -72,6 +72,40 @@ CALL = {"type": "object", "required": list(CALL_FIELDS), "properties": {
     "outcome": {"type": "string", "enum": list(CALL_OUTCOMES)}}}
 
 
+def diagnostics_path():
+    """POST /api/v1/diagnostics/{kind}: the body, and the text/plain lines streamed back."""
+    errors = {"type": "object", "properties": {"errors": {"type": "array", "items": {
+        "type": "object", "properties": {"section": {"type": "string", "enum": ["diagnostics"]},
+                                         "key": {"type": "string"}, "message": {"type": "string"}}}}}}
+    return {"post": {
+        "summary": "Run ping, a DNS lookup, a TCP connect or a traceroute from the server",
+        "description": ("The answer streams as text/plain, one line at a time as the run goes, "
+                        "and ends with a summary line (`4 sent, 4 received, 0% loss, avg 0.3 ms`, "
+                        "`resolved in 2 ms`, `connected in 1.2 ms`, `reached in 5 hops`). dns asks "
+                        "the server's own resolver, then each forwarder ([dns] primary, secondary) "
+                        "or `server`. At most 2 runs at once, each for at most 60 s."),
+        "parameters": [{"name": "kind", "in": "path", "required": True,
+                        "schema": {"type": "string", "enum": ["ping", "dns", "tcp", "traceroute"]}}],
+        "requestBody": {"required": True, "content": _json({
+            "type": "object", "required": ["target"], "properties": {
+                "target": {"type": "string", "description": "a host name (RFC 1123) or an IP address"},
+                "port": {"type": "integer", "minimum": 1, "maximum": 65535,
+                         "description": "tcp: the port to connect to"},
+                "server": {"type": "string", "description": "dns: a DNS server's address to ask "
+                                                            "instead of the forwarders"},
+                "type": {"type": "string", "description": "dns: the record type (A and AAAA, "
+                                                          "or PTR for an address, if left out)"}}})},
+        "responses": {
+            "200": {"description": "the run's lines as they come, the last one its summary",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "400": {"description": "a bad target, port or server; nothing run",
+                    "content": _json(errors)},
+            "401": RESPONSES["401"],
+            "404": {"description": "no such diagnostic"},
+            "429": {"description": "2 diagnostics are running already"},
+            "503": {"description": "the program (ping, traceroute) is not installed"}}}}
+
+
 def calls_path():
     """GET /api/v1/calls: its query parameters and both answers."""
     def param(name, schema, description):
@@ -341,6 +375,7 @@ def openapi_document():
     paths.update(sites_paths())
     paths["/api/v1/calls"] = calls_path()
     paths.update(stats_paths())
+    paths["/api/v1/diagnostics/{kind}"] = diagnostics_path()
     paths["/api/v1/backup"] = {
         "get": {"summary": "tap.conf as it stands", "responses": {
             "200": {"description": "the file", "content": {"text/plain": {"schema": {"type": "string"}}}}}},
