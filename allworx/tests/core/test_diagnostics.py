@@ -1,3 +1,4 @@
+# -*- test-case-name: allworx.tests.core.test_diagnostics -*-
 """
 Tests of allworx.diagnostics: the target checks (no target can become an
 option or a second argument), the lines streamed from a fake child as they

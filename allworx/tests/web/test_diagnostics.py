@@ -1,3 +1,4 @@
+# -*- test-case-name: allworx.tests.web.test_diagnostics -*-
 """
 `POST /api/v1/diagnostics/{kind}` and the Diagnostics page (SPEC 20) over
 in-memory HTTP with a fake child process: the lines reach the client as
