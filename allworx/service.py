@@ -16,6 +16,7 @@ where the run-time arrows are drawn (see docs/ARCHITECTURE.md):
                           `allworx unlock` reaches it)
     one CertificateKeeper -> mail (STARTTLS, 465, STLS, 995), sip (TLS),
                          web (admin pages, 443, /ca.crt): one live certificate
+    one EventRing (the server's recent log events, SPEC 20) -> web
 
 Facts that change (config, leases, the WAN address, mailboxes, statuses)
 travel as events on the office; the objects above are handed over once, at
@@ -26,9 +27,10 @@ import os
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogPublisher
 
 from allworx.certificates import CertificateKeeper
+from allworx.eventlog import EventRing
 from allworx.guards import LoginThrottle
 from allworx.interfaces import Views
 from allworx.lockoutfile import LockoutFile
@@ -59,7 +61,7 @@ def certificate_keeper(office, reactor):
                                  "certificates", state, detail))
 
 
-def build_children(office, reactor=None, logins=None, certificates=None):
+def build_children(office, reactor=None, logins=None, certificates=None, events=None):
     """The protocol services of `office`, wired to each other, in start order."""
     if reactor is None:
         from twisted.internet import reactor
@@ -85,7 +87,8 @@ def build_children(office, reactor=None, logins=None, certificates=None):
         leases=dhcp.leases, rogues=dhcp.rogues, connections=firewall.connections,
         zone=dns.keeper, mail_store=mail.store, mail_queue=mail.queue, fetch=mail.fetch,
         registrations=sip.registrations, calls=sip.calls, trunks=sip.trunks,
-        call_history=sip.call_history, mail_security=mail.security, vpn=vpn),
+        call_history=sip.call_history, mail_security=mail.security, vpn=vpn,
+        logs=events),
         throttle=logins, certificates=certificates)
     return [network, firewall, vpn, dhcp, dns, ntp, mail, sip, ldap, web]
 
@@ -106,13 +109,16 @@ class AllworxService(service.MultiService):
         self.ready = False
         self.logins = None
         self.certificates = None
+        self.events = None      # the recent log events (an EventRing), observed while running
         if children is None:
             # Made here, not only at start: children open files under it as
             # they are built (the call history), and it must be 0711 (startService).
             os.makedirs(office.config.system.data_dir, mode=0o711, exist_ok=True)
             self.logins = LoginThrottle(reactor, store=LockoutFile(office.config.system.data_dir))
             self.certificates = certificate_keeper(office, reactor)
-            children = build_children(office, reactor, self.logins, self.certificates)
+            self.events = EventRing()
+            children = build_children(office, reactor, self.logins, self.certificates,
+                                      self.events)
         for child in children:
             self.addService(child)
 
@@ -121,6 +127,8 @@ class AllworxService(service.MultiService):
         # Others may pass through (to the web roots, 0755) but not list it;
         # everything else under it is created 0700/0600.
         os.makedirs(config.system.data_dir, mode=0o711, exist_ok=True)
+        if self.events is not None:
+            globalLogPublisher.addObserver(self.events)     # the Logs page's events
         log.info("allworx {hostname}.{domain} starting: security mode {mode}, "
                  "data in {data_dir}", hostname=config.system.hostname,
                  domain=config.system.domain, mode=config.security.mode,
@@ -159,7 +167,10 @@ class AllworxService(service.MultiService):
             self._follow_names()
             self._follow_wan()
             self.certificates.stop()
-        return service.MultiService.stopService(self)
+        d = service.MultiService.stopService(self)
+        if self.events is not None:
+            globalLogPublisher.removeObserver(self.events)
+        return d
 
     def _failed_to_start(self, failure, name):
         log.failure("{service} failed to start", failure, service=name)
