@@ -19,6 +19,7 @@ from allworx.protocols.web import forms
 from allworx.protocols.web import mailsetup
 from allworx.protocols.web.callhistory import history_context
 from allworx.protocols.web.lines import LinesPage
+from allworx.protocols.web.logview import LogsPage
 from allworx.protocols.web.mailsecurity import MailSecurityPage
 from allworx.protocols.web.vpnsites import SitesPage
 from allworx.protocols.web.metrics import field
@@ -486,5 +487,5 @@ class BackupPage(Page):
 
 PAGES = [StatusPage(), NetworkPage(), SecurityPage(), DhcpPage(), DnsPage(), AliasPage(),
          UsersPage(), ServicesPage(), MailQueuePage(), MailSecurityPage(), PhonesPage(), LinesPage(),
-         SitesPage(), ConnectionsPage(), BackupPage()]
+         SitesPage(), ConnectionsPage(), LogsPage(), BackupPage()]
 PAGES_BY_SLUG = {p.slug: p for p in PAGES}

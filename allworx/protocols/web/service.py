@@ -20,6 +20,7 @@ from allworx.guards import PeerConnectionLimit, PeerLimit
 from allworx.protocols.web.sites import SiteBySide, ensure_site_dirs
 from allworx.protocols.web.vpnsites import VpnCollector
 from allworx.protocols.web import sitesapi  # noqa: F401 (adds the sites' and devices' routes)
+from allworx.protocols.web import logsapi  # noqa: F401 (adds GET /api/v1/logs)
 from allworx.protocols.web.tlsport import HttpsLimit, RedirectToHttps, TlsOrRedirect
 
 log = Logger()
