@@ -100,7 +100,7 @@ def service_of(event):
     for prefix, service in NAMESPACES:
         if namespace.startswith(prefix):     # imap: imap.py, imapstore.py ...
             return service
-    for key in ("service", "label", "name"):
+    for key in ("service", "label"):
         found = _alias(event.get(key))
         if found:
             return found
