@@ -18,6 +18,7 @@ where the run-time arrows are drawn (see docs/ARCHITECTURE.md):
                          web (admin pages, 443, /ca.crt): one live certificate
     one StatsService (samples the registry and the interfaces every 10 s into
                       data_dir/stats.json) -> web (Views.stats)
+    one EventRing (the server's recent log events, SPEC 20) -> web
 
 Facts that change (config, leases, the WAN address, mailboxes, statuses)
 travel as events on the office; the objects above are handed over once, at
@@ -28,9 +29,10 @@ import os
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogPublisher
 
 from allworx.certificates import CertificateKeeper
+from allworx.eventlog import EventRing
 from allworx.guards import LoginThrottle
 from allworx.interfaces import Views
 from allworx.lockoutfile import LockoutFile
@@ -62,10 +64,12 @@ def certificate_keeper(office, reactor):
                                  "certificates", state, detail))
 
 
-def build_children(office, reactor=None, logins=None, certificates=None, stats=None):
+def build_children(office, reactor=None, logins=None, certificates=None, stats=None,
+                   events=None):
     """
     The protocol services of `office`, wired to each other, in start order
-    (`stats`: the dashboard's history, IStats, shown by the web).
+    (`stats`: the dashboard's history, IStats; `events`: the recent log
+    events, ILogEvents; both shown by the web).
     """
     if reactor is None:
         from twisted.internet import reactor
@@ -92,7 +96,7 @@ def build_children(office, reactor=None, logins=None, certificates=None, stats=N
         zone=dns.keeper, mail_store=mail.store, mail_queue=mail.queue, fetch=mail.fetch,
         registrations=sip.registrations, calls=sip.calls, trunks=sip.trunks,
         call_history=sip.call_history, mail_security=mail.security, vpn=vpn,
-        stats=stats),
+        stats=stats, logs=events),
         throttle=logins, certificates=certificates)
     return [network, firewall, vpn, dhcp, dns, ntp, mail, sip, ldap, web]
 
@@ -114,6 +118,7 @@ class AllworxService(service.MultiService):
         self.logins = None
         self.certificates = None
         self.stats = None       # the dashboard's sampler and history (allworx.statssampler)
+        self.events = None      # the recent log events (an EventRing), observed while running
         if children is None:
             # Made here, not only at start: children open files under it as
             # they are built (the call history), and it must be 0711 (startService).
@@ -122,8 +127,9 @@ class AllworxService(service.MultiService):
             self.certificates = certificate_keeper(office, reactor)
             self.stats = StatsService(os.path.join(office.config.system.data_dir, "stats.json"),
                                       lambda: office.config, reactor)
+            self.events = EventRing()
             children = build_children(office, reactor, self.logins, self.certificates,
-                                      self.stats.store)
+                                      self.stats.store, self.events)
         for child in children:
             self.addService(child)
 
@@ -132,6 +138,8 @@ class AllworxService(service.MultiService):
         # Others may pass through (to the web roots, 0755) but not list it;
         # everything else under it is created 0700/0600.
         os.makedirs(config.system.data_dir, mode=0o711, exist_ok=True)
+        if self.events is not None:
+            globalLogPublisher.addObserver(self.events)     # the Logs page's events
         log.info("allworx {hostname}.{domain} starting: security mode {mode}, "
                  "data in {data_dir}", hostname=config.system.hostname,
                  domain=config.system.domain, mode=config.security.mode,
@@ -173,6 +181,8 @@ class AllworxService(service.MultiService):
             self._follow_wan()
             self.certificates.stop()
         stopped = service.MultiService.stopService(self)
+        if self.events is not None:
+            globalLogPublisher.removeObserver(self.events)
         if self.stats is not None:
             # The history is written once the children have stopped.
             stopped.addBoth(lambda _: self.stats.stopService())

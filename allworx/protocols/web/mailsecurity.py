@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from allworx.config import ConfigError, ConfigErrors
 from allworx.protocols.web import changes
 from allworx.protocols.web import forms
+from allworx.protocols.web import logtables
 from allworx.protocols.web.forms import Field
 from allworx.protocols.web.pagebase import Page, Redirect, ago_or_in
 
@@ -150,8 +151,8 @@ def page_number(text):
         return 1
 
 
-def _link(verdict, page):
-    params = {}
+def _link(verdict, page, filters=None):
+    params = {k: v for k, v in (filters or {}).items() if v}
     if verdict:
         params["verdict"] = verdict
     if page > 1:
@@ -160,7 +161,10 @@ def _link(verdict, page):
 
 
 def decisions_context(view, query, now):
-    """The table of decisions: the verdict filter and page from the query, rows, links."""
+    """
+    The table of decisions: the verdict filter, sender, recipient, search
+    text and page from the query (`logtables`), rows, links.
+    """
     out = {"verdicts": VERDICTS, "verdict": "", "filter_error": None, "decisions": [],
            "verdict_counts": {}, "decisions_total": 0, "first": 0, "last": 0,
            "newer": None, "older": None, "page_number": 1}
@@ -174,7 +178,9 @@ def decisions_context(view, query, now):
     every = [d for d in (every or ()) if isinstance(d, dict)]
     for d in every:
         out["verdict_counts"][d.get("verdict")] = out["verdict_counts"].get(d.get("verdict"), 0) + 1
-    chosen = [d for d in every if not verdict or d.get("verdict") == verdict]
+    filters, wanted = logtables.parse_mail_filters(query)
+    out["filters"] = filters
+    chosen = [d for d in every if (not verdict or d.get("verdict") == verdict) and wanted(d)]
     pages = max(1, (len(chosen) + PAGE_SIZE - 1) // PAGE_SIZE)
     number = min(page_number(query.get("page")), pages)
     start = (number - 1) * PAGE_SIZE
@@ -184,9 +190,9 @@ def decisions_context(view, query, now):
     if out["decisions"]:
         out["first"], out["last"] = start + 1, start + len(out["decisions"])
     if number > 1:
-        out["newer"] = _link(verdict, number - 1)
+        out["newer"] = _link(verdict, number - 1, filters)
     if number < pages:
-        out["older"] = _link(verdict, number + 1)
+        out["older"] = _link(verdict, number + 1, filters)
     return out
 
 

@@ -8,6 +8,7 @@ from allworx import __version__
 from allworx.config import RECORD_PLURALS, RECORD_SECTIONS, SETTINGS_SECTIONS, keys_of
 from allworx.interfaces import CALL_DIRECTIONS, CALL_FIELDS, CALL_OUTCOMES
 from allworx.protocols.web.changes import SERVER_KEYS
+from allworx.protocols.web.logview import logs_paths
 from allworx.protocols.web.mailsecurity import VERDICTS
 
 COLLECTIONS = tuple((plural, kind) for kind, plural in RECORD_PLURALS.items())
@@ -376,6 +377,7 @@ def openapi_document():
     paths["/api/v1/calls"] = calls_path()
     paths.update(stats_paths())
     paths["/api/v1/diagnostics/{kind}"] = diagnostics_path()
+    paths.update(logs_paths())
     paths["/api/v1/backup"] = {
         "get": {"summary": "tap.conf as it stands", "responses": {
             "200": {"description": "the file", "content": {"text/plain": {"schema": {"type": "string"}}}}}},

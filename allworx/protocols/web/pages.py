@@ -16,10 +16,12 @@ from allworx.protocols.web.sites import ca_url, trust_help
 from allworx.protocols.dns.zone import zone_entries
 from allworx.protocols.web import changes
 from allworx.protocols.web import forms
+from allworx.protocols.web import logtables
 from allworx.protocols.web import mailsetup
 from allworx.protocols.web.callhistory import history_context
 from allworx.protocols.web.diagnosticspage import DiagnosticsPage
 from allworx.protocols.web.lines import LinesPage
+from allworx.protocols.web.logview import LogsPage
 from allworx.protocols.web.mailsecurity import MailSecurityPage
 from allworx.protocols.web.vpnsites import SitesPage
 from allworx.protocols.web.metrics import field
@@ -31,6 +33,8 @@ from allworx.protocols.web.pagebase import (
 
 
 NOT_RUNNING = "%s not running"
+CONNECTION_KEYS = ("time", "proto", "src", "sport", "dst", "dport", "side", "action", "reason")
+QUEUE_KEYS = ("id", "sender", "recipients", "attempts", "next_attempt", "last_error")
 
 
 def clock_time(when):
@@ -390,16 +394,19 @@ class MailQueuePage(Page):
 
     slug, title, template = "mailqueue", "Mail queue", "mailqueue.html"
 
-    def context(self, ctx, sub):
+    def context_for(self, ctx, sub, query):
         queue = ctx.views.mail_queue
         now = ctx.clock.seconds()
-        return {"running": queue is not None, "entries": [{
-            "id": field(e, "id", ""), "sender": field(e, "sender", "") or "<>",
-            "recipients": ", ".join(field(e, "recipients", ()) or ()),
-            "attempts": field(e, "attempts", 0),
-            "next_attempt": ago_or_in(now, field(e, "next_attempt")),
-            "last_error": field(e, "last_error", "") or "",
-        } for e in listed(queue, "entries")]}
+        entries = [{k: field(e, k) for k in QUEUE_KEYS} for e in listed(queue, "entries")]
+        out = logtables.queue_context(entries, query)
+        out.update({"running": queue is not None, "entries": [{
+            "id": e["id"] or "", "sender": e["sender"] or "<>",
+            "recipients": ", ".join(e["recipients"] or ()),
+            "attempts": e["attempts"] or 0,
+            "next_attempt": ago_or_in(now, e["next_attempt"]),
+            "last_error": e["last_error"] or "",
+        } for e in out["rows"]]})
+        return out
 
     def _queue(self, ctx):
         queue = ctx.views.mail_queue
@@ -450,25 +457,20 @@ class PhonesPage(Page):
 
 
 class ConnectionsPage(Page):
-    """The firewall's recent decisions with their reasons."""
+    """The firewall's recent decisions with their reasons: filtered, searched, paged."""
 
     slug, title, template = "connections", "Connections", "connections.html"
     refresh = "connlog"
 
-    def context(self, ctx, sub):
+    def context_for(self, ctx, sub, query):
         connlog = ctx.views.connections
-        entries = []
-        if connlog is not None:
-            for e in listed(connlog, "recent"):
-                entries.append({
-                    "time": clock_time(field(e, "time")), "proto": field(e, "proto", ""),
-                    "src": "%s:%s" % (field(e, "src", ""), field(e, "sport", "")),
-                    "dst": "%s:%s" % (field(e, "dst", ""), field(e, "dport", "")),
-                    "action": field(e, "action", ""), "reason": field(e, "reason", ""),
-                })
+        entries = [{k: field(e, k) for k in CONNECTION_KEYS}
+                   for e in logtables.recent_connections(connlog)]
         counts = sorted((getattr(connlog, "counts", None) or {}).items()) if connlog is not None else []
-        return {"running": connlog is not None, "entries": entries, "counts": counts,
-                "mode": ctx.office.config.security.mode}
+        out = {"running": connlog is not None, "counts": counts,
+               "mode": ctx.office.config.security.mode}
+        out.update(logtables.connections_context(entries, query))
+        return out
 
 
 class BackupPage(Page):
@@ -487,5 +489,5 @@ class BackupPage(Page):
 
 PAGES = [StatusPage(), NetworkPage(), SecurityPage(), DhcpPage(), DnsPage(), AliasPage(),
          UsersPage(), ServicesPage(), MailQueuePage(), MailSecurityPage(), PhonesPage(), LinesPage(),
-         SitesPage(), ConnectionsPage(), DiagnosticsPage(), BackupPage()]
+         SitesPage(), ConnectionsPage(), LogsPage(), DiagnosticsPage(), BackupPage()]
 PAGES_BY_SLUG = {p.slug: p for p in PAGES}

@@ -22,6 +22,7 @@ from allworx.protocols.web.vpnsites import VpnCollector
 from allworx.protocols.web import sitesapi  # noqa: F401 (adds the sites' and devices' routes)
 from allworx.protocols.web import statsapi  # noqa: F401 (adds the statistics' routes)
 from allworx.protocols.web import diagnosticsapi  # noqa: F401 (adds /api/v1/diagnostics/{kind})
+from allworx.protocols.web import logsapi  # noqa: F401 (adds GET /api/v1/logs)
 from allworx.protocols.web.tlsport import HttpsLimit, RedirectToHttps, TlsOrRedirect
 
 log = Logger()

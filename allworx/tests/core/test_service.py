@@ -7,13 +7,15 @@ import socket
 from twisted.application import service
 from twisted.internet import defer, error
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import Logger
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from allworx.config import parse_config
+from allworx.eventlog import EventRing
 from allworx.interfaces import (
-    ICalls, IConnectionLog, IFetchStatus, ILeaseTable, IMailQueue, IMailStore, IRegistrations,
-    IRogueServers, IZoneSource)
+    ICalls, IConnectionLog, IFetchStatus, ILeaseTable, ILogEvents, IMailQueue, IMailStore,
+    IRegistrations, IRogueServers, IZoneSource)
 from allworx.servicebase import ListeningService, OfficeService, why_not
 from allworx.office import Office
 from allworx.service import NAMES, AllworxService
@@ -62,6 +64,22 @@ class CompositionTests(unittest.TestCase):
         reactor.run()
         self.assertTrue(top.ready)
 
+    def test_log_events_observed_while_running(self):
+        """The server's recent log events (the Logs page's) are kept from start to stop."""
+        top = AllworxService(self.office(), children=[RecordingService("mine")])
+        top.events = ring = EventRing()
+        log = Logger(namespace="allworx.protocols.dns.server")
+        log.info("before the start")
+        top.startService()
+        log.info("while running")
+        d = top.stopService()
+        log.info("after the stop")
+        messages = [e["message"] for e in ring.events(limit=100)[0]]
+        self.assertIn("while running", messages)
+        self.assertNotIn("before the start", messages)
+        self.assertNotIn("after the stop", messages)
+        return d
+
     def test_every_protocol_has_a_child_in_start_order(self):
         top = AllworxService(self.office())
         self.assertEqual([s.name for s in top], list(NAMES))
@@ -89,6 +107,8 @@ class CompositionTests(unittest.TestCase):
         self.assertIs(views.mail_store, mail.store)
         self.assertIs(views.mail_queue, mail.queue)
         self.assertIs(views.fetch, mail.fetch)
+        self.assertIs(views.logs, top.events)
+        verifyObject(ILogEvents, views.logs)
         for name, interface in (("leases", ILeaseTable), ("rogues", IRogueServers),
                                 ("connections", IConnectionLog), ("zone", IZoneSource),
                                 ("mail_store", IMailStore), ("mail_queue", IMailQueue),

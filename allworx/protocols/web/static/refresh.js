@@ -6,7 +6,7 @@
   var id = main.getAttribute("data-refresh");
   setInterval(function () {
     if (document.hidden) return;
-    fetch(location.pathname, {credentials: "same-origin"}).then(function (r) {
+    fetch(location.pathname + location.search, {credentials: "same-origin"}).then(function (r) {
       return r.ok ? r.text() : null;
     }).then(function (text) {
       if (!text) return;
