@@ -111,8 +111,13 @@
     })).then(function (answers) {
       var now = Date.now(), count = 0, words = [];
       answers.forEach(function (answer, i) {
-        var data = answer.points.map(function (p) {
-          return {x: Date.parse(p[0]), y: p[1] === null || p[1] === undefined ? null : p[1]};
+        var data = [], gap = 1500 * (answer.step_s || 10);
+        answer.points.forEach(function (p) {
+          var x = Date.parse(p[0]);
+          // A step without a value (the server was down): break the line there.
+          if (data.length && x - data[data.length - 1].x > gap)
+            data.push({x: data[data.length - 1].x + gap, y: null});
+          data.push({x: x, y: p[1] === null || p[1] === undefined ? null : p[1]});
         });
         count += data.length;
         entry.chart.data.datasets[i].data = data;
