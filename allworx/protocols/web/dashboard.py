@@ -195,9 +195,10 @@ def fact_rows(found, now):
                   else mem["total"] - mem["available"]), size_text(mem["total"]),
         "?" if mem["used_percent"] is None else "%.0f%%" % mem["used_percent"],
         size_text(mem["process_rss"]))))
-    rows.append(("Disk (%s)" % disk["path"], "?" if disk["used_percent"] is None else
-                 "%.0f%% used, %s free of %s" % (disk["used_percent"], size_text(disk["free"]),
-                                                 size_text(disk["total"]))))
+    rows.append(("Disk", "%s (the data dir %s)" % (
+        "?" if disk["used_percent"] is None else "%.0f%% used, %s free of %s" % (
+            disk["used_percent"], size_text(disk["free"]), size_text(disk["total"])),
+        disk["path"])))
     lease = found["wan_lease"]
     if lease is not None:
         rows.append(("WAN lease", "%s from %s, renews %s, expires %s (%s)" % (
