@@ -14,6 +14,8 @@
     return;
   }
   var SPAN = {hour: 3600e3, day: 86400e3, week: 7 * 86400e3};
+  // Ticks on round times: every 10 minutes, 4 hours, a day.
+  var TICK = {hour: 600e3, day: 4 * 3600e3, week: 86400e3};
   var WORDS = {hour: "the last hour", day: "the last day", week: "the last week"};
   var COLOURS = ["#1f5fa8", "#c2410c", "#1e7b34", "#7c3aed"];
   var EVERY = 10000;
@@ -82,7 +84,7 @@
               tension: 0.2, spanGaps: false, yAxisID: units.indexOf(s.unit) ? "y1" : "y"};
     });
     var scales = {
-      x: {type: "linear", ticks: {callback: tick, maxTicksLimit: 7}},
+      x: {type: "linear", ticks: {callback: tick, maxTicksLimit: 9}},
       y: {beginAtZero: true, ticks: {callback: number},
           title: {display: true, text: units[0]}}
     };
@@ -126,6 +128,7 @@
       });
       entry.chart.options.scales.x.min = now - SPAN[range];
       entry.chart.options.scales.x.max = now;
+      entry.chart.options.scales.x.ticks.stepSize = TICK[range];
       entry.chart.update("none");
       entry.figure.setAttribute("data-points", String(count));
       entry.figure.querySelector(".total").textContent =
