@@ -16,6 +16,8 @@ where the run-time arrows are drawn (see docs/ARCHITECTURE.md):
                           `allworx unlock` reaches it)
     one CertificateKeeper -> mail (STARTTLS, 465, STLS, 995), sip (TLS),
                          web (admin pages, 443, /ca.crt): one live certificate
+    one StatsService (samples the registry and the interfaces every 10 s into
+                      data_dir/stats.json) -> web (Views.stats)
 
 Facts that change (config, leases, the WAN address, mailboxes, statuses)
 travel as events on the office; the objects above are handed over once, at
@@ -43,6 +45,7 @@ from allworx.protocols.web.service import WebService
 from allworx.routing.firewall.service import FirewallService
 from allworx.routing.network.service import NetworkService
 from allworx.routing.vpn.service import VpnService
+from allworx.statssampler import StatsService
 
 log = Logger()
 
@@ -59,8 +62,11 @@ def certificate_keeper(office, reactor):
                                  "certificates", state, detail))
 
 
-def build_children(office, reactor=None, logins=None, certificates=None):
-    """The protocol services of `office`, wired to each other, in start order."""
+def build_children(office, reactor=None, logins=None, certificates=None, stats=None):
+    """
+    The protocol services of `office`, wired to each other, in start order
+    (`stats`: the dashboard's history, IStats, shown by the web).
+    """
     if reactor is None:
         from twisted.internet import reactor
     # One certificate for every TLS port, renewed in place (allworx.certificates).
@@ -86,7 +92,7 @@ def build_children(office, reactor=None, logins=None, certificates=None):
         zone=dns.keeper, mail_store=mail.store, mail_queue=mail.queue, fetch=mail.fetch,
         registrations=sip.registrations, calls=sip.calls, trunks=sip.trunks,
         call_history=sip.call_history, mail_security=mail.security, vpn=vpn,
-        wan=network.wan, certificates=certificates),
+        stats=stats, wan=network.wan, certificates=certificates),
         throttle=logins, certificates=certificates)
     return [network, firewall, vpn, dhcp, dns, ntp, mail, sip, ldap, web]
 
@@ -107,13 +113,17 @@ class AllworxService(service.MultiService):
         self.ready = False
         self.logins = None
         self.certificates = None
+        self.stats = None       # the dashboard's sampler and history (allworx.statssampler)
         if children is None:
             # Made here, not only at start: children open files under it as
             # they are built (the call history), and it must be 0711 (startService).
             os.makedirs(office.config.system.data_dir, mode=0o711, exist_ok=True)
             self.logins = LoginThrottle(reactor, store=LockoutFile(office.config.system.data_dir))
             self.certificates = certificate_keeper(office, reactor)
-            children = build_children(office, reactor, self.logins, self.certificates)
+            self.stats = StatsService(os.path.join(office.config.system.data_dir, "stats.json"),
+                                      lambda: office.config, reactor)
+            children = build_children(office, reactor, self.logins, self.certificates,
+                                      self.stats.store)
         for child in children:
             self.addService(child)
 
@@ -141,6 +151,8 @@ class AllworxService(service.MultiService):
             # An ACME CA that could not be reached is tried again once the WAN has an address.
             self._follow_wan = self.office.subscribe(
                 WanAddressChanged, lambda event: event.new and self.certificates.wan_changed())
+        if self.stats is not None:
+            self.stats.startService()   # loads the history, then samples every 10 s
         starts = []
         for child in self:
             d = defer.maybeDeferred(child.startService)
@@ -160,7 +172,11 @@ class AllworxService(service.MultiService):
             self._follow_names()
             self._follow_wan()
             self.certificates.stop()
-        return service.MultiService.stopService(self)
+        stopped = service.MultiService.stopService(self)
+        if self.stats is not None:
+            # The history is written once the children have stopped.
+            stopped.addBoth(lambda _: self.stats.stopService())
+        return stopped
 
     def _failed_to_start(self, failure, name):
         log.failure("{service} failed to start", failure, service=name)

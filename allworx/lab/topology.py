@@ -135,6 +135,7 @@ PACKAGES = {
     "curl": "curl",
     "openssl": "openssl",
     "ping": "iputils-ping",
+    "traceroute": "traceroute",
     "nmap": "nmap",
     "swaks": "swaks",
     "mbsync": "isync",

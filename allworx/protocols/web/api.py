@@ -238,19 +238,13 @@ class OfficeApi:
     @app.route("/v1/", methods=["GET"])
     @guarded
     def index(self, request):
-        """The resources of the API."""
-        return {"resources": ["/api/v1/settings/{section}", "/api/v1/users", "/api/v1/aliases",
-                              "/api/v1/hosts", "/api/v1/records", "/api/v1/forwards",
-                              "/api/v1/trunks", "/api/v1/numbers", "/api/v1/groups", "/api/v1/attendants",
-                              "/api/v1/dhcp/leases", "/api/v1/connections", "/api/v1/mail/queue",
-                              "/api/v1/mail/security", "/api/v1/mail/dkim/rotate",
-                              "/api/v1/sip/registrations", "/api/v1/sip/trunks",
-                              "/api/v1/sites", "/api/v1/devices",
-                              "/api/v1/devices/{name}/wireguard.conf",
-                              "/api/v1/devices/{name}/wireguard.png", "/api/v1/devices/{name}/key",
-                              "/api/v1/status", "/api/v1/backup",
-                              "/api/v1/lockouts", "/api/v1/calls"],
-                "openapi": "/api/v1/openapi.json"}
+        """
+        The API's paths (SPEC 10: `{"paths": [...]}`, every path of the OpenAPI
+        document, which describes every path served); `resources` is the same
+        list under the name earlier versions used.
+        """
+        paths = sorted(openapi_document()["paths"])
+        return {"paths": paths, "resources": paths, "openapi": "/api/v1/openapi.json"}
 
     @app.route("/v1/status", methods=["GET"])
     @guarded

@@ -72,6 +72,40 @@ CALL = {"type": "object", "required": list(CALL_FIELDS), "properties": {
     "outcome": {"type": "string", "enum": list(CALL_OUTCOMES)}}}
 
 
+def diagnostics_path():
+    """POST /api/v1/diagnostics/{kind}: the body, and the text/plain lines streamed back."""
+    errors = {"type": "object", "properties": {"errors": {"type": "array", "items": {
+        "type": "object", "properties": {"section": {"type": "string", "enum": ["diagnostics"]},
+                                         "key": {"type": "string"}, "message": {"type": "string"}}}}}}
+    return {"post": {
+        "summary": "Run ping, a DNS lookup, a TCP connect or a traceroute from the server",
+        "description": ("The answer streams as text/plain, one line at a time as the run goes, "
+                        "and ends with a summary line (`4 sent, 4 received, 0% loss, avg 0.3 ms`, "
+                        "`resolved in 2 ms`, `connected in 1.2 ms`, `reached in 5 hops`). dns asks "
+                        "the server's own resolver, then each forwarder ([dns] primary, secondary) "
+                        "or `server`. At most 2 runs at once, each for at most 60 s."),
+        "parameters": [{"name": "kind", "in": "path", "required": True,
+                        "schema": {"type": "string", "enum": ["ping", "dns", "tcp", "traceroute"]}}],
+        "requestBody": {"required": True, "content": _json({
+            "type": "object", "required": ["target"], "properties": {
+                "target": {"type": "string", "description": "a host name (RFC 1123) or an IP address"},
+                "port": {"type": "integer", "minimum": 1, "maximum": 65535,
+                         "description": "tcp: the port to connect to"},
+                "server": {"type": "string", "description": "dns: a DNS server's address to ask "
+                                                            "instead of the forwarders"},
+                "type": {"type": "string", "description": "dns: the record type (A and AAAA, "
+                                                          "or PTR for an address, if left out)"}}})},
+        "responses": {
+            "200": {"description": "the run's lines as they come, the last one its summary",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "400": {"description": "a bad target, port or server; nothing run",
+                    "content": _json(errors)},
+            "401": RESPONSES["401"],
+            "404": {"description": "no such diagnostic"},
+            "429": {"description": "2 diagnostics are running already"},
+            "503": {"description": "the program (ping, traceroute) is not installed"}}}}
+
+
 def calls_path():
     """GET /api/v1/calls: its query parameters and both answers."""
     def param(name, schema, description):
@@ -213,6 +247,38 @@ def sites_paths():
     }
 
 
+def stats_paths():
+    """GET /api/v1/stats and /api/v1/stats/{name} (SPEC 20)."""
+    series = {"type": "object", "required": ["name", "unit", "path"], "properties": {
+        "name": {"type": "string"}, "unit": {"type": "string"}, "path": {"type": "string"}}}
+    points = {"type": "object", "required": ["name", "unit", "step_s", "points"], "properties": {
+        "name": {"type": "string"}, "unit": {"type": "string"},
+        "step_s": {"type": "integer", "enum": [10, 300, 1800]},
+        "points": {"type": "array", "description": "oldest first; a step with no sample "
+                   "has no point", "items": {"type": "array", "minItems": 2, "maxItems": 2,
+                                             "items": {}, "example": ["2026-12-07T10:00:00Z", 1.5]}}}}
+    unavailable = {"description": "the statistics are not kept by this server"}
+    return {
+        "/api/v1/stats": {"get": {
+            "summary": "The series kept for the dashboard (throughput, flows, DNS, DHCP, mail, "
+                       "calls)", "responses": {
+                "200": {"description": "the series", "content": _json({
+                    "type": "object", "properties": {"series": {"type": "array", "items": series}}})},
+                "401": RESPONSES["401"], "503": unavailable}}},
+        "/api/v1/stats/{name}": {
+            "parameters": [
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "range", "in": "query", "required": False, "schema": {
+                    "type": "string", "enum": ["hour", "day", "week"], "default": "hour"}}],
+            "get": {"summary": "A series' points: 10 s steps over the last hour, 5 min over "
+                               "the day, 30 min over the week (averages), kept across restarts",
+                    "responses": {
+                        "200": {"description": "[RFC 3339 time, value] pairs", "content": _json(points)},
+                        "400": RESPONSES["400"], "401": RESPONSES["401"], "404": RESPONSES["404"],
+                        "503": unavailable}}},
+    }
+
+
 def openapi_document():
     """The OpenAPI document served at /api/v1/openapi.json."""
     paths = {}
@@ -310,6 +376,8 @@ def openapi_document():
     schemas["SiteStatus"] = SITE
     paths.update(sites_paths())
     paths["/api/v1/calls"] = calls_path()
+    paths.update(stats_paths())
+    paths["/api/v1/diagnostics/{kind}"] = diagnostics_path()
     paths["/api/v1/backup"] = {
         "get": {"summary": "tap.conf as it stands", "responses": {
             "200": {"description": "the file", "content": {"text/plain": {"schema": {"type": "string"}}}}}},

@@ -18,6 +18,7 @@ from allworx.protocols.web import forms
 from allworx.protocols.web import mailsetup
 from allworx.protocols.web.callhistory import history_context
 from allworx.protocols.web.dashboard import StatusPage
+from allworx.protocols.web.diagnosticspage import DiagnosticsPage
 from allworx.protocols.web.lines import LinesPage
 from allworx.protocols.web.mailsecurity import MailSecurityPage
 from allworx.protocols.web.vpnsites import SitesPage
@@ -456,5 +457,5 @@ class BackupPage(Page):
 
 PAGES = [StatusPage(), NetworkPage(), SecurityPage(), DhcpPage(), DnsPage(), AliasPage(),
          UsersPage(), ServicesPage(), MailQueuePage(), MailSecurityPage(), PhonesPage(), LinesPage(),
-         SitesPage(), ConnectionsPage(), BackupPage()]
+         SitesPage(), ConnectionsPage(), DiagnosticsPage(), BackupPage()]
 PAGES_BY_SLUG = {p.slug: p for p in PAGES}

@@ -20,6 +20,8 @@ from allworx.guards import PeerConnectionLimit, PeerLimit
 from allworx.protocols.web.sites import SiteBySide, ensure_site_dirs
 from allworx.protocols.web.vpnsites import VpnCollector
 from allworx.protocols.web import sitesapi  # noqa: F401 (adds the sites' and devices' routes)
+from allworx.protocols.web import statsapi  # noqa: F401 (adds the statistics' routes)
+from allworx.protocols.web import diagnosticsapi  # noqa: F401 (adds /api/v1/diagnostics/{kind})
 from allworx.protocols.web.tlsport import HttpsLimit, RedirectToHttps, TlsOrRedirect
 
 log = Logger()

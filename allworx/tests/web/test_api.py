@@ -375,3 +375,13 @@ class FuzzTests(unittest.TestCase):
     def test_raw_bodies(self, data):
         r = self.c.request("PUT", "/api/v1/settings/dhcp", data=data, headers={**BASIC, **JSON})
         self.assertIn(r.code, (200, 400), r.text)
+
+
+class IndexTests(ApiCase):
+
+    def test_the_index_lists_every_path_of_the_openapi_document(self):
+        """SPEC 10: GET /api/v1/ answers {"paths": [...]}, every path of the OpenAPI document."""
+        body = self.call("GET", "/").json
+        doc = self.call("GET", "/openapi.json", auth=False).json
+        self.assertEqual(body["paths"], sorted(doc["paths"]))
+        self.assertIn("/api/v1/mail/security", body["paths"])
