@@ -37,6 +37,7 @@ from zope.interface import implementer
 from allworx.acmeissuer import AcmeIssuer, acme_names, account_key_path
 from allworx.atomicfile import write_atomically
 from allworx.config.model import BUILTIN_NAMES
+from allworx.interfaces import ICertificateState
 
 log = Logger()
 
@@ -234,6 +235,7 @@ class LiveTLSOptions:
 
 # ---------------------------------------------------------------- keeping
 
+@implementer(ICertificateState)
 class CertificateKeeper:
     """
     The server's CA and certificate under `data_dir/tls`, kept current.
@@ -265,6 +267,10 @@ class CertificateKeeper:
         """The live TLS options, or None when there is no certificate (it could not be made)."""
         self.ensure()
         return self.options if self.leaf is not None else None
+
+    def expires(self):
+        """When the certificate in use stops being valid (POSIX), or None (ICertificateState)."""
+        return self.leaf.not_after if self.leaf is not None else None
 
     def ca_pem(self):
         """The CA's certificate (PEM), or None."""

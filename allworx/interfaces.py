@@ -149,6 +149,32 @@ class IStats(Interface):
         """
 
 
+class IWanStatus(Interface):
+    """How the WAN stands (the network service): its DHCP lease and its gateway's health."""
+
+    def lease():
+        """
+        The WAN DHCP lease in force: {"address" (with prefix), "router",
+        "server", "obtained", "renews", "expires" (POSIX seconds)}, or None
+        (a static WAN, or no lease yet).
+        """
+
+    def gateway_health():
+        """
+        {"gateway" (address or None), "probes", "answered", "loss" (0..1 or
+        None), "latency_ms" (mean of the answers or None), "last_ms",
+        "last_at", "every_s", "error" (why it cannot probe, or None)} over the
+        last probes (an ICMP echo every few seconds).
+        """
+
+
+class ICertificateState(Interface):
+    """The server's TLS certificate as the dashboard's alerts see it."""
+
+    def expires():
+        """POSIX time the certificate in use stops being valid, or None (none yet)."""
+
+
 class ILogEvents(Interface):
     """The server's recent structured log events (SPEC 20)."""
 
@@ -243,3 +269,5 @@ class Views:
     vpn = attr.ib(default=None)             # IVpnPeers
     stats = attr.ib(default=None)           # IStats
     logs = attr.ib(default=None)            # ILogEvents
+    wan = attr.ib(default=None)             # IWanStatus
+    certificates = attr.ib(default=None)    # ICertificateState

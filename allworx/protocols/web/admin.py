@@ -22,6 +22,7 @@ from allworx import guards
 from allworx.guards import LoginThrottle, login_name, until_text
 from allworx.protocols.web import forms
 from allworx.protocols.web import pages
+from allworx.protocols.web.dashboard import vendor_files
 from allworx.protocols.web.metrics import WEB_CHANGES, WEB_LOGINS
 from allworx.protocols.web.sessions import SESSION_COOKIE, SessionStore, tokens_match
 
@@ -406,7 +407,9 @@ class AdminRoot(resource.Resource):
     def __init__(self, ctx, api=None, metrics=None):
         resource.Resource.__init__(self)
         self.ctx = ctx
-        self.putChild(b"static", static.File(STATIC_DIR))
+        files = static.File(STATIC_DIR)
+        files.putChild(b"vendor", vendor_files())   # Chart.js from its Debian package
+        self.putChild(b"static", files)
         self.putChild(b"login", LoginResource(ctx))
         self.putChild(b"logout", LogoutResource(ctx))
         if api is not None:

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 
 from allworx.config import RECORD_PLURALS, RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigErrors
 from allworx.guards import login_name, until_text
-from allworx.protocols.web import callhistory, changes, mailsecurity
+from allworx.protocols.web import callhistory, changes, dashboard, mailsecurity
 from allworx.protocols.web.admin import LockedOut, form_of, peer_of
 from allworx.protocols.web.metrics import WEB_CHANGES
 from allworx.protocols.web.openapi import openapi_document
@@ -249,13 +249,14 @@ class OfficeApi:
     @app.route("/v1/status", methods=["GET"])
     @guarded
     def status(self, request):
-        """WAN address, security mode, services."""
+        """WAN address, security mode, services; the dashboard's facts and alerts."""
         office = self.ctx.office
-        return {"wan_address": str(office.wan_address) if office.wan_address else None,
-                "wan_source": office.wan_source,
-                "security_mode": office.config.security.mode,
-                "services": {s.name: {"state": s.state, "detail": s.detail}
-                             for s in office.status.values()}}
+        return dict({"wan_address": str(office.wan_address) if office.wan_address else None,
+                     "wan_source": office.wan_source,
+                     "security_mode": office.config.security.mode,
+                     "services": {s.name: {"state": s.state, "detail": s.detail}
+                                  for s in office.status.values()}},
+                    **dashboard.status_extra(self.ctx))
 
     # ---- settings
 

@@ -328,7 +328,9 @@ def openapi_document():
                           ("/api/v1/mail/queue", "Outbound mail queue"),
                           ("/api/v1/sip/registrations", "Registered phones"),
                           ("/api/v1/sip/calls", "Calls in progress"),
-                          ("/api/v1/status", "WAN address, security mode, services")):
+                          ("/api/v1/status", "WAN address, security mode, services; the dashboard's "
+                           "facts (version, uptime, CPU, memory, disk, WAN lease, gateway "
+                           "health, clock) and alerts")):
         paths[path] = {"get": {"summary": summary, "responses": {
             "200": {"description": "read-only", "content": _json({})},
             "401": RESPONSES["401"], "503": {"description": "that service is not running"}}}}

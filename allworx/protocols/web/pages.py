@@ -12,13 +12,13 @@ import time
 from twisted.internet import defer
 
 from allworx.config import BUILTIN_NAMES, ConfigError, ConfigErrors
-from allworx.protocols.web.sites import ca_url, trust_help
 from allworx.protocols.dns.zone import zone_entries
 from allworx.protocols.web import changes
 from allworx.protocols.web import forms
 from allworx.protocols.web import logtables
 from allworx.protocols.web import mailsetup
 from allworx.protocols.web.callhistory import history_context
+from allworx.protocols.web.dashboard import StatusPage
 from allworx.protocols.web.diagnosticspage import DiagnosticsPage
 from allworx.protocols.web.lines import LinesPage
 from allworx.protocols.web.logview import LogsPage
@@ -93,36 +93,6 @@ def served_rows(zone):
     """(name, type, value, ttl, source) of the zone the DNS service serves."""
     sources = {(e.name, e.rtype, e.value): e.source for e in zone.entries}
     return [(n, t, v, ttl, sources.get((n, t, v), "")) for n, t, v, ttl in zone.rows()]
-
-
-class StatusPage(Page):
-    """WAN address and how it came, security mode, each service and why, counts."""
-
-    slug, title, template = "status", "Status", "status.html"
-
-    def context(self, ctx, sub):
-        office, views = ctx.office, ctx.views
-        config = office.config
-        counts = [("Users", len(config.users)), ("Aliases", len(config.aliases)),
-                  ("Reserved hosts", len(config.hosts)), ("DNS records", len(config.records)),
-                  ("LAN devices on the WAN", len(config.forwards))]
-        if views.leases is not None:
-            counts.append(("DHCP leases", len(listed(views.leases, "active_leases"))))
-        if views.registrations is not None:
-            counts.append(("Phones registered", len(listed(views.registrations, "bindings"))))
-        if views.mail_queue is not None:
-            counts.append(("Messages queued", len(listed(views.mail_queue, "entries"))))
-        if views.connections is not None:
-            for verdict, n in sorted(views.connections.counts.items()):
-                counts.append(("Flows %s" % verdict, n))
-        return {
-            "wan_address": office.wan_address,
-            "wan_source": office.wan_source,
-            "services": sorted(office.status.values(), key=lambda s: s.name),
-            "counts": counts,
-            "warnings": listed(views.rogues, "warnings"),
-            "trust_help": trust_help(ca_url(config)),
-        }
 
 
 class NetworkPage(SettingsPage):

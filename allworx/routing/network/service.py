@@ -34,6 +34,7 @@ from allworx.routing.network.links import (
     Sysctls)
 from allworx.routing.network.linkevents import LinkMonitor
 from allworx.routing.network.shaping import WanShaper, plan_shaping
+from allworx.routing.network.wanhealth import GatewayProbe, WanStatus
 from allworx.routing.wanclient.client import WanDhcpClient
 from allworx.servicebase import OfficeService
 
@@ -156,6 +157,8 @@ class NetworkService(OfficeService):
         self._state_file_factory = state_file_factory
         self._applied_file = None
         self._saved_snapshot = None
+        # The lease and the gateway's health, for the dashboard (IWanStatus).
+        self.wan = WanStatus(lambda: self.lease, GatewayProbe(self.reactor))
 
     # -------------------------------------------------------- service
 
@@ -171,9 +174,11 @@ class NetworkService(OfficeService):
         self._take_over()
         self._watch_links()
         self.apply()
+        self.wan.probe.start()
 
     def stopService(self):
         OfficeService.stopService(self)
+        self.wan.probe.stop()
         self._cancel_retry()
         if self._links is not None:
             self._links.stop()
@@ -330,6 +335,7 @@ class NetworkService(OfficeService):
         return self.ledger is not None and change in self.ledger.in_force
 
     def _report_wan(self, plan):
+        self.wan.probe.gateway_is(plan.wan_gateway if plan.wan_use != "unused" else None)
         if plan.wan_use == "unused":
             if self.office.wan_address is not None:
                 self.office.set_wan_address(None, "disabled")
