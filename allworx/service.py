@@ -28,7 +28,9 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from allworx.backupservice import BackupService
 from allworx.certificates import CertificateKeeper
+from allworx.confighistory import ConfigHistory
 from allworx.guards import LoginThrottle
 from allworx.interfaces import Views
 from allworx.lockoutfile import LockoutFile
@@ -59,7 +61,7 @@ def certificate_keeper(office, reactor):
                                  "certificates", state, detail))
 
 
-def build_children(office, reactor=None, logins=None, certificates=None):
+def build_children(office, reactor=None, logins=None, certificates=None, backups=None):
     """The protocol services of `office`, wired to each other, in start order."""
     if reactor is None:
         from twisted.internet import reactor
@@ -85,7 +87,7 @@ def build_children(office, reactor=None, logins=None, certificates=None):
         leases=dhcp.leases, rogues=dhcp.rogues, connections=firewall.connections,
         zone=dns.keeper, mail_store=mail.store, mail_queue=mail.queue, fetch=mail.fetch,
         registrations=sip.registrations, calls=sip.calls, trunks=sip.trunks,
-        call_history=sip.call_history, mail_security=mail.security, vpn=vpn),
+        call_history=sip.call_history, mail_security=mail.security, vpn=vpn, backup=backups),
         throttle=logins, certificates=certificates)
     return [network, firewall, vpn, dhcp, dns, ntp, mail, sip, ldap, web]
 
@@ -106,13 +108,17 @@ class AllworxService(service.MultiService):
         self.ready = False
         self.logins = None
         self.certificates = None
+        self.backups = None
         if children is None:
             # Made here, not only at start: children open files under it as
             # they are built (the call history), and it must be 0711 (startService).
             os.makedirs(office.config.system.data_dir, mode=0o711, exist_ok=True)
             self.logins = LoginThrottle(reactor, store=LockoutFile(office.config.system.data_dir))
             self.certificates = certificate_keeper(office, reactor)
-            children = build_children(office, reactor, self.logins, self.certificates)
+            # Backups, restores and tap.conf's history; a restore builds the children anew.
+            self.backups = BackupService(office, reactor, restart=self.restart_around)
+            children = build_children(office, reactor, self.logins, self.certificates,
+                                      self.backups)
         for child in children:
             self.addService(child)
 
@@ -140,6 +146,16 @@ class AllworxService(service.MultiService):
             # An ACME CA that could not be reached is tried again once the WAN has an address.
             self._follow_wan = self.office.subscribe(
                 WanAddressChanged, lambda event: event.new and self.certificates.wan_changed())
+        if self.backups is not None:
+            self.office.keep_history(ConfigHistory(
+                os.path.join(config.system.data_dir, "config-history")))
+            self.backups.startService()
+            self._follow_backups = self.office.subscribe(ConfigChanged,
+                                                         self.backups.config_changed)
+        self._start_children()
+        return self.started
+
+    def _start_children(self):
         starts = []
         for child in self:
             d = defer.maybeDeferred(child.startService)
@@ -150,9 +166,37 @@ class AllworxService(service.MultiService):
         # it, and until then a SIGTERM finds no handler and kills the process
         # before it can undo what it applied.
         self.started.addCallback(lambda _: self.reactor.callWhenRunning(self._ready))
-        return self.started
+
+    def restart_around(self, work):
+        """
+        Stop every protocol service, run `work()` (a Deferred: a restore
+        swapping the data in), then build them anew and start them, so each
+        reads its state from the files again. Whatever `work` does, the
+        services come back.
+        """
+        old = list(self)
+        # Removed while running, each is stopped (the last first).
+        d = defer.DeferredList([defer.maybeDeferred(self.removeService, child)
+                                for child in reversed(old)])
+
+        def rebuild(outcome):
+            running, self.running = self.running, 0     # added here, started below
+            try:
+                for child in build_children(self.office, self.reactor, self.logins,
+                                            self.certificates, self.backups):
+                    self.addService(child)
+            finally:
+                self.running = running
+            self._start_children()
+            log.info("allworx: services built again and started")
+            return outcome
+        d.addCallback(lambda _: defer.maybeDeferred(work))
+        return d.addBoth(rebuild)
 
     def stopService(self):
+        if self.backups is not None:
+            self._follow_backups()
+            self.backups.stopService()
         if self.logins is not None:
             self.logins.stop()
         if self.certificates is not None:
