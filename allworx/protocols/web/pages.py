@@ -17,6 +17,7 @@ from allworx.protocols.dns.zone import zone_entries
 from allworx.protocols.web import changes
 from allworx.protocols.web import forms
 from allworx.protocols.web import mailsetup
+from allworx.protocols.web.backuppage import BackupPage, HistoryPage
 from allworx.protocols.web.callhistory import history_context
 from allworx.protocols.web.lines import LinesPage
 from allworx.protocols.web.mailsecurity import MailSecurityPage
@@ -470,21 +471,7 @@ class ConnectionsPage(Page):
                 "mode": ctx.office.config.security.mode}
 
 
-class BackupPage(Page):
-    """Download tap.conf; upload one to restore."""
-
-    slug, title, template = "backup", "Backup/Restore", "backup.html"
-
-    def context(self, ctx, sub):
-        return {"path": ctx.office.path, "size": len(ctx.office.document_text().encode())}
-
-    def do_restore(self, ctx, form, sub):
-        text = form.get("file") or form.get("text") or ""
-        changes.restore(ctx.office, text)
-        return "The configuration was restored and applied."
-
-
 PAGES = [StatusPage(), NetworkPage(), SecurityPage(), DhcpPage(), DnsPage(), AliasPage(),
          UsersPage(), ServicesPage(), MailQueuePage(), MailSecurityPage(), PhonesPage(), LinesPage(),
-         SitesPage(), ConnectionsPage(), BackupPage()]
+         SitesPage(), ConnectionsPage(), BackupPage(), HistoryPage()]
 PAGES_BY_SLUG = {p.slug: p for p in PAGES}
