@@ -167,6 +167,11 @@ class AllworxService(service.MultiService):
         # before it can undo what it applied.
         self.started.addCallback(lambda _: self.reactor.callWhenRunning(self._ready))
 
+    def build(self):
+        """New protocol services for the office (what `restart_around` starts)."""
+        return build_children(self.office, self.reactor, self.logins, self.certificates,
+                              self.backups)
+
     def restart_around(self, work):
         """
         Stop every protocol service, run `work()` (a Deferred: a restore
@@ -182,8 +187,7 @@ class AllworxService(service.MultiService):
         def rebuild(outcome):
             running, self.running = self.running, 0     # added here, started below
             try:
-                for child in build_children(self.office, self.reactor, self.logins,
-                                            self.certificates, self.backups):
+                for child in self.build():
                     self.addService(child)
             finally:
                 self.running = running
