@@ -77,7 +77,7 @@ class BackupBrowserTests(test_web.WebLabCase):
 
         # The message deleted (POP3 DELE), a setting changed (the DHCP page).
         done, report = self.client("pc1", ["curl", "-sS", "-m", "10", "-u", "alice:admin-demo",
-                                           "-X", "DELE", "pop3://%s/1" % SERVER], timeout=20)
+                                           "-I", "-X", "DELE", "pop3://%s/1" % SERVER], timeout=20)
         self.assertEqual(done.returncode, 0, report)
         listed, report = self.pop3_list()
         self.assertEqual(listed, [], report)
