@@ -187,6 +187,45 @@ class ILogEvents(Interface):
         """
 
 
+class IBackups(Interface):
+    """Whole-office backups, restores and tap.conf's history (SPEC 20; allworx.backupservice)."""
+
+    def archive_chunks():
+        """An iterator of the whole office's .tar.gz in bounded pieces (blocking: run it in a thread)."""
+
+    def upload_file(length=None):
+        """A new temporary file under data_dir for an uploaded archive; BackupError when no room."""
+
+    def restore(fileobj, actor):
+        """
+        Check the archive in `fileobj` whole, keep the state before as a
+        backup, then replace config and data (the services start again); a
+        Deferred of {"restored", "pre_restore_backup", "files", "bytes"},
+        failing with BackupError or ConfigErrors when nothing was changed.
+        """
+
+    def backups():
+        """The backups kept under data_dir/backups: [{"name", "size", "time"}], newest first."""
+
+    def backup_path(name):
+        """The file of a kept backup; KeyError if there is none of that name."""
+
+    def make_backup(reason="manual"):
+        """Write a backup now; a Deferred of its name."""
+
+    def delete_backup(name):
+        """Remove a kept backup; KeyError if there is none of that name."""
+
+    def history():
+        """tap.conf's kept versions, newest first: [{"id", "time", "actor", "via", "sections"}]."""
+
+    def version(number):
+        """One version: its entry with "diff" (from the one before) and "text"; KeyError."""
+
+    def revert(number, actor):
+        """Make tap.conf version `number` again (a change like any other); ConfigErrors, KeyError."""
+
+
 class IRegistrations(Interface):
     """The SIP registrar's bindings."""
 
@@ -271,3 +310,4 @@ class Views:
     logs = attr.ib(default=None)            # ILogEvents
     wan = attr.ib(default=None)             # IWanStatus
     certificates = attr.ib(default=None)    # ICertificateState
+    backup = attr.ib(default=None)          # IBackups

@@ -11,8 +11,14 @@ is read back and must give the same model (so no value can add a line, a key
 or a section the change did not mean), then it is written atomically with
 mode 0600 (it holds password hashes and SIP digests) and only then becomes
 the live config; a bad change raises `ConfigErrors` and changes nothing.
+
+Each change may say who made it: `actor=` a name, or a pair (name, via:
+"web", "api", "cli", ...); otherwise whoever `acting` names around it, else
+"server". With a history attached (`keep_history`) every change is kept
+as a version of tap.conf (allworx.confighistory).
 """
 
+import contextlib
 import ipaddress
 
 import attr
@@ -119,6 +125,8 @@ class Office:
         self._observers = []
         self._lan_peers = {}        # host -> is_lan_peer, under the config at key None
         self._doc = config.doc if config.doc is not None else IniDocument()
+        self._acting = None         # (actor, via) of the changes being made, see `acting`
+        self.history = None         # a ConfigHistory once `keep_history` is called
 
     # -------------------------------------------------------- observers
 
@@ -206,16 +214,16 @@ class Office:
         """tap.conf as it stands (what a backup downloads)."""
         return self._doc.render()
 
-    def update_settings(self, section, values):
+    def update_settings(self, section, values, actor=None):
         """
         Change keys of a settings section (`dhcp`, `security`, ...).
         `values` maps key -> text (or a model value, written back by its key's
         format). Returns the new Config; raises ConfigErrors and changes nothing
         when the result is invalid.
         """
-        return self.update_sections({section: values})
+        return self.update_sections({section: values}, actor=actor)
 
-    def update_sections(self, changes):
+    def update_sections(self, changes, actor=None):
         """
         Change keys of several settings sections at once, `{section: {key:
         text}}`, so a combination (a WAN and the security mode that needs it)
@@ -240,9 +248,9 @@ class Office:
                     target.set(k, text)
         if errors:
             raise ConfigErrors(errors)
-        return self._apply(doc)
+        return self._apply(doc, actor)
 
-    def put_record(self, kind, name, values, create=None):
+    def put_record(self, kind, name, values, create=None, actor=None):
         """
         Create or replace `[kind name]` with exactly `values` (key -> text).
         `create=True` refuses an existing name, `create=False` a missing one.
@@ -270,9 +278,9 @@ class Office:
         for entry in target.entries():
             if entry.key not in keep:
                 target.remove(entry.key)
-        return self._apply(doc)
+        return self._apply(doc, actor)
 
-    def patch_record(self, kind, name, values):
+    def patch_record(self, kind, name, values, actor=None):
         """Change some keys of an existing `[kind name]`; KeyError if missing."""
         current = getattr(self.config, _plural(kind)).get(name)
         if current is None:
@@ -281,21 +289,68 @@ class Office:
         merged = {f.name: format_value(cls, f.name, getattr(current, f.name))
                   for f in keys_of(cls)}
         merged.update(values)
-        return self.put_record(kind, name, merged, create=False)
+        return self.put_record(kind, name, merged, create=False, actor=actor)
 
-    def delete_record(self, kind, name):
+    def delete_record(self, kind, name, actor=None):
         """Remove `[kind name]`; KeyError if missing, ConfigErrors if others need it."""
         section_name = "%s %s" % (kind, name)
         doc = self._doc.copy()
         if doc.section(section_name) is None:
             raise KeyError(section_name)
         doc.remove_section(section_name)
-        return self._apply(doc)
+        return self._apply(doc, actor)
 
-    def replace_text(self, text):
+    def replace_text(self, text, actor=None):
         """Restore a whole tap.conf (a backup); validated before anything changes."""
         config = parse_config(text, path=self.path)
-        return self._apply(config.doc)
+        return self._apply(config.doc, actor)
+
+    def preview_text(self, text):
+        """
+        The Config a whole tap.conf would become here (the command line's
+        data_dir applied), without changing anything; ConfigErrors if invalid.
+        """
+        config = parse_config(text, path=self.path, data_dir=self._data_dir)
+        return config
+
+    # -------------------------------------------------------- who changes it
+
+    @contextlib.contextmanager
+    def acting(self, actor, via):
+        """
+        Within it, changes made without naming an `actor` are recorded as
+        made by `actor` (a name) through `via` ("web", "api", "cli", ...).
+        """
+        before = self._acting
+        self._acting = (actor, via)
+        try:
+            yield
+        finally:
+            self._acting = before
+
+    def actor_now(self):
+        """Who the change being made now is by: (actor, via); ("server", "server") by default."""
+        return self._acting or ("server", "server")
+
+    def keep_history(self, history):
+        """
+        Record every change in `history` (an allworx.confighistory.ConfigHistory);
+        tap.conf as it stands is kept first if it differs from the newest
+        version (edited by hand while no one was looking).
+        """
+        self.history = history
+        text = self.document_text()
+        latest = history.latest_text()
+        if latest == text:
+            return
+        sections = ["(first version kept)"]
+        if latest is not None:
+            try:
+                sections = sorted(changed_sections(
+                    parse_config(latest, path=self.path, data_dir=self._data_dir), self.config))
+            except ConfigErrors:
+                sections = ["(the newest kept version no longer reads)"]
+        self._record(history, text, sections, ("file", "file"))
 
     def _check_key(self, section, cls, k):
         if not _is_key(cls, k):
@@ -309,7 +364,7 @@ class Office:
             return ""
         return format_value(cls, k, v)
 
-    def _apply(self, doc):
+    def _apply(self, doc, actor=None):
         hash_plain_pins(doc)
         new = config_from_document(doc, path=self.path, data_dir=self._data_dir)
         data, written = self._read_back(doc.render(), new)
@@ -324,9 +379,27 @@ class Office:
         changed = changed_sections(old, new)
         if "wan" in changed and new.wan.mode == "static":
             self.set_wan_address(new.wan.address, "static", new.wan.gateway)
-        log.info("configuration changed: {sections}", sections=", ".join(sorted(changed)) or "nothing")
+        who = self._who(actor)
+        log.info("configuration changed by {actor} ({via}): {sections}", actor=who[0], via=who[1],
+                 sections=", ".join(sorted(changed)) or "nothing")
+        if self.history is not None:
+            self._record(self.history, data.decode("utf-8"), changed, who)
         self.emit(ConfigChanged(old, new, frozenset(changed)))
         return new
+
+    def _who(self, actor):
+        if actor is None:
+            return self.actor_now()
+        if isinstance(actor, tuple):
+            return actor
+        return (actor, self.actor_now()[1])
+
+    @staticmethod
+    def _record(history, text, sections, who):
+        try:
+            history.record(text, sections, who[0], who[1])
+        except Exception:
+            log.failure("could not keep the configuration's version in {dir}", dir=history.directory)
 
     def _read_back(self, text, meant):
         """

@@ -31,8 +31,10 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger, globalLogPublisher
 
+from allworx.backupservice import BackupService
 from allworx.certificates import CertificateKeeper
 from allworx.eventlog import EventRing
+from allworx.confighistory import ConfigHistory
 from allworx.guards import LoginThrottle
 from allworx.interfaces import Views
 from allworx.lockoutfile import LockoutFile
@@ -65,11 +67,11 @@ def certificate_keeper(office, reactor):
 
 
 def build_children(office, reactor=None, logins=None, certificates=None, stats=None,
-                   events=None):
+                   events=None, backups=None):
     """
     The protocol services of `office`, wired to each other, in start order
     (`stats`: the dashboard's history, IStats; `events`: the recent log
-    events, ILogEvents; both shown by the web).
+    events, ILogEvents; `backups`: IBackups; all shown by the web).
     """
     if reactor is None:
         from twisted.internet import reactor
@@ -96,7 +98,7 @@ def build_children(office, reactor=None, logins=None, certificates=None, stats=N
         zone=dns.keeper, mail_store=mail.store, mail_queue=mail.queue, fetch=mail.fetch,
         registrations=sip.registrations, calls=sip.calls, trunks=sip.trunks,
         call_history=sip.call_history, mail_security=mail.security, vpn=vpn,
-        stats=stats, logs=events, wan=network.wan, certificates=certificates),
+        stats=stats, logs=events, wan=network.wan, certificates=certificates, backup=backups),
         throttle=logins, certificates=certificates)
     return [network, firewall, vpn, dhcp, dns, ntp, mail, sip, ldap, web]
 
@@ -119,6 +121,7 @@ class AllworxService(service.MultiService):
         self.certificates = None
         self.stats = None       # the dashboard's sampler and history (allworx.statssampler)
         self.events = None      # the recent log events (an EventRing), observed while running
+        self.backups = None
         if children is None:
             # Made here, not only at start: children open files under it as
             # they are built (the call history), and it must be 0711 (startService).
@@ -128,8 +131,9 @@ class AllworxService(service.MultiService):
             self.stats = StatsService(os.path.join(office.config.system.data_dir, "stats.json"),
                                       lambda: office.config, reactor)
             self.events = EventRing()
-            children = build_children(office, reactor, self.logins, self.certificates,
-                                      self.stats.store, self.events)
+            # Backups, restores and tap.conf's history; a restore builds the children anew.
+            self.backups = BackupService(office, reactor, restart=self.restart_around)
+            children = self.build()
         for child in children:
             self.addService(child)
 
@@ -161,6 +165,16 @@ class AllworxService(service.MultiService):
                 WanAddressChanged, lambda event: event.new and self.certificates.wan_changed())
         if self.stats is not None:
             self.stats.startService()   # loads the history, then samples every 10 s
+        if self.backups is not None:
+            self.office.keep_history(ConfigHistory(
+                os.path.join(config.system.data_dir, "config-history")))
+            self.backups.startService()
+            self._follow_backups = self.office.subscribe(ConfigChanged,
+                                                         self.backups.config_changed)
+        self._start_children()
+        return self.started
+
+    def _start_children(self):
         starts = []
         for child in self:
             d = defer.maybeDeferred(child.startService)
@@ -171,9 +185,42 @@ class AllworxService(service.MultiService):
         # it, and until then a SIGTERM finds no handler and kills the process
         # before it can undo what it applied.
         self.started.addCallback(lambda _: self.reactor.callWhenRunning(self._ready))
-        return self.started
+
+    def build(self):
+        """New protocol services for the office (what `restart_around` starts)."""
+        return build_children(self.office, self.reactor, self.logins, self.certificates,
+                              self.stats.store if self.stats is not None else None,
+                              self.events, self.backups)
+
+    def restart_around(self, work):
+        """
+        Stop every protocol service, run `work()` (a Deferred: a restore
+        swapping the data in), then build them anew and start them, so each
+        reads its state from the files again. Whatever `work` does, the
+        services come back.
+        """
+        old = list(self)
+        # Removed while running, each is stopped (the last first).
+        d = defer.DeferredList([defer.maybeDeferred(self.removeService, child)
+                                for child in reversed(old)])
+
+        def rebuild(outcome):
+            running, self.running = self.running, 0     # added here, started below
+            try:
+                for child in self.build():
+                    self.addService(child)
+            finally:
+                self.running = running
+            self._start_children()
+            log.info("allworx: services built again and started")
+            return outcome
+        d.addCallback(lambda _: defer.maybeDeferred(work))
+        return d.addBoth(rebuild)
 
     def stopService(self):
+        if self.backups is not None:
+            self._follow_backups()
+            self.backups.stopService()
         if self.logins is not None:
             self.logins.stop()
         if self.certificates is not None:

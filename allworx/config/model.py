@@ -20,7 +20,7 @@ from allworx.config.values import (
     parse_ip, parse_ip_list, parse_mac, parse_mx_list, parse_optional, parse_password_hash,
     parse_pin, parse_pool_range, parse_port, parse_port_range, parse_ports_list, parse_sip_digest_key,
     parse_size, parse_words, parse_score, format_score, parse_dkim_selector,
-    parse_dnsbl_zones, parse_socket_path, TARGET_NAME, Target, format_target, parse_int, parse_int_or_off, parse_target)
+    parse_dnsbl_zones, parse_socket_path, parse_duration_or_off, format_duration_or_off, TARGET_NAME, Target, format_target, parse_int, parse_int_or_off, parse_target)
 from allworx.config.telephony import (
     E164, format_call_forward, format_hours, format_national_prefix, format_sip_hostport,
     parse_call_forward, parse_e164, parse_e164_list, parse_extension_list, parse_hours,
@@ -61,6 +61,9 @@ class SystemSettings:
     hostname = key(parse_hostname, "allworx", doc="the server's own name")
     data_dir = key(str, "/var/lib/allworx", doc="leases, mail, greetings, state")
     admin_email = key(parse_optional(parse_email), None, fmt=lambda v: v or "")
+    backup_every = key(parse_duration_or_off(3600, 366 * 86400), 0, fmt=format_duration_or_off,
+                       doc="how often a backup is written to data_dir/backups (off, or 1h-366d)")
+    backup_keep = key(parse_int(1, 1000), 7, doc="how many backups data_dir/backups keeps")
 
 
 @attr.s(frozen=True, slots=True)

@@ -165,6 +165,27 @@ def parse_duration(low=1, high=None):
     return parse
 
 
+def parse_duration_or_off(low=1, high=None):
+    """`off` (or 0, or nothing): 0; else a duration as `parse_duration`."""
+    within = parse_duration(low, high)
+
+    def parse(text):
+        if text.strip().lower() in ("", "off", "0", "no"):
+            return 0
+        return within(text)
+    return parse
+
+
+def format_duration_or_off(seconds):
+    """0 as `off`; whole days, hours or minutes with their unit; else seconds."""
+    if not seconds:
+        return "off"
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return "%d%s" % (seconds // size, unit)
+    return str(seconds)
+
+
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)i?b?\s*$", re.I)
 
 

@@ -6,6 +6,7 @@ a CSRF token checked on every form, and the pages of `allworx.protocols.web.page
 rendered with Jinja2. `/api/` and `/metrics` hang off the same root.
 """
 
+import base64
 import os
 from urllib.parse import quote, urlsplit
 
@@ -74,6 +75,19 @@ def form_of(request):
             value = value.decode("utf-8", "replace")
         out[name] = value
     return out
+
+
+def actor_of(ctx, request):
+    """Who a (logged-in) request is: its page session's user, or its HTTP Basic user name."""
+    session = ctx.session_for(request)
+    header = request.getHeader(b"authorization")
+    if header is None and session is not None and session.user is not None:
+        return session.user
+    try:
+        decoded = base64.b64decode(header.partition(b" ")[2].strip()).decode("utf-8")
+        return decoded.partition(":")[0] or "api"
+    except (AttributeError, ValueError, UnicodeDecodeError):
+        return "api"
 
 
 def safe_next(target):
@@ -287,7 +301,8 @@ class PageResource(resource.Resource):
                                            "Nothing was changed. Reload the page and try again.")
         action = form.get("action", "")
         here = request.path.decode("utf-8", "replace")
-        d = defer.maybeDeferred(self.page.action, self.ctx, action, form, sub)
+        with self.ctx.office.acting(session.user, "web"):
+            d = defer.maybeDeferred(self.page.action, self.ctx, action, form, sub)
 
         def done(notice):
             WEB_CHANGES.labels("page", "ok").inc()

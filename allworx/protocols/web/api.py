@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from allworx.config import RECORD_PLURALS, RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigErrors
 from allworx.guards import login_name, until_text
 from allworx.protocols.web import callhistory, changes, dashboard, mailsecurity
-from allworx.protocols.web.admin import LockedOut, form_of, peer_of
+from allworx.protocols.web.admin import LockedOut, actor_of, form_of, peer_of
 from allworx.protocols.web.metrics import WEB_CHANGES
 from allworx.protocols.web.openapi import openapi_document
 from allworx.protocols.web.sessions import tokens_match
@@ -107,7 +107,7 @@ def guarded(method):
     @functools.wraps(method)
     def handler(self, request, **kwargs):
         d = self.authorize(request)
-        d.addCallback(lambda _: method(self, request, **kwargs))
+        d.addCallback(lambda _: self.acting(request, method, **kwargs))
         d.addCallback(lambda result: self.respond(request, 200, result)
                       if not isinstance(result, bytes) else result)
         d.addErrback(self.failed, request)
@@ -157,16 +157,21 @@ class OfficeApi:
                     method=request.method.decode(), path=request.path.decode("utf-8", "replace"))
         return self.respond(request, 500, {"error": "internal", "reason": failure.getErrorMessage()})
 
-    def authorize(self, request):
+    def acting(self, request, method, **kwargs):
+        """Run a handler with its changes recorded as made by the request's user through the API."""
+        with self.ctx.office.acting(actor_of(self.ctx, request), "api"):
+            return method(self, request, **kwargs)
+
+    def authorize(self, request, body_types=(b"application/json",)):
         """A Deferred that fires when the request may proceed, or fails with ApiError."""
         session = self.ctx.session_for(request)
         unsafe = request.method in UNSAFE
         if unsafe:
             ctype = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
             length = request.getHeader(b"content-length")
-            if ctype != b"application/json" and (length not in (None, b"0") or request.method != b"DELETE"):
-                return defer.fail(ApiError(415, "unsupported media type",
-                                           "send changes as Content-Type: application/json"))
+            if ctype not in body_types and (length not in (None, b"0") or request.method != b"DELETE"):
+                return defer.fail(ApiError(415, "unsupported media type", "send the body as "
+                                           "Content-Type: %s" % body_types[0].decode()))
         header = request.getHeader(b"authorization")
         if header is None and session is not None and session.user is not None:
             if unsafe and not tokens_match(session.csrf, request.getHeader(b"x-csrf-token")):
@@ -542,13 +547,7 @@ class OfficeApi:
 
     # ---- backup
 
-    @app.route("/v1/backup", methods=["GET"])
-    @guarded
-    def backup(self, request):
-        """tap.conf as it stands."""
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        request.setHeader(b"content-disposition", b'attachment; filename="tap.conf"')
-        return self.ctx.office.document_text().encode("utf-8")
+    # (GET /v1/backup, the whole office, and its tap.conf alone: backupweb)
 
     @app.route("/v1/backup", methods=["PUT"])
     @guarded

@@ -234,9 +234,11 @@ def save_user(office, name, values, mode, deferToThread=threads.deferToThread):
                             "can register as %s" % (extension or "no extension"))
         d = defer.succeed(merged)
 
+    actor = office.actor_now()      # the hashes come later, in a thread
+
     def apply(final):
         create = True if mode == "create" else False
-        return office.put_record("user", name, final, create=create), warnings
+        return office.put_record("user", name, final, create=create, actor=actor), warnings
     d.addCallback(_hash_new_pin, deferToThread)
     return d.addCallback(apply)
 
@@ -281,8 +283,10 @@ def change_admin_password(office, plain, deferToThread=threads.deferToThread):
         return defer.fail(_refuse("web", "admin_password", "the new password is empty"))
     if len(plain) < 8:
         return defer.fail(_refuse("web", "admin_password", "use at least 8 characters"))
+    actor = office.actor_now()
     d = deferToThread(hash_password, plain)
-    return d.addCallback(lambda hashed: office.update_settings("web", {"admin_password": hashed}))
+    return d.addCallback(lambda hashed: office.update_settings("web", {"admin_password": hashed},
+                                                               actor=actor))
 
 
 def restore(office, text):

@@ -280,6 +280,71 @@ def stats_paths():
     }
 
 
+def backup_paths():
+    """The whole office's backup and restore, the kept backups, tap.conf's history (SPEC 20)."""
+    gz = {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}
+    name = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+    number = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}]
+    version = {"type": "object", "properties": {
+        "id": {"type": "integer"}, "time": {"type": "string", "format": "date-time"},
+        "actor": {"type": "string"}, "via": {"type": "string"},
+        "sections": {"type": "array", "items": {"type": "string"}}}}
+    kept = {"type": "object", "properties": {"name": {"type": "string"}, "size": {"type": "integer"},
+                                             "time": {"type": "string", "format": "date-time"}}}
+
+    def ok(description, schema=None):
+        answer = {"description": description}
+        if schema is not None:
+            answer["content"] = _json(schema)
+        return dict(RESPONSES, **{"200": answer})
+    return {
+        "/api/v1/backup": {
+            "get": {"summary": "The whole office (tap.conf and data/) as a .tar.gz, streamed",
+                    "responses": {"200": {"description": "the archive", "content": gz}}},
+            "post": {"summary": "Restore the whole office from such an archive: checked whole "
+                                "first (400 says why, nothing changed), the state before kept "
+                                "as a backup, then the services restart",
+                     "requestBody": {"content": gz},
+                     "responses": ok("restored", {"type": "object", "properties": {
+                         "restored": {"type": "boolean"}, "pre_restore_backup": {"type": "string"},
+                         "files": {"type": "integer"}, "bytes": {"type": "integer"},
+                         "restarting": {"type": "boolean"}}})},
+            "put": {"summary": "Restore a tap.conf alone, validated whole first",
+                    "requestBody": {"content": _json({"type": "object", "properties": {
+                        "text": {"type": "string"}}})},
+                    "responses": ok("restored")}},
+        "/api/v1/backup/tap.conf": {
+            "get": {"summary": "tap.conf as it stands", "responses": {"200": {
+                "description": "the file", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/api/v1/backups": {
+            "get": {"summary": "The kept backups (data_dir/backups), newest first",
+                    "responses": ok("the backups", {"type": "object", "properties": {
+                        "backups": {"type": "array", "items": kept}}})},
+            "post": {"summary": "Write a backup now", "responses": ok("its name", {
+                "type": "object", "properties": {"name": {"type": "string"}}})}},
+        "/api/v1/backups/{name}": {
+            "parameters": name,
+            "get": {"summary": "One kept backup", "responses": {
+                "200": {"description": "the archive", "content": gz}}},
+            "delete": {"summary": "Remove a kept backup",
+                       "responses": dict(RESPONSES, **{"204": {"description": "removed"}})}},
+        "/api/v1/config/history": {
+            "get": {"summary": "tap.conf's kept versions: who, when, which sections; newest first",
+                    "responses": ok("the versions", {"type": "object", "properties": {
+                        "versions": {"type": "array", "items": version}}})}},
+        "/api/v1/config/history/{id}": {
+            "parameters": number,
+            "get": {"summary": "One version with its diff from the one before and its text",
+                    "responses": ok("the version", version)}},
+        "/api/v1/config/history/{id}/revert": {
+            "parameters": number,
+            "post": {"summary": "Make this version the configuration again (validated like "
+                                "any change, kept as a new version); send {} as JSON",
+                     "responses": ok("reverted", {"type": "object", "properties": {
+                         "reverted": {"type": "integer"}, "version": version}})}},
+    }
+
+
 def openapi_document():
     """The OpenAPI document served at /api/v1/openapi.json."""
     paths = {}
@@ -380,13 +445,7 @@ def openapi_document():
     paths.update(stats_paths())
     paths["/api/v1/diagnostics/{kind}"] = diagnostics_path()
     paths.update(logs_paths())
-    paths["/api/v1/backup"] = {
-        "get": {"summary": "tap.conf as it stands", "responses": {
-            "200": {"description": "the file", "content": {"text/plain": {"schema": {"type": "string"}}}}}},
-        "put": {"summary": "Restore a tap.conf, validated whole first",
-                "requestBody": {"content": _json({"type": "object", "properties": {"text": {"type": "string"}}})},
-                "responses": dict(RESPONSES, **{"200": {"description": "restored"}})},
-    }
+    paths.update(backup_paths())
     return {
         "openapi": "3.0.3",
         "info": {"title": "allworx admin API", "version": __version__,

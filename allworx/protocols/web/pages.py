@@ -17,6 +17,7 @@ from allworx.protocols.web import changes
 from allworx.protocols.web import forms
 from allworx.protocols.web import logtables
 from allworx.protocols.web import mailsetup
+from allworx.protocols.web.backuppage import BackupPage, HistoryPage
 from allworx.protocols.web.callhistory import history_context
 from allworx.protocols.web.dashboard import StatusPage
 from allworx.protocols.web.diagnosticspage import DiagnosticsPage
@@ -443,21 +444,8 @@ class ConnectionsPage(Page):
         return out
 
 
-class BackupPage(Page):
-    """Download tap.conf; upload one to restore."""
-
-    slug, title, template = "backup", "Backup/Restore", "backup.html"
-
-    def context(self, ctx, sub):
-        return {"path": ctx.office.path, "size": len(ctx.office.document_text().encode())}
-
-    def do_restore(self, ctx, form, sub):
-        text = form.get("file") or form.get("text") or ""
-        changes.restore(ctx.office, text)
-        return "The configuration was restored and applied."
-
-
 PAGES = [StatusPage(), NetworkPage(), SecurityPage(), DhcpPage(), DnsPage(), AliasPage(),
          UsersPage(), ServicesPage(), MailQueuePage(), MailSecurityPage(), PhonesPage(), LinesPage(),
-         SitesPage(), ConnectionsPage(), LogsPage(), DiagnosticsPage(), BackupPage()]
+         SitesPage(), ConnectionsPage(), LogsPage(), DiagnosticsPage(), BackupPage(),
+         HistoryPage()]
 PAGES_BY_SLUG = {p.slug: p for p in PAGES}

@@ -23,6 +23,7 @@ from allworx.protocols.web import sitesapi  # noqa: F401 (adds the sites' and de
 from allworx.protocols.web import statsapi  # noqa: F401 (adds the statistics' routes)
 from allworx.protocols.web import diagnosticsapi  # noqa: F401 (adds /api/v1/diagnostics/{kind})
 from allworx.protocols.web import logsapi  # noqa: F401 (adds GET /api/v1/logs)
+from allworx.protocols.web import backupweb  # (adds the backup and history routes)
 from allworx.protocols.web.tlsport import HttpsLimit, RedirectToHttps, TlsOrRedirect
 
 log = Logger()
@@ -44,27 +45,41 @@ class BoundedRequest(server.Request):
     """
 
     too_large = False
+    _limit = None
 
-    def _refuse_body(self):
+    def _refuse_body(self, status=b"413 Request Entity Too Large", why=b"request body too large"):
         self.too_large = True
-        WEB_REQUESTS.labels(self.channel.site.label, "4xx").inc()
+        WEB_REQUESTS.labels(self.channel.site.label, "%sxx" % status[:1].decode()).inc()
         transport = self.channel.transport
-        transport.write(b"HTTP/1.1 413 Request Entity Too Large\r\nConnection: close\r\n"
-                        b"Content-Type: text/plain\r\nContent-Length: 22\r\n\r\n"
-                        b"request body too large")
+        transport.write(b"HTTP/1.1 " + status + b"\r\nConnection: close\r\n"
+                        b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(why) + why)
         transport.loseConnection()
 
     def gotLength(self, length):
-        server.Request.gotLength(self, length)
         self._received = 0
-        if length is not None and length > self.channel.site.max_body:
+        # A route that takes a large body (a backup to restore) names its own
+        # limit and the file the body goes to (under data_dir, not /tmp).
+        large = self.channel.site.large_bodies.get(
+            (getattr(self.channel, "_command", None), getattr(self.channel, "_path", None)))
+        self._limit = large[0] if large is not None else self.channel.site.max_body
+        if length is not None and length > self._limit:
+            server.Request.gotLength(self, 0)
             self._refuse_body()
+            return
+        if large is None:
+            server.Request.gotLength(self, length)
+            return
+        try:
+            self.content = large[1](length)
+        except Exception as e:
+            server.Request.gotLength(self, 0)
+            self._refuse_body(b"507 Insufficient Storage", str(e).encode("utf-8", "replace"))
 
     def handleContentChunk(self, data):
         if self.too_large:
             return
         self._received += len(data)
-        if self._received > self.channel.site.max_body:
+        if self._received > (self._limit or self.channel.site.max_body):
             self._refuse_body()
             return
         server.Request.handleContentChunk(self, data)
@@ -90,6 +105,8 @@ class CountingSite(server.Site):
         self.label = label
         self.lan_only = lan_only
         self.max_body = max_body
+        # (method, path) -> (most bytes, callable(length) -> a file for the body)
+        self.large_bodies = {}
 
     def refuses(self, addr):
         """Whether a connection from `addr` is refused (a WAN peer on a LAN-only site); logged."""
@@ -142,6 +159,8 @@ class WebService(ListeningService):
         # A restore uploads a whole tap.conf: the admin port takes up to 2 MB.
         self.admin_site = CountingSite(root, office, "admin", lan_only=True,
                                        max_body=2 * 1024 * 1024, reactor=reactor)
+        if self.ctx.views.backup is not None:
+            self.admin_site.large_bodies.update(backupweb.large_bodies(self.ctx.views.backup))
         # The server's certificate (an allworx.certificates keeper), if any.
         self.tls_options = certificates.current if certificates is not None else (lambda: None)
         sites = SiteBySide(office, certificates.ca_pem if certificates is not None else None,

@@ -53,6 +53,30 @@ class CompositionTests(unittest.TestCase):
         self.assertEqual(RecordingService.log, ["start", "stop"])
         return d
 
+    def test_restart_around_builds_the_services_anew(self):
+        """A restore's swap runs with every service stopped; new ones start after, even if it fails."""
+        reactor = MemoryReactorClock()
+        old = RecordingService("mine")
+        top = AllworxService(self.office(), children=[old], reactor=reactor)
+        top.startService()
+        self.addCleanup(top.stopService)
+        built = []
+
+        def build():
+            built.append(RecordingService("mine"))
+            return built[-1:]
+        top.build = build
+        seen = []
+
+        def work():
+            seen.append((old.running, list(top)))
+            raise OSError("the swap failed")
+        d = top.restart_around(work)
+        self.failureResultOf(d, OSError)
+        self.assertEqual(seen, [(0, [])])
+        self.assertEqual(list(top), built)
+        self.assertTrue(built[0].running)
+
     def test_ready_only_once_the_reactor_runs(self):
         """twistd starts services before the reactor: "ready" waits for it (and its signal handlers)."""
         reactor = MemoryReactorClock()

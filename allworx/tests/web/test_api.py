@@ -304,7 +304,8 @@ class RuntimeTests(ApiCase):
 
 class BackupTests(ApiCase):
     def test_backup_and_restore(self):
-        r = self.call("GET", "/backup")
+        # The configuration alone (GET /backup is the whole office: test_backup).
+        r = self.call("GET", "/backup/tap.conf")
         self.assertEqual(r.text, self.c.office.document_text())
         text = r.text + "\n[alias team]\nto = alice\n"
         r = self.call("PUT", "/backup", {"text": text})
