@@ -15,7 +15,8 @@ handshake of every peer) and are dropped, but for:
 - a handshake from an unknown key: one warning "vpn: a handshake from an
   unknown key at ADDR was dropped" the first time an address tries, then at
   most one a minute for it with the count of the minute (`UnknownKeyReports`);
-  each one counted in `allworx_vpn_unknown_key_handshakes_total`;
+  each one counted in `allworx_vpn_unknown_key_handshakes_total` (shown
+  from the first one on);
 - its version at start, as an info line.
 
 ERROR lines become warnings; any other text (a panic, the banner aside) is
@@ -24,14 +25,39 @@ logged as it is.
 
 import re
 
-from prometheus_client import Counter
+from prometheus_client import REGISTRY
+from prometheus_client.core import CounterMetricFamily
 from twisted.logger import Logger
 
 log = Logger()
 
-UNKNOWN_KEY_HANDSHAKES = Counter(
-    "allworx_vpn_unknown_key_handshakes_total",
-    "Handshake initiations from a key no WireGuard peer holds, dropped")
+
+class UnknownKeyCount:
+    """
+    `allworx_vpn_unknown_key_handshakes_total`, in prometheus_client's
+    registry: shown from the first such handshake on (a server without the
+    tunnel shows no `allworx_vpn_` metric at all).
+    """
+
+    def __init__(self):
+        self.count = 0
+
+    def family(self):
+        return CounterMetricFamily(
+            "allworx_vpn_unknown_key_handshakes",
+            "Handshake initiations from a key no WireGuard peer holds, dropped",
+            value=self.count)
+
+    def describe(self):
+        yield self.family()
+
+    def collect(self):
+        if self.count:
+            yield self.family()
+
+
+UNKNOWN_KEY_HANDSHAKES = UnknownKeyCount()
+REGISTRY.register(UNKNOWN_KEY_HANDSHAKES)
 
 REPORT_EVERY = 60.0         # seconds between two warnings about one address
 MAX_ADDRESSES = 64          # addresses reported one by one in a minute; beyond, summed up
@@ -65,7 +91,7 @@ class UnknownKeyReports:
         self._windows = {}      # host -> [count since the last warning, started, timer]
 
     def seen(self, endpoint):
-        UNKNOWN_KEY_HANDSHAKES.inc()
+        UNKNOWN_KEY_HANDSHAKES.count += 1
         host = endpoint_host(endpoint)
         if host not in self._windows and len(self._windows) >= self.limit:
             host = OTHERS

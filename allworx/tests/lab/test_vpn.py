@@ -22,6 +22,7 @@ from twisted.trial import unittest
 
 from allworx.config import parse_config
 from allworx.office import Office
+from allworx.routing.vpn import golog
 from allworx.routing.vpn.netlink import TunnelLinks
 from allworx.routing.vpn.peers import Peer, Tunnel, changes
 from allworx.routing.vpn.service import UserspaceEngine, VpnService
@@ -210,6 +211,8 @@ class TunnelTests(unittest.TestCase):
         # The intruder: wireguard-go in C with a key neither office knows, dialling A.
         # A's log says it dropped the handshake (wireguard-go's verbose line, read by golog).
         warned = self.warning_about("203.0.113.2", IFNAME["a"])
+        count = golog.UnknownKeyCount()
+        self.patch(golog, "UNKNOWN_KEY_HANDSHAKES", count)
         intruder = UserspaceEngine(reactor, IFNAME["c"],
                                    ("ip", "netns", "exec", NS["c"], "wireguard-go"))
         self.addCleanup(intruder.stop)
@@ -232,6 +235,7 @@ class TunnelTests(unittest.TestCase):
         self.assertEqual(formatEvent(event),
                          "vpn: a handshake from an unknown key at 203.0.113.2 was dropped")
         self.assertEqual(event["endpoint"], "203.0.113.2:51820")
+        self.assertGreaterEqual(count.count, 1)
 
         # A live change: B is taken off A; A's LAN is no longer reached from B.
         a.office.replace_text(a.office.document_text().split("[site branch]")[0])

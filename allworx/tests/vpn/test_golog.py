@@ -4,7 +4,7 @@ v0.0.20220316 writes them, taken from a real run) into the log; handshakes
 from unknown keys reported per address at most once a minute, and counted.
 """
 
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
@@ -34,13 +34,28 @@ CHATTY = [
 ]
 
 
-def counted():
-    return REGISTRY.get_sample_value("allworx_vpn_unknown_key_handshakes_total") or 0.0
+class CountTests(unittest.TestCase):
+
+    def test_shown_from_the_first_one_on(self):
+        count = golog.UnknownKeyCount()
+        registry = CollectorRegistry()
+        registry.register(count)
+        self.assertNotIn(b"allworx_vpn_", generate_latest(registry))
+        count.count = 3
+        self.assertEqual(registry.get_sample_value("allworx_vpn_unknown_key_handshakes_total"), 3)
+
+    def test_in_the_default_registry(self):
+        self.assertIn(golog.UNKNOWN_KEY_HANDSHAKES,
+                      REGISTRY._collector_to_names)      # registered at import
 
 
 class OutputTests(unittest.TestCase):
 
     def setUp(self):
+        # Counted apart: the process's own count stays 0 (no `allworx_vpn_` metric in
+        # other tests' /metrics).
+        self.count = golog.UnknownKeyCount()
+        self.patch(golog, "UNKNOWN_KEY_HANDSHAKES", self.count)
         self.events = []
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
@@ -76,7 +91,6 @@ class OutputTests(unittest.TestCase):
             ("warn", "vpn: a handshake from an unknown key at 203.0.113.2 was dropped")])
 
     def test_unknown_key_reported_once_a_minute_with_a_count(self):
-        before = counted()
         self.output.feed(unknown("203.0.113.2:51820"))
         [event] = [e for e in self.events if e.get("address")]
         self.assertEqual((event["address"], event["endpoint"], event["count"], event["ifname"]),
@@ -86,7 +100,7 @@ class OutputTests(unittest.TestCase):
             self.clock.advance(seconds)
             self.output.feed(unknown("203.0.113.2:%d" % port))
         self.assertEqual(len(self.logged()), 1)
-        self.assertEqual(counted() - before, 4)
+        self.assertEqual(self.count.count, 4)
         self.clock.advance(30)
         self.assertEqual(self.logged()[1:], [
             ("warn", "vpn: 3 more handshakes from an unknown key at 203.0.113.2 were dropped in 60 s")])

@@ -15,6 +15,7 @@ from twisted.trial import unittest
 
 from allworx import config as C
 from allworx.office import Office
+from allworx.routing.vpn import golog
 from allworx.routing.vpn import service as S
 from allworx.tests.confs import with_sections
 from allworx.tests.core.test_config_vpn import KEY3, VPN
@@ -228,6 +229,8 @@ class UserspacePathTests(ServiceTestBase):
         self.successResultOf(d)
 
     def test_verbose_output_becomes_a_warning_about_unknown_keys(self):
+        count = golog.UnknownKeyCount()
+        self.patch(golog, "UNKNOWN_KEY_HANDSHAKES", count)
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
@@ -245,6 +248,7 @@ class UserspacePathTests(ServiceTestBase):
                          ["vpn: a handshake from an unknown key at 203.0.113.2 was dropped"])
         self.assertEqual([formatEvent(e) for e in events if "UAPI listener" in formatEvent(e)],
                          [])
+        self.assertEqual(count.count, 2)
         # Its end reports what was counted since and leaves no timer behind.
         process.proto.processEnded(_ended())
         self.assertEqual(formatEvent([e for e in events if e.get("address")][-1]),
