@@ -16,8 +16,15 @@ With it the second office, `branch` (`allworx.lab.sites`): its server runs in
 `bserver` with its own tap.conf and data (--branch-data-dir), both servers'
 keys are made before they start, and tap.conf gets the main office's [vpn],
 [site branch] and [device laptop] the first time (later only the branch's key
-is kept current). The laptop's client config, fetched from the admin API once
-the server answers, is saved for `python -m allworx.lab.wgclient`.
+is kept current). Once the server answers, the laptop joins: its client
+config is fetched from the admin API (`/api/v1/devices/laptop/wireguard.conf`,
+over HTTPS verified with the CA that signed the admin port's certificate: the
+lab's ACME root or the server's own CA), written to the lab's state
+directory (a new key is asked for when an earlier run saw the server's), and
+`allworx.lab.wgclient` brings wireguard-go up in the laptop with it. Pebble
+makes a new root at each start: the server's certificate from an earlier
+run's pebble (which nothing the lab has verifies) is removed before the
+server starts, so it asks pebble again.
 """
 
 import argparse
@@ -28,6 +35,7 @@ import sys
 import threading
 import time
 
+from allworx import atomicfile
 from allworx.lab.maildir import write_atomically
 from allworx.lab.namespaces import Lab
 from allworx.lab.processes import LabError, unavailable_reason
@@ -49,6 +57,7 @@ from allworx.lab.topology import (
     BRANCH_WAN_IP,
     LAB_PROGRAMS,
     LAPTOP_IP,
+    OFFICE_DOMAIN,
     OFFICE_NUMBERS,
     OUTSIDE_PASSWORDS,
     OUTSIDE_PHONES,
@@ -56,9 +65,12 @@ from allworx.lab.topology import (
     PROVIDER_IP,
     TRUNK_SECRET,
     TRUNK_USER,
+    TUNNEL_MAIN_IP,
 )
+from allworx.lab.wgclient import NOT_SHOWN, LabWireGuardClient
 
 BRANCH_PORT = 8081
+LAPTOP_IFNAME = "awg2"
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
@@ -181,40 +193,167 @@ def join_branch(config_path, data_dir, branch_dir, admin_password_hash):
     return branch_path, note
 
 
-def fetch_laptop_config(lab, config, data_dir, path, stopping, timeout=120):
+def admin_cas(lab, config, data_dir):
     """
-    Fetch the laptop's client config from the admin API (from the lab's
-    admin host) into `path` once the server answers; the private key is in
-    it only the first time, so it is kept. Prints what happened.
+    The CA files that may verify the admin port's certificate, the likelier
+    first: with tap.conf's `[tls] acme_directory` naming the lab's CA, the
+    certificate comes from pebble once issued, so pebble's root (new at each
+    start of pebble, fetched now) comes first; the server's own CA
+    (DATA/tls/ca.crt) signs the certificate until then and without ACME.
     """
-    # By the server's name: an ACME certificate names no address.
-    name = "%s.%s" % (config.system.hostname, config.system.domain)
-    url = "https://%s:%d/api/v1/devices/%s/wireguard.conf" % (
-        name, config.web.admin_port, LAPTOP)
-    resolve = "%s:%d:192.168.2.254" % (name, config.web.admin_port)
-    deadline = time.monotonic() + timeout
-    said = ""
-    while not stopping and time.monotonic() < deadline:
-        cas = [os.path.join(data_dir, "tls", "ca.crt")]
-        if config.tls.acme_directory == ACME_DIRECTORY:
-            try:
-                cas.insert(0, lab.acme_root())
-            except LabError:
-                pass
-        for ca in cas:
-            done = lab.run("admin", ["curl", "-sS", "-f", "-m", "5", "-u", "admin:admin-demo",
-                                     "--resolve", resolve, "--cacert", ca, url],
-                           check=False, timeout=20)
-            said = "; ".join(filter(None, [said if ca != cas[0] else "", "with %s: %s" % (
-                ca, (done.stderr or done.stdout).strip()[-200:])]))
-            if done.returncode == 0 and "[Interface]" in done.stdout:
-                write_atomically(path, done.stdout.encode())
-                os.chmod(path, 0o600)
-                print(" laptop: its WireGuard config is in %s" % path, flush=True)
-                return True
-        time.sleep(2)
-    print(" laptop: no config from %s (%s); the Users page offers it" % (url, said), flush=True)
+    cas = [os.path.join(data_dir, "tls", "ca.crt")]
+    if config.tls.acme_directory == ACME_DIRECTORY:
+        try:
+            cas.insert(0, lab.acme_root())
+        except LabError:
+            pass
+    return cas
+
+
+def stale_acme_certificate(data_dir, root_path):
+    """
+    Whether the server's last certificate from the ACME CA (DATA/tls/acme.pem)
+    was issued under another root than pebble's of now (`root_path`): pebble
+    makes a new root at each start, so a certificate from an earlier run's
+    pebble verifies with nothing the lab still has, yet the server would
+    serve it for years (it is good for its names).
+    """
+    from cryptography import x509
+    try:
+        with open(os.path.join(data_dir, "tls", "acme.pem"), "rb") as f:
+            chain = x509.load_pem_x509_certificates(f.read())
+        with open(root_path, "rb") as f:
+            root = x509.load_pem_x509_certificate(f.read())
+    except FileNotFoundError:
+        return False
+    top = chain[-1]
+    if top == root:
+        return False
+    try:
+        top.verify_directly_issued_by(root)
+    except Exception:
+        return True
     return False
+
+
+def drop_stale_acme_certificate(lab, config, data_dir):
+    """
+    Before the server starts: an ACME certificate of an earlier run's pebble
+    is removed, so the server serves its own CA's and asks pebble again (as
+    at its first start). Returns a sentence, or None when nothing was done.
+    """
+    if config.tls.acme_directory != ACME_DIRECTORY:
+        return None
+    try:
+        root = lab.acme_root()
+    except LabError as e:
+        return "the lab's ACME CA has no root to check the server's certificate with (%s)" % e
+    if not stale_acme_certificate(data_dir, root):
+        return None
+    path = os.path.join(data_dir, "tls", "acme.pem")
+    os.unlink(path)
+    return ("removed %s: an earlier run's pebble issued it and its root is gone; the server "
+            "asks the lab's ACME CA again" % path)
+
+
+class AdminApi:
+    """
+    The admin API as curl on the lab's admin host reaches it: by the
+    server's name (an ACME certificate names no address), resolved to its
+    LAN address, the certificate verified with one of `cas` (never
+    without). `run` is `Lab.run`.
+    """
+
+    def __init__(self, run, config, cas, password="admin-demo"):
+        self.run = run
+        name = "%s.%s" % (config.system.hostname, config.system.domain)
+        port = config.web.admin_port
+        self.base = "https://%s:%d/api/v1" % (name, port)
+        self.resolve = "%s:%d:%s" % (name, port, config.lan_ip)
+        self.cas = list(cas)
+        self.password = password
+        self.said = ""
+
+    def call(self, path, method="GET"):
+        """The answer's text, or None (then `said` tells what curl said with each CA)."""
+        said = []
+        for ca in self.cas:
+            argv = ["curl", "-sS", "-f", "-m", "5", "-u", "admin:" + self.password,
+                    "--resolve", self.resolve, "--cacert", ca]
+            if method != "GET":
+                argv += ["-X", method, "-H", "Content-Type: application/json", "--data", "{}"]
+            done = self.run("admin", argv + [self.base + path], check=False, timeout=20)
+            if done.returncode == 0:
+                return done.stdout
+            said.append("with %s: %s" % (ca, (done.stderr or done.stdout).strip()[-200:]))
+        self.said = "; ".join(said)
+        return None
+
+
+def laptop_config_text(api):
+    """
+    One try at the laptop's client config with its private key, or None.
+    The server shows a key it made once; a config that says it was shown
+    (an earlier run's, whose copy went with the lab's state) gets a new key.
+    """
+    path = "/devices/%s/wireguard.conf" % LAPTOP
+    text = api.call(path)
+    if text is not None and NOT_SHOWN in text:
+        if api.call("/devices/%s/key" % LAPTOP, method="POST") is None:
+            return None
+        text = api.call(path)
+    if text is None:
+        return None
+    if "[Interface]" not in text or NOT_SHOWN in text:
+        api.said = "the answer was no client config with a key: %r" % text[:200]
+        return None
+    return text
+
+
+def _say(text):
+    print(text, flush=True)
+
+
+def fetch_laptop_config(lab, config, data_dir, path, stopping, timeout=120,
+                        sleep=time.sleep, clock=time.monotonic, say=_say):
+    """
+    Fetch the laptop's client config from the admin API once the server
+    answers, into `path` (0600, in the lab's state directory). Returns its
+    text, or None (and says why) after `timeout` or when stopping.
+    """
+    deadline = clock() + timeout
+    api = None
+    while not stopping and clock() < deadline:
+        api = AdminApi(lab.run, config, admin_cas(lab, config, data_dir))
+        text = laptop_config_text(api)
+        if text is not None:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            atomicfile.write_atomically(path, text.encode(), mode=0o600)
+            return text
+        sleep(2)
+    say(" laptop: no config from %s/devices/%s/wireguard.conf (%s); the Users page offers it"
+        % (api.base if api else "the admin API", LAPTOP, api.said if api else "stopped"))
+    return None
+
+
+def start_laptop(lab, config, data_dir, path, stopping, clients):
+    """
+    The laptop joins the office: its config fetched, wireguard-go brought up
+    in it (`wgclient`, kept in `clients` to be taken down). Prints the outcome.
+    """
+    text = fetch_laptop_config(lab, config, data_dir, path, stopping)
+    if text is None or stopping:
+        return
+    client = LabWireGuardClient(lab, "laptop", LAPTOP_IFNAME)
+    clients.append(client)
+    try:
+        joined = client.up(text)
+    except (LabError, ValueError, OSError) as e:
+        print(" laptop: its tunnel did not come up: %s" % e, flush=True)
+        return
+    print(" laptop: %s up as %s with the config in %s; it reaches the office's LAN, e.g.\n"
+          "   allworx lab exec laptop curl -u alice:alice-demo pop3://%s/"
+          % (LAPTOP_IFNAME, joined.address, path, config.lan_ip), flush=True)
 
 
 def branch_banner(lab, branch_config, branch_dir, laptop_config):
@@ -235,11 +374,16 @@ def branch_banner(lab, branch_config, branch_dir, laptop_config):
     lines += [
         "   try: allworx lab exec pc1 ping bpc1.%s    # across the tunnel" % BRANCH_DOMAIN,
         "        a main-office phone dials 201; allworx lab exec server ip -br addr",
-        " Laptop on the internet (%s; [device laptop] of alice in the config):" % LAPTOP_IP,
-        "   its config: %s (once fetched, see below)" % laptop_config,
-        "   %s -m allworx.lab.wgclient %s   # wireguard-go in the laptop" % (sys.executable,
-                                                                           laptop_config),
-        "   then: allworx lab exec laptop ping 192.168.2.254",
+        " Laptop on the internet (%s; [device laptop] of alice in the config), joined over"
+        % LAPTOP_IP,
+        "   WireGuard once the server answers (see below): its config, from the admin API,",
+        "   in %s; wireguard-go %s in it. Then it reaches the office:" % (laptop_config,
+                                                                       LAPTOP_IFNAME),
+        "   allworx lab exec laptop ping 192.168.2.254",
+        "   allworx lab exec laptop curl -u alice:alice-demo pop3://192.168.2.254/   # POP3",
+        "   allworx lab exec laptop dig @%s pc1.%s   # the office's DNS through the tunnel"
+        % (TUNNEL_MAIN_IP, OFFICE_DOMAIN),
+        "   by hand: %s -m allworx.lab.wgclient --interface awg3 CONFIG" % sys.executable,
     ]
     return "\n".join(lines) + "\n"
 
@@ -281,8 +425,12 @@ def main(argv=None):
     lab = Lab()
     print("building the virtual office ...", flush=True)
     lab.up()
+    note = drop_stale_acme_certificate(lab, config, data_dir)
+    if note:
+        print(note, flush=True)
     server = branch = None
     stopping = []
+    laptops = []
 
     def on_signal(signum, frame):
         stopping.append(signum)
@@ -305,20 +453,21 @@ def main(argv=None):
             lab.dhclient(host, "eth0", wait=False)
         lab.forward_port(args.local_port, "admin", "192.168.2.254", config.web.admin_port)
         lab.forward_port(BRANCH_PORT, "bpc1", BRANCH_LAN_IP, branch_settings.web.admin_port)
-        laptop_config = os.path.join(data_dir, "laptop-wireguard.conf")
+        laptop_config = os.path.join(lab.state_dir, LAPTOP, "wireguard.conf")
         phones = (phone_banner(lab, os.path.basename(config_path)) + acme_banner(lab, config)
                   + branch_banner(lab, branch_config, branch_dir, laptop_config))
         print(banner(config.web.admin_port, args.local_port, data_dir, config_path, phones,
                      keys=lab.mail_keys.directory), flush=True)
-        if not os.path.exists(laptop_config):
-            threading.Thread(target=fetch_laptop_config, daemon=True, args=(
-                lab, config, data_dir, laptop_config, stopping)).start()
+        threading.Thread(target=start_laptop, daemon=True, args=(
+            lab, config, data_dir, laptop_config, stopping, laptops)).start()
         while not stopping and server.poll() is None:
             time.sleep(0.5)
         if server.poll() is not None and not stopping:
             print("the server exited with status %s" % server.returncode, flush=True)
     finally:
         print("stopping the servers and removing the virtual office ...", flush=True)
+        for client in laptops:
+            client.down()
         for proc in (server, branch):
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

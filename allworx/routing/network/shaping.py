@@ -32,6 +32,17 @@ calls that build it; `WanShaper` applies it, replaces it when the plan
 changes (a new root: the old one is deleted first, with its classes and
 filters) and removes it when shaping is switched off or the service stops.
 With shaping on, the root qdisc of the WAN interface is ours.
+
+The server's own TCP (an upload from its namespace: mail, backups) hands
+the qdisc GSO packets of up to 64 KB, which HTB sends as one: at 2 Mbit/s
+one of them holds the line for 260 ms, and a voice packet behind it in the
+modem waits as long. So while shaping, the WAN's `gso_max_size` is lowered
+to what the line sends in about 10 ms (`gso_size`, at least 3,000 bytes:
+two full-size packets, the fewest TCP puts in one anyway) and put back to
+what it was when shaping ends. It acts on connections opened after the
+change (a socket takes the size when it connects) and not on forwarded
+packets (GRO's are segmented only after the qdisc). Should the server die
+while shaping, the lowered size stays until the interface is made anew.
 """
 
 import errno
@@ -55,6 +66,8 @@ BULK_QUEUE_SECONDS = 0.2    # the default class's queue: about this long at the 
 TUNNEL_SMALL = 512          # outer packets of the tunnel shorter than this are voice
 EF, CS3 = 0xB8, 0x60
 DSCP_MASK = 0xFC
+GSO_HOLD_SECONDS = 0.010    # one local GSO packet holds the uplink about this long at most
+GSO_FLOOR = 3000            # bytes: two full-size packets
 
 
 @attr.s(frozen=True, slots=True)
@@ -81,6 +94,11 @@ def plan_shaping(config, wan_interface):
     bulk = max(BULK_FLOOR_KBIT, kbit - voice)
     port = config.vpn.port if config.vpn.enabled else None
     return Shaping(wan_interface, kbit, voice, bulk, port)
+
+
+def gso_size(upload_kbit):
+    """The WAN's gso_max_size while shaping at `upload_kbit`, in bytes."""
+    return max(GSO_FLOOR, int(upload_kbit * 1000 / 8 * GSO_HOLD_SECONDS))
 
 
 def byte_keys(matches):
@@ -144,6 +162,7 @@ class WanShaper:
         self.netlink = netlink
         self.applied = None         # the Shaping in force
         self.index = None           # the interface index it is on
+        self.gso = None             # (index, gso_max_size before ours) while ours is set
 
     def shape(self, wanted):
         if wanted is not None and wanted == self.applied and self._index(wanted) == self.index:
@@ -169,6 +188,7 @@ class WanShaper:
             log.warn("network: {problem}", problem=problem)
             return problem
         self.applied, self.index = wanted, index
+        self._lower_gso(index, gso_size(wanted.upload_kbit))
         log.info("network: {what}", what=wanted.describe())
         return None
 
@@ -179,8 +199,42 @@ class WanShaper:
             return
         if self._index(applied) == self.index:
             self._delete_root(self.index)
+        self._restore_gso()
         log.info("network: {ifname} no longer shaped", ifname=applied.interface)
         self.index = None
+
+    def _lower_gso(self, index, size):
+        """The interface's GSO packets no bigger than `size` (never raised); the old size kept."""
+        try:
+            link = list(self.netlink.ipr.get_links(index))[0]
+            before = link.get("IFLA_GSO_MAX_SIZE")
+            if before is None or before <= size:
+                return
+            self.netlink.ipr.link("set", index=index, gso_max_size=size)
+        except Exception as e:
+            if getattr(e, "code", None) is None:
+                raise
+            log.warn("network: {problem}", problem=str(_netlink_error(
+                e, "lower the GSO size of interface %d" % index)))
+            return
+        self.gso = (index, before)
+        log.info("network: GSO packets on interface {index} at most {size} bytes while "
+                 "shaping (were {before})", index=index, size=size, before=before)
+
+    def _restore_gso(self):
+        gso, self.gso = self.gso, None
+        if gso is None:
+            return
+        index, before = gso
+        try:
+            self.netlink.ipr.link("set", index=index, gso_max_size=before)
+        except Exception as e:
+            code = getattr(e, "code", None)
+            if code is None:
+                raise
+            if code != errno.ENODEV:        # an interface gone took its setting with it
+                log.warn("network: {problem}", problem=str(_netlink_error(
+                    e, "restore the GSO size of interface %d" % index)))
 
     def _index(self, shaping):
         try:

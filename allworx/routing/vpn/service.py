@@ -8,7 +8,8 @@ start, `allworx.vpnkeys`) and the keys of server-made devices; then the
 interface `[vpn] interface`: the kernel's WireGuard where the module exists
 (`ip link add type wireguard` succeeds; configured by generic netlink),
 otherwise `wireguard-go -f IFNAME`, a child process kept and stopped by its
-own PID, configured through its UAPI socket once that appears. Then the
+own PID, configured through its UAPI socket once that appears; its verbose
+output is read by `golog` (handshakes from unknown keys become warnings). Then the
 key, the port and the peers; the tunnel address on the interface, up; and
 a route over it for each site's networks and each device's address.
 
@@ -34,6 +35,7 @@ from zope.interface import implementer
 
 from allworx.interfaces import IVpnPeers
 
+from allworx.routing.vpn.golog import GoOutput
 from allworx.routing.vpn.netlink import KernelWireGuard, NoKernelModule, TunnelLinks
 from allworx.routing.vpn.peers import changes, routes_for, site_endpoint, tunnel_for
 from allworx.routing.vpn.probe import SiteProber
@@ -55,26 +57,20 @@ class EngineError(Exception):
 
 
 class _GoProcess(protocol.ProcessProtocol):
-    """wireguard-go's process: its output logged line by line, its end reported."""
+    """wireguard-go's process: its output read into the log (`golog`), its end reported."""
 
-    def __init__(self, ifname, ended):
-        self.ifname = ifname
+    def __init__(self, ifname, ended, clock):
         self.ended = ended
-        self._partial = b""
+        self.output = GoOutput(ifname, clock)
 
     def outReceived(self, data):
-        self.errReceived(data)
+        self.output.feed(data)
 
     def errReceived(self, data):
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
-        for line in lines:
-            text = line.decode("utf-8", "replace").strip()
-            # Its banner (a box saying the kernel could do this) says nothing useful.
-            if text and text[0] not in "\u2502\u250c\u2514":
-                log.info("wireguard-go {ifname}: {line}", ifname=self.ifname, line=text)
+        self.output.feed(data)
 
     def processEnded(self, reason):
+        self.output.stop()
         self.ended(getattr(reason.value, "exitCode", None), getattr(reason.value, "signal", None))
 
 
@@ -100,10 +96,12 @@ class UserspaceEngine:
     def start(self):
         """Start the process; fires when its UAPI socket answers."""
         self._ended = defer.Deferred()
-        env = dict(os.environ, WG_PROCESS_FOREGROUND="1")
+        # Verbose: only there does it say it dropped a handshake from an unknown key.
+        env = dict(os.environ, WG_PROCESS_FOREGROUND="1", LOG_LEVEL="verbose")
         try:
             self.process = self.reactor.spawnProcess(
-                _GoProcess(self.ifname, self._process_ended), self.argv[0], self.argv, env=env)
+                _GoProcess(self.ifname, self._process_ended, self.reactor), self.argv[0],
+                self.argv, env=env)
         except OSError as e:
             return defer.fail(EngineError("cannot run %s: %s" % (self.argv[0], e)))
         self.pid = self.process.pid

@@ -6,7 +6,8 @@ rest of the server), each in its namespace, joined over a veth pair with
 documentation addresses (198.51.100.1 and .2), peers from their configs.
 A pings B's LAN across the tunnel and back; `get=1` shows the handshake
 and the bytes; an intruder in a third namespace (203.0.113.2) with a key
-neither office knows does not get in. Needs root; fails and says why
+neither office knows does not get in, and A's log says it dropped the
+handshake (wireguard-go's verbose output, read by the service). Needs root; fails and says why
 without it. Namespaces and wireguard-go processes are removed by their own
 names and PIDs.
 """
@@ -16,10 +17,12 @@ import shutil
 import subprocess
 
 from twisted.internet import defer, reactor, utils
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from allworx.config import parse_config
 from allworx.office import Office
+from allworx.routing.vpn import golog
 from allworx.routing.vpn.netlink import TunnelLinks
 from allworx.routing.vpn.peers import Peer, Tunnel, changes
 from allworx.routing.vpn.service import UserspaceEngine, VpnService
@@ -164,6 +167,25 @@ class TunnelTests(unittest.TestCase):
                    "-i", "0.3", address], env=os.environ)
         return code, (out + err).decode("utf-8", "replace")
 
+    def warning_about(self, address, ifname, deadline=15):
+        """Fires with the first warning about `address` that `ifname`'s engine logs."""
+        d = defer.Deferred()
+
+        def observe(event):
+            if (event.get("address") == address and event.get("ifname") == ifname
+                    and not d.called):
+                d.callback(event)
+
+        def late():
+            if not d.called:
+                d.errback(AssertionError("no warning about a handshake from %s within %d s"
+                                         % (address, deadline)))
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        timer = reactor.callLater(deadline, late)
+        self.addCleanup(lambda: timer.cancel() if timer.active() else None)
+        return d
+
     @defer.inlineCallbacks
     def test_offices_reach_each_other_and_a_stranger_does_not(self):
         a = yield self.start("a")
@@ -187,6 +209,10 @@ class TunnelTests(unittest.TestCase):
         self.assertEqual(peer["endpoint"], "198.51.100.1:51820")     # learnt from A
 
         # The intruder: wireguard-go in C with a key neither office knows, dialling A.
+        # A's log says it dropped the handshake (wireguard-go's verbose line, read by golog).
+        warned = self.warning_about("203.0.113.2", IFNAME["a"])
+        count = golog.UnknownKeyCount()
+        self.patch(golog, "UNKNOWN_KEY_HANDSHAKES", count)
         intruder = UserspaceEngine(reactor, IFNAME["c"],
                                    ("ip", "netns", "exec", NS["c"], "wireguard-go"))
         self.addCleanup(intruder.stop)
@@ -205,6 +231,11 @@ class TunnelTests(unittest.TestCase):
         self.assertGreater(theirs["tx_bytes"], 0, "the stranger never tried: %s" % theirs)
         peers = yield a.peers()
         self.assertEqual([p["public_key"] for p in peers], [self.public["b"]])
+        event = yield warned
+        self.assertEqual(formatEvent(event),
+                         "vpn: a handshake from an unknown key at 203.0.113.2 was dropped")
+        self.assertEqual(event["endpoint"], "203.0.113.2:51820")
+        self.assertGreaterEqual(count.count, 1)
 
         # A live change: B is taken off A; A's LAN is no longer reached from B.
         a.office.replace_text(a.office.document_text().split("[site branch]")[0])

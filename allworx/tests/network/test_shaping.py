@@ -1,7 +1,8 @@
 """
 Tests for allworx.routing.network.shaping: the HTB tree `[wan] upload_kbit`
 asks for, the `IPRoute.tc` calls that build it, and the network service
-applying, replacing and removing it live (a fake IPRoute records `tc`).
+applying, replacing and removing it live (a fake IPRoute records `tc`), and
+the WAN's GSO size lowered while shaping and restored after.
 """
 
 import errno
@@ -11,7 +12,8 @@ from pyroute2 import NetlinkError
 from twisted.trial import unittest
 
 from allworx.config import parse_config
-from allworx.routing.network.shaping import Shaping, byte_keys, plan_shaping, tc_calls
+from allworx.routing.network.shaping import (
+    Shaping, byte_keys, gso_size, plan_shaping, tc_calls)
 from allworx.tests.confs import MINIMAL
 from allworx.tests.network.test_service import FakeIPRoute, Harness, office_for
 
@@ -26,6 +28,26 @@ class TcIPRoute(FakeIPRoute):
         self.tc_calls = []
         self.roots = set()          # indexes with the htb root
         self.refuse_tc = None       # an errno for every add
+        self.refuse_gso = None      # an errno for every gso_max_size set
+        self.gso_calls = []         # (index, size) of each gso_max_size set
+        for link in self.links.values():
+            link["IFLA_GSO_MAX_SIZE"] = 65536
+
+    def add_link(self, name, up=False):
+        FakeIPRoute.add_link(self, name, up)
+        self.links[name]["IFLA_GSO_MAX_SIZE"] = 65536
+
+    def link(self, command, index, state=None, gso_max_size=None):
+        if gso_max_size is None:
+            return FakeIPRoute.link(self, command, index, state)
+        self._check()
+        self.gso_calls.append((index, gso_max_size))
+        if self.refuse_gso:
+            raise NetlinkError(self.refuse_gso, "refused")
+        self._by_index(index)["IFLA_GSO_MAX_SIZE"] = gso_max_size
+
+    def gso_of(self, name):
+        return self.links[name]["IFLA_GSO_MAX_SIZE"]
 
     def tc(self, command, kind=None, index=None, handle=None, **kwargs):
         self.tc_calls.append(((command, kind, index, handle), kwargs))
@@ -205,3 +227,61 @@ class ServiceTests(unittest.TestCase):
         h.clock.advance(10)
         self.assertEqual(h.status.state, "up")
         self.assertEqual(ipr.roots, {ipr.links["wan0"]["index"]})
+
+
+class GsoTests(unittest.TestCase):
+    """While shaping, the WAN's GSO packets are small enough not to hold the line for long."""
+
+    def start(self, ipr=None, **wan):
+        ipr = ipr or TcIPRoute()
+        h = Harness(self, office=office_for(self, wan=wan), ipr=ipr)
+        h.service.startService()
+        self.addCleanup(lambda: h.service.running and h.service.stopService())
+        return h, ipr
+
+    def test_the_size_is_about_10_ms_of_the_line(self):
+        self.assertEqual((gso_size(64), gso_size(2000), gso_size(10000), gso_size(40000)),
+                         (3000, 3000, 12500, 50000))
+
+    def test_lowered_while_shaping_and_restored_after(self):
+        h, ipr = self.start(upload_kbit="20000")
+        wan = ipr.links["wan0"]["index"]
+        self.assertEqual(ipr.gso_calls, [(wan, 25000)])
+        self.assertEqual(ipr.gso_of("lan0"), 65536)
+        # A new rate: the original comes back, then the new size.
+        h.office.update_settings("wan", {"upload_kbit": "2000"})
+        self.assertEqual(ipr.gso_calls[1:], [(wan, 65536), (wan, 3000)])
+        h.office.update_settings("dns", {"port": "5353"})
+        self.assertEqual(len(ipr.gso_calls), 3)         # nothing else changed: left alone
+        h.office.update_settings("wan", {"upload_kbit": "0"})
+        self.assertEqual(ipr.gso_calls[3:], [(wan, 65536)])
+        self.assertEqual(ipr.gso_of("wan0"), 65536)
+
+    def test_restored_at_stop(self):
+        h, ipr = self.start(upload_kbit="2000")
+        h.service.stopService()
+        self.assertEqual(ipr.gso_of("wan0"), 65536)
+        self.assertEqual(len(ipr.gso_calls), 2)
+
+    def test_never_raised(self):
+        ipr = TcIPRoute()
+        ipr.links["wan0"]["IFLA_GSO_MAX_SIZE"] = 16384
+        h, ipr = self.start(ipr, upload_kbit="100000")
+        self.assertEqual(ipr.gso_calls, [])
+        h.service.stopService()
+        self.assertEqual((ipr.gso_calls, ipr.gso_of("wan0")), ([], 16384))
+
+    def test_refused_leaves_the_tree_and_restores_nothing(self):
+        ipr = TcIPRoute()
+        ipr.refuse_gso = errno.EOPNOTSUPP
+        h, ipr = self.start(ipr, upload_kbit="2000")
+        self.assertEqual(h.status.state, "up")
+        self.assertEqual(ipr.roots, {ipr.links["wan0"]["index"]})
+        h.service.stopService()
+        self.assertEqual(len(ipr.gso_calls), 1)
+
+    def test_an_interface_gone_is_not_restored(self):
+        h, ipr = self.start(upload_kbit="2000")
+        del ipr.links["wan0"]
+        h.service.stopService()
+        self.assertEqual(len(ipr.gso_calls), 2)         # tried; ENODEV said nothing

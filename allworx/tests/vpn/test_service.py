@@ -10,10 +10,12 @@ import ipaddress
 import os
 
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from allworx import config as C
 from allworx.office import Office
+from allworx.routing.vpn import golog
 from allworx.routing.vpn import service as S
 from allworx.tests.confs import with_sections
 from allworx.tests.core.test_config_vpn import KEY3, VPN
@@ -225,6 +227,35 @@ class UserspacePathTests(ServiceTestBase):
         self.assertNoResult(d)
         process.proto.processEnded(_ended())
         self.successResultOf(d)
+
+    def test_verbose_output_becomes_a_warning_about_unknown_keys(self):
+        count = golog.UnknownKeyCount()
+        self.patch(golog, "UNKNOWN_KEY_HANDSHAKES", count)
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        office = self.office(VPN)
+        svc = self.service(office)
+        svc.startService()
+        [(_, _, env, process)] = self.reactor.spawned
+        self.assertEqual((env["LOG_LEVEL"], env["WG_PROCESS_FOREGROUND"]), ("verbose", "1"))
+        line = b"DEBUG: (awg0) 2026/12/07 03:04:56 Received invalid initiation message from "
+        process.proto.outReceived(b"DEBUG: (awg0) 2026/12/07 03:04:56 UAPI listener started\n")
+        process.proto.errReceived(line + b"203.0.113.2:51820\n")
+        process.proto.errReceived(line + b"203.0.113.2:51820\n")
+        warned = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
+        self.assertEqual(warned,
+                         ["vpn: a handshake from an unknown key at 203.0.113.2 was dropped"])
+        self.assertEqual([formatEvent(e) for e in events if "UAPI listener" in formatEvent(e)],
+                         [])
+        self.assertEqual(count.count, 2)
+        # Its end reports what was counted since and leaves no timer behind.
+        process.proto.processEnded(_ended())
+        self.assertEqual(formatEvent([e for e in events if e.get("address")][-1]),
+                         "vpn: 1 more handshake from an unknown key at 203.0.113.2 was dropped "
+                         "in 0 s")
+        self.assertEqual([c for c in self.reactor.getDelayedCalls()
+                          if c.func.__name__ == "_window_ended"], [])
 
     def test_killed_when_it_lingers(self):
         office = self.office(VPN)
