@@ -8,39 +8,69 @@ import argparse
 import signal
 import subprocess
 import sys
+import textwrap
 
 from allworx.lab.namespaces import Lab
 from allworx.lab.processes import LabError, require_root
 from allworx.lab.topology import DEFAULT_PREFIX, HOSTS, SERVER_LAN_IP, STATE_ROOT
 
 
+EXAMPLES = {
+    None: ["allworx lab up", "allworx lab status", "allworx lab exec pc1 dhclient -v eth0",
+           "allworx lab down"],
+    "up": ["allworx lab up", "allworx lab up --wan-lease 600 --forward-admin 8080"],
+    "down": ["allworx lab down", "allworx lab down --prefix awt"],
+    "status": ["allworx lab status"],
+    "exec": ["allworx lab exec pc1 dhclient -v eth0", "allworx lab exec phone1 ip addr"],
+}
+
+
+def _epilog(action):
+    return "examples:\n" + "".join("  %s\n" % e for e in EXAMPLES[action])
+
+
 def _parser():
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--prefix", default=argparse.SUPPRESS,
-                        help="namespace name prefix (default %s)" % DEFAULT_PREFIX)
-    common.add_argument("--state-root", default=argparse.SUPPRESS,
-                        help="state directory root (default %s)" % STATE_ROOT)
+    common.add_argument("--prefix", default=argparse.SUPPRESS, metavar="P",
+                        help="namespace name prefix (default: %s)" % DEFAULT_PREFIX)
+    common.add_argument("--state-root", default=argparse.SUPPRESS, metavar="DIR",
+                        help="state directory root (default: %s)" % STATE_ROOT)
+    raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
-        prog="allworx lab", parents=[common],
-        description="The virtual office: network namespaces with the allworx "
-                    "server's LAN, WAN, ISP and internet.")
-    sub = parser.add_subparsers(dest="action", required=True)
-    up = sub.add_parser("up", parents=[common], help="build (or repair) the lab")
+        prog="allworx lab", parents=[common], formatter_class=raw, epilog=_epilog(None),
+        description=textwrap.fill(
+            "The virtual office: network namespaces with the allworx server's LAN, WAN, "
+            "ISP and internet. Needs root. Each action's options: allworx lab ACTION --help.", 78))
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    parser.actions = {}
+
+    def action(name, text):
+        parser.actions[name] = sub.add_parser(
+            name, parents=[common], help=text, description=textwrap.fill(text, 78), formatter_class=raw,
+            epilog=_epilog(name))
+        return parser.actions[name]
+
+    up = action("up", "build (or repair) the lab; prints its status")
     up.add_argument("--wan-lease", type=int, default=120, metavar="SECONDS",
-                    help="lease time of the ISP's DHCP server (default 120)")
+                    help="lease time of the ISP's DHCP server (default: 120)")
     up.add_argument("--forward-admin", type=int, metavar="PORT",
-                    help="relay 127.0.0.1:PORT to the admin pages, %s:8080"
+                    help="relay 127.0.0.1:PORT to the admin pages, %s:8080 (default: none)"
                          % SERVER_LAN_IP)
-    sub.add_parser("down", parents=[common], help="remove the lab")
-    sub.add_parser("status", parents=[common],
-                   help="show namespaces, addresses and processes "
-                        "(exit 0 if the lab is whole)")
-    ex = sub.add_parser("exec", parents=[common],
-                        help="run a command in a lab host: exec HOST CMD...")
+    action("down", "remove the lab")
+    action("status", "show namespaces, addresses and processes (exit 0 if the lab is whole, "
+                     "1 with its problems listed)")
+    ex = action("exec", "run a command in a lab host: exec HOST CMD... (exits with its status)")
     ex.add_argument("host", choices=HOSTS, metavar="HOST",
                     help="one of " + ", ".join(HOSTS))
-    ex.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
+    ex.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
+                    help="the command and its arguments")
     return parser
+
+
+def helps():
+    """The help of `allworx lab` and of each of its actions, for `allworx --help`."""
+    parser = _parser()
+    return [parser.format_help()] + [p.format_help() for p in parser.actions.values()]
 
 
 def main(argv=None):
