@@ -1,4 +1,4 @@
-"""Tests for the allworx command: check and passwd."""
+"""Tests for the allworx command: check, passwd, unlock, and the command itself (help, version, errors)."""
 
 import io
 import os
@@ -222,3 +222,167 @@ class UnlockTests(unittest.TestCase):
 
     def test_dispatched_from_main(self):
         self.assertIs(cli.COMMANDS["unlock"], cli.unlock)
+
+
+class TtyStdin(io.StringIO):
+    def isatty(self):
+        return True
+
+
+class MainTests(unittest.TestCase):
+    """`allworx` itself: help in every form, the version, and its errors."""
+
+    OPTIONS = {"check": ["PATH"], "passwd": ["--sip", "--pin"],
+               "unlock": ["USER", "SOURCE", "--source", "--config", "--data-dir", "--wait"],
+               "vpn": ["pubkey", "--config", "--data-dir"],
+               "lab": ["up", "down", "status", "exec", "--prefix", "--state-root",
+                       "--wan-lease", "--forward-admin", "HOST"]}
+
+    def run_main(self, argv):
+        """main(argv) with argparse's own stdout and stderr caught too."""
+        out, err = io.StringIO(), io.StringIO()
+        self.patch(cli.sys, "stdout", out)
+        self.patch(cli.sys, "stderr", err)
+        return cli.main(argv), out.getvalue(), err.getvalue()
+
+    def test_help_in_every_form(self):
+        for argv in (["--help"], ["-h"], ["help"]):
+            code, out, err = self.run_main(argv)
+            self.assertEqual((code, err), (0, ""), argv)
+            for command, options in self.OPTIONS.items():
+                self.assertIn("allworx %s" % command, out, argv)
+                for option in options:
+                    self.assertIn(option, out, (argv, command))
+            self.assertIn("--version", out)
+            self.assertIn("examples:", out)
+            self.assertIn("(default: 120)", out)
+
+    def test_a_commands_help(self):
+        for command, options in self.OPTIONS.items():
+            for argv in ([command, "--help"], [command, "-h"], ["help", command]):
+                code, out, err = self.run_main(argv)
+                self.assertEqual((code, err), (0, ""), argv)
+                self.assertIn("usage: allworx %s" % command, out, argv)
+                self.assertIn("examples:\n  allworx %s" % command, out, argv)
+                if command != "lab":
+                    for option in options:
+                        self.assertIn(option, out, argv)
+
+    def test_a_lab_actions_help(self):
+        code, out, err = self.run_main(["lab", "up", "--help"])
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn("--wan-lease SECONDS", out)
+        self.assertIn("(default: 120)", out)
+        code, out, err = self.run_main(["help", "lab", "exec"])
+        self.assertEqual(code, 0)
+        self.assertIn("one of server, lan, pc1", out)
+
+    def test_version(self):
+        import allworx
+        self.assertEqual(self.run_main(["--version"]), (0, "allworx %s\n" % allworx.__version__, ""))
+
+    def test_unknown_command_with_a_suggestion(self):
+        self.assertEqual(self.run_main(["chek"]),
+                         (2, "", "allworx: unknown command 'chek' (did you mean 'check'?)\n"))
+        self.assertEqual(self.run_main(["passwrd", "--pin"])[2],
+                         "allworx: unknown command 'passwrd' (did you mean 'passwd'?)\n")
+        self.assertEqual(self.run_main(["help", "unlok"])[2],
+                         "allworx: unknown command 'unlok' (did you mean 'unlock'?)\n")
+
+    def test_unknown_command_without_a_suggestion(self):
+        code, out, err = self.run_main(["xyz"])
+        self.assertEqual((code, out), (2, ""))
+        first, hint = err.splitlines()
+        self.assertEqual(first, "allworx: unknown command 'xyz'")
+        self.assertIn("allworx --help", hint)
+        code, out, err = self.run_main(["--verbose"])
+        self.assertEqual(code, 2)
+        self.assertIn("allworx: unknown option '--verbose'", err)
+
+    def test_no_command(self):
+        code, out, err = self.run_main([])
+        self.assertEqual(code, 2)
+        self.assertIn("usage: allworx check PATH", err)
+        self.assertIn("allworx --help", err)
+
+    def test_a_bad_option_is_named(self):
+        for argv, bad in ((["check", "--bogus"], "--bogus"), (["check", "--bogus", "x"], "--bogus"),
+                          (["passwd", "--pn"], "--pn"), (["unlock", "--nope"], "--nope"),
+                          (["vpn", "pubkey", "-x"], "-x"), (["lab", "up", "--bogus"], "--bogus")):
+            code, out, err = self.run_main(argv)
+            self.assertEqual(code, 2, argv)
+            self.assertIn("allworx %s: error: unrecognized arguments: %s" % (argv[0], bad),
+                          err, argv)
+        code, out, err = self.run_main(["passwd", "--sip", "101@example.com", "--pin"])
+        self.assertEqual(code, 2)
+        self.assertIn("not allowed with argument --sip", err)
+
+    def test_abbreviations_and_negative_numbers_still_parse(self):
+        args = cli._unlock_parser().parse_args(["--wai", "-1", "-cx.conf", "--config=y.conf"])
+        self.assertEqual((args.wait, args.config), (-1.0, "y.conf"))
+
+    def test_entry_point_runs(self):
+        """setup.cfg's console script, and `python -m allworx.cli`, run this tree's main."""
+        import configparser
+        import subprocess
+        import sys
+        import allworx
+        root = os.path.dirname(os.path.dirname(os.path.abspath(allworx.__file__)))
+        setup = configparser.ConfigParser()
+        setup.read(os.path.join(root, "setup.cfg"))
+        script = setup["options.entry_points"]["console_scripts"].strip()
+        self.assertEqual(script, "allworx = allworx.cli:entry")
+        env = dict(os.environ, PYTHONPATH=root)
+        for code in ("import sys; sys.argv = ['allworx', '--version']; "
+                     "from allworx.cli import entry; entry()", None):
+            argv = [sys.executable, "-c", code] if code else [
+                sys.executable, "-m", "allworx.cli", "--version"]
+            done = subprocess.run(argv, env=env, cwd=root, capture_output=True, text=True,
+                                  timeout=60)
+            self.assertEqual((done.returncode, done.stdout),
+                             (0, "allworx %s\n" % allworx.__version__), done.stderr)
+        done = subprocess.run([sys.executable, "-m", "allworx.cli", "chek"], env=env, cwd=root,
+                              capture_output=True, text=True, timeout=60)
+        self.assertEqual((done.returncode, done.stderr),
+                         (2, "allworx: unknown command 'chek' (did you mean 'check'?)\n"))
+
+
+class PasswdPromptTests(unittest.TestCase):
+    """Ctrl-D or Ctrl-C at the terminal's prompt: a quiet exit 1."""
+
+    def cancelled_by(self, exception, at_second=False):
+        answers = iter(["s3cret"] if at_second else [])
+
+        def getpass(prompt):
+            for answer in answers:
+                return answer
+            raise exception()
+        self.patch(cli.getpass, "getpass", getpass)
+        out, err = io.StringIO(), io.StringIO()
+        self.assertEqual(cli.passwd([], TtyStdin(), out, err), 1)
+        self.assertEqual(out.getvalue(), "")
+        self.assertEqual(err.getvalue().strip(), "allworx passwd: cancelled")
+
+    def test_eof(self):
+        self.cancelled_by(EOFError)
+
+    def test_ctrl_c(self):
+        self.cancelled_by(KeyboardInterrupt)
+
+    def test_at_the_second_prompt(self):
+        self.cancelled_by(EOFError, at_second=True)
+        self.cancelled_by(KeyboardInterrupt, at_second=True)
+
+    def test_ctrl_c_reading_stdin(self):
+        class Interrupted(FakeStdin):
+            def readline(self):
+                raise KeyboardInterrupt()
+        out, err = io.StringIO(), io.StringIO()
+        self.assertEqual(cli.passwd(["--pin"], Interrupted(), out, err), 1)
+        self.assertEqual(err.getvalue(), "allworx passwd: cancelled\n")
+
+    def test_typed_twice_still_works(self):
+        self.patch(cli.getpass, "getpass", lambda prompt: "s3cret words")
+        out, err = io.StringIO(), io.StringIO()
+        self.assertEqual(cli.passwd([], TtyStdin(), out, err), 0)
+        self.assertTrue(verify_password(out.getvalue().strip(), "s3cret words"))

@@ -201,6 +201,18 @@ class CommandLineTests(unittest.TestCase):
         args = cli._parser().parse_args(["--prefix", "awt", "up", "--wan-lease", "300"])
         self.assertEqual((args.prefix, args.wan_lease), ("awt", 300))
 
+    def test_help_of_each_action(self):
+        helps = cli.helps()
+        self.assertEqual([h.split("\n")[0].split("[")[0] for h in helps],
+                         ["usage: allworx lab ", "usage: allworx lab up ",
+                          "usage: allworx lab down ", "usage: allworx lab status ",
+                          "usage: allworx lab exec "])
+        for text in helps:
+            self.assertIn("--prefix P", text)
+            self.assertIn("examples:\n  allworx lab", text)
+        self.assertIn("--forward-admin PORT", helps[1])
+        self.assertIn("HOST", helps[4])
+
 
 class MailStateTests(unittest.TestCase):
     """Lab methods that only read and write the internet host's files."""
