@@ -384,3 +384,26 @@ def uri_user(uri):
         return SipUri.parse(uri).user
     except SipParseError:
         return ""
+
+
+class LegBook:
+    """
+    The core's in-dialog questions for a B2BUA whose `legs` map (Call-ID,
+    our tag) to its legs: outside lines and calls to other sites share them.
+    """
+
+    def owns(self, request):
+        return (request.call_id, request.to_tag) in self.legs
+
+    def in_dialog(self, request, st, source):
+        leg = self.legs.get((request.call_id, request.to_tag))
+        if leg is not None:
+            leg.in_dialog(request, st)
+
+    def stray_response(self, response):
+        """A 2xx of our INVITE retransmitted after its transaction ended (our ACK was lost): ACK it again."""
+        if response.cseq[1] != "INVITE" or not 200 <= response.code < 300:
+            return
+        leg = self.legs.get((response.call_id, response.from_tag))
+        if leg is not None and hasattr(leg, "retransmitted"):
+            leg.retransmitted(response)

@@ -27,7 +27,7 @@ from allworx.guards import ClientRateLimit
 from allworx.protocols.sip.core import LOCAL, Destination
 from allworx.protocols.sip.dialplan import EMERGENCY, for_provider, from_provider
 from allworx.protocols.sip.history import CallEntry
-from allworx.protocols.sip.legs import UacLeg, UasLeg, uri_user
+from allworx.protocols.sip.legs import LegBook, UacLeg, UasLeg, uri_user
 from allworx.protocols.sip.message import NameAddr, SipParseError, SipUri, make_response
 from allworx.protocols.sip.transfer import Transfer
 from allworx.protocols.voice.sdp import SdpError, parse_offer, rewrite_sdp, sdp_direction
@@ -296,7 +296,7 @@ class OutsideCall:
         self.b2b.ended(self, now, why)
 
 
-class OutsideCalls:
+class OutsideCalls(LegBook):
     """
     The B2BUA: starts outside calls for the call router (outbound) and for
     the core (inbound from a provider), and owns their dialogs.
@@ -332,22 +332,6 @@ class OutsideCalls:
         return "<sip:b2b-%s@%s:%d>" % (os.urandom(4).hex(), host, self.core.port)
 
     # ------------------------------------------------------------ the core's questions
-
-    def owns(self, request):
-        return (request.call_id, request.to_tag) in self.legs
-
-    def in_dialog(self, request, st, source):
-        leg = self.legs.get((request.call_id, request.to_tag))
-        if leg is not None:
-            leg.in_dialog(request, st)
-
-    def stray_response(self, response):
-        """A 2xx retransmitted after its transaction ended: the ACK of a UAC leg was lost."""
-        if response.cseq[1] != "INVITE" or not 200 <= response.code < 300:
-            return
-        leg = self.legs.get((response.call_id, response.from_tag))
-        if leg is not None and hasattr(leg, "retransmitted"):
-            leg.retransmitted(response)
 
     def provider_of(self, host):
         """The trunk whose provider sends from `host`, or None."""

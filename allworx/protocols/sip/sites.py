@@ -32,7 +32,7 @@ from twisted.logger import Logger
 
 from allworx.config.vpn import in_range
 from allworx.protocols.sip.core import LOCAL, Destination
-from allworx.protocols.sip.legs import UacLeg, UasLeg, with_tag
+from allworx.protocols.sip.legs import LegBook, UacLeg, UasLeg, with_tag
 from allworx.protocols.sip.message import NameAddr, Request, SipParseError, SipUri, make_response
 
 log = Logger()
@@ -227,7 +227,7 @@ def _ack(leg, invite, response):
     leg.core.send(Request(headers, method="ACK", uri=leg.remote_target), leg.dest)
 
 
-class SiteCalls:
+class SiteCalls(LegBook):
     """Calls to other sites (outbound B2BUA) and the trust of their servers (inbound)."""
 
     def __init__(self, core, office, clock):
@@ -256,22 +256,6 @@ class SiteCalls:
         request.authenticated = True
         request.site = site.name
         return True
-
-    def owns(self, request):
-        return (request.call_id, request.to_tag) in self.legs
-
-    def in_dialog(self, request, st, source):
-        leg = self.legs.get((request.call_id, request.to_tag))
-        if leg is not None:
-            leg.in_dialog(request, st)
-
-    def stray_response(self, response):
-        """A 2xx of our INVITE retransmitted after its transaction ended: ACK it again."""
-        if response.cseq[1] != "INVITE" or not 200 <= response.code < 300:
-            return
-        leg = self.legs.get((response.call_id, response.from_tag))
-        if leg is not None and hasattr(leg, "retransmitted"):
-            leg.retransmitted(response)
 
     # ------------------------------------------------------------ outbound
 

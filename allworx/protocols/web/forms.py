@@ -266,6 +266,13 @@ def changed_values(fields, shown, sent):
     return out
 
 
+def section_changes(office, fields, section, form):
+    """`{key: text}` of one section's settings form (`fields`) that differ from what the page showed."""
+    current = current_settings(office, fields)
+    shown = {f.key: current[f.name] for f in fields}
+    return changed_values(fields, shown, settings_changes(fields, form).get(section, {}))
+
+
 @attr.s(slots=True)
 class FormState:
     """A form sent back with errors: what was typed, and what was wrong where."""

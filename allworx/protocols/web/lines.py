@@ -141,10 +141,7 @@ class LinesPage(Page):
 
     def do_save_dialling(self, ctx, form, sub):
         office = ctx.office
-        current = forms.current_settings(office, forms.DIALLING)
-        shown = {f.key: current[f.name] for f in forms.DIALLING}
-        sent = forms.settings_changes(forms.DIALLING, form).get("sip", {})
-        values = forms.changed_values(forms.DIALLING, shown, sent)
+        values = forms.section_changes(office, forms.DIALLING, "sip", form)
         if not values:
             return Redirect("Nothing changed in the dialling rules.", HERE)
         changes.apply_settings(office, {"sip": values})

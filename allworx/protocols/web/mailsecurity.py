@@ -238,10 +238,7 @@ class MailSecurityPage(Page):
 
     def do_save(self, ctx, form, sub):
         office = ctx.office
-        current = forms.current_settings(office, SETTINGS)
-        shown = {f.key: current[f.name] for f in SETTINGS}
-        sent = forms.settings_changes(SETTINGS, form).get("mail", {})
-        values = forms.changed_values(SETTINGS, shown, sent)
+        values = forms.section_changes(office, SETTINGS, "mail", form)
         if not values:
             return Redirect("Nothing changed in the mail security settings.", HERE)
         changes.apply_settings(office, {"mail": values})

@@ -203,10 +203,7 @@ class SitesPage(Page):
 
     def do_save(self, ctx, form, sub):
         office = ctx.office
-        current = forms.current_settings(office, SETTINGS)
-        shown = {f.key: current[f.name] for f in SETTINGS}
-        sent = forms.settings_changes(SETTINGS, form).get("vpn", {})
-        values = forms.changed_values(SETTINGS, shown, sent)
+        values = forms.section_changes(office, SETTINGS, "vpn", form)
         if not values:
             return Redirect("Nothing changed in the tunnel settings.", HERE)
         changes.apply_settings(office, {"vpn": values})

@@ -10,9 +10,9 @@ brings both back, after the server's services start again.
 import glob
 import os
 import tempfile
-import time
 
 from allworx.tests.lab import test_web
+from allworx.tests.lab.fixtures import wait_until
 from allworx.tests.lab.test_web import SERVER
 
 _BROWSER = test_web.BrowserTests
@@ -46,13 +46,10 @@ class BackupBrowserTests(test_web.WebLabCase):
         self.wait_url(then)
 
     def wait_file(self, pattern, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def downloaded():
             done = [p for p in glob.glob(pattern) if not p.endswith(".crdownload")]
-            if done and os.path.getsize(done[0]) > 0:
-                return done[0]
-            time.sleep(0.2)
-        self.fail("no download matching %s after %d s" % (pattern, timeout))
+            return done[0] if done and os.path.getsize(done[0]) > 0 else None
+        return wait_until(self, downloaded, "a download matching %s" % pattern, timeout)
 
     def test_backup_and_restore_through_the_page(self):
         from selenium.webdriver.common.by import By
