@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import attr
 
@@ -329,9 +330,13 @@ class LabPeers(LabRunner):
             done = self.run(host, argv, check=False, timeout=timeout + 10,
                             capture=False, stdin=subprocess.DEVNULL,
                             stdout=log_file, stderr=subprocess.STDOUT)
-        if os.path.exists(files["pid"]):
-            pid = int(read_file(files["pid"]).split()[0])
-            self._record(name, pid, host, " ".join(argv))
+        if done.returncode == 0:
+            # dhclient -1 forks into the background once bound, and the
+            # daemon writes the pid file after its parent has exited: wait
+            # for it, so the daemon is recorded (and later stopped) by PID.
+            pid = _daemon_pid(files["pid"], deadline=time.monotonic() + 5)
+            if pid is not None:
+                self._record(name, pid, host, " ".join(argv))
         if done.returncode != 0 or not os.path.exists(files["env"]):
             tail = read_file(log_path).decode("utf-8", "replace")[-1500:]
             raise LabError("no DHCP lease for %s %s (dhclient exit %s):\n%s"
@@ -391,6 +396,19 @@ class LabPeers(LabRunner):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def _daemon_pid(path, deadline):
+    """The PID in `path` once it names a live process, or None at `deadline`."""
+    while True:
+        try:
+            pid = int(read_file(path).split()[0])
+            os.kill(pid, 0)
+            return pid
+        except (FileNotFoundError, ValueError, IndexError, ProcessLookupError):
+            if time.monotonic() >= deadline:
+                return None
+        time.sleep(0.02)
 
 
 def dnsbl_name(ip, zone=DNSBL_ZONE):

@@ -27,6 +27,7 @@ from allworx.config import parse_config
 from allworx.routing.network.links import Netlink
 from allworx.routing.network.shaping import WanShaper, plan_shaping
 from allworx.tests.confs import MINIMAL
+from allworx.tests.nsnetlink import iproute_in
 
 TAG = "%d" % (os.getpid() % 10000000)
 NS = {side: "awxqos-%s-%s" % (TAG, side) for side in "ab"}
@@ -110,8 +111,7 @@ class ShapingTests(unittest.TestCase):
         for side, name, addr in (("a", WAN, OFFICE), ("b", isp_side, ISP)):
             ns_run(side, "ip", "addr", "add", addr + "/24", "dev", name)
             ns_run(side, "ip", "link", "set", name, "up")
-        from pyroute2 import IPRoute
-        self.netlink = Netlink(IPRoute(netns=NS["a"]))
+        self.netlink = Netlink(iproute_in(NS["a"]))
         self.addCleanup(self.netlink.close)
         self.shaper = WanShaper(self.netlink)
         self.processes = []

@@ -27,6 +27,7 @@ from allworx.routing.vpn.netlink import TunnelLinks
 from allworx.routing.vpn.peers import Peer, Tunnel, changes
 from allworx.routing.vpn.service import UserspaceEngine, VpnService
 from allworx.tests.confs import NETWORK, PW_HASH
+from allworx.tests.nsnetlink import iproute_in
 from allworx.vpnkeys import ensure_server_key, generate_private_key, public_key
 
 TAG = "%d" % (os.getpid() % 10000000)
@@ -72,8 +73,7 @@ def ns_run(side, *argv):
 
 
 def links_in(side):
-    from pyroute2 import IPRoute
-    return TunnelLinks(IPRoute(netns=NS[side]))
+    return TunnelLinks(iproute_in(NS[side]))
 
 
 class TunnelTests(unittest.TestCase):
