@@ -267,7 +267,9 @@ def save_record(office, kind, name, values, mode):
     hidden = HIDDEN_KEYS.get(kind, ())
     values = {k: v for k, v in values.items() if k not in hidden or v.strip()}
     if mode == "patch":
-        return office.patch_record(kind, name, values)
+        # The keys left alone keep the file's words (and those it leaves out stay out).
+        return office.put_record(kind, name, dict(record_texts(office, kind, name), **values),
+                                 create=False)
     kept = {k: v for k, v in record_values(office, kind, name).items() if k in hidden}
     return office.put_record(kind, name, dict(kept, **values), create=False)
 

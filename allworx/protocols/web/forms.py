@@ -266,11 +266,26 @@ def changed_values(fields, shown, sent):
     return out
 
 
+def changed_settings(office, fields, form):
+    """
+    `{section: {key: text}}` of a settings form's fields that differ from what
+    the page showed (the file's words, else the default): a form saved as
+    shown changes nothing, and a key the file leaves out stays out.
+    """
+    current = current_settings(office, fields)
+    out = {}
+    for section, sent in settings_changes(fields, form).items():
+        mine = [f for f in fields if f.section == section]
+        shown = {f.key: current[f.name] for f in mine}
+        values = changed_values(mine, shown, sent)
+        if values:
+            out[section] = values
+    return out
+
+
 def section_changes(office, fields, section, form):
     """`{key: text}` of one section's settings form (`fields`) that differ from what the page showed."""
-    current = current_settings(office, fields)
-    shown = {f.key: current[f.name] for f in fields}
-    return changed_values(fields, shown, settings_changes(fields, form).get(section, {}))
+    return changed_settings(office, fields, form).get(section, {})
 
 
 @attr.s(slots=True)

@@ -107,7 +107,11 @@ class SettingsPage(Page):
         return {"fields": self.fields, "current": forms.current_settings(ctx.office, self.fields)}
 
     def do_save(self, ctx, form, sub):
-        changes.apply_settings(ctx.office, forms.settings_changes(self.fields, form))
+        # Only what the admin changed is written: the rest keeps the file's words.
+        values = forms.changed_settings(ctx.office, self.fields, form)
+        if not values:
+            return "Nothing changed in %s." % self.title
+        changes.apply_settings(ctx.office, values)
         return "%s saved." % self.title
 
 
@@ -124,8 +128,16 @@ class RecordActions:
         return "Added %s %s." % (kind, name)
 
     def _save(self, ctx, kind, form):
-        name, values = forms.record_changes(kind, form)
-        changes.save_record(ctx.office, kind, name, values, "replace")
+        name, sent = forms.record_changes(kind, form)
+        office = ctx.office
+        if name not in getattr(office.config, changes.PLURALS[kind]):
+            raise KeyError("%s %s" % (kind, name))
+        # Only what the admin changed is written: the rest keeps the file's words.
+        values = forms.changed_values(forms.RECORD_FIELDS[kind],
+                                      forms.current_record(office, kind, name), sent)
+        if not values:
+            return Redirect("Nothing changed in %s %s." % (kind, name), "/" + self.slug)
+        changes.save_record(office, kind, name, values, "patch")
         return Redirect("Saved %s %s." % (kind, name), "/" + self.slug)
 
     def editing(self, ctx, kind, sub):

@@ -208,7 +208,9 @@ class AliasPage(Page, RecordActions):
     kinds = {"add_alias": "alias", "save_alias": "alias"}
 
     def context(self, ctx, sub):
-        return {"aliases": sorted(ctx.office.config.aliases.values(), key=lambda a: a.name),
+        # Each alias in the file's own words (its spacing, its order).
+        return {"aliases": [forms.current_record(ctx.office, "alias", name)
+                            for name in sorted(ctx.office.config.aliases)],
                 "alias_fields": forms.RECORD_FIELDS["alias"],
                 "domain": ctx.office.config.system.domain}
 
@@ -216,9 +218,7 @@ class AliasPage(Page, RecordActions):
         return self._add(ctx, "alias", form)
 
     def do_save_alias(self, ctx, form, sub):
-        name = form.get("name", "")
-        changes.save_record(ctx.office, "alias", name, {"to": form.get("to", "")}, "patch")
-        return "Saved alias %s." % name
+        return self._save(ctx, "alias", form)
 
     def do_delete_alias(self, ctx, form, sub):
         return self._delete(ctx, "alias", form)
