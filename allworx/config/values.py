@@ -52,11 +52,23 @@ def check_value_text(text):
                          "comment" % m.group())
 
 
+# What the API shows a key's value as (SPEC 10: "yes/no keys as booleans,
+# ports and counts as numbers", everything else, durations and sizes among
+# them, as the text the user wrote): a reader says so in its `json_type`.
+JSON_BOOLEAN, JSON_NUMBER, JSON_TEXT = "boolean", "number", "text"
+
+
+def json_type(parse):
+    """How the API shows the values `parse` reads: JSON_BOOLEAN, JSON_NUMBER or JSON_TEXT."""
+    return getattr(parse, "json_type", JSON_TEXT)
+
+
 def checked(parse):
     """`parse` that first refuses text tap.conf cannot hold (see check_value_text)."""
     def parse_checked(text):
         check_value_text(text)
         return parse(text)
+    parse_checked.json_type = json_type(parse)
     return parse_checked
 
 
@@ -69,6 +81,9 @@ def parse_bool(text):
     if t in ("no", "false", "off", "0"):
         return False
     raise ValueError("expected yes or no, got %r" % text)
+
+
+parse_bool.json_type = JSON_BOOLEAN
 
 
 def format_bool(value):
@@ -84,6 +99,7 @@ def parse_int(low=None, high=None):
         if low is not None and value < low or high is not None and value > high:
             raise ValueError("%d is out of range %s-%s" % (value, low, high))
         return value
+    parse.json_type = JSON_NUMBER
     return parse
 
 
@@ -99,6 +115,7 @@ def parse_int_or_off(low, high):
         if 0 < value < low:
             raise ValueError("%d is out of range: 0 (off) or %d-%d" % (value, low, high))
         return value
+    parse.json_type = JSON_NUMBER
     return parse
 
 
@@ -112,6 +129,7 @@ def parse_score(low=0.0, high=1000.0):
         if value != value or not low <= value <= high:
             raise ValueError("%s is out of range %s-%s" % (text.strip(), low, high))
         return value
+    parse.json_type = JSON_NUMBER
     return parse
 
 
@@ -262,6 +280,7 @@ def parse_email(text):
 def parse_optional(parse):
     def optional(text):
         return None if not text.strip() else parse(text)
+    optional.json_type = json_type(parse)
     return optional
 
 

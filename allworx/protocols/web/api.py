@@ -14,14 +14,15 @@ import ipaddress
 import json
 import time
 
-import attr
 from klein import Klein
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from allworx.config import RECORD_PLURALS, RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigErrors
+from allworx.config import RECORD_PLURALS, SETTINGS_SECTIONS, ConfigErrors
 from allworx.guards import login_name, until_text
 from allworx.protocols.web import callhistory, changes, dashboard, mailsecurity
+from allworx.protocols.web.apijson import (  # noqa: F401 (ApiError, as_text: the API's names)
+    ApiError, as_text, invalid_body, plain, record_fields_json, settings_json, texts_of, with_times)
 from allworx.protocols.web.admin import LockedOut, actor_of, form_of, peer_of
 from allworx.protocols.web.metrics import WEB_CHANGES
 from allworx.protocols.web.openapi import openapi_document
@@ -33,73 +34,6 @@ KINDS = {plural: kind for kind, plural in RECORD_PLURALS.items()}
 UNSAFE = (b"POST", b"PUT", b"PATCH", b"DELETE")
 BASIC_CACHE_SECONDS = 60
 MAX_BODY = 1024 * 1024
-
-
-class ApiError(Exception):
-    """An answer other than 200: status code, short error, reason for a person."""
-
-    def __init__(self, code, error, reason, **extra):
-        Exception.__init__(self, reason)
-        self.code = code
-        self.error = error
-        self.reason = reason
-        self.extra = extra
-
-
-def error_field(error):
-    """The field an API client sees for a ConfigError: its key, else `name`/section."""
-    if error.key:
-        return error.key
-    if error.section and error.section.split(" ", 1)[0] in RECORD_SECTIONS:
-        return "name"
-    return error.section or "body"
-
-
-def invalid_body(errors):
-    """
-    The 400 body for ConfigErrors: the first field and reason, and all of
-    them. The first error that names a key comes first: a record's own
-    complaint ("has no records") often only follows from a value refused.
-    """
-    items = [{"field": error_field(e), "reason": e.message, "section": e.section,
-              "key": e.key, "line": e.line or None} for e in errors]
-    keyed = [item for item in items if item["key"]]
-    first = (keyed or items or [{"field": "body", "reason": "invalid"}])[0]
-    return {"error": "invalid", "field": first["field"], "reason": first["reason"],
-            "errors": items}
-
-
-def as_text(key, value):
-    """A JSON value as the text of a tap.conf key."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and all(isinstance(v, (str, int)) for v in value):
-        return (", " if key == "mx" else " ").join(str(v) for v in value)
-    raise ApiError(400, "invalid", "expected text, a number, true/false or a list of text",
-                   field=key)
-
-
-def plain(obj):
-    """A service's record (attrs, dict or object) as JSON-ready data."""
-    if attr.has(type(obj)):
-        obj = attr.asdict(obj, recurse=False)
-    elif not isinstance(obj, dict) and hasattr(obj, "__dict__"):
-        obj = {k: v for k, v in vars(obj).items() if not k.startswith("_")}
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [plain(v) for v in obj]
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    if isinstance(obj, bytes):
-        return obj.decode("utf-8", "replace")
-    return str(obj)
 
 
 def guarded(method):
@@ -144,6 +78,9 @@ class OfficeApi:
             e = failure.value
             body = {"error": e.error, "reason": e.reason}
             body.update(e.extra)
+            # Every refusal in SPEC 10's shape too: {"errors": [{"section", "key", "message"}]}.
+            body.setdefault("errors", [{"section": None, "key": e.extra.get("field"),
+                                        "message": e.reason}])
             if e.code == 401:
                 request.setHeader(b"www-authenticate", b'Basic realm="allworx admin", charset="UTF-8"')
             return self.respond(request, e.code, body)
@@ -151,8 +88,9 @@ class OfficeApi:
             WEB_CHANGES.labels("api", "invalid").inc()
             return self.respond(request, 400, invalid_body(failure.value.errors))
         if failure.check(KeyError):
-            return self.respond(request, 404, {"error": "not found",
-                                               "reason": "there is no %s" % failure.value.args[0]})
+            reason = "there is no %s" % failure.value.args[0]
+            return self.respond(request, 404, {"error": "not found", "reason": reason, "errors": [
+                {"section": None, "key": None, "message": reason}]})
         log.failure("API {method} {path} failed", failure,
                     method=request.method.decode(), path=request.path.decode("utf-8", "replace"))
         return self.respond(request, 500, {"error": "internal", "reason": failure.getErrorMessage()})
@@ -275,20 +213,20 @@ class OfficeApi:
     @guarded
     def settings_all(self, request):
         """Every settings section."""
-        return {s: changes.settings_values(self.ctx.office, s) for s in SETTINGS_SECTIONS}
+        return {s: settings_json(self.ctx.office, s) for s in SETTINGS_SECTIONS}
 
     @app.route("/v1/settings/<section>", methods=["GET"])
     @guarded
     def settings_get(self, request, section):
         """One settings section, key -> text."""
-        return changes.settings_values(self.ctx.office, self._section(section))
+        return settings_json(self.ctx.office, self._section(section))
 
     @app.route("/v1/settings/<section>", methods=["PUT", "PATCH"])
     @guarded
     def settings_put(self, request, section):
         """Change keys of a section; `admin_password` is plain text, stored hashed."""
         self._section(section)
-        values = {k: as_text(k, v) for k, v in self.body(request).items()}
+        values = texts_of(self.body(request), section, section)
         if section == "web" and "admin_password" in values:
             plain_password = values.pop("admin_password")
             d = changes.change_admin_password(self.ctx.office, plain_password, self.ctx.defer_to_thread)
@@ -299,7 +237,7 @@ class OfficeApi:
         else:
             d = defer.maybeDeferred(changes.apply_settings, self.ctx.office, {section: values})
         d.addCallback(lambda _: self.changed("[%s]" % section))
-        d.addCallback(lambda _: changes.settings_values(self.ctx.office, section))
+        d.addCallback(lambda _: settings_json(self.ctx.office, section))
         return d
 
     # ---- records
@@ -318,7 +256,7 @@ class OfficeApi:
         office = self.ctx.office
         if name not in getattr(office.config, changes.PLURALS[kind]):
             raise KeyError("%s %s" % (kind, name))
-        values = changes.shown_values(changes.record_values(office, kind, name), kind)
+        values = record_fields_json(office, kind, name)
         values["name"] = name
         if kind == "user":
             values["voicemail_pin"] = changes.pin_state(office.config.users[name])
@@ -326,7 +264,8 @@ class OfficeApi:
             values["mail"] = "%s@%s" % (name, office.config.system.domain)
             fetch = self.ctx.views.fetch.status if self.ctx.views.fetch is not None else {}
             values["pop3_fetch_status"] = {
-                a.display: plain(fetch.get(a.display)) for a in office.config.users[name].pop3_fetch}
+                a.display: with_times(plain(fetch.get(a.display)))
+                for a in office.config.users[name].pop3_fetch}
         return values
 
     def _save(self, request, kind, name, mode):
@@ -336,7 +275,7 @@ class OfficeApi:
         data.pop("name", None)
         for k in ("mail", "pop3_fetch_status"):
             data.pop(k, None)   # read-only facts a client may echo back
-        values = {k: as_text(k, v) for k, v in data.items()}
+        values = texts_of(data, "%s %s" % (kind, name), kind)
         if mode == "create" and name in getattr(self.ctx.office.config, changes.PLURALS[kind]):
             raise ApiError(409, "exists", "%s %s already exists" % (kind, name), field="name")
         if kind == "user":
@@ -422,7 +361,7 @@ class OfficeApi:
     def leases(self, request):
         """The DHCP server's leases."""
         table = self._view("leases", "DHCP server")
-        return [plain(l) for l in table.active_leases()]
+        return [with_times(plain(l)) for l in table.active_leases()]
 
     @app.route("/v1/connections", methods=["GET"])
     @guarded
@@ -431,13 +370,13 @@ class OfficeApi:
         log_ = self._view("connections", "firewall")
         limit = _int_arg(request, b"limit", 200, 1, 10000)
         return {"counts": plain(log_.counts),
-                "entries": [plain(e) for e in log_.recent(limit)]}
+                "entries": [with_times(plain(e)) for e in log_.recent(limit)]}
 
     @app.route("/v1/mail/queue", methods=["GET"])
     @guarded
     def mail_queue(self, request):
         """The outbound mail queue."""
-        return [plain(e) for e in self._view("mail_queue", "mail queue").entries()]
+        return [with_times(plain(e)) for e in self._view("mail_queue", "mail queue").entries()]
 
     @app.route("/v1/mail/queue/<queue_id>/retry", methods=["POST"])
     @guarded
@@ -483,19 +422,19 @@ class OfficeApi:
     @guarded
     def registrations(self, request):
         """Registered phones."""
-        return [plain(b) for b in self._view("registrations", "SIP registrar").bindings()]
+        return [with_times(plain(b)) for b in self._view("registrations", "SIP registrar").bindings()]
 
     @app.route("/v1/sip/trunks", methods=["GET"])
     @guarded
     def trunks(self, request):
         """The trunks to the telephony provider and their registration (SPEC 15)."""
-        return [plain(t) for t in self._view("trunks", "SIP trunks").status()]
+        return [with_times(plain(t)) for t in self._view("trunks", "SIP trunks").status()]
 
     @app.route("/v1/sip/calls", methods=["GET"])
     @guarded
     def calls(self, request):
         """Calls in progress."""
-        return [plain(c) for c in self._view("calls", "SIP proxy").active_calls()]
+        return [with_times(plain(c)) for c in self._view("calls", "SIP proxy").active_calls()]
 
     @app.route("/v1/calls", methods=["GET"])
     @guarded
@@ -566,10 +505,15 @@ class OfficeApi:
         """Unknown paths and methods, as JSON."""
         from werkzeug.exceptions import MethodNotAllowed, NotFound
         if failure.check(NotFound):
-            return self.respond(request, 404, {"error": "not found", "reason": "no such resource"})
+            reason = "there is no %s in the API (GET /api/v1/ lists its paths)" % (
+                request.path.decode("utf-8", "replace"))
+            return self.respond(request, 404, {"error": "not found", "reason": reason, "errors": [
+                {"section": None, "key": None, "message": reason}]})
         if failure.check(MethodNotAllowed):
-            return self.respond(request, 405, {"error": "method not allowed",
-                                               "reason": "%s is not allowed here" % request.method.decode()})
+            reason = "%s is not allowed here" % request.method.decode()
+            return self.respond(request, 405, {"error": "method not allowed", "reason": reason,
+                                               "errors": [{"section": None, "key": None,
+                                                           "message": reason}]})
         return self.failed(failure, request)
 
 

@@ -12,6 +12,8 @@ naming the section, key and line; nothing changes on error.
 import re
 from urllib.parse import urlsplit
 
+import attr
+
 from twisted.internet import defer, threads
 
 from allworx.config import (
@@ -76,6 +78,52 @@ def settings_values(office, section):
             for f in keys_of(cls) if f.name not in SERVER_KEYS.get(section, ())}
 
 
+def with_whole_file(office, errors, sections, skip=()):
+    """
+    `errors` (the mistakes keys show on their own) and those the whole file
+    would show with the other keys of `sections` ({section: {key: text}})
+    written (one value against another, a reference), found without changing
+    anything: every mistake of a request at once.
+    """
+    doc = office.config.doc.copy()
+    named = {(e.section, e.key) for e in errors}
+    for section, values in sections.items():
+        target = doc.ensure_section(section)
+        for k, text in values.items():
+            if (section, k) not in named and k not in skip and text.strip():
+                target.set(k, text.strip())
+    try:
+        office.preview_text(doc.render())
+    except ConfigErrors as e:
+        return errors + [x for x in e.errors if (x.section, x.key) not in named]
+    return errors
+
+
+def unwritten(cls, values, shown, texts):
+    """
+    `values` as they are to be written: those the file leaves out and that
+    mean what is shown anyway (the default) left out, and those that mean
+    what the file says already in the file's words (`true` stays `true` when
+    `yes` comes back, `5` when `5.0` does); so a record or section sent back
+    as read changes nothing, and a default stays a default.
+    """
+    fields = attr.fields_dict(cls)
+
+    def same(text, before):
+        try:
+            parse = fields[text[0]].metadata["parse"]
+            return parse(text[1].strip()) == parse(before.strip())
+        except (KeyError, ValueError):
+            return False
+    out = {}
+    for k, v in values.items():
+        if k in texts:
+            out[k] = texts[k] if v.strip() and same((k, v), texts[k]) else v
+        elif shown.get(k) is None or not same((k, v), shown[k]):
+            out[k] = v
+    return out
+
+
 def pin_state(user):
     """What the pages and the API show of a user's voicemail PIN."""
     return PIN_SET if user.voicemail_pin else PIN_NOT_SET
@@ -115,9 +163,34 @@ def _refuse(section, key, message):
 
 def check_keys(kind, values, section):
     """Refuse keys that only the server writes (sip_digest, the admin hash)."""
-    for k in values:
+    errors = key_errors(kind, None, values, section)
+    if errors:
+        raise ConfigErrors(errors)
+
+
+def key_errors(kind, cls, values, section, skip=()):
+    """
+    Every mistake of `values` ({key: text}) that shows without the rest of
+    the file, all at once: keys only the server writes, unknown keys, values
+    their key cannot read (`cls` None: only the first). The whole file's
+    checks (references, overlaps) follow when there are none.
+    """
+    errors = []
+    fields = attr.fields_dict(cls) if cls is not None else None
+    for k, text in values.items():
         if k in SERVER_KEYS.get(kind, ()):
-            raise _refuse(section, k, "is set by the server (from the password), not by hand")
+            errors.append(ConfigError(section, k, 0, "is set by the server (from the password), "
+                                                     "not by hand"))
+        elif fields is None or k in skip:
+            continue
+        elif k not in fields or "parse" not in fields[k].metadata:
+            errors.append(ConfigError(section, k, 0, "unknown key"))
+        elif text.strip():
+            try:
+                fields[k].metadata["parse"](text.strip())
+            except ValueError as e:
+                errors.append(ConfigError(section, k, 0, str(e)))
+    return errors
 
 
 def apply_settings(office, changes):
@@ -127,10 +200,19 @@ def apply_settings(office, changes):
     combination (a WAN and the security mode that needs it) is checked whole.
     """
     changes = {s: v for s, v in changes.items() if v}
+    errors = []
     for section, values in changes.items():
         if section not in SETTINGS_SECTIONS:
-            raise _refuse(section, None, "unknown section")
-        check_keys(section, values, section)
+            errors.append(ConfigError(section, None, 0, "unknown section"))
+            continue
+        errors += key_errors(section, SETTINGS_SECTIONS[section], values, section)
+    if errors:
+        raise ConfigErrors(with_whole_file(office, errors, {
+            s: v for s, v in changes.items() if s in SETTINGS_SECTIONS}))
+    changes = {s: unwritten(SETTINGS_SECTIONS[s], v, settings_values(office, s),
+                            file_texts(office, s))
+               for s, v in changes.items()}
+    changes = {s: v for s, v in changes.items() if v}
     if not changes:
         return office.config
     return office.update_sections(changes)
@@ -194,13 +276,18 @@ def save_user(office, name, values, mode, deferToThread=threads.deferToThread):
     """
     section = "user %s" % name
     values = {k: (v if isinstance(v, str) else "" if v is None else str(v)) for k, v in values.items()}
-    check_keys("user", values, section)
     existing = office.config.users.get(name)
     warnings = []
     if mode == "create" and existing is not None:
         return defer.fail(_refuse(section, None, "user %s already exists" % name))
     if mode != "create" and existing is None:
         return defer.fail(KeyError(section))
+    # Every mistake at once: the keys' own, the PIN's, the fetch accounts', the password's.
+    errors = key_errors("user", RECORD_SECTIONS["user"], values, section,
+                        skip=("password", "voicemail_pin", "pop3_fetch"))
+    if existing is not None and not errors:
+        values = unwritten(RECORD_SECTIONS["user"], values, record_values(office, "user", name),
+                           record_texts(office, "user", name))
     # A change keeps the file's words for the keys it does not touch (and
     # leaves out the keys the file leaves out: their defaults stay defaults).
     merged = record_texts(office, "user", name) if existing is not None and mode == "patch" else {}
@@ -213,15 +300,19 @@ def save_user(office, name, values, mode, deferToThread=threads.deferToThread):
         try:
             merged["pop3_fetch"] = unmask_fetch_urls(values["pop3_fetch"], existing.pop3_fetch)
         except ValueError as e:
-            return defer.fail(_refuse(section, "pop3_fetch", str(e)))
+            errors.append(ConfigError(section, "pop3_fetch", 0, str(e)))
     if "voicemail_pin" in values:
         try:
             merged["voicemail_pin"] = _pin_value(section, values, existing)
         except ConfigErrors as e:
-            return defer.fail(e)
+            errors += e.errors
     plain = values.get("password", "")
     if mode == "create" and not plain.strip():
-        return defer.fail(_refuse(section, "password", "is required for a new user"))
+        errors.append(ConfigError(section, "password", 0, "is required for a new user"))
+    if errors:
+        return defer.fail(ConfigErrors(with_whole_file(office, errors, {section: values},
+                                                       skip=("password", "voicemail_pin",
+                                                             "pop3_fetch"))))
     extension = merged.get("extension", "").strip()
     domain = office.config.system.domain
     if plain.strip():
@@ -256,6 +347,9 @@ def save_record(office, kind, name, values, mode):
     section = "%s %s" % (kind, name)
     values = {k: (v if isinstance(v, str) else "" if v is None else str(v)) for k, v in values.items()}
     existing = getattr(office.config, PLURALS[kind]).get(name)
+    errors = key_errors(kind, RECORD_SECTIONS[kind], values, section)
+    if errors:
+        raise ConfigErrors(with_whole_file(office, errors, {section: values}))
     if mode == "create":
         if existing is not None:
             raise _refuse(section, None, "%s %s already exists" % (kind, name))
@@ -266,6 +360,8 @@ def save_record(office, kind, name, values, mode):
     # (the pages and the API never show it, so cannot send it back).
     hidden = HIDDEN_KEYS.get(kind, ())
     values = {k: v for k, v in values.items() if k not in hidden or v.strip()}
+    values = unwritten(RECORD_SECTIONS[kind], values, record_values(office, kind, name),
+                       record_texts(office, kind, name))
     if mode == "patch":
         # The keys left alone keep the file's words (and those it leaves out stay out).
         return office.put_record(kind, name, dict(record_texts(office, kind, name), **values),

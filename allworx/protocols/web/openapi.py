@@ -6,12 +6,16 @@ fields it lists are exactly the keys of tap.conf.
 
 from allworx import __version__
 from allworx.config import RECORD_PLURALS, RECORD_SECTIONS, SETTINGS_SECTIONS, keys_of
+from allworx.config.values import JSON_BOOLEAN, JSON_NUMBER, JSON_TEXT, json_type
 from allworx.interfaces import CALL_DIRECTIONS, CALL_FIELDS, CALL_OUTCOMES
 from allworx.protocols.web.changes import SERVER_KEYS
 from allworx.protocols.web.logview import logs_paths
 from allworx.protocols.web.mailsecurity import VERDICTS
 
 COLLECTIONS = tuple((plural, kind) for kind, plural in RECORD_PLURALS.items())
+# SPEC 10: yes/no keys as booleans, ports and counts as numbers, the rest (durations
+# and sizes among them) as the text tap.conf holds.
+JSON_SCHEMA_TYPES = {JSON_BOOLEAN: "boolean", JSON_NUMBER: "number", JSON_TEXT: "string"}
 
 
 def _fields_schema(cls, kind, writable=True):
@@ -19,7 +23,8 @@ def _fields_schema(cls, kind, writable=True):
     for f in keys_of(cls):
         if f.name in SERVER_KEYS.get(kind, ()):
             continue
-        props[f.name] = {"type": "string", "description": f.metadata.get("doc") or "tap.conf key %s" % f.name}
+        props[f.name] = {"type": JSON_SCHEMA_TYPES.get(json_type(f.metadata["parse"]), "string"),
+                         "description": f.metadata.get("doc") or "tap.conf key %s" % f.name}
     if kind == "user":
         props["password"] = {"type": "string", "writeOnly": True,
                              "description": "plain text; stored as an argon2 hash with the SIP digest"}
@@ -38,16 +43,23 @@ def _fields_schema(cls, kind, writable=True):
     return {"type": "object", "properties": props, "additionalProperties": False}
 
 
+def _nullable_string():
+    return {"type": "string", "nullable": True}
+
+
 def _json(schema):
     return {"application/json": {"schema": schema}}
 
 
-ERROR = {"type": "object", "properties": {
-    "error": {"type": "string"}, "field": {"type": "string"}, "reason": {"type": "string"},
-    "errors": {"type": "array", "items": {"type": "object"}}}}
+ERROR = {"type": "object", "required": ["errors"], "properties": {
+    "errors": {"type": "array", "description": "every mistake at once", "items": {
+        "type": "object", "required": ["section", "key", "message"], "properties": {
+            "section": _nullable_string(), "key": _nullable_string(),
+            "message": {"type": "string"}}}},
+    "error": {"type": "string"}, "field": {"type": "string"}, "reason": {"type": "string"}}}
 
 RESPONSES = {
-    "400": {"description": "Invalid: the body names the field and the reason; nothing changed",
+    "400": {"description": "Invalid: the body names every mistake; nothing changed",
             "content": _json({"$ref": "#/components/schemas/Error"})},
     "401": {"description": "No or wrong credentials"},
     "404": {"description": "No such resource"},
@@ -351,10 +363,13 @@ def openapi_document():
     schemas = {"Error": ERROR}
     for section, cls in SETTINGS_SECTIONS.items():
         schemas["Settings_%s" % section] = _fields_schema(cls, section)
+    paths["/api/v1/settings"] = {"get": {
+        "summary": "Every settings section, by name", "responses": dict(RESPONSES, **{"200": {
+            "description": "section -> its keys", "content": _json({"type": "object"})}})}}
     paths["/api/v1/settings/{section}"] = {
         "parameters": [{"name": "section", "in": "path", "required": True,
                         "schema": {"type": "string", "enum": list(SETTINGS_SECTIONS)}}],
-        "get": {"summary": "The keys of a settings section as text", "responses": dict(
+        "get": {"summary": "The keys of a settings section (booleans, numbers, the file's own words)", "responses": dict(
             RESPONSES, **{"200": {"description": "the keys", "content": _json({"type": "object"})}})},
         "patch": {"summary": "Change some keys (applied live, validated whole)",
                   "requestBody": {"content": _json({"type": "object"})},
