@@ -43,6 +43,15 @@ SECURITY_HEADERS = (
 )
 
 
+class NotFoundPage:
+    """What the 404 page passes as its `page`: the menu, with no page marked."""
+
+    slug, title, refresh = "", "Not found", None
+
+
+NOT_FOUND = NotFoundPage()
+
+
 class LockedOut(Exception):
     """
     Too many failed logins (of this user, or from this source): `seconds`
@@ -177,6 +186,21 @@ class AdminContext:
                                                   self.office.config.system.domain))
         return self.templates.get_template(template).render(**context).encode("utf-8")
 
+    def render_not_found(self, request, what=None):
+        """
+        The styled 404 page for a path that names nothing: with the menu when
+        the request is logged in, with a link to the login when not.
+        """
+        request.setResponseCode(404)
+        session = self.session_for(request)
+        logged_in = session is not None and session.user is not None
+        path = request.path.decode("utf-8", "replace")
+        if logged_in:
+            return self.render(request, "notfound.html", page=NOT_FOUND, csrf=session.csrf,
+                               logged_in=True, path=path, what=what)
+        return self.render(request, "notfound.html", page=None, csrf=None, logged_in=False,
+                           path=path, what=what)
+
     def render_page(self, request, page, session, sub, state=None, more=None):
         """A page with its context (and `more` of it), the session's notices and a form's errors."""
         form = state
@@ -232,10 +256,13 @@ class PageResource(resource.Resource):
         self.page = page
 
     def render(self, request):
+        sub = [seg.decode("utf-8", "replace") for seg in request.postpath if seg]
+        if not self.page.accepts(sub):
+            # `/status/extra`: a path under a page that has none such.
+            return self.ctx.render_not_found(request)
         session = self.ctx.session_for(request)
         if session is None or session.user is None:
             return redirect(request, "/login?next=" + quote(request.path.decode("utf-8", "replace")))
-        sub = [seg.decode("utf-8", "replace") for seg in request.postpath if seg]
         if request.method in (b"GET", b"HEAD"):
             return self.show(request, session, sub)
         if request.method == b"POST":
@@ -269,9 +296,7 @@ class PageResource(resource.Resource):
             return self.not_found(request, e)
 
     def not_found(self, request, e):
-        request.setResponseCode(404)
-        return self.ctx.render(request, "message.html", title="Not found",
-                               message="There is no %s." % e.args[0])
+        return self.ctx.render_not_found(request, str(e.args[0]) if e.args else None)
 
     def show_live(self, request, session, sub, prepare):
         """A page whose `prepare` first fetches its live part (a Deferred of more context)."""
@@ -416,14 +441,53 @@ class LogoutResource(resource.Resource):
         return redirect(request, "/status")
 
 
+class NotFoundResource(resource.Resource):
+    """Any path that names nothing: the styled 404 page (SPEC 10)."""
+
+    isLeaf = True
+
+    def __init__(self, ctx):
+        resource.Resource.__init__(self)
+        self.ctx = ctx
+
+    def render(self, request):
+        return self.ctx.render_not_found(request)
+
+
+class StaticFiles(static.File):
+    """The pages' static files: no directory listings (a directory is not found)."""
+
+    def directoryListing(self):
+        return self.childNotFound
+
+
+class Branch(resource.Resource):
+    """A directory of fixed children; anything else under it, and itself, is not found."""
+
+    def __init__(self, missing, children):
+        resource.Resource.__init__(self)
+        self.missing = missing
+        for name, child in children.items():
+            self.putChild(name, child)
+
+    def getChild(self, path, request):
+        return self.missing
+
+    def render(self, request):
+        return self.missing.render(request)
+
+
 class AdminRoot(resource.Resource):
     """The admin port's tree: pages, login/logout, static files, /api, /metrics."""
 
     def __init__(self, ctx, api=None, metrics=None):
         resource.Resource.__init__(self)
         self.ctx = ctx
-        files = static.File(STATIC_DIR)
-        files.putChild(b"vendor", vendor_files())   # Chart.js from its Debian package
+        missing = NotFoundResource(ctx)
+        files = StaticFiles(STATIC_DIR)
+        files.childNotFound = missing
+        # Chart.js from its Debian package
+        files.putChild(b"vendor", Branch(missing, vendor_files().children))
         self.putChild(b"static", files)
         self.putChild(b"login", LoginResource(ctx))
         self.putChild(b"logout", LogoutResource(ctx))
@@ -437,7 +501,13 @@ class AdminRoot(resource.Resource):
     def getChild(self, path, request):
         if path == b"":
             return self
-        return resource.NoResource("No such page.")
+        return NotFoundResource(self.ctx)
+
+    def getChildWithDefault(self, path, request):
+        # `/login/extra`, `/logout/extra`: nothing is there.
+        if path in (b"login", b"logout") and any(request.postpath):
+            return NotFoundResource(self.ctx)
+        return resource.Resource.getChildWithDefault(self, path, request)
 
     def render_GET(self, request):
         return redirect(request, "/status", 302)

@@ -72,6 +72,10 @@ class BackupPage(SettingsPage):
         self._backups(ctx).delete_backup(name)
         return "Deleted %s." % name
 
+    def accepts(self, sub):
+        """/backup/tap.conf: the configuration alone."""
+        return not sub or sub == ["tap.conf"]
+
     def download(self, ctx, sub):
         """`/backup/tap.conf` is answered by the admin root; kept archives by the API."""
         return None

@@ -67,6 +67,10 @@ class LinesPage(Page):
     slug, title, template = "lines", "Phone lines", "lines.html"
     kinds = {"%s_%s" % (op, kind): kind for kind in LINE_KINDS for op in ("add", "save")}
 
+    def accepts(self, sub):
+        """/lines/edit/KIND/NAME."""
+        return not sub or (len(sub) == 3 and sub[0] == "edit" and sub[1] in LINE_KINDS)
+
     def context(self, ctx, sub):
         office = ctx.office
         config = office.config

@@ -81,6 +81,15 @@ class Page:
         """The context with the request's query (`{name: text}`); most pages need only `context`."""
         return self.context(ctx, sub)
 
+    def accepts(self, sub):
+        """
+        Whether the path segments below the page (`sub`) can name something
+        here: none for most pages, `edit/NAME` where a record is edited;
+        anything else is not found (404).
+        """
+        return not sub or (isinstance(self, RecordActions) and len(sub) == 2
+                           and sub[0] == "edit")
+
     def template_for(self, sub):
         """The template for this page (a sub-path may pick another)."""
         return self.template

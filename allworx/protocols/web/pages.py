@@ -214,6 +214,9 @@ class AliasPage(Page, RecordActions):
                 "alias_fields": forms.RECORD_FIELDS["alias"],
                 "domain": ctx.office.config.system.domain}
 
+    def accepts(self, sub):
+        return not sub      # aliases are edited in place: no page of their own
+
     def do_add_alias(self, ctx, form, sub):
         return self._add(ctx, "alias", form)
 
@@ -265,6 +268,11 @@ class UsersPage(DeviceActions, Page):
             out["device_fields"] = DEVICE_FIELDS
             out["vpn_enabled"] = config.vpn.enabled
         return out
+
+    def accepts(self, sub):
+        """/users/NAME, /users/NAME/mobileconfig, /users/NAME/device/DEVICE."""
+        return (len(sub) <= 1 or (len(sub) == 2 and sub[1] == "mobileconfig")
+                or (len(sub) == 3 and sub[1] == "device"))
 
     def template_for(self, sub):
         if len(sub) == 3 and sub[1] == "device":

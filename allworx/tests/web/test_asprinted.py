@@ -71,3 +71,39 @@ class UnchangedPagesTests(LoggedIn):
                 self.assertEqual(self.c.tap_conf(), before, (url, action))
                 sent.append((url, action))
         self.assertGreaterEqual(len(sent), len(URLS), sent)
+
+
+UNKNOWN = ("/nope", "/status/extra", "/network/x", "/dhcp/foo", "/dhcp/edit/printer/more",
+           "/users/alice/extra", "/lines/x", "/backup/other", "/static/nope.css",
+           "/static/", "/static/vendor/", "/static/vendor/x.js", "/login/extra", "/aliases/edit/team",
+           "/users/nobody", "/dhcp/edit/nobody", "/lines/edit/trunk/nobody")
+
+
+class NotFoundTests(LoggedIn):
+    """SPEC 10: an unknown path answers 404 with a styled page (menu, or a link to the login)."""
+
+    text = WORDS
+
+    def test_logged_in_the_menu(self):
+        for url in UNKNOWN:
+            r = self.c.get(url)
+            self.assertEqual(r.code, 404, url)
+            self.assertIn("<h1>Not found</h1>", r.text, url)
+            self.assertIn('<nav class="menu"', r.text, url)
+            self.assertIn('<a href="/network">', r.text, url)
+            self.assertIn('href="/static/style.css"', r.text, url)
+            self.assertNotIn('aria-current="page"', r.text, url)
+
+    def test_logged_out_a_link_to_the_login(self):
+        self.c.post("/logout", {"csrf": self.c.csrf()})
+        for url in UNKNOWN[:14]:      # (a name that may exist: the login first)
+            r = self.c.get(url)
+            self.assertEqual(r.code, 404, url)
+            self.assertIn("<h1>Not found</h1>", r.text, url)
+            self.assertIn('<a href="/login">Log in</a>', r.text, url)
+            self.assertNotIn('<nav class="menu"', r.text, url)
+
+    def test_known_paths_still_answer(self):
+        for url in ("/status", "/dhcp/edit/printer", "/users/alice", "/lines/edit/trunk/main",
+                    "/backup/tap.conf"):
+            self.assertEqual(self.c.get(url).code, 200, url)
