@@ -66,6 +66,27 @@ def relative_rfc3339(now, text):
     return ago_or_in(now, when)
 
 
+def who(config, number, name=None):
+    """
+    A caller or callee as the pages show it: `Alice Archer (101)` for an
+    extension of the directory, `Name (number)` with the display name the
+    call brought, else the number as it is.
+    """
+    number = str(number or "")
+    label = name_of(config, number, name)
+    if label:
+        return "%s (%s)" % (label, number) if number else label
+    return number
+
+
+def name_of(config, number, name=None):
+    """The name `who` shows for a number: the directory's, else `name`; "" for none."""
+    user = config.user_by_extension(number) if number else None
+    if user is not None:
+        return user.full_name or user.name
+    return str(name) if name and name != number else ""
+
+
 class Page:
     """One admin page: its name in the menu, its template, its context, its actions."""
 
@@ -73,6 +94,7 @@ class Page:
     title = ""
     template = ""
     refresh = None      # element id the page's script refreshes, if any
+    menu = None         # its name in the menu, if shorter than the title
 
     def context(self, ctx, sub):
         return {}

@@ -29,8 +29,8 @@ from allworx.protocols.web.metrics import field
 from allworx.protocols.web.userdevices import (
     DEVICE_FIELDS, DeviceActions, device_page, device_rows, devices_of)
 from allworx.protocols.web.pagebase import (
-    Page, RecordActions, Redirect, SettingsPage, ago_or_in, listed, relative_rfc3339,
-    with_warnings)
+    Page, RecordActions, Redirect, SettingsPage, ago_or_in, listed, name_of, relative_rfc3339,
+    who, with_warnings)
 
 
 NOT_RUNNING = "%s not running"
@@ -411,12 +411,15 @@ class PhonesPage(Page):
     def context(self, ctx, sub):
         reg, calls = ctx.views.registrations, ctx.views.calls
         now = ctx.clock.seconds()
+        config = ctx.office.config
         return {"running": reg is not None, "bindings": [{
-            "user": field(b, "user", ""), "extension": field(b, "extension", ""),
+            "user": who(config, field(b, "extension", ""), field(b, "user", "")),
+            "extension": field(b, "extension", ""),
             "contact": field(b, "contact", ""), "source": field(b, "source", ""),
             "expires": ago_or_in(now, field(b, "expires")),
         } for b in listed(reg, "bindings")], "calls": [{
-            "caller": field(c, "caller", ""), "callee": field(c, "callee", ""),
+            "caller": who(config, field(c, "caller", ""), field(c, "caller_name")),
+            "callee": who(config, field(c, "callee", "")),
             "state": field(c, "state", ""), "started": ago_or_in(now, field(c, "started")),
         } for c in listed(calls, "active_calls")],
             "has_trunks": ctx.views.trunks is not None, "trunks": [{
@@ -432,6 +435,12 @@ class PhonesPage(Page):
         """Also the call history, filtered and paged by the query."""
         out = self.context(ctx, sub)
         out.update(history_context(ctx.views.call_history, query))
+        config = ctx.office.config
+        for row in out["history"]:
+            # Callers with names: the directory's, else the one the call brought.
+            row["from_name"] = name_of(config, row["from"], row["from_name"])
+            row["to_name"] = name_of(config, row["to"])
+            row["answered_by"] = who(config, row["answered_by"])
         return out
 
 
@@ -457,3 +466,11 @@ PAGES = [StatusPage(), NetworkPage(), SecurityPage(), DhcpPage(), DnsPage(), Ali
          SitesPage(), ConnectionsPage(), LogsPage(), DiagnosticsPage(), BackupPage(),
          HistoryPage()]
 PAGES_BY_SLUG = {p.slug: p for p in PAGES}
+
+# The menu's names: short, one or two words each, so the whole menu fits on one
+# line at 1280 px; each page's heading keeps the guide's full name.
+MENU_NAMES = {"network": "Network", "security": "Security", "dhcp": "DHCP", "dns": "DNS",
+              "aliases": "Aliases", "services": "Services", "backup": "Backup",
+              "history": "History"}
+for _page in PAGES:
+    _page.menu = MENU_NAMES.get(_page.slug, _page.title)

@@ -90,7 +90,7 @@ class NotFoundTests(LoggedIn):
             self.assertEqual(r.code, 404, url)
             self.assertIn("<h1>Not found</h1>", r.text, url)
             self.assertIn('<nav class="menu"', r.text, url)
-            self.assertIn('<a href="/network">', r.text, url)
+            self.assertIn('<a href="/network" title="Network Settings">Network</a>', r.text, url)
             self.assertIn('href="/static/style.css"', r.text, url)
             self.assertNotIn('aria-current="page"', r.text, url)
 
@@ -107,3 +107,23 @@ class NotFoundTests(LoggedIn):
         for url in ("/status", "/dhcp/edit/printer", "/users/alice", "/lines/edit/trunk/main",
                     "/backup/tap.conf"):
             self.assertEqual(self.c.get(url).code, 200, url)
+
+
+class NamedCallersTests(LoggedIn):
+    """Callers shown with names: the directory's (`Alice Archer (101)`), else the call's own."""
+
+    def test_phones_page(self):
+        class Registrar:
+            def bindings(self):
+                return [{"user": "alice", "extension": "101", "contact": "sip:101@192.168.2.20",
+                         "source": "192.168.2.20:5060", "expires": 3600}]
+
+            def active_calls(self):
+                return [{"caller": "101", "callee": "102", "state": "ringing", "started": 0},
+                        {"caller": "+15557770000", "caller_name": "Dora Dunn", "callee": "101",
+                         "state": "answered", "started": 0}]
+        self.c.ctx.views.registrations = self.c.ctx.views.calls = Registrar()
+        text = self.c.get("/phones").text
+        self.assertIn("<tr><td>Alice Archer (101)</td><td>101</td>", text)
+        self.assertIn("<tr><td>Alice Archer (101)</td><td>Bob Baker (102)</td><td>ringing</td>", text)
+        self.assertIn("<tr><td>Dora Dunn (+15557770000)</td><td>Alice Archer (101)</td>", text)
