@@ -1,7 +1,9 @@
 # -*- test-case-name: allworx.tests.lab.test_namespaces -*-
 """
 `allworx lab up|down|status|exec HOST CMD...`: the virtual office from the
-command line (`allworx.cli` hands it everything after `lab`).
+command line (`allworx.cli` hands it everything after `lab`). A command of
+`exec` runs with the lab host's own /run and /var/lib/dhcp
+(`allworx.lab.confine`).
 """
 
 import argparse
@@ -59,7 +61,9 @@ def _parser():
     action("down", "remove the lab")
     action("status", "show namespaces, addresses and processes (exit 0 if the lab is whole, "
                      "1 with its problems listed)")
-    ex = action("exec", "run a command in a lab host: exec HOST CMD... (exits with its status)")
+    ex = action("exec", "run a command in a lab host: exec HOST CMD... (exits with its status); "
+                        "it has the host's own /run and /var/lib/dhcp, kept in the lab's state, "
+                        "and `allworx lab down` ends whatever it leaves running")
     ex.add_argument("host", choices=HOSTS, metavar="HOST",
                     help="one of " + ", ".join(HOSTS))
     ex.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
@@ -126,7 +130,7 @@ def _exec(lab, host, command):
     relayed = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {signum: signal.signal(signum, relay) for signum in relayed}
     try:
-        proc = subprocess.Popen(lab._in_ns(host, command))
+        proc = subprocess.Popen(lab.exec_argv(host, command))
         code = proc.wait()
     finally:
         for signum, handler in previous.items():
