@@ -223,12 +223,14 @@ class CommandLineTests(unittest.TestCase):
         self.assertEqual([h.split("\n")[0].split("[")[0] for h in helps],
                          ["usage: allworx lab ", "usage: allworx lab up ",
                           "usage: allworx lab down ", "usage: allworx lab status ",
-                          "usage: allworx lab exec "])
+                          "usage: allworx lab exec ", "usage: allworx lab call "])
         for text in helps:
             self.assertIn("--prefix P", text)
             self.assertIn("examples:\n  allworx lab", text)
         self.assertIn("--forward-admin PORT", helps[1])
         self.assertIn("HOST", helps[4])
+        self.assertIn("PHONE NUMBER", helps[5])
+        self.assertIn("--hold SECONDS", helps[5])
 
 
 class MailStateTests(unittest.TestCase):
