@@ -54,6 +54,20 @@ def login_text(admin_hash, verify=None):
             "                (`allworx passwd` makes a new hash)")
 
 
+def command_text(which=None, venv_script=None, realpath=os.path.realpath):
+    """Where the `allworx` command of the banner's lines comes from."""
+    import shutil
+    found = (which or shutil.which)("allworx")
+    venv_script = venv_script or os.path.join(os.path.dirname(sys.executable), "allworx")
+    if found is None:
+        return ("not on PATH: run the lines below with %s for `allworx`\n"
+                "                (as root, `make link` puts a link in /usr/local/bin)" % venv_script)
+    real = realpath(found)
+    if real != found:
+        return "%s (a link to %s)" % (found, real)
+    return found
+
+
 def wan_text(wan_ip):
     if wan_ip:
         return "%s (the ISP's DHCP lease)" % wan_ip
@@ -79,7 +93,7 @@ def office_phones_text(phones_said):
 
 def banner(admin_port, local_port, data_dir, config, phones="", keys="STATE/inet/dkim",
            login="user admin, password " + DEMO_PASSWORD, source=None, log_path=None,
-           wan_ip=None, prefix="awx"):
+           wan_ip=None, prefix="awx", command=None):
     """The whole banner; `phones` is the text of the sections below the main one."""
     wan = wan_ip or "<WAN address>"
     where = ("%s: a copy of %s made at this start;\n"
@@ -99,6 +113,7 @@ def banner(admin_port, local_port, data_dir, config, phones="", keys="STATE/inet
  Server log:    {log} (its events are on the Logs page too)
  Data:          {data}
  WAN address:   {wan_text}
+ Command:       {command}
 
  Try it from the lab's PCs and phones:
    allworx lab exec pc1 ip addr show eth0        # its DHCP lease from the server
@@ -119,6 +134,7 @@ def banner(admin_port, local_port, data_dir, config, phones="", keys="STATE/inet
 """.format(rule=RULE, prefix=prefix, local=local_port, lan=SERVER_LAN_IP, admin=admin_port,
            login=login, where=where, log=log_path or "(the terminal)", data=data_dir,
            wan=wan, wan_text=wan_text(wan_ip), phones=phones, keys=keys,
+           command=command or command_text(),
            python=sys.executable)
 
 

@@ -12,7 +12,7 @@ import subprocess
 from twisted.trial import unittest
 
 from allworx.config import parse_config
-from allworx.lab import demo
+from allworx.lab import demo, runbanner
 from allworx.lab.processes import LabError
 from allworx.tests.confs import MINIMAL
 
@@ -283,6 +283,12 @@ class BannerTests(unittest.TestCase):
         self.assertNotIn("<WAN address>", text)
         # It ends with its rule: nothing of it comes after.
         self.assertTrue(text.rstrip("\n").endswith("=" * 80))
+        linked = runbanner.command_text(which=lambda name: "/usr/local/bin/allworx",
+                                        realpath=lambda path: "/r/.venv/bin/allworx")
+        self.assertIn(" Command:       /usr/local/bin/allworx (a link to /r/.venv/bin/allworx)",
+                      demo.banner(8080, 8080, "/d", "/c", command=linked))
+        missing = runbanner.command_text(which=lambda name: None, venv_script="/r/.venv/bin/allworx")
+        self.assertIn("not on PATH: run the lines below with /r/.venv/bin/allworx", missing)
         unknown = demo.banner(8080, 8080, "/d", "/c", wan_ip=None)
         self.assertIn("allworx lab exec server ip -br addr show wan0", unknown)
 
