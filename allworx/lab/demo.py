@@ -287,12 +287,14 @@ def runtime_config(source, state_dir):
     return path
 
 
-def wait_for_text(path, text, proc, timeout, sleep=time.sleep, clock=time.monotonic):
-    """Whether `text` appears in file `path` before `timeout` passes or `proc` exits."""
+def wait_for_text(path, text, proc, timeout, offset=0, sleep=time.sleep, clock=time.monotonic):
+    """Whether `text` appears in file `path` after its first `offset` bytes
+    (an earlier run's) before `timeout` passes or `proc` exits."""
     deadline = clock() + timeout
     while clock() < deadline and proc.poll() is None:
         try:
             with open(path, "rb") as f:
+                f.seek(offset)
                 if text.encode() in f.read():
                     return True
         except FileNotFoundError:
@@ -386,6 +388,7 @@ def main(argv=None):
     try:
         print("starting the server (its log: %s) ..." % log_path, flush=True)
         with open(log_path, "ab") as log:
+            earlier = log.tell()
             server = lab.popen("server", [TWISTD, "-n", "--pidfile=", "--logfile=-",
                                           "allworx", "-c", config_path, "--data-dir", data_dir],
                                name="allworx-server", stdout=log, stderr=log,
@@ -395,7 +398,7 @@ def main(argv=None):
         branch = lab.popen("bserver", [TWISTD, "-n", "--pidfile=", "--logfile=-", "allworx",
                                        "-c", branch_config, "--data-dir", branch_dir],
                            name="allworx-branch")
-        if not wait_for_text(log_path, READY, server, 90):
+        if not wait_for_text(log_path, READY, server, 90, offset=earlier):
             print("the server is not ready (%s); the end of its log:\n%s"
                   % ("exited with status %s" % server.returncode if server.poll() is not None
                      else "no ready line in 90 s", log_tail(log_path)), flush=True)

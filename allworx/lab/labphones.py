@@ -72,7 +72,10 @@ def phone_files(phone, directory, ip):
         "sip_listen %s:5060" % ip,
         "rtp_ports %d-%d" % RTP_PORTS,
         "module_path " + BARESIP_MODULES,
+        # ausine makes 48 kHz stereo only; baresip resamples it to the codec's rate.
         "audio_source ausine,440",
+        "ausrc_srate 48000",
+        "ausrc_channels 2",
         "audio_player aubridge,nowhere",
         "audio_alert aubridge,nowhere",
         "ctrl_tcp_listen 127.0.0.1:%d" % CTRL_PORT,

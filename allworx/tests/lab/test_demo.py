@@ -256,6 +256,11 @@ class BannerTests(unittest.TestCase):
         self.assertFalse(demo.wait_for_text(self.mktemp(), demo.READY, Proc(), 5,
                                             sleep=sleep, clock=lambda: now[0]))
         self.assertFalse(demo.wait_for_text(path + "x", demo.READY, Proc(1), 5))
+        # An earlier run's ready line, before `offset`, does not count.
+        size = os.path.getsize(path)
+        self.assertFalse(demo.wait_for_text(path, demo.READY, Proc(), 5, offset=size,
+                                            sleep=lambda s: now.__setitem__(0, now[0] + s),
+                                            clock=lambda: now[0]))
 
     def test_login(self):
         from allworx.passwords import hash_password

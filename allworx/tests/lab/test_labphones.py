@@ -33,6 +33,8 @@ class PhoneFilesTests(unittest.TestCase):
         self.assertIn("sip_listen 192.168.2.11:5060\n", config)
         self.assertIn("ctrl_tcp_listen 127.0.0.1:4444\n", config)
         self.assertIn("module_app ctrl_tcp.so\n", config)
+        # ausine's tone is 48 kHz stereo only: without these a call fails as it is answered.
+        self.assertIn("audio_source ausine,440\nausrc_srate 48000\nausrc_channels 2\n", config)
         # No terminal UI (it runs in the background) and never the mwi module (it spins).
         self.assertNotIn("stdio", config)
         self.assertNotIn("mwi", config)
