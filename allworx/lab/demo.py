@@ -362,30 +362,30 @@ def main(argv=None):
     log_path = os.path.join(data_dir, "allworx.log")
     os.makedirs(data_dir, exist_ok=True)
     lab = Lab()
-    print("building the virtual office ...", flush=True)
-    lab.up()
-    config_path = runtime_config(source_path, lab.state_dir)
-    branch_config, note = join_branch(config_path, data_dir, branch_dir,
-                                      config.web.admin_password)
-    print(note, flush=True)
-    try:
-        config = load_config(config_path)
-        branch_settings = load_config(branch_config)
-    except ConfigErrors as e:
-        sys.stderr.write(e.report() + "\n")
-        return 1
-    note = drop_stale_acme_certificate(lab, config, data_dir)
-    if note:
-        print(note, flush=True)
     server = branch = None
     stopping = []
     laptops = []
 
     def on_signal(signum, frame):
         stopping.append(signum)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     try:
+        print("building the virtual office ...", flush=True)
+        lab.up()
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        config_path = runtime_config(source_path, lab.state_dir)
+        branch_config, note = join_branch(config_path, data_dir, branch_dir,
+                                          config.web.admin_password)
+        print(note, flush=True)
+        try:
+            config = load_config(config_path)
+            branch_settings = load_config(branch_config)
+        except ConfigErrors as e:
+            sys.stderr.write(e.report() + "\n")
+            return 1
+        note = drop_stale_acme_certificate(lab, config, data_dir)
+        if note:
+            print(note, flush=True)
         print("starting the server (its log: %s) ..." % log_path, flush=True)
         with open(log_path, "ab") as log:
             earlier = log.tell()
