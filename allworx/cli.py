@@ -16,7 +16,7 @@ USAGE = """usage: allworx check PATH
        allworx passwd [--sip EXT@DOMAIN | --pin]
        allworx unlock [USER] [SOURCE] [--source ADDR] [-c PATH] [--data-dir DIR] [--wait SECONDS]
        allworx vpn pubkey [-c PATH] [--data-dir DIR]
-       allworx lab up|down|status|exec HOST CMD... [--prefix P] [--state-root DIR]
+       allworx lab up|down|status|exec HOST CMD...|call PHONE NUMBER [--prefix P] [--state-root DIR]
        allworx help [COMMAND] | --help | -h | --version
 """
 

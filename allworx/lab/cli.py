@@ -1,7 +1,9 @@
 # -*- test-case-name: allworx.tests.lab.test_namespaces -*-
 """
-`allworx lab up|down|status|exec HOST CMD...`: the virtual office from the
-command line (`allworx.cli` hands it everything after `lab`).
+`allworx lab up|down|status|exec HOST CMD...|call PHONE NUMBER`: the virtual office from the
+command line (`allworx.cli` hands it everything after `lab`). A command of
+`exec` runs with the lab host's own /run and /var/lib/dhcp
+(`allworx.lab.confine`); `call` drives a lab phone (`allworx.lab.labphones`).
 """
 
 import argparse
@@ -10,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 
+from allworx.lab.labphones import CTRL_PORT, LAB_PHONES, PhoneControl, place_call, process_name
 from allworx.lab.namespaces import Lab
 from allworx.lab.processes import LabError, require_root
 from allworx.lab.topology import DEFAULT_PREFIX, HOSTS, SERVER_LAN_IP, STATE_ROOT
@@ -22,6 +25,7 @@ EXAMPLES = {
     "down": ["allworx lab down", "allworx lab down --prefix awt"],
     "status": ["allworx lab status"],
     "exec": ["allworx lab exec pc1 dhclient -v eth0", "allworx lab exec phone1 ip addr"],
+    "call": ["allworx lab call phone1 102", "allworx lab call phone2 400 --hold 20"],
 }
 
 
@@ -59,11 +63,25 @@ def _parser():
     action("down", "remove the lab")
     action("status", "show namespaces, addresses and processes (exit 0 if the lab is whole, "
                      "1 with its problems listed)")
-    ex = action("exec", "run a command in a lab host: exec HOST CMD... (exits with its status)")
+    ex = action("exec", "run a command in a lab host: exec HOST CMD... (exits with its status); "
+                        "it has the host's own /run and /var/lib/dhcp, kept in the lab's state, "
+                        "and `allworx lab down` ends whatever it leaves running")
     ex.add_argument("host", choices=HOSTS, metavar="HOST",
                     help="one of " + ", ".join(HOSTS))
     ex.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
                     help="the command and its arguments")
+    call = action("call", "have a lab phone (its baresip, registered with the server as a lab "
+                          "user's extension) dial NUMBER and print the call's progress; it hangs "
+                          "up after --hold seconds (exit 0 if the call was answered, 1 if not, "
+                          "2 if the phone is not there)")
+    call.add_argument("host", choices=sorted(LAB_PHONES), metavar="PHONE",
+                      help="one of " + ", ".join(sorted(LAB_PHONES)))
+    call.add_argument("number", metavar="NUMBER",
+                      help="what to dial: an extension, a group, 400 for voicemail ...")
+    call.add_argument("--hold", type=float, default=10.0, metavar="SECONDS",
+                      help="how long the call stays up once answered (default: 10)")
+    call.add_argument("--answer-timeout", type=float, default=40.0, metavar="SECONDS",
+                      help="how long to wait for an answer (default: 40)")
     return parser
 
 
@@ -74,7 +92,7 @@ def helps():
 
 
 def main(argv=None):
-    """`allworx lab up|down|status|exec HOST CMD...`; `argv` follows `lab`."""
+    """`allworx lab up|down|status|exec HOST CMD...|call PHONE NUMBER`; `argv` follows `lab`."""
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         require_root()
@@ -102,10 +120,32 @@ def main(argv=None):
             for problem in problems:
                 print("problem: " + problem)
             return 1 if problems else 0
+        if args.action == "call":
+            return _call(lab, args)
         return _exec(lab, args.host, args.command)
     except LabError as e:
         print("allworx lab: %s" % (e,), file=sys.stderr)
         return 2
+
+
+def _call(lab, args):
+    record = lab._alive(process_name(args.host))
+    if record is None:
+        raise LabError("no phone runs in %s: `make run` starts the lab's phones"
+                       % lab.ns(args.host))
+    try:
+        control = PhoneControl.connect(lab.ns(args.host))
+    except OSError as e:
+        raise LabError("cannot reach %s's phone (ctrl_tcp 127.0.0.1:%d): %s"
+                       % (args.host, CTRL_PORT, e))
+    try:
+        return place_call(control, args.number, hold=args.hold,
+                          answer_timeout=args.answer_timeout,
+                          say=lambda text: print("%s: %s" % (args.host, text), flush=True))
+    except OSError as e:
+        raise LabError("%s's phone: %s" % (args.host, e))
+    finally:
+        control.close()
 
 
 def _exec(lab, host, command):
@@ -126,7 +166,7 @@ def _exec(lab, host, command):
     relayed = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {signum: signal.signal(signum, relay) for signum in relayed}
     try:
-        proc = subprocess.Popen(lab._in_ns(host, command))
+        proc = subprocess.Popen(lab.exec_argv(host, command))
         code = proc.wait()
     finally:
         for signum, handler in previous.items():

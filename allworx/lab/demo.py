@@ -4,19 +4,24 @@
 
 Builds the lab (with its telephony provider, Kamailio at sip.internet.example,
 and its ACME CA, pebble at acme.internet.example, from which the server takes
-its certificate when tap.conf names it in [tls] acme_directory),
-starts `twistd -n allworx` in the server's namespace with the given tap.conf,
-lets the lab PCs take DHCP leases, forwards 127.0.0.1:8080 of this machine to
-the admin pages (no route or address of this machine changes), writes the
-outside phones' baresip configurations, prints how to reach everything and how
-to call the office from outside, and on Ctrl-C stops the server and removes
-the lab.
+its certificate when tap.conf names it in [tls] acme_directory), copies the
+given tap.conf (the repository's example) to the lab's state directory and
+starts `twistd -n allworx` in the server's namespace with that copy, so the
+admin pages change the copy and never the repository's file; the server's log
+goes to DATA/allworx.log (its events are on the Logs page too). Once the
+server is ready it lets the lab PCs and phones take DHCP leases, starts the
+phones' SIP clients (`allworx.lab.labphones`: baresip registered as the lab
+users' extensions; `allworx lab call phone1 102` places a call), forwards
+127.0.0.1:8080 of this machine to the admin pages (no route or address of
+this machine changes), writes the outside phones' baresip configurations,
+waits for the WAN lease and the laptop's tunnel, and prints one banner, last:
+how to reach everything, how to log in, how to call. On Ctrl-C it stops the
+servers and removes the lab.
 
 With it the second office, `branch` (`allworx.lab.sites`): its server runs in
 `bserver` with its own tap.conf and data (--branch-data-dir), both servers'
-keys are made before they start, and tap.conf gets the main office's [vpn],
-[site branch] and [device laptop] the first time (later only the branch's key
-is kept current). Once the server answers, the laptop joins: its client
+keys are made before they start, and the runtime copy gets the main office's
+[vpn], [site branch] and [device laptop]. Once the server answers, the laptop joins: its client
 config is fetched from the admin API (`/api/v1/devices/laptop/wireguard.conf`,
 over HTTPS verified with the CA that signed the admin port's certificate: the
 lab's ACME root or the server's own CA), written to the lab's state
@@ -36,122 +41,32 @@ import threading
 import time
 
 from allworx import atomicfile
+from allworx.lab.labphones import LAB_PHONES, start_phones_when_leased
 from allworx.lab.maildir import write_atomically
 from allworx.lab.namespaces import Lab
 from allworx.lab.processes import LabError, unavailable_reason
+from allworx.lab.runbanner import (  # noqa: F401 (phone_banner: tests use it from here)
+    acme_banner,
+    banner,
+    branch_banner,
+    login_text,
+    office_phones_text,
+    phone_banner,
+)
 from allworx.lab.sites import (
-    BRANCH_USERS,
     LAPTOP,
     branch_conf,
     main_office_sections,
     server_public_key,
     set_site_key,
 )
-from allworx.lab.topology import (
-    ACME_DIRECTORY,
-    ACME_DOMAIN,
-    ACME_MANAGEMENT_PORT,
-    BRANCH_DOMAIN,
-    BRANCH_LAN_IP,
-    BRANCH_LAN_NET,
-    BRANCH_WAN_IP,
-    LAB_PROGRAMS,
-    LAPTOP_IP,
-    OFFICE_DOMAIN,
-    OFFICE_NUMBERS,
-    OUTSIDE_PASSWORDS,
-    OUTSIDE_PHONES,
-    PROVIDER_DOMAIN,
-    PROVIDER_IP,
-    TRUNK_SECRET,
-    TRUNK_USER,
-    TUNNEL_MAIN_IP,
-)
+from allworx.lab.topology import ACME_DIRECTORY, BRANCH_LAN_IP, LAB_PROGRAMS
 from allworx.lab.wgclient import NOT_SHOWN, LabWireGuardClient
 
 BRANCH_PORT = 8081
 LAPTOP_IFNAME = "awg2"
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
-
-
-def banner(admin_port, local_port, data_dir, config, phones="", keys="STATE/inet/dkim"):
-    return """
-================================================================================
- allworx is running in the virtual office (lab prefix awx).
-
- Admin pages:   https://127.0.0.1:{local}/   user admin, password admin-demo
-                (forwarded to {lan}:{admin} on the office LAN; its certificate is
-                signed by the server's own CA, {data}/tls/ca.crt, or, with
-                [tls] acme_directory, by the lab's ACME CA below)
- Config:        {config} (the admin pages edit this file)
- Data:          {data}
-
- Try it from the lab's PCs and phones:
-   allworx lab exec pc1 ip addr show eth0        # its DHCP lease from the server
-   allworx lab exec pc1 dig www.example.com      # the office zone
-   allworx lab exec pc1 curl -s http://198.51.100.10/whoami   # NAT: shows the WAN address
-   allworx lab exec pc1 swaks --server 192.168.2.254 --to bob@example.com
-   allworx lab exec inet swaks --server <WAN address> --to alice@example.com
-   allworx lab exec inet swaks --server <WAN address> --to alice@example.com \\
-       --local-interface 198.51.100.66      # listed in dnsbl.internet.example: 554
-   {python} -m allworx.lab.mailsender --keys {keys} \\
-       --from news@internet.example --to alice@example.com --out /tmp/signed.eml
-   allworx lab exec inet swaks --server <WAN address> --from news@internet.example \\
-       --to alice@example.com --data @/tmp/signed.eml     # DKIM-signed: dkim=pass
-   allworx lab status
-{phones}
- Ctrl-C stops the server and removes the virtual office.
-================================================================================
-""".format(local=local_port, lan="192.168.2.254", admin=admin_port,
-           config=config, data=data_dir, phones=phones, keys=keys,
-           python=sys.executable)
-
-
-def acme_banner(lab, config):
-    """How the office's certificate comes from the lab's ACME CA, and how to trust its root."""
-    lines = ["", " ACME CA on the lab's internet: %s (pebble)" % ACME_DIRECTORY]
-    if config.tls.acme_directory != ACME_DIRECTORY:
-        lines.append("   not used: set [tls] acme_directory = %s to take the office's "
-                     "certificate from it" % ACME_DIRECTORY)
-        return "\n".join(lines) + "\n"
-    try:
-        root = lab.acme_root()
-    except LabError as e:
-        root = "(not fetched: %s)" % e
-    lines += [
-        "   the office's certificate comes from it (Status page: certificates); its root,",
-        "   new at each start of pebble, is in %s; trust it to verify, e.g." % root,
-        "   allworx lab exec pc1 openssl s_client -connect imap.example.com:993 -CAfile %s"
-        % root,
-        "   fetch it again: allworx lab exec inet curl --cacert %s https://%s:%d/roots/0"
-        % (lab.acme_https_ca, ACME_DOMAIN, ACME_MANAGEMENT_PORT),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def phone_banner(lab, config_name):
-    """How to call the office from the lab's internet: the provider, the
-    office's trunk account and numbers, the outside phones and how to run one."""
-    lines = [
-        "",
-        " Telephony provider (ITSP) on the lab's internet: %s (%s, Kamailio)"
-        % (PROVIDER_DOMAIN, PROVIDER_IP),
-        "   its log: %s" % os.path.join(lab.state_dir, "logs", "provider.log"),
-        "   the office's trunk account: username %s, secret %s," % (TRUNK_USER, TRUNK_SECRET),
-        "   numbers %s (a [trunk] in %s registers it)" % (" ".join(OFFICE_NUMBERS), config_name),
-        " Outside phones (accounts at the provider; baresip in the inet host):",
-    ]
-    for user, number in sorted(OUTSIDE_PHONES.items()):
-        lines.append("   %-6s %s  password %s" % (user, number, OUTSIDE_PASSWORDS[user]))
-        lines.append("          allworx lab exec inet baresip -f " + lab.outside_phone_dir(user))
-    lines += [
-        "   In baresip: /dial %s (or %s) calls the office, /dial %s calls %s;"
-        % (OFFICE_NUMBERS[0], OFFICE_NUMBERS[0][2:], OUTSIDE_PHONES["bob"], "bob"),
-        "   /accept, /hangup, /quit. No sound card: a phone sends a 440 Hz tone and",
-        "   records what it hears in its directory's snd/.",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def join_branch(config_path, data_dir, branch_dir, admin_password_hash):
@@ -336,12 +251,13 @@ def fetch_laptop_config(lab, config, data_dir, path, stopping, timeout=120,
     return None
 
 
-def start_laptop(lab, config, data_dir, path, stopping, clients):
+def start_laptop(lab, config, data_dir, path, stopping, clients, said):
     """
     The laptop joins the office: its config fetched, wireguard-go brought up
-    in it (`wgclient`, kept in `clients` to be taken down). Prints the outcome.
+    in it (`wgclient`, kept in `clients` to be taken down). The outcome, a
+    sentence, is appended to `said` (the banner shows it).
     """
-    text = fetch_laptop_config(lab, config, data_dir, path, stopping)
+    text = fetch_laptop_config(lab, config, data_dir, path, stopping, say=said.append)
     if text is None or stopping:
         return
     client = LabWireGuardClient(lab, "laptop", LAPTOP_IFNAME)
@@ -349,56 +265,87 @@ def start_laptop(lab, config, data_dir, path, stopping, clients):
     try:
         joined = client.up(text)
     except (LabError, ValueError, OSError) as e:
-        print(" laptop: its tunnel did not come up: %s" % e, flush=True)
+        said.append("Its tunnel did not come up: %s" % e)
         return
-    print(" laptop: %s up as %s with the config in %s; it reaches the office's LAN, e.g.\n"
-          "   allworx lab exec laptop curl -u alice:alice-demo pop3://%s/"
-          % (LAPTOP_IFNAME, joined.address, path, config.lan_ip), flush=True)
+    said.append("It is up as %s; it reaches the office:" % joined.address)
 
 
-def branch_banner(lab, branch_config, branch_dir, laptop_config):
-    """How to reach the branch office and the laptop."""
-    lines = [
-        "",
-        " Branch office (site `branch`, %s), joined over WireGuard:" % BRANCH_DOMAIN,
-        "   its server in bserver: WAN %s (the ISP's fixed lease), LAN %s, tunnel 192.168.99.2"
-        % (BRANCH_WAN_IP, BRANCH_LAN_IP),
-        "   admin pages: https://127.0.0.1:%d/ (admin, admin-demo; through bpc1)" % BRANCH_PORT,
-        "   config %s, data %s," % (branch_config, branch_dir),
-        "   log %s" % os.path.join(lab.state_dir, "logs", "allworx-branch.log"),
-        "   its phones' accounts (registrar %s, LAN %s):" % (BRANCH_LAN_IP, BRANCH_LAN_NET),
-    ]
-    for user, (full, ext, password, pin) in sorted(BRANCH_USERS.items()):
-        lines.append("     %-5s %s  %-11s password %s, voicemail PIN %s" % (user, ext, full,
-                                                                         password, pin))
-    lines += [
-        "   try: allworx lab exec pc1 ping bpc1.%s    # across the tunnel" % BRANCH_DOMAIN,
-        "        a main-office phone dials 201; allworx lab exec server ip -br addr",
-        " Laptop on the internet (%s; [device laptop] of alice in the config), joined over"
-        % LAPTOP_IP,
-        "   WireGuard once the server answers (see below): its config, from the admin API,",
-        "   in %s; wireguard-go %s in it. Then it reaches the office:" % (laptop_config,
-                                                                       LAPTOP_IFNAME),
-        "   allworx lab exec laptop ping 192.168.2.254",
-        "   allworx lab exec laptop curl -u alice:alice-demo pop3://192.168.2.254/   # POP3",
-        "   allworx lab exec laptop dig @%s pc1.%s   # the office's DNS through the tunnel"
-        % (TUNNEL_MAIN_IP, OFFICE_DOMAIN),
-        "   by hand: %s -m allworx.lab.wgclient --interface awg3 CONFIG" % sys.executable,
-    ]
-    return "\n".join(lines) + "\n"
+READY = "allworx ready:"
+
+
+def runtime_config(source, state_dir):
+    """
+    The config the server of `make run` uses: a copy of `source` (the
+    repository's example tap.conf) in the lab's state directory, mode 0600.
+    The admin pages change the copy; the repository's file is only read.
+    Returns its path.
+    """
+    with open(source, "rb") as f:
+        text = f.read()
+    path = os.path.join(state_dir, "tap.conf")
+    atomicfile.write_atomically(path, text, mode=0o600)
+    return path
+
+
+def wait_for_text(path, text, proc, timeout, offset=0, sleep=time.sleep, clock=time.monotonic):
+    """Whether `text` appears in file `path` after its first `offset` bytes
+    (an earlier run's) before `timeout` passes or `proc` exits."""
+    deadline = clock() + timeout
+    while clock() < deadline and proc.poll() is None:
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                if text.encode() in f.read():
+                    return True
+        except FileNotFoundError:
+            pass
+        sleep(0.2)
+    return False
+
+
+def wan_address(lab, host="server", ifname="wan0"):
+    """The IPv4 address the server's WAN interface has (its lease), or None."""
+    for link in lab._ip_json(host, "addr", "show", "dev", ifname):
+        for addr in link.get("addr_info", []):
+            if addr.get("family") == "inet":
+                return addr.get("local")
+    return None
+
+
+def wait_wan_address(lab, stopping, timeout=60, sleep=time.sleep, clock=time.monotonic):
+    deadline = clock() + timeout
+    while not stopping and clock() < deadline:
+        address = wan_address(lab)
+        if address:
+            return address
+        sleep(0.5)
+    return None
+
+
+def log_tail(path, limit=3000):
+    try:
+        with open(path, "rb") as f:
+            return f.read()[-limit:].decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="allworx-demo", description=__doc__)
-    parser.add_argument("--config", default="tap.conf")
-    parser.add_argument("--data-dir", default="run-data")
+    parser = argparse.ArgumentParser(prog="allworx-demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="tap.conf",
+                        help="the example config; the server runs on a copy of it in the "
+                             "lab's state directory (default: tap.conf)")
+    parser.add_argument("--data-dir", default="run-data",
+                        help="the server's data directory; its log is allworx.log there "
+                             "(default: run-data)")
     parser.add_argument("--local-port", type=int, default=8080,
                         help="port on 127.0.0.1 of this machine for the admin pages")
     parser.add_argument("--branch-data-dir", default="run-data-branch",
                         help="the branch server's data directory (its tap.conf is made there)")
     args = parser.parse_args(argv)
 
-    reason = unavailable_reason(LAB_PROGRAMS + ("socat", "dhclient"))
+    reason = unavailable_reason(LAB_PROGRAMS + ("socat", "dhclient", "baresip"))
     if reason:
         sys.stderr.write("make run: %s\n" % reason)
         return 2
@@ -409,61 +356,84 @@ def main(argv=None):
         sys.stderr.write(e.report() + "\n")
         return 1
 
-    config_path = os.path.abspath(args.config)
+    source_path = os.path.abspath(args.config)
     data_dir = os.path.abspath(args.data_dir)
     branch_dir = os.path.abspath(args.branch_data_dir)
+    log_path = os.path.join(data_dir, "allworx.log")
     os.makedirs(data_dir, exist_ok=True)
-    branch_config, note = join_branch(config_path, data_dir, branch_dir,
-                                      config.web.admin_password)
-    print(note, flush=True)
-    try:
-        config = load_config(args.config)
-        branch_settings = load_config(branch_config)
-    except ConfigErrors as e:
-        sys.stderr.write(e.report() + "\n")
-        return 1
     lab = Lab()
-    print("building the virtual office ...", flush=True)
-    lab.up()
-    note = drop_stale_acme_certificate(lab, config, data_dir)
-    if note:
-        print(note, flush=True)
     server = branch = None
     stopping = []
     laptops = []
 
     def on_signal(signum, frame):
         stopping.append(signum)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     try:
-        server = lab.popen("server", [TWISTD, "-n", "--pidfile=", "--logfile=-",
-                                      "allworx", "-c", config_path, "--data-dir", data_dir],
-                           name="allworx-server", stdout=None, stderr=None,
-                           # the HTTPS of the lab's ACME CA, by requests' own variable
-                           env=dict(os.environ, REQUESTS_CA_BUNDLE=lab.acme_https_ca))
+        print("building the virtual office ...", flush=True)
+        lab.up()
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        config_path = runtime_config(source_path, lab.state_dir)
+        branch_config, note = join_branch(config_path, data_dir, branch_dir,
+                                          config.web.admin_password)
+        print(note, flush=True)
+        try:
+            config = load_config(config_path)
+            branch_settings = load_config(branch_config)
+        except ConfigErrors as e:
+            sys.stderr.write(e.report() + "\n")
+            return 1
+        note = drop_stale_acme_certificate(lab, config, data_dir)
+        if note:
+            print(note, flush=True)
+        print("starting the server (its log: %s) ..." % log_path, flush=True)
+        with open(log_path, "ab") as log:
+            earlier = log.tell()
+            server = lab.popen("server", [TWISTD, "-n", "--pidfile=", "--logfile=-",
+                                          "allworx", "-c", config_path, "--data-dir", data_dir],
+                               name="allworx-server", stdout=log, stderr=log,
+                               # the HTTPS of the lab's ACME CA, by requests' own variable
+                               env=dict(os.environ, REQUESTS_CA_BUNDLE=lab.acme_https_ca))
         # The branch's server logs to the lab's logs/allworx-branch.log.
         branch = lab.popen("bserver", [TWISTD, "-n", "--pidfile=", "--logfile=-", "allworx",
                                        "-c", branch_config, "--data-dir", branch_dir],
                            name="allworx-branch")
-        time.sleep(2)
+        if not wait_for_text(log_path, READY, server, 90, offset=earlier):
+            print("the server is not ready (%s); the end of its log:\n%s"
+                  % ("exited with status %s" % server.returncode if server.poll() is not None
+                     else "no ready line in 90 s", log_tail(log_path)), flush=True)
+            if server.poll() is not None:
+                return 1
         for host in ("pc1", "pc2", "phone1", "phone2", "bpc1", "bphone1"):
             # The lab's own dhclient script: the lease applies inside the
             # namespace only, never to this machine's /etc or /run.
             lab.dhclient(host, "eth0", wait=False)
-        lab.forward_port(args.local_port, "admin", "192.168.2.254", config.web.admin_port)
+        lab.forward_port(args.local_port, "admin", config.lan_ip, config.web.admin_port)
         lab.forward_port(BRANCH_PORT, "bpc1", BRANCH_LAN_IP, branch_settings.web.admin_port)
         laptop_config = os.path.join(lab.state_dir, LAPTOP, "wireguard.conf")
-        phones = (phone_banner(lab, os.path.basename(config_path)) + acme_banner(lab, config)
-                  + branch_banner(lab, branch_config, branch_dir, laptop_config))
-        print(banner(config.web.admin_port, args.local_port, data_dir, config_path, phones,
-                     keys=lab.mail_keys.directory), flush=True)
-        threading.Thread(target=start_laptop, daemon=True, args=(
-            lab, config, data_dir, laptop_config, stopping, laptops)).start()
+        print("waiting for the WAN lease, the phones and the laptop's tunnel ...", flush=True)
+        laptop_said = []
+        laptop = threading.Thread(target=start_laptop, daemon=True, args=(
+            lab, config, data_dir, laptop_config, stopping, laptops, laptop_said))
+        laptop.start()
+        phones_said = start_phones_when_leased(lab, sorted(LAB_PHONES), stopping)
+        wan_ip = wait_wan_address(lab, stopping)
+        laptop.join(150)
+        if not stopping:
+            sections = (office_phones_text(phones_said)
+                        + phone_banner(lab, os.path.basename(source_path))
+                        + acme_banner(lab, config)
+                        + branch_banner(lab, branch_config, branch_dir, laptop_config,
+                                        " ".join(laptop_said), BRANCH_PORT, LAPTOP_IFNAME))
+            print(banner(config.web.admin_port, args.local_port, data_dir, config_path,
+                         sections, keys=lab.mail_keys.directory,
+                         login=login_text(config.web.admin_password), source=source_path,
+                         log_path=log_path, wan_ip=wan_ip, prefix=lab.prefix), flush=True)
         while not stopping and server.poll() is None:
             time.sleep(0.5)
         if server.poll() is not None and not stopping:
-            print("the server exited with status %s" % server.returncode, flush=True)
+            print("the server exited with status %s; the end of its log (%s):\n%s"
+                  % (server.returncode, log_path, log_tail(log_path)), flush=True)
     finally:
         print("stopping the servers and removing the virtual office ...", flush=True)
         for client in laptops:

@@ -35,9 +35,11 @@ and nothing in the host namespace changes except /etc/netns/<ns>/ (the
 resolv.conf `ip netns exec` shows inside) and, on request, a port forwarder on
 127.0.0.1. The ISP has no route to the LAN unless `route_lan_via()` adds one.
 State (pid files, logs, dnsmasq's config and leases, the internet host's mail,
-the provider's kamailio.cfg and accounts) lives in /run/allworx-lab/<prefix>/;
-`down()` kills the processes recorded there by PID, deletes the namespaces and
-removes the state.
+the provider's kamailio.cfg and accounts, the /run and /var/lib/dhcp of each
+host's `lab exec` commands) lives in /run/allworx-lab/<prefix>/; `down()` kills
+the processes recorded there by PID, then every other process in one of the
+lab's namespaces (a daemon a `lab exec` command left), deletes the namespaces
+and removes the state.
 
 The layout is `allworx.lab.topology`; `Lab` builds, checks and removes it, on
 top of `provider.LabProvider` (the telephony provider), `peers.LabPeers` (the
@@ -52,6 +54,7 @@ import time
 import attr
 
 from allworx.lab.acmeca import LabAcme
+from allworx.lab.confine import confined_argv, end_processes, namespace_inodes, namespace_pids
 from allworx.lab.maildir import write_atomically
 from allworx.lab.processes import LabCommandError, LabError, missing_programs, require_root
 from allworx.lab.provider import LabProvider
@@ -217,13 +220,17 @@ class Lab(LabAcme, LabProvider):
             self._kill(record, timeout=3.0)
         self._kill_daemons()
         existing = self._netns_list()
+        # What `lab exec` started and left running (a daemon that forked)
+        # is in one of the lab's namespaces: found by that, ended by PID.
+        inodes = namespace_inodes(self.ns(host) for host in HOSTS if self.ns(host) in existing)
+        end_processes(lambda: namespace_pids(inodes))
         for host in HOSTS:
             ns = self.ns(host)
             if ns in existing:
                 pids = self._command(["ip", "netns", "pids", ns], check=False).stdout.split()
                 if pids:
                     warnings.append(
-                        "%s: processes the lab did not start still run there (pids %s); "
+                        "%s: processes outlived SIGKILL there (pids %s); "
                         "its links stay until they exit" % (ns, " ".join(pids)))
                 self._command(["ip", "netns", "del", ns])
             shutil.rmtree(os.path.join(NETNS_ETC, ns), ignore_errors=True)
@@ -240,6 +247,11 @@ class Lab(LabAcme, LabProvider):
         except OSError:
             pass
         return warnings
+
+    def exec_argv(self, host, command):
+        """The argv of `allworx lab exec HOST CMD...`: `command` in the host's
+        namespace with its own /run and /var/lib/dhcp (`allworx.lab.confine`)."""
+        return confined_argv(self.state_dir, self.state_root, host, self.ns(host), command)
 
     # ------------------------------------------------------------ reporting
 

@@ -173,7 +173,10 @@ def baresip_files(user, directory):
         "sip_listen %s:5060" % ip,
         "rtp_ports %d-%d" % (octet * 1000 + 500, octet * 1000 + 599),
         "module_path /usr/lib/baresip/modules",
+        # ausine makes 48 kHz stereo only; baresip resamples it to the codec's rate.
         "audio_source ausine,440",
+        "ausrc_srate 48000",
+        "ausrc_channels 2",
         "audio_player aubridge,nowhere",
         "audio_alert aubridge,nowhere",
         "snd_path " + os.path.join(directory, "snd"),

@@ -120,7 +120,7 @@ IFNAMSIZ = 15
 LAB_PROGRAMS = ("ip", "ss", "sysctl", "dnsmasq", "kamailio", "pebble")
 
 # The Debian package that brings each program the lab or its tests run (the
-# Makefile's APT_PACKAGES names every one of them).
+# Makefile's RUN_PACKAGES or TEST_PACKAGES names every one of them).
 PACKAGES = {
     "ip": "iproute2",
     "ss": "iproute2",

@@ -235,8 +235,8 @@ class MainTests(unittest.TestCase):
     OPTIONS = {"check": ["PATH"], "passwd": ["--sip", "--pin"],
                "unlock": ["USER", "SOURCE", "--source", "--config", "--data-dir", "--wait"],
                "vpn": ["pubkey", "--config", "--data-dir"],
-               "lab": ["up", "down", "status", "exec", "--prefix", "--state-root",
-                       "--wan-lease", "--forward-admin", "HOST"]}
+               "lab": ["up", "down", "status", "exec", "call", "--prefix", "--state-root",
+                       "--wan-lease", "--forward-admin", "HOST", "PHONE", "--hold"]}
 
     def run_main(self, argv):
         """main(argv) with argparse's own stdout and stderr caught too."""

@@ -18,12 +18,10 @@ host's 198.51.100.10, so the outside phones' media is at 198.51.100.10 on
 their own RTP ports (still end to end: the provider never relays it).
 """
 
-import ctypes
 import io
 import json
 import math
 import os
-import socket
 import struct
 import subprocess
 import threading
@@ -32,6 +30,7 @@ import wave
 
 import attr
 
+from allworx.lab.labphones import socket_in_ns
 from allworx.lab.topology import (
     OUTSIDE_PASSWORDS,
     OUTSIDE_PHONE_IPS,
@@ -40,29 +39,6 @@ from allworx.lab.topology import (
 
 CTRL_PORT = 4444
 RTP_PORTS = (30000, 30100)
-CLONE_NEWNET = 0x40000000
-
-
-def socket_in_ns(ns, family=socket.AF_INET, kind=socket.SOCK_STREAM, proto=0):
-    """A socket created inside network namespace `ns` (setns in a throwaway thread)."""
-    out = {}
-
-    def make():
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        fd = os.open("/run/netns/" + ns, os.O_RDONLY)
-        try:
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                out["error"] = OSError(ctypes.get_errno(), "setns failed")
-                return
-            out["sock"] = socket.socket(family, kind, proto)
-        finally:
-            os.close(fd)
-    t = threading.Thread(target=make)
-    t.start()
-    t.join()
-    if "error" in out:
-        raise out["error"]
-    return out["sock"]
 
 
 def tone_wav(path, freq, seconds, amplitude=9000):

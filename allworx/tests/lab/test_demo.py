@@ -12,7 +12,7 @@ import subprocess
 from twisted.trial import unittest
 
 from allworx.config import parse_config
-from allworx.lab import demo
+from allworx.lab import demo, runbanner
 from allworx.lab.processes import LabError
 from allworx.tests.confs import MINIMAL
 
@@ -186,3 +186,124 @@ class StaleAcmeCertificateTests(unittest.TestCase):
         self.assertFalse(os.path.exists(self.acme))
         said = demo.drop_stale_acme_certificate(FakeLab(None, root=None), config(), self.data)
         self.assertIn("pebble is not answering", said)
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+
+
+class RuntimeConfigTests(unittest.TestCase):
+    """`make run` runs the server on a copy of the example tap.conf."""
+
+    def test_a_copy_in_the_state_directory(self):
+        source = os.path.join(self.mktemp())
+        with open(source, "w") as f:
+            f.write("# the example\n[system]\nhostname = x\n")
+        os.chmod(source, 0o644)
+        before = os.stat(source)
+        state = self.mktemp()
+        os.makedirs(state)
+        path = demo.runtime_config(source, state)
+        self.assertEqual(path, os.path.join(state, "tap.conf"))
+        with open(path) as f:
+            self.assertEqual(f.read(), "# the example\n[system]\nhostname = x\n")
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        # What the run does to its config (the branch's sections, the admin
+        # pages' changes) lands in the copy; the example is untouched.
+        demo.join_branch(path, self.mktemp(), self.mktemp(), "")
+        with open(path) as f:
+            self.assertIn("[site branch]", f.read())
+        with open(source) as f:
+            self.assertEqual(f.read(), "# the example\n[system]\nhostname = x\n")
+        after = os.stat(source)
+        self.assertEqual((after.st_mtime_ns, after.st_ino), (before.st_mtime_ns, before.st_ino))
+
+    def test_a_new_copy_each_run(self):
+        source = self.mktemp()
+        state = self.mktemp()
+        os.makedirs(state)
+        with open(source, "w") as f:
+            f.write("[system]\n")
+        path = demo.runtime_config(source, state)
+        with open(path, "a") as f:
+            f.write("changed by the pages\n")
+        demo.runtime_config(source, state)
+        with open(path) as f:
+            self.assertEqual(f.read(), "[system]\n")
+
+
+class Proc:
+    def __init__(self, code=None):
+        self.code = code
+
+    def poll(self):
+        return self.code
+
+
+class BannerTests(unittest.TestCase):
+
+    def test_waits_for_the_ready_line(self):
+        path = self.mktemp()
+        now = [0.0]
+
+        def sleep(seconds):
+            now[0] += seconds
+            if now[0] >= 1:
+                with open(path, "w") as f:
+                    f.write("... allworx ready: 9 services\n")
+        self.assertTrue(demo.wait_for_text(path, demo.READY, Proc(), 5, sleep=sleep,
+                                           clock=lambda: now[0]))
+        self.assertFalse(demo.wait_for_text(self.mktemp(), demo.READY, Proc(), 5,
+                                            sleep=sleep, clock=lambda: now[0]))
+        self.assertFalse(demo.wait_for_text(path + "x", demo.READY, Proc(1), 5))
+        # An earlier run's ready line, before `offset`, does not count.
+        size = os.path.getsize(path)
+        self.assertFalse(demo.wait_for_text(path, demo.READY, Proc(), 5, offset=size,
+                                            sleep=lambda s: now.__setitem__(0, now[0] + s),
+                                            clock=lambda: now[0]))
+
+    def test_login(self):
+        from allworx.passwords import hash_password
+        self.assertIn("user admin, password admin-demo (the demo's",
+                      demo.login_text(hash_password("admin-demo")))
+        text = demo.login_text(hash_password("other"))
+        self.assertNotIn("admin-demo", text)
+        self.assertIn("allworx passwd", text)
+
+    def test_everything_a_new_user_needs(self):
+        text = demo.banner(8080, 8080, "/d/run-data", "/run/allworx-lab/awx/tap.conf",
+                           demo.office_phones_text({"phone1": "started on 192.168.2.11"}),
+                           login=demo.login_text("$argon2id$...", verify=lambda h, p: True),
+                           source="/repo/tap.conf", log_path="/d/run-data/allworx.log",
+                           wan_ip="203.0.113.23")
+        for part in ("https://127.0.0.1:8080/", "user admin, password admin-demo",
+                     "/run/allworx-lab/awx/tap.conf: a copy of /repo/tap.conf",
+                     "never that file", "Server log:    /d/run-data/allworx.log",
+                     "Logs page", "WAN address:   203.0.113.23",
+                     "swaks --server 203.0.113.23 --to alice@example.com",
+                     "allworx lab call phone1 102",
+                     "phone1   alice  extension 101 at 192.168.2.254: started on 192.168.2.11",
+                     "phone2   bob    extension 102 at 192.168.2.254: not started"):
+            self.assertIn(part, text)
+        self.assertNotIn("<WAN address>", text)
+        # It ends with its rule: nothing of it comes after.
+        self.assertTrue(text.rstrip("\n").endswith("=" * 80))
+        linked = runbanner.command_text(which=lambda name: "/usr/local/bin/allworx",
+                                        realpath=lambda path: "/r/.venv/bin/allworx")
+        self.assertIn(" Command:       /usr/local/bin/allworx (a link to /r/.venv/bin/allworx)",
+                      demo.banner(8080, 8080, "/d", "/c", command=linked))
+        missing = runbanner.command_text(which=lambda name: None, venv_script="/r/.venv/bin/allworx")
+        self.assertIn("not on PATH: run the lines below with /r/.venv/bin/allworx", missing)
+        unknown = demo.banner(8080, 8080, "/d", "/c", wan_ip=None)
+        self.assertIn("allworx lab exec server ip -br addr show wan0", unknown)
+
+    def test_the_banners_commands_are_the_clis(self):
+        """Each `allworx ...` line of the banner parses as the command line does."""
+        from allworx.tests.core.test_readme import assert_cli_accepts
+        text = demo.banner(8080, 8080, "/d", "/c", demo.office_phones_text({}),
+                           wan_ip="203.0.113.23")
+        commands = [line.strip().split("  #")[0].rstrip(" \\").strip()
+                    for line in text.splitlines() if line.strip().startswith("allworx lab ")]
+        self.assertGreater(len(commands), 8)
+        for command in commands:
+            assert_cli_accepts(self, command)

@@ -32,6 +32,7 @@ from allworx.lab.topology import (
     ADDRESSES,
     HOSTS,
     IFNAMSIZ,
+    LAB_PROGRAMS,
     LINKS,
     PACKAGES,
     RECOMMENDS_NEEDED,
@@ -134,8 +135,9 @@ class LabLayoutTests(unittest.TestCase):
         self.assertNotIn("addr replace", peers._dhclient_script(files, False))
 
 
-def makefile_packages():
-    """The Debian packages the Makefile's APT_PACKAGES names."""
+def makefile_packages(lists=("RUN_PACKAGES", "TEST_PACKAGES")):
+    """The Debian packages the Makefile's package lists `lists` name (by
+    default the two `make test` installs)."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__)))))
     with open(os.path.join(root, "Makefile")) as f:
@@ -143,13 +145,15 @@ def makefile_packages():
     packages = set()
     for line in text.splitlines():
         name, sep, value = line.partition("=")
-        if sep and name.split() in (["APT_PACKAGES", ":"], ["APT_PACKAGES", "+"]):
+        words = name.split()
+        if sep and len(words) == 2 and words[0] in lists and words[1] in (":", "+"):
             packages.update(value.split())
     return packages
 
 
 class PackageTests(unittest.TestCase):
-    """`make deps` installs, each by name, every package the lab and its tests use."""
+    """`make deps` installs, each by name, every package the lab and its tests use;
+    `make run` only what the server and the lab need; `make bench` the rest."""
 
     def test_every_program_has_its_package_in_the_makefile(self):
         packages = makefile_packages()
@@ -163,6 +167,19 @@ class PackageTests(unittest.TestCase):
             for package in needed:
                 self.assertIn(package, packages, "%s (for %s)" % (package, program))
         self.assertIn("libnet-ssleay-perl", RECOMMENDS_NEEDED["swaks"])
+
+    def test_make_run_installs_the_server_and_the_lab_only(self):
+        run = makefile_packages(["RUN_PACKAGES"])
+        bench = makefile_packages(["BENCH_PACKAGES"])
+        # The lab's programs, its PCs' and phones' clients and what the banner shows.
+        for program in LAB_PROGRAMS + ("dhclient", "socat", "baresip", "wireguard-go", "dig",
+                                       "curl", "swaks", "ping", "openssl"):
+            self.assertIn(PACKAGES[program], run, program)
+        for package in ("postfix", "nginx-light", "cmake", "kea-dhcp4-server", "dnsperf",
+                        "dovecot-imapd", "rtpengine-daemon", "libpugixml-dev"):
+            self.assertIn(package, bench)
+            self.assertNotIn(package, makefile_packages(), package)
+        self.assertEqual(run & bench, set())
 
 
 class LabProcessTests(unittest.TestCase):
@@ -206,12 +223,14 @@ class CommandLineTests(unittest.TestCase):
         self.assertEqual([h.split("\n")[0].split("[")[0] for h in helps],
                          ["usage: allworx lab ", "usage: allworx lab up ",
                           "usage: allworx lab down ", "usage: allworx lab status ",
-                          "usage: allworx lab exec "])
+                          "usage: allworx lab exec ", "usage: allworx lab call "])
         for text in helps:
             self.assertIn("--prefix P", text)
             self.assertIn("examples:\n  allworx lab", text)
         self.assertIn("--forward-admin PORT", helps[1])
         self.assertIn("HOST", helps[4])
+        self.assertIn("PHONE NUMBER", helps[5])
+        self.assertIn("--hold SECONDS", helps[5])
 
 
 class MailStateTests(unittest.TestCase):

@@ -1,0 +1,277 @@
+# -*- test-case-name: allworx.tests.lab.test_labphones -*-
+"""
+The lab's office phones: a real SIP client (baresip, headless) in each phone
+host, registered with the server as a lab user's extension, so that the
+Phones page shows them after `make run`; and `allworx lab call HOST NUMBER`,
+which has one of them place a call and reports its progress.
+
+Each phone is baresip with no terminal UI, driven over its ctrl_tcp module
+(netstring-framed JSON on 127.0.0.1:CTRL_PORT inside the phone's namespace:
+`{"command": "dial", "params": "102"}`; its events, such as
+`{"event": true, "type": "CALL_ESTABLISHED"}`, arrive on the same connection).
+There is no sound card in the lab: a phone sends a 440 Hz tone and plays
+what it hears to nowhere. It answers calls itself (answermode auto), so a
+call between two lab phones is answered at once. Its `mwi` module is not
+loaded (in baresip 1.0 it spins the CPU when the server's NOTIFY answers).
+Its files are in STATE/phones/HOST; the lab runs it as process `phone-HOST`.
+"""
+
+import ctypes
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+
+import attr
+
+from allworx.lab.maildir import write_atomically
+from allworx.lab.processes import LabError
+from allworx.lab.topology import BRANCH_LAN_IP, SERVER_LAN_IP
+
+CTRL_PORT = 4444
+RTP_PORTS = (30000, 30099)
+CLONE_NEWNET = 0x40000000
+BARESIP_MODULES = "/usr/lib/baresip/modules"
+
+
+@attr.s(frozen=True)
+class LabPhone:
+    """The account a lab phone registers: extension `ext` of user `user`
+    (password `password`) at the server whose LAN address is `registrar`."""
+
+    user = attr.ib()
+    ext = attr.ib()
+    password = attr.ib(repr=False)
+    registrar = attr.ib()
+
+    def account_line(self):
+        """The phone's line of baresip's `accounts` file."""
+        return ("<sip:{ext}@{reg}>;auth_user={ext};auth_pass={pw};regint=300;"
+                "answermode=auto;audio_codecs=PCMU\n").format(
+                    ext=self.ext, reg=self.registrar, pw=self.password)
+
+
+# The repository's tap.conf (the users' demo passwords are NAME-demo) and the
+# branch's (allworx.lab.sites.BRANCH_USERS).
+LAB_PHONES = {
+    "phone1": LabPhone("alice", "101", "alice-demo", SERVER_LAN_IP),
+    "phone2": LabPhone("bob", "102", "bob-demo", SERVER_LAN_IP),
+    "bphone1": LabPhone("dave", "201", "dave-demo", BRANCH_LAN_IP),
+}
+
+
+def phone_files(phone, directory, ip):
+    """{path: text}: baresip's config, accounts and contacts for `phone`
+    listening for SIP on `ip` (its DHCP address)."""
+    config = "\n".join([
+        "# allworx lab: office phone of %s (extension %s) at %s"
+        % (phone.user, phone.ext, phone.registrar),
+        "poll_method epoll",
+        "sip_listen %s:5060" % ip,
+        "rtp_ports %d-%d" % RTP_PORTS,
+        "module_path " + BARESIP_MODULES,
+        # ausine makes 48 kHz stereo only; baresip resamples it to the codec's rate.
+        "audio_source ausine,440",
+        "ausrc_srate 48000",
+        "ausrc_channels 2",
+        "audio_player aubridge,nowhere",
+        "audio_alert aubridge,nowhere",
+        "ctrl_tcp_listen 127.0.0.1:%d" % CTRL_PORT,
+    ] + ["module %s.so" % m for m in ("g711", "ausine", "aubridge")]
+      + ["module_app %s.so" % m for m in ("account", "menu", "ctrl_tcp")]) + "\n"
+    return {os.path.join(directory, "config"): config,
+            os.path.join(directory, "accounts"): phone.account_line(),
+            os.path.join(directory, "contacts"): ""}
+
+
+def process_name(host):
+    return "phone-" + host
+
+
+def start_phone(lab, host, ip):
+    """Write lab phone `host`'s files and start its baresip (replacing one
+    already running). Returns the Popen."""
+    phone = LAB_PHONES[host]
+    directory = os.path.join(lab.state_dir, "phones", host)
+    os.makedirs(directory, exist_ok=True)
+    for path, text in phone_files(phone, directory, ip).items():
+        write_atomically(path, text.encode())
+    lab.stop(process_name(host))
+    return lab.popen(host, ["baresip", "-f", directory], name=process_name(host),
+                     stdin=subprocess.DEVNULL)
+
+
+def start_phones_when_leased(lab, hosts, stopping, timeout=60, sleep=time.sleep,
+                             clock=time.monotonic):
+    """
+    Start each lab phone of `hosts` once its dhclient has a lease (its SIP
+    address). Returns {host: sentence} of what happened to each.
+    """
+    said = {}
+    deadline = clock() + timeout
+    waiting = list(hosts)
+    while waiting and not stopping and clock() < deadline:
+        for host in list(waiting):
+            lease = lab.dhclient_lease(host)
+            if lease and lease.get("ip_address"):
+                try:
+                    start_phone(lab, host, lease["ip_address"])
+                    said[host] = "started on %s" % lease["ip_address"]
+                except (LabError, OSError) as e:
+                    said[host] = "did not start: %s" % e
+                waiting.remove(host)
+        if waiting:
+            sleep(0.5)
+    for host in waiting:
+        said[host] = "not started: no DHCP lease in %d s" % timeout
+    return said
+
+
+def socket_in_ns(ns, family=socket.AF_INET, kind=socket.SOCK_STREAM, proto=0):
+    """A socket created inside network namespace `ns` (setns in a throwaway thread)."""
+    out = {}
+
+    def make():
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        fd = os.open("/run/netns/" + ns, os.O_RDONLY)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                out["error"] = OSError(ctypes.get_errno(), "setns failed")
+                return
+            out["sock"] = socket.socket(family, kind, proto)
+        finally:
+            os.close(fd)
+    t = threading.Thread(target=make)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["sock"]
+
+
+def netstring(body):
+    return b"%d:%s," % (len(body), body)
+
+
+class NetstringReader:
+    """Netstrings out of a byte stream: `feed` bytes, then `messages()`
+    yields each complete one's JSON (text that is not JSON is skipped)."""
+
+    def __init__(self):
+        self.buf = b""
+
+    def feed(self, data):
+        self.buf += data
+
+    def messages(self):
+        while True:
+            length, colon, rest = self.buf.partition(b":")
+            if not colon or not length.isdigit() or len(rest) < int(length) + 1:
+                if colon and not length.isdigit():
+                    raise ValueError("not a netstring: %r" % self.buf[:40])
+                return
+            n = int(length)
+            body, self.buf = rest[:n], rest[n + 1:]
+            try:
+                yield json.loads(body)
+            except ValueError:
+                continue
+
+
+class PhoneControl:
+    """A connection to a lab phone's ctrl_tcp: `command` sends, `next` waits."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.reader = NetstringReader()
+        self.pending = []
+
+    @classmethod
+    def connect(cls, ns, port=CTRL_PORT, timeout=5):
+        sock = socket_in_ns(ns)
+        sock.settimeout(timeout)
+        sock.connect(("127.0.0.1", port))
+        return cls(sock)
+
+    def command(self, command, params=""):
+        body = json.dumps({"command": command, "params": params, "token": command})
+        self.sock.sendall(netstring(body.encode()))
+
+    def next(self, timeout):
+        """The next message (a dict), or None after `timeout` seconds."""
+        deadline = time.monotonic() + max(0, timeout)
+        while not self.pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                return None
+            if not data:
+                raise LabError("the phone closed its control connection")
+            self.reader.feed(data)
+            self.pending.extend(self.reader.messages())
+        return self.pending.pop(0)
+
+    def close(self):
+        self.sock.close()
+
+
+# What the events of a call say, as `allworx lab call` prints them.
+PROGRESS = {
+    "CALL_OUTGOING": "calling",
+    "CALL_PROGRESS": "ringing (early media)",
+    "CALL_RINGING": "ringing",
+    "CALL_ESTABLISHED": "answered",
+}
+
+
+def place_call(control, number, hold=10.0, answer_timeout=40.0, say=print,
+               clock=time.monotonic):
+    """
+    Dial `number` on a lab phone (a PhoneControl), report each step with
+    `say`, keep the call up `hold` seconds once answered, then hang up.
+    Returns 0 when the call was answered, 1 when it was not (refused, busy,
+    no answer in `answer_timeout`).
+    """
+    control.command("dial", number)
+    say("dialling %s ..." % number)
+    answered = False
+    deadline = clock() + answer_timeout
+    hung_up = False
+    while True:
+        msg = control.next(deadline - clock())
+        if msg is None:
+            if answered and not hung_up:
+                say("hanging up after %g s" % hold)
+                control.command("hangup")
+                hung_up = True
+                deadline = clock() + 5
+                continue
+            if hung_up:
+                say("the phone did not report the call's end")
+                return 0
+            say("no answer in %g s: hanging up" % answer_timeout)
+            control.command("hangup")
+            return 1
+        if msg.get("response"):
+            if msg.get("token") in ("dial", "hangup") and msg.get("ok") is False:
+                say("the phone refused %s: %s" % (msg.get("token"), msg.get("data", "").strip()))
+                if msg.get("token") == "dial":
+                    return 1
+            continue
+        kind = msg.get("type", "")
+        if kind == "CALL_ESTABLISHED" and not answered:
+            answered = True
+            say("answered by %s; the Phones page shows the call" % (msg.get("peeruri") or number))
+            deadline = clock() + hold
+        elif kind == "CALL_CLOSED":
+            reason = (msg.get("param") or "").strip() or "no reason given"
+            say("call ended: %s" % reason)
+            return 0 if answered else 1
+        elif kind in PROGRESS and kind != "CALL_ESTABLISHED":
+            say(PROGRESS[kind])
