@@ -26,7 +26,8 @@ APT_PACKAGES += build-essential python3-dev python3-venv pkg-config cmake libpug
 # names the package of each program); swaks does STARTTLS with Net::SSLeay
 # (libnet-ssleay-perl), which it only recommends.
 APT_PACKAGES += dnsmasq-base isc-dhcp-client udhcpc bind9-dnsutils iputils-ping procps socat curl \
-	nmap swaks libnet-ssleay-perl ldap-utils baresip-core chromium chromium-driver isync openssl pebble
+	nmap swaks libnet-ssleay-perl ldap-utils baresip-core chromium chromium-driver isync openssl pebble \
+	ntpsec-ntpdig
 # The benchmarks' peers and load generators, and tools for trying the lab by hand
 # (bench/imap.py runs Dovecot as its own process: the system's service is disabled).
 APT_PACKAGES += iperf3 hping3 kea-dhcp4-server kea-admin dnsperf postfix apache2-utils \

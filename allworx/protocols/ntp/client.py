@@ -142,6 +142,7 @@ class Upstream:
         self.name = name
         self.address = name if _is_address(name) else None
         self.reach = 0              # one bit per completed poll, newest lowest
+        self.completed = 0          # polls answered or given up
         self.poll_exp = MIN_POLL
         self.stable = 0
         self.samples = []           # newest last
@@ -167,6 +168,7 @@ class Upstream:
 
     def answered(self, sample):
         self.reach = ((self.reach << 1) | 1) & 0xFF
+        self.completed += 1
         self.last_answer, self.error = sample.at, None
         last = self.samples[-1] if self.samples else None
         if last is not None and abs(sample.offset - last.offset) < STEP:
@@ -182,12 +184,13 @@ class Upstream:
 
     def missed(self, why, kiss=None):
         self.reach = (self.reach << 1) & 0xFF
+        self.completed += 1
         self.error, self.stable = why, 0
         if kiss in STOP_CODES:
             self.stopped = True
         elif kiss == b"RATE":
             self.poll_exp = min(MAX_POLL, self.poll_exp + 2)
-        elif self.reach:
+        elif self.reach or self.completed < 8:
             self.poll_exp = max(MIN_POLL, self.poll_exp - 1)
         else:
             self.poll_exp = min(MAX_POLL, self.poll_exp + 1)

@@ -196,6 +196,15 @@ class PollTests(unittest.TestCase):
         self.assertEqual(up.reach, 0)
         self.assertEqual(up.poll_interval, 1024)
 
+    def test_a_silent_new_server_is_polled_every_64_s_for_its_first_8_polls(self):
+        u = Upstreams(self)
+        up = u.client.upstreams[UPSTREAM]
+        for n in range(8):
+            u.reactor.advance(sntp.REPLY_TIMEOUT)
+            self.assertEqual(up.poll_interval, 64 if n < 7 else 128, "after %d misses" % (n + 1))
+            u.reactor.advance(up.poll_interval)
+        self.assertEqual(len(u.sent), 9)
+
     def test_kiss_of_death(self):
         u = Upstreams(self)
         up = u.client.upstreams[UPSTREAM]
