@@ -173,18 +173,24 @@ class TimeSource:
                "servers": servers}
         return out
 
+    def _best_value(self, get):
+        def read():
+            best = self.client.best() if self.client is not None else None
+            return get(best) if best else 0
+        return read
+
+    def _upstreams(self):
+        return list(self.client.upstreams.values()) if self.client is not None else []
+
     def export(self):
-        """Set the metrics from the current state (called at each poll's end and each answer)."""
-        state = self.state()
-        best = self.client.best() if self.client is not None else None
-        SERVED_STRATUM.set(state.stratum)
-        SERVED_LEAP.set(state.leap)
-        OFFSET.set(best[1].offset if best else 0)
-        UPSTREAM_STRATUM.set(best[1].stratum if best else 0)
-        servers = self.client.upstreams.values() if self.client is not None else ()
-        UPSTREAM_USABLE.set(sum(1 for up in servers if up.usable))
-        polls = [up.last_poll for up in servers if up.last_poll is not None]
-        LAST_POLL.set(max(polls) if polls else 0)
+        """Bind the `allworx_ntp_*` gauges to this source: each scrape reads what is served then."""
+        SERVED_STRATUM.set_function(lambda: self.state().stratum)
+        SERVED_LEAP.set_function(lambda: self.state().leap)
+        OFFSET.set_function(self._best_value(lambda best: best[1].offset))
+        UPSTREAM_STRATUM.set_function(self._best_value(lambda best: best[1].stratum))
+        UPSTREAM_USABLE.set_function(lambda: sum(1 for up in self._upstreams() if up.usable))
+        LAST_POLL.set_function(lambda: max([up.last_poll for up in self._upstreams()
+                                            if up.last_poll is not None] or [0]))
 
 
 class SntpProtocol(protocol.DatagramProtocol):
@@ -248,6 +254,7 @@ class NtpService(ListeningService):
 
     def startService(self):
         ListeningService.startService(self)
+        self.time.export()
         self.time.running = self.office.config.ntp.enabled
         self._poll_upstreams(self.office.config)
         self._changed()
@@ -273,8 +280,7 @@ class NtpService(ListeningService):
             self.client.stop()
 
     def _changed(self):
-        """After each poll: the metrics, and a log line when what is served changes."""
-        self.time.export()
+        """After each poll: a log line when what is served changes."""
         state = self.time.state()
         said = (state.upstream, state.stratum, state.leap)
         if said != self._last_state:

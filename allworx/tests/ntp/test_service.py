@@ -192,12 +192,20 @@ class ServiceTests(unittest.TestCase):
         self.assertEqual(list(reactor.udpPorts), [10124])
 
     def test_without_servers_answers_from_the_host_clock(self):
-        _, reactor, svc = self.start("")
+        kernel = dict(UNSYNCED_KERNEL)
+        _, reactor, svc = self.start("", kernel)
         self.assertEqual(list(reactor.udpPorts), [123])     # no upstream port
         got = self.ask(reactor)
         self.assertEqual((got["leap"], got["stratum"], got["refid"]), (3, 16, b"INIT"))
         self.assertEqual((metric("allworx_ntp_stratum"), metric("allworx_ntp_leap_indicator")),
                          (16.0, 3.0))
+        # Something on the host synchronises the clock: within a minute, stratum 3.
+        kernel.update(SYNCED_KERNEL)
+        reactor.advance(ntp.KERNEL_EVERY)
+        got = self.ask(reactor)
+        self.assertEqual((got["leap"], got["stratum"]), (0, 3))
+        self.assertEqual((metric("allworx_ntp_stratum"), metric("allworx_ntp_leap_indicator")),
+                         (3.0, 0.0))
 
     def test_follows_the_upstream_and_fails_over_after_three_missed_polls(self):
         office, reactor, svc = self.start("[ntp]\nservers = ntp.isp.example\n", SYNCED_KERNEL)
