@@ -12,7 +12,7 @@ from allworx.tests.ntp.test_client import UdpReactor, server_reply
 from allworx.tests.ntp.test_service import SYNCED_KERNEL, UNSYNCED_KERNEL
 from allworx.hostfacts import HostFacts
 from allworx.tests.core.test_hostfacts import fake_proc
-from allworx.tests.web import test_dashboard
+from allworx.tests.web import test_dashboard, test_pages
 from allworx.tests.web.test_api import ApiCase
 
 NOW = test_dashboard.NOW
@@ -111,3 +111,27 @@ class ApiTests(ApiCase):
         self.assertEqual((server["last_poll"], server["reach"], server["poll_s"]),
                          ("2027-01-15T07:59:30Z", "001", 64))
         self.assertTrue(server["last_answer"].startswith("2027-01-15T07:59:30"))
+
+
+class ServicesFormTests(test_pages.LoggedIn):
+    """`[ntp] servers` on the Services page: shown, saved, a bad name named."""
+
+    FORM = {"ntp.enabled": "yes", "web.admin_port": "8080", "web.http_port": "80",
+            "sip.voicemail_timeout": "20", "sip.voicemail_number": "400",
+            "sip.rtp_ports": "10000-20000"}
+
+    def test_saved_and_shown(self):
+        self.assertIn('name="ntp.servers"', self.c.get("/services").text)
+        r = self.submit("/services", "save", **dict(self.FORM, **{
+            "ntp.servers": "203.0.113.1 ntp.isp.example"}))
+        self.assertEqual(r.code, 303, r.text)
+        self.assertEqual(self.c.office.config.ntp.servers, ("203.0.113.1", "ntp.isp.example"))
+        self.assertIn("servers = 203.0.113.1 ntp.isp.example", self.c.tap_conf())
+        self.assertIn('value="203.0.113.1 ntp.isp.example"', self.c.get("/services").text)
+
+    def test_bad_name_refused(self):
+        before = self.c.tap_conf()
+        r = self.submit("/services", "save", **dict(self.FORM, **{"ntp.servers": "ntp_isp"}))
+        self.assertEqual(r.code, 400)
+        self.assertIn("&#x27;ntp_isp&#x27; is not a valid host name", r.text.replace("&#39;", "&#x27;"))
+        self.assertEqual(self.c.tap_conf(), before)
