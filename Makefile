@@ -36,7 +36,7 @@ RUN_PACKAGES += dnsmasq-base isc-dhcp-client procps socat curl kamailio pebble b
 # headless Chromium, mbsync, iperf3 (shaping) and the content filter's rspamd
 # and clamd (the optional scanners the server can use).
 TEST_PACKAGES := udhcpc nmap ldap-utils chromium chromium-driver isync iperf3 \
-	rspamd clamav-daemon
+	rspamd clamav-daemon ntpsec-ntpdig
 # The benchmarks' peers and load generators: SIPp's build tools, Kea, dnsperf,
 # Postfix (with OpenDKIM and policyd-spf for bench/mailauth.py), nginx, ab,
 # hping3 (iperf3 and Kamailio come with the other lists), rtpengine and Dovecot (bench/imap.py runs it as its own process: the

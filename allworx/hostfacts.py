@@ -4,8 +4,8 @@ What the machine and this process look like, for the dashboard (SPEC 20):
 CPU use from the deltas of `/proc/stat` (and the process's own ticks in
 `/proc/self/stat`), memory (`/proc/meminfo`, the process's `VmRSS`), the
 disk holding the data dir (`statvfs`), uptimes, and whether the clock is
-synchronised (systemd-timesyncd's flag file, else the kernel's `adjtimex`
-state). Every reader takes its paths so the tests give it files of their
+synchronised (the kernel's `adjtimex` status, STA_UNSYNC: the same truth
+the time server answers by). Every reader takes its paths so the tests give it files of their
 own; a file that cannot be read gives None, never an exception.
 """
 
@@ -14,7 +14,6 @@ import ctypes.util
 import os
 
 PROC = "/proc"
-TIMESYNC_FLAG = "/run/systemd/timesync/synchronized"
 TIME_ERROR = 5          # adjtimex(2): the clock is not synchronised
 
 
@@ -163,33 +162,55 @@ def process_started(proc=PROC):
 
 
 class _Timex(ctypes.Structure):
-    # struct timex begins with `unsigned int modes`; the rest (well under
-    # 256 bytes on every architecture) is room the kernel fills in.
-    _fields_ = [("modes", ctypes.c_uint), ("rest", ctypes.c_char * 252)]
+    """struct timex (adjtimex(2)), with the spare room the kernel may fill."""
+    _fields_ = ([("modes", ctypes.c_uint)] +
+                [(n, ctypes.c_long) for n in ("offset", "freq", "maxerror", "esterror")] +
+                [("status", ctypes.c_int)] +
+                [(n, ctypes.c_long) for n in ("constant", "precision", "tolerance",
+                                              "tv_sec", "tv_usec", "tick", "ppsfreq",
+                                              "jitter")] +
+                [("shift", ctypes.c_int)] +
+                [(n, ctypes.c_long) for n in ("stabil", "jitcnt", "calcnt", "errcnt",
+                                              "stbcnt")] +
+                [("tai", ctypes.c_int)] + [("pad%d" % i, ctypes.c_int) for i in range(11)])
+
+
+STA_UNSYNC = 0x0040     # adjtimex(2) status: the clock is not synchronised
+
+
+def kernel_clock():
+    """
+    What the kernel says of the system clock (a read-only adjtimex(2)):
+    {"state", "synchronised" (STA_UNSYNC clear), "max_error_s", "est_error_s"},
+    or None when it cannot be asked.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        tx = _Timex()
+        state = libc.adjtimex(ctypes.byref(tx))
+    except (OSError, AttributeError):
+        return None
+    if state < 0:
+        return None
+    return {"state": state, "synchronised": not tx.status & STA_UNSYNC,
+            "max_error_s": tx.maxerror / 1e6, "est_error_s": tx.esterror / 1e6}
 
 
 def adjtimex_state():
     """The kernel clock state adjtimex(2) returns for a read-only call, or None."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        buf = _Timex()
-        state = libc.adjtimex(ctypes.byref(buf))
-    except (OSError, AttributeError):
-        return None
-    return None if state < 0 else state
+    found = kernel_clock()
+    return None if found is None else found["state"]
 
 
-def clock_synchronised(flag=TIMESYNC_FLAG, state=adjtimex_state):
+def clock_synchronised(read=kernel_clock):
     """
-    {"synchronised": bool or None (unknown), "source"}: systemd-timesyncd's
-    flag file says yes; else the kernel's state (TIME_ERROR: not synchronised).
+    {"synchronised": bool or None (unknown), "source"}: the kernel's word
+    (STA_UNSYNC), the one the time server answers by (SPEC 6).
     """
-    if os.path.exists(flag):
-        return {"synchronised": True, "source": "systemd-timesyncd"}
-    value = state()
-    if value is None:
+    found = read()
+    if found is None:
         return {"synchronised": None, "source": "unknown"}
-    return {"synchronised": value != TIME_ERROR, "source": "kernel"}
+    return {"synchronised": found["synchronised"], "source": "kernel"}
 
 
 class HostFacts:

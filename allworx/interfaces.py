@@ -149,6 +149,20 @@ class IStats(Interface):
         """
 
 
+class ITimeStatus(Interface):
+    """What the LAN's time server serves and how its upstreams answer (SPEC 6)."""
+
+    def status():
+        """
+        {"serving" (bool), "source" ("upstream" or "host"), "upstream" (name or None),
+        "address", "upstream_stratum", "offset_s" (the host clock's offset from the
+        upstream followed), "stratum" and "leap" (what clients are answered),
+        "reference_id", "kernel_synchronised", "servers": [{"name", "address",
+        "usable", "reach", "poll_s", "last_poll", "last_answer" (POSIX seconds or
+        None), "offset_s", "delay_s", "stratum", "error"}]}.
+        """
+
+
 class IWanStatus(Interface):
     """How the WAN stands (the network service): its DHCP lease and its gateway's health."""
 
@@ -309,5 +323,6 @@ class Views:
     stats = attr.ib(default=None)           # IStats
     logs = attr.ib(default=None)            # ILogEvents
     wan = attr.ib(default=None)             # IWanStatus
+    time = attr.ib(default=None)            # ITimeStatus
     certificates = attr.ib(default=None)    # ICertificateState
     backup = attr.ib(default=None)          # IBackups

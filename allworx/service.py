@@ -98,7 +98,7 @@ def build_children(office, reactor=None, logins=None, certificates=None, stats=N
         zone=dns.keeper, mail_store=mail.store, mail_queue=mail.queue, fetch=mail.fetch,
         registrations=sip.registrations, calls=sip.calls, trunks=sip.trunks,
         call_history=sip.call_history, mail_security=mail.security, vpn=vpn,
-        stats=stats, logs=events, wan=network.wan, certificates=certificates, backup=backups),
+        stats=stats, logs=events, wan=network.wan, time=ntp.time, certificates=certificates, backup=backups),
         throttle=logins, certificates=certificates)
     return [network, firewall, vpn, dhcp, dns, ntp, mail, sip, ldap, web]
 

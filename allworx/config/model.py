@@ -195,10 +195,32 @@ class LdapSettings:
     port = key(parse_port, 389)
 
 
+MAX_TIME_SERVERS = 8
+
+
+def parse_time_servers(text):
+    """`[ntp] servers`: host names or IPv4 addresses, space separated (at most 8)."""
+    out = []
+    for word in text.split():
+        if re.match(r"^[0-9.]+$", word):
+            out.append(str(parse_ip(word)))
+        else:
+            out.append(parse_fqdn(word))
+    if len(out) > MAX_TIME_SERVERS:
+        raise ValueError("%d time servers named; at most %d are polled"
+                         % (len(out), MAX_TIME_SERVERS))
+    if len(set(out)) != len(out):
+        raise ValueError("%r names a time server twice" % text)
+    return tuple(out)
+
+
 @attr.s(frozen=True, slots=True)
 class NtpSettings:
     enabled = key(parse_bool, True, fmt=format_bool)
     port = key(parse_port, 123)
+    servers = key(parse_time_servers, (), fmt=format_words,
+                  doc="upstream time servers the server polls itself (SNTP), space separated; "
+                      "none: it answers from the host clock")
 
 
 @attr.s(frozen=True, slots=True)

@@ -129,6 +129,7 @@ class Lab(LabAcme, LabProvider):
         for host, ifname in PROXY_ARP:
             self._sysctl(host, "net.ipv4.conf.%s.proxy_arp=1" % ifname)
         self._ensure_isp_dnsmasq()
+        self.start_isp_ntp()
         self._ensure_internet_host()
         self._ensure_provider()
         self._ensure_acme()

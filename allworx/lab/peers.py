@@ -1,7 +1,7 @@
 # -*- test-case-name: allworx.tests.lab.test_namespaces -*-
 """
 The office's counterparts that the lab runs: the ISP (dnsmasq: the WAN's DHCP
-server and an upstream DNS), the internet host's services (`allworx.lab.internet`)
+server and an upstream DNS; `allworx.lab.timeserver`: its time server), the internet host's services (`allworx.lab.internet`)
 and its mail, and ISC dhclient on any lab host.
 """
 
@@ -45,6 +45,8 @@ from allworx.lab.topology import (
     INET_PORTS,
     INET_SERVICES,
     ISP_DNSMASQ,
+    ISP_NTP,
+    ISP_NTP_PORTS,
     ISP_PORTS,
     ISP_WAN_IP,
     LAN_NET,
@@ -189,6 +191,18 @@ class LabPeers(LabRunner):
                            ["dnsmasq", "--conf-file=" + self._path("isp", "dnsmasq.conf")])
         self.wait_listening("isp", ISP_PORTS, proc)
 
+    def start_isp_ntp(self):
+        """The ISP's time server (`allworx.lab.timeserver`, stratum 1) on 203.0.113.1:123."""
+        if self._ensure_running(ISP_NTP) is not None:
+            return
+        proc = self._spawn(ISP_NTP, "isp", [self.python, "-m", "allworx.lab.timeserver",
+                                            "--dir", self._path("isp")], env=self._python_env())
+        self.wait_listening("isp", ISP_NTP_PORTS, proc)
+
+    def set_isp_clock_offset(self, seconds):
+        """Make the ISP's time server tell the host clock plus `seconds` (0: the host clock)."""
+        write_atomically(self._path("isp", "ntp-offset"), ("%r\n" % float(seconds)).encode())
+
     def stop_isp_dhcp(self):
         """Stop the ISP's dnsmasq: no DHCP (and no upstream DNS) until started."""
         self._stop_named(ISP_DNSMASQ)
@@ -226,14 +240,18 @@ class LabPeers(LabRunner):
             write_accounts(accounts, self.pop3_accounts)
         if self._ensure_running(INET_SERVICES) is not None:
             return
+        proc = self._spawn(INET_SERVICES, "inet",
+                           [self.python, "-m", "allworx.lab.internet",
+                            "--dir", self.inet_dir], env=self._python_env())
+        self.wait_listening("inet", INET_PORTS, proc)
+
+    def _python_env(self):
+        """The environment of a lab service run as `python -m allworx.lab...` (this tree first)."""
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             [package_root] + [p for p in [env.get("PYTHONPATH")] if p])
-        proc = self._spawn(INET_SERVICES, "inet",
-                           [self.python, "-m", "allworx.lab.internet",
-                            "--dir", self.inet_dir], env=env)
-        self.wait_listening("inet", INET_PORTS, proc)
+        return env
 
     def set_pop3_account(self, user, password):
         """Add or change a POP3 account on the internet host (live)."""

@@ -147,6 +147,7 @@ PACKAGES = {
     "chromium": "chromium",
     "chromedriver": "chromium-driver",
     "wireguard-go": "wireguard-go",
+    "ntpdig": "ntpsec-ntpdig",
 }
 
 # What a program needs for what the tests do with it beyond its Depends (only
@@ -237,9 +238,11 @@ DNS_MX = (("internet.example", "mail.internet.example", 10),)
 # Ports the internet host serves, checked before `up` returns.
 INET_PORTS = (("tcp", 80), ("tcp", 7), ("udp", 7), ("tcp", 25), ("tcp", 110))
 ISP_PORTS = (("udp", 53), ("tcp", 53), ("udp", 67))
+ISP_NTP_PORTS = (("udp", 123),)      # the ISP's time server (allworx.lab.timeserver)
 PROVIDER_PORTS = (("udp", PROVIDER_PORT), ("tcp", PROVIDER_PORT))
 
 ISP_DNSMASQ = "isp-dnsmasq"
+ISP_NTP = "isp-ntp"
 INET_SERVICES = "inet-services"
 PROVIDER = "provider"
 ACME_CA = "acme-ca"

@@ -23,6 +23,7 @@ from allworx.hostfacts import HostFacts
 from allworx.protocols.web.mailsecurity import rfc3339
 from allworx.protocols.web.pagebase import Page, ago_or_in, listed
 from allworx.protocols.web.sites import ca_url, trust_help
+from allworx.protocols.web.timestatus import time_alerts, time_json, time_text
 
 log = Logger()
 
@@ -93,6 +94,7 @@ def facts(ctx):
         "wan_lease": _call(views.wan, "lease"),
         "gateway": _call(views.wan, "gateway_health"),
         "clock": host.clock_state(),
+        "time": _call(views.time, "status"),
         "certificate_expires": _call(views.certificates, "expires"),
     }
 
@@ -134,9 +136,8 @@ def alerts(ctx, found):
             parts.append("%d message(s) failed to send (last: %s)"
                          % (len(failing), failing[-1]["last_error"]))
         out.append(_alert("mail_queue_stuck", "The mail queue is stuck: %s." % "; ".join(parts)))
-    if found["clock"].get("synchronised") is False:
-        out.append(_alert("clock_unsynchronised", "The clock is not synchronised: times in "
-                          "logs, mail and certificates may be wrong."))
+    out.extend(_alert(kind, message) for kind, message in time_alerts(found["time"],
+                                                                      found["clock"]))
     out.sort(key=lambda a: a["severity"] != "critical")
     return out
 
@@ -152,6 +153,7 @@ def as_json(found, alerts_found):
     if gateway is not None:
         out["gateway"] = dict(gateway, last_at=rfc3339(gateway.get("last_at")))
     out["certificate_expires"] = rfc3339(found["certificate_expires"])
+    out["time"] = time_json(found["time"])
     out["alerts"] = alerts_found
     return out
 
@@ -220,6 +222,8 @@ def fact_rows(found, now):
     rows.append(("Clock", {True: "synchronised", False: "not synchronised",
                            None: "unknown"}[clock.get("synchronised")]
                  + (" (%s)" % clock["source"] if clock.get("source") else "")))
+    if found["time"] is not None:
+        rows.append(("Time server", time_text(found["time"], now)))
     return rows
 
 

@@ -85,6 +85,9 @@ SERVICES = (
     F("sip.rtp_ports", "RTP ports"),
     F("ldap.enabled", "LDAP address book on", "checkbox"),
     F("ntp.enabled", "Time server on", "checkbox"),
+    F("ntp.servers", "Upstream time servers",
+      help="Host names or addresses, space separated, that the server polls itself; "
+           "empty: it serves the host clock (Status page: Time server)."),
     F("web.admin_port", "Admin pages port"),
     F("web.http_port", "Web sites port"),
 )

@@ -114,18 +114,21 @@ class MemoryDiskUptimeTests(unittest.TestCase):
 
 
 class ClockTests(unittest.TestCase):
-    def test_timesyncd_flag_says_yes(self):
-        flag = self.mktemp()
-        open(flag, "w").close()
-        self.assertEqual(hostfacts.clock_synchronised(flag, lambda: hostfacts.TIME_ERROR),
-                         {"synchronised": True, "source": "systemd-timesyncd"})
-
     def test_kernel_state(self):
-        flag = self.mktemp()
-        self.assertEqual(hostfacts.clock_synchronised(flag, lambda: hostfacts.TIME_ERROR),
+        def kernel(synced):
+            return lambda: {"state": 0 if synced else hostfacts.TIME_ERROR,
+                            "synchronised": synced, "max_error_s": 0.1, "est_error_s": 0.01}
+        self.assertEqual(hostfacts.clock_synchronised(kernel(False)),
                          {"synchronised": False, "source": "kernel"})
-        self.assertEqual(hostfacts.clock_synchronised(flag, lambda: 0)["synchronised"], True)
-        self.assertEqual(hostfacts.clock_synchronised(flag, lambda: None)["synchronised"], None)
+        self.assertEqual(hostfacts.clock_synchronised(kernel(True)),
+                         {"synchronised": True, "source": "kernel"})
+        self.assertEqual(hostfacts.clock_synchronised(lambda: None)["synchronised"], None)
+
+    def test_kernel_clock_reads_status(self):
+        found = hostfacts.kernel_clock()
+        self.assertIn(found["state"], range(0, 6))
+        self.assertIsInstance(found["synchronised"], bool)
+        self.assertGreaterEqual(found["max_error_s"], 0)
 
     def test_adjtimex_reads_a_state(self):
         self.assertIn(hostfacts.adjtimex_state(), range(0, 6))

@@ -225,7 +225,7 @@ class DhcpLabTests(unittest.TestCase):
         # The time server answers a PC with the server's clock.
         (size, mode, stratum, offset), report = sntp_query(self.lab, "pc1")
         self.assertEqual((size, mode), (48, 4), report)
-        self.assertIn(stratum, (2, 10), report)
+        self.assertIn(stratum, (3, 16), report)     # the host clock, as the kernel judges it
         self.assertLess(abs(offset), 0.5, report)
         # A DISCOVER on the WAN side gets no answer from this server (the
         # same probe from a LAN host shows the server answering it).
