@@ -576,8 +576,9 @@ class LabTests(unittest.TestCase):
         lab = self.lab
         lab.popen("inet", ["sleep", "60"])
         procs = lab.processes()
-        # The ISP's dnsmasq, the internet host, the provider, the ACME CA and the sleep.
-        self.assertEqual(len(procs), 5)
+        # The ISP's dnsmasq and time server, the internet host, the provider, the ACME CA
+        # and the sleep.
+        self.assertEqual(len(procs), 6, [p.name for p in procs])
         self.assertEqual(lab.down(), [])
         self.assertEqual([p.name for p in procs if p.alive()], [])
         listed = lab._command(["ip", "netns", "list"])
