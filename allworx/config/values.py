@@ -339,6 +339,15 @@ def format_words(value):
     return " ".join(value)
 
 
+def parse_token(text):
+    """A bearer token: 16 to 200 visible ASCII characters (no spaces)."""
+    t = text.strip()
+    if not 16 <= len(t) <= 200 or not all("!" <= ch <= "~" for ch in t):
+        raise ValueError("expected 16 to 200 visible characters without spaces "
+                         "(e.g. from `openssl rand -hex 32`)")
+    return t
+
+
 def parse_pin(text):
     """
     A voicemail PIN: its hash (`$argon2...`, what the server writes), or 4 to

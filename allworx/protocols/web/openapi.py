@@ -34,7 +34,10 @@ def _fields_schema(cls, kind, writable=True):
             "change keeps it")}
     if kind == "web":
         props["admin_password"] = {"type": "string", "writeOnly": True,
-                                   "description": "plain text; stored hashed; ends every page session"}
+                                   "description": "plain text: the logged-in admin's own new "
+                                                  "password, stored hashed; ends every page session"}
+        props["metrics_token"] = {"type": "string", "writeOnly": True, "description": (
+            "the bearer token /metrics accepts (16 or more characters); never shown")}
     return {"type": "object", "properties": props, "additionalProperties": False}
 
 
@@ -457,7 +460,8 @@ def openapi_document():
         "components": {
             "securitySchemes": {
                 "basic": {"type": "http", "scheme": "basic",
-                          "description": "user admin with the [web] admin_password"},
+                          "description": "a user with admin = yes and his password "
+                                         "(an old config's [web] admin_password: user admin)"},
                 "session": {"type": "apiKey", "in": "cookie", "name": "allworx_session",
                             "description": "a logged-in page session; changes need X-CSRF-Token"}},
             "schemas": schemas},

@@ -5,7 +5,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from allworx.auth import ADMIN, AdminChecker, OfficeUserChecker, user_for_login
+from allworx.auth import ADMIN, AdminChecker, OfficeUserChecker, is_admin, user_for_login
 from allworx.config import parse_config
 from allworx.office import Office
 from allworx.tests.confs import MINIMAL
@@ -44,5 +44,10 @@ class CheckerTests(unittest.TestCase):
         checker = AdminChecker(self.office, deferToThread=inline)
         who = yield checker.requestAvatarId(UsernamePassword(b"admin", b"admin-demo"))
         self.assertEqual(who, ADMIN)
+        self.assertTrue(is_admin(self.office.config, who))
+        # A user with his own password logs in, but is no admin.
+        who = yield checker.requestAvatarId(UsernamePassword(b"alice", b"admin-demo"))
+        self.assertEqual(who, "alice")
+        self.assertFalse(is_admin(self.office.config, who))
         yield self.assertFailure(checker.requestAvatarId(
-            UsernamePassword(b"alice", b"admin-demo")), UnauthorizedLogin)
+            UsernamePassword(b"alice", b"wrong")), UnauthorizedLogin)

@@ -107,8 +107,9 @@ class ApiTests(BackupWebCase):
         self.assertEqual(r.code, 200, r.text)
         versions = self.api("GET", "/config/history").json["versions"]
         self.assertEqual([v["id"] for v in versions], [2, 1])
+        # (with the move of [web] admin_password to [user admin], SPEC 10)
         self.assertEqual((versions[0]["actor"], versions[0]["via"], versions[0]["sections"]),
-                         ("admin", "api", ["dhcp"]))
+                         ("admin", "api", ["dhcp", "user", "web"]))
         one = self.api("GET", "/config/history/2").json
         self.assertIn("+lease_time = 3600", one["diff"])
         r = self.api("POST", "/config/history/1/revert", b"{}", JSON)

@@ -358,7 +358,9 @@ class SettingsSaveTests(LoggedIn):
         r = self.submit("/services", "admin_password", new_password="new-secret-1",
                         confirm_password="new-secret-1")
         self.assertEqual(r.headers.getRawHeaders("location"), ["/login"])
-        self.assertTrue(verify_password(self.c.office.config.web.admin_password, "new-secret-1"))
+        self.assertIsNone(self.c.office.config.web.admin_password)    # moved to [user admin]
+        self.assertTrue(verify_password(self.c.office.config.users["admin"].password,
+                                        "new-secret-1"))
         self.assertEqual(self.c.get("/status").code, 303)  # every session ended
         self.assertEqual(self.c.login("new-secret-1").code, 303)
 
