@@ -130,6 +130,7 @@ class AdminOnly(resource.Resource):
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             request.setHeader(b"cache-control", b"no-store")
             finish(request, (failure.value.reason + "\n").encode("utf-8"))
-        d.addCallbacks(allowed, refused)
+        d.addCallback(allowed)
+        d.addErrback(refused)
         d.addErrback(lambda f: (log.failure("/metrics failed", f), finish(request, b"")))
         return server.NOT_DONE_YET

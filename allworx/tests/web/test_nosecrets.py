@@ -1,0 +1,108 @@
+# -*- test-case-name: allworx.tests.web.test_nosecrets -*-
+"""
+No secret is ever shown (SPEC 11): with a config full of them (password
+hashes, SIP digests, a voicemail PIN's hash, a trunk's password, a fetch
+account's password, the metrics token), every GET route the API's index
+lists and every admin page is read, and none of them appears.
+"""
+
+import json
+
+from twisted.trial import unittest
+
+from allworx.config import SETTINGS_SECTIONS
+from allworx.passwords import sip_digest
+from allworx.protocols.web import pages
+from allworx.tests.confs import PIN_HASH
+from allworx.tests.web.test_webauth import ADMINS, TOKEN, basic
+from allworx.tests.webhelpers import CHEAP_HASH, AdminClient
+
+TRUNK_SECRET = "top-s3cret word"
+FETCH_SECRET = "fetch-S3cretPass"
+DIGEST = sip_digest("101", "example.com", "admin-demo")
+
+TEXT = ADMINS.replace("[user alice]\n", "[user alice]\npop3_fetch = pop3://alice:%s@pop.isp.example\n"
+                      % FETCH_SECRET) + """
+[trunk main]
+registrar = sip.provider.example
+username = office
+secret = %s
+numbers = +15551230000
+""" % TRUNK_SECRET
+
+def secrets_in(text):
+    return [what for what, secret in _SECRETS.items() if secret in text]
+
+
+# Each secret as it could leak: whole, or the part that identifies it.
+_SECRETS = {
+    "a password hash": CHEAP_HASH.rsplit("$", 1)[1],
+    "a PIN hash": PIN_HASH.rsplit("$", 1)[1],
+    "a SIP digest": DIGEST.split()[0].split(":")[1],
+    "the trunk's password": TRUNK_SECRET,
+    "a fetch password": FETCH_SECRET,
+    "the metrics token": TOKEN,
+}
+
+# Routes whose answer is the configuration itself, secrets and all, by
+# design: a backup (to restore it must hold them) and the file's download.
+WHOLE_FILE = ("/api/v1/backup", "/api/v1/backup/tap.conf")
+
+
+class NoSecretTests(unittest.TestCase):
+
+    def setUp(self):
+        self.c = AdminClient(self, TEXT)
+        for what, secret in _SECRETS.items():
+            self.assertIn(secret, self.c.tap_conf(), what)   # the test's own premise
+
+    def get(self, path):
+        return self.c.get(path, headers=basic("alice"))
+
+    def test_no_api_answer_shows_a_secret(self):
+        index = json.loads(self.get("/api/v1/").text)
+        walked, leaks = [], []
+        for path in index["paths"]:
+            if path in WHOLE_FILE:
+                continue
+            for concrete in self.expand(path):
+                r = self.get(concrete)
+                walked.append((concrete, r.code))
+                found = secrets_in(r.text)
+                if found:
+                    leaks.append("%s shows %s" % (concrete, ", ".join(found)))
+        self.assertEqual(leaks, [])
+        ok = [p for p, code in walked if code == 200]
+        for must in ("/api/v1/users/alice", "/api/v1/trunks/main", "/api/v1/settings/web",
+                     "/api/v1/users"):
+            self.assertIn(must, ok, walked)
+
+    def expand(self, path):
+        if "{section}" in path:
+            return [path.replace("{section}", s) for s in SETTINGS_SECTIONS]
+        if "{name}" in path:
+            collection = path.split("/{name}")[0]
+            r = self.get(collection)
+            try:
+                body = json.loads(r.text)
+            except ValueError:
+                return []
+            items = next((v for v in body.values() if isinstance(v, list)), []) \
+                if isinstance(body, dict) else body
+            names = [i.get("name") for i in items if isinstance(i, dict) and i.get("name")]
+            return [path.replace("{name}", n) for n in names]
+        if "{" in path:
+            return []
+        return [path]
+
+    def test_no_page_shows_a_secret(self):
+        self.assertEqual(self.c.login(user="alice").code, 303)
+        leaks = []
+        for path in ["/" + p.slug for p in pages.PAGES] + [
+                "/users/alice", "/users/bob", "/lines/edit/trunk/main"]:
+            r = self.c.get(path)
+            self.assertEqual(r.code, 200, path)
+            found = secrets_in(r.text)
+            if found:
+                leaks.append("%s shows %s" % (path, ", ".join(found)))
+        self.assertEqual(leaks, [])
