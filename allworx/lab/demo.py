@@ -413,8 +413,10 @@ def main(argv=None):
     data_dir = os.path.abspath(args.data_dir)
     branch_dir = os.path.abspath(args.branch_data_dir)
     os.makedirs(data_dir, exist_ok=True)
+    # The branch's admin logs in with the main office admin's password.
+    admin = config.users.get("admin") or config.users.get((config.admins or [None])[0])
     branch_config, note = join_branch(config_path, data_dir, branch_dir,
-                                      config.web.admin_password)
+                                      config.web.admin_password or admin.password)
     print(note, flush=True)
     try:
         config = load_config(args.config)
