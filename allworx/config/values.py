@@ -358,7 +358,7 @@ def parse_pin(text):
     if t.startswith("$argon2"):
         return t
     if not (t.isascii() and t.isdigit()) or not 4 <= len(t) <= 10:
-        raise ValueError("expected 4 to 10 digits, got %r" % text)
+        raise ValueError("expected 4 to 10 digits (a PIN is never repeated back)")
     return t
 
 

@@ -119,7 +119,7 @@ class AdminContext:
         self.throttle = throttle if throttle is not None else LoginThrottle(clock)
         self.checker = checker if checker is not None else AdminChecker(office, defer_to_thread)
         if office.config.web.admin_password is not None:
-            log.warn("web: {warning}", warning=self.legacy_warning())
+            log.warn("web: {why}", why=self.legacy_warning())
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
             autoescape=jinja2.select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)

@@ -16,7 +16,7 @@ from twisted.internet import defer, threads
 
 from allworx.config import (
     RECORD_PLURALS, RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigError, ConfigErrors,
-    check_value_text, format_value, keys_of, parse_digits)
+    check_value_text, format_value, keys_of, parse_pin)
 from allworx.passwords import hash_password, hash_pin, is_hashed, sip_digest
 
 # Shown instead of a stored secret; sending it back means "keep what is there".
@@ -165,7 +165,7 @@ def _pin_value(section, values, existing):
     if pin and not is_hashed(pin):
         try:
             check_value_text(pin)
-            parse_digits(4, 10)(pin)
+            parse_pin(pin)          # its error does not repeat the PIN
         except ValueError as e:
             raise _refuse(section, "voicemail_pin", str(e))
     return pin

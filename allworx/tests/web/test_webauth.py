@@ -224,3 +224,36 @@ class MetricsAuthTests(Case):
         r = self.api("PATCH", "/settings/web", {"metrics_token": "short"})
         self.assertEqual(r.code, 400)
         self.assertNotIn('"short"', r.text)
+
+
+class LockoutPageTests(Case):
+    """The Users page lists a user's lock-out, says until when, and ends it."""
+
+    def test_listed_with_until_and_unlocked(self):
+        for _ in range(5):
+            self.assertEqual(self.c.login("wrong", user="bob").code, 401)
+        r = self.c.login(user="bob")
+        self.assertEqual(r.code, 429)
+        self.assertRegex(r.text, r"Too many failed logins for bob from 127\.0\.0\.1: "
+                                 r"locked until \d\d:\d\d UTC \(in 15 minutes\)")
+        # alice, at the same address, is not affected.
+        self.assertEqual(self.c.login(user="alice").code, 303)
+        page = self.c.get("/users").text
+        self.assertIn("bob at 127.0.0.1", page)
+        self.assertIn("alice</a> <small>(admin)</small>", page)
+        token = self.c.csrf("/users")
+        r = self.c.post("/users", {"csrf": token, "action": "unlock", "user": "bob",
+                                   "source": "127.0.0.1"})
+        self.assertEqual(r.code, 303)
+        self.assertIn("Unlocked bob at 127.0.0.1.", self.c.get("/users").text)
+        self.assertEqual(self.c.ctx.throttle.lockouts(), [])
+
+    def test_the_api_says_until_when(self):
+        for _ in range(5):
+            self.api("GET", "/users", headers=basic("bob", "wrong"))
+        r = self.api("GET", "/users", headers=basic("bob"))
+        self.assertEqual(r.code, 429)
+        self.assertRegex(r.text, r"too many failed logins for bob from 127\.0\.0\.1: "
+                                 r"locked until \d\d:\d\d UTC")
+        self.assertTrue(r.headers.getRawHeaders("retry-after"))
+        self.assertEqual(self.api("GET", "/users").code, 200)      # alice is not locked
