@@ -112,6 +112,12 @@ class ApiTests(BackupWebCase):
                          ("admin", "api", ["dhcp", "user", "web"]))
         one = self.api("GET", "/config/history/2").json
         self.assertIn("+lease_time = 3600", one["diff"])
+        # The version and its diff as shown: no password hash (SPEC 11).
+        hashed = self.c.office.config.users["admin"].password
+        self.assertIn("+password = ********", one["diff"])
+        self.assertNotIn(hashed, one["diff"] + one["text"])
+        with open(self.c.office.path) as f:
+            self.assertIn(hashed, f.read())        # the file itself keeps it
         r = self.api("POST", "/config/history/1/revert", b"{}", JSON)
         self.assertEqual(r.code, 200, r.text)
         self.assertEqual((r.json["reverted"], r.json["version"]["id"]), (1, 3))
