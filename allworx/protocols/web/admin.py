@@ -179,6 +179,12 @@ class AdminContext:
         d.addCallbacks(ok, bad)
         return d
 
+    def locked_whom(self, source, login):
+        """Whose lock-out refused a login: `for alice from ADDR`, or `from ADDR` (the source's)."""
+        if self.throttle.locked_until(source):
+            return "from %s" % source
+        return "for %s from %s" % (login_name(self.office.config, login) or "this user", source)
+
     def may_administer(self, name):
         """Whether the user `name` (a session's, a login's) may use the pages and API now."""
         return is_admin(self.office.config, name)
@@ -427,11 +433,10 @@ class LoginResource(resource.Resource):
         def locked(failure):
             failure.trap(LockedOut)
             minutes = (failure.value.seconds + 59) // 60
-            name = login_name(self.ctx.office.config, form.get("username", "")) or "this user"
             finish(request, self._form(
-                request, session, "Too many failed logins for %s from %s: %s (in %d minute%s)."
-                % (name, source, until_text(failure.value.until), minutes,
-                   "" if minutes == 1 else "s"), 429))
+                request, session, "Too many failed logins %s: %s (in %d minute%s)." % (
+                    self.ctx.locked_whom(source, form.get("username", "")),
+                    until_text(failure.value.until), minutes, "" if minutes == 1 else "s"), 429))
         d.addCallbacks(checked, locked)
         d.addErrback(lambda f: (log.failure("login failed", f),
                                 finish(request, self._form(request, session, "Login failed.", 500))))

@@ -72,8 +72,8 @@ def basic_login(ctx, request, header, cache):
     def locked(failure):
         failure.trap(LockedOut)
         request.setHeader(b"retry-after", str(failure.value.seconds).encode())
-        raise LoginRefused(429, "too many failed logins for %s from %s: %s (in %d s)" % (
-            login_name(config, user), source, until_text(failure.value.until),
+        raise LoginRefused(429, "too many failed logins %s: %s (in %d s)" % (
+            ctx.locked_whom(source, user), until_text(failure.value.until),
             failure.value.seconds))
     d.addCallbacks(result, locked)
     return d

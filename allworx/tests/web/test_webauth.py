@@ -257,3 +257,11 @@ class LockoutPageTests(Case):
                                  r"locked until \d\d:\d\d UTC")
         self.assertTrue(r.headers.getRawHeaders("retry-after"))
         self.assertEqual(self.api("GET", "/users").code, 200)      # alice is not locked
+
+    def test_a_locked_source_is_named_as_such(self):
+        for n in range(20):
+            self.c.login("wrong", user="guess%d" % n)
+        r = self.c.login(user="alice")
+        self.assertEqual(r.code, 429)
+        self.assertRegex(r.text, r"Too many failed logins from 127\.0\.0\.1: "
+                                 r"locked until \d\d:\d\d UTC")
