@@ -310,7 +310,7 @@ def unlock(argv, out=sys.stdout, err=sys.stderr, sleep=time.sleep, now=time.time
 
 def _lockout_text(entry):
     if entry["user"] is None:
-        return "source %s (every user who failed there)" % entry["source"]
+        return "source %s (every login from it)" % entry["source"]
     return "%s at %s" % (entry["user"], entry["source"])
 
 

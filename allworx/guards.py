@@ -193,7 +193,7 @@ class Lockout:
 
     def describe(self):
         if self.user is None:
-            return "source %s (every user who failed there)" % self.source
+            return "source %s (every login from it)" % self.source
         return "%s at %s" % (self.user, self.source)
 
 
@@ -514,7 +514,7 @@ def _user_key(user):
 
 def _who(key):
     source, user = key
-    return "%s at %s" % (user, source) if user is not None else "source %s (any user)" % source
+    return "%s at %s" % (user, source) if user is not None else "source %s (every login from it)" % source
 
 
 def _clock_text(when):

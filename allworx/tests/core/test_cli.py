@@ -207,7 +207,7 @@ class UnlockTests(unittest.TestCase):
             self.server.failed("192.168.2.70", "guess%d" % n)
         code, out, err = self.run_cli("--source", "192.168.2.70")
         self.assertEqual(code, 0, err)
-        self.assertIn("unlocked source 192.168.2.70 (every user who failed there)", out)
+        self.assertIn("unlocked source 192.168.2.70 (every login from it)", out)
         self.assertEqual(self.server.locked_for("192.168.2.70"), 0)
         self.assertEqual(len(self.server.lockouts()), 2)
 

@@ -380,7 +380,7 @@ class UserPageTests(LoggedIn):
             throttle.failed("192.168.2.60", "guess%d" % n)
         page = self.c.get("/users").text
         self.assertIn("alice at 192.168.2.50", page)
-        self.assertIn("source 192.168.2.60 (every user who failed there)", page)
+        self.assertIn("source 192.168.2.60 (every login from it)", page)
         self.assertIn("(in 15m)", page)
         r = self.submit("/users", "unlock", user="alice", source="192.168.2.50")
         self.assertEqual(r.headers.getRawHeaders("location"), ["/users"])
