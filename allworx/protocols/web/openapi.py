@@ -26,6 +26,8 @@ def _fields_schema(cls, kind, writable=True):
         props["voicemail_pin"] = {"type": "string", "description": (
             "4 to 10 digits, stored hashed; read as 'set' or 'not set', and either sent "
             "back keeps the PIN; empty removes it")}
+        props["admin"] = {"type": "boolean", "description": "may use the admin pages and the "
+                          "API; at least one user stays an admin"}
         if not writable:
             props["mail"] = {"type": "string", "readOnly": True}
     if kind == "trunk":

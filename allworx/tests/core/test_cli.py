@@ -79,6 +79,16 @@ class CheckTests(unittest.TestCase):
         os.chmod(path, 0o600)
         self.assertEqual(self.check(path)[2], "")
 
+    def test_metrics_token_accepted_and_checked(self):
+        path = self.write(ADMIN_USERS + "\n[web]\nmetrics_token = 0123456789abcdef0123\n")
+        os.chmod(path, 0o600)
+        self.assertEqual(self.check(path)[0], 0)
+        path = self.write(ADMIN_USERS + "\n[web]\nmetrics_token = short\n")
+        code, out, err = self.check(path)
+        self.assertEqual(code, 1)
+        self.assertIn("[web] metrics_token: expected 16 to 200 visible characters", err)
+        self.assertNotIn("short", err.replace("metrics_token = short", ""))
+
     def test_no_admin_at_all_is_an_error(self):
         path = self.write(ADMIN_USERS.replace("admin = yes\n", ""))
         code, out, err = self.check(path)

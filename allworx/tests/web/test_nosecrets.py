@@ -106,3 +106,54 @@ class NoSecretTests(unittest.TestCase):
             if found:
                 leaks.append("%s shows %s" % (path, ", ".join(found)))
         self.assertEqual(leaks, [])
+
+
+class NoSecretInTheLogTests(unittest.TestCase):
+    """What the server logs while secrets go by, right or wrong (SPEC 11)."""
+
+    def setUp(self):
+        from twisted.logger import globalLogPublisher
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.c = AdminClient(self, TEXT)
+
+    def logged(self):
+        from twisted.logger import formatEvent
+        return "\n".join("%s %r" % (formatEvent(e), sorted(
+            (k, v) for k, v in e.items() if not k.startswith("log_") and isinstance(v, str)))
+            for e in self.events)
+
+    def test_secrets_sent_right_and_wrong_stay_out_of_the_log(self):
+        typed = {"a mistyped PIN": "98765432109", "a new password": "n3w-Passw0rd!",
+                 "a wrong password": "wr0ng-Passw0rd", "a wrong token": "not-the-token-0123456",
+                 "a new fetch password": "fetchN3wSecret"}
+        c = self.c
+        c.request("PATCH", "/api/v1/users/bob", data=json.dumps(
+            {"voicemail_pin": typed["a mistyped PIN"]}).encode(),
+            headers={**basic("alice"), b"Content-Type": [b"application/json"]})
+        c.request("PATCH", "/api/v1/users/bob", data=json.dumps(
+            {"password": typed["a new password"],
+             "pop3_fetch": "pop3://bob:%s@pop.isp.example" % typed["a new fetch password"]}).encode(),
+            headers={**basic("alice"), b"Content-Type": [b"application/json"]})
+        c.get("/api/v1/users", headers=basic("alice", typed["a wrong password"]))
+        c.get("/metrics", headers={b"Authorization": [b"Bearer " + typed["a wrong token"].encode()]})
+        c.get("/metrics", headers={b"Authorization": [b"Bearer " + TOKEN.encode()]})
+        c.login(typed["a wrong password"], user="bob")
+        c.login(user="alice")
+        # A page's form refused: its errors are logged, the PIN typed is not.
+        r = c.post("/users", {"csrf": c.csrf("/users"), "action": "add_user", "name": "dan",
+                              "password": typed["a new password"],
+                              "voicemail_pin": typed["a mistyped PIN"]})
+        self.assertEqual(r.code, 400, r.text)
+        text = self.logged()
+        self.assertIn("voicemail_pin", text)
+        self.assertIn("admin login", text)           # the log did hear these requests
+        leaks = [what for what, secret in list(typed.items()) + list(_SECRETS.items())
+                 if secret in text]
+        self.assertEqual(leaks, [])
+        # And the session cookie and CSRF token of the login are not in it either.
+        session = c.ctx.sessions._sessions
+        for s in session.values():
+            self.assertNotIn(s.id, text)
+            self.assertNotIn(s.csrf, text)

@@ -78,6 +78,9 @@ class AdminRightsTests(Case):
         r = self.api("PATCH", "/users/bob", {"admin": True})
         self.assertEqual(r.code, 200, r.text)
         self.assertIs(self.api("GET", "/users/bob").json["admin"], True)
+        schema = self.api("GET", "/openapi.json", headers={}).json
+        self.assertEqual(schema["components"]["schemas"]["User"]["properties"]["admin"]["type"],
+                         "boolean")
         self.assertEqual(self.c.office.config.admins, ["alice", "bob"])
         self.assertIn("[user bob]\nfull_name = Bob Baker\nextension = 102\npassword = ",
                       self.c.tap_conf())
