@@ -79,13 +79,18 @@ class AdminChecker:
         name, password = _text(creds.username).strip(), _text(creds.password)
         user = user_for_login(config, name)
         legacy = config.web.admin_password if name.lower() == ADMIN else None
-        hashes = [h for h in (legacy, user.password if user is not None else None) if h]
+        # (hash, who it logs in): the old admin password first, then the user's own.
+        tries = [(h, who) for h, who in ((legacy, LEGACY_ADMIN),
+                                         (user.password if user is not None else None,
+                                          user.name if user is not None else None)) if h]
 
         def check():
-            for hashed in hashes or [_DUMMY_HASH]:
-                if hashes and verify_password(hashed, password):
-                    return user.name if user is not None and hashed == user.password \
-                        else LEGACY_ADMIN
+            if not tries:
+                # Hash anyway, so a wrong name costs the same time as a wrong password.
+                verify_password(_DUMMY_HASH, password)
+            for hashed, who in tries:
+                if verify_password(hashed, password):
+                    return who
             return None
         d = self._defer(check)
         d.addCallback(lambda avatar: avatar if avatar is not None else _refuse())

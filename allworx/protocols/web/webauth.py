@@ -94,6 +94,24 @@ class AdminOnly(resource.Resource):
         self.wrapped = wrapped
         self._basic_ok = {}
 
+    def bearer(self, request, given):
+        """
+        The bearer token checked: a wrong one counts as a failed login of its
+        source in the shared throttle, and a locked source is refused (429).
+        """
+        source, throttle = peer_of(request), self.ctx.throttle
+        until = throttle.check(source)
+        if until:
+            request.setHeader(b"retry-after", str(throttle.locked_for(source)).encode())
+            return defer.fail(LoginRefused(429, "too many failed logins from %s: %s"
+                                           % (source, until_text(until))))
+        token = self.ctx.office.config.web.metrics_token
+        if token is not None and secrets.compare_digest(token.encode(), given):
+            return defer.succeed(None)
+        throttle.failed(source)
+        log.warn("/metrics: a wrong bearer token from {peer}", peer=source)
+        return defer.fail(LoginRefused(401, "wrong bearer token"))
+
     def render(self, request):
         header = request.getHeader(b"authorization")
         if header is None:
@@ -103,12 +121,7 @@ class AdminOnly(resource.Resource):
                 LoginRefused(401, "log in as an admin (a page session or HTTP Basic), or send "
                                   "Authorization: Bearer with [web] metrics_token"))
         elif header[:7].lower() == b"bearer ":
-            token = self.ctx.office.config.web.metrics_token
-            given = header[7:].strip().decode("ascii", "replace")
-            ok = token is not None and secrets.compare_digest(token.encode(), given.encode())
-            if not ok:
-                log.warn("/metrics: a wrong bearer token from {peer}", peer=peer_of(request))
-            d = defer.succeed(None) if ok else defer.fail(LoginRefused(401, "wrong bearer token"))
+            d = self.bearer(request, header[7:].strip())
         else:
             d = basic_login(self.ctx, request, header, self._basic_ok)
 

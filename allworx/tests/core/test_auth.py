@@ -40,6 +40,16 @@ class CheckerTests(unittest.TestCase):
             UsernamePassword(b"nobody", b"admin-demo")), UnauthorizedLogin)
 
     @defer.inlineCallbacks
+    def test_the_old_admin_password_beside_a_user_admin(self):
+        """The old login keeps its rights even when [user admin] (no admin) has the same hash."""
+        from allworx.tests.confs import PW_HASH
+        office = Office(parse_config(MINIMAL + "\n[user admin]\npassword = %s\n" % PW_HASH))
+        checker = AdminChecker(office, deferToThread=inline)
+        who = yield checker.requestAvatarId(UsernamePassword(b"admin", b"admin-demo"))
+        self.assertTrue(is_admin(office.config, who))
+        self.assertFalse(is_admin(office.config, "admin"))     # the user himself is no admin
+
+    @defer.inlineCallbacks
     def test_admin(self):
         checker = AdminChecker(self.office, deferToThread=inline)
         who = yield checker.requestAvatarId(UsernamePassword(b"admin", b"admin-demo"))

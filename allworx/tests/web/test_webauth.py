@@ -211,6 +211,14 @@ class MetricsAuthTests(Case):
         self.c.login(user="alice")
         self.assertEqual(self.c.get("/metrics").code, 200)
 
+    def test_wrong_tokens_count_in_the_throttle(self):
+        wrong = {b"Authorization": [b"Bearer wrong-token-0123456789"]}
+        for _ in range(20):
+            self.assertEqual(self.c.get("/metrics", headers=wrong).code, 401)
+        r = self.c.get("/metrics", headers={b"Authorization": [b"Bearer " + TOKEN.encode()]})
+        self.assertEqual(r.code, 429)
+        self.assertRegex(r.text, r"locked until \d\d:\d\d UTC")
+
     def test_no_token_configured_refuses_every_bearer(self):
         c = AdminClient(self, CHEAP)
         self.assertEqual(c.get("/metrics", headers={b"Authorization": [b"Bearer "]}).code, 401)
