@@ -7,15 +7,18 @@ lists and every admin page is read, and none of them appears.
 """
 
 import json
+import os
 
 from twisted.trial import unittest
 
+from allworx.backupservice import BackupService
 from allworx.config import SETTINGS_SECTIONS
+from allworx.confighistory import ConfigHistory
 from allworx.passwords import sip_digest
 from allworx.protocols.web import pages
 from allworx.tests.confs import PIN_HASH
 from allworx.tests.web.test_webauth import ADMINS, TOKEN, basic
-from allworx.tests.webhelpers import CHEAP_HASH, AdminClient
+from allworx.tests.webhelpers import CHEAP_HASH, AdminClient, sync_thread
 
 TRUNK_SECRET = "top-s3cret word"
 FETCH_SECRET = "fetch-S3cretPass"
@@ -31,7 +34,10 @@ numbers = +15551230000
 """ % TRUNK_SECRET
 
 def secrets_in(text):
-    return [what for what, secret in _SECRETS.items() if secret in text]
+    return [what for what, secret in (_SECRETS_NOW or _SECRETS).items() if secret in text]
+
+
+_SECRETS_NOW = {}
 
 
 # Each secret as it could leak: whole, or the part that identifies it.
@@ -46,7 +52,7 @@ _SECRETS = {
 
 # Routes whose answer is the configuration itself, secrets and all, by
 # design: a backup (to restore it must hold them) and the file's download.
-WHOLE_FILE = ("/api/v1/backup", "/api/v1/backup/tap.conf")
+WHOLE_FILE = ("/api/v1/backup", "/api/v1/backup/tap.conf", "/api/v1/backups/{name}")
 
 
 class NoSecretTests(unittest.TestCase):
@@ -55,6 +61,17 @@ class NoSecretTests(unittest.TestCase):
         self.c = AdminClient(self, TEXT)
         for what, secret in _SECRETS.items():
             self.assertIn(secret, self.c.tap_conf(), what)   # the test's own premise
+        # The backups and the config history, with a version that changed secrets.
+        office = self.c.office
+        svc = BackupService(office, self.c.clock, restart=lambda swap: swap(),
+                            defer_to_thread=sync_thread, now=self.c.clock.seconds)
+        office.keep_history(ConfigHistory(os.path.join(office.config.system.data_dir,
+                                                       "config-history")))
+        self.c.ctx.views.backup = svc
+        with office.acting("alice", "api"):
+            office.patch_record("trunk", "main", {"secret": TRUNK_SECRET + "!"})
+        svc.make_backup()
+        _SECRETS_NOW.update(_SECRETS, new_trunk=TRUNK_SECRET + "!")
 
     def get(self, path):
         return self.c.get(path, headers=basic("alice"))
@@ -74,7 +91,8 @@ class NoSecretTests(unittest.TestCase):
         self.assertEqual(leaks, [])
         ok = [p for p, code in walked if code == 200]
         for must in ("/api/v1/users/alice", "/api/v1/trunks/main", "/api/v1/settings/web",
-                     "/api/v1/users"):
+                     "/api/v1/users", "/api/v1/backups", "/api/v1/config/history/1",
+                     "/api/v1/config/history/2"):
             self.assertIn(must, ok, walked)
 
     def expand(self, path):
@@ -91,6 +109,9 @@ class NoSecretTests(unittest.TestCase):
                 if isinstance(body, dict) else body
             names = [i.get("name") for i in items if isinstance(i, dict) and i.get("name")]
             return [path.replace("{name}", n) for n in names]
+        if path.startswith("/api/v1/config/history/{id}"):
+            versions = json.loads(self.get(path.split("/{id}")[0]).text)["versions"]
+            return [path.replace("{id}", str(v["id"])) for v in versions]
         if "{" in path:
             return []
         return [path]
