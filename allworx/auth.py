@@ -12,8 +12,15 @@ from zope.interface import implementer
 
 from allworx.passwords import verify_password
 
-# The avatar id of the admin pages' own login ([web] admin_password).
+# The user name the old admin login ([web] admin_password) answers to.
 ADMIN = "admin"
+
+
+class LegacyAdmin(str):
+    """The avatar of a login with the old `[web] admin_password`: the text `admin`."""
+
+
+LEGACY_ADMIN = LegacyAdmin(ADMIN)
 
 
 def user_for_login(config, login):
@@ -53,7 +60,13 @@ class OfficeUserChecker:
 
 @implementer(ICredentialsChecker)
 class AdminChecker:
-    """The admin pages' login: user `admin` with `[web] admin_password`."""
+    """
+    The admin pages' and API's login (SPEC 10): any user of tap.conf with his
+    own password (by name, address or extension), giving his user name;
+    whether he may use the pages is `is_admin`'s question, so a colleague
+    who is no admin hears "not allowed" rather than "wrong password". The old
+    `[web] admin_password`, while a config still has it, logs in `admin`.
+    """
 
     credentialInterfaces = (credentials.IUsernamePassword,)
 
@@ -62,11 +75,42 @@ class AdminChecker:
         self._defer = deferToThread
 
     def requestAvatarId(self, creds):
-        name = _text(creds.username)
-        d = self._defer(verify_password, self.office.config.web.admin_password,
-                        _text(creds.password))
-        d.addCallback(lambda ok: ADMIN if ok and name == ADMIN else _refuse())
+        config = self.office.config
+        name, password = _text(creds.username).strip(), _text(creds.password)
+        user = user_for_login(config, name)
+        legacy = config.web.admin_password if name.lower() == ADMIN else None
+        # (hash, who it logs in): the old admin password first, then the user's own.
+        tries = [(h, who) for h, who in ((legacy, LEGACY_ADMIN),
+                                         (user.password if user is not None else None,
+                                          user.name if user is not None else None)) if h]
+
+        def check():
+            if not tries:
+                # Hash anyway, so a wrong name costs the same time as a wrong password.
+                verify_password(_DUMMY_HASH, password)
+            for hashed, who in tries:
+                if verify_password(hashed, password):
+                    return who
+            return None
+        d = self._defer(check)
+        d.addCallback(lambda avatar: avatar if avatar is not None else _refuse())
         return d
+
+
+def is_admin(config, name):
+    """Whether the user `name` may use the admin pages and the API now."""
+    if name is None:
+        return False
+    if isinstance(name, LegacyAdmin) and config.web.admin_password is not None:
+        return True
+    user = config.users.get(name)
+    return user is not None and user.admin
+
+
+def admin_secret(config, name):
+    """What a cached login of `name` was checked against (it changes with the password)."""
+    user = config.users.get(name) if name else None
+    return "%s\0%s" % (config.web.admin_password or "", user.password if user is not None else "")
 
 
 def _refuse():

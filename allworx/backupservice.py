@@ -38,6 +38,7 @@ from allworx.atomicfile import ensure_directory
 from allworx.backup import (
     BackupError, archive_chunks, check_archive, extract_data, remove_tree, swap_data,
     write_archive)
+from allworx.config.hidden import hide_secrets
 from allworx.interfaces import IBackups
 
 log = Logger()
@@ -268,8 +269,9 @@ class BackupService(service.Service):
     def version(self, number):
         history = self._history()
         entry = history.entry(number)
-        return dict(entry, diff=history.diff(number), text=history.text(number),
-                    previous=history.previous(number))
+        # Shown, not kept: the secrets' values masked (SPEC 11).
+        return dict(entry, diff=hide_secrets(history.diff(number)),
+                    text=hide_secrets(history.text(number)), previous=history.previous(number))
 
     def revert(self, number, actor):
         text = self._history().text(number)

@@ -85,7 +85,7 @@ def check(argv, out=sys.stdout, err=sys.stderr):
     """
     `allworx check PATH`: print every error with section, key and line; and
     warnings that do not stop the server: a file others may read, PINs not
-    yet hashed.
+    yet hashed, the obsolete `[web] admin_password`.
     """
     from allworx.config import ConfigErrors, load_config
     args = _check_parser().parse_args(argv)
@@ -97,7 +97,7 @@ def check(argv, out=sys.stdout, err=sys.stderr):
         err.write(e.report() + "\n")
         err.write("%d error(s)\n" % len(e.errors))
         return 1
-    for warning in pin_warnings(config):
+    for warning in pin_warnings(config) + admin_warnings(config):
         err.write("%s: warning: %s\n" % (args.path, warning))
     out.write("%s: ok (%s.%s, %s, %d users)\n" % (
         args.path, config.system.hostname, config.system.domain,
@@ -127,6 +127,20 @@ def pin_warnings(config):
             "change of this file (or run 'allworx passwd --pin' and paste the line)" % u.name
             for u in sorted(config.users.values(), key=lambda u: u.name)
             if u.voicemail_pin and not is_hashed(u.voicemail_pin)]
+
+
+def admin_warnings(config):
+    """A warning while the old admin login, `[web] admin_password`, is there."""
+    if config.web.admin_password is None:
+        return []
+    if "admin" in config.users:
+        then = ("[user admin] then gets admin = yes and keeps its own password, which "
+                "becomes the admin login")
+    else:
+        then = "it becomes [user admin] with admin = yes and the same password"
+    return ["[web] admin_password is obsolete: admins are users with admin = yes; the first "
+            "change through the admin pages or API moves it (%s). To do it by hand: remove "
+            "it and set admin = yes on a user." % then]
 
 
 def _passwd_parser():
@@ -296,7 +310,7 @@ def unlock(argv, out=sys.stdout, err=sys.stderr, sleep=time.sleep, now=time.time
 
 def _lockout_text(entry):
     if entry["user"] is None:
-        return "source %s (every user who failed there)" % entry["source"]
+        return "source %s (every login from it)" % entry["source"]
     return "%s at %s" % (entry["user"], entry["source"])
 
 

@@ -193,7 +193,7 @@ class Lockout:
 
     def describe(self):
         if self.user is None:
-            return "source %s (every user who failed there)" % self.source
+            return "source %s (every login from it)" % self.source
         return "%s at %s" % (self.user, self.source)
 
 
@@ -220,9 +220,9 @@ class LoginThrottle:
       `source_limit` (whatever the user names) lock the source, for `lockout`
       seconds: a login is then refused at once, its password unchecked, with
       the time the lock ends. A user's lock-out at one source leaves him free
-      elsewhere and others free at that source; a source's lock-out refuses
-      the users who failed there (the names being guessed), not a colleague
-      behind the same address, whose right password is taken after the delay;
+      elsewhere and others free at that source (colleagues behind one NAT
+      address are not locked out by one person's typos); a source's lock-out
+      (guessing across user names) refuses every login from it (SPEC 10);
     - it expires, or `unlock` ends it (the Users page, the API, `allworx unlock`).
 
     Every protocol goes through `attempt(source, user, check)`, then tells
@@ -305,12 +305,8 @@ class LoginThrottle:
         if user is None:
             return source_until
         record = self._records.get((source, _user_key(user)))
-        if record is None:
-            return 0.0
-        until = record.locked_until if record.locked_until > now else 0.0
-        if source_until and (until or any(now - t < self.window for t in record.times)):
-            until = max(until, source_until)
-        return until
+        until = record.locked_until if record is not None and record.locked_until > now else 0.0
+        return max(until, source_until)
 
     def locked_for(self, source, user=None):
         """Whole seconds until this login may try again (0 when it may now)."""
@@ -518,7 +514,7 @@ def _user_key(user):
 
 def _who(key):
     source, user = key
-    return "%s at %s" % (user, source) if user is not None else "source %s (any user)" % source
+    return "%s at %s" % (user, source) if user is not None else "source %s (every login from it)" % source
 
 
 def _clock_text(when):

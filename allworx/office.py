@@ -27,10 +27,10 @@ from twisted.logger import Logger
 from allworx.config import (
     RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigError, ConfigErrors,
     config_from_document, format_value, keys_of, parse_config, parse_pin)
-from allworx.config.checks import invalid_name
+from allworx.config.checks import NO_ADMIN, invalid_name
 from allworx.config.model import RECORD_NAME, RECORD_PLURALS
 from allworx.atomicfile import write_atomically
-from allworx.inifile import IniDocument
+from allworx.inifile import IniDocument, Section
 from allworx.passwords import hash_pin, is_hashed
 
 # tap.conf holds argon2 hashes and SIP digests (password-equivalent for SIP).
@@ -303,7 +303,7 @@ class Office:
     def replace_text(self, text, actor=None):
         """Restore a whole tap.conf (a backup); validated before anything changes."""
         config = parse_config(text, path=self.path)
-        return self._apply(config.doc, actor)
+        return self._apply(config.doc, actor, restore=True)
 
     def preview_text(self, text):
         """
@@ -364,9 +364,16 @@ class Office:
             return ""
         return format_value(cls, k, v)
 
-    def _apply(self, doc, actor=None):
+    def _apply(self, doc, actor=None, restore=False):
+        who = self._who(actor)
+        moved = None
+        if who[1] in ("web", "api") and not restore and doc.render() != self._doc.render():
+            moved = move_admin_password(doc)
         hash_plain_pins(doc)
-        new = config_from_document(doc, path=self.path, data_dir=self._data_dir)
+        try:
+            new = config_from_document(doc, path=self.path, data_dir=self._data_dir)
+        except ConfigErrors as e:
+            raise self._last_admin_named(e)
         data, written = self._read_back(doc.render(), new)
         if self.path:
             write_atomically(self.path, data, mode=CONFIG_MODE)
@@ -379,13 +386,27 @@ class Office:
         changed = changed_sections(old, new)
         if "wan" in changed and new.wan.mode == "static":
             self.set_wan_address(new.wan.address, "static", new.wan.gateway)
-        who = self._who(actor)
+        if moved:
+            log.warn("{moved}; [web] admin_password removed (the admin is a user with "
+                     "admin = yes)", moved=moved)
         log.info("configuration changed by {actor} ({via}): {sections}", actor=who[0], via=who[1],
                  sections=", ".join(sorted(changed)) or "nothing")
         if self.history is not None:
             self._record(self.history, data.decode("utf-8"), changed, who)
         self.emit(ConfigChanged(old, new, frozenset(changed)))
         return new
+
+    def _last_admin_named(self, errors):
+        """A change that leaves no admin is refused naming the admin(s) it removes."""
+        admins = self.config.admins
+        if not admins:
+            return errors
+        named = "user %s" % admins[0]
+        out = [ConfigError(named, "admin", 0, "%s %s the last admin: give another user "
+                           "admin = yes first" % (" and ".join(admins),
+                                                  "is" if len(admins) == 1 else "are"))
+               if e.message == NO_ADMIN else e for e in errors.errors]
+        return ConfigErrors(out)
 
     def _who(self, actor):
         if actor is None:
@@ -427,6 +448,48 @@ def _is_key(cls, k):
 
 def _plural(kind):
     return RECORD_PLURALS[kind]
+
+
+def move_admin_password(doc):
+    """
+    The old admin login, `[web] admin_password`, moved to `[user admin]` with
+    `admin = yes` (SPEC 10), in the document about to be written; what was
+    done, or None when there was nothing to move. A new `[user admin]` gets
+    the same hash as its `password`. An existing `[user admin]` keeps its own
+    password and SIP digest (its mailbox and phone go on working) and gains
+    `admin = yes`: from then on `admin` logs in to the pages with that password.
+    """
+    web = doc.section("web")
+    entry = web.get("admin_password") if web is not None else None
+    if entry is None:
+        return None
+    hashed = entry.value.strip()
+    # The comment lines just above the key describe it: they go with it.
+    at = web.items.index(entry)
+    start = at
+    while start > 0 and isinstance(web.items[start - 1], str) and \
+            web.items[start - 1].lstrip().startswith(("#", ";")) and \
+            "admin" in web.items[start - 1].lower():
+        start -= 1
+    web.items[start:at] = []
+    web.remove("admin_password")
+    user = doc.section("user admin")
+    if not hashed:
+        return "[web] admin_password was empty"
+    if user is None:
+        # Before the other users (at the end when there are none).
+        user = Section("user admin")
+        at = next((n for n, s in enumerate(doc.sections) if s.kind == "user"), len(doc.sections))
+        doc.sections.insert(at, user)
+        if at < len(doc.sections) - 1:
+            user.items.append("")
+        user.set("full_name", "Administrator")
+        user.set("password", hashed)
+        user.set("admin", "yes")
+        return "the admin login moved to [user admin] (same password)"
+    user.set("admin", "yes")
+    return ("[user admin] existed: it now has admin = yes and `admin` logs in with "
+            "its own password")
 
 
 def hash_plain_pins(doc):

@@ -269,7 +269,13 @@ def _check_services(c, err, declared):
             "goes to Junk" % format_score(c.mail.spam_threshold))
 
 
+NO_ADMIN = ("no admin: give a user `admin = yes` (the admin pages and the API "
+            "need one)")
+
+
 def _check_users_aliases(c, err, declared):
+    if not c.admins and c.web.admin_password is None:
+        err("web", None, NO_ADMIN)
     extensions = {}
     for u in c.users.values():
         section = "user %s" % u.name

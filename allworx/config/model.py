@@ -18,7 +18,7 @@ from allworx.config.values import (
     parse_choice, parse_cidr, parse_digits, parse_domain, parse_duration, parse_email,
     parse_fetch_urls, parse_forward_target, parse_fqdn, parse_hostname, parse_hostport,
     parse_ip, parse_ip_list, parse_mac, parse_mx_list, parse_optional, parse_password_hash,
-    parse_pin, parse_pool_range, parse_port, parse_port_range, parse_ports_list, parse_sip_digest_key,
+    parse_pin, parse_pool_range, parse_token, parse_port, parse_port_range, parse_ports_list, parse_sip_digest_key,
     parse_size, parse_words, parse_score, format_score, parse_dkim_selector,
     parse_dnsbl_zones, parse_socket_path, parse_duration_or_off, format_duration_or_off, TARGET_NAME, Target, format_target, parse_int, parse_int_or_off, parse_target)
 from allworx.config.telephony import (
@@ -170,7 +170,14 @@ class SipSettings:
 
 @attr.s(frozen=True, slots=True)
 class WebSettings:
-    admin_password = key(parse_password_hash)
+    # The old story's admin login (user `admin`): still accepted, with a
+    # warning; the first change through the pages or API moves it to
+    # `[user admin]` with `admin = yes` (SPEC 10).
+    admin_password = key(parse_optional(parse_password_hash), None, fmt=lambda v: v or "",
+                         shown=False, doc="obsolete: the admin is a user with admin = yes")
+    # A Prometheus scraper's `Authorization: Bearer TOKEN` for /metrics (SPEC 11).
+    metrics_token = key(parse_optional(parse_token), None, fmt=lambda v: v or "", shown=False,
+                        doc="a bearer token for /metrics (16 or more characters); never shown")
     admin_port = key(parse_port, 8080)
     http_port = key(parse_port, 80)
 
@@ -228,18 +235,19 @@ class User:
     """One person: mailbox, extension, voicemail, fetch accounts, directory entry."""
 
     name = attr.ib()
-    password = key(parse_password_hash)
+    password = key(parse_password_hash, shown=False)
     full_name = key(str, "")
     extension = key(parse_optional(parse_digits(2, 8)), None, fmt=lambda v: v or "")
     # Stored as an argon2 hash (the server hashes a typed PIN at its next
     # write); the pages and the API set it and never show it.
-    voicemail_pin = key(parse_optional(parse_pin), None, fmt=lambda v: v or "",
+    voicemail_pin = key(parse_optional(parse_pin), None, fmt=lambda v: v or "", shown=False,
                         doc="4 to 10 digits; stored hashed, never shown")
     email_forward = key(parse_optional(parse_email), None, fmt=lambda v: v or "")
     pop3_fetch = key(parse_fetch_urls, (), fmt=format_fetch_urls)
     # H(extension:domain:password) for SIP digest; written with the password
     # by `allworx passwd --sip EXT@DOMAIN` and by the admin pages and API.
-    sip_digest = key(parse_optional(parse_sip_digest_key), None, fmt=format_sip_digest)
+    sip_digest = key(parse_optional(parse_sip_digest_key), None, fmt=format_sip_digest,
+                     shown=False)
     # Call handling (SPEC 15).
     outside = key(parse_bool, True, fmt=format_bool, doc="may call outside numbers")
     forward_always = optional(parse_call_forward, format_call_forward,
@@ -247,6 +255,7 @@ class User:
     forward_busy = optional(parse_call_forward, format_call_forward)
     forward_noanswer = optional(parse_call_forward, format_call_forward)
     dnd = key(parse_bool, False, fmt=format_bool, doc="do not disturb: calls go to voicemail")
+    admin = key(parse_bool, False, fmt=format_bool, doc="may use the admin pages and the API")
 
 
 @attr.s(frozen=True, slots=True)
@@ -558,6 +567,11 @@ class Config:
             return False
         return ip in vpn.address.network or any(
             ip in net for site in self.sites.values() for net in site.networks)
+
+    @property
+    def admins(self):
+        """The names of the users with `admin = yes`, sorted."""
+        return sorted(u.name for u in self.users.values() if u.admin)
 
     def user_by_extension(self, extension):
         index = self._by_extension

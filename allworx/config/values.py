@@ -358,6 +358,15 @@ def format_words(value):
     return " ".join(value)
 
 
+def parse_token(text):
+    """A bearer token: 16 to 200 visible ASCII characters (no spaces)."""
+    t = text.strip()
+    if not 16 <= len(t) <= 200 or not all("!" <= ch <= "~" for ch in t):
+        raise ValueError("expected 16 to 200 visible characters without spaces "
+                         "(e.g. from `openssl rand -hex 32`)")
+    return t
+
+
 def parse_pin(text):
     """
     A voicemail PIN: its hash (`$argon2...`, what the server writes), or 4 to
@@ -368,7 +377,7 @@ def parse_pin(text):
     if t.startswith("$argon2"):
         return t
     if not (t.isascii() and t.isdigit()) or not 4 <= len(t) <= 10:
-        raise ValueError("expected 4 to 10 digits, got %r" % text)
+        raise ValueError("expected 4 to 10 digits (a PIN is never repeated back)")
     return t
 
 

@@ -69,6 +69,17 @@ LAPTOP_IFNAME = "awg2"
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
 
+def admin_hash(config):
+    """The password hash `admin` logs in with: the old [web] admin_password
+    while a config still has it, else [user admin]'s, else the first admin's."""
+    if config.web.admin_password:
+        return config.web.admin_password
+    admin = config.users.get("admin")
+    if admin is None or not admin.admin:
+        admin = config.users[config.admins[0]] if config.admins else None
+    return admin.password if admin is not None else None
+
+
 def join_branch(config_path, data_dir, branch_dir, admin_password_hash):
     """
     Make both servers' keys, write the branch's tap.conf (kept if there,
@@ -374,8 +385,9 @@ def main(argv=None):
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
         config_path = runtime_config(source_path, lab.state_dir)
+        # The branch's admin logs in with the main office admin's password.
         branch_config, note = join_branch(config_path, data_dir, branch_dir,
-                                          config.web.admin_password)
+                                          admin_hash(config))
         print(note, flush=True)
         try:
             config = load_config(config_path)
@@ -427,7 +439,7 @@ def main(argv=None):
                                         " ".join(laptop_said), BRANCH_PORT, LAPTOP_IFNAME))
             print(banner(config.web.admin_port, args.local_port, data_dir, config_path,
                          sections, keys=lab.mail_keys.directory,
-                         login=login_text(config.web.admin_password), source=source_path,
+                         login=login_text(admin_hash(config)), source=source_path,
                          log_path=log_path, wan_ip=wan_ip, prefix=lab.prefix), flush=True)
         while not stopping and server.poll() is None:
             time.sleep(0.5)

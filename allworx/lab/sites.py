@@ -91,8 +91,9 @@ def branch_conf(main_key, admin_password_hash, interface="awg1", users=None,
                 voicemail_timeout=20):
     """
     The branch's whole tap.conf: its LAN and domain, WAN by DHCP from the
-    ISP, DHCP and DNS for its LAN, its users (BRANCH_USERS unless `users`),
-    and its [vpn] with the main office as [site main].
+    ISP, DHCP and DNS for its LAN, its admin (`[user admin]`, `admin = yes`,
+    the main office admin's password hash), its users (BRANCH_USERS unless
+    `users`), and its [vpn] with the main office as [site main].
     """
     return ("""# The lab's branch office (written by allworx.lab.sites).
 [system]
@@ -117,8 +118,10 @@ range = 1-100
 [dns]
 primary = {isp}
 
-[web]
-admin_password = {admin}
+[user admin]
+full_name = Branch Administrator
+password = {admin}
+admin = yes
 
 [sip]
 voicemail_timeout = {timeout}

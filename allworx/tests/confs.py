@@ -56,6 +56,12 @@ to = alice bob
 """.format(pw=PW_HASH, pin=PIN_HASH, digest=sip_digest("101", "example.com", "admin-demo"))
 
 
+# The same office in today's words (SPEC 10): no [web] admin_password, alice
+# is the admin.
+ADMIN_USERS = MINIMAL.replace("[web]\nadmin_password = %s\n" % PW_HASH, "").replace(
+    "[user alice]\n", "[user alice]\nadmin = yes\n")
+
+
 def with_sections(extra, base=MINIMAL):
     """`base` with `extra` (more sections) appended."""
     return base + "\n" + extra

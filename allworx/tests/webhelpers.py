@@ -97,9 +97,9 @@ class AdminClient:
         m = re.search(r'name="csrf" value="([^"]+)"', self.get(url).text)
         return m.group(1) if m else None
 
-    def login(self, password="admin-demo"):
+    def login(self, password="admin-demo", user="admin"):
         token = self.csrf("/login")
-        return self.post("/login", {"csrf": token, "username": "admin", "password": password,
+        return self.post("/login", {"csrf": token, "username": user, "password": password,
                                     "next": "/status"})
 
     def upload(self, url, fields, name, filename, content):

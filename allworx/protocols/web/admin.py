@@ -16,7 +16,7 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.web import resource, server, static
 
-from allworx.auth import ADMIN, AdminChecker
+from allworx.auth import ADMIN as ADMIN_USER, AdminChecker, LegacyAdmin, is_admin
 from allworx.config import ConfigErrors
 from allworx.interfaces import Views
 from allworx import guards
@@ -88,6 +88,9 @@ def form_of(request):
 
 def actor_of(ctx, request):
     """Who a (logged-in) request is: its page session's user, or its HTTP Basic user name."""
+    checked = getattr(request, "admin_user", None)     # set once the login was checked
+    if checked is not None:
+        return str(checked)
     session = ctx.session_for(request)
     header = request.getHeader(b"authorization")
     if header is None and session is not None and session.user is not None:
@@ -124,6 +127,8 @@ class AdminContext:
         self.sessions = SessionStore(clock)
         self.throttle = throttle if throttle is not None else LoginThrottle(clock)
         self.checker = checker if checker is not None else AdminChecker(office, defer_to_thread)
+        if office.config.web.admin_password is not None:
+            log.warn("web: {why}", why=self.legacy_warning())
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
             autoescape=jinja2.select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
@@ -146,9 +151,10 @@ class AdminContext:
 
     def authenticate(self, source, username, password):
         """
-        Check the admin login through the login throttle (later, after
-        repeated failures). A Deferred firing True or False, or failing with
-        LockedOut (the password unchecked).
+        Check a login through the login throttle (later, after repeated
+        failures). A Deferred firing with the user name that logged in (an
+        admin or not: `may_administer` says) or None for a wrong name or
+        password, or failing with LockedOut (the password unchecked).
         """
         name = login_name(self.office.config, username)
         d = self.throttle.attempt(source, name, lambda: self.checker.requestAvatarId(
@@ -156,9 +162,17 @@ class AdminContext:
 
         def ok(avatar):
             self.throttle.succeeded(source, name)
+            if not self.may_administer(avatar):
+                WEB_LOGINS.labels("forbidden").inc()
+                log.warn("admin login of {user} from {source} refused: not an admin",
+                         user=avatar, source=source)
+                return avatar
             WEB_LOGINS.labels("success").inc()
-            log.info("admin login from {source}", source=source)
-            return avatar == ADMIN
+            log.info("admin login of {user} from {source}", user=avatar, source=source)
+            if isinstance(avatar, LegacyAdmin):
+                log.warn("admin logged in with [web] admin_password, which is obsolete: the "
+                         "first change through the pages or API moves it to [user admin]")
+            return avatar
 
         def bad(failure):
             if failure.check(guards.LockedOut):
@@ -170,9 +184,28 @@ class AdminContext:
             locked_now = self.throttle.failed(source, name)
             log.warn("admin login refused from {source}{locked}", source=source,
                      locked=": locked out" if locked_now else "")
-            return False
+            return None
         d.addCallbacks(ok, bad)
         return d
+
+    def locked_whom(self, source, login):
+        """Whose lock-out refused a login: `for alice from ADDR`, or `from ADDR` (the source's)."""
+        if self.throttle.locked_until(source):
+            return "from %s" % source
+        return "for %s from %s" % (login_name(self.office.config, login) or "this user", source)
+
+    def may_administer(self, name):
+        """Whether the user `name` (a session's, a login's) may use the pages and API now."""
+        return is_admin(self.office.config, name)
+
+    def legacy_warning(self):
+        """The pages' warning while tap.conf still has the old `[web] admin_password`."""
+        if self.office.config.web.admin_password is None:
+            return None
+        return ("[web] admin_password is obsolete: the first change you make here moves it to "
+                "[user admin] with admin = yes%s." % (
+                    " (that user keeps his own password, which is then the admin login)"
+                    if ADMIN_USER in self.office.config.users else ", same password"))
 
     # ---- rendering
 
@@ -182,6 +215,7 @@ class AdminContext:
             request.setHeader(name, value)
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         context.setdefault("pages", pages.PAGES)
+        context.setdefault("admin_warning", self.legacy_warning())
         context.setdefault("hostname", "%s.%s" % (self.office.config.system.hostname,
                                                   self.office.config.system.domain))
         return self.templates.get_template(template).render(**context).encode("utf-8")
@@ -229,6 +263,13 @@ class AdminContext:
             office=self.office, config=self.office.config, **context)
 
 
+def forbidden(ctx, request, user):
+    """403 for a logged-in user who is not (or no longer) an admin."""
+    request.setResponseCode(403)
+    return ctx.render(request, "message.html", title="Not allowed",
+                      message="%s may not use the admin pages (not an admin)." % user)
+
+
 def finish(request, body):
     """Write a body (unless the request went away) and finish."""
     if request.finished or getattr(request, "_disconnected", False):
@@ -263,6 +304,8 @@ class PageResource(resource.Resource):
         session = self.ctx.session_for(request)
         if session is None or session.user is None:
             return redirect(request, "/login?next=" + quote(request.path.decode("utf-8", "replace")))
+        if not self.ctx.may_administer(session.user):
+            return forbidden(self.ctx, request, session.user)
         if request.method in (b"GET", b"HEAD"):
             return self.show(request, session, sub)
         if request.method == b"POST":
@@ -399,11 +442,16 @@ class LoginResource(resource.Resource):
         source = peer_of(request)
         d = self.ctx.authenticate(source, form.get("username", ""), form.get("password", ""))
 
-        def checked(ok):
-            if not ok:
+        def checked(user):
+            if user is None:
                 finish(request, self._form(request, session, "Wrong user name or password.", 401))
                 return
-            fresh = self.ctx.sessions.login(session, ADMIN)
+            if not self.ctx.may_administer(user):
+                finish(request, self._form(
+                    request, session, "%s is not an admin: ask an admin to set admin = yes on "
+                    "the Users page." % user, 403))
+                return
+            fresh = self.ctx.sessions.login(session, user)
             self.ctx.set_cookie(request, fresh)
             finish(request, redirect(request, safe_next(form.get("next", ""))))
 
@@ -411,9 +459,9 @@ class LoginResource(resource.Resource):
             failure.trap(LockedOut)
             minutes = (failure.value.seconds + 59) // 60
             finish(request, self._form(
-                request, session, "Too many failed logins from %s. Try again in %d minute%s (%s)."
-                % (source, minutes, "" if minutes == 1 else "s", until_text(failure.value.until)),
-                429))
+                request, session, "Too many failed logins %s: %s (in %d minute%s)." % (
+                    self.ctx.locked_whom(source, form.get("username", "")),
+                    until_text(failure.value.until), minutes, "" if minutes == 1 else "s"), 429))
         d.addCallbacks(checked, locked)
         d.addErrback(lambda f: (log.failure("login failed", f),
                                 finish(request, self._form(request, session, "Login failed.", 500))))

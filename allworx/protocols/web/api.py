@@ -7,9 +7,7 @@ its CSRF token in `X-CSRF-Token` to change anything), and answers bad input
 with 400 and a JSON body naming the field and the reason.
 """
 
-import base64
 import functools
-import hashlib
 import ipaddress
 import json
 import time
@@ -19,11 +17,12 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from allworx.config import RECORD_PLURALS, SETTINGS_SECTIONS, ConfigErrors
-from allworx.guards import login_name, until_text
+from allworx.guards import login_name
 from allworx.protocols.web import callhistory, changes, dashboard, mailsecurity
 from allworx.protocols.web.apijson import (  # noqa: F401 (ApiError, as_text: the API's names)
     ApiError, as_text, invalid_body, plain, record_fields_json, settings_json, texts_of, with_times)
-from allworx.protocols.web.admin import LockedOut, actor_of, form_of, peer_of
+from allworx.protocols.web.admin import actor_of, form_of
+from allworx.protocols.web.webauth import LoginRefused, basic_login
 from allworx.protocols.web.metrics import WEB_CHANGES
 from allworx.protocols.web.openapi import openapi_document
 from allworx.protocols.web.sessions import tokens_match
@@ -32,8 +31,11 @@ log = Logger()
 
 KINDS = {plural: kind for kind, plural in RECORD_PLURALS.items()}
 UNSAFE = (b"POST", b"PUT", b"PATCH", b"DELETE")
-BASIC_CACHE_SECONDS = 60
 MAX_BODY = 1024 * 1024
+
+
+def not_admin(user):
+    return ApiError(403, "forbidden", "%s is not an admin (admin = yes on the Users page)" % user)
 
 
 def guarded(method):
@@ -112,46 +114,30 @@ class OfficeApi:
                                            "Content-Type: %s" % body_types[0].decode()))
         header = request.getHeader(b"authorization")
         if header is None and session is not None and session.user is not None:
+            if not self.ctx.may_administer(session.user):
+                return defer.fail(not_admin(session.user))
             if unsafe and not tokens_match(session.csrf, request.getHeader(b"x-csrf-token")):
                 return defer.fail(ApiError(403, "forbidden",
                                            "a page session must send its X-CSRF-Token to change things"))
+            request.admin_user = session.user
             return defer.succeed(True)
         if header is None:
             return defer.fail(ApiError(401, "unauthorized",
-                                       "log in with HTTP Basic as admin (or a session from the admin pages)"))
-        scheme, _, value = header.partition(b" ")
-        try:
-            if scheme.lower() != b"basic":
-                raise ValueError(scheme)
-            user, sep, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
-            if not sep:
-                raise ValueError("no colon")
-        except (ValueError, UnicodeDecodeError):
-            return defer.fail(ApiError(401, "unauthorized", "the Authorization header is not HTTP Basic"))
-        key = hashlib.sha256(("%s\0%s\0%s" % (user, password, self.ctx.office.config.web.admin_password))
-                             .encode("utf-8")).hexdigest()
-        now = self.ctx.clock.seconds()
-        checked = self._basic_ok.get(key)
-        if checked is not None and now - checked < BASIC_CACHE_SECONDS:
-            return defer.succeed(True)
-        source = peer_of(request)
-        d = self.ctx.authenticate(source, user, password)
+                                       "log in with HTTP Basic as an admin user (or a session "
+                                       "from the admin pages)"))
+        d = basic_login(self.ctx, request, header, self._basic_ok)
 
-        def result(ok):
-            if not ok:
-                raise ApiError(401, "unauthorized", "wrong user name or password")
-            if len(self._basic_ok) > 100:
-                self._basic_ok.clear()
-            self._basic_ok[key] = now
+        def allowed(user):
+            if not self.ctx.may_administer(user):
+                raise not_admin(user)
+            request.admin_user = user
             return True
 
-        def locked(failure):
-            failure.trap(LockedOut)
-            request.setHeader(b"retry-after", str(failure.value.seconds).encode())
-            raise ApiError(429, "locked out", "too many failed logins from %s; try again in %d s (%s)"
-                           % (source, failure.value.seconds, until_text(failure.value.until)))
-        d.addCallbacks(result, locked)
-        return d
+        def refused(failure):
+            failure.trap(LoginRefused)
+            e = failure.value
+            raise ApiError(e.code, "locked out" if e.code == 429 else "unauthorized", e.reason)
+        return d.addCallbacks(allowed, refused)
 
     def body(self, request):
         """The request's JSON object, as {key: text}."""
@@ -262,6 +248,7 @@ class OfficeApi:
             values["voicemail_pin"] = changes.pin_state(office.config.users[name])
             values["pop3_fetch"] = changes.mask_fetch_urls(values["pop3_fetch"])
             values["mail"] = "%s@%s" % (name, office.config.system.domain)
+            values["admin"] = office.config.users[name].admin
             fetch = self.ctx.views.fetch.status if self.ctx.views.fetch is not None else {}
             values["pop3_fetch_status"] = {
                 a.display: with_times(plain(fetch.get(a.display)))

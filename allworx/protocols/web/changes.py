@@ -18,7 +18,7 @@ from twisted.internet import defer, threads
 
 from allworx.config import (
     RECORD_PLURALS, RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigError, ConfigErrors,
-    check_value_text, format_value, keys_of, parse_digits)
+    check_value_text, format_value, keys_of, parse_pin)
 from allworx.passwords import hash_password, hash_pin, is_hashed, sip_digest
 
 # Shown instead of a stored secret; sending it back means "keep what is there".
@@ -71,11 +71,11 @@ def worded_values(values, texts):
 
 
 def settings_values(office, section):
-    """`{key: text}` of a settings section (secrets left out)."""
+    """`{key: text}` of a settings section (secrets, such as `metrics_token`, left out)."""
     cls = SETTINGS_SECTIONS[section]
     current = getattr(office.config, section)
     return {f.name: format_value(cls, f.name, getattr(current, f.name))
-            for f in keys_of(cls) if f.name not in SERVER_KEYS.get(section, ())}
+            for f in keys_of(cls) if f.name not in SERVER_KEYS.get(section, ()) and f.repr}
 
 
 def with_whole_file(office, errors, sections, skip=()):
@@ -247,7 +247,7 @@ def _pin_value(section, values, existing):
     if pin and not is_hashed(pin):
         try:
             check_value_text(pin)
-            parse_digits(4, 10)(pin)
+            parse_pin(pin)          # its error does not repeat the PIN
         except ValueError as e:
             raise _refuse(section, "voicemail_pin", str(e))
     return pin
@@ -376,12 +376,18 @@ def delete_record(office, kind, name):
 
 
 def change_admin_password(office, plain, deferToThread=threads.deferToThread):
-    """Hash a new admin password in a thread and store it in `[web]`."""
+    """
+    The logged-in admin's own password: his `[user]`'s (hashed in a thread,
+    with the SIP digest), or, for the old login `admin` without a user yet,
+    `[web] admin_password`, which that same change moves to `[user admin]`.
+    """
     if not plain or not plain.strip():
         return defer.fail(_refuse("web", "admin_password", "the new password is empty"))
     if len(plain) < 8:
         return defer.fail(_refuse("web", "admin_password", "use at least 8 characters"))
     actor = office.actor_now()
+    if actor[0] in office.config.users:
+        return save_user(office, actor[0], {"password": plain}, "patch", deferToThread)
     d = deferToThread(hash_password, plain)
     return d.addCallback(lambda hashed: office.update_settings("web", {"admin_password": hashed},
                                                                actor=actor))

@@ -31,6 +31,8 @@ def _fields_schema(cls, kind, writable=True):
         props["voicemail_pin"] = {"type": "string", "description": (
             "4 to 10 digits, stored hashed; read as 'set' or 'not set', and either sent "
             "back keeps the PIN; empty removes it")}
+        props["admin"] = {"type": "boolean", "description": "may use the admin pages and the "
+                          "API; at least one user stays an admin"}
         if not writable:
             props["mail"] = {"type": "string", "readOnly": True}
     if kind == "trunk":
@@ -39,7 +41,10 @@ def _fields_schema(cls, kind, writable=True):
             "change keeps it")}
     if kind == "web":
         props["admin_password"] = {"type": "string", "writeOnly": True,
-                                   "description": "plain text; stored hashed; ends every page session"}
+                                   "description": "plain text: the logged-in admin's own new "
+                                                  "password, stored hashed; ends every page session"}
+        props["metrics_token"] = {"type": "string", "writeOnly": True, "description": (
+            "the bearer token /metrics accepts (16 or more characters); never shown")}
     return {"type": "object", "properties": props, "additionalProperties": False}
 
 
@@ -472,7 +477,8 @@ def openapi_document():
         "components": {
             "securitySchemes": {
                 "basic": {"type": "http", "scheme": "basic",
-                          "description": "user admin with the [web] admin_password"},
+                          "description": "a user with admin = yes and his password "
+                                         "(an old config's [web] admin_password: user admin)"},
                 "session": {"type": "apiKey", "in": "cookie", "name": "allworx_session",
                             "description": "a logged-in page session; changes need X-CSRF-Token"}},
             "schemas": schemas},

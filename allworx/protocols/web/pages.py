@@ -248,7 +248,7 @@ class UsersPage(DeviceActions, Page):
                 "name": u.name, "full_name": u.full_name, "extension": u.extension or "",
                 "mail": "%s@%s" % (u.name, config.system.domain),
                 "email_forward": u.email_forward or "",
-                "pin": changes.pin_state(u),
+                "pin": changes.pin_state(u), "admin": u.admin,
                 "fetch": [(a.display, fetch_summary(fetch.get(a.display), now)) for a in u.pop3_fetch],
                 "devices": devices_of(config, u.name),
             })

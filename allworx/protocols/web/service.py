@@ -15,6 +15,7 @@ from twisted.web import server
 from allworx.servicebase import ListeningService
 from allworx.protocols.web.admin import AdminContext, AdminRoot
 from allworx.protocols.web.api import OfficeApi
+from allworx.protocols.web.webauth import AdminOnly
 from allworx.protocols.web.metrics import WEB_REFUSED, WEB_REQUESTS, MetricsPage, office_registry
 from allworx.guards import PeerConnectionLimit, PeerLimit
 from allworx.protocols.web.sites import SiteBySide, ensure_site_dirs
@@ -135,7 +136,7 @@ def admin_resource(office, clock, defer_to_thread=threads.deferToThread, views=N
     registry = office_registry(office, ctx.views)
     tunnel = VpnCollector(office, ctx.views, clock)
     registry.register(tunnel)
-    metrics = MetricsPage(registry, prepare=tunnel.refresh)
+    metrics = AdminOnly(ctx, MetricsPage(registry, prepare=tunnel.refresh))
     return AdminRoot(ctx, api=api, metrics=metrics), ctx
 
 

@@ -8,7 +8,7 @@ from twisted.trial import unittest
 from allworx import cli
 from allworx.config import parse_config
 from allworx.passwords import is_hashed, parse_sip_digest, sip_digest, verify_password, verify_pin
-from allworx.tests.confs import MINIMAL, PIN_HASH, with_sections
+from allworx.tests.confs import ADMIN_USERS, MINIMAL, PIN_HASH, with_sections
 
 
 class FakeStdin(io.StringIO):
@@ -47,7 +47,7 @@ class CheckTests(unittest.TestCase):
         return cli.check([path], out, err), out.getvalue(), err.getvalue()
 
     def test_warns_when_others_may_read_it(self):
-        path = self.write(MINIMAL)
+        path = self.write(ADMIN_USERS)
         for mode, who in ((0o644, "its group and others read"), (0o604, "others read"),
                           (0o660, "its group read or change"), (0o602, "others change")):
             os.chmod(path, mode)
@@ -66,6 +66,34 @@ class CheckTests(unittest.TestCase):
         code, out, err = self.check(path)
         self.assertEqual(code, 0)
         self.assertIn("[user alice] voicemail_pin: stored as typed; the server writes it hashed", err)
+
+    def test_warns_about_the_old_admin_password(self):
+        path = self.write(MINIMAL)
+        os.chmod(path, 0o600)
+        code, out, err = self.check(path)
+        self.assertEqual(code, 0)
+        self.assertIn("warning: [web] admin_password is obsolete: admins are users with "
+                      "admin = yes; the first change through the admin pages or API moves it "
+                      "(it becomes [user admin] with admin = yes and the same password)", err)
+        path = self.write(ADMIN_USERS)
+        os.chmod(path, 0o600)
+        self.assertEqual(self.check(path)[2], "")
+
+    def test_metrics_token_accepted_and_checked(self):
+        path = self.write(ADMIN_USERS + "\n[web]\nmetrics_token = 0123456789abcdef0123\n")
+        os.chmod(path, 0o600)
+        self.assertEqual(self.check(path)[0], 0)
+        path = self.write(ADMIN_USERS + "\n[web]\nmetrics_token = short\n")
+        code, out, err = self.check(path)
+        self.assertEqual(code, 1)
+        self.assertIn("[web] metrics_token: expected 16 to 200 visible characters", err)
+        self.assertNotIn("short", err.replace("metrics_token = short", ""))
+
+    def test_no_admin_at_all_is_an_error(self):
+        path = self.write(ADMIN_USERS.replace("admin = yes\n", ""))
+        code, out, err = self.check(path)
+        self.assertEqual(code, 1)
+        self.assertIn("[web]: no admin: give a user `admin = yes`", err)
 
     def test_a_value_with_a_control_character(self):
         path = self.write(MINIMAL.replace("full_name = Bob Baker", "full_name = Bob\x00Baker"))
@@ -189,7 +217,7 @@ class UnlockTests(unittest.TestCase):
             self.server.failed("192.168.2.70", "guess%d" % n)
         code, out, err = self.run_cli("--source", "192.168.2.70")
         self.assertEqual(code, 0, err)
-        self.assertIn("unlocked source 192.168.2.70 (every user who failed there)", out)
+        self.assertIn("unlocked source 192.168.2.70 (every login from it)", out)
         self.assertEqual(self.server.locked_for("192.168.2.70"), 0)
         self.assertEqual(len(self.server.lockouts()), 2)
 

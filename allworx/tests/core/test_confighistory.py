@@ -33,8 +33,10 @@ class HistoryTests(unittest.TestCase):
             self.office.update_settings("dhcp", {"lease_time": "3600"})
         entry = self.history.entries()[0]
         self.assertEqual(entry["id"], 2)
+        # The first change through the pages also moves [web] admin_password
+        # to [user admin] (SPEC 10), in the same version.
         self.assertEqual((entry["actor"], entry["via"], entry["sections"]),
-                         ("admin", "web", ["dhcp"]))
+                         ("admin", "web", ["dhcp", "user", "web"]))
         self.assertEqual(entry["time"], "2023-11-14T22:14:20Z")
         diff = self.history.diff(2)
         self.assertIn("+lease_time = 3600", diff)

@@ -153,17 +153,13 @@ class ThrottleTests(unittest.TestCase):
             self.assertFalse(self.t.failed("a", name))
         self.assertTrue(self.t.failed("a", "u5"))
         self.assertEqual(self.t.locked_for("a"), 300)
-        # The names guessed are refused at that source...
+        # Every login from that source is refused (SPEC 10: "whatever the
+        # users, lock the source"), the names guessed and any other...
         self.assertEqual(self.t.locked_for("a", "u1"), 300)
         self.assertEqual(self.t.locked_for("a", "U5 "), 300)
-        # ...not a user who did not fail there (answered after the longest delay),
-        # nor anyone elsewhere.
-        self.assertEqual(self.t.locked_for("a", "anyone"), 0)
-        self.assertEqual(self.t.delay("a", "anyone"), self.t.max_delay)
-        self.assertEqual(self.t.locked_for("b", "u1"), 0)
-        # One failure of a new name there, and it is refused too.
-        self.t.failed("a", "anyone")
         self.assertEqual(self.t.locked_for("a", "anyone"), 300)
+        # ...but nobody elsewhere.
+        self.assertEqual(self.t.locked_for("b", "u1"), 0)
 
     def test_failures_outside_the_window_forgotten(self):
         self.t.failed("a", "alice")
@@ -190,9 +186,9 @@ class ThrottleTests(unittest.TestCase):
         self.assertEqual(until, self.clock.seconds() + 300)
         self.t.check("a", "alice")
         # 3 failures + 2 refused attempts: the source is locked too, which
-        # refuses alice (she failed there), not bob.
+        # refuses everyone there (SPEC 10), bob included.
         self.assertEqual(self.t.locked_until("a"), self.clock.seconds() + 300)
-        self.assertEqual(self.t.check("a", "bob"), 0)
+        self.assertEqual(self.t.check("a", "bob"), self.clock.seconds() + 300)
 
     def test_delay_grows_after_the_free_failures(self):
         t = LoginThrottle(self.clock, user_limit=100, source_limit=100, slow_after=2, max_delay=4)
@@ -302,17 +298,31 @@ class GateTests(unittest.TestCase):
         self.assertIsNotNone(self.guess(right=True).checked_at)
         self.assertEqual(self.t.locked_for("192.168.2.50", "alice"), 0)
 
-    def test_a_locked_source_lets_other_users_in_after_the_delay(self):
+    def test_a_locked_source_refuses_every_user_until_it_ends(self):
         for n in range(20):
             self.guess(user="u%d" % n)
-        self.assertTrue(self.t.locked_for("192.168.2.50"))
-        self.assertIsNotNone(self.guess(user="u3").refused_until)
+        until = self.t.locked_until("192.168.2.50")
+        self.assertTrue(until)
+        self.assertEqual(self.guess(user="u3").refused_until, until)
         bob = self.guess(user="bob", right=True)
-        self.assertEqual((bob.checked_at is not None, bob.waited), (True, self.t.max_delay))
+        self.assertEqual((bob.checked_at, bob.refused_until), (None, until))
         # Elsewhere nobody waits.
         self.assertEqual(self.guess(source="192.168.2.51", user="u3", right=True).waited, 0)
+        # When it ends, bob's right password is taken.
+        self.clock.advance(until - self.clock.seconds())
+        self.assertIsNotNone(self.guess(user="bob", right=True).checked_at)
 
-    def test_the_right_user_is_taken_once_his_lock_out_ends(self):
+    def test_five_typos_lock_that_user_only(self):
+        """One person's typos behind a shared address leave the colleagues free."""
+        for _ in range(5):
+            self.guess()
+        self.assertTrue(self.t.locked_for("192.168.2.50", "alice"))
+        self.assertEqual(self.t.locked_for("192.168.2.50"), 0)
+        bob = self.guess(user="bob", right=True)
+        self.assertIsNotNone(bob.checked_at)
+        self.assertIsNone(bob.refused_until)
+
+    def test_the_right_user_is_taken_once_the_lock_outs_end(self):
         """The attacker goes on after alice's lock-out: the source's lock outlasts it."""
         for _ in range(5):
             self.guess()
@@ -320,8 +330,11 @@ class GateTests(unittest.TestCase):
         for _ in range(40):
             self.clock.advance(10)
             self.guess()                # refused, counted against the source
-        self.assertGreater(self.t.locked_until("192.168.2.50"), alice_until)
+        source_until = self.t.locked_until("192.168.2.50")
+        self.assertGreater(source_until, alice_until)
         self.clock.advance(alice_until - self.clock.seconds())
+        self.assertEqual(self.guess(right=True).refused_until, source_until)
+        self.clock.advance(source_until - self.clock.seconds())
         right = self.guess(right=True)
         self.assertIsNotNone(right.checked_at)
         self.assertLessEqual(right.waited, self.t.max_delay)

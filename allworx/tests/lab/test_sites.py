@@ -109,7 +109,10 @@ class SiteConfigTests(unittest.TestCase):
             self.assertTrue(f.read().startswith(original.rstrip("\n")))
         branch = load_config(branch_path)
         self.assertEqual(branch.sites["main"].public_key, server_public_key(main_dir))
-        self.assertEqual(sorted(branch.users), ["dave", "erin"])
+        # Its admin is a user (SPEC 10), with the main office admin's password.
+        self.assertEqual(sorted(branch.users), ["admin", "dave", "erin"])
+        self.assertEqual((branch.admins, branch.users["admin"].password, branch.web.admin_password),
+                         (["admin"], PW_HASH, None))
         self.assertIn("joins the branch already", join_branch(path, main_dir, branch_dir, PW_HASH)[1])
         # A new branch (its data directory made again): only its key changes.
         os.rename(branch_dir, branch_dir + ".old")

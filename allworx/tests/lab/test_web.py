@@ -152,8 +152,13 @@ class SidesAndDirectoryTests(WebLabCase):
             "admin", "https://%s:8080/api/v1/settings/dhcp" % SERVER, "-u", "admin:admin-demo",
             "-X", "PATCH", "-H", "Content-Type: application/json", "-d", '{"range": "1-300"}')
         self.assertEqual((status, json.loads(body)["field"]), (400, "range"), report)
+        # /metrics wants an admin login (or the metrics token), SPEC 11.
         _, status, _, report = self.curl("admin", "https://%s:8080/metrics" % SERVER)
+        self.assertEqual(status, 401, report)
+        _, status, body, report = self.curl("admin", "https://%s:8080/metrics" % SERVER,
+                                            "-u", "admin:admin-demo")
         self.assertEqual(status, 200, report)
+        self.assertIn("allworx_office_service_up", body, report)
 
         # The intranet for the LAN, the public site for the Internet.
         intranet = os.path.join(self.server.data_dir, "intranet")

@@ -253,13 +253,15 @@ class BindTests(unittest.TestCase):
         self.assertEqual(set(waits[5:]), {0})
         self.assertEqual(len(checked), 5)
 
-    def test_a_colleague_at_a_locked_source_binds_after_the_delay(self):
+    def test_a_source_locked_by_guessing_refuses_a_colleague_too(self):
+        """SPEC 10: 20 failures from one source, whatever the users, lock the source."""
         for n in range(20):
             self.conn.bind("uid=guess%d,ou=people,%s" % (n, BASE), "wrong")
         self.assertTrue(self.conn.factory.throttle.locked_for("192.168.2.10"))
         result = self.conn.bind(ALICE, "admin-demo")
-        self.assertFalse(hasattr(result, "value"), result)
-        self.assertEqual(self.conn.waited, self.conn.factory.throttle.max_delay)
+        self.assertIsInstance(result.value, ldaperrors.LDAPUnwillingToPerform)
+        self.assertIn("locked until", str(result.value))
+        self.assertEqual(self.conn.waited, 0)
 
     def test_the_throttle_may_be_shared(self):
         from allworx.guards import LoginThrottle

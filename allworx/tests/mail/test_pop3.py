@@ -208,7 +208,7 @@ class Pop3GuardTests(unittest.TestCase):
         self.assertEqual(set(waits[5:]), {0})
         self.assertEqual(self.checker.checked, 5)
 
-    def test_a_colleague_at_a_locked_source_logs_in_after_the_delay(self):
+    def test_a_source_locked_by_guessing_refuses_a_colleague_too(self):
         for n in range(20):
             p, t = self.connect()
             self.talk(p, t, b"USER guess%d" % n, b"PASS nope")
@@ -216,8 +216,9 @@ class Pop3GuardTests(unittest.TestCase):
         self.assertTrue(self.factory.throttle.locked_for(LAN))
         p, t = self.connect()
         self.assertIn(b"-ERR [AUTH] too many", self.talk(p, t, b"USER guess3", b"PASS nope"))
-        self.assertIn(b"+OK Authentication succeeded", self.talk(p, t, b"USER bob", b"PASS pw"))
-        self.assertEqual(self.waited, self.factory.throttle.max_delay)
+        self.assertIn(b"-ERR [AUTH] too many failed logins, locked until",
+                      self.talk(p, t, b"USER bob", b"PASS pw"))
+        self.assertEqual(self.waited, 0)
 
     def test_commands_sent_during_a_delayed_login_wait_for_it(self):
         for _ in range(3):

@@ -156,7 +156,10 @@ class SettingsTests(ApiCase):
     def test_admin_password_is_hashed(self):
         r = self.call("PATCH", "/settings/web", {"admin_password": "another-secret"})
         self.assertEqual(r.code, 200)
-        self.assertTrue(verify_password(self.c.office.config.web.admin_password, "another-secret"))
+        # The old [web] admin_password moved to [user admin], whose password it set.
+        self.assertIsNone(self.c.office.config.web.admin_password)
+        self.assertTrue(verify_password(self.c.office.config.users["admin"].password,
+                                        "another-secret"))
         self.assertNotIn("another-secret", self.c.tap_conf())
 
     def test_a_combination_checked_whole(self):

@@ -107,10 +107,17 @@ class ApiTests(BackupWebCase):
         self.assertEqual(r.code, 200, r.text)
         versions = self.api("GET", "/config/history").json["versions"]
         self.assertEqual([v["id"] for v in versions], [2, 1])
+        # (with the move of [web] admin_password to [user admin], SPEC 10)
         self.assertEqual((versions[0]["actor"], versions[0]["via"], versions[0]["sections"]),
-                         ("admin", "api", ["dhcp"]))
+                         ("admin", "api", ["dhcp", "user", "web"]))
         one = self.api("GET", "/config/history/2").json
         self.assertIn("+lease_time = 3600", one["diff"])
+        # The version and its diff as shown: no password hash (SPEC 11).
+        hashed = self.c.office.config.users["admin"].password
+        self.assertIn("+password = ********", one["diff"])
+        self.assertNotIn(hashed, one["diff"] + one["text"])
+        with open(self.c.office.path) as f:
+            self.assertIn(hashed, f.read())        # the file itself keeps it
         r = self.api("POST", "/config/history/1/revert", b"{}", JSON)
         self.assertEqual(r.code, 200, r.text)
         self.assertEqual((r.json["reverted"], r.json["version"]["id"]), (1, 3))

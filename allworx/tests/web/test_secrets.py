@@ -142,6 +142,8 @@ class ApiPinTests(ApiCase):
         for pin in ("12", "12345678901", "12ab", "\u0661\u0662\u0663\u0664"):
             r = self.call("PATCH", "/users/alice", {"voicemail_pin": pin})
             self.assertEqual((r.code, r.json["field"]), (400, "voicemail_pin"), pin)
+            # A mistyped PIN is not repeated in the answer (nor in the log line of it).
+            self.assertNotIn(json.dumps(pin)[1:-1], r.text, pin)
         self.assertEqual(raw(self.c), before)
 
     def test_described(self):

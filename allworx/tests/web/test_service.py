@@ -56,6 +56,8 @@ class MetricsTests(unittest.TestCase):
         c = AdminClient(self)
         c.office.set_status("dns", "up", "x")
         c.login("wrong")
+        self.assertEqual(c.get("/metrics").code, 401)
+        c.login()
         r = c.get("/metrics")
         self.assertEqual(r.code, 200)
         self.assertIn('allworx_office_service_up{service="dns"} 1.0', r.text)
@@ -71,6 +73,7 @@ class MetricsTests(unittest.TestCase):
         rt.connections = FakeLog([], {"allow": 3, "drop": 1})
         rt.registrations = rt.calls = FakeRegistrar()
         rt.mail_queue = FakeQueue()
+        c.login()
         text = c.get("/metrics").text
         self.assertIn('allworx_office_dhcp_leases{state="active"} 1.0', text)
         self.assertIn('allworx_office_flows_total{verdict="drop"} 1.0', text)

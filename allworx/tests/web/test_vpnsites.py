@@ -230,6 +230,7 @@ class MetricsTests(LoggedIn):
         c = AdminClient(self, TEXT)
         c.clock.advance(T0)
         c.ctx.views.vpn = fake_vpn()
+        c.login()
         text = c.get("/metrics").text
         self.assertIn('allworx_vpn_peer_rx_bytes{peer="site branch"} 123456.0', text)
         self.assertIn('allworx_vpn_peer_tx_bytes{peer="site branch"} 7890.0', text)
@@ -245,6 +246,7 @@ class MetricsTests(LoggedIn):
 
     def test_no_tunnel_metrics_without_the_service(self):
         c = AdminClient(self, TEXT)
+        c.login()
         text = c.get("/metrics").text
         self.assertIn("allworx_office_service_up", text)
         self.assertNotIn("allworx_vpn_", text)
