@@ -415,7 +415,8 @@ def openapi_document():
                           ("/api/v1/sip/calls", "Calls in progress"),
                           ("/api/v1/status", "WAN address, security mode, services; the dashboard's "
                            "facts (version, uptime, CPU, memory, disk, WAN lease, gateway "
-                           "health, clock) and alerts")):
+                           "health, clock), the time server's upstream, offset and what it serves "
+                           "(`time`, times RFC 3339) and alerts")):
         paths[path] = {"get": {"summary": summary, "responses": {
             "200": {"description": "read-only", "content": _json({})},
             "401": RESPONSES["401"], "503": {"description": "that service is not running"}}}}
