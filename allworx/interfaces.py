@@ -300,6 +300,39 @@ class IFetchStatus(Interface):
                        "last_success, fetched, error, next_attempt, failures, multidrop}")
 
 
+class IPhoneBook(Interface):
+    """
+    The phones that configure themselves (SPEC 19), as the provisioning
+    service, the registrar and the admin pages share them: each phone's own
+    SIP secret and the sightings of phones that asked for their files.
+    Owned by `allworx.phonebook.PhoneBook` (state under data_dir/phones, 0600).
+    MACs are 12 lowercase hex digits (allworx.config.phones.normalise_mac).
+    """
+
+    def secret(mac):
+        """The phone's SIP secret (text), made by the server on first use and kept."""
+
+    def rotate(mac):
+        """Replace the phone's SIP secret with a new one; returns it."""
+
+    def sighted(mac, address, model, filename, user_agent=None):
+        """A phone asked for `filename` from `address` (its lease holder); `model` is
+        the family guessed from the file name, vendor class or User-Agent, or None."""
+
+    def sightings():
+        """{mac: Sighting} of every phone seen: mac, address, model, filename,
+        user_agent, last_fetch (POSIX seconds)."""
+
+
+class ICheckSync(Interface):
+    """Telling a provisioned phone to fetch its configuration again (SPEC 19)."""
+
+    def resync(mac):
+        """Send the phone's vendor check-sync NOTIFY to its registered contact; a
+        Deferred firing True if the phone took it, False if it is not registered
+        or refused; never fails."""
+
+
 @attr.s(kw_only=True)
 class Views:
     """
@@ -326,3 +359,5 @@ class Views:
     time = attr.ib(default=None)            # ITimeStatus
     certificates = attr.ib(default=None)    # ICertificateState
     backup = attr.ib(default=None)          # IBackups
+    phones = attr.ib(default=None)          # IPhoneBook
+    checksync = attr.ib(default=None)       # ICheckSync

@@ -15,6 +15,7 @@ from allworx.config.model import (
     SETTINGS_SECTIONS, Config, keys_of)
 from allworx.config.telephony import EMERGENCY
 from allworx.config.values import Target, format_score, parse_email
+from allworx.config.phones import check_phones
 from allworx.config.vpn import check_vpn
 from allworx.inifile import IniDocument, IniSyntaxError
 
@@ -215,7 +216,7 @@ def _cross_check(c, lines, errors, complete=True, declared=None):
 
     for check in (_check_network, _check_services, _check_users_aliases,
                   _check_hosts_records, _check_forwards, _check_numbering,
-                  _check_call_targets, check_vpn):
+                  _check_call_targets, check_vpn, check_phones):
         try:
             check(c, err, declared or {})
         except AttributeError:

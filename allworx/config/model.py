@@ -25,6 +25,8 @@ from allworx.config.telephony import (
     E164, format_call_forward, format_hours, format_national_prefix, format_sip_hostport,
     parse_call_forward, parse_e164, parse_e164_list, parse_extension_list, parse_hours,
     parse_national_prefix, parse_secret, parse_sip_hostport, parse_sip_user)
+from allworx.config.phones import (
+    MAC_HINT, MAC_NOTATION, normalise_mac, parse_phone_label, parse_phone_model)
 from allworx.config.vpn import (
     format_endpoint, format_extension_ranges, format_networks, parse_endpoint,
     parse_extension_ranges, parse_interface_name, parse_networks, parse_wg_key)
@@ -432,24 +434,49 @@ class Device:
     public_key = optional(parse_wg_key, doc="empty: the server makes the key pair")
 
 
+@attr.s(frozen=True, slots=True)
+class ProvisioningSettings:
+    """The service phones fetch their configuration from (SPEC 19), LAN only."""
+
+    enabled = key(parse_bool, True, fmt=format_bool)
+    port = key(parse_port, 8089, doc="HTTP; HTTPS on the next port once certificates exist")
+
+
+@attr.s(frozen=True, slots=True)
+class Phone:
+    """A desk phone that configures itself, named by its MAC (any common notation)."""
+
+    name = attr.ib()
+    user = key(str.strip, doc="the owner: a [user]; the phone registers as his extension")
+    model = optional(parse_phone_model,
+                     doc="yealink, polycom, grandstream, snom, cisco-spa or generic; "
+                         "empty: guessed from the DHCP vendor class or the User-Agent")
+    label = key(parse_phone_label, "", doc="shown on the phone's screen")
+
+    @property
+    def mac(self):
+        """The MAC as 12 lowercase hex digits, whatever the section's notation."""
+        return normalise_mac(self.name)
+
+
 SETTINGS_SECTIONS = {
     "system": SystemSettings, "lan": LanSettings, "wan": WanSettings,
     "security": SecuritySettings, "dhcp": DhcpSettings, "dns": DnsSettings,
     "mail": MailSettings, "pop3": Pop3Settings, "imap": ImapSettings,
     "sip": SipSettings,
     "web": WebSettings, "ldap": LdapSettings, "ntp": NtpSettings, "tls": TlsSettings,
-    "vpn": VpnSettings,
+    "vpn": VpnSettings, "provisioning": ProvisioningSettings,
 }
 RECORD_SECTIONS = {
     "user": User, "alias": Alias, "host": Host, "record": Record, "forward": Forward,
     "trunk": Trunk, "number": Number, "group": Group, "attendant": Attendant,
-    "site": Site, "device": Device,
+    "site": Site, "device": Device, "phone": Phone,
 }
 # The attribute of Config that holds each kind of record.
 RECORD_PLURALS = {
     "user": "users", "alias": "aliases", "host": "hosts", "record": "records",
     "forward": "forwards", "trunk": "trunks", "number": "numbers", "group": "groups",
-    "attendant": "attendants", "site": "sites", "device": "devices",
+    "attendant": "attendants", "site": "sites", "device": "devices", "phone": "phones",
 }
 # Names of the zone the server itself defines (guide 10; the last four for
 # mail clients' automatic set-up, SPEC 17).
@@ -468,12 +495,14 @@ RECORD_NAME = {
     "attendant": TARGET_NAME,
     "site": re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$"),
     "device": re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$"),
+    "phone": MAC_NOTATION,
 }
 # What a valid name looks like, where "not a valid NAME" alone would not say.
 RECORD_NAME_HINT = {
     "number": "an E.164 number: + then 8 to 15 digits, like +15551230000",
     "group": "a letter, then letters, digits, '.', '_' or '-' (at most 32)",
     "attendant": "a letter, then letters, digits, '.', '_' or '-' (at most 32)",
+    "phone": MAC_HINT,
 }
 
 
@@ -507,6 +536,7 @@ class Config:
     ntp = attr.ib()
     tls = attr.ib(default=TlsSettings())
     vpn = attr.ib(default=VpnSettings())
+    provisioning = attr.ib(default=ProvisioningSettings())
     users = attr.ib(factory=dict)
     aliases = attr.ib(factory=dict)
     hosts = attr.ib(factory=dict)
@@ -518,6 +548,7 @@ class Config:
     attendants = attr.ib(factory=dict)
     sites = attr.ib(factory=dict)
     devices = attr.ib(factory=dict)
+    phones = attr.ib(factory=dict)
     doc = attr.ib(default=None, eq=False, repr=False)
     path = attr.ib(default=None, eq=False)
     # extension -> user, made on first use: every login names a user by it
@@ -572,6 +603,17 @@ class Config:
     def admins(self):
         """The names of the users with `admin = yes`, sorted."""
         return sorted(u.name for u in self.users.values() if u.admin)
+
+    def phone_by_mac(self, mac):
+        """The [phone] section of a MAC (any notation), or None."""
+        try:
+            mac = normalise_mac(mac)
+        except ValueError:
+            return None
+        for phone in self.phones.values():
+            if phone.mac == mac:
+                return phone
+        return None
 
     def user_by_extension(self, extension):
         index = self._by_extension
