@@ -19,6 +19,8 @@ where the run-time arrows are drawn (see docs/ARCHITECTURE.md):
     one StatsService (samples the registry and the interfaces every 10 s into
                       data_dir/stats.json) -> web (Views.stats)
     one EventRing (the server's recent log events, SPEC 20) -> web
+    dhcp.leases, the phone book (IPhoneBook), the certificate -> provisioning
+                         (the phones' files by HTTP, HTTPS and TFTP, SPEC 19)
 
 Facts that change (config, leases, the WAN address, mailboxes, statuses)
 travel as events on the office; the objects above are handed over once, at
@@ -44,6 +46,7 @@ from allworx.protocols.dns.service import DnsService
 from allworx.protocols.ldap.service import LdapService
 from allworx.protocols.mail.service import MailService
 from allworx.protocols.ntp.service import NtpService
+from allworx.protocols.provisioning.service import ProvisioningService
 from allworx.protocols.sip.service import SipService
 from allworx.protocols.web.service import WebService
 from allworx.routing.firewall.service import FirewallService
@@ -56,7 +59,8 @@ log = Logger()
 # The children, in the order they start (the network first, so the others
 # start on configured interfaces; the firewall next, so nothing is forwarded
 # before it stands; the tunnel after both, SPEC 16).
-NAMES = ("network", "firewall", "vpn", "dhcp", "dns", "ntp", "mail", "sip", "ldap", "web")
+NAMES = ("network", "firewall", "vpn", "dhcp", "dns", "ntp", "mail", "sip", "provisioning",
+         "ldap", "web")
 
 
 def certificate_keeper(office, reactor):
@@ -67,11 +71,12 @@ def certificate_keeper(office, reactor):
 
 
 def build_children(office, reactor=None, logins=None, certificates=None, stats=None,
-                   events=None, backups=None):
+                   events=None, backups=None, phonebook=None):
     """
     The protocol services of `office`, wired to each other, in start order
     (`stats`: the dashboard's history, IStats; `events`: the recent log
-    events, ILogEvents; `backups`: IBackups; all shown by the web).
+    events, ILogEvents; `backups`: IBackups; all shown by the web;
+    `phonebook`: the phones' secrets and sightings, IPhoneBook).
     """
     if reactor is None:
         from twisted.internet import reactor
@@ -92,6 +97,10 @@ def build_children(office, reactor=None, logins=None, certificates=None, stats=N
     mail = MailService(office, throttle=logins, certificates=certificates)
     sip = SipService(office, mail_store=mail.store, throttle=logins,
                      tls_options=certificates.current)   # the server's one certificate
+    # The phones' files (SPEC 19): to the holder of each MAC's lease, HTTPS
+    # with the server's one certificate.
+    provisioning = ProvisioningService(office, phonebook, dhcp.leases,
+                                       tls_options=certificates.current)
     ldap = LdapService(office, throttle=logins)
     web = WebService(office, Views(
         leases=dhcp.leases, rogues=dhcp.rogues, connections=firewall.connections,
@@ -100,7 +109,7 @@ def build_children(office, reactor=None, logins=None, certificates=None, stats=N
         call_history=sip.call_history, mail_security=mail.security, vpn=vpn,
         stats=stats, logs=events, wan=network.wan, time=ntp.time, certificates=certificates, backup=backups),
         throttle=logins, certificates=certificates)
-    return [network, firewall, vpn, dhcp, dns, ntp, mail, sip, ldap, web]
+    return [network, firewall, vpn, dhcp, dns, ntp, mail, sip, provisioning, ldap, web]
 
 
 class AllworxService(service.MultiService):
@@ -122,6 +131,7 @@ class AllworxService(service.MultiService):
         self.stats = None       # the dashboard's sampler and history (allworx.statssampler)
         self.events = None      # the recent log events (an EventRing), observed while running
         self.backups = None
+        self.phonebook = None   # the phones' secrets and sightings (IPhoneBook)
         if children is None:
             # Made here, not only at start: children open files under it as
             # they are built (the call history), and it must be 0711 (startService).
@@ -190,7 +200,7 @@ class AllworxService(service.MultiService):
         """New protocol services for the office (what `restart_around` starts)."""
         return build_children(self.office, self.reactor, self.logins, self.certificates,
                               self.stats.store if self.stats is not None else None,
-                              self.events, self.backups)
+                              self.events, self.backups, self.phonebook)
 
     def restart_around(self, work):
         """

@@ -84,9 +84,13 @@ class Provisioner:
                      model=model or "model unknown", address=address, name=name, via=via)
             return _error(404, "this phone is not given to anyone yet")
         user = config.users.get(phone.user)
-        if model is None or user is None or user.extension is None:
-            why = ("its model is not known: set model in [phone %s]" % phone.name
-                   if model is None else "its owner has no extension")
+        if model is None or user is None or user.extension is None or self.phonebook is None:
+            if model is None:
+                why = "its model is not known: set model in [phone %s]" % phone.name
+            elif self.phonebook is None:
+                why = "the server keeps no phone secrets (no phone book)"
+            else:
+                why = "its owner has no extension"
             log.warn("provisioning: {mac} asked for {name}: {why}", mac=wanted.mac,
                      name=name, why=why)
             return _error(404, "no file for this phone: " + why)

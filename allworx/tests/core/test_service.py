@@ -108,7 +108,7 @@ class CompositionTests(unittest.TestCase):
         top = AllworxService(self.office())
         self.assertEqual([s.name for s in top], list(NAMES))
         self.assertEqual(list(NAMES), ["network", "firewall", "vpn", "dhcp", "dns", "ntp", "mail",
-                                       "sip", "ldap", "web"])
+                                       "sip", "provisioning", "ldap", "web"])
 
     def test_wiring(self):
         """What each service is handed comes from the service that owns it."""
@@ -116,6 +116,9 @@ class CompositionTests(unittest.TestCase):
         dhcp, firewall, mail, web = (top.getServiceNamed(n) for n in ("dhcp", "firewall", "mail", "web"))
         self.assertIs(firewall.leases, dhcp.leases)
         self.assertIs(top.getServiceNamed("dns").leases, dhcp.leases)
+        provisioning = top.getServiceNamed("provisioning")
+        self.assertIs(provisioning.provisioner.leases, dhcp.leases)
+        self.assertIs(provisioning.provisioner.phonebook, top.phonebook)
         ldap, sip = top.getServiceNamed("ldap"), top.getServiceNamed("sip")
         throttles = {id(t) for t in (web.ctx.throttle, ldap.factory.throttle, mail.throttle,
                                      mail.smtp_factory.throttle, mail.pop3.factory.throttle,

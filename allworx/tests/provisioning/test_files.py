@@ -83,3 +83,10 @@ class ProvisionerTests(unittest.TestCase):
         self.assertTrue(self.p.allow("192.168.2.38"))
         self.clock.advance(1)
         self.assertEqual(sum(self.p.allow("192.168.2.37") for _ in range(10)), 2)
+
+    def test_without_a_phone_book_no_file_is_made(self):
+        p = Provisioner(lambda: self.config, None, self.leases, self.clock,
+                        timezone=lambda: BERLIN)
+        a = p.fetch("001565123456.cfg", "192.168.2.37")
+        self.assertEqual(a.code, 404)
+        self.assertIn("no phone book", a.why)
