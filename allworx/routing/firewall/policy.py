@@ -137,6 +137,11 @@ def lan_only_ports(config):
         ports[("tcp", config.imap.imaps_port)] = "IMAPS (LAN only unless [imap] wan)"
     if not config.sip.wan:
         ports[("tcp", config.sip.tls_port)] = "SIP over TLS (LAN only unless [sip] wan)"
+    if config.provisioning.enabled:
+        # The phones' files (SPEC 19): HTTP, HTTPS on the next port, TFTP.
+        port = config.provisioning.port
+        ports[("tcp", port)] = ports[("tcp", port + 1)] = "phone provisioning"
+        ports[("udp", 69)] = "phone provisioning (TFTP)"
     return ports
 
 

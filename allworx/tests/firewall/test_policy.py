@@ -133,6 +133,13 @@ class VerdictTableTests(unittest.TestCase):
         self.assertEqual(P.verdict(policy, flow("tcp", NET, 1, WAN_IP, 465, P.WAN)),
                          (P.ACCEPT, "mail submission over TLS"))
 
+    def test_phone_provisioning_is_lan_only(self):
+        policy = P.FlowPolicy.build(make_config())
+        for proto, port in (("tcp", 8089), ("tcp", 8090), ("udp", 69)):
+            action, reason = P.verdict(policy, flow(proto, NET, 1, WAN_IP, port, P.WAN))
+            self.assertEqual(action, P.DROP, (proto, port))
+            self.assertIn("phone provisioning", reason)
+
     def test_dmz_open_cannot_open_a_lan_only_service(self):
         # dmz_open lists 8080/tcp: the admin pages still stay invisible.
         policy = P.FlowPolicy.build(make_config("firewall-nat-dmz"))

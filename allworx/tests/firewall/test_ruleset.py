@@ -53,9 +53,10 @@ class CompileTests(unittest.TestCase):
     def test_lan_only_ports_guarded_in_every_mode_with_a_wan(self):
         for mode in MODES:
             inp = chains_for(mode)[("filter", "AWX-INPUT")]
-            self.assertIn("-i wan0 -p tcp -m multiport --dports 110,143,389,993,995,5061,8080 -j DROP", inp,
+            self.assertIn("-i wan0 -p tcp -m multiport --dports 110,143,389,993,995,5061,8080,8089,8090 -j DROP",
+                          inp,
                           mode)
-            self.assertIn("-i wan0 -p udp -m multiport --dports 67,123 -j DROP", inp, mode)
+            self.assertIn("-i wan0 -p udp -m multiport --dports 67,69,123 -j DROP", inp, mode)
             # The WAN DHCP client's replies come before any drop.
             self.assertLess(inp.index("-i wan0 -p udp --sport 67 --dport 68 -j ACCEPT"),
                             len(inp) - 1, mode)
