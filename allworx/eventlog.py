@@ -39,7 +39,7 @@ LEVEL_ALIASES = {"warning": "warn", "err": "error", "fatal": "critical", "crit":
 
 # The services, named as the config sections; everything else is "server".
 SERVICES = ("dhcp", "dns", "mail", "imap", "sip", "web", "firewall", "network", "ntp", "ldap",
-            "vpn")
+            "vpn", "provisioning")
 OTHER = "server"
 
 # Logger namespaces (module names) -> service, the longest prefix first.
@@ -53,6 +53,7 @@ NAMESPACES = (
     ("allworx.protocols.web", "web"),
     ("allworx.protocols.ldap", "ldap"),
     ("allworx.protocols.ntp", "ntp"),
+    ("allworx.protocols.provisioning", "provisioning"),
     ("allworx.routing.firewall", "firewall"),
     ("allworx.routing.network", "network"),
     ("allworx.routing.wanclient", "network"),

@@ -36,6 +36,7 @@ class ServiceTests(unittest.SynchronousTestCase):
                 ("allworx.protocols.web.admin", "web"),
                 ("allworx.protocols.ldap.service", "ldap"),
                 ("allworx.protocols.ntp.service", "ntp"),
+                ("allworx.protocols.provisioning.tftp", "provisioning"),
                 ("allworx.protocols.dhcp.service", "dhcp"),
                 ("allworx.service", "server"),
                 ("twisted.internet.base", "server")):
