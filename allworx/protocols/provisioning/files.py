@@ -11,6 +11,7 @@ lease holder is told to the phone book (IPhoneBook.sighted): a MAC with no
 import attr
 from twisted.logger import Logger
 
+from allworx.config.phones import normalise_mac
 from allworx.guards import ClientRateLimit
 from allworx.protocols.provisioning import vendors
 from allworx.protocols.provisioning.vendors.facts import build_facts, host_timezone
@@ -50,9 +51,13 @@ class Provisioner:
         return self.limit.allow(address)
 
     def lease_of(self, mac):
+        """The active lease of `mac` (12 lowercase hex digits), or None."""
         for lease in self.leases.active_leases() if self.leases is not None else ():
-            if lease.get("mac") == mac:
-                return lease
+            try:
+                if normalise_mac(lease.get("mac") or "") == mac:
+                    return lease
+            except ValueError:      # not an Ethernet address
+                continue
         return None
 
     def fetch(self, name, address, user_agent=None, via="http"):

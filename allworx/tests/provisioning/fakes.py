@@ -75,7 +75,8 @@ class FakePhoneBook:
 
 
 class FakeLeases:
-    """ILeaseTable: {mac: address} (plus a vendor class per MAC, if given)."""
+    """ILeaseTable: {mac: address} (plus a vendor class per MAC, if given); its
+    MACs written as the DHCP server writes them, aa:bb:cc:dd:ee:ff."""
 
     def __init__(self, leases=None, vendor_classes=None):
         self.leases = dict(leases or {})
@@ -84,7 +85,7 @@ class FakeLeases:
     def active_leases(self):
         out = []
         for mac, address in self.leases.items():
-            lease = {"mac": mac, "address": address, "hostname": None, "expires": 2e9,
+            lease = {"mac": ":".join(mac[i:i + 2] for i in range(0, 12, 2)), "address": address, "hostname": None, "expires": 2e9,
                      "state": "bound"}
             if mac in self.vendor_classes:
                 lease["vendor_class"] = self.vendor_classes[mac]
