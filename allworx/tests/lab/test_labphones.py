@@ -312,10 +312,18 @@ class LabPhonesTests(unittest.TestCase):
     def test_phones_register_and_a_lab_call_is_answered(self):
         lab = self.lab
         for host in ("phone1", "phone2"):
-            lab.dhclient(host, "eth0", timeout=30)
+            # As `make run` starts them: option 66 tells them where to fetch.
+            lease = lab.dhclient(host, "eth0", timeout=30,
+                                 vendor_class=labphones.PHONE_VENDOR_CLASS)
+            self.assertEqual(lease.get("tftp_server_name"), "192.168.2.254", lease)
         said = labphones.start_phones_when_leased(lab, ["phone1", "phone2"], [], timeout=5)
         self.assertEqual(sorted(said), ["phone1", "phone2"])
         self.assertTrue(all(s.startswith("started on 192.168.2.") for s in said.values()), said)
+        # Each phone says where its account came from: provisioned, or (while
+        # the server has no provisioning service) its hand-made one and why.
+        self.assertTrue(all("provisioned from tftp://192.168.2.254/02a1000002" in s
+                            or "hand-made account; provisioning failed: curl tftp://" in s
+                            for s in said.values()), said)
 
         def registered():
             bindings = self.api("/sip/registrations") or []
