@@ -470,7 +470,7 @@ def openapi_document():
                       "responses": dict(RESPONSES, **{"200": {"description": kind}})},
             "delete": {"summary": "Remove", "responses": dict(RESPONSES, **{"204": {"description": "gone"}})},
         }
-    for path, summary in (("/api/v1/dhcp/leases", "DHCP leases (mac, address, hostname, expires, state)"),
+    for path, summary in (("/api/v1/dhcp/leases", "DHCP leases (mac, address, hostname, expires, state, vendor_class)"),
                           ("/api/v1/connections", "Firewall decisions, newest first, with reasons"),
                           ("/api/v1/mail/queue", "Outbound mail queue"),
                           ("/api/v1/sip/registrations", "Registered phones"),
