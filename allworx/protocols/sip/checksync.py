@@ -109,7 +109,7 @@ class CheckSync:
         self.clock = clock
         self.phonebook = phonebook
         self.leases = leases
-        self.pending = {}       # mac -> IDelayedCall of a coalesced resync
+        self.pending = {}       # mac -> (IDelayedCall of a coalesced resync, Binding seen then)
 
     # ------------------------------------------------------------ which contact
 
@@ -161,16 +161,18 @@ class CheckSync:
             log.warn("no check-sync: {why}", why=str(e))
             return defer.succeed(False)
         try:
-            return self._resync(mac)
+            return self._resync(mac, self._cancel(mac))
         except Exception:
             log.failure("check-sync of phone {mac} failed", mac=mac)
             return defer.succeed(False)
 
-    def _resync(self, mac):
-        self._cancel(mac)
+    def _resync(self, mac, earlier=None):
+        """`earlier`: the phone's registration when the change was seen (the change may end it)."""
         config = self.office.config
         phone = config.phone_by_mac(mac)
         binding = self.binding_of(mac, phone, self.model_of(phone, mac))
+        if binding is None and earlier is not None and earlier.expires_at > self.clock.seconds():
+            binding = earlier
         if binding is None:
             RESYNCS.labels("unregistered").inc()
             log.info("phone {mac} is not registered: no check-sync sent (it gets its new "
@@ -245,25 +247,31 @@ class CheckSync:
     # ------------------------------------------------------------ following tap.conf
 
     def config_changed(self, event):
-        """Resync (a little later, once) each phone whose file the change alters."""
+        """
+        Resync (a little later, once) each phone whose file the change
+        alters. Called before the registrar forgets what the change ends: a
+        phone given to another user is still reached at the contact it
+        registered as its old owner's.
+        """
         if not event.touches("phone", "user", "lan", "system", "sip", "provisioning"):
             return
         for phone in event.new.phones.values():
             if file_inputs(event.old, phone.mac) != file_inputs(event.new, phone.mac):
-                self._later(phone.mac)
+                self._later(phone.mac, event.old)
 
-    def _later(self, mac):
-        if mac not in self.pending:
-            self.pending[mac] = self.clock.callLater(RESYNC_DELAY, self._due, mac)
-
-    def _due(self, mac):
-        self.pending.pop(mac, None)
-        self.resync(mac)
+    def _later(self, mac, old_config):
+        if mac in self.pending:
+            return
+        old = old_config.phone_by_mac(mac)
+        binding = self.binding_of(mac, old, old.model if old is not None else None)
+        self.pending[mac] = (self.clock.callLater(RESYNC_DELAY, self.resync, mac), binding)
 
     def _cancel(self, mac):
-        call = self.pending.pop(mac, None)
+        """Cancel a coalesced resync; the registration it noted, or None."""
+        call, binding = self.pending.pop(mac, (None, None))
         if call is not None and call.active():
             call.cancel()
+        return binding
 
     def stop(self):
         for mac in list(self.pending):

@@ -353,9 +353,9 @@ class SipService(ListeningService):
     def config_changed(self, event):
         # The other [sip] settings need nothing here: the parts read them
         # from the office at each use (see the class's docstring).
+        self.checksync.config_changed(event)    # first: it notes the phones' contacts
         if event.touches("user", "phone"):
             self.registrations.forget_removed()
-        self.checksync.config_changed(event)
         if event.touches("trunk", "sip"):
             self.trunks.config_changed(event.old, event.new)
 

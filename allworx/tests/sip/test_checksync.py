@@ -231,3 +231,19 @@ class ConfigChangeTests(unittest.TestCase):
         self.swap(attr.evolve(config, sip=attr.evolve(config.sip, voicemail_timeout=30)))
         self.h.clock.advance(RESYNC_DELAY)
         self.assertEqual(self.notifies(), [])
+
+    def test_a_phone_given_to_another_user_is_still_told(self):
+        # Its registration as alice's ends with the change; it is reached where it was.
+        change_config(self.h, phones().replace("user = alice", "user = bob"))
+        self.assertEqual(self.h.core.registrar.contacts_of("alice"), [])
+        self.h.clock.advance(RESYNC_DELAY)
+        [notify] = self.notifies()
+        self.assertEqual(notify.uri, "sip:101@192.168.2.37:5060")
+
+    def test_a_direct_resync_takes_the_place_of_a_waiting_one(self):
+        change_config(self.h, phones(label="Front desk"))
+        d = self.h.core.checksync.resync(MAC)
+        self.assertEqual(len(self.notifies()), 1)
+        self.assertIs(self.successResultOf(d), True)
+        self.h.clock.advance(RESYNC_DELAY * 10)
+        self.assertEqual(self.notifies(), [])

@@ -34,9 +34,9 @@ def change_config(h, text):
     old = h.office.config
     new = office(old.system.data_dir, text).config
     h.office.config = new
-    h.core.registrar.forget_removed()
     event = ConfigChanged(old, new, changed_sections(old, new))
-    h.core.checksync.config_changed(event)
+    h.core.checksync.config_changed(event)      # in the order SipService.config_changed calls
+    h.core.registrar.forget_removed()
     return event
 
 
