@@ -41,7 +41,8 @@ class ILeaseTable(Interface):
     """The DHCP server's leases, for DNS names and the admin pages."""
 
     def active_leases():
-        """A list of lease records: mac, address, hostname, expires (POSIX), state."""
+        """A list of lease records: mac, address, hostname, expires (POSIX), state,
+        vendor_class (the client's option 60 as text, or None)."""
 
 
 class IRogueServers(Interface):

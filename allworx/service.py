@@ -19,7 +19,11 @@ where the run-time arrows are drawn (see docs/ARCHITECTURE.md):
     one StatsService (samples the registry and the interfaces every 10 s into
                       data_dir/stats.json) -> web (Views.stats)
     one EventRing (the server's recent log events, SPEC 20) -> web
-    dhcp.leases, the phone book (IPhoneBook), the certificate -> provisioning
+    one PhoneBook (phones' own SIP secrets and sightings under data_dir/phones,
+                   SPEC 19) -> sip (registrar, check-sync), the provisioning
+                   service, web (Views.phones); sip.checksync -> web
+                   (Views.checksync)
+    dhcp.leases, the certificate -> provisioning
                          (the phones' files by HTTP, HTTPS and TFTP, SPEC 19)
 
 Facts that change (config, leases, the WAN address, mailboxes, statuses)
@@ -41,6 +45,7 @@ from allworx.guards import LoginThrottle
 from allworx.interfaces import Views
 from allworx.lockoutfile import LockoutFile
 from allworx.office import ConfigChanged, Office, WanAddressChanged
+from allworx.phonebook import PhoneBook
 from allworx.protocols.dhcp.service import DhcpService
 from allworx.protocols.dns.service import DnsService
 from allworx.protocols.ldap.service import LdapService
@@ -76,10 +81,13 @@ def build_children(office, reactor=None, logins=None, certificates=None, stats=N
     The protocol services of `office`, wired to each other, in start order
     (`stats`: the dashboard's history, IStats; `events`: the recent log
     events, ILogEvents; `backups`: IBackups; all shown by the web;
-    `phonebook`: the phones' secrets and sightings, IPhoneBook).
+    `phonebook`: the phones' secrets and sightings, IPhoneBook, one per
+    server, by default read from data_dir).
     """
     if reactor is None:
         from twisted.internet import reactor
+    if phonebook is None:
+        phonebook = PhoneBook(office.config.system.data_dir, reactor)
     # One certificate for every TLS port, renewed in place (allworx.certificates).
     if certificates is None:
         certificates = certificate_keeper(office, reactor)
@@ -96,7 +104,8 @@ def build_children(office, reactor=None, logins=None, certificates=None, stats=N
     ntp = NtpService(office)
     mail = MailService(office, throttle=logins, certificates=certificates)
     sip = SipService(office, mail_store=mail.store, throttle=logins,
-                     tls_options=certificates.current)   # the server's one certificate
+                     tls_options=certificates.current,   # the server's one certificate
+                     phonebook=phonebook, leases=dhcp.leases)
     # The phones' files (SPEC 19): to the holder of each MAC's lease, HTTPS
     # with the server's one certificate.
     provisioning = ProvisioningService(office, phonebook, dhcp.leases,
@@ -107,7 +116,8 @@ def build_children(office, reactor=None, logins=None, certificates=None, stats=N
         zone=dns.keeper, mail_store=mail.store, mail_queue=mail.queue, fetch=mail.fetch,
         registrations=sip.registrations, calls=sip.calls, trunks=sip.trunks,
         call_history=sip.call_history, mail_security=mail.security, vpn=vpn,
-        stats=stats, logs=events, wan=network.wan, time=ntp.time, certificates=certificates, backup=backups),
+        stats=stats, logs=events, wan=network.wan, time=ntp.time, certificates=certificates, backup=backups,
+        phones=phonebook, checksync=sip.checksync),
         throttle=logins, certificates=certificates)
     return [network, firewall, vpn, dhcp, dns, ntp, mail, sip, provisioning, ldap, web]
 
@@ -131,7 +141,7 @@ class AllworxService(service.MultiService):
         self.stats = None       # the dashboard's sampler and history (allworx.statssampler)
         self.events = None      # the recent log events (an EventRing), observed while running
         self.backups = None
-        self.phonebook = None   # the phones' secrets and sightings (IPhoneBook)
+        self.phonebook = None   # IPhoneBook: made anew with the children (a restore replaces its files)
         if children is None:
             # Made here, not only at start: children open files under it as
             # they are built (the call history), and it must be 0711 (startService).
@@ -197,10 +207,20 @@ class AllworxService(service.MultiService):
         self.started.addCallback(lambda _: self.reactor.callWhenRunning(self._ready))
 
     def build(self):
-        """New protocol services for the office (what `restart_around` starts)."""
+        """
+        New protocol services for the office (what `restart_around` starts),
+        around a phone book read anew from data_dir.
+        """
+        self.phonebook = PhoneBook(self.office.config.system.data_dir, self.reactor)
         return build_children(self.office, self.reactor, self.logins, self.certificates,
                               self.stats.store if self.stats is not None else None,
                               self.events, self.backups, self.phonebook)
+
+    def _flush_phonebook(self, outcome=None):
+        """Write the sightings that wait (before a restore's swap, or the stop), then pass `outcome` on."""
+        if self.phonebook is None:
+            return outcome
+        return self.phonebook.flush().addBoth(lambda _: outcome)
 
     def restart_around(self, work):
         """
@@ -224,6 +244,7 @@ class AllworxService(service.MultiService):
             self._start_children()
             log.info("allworx: services built again and started")
             return outcome
+        d.addCallback(self._flush_phonebook)
         d.addCallback(lambda _: defer.maybeDeferred(work))
         return d.addBoth(rebuild)
 
@@ -238,6 +259,7 @@ class AllworxService(service.MultiService):
             self._follow_wan()
             self.certificates.stop()
         stopped = service.MultiService.stopService(self)
+        stopped.addBoth(self._flush_phonebook)
         if self.events is not None:
             globalLogPublisher.removeObserver(self.events)
         if self.stats is not None:

@@ -41,7 +41,7 @@ import threading
 import time
 
 from allworx import atomicfile
-from allworx.lab.labphones import LAB_PHONES, start_phones_when_leased
+from allworx.lab.labphones import LAB_PHONES, PHONE_VENDOR_CLASS, start_phones_when_leased
 from allworx.lab.maildir import write_atomically
 from allworx.lab.namespaces import Lab
 from allworx.lab.processes import LabError, unavailable_reason
@@ -419,7 +419,9 @@ def main(argv=None):
         for host in ("pc1", "pc2", "phone1", "phone2", "bpc1", "bphone1"):
             # The lab's own dhclient script: the lease applies inside the
             # namespace only, never to this machine's /etc or /run.
-            lab.dhclient(host, "eth0", wait=False)
+            # Phones say what they are (option 60) and so get option 66.
+            lab.dhclient(host, "eth0", wait=False,
+                         vendor_class=PHONE_VENDOR_CLASS if host in LAB_PHONES else None)
         lab.forward_port(args.local_port, "admin", config.lan_ip, config.web.admin_port)
         lab.forward_port(BRANCH_PORT, "bpc1", BRANCH_LAN_IP, branch_settings.web.admin_port)
         laptop_config = os.path.join(lab.state_dir, LAPTOP, "wireguard.conf")

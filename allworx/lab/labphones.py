@@ -14,11 +14,21 @@ what it hears to nowhere. It answers calls itself (answermode auto), so a
 call between two lab phones is answered at once. Its `mwi` module is not
 loaded (in baresip 1.0 it spins the CPU when the server's NOTIFY answers).
 Its files are in STATE/phones/HOST; the lab runs it as process `phone-HOST`.
+
+The phones provision themselves (SPEC 19), as a desk phone does: each phone
+host's dhclient sends the vendor class `baresip` and asks for option 66; the
+lab reads option 66 from the lease, fetches `{mac}.baresip` from it with curl
+(an `http://` URL as given, a bare address over TFTP), and splits the file
+into baresip's `accounts` (the `<sip:` lines) and `config` (every other
+line), keeping the lab's own settings (the control port, the tone, the
+address to listen on). When there is no option 66 or the fetch fails, the
+phone starts with its hand-made account (LAB_PHONES) and says why.
 """
 
 import ctypes
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -28,12 +38,26 @@ import attr
 
 from allworx.lab.maildir import write_atomically
 from allworx.lab.processes import LabError
-from allworx.lab.topology import BRANCH_LAN_IP, SERVER_LAN_IP
+from allworx.lab.topology import BRANCH_LAN_IP, LINKS, SERVER_LAN_IP
 
 CTRL_PORT = 4444
 RTP_PORTS = (30000, 30099)
 CLONE_NEWNET = 0x40000000
 BARESIP_MODULES = "/usr/lib/baresip/modules"
+# What the lab's phones say they are in DHCP option 60. No vendor the server
+# knows by name: it answers with option 66 = its LAN address (TFTP).
+PHONE_VENDOR_CLASS = "baresip"
+FETCH_TIMEOUT = 10
+# Config keys the lab sets itself, whatever the provisioned file says: the
+# phone's address, its control port and its sound (there is no sound card).
+LAB_KEYS = ("poll_method", "sip_listen", "rtp_ports", "module_path", "audio_source",
+            "ausrc_srate", "ausrc_channels", "audio_player", "audio_alert",
+            "ctrl_tcp_listen")
+LAB_MODULES = (("module", ("g711", "ausine", "aubridge")),
+               ("module_app", ("account", "menu", "ctrl_tcp")))
+# Modules a provisioned file may name that the lab never loads: mwi spins the
+# CPU in baresip 1.0 when the server's NOTIFY answers; stdio wants a terminal.
+SKIPPED_MODULES = ("mwi", "stdio", "cons")
 
 
 @attr.s(frozen=True)
@@ -62,12 +86,9 @@ LAB_PHONES = {
 }
 
 
-def phone_files(phone, directory, ip):
-    """{path: text}: baresip's config, accounts and contacts for `phone`
-    listening for SIP on `ip` (its DHCP address)."""
-    config = "\n".join([
-        "# allworx lab: office phone of %s (extension %s) at %s"
-        % (phone.user, phone.ext, phone.registrar),
+def _lab_lines(ip):
+    """The config lines the lab sets for a phone listening for SIP on `ip`."""
+    return [
         "poll_method epoll",
         "sip_listen %s:5060" % ip,
         "rtp_ports %d-%d" % RTP_PORTS,
@@ -79,28 +100,146 @@ def phone_files(phone, directory, ip):
         "audio_player aubridge,nowhere",
         "audio_alert aubridge,nowhere",
         "ctrl_tcp_listen 127.0.0.1:%d" % CTRL_PORT,
-    ] + ["module %s.so" % m for m in ("g711", "ausine", "aubridge")]
-      + ["module_app %s.so" % m for m in ("account", "menu", "ctrl_tcp")]) + "\n"
+    ] + ["%s %s.so" % (key, m) for key, names in LAB_MODULES for m in names]
+
+
+def phone_files(phone, directory, ip):
+    """{path: text}: baresip's config, accounts and contacts for `phone`
+    listening for SIP on `ip` (its DHCP address): the hand-made account."""
+    config = "\n".join([
+        "# allworx lab: office phone of %s (extension %s) at %s"
+        % (phone.user, phone.ext, phone.registrar)] + _lab_lines(ip)) + "\n"
     return {os.path.join(directory, "config"): config,
             os.path.join(directory, "accounts"): phone.account_line(),
             os.path.join(directory, "contacts"): ""}
+
+
+# ------------------------------------------------------------ provisioning
+
+def host_mac(host):
+    """The fixed MAC of a lab host's eth0 (topology.LINKS), as 12 lowercase hex digits."""
+    for link in LINKS:
+        if link.a == host and link.a_if == "eth0" and link.a_mac:
+            return link.a_mac.replace(":", "").lower()
+    raise LabError("lab host %r has no fixed MAC" % (host,))
+
+
+def provisioning_url(lease, mac):
+    """
+    Where a phone with `mac` (12 hex digits) fetches its generic file, from
+    option 66 of its dhclient lease: an `http(s)://` URL is the directory,
+    anything else is the TFTP server's address. None without option 66.
+    """
+    server = (lease or {}).get("tftp_server_name", "").strip()
+    if not server:
+        return None
+    name = "%s.baresip" % mac
+    if re.match(r"(?i)^https?://", server):
+        return server + ("" if server.endswith("/") else "/") + name
+    if not re.fullmatch(r"[A-Za-z0-9.:-]+", server):
+        raise ValueError("option 66 %r is neither a URL nor a server address" % server)
+    return "tftp://%s/%s" % (server, name)
+
+
+def split_generic(text):
+    """
+    The generic provisioning file (baresip's own lines) split by the rule
+    of the contract: `<sip:` lines are `accounts` lines, every other line
+    that is not blank or a comment is a `config` line. Returns (config
+    lines, account lines); ValueError if it has no account.
+    """
+    config, accounts = [], []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        (accounts if line.startswith("<sip:") else config).append(line)
+    if not accounts:
+        raise ValueError("the provisioned file has no <sip: account line")
+    return config, accounts
+
+
+def _module_name(line):
+    key, _, value = line.partition(" ")
+    if key not in ("module", "module_app", "module_tmp"):
+        return None
+    return os.path.basename(value.strip())[:-3] if value.strip().endswith(".so") \
+        else value.strip()
+
+
+def provisioned_files(text, directory, ip, source, modules_dir=BARESIP_MODULES):
+    """
+    {path: text}: baresip's config, accounts and contacts from a fetched
+    generic file (`source` names where from, for the comment): its config
+    lines but for the lab's own keys (LAB_KEYS) and modules baresip does not
+    have or the lab never loads, then the lab's lines; its accounts, each
+    answering calls itself (answermode=auto) unless it says otherwise.
+    """
+    fetched, accounts = split_generic(text)
+    lab = _lab_lines(ip)
+    have = {line for line in lab}
+    config = ["# allworx lab: provisioned from %s" % source]
+    for line in fetched:
+        key = line.split(None, 1)[0]
+        module = _module_name(line)
+        if key in LAB_KEYS or line in have:
+            continue
+        if module is not None and (module in SKIPPED_MODULES or not os.path.exists(
+                os.path.join(modules_dir, module + ".so"))):
+            continue
+        config.append(line)
+    config += lab
+    lines = [a if ";answermode=" in a else a + ";answermode=auto" for a in accounts]
+    return {os.path.join(directory, "config"): "\n".join(config) + "\n",
+            os.path.join(directory, "accounts"): "\n".join(lines) + "\n",
+            os.path.join(directory, "contacts"): ""}
+
+
+def fetch_provisioning(lab, host, url, timeout=FETCH_TIMEOUT):
+    """The text of `url` fetched with curl inside lab host `host`; LabError
+    (with curl's own words) when it fails."""
+    done = lab.run(host, ["curl", "--silent", "--show-error", "--fail",
+                          "--max-time", str(timeout), url],
+                   check=False, timeout=timeout + 5)
+    if done.returncode != 0:
+        raise LabError("curl %s: exit %d: %s" % (url, done.returncode,
+                                                 (done.stderr or "").strip()[-300:]))
+    return done.stdout
 
 
 def process_name(host):
     return "phone-" + host
 
 
-def start_phone(lab, host, ip):
-    """Write lab phone `host`'s files and start its baresip (replacing one
-    already running). Returns the Popen."""
-    phone = LAB_PHONES[host]
+def phone_setup(lab, host, ip, lease, directory):
+    """
+    ({path: text}, sentence): the files lab phone `host` starts with, from
+    its provisioning server (option 66 of `lease`) or, when that fails, its
+    hand-made account, and a sentence saying which (and why).
+    """
+    try:
+        url = provisioning_url(lease, host_mac(host))
+        if url is None:
+            raise LabError("no option 66 in its DHCP lease")
+        return (provisioned_files(fetch_provisioning(lab, host, url), directory, ip, url),
+                "provisioned from %s" % url)
+    except (LabError, ValueError, OSError) as e:
+        return (phone_files(LAB_PHONES[host], directory, ip),
+                "hand-made account; provisioning failed: %s" % e)
+
+
+def start_phone(lab, host, ip, lease=None):
+    """Write lab phone `host`'s files (provisioned, see phone_setup) and
+    start its baresip (replacing one already running). Returns (the Popen,
+    a sentence on where its account came from)."""
     directory = os.path.join(lab.state_dir, "phones", host)
     os.makedirs(directory, exist_ok=True)
-    for path, text in phone_files(phone, directory, ip).items():
+    files, how = phone_setup(lab, host, ip, lease, directory)
+    for path, text in files.items():
         write_atomically(path, text.encode())
     lab.stop(process_name(host))
     return lab.popen(host, ["baresip", "-f", directory], name=process_name(host),
-                     stdin=subprocess.DEVNULL)
+                     stdin=subprocess.DEVNULL), how
 
 
 def start_phones_when_leased(lab, hosts, stopping, timeout=60, sleep=time.sleep,
@@ -117,8 +256,8 @@ def start_phones_when_leased(lab, hosts, stopping, timeout=60, sleep=time.sleep,
             lease = lab.dhclient_lease(host)
             if lease and lease.get("ip_address"):
                 try:
-                    start_phone(lab, host, lease["ip_address"])
-                    said[host] = "started on %s" % lease["ip_address"]
+                    _, how = start_phone(lab, host, lease["ip_address"], lease)
+                    said[host] = "started on %s (%s)" % (lease["ip_address"], how)
                 except (LabError, OSError) as e:
                     said[host] = "did not start: %s" % e
                 waiting.remove(host)

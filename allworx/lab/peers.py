@@ -7,6 +7,7 @@ and its mail, and ISC dhclient on any lab host.
 
 import ipaddress
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -305,10 +306,14 @@ class LabPeers(LabRunner):
         base = self._path("dhclient", "%s-%s" % (host, ifname))
         return {k: base + "." + k for k in ("conf", "leases", "pid", "sh", "env", "history")}
 
-    def dhclient(self, host, ifname="eth0", apply=True, timeout=15, wait=True):
+    def dhclient(self, host, ifname="eth0", apply=True, timeout=15, wait=True,
+                 vendor_class=None):
         """
         Run ISC dhclient on `host`'s `ifname`; it keeps its lease renewed in
-        the background until `down()` or `dhclient_release()`.
+        the background until `down()` or `dhclient_release()`. A
+        `vendor_class` is sent as option 60, and then option 66 (where a
+        phone finds its provisioning server) is asked for too: the lease
+        shows it as `tftp_server_name`.
 
         With `apply`, the address and default route are set on the interface
         (inside the namespace only; unlike Debian's dhclient-script, ours never
@@ -328,13 +333,18 @@ class LabPeers(LabRunner):
         for key in ("env", "pid"):
             if os.path.exists(files[key]):
                 os.unlink(files[key])
+        if vendor_class is not None and not re.fullmatch(r"[A-Za-z0-9 ._-]+", vendor_class):
+            raise LabError("vendor class %r: letters, digits, space, '.', '_' and '-' only"
+                           % (vendor_class,))
         write_atomically(files["conf"], (
             "# allworx lab: DHCP client of %s %s\n"
             "timeout %d;\nretry 1;\ninitial-interval 1;\n"
-            'send host-name "%s";\n'
+            'send host-name "%s";\n%s'
             "request subnet-mask, broadcast-address, routers, domain-name,\n"
-            "        domain-name-servers, host-name, ntp-servers;\n"
-            % (host, ifname, timeout, host)).encode())
+            "        domain-name-servers, host-name, ntp-servers%s;\n"
+            % (host, ifname, timeout, host,
+               "" if vendor_class is None else 'send vendor-class-identifier "%s";\n' % vendor_class,
+               "" if vendor_class is None else ", tftp-server-name")).encode())
         write_atomically(files["sh"], _dhclient_script(files, apply).encode())
         os.chmod(files["sh"], 0o755)
         options = ["-cf", files["conf"], "-lf", files["leases"], "-pf", files["pid"],

@@ -20,7 +20,7 @@ from allworx.passwords import sip_digest
 from allworx.protocols.sip import service as sip
 from allworx.protocols.sip.core import Destination
 from allworx.protocols.sip.message import parse
-from allworx.protocols.sip.registrar import parse_authorization
+from allworx.protocols.sip.credentials import parse_authorization
 from allworx.tests.confs import NETWORK, PW_HASH
 
 CONF = NETWORK + """
@@ -149,12 +149,13 @@ class Harness:
     service would hand it.
     """
 
-    def __init__(self, data_dir, mailboxes=True, extra=""):
+    def __init__(self, data_dir, mailboxes=True, extra="", phonebook=None, leases=None):
         self.office = office(data_dir, extra)
         self.clock = task.Clock()
         self.store = FakeMailStore(self.office) if mailboxes else None
         self.rtp_ports = []
-        self.core = sip.build_core(self.office, self.clock, self.store, listen_udp=self._listen)
+        self.core = sip.build_core(self.office, self.clock, self.store, listen_udp=self._listen,
+                                   phonebook=phonebook, leases=leases)
         self.sent = []
         self.core.send_raw = lambda data, dest: self.sent.append((data, dest))
         self.office.subscribe(MailboxChanged, self.core.mwi.mailbox_changed)
@@ -256,10 +257,10 @@ class Phone:
         return self.send(self.request("INVITE", uri, list(headers) + ["Proxy-Authorization: " + auth],
                                       body))
 
-    def register(self, expires=3600, algorithm="MD5", password=None, contact=None):
+    def register(self, expires=3600, algorithm="MD5", password=None, contact=None, headers=()):
         """REGISTER with a digest round; returns the final response."""
         uri = "sip:example.com"
-        headers = ["Expires: %d" % expires]
+        headers = ["Expires: %d" % expires] + list(headers)
         out = self.send(self.request("REGISTER", uri, headers, to="<sip:%s@example.com>" % self.ext))
         challenge = [v for k, v in out[-1][0].headers if k == "WWW-Authenticate"
                      and ("algorithm=%s" % algorithm) in v]

@@ -66,6 +66,11 @@ RENEWAL_TIME = 58
 REBINDING_TIME = 59
 VENDOR_CLASS = 60
 CLIENT_ID = 61
+VENDOR_SPECIFIC = 43       # RFC 2132 8.4: vendor-encapsulated options
+TFTP_SERVER_NAME = 66      # RFC 2132 9.4; phones read a provisioning URL from it
+BOOTFILE_NAME = 67         # RFC 2132 9.5
+TFTP_SERVERS = 150         # RFC 5859: TFTP server addresses (Cisco)
+PROVISIONING_URL = 160     # site-specific (RFC 3942): Polycom's and Cisco's provisioning URL
 
 # How known options read and write. Kinds: ip, ips (a list), u8, u16, u32,
 # u8s (list of codes), str (text), bytes (opaque).
@@ -77,6 +82,8 @@ OPTION_TYPES = {
     PARAMETER_REQUEST_LIST: "u8s", MESSAGE: "str", MAX_MESSAGE_SIZE: "u16",
     RENEWAL_TIME: "u32", REBINDING_TIME: "u32", VENDOR_CLASS: "bytes",
     CLIENT_ID: "bytes", 81: "bytes", 82: "bytes", 119: "bytes",
+    VENDOR_SPECIFIC: "bytes", TFTP_SERVER_NAME: "str", BOOTFILE_NAME: "str",
+    TFTP_SERVERS: "ips", PROVISIONING_URL: "str",
 }
 
 _FIXED = {"ip": 4, "u8": 1, "u16": 2, "u32": 4}

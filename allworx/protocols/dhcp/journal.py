@@ -3,7 +3,8 @@
 The DHCP leases on disk: an append-only journal under `data_dir`, so that
 every lease the server ACKed is honoured after a restart or a kill -9.
 
-Each line is `CRC32 JSON`: `{"op": "bind", "mac", "ip", "expires", "host"}` or
+Each line is `CRC32 JSON`: `{"op": "bind", "mac", "ip", "expires", "host"}`
+(and `"vendor"`, the client's vendor class, when it sent one) or
 `{"op": "free", "mac", "ip"}`. A line that is torn (a crash mid-write) or
 damaged fails its checksum and is skipped on reading. On start the journal
 is replayed and rewritten with one line per lease (compaction: temp file,
@@ -47,6 +48,8 @@ def encode_record(record):
 
 def encode_bind(lease):
     """The journal line of a bound lease: `encode_record(bind_record(lease))`, made fast."""
+    if lease.vendor_class is not None:
+        return encode_record(bind_record(lease))
     host = lease.hostname
     body = ('{"expires":%r,"host":%s,"ip":"%s","mac":"%s","op":"bind"}' % (
         lease.expires, "null" if host is None else json.dumps(host), lease.address,
@@ -72,8 +75,11 @@ def decode_record(line):
 
 def bind_record(lease):
     """The journal record dict of a bound lease."""
-    return {"op": "bind", "mac": lease.mac, "ip": str(lease.address),
-            "expires": lease.expires, "host": lease.hostname}
+    record = {"op": "bind", "mac": lease.mac, "ip": str(lease.address),
+              "expires": lease.expires, "host": lease.hostname}
+    if lease.vendor_class is not None:
+        record["vendor"] = lease.vendor_class
+    return record
 
 
 def lease_from_record(record):
@@ -82,8 +88,10 @@ def lease_from_record(record):
     if not isinstance(expires, (int, float)):
         raise ValueError("expires is not a number")
     host = record.get("host")
+    vendor = record.get("vendor")
     return Lease(str(record["mac"]), ipaddress.IPv4Address(record["ip"]), expires, BOUND,
-                 host if isinstance(host, str) else None)
+                 host if isinstance(host, str) else None,
+                 vendor if isinstance(vendor, str) else None)
 
 
 def replay(lines):

@@ -75,11 +75,15 @@ class Lease:
     expires = attr.ib()
     state = attr.ib(default=BOUND)
     hostname = attr.ib(default=None)
+    # The client's vendor class (option 60) as text, or None: what a phone
+    # says it is (SPEC 19: the model is guessed from it).
+    vendor_class = attr.ib(default=None)
 
     def as_dict(self):
         """The lease as plain data for pages and the API."""
         return {"mac": self.mac, "address": str(self.address), "hostname": self.hostname,
-                "expires": self.expires, "state": self.state}
+                "expires": self.expires, "state": self.state,
+                "vendor_class": self.vendor_class}
 
 
 @attr.s(frozen=True, slots=True)
@@ -182,7 +186,7 @@ class LeasePool:
 
     # ------------------------------------------------------------ changes
 
-    def offer(self, mac, requested=None, hostname=None):
+    def offer(self, mac, requested=None, hostname=None, vendor_class=None):
         """
         The lease to offer `mac` (a DISCOVER), held for `offer_hold` seconds,
         or None when the pool is exhausted.
@@ -199,12 +203,13 @@ class LeasePool:
                 if current.state == BOUND:
                     return current
                 return self._put(Lease(mac, current.address, now + self.settings.offer_hold,
-                                       OFFERED, hostname or current.hostname), n)
+                                       OFFERED, hostname or current.hostname,
+                                       vendor_class or current.vendor_class), n)
         n = self._choose(mac, reserved, None if requested is None else int(requested), now)
         if n is None:
             return None
         return self._put(Lease(mac, ipaddress.IPv4Address(n), now + self.settings.offer_hold,
-                               OFFERED, hostname), n)
+                               OFFERED, hostname, vendor_class), n)
 
     def _choose(self, mac, reserved, requested, now):
         if reserved is not None and self._available_to(mac, reserved, now) is None:
@@ -243,7 +248,7 @@ class LeasePool:
         self._free(oldest[1], remember=False)
         return oldest[0]
 
-    def request(self, mac, address, hostname=None):
+    def request(self, mac, address, hostname=None, vendor_class=None):
         """
         Bind `address` to `mac` (a REQUEST): a Binding, or None when the client
         may not have it (the server answers NAK); `last_refusal` says why.
@@ -263,7 +268,8 @@ class LeasePool:
         renewed = (current is not None and current.address == address and current.state == BOUND
                    and current.expires > now)
         lease = Lease(mac, address, now + self.settings.lease_time, BOUND,
-                      hostname or (current.hostname if current is not None else None))
+                      hostname or (current.hostname if current is not None else None),
+                      vendor_class or (current.vendor_class if current is not None else None))
         self._put(lease, n)
         return Binding(lease, "renewed" if renewed else "granted")
 

@@ -4,7 +4,9 @@ What the DHCP server answers (RFC 2131 section 4.3), without sockets: a
 decoded request in, an `Outcome` out (the reply, where it goes, and what
 happened to the lease). The options handed out follow the guide (SPEC 4):
 netmask of the LAN, router and DNS by security mode, the office domain, the
-server as time server when `[ntp] enabled`, lease time with T1/T2.
+server as time server when `[ntp] enabled`, lease time with T1/T2; and to
+desk phones, by their vendor class, where their provisioning file is (SPEC
+19, `phoneoptions`).
 """
 
 import re
@@ -13,6 +15,7 @@ import attr
 
 from allworx.protocols.dhcp import codec as c
 from allworx.protocols.dhcp.codec import BROADCAST, CLIENT_PORT, SERVER_PORT, ZERO
+from allworx.protocols.dhcp.phoneoptions import PhonePointers, phone_vendor, vendor_class_text
 
 # The hardware address the server's own rogue-server probe uses (locally
 # administered, unicast): requests from it are never answered.
@@ -112,6 +115,8 @@ class DhcpResponder:
         self._net_i = int(self.network.network_address)
         self._mask_i = int(self.network.netmask)
         self.options = served_options(config)
+        self.phones = PhonePointers.from_config(config)
+        self._families = {}
         self._server_id = c.pack_option(c.SERVER_ID, self.server_ip)
         self._cache = {}
 
@@ -125,13 +130,28 @@ class DhcpResponder:
         # for, in the client's order.
         return [c.SUBNET_MASK] + [code for code in prl if code != c.SUBNET_MASK]
 
-    def _option_block(self, message_type, lease_time, prl):
+    def family_of(self, request):
+        """The phone family of a request's vendor class (option 60), or None (memoised:
+        a LAN has few distinct vendor classes)."""
+        raw = request.options.get(c.VENDOR_CLASS)
+        if not raw:
+            return None
+        try:
+            return self._families[raw]
+        except KeyError:
+            family = phone_vendor(raw)
+            if len(self._families) < 256:
+                self._families[bytes(raw)] = family
+            return family
+
+    def _option_block(self, message_type, lease_time, prl, family=None):
         """
         The encoded options of a reply, but for the per-client ones; cached
-        by (type, lease time, request list) because clients send few distinct
-        lists, so the hot path copies bytes instead of building options.
+        by (type, lease time, request list, phone family) because clients
+        send few distinct lists, so the hot path copies bytes instead of
+        building options.
         """
-        key = (message_type, lease_time, prl)
+        key = (message_type, lease_time, prl, family)
         block = self._cache.get(key)
         if block is None:
             items = [(c.MESSAGE_TYPE, bytes((message_type,))), (c.SERVER_ID, self._server_id)]
@@ -144,6 +164,7 @@ class DhcpResponder:
                 items += [(code, self.options[code])
                           for code in dict.fromkeys(self._requested_codes(prl))
                           if code in self.options]
+                items += self.phones.options(family, prl)
             block = c.encode_options(items)
             if len(self._cache) < 1024:
                 self._cache[key] = block
@@ -152,7 +173,8 @@ class DhcpResponder:
     def build_reply(self, request, message_type, yiaddr=ZERO, lease_time=None, message=None):
         """A reply packet to `request` with the server's options."""
         prl = request.options.get(c.PARAMETER_REQUEST_LIST)
-        block = self._option_block(message_type, lease_time, bytes(prl) if prl else prl)
+        block = self._option_block(message_type, lease_time, bytes(prl) if prl else prl,
+                                   self.family_of(request))
         extra = []
         if message:
             extra.append((c.MESSAGE, message.encode("utf-8")[:250]))
@@ -200,7 +222,8 @@ class DhcpResponder:
 
     def _discover(self, request, mac):
         lease = self.pool.offer(mac, request.get(c.REQUESTED_ADDRESS),
-                                clean_hostname(request.options.get(c.HOST_NAME)))
+                                clean_hostname(request.options.get(c.HOST_NAME)),
+                                vendor_class_text(request.options.get(c.VENDOR_CLASS)))
         if lease is None:
             return Outcome(note="pool exhausted")
         reply = self.build_reply(request, c.OFFER, lease.address, self._lease_time(lease))
@@ -233,7 +256,8 @@ class DhcpResponder:
             return Outcome(note="REQUEST without an address")
         if not self.on_lan(address):
             return self._nak(request, "%s is not on this LAN" % address)
-        binding = self.pool.request(mac, address, hostname)
+        binding = self.pool.request(mac, address, hostname,
+                                    vendor_class_text(request.options.get(c.VENDOR_CLASS)))
         if binding is None:
             return self._nak(request, "%s: %s" % (address, self.pool.last_refusal))
         lease = binding.lease

@@ -136,7 +136,7 @@ class LeaseTable:
         self._server = server
 
     def active_leases(self):
-        """Bound leases as dicts: mac, address, hostname, expires (POSIX), state."""
+        """Bound leases as dicts: mac, address, hostname, expires (POSIX), state, vendor_class."""
         return [l.as_dict() for l in self._server.pool.active_leases()]
 
 

@@ -142,6 +142,7 @@ class SipCore:
         self.mwi = None
         self.outside = None       # the B2BUA of calls to and from outside lines (outside.py)
         self.sites = None         # calls to other sites, trust of their servers (sites.py)
+        self.checksync = None     # check-sync NOTIFYs to provisioned phones (checksync.py)
 
     # ------------------------------------------------------------ addresses
 

@@ -1,7 +1,10 @@
 # -*- test-case-name: allworx.tests.sip.test_registrar -*-
 """
 The SIP registrar (RFC 3261 section 10) with digest authentication (section
-22, RFC 7616/8760 for SHA-256) against each user's `sip_digest`.
+22, RFC 7616/8760 for SHA-256) against each user's `sip_digest`, or against
+the own secret (IPhoneBook, SPEC 19) of any `[phone]` given to that user: a
+provisioned phone cannot know the user's password, so it proves itself with
+the secret the server wrote into its file.
 
 The digest user name is the user's extension and the realm the office's
 domain; the stored H(extension:realm:password) of both algorithms lets the
@@ -25,12 +28,7 @@ Proxy-Authorization, whichever extension the INVITE names.
 The service's `registrations` (IRegistrations), handed to the admin pages.
 """
 
-import collections
 import hashlib
-import hmac
-import itertools
-import os
-import re
 
 import attr
 from prometheus_client import Counter, Gauge
@@ -41,6 +39,7 @@ from zope.interface import implementer
 from allworx.guards import LockedOut, LoginThrottle, login_name, until_text
 from allworx.interfaces import IRegistrations
 from allworx.protocols.sip.core import CHALLENGE_TAG
+from allworx.protocols.sip.credentials import DigestChecker, NonceBook, parse_authorization
 from allworx.protocols.sip.message import NameAddr, SipParseError, SipUri, make_response
 
 log = Logger()
@@ -48,133 +47,10 @@ log = Logger()
 REGISTERS = Counter("allworx_sip_registers_total", "REGISTER requests by outcome", ["outcome"])
 BINDINGS = Gauge("allworx_sip_bindings", "Current SIP contact bindings")
 
-NONCE_LIFETIME = 300
-MAX_LIVE_NONCES = 20000      # nonce counts kept at most (the oldest go first)
 DEFAULT_EXPIRES = 3600
 MAX_EXPIRES = 3600
 MIN_EXPIRES = 60
 MAX_CONTACTS = 5
-
-ALGORITHMS = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
-
-# User agents that fail on a challenge whose algorithm they do not know
-# instead of skipping it (RFC 8760 section 2.4 wants them to skip): libre
-# based phones (baresip 1.x) stop at SHA-256. They are challenged with MD5
-# only; every other phone gets SHA-256 first and MD5 second.
-MD5_ONLY_AGENTS = ("baresip", "libre")
-
-
-def challenge_algorithms(request):
-    """The algorithms to offer a phone, preferred first."""
-    agent = (request.get("User-Agent") or "").lower()
-    if any(name in agent for name in MD5_ONLY_AGENTS):
-        return ("MD5",)
-    return ("SHA-256", "MD5")
-
-
-def parse_authorization(value):
-    """`Digest k=v, k="v"` -> dict with lower-case keys; ValueError if not digest."""
-    scheme, _, rest = value.strip().partition(" ")
-    if scheme.lower() != "digest":
-        raise ValueError("not a Digest authorization")
-    out = {}
-    for m in re.finditer(r'\s*([A-Za-z0-9_-]+)\s*=\s*("((?:[^"\\]|\\.)*)"|[^,\s]*)\s*,?', rest):
-        out[m.group(1).lower()] = m.group(3) if m.group(3) is not None else m.group(2)
-    return out
-
-
-def digest_response(algorithm, ha1, method, uri, nonce, nc=None, cnonce=None, qop=None):
-    """The expected `response` of RFC 2617/7616 given HA1 (hex)."""
-    h = ALGORITHMS[algorithm]
-    ha2 = h(("%s:%s" % (method, uri)).encode()).hexdigest()
-    if qop:
-        text = "%s:%s:%s:%s:%s:%s" % (ha1, nonce, nc, cnonce, qop, ha2)
-    else:
-        text = "%s:%s:%s" % (ha1, nonce, ha2)
-    return h(text.encode()).hexdigest()
-
-
-class NonceBook:
-    """
-    Makes nonces that carry their time and a serial number, checks them,
-    and refuses replays.
-
-    The nonce counts seen are kept in the order of each nonce's first use,
-    with the time the nonce was made: every `use` drops the expired entries
-    at the front (each entry is dropped once, so expiry costs O(1) amortised
-    and never scans the book), and when more than `max_live` are kept the
-    oldest goes. A nonce made no later than one that went that way before
-    its time (`floor`, a serial number) and not in the book is stale from
-    then on, so eviction never lets a replay in: the phone is simply
-    challenged again.
-    """
-
-    def __init__(self, clock, secret=None, lifetime=NONCE_LIFETIME, max_live=MAX_LIVE_NONCES):
-        self.clock = clock
-        self.secret = secret or os.urandom(32)
-        self.lifetime = lifetime
-        self.max_live = max_live
-        self.serials = itertools.count(1)
-        self.counts = collections.OrderedDict()   # nonce -> [highest nc, time made, serial]
-        self.floor = 0
-
-    def _mac(self, text):
-        return hmac.new(self.secret, text.encode(), hashlib.sha256).hexdigest()[:24]
-
-    def make(self):
-        head = "%x.%x.%s" % (int(self.clock.seconds()), next(self.serials), os.urandom(4).hex())
-        return "%s.%s" % (head, self._mac(head))
-
-    def _parse(self, nonce):
-        """(time made, serial) of a nonce of ours, or None."""
-        head, _, mac = nonce.rpartition(".")
-        parts = head.split(".")
-        if len(parts) != 3 or not hmac.compare_digest(self._mac(head), mac):
-            return None
-        try:
-            return int(parts[0], 16), int(parts[1], 16)
-        except ValueError:
-            return None
-
-    def check(self, nonce, nc):
-        """'ok', 'stale' (ours but too old, or evicted) or 'bad'; `nc` int (0 without qop)."""
-        parsed = self._parse(nonce)
-        if parsed is None:
-            return "bad"
-        made, serial = parsed
-        if self.clock.seconds() - made > self.lifetime:
-            return "stale"
-        if serial <= self.floor and nonce not in self.counts:
-            return "stale"
-        return "ok"
-
-    def use(self, nonce, nc):
-        """Record a nonce count (of a nonce `check` passed); False if it was seen already (a replay)."""
-        self._expire()
-        entry = self.counts.get(nonce)
-        if entry is not None:
-            if nc <= entry[0]:
-                return False
-            entry[0] = nc
-            return True
-        parsed = self._parse(nonce)
-        if parsed is None or parsed[1] <= self.floor:
-            return False
-        self.counts[nonce] = [nc, parsed[0], parsed[1]]
-        while len(self.counts) > self.max_live:
-            _, (_, _, serial) = self.counts.popitem(last=False)
-            self.floor = max(self.floor, serial)
-        return True
-
-    def _expire(self):
-        """Drop the expired entries at the front (an expired one further back waits its turn)."""
-        oldest = self.clock.seconds() - self.lifetime
-        counts = self.counts
-        while counts:
-            nonce = next(iter(counts))
-            if counts[nonce][1] >= oldest:
-                return
-            del counts[nonce]
 
 
 @attr.s(slots=True)
@@ -189,77 +65,8 @@ class Binding:
     expires_at = attr.ib()
     call_id = attr.ib(default="")
     cseq = attr.ib(default=0)
-
-
-class DigestChecker:
-    """Checks an Authorization/Proxy-Authorization header against the office's users."""
-
-    def __init__(self, office, nonces):
-        self.office = office
-        self.nonces = nonces
-        # What an unknown user's answer is checked against: nobody knows it,
-        # and checking it costs what a real user's check costs.
-        self.decoys = {name: h(os.urandom(16)).hexdigest() for name, h in ALGORITHMS.items()}
-
-    def challenge_headers(self, request, header="WWW-Authenticate", stale=False):
-        realm = self.office.config.system.domain
-        nonce = self.nonces.make()
-        extra = ", stale=true" if stale else ""
-        return [(header, 'Digest realm="%s", nonce="%s", algorithm=%s, qop="auth"%s'
-                 % (realm, nonce, algo, extra)) for algo in challenge_algorithms(request)]
-
-    def check(self, request, value):
-        """
-        ('ok', user), ('stale', None), ('fail', reason) or ('challenge', None)
-        for a credentials header value (None: no credentials).
-        """
-        if value is None:
-            return "challenge", None
-        try:
-            fields = parse_authorization(value)
-        except ValueError:
-            return "fail", "not digest credentials"
-        config = self.office.config
-        username = fields.get("username", "")
-        algorithm = (fields.get("algorithm") or "MD5").upper()
-        if algorithm not in ALGORITHMS:
-            return "fail", "algorithm %s not supported" % algorithm
-        if fields.get("realm") != config.system.domain:
-            return "fail", "wrong realm"
-        nonce = fields.get("nonce", "")
-        qop = fields.get("qop")
-        nc_text = fields.get("nc", "0") if qop else "0"
-        try:
-            nc = int(nc_text, 16)
-        except ValueError:
-            return "fail", "bad nonce count"
-        state = self.nonces.check(nonce, nc)
-        if state == "bad":
-            return "fail", "nonce not ours"
-        user = config.user_by_extension(username)
-        ha1 = None
-        if user is not None:
-            if not user.sip_digest:
-                log.warn("SIP user {user} has no sip_digest: set the password again "
-                         "(allworx passwd --sip or the Users page) so phones can register",
-                         user=user.name)
-            else:
-                ha1 = dict(user.sip_digest).get(algorithm)
-        expected = digest_response(algorithm, ha1 or self.decoys[algorithm], request.method,
-                                   fields.get("uri", ""), nonce, fields.get("nc"),
-                                   fields.get("cnonce"), qop)
-        # Bytes: compare_digest refuses str that is not ASCII, and the answer is the sender's.
-        matches = hmac.compare_digest(expected.encode(),
-                                      fields.get("response", "").encode("utf-8", "surrogateescape"))
-        if ha1 is None:
-            return "fail", "no such user or no digest"
-        if not matches:
-            return "fail", "wrong response"
-        if state == "stale":
-            return "stale", None
-        if not self.nonces.use(nonce, nc):
-            return "fail", "nonce count replayed"
-        return "ok", user
+    user_agent = attr.ib(default=None)  # its User-Agent header
+    mac = attr.ib(default=None)         # the [phone] whose own secret it proved itself with
 
 
 @implementer(IRegistrations)
@@ -271,10 +78,10 @@ class Registrar:
     default).
     """
 
-    def __init__(self, office, clock, checker=None, calls=None, throttle=None):
+    def __init__(self, office, clock, checker=None, calls=None, throttle=None, phonebook=None):
         self.office = office
         self.clock = clock
-        self.checker = checker or DigestChecker(office, NonceBook(clock))
+        self.checker = checker or DigestChecker(office, NonceBook(clock), phonebook)
         self.throttle = throttle if throttle is not None else LoginThrottle(clock)
         self.by_user = {}          # user name -> {contact: Binding}
         self.calls = calls         # the call router, for active_calls()
@@ -302,13 +109,32 @@ class Registrar:
         return list(self.by_user.get(user_name, {}).values())
 
     def forget_removed(self):
-        """Drop the bindings of users no longer in the configuration (or without an extension)."""
-        users = self.office.config.users
+        """
+        Drop the bindings of users no longer in the configuration (or without
+        an extension, or without a password or phone), and those a phone made
+        with its own secret once it is no longer that user's [phone].
+        """
+        config = self.office.config
+        phones = {}
+        for phone in config.phones.values():
+            phones.setdefault(phone.user, set()).add(phone.mac)
         for name in list(self.by_user):
-            user = users.get(name)
-            if user is None or not user.extension or not user.sip_digest:
+            user = config.users.get(name)
+            if user is None or not user.extension or not (user.sip_digest or name in phones):
                 del self.by_user[name]
                 log.info("SIP registrations of {user} dropped: the user changed", user=name)
+                self._changed(name)
+                continue
+            contacts = self.by_user[name]
+            gone = [c for c, b in contacts.items()
+                    if b.mac is not None and b.mac not in phones.get(name, ())]
+            for c in gone:
+                log.info("SIP registration of {user} at {contact} dropped: phone {mac} is no "
+                         "longer theirs", user=name, contact=c, mac=contacts[c].mac)
+                del contacts[c]
+            if not contacts:
+                del self.by_user[name]
+            if gone:
                 self._changed(name)
 
     def destination_of(self, contact):
@@ -400,7 +226,7 @@ class Registrar:
                              to_tag=to_tag or _tag(request))
 
     def _checked(self, request, source, transport, authorization, who):
-        status, value = self.checker.check(request, authorization)
+        status, value, mac = self.checker.check_phone(request, authorization)
         if status == "challenge":
             REGISTERS.labels("challenged").inc()
             return self._slow(source[0], make_response(
@@ -426,7 +252,7 @@ class Registrar:
         if to_uri.user not in (user.extension, user.name):
             REGISTERS.labels("refused").inc()
             return make_response(request, 403, to_tag=_tag(request))
-        return self._update(request, user, source, transport)
+        return self._update(request, user, source, transport, mac)
 
     def admit_call(self, request, source, transport="UDP"):
         """
@@ -468,7 +294,7 @@ class Registrar:
             request, "Proxy-Authenticate", stale=status == "stale"))
         return challenge if status == "stale" else self._slow(source[0], challenge)
 
-    def _update(self, request, user, source, transport):
+    def _update(self, request, user, source, transport, mac=None):
         now = self.clock.seconds()
         header_expires = request.get("Expires")
         try:
@@ -507,7 +333,8 @@ class Registrar:
                     return make_response(request, 403, "Too many registrations (at most %d per user)"
                                          % MAX_CONTACTS)
                 mine[na.uri] = Binding(user.name, user.extension, na.uri, tuple(source), transport,
-                                       now + expires, request.call_id, request.cseq[0])
+                                       now + expires, request.call_id, request.cseq[0],
+                                       request.get("User-Agent"), mac)
                 if old is None:
                     changed = True
                     log.info("SIP {user} ({ext}) registered at {contact} from {source}",

@@ -33,6 +33,7 @@ from allworx.guards import PeerLimit
 from allworx.office import MailboxChanged
 from allworx.protocols.sip.attendant import Attendant
 from allworx.protocols.sip.calls import CallRouter
+from allworx.protocols.sip.checksync import CheckSync
 from allworx.protocols.sip.core import ERRORS, Destination, SipCore
 from allworx.protocols.sip.history import CallHistory
 from allworx.protocols.sip.message import MAX_MESSAGE, header_end
@@ -217,14 +218,17 @@ class SipService(ListeningService):
     next call on without touching the sockets.
     """
 
-    def __init__(self, office, mail_store, reactor=None, throttle=None, tls_options=None):
+    def __init__(self, office, mail_store, reactor=None, throttle=None, tls_options=None,
+                 phonebook=None, leases=None):
         if reactor is None:
             from twisted.internet import reactor
         ListeningService.__init__(self, "sip", office)
         self.reactor = reactor
         self.mail_store = mail_store
-        self.core = build_core(office, reactor, mail_store, throttle=throttle)
+        self.core = build_core(office, reactor, mail_store, throttle=throttle,
+                               phonebook=phonebook, leases=leases)
         self.registrations = self.core.registrar
+        self.checksync = self.core.checksync        # ICheckSync (SPEC 19)
         self.calls = self.core.calls
         self.voicemail = self.core.ua
         self.trunks = TrunkManager(self.core, office, reactor.resolve)
@@ -349,7 +353,8 @@ class SipService(ListeningService):
     def config_changed(self, event):
         # The other [sip] settings need nothing here: the parts read them
         # from the office at each use (see the class's docstring).
-        if event.touches("user"):
+        self.checksync.config_changed(event)    # first: it notes the phones' contacts
+        if event.touches("user", "phone"):
             self.registrations.forget_removed()
         if event.touches("trunk", "sip"):
             self.trunks.config_changed(event.old, event.new)
@@ -365,6 +370,7 @@ class SipService(ListeningService):
     def stopService(self):
         self.voicemail.stop()
         self.core.keepalive.stop()
+        self.checksync.stop()
         self.core.outside.stop()
         self.core.sites.stop()
         unregistered = defer.maybeDeferred(self.trunks.stop)
@@ -379,17 +385,21 @@ class SipService(ListeningService):
         return unregistered.addBoth(close)
 
 
-def build_core(office, clock, mail_store, listen_udp=None, throttle=None):
+def build_core(office, clock, mail_store, listen_udp=None, throttle=None, phonebook=None,
+               leases=None):
     """
-    A SipCore with registrar, call router, voicemail user agent and message
-    waiting plugged in. `mail_store` (IMailStore) takes voicemail; None means
-    this server has no mailboxes: unanswered calls get the phones' answer.
-    `listen_udp` opens the RTP ports of voicemail calls; by default the
-    clock's, which is then a reactor. `throttle` is the login throttle digest
-    failures count in (the registrar's own by default).
+    A SipCore with registrar, call router, voicemail user agent, message
+    waiting and check-sync plugged in. `mail_store` (IMailStore) takes
+    voicemail; None means this server has no mailboxes: unanswered calls get
+    the phones' answer. `listen_udp` opens the RTP ports of voicemail calls;
+    by default the clock's, which is then a reactor. `throttle` is the login
+    throttle digest failures count in (the registrar's own by default).
+    `phonebook` (IPhoneBook) holds the provisioned phones' own secrets, which
+    the registrar accepts besides the users' passwords; `leases`
+    (ILeaseTable) tells check-sync where a phone is.
     """
     core = SipCore(office, clock)
-    core.registrar = Registrar(office, clock, throttle=throttle)
+    core.registrar = Registrar(office, clock, throttle=throttle, phonebook=phonebook)
     core.ua = VoicemailAgent(core, office, clock, mail_store, listen_udp or clock.listenUDP)
     core.calls = CallRouter(core, office, clock, mail_store)
     core.sites = SiteCalls(core, office, clock)
@@ -397,4 +407,5 @@ def build_core(office, clock, mail_store, listen_udp=None, throttle=None):
     core.registrar.calls = core.calls
     core.mwi = MessageWaiting(core, office, clock, mail_store)
     core.keepalive = KeepAlive(core, core.registrar, clock)
+    core.checksync = CheckSync(core, core.registrar, office, clock, phonebook, leases)
     return core

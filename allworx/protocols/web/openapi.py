@@ -265,6 +265,68 @@ def sites_paths():
     }
 
 
+PHONE = {"type": "object", "required": ["mac", "model", "user", "label", "address", "last_fetch",
+                                         "registered", "state"], "properties": {
+    "mac": {"type": "string", "pattern": "^[0-9a-f]{12}$", "description": "12 lowercase hex digits"},
+    "model": dict(_nullable("string"), description=(
+        "yealink, polycom, grandstream, snom, cisco-spa or generic: the section's, else the "
+        "one guessed from the file it asked for, its vendor class or User-Agent; null: unknown")),
+    "user": dict(_nullable("string"), description="the owner ([user] name); null for a new phone"),
+    "label": {"type": "string", "description": "shown on the phone's screen"},
+    "address": dict(_nullable("string"), description=(
+        "the LAN address holding its DHCP lease, else the one it last asked from")),
+    "last_fetch": dict(_nullable("string"), format="date-time",
+                       description="when it last fetched its file; null: never seen"),
+    "registered": {"type": "boolean", "description": (
+        "registered from its address (as its owner's extension, for an assigned phone)")},
+    "state": {"type": "string", "enum": ["new", "assigned"], "description": (
+        "assigned: it has a [phone MAC] section; new: it asked for its file without one")}}}
+
+
+def phones_paths():
+    """/api/v1/phones and the actions on one phone (SPEC 19)."""
+    mac = [{"name": "mac", "in": "path", "required": True, "schema": {"type": "string"},
+            "description": "the MAC in any common notation (001565abcdef, 00:15:65:AB:CD:EF, ...)"}]
+    ref = {"$ref": "#/components/schemas/PhoneStatus"}
+    changed = {"allOf": [ref, {"type": "object", "properties": {"resync": dict(
+        _nullable("boolean"), description="true: the phone took the check-sync NOTIFY; false: "
+        "not registered or refused (it takes the change when it next asks); null: no answer "
+        "within a few seconds")}}]}
+    give = {"type": "object", "required": ["user"], "properties": {
+        "user": {"type": "string", "description": "the owner: a user's name, extension or address"},
+        "model": {"type": "string", "description": "left out: the one the phone was seen as"},
+        "label": {"type": "string"}}}
+    answer = {"description": "the phone now", "content": _json(changed)}
+    return {
+        "/api/v1/phones": {"get": {
+            "summary": "Every phone: assigned ones, then new ones (seen asking for their files)",
+            "responses": {"200": {"description": "by state, then MAC", "content": _json(
+                {"type": "array", "items": ref})}, "401": RESPONSES["401"]}}},
+        "/api/v1/phones/{mac}": {"parameters": mac, "get": {
+            "summary": "One phone", "responses": dict(RESPONSES, **{"200": {
+                "description": "the phone", "content": _json(ref)}})},
+            "post": {"summary": "Give the phone to a user in one step: writes its [phone MAC] "
+                                "section (or changes the keys given) and tells it to re-sync",
+                     "requestBody": {"content": _json(give)},
+                     "responses": dict(RESPONSES, **{"200": answer, "201": answer})},
+            "put": {"summary": "Create or replace the phone's section, then re-sync",
+                    "requestBody": {"content": _json(give)},
+                    "responses": dict(RESPONSES, **{"200": answer, "201": answer})},
+            "patch": {"summary": "Change keys of an assigned phone, then re-sync",
+                      "requestBody": {"content": _json(dict(give, required=[]))},
+                      "responses": dict(RESPONSES, **{"200": answer})},
+            "delete": {"summary": "Remove the phone's section (a new phone again when it next "
+                                  "asks)", "responses": dict(RESPONSES, **{"204": {
+                                      "description": "gone"}})}},
+        "/api/v1/phones/{mac}/secret": {"parameters": mac, "post": {
+            "summary": "A new SIP secret for an assigned phone (never shown), then a re-sync",
+            "responses": dict(RESPONSES, **{"200": {"description": "rotated", "content": _json(
+                {"allOf": [changed, {"type": "object", "properties": {
+                    "rotated": {"type": "boolean"}}}]})},
+                "503": {"description": "the provisioning service is not running"}})}},
+    }
+
+
 def stats_paths():
     """GET /api/v1/stats and /api/v1/stats/{name} (SPEC 20)."""
     series = {"type": "object", "required": ["name", "unit", "path"], "properties": {
@@ -408,7 +470,7 @@ def openapi_document():
                       "responses": dict(RESPONSES, **{"200": {"description": kind}})},
             "delete": {"summary": "Remove", "responses": dict(RESPONSES, **{"204": {"description": "gone"}})},
         }
-    for path, summary in (("/api/v1/dhcp/leases", "DHCP leases (mac, address, hostname, expires, state)"),
+    for path, summary in (("/api/v1/dhcp/leases", "DHCP leases (mac, address, hostname, expires, state, vendor_class)"),
                           ("/api/v1/connections", "Firewall decisions, newest first, with reasons"),
                           ("/api/v1/mail/queue", "Outbound mail queue"),
                           ("/api/v1/sip/registrations", "Registered phones"),
@@ -462,6 +524,13 @@ def openapi_document():
     paths.update(mail_security_paths())
     schemas["SiteStatus"] = SITE
     paths.update(sites_paths())
+    # The phones' own routes answer for any MAC notation (SPEC 19); creating one with its
+    # name in the body stays the records' POST.
+    schemas["PhoneStatus"] = PHONE
+    create = paths["/api/v1/phones"]["post"]
+    del paths["/api/v1/phones/{name}"]
+    paths.update(phones_paths())
+    paths["/api/v1/phones"]["post"] = create
     paths["/api/v1/calls"] = calls_path()
     paths.update(stats_paths())
     paths["/api/v1/diagnostics/{kind}"] = diagnostics_path()

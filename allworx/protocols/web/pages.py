@@ -18,19 +18,18 @@ from allworx.protocols.web import forms
 from allworx.protocols.web import logtables
 from allworx.protocols.web import mailsetup
 from allworx.protocols.web.backuppage import BackupPage, HistoryPage
-from allworx.protocols.web.callhistory import history_context
 from allworx.protocols.web.dashboard import StatusPage
 from allworx.protocols.web.diagnosticspage import DiagnosticsPage
 from allworx.protocols.web.lines import LinesPage
 from allworx.protocols.web.logview import LogsPage
 from allworx.protocols.web.mailsecurity import MailSecurityPage
+from allworx.protocols.web.phonespage import PhonesPage
 from allworx.protocols.web.vpnsites import SitesPage
 from allworx.protocols.web.metrics import field
 from allworx.protocols.web.userdevices import (
     DEVICE_FIELDS, DeviceActions, device_page, device_rows, devices_of)
 from allworx.protocols.web.pagebase import (
-    Page, RecordActions, Redirect, SettingsPage, ago_or_in, listed, name_of, relative_rfc3339,
-    who, with_warnings)
+    Page, RecordActions, Redirect, SettingsPage, ago_or_in, listed, with_warnings)
 
 
 NOT_RUNNING = "%s not running"
@@ -400,48 +399,6 @@ class MailQueuePage(Page):
     def do_delete(self, ctx, form, sub):
         d = defer.maybeDeferred(self._queue(ctx).remove, form.get("id", ""))
         return d.addCallback(lambda _: "Message %s deleted from the queue." % form.get("id", ""))
-
-
-class PhonesPage(Page):
-    """Trunks to the provider, registered phones, calls in progress and the call history."""
-
-    slug, title, template = "phones", "Phones", "phones.html"
-    refresh = "phones"
-
-    def context(self, ctx, sub):
-        reg, calls = ctx.views.registrations, ctx.views.calls
-        now = ctx.clock.seconds()
-        config = ctx.office.config
-        return {"running": reg is not None, "bindings": [{
-            "user": who(config, field(b, "extension", ""), field(b, "user", "")),
-            "extension": field(b, "extension", ""),
-            "contact": field(b, "contact", ""), "source": field(b, "source", ""),
-            "expires": ago_or_in(now, field(b, "expires")),
-        } for b in listed(reg, "bindings")], "calls": [{
-            "caller": who(config, field(c, "caller", ""), field(c, "caller_name")),
-            "callee": who(config, field(c, "callee", "")),
-            "state": field(c, "state", ""), "started": ago_or_in(now, field(c, "started")),
-        } for c in listed(calls, "active_calls")],
-            "has_trunks": ctx.views.trunks is not None, "trunks": [{
-            "name": t.get("name", ""), "registrar": t.get("registrar", ""),
-            "state": (t.get("state") or "").replace("_", " "),
-            "since": relative_rfc3339(now, t.get("since")),
-            "expires": relative_rfc3339(now, t.get("expires")),
-            "last_error": t.get("last_error") or "",
-            "channels": "%s of %s" % (t.get("channels_in_use", 0), t.get("channels", "")),
-        } for t in listed(ctx.views.trunks, "status")]}
-
-    def context_for(self, ctx, sub, query):
-        """Also the call history, filtered and paged by the query."""
-        out = self.context(ctx, sub)
-        out.update(history_context(ctx.views.call_history, query))
-        config = ctx.office.config
-        for row in out["history"]:
-            # Callers with names: the directory's, else the one the call brought.
-            row["from_name"] = name_of(config, row["from"], row["from_name"])
-            row["to_name"] = name_of(config, row["to"])
-            row["answered_by"] = who(config, row["answered_by"])
-        return out
 
 
 class ConnectionsPage(Page):

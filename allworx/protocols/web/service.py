@@ -24,6 +24,7 @@ from allworx.protocols.web import sitesapi  # noqa: F401 (adds the sites' and de
 from allworx.protocols.web import statsapi  # noqa: F401 (adds the statistics' routes)
 from allworx.protocols.web import diagnosticsapi  # noqa: F401 (adds /api/v1/diagnostics/{kind})
 from allworx.protocols.web import logsapi  # noqa: F401 (adds GET /api/v1/logs)
+from allworx.protocols.web import phonesapi  # noqa: F401 (adds /api/v1/phones, SPEC 19)
 from allworx.protocols.web import backupweb  # (adds the backup and history routes)
 from allworx.protocols.web.tlsport import HttpsLimit, RedirectToHttps, TlsOrRedirect
 

@@ -14,8 +14,8 @@ from zope.interface.verify import verifyObject
 from allworx.config import parse_config
 from allworx.eventlog import EventRing
 from allworx.interfaces import (
-    ICalls, IConnectionLog, IFetchStatus, ILeaseTable, ILogEvents, IMailQueue, IMailStore,
-    IRegistrations, IRogueServers, IZoneSource)
+    ICalls, ICheckSync, IConnectionLog, IFetchStatus, ILeaseTable, ILogEvents, IMailQueue,
+    IMailStore, IPhoneBook, IRegistrations, IRogueServers, IZoneSource)
 from allworx.servicebase import ListeningService, OfficeService, why_not
 from allworx.office import Office
 from allworx.service import NAMES, AllworxService
@@ -142,6 +142,36 @@ class CompositionTests(unittest.TestCase):
                                 ("fetch", IFetchStatus), ("registrations", IRegistrations),
                                 ("calls", ICalls)):
             verifyObject(interface, getattr(views, name))
+
+    def test_one_phone_book(self):
+        """SPEC 19: one phone book under data_dir, the registrar's and check-sync's and the web's."""
+        top = AllworxService(self.office())
+        dhcp, sip, web = (top.getServiceNamed(n) for n in ("dhcp", "sip", "web"))
+        verifyObject(IPhoneBook, top.phonebook)
+        self.assertEqual(top.phonebook.directory,
+                         os.path.join(top.office.config.system.data_dir, "phones"))
+        self.assertIs(web.ctx.views.phones, top.phonebook)
+        self.assertIs(sip.registrations.checker.phonebook, top.phonebook)
+        self.assertIs(sip.checksync.phonebook, top.phonebook)
+        self.assertIs(sip.checksync.leases, dhcp.leases)
+        self.assertIs(web.ctx.views.checksync, sip.checksync)
+        verifyObject(ICheckSync, web.ctx.views.checksync)
+
+    def test_sightings_written_before_a_restore_and_at_stop(self):
+        reactor = MemoryReactorClock()
+        top = AllworxService(self.office(), children=[RecordingService("mine")], reactor=reactor)
+        top.build = lambda: [RecordingService("mine")]
+        from allworx.phonebook import PhoneBook
+        top.phonebook = book = PhoneBook(top.office.config.system.data_dir, reactor,
+                                         defer_to_thread=lambda fn, *a: defer.succeed(fn(*a)))
+        top.startService()
+        book.sighted("001565abcdef", "192.168.2.37", "yealink", "001565abcdef.cfg")
+        seen = os.path.join(book.directory, "seen.json")
+        self.successResultOf(top.restart_around(lambda: self.assertTrue(os.path.exists(seen))))
+        os.unlink(seen)
+        book.sighted("0004f2000002", "192.168.2.38", None, "0004f2000002.cfg")
+        self.successResultOf(top.stopService())
+        self.assertTrue(os.path.exists(seen))
 
 
 class FakePort:

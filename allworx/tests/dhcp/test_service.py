@@ -227,7 +227,7 @@ class ServiceTests(unittest.TestCase):
                                                   self.clock.seconds() + 86400)])
         self.assertEqual(self.service.leases.active_leases(), [
             {"mac": PC, "address": "192.168.2.1", "hostname": "pc1",
-             "expires": self.clock.seconds() + 86400, "state": "bound"}])
+             "expires": self.clock.seconds() + 86400, "state": "bound", "vendor_class": None}])
 
     def test_no_prl_gets_everything(self):
         offer = (self.send(request(c.DISCOVER)), self.raw.sent[-1][0])[1]

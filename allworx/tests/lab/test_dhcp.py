@@ -266,6 +266,26 @@ class DhcpLabTests(unittest.TestCase):
         log = self.server.log()
         self.assertNotIn("Traceback", log)
 
+    def test_phones_get_option_66_by_vendor_class(self):
+        # SPEC 19: a vendor class the server knows gets the provisioning URL,
+        # any other client that asks for option 66 the server's address (TFTP).
+        self.start_server("firewall-nat")
+        lease = self.lab.dhclient("phone1", vendor_class="baresip")
+        said = process_report(self.lab, "dhclient-phone1-eth0")
+        self.assertInPool(lease["ip_address"], said)
+        self.assertEqual(lease.get("tftp_server_name"), "192.168.2.254", said)
+        lease = self.lab.dhclient("phone2", vendor_class="yealink SIP-T46S")
+        said = process_report(self.lab, "dhclient-phone2-eth0")
+        self.assertEqual(lease.get("tftp_server_name"), "http://192.168.2.254:8089/", said)
+        lease, said = self.dhclient("pc1")      # asks for no option 66, sends no vendor class
+        self.assertNotIn("tftp_server_name", lease, said)
+        # The leases keep what each client said it is.
+        with open(os.path.join(self.server.data_dir, "dhcp", "leases.journal"), "rb") as f:
+            vendors = {l.mac: l.vendor_class for l in replay(f.readlines())[0].values()}
+        self.assertEqual((vendors.get("02:a1:00:00:02:11"), vendors.get("02:a1:00:00:02:12"),
+                          vendors.get("02:a1:00:00:02:01", "none")),
+                         ("baresip", "yealink SIP-T46S", None), vendors)
+
     def test_lan_only_options_and_rogue_server(self):
         self.start_server("lan-only")
         lease, said = self.dhclient("pc1")

@@ -155,7 +155,10 @@ class StartWhenLeasedTests(unittest.TestCase):
     def test_each_phone_once_leased(self):
         lab = FakeLab({"phone1": {"ip_address": "192.168.2.11"}})
         started = []
-        self.patch(labphones, "start_phone", lambda lab, host, ip: started.append((host, ip)))
+        def start(lab, host, ip, lease):
+            started.append((host, ip))
+            return None, "hand-made account; provisioning failed: no option 66 in its DHCP lease"
+        self.patch(labphones, "start_phone", start)
         clock = Clock()
 
         def sleep(seconds):
@@ -166,9 +169,120 @@ class StartWhenLeasedTests(unittest.TestCase):
         said = labphones.start_phones_when_leased(lab, ["phone1", "phone2", "bphone1"], [],
                                                   timeout=5, sleep=sleep, clock=clock)
         self.assertEqual(started, [("phone1", "192.168.2.11"), ("phone2", "192.168.2.12")])
-        self.assertEqual(said, {"phone1": "started on 192.168.2.11",
-                                "phone2": "started on 192.168.2.12",
+        how = " (hand-made account; provisioning failed: no option 66 in its DHCP lease)"
+        self.assertEqual(said, {"phone1": "started on 192.168.2.11" + how,
+                                "phone2": "started on 192.168.2.12" + how,
                                 "bphone1": "not started: no DHCP lease in 5 s"})
+
+
+# What the server's generic file (model `generic`, `{mac}.baresip`) looks like.
+GENERIC = """# allworx generic provisioning for 02a100000211
+sip_listen 0.0.0.0:5060
+dns_server 192.168.2.254:53
+module g711.so
+module mwi.so
+module nosuchcodec.so
+module_app account.so
+<sip:101@192.168.2.254>;auth_user=101;auth_pass=S3cret_-x;regint=600;mwi=yes
+
+"""
+
+
+class Completed:
+    def __init__(self, returncode, stdout="", stderr=""):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+class CurlLab:
+    """run() as curl would answer it: `answers` maps a URL to (exit, stdout, stderr)."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.ran = []
+
+    def run(self, host, argv, check=True, timeout=30, **kw):
+        self.ran.append((host, argv))
+        return Completed(*self.answers.get(argv[-1], (7, "", "curl: (7) Failed to connect")))
+
+
+class ProvisioningTests(unittest.TestCase):
+
+    def test_host_mac(self):
+        self.assertEqual(labphones.host_mac("phone1"), "02a100000211")
+        self.assertEqual(labphones.host_mac("bphone1"), "02a200000311")
+        self.assertRaises(labphones.LabError, labphones.host_mac, "isp")
+
+    def test_url_from_option_66(self):
+        url = labphones.provisioning_url
+        mac = "02a100000211"
+        self.assertEqual(url({"tftp_server_name": "http://192.168.2.254:8089/"}, mac),
+                         "http://192.168.2.254:8089/02a100000211.baresip")
+        self.assertEqual(url({"tftp_server_name": "http://192.168.2.254:8089"}, mac),
+                         "http://192.168.2.254:8089/02a100000211.baresip")
+        self.assertEqual(url({"tftp_server_name": "192.168.2.254"}, mac),
+                         "tftp://192.168.2.254/02a100000211.baresip")
+        self.assertIsNone(url({"ip_address": "192.168.2.11"}, mac))
+        self.assertIsNone(url(None, mac))
+        self.assertRaises(ValueError, url, {"tftp_server_name": "x; rm -rf /"}, mac)
+
+    def test_split_by_the_contract_rule(self):
+        config, accounts = labphones.split_generic(GENERIC)
+        self.assertEqual(accounts, ["<sip:101@192.168.2.254>;auth_user=101;auth_pass=S3cret_-x;"
+                                    "regint=600;mwi=yes"])
+        self.assertEqual(config[:2], ["sip_listen 0.0.0.0:5060", "dns_server 192.168.2.254:53"])
+        self.assertEqual(len(config), 6)
+        self.assertRaises(ValueError, labphones.split_generic, "# nothing\nsip_listen x\n")
+
+    def test_provisioned_files_keep_the_labs_settings(self):
+        modules = self.mktemp()
+        os.makedirs(modules)
+        for name in ("g711", "mwi", "account", "ausine", "aubridge", "menu", "ctrl_tcp"):
+            open(os.path.join(modules, name + ".so"), "w").close()
+        files = labphones.provisioned_files(GENERIC, "/x/phone1", "192.168.2.11",
+                                            "http://s/02a100000211.baresip", modules)
+        config = files["/x/phone1/config"].splitlines()
+        self.assertEqual(config[0], "# allworx lab: provisioned from http://s/02a100000211.baresip")
+        self.assertIn("dns_server 192.168.2.254:53", config)
+        self.assertIn("sip_listen 192.168.2.11:5060", config)
+        self.assertNotIn("sip_listen 0.0.0.0:5060", config)
+        self.assertIn("ctrl_tcp_listen 127.0.0.1:4444", config)
+        self.assertNotIn("module mwi.so", config)                # spins baresip 1.0
+        self.assertNotIn("module nosuchcodec.so", config)        # baresip has no such module
+        self.assertEqual(config.count("module g711.so"), 1)
+        self.assertEqual(config.count("module_app account.so"), 1)
+        self.assertEqual(files["/x/phone1/accounts"],
+                         "<sip:101@192.168.2.254>;auth_user=101;auth_pass=S3cret_-x;"
+                         "regint=600;mwi=yes;answermode=auto\n")
+        self.assertEqual(files["/x/phone1/contacts"], "")
+
+    def test_setup_fetches_from_option_66(self):
+        url = "http://192.168.2.254:8089/02a100000211.baresip"
+        lab = CurlLab({url: (0, GENERIC, "")})
+        files, how = labphones.phone_setup(
+            lab, "phone1", "192.168.2.11",
+            {"ip_address": "192.168.2.11", "tftp_server_name": "http://192.168.2.254:8089/"}, "/x")
+        self.assertEqual(how, "provisioned from " + url)
+        self.assertEqual(lab.ran[0][0], "phone1")
+        self.assertEqual(lab.ran[0][1][0], "curl")
+        self.assertIn("auth_pass=S3cret_-x", files["/x/accounts"])
+
+    def test_setup_falls_back_to_the_hand_made_account(self):
+        lab = CurlLab({})
+        lease = {"ip_address": "192.168.2.11", "tftp_server_name": "192.168.2.254"}
+        files, how = labphones.phone_setup(lab, "phone1", "192.168.2.11", lease, "/x")
+        self.assertEqual(files, labphones.phone_files(LAB_PHONES["phone1"], "/x", "192.168.2.11"))
+        self.assertEqual(how, "hand-made account; provisioning failed: curl "
+                         "tftp://192.168.2.254/02a100000211.baresip: exit 7: "
+                         "curl: (7) Failed to connect")
+        files, how = labphones.phone_setup(lab, "phone1", "192.168.2.11",
+                                           {"ip_address": "192.168.2.11"}, "/x")
+        self.assertEqual(how, "hand-made account; provisioning failed: "
+                         "no option 66 in its DHCP lease")
+        # A file without an account is refused the same way.
+        lab = CurlLab({"tftp://192.168.2.254/02a100000211.baresip": (0, "sip_listen x\n", "")})
+        files, how = labphones.phone_setup(lab, "phone1", "192.168.2.11", lease, "/x")
+        self.assertIn("no <sip: account line", how)
+        self.assertIn("auth_pass=alice-demo", files["/x/accounts"])
 
 
 class LabPhonesTests(unittest.TestCase):
@@ -198,10 +312,18 @@ class LabPhonesTests(unittest.TestCase):
     def test_phones_register_and_a_lab_call_is_answered(self):
         lab = self.lab
         for host in ("phone1", "phone2"):
-            lab.dhclient(host, "eth0", timeout=30)
+            # As `make run` starts them: option 66 tells them where to fetch.
+            lease = lab.dhclient(host, "eth0", timeout=30,
+                                 vendor_class=labphones.PHONE_VENDOR_CLASS)
+            self.assertEqual(lease.get("tftp_server_name"), "192.168.2.254", lease)
         said = labphones.start_phones_when_leased(lab, ["phone1", "phone2"], [], timeout=5)
         self.assertEqual(sorted(said), ["phone1", "phone2"])
         self.assertTrue(all(s.startswith("started on 192.168.2.") for s in said.values()), said)
+        # Each phone says where its account came from: provisioned, or (while
+        # the server has no provisioning service) its hand-made one and why.
+        self.assertTrue(all("provisioned from tftp://192.168.2.254/02a1000002" in s
+                            or "hand-made account; provisioning failed: curl tftp://" in s
+                            for s in said.values()), said)
 
         def registered():
             bindings = self.api("/sip/registrations") or []

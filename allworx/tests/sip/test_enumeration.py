@@ -12,7 +12,7 @@ import re
 
 from twisted.trial import unittest
 
-from allworx.protocols.sip import registrar as registrar_module
+from allworx.protocols.sip import credentials as credentials_module
 from allworx.protocols.sip.message import parse
 from allworx.protocols.sip.transaction import T1
 from allworx.tests.siphelpers import Harness, Phone, offer
@@ -106,12 +106,12 @@ class EnumerationTests(unittest.TestCase):
 
     def test_a_wrong_answer_is_refused_alike_by_the_same_path(self):
         digests = []
-        real = registrar_module.digest_response
+        real = credentials_module.digest_response
 
         def counting(*args, **kwargs):
             digests.append(args[0])
             return real(*args, **kwargs)
-        self.patch(registrar_module, "digest_response", counting)
+        self.patch(credentials_module, "digest_response", counting)
         for method in ("REGISTER", "INVITE"):
             answers = {}
             for n, ext in enumerate(NUMBERS[:4]):

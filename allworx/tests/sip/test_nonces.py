@@ -10,7 +10,7 @@ import collections
 from twisted.internet import task
 from twisted.trial import unittest
 
-from allworx.protocols.sip.registrar import NONCE_LIFETIME, NonceBook
+from allworx.protocols.sip.credentials import NONCE_LIFETIME, NonceBook
 
 # Entries one make + check + use may touch: a lookup, an insert, and the
 # expired or evicted entries it drops at the front (each entry once).

@@ -14,7 +14,7 @@ from twisted.trial import unittest
 from allworx.protocols.sip.core import Destination
 from allworx.protocols.sip.message import make_response, parse
 from allworx.protocols.sip.outside import OutsideCalls
-from allworx.protocols.sip.registrar import parse_authorization
+from allworx.protocols.sip.credentials import parse_authorization
 from allworx.protocols.sip.registrar import Binding
 from allworx.tests.confs import PW_HASH
 from allworx.tests.siphelpers import Harness, Phone, offer

@@ -6,9 +6,9 @@ from twisted.trial import unittest
 
 from allworx.interfaces import IRegistrations
 from allworx.protocols.sip.message import NameAddr
-from allworx.protocols.sip.registrar import (
-    MAX_CONTACTS, NONCE_LIFETIME, NonceBook, challenge_algorithms, digest_response,
-    parse_authorization)
+from allworx.protocols.sip.credentials import (
+    NONCE_LIFETIME, NonceBook, challenge_algorithms, digest_response, parse_authorization)
+from allworx.protocols.sip.registrar import MAX_CONTACTS
 from allworx.tests.siphelpers import Harness, Phone
 
 
