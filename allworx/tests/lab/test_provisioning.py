@@ -2,7 +2,8 @@
 """
 The provisioning service in the virtual office (lab prefix `awy`, SPEC 19),
 with real clients on the LAN's hosts, which get their addresses from the
-server's DHCP (ISC dhclient): curl and busybox's tftp fetch the common file;
+server's DHCP (ISC dhclient): curl and busybox's tftp fetch the common file,
+and a phone its own file with its own secret;
 a host asking for another MAC's file is refused (403, TFTP error 2); a MAC
 without a [phone] section that asks for its own file gets 404 and is logged
 as a new phone; the service is not reachable from the internet. Needs root
@@ -104,6 +105,20 @@ class ProvisioningLabTests(unittest.TestCase):
         for blksize in (None, 1024):
             status, text, said = self.tftp("phone1", "y000000000000.cfg", blksize)
             self.assertEqual((status, text), (0, body), said)
+
+    def test_the_phone_gets_its_own_file_by_http_and_tftp(self):
+        name = "%s.baresip" % PHONE1_MAC
+        code, body, said = self.curl("phone1", name)
+        self.assertEqual(code, "200", said)
+        accounts = [l for l in body.splitlines() if l.startswith("<sip:")]
+        self.assertEqual(len(accounts), 1, said)
+        self.assertTrue(accounts[0].startswith("<sip:101@%s>;auth_user=101;auth_pass=" % SERVER),
+                        said)
+        status, text, said = self.tftp("phone1", name)
+        self.assertEqual((status, text), (0, body), said)
+        # The same phone's secret both times, kept under data_dir (SPEC 19).
+        self.server.wait_for("provisioning: %s (generic) to %s (tftp) for alice"
+                             % (name, self.addresses["phone1"]))
 
     def test_another_hosts_phone_file_is_refused(self):
         name = "%s.baresip" % PHONE1_MAC
