@@ -76,11 +76,13 @@ class ProvisioningLabTests(unittest.TestCase):
                             "%s: no address\n%s" % (host, process_report(
                                 self.lab, "dhclient-%s-eth0" % host)))
 
-    def curl(self, host, name, server=SERVER):
-        """(HTTP status, body, the report) of `host` fetching `name` with curl."""
-        done = self.lab.run(host, ["curl", "-sS", "-m", "5", "-w", "\n%{http_code}",
-                                   "http://%s:8089/%s" % (server, name)],
-                            check=False, timeout=15)
+    def curl(self, host, name, server=SERVER, https=False):
+        """(HTTP status, body, the report) of `host` fetching `name` with curl
+        (over HTTPS on the next port, trusting the server's own CA)."""
+        url = ("https://%s:8090/%s" if https else "http://%s:8089/%s") % (server, name)
+        tls = self.server.curl_https() if https else []
+        done = self.lab.run(host, ["curl", "-sS", "-m", "5", "-w", "\n%{http_code}"] + tls
+                            + [url], check=False, timeout=15)
         body, _, code = done.stdout.rpartition("\n")
         return code, body, client_report(done)
 
@@ -116,6 +118,8 @@ class ProvisioningLabTests(unittest.TestCase):
                         said)
         status, text, said = self.tftp("phone1", name)
         self.assertEqual((status, text), (0, body), said)
+        code, text, said = self.curl("phone1", name, https=True)
+        self.assertEqual((code, text), ("200", body), said)
         # The same phone's secret both times, kept under data_dir (SPEC 19).
         self.server.wait_for("provisioning: %s (generic) to %s (tftp) for alice"
                              % (name, self.addresses["phone1"]))
