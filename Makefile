@@ -32,11 +32,12 @@ RUN_PACKAGES := iproute2 iptables nftables conntrack libnetfilter-queue-dev libn
 # (libnet-ssleay-perl), which it only recommends.
 RUN_PACKAGES += dnsmasq-base isc-dhcp-client procps socat curl kamailio pebble baresip-core \
 	wireguard-go bind9-dnsutils iputils-ping swaks libnet-ssleay-perl openssl
-# What only the tests' real clients and peers need: udhcpc, nmap, ldapsearch,
+# What only the tests' real clients and peers need: udhcpc, nmap, ldapsearch, the TFTP
+# clients (busybox's and tftp-hpa's), ntpdig,
 # headless Chromium, mbsync, iperf3 (shaping) and the content filter's rspamd
 # and clamd (the optional scanners the server can use).
 TEST_PACKAGES := udhcpc nmap ldap-utils chromium chromium-driver isync iperf3 \
-	rspamd clamav-daemon ntpsec-ntpdig
+	rspamd clamav-daemon ntpsec-ntpdig busybox tftp-hpa
 # The benchmarks' peers and load generators: SIPp's build tools, Kea, dnsperf,
 # Postfix (with OpenDKIM and policyd-spf for bench/mailauth.py), nginx, ab,
 # hping3 (iperf3 and Kamailio come with the other lists), rtpengine and Dovecot (bench/imap.py runs it as its own process: the

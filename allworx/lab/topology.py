@@ -148,6 +148,8 @@ PACKAGES = {
     "chromedriver": "chromium-driver",
     "wireguard-go": "wireguard-go",
     "ntpdig": "ntpsec-ntpdig",
+    "busybox": "busybox",
+    "tftp": "tftp-hpa",
 }
 
 # What a program needs for what the tests do with it beyond its Depends (only

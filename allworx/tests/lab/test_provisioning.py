@@ -63,7 +63,7 @@ label = Front desk
 class ProvisioningLabTests(unittest.TestCase):
 
     def setUp(self):
-        self.lab = start_lab(self, prefix=PREFIX, programs=("dhclient", "curl", "busybox"))
+        self.lab = start_lab(self, prefix=PREFIX, programs=("dhclient", "curl", "busybox", "tftp"))
         self.server = LabServer(self.lab, CONF)
         self.addCleanup(self.server.stop)
         self.server.start()
@@ -99,6 +99,17 @@ class ProvisioningLabTests(unittest.TestCase):
         self.lab.run(host, ["rm", "-f", local], check=False)
         return done.returncode, text, client_report(done)
 
+    def tftp_hpa(self, host, name):
+        """(exit status, file text, the report) of tftp-hpa's client in `host` fetching `name`."""
+        local = "/tmp/awy-hpa-%s-%s" % (host, name)
+        done = self.lab.run(host, ["tftp", "-m", "binary", SERVER, "-c", "get", name, local],
+                            check=False, timeout=20)
+        text = ""
+        if done.returncode == 0:
+            text = self.lab.run(host, ["cat", local], check=False).stdout
+        self.lab.run(host, ["rm", "-f", local], check=False)
+        return done.returncode, text, client_report(done)
+
     def test_common_file_by_http_and_tftp(self):
         code, body, said = self.curl("phone1", "y000000000000.cfg")
         self.assertEqual(code, "200", said)
@@ -107,6 +118,8 @@ class ProvisioningLabTests(unittest.TestCase):
         for blksize in (None, 1024):
             status, text, said = self.tftp("phone1", "y000000000000.cfg", blksize)
             self.assertEqual((status, text), (0, body), said)
+        status, text, said = self.tftp_hpa("phone1", "y000000000000.cfg")
+        self.assertEqual((status, text), (0, body), said)
 
     def test_the_phone_gets_its_own_file_by_http_and_tftp(self):
         name = "%s.baresip" % PHONE1_MAC
@@ -117,6 +130,8 @@ class ProvisioningLabTests(unittest.TestCase):
         self.assertTrue(accounts[0].startswith("<sip:101@%s>;auth_user=101;auth_pass=" % SERVER),
                         said)
         status, text, said = self.tftp("phone1", name)
+        self.assertEqual((status, text), (0, body), said)
+        status, text, said = self.tftp_hpa("phone1", name)
         self.assertEqual((status, text), (0, body), said)
         code, text, said = self.curl("phone1", name, https=True)
         self.assertEqual((code, text), ("200", body), said)
