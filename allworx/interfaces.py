@@ -316,6 +316,10 @@ class IPhoneBook(Interface):
     def rotate(mac):
         """Replace the phone's SIP secret with a new one; returns it."""
 
+    def held_secret(mac):
+        """The secret the phone itself holds: the previous one after a rotation until
+        the phone has fetched its file again (to answer its check-sync challenge)."""
+
     def sighted(mac, address, model, filename, user_agent=None):
         """A phone asked for `filename` from `address` (its lease holder); `model` is
         the family guessed from the file name, vendor class or User-Agent, or None."""

@@ -111,6 +111,22 @@ class PhoneBook:
     def rotate(self, mac):
         return self._replace(normalise_mac(mac), "replaced")
 
+    def held_secret(self, mac):
+        """
+        The secret the phone itself holds: after a rotation, the previous one
+        until the phone has fetched its file again (a check-sync NOTIFY the
+        phone challenges is answered with what the phone knows), else the
+        current one. Registration never takes the previous one.
+        """
+        mac = normalise_mac(mac)
+        entry = self._secrets.get(mac)
+        if entry is None:
+            return self.secret(mac)
+        seen = self._seen.get(mac)
+        if entry.get("previous") and (seen is None or seen.last_fetch < entry["made"]):
+            return entry["previous"]
+        return entry["secret"]
+
     def has_secret(self, mac):
         """True when the phone has a secret already (nothing is made)."""
         return normalise_mac(mac) in self._secrets
@@ -118,7 +134,10 @@ class PhoneBook:
     def _replace(self, mac, how):
         secret = new_secret()
         secrets = dict(self._secrets)
-        secrets[mac] = {"secret": secret, "made": self.clock.seconds()}
+        entry = {"secret": secret, "made": self.clock.seconds()}
+        if how == "replaced" and mac in secrets:
+            entry["previous"] = secrets[mac]["secret"]
+        secrets[mac] = entry
         self._write_secrets(secrets)        # raises OSError, leaving memory as it was
         self._secrets = secrets
         log.info("SIP secret of phone {mac} {how}", mac=mac, how=how)
@@ -140,6 +159,8 @@ class PhoneBook:
                     raise ValueError("phone %s has no secret" % mac)
                 out[normalise_mac(mac)] = {"secret": entry["secret"],
                                            "made": float(entry.get("made") or 0)}
+                if isinstance(entry.get("previous"), str) and entry["previous"]:
+                    out[normalise_mac(mac)]["previous"] = entry["previous"]
             return out
         except FileNotFoundError:
             return {}

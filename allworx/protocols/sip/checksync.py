@@ -235,8 +235,11 @@ class CheckSync:
         name = "WWW-Authenticate" if response.code == 401 else "Proxy-Authenticate"
         header = "Authorization" if response.code == 401 else "Proxy-Authorization"
         try:
+            # After a rotation the phone still holds the previous secret until it
+            # has fetched its file: answer with what the phone knows.
+            held = getattr(self.phonebook, "held_secret", self.phonebook.secret)
             value = answer(response.get(name) or "", "NOTIFY", request.uri, binding.extension,
-                           self.phonebook.secret(mac))
+                           held(mac))
         except (DigestError, OSError, ValueError) as e:
             log.info("phone {mac} challenged check-sync: cannot answer ({why})", mac=mac, why=str(e))
             return None

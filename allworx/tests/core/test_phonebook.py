@@ -66,6 +66,19 @@ class SecretTests(unittest.TestCase):
         self.assertEqual(self.book.secret("001565abcdef"), new)
         self.assertEqual(PhoneBook(self.dir, self.clock).secret("001565abcdef"), new)
 
+    def test_the_phone_holds_the_previous_secret_until_it_fetches(self):
+        old = self.book.secret("001565abcdef")
+        self.assertEqual(self.book.held_secret("001565abcdef"), old)
+        self.clock.advance(10)
+        new = self.book.rotate("001565abcdef")
+        self.assertEqual(self.book.held_secret("00:15:65:ab:cd:ef"), old)
+        # Kept across a restart too.
+        self.assertEqual(PhoneBook(self.dir, self.clock).held_secret("001565abcdef"), old)
+        self.clock.advance(1)
+        self.book.sighted("001565abcdef", "192.168.2.37", "yealink", "001565abcdef.cfg")
+        self.assertEqual(self.book.held_secret("001565abcdef"), new)
+        self.assertEqual(self.book.secret("001565abcdef"), new)
+
     def test_malformed_mac(self):
         e = self.assertRaises(ValueError, self.book.secret, "00:15:65")
         self.assertIn("MAC address", str(e))

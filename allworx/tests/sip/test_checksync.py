@@ -128,6 +128,21 @@ class CheckSyncTests(unittest.TestCase):
         self.answer(again, dest, 200)
         self.assertIs(self.successResultOf(d), True)
 
+    def test_after_a_rotation_the_challenge_is_answered_with_the_secret_the_phone_holds(self):
+        self.register_phone()
+        held = self.book.secret(MAC)
+        self.book.rotate(MAC)
+        d = self.sync.resync(MAC)
+        request, dest = self.notify()
+        self.answer(request, dest, 401, [("WWW-Authenticate", 'Digest realm="phone", nonce="n2"')])
+        again, _ = self.notify()
+        f = parse_authorization(again.get("Authorization"))
+        md5 = lambda t: hashlib.md5(t.encode()).hexdigest()     # noqa: E731
+        ha1 = md5("101:phone:%s" % held)
+        self.assertEqual(f["response"], md5(":".join((ha1, "n2", md5("NOTIFY:%s" % again.uri)))))
+        self.answer(again, dest, 200)
+        self.assertIs(self.successResultOf(d), True)
+
     def test_a_second_challenge_is_false(self):
         self.register_phone()
         d = self.sync.resync(MAC)

@@ -59,6 +59,9 @@ class FakePhoneBook:
         self.secrets[mac] = "NEW-SECRET-%d" % len(self.rotated)
         return self.secrets[mac]
 
+    def held_secret(self, mac):
+        return self.secret(mac)
+
     def sighted(self, mac, address, model, filename, user_agent=None):
         self.seen[mac] = Sighting(mac, address, model, filename, user_agent, T0)
 
