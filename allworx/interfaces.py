@@ -316,6 +316,9 @@ class IPhoneBook(Interface):
     def rotate(mac):
         """Replace the phone's SIP secret with a new one; returns it."""
 
+    def has_secret(mac):
+        """True when the phone has a secret already (none is made)."""
+
     def held_secret(mac):
         """The secret the phone itself holds: the previous one after a rotation until
         the phone has fetched its file again (to answer its check-sync challenge)."""

@@ -187,7 +187,9 @@ class DigestChecker:
         h = ALGORITHMS[algorithm]
         out = []
         for phone in config.phones.values():
-            if phone.user != user.name:
+            # A phone that never fetched its file holds no secret: nothing to
+            # try, and none is made here (a file write on the SIP path).
+            if phone.user != user.name or not self.phonebook.has_secret(phone.mac):
                 continue
             try:
                 secret = self.phonebook.secret(phone.mac)

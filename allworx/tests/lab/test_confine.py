@@ -9,12 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 from twisted.trial import unittest
 
 from allworx.lab import cli, confine
-from allworx.tests.lab.fixtures import require_programs, start_lab
+from allworx.tests.lab.fixtures import require_programs, start_lab, wait_until
 
 
 class ConfineTests(unittest.TestCase):
@@ -137,12 +136,9 @@ class LabExecTests(unittest.TestCase):
         self.assertEqual(code, 0, said)
         root = confine.host_root(lab.state_dir, "server")
         pid_file = os.path.join(root, "run", "dhclient.pid")
-        deadline = time.monotonic() + 10
-        while not os.path.exists(pid_file):
-            self.assertLess(time.monotonic(), deadline,
-                            "no %s; in the host's run: %s\n%s"
-                            % (pid_file, sorted(os.listdir(os.path.join(root, "run"))), said))
-            time.sleep(0.05)
+        wait_until(self, lambda: os.path.exists(pid_file), pid_file, 10,
+                   lambda: "in the host's run: %s\n%s"
+                   % (sorted(os.listdir(os.path.join(root, "run"))), said), interval=0.05)
         with open(pid_file) as f:
             daemon = int(f.read().split()[0])
         leases = os.path.join(root, "var", "lib", "dhcp", "dhclient.leases")
@@ -161,11 +157,15 @@ class LabExecTests(unittest.TestCase):
 
         # `allworx lab down` ends it, with no warning.
         self.assertEqual(cli.main(["down", "--prefix", lab.prefix]), 0)
-        deadline = time.monotonic() + 5
-        while os.path.exists("/proc/%d" % daemon):
-            with open("/proc/%d/stat" % daemon) as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    break
-            self.assertLess(time.monotonic(), deadline, "dhclient %d outlived lab down" % daemon)
-            time.sleep(0.05)
+        wait_until(self, lambda: _ended(daemon), "dhclient %d ended by lab down" % daemon, 5,
+                   interval=0.05)
         self.assertFalse(os.path.exists(lab.state_dir))
+
+
+def _ended(pid):
+    """True once `pid` is gone or a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

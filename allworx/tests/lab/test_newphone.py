@@ -17,7 +17,7 @@ from twisted.trial import unittest
 
 from allworx.lab import labphones
 from allworx.lab.processes import LabError
-from allworx.tests.confs import PW_HASH
+from allworx.tests.confs import NETWORK, PW_HASH
 from allworx.tests.lab.fixtures import client_report, process_report, start_lab, wait_until
 from allworx.tests.lab.server import LabServer
 
@@ -28,23 +28,7 @@ MAC = labphones.host_mac(HOST)          # 02a100000212 (allworx.lab.topology)
 ADMIN = "https://%s:8080" % SERVER
 ADMIN_LOGIN = "admin:admin-demo"        # PW_HASH is admin-demo's
 
-CONF = """\
-[system]
-domain = example.com
-hostname = allworx
-
-[lan]
-interface = lan0
-address = 192.168.2.254/24
-
-[wan]
-interface = wan0
-mode = static
-address = 203.0.113.2/24
-gateway = 203.0.113.1
-
-[security]
-mode = firewall-nat
+CONF = NETWORK + """
 
 [dhcp]
 range = 1-100

@@ -12,7 +12,7 @@ where `ip netns` works.
 
 from twisted.trial import unittest
 
-from allworx.tests.confs import PW_HASH
+from allworx.tests.confs import NETWORK, PW_HASH
 from allworx.tests.lab.fixtures import client_report, process_report, start_lab
 from allworx.tests.lab.server import LabServer
 
@@ -21,23 +21,7 @@ SERVER = "192.168.2.254"
 PHONE1_MAC = "02a100000211"     # the lab's phone1 (allworx.lab.topology)
 PC1_MAC = "02a100000201"
 
-CONF = """\
-[system]
-domain = example.com
-hostname = allworx
-
-[lan]
-interface = lan0
-address = 192.168.2.254/24
-
-[wan]
-interface = wan0
-mode = static
-address = 203.0.113.2/24
-gateway = 203.0.113.1
-
-[security]
-mode = firewall-nat
+CONF = NETWORK + """
 
 [dhcp]
 range = 1-100

@@ -17,30 +17,14 @@ from twisted.trial import unittest
 
 from allworx.hostfacts import kernel_clock
 from allworx.lab.topology import ISP_NTP
-from allworx.tests.confs import PW_HASH
+from allworx.tests.confs import NETWORK, PW_HASH
 from allworx.tests.lab.fixtures import client_report, process_report, start_lab
 from allworx.tests.lab.server import LabServer
 
 PREFIX = "awn"
 ISP_OFFSET = 2.5
 
-CONF = """\
-[system]
-domain = example.com
-hostname = allworx
-
-[lan]
-interface = lan0
-address = 192.168.2.254/24
-
-[wan]
-interface = wan0
-mode = static
-address = 203.0.113.2/24
-gateway = 203.0.113.1
-
-[security]
-mode = firewall-nat
+CONF = NETWORK + """
 
 [dns]
 primary = 203.0.113.1

@@ -1,10 +1,10 @@
 """A fake phone book and lease table, and the office the provisioning tests use."""
 
-import attr
 
 from allworx.config import parse_config
 from allworx.protocols.provisioning.vendors.facts import TimeZone
 from allworx.tests.confs import MINIMAL
+from allworx.phonebook import Sighting
 
 BERLIN = TimeZone(name="Europe/Berlin", posix="CET-1CEST,M3.5.0,M10.5.0/3", offset=3600)
 
@@ -44,14 +44,6 @@ def office_config(extra=""):
     return parse_config(MINIMAL + PHONES + extra)
 
 
-@attr.s
-class Sighting:
-    mac = attr.ib()
-    address = attr.ib()
-    model = attr.ib()
-    filename = attr.ib()
-    user_agent = attr.ib()
-
 
 class FakePhoneBook:
     """IPhoneBook: secrets "secret-MAC", sightings kept in a list."""
@@ -62,6 +54,9 @@ class FakePhoneBook:
 
     def secret(self, mac):
         return self.secrets.setdefault(mac, "secret-" + mac)
+
+    def has_secret(self, mac):
+        return mac in self.secrets
 
     def rotate(self, mac):
         self.secrets[mac] = "rotated-" + mac

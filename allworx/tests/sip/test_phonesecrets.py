@@ -66,6 +66,13 @@ class PhoneSecretTests(unittest.TestCase):
         [b] = self.bindings()
         self.assertIsNone(b.mac)
 
+    def test_a_register_makes_no_secret_for_a_phone_that_never_fetched(self):
+        # bob's polycom has never asked for its file: it holds no secret, and
+        # bob's REGISTER with his password makes none (no write on the SIP path).
+        r = Phone(self.h, "102", "192.168.2.12").register()
+        self.assertEqual(r.code, 200)
+        self.assertFalse(self.book.has_secret("0004f2000002"))
+
     def test_another_users_phone_secret_is_refused(self):
         bobs = self.book.secret("0004f2000002")
         self.assertEqual(Phone(self.h, "101", "192.168.2.38", password=bobs).register().code, 403)

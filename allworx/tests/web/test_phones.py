@@ -9,7 +9,6 @@ error), the check-sync after each change, a new secret never shown, 401,
 the index and the OpenAPI document.
 """
 
-import attr
 from twisted.internet import defer
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -19,6 +18,7 @@ from allworx.protocols.web import phonelist, phonesapi  # noqa: F401 (the routes
 from allworx.protocols.web.openapi import openapi_document
 from allworx.tests.web.test_api import ApiCase
 from allworx.tests.webhelpers import CHEAP, AdminClient
+from allworx.phonebook import Sighting
 
 T0 = 1796601600     # 2026-12-07T00:00:00Z
 
@@ -34,15 +34,6 @@ label = Front desk
 """
 
 
-@attr.s
-class Sighting:
-    mac = attr.ib()
-    address = attr.ib()
-    model = attr.ib()
-    filename = attr.ib()
-    user_agent = attr.ib(default=None)
-    last_fetch = attr.ib(default=None)
-
 
 @implementer(IPhoneBook)
 class FakePhoneBook:
@@ -53,6 +44,9 @@ class FakePhoneBook:
 
     def secret(self, mac):
         return self.secrets.setdefault(mac, "secret-of-" + mac)
+
+    def has_secret(self, mac):
+        return mac in self.secrets
 
     def rotate(self, mac):
         self.rotated.append(mac)
