@@ -114,20 +114,32 @@ class AsPrintedBrowserTests(WebLabCase):
         self.assertEqual(self.tap_conf(), before)
         self.shot("asprinted-02-every-mistake")
 
+    def heading_once_loaded(self, path, timeout=10):
+        """The page's h1 once the browser shows `path` (a navigation still in
+        flight, the login's redirect, must not be read in its place)."""
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+        d = self.driver
+        WebDriverWait(d, timeout).until(
+            lambda d: d.current_url.endswith(path)
+            and d.execute_script("return document.readyState") == "complete",
+            "not at %s: %s" % (path, d.current_url))
+        return d.find_element(By.TAG_NAME, "h1").text
+
     def test_not_found_and_the_menu(self):
         from selenium.webdriver.common.by import By
         d = self.driver
         # Not logged in: the styled page with a link to the login.
         for path in ("/nope", "/status/extra", "/static/nope.css"):
             d.get(self.base + path)
-            self.assertEqual(d.find_element(By.TAG_NAME, "h1").text, "Not found", path)
+            self.assertEqual(self.heading_once_loaded(path), "Not found", path)
             d.find_element(By.LINK_TEXT, "Log in")
             self.assertFalse(d.find_elements(By.CSS_SELECTOR, "nav.menu"), path)
         self.shot("asprinted-03-404-logged-out")
         self.login("/status")
         for path in ("/nope", "/status/extra", "/static/nope.css"):
             d.get(self.base + path)
-            self.assertEqual(d.find_element(By.TAG_NAME, "h1").text, "Not found", path)
+            self.assertEqual(self.heading_once_loaded(path), "Not found", path)
             self.assertTrue(d.find_elements(By.CSS_SELECTOR, "nav.menu a"), path)
         self.shot("asprinted-04-404-logged-in")
         # The menu on one line at 1280 px: every link at the same height, nothing scrolled off.
