@@ -301,9 +301,20 @@ class BrowserTests(WebLabCase):
                                                   "no %r on %s" % (text, self.driver.current_url))
 
     def wait_url(self, ending, timeout=20):
+        """Wait until the browser has loaded the page at path `ending`. The
+        path alone is compared (the login's `/login?next=/status` must not pass
+        for `/status`) and the document must be complete, so that the next
+        navigation does not race the one still in flight."""
+        from urllib.parse import urlsplit
         from selenium.webdriver.support.ui import WebDriverWait
-        WebDriverWait(self.driver, timeout).until(lambda d: d.current_url.endswith(ending),
-                                                  "not at %s: %s" % (ending, self.driver.current_url))
+
+        def there(d):
+            url = urlsplit(d.current_url)
+            where = url.path + ("?" + url.query if "?" in ending else "")
+            return (where.endswith(ending)
+                    and d.execute_script("return document.readyState") == "complete")
+        WebDriverWait(self.driver, timeout).until(
+            there, "not at %s: %s" % (ending, self.driver.current_url))
 
     def test_login_change_dhcp_range_add_user(self):
         from selenium.webdriver.common.by import By
