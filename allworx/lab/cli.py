@@ -11,8 +11,19 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
-from allworx.lab.labphones import CTRL_PORT, LAB_PHONES, PhoneControl, place_call, process_name
+from allworx.lab.labphones import (
+    CTRL_PORT,
+    LAB_PHONES,
+    PhoneControl,
+    describe_heard,
+    finished_heard,
+    phone_directory,
+    place_call,
+    process_name,
+    recordings,
+)
 from allworx.lab.namespaces import Lab
 from allworx.lab.processes import LabError, require_root
 from allworx.lab.topology import DEFAULT_PREFIX, HOSTS, SERVER_LAN_IP, STATE_ROOT
@@ -72,8 +83,9 @@ def _parser():
                     help="the command and its arguments")
     call = action("call", "have a lab phone (its baresip, registered with the server as a lab "
                           "user's extension) dial NUMBER and print the call's progress; it hangs "
-                          "up after --hold seconds (exit 0 if the call was answered, 1 if not, "
-                          "2 if the phone is not there)")
+                          "up after --hold seconds and says what it heard (exit 0 if the call was "
+                          "answered and sound came back, 1 if not, 2 if the phone is not "
+                          "there)")
     call.add_argument("host", choices=sorted(LAB_PHONES), metavar="PHONE",
                       help="one of " + ", ".join(sorted(LAB_PHONES)))
     call.add_argument("number", metavar="NUMBER",
@@ -138,14 +150,28 @@ def _call(lab, args):
     except OSError as e:
         raise LabError("cannot reach %s's phone (ctrl_tcp 127.0.0.1:%d): %s"
                        % (args.host, CTRL_PORT, e))
+    def say(text):
+        print("%s: %s" % (args.host, text), flush=True)
+    directory = phone_directory(lab, args.host)
+    before = recordings(directory)
     try:
-        return place_call(control, args.number, hold=args.hold,
-                          answer_timeout=args.answer_timeout,
-                          say=lambda text: print("%s: %s" % (args.host, text), flush=True))
+        code = place_call(control, args.number, hold=args.hold,
+                          answer_timeout=args.answer_timeout, say=say)
     except OSError as e:
         raise LabError("%s's phone: %s" % (args.host, e))
     finally:
         control.close()
+    if code != 0:
+        return code
+    # baresip closes the call's recording as the call ends; a moment at most.
+    deadline = time.monotonic() + 3
+    heard = finished_heard(directory, before)
+    while heard is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        heard = finished_heard(directory, before)
+    sentence, sound = describe_heard(*(heard or ([], 0)), own_tone=LAB_PHONES[args.host].tone)
+    say(sentence)
+    return 0 if sound else 1
 
 
 def _exec(lab, host, command):

@@ -9,8 +9,10 @@ Each phone is baresip with no terminal UI, driven over its ctrl_tcp module
 (netstring-framed JSON on 127.0.0.1:CTRL_PORT inside the phone's namespace:
 `{"command": "dial", "params": "102"}`; its events, such as
 `{"event": true, "type": "CALL_ESTABLISHED"}`, arrive on the same connection).
-There is no sound card in the lab: a phone sends a 440 Hz tone and plays
-what it hears to nowhere. It answers calls itself (answermode auto), so a
+There is no sound card in the lab: a phone sends its own tone (LabPhone.tone:
+phone1 440 Hz, phone2 660, bphone1 880), plays what it hears to nowhere and
+records it (sndfile, STATE/phones/HOST/heard), so that `allworx lab call`
+says which tone came back: audio both ways, not only signalling. It answers calls itself (answermode auto), so a
 call between two lab phones is answered at once. Its `mwi` module is not
 loaded (in baresip 1.0 it spins the CPU when the server's NOTIFY answers).
 Its files are in STATE/phones/HOST; the lab runs it as process `phone-HOST`.
@@ -30,14 +32,17 @@ import json
 import os
 import re
 import socket
+import struct
 import subprocess
 import threading
 import time
+import wave
 
 import attr
 
 from allworx.lab.maildir import write_atomically
 from allworx.lab.processes import LabError
+from allworx.lab.tones import longest_tone, wav_samples
 from allworx.lab.topology import BRANCH_LAN_IP, LINKS, SERVER_LAN_IP
 
 CTRL_PORT = 4444
@@ -52,23 +57,30 @@ FETCH_TIMEOUT = 10
 # phone's address, its control port and its sound (there is no sound card).
 LAB_KEYS = ("poll_method", "sip_listen", "rtp_ports", "module_path", "audio_source",
             "ausrc_srate", "ausrc_channels", "audio_player", "audio_alert",
-            "ctrl_tcp_listen")
-LAB_MODULES = (("module", ("g711", "ausine", "aubridge")),
+            "ctrl_tcp_listen", "snd_path")
+# sndfile writes what each call sent and heard as WAV files under the
+# phone's `heard` directory (HEARD_DIR): `allworx lab call` and the tests
+# read the tone the other end sent from them.
+LAB_MODULES = (("module", ("g711", "ausine", "aubridge", "sndfile")),
                ("module_app", ("account", "menu", "ctrl_tcp")))
 # Modules a provisioned file may name that the lab never loads: mwi spins the
 # CPU in baresip 1.0 when the server's NOTIFY answers; stdio wants a terminal.
 SKIPPED_MODULES = ("mwi", "stdio", "cons")
+HEARD_DIR = "heard"
+KEEP_RECORDINGS = 20
 
 
 @attr.s(frozen=True)
 class LabPhone:
     """The account a lab phone registers: extension `ext` of user `user`
-    (password `password`) at the server whose LAN address is `registrar`."""
+    (password `password`) at the server whose LAN address is `registrar`;
+    it sends a sine of `tone` Hz into every call."""
 
     user = attr.ib()
     ext = attr.ib()
     password = attr.ib(repr=False)
     registrar = attr.ib()
+    tone = attr.ib(default=440)
 
     def account_line(self):
         """The phone's line of baresip's `accounts` file."""
@@ -80,26 +92,28 @@ class LabPhone:
 # The repository's tap.conf (the users' demo passwords are NAME-demo) and the
 # branch's (allworx.lab.sites.BRANCH_USERS).
 LAB_PHONES = {
-    "phone1": LabPhone("alice", "101", "alice-demo", SERVER_LAN_IP),
-    "phone2": LabPhone("bob", "102", "bob-demo", SERVER_LAN_IP),
-    "bphone1": LabPhone("dave", "201", "dave-demo", BRANCH_LAN_IP),
+    "phone1": LabPhone("alice", "101", "alice-demo", SERVER_LAN_IP, tone=440),
+    "phone2": LabPhone("bob", "102", "bob-demo", SERVER_LAN_IP, tone=660),
+    "bphone1": LabPhone("dave", "201", "dave-demo", BRANCH_LAN_IP, tone=880),
 }
 
 
-def _lab_lines(ip):
-    """The config lines the lab sets for a phone listening for SIP on `ip`."""
+def _lab_lines(ip, directory, tone=440):
+    """The config lines the lab sets for a phone listening for SIP on `ip`,
+    its files in `directory`, sending a `tone` Hz sine."""
     return [
         "poll_method epoll",
         "sip_listen %s:5060" % ip,
         "rtp_ports %d-%d" % RTP_PORTS,
         "module_path " + BARESIP_MODULES,
         # ausine makes 48 kHz stereo only; baresip resamples it to the codec's rate.
-        "audio_source ausine,440",
+        "audio_source ausine,%d" % tone,
         "ausrc_srate 48000",
         "ausrc_channels 2",
         "audio_player aubridge,nowhere",
         "audio_alert aubridge,nowhere",
         "ctrl_tcp_listen 127.0.0.1:%d" % CTRL_PORT,
+        "snd_path " + os.path.join(directory, HEARD_DIR),
     ] + ["%s %s.so" % (key, m) for key, names in LAB_MODULES for m in names]
 
 
@@ -108,7 +122,7 @@ def phone_files(phone, directory, ip):
     listening for SIP on `ip` (its DHCP address): the hand-made account."""
     config = "\n".join([
         "# allworx lab: office phone of %s (extension %s) at %s"
-        % (phone.user, phone.ext, phone.registrar)] + _lab_lines(ip)) + "\n"
+        % (phone.user, phone.ext, phone.registrar)] + _lab_lines(ip, directory, phone.tone)) + "\n"
     return {os.path.join(directory, "config"): config,
             os.path.join(directory, "accounts"): phone.account_line(),
             os.path.join(directory, "contacts"): ""}
@@ -167,7 +181,7 @@ def _module_name(line):
         else value.strip()
 
 
-def provisioned_files(text, directory, ip, source, modules_dir=BARESIP_MODULES):
+def provisioned_files(text, directory, ip, source, modules_dir=BARESIP_MODULES, tone=440):
     """
     {path: text}: baresip's config, accounts and contacts from a fetched
     generic file (`source` names where from, for the comment): its config
@@ -176,7 +190,7 @@ def provisioned_files(text, directory, ip, source, modules_dir=BARESIP_MODULES):
     answering calls itself (answermode=auto) unless it says otherwise.
     """
     fetched, accounts = split_generic(text)
-    lab = _lab_lines(ip)
+    lab = _lab_lines(ip, directory, tone)
     have = {line for line in lab}
     config = ["# allworx lab: provisioned from %s" % source]
     for line in fetched:
@@ -221,19 +235,35 @@ def phone_setup(lab, host, ip, lease, directory):
         url = provisioning_url(lease, host_mac(host))
         if url is None:
             raise LabError("no option 66 in its DHCP lease")
-        return (provisioned_files(fetch_provisioning(lab, host, url), directory, ip, url),
+        return (provisioned_files(fetch_provisioning(lab, host, url), directory, ip, url,
+                                  tone=LAB_PHONES[host].tone),
                 "provisioned from %s" % url)
     except (LabError, ValueError, OSError) as e:
         return (phone_files(LAB_PHONES[host], directory, ip),
                 "hand-made account; provisioning failed: %s" % e)
 
 
+def phone_directory(lab, host):
+    """Where lab phone `host` keeps its baresip files (and `heard`)."""
+    return os.path.join(lab.state_dir, "phones", host)
+
+
+def _forget_old_recordings(directory, keep=KEEP_RECORDINGS):
+    """Remove all but the newest `keep` recordings (a call writes two)."""
+    heard = os.path.join(directory, HEARD_DIR)
+    names = sorted(recordings(directory),
+                   key=lambda n: os.stat(os.path.join(heard, n)).st_mtime)
+    for name in names[:max(0, len(names) - keep)]:
+        os.unlink(os.path.join(heard, name))
+
+
 def start_phone(lab, host, ip, lease=None):
     """Write lab phone `host`'s files (provisioned, see phone_setup) and
     start its baresip (replacing one already running). Returns (the Popen,
     a sentence on where its account came from)."""
-    directory = os.path.join(lab.state_dir, "phones", host)
-    os.makedirs(directory, exist_ok=True)
+    directory = phone_directory(lab, host)
+    os.makedirs(os.path.join(directory, HEARD_DIR), exist_ok=True)
+    _forget_old_recordings(directory)
     files, how = phone_setup(lab, host, ip, lease, directory)
     for path, text in files.items():
         write_atomically(path, text.encode())
@@ -414,3 +444,59 @@ def place_call(control, number, hold=10.0, answer_timeout=40.0, say=print,
             return 0 if answered else 1
         elif kind in PROGRESS and kind != "CALL_ESTABLISHED":
             say(PROGRESS[kind])
+
+
+# ------------------------------------------------------------ what a call heard
+
+def recordings(directory):
+    """The names of the WAV files sndfile has written in a phone's `heard`
+    directory (its files in `directory`); empty when there are none."""
+    try:
+        return set(os.listdir(os.path.join(directory, HEARD_DIR)))
+    except OSError:
+        return set()
+
+
+def finished_heard(directory, before):
+    """
+    (samples, rate) of what the phone heard in its newest call, the decoded
+    audio sndfile wrote in a file not named in `before`, once baresip has
+    closed it (the RIFF size then matches the file); None until then.
+    """
+    names = sorted(n for n in recordings(directory) - set(before) if "dec" in n)
+    if not names:
+        return None
+    path = os.path.join(directory, HEARD_DIR, names[-1])
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        if len(data) < 44 or int.from_bytes(data[4:8], "little") + 8 != len(data):
+            return None
+        return wav_samples(data)
+    except (OSError, EOFError, ValueError, wave.Error, struct.error):
+        return None
+
+
+def describe_heard(samples, rate, own_tone):
+    """
+    (sentence, heard anything): what a call's decoded audio holds, for
+    `allworx lab call`: the longest run of another lab phone's tone, else
+    whether it was sound (a prompt, speech) or silence (no audio came back).
+    """
+    if not samples or not rate:
+        return "heard nothing: the phone recorded no audio", False
+    best = (0.0, None)
+    for host, phone in sorted(LAB_PHONES.items()):
+        if phone.tone == own_tone:
+            continue
+        seconds, _ = longest_tone(samples, rate, phone.tone)
+        if seconds > best[0]:
+            best = (seconds, (host, phone.tone))
+    if best[1] is not None and best[0] >= 0.5:
+        return ("heard %s's %d Hz tone for %.1f s: audio both ways"
+                % (best[1][0], best[1][1], best[0]), True)
+    loud = sum(1 for x in samples if abs(x) > 300)
+    if loud > len(samples) // 100:
+        return ("heard %.1f s of sound (no lab phone's tone: a prompt or a recording)"
+                % (len(samples) / rate), True)
+    return "heard %.1f s of silence: no audio reached this phone" % (len(samples) / rate), False

@@ -43,7 +43,8 @@ from allworx.protocols.mail.smtp import MAX_CONNECTIONS_PER_PEER, MAX_SESSIONS
 from allworx.tests.confs import MINIMAL, PW_HASH, with_sections
 from allworx.tests.lab.fixtures import client_report, start_lab, wait_until
 from allworx.tests.lab.server import LabServer
-from allworx.tests.lab.phones import Baresip, SipAccount, tone_wav
+from allworx.lab.tones import tone_wav
+from allworx.tests.lab.phones import Baresip, SipAccount
 from allworx.tests.lab.test_sip import PHONES, SERVER_IP
 
 PREFIX = "awk"

@@ -5,7 +5,7 @@ Tests for allworx.lab.labphones: the lab's office phones (baresip) and
 `PhoneFilesTests` and `PlaceCallTests` run anywhere; `LabPhonesTests` runs
 the server with the repository's tap.conf in a real lab (needs root): the
 phones register, and `allworx lab call phone1 102` is answered by phone2
-while the server lists the call.
+while the server lists the call, and each phone hears the other's tone.
 """
 
 import hashlib
@@ -35,6 +35,11 @@ class PhoneFilesTests(unittest.TestCase):
         self.assertIn("module_app ctrl_tcp.so\n", config)
         # ausine's tone is 48 kHz stereo only: without these a call fails as it is answered.
         self.assertIn("audio_source ausine,440\nausrc_srate 48000\nausrc_channels 2\n", config)
+        # What each call heard, recorded where `allworx lab call` reads it.
+        self.assertIn("module sndfile.so\n", config)
+        self.assertIn("snd_path /x/phone1/heard\n", config)
+        phone2 = labphones.phone_files(LAB_PHONES["phone2"], "/x/phone2", "192.168.2.12")
+        self.assertIn("audio_source ausine,660\n", phone2["/x/phone2/config"])
         # No terminal UI (it runs in the background) and never the mwi module (it spins).
         self.assertNotIn("stdio", config)
         self.assertNotIn("mwi", config)
@@ -205,6 +210,63 @@ class CurlLab:
         return Completed(*self.answers.get(argv[-1], (7, "", "curl: (7) Failed to connect")))
 
 
+def wav_bytes(samples, rate=8000, final=True):
+    """A mono 16-bit WAV; `final=False`: the RIFF size of a file still being written."""
+    import struct
+    data = struct.pack("<%dh" % len(samples), *samples)
+    riff = 36 + len(data) if final else 0
+    return (b"RIFF" + struct.pack("<I", riff) + b"WAVEfmt " +
+            struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16) +
+            b"data" + struct.pack("<I", len(data) if final else 0) + data)
+
+
+def sine(freq, seconds, rate=8000, amplitude=8000):
+    import math
+    return [int(amplitude * math.sin(2 * math.pi * freq * i / rate))
+            for i in range(int(rate * seconds))]
+
+
+class HeardTests(unittest.TestCase):
+    """What `allworx lab call` says a call's recording holds."""
+
+    def test_the_other_phones_tone(self):
+        said, sound = labphones.describe_heard(sine(660, 2.0), 8000, own_tone=440)
+        self.assertTrue(sound)
+        self.assertEqual(said, "heard phone2's 660 Hz tone for 2.0 s: audio both ways")
+
+    def test_sound_that_is_no_lab_tone(self):
+        said, sound = labphones.describe_heard(sine(1234, 1.5), 8000, own_tone=440)
+        self.assertTrue(sound)
+        self.assertIn("1.5 s of sound (no lab phone's tone", said)
+
+    def test_silence_and_nothing(self):
+        said, sound = labphones.describe_heard([0, 3, -2] * 4000, 8000, own_tone=440)
+        self.assertFalse(sound)
+        self.assertEqual(said, "heard 1.5 s of silence: no audio reached this phone")
+        self.assertFalse(labphones.describe_heard([], 0, own_tone=440)[1])
+
+    def test_the_newest_finished_recording(self):
+        directory = self.mktemp()
+        heard = os.path.join(directory, labphones.HEARD_DIR)
+        os.makedirs(heard)
+        self.assertEqual(labphones.recordings(directory), set())
+        with open(os.path.join(heard, "dump-old-dec.wav"), "wb") as f:
+            f.write(wav_bytes(sine(440, 0.2)))
+        before = labphones.recordings(directory)
+        self.assertIsNone(labphones.finished_heard(directory, before))
+        with open(os.path.join(heard, "dump-new-enc.wav"), "wb") as f:
+            f.write(wav_bytes(sine(440, 0.2)))
+        path = os.path.join(heard, "dump-new-dec.wav")
+        with open(path, "wb") as f:
+            f.write(wav_bytes(sine(660, 0.5), final=False))
+        self.assertIsNone(labphones.finished_heard(directory, before), "still being written")
+        with open(path, "wb") as f:
+            f.write(wav_bytes(sine(660, 0.5)))
+        samples, rate = labphones.finished_heard(directory, before)
+        self.assertEqual((len(samples), rate), (4000, 8000))
+        self.assertEqual(labphones.recordings(self.mktemp()), set())
+
+
 class ProvisioningTests(unittest.TestCase):
 
     def test_host_mac(self):
@@ -249,6 +311,8 @@ class ProvisioningTests(unittest.TestCase):
         self.assertNotIn("module mwi.so", config)                # spins baresip 1.0
         self.assertNotIn("module nosuchcodec.so", config)        # baresip has no such module
         self.assertEqual(config.count("module g711.so"), 1)
+        self.assertIn("snd_path /x/phone1/heard", config)
+        self.assertIn("audio_source ausine,440", config)
         self.assertEqual(config.count("module_app account.so"), 1)
         self.assertEqual(files["/x/phone1/accounts"],
                          "<sip:101@192.168.2.254>;auth_user=101;auth_pass=S3cret_-x;"
@@ -355,6 +419,13 @@ class LabPhonesTests(unittest.TestCase):
         self.assertIn("phone1: dialling 102 ...", text)
         self.assertIn("phone1: answered by", text)
         self.assertIn("phone1: call ended:", text)
+        # Audio both ways: phone1 heard phone2's tone, phone2 heard phone1's.
+        self.assertIn("phone1: heard phone2's 660 Hz tone for", text)
+        self.assertIn("audio both ways", text)
+        heard2 = labphones.finished_heard(labphones.phone_directory(lab, "phone2"), ())
+        self.assertIsNotNone(heard2, "phone2 recorded nothing\n" + self.context())
+        said2, _ = labphones.describe_heard(*heard2, own_tone=660)
+        self.assertIn("heard phone1's 440 Hz tone", said2)
         self.assertTrue(seen, "the call never showed in /api/v1/sip/calls\n" + text)
         self.assertIn("101", json.dumps(seen[0]))
 

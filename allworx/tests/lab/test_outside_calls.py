@@ -26,8 +26,8 @@ from allworx.lab.topology import (
     TRUNK_USER,
 )
 from allworx.tests.lab.fixtures import process_report, start_lab, wait_until
-from allworx.tests.lab.phones import (
-    Baresip, SipAccount, goertzel_power, longest_tone, outside_phone, tone_wav)
+from allworx.lab.tones import goertzel_power, longest_tone, tone_wav
+from allworx.tests.lab.phones import Baresip, SipAccount, outside_phone
 from allworx.tests.lab.sipua import wait_registered
 from allworx.tests.lab.test_sip import PHONES, SERVER_IP, api_get, conf
 

@@ -37,7 +37,8 @@ from allworx.lab.topology import (
     TRUNK_USER,
 )
 from allworx.tests.lab.fixtures import client_report, process_report, start_lab, wait_until
-from allworx.tests.lab.phones import goertzel_power, outside_phone, tone_wav
+from allworx.lab.tones import goertzel_power, tone_wav
+from allworx.tests.lab.phones import outside_phone
 from allworx.tests.lab.sipua import ProviderUA, header, offer, wait_registered
 
 PREFIX = "awi"

@@ -19,7 +19,8 @@ from twisted.trial import unittest
 
 from allworx.lab.topology import OUTSIDE_PHONE_IPS
 from allworx.tests.lab.fixtures import wait_until, start_lab
-from allworx.tests.lab.phones import Baresip, SipAccount, socket_in_ns, tone_wav
+from allworx.lab.tones import tone_wav
+from allworx.tests.lab.phones import Baresip, SipAccount, socket_in_ns
 from allworx.tests.lab.test_sip import PHONES, SERVER_IP, api_get, conf
 
 PREFIX = "awr"

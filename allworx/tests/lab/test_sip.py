@@ -31,14 +31,8 @@ from twisted.trial import unittest
 from allworx.passwords import hash_password, sip_digest
 from allworx.tests.confs import MINIMAL
 from allworx.tests.lab.fixtures import start_lab, wait_until
-from allworx.tests.lab.phones import (
-    Baresip,
-    SipAccount,
-    goertzel_power,
-    socket_in_ns,
-    tone_wav,
-    wav_samples,
-)
+from allworx.lab.tones import goertzel_power, tone_wav, wav_samples
+from allworx.tests.lab.phones import Baresip, SipAccount, socket_in_ns
 
 PREFIX = "awp"
 SERVER_IP = "192.168.2.254"

@@ -53,7 +53,8 @@ from allworx.lab.topology import (
 from allworx.lab.wgclient import LabWireGuardClient, parse_client_config
 from allworx.tests.confs import PW_HASH
 from allworx.tests.lab.fixtures import client_report, process_report, start_lab, wait_until
-from allworx.tests.lab.phones import Baresip, SipAccount, socket_in_ns, tone_wav
+from allworx.lab.tones import tone_wav
+from allworx.tests.lab.phones import Baresip, SipAccount, socket_in_ns
 from allworx.tests.lab.test_sip import ADMIN_PORT, PHONES, SERVER_IP, conf
 
 PREFIX = "aws"
