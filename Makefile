@@ -111,7 +111,7 @@ check: deps
 	$(VENV)/bin/allworx check tap.conf
 
 bench: deps $(STAMP_APT_BENCH)
-	$(PY) -m bench.run_all
+	$(PY) -m bench.run_all $(BENCH_ARGS)
 
 lab-down:
 	$(VENV)/bin/allworx lab down
