@@ -5,7 +5,7 @@ the same kernel ruleset with the NFQUEUE rules replaced by ACCEPT, and bulk
 throughput (iperf3) LAN->internet through firewall-nat against plain kernel
 forwarding. Run as root:
 
-    .venv/bin/python -m bench.firewall [--seconds 2] [--iperf-seconds 3]
+    .venv/bin/python -m bench.firewall [--seconds 2] [--iperf-seconds 3] [--flood-only]
 
 It builds three namespaces of its own (awfb-gen on the LAN, awfb-srv the
 server with lan0/wan0, awfb-sink the internet), runs the real firewall
@@ -14,7 +14,10 @@ flows from many source/destination ports in awfb-gen (and TCP SYN floods
 with hping3, one new flow per source port), counts what arrives
 in awfb-sink (an iptables counter there), reads the queue's drop counters
 from /proc/net/netfilter/nfnetlink_queue, prints the figures and ratios, and
-removes everything it made.
+removes everything it made. The result row is the flood's best round of the
+hook against the kernel's; the server's peak memory is printed beside it (the
+kernel alone has no process), and `--profile DIR` keeps a flame graph of the
+hook under each flood.
 """
 
 import argparse
@@ -26,6 +29,11 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from bench import common
+
+PATH = "new flows/s through the NFQUEUE hook"
+GOAL = 0.9
 
 PREFIX = "awfb"
 GEN, SRV, SINK = PREFIX + "-gen", PREFIX + "-srv", PREFIX + "-sink"
@@ -168,7 +176,8 @@ def serve(conf_path):
         hook = svc.hook
         print("STATS " + json.dumps({
             "packets": hook.packets if hook else 0, "reads": hook.reads if hook else 0,
-            "errors": hook.errors if hook else 0, "counts": svc.connections.counts}),
+            "errors": hook.errors if hook else 0, "sends": getattr(hook, "sends", 0),
+            "counts": svc.connections.counts}),
             flush=True)
     reactor.addSystemEventTrigger("before", "shutdown", report)
     reactor.addSystemEventTrigger("before", "shutdown", svc.stopService)
@@ -295,10 +304,16 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3,
                         help="flood runs of each side, interleaved; the best counts (default 3)")
     parser.add_argument("--iperf-seconds", type=int, default=3)
+    parser.add_argument("--flood-only", action="store_true",
+                        help="only the UDP floods (no SYN flood, paced search or iperf3)")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="keep a py-spy flame graph of the hook under each flood in DIR")
     parser.add_argument("--serve", metavar="CONF", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         return serve(args.serve)
+    if args.profile:
+        os.environ[common.PROFILE_ENV] = os.path.abspath(args.profile)
     if os.geteuid() != 0:
         print("bench.firewall needs root (network namespaces, iptables)", file=sys.stderr)
         return 2
@@ -311,7 +326,9 @@ def main(argv=None):
                               MINIMAL.replace("[security]\nmode = firewall-nat\n", "")))
     server = None
     T = args.seconds
+    memory = 0.0
     try:
+        print("load %s" % common.load())
         up()
         # 1. Flood, interleaved: the kernel alone (same ruleset, NFQUEUE -> ACCEPT)
         #    and the hook; the best round of each counts (the machine is shared).
@@ -325,18 +342,23 @@ def main(argv=None):
                   "%.2fs: %.0f new flows/s" % (round_ + 1, sent, got, el, got / el))
             server = Server(conf)
             d0, c0 = queue_drops(), cpu_seconds(server.proc.pid)
-            sent, got, el = flows(0, T)
+            with common.Flame(server.proc.pid, "firewall-flood-%d" % (round_ + 1), T):
+                sent, got, el = flows(0, T)
             d1, c1 = queue_drops(), cpu_seconds(server.proc.pid)
+            memory = max(memory, common.peak_rss_mb(server.proc.pid))
             stats = server.stop()
             server = None
             hook_flood = max(hook_flood, got / el)
             cpu_per_flow.append((c1 - c0) / max(1, stats.get("packets", 1)))
             print("round %d flow hook, flood: sent %d, delivered %d in %.2fs: %.0f new "
-                  "flows/s (queue full drops %d, socket drops %d); %d reads, %.1f per read; "
-                  "hook process CPU %.1f us per flow" % (
+                  "flows/s (queue full drops %d, socket drops %d); %d reads, %.1f per read, "
+                  "%d verdict sends; hook process CPU %.1f us per flow; load %s" % (
                       round_ + 1, sent, got, el, got / el, d1[0] - d0[0], d1[1] - d0[1],
                       stats.get("reads", 0), stats.get("packets", 0) / max(1, stats.get("reads", 1)),
-                      cpu_per_flow[-1] * 1e6))
+                      stats.get("sends", 0), cpu_per_flow[-1] * 1e6, common.load()))
+        if args.flood_only:
+            print()
+            return summary(args, hook_flood, kernel, None, None, cpu_per_flow, None, memory)
         # TCP: SYN floods (hping3), kernel alone then the hook.
         if shutil.which("hping3"):
             nsx(SRV, "iptables-restore", "--noflush", input=kernel_only_rules(conf))
@@ -383,22 +405,8 @@ def main(argv=None):
             server.stop()
             server = None
         print()
-        print("new flows/s, flood (best of %d): hook %.0f / kernel %.0f = ratio %.2f" % (
-            args.rounds, hook_flood, kernel, hook_flood / kernel))
-        if sustained is not None:
-            print("new flows/s, no loss: hook %.0f (all %d flows delivered, no queue drop) / "
-                  "kernel %.0f = ratio %.2f" % (sustained[1], sustained[2], kernel,
-                                                 sustained[1] / kernel))
-        else:
-            print("new flows/s, no loss: no paced rate without drops found")
-        if tcp is not None:
-            print("TCP new flows/s, SYN flood: hook %.0f / kernel %.0f = ratio %.2f" % (
-                tcp[0], tcp[1], tcp[0] / tcp[1]))
-        print("hook process CPU per decided flow: %.1f us (best %.1f)" % (
-            sum(cpu_per_flow) / len(cpu_per_flow) * 1e6, min(cpu_per_flow) * 1e6))
-        print("iperf3 LAN->internet: firewall-nat %.2f Gbit/s / plain forwarding %.2f Gbit/s"
-              " = ratio %.2f" % (through / 1e9, plain / 1e9, through / plain))
-        return 0
+        return summary(args, hook_flood, kernel, sustained, tcp, cpu_per_flow, (through, plain),
+                       memory)
     finally:
         if server is not None:
             server.kill()
@@ -408,6 +416,31 @@ def main(argv=None):
             os.rmdir(tmp)
         except OSError:
             pass
+
+
+def summary(args, hook_flood, kernel, sustained, tcp, cpu_per_flow, bulk, memory):
+    """The closing lines and the result row."""
+    print("new flows/s, flood (best of %d): hook %.0f / kernel %.0f = ratio %.2f" % (
+        args.rounds, hook_flood, kernel, hook_flood / kernel))
+    if sustained is not None:
+        print("new flows/s, no loss: hook %.0f (all %d flows delivered, no queue drop) / "
+              "kernel %.0f = ratio %.2f" % (sustained[1], sustained[2], kernel,
+                                             sustained[1] / kernel))
+    elif not args.flood_only:
+        print("new flows/s, no loss: no paced rate without drops found")
+    if tcp is not None:
+        print("TCP new flows/s, SYN flood: hook %.0f / kernel %.0f = ratio %.2f" % (
+            tcp[0], tcp[1], tcp[0] / tcp[1]))
+    print("hook process CPU per decided flow: %.1f us (best %.1f)" % (
+        sum(cpu_per_flow) / len(cpu_per_flow) * 1e6, min(cpu_per_flow) * 1e6))
+    if bulk is not None:
+        through, plain = bulk
+        print("iperf3 LAN->internet: firewall-nat %.2f Gbit/s / plain forwarding %.2f Gbit/s"
+              " = ratio %.2f" % (through / 1e9, plain / 1e9, through / plain))
+    print("firewall peak memory: allworx %.1f MB (the kernel alone: no process)" % memory)
+    common.result(PATH, hook_flood, kernel, "kernel alone", "flows/s", GOAL,
+                  allworx_mb=memory, note="UDP flood, best of %d rounds" % args.rounds)
+    return 0
 
 
 if __name__ == "__main__":

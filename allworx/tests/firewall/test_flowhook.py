@@ -1,6 +1,9 @@
 """Tests for allworx.routing.firewall.flowhook: header parsing and verdicts through a fake queue."""
 
+import itertools
+import socket
 import struct
+import sys
 
 from hypothesis import given, settings, strategies as st
 from twisted.internet.testing import MemoryReactorClock
@@ -24,6 +27,47 @@ def tcp(sport, dport, flags=0x02):
 
 def udp(sport, dport):
     return struct.pack("!HHHH", sport, dport, 8, 0)
+
+
+NLMSG = struct.Struct("=IHHIIBBH")     # nlmsghdr + nfgenmsg
+NLA = struct.Struct("=HH")
+BE32 = struct.Struct("!I")
+VERDICT_LEN = NLMSG.size + NLA.size + 8
+
+
+def parse_verdicts(data):
+    """
+    The verdict messages of one send, as [(queue, packet id, verdict, mark or
+    None)]: as the kernel reads them (nfqnl_recv_verdict), written here apart from
+    the hook's encoder so that each checks the other.
+    Raises ValueError naming what does not fit.
+    """
+    out, offset = [], 0
+    while offset < len(data):
+        if len(data) - offset < NLMSG.size:
+            raise ValueError("%d bytes left: shorter than a netlink header" % (len(data) - offset))
+        length, kind, _flags, _seq, _pid, _family, _version, res_id = NLMSG.unpack_from(
+            data, offset)
+        if kind != (H.NFNL_SUBSYS_QUEUE << 8) | H.NFQNL_MSG_VERDICT or length < VERDICT_LEN \
+                or offset + length > len(data):
+            raise ValueError("not a verdict message at byte %d" % offset)
+        verdict = packet_id = mark = None
+        at = offset + NLMSG.size
+        while at + NLA.size <= offset + length:
+            size, attr = NLA.unpack_from(data, at)
+            if size < NLA.size:
+                raise ValueError("attribute of %d bytes at byte %d" % (size, at))
+            if attr == H.NFQA_VERDICT_HDR:
+                verdict, packet_id = struct.unpack_from("!II", data, at + NLA.size)
+            elif attr == H.NFQA_MARK:
+                mark = BE32.unpack_from(data, at + NLA.size)[0]
+            at += (size + 3) & ~3
+        if verdict is None:
+            raise ValueError("verdict message at byte %d has no verdict" % offset)
+        out.append((socket.ntohs(res_id), packet_id, verdict, mark))
+        offset += (length + 3) & ~3
+    return out
+
 
 
 class ParseTests(unittest.TestCase):
@@ -77,27 +121,26 @@ class QueueStatsTests(unittest.TestCase):
         self.assertIsNone(H.parse_queue_stats("24 x y z w v u", 24))
 
 
+_ids = itertools.count(1)
+VERDICT_NAMES = {H.NF_ACCEPT: "accept", H.NF_DROP: "drop", H.NF_REPEAT: "repeat"}
+
+
 class FakePacket:
+    """A queued packet as netfilterqueue hands it over; its verdict comes back over netlink."""
+
     def __init__(self, payload, hook):
         self.payload = payload
         self.hook = hook
+        self.id = next(_ids)
         self.verdict = None
         self.mark = None
+        PACKETS[self.id] = self
 
     def get_payload(self):
         return self.payload
 
-    def set_mark(self, mark):
-        self.mark = mark
 
-    def accept(self):
-        self.verdict = "accept"
-
-    def drop(self):
-        self.verdict = "drop"
-
-    def repeat(self):
-        self.verdict = "repeat"
+PACKETS = {}        # packet id -> FakePacket
 
 
 class FakeQueue:
@@ -131,10 +174,32 @@ class FakeQueue:
 
 
 class FakeSocket:
+    """The queue's netlink socket: verdicts sent to the kernel land on their FakePackets."""
+
     closed = False
+
+    def __init__(self, queue_num=24):
+        self.queue_num = queue_num
+        self.sends = []
+        self.fail = 0           # sends still to fail with ENOBUFS
 
     def recv(self, size):
         return b"message"
+
+    def sendto(self, data, address):
+        if address != (0, 0):
+            raise AssertionError("verdicts go to the kernel, not %r" % (address,))
+        if self.fail:
+            self.fail -= 1
+            raise OSError(105, "No buffer space available")
+        self.sends.append(data)
+        for queue, packet_id, verdict, mark in parse_verdicts(data):
+            if queue != self.queue_num:
+                raise AssertionError("verdict for queue %d" % queue)
+            pkt = PACKETS.pop(packet_id)
+            if pkt.verdict is not None:
+                raise AssertionError("a second verdict for packet %d" % packet_id)
+            pkt.verdict, pkt.mark = VERDICT_NAMES[verdict], mark
 
     def close(self):
         self.closed = True
@@ -222,6 +287,57 @@ class HookTests(unittest.TestCase):
             return
         self.assertEqual(self.records[0][1], expected)
         self.assertIn(pkt.verdict, ("accept", "drop", "repeat"))
+
+    def test_one_send_gives_the_whole_batch_its_verdicts(self):
+        lan_out = FakePacket(ipv4(17, "192.168.2.10", "198.51.100.10", udp(1000, 53)),
+                             H.NF_INET_FORWARD)
+        forward = FakePacket(ipv4(6, "198.51.100.10", "203.0.113.2", tcp(40000, 8081)),
+                             H.NF_INET_PRE_ROUTING)
+        to_admin = FakePacket(ipv4(6, "198.51.100.10", "203.0.113.2", tcp(40000, 8080)),
+                              H.NF_INET_PRE_ROUTING)
+        self.queue.waiting = [lan_out, forward, to_admin]
+        self.hook.doRead()
+        self.assertEqual(len(self.socket.sends), 1)
+        self.assertEqual(self.hook.sends, 1)
+        # The hook's inlined messages are exactly verdict_message's.
+        self.assertEqual(self.socket.sends[0], b"".join([
+            H.verdict_message(24, lan_out.id, H.NF_ACCEPT),
+            H.verdict_message(24, forward.id, H.NF_ACCEPT, P.MARK_BASE | 1),
+            H.verdict_message(24, to_admin.id, H.NF_DROP)]))
+        self.hook.doRead()          # nothing waiting: nothing sent
+        self.assertEqual(len(self.socket.sends), 1)
+
+    def test_verdict_message_is_what_the_kernel_reads(self):
+        # struct nlmsghdr (host order: x86 is little-endian), nfgenmsg with the
+        # queue big-endian, NFQA_VERDICT_HDR {be32 verdict, be32 id}, NFQA_MARK be32.
+        self.assertEqual(sys.byteorder, "little", "the expected bytes are little-endian")
+        self.assertEqual(H.verdict_message(24, 0x01020304, H.NF_ACCEPT, 0x10001), bytes.fromhex(
+            "28000000" "0103" "0100" "00000000" "00000000" "00" "00" "0018"
+            "0c000200" "00000001" "01020304" "08000300" "00010001"))
+        self.assertEqual(H.verdict_message(7, 5, H.NF_DROP), bytes.fromhex(
+            "20000000" "0103" "0100" "00000000" "00000000" "00" "00" "0007"
+            "0c000200" "00000000" "00000005"))
+        self.assertEqual(parse_verdicts(H.verdict_message(24, 9, H.NF_REPEAT, REJECT_MARK)),
+                         [(24, 9, H.NF_REPEAT, REJECT_MARK)])
+
+    def test_a_failed_send_is_retried_a_message_at_a_time(self):
+        packets = [FakePacket(ipv4(17, "192.168.2.10", "198.51.100.10", udp(1000 + i, 53)),
+                              H.NF_INET_FORWARD) for i in range(3)]
+        self.queue.waiting = list(packets)
+        self.socket.fail = 1
+        self.hook.doRead()
+        self.assertEqual([p.verdict for p in packets], ["accept"] * 3)
+        self.assertEqual((len(self.socket.sends), self.hook.errors), (3, 0))
+
+    def test_verdicts_that_cannot_be_sent_are_counted(self):
+        packets = [FakePacket(ipv4(17, "192.168.2.10", "198.51.100.10", udp(1000 + i, 53)),
+                              H.NF_INET_FORWARD) for i in range(2)]
+        self.queue.waiting = list(packets)
+        self.socket.fail = 2            # the batch's send and the first message's
+        self.hook.doRead()
+        self.assertEqual([p.verdict for p in packets], [None, "accept"])
+        self.assertEqual((self.hook.packets, self.hook.errors), (2, 1))
+        PACKETS.pop(packets[0].id)
 
     def test_reject_goes_back_through_the_forward_chain_marked(self):
         self.hook.policy = P.FlowPolicy.build(make_config("lan-only"))
