@@ -19,21 +19,16 @@ side latches, what goes to it is sent to the address its SDP named.
 `resume(side)` forwards again.
 
 The packet path runs in the reactor every service shares, 50 packets a
-second each way per call. Twisted's own UDP port costs a logging context,
-a method dispatch and an exception (the read that finds nothing left) for
-every packet, and its `write` parses the address each time; so the relay's
-sockets are not Twisted ports: every relay socket of a reactor sits in one
-epoll set (`_Pool`) and that set's descriptor is the one reader the reactor
-sees. One wake-up of the reactor serves every socket that has a packet,
-each read once per round (level-triggered: a socket with more waiting comes
-round again), and a packet costs a `recvfrom`, a check of the two header
-bits and the length, a comparison of the source with the latched peer, a
-few counters and the other socket's `sendto`.
+second each way per call. The relay's sockets are not Twisted ports (whose
+`write` parses the address each time and whose reads cost a logging context
+and an exception a packet): they sit in the media sockets' shared epoll set
+(allworx.protocols.voice.pool), and a packet costs a `recvfrom`, a check of
+the two header bits and the length, a comparison of the source with the
+latched peer, a few counters and the other socket's `sendto`.
 """
 
 import ipaddress
 import os
-import select
 import socket
 import struct
 
@@ -41,6 +36,7 @@ from twisted.internet import defer, error
 from twisted.logger import Logger
 
 from allworx.dscp import RTP, mark
+from allworx.protocols.voice.pool import pool_of
 from allworx.protocols.voice.rtp import FRAME, FRAME_SECONDS, PORTS, MediaClock
 
 log = Logger()
@@ -211,74 +207,6 @@ class _Hold:
             leg.send_errors += 1
 
 
-class _Pool:
-    """
-    Every relay socket of one reactor in one epoll set, whose descriptor is
-    a single reader of the reactor (added with the first socket, removed
-    with the last).
-    """
-
-    ROUNDS = 4                  # polls of the set per wake-up of the reactor, at most
-    BATCH = 256
-
-    def __init__(self, reactor):
-        self.reactor = reactor
-        self.poller = None
-        self.handlers = {}      # fd -> callable reading that socket
-
-    def fileno(self):
-        return self.poller.fileno() if self.poller is not None else -1
-
-    def logPrefix(self):
-        return "rtp-relay"
-
-    def add(self, sock, handler):
-        if self.poller is None:
-            self.poller = select.epoll()
-        self.poller.register(sock.fileno(), select.EPOLLIN)
-        self.handlers[sock.fileno()] = handler
-        if len(self.handlers) == 1:
-            self.reactor.addReader(self)
-
-    def remove(self, sock):
-        fd = sock.fileno()
-        if self.handlers.pop(fd, None) is not None:
-            self.poller.unregister(fd)
-            if not self.handlers:
-                self.reactor.removeReader(self)
-                self.poller.close()
-                self.poller = None
-
-    def doRead(self):
-        poll, handlers, batch = self.poller.poll, self.handlers, self.BATCH
-        for _ in range(self.ROUNDS):
-            events = poll(0, batch)
-            for fd, _ in events:
-                handler = handlers.get(fd)
-                if handler is not None:
-                    try:
-                        handler()
-                    except Exception:
-                        log.failure("RTP relay: a packet failed")
-            if len(events) < batch:
-                # Not a full batch: what came meanwhile wakes the reactor again
-                # (the set's descriptor is level-triggered), no empty poll here.
-                return
-
-    def connectionLost(self, reason):
-        """The reactor dropped the reader (it is shutting down)."""
-
-
-_POOLS = {}
-
-
-def _pool(reactor):
-    pool = _POOLS.get(id(reactor))
-    if pool is None or pool.reactor is not reactor:
-        pool = _POOLS[id(reactor)] = _Pool(reactor)
-    return pool
-
-
 class RelaySession:
     """
     One call's media anchor. `reactor` watches the sockets (`addReader` of
@@ -303,7 +231,7 @@ class RelaySession:
         self.legs = {name: _Leg(self, name) for name in SIDES}
         self.inside, self.outside = self.legs["inside"], self.legs["outside"]
         self.ports = {}
-        self._pool = _pool(reactor)
+        self._pool = pool_of(reactor)
         self._media_clock = None
         self._holds = {}
         for name, host in (("inside", inside_host), ("outside", outside_host)):

@@ -7,23 +7,30 @@ receives, in order, to its user.
 """
 
 import os
+import socket
 import struct
 
 import attr
 from prometheus_client import Counter
-from twisted.internet import error, protocol
+from twisted.internet import error, protocol, udp
 from twisted.logger import Logger
 
 from allworx.dscp import RTP, mark
+from allworx.protocols.voice.pool import pool_of
 
 log = Logger()
 
 RTP_PACKETS = Counter("allworx_sip_rtp_packets_total", "RTP packets of voicemail calls",
                       ["direction"])
 RTP_LOST = Counter("allworx_sip_rtp_lost_total", "RTP packets missing when played out")
+# The labelled series, looked up once: `labels()` costs more than the count.
+_SENT = RTP_PACKETS.labels("sent")
+_RECEIVED = RTP_PACKETS.labels("received")
 
 FRAME = 160                 # samples per 20 ms at 8 kHz
 FRAME_SECONDS = 0.02
+# Packets still waiting in a call's socket taken in when it ends, at most (5 s).
+DRAIN_MOST = 250
 _HEADER = struct.Struct("!BBHII")
 
 
@@ -97,15 +104,27 @@ class JitterBuffer:
         return base + delta
 
     def push(self, packet):
-        ext = self._extend(packet.seq)
-        if self.next is None:
-            self.next = ext
-        if ext < self.next or ext in self.pending:
+        return self.add(packet.seq, packet)
+
+    def add(self, seq, item):
+        """`push` of anything (a packet, a payload) by its sequence number."""
+        ext = self._extend(seq)
+        nxt = self.next
+        if nxt is None:
+            self.next = nxt = ext
+        if ext == nxt and not self.pending:
+            # In order, nothing waiting: the common case, played at once.
+            self.received += 1
+            if self.last_ext is None or ext > self.last_ext:
+                self.last_ext = ext
+            self.next = ext + 1
+            return [item]
+        if ext < nxt or ext in self.pending:
             self.duplicates += 1
             return []
         self.received += 1
         self.last_ext = max(self.last_ext if self.last_ext is not None else ext, ext)
-        self.pending[ext] = packet
+        self.pending[ext] = item
         out = self._drain()
         if not out and len(self.pending) > self.depth:
             first = min(self.pending)
@@ -204,6 +223,11 @@ class RtpEndpoint(protocol.DatagramProtocol):
     catching up by the clock so timer jitter does not stretch the audio, and
     passes received packets in order to `on_audio(payload)` and RFC 4733
     events to `on_event(packet)`. Only the negotiated peer is listened to.
+
+    On a real UDP port (listenUDP) the socket is read from the media
+    sockets' shared epoll set (allworx.protocols.voice.pool) rather than by
+    the port, and written with its own `sendto`: no per-packet cost of
+    Twisted's port. Fakes in tests keep the port's `write`.
     """
 
     def __init__(self, clock, payload_type, event_type=None, on_audio=None, on_event=None):
@@ -223,9 +247,57 @@ class RtpEndpoint(protocol.DatagramProtocol):
         self.call = None
         self.marker = True
         self.last_received = None      # reactor time of the last packet from the peer
+        self._send = None               # sendto of the socket, or the transport's write
+        self._recvfrom = None
+        self._pooled = None             # (pool, socket) while the pool reads the socket
 
     def startProtocol(self):
-        mark(self.transport, RTP)       # the socket was just made (listenUDP)
+        port = self.transport
+        mark(port, RTP)                 # the socket was just made (listenUDP)
+        # A real UDP port's own sendto: Twisted's write checks the address
+        # every time; ours is the negotiated peer, checked once (set_remote).
+        sock = getattr(port, "socket", None)
+        self._send = sock.sendto if isinstance(sock, socket.socket) else port.write
+        if isinstance(port, udp.Port) and isinstance(sock, socket.socket):
+            # The port starts reading when this returns: the pool takes over
+            # on the reactor's next turn (packets before that are read by the port).
+            port.reactor.callLater(0, self._join_pool, port)
+
+    def _join_pool(self, port):
+        if self.transport is not port or self._pooled is not None or not port.connected:
+            return                      # stopped meanwhile
+        port.stopReading()
+        pool = pool_of(port.reactor)
+        self._recvfrom = port.socket.recvfrom
+        pool.add(port.socket, self._readable)
+        self._pooled = (pool, port.socket)
+
+    def _leave_pool(self):
+        if self._pooled is not None:
+            (pool, sock), self._pooled = self._pooled, None
+            pool.remove(sock)
+
+    def _readable(self):
+        """The pool saw a packet waiting: read one."""
+        try:
+            data, addr = self._recvfrom(2048)
+        except OSError:
+            return
+        self.datagramReceived(data, addr[:2])
+
+    def _drain(self, most=DRAIN_MOST):
+        sock = getattr(self.transport, "socket", None)
+        if not isinstance(sock, socket.socket):
+            return
+        for _ in range(most):
+            try:
+                data, addr = sock.recvfrom(2048)
+            except OSError:     # nothing left (EAGAIN), or the socket is gone
+                return
+            self.datagramReceived(data, addr[:2])
+
+    def stopProtocol(self):
+        self._leave_pool()              # the port closes its socket next
 
     def set_remote(self, host, port):
         self.remote = (host, port)
@@ -263,42 +335,56 @@ class RtpEndpoint(protocol.DatagramProtocol):
         if payload is None or self.remote is None or self.transport is None:
             self.marker = True
             return
-        packet = RtpPacket(self.payload_type, self.seq, self.timestamp, self.ssrc, payload,
-                           self.marker)
+        data = _HEADER.pack(0x80, (0x80 if self.marker else 0) | self.payload_type, self.seq,
+                            self.timestamp, self.ssrc) + payload
         self.marker = False
         self.seq = (self.seq + 1) & 0xFFFF
         try:
-            self.transport.write(packet.to_bytes(), self.remote)
-            RTP_PACKETS.labels("sent").inc()
+            (self._send or self.transport.write)(data, self.remote)
+            _SENT.inc()
         except OSError:
             pass
 
     def datagramReceived(self, data, addr):
         if self.remote is not None and addr[0] != self.remote[0]:
             return
+        if len(data) > 12 and data[0] == 0x80 and data[1] & 0x7F == self.payload_type:
+            # The common case, a plain audio packet (version 2, no padding,
+            # extension or CSRCs): the payload follows the fixed header.
+            _RECEIVED.inc()
+            self.last_received = self.clock.seconds()
+            for payload in self.jitter.add((data[2] << 8) | data[3], data[12:]):
+                self.on_audio(payload)
+            return
         try:
             packet = RtpPacket.parse(data)
         except RtpError:
             return
-        RTP_PACKETS.labels("received").inc()
+        _RECEIVED.inc()
         self.last_received = self.clock.seconds()
         if self.event_type is not None and packet.payload_type == self.event_type:
             self.on_event(packet)
             return
         if packet.payload_type != self.payload_type:
             return
-        for p in self.jitter.push(packet):
-            self.on_audio(p.payload)
+        for payload in self.jitter.add(packet.seq, packet.payload):
+            self.on_audio(payload)
 
     def stop(self):
-        """Stop sending, deliver what the jitter buffer holds, close the socket."""
+        """
+        Stop sending; take in what is already waiting in the socket (sent
+        before the call ended, not yet read: the reactor may be behind),
+        deliver what the jitter buffer holds, close the socket.
+        """
         if self.call is not None and self.call.active():
             self.call.cancel()
         self.call = None
         if getattr(self, "media_clock", None) is not None:
             self.media_clock.remove(self)
-        for p in self.jitter.flush():
-            self.on_audio(p.payload)
+        self._leave_pool()
+        self._drain()
+        for payload in self.jitter.flush():
+            self.on_audio(payload)
         RTP_LOST.inc(self.jitter.lost)
         if self.transport is not None:
             port, self.transport = self.transport, None

@@ -143,6 +143,12 @@ class FakePacket:
 PACKETS = {}        # packet id -> FakePacket
 
 
+def lan_udp_packets(n):
+    """`n` new UDP flows from a LAN host to the internet, as queued at FORWARD."""
+    return [FakePacket(ipv4(17, "192.168.2.10", "198.51.100.10", udp(1000 + i, 53)),
+                       H.NF_INET_FORWARD) for i in range(n)]
+
+
 class FakeQueue:
     """Stands in for NetfilterQueue: `waiting` packets are handed over by run()."""
 
@@ -255,8 +261,7 @@ class HookTests(unittest.TestCase):
 
     def test_a_batch_at_a_time(self):
         self.hook.batch = 2
-        packets = [FakePacket(ipv4(17, "192.168.2.10", "198.51.100.10", udp(1000 + i, 53)),
-                              H.NF_INET_FORWARD) for i in range(5)]
+        packets = lan_udp_packets(5)
         self.queue.waiting = list(packets)
         self.hook.doRead()
         self.assertEqual([p.verdict for p in packets], ["accept"] * 2 + [None] * 3)
@@ -321,8 +326,7 @@ class HookTests(unittest.TestCase):
                          [(24, 9, H.NF_REPEAT, REJECT_MARK)])
 
     def test_a_failed_send_is_retried_a_message_at_a_time(self):
-        packets = [FakePacket(ipv4(17, "192.168.2.10", "198.51.100.10", udp(1000 + i, 53)),
-                              H.NF_INET_FORWARD) for i in range(3)]
+        packets = lan_udp_packets(3)
         self.queue.waiting = list(packets)
         self.socket.fail = 1
         self.hook.doRead()
@@ -330,8 +334,7 @@ class HookTests(unittest.TestCase):
         self.assertEqual((len(self.socket.sends), self.hook.errors), (3, 0))
 
     def test_verdicts_that_cannot_be_sent_are_counted(self):
-        packets = [FakePacket(ipv4(17, "192.168.2.10", "198.51.100.10", udp(1000 + i, 53)),
-                              H.NF_INET_FORWARD) for i in range(2)]
+        packets = lan_udp_packets(2)
         self.queue.waiting = list(packets)
         self.socket.fail = 2            # the batch's send and the first message's
         self.hook.doRead()

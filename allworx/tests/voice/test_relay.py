@@ -9,7 +9,8 @@ import struct
 from twisted.internet import defer, error, protocol, reactor, task
 from twisted.trial import unittest
 
-from allworx.protocols.voice.relay import NoRelayPorts, RelaySession, _pool, is_private
+from allworx.protocols.voice.pool import pool_of
+from allworx.protocols.voice.relay import NoRelayPorts, RelaySession, is_private
 from allworx.protocols.voice.rtp import PortAllocator, RtpPacket
 from allworx.protocols.voice.sdp import parse_offer, rewrite_sdp, sdp_direction
 
@@ -199,7 +200,7 @@ class ForwardingTests(RelayTestBase):
     def test_sessions_share_one_reader_that_goes_with_the_last(self):
         other = RelaySession(reactor, INSIDE, OUTSIDE, self.range, clock=self.clock,
                              allocator=self.allocator)
-        pool = _pool(reactor)
+        pool = pool_of(reactor)
         self.assertEqual([r for r in reactor.getReaders() if r is pool], [pool])
         self.assertEqual(len(pool.handlers), 4)
         yield other.close()

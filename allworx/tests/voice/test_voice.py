@@ -2,16 +2,19 @@
 
 import math
 import os
+import select
+import socket
 import struct
 
 from hypothesis import given, settings, strategies as st
-from twisted.internet import task
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from allworx.protocols.voice import dtmf
 
 from allworx.protocols.voice import g711
 from allworx.protocols.voice.greeting import PROMPTS, PromptLibrary, tone
+from allworx.protocols.voice.pool import pool_of
 from allworx.protocols.voice.rtp import JitterBuffer, RtpEndpoint, RtpError, RtpPacket
 from allworx.protocols.voice.sdp import SdpError, make_answer, parse_offer
 from allworx.protocols.voice.wav import WavError, from_wav, to_wav
@@ -123,6 +126,107 @@ class RtpTests(unittest.TestCase):
         self.assertEqual(len(got), 1)
         ep.stop()
         self.assertTrue(port.closed)
+
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.tuples(st.integers(0, 40), st.sampled_from([0, 0, 0, 8, 101]),
+                              st.sampled_from(["plain", "csrc", "extension", "padding"]),
+                              st.binary(min_size=1, max_size=8)), max_size=40))
+    def test_plain_and_unusual_packets_give_the_same_audio(self, packets):
+        # The endpoint reads plain packets without RtpPacket.parse: what it
+        # hears must be what the full parse gives, in order, for any mix.
+        def wire(seq, pt, form, payload):
+            data = packet(seq, payload, pt).to_bytes()
+            if form == "csrc":
+                return bytes([0x81]) + data[1:12] + b"\x00\x00\x00\x07" + payload
+            if form == "extension":
+                return bytes([0x90]) + data[1:12] + b"\xbe\xde\x00\x01abcd" + payload
+            if form == "padding":
+                return bytes([0xA0]) + data[1:] + b"\x00\x00\x03"
+            return data
+
+        def hear(fast):
+            got, events = [], []
+            ep = RtpEndpoint(task.Clock(), 0, 101, on_audio=got.append, on_event=events.append)
+            ep.makeConnection(FakeUdpPort(20000, ep))
+            ep.set_remote("192.168.2.11", 40000)
+            for seq, pt, form, payload in packets:
+                data = wire(seq, pt, form, payload)
+                if not fast:    # force the full parse: an empty CSRC count is the same packet
+                    data = bytes([data[0] | 0x10]) + data[1:12] + b"\x00\x00\x00\x00" + data[12:] \
+                        if data[0] == 0x80 else data
+                ep.datagramReceived(data, ("192.168.2.11", 40000))
+            ep.stop()
+            return got, [e.seq for e in events], ep.jitter.lost, ep.jitter.duplicates
+
+        self.assertEqual(hear(True), hear(False))
+
+    def test_endpoint_counts_received_and_sent_packets(self):
+        from allworx.protocols.voice import rtp
+        received, sent = rtp._RECEIVED._value.get(), rtp._SENT._value.get()
+        ep = RtpEndpoint(task.Clock(), 0, 101)
+        ep.makeConnection(FakeUdpPort(20000, ep))
+        ep.set_remote("192.168.2.11", 40000)
+        ep.source = lambda: b"\x7f" * 160
+        ep.start_sending()
+        ep.datagramReceived(packet(5).to_bytes(), ("192.168.2.11", 40000))
+        ep.datagramReceived(b"\x00" * 20, ("192.168.2.11", 40000))       # not RTP
+        self.assertEqual((rtp._RECEIVED._value.get() - received, rtp._SENT._value.get() - sent),
+                         (1, 1))
+        ep.stop()
+
+
+    @defer.inlineCallbacks
+    def test_a_listening_endpoint_is_read_by_the_media_pool(self):
+        # Real UDP: after the reactor's next turn the port is no reader of
+        # its own; the media sockets' epoll set reads it, until stop().
+        got, heard = [], defer.Deferred()
+
+        def audio(payload):
+            got.append(payload)
+            if len(got) == 2:
+                heard.callback(None)
+        ep = RtpEndpoint(reactor, 0, on_audio=audio)
+        port = reactor.listenUDP(0, ep, interface="127.0.0.1")
+        phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(phone.close)
+        phone.bind(("127.0.0.1", 0))
+        ep.set_remote("127.0.0.1", phone.getsockname()[1])
+        yield task.deferLater(reactor, 0, lambda: None)
+        pool = pool_of(reactor)
+        self.assertNotIn(port, reactor.getReaders())
+        self.assertIn(pool, reactor.getReaders())
+        self.assertIn(port.socket.fileno(), pool.handlers)
+        to = ("127.0.0.1", port.getHost().port)
+        phone.sendto(packet(1, b"\x01" * 160).to_bytes(), to)
+        phone.sendto(packet(2, b"\x02" * 160).to_bytes(), to)
+        yield heard
+        self.assertEqual(got, [b"\x01" * 160, b"\x02" * 160])
+        fd = port.socket.fileno()
+        ep.stop()
+        self.assertNotIn(fd, pool.handlers)
+        yield task.deferLater(reactor, 0, lambda: None)     # the port closes
+        self.assertFalse(port.connected)
+
+
+    def test_stop_takes_in_what_is_waiting_in_the_socket(self):
+        # The BYE is handled before the packets sent ahead of it were read
+        # (a busy reactor): they are still the caller's message.
+        got = []
+        ep = RtpEndpoint(reactor, 0, on_audio=got.append)
+        port = reactor.listenUDP(0, ep, interface="127.0.0.1")
+        phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(phone.close)
+        phone.bind(("127.0.0.1", 0))
+        ep.set_remote("127.0.0.1", phone.getsockname()[1])
+        to = ("127.0.0.1", port.getHost().port)
+        for seq in (1, 2, 3):
+            phone.sendto(packet(seq, bytes([seq]) * 160).to_bytes(), to)
+        # Loopback delivers within sendto; the socket must hold them now.
+        self.assertEqual(select.select([port.socket], [], [], 5)[0], [port.socket])
+        ep.stop()
+        self.assertEqual(got, [b"\x01" * 160, b"\x02" * 160, b"\x03" * 160])
+        return task.deferLater(reactor, 0, lambda: None)      # the port closes
 
 
 class DtmfTests(unittest.TestCase):
