@@ -242,8 +242,9 @@ class FlowHook:
             return
         self.reactor.removeReader(self)
         queue, self._queue = self._queue, None
+        # Closed but kept: a batch being decided (stop() from a callback)
+        # finds a socket that is full and whose sends fail, and logs them.
         self._sock.close()
-        self._sock = None
         _close(queue)
         log.info("flow hook unbound from NFQUEUE {queue}", queue=self.queue_num)
 

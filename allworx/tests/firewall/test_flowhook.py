@@ -342,6 +342,25 @@ class HookTests(unittest.TestCase):
         self.assertEqual((self.hook.packets, self.hook.errors), (2, 1))
         PACKETS.pop(packets[0].id)
 
+    def test_stop_while_a_batch_is_decided(self):
+        # The kernel drops what is queued when the queue is unbound; the
+        # verdicts that can no longer be sent are counted, nothing raises.
+        def close(*entry):
+            self.hook.stop()
+        self.hook.record = close
+        self.socket.sendto = self.closed_sendto
+        packets = lan_udp_packets(2)
+        self.queue.waiting = list(packets)
+        self.hook.doRead()
+        self.assertEqual((self.hook.packets, self.hook.errors), (1, 1))
+        self.assertEqual(self.queue.waiting, [packets[1]])
+        self.assertFalse(self.hook.running)
+        PACKETS.pop(packets[0].id)
+        PACKETS.pop(packets[1].id)
+
+    def closed_sendto(self, data, address):
+        raise OSError(9, "Bad file descriptor")
+
     def test_reject_goes_back_through_the_forward_chain_marked(self):
         self.hook.policy = P.FlowPolicy.build(make_config("lan-only"))
         pkt = FakePacket(ipv4(17, "192.168.2.10", "198.51.100.10", udp(1, 2)), H.NF_INET_FORWARD)
