@@ -2,9 +2,10 @@
 """
 Voicemail benchmark: concurrent voicemail recordings (calls to an extension
 with no phone, straight to voicemail, each sending 20 ms PCMU), stepping the
-number of calls up until the RTP loss reaches 0.1 % or a call is not answered.
+number of calls up until a step fails: 0.1 % of the RTP lost, a call not
+answered or not ended, or a message short of what was sent.
 
-    .venv/bin/python -m bench.voicemail [--calls 150,300,450,600] [--seconds 8] [--profile DIR]
+    .venv/bin/python -m bench.voicemail [--calls 300,600,900] [--seconds 8] [--all] [--profile DIR]
 
 The server is allworx's SIP service alone (bench/sip.py's `--serve` child:
 127.0.0.1, an in-memory mailbox, so SIP and RTP are what is measured). The
@@ -22,8 +23,7 @@ Per step it prints the calls answered and ended, the RTP sent and received,
 the jitter buffers' gaps, the server's CPU and the generator's lateness (a
 generator that cannot keep 20 ms makes the figure a lower bound). The
 result row is the most calls held (all answered and ended, < 0.1 % loss,
-every message complete) at
-that step and every smaller one. There is no peer: the goal is a number of
+every message complete) at that step and every smaller one. There is no peer: the goal is a number of
 calls.
 """
 
@@ -188,7 +188,7 @@ def ok(step):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", default="150,300,450,600,800,1000",
+    parser.add_argument("--calls", default="300,600,900,1200,1600,2000,2500,3000",
                         help="concurrent calls of each step, in order (default %(default)s)")
     parser.add_argument("--seconds", type=float, default=8.0,
                         help="seconds of RTP each call sends after its greeting (default 8)")
