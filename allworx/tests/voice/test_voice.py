@@ -2,7 +2,6 @@
 
 import math
 import os
-import select
 import socket
 import struct
 
@@ -212,21 +211,43 @@ class RtpTests(unittest.TestCase):
     def test_stop_takes_in_what_is_waiting_in_the_socket(self):
         # The BYE is handled before the packets sent ahead of it were read
         # (a busy reactor): they are still the caller's message.
+        class Waiting(socket.socket):
+            """A socket with datagrams waiting, then EAGAIN."""
+            def __init__(self, datagrams):
+                socket.socket.__init__(self, socket.AF_INET, socket.SOCK_DGRAM)
+                self.datagrams = datagrams
+
+            def recvfrom(self, size):
+                if not self.datagrams:
+                    raise BlockingIOError(11, "Resource temporarily unavailable")
+                return self.datagrams.pop(0)
+        phone = ("192.168.2.11", 40000)
         got = []
-        ep = RtpEndpoint(reactor, 0, on_audio=got.append)
-        port = reactor.listenUDP(0, ep, interface="127.0.0.1")
-        phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.addCleanup(phone.close)
-        phone.bind(("127.0.0.1", 0))
-        ep.set_remote("127.0.0.1", phone.getsockname()[1])
-        to = ("127.0.0.1", port.getHost().port)
-        for seq in (1, 2, 3):
-            phone.sendto(packet(seq, bytes([seq]) * 160).to_bytes(), to)
-        # Loopback delivers within sendto; the socket must hold them now.
-        self.assertEqual(select.select([port.socket], [], [], 5)[0], [port.socket])
+        ep = RtpEndpoint(task.Clock(), 0, on_audio=got.append)
+        port = FakeUdpPort(20000, ep)
+        port.socket = Waiting([(packet(seq, bytes([seq]) * 160).to_bytes(), phone)
+                               for seq in (1, 3, 2)])
+        self.addCleanup(port.socket.close)
+        ep.makeConnection(port)
+        ep.set_remote(*phone)
+        ep.datagramReceived(packet(0, b"\x00" * 160).to_bytes(), phone)
         ep.stop()
-        self.assertEqual(got, [b"\x01" * 160, b"\x02" * 160, b"\x03" * 160])
-        return task.deferLater(reactor, 0, lambda: None)      # the port closes
+        self.assertEqual(got, [bytes([n]) * 160 for n in range(4)])
+        self.assertTrue(port.closed)
+
+    def test_stop_takes_in_at_most_five_seconds_of_waiting_packets(self):
+        class Flood(socket.socket):
+            def recvfrom(self, size):
+                return packet(7).to_bytes(), ("192.168.2.11", 40000)
+        port = FakeUdpPort(20000, None)
+        port.socket = Flood(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(port.socket.close)
+        seen = []
+        ep = RtpEndpoint(task.Clock(), 0)
+        ep.datagramReceived = lambda data, addr: seen.append(addr)
+        ep.makeConnection(port)
+        ep.stop()
+        self.assertEqual(len(seen), 250)
 
 
 class DtmfTests(unittest.TestCase):
