@@ -29,8 +29,9 @@ class ZoneAuthority(ResolverBase):
     `keeper`, a `views.ViewKeeper`, else the outside one): answers its
     names, passes on the rest. Each answer for a name that exists is also
     rendered into the fast path's table of that view (`zone` or `outside`),
-    so the next such question is served from there; the tables are emptied
-    whenever the zone changes.
+    so the next such question is served from there, and so is each NXDOMAIN
+    it gives for a common type (a bounded number of them: `put_negative`);
+    the tables are emptied whenever the zone changes.
     """
 
     def __init__(self, keeper, fast=None, lan=True):
@@ -48,6 +49,11 @@ class ZoneAuthority(ResolverBase):
             return defer.fail(error.DomainError(name))
         if result.rcode == dns.ENAME:
             COUNTS["nxdomain"] += 1
+            if self.fast is not None and type in COMMON_TYPES and name.isascii():
+                # What the server's full path sends: the CNAMEs followed, the SOA.
+                self.fast.put_negative(self.lan, question_key(name, type), ResponseWire(
+                    name.lower().rstrip(".").encode("ascii"), type, dns.IN, dns.ENAME, True,
+                    result.answers, result.authority))
             return defer.fail(NegativeAnswer(name, list(result.answers) + list(result.authority),
                                              authoritative=True))
         COUNTS["zone"] += 1

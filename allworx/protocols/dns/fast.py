@@ -12,13 +12,16 @@ remaining TTL is patched in at most once a second.
 
 `FastAnswers` maps (lower-cased question name, type, class) in wire form to
 such responses: the zone's names in its inside view for the LAN side and in
-its outside view for the WAN (two tables: the side picks one), the cache
+its outside view for the WAN (two tables: the side picks one), with the
+zone's NXDOMAIN answers for names it does not hold (at most NEGATIVE_MAX a
+view, the oldest go first), and the cache (answers and negative answers)
 for the LAN. Its
 `answer` looks at the raw datagram only; anything unusual (other opcodes,
 several questions, compression in the question, EDNS options it cannot
 judge) returns None and goes to the full path.
 """
 
+import collections
 import io
 import struct
 
@@ -27,6 +30,7 @@ from twisted.names import dns
 MAX_UDP = 1232        # the EDNS payload size we advertise and the most we send
 PLAIN_UDP = 512       # without EDNS (RFC 1035)
 RD, EDNS, RA = 1, 2, 4  # bits of a variant's index
+NEGATIVE_MAX = 5000   # the zone's NXDOMAIN answers kept per view
 
 _COUNTS = struct.Struct("!HHHH")
 _OPT_TAIL = struct.Struct("!HHBBHH")   # type, class (size), ext rcode, version, flags, rdlen
@@ -63,8 +67,8 @@ class ResponseWire:
     """
 
     __slots__ = ("question", "variants", "trimmed", "truncated", "expires", "second",
-                 "stored", "_body", "_ttls", "_noadd", "_opt", "_pre", "_pre_trim",
-                 "_pre_tc")
+                 "stored", "negative", "_body", "_ttls", "_noadd", "_opt", "_pre",
+                 "_pre_trim", "_pre_tc")
 
     def __init__(self, qname, qtype, qclass, rcode, aa, answers=(), authority=(),
                  additional=(), stored=None, expires=None):
@@ -90,6 +94,7 @@ class ResponseWire:
         self._opt = opt_record(rcode)
         self.stored = stored
         self.expires = expires
+        self.negative = rcode == dns.ENAME
         self.second = None if stored is None else int(stored)
         flags = 0x80 | (0x04 if aa else 0)
         an, ns, ar = counts
@@ -107,11 +112,13 @@ class ResponseWire:
         self._render()
 
     def _render(self):
+        # Each distinct tail once: the variants share them.
         body = bytes(self._body)
         trim = body[:self._noadd]
         opt = self._opt
-        self.variants = [(self._pre[i], body + opt if i & EDNS else body) for i in range(8)]
-        self.trimmed = [(self._pre_trim[i], trim + opt if i & EDNS else trim) for i in range(8)]
+        body_opt, trim_opt = body + opt, trim + opt
+        self.variants = [(self._pre[i], body_opt if i & EDNS else body) for i in range(8)]
+        self.trimmed = [(self._pre_trim[i], trim_opt if i & EDNS else trim) for i in range(8)]
         self.truncated = [(self._pre_tc[i], opt if i & EDNS else b"") for i in range(8)]
 
     def age_to(self, second):
@@ -159,6 +166,8 @@ class FastAnswers:
     LAN clients), `outside` (the outside view's, for the WAN) and `cache`
     (LAN clients only, expiring on `clock`). `answer(data, lan)` returns the
     response bytes or None (not here, or a query it leaves to the full path).
+    Hits are counted: `zone_hits`, `nx_hits` (the zone's NXDOMAIN) and
+    `cache_hits` (the cache's answers, negative ones too).
     """
 
     def __init__(self, clock):
@@ -168,7 +177,50 @@ class FastAnswers:
         self.cache = {}
         self.ra_lan = RA     # recursion available to the LAN (0 in stand-alone mode)
         self.zone_hits = 0
+        self.nx_hits = 0
         self.cache_hits = 0
+        self._negatives = {True: collections.OrderedDict(),
+                           False: collections.OrderedDict()}
+
+    def clear_zone(self):
+        """Forget every zone answer, both views' (the zone or who sees it changed)."""
+        self.zone = {}
+        self.outside = {}
+        for order in self._negatives.values():
+            order.clear()
+
+    def put_negative(self, lan, key, wire):
+        """
+        Keep the zone's NXDOMAIN answer `wire` to the question `key` for the
+        LAN's view (`lan`) or the WAN's: at most NEGATIVE_MAX a view (names
+        that do not exist are endless), the oldest go first.
+        """
+        table = self.zone if lan else self.outside
+        order = self._negatives[lan]
+        order.pop(key, None)
+        order[key] = wire
+        table[key] = wire
+        while len(order) > NEGATIVE_MAX:
+            old_key, old = order.popitem(last=False)
+            if table.get(old_key) is old:
+                del table[old_key]
+
+    def drop_negatives(self):
+        """
+        Forget the zone's NXDOMAIN answers (they carry the SOA, whose serial
+        moved on; and a name may now exist).
+        """
+        for lan, order in self._negatives.items():
+            table = self.zone if lan else self.outside
+            for key, wire in order.items():
+                if table.get(key) is wire:
+                    del table[key]
+            order.clear()
+
+    def negatives(self, lan):
+        """How many NXDOMAIN answers of the zone are kept for that side."""
+        table = self.zone if lan else self.outside
+        return sum(1 for key, wire in self._negatives[lan].items() if table.get(key) is wire)
 
     def answer(self, data, lan, stream=False):
         """
@@ -187,7 +239,10 @@ class FastAnswers:
         key = data[12:qend].lower()
         entry = (self.zone if lan else self.outside).get(key)
         if entry is not None:
-            self.zone_hits += 1
+            if entry.negative:
+                self.nx_hits += 1
+            else:
+                self.zone_hits += 1
         else:
             if not lan:
                 return None
@@ -221,6 +276,8 @@ class FastAnswers:
             idx |= self.ra_lan
         if stream:
             limit = 65535
-        pre, suf = entry.pick(idx, qend - 12, limit)
+        pre, suf = entry.variants[idx]
+        if qend + len(suf) > limit:
+            pre, suf = entry.pick(idx, qend - 12, limit)
         return data[:2] + pre + data[12:qend] + suf
 
