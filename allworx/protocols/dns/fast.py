@@ -33,6 +33,7 @@ RD, EDNS, RA = 1, 2, 4  # bits of a variant's index
 NEGATIVE_MAX = 5000   # the zone's NXDOMAIN answers kept per view
 
 _COUNTS = struct.Struct("!HHHH")
+_ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"   # QD 1, AN 0, NS 0
 _OPT_TAIL = struct.Struct("!HHBBHH")   # type, class (size), ext rcode, version, flags, rdlen
 
 
@@ -229,21 +230,16 @@ class FastAnswers:
         truncated. The question's end is the first zero byte after the
         header: a key that matches was a well-formed, uncompressed name.
         """
+        # Every query goes through here: the common case first, few calls.
         n = len(data)
-        if n < 17 or data[2] & 0xF8 or data[4:10] != b"\x00\x01\x00\x00\x00\x00":
+        if n < 17 or data[4:10] != _ONE_QUESTION or data[2] & 0xF8:
             return None
-        end = data.find(b"\x00", 12)
-        if end < 0:
+        qend = data.find(0, 12) + 5
+        if qend < 17:
             return None
-        qend = end + 5
         key = data[12:qend].lower()
         entry = (self.zone if lan else self.outside).get(key)
-        if entry is not None:
-            if entry.negative:
-                self.nx_hits += 1
-            else:
-                self.zone_hits += 1
-        else:
+        if entry is None:
             if not lan:
                 return None
             entry = self.cache.get(key)
@@ -253,9 +249,14 @@ class FastAnswers:
             if now >= entry.expires:
                 del self.cache[key]
                 return None
-            if int(now) != entry.second:
-                entry.age_to(int(now))
+            second = int(now)
+            if second != entry.second:
+                entry.age_to(second)
             self.cache_hits += 1
+        elif entry.negative:
+            self.nx_hits += 1
+        else:
+            self.zone_hits += 1
         ar = data[10:12]
         if ar == b"\x00\x00":
             if qend != n:
@@ -280,4 +281,3 @@ class FastAnswers:
         if qend + len(suf) > limit:
             pre, suf = entry.pick(idx, qend - 12, limit)
         return data[:2] + pre + data[12:qend] + suf
-

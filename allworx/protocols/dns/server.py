@@ -256,6 +256,8 @@ class DnsUdpPort(udp.Port):
         answer = proto.fast.answer
         size, budget = self.maxPacketSize, self.maxThroughput
         v6 = self.addressFamily == socket.AF_INET6
+        factory = proto.factory
+        sides = factory._sides   # emptied in place when the LAN changes
         read = 0
         while read < budget:
             try:
@@ -268,13 +270,14 @@ class DnsUdpPort(udp.Port):
             try:
                 if v6:
                     addr = addr[:2]
-                factory = proto.factory
-                lan = factory._sides.get(addr[0])
+                lan = sides.get(addr[0])
                 if lan is None:
                     lan = factory.is_lan(addr[0])
                 reply = answer(data, lan)
                 if reply is None:
                     proto.full_path(data, addr, lan)
+                    factory = proto.factory
+                    sides = factory._sides
                     continue
                 try:
                     sendto(reply, addr)
