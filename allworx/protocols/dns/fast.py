@@ -15,7 +15,11 @@ such responses: the zone's names in its inside view for the LAN side and in
 its outside view for the WAN (two tables: the side picks one), with the
 zone's NXDOMAIN answers for names it does not hold (at most NEGATIVE_MAX a
 view, the oldest go first), and the cache (answers and negative answers)
-for the LAN. Its
+for the LAN. Each side also remembers, for the exact bytes of a query after
+its ID, the reply after the ID (at most MEMO_MAX a side): the same
+question asked again, the usual case, costs one dict lookup and one
+splice. Any change to a table empties its side's memo (`_Table`); a cache
+answer's memo holds only for the second it was aged to. Its
 `answer` looks at the raw datagram only; anything unusual (other opcodes,
 several questions, compression in the question, EDNS options it cannot
 judge) returns None and goes to the full path.
@@ -31,6 +35,7 @@ MAX_UDP = 1232        # the EDNS payload size we advertise and the most we send
 PLAIN_UDP = 512       # without EDNS (RFC 1035)
 RD, EDNS, RA = 1, 2, 4  # bits of a variant's index
 NEGATIVE_MAX = 5000   # the zone's NXDOMAIN answers kept per view
+MEMO_MAX = 4096       # replies remembered by the query's exact bytes, per side
 
 _COUNTS = struct.Struct("!HHHH")
 _ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"   # QD 1, AN 0, NS 0
@@ -161,6 +166,52 @@ def _encode_rr(out, comp, rr, ttls, qend):
     out.seek(end)
 
 
+class _Table(dict):
+    """A question -> ResponseWire table; every change empties the memos in `memos`."""
+
+    __slots__ = ("memos",)
+
+    def __init__(self, *memos):
+        dict.__init__(self)
+        self.memos = memos
+
+    def _changed(self):
+        for memo in self.memos:
+            memo.clear()
+
+    def __setitem__(self, key, value):
+        self._changed()
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key):
+        self._changed()
+        dict.__delitem__(self, key)
+
+    def pop(self, *args):
+        self._changed()
+        return dict.pop(self, *args)
+
+    def popitem(self):
+        self._changed()
+        return dict.popitem(self)
+
+    def setdefault(self, key, default=None):
+        self._changed()
+        return dict.setdefault(self, key, default)
+
+    def update(self, *args, **kw):
+        self._changed()
+        dict.update(self, *args, **kw)
+
+    def clear(self):
+        self._changed()
+        dict.clear(self)
+
+    def __ior__(self, other):
+        self._changed()
+        return dict.__ior__(self, other)
+
+
 class FastAnswers:
     """
     Precomputed answers keyed by question: `zone` (the inside view's, for
@@ -173,20 +224,32 @@ class FastAnswers:
 
     def __init__(self, clock):
         self.clock = clock
-        self.zone = {}
-        self.outside = {}
-        self.cache = {}
-        self.ra_lan = RA     # recursion available to the LAN (0 in stand-alone mode)
+        self._memo_lan = {}   # query bytes after the ID -> (ResponseWire, reply after the ID)
+        self._memo_wan = {}
+        self.zone = _Table(self._memo_lan)
+        self.outside = _Table(self._memo_wan)
+        self.cache = _Table(self._memo_lan)
+        self._ra_lan = RA
         self.zone_hits = 0
         self.nx_hits = 0
         self.cache_hits = 0
         self._negatives = {True: collections.OrderedDict(),
                            False: collections.OrderedDict()}
 
+    @property
+    def ra_lan(self):
+        """Recursion available to the LAN (RA; 0 in stand-alone mode)."""
+        return self._ra_lan
+
+    @ra_lan.setter
+    def ra_lan(self, value):
+        self._ra_lan = value
+        self._memo_lan.clear()
+
     def clear_zone(self):
         """Forget every zone answer, both views' (the zone or who sees it changed)."""
-        self.zone = {}
-        self.outside = {}
+        self.zone.clear()
+        self.outside.clear()
         for order in self._negatives.values():
             order.clear()
 
@@ -231,6 +294,21 @@ class FastAnswers:
         header: a key that matches was a well-formed, uncompressed name.
         """
         # Every query goes through here: the common case first, few calls.
+        if not stream:
+            memo = self._memo_lan if lan else self._memo_wan
+            seen = memo.get(data[2:])
+            if seen is not None:
+                entry, tail = seen
+                if entry.expires is None:
+                    if entry.negative:
+                        self.nx_hits += 1
+                    else:
+                        self.zone_hits += 1
+                    return data[:2] + tail
+                now = self.clock.seconds()
+                if now < entry.expires and int(now) == entry.second:
+                    self.cache_hits += 1
+                    return data[:2] + tail
         n = len(data)
         if n < 17 or data[4:10] != _ONE_QUESTION or data[2] & 0xF8:
             return None
@@ -274,10 +352,15 @@ class FastAnswers:
         else:
             return None
         if lan:
-            idx |= self.ra_lan
+            idx |= self._ra_lan
         if stream:
             limit = 65535
         pre, suf = entry.variants[idx]
         if qend + len(suf) > limit:
             pre, suf = entry.pick(idx, qend - 12, limit)
-        return data[:2] + pre + data[12:qend] + suf
+        tail = pre + data[12:qend] + suf
+        if not stream:
+            if len(memo) >= MEMO_MAX:
+                memo.clear()
+            memo[data[2:]] = (entry, tail)
+        return data[:2] + tail
