@@ -16,10 +16,11 @@ its outside view for the WAN (two tables: the side picks one), with the
 zone's NXDOMAIN answers for names it does not hold (at most NEGATIVE_MAX a
 view, the oldest go first), and the cache (answers and negative answers)
 for the LAN. Each side also remembers, for the exact bytes of a query after
-its ID, the reply after the ID (at most MEMO_MAX a side): the same
-question asked again, the usual case, costs one dict lookup and one
-splice. Any change to a table empties its side's memo (`_Table`); a cache
-answer's memo holds only for the second it was aged to. Its
+its ID (up to MEMO_QUERY bytes), the reply after the ID (at most MEMO_MAX
+a side): the same question asked again, the usual case, costs one dict
+lookup and one splice. Any change to a table empties its side's memo
+(`_Table`); a cache answer's memo holds only for the second it was aged
+to. Its
 `answer` looks at the raw datagram only; anything unusual (other opcodes,
 several questions, compression in the question, EDNS options it cannot
 judge) returns None and goes to the full path.
@@ -36,6 +37,7 @@ PLAIN_UDP = 512       # without EDNS (RFC 1035)
 RD, EDNS, RA = 1, 2, 4  # bits of a variant's index
 NEGATIVE_MAX = 5000   # the zone's NXDOMAIN answers kept per view
 MEMO_MAX = 4096       # replies remembered by the query's exact bytes, per side
+MEMO_QUERY = 300      # ... for queries of at most this many bytes (a padded one is not kept)
 
 _COUNTS = struct.Struct("!HHHH")
 _ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"   # QD 1, AN 0, NS 0
@@ -359,7 +361,7 @@ class FastAnswers:
         if qend + len(suf) > limit:
             pre, suf = entry.pick(idx, qend - 12, limit)
         tail = pre + data[12:qend] + suf
-        if not stream:
+        if not stream and n <= MEMO_QUERY:
             if len(memo) >= MEMO_MAX:
                 memo.clear()
             memo[data[2:]] = (entry, tail)

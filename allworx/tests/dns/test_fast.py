@@ -204,6 +204,12 @@ class FastAnswerTests(unittest.TestCase):
         self.fast._memo_lan.clear()
         self.fast.answer(query(), True, stream=True)
         self.assertEqual(len(self.fast._memo_lan), 0)
+        # Nor a query padded out to more than MEMO_QUERY bytes (answered all the same).
+        raw = query(edns=1232)
+        pad = struct.pack("!HH", 12, 400) + bytes(400)
+        raw = raw[:-2] + struct.pack("!H", len(pad)) + pad
+        self.assertIsNotNone(self.fast.answer(raw, True))
+        self.assertEqual(len(self.fast._memo_lan), 0)
 
     def test_tcp_is_never_truncated(self):
         many = [a_record(address="10.0.%d.%d" % (i // 200, i % 200)) for i in range(100)]
