@@ -19,8 +19,8 @@ for the LAN. Each side also remembers, for the exact bytes of a query after
 its ID (up to MEMO_QUERY bytes), the reply after the ID (at most MEMO_MAX
 a side): the same question asked again, the usual case, costs one dict
 lookup and one splice. Any change to a table empties its side's memo
-(`_Table`); a cache answer's memo holds only for the second it was aged
-to. Its
+(`_Table`); a cache answer's memo holds only for the second its TTLs were
+aged to. Its
 `answer` looks at the raw datagram only; anything unusual (other opcodes,
 several questions, compression in the question, EDNS options it cannot
 judge) returns None and goes to the full path.
@@ -226,7 +226,9 @@ class FastAnswers:
 
     def __init__(self, clock):
         self.clock = clock
-        self._memo_lan = {}   # query bytes after the ID -> (ResponseWire, reply after the ID)
+        # query bytes after the ID -> (ResponseWire, reply after the ID, the
+        # second its TTLs are aged to: None for the zone's)
+        self._memo_lan = {}
         self._memo_wan = {}
         self.zone = _Table(self._memo_lan)
         self.outside = _Table(self._memo_wan)
@@ -300,15 +302,15 @@ class FastAnswers:
             memo = self._memo_lan if lan else self._memo_wan
             seen = memo.get(data[2:])
             if seen is not None:
-                entry, tail = seen
-                if entry.expires is None:
+                entry, tail, second = seen
+                if second is None:
                     if entry.negative:
                         self.nx_hits += 1
                     else:
                         self.zone_hits += 1
                     return data[:2] + tail
                 now = self.clock.seconds()
-                if now < entry.expires and int(now) == entry.second:
+                if now < entry.expires and int(now) == second:
                     self.cache_hits += 1
                     return data[:2] + tail
         n = len(data)
@@ -364,5 +366,5 @@ class FastAnswers:
         if not stream and n <= MEMO_QUERY:
             if len(memo) >= MEMO_MAX:
                 memo.clear()
-            memo[data[2:]] = (entry, tail)
+            memo[data[2:]] = (entry, tail, entry.second)
         return data[:2] + tail

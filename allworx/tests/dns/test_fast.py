@@ -186,7 +186,13 @@ class FastAnswerTests(unittest.TestCase):
         self.clock.advance(0.5)
         self.assertEqual(parse(self.fast.answer(q, True)).answers[0].ttl, 59)
         self.assertEqual(self.fast.cache_hits, 3)
-        self.clock.advance(59)
+        # Another spelling ages the entry; the first one's memo is of the second before.
+        other = query(b"WEB.internet.example")
+        self.assertEqual(parse(self.fast.answer(other, True)).answers[0].ttl, 59)
+        self.clock.advance(1)
+        self.assertEqual(parse(self.fast.answer(other, True)).answers[0].ttl, 58)
+        self.assertEqual(parse(self.fast.answer(q, True)).answers[0].ttl, 58)
+        self.clock.advance(58)
         self.assertIsNone(self.fast.answer(q, True))
         # A new answer for the question replaces the remembered one.
         self.fast.cache[key] = dnsfast.ResponseWire(
