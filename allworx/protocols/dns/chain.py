@@ -7,6 +7,7 @@ resolver) and an authoritative NXDOMAIN in stand-alone mode. Each counts
 what it answers in `dnsmetrics.COUNTS`.
 """
 
+import attr
 from twisted.internet import defer
 from twisted.names import dns, error, resolve
 from twisted.names.common import ResolverBase
@@ -21,6 +22,18 @@ from allworx.protocols.dns.upstream import ForwardingResolver
 # holds: what clients ask most (AAAA next to A, HTTPS from browsers, MX and
 # TXT from mail).
 COMMON_TYPES = (dns.A, dns.AAAA, dns.MX, dns.TXT, dns.NS, dns.SOA, dns.CNAME, dns.PTR, 65)
+
+
+def negative_soa(rr):
+    """
+    The zone's SOA as the authority of a negative answer (NXDOMAIN, NODATA):
+    its TTL is the lesser of its own and its minimum (RFC 2308, section 3),
+    how long a resolver may keep the "does not exist".
+    """
+    ttl = min(rr.ttl, rr.payload.minimum)
+    if ttl == rr.ttl:
+        return rr
+    return dns.RRHeader(rr.name.name, rr.type, rr.cls, ttl, rr.payload, auth=rr.auth)
 
 
 class ZoneAuthority(ResolverBase):
@@ -47,6 +60,10 @@ class ZoneAuthority(ResolverBase):
         result = zone.answer(name, type) if zone is not None and cls == dns.IN else None
         if result is None:
             return defer.fail(error.DomainError(name))
+        if result.authority:
+            # Only negative answers carry the SOA in authority.
+            result = attr.evolve(result, authority=tuple(
+                negative_soa(rr) if rr.type == dns.SOA else rr for rr in result.authority))
         if result.rcode == dns.ENAME:
             COUNTS["nxdomain"] += 1
             if self.fast is not None and type in COMMON_TYPES and name.isascii():

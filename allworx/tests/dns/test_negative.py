@@ -15,6 +15,7 @@ from twisted.names import dns
 from allworx.office import LeaseEvent
 from allworx.protocols.dns import fast as dnsfast
 from allworx.protocols.dns import server as dnsserver
+from allworx.protocols.dns import zone as dnszone
 from allworx.tests.dns.test_service import (
     LAN_PC, WAN_HOST, ServiceCase, parse, query, soa_rr, upstream_reply)
 from allworx.tests.dns.test_sites import BRANCH, CONF as SITES_CONF, ForwarderCase, KEY2
@@ -44,6 +45,20 @@ class ZoneNegativeTests(ServiceCase):
             self.assertEqual((m.id, m.rCode, m.auth), (2, dns.ENAME, True))
             self.assertEqual([(rr.name.name, rr.type) for rr in m.authority],
                              [(b"example.com", dns.SOA)])
+
+    def test_the_soa_says_how_long_a_negative_answer_may_be_kept(self):
+        # RFC 2308, section 3: the SOA's TTL is the lesser of its own and its minimum.
+        for name, qtype, rcode in (("nothing.example.com", dns.A, dns.ENAME),
+                                   ("files.example.com", dns.AAAA, dns.OK)):
+            for qid in (1, 2):   # the full path, then the fast one
+                m = parse(self.raw(name, qtype, qid=qid))
+                self.assertEqual((m.rCode, m.answers), (rcode, []), name)
+                soa = m.authority[0]
+                self.assertEqual((soa.type, soa.ttl, soa.payload.minimum),
+                                 (dns.SOA, dnszone.NEGATIVE_TTL, dnszone.NEGATIVE_TTL), name)
+        # The SOA asked for itself keeps its own TTL.
+        m = parse(self.raw("example.com", dns.SOA))
+        self.assertEqual(m.answers[0].ttl, dnszone.TTL)
 
     def test_question_case_comes_back(self):
         self.raw("Nothing.example.com")
