@@ -7,6 +7,7 @@ resolver) and an authoritative NXDOMAIN in stand-alone mode. Each counts
 what it answers in `dnsmetrics.COUNTS`.
 """
 
+import attr
 from twisted.internet import defer
 from twisted.names import dns, error, resolve
 from twisted.names.common import ResolverBase
@@ -23,14 +24,27 @@ from allworx.protocols.dns.upstream import ForwardingResolver
 COMMON_TYPES = (dns.A, dns.AAAA, dns.MX, dns.TXT, dns.NS, dns.SOA, dns.CNAME, dns.PTR, 65)
 
 
+def negative_soa(rr):
+    """
+    The zone's SOA as the authority of a negative answer (NXDOMAIN, NODATA):
+    its TTL is the lesser of its own and its minimum (RFC 2308, section 3),
+    how long a resolver may keep the "does not exist".
+    """
+    ttl = min(rr.ttl, rr.payload.minimum)
+    if ttl == rr.ttl:
+        return rr
+    return dns.RRHeader(rr.name.name, rr.type, rr.cls, ttl, rr.payload, auth=rr.auth)
+
+
 class ZoneAuthority(ResolverBase):
     """
     One view of the office zone as an IResolver (`lan`: the inside view of
     `keeper`, a `views.ViewKeeper`, else the outside one): answers its
     names, passes on the rest. Each answer for a name that exists is also
     rendered into the fast path's table of that view (`zone` or `outside`),
-    so the next such question is served from there; the tables are emptied
-    whenever the zone changes.
+    so the next such question is served from there, and so is each NXDOMAIN
+    it gives for a common type (a bounded number of them: `put_negative`);
+    the tables are emptied whenever the zone changes.
     """
 
     def __init__(self, keeper, fast=None, lan=True):
@@ -46,8 +60,17 @@ class ZoneAuthority(ResolverBase):
         result = zone.answer(name, type) if zone is not None and cls == dns.IN else None
         if result is None:
             return defer.fail(error.DomainError(name))
+        if result.authority:
+            # Only negative answers carry the SOA in authority.
+            result = attr.evolve(result, authority=tuple(
+                negative_soa(rr) if rr.type == dns.SOA else rr for rr in result.authority))
         if result.rcode == dns.ENAME:
             COUNTS["nxdomain"] += 1
+            if self.fast is not None and type in COMMON_TYPES and name.isascii():
+                # What the server's full path sends: the CNAMEs followed, the SOA.
+                self.fast.put_negative(self.lan, question_key(name, type), ResponseWire(
+                    name.lower().rstrip(".").encode("ascii"), type, dns.IN, dns.ENAME, True,
+                    result.answers, result.authority))
             return defer.fail(NegativeAnswer(name, list(result.answers) + list(result.authority),
                                              authoritative=True))
         COUNTS["zone"] += 1

@@ -12,13 +12,21 @@ remaining TTL is patched in at most once a second.
 
 `FastAnswers` maps (lower-cased question name, type, class) in wire form to
 such responses: the zone's names in its inside view for the LAN side and in
-its outside view for the WAN (two tables: the side picks one), the cache
-for the LAN. Its
+its outside view for the WAN (two tables: the side picks one), with the
+zone's NXDOMAIN answers for names it does not hold (at most NEGATIVE_MAX a
+view, the oldest go first), and the cache (answers and negative answers)
+for the LAN. Each side also remembers, for the exact bytes of a query after
+its ID (up to MEMO_QUERY bytes), the reply after the ID (at most MEMO_MAX
+a side): the same question asked again, the usual case, costs one dict
+lookup and one splice. Any change to a table empties its side's memo
+(`_Table`); a cache answer's memo holds only for the second its TTLs were
+aged to. Its
 `answer` looks at the raw datagram only; anything unusual (other opcodes,
 several questions, compression in the question, EDNS options it cannot
 judge) returns None and goes to the full path.
 """
 
+import collections
 import io
 import struct
 
@@ -27,8 +35,12 @@ from twisted.names import dns
 MAX_UDP = 1232        # the EDNS payload size we advertise and the most we send
 PLAIN_UDP = 512       # without EDNS (RFC 1035)
 RD, EDNS, RA = 1, 2, 4  # bits of a variant's index
+NEGATIVE_MAX = 5000   # the zone's NXDOMAIN answers kept per view
+MEMO_MAX = 4096       # replies remembered by the query's exact bytes, per side
+MEMO_QUERY = 300      # ... for queries of at most this many bytes (a padded one is not kept)
 
 _COUNTS = struct.Struct("!HHHH")
+_ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"   # QD 1, AN 0, NS 0
 _OPT_TAIL = struct.Struct("!HHBBHH")   # type, class (size), ext rcode, version, flags, rdlen
 
 
@@ -63,8 +75,8 @@ class ResponseWire:
     """
 
     __slots__ = ("question", "variants", "trimmed", "truncated", "expires", "second",
-                 "stored", "_body", "_ttls", "_noadd", "_opt", "_pre", "_pre_trim",
-                 "_pre_tc")
+                 "stored", "negative", "_body", "_ttls", "_noadd", "_opt", "_pre",
+                 "_pre_trim", "_pre_tc")
 
     def __init__(self, qname, qtype, qclass, rcode, aa, answers=(), authority=(),
                  additional=(), stored=None, expires=None):
@@ -90,6 +102,7 @@ class ResponseWire:
         self._opt = opt_record(rcode)
         self.stored = stored
         self.expires = expires
+        self.negative = rcode == dns.ENAME
         self.second = None if stored is None else int(stored)
         flags = 0x80 | (0x04 if aa else 0)
         an, ns, ar = counts
@@ -107,11 +120,13 @@ class ResponseWire:
         self._render()
 
     def _render(self):
+        # Each distinct tail once: the variants share them.
         body = bytes(self._body)
         trim = body[:self._noadd]
         opt = self._opt
-        self.variants = [(self._pre[i], body + opt if i & EDNS else body) for i in range(8)]
-        self.trimmed = [(self._pre_trim[i], trim + opt if i & EDNS else trim) for i in range(8)]
+        body_opt, trim_opt = body + opt, trim + opt
+        self.variants = [(self._pre[i], body_opt if i & EDNS else body) for i in range(8)]
+        self.trimmed = [(self._pre_trim[i], trim_opt if i & EDNS else trim) for i in range(8)]
         self.truncated = [(self._pre_tc[i], opt if i & EDNS else b"") for i in range(8)]
 
     def age_to(self, second):
@@ -153,22 +168,127 @@ def _encode_rr(out, comp, rr, ttls, qend):
     out.seek(end)
 
 
+class _Table(dict):
+    """A question -> ResponseWire table; every change empties the memos in `memos`."""
+
+    __slots__ = ("memos",)
+
+    def __init__(self, *memos):
+        dict.__init__(self)
+        self.memos = memos
+
+    def _changed(self):
+        for memo in self.memos:
+            memo.clear()
+
+    def __setitem__(self, key, value):
+        self._changed()
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key):
+        self._changed()
+        dict.__delitem__(self, key)
+
+    def pop(self, *args):
+        self._changed()
+        return dict.pop(self, *args)
+
+    def popitem(self):
+        self._changed()
+        return dict.popitem(self)
+
+    def setdefault(self, key, default=None):
+        self._changed()
+        return dict.setdefault(self, key, default)
+
+    def update(self, *args, **kw):
+        self._changed()
+        dict.update(self, *args, **kw)
+
+    def clear(self):
+        self._changed()
+        dict.clear(self)
+
+    def __ior__(self, other):
+        self._changed()
+        return dict.__ior__(self, other)
+
+
 class FastAnswers:
     """
     Precomputed answers keyed by question: `zone` (the inside view's, for
     LAN clients), `outside` (the outside view's, for the WAN) and `cache`
     (LAN clients only, expiring on `clock`). `answer(data, lan)` returns the
     response bytes or None (not here, or a query it leaves to the full path).
+    Hits are counted: `zone_hits`, `nx_hits` (the zone's NXDOMAIN) and
+    `cache_hits` (the cache's answers, negative ones too).
     """
 
     def __init__(self, clock):
         self.clock = clock
-        self.zone = {}
-        self.outside = {}
-        self.cache = {}
-        self.ra_lan = RA     # recursion available to the LAN (0 in stand-alone mode)
+        # query bytes after the ID -> (ResponseWire, reply after the ID, the
+        # second its TTLs are aged to: None for the zone's)
+        self._memo_lan = {}
+        self._memo_wan = {}
+        self.zone = _Table(self._memo_lan)
+        self.outside = _Table(self._memo_wan)
+        self.cache = _Table(self._memo_lan)
+        self._ra_lan = RA
         self.zone_hits = 0
+        self.nx_hits = 0
         self.cache_hits = 0
+        self._negatives = {True: collections.OrderedDict(),
+                           False: collections.OrderedDict()}
+
+    @property
+    def ra_lan(self):
+        """Recursion available to the LAN (RA; 0 in stand-alone mode)."""
+        return self._ra_lan
+
+    @ra_lan.setter
+    def ra_lan(self, value):
+        self._ra_lan = value
+        self._memo_lan.clear()
+
+    def clear_zone(self):
+        """Forget every zone answer, both views' (the zone or who sees it changed)."""
+        self.zone.clear()
+        self.outside.clear()
+        for order in self._negatives.values():
+            order.clear()
+
+    def put_negative(self, lan, key, wire):
+        """
+        Keep the zone's NXDOMAIN answer `wire` to the question `key` for the
+        LAN's view (`lan`) or the WAN's: at most NEGATIVE_MAX a view (names
+        that do not exist are endless), the oldest go first.
+        """
+        table = self.zone if lan else self.outside
+        order = self._negatives[lan]
+        order.pop(key, None)
+        order[key] = wire
+        table[key] = wire
+        while len(order) > NEGATIVE_MAX:
+            old_key, old = order.popitem(last=False)
+            if table.get(old_key) is old:
+                del table[old_key]
+
+    def drop_negatives(self):
+        """
+        Forget the zone's NXDOMAIN answers (they carry the SOA, whose serial
+        moved on; and a name may now exist).
+        """
+        for lan, order in self._negatives.items():
+            table = self.zone if lan else self.outside
+            for key, wire in order.items():
+                if table.get(key) is wire:
+                    del table[key]
+            order.clear()
+
+    def negatives(self, lan):
+        """How many NXDOMAIN answers of the zone are kept for that side."""
+        table = self.zone if lan else self.outside
+        return sum(1 for key, wire in self._negatives[lan].items() if table.get(key) is wire)
 
     def answer(self, data, lan, stream=False):
         """
@@ -177,18 +297,31 @@ class FastAnswers:
         truncated. The question's end is the first zero byte after the
         header: a key that matches was a well-formed, uncompressed name.
         """
+        # Every query goes through here: the common case first, few calls.
+        if not stream:
+            memo = self._memo_lan if lan else self._memo_wan
+            seen = memo.get(data[2:])
+            if seen is not None:
+                entry, tail, second = seen
+                if second is None:
+                    if entry.negative:
+                        self.nx_hits += 1
+                    else:
+                        self.zone_hits += 1
+                    return data[:2] + tail
+                now = self.clock.seconds()
+                if now < entry.expires and int(now) == second:
+                    self.cache_hits += 1
+                    return data[:2] + tail
         n = len(data)
-        if n < 17 or data[2] & 0xF8 or data[4:10] != b"\x00\x01\x00\x00\x00\x00":
+        if n < 17 or data[4:10] != _ONE_QUESTION or data[2] & 0xF8:
             return None
-        end = data.find(b"\x00", 12)
-        if end < 0:
+        qend = data.find(0, 12) + 5
+        if qend < 17:
             return None
-        qend = end + 5
         key = data[12:qend].lower()
         entry = (self.zone if lan else self.outside).get(key)
-        if entry is not None:
-            self.zone_hits += 1
-        else:
+        if entry is None:
             if not lan:
                 return None
             entry = self.cache.get(key)
@@ -198,9 +331,14 @@ class FastAnswers:
             if now >= entry.expires:
                 del self.cache[key]
                 return None
-            if int(now) != entry.second:
-                entry.age_to(int(now))
+            second = int(now)
+            if second != entry.second:
+                entry.age_to(second)
             self.cache_hits += 1
+        elif entry.negative:
+            self.nx_hits += 1
+        else:
+            self.zone_hits += 1
         ar = data[10:12]
         if ar == b"\x00\x00":
             if qend != n:
@@ -218,9 +356,15 @@ class FastAnswers:
         else:
             return None
         if lan:
-            idx |= self.ra_lan
+            idx |= self._ra_lan
         if stream:
             limit = 65535
-        pre, suf = entry.pick(idx, qend - 12, limit)
-        return data[:2] + pre + data[12:qend] + suf
-
+        pre, suf = entry.variants[idx]
+        if qend + len(suf) > limit:
+            pre, suf = entry.pick(idx, qend - 12, limit)
+        tail = pre + data[12:qend] + suf
+        if not stream and n <= MEMO_QUERY:
+            if len(memo) >= MEMO_MAX:
+                memo.clear()
+            memo[data[2:]] = (entry, tail, entry.second)
+        return data[:2] + tail

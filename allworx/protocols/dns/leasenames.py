@@ -137,6 +137,8 @@ class LeaseNames:
             while name and name != origin:
                 names.add(name)
                 name = name.partition(".")[2]
+        # NXDOMAIN answers: a name may now exist, and their SOA's serial moved on.
+        self.fast.drop_negatives()
         if names & self._targets:
             for table in tables:
                 table.clear()   # answers that follow a CNAME or carry glue may hold them

@@ -4,7 +4,7 @@ The DNS server's Prometheus metrics: `allworx_dns_queries_total{kind}` with
 kind zone, cache, forwarded, refused, nxdomain, formerr or servfail, and the
 cache's size.
 
-The hot path only adds to plain counters (the fast path keeps its own two);
+The hot path only adds to plain counters (the fast path keeps its own three);
 a `DnsCollector`, given the running service's fast path and cache, turns
 them into metric families when `/metrics` is scraped. The service registers
 its collector in prometheus_client's default registry while it runs.
@@ -36,6 +36,7 @@ class DnsCollector:
         counts = collections.Counter(COUNTS)
         counts["zone"] += self.fast.zone_hits
         counts["cache"] += self.fast.cache_hits
+        counts["nxdomain"] += self.fast.nx_hits
         family = CounterMetricFamily("allworx_dns_queries", "DNS queries, by how they were "
                                      "answered", labels=["kind"])
         for kind in KINDS:

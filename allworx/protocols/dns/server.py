@@ -10,7 +10,9 @@ the zone's outside view and then REFUSED (no open resolver); in stand-alone
 mode (`use_forwarders = no`) the sites, the inside view and then an
 authoritative NXDOMAIN. In front of the chain sits the fast path
 (`dnsfast.FastAnswers`): zone (per view) and cache answers precomputed in
-wire form, served from the raw datagram before any parsing.
+wire form, served from the raw datagram before any parsing. On a real
+reactor the UDP port is a `DnsUdpPort`, whose read loop answers what the
+fast path knows in place, for every datagram waiting at a wake-up.
 
 UDP and TCP. EDNS0 is honoured (the client's size, at most 1232 bytes); an
 answer that does not fit a UDP reply goes out with TC set. Anything
@@ -19,10 +21,12 @@ does a question this server could only answer as another name (a label
 holding a dot).
 """
 
+import errno
 import io
+import socket
 import struct
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer, posixbase, protocol, udp
 from twisted.logger import Logger
 from twisted.names import dns, error, server
 from twisted.protocols import policies
@@ -217,7 +221,11 @@ class DnsDatagramProtocol(protocol.DatagramProtocol):
             except OSError:
                 pass  # the client's socket is gone, or the send buffer is full: as lost
             return
-        factory.handle(data, lan, lambda wire: self._send(wire, addr))
+        self.full_path(data, addr, lan)
+
+    def full_path(self, data, addr, lan):
+        """Answer `data` from `addr` through the factory's resolver chain."""
+        self.factory.handle(data, lan, lambda wire: self._send(wire, addr))
 
     def _send(self, wire, addr):
         if self._sendto is None:
@@ -226,6 +234,66 @@ class DnsDatagramProtocol(protocol.DatagramProtocol):
             self._sendto(wire, addr)
         except OSError as e:
             log.debug("dns: reply to {peer} not sent: {why}", peer=addr[0], why=e)
+
+
+# recvfrom found nothing more (or an ICMP error for an earlier send): done for now.
+_READ_DONE = frozenset((errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ECONNREFUSED))
+
+
+class DnsUdpPort(udp.Port):
+    """
+    The DNS server's UDP port. Each wake-up reads every datagram waiting (up
+    to `maxThroughput` bytes, as Twisted's port does, so the other sockets
+    get their turn) and answers those the fast path knows in the same loop:
+    per query one recvfrom, one dict lookup, one sendto; the rest go to the
+    protocol's full path. Same answers as `DnsDatagramProtocol.datagramReceived`.
+    """
+
+    def doRead(self):
+        sock = self.socket
+        recvfrom, sendto = sock.recvfrom, sock.sendto
+        proto = self.protocol
+        answer = proto.fast.answer
+        size, budget = self.maxPacketSize, self.maxThroughput
+        v6 = self.addressFamily == socket.AF_INET6
+        factory = proto.factory
+        sides = factory._sides   # emptied in place when the LAN changes
+        read = 0
+        while read < budget:
+            try:
+                data, addr = recvfrom(size)
+            except OSError as e:
+                if e.errno in _READ_DONE:
+                    return
+                raise
+            read += len(data)
+            try:
+                if v6:
+                    addr = addr[:2]
+                lan = sides.get(addr[0])
+                if lan is None:
+                    lan = factory.is_lan(addr[0])
+                reply = answer(data, lan)
+                if reply is None:
+                    proto.full_path(data, addr, lan)
+                    factory = proto.factory
+                    sides = factory._sides
+                    continue
+                try:
+                    sendto(reply, addr)
+                except OSError:
+                    pass  # the client's socket is gone, or the send buffer is full: as lost
+            except Exception:
+                log.failure("dns: query from {peer} not answered", peer=addr[0])
+
+
+def listen_dns_udp(reactor, port, proto, max_packet=4096):
+    """Listen on UDP `port` with `proto`: a `DnsUdpPort` on a real reactor."""
+    if isinstance(reactor, posixbase.PosixReactorBase):
+        p = DnsUdpPort(port, proto, maxPacketSize=max_packet, reactor=reactor)
+        p.startListening()
+        return p
+    return reactor.listenUDP(port, proto, maxPacketSize=max_packet)
 
 
 class DnsStreamProtocol(protocol.Protocol, policies.TimeoutMixin):

@@ -27,7 +27,7 @@ from allworx.protocols.dns.chain import CountedCache, CountedForwarder
 from allworx.protocols.dns.fast import FastAnswers
 from allworx.protocols.dns.leasenames import LeaseNames
 from allworx.protocols.dns.metrics import DnsCollector
-from allworx.protocols.dns.server import DnsDatagramProtocol, OfficeDnsFactory
+from allworx.protocols.dns.server import DnsDatagramProtocol, OfficeDnsFactory, listen_dns_udp
 from allworx.protocols.dns.sites import SITE_PORT, SiteForwarder
 from allworx.protocols.dns.views import ViewKeeper
 from allworx.servicebase import ListeningService
@@ -93,8 +93,7 @@ class DnsService(ListeningService):
         zone = self.keeper.zone
         if zone.serial != self._fresh:
             # Every precomputed zone answer is made again as it is asked.
-            self.fast.zone = {}
-            self.fast.outside = {}
+            self.fast.clear_zone()
             self._fresh = zone.serial
             log.info("dns: zone {domain} serial {serial}: {count} records",
                      domain=zone.domain, serial=zone.serial, count=len(zone.entries))
@@ -186,7 +185,7 @@ class DnsService(ListeningService):
         udp = DnsDatagramProtocol(self.factory)
 
         def listen_udp():
-            p = self.reactor.listenUDP(port, udp, maxPacketSize=4096)
+            p = listen_dns_udp(self.reactor, port, udp)
             sock = getattr(p, "socket", None)
             if sock is not None:
                 # Room for bursts: a full buffer loses queries.
@@ -205,8 +204,10 @@ class DnsService(ListeningService):
         if event.touches("lan", "vpn", "site"):
             self.factory.lan_changed()
         if event.touches("vpn", "site", "system"):
-            # Names may now be another site's, or no longer: ask afresh.
+            # Names may now be another site's, or no longer: ask afresh (the
+            # sites' link comes before the zone's answers, kept or not).
             self.cache.clear()
+            self.fast.clear_zone()
         if not event.touches("dns"):
             return
         old, new = event.old.dns, event.new.dns

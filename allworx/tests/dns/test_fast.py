@@ -160,6 +160,63 @@ class FastAnswerTests(unittest.TestCase):
         self.assertIsNone(self.fast.answer(q, True))
         self.assertNotIn(key, self.fast.cache)
 
+    def test_a_query_asked_again_is_answered_from_the_memo_alike(self):
+        q = query(b"WWW.example.com", qid=1, edns=1232)
+        first = self.fast.answer(q, True)
+        self.assertEqual(len(self.fast._memo_lan), 1)
+        again = self.fast.answer(b"\x00\x02" + q[2:], True)
+        self.assertEqual((again[:2], again[2:]), (b"\x00\x02", first[2:]))
+        self.assertEqual(self.fast.zone_hits, 2)
+        # The WAN's side has its own; any change to a table empties its side's.
+        self.assertEqual(self.fast.answer(q, False)[2:], first[2:].replace(b"\x85\x80", b"\x85\x00"))
+        self.fast.zone.pop(dnsfast.question_key("www.example.com", dns.A))
+        self.assertEqual((len(self.fast._memo_lan), len(self.fast._memo_wan)), (0, 1))
+        self.assertIsNone(self.fast.answer(q, True))
+
+    def test_memo_of_a_cache_answer_holds_for_its_second_only(self):
+        key = dnsfast.question_key("web.internet.example", dns.A)
+        self.fast.cache[key] = dnsfast.ResponseWire(
+            b"web.internet.example", dns.A, dns.IN, dns.OK, False,
+            [a_record(b"web.internet.example", "198.51.100.10", 60, False)],
+            stored=0.0, expires=60.0)
+        q = query(b"web.internet.example")
+        self.assertEqual(parse(self.fast.answer(q, True)).answers[0].ttl, 60)
+        self.clock.advance(0.5)
+        self.assertEqual(parse(self.fast.answer(q, True)).answers[0].ttl, 60)
+        self.clock.advance(0.5)
+        self.assertEqual(parse(self.fast.answer(q, True)).answers[0].ttl, 59)
+        self.assertEqual(self.fast.cache_hits, 3)
+        # Another spelling ages the entry; the first one's memo is of the second before.
+        other = query(b"WEB.internet.example")
+        self.assertEqual(parse(self.fast.answer(other, True)).answers[0].ttl, 59)
+        self.clock.advance(1)
+        self.assertEqual(parse(self.fast.answer(other, True)).answers[0].ttl, 58)
+        self.assertEqual(parse(self.fast.answer(q, True)).answers[0].ttl, 58)
+        self.clock.advance(58)
+        self.assertIsNone(self.fast.answer(q, True))
+        # A new answer for the question replaces the remembered one.
+        self.fast.cache[key] = dnsfast.ResponseWire(
+            b"web.internet.example", dns.A, dns.IN, dns.OK, False,
+            [a_record(b"web.internet.example", "198.51.100.11", 60, False)],
+            stored=60.0, expires=120.0)
+        self.assertEqual(parse(self.fast.answer(q, True)).answers[0].payload.dottedQuad(),
+                         "198.51.100.11")
+
+    def test_memo_is_bounded_and_tcp_not_remembered(self):
+        self.patch(dnsfast, "MEMO_MAX", 2)
+        for qid in range(3):
+            self.fast.answer(query(b"www.example.com", edns=600 + qid), True)
+            self.assertLessEqual(len(self.fast._memo_lan), 2)
+        self.fast._memo_lan.clear()
+        self.fast.answer(query(), True, stream=True)
+        self.assertEqual(len(self.fast._memo_lan), 0)
+        # Nor a query padded out to more than MEMO_QUERY bytes (answered all the same).
+        raw = query(edns=1232)
+        pad = struct.pack("!HH", 12, 400) + bytes(400)
+        raw = raw[:-2] + struct.pack("!H", len(pad)) + pad
+        self.assertIsNotNone(self.fast.answer(raw, True))
+        self.assertEqual(len(self.fast._memo_lan), 0)
+
     def test_tcp_is_never_truncated(self):
         many = [a_record(address="10.0.%d.%d" % (i // 200, i % 200)) for i in range(100)]
         self.fast.zone[dnsfast.question_key("big.example.com", dns.A)] = dnsfast.ResponseWire(

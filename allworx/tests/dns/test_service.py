@@ -193,10 +193,12 @@ class ZoneServiceTests(ServiceCase):
         self.office.put_record("record", "files", {"a": "192.168.2.21"})
         self.assertEqual(self.ask("files.example.com").answers[0].payload.dottedQuad(),
                          "192.168.2.21")
-        # Bounded: unknown names and odd types are not memorised.
+        # Bounded: odd types are not memorised; unknown names are, as
+        # NXDOMAIN answers, up to NEGATIVE_MAX (test_negative).
         self.ask("nothing.example.com")
         self.ask("files.example.com", 99)
-        self.assertEqual(len(self.service.fast.zone), 1)
+        self.assertEqual(self.service.fast.negatives(True), 1)
+        self.assertEqual(len(self.service.fast.zone), 2)
 
     def test_wan_address_change_follows(self):
         self.office.set_wan_address(ipaddress.IPv4Interface("203.0.113.40/24"), "dhcp")
