@@ -65,6 +65,9 @@ CHALLENGE_TAG = "awc"                   # To tags of our stateless challenges an
 UDP_FLOOR = 512
 
 
+_RPORT = re.compile(r";\s*rport\b(?!=)", re.I)
+
+
 def udp_limit(size):
     """The most bytes answered over UDP to an unproven request of `size` bytes."""
     return max(2 * size, UDP_FLOOR)
@@ -341,10 +344,15 @@ class SipCore:
         # RFC 3581: note where it came from so responses find the way back.
         if "received" not in via.params:
             text = request.get("Via")
-            if "rport" in via.params and via.params["rport"] is None:
-                text = re.sub(r";\s*rport\b(?!=)", ";rport=%d" % dest.port, text, count=1, flags=re.I)
+            params = dict(via.params)
+            if "rport" in params and params["rport"] is None:
+                text = _RPORT.sub(";rport=%d" % dest.port, text, count=1)
+                params["rport"] = str(dest.port)
             text += ";received=%s" % dest.host
+            params["received"] = dest.host
             request.headers[request.headers.index(("Via", request.get("Via")))] = ("Via", text)
+            # What parsing the new text gives, known already: no second parse of the Via.
+            Via.remember(text, Via(via.transport, via.host, via.port, params))
         method = request.method.upper()
         if method != request.method:
             return self.reply(request, make_response(request, 405), dest)
@@ -464,7 +472,10 @@ class SipCore:
             return st.respond(make_response(request, 403, to_tag=self.new_tag()))
         if method == "REGISTER":
             result = self.registrar.handle(request, (dest.host, dest.port), dest.transport)
-            defer.maybeDeferred(lambda: result).addCallback(st.respond)
+            if isinstance(result, defer.Deferred):
+                result.addCallback(st.respond)      # a login the throttle holds back
+            else:
+                st.respond(result)
         elif method == "INVITE":
             if not _contact_is_sip(request):
                 # RFC 3261 8.1.1.8: the dialog's remote target, which our BYE would go to.
