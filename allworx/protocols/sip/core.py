@@ -146,6 +146,7 @@ class SipCore:
         self.outside = None       # the B2BUA of calls to and from outside lines (outside.py)
         self.sites = None         # calls to other sites, trust of their servers (sites.py)
         self.checksync = None     # check-sync NOTIFYs to provisioned phones (checksync.py)
+        self._ours = (None, None, None, None)   # (config, WAN address, our hosts, our ports)
 
     # ------------------------------------------------------------ addresses
 
@@ -171,10 +172,15 @@ class SipCore:
         return self.office.config.sip.tls_port if transport.upper() == "TLS" else self.port
 
     def is_us(self, host, port):
-        ours = {str(self.office.config.lan_ip), "127.0.0.1", "localhost"}
-        if self.office.wan_ip is not None:
-            ours.add(str(self.office.wan_ip))
-        return host in ours and (port or 5060) in (self.port, self.office.config.sip.tls_port)
+        config, wan_ip = self.office.config, self.office.wan_ip
+        known = self._ours
+        if known[0] is not config or known[1] != wan_ip:
+            # Asked several times for every relayed message: made again only when these change.
+            hosts = {str(config.lan_ip), "127.0.0.1", "localhost"}
+            if wan_ip is not None:
+                hosts.add(str(wan_ip))
+            known = self._ours = (config, wan_ip, hosts, (config.sip.port, config.sip.tls_port))
+        return host in known[2] and (port or 5060) in known[3]
 
     def new_branch(self):
         return BRANCH_MAGIC + os.urandom(8).hex()
