@@ -147,6 +147,7 @@ class SipCore:
         self.sites = None         # calls to other sites, trust of their servers (sites.py)
         self.checksync = None     # check-sync NOTIFYs to provisioned phones (checksync.py)
         self._ours = (None, None, None, None)   # (config, WAN address, our hosts, our ports)
+        self._replied = (None, None)            # the response `reply` sent last, and its bytes
 
     # ------------------------------------------------------------ addresses
 
@@ -206,10 +207,12 @@ class SipCore:
             self.send_raw(data, dest)
 
     def reply(self, request, response, dest):
-        """Send a response to `request`; what `bounded` refuses is dropped."""
+        """Send a response to `request`; what `bounded` refuses is dropped. Returns what was sent."""
         data = self.bounded(request, response.to_bytes(), dest)
         if data is not None:
             self.out(data, dest)
+        self._replied = (response, data)
+        return data
 
     def bounded(self, request, data, dest, size=None):
         """
@@ -246,7 +249,23 @@ class SipCore:
 
     def _keep_final(self, key, request, response, dest):
         """Timer J for a completed non-INVITE transaction: its final answer, bytes only (None: none)."""
-        self.completed[key] = (self.bounded(request, response.to_bytes(), dest), dest)
+        replied, data = self._replied
+        if replied is not response:
+            data = self.bounded(request, response.to_bytes(), dest)
+        self._keep(key, data, dest)
+
+    def answer(self, request, response, dest):
+        """
+        The final answer to a new non-INVITE request, given at once: what its
+        server transaction would do (send it; over UDP keep its bytes for
+        Timer J's retransmissions), without making one.
+        """
+        data = self.reply(request, response, dest)
+        if dest.transport == "UDP":
+            self._keep(self._st_key(request, request.method), data, dest)
+
+    def _keep(self, key, data, dest):
+        self.completed[key] = (data, dest)
         self.completed_order.append((self.clock.seconds() + 64 * T1, key))
         if self.sweeper is None:
             self.sweeper = self.clock.callLater(1.0, self._sweep)
@@ -463,6 +482,14 @@ class SipCore:
 
     def _new_request(self, request, dest, method, trunk=None):
         """A new request outside any dialog, its sender admitted: open its transaction and act."""
+        if method == "REGISTER" and trunk is None:
+            result = self.registrar.handle(request, (dest.host, dest.port), dest.transport)
+            if isinstance(result, defer.Deferred):
+                # A login the throttle holds back: its transaction absorbs retransmissions.
+                result.addCallback(self.server_transaction(request, dest).respond)
+            else:
+                self.answer(request, result, dest)
+            return
         st = self.server_transaction(request, dest)
         if trunk is not None:
             # From a provider: only calls to the office's numbers and keep-alives.
@@ -476,13 +503,7 @@ class SipCore:
                 return st.respond(make_response(request, 200, to_tag=self.new_tag(), extra=[
                     ("Allow", ALLOW), ("Accept", "application/sdp")]))
             return st.respond(make_response(request, 403, to_tag=self.new_tag()))
-        if method == "REGISTER":
-            result = self.registrar.handle(request, (dest.host, dest.port), dest.transport)
-            if isinstance(result, defer.Deferred):
-                result.addCallback(st.respond)      # a login the throttle holds back
-            else:
-                st.respond(result)
-        elif method == "INVITE":
+        if method == "INVITE":
             if not _contact_is_sip(request):
                 # RFC 3261 8.1.1.8: the dialog's remote target, which our BYE would go to.
                 return st.respond(make_response(request, 400, "Bad Request (Contact)",

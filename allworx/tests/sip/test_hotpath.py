@@ -75,6 +75,33 @@ class RegistrarCostTests(unittest.TestCase):
                        self.alice.address)
         self.assertEqual([m.code for m, d in self.h.take()], [200])
 
+    def test_a_retransmitted_register_gets_the_kept_answer_not_a_second_check(self):
+        uri, to = "sip:example.com", "<sip:101@example.com>"
+        challenge = self.alice.send(self.alice.request("REGISTER", uri, to=to))[0][0]
+        auth = self.alice.authorization(challenge.get("WWW-Authenticate"), "REGISTER", uri)
+        data = self.alice.request("REGISTER", uri, ["Authorization: " + auth], to=to)
+        checks = []
+        check = self.registrar.checker.check_phone
+        self.registrar.checker.check_phone = lambda *a: checks.append(1) or check(*a)
+        self.h.receive(data, self.alice.address)
+        [(first, _)] = self.h.take()
+        self.assertEqual(self.h.core.server_tx, {})          # no transaction kept: only its bytes
+        self.h.receive(data, self.alice.address)
+        [(again, _)] = self.h.take()
+        self.assertEqual((first.code, again.to_bytes()), (200, first.to_bytes()))
+        self.assertEqual(len(checks), 1)                       # the nonce count was not replayed
+        self.h.clock.advance(33)
+        self.assertEqual(self.h.core.completed, {})
+        self.h.receive(data, self.alice.address)
+        self.assertEqual([m.code for m, d in self.h.take()], [403])     # now a replay
+
+    def test_a_register_over_tcp_is_answered_and_nothing_kept(self):
+        uri, to = "sip:example.com", "<sip:101@example.com>"
+        data = self.alice.request("REGISTER", uri, to=to)
+        self.h.receive(data, self.alice.address, transport="TCP")
+        self.assertEqual((self.h.core.server_tx, self.h.core.completed), ({}, {}))
+        self.assertEqual([m.code for m, d in self.h.take()], [401])
+
 
 class AuthorizationTests(unittest.TestCase):
 
