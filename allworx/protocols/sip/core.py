@@ -190,9 +190,12 @@ class SipCore:
         return os.urandom(6).hex()
 
     def via_for(self, dest, branch=None):
-        return "SIP/2.0/%s %s:%d;branch=%s;rport" % (
-            dest.transport, self.local_host(dest.host), self.port_for(dest.transport),
-            branch or self.new_branch())
+        host, port, branch = self.local_host(dest.host), self.port_for(dest.transport), branch or self.new_branch()
+        text = "SIP/2.0/%s %s:%d;branch=%s;rport" % (dest.transport, host, port, branch)
+        # Our own Via comes back on top of every response (and our transaction's key is read
+        # from it): what parsing it gives is known here.
+        Via.remember(text, Via(dest.transport.upper(), host, port, {"branch": branch, "rport": None}))
+        return text
 
     # ------------------------------------------------------------ sending
 

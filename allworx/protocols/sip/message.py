@@ -440,7 +440,7 @@ class Via:
     @staticmethod
     def remember(value, via):
         """Keep `via` as what parsing the text `value` gives; returns it."""
-        if len(_VIA_MEMO) > 2048:
+        if len(_VIA_MEMO) > 8192:
             _VIA_MEMO.clear()
         _VIA_MEMO[value] = via
         return via

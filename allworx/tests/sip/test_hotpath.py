@@ -176,3 +176,12 @@ class ViaRewriteTests(unittest.TestCase):
             text = request.get("Via")
             self.assertIn("received=192.168.2.11", text)
             self.assertEqual(request.top_via, Via._parse(text), via)
+
+    def test_our_own_via_is_remembered_as_parsing_it_gives(self):
+        core = self.h.core
+        for dest in (Destination("UDP", "192.168.2.11", 5060), Destination("tcp", "127.0.0.1", 5070),
+                     Destination("TLS", "203.0.113.9", 5061)):
+            text = core.via_for(dest, "z9hG4bKawr1234")
+            self.assertEqual(Via.parse(text), Via._parse(text))
+            text = core.via_for(dest)
+            self.assertEqual(Via.parse(text), Via._parse(text))
