@@ -52,6 +52,9 @@ log = Logger()
 
 # ---------------------------------------------------------------- transports
 
+MAX_UDP_HOSTS = 4096        # hosts remembered as checked for UDP sends
+
+
 class SipDatagram(protocol.DatagramProtocol):
     """UDP: each datagram is one message."""
 
@@ -240,6 +243,7 @@ class SipService(ListeningService):
         self.core.calls.history = self.call_history
         self.core.calls.media.factory = self._relay_session
         self.udp = None
+        self.udp_hosts = set()      # hosts the UDP port's address checks passed
         self.tls_options = tls_options or (lambda: None)
         self.tcp_factory = SipStreamFactory(self.core)
         self.tls_factory = SipStreamFactory(self.core, self.tcp_factory.peers, transport="TLS")
@@ -264,10 +268,26 @@ class SipService(ListeningService):
                 self._connect(dest, data)
             return
         if self.udp is not None and self.udp in self.ports:
+            addr = (dest.host, dest.port)
+            sock = getattr(self.udp, "socket", None)
+            if sock is not None and dest.host in self.udp_hosts:
+                # A host the port's checks passed before (they parse the address up
+                # to four times a datagram): straight to the socket. A failure goes
+                # the port's way below, which says it as before.
+                try:
+                    sock.sendto(data, addr)
+                    return
+                except OSError:
+                    pass
             try:
-                self.udp.write(data, (dest.host, dest.port))
+                self.udp.write(data, addr)
             except OSError as e:
-                log.debug("SIP send to {peer} failed: {error}", peer="%s:%d" % (dest.host, dest.port), error=str(e))
+                log.debug("SIP send to {peer} failed: {error}", peer="%s:%d" % addr, error=str(e))
+                return
+            if sock is not None:
+                if len(self.udp_hosts) >= MAX_UDP_HOSTS:
+                    self.udp_hosts.clear()
+                self.udp_hosts.add(dest.host)
 
     def _connect(self, dest, data):
         """Open a connection to `dest` for `data` (a provider, or a LAN phone; TLS to providers only)."""
