@@ -45,6 +45,86 @@ class RegistrarCostTests(unittest.TestCase):
         self.assertEqual(len(self.registrar.contacts_of("bob")), 1)
         self.assertEqual(self.registrar.next_expiry, self.registrar.contacts_of("bob")[0].expires_at)
 
+    def assertIndexesMatch(self):
+        """The contact and source indexes hold exactly the bindings by_user holds."""
+        every = [b for contacts in self.registrar.by_user.values() for b in contacts.values()]
+        self.assertNotIn({}, list(self.registrar.by_user.values()))
+        by_contact = {}
+        for b in every:
+            by_contact.setdefault(b.contact, []).append(b)
+        self.assertEqual({c: sorted(map(id, bs)) for c, bs in self.registrar.by_contact.items()},
+                         {c: sorted(map(id, bs)) for c, bs in by_contact.items()})
+        by_source = {}
+        for b in every:
+            by_source.setdefault((b.source, b.transport), set()).add(id(b))
+        self.assertEqual({k: set(map(id, v.values())) for k, v in self.registrar.by_source.items()},
+                         by_source)
+
+    def test_calls_find_phones_without_scanning_the_office(self):
+        self.alice.register()
+        self.bob.register()
+        swept = []
+
+        class Watched(dict):
+            def __iter__(inner):
+                swept.append(1)
+                return dict.__iter__(inner)
+
+            def values(inner):
+                swept.append(1)
+                return dict.values(inner)
+        self.registrar.by_user = Watched(self.registrar.by_user)
+        self.assertEqual(self.registrar.phone_at(("192.168.2.12", 5060), "UDP"), "bob")
+        self.assertIsNone(self.registrar.phone_at(("192.168.2.12", 5060), "TCP"))
+        self.assertIsNone(self.registrar.phone_at(("192.168.2.99", 5060), "UDP"))
+        self.assertEqual(self.registrar.destination_of("sip:101@192.168.2.11:5060"),
+                         ("UDP", "192.168.2.11", 5060))
+        self.assertIsNone(self.registrar.destination_of("sip:199@192.168.2.11:5060"))
+        self.assertEqual(swept, [])
+
+    def test_the_indexes_follow_every_change(self):
+        self.alice.register(expires=120)
+        self.bob.register()
+        self.assertIndexesMatch()
+        self.alice.register(expires=120, contact="Contact: <sip:101@192.168.2.11:5062>")
+        self.alice.register(expires=300)                    # a refresh of the first
+        self.assertIndexesMatch()
+        self.assertEqual(len(self.registrar.contacts_of("alice")), 2)
+        self.h.clock.advance(150)                           # the second one expires
+        self.assertEqual(len(self.registrar.contacts_of("alice")), 1)
+        self.assertIndexesMatch()
+        self.assertEqual(self.alice.register(expires=0).code, 200)
+        self.assertIndexesMatch()
+        self.assertEqual(self.registrar.contacts_of("alice"), [])
+        self.assertIsNone(self.registrar.phone_at(("192.168.2.11", 5060), "UDP"))
+        self.h.clock.advance(300)
+        self.assertIndexesMatch()
+
+    def test_phone_at_skips_an_expired_binding_not_yet_swept(self):
+        self.alice.register(expires=120)
+        self.h.clock.advance(121)
+        self.assertIsNone(self.registrar.phone_at(("192.168.2.11", 5060), "UDP"))
+
+    def test_a_removed_user_leaves_no_index_behind(self):
+        self.alice.register()
+        self.bob.register()
+        del self.h.office.config.users["bob"]
+        self.registrar.forget_removed()
+        self.assertIndexesMatch()
+        self.assertIsNone(self.registrar.phone_at(("192.168.2.12", 5060), "UDP"))
+        self.assertEqual(self.registrar.phone_at(("192.168.2.11", 5060), "UDP"), "alice")
+
+    def test_two_users_on_one_source_both_resolve(self):
+        from allworx.protocols.sip.registrar import Binding
+        self.registrar.bind(Binding("alice", "101", "sip:101@192.168.2.20:5060", ("192.168.2.20", 5060),
+                                    "UDP", 1e12))
+        self.registrar.bind(Binding("bob", "102", "sip:102@192.168.2.20:5060", ("192.168.2.20", 5060),
+                                    "UDP", 1e12))
+        self.assertEqual(self.registrar.phone_at(("192.168.2.20", 5060), "UDP"), "alice")
+        self.registrar._remove(self.registrar.by_user["alice"]["sip:101@192.168.2.20:5060"])
+        self.assertEqual(self.registrar.phone_at(("192.168.2.20", 5060), "UDP"), "bob")
+        self.assertIndexesMatch()
+
     def test_a_refreshed_binding_is_kept_when_its_first_expiry_passes(self):
         self.alice.register(expires=120)
         self.h.clock.advance(100)
