@@ -135,7 +135,9 @@ class SipCore:
         self.send_raw = lambda data, dest: None
         self.server_tx = {}       # (branch, sent-by, method) -> ServerTransaction
         self.admitting = set()    # server transaction keys of INVITEs whose login waits
-        self.completed = {}       # key -> (final response bytes, destination): Timer J
+        # key -> the final answer's bytes (b"": kept, nothing to send): Timer J. Bytes
+        # alone, nothing the garbage collector has to walk for each of them.
+        self.completed = {}
         self.completed_order = collections.deque()
         self.sweeper = None
         self.client_tx = {}       # (branch, method) -> ClientTransaction
@@ -255,7 +257,7 @@ class SipCore:
         replied, data = self._replied
         if replied is not response:
             data = self.bounded(request, response.to_bytes(), dest)
-        self._keep(key, data, dest)
+        self._keep(key, data)
 
     def answer(self, request, response, dest):
         """
@@ -265,10 +267,10 @@ class SipCore:
         """
         data = self.reply(request, response, dest)
         if dest.transport == "UDP":
-            self._keep(self._st_key(request, request.method), data, dest)
+            self._keep(self._st_key(request, request.method), data)
 
-    def _keep(self, key, data, dest):
-        self.completed[key] = (data, dest)
+    def _keep(self, key, data):
+        self.completed[key] = data if data is not None else b""
         self.completed_order.append((self.clock.seconds() + 64 * T1, key))
         if self.sweeper is None:
             self.sweeper = self.clock.callLater(1.0, self._sweep)
@@ -406,8 +408,8 @@ class SipCore:
             return
         kept = self.completed.get(key)
         if kept is not None:
-            if kept[0] is not None:
-                self.out(kept[0], dest)
+            if kept:
+                self.out(kept, dest)
             return
         if method == "CANCEL":
             invite = self.server_tx.get(self._st_key(request, "INVITE"))

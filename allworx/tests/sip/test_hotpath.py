@@ -265,3 +265,35 @@ class ViaRewriteTests(unittest.TestCase):
             self.assertEqual(Via.parse(text), Via._parse(text))
             text = core.via_for(dest)
             self.assertEqual(Via.parse(text), Via._parse(text))
+
+
+class HeapTests(unittest.TestCase):
+
+    def test_timer_j_keeps_bytes_only(self):
+        h = Harness(self.mktemp())
+        phone = Phone(h, "101", "192.168.2.11")
+        phone.send(phone.request("OPTIONS", "sip:example.com"))
+        phone.register()
+        self.assertEqual(len(h.core.completed), 3)
+        self.assertEqual({type(v) for v in h.core.completed.values()}, {bytes})
+
+    def test_a_refused_answer_is_kept_as_nothing_to_send(self):
+        h = Harness(self.mktemp())
+        h.core._keep(("z9hG4bKx", "192.168.2.11", 5060, "OPTIONS"), None)
+        self.assertEqual(list(h.core.completed.values()), [b""])
+
+    def test_the_server_settles_the_heap_once_it_is_up(self):
+        import gc
+        from allworx.protocols.sip import service
+        from allworx.tests.siphelpers import FakeMailStore, UdpMemoryReactor, office
+        o = office(self.mktemp())
+        svc = service.SipService(o, FakeMailStore(o), UdpMemoryReactor())
+        svc.core.ua.prompts.spoken = True
+        svc.startService()
+        self.addCleanup(svc.stopService)
+        self.assertEqual(service._SETTLED, [True])
+        self.assertGreaterEqual(gc.get_threshold()[0], service.GC_YOUNG)
+        self.assertGreater(gc.get_freeze_count(), 0)
+        frozen = gc.get_freeze_count()
+        service.settle_heap()                       # once a process: nothing more is frozen
+        self.assertEqual(gc.get_freeze_count(), frozen)
