@@ -5,18 +5,29 @@ SIP benchmark: registrations/s (REGISTER -> 401 -> REGISTER with digest ->
 server to a registered answering phone), and concurrent voicemail recordings
 (RTP at 20 ms) with their loss.
 
-    .venv/bin/python bench/sip.py [--duration 8] [--window 64] [--recordings 50,100,150]
+    python -m bench.sip [--sipp-seconds 5] [--rounds 3] [--no-python] [--profile DIR]
+                        [--duration 8] [--window 64] [--recordings 50,100,150]
 
 The server under test is allworx's SIP service alone (`--serve`, a child
 process on 127.0.0.1, an in-memory mailbox so only SIP and RTP are
-measured). The load generator is this script: a Python UA keeping a window
-of transactions in flight on one UDP socket. When Kamailio is installed
-(Debian package `kamailio`), the same generator and scenarios run against it
-with the peer's configuration (../shared/peers/sip/kamailio.cfg), and each
-figure is printed beside Kamailio's as a ratio. The peer's SIPp figures
-(README there) are printed for reference: SIPp drives far harder than a
-Python generator, so those are an upper bound of the peer, not a like-for-like
-ratio.
+measured), started as the product starts it. The figures that count come
+from SIPp (built once from the peer's source into /tmp/allworx-bench-sipp)
+running the peer's scenarios (../shared/peers/sip/) against allworx and
+against Kamailio (Debian package `kamailio`, the peer's configuration) in the
+same run: the offered rate grows by 1.5x while a step has no failed call and
+no retransmission, then one step between the last pass and the first
+failure. REGISTER then runs `--rounds` consecutive rounds at the best rate
+on the same server (nonces and bindings piling up), each printed: it must
+stay steady. Peak memory of allworx and of Kamailio's process tree is
+printed beside, and the two rows of `make bench` ("SIP REGISTER with digest
+(SIPp)", "SIP calls INVITE-200-ACK-BYE (SIPp)") are reported with
+bench.common.result; `--profile DIR` keeps py-spy flame graphs of allworx
+under each load.
+
+Before that (unless `--no-python`), a Python UA keeping a window of
+transactions in flight on one UDP socket runs the same scenarios against
+both servers (a like-for-like generator, far lighter than SIPp), and the
+voicemail recordings run against allworx.
 """
 
 import argparse
