@@ -38,11 +38,12 @@ RUN_PACKAGES += dnsmasq-base isc-dhcp-client procps socat curl kamailio pebble b
 # and clamd (the optional scanners the server can use).
 TEST_PACKAGES := udhcpc nmap ldap-utils chromium chromium-driver isync iperf3 \
 	rspamd clamav-daemon ntpsec-ntpdig busybox tftp-hpa
-# The benchmarks' peers and load generators: SIPp's build tools, Kea, dnsperf,
+# The benchmarks' peers and load generators: SIPp's build tools and -dev packages
+# (its peer README: cmake g++ libssl-dev libncurses-dev libpugixml-dev libgsl-dev), Kea, dnsperf,
 # Postfix (with OpenDKIM and policyd-spf for bench/mailauth.py), nginx, ab,
 # hping3 (iperf3 and Kamailio come with the other lists), rtpengine and Dovecot (bench/imap.py runs it as its own process: the
 # system's service is disabled), ncat and sox for trying things by hand.
-BENCH_PACKAGES := cmake libpugixml-dev libgsl-dev hping3 kea-dhcp4-server kea-admin \
+BENCH_PACKAGES := cmake g++ libssl-dev libncurses-dev libpugixml-dev libgsl-dev hping3 kea-dhcp4-server kea-admin \
 	dnsperf postfix apache2-utils nginx-light ncat sox rtpengine-daemon dovecot-imapd \
 	opendkim opendkim-tools postfix-policyd-spf-python
 STAMP_APT_RUN := $(VENV)/.apt-run-done

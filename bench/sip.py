@@ -5,18 +5,29 @@ SIP benchmark: registrations/s (REGISTER -> 401 -> REGISTER with digest ->
 server to a registered answering phone), and concurrent voicemail recordings
 (RTP at 20 ms) with their loss.
 
-    .venv/bin/python bench/sip.py [--duration 8] [--window 64] [--recordings 50,100,150]
+    python -m bench.sip [--sipp-seconds 5] [--rounds 3] [--no-python] [--profile DIR]
+                        [--duration 8] [--window 64] [--recordings 50,100,150]
 
 The server under test is allworx's SIP service alone (`--serve`, a child
 process on 127.0.0.1, an in-memory mailbox so only SIP and RTP are
-measured). The load generator is this script: a Python UA keeping a window
-of transactions in flight on one UDP socket. When Kamailio is installed
-(Debian package `kamailio`), the same generator and scenarios run against it
-with the peer's configuration (../shared/peers/sip/kamailio.cfg), and each
-figure is printed beside Kamailio's as a ratio. The peer's SIPp figures
-(README there) are printed for reference: SIPp drives far harder than a
-Python generator, so those are an upper bound of the peer, not a like-for-like
-ratio.
+measured), started as the product starts it. The figures that count come
+from SIPp (built once from the peer's source into /tmp/allworx-bench-sipp)
+running the peer's scenarios (../shared/peers/sip/) against allworx and
+against Kamailio (Debian package `kamailio`, the peer's configuration) in the
+same run: the offered rate grows by 1.5x while a step has no failed call and
+no retransmission, then one step between the last pass and the first
+failure. REGISTER then runs `--rounds` consecutive rounds at the best rate
+on the same server (nonces and bindings piling up), each printed: it must
+stay steady. Peak memory of allworx and of Kamailio's process tree is
+printed beside, and the two rows of `make bench` ("SIP REGISTER with digest
+(SIPp)", "SIP calls INVITE-200-ACK-BYE (SIPp)") are reported with
+bench.common.result; `--profile DIR` keeps py-spy flame graphs of allworx
+under each load.
+
+Before that (unless `--no-python`), a Python UA keeping a window of
+transactions in flight on one UDP socket runs the same scenarios against
+both servers (a like-for-like generator, far lighter than SIPp), and the
+voicemail recordings run against allworx.
 """
 
 import argparse
@@ -38,6 +49,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PEER_DIR = os.path.join(ROOT, "..", "shared", "peers", "sip")
 sys.path.insert(0, ROOT)
+
+from bench import common  # noqa: E402  (ROOT on the path first, when run as a script)
 
 IP = "127.0.0.1"
 ALLWORX_PORT = 15060
@@ -649,17 +662,44 @@ def sipp_step(sipp, port, args, rate, seconds, work, hold=0.0):
     return passed, achieved, succ, fail, retr
 
 
-def sipp_search(sipp, port, args, start, seconds, work, hold=0.0, steps=8):
-    """Raise the rate by 1.5x while steps pass: (best achieved rate, the step that failed or None)."""
-    best, failed, rate = 0.0, None, start
+def sipp_search(sipp, port, args, start, seconds, work, hold=0.0, steps=12):
+    """
+    Raise the rate by 1.5x while steps pass, then try once between the last
+    step that passed and the one that failed: (best achieved rate, the best
+    passing offered rate, the step that failed or None).
+    """
+    best, offered, failed, rate = 0.0, 0, None, start
     for _ in range(steps):
         passed, achieved, succ, fail, retr = sipp_step(sipp, port, args, rate, seconds, work, hold)
         if not passed:
             failed = (rate, succ, fail, retr)
             break
-        best = max(best, achieved)
+        best, offered = max(best, achieved), rate
         rate = int(rate * 1.5)
-    return best, failed
+    if failed is not None and offered:
+        between = int(offered * 1.22)
+        passed, achieved, succ, fail, retr = sipp_step(sipp, port, args, between, seconds, work, hold)
+        if passed:
+            best, offered = max(best, achieved), between
+        else:
+            failed = (between, succ, fail, retr)
+    return best, offered, failed
+
+
+def sipp_rounds(sipp, port, args, rate, seconds, work, rounds):
+    """
+    `rounds` consecutive steps at `rate` on the same server (its nonces and
+    registrations piling up as they would under a sustained burst):
+    [(passed, achieved, successes, failures, retransmissions)], each printed.
+    """
+    out = []
+    for n in range(rounds):
+        step = sipp_step(sipp, port, args, rate, seconds, work)
+        out.append(step)
+        print("    round %d at %d/s: %s, %.0f/s achieved, %d ok, %d failed, %d retransmissions (load %s)"
+              % (n + 1, rate, "passed" if step[0] else "FAILED", step[1], step[2], step[3], step[4],
+                 common.load()), flush=True)
+    return out
 
 
 def sipp_register_and_serve_uas(sipp, port, work, scenario, csv):
@@ -676,30 +716,57 @@ def sipp_register_and_serve_uas(sipp, port, work, scenario, csv):
     return proc if proc.poll() is None else None
 
 
-def sipp_tests(sipp, server, port, work, seconds, users_csv, uas_csv, uas_name, uas_scenario, starts):
-    """The peer's reg_auth and call scenarios against one server: [(server, test, rate, failed step)]."""
+def sipp_tests(sipp, server, port, work, seconds, users_csv, uas_csv, uas_name, uas_scenario, starts,
+               pid=None, rounds=3):
+    """
+    The peer's reg_auth and call scenarios against one server (the process
+    `pid`, for its flame graph): [(server, test, rate, failed step, rounds)].
+    REGISTER is then run `rounds` times more at the best rate found: it must
+    stay steady (the nonce book and the bindings grow as each round goes).
+    """
     out = []
     reg_args = ["-sf", os.path.join(PEER_DIR, "register_auth.xml"), "-inf", users_csv]
     if "reg_auth" in starts:
-        best, failed = sipp_search(sipp, port, reg_args, starts["reg_auth"], seconds, work)
-        out.append((server, "reg_auth", best, failed))
+        best, offered, failed = sipp_search(sipp, port, reg_args, starts["reg_auth"], seconds, work)
+        steady = []
+        if offered and rounds:
+            print("  %s REGISTER with digest, %d consecutive rounds at the best rate:" % (server, rounds))
+            with common.Flame(pid or 0, "sip-register-%s" % server, rounds * seconds) if pid else _Nothing():
+                steady = sipp_rounds(sipp, port, reg_args, offered, seconds, work, rounds)
+        out.append((server, "reg_auth", best, failed, steady))
     if "call" in starts:
         uas = sipp_register_and_serve_uas(sipp, port, work, uas_scenario, uas_csv)
         if uas is None:
-            out.append((server, "call", 0.0, "the SIPp UAS could not register"))
+            out.append((server, "call", 0.0, "the SIPp UAS could not register", []))
         else:
             try:
                 args = ["-sf", os.path.join(PEER_DIR, "uac_call.xml"), "-s", uas_name, "-d", "500"]
-                best, failed = sipp_search(sipp, port, args, starts["call"], seconds, work, hold=0.5)
-                out.append((server, "call", best, failed))
+                best, offered, failed = sipp_search(sipp, port, args, starts["call"], seconds, work, hold=0.5)
+                if offered and pid:
+                    # The flame graph of calls at the best rate found (not counted in the figure).
+                    with common.Flame(pid, "sip-calls-%s" % server, seconds):
+                        sipp_step(sipp, port, args, offered, seconds, work, hold=0.5)
+                out.append((server, "call", best, failed, []))
             finally:
                 stop(uas)
     return out
 
 
-def run_sipp_suite(sipp, work, seconds, kamailio=True):
-    """SIPp against allworx and Kamailio, the same scenarios and rate search for both."""
-    results = []
+class _Nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def run_sipp_suite(sipp, work, seconds, kamailio=True, rounds=3):
+    """
+    SIPp against allworx and Kamailio, the same scenarios, rate search and
+    rounds for both: ([(server, test, rate, failed step, rounds)],
+    {server: peak memory in MB}).
+    """
+    results, memory = [], {}
     users_csv = os.path.join(work, "allworx-users.csv")
     with open(users_csv, "w") as f:
         f.write("SEQUENTIAL\n" + "".join("%d;[authentication username=%d password=secret]\n"
@@ -709,12 +776,12 @@ def run_sipp_suite(sipp, work, seconds, kamailio=True):
         f.write("SEQUENTIAL\n%s;[authentication username=%s password=secret]\n" % (UAS_EXT, UAS_EXT))
     proc, _ = start_allworx(work)
     try:
-        results += sipp_tests(sipp, ALLWORX_PORT, ALLWORX_PORT, work, seconds, users_csv, uas_csv, UAS_EXT,
+        results += sipp_tests(sipp, "allworx", ALLWORX_PORT, work, seconds, users_csv, uas_csv, UAS_EXT,
                               os.path.join(PEER_DIR, "register_auth.xml"),
-                              {"reg_auth": 200, "call": 50})
+                              {"reg_auth": 500, "call": 100}, pid=proc.pid, rounds=rounds)
+        memory["allworx"] = common.peak_rss_mb(proc.pid)
     finally:
         stop(proc)
-    results = [("allworx",) + r[1:] for r in results]
     peer_users = os.path.join(PEER_DIR, "users.csv")
     peer_uas = os.path.join(PEER_DIR, "uas_user.csv")
     for auth, test, start in ((True, "reg_auth", 1000), (False, "call", 300)) if kamailio else ():
@@ -723,29 +790,47 @@ def run_sipp_suite(sipp, work, seconds, kamailio=True):
             continue
         try:
             scenario = os.path.join(PEER_DIR, "register_auth.xml" if auth else "register_noauth.xml")
-            got = sipp_tests(sipp, "kamailio", KAMAILIO_PORT, work, seconds, peer_users, peer_uas, "uas",
-                             scenario, {test: start})
-            results += got
+            results += sipp_tests(sipp, "kamailio", KAMAILIO_PORT, work, seconds, peer_users, peer_uas,
+                                  "uas", scenario, {test: start}, rounds=rounds)
+            memory["kamailio"] = max(memory.get("kamailio", 0.0), common.peak_rss_mb(kam.pid))
         finally:
             stop(kam)
-    return results
+    return results, memory
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per rate test")
-    parser.add_argument("--window", type=int, default=64, help="scenarios in flight")
-    parser.add_argument("--recordings", default="50,100,150", help="concurrent voicemail calls to try")
-    parser.add_argument("--record-seconds", type=float, default=8.0)
-    parser.add_argument("--no-kamailio", action="store_true")
-    parser.add_argument("--no-sipp", action="store_true", help="skip the SIPp runs")
-    parser.add_argument("--sipp-seconds", type=float, default=5.0, help="seconds per SIPp step")
-    parser.add_argument("--serve", nargs=3, metavar=("PORT", "DATA_DIR", "STATS"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.serve:
-        return serve(int(args.serve[0]), args.serve[1], args.serve[2])
+def report_sipp(sipp_results, memory, seconds):
+    """Print the SIPp figures, each REGISTER round, memory, and the two result rows."""
+    print("SIPp (peer scenarios register_auth.xml, uac_call.xml -d 500; rate x1.5 while a %.0f s step "
+          "has 0 failed calls and 0 retransmissions, then once between; load %s):"
+          % (seconds, common.load()))
+    for server, test, best, failed, steady in sipp_results:
+        print("  %-9s %-9s %8.0f /s%s" % (server, test, best,
+                                         "" if failed is None else "  (next step failed: %s)" % (failed,)))
+        if steady:
+            rates = [r[1] for r in steady]
+            print("  %-9s %-9s rounds %s /s: %s" % (
+                server, test, ", ".join("%.0f" % r for r in rates),
+                "steady" if all(r[0] for r in steady) and min(rates) >= 0.8 * max(rates)
+                else "NOT steady"))
+    by = {(s_, t): (b, st) for s_, t, b, _, st in sipp_results}
+    if "allworx" in memory:
+        print(common.memory_line("SIP", memory["allworx"], "Kamailio", memory.get("kamailio", 0.0)))
+    rows = (("reg_auth", "SIP REGISTER with digest (SIPp)", 0.5, "registrations/s"),
+            ("call", "SIP calls INVITE-200-ACK-BYE (SIPp)", 0.8, "calls/s"))
+    for test, path, goal, unit in rows:
+        if ("allworx", test) not in by:
+            continue
+        mine, steady = by[("allworx", test)]
+        peer = by.get(("kamailio", test), (None, []))[0]
+        note = ""
+        if steady:
+            note = "rounds at the best rate: %s /s" % ", ".join("%.0f" % r[1] for r in steady)
+        common.result(path, mine, peer or None, "Kamailio", unit, goal,
+                      allworx_mb=memory.get("allworx"), peer_mb=memory.get("kamailio"), note=note)
 
-    work = tempfile.mkdtemp(prefix="allworx-bench-sip-")
+
+def python_generator(args, work):
+    """The Python generator's runs against both servers and the voicemail recordings, printed."""
     results = []
     proc, stats = start_allworx(work)
     try:
@@ -803,22 +888,44 @@ def main(argv=None):
         if ("kamailio", test) in by and by[("kamailio", test)]:
             print("ratio %-9s allworx/kamailio = %.2f (same generator)"
                   % (test, by[("allworx", test)] / by[("kamailio", test)]))
+    return recordings
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per rate test")
+    parser.add_argument("--window", type=int, default=64, help="scenarios in flight")
+    parser.add_argument("--recordings", default="50,100,150", help="concurrent voicemail calls to try")
+    parser.add_argument("--record-seconds", type=float, default=8.0)
+    parser.add_argument("--no-kamailio", action="store_true")
+    parser.add_argument("--no-sipp", action="store_true", help="skip the SIPp runs")
+    parser.add_argument("--sipp-seconds", type=float, default=5.0, help="seconds per SIPp step")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="consecutive REGISTER rounds at the best rate (steady under load)")
+    parser.add_argument("--no-python", action="store_true",
+                        help="skip the Python generator's runs and the voicemail recordings")
+    parser.add_argument("--profile", metavar="DIR", help="keep py-spy flame graphs of the server in DIR")
+    parser.add_argument("--serve", nargs=3, metavar=("PORT", "DATA_DIR", "STATS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        return serve(int(args.serve[0]), args.serve[1], args.serve[2])
+    if args.profile:
+        os.environ[common.PROFILE_ENV] = os.path.abspath(args.profile)
+
+    work = tempfile.mkdtemp(prefix="allworx-bench-sip-")
+    print("SIP benchmark, load %s at the start" % common.load(), flush=True)
+    recordings = [] if args.no_python else python_generator(args, work)
     print(PEER_FIGURES)
     sipp = None if args.no_sipp else find_or_build_sipp()
     if sipp is not None:
-        sipp_results = run_sipp_suite(sipp, work, args.sipp_seconds, kamailio=not args.no_kamailio)
-        print("SIPp (peer scenarios register_auth.xml, uac_call.xml -d 500; rate x1.5 while a %.0f s step "
-              "has 0 failed calls and 0 retransmissions):" % args.sipp_seconds)
-        for server, test, best, failed in sipp_results:
-            print("  %-9s %-9s %8.0f /s%s" % (server, test, best,
-                                             "" if failed is None else "  (next step failed: %s)" % (failed,)))
-        sby = {(s_, t): b for s_, t, b, _ in sipp_results}
-        for test in ("reg_auth", "call"):
-            if sby.get(("kamailio", test)):
-                print("  ratio %-9s allworx/kamailio = %.2f (SIPp)" % (test, sby.get(("allworx", test), 0)
-                                                                      / sby[("kamailio", test)]))
-    print("voicemail recordings (20 ms PCMU, %.0f s each; target: 100 calls with < 0.1%% loss):"
-          % args.record_seconds)
+        sipp_results, memory = run_sipp_suite(sipp, work, args.sipp_seconds, kamailio=not args.no_kamailio,
+                                              rounds=args.rounds)
+        report_sipp(sipp_results, memory, args.sipp_seconds)
+    elif not args.no_sipp:
+        print("SIPp is missing and could not be built: no result rows (see above)")
+    if recordings:
+        print("voicemail recordings (20 ms PCMU, %.0f s each; target: 100 calls with < 0.1%% loss):"
+              % args.record_seconds)
     for n, established, sent, received, lost, loss, recorded, late in recordings:
         print("  %4d calls: %d answered, RTP sent %d received %d (loss %.3f%%, jitter-buffer gaps %d), "
               "recorded %.1f s per message, generator late %.0f ms %s"

@@ -65,6 +65,9 @@ CHALLENGE_TAG = "awc"                   # To tags of our stateless challenges an
 UDP_FLOOR = 512
 
 
+_RPORT = re.compile(r";\s*rport\b(?!=)", re.I)
+
+
 def udp_limit(size):
     """The most bytes answered over UDP to an unproven request of `size` bytes."""
     return max(2 * size, UDP_FLOOR)
@@ -132,7 +135,9 @@ class SipCore:
         self.send_raw = lambda data, dest: None
         self.server_tx = {}       # (branch, sent-by, method) -> ServerTransaction
         self.admitting = set()    # server transaction keys of INVITEs whose login waits
-        self.completed = {}       # key -> (final response bytes, destination): Timer J
+        # key -> the final answer's bytes (b"": kept, nothing to send): Timer J. Bytes
+        # alone, nothing the garbage collector has to walk for each of them.
+        self.completed = {}
         self.completed_order = collections.deque()
         self.sweeper = None
         self.client_tx = {}       # (branch, method) -> ClientTransaction
@@ -143,6 +148,8 @@ class SipCore:
         self.outside = None       # the B2BUA of calls to and from outside lines (outside.py)
         self.sites = None         # calls to other sites, trust of their servers (sites.py)
         self.checksync = None     # check-sync NOTIFYs to provisioned phones (checksync.py)
+        self._ours = (None, None, None, None)   # (config, WAN address, our hosts, our ports)
+        self._replied = (None, None)            # the response `reply` sent last, and its bytes
 
     # ------------------------------------------------------------ addresses
 
@@ -168,10 +175,15 @@ class SipCore:
         return self.office.config.sip.tls_port if transport.upper() == "TLS" else self.port
 
     def is_us(self, host, port):
-        ours = {str(self.office.config.lan_ip), "127.0.0.1", "localhost"}
-        if self.office.wan_ip is not None:
-            ours.add(str(self.office.wan_ip))
-        return host in ours and (port or 5060) in (self.port, self.office.config.sip.tls_port)
+        config, wan_ip = self.office.config, self.office.wan_ip
+        known = self._ours
+        if known[0] is not config or known[1] != wan_ip:
+            # Asked several times for every relayed message: made again only when these change.
+            hosts = {str(config.lan_ip), "127.0.0.1", "localhost"}
+            if wan_ip is not None:
+                hosts.add(str(wan_ip))
+            known = self._ours = (config, wan_ip, hosts, (config.sip.port, config.sip.tls_port))
+        return host in known[2] and (port or 5060) in known[3]
 
     def new_branch(self):
         return BRANCH_MAGIC + os.urandom(8).hex()
@@ -180,9 +192,12 @@ class SipCore:
         return os.urandom(6).hex()
 
     def via_for(self, dest, branch=None):
-        return "SIP/2.0/%s %s:%d;branch=%s;rport" % (
-            dest.transport, self.local_host(dest.host), self.port_for(dest.transport),
-            branch or self.new_branch())
+        host, port, branch = self.local_host(dest.host), self.port_for(dest.transport), branch or self.new_branch()
+        text = "SIP/2.0/%s %s:%d;branch=%s;rport" % (dest.transport, host, port, branch)
+        # Our own Via comes back on top of every response (and our transaction's key is read
+        # from it): what parsing it gives is known here.
+        Via.remember(text, Via(dest.transport.upper(), host, port, {"branch": branch, "rport": None}))
+        return text
 
     # ------------------------------------------------------------ sending
 
@@ -197,10 +212,12 @@ class SipCore:
             self.send_raw(data, dest)
 
     def reply(self, request, response, dest):
-        """Send a response to `request`; what `bounded` refuses is dropped."""
+        """Send a response to `request`; what `bounded` refuses is dropped. Returns what was sent."""
         data = self.bounded(request, response.to_bytes(), dest)
         if data is not None:
             self.out(data, dest)
+        self._replied = (response, data)
+        return data
 
     def bounded(self, request, data, dest, size=None):
         """
@@ -237,7 +254,23 @@ class SipCore:
 
     def _keep_final(self, key, request, response, dest):
         """Timer J for a completed non-INVITE transaction: its final answer, bytes only (None: none)."""
-        self.completed[key] = (self.bounded(request, response.to_bytes(), dest), dest)
+        replied, data = self._replied
+        if replied is not response:
+            data = self.bounded(request, response.to_bytes(), dest)
+        self._keep(key, data)
+
+    def answer(self, request, response, dest):
+        """
+        The final answer to a new non-INVITE request, given at once: what its
+        server transaction would do (send it; over UDP keep its bytes for
+        Timer J's retransmissions), without making one.
+        """
+        data = self.reply(request, response, dest)
+        if dest.transport == "UDP":
+            self._keep(self._st_key(request, request.method), data)
+
+    def _keep(self, key, data):
+        self.completed[key] = data if data is not None else b""
         self.completed_order.append((self.clock.seconds() + 64 * T1, key))
         if self.sweeper is None:
             self.sweeper = self.clock.callLater(1.0, self._sweep)
@@ -341,10 +374,15 @@ class SipCore:
         # RFC 3581: note where it came from so responses find the way back.
         if "received" not in via.params:
             text = request.get("Via")
-            if "rport" in via.params and via.params["rport"] is None:
-                text = re.sub(r";\s*rport\b(?!=)", ";rport=%d" % dest.port, text, count=1, flags=re.I)
+            params = dict(via.params)
+            if "rport" in params and params["rport"] is None:
+                text = _RPORT.sub(";rport=%d" % dest.port, text, count=1)
+                params["rport"] = str(dest.port)
             text += ";received=%s" % dest.host
+            params["received"] = dest.host
             request.headers[request.headers.index(("Via", request.get("Via")))] = ("Via", text)
+            # What parsing the new text gives, known already: no second parse of the Via.
+            Via.remember(text, Via(via.transport, via.host, via.port, params))
         method = request.method.upper()
         if method != request.method:
             return self.reply(request, make_response(request, 405), dest)
@@ -370,8 +408,8 @@ class SipCore:
             return
         kept = self.completed.get(key)
         if kept is not None:
-            if kept[0] is not None:
-                self.out(kept[0], dest)
+            if kept:
+                self.out(kept, dest)
             return
         if method == "CANCEL":
             invite = self.server_tx.get(self._st_key(request, "INVITE"))
@@ -449,6 +487,14 @@ class SipCore:
 
     def _new_request(self, request, dest, method, trunk=None):
         """A new request outside any dialog, its sender admitted: open its transaction and act."""
+        if method == "REGISTER" and trunk is None:
+            result = self.registrar.handle(request, (dest.host, dest.port), dest.transport)
+            if isinstance(result, defer.Deferred):
+                # A login the throttle holds back: its transaction absorbs retransmissions.
+                result.addCallback(self.server_transaction(request, dest).respond)
+            else:
+                self.answer(request, result, dest)
+            return
         st = self.server_transaction(request, dest)
         if trunk is not None:
             # From a provider: only calls to the office's numbers and keep-alives.
@@ -462,10 +508,7 @@ class SipCore:
                 return st.respond(make_response(request, 200, to_tag=self.new_tag(), extra=[
                     ("Allow", ALLOW), ("Accept", "application/sdp")]))
             return st.respond(make_response(request, 403, to_tag=self.new_tag()))
-        if method == "REGISTER":
-            result = self.registrar.handle(request, (dest.host, dest.port), dest.transport)
-            defer.maybeDeferred(lambda: result).addCallback(st.respond)
-        elif method == "INVITE":
+        if method == "INVITE":
             if not _contact_is_sip(request):
                 # RFC 3261 8.1.1.8: the dialog's remote target, which our BYE would go to.
                 return st.respond(make_response(request, 400, "Bad Request (Contact)",

@@ -254,7 +254,21 @@ class Response(SipMessage):
     is_request = False
 
 
+_CSEQ_MEMO = {}       # CSeq text -> (number, METHOD): the same few texts come again and again
+
+
 def parse_cseq(value):
+    hit = _CSEQ_MEMO.get(value)
+    if hit is not None:
+        return hit
+    parsed = _parse_cseq(value)
+    if len(_CSEQ_MEMO) > 4096:
+        _CSEQ_MEMO.clear()
+    _CSEQ_MEMO[value] = parsed
+    return parsed
+
+
+def _parse_cseq(value):
     parts = value.split()
     if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 10:
         raise SipParseError("bad CSeq %r" % value)
@@ -280,6 +294,22 @@ def header_end(buffer):
     return min(cands) if cands else -1
 
 
+def _unfold(text):
+    """The start line and the header lines of any line ends, continuation lines joined."""
+    raw_lines = text.split("\n")
+    lines = [raw_lines[0]]
+    for line in raw_lines[1:]:
+        if line[-1:] == "\r":
+            line = line[:-1]
+        if line[:1] in (" ", "\t"):
+            if len(lines) == 1:
+                raise SipParseError("continuation line before any header")
+            lines[-1] += " " + line.strip()
+        elif line and not line.isspace():
+            lines.append(line)
+    return lines
+
+
 def parse(data, stream=False):
     """
     A `Request` or `Response` from one datagram (or one framed stream
@@ -295,20 +325,15 @@ def parse(data, stream=False):
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         raise SipParseError("header is not UTF-8")
-    raw_lines = text.split("\n")
-    start = raw_lines[0].strip()
+    if "\r\n " in text or "\r\n\t" in text or text.count("\n") != text.count("\r\n"):
+        lines = _unfold(text)
+    else:
+        # What phones send: CRLF line ends, no folding, no blank line before the end.
+        lines = text.split("\r\n")
+    start = lines[0].strip()
     if not start:
         raise SipParseError("no start line")
-    lines = []
-    for line in raw_lines[1:]:
-        if line[-1:] == "\r":
-            line = line[:-1]
-        if line[:1] in (" ", "\t"):
-            if not lines:
-                raise SipParseError("continuation line before any header")
-            lines[-1] += " " + line.strip()
-        elif line and not line.isspace():
-            lines.append(line)
+    lines = [line for line in lines[1:] if line and not line.isspace()]
     if len(lines) > MAX_HEADERS:
         raise SipParseError("more than %d header lines" % MAX_HEADERS)
     headers = []
@@ -410,8 +435,12 @@ class Via:
         hit = _VIA_MEMO.get(value)
         if hit is not None:
             return hit
-        via = cls._parse(value)
-        if len(_VIA_MEMO) > 2048:
+        return cls.remember(value, cls._parse(value))
+
+    @staticmethod
+    def remember(value, via):
+        """Keep `via` as what parsing the text `value` gives; returns it."""
+        if len(_VIA_MEMO) > 8192:
             _VIA_MEMO.clear()
         _VIA_MEMO[value] = via
         return via

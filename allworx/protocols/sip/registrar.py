@@ -52,6 +52,16 @@ MAX_EXPIRES = 3600
 MIN_EXPIRES = 60
 MAX_CONTACTS = 5
 
+_OUTCOMES = {}
+
+
+def _outcome(name):
+    """Count a REGISTER outcome (the labelled child looked up once, not per message)."""
+    child = _OUTCOMES.get(name)
+    if child is None:
+        child = _OUTCOMES[name] = REGISTERS.labels(name)
+    child.inc()
+
 
 @attr.s(slots=True)
 class Binding:
@@ -84,8 +94,18 @@ class Registrar:
         self.checker = checker or DigestChecker(office, NonceBook(clock), phonebook)
         self.throttle = throttle if throttle is not None else LoginThrottle(clock)
         self.by_user = {}          # user name -> {contact: Binding}
+        # Indexes of the same bindings, so that the lookups of every call and
+        # relayed request do not scan the office: contact -> [Binding], and
+        # (source, transport) -> {(user, contact): Binding}, in the order made.
+        # Every change goes through _add and _remove.
+        self.by_contact = {}
+        self.by_source = {}
         self.calls = calls         # the call router, for active_calls()
         self.on_change = []        # callbacks(user) when a user's bindings change
+        # No binding expires before this time: `expire` is O(1) until then
+        # (every lookup calls it; a sweep of the whole book per INVITE grew
+        # with the office).
+        self.next_expiry = float("inf")
 
     # ------------------------------------------------------------ IRegistrations
 
@@ -121,7 +141,8 @@ class Registrar:
         for name in list(self.by_user):
             user = config.users.get(name)
             if user is None or not user.extension or not (user.sip_digest or name in phones):
-                del self.by_user[name]
+                for b in list(self.by_user[name].values()):
+                    self._remove(b)
                 log.info("SIP registrations of {user} dropped: the user changed", user=name)
                 self._changed(name)
                 continue
@@ -131,28 +152,25 @@ class Registrar:
             for c in gone:
                 log.info("SIP registration of {user} at {contact} dropped: phone {mac} is no "
                          "longer theirs", user=name, contact=c, mac=contacts[c].mac)
-                del contacts[c]
-            if not contacts:
-                del self.by_user[name]
+                self._remove(contacts[c])
             if gone:
                 self._changed(name)
+        BINDINGS.set(sum(len(c) for c in self.by_user.values()))
 
     def destination_of(self, contact):
         """(transport, host, port) a registered contact URI is reached at, or None."""
-        for contacts in self.by_user.values():
-            b = contacts.get(contact)
-            if b is not None:
-                return (b.transport, b.source[0], b.source[1])
+        found = self.by_contact.get(contact)
+        if found:
+            b = found[0]
+            return (b.transport, b.source[0], b.source[1])
         return None
 
     def phone_at(self, source, transport):
         """The user with a live registration from exactly `source` (host, port) over `transport`, or None."""
         now = self.clock.seconds()
-        source = tuple(source)
-        for contacts in self.by_user.values():
-            for b in contacts.values():
-                if b.source == source and b.transport == transport and b.expires_at > now:
-                    return b.user
+        for b in self.by_source.get((tuple(source), transport), {}).values():
+            if b.expires_at > now:
+                return b.user
         return None
 
     def registered_from(self, user_name, host):
@@ -174,17 +192,53 @@ class Registrar:
 
     def expire(self):
         now = self.clock.seconds()
+        if now < self.next_expiry:
+            return
+        soonest = float("inf")
         for user in list(self.by_user):
             contacts = self.by_user[user]
             gone = [c for c, b in contacts.items() if b.expires_at <= now]
             for c in gone:
-                del contacts[c]
+                self._remove(contacts[c])
                 log.info("SIP registration of {user} at {contact} expired", user=user, contact=c)
-            if not contacts:
-                del self.by_user[user]
+            if user in self.by_user:
+                soonest = min(soonest, min(b.expires_at for b in contacts.values()))
             if gone:
                 self._changed(user)
+        self.next_expiry = soonest
         BINDINGS.set(sum(len(c) for c in self.by_user.values()))
+
+    def bind(self, binding):
+        """Keep `binding` (in place of that user's binding of its contact, if any)."""
+        old = self.by_user.get(binding.user, {}).get(binding.contact)
+        if old is not None:
+            self._remove(old)
+        self.by_user.setdefault(binding.user, {})[binding.contact] = binding
+        self.by_contact.setdefault(binding.contact, []).append(binding)
+        self.by_source.setdefault((binding.source, binding.transport), {})[
+            (binding.user, binding.contact)] = binding
+        if binding.expires_at < self.next_expiry:
+            self.next_expiry = binding.expires_at
+
+    def _remove(self, binding):
+        """Forget `binding` everywhere (a user without bindings left goes too)."""
+        contacts = self.by_user.get(binding.user)
+        if contacts is not None and contacts.get(binding.contact) is binding:
+            del contacts[binding.contact]
+            if not contacts:
+                del self.by_user[binding.user]
+        same = self.by_contact.get(binding.contact)
+        if same is not None:
+            same[:] = [b for b in same if b is not binding]
+            if not same:
+                del self.by_contact[binding.contact]
+        key = (binding.source, binding.transport)
+        at = self.by_source.get(key)
+        if at is not None:
+            if at.get((binding.user, binding.contact)) is binding:
+                del at[(binding.user, binding.contact)]
+            if not at:
+                del self.by_source[key]
 
     def _changed(self, user):
         for cb in self.on_change:
@@ -221,22 +275,22 @@ class Registrar:
     def _locked(self, failure, request, to_tag=None):
         failure.trap(LockedOut)
         if request.method == "REGISTER":
-            REGISTERS.labels("locked").inc()
+            _outcome("locked")
         return make_response(request, 403, "Forbidden (%s)" % until_text(failure.value.until),
                              to_tag=to_tag or _tag(request))
 
     def _checked(self, request, source, transport, authorization, who):
         status, value, mac = self.checker.check_phone(request, authorization)
         if status == "challenge":
-            REGISTERS.labels("challenged").inc()
+            _outcome("challenged")
             return self._slow(source[0], make_response(
                 request, 401, to_tag=_tag(request), extra=self.checker.challenge_headers(request)))
         if status == "stale":
-            REGISTERS.labels("stale").inc()
+            _outcome("stale")
             return make_response(request, 401, to_tag=_tag(request),
                                  extra=self.checker.challenge_headers(request, stale=True))
         if status == "fail":
-            REGISTERS.labels("refused").inc()
+            _outcome("refused")
             self.throttle.failed(source[0], who)
             log.info("SIP REGISTER from {source} refused: {reason}",
                      source="%s:%d" % source, reason=value)
@@ -250,7 +304,7 @@ class Registrar:
         except SipParseError:
             return make_response(request, 400, "Bad To header")
         if to_uri.user not in (user.extension, user.name):
-            REGISTERS.labels("refused").inc()
+            _outcome("refused")
             return make_response(request, 403, to_tag=_tag(request))
         return self._update(request, user, source, transport, mac)
 
@@ -302,13 +356,15 @@ class Registrar:
         except ValueError:
             return make_response(request, 400, "Bad Expires header")
         contacts = request.get_all("Contact")
-        mine = self.by_user.setdefault(user.name, {})
+        mine = self.by_user.get(user.name, {})
+        before = len(mine)
         changed = False
         if contacts == ["*"]:
             if default != 0:
                 return make_response(request, 400, "Contact * needs Expires: 0")
             changed = bool(mine)
-            mine.clear()
+            for b in list(mine.values()):
+                self._remove(b)
         else:
             for value in contacts:
                 try:
@@ -318,7 +374,10 @@ class Registrar:
                 except (SipParseError, ValueError):
                     return make_response(request, 400, "Bad Contact header")
                 if expires == 0:
-                    changed |= mine.pop(na.uri, None) is not None
+                    gone = mine.get(na.uri)
+                    if gone is not None:
+                        self._remove(gone)
+                        changed = True
                     continue
                 if expires < MIN_EXPIRES:
                     return make_response(request, 423, extra=[("Min-Expires", str(MIN_EXPIRES))])
@@ -327,23 +386,23 @@ class Registrar:
                 if old is not None and old.call_id == request.call_id and request.cseq[0] <= old.cseq:
                     return make_response(request, 500, "Out of order REGISTER")
                 if old is None and len(mine) >= MAX_CONTACTS:
-                    REGISTERS.labels("too_many").inc()
+                    _outcome("too_many")
                     log.warn("SIP user {user} already has {n} phones registered; refused {contact}",
                              user=user.name, n=MAX_CONTACTS, contact=na.uri)
                     return make_response(request, 403, "Too many registrations (at most %d per user)"
                                          % MAX_CONTACTS)
-                mine[na.uri] = Binding(user.name, user.extension, na.uri, tuple(source), transport,
-                                       now + expires, request.call_id, request.cseq[0],
-                                       request.get("User-Agent"), mac)
+                self.bind(Binding(user.name, user.extension, na.uri, tuple(source), transport,
+                                  now + expires, request.call_id, request.cseq[0],
+                                  request.get("User-Agent"), mac))
+                mine = self.by_user[user.name]
                 if old is None:
                     changed = True
                     log.info("SIP {user} ({ext}) registered at {contact} from {source}",
                              user=user.name, ext=user.extension, contact=na.uri,
                              source="%s:%d" % tuple(source))
-        if not mine:
-            del self.by_user[user.name]
-        REGISTERS.labels("ok").inc()
-        BINDINGS.set(sum(len(c) for c in self.by_user.values()))
+        _outcome("ok")
+        if len(mine) != before:
+            BINDINGS.inc(len(mine) - before)       # not a count over every user per REGISTER
         resp = make_response(request, 200, to_tag=_tag(request))
         for b in mine.values():
             resp.add("Contact", "<%s>;expires=%d" % (b.contact, max(0, int(b.expires_at - now))))

@@ -63,6 +63,23 @@ class SipMarkTests(unittest.TestCase):
         self.assertTrue(answer.startswith(b"SIP/2.0 200"), answer)
         self.assertEqual(tos, 0x60)
 
+    @defer.inlineCallbacks
+    def test_answers_to_a_host_checked_once_go_straight_to_the_socket_still_marked(self):
+        phone = TosReceiver()
+        self.addCleanup(phone.close)
+        for n in range(3):
+            options = Phone(None, "101", *phone.address).request("OPTIONS", "sip:example.com")
+            phone.sock.sendto(options, ("127.0.0.1", self.udp.getHost().port))
+            [(answer, tos)] = yield phone.wait(1)
+            self.assertTrue(answer.startswith(b"SIP/2.0 200"), answer)
+            self.assertEqual(tos, 0x60)
+        self.assertEqual(self.svc.udp_hosts, {"127.0.0.1"})
+
+    def test_a_name_instead_of_an_address_is_refused_every_time(self):
+        for n in range(2):
+            self.assertRaises(ValueError, self.svc._send_raw, b"x", Destination("UDP", "localhost", 5060))
+        self.assertEqual(self.svc.udp_hosts, set())
+
     def test_tcp_and_tls_listeners_are_marked_cs3(self):
         self.assertEqual(marked(self.tcp.socket), 0x60)
         self.assertEqual(marked(self.tls.socket), 0x60)

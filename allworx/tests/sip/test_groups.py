@@ -48,8 +48,7 @@ class RouterHarness(unittest.TestCase):
         from allworx.protocols.sip.registrar import Binding
         user = self.h.office.config.user_by_extension(ext)
         contact = "sip:%s@%s:5060" % (ext, ip)
-        self.h.core.registrar.by_user.setdefault(user.name, {})[contact] = Binding(
-            user.name, ext, contact, (ip, 5060), "UDP", 1e12)
+        self.h.core.registrar.bind(Binding(user.name, ext, contact, (ip, 5060), "UDP", 1e12))
         self.phones[ext] = ip
 
     def call(self, number):

@@ -265,10 +265,9 @@ class OutsideTests(OutsideHarness):
 
     def test_a_user_without_outside_calls_gets_403_but_emergency_goes_out(self):
         dave = Phone(self.h, "104", "192.168.2.14")
-        self.h.core.registrar.by_user.setdefault("dave", {})
         # Dave's phone proves itself as the registrar would have it.
-        self.h.core.registrar.by_user["dave"]["sip:104@192.168.2.14:5060"] = Binding(
-            "dave", "104", "sip:104@192.168.2.14:5060", ("192.168.2.14", 5060), "UDP", 1e12)
+        self.h.core.registrar.bind(Binding(
+            "dave", "104", "sip:104@192.168.2.14:5060", ("192.168.2.14", 5060), "UDP", 1e12))
         out = self.dial_out(phone=dave)
         self.assertEqual([m.code for m, d in out if not m.is_request and m.code >= 200], [403])
         self.assertFalse([m for m, d in out if m.is_request])

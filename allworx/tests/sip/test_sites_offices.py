@@ -79,8 +79,7 @@ class TwoOfficesTests(unittest.TestCase):
         self.assertEqual(self.alice.register().code, 200)
         self.main.take()
         contact = "sip:201@%s:%d" % BEA_PHONE
-        self.branch.core.registrar.by_user.setdefault("bea", {})[contact] = Binding(
-            "bea", "201", contact, BEA_PHONE, "UDP", 1e12)
+        self.branch.core.registrar.bind(Binding("bea", "201", contact, BEA_PHONE, "UDP", 1e12))
         self.down = False       # the branch's server stopped: nothing reaches it
 
     def exchange(self, rounds=20):

@@ -1,0 +1,299 @@
+"""
+Tests of the SIP hot path's shortcuts (bench/sip.py measures it): each
+must give exactly what the long way gives, and its cost must not grow with
+the office.
+"""
+
+from prometheus_client import REGISTRY
+from twisted.trial import unittest
+
+from allworx.protocols.sip import credentials, message
+from allworx.protocols.sip.core import Destination
+from allworx.protocols.sip.message import Via, parse
+from allworx.tests.siphelpers import Harness, Phone
+
+
+def _bindings_gauge():
+    return REGISTRY.get_sample_value("allworx_sip_bindings")
+
+
+class RegistrarCostTests(unittest.TestCase):
+
+    def setUp(self):
+        self.h = Harness(self.mktemp())
+        self.registrar = self.h.core.registrar
+        self.alice = Phone(self.h, "101", "192.168.2.11")
+        self.bob = Phone(self.h, "102", "192.168.2.12")
+
+    def test_lookups_do_not_sweep_every_user_before_a_binding_is_due(self):
+        self.assertEqual(self.alice.register(expires=120).code, 200)
+        self.assertEqual(self.bob.register(expires=600).code, 200)
+        swept = []
+
+        class Watched(dict):
+            def __iter__(inner):
+                swept.append(1)
+                return dict.__iter__(inner)
+        self.registrar.by_user = Watched(self.registrar.by_user)
+        for _ in range(10):
+            self.registrar.contacts_of("alice")
+            self.registrar.expire()
+        self.assertEqual(swept, [])
+        self.h.clock.advance(121)
+        self.assertEqual(self.registrar.contacts_of("alice"), [])
+        self.assertEqual(len(swept), 1)
+        self.assertEqual(len(self.registrar.contacts_of("bob")), 1)
+        self.assertEqual(self.registrar.next_expiry, self.registrar.contacts_of("bob")[0].expires_at)
+
+    def assertIndexesMatch(self):
+        """The contact and source indexes hold exactly the bindings by_user holds."""
+        every = [b for contacts in self.registrar.by_user.values() for b in contacts.values()]
+        self.assertNotIn({}, list(self.registrar.by_user.values()))
+        by_contact = {}
+        for b in every:
+            by_contact.setdefault(b.contact, []).append(b)
+        self.assertEqual({c: sorted(map(id, bs)) for c, bs in self.registrar.by_contact.items()},
+                         {c: sorted(map(id, bs)) for c, bs in by_contact.items()})
+        by_source = {}
+        for b in every:
+            by_source.setdefault((b.source, b.transport), set()).add(id(b))
+        self.assertEqual({k: set(map(id, v.values())) for k, v in self.registrar.by_source.items()},
+                         by_source)
+
+    def test_calls_find_phones_without_scanning_the_office(self):
+        self.alice.register()
+        self.bob.register()
+        swept = []
+
+        class Watched(dict):
+            def __iter__(inner):
+                swept.append(1)
+                return dict.__iter__(inner)
+
+            def values(inner):
+                swept.append(1)
+                return dict.values(inner)
+        self.registrar.by_user = Watched(self.registrar.by_user)
+        self.assertEqual(self.registrar.phone_at(("192.168.2.12", 5060), "UDP"), "bob")
+        self.assertIsNone(self.registrar.phone_at(("192.168.2.12", 5060), "TCP"))
+        self.assertIsNone(self.registrar.phone_at(("192.168.2.99", 5060), "UDP"))
+        self.assertEqual(self.registrar.destination_of("sip:101@192.168.2.11:5060"),
+                         ("UDP", "192.168.2.11", 5060))
+        self.assertIsNone(self.registrar.destination_of("sip:199@192.168.2.11:5060"))
+        self.assertEqual(swept, [])
+
+    def test_the_indexes_follow_every_change(self):
+        self.alice.register(expires=120)
+        self.bob.register()
+        self.assertIndexesMatch()
+        self.alice.register(expires=120, contact="Contact: <sip:101@192.168.2.11:5062>")
+        self.alice.register(expires=300)                    # a refresh of the first
+        self.assertIndexesMatch()
+        self.assertEqual(len(self.registrar.contacts_of("alice")), 2)
+        self.h.clock.advance(150)                           # the second one expires
+        self.assertEqual(len(self.registrar.contacts_of("alice")), 1)
+        self.assertIndexesMatch()
+        self.assertEqual(self.alice.register(expires=0).code, 200)
+        self.assertIndexesMatch()
+        self.assertEqual(self.registrar.contacts_of("alice"), [])
+        self.assertIsNone(self.registrar.phone_at(("192.168.2.11", 5060), "UDP"))
+        self.h.clock.advance(300)
+        self.assertIndexesMatch()
+
+    def test_phone_at_skips_an_expired_binding_not_yet_swept(self):
+        self.alice.register(expires=120)
+        self.h.clock.advance(121)
+        self.assertIsNone(self.registrar.phone_at(("192.168.2.11", 5060), "UDP"))
+
+    def test_a_removed_user_leaves_no_index_behind(self):
+        self.alice.register()
+        self.bob.register()
+        del self.h.office.config.users["bob"]
+        self.registrar.forget_removed()
+        self.assertIndexesMatch()
+        self.assertIsNone(self.registrar.phone_at(("192.168.2.12", 5060), "UDP"))
+        self.assertEqual(self.registrar.phone_at(("192.168.2.11", 5060), "UDP"), "alice")
+
+    def test_two_users_on_one_source_both_resolve(self):
+        from allworx.protocols.sip.registrar import Binding
+        self.registrar.bind(Binding("alice", "101", "sip:101@192.168.2.20:5060", ("192.168.2.20", 5060),
+                                    "UDP", 1e12))
+        self.registrar.bind(Binding("bob", "102", "sip:102@192.168.2.20:5060", ("192.168.2.20", 5060),
+                                    "UDP", 1e12))
+        self.assertEqual(self.registrar.phone_at(("192.168.2.20", 5060), "UDP"), "alice")
+        self.registrar._remove(self.registrar.by_user["alice"]["sip:101@192.168.2.20:5060"])
+        self.assertEqual(self.registrar.phone_at(("192.168.2.20", 5060), "UDP"), "bob")
+        self.assertIndexesMatch()
+
+    def test_a_refreshed_binding_is_kept_when_its_first_expiry_passes(self):
+        self.alice.register(expires=120)
+        self.h.clock.advance(100)
+        self.alice.register(expires=120)
+        self.h.clock.advance(30)
+        self.assertEqual(len(self.registrar.contacts_of("alice")), 1)
+        self.h.clock.advance(100)
+        self.assertEqual(self.registrar.contacts_of("alice"), [])
+
+    def test_the_bindings_gauge_follows_registrations(self):
+        start = _bindings_gauge()
+        self.alice.register()
+        self.bob.register()
+        self.assertEqual(_bindings_gauge(), start + 2)
+        self.alice.register()                       # a refresh: no new binding
+        self.assertEqual(_bindings_gauge(), start + 2)
+        self.assertEqual(self.alice.register(expires=0).code, 200)
+        self.assertEqual(_bindings_gauge(), start + 1)
+
+    def test_a_register_through_the_core_is_answered_at_once(self):
+        # No Deferred in between: the 401 and the 200 are out when receive returns.
+        uri, to = "sip:example.com", "<sip:101@example.com>"
+        self.h.receive(self.alice.request("REGISTER", uri, to=to), self.alice.address)
+        out = self.h.take()
+        self.assertEqual([m.code for m, d in out], [401])
+        auth = self.alice.authorization(out[0][0].get("WWW-Authenticate"), "REGISTER", uri)
+        self.h.receive(self.alice.request("REGISTER", uri, ["Authorization: " + auth], to=to),
+                       self.alice.address)
+        self.assertEqual([m.code for m, d in self.h.take()], [200])
+
+    def test_a_retransmitted_register_gets_the_kept_answer_not_a_second_check(self):
+        uri, to = "sip:example.com", "<sip:101@example.com>"
+        challenge = self.alice.send(self.alice.request("REGISTER", uri, to=to))[0][0]
+        auth = self.alice.authorization(challenge.get("WWW-Authenticate"), "REGISTER", uri)
+        data = self.alice.request("REGISTER", uri, ["Authorization: " + auth], to=to)
+        checks = []
+        check = self.registrar.checker.check_phone
+        self.registrar.checker.check_phone = lambda *a: checks.append(1) or check(*a)
+        self.h.receive(data, self.alice.address)
+        [(first, _)] = self.h.take()
+        self.assertEqual(self.h.core.server_tx, {})          # no transaction kept: only its bytes
+        self.h.receive(data, self.alice.address)
+        [(again, _)] = self.h.take()
+        self.assertEqual((first.code, again.to_bytes()), (200, first.to_bytes()))
+        self.assertEqual(len(checks), 1)                       # the nonce count was not replayed
+        self.h.clock.advance(33)
+        self.assertEqual(self.h.core.completed, {})
+        self.h.receive(data, self.alice.address)
+        self.assertEqual([m.code for m, d in self.h.take()], [403])     # now a replay
+
+    def test_a_register_over_tcp_is_answered_and_nothing_kept(self):
+        uri, to = "sip:example.com", "<sip:101@example.com>"
+        data = self.alice.request("REGISTER", uri, to=to)
+        self.h.receive(data, self.alice.address, transport="TCP")
+        self.assertEqual((self.h.core.server_tx, self.h.core.completed), ({}, {}))
+        self.assertEqual([m.code for m, d in self.h.take()], [401])
+
+
+class AuthorizationTests(unittest.TestCase):
+
+    def test_parsed_fields_are_the_callers_own(self):
+        value = 'Digest username="101", realm="example.com", nonce="n", response="r"'
+        first = credentials.parse_authorization(value)
+        first["username"] = "changed"
+        self.assertEqual(credentials.parse_authorization(value)["username"], "101")
+
+    def test_quoted_bare_and_unclosed_values(self):
+        f = credentials.parse_authorization('Digest a="x, y", b=bare, c="", d="open, e=\\"q\\"')
+        self.assertEqual((f["a"], f["b"], f["c"]), ("x, y", "bare", ""))
+        self.assertEqual(f["d"], '"open')
+        self.assertEqual(f["e"], '\\"q\\"')
+
+    def test_not_digest_is_refused_even_after_a_digest_value(self):
+        credentials.parse_authorization('Digest username="101"')
+        self.assertRaises(ValueError, credentials.parse_authorization, "Basic abc")
+
+
+REGISTER = (b"REGISTER sip:example.com SIP/2.0\r\n"
+            b"Via: SIP/2.0/UDP 192.168.2.11:5060;branch=z9hG4bKhot1;rport\r\n"
+            b"Max-Forwards: 70\r\nFrom: <sip:101@example.com>;tag=a\r\n"
+            b"To: <sip:101@example.com>\r\nCall-ID: hot1\r\nCSeq: 7 REGISTER\r\n"
+            b"Contact: <sip:101@192.168.2.11>, <sip:101@192.168.2.11:5062>\r\n"
+            b"Content-Length: 0\r\n\r\n")
+
+
+class ParseTests(unittest.TestCase):
+
+    def test_crlf_and_bare_lf_and_folded_headers_parse_alike(self):
+        fast = parse(REGISTER)
+        lf = parse(REGISTER.replace(b"\r\n", b"\n"))
+        folded = parse(REGISTER.replace(b"Call-ID: hot1", b"Call-ID:\r\n hot1"))
+        for other in (lf, folded):
+            self.assertEqual(other.headers, fast.headers)
+            self.assertEqual((other.method, other.uri, other.body), (fast.method, fast.uri, fast.body))
+        self.assertEqual(fast.get_all("Contact"), ["<sip:101@192.168.2.11>", "<sip:101@192.168.2.11:5062>"])
+
+    def test_a_continuation_before_any_header_is_refused(self):
+        bad = REGISTER.replace(b"SIP/2.0\r\nVia", b"SIP/2.0\r\n folded\r\nVia")
+        self.assertRaises(message.SipParseError, parse, bad)
+
+    def test_cseq_memo_refuses_what_it_refused_before(self):
+        self.assertEqual(message.parse_cseq("7 REGISTER"), (7, "REGISTER"))
+        self.assertEqual(message.parse_cseq("7 REGISTER"), (7, "REGISTER"))
+        for bad in ("x REGISTER", "7", "99999999999 INVITE"):
+            self.assertRaises(message.SipParseError, message.parse_cseq, bad)
+            self.assertRaises(message.SipParseError, message.parse_cseq, bad)
+
+
+class ViaRewriteTests(unittest.TestCase):
+
+    def setUp(self):
+        self.h = Harness(self.mktemp())
+        self.seen = []
+        self.h.core.registrar.handle = lambda request, source, transport: self._seen(request)
+
+    def _seen(self, request):
+        self.seen.append(request)
+        return message.make_response(request, 200)
+
+    def test_the_remembered_via_is_what_parsing_the_rewritten_text_gives(self):
+        for via in ("SIP/2.0/UDP 192.168.2.11:5060;branch=z9hG4bKv1;rport",
+                    "SIP/2.0/UDP 192.168.2.11:5060;branch=z9hG4bKv2;RPORT;alias",
+                    "SIP/2.0/UDP 192.168.2.11;branch=z9hG4bKv3",
+                    "SIP/2.0/UDP 192.168.2.11:5060 ; rport ; branch=z9hG4bKv4"):
+            data = REGISTER.replace(b"SIP/2.0/UDP 192.168.2.11:5060;branch=z9hG4bKhot1;rport",
+                                    via.encode())
+            self.h.core.receive(data, Destination("UDP", "192.168.2.11", 5999))
+            request = self.seen[-1]
+            text = request.get("Via")
+            self.assertIn("received=192.168.2.11", text)
+            self.assertEqual(request.top_via, Via._parse(text), via)
+
+    def test_our_own_via_is_remembered_as_parsing_it_gives(self):
+        core = self.h.core
+        for dest in (Destination("UDP", "192.168.2.11", 5060), Destination("tcp", "127.0.0.1", 5070),
+                     Destination("TLS", "203.0.113.9", 5061)):
+            text = core.via_for(dest, "z9hG4bKawr1234")
+            self.assertEqual(Via.parse(text), Via._parse(text))
+            text = core.via_for(dest)
+            self.assertEqual(Via.parse(text), Via._parse(text))
+
+
+class HeapTests(unittest.TestCase):
+
+    def test_timer_j_keeps_bytes_only(self):
+        h = Harness(self.mktemp())
+        phone = Phone(h, "101", "192.168.2.11")
+        phone.send(phone.request("OPTIONS", "sip:example.com"))
+        phone.register()
+        self.assertEqual(len(h.core.completed), 3)
+        self.assertEqual({type(v) for v in h.core.completed.values()}, {bytes})
+
+    def test_a_refused_answer_is_kept_as_nothing_to_send(self):
+        h = Harness(self.mktemp())
+        h.core._keep(("z9hG4bKx", "192.168.2.11", 5060, "OPTIONS"), None)
+        self.assertEqual(list(h.core.completed.values()), [b""])
+
+    def test_the_server_settles_the_heap_once_it_is_up(self):
+        import gc
+        from allworx.protocols.sip import service
+        from allworx.tests.siphelpers import FakeMailStore, UdpMemoryReactor, office
+        o = office(self.mktemp())
+        svc = service.SipService(o, FakeMailStore(o), UdpMemoryReactor())
+        svc.core.ua.prompts.spoken = True
+        svc.startService()
+        self.addCleanup(svc.stopService)
+        self.assertEqual(service._SETTLED, [True])
+        self.assertGreaterEqual(gc.get_threshold()[0], service.GC_YOUNG)
+        self.assertGreater(gc.get_freeze_count(), 0)
+        frozen = gc.get_freeze_count()
+        service.settle_heap()                       # once a process: nothing more is frozen
+        self.assertEqual(gc.get_freeze_count(), frozen)
