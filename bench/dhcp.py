@@ -6,44 +6,49 @@ driven by perfdhcp (Debian package kea-admin). Run as root:
 
     .venv/bin/python -m bench.dhcp [--seconds 4] [--rates 1000,2000,...]
 
-Addresses. Test traffic here may only use the documentation ranges, and of
-the private space only the lab LAN 192.168.2.0/24; every address this
-benchmark puts on an interface, in a packet or in a pool lies in
-192.168.2.0/24, even inside its namespaces. Two namespaces of its own,
-joined by a veth pair: awdb-srv (the server under test, lan0
-192.168.2.254/24) and awdb-cli (perfdhcp, eth0 192.168.2.253/24). perfdhcp
-acts as a relay agent on the LAN (giaddr 192.168.2.253). All three servers
-get the pool 192.168.2.1-192.168.2.250 (250 addresses; 192.168.2.251, handed
-out as router and DNS server, and the two above stay outside it). allworx
-gets it as a real office does, from `[dhcp] range` in tap.conf.
+Addresses. The office is a /22 (1,022 hosts), larger than the lab's /24,
+so this benchmark takes its addresses from 198.18.0.0/15, the block set
+aside for benchmarking network devices (RFC 2544, RFC 6890), and keeps them
+inside two namespaces of its own joined by a veth pair, with no route out:
+awdb-srv (the server under test, lan0 198.18.3.254/22) and awdb-cli
+(perfdhcp, eth0 198.18.3.253/22). perfdhcp acts as a relay agent on the LAN
+(giaddr 198.18.3.253). All three servers get the same pool, 198.18.0.1 -
+198.18.3.232: host numbers 1-1000 of the /22 (198.18.3.251, handed out as
+router and DNS server, and the two above stay outside it). allworx gets it
+as a real office does, from `[dhcp] range = 1-1000` in tap.conf.
 
-Clients. Fresh MACs would exhaust 250 addresses in a fraction of a second, so
-perfdhcp simulates 200 distinct clients (-R 200) and takes them in turn:
-after the first 200 exchanges every client comes back, each server finds
-its lease and re-offers the address, and the REQUEST renews the lease with
-a new expiry. Every exchange is still the full DISCOVER-OFFER-REQUEST-ACK,
-and allworx still journals each ACK's lease (the new expiry) and waits for
-its fsync before sending the ACK, renewal or not (one group commit for the
-ACKs of a reactor turn). Kea appends each renewal to its memfile lease file
+Clients. Fresh MACs would exhaust 1,000 addresses in a fraction of a second,
+so perfdhcp simulates 800 distinct clients (-R 800) and picks among them:
+after the first exchanges clients come back, each server finds their lease
+and re-offers the address, and the REQUEST renews the lease with a new
+expiry. Every exchange is still the full DISCOVER-OFFER-REQUEST-ACK, and
+allworx still journals each ACK's lease (the new expiry) and waits for its
+fsync before sending the ACK, renewal or not (one group commit for the ACKs
+of a reactor turn). Kea appends each renewal to its memfile lease file
 without fsync. dnsmasq rewrites its whole lease file and fsyncs it after
 each lease change, in its one thread (strace: an ftruncate and an fsync per
-ACK), which is what bounds its figure. 200 clients leave the pool headroom
+ACK), which is what bounds its figure. 800 clients leave the pool headroom
 for offers still outstanding.
 
-One departure from the production code: allworx limits each client (MAC)
-to 10 packets a second, bursts of 30, against a misbehaving or hostile host.
-With 200 clients taken in turn, two packets an exchange, every client goes
-over that above 1000 exchanges a second (in a 4-second step, once its burst
-is spent, above about 1750), far beyond what a real device sends, so the
-bench raises the limit out of reach (the limiter still runs on every
-packet, so its cost stays in the figure); Kea and dnsmasq have no such
-limit. Everything else is the production code: the
-LAN-bound socket, the decisions, and the lease journal with its fsync
-before each ACK. dnsmasq runs with --no-ping (by default it pings each
-address before offering it and then manages a handful of exchanges a
-second; neither Kea nor allworx probe) and --quiet-dhcp (allworx logs at
-most 20 lease lines a second, Kea only warnings). Nothing else changes
-between them.
+The per-client limit. allworx limits each client (MAC) to `[dhcp]
+client_rate` packets a second, bursts of three times that, against a
+misbehaving or hostile host (default 10). At 20,000 exchanges a second each
+of the 800 simulated clients sends 50 packets a second on average, far
+beyond what a real device sends, so the bench's tap.conf sets `client_rate
+= 100` (bursts of 300): the limiter runs on every packet, so its cost stays
+in the figure, and no client of the load reaches it. Kea and dnsmasq
+have no such limit. Nothing is patched: the server is the product as
+configured by that tap.conf (the LAN-bound socket, the decisions, the lease
+journal with its fsync before each ACK). dnsmasq runs with --no-ping (by
+default it pings each address before offering it and then manages a handful
+of exchanges a second; neither Kea nor allworx probe) and --quiet-dhcp
+(allworx logs at most 20 lease lines a second, Kea only warnings). Nothing
+else changes between them.
+
+Memory: each server's peak resident memory (VmHWM of its process tree, the
+highest over its steps) is printed beside its figure. `--profile DIR` (or
+$ALLWORX_BENCH_PROFILE) keeps a py-spy flame graph of allworx under load
+(dhcp-allworx.svg: its last step).
 
 For each server the rate is stepped up; the figure is the highest number of
 completed 4-way exchanges per second (ACKs received / seconds) with under
@@ -59,6 +64,7 @@ compaction threshold so that every record is still there to count).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -69,17 +75,32 @@ import sys
 import tempfile
 import time
 
+from bench import common
+
 PREFIX = "awdb"
 SRV, CLI = PREFIX + "-srv", PREFIX + "-cli"
-# Everything inside the lab LAN 192.168.2.0/24 (see the module docstring).
-NETWORK = "192.168.2.0"
-SERVER_IP, RELAY_IP, PREFIXLEN = "192.168.2.254", "192.168.2.253", 24
-ROUTER_IP = "192.168.2.251"          # handed out as router and DNS server; nothing answers
-POOL = ("192.168.2.1", "192.168.2.250")
-CLIENTS = 200                        # perfdhcp -R: distinct clients, fewer than the pool
+# A /22 office inside the benchmarking block 198.18.0.0/15 (see the module docstring).
+NETWORK = "198.18.0.0"
+SERVER_IP, RELAY_IP, PREFIXLEN = "198.18.3.254", "198.18.3.253", 22
+NETMASK = "255.255.252.0"
+ROUTER_IP = "198.18.3.251"           # handed out as router and DNS server; nothing answers
+HOSTS = (1, 1000)                    # the pool as host numbers of the /22 (allworx's range)
+POOL = ("198.18.0.1", "198.18.3.232")  # the same pool as addresses (Kea, dnsmasq)
+CLIENTS = 800                        # perfdhcp -R: distinct clients, fewer than the pool
+CLIENT_RATE = 100                    # [dhcp] client_rate in allworx's tap.conf
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PERFDHCP = "/usr/sbin/perfdhcp"
 MAX_DROP = 0.001
+# perfdhcp's threads: "multi" reads replies in a thread of its own, and its
+# UDP socket gets a 4 MB receive buffer (bench/rcvbuf.c, preloaded; the
+# default 208 KB holds some 100 replies). Otherwise a burst of ACKs (allworx
+# sends those of one journal commit together; a commit waits for its fsync,
+# which the machine's other work can stretch to tens of milliseconds) fills
+# perfdhcp's socket: the server has answered every request and perfdhcp
+# counts some as unanswered. The step lines show both sides' socket overflows.
+THREAD_MODE = "multi"
+ROW = "DHCP 4-way exchanges/s, durable (perfdhcp)"
+GOAL = 1.5                           # allworx / Kea
 
 ALLWORX_CONF = """\
 [system]
@@ -96,6 +117,7 @@ mode = lan-only
 [dhcp]
 range = {first}-{last}
 lease_time = 1h
+client_rate = {client_rate}
 [dns]
 primary = {router}
 [web]
@@ -139,8 +161,8 @@ def up():
 
 def serve_allworx(conf_path):
     """
-    In the server namespace: the allworx DHCP service alone, its pool from
-    tap.conf, with the per-client rate limit out of reach (module docstring).
+    In the server namespace: the allworx DHCP service alone, as tap.conf
+    configures it (pool, lease time, per-client rate: module docstring).
     """
     sys.path.insert(0, ROOT)
     from twisted.internet import reactor
@@ -148,16 +170,20 @@ def serve_allworx(conf_path):
     from allworx.config import load_config
     from allworx.office import Office
     from allworx.protocols.dhcp.service import DhcpService
-    from allworx.guards import ClientRateLimit
 
     log_file = open(conf_path + ".log", "a")
     globalLogBeginner.beginLoggingTo([FileLogObserver(log_file, formatEventAsClassicLogText)])
     office = Office(load_config(conf_path))
     svc = DhcpService(office)
-    svc.server.limit = ClientRateLimit(reactor, rate=1e9, burst=1e9)
     svc.startService()
     print("status", office.status["dhcp"].state, office.status["dhcp"].detail, flush=True)
     reactor.addSystemEventTrigger("before", "shutdown", svc.stopService)
+
+    def counters():
+        from allworx.protocols.dhcp import metrics
+        print("counters", json.dumps(metrics.COUNTS), "commit", metrics.COMMIT.collect()[0]
+              .samples[-2:], flush=True)
+    reactor.addSystemEventTrigger("after", "shutdown", counters)
     signal.signal(signal.SIGTERM, lambda *a: reactor.callFromThread(reactor.stop))
     reactor.run()
 
@@ -170,6 +196,12 @@ class Server:
     def __init__(self, scratch):
         self.dir = os.path.join(scratch, self.name)
         self.proc = None
+        self.peak_mb = 0.0   # the highest peak RSS over the steps (MB, process tree)
+
+    def note_memory(self):
+        """Read the running server's peak RSS (before stopping it)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.peak_mb = max(self.peak_mb, common.peak_rss_mb(self.proc.pid))
 
     def start(self):
         if os.path.exists(self.dir):
@@ -217,7 +249,8 @@ class Allworx(Server):
         with open(conf, "w") as f:
             f.write(ALLWORX_CONF.format(data=os.path.join(self.dir, "data"), server=SERVER_IP,
                                         prefixlen=PREFIXLEN, router=ROUTER_IP,
-                                        first=POOL[0], last=POOL[1]))
+                                        first=HOSTS[0], last=HOSTS[1],
+                                        client_rate=CLIENT_RATE))
         return [sys.executable, "-m", "bench.dhcp", "--serve", conf]
 
     def leases(self):
@@ -255,7 +288,7 @@ class Dnsmasq(Server):
     def argv(self):
         return ["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
                 "--interface=lan0", "--bind-interfaces", "--pid-file=",
-                "--dhcp-range=%s,%s,255.255.255.0,1h" % POOL,
+                "--dhcp-range=%s,%s,%s,1h" % (POOL + (NETMASK,)),
                 "--dhcp-option=option:router," + ROUTER_IP,
                 "--dhcp-option=option:dns-server," + ROUTER_IP,
                 "--domain=example.com", "--no-ping",
@@ -265,10 +298,24 @@ class Dnsmasq(Server):
 
 # ---------------------------------------------------------------- the load
 
+def build_rcvbuf_shim():
+    """bench/rcvbuf.c compiled once into a temp dir (again when the source is newer)."""
+    source = os.path.join(ROOT, "bench", "rcvbuf.c")
+    library = os.path.join(tempfile.gettempdir(), "allworx-bench-rcvbuf.so")
+    if not os.path.exists(library) or os.path.getmtime(library) < os.path.getmtime(source):
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if cc is None:
+            raise SystemExit("no C compiler: install build-essential (make deps)")
+        sh([cc, "-O2", "-Wall", "-shared", "-fPIC", "-o", library + ".new", source, "-ldl"])
+        os.rename(library + ".new", library)
+    return library
+
+
 def perfdhcp(rate, seconds):
     """One perfdhcp run at `rate`: (ACKs per second, drop ratio, raw output)."""
-    out = nsx(CLI, PERFDHCP, "-4", "-r", str(rate), "-p", str(seconds), "-R", str(CLIENTS),
-              "-g", "single", "-l", RELAY_IP, "-d", "1", "-W", "1000000", SERVER_IP,
+    out = nsx(CLI, "env", "LD_PRELOAD=" + build_rcvbuf_shim(), PERFDHCP,
+              "-4", "-r", str(rate), "-p", str(seconds), "-R", str(CLIENTS),
+              "-g", THREAD_MODE, "-l", RELAY_IP, "-d", "1", "-W", "1000000", SERVER_IP,
               check=False, timeout=seconds + 30)
     text = out.stdout + out.stderr
     sections = re.split(r"\*\*\*Statistics for: ", text)
@@ -286,6 +333,28 @@ def perfdhcp(rate, seconds):
     return ra.get("received packets", 0) / seconds, max(0, unanswered) / max(1, sent), text
 
 
+def udp_counters():
+    """The UDP counters (/proc/net/snmp) of both namespaces: {(ns, name): value}."""
+    out = {}
+    for ns in (SRV, CLI):
+        lines = [l.split() for l in nsx(ns, "cat", "/proc/net/snmp").stdout.splitlines()
+                 if l.startswith("Udp:")]
+        out.update({(ns, k): int(v) for k, v in zip(lines[0][1:], lines[1][1:])})
+    return out
+
+
+def where_lost(before, after):
+    """
+    Where a step's packets went: requests the server's host took in and
+    replies it sent, and datagrams dropped for a full socket buffer on each
+    side (the client's is perfdhcp's own: it falls behind reading a burst).
+    """
+    d = {k: after[k] - before.get(k, 0) for k in after}
+    return ("server in %d, out %d, socket overflows: server %d, perfdhcp %d"
+            % (d[(SRV, "InDatagrams")], d[(SRV, "OutDatagrams")],
+               d[(SRV, "RcvbufErrors")], d[(CLI, "RcvbufErrors")]))
+
+
 def measure(server, rates, seconds, verbose, tries=2):
     """
     The highest completed exchange rate with under MAX_DROP unanswered,
@@ -297,14 +366,21 @@ def measure(server, rates, seconds, verbose, tries=2):
         for attempt in range(tries):
             server.start()
             try:
-                done, drops, _ = perfdhcp(rate, seconds)
+                # A flame graph of allworx only: the peers are not Python.
+                profile = (common.Flame(server.proc.pid, "dhcp-allworx", seconds)
+                           if server.name == "allworx" else contextlib.nullcontext())
+                before = udp_counters()
+                with profile:
+                    done, drops, _ = perfdhcp(rate, seconds)
+                after = udp_counters()
+                server.note_memory()
             finally:
                 server.stop()
             ok = drops < MAX_DROP
             if verbose:
-                print("  %-8s offered %6d/s: %8.1f exchanges/s, %.3f%% unanswered%s"
-                      % (server.name, rate, done, drops * 100, "" if ok else "  (over 0.1%)"),
-                      flush=True)
+                print("  %-8s offered %6d/s: %8.1f exchanges/s, %.3f%% unanswered%s  [%s]"
+                      % (server.name, rate, done, drops * 100, "" if ok else "  (over 0.1%)",
+                         where_lost(before, after)), flush=True)
             if ok:
                 return done
         return None
@@ -395,24 +471,24 @@ def durability(scratch, rate, seconds):
             "unrecorded": sum(max(0, n - records[key]) for key, n in acks.items())}
 
 
-def _load():
-    """The 1-minute load average: other work on the machine skews every figure."""
-    return "%.1f" % os.getloadavg()[0]
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=4, help="length of each step")
-    parser.add_argument("--rates", default="1000,1500,2000,2500,3000,3500,4000,5000,6000,7000,8000",
+    parser.add_argument("--rates", default="1000,2000,3000,4000,5000,6000,7000,8000,10000,12000,"
+                                           "14000,16000,18000,20000",
                         help="offered exchange rates to step through")
     parser.add_argument("--servers", default="allworx,kea,dnsmasq")
     parser.add_argument("--no-durability", action="store_true",
                         help="skip the kill -9 check of allworx's lease journal")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="keep a py-spy flame graph of allworx under load in DIR")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.serve:
         return serve_allworx(args.serve)
+    if args.profile:
+        os.environ[common.PROFILE_ENV] = os.path.abspath(args.profile)
     if os.geteuid() != 0:
         raise SystemExit("the DHCP benchmark needs root (network namespaces)")
     for program in (PERFDHCP, "kea-dhcp4", "dnsmasq"):
@@ -420,24 +496,27 @@ def main(argv=None):
             raise SystemExit("missing %s (Debian packages kea-admin, kea-dhcp4-server, dnsmasq)"
                              % program)
     rates = [int(r) for r in args.rates.split(",")]
-    load_start = _load()
+    load_start = common.load()
     scratch = tempfile.mkdtemp(prefix="allworx-bench-dhcp-")
     classes = {"allworx": Allworx, "kea": Kea, "dnsmasq": Dnsmasq}
-    results = {}
+    results, memory = {}, {}
     try:
         up()
         for name in args.servers.split(","):
-            results[name] = measure(classes[name](scratch), rates, args.seconds, not args.quiet)
+            server = classes[name](scratch)
+            results[name] = measure(server, rates, args.seconds, not args.quiet)
+            memory[name] = server.peak_mb
         if "allworx" in results and not args.no_durability:
             checked = durability(scratch, max(500, int(results["allworx"])), args.seconds)
     finally:
         down()
         shutil.rmtree(scratch, ignore_errors=True)
-    print("DHCP 4-way exchanges/s (perfdhcp, %d clients, pool %s-%s, under 0.1%% unanswered, "
-          "%ds steps; load average %s at start, %s at end):"
-          % (CLIENTS, POOL[0], POOL[1], args.seconds, load_start, _load()))
+    print("DHCP 4-way exchanges/s (perfdhcp, %d clients, pool %s-%s of %s/%d, allworx "
+          "client_rate = %d, under 0.1%% unanswered, %ds steps; load average %s at start, "
+          "%s at end):" % (CLIENTS, POOL[0], POOL[1], NETWORK, PREFIXLEN, CLIENT_RATE,
+                           args.seconds, load_start, common.load()))
     for name, rate in results.items():
-        print("  %-8s %8.0f" % (name, rate))
+        print("  %-8s %8.0f   peak memory %.1f MB" % (name, rate, memory[name]))
     if "allworx" in results and not args.no_durability:
         print("  allworx kill -9 mid-run: %(acks)d ACKs to %(clients)d clients, %(records)d bind "
               "records in the journal; %(missing)d ACKed leases missing, %(unrecorded)d ACKs "
@@ -446,6 +525,15 @@ def main(argv=None):
     for name, rate in results.items():
         if name != "allworx" and base is not None:
             print("  allworx / %-8s %.2f" % (name, base / rate if rate else float("inf")))
+            print("  " + common.memory_line("DHCP", memory["allworx"], name, memory[name]))
+    if base is not None and "kea" in results:
+        note = "" if args.no_durability else "kill -9: %(missing)d ACKed leases missing" % checked
+        common.result(ROW, base, results["kea"], "Kea", "exchanges/s", GOAL,
+                      allworx_mb=memory["allworx"], peer_mb=memory["kea"], note=note)
+    if "allworx" in results and not args.no_durability and (
+            checked["missing"] or checked["unrecorded"]):
+        print("FAILED: allworx ACKed leases that are not on disk", file=sys.stderr)
+        return 1
     return 0
 
 

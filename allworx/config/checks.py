@@ -253,8 +253,9 @@ def _check_network(c, err, declared):
 def _check_services(c, err, declared):
     try:
         first, last = c.pool
-        if int(last) - int(first) > 253:
-            err("dhcp", "range", "a pool holds at most 254 addresses")
+        if first == last == c.lan_ip:
+            err("dhcp", "range", "holds only the server's own address %s: no address "
+                "is left to lend" % first)
     except ValueError as e:
         err("dhcp", "range", str(e))
     # DNS

@@ -97,6 +97,9 @@ class DhcpSettings:
     enabled = key(parse_bool, True, fmt=format_bool)
     range = key(parse_pool_range, (1, 100), fmt=format_range)
     lease_time = key(parse_duration(60, 365 * 86400), 86400)
+    client_rate = key(parse_int(0, 10000), 10,
+                      doc="packets a second each client (MAC) may send, bursts of three times "
+                          "that; 0 = no limit")
 
 
 @attr.s(frozen=True, slots=True)
@@ -696,6 +699,9 @@ def resolve_pool(range_, address):
     """Turn a `range` value into (first, last) addresses inside the LAN subnet."""
     net = address.network
     first, last = range_
+    if net.num_addresses < 4:
+        raise ValueError("the LAN %s is too small for a pool: it has no host address "
+                         "besides the server's" % net)
     if isinstance(first, int):
         size = net.num_addresses
         if last >= size - 1:

@@ -312,6 +312,24 @@ def _address(raw):
     return address
 
 
+_TEXTS = {}   # IPv4Address -> its dotted text
+
+
+def address_text(address):
+    """
+    `str(address)`, memoised: the hot path writes the same addresses (the
+    relay's, the pool's) into every reply and journal line, and the lookup
+    costs a quarter of building the text. Bounded: past 8192 addresses (a
+    pool larger than a /19) the rest are built each time.
+    """
+    text = _TEXTS.get(address)
+    if text is None:
+        text = str(address)
+        if len(_TEXTS) < 8192:
+            _TEXTS[address] = text
+    return text
+
+
 def _packed(address):
     return _ZERO_BYTES if address is ZERO else address.packed
 

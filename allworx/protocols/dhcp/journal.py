@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from allworx.atomicfile import ensure_directory, write_atomically
+from allworx.protocols.dhcp.codec import address_text
 from allworx.protocols.dhcp.pool import BOUND, Lease
 
 log = Logger()
@@ -52,8 +53,8 @@ def encode_bind(lease):
         return encode_record(bind_record(lease))
     host = lease.hostname
     body = ('{"expires":%r,"host":%s,"ip":"%s","mac":"%s","op":"bind"}' % (
-        lease.expires, "null" if host is None else json.dumps(host), lease.address,
-        lease.mac)).encode("utf-8")
+        lease.expires, "null" if host is None else json.dumps(host),
+        address_text(lease.address), lease.mac)).encode("utf-8")
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
 
@@ -193,7 +194,7 @@ class LeaseJournal:
     def bound(self, lease):
         """Record a granted or renewed lease; the Deferred fires when it is durable."""
         line = encode_bind(lease)
-        self._state[str(lease.address)] = line
+        self._state[address_text(lease.address)] = line
         return self._append(line)
 
     def freed(self, lease):

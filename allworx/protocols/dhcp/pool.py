@@ -23,6 +23,7 @@ DECLINE_QUARANTINE = 600       # seconds a DECLINEd address stays out of the poo
 OFFER_STEAL_AFTER = 5          # seconds after which an unanswered offer may go to another client
 
 BOUND, OFFERED = "bound", "offered"
+HISTORY_MAX = 1 << 18          # past clients remembered at most, however large the pool
 
 
 def _address(value):
@@ -111,7 +112,11 @@ class LeasePool:
         self._expiry = []       # heap of (expires, address int)
         self._quarantine = {}   # address (int) -> until
         self._recycled = OrderedDict()  # freed dynamic addresses (ints), oldest first
-        self._fresh = []        # heap of never-used dynamic addresses (ints)
+        # Never-used addresses are the ones from `_next` to the end of the
+        # range: a cursor, not a list, so a pool as large as the LAN (a /16
+        # has 65,534 hosts) costs nothing until its addresses are lent.
+        self._next = None
+        self._layout = None     # what the cursor's skipping depended on
         self.last_refusal = None
         self.settings = None
         self.reconfigure(settings)
@@ -122,15 +127,19 @@ class LeasePool:
         """Take new settings; existing leases stay until renewal decides on them."""
         self.settings = settings
         first, last = int(settings.first), int(settings.last)
-        # Enough memory of past clients to give each its old address back.
-        self._history_cap = max(1024, 4 * (last - first + 1))
+        # Enough memory of past clients to give each its old address back,
+        # bounded whatever the pool's size (made-up MACs cannot grow it).
+        self._history_cap = max(1024, min(4 * (last - first + 1), HISTORY_MAX))
         self._reserved_for = {m: int(a) for m, a in settings.reservations}  # mac -> address
         self._reserved = {int(a): m for m, a in settings.reservations}      # address -> mac
         self._first_i, self._last_i, self._server_i = first, last, int(settings.server_ip)
-        seen = set(self._by_ip) | set(self._recycled)
         self._recycled = OrderedDict((n, None) for n in self._recycled if self._in_pool(n))
-        self._fresh = [n for n in range(first, last + 1) if n not in seen]
-        heapq.heapify(self._fresh)
+        # The cursor skipped addresses that were reserved, the server's or
+        # outside the range; when any of that changes, it starts over (what
+        # is lent or recycled is skipped again on the way).
+        layout = (first, last, self._server_i, frozenset(self._reserved))
+        if layout != self._layout:
+            self._layout, self._next = layout, first
 
     def _in_pool(self, n):
         """True for a dynamic address (an int): in the range, not the server's, not reserved."""
@@ -217,13 +226,15 @@ class LeasePool:
         for candidate in (requested, self._history.get(mac)):
             if candidate is not None and self._available_to(mac, candidate, now) is None:
                 return candidate
-        fresh = self._fresh
-        while fresh:
-            n = heapq.heappop(fresh)
-            if n in self._recycled:
+        n, last, recycled = self._next, self._last_i, self._recycled
+        while n <= last:
+            candidate, n = n, n + 1
+            if candidate in recycled:
                 continue  # known to a past client: handed out last
-            if self._in_pool(n) and self._available_to(mac, n, now) is None:
-                return n
+            if self._in_pool(candidate) and self._available_to(mac, candidate, now) is None:
+                self._next = n
+                return candidate
+        self._next = n
         for n in list(self._recycled):
             if self._available_to(mac, n, now) is None:
                 return n

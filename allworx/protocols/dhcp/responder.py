@@ -82,15 +82,16 @@ class Outcome:
 
 def reply_destination(request, reply):
     """Where a reply goes (RFC 2131 4.1): ((ip, port), hardware address for a raw send or None)."""
+    text = c.address_text
     if request.giaddr != ZERO:
-        return (str(request.giaddr), SERVER_PORT), None
+        return (text(request.giaddr), SERVER_PORT), None
     if reply.message_type == c.NAK:
-        return (str(BROADCAST), CLIENT_PORT), None
+        return (text(BROADCAST), CLIENT_PORT), None
     if request.ciaddr != ZERO:
-        return (str(request.ciaddr), CLIENT_PORT), None
+        return (text(request.ciaddr), CLIENT_PORT), None
     if request.broadcast or request.htype != 1 or request.hlen != 6:
-        return (str(BROADCAST), CLIENT_PORT), None
-    return (str(reply.yiaddr), CLIENT_PORT), request.mac
+        return (text(BROADCAST), CLIENT_PORT), None
+    return (text(reply.yiaddr), CLIENT_PORT), request.mac
 
 
 class DhcpResponder:

@@ -30,7 +30,7 @@ from allworx.office import LeaseEvent
 from allworx.protocols.dhcp import codec as c
 from allworx.protocols.dhcp import metrics
 from allworx.guards import ClientRateLimit
-from allworx.protocols.dhcp.pool import LeasePool, PoolSettings
+from allworx.protocols.dhcp.pool import HISTORY_MAX, LeasePool, PoolSettings
 from allworx.protocols.dhcp.responder import (
     BROADCAST, CLIENT_PORT, PROBE_MAC, SERVER_PORT, DhcpResponder)
 from allworx.protocols.dhcp.sockets import RawSender, open_device_udp
@@ -42,8 +42,7 @@ log = Logger()
 
 PROBE_INTERVAL = 300         # seconds between rogue-server probes
 EXHAUSTED_LOG_EVERY = 60     # seconds between "pool exhausted" log lines
-RATE = 10.0                  # packets a second per client ...
-BURST = 30                   # ... with bursts of this many
+BURST_FACTOR = 3             # a client's burst: this many seconds of its `[dhcp] client_rate`
 # Config sections whose change reconfigures the server.
 WATCHED = ("dhcp", "lan", "host", "security", "dns", "ntp", "system")
 
@@ -156,7 +155,8 @@ class DhcpServer:
         config = office.config
         self.pool = LeasePool(PoolSettings.from_config(config), reactor)
         self.responder = DhcpResponder(config, self.pool)
-        self.limit = ClientRateLimit(reactor, RATE, BURST)
+        self.limit = None
+        self._set_rate(config.dhcp.client_rate)
         self.log_budget = LogBudget(reactor, "lease(s) granted")
         self.noise_budget = LogBudget(reactor, "unanswered or refused message(s)")
         self.port = None
@@ -180,9 +180,28 @@ class DhcpServer:
         """Take a new configuration: pool, options, addresses."""
         self.pool.reconfigure(PoolSettings.from_config(config))
         self.responder.reconfigure(config)
+        self._set_rate(config.dhcp.client_rate)
         if self.raw is not None:
             self.raw.server_ip = str(config.lan_ip)
         self._schedule_reap()
+
+    def _set_rate(self, rate):
+        """
+        `[dhcp] client_rate`: packets a second per client MAC, bursts of
+        BURST_FACTOR times that; 0 lifts the limit. Applied live: clients
+        keep their buckets, which a lower burst trims on their next packet.
+        """
+        if not rate:
+            self.limit = None
+            return
+        burst = rate * BURST_FACTOR
+        # Room for every client of the pool, bounded against made-up MACs.
+        clients = max(4096, min(4 * self.pool.settings.size, HISTORY_MAX))
+        if self.limit is None:
+            self.limit = ClientRateLimit(self.reactor, float(rate), burst, max_clients=clients)
+        else:
+            self.limit.rate, self.limit.burst = float(rate), burst
+            self.limit.max_clients = clients
 
     def listen(self, open_udp, open_raw):
         """Open the ports; raises OSError/CannotListenError when it cannot."""
@@ -229,11 +248,12 @@ class DhcpServer:
             return
         kind = c.MESSAGE_NAMES.get(request.message_type, "BOOTP")
         RECEIVED[kind] += 1
-        if not self.limit.allow(request.mac):
+        limit = self.limit
+        if limit is not None and not limit.allow(request.mac):
             DROPPED["rate_limited"] += 1
             if self.noise_budget.spend():
-                log.info("dhcp: {mac} is over its rate limit ({rate}/s): ignored",
-                         mac=request.mac, rate=RATE)
+                log.info("dhcp: {mac} is over its rate limit ([dhcp] client_rate = {rate} "
+                         "packets/s): ignored", mac=request.mac, rate=round(limit.rate))
             return
         self._reap()
         outcome = self.responder.handle(request)

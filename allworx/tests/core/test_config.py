@@ -24,8 +24,22 @@ def replace(text, old, new):
 
 class ValidConfigTests(unittest.TestCase):
 
+    def test_whole_subnet_pool(self):
+        """An office on a /22: host numbers 1-1000, or any addresses of the subnet."""
+        office = replace(MINIMAL, "address = 192.168.2.254/24", "address = 192.168.2.254/22")
+        IP = ipaddress.IPv4Address
+        c = C.parse_config(with_sections("[dhcp]\nrange = 1-1000\nclient_rate = 50\n", office))
+        self.assertEqual(c.pool, (IP("192.168.0.1"), IP("192.168.3.232")))
+        self.assertEqual(c.dhcp.client_rate, 50)
+        c = C.parse_config(with_sections("[dhcp]\nrange = 192.168.0.1-192.168.3.254\n", office))
+        self.assertEqual(c.pool, (IP("192.168.0.1"), IP("192.168.3.254")))
+        c = C.parse_config(with_sections("[dhcp]\nrange = 1-254\nclient_rate = 0\n"))
+        self.assertEqual(c.pool, (IP("192.168.2.1"), IP("192.168.2.254")))
+        self.assertEqual(c.dhcp.client_rate, 0)
+
     def test_minimal_defaults(self):
         c = C.parse_config(MINIMAL)
+        self.assertEqual(c.dhcp.client_rate, 10)
         self.assertEqual(c.system.domain, "example.com")
         self.assertEqual(c.lan_ip, ipaddress.IPv4Address("192.168.2.254"))
         self.assertEqual(c.pool, (ipaddress.IPv4Address("192.168.2.1"),
@@ -163,6 +177,29 @@ class ErrorTests(unittest.TestCase):
                          "wan", "address", "overlaps the LAN")
         self.assertError(replace(MINIMAL, "gateway = 203.0.113.1", "gateway = 198.51.100.1"),
                          "wan", "gateway", "not in the WAN subnet")
+
+    def test_pool_beyond_a_slash_24(self):
+        """A pool may span the whole LAN subnet; `check` names what is wrong with one that cannot."""
+        office = replace(MINIMAL, "address = 192.168.2.254/24", "address = 192.168.2.254/22")
+        self.assertError(with_sections("[dhcp]\nrange = 1-1023\n", office), "dhcp", "range",
+                         "host number 1023 is outside 192.168.0.0/22 (largest is 1022)")
+        self.assertError(with_sections("[dhcp]\nrange = 192.168.0.0-192.168.3.9\n", office),
+                         "dhcp", "range", "192.168.0.0 is not a host address of the LAN")
+        self.assertError(with_sections("[dhcp]\nrange = 192.168.0.9-192.168.3.255\n", office),
+                         "dhcp", "range", "192.168.3.255 is not a host address of the LAN")
+        self.assertError(with_sections("[dhcp]\nrange = 192.168.3.9-192.168.0.9\n", office),
+                         "dhcp", "range", "backwards")
+        self.assertError(with_sections("[dhcp]\nrange = 254-254\n"), "dhcp", "range",
+                         "holds only the server's own address 192.168.2.254")
+        tiny = replace(MINIMAL, "address = 192.168.2.254/24", "address = 192.168.2.254/31")
+        self.assertError(with_sections("[dhcp]\nrange = 192.168.2.255-192.168.2.255\n", tiny),
+                         "dhcp", "range", "too small for a pool")
+
+    def test_client_rate(self):
+        for bad, why in (("-1", "out of range 0-10000"), ("10001", "out of range 0-10000"),
+                         ("fast", "expected a whole number")):
+            self.assertError(with_sections("[dhcp]\nclient_rate = %s\n" % bad), "dhcp",
+                             "client_rate", why)
 
     def test_references(self):
         self.assertError(with_sections("[alias team]\nto = alice bbo\n"), "alias team", "to",

@@ -213,3 +213,12 @@ class SharedPiecesTests(unittest.TestCase):
 
     def test_ports(self):
         self.assertEqual((c.SERVER_PORT, c.CLIENT_PORT), (67, 68))
+
+
+class AddressTextTests(unittest.TestCase):
+
+    def test_same_as_str_and_bounded(self):
+        for n in range(9000):
+            address = ipaddress.IPv4Address(0xC6120000 + n)
+            self.assertEqual(c.address_text(address), str(address))
+        self.assertLessEqual(len(c._TEXTS), 8192)

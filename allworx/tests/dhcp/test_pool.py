@@ -256,6 +256,40 @@ class PoolInvariantTests(unittest.TestCase):
                                 or IP("192.168.2.1") <= l.address <= IP("192.168.2.6"))
 
 
+class LargePoolTests(unittest.TestCase):
+    """A pool as large as the LAN costs memory for its leases, not for its size."""
+
+    def test_a_slash_8_pool(self):
+        import tracemalloc
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        pool, _ = make_pool(first="10.0.0.1", last="10.255.255.254", server="10.0.0.1",
+                            reservations={R: "10.0.0.3"})
+        got = [bind(pool, m).lease.address for m in (A, B, C)]
+        self.assertLess(tracemalloc.get_traced_memory()[1], 1 << 20)
+        self.assertEqual(got, [IP("10.0.0.2"), IP("10.0.0.4"), IP("10.0.0.5")])
+        self.assertEqual(pool.settings.size, (1 << 24) - 2 - 2)
+        last = bind(pool, "02:00:00:00:01:00", requested=IP("10.255.255.254"))
+        self.assertEqual(last.lease.address, IP("10.255.255.254"))
+
+    def test_a_freed_reservation_joins_the_dynamic_pool(self):
+        pool, _ = make_pool(first="192.168.2.1", last="192.168.2.3", server="192.168.2.254",
+                            reservations={R: "192.168.2.1"})
+        self.assertEqual([bind(pool, m).lease.address for m in (A, B)],
+                         [IP("192.168.2.2"), IP("192.168.2.3")])
+        self.assertIsNone(pool.offer(C))
+        pool.reconfigure(PoolSettings("192.168.2.1", "192.168.2.3", "192.168.2.254"))
+        self.assertEqual(bind(pool, C).lease.address, IP("192.168.2.1"))
+
+    def test_unrelated_change_keeps_the_order(self):
+        pool, _ = make_pool()
+        self.assertEqual(bind(pool, A).lease.address, IP("192.168.2.1"))
+        pool.reconfigure(PoolSettings("192.168.2.1", "192.168.2.5", "192.168.2.3",
+                                      {R: "192.168.2.150"}, lease_time=60))
+        self.assertEqual(bind(pool, B).lease.address, IP("192.168.2.2"))
+        self.assertEqual(pool.lease_of(B).expires - pool.clock.seconds(), 60)
+
+
 class SettingsTests(unittest.TestCase):
 
     def test_from_config(self):

@@ -329,10 +329,40 @@ class ServiceTests(unittest.TestCase):
         self.assertEqual([e.kind for e in self.events], ["granted", "expired"])
         self.assertEqual(self.service.leases.active_leases(), [])
 
+    def flood(self, count, mac=PC):
+        """`count` DISCOVERs from `mac` at once: how many were answered."""
+        before = len(self.server_port.sent)
+        for i in range(count):
+            self.send(request(c.DISCOVER, mac=mac, xid=i, flags=c.FLAG_BROADCAST))
+        return len(self.server_port.sent) - before
+
     def test_rate_limit(self):
-        for i in range(dhcp.BURST + 5):
-            self.send(request(c.DISCOVER, xid=i, flags=c.FLAG_BROADCAST))
-        self.assertEqual(len(self.server_port.sent), dhcp.BURST)
+        """By default a client may send 10 packets a second, bursts of 30."""
+        self.assertEqual(self.office.config.dhcp.client_rate, 10)
+        self.assertEqual(self.flood(35), 30)
+        self.clock.advance(1)
+        self.assertEqual(self.flood(15), 10)
+        self.assertEqual(self.flood(5, mac=PC2), 5)   # each client has its own
+
+    def test_client_rate_from_config(self):
+        """`[dhcp] client_rate` sets the rate; its burst is three seconds' worth."""
+        self.stop()
+        self.start(with_sections(HOSTS + "\n[dhcp]\nclient_rate = 2\n"))
+        self.assertEqual(self.flood(10), 6)
+        self.clock.advance(1)
+        self.assertEqual(self.flood(10), 2)
+
+    def test_client_rate_changed_live(self):
+        """A config change applies the new rate at once, and 0 lifts the limit."""
+        self.assertEqual(self.flood(35), 30)
+        self.office.update_settings("dhcp", {"client_rate": "100"})
+        self.clock.advance(1)
+        self.assertEqual(self.flood(150), 100)      # a second at the new rate
+        self.office.update_settings("dhcp", {"client_rate": "0"})
+        self.assertEqual(self.flood(1000), 1000)
+        self.office.update_settings("dhcp", {"client_rate": "1"})
+        self.clock.advance(10)
+        self.assertEqual(self.flood(10), 3)
 
     def test_exhaustion_logged(self):
         self.office.update_settings("dhcp", {"range": "1-1"})

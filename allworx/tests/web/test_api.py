@@ -119,7 +119,8 @@ class LockoutTests(ApiCase):
 class SettingsTests(ApiCase):
     def test_get(self):
         r = self.call("GET", "/settings/dhcp")
-        self.assertEqual(r.json, {"enabled": True, "range": "1-100", "lease_time": "86400"})
+        self.assertEqual(r.json, {"enabled": True, "range": "1-100", "lease_time": "86400",
+                                  "client_rate": 10})
 
     def test_admin_hash_never_shown(self):
         self.assertNotIn("admin_password", self.call("GET", "/settings/web").json)

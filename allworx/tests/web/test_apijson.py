@@ -29,7 +29,8 @@ class TypesTests(WordsCase):
 
     def test_settings_types_and_words(self):
         dhcp = self.call("GET", "/settings/dhcp").json
-        self.assertEqual(dhcp, {"enabled": True, "range": "10-60", "lease_time": "1d"})
+        self.assertEqual(dhcp, {"enabled": True, "range": "10-60", "lease_time": "1d",
+                                "client_rate": 10})
         mail = self.call("GET", "/settings/mail").json
         self.assertEqual((mail["max_message_size"], mail["fetch_interval"], mail["smtp_port"],
                           mail["relay_from_wan"], mail["spam_threshold"]),
