@@ -6,19 +6,19 @@ driven by perfdhcp (Debian package kea-admin). Run as root:
 
     .venv/bin/python -m bench.dhcp [--seconds 4] [--rates 1000,2000,...]
 
-Addresses. The office is a /22 (1,022 hosts), larger than the lab's /24,
-so this benchmark takes its addresses from 198.18.0.0/15, the block set
-aside for benchmarking network devices (RFC 2544, RFC 6890), and keeps them
-inside two namespaces of its own joined by a veth pair, with no route out:
-awdb-srv (the server under test, lan0 198.18.3.254/22) and awdb-cli
-(perfdhcp, eth0 198.18.3.253/22). perfdhcp acts as a relay agent on the LAN
-(giaddr 198.18.3.253). All three servers get the same pool, 198.18.0.1 -
-198.18.3.232: host numbers 1-1000 of the /22 (198.18.3.251, handed out as
-router and DNS server, and the two above stay outside it). allworx gets it
-as a real office does, from `[dhcp] range = 1-1000` in tap.conf.
+Addresses. The office is the lab's documentation range 192.168.2.0/24,
+kept inside two namespaces of its own joined by a veth pair, with no route
+out: awdb-srv (the server under test, lan0 192.168.2.254/24) and awdb-cli
+(perfdhcp, eth0 192.168.2.253/24). perfdhcp acts as a relay agent on the LAN
+(giaddr 192.168.2.253). All three servers get the same pool, 192.168.2.1 -
+192.168.2.240 (192.168.2.251, handed out as router and DNS server, and the
+two above stay outside it). allworx gets it as a real office does, from
+`[dhcp] range = 1-240` in tap.conf. (Pools larger than a /24, up to the
+whole LAN subnet, are the unit tests' business: test rules forbid other
+address ranges here.)
 
-Clients. Fresh MACs would exhaust 1,000 addresses in a fraction of a second,
-so perfdhcp simulates 800 distinct clients (-R 800) and picks among them:
+Clients. Fresh MACs would exhaust 240 addresses in a fraction of a second,
+so perfdhcp simulates 200 distinct clients (-R 200) and picks among them:
 after the first exchanges clients come back, each server finds their lease
 and re-offers the address, and the REQUEST renews the lease with a new
 expiry. Every exchange is still the full DISCOVER-OFFER-REQUEST-ACK, and
@@ -27,15 +27,15 @@ fsync before sending the ACK, renewal or not (one group commit for the ACKs
 of a reactor turn). Kea appends each renewal to its memfile lease file
 without fsync. dnsmasq rewrites its whole lease file and fsyncs it after
 each lease change, in its one thread (strace: an ftruncate and an fsync per
-ACK), which is what bounds its figure. 800 clients leave the pool headroom
+ACK), which is what bounds its figure. 200 clients leave the pool headroom
 for offers still outstanding.
 
 The per-client limit. allworx limits each client (MAC) to `[dhcp]
 client_rate` packets a second, bursts of three times that, against a
 misbehaving or hostile host (default 10). At 20,000 exchanges a second each
-of the 800 simulated clients sends 50 packets a second on average, far
+of the 200 simulated clients sends 200 packets a second on average, far
 beyond what a real device sends, so the bench's tap.conf sets `client_rate
-= 100` (bursts of 300): the limiter runs on every packet, so its cost stays
+= 400` (bursts of 1,200): the limiter runs on every packet, so its cost stays
 in the figure, and no client of the load reaches it. Kea and dnsmasq
 have no such limit. Nothing is patched: the server is the product as
 configured by that tap.conf (the LAN-bound socket, the decisions, the lease
@@ -79,15 +79,15 @@ from bench import common
 
 PREFIX = "awdb"
 SRV, CLI = PREFIX + "-srv", PREFIX + "-cli"
-# A /22 office inside the benchmarking block 198.18.0.0/15 (see the module docstring).
-NETWORK = "198.18.0.0"
-SERVER_IP, RELAY_IP, PREFIXLEN = "198.18.3.254", "198.18.3.253", 22
-NETMASK = "255.255.252.0"
-ROUTER_IP = "198.18.3.251"           # handed out as router and DNS server; nothing answers
-HOSTS = (1, 1000)                    # the pool as host numbers of the /22 (allworx's range)
-POOL = ("198.18.0.1", "198.18.3.232")  # the same pool as addresses (Kea, dnsmasq)
-CLIENTS = 800                        # perfdhcp -R: distinct clients, fewer than the pool
-CLIENT_RATE = 100                    # [dhcp] client_rate in allworx's tap.conf
+# The lab's LAN range, in the benchmark's own namespaces (see the module docstring).
+NETWORK = "192.168.2.0"
+SERVER_IP, RELAY_IP, PREFIXLEN = "192.168.2.254", "192.168.2.253", 24
+NETMASK = "255.255.255.0"
+ROUTER_IP = "192.168.2.251"          # handed out as router and DNS server; nothing answers
+HOSTS = (1, 240)                     # the pool as host numbers (allworx's range)
+POOL = ("192.168.2.1", "192.168.2.240")  # the same pool as addresses (Kea, dnsmasq)
+CLIENTS = 200                        # perfdhcp -R: distinct clients, fewer than the pool
+CLIENT_RATE = 400                    # [dhcp] client_rate in allworx's tap.conf
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PERFDHCP = "/usr/sbin/perfdhcp"
 MAX_DROP = 0.001
