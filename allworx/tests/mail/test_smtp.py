@@ -645,6 +645,35 @@ class MailTransactionTests(unittest.TestCase):
         self.assertEqual(t.message_ended(), [("s@x.example", ["a@b.example"])])
         self.assertFalse(t.open)
 
+    def test_every_state_and_input(self):
+        """
+        The table names every input in every state; each refusal leaves the
+        state and the envelope as they were, and reset returns to idle from
+        anywhere.
+        """
+        from allworx.protocols.mail import transaction
+        inputs = {"mail": lambda t: t.mail("s@x.example", None), "rcpt": lambda t: t.rcpt("r@y.example"),
+                  "data": lambda t: t.data(), "message_ended": lambda t: t.message_ended()}
+        reach = {transaction.IDLE: [], transaction.HAS_SENDER: ["mail"],
+                 transaction.HAS_RECIPIENTS: ["mail", "rcpt"],
+                 transaction.RECEIVING: ["mail", "rcpt", "data"]}
+        for state, path in reach.items():
+            for name, call in inputs.items():
+                t = transaction.MailTransaction()
+                for step in path:
+                    inputs[step](t)
+                self.assertEqual(t.state, state)
+                before = (t.sender, list(t.recipients))
+                target = transaction.TRANSITIONS[state, name]
+                if isinstance(target, tuple):
+                    self.assertEqual(self.assertRaises(Reply, call, t).code, target[0])
+                    self.assertEqual((t.state, t.sender, t.recipients), (state,) + before)
+                else:
+                    call(t)
+                    self.assertEqual(t.state, target)
+                t.reset()
+                self.assertEqual((t.state, t.sender, t.recipients), (transaction.IDLE, None, []))
+
     @settings(max_examples=300, deadline=None)
     @given(st.lists(st.sampled_from(["mail", "rcpt", "data", "end", "reset"]), max_size=30))
     def test_any_sequence(self, steps):
