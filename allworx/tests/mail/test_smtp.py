@@ -702,3 +702,120 @@ class MailTransactionTests(unittest.TestCase):
             self.assertEqual(t.open, t.sender is not None)
             if not t.open:
                 self.assertEqual(t.recipients, [])
+
+
+class _FakeSocket:
+    def __init__(self, takes=None, error=None):
+        self.sent, self.takes, self.error = [], takes, error
+
+    def send(self, data):
+        if self.error is not None:
+            raise self.error
+        n = len(data) if self.takes is None else min(self.takes, len(data))
+        self.sent.append(bytes(data[:n]))
+        return n
+
+
+class _FakeTcp:
+    """The attributes of a twisted TCP connection that write_now looks at."""
+
+    def __init__(self, sock):
+        self.socket, self.TLS, self.connected, self.disconnecting = sock, False, 1, 0
+        self.dataBuffer, self._tempDataBuffer, self.written = b"", [], []
+
+    def write(self, data):
+        self.written.append(bytes(data))
+        self._tempDataBuffer.append(bytes(data))
+
+
+class WriteNowTests(unittest.TestCase):
+    """Replies go straight to a plain TCP socket only when nothing is queued before them."""
+
+    def setUp(self):
+        from allworx.protocols.mail import smtp
+        self.smtp = smtp
+        self.patch(smtp, "DIRECT_TRANSPORTS", (_FakeTcp,))
+
+    def test_straight_to_the_socket(self):
+        t = _FakeTcp(_FakeSocket())
+        self.smtp.write_now(t, b"250 2.0.0 OK\r\n")
+        self.assertEqual((t.socket.sent, t.written), ([b"250 2.0.0 OK\r\n"], []))
+
+    def test_what_the_socket_leaves_is_queued(self):
+        t = _FakeTcp(_FakeSocket(takes=4))
+        self.smtp.write_now(t, b"250 2.0.0 OK\r\n")
+        self.assertEqual((t.socket.sent, t.written), ([b"250 "], [b"2.0.0 OK\r\n"]))
+        # Queued data now comes first: the next reply waits behind it.
+        self.smtp.write_now(t, b"221 bye\r\n")
+        self.assertEqual((t.socket.sent, t.written), ([b"250 "], [b"2.0.0 OK\r\n", b"221 bye\r\n"]))
+
+    def test_would_block_or_gone(self):
+        for error in (BlockingIOError(11, "again"), ConnectionResetError(104, "reset")):
+            t = _FakeTcp(_FakeSocket(error=error))
+            self.smtp.write_now(t, b"250 OK\r\n")
+            self.assertEqual(t.written, [b"250 OK\r\n"])
+
+    def test_queued_tls_closing_or_other_transports_use_write(self):
+        cases = []
+        t = _FakeTcp(_FakeSocket())
+        t.dataBuffer = b"x"
+        cases.append(t)
+        t = _FakeTcp(_FakeSocket())
+        t.TLS = True
+        cases.append(t)
+        t = _FakeTcp(_FakeSocket())
+        t.disconnecting = 1
+        cases.append(t)
+        t = _FakeTcp(_FakeSocket())
+        t.connected = 0
+        cases.append(t)
+
+        class Wrapped(_FakeTcp):
+            pass
+        cases.append(Wrapped(_FakeSocket()))
+        for t in cases:
+            self.smtp.write_now(t, b"250 OK\r\n")
+            self.assertEqual((t.socket.sent, t.written), ([], [b"250 OK\r\n"]))
+
+
+
+class LoopbackTests(unittest.TestCase):
+    """A whole conversation over a real loopback connection (the reactor's own TCP transport)."""
+
+    def test_replies_go_straight_out_in_order(self):
+        from twisted.internet import protocol as tprotocol, reactor, tcp
+        from allworx.protocols.mail import smtp
+        self.assertEqual(smtp.DIRECT_TRANSPORTS, (tcp.Server,))
+        queued = []
+        real_write = tcp.Server.write
+
+        def write(transport, data):
+            queued.append(bytes(data))
+            return real_write(transport, data)
+        self.patch(tcp.Server, "write", write)
+        delivery = FakeDelivery()
+        factory = SmtpFactory(make_office(self), delivery, reactor)
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        heard = defer.Deferred()
+
+        class Client(tprotocol.Protocol):
+            received = b""
+
+            def connectionMade(self):
+                self.transport.write(mail_transaction() + b"QUIT\r\n")
+
+            def dataReceived(self, data):
+                self.received += data
+
+            def connectionLost(self, reason):
+                heard.callback(self.received)
+        tprotocol.ClientCreator(reactor, Client).connectTCP("127.0.0.1", port.getHost().port)
+
+        def check(received):
+            lines = received.decode().split("\r\n")
+            codes = [line[:3] for line in lines if line[3:4] == " "]
+            self.assertEqual(codes, ["220", "250", "250", "250", "354", "250", "221"], received)
+            self.assertEqual(len(delivery.calls), 1)
+            self.assertEqual(queued, [], "replies queued instead of sent at once")
+        return heard.addCallback(check)
