@@ -622,6 +622,27 @@ class LoopTests(unittest.TestCase):
         s.send(mail_transaction(body=head[:-40] + b"\r\nbody Received: x\r\n"))
         self.assertEqual(s.codes()[-1], "250")
 
+    def test_long_line_check_is_linear(self):
+        """
+        A big message of lawful lines just under the limit is checked in a
+        moment (the unanchored pattern re-read each line from every position:
+        about 5 s of the reactor for these 2 MB).
+        """
+        import time
+        message = (b"a" * (smtpwire.MAX_TEXT_LINE - 8) + b"\r\n") * 2000
+        started = time.perf_counter()
+        self.assertFalse(smtpwire.has_long_line(message))
+        self.assertLess(time.perf_counter() - started, 1.0)
+        self.assertTrue(smtpwire.has_long_line(message + b"b" * (smtpwire.MAX_TEXT_LINE + 1)))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"x", b"x" * 997, b"x" * 998,
+                                     b"x" * 999, b"x" * 1500]), max_size=8))
+    def test_long_line_answers(self, parts):
+        message = b"".join(parts)
+        longest = max(len(line) for line in message.replace(b"\r", b"\n").split(b"\n"))
+        self.assertEqual(smtpwire.has_long_line(message), longest > smtpwire.MAX_TEXT_LINE)
+
     def test_hop_count_header_only(self):
         self.assertEqual(smtpwire.hop_count(b"Received: a\nreceived : b\n\nReceived: c\n"), 2)
 
