@@ -8,7 +8,14 @@ allworx says 250 only after the message is fsynced into the Maildir; Postfix
 says 250 after its queue file is fsynced and delivers to a Maildir
 afterwards. Afterwards every message must be in the Maildir (nothing lost).
 
-    .venv/bin/python bench/smtp.py [--messages 2000] [--sessions 10] [--size 1024] [--rounds 3]
+    .venv/bin/python -m bench.smtp [--messages 2000] [--sessions 10] [--size 1024] [--rounds 3]
+                                   [--profile DIR]
+
+It reports the row "SMTP accepted and fsynced (smtp-source)" (goal 1.2x
+Postfix) with the peak memory of allworx's server process beside the peak of
+Postfix's whole process tree (master, smtpd, cleanup, qmgr, virtual...), read
+before either is stopped. With --profile DIR (or make bench's), a py-spy
+flame graph of the server during its first measured round is kept in DIR.
 
 Postfix runs as its own instance (own config_directory, queue and Maildir in
 the scratch directory, listening only on 127.0.0.1), started and stopped by
@@ -28,6 +35,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+
+from bench import common  # noqa: E402
+
+ROW = "SMTP accepted and fsynced (smtp-source)"
+GOAL = 1.2
 
 BENCH_DOMAIN = "bench.example"
 PW_HASH = ("$argon2id$v=19$m=65536,t=3,p=4$ERLlCFcNeGK550IgXEvC6g$"
@@ -180,6 +192,15 @@ def start_postfix(work, port):
     return etc, os.path.join(boxes, "box")
 
 
+def postfix_master_pid(work):
+    """The pid of the bench's Postfix master (its pid file in the queue directory), or None."""
+    try:
+        with open(os.path.join(work, "postfix-spool", "pid", "master.pid")) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def stop_postfix(etc):
     subprocess.run(["postfix", "-c", etc, "stop"], capture_output=True)
 
@@ -218,10 +239,14 @@ def main(argv=None):
     parser.add_argument("--persistent", action="store_true",
                         help="send many messages per connection (smtp-source -d)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="keep a py-spy flame graph of the server's first measured round in DIR")
     parser.add_argument("--serve", nargs=2, metavar=("CONF", "DATA"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         return serve(*args.serve)
+    if args.profile:
+        os.environ[common.PROFILE_ENV] = os.path.abspath(args.profile)
     if os.geteuid() != 0:
         print("bench/smtp.py needs root (Postfix runs as its own user)", file=sys.stderr)
         return 2
@@ -241,11 +266,20 @@ def main(argv=None):
         results = {"allworx": [], "postfix": []}
         expected = {"allworx": aw_base, "postfix": pf_base}
         lost = 0
-        for _ in range(args.rounds):
+        print("load before the rounds: %s" % common.load(), flush=True)
+        for n in range(args.rounds):
             for name, port, box in (("allworx", aw_port, aw_box), ("postfix", pf_port, pf_box)):
                 base = expected[name]
-                elapsed = blast(port, args.messages, args.sessions, args.size, BENCH_DOMAIN,
-                                args.persistent)
+                flame = common.Flame(aw_proc.pid, "smtp", max(2, args.messages / 400.0)) \
+                    if name == "allworx" and n == 0 else None
+                if flame is not None:
+                    flame.__enter__()
+                try:
+                    elapsed = blast(port, args.messages, args.sessions, args.size, BENCH_DOMAIN,
+                                    args.persistent)
+                finally:
+                    if flame is not None:
+                        flame.__exit__(None, None, None)
                 on_disk_now = count_maildir(box) - base
                 delivered = wait_count(box, base + args.messages) - base
                 expected[name] = base + delivered
@@ -263,8 +297,15 @@ def main(argv=None):
                   "when the last 250 came: %d of %d; delivered in all: %d of %d" % (
                       name, args.messages / elapsed, ", ".join(rates), now, args.messages,
                       sum(d for _, _, d in rounds), args.messages * len(rounds)))
-        ratio = best["postfix"] / best["allworx"]
-        print("  ratio allworx/postfix: %.2f (target >= 0.5); messages lost: %d" % (ratio, lost))
+        aw_mb = common.peak_rss_mb(aw_proc.pid)
+        pf_pid = postfix_master_pid(work)
+        pf_mb = common.peak_rss_mb(pf_pid) if pf_pid else None
+        if pf_mb is not None:
+            print("  " + common.memory_line("SMTP", aw_mb, "Postfix (all its processes)", pf_mb))
+        print("  messages lost: %d; load now %s" % (lost, common.load()))
+        common.result(ROW, args.messages / best["allworx"], args.messages / best["postfix"],
+                      "Postfix", "msg/s", GOAL, allworx_mb=aw_mb, peer_mb=pf_mb,
+                      note="%d lost" % lost if lost else "")
         return 0 if lost == 0 else 1
     finally:
         if pf_etc:

@@ -18,7 +18,7 @@ import attr
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from allworx.atomicfile import fsync_directory, write_synced
+from allworx.atomicfile import fsync_directory
 
 log = Logger()
 
@@ -37,33 +37,68 @@ def write_files(groups):
     Write each group of PendingFiles durably (runs in a worker thread).
     Returns, per group, None or the exception that stopped it; a failed group
     leaves none of its files behind.
+
+    The batch goes in phases, so that its journal commits are shared: every
+    file is created and written, then every file is fsynced (the first fsync
+    commits the lot, the others find their data already there), then every
+    file is renamed into place, then each directory is fsynced once. Two
+    journal commits a batch however many files it holds, where a file at a
+    time took one commit a file and one more; and no name appears before its
+    data is on disk.
     """
-    results = []
+    failed = [None] * len(groups)
+    opened = [[] for _ in groups]       # per group: (fd, PendingFile)
+    try:
+        for i, files in enumerate(groups):
+            try:
+                for f in files:
+                    fd = os.open(f.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    opened[i].append((fd, f))
+                    _write_all(fd, f.data)
+            except OSError as e:
+                failed[i] = e
+        for i, pairs in enumerate(opened):
+            if failed[i] is None:
+                try:
+                    for fd, _ in pairs:
+                        os.fsync(fd)
+                except OSError as e:
+                    failed[i] = e
+    finally:
+        for pairs in opened:
+            for fd, _ in pairs:
+                os.close(fd)
     directories = set()
-    for files in groups:
-        done = []
-        try:
-            for f in files:
-                write_synced(f.tmp_path, f.data, 0o600)
-                os.rename(f.tmp_path, f.final_path)
-                done.append(f.final_path)
-            directories.update(os.path.dirname(p) for p in done)
-            results.append(None)
-        except OSError as e:
-            for path in done:
-                _unlink(path)
-            for f in files:
-                _unlink(f.tmp_path)
-            results.append(e)
-    failed = None
+    for i, files in enumerate(groups):
+        if failed[i] is None:
+            done = []
+            try:
+                for f in files:
+                    os.rename(f.tmp_path, f.final_path)
+                    done.append(f.final_path)
+                directories.update(os.path.dirname(p) for p in done)
+                continue
+            except OSError as e:
+                failed[i] = e
+                for path in done:
+                    _unlink(path)
+        for f in files:
+            _unlink(f.tmp_path)
+    dir_error = None
     for directory in sorted(directories):
         try:
             fsync_directory(directory)
         except OSError as e:
-            failed = e
-    if failed is not None:
-        return [r if r is not None else failed for r in results]
-    return results
+            dir_error = e
+    if dir_error is not None:
+        return [e if e is not None else dir_error for e in failed]
+    return failed
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _unlink(path):

@@ -27,7 +27,7 @@ import os
 
 from prometheus_client import Counter
 from twisted.cred import credentials, error as cred_error
-from twisted.internet import defer, interfaces, protocol
+from twisted.internet import defer, interfaces, protocol, tcp
 from twisted.logger import Logger
 from twisted.protocols import policies
 
@@ -108,7 +108,7 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
     def _send(self, reply):
         if reply.code >= 400:
             REFUSED.labels(str(reply.code)).inc()
-        self.transport.write(reply.line())
+        write_now(self.transport, reply.line())
 
     def _reset(self):
         self.transaction.reset()
@@ -469,6 +469,34 @@ class SmtpServer(protocol.Protocol, policies.TimeoutMixin):
                      error=str(failure.value))
             return Reply(452, "4.3.1", "outbound queue full, try again later")
         return d.addCallbacks(stored, full)
+
+
+# Transports whose replies may go straight to the socket: a plain TCP
+# connection, exactly (its TLS subclasses and wrappers are written the usual way).
+DIRECT_TRANSPORTS = (tcp.Server,)
+
+
+def write_now(transport, data):
+    """
+    Send `data` at once when the transport is a plain TCP connection with
+    nothing queued: the reply leaves in this reactor turn, without the
+    writer registration, the epoll changes on and off and the next turn's
+    write that `transport.write` costs (about a tenth of the reactor's time
+    per message under smtp-source, 7 replies a message). Whatever the socket
+    does not take, and every reply while anything is queued or under TLS,
+    goes through `transport.write`, so the order of replies never changes.
+    """
+    if type(transport) in DIRECT_TRANSPORTS and not transport.TLS and transport.connected \
+            and not transport.disconnecting and not transport.dataBuffer \
+            and not transport._tempDataBuffer:
+        try:
+            sent = transport.socket.send(data)
+        except OSError:
+            sent = 0        # would block, or the peer is gone: twisted finds out and reports it
+        if sent >= len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
 
 
 def _b64(data):

@@ -140,11 +140,14 @@ def unstuff(body):
     return bytes(body).replace(b"\r\n.", b"\r\n")[2:]
 
 
-_LONG_LINE = re.compile(rb"[^\r\n]{%d}" % (MAX_TEXT_LINE + 1))
+# Anchored at a line's start, so a search tries each line once: linear in the
+# message. Unanchored, it tried every position, each reading on to the end of
+# its line: a 10 MB message of lawful 990-character lines held the reactor 24 s.
+_LONG_LINE = re.compile(rb"(?:\A|[\r\n])[^\r\n]{%d}" % (MAX_TEXT_LINE + 1))
 
 
 def has_long_line(message):
-    """True if any line of `message` is longer than RFC 5321 allows."""
+    """True if any line of `message` (CR or LF ends one) is longer than RFC 5321 allows."""
     return _LONG_LINE.search(message) is not None
 
 

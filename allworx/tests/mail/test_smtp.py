@@ -622,6 +622,27 @@ class LoopTests(unittest.TestCase):
         s.send(mail_transaction(body=head[:-40] + b"\r\nbody Received: x\r\n"))
         self.assertEqual(s.codes()[-1], "250")
 
+    def test_long_line_check_is_linear(self):
+        """
+        A big message of lawful lines just under the limit is checked in a
+        moment (the unanchored pattern re-read each line from every position:
+        about 5 s of the reactor for these 2 MB).
+        """
+        import time
+        message = (b"a" * (smtpwire.MAX_TEXT_LINE - 8) + b"\r\n") * 2000
+        started = time.perf_counter()
+        self.assertFalse(smtpwire.has_long_line(message))
+        self.assertLess(time.perf_counter() - started, 1.0)
+        self.assertTrue(smtpwire.has_long_line(message + b"b" * (smtpwire.MAX_TEXT_LINE + 1)))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"x", b"x" * 997, b"x" * 998,
+                                     b"x" * 999, b"x" * 1500]), max_size=8))
+    def test_long_line_answers(self, parts):
+        message = b"".join(parts)
+        longest = max(len(line) for line in message.replace(b"\r", b"\n").split(b"\n"))
+        self.assertEqual(smtpwire.has_long_line(message), longest > smtpwire.MAX_TEXT_LINE)
+
     def test_hop_count_header_only(self):
         self.assertEqual(smtpwire.hop_count(b"Received: a\nreceived : b\n\nReceived: c\n"), 2)
 
@@ -644,6 +665,35 @@ class MailTransactionTests(unittest.TestCase):
         self.assertEqual(self.assertRaises(Reply, t.rcpt, "c@d.example").code, 503)
         self.assertEqual(t.message_ended(), [("s@x.example", ["a@b.example"])])
         self.assertFalse(t.open)
+
+    def test_every_state_and_input(self):
+        """
+        The table names every input in every state; each refusal leaves the
+        state and the envelope as they were, and reset returns to idle from
+        anywhere.
+        """
+        from allworx.protocols.mail import transaction
+        inputs = {"mail": lambda t: t.mail("s@x.example", None), "rcpt": lambda t: t.rcpt("r@y.example"),
+                  "data": lambda t: t.data(), "message_ended": lambda t: t.message_ended()}
+        reach = {transaction.IDLE: [], transaction.HAS_SENDER: ["mail"],
+                 transaction.HAS_RECIPIENTS: ["mail", "rcpt"],
+                 transaction.RECEIVING: ["mail", "rcpt", "data"]}
+        for state, path in reach.items():
+            for name, call in inputs.items():
+                t = transaction.MailTransaction()
+                for step in path:
+                    inputs[step](t)
+                self.assertEqual(t.state, state)
+                before = (t.sender, list(t.recipients))
+                target = transaction.TRANSITIONS[state, name]
+                if isinstance(target, tuple):
+                    self.assertEqual(self.assertRaises(Reply, call, t).code, target[0])
+                    self.assertEqual((t.state, t.sender, t.recipients), (state,) + before)
+                else:
+                    call(t)
+                    self.assertEqual(t.state, target)
+                t.reset()
+                self.assertEqual((t.state, t.sender, t.recipients), (transaction.IDLE, None, []))
 
     @settings(max_examples=300, deadline=None)
     @given(st.lists(st.sampled_from(["mail", "rcpt", "data", "end", "reset"]), max_size=30))
@@ -673,3 +723,120 @@ class MailTransactionTests(unittest.TestCase):
             self.assertEqual(t.open, t.sender is not None)
             if not t.open:
                 self.assertEqual(t.recipients, [])
+
+
+class _FakeSocket:
+    def __init__(self, takes=None, error=None):
+        self.sent, self.takes, self.error = [], takes, error
+
+    def send(self, data):
+        if self.error is not None:
+            raise self.error
+        n = len(data) if self.takes is None else min(self.takes, len(data))
+        self.sent.append(bytes(data[:n]))
+        return n
+
+
+class _FakeTcp:
+    """The attributes of a twisted TCP connection that write_now looks at."""
+
+    def __init__(self, sock):
+        self.socket, self.TLS, self.connected, self.disconnecting = sock, False, 1, 0
+        self.dataBuffer, self._tempDataBuffer, self.written = b"", [], []
+
+    def write(self, data):
+        self.written.append(bytes(data))
+        self._tempDataBuffer.append(bytes(data))
+
+
+class WriteNowTests(unittest.TestCase):
+    """Replies go straight to a plain TCP socket only when nothing is queued before them."""
+
+    def setUp(self):
+        from allworx.protocols.mail import smtp
+        self.smtp = smtp
+        self.patch(smtp, "DIRECT_TRANSPORTS", (_FakeTcp,))
+
+    def test_straight_to_the_socket(self):
+        t = _FakeTcp(_FakeSocket())
+        self.smtp.write_now(t, b"250 2.0.0 OK\r\n")
+        self.assertEqual((t.socket.sent, t.written), ([b"250 2.0.0 OK\r\n"], []))
+
+    def test_what_the_socket_leaves_is_queued(self):
+        t = _FakeTcp(_FakeSocket(takes=4))
+        self.smtp.write_now(t, b"250 2.0.0 OK\r\n")
+        self.assertEqual((t.socket.sent, t.written), ([b"250 "], [b"2.0.0 OK\r\n"]))
+        # Queued data now comes first: the next reply waits behind it.
+        self.smtp.write_now(t, b"221 bye\r\n")
+        self.assertEqual((t.socket.sent, t.written), ([b"250 "], [b"2.0.0 OK\r\n", b"221 bye\r\n"]))
+
+    def test_would_block_or_gone(self):
+        for error in (BlockingIOError(11, "again"), ConnectionResetError(104, "reset")):
+            t = _FakeTcp(_FakeSocket(error=error))
+            self.smtp.write_now(t, b"250 OK\r\n")
+            self.assertEqual(t.written, [b"250 OK\r\n"])
+
+    def test_queued_tls_closing_or_other_transports_use_write(self):
+        cases = []
+        t = _FakeTcp(_FakeSocket())
+        t.dataBuffer = b"x"
+        cases.append(t)
+        t = _FakeTcp(_FakeSocket())
+        t.TLS = True
+        cases.append(t)
+        t = _FakeTcp(_FakeSocket())
+        t.disconnecting = 1
+        cases.append(t)
+        t = _FakeTcp(_FakeSocket())
+        t.connected = 0
+        cases.append(t)
+
+        class Wrapped(_FakeTcp):
+            pass
+        cases.append(Wrapped(_FakeSocket()))
+        for t in cases:
+            self.smtp.write_now(t, b"250 OK\r\n")
+            self.assertEqual((t.socket.sent, t.written), ([], [b"250 OK\r\n"]))
+
+
+
+class LoopbackTests(unittest.TestCase):
+    """A whole conversation over a real loopback connection (the reactor's own TCP transport)."""
+
+    def test_replies_go_straight_out_in_order(self):
+        from twisted.internet import protocol as tprotocol, reactor, tcp
+        from allworx.protocols.mail import smtp
+        self.assertEqual(smtp.DIRECT_TRANSPORTS, (tcp.Server,))
+        queued = []
+        real_write = tcp.Server.write
+
+        def write(transport, data):
+            queued.append(bytes(data))
+            return real_write(transport, data)
+        self.patch(tcp.Server, "write", write)
+        delivery = FakeDelivery()
+        factory = SmtpFactory(make_office(self), delivery, reactor)
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        heard = defer.Deferred()
+
+        class Client(tprotocol.Protocol):
+            received = b""
+
+            def connectionMade(self):
+                self.transport.write(mail_transaction() + b"QUIT\r\n")
+
+            def dataReceived(self, data):
+                self.received += data
+
+            def connectionLost(self, reason):
+                heard.callback(self.received)
+        tprotocol.ClientCreator(reactor, Client).connectTCP("127.0.0.1", port.getHost().port)
+
+        def check(received):
+            lines = received.decode().split("\r\n")
+            codes = [line[:3] for line in lines if line[3:4] == " "]
+            self.assertEqual(codes, ["220", "250", "250", "250", "354", "250", "221"], received)
+            self.assertEqual(len(delivery.calls), 1)
+            self.assertEqual(queued, [], "replies queued instead of sent at once")
+        return heard.addCallback(check)

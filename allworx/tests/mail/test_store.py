@@ -170,3 +170,69 @@ class DurableWriterTests(unittest.TestCase):
         self.assertIsInstance(results[0], OSError)
         self.assertIsNone(results[1])
         self.assertEqual(os.listdir(base), ["f3"])
+
+    def test_batch_in_phases(self):
+        """
+        Every file's data is fsynced before any name appears, and each
+        directory is fsynced once, after the last rename: two journal commits
+        a batch, not one a file.
+        """
+        base = self.mktemp()
+        for sub in ("tmp", "new"):
+            os.makedirs(os.path.join(base, sub))
+        events = []
+        real_fsync, real_rename = os.fsync, os.rename
+
+        def fsync(fd):
+            events.append(("fsync", os.path.isdir("/proc/self/fd/%d" % fd)))
+            return real_fsync(fd)
+
+        def rename(a, b):
+            events.append(("rename", os.path.basename(b)))
+            return real_rename(a, b)
+        self.patch(durable.os, "fsync", fsync)
+        self.patch(durable.os, "rename", rename)
+        groups = [[durable.PendingFile(os.path.join(base, "tmp", "m%d" % i),
+                                       os.path.join(base, "new", "m%d" % i), b"m%d" % i)]
+                  for i in range(3)]
+        self.assertEqual(durable.write_files(groups), [None, None, None])
+        self.assertEqual(events, [("fsync", False)] * 3 + [("rename", "m0"), ("rename", "m1"),
+                                                         ("rename", "m2"), ("fsync", True)])
+        self.assertEqual(sorted(os.listdir(os.path.join(base, "new"))), ["m0", "m1", "m2"])
+        self.assertEqual(os.listdir(os.path.join(base, "tmp")), [])
+        for i in range(3):
+            path = os.path.join(base, "new", "m%d" % i)
+            with open(path, "rb") as f:
+                self.assertEqual(f.read(), b"m%d" % i)
+            self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+
+    def test_failed_fsync_leaves_nothing_of_its_group(self):
+        base = self.mktemp()
+        os.makedirs(base)
+        real_fsync = os.fsync
+        calls = []
+
+        def fsync(fd):
+            calls.append(fd)
+            if len(calls) == 2:
+                raise OSError(5, "Input/output error")
+            return real_fsync(fd)
+        self.patch(durable.os, "fsync", fsync)
+        results = durable.write_files([
+            [durable.PendingFile(os.path.join(base, "t1"), os.path.join(base, "f1"), b"a")],
+            [durable.PendingFile(os.path.join(base, "t2"), os.path.join(base, "f2"), b"b"),
+             durable.PendingFile(os.path.join(base, "t3"), os.path.join(base, "f3"), b"c")]])
+        self.assertIsNone(results[0])
+        self.assertIsInstance(results[1], OSError)
+        self.assertEqual(os.listdir(base), ["f1"])
+
+    def test_failed_rename_leaves_nothing_of_its_group(self):
+        base = self.mktemp()
+        os.makedirs(base)
+        results = durable.write_files([
+            [durable.PendingFile(os.path.join(base, "t1"), os.path.join(base, "f1"), b"a"),
+             durable.PendingFile(os.path.join(base, "t2"), os.path.join(base, "gone", "f2"), b"b")],
+            [durable.PendingFile(os.path.join(base, "t3"), os.path.join(base, "f3"), b"c")]])
+        self.assertIsInstance(results[0], OSError)
+        self.assertIsNone(results[1])
+        self.assertEqual(os.listdir(base), ["f3"])
