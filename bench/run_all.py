@@ -22,7 +22,7 @@ import time
 from bench.common import PROFILE_ENV, REPO, RESULTS_ENV, _num
 
 BENCHES = ["dns", "dhcp", "firewall", "smtp", "mailauth", "sip", "relay", "wan_dhcp", "web",
-           "imap", "sites"]
+           "imap", "sites", "startup", "scale"]
 
 
 def table(rows):
