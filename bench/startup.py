@@ -185,7 +185,8 @@ def allworx_round(conf, work, n):
     log = os.path.join(work, "allworx-%d.log" % n)
     proc, began = office.start_server(conf, log)
     try:
-        times = wait_answers(ALLWORX_PORTS, proc, began)
+        with common.Flame(proc.pid, "startup-%d" % n, 3):
+            times = wait_answers(ALLWORX_PORTS, proc, began)
         return times, common.peak_rss_mb(proc.pid)
     except RuntimeError as e:
         raise SystemExit("allworx: %s; see %s" % (e, log))
