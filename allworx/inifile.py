@@ -93,6 +93,9 @@ class IniDocument:
 
     preamble = attr.ib(factory=list)
     sections = attr.ib(factory=list)
+    # `section`'s index: normalised name -> first section of that name, and the
+    # list (and its length) it was built from; rebuilt when either differs.
+    _index = attr.ib(default=None, init=False, repr=False, eq=False)
 
     @classmethod
     def parse(cls, text):
@@ -150,10 +153,18 @@ class IniDocument:
     def section(self, name):
         """The first section called `name` (spacing and case of kind normalised)."""
         want = _normal_name(name)
-        for s in self.sections:
-            if _normal_name(s.name) == want:
-                return s
-        return None
+        sections = self.sections
+        index = self._index
+        if index is None or index[0] is not sections or index[1] != len(sections):
+            by_name = {}
+            for s in sections:
+                by_name.setdefault(_normal_name(s.name), s)
+            index = self._index = (sections, len(sections), by_name)
+        found = index[2].get(want)
+        if found is not None and _normal_name(found.name) != want:
+            self._index = None          # a section renamed in place: look again
+            return self.section(name)
+        return found
 
     def ensure_section(self, name):
         s = self.section(name)

@@ -21,8 +21,8 @@ import time
 
 from bench.common import PROFILE_ENV, REPO, RESULTS_ENV, _num
 
-BENCHES = ["dns", "dhcp", "firewall", "smtp", "mailauth", "sip", "voicemail", "relay", "wan_dhcp", "web",
-           "imap", "sites"]
+BENCHES = ["dns", "dhcp", "firewall", "smtp", "mailauth", "sip", "voicemail", "relay", "wan_dhcp",
+           "web", "imap", "sites", "startup", "scale"]
 
 
 def table(rows):

@@ -18,7 +18,7 @@ from twisted.logger import Logger
 
 from allworx.config import RECORD_PLURALS, SETTINGS_SECTIONS, ConfigErrors
 from allworx.guards import login_name
-from allworx.protocols.web import callhistory, changes, dashboard, mailsecurity
+from allworx.protocols.web import apipages, callhistory, changes, dashboard, mailsecurity
 from allworx.protocols.web.apijson import (  # noqa: F401 (ApiError, as_text: the API's names)
     ApiError, as_text, invalid_body, plain, record_fields_json, settings_json, texts_of, with_times)
 from allworx.protocols.web.admin import actor_of, form_of
@@ -152,6 +152,13 @@ class OfficeApi:
             raise ApiError(400, "invalid", "expected a JSON object of fields", field="body")
         return data
 
+    def paged(self, request, items, render):
+        """A page of a list (`apipages`); a bad `limit` or `offset` is a 400 naming it."""
+        try:
+            return apipages.paged(request, list(items), render)
+        except apipages.PageError as e:
+            raise ApiError(400, "invalid", str(e), field=e.name)
+
     def changed(self, what):
         """Count and log an accepted change."""
         WEB_CHANGES.labels("api", "ok").inc()
@@ -283,10 +290,10 @@ class OfficeApi:
     @app.route("/v1/<plural>", methods=["GET"])
     @guarded
     def records_list(self, request, plural):
-        """Every record of a collection."""
+        """A page of a collection's records, by name (`limit`, `offset`)."""
         kind = self._kind(plural)
         names = sorted(getattr(self.ctx.office.config, changes.PLURALS[kind]))
-        return [self.record_json(kind, n) for n in names]
+        return self.paged(request, names, lambda n: self.record_json(kind, n))
 
     @app.route("/v1/<plural>", methods=["POST"])
     @guarded
@@ -346,9 +353,9 @@ class OfficeApi:
     @app.route("/v1/dhcp/leases", methods=["GET"])
     @guarded
     def leases(self, request):
-        """The DHCP server's leases."""
+        """A page of the DHCP server's leases."""
         table = self._view("leases", "DHCP server")
-        return [with_times(plain(l)) for l in table.active_leases()]
+        return self.paged(request, table.active_leases(), lambda l: with_times(plain(l)))
 
     @app.route("/v1/connections", methods=["GET"])
     @guarded
@@ -362,8 +369,9 @@ class OfficeApi:
     @app.route("/v1/mail/queue", methods=["GET"])
     @guarded
     def mail_queue(self, request):
-        """The outbound mail queue."""
-        return [with_times(plain(e)) for e in self._view("mail_queue", "mail queue").entries()]
+        """A page of the outbound mail queue."""
+        entries = self._view("mail_queue", "mail queue").entries()
+        return self.paged(request, entries, lambda e: with_times(plain(e)))
 
     @app.route("/v1/mail/queue/<queue_id>/retry", methods=["POST"])
     @guarded
@@ -408,8 +416,9 @@ class OfficeApi:
     @app.route("/v1/sip/registrations", methods=["GET"])
     @guarded
     def registrations(self, request):
-        """Registered phones."""
-        return [with_times(plain(b)) for b in self._view("registrations", "SIP registrar").bindings()]
+        """A page of the registered phones."""
+        bindings = self._view("registrations", "SIP registrar").bindings()
+        return self.paged(request, bindings, lambda b: with_times(plain(b)))
 
     @app.route("/v1/sip/trunks", methods=["GET"])
     @guarded
@@ -420,8 +429,9 @@ class OfficeApi:
     @app.route("/v1/sip/calls", methods=["GET"])
     @guarded
     def calls(self, request):
-        """Calls in progress."""
-        return [with_times(plain(c)) for c in self._view("calls", "SIP proxy").active_calls()]
+        """A page of the calls in progress."""
+        calls = self._view("calls", "SIP proxy").active_calls()
+        return self.paged(request, calls, lambda c: with_times(plain(c)))
 
     @app.route("/v1/calls", methods=["GET"])
     @guarded

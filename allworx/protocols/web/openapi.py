@@ -8,6 +8,7 @@ from allworx import __version__
 from allworx.config import RECORD_PLURALS, RECORD_SECTIONS, SETTINGS_SECTIONS, keys_of
 from allworx.config.values import JSON_BOOLEAN, JSON_NUMBER, JSON_TEXT, json_type
 from allworx.interfaces import CALL_DIRECTIONS, CALL_FIELDS, CALL_OUTCOMES
+from allworx.protocols.web.apipages import PAGE_HEADERS, page_parameters
 from allworx.protocols.web.changes import SERVER_KEYS
 from allworx.protocols.web.logview import logs_paths
 from allworx.protocols.web.mailsecurity import VERDICTS
@@ -299,9 +300,12 @@ def phones_paths():
     answer = {"description": "the phone now", "content": _json(changed)}
     return {
         "/api/v1/phones": {"get": {
-            "summary": "Every phone: assigned ones, then new ones (seen asking for their files)",
-            "responses": {"200": {"description": "by state, then MAC", "content": _json(
-                {"type": "array", "items": ref})}, "401": RESPONSES["401"]}}},
+            "summary": "The phones: assigned ones, then new ones (seen asking for their files), "
+                       "a page at a time",
+            "parameters": page_parameters("phones"),
+            "responses": {"200": {"description": "by state, then MAC", "headers": PAGE_HEADERS,
+                                  "content": _json({"type": "array", "items": ref})},
+                          "400": RESPONSES["400"], "401": RESPONSES["401"]}}},
         "/api/v1/phones/{mac}": {"parameters": mac, "get": {
             "summary": "One phone", "responses": dict(RESPONSES, **{"200": {
                 "description": "the phone", "content": _json(ref)}})},
@@ -453,8 +457,10 @@ def openapi_document():
         schemas[name] = schema
         ref = {"$ref": "#/components/schemas/%s" % name}
         paths["/api/v1/%s" % plural] = {
-            "get": {"summary": "Every %s" % kind, "responses": dict(
-                RESPONSES, **{"200": {"description": "list", "content": _json({"type": "array", "items": ref})}})},
+            "get": {"summary": "The %ss, by name, a page at a time" % kind,
+                    "parameters": page_parameters("%ss" % kind), "responses": dict(
+                        RESPONSES, **{"200": {"description": "a page of the list", "headers": PAGE_HEADERS,
+                                              "content": _json({"type": "array", "items": ref})}})},
             "post": {"summary": "Create a %s (name in the body)" % kind,
                      "requestBody": {"content": _json(ref)},
                      "responses": dict(RESPONSES, **{"201": {"description": "created", "content": _json(ref)},
@@ -470,11 +476,18 @@ def openapi_document():
                       "responses": dict(RESPONSES, **{"200": {"description": kind}})},
             "delete": {"summary": "Remove", "responses": dict(RESPONSES, **{"204": {"description": "gone"}})},
         }
-    for path, summary in (("/api/v1/dhcp/leases", "DHCP leases (mac, address, hostname, expires, state, vendor_class)"),
-                          ("/api/v1/connections", "Firewall decisions, newest first, with reasons"),
-                          ("/api/v1/mail/queue", "Outbound mail queue"),
-                          ("/api/v1/sip/registrations", "Registered phones"),
-                          ("/api/v1/sip/calls", "Calls in progress"),
+    for path, what, summary in (
+            ("/api/v1/dhcp/leases", "leases",
+             "DHCP leases (mac, address, hostname, expires, state, vendor_class), a page at a time"),
+            ("/api/v1/mail/queue", "messages", "Outbound mail queue, a page at a time"),
+            ("/api/v1/sip/registrations", "registrations", "Registered phones, a page at a time"),
+            ("/api/v1/sip/calls", "calls", "Calls in progress, a page at a time")):
+        paths[path] = {"get": {"summary": summary, "parameters": page_parameters(what), "responses": {
+            "200": {"description": "a page of the list (a JSON array)", "headers": PAGE_HEADERS,
+                    "content": _json({"type": "array", "items": {"type": "object"}})},
+            "400": RESPONSES["400"], "401": RESPONSES["401"],
+            "503": {"description": "that service is not running"}}}}
+    for path, summary in (("/api/v1/connections", "Firewall decisions, newest first, with reasons"),
                           ("/api/v1/status", "WAN address, security mode, services; the dashboard's "
                            "facts (version, uptime, CPU, memory, disk, WAN lease, gateway "
                            "health, clock), the time server's upstream, offset and what it serves "

@@ -57,8 +57,9 @@ def _change(api, request, mac_text, mode):
 @app.route("/v1/phones", methods=["GET"])
 @guarded
 def phones(self, request):
-    """Every phone: assigned ones, then those seen asking for their files (SPEC 19)."""
-    return phonelist.phones_json(self.ctx.office.config, self.ctx.views)
+    """The phones, a page at a time: assigned ones, then those seen asking for their files (SPEC 19)."""
+    return self.paged(request, phonelist.phones_json(self.ctx.office.config, self.ctx.views),
+                      lambda phone: phone)
 
 
 @app.route("/v1/phones/<mac>", methods=["GET"])

@@ -107,6 +107,7 @@ class FirewallService(OfficeService):
         self.policy = None
         self.applied = None          # the chains last in the kernel
         self.lease_addresses = {}    # MAC -> address of its live LAN lease
+        self._macs, self._macs_of = {}, None     # MAC -> [host] name, and the config it is of
         self.follow(WanAddressChanged, lambda event: self.refresh("WAN address"))
         self.follow(LeaseEvent, self._lease_event)
         self._applying = None        # Deferred of the apply in progress
@@ -189,10 +190,23 @@ class FirewallService(OfficeService):
             why = "lease %s" % event.kind
         else:
             return
-        for name, host in sorted(self.office.config.hosts.items()):
-            if host.mac == event.mac:
-                self.refresh("host %s %s" % (name, why))
-                return
+        name = self._host_of_mac(event.mac)
+        if name is not None:
+            self.refresh("host %s %s" % (name, why))
+
+    def _host_of_mac(self, mac):
+        """
+        The first [host] (by name) with this MAC, or None: from an index of the
+        config in force, so that restoring 5,000 leases at start does not scan
+        every [host] for each (issue 22).
+        """
+        config = self.office.config
+        if self._macs_of is not config:
+            index = {}
+            for name, host in sorted(config.hosts.items()):
+                index.setdefault(host.mac, name)
+            self._macs, self._macs_of = index, config
+        return self._macs.get(mac)
 
     @property
     def host_addresses(self):

@@ -68,3 +68,38 @@ class EditTests(unittest.TestCase):
         self.assertNotIn("sales", out)
         self.assertIn("[user carol]\nfull_name = Carol\n", out)
         self.assertEqual(IniDocument.parse(out).render(), out)
+
+
+class SectionIndexTests(unittest.TestCase):
+    """`section` answers from an index (issue 22: a page of 10 records in a file of 3,000 sections)."""
+
+    def doc(self, n=3000):
+        return IniDocument.parse("".join("[host h%04d]\nmac = x\n" % i for i in range(n)))
+
+    def test_lookups_do_not_rescan_the_file(self):
+        import allworx.inifile as inifile
+        doc = self.doc()
+        doc.section("host h0000")
+        calls = []
+        real = inifile._normal_name
+        self.patch(inifile, "_normal_name", lambda name: calls.append(name) or real(name))
+        for i in range(10):
+            self.assertEqual(doc.section("Host  h%04d" % (i * 7)).name, "host h%04d" % (i * 7))
+        self.assertLess(len(calls), 100)
+
+    def test_index_follows_changes(self):
+        from allworx.inifile import Section
+        doc = self.doc(5)
+        self.assertIsNone(doc.section("host new"))
+        doc.sections.insert(0, Section("host new"))
+        self.assertIs(doc.section("host new"), doc.sections[0])
+        doc.remove_section("host h0001")
+        self.assertIsNone(doc.section("host h0001"))
+        self.assertIs(doc.ensure_section("host h0009"), doc.section("host h0009"))
+        doc.sections[0].name = "host renamed"
+        self.assertIsNone(doc.section("host new"))
+        self.assertIs(doc.section("host renamed"), doc.sections[0])
+
+    def test_first_of_a_name_wins(self):
+        doc = IniDocument.parse("[user a]\nx = 1\n[user a]\nx = 2\n")
+        self.assertEqual(doc.section("user a").entries()[0].value, "1")

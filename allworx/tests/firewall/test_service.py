@@ -2,6 +2,8 @@
 
 import ipaddress
 
+import attr
+
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
@@ -11,7 +13,7 @@ from allworx.interfaces import IConnectionLog
 from allworx.office import LeaseEvent, Office
 from allworx.routing.firewall import service as F
 from allworx.routing.firewall import policy as P
-from allworx.tests.firewall.test_policy import make_config
+from allworx.tests.firewall.test_policy import EXTRA, make_config
 
 
 class FakeRunner:
@@ -291,3 +293,28 @@ class ConnectionLogTests(unittest.TestCase):
         self.assertEqual(len(log.recent(limit=1)), 1)
         log.sync_metrics()
         self.assertEqual(F.FLOWS.labels(verdict="drop")._value.get() - before, 2)
+
+
+class LeaseEventCost(unittest.TestCase):
+    """Issue 22: a lease event looks its MAC up, it does not scan every [host] (start-up with 5,000 leases)."""
+
+    def test_lease_events_do_not_scan_the_hosts(self):
+        hosts = "".join("\n[host h%04d]\nmac = 02:10:00:00:%02x:%02x\n" % (n, n // 256, n % 256)
+                        for n in range(200))
+        office = Office(make_config(extra=EXTRA + hosts))
+        svc = F.FirewallService(office, reactor=running_reactor(), runner=FakeRunner(),
+                                hook_factory=FakeHook)
+        svc.startService()
+        self.addCleanup(svc.stopService)
+        scans = []
+        real = type(office.config.hosts).items
+
+        class Counting(dict):
+            def items(self):
+                scans.append(1)
+                return real(self)
+        office.config = attr.evolve(office.config, hosts=Counting(office.config.hosts))
+        for n in range(50):
+            office.emit(LeaseEvent("granted", "02:20:00:00:00:%02x" % n,
+                                   ipaddress.IPv4Address("192.168.2.%d" % (100 + n)), None))
+        self.assertLessEqual(len(scans), 1)
