@@ -8,10 +8,14 @@ leases in the journal (each with a host name, so each is a DNS name),
 `messages` messages, and the server's full tap.conf (every service on). It is
 built once under a directory and reused while its sizes are the same.
 
-The namespaces: SRV holds the server (`lan0`, 192.168.32.1/19) and CLI the
-client side (`eth0`, 192.168.63.254/19) of one veth pair; the benchmark's
+The namespaces: SRV holds the server (`lan0`, 192.168.2.254/18) and CLI the
+client side (`eth0`, 192.168.3.254/18) of one veth pair; the benchmark's
 own process moves into CLI (setns), so every probe is real LAN traffic and
-nothing touches the host's network. Needs root.
+nothing touches the host's network. Needs root. The LAN is a /18 because
+5,000 leases need more than a /24, but the only addresses that carry
+traffic are those two, in the lab's documentation ranges: the leases (from
+192.168.4.0 up, FIRST_HOST) and the [host] records (down from host 16000)
+are data the server loads, names and counts, never a destination.
 """
 
 import ctypes
@@ -30,9 +34,13 @@ ROOT = os.path.dirname(HERE)
 
 SRV = "awb-office-srv"
 CLI = "awb-office-cli"
-SERVER_IP = "192.168.32.1"
-CLIENT_IP = "192.168.63.254"
-PREFIXLEN = 19
+NETWORK = "192.168.0.0"
+SERVER_IP = "192.168.2.254"
+CLIENT_IP = "192.168.3.254"
+PREFIXLEN = 18
+NETMASK = "255.255.192.0"
+FIRST_HOST = 1024          # 192.168.4.0: pools and leases start past the two live addresses
+LAST_RECORD_HOST = 16000   # [host] records count down from here
 DOMAIN = "bench.example"
 HOSTNAME = "allworx"
 MAILBOX_USER = "u0001"
@@ -125,8 +133,8 @@ def user_name(n):
 
 
 def pool_text(leases):
-    """Host numbers of a pool holding `leases` (and room to spare) inside the /19."""
-    return "10-%d" % (10 + leases + 200)
+    """Host numbers of a pool holding `leases` (and room to spare) inside the LAN."""
+    return "%d-%d" % (FIRST_HOST, FIRST_HOST + leases + 200)
 
 
 def conf_text(data, users, records, leases, pool=None):
@@ -141,13 +149,13 @@ def conf_text(data, users, records, leases, pool=None):
                                           sip_digest(ext, DOMAIN, PASSWORD)))
     for n in range(records):
         out.append("[host h%05d]\nmac = 02:10:%02x:%02x:%02x:01\naddress = %s\n" % (
-            n, (n >> 16) & 255, (n >> 8) & 255, n & 255, host_ip(8000 - n)))
+            n, (n >> 16) & 255, (n >> 8) & 255, n & 255, host_ip(LAST_RECORD_HOST - n)))
     return "\n".join(out)
 
 
 def host_ip(number):
-    """The LAN address with host number `number` (inside 192.168.32.0/19)."""
-    base = struct.unpack("!I", socket.inet_aton("192.168.32.0"))[0]
+    """The LAN address with host number `number` (inside NETWORK/PREFIXLEN)."""
+    base = struct.unpack("!I", socket.inet_aton(NETWORK))[0]
     return socket.inet_ntoa(struct.pack("!I", base + number))
 
 
@@ -222,8 +230,9 @@ def build(work, users, leases, records, messages, pool=None):
         print("built the office in %s (%.1f s): %d users, %d leases, %d records, %d messages"
               % (work, time.monotonic() - started, users, leases, records, messages), flush=True)
     # In a pool of its own size the leases fill it from the start (the [host]
-    # addresses sit in 40..); a narrow pool (tap.conf's limit) keeps them past it.
-    write_leases(data, leases, records, int(time.time()), 300 + records if pool else 10)
+    # addresses sit at its far end); a narrow pool keeps them past it.
+    write_leases(data, leases, records, int(time.time()),
+                 FIRST_HOST + 300 + records if pool else FIRST_HOST)
     return os.path.join(work, "tap.conf")
 
 

@@ -86,7 +86,7 @@ class Dnsmasq(Peer):
     def prepare(self, args, work):
         leases = os.path.join(work, "dnsmasq.leases")
         now = int(time.time())
-        first = 10
+        first = office.FIRST_HOST
         with open(leases, "w") as f:
             for n in range(args.leases):
                 f.write("%d %s %s pc%05d *\n" % (now + 86400, office.lease_mac(n),
@@ -95,7 +95,7 @@ class Dnsmasq(Peer):
         return ["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--user=root",
                 "--interface=lan0", "--bind-interfaces", "--pid-file=", "--no-resolv", "--no-hosts",
                 "--domain=" + DOMAIN, "--no-ping", "--quiet-dhcp", "--dhcp-authoritative",
-                "--dhcp-range=%s,%s,255.255.224.0,1h" % (office.host_ip(first), last),
+                "--dhcp-range=%s,%s,%s,1h" % (office.host_ip(first), last, office.NETMASK),
                 "--dhcp-lease-max=%d" % (args.leases + 1000), "--dhcp-leasefile=" + leases]
 
 
@@ -113,7 +113,7 @@ class Kea(Peer):
                     "hostname,state,user_context,pool_id\n")
             for n in range(args.leases):
                 f.write("%s,%s,,86400,%d,1,0,0,pc%05d,0,,0\n" % (
-                    office.host_ip(10 + n), office.lease_mac(n), now + 86400, n))
+                    office.host_ip(office.FIRST_HOST + n), office.lease_mac(n), now + 86400, n))
         conf = os.path.join(work, "kea-dhcp4.json")
         with open(conf, "w") as f:
             json.dump({"Dhcp4": {
@@ -121,8 +121,10 @@ class Kea(Peer):
                 "lease-database": {"type": "memfile", "persist": True, "lfc-interval": 0,
                                    "name": leases},
                 "valid-lifetime": 86400,
-                "subnet4": [{"id": 1, "subnet": "192.168.32.0/19", "pools": [{"pool": "%s - %s" % (
-                    office.host_ip(10), office.host_ip(10 + args.leases + 200))}]}],
+                "subnet4": [{"id": 1, "subnet": "%s/%d" % (office.NETWORK, office.PREFIXLEN),
+                             "pools": [{"pool": "%s - %s" % (
+                    office.host_ip(office.FIRST_HOST),
+                    office.host_ip(office.FIRST_HOST + args.leases + 200))}]}],
                 "loggers": [{"name": "kea-dhcp4", "severity": "WARN",
                              "output_options": [{"output": os.path.join(work, "kea.log")}]}]}}, f)
         return ["kea-dhcp4", "-c", conf]
@@ -147,7 +149,8 @@ class Postfix(Peer):
                 "compatibility_level = 3.6", "queue_directory = %s" % spool,
                 "data_directory = %s" % data, "mail_owner = postfix", "setgid_group = postdrop",
                 "inet_interfaces = %s" % SERVER_IP, "inet_protocols = ipv4",
-                "myhostname = postfix.%s" % DOMAIN, "mydestination =", "mynetworks = 192.168.32.0/19",
+                "myhostname = postfix.%s" % DOMAIN, "mydestination =",
+                "mynetworks = %s/%d" % (office.NETWORK, office.PREFIXLEN),
                 "maillog_file_prefixes = %s" % work,
                 "maillog_file = %s" % os.path.join(work, "postfix.log"), "biff = no", ""]))
         shutil.copy("/etc/postfix/master.cf", os.path.join(etc, "master.cf"))
