@@ -134,7 +134,7 @@ class SipMessage:
 
     def get(self, name, default=None):
         """The first value of a header, or `default`."""
-        name = canonical(name)
+        name = _CANONICAL.get(name) or canonical(name)
         for k, v in self.headers:
             if k == name:
                 return v
@@ -203,11 +203,11 @@ class SipMessage:
 
     @property
     def from_tag(self):
-        return NameAddr.parse(self.get("From", "")).params.get("tag")
+        return header_tag(self.get("From", ""))
 
     @property
     def to_tag(self):
-        return NameAddr.parse(self.get("To", "")).params.get("tag")
+        return header_tag(self.get("To", ""))
 
     def _head_lines(self):
         return ["%s: %s" % (k, v) for k, v in self.headers if k != "Content-Length"]
@@ -255,6 +255,22 @@ class Response(SipMessage):
 
 
 _CSEQ_MEMO = {}       # CSeq text -> (number, METHOD): the same few texts come again and again
+
+
+_TAG_MEMO = {}        # From/To text -> its tag: read several times a message, the same text twice a REGISTER
+
+
+def header_tag(value):
+    """The `tag` parameter of a From or To value (None without one)."""
+    try:
+        return _TAG_MEMO[value]
+    except KeyError:
+        pass
+    tag = NameAddr.parse(value).params.get("tag")
+    if len(_TAG_MEMO) > 4096:
+        _TAG_MEMO.clear()
+    _TAG_MEMO[value] = tag
+    return tag
 
 
 def parse_cseq(value):
@@ -447,7 +463,18 @@ class Via:
 
     @classmethod
     def _parse(cls, value):
-        m = _VIA.match(value.strip())
+        value = value.strip()
+        if value[:8] == "SIP/2.0/":
+            # What phones write, "SIP/2.0/UDP host:port;params" (no spaces
+            # after the transport), read without the pattern; it gives what
+            # the pattern gives.
+            transport, sp, rest = value[8:].partition(" ")
+            if sp and transport.isascii() and transport.isalpha() and rest \
+                    and " " not in rest and "\t" not in rest:
+                sent_by, _, params = rest.partition(";")
+                host, port = split_hostport(sent_by)
+                return cls(transport.upper(), host, port, parse_params(params))
+        m = _VIA.match(value)
         if not m:
             raise SipParseError("bad Via %r" % value[:80])
         sent_by = m.group(2).strip()
@@ -463,6 +490,9 @@ class Via:
         return "SIP/2.0/%s %s%s" % (self.transport, hp, format_params(self.params))
 
 
+_HOST = re.compile(r"^[A-Za-z0-9.\-\[\]:_]+$")
+
+
 def split_hostport(text):
     """`host[:port]` -> (host, port or None); raises SipParseError."""
     text = text.strip()
@@ -474,7 +504,7 @@ def split_hostport(text):
     else:
         host, _, port = text.partition(":")
         rest = ":" + port if _ else ""
-    if not host or not re.match(r"^[A-Za-z0-9.\-\[\]:_]+$", host):
+    if not host or not _HOST.match(host):
         raise SipParseError("bad host %r" % text[:80])
     if rest:
         port = rest[1:]

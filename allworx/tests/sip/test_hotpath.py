@@ -297,3 +297,71 @@ class HeapTests(unittest.TestCase):
         frozen = gc.get_freeze_count()
         service.settle_heap()                       # once a process: nothing more is frozen
         self.assertEqual(gc.get_freeze_count(), frozen)
+
+
+class ShortcutEquivalenceTests(unittest.TestCase):
+    """The hot path's quicker readings give what the long way gives, on every input."""
+
+    def _via_by_pattern(self, value):
+        m = message._VIA.match(value.strip())
+        if not m:
+            raise message.SipParseError("bad Via")
+        host, port = message.split_hostport(m.group(2).strip())
+        return Via(m.group(1).upper(), host, port, message.parse_params(m.group(3) or ""))
+
+    def test_via_without_the_pattern_reads_as_the_pattern_does(self):
+        values = ["SIP/2.0/UDP 192.168.2.11:5060;branch=z9hG4bK1;rport",
+                  "SIP/2.0/udp 192.168.2.11;branch=z9hG4bK2;received=1.2.3.4",
+                  "SIP/2.0/TLS [2001:db8::1]:5061;branch=z9hG4bK3",
+                  "SIP/2.0/TCP host.example.com",
+                  "  SIP/2.0/UDP 10.0.0.1:5060;branch=x;;alias  ",
+                  "SIP/2.0/UDP 10.0.0.1:5060 ;branch=x",
+                  "SIP/2.0/UDP\t10.0.0.1:5060;branch=x",
+                  "SIP / 2.0 / UDP 10.0.0.1;branch=x",
+                  "SIP/2.0/UDP ;branch=x", "SIP/2.0/ 10.0.0.1", "SIP/2.0/UDP",
+                  "SIP/2.0/UDP 10.0.0.1:99999;branch=x", "SIP/2.0/UDP 10.0.0.1:;branch=x",
+                  "SIP/2.0/UDP 10.0.0.1:5060;branch=\"q\"", "SIP/2.0/UDP a b",
+                  "SIP/2.0/U2P 10.0.0.1", "SIP/2.0/ÜDP 10.0.0.1", "SIP/2.0/UDP 10.0.0.1\x0b;b=1"]
+        for value in values:
+            try:
+                expected = self._via_by_pattern(value)
+            except message.SipParseError:
+                self.assertRaises(message.SipParseError, Via._parse, value)
+                continue
+            self.assertEqual(Via._parse(value), expected, value)
+
+    def test_authorization_pattern_reads_as_the_per_character_one(self):
+        import random
+        import re
+        reference = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("((?:[^"\\]|\\.)*)"|([^,\s]*))\s*,?')
+        rnd = random.Random(22)
+        texts = ['username="1005", realm="example.com", nonce="a.b.c", uri="sip:x", '
+                 'response="00ff", algorithm=MD5, cnonce="ab", qop=auth, nc=00000001',
+                 'a="x\\"y", b="unterminated, c=1', 'a="\\\\"', 'a="", b', 'a = "1" ,b=2']
+        texts += ["".join(rnd.choice('ab=", \\\t') for _ in range(rnd.randint(0, 16)))
+                  for _ in range(20000)]
+        for text in texts:
+            self.assertEqual(credentials._AUTH_PARAM.findall(text), reference.findall(text), text)
+
+    def test_tags_read_through_the_memo_are_the_parsed_ones(self):
+        for value in ("<sip:101@example.com>;tag=abc", "<sip:101@example.com>",
+                      '"A;tag=x" <sip:101@example.com;tag=uri>;TAG=Up', "sip:101@example.com;tag=t2"):
+            request = message.Request([("From", value), ("To", value)])
+            for _ in range(2):
+                expected = message.NameAddr.parse(value).params.get("tag")
+                self.assertEqual(request.from_tag, expected)
+                self.assertEqual(request.to_tag, expected)
+        self.assertRaises(message.SipParseError, message.header_tag, "<sip:unclosed")
+
+    def test_nonce_mac_is_hmac_sha256_of_the_secret(self):
+        import hashlib
+        import hmac
+        from twisted.internet import task
+        book = credentials.NonceBook(task.Clock(), secret=b"k" * 32)
+        for text in ("a", "5f.1.00ff", ""):
+            self.assertEqual(book._mac(text),
+                             hmac.new(b"k" * 32, text.encode(), hashlib.sha256).hexdigest()[:24])
+        nonce = book.make()
+        self.assertEqual(book.check(nonce, 1), "ok")
+        book.secret = b"other" * 7          # a new secret is used at once
+        self.assertEqual(credentials.NonceBook(task.Clock(), secret=b"other" * 7)._mac("a"), book._mac("a"))
