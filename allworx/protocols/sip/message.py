@@ -573,14 +573,18 @@ class NameAddr:
         return "%s<%s>%s" % (disp, self.uri, format_params(self.params))
 
 
+_COPIED = frozenset(("Via", "From", "To", "Call-ID", "CSeq"))
+_COPIED_WITH_ROUTES = _COPIED | {"Record-Route"}      # 1xx but 100, and 2xx
+
+
 def make_response(request, code, reason=None, to_tag=None, extra=()):
     """A response to `request` copying Via, From, To, Call-ID, CSeq (RFC 3261 8.2.6)."""
-    headers = [(k, v) for k, v in request.headers
-               if k in ("Via", "From", "To", "Call-ID", "CSeq", "Record-Route")
-               and not (k == "Record-Route" and not (200 <= code < 300 or 100 < code < 200))]
+    copied = _COPIED_WITH_ROUTES if 100 < code < 300 else _COPIED
+    headers = [kv for kv in request.headers if kv[0] in copied]
     if to_tag is not None and code != 100:
-        headers = [(k, v if k != "To" or "tag=" in v.lower() else "%s;tag=%s" % (v, to_tag))
-                   for k, v in headers]
+        for i, (k, v) in enumerate(headers):
+            if k == "To" and "tag=" not in v.lower():
+                headers[i] = (k, "%s;tag=%s" % (v, to_tag))
     resp = Response(headers, code=code, reason=reason or REASONS.get(code, "Unknown"))
     for k, v in extra:
         resp.add(k, v)

@@ -365,3 +365,25 @@ class ShortcutEquivalenceTests(unittest.TestCase):
         self.assertEqual(book.check(nonce, 1), "ok")
         book.secret = b"other" * 7          # a new secret is used at once
         self.assertEqual(credentials.NonceBook(task.Clock(), secret=b"other" * 7)._mac("a"), book._mac("a"))
+
+    def test_responses_copy_what_the_long_filter_copies(self):
+        def long_way(request, code, to_tag):
+            headers = [(k, v) for k, v in request.headers
+                       if k in ("Via", "From", "To", "Call-ID", "CSeq", "Record-Route")
+                       and not (k == "Record-Route" and not (200 <= code < 300 or 100 < code < 200))]
+            if to_tag is not None and code != 100:
+                headers = [(k, v if k != "To" or "tag=" in v.lower() else "%s;tag=%s" % (v, to_tag))
+                           for k, v in headers]
+            return headers
+        request = message.Request([
+            ("Via", "SIP/2.0/UDP a;branch=z9hG4bK1"), ("Via", "SIP/2.0/UDP b;branch=z9hG4bK2"),
+            ("Record-Route", "<sip:p1;lr>"), ("From", "<sip:a@x>;tag=f"), ("To", "<sip:b@x>"),
+            ("Call-ID", "c1"), ("CSeq", "1 INVITE"), ("Contact", "<sip:a@1.2.3.4>"),
+            ("Record-Route", "<sip:p2;lr>")], method="INVITE", uri="sip:b@x")
+        tagged = message.Request([(k, v + ";TAG=t" if k == "To" else v) for k, v in request.headers],
+                                 method="INVITE", uri="sip:b@x")
+        for code in (100, 101, 180, 199, 200, 202, 299, 300, 401, 487, 500, 603):
+            for req in (request, tagged):
+                for to_tag in (None, "xyz"):
+                    self.assertEqual(message.make_response(req, code, to_tag=to_tag).headers,
+                                     long_way(req, code, to_tag), (code, to_tag))
