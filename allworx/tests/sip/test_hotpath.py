@@ -387,3 +387,27 @@ class ShortcutEquivalenceTests(unittest.TestCase):
                 for to_tag in (None, "xyz"):
                     self.assertEqual(message.make_response(req, code, to_tag=to_tag).headers,
                                      long_way(req, code, to_tag), (code, to_tag))
+
+
+class KeptAnswersTests(unittest.TestCase):
+
+    def test_kept_at_least_timer_j_and_at_most_a_second_more(self):
+        from twisted.internet import task
+        from allworx.protocols.sip.timerj import KeptAnswers
+        clock = task.Clock()
+        clock.advance(100.25)
+        kept = KeptAnswers(clock)
+        for i in range(50):
+            kept.keep(("b%d" % i, "h", 5060, "REGISTER"), b"answer %d" % i)
+            clock.advance(0.01)
+        kept.keep(("none", "h", 5060, "OPTIONS"), None)
+        self.assertEqual(kept[("none", "h", 5060, "OPTIONS")], b"")
+        self.assertEqual(len(kept.order), 1)            # one entry for the second, not one an answer
+        clock.advance(32)                               # 32 s after the last one was kept
+        self.assertEqual(len(kept), 51)
+        clock.pump([1.0])
+        self.assertEqual((dict(kept), kept.sweeper, len(kept.order)), ({}, None, 0))
+        kept.keep(("again", "h", 5060, "REGISTER"), b"x")      # the sweeper starts again
+        self.assertIsNotNone(kept.sweeper)
+        clock.pump([1.0] * 33)
+        self.assertEqual(kept, {})
