@@ -98,7 +98,7 @@ class NonceBook:
         self.lifetime = lifetime
         self.max_live = max_live
         self.serials = itertools.count(1)
-        self.counts = collections.OrderedDict()   # nonce -> [highest nc, time made, serial]
+        self.counts = collections.OrderedDict()   # nonce -> (highest nc, time made, serial)
         self.floor = 0
         self.last = (None, None)        # the nonce parsed last and what it gave
         self._keyed = self._keyed_secret = None
@@ -155,12 +155,13 @@ class NonceBook:
         if entry is not None:
             if nc <= entry[0]:
                 return False
-            entry[0] = nc
+            self.counts[nonce] = (nc, entry[1], entry[2])      # its place in the order kept
             return True
         parsed = self._parse(nonce)
         if parsed is None or parsed[1] <= self.floor:
             return False
-        self.counts[nonce] = [nc, parsed[0], parsed[1]]
+        # A tuple of numbers: the garbage collector stops walking it after one look.
+        self.counts[nonce] = (nc, parsed[0], parsed[1])
         while len(self.counts) > self.max_live:
             _, (_, _, serial) = self.counts.popitem(last=False)
             self.floor = max(self.floor, serial)

@@ -411,3 +411,24 @@ class KeptAnswersTests(unittest.TestCase):
         self.assertIsNotNone(kept.sweeper)
         clock.pump([1.0] * 33)
         self.assertEqual(kept, {})
+
+
+class YoungGarbageTests(unittest.TestCase):
+    """What the REGISTER path keeps a while is nothing the older collections must walk."""
+
+    def test_nonce_counts_are_untracked_once_looked_at(self):
+        import gc
+        from twisted.internet import task
+        book = credentials.NonceBook(task.Clock())
+        nonce = book.make()
+        self.assertTrue(book.use(nonce, 1))
+        self.assertTrue(book.use(nonce, 2))
+        self.assertFalse(book.use(nonce, 2))                   # still a replay
+        gc.collect()
+        self.assertFalse(gc.is_tracked(book.counts[nonce]))
+        self.assertEqual(book.counts[nonce][0], 2)
+
+    def test_the_via_memo_stays_small(self):
+        for i in range(3 * message.VIA_MEMO_SIZE):
+            Via.parse("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKmemo%d" % i)
+        self.assertLessEqual(len(message._VIA_MEMO), message.VIA_MEMO_SIZE + 1)
