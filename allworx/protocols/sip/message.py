@@ -66,6 +66,8 @@ class SipParseError(ValueError):
     """The bytes are not a SIP message this server can serve; the text says why."""
 
 
+_METHOD_NAMES = {m: m for m in ("REGISTER", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO",
+                                 "SUBSCRIBE", "NOTIFY", "REFER", "PRACK", "UPDATE", "MESSAGE", "PUBLISH")}
 _CANONICAL = {}
 _VALID_NAMES = {}     # header names as written (before the colon) already checked
 
@@ -386,6 +388,7 @@ def parse(data, stream=False):
         if not m:
             raise SipParseError("bad start line %r" % start[:80])
         method, uri = m.group(1), m.group(2)
+        method = _METHOD_NAMES.get(method, method)      # one string a method (Timer J's keys hold it)
         if not _TOKEN.match(method):
             raise SipParseError("bad method %r" % method[:20])
         if ":" not in uri:
@@ -440,6 +443,7 @@ _VIA = re.compile(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z]+)\s+([^;]+?)\s*(;.*)?$", re.
 # the oldest generation every second and made its full collections come often).
 _VIA_MEMO = {}
 VIA_MEMO_SIZE = 1024
+_SENT_BY_HOSTS = {}
 
 
 @attr.s(frozen=True, slots=True)
@@ -478,6 +482,11 @@ class Via:
                     and " " not in rest and "\t" not in rest:
                 sent_by, _, params = rest.partition(";")
                 host, port = split_hostport(sent_by)
+                # One string per sending host, not one per message: Timer J's
+                # keys hold it for 32 s.
+                host = _SENT_BY_HOSTS.setdefault(host, host)
+                if len(_SENT_BY_HOSTS) > 4096:
+                    _SENT_BY_HOSTS.clear()
                 return cls(transport.upper(), host, port, parse_params(params))
         m = _VIA.match(value)
         if not m:

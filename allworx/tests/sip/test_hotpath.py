@@ -432,3 +432,15 @@ class YoungGarbageTests(unittest.TestCase):
         for i in range(3 * message.VIA_MEMO_SIZE):
             Via.parse("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKmemo%d" % i)
         self.assertLessEqual(len(message._VIA_MEMO), message.VIA_MEMO_SIZE + 1)
+
+    def test_kept_keys_share_the_method_and_host_strings(self):
+        # Timer J keeps a key per answer for 32 s: its method and sent-by host are one string each.
+        keys = []
+        for i in range(2):
+            data = REGISTER.replace(b"branch=z9hG4bKhot1", b"branch=z9hG4bKshare%d" % i)
+            request = parse(bytes(bytearray(data)))
+            via = request.top_via
+            keys.append((request.method, via.host))
+        self.assertEqual(keys[0], keys[1])
+        self.assertIs(keys[0][0], keys[1][0])
+        self.assertIs(keys[0][1], keys[1][1])
