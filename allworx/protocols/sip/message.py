@@ -437,10 +437,8 @@ def format_params(params):
 
 
 _VIA = re.compile(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z]+)\s+([^;]+?)\s*(;.*)?$", re.I)
-# Via text -> Via (values are frozen; a message's Via is read often). Small:
-# what it holds is dropped young, before the garbage collector's older
-# generations (at thousands of REGISTERs a second, 8,192 of them moved into
-# the oldest generation every second and made its full collections come often).
+# Via text -> Via (frozen; a message's Via is read often). Small, so what it holds dies
+# young: at 8,192 thousands of Vias a second reached the collector's older generations.
 _VIA_MEMO = {}
 VIA_MEMO_SIZE = 1024
 _SENT_BY_HOSTS = {}
@@ -474,17 +472,13 @@ class Via:
     def _parse(cls, value):
         value = value.strip()
         if value[:8] == "SIP/2.0/":
-            # What phones write, "SIP/2.0/UDP host:port;params" (no spaces
-            # after the transport), read without the pattern; it gives what
-            # the pattern gives.
+            # "SIP/2.0/UDP host:port;params" read without the pattern (gives what it gives).
             transport, sp, rest = value[8:].partition(" ")
             if sp and transport.isascii() and transport.isalpha() and rest \
                     and " " not in rest and "\t" not in rest:
                 sent_by, _, params = rest.partition(";")
                 host, port = split_hostport(sent_by)
-                # One string per sending host, not one per message: Timer J's
-                # keys hold it for 32 s.
-                host = _SENT_BY_HOSTS.setdefault(host, host)
+                host = _SENT_BY_HOSTS.setdefault(host, host)     # one string a host: Timer J keeps it
                 if len(_SENT_BY_HOSTS) > 4096:
                     _SENT_BY_HOSTS.clear()
                 return cls(transport.upper(), host, port, parse_params(params))
