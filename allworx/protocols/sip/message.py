@@ -409,8 +409,8 @@ def parse(data, stream=False):
     for name in MANDATORY_REQUEST:
         if name not in seen:
             raise SipParseError("missing %s header" % name)
-    msg.cseq  # validates
-    if msg.is_request and msg.cseq[1] != msg.method.upper():
+    cseq = msg.cseq  # validates
+    if msg.is_request and cseq[1] != msg.method.upper():
         raise SipParseError("CSeq method differs from the request's")
     mf = msg.get("Max-Forwards")
     if mf is not None and (not mf.isdigit() or int(mf) > 255):
