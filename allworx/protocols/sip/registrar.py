@@ -411,7 +411,13 @@ class Registrar:
 
 
 def _tag(request):
-    return hashlib.sha1((request.call_id + request.get("From", "")).encode()).hexdigest()[:10]
+    """Our To tag for `request`: the same for every answer of one registration (401, then 200)."""
+    key = ("tag", request.call_id, request.get("From", ""))
+    hit = _READ.get(key)
+    if hit is None:
+        hit = hashlib.sha1((key[1] + key[2]).encode()).hexdigest()[:10]
+        _remember(key, hit)
+    return hit
 
 
 # A phone sends the same To and Contact texts at every REGISTER: what they

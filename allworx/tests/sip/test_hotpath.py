@@ -444,3 +444,13 @@ class YoungGarbageTests(unittest.TestCase):
         self.assertEqual(keys[0], keys[1])
         self.assertIs(keys[0][0], keys[1][0])
         self.assertIs(keys[0][1], keys[1][1])
+
+    def test_the_registrars_to_tag_is_the_hash_of_call_id_and_from(self):
+        import hashlib
+        from allworx.protocols.sip import registrar
+        for call_id, sender in (("c1", "<sip:101@example.com>;tag=a"), ("c1", "<sip:101@example.com>;tag=b"),
+                                ("c1<sip:1", "01@example.com>;tag=a")):
+            request = message.Request([("Call-ID", call_id), ("From", sender)], method="REGISTER")
+            for _ in range(2):
+                self.assertEqual(registrar._tag(request),
+                                 hashlib.sha1((call_id + sender).encode()).hexdigest()[:10])
