@@ -264,6 +264,9 @@ class LoginThrottle:
         locked nor delayed: what `attempt` would do at once, without its
         Deferred (the hot path of a protocol that logs in on every request).
         """
+        records = self._records
+        if (source, None) not in records and (user is None or (source, _user_key(user)) not in records):
+            return True         # nothing counted against either: neither locked nor delayed
         return not self.locked_until(source, user) and not self.delay(source, user)
 
     def attempt(self, source, user, check):
@@ -339,6 +342,8 @@ class LoginThrottle:
 
     def delay(self, source, user=None):
         """Seconds an attempt from `source` (as `user`) waits before its password is checked."""
+        if user is None and (source, None) not in self._records:
+            return 0            # nothing counted against the source (a challenge's usual case)
         now = self.clock.seconds()
         if self._lock_of((source, None), now):
             return self.max_delay

@@ -24,7 +24,6 @@ address nobody verified (RFC 3261 18.1.1, and no use as an amplifier).
 so that the parts can use them without importing the service.
 """
 
-import collections
 import hashlib
 import os
 import re
@@ -34,7 +33,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from allworx.protocols.sip.message import NameAddr, SipParseError, SipUri, Via, make_response, parse
-from allworx.protocols.sip.transaction import T1, ClientTransaction, ServerTransaction
+from allworx.protocols.sip.timerj import KeptAnswers
+from allworx.protocols.sip.transaction import ClientTransaction, ServerTransaction
 
 log = Logger()
 
@@ -137,9 +137,7 @@ class SipCore:
         self.admitting = set()    # server transaction keys of INVITEs whose login waits
         # key -> the final answer's bytes (b"": kept, nothing to send): Timer J. Bytes
         # alone, nothing the garbage collector has to walk for each of them.
-        self.completed = {}
-        self.completed_order = collections.deque()
-        self.sweeper = None
+        self.completed = KeptAnswers(clock)
         self.client_tx = {}       # (branch, method) -> ClientTransaction
         self.registrar = None
         self.calls = None
@@ -270,20 +268,7 @@ class SipCore:
             self._keep(self._st_key(request, request.method), data)
 
     def _keep(self, key, data):
-        self.completed[key] = data if data is not None else b""
-        self.completed_order.append((self.clock.seconds() + 64 * T1, key))
-        if self.sweeper is None:
-            self.sweeper = self.clock.callLater(1.0, self._sweep)
-
-    def _sweep(self):
-        self.sweeper = None
-        now = self.clock.seconds()
-        order = self.completed_order
-        while order and order[0][0] <= now:
-            _, key = order.popleft()
-            self.completed.pop(key, None)
-        if order:
-            self.sweeper = self.clock.callLater(1.0, self._sweep)
+        self.completed.keep(key, data)
 
     def request(self, request, dest, on_response=None, on_timeout=None):
         """Send a request of ours (its top Via already ours) in a client transaction."""

@@ -66,6 +66,8 @@ class SipParseError(ValueError):
     """The bytes are not a SIP message this server can serve; the text says why."""
 
 
+_METHOD_NAMES = {m: m for m in ("REGISTER", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO",
+                                 "SUBSCRIBE", "NOTIFY", "REFER", "PRACK", "UPDATE", "MESSAGE", "PUBLISH")}
 _CANONICAL = {}
 _VALID_NAMES = {}     # header names as written (before the colon) already checked
 
@@ -134,7 +136,7 @@ class SipMessage:
 
     def get(self, name, default=None):
         """The first value of a header, or `default`."""
-        name = canonical(name)
+        name = _CANONICAL.get(name) or canonical(name)
         for k, v in self.headers:
             if k == name:
                 return v
@@ -203,11 +205,11 @@ class SipMessage:
 
     @property
     def from_tag(self):
-        return NameAddr.parse(self.get("From", "")).params.get("tag")
+        return header_tag(self.get("From", ""))
 
     @property
     def to_tag(self):
-        return NameAddr.parse(self.get("To", "")).params.get("tag")
+        return header_tag(self.get("To", ""))
 
     def _head_lines(self):
         return ["%s: %s" % (k, v) for k, v in self.headers if k != "Content-Length"]
@@ -255,6 +257,22 @@ class Response(SipMessage):
 
 
 _CSEQ_MEMO = {}       # CSeq text -> (number, METHOD): the same few texts come again and again
+
+
+_TAG_MEMO = {}        # From/To text -> its tag: read several times a message, the same text twice a REGISTER
+
+
+def header_tag(value):
+    """The `tag` parameter of a From or To value (None without one)."""
+    try:
+        return _TAG_MEMO[value]
+    except KeyError:
+        pass
+    tag = NameAddr.parse(value).params.get("tag")
+    if len(_TAG_MEMO) > 4096:
+        _TAG_MEMO.clear()
+    _TAG_MEMO[value] = tag
+    return tag
 
 
 def parse_cseq(value):
@@ -370,6 +388,7 @@ def parse(data, stream=False):
         if not m:
             raise SipParseError("bad start line %r" % start[:80])
         method, uri = m.group(1), m.group(2)
+        method = _METHOD_NAMES.get(method, method)      # one string a method (Timer J's keys hold it)
         if not _TOKEN.match(method):
             raise SipParseError("bad method %r" % method[:20])
         if ":" not in uri:
@@ -390,8 +409,8 @@ def parse(data, stream=False):
     for name in MANDATORY_REQUEST:
         if name not in seen:
             raise SipParseError("missing %s header" % name)
-    msg.cseq  # validates
-    if msg.is_request and msg.cseq[1] != msg.method.upper():
+    cseq = msg.cseq  # validates
+    if msg.is_request and cseq[1] != msg.method.upper():
         raise SipParseError("CSeq method differs from the request's")
     mf = msg.get("Max-Forwards")
     if mf is not None and (not mf.isdigit() or int(mf) > 255):
@@ -418,7 +437,11 @@ def format_params(params):
 
 
 _VIA = re.compile(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z]+)\s+([^;]+?)\s*(;.*)?$", re.I)
-_VIA_MEMO = {}       # Via text -> Via (values are frozen; a message's Via is read often)
+# Via text -> Via (frozen; a message's Via is read often). Small, so what it holds dies
+# young: at 8,192 thousands of Vias a second reached the collector's older generations.
+_VIA_MEMO = {}
+VIA_MEMO_SIZE = 1024
+_SENT_BY_HOSTS = {}
 
 
 @attr.s(frozen=True, slots=True)
@@ -440,14 +463,26 @@ class Via:
     @staticmethod
     def remember(value, via):
         """Keep `via` as what parsing the text `value` gives; returns it."""
-        if len(_VIA_MEMO) > 8192:
+        if len(_VIA_MEMO) > VIA_MEMO_SIZE:
             _VIA_MEMO.clear()
         _VIA_MEMO[value] = via
         return via
 
     @classmethod
     def _parse(cls, value):
-        m = _VIA.match(value.strip())
+        value = value.strip()
+        if value[:8] == "SIP/2.0/":
+            # "SIP/2.0/UDP host:port;params" read without the pattern (gives what it gives).
+            transport, sp, rest = value[8:].partition(" ")
+            if sp and transport.isascii() and transport.isalpha() and rest \
+                    and " " not in rest and "\t" not in rest:
+                sent_by, _, params = rest.partition(";")
+                host, port = split_hostport(sent_by)
+                host = _SENT_BY_HOSTS.setdefault(host, host)     # one string a host: Timer J keeps it
+                if len(_SENT_BY_HOSTS) > 4096:
+                    _SENT_BY_HOSTS.clear()
+                return cls(transport.upper(), host, port, parse_params(params))
+        m = _VIA.match(value)
         if not m:
             raise SipParseError("bad Via %r" % value[:80])
         sent_by = m.group(2).strip()
@@ -463,6 +498,9 @@ class Via:
         return "SIP/2.0/%s %s%s" % (self.transport, hp, format_params(self.params))
 
 
+_HOST = re.compile(r"^[A-Za-z0-9.\-\[\]:_]+$")
+
+
 def split_hostport(text):
     """`host[:port]` -> (host, port or None); raises SipParseError."""
     text = text.strip()
@@ -474,7 +512,7 @@ def split_hostport(text):
     else:
         host, _, port = text.partition(":")
         rest = ":" + port if _ else ""
-    if not host or not re.match(r"^[A-Za-z0-9.\-\[\]:_]+$", host):
+    if not host or not _HOST.match(host):
         raise SipParseError("bad host %r" % text[:80])
     if rest:
         port = rest[1:]
@@ -543,14 +581,18 @@ class NameAddr:
         return "%s<%s>%s" % (disp, self.uri, format_params(self.params))
 
 
+_COPIED = frozenset(("Via", "From", "To", "Call-ID", "CSeq"))
+_COPIED_WITH_ROUTES = _COPIED | {"Record-Route"}      # 1xx but 100, and 2xx
+
+
 def make_response(request, code, reason=None, to_tag=None, extra=()):
     """A response to `request` copying Via, From, To, Call-ID, CSeq (RFC 3261 8.2.6)."""
-    headers = [(k, v) for k, v in request.headers
-               if k in ("Via", "From", "To", "Call-ID", "CSeq", "Record-Route")
-               and not (k == "Record-Route" and not (200 <= code < 300 or 100 < code < 200))]
+    copied = _COPIED_WITH_ROUTES if 100 < code < 300 else _COPIED
+    headers = [kv for kv in request.headers if kv[0] in copied]
     if to_tag is not None and code != 100:
-        headers = [(k, v if k != "To" or "tag=" in v.lower() else "%s;tag=%s" % (v, to_tag))
-                   for k, v in headers]
+        for i, (k, v) in enumerate(headers):
+            if k == "To" and "tag=" not in v.lower():
+                headers[i] = (k, "%s;tag=%s" % (v, to_tag))
     resp = Response(headers, code=code, reason=reason or REASONS.get(code, "Unknown"))
     for k, v in extra:
         resp.add(k, v)

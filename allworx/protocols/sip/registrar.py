@@ -300,10 +300,10 @@ class Registrar:
         self.throttle.succeeded(source[0], who)
         user = value
         try:
-            to_uri = SipUri.parse(NameAddr.parse(request.get("To")).uri)
+            to_user = _uri_user(request.get("To"))
         except SipParseError:
             return make_response(request, 400, "Bad To header")
-        if to_uri.user not in (user.extension, user.name):
+        if to_user not in (user.extension, user.name):
             _outcome("refused")
             return make_response(request, 403, to_tag=_tag(request))
         return self._update(request, user, source, transport, mac)
@@ -368,13 +368,12 @@ class Registrar:
         else:
             for value in contacts:
                 try:
-                    na = NameAddr.parse(value)
-                    SipUri.parse(na.uri)
-                    expires = int(na.params.get("expires", default))
+                    uri, expires_text = _contact(value)
+                    expires = int(default if expires_text is None else expires_text)
                 except (SipParseError, ValueError):
                     return make_response(request, 400, "Bad Contact header")
                 if expires == 0:
-                    gone = mine.get(na.uri)
+                    gone = mine.get(uri)
                     if gone is not None:
                         self._remove(gone)
                         changed = True
@@ -382,23 +381,23 @@ class Registrar:
                 if expires < MIN_EXPIRES:
                     return make_response(request, 423, extra=[("Min-Expires", str(MIN_EXPIRES))])
                 expires = min(expires, MAX_EXPIRES)
-                old = mine.get(na.uri)
+                old = mine.get(uri)
                 if old is not None and old.call_id == request.call_id and request.cseq[0] <= old.cseq:
                     return make_response(request, 500, "Out of order REGISTER")
                 if old is None and len(mine) >= MAX_CONTACTS:
                     _outcome("too_many")
                     log.warn("SIP user {user} already has {n} phones registered; refused {contact}",
-                             user=user.name, n=MAX_CONTACTS, contact=na.uri)
+                             user=user.name, n=MAX_CONTACTS, contact=uri)
                     return make_response(request, 403, "Too many registrations (at most %d per user)"
                                          % MAX_CONTACTS)
-                self.bind(Binding(user.name, user.extension, na.uri, tuple(source), transport,
+                self.bind(Binding(user.name, user.extension, uri, tuple(source), transport,
                                   now + expires, request.call_id, request.cseq[0],
                                   request.get("User-Agent"), mac))
                 mine = self.by_user[user.name]
                 if old is None:
                     changed = True
                     log.info("SIP {user} ({ext}) registered at {contact} from {source}",
-                             user=user.name, ext=user.extension, contact=na.uri,
+                             user=user.name, ext=user.extension, contact=uri,
                              source="%s:%d" % tuple(source))
         _outcome("ok")
         if len(mine) != before:
@@ -412,4 +411,45 @@ class Registrar:
 
 
 def _tag(request):
-    return hashlib.sha1((request.call_id + request.get("From", "")).encode()).hexdigest()[:10]
+    """Our To tag for `request`: the same for every answer of one registration (401, then 200)."""
+    key = ("tag", request.call_id, request.get("From", ""))
+    hit = _READ.get(key)
+    if hit is None:
+        hit = hashlib.sha1((key[1] + key[2]).encode()).hexdigest()[:10]
+        _remember(key, hit)
+    return hit
+
+
+# A phone sends the same To and Contact texts at every REGISTER: what they
+# give is kept by text (strings only; dropped all at once past 4,096).
+_READ = {}
+
+
+def _uri_user(value):
+    """The user part of a To value's SIP URI; SipParseError if it is none."""
+    key = ("To", value)
+    hit = _READ.get(key)
+    if hit is None:
+        hit = SipUri.parse(NameAddr.parse(value).uri).user
+        _remember(key, hit)
+    return hit
+
+
+def _contact(value):
+    """(URI text, its expires parameter or None) of a Contact value with a SIP URI; SipParseError else."""
+    key = ("Contact", value)
+    hit = _READ.get(key)
+    if hit is None:
+        na = NameAddr.parse(value)
+        SipUri.parse(na.uri)
+        if "expires" in na.params and na.params["expires"] is None:
+            raise SipParseError("expires without a value")
+        hit = (na.uri, na.params.get("expires"))
+        _remember(key, hit)
+    return hit
+
+
+def _remember(key, value):
+    if len(_READ) >= 4096:
+        _READ.clear()
+    _READ[key] = value

@@ -201,6 +201,29 @@ class ThrottleTests(unittest.TestCase):
         self.clock.advance(t.window)
         self.assertEqual(t.delay("a"), 0)
 
+    def test_ready_is_the_long_answer_whatever_was_counted(self):
+        # The fast path (nothing counted) must agree with "neither locked nor delayed" throughout.
+        t = LoginThrottle(self.clock, user_limit=3, source_limit=6, slow_after=1, max_delay=4)
+        logins = [("a", "alice"), ("a", "Bob"), ("b", "alice"), ("c", None), ("a", None), ("b", b"bob")]
+        answers = set()
+        steps = ["failed", "succeeded", "failed", "failed", "advance", "failed", "check", "failed",
+                 "failed", "advance", "unlock", "failed", "succeeded", "advance"]
+        for i, step in enumerate(steps * 3):
+            source, user = logins[i % len(logins)]
+            if step == "advance":
+                self.clock.advance(t.window / 2 if i % 2 else t.lockout + 1)
+            elif step == "unlock":
+                t.unlock(source=source)
+            else:
+                getattr(t, step)(source, user)
+            for s, u in logins:
+                ready = t.ready(s, u)
+                answers.add(ready)
+                self.assertEqual(ready, not t.locked_until(s, u) and not t.delay(s, u), (i, step, s, u))
+                if (s, None) not in t._records:
+                    self.assertEqual(t.delay(s), 0)
+        self.assertEqual(answers, {True, False})
+
     def test_unlock(self):
         for _ in range(3):
             self.t.failed("a", "alice")

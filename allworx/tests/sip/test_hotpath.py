@@ -297,3 +297,160 @@ class HeapTests(unittest.TestCase):
         frozen = gc.get_freeze_count()
         service.settle_heap()                       # once a process: nothing more is frozen
         self.assertEqual(gc.get_freeze_count(), frozen)
+
+
+class ShortcutEquivalenceTests(unittest.TestCase):
+    """The hot path's quicker readings give what the long way gives, on every input."""
+
+    def _via_by_pattern(self, value):
+        m = message._VIA.match(value.strip())
+        if not m:
+            raise message.SipParseError("bad Via")
+        host, port = message.split_hostport(m.group(2).strip())
+        return Via(m.group(1).upper(), host, port, message.parse_params(m.group(3) or ""))
+
+    def test_via_without_the_pattern_reads_as_the_pattern_does(self):
+        values = ["SIP/2.0/UDP 192.168.2.11:5060;branch=z9hG4bK1;rport",
+                  "SIP/2.0/udp 192.168.2.11;branch=z9hG4bK2;received=1.2.3.4",
+                  "SIP/2.0/TLS [2001:db8::1]:5061;branch=z9hG4bK3",
+                  "SIP/2.0/TCP host.example.com",
+                  "  SIP/2.0/UDP 10.0.0.1:5060;branch=x;;alias  ",
+                  "SIP/2.0/UDP 10.0.0.1:5060 ;branch=x",
+                  "SIP/2.0/UDP\t10.0.0.1:5060;branch=x",
+                  "SIP / 2.0 / UDP 10.0.0.1;branch=x",
+                  "SIP/2.0/UDP ;branch=x", "SIP/2.0/ 10.0.0.1", "SIP/2.0/UDP",
+                  "SIP/2.0/UDP 10.0.0.1:99999;branch=x", "SIP/2.0/UDP 10.0.0.1:;branch=x",
+                  "SIP/2.0/UDP 10.0.0.1:5060;branch=\"q\"", "SIP/2.0/UDP a b",
+                  "SIP/2.0/U2P 10.0.0.1", "SIP/2.0/ÜDP 10.0.0.1", "SIP/2.0/UDP 10.0.0.1\x0b;b=1"]
+        for value in values:
+            try:
+                expected = self._via_by_pattern(value)
+            except message.SipParseError:
+                self.assertRaises(message.SipParseError, Via._parse, value)
+                continue
+            self.assertEqual(Via._parse(value), expected, value)
+
+    def test_authorization_pattern_reads_as_the_per_character_one(self):
+        import random
+        import re
+        reference = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("((?:[^"\\]|\\.)*)"|([^,\s]*))\s*,?')
+        rnd = random.Random(22)
+        texts = ['username="1005", realm="example.com", nonce="a.b.c", uri="sip:x", '
+                 'response="00ff", algorithm=MD5, cnonce="ab", qop=auth, nc=00000001',
+                 'a="x\\"y", b="unterminated, c=1', 'a="\\\\"', 'a="", b', 'a = "1" ,b=2']
+        texts += ["".join(rnd.choice('ab=", \\\t') for _ in range(rnd.randint(0, 16)))
+                  for _ in range(20000)]
+        for text in texts:
+            self.assertEqual(credentials._AUTH_PARAM.findall(text), reference.findall(text), text)
+
+    def test_tags_read_through_the_memo_are_the_parsed_ones(self):
+        for value in ("<sip:101@example.com>;tag=abc", "<sip:101@example.com>",
+                      '"A;tag=x" <sip:101@example.com;tag=uri>;TAG=Up', "sip:101@example.com;tag=t2"):
+            request = message.Request([("From", value), ("To", value)])
+            for _ in range(2):
+                expected = message.NameAddr.parse(value).params.get("tag")
+                self.assertEqual(request.from_tag, expected)
+                self.assertEqual(request.to_tag, expected)
+        self.assertRaises(message.SipParseError, message.header_tag, "<sip:unclosed")
+
+    def test_nonce_mac_is_hmac_sha256_of_the_secret(self):
+        import hashlib
+        import hmac
+        from twisted.internet import task
+        book = credentials.NonceBook(task.Clock(), secret=b"k" * 32)
+        for text in ("a", "5f.1.00ff", ""):
+            self.assertEqual(book._mac(text),
+                             hmac.new(b"k" * 32, text.encode(), hashlib.sha256).hexdigest()[:24])
+        nonce = book.make()
+        self.assertEqual(book.check(nonce, 1), "ok")
+        book.secret = b"other" * 7          # a new secret is used at once
+        self.assertEqual(credentials.NonceBook(task.Clock(), secret=b"other" * 7)._mac("a"), book._mac("a"))
+
+    def test_responses_copy_what_the_long_filter_copies(self):
+        def long_way(request, code, to_tag):
+            headers = [(k, v) for k, v in request.headers
+                       if k in ("Via", "From", "To", "Call-ID", "CSeq", "Record-Route")
+                       and not (k == "Record-Route" and not (200 <= code < 300 or 100 < code < 200))]
+            if to_tag is not None and code != 100:
+                headers = [(k, v if k != "To" or "tag=" in v.lower() else "%s;tag=%s" % (v, to_tag))
+                           for k, v in headers]
+            return headers
+        request = message.Request([
+            ("Via", "SIP/2.0/UDP a;branch=z9hG4bK1"), ("Via", "SIP/2.0/UDP b;branch=z9hG4bK2"),
+            ("Record-Route", "<sip:p1;lr>"), ("From", "<sip:a@x>;tag=f"), ("To", "<sip:b@x>"),
+            ("Call-ID", "c1"), ("CSeq", "1 INVITE"), ("Contact", "<sip:a@1.2.3.4>"),
+            ("Record-Route", "<sip:p2;lr>")], method="INVITE", uri="sip:b@x")
+        tagged = message.Request([(k, v + ";TAG=t" if k == "To" else v) for k, v in request.headers],
+                                 method="INVITE", uri="sip:b@x")
+        for code in (100, 101, 180, 199, 200, 202, 299, 300, 401, 487, 500, 603):
+            for req in (request, tagged):
+                for to_tag in (None, "xyz"):
+                    self.assertEqual(message.make_response(req, code, to_tag=to_tag).headers,
+                                     long_way(req, code, to_tag), (code, to_tag))
+
+
+class KeptAnswersTests(unittest.TestCase):
+
+    def test_kept_at_least_timer_j_and_at_most_a_second_more(self):
+        from twisted.internet import task
+        from allworx.protocols.sip.timerj import KeptAnswers
+        clock = task.Clock()
+        clock.advance(100.25)
+        kept = KeptAnswers(clock)
+        for i in range(50):
+            kept.keep(("b%d" % i, "h", 5060, "REGISTER"), b"answer %d" % i)
+            clock.advance(0.01)
+        kept.keep(("none", "h", 5060, "OPTIONS"), None)
+        self.assertEqual(kept[("none", "h", 5060, "OPTIONS")], b"")
+        self.assertEqual(len(kept.order), 1)            # one entry for the second, not one an answer
+        clock.advance(32)                               # 32 s after the last one was kept
+        self.assertEqual(len(kept), 51)
+        clock.pump([1.0])
+        self.assertEqual((dict(kept), kept.sweeper, len(kept.order)), ({}, None, 0))
+        kept.keep(("again", "h", 5060, "REGISTER"), b"x")      # the sweeper starts again
+        self.assertIsNotNone(kept.sweeper)
+        clock.pump([1.0] * 33)
+        self.assertEqual(kept, {})
+
+
+class YoungGarbageTests(unittest.TestCase):
+    """What the REGISTER path keeps a while is nothing the older collections must walk."""
+
+    def test_nonce_counts_are_untracked_once_looked_at(self):
+        import gc
+        from twisted.internet import task
+        book = credentials.NonceBook(task.Clock())
+        nonce = book.make()
+        self.assertTrue(book.use(nonce, 1))
+        self.assertTrue(book.use(nonce, 2))
+        self.assertFalse(book.use(nonce, 2))                   # still a replay
+        gc.collect()
+        self.assertFalse(gc.is_tracked(book.counts[nonce]))
+        self.assertEqual(book.counts[nonce][0], 2)
+
+    def test_the_via_memo_stays_small(self):
+        for i in range(3 * message.VIA_MEMO_SIZE):
+            Via.parse("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKmemo%d" % i)
+        self.assertLessEqual(len(message._VIA_MEMO), message.VIA_MEMO_SIZE + 1)
+
+    def test_kept_keys_share_the_method_and_host_strings(self):
+        # Timer J keeps a key per answer for 32 s: its method and sent-by host are one string each.
+        keys = []
+        for i in range(2):
+            data = REGISTER.replace(b"branch=z9hG4bKhot1", b"branch=z9hG4bKshare%d" % i)
+            request = parse(bytes(bytearray(data)))
+            via = request.top_via
+            keys.append((request.method, via.host))
+        self.assertEqual(keys[0], keys[1])
+        self.assertIs(keys[0][0], keys[1][0])
+        self.assertIs(keys[0][1], keys[1][1])
+
+    def test_the_registrars_to_tag_is_the_hash_of_call_id_and_from(self):
+        import hashlib
+        from allworx.protocols.sip import registrar
+        for call_id, sender in (("c1", "<sip:101@example.com>;tag=a"), ("c1", "<sip:101@example.com>;tag=b"),
+                                ("c1<sip:1", "01@example.com>;tag=a")):
+            request = message.Request([("Call-ID", call_id), ("From", sender)], method="REGISTER")
+            for _ in range(2):
+                self.assertEqual(registrar._tag(request),
+                                 hashlib.sha1((call_id + sender).encode()).hexdigest()[:10])

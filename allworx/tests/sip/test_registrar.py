@@ -122,6 +122,21 @@ class RegistrarTests(unittest.TestCase):
         self.assertEqual(r.code, 423)
         self.assertEqual(r.get("Min-Expires"), "60")
 
+    def test_contacts_read_again_give_the_same_answers(self):
+        # The registrar keeps what a Contact or To text gave: the same text must answer the same.
+        ok = "Contact: <sip:101@192.168.2.11:5060>;expires=300"
+        for _ in range(2):
+            self.assertEqual(self.alice.register(contact=ok).code, 200)
+            self.assertEqual(int(self.h.core.registrar.contacts_of("alice")[0].expires_at
+                                 - self.h.clock.seconds()), 300)
+            for bad in ("Contact: <sip:101@192.168.2.11:5060>;expires",        # no value: was a 500
+                        "Contact: <sip:101@192.168.2.11:5060>;expires=soon",
+                        "Contact: <mailto:101@example.com>", "Contact: <sip:101@bad host>"):
+                self.assertEqual((self.alice.register(contact=bad).code, bad), (400, bad))
+        self.assertEqual(self.alice.register(contact="Contact: <sip:101@192.168.2.11:5060>;expires=0").code,
+                         200)
+        self.assertEqual(self.h.core.registrar.contacts_of("alice"), [])
+
     def test_several_contacts_with_a_bound(self):
         codes = []
         for n in range(MAX_CONTACTS + 1):
