@@ -30,6 +30,16 @@ class Options(usage.Options):
             raise SystemExit(1)
 
 
+def settle_when_running(reactor):
+    """Once every service has started: the collector tuned for a server (allworx.heap)."""
+    from allworx.heap import settle_heap
+    reactor.callWhenRunning(settle_heap)
+
+
 def makeService(options):
+    from twisted.internet import reactor
+
     from allworx.service import make_server
-    return make_server(options.loaded, data_dir=options["data-dir"])
+    server = make_server(options.loaded, data_dir=options["data-dir"])
+    settle_when_running(reactor)
+    return server

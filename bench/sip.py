@@ -2,11 +2,11 @@
 """
 SIP benchmark: registrations/s (REGISTER -> 401 -> REGISTER with digest ->
 200), call setups/s (INVITE -> 100/180/200 -> ACK -> BYE -> 200 through the
-server to a registered answering phone), and concurrent voicemail recordings
-(RTP at 20 ms) with their loss.
+server to a registered answering phone). Concurrent voicemail recordings
+are bench/voicemail.py's (it uses this module's server).
 
     python -m bench.sip [--sipp-seconds 5] [--rounds 3] [--no-python] [--profile DIR]
-                        [--duration 8] [--window 64] [--recordings 50,100,150]
+                        [--duration 8] [--window 64]
 
 The server under test is allworx's SIP service alone (`--serve`, a child
 process on 127.0.0.1, an in-memory mailbox so only SIP and RTP are
@@ -26,8 +26,7 @@ under each load.
 
 Before that (unless `--no-python`), a Python UA keeping a window of
 transactions in flight on one UDP socket runs the same scenarios against
-both servers (a like-for-like generator, far lighter than SIPp), and the
-voicemail recordings run against allworx.
+both servers (a like-for-like generator, far lighter than SIPp).
 """
 
 import argparse
@@ -73,6 +72,7 @@ def serve(port, data_dir, stats_path):
     from allworx.office import Office
     from allworx.protocols.sip import service as sip
     from allworx.protocols.voice.voicemail import wav_of
+    from allworx.tap import settle_when_running
     from allworx.protocols.voice.wav import duration, from_wav
 
     text = server_conf(data_dir, port)
@@ -110,6 +110,7 @@ def serve(port, data_dir, stats_path):
         return [("udp %d" % port, port, udp)]
     service.build_listeners = listeners
     service.startService()
+    settle_when_running(reactor)      # as the twistd plugin does (allworx.tap)
     if service.failed:
         sys.exit("cannot serve SIP: %s" % "; ".join(service.failed))
 
@@ -387,113 +388,6 @@ def _p(values, q):
         return 0.0
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))] * 1000
-
-
-# ---------------------------------------------------------------- voicemail recordings
-
-def run_recordings(server_port, n, seconds, stats_path):
-    """
-    `n` simultaneous calls to an extension with no phone (straight to
-    voicemail), each sending 20 ms PCMU packets for `seconds`; returns the
-    loss the server's jitter buffers counted and the recorded seconds.
-    """
-    before = _stats(stats_path)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-    sock.bind((IP, 0))
-    port = sock.getsockname()[1]
-    calls = {}
-    for i in range(n):
-        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        rtp.bind((IP, 0))
-        call_id = "vm%d-%d" % (i, random.getrandbits(30))
-        sdp = ("v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\n"
-               "m=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n" % (IP, IP, rtp.getsockname()[1]))
-        invite = ("INVITE sip:3000@example.com SIP/2.0\r\nVia: SIP/2.0/UDP %s:%d;branch=z9hG4bKv%d{n};rport\r\n"
-                  "Max-Forwards: 70\r\nFrom: <sip:1000@example.com>;tag=v%d\r\nTo: <sip:3000@example.com>\r\n"
-                  "Call-ID: %s\r\nCSeq: {n} INVITE\r\nContact: <sip:1000@%s:%d>\r\n{auth}"
-                  "Content-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s"
-                  % (IP, port, i, i, call_id, IP, port, len(sdp), sdp))
-        sock.sendto(invite.format(n=1, auth="").encode(), (IP, server_port))
-        calls[call_id] = {"rtp": rtp, "i": i, "invite": invite}
-    deadline = time.monotonic() + 10
-    sock.settimeout(0.5)
-    established = 0
-    while established < n and time.monotonic() < deadline:
-        try:
-            data = sock.recv(65535).decode()
-        except socket.timeout:
-            continue
-        if data.startswith("SIP/2.0 407"):
-            # This socket is no registered phone: answer the challenge as user 1000.
-            call = calls.get(header(data, "Call-ID"))
-            if call is not None:
-                auth = digest(header(data, "Proxy-Authenticate"), "INVITE", "sip:3000@example.com",
-                              "1000", "secret")
-                sock.sendto(call["invite"].format(n=2, auth="Proxy-Authorization: %s\r\n" % auth).encode(),
-                            (IP, server_port))
-            continue
-        if not data.startswith("SIP/2.0 200"):
-            continue
-        call = calls.get(header(data, "Call-ID"))
-        if call is None or "to" in call:
-            continue
-        call["to"] = header(data, "To")
-        m = re.search(r"m=audio (\d+)", data)
-        call["media"] = (IP, int(m.group(1)))
-        sock.sendto(("ACK sip:voicemail@%s:%d SIP/2.0\r\nVia: SIP/2.0/UDP %s:%d;branch=z9hG4bKa%d\r\n"
-                     "Max-Forwards: 70\r\nFrom: <sip:1000@example.com>;tag=v%d\r\nTo: %s\r\n"
-                     "Call-ID: %s\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
-                     % (IP, server_port, IP, port, call["i"], call["i"], call["to"], header(data, "Call-ID"))
-                     ).encode(), (IP, server_port))
-        established += 1
-    # The greeting (tones, about 1.5 s) plays, then recording starts: send
-    # RTP throughout, 20 ms apart, all calls in step.
-    payload = b"\x7f" * 160
-    total = int((seconds + 2.0) / 0.02)
-    start = time.monotonic()
-    sent = 0
-    for k in range(total):
-        target = start + k * 0.02
-        delay = target - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        for call in calls.values():
-            if "media" in call:
-                hdr = bytes([0x80, 0]) + (k & 0xFFFF).to_bytes(2, "big") + (k * 160).to_bytes(4, "big") + \
-                    (call["i"] + 1).to_bytes(4, "big")
-                call["rtp"].sendto(hdr + payload, call["media"])
-                sent += 1
-    late = time.monotonic() - (start + total * 0.02)
-    for call_id, call in calls.items():
-        if "to" in call:
-            sock.sendto(("BYE sip:voicemail@%s:%d SIP/2.0\r\nVia: SIP/2.0/UDP %s:%d;branch=z9hG4bKb%d\r\n"
-                         "Max-Forwards: 70\r\nFrom: <sip:1000@example.com>;tag=v%d\r\nTo: %s\r\n"
-                         "Call-ID: %s\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
-                         % (IP, server_port, IP, port, call["i"], call["i"], call["to"], call_id)
-                         ).encode(), (IP, server_port))
-        call["rtp"].close()
-    deadline = time.monotonic() + 15
-    after = _stats(stats_path)
-    while after["calls"] - before["calls"] < established and time.monotonic() < deadline:
-        time.sleep(0.3)
-        after = _stats(stats_path)
-    sock.close()
-    received = after["rtp_received"] - before["rtp_received"]
-    lost = after["rtp_lost"] - before["rtp_lost"]
-    recorded = (after["seconds"] - before["seconds"]) / max(1, after["deliveries"] - before["deliveries"])
-    loss = 100.0 * (sent - received) / sent if sent else 100.0
-    return established, sent, received, lost, loss, recorded, late
-
-
-def _stats(path):
-    for _ in range(20):
-        try:
-            with open(path) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            time.sleep(0.1)
-    return {"deliveries": 0, "seconds": 0.0, "rtp_received": 0, "rtp_lost": 0, "calls": 0}
 
 
 # ---------------------------------------------------------------- peers
@@ -830,9 +724,9 @@ def report_sipp(sipp_results, memory, seconds):
 
 
 def python_generator(args, work):
-    """The Python generator's runs against both servers and the voicemail recordings, printed."""
+    """The Python generator's runs against both servers, printed."""
     results = []
-    proc, stats = start_allworx(work)
+    proc, _stats = start_allworx(work)
     try:
         users = [(str(1000 + n), "secret") for n in range(USERS)]
         gen = Generator(ALLWORX_PORT, "example.com", users)
@@ -846,9 +740,6 @@ def python_generator(args, work):
         rate, failed, p50, p99 = gen.run_calls(args.duration, args.window, UAS_EXT)
         cpu = (cpu_seconds(proc.pid) - cpu0) / args.duration * 100
         results.append(("allworx", "call", rate, failed, p50, p99, cpu))
-        recordings = []
-        for n in [int(x) for x in args.recordings.split(",") if x]:
-            recordings.append((n,) + run_recordings(ALLWORX_PORT, n, args.record_seconds, stats))
     finally:
         stop(proc)
 
@@ -888,22 +779,19 @@ def python_generator(args, work):
         if ("kamailio", test) in by and by[("kamailio", test)]:
             print("ratio %-9s allworx/kamailio = %.2f (same generator)"
                   % (test, by[("allworx", test)] / by[("kamailio", test)]))
-    return recordings
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per rate test")
     parser.add_argument("--window", type=int, default=64, help="scenarios in flight")
-    parser.add_argument("--recordings", default="50,100,150", help="concurrent voicemail calls to try")
-    parser.add_argument("--record-seconds", type=float, default=8.0)
     parser.add_argument("--no-kamailio", action="store_true")
     parser.add_argument("--no-sipp", action="store_true", help="skip the SIPp runs")
     parser.add_argument("--sipp-seconds", type=float, default=5.0, help="seconds per SIPp step")
     parser.add_argument("--rounds", type=int, default=3,
                         help="consecutive REGISTER rounds at the best rate (steady under load)")
     parser.add_argument("--no-python", action="store_true",
-                        help="skip the Python generator's runs and the voicemail recordings")
+                        help="skip the Python generator's runs")
     parser.add_argument("--profile", metavar="DIR", help="keep py-spy flame graphs of the server in DIR")
     parser.add_argument("--serve", nargs=3, metavar=("PORT", "DATA_DIR", "STATS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -914,7 +802,8 @@ def main(argv=None):
 
     work = tempfile.mkdtemp(prefix="allworx-bench-sip-")
     print("SIP benchmark, load %s at the start" % common.load(), flush=True)
-    recordings = [] if args.no_python else python_generator(args, work)
+    if not args.no_python:
+        python_generator(args, work)
     print(PEER_FIGURES)
     sipp = None if args.no_sipp else find_or_build_sipp()
     if sipp is not None:
@@ -923,14 +812,6 @@ def main(argv=None):
         report_sipp(sipp_results, memory, args.sipp_seconds)
     elif not args.no_sipp:
         print("SIPp is missing and could not be built: no result rows (see above)")
-    if recordings:
-        print("voicemail recordings (20 ms PCMU, %.0f s each; target: 100 calls with < 0.1%% loss):"
-              % args.record_seconds)
-    for n, established, sent, received, lost, loss, recorded, late in recordings:
-        print("  %4d calls: %d answered, RTP sent %d received %d (loss %.3f%%, jitter-buffer gaps %d), "
-              "recorded %.1f s per message, generator late %.0f ms %s"
-              % (n, established, sent, received, loss, lost, recorded, late * 1000,
-                 "OK" if established == n and loss < 0.1 else "FAIL"))
     shutil.rmtree(work, ignore_errors=True)
 
 

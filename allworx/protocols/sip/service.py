@@ -23,7 +23,6 @@ TLS checks the provider's certificate against the system's trust store and
 its registrar's (or outbound proxy's) name.
 """
 
-import gc
 import os
 
 from twisted.internet import defer, error, protocol, ssl
@@ -54,31 +53,6 @@ log = Logger()
 # ---------------------------------------------------------------- transports
 
 MAX_UDP_HOSTS = 4096        # hosts remembered as checked for UDP sends
-
-# Allocations between two collections of the garbage collector's youngest
-# generation. CPython's 700 is a few SIP messages: every transaction still
-# waiting for its answer then survives two collections and lands in the
-# oldest generation, whose full collections walk the whole heap (a fifth
-# of the server's time under SIPp's load). At 20,000 what one message makes
-# is gone before the next collection.
-GC_YOUNG = 20000
-_SETTLED = []
-
-
-def settle_heap():
-    """
-    Once a process, once the server is up: what exists now is left out of
-    every later collection (gc.freeze: modules, configuration, listeners),
-    and the young generation is collected every GC_YOUNG allocations.
-    """
-    if _SETTLED:
-        return
-    _SETTLED.append(True)
-    gc.freeze()
-    young, middle, old = gc.get_threshold()
-    if young and young < GC_YOUNG:
-        gc.set_threshold(GC_YOUNG, middle, old)
-
 
 class SipDatagram(protocol.DatagramProtocol):
     """UDP: each datagram is one message."""
@@ -411,7 +385,6 @@ class SipService(ListeningService):
         self.core.attendant.start()
         ListeningService.startService(self)
         self.trunks.start()
-        settle_heap()
 
     def stopService(self):
         self.voicemail.stop()

@@ -282,22 +282,6 @@ class HeapTests(unittest.TestCase):
         h.core._keep(("z9hG4bKx", "192.168.2.11", 5060, "OPTIONS"), None)
         self.assertEqual(list(h.core.completed.values()), [b""])
 
-    def test_the_server_settles_the_heap_once_it_is_up(self):
-        import gc
-        from allworx.protocols.sip import service
-        from allworx.tests.siphelpers import FakeMailStore, UdpMemoryReactor, office
-        o = office(self.mktemp())
-        svc = service.SipService(o, FakeMailStore(o), UdpMemoryReactor())
-        svc.core.ua.prompts.spoken = True
-        svc.startService()
-        self.addCleanup(svc.stopService)
-        self.assertEqual(service._SETTLED, [True])
-        self.assertGreaterEqual(gc.get_threshold()[0], service.GC_YOUNG)
-        self.assertGreater(gc.get_freeze_count(), 0)
-        frozen = gc.get_freeze_count()
-        service.settle_heap()                       # once a process: nothing more is frozen
-        self.assertEqual(gc.get_freeze_count(), frozen)
-
 
 class ShortcutEquivalenceTests(unittest.TestCase):
     """The hot path's quicker readings give what the long way gives, on every input."""
