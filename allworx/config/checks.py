@@ -90,7 +90,7 @@ def config_from_document(doc, path=None, data_dir=None):
     errors = []
     settings = {}
     records = {kind: {} for kind in RECORD_SECTIONS}
-    lines = {}  # (section name, key) -> line, for cross-checks
+    read = []   # the sections read, in order: the lines the cross-checks' errors name
     seen = {}
 
     for section in doc.sections:
@@ -122,24 +122,32 @@ def config_from_document(doc, path=None, data_dir=None):
                                       "unknown section" + _did_you_mean(
                                           kind, list(SETTINGS_SECTIONS) + list(RECORD_SECTIONS))))
             continue
-        values, failed = _read_section(section, cls, errors, lines)
-        if label is None:
-            settings[kind] = (cls, values, section, failed)
+        read.append(section)
+        # An unedited section that read cleanly before is the same object again.
+        kept = section.model
+        if kept is not None and kept[0] == section.name and kept[1] is cls:
+            parsed = (cls, kept[2], section, (), kept[2])
         else:
-            records[kind][label] = (cls, values, section, failed)
+            before = len(errors)
+            values, failed = _read_section(section, cls, errors)
+            parsed = (cls, values, section, failed, len(errors) == before)
+        if label is None:
+            settings[kind] = parsed
+        else:
+            records[kind][label] = parsed
 
     built = {}
     for kind, cls in SETTINGS_SECTIONS.items():
-        cls, values, section, failed = settings.get(kind, (cls, {}, None, ()))
-        built[kind] = _build(kind, None, cls, values, section, failed, errors)
+        built[kind] = _built(kind, None, settings.get(kind, (cls, {}, None, (), False)), errors)
     built_records = {}
     for kind, items in records.items():
         out = {}
-        for label, (cls, values, section, failed) in items.items():
-            obj = _build(kind, label, cls, values, section, failed, errors)
+        for label, parsed in items.items():
+            obj = _built(kind, label, parsed, errors)
             if obj is not None:
                 out[label] = obj
         built_records[kind] = out
+    lines = _Lines(read)
 
     config = Config(doc=doc, path=path, **built, **{
         RECORD_PLURALS[kind]: items for kind, items in built_records.items()})
@@ -159,13 +167,30 @@ def invalid_name(kind, label):
     return "%r is not a valid %s name%s" % (label, kind, ": expected " + hint if hint else "")
 
 
-def _read_section(section, cls, errors, lines):
+class _Lines:
+    """(section name, key) -> line of the sections read, for the cross-checks' errors (made when asked)."""
+
+    def __init__(self, sections):
+        self.sections = sections
+        self.found = None
+
+    def get(self, key, default=None):
+        if self.found is None:
+            found = {}
+            for section in self.sections:
+                for entry in section.entries():
+                    found[(section.name, entry.key)] = entry.line
+                found[(section.name, None)] = section.line
+            self.found = found
+        return self.found.get(key, default)
+
+
+def _read_section(section, cls, errors):
     """Parse each key of `section`: (values, keys that failed to parse)."""
     fields = {f.name: f for f in keys_of(cls)}
     values = {}
     failed = set()
     for entry in section.entries():
-        lines[(section.name, entry.key)] = entry.line
         if entry.key in values:
             errors.append(ConfigError(section.name, entry.key, entry.line, "duplicate key"))
             continue
@@ -179,8 +204,23 @@ def _read_section(section, cls, errors, lines):
         except ValueError as e:
             errors.append(ConfigError(section.name, entry.key, entry.line, str(e)))
             failed.add(entry.key)
-    lines[(section.name, None)] = section.line
     return values, failed
+
+
+def _built(kind, label, parsed, errors):
+    """
+    The model of a section read (`parsed`: cls, values, section, failed, and
+    the model kept from before, or whether it read cleanly); kept on the
+    section when it builds without a mistake.
+    """
+    cls, values, section, failed, kept = parsed
+    if kept is not True and kept is not False:
+        return kept
+    before = len(errors)
+    obj = _build(kind, label, cls, values, section, failed, errors)
+    if kept and obj is not None and section is not None and len(errors) == before:
+        section.model = (section.name, cls, obj)
+    return obj
 
 
 def _build(kind, label, cls, values, section, failed, errors):
@@ -485,3 +525,37 @@ def _alias_loop(c, start):
                     return found
         return None
     return walk(start, [start])
+
+
+def reads_back(config):
+    """
+    True when each section of `config`'s document not known to read back as
+    it is (edited since it was read) reads back on its own as the model it
+    gave; the others read back as they were read. Then the whole text reads
+    back as `config`: a section's lines never reach into the next one's
+    (rendering puts a blank line before each header). False when one does
+    not, or it cannot tell: read the whole text back to name what differs.
+    """
+    doc = config.doc
+    if doc is None:
+        return False
+    todo = [s for s in doc.sections if not s.verified]
+    for section in todo:
+        kept = section.model
+        if kept is None or kept[0] != section.name:
+            return False
+        try:
+            alone = IniDocument.parse("\n".join(section.lines()) + "\n")
+        except IniSyntaxError:
+            return False
+        if alone.preamble or len(alone.sections) != 1 or alone.sections[0].name != section.name:
+            return False
+        again = alone.sections[0]
+        errors = []
+        values, failed = _read_section(again, kept[1], errors)
+        obj = _build(again.kind, again.label, kept[1], values, again, failed, errors)
+        if errors or obj is None or obj != kept[2]:
+            return False
+    for section in todo:
+        section.verified = True
+    return True

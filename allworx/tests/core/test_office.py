@@ -6,7 +6,7 @@ import attr
 from twisted.trial import unittest
 
 from allworx import office as O
-from allworx.config import ConfigErrors, load_config
+from allworx.config import ConfigErrors, checks, load_config
 from allworx.tests.confs import MINIMAL, PW_HASH
 
 
@@ -92,6 +92,51 @@ class ChangeTests(OfficeTestMixin, unittest.TestCase):
         office = O.Office(load_config(self.path), data_dir="/tmp/elsewhere")
         office.update_settings("dhcp", {"range": "10-20"})
         self.assertEqual(office.config.system.data_dir, "/tmp/elsewhere")
+
+
+
+class CostOfAChangeTests(OfficeTestMixin, unittest.TestCase):
+    """A change reads, checks and reads back what it changes, not the whole file."""
+
+    def setUp(self):
+        self.make_office(MINIMAL + "".join("\n[alias a%d]\nto = bob\n" % n for n in range(40)))
+        self.read = []
+        real = checks._read_section
+
+        def counting(section, cls, *rest):
+            self.read.append(section.name)
+            return real(section, cls, *rest)
+        self.patch(checks, "_read_section", counting)
+
+    def numbering(self, doc):
+        return [(s.name, s.line, [(e.key, e.line) for e in s.entries()]) for s in doc.sections]
+
+    def test_only_the_changed_section_is_read(self):
+        self.office.put_record("alias", "a7", {"to": "alice"})
+        # Once to validate it, once to read its lines back.
+        self.assertEqual(self.read, ["alias a7", "alias a7"])
+        self.assertEqual(load_config(self.path), self.office.config)
+        self.assertEqual(self.office.config.aliases["a7"].to, ("alice",))
+
+    def test_lines_are_those_of_the_file_written(self):
+        """After a change that moves the sections below it, errors name the file's lines."""
+        self.office.update_settings("system", {"hostname": "box", "admin_email": "a@example.com"})
+        self.office.delete_record("alias", "a3")
+        self.office.put_record("alias", "a9", {"to": "alice bob"})
+        self.assertEqual(self.numbering(self.office.config.doc),
+                         self.numbering(load_config(self.path).doc))
+        e = self.assertRaises(ConfigErrors, self.office.put_record, "alias", "a20", {"to": "nobody"})
+        self.assertEqual(e.errors[0].line, load_config(self.path).doc.section("alias a20").get("to").line)
+
+    def test_a_refused_change_leaves_the_live_document_as_it_was(self):
+        before = self.office.document_text()
+        numbering = self.numbering(self.office.config.doc)
+        self.assertRaises(ConfigErrors, self.office.put_record, "alias", "a5", {"to": "nobody"})
+        self.assertRaises(ConfigErrors, self.office.put_record, "alias", "a6",
+                          {"to": "alice\n[alias x]\nto = bob"})
+        self.assertEqual(self.office.config.doc.render(), before)
+        self.assertEqual(self.numbering(self.office.config.doc), numbering)
+        self.assertEqual(self.office.config.aliases["a5"].to, ("bob",))
 
 
 class RuntimeTests(OfficeTestMixin, unittest.TestCase):
