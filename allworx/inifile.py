@@ -60,6 +60,7 @@ class Section:
     # or last numbered in (`IniDocument.renumber`), as long as it is unedited.
     numbered = attr.ib(default=False, eq=False, repr=False)
     _lines = attr.ib(default=None, eq=False, repr=False)
+    _text = attr.ib(default=None, eq=False, repr=False)
 
     @property
     def kind(self):
@@ -88,9 +89,15 @@ class Section:
             self._lines = lines
         return lines
 
+    def text(self):
+        """`lines()` as one text (kept until it is edited)."""
+        if self._text is None:
+            self._text = "\n".join(self.lines())
+        return self._text
+
     def edited(self):
         """Forget what was kept about the old content (after changing `items` directly)."""
-        self._lines = None
+        self._lines = self._text = None
         self.model = None
         self.verified = self.numbered = False
 
@@ -146,6 +153,9 @@ class IniDocument:
     # `section`'s index: normalised name -> first section of that name, and the
     # list (and its length) it was built from; rebuilt when either differs.
     _index = attr.ib(default=None, init=False, repr=False, eq=False)
+    # What a reader of the document noted about it, carried to its copies
+    # (allworx.config: the cross-checks it passed, with what they read).
+    checked = attr.ib(factory=dict, init=False, repr=False, eq=False)
 
     @classmethod
     def parse(cls, text):
@@ -186,10 +196,12 @@ class IniDocument:
     def render(self):
         """The document as text, unchanged lines kept byte for byte."""
         out = list(self.preamble)
+        last = out[-1] if out else ""
         for s in self.sections:
-            if out and out[-1].strip():
+            if out and last.strip():
                 out.append("")
-            out.extend(s.lines())
+            out.append(s.text())
+            last = s.lines()[-1]
         return "\n".join(out) + "\n"
 
     def renumber(self):
@@ -262,7 +274,12 @@ class IniDocument:
         """A document to edit: its sections shared until edited (see `own`)."""
         for s in self.sections:
             s.shared = True
-        return IniDocument(list(self.preamble), list(self.sections))
+        doc = IniDocument(list(self.preamble), list(self.sections))
+        index = self._index
+        if index is not None and index[0] is self.sections and index[1] == len(self.sections):
+            doc._index = (doc.sections, len(doc.sections), dict(index[2]))
+        doc.checked = dict(self.checked)
+        return doc
 
 
 def _normal_name(name):

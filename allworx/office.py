@@ -372,15 +372,19 @@ class Office:
 
     def _apply(self, doc, actor=None, restore=False):
         who = self._who(actor)
-        moved = None
-        if who[1] in ("web", "api") and not restore and doc.render() != self.document_text():
-            moved = move_admin_password(doc)
-        hash_plain_pins(doc)
+        moved = text = None
+        if who[1] in ("web", "api") and not restore:
+            text = doc.render()
+            if text != self.document_text():
+                moved = move_admin_password(doc)
+        if moved or hash_plain_pins(doc):
+            text = None
         try:
             new = config_from_document(doc, path=self.path, data_dir=self._data_dir)
         except ConfigErrors as e:
             raise self._last_admin_named(e)
-        text = doc.render()
+        if text is None:
+            text = doc.render()
         data, written = self._read_back(text, new)
         if self.path:
             write_atomically(self.path, data, mode=CONFIG_MODE)
@@ -509,8 +513,14 @@ def hash_plain_pins(doc):
     (SPEC 1: "stored as a hash on the next write"). It blocks for one argon2
     hash per such PIN, once: the pages and the API hash a new PIN in a
     thread before it gets here, so only PINs from a hand-edited file do.
+    How many it hashed.
     """
+    hashed = 0
     for section in doc.sections:
+        kept = section.model        # what it was read as, while unedited
+        if kept is not None and kept[0] == section.name and (
+                kept[3] != "user" or not kept[2].voicemail_pin or is_hashed(kept[2].voicemail_pin)):
+            continue
         if section.kind != "user":
             continue
         entry = section.get("voicemail_pin")
@@ -521,6 +531,8 @@ def hash_plain_pins(doc):
         except ValueError:
             continue            # the validation that follows names it
         doc.own(section).set("voicemail_pin", hash_pin(pin))
+        hashed += 1
+    return hashed
 
 
 def differences(meant, written):

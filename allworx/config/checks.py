@@ -15,6 +15,7 @@ from allworx.config.model import (
     SETTINGS_SECTIONS, Config, keys_of)
 from allworx.config.telephony import EMERGENCY
 from allworx.config.values import Target, format_score, parse_email
+from allworx.config.noted import run_checks
 from allworx.config.phones import check_phones
 from allworx.config.vpn import check_vpn
 from allworx.inifile import IniDocument, IniSyntaxError
@@ -94,6 +95,18 @@ def config_from_document(doc, path=None, data_dir=None):
     seen = {}
 
     for section in doc.sections:
+        # An unedited section that read cleanly before is the same object again.
+        kept = section.model
+        if kept is not None and kept[0] == section.name:
+            name, cls, obj, kind, label, norm = kept
+            if norm not in seen:
+                seen[norm] = section.line
+                read.append(section)
+                if label is None:
+                    settings[kind] = (cls, obj, section, (), obj)
+                else:
+                    records[kind][label] = (cls, obj, section, (), obj)
+                continue
         kind, label = section.kind, section.label
         norm = "%s %s" % (kind, label) if label else kind
         if norm in seen:
@@ -123,14 +136,9 @@ def config_from_document(doc, path=None, data_dir=None):
                                           kind, list(SETTINGS_SECTIONS) + list(RECORD_SECTIONS))))
             continue
         read.append(section)
-        # An unedited section that read cleanly before is the same object again.
-        kept = section.model
-        if kept is not None and kept[0] == section.name and kept[1] is cls:
-            parsed = (cls, kept[2], section, (), kept[2])
-        else:
-            before = len(errors)
-            values, failed = _read_section(section, cls, errors)
-            parsed = (cls, values, section, failed, len(errors) == before)
+        before = len(errors)
+        values, failed = _read_section(section, cls, errors)
+        parsed = (cls, values, section, failed, len(errors) == before)
         if label is None:
             settings[kind] = parsed
         else:
@@ -155,7 +163,7 @@ def config_from_document(doc, path=None, data_dir=None):
     if data_dir and complete:
         config = config.with_data_dir(data_dir)
     declared = {kind: set(items) for kind, items in records.items()}
-    _cross_check(config, lines, errors, complete, declared)
+    _cross_check(config, lines, errors, complete, declared, doc.checked)
     if errors:
         raise ConfigErrors(errors, path)
     return config
@@ -219,7 +227,8 @@ def _built(kind, label, parsed, errors):
     before = len(errors)
     obj = _build(kind, label, cls, values, section, failed, errors)
     if kept and obj is not None and section is not None and len(errors) == before:
-        section.model = (section.name, cls, obj)
+        section.model = (section.name, cls, obj, kind, label,
+                         "%s %s" % (kind, label) if label else kind)
     return obj
 
 
@@ -242,21 +251,24 @@ def _build(kind, label, cls, values, section, failed, errors):
     return cls(**values)
 
 
-def _cross_check(c, lines, errors, complete=True, declared=None):
+def _cross_check(c, lines, errors, complete=True, declared=None, notes=None):
     """
     Checks between keys and sections: ranges inside the LAN, references.
     With sections that failed to load (`complete` false, those sections None)
     the groups of checks that need them are skipped, the others still run, so
-    one pass reports as much as it can.
+    one pass reports as much as it can. With all loaded, a check that passed
+    before with the same inputs is not run again (`notes`: allworx.config.noted).
     """
 
     def err(section, key, message):
         errors.append(ConfigError(section, key, lines.get((section, key)) or
                                   lines.get((section, None)) or 0, message))
+    err.errors = errors
 
-    for check in (_check_network, _check_services, _check_users_aliases,
-                  _check_hosts_records, _check_forwards, _check_numbering,
-                  _check_call_targets, check_vpn, check_phones):
+    if complete and notes is not None:
+        run_checks(CROSS_CHECKS, c, err, declared or {}, notes)
+        return
+    for check in CROSS_CHECKS:
         try:
             check(c, err, declared or {})
         except AttributeError:
@@ -525,6 +537,10 @@ def _alias_loop(c, start):
                     return found
         return None
     return walk(start, [start])
+
+
+CROSS_CHECKS = (_check_network, _check_services, _check_users_aliases, _check_hosts_records,
+                _check_forwards, _check_numbering, _check_call_targets, check_vpn, check_phones)
 
 
 def reads_back(config):

@@ -139,6 +139,42 @@ class CostOfAChangeTests(OfficeTestMixin, unittest.TestCase):
         self.assertEqual(self.office.config.aliases["a5"].to, ("bob",))
 
 
+    def checks_run(self):
+        ran = []
+
+        def counting(check):
+            def run(*args):
+                ran.append(check.__name__)
+                return check(*args)
+            run.__qualname__ = check.__qualname__
+            return run
+        self.patch(checks, "CROSS_CHECKS", tuple(counting(c) for c in checks.CROSS_CHECKS))
+        return ran
+
+    def test_only_the_checks_that_read_what_changed_run(self):
+        ran = self.checks_run()
+        self.office.put_record("alias", "a7", {"to": "alice"})
+        self.assertEqual(ran, ["_check_users_aliases"])
+        del ran[:]
+        self.office.update_settings("lan", {"address": "192.168.2.253/24"})
+        self.assertIn("_check_network", ran)
+        self.assertNotIn("_check_users_aliases", ran)
+
+    def test_a_check_not_run_for_a_while_still_refuses(self):
+        """The checks that a change's inputs reach run, whatever ran before."""
+        ran = self.checks_run()
+        self.office.put_record("host", "printer", {"mac": "52:54:00:00:00:01",
+                                                   "address": "192.168.2.50"})
+        self.office.put_record("alias", "a7", {"to": "alice"})
+        self.assertNotIn("_check_hosts_records", ran[ran.index("_check_users_aliases"):])
+        e = self.assertRaises(ConfigErrors, self.office.update_settings, "lan",
+                              {"address": "10.9.0.1/24"})
+        self.assertIn("host printer", [x.section for x in e.errors])
+        e = self.assertRaises(ConfigErrors, self.office.put_record, "alias", "a8", {"to": "nobody"})
+        self.assertEqual([(x.section, x.key) for x in e.errors], [("alias a8", "to")])
+        self.assertEqual(load_config(self.path), self.office.config)
+
+
 class RuntimeTests(OfficeTestMixin, unittest.TestCase):
 
     def setUp(self):
