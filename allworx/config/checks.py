@@ -268,7 +268,7 @@ def _cross_check(c, lines, errors, complete=True, declared=None, notes=None):
     if complete and notes is not None:
         run_checks(CROSS_CHECKS, c, err, declared or {}, notes)
         return
-    for check in CROSS_CHECKS:
+    for check in WHOLE_CHECKS:
         try:
             check(c, err, declared or {})
         except AttributeError:
@@ -327,7 +327,7 @@ NO_ADMIN = ("no admin: give a user `admin = yes` (the admin pages and the API "
             "need one)")
 
 
-def _check_users_aliases(c, err, declared):
+def _check_users(c, err, declared):
     if not c.admins and c.web.admin_password is None:
         err("web", None, NO_ADMIN)
     extensions = {}
@@ -340,6 +340,10 @@ def _check_users_aliases(c, err, declared):
             extensions[u.extension] = u.name
             if c.sip is not None and u.extension == c.sip.voicemail_number:
                 err(section, "extension", "%s is the voicemail number" % u.extension)
+
+
+def _check_aliases(c, err, declared):
+    # Apart from the users' checks, so that changing an alias does not check every user.
     for a in c.aliases.values():
         section = "alias %s" % a.name
         if not a.to:
@@ -539,7 +543,17 @@ def _alias_loop(c, start):
     return walk(start, [start])
 
 
-CROSS_CHECKS = (_check_network, _check_services, _check_users_aliases, _check_hosts_records,
+def _check_users_aliases(c, err, declared):
+    """Both, as one group: with sections missing, the aliases go unchecked when the users cannot be."""
+    _check_users(c, err, declared)
+    _check_aliases(c, err, declared)
+
+
+# The groups run with some sections missing (each stops at the first it needs)...
+WHOLE_CHECKS = (_check_network, _check_services, _check_users_aliases, _check_hosts_records,
+                _check_forwards, _check_numbering, _check_call_targets, check_vpn, check_phones)
+# ... and with all loaded, where each is run again only when what it reads changed.
+CROSS_CHECKS = (_check_network, _check_services, _check_users, _check_aliases, _check_hosts_records,
                 _check_forwards, _check_numbering, _check_call_targets, check_vpn, check_phones)
 
 

@@ -154,11 +154,11 @@ class CostOfAChangeTests(OfficeTestMixin, unittest.TestCase):
     def test_only_the_checks_that_read_what_changed_run(self):
         ran = self.checks_run()
         self.office.put_record("alias", "a7", {"to": "alice"})
-        self.assertEqual(ran, ["_check_users_aliases"])
+        self.assertEqual(ran, ["_check_aliases"])
         del ran[:]
         self.office.update_settings("lan", {"address": "192.168.2.253/24"})
         self.assertIn("_check_network", ran)
-        self.assertNotIn("_check_users_aliases", ran)
+        self.assertNotIn("_check_aliases", ran)
 
     def test_a_check_not_run_for_a_while_still_refuses(self):
         """The checks that a change's inputs reach run, whatever ran before."""
@@ -166,7 +166,7 @@ class CostOfAChangeTests(OfficeTestMixin, unittest.TestCase):
         self.office.put_record("host", "printer", {"mac": "52:54:00:00:00:01",
                                                    "address": "192.168.2.50"})
         self.office.put_record("alias", "a7", {"to": "alice"})
-        self.assertNotIn("_check_hosts_records", ran[ran.index("_check_users_aliases"):])
+        self.assertNotIn("_check_hosts_records", ran[ran.index("_check_aliases"):])
         e = self.assertRaises(ConfigErrors, self.office.update_settings, "lan",
                               {"address": "10.9.0.1/24"})
         self.assertIn("host printer", [x.section for x in e.errors])
