@@ -263,7 +263,12 @@ class IniDocument:
         s = self.section(name)
         if s is None:
             s = Section(" ".join(name.split()))
-            self.sections.append(s)
+            sections = self.sections
+            sections.append(s)
+            index = self._index
+            if index is not None and index[0] is sections and index[1] == len(sections) - 1:
+                index[2].setdefault(_normal_name(s.name), s)
+                self._index = (sections, len(sections), index[2])
         return s
 
     def remove_section(self, name):

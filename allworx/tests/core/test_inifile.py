@@ -141,3 +141,11 @@ class CopyTests(unittest.TestCase):
         section.edited()
         section.set("to", "carol")
         self.assertTrue(doc.render().endswith("[alias sales]\n# who gets sales mail\nto = carol\n# more\n"))
+
+    def test_a_new_section_is_found_at_once(self):
+        doc = IniDocument.parse(TEXT)
+        self.assertIsNone(doc.section("user bob"))
+        bob = doc.ensure_section("user  bob")
+        self.assertIs(doc.section("user bob"), bob)
+        self.assertIs(doc.ensure_section("User bob"), bob)
+        self.assertEqual(len(doc.sections), 3)
