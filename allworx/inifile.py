@@ -3,6 +3,13 @@
 The text of tap.conf as a document: sections and keys with their line numbers,
 edited in place so that a change made from the admin pages keeps the file's
 comments and layout; `allworx.atomicfile.write_atomically` writes it back.
+
+A copy shares its sections with the document it came from (copy on write):
+`section`, `ensure_section` and `own` hand out a section of this document's
+own before anyone edits it, so a change costs what it changes, not the size
+of the file. A section keeps its rendered lines and what the config layer
+made of it (`model`) until it is edited; `verified` says its lines are known
+to read back as they are (parsed from text, or checked after an edit).
 """
 
 import re
@@ -43,6 +50,17 @@ class Section:
     # Items are Entry objects or plain strings (comments, blank lines).
     items = attr.ib(factory=list)
     header = attr.ib(default=None)
+    # Shared with another document (a copy): edited only through a private copy.
+    shared = attr.ib(default=False, eq=False, repr=False)
+    # Its lines read back as they are (parsed from text, or checked since).
+    verified = attr.ib(default=False, eq=False, repr=False)
+    # What the config layer made of it, kept until it is edited (config.checks).
+    model = attr.ib(default=None, eq=False, repr=False)
+    # `line` and its entries' lines are those of the text it was parsed from
+    # or last numbered in (`IniDocument.renumber`), as long as it is unedited.
+    numbered = attr.ib(default=False, eq=False, repr=False)
+    _lines = attr.ib(default=None, eq=False, repr=False)
+    _text = attr.ib(default=None, eq=False, repr=False)
 
     @property
     def kind(self):
@@ -54,6 +72,40 @@ class Section:
         """`alice` for `[user alice]`, None for `[dhcp]`."""
         parts = self.name.split(None, 1)
         return parts[1].strip() if len(parts) > 1 else None
+
+    def lines(self):
+        """The section's text lines, header first (kept until it is edited)."""
+        lines = self._lines
+        if lines is None:
+            lines = [self.header if self.header is not None else "[%s]" % self.name]
+            for item in self.items:
+                if isinstance(item, Entry):
+                    if item.raw is not None:
+                        lines.extend(item.raw)
+                    else:
+                        lines.append("%s = %s" % (item.key, item.value))
+                else:
+                    lines.append(item)
+            self._lines = lines
+        return lines
+
+    def text(self):
+        """`lines()` as one text (kept until it is edited)."""
+        if self._text is None:
+            self._text = "\n".join(self.lines())
+        return self._text
+
+    def edited(self):
+        """Forget what was kept about the old content (after changing `items` directly)."""
+        self._lines = self._text = None
+        self.model = None
+        self.verified = self.numbered = False
+
+    def clone(self):
+        """A private copy to edit: its own entries, nothing kept about them."""
+        items = [Entry(i.key, i.value, i.line, i.raw) if isinstance(i, Entry) else i
+                 for i in self.items]
+        return Section(self.name, self.line, items, self.header, numbered=self.numbered)
 
     def entries(self):
         return [i for i in self.items if isinstance(i, Entry)]
@@ -71,15 +123,20 @@ class Section:
             if e.value != value:
                 e.value = value
                 e.raw = None
+                self.edited()
             return
         entry = Entry(key, value)
         last = max((n for n, i in enumerate(self.items)
                     if isinstance(i, Entry)), default=-1)
         self.items.insert(last + 1, entry)
+        self.edited()
 
     def remove(self, key):
-        self.items = [i for i in self.items
-                      if not (isinstance(i, Entry) and i.key == key)]
+        items = [i for i in self.items
+                 if not (isinstance(i, Entry) and i.key == key)]
+        if len(items) != len(self.items):
+            self.items = items
+            self.edited()
 
 
 @attr.s(slots=True)
@@ -96,6 +153,9 @@ class IniDocument:
     # `section`'s index: normalised name -> first section of that name, and the
     # list (and its length) it was built from; rebuilt when either differs.
     _index = attr.ib(default=None, init=False, repr=False, eq=False)
+    # What a reader of the document noted about it, carried to its copies
+    # (allworx.config: the cross-checks it passed, with what they read).
+    checked = attr.ib(factory=dict, init=False, repr=False, eq=False)
 
     @classmethod
     def parse(cls, text):
@@ -119,7 +179,7 @@ class IniDocument:
                 name = " ".join(m.group(1).split())
                 if not name:
                     raise IniSyntaxError(n, line, "empty section name")
-                current = Section(name, n, header=line)
+                current = Section(name, n, header=line, verified=True, numbered=True)
                 doc.sections.append(current)
                 last_entry = None
                 continue
@@ -136,19 +196,35 @@ class IniDocument:
     def render(self):
         """The document as text, unchanged lines kept byte for byte."""
         out = list(self.preamble)
+        last = out[-1] if out else ""
         for s in self.sections:
-            if out and out[-1].strip():
+            if out and last.strip():
                 out.append("")
-            out.append(s.header if s.header is not None else "[%s]" % s.name)
-            for item in s.items:
-                if isinstance(item, Entry):
-                    if item.raw is not None:
-                        out.extend(item.raw)
-                    else:
-                        out.append("%s = %s" % (item.key, item.value))
-                else:
-                    out.append(item)
+            out.append(s.text())
+            last = s.lines()[-1]
         return "\n".join(out) + "\n"
+
+    def renumber(self):
+        """
+        Give each section and entry the line it has in `render()`'s text
+        (after edits, so later errors name the lines of the file written).
+        """
+        n = len(self.preamble)
+        last = self.preamble[-1] if self.preamble else ""
+        for s in self.sections:
+            if n and last.strip():
+                n += 1
+            lines = s.lines()
+            if s.line != n + 1 or not s.numbered:
+                s.line = at = n + 1
+                s.numbered = True
+                for item in s.items:
+                    at += 1
+                    if isinstance(item, Entry):
+                        item.line = at
+                        at += len(item.raw) - 1 if item.raw else 0
+            n += len(lines)
+            last = lines[-1]
 
     def section(self, name):
         """The first section called `name` (spacing and case of kind normalised)."""
@@ -164,13 +240,35 @@ class IniDocument:
         if found is not None and _normal_name(found.name) != want:
             self._index = None          # a section renamed in place: look again
             return self.section(name)
+        if found is not None and found.shared:
+            found = self.own(found)
         return found
+
+    def own(self, section):
+        """`section` (one of this document's) as a private copy, safe to edit."""
+        if not section.shared:
+            return section
+        mine = section.clone()
+        sections = self.sections
+        at = next(n for n, s in enumerate(sections) if s is section)
+        sections[at] = mine
+        index = self._index
+        if index is not None and index[0] is sections:
+            want = _normal_name(section.name)
+            if index[2].get(want) is section:
+                index[2][want] = mine
+        return mine
 
     def ensure_section(self, name):
         s = self.section(name)
         if s is None:
             s = Section(" ".join(name.split()))
-            self.sections.append(s)
+            sections = self.sections
+            sections.append(s)
+            index = self._index
+            if index is not None and index[0] is sections and index[1] == len(sections) - 1:
+                index[2].setdefault(_normal_name(s.name), s)
+                self._index = (sections, len(sections), index[2])
         return s
 
     def remove_section(self, name):
@@ -178,7 +276,15 @@ class IniDocument:
         self.sections = [s for s in self.sections if _normal_name(s.name) != want]
 
     def copy(self):
-        return IniDocument.parse(self.render())
+        """A document to edit: its sections shared until edited (see `own`)."""
+        for s in self.sections:
+            s.shared = True
+        doc = IniDocument(list(self.preamble), list(self.sections))
+        index = self._index
+        if index is not None and index[0] is self.sections and index[1] == len(self.sections):
+            doc._index = (doc.sections, len(doc.sections), dict(index[2]))
+        doc.checked = dict(self.checked)
+        return doc
 
 
 def _normal_name(name):

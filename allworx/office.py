@@ -6,11 +6,14 @@ service's health), with observers so every service reconfigures itself when
 something changes.
 
 Every change to the configuration goes through `Office`: it is applied to a
-copy of tap.conf's text, the whole copy is validated, the text to be written
-is read back and must give the same model (so no value can add a line, a key
-or a section the change did not mean), then it is written atomically with
-mode 0600 (it holds password hashes and SIP digests) and only then becomes
-the live config; a bad change raises `ConfigErrors` and changes nothing.
+copy of tap.conf's document, the whole copy is validated, the text to be
+written is read back and must give the same model (so no value can add a
+line, a key or a section the change did not mean), then it is written
+atomically with mode 0600 (it holds password hashes and SIP digests) and only
+then becomes the live config; a bad change raises `ConfigErrors` and changes
+nothing. The copy shares its unedited sections, and what each was read as,
+with the live document, so a change costs what it changes: only the sections
+it edited are read again and read back (allworx.inifile).
 
 Each change may say who made it: `actor=` a name, or a pair (name, via:
 "web", "api", "cli", ...); otherwise whoever `acting` names around it, else
@@ -27,7 +30,7 @@ from twisted.logger import Logger
 from allworx.config import (
     RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigError, ConfigErrors,
     config_from_document, format_value, keys_of, parse_config, parse_pin)
-from allworx.config.checks import NO_ADMIN, invalid_name
+from allworx.config.checks import NO_ADMIN, invalid_name, reads_back
 from allworx.config.model import RECORD_NAME, RECORD_PLURALS
 from allworx.atomicfile import write_atomically
 from allworx.inifile import IniDocument, Section
@@ -125,6 +128,7 @@ class Office:
         self._observers = []
         self._lan_peers = {}        # host -> is_lan_peer, under the config at key None
         self._doc = config.doc if config.doc is not None else IniDocument()
+        self._rendered = None       # self._doc rendered, once asked for
         self._acting = None         # (actor, via) of the changes being made, see `acting`
         self.history = None         # a ConfigHistory once `keep_history` is called
 
@@ -212,7 +216,9 @@ class Office:
 
     def document_text(self):
         """tap.conf as it stands (what a backup downloads)."""
-        return self._doc.render()
+        if self._rendered is None:
+            self._rendered = self._doc.render()
+        return self._rendered
 
     def update_settings(self, section, values, actor=None):
         """
@@ -366,22 +372,28 @@ class Office:
 
     def _apply(self, doc, actor=None, restore=False):
         who = self._who(actor)
-        moved = None
-        if who[1] in ("web", "api") and not restore and doc.render() != self._doc.render():
-            moved = move_admin_password(doc)
-        hash_plain_pins(doc)
+        moved = text = None
+        if who[1] in ("web", "api") and not restore:
+            text = doc.render()
+            if text != self.document_text():
+                moved = move_admin_password(doc)
+        if moved or hash_plain_pins(doc):
+            text = None
         try:
             new = config_from_document(doc, path=self.path, data_dir=self._data_dir)
         except ConfigErrors as e:
             raise self._last_admin_named(e)
-        data, written = self._read_back(doc.render(), new)
+        if text is None:
+            text = doc.render()
+        data, written = self._read_back(text, new)
         if self.path:
             write_atomically(self.path, data, mode=CONFIG_MODE)
         old = self.config
-        # The live config is the one read back from the text on disk, so line
-        # numbers in later errors match the file.
+        # Line numbers in later errors match the file written.
+        written.doc.renumber()
         new = written.with_data_dir(self._data_dir) if self._data_dir else written
         self._doc = written.doc
+        self._rendered = text
         self.config = new
         changed = changed_sections(old, new)
         if "wan" in changed and new.wan.mode == "static":
@@ -432,6 +444,8 @@ class Office:
             data = text.encode("utf-8")
         except UnicodeEncodeError as e:
             raise ConfigErrors([ConfigError(None, None, 0, "cannot be written as UTF-8: %s" % e)])
+        if reads_back(meant):
+            return data, meant
         try:
             written = parse_config(data.decode("utf-8"), path=self.path, data_dir=self._data_dir)
         except ConfigErrors as e:
@@ -472,6 +486,7 @@ def move_admin_password(doc):
             "admin" in web.items[start - 1].lower():
         start -= 1
     web.items[start:at] = []
+    web.edited()
     web.remove("admin_password")
     user = doc.section("user admin")
     if not hashed:
@@ -498,8 +513,14 @@ def hash_plain_pins(doc):
     (SPEC 1: "stored as a hash on the next write"). It blocks for one argon2
     hash per such PIN, once: the pages and the API hash a new PIN in a
     thread before it gets here, so only PINs from a hand-edited file do.
+    How many it hashed.
     """
+    hashed = 0
     for section in doc.sections:
+        kept = section.model        # what it was read as, while unedited
+        if kept is not None and kept[0] == section.name and (
+                kept[3] != "user" or not kept[2].voicemail_pin or is_hashed(kept[2].voicemail_pin)):
+            continue
         if section.kind != "user":
             continue
         entry = section.get("voicemail_pin")
@@ -509,7 +530,9 @@ def hash_plain_pins(doc):
             pin = parse_pin(entry.value)
         except ValueError:
             continue            # the validation that follows names it
-        section.set("voicemail_pin", hash_pin(pin))
+        doc.own(section).set("voicemail_pin", hash_pin(pin))
+        hashed += 1
+    return hashed
 
 
 def differences(meant, written):

@@ -15,6 +15,7 @@ from allworx.config.model import (
     SETTINGS_SECTIONS, Config, keys_of)
 from allworx.config.telephony import EMERGENCY
 from allworx.config.values import Target, format_score, parse_email
+from allworx.config.noted import run_checks
 from allworx.config.phones import check_phones
 from allworx.config.vpn import check_vpn
 from allworx.inifile import IniDocument, IniSyntaxError
@@ -90,10 +91,22 @@ def config_from_document(doc, path=None, data_dir=None):
     errors = []
     settings = {}
     records = {kind: {} for kind in RECORD_SECTIONS}
-    lines = {}  # (section name, key) -> line, for cross-checks
+    read = []   # the sections read, in order: the lines the cross-checks' errors name
     seen = {}
 
     for section in doc.sections:
+        # An unedited section that read cleanly before is the same object again.
+        kept = section.model
+        if kept is not None and kept[0] == section.name:
+            name, cls, obj, kind, label, norm = kept
+            if norm not in seen:
+                seen[norm] = section.line
+                read.append(section)
+                if label is None:
+                    settings[kind] = (cls, obj, section, (), obj)
+                else:
+                    records[kind][label] = (cls, obj, section, (), obj)
+                continue
         kind, label = section.kind, section.label
         norm = "%s %s" % (kind, label) if label else kind
         if norm in seen:
@@ -122,24 +135,27 @@ def config_from_document(doc, path=None, data_dir=None):
                                       "unknown section" + _did_you_mean(
                                           kind, list(SETTINGS_SECTIONS) + list(RECORD_SECTIONS))))
             continue
-        values, failed = _read_section(section, cls, errors, lines)
+        read.append(section)
+        before = len(errors)
+        values, failed = _read_section(section, cls, errors)
+        parsed = (cls, values, section, failed, len(errors) == before)
         if label is None:
-            settings[kind] = (cls, values, section, failed)
+            settings[kind] = parsed
         else:
-            records[kind][label] = (cls, values, section, failed)
+            records[kind][label] = parsed
 
     built = {}
     for kind, cls in SETTINGS_SECTIONS.items():
-        cls, values, section, failed = settings.get(kind, (cls, {}, None, ()))
-        built[kind] = _build(kind, None, cls, values, section, failed, errors)
+        built[kind] = _built(kind, None, settings.get(kind, (cls, {}, None, (), False)), errors)
     built_records = {}
     for kind, items in records.items():
         out = {}
-        for label, (cls, values, section, failed) in items.items():
-            obj = _build(kind, label, cls, values, section, failed, errors)
+        for label, parsed in items.items():
+            obj = _built(kind, label, parsed, errors)
             if obj is not None:
                 out[label] = obj
         built_records[kind] = out
+    lines = _Lines(read)
 
     config = Config(doc=doc, path=path, **built, **{
         RECORD_PLURALS[kind]: items for kind, items in built_records.items()})
@@ -147,7 +163,7 @@ def config_from_document(doc, path=None, data_dir=None):
     if data_dir and complete:
         config = config.with_data_dir(data_dir)
     declared = {kind: set(items) for kind, items in records.items()}
-    _cross_check(config, lines, errors, complete, declared)
+    _cross_check(config, lines, errors, complete, declared, doc.checked)
     if errors:
         raise ConfigErrors(errors, path)
     return config
@@ -159,13 +175,30 @@ def invalid_name(kind, label):
     return "%r is not a valid %s name%s" % (label, kind, ": expected " + hint if hint else "")
 
 
-def _read_section(section, cls, errors, lines):
+class _Lines:
+    """(section name, key) -> line of the sections read, for the cross-checks' errors (made when asked)."""
+
+    def __init__(self, sections):
+        self.sections = sections
+        self.found = None
+
+    def get(self, key, default=None):
+        if self.found is None:
+            found = {}
+            for section in self.sections:
+                for entry in section.entries():
+                    found[(section.name, entry.key)] = entry.line
+                found[(section.name, None)] = section.line
+            self.found = found
+        return self.found.get(key, default)
+
+
+def _read_section(section, cls, errors):
     """Parse each key of `section`: (values, keys that failed to parse)."""
     fields = {f.name: f for f in keys_of(cls)}
     values = {}
     failed = set()
     for entry in section.entries():
-        lines[(section.name, entry.key)] = entry.line
         if entry.key in values:
             errors.append(ConfigError(section.name, entry.key, entry.line, "duplicate key"))
             continue
@@ -179,8 +212,24 @@ def _read_section(section, cls, errors, lines):
         except ValueError as e:
             errors.append(ConfigError(section.name, entry.key, entry.line, str(e)))
             failed.add(entry.key)
-    lines[(section.name, None)] = section.line
     return values, failed
+
+
+def _built(kind, label, parsed, errors):
+    """
+    The model of a section read (`parsed`: cls, values, section, failed, and
+    the model kept from before, or whether it read cleanly); kept on the
+    section when it builds without a mistake.
+    """
+    cls, values, section, failed, kept = parsed
+    if kept is not True and kept is not False:
+        return kept
+    before = len(errors)
+    obj = _build(kind, label, cls, values, section, failed, errors)
+    if kept and obj is not None and section is not None and len(errors) == before:
+        section.model = (section.name, cls, obj, kind, label,
+                         "%s %s" % (kind, label) if label else kind)
+    return obj
 
 
 def _build(kind, label, cls, values, section, failed, errors):
@@ -202,21 +251,24 @@ def _build(kind, label, cls, values, section, failed, errors):
     return cls(**values)
 
 
-def _cross_check(c, lines, errors, complete=True, declared=None):
+def _cross_check(c, lines, errors, complete=True, declared=None, notes=None):
     """
     Checks between keys and sections: ranges inside the LAN, references.
     With sections that failed to load (`complete` false, those sections None)
     the groups of checks that need them are skipped, the others still run, so
-    one pass reports as much as it can.
+    one pass reports as much as it can. With all loaded, a check that passed
+    before with the same inputs is not run again (`notes`: allworx.config.noted).
     """
 
     def err(section, key, message):
         errors.append(ConfigError(section, key, lines.get((section, key)) or
                                   lines.get((section, None)) or 0, message))
+    err.errors = errors
 
-    for check in (_check_network, _check_services, _check_users_aliases,
-                  _check_hosts_records, _check_forwards, _check_numbering,
-                  _check_call_targets, check_vpn, check_phones):
+    if complete and notes is not None:
+        run_checks(CROSS_CHECKS, c, err, declared or {}, notes)
+        return
+    for check in WHOLE_CHECKS:
         try:
             check(c, err, declared or {})
         except AttributeError:
@@ -275,7 +327,7 @@ NO_ADMIN = ("no admin: give a user `admin = yes` (the admin pages and the API "
             "need one)")
 
 
-def _check_users_aliases(c, err, declared):
+def _check_users(c, err, declared):
     if not c.admins and c.web.admin_password is None:
         err("web", None, NO_ADMIN)
     extensions = {}
@@ -288,6 +340,10 @@ def _check_users_aliases(c, err, declared):
             extensions[u.extension] = u.name
             if c.sip is not None and u.extension == c.sip.voicemail_number:
                 err(section, "extension", "%s is the voicemail number" % u.extension)
+
+
+def _check_aliases(c, err, declared):
+    # Apart from the users' checks, so that changing an alias does not check every user.
     for a in c.aliases.values():
         section = "alias %s" % a.name
         if not a.to:
@@ -485,3 +541,51 @@ def _alias_loop(c, start):
                     return found
         return None
     return walk(start, [start])
+
+
+def _check_users_aliases(c, err, declared):
+    """Both, as one group: with sections missing, the aliases go unchecked when the users cannot be."""
+    _check_users(c, err, declared)
+    _check_aliases(c, err, declared)
+
+
+# The groups run with some sections missing (each stops at the first it needs)...
+WHOLE_CHECKS = (_check_network, _check_services, _check_users_aliases, _check_hosts_records,
+                _check_forwards, _check_numbering, _check_call_targets, check_vpn, check_phones)
+# ... and with all loaded, where each is run again only when what it reads changed.
+CROSS_CHECKS = (_check_network, _check_services, _check_users, _check_aliases, _check_hosts_records,
+                _check_forwards, _check_numbering, _check_call_targets, check_vpn, check_phones)
+
+
+def reads_back(config):
+    """
+    True when each section of `config`'s document not known to read back as
+    it is (edited since it was read) reads back on its own as the model it
+    gave; the others read back as they were read. Then the whole text reads
+    back as `config`: a section's lines never reach into the next one's
+    (rendering puts a blank line before each header). False when one does
+    not, or it cannot tell: read the whole text back to name what differs.
+    """
+    doc = config.doc
+    if doc is None:
+        return False
+    todo = [s for s in doc.sections if not s.verified]
+    for section in todo:
+        kept = section.model
+        if kept is None or kept[0] != section.name:
+            return False
+        try:
+            alone = IniDocument.parse("\n".join(section.lines()) + "\n")
+        except IniSyntaxError:
+            return False
+        if alone.preamble or len(alone.sections) != 1 or alone.sections[0].name != section.name:
+            return False
+        again = alone.sections[0]
+        errors = []
+        values, failed = _read_section(again, kept[1], errors)
+        obj = _build(again.kind, again.label, kept[1], values, again, failed, errors)
+        if errors or obj is None or obj != kept[2]:
+            return False
+    for section in todo:
+        section.verified = True
+    return True

@@ -103,3 +103,49 @@ class SectionIndexTests(unittest.TestCase):
     def test_first_of_a_name_wins(self):
         doc = IniDocument.parse("[user a]\nx = 1\n[user a]\nx = 2\n")
         self.assertEqual(doc.section("user a").entries()[0].value, "1")
+
+
+class CopyTests(unittest.TestCase):
+    """A copy shares its sections until one is edited."""
+
+    def test_edits_of_a_copy_stay_in_the_copy(self):
+        doc = IniDocument.parse(TEXT)
+        copy = doc.copy()
+        self.assertIs(copy.sections[1], doc.sections[1])
+        copy.section("system").set("hostname", "server")
+        copy.ensure_section("alias sales").remove("to")
+        copy.own(copy.sections[0]).set("domain", "example.org")
+        copy.ensure_section("user bob").set("full_name", "Bob")
+        self.assertEqual(doc.render(), TEXT)
+        self.assertEqual(IniDocument.parse(copy.render()).section("system").get("domain").value,
+                         "example.org")
+        self.assertEqual(doc.section("system").get("hostname").value, "box")
+
+    def test_renumber_gives_the_lines_of_the_text(self):
+        doc = IniDocument.parse(TEXT)
+        doc.section("system").set("admin_email", "a@example.com")
+        doc.section("system").remove("domain")
+        doc.ensure_section("user bob").set("full_name", "Bob")
+        doc.renumber()
+        again = IniDocument.parse(doc.render())
+
+        def numbering(d):
+            return [(s.name, s.line, [(e.key, e.line) for e in s.entries()]) for s in d.sections]
+        self.assertEqual(numbering(doc), numbering(again))
+
+    def test_kept_lines_follow_edits(self):
+        doc = IniDocument.parse(TEXT)
+        self.assertEqual(doc.render(), TEXT)
+        section = doc.section("alias sales")
+        section.items.append("# more")
+        section.edited()
+        section.set("to", "carol")
+        self.assertTrue(doc.render().endswith("[alias sales]\n# who gets sales mail\nto = carol\n# more\n"))
+
+    def test_a_new_section_is_found_at_once(self):
+        doc = IniDocument.parse(TEXT)
+        self.assertIsNone(doc.section("user bob"))
+        bob = doc.ensure_section("user  bob")
+        self.assertIs(doc.section("user bob"), bob)
+        self.assertIs(doc.ensure_section("User bob"), bob)
+        self.assertEqual(len(doc.sections), 3)

@@ -6,7 +6,7 @@ import attr
 from twisted.trial import unittest
 
 from allworx import office as O
-from allworx.config import ConfigErrors, load_config
+from allworx.config import ConfigErrors, checks, load_config
 from allworx.tests.confs import MINIMAL, PW_HASH
 
 
@@ -92,6 +92,87 @@ class ChangeTests(OfficeTestMixin, unittest.TestCase):
         office = O.Office(load_config(self.path), data_dir="/tmp/elsewhere")
         office.update_settings("dhcp", {"range": "10-20"})
         self.assertEqual(office.config.system.data_dir, "/tmp/elsewhere")
+
+
+
+class CostOfAChangeTests(OfficeTestMixin, unittest.TestCase):
+    """A change reads, checks and reads back what it changes, not the whole file."""
+
+    def setUp(self):
+        self.make_office(MINIMAL + "".join("\n[alias a%d]\nto = bob\n" % n for n in range(40)))
+        self.read = []
+        real = checks._read_section
+
+        def counting(section, cls, *rest):
+            self.read.append(section.name)
+            return real(section, cls, *rest)
+        self.patch(checks, "_read_section", counting)
+
+    def numbering(self, doc):
+        return [(s.name, s.line, [(e.key, e.line) for e in s.entries()]) for s in doc.sections]
+
+    def test_only_the_changed_section_is_read(self):
+        self.office.put_record("alias", "a7", {"to": "alice"})
+        # Once to validate it, once to read its lines back.
+        self.assertEqual(self.read, ["alias a7", "alias a7"])
+        self.assertEqual(load_config(self.path), self.office.config)
+        self.assertEqual(self.office.config.aliases["a7"].to, ("alice",))
+
+    def test_lines_are_those_of_the_file_written(self):
+        """After a change that moves the sections below it, errors name the file's lines."""
+        self.office.update_settings("system", {"hostname": "box", "admin_email": "a@example.com"})
+        self.office.delete_record("alias", "a3")
+        self.office.put_record("alias", "a9", {"to": "alice bob"})
+        self.assertEqual(self.numbering(self.office.config.doc),
+                         self.numbering(load_config(self.path).doc))
+        e = self.assertRaises(ConfigErrors, self.office.put_record, "alias", "a20", {"to": "nobody"})
+        self.assertEqual(e.errors[0].line, load_config(self.path).doc.section("alias a20").get("to").line)
+
+    def test_a_refused_change_leaves_the_live_document_as_it_was(self):
+        before = self.office.document_text()
+        numbering = self.numbering(self.office.config.doc)
+        self.assertRaises(ConfigErrors, self.office.put_record, "alias", "a5", {"to": "nobody"})
+        self.assertRaises(ConfigErrors, self.office.put_record, "alias", "a6",
+                          {"to": "alice\n[alias x]\nto = bob"})
+        self.assertEqual(self.office.config.doc.render(), before)
+        self.assertEqual(self.numbering(self.office.config.doc), numbering)
+        self.assertEqual(self.office.config.aliases["a5"].to, ("bob",))
+
+
+    def checks_run(self):
+        ran = []
+
+        def counting(check):
+            def run(*args):
+                ran.append(check.__name__)
+                return check(*args)
+            run.__qualname__ = check.__qualname__
+            return run
+        self.patch(checks, "CROSS_CHECKS", tuple(counting(c) for c in checks.CROSS_CHECKS))
+        return ran
+
+    def test_only_the_checks_that_read_what_changed_run(self):
+        ran = self.checks_run()
+        self.office.put_record("alias", "a7", {"to": "alice"})
+        self.assertEqual(ran, ["_check_aliases"])
+        del ran[:]
+        self.office.update_settings("lan", {"address": "192.168.2.253/24"})
+        self.assertIn("_check_network", ran)
+        self.assertNotIn("_check_aliases", ran)
+
+    def test_a_check_not_run_for_a_while_still_refuses(self):
+        """The checks that a change's inputs reach run, whatever ran before."""
+        ran = self.checks_run()
+        self.office.put_record("host", "printer", {"mac": "52:54:00:00:00:01",
+                                                   "address": "192.168.2.50"})
+        self.office.put_record("alias", "a7", {"to": "alice"})
+        self.assertNotIn("_check_hosts_records", ran[ran.index("_check_aliases"):])
+        e = self.assertRaises(ConfigErrors, self.office.update_settings, "lan",
+                              {"address": "10.9.0.1/24"})
+        self.assertIn("host printer", [x.section for x in e.errors])
+        e = self.assertRaises(ConfigErrors, self.office.put_record, "alias", "a8", {"to": "nobody"})
+        self.assertEqual([(x.section, x.key) for x in e.errors], [("alias a8", "to")])
+        self.assertEqual(load_config(self.path), self.office.config)
 
 
 class RuntimeTests(OfficeTestMixin, unittest.TestCase):
