@@ -131,6 +131,27 @@ class _Entry:
     flags = attr.ib(default="")
 
 
+class _Listing:
+    """
+    A mailbox's messages in order: `uids` and their POP3 `sizes`, `total`
+    octets. It only ever grows at the end (a delivery newer than the last);
+    any other change makes a new one, so a POP3 session keeps the first
+    `len(uids)` it saw at log-in without a copy.
+    """
+
+    __slots__ = ("uids", "sizes", "total")
+
+    def __init__(self, uids, sizes):
+        self.uids = uids
+        self.sizes = sizes
+        self.total = sum(sizes)
+
+    def append(self, uid, size):
+        self.uids.append(uid)
+        self.sizes.append(size)
+        self.total += size
+
+
 def _uid_of(name):
     return name.split(":", 1)[0]
 
@@ -150,6 +171,7 @@ class MailStore:
         self.reactor = reactor
         self.queue = queue
         self._mailboxes = {}        # user -> {uid: _Entry}
+        self._listings = {}         # user -> _Listing of its mailbox, oldest first
         self._ensured = set()
         self._sequence = itertools.count()
         self._tag = "P%d%s" % (os.getpid(), os.urandom(3).hex())
@@ -300,10 +322,23 @@ class MailStore:
                 entry.size = pop3_octets(f.read())
         return entry.size
 
+    def listing(self, user):
+        """
+        The user's messages oldest first, as a `_Listing` (uids, sizes,
+        total) that later deliveries only extend: sorted once, then kept
+        until a message goes (no headers read).
+        """
+        listing = self._listings.get(user)
+        if listing is None:
+            box = self._box(user)
+            uids = sorted(box, key=_order)
+            listing = self._listings[user] = _Listing(uids, [self._size(box[uid]) for uid in uids])
+        return listing
+
     def sizes(self, user):
         """[(uid, POP3 size)] of a user's messages, oldest first (no headers read)."""
-        box = self._box(user)
-        return [(uid, self._size(box[uid])) for uid in sorted(box, key=_order)]
+        listing = self.listing(user)
+        return list(zip(listing.uids, listing.sizes))
 
     def list_messages(self, user):
         """MessageInfo for each message of `user`, oldest first; KeyError for no such user."""
@@ -334,6 +369,7 @@ class MailStore:
                 return f.read()
         except FileNotFoundError:
             self._box(user).pop(uid, None)
+            self._listings.pop(user, None)
             raise KeyError(uid)
 
     def open_message(self, user, uid):
@@ -355,6 +391,7 @@ class MailStore:
         entry = box.pop(uid, None)
         if entry is None:
             raise KeyError(uid)
+        self._listings.pop(user, None)
         try:
             os.unlink(entry.path)
         except FileNotFoundError:
@@ -393,6 +430,7 @@ class MailStore:
             os.rename(entry.path, target)
         except FileNotFoundError:
             self._box(user).pop(uid, None)
+            self._listings.pop(user, None)
             self._changed(user)
             raise KeyError(uid)
         if sync:
@@ -451,7 +489,15 @@ class MailStore:
                 counts = (counts[0] - 1, counts[1])
         else:
             counts = self.voicemail_counts(user)
+        replaced = entry.uid in box
         box[entry.uid] = entry
+        listing = self._listings.get(user)
+        if listing is not None:
+            if not replaced and (not listing.uids or
+                                 _order(entry.uid) > _order(listing.uids[-1])):
+                listing.append(entry.uid, entry.size)
+            else:
+                del self._listings[user]
         if voicemail:
             self._announce(user, counts)
         self._changed(user)
@@ -479,7 +525,9 @@ class MailStore:
         """Drop cached mailbox listings (a user was removed or renamed)."""
         if user is None:
             self._mailboxes.clear()
+            self._listings.clear()
             self._ensured.clear()
         else:
             self._mailboxes.pop(user, None)
+            self._listings.pop(user, None)
             self._ensured.discard(user)
