@@ -14,6 +14,10 @@ message that has been read lives in `cur/` with the `S` flag. Voicemail is a
 message with the header `X-Allworx-Voicemail: yes`; when a user's count of
 new or heard voicemail changes the store emits `MailboxChanged`.
 
+A scan of a Maildir (once per mailbox and process) opens only the messages
+its index (`allworx-index`: each uid's POP3 size and voicemail mark) does
+not know yet, so a restart does not read 100,000 messages again.
+
 IMAP keeps every flag in the name the Maildir way (`ID:2,FRS`: Draft,
 Flagged, Replied, Seen, Trashed); `set_flags` renames the file (and fsyncs
 the directory) and `add_message` stores a message with its flags. Whoever
@@ -36,7 +40,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from allworx.atomicfile import ensure_directory, fsync_directory
+from allworx.atomicfile import ensure_directory, fsync_directory, write_atomically
 from allworx.interfaces import IMailStore
 from allworx.protocols.mail.aliases import AliasLoop, expand
 from allworx.protocols.mail.durable import PendingFile
@@ -53,6 +57,9 @@ _VOICEMAIL = re.compile(rb"(?im)^x-allworx-voicemail:[ \t]*yes[ \t]*$")
 _HEADER_READ = 32 * 1024       # enough for the header of any sane message
 _FLAG_READ = 8 * 1024          # where X-Allworx-Voicemail is looked for when scanning
 _SIZE_TAG = re.compile(r",W=(\d+)")
+INDEX = "allworx-index"        # per Maildir: what a scan learnt by reading each message
+INDEX_HEADER = "allworx-index 1"
+INDEX_SLACK = 64               # messages read (or lines stale) before the index is written again
 
 
 class NoRecipients(KeyError):
@@ -150,6 +157,32 @@ class _Listing:
         self.uids.append(uid)
         self.sizes.append(size)
         self.total += size
+
+
+def _read_head(path):
+    """The start of a message file, where its voicemail header would be."""
+    with open(path, "rb") as f:
+        return f.read(_FLAG_READ)
+
+
+def _load_index(path):
+    """{uid: (POP3 size, voicemail)} from a Maildir's index; {} when missing or damaged."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+    except (OSError, UnicodeDecodeError):
+        return {}
+    if lines[0] != INDEX_HEADER or lines[-1] != "":
+        return {}           # not ours, or cut short: read the messages again
+    out = {}
+    try:
+        for line in lines[1:-1]:
+            uid, size, voicemail = line.rsplit(" ", 2)
+            out[uid] = (int(size), voicemail == "v")
+    except ValueError:
+        log.warn("mail: {path} is damaged: the messages are read again", path=path)
+        return {}
+    return out
 
 
 def _uid_of(name):
@@ -287,14 +320,25 @@ class MailStore:
     def _box(self, user):
         box = self._mailboxes.get(user)
         if box is None:
-            box = self._mailboxes[user] = self._scan(user)
+            box, outdated = self._scan(user)
+            self._mailboxes[user] = box
+            if outdated:
+                self.save_index(user)
         return box
 
     def _scan(self, user):
+        """
+        The user's messages from new/ and cur/, each file opened only when
+        the Maildir's index (`INDEX`: POP3 size and voicemail of each uid,
+        whose file never changes) does not know it yet; the index is written
+        again once INDEX_SLACK were read or went.
+        """
         if user not in self.office.config.users:
             raise KeyError(user)
         box = {}
         base = self.maildir(user)
+        known = _load_index(os.path.join(base, INDEX))
+        read = 0
         for sub in ("new", "cur"):
             try:
                 names = os.listdir(os.path.join(base, sub))
@@ -302,19 +346,34 @@ class MailStore:
                 continue
             for name in names:
                 path = os.path.join(base, sub, name)
-                try:
-                    with open(path, "rb") as f:
-                        head = f.read(_FLAG_READ)
-                except OSError:
-                    continue
                 flags = name.partition(":2,")[2] if sub == "cur" else ""
                 uid = _uid_of(name)
-                tag = _SIZE_TAG.search(uid)
-                # Without a size in its name, the file is counted when first asked.
-                entry = _Entry(uid, path, int(tag.group(1)) if tag else None, "S" in flags,
-                               is_voicemail(head), flags=flags)
-                box[entry.uid] = entry
-        return box
+                if uid in known:
+                    size, voicemail = known[uid]
+                else:
+                    try:
+                        head = _read_head(path)
+                    except OSError:
+                        continue
+                    read += 1
+                    tag = _SIZE_TAG.search(uid)
+                    # Without a size in its name, the file is counted when first asked.
+                    size, voicemail = int(tag.group(1)) if tag else None, is_voicemail(head)
+                box[uid] = _Entry(uid, path, size, "S" in flags, voicemail, flags=flags)
+        return box, read >= INDEX_SLACK or len(known) - (len(box) - read) >= INDEX_SLACK
+
+    def save_index(self, user):
+        """Write the index of a scanned mailbox (every size counted first)."""
+        box = self._box(user)
+        lines = [INDEX_HEADER]
+        for uid, entry in box.items():
+            if "\n" in uid:
+                continue        # no line of its own: read at each scan
+            lines.append("%s %d %s" % (uid, self._size(entry), "v" if entry.voicemail else "-"))
+        try:
+            write_atomically(os.path.join(self.maildir(user), INDEX), "\n".join(lines) + "\n")
+        except OSError as e:
+            log.warn("mail: {user}'s index not written: {error}", user=user, error=str(e))
 
     def _size(self, entry):
         if entry.size is None:
