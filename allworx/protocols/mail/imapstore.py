@@ -210,6 +210,7 @@ class Folder:
         self.stale = 0          # lines in the uidlist of messages gone
         self.rewrite = False    # the uidlist must be replaced whole (a torn line)
         self._snapshot = None   # (UIDs in order, {UID: letters}) for new views, until a change
+        self._unseen = None     # how many are not seen, until a change
         self.uidvalidity, self.uidnext = self._load(now)
         self.reconcile()
 
@@ -290,7 +291,7 @@ class Folder:
                 self.by_uid[self.uids[name]] = name
         self.stale += len(gone)
         if changed or gone or new:
-            self._snapshot = None
+            self._snapshot = self._unseen = None
         if self.rewrite or self.stale > max(COMPACT_AFTER, len(self.uids)) or \
                 not os.path.exists(self._uidlist()):
             self._save()
@@ -357,9 +358,10 @@ class Folder:
         return d.addCallback(added)
 
     def status(self):
-        unseen = sum(1 for letters in self.flags.values() if "S" not in letters)
+        if self._unseen is None:
+            self._unseen = sum(1 for letters in self.flags.values() if "S" not in letters)
         return {"MESSAGES": len(self.order), "RECENT": 0, "UIDNEXT": self.uidnext,
-                "UIDVALIDITY": self.uidvalidity, "UNSEEN": unseen}
+                "UIDVALIDITY": self.uidvalidity, "UNSEEN": self._unseen}
 
 
 class Mailboxes:

@@ -566,6 +566,23 @@ class IdleFolderTests(ImapCase):
         p, t = self.login()
         self.assertIn(b"* 1 EXISTS", self.talk(p, t, b"s1 SELECT Sent"))
 
+    def test_status_counts_unseen_once_per_change(self):
+        p, t = self.login()
+        out = self.talk(p, t, b"s1 STATUS INBOX (UNSEEN)")
+        self.assertIn(b"(UNSEEN 3)", out)
+        folder = self.factory.mailboxes.folder("alice", "INBOX")
+        walks = []
+
+        class Counting(dict):
+            def values(self):
+                walks.append(1)
+                return dict.values(self)
+        folder.flags = Counting(folder.flags)
+        self.assertIn(b"(UNSEEN 3)", self.talk(p, t, b"s2 STATUS INBOX (UNSEEN)"))
+        self.assertEqual(walks, [])
+        self.store.mark_seen("alice", self.store.list_messages("alice")[0].uid)
+        self.assertIn(b"(UNSEEN 2)", self.talk(p, t, b"s3 STATUS INBOX (UNSEEN)"))
+
     def test_idle_folders_are_bounded(self):
         import allworx.protocols.mail.imapstore as imapstore
         self.patch(imapstore, "IDLE_FOLDERS", 2)
