@@ -369,7 +369,11 @@ class MailStore:
         for uid, entry in box.items():
             if "\n" in uid:
                 continue        # no line of its own: read at each scan
-            lines.append("%s %d %s" % (uid, self._size(entry), "v" if entry.voicemail else "-"))
+            try:
+                size = self._size(entry)
+            except OSError:
+                continue        # gone since the scan
+            lines.append("%s %d %s" % (uid, size, "v" if entry.voicemail else "-"))
         try:
             write_atomically(os.path.join(self.maildir(user), INDEX), "\n".join(lines) + "\n")
         except OSError as e:

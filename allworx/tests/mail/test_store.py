@@ -298,3 +298,18 @@ class StoreIndexTests(unittest.TestCase):
         self.assertEqual(again, seen)
         with open(path) as f:
             self.assertEqual(f.read(), text)        # written again, right
+
+    def test_a_message_gone_before_the_index_is_written_is_left_out(self):
+        real = store_module._read_head
+        gone = os.path.join(self.store.maildir("alice"), "cur", "1.other:2,S")
+
+        def read_then_lose(path):
+            head = real(path)
+            if path == gone:
+                os.unlink(path)         # deleted by another program meanwhile
+            return head
+        self.patch(store_module, "_read_head", read_then_lose)
+        store = MailStore(self.office, self.store.writer, self.clock, self.queue)
+        self.assertEqual(store.voicemail_counts("alice"), (1, 0))
+        with open(os.path.join(store.maildir("alice"), store_module.INDEX)) as f:
+            self.assertNotIn("1.other", f.read())
