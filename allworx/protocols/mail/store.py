@@ -340,12 +340,14 @@ class MailStore:
         known = _load_index(os.path.join(base, INDEX))
         read = 0
         for sub in ("new", "cur"):
+            directory = os.path.join(base, sub)
             try:
-                names = os.listdir(os.path.join(base, sub))
+                names = os.listdir(directory)
             except FileNotFoundError:
                 continue
+            directory += os.sep
             for name in names:
-                path = os.path.join(base, sub, name)
+                path = directory + name
                 flags = name.partition(":2,")[2] if sub == "cur" else ""
                 uid = _uid_of(name)
                 if uid in known:
