@@ -35,7 +35,8 @@ from zope.interface import implementer
 from allworx.guards import PEER_FULL, LockedOut, LoginThrottle, PeerLimit, login_name, until_text
 from allworx.protocols.mail.imapmessage import SelectedMailbox
 from allworx.protocols.mail.imapfolders import FolderCommands
-from allworx.protocols.mail.imapstore import SYSTEM_FLAGS, FolderError, Mailboxes, View
+from allworx.protocols.mail.imapstore import SYSTEM_FLAGS, FolderError, Mailboxes
+from allworx.protocols.mail.imapview import View
 from allworx.servicebase import PortsService
 
 log = Logger()

@@ -218,6 +218,6 @@ class SelectedMailbox:
         result = {}
         for number, u, name, new in wanted:
             if name not in gone:
-                self.view.known[u] = new
+                self.view.know(u, new)
                 result[number] = flags_of(new)
         return result

@@ -21,7 +21,7 @@ The IMAP view of the users' Maildirs (SPEC 17): folders, UIDs and flags.
   what to report (`changes`): EXPUNGE, EXISTS and FETCH FLAGS lines.
 """
 
-import bisect
+import collections
 import os
 import re
 
@@ -47,6 +47,8 @@ SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _NAME_OK = re.compile(r"^[^\x00-\x1f\x7f.%*\\]{1,200}$")
 CHANGE_LOG = 4096           # changes a folder remembers for its views (older: a full look)
 COMPACT_AFTER = 100         # stale uidlist lines (of messages gone) always allowed
+IDLE_FOLDERS = 16           # folders no session has open kept loaded (the last left)...
+IDLE_MESSAGES = 250000      # ...holding at most this many messages in all
 
 
 class FolderError(Exception):
@@ -207,6 +209,8 @@ class Folder:
         self.log_start = 0
         self.stale = 0          # lines in the uidlist of messages gone
         self.rewrite = False    # the uidlist must be replaced whole (a torn line)
+        self._snapshot = None   # (UIDs in order, {UID: letters}) for new views, until a change
+        self._unseen = None     # how many are not seen, until a change
         self.uidvalidity, self.uidnext = self._load(now)
         self.reconcile()
 
@@ -286,12 +290,25 @@ class Folder:
                 self.order.append((self.uids[name], name))
                 self.by_uid[self.uids[name]] = name
         self.stale += len(gone)
+        if changed or gone or new:
+            self._snapshot = self._unseen = None
         if self.rewrite or self.stale > max(COMPACT_AFTER, len(self.uids)) or \
                 not os.path.exists(self._uidlist()):
             self._save()
         elif new:
             self._append(new)
         return changed or bool(gone or new)
+
+    def snapshot(self):
+        """
+        (UIDs in order, {UID: flag letters}) as they are now, shared by the
+        views opened until the folder next changes: never changed in place.
+        """
+        if self._snapshot is None:
+            flags = self.flags
+            self._snapshot = ([uid for uid, _ in self.order],
+                              {uid: flags[name] for uid, name in self.order})
+        return self._snapshot
 
     def refresh(self):
         """The storage changed (delivery, POP3, phone, another session): tell every view."""
@@ -341,21 +358,27 @@ class Folder:
         return d.addCallback(added)
 
     def status(self):
-        unseen = sum(1 for letters in self.flags.values() if "S" not in letters)
+        if self._unseen is None:
+            self._unseen = sum(1 for letters in self.flags.values() if "S" not in letters)
         return {"MESSAGES": len(self.order), "RECENT": 0, "UIDNEXT": self.uidnext,
-                "UIDVALIDITY": self.uidvalidity, "UNSEEN": unseen}
+                "UIDVALIDITY": self.uidvalidity, "UNSEEN": self._unseen}
 
 
 class Mailboxes:
     """
     Every user's folders, loaded when first used and kept while sessions
-    use them; the store's listener keeps INBOX current.
+    use them; the store's listener keeps INBOX current. The last folders
+    left (`idle`, IDLE_FOLDERS of them, IDLE_MESSAGES at most) stay loaded
+    too, so the next SELECT neither reads the uidlist nor lists the Maildir
+    again: one is taken back only while its uidlist (and, for a subfolder,
+    its new/ and cur/) are as they were when it was left, else loaded anew.
     """
 
     def __init__(self, store, reactor):
         self.store = store
         self.reactor = reactor
         self.folders = {}        # (user, name) -> Folder
+        self.idle = collections.OrderedDict()   # (user, name) -> [Folder, signature, dirty]
         self.trainers = []       # callables (user, message bytes, is_spam): the spam filter
         store.listeners.append(self.inbox_changed)
         store.folder_listeners.append(self.folder_changed)
@@ -382,9 +405,13 @@ class Mailboxes:
         folder = self.folders.get((user, "INBOX"))
         if folder is not None:
             folder.refresh()
+        kept = self.idle.get((user, "INBOX"))
+        if kept is not None:
+            kept[2] = True      # matched to the store when next used
 
     def folder_changed(self, user, name):
         """The store put mail in another folder (Junk): its open sessions see it."""
+        self.idle.pop((user, name), None)
         folder = self.folders.get((user, name))
         if folder is not None:
             folder.storage.forget()
@@ -436,7 +463,10 @@ class Mailboxes:
         folder = self.folders.get(key)
         if folder is None:
             if not self.exists(user, name):
+                self.idle.pop(key, None)
                 return None
+            folder = self._take_idle(key)
+        if folder is None:
             if name == "INBOX":
                 storage = InboxStorage(self.store, user)
             else:
@@ -445,12 +475,52 @@ class Mailboxes:
         return folder
 
     def release(self, folder, view):
-        """A view is done with its folder; an unused folder is dropped from memory."""
+        """A view is done with its folder; an unused folder goes to the idle ones."""
         folder.views.discard(view)
         if not folder.views:
             for key, f in list(self.folders.items()):
                 if f is folder:
                     del self.folders[key]
+                    self._keep_idle(key, folder)
+
+    @staticmethod
+    def _signature(folder):
+        """What must not have changed behind an idle folder's back (None: keep nothing)."""
+        paths = [folder._uidlist()]
+        if not isinstance(folder.storage, InboxStorage):
+            paths += [os.path.join(folder.storage.path, sub) for sub in ("new", "cur")]
+        out = []
+        for path in paths:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return None
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(out)
+
+    def _keep_idle(self, key, folder):
+        signature = self._signature(folder)
+        if signature is None:
+            return
+        self.idle.pop(key, None)
+        self.idle[key] = [folder, signature, False]
+        total = sum(len(f.uids) for f, _, _ in self.idle.values())
+        while self.idle and (len(self.idle) > IDLE_FOLDERS or total > IDLE_MESSAGES):
+            _, (dropped, _, _) = self.idle.popitem(last=False)
+            total -= len(dropped.uids)
+
+    def _take_idle(self, key):
+        """The idle folder of `key` if it is still what is on disk, or None."""
+        kept = self.idle.pop(key, None)
+        if kept is None:
+            return None
+        folder, signature, dirty = kept
+        if self._signature(folder) != signature:
+            return None
+        if dirty:
+            folder.reconcile()
+        self.folders[key] = folder
+        return folder
 
     def create(self, user, name):
         check_name(name)
@@ -467,6 +537,7 @@ class Mailboxes:
         if any(n.startswith(name + SEPARATOR) for n in self.names(user)):
             raise FolderError("mailbox has inferior hierarchical names")
         folder = self.folders.pop((user, name), None)
+        self.idle.pop((user, name), None)
         path = self._dir(user, name)
         for sub in ("tmp", "new", "cur"):
             d = os.path.join(path, sub)
@@ -493,6 +564,8 @@ class Mailboxes:
             raise FolderError("mailbox has inferior hierarchical names")
         if self.folders.get((user, old)) is not None:
             raise FolderError("mailbox is in use")
+        self.idle.pop((user, old), None)
+        self.idle.pop((user, new), None)
         os.rename(self._dir(user, old), self._dir(user, new))
 
     def subscriptions(self, user):
@@ -505,88 +578,3 @@ class Mailboxes:
     def save_subscriptions(self, user, names):
         write_atomically(os.path.join(self.store.maildir(user), SUBSCRIPTIONS),
                          "".join(n + "\n" for n in sorted(names)))
-
-
-class View:
-    """
-    One session's view of a folder: its sequence numbers (`seq`, UIDs,
-    ascending) and the flags it was last told (`known`). `folder_changed`
-    marks it stale and pokes the session; `changes` gives the lines to
-    report, from the folder's changes since `told` (`gone`: UIDs expunged
-    but not yet reported).
-    """
-
-    def __init__(self, folder, session, writeable):
-        self.folder = folder
-        self.session = session
-        self.writeable = writeable
-        self.seq = [uid for uid, _ in folder.order]
-        self.known = {uid: folder.flags[name] for uid, name in folder.order}
-        self.told = folder.version
-        self.gone = set()
-        folder.views.add(self)
-
-    def folder_changed(self):
-        notify = getattr(self.session, "mailbox_changed", None)
-        if notify is not None:
-            notify()
-
-    def _index(self, uid):
-        i = bisect.bisect_left(self.seq, uid)
-        return i if i < len(self.seq) and self.seq[i] == uid else None
-
-    def _what_changed(self):
-        """UIDs whose flags may differ from `known` (those of seq to look at); `gone` updated."""
-        folder = self.folder
-        since = folder.changes_since(self.told)
-        self.told = folder.version
-        if since is None:
-            self.gone.update(uid for uid in self.seq if uid not in folder.by_uid)
-            return self.seq
-        flagged = set()
-        for uid, gone in since:
-            if gone:
-                self.gone.add(uid)
-            else:
-                flagged.add(uid)
-        return sorted(flagged)
-
-    def changes(self, expunges=True):
-        """Untagged lines (bytes) for what changed since last told, and the view made current."""
-        folder = self.folder
-        present = folder.by_uid
-        candidates = self._what_changed()
-        out = []
-        if expunges and self.gone:
-            for uid in sorted(self.gone, reverse=True):
-                index = self._index(uid)
-                if index is not None:
-                    out.append(b"%d EXPUNGE" % (index + 1))
-                    del self.seq[index]
-                    self.known.pop(uid, None)
-            self.gone.clear()
-        for uid in candidates:
-            name = present.get(uid)
-            if name is None or folder.flags[name] == self.known.get(uid):
-                continue
-            index = self._index(uid)
-            if index is not None:
-                self.known[uid] = folder.flags[name]
-                out.append(b"%d FETCH (UID %d FLAGS (%s))" % (
-                    index + 1, uid, " ".join(flags_of(folder.flags[name])).encode()))
-        last = self.seq[-1] if self.seq else 0
-        order = folder.order
-        new = [uid for uid, _ in order[bisect.bisect_right(order, last, key=lambda e: e[0]):]]
-        if new:
-            self.seq.extend(new)
-            for uid in new:
-                self.known[uid] = folder.flags[present[uid]]
-            out.append(b"%d EXISTS" % len(self.seq))
-        return out
-
-    def name_at(self, uid):
-        """The message's file name, or None when it is gone."""
-        return self.folder.by_uid.get(uid)
-
-    def close(self, mailboxes):
-        mailboxes.release(self.folder, self)

@@ -29,7 +29,6 @@ import base64
 import binascii
 import inspect
 
-import attr
 from prometheus_client import Counter
 from twisted.cred import credentials, error as cred_error, portal as cred_portal
 from twisted.internet import interfaces, protocol
@@ -61,47 +60,53 @@ def _printable(command):
     return command[:16].decode("ascii", "backslashreplace")
 
 
-@attr.s(frozen=True, slots=True)
-class _Listed:
-    uid = attr.ib()
-    size = attr.ib()
-
-
 @implementer(pop3.IMailbox)
 class MailboxView:
     """
     A POP3 session's view of one mailbox: the messages present at login, in
-    order; deletions happen at QUIT (`sync`), as RFC 1939 says.
+    order; deletions happen at QUIT (`sync`), as RFC 1939 says. The store's
+    listing is shared, not copied: this view keeps its first `count`.
     """
 
     def __init__(self, store, user):
         self.store = store
         self.user = user
-        self.messages = [_Listed(uid, size) for uid, size in store.sizes(user)]
+        listing = store.listing(user)
+        self._uids = listing.uids
+        self._sizes = listing.sizes
+        self.count = len(listing.uids)
+        self.total = listing.total
         self.deleted = set()
 
     def _check(self, index):
-        if not 0 <= index < len(self.messages):
+        if not 0 <= index < self.count:
             raise ValueError("no message %d" % (index + 1))
+
+    def stat(self):
+        """(messages, octets) as STAT gives them: the deleted count, as size 0."""
+        return self.count, self.total - sum(self._sizes[i] for i in self.deleted)
 
     def listMessages(self, index=None):
         if index is None:
-            return [0 if i in self.deleted else m.size for i, m in enumerate(self.messages)]
+            sizes = self._sizes[:self.count]
+            for i in self.deleted:
+                sizes[i] = 0
+            return sizes
         self._check(index)
-        return 0 if index in self.deleted else self.messages[index].size
+        return 0 if index in self.deleted else self._sizes[index]
 
     def getMessage(self, index):
         self._check(index)
         if index in self.deleted:
             raise ValueError("message %d is deleted" % (index + 1))
         try:
-            return self.store.open_message(self.user, self.messages[index].uid)
+            return self.store.open_message(self.user, self._uids[index])
         except KeyError:
             raise ValueError("message %d is gone" % (index + 1))
 
     def getUidl(self, index):
         self._check(index)
-        return self.messages[index].uid.encode("ascii")
+        return self._uids[index].encode("ascii")
 
     def deleteMessage(self, index):
         self._check(index)
@@ -113,14 +118,14 @@ class MailboxView:
     def retrieved(self, index):
         """RETR sent the message: it counts as read."""
         try:
-            self.store.mark_seen(self.user, self.messages[index].uid)
+            self.store.mark_seen(self.user, self._uids[index])
         except (KeyError, OSError, IndexError):
             pass
 
     def sync(self):
         for index in sorted(self.deleted):
             try:
-                self.store.delete_message(self.user, self.messages[index].uid)
+                self.store.delete_message(self.user, self._uids[index])
             except KeyError:
                 pass
         log.info("pop3: {user} deleted {count} message(s)", user=self.user, count=len(self.deleted))
@@ -260,7 +265,7 @@ class Pop3Server(pop3.POP3):
     def _message_index(self, number):
         """The 0-based index of the message a message-number argument names."""
         index = int(number) - 1 if number.isdigit() and len(number) <= 9 else -1
-        if not 0 <= index < len(self.mbox.messages):
+        if not 0 <= index < self.mbox.count:
             raise _Refused("no such message")
         if index in self.mbox.deleted:
             raise _Refused("message %d is deleted" % (index + 1))
@@ -382,6 +387,12 @@ class Pop3Server(pop3.POP3):
     def do_DELE(self, i):
         self.mbox.deleteMessage(self._message_index(i))
         self.successResponse()
+
+    def do_STAT(self):
+        # The view keeps the count and the total: no pass over every message
+        # (twisted's STAT walks the sizes one reactor step at a time).
+        count, octets = self.mbox.stat()
+        self.successResponse(b"%d %d" % (count, octets))
 
     def do_LIST(self, i=None):
         if i is not None:

@@ -14,6 +14,10 @@ message that has been read lives in `cur/` with the `S` flag. Voicemail is a
 message with the header `X-Allworx-Voicemail: yes`; when a user's count of
 new or heard voicemail changes the store emits `MailboxChanged`.
 
+A scan of a Maildir (once per mailbox and process) opens only the messages
+its index (`allworx-index`: each uid's POP3 size and voicemail mark) does
+not know yet, so a restart does not read 100,000 messages again.
+
 IMAP keeps every flag in the name the Maildir way (`ID:2,FRS`: Draft,
 Flagged, Replied, Seen, Trashed); `set_flags` renames the file (and fsyncs
 the directory) and `add_message` stores a message with its flags. Whoever
@@ -36,7 +40,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from allworx.atomicfile import ensure_directory, fsync_directory
+from allworx.atomicfile import ensure_directory, fsync_directory, write_atomically
 from allworx.interfaces import IMailStore
 from allworx.protocols.mail.aliases import AliasLoop, expand
 from allworx.protocols.mail.durable import PendingFile
@@ -53,6 +57,9 @@ _VOICEMAIL = re.compile(rb"(?im)^x-allworx-voicemail:[ \t]*yes[ \t]*$")
 _HEADER_READ = 32 * 1024       # enough for the header of any sane message
 _FLAG_READ = 8 * 1024          # where X-Allworx-Voicemail is looked for when scanning
 _SIZE_TAG = re.compile(r",W=(\d+)")
+INDEX = "allworx-index"        # per Maildir: what a scan learnt by reading each message
+INDEX_HEADER = "allworx-index 1"
+INDEX_SLACK = 64               # messages read (or lines stale) before the index is written again
 
 
 class NoRecipients(KeyError):
@@ -131,6 +138,53 @@ class _Entry:
     flags = attr.ib(default="")
 
 
+class _Listing:
+    """
+    A mailbox's messages in order: `uids` and their POP3 `sizes`, `total`
+    octets. It only ever grows at the end (a delivery newer than the last);
+    any other change makes a new one, so a POP3 session keeps the first
+    `len(uids)` it saw at log-in without a copy.
+    """
+
+    __slots__ = ("uids", "sizes", "total")
+
+    def __init__(self, uids, sizes):
+        self.uids = uids
+        self.sizes = sizes
+        self.total = sum(sizes)
+
+    def append(self, uid, size):
+        self.uids.append(uid)
+        self.sizes.append(size)
+        self.total += size
+
+
+def _read_head(path):
+    """The start of a message file, where its voicemail header would be."""
+    with open(path, "rb") as f:
+        return f.read(_FLAG_READ)
+
+
+def _load_index(path):
+    """{uid: (POP3 size, voicemail)} from a Maildir's index; {} when missing or damaged."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+    except (OSError, UnicodeDecodeError):
+        return {}
+    if lines[0] != INDEX_HEADER or lines[-1] != "":
+        return {}           # not ours, or cut short: read the messages again
+    out = {}
+    try:
+        for line in lines[1:-1]:
+            uid, size, voicemail = line.rsplit(" ", 2)
+            out[uid] = (int(size), voicemail == "v")
+    except ValueError:
+        log.warn("mail: {path} is damaged: the messages are read again", path=path)
+        return {}
+    return out
+
+
 def _uid_of(name):
     return name.split(":", 1)[0]
 
@@ -150,6 +204,7 @@ class MailStore:
         self.reactor = reactor
         self.queue = queue
         self._mailboxes = {}        # user -> {uid: _Entry}
+        self._listings = {}         # user -> _Listing of its mailbox, oldest first
         self._ensured = set()
         self._sequence = itertools.count()
         self._tag = "P%d%s" % (os.getpid(), os.urandom(3).hex())
@@ -265,34 +320,66 @@ class MailStore:
     def _box(self, user):
         box = self._mailboxes.get(user)
         if box is None:
-            box = self._mailboxes[user] = self._scan(user)
+            box, outdated = self._scan(user)
+            self._mailboxes[user] = box
+            if outdated:
+                self.save_index(user)
         return box
 
     def _scan(self, user):
+        """
+        The user's messages from new/ and cur/, each file opened only when
+        the Maildir's index (`INDEX`: POP3 size and voicemail of each uid,
+        whose file never changes) does not know it yet; the index is written
+        again once INDEX_SLACK were read or went.
+        """
         if user not in self.office.config.users:
             raise KeyError(user)
         box = {}
         base = self.maildir(user)
+        known = _load_index(os.path.join(base, INDEX))
+        read = 0
         for sub in ("new", "cur"):
+            directory = os.path.join(base, sub)
             try:
-                names = os.listdir(os.path.join(base, sub))
+                names = os.listdir(directory)
             except FileNotFoundError:
                 continue
+            directory += os.sep
             for name in names:
-                path = os.path.join(base, sub, name)
-                try:
-                    with open(path, "rb") as f:
-                        head = f.read(_FLAG_READ)
-                except OSError:
-                    continue
+                path = directory + name
                 flags = name.partition(":2,")[2] if sub == "cur" else ""
                 uid = _uid_of(name)
-                tag = _SIZE_TAG.search(uid)
-                # Without a size in its name, the file is counted when first asked.
-                entry = _Entry(uid, path, int(tag.group(1)) if tag else None, "S" in flags,
-                               is_voicemail(head), flags=flags)
-                box[entry.uid] = entry
-        return box
+                if uid in known:
+                    size, voicemail = known[uid]
+                else:
+                    try:
+                        head = _read_head(path)
+                    except OSError:
+                        continue
+                    read += 1
+                    tag = _SIZE_TAG.search(uid)
+                    # Without a size in its name, the file is counted when first asked.
+                    size, voicemail = int(tag.group(1)) if tag else None, is_voicemail(head)
+                box[uid] = _Entry(uid, path, size, "S" in flags, voicemail, flags=flags)
+        return box, read >= INDEX_SLACK or len(known) - (len(box) - read) >= INDEX_SLACK
+
+    def save_index(self, user):
+        """Write the index of a scanned mailbox (every size counted first)."""
+        box = self._box(user)
+        lines = [INDEX_HEADER]
+        for uid, entry in box.items():
+            if "\n" in uid:
+                continue        # no line of its own: read at each scan
+            try:
+                size = self._size(entry)
+            except OSError:
+                continue        # gone since the scan
+            lines.append("%s %d %s" % (uid, size, "v" if entry.voicemail else "-"))
+        try:
+            write_atomically(os.path.join(self.maildir(user), INDEX), "\n".join(lines) + "\n")
+        except OSError as e:
+            log.warn("mail: {user}'s index not written: {error}", user=user, error=str(e))
 
     def _size(self, entry):
         if entry.size is None:
@@ -300,10 +387,23 @@ class MailStore:
                 entry.size = pop3_octets(f.read())
         return entry.size
 
+    def listing(self, user):
+        """
+        The user's messages oldest first, as a `_Listing` (uids, sizes,
+        total) that later deliveries only extend: sorted once, then kept
+        until a message goes (no headers read).
+        """
+        listing = self._listings.get(user)
+        if listing is None:
+            box = self._box(user)
+            uids = sorted(box, key=_order)
+            listing = self._listings[user] = _Listing(uids, [self._size(box[uid]) for uid in uids])
+        return listing
+
     def sizes(self, user):
         """[(uid, POP3 size)] of a user's messages, oldest first (no headers read)."""
-        box = self._box(user)
-        return [(uid, self._size(box[uid])) for uid in sorted(box, key=_order)]
+        listing = self.listing(user)
+        return list(zip(listing.uids, listing.sizes))
 
     def list_messages(self, user):
         """MessageInfo for each message of `user`, oldest first; KeyError for no such user."""
@@ -334,6 +434,7 @@ class MailStore:
                 return f.read()
         except FileNotFoundError:
             self._box(user).pop(uid, None)
+            self._listings.pop(user, None)
             raise KeyError(uid)
 
     def open_message(self, user, uid):
@@ -355,6 +456,7 @@ class MailStore:
         entry = box.pop(uid, None)
         if entry is None:
             raise KeyError(uid)
+        self._listings.pop(user, None)
         try:
             os.unlink(entry.path)
         except FileNotFoundError:
@@ -393,6 +495,7 @@ class MailStore:
             os.rename(entry.path, target)
         except FileNotFoundError:
             self._box(user).pop(uid, None)
+            self._listings.pop(user, None)
             self._changed(user)
             raise KeyError(uid)
         if sync:
@@ -451,7 +554,15 @@ class MailStore:
                 counts = (counts[0] - 1, counts[1])
         else:
             counts = self.voicemail_counts(user)
+        replaced = entry.uid in box
         box[entry.uid] = entry
+        listing = self._listings.get(user)
+        if listing is not None:
+            if not replaced and (not listing.uids or
+                                 _order(entry.uid) > _order(listing.uids[-1])):
+                listing.append(entry.uid, entry.size)
+            else:
+                del self._listings[user]
         if voicemail:
             self._announce(user, counts)
         self._changed(user)
@@ -479,7 +590,9 @@ class MailStore:
         """Drop cached mailbox listings (a user was removed or renamed)."""
         if user is None:
             self._mailboxes.clear()
+            self._listings.clear()
             self._ensured.clear()
         else:
             self._mailboxes.pop(user, None)
+            self._listings.pop(user, None)
             self._ensured.discard(user)

@@ -488,6 +488,114 @@ class ChangeTests(ImapCase):
         self.assertEqual(self.fresh_inbox().uids[name], 4)
 
 
+class IdleFolderTests(ImapCase):
+    """
+    A SELECT of a folder left a moment ago takes it back loaded (no uidlist
+    read, no Maildir listing, no per-message copy for the view), unless
+    something changed it on disk meanwhile. Counted, not timed.
+    """
+
+    def count_loads(self):
+        import allworx.protocols.mail.imapstore as imapstore
+        loads = []
+        real = imapstore.Folder._load
+
+        def counting(folder, now):
+            loads.append(folder.name)
+            return real(folder, now)
+        self.patch(imapstore.Folder, "_load", counting)
+        return loads
+
+    def leave(self, p, t):
+        self.talk(p, t, b"z1 LOGOUT")
+        p.connectionLost(None)
+
+    def test_select_again_takes_the_folder_back(self):
+        p, t = self.select()
+        self.leave(p, t)
+        loads = self.count_loads()
+        listed = []
+        real = self.store.flags
+        self.patch(self.store, "flags", lambda user: listed.append(user) or real(user))
+        p, t = self.select()
+        p2, t2 = self.select()
+        self.assertEqual((loads, listed), ([], []))
+        self.assertIs(p.view.seq, p2.view.seq)          # one snapshot, shared
+        out = self.talk(p, t, b"s2 STORE 1 +FLAGS (\\Seen)")
+        self.assertIn(b"* 1 FETCH (FLAGS (\\Seen))", out)
+        self.assertIsNot(p.view.known, p2.view.known)   # copied on its own change
+        self.assertIn(b"* 1 FETCH (UID 1 FLAGS (\\Seen))", self.talk(p2, t2, b"n1 NOOP"))
+
+    def test_deliveries_while_idle_are_seen(self):
+        p, t = self.select()
+        self.leave(p, t)
+        self.deliver(b"Subject: new\r\n\r\nnew\r\n")
+        self.store.delete_message("alice", self.store.list_messages("alice")[0].uid)
+        loads = self.count_loads()
+        p, t = self.login()
+        out = self.talk(p, t, b"s1 SELECT INBOX")
+        self.assertEqual(loads, [])
+        self.assertIn(b"* 3 EXISTS", out)
+        self.assertIn(b"* OK [UIDNEXT 5]", out)
+        self.assertIn(b"* 3 FETCH (UID 4)", self.talk(p, t, b"f1 FETCH 3 UID"))
+
+    def test_a_uidlist_changed_on_disk_is_read_again(self):
+        p, t = self.select()
+        validity = p.view.folder.uidvalidity
+        self.leave(p, t)
+        path = os.path.join(self.store.maildir("alice"), UIDLIST)
+        with open(path) as f:
+            lines = f.read().splitlines()
+        with open(path, "w") as f:
+            f.write("V %d 40\n" % (validity + 1) + "".join(
+                "%d %s\n" % (10 + i, line.split()[1]) for i, line in enumerate(lines[1:])))
+        loads = self.count_loads()
+        p, t = self.login()
+        out = self.talk(p, t, b"s1 SELECT INBOX")
+        self.assertEqual(loads, ["INBOX"])
+        self.assertIn(b"* OK [UIDVALIDITY %d]" % (validity + 1), out)
+        self.assertIn(b"* OK [UIDNEXT 40]", out)
+
+    def test_a_subfolder_changed_on_disk_is_listed_again(self):
+        p, t = self.select(b"Sent")
+        self.assertIn(b"* 0 EXISTS", t.value())
+        self.leave(p, t)
+        sent = os.path.join(self.store.maildir("alice"), ".Sent")
+        with open(os.path.join(sent, "new", "1700000000.M1.elsewhere"), "wb") as f:
+            f.write(b"Subject: by another program\n\nx\n")
+        p, t = self.login()
+        self.assertIn(b"* 1 EXISTS", self.talk(p, t, b"s1 SELECT Sent"))
+
+    def test_status_counts_unseen_once_per_change(self):
+        p, t = self.login()
+        out = self.talk(p, t, b"s1 STATUS INBOX (UNSEEN)")
+        self.assertIn(b"(UNSEEN 3)", out)
+        folder = self.factory.mailboxes.folder("alice", "INBOX")
+        walks = []
+
+        class Counting(dict):
+            def values(self):
+                walks.append(1)
+                return dict.values(self)
+        folder.flags = Counting(folder.flags)
+        self.assertIn(b"(UNSEEN 3)", self.talk(p, t, b"s2 STATUS INBOX (UNSEEN)"))
+        self.assertEqual(walks, [])
+        self.store.mark_seen("alice", self.store.list_messages("alice")[0].uid)
+        self.assertIn(b"(UNSEEN 2)", self.talk(p, t, b"s3 STATUS INBOX (UNSEEN)"))
+
+    def test_idle_folders_are_bounded(self):
+        import allworx.protocols.mail.imapstore as imapstore
+        self.patch(imapstore, "IDLE_FOLDERS", 2)
+        for name in (b"Sent", b"Drafts", b"Trash"):
+            p, t = self.select(name)
+            self.leave(p, t)
+        self.assertEqual(list(self.factory.mailboxes.idle), [("alice", "Drafts"), ("alice", "Trash")])
+        self.patch(imapstore, "IDLE_MESSAGES", 2)
+        p, t = self.select()
+        self.leave(p, t)        # 3 messages: more than may stay
+        self.assertEqual(list(self.factory.mailboxes.idle), [])
+
+
 class BadInputTests(ImapCase):
 
     def test_unknown_and_wrong_state(self):

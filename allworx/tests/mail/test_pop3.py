@@ -151,6 +151,54 @@ class Pop3Tests(unittest.TestCase):
         self.assertNotIn(b"STLS", self.talk(p, t, b"CAPA"))
 
 
+    def count_orders(self):
+        from allworx.protocols.mail import store as store_module
+        calls = []
+        real = store_module._order
+
+        def counting(uid):
+            calls.append(uid)
+            return real(uid)
+        self.patch(store_module, "_order", counting)
+        return calls
+
+    def test_a_second_login_does_not_sort_again(self):
+        p, t = self.login()
+        self.talk(p, t, b"QUIT")
+        p.connectionLost(None)
+        calls = self.count_orders()
+        p, t = self.login()
+        self.assertEqual(self.talk(p, t, b"STAT").split()[:2], [b"+OK", b"3"])
+        self.assertEqual(calls, [])
+
+    def test_stat_does_not_list_every_message(self):
+        p, t = self.login()
+        listed = []
+        real = p.mbox.listMessages
+        self.patch(p.mbox, "listMessages", lambda *a: listed.append(a) or real(*a))
+        self.talk(p, t, b"DELE 2")
+        size = self.store.list_messages("alice")[0].size
+        self.assertEqual(self.talk(p, t, b"STAT"), b"+OK 3 %d\r\n" % (2 * size))
+        self.assertEqual(listed, [])
+
+    def test_delivery_extends_the_listing_and_sessions_keep_theirs(self):
+        p, t = self.login()
+        calls = self.count_orders()
+        self.clock.advance(5)       # a newer id
+        self.store.deliver(["alice"], b"Subject: m3\r\n\r\nfour\r\n", "x@y.example")
+        self.assertEqual(len(calls), 2)     # the new one and the last: not the mailbox
+        self.assertIn(b"+OK 3 ", self.talk(p, t, b"STAT"))     # the view at login
+        self.assertIn(b"-ERR", self.talk(p, t, b"LIST 4"))
+        self.talk(p, t, b"DELE 1", b"QUIT")
+        p.connectionLost(None)
+        uids = [uid for uid, _ in self.store.sizes("alice")]
+        self.assertEqual(len(uids), 3)
+        self.assertNotIn(self.uids[0], uids)
+        p, t = self.login()
+        self.assertIn(b"+OK 3 ", self.talk(p, t, b"STAT"))
+        self.assertIn(b"3 %s\r\n" % uids[2].encode(), self.talk(p, t, b"UIDL"))
+
+
 class CountingChecker(PlainChecker):
     """A PlainChecker that counts the passwords it was asked to check."""
 

@@ -8,6 +8,7 @@ from zope.interface.verify import verifyObject
 
 from allworx.interfaces import IMailStore
 from allworx.protocols.mail import durable
+from allworx.protocols.mail import store as store_module
 from allworx.protocols.mail.relay import Outcome
 from allworx.protocols.mail.store import MailStore, NoRecipients, is_voicemail, pop3_octets, to_lf
 from allworx.office import MailboxChanged
@@ -236,3 +237,79 @@ class DurableWriterTests(unittest.TestCase):
         self.assertIsInstance(results[0], OSError)
         self.assertIsNone(results[1])
         self.assertEqual(os.listdir(base), ["f3"])
+
+
+class StoreIndexTests(unittest.TestCase):
+    """
+    A Maildir's index spares the next process a read of every message:
+    counted (the message files opened), not timed.
+    """
+
+    def setUp(self):
+        self.office, self.store, self.queue, self.clock = make_store(self)
+        self.patch(store_module, "INDEX_SLACK", 2)
+        for n in range(3):
+            self.store.deliver(["alice"], MSG if n != 1 else VM, "x@internet.example")
+        # One written by another program: no size in its name.
+        path = os.path.join(self.store.maildir("alice"), "cur", "1.other:2,S")
+        with open(path, "wb") as f:
+            f.write(b"Subject: hand\n\nsix\n")
+        index = os.path.join(self.store.maildir("alice"), store_module.INDEX)
+        if os.path.exists(index):
+            os.unlink(index)        # written by the scan the voicemail made: start without
+        self.reads = []
+        real = store_module._read_head
+        self.patch(store_module, "_read_head", lambda p: self.reads.append(p) or real(p))
+
+    def fresh(self):
+        """The store of a process started again."""
+        store = MailStore(self.office, self.store.writer, self.clock, self.queue)
+        return store, (store.sizes("alice"), store.voicemail_counts("alice"))
+
+    def test_the_next_process_reads_no_message_again(self):
+        first, seen = self.fresh()
+        self.assertEqual(len(self.reads), 4)
+        self.assertTrue(os.path.exists(os.path.join(first.maildir("alice"), store_module.INDEX)))
+        del self.reads[:]
+        second, again = self.fresh()
+        self.assertEqual(self.reads, [])
+        self.assertEqual(again, seen)
+        self.assertEqual(again[1], (1, 0))
+        self.assertIn(("1.other", len(b"Subject: hand\r\n\r\nsix\r\n")), again[0])
+
+    def test_only_messages_new_to_the_index_are_read(self):
+        first, _ = self.fresh()
+        self.store.deliver(["alice"], VM, "x@internet.example")
+        del self.reads[:]
+        second, (sizes, counts) = self.fresh()
+        self.assertEqual(len(self.reads), 1)
+        self.assertEqual((len(sizes), counts), (5, (2, 0)))
+
+    def test_a_damaged_index_is_read_around(self):
+        first, seen = self.fresh()
+        path = os.path.join(first.maildir("alice"), store_module.INDEX)
+        with open(path, "r+") as f:
+            text = f.read()
+            f.seek(0)
+            f.write(text.replace(" v\n", " x x\n"))
+        del self.reads[:]
+        second, again = self.fresh()
+        self.assertEqual(len(self.reads), 4)
+        self.assertEqual(again, seen)
+        with open(path) as f:
+            self.assertEqual(f.read(), text)        # written again, right
+
+    def test_a_message_gone_before_the_index_is_written_is_left_out(self):
+        real = store_module._read_head
+        gone = os.path.join(self.store.maildir("alice"), "cur", "1.other:2,S")
+
+        def read_then_lose(path):
+            head = real(path)
+            if path == gone:
+                os.unlink(path)         # deleted by another program meanwhile
+            return head
+        self.patch(store_module, "_read_head", read_then_lose)
+        store = MailStore(self.office, self.store.writer, self.clock, self.queue)
+        self.assertEqual(store.voicemail_counts("alice"), (1, 0))
+        with open(os.path.join(store.maildir("alice"), store_module.INDEX)) as f:
+            self.assertNotIn("1.other", f.read())
