@@ -49,6 +49,7 @@ class LeaseNames:
         self._served = DhcpView({}, {})   # the names as the served zone holds them
         self._hosts = None     # (config, MACs of its named dynamic clients)
         self._targets = None   # names that CNAME, MX or NS rows point at
+        self._config_index = None   # a _ConfigIndex of the config last seen
 
     def load(self, records):
         """Start again from the DHCP lease table's records."""
@@ -104,16 +105,45 @@ class LeaseNames:
         self._forget(before, gone | added)
         return True
 
-    @staticmethod
-    def _rows(config, wan_ip, view, labels, hosts, touched):
+    def _rows(self, config, wan_ip, view, labels, hosts, touched):
         """
         The rows of the names `labels` and of the named dynamic clients at the
-        `touched` addresses in `view` (with the static rows, the same before
-        and after).
+        `touched` addresses in `view` (with those static rows that may bear on
+        them: the same before and after, so they drop out of the difference).
         """
         names = {label: view[label] for label in labels if label in view}
         leases = {mac: view.by_mac[mac] for mac in hosts if view.by_mac.get(mac) in touched}
-        return set(zone_entries(config, wan_ip, DhcpView(names, leases)))
+        return set(zone_entries(self._part(config, labels, touched, leases), wan_ip,
+                                DhcpView(names, leases)))
+
+    def _part(self, config, labels, touched, leases):
+        """
+        `config` with only the `[host]`s and `[record]`s that bear on these
+        labels and addresses: those of the same name (a client's name never
+        takes theirs), the hosts fixed at a touched address (whose PTR comes
+        first or not by name order) and the named dynamic clients with a
+        lease in `leases`. What `zone_entries` makes of the rest is the same
+        before and after the change, so asking about it is wasted work.
+        """
+        index = self._index(config)
+        hosts, records = {}, {}
+        for label in labels:
+            for key in index.host_names.get(label, ()):
+                hosts[key] = config.hosts[key]
+            for key in index.record_names.get(label, ()):
+                records[key] = config.records[key]
+        for address in touched:
+            for key in index.host_addresses.get(int(address), ()):
+                hosts[key] = config.hosts[key]
+        for mac in leases:
+            for key in index.host_macs.get(mac, ()):
+                hosts[key] = config.hosts[key]
+        return _ConfigPart(config, hosts, records)
+
+    def _index(self, config):
+        if self._config_index is None or self._config_index.config is not config:
+            self._config_index = _ConfigIndex(config)
+        return self._config_index
 
     def _dynamic_hosts(self, config):
         """The MACs of `config`'s named dynamic clients."""
@@ -162,3 +192,32 @@ def _targets(rows):
         elif e.rtype == "MX":
             out.add(e.value.split()[-1].lower().rstrip("."))
     return out
+
+
+class _ConfigIndex:
+    """A config's `[host]`s and `[record]`s by name, address and MAC (their keys)."""
+
+    def __init__(self, config):
+        self.config = config
+        self.host_names, self.host_addresses, self.host_macs = {}, {}, {}
+        self.record_names = {}
+        for key, h in config.hosts.items():
+            self.host_names.setdefault(h.name, []).append(key)
+            if h.address is not None:
+                self.host_addresses.setdefault(int(h.address), []).append(key)
+            elif h.mac:
+                self.host_macs.setdefault(h.mac, []).append(key)
+        for key, r in config.records.items():
+            self.record_names.setdefault(r.name, []).append(key)
+
+
+class _ConfigPart:
+    """A config seen through a part of its `[host]`s and `[record]`s; the rest as it is."""
+
+    def __init__(self, config, hosts, records):
+        self._config = config
+        self.hosts = hosts
+        self.records = records
+
+    def __getattr__(self, name):
+        return getattr(self._config, name)
