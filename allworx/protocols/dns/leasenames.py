@@ -32,7 +32,8 @@ from twisted.names.dns import IN
 
 from allworx.protocols.dns.chain import COMMON_TYPES
 from allworx.protocols.dns.fast import question_key
-from allworx.protocols.dns.zone import SOA, DhcpNames, DhcpView, zone_entries
+from allworx.protocols.dns.dhcpnames import DhcpNames, DhcpView
+from allworx.protocols.dns.zone import SOA, zone_entries
 
 
 class LeaseNames:
@@ -47,6 +48,7 @@ class LeaseNames:
         self.fast = fast
         self.table = DhcpNames()
         self._served = DhcpView({}, {})   # the names as the served zone holds them
+        self._served_at = {}               # address -> the labels `_served` has there
         self._hosts = None     # (config, MACs of its named dynamic clients)
         self._targets = None   # names that CNAME, MX or NS rows point at
         self._config_index = None   # a _ConfigIndex of the config last seen
@@ -64,6 +66,10 @@ class LeaseNames:
     def built(self, names):
         """The zone was rebuilt in full with `names`."""
         self._served = DhcpView(names, dict(getattr(names, "by_mac", {})))
+        self._served_at = {}
+        for label, address in self._served.items():
+            self._served_at.setdefault(address, set()).add(label)
+        self.table.take_changes()   # all in `names` already
         self._hosts = self._targets = None
 
     def next_expiry(self):
@@ -84,26 +90,61 @@ class LeaseNames:
         before = self.keeper.zone
         if before is None:
             return False
-        old, new = self._served, self.table.current()
-        self._served = new
+        table, old = self.table, self._served
+        changed_labels, changed_macs = table.take_changes()
         hosts = self._dynamic_hosts(config)
-        labels = {label for label in old.keys() | new.keys() if old.get(label) != new.get(label)}
-        moved = [mac for mac in hosts if old.by_mac.get(mac) != new.by_mac.get(mac)]
-        touched = {view.get(label) for label in labels for view in (old, new)}
-        touched.update(view.by_mac.get(mac) for mac in moved for view in (old, new))
+        labels = {label for label in changed_labels if old.get(label) != table.holder(label)}
+        moved = [mac for mac in changed_macs
+                 if mac in hosts and old.by_mac.get(mac) != table.address_of(mac)]
+        touched = {old.get(label) for label in labels} | {table.holder(label) for label in labels}
+        touched.update(old.by_mac.get(mac) for mac in moved)
+        touched.update(table.address_of(mac) for mac in moved)
         touched.discard(None)
+        if moved:
+            for address in touched:
+                labels.update(self._served_at.get(address, ()))
+                labels.add(table.label_at(address))
+            labels.discard(None)
+        # The two views as far as the change goes: the names and the named
+        # dynamic clients it may touch, before and after.
+        was_view = DhcpView({label: old[label] for label in labels if label in old},
+                            {mac: old.by_mac[mac] for mac in hosts if mac in old.by_mac})
+        now_view = DhcpView({label: table.holder(label) for label in labels
+                             if table.holder(label) is not None},
+                            {mac: table.address_of(mac) for mac in hosts
+                             if table.address_of(mac) is not None})
+        self._serve(changed_labels, changed_macs)
         if not touched:
             return False
-        if moved:
-            labels.update(label for view in (old, new) for label, a in view.items()
-                          if a in touched)
-        was = self._rows(config, wan_ip, old, labels, hosts, touched)
-        now = self._rows(config, wan_ip, new, labels, hosts, touched)
+        was = self._rows(config, wan_ip, was_view, labels, hosts, touched)
+        now = self._rows(config, wan_ip, now_view, labels, hosts, touched)
         gone, added = was - now, now - was
         if not self.keeper.amend(gone, added):
             return False
         self._forget(before, gone | added)
         return True
+
+    def _serve(self, labels, macs):
+        """`_served` (and its index by address) as the table is now, for these labels and MACs."""
+        served, at = self._served, self._served_at
+        for label in labels:
+            was, now = served.get(label), self.table.holder(label)
+            if was == now:
+                continue
+            if was is not None:
+                at[was].discard(label)
+                if not at[was]:
+                    del at[was]
+                del served[label]
+            if now is not None:
+                served[label] = now
+                at.setdefault(now, set()).add(label)
+        for mac in macs:
+            address = self.table.address_of(mac)
+            if address is None:
+                served.by_mac.pop(mac, None)
+            else:
+                served.by_mac[mac] = address
 
     def _rows(self, config, wan_ip, view, labels, hosts, touched):
         """

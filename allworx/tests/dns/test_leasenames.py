@@ -450,6 +450,23 @@ class CostOfALeaseTests(LeaseCase):
         self.assertEqual(ptr_names(self.ask("101.2.168.192.in-addr.arpa", dns.PTR)),
                          [b"h1.example.com"])
 
+    def test_a_lease_event_makes_no_whole_view_of_the_names(self):
+        views = []
+        table = self.service.names.table
+        real = table.current
+        table.current = lambda: views.append(1) or real()
+        for host in (10, 11, 12):
+            self.lease("granted", host, "pc%d" % host, "02:00:00:00:00:%02x" % host)
+        self.lease("renewed", 13, "pc10", "02:00:00:00:00:0a")   # moved
+        self.lease("released", 11, "pc11", "02:00:00:00:00:0b")
+        self.settle()
+        self.assertEqual(views, [])
+        self.assertEqual(addresses(self.ask("pc10.example.com")), ["192.168.2.13"])
+        self.assertEqual(self.ask("pc11.example.com").rCode, dns.ENAME)
+        self.assertEqual(self.service.zone.entries, dnszone.zone_entries(
+            self.office.config, self.office.wan_ip, real(),
+            self.service.mail_records(self.office.config)))
+
     def test_lease_events_need_no_full_rebuild(self):
         rebuilds = CountedRebuilds(self.service.keeper)
         self.lease("granted", 10)
