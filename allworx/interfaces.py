@@ -44,6 +44,12 @@ class ILeaseTable(Interface):
         """A list of lease records: mac, address, hostname, expires (POSIX), state,
         vendor_class (the client's option 60 as text, or None)."""
 
+    def lease_count():
+        """How many records `active_leases()` gives, without making them."""
+
+    def leases_page(offset, limit):
+        """`active_leases()[offset:offset + limit]`, without making the others."""
+
 
 class IRogueServers(Interface):
     """Other DHCP servers heard answering on the LAN (there should be none)."""

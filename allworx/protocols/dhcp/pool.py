@@ -117,6 +117,11 @@ class LeasePool:
         # has 65,534 hosts) costs nothing until its addresses are lent.
         self._next = None
         self._layout = None     # what the cursor's skipping depended on
+        # The bound leases by address, made again only after a change
+        # (`_changes` moves on with every one): pages of the lease list and
+        # its count then cost what the page holds, not what the pool does.
+        self._changes = 0
+        self._bound = None      # (changes, bound leases by address, soonest expiry)
         self.last_refusal = None
         self.settings = None
         self.reconfigure(settings)
@@ -164,9 +169,26 @@ class LeasePool:
 
     def active_leases(self):
         """Bound, unexpired leases, by address."""
+        return list(self._active())
+
+    def active_count(self):
+        """How many leases `active_leases` holds."""
+        return len(self._active())
+
+    def active_page(self, offset, limit):
+        """`active_leases()[offset:offset + limit]`, without the rest."""
+        return list(self._active()[offset:offset + limit])
+
+    def _active(self):
         now = self.clock.seconds()
-        return [l for _, l in sorted(self._by_ip.items())
-                if l.state == BOUND and l.expires > now]
+        if self._bound is None or self._bound[0] != self._changes:
+            leases = tuple(l for _, l in sorted(self._by_ip.items()) if l.state == BOUND)
+            self._bound = (self._changes, leases, min((l.expires for l in leases),
+                                                      default=float("inf")))
+        _, leases, soonest = self._bound
+        if soonest > now:
+            return leases       # none has run out (the reaper frees those that do)
+        return tuple(l for l in leases if l.expires > now)
 
     def counts(self):
         """{'size', 'bound', 'offered', 'quarantined'} for metrics and pages."""
@@ -367,6 +389,7 @@ class LeasePool:
             self._history[other.mac] = n
         self._by_ip[n] = lease
         self._by_mac[lease.mac] = lease
+        self._changes += 1
         self._recycled.pop(n, None)
         heapq.heappush(self._expiry, (lease.expires, n))
         return lease
@@ -375,6 +398,7 @@ class LeasePool:
         n = int(lease.address)
         if self._by_ip.get(n) is lease:
             del self._by_ip[n]
+            self._changes += 1
         if self._by_mac.get(lease.mac) is lease:
             del self._by_mac[lease.mac]
         if remember:

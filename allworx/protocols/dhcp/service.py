@@ -138,6 +138,14 @@ class LeaseTable:
         """Bound leases as dicts: mac, address, hostname, expires (POSIX), state, vendor_class."""
         return [l.as_dict() for l in self._server.pool.active_leases()]
 
+    def lease_count(self):
+        """How many records `active_leases` gives."""
+        return self._server.pool.active_count()
+
+    def leases_page(self, offset, limit):
+        """`active_leases()[offset:offset + limit]`, made without the others."""
+        return [l.as_dict() for l in self._server.pool.active_page(offset, limit)]
+
 
 # ---------------------------------------------------------------- the server
 

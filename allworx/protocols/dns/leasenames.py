@@ -32,7 +32,8 @@ from twisted.names.dns import IN
 
 from allworx.protocols.dns.chain import COMMON_TYPES
 from allworx.protocols.dns.fast import question_key
-from allworx.protocols.dns.zone import SOA, DhcpNames, DhcpView, zone_entries
+from allworx.protocols.dns.dhcpnames import DhcpNames, DhcpView
+from allworx.protocols.dns.zone import SOA, zone_entries
 
 
 class LeaseNames:
@@ -47,8 +48,10 @@ class LeaseNames:
         self.fast = fast
         self.table = DhcpNames()
         self._served = DhcpView({}, {})   # the names as the served zone holds them
+        self._served_at = {}               # address -> the labels `_served` has there
         self._hosts = None     # (config, MACs of its named dynamic clients)
         self._targets = None   # names that CNAME, MX or NS rows point at
+        self._config_index = None   # a _ConfigIndex of the config last seen
 
     def load(self, records):
         """Start again from the DHCP lease table's records."""
@@ -63,6 +66,10 @@ class LeaseNames:
     def built(self, names):
         """The zone was rebuilt in full with `names`."""
         self._served = DhcpView(names, dict(getattr(names, "by_mac", {})))
+        self._served_at = {}
+        for label, address in self._served.items():
+            self._served_at.setdefault(address, set()).add(label)
+        self.table.take_changes()   # all in `names` already
         self._hosts = self._targets = None
 
     def next_expiry(self):
@@ -83,37 +90,101 @@ class LeaseNames:
         before = self.keeper.zone
         if before is None:
             return False
-        old, new = self._served, self.table.current()
-        self._served = new
+        table, old = self.table, self._served
+        changed_labels, changed_macs = table.take_changes()
         hosts = self._dynamic_hosts(config)
-        labels = {label for label in old.keys() | new.keys() if old.get(label) != new.get(label)}
-        moved = [mac for mac in hosts if old.by_mac.get(mac) != new.by_mac.get(mac)]
-        touched = {view.get(label) for label in labels for view in (old, new)}
-        touched.update(view.by_mac.get(mac) for mac in moved for view in (old, new))
+        labels = {label for label in changed_labels if old.get(label) != table.holder(label)}
+        moved = [mac for mac in changed_macs
+                 if mac in hosts and old.by_mac.get(mac) != table.address_of(mac)]
+        touched = {old.get(label) for label in labels} | {table.holder(label) for label in labels}
+        touched.update(old.by_mac.get(mac) for mac in moved)
+        touched.update(table.address_of(mac) for mac in moved)
         touched.discard(None)
+        if moved:
+            for address in touched:
+                labels.update(self._served_at.get(address, ()))
+                labels.add(table.label_at(address))
+            labels.discard(None)
+        # The two views as far as the change goes: the names and the named
+        # dynamic clients it may touch, before and after.
+        was_view = DhcpView({label: old[label] for label in labels if label in old},
+                            {mac: old.by_mac[mac] for mac in hosts if mac in old.by_mac})
+        now_view = DhcpView({label: table.holder(label) for label in labels
+                             if table.holder(label) is not None},
+                            {mac: table.address_of(mac) for mac in hosts
+                             if table.address_of(mac) is not None})
+        self._serve(changed_labels, changed_macs)
         if not touched:
             return False
-        if moved:
-            labels.update(label for view in (old, new) for label, a in view.items()
-                          if a in touched)
-        was = self._rows(config, wan_ip, old, labels, hosts, touched)
-        now = self._rows(config, wan_ip, new, labels, hosts, touched)
+        was = self._rows(config, wan_ip, was_view, labels, hosts, touched)
+        now = self._rows(config, wan_ip, now_view, labels, hosts, touched)
         gone, added = was - now, now - was
         if not self.keeper.amend(gone, added):
             return False
         self._forget(before, gone | added)
         return True
 
-    @staticmethod
-    def _rows(config, wan_ip, view, labels, hosts, touched):
+    def _serve(self, labels, macs):
+        """`_served` (and its index by address) as the table is now, for these labels and MACs."""
+        served, at = self._served, self._served_at
+        for label in labels:
+            was, now = served.get(label), self.table.holder(label)
+            if was == now:
+                continue
+            if was is not None:
+                at[was].discard(label)
+                if not at[was]:
+                    del at[was]
+                del served[label]
+            if now is not None:
+                served[label] = now
+                at.setdefault(now, set()).add(label)
+        for mac in macs:
+            address = self.table.address_of(mac)
+            if address is None:
+                served.by_mac.pop(mac, None)
+            else:
+                served.by_mac[mac] = address
+
+    def _rows(self, config, wan_ip, view, labels, hosts, touched):
         """
         The rows of the names `labels` and of the named dynamic clients at the
-        `touched` addresses in `view` (with the static rows, the same before
-        and after).
+        `touched` addresses in `view` (with those static rows that may bear on
+        them: the same before and after, so they drop out of the difference).
         """
         names = {label: view[label] for label in labels if label in view}
         leases = {mac: view.by_mac[mac] for mac in hosts if view.by_mac.get(mac) in touched}
-        return set(zone_entries(config, wan_ip, DhcpView(names, leases)))
+        return set(zone_entries(self._part(config, labels, touched, leases), wan_ip,
+                                DhcpView(names, leases)))
+
+    def _part(self, config, labels, touched, leases):
+        """
+        `config` with only the `[host]`s and `[record]`s that bear on these
+        labels and addresses: those of the same name (a client's name never
+        takes theirs), the hosts fixed at a touched address (whose PTR comes
+        first or not by name order) and the named dynamic clients with a
+        lease in `leases`. What `zone_entries` makes of the rest is the same
+        before and after the change, so asking about it is wasted work.
+        """
+        index = self._index(config)
+        hosts, records = {}, {}
+        for label in labels:
+            for key in index.host_names.get(label, ()):
+                hosts[key] = config.hosts[key]
+            for key in index.record_names.get(label, ()):
+                records[key] = config.records[key]
+        for address in touched:
+            for key in index.host_addresses.get(int(address), ()):
+                hosts[key] = config.hosts[key]
+        for mac in leases:
+            for key in index.host_macs.get(mac, ()):
+                hosts[key] = config.hosts[key]
+        return _ConfigPart(config, hosts, records)
+
+    def _index(self, config):
+        if self._config_index is None or self._config_index.config is not config:
+            self._config_index = _ConfigIndex(config)
+        return self._config_index
 
     def _dynamic_hosts(self, config):
         """The MACs of `config`'s named dynamic clients."""
@@ -162,3 +233,32 @@ def _targets(rows):
         elif e.rtype == "MX":
             out.add(e.value.split()[-1].lower().rstrip("."))
     return out
+
+
+class _ConfigIndex:
+    """A config's `[host]`s and `[record]`s by name, address and MAC (their keys)."""
+
+    def __init__(self, config):
+        self.config = config
+        self.host_names, self.host_addresses, self.host_macs = {}, {}, {}
+        self.record_names = {}
+        for key, h in config.hosts.items():
+            self.host_names.setdefault(h.name, []).append(key)
+            if h.address is not None:
+                self.host_addresses.setdefault(int(h.address), []).append(key)
+            elif h.mac:
+                self.host_macs.setdefault(h.mac, []).append(key)
+        for key, r in config.records.items():
+            self.record_names.setdefault(r.name, []).append(key)
+
+
+class _ConfigPart:
+    """A config seen through a part of its `[host]`s and `[record]`s; the rest as it is."""
+
+    def __init__(self, config, hosts, records):
+        self._config = config
+        self.hosts = hosts
+        self.records = records
+
+    def __getattr__(self, name):
+        return getattr(self._config, name)

@@ -67,6 +67,7 @@ class DnsService(ListeningService):
         self.factory = None
         self._expiry = None
         self._pending = None
+        self._refresh = None      # the gathered refresh of the fast path's zone answers
         self._fresh = None        # the serial the fast path's zone answers are of
         self._registered = False
         self._dkim = None
@@ -121,11 +122,27 @@ class DnsService(ListeningService):
             self._pending = self.reactor.callLater(REBUILD_INTERVAL, self.rebuild_zone)
 
     def _names_changed(self):
-        self.request_rebuild()
+        """
+        `LeaseNames` amended the served zone and both views exactly (a
+        lease's rows are never public: the WAN's view under wan_view = public
+        never changes with them) and dropped the precomputed answers the rows
+        changed; no full rebuild follows, which would cost the whole office
+        for each lease. The other precomputed answers that carry the SOA
+        (NODATA) still hold the old serial: they are made again as asked
+        from `REBUILD_INTERVAL` on, one refresh for all changes till then.
+        """
+        if self._refresh is None:
+            self._refresh = self.reactor.callLater(REBUILD_INTERVAL, self._refresh_answers)
+
+    def _refresh_answers(self):
+        self._refresh = None
+        zone = self.keeper.zone
+        if zone is not None and zone.serial != self._fresh:
+            self.fast.clear_zone()
+            self._fresh = zone.serial
 
     def _lease_event(self, event):
-        config, wan_ip = self.office.config, self.office.wan_ip
-        if self.names.apply(event, config, wan_ip):
+        if self.names.apply(event, self.office.config, self.office.wan_ip):
             self._names_changed()
         self._schedule_expiry()
 
@@ -232,10 +249,10 @@ class DnsService(ListeningService):
         ListeningService.startService(self)
 
     def stopService(self):
-        for call in (self._expiry, self._pending):
+        for call in (self._expiry, self._pending, self._refresh):
             if call is not None and call.active():
                 call.cancel()
-        self._expiry = self._pending = None
+        self._expiry = self._pending = self._refresh = None
         if self._registered:
             REGISTRY.unregister(self.collector)
             self._registered = False

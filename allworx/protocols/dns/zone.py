@@ -8,14 +8,13 @@ built from the configuration, the WAN address and the DHCP clients' names.
 authoritative server does (answer, NODATA, NXDOMAIN, CNAME inside the zone,
 glue in the additional section). `ZoneKeeper` rebuilds the zone when a fact
 changes and moves the SOA serial on whenever the rows differ. `DhcpNames`
-keeps the names DHCP clients sent while their leases live.
+(`dhcpnames`) keeps the names DHCP clients sent while their leases live.
 
 Nothing here touches a socket or a clock of its own: times come in as
 arguments, so tests drive everything directly.
 """
 
 import bisect
-import ipaddress
 import itertools
 import re
 
@@ -24,6 +23,8 @@ from twisted.names import dns
 from zope.interface import implementer
 
 from allworx.config import BUILTIN_NAMES
+from allworx.protocols.dns.dhcpnames import (  # noqa: F401 (the zone's names for them)
+    DhcpName, DhcpNames, DhcpView, dhcp_label)
 from allworx.interfaces import IZoneSource
 
 # TTLs of the zone. Short, because addresses here move (DHCP, a WAN lease).
@@ -42,8 +43,6 @@ BUILTIN_SIDES = {
 }
 assert set(BUILTIN_SIDES) == set(BUILTIN_NAMES)
 
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-
 A, NS, CNAME, SOA, PTR, MX, TXT, SRV, ANY = (dns.A, dns.NS, dns.CNAME, dns.SOA, dns.PTR,
                                              dns.MX, dns.TXT, dns.SRV, dns.ALL_RECORDS)
 TYPE_NAMES = {A: "A", NS: "NS", CNAME: "CNAME", SOA: "SOA", PTR: "PTR", MX: "MX", TXT: "TXT",
@@ -59,138 +58,6 @@ class ZoneEntry:
     value = attr.ib()   # text as in a zone file ("10 allworx.example.com", "192.168.2.254")
     ttl = attr.ib(default=TTL)
     source = attr.ib(default="built-in", eq=False, order=False)  # built-in | host | record | dhcp
-
-
-# ---------------------------------------------------------------- DHCP names
-
-def dhcp_label(hostname):
-    """
-    The zone label for a host name a DHCP client sent, or None when it cannot
-    be one: lower case, the first label of a dotted name, `_` and spaces as `-`.
-    """
-    if not hostname:
-        return None
-    if isinstance(hostname, bytes):
-        hostname = hostname.decode("ascii", "replace")
-    label = hostname.strip().split(".")[0].lower().replace("_", "-").replace(" ", "-")
-    return label if _LABEL.match(label) else None
-
-
-@attr.s(frozen=True, slots=True)
-class DhcpName:
-    """
-    A name a DHCP client holds while its lease lives (None: it sent none
-    usable); `claim` orders the claims on one name, the highest being the newest.
-    """
-
-    label = attr.ib()
-    address = attr.ib()
-    mac = attr.ib()
-    expires = attr.ib()
-    claim = attr.ib(default=0)
-
-
-class DhcpView(dict):
-    """
-    label -> address of the names DHCP clients sent, and `by_mac`: MAC ->
-    address of every live lease, named or not, which names the `[host]`s that
-    have a MAC and no fixed address.
-    """
-
-    def __init__(self, names, by_mac):
-        dict.__init__(self, names)
-        self.by_mac = by_mac
-
-
-class DhcpNames:
-    """
-    The DHCP clients' names, from `LeaseEvent`s: granted/renewed add or move a
-    name, released/expired/declined remove it, and `expire(now)` scrubs names
-    whose lease ended even if no event said so. Leases without a usable name
-    are kept too, by MAC, for the named dynamic clients (`DhcpView.by_mac`).
-
-    When two live leases carry one name, the newer claim holds it: the lease
-    that took the name last (a new lease, or a client that now sends another
-    name). A renewal that repeats the name, even at another address, keeps
-    its claim's age, so two devices sending one name do not swap it (and its
-    A and PTR) at every renewal. When the holder's lease ends, the name goes
-    to the newest claim left. The other claims' addresses have no PTR.
-    `apply` says True exactly when that outcome (`current()`) may change.
-    """
-
-    def __init__(self):
-        self._by_mac = {}
-        self._claims = itertools.count(1)
-
-    def apply(self, event):
-        """Take a LeaseEvent into account; True when the names changed."""
-        kind, mac = event.kind, event.mac
-        old = self._by_mac.get(mac)
-        if kind in ("granted", "renewed"):
-            label = dhcp_label(event.hostname)
-            claim = old.claim if old is not None and old.label == label else next(self._claims)
-            new = DhcpName(label, ipaddress.IPv4Address(event.address), mac,
-                           event.expires if event.expires is not None else float("inf"), claim)
-            changed = old is None or (old.label, old.address) != (new.label, new.address)
-            # Another client's claim on this address is over.
-            for other in list(self._by_mac.values()):
-                if other.mac != mac and other.address == new.address:
-                    del self._by_mac[other.mac]
-                    changed = True
-            self._by_mac[mac] = new
-            return changed
-        if kind in ("released", "expired", "declined"):
-            if old is not None and old.address != ipaddress.IPv4Address(event.address):
-                return False  # a late event for an address the client no longer has
-            return self._drop(mac)
-        return False
-
-    def _drop(self, mac):
-        return self._by_mac.pop(mac, None) is not None
-
-    def expire(self, now):
-        """Remove names whose lease ended by `now`; True when any did."""
-        gone = [mac for mac, n in self._by_mac.items() if n.expires <= now]
-        for mac in gone:
-            del self._by_mac[mac]
-        return bool(gone)
-
-    def next_expiry(self):
-        """When the next name falls due, or None."""
-        return min((n.expires for n in self._by_mac.values()), default=None)
-
-    def current(self):
-        """A `DhcpView`: label -> address; the newest claim wins a name two clients claim."""
-        out = {}
-        for n in sorted(self._by_mac.values(), key=lambda n: n.claim):
-            if n.label is not None:
-                out[n.label] = n.address
-        return DhcpView(out, {mac: n.address for mac, n in self._by_mac.items()})
-
-    def load(self, leases):
-        """
-        Seed from the DHCP lease table's records (dicts or objects). The table
-        does not say when a name was claimed: the lease that ends last stands
-        for the newest claim (and keeps an address two records hold, as a
-        grant would: one address is one lease).
-        """
-        seeded = []
-        for lease in leases:
-            get = lease.get if isinstance(lease, dict) else lambda k: getattr(lease, k, None)
-            if get("address") is not None:
-                seeded.append(DhcpName(
-                    dhcp_label(get("hostname")), ipaddress.IPv4Address(str(get("address"))),
-                    get("mac"), get("expires") or float("inf")))
-        holders = {n.address: n.mac for n in self._by_mac.values()}
-        for n in sorted(seeded, key=lambda n: n.expires):
-            other = holders.get(n.address)
-            if other is not None and other != n.mac:
-                del self._by_mac[other]
-            old = self._by_mac.pop(n.mac, None)
-            if old is not None:
-                holders.pop(old.address, None)
-            self._by_mac[n.mac] = attr.evolve(n, claim=next(self._claims))
-            holders[n.address] = n.mac
 
 
 # ---------------------------------------------------------------- the rows

@@ -155,7 +155,8 @@ class OfficeApi:
     def paged(self, request, items, render):
         """A page of a list (`apipages`); a bad `limit` or `offset` is a 400 naming it."""
         try:
-            return apipages.paged(request, list(items), render)
+            return apipages.paged(request, items if isinstance(items, apipages.Counted)
+                                  else list(items), render)
         except apipages.PageError as e:
             raise ApiError(400, "invalid", str(e), field=e.name)
 
@@ -355,7 +356,11 @@ class OfficeApi:
     def leases(self, request):
         """A page of the DHCP server's leases."""
         table = self._view("leases", "DHCP server")
-        return self.paged(request, table.active_leases(), lambda l: with_times(plain(l)))
+        if hasattr(table, "leases_page"):   # the page alone made, whatever the pool's size
+            table = apipages.Counted(table.lease_count, table.leases_page)
+        else:
+            table = table.active_leases()
+        return self.paged(request, table, lambda l: with_times(plain(l)))
 
     @app.route("/v1/connections", methods=["GET"])
     @guarded

@@ -56,6 +56,26 @@ def next_link(path, args, limit, offset, total):
     return '<%s?%s>; rel="next"' % (path, urlencode(query))
 
 
+class Counted:
+    """
+    A list that says its length (`count()`) and gives a slice (`page(offset,
+    limit)`) without being made whole, for `paged`.
+    """
+
+    def __init__(self, count, page):
+        self._count = count
+        self._page = page
+
+    def __len__(self):
+        return self._count()
+
+    def __getitem__(self, where):
+        if not isinstance(where, slice) or where.step not in (None, 1):
+            raise TypeError("Counted gives plain slices only")
+        start, stop, _ = where.indices(len(self))
+        return self._page(start, max(0, stop - start))
+
+
 def paged(request, items, render=lambda item: item):
     """
     One page of `items` (a sequence, already in the list's order), each

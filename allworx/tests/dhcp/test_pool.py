@@ -314,3 +314,62 @@ class SettingsTests(unittest.TestCase):
 
     def test_backwards(self):
         self.assertRaises(ValueError, PoolSettings, "192.168.2.9", "192.168.2.1", "192.168.2.254")
+
+
+class CountedItems(dict):
+    """The pool's address table, counting the walks over all of it."""
+
+    walks = 0
+
+    def items(self):
+        self.walks += 1
+        return dict.items(self)
+
+
+class LeaseListTests(unittest.TestCase):
+    """The bound leases' count and pages cost what the page holds while nothing changes."""
+
+    def setUp(self):
+        self.pool, self.clock = make_pool(last="192.168.2.40")
+        self.macs = ["02:00:00:00:01:%02x" % n for n in range(30)]
+        for mac in self.macs:
+            bind(self.pool, mac, hostname=mac[-2:])
+        self.pool.offer(A)              # an offer is not in the list
+        self.pool._by_ip = CountedItems(self.pool._by_ip)
+
+    def test_pages_and_count_without_walking_every_lease_again(self):
+        whole = self.pool.active_leases()
+        self.assertEqual(len(whole), 30)
+        self.assertEqual([l.address for l in whole], sorted(l.address for l in whole))
+        for _ in range(3):
+            self.assertEqual(self.pool.active_page(10, 5), whole[10:15])
+            self.assertEqual(self.pool.active_count(), 30)
+        self.assertEqual(self.pool.active_page(28, 10), whole[28:])
+        self.assertEqual(self.pool._by_ip.walks, 1)
+
+    def test_a_change_shows_at_once(self):
+        self.assertEqual(self.pool.active_count(), 30)
+        self.pool.release(self.macs[0], self.pool.lease_of(self.macs[0]).address)
+        self.assertEqual(self.pool.active_count(), 29)
+        bind(self.pool, B)
+        self.assertEqual(self.pool.active_count(), 30)
+        self.assertIn(B, [l.mac for l in self.pool.active_page(0, 30)])
+
+    def test_a_lease_run_out_is_not_listed_before_the_reaper_frees_it(self):
+        self.assertEqual(self.pool.active_count(), 30)
+        self.clock.advance(3600)
+        self.assertEqual((self.pool.active_count(), self.pool.active_page(0, 10)), (0, []))
+
+    def test_the_table_makes_records_of_the_page_only(self):
+        from allworx.protocols.dhcp import pool as poolmodule
+        from allworx.protocols.dhcp.service import LeaseTable
+
+        made = []
+        as_dict = poolmodule.Lease.as_dict
+        self.patch(poolmodule.Lease, "as_dict", lambda lease: made.append(lease) or as_dict(lease))
+        server = type("Server", (), {"pool": self.pool})()
+        table = LeaseTable(server)
+        self.assertEqual(table.lease_count(), 30)
+        page = table.leases_page(20, 5)
+        self.assertEqual(page, table.active_leases()[20:25])
+        self.assertEqual(len(made), 5 + 30)      # the page, then the whole list asked for

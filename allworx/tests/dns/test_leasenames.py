@@ -19,6 +19,7 @@ from twisted.trial import unittest
 
 from allworx.config import parse_config
 from allworx.office import LeaseEvent, Office
+from allworx.protocols.dns import leasenames
 from allworx.protocols.dns import service as dnsservice
 from allworx.protocols.dns import zone as dnszone
 from allworx.tests.confs import with_sections
@@ -416,3 +417,74 @@ class AnyEventSequenceTests(unittest.TestCase):
         # no longer cam's, so .4's PTR passes from cam to pc1.
         self.check(DYNAMIC, [("granted", 0x51, 2, 4, "pc1", 30, 0),
                              ("granted", 3, 2, 4, "pc1", 30, 0)])
+
+
+# An office of some size: a lease's change must not cost what it holds.
+BIGGER = with_sections("".join(
+    "[record r%d]\na = 192.168.2.%d\n\n" % (i, 20 + i) for i in range(1, 60)) + "".join(
+    "[host h%d]\nmac = 02:00:00:00:02:%02x\naddress = 192.168.2.%d\n\n" % (i, i, 100 + i)
+    for i in range(40)), CONF)
+
+
+class CostOfALeaseTests(LeaseCase):
+    """What a lease event costs follows what it changes, not the office's size."""
+
+    conf = BIGGER
+
+    def test_a_lease_event_asks_about_the_hosts_and_records_it_touches_only(self):
+        asked = []
+        real = leasenames.zone_entries
+
+        def counting(config, *args, **kw):
+            asked.append(len(config.hosts) + len(config.records))
+            return real(config, *args, **kw)
+
+        self.patch(leasenames, "zone_entries", counting)
+        self.lease("granted", 10)
+        self.lease("renewed", 11)
+        self.lease("granted", 101, "h1", "02:00:00:00:00:02")   # h1's own address and name
+        self.lease("released", 11)
+        self.assertTrue(asked)
+        self.assertLessEqual(max(asked), 2, asked)
+        self.assertEqual(self.ask("pc1.example.com").rCode, dns.ENAME)
+        self.assertEqual(ptr_names(self.ask("101.2.168.192.in-addr.arpa", dns.PTR)),
+                         [b"h1.example.com"])
+
+    def test_a_lease_event_makes_no_whole_view_of_the_names(self):
+        views = []
+        table = self.service.names.table
+        real = table.current
+        table.current = lambda: views.append(1) or real()
+        for host in (10, 11, 12):
+            self.lease("granted", host, "pc%d" % host, "02:00:00:00:00:%02x" % host)
+        self.lease("renewed", 13, "pc10", "02:00:00:00:00:0a")   # moved
+        self.lease("released", 11, "pc11", "02:00:00:00:00:0b")
+        self.settle()
+        self.assertEqual(views, [])
+        self.assertEqual(addresses(self.ask("pc10.example.com")), ["192.168.2.13"])
+        self.assertEqual(self.ask("pc11.example.com").rCode, dns.ENAME)
+        self.assertEqual(self.service.zone.entries, dnszone.zone_entries(
+            self.office.config, self.office.wan_ip, real(),
+            self.service.mail_records(self.office.config)))
+
+    def test_lease_events_need_no_full_rebuild(self):
+        rebuilds = CountedRebuilds(self.service.keeper)
+        self.lease("granted", 10)
+        self.settle()
+        self.lease("renewed", 11)
+        self.settle()
+        self.assertEqual(rebuilds.calls, 0)
+        self.assertEqual(addresses(self.ask("pc1.example.com")), ["192.168.2.11"])
+        self.assertEqual(self.service.zone.entries, dnszone.zone_entries(
+            self.office.config, self.office.wan_ip, {"pc1": ip("192.168.2.11")},
+            self.service.mail_records(self.office.config)))
+
+    def test_answers_carrying_the_old_serial_are_made_again_after_a_while(self):
+        nodata = self.ask("files.example.com", dns.MX)     # NODATA: the SOA, its serial
+        self.assertEqual(self.ask("files.example.com", dns.MX).authority, nodata.authority)
+        self.reactor.advance(5)
+        self.lease("granted", 10)
+        self.settle()
+        serial = self.serial()
+        self.assertEqual(self.ask("files.example.com", dns.MX).authority[0].payload.serial,
+                         serial)

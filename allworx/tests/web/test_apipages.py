@@ -109,3 +109,38 @@ class Described(unittest.TestCase):
             self.assertEqual(names["limit"]["maximum"], apipages.MAX_LIMIT, path)
             self.assertEqual(names["offset"]["minimum"], 0, path)
             self.assertEqual(set(get["responses"]["200"]["headers"]), {"X-Total-Count", "Link"}, path)
+
+
+class CountedLeases(FakeLeases):
+    """A lease table that gives its count and a page; counts the whole lists made."""
+
+    wholes = 0
+
+    def active_leases(self):
+        self.wholes += 1
+        return FakeLeases.active_leases(self)
+
+    def lease_count(self):
+        return len(self.leases)
+
+    def leases_page(self, offset, limit):
+        return list(self.leases[offset:offset + limit])
+
+
+class LeasePagesAlone(ApiCase):
+    def test_the_lease_list_makes_the_page_only(self):
+        table = CountedLeases([Lease("02:00:00:00:%02x:%02x" % (n // 256, n % 256),
+                                     "192.168.2.%d" % (n % 250 + 1), "pc%d" % n, 99)
+                               for n in range(150)])
+        self.c.ctx.views.leases = table
+        r = self.call("GET", "/dhcp/leases?limit=10&offset=135")
+        self.assertEqual(([l["hostname"] for l in r.json], total_of(r)),
+                         (["pc%d" % n for n in range(135, 145)], 150))
+        self.assertEqual(link_of(r), '</api/v1/dhcp/leases?limit=10&offset=145>; rel="next"')
+        r = self.call("GET", "/dhcp/leases?offset=149")
+        self.assertEqual([l["hostname"] for l in r.json], ["pc149"])
+        r = self.call("GET", "/dhcp/leases?offset=400")
+        self.assertEqual((r.json, total_of(r)), ([], 150))
+        r = self.call("GET", "/dhcp/leases?limit=0")
+        self.assertEqual(r.code, 400, r.text)
+        self.assertEqual(table.wholes, 0)

@@ -290,3 +290,37 @@ class StatusApiTests(ApiCase):
         self.assertIsNone(s["wan_lease"])
         self.assertIsNone(s["gateway"])
         self.assertIsNone(s["certificate_expires"])
+
+
+class LeaseCountTests(DashboardCase):
+    def test_the_lease_count_comes_without_the_list(self):
+        class Counted:
+            wholes = 0
+
+            def active_leases(self):
+                self.wholes += 1
+                return [{"mac": "02:00:00:00:00:01"}] * 4000
+
+            def lease_count(self):
+                return 4000
+
+            def leases_page(self, offset, limit):
+                return []
+
+        table = self.c.ctx.views.leases = Counted()
+        text = self.c.get("/status").text
+        self.assertIn("<dt>DHCP leases</dt><dd>4000</dd>", text)
+        self.assertEqual(table.wholes, 0)
+
+    def test_a_broken_count_leaves_the_page_up(self):
+        class Broken:
+            def active_leases(self):
+                return []
+
+            def lease_count(self):
+                raise RuntimeError("boom")
+
+        self.c.ctx.views.leases = Broken()
+        text = self.c.get("/status").text
+        self.assertIn("<dt>DHCP leases</dt><dd>0</dd>", text)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -91,6 +91,12 @@ class FakeLeases:
     def active_leases(self):
         return list(self.found)
 
+    def lease_count(self):
+        return len(self.found)
+
+    def leases_page(self, offset, limit):
+        return list(self.found[offset:offset + limit])
+
 
 def lease(mac, address):
     return {"mac": ":".join(mac[i:i + 2] for i in range(0, 12, 2)), "address": address,
