@@ -23,6 +23,26 @@ PROFILE_ENV = "ALLWORX_BENCH_PROFILE"      # a directory: write flame graphs the
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def sh(argv, check=True, **kw):
+    """Run a command, its output captured as text."""
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    return subprocess.run(argv, check=check, text=True, **kw)
+
+
+def nsx(ns, *argv, **kw):
+    """Run a command in network namespace `ns`."""
+    return sh(["ip", "netns", "exec", ns] + list(argv), **kw)
+
+
+def netns_down(*names):
+    """Remove the benchmark's own namespaces `names` that exist (by name)."""
+    existing = sh(["ip", "netns", "list"]).stdout.split()
+    for ns in names:
+        if ns in existing:
+            sh(["ip", "netns", "del", ns], check=False)
+
+
 def load():
     """The 1-minute load average, as printed beside figures."""
     return "%.1f" % os.getloadavg()[0]

@@ -76,6 +76,7 @@ import tempfile
 import time
 
 from bench import common
+from bench.common import netns_down, nsx, sh
 
 PREFIX = "awdb"
 SRV, CLI = PREFIX + "-srv", PREFIX + "-cli"
@@ -125,21 +126,9 @@ admin_password = $argon2id$v=19$m=65536,t=3,p=4$ERLlCFcNeGK550IgXEvC6g$wjiY1y6LH
 """
 
 
-def sh(argv, check=True, **kw):
-    kw.setdefault("stdout", subprocess.PIPE)
-    kw.setdefault("stderr", subprocess.PIPE)
-    return subprocess.run(argv, check=check, text=True, **kw)
-
-
-def nsx(ns, *argv, **kw):
-    return sh(["ip", "netns", "exec", ns] + list(argv), **kw)
-
-
 def down():
-    existing = sh(["ip", "netns", "list"]).stdout.split()
-    for ns in (SRV, CLI):
-        if ns in existing:
-            sh(["ip", "netns", "del", ns], check=False)
+    """Remove the benchmark's namespaces (and with them the veth pair)."""
+    netns_down(SRV, CLI)
 
 
 def up():

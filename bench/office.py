@@ -29,6 +29,8 @@ import sys
 import time
 import zlib
 
+from bench.common import netns_down, nsx, sh
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
@@ -80,22 +82,9 @@ admin_password = {pw}
 
 # ---------------------------------------------------------------- namespaces
 
-def sh(argv, check=True, **kw):
-    kw.setdefault("stdout", subprocess.PIPE)
-    kw.setdefault("stderr", subprocess.PIPE)
-    return subprocess.run(argv, check=check, text=True, **kw)
-
-
-def nsx(ns, *argv, **kw):
-    return sh(["ip", "netns", "exec", ns] + list(argv), **kw)
-
-
 def down():
     """Remove the benchmark's namespaces (and with them the veth pair)."""
-    existing = sh(["ip", "netns", "list"]).stdout.split()
-    for ns in (SRV, CLI):
-        if ns in existing:
-            sh(["ip", "netns", "del", ns], check=False)
+    netns_down(SRV, CLI)
 
 
 def up():
