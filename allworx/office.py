@@ -377,7 +377,8 @@ class Office:
             text = doc.render()
             if text != self.document_text():
                 moved = move_admin_password(doc)
-        if moved or hash_plain_pins(doc):
+        hashed = hash_plain_pins(doc)      # always: not short-circuited by `moved`
+        if moved or hashed:
             text = None
         try:
             new = config_from_document(doc, path=self.path, data_dir=self._data_dir)

@@ -81,6 +81,20 @@ class PinAtRestTests(unittest.TestCase):
         self.assertTrue(verify_pin(stored, "4321"))
         self.assertFalse(verify_pin(stored, "1234"))
 
+    def test_hashed_in_the_write_that_moves_the_old_admin_password(self):
+        # The first change through the API of an old config both moves
+        # [web] admin_password and hashes a PIN typed as digits.
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write(MAIL_CONF.replace(PIN_HASH, "4321"))
+        office = Office(load_config(path))
+        office.patch_record("user", "bob", {"full_name": "Robert"}, actor=("admin", "api"))
+        with open(path) as f:
+            text = f.read()
+        self.assertIn("full_name = Robert", text)
+        self.assertNotIn("4321", text)
+        self.assertTrue(verify_pin(load_config(path).users["alice"].voicemail_pin, "4321"))
+
     def test_verify_pin(self):
         self.assertTrue(verify_pin(PIN_HASH, "1234"))
         self.assertFalse(verify_pin(PIN_HASH, "12345"))
