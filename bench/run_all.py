@@ -37,8 +37,9 @@ def table(rows):
         if r.get("allworx_mb") is not None:
             mem = "%.0f / %s MB" % (r["allworx_mb"], "-" if r.get("peer_mb") is None
                                     else "%.0f" % r["peer_mb"])
-        lines.append("| %s | %s %s | %s %s | %s | %s | %s | %s |" % (
-            r["path"], _num(r["allworx"]), r["unit"], r["peer_name"] or "-", _num(r["peer"]),
+        lines.append("| %s | %s %s | %s | %s | %s | %s | %s |" % (
+            r["path"], _num(r["allworx"]), r["unit"],
+            "-" if r["peer"] is None else "%s %s" % (r["peer_name"] or "", _num(r["peer"])),
             _num(r["ratio"], "%.2f"), goal, holds, mem))
     return "\n".join(lines)
 
