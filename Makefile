@@ -111,7 +111,9 @@ unit: deps
 check: deps
 	$(VENV)/bin/allworx check tap.conf
 
+# py-spy: the flame graphs of `make bench BENCH_ARGS="--profile DIR"` (bench/common.py).
 bench: deps $(STAMP_APT_BENCH)
+	$(PY) -m pip install -q py-spy
 	$(PY) -m bench.run_all $(BENCH_ARGS)
 
 lab-down:
