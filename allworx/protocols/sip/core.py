@@ -356,8 +356,9 @@ class SipCore:
 
     def _request(self, request, dest):
         via = request.top_via
-        # RFC 3581: note where it came from so responses find the way back.
-        if "received" not in via.params:
+        # RFC 3261 18.2.1 and RFC 3581: note where it came from, when that is not what
+        # the Via says or the sender asks (rport), so responses find the way back.
+        if "received" not in via.params and (via.host != dest.host or "rport" in via.params):
             text = request.get("Via")
             params = dict(via.params)
             if "rport" in params and params["rport"] is None:
@@ -365,7 +366,7 @@ class SipCore:
                 params["rport"] = str(dest.port)
             text += ";received=%s" % dest.host
             params["received"] = dest.host
-            request.headers[request.headers.index(("Via", request.get("Via")))] = ("Via", text)
+            request.replace_first("Via", text)
             # What parsing the new text gives, known already: no second parse of the Via.
             Via.remember(text, Via(via.transport, via.host, via.port, params))
         method = request.method.upper()

@@ -48,6 +48,7 @@ def challenge_algorithms(request):
 # The quoted value as runs of plain characters between escapes (one step per
 # run, not per character): what `"((?:[^"\\]|\\.)*)"` matches, twice as fast.
 _AUTH_PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("([^"\\]*(?:\\.[^"\\]*)*)"|([^,\s]*))\s*,?')
+_AUTH_PARAM_PLAIN = re.compile(r'([A-Za-z0-9_-]+)\s*=\s*(?:"([^"]*)"|([^,\s]*))')
 _LAST_AUTH = [None, None]      # the value parsed last and its fields: a REGISTER reads it twice
 
 
@@ -59,9 +60,14 @@ def parse_authorization(value):
     if scheme.lower() != "digest":
         raise ValueError("not a Digest authorization")
     out = {}
-    for name, whole, quoted, bare in _AUTH_PARAM.findall(rest):
-        # The quoted form matched when its text starts with a quote and the bare form is empty.
-        out[name.lower()] = quoted if whole[:1] == '"' and not bare else whole
+    if "\\" not in rest:
+        # No escapes (what phones send): the same fields by a pattern half the cost.
+        for name, quoted, bare in _AUTH_PARAM_PLAIN.findall(rest):
+            out[name.lower()] = quoted or bare
+    else:
+        for name, whole, quoted, bare in _AUTH_PARAM.findall(rest):
+            # The quoted form matched when its text starts with a quote and the bare form is empty.
+            out[name.lower()] = quoted if whole[:1] == '"' and not bare else whole
     _LAST_AUTH[:] = [value, out]
     return dict(out)
 
@@ -101,20 +107,17 @@ class NonceBook:
         self.counts = collections.OrderedDict()   # nonce -> (highest nc, time made, serial)
         self.floor = 0
         self.last = (None, None)        # the nonce parsed last and what it gave
-        self._keyed = self._keyed_secret = None
 
     def _mac(self, text):
-        # The keyed state is made once: a copy per nonce instead of keying HMAC again.
-        keyed = self._keyed
-        if keyed is None or self._keyed_secret is not self.secret:
-            keyed = self._keyed = hmac.new(self.secret, digestmod=hashlib.sha256)
-            self._keyed_secret = self.secret
-        h = keyed.copy()
-        h.update(text.encode())
-        return h.hexdigest()[:24]
+        # Keyed BLAKE2s (RFC 7693 section 2.9: a MAC by itself), 96 bits: one C call a nonce.
+        key = self.secret
+        if len(key) > 32:           # BLAKE2s keys are at most 32 bytes: a longer secret is hashed
+            key = hashlib.blake2s(key).digest()
+        return hashlib.blake2s(text.encode(), key=key, digest_size=12).hexdigest()
 
     def make(self):
-        head = "%x.%x.%s" % (int(self.clock.seconds()), next(self.serials), os.urandom(4).hex())
+        # Time, serial, MAC: unique by the serial, unforgeable and unpredictable by the MAC.
+        head = "%x.%x" % (int(self.clock.seconds()), next(self.serials))
         return "%s.%s" % (head, self._mac(head))
 
     def _parse(self, nonce):
@@ -129,7 +132,7 @@ class NonceBook:
     def _parse_new(self, nonce):
         head, _, mac = nonce.rpartition(".")
         parts = head.split(".")
-        if len(parts) != 3 or not hmac.compare_digest(self._mac(head), mac):
+        if len(parts) != 2 or not nonce.isascii() or not hmac.compare_digest(self._mac(head), mac):
             return None
         try:
             return int(parts[0], 16), int(parts[1], 16)

@@ -133,14 +133,38 @@ class SipMessage:
 
     headers = attr.ib(factory=list)   # [(canonical name, value)]
     body = attr.ib(default=b"")
+    # Canonical name -> first value, made from `headers` when first asked (or
+    # by `parse`) and dropped by every change made through the methods below:
+    # a message's headers are read a dozen times on its way through the core.
+    # Change `headers` only through them (or `replace_first`).
+    _first = attr.ib(default=None, init=False, eq=False, repr=False)
 
     def get(self, name, default=None):
         """The first value of a header, or `default`."""
-        name = _CANONICAL.get(name) or canonical(name)
-        for k, v in self.headers:
+        first = self._first
+        if first is None:
+            first = self._first = {}
+            for k, v in self.headers:
+                if k not in first:
+                    first[k] = v
+        hit = first.get(name)
+        if hit is None:
+            hit = first.get(_CANONICAL.get(name) or canonical(name))
+            if hit is None:
+                return default
+        return hit
+
+    def replace_first(self, name, value):
+        """Put `value` in place of the first value of header `name` (canonical; it must be there)."""
+        headers = self.headers
+        for i, (k, _) in enumerate(headers):
             if k == name:
-                return v
-        return default
+                headers[i] = (name, value)
+                break
+        else:
+            raise KeyError(name)
+        if self._first is not None:
+            self._first[name] = value
 
     def get_all(self, name):
         name = canonical(name)
@@ -160,14 +184,17 @@ class SipMessage:
         if not done:
             out.append((name, value))
         self.headers = out
+        self._first = None
 
     def remove(self, name):
         name = canonical(name)
         self.headers = [(k, v) for k, v in self.headers if k != name]
+        self._first = None
 
     def add(self, name, value, first=False):
         """Add a value; `first` puts it before the existing ones of that name (Via)."""
         name = canonical(name)
+        self._first = None
         if first:
             for i, (k, _) in enumerate(self.headers):
                 if k == name:
@@ -183,6 +210,7 @@ class SipMessage:
         for i, (k, v) in enumerate(self.headers):
             if k == name:
                 del self.headers[i]
+                self._first = None
                 return v
         return None
 
@@ -357,7 +385,8 @@ def parse(data, stream=False):
     headers = []
     append = headers.append
     lengths = []
-    seen = set()
+    first = {}          # the message's index of first values (SipMessage.get)
+    empty = ()          # multi-value headers present with no value
     for line in lines:
         name, sep, value = line.partition(":")
         cname = _VALID_NAMES.get(name)
@@ -369,17 +398,27 @@ def parse(data, stream=False):
             if len(_VALID_NAMES) < 4096:
                 _VALID_NAMES[name] = cname
         value = value.strip()
-        seen.add(cname)
         if cname == "Content-Length":
             lengths.append(value)
         elif cname in MULTI:
             if "," in value:
-                for v in split_commas(value):
+                values = split_commas(value)
+                for v in values:
                     append((cname, v))
+                if not values:
+                    empty += (cname,)
+                elif cname not in first:
+                    first[cname] = values[0]
             elif value:
                 append((cname, value))
+                if cname not in first:
+                    first[cname] = value
+            else:
+                empty += (cname,)
         else:
             append((cname, value))
+            if cname not in first:
+                first[cname] = value
     m = _STATUS.match(start)
     if m:
         msg = Response(headers, code=int(m.group(1)), reason=(m.group(2) or "").strip())
@@ -406,8 +445,9 @@ def parse(data, stream=False):
     elif stream:
         raise SipParseError("Content-Length missing on a stream transport")
     msg.body = body
+    msg._first = first
     for name in MANDATORY_REQUEST:
-        if name not in seen:
+        if name not in first and name not in empty:
             raise SipParseError("missing %s header" % name)
     cseq = msg.cseq  # validates
     if msg.is_request and cseq[1] != msg.method.upper():

@@ -233,6 +233,59 @@ class ParseTests(unittest.TestCase):
             self.assertRaises(message.SipParseError, message.parse_cseq, bad)
 
 
+class HeaderIndexTests(unittest.TestCase):
+    """`SipMessage.get` reads an index of first values: always what a scan of `headers` gives."""
+
+    @staticmethod
+    def scan(msg, name):
+        name = message.canonical(name)
+        return next((v for k, v in msg.headers if k == name), None)
+
+    def check(self, msg):
+        for name in ("Via", "v", "From", "to", "Contact", "m", "Route", "X-Other", "Call-ID",
+                     "content-length", "Content-Length", "CSeq"):
+            self.assertEqual(msg.get(name), self.scan(msg, name), name)
+
+    def test_parsed_then_changed(self):
+        import random
+        rnd = random.Random(5)
+        data = (b"INVITE sip:a@b SIP/2.0\r\nv: SIP/2.0/UDP h1;branch=z9hG4bK1, SIP/2.0/UDP h2\r\n"
+                b"Via: SIP/2.0/UDP h3\r\nf: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\ni: c1\r\n"
+                b"CSeq: 1 INVITE\r\nContact: ,\r\nm: <sip:a@1.2.3.4>\r\nRoute:\r\nX-Other: \r\n"
+                b"Content-Length: 0\r\n\r\n")
+        msg = parse(data)
+        self.check(msg)
+        self.assertEqual(msg.get("X-Other"), "")
+        self.assertIsNone(msg.get("Content-Length"))
+        for step in range(300):
+            op = rnd.choice(("set", "add", "add_first", "remove", "pop_first", "replace_first"))
+            name = rnd.choice(("Via", "Contact", "X-Other", "Route", "To"))
+            value = "v%d" % step
+            if op == "set":
+                msg.set(name, value)
+            elif op == "add":
+                msg.add(name, value)
+            elif op == "add_first":
+                msg.add(name, value, first=True)
+            elif op == "remove":
+                msg.remove(name)
+            elif op == "pop_first":
+                expected = self.scan(msg, name)
+                self.assertEqual(msg.pop_first(name), expected)
+            elif self.scan(msg, name) is not None:
+                msg.replace_first(name, value)
+            else:
+                self.assertRaises(KeyError, msg.replace_first, name, value)
+            self.check(msg)
+
+    def test_made_here(self):
+        msg = message.Response([("Via", "SIP/2.0/UDP a"), ("Via", "SIP/2.0/UDP b")], code=200)
+        self.check(msg)
+        msg.pop_first("Via")
+        self.check(msg)
+        self.assertEqual(msg.get("Via"), "SIP/2.0/UDP b")
+
+
 class ViaRewriteTests(unittest.TestCase):
 
     def setUp(self):
@@ -251,11 +304,26 @@ class ViaRewriteTests(unittest.TestCase):
                     "SIP/2.0/UDP 192.168.2.11:5060 ; rport ; branch=z9hG4bKv4"):
             data = REGISTER.replace(b"SIP/2.0/UDP 192.168.2.11:5060;branch=z9hG4bKhot1;rport",
                                     via.encode())
-            self.h.core.receive(data, Destination("UDP", "192.168.2.11", 5999))
+            # Sent from elsewhere than its Via says: `received` is added (RFC 3261 18.2.1).
+            self.h.core.receive(data, Destination("UDP", "192.168.2.12", 5999))
             request = self.seen[-1]
             text = request.get("Via")
-            self.assertIn("received=192.168.2.11", text)
+            self.assertIn("received=192.168.2.12", text)
             self.assertEqual(request.top_via, Via._parse(text), via)
+            self.assertEqual(request.headers.count(("Via", text)), 1)
+            self.assertEqual([k for k, _ in request.headers].count("Via"), 1)
+
+    def test_received_only_when_the_source_differs_or_rport_asks(self):
+        cases = [("SIP/2.0/UDP 192.168.2.11:5060;branch=z9hG4bKr1", None),
+                 ("SIP/2.0/UDP 192.168.2.11:5060;branch=z9hG4bKr2;rport",
+                  "SIP/2.0/UDP 192.168.2.11:5060;branch=z9hG4bKr2;rport=5999;received=192.168.2.11"),
+                 ("SIP/2.0/UDP phone.example.com:5060;branch=z9hG4bKr3",
+                  "SIP/2.0/UDP phone.example.com:5060;branch=z9hG4bKr3;received=192.168.2.11")]
+        for via, expected in cases:
+            data = REGISTER.replace(b"SIP/2.0/UDP 192.168.2.11:5060;branch=z9hG4bKhot1;rport",
+                                    via.encode())
+            self.h.core.receive(data, Destination("UDP", "192.168.2.11", 5999))
+            self.assertEqual(self.seen[-1].get("Via"), expected or via)
 
     def test_our_own_via_is_remembered_as_parsing_it_gives(self):
         core = self.h.core
@@ -327,6 +395,21 @@ class ShortcutEquivalenceTests(unittest.TestCase):
         for text in texts:
             self.assertEqual(credentials._AUTH_PARAM.findall(text), reference.findall(text), text)
 
+    def test_authorization_without_escapes_reads_as_the_escaping_pattern(self):
+        import random
+        rnd = random.Random(23)
+        texts = ['username="1005", realm="example.com", nonce="a.b", uri="sip:x", '
+                 'response="00ff", algorithm=MD5, cnonce="ab", qop=auth, nc=00000001',
+                 'b="unterminated, c=1', 'a="", b', 'a = "1" ,b=2', 'x"a=b"', 'a="k=v",b=c', 'a=b c=d']
+        texts += ["".join(rnd.choice('ab=", \t-') for _ in range(rnd.randint(0, 18)))
+                  for _ in range(20000)]
+        for text in texts:
+            expected = {}
+            for name, whole, quoted, bare in credentials._AUTH_PARAM.findall(text):
+                expected[name.lower()] = quoted if whole[:1] == '"' and not bare else whole
+            credentials._LAST_AUTH[0] = None
+            self.assertEqual(credentials.parse_authorization("Digest " + text), expected, text)
+
     def test_tags_read_through_the_memo_are_the_parsed_ones(self):
         for value in ("<sip:101@example.com>;tag=abc", "<sip:101@example.com>",
                       '"A;tag=x" <sip:101@example.com;tag=uri>;TAG=Up', "sip:101@example.com;tag=t2"):
@@ -337,16 +420,20 @@ class ShortcutEquivalenceTests(unittest.TestCase):
                 self.assertEqual(request.to_tag, expected)
         self.assertRaises(message.SipParseError, message.header_tag, "<sip:unclosed")
 
-    def test_nonce_mac_is_hmac_sha256_of_the_secret(self):
+    def test_nonce_mac_is_keyed_blake2s_of_the_secret(self):
         import hashlib
-        import hmac
         from twisted.internet import task
         book = credentials.NonceBook(task.Clock(), secret=b"k" * 32)
-        for text in ("a", "5f.1.00ff", ""):
+        for text in ("a", "5f.1", ""):
             self.assertEqual(book._mac(text),
-                             hmac.new(b"k" * 32, text.encode(), hashlib.sha256).hexdigest()[:24])
+                             hashlib.blake2s(text.encode(), key=b"k" * 32, digest_size=12).hexdigest())
         nonce = book.make()
         self.assertEqual(book.check(nonce, 1), "ok")
+        made, serial, mac = nonce.split(".")
+        self.assertEqual(mac, book._mac("%s.%s" % (made, serial)))
+        for forged in ("%s.%x.%s" % (made, int(serial, 16) + 1, mac), nonce + "0", nonce[:-1] + "\xe9",
+                       "%s.%s.%s.%s" % (made, serial, "00", mac), ".".join([made, serial])):
+            self.assertEqual(book.check(forged, 1), "bad", forged)
         book.secret = b"other" * 7          # a new secret is used at once
         self.assertEqual(credentials.NonceBook(task.Clock(), secret=b"other" * 7)._mac("a"), book._mac("a"))
 
