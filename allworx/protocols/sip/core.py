@@ -32,24 +32,17 @@ from prometheus_client import Counter
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from allworx.counting import LabelledCounter
 from allworx.protocols.sip.message import NameAddr, SipParseError, SipUri, Via, make_response, parse
 from allworx.protocols.sip.timerj import KeptAnswers
 from allworx.protocols.sip.transaction import ClientTransaction, ServerTransaction
 
 log = Logger()
 
-MESSAGES = Counter("allworx_sip_messages_total", "SIP messages received, by kind",
-                   ["kind"])
+MESSAGES = LabelledCounter("allworx_sip_messages_total", "SIP messages received, by kind", "kind")
 ERRORS = Counter("allworx_sip_errors_total", "SIP input refused, by reason", ["reason"])
 
-_COUNTERS = {}
-
-
-def _count(kind):
-    counter = _COUNTERS.get(kind)
-    if counter is None:
-        counter = _COUNTERS[kind] = MESSAGES.labels(kind)
-    counter.inc()
+_MESSAGE_COUNTS = MESSAGES.counts
 
 
 BRANCH_MAGIC = "z9hG4bK"
@@ -304,10 +297,10 @@ class SipCore:
             return
         try:
             if msg.is_request:
-                _count(msg.method if msg.method in ALLOW else "other")
+                _MESSAGE_COUNTS[msg.method if msg.method in ALLOW else "other"] += 1
                 self._request(msg, dest)
             else:
-                _count("response")
+                _MESSAGE_COUNTS["response"] += 1
                 self._response(msg, dest)
         except SipParseError as e:
             ERRORS.labels("malformed").inc()

@@ -28,14 +28,14 @@ Proxy-Authorization, whichever extension the INVITE names.
 The service's `registrations` (IRegistrations), handed to the admin pages.
 """
 
-import hashlib
 
 import attr
-from prometheus_client import Counter, Gauge
+from prometheus_client import Gauge
 from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from allworx.counting import LabelledCounter
 from allworx.guards import LockedOut, LoginThrottle, login_name, until_text
 from allworx.interfaces import IRegistrations
 from allworx.protocols.sip.core import CHALLENGE_TAG
@@ -44,7 +44,7 @@ from allworx.protocols.sip.message import NameAddr, SipParseError, SipUri, make_
 
 log = Logger()
 
-REGISTERS = Counter("allworx_sip_registers_total", "REGISTER requests by outcome", ["outcome"])
+REGISTERS = LabelledCounter("allworx_sip_registers_total", "REGISTER requests by outcome", "outcome")
 BINDINGS = Gauge("allworx_sip_bindings", "Current SIP contact bindings")
 
 DEFAULT_EXPIRES = 3600
@@ -52,15 +52,12 @@ MAX_EXPIRES = 3600
 MIN_EXPIRES = 60
 MAX_CONTACTS = 5
 
-_OUTCOMES = {}
+_OUTCOMES = REGISTERS.counts
 
 
 def _outcome(name):
-    """Count a REGISTER outcome (the labelled child looked up once, not per message)."""
-    child = _OUTCOMES.get(name)
-    if child is None:
-        child = _OUTCOMES[name] = REGISTERS.labels(name)
-    child.inc()
+    """Count a REGISTER outcome."""
+    _OUTCOMES[name] += 1
 
 
 @attr.s(slots=True)
@@ -411,13 +408,12 @@ class Registrar:
 
 
 def _tag(request):
-    """Our To tag for `request`: the same for every answer of one registration (401, then 200)."""
-    key = ("tag", request.call_id, request.get("From", ""))
-    hit = _READ.get(key)
-    if hit is None:
-        hit = hashlib.sha1((key[1] + key[2]).encode()).hexdigest()[:10]
-        _remember(key, hit)
-    return hit
+    """
+    Our To tag for `request`: the same for every answer of one registration
+    (401, then 200), from its Call-ID and From. The process's string hash:
+    nothing outside needs it stable across restarts, and it costs no digest.
+    """
+    return "%010x" % (hash((request.get("Call-ID", ""), request.get("From", ""))) & 0xFFFFFFFFFF)
 
 
 # A phone sends the same To and Contact texts at every REGISTER: what they
