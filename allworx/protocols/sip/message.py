@@ -16,6 +16,7 @@ Headers are kept as an ordered list of (canonical name, value) so that
 relaying a message keeps everything the phones put in it.
 """
 
+import itertools
 import re
 
 import attr
@@ -291,11 +292,10 @@ class Response(SipMessage):
 
 
 def _split_head(data):
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        at = data.find(sep)
-        if at >= 0:
-            return data[:at], data[at + len(sep):], True
-    return data, b"", False
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        head, sep, body = data.partition(b"\n\n")
+    return head, body, bool(sep)
 
 
 def header_end(buffer):
@@ -322,51 +322,44 @@ def _unfold(text):
     return lines
 
 
-def parse(data, stream=False):
+class _Folded(Exception):
+    """A header line starts with white space: the block must be unfolded first."""
+
+
+def _read_headers(lines):
     """
-    A `Request` or `Response` from one datagram (or one framed stream
-    message when `stream` is true: Content-Length is then required).
-    Raises SipParseError naming what is wrong.
+    ([(name, value)], [Content-Length values], {name: first value}, (names
+    of multi-value headers present with no value)) of `lines` (the start
+    line first, then the header lines). Raises _Folded at a continuation line.
     """
-    if len(data) > MAX_MESSAGE:
-        raise SipParseError("message larger than %d bytes" % MAX_MESSAGE)
-    size = len(data)
-    data = data.lstrip(b"\r\n")
-    head, body, complete = _split_head(data)
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SipParseError("header is not UTF-8")
-    if "\r\n " in text or "\r\n\t" in text or text.count("\n") != text.count("\r\n"):
-        lines = _unfold(text)
-    else:
-        # What phones send: CRLF line ends, no folding, no blank line before the end.
-        lines = text.split("\r\n")
-    start = lines[0].strip()
-    if not start:
-        raise SipParseError("no start line")
-    lines = [line for line in lines[1:] if line and not line.isspace()]
-    if len(lines) > MAX_HEADERS:
-        raise SipParseError("more than %d header lines" % MAX_HEADERS)
+    if len(lines) > MAX_HEADERS + 1:
+        lines = [line for line in lines if line and not line.isspace()]
+        if len(lines) > MAX_HEADERS + 1:
+            raise SipParseError("more than %d header lines" % MAX_HEADERS)
     headers = []
     append = headers.append
     lengths = []
     first = {}          # the message's index of first values (SipMessage.get)
     empty = ()          # multi-value headers present with no value
-    for line in lines:
+    valid, multi = _VALID_NAMES, MULTI
+    for line in itertools.islice(lines, 1, None):
         name, sep, value = line.partition(":")
-        cname = _VALID_NAMES.get(name)
+        cname = valid.get(name)
         if cname is None:
+            if line[:1] in (" ", "\t"):
+                raise _Folded()
             stripped = name.strip()
             if not sep or not stripped or not _TOKEN.match(stripped):
+                if not line or line.isspace():
+                    continue        # a blank line (of white space other than SP and HTAB)
                 raise SipParseError("bad header line %r" % line[:80])
             cname = canonical(stripped)
-            if len(_VALID_NAMES) < 4096:
-                _VALID_NAMES[name] = cname
+            if len(valid) < 4096:
+                valid[name] = cname
         value = value.strip()
         if cname == "Content-Length":
             lengths.append(value)
-        elif cname in MULTI:
+        elif cname in multi:
             if "," in value:
                 values = split_commas(value)
                 for v in values:
@@ -385,7 +378,36 @@ def parse(data, stream=False):
             append((cname, value))
             if cname not in first:
                 first[cname] = value
-    m = _STATUS.match(start)
+    return headers, lengths, first, empty
+
+
+def parse(data, stream=False):
+    """
+    A `Request` or `Response` from one datagram (or one framed stream
+    message when `stream` is true: Content-Length is then required).
+    Raises SipParseError naming what is wrong.
+    """
+    if len(data) > MAX_MESSAGE:
+        raise SipParseError("message larger than %d bytes" % MAX_MESSAGE)
+    size = len(data)
+    data = data.lstrip(b"\r\n")
+    head, body, complete = _split_head(data)
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SipParseError("header is not UTF-8")
+    lines = text.split("\r\n")
+    if text.count("\n") != len(lines) - 1:
+        lines = _unfold(text)           # bare LF line ends
+    start = lines[0].strip()
+    if not start:
+        raise SipParseError("no start line")
+    try:
+        headers, lengths, first, empty = _read_headers(lines)
+    except _Folded:
+        lines = _unfold(text)           # continuation lines (RFC 3261 7.3.1)
+        headers, lengths, first, empty = _read_headers(lines)
+    m = _STATUS.match(start) if start[:4].upper() == "SIP/" else None
     if m:
         msg = Response(headers, code=int(m.group(1)), reason=(m.group(2) or "").strip())
     else:
@@ -393,14 +415,16 @@ def parse(data, stream=False):
         if not m:
             raise SipParseError("bad start line %r" % start[:80])
         method, uri = m.group(1), m.group(2)
-        method = _METHOD_NAMES.get(method, method)      # one string a method (Timer J's keys hold it)
-        if not _TOKEN.match(method):
+        known = _METHOD_NAMES.get(method)       # one string a method (Timer J's keys hold it)
+        if known is not None:
+            method = known
+        elif not _TOKEN.match(method):
             raise SipParseError("bad method %r" % method[:20])
         if ":" not in uri:
             raise SipParseError("bad Request-URI %r" % uri[:80])
         msg = Request(headers, method=method, uri=uri, size=size)
     if lengths:
-        if len(set(lengths)) > 1:
+        if len(lengths) > 1 and len(set(lengths)) > 1:
             raise SipParseError("conflicting Content-Length headers")
         if not lengths[0].isdigit() or len(lengths[0]) > 8:
             raise SipParseError("bad Content-Length %r" % lengths[0])

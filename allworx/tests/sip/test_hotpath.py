@@ -224,6 +224,27 @@ class ParseTests(unittest.TestCase):
     def test_a_continuation_before_any_header_is_refused(self):
         bad = REGISTER.replace(b"SIP/2.0\r\nVia", b"SIP/2.0\r\n folded\r\nVia")
         self.assertRaises(message.SipParseError, parse, bad)
+        self.assertRaises(message.SipParseError, parse, bad.replace(b"\r\n folded", b"\r\n\tfolded"))
+
+    def test_continuations_anywhere_are_joined_whatever_was_read_before(self):
+        fast = parse(REGISTER)
+        for where in (b"Max-Forwards: 70", b"To: <sip:101@example.com>", b"Content-Length: 0"):
+            name, _, value = where.partition(b": ")
+            for fold in (b":\r\n ", b":\r\n\t", b": \r\n  \t "):
+                folded = parse(REGISTER.replace(where, name + fold + value))
+                self.assertEqual(folded.headers, fast.headers, (where, fold))
+                self.assertEqual(folded.get(name.decode()), fast.get(name.decode()))
+        # A continuation after the last header, and lines of other white space, which are ignored.
+        tail = parse(REGISTER.replace(b"Content-Length: 0\r\n", b"Content-Length:\r\n 0\r\n\x0b\r\n"))
+        self.assertEqual(tail.headers, fast.headers)
+
+    def test_at_most_max_headers_lines(self):
+        head = b"OPTIONS sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKm\r\n" \
+               b"From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: m\r\nCSeq: 1 OPTIONS\r\n"
+        fill = message.MAX_HEADERS - 5
+        ok = head + b"X-A: 1\r\n" * fill + b"\x0c\r\n" * 3 + b"\r\n"
+        self.assertEqual(len(parse(ok).get_all("X-A")), fill)
+        self.assertRaises(message.SipParseError, parse, head + b"X-A: 1\r\n" * (fill + 1) + b"\r\n")
 
     def test_cseq_memo_refuses_what_it_refused_before(self):
         self.assertEqual(message.parse_cseq("7 REGISTER"), (7, "REGISTER"))
