@@ -471,6 +471,11 @@ class SipCore:
             if isinstance(result, defer.Deferred):
                 # A login the throttle holds back: its transaction absorbs retransmissions.
                 result.addCallback(self.server_transaction(request, dest).respond)
+            elif result.code == 401:
+                # A challenge goes statelessly (as a proxy's digest challenge does): its
+                # retransmitted REGISTER is challenged afresh, and a flood of REGISTERs
+                # without credentials leaves nothing held for Timer J.
+                self.reply(request, result, dest)
             else:
                 self.answer(request, result, dest)
             return
