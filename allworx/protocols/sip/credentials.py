@@ -35,14 +35,23 @@ ALGORITHMS = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 # based phones (baresip 1.x) stop at SHA-256. They are challenged with MD5
 # only; every other phone gets SHA-256 first and MD5 second.
 MD5_ONLY_AGENTS = ("baresip", "libre")
+ISSUED_MEMO = 4096          # nonces made and not yet answered, read without their MAC
+
+
+_ALGORITHMS_OF = {}        # User-Agent text -> what challenge_algorithms gives
 
 
 def challenge_algorithms(request):
     """The algorithms to offer a phone, preferred first."""
-    agent = (request.get("User-Agent") or "").lower()
-    if any(name in agent for name in MD5_ONLY_AGENTS):
-        return ("MD5",)
-    return ("SHA-256", "MD5")
+    text = request.get("User-Agent") or ""
+    hit = _ALGORITHMS_OF.get(text)
+    if hit is None:
+        agent = text.lower()
+        hit = ("MD5",) if any(name in agent for name in MD5_ONLY_AGENTS) else ("SHA-256", "MD5")
+        if len(_ALGORITHMS_OF) >= 1024:
+            _ALGORITHMS_OF.clear()
+        _ALGORITHMS_OF[text] = hit
+    return hit
 
 
 # The quoted value as runs of plain characters between escapes (one step per
@@ -107,6 +116,10 @@ class NonceBook:
         self.counts = collections.OrderedDict()   # nonce -> (highest nc, time made, serial)
         self.floor = 0
         self.last = (None, None)        # the nonce parsed last and what it gave
+        # Nonces made lately and not yet answered -> (time made, serial): a phone's
+        # answer comes within milliseconds, and is then read without its MAC.
+        self.issued = {}
+        self._issued_secret = self.secret
 
     def _mac(self, text):
         # Keyed BLAKE2s (RFC 7693 section 2.9: a MAC by itself), 96 bits: one C call a nonce.
@@ -117,15 +130,29 @@ class NonceBook:
 
     def make(self):
         # Time, serial, MAC: unique by the serial, unforgeable and unpredictable by the MAC.
-        head = "%x.%x" % (int(self.clock.seconds()), next(self.serials))
-        return "%s.%s" % (head, self._mac(head))
+        made, serial = int(self.clock.seconds()), next(self.serials)
+        head = "%x.%x" % (made, serial)
+        nonce = "%s.%s" % (head, self._mac(head))
+        issued = self._issued()
+        if len(issued) >= ISSUED_MEMO:
+            issued.clear()
+        issued[nonce] = (made, serial)
+        return nonce
+
+    def _issued(self):
+        if self._issued_secret is not self.secret:      # a new secret: what the old one made goes
+            self.issued.clear()
+            self._issued_secret = self.secret
+        return self.issued
 
     def _parse(self, nonce):
         """(time made, serial) of a nonce of ours, or None."""
         last = self.last
         if last[0] == nonce:
-            return last[1]          # `check` then `use` of one answer: its HMAC once
-        parsed = self._parse_new(nonce)
+            return last[1]          # `check` then `use` of one answer: its MAC once
+        parsed = self._issued().pop(nonce, None)
+        if parsed is None:
+            parsed = self._parse_new(nonce)
         self.last = (nonce, parsed)
         return parsed
 
