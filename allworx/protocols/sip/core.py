@@ -418,7 +418,8 @@ class SipCore:
             return self._in_dialog(request, dest)
         if method == "ACK":
             return          # ACK with no transaction and no dialog: nothing to do
-        if any(self._via_is_us(v) for v in request.vias[1:]):
+        vias = request.vias
+        if len(vias) > 1 and any(self._via_is_us(v) for v in vias[1:]):
             ERRORS.labels("loop").inc()
             return self.reply(request, make_response(request, 482), dest)
         if trunk is not None:
