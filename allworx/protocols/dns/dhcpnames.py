@@ -152,6 +152,10 @@ class DhcpNames:
         n = self._by_mac.get(mac)
         return n.address if n is not None else None
 
+    def mac_at(self, address):
+        """The MAC whose lease has `address` (one address is one lease), or None."""
+        return self._at.get(address)
+
     def label_at(self, address):
         """The label `current()` has at `address`, or None (one address is one lease)."""
         mac = self._at.get(address)

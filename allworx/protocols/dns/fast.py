@@ -14,7 +14,9 @@ remaining TTL is patched in at most once a second.
 such responses: the zone's names in its inside view for the LAN side and in
 its outside view for the WAN (two tables: the side picks one), with the
 zone's NXDOMAIN answers for names it does not hold (at most NEGATIVE_MAX a
-view, the oldest go first), and the cache (answers and negative answers)
+view, the oldest go first; a change of the zone retires them all at once,
+and the retired ones are taken out of the tables a few at a time as new
+ones come, so a lease costs the same however many there are), and the cache (answers and negative answers)
 for the LAN. Each side also remembers, for the exact bytes of a query after
 its ID (up to MEMO_QUERY bytes), the reply after the ID (at most MEMO_MAX
 a side): the same question asked again, the usual case, costs one dict
@@ -36,6 +38,7 @@ MAX_UDP = 1232        # the EDNS payload size we advertise and the most we send
 PLAIN_UDP = 512       # without EDNS (RFC 1035)
 RD, EDNS, RA = 1, 2, 4  # bits of a variant's index
 NEGATIVE_MAX = 5000   # the zone's NXDOMAIN answers kept per view
+RETIRE_STEP = 2       # retired NXDOMAIN answers taken out of a table per one kept (and per drop)
 MEMO_MAX = 4096       # replies remembered by the query's exact bytes, per side
 MEMO_QUERY = 300      # ... for queries of at most this many bytes (a padded one is not kept)
 
@@ -239,6 +242,9 @@ class FastAnswers:
         self.cache_hits = 0
         self._negatives = {True: collections.OrderedDict(),
                            False: collections.OrderedDict()}
+        # Per side: the NXDOMAIN answers of older zones (never served), as
+        # they were retired, still in the tables until taken out.
+        self._retired = {True: collections.deque(), False: collections.deque()}
 
     @property
     def ra_lan(self):
@@ -256,6 +262,8 @@ class FastAnswers:
         self.outside.clear()
         for order in self._negatives.values():
             order.clear()
+        for retired in self._retired.values():
+            retired.clear()
 
     def put_negative(self, lan, key, wire):
         """
@@ -272,18 +280,37 @@ class FastAnswers:
             old_key, old = order.popitem(last=False)
             if table.get(old_key) is old:
                 del table[old_key]
+        self._take_out_retired(lan, RETIRE_STEP)
 
     def drop_negatives(self):
         """
         Forget the zone's NXDOMAIN answers (they carry the SOA, whose serial
-        moved on; and a name may now exist).
+        moved on; and a name may now exist): retired at once (never served
+        again, `answer` tells them by `_negatives`), taken out of the tables
+        a few at a time (`put_negative`, and here), so that this costs the
+        same however many there are. The tables hold at most NEGATIVE_MAX
+        retired ones a side besides the NEGATIVE_MAX kept.
         """
+        self._memo_lan.clear()   # a memorised reply may be a retired answer
+        self._memo_wan.clear()
         for lan, order in self._negatives.items():
-            table = self.zone if lan else self.outside
-            for key, wire in order.items():
-                if table.get(key) is wire:
-                    del table[key]
-            order.clear()
+            if order:
+                self._retired[lan].append(order)
+                self._negatives[lan] = collections.OrderedDict()
+            self._take_out_retired(lan, RETIRE_STEP)
+
+    def _take_out_retired(self, lan, count):
+        retired = self._retired[lan]
+        table = self.zone if lan else self.outside
+        while count > 0 and retired:
+            order = retired[0]
+            if not order:
+                retired.popleft()
+                continue
+            key, wire = order.popitem(last=False)
+            if dict.get(table, key) is wire:
+                dict.__delitem__(table, key)   # never served: no memo holds it
+            count -= 1
 
     def negatives(self, lan):
         """How many NXDOMAIN answers of the zone are kept for that side."""
@@ -321,6 +348,8 @@ class FastAnswers:
             return None
         key = data[12:qend].lower()
         entry = (self.zone if lan else self.outside).get(key)
+        if entry is not None and entry.negative and self._negatives[lan].get(key) is not entry:
+            entry = None   # an NXDOMAIN answer of an older zone, retired (drop_negatives)
         if entry is None:
             if not lan:
                 return None

@@ -49,6 +49,7 @@ class LeaseNames:
         self.table = DhcpNames()
         self._served = DhcpView({}, {})   # the names as the served zone holds them
         self._served_at = {}               # address -> the labels `_served` has there
+        self._served_macs = {}             # address -> the MACs `_served.by_mac` has there
         self._hosts = None     # (config, MACs of its named dynamic clients)
         self._targets = None   # names that CNAME, MX or NS rows point at
         self._config_index = None   # a _ConfigIndex of the config last seen
@@ -66,9 +67,11 @@ class LeaseNames:
     def built(self, names):
         """The zone was rebuilt in full with `names`."""
         self._served = DhcpView(names, dict(getattr(names, "by_mac", {})))
-        self._served_at = {}
+        self._served_at, self._served_macs = {}, {}
         for label, address in self._served.items():
             self._served_at.setdefault(address, set()).add(label)
+        for mac, address in self._served.by_mac.items():
+            self._served_macs.setdefault(address, set()).add(mac)
         self.table.take_changes()   # all in `names` already
         self._hosts = self._targets = None
 
@@ -106,18 +109,20 @@ class LeaseNames:
                 labels.add(table.label_at(address))
             labels.discard(None)
         # The two views as far as the change goes: the names and the named
-        # dynamic clients it may touch, before and after.
+        # dynamic clients at the addresses it touches, before and after
+        # (found by address: the office's other clients are not looked at).
         was_view = DhcpView({label: old[label] for label in labels if label in old},
-                            {mac: old.by_mac[mac] for mac in hosts if mac in old.by_mac})
+                            {mac: address for address in touched
+                             for mac in self._served_macs.get(address, ()) if mac in hosts})
         now_view = DhcpView({label: table.holder(label) for label in labels
                              if table.holder(label) is not None},
-                            {mac: table.address_of(mac) for mac in hosts
-                             if table.address_of(mac) is not None})
+                            {mac: address for address in touched
+                             for mac in (table.mac_at(address),) if mac in hosts})
         self._serve(changed_labels, changed_macs)
         if not touched:
             return False
-        was = self._rows(config, wan_ip, was_view, labels, hosts, touched)
-        now = self._rows(config, wan_ip, now_view, labels, hosts, touched)
+        was = self._rows(config, wan_ip, was_view, labels, touched)
+        now = self._rows(config, wan_ip, now_view, labels, touched)
         gone, added = was - now, now - was
         if not self.keeper.amend(gone, added):
             return False
@@ -140,20 +145,27 @@ class LeaseNames:
                 served[label] = now
                 at.setdefault(now, set()).add(label)
         for mac in macs:
-            address = self.table.address_of(mac)
-            if address is None:
-                served.by_mac.pop(mac, None)
-            else:
-                served.by_mac[mac] = address
+            was, now = served.by_mac.get(mac), self.table.address_of(mac)
+            if was == now:
+                continue
+            if was is not None:
+                self._served_macs[was].discard(mac)
+                if not self._served_macs[was]:
+                    del self._served_macs[was]
+                del served.by_mac[mac]
+            if now is not None:
+                served.by_mac[mac] = now
+                self._served_macs.setdefault(now, set()).add(mac)
 
-    def _rows(self, config, wan_ip, view, labels, hosts, touched):
+    def _rows(self, config, wan_ip, view, labels, touched):
         """
-        The rows of the names `labels` and of the named dynamic clients at the
-        `touched` addresses in `view` (with those static rows that may bear on
-        them: the same before and after, so they drop out of the difference).
+        The rows of the names `labels` and of the named dynamic clients
+        (`view.by_mac`: those at the `touched` addresses) in `view` (with
+        those static rows that may bear on them: the same before and after,
+        so they drop out of the difference).
         """
         names = {label: view[label] for label in labels if label in view}
-        leases = {mac: view.by_mac[mac] for mac in hosts if view.by_mac.get(mac) in touched}
+        leases = dict(view.by_mac)
         return set(zone_entries(self._part(config, labels, touched, leases), wan_ip,
                                 DhcpView(names, leases)))
 

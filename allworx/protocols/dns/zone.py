@@ -15,7 +15,6 @@ arguments, so tests drive everything directly.
 """
 
 import bisect
-import itertools
 import re
 
 import attr
@@ -26,6 +25,7 @@ from allworx.config import BUILTIN_NAMES
 from allworx.protocols.dns.dhcpnames import (  # noqa: F401 (the zone's names for them)
     DhcpName, DhcpNames, DhcpView, dhcp_label)
 from allworx.interfaces import IZoneSource
+from allworx.protocols.dns.versions import GONE, MapVersion
 
 # TTLs of the zone. Short, because addresses here move (DHCP, a WAN lease).
 TTL = 300
@@ -259,6 +259,11 @@ class OfficeZone:
     """
     The zone as served: the rows indexed by name and type, with the answer to
     any question inside the domain or the LAN's reverse zone.
+
+    Its indexes (`versions.MapVersion`) are shared with the zones `amended`
+    makes from it: an amendment costs the names it touches, and this zone
+    answers as it did (it may still be answering) at the price of reading
+    through the newer ones, or of a copy of its own once asked for all.
     """
 
     def __init__(self, domain, reverse, serial, entries, server, rname, owners=()):
@@ -267,18 +272,36 @@ class OfficeZone:
         self.serial = serial
         self.server = server
         self.rname = rname
-        self.entries = entries
-        self._rrsets = {}     # name -> {type: [RRHeader]}
+        self._entries = entries
         # Every name that exists: owners of records, empty non-terminals, and
         # the built-in names even while they hold no address (no WAN yet).
         self._owners = frozenset(owners)
-        self._names = set(owners)
         self._soa = {}
-        self._put_soa()
+        self._make_soa()
+        rows, names = {}, set(owners) | {domain, reverse}
         for e in entries:
-            self._index(e)
+            rows.setdefault(e.name, []).append((_entry_order(e), e, self._rr(e)))
+            origin, name = self.origin_of(e.name), e.name
+            while origin is not None and name != origin and name not in names:
+                names.add(name)
+                name = name.partition(".")[2]
+        rows = {name: tuple(at) for name, at in rows.items()}
+        rrsets = {name: self._rrsets_of(name, at) for name, at in rows.items()}
+        for origin in (domain, reverse):
+            rrsets.setdefault(origin, self._rrsets_of(origin, ()))
+        # name -> how many names right under it exist (a name goes with its
+        # last record only when none does).
+        below = dict.fromkeys(names, 0)
+        for name in names:
+            parent = name.partition(".")[2]
+            if parent in below:
+                below[parent] += 1
+        self._v = MapVersion((rrsets, rows, below))
 
-    def _put_soa(self):
+    # -- the indexes: RRSETS name -> {type: (RRHeader, ...)}; ROWS name ->
+    # ((order, ZoneEntry, RRHeader), ...) in zone order; NAMES name -> names under it
+
+    def _make_soa(self):
         for origin in (self.domain, self.reverse):
             soa = dns.Record_SOA(mname=self.server.encode("ascii"),
                                  rname=self.rname.encode("ascii"), serial=self.serial,
@@ -286,22 +309,25 @@ class OfficeZone:
                                  ttl=TTL)
             self._soa[origin] = dns.RRHeader(origin.encode("ascii"), SOA, dns.IN, TTL, soa,
                                              auth=True)
-            self._rrsets.setdefault(origin, {})[SOA] = [self._soa[origin]]
-            self._names.add(origin)
+
+    def _rrsets_of(self, name, at):
+        out = {SOA: [self._soa[name]]} if name in self._soa else {}
+        for _, _, rr in at:
+            out.setdefault(rr.type, []).append(rr)
+        return {rtype: tuple(rrs) for rtype, rrs in out.items()}
 
     @staticmethod
     def _rr(e):
         return dns.RRHeader(e.name.encode("ascii"), getattr(dns, e.rtype), dns.IN, e.ttl,
                             _payload(e.rtype, e.value, e.ttl), auth=True)
 
-    def _index(self, e):
-        rr = self._rr(e)
-        self._rrsets.setdefault(e.name, {}).setdefault(rr.type, []).append(rr)
-        origin = self.origin_of(e.name)
-        name = e.name
-        while origin is not None and name != origin and name not in self._names:
-            self._names.add(name)
-            name = name.partition(".")[2]
+    @property
+    def entries(self):
+        """The rows (`ZoneEntry`), in zone order."""
+        if self._entries is None:
+            rows = self._v.maps()[_ROWS]
+            self._entries = tuple(e for name in sorted(rows) for _, e, _ in rows[name])
+        return self._entries
 
     def origin_of(self, name):
         """The apex of the zone (domain or reverse) that `name` falls in, or None."""
@@ -312,11 +338,11 @@ class OfficeZone:
 
     def names(self):
         """Every name that exists in the zone (with records or not)."""
-        return sorted(self._names)
+        return sorted(self._v.maps()[_NAMES])
 
     def types_at(self, name):
         """The record types `name` holds."""
-        return list(self._rrsets.get(name, ()))
+        return list(self._v.get(_RRSETS, name, ()))
 
     def answer(self, name, qtype):
         """The `ZoneAnswer` for (name, qtype), or None when the name is not ours."""
@@ -324,8 +350,10 @@ class OfficeZone:
         origin = self.origin_of(name)
         if origin is None:
             return None
+        maps = self._v.maps()
+        rrsets_at, names = maps[_RRSETS], maps[_NAMES]
         soa = self._soa[origin]
-        if name not in self._names:
+        if name not in names:
             return ZoneAnswer(dns.ENAME, authority=(soa,))
         answers = []
         seen = set()
@@ -333,16 +361,16 @@ class OfficeZone:
         # CNAMEs inside the zone are followed (a few hops, loop-safe).
         while qtype not in (CNAME, ANY) and current not in seen and len(seen) < 8:
             seen.add(current)
-            cname = self._rrsets.get(current, {}).get(CNAME)
+            cname = rrsets_at.get(current, {}).get(CNAME)
             if not cname:
                 break
             answers.extend(cname)
             current = cname[0].payload.name.name.decode("ascii").lower()
             if self.origin_of(current) is None:
                 return ZoneAnswer(dns.OK, tuple(answers))
-            if current not in self._names:
+            if current not in names:
                 return ZoneAnswer(dns.ENAME, tuple(answers), (self._soa[self.origin_of(current)],))
-        rrsets = self._rrsets.get(current, {})
+        rrsets = rrsets_at.get(current, {})
         if qtype == ANY:
             found = [rr for rtype in sorted(rrsets) for rr in rrsets[rtype]]
         else:
@@ -354,7 +382,7 @@ class OfficeZone:
         for rr in found:
             if rr.type in (MX, NS, SRV):
                 target = (rr.payload.target if rr.type == SRV else rr.payload.name).name
-                additional.extend(self._rrsets.get(target.decode("ascii").lower(), {}).get(A, ()))
+                additional.extend(rrsets_at.get(target.decode("ascii").lower(), {}).get(A, ()))
         return ZoneAnswer(dns.OK, tuple(answers), (), tuple(additional))
 
     def rows(self):
@@ -376,45 +404,77 @@ class OfficeZone:
         """
         This zone with the rows `gone` taken out and `added` put in, under
         `serial`; itself when neither changes a row. Costs what the change
-        touches (this zone is left as it was: it may still be answering).
+        touches: the new zone takes this one's indexes and changes the names
+        the rows are at (this zone answers as it did: it may still be answering).
         """
-        rows = list(self.entries)
-        gone = [e for e in set(gone) if _find(rows, e) is not None]
-        for e in gone:
-            del rows[_find(rows, e)]
-        added = [e for e in set(added) if _find(rows, e) is None]
+        rows = self._v.maps()[_ROWS]
+
+        def held(e):
+            return any(x[1] == e for x in rows.get(e.name, ()))
+
+        gone = [e for e in set(gone) if held(e)]
+        taken = set(gone)
+        added = [e for e in set(added) if e in taken or not held(e)]
         if not gone and not added:
             return self
-        for e in added:
-            bisect.insort(rows, e, key=_entry_order)
         zone = OfficeZone.__new__(OfficeZone)
         zone.__dict__.update(self.__dict__)
-        zone.serial, zone.entries, zone._soa = serial, tuple(rows), {}
-        zone._names, zone._rrsets = set(self._names), dict(self._rrsets)
-        for name in {e.name for e in gone + added} | {self.domain, self.reverse}:
-            zone._rrsets[name] = {t: list(rrs) for t, rrs in self._rrsets.get(name, {}).items()}
-        zone._put_soa()
+        zone.serial, zone._entries, zone._soa = serial, None, {}
+        zone._make_soa()
+        zone._v = self._v.successor()
+        for origin in (self.domain, self.reverse):
+            zone._v.put(_RRSETS, origin, zone._rrsets_of(origin, rows.get(origin, ())))
         for e in gone:
             zone._unindex(e)
         for e in added:
             zone._index(e)
+        zone._v.seal()
         return zone
 
+    def _index(self, e):
+        v = self._v
+        rows, names = v.maps()[_ROWS], v.maps()[_NAMES]
+        at = rows.get(e.name, ())
+        item = (_entry_order(e), e, self._rr(e))
+        i = bisect.bisect_right(at, item[0], key=_first)
+        at = at[:i] + (item,) + at[i:]
+        v.put(_ROWS, e.name, at)
+        v.put(_RRSETS, e.name, self._rrsets_of(e.name, at))
+        origin, name, new = self.origin_of(e.name), e.name, []
+        while origin is not None and name != origin and name not in names:
+            new.append(name)
+            name = name.partition(".")[2]
+        for name in reversed(new):   # from the top: each one's parent is there
+            v.put(_NAMES, name, sum(1 for o in self._owners if o.partition(".")[2] == name))
+            parent = name.partition(".")[2]
+            if parent in names:
+                v.put(_NAMES, parent, names[parent] + 1)
+
     def _unindex(self, e):
-        rrsets = self._rrsets[e.name]
-        rr = self._rr(e)
-        rrsets[rr.type].remove(rr)
-        if not rrsets[rr.type]:
-            del rrsets[rr.type]
-        if not rrsets:
-            del self._rrsets[e.name]
+        v = self._v
+        rrsets, rows, names = v.maps()
+        at = rows[e.name]
+        i = next(i for i, x in enumerate(at) if x[1] == e)
+        at = at[:i] + at[i + 1:]
+        v.put(_ROWS, e.name, at or GONE)
+        v.put(_RRSETS, e.name, self._rrsets_of(e.name, at) or GONE)
         # The name, and the empty non-terminals above it, go with their last record.
         origin, name = self.origin_of(e.name), e.name
-        while (origin is not None and name != origin and name not in self._rrsets
-               and name not in self._owners
-               and not any(map(str.endswith, self._names, itertools.repeat("." + name)))):
-            self._names.discard(name)
-            name = name.partition(".")[2]
+        while (origin is not None and name != origin and name not in rrsets
+               and name not in self._owners and not names.get(name)):
+            parent = name.partition(".")[2]
+            if name in names:
+                v.put(_NAMES, name, GONE)
+                if parent in names:
+                    v.put(_NAMES, parent, names[parent] - 1)
+            name = parent
+
+
+_RRSETS, _ROWS, _NAMES = range(3)
+
+
+def _first(item):
+    return item[0]
 
 
 @implementer(IZoneSource)

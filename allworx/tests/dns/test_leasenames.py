@@ -488,3 +488,38 @@ class CostOfALeaseTests(LeaseCase):
         serial = self.serial()
         self.assertEqual(self.ask("files.example.com", dns.MX).authority[0].payload.serial,
                          serial)
+
+
+class _Unwalked(frozenset):
+    """A set of MACs that may be asked about one MAC, never walked through."""
+
+    def __iter__(self):
+        raise AssertionError("the office's named dynamic clients were walked through")
+
+
+# 40 named dynamic clients ([host]s with a MAC and no address).
+MANY_DYNAMIC = with_sections("".join(
+    "[host d%d]\nmac = 02:00:00:00:03:%02x\n\n" % (i, i) for i in range(40)), CONF)
+
+
+class CostWithNamedDynamicClientsTests(LeaseCase):
+    """A lease event looks at the named dynamic clients at its addresses, not at all of them."""
+
+    conf = MANY_DYNAMIC
+
+    def test_the_named_dynamic_clients_are_not_walked_per_lease(self):
+        names = self.service.names
+        real = names._dynamic_hosts
+        names._dynamic_hosts = lambda config: _Unwalked(real(config))
+        self.lease("granted", 10)
+        self.lease("granted", 30, "x", "02:00:00:00:03:05")     # d5's lease
+        self.lease("renewed", 31, "x", "02:00:00:00:03:05")     # d5 moves
+        self.assertEqual(addresses(self.ask("d5.example.com")), ["192.168.2.31"])
+        self.lease("granted", 31, "pc3", "02:00:00:00:00:07")   # another client takes .31
+        self.lease("released", 10)
+        self.assertEqual(self.ask("d5.example.com").rCode, dns.ENAME)
+        self.assertEqual(ptr_names(self.ask("31.2.168.192.in-addr.arpa", dns.PTR)),
+                         [b"pc3.example.com"])
+        self.assertEqual(self.service.zone.entries, dnszone.zone_entries(
+            self.office.config, self.office.wan_ip, names.current(self.reactor.seconds()),
+            self.service.mail_records(self.office.config)))

@@ -244,3 +244,49 @@ class UdpPortTests(ServiceCase):
             self.service.factory))
         self.assertIsInstance(other, type(self.port))   # the fake reactor's own
 
+
+
+class RetiredNegativeTests(ServiceCase):
+    """
+    A lease drops the zone's NXDOMAIN answers (`drop_negatives`): at once,
+    never served again, whatever their number, at a cost that does not grow
+    with it; the tables stay bounded however often it happens.
+    """
+
+    def setUp(self):
+        ServiceCase.setUp(self)
+        self.patch(dnsfast, "NEGATIVE_MAX", 100)
+        self.fast = self.service.fast
+
+    def nxdomain(self, name):
+        self.port.protocol.datagramReceived(query(name), LAN_PC)
+        return parse(self.port.sent[-1][0]).rCode
+
+    def test_a_drop_takes_out_a_bounded_number_of_answers(self):
+        for i in range(100):
+            self.assertEqual(self.nxdomain("gone%d.example.com" % i), dns.ENAME)
+        self.assertEqual(self.fast.negatives(True), 100)
+        held = len(self.fast.zone)
+        self.fast.drop_negatives()
+        self.assertEqual(self.fast.negatives(True), 0)
+        self.assertGreaterEqual(len(self.fast.zone), held - dnsfast.RETIRE_STEP)
+
+    def test_a_retired_answer_is_never_served(self):
+        raw = query("gone.example.com", qid=7)
+        self.assertEqual(self.nxdomain("gone.example.com"), dns.ENAME)   # the full path; kept
+        self.assertEqual(parse(self.fast.answer(raw, True)).rCode, dns.ENAME)
+        self.assertEqual(parse(self.fast.answer(raw, True)).rCode, dns.ENAME)   # the memo's
+        self.fast.drop_negatives()
+        self.assertIsNone(self.fast.answer(raw, True))
+        # The name given by a lease answers at once.
+        self.office.emit(LeaseEvent("granted", "02:00:00:00:00:09", ipaddress.IPv4Address(
+            "192.168.2.40"), "gone", self.reactor.seconds() + 600))
+        self.assertEqual(self.nxdomain("gone.example.com"), dns.OK)
+
+    def test_the_tables_stay_bounded(self):
+        for round in range(30):
+            for i in range(100):
+                self.nxdomain("r%d-%d.example.com" % (round, i))
+            self.fast.drop_negatives()
+            self.assertLessEqual(len(self.fast.zone), 2 * 100 + 10, round)
+        self.assertEqual(self.fast.negatives(True), 0)
