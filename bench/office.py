@@ -19,6 +19,7 @@ are data the server loads, names and counts, never a destination.
 """
 
 import ctypes
+import hashlib
 import json
 import os
 import shutil
@@ -197,10 +198,13 @@ def build(work, users, leases, records, messages, pool=None):
     differ from what is there; the leases are always written anew (a day
     left from now). Returns the tap.conf path.
     """
-    sizes = {"users": users, "leases": leases, "records": records, "messages": messages,
-             "pool": pool, "version": 1}
-    marker = os.path.join(work, "sizes.json")
     data = os.path.join(work, "data")
+    conf = conf_text(data, users, records, leases, pool)
+    # The sizes and the tap.conf they make: an office left by an older layout (its
+    # addresses, its keys) is rebuilt, not reused with a tap.conf that no longer fits.
+    sizes = {"users": users, "leases": leases, "records": records, "messages": messages,
+             "pool": pool, "version": 1, "conf": hashlib.sha256(conf.encode()).hexdigest()}
+    marker = os.path.join(work, "sizes.json")
     try:
         with open(marker) as f:
             same = json.load(f) == sizes
@@ -213,7 +217,7 @@ def build(work, users, leases, records, messages, pool=None):
         started = time.monotonic()
         write_mailbox(data, messages)
         with open(os.path.join(work, "tap.conf"), "w") as f:
-            f.write(conf_text(data, users, records, leases, pool))
+            f.write(conf)
         with open(marker, "w") as f:
             json.dump(sizes, f)
         print("built the office in %s (%.1f s): %d users, %d leases, %d records, %d messages"
