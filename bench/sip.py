@@ -114,6 +114,19 @@ def serve(port, data_dir, stats_path):
     if service.failed:
         sys.exit("cannot serve SIP: %s" % "; ".join(service.failed))
 
+    # The collector's share of the server's time, by generation (printed with the figures).
+    import gc
+    gc_started = [0.0]
+    stats["gc"] = {"collections": [0, 0, 0], "seconds": [0.0, 0.0, 0.0]}
+
+    def collecting(phase, info):
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            stats["gc"]["collections"][info["generation"]] += 1
+            stats["gc"]["seconds"][info["generation"]] += time.perf_counter() - gc_started[0]
+    gc.callbacks.append(collecting)
+
     def dump():
         with open(stats_path + ".tmp", "w") as f:
             json.dump(stats, f)

@@ -283,8 +283,8 @@ class SipCore:
 
     def receive(self, data, dest):
         """One datagram or framed stream message from `dest`."""
-        if not data.strip():
-            return      # keep-alive
+        if not data or data.isspace():
+            return      # keep-alive (no copy of the datagram made to find out)
         try:
             msg = parse(data, stream=dest.transport != "UDP")
         except SipParseError as e:

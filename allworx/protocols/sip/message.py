@@ -246,14 +246,13 @@ class SipMessage:
     def to_tag(self):
         return header_tag(self.get("To", ""))
 
-    def _head_lines(self):
-        return ["%s: %s" % (k, v) for k, v in self.headers if k != "Content-Length"]
-
     def to_bytes(self):
         """The message on the wire, with a Content-Length that matches the body."""
-        lines = [self.start_line()] + self._head_lines()
-        lines.append("Content-Length: %d" % len(self.body))
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + self.body
+        body = self.body
+        lines = [self.start_line()]
+        lines += [f"{k}: {v}" for k, v in self.headers if k != "Content-Length"]
+        lines.append(f"Content-Length: {len(body)}\r\n\r\n")
+        return "\r\n".join(lines).encode("utf-8") + body
 
 
 @attr.s(slots=True)

@@ -207,13 +207,47 @@ class Registrar:
 
     def bind(self, binding):
         """Keep `binding` (in place of that user's binding of its contact, if any)."""
-        old = self.by_user.get(binding.user, {}).get(binding.contact)
+        contacts = self.by_user.get(binding.user)
+        old = contacts.get(binding.contact) if contacts is not None else None
+        if old is not None and old.source == binding.source and old.transport == binding.transport:
+            self._refresh(contacts, old, binding)
+            return
         if old is not None:
             self._remove(old)
         self.by_user.setdefault(binding.user, {})[binding.contact] = binding
         self.by_contact.setdefault(binding.contact, []).append(binding)
         self.by_source.setdefault((binding.source, binding.transport), {})[
             (binding.user, binding.contact)] = binding
+        if binding.expires_at < self.next_expiry:
+            self.next_expiry = binding.expires_at
+
+    def _refresh(self, contacts, old, binding):
+        """
+        `binding` in place of `old` (same user, contact, source and transport):
+        every index ends as `_remove(old)` then adding `binding` leaves it (each
+        moved to the end of its order), without dropping and making them again.
+        """
+        user, contact = binding.user, binding.contact
+        if len(contacts) == 1:
+            del self.by_user[user]
+            self.by_user[user] = contacts
+        del contacts[contact]
+        contacts[contact] = binding
+        same = self.by_contact[contact]
+        if len(same) == 1:
+            del self.by_contact[contact]
+            same[0] = binding
+            self.by_contact[contact] = same
+        else:
+            same[:] = [b for b in same if b is not old]
+            same.append(binding)
+        key = (binding.source, binding.transport)
+        at = self.by_source[key]
+        if len(at) == 1:
+            del self.by_source[key]
+            self.by_source[key] = at
+        del at[(user, contact)]
+        at[(user, contact)] = binding
         if binding.expires_at < self.next_expiry:
             self.next_expiry = binding.expires_at
 

@@ -257,3 +257,46 @@ class RegistrarTests(unittest.TestCase):
         auth = "Authorization: " + self.alice.authorization(out[0][0].get("WWW-Authenticate"), "REGISTER", uri)
         resp = self.alice.send(self.alice.request("REGISTER", uri, [auth], to="<sip:102@example.com>"))
         self.assertEqual(resp[0][0].code, 403)
+
+
+
+class RefreshIndexTests(unittest.TestCase):
+    """A refreshed binding leaves every index as removing and adding it would."""
+
+    def test_random_refreshes_match_remove_then_add(self):
+        import random
+        from allworx.protocols.sip.registrar import Binding
+
+        def snapshot(r):
+            # Each binding by its label (`mac`): twins made in one step share it.
+            return ([(u, [(c, b.mac) for c, b in cs.items()]) for u, cs in r.by_user.items()],
+                    [(c, [b.mac for b in bs]) for c, bs in r.by_contact.items()],
+                    [(k, [(uc, b.mac) for uc, b in at.items()]) for k, at in r.by_source.items()],
+                    r.next_expiry)
+
+        rnd = random.Random(7)
+        fast = Harness(self.mktemp()).core.registrar
+        slow = Harness(self.mktemp()).core.registrar
+        for step in range(3000):
+            user = rnd.choice(["alice", "bob", "carol"])
+            contact = rnd.choice(["sip:a@h1", "sip:b@h2", "sip:c@h3"])
+            source = (rnd.choice(["192.168.2.11", "192.168.2.12"]), rnd.choice([5060, 5062]))
+            transport = rnd.choice(["UDP", "TCP"])
+            expires = 1000 + rnd.randint(0, 500)
+            fast.bind(Binding(user, "10", contact, source, transport, expires, mac=step))
+            twin = Binding(user, "10", contact, source, transport, expires, mac=step)
+            old = slow.by_user.get(user, {}).get(contact)
+            if old is not None:
+                slow._remove(old)
+            slow.by_user.setdefault(user, {})[contact] = twin
+            slow.by_contact.setdefault(contact, []).append(twin)
+            slow.by_source.setdefault((source, transport), {})[(user, contact)] = twin
+            slow.next_expiry = min(slow.next_expiry, expires)
+            if rnd.random() < 0.3:
+                gone = [b.mac for cs in fast.by_user.values() for b in cs.values()]
+                if gone:
+                    label = gone[len(gone) // 2]
+                    for r in (fast, slow):
+                        r._remove(next(b for cs in r.by_user.values() for b in cs.values()
+                                       if b.mac == label))
+            self.assertEqual(snapshot(fast), snapshot(slow), step)
