@@ -49,6 +49,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
+from bench import common  # noqa: E402
 from bench.smtp import free_port, serve, wait_port  # noqa: E402
 
 DOMAIN = "bench.example"
@@ -541,6 +542,8 @@ def report_idle(idle):
     held = {n: held_up_to(idle[n]["steps"]) for n in idle}
     print("  held at every step up to: allworx %d, dovecot %d, ratio %.2f (goal: allworx >= 1000 "
           "on 2 cores)" % (held["allworx"], held["dovecot"], held["allworx"] / max(1, held["dovecot"])))
+    common.result("IMAP IDLE sessions held, new mail seen", held["allworx"], held["dovecot"] or None,
+                  "Dovecot", "sessions", ">= 1000 sessions", holds=held["allworx"] >= 1000)
     last = {n: idle[n]["steps"][-1] for n in idle}
     print("  memory per session at %d: allworx %.1f kB, dovecot %.1f kB (Pss); notification p50 "
           "allworx %s ms, dovecot %s ms" % (
@@ -582,6 +585,9 @@ def fetch_phases(args, aw_port, dv_port, mail_root, total, aw_pid):
     ratio = best["dovecot"]["elapsed"] / best["allworx"]["elapsed"]
     print("  ratio allworx/dovecot FETCH: %.2f (goal >= 0.5)" % ratio)
     wrong = [n for n, r in best.items() if r["messages"] != args.clients * args.messages]
+    common.result("IMAP UID FETCH of whole messages", best["allworx"]["bytes"] / best["allworx"]["elapsed"] / 1e6,
+                  best["dovecot"]["bytes"] / best["dovecot"]["elapsed"] / 1e6, "Dovecot", "MB/s",
+                  0.5 if not wrong else "every message fetched", holds=None if not wrong else False)
     if wrong:
         print("  messages missing from the FETCH of: %s" % ", ".join(wrong))
     return 1 if wrong else 0
