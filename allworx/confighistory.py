@@ -13,6 +13,15 @@ the newest version is kept as a version too.
 Reverting is an ordinary change through the office (`Office.replace_text`)
 with the text of a version (`text(id)`), so it is validated like any other
 and is itself recorded.
+
+A version's file is either the whole tap.conf (as earlier releases wrote
+every version) or, so that a change costs what it touches rather than the
+size of the office, a delta against the version before it: the line
+`DELTA_MAGIC base start end`, then the bytes that replace `[start, end)` of
+the base's UTF-8 text. A whole copy is written every `full_every` versions
+(and when a delta would not be much smaller), so reading a version applies
+at most `full_every - 1` deltas; the files a kept version is built from are
+kept until no kept version needs them, the others removed with their entries.
 """
 
 import difflib
@@ -24,6 +33,10 @@ from allworx.atomicfile import ensure_directory, write_atomically
 
 KEEP = 50
 INDEX = "index.json"
+FULL_EVERY = 16
+# A NUL cannot start a tap.conf the office writes: a file starting so is a delta.
+DELTA_MAGIC = b"\0allworx-config-delta"
+CHUNK = 4096
 
 
 def rfc3339(when):
@@ -38,6 +51,10 @@ class ConfigHistory:
         self.keep = keep
         self.now = now
         self._index = None
+        # A whole copy at least every keep - 1 versions: a dropped version's
+        # file never outlives its entry by more than that.
+        self.full_every = max(1, min(FULL_EVERY, keep - 1))
+        self._latest = None        # (id, bytes, deltas since the last whole copy)
 
     # ------------------------------------------------------------ reading
 
@@ -68,11 +85,56 @@ class ConfigHistory:
     def text(self, number):
         """The tap.conf text of version `number`; KeyError if it is not kept."""
         self.entry(number)
+        return self._bytes(number)[0].decode("utf-8")
+
+    def _read(self, number):
+        """(base, start, end, bytes) of a delta's file, or (None, 0, 0, bytes) of a whole copy."""
         try:
-            with open(self._path(number), encoding="utf-8") as f:
-                return f.read()
+            with open(self._path(number), "rb") as f:
+                data = f.read()
         except OSError:
             raise KeyError("config version %s" % number)
+        if not data.startswith(DELTA_MAGIC):
+            return None, 0, 0, data
+        head, _, body = data.partition(b"\n")
+        try:
+            base, start, end = (int(x) for x in head.split()[1:])
+        except ValueError:
+            raise KeyError("config version %s (its file is damaged)" % number)
+        return base, start, end, body
+
+    def _bytes(self, number):
+        """(the bytes of version `number`, how many deltas it was built with)."""
+        if self._latest is not None and self._latest[0] == number:
+            return self._latest[1], self._latest[2]
+        chain = []
+        seen = set()
+        while True:
+            if number in seen:
+                raise KeyError("config version %s (its deltas loop)" % number)
+            seen.add(number)
+            base, start, end, data = self._read(number)
+            if base is None:
+                break
+            chain.append((start, end, data))
+            number = base
+        for start, end, replacement in reversed(chain):
+            data = b"".join((data[:start], replacement, data[end:]))
+        return data, len(chain)
+
+    def _base_of(self, number):
+        """The version `number`'s file is a delta against, or None (a whole copy or no file)."""
+        try:
+            with open(self._path(number), "rb") as f:
+                head = f.readline()
+        except OSError:
+            return None
+        if not head.startswith(DELTA_MAGIC):
+            return None
+        try:
+            return int(head.split()[1])
+        except (ValueError, IndexError):
+            return None
 
     def previous(self, number):
         """The number of the version before `number`, or None (the oldest kept)."""
@@ -110,7 +172,18 @@ class ConfigHistory:
         index = list(self._load())
         number = (index[-1]["id"] + 1) if index else 1
         ensure_directory(self.directory)
-        write_atomically(self._path(number), text)
+        data = text.encode("utf-8")
+        previous = self._previous_bytes(index)
+        chain = 0
+        if previous is not None and previous[2] + 1 < self.full_every:
+            start, end, replacement = delta(previous[1], data)
+            if len(replacement) < len(data) // 2:
+                chain = previous[2] + 1
+                write_atomically(self._path(number), b"".join((
+                    b"%s %d %d %d\n" % (DELTA_MAGIC, previous[0], start, end), replacement)))
+        if not chain:
+            write_atomically(self._path(number), data)
+        self._latest = (number, data, chain)
         entry = {"id": number, "time": self.now(), "actor": actor, "via": via,
                  "sections": sorted(sections)}
         index.append(entry)
@@ -118,9 +191,63 @@ class ConfigHistory:
         write_atomically(os.path.join(self.directory, INDEX),
                          json.dumps(index, indent=1, sort_keys=True) + "\n")
         self._index = index
-        for old in dropped:
-            try:
-                os.unlink(self._path(old["id"]))
-            except OSError:
-                pass
+        if dropped:
+            self._remove_unneeded(index[0]["id"])
         return dict(entry, time=rfc3339(entry["time"]))
+
+    def _previous_bytes(self, index):
+        """(id, bytes, deltas since a whole copy) of the newest version, or None."""
+        if not index:
+            return None
+        newest = index[-1]["id"]
+        if self._latest is None or self._latest[0] != newest:
+            try:
+                data, chain = self._bytes(newest)
+            except KeyError:
+                return None
+            self._latest = (newest, data, chain)
+        return self._latest
+
+    def _remove_unneeded(self, oldest):
+        """Remove the files older than the oldest kept version that it is not built from."""
+        needed = set()
+        number = oldest
+        while number is not None and number not in needed:
+            needed.add(number)
+            number = self._base_of(number)
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return
+        for name in names:
+            stem, dot, ext = name.partition(".")
+            if ext != "conf" or not stem.isdigit() or len(stem) < 6:
+                continue
+            if int(stem) < oldest and int(stem) not in needed:
+                try:
+                    os.unlink(os.path.join(self.directory, name))
+                except OSError:
+                    pass
+
+
+def _common_prefix(a, b):
+    """How many leading bytes `a` and `b` share (compared a block at a time)."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i:i + CHUNK] == b[i:i + CHUNK]:
+        i += CHUNK
+    if i >= n:
+        return n
+    end = min(i + CHUNK, n)
+    while i < end and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def delta(old, new):
+    """(start, end, replacement): `new` is `old` with `old[start:end]` replaced."""
+    start = _common_prefix(old, new)
+    room = min(len(old), len(new)) - start
+    # The shared tail, found on the reversed remainders, never overlaps the shared head.
+    tail = _common_prefix(old[len(old) - room:][::-1], new[len(new) - room:][::-1]) if room else 0
+    return start, len(old) - tail, new[start:len(new) - tail]

@@ -97,3 +97,91 @@ class HistoryTests(unittest.TestCase):
         history = ConfigHistory(self.dir)
         self.assertEqual(history.entries(), [])
         self.assertIsNone(history.latest_text())
+
+
+class DeltaStorageTests(unittest.TestCase):
+    """Versions kept as deltas: each kept version reads back exactly, whatever wrote it."""
+
+    def setUp(self):
+        self.dir = self.mktemp()
+
+    def files(self):
+        return sorted(n for n in os.listdir(self.dir) if n.endswith(".conf"))
+
+    def test_random_changes_read_back_exactly(self):
+        import random
+        rnd = random.Random(22)
+        history = ConfigHistory(self.dir, keep=7)
+        lines = ["[section %d]\nkey = %d\n" % (n, n) for n in range(40)]
+        kept = {}
+        for step in range(120):
+            op = rnd.randrange(5)
+            at = rnd.randrange(len(lines) + 1)
+            if op == 0 and len(lines) > 1:
+                del lines[min(at, len(lines) - 1)]
+            elif op == 1:
+                lines.insert(at, "[new %d]\nvalue = \u00e9%d\r\n" % (step, rnd.randrange(99)))
+            elif op == 2:
+                lines = ["# rewritten %d\n" % step + line for line in lines]   # large change
+            elif op == 3:
+                pass                                                      # same text again
+            else:
+                lines[min(at, len(lines) - 1)] += "x = %d\n" % step
+            text = "".join(lines)
+            kept[history.record(text, ["s"], "a", "api")["id"]] = text
+            # A fresh reader (the server restarted) sees the same.
+            for reader in (history, ConfigHistory(self.dir, keep=7)):
+                ids = [e["id"] for e in reader.entries()]
+                self.assertEqual(ids, list(range(step + 1, max(0, step + 1 - 7), -1)))
+                for number in ids:
+                    self.assertEqual(reader.text(number), kept[number])
+            self.assertLessEqual(len(self.files()), 7 + history.full_every)
+            for name in self.files():
+                self.assertEqual(os.stat(os.path.join(self.dir, name)).st_mode & 0o777, 0o600)
+        self.assertRaises(KeyError, history.text, 1)
+
+    def test_history_of_whole_files_from_an_earlier_release_reads(self):
+        os.makedirs(self.dir)
+        texts = {n: "[dhcp]\nlease_time = %d\n" % (600 + n) for n in range(3, 6)}
+        for n, text in texts.items():
+            with open(os.path.join(self.dir, "%06d.conf" % n), "w") as f:
+                f.write(text)
+        with open(os.path.join(self.dir, "index.json"), "w") as f:
+            json.dump([{"id": n, "time": 1700000000 + n, "actor": "cli", "via": "cli",
+                        "sections": ["dhcp"]} for n in texts], f)
+        history = ConfigHistory(self.dir, keep=4)
+        for n, text in texts.items():
+            self.assertEqual(history.text(n), text)
+        self.assertEqual(history.latest_text(), texts[5])
+        self.assertIn("+lease_time = 605", history.diff(5))
+        newer = texts[5] + "[alias x]\nto = y\n"
+        history.record(newer, ["alias"], "admin", "web")
+        history.record(newer.replace("to = y", "to = z"), ["alias"], "admin", "web")
+        self.assertEqual([e["id"] for e in history.entries()], [7, 6, 5, 4])
+        again = ConfigHistory(self.dir, keep=4)
+        self.assertEqual(again.text(4), texts[4])
+        self.assertEqual(again.text(6), newer)
+        self.assertEqual(again.text(7), newer.replace("to = y", "to = z"))
+        self.assertNotIn("000003.conf", self.files())
+
+    def test_a_small_change_writes_what_it_touches(self):
+        """Bytes written for a one-line change do not grow with tap.conf."""
+        def written(size):
+            directory = os.path.join(self.dir, str(size))
+            history = ConfigHistory(directory)
+            text = "".join("[user u%05d]\nfull_name = User %d\n" % (n, n) for n in range(size))
+            history.record(text, ["user"], "a", "api")
+            counts = []
+            for n in range(30):
+                text = text.replace("= User %d\n" % (n % 10), "= User %d\n" % (n % 10 + 100))
+                history.record(text, ["user"], "a", "api")
+                counts.append(sum(os.path.getsize(os.path.join(directory, name))
+                                  for name in os.listdir(directory)
+                                  if name.endswith(".conf") and int(name[:6]) == n + 2))
+            return counts
+        small, large = written(10), written(10000)
+        # Most changes are a delta of the same size; a whole copy at most every FULL_EVERY.
+        # (The delta's offsets take a few more digits in the larger file.)
+        self.assertLessEqual(sorted(large)[len(large) // 2] - sorted(small)[len(small) // 2], 8)
+        self.assertLess(sorted(large)[len(large) // 2], 100)
+        self.assertLessEqual(sum(1 for c in large if c > 1000), 30 // ConfigHistory(self.dir).full_every + 1)
