@@ -93,6 +93,7 @@ def config_from_document(doc, path=None, data_dir=None):
     records = {kind: {} for kind in RECORD_SECTIONS}
     read = []   # the sections read, in order: the lines the cross-checks' errors name
     seen = {}
+    fresh = []  # (kind, label) of the records read here: the others are their models already
 
     for section in doc.sections:
         # An unedited section that read cleanly before is the same object again.
@@ -105,7 +106,7 @@ def config_from_document(doc, path=None, data_dir=None):
                 if label is None:
                     settings[kind] = (cls, obj, section, (), obj)
                 else:
-                    records[kind][label] = (cls, obj, section, (), obj)
+                    records[kind][label] = obj
                 continue
         kind, label = section.kind, section.label
         norm = "%s %s" % (kind, label) if label else kind
@@ -143,18 +144,21 @@ def config_from_document(doc, path=None, data_dir=None):
             settings[kind] = parsed
         else:
             records[kind][label] = parsed
+            fresh.append((kind, label))
 
     built = {}
     for kind, cls in SETTINGS_SECTIONS.items():
         built[kind] = _built(kind, None, settings.get(kind, (cls, {}, None, (), False)), errors)
-    built_records = {}
-    for kind, items in records.items():
-        out = {}
-        for label, parsed in items.items():
-            obj = _built(kind, label, parsed, errors)
-            if obj is not None:
-                out[label] = obj
-        built_records[kind] = out
+    declared = {kind: set(items) for kind, items in records.items()}
+    # Each record built in place (the order of the sections stays), dropped if it cannot be.
+    for kind, label in fresh:
+        items = records[kind]
+        obj = _built(kind, label, items[label], errors)
+        if obj is None:
+            del items[label]
+        else:
+            items[label] = obj
+    built_records = records
     lines = _Lines(read)
 
     config = Config(doc=doc, path=path, **built, **{
@@ -162,7 +166,6 @@ def config_from_document(doc, path=None, data_dir=None):
     complete = all(v is not None for v in built.values())
     if data_dir and complete:
         config = config.with_data_dir(data_dir)
-    declared = {kind: set(items) for kind, items in records.items()}
     _cross_check(config, lines, errors, complete, declared, doc.checked)
     if errors:
         raise ConfigErrors(errors, path)
