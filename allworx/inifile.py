@@ -196,12 +196,16 @@ class IniDocument:
     def render(self):
         """The document as text, unchanged lines kept byte for byte."""
         out = list(self.preamble)
+        append = out.append
         last = out[-1] if out else ""
         for s in self.sections:
             if out and last.strip():
-                out.append("")
-            out.append(s.text())
-            last = s.lines()[-1]
+                append("")
+            text = s._text
+            if text is None:
+                text = s.text()
+            append(text)
+            last = s._lines[-1]
         return "\n".join(out) + "\n"
 
     def renumber(self):
@@ -214,7 +218,9 @@ class IniDocument:
         for s in self.sections:
             if n and last.strip():
                 n += 1
-            lines = s.lines()
+            lines = s._lines
+            if lines is None:
+                lines = s.lines()
             if s.line != n + 1 or not s.numbered:
                 s.line = at = n + 1
                 s.numbered = True
