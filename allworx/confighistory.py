@@ -168,11 +168,11 @@ class ConfigHistory:
     # ------------------------------------------------------------ writing
 
     def record(self, text, sections, actor, via):
-        """Keep `text` as a new version; returns its entry. Blocks (small, fsynced writes)."""
+        """Keep `text` (str, or its UTF-8 bytes) as a new version; returns its entry. Blocks (small, fsynced writes)."""
         index = list(self._load())
         number = (index[-1]["id"] + 1) if index else 1
         ensure_directory(self.directory)
-        data = text.encode("utf-8")
+        data = text if isinstance(text, bytes) else text.encode("utf-8")
         previous = self._previous_bytes(index)
         chain = 0
         if previous is not None and previous[2] + 1 < self.full_every:
@@ -230,24 +230,42 @@ class ConfigHistory:
                     pass
 
 
-def _common_prefix(a, b):
-    """How many leading bytes `a` and `b` share (compared a block at a time)."""
-    n = min(len(a), len(b))
+def _narrow(same, low, high):
+    """The largest n in [low, high] with same(n) true, same(low) being true (binary search)."""
+    while low < high:
+        mid = (low + high + 1) // 2
+        if same(mid):
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def _common_prefix(a, b, limit):
+    """How many leading bytes (at most `limit`) `a` and `b` share, compared a block at a time."""
     i = 0
-    while i < n and a[i:i + CHUNK] == b[i:i + CHUNK]:
+    while i < limit and a[i:i + CHUNK] == b[i:i + CHUNK]:
         i += CHUNK
-    if i >= n:
-        return n
-    end = min(i + CHUNK, n)
-    while i < end and a[i] == b[i]:
-        i += 1
-    return i
+    if i >= limit:
+        return limit
+    return _narrow(lambda n: a[i:n] == b[i:n], i, min(i + CHUNK, limit))
+
+
+def _common_suffix(a, b, limit):
+    """How many trailing bytes (at most `limit`) `a` and `b` share."""
+    la, lb = len(a), len(b)
+    i = 0
+    while i < limit and a[la - i - CHUNK if la - i > CHUNK else 0:la - i] == \
+            b[lb - i - CHUNK if lb - i > CHUNK else 0:lb - i]:
+        i += CHUNK
+    if i >= limit:
+        return limit
+    return _narrow(lambda n: a[la - n:la - i] == b[lb - n:lb - i], i, min(i + CHUNK, limit))
 
 
 def delta(old, new):
     """(start, end, replacement): `new` is `old` with `old[start:end]` replaced."""
-    start = _common_prefix(old, new)
-    room = min(len(old), len(new)) - start
-    # The shared tail, found on the reversed remainders, never overlaps the shared head.
-    tail = _common_prefix(old[len(old) - room:][::-1], new[len(new) - room:][::-1]) if room else 0
+    start = _common_prefix(old, new, min(len(old), len(new)))
+    # The shared tail never overlaps the shared head.
+    tail = _common_suffix(old, new, min(len(old), len(new)) - start)
     return start, len(old) - tail, new[start:len(new) - tail]

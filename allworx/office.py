@@ -405,7 +405,7 @@ class Office:
         log.info("configuration changed by {actor} ({via}): {sections}", actor=who[0], via=who[1],
                  sections=", ".join(sorted(changed)) or "nothing")
         if self.history is not None:
-            self._record(self.history, data.decode("utf-8"), changed, who)
+            self._record(self.history, data, changed, who)
         self.emit(ConfigChanged(old, new, frozenset(changed)))
         return new
 
