@@ -197,6 +197,20 @@ class LeaseJournal:
         self._state[address_text(lease.address)] = line
         return self._append(line)
 
+    def bound_then(self, lease, done, failed, *args):
+        """
+        As `bound`, without a Deferred a lease (the DHCP server's hot path):
+        `done(*args)` once the record is durable, or `failed(JournalError,
+        *args)` if it cannot be. An exception either raises is logged; the
+        other records of the batch are answered all the same.
+        """
+        line = encode_bind(lease)
+        self._state[address_text(lease.address)] = line
+        if self._fd is None:
+            failed(JournalError("the lease journal %s is not open" % self.path), *args)
+            return
+        self._queue(line, (done, failed, args))
+
     def freed(self, lease):
         """Record that a lease ended early (release, decline)."""
         key = str(lease.address)
@@ -209,12 +223,16 @@ class LeaseJournal:
         if self._fd is None:
             return defer.fail(JournalError("the lease journal %s is not open" % self.path))
         d = defer.Deferred()
+        self._queue(line, d)
+        return d
+
+    def _queue(self, line, waiter):
+        """`waiter` (a Deferred, or (done, failed, args)) is told once `line` is durable."""
         self._pending.append(line)
-        self._waiters.append(d)
+        self._waiters.append(waiter)
         if not self._writing and self._scheduled is None:
             # Collect everything that arrives in this reactor turn.
             self._scheduled = self.reactor.callLater(0, self._flush)
-        return d
 
     def _flush(self):
         self._scheduled = None
@@ -250,11 +268,21 @@ class LeaseJournal:
             self.on_commit(self.reactor.seconds() - self._started, len(waiters))
         if failed:
             log.failure("dhcp: writing the lease journal {path} failed", result, path=self.path)
-        for d in waiters:
-            if failed:
-                d.errback(JournalError("lease journal %s: %s" % (self.path, result.value)))
-            else:
-                d.callback(None)
+        error = JournalError("lease journal %s: %s" % (self.path, result.value)) if failed else None
+        for w in waiters:
+            if w.__class__ is not tuple:
+                if failed:
+                    w.errback(error)
+                else:
+                    w.callback(None)
+                continue
+            try:
+                if failed:
+                    w[1](error, *w[2])
+                else:
+                    w[0](*w[2])
+            except Exception:
+                log.failure("dhcp: answering a journaled lease failed")
         if self._pending:
             self._flush()
         else:

@@ -278,13 +278,12 @@ class DhcpServer:
             log.info("dhcp: {kind} from {mac}: {why}", kind=kind, mac=request.mac,
                      why=outcome.note)
         if outcome.durable:
-            d = self.journal.bound(outcome.lease)
-            d.addCallback(self._durable, outcome, request)
-            d.addErrback(self._journal_failed, outcome)
+            self.journal.bound_then(outcome.lease, self._durable, self._journal_failed,
+                                    outcome, request)
         else:
             self.send(outcome, request)
 
-    def _durable(self, _, outcome, request):
+    def _durable(self, outcome, request):
         self.send(outcome, request)
         lease = outcome.lease
         EVENTS[outcome.event] += 1
@@ -296,12 +295,11 @@ class DhcpServer:
         self.office.emit(LeaseEvent(outcome.event, lease.mac, lease.address, lease.hostname,
                                     lease.expires))
 
-    def _journal_failed(self, failure, outcome):
-        failure.trap(JournalError)
+    def _journal_failed(self, error, outcome, request):
         DROPPED["journal_error"] += 1
         if self.noise_budget.spend():
             log.error("dhcp: no ACK for {mac}, its lease is not on disk: {why}",
-                      mac=outcome.lease.mac, why=failure.value)
+                      mac=outcome.lease.mac, why=error)
 
     def send(self, outcome, request):
         """Put an outcome's reply on the wire: raw frame, unicast or broadcast."""

@@ -133,6 +133,44 @@ class JournalTests(unittest.TestCase):
         self.failureResultOf(d, lj.JournalError)
         self.flushLoggedErrors()
 
+    def test_bound_then_answers_after_fsync_in_order_beside_deferreds(self):
+        j = self.journal()
+        j.load(NOW)
+        told = []
+
+        def done(n):
+            told.append(("done", n))
+            if n == 2:
+                raise RuntimeError("a reply that cannot be sent")
+        failed = lambda error, n: told.append(("failed", n))      # noqa: E731
+        j.bound_then(lease(1), done, failed, 1)
+        j.bound(lease(2)).addCallback(lambda _: told.append(("deferred", 2)))
+        j.bound_then(lease(3, host=None), done, failed, 2)
+        j.bound_then(lease(4), done, failed, 4)
+        self.clock.advance(0)
+        self.assertEqual(told, [])
+        self.thread.finish()
+        self.assertEqual(told, [("done", 1), ("deferred", 2), ("done", 2), ("done", 4)])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(sorted(lj.replay(open(self.path, "rb").readlines())[0]),
+                         ["192.168.2.1", "192.168.2.2", "192.168.2.3", "192.168.2.4"])
+
+    def test_bound_then_tells_a_failed_write_and_a_closed_journal(self):
+        j = self.journal()
+        j.load(NOW)
+        told = []
+        j.bound_then(lease(1), lambda n: told.append(("done", n)),
+                     lambda error, n: told.append((type(error), n)), 1)
+        os.close(j._fd)   # the disk goes away
+        self.clock.advance(0)
+        self.thread.finish()
+        j._fd = None
+        self.assertEqual(told, [(lj.JournalError, 1)])
+        j.bound_then(lease(2), lambda n: told.append(("done", n)),
+                     lambda error, n: told.append((type(error), n)), 2)
+        self.assertEqual(told, [(lj.JournalError, 1), (lj.JournalError, 2)])
+        self.flushLoggedErrors()
+
     def test_runtime_compaction(self):
         self.patch(lj, "COMPACT_MINIMUM", 10)
         j = self.journal()
