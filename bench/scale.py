@@ -310,7 +310,7 @@ def main(argv=None):
         base = results[small][0][name]
         common.result("scale: %s at %dx" % (name, large), ms, base, "%dx office" % small, "ms",
                       "<= 2x", allworx_mb=results[large][1], peer_mb=results[small][1],
-                      higher_is_better=False, holds=ms <= GOAL * base)
+                      holds=ms <= GOAL * base)     # the ratio printed is the growth, 100x over 1x
     return 0
 
 
