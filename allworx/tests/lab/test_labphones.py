@@ -422,8 +422,10 @@ class LabPhonesTests(unittest.TestCase):
         # Audio both ways: phone1 heard phone2's tone, phone2 heard phone1's.
         self.assertIn("phone1: heard phone2's 660 Hz tone for", text)
         self.assertIn("audio both ways", text)
-        heard2 = labphones.finished_heard(labphones.phone_directory(lab, "phone2"), ())
-        self.assertIsNotNone(heard2, "phone2 recorded nothing\n" + self.context())
+        # phone2 closes its recording when it has taken the call's end in: wait for that.
+        heard2 = wait_until(
+            self, lambda: labphones.finished_heard(labphones.phone_directory(lab, "phone2"), ()),
+            "phone2's recording of the call closed", 15, self.context)
         said2, _ = labphones.describe_heard(*heard2, own_tone=660)
         self.assertIn("heard phone1's 440 Hz tone", said2)
         self.assertTrue(seen, "the call never showed in /api/v1/sip/calls\n" + text)
