@@ -43,6 +43,27 @@ def netns_down(*names):
             sh(["ip", "netns", "del", ns], check=False)
 
 
+def two_namespaces(server_ns, client_ns, server_cidr, client_cidr):
+    """
+    Fresh `server_ns` and `client_ns` (IPv4 only, lo up) joined by a veth
+    pair: lan0 (`server_cidr`) in the server's, eth0 (`client_cidr`) in the
+    client's. Removes namespaces of those names first.
+    """
+    netns_down(server_ns, client_ns)
+    for ns in (server_ns, client_ns):
+        sh(["ip", "netns", "add", ns])
+        # IPv4 only: no IPv6 link-local chatter from the veth pair either.
+        for which in ("all", "default"):
+            nsx(ns, "sysctl", "-qw", "net.ipv6.conf.%s.disable_ipv6=1" % which)
+        nsx(ns, "ip", "link", "set", "lo", "up")
+    sh(["ip", "link", "add", "eth0", "netns", client_ns, "type", "veth", "peer", "lan0",
+        "netns", server_ns])
+    nsx(server_ns, "ip", "addr", "add", server_cidr, "dev", "lan0")
+    nsx(client_ns, "ip", "addr", "add", client_cidr, "dev", "eth0")
+    nsx(server_ns, "ip", "link", "set", "lan0", "up")
+    nsx(client_ns, "ip", "link", "set", "eth0", "up")
+
+
 def load():
     """The 1-minute load average, as printed beside figures."""
     return "%.1f" % os.getloadavg()[0]

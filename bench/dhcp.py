@@ -132,18 +132,7 @@ def down():
 
 
 def up():
-    down()
-    for ns in (SRV, CLI):
-        sh(["ip", "netns", "add", ns])
-        # IPv4 only: no IPv6 link-local chatter from the veth pair either.
-        for which in ("all", "default"):
-            nsx(ns, "sysctl", "-qw", "net.ipv6.conf.%s.disable_ipv6=1" % which)
-        nsx(ns, "ip", "link", "set", "lo", "up")
-    sh(["ip", "link", "add", "eth0", "netns", CLI, "type", "veth", "peer", "lan0", "netns", SRV])
-    nsx(SRV, "ip", "addr", "add", "%s/%d" % (SERVER_IP, PREFIXLEN), "dev", "lan0")
-    nsx(CLI, "ip", "addr", "add", "%s/%d" % (RELAY_IP, PREFIXLEN), "dev", "eth0")
-    nsx(SRV, "ip", "link", "set", "lan0", "up")
-    nsx(CLI, "ip", "link", "set", "eth0", "up")
+    common.two_namespaces(SRV, CLI, "%s/%d" % (SERVER_IP, PREFIXLEN), "%s/%d" % (RELAY_IP, PREFIXLEN))
 
 
 # ---------------------------------------------------------------- the servers

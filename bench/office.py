@@ -30,7 +30,8 @@ import sys
 import time
 import zlib
 
-from bench.common import netns_down, nsx, sh
+from bench import common
+from bench.common import netns_down
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -92,17 +93,7 @@ def up():
     """Both namespaces and the LAN between them (fresh)."""
     if os.geteuid() != 0:
         raise SystemExit("needs root (network namespaces)")
-    down()
-    for ns in (SRV, CLI):
-        sh(["ip", "netns", "add", ns])
-        for which in ("all", "default"):
-            nsx(ns, "sysctl", "-qw", "net.ipv6.conf.%s.disable_ipv6=1" % which)
-        nsx(ns, "ip", "link", "set", "lo", "up")
-    sh(["ip", "link", "add", "eth0", "netns", CLI, "type", "veth", "peer", "lan0", "netns", SRV])
-    nsx(SRV, "ip", "addr", "add", "%s/%d" % (SERVER_IP, PREFIXLEN), "dev", "lan0")
-    nsx(CLI, "ip", "addr", "add", "%s/%d" % (CLIENT_IP, PREFIXLEN), "dev", "eth0")
-    nsx(SRV, "ip", "link", "set", "lan0", "up")
-    nsx(CLI, "ip", "link", "set", "eth0", "up")
+    common.two_namespaces(SRV, CLI, "%s/%d" % (SERVER_IP, PREFIXLEN), "%s/%d" % (CLIENT_IP, PREFIXLEN))
 
 
 def enter_client_namespace():

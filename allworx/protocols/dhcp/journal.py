@@ -193,9 +193,12 @@ class LeaseJournal:
 
     def bound(self, lease):
         """Record a granted or renewed lease; the Deferred fires when it is durable."""
+        return self._append(self._bind_line(lease))
+
+    def _bind_line(self, lease):
         line = encode_bind(lease)
         self._state[address_text(lease.address)] = line
-        return self._append(line)
+        return line
 
     def bound_then(self, lease, done, failed, *args):
         """
@@ -204,8 +207,7 @@ class LeaseJournal:
         *args)` if it cannot be. An exception either raises is logged; the
         other records of the batch are answered all the same.
         """
-        line = encode_bind(lease)
-        self._state[address_text(lease.address)] = line
+        line = self._bind_line(lease)
         if self._fd is None:
             failed(JournalError("the lease journal %s is not open" % self.path), *args)
             return
