@@ -7,17 +7,28 @@ comments and layout; `allworx.atomicfile.write_atomically` writes it back.
 A copy shares its sections with the document it came from (copy on write):
 `section`, `ensure_section` and `own` hand out a section of this document's
 own before anyone edits it, so a change costs what it changes, not the size
-of the file. A section keeps its rendered lines and what the config layer
+of the file. A section names the one document that may edit it in place
+(`owner`); once a document is copied, neither edits the sections they share. A section keeps its rendered lines and what the config layer
 made of it (`model`) until it is edited; `verified` says its lines are known
 to read back as they are (parsed from text, or checked after an edit).
+
+A copy also notes what was done to it (`touched`: the sections made its own
+or added, `removed`: the names taken out), so that a reader can redo only
+those against what it made of the document copied (`origin`); a change made
+otherwise (`untrack`) leaves it to read everything. Rendering joins each
+section's kept text; line numbers are given again only when asked for
+(`renumber_later`, then `number` before a line is read).
 """
 
+import itertools
 import re
 
 import attr
 
 _SECTION = re.compile(r"^\[\s*([^\]]*?)\s*\]\s*(?:[#;].*)?$")
 _ENTRY = re.compile(r"^([A-Za-z0-9_.-]+)\s*[=:]\s*(.*)$")
+# Each document's own number, the `owner` of the sections it may edit in place.
+_serials = itertools.count(1)
 
 
 class IniSyntaxError(ValueError):
@@ -50,10 +61,12 @@ class Section:
     # Items are Entry objects or plain strings (comments, blank lines).
     items = attr.ib(factory=list)
     header = attr.ib(default=None)
-    # Shared with another document (a copy): edited only through a private copy.
-    shared = attr.ib(default=False, eq=False, repr=False)
+    # The `serial` of the document that may edit it in place (None: none may).
+    owner = attr.ib(default=None, eq=False, repr=False)
     # Its lines read back as they are (parsed from text, or checked since).
     verified = attr.ib(default=False, eq=False, repr=False)
+    # Added to a copy by `ensure_section` (not one of the document copied).
+    added = attr.ib(default=False, eq=False, repr=False)
     # What the config layer made of it, kept until it is edited (config.checks).
     model = attr.ib(default=None, eq=False, repr=False)
     # `line` and its entries' lines are those of the text it was parsed from
@@ -61,6 +74,7 @@ class Section:
     numbered = attr.ib(default=False, eq=False, repr=False)
     _lines = attr.ib(default=None, eq=False, repr=False)
     _text = attr.ib(default=None, eq=False, repr=False)
+    _block = attr.ib(default=None, eq=False, repr=False)
 
     @property
     def kind(self):
@@ -95,9 +109,19 @@ class Section:
             self._text = "\n".join(self.lines())
         return self._text
 
+    def block(self):
+        """
+        `text()` as it is rendered between other sections: with its newline,
+        and a blank line after a last line that is not blank (kept).
+        """
+        if self._block is None:
+            lines = self.lines()
+            self._block = self.text() + ("\n\n" if lines[-1].strip() else "\n")
+        return self._block
+
     def edited(self):
         """Forget what was kept about the old content (after changing `items` directly)."""
-        self._lines = self._text = None
+        self._lines = self._text = self._block = None
         self.model = None
         self.verified = self.numbered = False
 
@@ -150,9 +174,21 @@ class IniDocument:
 
     preamble = attr.ib(factory=list)
     sections = attr.ib(factory=list)
-    # `section`'s index: normalised name -> first section of that name, and the
-    # list (and its length) it was built from; rebuilt when either differs.
+    # `section`'s index: the list (and its length) it was built from, normalised
+    # name -> the place of the first section of that name, and whether that
+    # dict is this document's alone (a copy shares it until it adds a section);
+    # rebuilt when the list or its length differs.
     _index = attr.ib(default=None, init=False, repr=False, eq=False)
+    serial = attr.ib(factory=lambda: next(_serials), init=False, repr=False, eq=False)
+    # Copied: its sections are shared with the copy, edited only as private copies.
+    frozen = attr.ib(default=False, init=False, repr=False, eq=False)
+    # A copy's edits (see the module's doc): the document copied, the sections
+    # made its own or added, in order, and the names removed; None: not known.
+    origin = attr.ib(default=None, init=False, repr=False, eq=False)
+    touched = attr.ib(default=None, init=False, repr=False, eq=False)
+    removed = attr.ib(default=None, init=False, repr=False, eq=False)
+    # The sections' line numbers are to be given again before one is read.
+    unnumbered = attr.ib(default=False, init=False, repr=False, eq=False)
     # What a reader of the document noted about it, carried to its copies
     # (allworx.config: the cross-checks it passed, with what they read).
     checked = attr.ib(factory=dict, init=False, repr=False, eq=False)
@@ -179,7 +215,8 @@ class IniDocument:
                 name = " ".join(m.group(1).split())
                 if not name:
                     raise IniSyntaxError(n, line, "empty section name")
-                current = Section(name, n, header=line, verified=True, numbered=True)
+                current = Section(name, n, header=line, verified=True, numbered=True,
+                                  owner=doc.serial)
                 doc.sections.append(current)
                 last_entry = None
                 continue
@@ -195,24 +232,40 @@ class IniDocument:
 
     def render(self):
         """The document as text, unchanged lines kept byte for byte."""
-        out = list(self.preamble)
-        append = out.append
-        last = out[-1] if out else ""
-        for s in self.sections:
-            if out and last.strip():
-                append("")
-            text = s._text
-            if text is None:
-                text = s.text()
-            append(text)
-            last = s._lines[-1]
-        return "\n".join(out) + "\n"
+        preamble = self.preamble
+        head = "\n".join(preamble) + "\n" if preamble else ""
+        sections = self.sections
+        if not sections:
+            return head or "\n"
+        if preamble and preamble[-1].strip():
+            head += "\n"
+        # Each section's kept block (None for one edited since: made below,
+        # or first here for those this copy edited).
+        for s in self.touched or ():
+            if s._block is None:
+                s.block()
+        parts = [head]
+        parts += [s._block for s in sections]
+        last = sections[-1]
+        parts[-1] = last.text() + "\n"
+        try:
+            return "".join(parts)
+        except TypeError:
+            pass
+        for s in sections:
+            if s._block is None:
+                s.block()
+        parts = [head]
+        parts += [s._block for s in sections]
+        parts[-1] = last.text() + "\n"
+        return "".join(parts)
 
     def renumber(self):
         """
         Give each section and entry the line it has in `render()`'s text
         (after edits, so later errors name the lines of the file written).
         """
+        self.unnumbered = False
         n = len(self.preamble)
         last = self.preamble[-1] if self.preamble else ""
         for s in self.sections:
@@ -232,64 +285,121 @@ class IniDocument:
             n += len(lines)
             last = lines[-1]
 
-    def section(self, name):
-        """The first section called `name` (spacing and case of kind normalised)."""
+    def renumber_later(self):
+        """`renumber` when a line is next read (`number`): the lines are rarely read."""
+        self.unnumbered = True
+
+    def number(self):
+        """Give the lines again if `renumber_later` asked for it (before reading a line)."""
+        if self.unnumbered:
+            self.renumber()
+
+    def untrack(self):
+        """A change made other than by this class's methods: its edits are no longer known."""
+        self.touched = self.removed = None
+
+    def edits(self, origin):
+        """
+        (sections made its own or added, names removed) since this was copied
+        from `origin`, or None when they are not known: not a copy of it, or
+        sections added or removed past the methods (the count differs).
+        """
+        touched, removed = self.touched, self.removed
+        if self.origin is not origin or touched is None:
+            return None
+        added = sum(1 for s in touched if s.added)
+        if len(self.sections) != len(origin.sections) + added - len(removed):
+            return None
+        return touched, removed
+
+    def find(self, name):
+        """The first section called `name`, not made this document's own (to read only)."""
         want = _normal_name(name)
         sections = self.sections
-        index = self._index
-        if index is None or index[0] is not sections or index[1] != len(sections):
-            by_name = {}
-            for s in sections:
-                by_name.setdefault(_normal_name(s.name), s)
-            index = self._index = (sections, len(sections), by_name)
-        found = index[2].get(want)
-        if found is not None and _normal_name(found.name) != want:
+        at = self.section_index()[2].get(want)
+        if at is None:
+            return None
+        found = sections[at]
+        if _normal_name(found.name) != want:
             self._index = None          # a section renamed in place: look again
-            return self.section(name)
-        if found is not None and found.shared:
+            return self.find(name)
+        return found
+
+    def section_index(self):
+        index = self._index
+        sections = self.sections
+        if index is None or index[0] is not sections or index[1] != len(sections):
+            places = {}
+            for n, s in enumerate(sections):
+                places.setdefault(_normal_name(s.name), n)
+            index = self._index = (sections, len(sections), places, True)
+        return index
+
+    def mine(self, section):
+        """Whether this document may edit `section` (one of its own) in place."""
+        return section.owner == self.serial and not self.frozen
+
+    def section(self, name):
+        """The first section called `name` (spacing and case of kind normalised), to edit."""
+        found = self.find(name)
+        if found is not None and not self.mine(found):
             found = self.own(found)
         return found
 
     def own(self, section):
         """`section` (one of this document's) as a private copy, safe to edit."""
-        if not section.shared:
+        if self.mine(section):
             return section
+        if self.frozen:
+            # Copied since: from now on this document edits copies of its own too.
+            self.frozen = False
+            self.serial = next(_serials)
         mine = section.clone()
+        mine.owner = self.serial
         sections = self.sections
-        at = next(n for n, s in enumerate(sections) if s is section)
+        at = self.section_index()[2].get(_normal_name(section.name))
+        if at is None or sections[at] is not section:
+            at = list(map(id, sections)).index(id(section))
         sections[at] = mine
-        index = self._index
-        if index is not None and index[0] is sections:
-            want = _normal_name(section.name)
-            if index[2].get(want) is section:
-                index[2][want] = mine
+        if self.touched is not None:
+            self.touched.append(mine)
         return mine
 
     def ensure_section(self, name):
         s = self.section(name)
         if s is None:
-            s = Section(" ".join(name.split()))
+            if self.frozen:
+                self.frozen = False
+                self.serial = next(_serials)
+            s = Section(" ".join(name.split()), added=True, owner=self.serial)
             sections = self.sections
+            index = self.section_index()
             sections.append(s)
-            index = self._index
-            if index is not None and index[0] is sections and index[1] == len(sections) - 1:
-                index[2].setdefault(_normal_name(s.name), s)
-                self._index = (sections, len(sections), index[2])
+            places = index[2] if index[3] else dict(index[2])
+            places.setdefault(_normal_name(s.name), len(sections) - 1)
+            self._index = (sections, len(sections), places, True)
+            if self.touched is not None:
+                self.touched.append(s)
         return s
 
     def remove_section(self, name):
         want = _normal_name(name)
-        self.sections = [s for s in self.sections if _normal_name(s.name) != want]
+        kept = [s for s in self.sections if _normal_name(s.name) != want]
+        if self.removed is not None:
+            self.removed.extend([want] * (len(self.sections) - len(kept)))
+        self.sections = kept
 
     def copy(self):
         """A document to edit: its sections shared until edited (see `own`)."""
-        for s in self.sections:
-            s.shared = True
+        self.frozen = True
         doc = IniDocument(list(self.preamble), list(self.sections))
         index = self._index
         if index is not None and index[0] is self.sections and index[1] == len(self.sections):
-            doc._index = (doc.sections, len(doc.sections), dict(index[2]))
+            self._index = (index[0], index[1], index[2], False)
+            doc._index = (doc.sections, len(doc.sections), index[2], False)
         doc.checked = dict(self.checked)
+        doc.unnumbered = self.unnumbered
+        doc.origin, doc.touched, doc.removed = self, [], []
         return doc
 
 

@@ -31,6 +31,7 @@ from allworx.config import (
     RECORD_SECTIONS, SETTINGS_SECTIONS, ConfigError, ConfigErrors,
     config_from_document, format_value, keys_of, parse_config, parse_pin)
 from allworx.config.checks import NO_ADMIN, invalid_name, reads_back
+from allworx.config.incremental import config_after_edits
 from allworx.config.model import RECORD_NAME, RECORD_PLURALS
 from allworx.atomicfile import write_atomically
 from allworx.inifile import IniDocument, Section
@@ -129,6 +130,7 @@ class Office:
         self._lan_peers = {}        # host -> is_lan_peer, under the config at key None
         self._doc = config.doc if config.doc is not None else IniDocument()
         self._rendered = None       # self._doc rendered, once asked for
+        self._pins_hashed = False   # every PIN of self._doc is a hash (a change of ours wrote it)
         self._acting = None         # (actor, via) of the changes being made, see `acting`
         self.history = None         # a ConfigHistory once `keep_history` is called
 
@@ -270,6 +272,7 @@ class Office:
         doc = self._doc.copy()
         existing = doc.section(section_name)
         if create is True and existing is not None:
+            doc.number()
             raise ConfigErrors([ConfigError(section_name, None, existing.line, "already exists")])
         if create is False and existing is None:
             raise KeyError(section_name)
@@ -377,23 +380,28 @@ class Office:
             text = doc.render()
             if text != self.document_text():
                 moved = move_admin_password(doc)
-        hashed = hash_plain_pins(doc)      # always: not short-circuited by `moved`
+        edits = doc.edits(self._doc)
+        # Always (not short-circuited by `moved`); only the sections edited when
+        # those are known and every other PIN was hashed by an earlier change.
+        whole = edits is None or not self._pins_hashed
+        hashed = hash_plain_pins(doc, None if whole else list(edits[0]))
         if moved or hashed:
             text = None
         try:
-            new = config_from_document(doc, path=self.path, data_dir=self._data_dir)
+            new = config_after_edits(doc, self.config, path=self.path, data_dir=self._data_dir)
         except ConfigErrors as e:
             raise self._last_admin_named(e)
         if text is None:
             text = doc.render()
-        data, written = self._read_back(text, new)
+        data, written = self._read_back(text, new, edits[0] if edits is not None else None)
         if self.path:
             write_atomically(self.path, data, mode=CONFIG_MODE)
         old = self.config
-        # Line numbers in later errors match the file written.
-        written.doc.renumber()
+        # Line numbers in later errors match the file written (given when one is read).
+        written.doc.renumber_later()
         new = written.with_data_dir(self._data_dir) if self._data_dir else written
         self._doc = written.doc
+        self._pins_hashed = True
         self._rendered = text
         self.config = new
         changed = changed_sections(old, new)
@@ -435,17 +443,18 @@ class Office:
         except Exception:
             log.failure("could not keep the configuration's version in {dir}", dir=history.directory)
 
-    def _read_back(self, text, meant):
+    def _read_back(self, text, meant, edited=None):
         """
         The bytes to write and the Config they read back as, which must be
         the Config the change meant (`meant`); otherwise ConfigErrors naming
-        what would differ, and nothing is written.
+        what would differ, and nothing is written. `edited`: the only sections
+        not yet known to read back, when that is known.
         """
         try:
             data = text.encode("utf-8")
         except UnicodeEncodeError as e:
             raise ConfigErrors([ConfigError(None, None, 0, "cannot be written as UTF-8: %s" % e)])
-        if reads_back(meant):
+        if reads_back(meant, edited):
             return data, meant
         try:
             written = parse_config(data.decode("utf-8"), path=self.path, data_dir=self._data_dir)
@@ -497,6 +506,7 @@ def move_admin_password(doc):
         user = Section("user admin")
         at = next((n for n, s in enumerate(doc.sections) if s.kind == "user"), len(doc.sections))
         doc.sections.insert(at, user)
+        doc.untrack()
         if at < len(doc.sections) - 1:
             user.items.append("")
         user.set("full_name", "Administrator")
@@ -508,16 +518,16 @@ def move_admin_password(doc):
             "its own password")
 
 
-def hash_plain_pins(doc):
+def hash_plain_pins(doc, sections=None):
     """
     Replace each voicemail PIN typed into tap.conf as digits with its hash
     (SPEC 1: "stored as a hash on the next write"). It blocks for one argon2
     hash per such PIN, once: the pages and the API hash a new PIN in a
     thread before it gets here, so only PINs from a hand-edited file do.
-    How many it hashed.
+    Only `sections` (of `doc`) when given. How many it hashed.
     """
     hashed = 0
-    for section in doc.sections:
+    for section in (doc.sections if sections is None else sections):
         kept = section.model        # what it was read as, while unedited
         if kept is not None and kept[0] == section.name and (
                 kept[3] != "user" or not kept[2].voicemail_pin or is_hashed(kept[2].voicemail_pin)):

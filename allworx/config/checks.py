@@ -88,6 +88,7 @@ def parse_config(text, path=None, data_dir=None):
 
 def config_from_document(doc, path=None, data_dir=None):
     """Validate a parsed document; raises ConfigErrors naming every problem."""
+    doc.number()        # its errors name the lines of the text it renders
     errors = []
     settings = {}
     records = {kind: {} for kind in RECORD_SECTIONS}
@@ -560,7 +561,7 @@ CROSS_CHECKS = (_check_network, _check_services, _check_users, _check_aliases, _
                 _check_forwards, _check_numbering, _check_call_targets, check_vpn, check_phones)
 
 
-def reads_back(config):
+def reads_back(config, sections=None):
     """
     True when each section of `config`'s document not known to read back as
     it is (edited since it was read) reads back on its own as the model it
@@ -568,11 +569,12 @@ def reads_back(config):
     back as `config`: a section's lines never reach into the next one's
     (rendering puts a blank line before each header). False when one does
     not, or it cannot tell: read the whole text back to name what differs.
+    `sections`: the only ones that may be unchecked (those edited), if known.
     """
     doc = config.doc
     if doc is None:
         return False
-    todo = [s for s in doc.sections if not s.verified]
+    todo = [s for s in (doc.sections if sections is None else sections) if not s.verified]
     for section in todo:
         kept = section.model
         if kept is None or kept[0] != section.name:
