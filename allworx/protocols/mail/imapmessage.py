@@ -6,6 +6,7 @@ What twisted.mail.imap4's FETCH, STORE and SEARCH code reads: `Message`
 folder seen through its `View` (imapstore.py).
 """
 
+import bisect
 import email.parser
 import email.policy
 import email.utils
@@ -177,16 +178,27 @@ class SelectedMailbox:
         return {n: status[n] for n in names if n in status}
 
     def select(self, messages, uid):
-        """[(seq, uid)] the message set names, in order (those expunged elsewhere too)."""
+        """
+        [(seq, uid)] the message set names, in order (those expunged elsewhere too): a
+        binary search of the view's UIDs a range, not a pass over the whole mailbox.
+        """
         seq = self.view.seq
         try:
             messages.last = (seq[-1] if seq else max(self.folder.uidnext - 1, 0)) if uid \
                 else len(seq)
         except ValueError:
             pass        # set already, by an earlier look at the same set
-        if uid:
-            return [(i + 1, u) for i, u in enumerate(seq) if u in messages]
-        return [(i + 1, u) for i, u in enumerate(seq) if i + 1 in messages]
+        spans = []
+        for low, high in messages.ranges:      # "*" replaced by now: numbers only
+            if uid:
+                spans.append((bisect.bisect_left(seq, low), bisect.bisect_right(seq, high)))
+            else:
+                spans.append((max(low, 1) - 1, min(high, len(seq))))
+        if len(spans) == 1:
+            start, end = spans[0]
+            return [(i + 1, seq[i]) for i in range(start, end)]
+        wanted = sorted({i for start, end in spans for i in range(start, end)})
+        return [(i + 1, seq[i]) for i in wanted]
 
     def fetch(self, messages, uid):
         out = []

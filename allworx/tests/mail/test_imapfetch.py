@@ -1,8 +1,13 @@
 """Tests for FETCH's responses (allworx.protocols.mail.imapfetch): framing, partial fetches, flow."""
 
 import re
+import weakref
+
+from hypothesis import given, settings, strategies as st
+from twisted.mail import imap4
 
 from allworx.protocols.mail import imapfetch
+from allworx.protocols.mail.imapmessage import SelectedMailbox
 from allworx.tests.mail.test_imap import ImapCase
 
 
@@ -115,12 +120,13 @@ class FlowTests(ImapCase):
         for n in range(60):
             self.deliver(b"Subject: big %d\r\n\r\n" % n + body)
         p, t = self.select()
-        reads = []
+        reads, alive = [], weakref.WeakSet()
         real = imapfetch.Message.data
 
         def data(message):
             if message._data is None:
                 reads.append(message.uid)
+                alive.add(message)
             return real(message)
         self.patch(imapfetch.Message, "data", data)
         t.clear()
@@ -132,6 +138,7 @@ class FlowTests(ImapCase):
             # never more read than written, nor more than a batch written while paused
             self.assertLessEqual(len(t.value()), (rounds + 1) * (imapfetch.WRITE + len(body) + 100))
             self.assertLessEqual(len(reads), 4 + len(t.value()) // len(body))   # 3 small ones first
+            self.assertLessEqual(len(alive), 1)         # nothing read is kept once written
             t.producer.resumeProducing()
             rounds += 1
         self.assertGreater(rounds, 10)
@@ -164,3 +171,47 @@ class FlowTests(ImapCase):
         before = len(t.value())
         producer.resumeProducing()
         self.assertEqual(len(t.value()), before)
+
+
+class SelectTests(ImapCase):
+    """SelectedMailbox.select: binary searches a range, the same answer as a pass over every message."""
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.integers(1, 60), unique=True, max_size=30),
+           st.lists(st.tuples(st.integers(1, 70) | st.none(), st.integers(1, 70) | st.none()),
+                    min_size=1, max_size=4),
+           st.booleans())
+    def test_the_same_as_every_message_looked_at(self, uids, ranges, uid):
+        view = _View(sorted(uids))
+        box = SelectedMailbox.__new__(SelectedMailbox)
+        box.view, box.folder = view, view.folder
+        messages = imap4.MessageSet()
+        for low, high in ranges:
+            messages.add(low, high)
+        got = box.select(messages, uid)
+        seq = view.seq
+        if uid:
+            expected = [(i + 1, u) for i, u in enumerate(seq) if u in messages]
+        else:
+            expected = [(i + 1, u) for i, u in enumerate(seq) if i + 1 in messages]
+        self.assertEqual(got, expected)
+
+    def test_a_uid_range_of_a_big_mailbox_looks_at_no_other_message(self):
+        view = _View(list(range(1, 200001)))
+        box = SelectedMailbox.__new__(SelectedMailbox)
+        box.view, box.folder = view, view.folder
+        messages = imap4.MessageSet(150001, 150100)
+        self.patch(imap4.MessageSet, "__contains__", lambda *_: self.fail("a pass over every UID"))
+        got = box.select(messages, 1)
+        self.assertEqual(got[0], (150001, 150001))
+        self.assertEqual(len(got), 100)
+
+
+class _Folder:
+    uidnext = 100
+
+
+class _View:
+    def __init__(self, seq):
+        self.seq = seq
+        self.folder = _Folder()
