@@ -26,6 +26,27 @@ def _crlf(data):
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
+def _read(f):
+    """
+    (the whole file, its mtime) with one fstat and as few reads as its size allows (a
+    buffered file's read() makes more calls); a Maildir file does not change once there.
+    """
+    try:
+        fd = f.fileno()
+        st = os.fstat(fd)
+    except (OSError, ValueError):
+        return f.read(), 0
+    parts = [os.read(fd, st.st_size)]
+    got = len(parts[0])
+    while got < st.st_size:
+        more = os.read(fd, st.st_size - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return (parts[0] if len(parts) == 1 else b"".join(parts)), st.st_mtime
+
+
 def _split(data):
     end = data.find(b"\r\n\r\n")
     if end < 0:
@@ -96,11 +117,8 @@ class Message(_Headers):
     def data(self):
         if self._data is None:
             with self.folder.storage.open(self.name) as f:
-                self._data = _crlf(f.read())
-                try:
-                    self._date = os.fstat(f.fileno()).st_mtime
-                except OSError:
-                    self._date = 0
+                raw, self._date = _read(f)
+                self._data = _crlf(raw)
         return self._data
 
     def _parsed(self):

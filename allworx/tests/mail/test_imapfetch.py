@@ -1,12 +1,14 @@
 """Tests for FETCH's responses (allworx.protocols.mail.imapfetch): framing, partial fetches, flow."""
 
+import io
+import os
 import re
 import weakref
 
 from hypothesis import given, settings, strategies as st
 from twisted.mail import imap4
 
-from allworx.protocols.mail import imapfetch
+from allworx.protocols.mail import imapfetch, imapmessage
 from allworx.protocols.mail.imapmessage import SelectedMailbox
 from allworx.tests.mail.test_imap import ImapCase
 
@@ -215,3 +217,25 @@ class _View:
     def __init__(self, seq):
         self.seq = seq
         self.folder = _Folder()
+
+
+class ReadTests(ImapCase):
+    """imapmessage._read: a message file in one fstat and one read, short reads gone on with."""
+
+    def test_whole_file_and_mtime_even_when_reads_come_short(self):
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"a" * 5000 + b"b" * 5000)
+        os.utime(path, (1000, 1000))
+        real, calls = os.read, []
+
+        def short(fd, n):
+            calls.append(n)
+            return real(fd, min(n, 3000))
+        self.patch(imapmessage.os, "read", short)
+        with open(path, "rb") as f:
+            self.assertEqual(imapmessage._read(f), (b"a" * 5000 + b"b" * 5000, 1000))
+        self.assertEqual(calls, [10000, 7000, 4000, 1000])
+
+    def test_a_file_object_without_a_descriptor(self):
+        self.assertEqual(imapmessage._read(io.BytesIO(b"x\n")), (b"x\n", 0))
