@@ -124,6 +124,12 @@ class FetchWriter:
             except KeyError:        # its file went (expunged elsewhere) since the message set was made
                 self.gone += 1
                 continue
+            except Exception:
+                # nothing of this message written: the responses so far stand, then NO
+                log.failure("imap: FETCH of message {uid} failed", uid=u)
+                if out:
+                    self.transport.write(b"".join(out))
+                return self._finish(failed=True)
             out.extend(response)
             gathered += sum(len(b) for b in response)
             if gathered >= WRITE:
@@ -137,14 +143,16 @@ class FetchWriter:
         if not self.done and not self.paused:
             self.call = self.server.factory.reactor.callLater(0, self._produce)
 
-    def _finish(self):
+    def _finish(self, failed=False):
         self.done = True
         server = self.server
         self.transport.unregisterProducer()
         if server.gone:
             return
         server.setTimeout(server._fetch_timeout)
-        if self.gone:
+        if failed:
+            server.sendNegativeResponse(self.tag, b"[SERVERBUG] the server could not fetch that")
+        elif self.gone:
             server.sendNegativeResponse(self.tag, b"[EXPUNGEISSUED] some of the messages were "
                                                   b"expunged meanwhile")
         else:

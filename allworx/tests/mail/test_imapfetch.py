@@ -239,3 +239,23 @@ class ReadTests(ImapCase):
 
     def test_a_file_object_without_a_descriptor(self):
         self.assertEqual(imapmessage._read(io.BytesIO(b"x\n")), (b"x\n", 0))
+
+
+class FailureTests(ImapCase):
+
+    def test_a_message_that_cannot_be_made_ends_the_fetch_with_no(self):
+        p, t = self.select()
+        real = imapfetch.Message.data
+
+        def data(message):
+            if message.uid == 2:
+                raise RuntimeError("unreadable")
+            return real(message)
+        self.patch(imapfetch.Message, "data", data)
+        out = self.talk(p, t, b"f1 FETCH 1:3 BODY.PEEK[]", b"n1 NOOP")
+        self.assertIn(b"* 1 FETCH (BODY[] {42}", out)
+        self.assertNotIn(b"* 2 FETCH", out)
+        self.assertIn(b"f1 NO [SERVERBUG]", out)
+        self.assertIn(b"n1 OK", out)
+        self.assertIsNone(t.producer)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
