@@ -15,7 +15,8 @@ Modules, from the wire inwards:
                   dsn.py bounces
     pop3.py       the POP3 server over the store
     imap.py       the IMAP server (imapfolders.py its folder commands,
-                  imapmessage.py messages for FETCH, imapstore.py folders,
+                  imapmessage.py messages for FETCH, imapfetch.py FETCH's
+                  responses streamed, imapstore.py folders,
                   UIDs and flags over the store's Maildirs)
     fetch.py      POP3 fetching, multidrop.py routing for the admin's accounts
 

@@ -33,6 +33,7 @@ from twisted.mail import imap4
 from zope.interface import implementer
 
 from allworx.guards import PEER_FULL, LockedOut, LoginThrottle, PeerLimit, login_name, until_text
+from allworx.protocols.mail.imapfetch import FetchWriter
 from allworx.protocols.mail.imapmessage import SelectedMailbox
 from allworx.protocols.mail.imapfolders import FolderCommands
 from allworx.protocols.mail.imapstore import SYSTEM_FLAGS, FolderError, Mailboxes
@@ -104,6 +105,7 @@ class ImapServer(FolderCommands, imap4.IMAP4Server):
     gone = False
     _admitted = False
     _expunges_ok = True
+    _fetch_timeout = None
 
     # ------------------------------------------------------------ connection
 
@@ -426,7 +428,11 @@ class ImapServer(FolderCommands, imap4.IMAP4Server):
                     changes.append((name, letters + "S"))
             if changes:
                 view.folder.set_flags_of(changes)
-        imap4.IMAP4Server.do_FETCH(self, tag, messages, query, uid)
+        if not query:
+            return self.sendPositiveResponse(tag, b"FETCH completed")
+        self.blocked = self.blocked if self.blocked is not None else []
+        self._fetch_timeout = self.setTimeout(None)
+        FetchWriter(self, tag, self.mbox.select(messages, uid), query, uid).start()
 
     select_FETCH = (do_FETCH, imap4.IMAP4Server.arg_seqset, imap4.IMAP4Server.arg_fetchatt)
 

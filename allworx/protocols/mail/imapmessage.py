@@ -6,6 +6,7 @@ What twisted.mail.imap4's FETCH, STORE and SEARCH code reads: `Message`
 folder seen through its `View` (imapstore.py).
 """
 
+import bisect
 import email.parser
 import email.policy
 import email.utils
@@ -23,6 +24,27 @@ def _crlf(data):
     if b"\r" not in data:
         return data.replace(b"\n", b"\r\n")
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def _read(f):
+    """
+    (the whole file, its mtime) with one fstat and as few reads as its size allows (a
+    buffered file's read() makes more calls); a Maildir file does not change once there.
+    """
+    try:
+        fd = f.fileno()
+        st = os.fstat(fd)
+    except (OSError, ValueError):
+        return f.read(), 0
+    parts = [os.read(fd, st.st_size)]
+    got = len(parts[0])
+    while got < st.st_size:
+        more = os.read(fd, st.st_size - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return (parts[0] if len(parts) == 1 else b"".join(parts)), st.st_mtime
 
 
 def _split(data):
@@ -95,11 +117,8 @@ class Message(_Headers):
     def data(self):
         if self._data is None:
             with self.folder.storage.open(self.name) as f:
-                self._data = _crlf(f.read())
-                try:
-                    self._date = os.fstat(f.fileno()).st_mtime
-                except OSError:
-                    self._date = 0
+                raw, self._date = _read(f)
+                self._data = _crlf(raw)
         return self._data
 
     def _parsed(self):
@@ -177,16 +196,27 @@ class SelectedMailbox:
         return {n: status[n] for n in names if n in status}
 
     def select(self, messages, uid):
-        """[(seq, uid)] the message set names, in order (those expunged elsewhere too)."""
+        """
+        [(seq, uid)] the message set names, in order (those expunged elsewhere too): a
+        binary search of the view's UIDs a range, not a pass over the whole mailbox.
+        """
         seq = self.view.seq
         try:
             messages.last = (seq[-1] if seq else max(self.folder.uidnext - 1, 0)) if uid \
                 else len(seq)
         except ValueError:
             pass        # set already, by an earlier look at the same set
-        if uid:
-            return [(i + 1, u) for i, u in enumerate(seq) if u in messages]
-        return [(i + 1, u) for i, u in enumerate(seq) if i + 1 in messages]
+        spans = []
+        for low, high in messages.ranges:      # "*" replaced by now: numbers only
+            if uid:
+                spans.append((bisect.bisect_left(seq, low), bisect.bisect_right(seq, high)))
+            else:
+                spans.append((max(low, 1) - 1, min(high, len(seq))))
+        if len(spans) == 1:
+            start, end = spans[0]
+            return [(i + 1, seq[i]) for i in range(start, end)]
+        wanted = sorted({i for start, end in spans for i in range(start, end)})
+        return [(i + 1, seq[i]) for i in wanted]
 
     def fetch(self, messages, uid):
         out = []
