@@ -66,7 +66,7 @@ define apt_install
 	@mkdir -p $(VENV) && touch $@
 endef
 
-.PHONY: deps deps-run run test unit check clean bench lab-down link
+.PHONY: deps deps-run run test unit check clean bench lab-down link bytecode
 
 # Everything the server, the lab and the tests need (not the benchmarks' peers).
 deps: $(STAMP_APT_RUN) $(STAMP_APT_TEST) $(STAMP_PIP)
@@ -88,6 +88,12 @@ $(STAMP_PIP): setup.cfg pyproject.toml | $(STAMP_APT_RUN)
 	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
 	touch $@
 
+# The sources compiled to bytecode, as installing a package does: the server
+# then starts without compiling every module (an environment that sets
+# PYTHONDONTWRITEBYTECODE would otherwise compile them at every start).
+bytecode: $(STAMP_PIP)
+	@$(PY) -m compileall -q allworx bench
+
 # `allworx` on PATH: a link in $(BINDIR) to the venv's script (as root; a
 # file there that is not a link is left alone, and said so).
 link: $(STAMP_PIP)
@@ -96,10 +102,10 @@ link: $(STAMP_PIP)
 	  echo "$(BINDIR)/allworx exists and is not a link: left alone (use $(abspath $(VENV))/bin/allworx)"; \
 	else ln -sfn $(abspath $(VENV))/bin/allworx $(BINDIR)/allworx; fi
 
-run: deps-run link
+run: deps-run link bytecode
 	$(PY) -m allworx.lab.demo --config tap.conf
 
-test: deps
+test: deps bytecode
 	@set -o pipefail; mkdir -p _trial_log; \
 	HYPOTHESIS_PROFILE=ci $(PY) -m twisted.trial --temp-directory=_trial_temp -j$(TRIAL_JOBS) $(TESTS) 2>&1 | tee _trial_log/trial.log; \
 	status=$${PIPESTATUS[0]}; \
@@ -112,7 +118,7 @@ check: deps
 	$(VENV)/bin/allworx check tap.conf
 
 # py-spy: the flame graphs of `make bench BENCH_ARGS="--profile DIR"` (bench/common.py).
-bench: deps $(STAMP_APT_BENCH)
+bench: deps $(STAMP_APT_BENCH) bytecode
 	$(PY) -m pip install -q py-spy
 	$(PY) -m bench.run_all $(BENCH_ARGS)
 

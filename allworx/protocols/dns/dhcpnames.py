@@ -172,15 +172,18 @@ class DhcpNames:
         seeded = []
         for lease in leases:
             get = lease.get if isinstance(lease, dict) else lambda k: getattr(lease, k, None)
-            if get("address") is not None:
-                seeded.append(DhcpName(
-                    dhcp_label(get("hostname")), ipaddress.IPv4Address(str(get("address"))),
-                    get("mac"), get("expires") or float("inf")))
-        for n in sorted(seeded, key=lambda n: n.expires):
-            other = self._at.get(n.address)
-            if other is not None and other != n.mac:
+            address = get("address")
+            if address is not None:
+                if not isinstance(address, ipaddress.IPv4Address):
+                    address = ipaddress.IPv4Address(str(address))
+                seeded.append((get("expires") or float("inf"), dhcp_label(get("hostname")),
+                               address, get("mac")))
+        seeded.sort(key=lambda n: n[0])         # stable: records ending together keep their order
+        for expires, label, address, mac in seeded:
+            other = self._at.get(address)
+            if other is not None and other != mac:
                 self._remove(other)
-            self._put(attr.evolve(n, claim=next(self._claims)))
+            self._put(DhcpName(label, address, mac, expires, next(self._claims)))
 
     # -- the indexes
 
