@@ -14,16 +14,22 @@ and gives the reactor back after `BATCH` octets a turn, so other sessions
 are served between. The messages are read one at a time, as they are
 written: a FETCH of a mailbox of any size holds about one batch in memory.
 
-Literal items (BODY[...] of whole messages, parts and texts, RFC822,
-RFC822.TEXT) are made here, with partial fetches cut to the octets asked
-(RFC 3501 6.4.5: answered `BODY[...]<origin>`); a part the message does not
-have is NIL. Every other item is twisted's `spew_*`, written into the
+Literal items (BODY[...] of whole messages, parts, texts and headers,
+RFC822, RFC822.TEXT, RFC822.HEADER) are made here, with partial fetches cut
+to the octets asked (RFC 3501 6.4.5: answered `BODY[...]<origin>`); a part
+the message does not have is NIL. Headers (HEADER, HEADER.FIELDS[.NOT],
+n.MIME) are the message's own octets, found in its bytes (`_locate` walks
+the MIME tree by its boundaries), ending with the header's blank line, as
+Dovecot sends them. Every other item is twisted's `spew_*`, written into the
 message's response.
 """
 
+import email.parser
+import email.policy
+
 from twisted.logger import Logger
 
-from allworx.protocols.mail.imapmessage import Message, _split
+from allworx.protocols.mail.imapmessage import Message, _split, header_end
 
 log = Logger()
 
@@ -36,11 +42,130 @@ def _literal(data):
 
 
 def _label(part):
-    """The item's name in the response: BODY[...] with a partial fetch's origin only."""
-    label = part.getBytes()
+    """
+    The item's name in the response: BODY[...] with a partial fetch's origin only; header
+    field names as asked (the parser made them upper case), as Dovecot answers.
+    """
+    header = part.header
+    if header is not None and header.fields:
+        numbers = b"".join(b"%d." % (n + 1) for n in part.part)
+        label = b"BODY[%sHEADER.FIELDS%s (%s)]" % (numbers, b".NOT" if header.negate else b"",
+                                                  b" ".join(header.fields))
+    else:
+        label = part.getBytes()
+        if part.partialBegin is not None:
+            label = label[:label.rindex(b"<")]
     if part.partialBegin is not None:
-        label = label[:label.rindex(b"<")] + b"<%d>" % part.partialBegin
+        label += b"<%d>" % part.partialBegin
     return label
+
+
+_HEADERS = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+
+
+def _entity(data, start, end, default):
+    """(start, body start, end, content type, boundary or None) of the entity at data[start:end]."""
+    body = header_end(data, start, end)
+    head = _HEADERS.parsebytes(data[start:body])
+    head.set_default_type(default)
+    ctype = head.get_content_type()
+    boundary = head.get_boundary() if ctype.startswith("multipart/") else None
+    if boundary is not None:
+        boundary = boundary.encode("ascii", "surrogateescape")
+    return start, body, end, ctype, boundary
+
+
+def _delimiter(data, delim, at, end):
+    found = data.find(b"\r\n" + delim, at, end)
+    return None if found < 0 else found + 2
+
+
+def _children(data, body, end, boundary):
+    """[(start, end)] of a multipart body's parts (RFC 2046 5.1.1: a delimiter's CRLF is its own)."""
+    delim = b"--" + boundary
+    spans, opened = [], None
+    line = body if data.startswith(delim, body, end) else _delimiter(data, delim, body, end)
+    while line is not None:
+        eol = data.find(b"\r\n", line, end)
+        stop = end if eol < 0 else eol
+        tail = data[line + len(delim):stop]
+        closing = tail.startswith(b"--")
+        if not (tail[2:] if closing else tail).strip(b" \t"):
+            if opened is not None:
+                spans.append((opened, max(opened, line - 2)))
+            opened = None if closing or eol < 0 else eol + 2
+            if closing:
+                break
+        line = _delimiter(data, delim, stop, end)
+    if opened is not None:
+        spans.append((opened, end))
+    return spans
+
+
+def _locate(data, numbers):
+    """
+    The entity of the message's part by its (0-based) numbers (RFC 3501 6.4.5), or None when
+    it has none such: a multipart's parts, a message/rfc822's enclosed message, and part 1 of
+    a message that is not multipart is the message itself.
+    """
+    ent = _entity(data, 0, len(data), "text/plain")
+    message = True
+    for n in numbers:
+        start, body, end, ctype, boundary = ent
+        if ctype == "message/rfc822" and not message:
+            ent = start, body, end, ctype, boundary = _entity(data, body, end, "text/plain")
+            message = True
+        if boundary is not None:
+            spans = _children(data, body, end, boundary)
+            if n >= len(spans):
+                return None
+            default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
+            ent = _entity(data, spans[n][0], spans[n][1], default)
+        elif not (message and n == 0):
+            return None
+        message = False
+    return ent
+
+
+def _fields(block, names, negate):
+    """The header block's fields named (or, negate, not named), as they are, and the blank line."""
+    wanted = {n.strip(b'"').lower() for n in names}
+    out, keep, at, size = [], False, 0, len(block)
+    while at < size:
+        eol = block.find(b"\r\n", at)
+        after = size if eol < 0 else eol + 2
+        line = block[at:after]
+        if line == b"\r\n":
+            break
+        if line[:1] not in (b" ", b"\t"):           # not a folded line: a field of its own
+            colon = line.find(b":")
+            keep = colon > 0 and (line[:colon].rstrip(b" \t").lower() in wanted) != negate
+        if keep:
+            out.append(line)
+        at = after
+    if out and not out[-1].endswith(b"\r\n"):
+        out.append(b"\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def _header_section(data, part):
+    """The octets of HEADER, HEADER.FIELDS[.NOT] or MIME of the part asked, None when no such part."""
+    if part.part:
+        ent = _locate(data, part.part)
+        if ent is None:
+            return None
+        start, body, end, ctype = ent[:4]
+        if part.mime is not None:
+            return data[start:body]
+        if ctype != "message/rfc822":
+            return b""                   # only an enclosed message has a header (Dovecot: empty)
+        block = data[body:header_end(data, body, end)]
+    else:
+        block = data[:header_end(data)]
+    if part.header is not None and part.header.fields:
+        block = _fields(block, part.header.fields, part.header.negate)
+    return block
 
 
 def _subpart(msg, numbers):
@@ -179,6 +304,9 @@ class FetchWriter:
             elif kind == "rfc822text":
                 write(b"RFC822.TEXT ")
                 out.extend(_literal(_split(msg.data())[1]))
+            elif kind == "rfc822header":
+                write(b"RFC822.HEADER ")
+                out.extend(_literal(_split(msg.data())[0]))
             else:
                 getattr(self.server, "spew_" + kind)(number, msg, write, None)
         if self.uid:
@@ -187,18 +315,23 @@ class FetchWriter:
         return out
 
     def body(self, part, msg, out):
-        target = _subpart(msg, part.part)
-        if target is None:
+        if part.header is not None or part.mime is not None:
+            data = _header_section(msg.data(), part)
+        else:
+            target = _subpart(msg, part.part)
+            if target is None:
+                data = None
+            elif not (part.text or part.empty):
+                # BODY (the structure): twisted's
+                self.server.spew_body(part, None, msg, out.append, None)
+                return
+            elif part.part or part.text:
+                data = target.getBodyFile().read()
+            else:
+                data = msg.data()
+        if data is None:
             out.append(_label(part) + b" NIL")
             return
-        if not (part.text or part.empty):
-            # HEADER, HEADER.FIELDS, MIME and BODY (the structure): twisted's, small
-            self.server.spew_body(part, None, msg, out.append, None)
-            return
-        if part.part or part.text:
-            data = target.getBodyFile().read()
-        else:
-            data = msg.data()
         if part.partialBegin is not None:
             data = data[part.partialBegin:part.partialBegin + part.partialLength]
         out.append(_label(part) + b" ")

@@ -47,11 +47,24 @@ def _read(f):
     return (parts[0] if len(parts) == 1 else b"".join(parts)), st.st_mtime
 
 
+def header_end(data, start=0, end=None):
+    """
+    Where the header of the entity at data[start:end] ends, its blank line included: the
+    body's first octet (RFC 3501 6.4.5). An entity with no blank line is all header; one
+    beginning with the blank line has a header of just that line.
+    """
+    if end is None:
+        end = len(data)
+    if data.startswith(b"\r\n", start, end):
+        return start + 2
+    at = data.find(b"\r\n\r\n", start, end)
+    return end if at < 0 else at + 4
+
+
 def _split(data):
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        return data, b""
-    return data[:end + 2], data[end + 4:]
+    """(the header with its blank line, the body)."""
+    at = header_end(data)
+    return data[:at], data[at:]
 
 
 class _Headers:

@@ -43,7 +43,7 @@ class FramingTests(ImapCase):
         p, t = self.select()
         out = self.talk(p, t, b"f1 FETCH 2 (FLAGS BODY.PEEK[TEXT] RFC822.SIZE RFC822.HEADER UID)")
         self.assertIn(b"* 2 FETCH (FLAGS () BODY[TEXT] {8}\r\nbody 1\r\n RFC822.SIZE 42 "
-                      b"RFC822.HEADER {32}\r\nFrom: x@y.example\r\nSubject: m1\r\n UID 2)\r\n", out)
+                      b"RFC822.HEADER {34}\r\nFrom: x@y.example\r\nSubject: m1\r\n\r\n UID 2)\r\n", out)
 
     def test_rfc822_and_body_without_peek_set_seen(self):
         p, t = self.select()
@@ -97,6 +97,107 @@ class FramingTests(ImapCase):
             t.producer.resumeProducing()
         out = t.value()
         self.assertLess(out.index(b"f1 OK"), out.index(b"n1 OK"))
+
+
+# Dovecot 2.3's answers for these messages and items are the expected bytes below.
+HEADER = (b"Return-Path: <a@b.example>\r\nReceived: from one\r\n\tby two; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+          b"From: x@y.example\r\nsubject: Hello\r\n  folded there\r\nReceived: second\r\nX-Empty:\r\n"
+          b"To: z@y.example\r\n\r\n")
+MULTIPART = (b"Subject: mp\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+             b"--b\r\nContent-Type: text/plain\r\nX-Part: one\r\n\r\nfirst\r\n"
+             b"--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\nFrom: i@y.example\r\n\r\n"
+             b"inner body\r\n--b--\r\n")
+
+
+class HeaderTests(ImapCase):
+    """RFC 3501 6.4.5: a header is the message's own octets, its blank line included."""
+
+    def test_header_items_end_with_the_blank_line_and_only_body_header_sets_seen(self):
+        self.deliver(HEADER + b"body line 1\r\n")
+        p, t = self.select()
+        out = self.talk(p, t, b"f1 FETCH 4 (RFC822.HEADER BODY.PEEK[HEADER])")
+        self.assertIn(b"* 4 FETCH (RFC822.HEADER {187}\r\n" + HEADER +
+                      b" BODY[HEADER] {187}\r\n" + HEADER + b")\r\n", out)
+        out = self.talk(p, t, b"f2 FETCH 1 BODY[HEADER]")
+        self.assertIn(b"BODY[HEADER] {34}\r\nFrom: x@y.example\r\nSubject: m0\r\n\r\n)\r\n", out)
+        self.assertEqual([m.seen for m in self.store.list_messages("alice")], [True, False, False, False])
+
+    def test_header_fields_as_they_are_in_order_named_in_any_case(self):
+        self.deliver(HEADER + b"body line 1\r\n")
+        p, t = self.select()
+        out = self.talk(p, t, b"f1 FETCH 4 (BODY.PEEK[HEADER.FIELDS (subject RECEIVED)] "
+                              b"BODY.PEEK[HEADER.FIELDS.NOT (Received x-empty)] "
+                              b"BODY.PEEK[HEADER.FIELDS (x-none)])",
+                        b'f2 FETCH 4 BODY.PEEK[HEADER.FIELDS ("X-Empty" to)]')
+        self.assertIn(b"* 4 FETCH (BODY[HEADER.FIELDS (SUBJECT RECEIVED)] {113}\r\n"
+                      b"Received: from one\r\n\tby two; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+                      b"subject: Hello\r\n  folded there\r\nReceived: second\r\n\r\n"
+                      b" BODY[HEADER.FIELDS.NOT (RECEIVED X-EMPTY)] {98}\r\n"
+                      b"Return-Path: <a@b.example>\r\nFrom: x@y.example\r\nsubject: Hello\r\n"
+                      b"  folded there\r\nTo: z@y.example\r\n\r\n"
+                      b" BODY[HEADER.FIELDS (X-NONE)] {2}\r\n\r\n)\r\n", out)
+        self.assertIn(b'* 4 FETCH (BODY[HEADER.FIELDS ("X-EMPTY" TO)] {29}\r\n'
+                      b"X-Empty:\r\nTo: z@y.example\r\n\r\n)\r\n", out)
+        self.assertFalse(self.store.list_messages("alice")[3].seen)
+
+    def test_partial_headers_send_only_the_octets_asked(self):
+        self.deliver(HEADER + b"body line 1\r\n")
+        p, t = self.select()
+        out = self.talk(p, t, b"f1 FETCH 4 (BODY.PEEK[HEADER]<0.10> BODY.PEEK[HEADER]<20.1000> "
+                              b"BODY.PEEK[HEADER.FIELDS (subject)]<3.5> BODY.PEEK[HEADER]<1000.10>)")
+        self.assertIn(b"* 4 FETCH (BODY[HEADER]<0> {10}\r\nReturn-Pat BODY[HEADER]<20> {167}\r\n" +
+                      HEADER[20:] + b" BODY[HEADER.FIELDS (SUBJECT)]<3> {5}\r\nject:"
+                      b" BODY[HEADER]<1000> {0}\r\n)\r\n", out)
+
+    def test_mime_headers_and_an_enclosed_message_s_header(self):
+        self.deliver(MULTIPART)
+        p, t = self.select()
+        out = self.talk(p, t, b"f1 FETCH 4 (BODY.PEEK[1.MIME] BODY.PEEK[2.MIME] BODY.PEEK[2.HEADER] "
+                              b"BODY.PEEK[1.HEADER] BODY.PEEK[2.HEADER.FIELDS (from)] BODY.PEEK[2.1.MIME] "
+                              b"BODY.PEEK[2.MIME]<5.10> BODY.PEEK[3.MIME])",
+                        b"f2 FETCH 1 (BODY.PEEK[1.MIME] BODY.PEEK[1.HEADER] BODY.PEEK[2.MIME])")
+        self.assertIn(b"* 4 FETCH (BODY[1.MIME] {41}\r\nContent-Type: text/plain\r\nX-Part: one\r\n\r\n"
+                      b" BODY[2.MIME] {32}\r\nContent-Type: message/rfc822\r\n\r\n"
+                      b" BODY[2.HEADER] {37}\r\nSubject: inner\r\nFrom: i@y.example\r\n\r\n"
+                      b" BODY[1.HEADER] {0}\r\n"
+                      b" BODY[2.HEADER.FIELDS (FROM)] {21}\r\nFrom: i@y.example\r\n\r\n"
+                      b" BODY[2.1.MIME] {37}\r\nSubject: inner\r\nFrom: i@y.example\r\n\r\n"
+                      b" BODY[2.MIME]<5> {10}\r\nnt-Type: m"
+                      b" BODY[3.MIME] NIL)\r\n", out)       # no such part: NIL, as BODY[3]
+        self.assertIn(b"* 1 FETCH (BODY[1.MIME] {34}\r\nFrom: x@y.example\r\nSubject: m0\r\n\r\n"
+                      b" BODY[1.HEADER] {0}\r\n BODY[2.MIME] NIL)\r\n", out)
+
+    def test_a_message_all_header_or_with_an_empty_header(self):
+        self.deliver(b"Subject: headers only\r\nFrom: x@y.example\r\n")
+        self.deliver(b"\r\nbody after an empty header\r\n")
+        p, t = self.select()
+        out = self.talk(p, t, b"f1 FETCH 4:5 (BODY.PEEK[HEADER] BODY.PEEK[TEXT] "
+                              b"BODY.PEEK[HEADER.FIELDS.NOT (subject)])")
+        self.assertIn(b"* 4 FETCH (BODY[HEADER] {42}\r\nSubject: headers only\r\nFrom: x@y.example\r\n"
+                      b" BODY[TEXT] {0}\r\n BODY[HEADER.FIELDS.NOT (SUBJECT)] {21}\r\n"
+                      b"From: x@y.example\r\n\r\n)\r\n", out)
+        self.assertIn(b"* 5 FETCH (BODY[HEADER] {2}\r\n\r\n BODY[TEXT] {28}\r\n"
+                      b"body after an empty header\r\n BODY[HEADER.FIELDS.NOT (SUBJECT)] {2}\r\n\r\n)\r\n",
+                      out)
+
+
+class LocateTests(ImapCase):
+    """imapfetch._locate: a part found by its boundaries in the message's own bytes."""
+
+    def test_lines_that_only_begin_like_a_delimiter_and_digest_parts(self):
+        data = (b"Content-Type: multipart/digest; boundary=\"b\"\r\n\r\npreamble\r\n--b  \r\n"
+                b"\r\nSubject: one\r\n\r\n--bx is text\r\n--b\r\nContent-Type: text/plain\r\n\r\ntwo\r\n"
+                b"--b--\r\nepilogue\r\n--b\r\nX: not a part\r\n\r\n")
+        start, body, end, ctype, _ = imapfetch._locate(data, [0])
+        self.assertEqual((data[start:body], data[body:end], ctype),
+                         (b"\r\n", b"Subject: one\r\n\r\n--bx is text", "message/rfc822"))
+        start, body, end, ctype, _ = imapfetch._locate(data, [0, 0])     # the enclosed message
+        self.assertEqual(data[start:body], b"Subject: one\r\n\r\n")
+        start, body, end, ctype, _ = imapfetch._locate(data, [1])
+        self.assertEqual((data[start:body], data[body:end], ctype),
+                         (b"Content-Type: text/plain\r\n\r\n", b"two", "text/plain"))
+        self.assertIsNone(imapfetch._locate(data, [2]))                 # after the close: none
+        self.assertIsNone(imapfetch._locate(data, [1, 0]))
 
 
 def _gone(message):
