@@ -126,10 +126,15 @@ class Section:
         self.verified = self.numbered = False
 
     def clone(self):
-        """A private copy to edit: its own entries, nothing kept about them."""
+        """
+        A private copy to edit: its own entries, and what is kept about its
+        content (its text, model, read back) until an edit forgets it.
+        """
         items = [Entry(i.key, i.value, i.line, i.raw) if isinstance(i, Entry) else i
                  for i in self.items]
-        return Section(self.name, self.line, items, self.header, numbered=self.numbered)
+        return Section(self.name, self.line, items, self.header, verified=self.verified,
+                       model=self.model, numbered=self.numbered, lines=self._lines,
+                       text=self._text, block=self._block)
 
     def entries(self):
         return [i for i in self.items if isinstance(i, Entry)]

@@ -483,10 +483,12 @@ def move_admin_password(doc):
     password and SIP digest (its mailbox and phone go on working) and gains
     `admin = yes`: from then on `admin` logs in to the pages with that password.
     """
-    web = doc.section("web")
+    web = doc.find("web")
     entry = web.get("admin_password") if web is not None else None
     if entry is None:
         return None
+    web = doc.section("web")            # to edit
+    entry = web.get("admin_password")
     hashed = entry.value.strip()
     # The comment lines just above the key describe it: they go with it.
     at = web.items.index(entry)

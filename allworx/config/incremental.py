@@ -98,12 +98,23 @@ def _from_previous(doc, previous, path, data_dir):
     if edits is None or doc.preamble != origin.preamble:
         return None
     touched, removed = edits
-    records = {kind: dict(getattr(previous, RECORD_PLURALS[kind])) for kind in RECORD_SECTIONS}
+    # The previous Config's own dicts (a Config's are never changed in place),
+    # each copied before its first change here: the kinds not changed stay the
+    # same objects, which the cross-checks' notes and `changed_sections` see at once.
+    records = {kind: getattr(previous, RECORD_PLURALS[kind]) for kind in RECORD_SECTIONS}
+    copied = set()
+
+    def writable(kind):
+        if kind not in copied:
+            copied.add(kind)
+            records[kind] = dict(records[kind])
+        return records[kind]
+
     for name in removed:
         kind, _, label = name.partition(" ")
         if kind not in RECORD_SECTIONS or not label:
             return None         # a settings section removed: its defaults, read whole
-        records[kind].pop(label, None)
+        writable(kind).pop(label, None)
     settings = {}
     for section in touched:
         if doc.find(section.name) is not section:
@@ -117,7 +128,7 @@ def _from_previous(doc, previous, path, data_dir):
         if section.label is None:
             settings[section.kind] = obj
         else:
-            records[section.kind][section.label] = obj
+            writable(section.kind)[section.label] = obj
     for kind, cls in SETTINGS_SECTIONS.items():
         if kind in settings:
             continue
