@@ -39,6 +39,11 @@ BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 10\r\nConnection: clo
         b"Content-Type: text/plain\r\nContent-Length: 32\r\n\r\ntoo many connections, try later\n")
 
 
+RFC6585_REASONS = {428: b"Precondition Required", 429: b"Too Many Requests",
+                   431: b"Request Header Fields Too Large",
+                   511: b"Network Authentication Required"}
+
+
 class BoundedRequest(server.Request):
     """
     A request whose body may not exceed the site's `max_body` bytes: a larger
@@ -48,6 +53,10 @@ class BoundedRequest(server.Request):
 
     too_large = False
     _limit = None
+
+    def setResponseCode(self, code, message=None):
+        # twisted.web has no words for RFC 6585's codes: "429 Unknown Status" otherwise.
+        server.Request.setResponseCode(self, code, message or RFC6585_REASONS.get(code))
 
     def _refuse_body(self, status=b"413 Request Entity Too Large", why=b"request body too large"):
         self.too_large = True
