@@ -24,6 +24,8 @@ class ServiceTests(unittest.TestCase):
         self.assertEqual(ports, [80, 8080])
         self.assertEqual(self.office.status["web"].state, "up")
         self.assertIn("admin pages on tcp/8080", self.office.status["web"].detail)
+        # A burst of clients queues in the kernel rather than having its SYNs dropped.
+        self.assertEqual([p[2] for p in self.reactor.tcpServers], [511, 511])
 
     def test_admin_port_lan_only(self):
         site = self.svc.admin_site
