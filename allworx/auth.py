@@ -5,9 +5,12 @@ that POP3, SMTP AUTH, LDAP bind and the admin pages share. Hash checks run in
 a thread: argon2 is slow on purpose and must not stall the reactor.
 """
 
+import hashlib
+
 from twisted.cred import credentials, error
 from twisted.cred.checkers import ICredentialsChecker
-from twisted.internet import threads
+from twisted.internet import defer, threads
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from allworx.passwords import verify_password
@@ -66,6 +69,11 @@ class AdminChecker:
     whether he may use the pages is `is_admin`'s question, so a colleague
     who is no admin hears "not allowed" rather than "wrong password". The old
     `[web] admin_password`, while a config still has it, logs in `admin`.
+
+    Logins that arrive while the same one (the same password against the
+    same hashes) is being checked share that check: a script or monitor
+    sending several requests at once with one password costs one argon2 run,
+    not one each (each login still goes through the throttle on its own).
     """
 
     credentialInterfaces = (credentials.IUsernamePassword,)
@@ -73,6 +81,7 @@ class AdminChecker:
     def __init__(self, office, deferToThread=threads.deferToThread):
         self.office = office
         self._defer = deferToThread
+        self._checking = {}     # digest of (password, hashes) -> Deferreds waiting for its check
 
     def requestAvatarId(self, creds):
         config = self.office.config
@@ -92,9 +101,24 @@ class AdminChecker:
                 if verify_password(hashed, password):
                     return who
             return None
-        d = self._defer(check)
+        key = hashlib.sha256("\0".join([password] + ["%s\0%s" % t for t in tries])
+                             .encode("utf-8", "surrogatepass")).digest()
+        d = defer.Deferred()
+        waiting = self._checking.get(key)
+        if waiting is not None:
+            waiting.append(d)
+        else:
+            self._checking[key] = [d]
+            self._defer(check).addBoth(self._checked, key)
         d.addCallback(lambda avatar: avatar if avatar is not None else _refuse())
         return d
+
+    def _checked(self, result, key):
+        for d in self._checking.pop(key):
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result)
 
 
 def is_admin(config, name):

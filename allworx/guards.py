@@ -25,6 +25,7 @@ from collections import OrderedDict
 
 import attr
 from twisted.internet import defer, protocol, task
+from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 from twisted.protocols import policies
 
@@ -118,16 +119,43 @@ class GuardedConnection(policies.ProtocolWrapper):
             self.transport.loseConnection()
 
 
-class _Refusal(protocol.Protocol):
-    """A refused connection: told `answer` (if any), then closed."""
+LINGER_SECONDS = 5      # how long a refused connection is read after its answer
 
-    def __init__(self, answer):
+
+class _Refusal(protocol.Protocol):
+    """
+    A refused connection: told `answer` (if any), then closed. Over plain TCP
+    the close lingers: the answer and a half-close go out, and what the
+    client sends (its request, in flight as it was refused) is read and
+    dropped until it closes, at most `LINGER_SECONDS`. Closed at once, its
+    request would meet a closed socket, whose reset can throw the unread
+    answer away at the client: it would see a dropped connection, not the
+    503. (Over TLS the answer waits for the handshake: closed as before.)
+    """
+
+    timer = None
+
+    def __init__(self, answer, clock):
         self.answer = answer
+        self.clock = clock
 
     def connectionMade(self):
-        if self.answer:
-            self.transport.write(self.answer)
-        self.transport.loseConnection()
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        if not self.answer or half_close is None or ISSLTransport.providedBy(self.transport):
+            if self.answer:
+                self.transport.write(self.answer)
+            self.transport.loseConnection()
+            return
+        self.transport.write(self.answer)
+        half_close()
+        self.timer = self.clock.callLater(LINGER_SECONDS, self.transport.loseConnection)
+
+    def dataReceived(self, data):
+        pass        # the refused request: read, so that closing sends no reset
+
+    def connectionLost(self, reason=None):
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
 
 
 class PeerConnectionLimit(policies.WrappingFactory):
@@ -136,17 +164,21 @@ class PeerConnectionLimit(policies.WrappingFactory):
     address (`limit` is a number, or a PeerLimit to share with other
     factories, which may also cap the total); one more is refused (and
     logged): told `busy` (the protocol's "too busy" answer, e.g. HTTP's 503)
-    and closed, or closed at once when there is none. A connection the
+    and closed (a lingering close, on `clock`), or closed at once when there
+    is none. A connection the
     wrapped factory refuses (buildProtocol returning None) is not counted.
     """
 
     protocol = GuardedConnection
 
-    def __init__(self, wrapped, limit, label="", busy=None):
+    def __init__(self, wrapped, limit, label="", busy=None, clock=None):
         policies.WrappingFactory.__init__(self, wrapped)
         self.peers = limit if isinstance(limit, PeerLimit) else PeerLimit(limit)
         self.label = label or type(wrapped).__name__
         self.busy = busy
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock      # times a refused connection's lingering close
 
     @property
     def counts(self):
@@ -158,7 +190,7 @@ class PeerConnectionLimit(policies.WrappingFactory):
         if reason is not None:
             log.warn("{label}: refused a connection from {peer}: {why}",
                      label=self.label, peer=host, why=self.peers.why(reason, host))
-            return _Refusal(self.busy) if self.busy is not None else None
+            return _Refusal(self.busy, self.clock) if self.busy is not None else None
         inner = self.wrappedFactory.buildProtocol(addr)
         if inner is None:
             return None

@@ -39,6 +39,16 @@ BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 10\r\nConnection: clo
         b"Content-Type: text/plain\r\nContent-Length: 32\r\n\r\ntoo many connections, try later\n")
 
 
+# Connections the kernel may queue before the reactor accepts them (nginx's
+# default on Linux). Twisted's default, 50, overflowed under a burst of
+# clients: the kernel then drops their SYNs, and they wait 1, 3, 7 s... to retry.
+LISTEN_BACKLOG = 511
+
+RFC6585_REASONS = {428: b"Precondition Required", 429: b"Too Many Requests",
+                   431: b"Request Header Fields Too Large",
+                   511: b"Network Authentication Required"}
+
+
 class BoundedRequest(server.Request):
     """
     A request whose body may not exceed the site's `max_body` bytes: a larger
@@ -48,6 +58,10 @@ class BoundedRequest(server.Request):
 
     too_large = False
     _limit = None
+
+    def setResponseCode(self, code, message=None):
+        # twisted.web has no words for RFC 6585's codes: "429 Unknown Status" otherwise.
+        server.Request.setResponseCode(self, code, message or RFC6585_REASONS.get(code))
 
     def _refuse_body(self, status=b"413 Request Entity Too Large", why=b"request body too large"):
         self.too_large = True
@@ -194,13 +208,13 @@ class WebService(ListeningService):
                 refuses=self.admin_site.refuses)
         out = [
             ("admin pages on tcp/%d%s" % (admin, " (https)" if options else ""), admin,
-             lambda: self.reactor.listenTCP(admin, admin_factory, interface="")),
+             lambda: self.reactor.listenTCP(admin, admin_factory, LISTEN_BACKLOG, interface="")),
             ("web sites on tcp/%d" % http, http,
-             lambda: self.reactor.listenTCP(http, sites_factory, interface="")),
+             lambda: self.reactor.listenTCP(http, sites_factory, LISTEN_BACKLOG, interface="")),
         ]
         if options is not None:
             https_factory = HttpsLimit(self.intranet_site, self.peers, "web sites", BUSY)
             out.append(("intranet on https/%d" % HTTPS_PORT, HTTPS_PORT,
                         lambda: self.reactor.listenSSL(HTTPS_PORT, https_factory, options,
-                                                       interface="")))
+                                                       LISTEN_BACKLOG, interface="")))
         return out

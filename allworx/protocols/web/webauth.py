@@ -39,7 +39,9 @@ def basic_login(ctx, request, header, cache):
     A Deferred firing with the user an HTTP Basic `header` logs in (admin or
     not), or failing with LoginRefused (401, or 429 while locked out, with
     Retry-After set). A good login is remembered in `cache` for a minute,
-    keyed by what was checked, so a changed password ends it.
+    keyed by what was checked, so a changed password ends it; it is taken
+    from there only while the throttle holds nothing against the source or
+    the user at it (otherwise it goes through the throttle like any login).
     """
     scheme, _, value = header.partition(b" ")
     try:
@@ -52,13 +54,17 @@ def basic_login(ctx, request, header, cache):
     except (ValueError, UnicodeDecodeError):
         return defer.fail(LoginRefused(401, "the Authorization header is not HTTP Basic"))
     config = ctx.office.config
-    key = hashlib.sha256(("%s\0%s\0%s" % (user, password, admin_secret(
-        config, login_name(config, user)))).encode("utf-8")).hexdigest()
+    name = login_name(config, user)
+    key = hashlib.sha256(("%s\0%s\0%s" % (user, password, admin_secret(config, name)))
+                         .encode("utf-8")).hexdigest()
     now = ctx.clock.seconds()
-    checked = cache.get(key)
-    if checked is not None and now - checked[0] < BASIC_CACHE_SECONDS:
-        return defer.succeed(checked[1])
     source = peer_of(request)
+    checked = cache.get(key)
+    # Remembered, and neither the source nor the user at it is locked out or
+    # slowed down: a locked source must not test passwords against the cache.
+    if (checked is not None and now - checked[0] < BASIC_CACHE_SECONDS
+            and ctx.throttle.ready(source, name)):
+        return defer.succeed(checked[1])
     d = ctx.authenticate(source, user, password)
 
     def result(avatar):

@@ -6,16 +6,27 @@ import time
 from hypothesis import given, settings, strategies as st
 from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
+from zope.interface import directlyProvides
 
 from allworx.config import parse_config
 from allworx.guards import (
-    PEER_FULL, SERVER_BUSY, ClientRateLimit, LockedOut, LoginThrottle, PeerConnectionLimit,
-    PeerLimit, login_name, until_text)
+    LINGER_SECONDS, PEER_FULL, SERVER_BUSY, ClientRateLimit, LockedOut, LoginThrottle,
+    PeerConnectionLimit, PeerLimit, login_name, until_text)
 from allworx.lockoutfile import LockoutFile
 from allworx.tests.confs import MINIMAL, PW_HASH
+
+
+class HalfClosing(StringTransport):
+    """A StringTransport that can close its writing half, as TCP's can."""
+
+    half_closed = False
+
+    def loseWriteConnection(self):
+        self.half_closed = True
 
 
 class PeerLimitTests(unittest.TestCase):
@@ -104,6 +115,42 @@ class PeerConnectionLimitTests(unittest.TestCase):
         self.assertEqual((t.value(), t.disconnecting), (busy, True))
         refused.connectionLost(None)
         self.assertEqual(limited.peers.total(), 1)      # a refusal is not counted
+
+    def test_a_refused_connection_is_answered_then_read_until_the_client_closes(self):
+        # Its request, in flight as it was refused, must not meet a closed
+        # socket: the reset would throw the unread 503 away at the client.
+        busy = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 10\r\n\r\n"
+        clock = task.Clock()
+        limited = PeerConnectionLimit(ServerFactory.forProtocol(Protocol), PeerLimit(1, cap=2), "x",
+                                      busy, clock=clock)
+        a = IPv4Address("TCP", "192.168.2.10", 1)
+        self.connect(limited, a)
+        refused, t = limited.buildProtocol(a), HalfClosing(peerAddress=a)
+        refused.makeConnection(t)
+        self.assertEqual((t.value(), t.half_closed, t.disconnecting), (busy, True, False))
+        refused.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")     # read and dropped
+        self.assertEqual(t.value(), busy)
+        refused.connectionLost(None)                    # the client closes: no timer left
+        self.assertEqual(clock.getDelayedCalls(), [])
+        # A client that never closes is closed after LINGER_SECONDS.
+        refused, t = limited.buildProtocol(a), HalfClosing(peerAddress=a)
+        refused.makeConnection(t)
+        clock.advance(LINGER_SECONDS - 0.1)
+        self.assertFalse(t.disconnecting)
+        clock.advance(0.1)
+        self.assertTrue(t.disconnecting)
+        self.assertEqual(limited.peers.total(), 1)      # refusals are not counted
+
+    def test_a_refusal_over_tls_closes_at_once(self):
+        clock = task.Clock()
+        limited = PeerConnectionLimit(ServerFactory.forProtocol(Protocol), 1, "x", b"busy", clock=clock)
+        a = IPv4Address("TCP", "192.168.2.10", 1)
+        self.connect(limited, a)
+        t = HalfClosing(peerAddress=a)
+        directlyProvides(t, ISSLTransport)
+        limited.buildProtocol(a).makeConnection(t)
+        self.assertEqual((t.value(), t.half_closed, t.disconnecting), (b"busy", False, True))
+        self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_a_raising_protocol_is_closed(self):
         class Bad(Protocol):

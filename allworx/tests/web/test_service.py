@@ -1,6 +1,8 @@
 # -*- test-case-name: allworx.tests.web.test_service -*-
 """The "web" child: its ports, LAN-only admin, live port changes, /metrics."""
 
+import base64
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial import unittest
@@ -22,6 +24,8 @@ class ServiceTests(unittest.TestCase):
         self.assertEqual(ports, [80, 8080])
         self.assertEqual(self.office.status["web"].state, "up")
         self.assertIn("admin pages on tcp/8080", self.office.status["web"].detail)
+        # A burst of clients queues in the kernel rather than having its SYNs dropped.
+        self.assertEqual([p[2] for p in self.reactor.tcpServers], [511, 511])
 
     def test_admin_port_lan_only(self):
         site = self.svc.admin_site
@@ -119,6 +123,23 @@ class BodyLimitTests(unittest.TestCase):
                                b"Content-Type: application/x-www-form-urlencoded\r\n"
                                b"Content-Length: %d\r\n\r\n" % len(body) + body)
         self.assertNotIn(b"413", out.split(b"\r\n")[0])
+
+
+class ReasonPhraseTests(unittest.TestCase):
+    """The status line names the codes twisted.web has no words for (RFC 6585)."""
+
+    exchange = BodyLimitTests.exchange
+    setUp = BodyLimitTests.setUp
+
+    def test_a_locked_out_client_hears_429_too_many_requests(self):
+        for n in range(20):
+            self.svc.ctx.throttle.failed("192.168.2.10", "guess%d" % n)
+        auth = b"Authorization: Basic " + base64.b64encode(b"admin:admin-demo") + b"\r\n"
+        out, _ = self.exchange(self.svc.admin_site, b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n"
+                               + auth + b"\r\n")
+        head = out.split(b"\r\n\r\n")[0].split(b"\r\n")
+        self.assertEqual(head[0], b"HTTP/1.1 429 Too Many Requests")
+        self.assertIn(b"retry-after: 900", [h.lower() for h in head])
 
 
 class PeerLimitTests(unittest.TestCase):

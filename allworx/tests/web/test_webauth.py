@@ -12,10 +12,12 @@ colleagues behind the same address, and says until when.
 import base64
 import json
 
+from twisted.internet import defer
 from twisted.trial import unittest
 
+from allworx.auth import AdminChecker
 from allworx.confighistory import ConfigHistory
-from allworx.tests.webhelpers import BASIC, CHEAP, CHEAP_HASH, JSON, AdminClient
+from allworx.tests.webhelpers import BASIC, CHEAP, CHEAP_HASH, JSON, AdminClient, sync_thread
 
 TOKEN = "tok-3f9a8b7c6d5e4f3a2b1c0d"
 
@@ -276,3 +278,95 @@ class LockoutPageTests(Case):
         self.assertEqual(r.code, 429)
         self.assertRegex(r.text, r"Too many failed logins from 127\.0\.0\.1: "
                                  r"locked until \d\d:\d\d UTC")
+
+
+class HeldThreads:
+    """deferToThread stand-in that holds each call until `release()`: checks that overlap."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, f, *args, **kwargs):
+        d = defer.Deferred()
+        self.calls.append((d, f, args, kwargs))
+        return d
+
+    def release(self):
+        calls, self.calls = self.calls, []
+        for d, f, args, kwargs in calls:
+            d.callback(f(*args, **kwargs))
+
+
+class ConcurrentBasicTests(Case):
+    """
+    Many HTTP Basic requests at once (a script, a monitor): one password
+    check for the same credentials, every request answered; guessing is
+    counted per request as before, and a locked source gets no answer
+    from the cache.
+    """
+
+    def setUp(self):
+        Case.setUp(self)
+        self.held = HeldThreads()
+        self.c.ctx.checker = AdminChecker(self.c.office, deferToThread=self.held)
+
+    def at_once(self, n, headers):
+        """`n` GET /api/v1/users sent together: their (code, body), once all are answered."""
+        answers = []
+        for _ in range(n):
+            d = self.c.stub.request("GET", "http://admin.example.com/api/v1/users", headers=headers)
+            d.addCallback(lambda r: r.content().addCallback(
+                lambda body, r=r: answers.append((r.code, body))))
+            d.addErrback(answers.append)
+        self.c.stub.flush()
+        checks = len(self.held.calls)
+        self.held.release()
+        self.c.stub.flush()
+        self.assertEqual(len(answers), n, answers)
+        return checks, [code for code, _ in answers]
+
+    def test_right_password_at_once_is_checked_once_and_all_answered(self):
+        checks, codes = self.at_once(20, basic("alice"))
+        self.assertEqual(checks, 1)             # one argon2 run, not 20
+        self.assertEqual(codes, [200] * 20)
+        self.assertEqual(len(self.c.ctx.throttle), 0)
+        # Then remembered: no check at all.
+        self.assertEqual(self.at_once(20, basic("alice")), (0, [200] * 20))
+
+    def test_the_same_wrong_password_at_once_counts_every_request(self):
+        checks, codes = self.at_once(20, basic("alice", "wrong"))
+        self.assertEqual(checks, 1)
+        self.assertEqual(codes, [401] * 20)
+        # 20 failures, as 20 requests one after the other would count.
+        throttle = self.c.ctx.throttle
+        self.assertTrue(throttle.locked_until("127.0.0.1"))
+        self.assertEqual(sorted((l.user or "", l.failures) for l in throttle.lockouts()),
+                         [("", 20), ("alice", 5)])
+
+    def test_different_guesses_at_once_are_each_checked(self):
+        headers = [basic("alice", "guess%d" % n) for n in range(3)]
+        for h in headers:
+            self.c.stub.request("GET", "http://admin.example.com/api/v1/users", headers=h)
+        self.c.stub.flush()
+        self.assertEqual(len(self.held.calls), 3)
+        self.held.release()
+        self.c.stub.flush()
+
+    def test_a_locked_source_gets_no_answer_from_the_cache(self):
+        self.c.ctx.checker = AdminChecker(self.c.office, deferToThread=sync_thread)
+        self.assertEqual(self.api("GET", "/users").code, 200)      # alice's login remembered
+        for n in range(20):     # guessing across names (the clock stands still: still remembered)
+            self.c.ctx.throttle.failed("127.0.0.1", "guess%d" % n)
+        r = self.api("GET", "/users")
+        self.assertEqual(r.code, 429, r.text)
+        self.assertRegex(r.text, r"too many failed logins from 127\.0\.0\.1")
+        self.assertTrue(r.headers.getRawHeaders("retry-after"))
+
+    def test_a_slowed_source_waits_even_with_a_remembered_password(self):
+        self.c.ctx.checker = AdminChecker(self.c.office, deferToThread=sync_thread)
+        self.assertEqual(self.api("GET", "/users").code, 200)
+        self.assertEqual(self.c.waited, 0)
+        for n in range(6):      # past slow_after (5) failures of the source
+            self.api("GET", "/users", headers=basic("guess%d" % n, "x"))
+        self.assertEqual(self.api("GET", "/users").code, 200)
+        self.assertGreater(self.c.waited, 0)    # held back like any login from there
