@@ -120,20 +120,21 @@ class GuardedConnection(policies.ProtocolWrapper):
 
 
 LINGER_SECONDS = 5      # how long a refused connection is read after its answer
+LINGER_MAX = 256        # refused connections lingering at once; more are closed at once
 
 
 class _Refusal(protocol.Protocol):
     """
     A refused connection: told `answer` (if any), then closed. Over plain TCP
-    the close lingers: the answer and a half-close go out, and what the
-    client sends (its request, in flight as it was refused) is read and
-    dropped until it closes, at most `LINGER_SECONDS`. Closed at once, its
-    request would meet a closed socket, whose reset can throw the unread
-    answer away at the client: it would see a dropped connection, not the
-    503. (Over TLS the answer waits for the handshake: closed as before.)
+    the close lingers (what the client sends, its request in flight, is read
+    and dropped until it closes, `LINGER_SECONDS` at most): closed at once,
+    its request would meet a closed socket, whose reset can throw the unread
+    503 away at the client. Over TLS, or with `LINGER_MAX` lingering already
+    (a flood must not hold every file descriptor), it is closed at once.
     """
 
     timer = None
+    lingering = 0           # of the whole process
 
     def __init__(self, answer, clock):
         self.answer = answer
@@ -141,21 +142,33 @@ class _Refusal(protocol.Protocol):
 
     def connectionMade(self):
         half_close = getattr(self.transport, "loseWriteConnection", None)
-        if not self.answer or half_close is None or ISSLTransport.providedBy(self.transport):
+        if (not self.answer or half_close is None or ISSLTransport.providedBy(self.transport)
+                or _Refusal.lingering >= LINGER_MAX):
             if self.answer:
                 self.transport.write(self.answer)
             self.transport.loseConnection()
             return
         self.transport.write(self.answer)
         half_close()
-        self.timer = self.clock.callLater(LINGER_SECONDS, self.transport.loseConnection)
+        _Refusal.lingering += 1
+        self.timer = self.clock.callLater(LINGER_SECONDS, self._close)
+
+    def _close(self):
+        self._release()
+        self.transport.loseConnection()
+
+    def _release(self):
+        if self.timer is not None:
+            _Refusal.lingering -= 1
+            if self.timer.active():
+                self.timer.cancel()
+            self.timer = None
 
     def dataReceived(self, data):
         pass        # the refused request: read, so that closing sends no reset
 
     def connectionLost(self, reason=None):
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
+        self._release()
 
 
 class PeerConnectionLimit(policies.WrappingFactory):

@@ -12,6 +12,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 from zope.interface import directlyProvides
 
+from allworx import guards
 from allworx.config import parse_config
 from allworx.guards import (
     LINGER_SECONDS, PEER_FULL, SERVER_BUSY, ClientRateLimit, LockedOut, LoginThrottle,
@@ -140,6 +141,28 @@ class PeerConnectionLimitTests(unittest.TestCase):
         clock.advance(0.1)
         self.assertTrue(t.disconnecting)
         self.assertEqual(limited.peers.total(), 1)      # refusals are not counted
+
+    def test_no_more_than_linger_max_linger_at_once(self):
+        clock = task.Clock()
+        self.patch(guards, "LINGER_MAX", 2)
+        self.patch(guards._Refusal, "lingering", 0)
+        limited = PeerConnectionLimit(ServerFactory.forProtocol(Protocol), 1, "x", b"busy", clock=clock)
+        a = IPv4Address("TCP", "192.168.2.10", 1)
+        self.connect(limited, a)
+        refused = []
+        for _ in range(3):
+            t = HalfClosing(peerAddress=a)
+            p = limited.buildProtocol(a)
+            p.makeConnection(t)
+            refused.append((p, t))
+        self.assertEqual([(t.half_closed, t.disconnecting) for _, t in refused],
+                         [(True, False), (True, False), (False, True)])
+        refused[0][0].connectionLost(None)              # one closes: room for one more
+        clock.advance(LINGER_SECONDS)                   # the other is closed by its timer
+        self.assertTrue(refused[1][1].disconnecting)
+        self.assertEqual(guards._Refusal.lingering, 0)
+        refused[1][0].connectionLost(None)              # ... and counted once
+        self.assertEqual(guards._Refusal.lingering, 0)
 
     def test_a_refusal_over_tls_closes_at_once(self):
         clock = task.Clock()
