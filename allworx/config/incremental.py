@@ -40,7 +40,7 @@ class _NoLines:
         return default
 
 
-class _Declared:
+class _LazyDeclared:
     """{kind: the names of its sections}, each kind's set made when a check first asks for it."""
 
     __slots__ = ("_records", "_made")
@@ -149,7 +149,7 @@ def _from_previous(doc, previous, path, data_dir):
     if data_dir:
         config = config.with_data_dir(data_dir)
     errors = []
-    checks._cross_check(config, _NoLines(), errors, True, _Declared(records), doc.checked)
+    checks._cross_check(config, _NoLines(), errors, True, _LazyDeclared(records), doc.checked)
     if errors:
         return None
     return config
