@@ -8,9 +8,10 @@ A copy shares its sections with the document it came from (copy on write):
 `section`, `ensure_section` and `own` hand out a section of this document's
 own before anyone edits it, so a change costs what it changes, not the size
 of the file. A section names the one document that may edit it in place
-(`owner`); once a document is copied, neither edits the sections they share. A section keeps its rendered lines and what the config layer
-made of it (`model`) until it is edited; `verified` says its lines are known
-to read back as they are (parsed from text, or checked after an edit).
+(`owner`); once a document is copied, neither edits the sections they share.
+A section keeps its rendered lines and what the config layer made of it
+(`model`) until it is edited; `verified` says its lines are known to read
+back as they are (parsed from text, or checked after an edit).
 
 A copy also notes what was done to it (`touched`: the sections made its own
 or added, `removed`: the names taken out), so that a reader can redo only
@@ -244,26 +245,16 @@ class IniDocument:
             return head or "\n"
         if preamble and preamble[-1].strip():
             head += "\n"
-        # Each section's kept block (None for one edited since: made below,
-        # or first here for those this copy edited).
+        # Each section's kept block, those this copy edited made first; a
+        # block missing (None: the join fails) is made, then joined again.
         for s in self.touched or ():
-            if s._block is None:
-                s.block()
-        parts = [head]
-        parts += [s._block for s in sections]
-        last = sections[-1]
-        parts[-1] = last.text() + "\n"
+            s.block()
         try:
-            return "".join(parts)
+            return _joined(head, sections)
         except TypeError:
-            pass
-        for s in sections:
-            if s._block is None:
+            for s in sections:
                 s.block()
-        parts = [head]
-        parts += [s._block for s in sections]
-        parts[-1] = last.text() + "\n"
-        return "".join(parts)
+            return _joined(head, sections)
 
     def renumber(self):
         """
@@ -355,10 +346,7 @@ class IniDocument:
         """`section` (one of this document's) as a private copy, safe to edit."""
         if self.mine(section):
             return section
-        if self.frozen:
-            # Copied since: from now on this document edits copies of its own too.
-            self.frozen = False
-            self.serial = next(_serials)
+        self._thaw()
         mine = section.clone()
         mine.owner = self.serial
         sections = self.sections
@@ -370,12 +358,16 @@ class IniDocument:
             self.touched.append(mine)
         return mine
 
+    def _thaw(self):
+        """Copied since: from now on this document edits copies of what it shares (a new serial)."""
+        if self.frozen:
+            self.frozen = False
+            self.serial = next(_serials)
+
     def ensure_section(self, name):
         s = self.section(name)
         if s is None:
-            if self.frozen:
-                self.frozen = False
-                self.serial = next(_serials)
+            self._thaw()
             s = Section(" ".join(name.split()), added=True, owner=self.serial)
             sections = self.sections
             index = self.section_index()
@@ -406,6 +398,14 @@ class IniDocument:
         doc.unnumbered = self.unnumbered
         doc.origin, doc.touched, doc.removed = self, [], []
         return doc
+
+
+def _joined(head, sections):
+    """`head` and the sections' blocks as one text, the last without its blank line."""
+    parts = [head]
+    parts += [s._block for s in sections]
+    parts[-1] = sections[-1].text() + "\n"
+    return "".join(parts)
 
 
 def _normal_name(name):

@@ -484,10 +484,9 @@ def move_admin_password(doc):
     `admin = yes`: from then on `admin` logs in to the pages with that password.
     """
     web = doc.find("web")
-    entry = web.get("admin_password") if web is not None else None
-    if entry is None:
+    if web is None or web.get("admin_password") is None:
         return None
-    web = doc.section("web")            # to edit
+    web = doc.own(web)                  # to edit
     entry = web.get("admin_password")
     hashed = entry.value.strip()
     # The comment lines just above the key describe it: they go with it.

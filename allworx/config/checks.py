@@ -159,11 +159,10 @@ def config_from_document(doc, path=None, data_dir=None):
             del items[label]
         else:
             items[label] = obj
-    built_records = records
     lines = _Lines(read)
 
     config = Config(doc=doc, path=path, **built, **{
-        RECORD_PLURALS[kind]: items for kind, items in built_records.items()})
+        RECORD_PLURALS[kind]: items for kind, items in records.items()})
     complete = all(v is not None for v in built.values())
     if data_dir and complete:
         config = config.with_data_dir(data_dir)

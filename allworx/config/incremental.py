@@ -32,14 +32,6 @@ def config_after_edits(doc, previous, path=None, data_dir=None):
     return config
 
 
-class _NoLines:
-    """The cross-checks' line lookup when their errors are not kept (a full read names them)."""
-
-    @staticmethod
-    def get(key, default=None):
-        return default
-
-
 class _LazyDeclared:
     """{kind: the names of its sections}, each kind's set made when a check first asks for it."""
 
@@ -59,21 +51,23 @@ class _LazyDeclared:
         return names
 
 
+def _kept(section, cls):
+    """The model kept on `section` (unedited since it read cleanly as `cls`), or None."""
+    kept = section.model
+    return kept[2] if kept is not None and kept[0] == section.name and kept[1] is cls else None
+
+
 def _model(section, cls):
     """What `section` reads and builds as (kept on it), or None when it does not, cleanly."""
-    kept = section.model
-    if kept is not None and kept[0] == section.name and kept[1] is cls:
-        return kept[2]
-    kind, label = section.kind, section.label
+    obj = _kept(section, cls)
+    if obj is not None:
+        return obj
     errors = []
     values, failed = checks._read_section(section, cls, errors)
-    if errors:
-        return None
-    obj = checks._build(kind, label, cls, values, section, failed, errors)
-    if errors or obj is None:
-        return None
-    section.model = (section.name, cls, obj, kind, label, _normal(section))
-    return obj
+    # As a full read builds it (and keeps the model on the section when it is clean).
+    obj = checks._built(section.kind, section.label, (cls, values, section, failed, not errors),
+                        errors)
+    return None if errors else obj
 
 
 def _normal(section):
@@ -139,17 +133,17 @@ def _from_previous(doc, previous, path, data_dir):
             if errors or obj is None:
                 return None
         else:
-            kept = section.model
-            if kept is None or kept[0] != section.name or kept[1] is not cls:
+            obj = _kept(section, cls)
+            if obj is None:
                 return None
-            obj = kept[2]
         settings[kind] = obj
     config = Config(doc=doc, path=path, **settings, **{
         RECORD_PLURALS[kind]: items for kind, items in records.items()})
     if data_dir:
         config = config.with_data_dir(data_dir)
     errors = []
-    checks._cross_check(config, _NoLines(), errors, True, _LazyDeclared(records), doc.checked)
+    # No lines for the errors: on any, the full read names them.
+    checks._cross_check(config, {}, errors, True, _LazyDeclared(records), doc.checked)
     if errors:
         return None
     return config
