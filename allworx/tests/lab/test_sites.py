@@ -187,8 +187,16 @@ class Capture:
                 return
 
     def stop(self):
+        """Stop, keeping the frames already queued on the socket (the last reply can arrive
+        between the loop's last read and the flag)."""
         self.stopped = True
         self.thread.join(2)
+        self.sock.setblocking(False)
+        while True:
+            try:
+                self.frames.append(self.sock.recv(65535))
+            except OSError:
+                break
         self.sock.close()
 
     def ipv4(self):
