@@ -34,17 +34,19 @@ RUN_PACKAGES += dnsmasq-base isc-dhcp-client procps socat curl kamailio pebble b
 	wireguard-go bind9-dnsutils iputils-ping swaks libnet-ssleay-perl openssl
 # What only the tests' real clients and peers need: udhcpc, nmap, ldapsearch, the TFTP
 # clients (busybox's and tftp-hpa's), ntpdig,
-# headless Chromium, mbsync, iperf3 (shaping) and the content filter's rspamd
-# and clamd (the optional scanners the server can use).
+# headless Chromium, mbsync, iperf3 (shaping), the content filter's rspamd
+# and clamd (the optional scanners the server can use), and Dovecot's imap, the
+# peer whose FETCH answers the IMAP tests compare with (it is run as its own
+# process: the system's service is disabled; bench/imap.py runs it too).
 TEST_PACKAGES := udhcpc nmap ldap-utils chromium chromium-driver isync iperf3 \
-	rspamd clamav-daemon ntpsec-ntpdig busybox tftp-hpa
+	rspamd clamav-daemon ntpsec-ntpdig busybox tftp-hpa dovecot-imapd
 # The benchmarks' peers and load generators: SIPp's build tools and -dev packages
 # (its peer README: cmake g++ libssl-dev libncurses-dev libpugixml-dev libgsl-dev), Kea, dnsperf,
 # Postfix (with OpenDKIM and policyd-spf for bench/mailauth.py), nginx, ab,
-# hping3 (iperf3 and Kamailio come with the other lists), rtpengine and Dovecot (bench/imap.py runs it as its own process: the
-# system's service is disabled), ncat and sox for trying things by hand.
+# hping3 (iperf3, Kamailio and Dovecot come with the other lists), rtpengine, ncat and sox for
+# trying things by hand.
 BENCH_PACKAGES := cmake g++ libssl-dev libncurses-dev libpugixml-dev libgsl-dev hping3 kea-dhcp4-server kea-admin \
-	dnsperf postfix apache2-utils nginx-light ncat sox rtpengine-daemon dovecot-imapd \
+	dnsperf postfix apache2-utils nginx-light ncat sox rtpengine-daemon \
 	opendkim opendkim-tools postfix-policyd-spf-python
 STAMP_APT_RUN := $(VENV)/.apt-run-done
 STAMP_APT_TEST := $(VENV)/.apt-test-done

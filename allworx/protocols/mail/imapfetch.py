@@ -16,20 +16,19 @@ written: a FETCH of a mailbox of any size holds about one batch in memory.
 
 Literal items (BODY[...] of whole messages, parts, texts and headers,
 RFC822, RFC822.TEXT, RFC822.HEADER) are made here, with partial fetches cut
-to the octets asked (RFC 3501 6.4.5: answered `BODY[...]<origin>`); a part
-the message does not have is NIL. Headers (HEADER, HEADER.FIELDS[.NOT],
-n.MIME) are the message's own octets, found in its bytes (`_locate` walks
-the MIME tree by its boundaries), ending with the header's blank line, as
-Dovecot sends them. Every other item is twisted's `spew_*`, written into the
-message's response.
+to the octets asked (RFC 3501 6.4.5: answered `BODY[...]<origin>`). Parts,
+headers (HEADER, HEADER.FIELDS[.NOT], n.MIME) and texts are the message's
+own octets, found by `imapmime` as Dovecot finds them (a part the message
+does not have is an empty literal, as there); BODY, BODYSTRUCTURE and
+ENVELOPE are `imapmime`'s too. Every other item (FLAGS, INTERNALDATE,
+RFC822.SIZE, UID) is twisted's `spew_*`, written into the message's
+response.
 """
-
-import email.parser
-import email.policy
 
 from twisted.logger import Logger
 
-from allworx.protocols.mail.imapmessage import Message, _split, header_end
+from allworx.protocols.mail import imapmime
+from allworx.protocols.mail.imapmessage import Message, _split
 
 log = Logger()
 
@@ -60,125 +59,48 @@ def _label(part):
     return label
 
 
-_HEADERS = email.parser.BytesHeaderParser(policy=email.policy.compat32)
-
-
-def _entity(data, start, end, default):
-    """(start, body start, end, content type, boundary or None) of the entity at data[start:end]."""
-    body = header_end(data, start, end)
-    head = _HEADERS.parsebytes(data[start:body])
-    head.set_default_type(default)
-    ctype = head.get_content_type()
-    boundary = head.get_boundary() if ctype.startswith("multipart/") else None
-    if boundary is not None:
-        boundary = boundary.encode("ascii", "surrogateescape")
-    return start, body, end, ctype, boundary
-
-
-def _delimiter(data, delim, at, end):
-    found = data.find(b"\r\n" + delim, at, end)
-    return None if found < 0 else found + 2
-
-
-def _children(data, body, end, boundary):
-    """[(start, end)] of a multipart body's parts (RFC 2046 5.1.1: a delimiter's CRLF is its own)."""
-    delim = b"--" + boundary
-    spans, opened = [], None
-    line = body if data.startswith(delim, body, end) else _delimiter(data, delim, body, end)
-    while line is not None:
-        eol = data.find(b"\r\n", line, end)
-        stop = end if eol < 0 else eol
-        tail = data[line + len(delim):stop]
-        closing = tail.startswith(b"--")
-        if not (tail[2:] if closing else tail).strip(b" \t"):
-            if opened is not None:
-                spans.append((opened, max(opened, line - 2)))
-            opened = None if closing or eol < 0 else eol + 2
-            if closing:
-                break
-        line = _delimiter(data, delim, stop, end)
-    if opened is not None:
-        spans.append((opened, end))
-    return spans
-
-
-def _locate(data, numbers):
+def _fields(data, at, names, negate):
     """
-    The entity of the message's part by its (0-based) numbers (RFC 3501 6.4.5), or None when
-    it has none such: a multipart's parts, a message/rfc822's enclosed message, and part 1 of
-    a message that is not multipart is the message itself.
+    HEADER.FIELDS[.NOT]: the fields named (or, negate, not named) of the header that begins at
+    `at`, as they are, and its blank line. As Dovecot, the header is read here to its blank
+    line or the end of the message, boundaries or not; without a blank line, none is added.
     """
-    ent = _entity(data, 0, len(data), "text/plain")
-    message = True
-    for n in numbers:
-        start, body, end, ctype, boundary = ent
-        if ctype == "message/rfc822" and not message:
-            ent = start, body, end, ctype, boundary = _entity(data, body, end, "text/plain")
-            message = True
-        if boundary is not None:
-            spans = _children(data, body, end, boundary)
-            if n >= len(spans):
-                return None
-            default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
-            ent = _entity(data, spans[n][0], spans[n][1], default)
-        elif not (message and n == 0):
-            return None
-        message = False
-    return ent
-
-
-def _fields(block, names, negate):
-    """The header block's fields named (or, negate, not named), as they are, and the blank line."""
     wanted = {n.strip(b'"').lower() for n in names}
-    out, keep, at, size = [], False, 0, len(block)
+    out, keep, size = [], False, len(data)
     while at < size:
-        eol = block.find(b"\r\n", at)
+        eol = data.find(b"\r\n", at)
         after = size if eol < 0 else eol + 2
-        line = block[at:after]
+        line = data[at:after]
         if line == b"\r\n":
+            out.append(line)
             break
         if line[:1] not in (b" ", b"\t"):           # not a folded line: a field of its own
             colon = line.find(b":")
-            keep = colon > 0 and (line[:colon].rstrip(b" \t").lower() in wanted) != negate
+            name = line[:colon] if colon >= 0 else line.rstrip(b"\r\n")   # no colon: all name
+            keep = (name.rstrip(b" \t").lower() in wanted) != negate
         if keep:
             out.append(line)
         at = after
-    if out and not out[-1].endswith(b"\r\n"):
-        out.append(b"\r\n")
-    out.append(b"\r\n")
     return b"".join(out)
 
 
-def _header_section(data, part):
-    """The octets of HEADER, HEADER.FIELDS[.NOT] or MIME of the part asked, None when no such part."""
-    if part.part:
-        ent = _locate(data, part.part)
-        if ent is None:
-            return None
-        start, body, end, ctype = ent[:4]
-        if part.mime is not None:
-            return data[start:body]
-        if ctype != "message/rfc822":
-            return b""                   # only an enclosed message has a header (Dovecot: empty)
-        block = data[body:header_end(data, body, end)]
-    else:
-        block = data[:header_end(data)]
+def _section(data, tree, part):
+    """The octets of the BODY[...] item asked (b"" when the message has no such part)."""
+    numbers = [n + 1 for n in part.part]
     if part.header is not None and part.header.fields:
-        block = _fields(block, part.header.fields, part.header.negate)
-    return block
-
-
-def _subpart(msg, numbers):
-    """The message's part by its (0-based) numbers, or None when it has no such part."""
-    for n in numbers:
-        if msg.isMultipart():
-            try:
-                msg = msg.getSubPart(n)
-            except IndexError:
-                return None
-        elif n > 0:
-            return None
-    return msg
+        at = imapmime.header_start(tree, numbers)
+        block = None if at is None else _fields(data, at, part.header.fields, part.header.negate)
+    elif part.header is not None:
+        block = imapmime.section(data, tree, numbers, "HEADER")
+    elif part.mime is not None:
+        block = imapmime.section(data, tree, numbers, "MIME")
+    elif part.text is not None:
+        block = imapmime.section(data, tree, numbers, "TEXT")
+    elif numbers:
+        block = imapmime.section(data, tree, numbers, None)
+    else:
+        block = data
+    return b"" if block is None else block
 
 
 class FetchWriter:
@@ -291,13 +213,22 @@ class FetchWriter:
         out = [b"* %d FETCH (" % number]
         write = out.append
         first = True
+        tree = header = None
         for part in self.query:
             if not first:
                 write(b" ")
             first = False
             kind = part.type
+            if kind in ("body", "bodystructure") and tree is None:
+                tree = header = imapmime.parse(msg.data())
             if kind == "body":
-                self.body(part, msg, out)
+                self.body(part, msg.data(), tree, out)
+            elif kind == "bodystructure":
+                write(b"BODYSTRUCTURE " + imapmime.structure(msg.data(), tree, True))
+            elif kind == "envelope":
+                if header is None:                  # the header alone will do
+                    header = imapmime.parse_header(msg.data())
+                write(b"ENVELOPE (" + imapmime.envelope(header) + b")")
             elif kind == "rfc822":
                 write(b"RFC822 ")
                 out.extend(_literal(msg.data()))
@@ -314,24 +245,12 @@ class FetchWriter:
         write(b")\r\n")
         return out
 
-    def body(self, part, msg, out):
-        if part.header is not None or part.mime is not None:
-            data = _header_section(msg.data(), part)
-        else:
-            target = _subpart(msg, part.part)
-            if target is None:
-                data = None
-            elif not (part.text or part.empty):
-                # BODY (the structure): twisted's
-                self.server.spew_body(part, None, msg, out.append, None)
-                return
-            elif part.part or part.text:
-                data = target.getBodyFile().read()
-            else:
-                data = msg.data()
-        if data is None:
-            out.append(_label(part) + b" NIL")
+    def body(self, part, data, tree, out):
+        if not (part.empty or part.header is not None or part.text is not None
+                or part.mime is not None):
+            out.append(b"BODY " + imapmime.structure(data, tree, False))     # BODY: the structure
             return
+        data = _section(data, tree, part)
         if part.partialBegin is not None:
             data = data[part.partialBegin:part.partialBegin + part.partialLength]
         out.append(_label(part) + b" ")

@@ -8,7 +8,7 @@ import weakref
 from hypothesis import given, settings, strategies as st
 from twisted.mail import imap4
 
-from allworx.protocols.mail import imapfetch, imapmessage
+from allworx.protocols.mail import imapfetch, imapmessage, imapmime
 from allworx.protocols.mail.imapmessage import SelectedMailbox
 from allworx.tests.mail.test_imap import ImapCase
 
@@ -72,8 +72,8 @@ class FramingTests(ImapCase):
                         b"f3 FETCH 1 BODY.PEEK[2.TEXT]", b"n1 NOOP")
         self.assertIn(b"BODY[2] {6}\r\nsecond", out)
         self.assertIn(b"BODY[1.MIME] {", out)
-        self.assertIn(b"* 4 FETCH (BODY[3] NIL)", out)            # no such part: NIL, as Dovecot
-        self.assertIn(b"* 1 FETCH (BODY[2.TEXT] NIL)", out)
+        self.assertIn(b"* 4 FETCH (BODY[3] {0}\r\n)", out)     # no such part: empty, as Dovecot
+        self.assertIn(b"* 1 FETCH (BODY[2.TEXT] {0}\r\n)", out)
         self.assertIn(b"f3 OK", out)
         self.assertIn(b"n1 OK", out)                                # the session goes on
 
@@ -163,9 +163,9 @@ class HeaderTests(ImapCase):
                       b" BODY[2.HEADER.FIELDS (FROM)] {21}\r\nFrom: i@y.example\r\n\r\n"
                       b" BODY[2.1.MIME] {37}\r\nSubject: inner\r\nFrom: i@y.example\r\n\r\n"
                       b" BODY[2.MIME]<5> {10}\r\nnt-Type: m"
-                      b" BODY[3.MIME] NIL)\r\n", out)       # no such part: NIL, as BODY[3]
+                      b" BODY[3.MIME] {0}\r\n)\r\n", out)     # no such part: empty, as BODY[3]
         self.assertIn(b"* 1 FETCH (BODY[1.MIME] {34}\r\nFrom: x@y.example\r\nSubject: m0\r\n\r\n"
-                      b" BODY[1.HEADER] {0}\r\n BODY[2.MIME] NIL)\r\n", out)
+                      b" BODY[1.HEADER] {0}\r\n BODY[2.MIME] {0}\r\n)\r\n", out)
 
     def test_a_message_all_header_or_with_an_empty_header(self):
         self.deliver(b"Subject: headers only\r\nFrom: x@y.example\r\n")
@@ -174,30 +174,32 @@ class HeaderTests(ImapCase):
         out = self.talk(p, t, b"f1 FETCH 4:5 (BODY.PEEK[HEADER] BODY.PEEK[TEXT] "
                               b"BODY.PEEK[HEADER.FIELDS.NOT (subject)])")
         self.assertIn(b"* 4 FETCH (BODY[HEADER] {42}\r\nSubject: headers only\r\nFrom: x@y.example\r\n"
-                      b" BODY[TEXT] {0}\r\n BODY[HEADER.FIELDS.NOT (SUBJECT)] {21}\r\n"
-                      b"From: x@y.example\r\n\r\n)\r\n", out)
+                      b" BODY[TEXT] {0}\r\n BODY[HEADER.FIELDS.NOT (SUBJECT)] {19}\r\n"
+                      b"From: x@y.example\r\n)\r\n", out)       # no blank line to end it, as Dovecot
         self.assertIn(b"* 5 FETCH (BODY[HEADER] {2}\r\n\r\n BODY[TEXT] {28}\r\n"
                       b"body after an empty header\r\n BODY[HEADER.FIELDS.NOT (SUBJECT)] {2}\r\n\r\n)\r\n",
                       out)
 
 
 class LocateTests(ImapCase):
-    """imapfetch._locate: a part found by its boundaries in the message's own bytes."""
+    """imapmime.find: a part found by its boundaries in the message's own bytes."""
 
     def test_lines_that_only_begin_like_a_delimiter_and_digest_parts(self):
+        # As Dovecot reads it: a line that begins with --b is a boundary line, whatever follows.
         data = (b"Content-Type: multipart/digest; boundary=\"b\"\r\n\r\npreamble\r\n--b  \r\n"
-                b"\r\nSubject: one\r\n\r\n--bx is text\r\n--b\r\nContent-Type: text/plain\r\n\r\ntwo\r\n"
-                b"--b--\r\nepilogue\r\n--b\r\nX: not a part\r\n\r\n")
-        start, body, end, ctype, _ = imapfetch._locate(data, [0])
-        self.assertEqual((data[start:body], data[body:end], ctype),
-                         (b"\r\n", b"Subject: one\r\n\r\n--bx is text", "message/rfc822"))
-        start, body, end, ctype, _ = imapfetch._locate(data, [0, 0])     # the enclosed message
-        self.assertEqual(data[start:body], b"Subject: one\r\n\r\n")
-        start, body, end, ctype, _ = imapfetch._locate(data, [1])
-        self.assertEqual((data[start:body], data[body:end], ctype),
-                         (b"Content-Type: text/plain\r\n\r\n", b"two", "text/plain"))
-        self.assertIsNone(imapfetch._locate(data, [2]))                 # after the close: none
-        self.assertIsNone(imapfetch._locate(data, [1, 0]))
+                b"\r\nSubject: one\r\n\r\nfirst\r\n--bx is a boundary too\r\n"
+                b"Content-Type: text/plain\r\n\r\ntwo\r\n--b--\r\nepilogue\r\n--b\r\nX: not a part\r\n\r\n")
+        root = imapmime.parse(data)
+        one = imapmime.find(root, [1])
+        self.assertEqual((data[one.start:one.body], data[one.body:one.end], one.kind),
+                         (b"\r\n", b"Subject: one\r\n\r\nfirst", imapmime.MESSAGE))
+        inner = imapmime.find(root, [1, 1])                 # the enclosed message
+        self.assertEqual(data[inner.start:inner.body], b"Subject: one\r\n\r\n")
+        two = imapmime.find(root, [2])
+        self.assertEqual((data[two.start:two.body], data[two.body:two.end], two.kind),
+                         (b"Content-Type: text/plain\r\n\r\n", b"two", imapmime.TEXT))
+        self.assertIsNone(imapmime.find(root, [3]))          # after the close: none
+        self.assertIsNone(imapmime.find(root, [2, 2]))
 
 
 def _gone(message):
