@@ -33,6 +33,7 @@ from twisted.mail import imap4
 from zope.interface import implementer
 
 from allworx.guards import PEER_FULL, LockedOut, LoginThrottle, PeerLimit, login_name, until_text
+from allworx.protocols.mail import imapsearch
 from allworx.protocols.mail.imapfetch import FetchWriter
 from allworx.protocols.mail.imapmessage import SelectedMailbox
 from allworx.protocols.mail.imapfolders import FolderCommands
@@ -189,6 +190,8 @@ class ImapServer(FolderCommands, imap4.IMAP4Server):
                 return self.sendNegativeResponse(tag, b"[TOOBIG] message over %d octets" % limit)
             if command != b"APPEND" and size > MAX_LITERAL:
                 return self.sendBadResponse(tag, b"literal over %d octets" % MAX_LITERAL)
+        if command == b"SEARCH":
+            return imapsearch.command(self, tag, line, uid=words[1].upper() == b"UID")
         return imap4.IMAP4Server.parse_command(self, line)
 
     def _fileLiteral(self, size):

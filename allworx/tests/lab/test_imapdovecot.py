@@ -1,10 +1,17 @@
 """
-FETCH answers side by side with Dovecot's: for the same messages, BODYSTRUCTURE, BODY,
-ENVELOPE and BODY[section] (parts by number, MIME, HEADER, TEXT, HEADER.FIELDS[.NOT]) from
-the server's IMAP session and from Dovecot 2.3's imap (Debian's dovecot-imapd), run
-pre-authenticated as nobody on a Maildir holding the message. The messages are the named
-ones below (each a way mail is broken or nested) and 200 random ones
-(allworx.tests.mail.mimegen); every answer must be the same, octet for octet.
+FETCH and SEARCH answers side by side with Dovecot's: for the same messages, BODYSTRUCTURE,
+BODY, ENVELOPE, RFC822.SIZE/HEADER and BODY[section] (parts by number, MIME, HEADER, TEXT,
+HEADER.FIELDS[.NOT], partial) from the server's IMAP session and from Dovecot 2.3's imap
+(Debian's dovecot-imapd), run pre-authenticated as nobody on a Maildir holding the message.
+The messages are the named ones below (each a way mail is broken or nested) and 200 random
+ones (allworx.tests.mail.mimegen); every answer must be the same, octet for octet. Then 300
+random searches over one mailbox of 80 random messages (flags and internal dates set alike
+on both) must find the same messages.
+
+Where the two differ by design, the searches do not go: this server keeps no \\Recent (RECENT
+and NEW find nothing, OLD everything), and it takes 8-bit octets in an atom where Dovecot
+answers BAD; sequence numbers may name other messages (the order of a new Maildir's
+messages is each server's own), so messages are compared, not numbers.
 
 One difference is Dovecot's and left out of the comparison: HEADER.FIELDS of an enclosed
 message whose header a boundary line cut short (no blank line). Dovecot reads that header
@@ -23,6 +30,9 @@ from allworx.tests.mail.test_imap import ImapCase
 
 DOVECOT = "/usr/lib/dovecot/imap"
 RANDOM = 200
+SEARCH_MESSAGES = 80
+SEARCHES = 300
+SEARCH_DAY = 1796600000             # 6-Dec-2026, 23:33 UTC: each message a day after the one before
 
 NAMED = {
     "nested multipart with an enclosed message": (
@@ -99,15 +109,23 @@ def _dovecot_cut(data, item):
 
 
 class Dovecot:
-    """Dovecot's imap on a Maildir holding one message, pre-authenticated, as nobody."""
+    """
+    Dovecot's imap on a Maildir, pre-authenticated, as nobody: holding one message, or the
+    messages [(data, Maildir flag letters, internal date)] in that order.
+    """
 
-    def __init__(self, data):
+    def __init__(self, data=None, messages=None):
         self.root = tempfile.mkdtemp(prefix="allworx-dovecot-")
         os.chmod(self.root, 0o755)
         for sub in ("cur", "new", "tmp"):
             os.makedirs(os.path.join(self.root, "Maildir", sub))
-        with open(os.path.join(self.root, "Maildir", "cur", "1.test:2,"), "wb") as f:
-            f.write(data)
+        for i, (octets, letters, date) in enumerate(messages or [(data, "", None)]):
+            name = os.path.join(self.root, "Maildir", "cur", "%d.M%dP1.test:2,%s" % (
+                1700000000 + i, i, letters))
+            with open(name, "wb") as f:
+                f.write(octets)
+            if date is not None:
+                os.utime(name, (date, date))
         conf = os.path.join(self.root, "dovecot.conf")
         with open(conf, "w") as f:
             f.write("mail_location = maildir:%s/Maildir\nlog_path = /dev/stderr\nssl = no\n"
@@ -200,6 +218,53 @@ class DovecotComparisonTests(ImapCase):
             compared += c
         self.assertGreater(compared, len(NAMED) * len(NAMED_ITEMS) * 0.9)
         self.report(differ, compared)
+
+    def test_searches(self):
+        # one mailbox of random messages, some seen, some flagged, a day apart; random searches
+        # (strings as literals where they need one) give the same messages from both
+        messages = [(mimegen.message(1000 + i), "S" if i % 3 == 0 else "F" if i % 5 == 0 else "",
+                     SEARCH_DAY + (i % 30) * 86400) for i in range(SEARCH_MESSAGES)]
+        for data, _, _ in messages:
+            self.deliver(data, users=("bob",))
+        folder = self.store.maildir("bob")
+        for sub in ("new", "cur"):
+            for name in os.listdir(os.path.join(folder, sub)):
+                path = os.path.join(folder, sub, name)
+                with open(path, "rb") as f:
+                    data = f.read().replace(b"\n", b"\r\n")
+                date = [m[2] for m in messages if m[0] == data][0]
+                os.utime(path, (date, date))
+        p, t = self.login(b"bob")
+        self.assertIn(b"s1 OK", self.talk(p, t, b"s1 SELECT INBOX"))
+        index = {}                      # our sequence number -> the message's place in the list
+        for seq in range(1, len(messages) + 1):
+            out = self.talk(p, t, b"f FETCH %d (BODY.PEEK[])" % seq)
+            body = out[out.index(b"}\r\n") + 3:]
+            index[seq] = [i for i, m in enumerate(messages) if body.startswith(m[0] + b")\r\n")][0]
+        at = {i: seq for seq, i in index.items()}
+        for i, (_, letters, _) in enumerate(messages):
+            if letters:
+                flag = b"\\Seen" if letters == "S" else b"\\Flagged"
+                self.assertIn(b"st OK", self.talk(p, t, b"st STORE %d +FLAGS.SILENT (%s)" % (at[i], flag)))
+        peer = Dovecot(messages=messages)
+        differ = []
+        try:
+            for n in range(SEARCHES):
+                keys = mimegen.search(n)
+                theirs = peer.command(b"SEARCH CHARSET UTF-8 " + b"".join(mimegen.search_lines(keys, True)))
+                lines = mimegen.search_lines(keys, False)
+                lines[0] = b"q SEARCH CHARSET UTF-8 " + lines[0]
+                ours = self.talk(p, t, *lines)
+                found = []
+                for text, place in ((theirs, lambda n: n), (ours, lambda n: index[n] + 1)):
+                    m = re.search(rb"^\* SEARCH((?: \d+)*)\r\n", text, re.M)
+                    found.append(sorted(place(int(x)) for x in m.group(1).split()) if m else text)
+                if found[0] != found[1]:
+                    differ.append(("search %d" % n, b" ".join(keys).decode("utf-8", "replace"),
+                                   repr(found[0]).encode(), repr(found[1]).encode()))
+        finally:
+            peer.close()
+        self.report(differ, SEARCHES)
 
     def test_random_messages(self):
         differ, compared = [], 0

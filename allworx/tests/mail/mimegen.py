@@ -184,9 +184,89 @@ def message(seed):
 def items(seed):
     """FETCH items to ask of that message: its structure, envelope, and parts by number."""
     r = random.Random(seed * 7 + 1)
-    found = ["BODYSTRUCTURE", "BODY", "ENVELOPE", "BODY.PEEK[]", "BODY.PEEK[TEXT]", "BODY.PEEK[HEADER]"]
+    found = ["BODYSTRUCTURE", "BODY", "ENVELOPE", "BODY.PEEK[]", "BODY.PEEK[TEXT]", "BODY.PEEK[HEADER]",
+             "RFC822.SIZE", "RFC822.HEADER", "BODY.PEEK[]<3.20>", "BODY.PEEK[1]<2.5>",
+             "BODY.PEEK[HEADER.FIELDS (Subject)]<0.4>"]
     sections = set()
     for _ in range(14):
         path = ".".join(str(r.randrange(1, 4)) for _ in range(r.randrange(1, 4)))
         sections.add(path + r.choice(SECTION_ENDS))
     return found + ["BODY.PEEK[%s]" % s for s in sorted(sections)]
+
+
+# ---------------------------------------------------------------- searches
+
+SEARCH_STRINGS = ["alpha", "ALPHA", "beta", "gamma", "caf", "café", "CAFÉ", "cafe", "déjà", "deja",
+                  "jörg", "Doe, J", "<j@x>", "example", "w.example", "Name With", "missing", "grp",
+                  "comment name", "a\\b", "quoted", "--", "x", "two words", "m1", "<m2", "vu", "e",
+                  "undisclosed", "q", "part one", "epilogue", "preamble"]
+SEARCH_FIELDS = [b"Subject", b"From", b"To", b"Cc", b"Bcc", b"Message-ID", b"X-Custom",
+                 b"Content-Type", b"In-Reply-To", b"Reply-To", b"Sender", b"Date"]
+
+
+def _search_key(r, depth):
+    k = r.randrange(16)
+    text = r.choice(SEARCH_STRINGS).encode("utf-8")
+    if k == 1:
+        return [b"FROM", text]
+    if k == 2:
+        return [r.choice([b"TO", b"CC", b"BCC"]), text]
+    if k in (3, 4):
+        return [(b"BODY", b"TEXT")[k - 3], text]
+    if k == 5:
+        return [b"HEADER", r.choice(SEARCH_FIELDS), r.choice([b"", text, text, text])]
+    if k == 6:
+        return [r.choice([b"LARGER", b"SMALLER"]), b"%d" % r.randrange(100, 1200)]
+    if k == 7:
+        return [r.choice([b"SINCE", b"BEFORE", b"ON"]), b"%d-Dec-2026" % r.randrange(1, 31)]
+    if k == 8:
+        return [r.choice([b"SENTSINCE", b"SENTBEFORE", b"SENTON"]),
+                r.choice([b"7-Dec-2026", b"6-Dec-2026", b"8-Dec-2026", b"1-Jan-1971"])]
+    if k == 9:
+        return [r.choice([b"SEEN", b"UNSEEN", b"FLAGGED", b"UNFLAGGED", b"ANSWERED", b"UNDELETED",
+                          b"DRAFT", b"ALL"])]
+    if k == 10 and depth < 2:
+        return [b"NOT"] + _search_key(r, depth + 1)
+    if k == 11 and depth < 2:
+        return [b"OR"] + _search_key(r, depth + 1) + _search_key(r, depth + 1)
+    if k == 12 and depth < 2:
+        return [b"("] + _search_key(r, depth + 1) + _search_key(r, depth + 1) + [b")"]
+    return [b"SUBJECT", text]
+
+
+def search(seed):
+    """A random SEARCH's keys, [bytes] with ( and ) as items of their own."""
+    r = random.Random(seed)
+    keys = _search_key(r, 0)
+    if r.random() < 0.3:
+        keys += _search_key(r, 0)
+    return keys
+
+
+def search_lines(keys, literal_plus):
+    """
+    The command text for the keys: strings quoted, or as literals when they hold 8-bit octets,
+    quotes or backslashes: `{n+}` inline (literal_plus) or `{n}` ending a line, the literal
+    beginning the next.
+    """
+    lines, space = [b""], b""
+    for item in keys:
+        if item == b")":
+            lines[-1] += item
+            continue
+        if any(c >= 0x80 for c in item) or b'"' in item or b"\\" in item:
+            if literal_plus:
+                lines[-1] += space + b"{%d+}\r\n" % len(item) + item
+            else:
+                lines[-1] += space + b"{%d}" % len(item)
+                lines.append(item)
+        elif item == b"(":
+            lines[-1] += space + item
+            space = b""
+            continue
+        elif item == b"" or any(c in item for c in b" ,<("):
+            lines[-1] += space + b'"' + item + b'"'
+        else:
+            lines[-1] += space + item
+        space = b" "
+    return lines
