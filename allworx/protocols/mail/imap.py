@@ -35,9 +35,11 @@ from zope.interface import implementer
 from allworx.guards import PEER_FULL, LockedOut, LoginThrottle, PeerLimit, login_name, until_text
 from allworx.protocols.mail import imapsearch
 from allworx.protocols.mail.imapfetch import FetchWriter
+from allworx.protocols.mail.imapkeywords import flag_lines
 from allworx.protocols.mail.imapmessage import SelectedMailbox
 from allworx.protocols.mail.imapfolders import FolderCommands
-from allworx.protocols.mail.imapstore import SYSTEM_FLAGS, FolderError, Mailboxes
+from allworx.protocols.mail.imapstore import (SYSTEM_FLAGS, FolderError, Mailboxes, flags_of,
+                                              letters_of)
 from allworx.protocols.mail.imapview import View
 from allworx.servicebase import PortsService
 
@@ -349,10 +351,8 @@ class ImapServer(FolderCommands, imap4.IMAP4Server):
             if folder is None:
                 raise FolderError("no such mailbox")
             view = View(folder, self, writeable)
-            flags = " ".join(SYSTEM_FLAGS).encode()
-            self.sendUntaggedResponse(b"FLAGS (%s)" % flags)
-            self.sendUntaggedResponse(b"OK [PERMANENTFLAGS (%s)] flags kept"
-                                      % (flags if writeable else b""))
+            for line in flag_lines(SYSTEM_FLAGS, folder.keywords, writeable):
+                self.sendUntaggedResponse(line)
             self.sendUntaggedResponse(b"%d EXISTS" % len(view.seq))
             self.sendUntaggedResponse(b"0 RECENT")
             self.sendUntaggedResponse(b"OK [UIDVALIDITY %d] UIDs valid" % folder.uidvalidity)
@@ -464,7 +464,8 @@ class ImapServer(FolderCommands, imap4.IMAP4Server):
                     continue
                 with view.folder.storage.open(source) as f:
                     data = f.read()
-                new = yield target.add(data, view.folder.flags.get(source, ""))
+                new = yield target.add(data, letters_of(flags_of(     # keywords by name
+                    view.folder.flags.get(source, ""), view.folder.keywords), target.keywords))
                 pairs.append((u, new, source))
                 self.factory.mailboxes.filed(self.user, view.folder.name, target.name, data)
             code = b""

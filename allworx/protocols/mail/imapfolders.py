@@ -178,7 +178,7 @@ class FolderCommands:
             message.seek(0)
             data = message.read()
             letters = letters_of([f.decode("ascii", "replace") for f in flags or ()
-                                  if isinstance(f, bytes)])
+                                  if isinstance(f, bytes)], folder.keywords)
             d = folder.add(data, letters)
 
             def added(uid):

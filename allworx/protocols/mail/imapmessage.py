@@ -146,7 +146,7 @@ class Message(_Headers):
         return self.uid
 
     def getFlags(self):
-        return flags_of(self.folder.flags.get(self.name, ""))
+        return flags_of(self.folder.flags.get(self.name, ""), self.folder.keywords)
 
     def getInternalDate(self):
         self.data()
@@ -172,7 +172,7 @@ class SelectedMailbox:
 
     # what twisted asks
     def getFlags(self):
-        return list(SYSTEM_FLAGS)
+        return list(SYSTEM_FLAGS) + self.folder.keywords.all()
 
     def getHierarchicalDelimiter(self):
         return SEPARATOR
@@ -241,7 +241,7 @@ class SelectedMailbox:
 
     def store(self, messages, flags, mode, uid):
         """Set, add (mode 1) or remove (-1) flags; {seq: [flags]} of what changed."""
-        letters = letters_of(flags)
+        letters = letters_of(flags, self.folder.keywords)
         wanted, changes = [], []
         for number, u in self.select(messages, uid):
             name = self.view.name_at(u)
@@ -262,5 +262,5 @@ class SelectedMailbox:
         for number, u, name, new in wanted:
             if name not in gone:
                 self.view.know(u, new)
-                result[number] = flags_of(new)
+                result[number] = flags_of(new, self.folder.keywords)
         return result

@@ -178,8 +178,8 @@ def _key(items):
     if key in (b"KEYWORD", b"UNKEYWORD"):
         if not items or isinstance(items[0], list):
             raise SearchError("%s needs a keyword" % key.decode())
-        items.pop(0)
-        return ("none",) if key == b"KEYWORD" else ("all",)      # no keywords are kept here
+        name = items.pop(0).decode("utf-8", "replace")
+        return ("keyword", name, key == b"KEYWORD")
     if key in (b"RECENT", b"NEW"):
         return ("none",)
     if key == b"OLD":
@@ -384,6 +384,9 @@ def matches(node, m, last_seq, last_uid):
         return not matches(node[1], m, last_seq, last_uid)
     if kind == "flag":
         return (node[1] in m.flags()) == node[2]
+    if kind == "keyword":
+        letter = m.folder.keywords.letter(node[1])
+        return (letter is not None and letter in m.flags()) == node[2]
     if kind == "set":
         return (m.uid if node[2] else m.seq) in node[1]
     if kind == "header":

@@ -29,6 +29,7 @@ from twisted.logger import Logger
 
 from allworx.atomicfile import ensure_directory, fsync_directory, write_atomically
 from allworx.protocols.mail.durable import PendingFile
+from allworx.protocols.mail.imapkeywords import Keywords
 from allworx.protocols.mail.store import pop3_octets, to_lf
 
 log = Logger()
@@ -55,19 +56,24 @@ class FolderError(Exception):
     """A folder operation refused, with the reason for the client (a NO)."""
 
 
-def letters_of(flags):
-    """Maildir letters of IMAP flag names (unknown keywords are not kept)."""
+def letters_of(flags, keywords=None):
+    """Maildir letters of IMAP flag names; keywords (imapkeywords.Keywords) given letters too."""
     out = set()
     for flag in flags:
         letter = _BY_LOWER.get(flag.lower())
+        if letter is None and keywords is not None and not flag.startswith("\\"):
+            letter = keywords.letter(flag, make=True)
         if letter:
             out.add(letter)
     return "".join(sorted(out))
 
 
-def flags_of(letters):
-    """IMAP flag names of Maildir letters."""
-    return [flag for flag in SYSTEM_FLAGS if FLAG_LETTERS[flag] in letters]
+def flags_of(letters, keywords=None):
+    """IMAP flag names of Maildir letters (the keywords' too, given the folder's)."""
+    found = [flag for flag in SYSTEM_FLAGS if FLAG_LETTERS[flag] in letters]
+    if keywords is not None:
+        found.extend(n for n in (keywords.name(c) for c in letters if c.islower()) if n)
+    return found
 
 
 def _order(name):
@@ -198,6 +204,7 @@ class Folder:
 
     def __init__(self, name, storage, now):
         self.name = name
+        self.keywords = Keywords(storage.path)
         self.storage = storage
         self.views = set()
         self.uids = {}

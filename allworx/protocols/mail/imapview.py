@@ -12,7 +12,8 @@ from it: a SELECT of a big mailbox costs no pass over its messages.
 
 import bisect
 
-from allworx.protocols.mail.imapstore import flags_of
+from allworx.protocols.mail.imapkeywords import flag_lines
+from allworx.protocols.mail.imapstore import SYSTEM_FLAGS, flags_of
 
 
 class View:
@@ -33,6 +34,7 @@ class View:
         self.seq, self.known = self._base
         self.told = folder.version
         self.gone = set()
+        self.keywords = folder.keywords.all()     # the keywords the session was told of
         folder.views.add(self)
 
     def _own(self):
@@ -79,6 +81,9 @@ class View:
         present = folder.by_uid
         candidates = self._what_changed()
         out = []
+        if folder.keywords.all() != self.keywords:     # a session made a new one: FLAGS again
+            self.keywords = folder.keywords.all()
+            out.extend(flag_lines(SYSTEM_FLAGS, folder.keywords, self.writeable))
         if expunges and self.gone:
             self._own()
             for uid in sorted(self.gone, reverse=True):
@@ -97,7 +102,7 @@ class View:
                 self._own()
                 self.known[uid] = folder.flags[name]
                 out.append(b"%d FETCH (UID %d FLAGS (%s))" % (
-                    index + 1, uid, " ".join(flags_of(folder.flags[name])).encode()))
+                    index + 1, uid, " ".join(flags_of(folder.flags[name], folder.keywords)).encode()))
         last = self.seq[-1] if self.seq else 0
         order = folder.order
         new = [uid for uid, _ in order[bisect.bisect_right(order, last, key=lambda e: e[0]):]]

@@ -114,7 +114,7 @@ class Dovecot:
     messages [(data, Maildir flag letters, internal date)] in that order.
     """
 
-    def __init__(self, data=None, messages=None):
+    def __init__(self, data=None, messages=None, keywords=None):
         self.root = tempfile.mkdtemp(prefix="allworx-dovecot-")
         os.chmod(self.root, 0o755)
         for sub in ("cur", "new", "tmp"):
@@ -126,6 +126,9 @@ class Dovecot:
                 f.write(octets)
             if date is not None:
                 os.utime(name, (date, date))
+        if keywords is not None:
+            with open(os.path.join(self.root, "Maildir", "dovecot-keywords"), "wb") as f:
+                f.write(keywords)
         conf = os.path.join(self.root, "dovecot.conf")
         with open(conf, "w") as f:
             f.write("mail_location = maildir:%s/Maildir\nlog_path = /dev/stderr\nssl = no\n"
@@ -265,6 +268,33 @@ class DovecotComparisonTests(ImapCase):
         finally:
             peer.close()
         self.report(differ, SEARCHES)
+
+    def test_keywords_written_here_read_the_same_in_dovecot(self):
+        # a client's keywords ($Forwarded, $Junk, labels) on our Maildir, then the same files
+        # under Dovecot: the same flags for every message
+        p, t = self.session
+        for command in (b"k1 STORE 1 +FLAGS ($Forwarded \\Seen)", b"k2 STORE 2 +FLAGS ($Junk $label3)",
+                        b"k3 STORE 3 +FLAGS ($label3 \\Flagged)", b"k4 STORE 1 -FLAGS ($Forwarded)",
+                        b"k5 STORE 1 +FLAGS (NonJunk)"):
+            self.assertIn(b" OK", self.talk(p, t, command))
+        ours = self.talk(p, t, b"f FETCH 1:3 (FLAGS)")
+        folder = self.store.maildir("alice")
+        files = sorted(os.listdir(os.path.join(folder, "cur")), key=lambda n: n.split(":2,")[0])
+        messages = []
+        for name in files:
+            with open(os.path.join(folder, "cur", name), "rb") as f:
+                messages.append((f.read(), name.split(":2,")[1], None))
+        with open(os.path.join(folder, "dovecot-keywords"), "rb") as f:
+            keywords = f.read()
+        peer = Dovecot(messages=messages, keywords=keywords)
+        try:
+            theirs = peer.command(b"FETCH 1:3 (FLAGS)")
+        finally:
+            peer.close()
+        flags = [sorted(re.findall(rb"\* (\d) FETCH \(FLAGS \(([^)]*)\)", text)) for text in (theirs, ours)]
+        self.assertEqual(len(flags[1]), 3, ours)
+        self.assertEqual([(n, set(f.split()) - {b"\\Recent"}) for n, f in flags[0]],
+                         [(n, set(f.split())) for n, f in flags[1]], (theirs, ours))
 
     def test_random_messages(self):
         differ, compared = [], 0
