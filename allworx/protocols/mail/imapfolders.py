@@ -75,7 +75,12 @@ class FolderCommands:
 
     def do_RENAME(self, tag, old, new):
         def work():
-            self.factory.mailboxes.rename(self.user, self._name(old), self._name(new))
+            boxes, was, now = self.factory.mailboxes, self._name(old), self._name(new)
+            boxes.rename(self.user, was, now)
+            subs = boxes.subscriptions(self.user)       # the subscriptions follow the names
+            moved = {n for n in subs if n == was or n.startswith(was + SEPARATOR)}
+            if moved:
+                boxes.save_subscriptions(self.user, (subs - moved) | {now + n[len(was):] for n in moved})
             return b"RENAME completed"
         self._guarded(tag, work)
 

@@ -533,8 +533,10 @@ class Mailboxes:
         check_name(name)
         if name.upper() == "INBOX" or self.exists(user, name):
             raise FolderError("mailbox already exists")
-        for sub in ("tmp", "new", "cur"):
-            ensure_directory(os.path.join(self._dir(user, name), sub))
+        parts = name.split(SEPARATOR)           # and the superior names it needs (RFC 3501 6.3.3)
+        for n in (SEPARATOR.join(parts[:i]) for i in range(1, len(parts) + 1)):
+            for sub in ("tmp", "new", "cur"):
+                ensure_directory(os.path.join(self._dir(user, n), sub))
 
     def delete(self, user, name):
         if name.upper() == "INBOX" or name in SPECIAL_USE:
@@ -565,15 +567,18 @@ class Mailboxes:
             raise FolderError("this mailbox cannot be renamed")
         if not self.exists(user, old):
             raise FolderError("no such mailbox")
-        if self.exists(user, new):
+        # its inferior names go with it (RFC 3501 6.3.5): Work/Sub becomes New/Sub
+        moves = [(n, new + n[len(old):]) for n in [old] + sorted(
+            n for n in self.names(user) if n.startswith(old + SEPARATOR))]
+        if any(self.exists(user, check_name(to)) for _, to in moves):
             raise FolderError("mailbox already exists")
-        if any(n.startswith(old + SEPARATOR) for n in self.names(user)):
-            raise FolderError("mailbox has inferior hierarchical names")
-        if self.folders.get((user, old)) is not None:
-            raise FolderError("mailbox is in use")
-        self.idle.pop((user, old), None)
-        self.idle.pop((user, new), None)
-        os.rename(self._dir(user, old), self._dir(user, new))
+        if any(getattr(self.folders.get((user, n)), "views", None) for n, _ in moves):
+            raise FolderError("mailbox is in use")      # selected (APPEND or COPY leave none)
+        for n, to in moves:
+            self.folders.pop((user, n), None)
+            self.idle.pop((user, n), None)
+            self.idle.pop((user, to), None)
+            os.rename(self._dir(user, n), self._dir(user, to))
 
     def subscriptions(self, user):
         try:

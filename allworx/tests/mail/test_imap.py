@@ -190,6 +190,27 @@ class FolderTests(ImapCase):
         self.assertIn(b"d3 OK", self.talk(p, t, b"d3 RENAME Projects/2024 Projects/2025"))
         self.assertIn(b"d4 OK", self.talk(p, t, b"d4 DELETE Projects/2025"))
 
+    def test_rename_takes_the_inferior_names_and_their_subscriptions_along(self):
+        # RFC 3501 6.3.5 (this answered NO "mailbox has inferior hierarchical names")
+        p, t = self.login()
+        for line in (b"c1 CREATE Work/Sub/Deep", b"c2 SUBSCRIBE Work/Sub", b"c3 CREATE Other",
+                     b"c4 APPEND Work/Sub {9}"):
+            self.assertIn(b"OK", self.talk(p, t, line) if not line.startswith(b"c4") else
+                          self.talk(p, t, line, b"Subject: "))
+        self.assertIn(b"r1 NO mailbox already exists", self.talk(p, t, b"r1 RENAME Work Other"))
+        self.assertIn(b"r2 OK", self.talk(p, t, b"r2 RENAME Work Projects"))
+        out = self.talk(p, t, b'l1 LIST "" "*"', b'l2 LSUB "" "*"')
+        listed, subscribed = out.split(b"l1 OK")
+        for name in (b'"Projects"', b'"Projects/Sub"', b'"Projects/Sub/Deep"'):
+            self.assertIn(name, listed)
+        self.assertNotIn(b'"Work', listed)
+        self.assertIn(b'"Projects/Sub"', subscribed)
+        self.assertNotIn(b'"Work/Sub"', subscribed)
+        self.assertIn(b"* STATUS \"Projects/Sub\" (MESSAGES 1)",
+                      self.talk(p, t, b"s1 STATUS Projects/Sub (MESSAGES)"))
+        self.assertIn(b"s2 OK", self.talk(p, t, b"s2 SELECT Projects/Sub/Deep"))
+        self.assertIn(b"r3 NO mailbox is in use", self.talk(p, t, b"r3 RENAME Projects Elsewhere"))
+
     def test_select_and_examine(self):
         p, t = self.login()
         out = self.talk(p, t, b"s1 SELECT inbox")
