@@ -7,6 +7,8 @@ special-use attributes always, and the extended LIST's `(SPECIAL-USE)` and
 (answered with APPENDUID).
 """
 
+import calendar
+import os
 import re
 
 from twisted.logger import Logger
@@ -15,6 +17,24 @@ from twisted.mail import imap4
 from allworx.protocols.mail.imapstore import SEPARATOR, SPECIAL_USE, FolderError, check_name, letters_of
 
 log = Logger()
+
+
+_DATE_TIME = re.compile(rb"^ ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([-+])(\d\d)(\d\d)$")
+_MONTHS = [b"JAN", b"FEB", b"MAR", b"APR", b"MAY", b"JUN", b"JUL", b"AUG", b"SEP", b"OCT", b"NOV", b"DEC"]
+
+
+def internal_date(text):
+    """APPEND's date-time (RFC 3501 `07-Dec-2026 10:00:00 +0100`) in seconds (BAD if it is not one)."""
+    m = _DATE_TIME.match(text)
+    if m is None or m.group(2).upper() not in _MONTHS:
+        raise imap4.IllegalClientResponse("not a date-time: %r" % text[:40])
+    day, _, year, hour, minute, second, sign, zh, zm = m.groups()
+    try:
+        when = calendar.timegm((int(year), _MONTHS.index(m.group(2).upper()) + 1, int(day),
+                                int(hour), int(minute), int(second)))
+    except (ValueError, OverflowError):
+        raise imap4.IllegalClientResponse("not a date-time: %r" % text[:40])
+    return when - (1 if sign == b"+" else -1) * (int(zh) * 3600 + int(zm) * 60)
 
 
 def _quote(name):
@@ -175,6 +195,8 @@ class FolderCommands:
                                    imap4.IMAP4Server.arg_plist)
 
     def do_APPEND(self, tag, name, flags, date, message):
+        when = internal_date(date) if date else None
+
         def work():
             n = self._name(name)
             folder = self.factory.mailboxes.folder(self.user, n)
@@ -187,6 +209,9 @@ class FolderCommands:
             d = folder.add(data, letters)
 
             def added(uid):
+                if when is not None:        # its internal date: the file's time, as Dovecot's
+                    os.utime(os.path.join(folder.storage.path, "cur", "%s:2,%s" % (
+                        folder.by_uid[uid], letters)), (when, when))
                 self.factory.mailboxes.filed(self.user, None, folder.name, data)
                 return b"[APPENDUID %d %d] APPEND completed" % (folder.uidvalidity, uid)
             return d.addCallback(added)

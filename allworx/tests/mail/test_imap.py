@@ -315,6 +315,24 @@ class MessageTests(ImapCase):
         out = self.talk(p, t, b"a2 APPEND Nowhere {3}")
         self.assertIn(b"a2 NO [TRYCREATE]", self.talk(p, t, b"abc"))
 
+    def test_append_keeps_the_date_asked_as_the_internal_date(self):
+        # as mbsync or imapsync moving an old mailbox here: the dates were all "now" before
+        p, t = self.login()
+        msg = b"Subject: old\r\n\r\nfrom 2019\r\n"
+        for box in (b"INBOX", b"Drafts"):
+            self.talk(p, t, b'a1 APPEND %s (\\Seen) " 5-Mar-2019 09:30:00 +0100" {%d}' % (box, len(msg)))
+            self.assertIn(b"a1 OK [APPENDUID", self.talk(p, t, msg))
+        self.assertIn(b"OK", self.talk(p, t, b"s1 SELECT Drafts"))
+        self.assertIn(b'* 1 FETCH (INTERNALDATE "05-Mar-2019 08:30:00 +0000")',
+                      self.talk(p, t, b"f1 FETCH 1 INTERNALDATE"))
+        self.assertIn(b"OK", self.talk(p, t, b"s2 SELECT INBOX"))
+        self.assertIn(b'* 4 FETCH (INTERNALDATE "05-Mar-2019 08:30:00 +0000")',
+                      self.talk(p, t, b"f2 FETCH 4 INTERNALDATE"))
+        self.assertIn(b"* SEARCH 4\r\n", self.talk(p, t, b"q1 SEARCH BEFORE 6-Mar-2019"))
+        out = self.talk(p, t, b'a2 APPEND INBOX "32-Foo-2019 09:30:00 +0100" {3}', b"abc")
+        self.assertIn(b"a2 BAD", out)
+        self.assertIn(b"not a date-time", out)
+
     def test_crlf_line_ends_whatever_the_file_has(self):
         from allworx.protocols.mail.imapmessage import _crlf
         self.assertEqual(_crlf(b"a\nb\n\nc\n"), b"a\r\nb\r\n\r\nc\r\n")
