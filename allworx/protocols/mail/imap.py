@@ -355,6 +355,8 @@ class ImapServer(FolderCommands, imap4.IMAP4Server):
                 self.sendUntaggedResponse(line)
             self.sendUntaggedResponse(b"%d EXISTS" % len(view.seq))
             self.sendUntaggedResponse(b"0 RECENT")
+            if folder.status()["UNSEEN"]:           # RFC 3501 6.3.1: the first unseen message
+                self.sendUntaggedResponse(b"OK [UNSEEN %d] first unseen" % folder.first_unseen)
             self.sendUntaggedResponse(b"OK [UIDVALIDITY %d] UIDs valid" % folder.uidvalidity)
             self.sendUntaggedResponse(b"OK [UIDNEXT %d] predicted next UID" % folder.uidnext)
             self.view, self.mbox, self.state = view, SelectedMailbox(view), "select"

@@ -217,7 +217,7 @@ class Folder:
         self.stale = 0          # lines in the uidlist of messages gone
         self.rewrite = False    # the uidlist must be replaced whole (a torn line)
         self._snapshot = None   # (UIDs in order, {UID: letters}) for new views, until a change
-        self._unseen = None     # how many are not seen, until a change
+        self._unseen = self.first_unseen = None     # how many are not seen (and the first), until a change
         self.uidvalidity, self.uidnext = self._load(now)
         self.reconcile()
 
@@ -365,8 +365,11 @@ class Folder:
         return d.addCallback(added)
 
     def status(self):
-        if self._unseen is None:
-            self._unseen = sum(1 for letters in self.flags.values() if "S" not in letters)
+        if self._unseen is None:        # and the place of the first (SELECT's [UNSEEN n])
+            flags = self.flags
+            self._unseen = sum(1 for letters in flags.values() if "S" not in letters)
+            self.first_unseen = next((i + 1 for i, (_, name) in enumerate(self.order)
+                                      if "S" not in flags[name]), None) if self._unseen else None
         return {"MESSAGES": len(self.order), "RECENT": 0, "UIDNEXT": self.uidnext,
                 "UIDVALIDITY": self.uidvalidity, "UNSEEN": self._unseen}
 

@@ -223,6 +223,11 @@ class FolderTests(ImapCase):
         self.assertIn(b"s3 NO", out)
         self.assertIn(b"s4 NO", self.talk(p, t, b"s4 SELECT Nowhere"))
         self.assertIn(b"s5 BAD", self.talk(p, t, b"s5 FETCH 1 FLAGS"))   # not selected any more
+        self.assertIn(b"* OK [UNSEEN 1] ", self.talk(p, t, b"s6 SELECT INBOX"))
+        self.talk(p, t, b"s7 STORE 1:2 +FLAGS (\\Seen)")
+        self.assertIn(b"* OK [UNSEEN 3] ", self.talk(p, t, b"s8 SELECT INBOX"))
+        self.talk(p, t, b"s9 STORE 3 +FLAGS (\\Seen)")
+        self.assertNotIn(b"UNSEEN", self.talk(p, t, b"s10 SELECT INBOX"))    # none: not said
 
     def test_status(self):
         p, t = self.login()
