@@ -283,7 +283,8 @@ def _body_texts(data, part):
         return                          # an encoding not known: not searched, as Dovecot
     try:
         if encoding == b"base64":
-            octets = base64.b64decode(re.sub(rb"[^A-Za-z0-9+/]", b"", octets) + b"==")
+            clean = re.sub(rb"[^A-Za-z0-9+/]", b"", octets)
+            octets = base64.b64decode(clean[:len(clean) - (len(clean) % 4 == 1)] + b"==")
         elif encoding == b"quoted-printable":
             octets = binascii.a2b_qp(octets)
     except (ValueError, binascii.Error):
