@@ -20,17 +20,17 @@ log = Logger()
 
 
 _DATE_TIME = re.compile(rb"^ ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([-+])(\d\d)(\d\d)$")
-_MONTHS = [b"JAN", b"FEB", b"MAR", b"APR", b"MAY", b"JUN", b"JUL", b"AUG", b"SEP", b"OCT", b"NOV", b"DEC"]
+MONTHS = [b"JAN", b"FEB", b"MAR", b"APR", b"MAY", b"JUN", b"JUL", b"AUG", b"SEP", b"OCT", b"NOV", b"DEC"]
 
 
 def internal_date(text):
     """APPEND's date-time (RFC 3501 `07-Dec-2026 10:00:00 +0100`) in seconds (BAD if it is not one)."""
     m = _DATE_TIME.match(text)
-    if m is None or m.group(2).upper() not in _MONTHS:
+    if m is None or m.group(2).upper() not in MONTHS:
         raise imap4.IllegalClientResponse("not a date-time: %r" % text[:40])
     day, _, year, hour, minute, second, sign, zh, zm = m.groups()
     try:
-        when = calendar.timegm((int(year), _MONTHS.index(m.group(2).upper()) + 1, int(day),
+        when = calendar.timegm((int(year), MONTHS.index(m.group(2).upper()) + 1, int(day),
                                 int(hour), int(minute), int(second)))
     except (ValueError, OverflowError):
         raise imap4.IllegalClientResponse("not a date-time: %r" % text[:40])

@@ -1,14 +1,12 @@
 # -*- test-case-name: allworx.tests.mail.test_imap -*-
 """
-What twisted.mail.imap4's FETCH, STORE and SEARCH code reads: `Message`
-(IMessage and IMessageFile over one stored file, sent with CRLF line ends),
-`Part` (a MIME part of it) and `SelectedMailbox`, a session's selected
-folder seen through its `View` (imapstore.py).
+What twisted.mail.imap4's FETCH and STORE code reads: `Message` (one stored
+file, sent with CRLF line ends: its flags, internal date, size and octets;
+its structure, parts and headers are imapmime's) and `SelectedMailbox`, a
+session's selected folder seen through its `View` (imapstore.py).
 """
 
 import bisect
-import email.parser
-import email.policy
 import email.utils
 import io
 import os
@@ -67,56 +65,8 @@ def _split(data):
     return data[:at], data[at:]
 
 
-class _Headers:
-    """Header access shared by a whole message and its parts."""
-
-    def _parsed(self):
-        raise NotImplementedError
-
-    def getHeaders(self, negate, *names):
-        wanted = {n.lower() if isinstance(n, str) else n.decode("ascii", "replace").lower()
-                  for n in names}
-        out = {}
-        for key, value in self._parsed().items():
-            k = key.lower()
-            if names and (k in wanted) == negate:
-                continue
-            if k not in out:
-                out[k] = str(value)
-        return out
-
-    def isMultipart(self):
-        return self._parsed().is_multipart()
-
-    def getSubPart(self, part):
-        parts = self._parsed().get_payload()
-        if not isinstance(parts, list) or not 0 <= part < len(parts):
-            raise IndexError(part)
-        return Part(parts[part])
-
-
-@implementer(imap4.IMessagePart)
-class Part(_Headers):
-    """One MIME part, as the parser split it."""
-
-    def __init__(self, msg):
-        self.msg = msg
-
-    def _parsed(self):
-        return self.msg
-
-    def _bytes(self):
-        return _crlf(self.msg.as_bytes(policy=email.policy.compat32))
-
-    def getBodyFile(self):
-        return io.BytesIO(_split(self._bytes())[1])
-
-    def getSize(self):
-        return len(self._bytes())
-
-
 @implementer(imap4.IMessage, imap4.IMessageFile)
-class Message(_Headers):
+class Message:
     """A stored message; the file is read when first needed."""
 
     def __init__(self, folder, uid, name):
@@ -124,7 +74,6 @@ class Message(_Headers):
         self.uid = uid
         self.name = name
         self._data = None
-        self._msg = None
         self._date = None
 
     def data(self):
@@ -133,11 +82,6 @@ class Message(_Headers):
                 raw, self._date = _read(f)
                 self._data = _crlf(raw)
         return self._data
-
-    def _parsed(self):
-        if self._msg is None:
-            self._msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(self.data())
-        return self._msg
 
     def open(self):
         return io.BytesIO(self.data())

@@ -195,30 +195,25 @@ def _header(data, part, boundaries):
 
 
 def _kind(part, digest_parent):
-    has_type = False
-    for name, value in part.fields:
-        if name == b"content-type":
-            has_type = True
-            break
+    """(the part's kind, its boundary or None), from its Content-Type (read once, in content())."""
+    has_type = part.field(b"content-type") is not None
     part.mime = part.mime or has_type or part.field(b"mime-version") is not None
     if not has_type:
         return (MESSAGE if digest_parent else TEXT), None
-    ctype, subtype, params = content_type(value)
-    if subtype is None:
-        return (TEXT if ctype.lower() == b"text" else None), None
-    full = ctype.lower() + b"/" + subtype.lower()
-    if full == b"message/rfc822":
-        return MESSAGE, None
-    if ctype.lower() == b"text":
+    c = part.content()
+    kind = c.type.lower()
+    if c.subtype is None:
+        return (TEXT if kind == b"text" else None), None
+    if kind == b"text":
         return TEXT, None
-    if ctype.lower() == b"multipart":
-        if params is None:
-            return MULTIPART, None
-        for pname, pvalue in params:
-            if pname.lower() == b"boundary":
-                return MULTIPART, pvalue
-        return MULTIPART, None
-    return None, None
+    if kind == b"message" and c.subtype.lower() == b"rfc822":
+        return MESSAGE, None
+    if kind != b"multipart":
+        return None, None
+    for name, value in c.params or ():
+        if name.lower() == b"boundary":
+            return MULTIPART, value
+    return MULTIPART, None
 
 
 def _end(data, hit):
@@ -262,8 +257,7 @@ def _read(data, part, boundaries, depth, count, digest_parent=False):
     if part.kind == MULTIPART and boundary is not None:
         own = boundaries + (boundary,)
         mine = len(boundaries)
-        digest = part.content().subtype
-        digest = digest is not None and digest.lower() == b"digest"
+        digest = part.content().subtype.lower() == b"digest"
         hit = _scan(data, part.body, own)
         while hit is not None and hit[0] == mine:
             line = hit[2]

@@ -33,6 +33,7 @@ import unicodedata
 from twisted.mail import imap4
 
 from allworx.protocols.mail import imapmime
+from allworx.protocols.mail.imapfolders import MONTHS
 from allworx.protocols.mail.imapmessage import Message
 from allworx.protocols.mail.mimetext import addresses, mime_token
 
@@ -46,7 +47,7 @@ _HEADER_KEYS = {b"BCC": b"bcc", b"CC": b"cc", b"FROM": b"from", b"TO": b"to"}
 _DATE_KEYS = {b"BEFORE": ("internal", "before"), b"ON": ("internal", "on"),
               b"SINCE": ("internal", "since"), b"SENTBEFORE": ("sent", "before"),
               b"SENTON": ("sent", "on"), b"SENTSINCE": ("sent", "since")}
-_MONTHS = {m.encode().upper(): i for i, m in enumerate(calendar.month_abbr) if m}
+_MONTHS = {name: i + 1 for i, name in enumerate(MONTHS)}     # not the locale's names
 _SET = re.compile(rb"^[0-9*:,]+$")
 _ENCODED = re.compile(rb"=\?([^?\s]+)\?([QqBb])\?([^?\s]*)\?=")
 _BETWEEN = re.compile(rb"(\?=)[ \t\r\n]+(?==\?)")
@@ -307,7 +308,7 @@ class _Message:
     def __init__(self, folder, seq, uid, name):
         self.folder, self.seq, self.uid, self.name = folder, seq, uid, name
         self.message = Message(folder, uid, name)     # its file read at the first need
-        self._tree = self._headers = self._bodies = self._all_headers = None
+        self._tree = self._head = self._headers = self._bodies = self._all_headers = None
 
     def flags(self):
         return self.folder.flags.get(self.name, "")
@@ -324,19 +325,25 @@ class _Message:
 
     def tree(self):
         if self._tree is None:
-            self._tree = imapmime.parse(self._load())
+            self._tree = self._head = imapmime.parse(self._load())
         return self._tree
+
+    def head(self):
+        """The root part with its header fields: for header keys the header alone is read."""
+        if self._head is None:
+            self._head = imapmime.parse_header(self._load())
+        return self._head
 
     def headers(self):
         """[(lower-case name, text)] of the message's header, decoded."""
         if self._headers is None:
-            self._headers = [(name, _text(_decode_words(value))) for name, value in self.tree().fields]
+            self._headers = [(name, _text(_decode_words(value))) for name, value in self.head().fields]
         return self._headers
 
     def addresses(self, name):
         """The address field's texts as its addresses are written (FROM, TO, CC, BCC)."""
         return [_text(_decode_words(_addresses_written(_FOLD.sub(b" ", value))))
-                for n, value in self.tree().fields if n == name]
+                for n, value in self.head().fields if n == name]
 
     def header_texts(self):
         """Every part's header (enclosed messages' too), field by field, decoded: for TEXT."""
@@ -356,7 +363,7 @@ class _Message:
         return self._bodies
 
     def sent_day(self):
-        value = self.tree().field(b"date")
+        value = self.head().field(b"date")
         if value is None:
             return 0
         try:
