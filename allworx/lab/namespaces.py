@@ -80,6 +80,20 @@ from allworx.lab.topology import (
 SERVICES = (ISP_DNSMASQ, INET_SERVICES, PROVIDER, ACME_CA)
 
 
+def ensure_directory(path, attempts=20):
+    """
+    os.makedirs(path, exist_ok=True), safe against another lab's down():
+    that removes the shared state root (or /etc/netns) when it is empty,
+    which can fall between makedirs's creating a parent and the child.
+    """
+    for _ in range(attempts - 1):
+        try:
+            return os.makedirs(path, exist_ok=True)
+        except FileNotFoundError:
+            continue  # a parent was removed under us: make it again
+    os.makedirs(path, exist_ok=True)
+
+
 @attr.s
 class Lab(LabAcme, LabProvider):
     """
@@ -111,7 +125,7 @@ class Lab(LabAcme, LabProvider):
         if missing:
             raise LabError("allworx lab needs " + ", ".join(missing))
         for sub in ("pids", "logs", "isp", "inet", "dhclient"):
-            os.makedirs(self._path(sub), exist_ok=True)
+            ensure_directory(self._path(sub))
         existing = self._netns_list()
         for host in HOSTS:
             self._ensure_netns(host, existing)
@@ -144,7 +158,7 @@ class Lab(LabAcme, LabProvider):
             # Remembered so that the last lab down removes it again.
             open(os.path.join(self.state_root, ".created-etc-netns"), "w").close()
         directory = os.path.join(NETNS_ETC, self.ns(host))
-        os.makedirs(directory, exist_ok=True)
+        ensure_directory(directory)
         text = ("# allworx lab %s: resolver inside namespace %s\nnameserver %s\n"
                 % (self.prefix, self.ns(host), NAMESERVERS[host]))
         write_atomically(os.path.join(directory, "resolv.conf"), text.encode())

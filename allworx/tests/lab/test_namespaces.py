@@ -26,6 +26,7 @@ from twisted.trial import unittest
 from twisted.web.test.requesthelper import DummyRequest
 
 from allworx.lab import cli, internet, peers, processes
+from allworx.lab import namespaces
 from allworx.lab.namespaces import Lab
 from allworx.lab.processes import LabError, LabProcess
 from allworx.lab.topology import (
@@ -199,6 +200,33 @@ class LabProcessTests(unittest.TestCase):
         self.assertTrue(LabProcess("me", os.getpid(), started, None).alive())
         # Same PID, different start time: a recycled PID, not ours.
         self.assertFalse(LabProcess("me", os.getpid(), started + 1, None).alive())
+
+
+class SharedDirectoryTests(unittest.TestCase):
+    """Two labs share /run/allworx-lab: one's down() removes it when empty,
+    which may fall between the other's up() making it and making its own
+    directory inside (a CI run failed so: FileNotFoundError in makedirs)."""
+
+    def test_a_parent_removed_meanwhile_is_made_again(self):
+        root = os.path.join(self.mktemp(), "allworx-lab")
+        mkdir = os.mkdir
+
+        def racing_mkdir(path, mode=0o777):
+            mkdir(path, mode)
+            if path == root and not removed:
+                removed.append(path)
+                os.rmdir(path)  # the other lab's down(), just then
+        removed = []
+        self.patch(os, "mkdir", racing_mkdir)
+        namespaces.ensure_directory(os.path.join(root, "aww", "pids"))
+        self.assertEqual(removed, [root])
+        self.assertTrue(os.path.isdir(os.path.join(root, "aww", "pids")))
+
+    def test_gives_up_after_its_attempts(self):
+        def failing(path, exist_ok=False):
+            raise FileNotFoundError(2, "No such file or directory", path)
+        self.patch(namespaces.os, "makedirs", failing)
+        self.assertRaises(FileNotFoundError, namespaces.ensure_directory, "/x/y", attempts=3)
 
 
 class CommandLineTests(unittest.TestCase):
