@@ -26,6 +26,10 @@ T2 = 4.0
 T4 = 5.0
 
 
+def _nothing(*args):
+    """What a terminated transaction's callbacks become."""
+
+
 class _Timers:
     """Named delayed calls on an IReactorTime, cancelled as a group."""
 
@@ -97,8 +101,9 @@ class ClientTransaction:
 
     def _timeout(self):
         if self.state in ("calling", "trying", "proceeding"):
+            on_timeout = self.on_timeout
             self._terminate()
-            self.on_timeout()
+            on_timeout()
 
     def receive(self, response):
         """A response whose Via branch and CSeq method match this transaction."""
@@ -113,8 +118,9 @@ class ClientTransaction:
                 return
             self.final = response
             if self.invite and code < 300:
+                on_response = self.on_response
                 self._terminate()
-                self.on_response(response)
+                on_response(response)
                 return
             if self.invite:
                 self.ack = self._make_ack(response)
@@ -144,7 +150,12 @@ class ClientTransaction:
             return
         self.state = "terminated"
         self.timers.stop_all()
-        self.on_terminated()
+        on_terminated = self.on_terminated
+        # The user's callbacks lead back to it (a call holds its transactions):
+        # let go of them, so that both are freed when the last reference goes
+        # and not left, a hundred objects a call, to the cyclic collector.
+        self.on_response = self.on_timeout = self.on_terminated = _nothing
+        on_terminated()
 
 
 class ServerTransaction:
@@ -225,4 +236,8 @@ class ServerTransaction:
             return
         self.state = "terminated"
         self.timers.stop_all()
-        self.on_terminated()
+        on_terminated = self.on_terminated
+        # As a client transaction's: what its user set refers back to it.
+        self.on_terminated = self.on_ack = _nothing
+        self.keep_final = self.on_cancel = None
+        on_terminated()
