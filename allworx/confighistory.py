@@ -55,6 +55,7 @@ class ConfigHistory:
         # file never outlives its entry by more than that.
         self.full_every = max(1, min(FULL_EVERY, keep - 1))
         self._latest = None        # (id, bytes, deltas since the last whole copy)
+        self._lines = {}           # id -> (its entry, the entry's line in the index file)
 
     # ------------------------------------------------------------ reading
 
@@ -188,12 +189,29 @@ class ConfigHistory:
                  "sections": sorted(sections)}
         index.append(entry)
         dropped, index = index[:-self.keep], index[-self.keep:]
-        write_atomically(os.path.join(self.directory, INDEX),
-                         json.dumps(index, indent=1, sort_keys=True) + "\n")
+        write_atomically(os.path.join(self.directory, INDEX), self._index_text(index))
         self._index = index
         if dropped:
             self._remove_unneeded(index[0]["id"])
         return dict(entry, time=rfc3339(entry["time"]))
+
+    def _index_text(self, index):
+        """
+        The index file: a JSON list, one entry a line. Each entry's line is
+        made once (json's C encoder: `indent` would take its pure-Python one,
+        a millisecond a change for 50 entries, on the reactor thread).
+        """
+        made, out = self._lines, []
+        for e in index:
+            known = made.get(e["id"])
+            if known is None or known[0] is not e:
+                known = made[e["id"]] = (e, json.dumps(e, sort_keys=True))
+            out.append(known[1])
+        if len(made) > len(index):
+            kept = {e["id"] for e in index}
+            for number in [n for n in made if n not in kept]:
+                del made[number]
+        return "[\n" + ",\n".join(out) + "\n]\n"
 
     def _previous_bytes(self, index):
         """(id, bytes, deltas since a whole copy) of the newest version, or None."""

@@ -139,6 +139,12 @@ class DeltaStorageTests(unittest.TestCase):
             for name in self.files():
                 self.assertEqual(os.stat(os.path.join(self.dir, name)).st_mode & 0o777, 0o600)
         self.assertRaises(KeyError, history.text, 1)
+        # The index: one entry a line (each line made once, by json's C encoder).
+        with open(os.path.join(self.dir, "index.json")) as f:
+            lines = f.read().splitlines()
+        self.assertEqual((lines[0], lines[-1], len(lines)), ("[", "]", 7 + 2))
+        self.assertEqual([json.loads(line.rstrip(","))["id"] for line in lines[1:-1]],
+                         list(range(114, 121)))
 
     def test_history_of_whole_files_from_an_earlier_release_reads(self):
         os.makedirs(self.dir)
