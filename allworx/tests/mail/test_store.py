@@ -126,7 +126,7 @@ class StoreTests(unittest.TestCase):
 class DurableWriterTests(unittest.TestCase):
 
     def test_batches_while_busy(self):
-        """Writes that arrive during a batch go together in the next one."""
+        """Writes that arrive during a batch go together in the next one (one batch at a time by default)."""
         calls = []
         pending = []
 
@@ -135,7 +135,7 @@ class DurableWriterTests(unittest.TestCase):
             d = defer.Deferred()
             pending.append((d, f, groups))
             return d
-        writer = durable.DurableWriter(fake_thread, parallel=1)
+        writer = durable.DurableWriter(fake_thread)
         base = self.mktemp()
         os.makedirs(base)
         files = [[durable.PendingFile(os.path.join(base, "t%d" % i), os.path.join(base, "f%d" % i), b"x")]
