@@ -50,13 +50,23 @@ def write_atomically(path, data, mode=0o600):
     fsync_directory(directory)
 
 
-def ensure_directory(path, mode=0o700):
+def ensure_directory(path, mode=0o700, attempts=20):
     """
     Create the directory `path` and each missing parent with `mode` (the
     umask applying), where os.makedirs gives the parents the default mode;
-    directories that exist are left as they are.
+    directories that exist are left as they are. A parent that another
+    process removes meanwhile (a shared directory removed when empty) is
+    made again, up to `attempts` times.
     """
-    path = os.path.abspath(path)
+    for attempt in range(attempts):
+        try:
+            return _make_directories(os.path.abspath(path), mode)
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+
+
+def _make_directories(path, mode):
     missing = []
     while not os.path.isdir(path):
         missing.append(path)

@@ -53,6 +53,7 @@ import time
 
 import attr
 
+from allworx import atomicfile
 from allworx.lab.acmeca import LabAcme
 from allworx.lab.confine import confined_argv, end_processes, namespace_inodes, namespace_pids
 from allworx.lab.maildir import write_atomically
@@ -80,18 +81,12 @@ from allworx.lab.topology import (
 SERVICES = (ISP_DNSMASQ, INET_SERVICES, PROVIDER, ACME_CA)
 
 
-def ensure_directory(path, attempts=20):
+def ensure_directory(path):
     """
-    os.makedirs(path, exist_ok=True), safe against another lab's down():
-    that removes the shared state root (or /etc/netns) when it is empty,
-    which can fall between makedirs's creating a parent and the child.
+    The lab's directories (mode 0755), made again when another lab's down()
+    removes the shared state root (or /etc/netns) between two of the steps.
     """
-    for _ in range(attempts - 1):
-        try:
-            return os.makedirs(path, exist_ok=True)
-        except FileNotFoundError:
-            continue  # a parent was removed under us: make it again
-    os.makedirs(path, exist_ok=True)
+    atomicfile.ensure_directory(path, mode=0o755)
 
 
 @attr.s

@@ -208,7 +208,7 @@ class SharedDirectoryTests(unittest.TestCase):
     directory inside (a CI run failed so: FileNotFoundError in makedirs)."""
 
     def test_a_parent_removed_meanwhile_is_made_again(self):
-        root = os.path.join(self.mktemp(), "allworx-lab")
+        root = os.path.join(os.path.abspath(self.mktemp()), "allworx-lab")
         mkdir = os.mkdir
 
         def racing_mkdir(path, mode=0o777):
@@ -223,10 +223,12 @@ class SharedDirectoryTests(unittest.TestCase):
         self.assertTrue(os.path.isdir(os.path.join(root, "aww", "pids")))
 
     def test_gives_up_after_its_attempts(self):
-        def failing(path, exist_ok=False):
+        from allworx import atomicfile
+
+        def failing(path, mode=0o777):
             raise FileNotFoundError(2, "No such file or directory", path)
-        self.patch(namespaces.os, "makedirs", failing)
-        self.assertRaises(FileNotFoundError, namespaces.ensure_directory, "/x/y", attempts=3)
+        self.patch(atomicfile.os, "mkdir", failing)
+        self.assertRaises(FileNotFoundError, atomicfile.ensure_directory, "/x/y", attempts=3)
 
 
 class CommandLineTests(unittest.TestCase):
